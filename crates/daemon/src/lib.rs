@@ -1,0 +1,1 @@
+//! rmosix daemon room.

@@ -1,0 +1,1 @@
+//! rmosix image room.
