@@ -1,1 +1,47 @@
-//! rmosix wire room.
+//! rmosix wire room: the messages that cross a socket, and how they are framed.
+//!
+//! Two protocols live here:
+//!
+//! * the **control protocol** between the tools (`migrate`, `mosctl`, `mosrun`'s supervisor)
+//!   and the local daemon `mosixd`, over a Unix stream socket ([`Request`], [`Reply`],
+//!   [`Report`], [`Command`]);
+//! * the **link hello** that one daemon sends to another as the first message on an
+//!   authenticated link ([`LinkHello`], [`Purpose`]). Encryption and framing of links are the
+//!   transport room's job; this room only says what the bytes mean.
+//!
+//! # Layout
+//!
+//! Every message is one JSON object (serde's externally tagged enums) on one line, ended by
+//! `\n`. JSON never contains a raw newline, so the newline is an unambiguous frame end.
+//!
+//! ```text
+//! tool → mosixd   {"migrate":{"pid":4711,"target":{"node":3}}}\n
+//! mosixd → tool   {"error":{"message":"process 4711 is not running under mosrun"}}\n
+//! daemon → daemon {"version":1,"from_node":2,"purpose":{"session":{"uid":1000,...}}}
+//! ```
+//!
+//! A line may be at most [`MAX_LINE`] bytes including its newline; [`LineReader`] checks this
+//! before it buffers more, so a peer cannot make the reader allocate without bound.
+//!
+//! # Versions
+//!
+//! The control protocol only ever connects a daemon with tools of the same installation; an
+//! unknown message fails to decode and is answered with [`Reply::Error`]. Links join
+//! different machines, so [`LinkHello`] carries [`LINK_VERSION`] and a daemon drops a peer
+//! that speaks another.
+//!
+//! The door: the message types, [`send_line`], [`encode_line`], [`LineReader`], [`DecodeError`],
+//! [`DEFAULT_SOCKET`], [`SOCKET_ENV`], [`MAX_LINE`], [`LINK_VERSION`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod codec;
+mod control;
+mod link;
+
+pub use codec::{DecodeError, LineReader, MAX_LINE, encode_line, send_line};
+pub use control::{
+    Command, DEFAULT_SOCKET, ParseTargetError, PeerStatus, Reply, Report, Request, SOCKET_ENV,
+    Target,
+};
+pub use link::{LINK_VERSION, LinkHello, Purpose};

@@ -1,0 +1,258 @@
+//! The control protocol: tools and supervisors talking to the local `mosixd`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the daemon listens when neither `--socket` nor [`SOCKET_ENV`] says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/mosix/mosixd.sock";
+
+/// Environment variable that overrides [`DEFAULT_SOCKET`] for the daemon and every tool.
+pub const SOCKET_ENV: &str = "MOSIX_SOCKET";
+
+/// Where a process should run: at its home, or on a numbered node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The node the process was started on.
+    Home,
+    /// A node of the map, by number.
+    Node(u16),
+}
+
+/// A target that is neither `home` nor a node number.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a node number or \"home\"")]
+pub struct ParseTargetError(String);
+
+impl FromStr for Target {
+    type Err = ParseTargetError;
+
+    /// Parses MOSIX's `migrate` argument: `home` or a node number.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "home" {
+            return Ok(Target::Home);
+        }
+        s.parse()
+            .map(Target::Node)
+            .map_err(|_| ParseTargetError(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Home => f.write_str("home"),
+            Target::Node(n) => write!(f, "node {n}"),
+        }
+    }
+}
+
+/// The first line a client sends on a new control connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// Sent by a job supervisor (`mosrun`). After [`Reply::Ok`] the connection stays open:
+    /// the supervisor sends [`Report`]s on it and receives [`Command`]s.
+    Supervise,
+    /// Move a supervised process. The daemon replies once the move has finished or failed.
+    Migrate {
+        /// The process, by its PID at home.
+        pid: i32,
+        /// Where it should go.
+        target: Target,
+    },
+    /// Ask where a process runs; answered with [`Reply::Location`].
+    Where {
+        /// The process, by its PID at home.
+        pid: i32,
+    },
+    /// Open a guest session on `node` for the caller's own uid and groups. After
+    /// [`Reply::Ok`] the connection is a raw byte pipe to the guest: every byte after the Ok
+    /// line, both ways, is session data.
+    OpenSession {
+        /// The node to start the guest on.
+        node: u16,
+    },
+    /// Ask for the daemon's state; answered with [`Reply::Status`].
+    Status,
+}
+
+/// The daemon's answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// Done, or (for `Supervise` and `OpenSession`) accepted.
+    Ok,
+    /// Where a process runs.
+    Location {
+        /// The node number; the daemon's own node when the process is at home.
+        node: u16,
+    },
+    /// The daemon's state.
+    Status {
+        /// This daemon's node number.
+        node: u16,
+        /// Processes currently running under a supervisor of this node.
+        processes: u32,
+        /// The other nodes of the map, and whether each answered a ping just now.
+        peers: Vec<PeerStatus>,
+    },
+    /// The request failed; `message` is meant for the user, verbatim.
+    Error {
+        /// What went wrong, e.g. `process 4711 is not running under mosrun`.
+        message: String,
+    },
+}
+
+/// One other node as seen by [`Reply::Status`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Its node number.
+    pub node: u16,
+    /// Whether its daemon completed an authenticated ping.
+    pub up: bool,
+}
+
+/// What a supervisor tells the daemon about the processes it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Report {
+    /// A process (the job or one of its descendants) now runs under this supervisor, at home.
+    Started {
+        /// Its PID.
+        pid: i32,
+    },
+    /// A process changed node.
+    Moved {
+        /// Its PID.
+        pid: i32,
+        /// Where it runs now; `None` means home.
+        node: Option<u16>,
+    },
+    /// A process exited; the daemon forgets it.
+    Ended {
+        /// Its PID.
+        pid: i32,
+    },
+    /// Outcome of the [`Command::Migrate`] with the same `id`.
+    MigrateDone {
+        /// The command's id.
+        id: u64,
+        /// `Err` holds a message for the user.
+        result: Result<(), String>,
+    },
+}
+
+/// What the daemon asks of a supervisor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Move `pid` to `target`, then answer with [`Report::MigrateDone`] carrying `id`.
+    Migrate {
+        /// Chosen by the daemon, unique per daemon run.
+        id: u64,
+        /// The process to move.
+        pid: i32,
+        /// Where to move it.
+        target: Target,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+
+    use super::*;
+    use crate::{LineReader, encode_line};
+
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + fmt::Debug>(msg: T) {
+        let line = encode_line(&msg).unwrap();
+        let mut reader = LineReader::new();
+        reader.feed(&line).unwrap();
+        assert_eq!(reader.next_message::<T>().unwrap(), Some(msg));
+    }
+
+    #[test]
+    fn every_control_message_round_trips() {
+        for target in [Target::Home, Target::Node(0), Target::Node(u16::MAX)] {
+            round_trip(Request::Migrate { pid: 4711, target });
+            round_trip(Command::Migrate {
+                id: u64::MAX,
+                pid: -1,
+                target,
+            });
+        }
+        round_trip(Request::Supervise);
+        round_trip(Request::Where { pid: 1 });
+        round_trip(Request::OpenSession { node: 3 });
+        round_trip(Request::Status);
+        round_trip(Reply::Ok);
+        round_trip(Reply::Location { node: 2 });
+        round_trip(Reply::Status {
+            node: 1,
+            processes: 5,
+            peers: vec![
+                PeerStatus { node: 2, up: true },
+                PeerStatus { node: 3, up: false },
+            ],
+        });
+        round_trip(Reply::Error {
+            message: "no node 7 in /etc/mosix.map\n\"x\"".into(),
+        });
+        round_trip(Report::Started { pid: 10 });
+        round_trip(Report::Moved {
+            pid: 10,
+            node: Some(3),
+        });
+        round_trip(Report::Moved {
+            pid: 10,
+            node: None,
+        });
+        round_trip(Report::Ended { pid: 10 });
+        round_trip(Report::MigrateDone {
+            id: 1,
+            result: Ok(()),
+        });
+        round_trip(Report::MigrateDone {
+            id: 2,
+            result: Err("process has 2 threads".into()),
+        });
+    }
+
+    #[test]
+    fn the_layout_is_plain_json() {
+        let line = encode_line(&Request::Migrate {
+            pid: 4711,
+            target: Target::Node(3),
+        })
+        .unwrap();
+        assert_eq!(
+            line,
+            b"{\"migrate\":{\"pid\":4711,\"target\":{\"node\":3}}}\n"
+        );
+        assert_eq!(encode_line(&Request::Status).unwrap(), b"\"status\"\n");
+    }
+
+    #[test]
+    fn targets_parse_like_migrate_arguments() {
+        assert_eq!("home".parse::<Target>().unwrap(), Target::Home);
+        assert_eq!("3".parse::<Target>().unwrap(), Target::Node(3));
+        for bad in ["", "Home", "-1", "65536", "3x", "balance"] {
+            assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
+        assert_eq!(Target::Node(3).to_string(), "node 3");
+    }
+
+    #[test]
+    fn unknown_or_mistyped_requests_are_errors() {
+        let mut reader = LineReader::new();
+        reader
+            .feed(b"{\"reboot\":{}}\n{\"migrate\":{\"pid\":\"x\",\"target\":\"home\"}}\n[]\n")
+            .unwrap();
+        for _ in 0..3 {
+            assert!(reader.next_message::<Request>().is_err());
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The first message on a node-to-node link.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the link protocol spoken after the handshake. A daemon drops a peer whose
+/// [`LinkHello::version`] differs.
+pub const LINK_VERSION: u32 = 1;
+
+/// Sent by the connecting daemon as the first encrypted message on a link; the accepting
+/// daemon answers a [`Purpose::Ping`] with its own hello.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkHello {
+    /// [`LINK_VERSION`] of the sender.
+    pub version: u32,
+    /// The sender's node number.
+    pub from_node: u16,
+    /// What the link is for.
+    pub purpose: Purpose,
+}
+
+impl LinkHello {
+    /// A hello of the current version.
+    pub fn new(from_node: u16, purpose: Purpose) -> Self {
+        Self {
+            version: LINK_VERSION,
+            from_node,
+            purpose,
+        }
+    }
+
+    /// Encode as JSON (one link message; the link keeps message boundaries).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a LinkHello always serialises")
+    }
+
+    /// Decode one link message.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// Why a daemon opened a link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Start a guest with these credentials; afterwards the link carries the session's bytes.
+    Session {
+        /// Real, effective and saved uid of the guest.
+        uid: u32,
+        /// Real, effective and saved gid of the guest.
+        gid: u32,
+        /// Supplementary groups of the guest.
+        groups: Vec<u32>,
+    },
+    /// Are you there? The peer answers with its own hello and closes.
+    Ping,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hellos_round_trip() {
+        for purpose in [
+            Purpose::Ping,
+            Purpose::Session {
+                uid: 1000,
+                gid: 100,
+                groups: vec![4, 27, 1000],
+            },
+        ] {
+            let hello = LinkHello::new(7, purpose);
+            assert_eq!(LinkHello::decode(&hello.encode()).unwrap(), hello);
+        }
+    }
+
+    #[test]
+    fn junk_and_truncated_hellos_are_refused() {
+        let bytes = LinkHello::new(1, Purpose::Ping).encode();
+        for cut in 0..bytes.len() {
+            assert!(LinkHello::decode(&bytes[..cut]).is_err(), "cut {cut}");
+        }
+        assert!(LinkHello::decode(b"\xff\x00garbage").is_err());
+        assert!(LinkHello::decode(br#"{"version":1,"from_node":70000,"purpose":"ping"}"#).is_err());
+    }
+}
