@@ -1,0 +1,151 @@
+use std::io::{self, Read, Write};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Largest frame body accepted; checked before anything is allocated.
+pub const MAX_FRAME: usize = 8 << 20;
+
+const KIND_MESSAGE: u8 = 1;
+const KIND_PAGES: u8 = 2;
+
+/// One decoded frame.
+#[derive(Debug)]
+pub enum Frame {
+    /// A JSON control message, still undecoded.
+    Message(Vec<u8>),
+    /// Bytes to place at a guest address.
+    Pages {
+        /// Guest address of the first byte.
+        addr: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+}
+
+/// What can go wrong reading a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream ended or failed.
+    #[error("session stream: {0}")]
+    Io(#[from] io::Error),
+    /// The peer sent a frame larger than MAX_FRAME.
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    /// Unknown frame kind.
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    /// A message that does not decode as the expected type.
+    #[error("bad message: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Reads frames from a byte stream.
+pub struct FrameReader<R> {
+    inner: R,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// Wrap a stream.
+    pub fn new(inner: R) -> Self {
+        FrameReader { inner }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// Read the next frame.
+    pub fn next(&mut self) -> Result<Frame, FrameError> {
+        let mut head = [0u8; 5];
+        self.inner.read_exact(&mut head)?;
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len));
+        }
+        match head[4] {
+            KIND_MESSAGE => {
+                let mut body = vec![0; len];
+                self.inner.read_exact(&mut body)?;
+                Ok(Frame::Message(body))
+            }
+            KIND_PAGES if len >= 8 => {
+                let mut addr = [0u8; 8];
+                self.inner.read_exact(&mut addr)?;
+                let mut data = vec![0; len - 8];
+                self.inner.read_exact(&mut data)?;
+                Ok(Frame::Pages { addr: u64::from_le_bytes(addr), data })
+            }
+            kind => Err(FrameError::Kind(kind)),
+        }
+    }
+
+    /// Read the next frame, which must be a message of type `T`.
+    pub fn message<T: DeserializeOwned>(&mut self) -> Result<T, FrameError> {
+        match self.next()? {
+            Frame::Message(body) => Ok(serde_json::from_slice(&body)?),
+            Frame::Pages { .. } => Err(FrameError::Kind(KIND_PAGES)),
+        }
+    }
+}
+
+/// Write one JSON message frame.
+pub fn write_message<W: Write, T: Serialize>(out: &mut W, msg: &T) -> io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    let mut buf = Vec::with_capacity(5 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    buf.push(KIND_MESSAGE);
+    buf.extend_from_slice(&body);
+    out.write_all(&buf)
+}
+
+/// Write one page frame. `data` must be at most MAX_FRAME - 8 bytes.
+pub fn write_pages<W: Write>(out: &mut W, addr: u64, data: &[u8]) -> io::Result<()> {
+    debug_assert!(data.len() + 8 <= MAX_FRAME);
+    let mut head = [0u8; 13];
+    head[..4].copy_from_slice(&((data.len() + 8) as u32).to_le_bytes());
+    head[4] = KIND_PAGES;
+    head[5..].copy_from_slice(&addr.to_le_bytes());
+    out.write_all(&head)?;
+    out.write_all(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut buf = Vec::new();
+        write_message(&mut buf, &vec![1u32, 2, 3]).unwrap();
+        write_pages(&mut buf, 0x1000, &[7; 4096]).unwrap();
+        let mut r = FrameReader::new(&buf[..]);
+        assert_eq!(r.message::<Vec<u32>>().unwrap(), vec![1, 2, 3]);
+        match r.next().unwrap() {
+            Frame::Pages { addr, data } => {
+                assert_eq!(addr, 0x1000);
+                assert_eq!(data, vec![7; 4096]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(r.next(), Err(FrameError::Io(_))));
+    }
+
+    #[test]
+    fn refuses_oversized_and_unknown_frames_and_truncation() {
+        let mut big = Vec::new();
+        big.extend_from_slice(&(MAX_FRAME as u32 + 1).to_le_bytes());
+        big.push(KIND_MESSAGE);
+        assert!(matches!(FrameReader::new(&big[..]).next(), Err(FrameError::TooLarge(_))));
+        let unknown = [0, 0, 0, 0, 9];
+        assert!(matches!(FrameReader::new(&unknown[..]).next(), Err(FrameError::Kind(9))));
+        let mut buf = Vec::new();
+        write_pages(&mut buf, 1, &[1; 100]).unwrap();
+        for cut in 0..buf.len() {
+            assert!(FrameReader::new(&buf[..cut]).next().is_err());
+        }
+        let short_pages = [4, 0, 0, 0, KIND_PAGES, 0, 0, 0, 0];
+        assert!(FrameReader::new(&short_pages[..]).next().is_err());
+    }
+}
