@@ -93,3 +93,66 @@ impl Node {
         std::iter::once(&self.host).chain(&self.aliases)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_refuses_zero() {
+        assert_eq!(NodeId::new(0), None);
+        assert_eq!(NodeId::new(7).map(NodeId::get), Some(7));
+        assert_eq!(NodeId::MAX.get(), 65535);
+    }
+
+    #[test]
+    fn parses_and_displays() {
+        let id: NodeId = "42".parse().unwrap();
+        assert_eq!(id.get(), 42);
+        assert_eq!(id.to_string(), "42");
+        assert_eq!("007".parse::<NodeId>().unwrap().get(), 7);
+        assert_eq!("65535".parse::<NodeId>().unwrap(), NodeId::MAX);
+    }
+
+    #[test]
+    fn parse_errors_name_the_text() {
+        for bad in [
+            "0",
+            "65536",
+            "99999999999999999999",
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "x",
+            "1.5",
+        ] {
+            let err = bad.parse::<NodeId>().unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("node number must be 1-65535, got {bad}")
+            );
+        }
+    }
+
+    #[test]
+    fn orders_by_number() {
+        let ids: Vec<NodeId> = [3, 1, 2].into_iter().filter_map(NodeId::new).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted.iter().map(|id| id.get()).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn host_displays() {
+        assert_eq!(
+            Host::Ip("10.0.0.1".parse().unwrap()).to_string(),
+            "10.0.0.1"
+        );
+        assert_eq!(Host::Ip("fd00::1".parse().unwrap()).to_string(), "fd00::1");
+        assert_eq!(Host::Name("node5.lan".into()).to_string(), "node5.lan");
+    }
+}

@@ -287,3 +287,60 @@ impl HostKey {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names() {
+        for good in ["node5", "node5.lan", "a-b.example.org", "node5.lan.", "x1"] {
+            assert!(is_host_name(good), "{good}");
+        }
+        let long_label = "a".repeat(64);
+        let long_name = ["a"; 127].join(".") + ".bc";
+        for bad in [
+            "",
+            ".",
+            "-node",
+            "node-",
+            "a..b",
+            "under_score",
+            "10.0.0.256",
+            "10.0.0",
+            "1",
+            "fe80::1%eth0",
+            "nöde",
+            long_label.as_str(),
+            long_name.as_str(),
+        ] {
+            assert!(!is_host_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn next_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(nth_address(ip("10.0.0.255"), 1), Some(ip("10.0.1.0")));
+        assert_eq!(
+            nth_address(ip("255.255.255.255"), 0),
+            Some(ip("255.255.255.255"))
+        );
+        assert_eq!(nth_address(ip("255.255.255.255"), 1), None);
+        assert_eq!(nth_address(ip("fd00::ffff"), 1), Some(ip("fd00::1:0")));
+        assert_eq!(
+            nth_address(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), 1),
+            None
+        );
+    }
+
+    #[test]
+    fn host_keys_ignore_case_dot_and_mapping() {
+        let key = |h: Host| HostKey::of(&h);
+        assert!(key(Host::Name("Node5.LAN.".into())) == key(Host::Name("node5.lan".into())));
+        assert!(
+            key(Host::Ip("::ffff:10.0.0.1".parse().unwrap()))
+                == key(Host::Ip("10.0.0.1".parse().unwrap()))
+        );
+    }
+}
