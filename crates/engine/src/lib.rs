@@ -1,4 +1,25 @@
-//! rmosix engine room: ptrace, freeze, image, restore, forwarding (being built).
+//! rmosix engine room: ptrace, injection, freeze, dump, restore and forwarding.
+
+mod dump;
+mod facts;
+mod inject;
+mod maps;
+mod mem;
+mod ptrace;
+mod restore;
+mod spawn;
+mod sys;
+
+pub use dump::{NotMovable, check_movable, dump};
+pub use facts::probe;
+pub use inject::Injector;
+pub use restore::{read_header, restore_into};
+pub use spawn::{spawn_husk, spawn_program};
+pub use ptrace::{Pid, Stop};
+/// Low-level tracer calls for the supervisors.
+pub mod trace {
+    pub use crate::ptrace::{cont, interrupt, wait, get_regs};
+}
 
 /// Serve one guest session on the target node: `stream` carries the session protocol from the
 /// home supervisor (through the daemons' link). Runs in a process that already has the owner's

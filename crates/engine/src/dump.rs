@@ -1,0 +1,274 @@
+//! Reading the image of a stopped process and streaming it: header first, then page runs, then
+//! the end marker. Nothing touches disk.
+
+use std::io::{self, Write};
+
+use rmosix_image::{self as image, Area, Header, MmLayout, Registers, SigAction};
+use serde::{Deserialize, Serialize};
+
+use crate::inject::{Injector, Scratch};
+use crate::maps;
+use crate::mem::Memory;
+use crate::ptrace::{self, Pid, Regs};
+use crate::sys;
+
+/// Page data goes out in runs of at most this many bytes (fits a frame).
+const RUN_BYTES: usize = 4 << 20;
+const PAGE: u64 = 4096;
+
+/// Why a process cannot move, found before anything is touched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum NotMovable {
+    /// More than one thread.
+    #[error("process has {0} threads")]
+    Threads(u32),
+    /// A shared writable mapping would need coherent shared memory across nodes.
+    #[error("shared writable mapping {0}")]
+    SharedWritable(String),
+    /// System V shared memory.
+    #[error("attached to System V shared memory")]
+    SysvShm,
+    /// Locked memory cannot be promised on another node.
+    #[error("process has locked memory (mlock)")]
+    Locked,
+    /// A real-time scheduling policy.
+    #[error("process uses real-time scheduling")]
+    RealTime,
+    /// A device mapping.
+    #[error("device mapping {0}")]
+    Device(String),
+}
+
+/// The end-of-image marker.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EndOfImage {
+    /// Bytes of page data sent.
+    pub bytes: u64,
+}
+
+/// Check what keeps `pid` from moving (threads, shared writable memory, SysV shm, mlock,
+/// real-time policy). Works on a running process.
+pub fn check_movable(pid: Pid) -> io::Result<Result<(), NotMovable>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let threads = field("Threads:") as u32;
+    if threads > 1 {
+        return Ok(Err(NotMovable::Threads(threads)));
+    }
+    if field("VmLck:") > 0 {
+        return Ok(Err(NotMovable::Locked));
+    }
+    let policy = stat_fields(pid)?.get(40).copied().unwrap_or(0);
+    if policy == libc::SCHED_FIFO as u64 || policy == libc::SCHED_RR as u64 {
+        return Ok(Err(NotMovable::RealTime));
+    }
+    for area in maps::read(pid)? {
+        if area.name.starts_with("/SYSV") {
+            return Ok(Err(NotMovable::SysvShm));
+        }
+        if area.shared && area.write {
+            let what = if area.name.is_empty() { "(anonymous)".into() } else { area.name.clone() };
+            return Ok(Err(NotMovable::SharedWritable(what)));
+        }
+        if area.name.starts_with("/dev/") {
+            return Ok(Err(NotMovable::Device(area.name)));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Numeric fields of /proc/PID/stat after the command name (index 0 is field 3, the state, as 0).
+fn stat_fields(pid: Pid) -> io::Result<Vec<u64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    Ok(rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
+}
+
+/// Registers as the image stores them.
+pub fn regs_to_image(regs: &Regs) -> Registers {
+    // SAFETY: user_regs_struct is 27 u64 fields, repr(C), no padding.
+    let words: [u64; 27] = unsafe { std::mem::transmute(*regs) };
+    Registers(words.to_vec())
+}
+
+/// Registers from an image.
+pub fn regs_from_image(image: &Registers) -> io::Result<Regs> {
+    let words: [u64; 27] = image
+        .0
+        .as_slice()
+        .try_into()
+        .map_err(|_| io::Error::other("image has a bad register set"))?;
+    // SAFETY: as above, every bit pattern is a valid user_regs_struct.
+    Ok(unsafe { std::mem::transmute::<[u64; 27], Regs>(words) })
+}
+
+/// Read the header of stopped `pid`: registers, signal state, per-task state, mm layout, areas.
+/// `skip` names areas that belong to rmosix rather than the program (none at home).
+pub fn read_header(pid: Pid, inj: &Injector, facts: &rmosix_image::KernelFacts) -> io::Result<Header> {
+    let regs = ptrace::get_regs(pid)?;
+    let xstate = ptrace::get_xstate(pid)?;
+    let sigmask = ptrace::get_sigmask(pid)?;
+    let rseq = ptrace::get_rseq(pid)?;
+    let robust_list = ptrace::get_robust_list(pid)?;
+    let mem = Memory::open(pid)?;
+
+    let scratch = Scratch::map(inj, pid, PAGE)?;
+    let result = read_task_state(pid, inj, &mem, &scratch);
+    scratch.unmap(inj, pid)?;
+    let (sigactions, altstack, tid_address, brk) = result?;
+
+    let stat = stat_fields(pid)?;
+    // /proc/PID/stat field numbers (proc(5)) minus 3, since stat_fields starts at field 3.
+    let f = |n: usize| stat.get(n - 3).copied().unwrap_or(0);
+    let mm = MmLayout {
+        start_code: f(26),
+        end_code: f(27),
+        start_stack: f(28),
+        start_data: f(45),
+        end_data: f(46),
+        start_brk: f(47),
+        brk,
+        arg_start: f(48),
+        arg_end: f(49),
+        env_start: f(50),
+        env_end: f(51),
+    };
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv"))?;
+    let areas = maps::read(pid)?.into_iter().filter(|a| a.name != "[vsyscall]").collect();
+    Ok(Header {
+        version: image::FORMAT_VERSION,
+        facts: facts.clone(),
+        regs: regs_to_image(&regs),
+        xstate,
+        sigmask,
+        sigactions,
+        altstack,
+        rseq: (rseq.rseq_abi_pointer != 0)
+            .then_some((rseq.rseq_abi_pointer, rseq.rseq_abi_size, rseq.signature)),
+        robust_list,
+        tid_address,
+        mm,
+        auxv,
+        areas,
+    })
+}
+
+type TaskState = (Vec<SigAction>, (u64, i32, u64), u64, u64);
+
+/// What only the task itself can tell: dispositions, altstack, tid address, brk.
+fn read_task_state(pid: Pid, inj: &Injector, mem: &Memory, scratch: &Scratch) -> io::Result<TaskState> {
+    let mut sigactions = Vec::new();
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        inj.call_ok(pid, libc::SYS_rt_sigaction, [sig as u64, 0, scratch.addr, 8, 0, 0], "rt_sigaction")?;
+        let raw = mem.read_vec(scratch.addr, 32)?;
+        let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let action = SigAction { sig, handler: word(0), flags: word(1), restorer: word(2), mask: word(3) };
+        if action.handler != 0 || action.flags != 0 || action.mask != 0 {
+            sigactions.push(action);
+        }
+    }
+    inj.call_ok(pid, libc::SYS_sigaltstack, [0, scratch.addr, 0, 0, 0, 0], "sigaltstack")?;
+    let raw = mem.read_vec(scratch.addr, 24)?;
+    let altstack = (
+        u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes")),
+        i32::from_le_bytes(raw[8..12].try_into().expect("4 bytes")),
+        u64::from_le_bytes(raw[16..24].try_into().expect("8 bytes")),
+    );
+    inj.call_ok(pid, libc::SYS_prctl, [sys::PR_GET_TID_ADDRESS, scratch.addr, 0, 0, 0, 0], "prctl")?;
+    let tid_address = u64::from_le_bytes(mem.read_vec(scratch.addr, 8)?.try_into().expect("8 bytes"));
+    let brk = inj.call(pid, libc::SYS_brk, [0; 6])? as u64;
+    Ok((sigactions, altstack, tid_address, brk))
+}
+
+/// Stream the page contents of `areas` of `pid`, skipping pages that were never touched
+/// (anonymous areas, per /proc/PID/pagemap) and pages that are all zero.
+pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result<u64> {
+    let mem = Memory::open(pid)?;
+    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; RUN_BYTES];
+    for area in areas.iter().filter(|a| !a.is_vdso_block()) {
+        let mut addr = area.start;
+        while addr < area.end {
+            let len = (area.end - addr).min(RUN_BYTES as u64);
+            let present = present_pages(&pagemap, addr, len, area.inode == 0)?;
+            // Read each run of present pages and send its non-zero parts.
+            let mut page = 0usize;
+            while page < present.len() {
+                if !present[page] {
+                    page += 1;
+                    continue;
+                }
+                let first = page;
+                while page < present.len() && present[page] {
+                    page += 1;
+                }
+                let run_addr = addr + first as u64 * PAGE;
+                let run = &mut buf[..(page - first) * PAGE as usize];
+                mem.read(run_addr, run)?;
+                sent += send_nonzero(out, run_addr, run)?;
+            }
+            addr += len;
+        }
+    }
+    Ok(sent)
+}
+
+/// Which pages of [addr, addr+len) hold data. For file-backed areas every page may (an untouched
+/// page still reads from the file); for anonymous ones only present or swapped pages do.
+fn present_pages(pagemap: &std::fs::File, addr: u64, len: u64, anonymous: bool) -> io::Result<Vec<bool>> {
+    use std::os::unix::fs::FileExt;
+    let pages = (len / PAGE) as usize;
+    if !anonymous {
+        return Ok(vec![true; pages]);
+    }
+    let mut raw = vec![0u8; pages * 8];
+    pagemap.read_exact_at(&mut raw, addr / PAGE * 8)?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|e| u64::from_le_bytes(e.try_into().expect("8 bytes")) & (3 << 62) != 0)
+        .collect())
+}
+
+fn send_nonzero(out: &mut impl Write, addr: u64, run: &[u8]) -> io::Result<u64> {
+    let mut sent = 0;
+    let pages: Vec<&[u8]> = run.chunks(PAGE as usize).collect();
+    let mut i = 0;
+    while i < pages.len() {
+        if pages[i].iter().all(|&b| b == 0) {
+            i += 1;
+            continue;
+        }
+        let first = i;
+        while i < pages.len() && !pages[i].iter().all(|&b| b == 0) {
+            i += 1;
+        }
+        let start = first * PAGE as usize;
+        let end = (i * PAGE as usize).min(run.len());
+        image::write_pages(out, addr + start as u64, &run[start..end])?;
+        sent += (end - start) as u64;
+    }
+    Ok(sent)
+}
+
+/// Stream a whole image of stopped `pid`.
+pub fn dump(pid: Pid, facts: &rmosix_image::KernelFacts, out: &mut impl Write) -> io::Result<(Header, u64)> {
+    let inj = Injector::find(&Memory::open(pid)?, &maps::read(pid)?)?;
+    let header = read_header(pid, &inj, facts)?;
+    image::write_message(out, &header)?;
+    let bytes = write_pages(pid, &header.areas, out)?;
+    image::write_message(out, &EndOfImage { bytes })?;
+    out.flush()?;
+    Ok((header, bytes))
+}

@@ -1,0 +1,57 @@
+//! Another process's memory, through `/proc/PID/mem`. Unlike process_vm_readv/writev it reads
+//! PROT_NONE pages and writes read-only ones (the kernel uses FOLL_FORCE for a tracer), which is
+//! what dumping guard areas and filling a husk's text need.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use crate::ptrace::Pid;
+
+/// An open handle on a tracee's address space.
+pub struct Memory {
+    file: File,
+}
+
+impl Memory {
+    /// Open the memory of `pid` for reading and writing (we must be its tracer or root).
+    pub fn open(pid: Pid) -> io::Result<Memory> {
+        let file = OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/mem"))?;
+        Ok(Memory { file })
+    }
+
+    /// Fill `buf` from address `addr`.
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, addr)
+    }
+
+    /// Read `len` bytes from `addr`.
+    pub fn read_vec(&self, addr: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0; len];
+        self.read(addr, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Write `data` at address `addr`.
+    pub fn write(&self, addr: u64, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, addr)
+    }
+
+    /// Read a NUL-terminated string of at most `max` bytes (without the NUL).
+    pub fn read_cstr(&self, addr: u64, max: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 256];
+        while out.len() < max {
+            // A string may end just before an unmapped page: read up to the page end only.
+            let page_left = 4096 - (addr as usize + out.len()) % 4096;
+            let n = chunk.len().min(page_left);
+            self.read(addr + out.len() as u64, &mut chunk[..n])?;
+            if let Some(nul) = chunk[..n].iter().position(|&b| b == 0) {
+                out.extend_from_slice(&chunk[..nul]);
+                return Ok(out);
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+        Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG))
+    }
+}

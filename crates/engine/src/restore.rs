@@ -1,0 +1,198 @@
+//! Restoring an image into a stopped process: a husk on the target, or the shell at home when a
+//! process comes back. The order matters and is the reason for this module's shape:
+//!
+//! 1. unregister the process's own rseq area, before the memory it points to goes away (the kernel
+//!    would otherwise write cpu ids into whatever lands there);
+//! 2. unmap everything but the vdso block, which holds the `syscall` instruction we inject with;
+//! 3. move the vdso block (`[vvar]`, `[vvar_vclock]`, `[vdso]`) to the image's addresses: glibc
+//!    caches pointers into it;
+//! 4. map every image area at its address with its protection and fill it from the stream
+//!    through /proc/PID/mem (which writes read-only pages);
+//! 5. restore brk and auxv (PR_SET_MM_MAP), dispositions, altstack, robust list, tid address and
+//!    rseq with injected calls;
+//! 6. load signal mask, XSAVE area and registers last.
+
+use std::io::{self, Read};
+
+use rmosix_image::{self as image, Area, Frame, FrameReader, Header};
+
+use crate::dump::{EndOfImage, regs_from_image};
+use crate::inject::{Injector, Scratch};
+use crate::maps;
+use crate::mem::Memory;
+use crate::ptrace::{self, Pid};
+use crate::sys;
+
+/// Restore the image whose header was already read from `frames` into stopped `pid`; reads the
+/// page frames up to the end marker. Returns the injector, now pointing into the moved vdso.
+pub fn restore_into<R: Read>(pid: Pid, header: &Header, frames: &mut FrameReader<R>) -> io::Result<Injector> {
+    let mem = Memory::open(pid)?;
+    let own = maps::read(pid)?;
+    let mut inj = Injector::find(&mem, &own)?;
+
+    let rseq = ptrace::get_rseq(pid)?;
+    if rseq.rseq_abi_pointer != 0 {
+        let args = [rseq.rseq_abi_pointer, u64::from(rseq.rseq_abi_size), sys::RSEQ_FLAG_UNREGISTER, u64::from(rseq.signature), 0, 0];
+        inj.call_ok(pid, libc::SYS_rseq, args, "unregister rseq")?;
+    }
+    for area in own.iter().filter(|a| !a.is_vdso_block() && a.name != "[vsyscall]") {
+        inj.call_ok(pid, libc::SYS_munmap, [area.start, area.len(), 0, 0, 0, 0], "munmap")?;
+    }
+    move_vdso_block(pid, &mut inj, &own, &header.areas)?;
+
+    for area in header.areas.iter().filter(|a| !a.is_vdso_block()) {
+        let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+        if area.name == "[stack]" {
+            flags |= libc::MAP_GROWSDOWN;
+        }
+        let args = [area.start, area.len(), maps::prot(area) as u64, flags as u64, u64::MAX, 0];
+        inj.call_ok(pid, libc::SYS_mmap, args, &format!("mmap {:#x}-{:#x}", area.start, area.end))?;
+    }
+    loop {
+        match frames.next().map_err(io::Error::other)? {
+            Frame::Pages { addr, data } => {
+                if !header.areas.iter().any(|a| a.start <= addr && addr + data.len() as u64 <= a.end) {
+                    return Err(io::Error::other(format!("image pages at {addr:#x} lie outside its areas")));
+                }
+                mem.write(addr, &data)?;
+            }
+            Frame::Message(body) => {
+                serde_json::from_slice::<EndOfImage>(&body).map_err(io::Error::other)?;
+                break;
+            }
+        }
+    }
+
+    let scratch = Scratch::map(&inj, pid, 4096 + header.auxv.len().next_multiple_of(4096) as u64)?;
+    let result = restore_task_state(pid, &inj, &mem, &scratch, header);
+    scratch.unmap(&inj, pid)?;
+    result?;
+
+    ptrace::set_sigmask(pid, header.sigmask)?;
+    ptrace::set_xstate(pid, &header.xstate)?;
+    ptrace::set_regs(pid, &regs_from_image(&header.regs)?)?;
+    Ok(inj)
+}
+
+/// Move the vdso block areas of the process to where the image had them, by way of a spot free
+/// in both layouts so that no move lands on an area not yet moved.
+fn move_vdso_block(pid: Pid, inj: &mut Injector, own: &[Area], image: &[Area]) -> io::Result<()> {
+    let ours: Vec<&Area> = own.iter().filter(|a| a.is_vdso_block()).collect();
+    let mut plan = Vec::new();
+    for area in &ours {
+        let target = image
+            .iter()
+            .find(|a| a.name == area.name)
+            .ok_or_else(|| io::Error::other(format!("image has no {} area", area.name)))?;
+        if target.len() != area.len() {
+            return Err(io::Error::other(format!("{} differs in size", area.name)));
+        }
+        plan.push((area.start, target.start, area.len()));
+    }
+    if plan.iter().all(|(from, to, _)| from == to) {
+        return Ok(());
+    }
+    let total: u64 = plan.iter().map(|p| p.2).sum();
+    let temp = free_gap(own, image, total)?;
+    let mut cursor = temp;
+    for step in &mut plan {
+        remap(pid, inj, step.0, cursor, step.2)?;
+        step.0 = cursor;
+        cursor += step.2;
+    }
+    for (from, to, len) in plan {
+        remap(pid, inj, from, to, len)?;
+    }
+    Ok(())
+}
+
+fn remap(pid: Pid, inj: &mut Injector, from: u64, to: u64, len: u64) -> io::Result<()> {
+    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    inj.call_ok(pid, libc::SYS_mremap, [from, len, len, flags, to, 0], "mremap vdso")?;
+    if (from..from + len).contains(&inj.syscall_ip) {
+        inj.syscall_ip = inj.syscall_ip - from + to;
+    }
+    Ok(())
+}
+
+/// An address range of `len` bytes that no area of either layout touches.
+fn free_gap(a: &[Area], b: &[Area], len: u64) -> io::Result<u64> {
+    let mut used: Vec<(u64, u64)> = a.iter().chain(b).map(|x| (x.start, x.end)).collect();
+    used.sort();
+    // Search downward from below the usual mmap base, above the low 4 GiB.
+    let mut candidate = 0x7e00_0000_0000u64;
+    while candidate > 0x1_0000_0000 {
+        if used.iter().all(|&(s, e)| candidate + len <= s || candidate >= e) {
+            return Ok(candidate);
+        }
+        candidate -= 0x10_0000_0000;
+    }
+    Err(io::Error::other("no free address range to move the vdso through"))
+}
+
+fn restore_task_state(pid: Pid, inj: &Injector, mem: &Memory, scratch: &Scratch, header: &Header) -> io::Result<()> {
+    let auxv_addr = scratch.addr + 4096;
+    mem.write(auxv_addr, &header.auxv)?;
+    let mm = &header.mm;
+    let map = sys::PrctlMmMap {
+        start_code: mm.start_code,
+        end_code: mm.end_code,
+        start_data: mm.start_data,
+        end_data: mm.end_data,
+        start_brk: mm.start_brk,
+        brk: mm.brk,
+        start_stack: mm.start_stack,
+        arg_start: mm.arg_start,
+        arg_end: mm.arg_end,
+        env_start: mm.env_start,
+        env_end: mm.env_end,
+        auxv: auxv_addr,
+        auxv_size: header.auxv.len() as u32,
+        exe_fd: u32::MAX,
+    };
+    // SAFETY: PrctlMmMap is repr(C) plain data; we view its bytes to copy them out.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((&map as *const sys::PrctlMmMap).cast::<u8>(), std::mem::size_of::<sys::PrctlMmMap>())
+    };
+    mem.write(scratch.addr, bytes)?;
+    let args = [sys::PR_SET_MM, sys::PR_SET_MM_MAP, scratch.addr, bytes.len() as u64, 0, 0];
+    inj.call_ok(pid, libc::SYS_prctl, args, "prctl(PR_SET_MM_MAP)")?;
+
+    for action in &header.sigactions {
+        let mut raw = Vec::with_capacity(32);
+        for word in [action.handler, action.flags, action.restorer, action.mask] {
+            raw.extend_from_slice(&word.to_le_bytes());
+        }
+        mem.write(scratch.addr, &raw)?;
+        inj.call_ok(pid, libc::SYS_rt_sigaction, [action.sig as u64, scratch.addr, 0, 8, 0, 0], "rt_sigaction")?;
+    }
+    let (sp, flags, size) = header.altstack;
+    if flags & libc::SS_DISABLE == 0 {
+        let mut raw = Vec::with_capacity(24);
+        raw.extend_from_slice(&sp.to_le_bytes());
+        // SS_ONSTACK is a status the kernel reports, not a flag it accepts.
+        raw.extend_from_slice(&(flags & !libc::SS_ONSTACK).to_le_bytes());
+        raw.extend_from_slice(&0u32.to_le_bytes());
+        raw.extend_from_slice(&size.to_le_bytes());
+        mem.write(scratch.addr, &raw)?;
+        inj.call_ok(pid, libc::SYS_sigaltstack, [scratch.addr, 0, 0, 0, 0, 0], "sigaltstack")?;
+    }
+    let (head, len) = header.robust_list;
+    if head != 0 {
+        inj.call_ok(pid, libc::SYS_set_robust_list, [head, len, 0, 0, 0, 0], "set_robust_list")?;
+    }
+    inj.call_ok(pid, libc::SYS_set_tid_address, [header.tid_address, 0, 0, 0, 0, 0], "set_tid_address")?;
+    if let Some((addr, len, sig)) = header.rseq {
+        inj.call_ok(pid, libc::SYS_rseq, [addr, u64::from(len), 0, u64::from(sig), 0, 0], "rseq")?;
+    }
+    Ok(())
+}
+
+/// Read the image header that opens a stream, refusing another format version.
+pub fn read_header<R: Read>(frames: &mut FrameReader<R>) -> io::Result<Header> {
+    let header: Header = frames.message().map_err(io::Error::other)?;
+    if header.version != image::FORMAT_VERSION {
+        return Err(io::Error::other(format!("image format {} (this node reads {})", header.version, image::FORMAT_VERSION)));
+    }
+    Ok(header)
+}

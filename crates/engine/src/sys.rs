@@ -1,0 +1,103 @@
+//! Kernel ABI pieces that `libc` does not carry (or carries only for some targets), in one place.
+//! Values come from the Linux UAPI headers (`linux/ptrace.h`, `linux/seccomp.h`, `linux/prctl.h`,
+//! `linux/elf.h`), which are stable ABI.
+
+/// `PTRACE_GETSIGMASK` / `PTRACE_SETSIGMASK` (linux/ptrace.h).
+pub const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+pub const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+/// `PTRACE_GET_RSEQ_CONFIGURATION` (Linux 5.13).
+pub const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+/// `NT_X86_XSTATE` regset: the whole XSAVE area (linux/elf.h).
+pub const NT_X86_XSTATE: libc::c_int = 0x202;
+/// `PTRACE_EVENT_STOP`: the stop reported after PTRACE_INTERRUPT or a group stop of a seized tracee.
+pub const PTRACE_EVENT_STOP: i32 = 128;
+
+/// What `PTRACE_GET_RSEQ_CONFIGURATION` fills in (`struct ptrace_rseq_configuration`).
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+pub struct RseqConfiguration {
+    pub rseq_abi_pointer: u64,
+    pub rseq_abi_size: u32,
+    pub signature: u32,
+    pub flags: u32,
+    pub pad: u32,
+}
+
+/// `rseq(2)` flag that unregisters the calling thread's area.
+pub const RSEQ_FLAG_UNREGISTER: u64 = 1;
+
+/// `struct prctl_mm_map` for `prctl(PR_SET_MM, PR_SET_MM_MAP, ...)`.
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+pub struct PrctlMmMap {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    pub auxv: u64,
+    pub auxv_size: u32,
+    pub exe_fd: u32,
+}
+pub const PR_SET_MM: u64 = 35;
+pub const PR_SET_MM_MAP: u64 = 14;
+pub const PR_GET_TID_ADDRESS: u64 = 40;
+pub const PR_SET_NO_NEW_PRIVS: u64 = 38;
+
+/// seccomp(2) operations and flags (linux/seccomp.h).
+pub const SECCOMP_SET_MODE_FILTER: u64 = 1;
+pub const SECCOMP_FILTER_FLAG_NEW_LISTENER: u64 = 1 << 3;
+pub const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+pub const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+pub const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+
+/// `struct seccomp_data`, what a filter and a notification see of a call.
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+pub struct SeccompData {
+    pub nr: i32,
+    pub arch: u32,
+    pub instruction_pointer: u64,
+    pub args: [u64; 6],
+}
+
+/// `struct seccomp_notif`.
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+pub struct SeccompNotif {
+    pub id: u64,
+    pub pid: u32,
+    pub flags: u32,
+    pub data: SeccompData,
+}
+
+/// `struct seccomp_notif_resp`.
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+pub struct SeccompNotifResp {
+    pub id: u64,
+    pub val: i64,
+    pub error: i32,
+    pub flags: u32,
+}
+
+// ioctl numbers: _IOWR('!', 0, struct seccomp_notif), _IOWR('!', 1, struct seccomp_notif_resp).
+pub const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+pub const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+
+/// One classic-BPF instruction (`struct sock_filter`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockFilter {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
