@@ -1,0 +1,242 @@
+//! The cluster key file: 32 random bytes as 64 hex digits and a newline, mode 0600.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rand::TryRngCore;
+use rand::rngs::OsRng;
+
+/// Bytes in a key (Noise's PSK length).
+const KEY_LEN: usize = 32;
+
+/// Bytes in a well-formed key file: two hex digits a byte, then a newline.
+const FILE_LEN: usize = 2 * KEY_LEN + 1;
+
+/// Mode bits that would let users other than the owner read the key.
+const READABLE_BY_OTHERS: u32 = 0o044;
+
+/// The secret every node of a cluster shares. Whoever holds it can start processes on every
+/// node as any user, so it is as precious as root's password.
+#[derive(Clone)]
+pub struct ClusterKey([u8; KEY_LEN]);
+
+/// Why a key file could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The new key file could not be created (it may already exist).
+    #[error("{}: cannot create the cluster key", path.display())]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// The operating system gave no random bytes.
+    #[error("cannot get random bytes for a cluster key")]
+    Random(#[source] io::Error),
+    /// The key file could not be opened or read.
+    #[error("{}: cannot read the cluster key", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+    /// The key file may be read by users other than its owner.
+    #[error("{}: mode {mode:04o} lets other users read the cluster key; chmod 600 it", path.display())]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key file does not hold 64 hex digits.
+    #[error("{}: not a cluster key (expected 64 hex digits and a newline, as `mosctl keygen` writes)", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl ClusterKey {
+    /// Make a new random key and write it to `path` with mode 0600. Fails if `path` exists:
+    /// replacing a cluster's key by accident would cut this node off.
+    pub fn generate(path: &Path) -> Result<Self, KeyError> {
+        let mut bytes = [0u8; KEY_LEN];
+        OsRng
+            .try_fill_bytes(&mut bytes)
+            .map_err(|e| KeyError::Random(io::Error::other(e)))?;
+        let key = ClusterKey(bytes);
+        let create = |source| KeyError::Create {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(create)?;
+        file.write_all(key.to_hex().as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(create)?;
+        Ok(key)
+    }
+
+    /// Read the key at `path`. Refuses a file that group or others may read, and anything but
+    /// 64 hex digits (a trailing newline is optional).
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let read = |source| KeyError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(read)?;
+        // Checked on the open file, so a chmod or rename in between cannot fool us.
+        let mode = file.metadata().map_err(read)?.mode() & 0o7777;
+        if mode & READABLE_BY_OTHERS != 0 {
+            return Err(KeyError::Exposed {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        let mut text = Vec::with_capacity(FILE_LEN + 1);
+        file.take(FILE_LEN as u64 + 1)
+            .read_to_end(&mut text)
+            .map_err(read)?;
+        Self::from_hex(text.strip_suffix(b"\n").unwrap_or(&text)).ok_or_else(|| {
+            KeyError::Malformed {
+                path: path.to_owned(),
+            }
+        })
+    }
+
+    /// The key as Noise's pre-shared key.
+    pub(crate) fn psk(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
+    fn to_hex(&self) -> String {
+        let mut s: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        s.push('\n');
+        s
+    }
+
+    fn from_hex(digits: &[u8]) -> Option<Self> {
+        if digits.len() != 2 * KEY_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; KEY_LEN];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        }
+        Some(ClusterKey(bytes))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        ClusterKey(bytes)
+    }
+}
+
+/// The value of one hex digit. (`u8::from_str_radix` would also take a leading `+`.)
+fn nibble(digit: u8) -> Option<u8> {
+    char::from(digit).to_digit(16).map(|d| d as u8)
+}
+
+impl fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClusterKey(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_private_random_and_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let key = ClusterKey::generate(&path).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.len(), FILE_LEN);
+        assert!(text.ends_with('\n'));
+        assert_eq!(ClusterKey::load(&path).unwrap().0, key.0);
+        let other = ClusterKey::generate(&dir.path().join("key2")).unwrap();
+        assert_ne!(key.0, other.0);
+    }
+
+    #[test]
+    fn generate_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let key = ClusterKey::generate(&path).unwrap();
+        let err = ClusterKey::generate(&path).unwrap_err();
+        assert!(
+            matches!(&err, KeyError::Create { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
+        );
+        assert_eq!(ClusterKey::load(&path).unwrap().0, key.0);
+    }
+
+    #[test]
+    fn keys_others_can_read_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        ClusterKey::generate(&path).unwrap();
+        for mode in [0o644, 0o640, 0o604] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = ClusterKey::load(&path).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{}: mode {mode:04o} lets other users read the cluster key; chmod 600 it",
+                    path.display()
+                )
+            );
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        ClusterKey::load(&path).unwrap();
+    }
+
+    #[test]
+    fn bad_contents_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let good = "ab".repeat(KEY_LEN);
+        for bad in [
+            String::new(),
+            "ab".repeat(KEY_LEN - 1) + "\n",
+            good.clone() + "00\n",
+            "zz".repeat(KEY_LEN),
+            "+a".repeat(KEY_LEN),
+            good.clone() + "\n\n",
+            "é".repeat(KEY_LEN),
+        ] {
+            fs::write(&path, &bad).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            let err = ClusterKey::load(&path).unwrap_err();
+            assert!(matches!(err, KeyError::Malformed { .. }), "{bad:?}: {err}");
+        }
+        fs::write(&path, &good).unwrap();
+        assert_eq!(ClusterKey::load(&path).unwrap().0, [0xab; KEY_LEN]);
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = ClusterKey::load(Path::new("/nonexistent/rmosix/key")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/nonexistent/rmosix/key: cannot read the cluster key"
+        );
+    }
+}
