@@ -8,7 +8,9 @@ mod mem;
 mod ptrace;
 mod restore;
 mod spawn;
+mod seccomp;
 mod sys;
+mod syscalls;
 
 pub use dump::{NotMovable, check_movable, dump};
 pub use facts::probe;

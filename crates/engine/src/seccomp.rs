@@ -1,0 +1,212 @@
+//! The remote's seccomp filter and its user-notification listener. The filter lets the calls the
+//! table marks Local run on the remote node and turns every other call into a notification that
+//! the guest supervisor forwards home. Calls issued from the injection `syscall` instruction are
+//! let through, so the guest can still drive the husk (dump for going home, emulated mmap).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::inject::{Injector, Scratch};
+use crate::mem::Memory;
+use crate::ptrace::Pid;
+use crate::sys::{self, SockFilter};
+use crate::syscalls;
+
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JEQ_K: u16 = 0x15;
+const BPF_JSET_K: u16 = 0x45;
+const BPF_RET_K: u16 = 0x06;
+
+fn stmt(code: u16, k: u32) -> SockFilter {
+    SockFilter { code, jt: 0, jf: 0, k }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
+    SockFilter { code, jt, jf, k }
+}
+
+/// Offsets into `struct seccomp_data`.
+const NR: u32 = 0;
+const ARCH: u32 = 4;
+const IP_LO: u32 = 8;
+const IP_HI: u32 = 12;
+const ARG3_LO: u32 = 16 + 3 * 8;
+
+/// Build the filter program. `gate` is the address right after the injection instruction.
+pub fn build_filter(gate: u64) -> Vec<SockFilter> {
+    let local = syscalls::local_calls();
+    let mut prog = vec![
+        stmt(BPF_LD_W_ABS, ARCH),
+        jump(BPF_JEQ_K, sys::AUDIT_ARCH_X86_64, 1, 0),
+        stmt(BPF_RET_K, sys::SECCOMP_RET_KILL_PROCESS),
+        stmt(BPF_LD_W_ABS, IP_LO),
+        jump(BPF_JEQ_K, gate as u32, 0, 3),
+        stmt(BPF_LD_W_ABS, IP_HI),
+        jump(BPF_JEQ_K, (gate >> 32) as u32, 0, 1),
+        stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW),
+        stmt(BPF_LD_W_ABS, NR),
+        // mmap runs locally only for anonymous memory.
+        jump(BPF_JEQ_K, libc::SYS_mmap as u32, 0, 4),
+        stmt(BPF_LD_W_ABS, ARG3_LO),
+        jump(BPF_JSET_K, libc::MAP_ANONYMOUS as u32, 0, 1),
+        stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW),
+        stmt(BPF_RET_K, sys::SECCOMP_RET_USER_NOTIF),
+    ];
+    // The non-mmap path arrives here with nr still in the accumulator.
+    let remaining: Vec<i64> = local.into_iter().filter(|&nr| nr != libc::SYS_mmap).collect();
+    for (i, nr) in remaining.iter().enumerate() {
+        // Jump over the remaining checks and the notify return to the allow at the end.
+        let to_allow = (remaining.len() - i) as u8;
+        prog.push(jump(BPF_JEQ_K, *nr as u32, to_allow, 0));
+    }
+    prog.push(stmt(BPF_RET_K, sys::SECCOMP_RET_USER_NOTIF));
+    prog.push(stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW));
+    prog
+}
+
+/// Install the filter in stopped husk `pid` and take its listener fd into this process.
+pub fn install(pid: Pid, inj: &Injector) -> io::Result<Listener> {
+    let prog = build_filter(inj.syscall_ip + 2);
+    let mem = Memory::open(pid)?;
+    let scratch = Scratch::map(inj, pid, 4096 + (prog.len() * 8).next_multiple_of(4096) as u64)?;
+    let result = (|| {
+        let mut raw = Vec::with_capacity(prog.len() * 8);
+        for ins in &prog {
+            raw.extend_from_slice(&ins.code.to_le_bytes());
+            raw.push(ins.jt);
+            raw.push(ins.jf);
+            raw.extend_from_slice(&ins.k.to_le_bytes());
+        }
+        let filter_at = scratch.addr + 4096;
+        mem.write(filter_at, &raw)?;
+        // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+        let mut fprog = Vec::with_capacity(16);
+        fprog.extend_from_slice(&(prog.len() as u64).to_le_bytes());
+        fprog.extend_from_slice(&filter_at.to_le_bytes());
+        mem.write(scratch.addr, &fprog)?;
+        inj.call_ok(pid, libc::SYS_prctl, [sys::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0], "no_new_privs")?;
+        let args = [sys::SECCOMP_SET_MODE_FILTER, sys::SECCOMP_FILTER_FLAG_NEW_LISTENER, scratch.addr, 0, 0, 0];
+        let fd = inj.call_ok(pid, libc::SYS_seccomp, args, "seccomp")?;
+        let listener = take_fd(pid, fd as i32)?;
+        inj.call_ok(pid, libc::SYS_close, [fd, 0, 0, 0, 0, 0], "close listener in husk")?;
+        Ok(listener)
+    })();
+    scratch.unmap(inj, pid)?;
+    result.map(|fd| Listener { fd })
+}
+
+/// Copy fd `fd` of process `pid` into this process (pidfd_getfd(2)).
+fn take_fd(pid: Pid, fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain system calls; the returned fds are fresh and owned by us.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        if pidfd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
+        let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(got as i32))
+    }
+}
+
+/// The user-notification listener of a husk's filter.
+pub struct Listener {
+    fd: OwnedFd,
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl Listener {
+    /// Receive the next notification (blocks; poll the fd first).
+    pub fn recv(&self) -> io::Result<sys::SeccompNotif> {
+        let mut notif = sys::SeccompNotif::default();
+        // SAFETY: notif is a live, correctly sized struct seccomp_notif.
+        let ret = unsafe { libc::ioctl(self.fd.as_raw_fd(), sys::SECCOMP_IOCTL_NOTIF_RECV, &mut notif) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(notif)
+    }
+
+    /// Answer notification `id`: the call returns `val` (a negative value is an errno).
+    /// ENOENT means the call was interrupted meanwhile (a signal); the caller ignores it.
+    pub fn respond(&self, id: u64, val: i64) -> io::Result<()> {
+        let resp = sys::SeccompNotifResp {
+            id,
+            val: if val < 0 { 0 } else { val },
+            error: if val < 0 { val as i32 } else { 0 },
+            flags: 0,
+        };
+        // SAFETY: resp is a live, correctly sized struct seccomp_notif_resp.
+        let ret = unsafe { libc::ioctl(self.fd.as_raw_fd(), sys::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny classic-BPF interpreter for the subset the filter uses, to check its decisions.
+    fn run(prog: &[SockFilter], data: &sys::SeccompData) -> u32 {
+        let word = |off: u32| -> u32 {
+            let mut bytes = [0u8; 64];
+            bytes[0..4].copy_from_slice(&data.nr.to_le_bytes());
+            bytes[4..8].copy_from_slice(&data.arch.to_le_bytes());
+            bytes[8..16].copy_from_slice(&data.instruction_pointer.to_le_bytes());
+            for (i, a) in data.args.iter().enumerate() {
+                bytes[16 + i * 8..24 + i * 8].copy_from_slice(&a.to_le_bytes());
+            }
+            u32::from_le_bytes(bytes[off as usize..off as usize + 4].try_into().unwrap())
+        };
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let ins = prog[pc];
+            pc += 1;
+            match ins.code {
+                BPF_LD_W_ABS => acc = word(ins.k),
+                BPF_JEQ_K => pc += if acc == ins.k { ins.jt } else { ins.jf } as usize,
+                BPF_JSET_K => pc += if acc & ins.k != 0 { ins.jt } else { ins.jf } as usize,
+                BPF_RET_K => return ins.k,
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+        }
+    }
+
+    fn call(nr: i64, ip: u64, args: [u64; 6]) -> sys::SeccompData {
+        sys::SeccompData { nr: nr as i32, arch: sys::AUDIT_ARCH_X86_64, instruction_pointer: ip, args }
+    }
+
+    #[test]
+    fn filter_follows_the_table() {
+        let gate = 0x7fff_1234_5002;
+        let prog = build_filter(gate);
+        let ip = 0x40_1000;
+        assert_eq!(run(&prog, &call(libc::SYS_read, ip, [0; 6])), sys::SECCOMP_RET_USER_NOTIF);
+        assert_eq!(run(&prog, &call(libc::SYS_read, gate, [0; 6])), sys::SECCOMP_RET_ALLOW);
+        assert_eq!(run(&prog, &call(libc::SYS_read, gate + (1 << 32), [0; 6])), sys::SECCOMP_RET_USER_NOTIF);
+        assert_eq!(run(&prog, &call(libc::SYS_futex, ip, [0; 6])), sys::SECCOMP_RET_ALLOW);
+        let anon = [0, 4096, 3, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0];
+        assert_eq!(run(&prog, &call(libc::SYS_mmap, ip, anon)), sys::SECCOMP_RET_ALLOW);
+        let file = [0, 4096, 1, libc::MAP_PRIVATE as u64, 3, 0];
+        assert_eq!(run(&prog, &call(libc::SYS_mmap, ip, file)), sys::SECCOMP_RET_USER_NOTIF);
+        for nr in 0..460 {
+            let verdict = run(&prog, &call(nr, ip, anon));
+            let local = syscalls::route(nr, &anon) == syscalls::Route::Local;
+            assert_eq!(verdict == sys::SECCOMP_RET_ALLOW, local, "syscall {nr}");
+        }
+        let mut foreign = call(libc::SYS_getpid, ip, [0; 6]);
+        foreign.arch = 0x4000_0003;
+        assert_eq!(run(&prog, &foreign), sys::SECCOMP_RET_KILL_PROCESS);
+    }
+}
