@@ -1,0 +1,165 @@
+//! A node's cgroup in the `cpu` controller: where it lives (cgroup v1 or v2), its CPU quota,
+//! and its removal once its processes are gone.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::{LabError, POLL};
+
+/// The CFS period the quota is a share of: 100 ms, the kernel's default.
+const PERIOD_US: u64 = 100_000;
+/// The smallest quota the kernel accepts (1 ms).
+const MIN_QUOTA_US: u64 = 1_000;
+
+/// A cgroup hierarchy with the `cpu` controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Hierarchy {
+    /// cgroup v1, the directory the `cpu` controller is mounted on.
+    V1(PathBuf),
+    /// cgroup v2, the mount point of the unified hierarchy.
+    V2(PathBuf),
+}
+
+impl Hierarchy {
+    /// Finds the `cpu` controller: v1 at /sys/fs/cgroup/cpu first, then v2 at /sys/fs/cgroup
+    /// or /sys/fs/cgroup/unified if its `cgroup.controllers` lists `cpu`.
+    pub(crate) fn detect() -> Option<Hierarchy> {
+        let v1 = Path::new("/sys/fs/cgroup/cpu");
+        if v1.join("cpu.cfs_quota_us").exists() {
+            return Some(Hierarchy::V1(v1.to_owned()));
+        }
+        ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .map(Path::new)
+            .find(|root| {
+                fs::read_to_string(root.join("cgroup.controllers"))
+                    .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"))
+            })
+            .map(|root| Hierarchy::V2(root.to_owned()))
+    }
+
+    /// The directory holding the lab's cgroups.
+    pub(crate) fn root(&self) -> &Path {
+        match self {
+            Hierarchy::V1(p) | Hierarchy::V2(p) => p,
+        }
+    }
+}
+
+/// One node's cgroup.
+#[derive(Debug, Clone)]
+pub(crate) struct Cgroup {
+    path: PathBuf,
+}
+
+impl Cgroup {
+    /// Creates the cgroup `name` and sets its quota (`None`: unlimited).
+    pub(crate) fn create(
+        hierarchy: &Hierarchy,
+        name: &str,
+        quota: Option<f64>,
+    ) -> Result<Cgroup, LabError> {
+        if let Hierarchy::V2(root) = hierarchy {
+            // Children only get the cpu files if the parent delegates the controller.
+            write(&root.join("cgroup.subtree_control"), "+cpu")?;
+        }
+        let path = hierarchy.root().join(name);
+        fs::create_dir(&path).map_err(|source| LabError::Io {
+            action: "create cgroup",
+            path: path.clone(),
+            source,
+        })?;
+        let cgroup = Cgroup { path };
+        let quota_us = quota.map(|cpus| ((cpus * PERIOD_US as f64) as u64).max(MIN_QUOTA_US));
+        match hierarchy {
+            Hierarchy::V1(_) => {
+                write(
+                    &cgroup.path.join("cpu.cfs_period_us"),
+                    &PERIOD_US.to_string(),
+                )?;
+                let quota = quota_us.map_or_else(|| "-1".to_owned(), |q| q.to_string());
+                write(&cgroup.path.join("cpu.cfs_quota_us"), &quota)?;
+            }
+            Hierarchy::V2(_) => {
+                let quota = quota_us.map_or_else(|| "max".to_owned(), |q| q.to_string());
+                write(
+                    &cgroup.path.join("cpu.max"),
+                    &format!("{quota} {PERIOD_US}"),
+                )?;
+            }
+        }
+        Ok(cgroup)
+    }
+
+    /// The cgroup directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file a process writes its PID to in order to join (both versions have it).
+    pub(crate) fn procs_file(&self) -> PathBuf {
+        self.path.join("cgroup.procs")
+    }
+
+    /// PIDs (host view) of the processes in the cgroup.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        procs_of(&self.path)
+    }
+
+    /// Removes the cgroup, retrying while the kernel still counts exiting processes in it.
+    pub(crate) fn remove(&self, timeout: Duration) -> Result<(), LabError> {
+        remove_dir(&self.path, timeout)
+    }
+}
+
+/// PIDs listed in the `cgroup.procs` of the cgroup directory `path`.
+pub(crate) fn procs_of(path: &Path) -> Vec<u32> {
+    fs::read_to_string(path.join("cgroup.procs"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// `rmdir` a cgroup, retrying on EBUSY until `timeout`; a missing one counts as removed.
+pub(crate) fn remove_dir(path: &Path, timeout: Duration) -> Result<(), LabError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) if Instant::now() >= deadline => {
+                return Err(LabError::CgroupBusy {
+                    path: path.to_owned(),
+                    timeout,
+                    source,
+                });
+            }
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), LabError> {
+    fs::write(path, value).map_err(|source| LabError::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detect_finds_a_hierarchy_with_cpu_files_or_none() {
+        match Hierarchy::detect() {
+            Some(Hierarchy::V1(p)) => assert!(p.join("cpu.cfs_quota_us").exists()),
+            Some(Hierarchy::V2(p)) => assert!(p.join("cgroup.controllers").exists()),
+            None => {}
+        }
+    }
+}

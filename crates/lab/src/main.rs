@@ -1,0 +1,91 @@
+//! `rmosix-lab`: a virtual rmosix cluster on this machine.
+//!
+//! `rmosix-lab demo [--nodes 3]` shows a program moving between nodes while it runs;
+//! `rmosix-lab shell [--nodes N]` starts a lab to explore by hand until Ctrl-C.
+//! Exit codes: 0 done, 1 failed, 2 usage, 130 interrupted.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+use rmosix_lab::LabError;
+
+#[derive(Parser)]
+#[command(
+    name = "rmosix-lab",
+    about = "A virtual rmosix cluster on this machine (needs root)"
+)]
+struct Cli {
+    /// Log filter, as in RUST_LOG (e.g. `info`, `rmosix_lab=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "warn")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a CPU-bound program on node 1 and move it to node 2, node 3 and home while it runs.
+    Demo {
+        /// Nodes in the lab.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+        nodes: u16,
+    },
+    /// Start a lab, print how to enter each node, and keep it until Ctrl-C.
+    Shell {
+        /// Nodes in the lab.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+        nodes: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log_level))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(LabError::Interrupted) => {
+            eprintln!("rmosix-lab: interrupted; lab torn down");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("rmosix-lab: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<(), LabError> {
+    // Ctrl-C and SIGTERM must not skip teardown: they only raise this flag.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)) {
+        tracing::warn!(error = %e, "cannot catch Ctrl-C; interrupting will leave the lab behind");
+    }
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(PathBuf::from))
+        .unwrap_or_default();
+    match cmd {
+        Cmd::Demo { nodes } => rmosix_lab::demo(nodes.into(), &bin_dir, &stop),
+        Cmd::Shell { nodes } => rmosix_lab::shell(nodes.into(), &bin_dir, &stop),
+    }
+}
+
+/// The error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}

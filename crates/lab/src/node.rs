@@ -1,0 +1,377 @@
+//! One node: its namespaces, the shell script that is its init, its daemon's log, and the
+//! [`Command`]s that run programs inside it.
+//!
+//! Process tree of node K, as the host sees it:
+//!
+//! ```text
+//! unshare (host PID ns, in netns rmx-…-nK, in the node's cgroup)   <- Node::state.launcher
+//!  └─ sh -c INIT        PID 1 of the node's PID ns                   <- Node::init
+//!      └─ mosixd --map … --key … --node K
+//! ```
+//!
+//! `unshare --kill-child` gives the init a parent-death signal of SIGKILL, so killing the
+//! launcher (our own child, so its PID cannot have been reused) kills the init, and the
+//! kernel then kills every process in the PID namespace.
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::cgroup::Cgroup;
+use crate::cmd::describe;
+use crate::net;
+use crate::proc::{ProcId, wait_child_of};
+use crate::{LabError, POLL};
+
+/// Where the daemon listens inside a node (the default path; the node's /run is private).
+pub(crate) const SOCKET: &str = "/run/mosix/mosixd.sock";
+/// Written to the node log by the init when the daemon exits.
+const DAEMON_EXITED: &str = "rmosix-lab: daemon exited";
+/// How long a killed node's processes may take to go.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many log lines an error shows.
+const TAIL_LINES: usize = 30;
+
+/// The node's init, run by `sh` as PID 1 of the node's PID namespace. Positional
+/// parameters: node id, daemon program, map file, key file.
+///
+/// It gives the node its hostname and private /tmp and /run, starts the daemon, and then
+/// stays: the node outlives a crashed daemon, and as PID 1 it reaps orphans (dash's `wait`
+/// reaps any child while it waits for its own).
+const INIT: &str = r#"set -e
+echo "node$1" > /proc/sys/kernel/hostname
+mount -t tmpfs -o mode=1777 rmosix-lab-tmp /tmp
+mount -t tmpfs -o mode=0755 rmosix-lab-run /run
+mkdir -p /run/mosix
+set +e
+"$2" --map "$3" --key "$4" --node "$1" </dev/null &
+wait $!
+echo "rmosix-lab: daemon exited with status $?" >&2
+while :; do sleep 3600 & wait $!; done
+"#;
+
+/// Runs the rest of its arguments in the node. Positional parameters: the node cgroup's
+/// `cgroup.procs` (empty: none), the host PID of the node's init, then the program and its
+/// arguments. Joining the cgroup before entering the namespaces puts `nsenter` and the
+/// program both in it. `setpriv --pdeathsig KILL` ties the program's life to `nsenter`,
+/// which is the process the caller's `Child` handle controls.
+const ENTER: &str = r#"cgroup=$1 init=$2
+shift 2
+if [ -n "$cgroup" ]; then echo $$ > "$cgroup"; fi
+exec nsenter --target "$init" --net --uts --mount --pid -- setpriv --pdeathsig KILL -- "$@"
+"#;
+
+/// One node of a [`Lab`](crate::Lab).
+#[derive(Debug)]
+pub struct Node {
+    id: u16,
+    netns: String,
+    hub: String,
+    /// Network namespaces of the other nodes.
+    peers: Vec<String>,
+    cgroup: Option<Cgroup>,
+    log_path: PathBuf,
+    bin_dir: PathBuf,
+    init: ProcId,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The `unshare` process; `None` once it has been killed and reaped.
+    launcher: Option<Child>,
+    dead: bool,
+}
+
+/// What a node needs to start.
+pub(crate) struct NodeSpec<'a> {
+    pub(crate) id: u16,
+    pub(crate) netns: String,
+    pub(crate) hub: String,
+    pub(crate) peers: Vec<String>,
+    pub(crate) cgroup: Option<Cgroup>,
+    pub(crate) lab_dir: &'a Path,
+    pub(crate) bin_dir: &'a Path,
+    pub(crate) daemon: &'a Path,
+    pub(crate) map: &'a Path,
+    pub(crate) key: &'a Path,
+}
+
+impl Node {
+    /// Starts the node's namespaces and daemon; returns once its init runs (not once the
+    /// daemon is ready: see [`Node::wait_ready`]).
+    pub(crate) fn start(spec: NodeSpec<'_>, timeout: Duration) -> Result<Node, LabError> {
+        let id = spec.id;
+        let log_path = spec.lab_dir.join(format!("node{id}.log"));
+        let log = File::create(&log_path).map_err(|source| LabError::Io {
+            action: "create",
+            path: log_path.clone(),
+            source,
+        })?;
+        let log_err = log.try_clone().map_err(|source| LabError::Io {
+            action: "open",
+            path: log_path.clone(),
+            source,
+        })?;
+        let procs = spec
+            .cgroup
+            .as_ref()
+            .map(|c| c.procs_file().into_os_string())
+            .unwrap_or_default();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"if [ -n "$1" ]; then echo $$ > "$1"; fi; shift; exec "$@""#)
+            .arg("rmosix-lab-launch")
+            .arg(procs)
+            .args(["ip", "netns", "exec", &spec.netns])
+            .args(["unshare", "--uts", "--pid", "--kill-child", "--mount-proc"])
+            .args(["--propagation", "private", "--", "sh", "-c", INIT])
+            .arg(format!("rmosix-lab-node{id}"))
+            .arg(id.to_string())
+            .arg(spec.daemon)
+            .arg(spec.map)
+            .arg(spec.key)
+            .env_remove("MOSIX_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let mut launcher = cmd.spawn().map_err(|source| LabError::Spawn {
+            command: describe(&cmd),
+            source,
+        })?;
+        let fail = |what: String, log_path: &Path| LabError::NodeStart {
+            node: id,
+            what,
+            tail: tail(log_path),
+        };
+        // The launcher is `sh`, then `ip`, then `unshare` (each execs the next); its first
+        // child is the node's init.
+        let init = match wait_child_of(launcher.id(), timeout) {
+            Ok(pid) => ProcId::of(pid),
+            Err(_) => None,
+        };
+        let Some(init) = init else {
+            let _ = launcher.kill();
+            let status = launcher.wait().map(|s| s.to_string()).unwrap_or_default();
+            return Err(fail(
+                format!("no init process within {timeout:?} (launcher: {status})"),
+                &log_path,
+            ));
+        };
+        Ok(Node {
+            id,
+            netns: spec.netns,
+            hub: spec.hub,
+            peers: spec.peers,
+            cgroup: spec.cgroup,
+            log_path,
+            bin_dir: spec.bin_dir.to_owned(),
+            init,
+            state: Mutex::new(State {
+                launcher: Some(launcher),
+                dead: false,
+            }),
+        })
+    }
+
+    /// Waits until the daemon's socket exists inside the node; fails early if the daemon or
+    /// the node's init exits.
+    pub(crate) fn wait_ready(&self, deadline: Instant, timeout: Duration) -> Result<(), LabError> {
+        // The node's mount namespace seen from the host, through its init.
+        let socket = PathBuf::from(format!("/proc/{}/root{SOCKET}", self.init.pid));
+        loop {
+            if fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()) {
+                return Ok(());
+            }
+            if self.log().contains(DAEMON_EXITED) {
+                return Err(LabError::DaemonExited {
+                    node: self.id,
+                    tail: self.log_tail(),
+                });
+            }
+            if !self.init.is_running() {
+                return Err(LabError::NodeStart {
+                    node: self.id,
+                    what: "init exited".to_owned(),
+                    tail: self.log_tail(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::NotReady {
+                    node: self.id,
+                    socket: SOCKET,
+                    timeout,
+                    tail: self.log_tail(),
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The node's number in the map (1-based).
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// The node's address, 10.231.0.ID.
+    pub fn addr(&self) -> Ipv4Addr {
+        net::node_addr(self.id)
+    }
+
+    /// The node's network namespace (`ip netns` name).
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    /// Host PID of the node's init (PID 1 in the node); `nsenter --target` takes it.
+    pub fn init_pid(&self) -> u32 {
+        self.init.pid
+    }
+
+    /// A [`Command`] that runs `program` inside this node: in its network, UTS, mount and
+    /// PID namespaces and its cgroup, with the lab's `bin_dir` first on `PATH` (so
+    /// `node.command("mosrun")` finds the workspace's build) and `MOSIX_SOCKET` unset (the
+    /// node's daemon listens on the default path in the node's own /run).
+    ///
+    /// Add arguments, stdio and a working directory as with any `Command` (the working
+    /// directory should be outside /tmp and /run, e.g. under [`Lab::work_dir`](crate::Lab::work_dir)).
+    /// The spawned `Child` is an `nsenter` outside the node; the program is its only child
+    /// ([`child_of`](crate::child_of)) and dies with it. Once the node is
+    /// [killed](Node::kill), the command fails with exit status 126.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let dead = self.state.lock().unwrap_or_else(|e| e.into_inner()).dead;
+        // Only trust the init's PID while that very process runs; after it dies the PID
+        // may belong to a host process, whose namespaces nsenter would happily join.
+        if dead || !self.init.is_running() {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c")
+                .arg(r#"echo "rmosix-lab: node $1 is dead, cannot run $2" >&2; exit 126"#)
+                .arg("rmosix-lab-dead")
+                .arg(self.id.to_string())
+                .arg(program.as_ref());
+            return cmd;
+        }
+        let procs = self
+            .cgroup
+            .as_ref()
+            .map(|c| c.procs_file().into_os_string())
+            .unwrap_or_default();
+        let mut path = self.bin_dir.clone().into_os_string();
+        if let Some(old) = std::env::var_os("PATH") {
+            path.push(":");
+            path.push(old);
+        }
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(ENTER)
+            .arg(format!("rmosix-lab-node{}", self.id))
+            .arg(procs)
+            .arg(self.init.pid.to_string())
+            .arg(program.as_ref())
+            .env("PATH", path)
+            .env_remove("MOSIX_SOCKET");
+        cmd
+    }
+
+    /// The node dies: SIGKILL to its init, which takes its whole PID namespace with it
+    /// (daemon, supervisors, every program run in it), then its link goes down and its
+    /// peers get a route that makes it unreachable, so they see connection failures rather
+    /// than hangs. Connections its processes had are closed (FIN/RST) before the link goes
+    /// down. Idempotent; failures are logged as warnings.
+    pub fn kill(&self) {
+        if let Err(e) = self.kill_namespace() {
+            tracing::warn!(node = self.id, error = %e, "killing node");
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.dead {
+            return;
+        }
+        state.dead = true;
+        for e in net::cut_node(&self.hub, &self.netns, self.id, &self.peers) {
+            tracing::warn!(node = self.id, error = %e, "cutting dead node's link");
+        }
+    }
+
+    /// Kills and reaps the launcher, then waits until the node's init (and therefore every
+    /// process of its PID namespace) is gone.
+    pub(crate) fn kill_namespace(&self) -> Result<(), LabError> {
+        let launcher = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .launcher
+            .take();
+        if let Some(mut launcher) = launcher {
+            // Errors mean it already exited; wait() below reaps it either way.
+            let _ = launcher.kill();
+            let _ = launcher.wait();
+        }
+        let deadline = Instant::now() + KILL_TIMEOUT;
+        while self.init.is_running() {
+            if Instant::now() >= deadline {
+                return Err(LabError::NodeLingers {
+                    node: self.id,
+                    timeout: KILL_TIMEOUT,
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+        Ok(())
+    }
+
+    /// The node's cgroup directory (`None` when the machine has no cpu cgroup and the lab
+    /// has no quota).
+    pub fn cgroup_path(&self) -> Option<&Path> {
+        self.cgroup.as_ref().map(Cgroup::path)
+    }
+
+    /// Everything the node's daemon (and the node's init, on errors) wrote so far.
+    pub fn log(&self) -> String {
+        fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The path of the node's log, `<lab dir>/nodeK.log`.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Waits until the daemon's log contains `needle`, checking every few milliseconds until
+    /// `timeout`; the error shows the end of the log.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Result<(), LabError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::LogTimeout {
+                    node: self.id,
+                    needle: needle.to_owned(),
+                    timeout,
+                    tail: self.log_tail(),
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        tail(&self.log_path)
+    }
+}
+
+/// The last lines of a log file.
+fn tail(path: &Path) -> String {
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
