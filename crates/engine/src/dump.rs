@@ -92,6 +92,31 @@ fn stat_fields(pid: Pid) -> io::Result<Vec<u64>> {
     Ok(rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
 }
 
+/// A process frozen inside a system call shows rax = -ERESTART* and orig_rax = the call. The
+/// kernel would restart it on resume in *this* process; in an image we do it by hand: point rip
+/// back at the `syscall` instruction and reload rax, so the call runs again wherever the image
+/// resumes. A call restarted through restart_syscall (ERESTART_RESTARTBLOCK: nanosleep and
+/// friends) cannot carry its restart block along and returns EINTR instead, as after a signal
+/// with a handler.
+fn rewind_interrupted_call(regs: &mut Regs) {
+    const ERESTARTSYS: i64 = 512;
+    const ERESTARTNOINTR: i64 = 513;
+    const ERESTARTNOHAND: i64 = 514;
+    const ERESTART_RESTARTBLOCK: i64 = 516;
+    if (regs.orig_rax as i64) < 0 {
+        return;
+    }
+    match -(regs.rax as i64) {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+            regs.rax = regs.orig_rax;
+            regs.rip -= 2;
+        }
+        ERESTART_RESTARTBLOCK => regs.rax = (-libc::EINTR) as u64,
+        _ => {}
+    }
+    regs.orig_rax = u64::MAX;
+}
+
 /// Registers as the image stores them.
 pub fn regs_to_image(regs: &Regs) -> Registers {
     // SAFETY: user_regs_struct is 27 u64 fields, repr(C), no padding.
@@ -113,7 +138,8 @@ pub fn regs_from_image(image: &Registers) -> io::Result<Regs> {
 /// Read the header of stopped `pid`: registers, signal state, per-task state, mm layout, areas.
 /// `skip` names areas that belong to rmosix rather than the program (none at home).
 pub fn read_header(pid: Pid, inj: &Injector, facts: &rmosix_image::KernelFacts) -> io::Result<Header> {
-    let regs = ptrace::get_regs(pid)?;
+    let mut regs = ptrace::get_regs(pid)?;
+    rewind_interrupted_call(&mut regs);
     let xstate = ptrace::get_xstate(pid)?;
     let sigmask = ptrace::get_sigmask(pid)?;
     let rseq = ptrace::get_rseq(pid)?;

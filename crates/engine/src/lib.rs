@@ -1,6 +1,9 @@
 //! rmosix engine room: ptrace, injection, freeze, dump, restore and forwarding.
 
 mod dump;
+mod guest;
+mod home;
+mod session;
 mod facts;
 mod inject;
 mod maps;
@@ -23,10 +26,5 @@ pub mod trace {
     pub use crate::ptrace::{cont, interrupt, wait, get_regs};
 }
 
-/// Serve one guest session on the target node: `stream` carries the session protocol from the
-/// home supervisor (through the daemons' link). Runs in a process that already has the owner's
-/// uid and gids. Returns when the guest leaves (exits, dies or goes home).
-pub fn serve_guest(stream: std::os::unix::net::UnixStream) -> std::io::Result<()> {
-    drop(stream);
-    Err(std::io::Error::other("guest sessions are not built yet"))
-}
+pub use guest::serve_guest;
+pub use home::{Daemon, JobEnd, Order, supervise};

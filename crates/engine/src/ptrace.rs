@@ -11,10 +11,6 @@ pub type Pid = libc::pid_t;
 /// General-purpose registers, including `fs_base` (`struct user_regs_struct`).
 pub type Regs = libc::user_regs_struct;
 
-/// Options every tracee gets: a dead tracer kills its tracee, so no half of a process ever runs
-/// unsupervised (see docs/engine.md).
-pub const BASE_OPTIONS: libc::c_int = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD;
-
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret == -1 {
         Err(io::Error::last_os_error())

@@ -1,0 +1,457 @@
+//! The guest supervisor: runs on the target node, restores an image into a husk, and serves the
+//! remote: forwards its environment calls home, delivers the signals home sends, sends it home
+//! when it makes a call that must run there.
+
+use std::io::{self, BufWriter, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use rmosix_image::{Frame, FrameReader, write_message, write_pages};
+use tracing::{debug, info, warn};
+
+use crate::dump;
+use crate::inject::Injector;
+use crate::mem::Memory;
+use crate::ptrace::{self, Pid, Stop};
+use crate::seccomp::{self, Listener};
+use crate::session::{Back, BufSpec, ToGuest, ToHome};
+use crate::syscalls::{self, Arg, Len, Route, Valid};
+use crate::{facts, restore, spawn};
+
+/// Largest buffer one forwarded call moves; larger reads and writes are shortened, which
+/// read(2) and write(2) allow.
+pub const MAX_BUF: u64 = 4 << 20;
+const PATH_MAX: usize = 4096;
+
+/// Serve one guest session on `stream` until the remote leaves.
+pub fn serve_guest(stream: UnixStream) -> io::Result<()> {
+    let facts = facts::probe()?;
+    let mut frames = FrameReader::new(stream.try_clone()?);
+    let mut out = BufWriter::with_capacity(1 << 20, stream);
+    let ToGuest::Hello { facts: home } = frames.message().map_err(io::Error::other)? else {
+        return Err(io::Error::other("session did not start with Hello"));
+    };
+    if let Some(reason) = home.incompatibility(&facts) {
+        send(&mut out, &ToHome::Refused { reason: reason.clone() })?;
+        info!(%reason, "refused a process");
+        return Ok(());
+    }
+    send(&mut out, &ToHome::Ready)?;
+    let header = restore::read_header(&mut frames)?;
+    let husk = spawn::spawn_husk(false)?;
+    let restored = restore::restore_into(husk, &header, &mut frames)
+        .and_then(|inj| seccomp::install(husk, &inj).map(|l| (inj, l)));
+    let (inj, listener) = match restored {
+        Ok(done) => done,
+        Err(err) => {
+            kill(husk);
+            send(&mut out, &ToHome::Failed { reason: err.to_string() })?;
+            return Err(err);
+        }
+    };
+    let sigchld = SigChld::new()?;
+    ptrace::cont(husk, 0)?;
+    send(&mut out, &ToHome::Running)?;
+    info!(pid = husk, "remote running");
+    let mut guest = Guest { husk, inj, mem: Memory::open(husk)?, listener, frames, out, pending: None };
+    let result = guest.serve(&sigchld);
+    kill(husk);
+    result
+}
+
+fn send(out: &mut impl Write, msg: &ToHome) -> io::Result<()> {
+    write_message(out, msg)?;
+    out.flush()
+}
+
+fn kill(pid: Pid) {
+    // SAFETY: plain kill of our own tracee; it may already be gone.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = ptrace::wait(pid, 0);
+}
+
+/// The forwarded call the remote waits on.
+enum Pending {
+    /// A call whose buffers come back to where they were.
+    Plain { id: u64 },
+    /// readv: the data comes back in one piece and is scattered into these (address, length).
+    Scatter { id: u64, iov: Vec<(u64, u64)> },
+    /// mmap of a home file: the contents came home-to-remote; map them privately.
+    Map { addr: u64, len: u64, prot: u64, flags: u64 },
+    /// exit: the process ends at home.
+    Exit,
+}
+
+struct Guest {
+    husk: Pid,
+    inj: Injector,
+    mem: Memory,
+    listener: Listener,
+    frames: FrameReader<UnixStream>,
+    out: BufWriter<UnixStream>,
+    pending: Option<Pending>,
+}
+
+/// What ended the remote.
+enum Leave {
+    Home,
+    Done,
+}
+
+impl Guest {
+    fn serve(&mut self, sigchld: &SigChld) -> io::Result<()> {
+        loop {
+            let mut fds = [
+                poll_in(self.listener.as_raw_fd()),
+                poll_in(self.frames.get_ref().as_raw_fd()),
+                poll_in(sigchld.fd.as_raw_fd()),
+            ];
+            // SAFETY: fds is a live array of pollfd.
+            if unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) } < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            let left = if fds[2].revents != 0 {
+                sigchld.drain();
+                self.on_husk_event()?
+            } else if fds[1].revents != 0 {
+                self.on_home_message()?
+            } else if fds[0].revents != 0 {
+                self.on_notification()?
+            } else {
+                None
+            };
+            match left {
+                Some(Leave::Home) => return Ok(()),
+                Some(Leave::Done) => return Ok(()),
+                None => {}
+            }
+        }
+    }
+
+    fn on_husk_event(&mut self) -> io::Result<Option<Leave>> {
+        while let Some((_, stop)) = ptrace::wait(self.husk, libc::WNOHANG)? {
+            match stop {
+                Stop::Signal(sig) => ptrace::cont(self.husk, sig)?,
+                Stop::Group(_) => ptrace::listen(self.husk)?,
+                Stop::Killed(sig) => {
+                    send(&mut self.out, &ToHome::Died { sig })?;
+                    return Ok(Some(Leave::Done));
+                }
+                Stop::Exited(code) => {
+                    warn!(code, "remote exited without forwarding its exit");
+                    return Ok(Some(Leave::Done));
+                }
+                Stop::Interrupted | Stop::Trap | Stop::Event(_) => ptrace::cont(self.husk, 0)?,
+            }
+        }
+        Ok(None)
+    }
+
+    fn on_home_message(&mut self) -> io::Result<Option<Leave>> {
+        let msg: ToGuest = match self.frames.message() {
+            Ok(msg) => msg,
+            Err(err) => {
+                warn!(%err, "home link lost; dropping the remote");
+                return Ok(Some(Leave::Done));
+            }
+        };
+        match msg {
+            ToGuest::Reply { ret, backs } => self.on_reply(ret, backs)?,
+            ToGuest::Signal { sig } => {
+                // SAFETY: plain kill of our own tracee.
+                unsafe { libc::kill(self.husk, sig) };
+            }
+            ToGuest::ComeHome => return self.go_home("asked to come home").map(Some),
+            ToGuest::Ended => return Ok(Some(Leave::Done)),
+            ToGuest::Hello { .. } => return Err(io::Error::other("unexpected Hello")),
+        }
+        Ok(None)
+    }
+
+    fn on_reply(&mut self, ret: i64, backs: u32) -> io::Result<()> {
+        let mut data = Vec::new();
+        for _ in 0..backs {
+            match self.frames.next().map_err(io::Error::other)? {
+                Frame::Pages { addr, data: bytes } => data.push((addr, bytes)),
+                Frame::Message(_) => return Err(io::Error::other("reply is missing its buffers")),
+            }
+        }
+        match self.pending.take() {
+            Some(Pending::Plain { id }) => {
+                for (addr, bytes) in &data {
+                    self.mem.write(*addr, bytes)?;
+                }
+                respond(&self.listener, id, ret);
+            }
+            Some(Pending::Scatter { id, iov }) => {
+                let bytes = data.first().map(|d| d.1.as_slice()).unwrap_or(&[]);
+                let mut at = 0usize;
+                for (base, len) in iov {
+                    let n = (len as usize).min(bytes.len() - at);
+                    self.mem.write(base, &bytes[at..at + n])?;
+                    at += n;
+                }
+                respond(&self.listener, id, ret);
+            }
+            Some(Pending::Map { addr, len, prot, flags }) => {
+                let bytes = data.first().map(|d| d.1.as_slice()).unwrap_or(&[]);
+                let result = if ret < 0 { ret } else { self.map_copy(addr, len, prot, flags, bytes)? };
+                self.finish_interrupted_call(result)?;
+            }
+            Some(Pending::Exit) | None => {}
+        }
+        Ok(())
+    }
+
+    /// Emulate mmap of a home file: anonymous memory filled with its contents. The husk is
+    /// pulled out of its notification wait (PTRACE_INTERRUPT) so that we can inject.
+    fn map_copy(&mut self, addr: u64, len: u64, prot: u64, flags: u64, bytes: &[u8]) -> io::Result<i64> {
+        self.stop_husk()?;
+        let keep = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) as u64;
+        let anon = keep | (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let got = self.inj.call(self.husk, libc::SYS_mmap, [addr, len, rw, anon, u64::MAX, 0])?;
+        if got < 0 {
+            return Ok(got);
+        }
+        self.mem.write(got as u64, &bytes[..bytes.len().min(len as usize)])?;
+        self.inj.call(self.husk, libc::SYS_mprotect, [got as u64, len, prot, 0, 0, 0])?;
+        Ok(got)
+    }
+
+    /// Interrupt the husk and wait for it to stop, delivering signals that come first.
+    fn stop_husk(&mut self) -> io::Result<()> {
+        ptrace::interrupt(self.husk)?;
+        loop {
+            match ptrace::wait(self.husk, 0)? {
+                Some((_, Stop::Interrupted | Stop::Group(_))) => return Ok(()),
+                Some((_, Stop::Signal(sig))) => ptrace::cont(self.husk, sig)?,
+                Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                    return Err(io::Error::other("remote died"));
+                }
+                Some(_) => ptrace::cont(self.husk, 0)?,
+                None => {}
+            }
+        }
+    }
+
+    /// The husk was stopped inside a trapped call: make that call return `result` and go on.
+    fn finish_interrupted_call(&mut self, result: i64) -> io::Result<()> {
+        let mut regs = ptrace::get_regs(self.husk)?;
+        regs.rax = result as u64;
+        regs.orig_rax = u64::MAX;
+        ptrace::set_regs(self.husk, &regs)?;
+        ptrace::cont(self.husk, 0)
+    }
+
+    fn on_notification(&mut self) -> io::Result<Option<Leave>> {
+        let notif = match self.listener.recv() {
+            Ok(n) => n,
+            // The call was interrupted before we read it (ENOENT): nothing to do.
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let nr = i64::from(notif.data.nr);
+        let args = notif.data.args;
+        let id = notif.id;
+        match syscalls::route(nr, &args) {
+            Route::Forward(spec) => match self.forward(nr, args, spec) {
+                Ok(()) => self.pending = Some(Pending::Plain { id }),
+                Err(errno) => respond(&self.listener, id, -i64::from(errno)),
+            },
+            Route::Vector => self.forward_vector(id, nr, args)?,
+            Route::MmapFile => {
+                let shared = args[3] & libc::MAP_SHARED as u64 != 0;
+                if shared && args[2] & libc::PROT_WRITE as u64 != 0 {
+                    return self.go_home("shared writable file mapping").map(Some);
+                }
+                let len = args[1].next_multiple_of(4096);
+                let bufs = vec![BufSpec { arg: 1, len, send: false, back: Some(Back::Ret) }];
+                let call = [args[4], 0, len, args[5], 0, 0];
+                self.call_home(libc::SYS_pread64, call, bufs, &[])?;
+                self.pending = Some(Pending::Map { addr: args[0], len, prot: args[2], flags: args[3] });
+            }
+            Route::Exit => {
+                self.call_home(libc::SYS_exit_group, args, Vec::new(), &[])?;
+                self.pending = Some(Pending::Exit);
+            }
+            Route::Home => return self.go_home(&format!("system call {nr}")).map(Some),
+            // The filter lets these through; a notification for one means it changed under us.
+            Route::Local => respond(&self.listener, id, -i64::from(libc::ENOSYS)),
+        }
+        Ok(None)
+    }
+
+    /// Read the buffers of a forwarded call from the remote and send the call home.
+    fn forward(&mut self, nr: i64, mut args: [u64; 6], spec: &[Arg]) -> Result<(), i32> {
+        let mut bufs = Vec::new();
+        let mut data = Vec::new();
+        for (i, arg) in spec.iter().enumerate() {
+            let ptr = args[i];
+            if ptr == 0 || matches!(arg, Arg::Val) {
+                continue;
+            }
+            let (len, send, back) = match *arg {
+                Arg::Path => {
+                    let mut path = self.mem.read_cstr(ptr, PATH_MAX).map_err(|_| libc::EFAULT)?;
+                    path.push(0);
+                    let len = path.len() as u64;
+                    data.push(path);
+                    (len, true, None)
+                }
+                Arg::In(len) => (self.length(len, &mut args)?, true, None),
+                Arg::Out(len, valid) => (self.length(len, &mut args)?, false, Some(back_of(valid))),
+                Arg::InOut(len) => (self.length(len, &mut args)?, true, Some(Back::All)),
+                Arg::Val => unreachable!("skipped above"),
+            };
+            if send && !matches!(arg, Arg::Path) {
+                data.push(self.mem.read_vec(ptr, len as usize).map_err(|_| libc::EFAULT)?);
+            }
+            bufs.push(BufSpec { arg: i as u8, len, send, back });
+        }
+        self.call_home(nr, args, bufs, &data).map_err(|_| libc::EIO)
+    }
+
+    /// Length of a buffer; a length argument above MAX_BUF is lowered to it (a short read or
+    /// write, which callers must handle anyway).
+    fn length(&self, len: Len, args: &mut [u64; 6]) -> Result<u64, i32> {
+        let n = match len {
+            Len::Arg(i) => {
+                args[i] = args[i].min(MAX_BUF);
+                args[i]
+            }
+            Len::ArgTimes(i, size) => args[i].saturating_mul(size),
+            Len::Fixed(n) => n,
+            Len::DerefU32(i) if args[i] == 0 => 0,
+            Len::DerefU32(i) => {
+                let raw = self.mem.read_vec(args[i], 4).map_err(|_| libc::EFAULT)?;
+                u64::from(u32::from_le_bytes(raw.try_into().expect("4 bytes")))
+            }
+            Len::FdSet => args[0].div_ceil(64) * 8,
+        };
+        if n > MAX_BUF { Err(libc::EINVAL) } else { Ok(n) }
+    }
+
+    fn call_home(&mut self, nr: i64, args: [u64; 6], bufs: Vec<BufSpec>, data: &[Vec<u8>]) -> io::Result<()> {
+        let sends: Vec<u64> = bufs.iter().filter(|b| b.send).map(|b| args[b.arg as usize]).collect();
+        write_message(&mut self.out, &ToHome::Call { nr, args, bufs })?;
+        for (addr, bytes) in sends.iter().zip(data) {
+            write_pages(&mut self.out, *addr, bytes)?;
+        }
+        self.out.flush()
+    }
+
+    /// readv/writev go home as one read/write of the gathered buffer.
+    fn forward_vector(&mut self, id: u64, nr: i64, args: [u64; 6]) -> io::Result<()> {
+        let count = args[2].min(1024) as usize;
+        let raw = match self.mem.read_vec(args[1], count * 16) {
+            Ok(raw) => raw,
+            Err(_) => {
+                respond(&self.listener, id, -i64::from(libc::EFAULT));
+                return Ok(());
+            }
+        };
+        let mut iov = Vec::new();
+        let mut total = 0u64;
+        for rec in raw.chunks_exact(16) {
+            let base = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
+            let len = u64::from_le_bytes(rec[8..].try_into().expect("8 bytes")).min(MAX_BUF - total);
+            iov.push((base, len));
+            total += len;
+        }
+        if nr == libc::SYS_writev {
+            let mut gathered = Vec::with_capacity(total as usize);
+            for &(base, len) in &iov {
+                match self.mem.read_vec(base, len as usize) {
+                    Ok(bytes) => gathered.extend_from_slice(&bytes),
+                    Err(_) => {
+                        respond(&self.listener, id, -i64::from(libc::EFAULT));
+                        return Ok(());
+                    }
+                }
+            }
+            let bufs = vec![BufSpec { arg: 1, len: total, send: true, back: None }];
+            self.call_home(libc::SYS_write, [args[0], 0, total, 0, 0, 0], bufs, &[gathered])?;
+            self.pending = Some(Pending::Plain { id });
+        } else {
+            let bufs = vec![BufSpec { arg: 1, len: total, send: false, back: Some(Back::Ret) }];
+            self.call_home(libc::SYS_read, [args[0], 0, total, 0, 0, 0], bufs, &[])?;
+            self.pending = Some(Pending::Scatter { id, iov });
+        }
+        Ok(())
+    }
+
+    /// Stop the remote, dump it home, and leave. A pending call is rewound so it runs again at
+    /// home (see dump::read_header).
+    fn go_home(&mut self, reason: &str) -> io::Result<Leave> {
+        debug!(reason, "going home");
+        self.stop_husk()?;
+        self.pending = None;
+        send(&mut self.out, &ToHome::Going { reason: reason.to_string() })?;
+        let facts = facts::probe()?;
+        dump::dump(self.husk, &facts, &mut self.out)?;
+        Ok(Leave::Home)
+    }
+}
+
+fn back_of(valid: Valid) -> Back {
+    match valid {
+        Valid::All => Back::All,
+        Valid::Ret => Back::Ret,
+        Valid::RetTimes(n) => Back::RetTimes(n),
+    }
+}
+
+fn respond(listener: &Listener, id: u64, val: i64) {
+    // ENOENT: a signal interrupted the call meanwhile and the kernel dropped it; it will be
+    // restarted or fail with EINTR as Linux decides.
+    if let Err(err) = listener.respond(id, val) {
+        if err.raw_os_error() != Some(libc::ENOENT) {
+            warn!(%err, "cannot answer a trapped call");
+        }
+    }
+}
+
+fn poll_in(fd: i32) -> libc::pollfd {
+    libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
+}
+
+/// SIGCHLD as a readable fd, so ptrace stops wake the poll loop.
+pub struct SigChld {
+    fd: OwnedFd,
+}
+
+impl SigChld {
+    /// Block SIGCHLD in this (single-threaded) process and open a signalfd for it.
+    pub fn new() -> io::Result<SigChld> {
+        // SAFETY: sigset operations on a local; signalfd returns a fresh fd we own.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(SigChld { fd: OwnedFd::from_raw_fd(fd) })
+        }
+    }
+
+    /// The fd to poll.
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    /// Consume pending notifications (several SIGCHLDs may merge into one).
+    pub fn drain(&self) {
+        let mut buf = [0u8; 128 * 4];
+        // SAFETY: reading into a live buffer from our own non-blocking fd.
+        while unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
+}
+

@@ -1,0 +1,580 @@
+//! The home supervisor (the deputy): runs a job under ptrace events only, moves its processes
+//! out on order, and while one is remote executes its forwarded calls inside its frozen shell,
+//! relays signals to it and brings it back. One thread, one poll loop: ptrace requires that
+//! every request come from the thread that attached.
+
+use std::collections::HashMap;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+use rmosix_image::{Frame, FrameReader, KernelFacts, write_message, write_pages};
+use tracing::{info, warn};
+
+use crate::dump::{self, NotMovable};
+use crate::guest::SigChld;
+use crate::inject::Injector;
+use crate::mem::Memory;
+use crate::ptrace::{self, Pid, Regs, Stop};
+use crate::session::{BufSpec, ToGuest, ToHome};
+use crate::{facts, maps, restore, spawn, sys};
+
+/// Size of the area mapped in a shell for the buffers of forwarded calls.
+const SCRATCH_LEN: u64 = 16 << 20;
+
+/// An order from the daemon: move `pid` to `target` (None = home).
+#[derive(Debug, Clone, Copy)]
+pub struct Order {
+    /// Daemon's id for the answer.
+    pub id: u64,
+    /// Which process.
+    pub pid: Pid,
+    /// Where to: a node, or None for home.
+    pub target: Option<u16>,
+}
+
+/// What the supervisor needs from its node's daemon. The tools crate implements it over the
+/// control socket; the engine stays free of the wire protocol.
+pub trait Daemon {
+    /// An fd that becomes readable when orders may be waiting.
+    fn order_fd(&self) -> Option<RawFd>;
+    /// The next complete order, if any. An error means the daemon went away.
+    fn next_order(&mut self) -> io::Result<Option<Order>>;
+    /// Answer order `id`.
+    fn order_done(&mut self, id: u64, result: Result<(), String>);
+    /// A session stream to a guest supervisor on `node`.
+    fn open_session(&mut self, node: u16) -> Result<UnixStream, String>;
+    /// A new supervised process.
+    fn started(&mut self, pid: Pid);
+    /// A process now runs on `node` (None = home).
+    fn moved(&mut self, pid: Pid, node: Option<u16>);
+    /// A supervised process ended.
+    fn ended(&mut self, pid: Pid);
+}
+
+/// How the job's main program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    /// exit status
+    Exited(i32),
+    /// killed by signal
+    Killed(i32),
+}
+
+/// Run `argv` as a supervised job until every process of it has ended; returns how the main
+/// program ended.
+pub fn supervise(argv: &[String], daemon: &mut dyn Daemon) -> io::Result<JobEnd> {
+    let sigchld = SigChld::new()?;
+    let facts = facts::probe()?;
+    let main = spawn::spawn_program(argv)?;
+    daemon.started(main);
+    ptrace::cont(main, 0)?;
+    let mut sup = Supervisor { daemon, facts, main, main_end: None, procs: HashMap::new(), sigchld };
+    sup.procs.insert(main, Proc::Home);
+    sup.run()
+}
+
+enum Proc {
+    Home,
+    Remote(Box<Remote>),
+}
+
+struct Remote {
+    node: u16,
+    frames: FrameReader<UnixStream>,
+    out: BufWriter<UnixStream>,
+    inj: Injector,
+    scratch: u64,
+    base: Regs,
+    shell: Shell,
+    /// A ComeHome order waiting for the image: (order id, where to go next).
+    coming: Option<(u64, Option<u16>)>,
+}
+
+enum Shell {
+    /// Running `pause`: signals sent to it stop it and are relayed.
+    Idle,
+    /// Interrupted so that this call can run once it stops.
+    Interrupting(Call),
+    /// Single-stepping over the call's `syscall` instruction.
+    Calling(Call),
+    /// In group stop, relayed to the remote.
+    Stopped,
+}
+
+struct Call {
+    args: [u64; 6],
+    nr: i64,
+    bufs: Vec<(BufSpec, u64)>,
+    data: Vec<Vec<u8>>,
+}
+
+struct Supervisor<'a> {
+    daemon: &'a mut dyn Daemon,
+    facts: KernelFacts,
+    main: Pid,
+    main_end: Option<JobEnd>,
+    procs: HashMap<Pid, Proc>,
+    sigchld: SigChld,
+}
+
+impl Supervisor<'_> {
+    fn run(&mut self) -> io::Result<JobEnd> {
+        let mut daemon_up = true;
+        while !self.procs.is_empty() {
+            let mut fds = vec![poll_in(self.sigchld.raw_fd())];
+            let order_fd = if daemon_up { self.daemon.order_fd() } else { None };
+            fds.push(poll_in(order_fd.unwrap_or(-1)));
+            let remotes: Vec<Pid> = self
+                .procs
+                .iter()
+                .filter_map(|(pid, p)| matches!(p, Proc::Remote(_)).then_some(*pid))
+                .collect();
+            for pid in &remotes {
+                if let Some(Proc::Remote(r)) = self.procs.get(pid) {
+                    fds.push(poll_in(r.frames.get_ref().as_raw_fd()));
+                }
+            }
+            // SAFETY: fds is a live vector of pollfd.
+            if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            if fds[0].revents != 0 {
+                self.sigchld.drain();
+                while let Some((pid, stop)) = ptrace::wait(-1, libc::WNOHANG)? {
+                    self.on_stop(pid, stop)?;
+                }
+            }
+            if fds[1].revents != 0 {
+                loop {
+                    match self.daemon.next_order() {
+                        Ok(Some(order)) => self.on_order(order)?,
+                        Ok(None) => break,
+                        Err(err) => {
+                            warn!(%err, "lost the daemon; processes stay where they are");
+                            daemon_up = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            for (i, pid) in remotes.iter().enumerate() {
+                if fds[2 + i].revents != 0 {
+                    self.on_session(*pid)?;
+                }
+            }
+        }
+        Ok(self.main_end.unwrap_or(JobEnd::Exited(0)))
+    }
+
+    fn ended(&mut self, pid: Pid, end: JobEnd) {
+        if let Some(Proc::Remote(mut r)) = self.procs.remove(&pid) {
+            let _ = write_message(&mut r.out, &ToGuest::Ended).and_then(|()| r.out.flush());
+        }
+        self.daemon.ended(pid);
+        if pid == self.main {
+            self.main_end = Some(end);
+        }
+    }
+
+    fn on_stop(&mut self, pid: Pid, stop: Stop) -> io::Result<()> {
+        match stop {
+            Stop::Exited(code) => {
+                self.ended(pid, JobEnd::Exited(code));
+                return Ok(());
+            }
+            Stop::Killed(sig) => {
+                self.ended(pid, JobEnd::Killed(sig));
+                return Ok(());
+            }
+            _ => {}
+        }
+        let Some(proc) = self.procs.get_mut(&pid) else {
+            // A new child may report before its parent's fork event.
+            self.procs.insert(pid, Proc::Home);
+            self.daemon.started(pid);
+            return ignore_gone(ptrace::cont(pid, 0));
+        };
+        match proc {
+            Proc::Home => self.on_home_stop(pid, stop),
+            Proc::Remote(_) => self.on_shell_stop(pid, stop),
+        }
+    }
+
+    fn on_home_stop(&mut self, pid: Pid, stop: Stop) -> io::Result<()> {
+        let result = match stop {
+            Stop::Event(event)
+                if event == libc::PTRACE_EVENT_FORK
+                    || event == libc::PTRACE_EVENT_VFORK
+                    || event == libc::PTRACE_EVENT_CLONE =>
+            {
+                let child = ptrace::event_msg(pid)? as Pid;
+                if self.procs.insert(child, Proc::Home).is_none() {
+                    self.daemon.started(child);
+                }
+                ptrace::cont(pid, 0)
+            }
+            Stop::Signal(sig) => ptrace::cont(pid, sig),
+            Stop::Group(_) => {
+                let r = ptrace::listen(pid);
+                self.follow_group_stop(pid);
+                r
+            }
+            _ => ptrace::cont(pid, 0),
+        };
+        ignore_gone(result)
+    }
+
+    /// When the main program stops (Ctrl-Z), mosrun stops too, so the shell that started it
+    /// sees the job stop; SIGCONT from `fg` wakes both.
+    fn follow_group_stop(&self, pid: Pid) {
+        if pid == self.main {
+            // SAFETY: stopping ourselves.
+            unsafe { libc::raise(libc::SIGSTOP) };
+        }
+    }
+
+    fn on_shell_stop(&mut self, pid: Pid, stop: Stop) -> io::Result<()> {
+        let Some(Proc::Remote(r)) = self.procs.get_mut(&pid) else { return Ok(()) };
+        match (std::mem::replace(&mut r.shell, Shell::Idle), stop) {
+            (Shell::Interrupting(call), Stop::Interrupted) => start_call(pid, r, call)?,
+            (Shell::Interrupting(call), Stop::Signal(sig)) => {
+                relay(r, sig)?;
+                start_call(pid, r, call)?;
+            }
+            (Shell::Calling(call), Stop::Trap | Stop::Interrupted | Stop::Signal(_)) => {
+                let regs = ptrace::get_regs(pid)?;
+                let ret = if regs.rip == r.inj.syscall_ip {
+                    // Stopped before the call ran: let the remote issue it again.
+                    if let Stop::Interrupted = stop {
+                        r.shell = Shell::Calling(call);
+                        return ptrace::step(pid);
+                    }
+                    -513 // ERESTARTNOINTR: the remote restarts the call
+                } else if regs.rax as i64 == -516 {
+                    -i64::from(libc::EINTR)
+                } else {
+                    regs.rax as i64
+                };
+                if let Stop::Signal(sig) = stop {
+                    relay(r, sig)?;
+                }
+                finish_call(pid, r, call, ret)?;
+            }
+            (Shell::Calling(call), other) => {
+                r.shell = Shell::Calling(call);
+                warn!(pid, ?other, "unexpected stop of a calling shell");
+                ptrace::cont(pid, 0)?;
+            }
+            (state, Stop::Signal(sig)) => {
+                relay(r, sig)?;
+                r.shell = state;
+                ptrace::cont(pid, 0)?;
+            }
+            (_, Stop::Group(sig)) => {
+                relay(r, sig)?;
+                r.shell = Shell::Stopped;
+                ptrace::listen(pid)?;
+                self.follow_group_stop(pid);
+            }
+            (state, _) => {
+                r.shell = state;
+                ptrace::cont(pid, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_order(&mut self, order: Order) -> io::Result<()> {
+        let result = match (self.procs.get_mut(&order.pid), order.target) {
+            (None, _) => Err(format!("process {} is not supervised here", order.pid)),
+            (Some(Proc::Home), None) => Ok(()),
+            (Some(Proc::Home), Some(node)) => return self.migrate_out(order.id, order.pid, node),
+            (Some(Proc::Remote(r)), target) if target == Some(r.node) => Ok(()),
+            (Some(Proc::Remote(r)), target) => {
+                r.coming = Some((order.id, target));
+                write_message(&mut r.out, &ToGuest::ComeHome)?;
+                r.out.flush()?;
+                return Ok(());
+            }
+        };
+        self.daemon.order_done(order.id, result);
+        Ok(())
+    }
+
+    /// Move a process that runs at home to `node`. On any failure it keeps running at home.
+    fn migrate_out(&mut self, id: u64, pid: Pid, node: u16) -> io::Result<()> {
+        let result = self.try_migrate_out(pid, node);
+        if let Err(reason) = &result {
+            warn!(pid, node, %reason, "migration failed; the process stays home");
+        }
+        self.daemon.order_done(id, result);
+        Ok(())
+    }
+
+    fn try_migrate_out(&mut self, pid: Pid, node: u16) -> Result<(), String> {
+        match dump::check_movable(pid) {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(not_movable(why)),
+            Err(err) => return Err(format!("cannot inspect process: {err}")),
+        }
+        let stream = self.daemon.open_session(node)?;
+        let started = Instant::now();
+        freeze(pid).map_err(|e| format!("cannot freeze process: {e}"))?;
+        // Frozen: from here every failure resumes the process at home.
+        match self.send_out(pid, node, stream) {
+            Ok((remote, bytes)) => {
+                let freeze_ms = started.elapsed().as_secs_f64() * 1e3;
+                info!(pid, node, bytes, freeze_ms, "migrated");
+                self.procs.insert(pid, Proc::Remote(Box::new(remote)));
+                self.daemon.moved(pid, Some(node));
+                Ok(())
+            }
+            Err(reason) => {
+                let _ = ptrace::cont(pid, 0);
+                Err(reason)
+            }
+        }
+    }
+
+    fn send_out(&mut self, pid: Pid, node: u16, stream: UnixStream) -> Result<(Remote, u64), String> {
+        let link = |e: io::Error| format!("link to node {node} failed: {e}");
+        let mut frames = FrameReader::new(stream.try_clone().map_err(link)?);
+        let mut out = BufWriter::with_capacity(1 << 20, stream);
+        write_message(&mut out, &ToGuest::Hello { facts: self.facts.clone() }).map_err(link)?;
+        out.flush().map_err(link)?;
+        match frames.message::<ToHome>() {
+            Ok(ToHome::Ready) => {}
+            Ok(ToHome::Refused { reason }) => return Err(format!("node {node} refused: {reason}")),
+            Ok(other) => return Err(format!("node {node} answered {other:?}")),
+            Err(e) => return Err(format!("node {node} did not answer: {e}")),
+        }
+        let (_, bytes) = dump::dump(pid, &self.facts, &mut out).map_err(link)?;
+        match frames.message::<ToHome>() {
+            Ok(ToHome::Running) => {}
+            Ok(ToHome::Failed { reason }) => return Err(format!("restore on node {node} failed: {reason}")),
+            Ok(other) => return Err(format!("node {node} answered {other:?}")),
+            Err(e) => return Err(format!("node {node} failed during restore: {e}")),
+        }
+        // The remote runs: the shell keeps only its identity (pid, fds, credentials). Its
+        // memory is released; a scratch area receives the buffers of forwarded calls.
+        let shell = strip_shell(pid).map_err(|e| format!("cannot prepare the shell: {e}"))?;
+        let (inj, scratch, base) = shell;
+        let mut remote = Remote { node, frames, out, inj, scratch, base, shell: Shell::Idle, coming: None };
+        idle(pid, &mut remote).map_err(|e| format!("cannot idle the shell: {e}"))?;
+        Ok((remote, bytes))
+    }
+
+    fn on_session(&mut self, pid: Pid) -> io::Result<()> {
+        let Some(Proc::Remote(r)) = self.procs.get_mut(&pid) else { return Ok(()) };
+        let msg: ToHome = match r.frames.message() {
+            Ok(msg) => msg,
+            Err(err) => {
+                let reason = format!("link to node {} lost: {err}", r.node);
+                return self.lose(pid, &reason);
+            }
+        };
+        match msg {
+            ToHome::Call { nr, args, bufs } => {
+                let mut data = Vec::new();
+                for _ in bufs.iter().filter(|b| b.send) {
+                    match r.frames.next() {
+                        Ok(Frame::Pages { data: bytes, .. }) => data.push(bytes),
+                        _ => return self.lose(pid, "malformed call from the remote"),
+                    }
+                }
+                let bufs = bufs.into_iter().map(|b| (b, 0)).collect();
+                let call = Call { args, nr, bufs, data };
+                if let Shell::Stopped = r.shell {
+                    // Job-stopped: run it once continued, as the remote's call would wait too.
+                    r.shell = Shell::Interrupting(call);
+                } else {
+                    r.shell = Shell::Interrupting(call);
+                    ptrace::interrupt(pid)?;
+                }
+            }
+            ToHome::Going { reason } => return self.come_home(pid, &reason),
+            ToHome::Died { sig } => {
+                info!(pid, sig, "remote killed by a signal");
+                die_by(pid, r, sig)?;
+            }
+            other => return self.lose(pid, &format!("unexpected message from the remote: {other:?}")),
+        }
+        Ok(())
+    }
+
+    /// The remote is coming home: restore its image into the shell.
+    fn come_home(&mut self, pid: Pid, reason: &str) -> io::Result<()> {
+        let Some(Proc::Remote(mut r)) = self.procs.remove(&pid) else { return Ok(()) };
+        self.procs.insert(pid, Proc::Home);
+        let signals = freeze(pid)?;
+        let restored = restore::read_header(&mut r.frames)
+            .and_then(|header| restore::restore_into(pid, &header, &mut r.frames));
+        if let Err(err) = restored {
+            warn!(pid, %err, "cannot restore the process at home; it is lost");
+            // SAFETY: killing our own tracee, which cannot run on.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            if let Some((id, _)) = r.coming {
+                self.daemon.order_done(id, Err(format!("coming home failed: {err}")));
+            }
+            return ignore_gone(ptrace::cont(pid, 0));
+        }
+        info!(pid, node = r.node, reason, "came home");
+        self.daemon.moved(pid, None);
+        ptrace::cont(pid, 0)?;
+        for sig in signals {
+            // SAFETY: re-sending to our own tracee the signals that arrived while it moved.
+            unsafe { libc::kill(pid, sig) };
+        }
+        if let Some((id, next)) = r.coming {
+            match next {
+                Some(node) => self.migrate_out(id, pid, node)?,
+                None => self.daemon.order_done(id, Ok(())),
+            }
+        }
+        Ok(())
+    }
+
+    /// The remote is gone with its node or link: the shell cannot go on.
+    fn lose(&mut self, pid: Pid, reason: &str) -> io::Result<()> {
+        tracing::error!(pid, reason, "process lost");
+        eprintln!("mosrun: process {pid} lost: {reason}");
+        if let Some(Proc::Remote(r)) = self.procs.get_mut(&pid)
+            && let Some((id, _)) = r.coming.take()
+        {
+            self.daemon.order_done(id, Err(reason.to_string()));
+        }
+        // Keep it listed as home so its death is reported like any other.
+        self.procs.insert(pid, Proc::Home);
+        // SAFETY: killing our own tracee.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        Ok(())
+    }
+}
+
+fn not_movable(why: NotMovable) -> String {
+    format!("process cannot move: {why}")
+}
+
+/// Stop `pid` in a PTRACE_EVENT_STOP; returns signals that arrived meanwhile (suppressed
+/// here, to be delivered wherever the process then runs).
+fn freeze(pid: Pid) -> io::Result<Vec<i32>> {
+    ptrace::interrupt(pid)?;
+    let mut signals = Vec::new();
+    loop {
+        match ptrace::wait(pid, 0)? {
+            Some((_, Stop::Interrupted | Stop::Group(_))) => return Ok(signals),
+            Some((_, Stop::Signal(sig))) => {
+                signals.push(sig);
+                ptrace::cont(pid, 0)?;
+            }
+            Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                return Err(io::Error::other("process exited"));
+            }
+            Some(_) => ptrace::cont(pid, 0)?,
+            None => {}
+        }
+    }
+}
+
+/// Release the shell's memory (rseq first, see restore.rs) and map a scratch area.
+fn strip_shell(pid: Pid) -> io::Result<(Injector, u64, Regs)> {
+    let mem = Memory::open(pid)?;
+    let areas = maps::read(pid)?;
+    let inj = Injector::find(&mem, &areas)?;
+    let rseq = ptrace::get_rseq(pid)?;
+    if rseq.rseq_abi_pointer != 0 {
+        let args = [rseq.rseq_abi_pointer, u64::from(rseq.rseq_abi_size), sys::RSEQ_FLAG_UNREGISTER, u64::from(rseq.signature), 0, 0];
+        inj.call_ok(pid, libc::SYS_rseq, args, "unregister rseq")?;
+    }
+    for area in areas.iter().filter(|a| !a.is_vdso_block() && a.name != "[vsyscall]") {
+        inj.call_ok(pid, libc::SYS_munmap, [area.start, area.len(), 0, 0, 0, 0], "munmap")?;
+    }
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let scratch = inj.call_ok(pid, libc::SYS_mmap, [0, SCRATCH_LEN, prot, flags, u64::MAX, 0], "mmap scratch")?;
+    // Every signal must reach us while the shell idles, whatever the program blocked.
+    ptrace::set_sigmask(pid, 0)?;
+    Ok((inj, scratch, ptrace::get_regs(pid)?))
+}
+
+/// Let the shell wait in pause(2). A signal stops it (we relay and suppress it) and the kernel
+/// restarts the pause by itself, since no handler ran (ERESTARTNOHAND).
+fn idle(pid: Pid, r: &mut Remote) -> io::Result<()> {
+    ptrace::set_regs(pid, &r.inj.call_regs(&r.base, libc::SYS_pause, [0; 6]))?;
+    r.shell = Shell::Idle;
+    ptrace::cont(pid, 0)
+}
+
+fn start_call(pid: Pid, r: &mut Remote, mut call: Call) -> io::Result<()> {
+    let mem = Memory::open(pid)?;
+    let mut at = r.scratch;
+    let mut data = call.data.iter();
+    let mut args = call.args;
+    for (spec, place) in &mut call.bufs {
+        *place = at;
+        if spec.send
+            && let Some(bytes) = data.next()
+        {
+            mem.write(at, bytes)?;
+        }
+        args[spec.arg as usize] = at;
+        at += spec.len.next_multiple_of(16);
+        if at > r.scratch + SCRATCH_LEN {
+            return finish_call(pid, r, call, -i64::from(libc::ENOMEM));
+        }
+    }
+    ptrace::set_regs(pid, &r.inj.call_regs(&r.base, call.nr, args))?;
+    r.shell = Shell::Calling(call);
+    ptrace::step(pid)
+}
+
+fn finish_call(pid: Pid, r: &mut Remote, call: Call, ret: i64) -> io::Result<()> {
+    let mem = Memory::open(pid)?;
+    let mut backs = Vec::new();
+    for (spec, place) in &call.bufs {
+        if let Some(back) = spec.back {
+            let n = back.bytes(spec.len, ret);
+            if n > 0 {
+                backs.push((call.args[spec.arg as usize], mem.read_vec(*place, n as usize)?));
+            }
+        }
+    }
+    write_message(&mut r.out, &ToGuest::Reply { ret, backs: backs.len() as u32 })?;
+    for (addr, bytes) in &backs {
+        write_pages(&mut r.out, *addr, bytes)?;
+    }
+    r.out.flush()?;
+    idle(pid, r)
+}
+
+fn relay(r: &mut Remote, sig: i32) -> io::Result<()> {
+    write_message(&mut r.out, &ToGuest::Signal { sig })?;
+    r.out.flush()
+}
+
+/// The remote died of `sig`: the shell dies the same way, so the parent sees the same status.
+fn die_by(pid: Pid, r: &mut Remote, sig: i32) -> io::Result<()> {
+    freeze(pid)?;
+    let mem = Memory::open(pid)?;
+    mem.write(r.scratch, &[0u8; 32])?;
+    r.inj.call(pid, libc::SYS_rt_sigaction, [sig as u64, r.scratch, 0, 8, 0, 0])?;
+    ptrace::set_sigmask(pid, 0)?;
+    ptrace::cont(pid, sig)
+}
+
+fn ignore_gone(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        other => other,
+    }
+}
+
+fn poll_in(fd: RawFd) -> libc::pollfd {
+    libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
+}

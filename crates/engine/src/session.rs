@@ -1,0 +1,108 @@
+//! Messages of a migration session between a home supervisor and a guest supervisor. They travel
+//! as image frames (JSON messages and page frames, see the image room); buffers never go inside
+//! JSON: a message announces how many page frames follow it.
+
+use rmosix_image::KernelFacts;
+use serde::{Deserialize, Serialize};
+
+/// Home supervisor to guest supervisor.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToGuest {
+    /// Opens a session; an image follows once the guest answers `Ready`.
+    Hello {
+        /// The home node's facts, for the compatibility check.
+        facts: KernelFacts,
+    },
+    /// The result of a forwarded call, followed by `backs` page frames addressed in remote memory.
+    Reply {
+        /// Return value (negative errno on failure).
+        ret: i64,
+        /// How many page frames follow.
+        backs: u32,
+    },
+    /// A signal arrived at the shell: deliver it to the remote.
+    Signal {
+        /// Signal number.
+        sig: i32,
+    },
+    /// Send the process home.
+    ComeHome,
+    /// The process ended at home: drop the remote.
+    Ended,
+}
+
+/// Guest supervisor to home supervisor.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToHome {
+    /// Compatible: send the image.
+    Ready,
+    /// This node will not take the process.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// The image is restored and runs.
+    Running,
+    /// Restore failed; nothing runs here.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// Run this call in the shell. Followed by one page frame per buffer with `send`.
+    Call {
+        /// Syscall number.
+        nr: i64,
+        /// Arguments as the remote passed them.
+        args: [u64; 6],
+        /// Buffers the call reads or writes.
+        bufs: Vec<BufSpec>,
+    },
+    /// The process is coming home (an image follows).
+    Going {
+        /// Why it goes.
+        reason: String,
+    },
+    /// A signal killed the remote.
+    Died {
+        /// The signal.
+        sig: i32,
+    },
+}
+
+/// One buffer argument of a forwarded call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BufSpec {
+    /// Which argument points at it.
+    pub arg: u8,
+    /// Its length.
+    pub len: u64,
+    /// Its contents travel home (a page frame follows the call).
+    pub send: bool,
+    /// How much of it travels back after the call, if anything.
+    pub back: Option<Back>,
+}
+
+/// How much of a buffer comes back.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum Back {
+    /// All of it, when the call succeeds.
+    All,
+    /// As many bytes as the call returned.
+    Ret,
+    /// As many records of this size as the call returned.
+    RetTimes(u64),
+}
+
+impl Back {
+    /// Bytes to send back for a buffer of `len` after a call returned `ret`.
+    pub fn bytes(self, len: u64, ret: i64) -> u64 {
+        if ret < 0 {
+            return 0;
+        }
+        match self {
+            Back::All => len,
+            Back::Ret => (ret as u64).min(len),
+            Back::RetTimes(size) => (ret as u64).saturating_mul(size).min(len),
+        }
+    }
+}
