@@ -41,8 +41,10 @@ const TAIL_LINES: usize = 30;
 /// parameters: node id, daemon program, map file, key file.
 ///
 /// It gives the node its hostname and private /tmp and /run, starts the daemon, and then
-/// stays: the node outlives a crashed daemon, and as PID 1 it reaps orphans (dash's `wait`
-/// reaps any child while it waits for its own).
+/// stays: the node outlives a crashed daemon, and as PID 1 it reaps the node's orphans
+/// (bash reaps every child on SIGCHLD). Orphans of an `nsenter` started by
+/// [`Node::command`] are not the node's: the kernel gives them to the reaper of the dead
+/// parent's PID namespace, the host's init.
 const INIT: &str = r#"set -e
 echo "node$1" > /proc/sys/kernel/hostname
 mount -t tmpfs -o mode=1777 rmosix-lab-tmp /tmp
@@ -130,7 +132,7 @@ impl Node {
             .arg(procs)
             .args(["ip", "netns", "exec", &spec.netns])
             .args(["unshare", "--uts", "--pid", "--kill-child", "--mount-proc"])
-            .args(["--propagation", "private", "--", "sh", "-c", INIT])
+            .args(["--propagation", "private", "--", "bash", "-c", INIT])
             .arg(format!("rmosix-lab-node{id}"))
             .arg(id.to_string())
             .arg(spec.daemon)

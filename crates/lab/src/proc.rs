@@ -11,6 +11,7 @@ use crate::POLL;
 /// Children are read from `/proc/PID/task/*/children`, so a child of any thread counts.
 /// Use it to go from the `Child` that [`Node::command`](crate::Node::command) returns
 /// (the `nsenter` outside the node) to the program inside, and from `mosrun` to its program.
+/// A fresh child may not have called `execve` yet; its PID is already the program's.
 pub fn child_of(host_pid: u32) -> Option<u32> {
     let tasks = fs::read_dir(format!("/proc/{host_pid}/task")).ok()?;
     tasks

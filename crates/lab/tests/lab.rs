@@ -214,18 +214,24 @@ fn process_helpers_find_the_program_and_its_pid_in_the_node() {
     let host = wait_child_of(child.id(), Duration::from_secs(10)).expect("program under nsenter");
     let inner = pid_in_node(host).expect("pid in node");
     assert_ne!(inner, host);
-    assert_eq!(sh(node, &format!("cat /proc/{inner}/comm")).trim(), "sleep");
+    // The PID is the program's from the start; it may take a moment to exec `sleep`.
+    sh(
+        node,
+        &format!(
+            "for i in $(seq 500); do [ \"$(cat /proc/{inner}/comm)\" = sleep ] && exit 0; sleep 0.01; done; exit 1"
+        ),
+    );
     assert_eq!(child_of(host), None, "sleep has no children");
     // Killing the Child the caller holds (nsenter) takes the program with it.
     child.kill().expect("kill nsenter");
     child.wait().expect("reap nsenter");
-    let gone = sh(
+    // Dead (a zombie until the host's init, nsenter's reaper, reaps it) or gone.
+    sh(
         node,
         &format!(
-            "for i in $(seq 500); do test -e /proc/{inner} || exit 0; sleep 0.01; done; exit 1"
+            "for i in $(seq 500); do grep -qs '^State:.*Z' /proc/{inner}/status || ! test -e /proc/{inner} && exit 0; sleep 0.01; done; exit 1"
         ),
     );
-    assert_eq!(gone, "");
     lab.stop().expect("teardown");
 }
 
