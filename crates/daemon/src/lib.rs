@@ -1,1 +1,42 @@
-//! rmosix daemon room.
+//! rmosix daemon room: `mosixd`, the per-node daemon that wires the other rooms together.
+//!
+//! It listens in two places:
+//!
+//! * on TCP for other nodes' daemons. Every connection must complete the transport room's
+//!   authenticated handshake and then say what it wants in a [`rmosix_wire::LinkHello`]: a
+//!   ping, or a guest session, for which the daemon starts `mosixd guest` under the requested
+//!   uid and groups and pipes the link's bytes to it ([`run_guest`] is that mode's body);
+//! * on a Unix socket for the local tools and job supervisors (`mosrun`), speaking the wire
+//!   room's control protocol. It keeps the table of supervised processes, checks who may
+//!   move what, and hands migrations to the supervisor that owns the process.
+//!
+//! Placement policy, membership and the migration engine itself live in other rooms.
+//!
+//! The door: [`Config`], [`Daemon`], [`DaemonError`], [`run_guest`].
+#![warn(missing_docs)]
+
+mod control;
+mod daemon;
+mod guest;
+mod own;
+mod peer;
+mod procfs;
+mod pump;
+mod sys;
+mod table;
+
+pub use daemon::{Config, Daemon, DaemonError};
+pub use guest::run_guest;
+
+/// An error and its sources as one line, `outer: inner: innermost`, for logs and for error
+/// messages that cross to a client.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,93 @@
+//! `mosixd`: the rmosix daemon. Runs in the foreground and logs to stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use rmosix_config::{Map, NodeId};
+use rmosix_daemon::{Config, Daemon};
+use rmosix_wire::{DEFAULT_SOCKET, SOCKET_ENV};
+
+/// The rmosix daemon: serves the tools on a Unix socket and other nodes on TCP.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The cluster map.
+    #[arg(long, value_name = "FILE", default_value = Map::DEFAULT_PATH)]
+    map: PathBuf,
+    /// The cluster key (`mosctl keygen` makes one; it must be mode 0600).
+    #[arg(long, value_name = "FILE", default_value = Config::DEFAULT_KEY)]
+    key: PathBuf,
+    /// This node's number, instead of finding it from the machine's addresses.
+    #[arg(long, value_name = "N")]
+    node: Option<NodeId>,
+    /// The control socket for the tools.
+    #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// TCP port of the daemons.
+    #[arg(long, value_name = "P", default_value_t = Config::DEFAULT_PORT)]
+    port: u16,
+    /// Log filter, e.g. `info` or `rmosix_daemon=debug` (default: $RUST_LOG, else info).
+    #[arg(long, value_name = "L")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    mode: Option<Mode>,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Serve one guest session on fd 3 (started by the daemon itself).
+    #[command(hide = true)]
+    Guest,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_level.as_deref());
+    if let Some(Mode::Guest) = args.mode {
+        return match rmosix_daemon::run_guest() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mosixd guest: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = Config {
+        map: args.map,
+        key: args.key,
+        node: args.node,
+        socket: args.socket,
+        port: args.port,
+    };
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mosixd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let daemon = Daemon::start(config).await?;
+        daemon.serve().await?;
+        Ok(())
+    })
+}
+
+/// Log to stderr, filtered by `--log-level`, else `RUST_LOG`, else `info`.
+fn init_logging(level: Option<&str>) {
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

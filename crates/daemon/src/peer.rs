@@ -1,0 +1,128 @@
+//! Connections from other nodes' daemons.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+use rmosix_config::NodeId;
+use rmosix_transport::{Link, LinkError};
+use rmosix_wire::{LINK_VERSION, LinkHello, Purpose};
+
+use crate::chain;
+use crate::daemon::Shared;
+use crate::guest::spawn_guest;
+use crate::pump::pump;
+use crate::sys::GuestCreds;
+
+/// How long a peer that completed the handshake may take to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a guest may take to exit once its session's pipe has closed.
+const GUEST_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a peer was turned away after the handshake.
+#[derive(Debug, thiserror::Error)]
+enum PeerError {
+    #[error("no hello within {}s", HELLO_TIMEOUT.as_secs())]
+    HelloTimeout,
+    #[error("closed before its hello")]
+    NoHello,
+    #[error("cannot read its hello")]
+    Link(#[from] LinkError),
+    #[error("malformed hello")]
+    BadHello(#[source] serde_json::Error),
+    #[error("speaks link version {0}, we speak {LINK_VERSION}")]
+    Version(u32),
+    #[error("claims to be node {0}, which is not in the map")]
+    UnknownNode(u16),
+}
+
+/// Serve one TCP connection from another node. Nothing the peer sends is acted on before the
+/// handshake proves it holds the cluster key; every failure is logged and closes the
+/// connection, and none stops the daemon.
+pub(crate) async fn serve_peer(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+    let ip = addr.ip();
+    let mut link = match rmosix_transport::accept(stream, &shared.key).await {
+        Ok(link) => link,
+        Err(e) => {
+            warn!("peer {ip} dropped: {}", chain(&e));
+            return;
+        }
+    };
+    let hello = match read_hello(&shared, &mut link).await {
+        Ok(hello) => hello,
+        Err(e) => {
+            warn!("peer {ip} dropped: {}", chain(&e));
+            return;
+        }
+    };
+    let from = hello.from_node;
+    match hello.purpose {
+        Purpose::Ping => {
+            let answer = LinkHello::new(shared.own.get(), Purpose::Ping);
+            if let Err(e) = link.send(&answer.encode()).await {
+                warn!("ping from node {from} ({ip}): cannot answer: {}", chain(&e));
+            }
+        }
+        Purpose::Session { uid, gid, groups } => {
+            serve_session(link, from, GuestCreds { uid, gid, groups }).await;
+        }
+    }
+}
+
+async fn read_hello(shared: &Shared, link: &mut Link) -> Result<LinkHello, PeerError> {
+    let bytes = tokio::time::timeout(HELLO_TIMEOUT, link.recv())
+        .await
+        .map_err(|_| PeerError::HelloTimeout)??
+        .ok_or(PeerError::NoHello)?;
+    let hello = LinkHello::decode(&bytes).map_err(PeerError::BadHello)?;
+    if hello.version != LINK_VERSION {
+        return Err(PeerError::Version(hello.version));
+    }
+    if NodeId::new(hello.from_node)
+        .and_then(|id| shared.map.node(id))
+        .is_none()
+    {
+        return Err(PeerError::UnknownNode(hello.from_node));
+    }
+    Ok(hello)
+}
+
+/// Start a guest for node `from` and pipe the link to it until both are done.
+async fn serve_session(link: Link, from: u16, creds: GuestCreds) {
+    let uid = creds.uid;
+    let (mut child, socket) = match spawn_guest(creds) {
+        Ok(guest) => guest,
+        Err(e) => {
+            // Dropping the link tells the home side the session failed.
+            warn!(from, uid, "cannot start a guest: {e}");
+            return;
+        }
+    };
+    let pid = child.id();
+    info!(from, uid, pid, "guest started");
+    if let Err(e) = pump(link, socket, Vec::new()).await {
+        info!(from, uid, pid, "session ended: {}", chain(&e));
+    }
+    // The pipe is closed both ways; a guest that lingers anyway is killed.
+    let status = match tokio::time::timeout(GUEST_GRACE, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            warn!(
+                from,
+                uid, pid, "guest still running after its session closed; killing it"
+            );
+            match child.kill().await {
+                Ok(()) => child.wait().await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match status {
+        Ok(status) => info!(from, uid, pid, "guest exited: {status}"),
+        Err(e) => warn!(from, uid, pid, "cannot reap guest: {e}"),
+    }
+}

@@ -1,0 +1,81 @@
+//! The daemon's only unsafe code: handing a socket to the guest process as fd 3 under the
+//! guest's credentials, and taking it over in the guest.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// The fd number on which `mosixd guest` finds its session socket.
+pub(crate) const GUEST_FD: RawFd = 3;
+
+/// Credentials a guest runs with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct GuestCreds {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Arrange for the child of `cmd` to get `session` as fd 3 and, if `creds` is given, to drop
+/// to those credentials (setgroups, then setgid, then setuid: each step needs the privilege
+/// the next one gives up).
+///
+/// `session` must stay open until `cmd` has been spawned.
+pub(crate) fn prepare_guest(
+    cmd: &mut tokio::process::Command,
+    session: RawFd,
+    creds: Option<GuestCreds>,
+) {
+    // Collected before the fork: the child must not allocate.
+    let creds = creds.map(|c| {
+        (
+            c.uid,
+            c.gid,
+            c.groups
+                .into_iter()
+                .map(|g| g as libc::gid_t)
+                .collect::<Vec<_>>(),
+        )
+    });
+    let child_setup = move || -> io::Result<()> {
+        // SAFETY: runs in the forked child before exec, where only async-signal-safe calls are
+        // allowed (signal-safety(7)): setgroups, setgid, setuid, dup2 and fcntl are plain
+        // system calls, nothing here allocates or locks, and `groups` is a live slice that
+        // was built in the parent. `session` is open in the child because the parent keeps it
+        // open until spawn returns.
+        unsafe {
+            if let Some((uid, gid, groups)) = &creds
+                && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(*gid) != 0
+                    || libc::setuid(*uid) != 0)
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if session == GUEST_FD {
+                // dup2 onto itself would keep close-on-exec set.
+                if libc::fcntl(session, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(session, GUEST_FD) != GUEST_FD {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: `child_setup` is async-signal-safe, as argued inside it.
+    unsafe { cmd.pre_exec(child_setup) };
+}
+
+/// Take ownership of fd 3, where the daemon put the session socket.
+///
+/// Call once, first thing in `mosixd guest`, before anything else could open an fd 3.
+pub(crate) fn take_guest_fd() -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only asks whether fd 3 is open. If it is, it is the socket the daemon
+    // passed (nothing in this fresh process has opened files yet) and no other object owns
+    // it, so the OwnedFd becomes its single owner.
+    unsafe {
+        if libc::fcntl(GUEST_FD, libc::F_GETFD) == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(GUEST_FD))
+    }
+}

@@ -1,0 +1,262 @@
+//! The table of supervised processes, their supervisors and migrations in flight.
+//!
+//! Pure bookkeeping behind one lock: no I/O, and no `await` while it is held. Commands to a
+//! supervisor go into that supervisor's channel; its connection task writes them out.
+
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, oneshot};
+
+use rmosix_wire::{Command, Report, Target};
+
+/// A supervisor, by registration number (unique per daemon run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct SupervisorId(u64);
+
+/// The outcome of a migration as the supervisor reported it.
+pub(crate) type MigrateResult = Result<(), String>;
+
+#[derive(Debug)]
+struct Process {
+    supervisor: SupervisorId,
+    /// `None` while at home.
+    node: Option<u16>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    supervisor: SupervisorId,
+    done: oneshot::Sender<MigrateResult>,
+}
+
+/// Why a migration could not be handed to a supervisor.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No supervisor reported the process.
+    NotSupervised,
+    /// The process is already where it should go.
+    AlreadyThere,
+    /// Its supervisor's connection is gone.
+    SupervisorGone,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    next_supervisor: u64,
+    next_command: u64,
+    supervisors: HashMap<SupervisorId, mpsc::UnboundedSender<Command>>,
+    processes: HashMap<i32, Process>,
+    pending: HashMap<u64, Pending>,
+}
+
+impl Table {
+    /// Register a supervisor whose commands go to `commands`.
+    pub fn add_supervisor(&mut self, commands: mpsc::UnboundedSender<Command>) -> SupervisorId {
+        self.next_supervisor += 1;
+        let id = SupervisorId(self.next_supervisor);
+        self.supervisors.insert(id, commands);
+        id
+    }
+
+    /// Forget a supervisor, its processes, and its migrations in flight (whose waiters then
+    /// see their channel closed).
+    pub fn remove_supervisor(&mut self, id: SupervisorId) {
+        self.supervisors.remove(&id);
+        self.processes.retain(|_, p| p.supervisor != id);
+        self.pending.retain(|_, p| p.supervisor != id);
+    }
+
+    /// Apply a supervisor's report. Reports about processes of other supervisors are ignored.
+    pub fn report(&mut self, from: SupervisorId, report: Report) {
+        match report {
+            Report::Started { pid } => {
+                self.processes.insert(
+                    pid,
+                    Process {
+                        supervisor: from,
+                        node: None,
+                    },
+                );
+            }
+            Report::Moved { pid, node } => {
+                if let Some(p) = self
+                    .processes
+                    .get_mut(&pid)
+                    .filter(|p| p.supervisor == from)
+                {
+                    p.node = node;
+                }
+            }
+            Report::Ended { pid } => {
+                if self
+                    .processes
+                    .get(&pid)
+                    .is_some_and(|p| p.supervisor == from)
+                {
+                    self.processes.remove(&pid);
+                }
+            }
+            Report::MigrateDone { id, result } => {
+                if self.pending.get(&id).is_some_and(|p| p.supervisor == from)
+                    && let Some(pending) = self.pending.remove(&id)
+                {
+                    // The waiter may have gone; then nobody needs the answer.
+                    let _ = pending.done.send(result);
+                }
+            }
+        }
+    }
+
+    /// Where a supervised process runs: `Some(None)` at home, `None` if not supervised.
+    pub fn location(&self, pid: i32) -> Option<Option<u16>> {
+        self.processes.get(&pid).map(|p| p.node)
+    }
+
+    /// Number of supervised processes.
+    pub fn process_count(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Ask the supervisor of `pid` to move it to `target` (`None` = home). The receiver gets
+    /// the supervisor's answer, or is closed if the supervisor goes away first.
+    pub fn start_migrate(
+        &mut self,
+        pid: i32,
+        target: Option<u16>,
+    ) -> Result<oneshot::Receiver<MigrateResult>, Refusal> {
+        let process = self.processes.get(&pid).ok_or(Refusal::NotSupervised)?;
+        if process.node == target {
+            return Err(Refusal::AlreadyThere);
+        }
+        let supervisor = process.supervisor;
+        let commands = self
+            .supervisors
+            .get(&supervisor)
+            .ok_or(Refusal::SupervisorGone)?;
+        self.next_command += 1;
+        let id = self.next_command;
+        let target = target.map_or(Target::Home, Target::Node);
+        commands
+            .send(Command::Migrate { id, pid, target })
+            .map_err(|_| Refusal::SupervisorGone)?;
+        let (done, waiter) = oneshot::channel();
+        self.pending.insert(id, Pending { supervisor, done });
+        Ok(waiter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn supervised() -> (Table, SupervisorId, mpsc::UnboundedReceiver<Command>) {
+        let mut table = Table::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sup = table.add_supervisor(tx);
+        table.report(sup, Report::Started { pid: 10 });
+        (table, sup, rx)
+    }
+
+    #[test]
+    fn reports_track_where_processes_run() {
+        let (mut table, sup, _rx) = supervised();
+        assert_eq!(table.location(10), Some(None));
+        table.report(
+            sup,
+            Report::Moved {
+                pid: 10,
+                node: Some(3),
+            },
+        );
+        assert_eq!(table.location(10), Some(Some(3)));
+        assert_eq!(table.process_count(), 1);
+        table.report(sup, Report::Ended { pid: 10 });
+        assert_eq!(table.location(10), None);
+        assert_eq!(table.process_count(), 0);
+    }
+
+    #[test]
+    fn a_supervisor_cannot_touch_anothers_processes() {
+        let (mut table, _sup, _rx) = supervised();
+        let (tx, _rx2) = mpsc::unbounded_channel();
+        let other = table.add_supervisor(tx);
+        table.report(
+            other,
+            Report::Moved {
+                pid: 10,
+                node: Some(3),
+            },
+        );
+        table.report(other, Report::Ended { pid: 10 });
+        assert_eq!(table.location(10), Some(None));
+    }
+
+    #[test]
+    fn migration_goes_to_the_supervisor_and_back() {
+        let (mut table, sup, mut rx) = supervised();
+        let mut waiter = table.start_migrate(10, Some(3)).unwrap();
+        let Ok(Command::Migrate {
+            id,
+            pid: 10,
+            target: Target::Node(3),
+        }) = rx.try_recv()
+        else {
+            panic!("no command sent");
+        };
+        // An answer from someone else, or for another id, changes nothing.
+        let (tx, _rx2) = mpsc::unbounded_channel();
+        let other = table.add_supervisor(tx);
+        table.report(other, Report::MigrateDone { id, result: Ok(()) });
+        table.report(
+            sup,
+            Report::MigrateDone {
+                id: id + 1,
+                result: Ok(()),
+            },
+        );
+        assert!(waiter.try_recv().is_err());
+        table.report(
+            sup,
+            Report::MigrateDone {
+                id,
+                result: Err("no".into()),
+            },
+        );
+        assert_eq!(waiter.try_recv().unwrap(), Err("no".into()));
+    }
+
+    #[test]
+    fn refusals() {
+        let (mut table, sup, rx) = supervised();
+        assert_eq!(
+            table.start_migrate(11, None).unwrap_err(),
+            Refusal::NotSupervised
+        );
+        assert_eq!(
+            table.start_migrate(10, None).unwrap_err(),
+            Refusal::AlreadyThere
+        );
+        drop(rx);
+        assert_eq!(
+            table.start_migrate(10, Some(2)).unwrap_err(),
+            Refusal::SupervisorGone
+        );
+        table.remove_supervisor(sup);
+        assert_eq!(
+            table.start_migrate(10, Some(2)).unwrap_err(),
+            Refusal::NotSupervised
+        );
+    }
+
+    #[test]
+    fn a_vanished_supervisor_fails_its_migrations() {
+        let (mut table, sup, _rx) = supervised();
+        let mut waiter = table.start_migrate(10, Some(2)).unwrap();
+        table.remove_supervisor(sup);
+        assert!(matches!(
+            waiter.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        assert_eq!(table.location(10), None);
+    }
+}
