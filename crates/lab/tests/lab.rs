@@ -35,16 +35,20 @@ while True:
 /// A bin dir holding the stand-in mosixd (outside /tmp, which nodes replace).
 fn fake_bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fake-bin-{}", std::process::id()));
-        fs::create_dir_all(&dir).expect("create fake bin dir");
-        let daemon = dir.join("mosixd");
-        fs::write(&daemon, FAKE_MOSIXD).expect("write fake mosixd");
-        fs::set_permissions(&daemon, fs::Permissions::from_mode(0o755)).expect("chmod fake mosixd");
-        dir
-    })
-    .clone()
+    DIR.get_or_init(|| bin_dir_with_daemon("fake-bin", FAKE_MOSIXD))
+        .clone()
+}
+
+/// `CARGO_TARGET_TMPDIR/<name>/mosixd` holding `script`, written atomically (other test
+/// processes may be reading it).
+fn bin_dir_with_daemon(name: &str, script: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    fs::create_dir_all(&dir).expect("create bin dir");
+    let staged = dir.join(format!(".mosixd.{}", std::process::id()));
+    fs::write(&staged, script).expect("write daemon script");
+    fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).expect("chmod daemon script");
+    fs::rename(&staged, dir.join("mosixd")).expect("install daemon script");
+    dir
 }
 
 fn start(nodes: usize, cpu_quota: Option<f64>) -> Lab {
@@ -456,16 +460,10 @@ fn a_daemon_that_exits_fails_the_start_with_its_log() {
     if !rmosix_lab::require_root() {
         return;
     }
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("failing-bin-{}", std::process::id()));
-    fs::create_dir_all(&dir).expect("mkdir");
-    let daemon = dir.join("mosixd");
-    fs::write(
-        &daemon,
+    let dir = bin_dir_with_daemon(
+        "failing-bin",
         "#!/bin/sh\necho 'mosixd: cannot read map' >&2\nexit 1\n",
-    )
-    .expect("write");
-    fs::set_permissions(&daemon, fs::Permissions::from_mode(0o755)).expect("chmod");
+    );
     match Lab::start(LabConfig::new(2, &dir)) {
         Err(LabError::DaemonExited { node: 1, tail }) => {
             assert!(tail.contains("cannot read map"), "{tail}")
