@@ -65,9 +65,18 @@ pub enum JobEnd {
 /// Run `argv` as a supervised job until every process of it has ended; returns how the main
 /// program ended.
 pub fn supervise(argv: &[String], daemon: &mut dyn Daemon) -> io::Result<JobEnd> {
-    let sigchld = SigChld::new()?;
     let facts = facts::probe()?;
+    // Spawn before blocking SIGCHLD and ignoring terminal signals, so that the program
+    // inherits the mask and dispositions mosrun was started with.
     let main = spawn::spawn_program(argv)?;
+    let sigchld = SigChld::new()?;
+    // Ctrl-C and Ctrl-\ reach the program itself (it is in the same process group); the
+    // supervisor must outlive them to report how the program ended.
+    // SAFETY: setting dispositions of our own process.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
     daemon.started(main);
     ptrace::cont(main, 0)?;
     let mut sup = Supervisor { daemon, facts, main, main_end: None, procs: HashMap::new(), sigchld };
