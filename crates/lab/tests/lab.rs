@@ -504,3 +504,24 @@ fn stale_leftovers_of_a_dead_creator_are_removed() {
     }
     .assert_gone();
 }
+
+/// The workspace's own mosixd comes up in every node of a 3-node lab, and the tools can
+/// reach it on the default socket inside the node.
+#[test]
+fn real_mosixd_listens_in_every_node() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = match Lab::start(LabConfig::new(3, rmosix_lab::bin_dir_of_current_test())) {
+        Ok(lab) => lab,
+        Err(e) => panic!("lab start with the real mosixd: {e}"),
+    };
+    for node in lab.nodes() {
+        assert_eq!(
+            sh(node, "test -S /run/mosix/mosixd.sock && echo up").trim(),
+            "up"
+        );
+        assert!(node.log().len() < 1_000_000);
+    }
+    lab.stop().expect("teardown");
+}
