@@ -1,0 +1,304 @@
+//! The `mosixd` binary: start-up faults, and peers without the cluster key.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rmosix_transport::ClusterKey;
+use rmosix_wire::{LineReader, LinkHello, PeerStatus, Purpose, Reply, Request, send_line};
+
+const MOSIXD: &str = env!("CARGO_BIN_EXE_mosixd");
+/// Generous: a loaded CI machine may be slow to start a process, never this slow.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Setup {
+    dir: tempfile::TempDir,
+    map: PathBuf,
+    key: PathBuf,
+}
+
+fn setup(map: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let map_path = dir.path().join("mosix.map");
+    fs::write(&map_path, map).unwrap();
+    let key = dir.path().join("key");
+    ClusterKey::generate(&key).unwrap();
+    Setup {
+        map: map_path,
+        key,
+        dir,
+    }
+}
+
+fn mosixd(s: &Setup, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(MOSIXD);
+    cmd.arg("--map").arg(&s.map).arg("--key").arg(&s.key);
+    cmd.arg("--socket")
+        .arg(s.dir.path().join("mosixd.sock"))
+        .args(extra);
+    cmd.env_remove("RUST_LOG").env_remove("MOSIX_SOCKET");
+    cmd
+}
+
+fn run_to_end(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+#[test]
+fn bad_maps_name_file_and_line() {
+    for (text, line) in [
+        ("1 127.0.0.1\n", 1),
+        ("# nodes\n1 127.0.0.1 1\n1 127.0.0.2 1\n", 3),
+        ("1 127.0.0.1 1\n2 not/a/host 1\n", 2),
+        ("1 127.0.0.1 1\n7 127.0.0.9 ALIAS\n", 2),
+    ] {
+        let s = setup(text);
+        let out = run_to_end(&mut mosixd(&s, &["--node", "1", "--port", "1"]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text:?}: {err}");
+        let prefix = format!("mosixd: {}:{line}: ", s.map.display());
+        assert!(
+            err.starts_with(&prefix) && err.lines().count() == 1,
+            "{text:?}: {err}"
+        );
+    }
+    let s = setup("1 127.0.0.1 1\n");
+    fs::remove_file(&s.map).unwrap();
+    let out = run_to_end(&mut mosixd(&s, &["--node", "1"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "mosixd: {}: cannot read the map: No such file or directory (os error 2)\n",
+            s.map.display()
+        )
+    );
+}
+
+#[test]
+fn a_node_not_in_the_map_is_refused() {
+    let s = setup("1 127.0.0.1 1\n");
+    let out = run_to_end(&mut mosixd(&s, &["--node", "2"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("mosixd: {}: node 2 is not in the map\n", s.map.display())
+    );
+}
+
+#[test]
+fn a_key_others_can_read_is_refused() {
+    let s = setup("1 127.0.0.1 1\n");
+    fs::set_permissions(&s.key, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run_to_end(&mut mosixd(&s, &["--node", "1"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "mosixd: {}: mode 0644 lets other users read the cluster key; chmod 600 it\n",
+            s.key.display()
+        )
+    );
+    fs::set_permissions(&s.key, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(&s.key, "not a key\n").unwrap();
+    let out = run_to_end(&mut mosixd(&s, &["--node", "1"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a cluster key"));
+}
+
+/// A running daemon whose stderr is read line by line on a thread.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    socket: PathBuf,
+    port: u16,
+}
+
+impl Running {
+    fn start(s: &Setup) -> Running {
+        let port = free_port();
+        let mut child = mosixd(
+            s,
+            &[
+                "--node",
+                "1",
+                "--port",
+                &port.to_string(),
+                "--log-level",
+                "info",
+            ],
+        )
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("mosixd| {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut daemon = Running {
+            child,
+            lines,
+            socket: s.dir.path().join("mosixd.sock"),
+            port,
+        };
+        daemon.wait_for("mosixd ready");
+        daemon
+    }
+
+    /// Read stderr until a line contains `text`; panic at the deadline or if the daemon exits.
+    fn wait_for(&mut self, text: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "no log line with {text:?} ({e}); exit: {:?}",
+                    self.child.try_wait()
+                ),
+            }
+        }
+    }
+
+    fn ask(&self, request: &Request) -> Reply {
+        let mut stream = UnixStream::connect(&self.socket).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        send_line(&mut stream, request).unwrap();
+        LineReader::new().recv(&mut stream).unwrap().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nobody listens on right now (the kernel picks it; we release it for the daemon).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn other_key(dir: &Path) -> ClusterKey {
+    ClusterKey::generate(&dir.join("other-key")).unwrap()
+}
+
+#[test]
+fn keyless_peers_are_dropped_and_the_daemon_keeps_serving() {
+    // Node 2 shares our address, so its port is ours: the daemon's answer to a ping comes
+    // from node 1 and must not count as node 2 being up.
+    let s = setup("1 127.0.0.1 1\n2 127.0.0.2 1\n");
+    let mut daemon = Running::start(&s);
+    let addr = ("127.0.0.1", daemon.port);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // A peer with another key: its handshake fails on both sides.
+    let wrong = other_key(s.dir.path());
+    let result = runtime.block_on(rmosix_transport::connect(addr, &wrong));
+    assert!(result.is_err(), "a wrong key must not make a link");
+    daemon.wait_for("peer 127.0.0.1 dropped: handshake failed");
+
+    // Plain garbage.
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    daemon.wait_for("peer 127.0.0.1 dropped:");
+
+    // The right key, but a node the map does not have.
+    let right = ClusterKey::load(&s.key).unwrap();
+    runtime.block_on(async {
+        let mut link = rmosix_transport::connect(addr, &right).await.unwrap();
+        link.send(&LinkHello::new(9, Purpose::Ping).encode())
+            .await
+            .unwrap();
+        assert!(
+            link.recv().await.unwrap_or_default().is_none(),
+            "node 9 must get no answer"
+        );
+    });
+    daemon.wait_for("claims to be node 9");
+
+    // Still serving: a real ping and the control socket.
+    runtime.block_on(async {
+        let mut link = rmosix_transport::connect(addr, &right).await.unwrap();
+        link.send(&LinkHello::new(2, Purpose::Ping).encode())
+            .await
+            .unwrap();
+        let answer = LinkHello::decode(&link.recv().await.unwrap().unwrap()).unwrap();
+        assert_eq!(answer, LinkHello::new(1, Purpose::Ping));
+    });
+    assert_eq!(
+        daemon.ask(&Request::Status),
+        Reply::Status {
+            node: 1,
+            processes: 0,
+            peers: vec![PeerStatus { node: 2, up: false }]
+        }
+    );
+    let me = std::process::id() as i32;
+    assert_eq!(
+        daemon.ask(&Request::Where { pid: me }),
+        Reply::Location { node: 1 }
+    );
+    assert_eq!(
+        daemon.ask(&Request::Migrate {
+            pid: me,
+            target: rmosix_wire::Target::Node(7)
+        }),
+        Reply::Error {
+            message: format!("no node 7 in {}", s.map.display())
+        }
+    );
+    assert_eq!(
+        daemon.ask(&Request::Migrate {
+            pid: me,
+            target: rmosix_wire::Target::Node(2)
+        }),
+        Reply::Error {
+            message: format!("process {me} is not running under mosrun")
+        }
+    );
+}
+
+#[test]
+fn malformed_requests_get_an_error_and_the_daemon_goes_on() {
+    let s = setup("1 127.0.0.1 1\n");
+    let daemon = Running::start(&s);
+    for junk in [
+        &b"{\"reboot\":{}}\n"[..],
+        b"\xff\xfe\n",
+        &[b'x'; 70_000][..],
+    ] {
+        let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        // The daemon may answer and close before reading all of a long line.
+        let _ = stream.write_all(junk);
+        let reply: Option<Reply> = LineReader::new().recv(&mut stream).ok().flatten();
+        assert!(matches!(reply, Some(Reply::Error { .. })), "{reply:?}");
+    }
+    assert!(matches!(
+        daemon.ask(&Request::Status),
+        Reply::Status { node: 1, .. }
+    ));
+}
