@@ -11,7 +11,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rmosix_transport::ClusterKey;
-use rmosix_wire::{LineReader, LinkHello, PeerStatus, Purpose, Reply, Request, send_line};
+use rmosix_wire::{
+    Command as DaemonCommand, LineReader, LinkHello, PeerStatus, Purpose, Reply, Report, Request,
+    Target, send_line,
+};
 
 const MOSIXD: &str = env!("CARGO_BIN_EXE_mosixd");
 /// Generous: a loaded CI machine may be slow to start a process, never this slow.
@@ -175,10 +178,7 @@ impl Running {
     }
 
     fn ask(&self, request: &Request) -> Reply {
-        let mut stream = UnixStream::connect(&self.socket).unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        send_line(&mut stream, request).unwrap();
-        LineReader::new().recv(&mut stream).unwrap().unwrap()
+        ask(&self.socket, request)
     }
 }
 
@@ -187,6 +187,13 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn ask(socket: &Path, request: &Request) -> Reply {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    send_line(&mut stream, request).unwrap();
+    LineReader::new().recv(&mut stream).unwrap().unwrap()
 }
 
 /// A port nobody listens on right now (the kernel picks it; we release it for the daemon).
@@ -264,7 +271,7 @@ fn keyless_peers_are_dropped_and_the_daemon_keeps_serving() {
     assert_eq!(
         daemon.ask(&Request::Migrate {
             pid: me,
-            target: rmosix_wire::Target::Node(7)
+            target: Target::Node(7)
         }),
         Reply::Error {
             message: format!("no node 7 in {}", s.map.display())
@@ -273,7 +280,7 @@ fn keyless_peers_are_dropped_and_the_daemon_keeps_serving() {
     assert_eq!(
         daemon.ask(&Request::Migrate {
             pid: me,
-            target: rmosix_wire::Target::Node(2)
+            target: Target::Node(2)
         }),
         Reply::Error {
             message: format!("process {me} is not running under mosrun")
@@ -301,4 +308,167 @@ fn malformed_requests_get_an_error_and_the_daemon_goes_on() {
         daemon.ask(&Request::Status),
         Reply::Status { node: 1, .. }
     ));
+}
+
+/// A fake supervisor on the control socket.
+struct Supervisor {
+    stream: UnixStream,
+    lines: LineReader,
+}
+
+impl Supervisor {
+    fn register(daemon: &Running) -> Supervisor {
+        let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        send_line(&mut stream, &Request::Supervise).unwrap();
+        let mut lines = LineReader::new();
+        assert_eq!(lines.recv::<Reply>(&mut stream).unwrap(), Some(Reply::Ok));
+        Supervisor { stream, lines }
+    }
+
+    fn report(&mut self, report: Report) {
+        send_line(&mut self.stream, &report).unwrap();
+    }
+
+    fn command(&mut self) -> DaemonCommand {
+        self.lines.recv(&mut self.stream).unwrap().unwrap()
+    }
+}
+
+#[test]
+fn migrations_go_through_the_supervisor() {
+    let s = setup("1 127.0.0.1 1\n2 127.0.0.2 1\n");
+    let daemon = Running::start(&s);
+    let me = std::process::id() as i32;
+    let mut sup = Supervisor::register(&daemon);
+    sup.report(Report::Started { pid: me });
+    // Reports are not answered; a Where after a Status round trip sees the report applied.
+    let wait_started = Instant::now() + DEADLINE;
+    while daemon.ask(&Request::Status)
+        != (Reply::Status {
+            node: 1,
+            processes: 1,
+            peers: vec![PeerStatus { node: 2, up: false }],
+        })
+    {
+        assert!(Instant::now() < wait_started, "Started report not applied");
+    }
+
+    let socket = daemon.socket.as_path();
+    std::thread::scope(|scope| {
+        let asking = scope.spawn(|| {
+            ask(
+                socket,
+                &Request::Migrate {
+                    pid: me,
+                    target: Target::Node(2),
+                },
+            )
+        });
+        let DaemonCommand::Migrate { id, pid, target } = sup.command();
+        assert_eq!((pid, target), (me, Target::Node(2)));
+        sup.report(Report::Moved {
+            pid: me,
+            node: Some(2),
+        });
+        sup.report(Report::MigrateDone { id, result: Ok(()) });
+        assert_eq!(asking.join().unwrap(), Reply::Ok);
+    });
+    assert_eq!(
+        daemon.ask(&Request::Where { pid: me }),
+        Reply::Location { node: 2 }
+    );
+
+    // Node 1 is this node: moving there means going home. A failure's text comes back verbatim.
+    std::thread::scope(|scope| {
+        let asking = scope.spawn(|| {
+            ask(
+                socket,
+                &Request::Migrate {
+                    pid: me,
+                    target: Target::Node(1),
+                },
+            )
+        });
+        let DaemonCommand::Migrate { id, target, .. } = sup.command();
+        assert_eq!(target, Target::Home);
+        sup.report(Report::MigrateDone {
+            id,
+            result: Err("process has 2 threads".into()),
+        });
+        assert_eq!(
+            asking.join().unwrap(),
+            Reply::Error {
+                message: "process has 2 threads".into()
+            }
+        );
+    });
+
+    // A supervisor that goes away fails the migration it was asked for.
+    std::thread::scope(|scope| {
+        let asking = scope.spawn(|| {
+            ask(
+                socket,
+                &Request::Migrate {
+                    pid: me,
+                    target: Target::Home,
+                },
+            )
+        });
+        let _ = sup.command();
+        drop(sup);
+        let reply = asking.join().unwrap();
+        assert!(
+            matches!(&reply, Reply::Error { message } if message.contains("went away")),
+            "{reply:?}"
+        );
+    });
+    assert_eq!(
+        daemon.ask(&Request::Migrate {
+            pid: me,
+            target: Target::Home
+        }),
+        Reply::Error {
+            message: format!("process {me} is not running under mosrun")
+        }
+    );
+}
+
+#[test]
+fn a_session_starts_a_guest_under_the_callers_uid() {
+    // The session goes from this daemon to itself (node 1), which is the same path as to
+    // another node. The guest gets an empty session and exits; the daemon reaps it.
+    let s = setup("1 127.0.0.1 1\n");
+    let mut daemon = Running::start(&s);
+    let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    send_line(&mut stream, &Request::OpenSession { node: 1 }).unwrap();
+    assert_eq!(
+        LineReader::new().recv::<Reply>(&mut stream).unwrap(),
+        Some(Reply::Ok)
+    );
+    let uid = own_uid();
+    let started = daemon.wait_for("guest started");
+    assert!(started.contains(&format!("uid={uid}")), "{started}");
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut rest);
+    daemon.wait_for("guest exited");
+
+    let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+    send_line(&mut stream, &Request::OpenSession { node: 5 }).unwrap();
+    let reply = LineReader::new().recv::<Reply>(&mut stream).unwrap();
+    assert_eq!(
+        reply,
+        Some(Reply::Error {
+            message: format!("no node 5 in {}", s.map.display())
+        })
+    );
+}
+
+/// This test process's uid, from /proc (the tests need no libc).
+fn own_uid() -> u32 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
 }
