@@ -79,3 +79,58 @@ pub(crate) fn take_guest_fd() -> io::Result<OwnedFd> {
         Ok(OwnedFd::from_raw_fd(GUEST_FD))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// Run a shell as a guest would be run and return what it wrote to fd 3.
+    async fn run_as_guest(script: &str, creds: Option<GuestCreds>) -> String {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.args(["-c", script]);
+        prepare_guest(&mut cmd, theirs.as_raw_fd(), creds);
+        let mut child = cmd.spawn().unwrap();
+        drop(theirs);
+        ours.set_nonblocking(true).unwrap();
+        let mut ours = tokio::net::UnixStream::from_std(ours).unwrap();
+        let mut out = String::new();
+        ours.read_to_string(&mut out).await.unwrap();
+        assert!(child.wait().await.unwrap().success());
+        out
+    }
+
+    #[tokio::test]
+    async fn the_guest_finds_its_socket_on_fd_3() {
+        let out = run_as_guest("echo hello >&3", None).await;
+        assert_eq!(out, "hello\n");
+    }
+
+    #[tokio::test]
+    async fn root_starts_the_guest_with_the_owners_credentials() {
+        if !nix::unistd::geteuid().is_root() {
+            // CI runs as root and sets this, so there a skip is a failure.
+            assert!(
+                std::env::var_os("RMOSIX_REQUIRE_ROOT").is_none_or(|v| v != "1"),
+                "needs root to switch credentials"
+            );
+            eprintln!("skipped: needs root to switch credentials");
+            return;
+        }
+        let creds = GuestCreds {
+            uid: 65534,
+            gid: 65533,
+            groups: vec![65533, 100],
+        };
+        let out = run_as_guest("id -u >&3; id -g >&3; id -G >&3", Some(creds)).await;
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[..2], ["65534", "65533"]);
+        let mut groups: Vec<&str> = lines[2].split_whitespace().collect();
+        groups.sort_unstable();
+        assert_eq!(groups, ["100", "65533"]);
+    }
+}
