@@ -28,7 +28,7 @@ while n < limit:
             last = now
 print(f"done: {count} primes below {limit} in {time.monotonic() - start:.1f}s", flush=True)
 "#;
-/// Primes below this take the program about half a minute on one of our 2-core machines.
+/// Primes below this take the program about 20 s on one of our 2-core machines.
 const PRIME_LIMIT: &str = "1500000";
 /// Time between two demo steps, so the output shows the program running on each node.
 const STEP_PAUSE: Duration = Duration::from_secs(4);
