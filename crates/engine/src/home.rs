@@ -155,8 +155,19 @@ impl Supervisor<'_> {
             }
             if fds[0].revents != 0 {
                 self.sigchld.drain();
-                while let Some((pid, stop)) = ptrace::wait(-1, libc::WNOHANG)? {
-                    self.on_stop(pid, stop)?;
+                loop {
+                    match ptrace::wait(-1, libc::WNOHANG) {
+                        Ok(Some((pid, stop))) => self.on_stop(pid, stop)?,
+                        Ok(None) => break,
+                        // No traced child is left: whatever the table still lists is gone.
+                        Err(err) if err.raw_os_error() == Some(libc::ECHILD) => {
+                            for pid in self.procs.keys().copied().collect::<Vec<_>>() {
+                                self.ended(pid, JobEnd::Killed(libc::SIGKILL));
+                            }
+                            break;
+                        }
+                        Err(err) => return Err(err),
+                    }
                 }
             }
             if fds[1].revents != 0 {
@@ -186,7 +197,7 @@ impl Supervisor<'_> {
             let _ = write_message(&mut r.out, &ToGuest::Ended).and_then(|()| r.out.flush());
         }
         self.daemon.ended(pid);
-        if pid == self.main {
+        if pid == self.main && self.main_end.is_none() {
             self.main_end = Some(end);
         }
     }
