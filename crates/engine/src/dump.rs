@@ -74,7 +74,11 @@ pub fn check_movable(pid: Pid) -> io::Result<Result<(), NotMovable>> {
             return Ok(Err(NotMovable::SysvShm));
         }
         if area.shared && area.write {
-            let what = if area.name.is_empty() { "(anonymous)".into() } else { area.name.clone() };
+            let what = if area.name.is_empty() {
+                "(anonymous)".into()
+            } else {
+                area.name.clone()
+            };
             return Ok(Err(NotMovable::SharedWritable(what)));
         }
         if area.name.starts_with("/dev/") {
@@ -89,7 +93,10 @@ fn stat_fields(pid: Pid) -> io::Result<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    Ok(rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
+    Ok(rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect())
 }
 
 /// A process frozen inside a system call shows rax = -ERESTART* and orig_rax = the call. The
@@ -137,7 +144,11 @@ pub fn regs_from_image(image: &Registers) -> io::Result<Regs> {
 
 /// Read the header of stopped `pid`: registers, signal state, per-task state, mm layout, areas.
 /// `skip` names areas that belong to rmosix rather than the program (none at home).
-pub fn read_header(pid: Pid, inj: &Injector, facts: &rmosix_image::KernelFacts) -> io::Result<Header> {
+pub fn read_header(
+    pid: Pid,
+    inj: &Injector,
+    facts: &rmosix_image::KernelFacts,
+) -> io::Result<Header> {
     let mut regs = ptrace::get_regs(pid)?;
     rewind_interrupted_call(&mut regs);
     let xstate = ptrace::get_xstate(pid)?;
@@ -168,7 +179,10 @@ pub fn read_header(pid: Pid, inj: &Injector, facts: &rmosix_image::KernelFacts) 
         env_end: f(51),
     };
     let auxv = std::fs::read(format!("/proc/{pid}/auxv"))?;
-    let areas = maps::read(pid)?.into_iter().filter(|a| a.name != "[vsyscall]").collect();
+    let areas = maps::read(pid)?
+        .into_iter()
+        .filter(|a| a.name != "[vsyscall]")
+        .collect();
     Ok(Header {
         version: image::FORMAT_VERSION,
         facts: facts.clone(),
@@ -177,8 +191,11 @@ pub fn read_header(pid: Pid, inj: &Injector, facts: &rmosix_image::KernelFacts) 
         sigmask,
         sigactions,
         altstack,
-        rseq: (rseq.rseq_abi_pointer != 0)
-            .then_some((rseq.rseq_abi_pointer, rseq.rseq_abi_size, rseq.signature)),
+        rseq: (rseq.rseq_abi_pointer != 0).then_some((
+            rseq.rseq_abi_pointer,
+            rseq.rseq_abi_size,
+            rseq.signature,
+        )),
         robust_list,
         tid_address,
         mm,
@@ -190,29 +207,57 @@ pub fn read_header(pid: Pid, inj: &Injector, facts: &rmosix_image::KernelFacts) 
 type TaskState = (Vec<SigAction>, (u64, i32, u64), u64, u64);
 
 /// What only the task itself can tell: dispositions, altstack, tid address, brk.
-fn read_task_state(pid: Pid, inj: &Injector, mem: &Memory, scratch: &Scratch) -> io::Result<TaskState> {
+fn read_task_state(
+    pid: Pid,
+    inj: &Injector,
+    mem: &Memory,
+    scratch: &Scratch,
+) -> io::Result<TaskState> {
     let mut sigactions = Vec::new();
     for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        inj.call_ok(pid, libc::SYS_rt_sigaction, [sig as u64, 0, scratch.addr, 8, 0, 0], "rt_sigaction")?;
+        inj.call_ok(
+            pid,
+            libc::SYS_rt_sigaction,
+            [sig as u64, 0, scratch.addr, 8, 0, 0],
+            "rt_sigaction",
+        )?;
         let raw = mem.read_vec(scratch.addr, 32)?;
-        let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        let action = SigAction { sig, handler: word(0), flags: word(1), restorer: word(2), mask: word(3) };
+        let word =
+            |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let action = SigAction {
+            sig,
+            handler: word(0),
+            flags: word(1),
+            restorer: word(2),
+            mask: word(3),
+        };
         if action.handler != 0 || action.flags != 0 || action.mask != 0 {
             sigactions.push(action);
         }
     }
-    inj.call_ok(pid, libc::SYS_sigaltstack, [0, scratch.addr, 0, 0, 0, 0], "sigaltstack")?;
+    inj.call_ok(
+        pid,
+        libc::SYS_sigaltstack,
+        [0, scratch.addr, 0, 0, 0, 0],
+        "sigaltstack",
+    )?;
     let raw = mem.read_vec(scratch.addr, 24)?;
     let altstack = (
         u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes")),
         i32::from_le_bytes(raw[8..12].try_into().expect("4 bytes")),
         u64::from_le_bytes(raw[16..24].try_into().expect("8 bytes")),
     );
-    inj.call_ok(pid, libc::SYS_prctl, [sys::PR_GET_TID_ADDRESS, scratch.addr, 0, 0, 0, 0], "prctl")?;
-    let tid_address = u64::from_le_bytes(mem.read_vec(scratch.addr, 8)?.try_into().expect("8 bytes"));
+    inj.call_ok(
+        pid,
+        libc::SYS_prctl,
+        [sys::PR_GET_TID_ADDRESS, scratch.addr, 0, 0, 0, 0],
+        "prctl",
+    )?;
+    let tid_address =
+        u64::from_le_bytes(mem.read_vec(scratch.addr, 8)?.try_into().expect("8 bytes"));
     let brk = inj.call(pid, libc::SYS_brk, [0; 6])? as u64;
     Ok((sigactions, altstack, tid_address, brk))
 }
@@ -253,7 +298,12 @@ pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result
 
 /// Which pages of [addr, addr+len) hold data. For file-backed areas every page may (an untouched
 /// page still reads from the file); for anonymous ones only present or swapped pages do.
-fn present_pages(pagemap: &std::fs::File, addr: u64, len: u64, anonymous: bool) -> io::Result<Vec<bool>> {
+fn present_pages(
+    pagemap: &std::fs::File,
+    addr: u64,
+    len: u64,
+    anonymous: bool,
+) -> io::Result<Vec<bool>> {
     use std::os::unix::fs::FileExt;
     let pages = (len / PAGE) as usize;
     if !anonymous {
@@ -289,7 +339,11 @@ fn send_nonzero(out: &mut impl Write, addr: u64, run: &[u8]) -> io::Result<u64> 
 }
 
 /// Stream a whole image of stopped `pid`.
-pub fn dump(pid: Pid, facts: &rmosix_image::KernelFacts, out: &mut impl Write) -> io::Result<(Header, u64)> {
+pub fn dump(
+    pid: Pid,
+    facts: &rmosix_image::KernelFacts,
+    out: &mut impl Write,
+) -> io::Result<(Header, u64)> {
     let inj = Injector::find(&Memory::open(pid)?, &maps::read(pid)?)?;
     let header = read_header(pid, &inj, facts)?;
     image::write_message(out, &header)?;

@@ -32,7 +32,12 @@ pub fn serve_guest(stream: UnixStream) -> io::Result<()> {
         return Err(io::Error::other("session did not start with Hello"));
     };
     if let Some(reason) = home.incompatibility(&facts) {
-        send(&mut out, &ToHome::Refused { reason: reason.clone() })?;
+        send(
+            &mut out,
+            &ToHome::Refused {
+                reason: reason.clone(),
+            },
+        )?;
         info!(%reason, "refused a process");
         return Ok(());
     }
@@ -45,7 +50,12 @@ pub fn serve_guest(stream: UnixStream) -> io::Result<()> {
         Ok(done) => done,
         Err(err) => {
             kill(husk);
-            send(&mut out, &ToHome::Failed { reason: err.to_string() })?;
+            send(
+                &mut out,
+                &ToHome::Failed {
+                    reason: err.to_string(),
+                },
+            )?;
             return Err(err);
         }
     };
@@ -53,7 +63,16 @@ pub fn serve_guest(stream: UnixStream) -> io::Result<()> {
     ptrace::cont(husk, 0)?;
     send(&mut out, &ToHome::Running)?;
     info!(pid = husk, "remote running");
-    let mut guest = Guest { husk, inj, mem: Memory::open(husk)?, listener, frames, out, pending: None };
+    let mut guest = Guest {
+        husk,
+        inj,
+        mem: Memory::open(husk)?,
+        listener,
+        frames,
+        out,
+        pending: None,
+        leaving: false,
+    };
     let result = guest.serve(&sigchld);
     kill(husk);
     result
@@ -77,7 +96,12 @@ enum Pending {
     /// readv: the data comes back in one piece and is scattered into these (address, length).
     Scatter { id: u64, iov: Vec<(u64, u64)> },
     /// mmap of a home file: the contents came home-to-remote; map them privately.
-    Map { addr: u64, len: u64, prot: u64, flags: u64 },
+    Map {
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+    },
     /// exit: the process ends at home.
     Exit,
 }
@@ -90,6 +114,9 @@ struct Guest {
     frames: FrameReader<UnixStream>,
     out: BufWriter<UnixStream>,
     pending: Option<Pending>,
+    /// Home asked us to come back while a call was in flight: go once its answer is in, so
+    /// that the call is neither lost nor run twice.
+    leaving: bool,
 }
 
 /// What ended the remote.
@@ -160,12 +187,22 @@ impl Guest {
             }
         };
         match msg {
-            ToGuest::Reply { ret, backs } => self.on_reply(ret, backs)?,
+            ToGuest::Reply { ret, backs } => {
+                self.on_reply(ret, backs)?;
+                if self.leaving {
+                    return self.go_home("asked to come home").map(Some);
+                }
+            }
             ToGuest::Signal { sig } => {
                 // SAFETY: plain kill of our own tracee.
                 unsafe { libc::kill(self.husk, sig) };
             }
-            ToGuest::ComeHome => return self.go_home("asked to come home").map(Some),
+            ToGuest::ComeHome => match self.pending {
+                None => return self.go_home("asked to come home").map(Some),
+                // Ending anyway: home will see the exit.
+                Some(Pending::Exit) => {}
+                Some(_) => self.leaving = true,
+            },
             ToGuest::Ended => return Ok(Some(Leave::Done)),
             ToGuest::Hello { .. } => return Err(io::Error::other("unexpected Hello")),
         }
@@ -175,7 +212,7 @@ impl Guest {
     fn on_reply(&mut self, ret: i64, backs: u32) -> io::Result<()> {
         let mut data = Vec::new();
         for _ in 0..backs {
-            match self.frames.next().map_err(io::Error::other)? {
+            match self.frames.next_frame().map_err(io::Error::other)? {
                 Frame::Pages { addr, data: bytes } => data.push((addr, bytes)),
                 Frame::Message(_) => return Err(io::Error::other("reply is missing its buffers")),
             }
@@ -197,9 +234,18 @@ impl Guest {
                 }
                 respond(&self.listener, id, ret);
             }
-            Some(Pending::Map { addr, len, prot, flags }) => {
+            Some(Pending::Map {
+                addr,
+                len,
+                prot,
+                flags,
+            }) => {
                 let bytes = data.first().map(|d| d.1.as_slice()).unwrap_or(&[]);
-                let result = if ret < 0 { ret } else { self.map_copy(addr, len, prot, flags, bytes)? };
+                let result = if ret < 0 {
+                    ret
+                } else {
+                    self.map_copy(addr, len, prot, flags, bytes)?
+                };
                 self.finish_interrupted_call(result)?;
             }
             Some(Pending::Exit) | None => {}
@@ -209,17 +255,33 @@ impl Guest {
 
     /// Emulate mmap of a home file: anonymous memory filled with its contents. The husk is
     /// pulled out of its notification wait (PTRACE_INTERRUPT) so that we can inject.
-    fn map_copy(&mut self, addr: u64, len: u64, prot: u64, flags: u64, bytes: &[u8]) -> io::Result<i64> {
+    fn map_copy(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        bytes: &[u8],
+    ) -> io::Result<i64> {
         self.stop_husk()?;
         let keep = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) as u64;
         let anon = keep | (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
         let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-        let got = self.inj.call(self.husk, libc::SYS_mmap, [addr, len, rw, anon, u64::MAX, 0])?;
+        let got = self.inj.call(
+            self.husk,
+            libc::SYS_mmap,
+            [addr, len, rw, anon, u64::MAX, 0],
+        )?;
         if got < 0 {
             return Ok(got);
         }
-        self.mem.write(got as u64, &bytes[..bytes.len().min(len as usize)])?;
-        self.inj.call(self.husk, libc::SYS_mprotect, [got as u64, len, prot, 0, 0, 0])?;
+        self.mem
+            .write(got as u64, &bytes[..bytes.len().min(len as usize)])?;
+        self.inj.call(
+            self.husk,
+            libc::SYS_mprotect,
+            [got as u64, len, prot, 0, 0, 0],
+        )?;
         Ok(got)
     }
 
@@ -270,10 +332,20 @@ impl Guest {
                     return self.go_home("shared writable file mapping").map(Some);
                 }
                 let len = args[1].next_multiple_of(4096);
-                let bufs = vec![BufSpec { arg: 1, len, send: false, back: Some(Back::Ret) }];
+                let bufs = vec![BufSpec {
+                    arg: 1,
+                    len,
+                    send: false,
+                    back: Some(Back::Ret),
+                }];
                 let call = [args[4], 0, len, args[5], 0, 0];
                 self.call_home(libc::SYS_pread64, call, bufs, &[])?;
-                self.pending = Some(Pending::Map { addr: args[0], len, prot: args[2], flags: args[3] });
+                self.pending = Some(Pending::Map {
+                    addr: args[0],
+                    len,
+                    prot: args[2],
+                    flags: args[3],
+                });
             }
             Route::Exit => {
                 self.call_home(libc::SYS_exit_group, args, Vec::new(), &[])?;
@@ -297,7 +369,10 @@ impl Guest {
             }
             let (len, send, back) = match *arg {
                 Arg::Path => {
-                    let mut path = self.mem.read_cstr(ptr, PATH_MAX).map_err(|_| libc::EFAULT)?;
+                    let mut path = self
+                        .mem
+                        .read_cstr(ptr, PATH_MAX)
+                        .map_err(|_| libc::EFAULT)?;
                     path.push(0);
                     let len = path.len() as u64;
                     data.push(path);
@@ -309,9 +384,18 @@ impl Guest {
                 Arg::Val => unreachable!("skipped above"),
             };
             if send && !matches!(arg, Arg::Path) {
-                data.push(self.mem.read_vec(ptr, len as usize).map_err(|_| libc::EFAULT)?);
+                data.push(
+                    self.mem
+                        .read_vec(ptr, len as usize)
+                        .map_err(|_| libc::EFAULT)?,
+                );
             }
-            bufs.push(BufSpec { arg: i as u8, len, send, back });
+            bufs.push(BufSpec {
+                arg: i as u8,
+                len,
+                send,
+                back,
+            });
         }
         self.call_home(nr, args, bufs, &data).map_err(|_| libc::EIO)
     }
@@ -333,11 +417,25 @@ impl Guest {
             }
             Len::FdSet => args[0].div_ceil(64) * 8,
         };
-        if n > MAX_BUF { Err(libc::EINVAL) } else { Ok(n) }
+        if n > MAX_BUF {
+            Err(libc::EINVAL)
+        } else {
+            Ok(n)
+        }
     }
 
-    fn call_home(&mut self, nr: i64, args: [u64; 6], bufs: Vec<BufSpec>, data: &[Vec<u8>]) -> io::Result<()> {
-        let sends: Vec<u64> = bufs.iter().filter(|b| b.send).map(|b| args[b.arg as usize]).collect();
+    fn call_home(
+        &mut self,
+        nr: i64,
+        args: [u64; 6],
+        bufs: Vec<BufSpec>,
+        data: &[Vec<u8>],
+    ) -> io::Result<()> {
+        let sends: Vec<u64> = bufs
+            .iter()
+            .filter(|b| b.send)
+            .map(|b| args[b.arg as usize])
+            .collect();
         write_message(&mut self.out, &ToHome::Call { nr, args, bufs })?;
         for (addr, bytes) in sends.iter().zip(data) {
             write_pages(&mut self.out, *addr, bytes)?;
@@ -359,7 +457,8 @@ impl Guest {
         let mut total = 0u64;
         for rec in raw.chunks_exact(16) {
             let base = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
-            let len = u64::from_le_bytes(rec[8..].try_into().expect("8 bytes")).min(MAX_BUF - total);
+            let len =
+                u64::from_le_bytes(rec[8..].try_into().expect("8 bytes")).min(MAX_BUF - total);
             iov.push((base, len));
             total += len;
         }
@@ -374,11 +473,26 @@ impl Guest {
                     }
                 }
             }
-            let bufs = vec![BufSpec { arg: 1, len: total, send: true, back: None }];
-            self.call_home(libc::SYS_write, [args[0], 0, total, 0, 0, 0], bufs, &[gathered])?;
+            let bufs = vec![BufSpec {
+                arg: 1,
+                len: total,
+                send: true,
+                back: None,
+            }];
+            self.call_home(
+                libc::SYS_write,
+                [args[0], 0, total, 0, 0, 0],
+                bufs,
+                &[gathered],
+            )?;
             self.pending = Some(Pending::Plain { id });
         } else {
-            let bufs = vec![BufSpec { arg: 1, len: total, send: false, back: Some(Back::Ret) }];
+            let bufs = vec![BufSpec {
+                arg: 1,
+                len: total,
+                send: false,
+                back: Some(Back::Ret),
+            }];
             self.call_home(libc::SYS_read, [args[0], 0, total, 0, 0, 0], bufs, &[])?;
             self.pending = Some(Pending::Scatter { id, iov });
         }
@@ -391,7 +505,12 @@ impl Guest {
         debug!(reason, "going home");
         self.stop_husk()?;
         self.pending = None;
-        send(&mut self.out, &ToHome::Going { reason: reason.to_string() })?;
+        send(
+            &mut self.out,
+            &ToHome::Going {
+                reason: reason.to_string(),
+            },
+        )?;
         let facts = facts::probe()?;
         dump::dump(self.husk, &facts, &mut self.out)?;
         Ok(Leave::Home)
@@ -409,15 +528,19 @@ fn back_of(valid: Valid) -> Back {
 fn respond(listener: &Listener, id: u64, val: i64) {
     // ENOENT: a signal interrupted the call meanwhile and the kernel dropped it; it will be
     // restarted or fail with EINTR as Linux decides.
-    if let Err(err) = listener.respond(id, val) {
-        if err.raw_os_error() != Some(libc::ENOENT) {
-            warn!(%err, "cannot answer a trapped call");
-        }
+    if let Err(err) = listener.respond(id, val)
+        && err.raw_os_error() != Some(libc::ENOENT)
+    {
+        warn!(%err, "cannot answer a trapped call");
     }
 }
 
 fn poll_in(fd: i32) -> libc::pollfd {
-    libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
 }
 
 /// SIGCHLD as a readable fd, so ptrace stops wake the poll loop.
@@ -438,7 +561,9 @@ impl SigChld {
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(SigChld { fd: OwnedFd::from_raw_fd(fd) })
+            Ok(SigChld {
+                fd: OwnedFd::from_raw_fd(fd),
+            })
         }
     }
 
@@ -454,4 +579,3 @@ impl SigChld {
         while unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
     }
 }
-

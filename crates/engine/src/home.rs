@@ -20,6 +20,10 @@ use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::session::{BufSpec, ToGuest, ToHome};
 use crate::{facts, maps, restore, spawn, sys};
 
+/// The answer that makes the remote issue a call again (the kernel restarts a call that
+/// returns -ERESTARTNOINTR, whatever the signal dispositions).
+const ERESTARTNOINTR: i64 = -513;
+
 /// Size of the area mapped in a shell for the buffers of forwarded calls.
 const SCRATCH_LEN: u64 = 16 << 20;
 
@@ -79,7 +83,14 @@ pub fn supervise(argv: &[String], daemon: &mut dyn Daemon) -> io::Result<JobEnd>
     }
     daemon.started(main);
     ptrace::cont(main, 0)?;
-    let mut sup = Supervisor { daemon, facts, main, main_end: None, procs: HashMap::new(), sigchld };
+    let mut sup = Supervisor {
+        daemon,
+        facts,
+        main,
+        main_end: None,
+        procs: HashMap::new(),
+        sigchld,
+    };
     sup.procs.insert(main, Proc::Home);
     sup.run()
 }
@@ -133,7 +144,11 @@ impl Supervisor<'_> {
         let mut daemon_up = true;
         while !self.procs.is_empty() {
             let mut fds = vec![poll_in(self.sigchld.raw_fd())];
-            let order_fd = if daemon_up { self.daemon.order_fd() } else { None };
+            let order_fd = if daemon_up {
+                self.daemon.order_fd()
+            } else {
+                None
+            };
             fds.push(poll_in(order_fd.unwrap_or(-1)));
             let remotes: Vec<Pid> = self
                 .procs
@@ -260,22 +275,32 @@ impl Supervisor<'_> {
     }
 
     fn on_shell_stop(&mut self, pid: Pid, stop: Stop) -> io::Result<()> {
-        let Some(Proc::Remote(r)) = self.procs.get_mut(&pid) else { return Ok(()) };
+        let Some(Proc::Remote(r)) = self.procs.get_mut(&pid) else {
+            return Ok(());
+        };
         match (std::mem::replace(&mut r.shell, Shell::Idle), stop) {
+            // Called home meanwhile: the call runs at home after the move, not here.
+            (Shell::Interrupting(call), Stop::Interrupted) if r.coming.is_some() => {
+                finish_call(pid, r, call, ERESTARTNOINTR)?
+            }
             (Shell::Interrupting(call), Stop::Interrupted) => start_call(pid, r, call)?,
             (Shell::Interrupting(call), Stop::Signal(sig)) => {
                 relay(r, sig)?;
-                start_call(pid, r, call)?;
+                if r.coming.is_some() {
+                    finish_call(pid, r, call, ERESTARTNOINTR)?
+                } else {
+                    start_call(pid, r, call)?;
+                }
             }
             (Shell::Calling(call), Stop::Trap | Stop::Interrupted | Stop::Signal(_)) => {
                 let regs = ptrace::get_regs(pid)?;
                 let ret = if regs.rip == r.inj.syscall_ip {
                     // Stopped before the call ran: let the remote issue it again.
-                    if let Stop::Interrupted = stop {
+                    if let (Stop::Interrupted, None) = (stop, r.coming) {
                         r.shell = Shell::Calling(call);
                         return ptrace::step(pid);
                     }
-                    -513 // ERESTARTNOINTR: the remote restarts the call
+                    ERESTARTNOINTR
                 } else if regs.rax as i64 == -516 {
                     -i64::from(libc::EINTR)
                 } else {
@@ -320,6 +345,11 @@ impl Supervisor<'_> {
                 r.coming = Some((order.id, target));
                 write_message(&mut r.out, &ToGuest::ComeHome)?;
                 r.out.flush()?;
+                // A call blocked in the shell (a read from a terminal, say) must not hold the
+                // move up: interrupt it; the remote restarts it, at home after the move.
+                if matches!(r.shell, Shell::Calling(_) | Shell::Interrupting(_)) {
+                    ptrace::interrupt(order.pid)?;
+                }
                 return Ok(());
             }
         };
@@ -362,11 +392,22 @@ impl Supervisor<'_> {
         }
     }
 
-    fn send_out(&mut self, pid: Pid, node: u16, stream: UnixStream) -> Result<(Remote, u64), String> {
+    fn send_out(
+        &mut self,
+        pid: Pid,
+        node: u16,
+        stream: UnixStream,
+    ) -> Result<(Remote, u64), String> {
         let link = |e: io::Error| format!("link to node {node} failed: {e}");
         let mut frames = FrameReader::new(stream.try_clone().map_err(link)?);
         let mut out = BufWriter::with_capacity(1 << 20, stream);
-        write_message(&mut out, &ToGuest::Hello { facts: self.facts.clone() }).map_err(link)?;
+        write_message(
+            &mut out,
+            &ToGuest::Hello {
+                facts: self.facts.clone(),
+            },
+        )
+        .map_err(link)?;
         out.flush().map_err(link)?;
         match frames.message::<ToHome>() {
             Ok(ToHome::Ready) => {}
@@ -377,7 +418,9 @@ impl Supervisor<'_> {
         let (_, bytes) = dump::dump(pid, &self.facts, &mut out).map_err(link)?;
         match frames.message::<ToHome>() {
             Ok(ToHome::Running) => {}
-            Ok(ToHome::Failed { reason }) => return Err(format!("restore on node {node} failed: {reason}")),
+            Ok(ToHome::Failed { reason }) => {
+                return Err(format!("restore on node {node} failed: {reason}"));
+            }
             Ok(other) => return Err(format!("node {node} answered {other:?}")),
             Err(e) => return Err(format!("node {node} failed during restore: {e}")),
         }
@@ -385,13 +428,24 @@ impl Supervisor<'_> {
         // memory is released; a scratch area receives the buffers of forwarded calls.
         let shell = strip_shell(pid).map_err(|e| format!("cannot prepare the shell: {e}"))?;
         let (inj, scratch, base) = shell;
-        let mut remote = Remote { node, frames, out, inj, scratch, base, shell: Shell::Idle, coming: None };
+        let mut remote = Remote {
+            node,
+            frames,
+            out,
+            inj,
+            scratch,
+            base,
+            shell: Shell::Idle,
+            coming: None,
+        };
         idle(pid, &mut remote).map_err(|e| format!("cannot idle the shell: {e}"))?;
         Ok((remote, bytes))
     }
 
     fn on_session(&mut self, pid: Pid) -> io::Result<()> {
-        let Some(Proc::Remote(r)) = self.procs.get_mut(&pid) else { return Ok(()) };
+        let Some(Proc::Remote(r)) = self.procs.get_mut(&pid) else {
+            return Ok(());
+        };
         let msg: ToHome = match r.frames.message() {
             Ok(msg) => msg,
             Err(err) => {
@@ -403,13 +457,18 @@ impl Supervisor<'_> {
             ToHome::Call { nr, args, bufs } => {
                 let mut data = Vec::new();
                 for _ in bufs.iter().filter(|b| b.send) {
-                    match r.frames.next() {
+                    match r.frames.next_frame() {
                         Ok(Frame::Pages { data: bytes, .. }) => data.push(bytes),
                         _ => return self.lose(pid, "malformed call from the remote"),
                     }
                 }
                 let bufs = bufs.into_iter().map(|b| (b, 0)).collect();
-                let call = Call { args, nr, bufs, data };
+                let call = Call {
+                    args,
+                    nr,
+                    bufs,
+                    data,
+                };
                 if let Shell::Stopped = r.shell {
                     // Job-stopped: run it once continued, as the remote's call would wait too.
                     r.shell = Shell::Interrupting(call);
@@ -423,14 +482,21 @@ impl Supervisor<'_> {
                 info!(pid, sig, "remote killed by a signal");
                 die_by(pid, r, sig)?;
             }
-            other => return self.lose(pid, &format!("unexpected message from the remote: {other:?}")),
+            other => {
+                return self.lose(
+                    pid,
+                    &format!("unexpected message from the remote: {other:?}"),
+                );
+            }
         }
         Ok(())
     }
 
     /// The remote is coming home: restore its image into the shell.
     fn come_home(&mut self, pid: Pid, reason: &str) -> io::Result<()> {
-        let Some(Proc::Remote(mut r)) = self.procs.remove(&pid) else { return Ok(()) };
+        let Some(Proc::Remote(mut r)) = self.procs.remove(&pid) else {
+            return Ok(());
+        };
         self.procs.insert(pid, Proc::Home);
         let signals = freeze(pid)?;
         let restored = restore::read_header(&mut r.frames)
@@ -440,7 +506,8 @@ impl Supervisor<'_> {
             // SAFETY: killing our own tracee, which cannot run on.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             if let Some((id, _)) = r.coming {
-                self.daemon.order_done(id, Err(format!("coming home failed: {err}")));
+                self.daemon
+                    .order_done(id, Err(format!("coming home failed: {err}")));
             }
             return ignore_gone(ptrace::cont(pid, 0));
         }
@@ -509,15 +576,35 @@ fn strip_shell(pid: Pid) -> io::Result<(Injector, u64, Regs)> {
     let inj = Injector::find(&mem, &areas)?;
     let rseq = ptrace::get_rseq(pid)?;
     if rseq.rseq_abi_pointer != 0 {
-        let args = [rseq.rseq_abi_pointer, u64::from(rseq.rseq_abi_size), sys::RSEQ_FLAG_UNREGISTER, u64::from(rseq.signature), 0, 0];
+        let args = [
+            rseq.rseq_abi_pointer,
+            u64::from(rseq.rseq_abi_size),
+            sys::RSEQ_FLAG_UNREGISTER,
+            u64::from(rseq.signature),
+            0,
+            0,
+        ];
         inj.call_ok(pid, libc::SYS_rseq, args, "unregister rseq")?;
     }
-    for area in areas.iter().filter(|a| !a.is_vdso_block() && a.name != "[vsyscall]") {
-        inj.call_ok(pid, libc::SYS_munmap, [area.start, area.len(), 0, 0, 0, 0], "munmap")?;
+    for area in areas
+        .iter()
+        .filter(|a| !a.is_vdso_block() && a.name != "[vsyscall]")
+    {
+        inj.call_ok(
+            pid,
+            libc::SYS_munmap,
+            [area.start, area.len(), 0, 0, 0, 0],
+            "munmap",
+        )?;
     }
     let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-    let scratch = inj.call_ok(pid, libc::SYS_mmap, [0, SCRATCH_LEN, prot, flags, u64::MAX, 0], "mmap scratch")?;
+    let scratch = inj.call_ok(
+        pid,
+        libc::SYS_mmap,
+        [0, SCRATCH_LEN, prot, flags, u64::MAX, 0],
+        "mmap scratch",
+    )?;
     // Every signal must reach us while the shell idles, whatever the program blocked.
     ptrace::set_sigmask(pid, 0)?;
     Ok((inj, scratch, ptrace::get_regs(pid)?))
@@ -561,11 +648,20 @@ fn finish_call(pid: Pid, r: &mut Remote, call: Call, ret: i64) -> io::Result<()>
         if let Some(back) = spec.back {
             let n = back.bytes(spec.len, ret);
             if n > 0 {
-                backs.push((call.args[spec.arg as usize], mem.read_vec(*place, n as usize)?));
+                backs.push((
+                    call.args[spec.arg as usize],
+                    mem.read_vec(*place, n as usize)?,
+                ));
             }
         }
     }
-    write_message(&mut r.out, &ToGuest::Reply { ret, backs: backs.len() as u32 })?;
+    write_message(
+        &mut r.out,
+        &ToGuest::Reply {
+            ret,
+            backs: backs.len() as u32,
+        },
+    )?;
     for (addr, bytes) in &backs {
         write_pages(&mut r.out, *addr, bytes)?;
     }
@@ -583,7 +679,11 @@ fn die_by(pid: Pid, r: &mut Remote, sig: i32) -> io::Result<()> {
     freeze(pid)?;
     let mem = Memory::open(pid)?;
     mem.write(r.scratch, &[0u8; 32])?;
-    r.inj.call(pid, libc::SYS_rt_sigaction, [sig as u64, r.scratch, 0, 8, 0, 0])?;
+    r.inj.call(
+        pid,
+        libc::SYS_rt_sigaction,
+        [sig as u64, r.scratch, 0, 8, 0, 0],
+    )?;
     ptrace::set_sigmask(pid, 0)?;
     ptrace::cont(pid, sig)
 }
@@ -596,5 +696,9 @@ fn ignore_gone(result: io::Result<()>) -> io::Result<()> {
 }
 
 fn poll_in(fd: RawFd) -> libc::pollfd {
-    libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
 }

@@ -34,7 +34,9 @@ impl Injector {
             .windows(2)
             .position(|w| w == [0x0f, 0x05])
             .ok_or_else(|| io::Error::other("no syscall instruction in the vdso"))?;
-        Ok(Injector { syscall_ip: vdso.start + at as u64 })
+        Ok(Injector {
+            syscall_ip: vdso.start + at as u64,
+        })
     }
 
     /// Registers that make the tracee execute system call `nr` with `args` at the next step.
@@ -124,7 +126,12 @@ impl Scratch {
 
     /// Unmap it again.
     pub fn unmap(self, inj: &Injector, pid: Pid) -> io::Result<()> {
-        inj.call_ok(pid, libc::SYS_munmap, [self.addr, self.len, 0, 0, 0, 0], "munmap scratch")
-            .map(drop)
+        inj.call_ok(
+            pid,
+            libc::SYS_munmap,
+            [self.addr, self.len, 0, 0, 0, 0],
+            "munmap scratch",
+        )
+        .map(drop)
     }
 }

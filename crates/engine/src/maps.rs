@@ -15,7 +15,10 @@ pub fn prot(area: &Area) -> i32 {
 
 /// Parse the text of /proc/PID/maps.
 pub fn parse(text: &str) -> io::Result<Vec<Area>> {
-    text.lines().filter(|l| !l.is_empty()).map(parse_line).collect()
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(parse_line)
+        .collect()
 }
 
 fn parse_line(line: &str) -> io::Result<Area> {

@@ -16,7 +16,10 @@ pub struct Memory {
 impl Memory {
     /// Open the memory of `pid` for reading and writing (we must be its tracer or root).
     pub fn open(pid: Pid) -> io::Result<Memory> {
-        let file = OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/mem"))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))?;
         Ok(Memory { file })
     }
 

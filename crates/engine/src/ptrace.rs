@@ -22,7 +22,14 @@ fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
 fn request(req: libc::c_uint, pid: Pid, addr: usize, data: usize) -> io::Result<libc::c_long> {
     // SAFETY: every caller passes either plain integers or a pointer to a live buffer of the size
     // the request writes (checked at each call site below).
-    check(unsafe { libc::ptrace(req, pid, addr as *mut libc::c_void, data as *mut libc::c_void) })
+    check(unsafe {
+        libc::ptrace(
+            req,
+            pid,
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
+    })
 }
 
 /// Attach without stopping (PTRACE_SEIZE), so group stops and PTRACE_INTERRUPT work.
@@ -54,7 +61,12 @@ pub fn listen(pid: Pid) -> io::Result<()> {
 pub fn get_regs(pid: Pid) -> io::Result<Regs> {
     // SAFETY: user_regs_struct is plain old data; all-zero is a valid value.
     let mut regs: Regs = unsafe { std::mem::zeroed() };
-    request(libc::PTRACE_GETREGS, pid, 0, &mut regs as *mut Regs as usize)?;
+    request(
+        libc::PTRACE_GETREGS,
+        pid,
+        0,
+        &mut regs as *mut Regs as usize,
+    )?;
     Ok(regs)
 }
 
@@ -66,23 +78,44 @@ pub fn set_regs(pid: Pid, regs: &Regs) -> io::Result<()> {
 /// The whole XSAVE area (x87, SSE, AVX, AVX-512, ...) of a stopped tracee.
 pub fn get_xstate(pid: Pid) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 16384];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    request(libc::PTRACE_GETREGSET, pid, sys::NT_X86_XSTATE as usize, &mut iov as *mut _ as usize)?;
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    request(
+        libc::PTRACE_GETREGSET,
+        pid,
+        sys::NT_X86_XSTATE as usize,
+        &mut iov as *mut _ as usize,
+    )?;
     buf.truncate(iov.iov_len);
     Ok(buf)
 }
 
 /// Load an XSAVE area into a stopped tracee.
 pub fn set_xstate(pid: Pid, xstate: &[u8]) -> io::Result<()> {
-    let mut iov = libc::iovec { iov_base: xstate.as_ptr() as *mut _, iov_len: xstate.len() };
-    request(libc::PTRACE_SETREGSET, pid, sys::NT_X86_XSTATE as usize, &mut iov as *mut _ as usize)
-        .map(drop)
+    let mut iov = libc::iovec {
+        iov_base: xstate.as_ptr() as *mut _,
+        iov_len: xstate.len(),
+    };
+    request(
+        libc::PTRACE_SETREGSET,
+        pid,
+        sys::NT_X86_XSTATE as usize,
+        &mut iov as *mut _ as usize,
+    )
+    .map(drop)
 }
 
 /// The blocked-signal mask of a stopped tracee.
 pub fn get_sigmask(pid: Pid) -> io::Result<u64> {
     let mut mask = 0u64;
-    request(sys::PTRACE_GETSIGMASK, pid, 8, &mut mask as *mut u64 as usize)?;
+    request(
+        sys::PTRACE_GETSIGMASK,
+        pid,
+        8,
+        &mut mask as *mut u64 as usize,
+    )?;
     Ok(mask)
 }
 
@@ -106,7 +139,12 @@ pub fn get_rseq(pid: Pid) -> io::Result<sys::RseqConfiguration> {
 /// The message of the last ptrace event (new child's pid for fork events).
 pub fn event_msg(pid: Pid) -> io::Result<u64> {
     let mut msg: libc::c_ulong = 0;
-    request(libc::PTRACE_GETEVENTMSG, pid, 0, &mut msg as *mut _ as usize)?;
+    request(
+        libc::PTRACE_GETEVENTMSG,
+        pid,
+        0,
+        &mut msg as *mut _ as usize,
+    )?;
     Ok(msg)
 }
 
@@ -116,7 +154,12 @@ pub fn get_robust_list(pid: Pid) -> io::Result<(u64, u64)> {
     let mut len: libc::size_t = 0;
     // SAFETY: both out-pointers point to live locals of the sizes the kernel writes.
     check(unsafe {
-        libc::syscall(libc::SYS_get_robust_list, pid, &mut head as *mut u64, &mut len as *mut usize)
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            pid,
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
     })?;
     Ok((head, len as u64))
 }

@@ -25,18 +25,37 @@ use crate::sys;
 
 /// Restore the image whose header was already read from `frames` into stopped `pid`; reads the
 /// page frames up to the end marker. Returns the injector, now pointing into the moved vdso.
-pub fn restore_into<R: Read>(pid: Pid, header: &Header, frames: &mut FrameReader<R>) -> io::Result<Injector> {
+pub fn restore_into<R: Read>(
+    pid: Pid,
+    header: &Header,
+    frames: &mut FrameReader<R>,
+) -> io::Result<Injector> {
     let mem = Memory::open(pid)?;
     let own = maps::read(pid)?;
     let mut inj = Injector::find(&mem, &own)?;
 
     let rseq = ptrace::get_rseq(pid)?;
     if rseq.rseq_abi_pointer != 0 {
-        let args = [rseq.rseq_abi_pointer, u64::from(rseq.rseq_abi_size), sys::RSEQ_FLAG_UNREGISTER, u64::from(rseq.signature), 0, 0];
+        let args = [
+            rseq.rseq_abi_pointer,
+            u64::from(rseq.rseq_abi_size),
+            sys::RSEQ_FLAG_UNREGISTER,
+            u64::from(rseq.signature),
+            0,
+            0,
+        ];
         inj.call_ok(pid, libc::SYS_rseq, args, "unregister rseq")?;
     }
-    for area in own.iter().filter(|a| !a.is_vdso_block() && a.name != "[vsyscall]") {
-        inj.call_ok(pid, libc::SYS_munmap, [area.start, area.len(), 0, 0, 0, 0], "munmap")?;
+    for area in own
+        .iter()
+        .filter(|a| !a.is_vdso_block() && a.name != "[vsyscall]")
+    {
+        inj.call_ok(
+            pid,
+            libc::SYS_munmap,
+            [area.start, area.len(), 0, 0, 0, 0],
+            "munmap",
+        )?;
     }
     move_vdso_block(pid, &mut inj, &own, &header.areas)?;
 
@@ -45,14 +64,32 @@ pub fn restore_into<R: Read>(pid: Pid, header: &Header, frames: &mut FrameReader
         if area.name == "[stack]" {
             flags |= libc::MAP_GROWSDOWN;
         }
-        let args = [area.start, area.len(), maps::prot(area) as u64, flags as u64, u64::MAX, 0];
-        inj.call_ok(pid, libc::SYS_mmap, args, &format!("mmap {:#x}-{:#x}", area.start, area.end))?;
+        let args = [
+            area.start,
+            area.len(),
+            maps::prot(area) as u64,
+            flags as u64,
+            u64::MAX,
+            0,
+        ];
+        inj.call_ok(
+            pid,
+            libc::SYS_mmap,
+            args,
+            &format!("mmap {:#x}-{:#x}", area.start, area.end),
+        )?;
     }
     loop {
-        match frames.next().map_err(io::Error::other)? {
+        match frames.next_frame().map_err(io::Error::other)? {
             Frame::Pages { addr, data } => {
-                if !header.areas.iter().any(|a| a.start <= addr && addr + data.len() as u64 <= a.end) {
-                    return Err(io::Error::other(format!("image pages at {addr:#x} lie outside its areas")));
+                if !header
+                    .areas
+                    .iter()
+                    .any(|a| a.start <= addr && addr + data.len() as u64 <= a.end)
+                {
+                    return Err(io::Error::other(format!(
+                        "image pages at {addr:#x} lie outside its areas"
+                    )));
                 }
                 mem.write(addr, &data)?;
             }
@@ -63,7 +100,11 @@ pub fn restore_into<R: Read>(pid: Pid, header: &Header, frames: &mut FrameReader
         }
     }
 
-    let scratch = Scratch::map(&inj, pid, 4096 + header.auxv.len().next_multiple_of(4096) as u64)?;
+    let scratch = Scratch::map(
+        &inj,
+        pid,
+        4096 + header.auxv.len().next_multiple_of(4096) as u64,
+    )?;
     let result = restore_task_state(pid, &inj, &mem, &scratch, header);
     scratch.unmap(&inj, pid)?;
     result?;
@@ -108,7 +149,12 @@ fn move_vdso_block(pid: Pid, inj: &mut Injector, own: &[Area], image: &[Area]) -
 
 fn remap(pid: Pid, inj: &mut Injector, from: u64, to: u64, len: u64) -> io::Result<()> {
     let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-    inj.call_ok(pid, libc::SYS_mremap, [from, len, len, flags, to, 0], "mremap vdso")?;
+    inj.call_ok(
+        pid,
+        libc::SYS_mremap,
+        [from, len, len, flags, to, 0],
+        "mremap vdso",
+    )?;
     if (from..from + len).contains(&inj.syscall_ip) {
         inj.syscall_ip = inj.syscall_ip - from + to;
     }
@@ -122,15 +168,26 @@ fn free_gap(a: &[Area], b: &[Area], len: u64) -> io::Result<u64> {
     // Search downward from below the usual mmap base, above the low 4 GiB.
     let mut candidate = 0x7e00_0000_0000u64;
     while candidate > 0x1_0000_0000 {
-        if used.iter().all(|&(s, e)| candidate + len <= s || candidate >= e) {
+        if used
+            .iter()
+            .all(|&(s, e)| candidate + len <= s || candidate >= e)
+        {
             return Ok(candidate);
         }
         candidate -= 0x10_0000_0000;
     }
-    Err(io::Error::other("no free address range to move the vdso through"))
+    Err(io::Error::other(
+        "no free address range to move the vdso through",
+    ))
 }
 
-fn restore_task_state(pid: Pid, inj: &Injector, mem: &Memory, scratch: &Scratch, header: &Header) -> io::Result<()> {
+fn restore_task_state(
+    pid: Pid,
+    inj: &Injector,
+    mem: &Memory,
+    scratch: &Scratch,
+    header: &Header,
+) -> io::Result<()> {
     let auxv_addr = scratch.addr + 4096;
     mem.write(auxv_addr, &header.auxv)?;
     let mm = &header.mm;
@@ -152,10 +209,20 @@ fn restore_task_state(pid: Pid, inj: &Injector, mem: &Memory, scratch: &Scratch,
     };
     // SAFETY: PrctlMmMap is repr(C) plain data; we view its bytes to copy them out.
     let bytes = unsafe {
-        std::slice::from_raw_parts((&map as *const sys::PrctlMmMap).cast::<u8>(), std::mem::size_of::<sys::PrctlMmMap>())
+        std::slice::from_raw_parts(
+            (&map as *const sys::PrctlMmMap).cast::<u8>(),
+            std::mem::size_of::<sys::PrctlMmMap>(),
+        )
     };
     mem.write(scratch.addr, bytes)?;
-    let args = [sys::PR_SET_MM, sys::PR_SET_MM_MAP, scratch.addr, bytes.len() as u64, 0, 0];
+    let args = [
+        sys::PR_SET_MM,
+        sys::PR_SET_MM_MAP,
+        scratch.addr,
+        bytes.len() as u64,
+        0,
+        0,
+    ];
     inj.call_ok(pid, libc::SYS_prctl, args, "prctl(PR_SET_MM_MAP)")?;
 
     for action in &header.sigactions {
@@ -164,7 +231,12 @@ fn restore_task_state(pid: Pid, inj: &Injector, mem: &Memory, scratch: &Scratch,
             raw.extend_from_slice(&word.to_le_bytes());
         }
         mem.write(scratch.addr, &raw)?;
-        inj.call_ok(pid, libc::SYS_rt_sigaction, [action.sig as u64, scratch.addr, 0, 8, 0, 0], "rt_sigaction")?;
+        inj.call_ok(
+            pid,
+            libc::SYS_rt_sigaction,
+            [action.sig as u64, scratch.addr, 0, 8, 0, 0],
+            "rt_sigaction",
+        )?;
     }
     let (sp, flags, size) = header.altstack;
     if flags & libc::SS_DISABLE == 0 {
@@ -175,15 +247,35 @@ fn restore_task_state(pid: Pid, inj: &Injector, mem: &Memory, scratch: &Scratch,
         raw.extend_from_slice(&0u32.to_le_bytes());
         raw.extend_from_slice(&size.to_le_bytes());
         mem.write(scratch.addr, &raw)?;
-        inj.call_ok(pid, libc::SYS_sigaltstack, [scratch.addr, 0, 0, 0, 0, 0], "sigaltstack")?;
+        inj.call_ok(
+            pid,
+            libc::SYS_sigaltstack,
+            [scratch.addr, 0, 0, 0, 0, 0],
+            "sigaltstack",
+        )?;
     }
     let (head, len) = header.robust_list;
     if head != 0 {
-        inj.call_ok(pid, libc::SYS_set_robust_list, [head, len, 0, 0, 0, 0], "set_robust_list")?;
+        inj.call_ok(
+            pid,
+            libc::SYS_set_robust_list,
+            [head, len, 0, 0, 0, 0],
+            "set_robust_list",
+        )?;
     }
-    inj.call_ok(pid, libc::SYS_set_tid_address, [header.tid_address, 0, 0, 0, 0, 0], "set_tid_address")?;
+    inj.call_ok(
+        pid,
+        libc::SYS_set_tid_address,
+        [header.tid_address, 0, 0, 0, 0, 0],
+        "set_tid_address",
+    )?;
     if let Some((addr, len, sig)) = header.rseq {
-        inj.call_ok(pid, libc::SYS_rseq, [addr, u64::from(len), 0, u64::from(sig), 0, 0], "rseq")?;
+        inj.call_ok(
+            pid,
+            libc::SYS_rseq,
+            [addr, u64::from(len), 0, u64::from(sig), 0, 0],
+            "rseq",
+        )?;
     }
     Ok(())
 }
@@ -192,7 +284,11 @@ fn restore_task_state(pid: Pid, inj: &Injector, mem: &Memory, scratch: &Scratch,
 pub fn read_header<R: Read>(frames: &mut FrameReader<R>) -> io::Result<Header> {
     let header: Header = frames.message().map_err(io::Error::other)?;
     if header.version != image::FORMAT_VERSION {
-        return Err(io::Error::other(format!("image format {} (this node reads {})", header.version, image::FORMAT_VERSION)));
+        return Err(io::Error::other(format!(
+            "image format {} (this node reads {})",
+            header.version,
+            image::FORMAT_VERSION
+        )));
     }
     Ok(header)
 }

@@ -18,7 +18,12 @@ const BPF_JSET_K: u16 = 0x45;
 const BPF_RET_K: u16 = 0x06;
 
 fn stmt(code: u16, k: u32) -> SockFilter {
-    SockFilter { code, jt: 0, jf: 0, k }
+    SockFilter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 
 fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
@@ -53,7 +58,10 @@ pub fn build_filter(gate: u64) -> Vec<SockFilter> {
         stmt(BPF_RET_K, sys::SECCOMP_RET_USER_NOTIF),
     ];
     // The non-mmap path arrives here with nr still in the accumulator.
-    let remaining: Vec<i64> = local.into_iter().filter(|&nr| nr != libc::SYS_mmap).collect();
+    let remaining: Vec<i64> = local
+        .into_iter()
+        .filter(|&nr| nr != libc::SYS_mmap)
+        .collect();
     for (i, nr) in remaining.iter().enumerate() {
         // Jump over the remaining checks and the notify return to the allow at the end.
         let to_allow = (remaining.len() - i) as u8;
@@ -68,7 +76,11 @@ pub fn build_filter(gate: u64) -> Vec<SockFilter> {
 pub fn install(pid: Pid, inj: &Injector) -> io::Result<Listener> {
     let prog = build_filter(inj.syscall_ip + 2);
     let mem = Memory::open(pid)?;
-    let scratch = Scratch::map(inj, pid, 4096 + (prog.len() * 8).next_multiple_of(4096) as u64)?;
+    let scratch = Scratch::map(
+        inj,
+        pid,
+        4096 + (prog.len() * 8).next_multiple_of(4096) as u64,
+    )?;
     let result = (|| {
         let mut raw = Vec::with_capacity(prog.len() * 8);
         for ins in &prog {
@@ -84,11 +96,28 @@ pub fn install(pid: Pid, inj: &Injector) -> io::Result<Listener> {
         fprog.extend_from_slice(&(prog.len() as u64).to_le_bytes());
         fprog.extend_from_slice(&filter_at.to_le_bytes());
         mem.write(scratch.addr, &fprog)?;
-        inj.call_ok(pid, libc::SYS_prctl, [sys::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0], "no_new_privs")?;
-        let args = [sys::SECCOMP_SET_MODE_FILTER, sys::SECCOMP_FILTER_FLAG_NEW_LISTENER, scratch.addr, 0, 0, 0];
+        inj.call_ok(
+            pid,
+            libc::SYS_prctl,
+            [sys::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0],
+            "no_new_privs",
+        )?;
+        let args = [
+            sys::SECCOMP_SET_MODE_FILTER,
+            sys::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            scratch.addr,
+            0,
+            0,
+            0,
+        ];
         let fd = inj.call_ok(pid, libc::SYS_seccomp, args, "seccomp")?;
         let listener = take_fd(pid, fd as i32)?;
-        inj.call_ok(pid, libc::SYS_close, [fd, 0, 0, 0, 0, 0], "close listener in husk")?;
+        inj.call_ok(
+            pid,
+            libc::SYS_close,
+            [fd, 0, 0, 0, 0, 0],
+            "close listener in husk",
+        )?;
         Ok(listener)
     })();
     scratch.unmap(inj, pid)?;
@@ -128,7 +157,13 @@ impl Listener {
     pub fn recv(&self) -> io::Result<sys::SeccompNotif> {
         let mut notif = sys::SeccompNotif::default();
         // SAFETY: notif is a live, correctly sized struct seccomp_notif.
-        let ret = unsafe { libc::ioctl(self.fd.as_raw_fd(), sys::SECCOMP_IOCTL_NOTIF_RECV, &mut notif) };
+        let ret = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                sys::SECCOMP_IOCTL_NOTIF_RECV,
+                &mut notif,
+            )
+        };
         if ret < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -184,7 +219,12 @@ mod tests {
     }
 
     fn call(nr: i64, ip: u64, args: [u64; 6]) -> sys::SeccompData {
-        sys::SeccompData { nr: nr as i32, arch: sys::AUDIT_ARCH_X86_64, instruction_pointer: ip, args }
+        sys::SeccompData {
+            nr: nr as i32,
+            arch: sys::AUDIT_ARCH_X86_64,
+            instruction_pointer: ip,
+            args,
+        }
     }
 
     #[test]
@@ -192,14 +232,39 @@ mod tests {
         let gate = 0x7fff_1234_5002;
         let prog = build_filter(gate);
         let ip = 0x40_1000;
-        assert_eq!(run(&prog, &call(libc::SYS_read, ip, [0; 6])), sys::SECCOMP_RET_USER_NOTIF);
-        assert_eq!(run(&prog, &call(libc::SYS_read, gate, [0; 6])), sys::SECCOMP_RET_ALLOW);
-        assert_eq!(run(&prog, &call(libc::SYS_read, gate + (1 << 32), [0; 6])), sys::SECCOMP_RET_USER_NOTIF);
-        assert_eq!(run(&prog, &call(libc::SYS_futex, ip, [0; 6])), sys::SECCOMP_RET_ALLOW);
-        let anon = [0, 4096, 3, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0];
-        assert_eq!(run(&prog, &call(libc::SYS_mmap, ip, anon)), sys::SECCOMP_RET_ALLOW);
+        assert_eq!(
+            run(&prog, &call(libc::SYS_read, ip, [0; 6])),
+            sys::SECCOMP_RET_USER_NOTIF
+        );
+        assert_eq!(
+            run(&prog, &call(libc::SYS_read, gate, [0; 6])),
+            sys::SECCOMP_RET_ALLOW
+        );
+        assert_eq!(
+            run(&prog, &call(libc::SYS_read, gate + (1 << 32), [0; 6])),
+            sys::SECCOMP_RET_USER_NOTIF
+        );
+        assert_eq!(
+            run(&prog, &call(libc::SYS_futex, ip, [0; 6])),
+            sys::SECCOMP_RET_ALLOW
+        );
+        let anon = [
+            0,
+            4096,
+            3,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ];
+        assert_eq!(
+            run(&prog, &call(libc::SYS_mmap, ip, anon)),
+            sys::SECCOMP_RET_ALLOW
+        );
         let file = [0, 4096, 1, libc::MAP_PRIVATE as u64, 3, 0];
-        assert_eq!(run(&prog, &call(libc::SYS_mmap, ip, file)), sys::SECCOMP_RET_USER_NOTIF);
+        assert_eq!(
+            run(&prog, &call(libc::SYS_mmap, ip, file)),
+            sys::SECCOMP_RET_USER_NOTIF
+        );
         for nr in 0..460 {
             let verdict = run(&prog, &call(nr, ip, anon));
             let local = syscalls::route(nr, &anon) == syscalls::Route::Local;

@@ -64,7 +64,9 @@ fn fork_seized(options: libc::c_int, then: impl FnOnce()) -> io::Result<Pid> {
 pub fn spawn_program(argv: &[String]) -> io::Result<Pid> {
     let args: Vec<CString> = argv
         .iter()
-        .map(|a| CString::new(a.as_str()).map_err(|_| io::Error::other("argument holds a NUL byte")))
+        .map(|a| {
+            CString::new(a.as_str()).map_err(|_| io::Error::other("argument holds a NUL byte"))
+        })
         .collect::<io::Result<_>>()?;
     let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());

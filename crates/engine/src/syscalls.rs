@@ -93,7 +93,13 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         libc::SYS_readv | libc::SYS_writev => Route::Vector,
         libc::SYS_access => F(&[Path, Val]),
         libc::SYS_pipe => F(&[Out(Fixed(8), All)]),
-        libc::SYS_select => F(&[Val, InOut(FdSet), InOut(FdSet), InOut(FdSet), InOut(Fixed(TIMESPEC))]),
+        libc::SYS_select => F(&[
+            Val,
+            InOut(FdSet),
+            InOut(FdSet),
+            InOut(FdSet),
+            InOut(Fixed(TIMESPEC)),
+        ]),
         libc::SYS_dup | libc::SYS_dup2 | libc::SYS_dup3 => F(&[Val, Val, Val]),
         libc::SYS_getitimer => F(&[Val, Out(Fixed(ITIMERVAL), All)]),
         libc::SYS_alarm => F(&[Val]),
@@ -104,7 +110,14 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         libc::SYS_accept => F(&[Val, Out(DerefU32(2), All), SOCKLEN]),
         libc::SYS_accept4 => F(&[Val, Out(DerefU32(2), All), SOCKLEN, Val]),
         libc::SYS_sendto => F(&[Val, In(A(2)), Val, Val, In(A(5)), Val]),
-        libc::SYS_recvfrom => F(&[Val, Out(A(2), Ret), Val, Val, Out(DerefU32(5), All), SOCKLEN]),
+        libc::SYS_recvfrom => F(&[
+            Val,
+            Out(A(2), Ret),
+            Val,
+            Val,
+            Out(DerefU32(5), All),
+            SOCKLEN,
+        ]),
         libc::SYS_getsockname | libc::SYS_getpeername => F(&[Val, Out(DerefU32(2), All), SOCKLEN]),
         libc::SYS_socketpair => F(&[Val, Val, Val, Out(Fixed(8), All)]),
         libc::SYS_setsockopt => F(&[Val, Val, Val, In(A(4)), Val]),
@@ -114,17 +127,34 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         libc::SYS_kill | libc::SYS_tkill | libc::SYS_tgkill => F(&[Val, Val, Val]),
         libc::SYS_uname => F(&[Out(Fixed(390), All)]),
         libc::SYS_fcntl => match args[1] as i32 {
-            libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_GETLK | libc::F_OFD_SETLK
+            libc::F_GETLK
+            | libc::F_SETLK
+            | libc::F_SETLKW
+            | libc::F_OFD_GETLK
+            | libc::F_OFD_SETLK
             | libc::F_OFD_SETLKW => F(&[Val, Val, InOut(Fixed(32))]),
             // F_GETOWN_EX, F_SETOWN_EX: a struct f_owner_ex.
             15 | 16 => F(&[Val, Val, InOut(Fixed(8))]),
             _ => F(&[Val, Val, Val]),
         },
-        libc::SYS_flock | libc::SYS_fsync | libc::SYS_fdatasync | libc::SYS_ftruncate
-        | libc::SYS_fchdir | libc::SYS_fchmod | libc::SYS_fchown | libc::SYS_umask
-        | libc::SYS_fadvise64 | libc::SYS_close_range => F(&[Val, Val, Val, Val]),
-        libc::SYS_truncate | libc::SYS_chdir | libc::SYS_rmdir | libc::SYS_unlink
-        | libc::SYS_chmod | libc::SYS_mkdir | libc::SYS_creat | libc::SYS_chown
+        libc::SYS_flock
+        | libc::SYS_fsync
+        | libc::SYS_fdatasync
+        | libc::SYS_ftruncate
+        | libc::SYS_fchdir
+        | libc::SYS_fchmod
+        | libc::SYS_fchown
+        | libc::SYS_umask
+        | libc::SYS_fadvise64
+        | libc::SYS_close_range => F(&[Val, Val, Val, Val]),
+        libc::SYS_truncate
+        | libc::SYS_chdir
+        | libc::SYS_rmdir
+        | libc::SYS_unlink
+        | libc::SYS_chmod
+        | libc::SYS_mkdir
+        | libc::SYS_creat
+        | libc::SYS_chown
         | libc::SYS_lchown => F(&[Path, Val, Val]),
         libc::SYS_getdents | libc::SYS_getdents64 => F(&[Val, Out(A(2), Ret), Val]),
         libc::SYS_getcwd => F(&[Out(A(1), Ret), Val]),
@@ -134,12 +164,27 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         libc::SYS_setrlimit => F(&[Val, In(Fixed(RLIMIT))]),
         libc::SYS_prlimit64 => F(&[Val, Val, In(Fixed(RLIMIT)), Out(Fixed(RLIMIT), All)]),
         libc::SYS_sysinfo => F(&[Out(Fixed(112), All)]),
-        libc::SYS_getpid | libc::SYS_getppid | libc::SYS_gettid | libc::SYS_getuid
-        | libc::SYS_geteuid | libc::SYS_getgid | libc::SYS_getegid | libc::SYS_getpgrp
-        | libc::SYS_setsid | libc::SYS_sync => F(&[]),
-        libc::SYS_setpgid | libc::SYS_getpgid | libc::SYS_getsid | libc::SYS_setuid
-        | libc::SYS_setgid | libc::SYS_setreuid | libc::SYS_setregid | libc::SYS_setresuid
-        | libc::SYS_setresgid | libc::SYS_getpriority | libc::SYS_setpriority => F(&[Val, Val, Val]),
+        libc::SYS_getpid
+        | libc::SYS_getppid
+        | libc::SYS_gettid
+        | libc::SYS_getuid
+        | libc::SYS_geteuid
+        | libc::SYS_getgid
+        | libc::SYS_getegid
+        | libc::SYS_getpgrp
+        | libc::SYS_setsid
+        | libc::SYS_sync => F(&[]),
+        libc::SYS_setpgid
+        | libc::SYS_getpgid
+        | libc::SYS_getsid
+        | libc::SYS_setuid
+        | libc::SYS_setgid
+        | libc::SYS_setreuid
+        | libc::SYS_setregid
+        | libc::SYS_setresuid
+        | libc::SYS_setresgid
+        | libc::SYS_getpriority
+        | libc::SYS_setpriority => F(&[Val, Val, Val]),
         libc::SYS_getgroups => F(&[Val, Out(ArgTimes(0, 4), All)]),
         libc::SYS_getresuid | libc::SYS_getresgid => {
             F(&[Out(Fixed(4), All), Out(Fixed(4), All), Out(Fixed(4), All)])
@@ -148,17 +193,29 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         libc::SYS_fstatfs => F(&[Val, Out(Fixed(STATFS), All)]),
         libc::SYS_utime => F(&[Path, In(Fixed(16))]),
         libc::SYS_utimes => F(&[Path, In(Fixed(32))]),
-        libc::SYS_epoll_create | libc::SYS_epoll_create1 | libc::SYS_eventfd
-        | libc::SYS_eventfd2 | libc::SYS_timerfd_create => F(&[Val, Val]),
+        libc::SYS_epoll_create
+        | libc::SYS_epoll_create1
+        | libc::SYS_eventfd
+        | libc::SYS_eventfd2
+        | libc::SYS_timerfd_create => F(&[Val, Val]),
         libc::SYS_epoll_ctl => F(&[Val, Val, Val, In(Fixed(12))]),
         libc::SYS_epoll_wait => F(&[Val, Out(ArgTimes(2, 12), RetTimes(12)), Val, Val]),
-        libc::SYS_epoll_pwait => {
-            F(&[Val, Out(ArgTimes(2, 12), RetTimes(12)), Val, Val, In(Fixed(8)), Val])
+        libc::SYS_epoll_pwait => F(&[
+            Val,
+            Out(ArgTimes(2, 12), RetTimes(12)),
+            Val,
+            Val,
+            In(Fixed(8)),
+            Val,
+        ]),
+        libc::SYS_timerfd_settime => {
+            F(&[Val, Val, In(Fixed(ITIMERSPEC)), Out(Fixed(ITIMERSPEC), All)])
         }
-        libc::SYS_timerfd_settime => F(&[Val, Val, In(Fixed(ITIMERSPEC)), Out(Fixed(ITIMERSPEC), All)]),
         libc::SYS_timerfd_gettime => F(&[Val, Out(Fixed(ITIMERSPEC), All)]),
         libc::SYS_timer_create => F(&[Val, In(Fixed(64)), Out(Fixed(4), All)]),
-        libc::SYS_timer_settime => F(&[Val, Val, In(Fixed(ITIMERSPEC)), Out(Fixed(ITIMERSPEC), All)]),
+        libc::SYS_timer_settime => {
+            F(&[Val, Val, In(Fixed(ITIMERSPEC)), Out(Fixed(ITIMERSPEC), All)])
+        }
         libc::SYS_timer_gettime => F(&[Val, Out(Fixed(ITIMERSPEC), All)]),
         libc::SYS_timer_getoverrun | libc::SYS_timer_delete => F(&[Val]),
         libc::SYS_openat => F(&[Val, Path, Val, Val]),
@@ -171,25 +228,56 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         libc::SYS_renameat2 | libc::SYS_linkat => F(&[Val, Path, Val, Path, Val]),
         libc::SYS_symlinkat => F(&[Path, Val, Path]),
         libc::SYS_readlinkat => F(&[Val, Path, Out(A(3), Ret), Val]),
-        libc::SYS_ppoll => F(&[InOut(ArgTimes(1, 8)), Val, InOut(Fixed(TIMESPEC)), In(Fixed(8)), Val]),
+        libc::SYS_ppoll => F(&[
+            InOut(ArgTimes(1, 8)),
+            Val,
+            InOut(Fixed(TIMESPEC)),
+            In(Fixed(8)),
+            Val,
+        ]),
         libc::SYS_utimensat => F(&[Val, Path, In(Fixed(2 * TIMESPEC)), Val]),
         libc::SYS_pipe2 => F(&[Out(Fixed(8), All), Val]),
         libc::SYS_statx => F(&[Val, Path, Val, Val, Out(Fixed(256), All)]),
         libc::SYS_rt_sigqueueinfo => F(&[Val, Val, In(Fixed(128))]),
 
         // Computation and per-task state: run where the process runs.
-        libc::SYS_brk | libc::SYS_munmap | libc::SYS_mprotect | libc::SYS_mremap
-        | libc::SYS_madvise | libc::SYS_mincore | libc::SYS_msync | libc::SYS_futex
-        | libc::SYS_futex_waitv | libc::SYS_set_robust_list | libc::SYS_get_robust_list
-        | libc::SYS_rseq | libc::SYS_rt_sigaction | libc::SYS_rt_sigprocmask
-        | libc::SYS_rt_sigreturn | libc::SYS_rt_sigpending | libc::SYS_rt_sigsuspend
-        | libc::SYS_rt_sigtimedwait | libc::SYS_sigaltstack | libc::SYS_pause
-        | libc::SYS_sched_yield | libc::SYS_nanosleep | libc::SYS_clock_nanosleep
-        | libc::SYS_clock_gettime | libc::SYS_clock_getres | libc::SYS_gettimeofday
-        | libc::SYS_time | libc::SYS_getrandom | libc::SYS_arch_prctl
-        | libc::SYS_set_tid_address | libc::SYS_restart_syscall | libc::SYS_membarrier
-        | libc::SYS_sched_getaffinity | libc::SYS_getcpu | libc::SYS_getrusage
-        | libc::SYS_times | libc::SYS_prctl => Local,
+        libc::SYS_brk
+        | libc::SYS_munmap
+        | libc::SYS_mprotect
+        | libc::SYS_mremap
+        | libc::SYS_madvise
+        | libc::SYS_mincore
+        | libc::SYS_msync
+        | libc::SYS_futex
+        | libc::SYS_futex_waitv
+        | libc::SYS_set_robust_list
+        | libc::SYS_get_robust_list
+        | libc::SYS_rseq
+        | libc::SYS_rt_sigaction
+        | libc::SYS_rt_sigprocmask
+        | libc::SYS_rt_sigreturn
+        | libc::SYS_rt_sigpending
+        | libc::SYS_rt_sigsuspend
+        | libc::SYS_rt_sigtimedwait
+        | libc::SYS_sigaltstack
+        | libc::SYS_pause
+        | libc::SYS_sched_yield
+        | libc::SYS_nanosleep
+        | libc::SYS_clock_nanosleep
+        | libc::SYS_clock_gettime
+        | libc::SYS_clock_getres
+        | libc::SYS_gettimeofday
+        | libc::SYS_time
+        | libc::SYS_getrandom
+        | libc::SYS_arch_prctl
+        | libc::SYS_set_tid_address
+        | libc::SYS_restart_syscall
+        | libc::SYS_membarrier
+        | libc::SYS_sched_getaffinity
+        | libc::SYS_getcpu
+        | libc::SYS_getrusage
+        | libc::SYS_times
+        | libc::SYS_prctl => Local,
 
         // Everything else, fork/clone/execve among them, runs after going home.
         _ => Home,
@@ -216,7 +304,9 @@ fn ioctl(request: u64) -> Route {
 
 /// Every call the filter lets run locally, for building it.
 pub fn local_calls() -> Vec<i64> {
-    (0..512).filter(|&nr| route(nr, &[0, 0, 0, libc::MAP_ANONYMOUS as u64, 0, 0]) == Route::Local).collect()
+    (0..512)
+        .filter(|&nr| route(nr, &[0, 0, 0, libc::MAP_ANONYMOUS as u64, 0, 0]) == Route::Local)
+        .collect()
 }
 
 #[cfg(test)]
@@ -230,18 +320,37 @@ mod tests {
         assert_eq!(route(libc::SYS_fork, &[0; 6]), Route::Home);
         assert_eq!(route(libc::SYS_execve, &[0; 6]), Route::Home);
         assert_eq!(route(libc::SYS_exit_group, &[0; 6]), Route::Exit);
-        let anon = [0, 4096, 3, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0];
+        let anon = [
+            0,
+            4096,
+            3,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ];
         assert_eq!(route(libc::SYS_mmap, &anon), Route::Local);
         let file = [0, 4096, 1, libc::MAP_PRIVATE as u64, 3, 0];
         assert_eq!(route(libc::SYS_mmap, &file), Route::MmapFile);
-        assert!(matches!(route(libc::SYS_ioctl, &[1, libc::TCGETS as u64, 0, 0, 0, 0]), Route::Forward(_)));
-        assert_eq!(route(libc::SYS_ioctl, &[1, 0xdead, 0, 0, 0, 0]), Route::Home);
+        assert!(matches!(
+            route(libc::SYS_ioctl, &[1, libc::TCGETS, 0, 0, 0, 0]),
+            Route::Forward(_)
+        ));
+        assert_eq!(
+            route(libc::SYS_ioctl, &[1, 0xdead, 0, 0, 0, 0]),
+            Route::Home
+        );
     }
 
     #[test]
     fn local_set_holds_no_environment_call() {
         let local = local_calls();
-        for nr in [libc::SYS_read, libc::SYS_openat, libc::SYS_getpid, libc::SYS_kill, libc::SYS_execve] {
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_openat,
+            libc::SYS_getpid,
+            libc::SYS_kill,
+            libc::SYS_execve,
+        ] {
             assert!(!local.contains(&nr), "{nr} must not run locally");
         }
         assert!(local.contains(&libc::SYS_mmap) && local.contains(&libc::SYS_clock_gettime));
@@ -258,7 +367,10 @@ mod tests {
                         _ => continue,
                     };
                     if let A(i) | ArgTimes(i, _) | DerefU32(i) = len {
-                        assert!(i < args.len(), "syscall {nr}: length from missing argument {i}");
+                        assert!(
+                            i < args.len(),
+                            "syscall {nr}: length from missing argument {i}"
+                        );
                     }
                 }
             }

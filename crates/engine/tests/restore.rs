@@ -1,9 +1,9 @@
 //! Dump a running program and restore it into a husk on this machine: the core of a migration
 //! without the network.
 
-use std::io::Read;
-
-use rmosix_engine::{Stop, dump, probe, read_header, restore_into, spawn_husk, spawn_program, trace};
+use rmosix_engine::{
+    Stop, dump, probe, read_header, restore_into, spawn_husk, spawn_program, trace,
+};
 
 #[test]
 fn python_continues_in_a_husk() {
@@ -47,7 +47,10 @@ fn python_continues_in_a_husk() {
                 break;
             }
             Stop::Signal(s) => {
-                eprintln!("husk signal {s} at {:#x?}", trace::get_regs(husk).map(|r| r.rip));
+                eprintln!(
+                    "husk signal {s} at {:#x?}",
+                    trace::get_regs(husk).map(|r| r.rip)
+                );
                 trace::cont(husk, s).unwrap()
             }
             other => panic!("{other:?}"),

@@ -57,7 +57,7 @@ impl<R: Read> FrameReader<R> {
     }
 
     /// Read the next frame.
-    pub fn next(&mut self) -> Result<Frame, FrameError> {
+    pub fn next_frame(&mut self) -> Result<Frame, FrameError> {
         let mut head = [0u8; 5];
         self.inner.read_exact(&mut head)?;
         let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
@@ -75,7 +75,10 @@ impl<R: Read> FrameReader<R> {
                 self.inner.read_exact(&mut addr)?;
                 let mut data = vec![0; len - 8];
                 self.inner.read_exact(&mut data)?;
-                Ok(Frame::Pages { addr: u64::from_le_bytes(addr), data })
+                Ok(Frame::Pages {
+                    addr: u64::from_le_bytes(addr),
+                    data,
+                })
             }
             kind => Err(FrameError::Kind(kind)),
         }
@@ -83,7 +86,7 @@ impl<R: Read> FrameReader<R> {
 
     /// Read the next frame, which must be a message of type `T`.
     pub fn message<T: DeserializeOwned>(&mut self) -> Result<T, FrameError> {
-        match self.next()? {
+        match self.next_frame()? {
             Frame::Message(body) => Ok(serde_json::from_slice(&body)?),
             Frame::Pages { .. } => Err(FrameError::Kind(KIND_PAGES)),
         }
@@ -122,14 +125,14 @@ mod tests {
         write_pages(&mut buf, 0x1000, &[7; 4096]).unwrap();
         let mut r = FrameReader::new(&buf[..]);
         assert_eq!(r.message::<Vec<u32>>().unwrap(), vec![1, 2, 3]);
-        match r.next().unwrap() {
+        match r.next_frame().unwrap() {
             Frame::Pages { addr, data } => {
                 assert_eq!(addr, 0x1000);
                 assert_eq!(data, vec![7; 4096]);
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(r.next(), Err(FrameError::Io(_))));
+        assert!(matches!(r.next_frame(), Err(FrameError::Io(_))));
     }
 
     #[test]
@@ -137,15 +140,21 @@ mod tests {
         let mut big = Vec::new();
         big.extend_from_slice(&(MAX_FRAME as u32 + 1).to_le_bytes());
         big.push(KIND_MESSAGE);
-        assert!(matches!(FrameReader::new(&big[..]).next(), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            FrameReader::new(&big[..]).next_frame(),
+            Err(FrameError::TooLarge(_))
+        ));
         let unknown = [0, 0, 0, 0, 9];
-        assert!(matches!(FrameReader::new(&unknown[..]).next(), Err(FrameError::Kind(9))));
+        assert!(matches!(
+            FrameReader::new(&unknown[..]).next_frame(),
+            Err(FrameError::Kind(9))
+        ));
         let mut buf = Vec::new();
         write_pages(&mut buf, 1, &[1; 100]).unwrap();
         for cut in 0..buf.len() {
-            assert!(FrameReader::new(&buf[..cut]).next().is_err());
+            assert!(FrameReader::new(&buf[..cut]).next_frame().is_err());
         }
         let short_pages = [4, 0, 0, 0, KIND_PAGES, 0, 0, 0, 0];
-        assert!(FrameReader::new(&short_pages[..]).next().is_err());
+        assert!(FrameReader::new(&short_pages[..]).next_frame().is_err());
     }
 }
