@@ -151,3 +151,34 @@ pub struct Header {
     /// Memory areas in address order, the vdso block included.
     pub areas: Vec<Area>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> KernelFacts {
+        KernelFacts {
+            xcr0: 0xe7,
+            xsave_size: 2432,
+            cpu_features: [1, 2, 3, 4, 5],
+            vdso_layout: vec![("[vvar]".into(), 16384), ("[vdso]".into(), 8192)],
+            vdso_hash: 42,
+        }
+    }
+
+    #[test]
+    fn nodes_that_differ_refuse_with_the_reason() {
+        assert_eq!(facts().incompatibility(&facts()), None);
+        let mut avx2_only = facts();
+        avx2_only.xcr0 = 0x7;
+        avx2_only.xsave_size = 832;
+        let why = facts().incompatibility(&avx2_only).unwrap();
+        assert!(why.contains("CPU state differs") && why.contains("0xe7"), "{why}");
+        let mut other_cpu = facts();
+        other_cpu.cpu_features[2] = 0;
+        assert_eq!(facts().incompatibility(&other_cpu).unwrap(), "CPU features differ");
+        let mut other_kernel = facts();
+        other_kernel.vdso_hash = 7;
+        assert_eq!(facts().incompatibility(&other_kernel).unwrap(), "kernel vdso differs");
+    }
+}
