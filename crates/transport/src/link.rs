@@ -141,6 +141,22 @@ pub async fn accept(stream: TcpStream, key: &ClusterKey) -> Result<Link, LinkErr
         .map_err(|_| LinkError::HandshakeTimeout)?
 }
 
+/// A peer whose machine dies sends no FIN. Keepalive probes notice an idle link to it within
+/// about IDLE + 3 × PROBE, and TCP_USER_TIMEOUT fails a write it never acknowledges, so a dead
+/// node turns into an error on its peers instead of a hang.
+fn detect_dead_peers(stream: &TcpStream) -> std::io::Result<()> {
+    const IDLE: Duration = Duration::from_secs(5);
+    const PROBE: Duration = Duration::from_secs(2);
+    const UNACKED: Duration = Duration::from_secs(15);
+    let sock = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(IDLE)
+        .with_interval(PROBE)
+        .with_retries(3);
+    sock.set_tcp_keepalive(&keepalive)?;
+    sock.set_tcp_user_timeout(Some(UNACKED))
+}
+
 async fn handshake(
     mut stream: TcpStream,
     key: &ClusterKey,
@@ -149,6 +165,7 @@ async fn handshake(
     // Links carry forwarded system calls: latency matters more than packet count, and every
     // send flushes whole messages anyway.
     stream.set_nodelay(true).map_err(LinkError::Io)?;
+    detect_dead_peers(&stream).map_err(LinkError::Io)?;
     let mut hs = new_handshake(key, initiator)?;
     let mut buf = vec![0u8; MAX_NOISE];
     if initiator {
