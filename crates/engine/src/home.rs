@@ -318,7 +318,11 @@ impl Supervisor<'_> {
             }
             (state, Stop::Signal(sig)) => {
                 relay(r, sig)?;
-                r.shell = state;
+                // A signal stop means the shell runs again: a group stop has ended (SIGCONT).
+                r.shell = match state {
+                    Shell::Stopped => Shell::Idle,
+                    other => other,
+                };
                 ptrace::cont(pid, 0)?;
             }
             (_, Stop::Group(sig)) => {

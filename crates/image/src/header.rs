@@ -173,12 +173,21 @@ mod tests {
         avx2_only.xcr0 = 0x7;
         avx2_only.xsave_size = 832;
         let why = facts().incompatibility(&avx2_only).unwrap();
-        assert!(why.contains("CPU state differs") && why.contains("0xe7"), "{why}");
+        assert!(
+            why.contains("CPU state differs") && why.contains("0xe7"),
+            "{why}"
+        );
         let mut other_cpu = facts();
         other_cpu.cpu_features[2] = 0;
-        assert_eq!(facts().incompatibility(&other_cpu).unwrap(), "CPU features differ");
+        assert_eq!(
+            facts().incompatibility(&other_cpu).unwrap(),
+            "CPU features differ"
+        );
         let mut other_kernel = facts();
         other_kernel.vdso_hash = 7;
-        assert_eq!(facts().incompatibility(&other_kernel).unwrap(), "kernel vdso differs");
+        assert_eq!(
+            facts().incompatibility(&other_kernel).unwrap(),
+            "kernel vdso differs"
+        );
     }
 }
