@@ -14,11 +14,11 @@ use tracing::{info, warn};
 
 use crate::dump::{self, NotMovable};
 use crate::guest::SigChld;
-use crate::inject::Injector;
+use crate::inject::{Injector, Scratch};
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::session::{BufSpec, ToGuest, ToHome};
-use crate::{facts, maps, restore, spawn, sys};
+use crate::{facts, maps, restore, spawn};
 
 /// The answer that makes the remote issue a call again (the kernel restarts a call that
 /// returns -ERESTARTNOINTR, whatever the signal dispositions).
@@ -578,37 +578,8 @@ fn strip_shell(pid: Pid) -> io::Result<(Injector, u64, Regs)> {
     let mem = Memory::open(pid)?;
     let areas = maps::read(pid)?;
     let inj = Injector::find(&mem, &areas)?;
-    let rseq = ptrace::get_rseq(pid)?;
-    if rseq.rseq_abi_pointer != 0 {
-        let args = [
-            rseq.rseq_abi_pointer,
-            u64::from(rseq.rseq_abi_size),
-            sys::RSEQ_FLAG_UNREGISTER,
-            u64::from(rseq.signature),
-            0,
-            0,
-        ];
-        inj.call_ok(pid, libc::SYS_rseq, args, "unregister rseq")?;
-    }
-    for area in areas
-        .iter()
-        .filter(|a| !a.is_vdso_block() && a.name != "[vsyscall]")
-    {
-        inj.call_ok(
-            pid,
-            libc::SYS_munmap,
-            [area.start, area.len(), 0, 0, 0, 0],
-            "munmap",
-        )?;
-    }
-    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-    let scratch = inj.call_ok(
-        pid,
-        libc::SYS_mmap,
-        [0, SCRATCH_LEN, prot, flags, u64::MAX, 0],
-        "mmap scratch",
-    )?;
+    restore::release_memory(pid, &inj, &areas)?;
+    let scratch = Scratch::map(&inj, pid, SCRATCH_LEN)?.addr;
     // Every signal must reach us while the shell idles, whatever the program blocked.
     ptrace::set_sigmask(pid, 0)?;
     Ok((inj, scratch, ptrace::get_regs(pid)?))

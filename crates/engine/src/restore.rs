@@ -34,29 +34,7 @@ pub fn restore_into<R: Read>(
     let own = maps::read(pid)?;
     let mut inj = Injector::find(&mem, &own)?;
 
-    let rseq = ptrace::get_rseq(pid)?;
-    if rseq.rseq_abi_pointer != 0 {
-        let args = [
-            rseq.rseq_abi_pointer,
-            u64::from(rseq.rseq_abi_size),
-            sys::RSEQ_FLAG_UNREGISTER,
-            u64::from(rseq.signature),
-            0,
-            0,
-        ];
-        inj.call_ok(pid, libc::SYS_rseq, args, "unregister rseq")?;
-    }
-    for area in own
-        .iter()
-        .filter(|a| !a.is_vdso_block() && a.name != "[vsyscall]")
-    {
-        inj.call_ok(
-            pid,
-            libc::SYS_munmap,
-            [area.start, area.len(), 0, 0, 0, 0],
-            "munmap",
-        )?;
-    }
+    release_memory(pid, &inj, &own)?;
     move_vdso_block(pid, &mut inj, &own, &header.areas)?;
 
     for area in header.areas.iter().filter(|a| !a.is_vdso_block()) {
@@ -113,6 +91,27 @@ pub fn restore_into<R: Read>(
     ptrace::set_xstate(pid, &header.xstate)?;
     ptrace::set_regs(pid, &regs_from_image(&header.regs)?)?;
     Ok(inj)
+}
+
+/// Empty the address space of stopped `pid` but for the vdso block: unregister its rseq area
+/// first, then unmap every other area.
+pub fn release_memory(pid: Pid, inj: &Injector, areas: &[Area]) -> io::Result<()> {
+    let rseq = ptrace::get_rseq(pid)?;
+    if rseq.rseq_abi_pointer != 0 {
+        let args = [
+            rseq.rseq_abi_pointer,
+            u64::from(rseq.rseq_abi_size),
+            sys::RSEQ_FLAG_UNREGISTER,
+            u64::from(rseq.signature),
+            0,
+            0,
+        ];
+        inj.call_ok(pid, libc::SYS_rseq, args, "unregister rseq")?;
+    }
+    for area in areas.iter().filter(|a| !a.is_vdso_block() && a.name != "[vsyscall]") {
+        inj.call_ok(pid, libc::SYS_munmap, [area.start, area.len(), 0, 0, 0, 0], "munmap")?;
+    }
+    Ok(())
 }
 
 /// Move the vdso block areas of the process to where the image had them, by way of a spot free
