@@ -163,7 +163,10 @@ impl Guest {
         while let Some((_, stop)) = ptrace::wait(self.husk, libc::WNOHANG)? {
             match stop {
                 Stop::Signal(sig) => ptrace::cont(self.husk, sig)?,
-                Stop::Group(_) => ptrace::listen(self.husk)?,
+                Stop::Group(sig) => {
+                    ptrace::listen(self.husk)?;
+                    send(&mut self.out, &ToHome::Stopped { sig })?;
+                }
                 Stop::Killed(sig) => {
                     send(&mut self.out, &ToHome::Died { sig })?;
                     return Ok(Some(Leave::Done));

@@ -75,11 +75,19 @@ pub fn supervise(argv: &[String], daemon: &mut dyn Daemon) -> io::Result<JobEnd>
     let main = spawn::spawn_program(argv)?;
     let sigchld = SigChld::new()?;
     // Ctrl-C and Ctrl-\ reach the program itself (it is in the same process group); the
-    // supervisor must outlive them to report how the program ended.
+    // supervisor must outlive them to report how the program ended. Terminal stop signals
+    // likewise: mosrun stops itself once its program has stopped (follow_group_stop).
     // SAFETY: setting dispositions of our own process.
     unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        for sig in [
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+        ] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
     }
     daemon.started(main);
     ptrace::cont(main, 0)?;
@@ -110,6 +118,8 @@ struct Remote {
     shell: Shell,
     /// A ComeHome order waiting for the image: (order id, where to go next).
     coming: Option<(u64, Option<u16>)>,
+    /// The remote stopped and the SIGSTOP we sent the shell to follow it is on its way.
+    following_stop: bool,
 }
 
 enum Shell {
@@ -316,6 +326,11 @@ impl Supervisor<'_> {
                 warn!(pid, ?other, "unexpected stop of a calling shell");
                 ptrace::cont(pid, 0)?;
             }
+            (state, Stop::Signal(libc::SIGSTOP)) if r.following_stop => {
+                r.following_stop = false;
+                r.shell = state;
+                ptrace::cont(pid, libc::SIGSTOP)?;
+            }
             (state, Stop::Signal(sig)) => {
                 relay(r, sig)?;
                 // A signal stop means the shell runs again: a group stop has ended (SIGCONT).
@@ -441,6 +456,7 @@ impl Supervisor<'_> {
             base,
             shell: Shell::Idle,
             coming: None,
+            following_stop: false,
         };
         idle(pid, &mut remote).map_err(|e| format!("cannot idle the shell: {e}"))?;
         Ok((remote, bytes))
@@ -482,6 +498,11 @@ impl Supervisor<'_> {
                 }
             }
             ToHome::Going { reason } => return self.come_home(pid, &reason),
+            ToHome::Stopped { .. } => {
+                r.following_stop = true;
+                // SAFETY: stopping our own tracee, as its remote half stopped.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+            }
             ToHome::Died { sig } => {
                 info!(pid, sig, "remote killed by a signal");
                 die_by(pid, r, sig)?;

@@ -108,8 +108,16 @@ pub fn release_memory(pid: Pid, inj: &Injector, areas: &[Area]) -> io::Result<()
         ];
         inj.call_ok(pid, libc::SYS_rseq, args, "unregister rseq")?;
     }
-    for area in areas.iter().filter(|a| !a.is_vdso_block() && a.name != "[vsyscall]") {
-        inj.call_ok(pid, libc::SYS_munmap, [area.start, area.len(), 0, 0, 0, 0], "munmap")?;
+    for area in areas
+        .iter()
+        .filter(|a| !a.is_vdso_block() && a.name != "[vsyscall]")
+    {
+        inj.call_ok(
+            pid,
+            libc::SYS_munmap,
+            [area.start, area.len(), 0, 0, 0, 0],
+            "munmap",
+        )?;
     }
     Ok(())
 }

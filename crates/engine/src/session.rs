@@ -62,6 +62,12 @@ pub enum ToHome {
         /// Why it goes.
         reason: String,
     },
+    /// The remote entered a group stop (SIGSTOP, SIGTSTP, ...): the shell stops too, so job
+    /// control at home sees it.
+    Stopped {
+        /// The stopping signal.
+        sig: i32,
+    },
     /// A signal killed the remote.
     Died {
         /// The signal.
