@@ -1,0 +1,974 @@
+//! Failures and edges of migration in real labs: a target node that dies during a move, a
+//! host node that dies while it runs a remote, a supervisor killed under its job, signals
+//! and timers at the remote, processes that cannot move, `migrate`'s errors, ordinary users,
+//! a peer without the cluster key, a bad map file.
+//!
+//! Each test builds its own small lab (node deaths cannot be shared) and drives the real
+//! binaries. Programs live in `tests/progs/failures/`: Python scripts run by the system's
+//! python3, C programs compiled once per test run. Most of them wait for a "go" file before
+//! they finish, so the test, not a clock, decides when a job ends.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use rmosix_lab::{Lab, LabConfig, Node, bin_dir_of_current_test, pid_in_node, wait_child_of};
+
+/// The programs of these tests.
+const PROGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/failures");
+/// The system's python: readable by every user (a pyenv under /root would not be).
+const PYTHON: &str = "/usr/bin/python3";
+/// Deadline of one step: a tool run, a migration, a job's end, a process to appear or go.
+const STEP: Duration = Duration::from_secs(60);
+/// How long a test sleeps between two looks at what it waits for.
+const POLL: Duration = Duration::from_millis(10);
+/// Mebibytes the big program fills: enough for its transfer to take a noticeable time.
+const BIG_MIB: &str = "1024";
+/// The uid and gid an ordinary user's job runs as, and another ordinary user's.
+const NOBODY: u32 = 65534;
+const OTHER_USER: u32 = 65533;
+
+fn start_lab(nodes: usize) -> Lab {
+    match Lab::start(LabConfig::new(nodes, bin_dir_of_current_test())) {
+        Ok(lab) => lab,
+        Err(e) => panic!("cannot start a {nodes}-node lab: {e}"),
+    }
+}
+
+fn script(name: &str) -> String {
+    format!("{PROGS}/{name}")
+}
+
+/// Compiles `progs/failures/NAME.c` once per test process into the target's tmp dir (readable
+/// by every user) and returns the program's path.
+fn c_program(name: &str) -> String {
+    static BUILT: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("failures");
+    fs::create_dir_all(&dir).expect("create the programs' dir");
+    let out = dir.join(name);
+    // Another test process may compile at the same time: build aside, then rename.
+    let staged = dir.join(format!(".{name}.{}", std::process::id()));
+    let src = format!("{PROGS}/{name}.c");
+    let result = Command::new("cc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&staged)
+        .arg(&src)
+        .output()
+        .expect("run cc (install gcc)");
+    assert!(
+        result.status.success(),
+        "cc {src} failed:\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    fs::rename(&staged, &out).expect("install compiled program");
+    let path = out.to_string_lossy().into_owned();
+    built.insert(name.to_owned(), path.clone());
+    path
+}
+
+/// Waits until `cond` holds; panics after `timeout` with `what` and `context()`.
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {timeout:?}\n{}", context());
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// How a process ended and what it printed.
+#[derive(Debug)]
+struct Done {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// A process with its stdout and stderr collected by two threads.
+struct Captured {
+    what: String,
+    child: Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Captured {
+    fn spawn(mut cmd: Command, what: impl Into<String>) -> Captured {
+        let what = what.into();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            collect(child.stdout.take().expect("piped stdout"), stdout.clone()),
+            collect(child.stderr.take().expect("piped stderr"), stderr.clone()),
+        ];
+        Captured {
+            what,
+            child,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    fn outputs(&self) -> String {
+        format!(
+            "{} stdout:\n{}\n{} stderr:\n{}",
+            self.what,
+            self.stdout(),
+            self.what,
+            self.stderr()
+        )
+    }
+
+    fn wait_stdout(&self, needle: &str, timeout: Duration) {
+        wait_until(
+            &format!("{} prints {needle:?}", self.what),
+            timeout,
+            || self.stdout().contains(needle),
+            || self.outputs(),
+        );
+    }
+
+    /// Waits for the end; kills it and panics after `timeout`.
+    fn finish(mut self, timeout: Duration) -> Done {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{} did not end within {timeout:?}\n{}",
+                    self.what,
+                    self.outputs()
+                );
+            }
+            thread::sleep(POLL);
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        Done {
+            status,
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Captured {
+    fn drop(&mut self) {
+        // A test that panics must not leave its processes behind (the lab kills the node's
+        // side anyway; this is the nsenter outside).
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(&buf[..n]);
+        }
+    })
+}
+
+/// Runs `tool ARGS` inside `node` to its end.
+fn run(node: &Node, tool: &str, args: &[&str]) -> Done {
+    let mut cmd = node.command(tool);
+    cmd.args(args);
+    Captured::spawn(
+        cmd,
+        format!("node {}: {tool} {}", node.id(), args.join(" ")),
+    )
+    .finish(STEP)
+}
+
+/// Runs `tool ARGS` inside `node` as user and group `uid` (no supplementary groups).
+fn run_as(node: &Node, uid: u32, tool: &str, args: &[&str]) -> Done {
+    let mut cmd = node.command("setpriv");
+    cmd.args(setpriv(uid)).arg(tool).args(args);
+    let what = format!("node {}: uid {uid}: {tool} {}", node.id(), args.join(" "));
+    Captured::spawn(cmd, what).finish(STEP)
+}
+
+fn setpriv(uid: u32) -> Vec<String> {
+    vec![
+        format!("--reuid={uid}"),
+        format!("--regid={uid}"),
+        "--clear-groups".to_owned(),
+        "--".to_owned(),
+    ]
+}
+
+/// Sends `sig` (a name like `KILL`) to a host process.
+fn host_kill(sig: &str, host_pid: u32) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(host_pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {host_pid} failed");
+}
+
+/// A program run under `mosrun` in a node (stands in for the lab's `Job` API).
+struct Job<'a> {
+    home: &'a Node,
+    run: Captured,
+    /// Host PIDs of mosrun and of the program.
+    mosrun: u32,
+    program: u32,
+    /// The program's PID inside its home node.
+    pid: String,
+}
+
+impl<'a> Job<'a> {
+    /// `mosrun ARGV` in `home`, from the lab's work dir, logging engine events to stderr.
+    fn start(lab: &Lab, home: &'a Node, argv: &[&str]) -> Job<'a> {
+        Job::start_as(home, None, &lab.work_dir(), argv)
+    }
+
+    /// Like [`Job::start`], as user `uid` (if given) and in `dir`.
+    fn start_as(home: &'a Node, uid: Option<u32>, dir: &Path, argv: &[&str]) -> Job<'a> {
+        let mut cmd = match uid {
+            Some(uid) => {
+                let mut cmd = home.command("setpriv");
+                cmd.args(setpriv(uid)).arg("mosrun");
+                cmd
+            }
+            None => home.command("mosrun"),
+        };
+        cmd.args(argv)
+            .current_dir(dir)
+            .env("MOSRUN_LOG", "info")
+            .env("NO_COLOR", "1");
+        let what = format!("node {}: mosrun {}", home.id(), argv.join(" "));
+        let run = Captured::spawn(cmd, what);
+        // nsenter -> mosrun -> the program
+        let mosrun = wait_child_of(run.child.id(), STEP).expect("mosrun starts");
+        let program = wait_child_of(mosrun, STEP).expect("the program starts");
+        let pid = pid_in_node(program)
+            .expect("the program's PID in its node")
+            .to_string();
+        Job {
+            home,
+            run,
+            mosrun,
+            program,
+            pid,
+        }
+    }
+
+    fn wait_output(&self, needle: &str) {
+        self.run.wait_stdout(needle, STEP);
+    }
+
+    /// `migrate PID TARGET` run at home, to its end.
+    fn migrate(&self, target: &str) -> Done {
+        run(self.home, "migrate", &[&self.pid, target])
+    }
+
+    /// Moves the job, which must succeed.
+    fn move_to(&self, target: &str) {
+        let done = self.migrate(target);
+        assert!(
+            done.status.success(),
+            "migrate {} {target}: {done:?}\n{}",
+            self.pid,
+            self.run.outputs()
+        );
+    }
+
+    /// `mosctl where PID`.
+    fn location(&self) -> String {
+        let done = run(self.home, "mosctl", &["where", &self.pid]);
+        assert!(done.status.success(), "mosctl where {}: {done:?}", self.pid);
+        done.stdout.trim().to_owned()
+    }
+
+    /// `kill -SIG PID` run at home.
+    fn signal(&self, sig: &str) {
+        let done = run(self.home, "kill", &[&format!("-{sig}"), &self.pid]);
+        assert!(done.status.success(), "kill -{sig} {}: {done:?}", self.pid);
+    }
+
+    fn finish(self) -> Done {
+        self.run.finish(STEP)
+    }
+}
+
+/// A process as `/proc` shows it from the host.
+#[derive(Debug, Clone)]
+struct ProcInfo {
+    pid: u32,
+    ppid: u32,
+    /// Real, effective, saved and filesystem uid.
+    uids: Vec<u32>,
+    state: char,
+    args: Vec<String>,
+}
+
+/// Every process of `node`'s PID namespace (its init included).
+fn procs_in(node: &Node) -> Vec<ProcInfo> {
+    let Ok(ns) = fs::read_link(format!("/proc/{}/ns/pid", node.init_pid())) else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|n| n == ns))
+        .filter_map(proc_info)
+        .collect()
+}
+
+fn proc_info(pid: u32) -> Option<ProcInfo> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let ppid = field("PPid:")?.parse().ok()?;
+    let uids = field("Uid:")?
+        .split_whitespace()
+        .filter_map(|u| u.parse().ok())
+        .collect();
+    let state = field("State:")?.chars().next()?;
+    let args = fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()?
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    Some(ProcInfo {
+        pid,
+        ppid,
+        uids,
+        state,
+        args,
+    })
+}
+
+/// The `mosixd guest` processes of a node: one per session.
+fn guests(node: &Node) -> Vec<ProcInfo> {
+    procs_in(node)
+        .into_iter()
+        .filter(|p| p.args.get(1).is_some_and(|a| a == "guest"))
+        .collect()
+}
+
+/// The husks of a node: the children of its guests, where remotes run.
+fn husks(node: &Node) -> Vec<ProcInfo> {
+    let procs = procs_in(node);
+    let guests: Vec<u32> = procs
+        .iter()
+        .filter(|p| p.args.get(1).is_some_and(|a| a == "guest"))
+        .map(|p| p.pid)
+        .collect();
+    procs
+        .into_iter()
+        .filter(|p| guests.contains(&p.ppid))
+        .collect()
+}
+
+fn the_husk(node: &Node) -> ProcInfo {
+    let mut found = Vec::new();
+    wait_until(
+        &format!("one husk on node {}", node.id()),
+        STEP,
+        || {
+            found = husks(node);
+            found.len() == 1
+        },
+        || format!("{:#?}", procs_in(node)),
+    );
+    found.remove(0)
+}
+
+/// Whether a host process is gone (a zombie counts: it runs no code).
+fn is_gone(host_pid: u32) -> bool {
+    proc_info(host_pid).is_none_or(|p| matches!(p.state, 'Z' | 'X'))
+}
+
+fn assert_cannot_move(done: &Done, pid: &str, target: &str, reason: &str) {
+    assert_eq!(done.status.code(), Some(1), "{done:?}");
+    let prefix = format!("migrate: cannot move {pid} to node {target}: ");
+    assert!(
+        done.stderr.starts_with(&prefix) && done.stderr.contains(reason),
+        "expected {prefix}…{reason}…, got {done:?}"
+    );
+}
+
+fn go_file(lab: &Lab, name: &str) -> PathBuf {
+    lab.work_dir().join(name)
+}
+
+fn release(path: &Path) {
+    fs::write(path, "").expect("write go file");
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+// ---- 1. The target dies during a migration ----
+
+#[test]
+fn a_target_dying_during_a_migration_leaves_the_process_running_at_home() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (home, target) = (lab.node(1), lab.node(2));
+    let big = c_program("big");
+    let (go_moved, go_still) = (go_file(&lab, "go-moved"), go_file(&lab, "go-still"));
+    let moved = Job::start(&lab, home, &[&big, BIG_MIB, path_str(&go_moved)]);
+    let still = Job::start(&lab, home, &[&big, BIG_MIB, path_str(&go_still)]);
+    moved.wait_output("ready\n");
+    still.wait_output("ready\n");
+
+    let mut cmd = home.command("migrate");
+    cmd.args([moved.pid.as_str(), "2"]);
+    let migrate = Captured::spawn(cmd, format!("migrate {} 2", moved.pid));
+    if let Err(e) = target.wait_log("guest started", STEP) {
+        panic!("the session never started: {e}\n{}", migrate.outputs());
+    }
+    target.kill();
+    let done = migrate.finish(STEP);
+    assert_cannot_move(&done, &moved.pid, "2", "");
+    let prefix = format!("migrate: cannot move {} to node 2: ", moved.pid);
+    assert!(
+        done.stderr.trim().len() > prefix.len(),
+        "no reason: {done:?}"
+    );
+    assert_eq!(moved.location(), "1");
+
+    release(&go_moved);
+    release(&go_still);
+    let (moved, still) = (moved.finish(), still.finish());
+    assert_eq!(moved.status.code(), Some(3), "{moved:?}");
+    assert_eq!(moved.status, still.status);
+    assert!(moved.stdout.contains("\nsum "), "{moved:?}");
+    assert_eq!(moved.stdout, still.stdout);
+}
+
+// ---- 2. The host node dies while it runs the remote ----
+
+#[test]
+fn a_host_node_dying_ends_the_job_with_sigkill_and_a_reason() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let home = lab.node(1);
+    let go = go_file(&lab, "go");
+    let job = Job::start(&lab, home, &[PYTHON, &script("ticks.py"), path_str(&go)]);
+    job.wait_output("ready\n");
+    job.move_to("2");
+    assert_eq!(job.location(), "2");
+    lab.node(2).kill();
+    let done = job.finish();
+    assert_eq!(done.status.signal(), Some(9), "{done:?}");
+    assert!(
+        done.stderr
+            .contains(&format!("mosrun: process {} lost", done_pid(&done))),
+        "{done:?}"
+    );
+    let status = run(home, "mosctl", &["status"]);
+    assert!(status.status.success(), "{status:?}");
+    assert!(status.stdout.contains("node 1: this node"), "{status:?}");
+}
+
+/// The PID mosrun names in its "process N lost" line (any PID; the line's shape matters).
+fn done_pid(done: &Done) -> String {
+    done.stderr
+        .split("mosrun: process ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or("?")
+        .to_owned()
+}
+
+// ---- 3. The supervisor dies ----
+
+#[test]
+fn a_killed_supervisor_takes_its_shell_and_its_remote_along() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (home, host) = (lab.node(1), lab.node(2));
+    let go = go_file(&lab, "go");
+
+    // (a) while the program runs on node 2
+    let job = Job::start(&lab, home, &[PYTHON, &script("ticks.py"), path_str(&go)]);
+    job.wait_output("ready\n");
+    job.move_to("2");
+    the_husk(host);
+    host_kill("KILL", job.mosrun);
+    let shell = job.program;
+    wait_until(
+        "the shell on node 1 is gone",
+        STEP,
+        || is_gone(shell),
+        || format!("{:#?}", procs_in(home)),
+    );
+    wait_until(
+        "no guest or husk is left on node 2",
+        STEP,
+        || guests(host).is_empty() && husks(host).is_empty(),
+        || format!("{:#?}\n{}", procs_in(host), host.log()),
+    );
+    if let Err(e) = host.wait_log("guest exited", STEP) {
+        panic!("{e}");
+    }
+    let done = job.finish();
+    assert_eq!(done.status.signal(), Some(9), "{done:?}");
+
+    // (b) while the program is at home
+    let job = Job::start(&lab, home, &[PYTHON, &script("ticks.py"), path_str(&go)]);
+    job.wait_output("ready\n");
+    host_kill("KILL", job.mosrun);
+    let program = job.program;
+    wait_until(
+        "the program on node 1 is gone",
+        STEP,
+        || is_gone(program),
+        || format!("{:#?}", procs_in(home)),
+    );
+    job.finish();
+}
+
+// ---- 4. Signals while remote ----
+
+#[test]
+fn sigint_runs_a_python_handler_at_the_remote_and_the_program_goes_on() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let job = Job::start(&lab, lab.node(1), &[PYTHON, &script("sigint.py")]);
+    job.wait_output("ready\n");
+    job.move_to("2");
+    assert_eq!(job.location(), "2");
+    job.signal("INT");
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    assert!(done.stdout.contains("got INT\n"), "{done:?}");
+    assert!(done.stdout.ends_with("done\n"), "{done:?}");
+}
+
+#[test]
+fn sigterm_kills_a_remote_and_mosrun_dies_by_it() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let go = go_file(&lab, "go");
+    let job = Job::start(
+        &lab,
+        lab.node(1),
+        &[PYTHON, &script("ticks.py"), path_str(&go)],
+    );
+    job.wait_output("ready\n");
+    job.move_to("2");
+    job.wait_output("tick 1\n");
+    job.signal("TERM");
+    let done = job.finish();
+    assert_eq!(done.status.signal(), Some(15), "{done:?}");
+    assert!(!done.stdout.contains("done"), "{done:?}");
+}
+
+#[test]
+fn stop_and_cont_stop_and_resume_the_remote() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let host = lab.node(2);
+    let go = go_file(&lab, "go");
+    let job = Job::start(
+        &lab,
+        lab.node(1),
+        &[PYTHON, &script("ticks.py"), path_str(&go)],
+    );
+    job.wait_output("ready\n");
+    job.move_to("2");
+    let husk = the_husk(host);
+    job.signal("STOP");
+    // A stopped tracee shows 't' (its guest supervisor traces it), an untraced one 'T'.
+    wait_until(
+        "the husk on node 2 is stopped",
+        STEP,
+        || proc_info(husk.pid).is_some_and(|p| matches!(p.state, 'T' | 't')),
+        || format!("{:?}\n{}", proc_info(husk.pid), job.run.outputs()),
+    );
+    let ticks = job.run.stdout().matches("tick ").count();
+    job.signal("CONT");
+    wait_until(
+        "ticks go on after SIGCONT",
+        STEP,
+        || job.run.stdout().matches("tick ").count() > ticks + 1,
+        || job.run.outputs(),
+    );
+    assert!(proc_info(husk.pid).is_some_and(|p| matches!(p.state, 'R' | 'S')));
+    release(&go);
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    let ticks: Vec<&str> = done
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("tick "))
+        .collect();
+    let expected: Vec<String> = (0..ticks.len()).map(|i| format!("tick {i}")).collect();
+    assert_eq!(ticks, expected, "ticks lost or repeated");
+    assert!(done.stdout.ends_with("done\n"), "{done:?}");
+}
+
+// ---- 4 and 5 in C: a signal handler and timers at the remote ----
+
+#[test]
+fn a_c_signal_handler_and_timers_set_at_the_remote_fire() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let go = go_file(&lab, "go");
+    let job = Job::start(&lab, lab.node(1), &[&c_program("timers"), path_str(&go)]);
+    job.wait_output("ready\n");
+    job.move_to("2");
+    job.signal("USR1");
+    job.wait_output("got USR1\n");
+    release(&go);
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        done.stdout.contains("alarm fired\nitimer fired\n"),
+        "{done:?}"
+    );
+}
+
+#[test]
+fn python_timers_set_at_the_remote_fire() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let go = go_file(&lab, "go");
+    let job = Job::start(
+        &lab,
+        lab.node(1),
+        &[PYTHON, &script("alarm.py"), path_str(&go)],
+    );
+    job.wait_output("ready\n");
+    job.move_to("2");
+    assert_eq!(job.location(), "2");
+    release(&go);
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        done.stdout.contains("alarm fired\nitimer fired\n"),
+        "{done:?}"
+    );
+}
+
+// ---- 6. Processes that cannot move keep running at home ----
+
+#[test]
+fn processes_that_cannot_move_say_why_and_keep_running_at_home() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let home = lab.node(1);
+    let pinned = c_program("pinned");
+    let cases: Vec<(String, Vec<String>, &str)> = vec![
+        (
+            "threads".into(),
+            vec![PYTHON.into(), script("threads.py")],
+            "threads",
+        ),
+        (
+            "shared-anon".into(),
+            vec![pinned.clone(), "shared-anon".into()],
+            "shared writable",
+        ),
+        (
+            "shared-file".into(),
+            vec![pinned.clone(), "shared-file".into()],
+            "shared writable",
+        ),
+        (
+            "mlock".into(),
+            vec![pinned.clone(), "mlock".into()],
+            "locked",
+        ),
+        (
+            "sysv".into(),
+            vec![pinned.clone(), "sysv".into()],
+            "System V",
+        ),
+    ];
+    let mut jobs = Vec::new();
+    for (name, argv, reason) in &cases {
+        let go = go_file(&lab, &format!("go-{name}"));
+        let mut argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let go_arg = path_str(&go).to_owned();
+        argv.push(&go_arg);
+        let job = Job::start(&lab, home, &argv);
+        jobs.push((name, job, go, *reason));
+    }
+    for (name, job, _, reason) in &jobs {
+        job.wait_output("ready\n");
+        let done = job.migrate("2");
+        assert_cannot_move(&done, &job.pid, "2", reason);
+        assert_eq!(job.location(), "1", "{name}");
+    }
+    for (name, job, go_path, _) in jobs {
+        release(&go_path);
+        let done = job.finish();
+        assert!(done.status.success(), "{name}: {done:?}");
+        assert!(
+            done.stdout.ends_with("done\n") || done.stdout.ends_with(&format!("done {name}\n")),
+            "{name}: {done:?}"
+        );
+    }
+}
+
+// ---- 7. migrate's errors, and 10. a bad map file ----
+
+#[test]
+fn migrate_reports_unknown_nodes_strangers_and_usage_errors() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let home = lab.node(1);
+    let go = go_file(&lab, "go");
+    let job = Job::start(&lab, home, &[PYTHON, &script("ticks.py"), path_str(&go)]);
+    job.wait_output("ready\n");
+
+    let done = job.migrate("9");
+    assert_cannot_move(&done, &job.pid, "9", "no node 9");
+    // PID 1 is the node's init, not under mosrun.
+    let done = run(home, "migrate", &["1", "2"]);
+    assert_cannot_move(&done, "1", "2", "not running under mosrun");
+    for args in [
+        &[][..],
+        &["abc", "2"],
+        &[job.pid.as_str(), "bogus"],
+        &[job.pid.as_str()],
+    ] {
+        let done = run(home, "migrate", args);
+        assert_eq!(done.status.code(), Some(2), "migrate {args:?}: {done:?}");
+        assert!(!done.stderr.is_empty(), "migrate {args:?}: {done:?}");
+    }
+    assert_eq!(job.location(), "1");
+
+    // A daemon given a bad map names the file and line and exits 1.
+    let map = lab.work_dir().join("bad.map");
+    fs::write(&map, "# two lines\n1 10.231.0.1 2\n2 10.231.0.9\n").expect("write map");
+    let done = run(
+        home,
+        "mosixd",
+        &[
+            "--map",
+            path_str(&map),
+            "--key",
+            path_str(&lab.key_path()),
+            "--node",
+            "1",
+            "--socket",
+            "/run/mosix/bad-map.sock",
+        ],
+    );
+    assert_eq!(done.status.code(), Some(1), "{done:?}");
+    let prefix = format!("mosixd: {}:3: ", map.display());
+    assert!(done.stderr.starts_with(&prefix), "{done:?}");
+
+    release(&go);
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+}
+
+// ---- 8. Ordinary users ----
+
+#[test]
+fn an_ordinary_users_job_moves_as_that_user_and_strangers_may_not_move_it() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (home, host) = (lab.node(1), lab.node(2));
+    let dir = lab.work_dir().join("nobody");
+    fs::create_dir(&dir).expect("create the user's dir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).expect("chmod 0777");
+    let go = dir.join("go");
+    let job = Job::start_as(
+        home,
+        Some(NOBODY),
+        &dir,
+        &[PYTHON, &script("ticks.py"), path_str(&go)],
+    );
+    job.wait_output("ready\n");
+
+    let done = run_as(home, OTHER_USER, "migrate", &[&job.pid, "2"]);
+    assert_cannot_move(&done, &job.pid, "2", "permission denied");
+    assert_eq!(job.location(), "1");
+
+    job.move_to("2");
+    assert_eq!(job.location(), "2");
+    let husk = the_husk(host);
+    assert_eq!(husk.uids, vec![NOBODY; 4], "{husk:?}");
+
+    let done = run_as(home, OTHER_USER, "migrate", &[&job.pid, "home"]);
+    assert_eq!(done.status.code(), Some(1), "{done:?}");
+    assert!(done.stderr.contains("permission denied"), "{done:?}");
+    assert_eq!(job.location(), "2");
+
+    let done = run_as(home, NOBODY, "migrate", &[&job.pid, "home"]);
+    assert!(done.status.success(), "{done:?}");
+    assert_eq!(job.location(), "1");
+    let done = run_as(home, NOBODY, "migrate", &[&job.pid, "2"]);
+    assert!(done.status.success(), "{done:?}");
+    assert_eq!(job.location(), "2");
+
+    fs::write(&go, "").expect("write go file");
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    assert!(done.stdout.ends_with("done\n"), "{done:?}");
+}
+
+// ---- 9. Peers without the cluster key ----
+
+#[test]
+fn peers_without_the_key_are_dropped_and_migration_goes_on() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(3);
+    let (home, rogue) = (lab.node(1), lab.node(3));
+
+    // Garbage on the daemon port, from node 2.
+    let garbage = "import socket\n\
+        s = socket.create_connection(('10.231.0.1', 4660), timeout=10)\n\
+        s.sendall(b'\\x00\\x40' + b'not a noise handshake' * 8)\n\
+        s.shutdown(socket.SHUT_WR)\n\
+        while s.recv(4096):\n    pass\n";
+    let done = run(lab.node(2), PYTHON, &["-c", garbage]);
+    assert!(done.status.success(), "{done:?}");
+    if let Err(e) = home.wait_log("peer 10.231.0.2 dropped", STEP) {
+        panic!("{e}");
+    }
+
+    // Node 3's daemon replaced by one with another key.
+    let daemon = procs_in(rogue)
+        .into_iter()
+        .find(|p| {
+            p.ppid != 0
+                && p.args.iter().any(|a| a == "--map")
+                && p.args.get(1).is_none_or(|a| a != "guest")
+        })
+        .expect("node 3's daemon");
+    host_kill("TERM", daemon.pid);
+    if let Err(e) = rogue.wait_log("rmosix-lab: daemon exited", STEP) {
+        panic!("{e}");
+    }
+    let key = lab.work_dir().join("other.key");
+    let done = run(rogue, "mosctl", &["keygen", path_str(&key)]);
+    assert!(done.status.success(), "{done:?}");
+    let mut cmd = rogue.command("mosixd");
+    cmd.args([
+        "--map",
+        path_str(&lab.map_path()),
+        "--key",
+        path_str(&key),
+        "--node",
+        "3",
+    ]);
+    let other = Captured::spawn(cmd, "node 3: mosixd with another key");
+    wait_until(
+        "the other daemon is ready",
+        STEP,
+        || other.stderr().contains("mosixd ready"),
+        || other.outputs(),
+    );
+    let done = run(rogue, "mosctl", &["status"]);
+    assert!(done.status.success(), "{done:?}");
+    assert!(done.stdout.contains("node 1: down"), "{done:?}");
+    if let Err(e) = home.wait_log("peer 10.231.0.3 dropped", STEP) {
+        panic!("{e}");
+    }
+    // It cannot place a process on node 1 either.
+    let go_rogue = go_file(&lab, "go-rogue");
+    let stranger = Job::start(
+        &lab,
+        rogue,
+        &[PYTHON, &script("ticks.py"), path_str(&go_rogue)],
+    );
+    stranger.wait_output("ready\n");
+    let done = stranger.migrate("1");
+    assert_cannot_move(&done, &stranger.pid, "1", "node 1 is down");
+    release(&go_rogue);
+    let done = stranger.finish();
+    assert!(done.status.success(), "{done:?}");
+
+    // Nodes 1 and 2 still move processes between them.
+    let go = go_file(&lab, "go");
+    let job = Job::start(&lab, home, &[PYTHON, &script("ticks.py"), path_str(&go)]);
+    job.wait_output("ready\n");
+    job.move_to("2");
+    assert_eq!(job.location(), "2");
+    job.move_to("home");
+    assert_eq!(job.location(), "1");
+    release(&go);
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    drop(other);
+}
