@@ -1,0 +1,96 @@
+/* rmosix bench baseline: raw TCP throughput over the lab link, one stream.
+ *
+ * Usage: tcp recv PORT          accept one connection, read to EOF, close, print "received=N"
+ *        tcp send ADDR PORT MIB send MIB MiB in 1 MiB writes, half-close, wait for the
+ *                               receiver's close, print "bytes=N secs=S"
+ * The sender's clock runs from connect to the receiver's close, so every byte has been read
+ * by the receiver. Buffers hold non-zero data (it makes no difference to TCP, but keeps the
+ * comparison with the migration honest).
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHUNK (1 << 20)
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int do_recv(int port) {
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    if (bind(ls, (struct sockaddr *)&a, sizeof a) || listen(ls, 1)) {
+        perror("tcp recv: bind/listen");
+        return 1;
+    }
+    printf("listening\n");
+    fflush(stdout);
+    int s = accept(ls, NULL, NULL);
+    if (s < 0) {
+        perror("tcp recv: accept");
+        return 1;
+    }
+    char *buf = malloc(CHUNK);
+    long long total = 0;
+    ssize_t n;
+    while ((n = read(s, buf, CHUNK)) > 0)
+        total += n;
+    close(s);
+    printf("received=%lld\n", total);
+    return n < 0;
+}
+
+static int do_send(const char *addr, int port, long mib) {
+    char *buf = malloc(CHUNK);
+    memset(buf, 0xa5, CHUNK);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    if (inet_pton(AF_INET, addr, &a.sin_addr) != 1) {
+        fprintf(stderr, "tcp send: bad address %s\n", addr);
+        return 2;
+    }
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    double t0 = now_s();
+    if (connect(s, (struct sockaddr *)&a, sizeof a)) {
+        perror("tcp send: connect");
+        return 1;
+    }
+    long long total = 0;
+    for (long i = 0; i < mib; i++) {
+        size_t off = 0;
+        while (off < CHUNK) {
+            ssize_t n = write(s, buf + off, CHUNK - off);
+            if (n <= 0) {
+                perror("tcp send: write");
+                return 1;
+            }
+            off += (size_t)n;
+            total += n;
+        }
+    }
+    shutdown(s, SHUT_WR);
+    while (read(s, buf, CHUNK) > 0) {
+    }
+    double secs = now_s() - t0;
+    printf("bytes=%lld secs=%.6f\n", total, secs);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "recv") == 0)
+        return do_recv(atoi(argv[2]));
+    if (argc == 5 && strcmp(argv[1], "send") == 0)
+        return do_send(argv[2], atoi(argv[3]), atol(argv[4]));
+    fprintf(stderr, "usage: tcp recv PORT | tcp send ADDR PORT MIB\n");
+    return 2;
+}
