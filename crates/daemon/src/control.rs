@@ -1,5 +1,6 @@
 //! The control socket: requests from the tools and the supervisors' report streams.
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use rmosix_config::NodeId;
 use rmosix_transport::LinkError;
+use rmosix_transport::sealed::SessionKeys;
 use rmosix_wire::{
     Command, DecodeError, LineReader, LinkHello, PeerStatus, Purpose, Reply, Report, Request,
     Target, encode_line,
@@ -19,8 +21,8 @@ use rmosix_wire::{
 
 use crate::chain;
 use crate::daemon::Shared;
+use crate::peer::SESSION_READY;
 use crate::procfs;
-use crate::pump::pump;
 use crate::table::{Refusal, SupervisorId};
 
 /// How long opening a session may take before the node counts as down.
@@ -293,20 +295,75 @@ fn accept_report(shared: &Shared, cred: UCred, id: SupervisorId, report: Report)
     shared.table().report(id, report);
 }
 
-/// Connect the client to a guest on `node`, as the client's own user.
+/// Connect the client to a guest on `node`, as the client's own user, and hand it the
+/// session: the link's socket and fresh session keys. From then on this daemon is out of the
+/// data path (see rmosix_transport::sealed).
 async fn open_session(shared: &Shared, mut conn: Conn, node: u16) {
-    match connect_session(shared, &conn, node).await {
-        Ok(link) => {
-            if conn.send(&Reply::Ok).await.is_err() {
-                return;
-            }
-            let first = conn.lines.take_buffered();
-            if let Err(e) = pump(link, conn.stream, first).await {
-                debug!(node, "session ended: {}", chain(&e));
+    let handed = match connect_session(shared, &conn, node).await {
+        Ok(link) => hand_over(link)
+            .await
+            .map_err(|e| error(format!("node {node} is down ({})", chain(&e)))),
+        Err(reply) => Err(reply),
+    };
+    match handed {
+        Ok((socket, keys)) => {
+            let reply = Reply::Session { keys: keys.to_hex() };
+            if let Err(e) = send_with_fd(&conn.stream, &reply, socket.as_fd()).await {
+                warn!(node, "cannot hand the session over: {e}");
             }
         }
         Err(reply) => {
             let _ = conn.send(&reply).await;
+        }
+    }
+}
+
+/// Agree on session keys with the peer daemon over the authenticated link and give the link
+/// up. The peer answers once it holds the keys and reads the link no more, so no session byte
+/// can end up in either daemon's buffers.
+async fn hand_over(mut link: rmosix_transport::Link) -> Result<(std::net::TcpStream, SessionKeys), HandOverError> {
+    let keys = SessionKeys::generate().map_err(HandOverError::Keys)?;
+    link.send(&keys.to_bytes()).await?;
+    match tokio::time::timeout(SESSION_CONNECT_TIMEOUT, link.recv()).await {
+        Ok(Ok(Some(ack))) if ack == SESSION_READY => {}
+        Ok(Ok(_)) => return Err(HandOverError::Refused),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err(HandOverError::Timeout),
+    }
+    Ok((link.into_socket().await?, keys))
+}
+
+/// Why a session could not be handed over.
+#[derive(Debug, thiserror::Error)]
+enum HandOverError {
+    #[error("cannot make session keys")]
+    Keys(#[source] std::io::Error),
+    #[error("link failed")]
+    Link(#[from] rmosix_transport::LinkError),
+    #[error("it could not start a guest")]
+    Refused,
+    #[error("no guest within {}s", SESSION_CONNECT_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+/// Send one reply line with `fd` attached (SCM_RIGHTS).
+async fn send_with_fd(stream: &UnixStream, reply: &Reply, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let line = encode_line(reply)?;
+    let fds = [fd.as_raw_fd()];
+    loop {
+        stream.writable().await?;
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            let iov = [std::io::IoSlice::new(&line)];
+            let cmsg = [ControlMessage::ScmRights(&fds)];
+            sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(n) if n == line.len() => return Ok(()),
+            Ok(_) => return Err(std::io::Error::other("short send of a session reply")),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
 }

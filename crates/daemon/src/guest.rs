@@ -1,18 +1,21 @@
 //! Starting a guest for a session, and the guest mode of the `mosixd` binary.
 
-use std::io;
-use std::os::fd::AsRawFd;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::Stdio;
 
+use rmosix_engine::Channel;
+use rmosix_transport::sealed::{End, SessionKeys};
 use tokio::process::Child;
 
 use crate::sys::{self, GuestCreds};
 
-/// Start `mosixd guest` as the given user, connected to the returned socket.
+/// Start `mosixd guest` as the given user on the session `socket`; the session keys reach it
+/// through a pipe (never the command line or environment, which others may read).
 ///
 /// A daemon running as root switches the guest to `creds`. A daemon run by an ordinary user
 /// (for development) can only start guests as that user and refuses anyone else.
-pub(crate) fn spawn_guest(creds: GuestCreds) -> io::Result<(Child, tokio::net::UnixStream)> {
+pub(crate) fn spawn_guest(creds: GuestCreds, socket: OwnedFd, keys: &SessionKeys) -> io::Result<Child> {
     let euid = nix::unistd::geteuid().as_raw();
     let switch = if euid == 0 {
         Some(creds)
@@ -21,28 +24,29 @@ pub(crate) fn spawn_guest(creds: GuestCreds) -> io::Result<(Child, tokio::net::U
     } else {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!(
-                "daemon runs as uid {euid}, cannot start a guest for uid {}",
-                creds.uid
-            ),
+            format!("daemon runs as uid {euid}, cannot start a guest for uid {}", creds.uid),
         ));
     };
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    let (keys_read, keys_write) = std::io::pipe()?;
+    // 64 bytes fit any pipe buffer: this write never blocks.
+    (&keys_write).write_all(&keys.to_bytes())?;
+    drop(keys_write);
+    let keys_read = OwnedFd::from(keys_read);
     let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
-    cmd.arg("guest")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
-    sys::prepare_guest(&mut cmd, theirs.as_raw_fd(), switch);
-    let child = cmd.spawn()?;
-    drop(theirs);
-    ours.set_nonblocking(true)?;
-    Ok((child, tokio::net::UnixStream::from_std(ours)?))
+    cmd.arg("guest").stdin(Stdio::null()).stdout(Stdio::null()).kill_on_drop(true);
+    let socket = sys::above_guest_fds(socket.as_fd())?;
+    let keys_read = sys::above_guest_fds(keys_read.as_fd())?;
+    sys::prepare_guest(&mut cmd, [socket.as_raw_fd(), keys_read.as_raw_fd()], switch);
+    cmd.spawn()
 }
 
-/// Body of `mosixd guest`: serve the session on fd 3 with the engine. Runs with the session
-/// owner's credentials, already set by the daemon before exec.
+/// Body of `mosixd guest`: serve the session on fd 3 with the keys from fd 4. Runs with the
+/// session owner's credentials, already set by the daemon before exec.
 pub fn run_guest() -> io::Result<()> {
-    let fd = sys::take_guest_fd()?;
-    rmosix_engine::serve_guest(std::os::unix::net::UnixStream::from(fd))
+    let [socket, keys_pipe] = sys::take_guest_fds()?;
+    let mut raw = [0u8; 64];
+    std::fs::File::from(keys_pipe).read_exact(&mut raw)?;
+    let keys = SessionKeys::from_bytes(&raw)?;
+    let channel = Channel::sealed(std::net::TcpStream::from(socket), &keys, End::Guest)?;
+    rmosix_engine::serve_guest(channel)
 }

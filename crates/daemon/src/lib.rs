@@ -21,7 +21,6 @@ mod guest;
 mod own;
 mod peer;
 mod procfs;
-mod pump;
 mod sys;
 mod table;
 

@@ -8,20 +8,17 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use rmosix_config::NodeId;
+use rmosix_transport::sealed::SessionKeys;
 use rmosix_transport::{Link, LinkError};
 use rmosix_wire::{LINK_VERSION, LinkHello, Purpose};
 
 use crate::chain;
 use crate::daemon::Shared;
 use crate::guest::spawn_guest;
-use crate::pump::pump;
 use crate::sys::GuestCreds;
 
 /// How long a peer that completed the handshake may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long a guest may take to exit once its session's pipe has closed.
-const GUEST_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a peer was turned away after the handshake.
 #[derive(Debug, thiserror::Error)]
@@ -91,37 +88,49 @@ async fn read_hello(shared: &Shared, link: &mut Link) -> Result<LinkHello, PeerE
     Ok(hello)
 }
 
-/// Start a guest for node `from` and pipe the link to it until both are done.
-async fn serve_session(link: Link, from: u16, creds: GuestCreds) {
+/// What the peer daemon answers once it holds the session keys and reads the link no more.
+pub(crate) const SESSION_READY: &[u8] = b"ready";
+
+/// Take the session keys, give the link up and start a guest on its socket; reap the guest.
+/// The home daemon hands its end to the supervisor: the session runs between the two
+/// supervisors directly.
+async fn serve_session(mut link: Link, from: u16, creds: GuestCreds) {
     let uid = creds.uid;
-    let (mut child, socket) = match spawn_guest(creds) {
-        Ok(guest) => guest,
+    let keys = match tokio::time::timeout(HELLO_TIMEOUT, link.recv()).await {
+        Ok(Ok(Some(raw))) => match SessionKeys::from_bytes(&raw) {
+            Ok(keys) => keys,
+            Err(e) => {
+                warn!(from, uid, "session dropped: {e}");
+                return;
+            }
+        },
+        _ => {
+            warn!(from, uid, "session dropped: no session keys");
+            return;
+        }
+    };
+    let socket = match link.send(SESSION_READY).await {
+        Ok(()) => link.into_socket().await,
+        Err(e) => Err(e),
+    };
+    let socket = match socket {
+        Ok(socket) => socket,
         Err(e) => {
-            // Dropping the link tells the home side the session failed.
+            warn!(from, uid, "session dropped: {}", chain(&e));
+            return;
+        }
+    };
+    let mut child = match spawn_guest(creds, socket.into(), &keys) {
+        Ok(child) => child,
+        Err(e) => {
+            // Dropping the socket tells the home side the session failed.
             warn!(from, uid, "cannot start a guest: {e}");
             return;
         }
     };
     let pid = child.id();
     info!(from, uid, pid, "guest started");
-    if let Err(e) = pump(link, socket, Vec::new()).await {
-        info!(from, uid, pid, "session ended: {}", chain(&e));
-    }
-    // The pipe is closed both ways; a guest that lingers anyway is killed.
-    let status = match tokio::time::timeout(GUEST_GRACE, child.wait()).await {
-        Ok(status) => status,
-        Err(_) => {
-            warn!(
-                from,
-                uid, pid, "guest still running after its session closed; killing it"
-            );
-            match child.kill().await {
-                Ok(()) => child.wait().await,
-                Err(e) => Err(e),
-            }
-        }
-    };
-    match status {
+    match child.wait().await {
         Ok(status) => info!(from, uid, pid, "guest exited: {status}"),
         Err(e) => warn!(from, uid, pid, "cannot reap guest: {e}"),
     }

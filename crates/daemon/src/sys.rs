@@ -2,7 +2,7 @@
 //! guest's credentials, and taking it over in the guest.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// The fd number on which `mosixd guest` finds its session socket.
 pub(crate) const GUEST_FD: RawFd = 3;
@@ -20,28 +20,36 @@ pub(crate) struct GuestCreds {
 /// the next one gives up).
 ///
 /// `session` must stay open until `cmd` has been spawned.
-pub(crate) fn prepare_guest(
+/// A close-on-exec copy of `fd` numbered above the guest's fds, so that placing the guest's
+/// fds with dup2 in the child can never overwrite one not yet placed.
+pub(crate) fn above_guest_fds(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned().and_then(|copy| {
+        // SAFETY: F_DUPFD_CLOEXEC returns a fresh fd that nothing else owns.
+        let high = unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+        if high < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `high` is fresh and owned only by the OwnedFd made here.
+        Ok(unsafe { OwnedFd::from_raw_fd(high) })
+    })
+}
+
+/// Set up `cmd` to run as `creds` (when given) with `fds` as its fds 3, 4, ... The fds must
+/// be numbered above them (see `above_guest_fds`) and stay open until spawn returns.
+pub(crate) fn prepare_guest<const N: usize>(
     cmd: &mut tokio::process::Command,
-    session: RawFd,
+    fds: [RawFd; N],
     creds: Option<GuestCreds>,
 ) {
     // Collected before the fork: the child must not allocate.
     let creds = creds.map(|c| {
-        (
-            c.uid,
-            c.gid,
-            c.groups
-                .into_iter()
-                .map(|g| g as libc::gid_t)
-                .collect::<Vec<_>>(),
-        )
+        (c.uid, c.gid, c.groups.into_iter().map(|g| g as libc::gid_t).collect::<Vec<_>>())
     });
     let child_setup = move || -> io::Result<()> {
         // SAFETY: runs in the forked child before exec, where only async-signal-safe calls are
-        // allowed (signal-safety(7)): setgroups, setgid, setuid, dup2 and fcntl are plain
-        // system calls, nothing here allocates or locks, and `groups` is a live slice that
-        // was built in the parent. `session` is open in the child because the parent keeps it
-        // open until spawn returns.
+        // allowed (signal-safety(7)): setgroups, setgid, setuid and dup2 are plain system
+        // calls, nothing here allocates or locks, and `groups` is a live slice that was built
+        // in the parent. The fds are above GUEST_FD + N, so no dup2 overwrites another.
         unsafe {
             if let Some((uid, gid, groups)) = &creds
                 && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
@@ -50,13 +58,11 @@ pub(crate) fn prepare_guest(
             {
                 return Err(io::Error::last_os_error());
             }
-            if session == GUEST_FD {
-                // dup2 onto itself would keep close-on-exec set.
-                if libc::fcntl(session, libc::F_SETFD, 0) != 0 {
+            for (i, fd) in fds.iter().enumerate() {
+                // dup2 clears close-on-exec on the copy.
+                if libc::dup2(*fd, GUEST_FD + i as RawFd) < 0 {
                     return Err(io::Error::last_os_error());
                 }
-            } else if libc::dup2(session, GUEST_FD) != GUEST_FD {
-                return Err(io::Error::last_os_error());
             }
         }
         Ok(())
@@ -65,35 +71,36 @@ pub(crate) fn prepare_guest(
     unsafe { cmd.pre_exec(child_setup) };
 }
 
-/// Take ownership of fd 3, where the daemon put the session socket.
-///
-/// Call once, first thing in `mosixd guest`, before anything else could open an fd 3.
-pub(crate) fn take_guest_fd() -> io::Result<OwnedFd> {
-    // SAFETY: F_GETFD only asks whether fd 3 is open. If it is, it is the socket the daemon
-    // passed (nothing in this fresh process has opened files yet) and no other object owns
-    // it, so the OwnedFd becomes its single owner.
-    unsafe {
-        if libc::fcntl(GUEST_FD, libc::F_GETFD) == -1 {
-            return Err(io::Error::last_os_error());
+/// In the guest: take fds 3 and 4 (the session socket and the keys pipe).
+pub(crate) fn take_guest_fds() -> io::Result<[OwnedFd; 2]> {
+    let take = |fd: RawFd| {
+        // SAFETY: F_GETFD only asks whether the fd is open. If it is, it is what the daemon
+        // passed (nothing in this fresh process has opened files yet) and no other object
+        // owns it, so the OwnedFd becomes its single owner.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(OwnedFd::from_raw_fd(fd))
         }
-        Ok(OwnedFd::from_raw_fd(GUEST_FD))
-    }
+    };
+    Ok([take(GUEST_FD)?, take(GUEST_FD + 1)?])
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsRawFd;
-
     use tokio::io::AsyncReadExt;
 
     use super::*;
 
     /// Run a shell as a guest would be run and return what it wrote to fd 3.
     async fn run_as_guest(script: &str, creds: Option<GuestCreds>) -> String {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (ours, pair_end) = std::os::unix::net::UnixStream::pair().unwrap();
+        let theirs = above_guest_fds(std::os::fd::AsFd::as_fd(&pair_end)).unwrap();
+        drop(pair_end);
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.args(["-c", script]);
-        prepare_guest(&mut cmd, theirs.as_raw_fd(), creds);
+        prepare_guest(&mut cmd, [theirs.as_raw_fd()], creds);
         let mut child = cmd.spawn().unwrap();
         drop(theirs);
         ours.set_nonblocking(true).unwrap();

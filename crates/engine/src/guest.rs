@@ -2,9 +2,8 @@
 //! remote: forwards its environment calls home, delivers the signals home sends, sends it home
 //! when it makes a call that must run there.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 
 use rmosix_image::{Frame, FrameReader, write_message, write_pages};
 use tracing::{debug, info, warn};
@@ -14,7 +13,7 @@ use crate::inject::Injector;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
-use crate::session::{Back, BufSpec, ToGuest, ToHome};
+use crate::session::{Back, BufSpec, Channel, SessionRead, ToGuest, ToHome};
 use crate::syscalls::{self, Arg, Len, Route, Valid};
 use crate::{facts, restore, spawn};
 
@@ -24,10 +23,10 @@ pub const MAX_BUF: u64 = 4 << 20;
 const PATH_MAX: usize = 4096;
 
 /// Serve one guest session on `stream` until the remote leaves.
-pub fn serve_guest(stream: UnixStream) -> io::Result<()> {
+pub fn serve_guest(channel: Channel) -> io::Result<()> {
     let facts = facts::probe()?;
-    let mut frames = FrameReader::new(stream.try_clone()?);
-    let mut out = BufWriter::with_capacity(1 << 20, stream);
+    let mut frames = FrameReader::new(channel.reader);
+    let mut out = channel.writer;
     let ToGuest::Hello { facts: home } = frames.message().map_err(io::Error::other)? else {
         return Err(io::Error::other("session did not start with Hello"));
     };
@@ -111,8 +110,8 @@ struct Guest {
     inj: Injector,
     mem: Memory,
     listener: Listener,
-    frames: FrameReader<UnixStream>,
-    out: BufWriter<UnixStream>,
+    frames: FrameReader<Box<dyn SessionRead>>,
+    out: Box<dyn Write + Send>,
     pending: Option<Pending>,
     /// Home asked us to come back while a call was in flight: go once its answer is in, so
     /// that the call is neither lost nor run twice.
@@ -130,11 +129,13 @@ impl Guest {
         loop {
             let mut fds = [
                 poll_in(self.listener.as_raw_fd()),
-                poll_in(self.frames.get_ref().as_raw_fd()),
+                poll_in(self.frames.get_ref().raw_fd()),
                 poll_in(sigchld.fd.as_raw_fd()),
             ];
+            let buffered = self.frames.get_ref().buffered();
+            let timeout = if buffered { 0 } else { -1 };
             // SAFETY: fds is a live array of pollfd.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) } < 0 {
+            if unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) } < 0 {
                 let err = io::Error::last_os_error();
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -144,7 +145,7 @@ impl Guest {
             let left = if fds[2].revents != 0 {
                 sigchld.drain();
                 self.on_husk_event()?
-            } else if fds[1].revents != 0 {
+            } else if buffered || fds[1].revents != 0 {
                 self.on_home_message()?
             } else if fds[0].revents != 0 {
                 self.on_notification()?
@@ -191,6 +192,11 @@ impl Guest {
         };
         match msg {
             ToGuest::Reply { ret, backs } => {
+                // Leaving, and home did not run the call: do not answer it (a restart code
+                // would reach the program, as no signal is pending); going home rewinds it.
+                if self.leaving && crate::home::is_restart(ret) {
+                    return self.go_home("asked to come home").map(Some);
+                }
                 self.on_reply(ret, backs)?;
                 if self.leaving {
                     return self.go_home("asked to come home").map(Some);

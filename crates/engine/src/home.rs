@@ -4,9 +4,8 @@
 //! every request come from the thread that attached.
 
 use std::collections::HashMap;
-use std::io::{self, BufWriter, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::io::{self, Write};
+use std::os::fd::RawFd;
 use std::time::Instant;
 
 use rmosix_image::{Frame, FrameReader, KernelFacts, write_message, write_pages};
@@ -17,7 +16,7 @@ use crate::guest::SigChld;
 use crate::inject::{Injector, Scratch};
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Regs, Stop};
-use crate::session::{BufSpec, ToGuest, ToHome};
+use crate::session::{BufSpec, Channel, SessionRead, ToGuest, ToHome};
 use crate::{facts, maps, restore, spawn};
 
 /// The answer that makes the remote issue a call again (the kernel restarts a call that
@@ -47,8 +46,8 @@ pub trait Daemon {
     fn next_order(&mut self) -> io::Result<Option<Order>>;
     /// Answer order `id`.
     fn order_done(&mut self, id: u64, result: Result<(), String>);
-    /// A session stream to a guest supervisor on `node`.
-    fn open_session(&mut self, node: u16) -> Result<UnixStream, String>;
+    /// A session channel to a guest supervisor on `node`.
+    fn open_session(&mut self, node: u16) -> Result<Channel, String>;
     /// A new supervised process.
     fn started(&mut self, pid: Pid);
     /// A process now runs on `node` (None = home).
@@ -110,16 +109,17 @@ enum Proc {
 
 struct Remote {
     node: u16,
-    frames: FrameReader<UnixStream>,
-    out: BufWriter<UnixStream>,
+    frames: FrameReader<Box<dyn SessionRead>>,
+    out: Box<dyn Write + Send>,
     inj: Injector,
     scratch: u64,
     base: Regs,
     shell: Shell,
     /// A ComeHome order waiting for the image: (order id, where to go next).
     coming: Option<(u64, Option<u16>)>,
-    /// The remote stopped and the SIGSTOP we sent the shell to follow it is on its way.
-    following_stop: bool,
+    /// The remote stopped by this signal, and the SIGSTOP we sent the shell to follow it is
+    /// on its way.
+    following_stop: Option<i32>,
 }
 
 enum Shell {
@@ -165,13 +165,16 @@ impl Supervisor<'_> {
                 .iter()
                 .filter_map(|(pid, p)| matches!(p, Proc::Remote(_)).then_some(*pid))
                 .collect();
+            let mut buffered = Vec::new();
             for pid in &remotes {
                 if let Some(Proc::Remote(r)) = self.procs.get(pid) {
-                    fds.push(poll_in(r.frames.get_ref().as_raw_fd()));
+                    fds.push(poll_in(r.frames.get_ref().raw_fd()));
+                    buffered.push(r.frames.get_ref().buffered());
                 }
             }
+            let timeout = if buffered.contains(&true) { 0 } else { -1 };
             // SAFETY: fds is a live vector of pollfd.
-            if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
+            if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) } < 0 {
                 let err = io::Error::last_os_error();
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -209,7 +212,7 @@ impl Supervisor<'_> {
                 }
             }
             for (i, pid) in remotes.iter().enumerate() {
-                if fds[2 + i].revents != 0 {
+                if buffered[i] || fds[2 + i].revents != 0 {
                     self.on_session(*pid)?;
                 }
             }
@@ -265,9 +268,9 @@ impl Supervisor<'_> {
                 ptrace::cont(pid, 0)
             }
             Stop::Signal(sig) => ptrace::cont(pid, sig),
-            Stop::Group(_) => {
+            Stop::Group(sig) => {
                 let r = ptrace::listen(pid);
-                self.follow_group_stop(pid);
+                self.follow_group_stop(pid, sig);
                 r
             }
             _ => ptrace::cont(pid, 0),
@@ -277,8 +280,12 @@ impl Supervisor<'_> {
 
     /// When the main program stops (Ctrl-Z), mosrun stops too, so the shell that started it
     /// sees the job stop; SIGCONT from `fg` wakes both.
-    fn follow_group_stop(&self, pid: Pid) {
-        if pid == self.main {
+    ///
+    /// Only terminal stops (SIGTSTP, SIGTTIN, SIGTTOU), which the terminal sends to the whole
+    /// job: a SIGSTOP sent to the program alone is usually undone by a SIGCONT to the program
+    /// alone, which a stopped mosrun would never see.
+    fn follow_group_stop(&self, pid: Pid, sig: i32) {
+        if pid == self.main && sig != libc::SIGSTOP {
             // SAFETY: stopping ourselves.
             unsafe { libc::raise(libc::SIGSTOP) };
         }
@@ -316,18 +323,30 @@ impl Supervisor<'_> {
                 } else {
                     regs.rax as i64
                 };
-                if let Stop::Signal(sig) = stop {
-                    relay(r, sig)?;
+                // The order of answer and signal is what makes a call run exactly once. A
+                // call that completed is answered first, so the remote has its result before
+                // the signal interrupts anything. A call the signal interrupted (or that never
+                // ran) gets the signal first: the restart code it is answered with only works
+                // while a signal is pending at the remote, and the remote's kernel then restarts
+                // it or fails it with EINTR, as Linux would.
+                match stop {
+                    Stop::Signal(sig) if is_restart(ret) => {
+                        relay(r, sig)?;
+                        finish_call(pid, r, call, ret)?;
+                    }
+                    Stop::Signal(sig) => {
+                        finish_call(pid, r, call, ret)?;
+                        relay(r, sig)?;
+                    }
+                    _ => finish_call(pid, r, call, ret)?,
                 }
-                finish_call(pid, r, call, ret)?;
             }
             (Shell::Calling(call), other) => {
                 r.shell = Shell::Calling(call);
                 warn!(pid, ?other, "unexpected stop of a calling shell");
                 ptrace::cont(pid, 0)?;
             }
-            (state, Stop::Signal(libc::SIGSTOP)) if r.following_stop => {
-                r.following_stop = false;
+            (state, Stop::Signal(libc::SIGSTOP)) if r.following_stop.is_some() => {
                 r.shell = state;
                 ptrace::cont(pid, libc::SIGSTOP)?;
             }
@@ -341,10 +360,12 @@ impl Supervisor<'_> {
                 ptrace::cont(pid, 0)?;
             }
             (_, Stop::Group(sig)) => {
+                // Stopped to follow its remote: the remote's signal says whether mosrun follows.
+                let sig = r.following_stop.take().unwrap_or(sig);
                 relay(r, sig)?;
                 r.shell = Shell::Stopped;
                 ptrace::listen(pid)?;
-                self.follow_group_stop(pid);
+                self.follow_group_stop(pid, sig);
             }
             (state, _) => {
                 r.shell = state;
@@ -392,11 +413,11 @@ impl Supervisor<'_> {
             Ok(Err(why)) => return Err(not_movable(why)),
             Err(err) => return Err(format!("cannot inspect process: {err}")),
         }
-        let stream = self.daemon.open_session(node)?;
+        let channel = self.daemon.open_session(node)?;
         let started = Instant::now();
         freeze(pid).map_err(|e| format!("cannot freeze process: {e}"))?;
         // Frozen: from here every failure resumes the process at home.
-        match self.send_out(pid, node, stream) {
+        match self.send_out(pid, node, channel) {
             Ok((remote, bytes)) => {
                 let freeze_ms = started.elapsed().as_secs_f64() * 1e3;
                 info!(pid, node, bytes, freeze_ms, "migrated");
@@ -415,11 +436,11 @@ impl Supervisor<'_> {
         &mut self,
         pid: Pid,
         node: u16,
-        stream: UnixStream,
+        channel: Channel,
     ) -> Result<(Remote, u64), String> {
         let link = |e: io::Error| format!("link to node {node} failed: {e}");
-        let mut frames = FrameReader::new(stream.try_clone().map_err(link)?);
-        let mut out = BufWriter::with_capacity(1 << 20, stream);
+        let mut frames = FrameReader::new(channel.reader);
+        let mut out = channel.writer;
         write_message(
             &mut out,
             &ToGuest::Hello {
@@ -456,7 +477,7 @@ impl Supervisor<'_> {
             base,
             shell: Shell::Idle,
             coming: None,
-            following_stop: false,
+            following_stop: None,
         };
         idle(pid, &mut remote).map_err(|e| format!("cannot idle the shell: {e}"))?;
         Ok((remote, bytes))
@@ -498,14 +519,16 @@ impl Supervisor<'_> {
                 }
             }
             ToHome::Going { reason } => return self.come_home(pid, &reason),
-            ToHome::Stopped { .. } => {
-                r.following_stop = true;
+            ToHome::Stopped { sig } => {
+                r.following_stop = Some(sig);
                 // SAFETY: stopping our own tracee, as its remote half stopped.
                 unsafe { libc::kill(pid, libc::SIGSTOP) };
             }
             ToHome::Died { sig } => {
                 info!(pid, sig, "remote killed by a signal");
                 die_by(pid, r, sig)?;
+                // The remote is gone: its session's end must not be taken for a lost node.
+                self.procs.insert(pid, Proc::Home);
             }
             other => {
                 return self.lose(
@@ -663,6 +686,11 @@ fn finish_call(pid: Pid, r: &mut Remote, call: Call, ret: i64) -> io::Result<()>
     }
     r.out.flush()?;
     idle(pid, r)
+}
+
+/// The kernel's internal "restart this call" results (never seen by a program).
+pub(crate) fn is_restart(ret: i64) -> bool {
+    (-516..=-512).contains(&ret)
 }
 
 fn relay(r: &mut Remote, sig: i32) -> io::Result<()> {

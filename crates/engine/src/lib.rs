@@ -28,3 +28,4 @@ pub mod trace {
 
 pub use guest::serve_guest;
 pub use home::{Daemon, JobEnd, Order, supervise};
+pub use session::{Channel, SessionRead};

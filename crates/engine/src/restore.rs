@@ -245,22 +245,19 @@ fn restore_task_state(
             "rt_sigaction",
         )?;
     }
+    // Always set the altstack, a disabled one too: the process keeps the one it had (a husk
+    // inherits its guest's), which now points into unmapped memory, and an SA_ONSTACK handler
+    // would die on it.
     let (sp, flags, size) = header.altstack;
-    if flags & libc::SS_DISABLE == 0 {
-        let mut raw = Vec::with_capacity(24);
-        raw.extend_from_slice(&sp.to_le_bytes());
-        // SS_ONSTACK is a status the kernel reports, not a flag it accepts.
-        raw.extend_from_slice(&(flags & !libc::SS_ONSTACK).to_le_bytes());
-        raw.extend_from_slice(&0u32.to_le_bytes());
-        raw.extend_from_slice(&size.to_le_bytes());
-        mem.write(scratch.addr, &raw)?;
-        inj.call_ok(
-            pid,
-            libc::SYS_sigaltstack,
-            [scratch.addr, 0, 0, 0, 0, 0],
-            "sigaltstack",
-        )?;
-    }
+    let mut raw = Vec::with_capacity(24);
+    raw.extend_from_slice(&sp.to_le_bytes());
+    // SS_ONSTACK is a status the kernel reports, not a flag it accepts.
+    raw.extend_from_slice(&(flags & !libc::SS_ONSTACK).to_le_bytes());
+    raw.extend_from_slice(&0u32.to_le_bytes());
+    raw.extend_from_slice(&size.to_le_bytes());
+    mem.write(scratch.addr, &raw)?;
+    let args = [scratch.addr, 0, 0, 0, 0, 0];
+    inj.call_ok(pid, libc::SYS_sigaltstack, args, "sigaltstack")?;
     let (head, len) = header.robust_list;
     if head != 0 {
         inj.call_ok(

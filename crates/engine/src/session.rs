@@ -2,7 +2,13 @@
 //! as image frames (JSON messages and page frames, see the image room); buffers never go inside
 //! JSON: a message announces how many page frames follow it.
 
+use std::io::{self, BufWriter, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
 use rmosix_image::KernelFacts;
+use rmosix_transport::sealed::{self, End, SealedReader, SessionKeys};
 use serde::{Deserialize, Serialize};
 
 /// Home supervisor to guest supervisor.
@@ -110,5 +116,57 @@ impl Back {
             Back::Ret => (ret as u64).min(len),
             Back::RetTimes(size) => (ret as u64).saturating_mul(size).min(len),
         }
+    }
+}
+
+/// The receiving half of a session stream: bytes, the fd to poll, and whether bytes are
+/// already buffered above that fd (a poll would not show them).
+pub trait SessionRead: Read + Send {
+    /// The fd that becomes readable when more bytes arrive.
+    fn raw_fd(&self) -> RawFd;
+    /// Bytes are waiting in user space.
+    fn buffered(&self) -> bool;
+}
+
+impl SessionRead for UnixStream {
+    fn raw_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+
+    fn buffered(&self) -> bool {
+        false
+    }
+}
+
+impl SessionRead for SealedReader {
+    fn raw_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+
+    fn buffered(&self) -> bool {
+        SealedReader::buffered(self)
+    }
+}
+
+/// Both halves of a session stream. In a cluster it is a sealed TCP session handed over by
+/// the daemons; tests use a Unix socket pair.
+pub struct Channel {
+    /// What the peer sends.
+    pub reader: Box<dyn SessionRead>,
+    /// Where we send; flushed after every message that expects an answer.
+    pub writer: Box<dyn Write + Send>,
+}
+
+impl Channel {
+    /// A channel over one end of a Unix socket pair.
+    pub fn unix(stream: UnixStream) -> io::Result<Channel> {
+        let reader = Box::new(stream.try_clone()?);
+        Ok(Channel { reader, writer: Box::new(BufWriter::with_capacity(1 << 20, stream)) })
+    }
+
+    /// A channel over a sealed session socket (see rmosix_transport::sealed).
+    pub fn sealed(socket: TcpStream, keys: &SessionKeys, end: End) -> io::Result<Channel> {
+        let (reader, writer) = sealed::open(socket, keys, end)?;
+        Ok(Channel { reader: Box::new(reader), writer: Box::new(writer) })
     }
 }

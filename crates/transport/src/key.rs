@@ -121,31 +121,19 @@ impl ClusterKey {
     }
 
     fn to_hex(&self) -> String {
-        let mut s: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        let mut s = crate::hex::encode(&self.0);
         s.push('\n');
         s
     }
 
     fn from_hex(digits: &[u8]) -> Option<Self> {
-        if digits.len() != 2 * KEY_LEN {
-            return None;
-        }
-        let mut bytes = [0u8; KEY_LEN];
-        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
-            *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
-        }
-        Some(ClusterKey(bytes))
+        crate::hex::decode(digits).map(ClusterKey)
     }
 
     #[cfg(test)]
     pub(crate) fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
         ClusterKey(bytes)
     }
-}
-
-/// The value of one hex digit. (`u8::from_str_radix` would also take a leading `+`.)
-fn nibble(digit: u8) -> Option<u8> {
-    char::from(digit).to_digit(16).map(|d| d as u8)
 }
 
 impl fmt::Debug for ClusterKey {

@@ -91,6 +91,9 @@ pub enum LinkError {
     /// A message is larger than [`MAX_MESSAGE`].
     #[error("message larger than {MAX_MESSAGE} bytes")]
     TooLarge,
+    /// The peer sent more than the link protocol allowed before a hand-over.
+    #[error("{0} unexpected bytes before handing the connection over")]
+    UnreadData(usize),
     /// An authenticated chunk had an invalid header.
     #[error("malformed chunk header {0}")]
     Malformed(u8),
@@ -265,6 +268,26 @@ impl Link {
     /// Split into halves that two tasks can use at once.
     pub fn split(self) -> (LinkReader, LinkWriter) {
         (self.reader, self.writer)
+    }
+
+    /// Give the connection up for a sealed session (see [`crate::sealed`]): the socket, in
+    /// blocking mode, for a supervisor to speak on directly. Both sides must have agreed that
+    /// nothing more of the link protocol follows; bytes already read past the last message
+    /// would be lost, so they make this fail.
+    pub async fn into_socket(self) -> Result<std::net::TcpStream, LinkError> {
+        let Link { reader, mut writer } = self;
+        writer.stream.flush().await.map_err(LinkError::Io)?;
+        if !reader.stream.buffer().is_empty() {
+            return Err(LinkError::UnreadData(reader.stream.buffer().len()));
+        }
+        let tcp = reader
+            .stream
+            .into_inner()
+            .reunite(writer.stream.into_inner())
+            .map_err(|e| LinkError::Io(io::Error::other(e)))?;
+        let socket = tcp.into_std().map_err(LinkError::Io)?;
+        socket.set_nonblocking(false).map_err(LinkError::Io)?;
+        Ok(socket)
     }
 }
 

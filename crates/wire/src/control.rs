@@ -68,9 +68,10 @@ pub enum Request {
         /// The process, by its PID at home.
         pid: i32,
     },
-    /// Open a guest session on `node` for the caller's own uid and groups. After
-    /// [`Reply::Ok`] the connection is a raw byte pipe to the guest: every byte after the Ok
-    /// line, both ways, is session data.
+    /// Open a guest session on `node` for the caller's own uid and groups: the daemon opens
+    /// an authenticated link to `node`'s daemon, which starts a guest there. Answered with
+    /// [`Reply::Session`], whose line carries the link's TCP socket (SCM_RIGHTS) for the
+    /// caller to speak the sealed session on directly, or with [`Reply::Error`].
     OpenSession {
         /// The node to start the guest on.
         node: u16,
@@ -83,8 +84,14 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
-    /// Done, or (for `Supervise` and `OpenSession`) accepted.
+    /// Done, or (for `Supervise`) accepted.
     Ok,
+    /// A session is open: the session socket comes with this line (SCM_RIGHTS) and these are
+    /// its keys, 128 hex digits (see rmosix_transport::sealed).
+    Session {
+        /// Both directions' keys.
+        keys: String,
+    },
     /// Where a process runs.
     Location {
         /// The node number; the daemon's own node when the process is at home.

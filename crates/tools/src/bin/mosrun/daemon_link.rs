@@ -1,12 +1,15 @@
 //! mosrun's connection to its node's daemon: it announces itself as a supervisor, reports its
 //! processes, receives migration orders and opens sessions to guests on other nodes.
 
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use rmosix_engine::{Daemon, Order, Pid};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use rmosix_engine::{Channel, Daemon, Order, Pid};
+use rmosix_transport::sealed::{End, SessionKeys};
 use rmosix_wire::{Command, LineReader, Reply, Report, Request, Target, send_line};
 
 pub struct DaemonLink {
@@ -79,22 +82,17 @@ impl Daemon for DaemonLink {
         self.report(&Report::MigrateDone { id, result });
     }
 
-    fn open_session(&mut self, node: u16) -> Result<UnixStream, String> {
+    fn open_session(&mut self, node: u16) -> Result<Channel, String> {
         let unreachable = |e: io::Error| format!("cannot reach mosixd: {e}");
         let mut stream = UnixStream::connect(&self.socket).map_err(unreachable)?;
         send_line(&mut stream, &Request::OpenSession { node }).map_err(unreachable)?;
-        // Read the answer byte by byte: whatever follows its newline belongs to the session.
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while byte[0] != b'\n' {
-            match stream.read(&mut byte) {
-                Ok(1) => line.push(byte[0]),
-                Ok(_) => return Err("mosixd closed the session".into()),
-                Err(e) => return Err(unreachable(e)),
-            }
-        }
+        let (line, socket) = recv_with_fd(&stream).map_err(unreachable)?;
         match serde_json::from_slice::<Reply>(&line) {
-            Ok(Reply::Ok) => Ok(stream),
+            Ok(Reply::Session { keys }) => {
+                let socket = socket.ok_or("mosixd sent a session without its socket")?;
+                let keys = SessionKeys::from_hex(&keys).map_err(|e| e.to_string())?;
+                Channel::sealed(TcpStream::from(socket), &keys, End::Home).map_err(|e| e.to_string())
+            }
             Ok(Reply::Error { message }) => Err(message),
             other => Err(format!("unexpected answer from mosixd: {other:?}")),
         }
@@ -111,4 +109,31 @@ impl Daemon for DaemonLink {
     fn ended(&mut self, pid: Pid) {
         self.report(&Report::Ended { pid });
     }
+}
+
+/// Receive one reply line and the fd that may come with it (SCM_RIGHTS). The daemon sends the
+/// line in one message and nothing after it, so one recvmsg reads it whole.
+fn recv_with_fd(stream: &UnixStream) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
+    let mut line = vec![0u8; rmosix_wire::MAX_LINE];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [io::IoSliceMut::new(&mut line)];
+    let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    let mut fd = None;
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for raw in fds {
+                // SAFETY: the kernel just installed this fd in our table for us alone.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                fd.get_or_insert(owned);
+            }
+        }
+    }
+    let len = msg.bytes;
+    line.truncate(len);
+    if line.last() != Some(&b'\n') {
+        return Err(io::Error::other("mosixd closed the connection"));
+    }
+    line.pop();
+    Ok((line, fd))
 }
