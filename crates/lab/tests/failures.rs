@@ -153,15 +153,6 @@ impl Captured {
         )
     }
 
-    fn wait_stdout(&self, needle: &str, timeout: Duration) {
-        wait_until(
-            &format!("{} prints {needle:?}", self.what),
-            timeout,
-            || self.stdout().contains(needle),
-            || self.outputs(),
-        );
-    }
-
     /// Waits for the end; kills it and panics after `timeout`.
     fn finish(mut self, timeout: Duration) -> Done {
         let deadline = Instant::now() + timeout;
@@ -302,8 +293,20 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// Waits until the program printed `needle`; fails at once if it ends without.
     fn wait_output(&self, needle: &str) {
-        self.run.wait_stdout(needle, STEP);
+        let program = self.program;
+        wait_until(
+            &format!("{} prints {needle:?}", self.run.what),
+            STEP,
+            || self.run.stdout().contains(needle) || is_gone(program),
+            || self.run.outputs(),
+        );
+        assert!(
+            self.run.stdout().contains(needle),
+            "the program ended without printing {needle:?}\n{}",
+            self.run.outputs()
+        );
     }
 
     /// `migrate PID TARGET` run at home, to its end.
