@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use rmosix_lab::{Lab, LabConfig, Node, bin_dir_of_current_test, pid_in_node, wait_child_of};
+use rmosix_lab::{Lab, LabConfig, Node, bin_dir_of_current_test};
 
 /// The programs of these tests.
 const PROGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/failures");
@@ -245,10 +245,11 @@ fn host_kill(sig: &str, host_pid: u32) {
     assert!(status.success(), "kill -{sig} {host_pid} failed");
 }
 
-/// A program run under `mosrun` in a node (stands in for the lab's `Job` API).
+/// A program run under `mosrun` in a node: the lab's [`rmosix_lab::Job`], with the exit codes
+/// and messages of the tools kept for assertions.
 struct Job<'a> {
     home: &'a Node,
-    run: Captured,
+    job: rmosix_lab::Job<'a>,
     /// Host PIDs of mosrun and of the program.
     mosrun: u32,
     program: u32,
@@ -274,39 +275,37 @@ impl<'a> Job<'a> {
         };
         cmd.args(argv)
             .current_dir(dir)
+            .stdin(Stdio::null())
             .env("MOSRUN_LOG", "info")
             .env("NO_COLOR", "1");
-        let what = format!("node {}: mosrun {}", home.id(), argv.join(" "));
-        let run = Captured::spawn(cmd, what);
-        // nsenter -> mosrun -> the program
-        let mosrun = wait_child_of(run.child.id(), STEP).expect("mosrun starts");
-        let program = wait_child_of(mosrun, STEP).expect("the program starts");
-        let pid = pid_in_node(program)
-            .expect("the program's PID in its node")
-            .to_string();
+        let job = rmosix_lab::Job::spawn(home, cmd)
+            .unwrap_or_else(|e| panic!("node {}: mosrun {}: {e}", home.id(), argv.join(" ")));
         Job {
             home,
-            run,
-            mosrun,
-            program,
-            pid,
+            mosrun: job.mosrun_host_pid(),
+            program: job.host_pid(),
+            pid: job.pid().to_string(),
+            job,
         }
     }
 
-    /// Waits until the program printed `needle`; fails at once if it ends without.
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.job.stdout()).into_owned()
+    }
+
+    fn outputs(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            String::from_utf8_lossy(&self.job.stderr())
+        )
+    }
+
+    /// Waits until the program printed `needle`; fails at once if its output ends without.
     fn wait_output(&self, needle: &str) {
-        let program = self.program;
-        wait_until(
-            &format!("{} prints {needle:?}", self.run.what),
-            STEP,
-            || self.run.stdout().contains(needle) || is_gone(program),
-            || self.run.outputs(),
-        );
-        assert!(
-            self.run.stdout().contains(needle),
-            "the program ended without printing {needle:?}\n{}",
-            self.run.outputs()
-        );
+        if let Err(e) = self.job.wait_output(needle, STEP) {
+            panic!("{e}");
+        }
     }
 
     /// `migrate PID TARGET` run at home, to its end.
@@ -321,25 +320,34 @@ impl<'a> Job<'a> {
             done.status.success(),
             "migrate {} {target}: {done:?}\n{}",
             self.pid,
-            self.run.outputs()
+            self.outputs()
         );
     }
 
     /// `mosctl where PID`.
     fn location(&self) -> String {
-        let done = run(self.home, "mosctl", &["where", &self.pid]);
-        assert!(done.status.success(), "mosctl where {}: {done:?}", self.pid);
-        done.stdout.trim().to_owned()
+        match self.job.location() {
+            Ok(node) => node.to_string(),
+            Err(e) => panic!("{e}"),
+        }
     }
 
     /// `kill -SIG PID` run at home.
     fn signal(&self, sig: &str) {
-        let done = run(self.home, "kill", &[&format!("-{sig}"), &self.pid]);
-        assert!(done.status.success(), "kill -{sig} {}: {done:?}", self.pid);
+        if let Err(e) = self.job.signal(sig) {
+            panic!("{e}");
+        }
     }
 
     fn finish(self) -> Done {
-        self.run.finish(STEP)
+        match self.job.finish(STEP) {
+            Ok(out) => Done {
+                status: out.status,
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            },
+            Err(e) => panic!("{e}"),
+        }
     }
 }
 
@@ -674,21 +682,22 @@ fn stop_then_cont(cont: Cont) {
         "the husk on node 2 is stopped",
         STEP,
         || proc_info(husk.pid).is_some_and(|p| matches!(p.state, 'T' | 't')),
-        || format!("{:?}\n{}", proc_info(husk.pid), job.run.outputs()),
+        || format!("{:?}\n{}", proc_info(husk.pid), job.outputs()),
     );
-    let ticks = job.run.stdout().matches("tick ").count();
+    let ticks = job.stdout().matches("tick ").count();
     job.signal("CONT");
     if cont == Cont::Job {
         // mosrun stopped itself to show the stop to its parent, and that parent, the lab's
         // nsenter, stopped itself in turn (it mirrors its child's stops): continue both, as a
         // shell's `fg` continues its whole process group.
-        host_kill("CONT", job.run.child.id());
+        let nsenter = proc_info(job.mosrun).expect("mosrun runs").ppid;
+        host_kill("CONT", nsenter);
         host_kill("CONT", job.mosrun);
     }
     wait_until(
         "ticks go on after SIGCONT",
         STEP,
-        || job.run.stdout().matches("tick ").count() > ticks + 1,
+        || job.stdout().matches("tick ").count() > ticks + 1,
         || {
             let states: Vec<_> = [job.mosrun, job.program]
                 .iter()
@@ -697,7 +706,7 @@ fn stop_then_cont(cont: Cont) {
             format!(
                 "home: {states:?}\nhusk: {:?}\n{}",
                 proc_info(husk.pid).map(|p| p.state),
-                job.run.outputs()
+                job.outputs()
             )
         },
     );
