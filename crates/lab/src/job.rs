@@ -365,9 +365,9 @@ impl<'lab> Job<'lab> {
         run_in(self.node, program, args, TOOL_TIMEOUT)
     }
 
-    /// Closes stdin, waits up to `timeout` for the job to end and returns how mosrun ended
-    /// with everything the job printed. After the deadline the job is killed and the error
-    /// shows its output.
+    /// Closes stdin, waits up to `timeout` for the job to end (mosrun and whatever holds its
+    /// output pipes) and returns how mosrun ended with everything the job printed. After the
+    /// deadline the job is killed and the error shows its output.
     pub fn finish(mut self, timeout: Duration) -> Result<Output, JobError> {
         self.close_stdin();
         let deadline = Instant::now() + timeout;
@@ -395,14 +395,21 @@ impl<'lab> Job<'lab> {
             thread::sleep(POLL);
         };
         // The pipes close when the last process holding them ends; a descendant the program
-        // left running keeps them open, so the readers get the same deadline.
+        // left running keeps them open, so the readers get the same deadline, and output
+        // that may be incomplete is an error.
         for reader in std::mem::take(&mut self.readers) {
-            while !reader.is_finished() && Instant::now() < deadline {
+            while !reader.is_finished() {
+                if Instant::now() >= deadline {
+                    return Err(JobError::NotFinished {
+                        command: format!("{} (its output pipes, after it ended)", self.command),
+                        timeout,
+                        stdout: tail(&self.stdout()),
+                        stderr: tail(&self.stderr()),
+                    });
+                }
                 thread::sleep(POLL);
             }
-            if reader.is_finished() {
-                let _ = reader.join();
-            }
+            let _ = reader.join();
         }
         Ok(Output {
             status,

@@ -39,8 +39,10 @@ const RUN: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(10);
 /// Mebibytes the big program fills: 1.1 GiB.
 const BIG_MIB: &str = "1126";
-/// Bytes of gzip's input: about five seconds of `gzip -1` when moved, in a debug-built lab.
-const GZIP_INPUT: usize = 64 << 20;
+/// Bytes of gzip's input: `gzip -1` takes about 1.2 s for 64 MiB of it on one of our CPUs.
+const GZIP_INPUT: usize = 96 << 20;
+/// CPUs each node of the gzip lab may use: with [`GZIP_INPUT`], gzip runs 3-4 s unmoved.
+const GZIP_CPU_QUOTA: f64 = 0.5;
 
 /// One move of a job: when stdout shows `after`, `migrate PID target`, then `mosctl where`
 /// must say `node`; then the job gets its line.
@@ -145,12 +147,14 @@ fn gzip_in_a_pipeline_compresses_the_same_bytes_when_moved() {
     if !rmosix_lab::require_root() {
         return;
     }
-    let lab = start_lab();
+    let mut config = LabConfig::new(3, bin_dir_of_current_test());
+    config.cpu_quota = Some(GZIP_CPU_QUOTA);
+    let lab = Lab::start(config).unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
     let input = compressible_input(GZIP_INPUT);
     let argv = ["gzip", "-1"];
-    let reference = gzip_run(&lab, &input, &argv, None);
+    let reference = gzip_run(&lab, input, &argv, None);
     assert!(reference.status.success(), "{}", shown(&reference));
-    let moved = gzip_run(&lab, &input, &argv, Some(reference.stdout.len()));
+    let moved = gzip_run(&lab, input, &argv, Some(reference.stdout.len()));
     assert_eq!(moved.status, reference.status, "{}", shown(&moved));
     assert_same_bytes("gzip -1 output", &reference.stdout, &moved.stdout);
     nodes_are_empty_again(&lab);
