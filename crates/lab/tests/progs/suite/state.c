@@ -10,12 +10,9 @@
  * the move is done). At the end it reads FILE back. Every check prints PASS or FAIL and
  * the output holds no counts or times; exit 0 if all passed, 1 if not.
  *
- * With a second argument "quiet-io", the ticks come during the busy loops only: before a
- * loop the program unblocks SIGALRM and arms the timer, after it disarms the timer and
- * blocks SIGALRM, so no tick lands while a forwarded call (an output line, the read of
- * stdin) is under way; ticks still arrive, at the remote, during every loop. (Blocking
- * alone would not do: the timer runs at home, in the shell, whose signal mask is the one
- * the program had when it moved; disarming alone leaves a tick relayed late.)
+ * With a second argument "no-timer", there is no timer: no SIGALRM comes, and the program
+ * prints "ticks off" instead of checking them (a signal that lands during a forwarded call
+ * trips an engine bug; see the suite's forwarded_calls_interrupted_by_timer_signals_run_once).
  *
  * Built with -mavx2 (the asm uses AVX); also built -static.
  */
@@ -147,26 +144,6 @@ static void default_control(void) {
     __asm__ volatile("ldmxcsr %0\n\tfldcw %1" : : "m"(mxcsr), "m"(fcw));
 }
 
-/* Around a busy loop (on = 1 before, 0 after), if the ticks are kept away from I/O. */
-static int quiet_io;
-static void ticks_during_io(int on) {
-    struct itimerval every = {.it_interval = {0, 5000}, .it_value = {0, 5000}};
-    struct itimerval off = {{0, 0}, {0, 0}};
-    sigset_t alrm;
-    if (!quiet_io)
-        return;
-    sigemptyset(&alrm);
-    sigaddset(&alrm, SIGALRM);
-    if (on)
-        sigprocmask(SIG_UNBLOCK, &alrm, NULL);
-    if (setitimer(ITIMER_REAL, on ? &every : &off, NULL) != 0) {
-        printf("FAIL: setitimer\n");
-        exit(1);
-    }
-    if (!on)
-        sigprocmask(SIG_BLOCK, &alrm, NULL);
-}
-
 static void fill(struct regs *r, int round) {
     uint64_t x = 0x9e3779b97f4a7c15ULL * (uint64_t)round;
     for (int i = 0; i < 16; i++)
@@ -185,11 +162,11 @@ static void fill(struct regs *r, int round) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2 && !(argc == 3 && strcmp(argv[2], "quiet-io") == 0)) {
-        fprintf(stderr, "usage: state FILE [quiet-io]\n");
+    if (argc != 2 && !(argc == 3 && strcmp(argv[2], "no-timer") == 0)) {
+        fprintf(stderr, "usage: state FILE [no-timer]\n");
         return 2;
     }
-    quiet_io = argc == 3;
+    int timer = argc == 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
     FILE *file = fopen(argv[1], "w+");
     if (!file) {
@@ -214,7 +191,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     struct itimerval every = {.it_interval = {0, 5000}, .it_value = {0, 5000}};
-    if (!quiet_io && setitimer(ITIMER_REAL, &every, NULL) != 0) {
+    if (timer && setitimer(ITIMER_REAL, &every, NULL) != 0) {
         perror("setitimer");
         return 2;
     }
@@ -226,9 +203,7 @@ int main(int argc, char **argv) {
         memset(&out, 0, sizeof out);
         printf("computing %d\n", round);
         sig_atomic_t ticks_before = ticks;
-        ticks_during_io(1);
         spin_with(&in, &out);
-        ticks_during_io(0);
         default_control();
         check(round, "ymm0-15", memcmp(in.ymm, out.ymm, sizeof in.ymm) == 0);
         check(round, "x87 st0-7", memcmp(in.x87, out.x87, sizeof in.x87) == 0);
@@ -253,10 +228,14 @@ int main(int argc, char **argv) {
     size_t n = fread(text, 1, sizeof text - 1, file);
     const char *want = "opened before the first move\nround 1 done\nround 2 done\nround 3 done\n";
     check(0, "file", n == strlen(want) && strcmp(text, want) == 0);
-    printf("ticks %s\n", ticks_ok ? "ok" : "FAIL: a round saw none");
-    if (!ticks_ok)
-        failures++;
-    check(0, "handler on the alternate stack", ticks_off_altstack == 0);
+    if (timer) {
+        printf("ticks %s\n", ticks_ok ? "ok" : "FAIL: a round saw none");
+        if (!ticks_ok)
+            failures++;
+        check(0, "handler on the alternate stack", ticks_off_altstack == 0);
+    } else {
+        printf("ticks off\n");
+    }
     printf("%s\n", failures ? "FAIL" : "PASS");
     return failures ? 1 : 0;
 }
