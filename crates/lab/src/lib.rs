@@ -16,14 +16,16 @@
 //! only builds the machine room they run in. Its door: [`Lab`], [`LabConfig`], [`Node`],
 //! [`LabError`], [`cleanup_stale`], the process helpers [`child_of`], [`wait_child_of`],
 //! [`pid_in_node`], the test helpers [`bin_dir_of_current_test`], [`require_root`], and the
-//! `rmosix-lab` binary's [`demo`] and [`shell`].
+//! `rmosix-lab` binary's [`demo`], [`shell`] and [`bench`] (with its [`BenchError`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bench;
 mod cgroup;
 mod cmd;
 mod demo;
 mod error;
+mod job;
 mod lab;
 mod net;
 mod node;
@@ -33,8 +35,10 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use bench::{BenchError, bench};
 pub use demo::{demo, shell};
 pub use error::LabError;
+pub use job::{Job, JobError, NodeProcess, leftovers_in, processes_in};
 pub use lab::{Lab, LabConfig, cleanup_stale};
 pub use node::Node;
 pub use proc::{child_of, pid_in_node, wait_child_of};

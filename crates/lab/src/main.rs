@@ -1,7 +1,8 @@
 //! `rmosix-lab`: a virtual rmosix cluster on this machine.
 //!
 //! `rmosix-lab demo [--nodes 3]` shows a program moving between nodes while it runs;
-//! `rmosix-lab shell [--nodes N]` starts a lab to explore by hand until Ctrl-C.
+//! `rmosix-lab shell [--nodes N]` starts a lab to explore by hand until Ctrl-C;
+//! `rmosix-lab bench [--quick]` measures migration, forwarding and supervision costs.
 //! Exit codes: 0 done, 1 failed, 2 usage, 130 interrupted.
 #![forbid(unsafe_code)]
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
-use rmosix_lab::LabError;
+use rmosix_lab::{BenchError, LabError};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +41,22 @@ enum Cmd {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
         nodes: u16,
     },
+    /// Measure migration throughput and freeze time, forwarded-call round trips and the
+    /// overhead of mosrun, against baselines taken in the same run; print a report.
+    Bench {
+        /// Fewer repetitions of each measurement.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+/// Why a subcommand failed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error(transparent)]
+    Bench(#[from] BenchError),
 }
 
 fn main() -> ExitCode {
@@ -50,10 +67,8 @@ fn main() -> ExitCode {
         .init();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(LabError::Interrupted) => {
-            eprintln!("rmosix-lab: interrupted; lab torn down");
-            ExitCode::from(130)
-        }
+        Err(Failure::Lab(LabError::Interrupted)) => interrupted(),
+        Err(Failure::Bench(e)) if e.is_interrupted() => interrupted(),
         Err(e) => {
             eprintln!("rmosix-lab: {}", chain(&e));
             ExitCode::FAILURE
@@ -61,7 +76,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cmd: Cmd) -> Result<(), LabError> {
+fn interrupted() -> ExitCode {
+    eprintln!("rmosix-lab: interrupted; lab torn down");
+    ExitCode::from(130)
+}
+fn run(cmd: Cmd) -> Result<(), Failure> {
     // Ctrl-C and SIGTERM must not skip teardown: they only raise this flag.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -73,8 +92,9 @@ fn run(cmd: Cmd) -> Result<(), LabError> {
         .and_then(|exe| exe.parent().map(PathBuf::from))
         .unwrap_or_default();
     match cmd {
-        Cmd::Demo { nodes } => rmosix_lab::demo(nodes.into(), &bin_dir, &stop),
-        Cmd::Shell { nodes } => rmosix_lab::shell(nodes.into(), &bin_dir, &stop),
+        Cmd::Demo { nodes } => Ok(rmosix_lab::demo(nodes.into(), &bin_dir, &stop)?),
+        Cmd::Shell { nodes } => Ok(rmosix_lab::shell(nodes.into(), &bin_dir, &stop)?),
+        Cmd::Bench { quick } => Ok(rmosix_lab::bench(&bin_dir, quick, &stop)?),
     }
 }
 

@@ -1,7 +1,9 @@
 /* timers: says "ready", waits until GOFILE exists (so that the timers are set wherever the
  * process then runs), then sets alarm(1) and waits for its handler, then a 300 ms
  * ITIMER_REAL and waits for it, printing "alarm fired" and "itimer fired"; a SIGUSR1 sent at
- * any time prints "got USR1". Exits 0. usage: timers GOFILE */
+ * any time prints "got USR1". Exits 0. With "onstack", the SIGUSR1 handler has SA_ONSTACK,
+ * as Python sets on all its handlers, with no alternate stack: the kernel then uses the normal
+ * stack. usage: timers GOFILE [onstack] */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,8 +38,8 @@ static int spin_until(volatile sig_atomic_t *flag, int want) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: timers GOFILE\n");
+    if (argc != 2 && !(argc == 3 && strcmp(argv[2], "onstack") == 0)) {
+        fprintf(stderr, "usage: timers GOFILE [onstack]\n");
         return 2;
     }
     struct sigaction sa;
@@ -45,6 +47,8 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_alarm;
     sigaction(SIGALRM, &sa, 0);
     sa.sa_handler = on_usr1;
+    if (argc == 3)
+        sa.sa_flags = SA_ONSTACK;
     sigaction(SIGUSR1, &sa, 0);
     printf("ready\n");
     fflush(stdout);

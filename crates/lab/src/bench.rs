@@ -1,0 +1,1017 @@
+//! `rmosix-lab bench`: what migration, forwarding and supervision cost, each figure printed
+//! beside a baseline measured in the same run on the same lab (a bench, not a test: a missed
+//! target is reported, never an error).
+//!
+//! It starts a 3-node lab without a CPU quota, compiles the guest programs of
+//! `crates/lab/bench/` with `gcc -O2` into the lab's work dir, and measures:
+//!
+//! 1. **Migration** of a 64 MiB and a 1 GiB process (`hog.c`: every page full of distinct,
+//!    non-zero data) from node 1 to node 2 and home again. Out: `bytes` and `freeze_ms` from
+//!    mosrun's `migrated` log line. Both ways: the longest pause the process saw on its own
+//!    clock (`stall_ms`), and the wall time of the `migrate` command. Baseline: one raw TCP
+//!    stream of 1 GiB from node 1 to node 2 (`tcp.c`).
+//! 2. **Forwarded call round trip**: 20000 `lseek(fd, 0, SEEK_CUR)` on a file opened at home,
+//!    timed one by one inside the process (`lseek.c`), run under mosrun at home and on node 2.
+//! 3. **Supervision overhead**: a deterministic CPU loop (`spin.c`) run bare and under mosrun
+//!    on node 1, alternating.
+//!
+//! Every figure is the median of several runs, with min and max.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use crate::cmd::{describe, run};
+use crate::{Lab, LabConfig, LabError, Node, pid_in_node, wait_child_of};
+
+/// The guest programs, compiled at bench time.
+const PROGRAMS: [(&str, &str); 4] = [
+    ("hog", include_str!("../bench/hog.c")),
+    ("lseek", include_str!("../bench/lseek.c")),
+    ("spin", include_str!("../bench/spin.c")),
+    ("tcp", include_str!("../bench/tcp.c")),
+];
+
+/// Nodes in the bench lab: node 1 is home, node 2 the remote; node 3 keeps the cluster a
+/// cluster (its daemon gossips like any other) but runs nothing.
+const NODES: usize = 3;
+/// Sizes of the migrated processes, in MiB.
+const HOG_SIZES_MIB: [u64; 2] = [64, 1024];
+/// Size of the raw TCP baseline transfer, in MiB.
+const TCP_MIB: u64 = 1024;
+/// Port of the raw TCP baseline's receiver on node 2 (the daemons use their own port).
+const TCP_PORT: u16 = 47_123;
+/// Forwarded calls timed per run.
+const LSEEK_CALLS: u32 = 20_000;
+/// Steps of the CPU loop: about 2.5 s on one of our 2.6 GHz EPYC vCPUs (3.2 ns a step).
+const SPIN_ROUNDS: u64 = 800_000_000;
+
+/// How long a guest may take to print a line it owes (filling 1 GiB takes about a second).
+const LINE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long mosrun's log line may lag behind the `migrate` command's return.
+const LOG_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a moved process's stall report may take to come home; then any later, larger
+/// report still gets `STALL_GRACE`.
+const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+const STALL_GRACE: Duration = Duration::from_millis(200);
+/// How long the process tree of a guest may take to appear, and a guest to end.
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(10);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Targets (see /work/shared/reference/perf-anchors.md §7; these are the first milestones).
+const TARGET_GBPS: f64 = 1.0;
+const TARGET_FORWARD_P50_US: f64 = 100.0;
+const TARGET_SLOWDOWN_PCT: f64 = 1.0;
+
+/// What went wrong while benchmarking. A missed target is not an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// Building, using or tearing down the lab failed, or a command (gcc, migrate) failed.
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    /// A guest program did not print what it owes in time, or ended early.
+    #[error("`{program}`: {what}; its output so far:\n{output}")]
+    Guest {
+        /// The command line inside the node.
+        program: String,
+        /// What was awaited.
+        what: String,
+        /// Everything it printed so far, stdout and stderr interleaved.
+        output: String,
+    },
+    /// A line of output lacks a field the bench reads.
+    #[error("`{program}` printed {line:?}, without a number for {field:?}")]
+    Parse {
+        /// The command line that printed it.
+        program: String,
+        /// The line.
+        line: String,
+        /// The missing field.
+        field: &'static str,
+    },
+}
+
+impl BenchError {
+    /// Whether the bench stopped because of Ctrl-C.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, BenchError::Lab(LabError::Interrupted))
+    }
+}
+
+/// How many runs of each measurement.
+#[derive(Debug, Clone, Copy)]
+struct Reps {
+    tcp: usize,
+    migration: usize,
+    forward: usize,
+    cpu: usize,
+}
+
+/// `rmosix-lab bench [--quick]`: starts a 3-node lab without a CPU quota, runs every
+/// measurement, prints the report on stdout (progress on stderr) and tears the lab down.
+/// `quick` runs each measurement fewer times. `stop` (set by Ctrl-C) ends it early with
+/// [`LabError::Interrupted`].
+pub fn bench(bin_dir: &Path, quick: bool, stop: &AtomicBool) -> Result<(), BenchError> {
+    for tool in ["mosrun", "migrate"] {
+        let path = bin_dir.join(tool);
+        if !path.is_file() {
+            return Err(LabError::MissingBinary { path }.into());
+        }
+    }
+    let reps = if quick {
+        Reps {
+            tcp: 2,
+            migration: 2,
+            forward: 2,
+            cpu: 3,
+        }
+    } else {
+        Reps {
+            tcp: 5,
+            migration: 5,
+            forward: 5,
+            cpu: 7,
+        }
+    };
+    let lab = Lab::start(LabConfig::new(NODES, bin_dir))?;
+    progress(&format!("lab ready in {}", lab.dir().display()));
+    let bench = Bench {
+        progs: compile(&lab.work_dir())?,
+        lab: &lab,
+        stop,
+    };
+    let report = bench.run_all(reps)?;
+    print!("{}", report.render(reps));
+    lab.stop()?;
+    Ok(())
+}
+
+/// Writes the guest sources into `dir` and compiles them there; returns `dir`.
+fn compile(dir: &Path) -> Result<PathBuf, BenchError> {
+    for (name, source) in PROGRAMS {
+        let c = dir.join(format!("{name}.c"));
+        fs::write(&c, source).map_err(|source| LabError::Io {
+            action: "write",
+            path: c.clone(),
+            source,
+        })?;
+        let mut gcc = Command::new("gcc");
+        gcc.args(["-O2", "-Wall", "-o"]).arg(dir.join(name)).arg(&c);
+        run(&mut gcc)?;
+    }
+    Ok(dir.to_path_buf())
+}
+
+struct Bench<'a> {
+    lab: &'a Lab,
+    /// Where the compiled guests are (the lab's work dir, which every node sees).
+    progs: PathBuf,
+    stop: &'a AtomicBool,
+}
+
+/// Everything measured, raw samples per quantity.
+#[derive(Debug, Default)]
+struct Report {
+    tcp_gbps: Vec<f64>,
+    migrations: Vec<(u64, Vec<Migration>)>,
+    forward_home: Vec<Percentiles>,
+    forward_remote: Vec<Percentiles>,
+    cpu_bare: Vec<CpuRun>,
+    cpu_mosrun: Vec<CpuRun>,
+    /// /proc/loadavg's first three fields when the runs began and ended.
+    load_before: String,
+    load_after: String,
+}
+
+/// One round trip of a process: node 1 to node 2, then home.
+#[derive(Debug, Clone, Copy)]
+struct Migration {
+    /// `bytes` of mosrun's `migrated` line.
+    bytes: u64,
+    /// `freeze_ms` of mosrun's `migrated` line.
+    freeze_ms: f64,
+    /// The longest pause the process saw on its own clock while moving out, if it reported one.
+    stall_out_ms: Option<f64>,
+    /// Wall time of `migrate PID 2`.
+    wall_out_ms: f64,
+    /// The longest pause the process saw while coming home.
+    stall_home_ms: Option<f64>,
+    /// Wall time of `migrate PID home`.
+    wall_home_ms: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Percentiles {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    mean: f64,
+}
+
+/// Picks one figure out of a run's percentiles.
+type Pick = fn(&Percentiles) -> f64;
+/// Picks one figure out of a CPU loop run.
+type CpuFigure = fn(&CpuRun) -> f64;
+
+#[derive(Debug, Clone, Copy)]
+struct CpuRun {
+    /// Wall time of the whole command, as the bench saw it.
+    wall_ms: f64,
+    /// Time in the loop, by the program's own clock.
+    compute_ms: f64,
+    /// CPU time the loop took.
+    cpu_ms: f64,
+}
+
+impl Bench<'_> {
+    fn run_all(&self, reps: Reps) -> Result<Report, BenchError> {
+        let mut report = Report {
+            load_before: load_average(),
+            ..Report::default()
+        };
+        for i in 1..=reps.tcp {
+            progress(&format!(
+                "raw TCP node1 -> node2, {TCP_MIB} MiB, run {i}/{}",
+                reps.tcp
+            ));
+            report.tcp_gbps.push(self.tcp_once()?);
+        }
+        for mib in HOG_SIZES_MIB {
+            let mut samples = Vec::new();
+            for i in 1..=reps.migration {
+                progress(&format!(
+                    "migration of {mib} MiB, node1 -> node2 -> home, run {i}/{}",
+                    reps.migration
+                ));
+                samples.push(self.migration_once(mib)?);
+            }
+            report.migrations.push((mib, samples));
+        }
+        let file = self.lab.work_dir().join("lseek.dat");
+        fs::write(&file, b"rmosix bench\n").map_err(|source| LabError::Io {
+            action: "write",
+            path: file.clone(),
+            source,
+        })?;
+        for i in 1..=reps.forward {
+            progress(&format!(
+                "forwarded lseek x{LSEEK_CALLS}, home and remote, run {i}/{}",
+                reps.forward
+            ));
+            report.forward_home.push(self.forward_once(&file, false)?);
+            report.forward_remote.push(self.forward_once(&file, true)?);
+        }
+        for i in 0..reps.cpu {
+            progress(&format!(
+                "CPU loop bare and under mosrun, run {}/{}",
+                i + 1,
+                reps.cpu
+            ));
+            // Alternate which goes first, so a drift of the host's speed hits both alike.
+            if i % 2 == 0 {
+                report.cpu_bare.push(self.cpu_once(false)?);
+                report.cpu_mosrun.push(self.cpu_once(true)?);
+            } else {
+                report.cpu_mosrun.push(self.cpu_once(true)?);
+                report.cpu_bare.push(self.cpu_once(false)?);
+            }
+        }
+        report.load_after = load_average();
+        Ok(report)
+    }
+
+    fn prog(&self, name: &str) -> PathBuf {
+        self.progs.join(name)
+    }
+
+    fn check_stop(&self) -> Result<(), BenchError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(LabError::Interrupted.into());
+        }
+        Ok(())
+    }
+
+    /// One raw TCP transfer from node 1 to node 2; GB/s.
+    fn tcp_once(&self) -> Result<f64, BenchError> {
+        let (home, remote) = (self.lab.node(1), self.lab.node(2));
+        let tcp = self.prog("tcp");
+        let port = TCP_PORT.to_string();
+        let mut receiver = Guest::spawn(
+            remote,
+            None,
+            &tcp,
+            &["recv", &port],
+            &self.lab.work_dir(),
+            self.stop,
+        )?;
+        receiver.wait_line(Stream::Out, "listening", LINE_TIMEOUT)?;
+        let mut sender = home.command(&tcp);
+        sender.args([
+            "send",
+            &remote.addr().to_string(),
+            &port,
+            &TCP_MIB.to_string(),
+        ]);
+        let program = describe(&sender);
+        let line = run(&mut sender)?;
+        receiver.wait_line(Stream::Out, "received=", LINE_TIMEOUT)?;
+        receiver.wait_exit(EXIT_TIMEOUT)?;
+        let bytes = field(&program, &line, "bytes")?;
+        let secs = field(&program, &line, "secs")?;
+        self.check_stop()?;
+        Ok(bytes / secs / 1e9)
+    }
+
+    /// Starts a hog of `mib` MiB under mosrun on node 1, moves it to node 2 and home again.
+    fn migration_once(&self, mib: u64) -> Result<Migration, BenchError> {
+        let home = self.lab.node(1);
+        let mut hog = Guest::spawn(
+            home,
+            Some(Stdio::null()),
+            &self.prog("hog"),
+            &[&mib.to_string()],
+            &self.lab.work_dir(),
+            self.stop,
+        )?;
+        hog.wait_line(Stream::Out, "ready", LINE_TIMEOUT)?;
+        let pid = hog.pid_in_node()?;
+
+        let mark = hog.seen.len();
+        let wall_out_ms = migrate(home, &pid, "2")?;
+        let line = hog.wait_line(Stream::Err, "migrated", LOG_TIMEOUT)?;
+        let bytes = field(&hog.program, &line, "bytes")?;
+        let freeze_ms = field(&hog.program, &line, "freeze_ms")?;
+        let stall_out_ms = hog.max_stall_since(mark)?;
+        self.check_stop()?;
+
+        let mark = hog.seen.len();
+        let wall_home_ms = migrate(home, &pid, "home")?;
+        hog.wait_line(Stream::Err, "came home", LOG_TIMEOUT)?;
+        let stall_home_ms = hog.max_stall_since(mark)?;
+        hog.end();
+        self.check_stop()?;
+        Ok(Migration {
+            // The log prints an integer; f64 holds it exactly below 2^53.
+            bytes: bytes as u64,
+            freeze_ms,
+            stall_out_ms,
+            wall_out_ms,
+            stall_home_ms,
+            wall_home_ms,
+        })
+    }
+
+    /// Times forwarded lseeks of a process under mosrun on node 1, moved to node 2 first if
+    /// `remote`.
+    fn forward_once(&self, file: &Path, remote: bool) -> Result<Percentiles, BenchError> {
+        let home = self.lab.node(1);
+        let calls = LSEEK_CALLS.to_string();
+        let file = file.to_string_lossy();
+        let mut guest = Guest::spawn(
+            home,
+            Some(Stdio::piped()),
+            &self.prog("lseek"),
+            &[&file, &calls],
+            &self.lab.work_dir(),
+            self.stop,
+        )?;
+        guest.wait_line(Stream::Out, "ready", LINE_TIMEOUT)?;
+        if remote {
+            let pid = guest.pid_in_node()?;
+            migrate(home, &pid, "2")?;
+            guest.wait_line(Stream::Err, "migrated", LOG_TIMEOUT)?;
+        }
+        guest.go()?;
+        let line = guest.wait_line(Stream::Out, "p50_us=", LINE_TIMEOUT)?;
+        let program = guest.program.clone();
+        guest.wait_exit(EXIT_TIMEOUT)?;
+        self.check_stop()?;
+        Ok(Percentiles {
+            p50: field(&program, &line, "p50_us")?,
+            p90: field(&program, &line, "p90_us")?,
+            p99: field(&program, &line, "p99_us")?,
+            mean: field(&program, &line, "mean_us")?,
+        })
+    }
+
+    /// One run of the CPU loop on node 1, bare or under mosrun.
+    fn cpu_once(&self, supervised: bool) -> Result<CpuRun, BenchError> {
+        let home = self.lab.node(1);
+        let spin = self.prog("spin");
+        let mut cmd = if supervised {
+            let mut cmd = home.command("mosrun");
+            cmd.arg(&spin);
+            cmd
+        } else {
+            home.command(&spin)
+        };
+        cmd.arg(SPIN_ROUNDS.to_string())
+            .current_dir(self.lab.work_dir());
+        let program = describe(&cmd);
+        let started = Instant::now();
+        let line = run(&mut cmd)?;
+        let wall_ms = started.elapsed().as_secs_f64() * 1e3;
+        self.check_stop()?;
+        Ok(CpuRun {
+            wall_ms,
+            compute_ms: field(&program, &line, "compute_ms")?,
+            cpu_ms: field(&program, &line, "cpu_ms")?,
+        })
+    }
+}
+
+/// Runs `migrate PID TARGET` on `node`; its wall time in ms (including entering the node).
+fn migrate(node: &Node, pid: &str, target: &str) -> Result<f64, BenchError> {
+    let mut cmd = node.command("migrate");
+    cmd.args([pid, target]);
+    let started = Instant::now();
+    run(&mut cmd)?;
+    Ok(started.elapsed().as_secs_f64() * 1e3)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// A line a guest printed, without terminal colours.
+#[derive(Debug)]
+struct Line {
+    stream: Stream,
+    text: String,
+}
+
+/// A guest program running in a node, under mosrun or bare, whose output lines the bench
+/// reads as they come (one thread per stream feeds a channel).
+struct Guest<'a> {
+    /// The command line inside the node, for messages.
+    program: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Line>,
+    /// Every line received so far.
+    seen: Vec<Line>,
+    /// Whether the program runs under mosrun (so the program is mosrun's child).
+    supervised: bool,
+    stop: &'a AtomicBool,
+}
+
+impl<'a> Guest<'a> {
+    /// Runs `program ARGS` on `node`: under mosrun (with `MOSRUN_LOG=info`) if
+    /// `mosrun_stdin` is given, which becomes its stdin; else bare, stdin from /dev/null.
+    fn spawn(
+        node: &Node,
+        mosrun_stdin: Option<Stdio>,
+        program: &Path,
+        args: &[&str],
+        dir: &Path,
+        stop: &'a AtomicBool,
+    ) -> Result<Guest<'a>, BenchError> {
+        let supervised = mosrun_stdin.is_some();
+        let mut cmd = if supervised {
+            let mut cmd = node.command("mosrun");
+            cmd.arg(program);
+            cmd
+        } else {
+            node.command(program)
+        };
+        cmd.args(args)
+            .current_dir(dir)
+            .env("MOSRUN_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(mosrun_stdin.unwrap_or_else(Stdio::null))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let description = describe(&cmd);
+        let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
+            command: description,
+            source,
+        })?;
+        let (tx, lines) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            forward_lines(out, Stream::Out, tx.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            forward_lines(err, Stream::Err, tx);
+        }
+        let mut words = vec![program.file_name().unwrap_or_default().to_string_lossy()];
+        words.extend(args.iter().map(|a| (*a).into()));
+        let program = format!(
+            "{}{}",
+            if supervised { "mosrun " } else { "" },
+            words.join(" ")
+        );
+        Ok(Guest {
+            program,
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            seen: Vec::new(),
+            supervised,
+            stop,
+        })
+    }
+
+    /// The program's PID inside its node (the process tree is nsenter → mosrun → program).
+    fn pid_in_node(&self) -> Result<String, BenchError> {
+        let mut host = wait_child_of(self.child.id(), SPAWN_TIMEOUT)?;
+        if self.supervised {
+            host = wait_child_of(host, SPAWN_TIMEOUT)?;
+        }
+        let pid = pid_in_node(host).ok_or(LabError::NotInNode { pid: host })?;
+        Ok(pid.to_string())
+    }
+
+    /// Waits for a line on `stream` that contains `needle`, and returns it.
+    fn wait_line(
+        &mut self,
+        stream: Stream,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<String, BenchError> {
+        let start = self.seen.len();
+        let deadline = Instant::now() + timeout;
+        let mut scanned = start;
+        loop {
+            if let Some(line) = self.seen[scanned..]
+                .iter()
+                .find(|l| l.stream == stream && l.text.contains(needle))
+            {
+                return Ok(line.text.clone());
+            }
+            scanned = self.seen.len();
+            if !self.receive(deadline)? {
+                let what = format!("no line with {needle:?} within {timeout:?}");
+                return Err(self.failure(what));
+            }
+        }
+    }
+
+    /// Receives one more line into `seen`, unless `deadline` passes first (false). Ends
+    /// with an error when both streams are closed or on Ctrl-C.
+    fn receive(&mut self, deadline: Instant) -> Result<bool, BenchError> {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(LabError::Interrupted.into());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            match self.lines.recv_timeout(wait) {
+                Ok(line) => {
+                    self.seen.push(line);
+                    return Ok(true);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().map(|s| s.to_string());
+                    let what = format!(
+                        "it ended ({}) early",
+                        status.unwrap_or_else(|e| e.to_string())
+                    );
+                    return Err(self.failure(what));
+                }
+            }
+        }
+    }
+
+    /// The longest `stall_ms=` the hog reported since line `mark`: waits for the first
+    /// report after a move, then a little longer for a larger one. `None` if none came.
+    fn max_stall_since(&mut self, mark: usize) -> Result<Option<f64>, BenchError> {
+        let stalls = |seen: &[Line]| -> Vec<f64> {
+            seen.iter()
+                .filter(|l| l.stream == Stream::Out)
+                .filter_map(|l| l.text.strip_prefix("stall_ms="))
+                .filter_map(|v| v.trim().parse().ok())
+                .collect()
+        };
+        let deadline = Instant::now() + STALL_TIMEOUT;
+        while stalls(&self.seen[mark..]).is_empty() && self.receive(deadline)? {}
+        let grace = Instant::now() + STALL_GRACE;
+        while self.receive(grace)? {}
+        Ok(stalls(&self.seen[mark..]).into_iter().reduce(f64::max))
+    }
+
+    /// Sends the go byte on the guest's stdin.
+    fn go(&mut self) -> Result<(), BenchError> {
+        let sent = match self.stdin.as_mut() {
+            Some(stdin) => stdin.write_all(b"g\n").and_then(|()| stdin.flush()),
+            None => Ok(()),
+        };
+        sent.map_err(|e| self.failure(format!("cannot write its stdin: {e}")))
+    }
+
+    /// Waits for the guest to end successfully.
+    fn wait_exit(&mut self, timeout: Duration) -> Result<(), BenchError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => {
+                    // Collect what it said last, for the message.
+                    while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                        self.seen.push(line);
+                    }
+                    return Err(self.failure(format!("it failed ({status})")));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(self.failure(format!("cannot wait for it: {e}"))),
+            }
+            if Instant::now() >= deadline {
+                return Err(self.failure(format!("it did not end within {timeout:?}")));
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(LabError::Interrupted.into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the guest (the `nsenter`; mosrun dies with it, and its program with mosrun).
+    fn end(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn failure(&self, what: String) -> BenchError {
+        let mut output = String::new();
+        for line in &self.seen {
+            let _ = writeln!(output, "  {}", line.text);
+        }
+        BenchError::Guest {
+            program: self.program.clone(),
+            what,
+            output,
+        }
+    }
+}
+
+impl Drop for Guest<'_> {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+/// Sends each line of `from` to `to`, from a thread that ends with the stream.
+fn forward_lines(from: impl Read + Send + 'static, stream: Stream, to: Sender<Line>) {
+    std::thread::spawn(move || {
+        for text in BufReader::new(from).lines() {
+            let Ok(text) = text else { break };
+            let text = strip_ansi(&text);
+            if to.send(Line { stream, text }).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`): tracing colours its fields
+/// unless told otherwise.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The number after `name=` in `line` (fields are separated by spaces).
+fn field(program: &str, line: &str, name: &'static str) -> Result<f64, BenchError> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| BenchError::Parse {
+            program: program.to_owned(),
+            line: line.to_owned(),
+            field: name,
+        })
+}
+
+/// Median, min and max of some samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stats {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Stats {
+    /// `None` for no samples.
+    fn of(samples: impl IntoIterator<Item = f64>) -> Option<Stats> {
+        let mut v: Vec<f64> = samples.into_iter().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Stats {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        })
+    }
+
+    /// `median [min–max]` with `decimals` places and a unit.
+    fn show(&self, decimals: usize, unit: &str) -> String {
+        format!(
+            "{:.d$} {unit} [{:.d$}–{:.d$}]",
+            self.median,
+            self.min,
+            self.max,
+            d = decimals
+        )
+    }
+}
+
+fn show(stats: Option<Stats>, decimals: usize, unit: &str) -> String {
+    stats.map_or_else(|| "n/a".to_owned(), |s| s.show(decimals, unit))
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "MISS" }
+}
+
+impl Report {
+    fn render(&self, reps: Reps) -> String {
+        let mut o = String::new();
+        let tcp = Stats::of(self.tcp_gbps.iter().copied());
+        let _ = writeln!(
+            o,
+            "\nrmosix bench: {NODES}-node lab, no CPU quota; median [min–max] of the runs\n"
+        );
+        let _ = writeln!(
+            o,
+            "Baseline: raw TCP, one stream, node1 -> node2, {TCP_MIB} MiB ({} runs)",
+            reps.tcp
+        );
+        let _ = writeln!(o, "  {:<34}{}", "throughput", show(tcp, 2, "GB/s"));
+        let mut worst_gbps: Option<f64> = None;
+        for (mib, samples) in &self.migrations {
+            let bytes = Stats::of(samples.iter().map(|m| m.bytes as f64));
+            let _ = writeln!(
+                o,
+                "\nMigration of a {mib} MiB process ({} runs; image {} bytes)",
+                samples.len(),
+                bytes.map_or(0.0, |b| b.median)
+            );
+            let out_gbps = Stats::of(samples.iter().map(|m| gbps(m.bytes, m.freeze_ms)));
+            let home_gbps = Stats::of(
+                samples
+                    .iter()
+                    .filter_map(|m| Some(gbps(m.bytes, m.stall_home_ms?))),
+            );
+            let rows: [(&str, Option<Stats>, usize, &str); 4] = [
+                (
+                    "freeze (mosrun freeze_ms)",
+                    Stats::of(samples.iter().map(|m| m.freeze_ms)),
+                    1,
+                    "ms",
+                ),
+                (
+                    "freeze (process's own clock)",
+                    Stats::of(samples.iter().filter_map(|m| m.stall_out_ms)),
+                    1,
+                    "ms",
+                ),
+                ("throughput (bytes / freeze_ms)", out_gbps, 2, "GB/s"),
+                (
+                    "`migrate PID 2` wall time",
+                    Stats::of(samples.iter().map(|m| m.wall_out_ms)),
+                    1,
+                    "ms",
+                ),
+            ];
+            let _ = writeln!(o, "  node1 -> node2");
+            for (name, stats, d, unit) in rows {
+                let _ = writeln!(o, "    {name:<32}{}", show(stats, d, unit));
+            }
+            let _ = writeln!(
+                o,
+                "    {:<32}{}",
+                "",
+                link_share(out_gbps, tcp, "of raw TCP")
+            );
+            let rows: [(&str, Option<Stats>, usize, &str); 3] = [
+                (
+                    "freeze (process's own clock)",
+                    Stats::of(samples.iter().filter_map(|m| m.stall_home_ms)),
+                    1,
+                    "ms",
+                ),
+                ("throughput (bytes / freeze)", home_gbps, 2, "GB/s"),
+                (
+                    "`migrate PID home` wall time",
+                    Stats::of(samples.iter().map(|m| m.wall_home_ms)),
+                    1,
+                    "ms",
+                ),
+            ];
+            let _ = writeln!(o, "  node2 -> home (node1)");
+            for (name, stats, d, unit) in rows {
+                let _ = writeln!(o, "    {name:<32}{}", show(stats, d, unit));
+            }
+            let _ = writeln!(
+                o,
+                "    {:<32}{}",
+                "",
+                link_share(home_gbps, tcp, "of raw TCP")
+            );
+            for s in [out_gbps, home_gbps].into_iter().flatten() {
+                worst_gbps = Some(worst_gbps.map_or(s.median, |w: f64| w.min(s.median)));
+            }
+        }
+
+        let home = |f: Pick| Stats::of(self.forward_home.iter().map(f));
+        let remote = |f: Pick| Stats::of(self.forward_remote.iter().map(f));
+        let _ = writeln!(
+            o,
+            "\nForwarded call: lseek(fd, 0, SEEK_CUR) x{LSEEK_CALLS} per run, µs per call ({} runs)",
+            self.forward_home.len()
+        );
+        let pick: [(&str, Pick); 4] = [
+            ("p50", |p| p.p50),
+            ("p90", |p| p.p90),
+            ("p99", |p| p.p99),
+            ("mean", |p| p.mean),
+        ];
+        for (name, f) in pick {
+            let (h, r) = (home(f), remote(f));
+            let ratio = match (h, r) {
+                (Some(h), Some(r)) if h.median > 0.0 => format!("{:.0}x", r.median / h.median),
+                _ => "n/a".to_owned(),
+            };
+            let _ = writeln!(
+                o,
+                "  {name:<5} home {:<28} remote {:<28} remote/home {ratio}",
+                show(h, 2, "µs"),
+                show(r, 1, "µs"),
+            );
+        }
+
+        let _ = writeln!(
+            o,
+            "\nCPU-bound loop on node1 ({SPIN_ROUNDS} steps), bare vs under mosrun, alternating ({} runs each)",
+            self.cpu_bare.len()
+        );
+        let columns: [(&str, CpuFigure); 3] = [
+            ("wall time of the command", |c| c.wall_ms),
+            ("time in the loop", |c| c.compute_ms),
+            ("CPU time of the loop", |c| c.cpu_ms),
+        ];
+        let stats = |runs: &[CpuRun]| columns.map(|(_, f)| Stats::of(runs.iter().map(f)));
+        let (bare, sup) = (stats(&self.cpu_bare), stats(&self.cpu_mosrun));
+        let pct = |s: Option<f64>| s.map_or_else(|| "n/a".to_owned(), |s| format!("{s:+.2} %"));
+        let mut rows: Vec<(&str, [String; 3])> = vec![
+            ("", columns.map(|(name, _)| name.to_owned())),
+            ("bare", bare.map(|s| show(s, 1, "ms"))),
+            ("mosrun", sup.map(|s| show(s, 1, "ms"))),
+        ];
+        let fastest = |s: Option<Stats>| s.map(|s| Stats { median: s.min, ..s });
+        let median: [String; 3] = std::array::from_fn(|i| pct(slowdown(bare[i], sup[i])));
+        let best: [String; 3] =
+            std::array::from_fn(|i| pct(slowdown(fastest(bare[i]), fastest(sup[i]))));
+        rows.push(("slowdown (medians)", median));
+        rows.push(("slowdown (fastest runs)", best));
+        for (name, [a, b, c]) in rows {
+            let _ = writeln!(o, "  {name:<24}{a:<32}{b:<32}{c}");
+        }
+        let slowdown_wall = slowdown(bare[0], sup[0]);
+
+        let forward_p50 = remote(|p| p.p50).map(|s| s.median);
+        let _ = writeln!(o, "\nTargets (a miss is reported, not an error)");
+        let targets = [
+            (
+                format!("migration ≥ {TARGET_GBPS} GB/s (slowest median)"),
+                worst_gbps.map_or_else(|| "n/a".to_owned(), |g| format!("{g:.2} GB/s")),
+                worst_gbps.is_some_and(|g| g >= TARGET_GBPS),
+            ),
+            (
+                format!("forwarded p50 ≤ {TARGET_FORWARD_P50_US} µs (remote)"),
+                forward_p50.map_or_else(|| "n/a".to_owned(), |p| format!("{p:.1} µs")),
+                forward_p50.is_some_and(|p| p <= TARGET_FORWARD_P50_US),
+            ),
+            (
+                format!("mosrun slowdown ≤ {TARGET_SLOWDOWN_PCT} % (wall time)"),
+                pct(slowdown_wall),
+                slowdown_wall.is_some_and(|s| s <= TARGET_SLOWDOWN_PCT),
+            ),
+        ];
+        for (name, value, pass) in targets {
+            let _ = writeln!(o, "  {name:<40}{value:<14}{}", verdict(pass));
+        }
+        let _ = writeln!(
+            o,
+            "\nLoad average before / after: {} / {} (other work on this machine skews every figure)",
+            self.load_before, self.load_after
+        );
+        o
+    }
+}
+
+/// Bytes per ms as GB/s (10^9 bytes a second).
+fn gbps(bytes: u64, ms: f64) -> f64 {
+    bytes as f64 / (ms / 1e3) / 1e9
+}
+
+/// "= 1.23 GB/s (1230 MB/s) = 45 % of raw TCP".
+fn link_share(rate: Option<Stats>, link: Option<Stats>, what: &str) -> String {
+    match (rate, link) {
+        (Some(r), Some(l)) if l.median > 0.0 => format!(
+            "= {:.0} MB/s, {:.0} % {what}",
+            r.median * 1e3,
+            r.median / l.median * 1e2
+        ),
+        (Some(r), _) => format!("= {:.0} MB/s", r.median * 1e3),
+        _ => String::new(),
+    }
+}
+
+/// How much slower the median of `slow` is than that of `base`, in per cent.
+fn slowdown(base: Option<Stats>, slow: Option<Stats>) -> Option<f64> {
+    let (b, s) = (base?, slow?);
+    (b.median > 0.0).then(|| (s.median / b.median - 1.0) * 1e2)
+}
+
+/// The 1, 5 and 15 minute load averages, or "?".
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+fn progress(what: &str) {
+    eprintln!("bench: {what}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_read_from_a_colourless_log_line() {
+        let raw = "2025-01-01T00:00:00Z  \u{1b}[32m INFO\u{1b}[0m rmosix_engine::home: migrated \
+                   \u{1b}[3mpid\u{1b}[0m\u{1b}[2m=\u{1b}[0m9 \u{1b}[3mbytes\u{1b}[0m\u{1b}[2m=\u{1b}[0m67108864 \
+                   \u{1b}[3mfreeze_ms\u{1b}[0m\u{1b}[2m=\u{1b}[0m123.4";
+        let line = strip_ansi(raw);
+        assert_eq!(field("mosrun", &line, "bytes").unwrap(), 67_108_864.0);
+        assert_eq!(field("mosrun", &line, "freeze_ms").unwrap(), 123.4);
+        assert!(matches!(
+            field("mosrun", &line, "node"),
+            Err(BenchError::Parse { field: "node", .. })
+        ));
+        // A name that is only a prefix of another field does not match it.
+        assert!(field("x", "p50_us=1.5", "p5").is_err());
+    }
+
+    #[test]
+    fn stats_take_the_middle() {
+        assert_eq!(Stats::of([]), None);
+        let s = Stats::of([3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(Stats::of([4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
+    }
+
+    #[test]
+    fn slowdown_is_relative_to_the_base() {
+        let base = Stats::of([100.0]);
+        let slow = Stats::of([101.0]);
+        let s = slowdown(base, slow).unwrap();
+        assert!((s - 1.0).abs() < 1e-9);
+        assert_eq!(slowdown(None, slow), None);
+    }
+
+    #[test]
+    fn throughput_is_bytes_per_second() {
+        assert!((gbps(1_000_000_000, 1000.0) - 1.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,70 @@
+"""CPU work, files and late imports across moves.
+
+Usage: work.py DIR TAG. Three rounds; round K prints "computing K", computes, prints its
+result, then reads one line from stdin: the test moves the program while it computes and
+sends the line once the move is done, so what follows the line runs after the move.
+
+A file opened before the first move and one opened after it are written and read back.
+After the first move it imports decimal (C extension _decimal: dlopen, i.e. mmap of a home
+file, at the remote), after the third hashlib (_hashlib and libcrypto). The output says
+nothing about time, pids or places; the exit status is 3.
+"""
+import os
+import sys
+
+ROUND = 600_000
+
+
+def crunch(seed, n):
+    x, acc = seed, 0
+    for i in range(n):
+        x = (x * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+        acc = (acc + (x >> 33) * (i | 1)) % 1000000007
+    return acc
+
+
+def gate():
+    line = sys.stdin.readline()
+    if line != "\n":
+        print(f"FAIL: gate read {line!r}", flush=True)
+        sys.exit(1)
+
+
+work_dir, tag = sys.argv[1], sys.argv[2]
+before = open(os.path.join(work_dir, f"py-before-{tag}.txt"), "w+")
+before.write("opened before the first move\n")
+before.flush()
+print("_decimal loaded at start:", "_decimal" in sys.modules, flush=True)
+print("_hashlib loaded at start:", "_hashlib" in sys.modules, flush=True)
+
+results = []
+after = None
+for k in (1, 2, 3):
+    print(f"computing {k}", flush=True)
+    r = crunch(k, ROUND)
+    results.append(r)
+    print(f"round {k}: {r}", flush=True)
+    before.write(f"round {k}: {r}\n")
+    before.flush()
+    gate()
+    if k == 1:
+        import decimal
+
+        decimal.getcontext().prec = 40
+        third = decimal.Decimal(sum(results)) / decimal.Decimal(3)
+        print(f"decimal after move 1: {third}", flush=True)
+        after = open(os.path.join(work_dir, f"py-after-{tag}.txt"), "w+")
+    after.write(f"after move {k}: {r}\n")
+    after.flush()
+
+import hashlib
+
+before.seek(0)
+after.seek(0)
+digest = hashlib.sha256()
+for f in (before, after):
+    text = f.read()
+    print(text, end="", flush=True)
+    digest.update(text.encode())
+print(f"checksum {digest.hexdigest()}", flush=True)
+sys.exit(3)
