@@ -307,7 +307,9 @@ async fn open_session(shared: &Shared, mut conn: Conn, node: u16) {
     };
     match handed {
         Ok((socket, keys)) => {
-            let reply = Reply::Session { keys: keys.to_hex() };
+            let reply = Reply::Session {
+                keys: keys.to_hex(),
+            };
             if let Err(e) = send_with_fd(&conn.stream, &reply, socket.as_fd()).await {
                 warn!(node, "cannot hand the session over: {e}");
             }
@@ -321,7 +323,9 @@ async fn open_session(shared: &Shared, mut conn: Conn, node: u16) {
 /// Agree on session keys with the peer daemon over the authenticated link and give the link
 /// up. The peer answers once it holds the keys and reads the link no more, so no session byte
 /// can end up in either daemon's buffers.
-async fn hand_over(mut link: rmosix_transport::Link) -> Result<(std::net::TcpStream, SessionKeys), HandOverError> {
+async fn hand_over(
+    mut link: rmosix_transport::Link,
+) -> Result<(std::net::TcpStream, SessionKeys), HandOverError> {
     let keys = SessionKeys::generate().map_err(HandOverError::Keys)?;
     link.send(&keys.to_bytes()).await?;
     match tokio::time::timeout(SESSION_CONNECT_TIMEOUT, link.recv()).await {
@@ -347,7 +351,11 @@ enum HandOverError {
 }
 
 /// Send one reply line with `fd` attached (SCM_RIGHTS).
-async fn send_with_fd(stream: &UnixStream, reply: &Reply, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+async fn send_with_fd(
+    stream: &UnixStream,
+    reply: &Reply,
+    fd: BorrowedFd<'_>,
+) -> std::io::Result<()> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     let line = encode_line(reply)?;
     let fds = [fd.as_raw_fd()];
@@ -356,8 +364,14 @@ async fn send_with_fd(stream: &UnixStream, reply: &Reply, fd: BorrowedFd<'_>) ->
         let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
             let iov = [std::io::IoSlice::new(&line)];
             let cmsg = [ControlMessage::ScmRights(&fds)];
-            sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
-                .map_err(std::io::Error::from)
+            sendmsg::<()>(
+                stream.as_raw_fd(),
+                &iov,
+                &cmsg,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(std::io::Error::from)
         });
         match sent {
             Ok(n) if n == line.len() => return Ok(()),

@@ -15,7 +15,11 @@ use crate::sys::{self, GuestCreds};
 ///
 /// A daemon running as root switches the guest to `creds`. A daemon run by an ordinary user
 /// (for development) can only start guests as that user and refuses anyone else.
-pub(crate) fn spawn_guest(creds: GuestCreds, socket: OwnedFd, keys: &SessionKeys) -> io::Result<Child> {
+pub(crate) fn spawn_guest(
+    creds: GuestCreds,
+    socket: OwnedFd,
+    keys: &SessionKeys,
+) -> io::Result<Child> {
     let euid = nix::unistd::geteuid().as_raw();
     let switch = if euid == 0 {
         Some(creds)
@@ -24,7 +28,10 @@ pub(crate) fn spawn_guest(creds: GuestCreds, socket: OwnedFd, keys: &SessionKeys
     } else {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!("daemon runs as uid {euid}, cannot start a guest for uid {}", creds.uid),
+            format!(
+                "daemon runs as uid {euid}, cannot start a guest for uid {}",
+                creds.uid
+            ),
         ));
     };
     let (keys_read, keys_write) = std::io::pipe()?;
@@ -33,10 +40,17 @@ pub(crate) fn spawn_guest(creds: GuestCreds, socket: OwnedFd, keys: &SessionKeys
     drop(keys_write);
     let keys_read = OwnedFd::from(keys_read);
     let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
-    cmd.arg("guest").stdin(Stdio::null()).stdout(Stdio::null()).kill_on_drop(true);
+    cmd.arg("guest")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
     let socket = sys::above_guest_fds(socket.as_fd())?;
     let keys_read = sys::above_guest_fds(keys_read.as_fd())?;
-    sys::prepare_guest(&mut cmd, [socket.as_raw_fd(), keys_read.as_raw_fd()], switch);
+    sys::prepare_guest(
+        &mut cmd,
+        [socket.as_raw_fd(), keys_read.as_raw_fd()],
+        switch,
+    );
     cmd.spawn()
 }
 

@@ -43,7 +43,14 @@ pub(crate) fn prepare_guest<const N: usize>(
 ) {
     // Collected before the fork: the child must not allocate.
     let creds = creds.map(|c| {
-        (c.uid, c.gid, c.groups.into_iter().map(|g| g as libc::gid_t).collect::<Vec<_>>())
+        (
+            c.uid,
+            c.gid,
+            c.groups
+                .into_iter()
+                .map(|g| g as libc::gid_t)
+                .collect::<Vec<_>>(),
+        )
     });
     let child_setup = move || -> io::Result<()> {
         // SAFETY: runs in the forked child before exec, where only async-signal-safe calls are

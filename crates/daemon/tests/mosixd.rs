@@ -446,7 +446,10 @@ fn a_session_starts_a_guest_under_the_callers_uid() {
     // The reply carries the session socket; reading it as plain bytes drops that socket,
     // which ends the session from the home side.
     let reply = LineReader::new().recv::<Reply>(&mut stream).unwrap();
-    assert!(matches!(reply, Some(Reply::Session { ref keys }) if keys.len() == 128), "{reply:?}");
+    assert!(
+        matches!(reply, Some(Reply::Session { ref keys }) if keys.len() == 128),
+        "{reply:?}"
+    );
     let uid = own_uid();
     let started = daemon.wait_for("guest started");
     assert!(started.contains(&format!("uid={uid}")), "{started}");

@@ -88,6 +88,19 @@ pub fn check_movable(pid: Pid) -> io::Result<Result<(), NotMovable>> {
     Ok(Ok(()))
 }
 
+/// Signals pending for the thread or the process (SigPnd, ShdPnd in /proc/PID/status).
+fn pending_signals(pid: Pid) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("SigPnd:")
+                .or_else(|| l.strip_prefix("ShdPnd:"))
+        })
+        .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .fold(0, |all, mask| all | mask))
+}
+
 /// Numeric fields of /proc/PID/stat after the command name (index 0 is field 3, the state, as 0).
 fn stat_fields(pid: Pid) -> io::Result<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -179,6 +192,7 @@ pub fn read_header(
         env_end: f(51),
     };
     let auxv = std::fs::read(format!("/proc/{pid}/auxv"))?;
+    let pending_signals = pending_signals(pid)?;
     let areas = maps::read(pid)?
         .into_iter()
         .filter(|a| a.name != "[vsyscall]")
@@ -201,6 +215,7 @@ pub fn read_header(
         mm,
         auxv,
         areas,
+        pending_signals,
     })
 }
 

@@ -96,13 +96,26 @@ enum Pending {
     Scatter { id: u64, iov: Vec<(u64, u64)> },
     /// mmap of a home file: the contents came home-to-remote; map them privately.
     Map {
+        id: u64,
         addr: u64,
         len: u64,
         prot: u64,
         flags: u64,
     },
     /// exit: the process ends at home.
-    Exit,
+    Exit { id: u64 },
+}
+
+impl Pending {
+    /// The notification the call came from.
+    fn id(&self) -> u64 {
+        match *self {
+            Pending::Plain { id }
+            | Pending::Scatter { id, .. }
+            | Pending::Map { id, .. }
+            | Pending::Exit { id } => id,
+        }
+    }
 }
 
 struct Guest {
@@ -191,15 +204,20 @@ impl Guest {
             }
         };
         match msg {
-            ToGuest::Reply { ret, backs } => {
+            ToGuest::Reply { id, ret, backs } => {
+                let data = self.read_backs(backs)?;
+                if self.pending.as_ref().is_none_or(|p| p.id() != id) {
+                    // An answer to a call a signal interrupted; the remote has moved on.
+                    return Ok(None);
+                }
                 // Leaving, and home did not run the call: do not answer it (a restart code
                 // would reach the program, as no signal is pending); going home rewinds it.
                 if self.leaving && crate::home::is_restart(ret) {
-                    return self.go_home("asked to come home").map(Some);
+                    return self.go_home("asked to come home", Some(id)).map(Some);
                 }
-                self.on_reply(ret, backs)?;
+                self.on_reply(ret, data)?;
                 if self.leaving {
-                    return self.go_home("asked to come home").map(Some);
+                    return self.go_home("asked to come home", None).map(Some);
                 }
             }
             ToGuest::Signal { sig } => {
@@ -207,9 +225,9 @@ impl Guest {
                 unsafe { libc::kill(self.husk, sig) };
             }
             ToGuest::ComeHome => match self.pending {
-                None => return self.go_home("asked to come home").map(Some),
+                None => return self.go_home("asked to come home", None).map(Some),
                 // Ending anyway: home will see the exit.
-                Some(Pending::Exit) => {}
+                Some(Pending::Exit { .. }) => {}
                 Some(_) => self.leaving = true,
             },
             ToGuest::Ended => return Ok(Some(Leave::Done)),
@@ -218,7 +236,8 @@ impl Guest {
         Ok(None)
     }
 
-    fn on_reply(&mut self, ret: i64, backs: u32) -> io::Result<()> {
+    /// The buffers that follow a reply, as (remote address, bytes).
+    fn read_backs(&mut self, backs: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
         let mut data = Vec::new();
         for _ in 0..backs {
             match self.frames.next_frame().map_err(io::Error::other)? {
@@ -226,6 +245,10 @@ impl Guest {
                 Frame::Message(_) => return Err(io::Error::other("reply is missing its buffers")),
             }
         }
+        Ok(data)
+    }
+
+    fn on_reply(&mut self, ret: i64, data: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
         match self.pending.take() {
             Some(Pending::Plain { id }) => {
                 for (addr, bytes) in &data {
@@ -243,27 +266,26 @@ impl Guest {
                 }
                 respond(&self.listener, id, ret);
             }
+            Some(Pending::Map { id, .. }) if ret < 0 => respond(&self.listener, id, ret),
             Some(Pending::Map {
+                id,
                 addr,
                 len,
                 prot,
                 flags,
             }) => {
                 let bytes = data.first().map(|d| d.1.as_slice()).unwrap_or(&[]);
-                let result = if ret < 0 {
-                    ret
-                } else {
-                    self.map_copy(addr, len, prot, flags, bytes)?
-                };
+                self.stop_husk(Some(id))?;
+                let result = self.map_copy(addr, len, prot, flags, bytes)?;
                 self.finish_interrupted_call(result)?;
             }
-            Some(Pending::Exit) | None => {}
+            Some(Pending::Exit { .. }) | None => {}
         }
         Ok(())
     }
 
-    /// Emulate mmap of a home file: anonymous memory filled with its contents. The husk is
-    /// pulled out of its notification wait (PTRACE_INTERRUPT) so that we can inject.
+    /// Emulate mmap of a home file in the stopped husk: anonymous memory filled with its
+    /// contents.
     fn map_copy(
         &mut self,
         addr: u64,
@@ -272,7 +294,6 @@ impl Guest {
         flags: u64,
         bytes: &[u8],
     ) -> io::Result<i64> {
-        self.stop_husk()?;
         let keep = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) as u64;
         let anon = keep | (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
         let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
@@ -294,9 +315,15 @@ impl Guest {
         Ok(got)
     }
 
-    /// Interrupt the husk and wait for it to stop, delivering signals that come first.
-    fn stop_husk(&mut self) -> io::Result<()> {
+    /// Interrupt the husk and wait for it to stop. If it waits on notification `notif` (which
+    /// a signal cannot interrupt once received, see WAIT_KILLABLE_RECV), the call is answered
+    /// with ERESTARTNOINTR after the interrupt is queued, so the husk stops with the call
+    /// still to be restarted (dump rewinds it; an emulation overwrites the result).
+    fn stop_husk(&mut self, notif: Option<u64>) -> io::Result<()> {
         ptrace::interrupt(self.husk)?;
+        if let Some(id) = notif {
+            respond(&self.listener, id, crate::home::ERESTARTNOINTR);
+        }
         loop {
             match ptrace::wait(self.husk, 0)? {
                 Some((_, Stop::Interrupted | Stop::Group(_))) => return Ok(()),
@@ -330,7 +357,7 @@ impl Guest {
         let args = notif.data.args;
         let id = notif.id;
         match syscalls::route(nr, &args) {
-            Route::Forward(spec) => match self.forward(nr, args, spec) {
+            Route::Forward(spec) => match self.forward(id, nr, args, spec) {
                 Ok(()) => self.pending = Some(Pending::Plain { id }),
                 Err(errno) => respond(&self.listener, id, -i64::from(errno)),
             },
@@ -338,7 +365,9 @@ impl Guest {
             Route::MmapFile => {
                 let shared = args[3] & libc::MAP_SHARED as u64 != 0;
                 if shared && args[2] & libc::PROT_WRITE as u64 != 0 {
-                    return self.go_home("shared writable file mapping").map(Some);
+                    return self
+                        .go_home("shared writable file mapping", Some(id))
+                        .map(Some);
                 }
                 let len = args[1].next_multiple_of(4096);
                 let bufs = vec![BufSpec {
@@ -348,8 +377,9 @@ impl Guest {
                     back: Some(Back::Ret),
                 }];
                 let call = [args[4], 0, len, args[5], 0, 0];
-                self.call_home(libc::SYS_pread64, call, bufs, &[])?;
+                self.call_home(id, libc::SYS_pread64, call, bufs, &[])?;
                 self.pending = Some(Pending::Map {
+                    id,
                     addr: args[0],
                     len,
                     prot: args[2],
@@ -357,10 +387,14 @@ impl Guest {
                 });
             }
             Route::Exit => {
-                self.call_home(libc::SYS_exit_group, args, Vec::new(), &[])?;
-                self.pending = Some(Pending::Exit);
+                self.call_home(id, libc::SYS_exit_group, args, Vec::new(), &[])?;
+                self.pending = Some(Pending::Exit { id });
             }
-            Route::Home => return self.go_home(&format!("system call {nr}")).map(Some),
+            Route::Home => {
+                return self
+                    .go_home(&format!("system call {nr}"), Some(id))
+                    .map(Some);
+            }
             // The filter lets these through; a notification for one means it changed under us.
             Route::Local => respond(&self.listener, id, -i64::from(libc::ENOSYS)),
         }
@@ -368,7 +402,7 @@ impl Guest {
     }
 
     /// Read the buffers of a forwarded call from the remote and send the call home.
-    fn forward(&mut self, nr: i64, mut args: [u64; 6], spec: &[Arg]) -> Result<(), i32> {
+    fn forward(&mut self, id: u64, nr: i64, mut args: [u64; 6], spec: &[Arg]) -> Result<(), i32> {
         let mut bufs = Vec::new();
         let mut data = Vec::new();
         for (i, arg) in spec.iter().enumerate() {
@@ -406,7 +440,8 @@ impl Guest {
                 back,
             });
         }
-        self.call_home(nr, args, bufs, &data).map_err(|_| libc::EIO)
+        self.call_home(id, nr, args, bufs, &data)
+            .map_err(|_| libc::EIO)
     }
 
     /// Length of a buffer; a length argument above MAX_BUF is lowered to it (a short read or
@@ -435,6 +470,7 @@ impl Guest {
 
     fn call_home(
         &mut self,
+        id: u64,
         nr: i64,
         args: [u64; 6],
         bufs: Vec<BufSpec>,
@@ -445,7 +481,7 @@ impl Guest {
             .filter(|b| b.send)
             .map(|b| args[b.arg as usize])
             .collect();
-        write_message(&mut self.out, &ToHome::Call { nr, args, bufs })?;
+        write_message(&mut self.out, &ToHome::Call { id, nr, args, bufs })?;
         for (addr, bytes) in sends.iter().zip(data) {
             write_pages(&mut self.out, *addr, bytes)?;
         }
@@ -489,6 +525,7 @@ impl Guest {
                 back: None,
             }];
             self.call_home(
+                id,
                 libc::SYS_write,
                 [args[0], 0, total, 0, 0, 0],
                 bufs,
@@ -502,7 +539,8 @@ impl Guest {
                 send: false,
                 back: Some(Back::Ret),
             }];
-            self.call_home(libc::SYS_read, [args[0], 0, total, 0, 0, 0], bufs, &[])?;
+            let call = [args[0], 0, total, 0, 0, 0];
+            self.call_home(id, libc::SYS_read, call, bufs, &[])?;
             self.pending = Some(Pending::Scatter { id, iov });
         }
         Ok(())
@@ -510,9 +548,9 @@ impl Guest {
 
     /// Stop the remote, dump it home, and leave. A pending call is rewound so it runs again at
     /// home (see dump::read_header).
-    fn go_home(&mut self, reason: &str) -> io::Result<Leave> {
+    fn go_home(&mut self, reason: &str, notif: Option<u64>) -> io::Result<Leave> {
         debug!(reason, "going home");
-        self.stop_husk()?;
+        self.stop_husk(notif)?;
         self.pending = None;
         send(
             &mut self.out,

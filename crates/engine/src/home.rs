@@ -21,7 +21,7 @@ use crate::{facts, maps, restore, spawn};
 
 /// The answer that makes the remote issue a call again (the kernel restarts a call that
 /// returns -ERESTARTNOINTR, whatever the signal dispositions).
-const ERESTARTNOINTR: i64 = -513;
+pub(crate) const ERESTARTNOINTR: i64 = -513;
 
 /// Size of the area mapped in a shell for the buffers of forwarded calls.
 const SCRATCH_LEN: u64 = 16 << 20;
@@ -134,6 +134,7 @@ enum Shell {
 }
 
 struct Call {
+    id: u64,
     args: [u64; 6],
     nr: i64,
     bufs: Vec<(BufSpec, u64)>,
@@ -415,10 +416,14 @@ impl Supervisor<'_> {
         }
         let channel = self.daemon.open_session(node)?;
         let started = Instant::now();
-        freeze(pid).map_err(|e| format!("cannot freeze process: {e}"))?;
+        let signals = freeze(pid).map_err(|e| format!("cannot freeze process: {e}"))?;
         // Frozen: from here every failure resumes the process at home.
         match self.send_out(pid, node, channel) {
-            Ok((remote, bytes)) => {
+            Ok((mut remote, bytes)) => {
+                for sig in signals {
+                    relay(&mut remote, sig)
+                        .map_err(|e| format!("link to node {node} failed: {e}"))?;
+                }
                 let freeze_ms = started.elapsed().as_secs_f64() * 1e3;
                 info!(pid, node, bytes, freeze_ms, "migrated");
                 self.procs.insert(pid, Proc::Remote(Box::new(remote)));
@@ -427,17 +432,16 @@ impl Supervisor<'_> {
             }
             Err(reason) => {
                 let _ = ptrace::cont(pid, 0);
+                for sig in signals {
+                    // SAFETY: re-sending to our own tracee the signals held during the freeze.
+                    unsafe { libc::kill(pid, sig) };
+                }
                 Err(reason)
             }
         }
     }
 
-    fn send_out(
-        &mut self,
-        pid: Pid,
-        node: u16,
-        channel: Channel,
-    ) -> Result<(Remote, u64), String> {
+    fn send_out(&mut self, pid: Pid, node: u16, channel: Channel) -> Result<(Remote, u64), String> {
         let link = |e: io::Error| format!("link to node {node} failed: {e}");
         let mut frames = FrameReader::new(channel.reader);
         let mut out = channel.writer;
@@ -495,7 +499,7 @@ impl Supervisor<'_> {
             }
         };
         match msg {
-            ToHome::Call { nr, args, bufs } => {
+            ToHome::Call { id, nr, args, bufs } => {
                 let mut data = Vec::new();
                 for _ in bufs.iter().filter(|b| b.send) {
                     match r.frames.next_frame() {
@@ -505,6 +509,7 @@ impl Supervisor<'_> {
                 }
                 let bufs = bufs.into_iter().map(|b| (b, 0)).collect();
                 let call = Call {
+                    id,
                     args,
                     nr,
                     bufs,
@@ -546,9 +551,11 @@ impl Supervisor<'_> {
             return Ok(());
         };
         self.procs.insert(pid, Proc::Home);
-        let signals = freeze(pid)?;
-        let restored = restore::read_header(&mut r.frames)
-            .and_then(|header| restore::restore_into(pid, &header, &mut r.frames));
+        let mut signals = freeze(pid)?;
+        let restored = restore::read_header(&mut r.frames).and_then(|header| {
+            signals.extend(signal_numbers(header.pending_signals));
+            restore::restore_into(pid, &header, &mut r.frames)
+        });
         if let Err(err) = restored {
             warn!(pid, %err, "cannot restore the process at home; it is lost");
             // SAFETY: killing our own tracee, which cannot run on.
@@ -563,7 +570,8 @@ impl Supervisor<'_> {
         self.daemon.moved(pid, None);
         ptrace::cont(pid, 0)?;
         for sig in signals {
-            // SAFETY: re-sending to our own tracee the signals that arrived while it moved.
+            // SAFETY: re-sending to our own tracee the signals that were pending at the remote
+            // or arrived while it moved.
             unsafe { libc::kill(pid, sig) };
         }
         if let Some((id, next)) = r.coming {
@@ -594,6 +602,11 @@ impl Supervisor<'_> {
 
 fn not_movable(why: NotMovable) -> String {
     format!("process cannot move: {why}")
+}
+
+/// The signal numbers in a pending-signal mask (bit n-1 is signal n).
+fn signal_numbers(mask: u64) -> impl Iterator<Item = i32> {
+    (1..=64).filter(move |sig| mask & (1 << (sig - 1)) != 0)
 }
 
 /// Stop `pid` in a PTRACE_EVENT_STOP; returns signals that arrived meanwhile (suppressed
@@ -677,6 +690,7 @@ fn finish_call(pid: Pid, r: &mut Remote, call: Call, ret: i64) -> io::Result<()>
     write_message(
         &mut r.out,
         &ToGuest::Reply {
+            id: call.id,
             ret,
             backs: backs.len() as u32,
         },

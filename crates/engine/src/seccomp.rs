@@ -104,7 +104,7 @@ pub fn install(pid: Pid, inj: &Injector) -> io::Result<Listener> {
         )?;
         let args = [
             sys::SECCOMP_SET_MODE_FILTER,
-            sys::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            sys::SECCOMP_FILTER_FLAG_NEW_LISTENER | sys::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
             scratch.addr,
             0,
             0,

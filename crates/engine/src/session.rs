@@ -21,6 +21,9 @@ pub enum ToGuest {
     },
     /// The result of a forwarded call, followed by `backs` page frames addressed in remote memory.
     Reply {
+        /// The call this answers (its `Call::id`). After a relayed signal the remote may have
+        /// moved on to another call; an answer for an older one is dropped.
+        id: u64,
         /// Return value (negative errno on failure).
         ret: i64,
         /// How many page frames follow.
@@ -56,6 +59,8 @@ pub enum ToHome {
     },
     /// Run this call in the shell. Followed by one page frame per buffer with `send`.
     Call {
+        /// The seccomp notification it came from.
+        id: u64,
         /// Syscall number.
         nr: i64,
         /// Arguments as the remote passed them.
@@ -161,12 +166,18 @@ impl Channel {
     /// A channel over one end of a Unix socket pair.
     pub fn unix(stream: UnixStream) -> io::Result<Channel> {
         let reader = Box::new(stream.try_clone()?);
-        Ok(Channel { reader, writer: Box::new(BufWriter::with_capacity(1 << 20, stream)) })
+        Ok(Channel {
+            reader,
+            writer: Box::new(BufWriter::with_capacity(1 << 20, stream)),
+        })
     }
 
     /// A channel over a sealed session socket (see rmosix_transport::sealed).
     pub fn sealed(socket: TcpStream, keys: &SessionKeys, end: End) -> io::Result<Channel> {
         let (reader, writer) = sealed::open(socket, keys, end)?;
-        Ok(Channel { reader: Box::new(reader), writer: Box::new(writer) })
+        Ok(Channel {
+            reader: Box::new(reader),
+            writer: Box::new(writer),
+        })
     }
 }

@@ -53,6 +53,9 @@ pub const PR_SET_NO_NEW_PRIVS: u64 = 38;
 /// seccomp(2) operations and flags (linux/seccomp.h).
 pub const SECCOMP_SET_MODE_FILTER: u64 = 1;
 pub const SECCOMP_FILTER_FLAG_NEW_LISTENER: u64 = 1 << 3;
+/// Once the supervisor has received a notification, only a fatal signal interrupts the wait
+/// (Linux 5.19): a call shipped home is never abandoned halfway by a relayed signal.
+pub const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: u64 = 1 << 5;
 pub const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 pub const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
 pub const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;

@@ -150,6 +150,9 @@ pub struct Header {
     pub auxv: Vec<u8>,
     /// Memory areas in address order, the vdso block included.
     pub areas: Vec<Area>,
+    /// Signals pending when the process was frozen (bit n-1 for signal n), to be raised
+    /// again where it resumes.
+    pub pending_signals: u64,
 }
 
 #[cfg(test)]

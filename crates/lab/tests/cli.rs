@@ -97,7 +97,6 @@ fn shell_keeps_the_lab_until_sigterm_and_then_removes_it() {
 /// The demo with the workspace's real mosixd, mosrun, migrate and mosctl: the program
 /// moves to node 2, node 3 and home and finishes. Needs `cargo build --workspace`.
 #[test]
-#[ignore = "end-to-end demo, about 25 s; run with `cargo test --workspace -- --ignored demo`"]
 fn demo_moves_the_program_through_the_cluster() {
     if !rmosix_lab::require_root() {
         return;

@@ -599,8 +599,6 @@ fn a_killed_supervisor_takes_its_shell_and_its_remote_along() {
 // ---- 4. Signals while remote ----
 
 #[test]
-#[ignore = "engine bug: restore keeps the husk's inherited sigaltstack when the image has \
-            none; a handler with SA_ONSTACK (Python sets it on all) then dies of SIGSEGV"]
 fn sigint_runs_a_python_handler_at_the_remote_and_the_program_goes_on() {
     if !rmosix_lab::require_root() {
         return;
@@ -647,8 +645,6 @@ fn stop_and_cont_of_the_whole_job_stop_and_resume_the_remote() {
 }
 
 #[test]
-#[ignore = "engine bug: after `kill -STOP PID` mosrun stops itself (follow_group_stop), so a \
-            SIGCONT to PID alone never reaches it and the remote stays stopped"]
 fn sigcont_to_the_program_alone_resumes_its_stopped_remote() {
     if !rmosix_lab::require_root() {
         return;
@@ -735,8 +731,6 @@ fn a_c_signal_handler_and_timers_set_at_the_remote_fire() {
 
 /// The smallest case of the bug that kills Python's handlers at the remote.
 #[test]
-#[ignore = "engine bug: restore keeps the husk's inherited sigaltstack when the image has \
-            none; a handler with SA_ONSTACK then dies of SIGSEGV"]
 fn a_c_handler_with_sa_onstack_and_no_altstack_runs_at_the_remote() {
     if !rmosix_lab::require_root() {
         return;
@@ -768,8 +762,6 @@ fn handler_and_timers_at_the_remote(flags: &[&str]) {
 }
 
 #[test]
-#[ignore = "engine bug: restore keeps the husk's inherited sigaltstack when the image has \
-            none; a handler with SA_ONSTACK (Python sets it on all) then dies of SIGSEGV"]
 fn python_timers_set_at_the_remote_fire() {
     if !rmosix_lab::require_root() {
         return;

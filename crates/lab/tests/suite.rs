@@ -101,22 +101,8 @@ fn interpreters_keep_output_files_late_imports_and_status_across_moves() {
     assert!(out.contains("checksum "), "{out}");
 }
 
-/// state.c without its timer: registers, alternate stack and file (the timer's ticks are
-/// left to the ignored test below, for the bug that
-/// [`forwarded_calls_interrupted_by_timer_signals_run_once`] shows).
-#[test]
-fn c_registers_altstack_and_file_survive_moves_dynamic_and_static() {
-    if !rmosix_lab::require_root() {
-        return;
-    }
-    c_state_survives_moves(&["no-timer"], "ticks off\nPASS\n");
-}
-
 /// state.c with its timer ticking all the time, also while its forwarded calls run.
 #[test]
-#[ignore = "engine bug: a timer signal during a forwarded call makes the call run twice, or \
-            return another call's result or errno 512/513 (output lines repeated, cut or \
-            lost); see forwarded_calls_interrupted_by_timer_signals_run_once"]
 fn c_registers_timer_ticks_altstack_and_file_survive_moves_dynamic_and_static() {
     if !rmosix_lab::require_root() {
         return;
@@ -531,15 +517,12 @@ fn compressible_input(len: usize) -> &'static [u8] {
     })
 }
 
-/// The smallest case of the bug behind the ignored tests: writes.c, moved to node 2 while it
-/// waits for a line on stdin, with SIGALRM every millisecond (SA_RESTART). Its read of stdin
-/// fails with errno 512 (ERESTARTSYS) or 513 (ERESTARTNOINTR), codes the kernel never gives
-/// a program, or returns 0 (the line it read at home is lost), and lines it writes come out
-/// twice.
+/// Signals racing forwarded calls: writes.c, moved to node 2 while it waits for a line on
+/// stdin, with SIGALRM every millisecond (SA_RESTART) from a timer that lives at home. Every
+/// call must run exactly once: the read gets its line (never a kernel-internal restart code,
+/// never a lost line) and every written line comes out once, in order. This once failed in
+/// all those ways; docs/forwarding.md says what keeps it right.
 #[test]
-#[ignore = "engine bug: a signal relayed to the remote while its forwarded call runs at \
-            home restarts the call after it ran (output repeated), and a blocking call the \
-            signal interrupts at home answers -ERESTARTSYS/-ERESTARTNOINTR to the program"]
 fn forwarded_calls_interrupted_by_timer_signals_run_once() {
     if !rmosix_lab::require_root() {
         return;

@@ -45,9 +45,14 @@ impl SessionKeys {
     /// Fresh random keys.
     pub fn generate() -> io::Result<SessionKeys> {
         let rng = SystemRandom::new();
-        let mut keys = SessionKeys { to_guest: [0; 32], to_home: [0; 32] };
-        rng.fill(&mut keys.to_guest).map_err(|_| io::Error::other("no randomness"))?;
-        rng.fill(&mut keys.to_home).map_err(|_| io::Error::other("no randomness"))?;
+        let mut keys = SessionKeys {
+            to_guest: [0; 32],
+            to_home: [0; 32],
+        };
+        rng.fill(&mut keys.to_guest)
+            .map_err(|_| io::Error::other("no randomness"))?;
+        rng.fill(&mut keys.to_home)
+            .map_err(|_| io::Error::other("no randomness"))?;
         Ok(keys)
     }
 
@@ -58,8 +63,12 @@ impl SessionKeys {
 
     /// From 128 hex digits.
     pub fn from_hex(digits: &str) -> io::Result<SessionKeys> {
-        let raw: [u8; 64] = crate::hex::decode(digits.as_bytes())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "session keys must be 128 hex digits"))?;
+        let raw: [u8; 64] = crate::hex::decode(digits.as_bytes()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "session keys must be 128 hex digits",
+            )
+        })?;
         SessionKeys::from_bytes(&raw)
     }
 
@@ -74,9 +83,15 @@ impl SessionKeys {
     /// From the 64 raw bytes.
     pub fn from_bytes(raw: &[u8]) -> io::Result<SessionKeys> {
         if raw.len() != 64 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "session keys must be 64 bytes"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "session keys must be 64 bytes",
+            ));
         }
-        let mut keys = SessionKeys { to_guest: [0; 32], to_home: [0; 32] };
+        let mut keys = SessionKeys {
+            to_guest: [0; 32],
+            to_home: [0; 32],
+        };
         keys.to_guest.copy_from_slice(&raw[..32]);
         keys.to_home.copy_from_slice(&raw[32..]);
         Ok(keys)
@@ -93,13 +108,29 @@ pub enum End {
 }
 
 /// Split a handed-over session socket into its reading and writing halves.
-pub fn open(socket: TcpStream, keys: &SessionKeys, end: End) -> io::Result<(SealedReader, SealedWriter)> {
+pub fn open(
+    socket: TcpStream,
+    keys: &SessionKeys,
+    end: End,
+) -> io::Result<(SealedReader, SealedWriter)> {
     let (rx, tx) = match end {
         End::Home => (&keys.to_home, &keys.to_guest),
         End::Guest => (&keys.to_guest, &keys.to_home),
     };
-    let reader = SealedReader { socket: socket.try_clone()?, key: key(rx), counter: 0, plain: Vec::new(), at: 0, frame: Vec::new() };
-    let writer = SealedWriter { socket, key: key(tx), counter: 0, buf: Vec::with_capacity(MAX_SEALED + 4) };
+    let reader = SealedReader {
+        socket: socket.try_clone()?,
+        key: key(rx),
+        counter: 0,
+        plain: Vec::new(),
+        at: 0,
+        frame: Vec::new(),
+    };
+    let writer = SealedWriter {
+        socket,
+        key: key(tx),
+        counter: 0,
+        buf: Vec::with_capacity(MAX_SEALED + 4),
+    };
     Ok((reader, writer))
 }
 
@@ -139,14 +170,19 @@ impl SealedReader {
         }
         let len = u32::from_le_bytes(head) as usize;
         if !(16..=MAX_SEALED).contains(&len) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("sealed frame of {len} bytes")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("sealed frame of {len} bytes"),
+            ));
         }
         self.frame.resize(len, 0);
         self.socket.read_exact(&mut self.frame)?;
         let plain = self
             .key
             .open_in_place(nonce(&mut self.counter), Aad::empty(), &mut self.frame)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "sealed frame does not open"))?;
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidData, "sealed frame does not open")
+            })?;
         let n = plain.len();
         // Swap buffers rather than copy: the frame buffer becomes the plaintext buffer.
         std::mem::swap(&mut self.plain, &mut self.frame);
@@ -195,8 +231,12 @@ impl SealedWriter {
             .seal_in_place_append_tag(nonce(&mut self.counter), Aad::empty(), &mut body)
             .map_err(|_| io::Error::other("cannot seal"))?;
         self.buf.clear();
-        self.buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        let result = self.socket.write_all(&self.buf).and_then(|()| self.socket.write_all(&body));
+        self.buf
+            .extend_from_slice(&(body.len() as u32).to_le_bytes());
+        let result = self
+            .socket
+            .write_all(&self.buf)
+            .and_then(|()| self.socket.write_all(&body));
         // Keep the larger allocation for the next frame.
         body.clear();
         self.buf = body;
@@ -250,7 +290,9 @@ mod tests {
         let (a, b) = pair();
         let (mut home_rx, mut home_tx) = open(a, &keys, End::Home).unwrap();
         let (mut guest_rx, mut guest_tx) = open(b, &keys, End::Guest).unwrap();
-        let big: Vec<u8> = (0..3 * MAX_PLAIN + 12345).map(|i| (i * 7 % 251) as u8).collect();
+        let big: Vec<u8> = (0..3 * MAX_PLAIN + 12345)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         let sender = std::thread::spawn(move || {
             home_tx.write_all(b"hello").unwrap();
             home_tx.flush().unwrap();
@@ -287,12 +329,18 @@ mod tests {
         let (mut rx, _) = open(a, &keys, End::Guest).unwrap();
         b.write_all(&32u32.to_le_bytes()).unwrap();
         b.write_all(&[0u8; 32]).unwrap();
-        assert_eq!(rx.read(&mut [0u8; 1]).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            rx.read(&mut [0u8; 1]).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
 
         let (a, mut b) = pair();
         let (mut rx, _) = open(a, &keys, End::Guest).unwrap();
         b.write_all(&u32::MAX.to_le_bytes()).unwrap();
-        assert_eq!(rx.read(&mut [0u8; 1]).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            rx.read(&mut [0u8; 1]).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 
     #[test]

@@ -91,7 +91,8 @@ impl Daemon for DaemonLink {
             Ok(Reply::Session { keys }) => {
                 let socket = socket.ok_or("mosixd sent a session without its socket")?;
                 let keys = SessionKeys::from_hex(&keys).map_err(|e| e.to_string())?;
-                Channel::sealed(TcpStream::from(socket), &keys, End::Home).map_err(|e| e.to_string())
+                Channel::sealed(TcpStream::from(socket), &keys, End::Home)
+                    .map_err(|e| e.to_string())
             }
             Ok(Reply::Error { message }) => Err(message),
             other => Err(format!("unexpected answer from mosixd: {other:?}")),
@@ -117,8 +118,13 @@ fn recv_with_fd(stream: &UnixStream) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
     let mut line = vec![0u8; rmosix_wire::MAX_LINE];
     let mut space = nix::cmsg_space!([RawFd; 1]);
     let mut iov = [io::IoSliceMut::new(&mut line)];
-    let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(io::Error::from)?;
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
     let mut fd = None;
     for cmsg in msg.cmsgs().map_err(io::Error::from)? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
