@@ -89,7 +89,7 @@ pub fn check_movable(pid: Pid) -> io::Result<Result<(), NotMovable>> {
 }
 
 /// Signals pending for the thread or the process (SigPnd, ShdPnd in /proc/PID/status).
-fn pending_signals(pid: Pid) -> io::Result<u64> {
+pub(crate) fn pending_signals(pid: Pid) -> io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     Ok(status
         .lines()

@@ -13,7 +13,7 @@ use crate::inject::Injector;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
-use crate::session::{Back, BufSpec, Channel, SessionRead, ToGuest, ToHome};
+use crate::session::{Back, Backs, BufSpec, Channel, SessionRead, ToGuest, ToHome};
 use crate::syscalls::{self, Arg, Len, Route, Valid};
 use crate::{facts, restore, spawn};
 
@@ -237,7 +237,7 @@ impl Guest {
     }
 
     /// The buffers that follow a reply, as (remote address, bytes).
-    fn read_backs(&mut self, backs: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
+    fn read_backs(&mut self, backs: u32) -> io::Result<Backs> {
         let mut data = Vec::new();
         for _ in 0..backs {
             match self.frames.next_frame().map_err(io::Error::other)? {
@@ -248,7 +248,7 @@ impl Guest {
         Ok(data)
     }
 
-    fn on_reply(&mut self, ret: i64, data: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
+    fn on_reply(&mut self, ret: i64, data: Backs) -> io::Result<()> {
         match self.pending.take() {
             Some(Pending::Plain { id }) => {
                 for (addr, bytes) in &data {

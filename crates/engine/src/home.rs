@@ -12,11 +12,12 @@ use rmosix_image::{Frame, FrameReader, KernelFacts, write_message, write_pages};
 use tracing::{info, warn};
 
 use crate::dump::{self, NotMovable};
+use crate::files::ShellFiles;
 use crate::guest::SigChld;
 use crate::inject::{Injector, Scratch};
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Regs, Stop};
-use crate::session::{BufSpec, Channel, SessionRead, ToGuest, ToHome};
+use crate::session::{Backs, BufSpec, Channel, SessionRead, ToGuest, ToHome};
 use crate::{facts, maps, restore, spawn};
 
 /// The answer that makes the remote issue a call again (the kernel restarts a call that
@@ -120,6 +121,12 @@ struct Remote {
     /// The remote stopped by this signal, and the SIGSTOP we sent the shell to follow it is
     /// on its way.
     following_stop: Option<i32>,
+    /// The shell's regular files, on which forwarded calls run here.
+    files: ShellFiles,
+    /// Signals relayed while still pending in the shell; their stop is not relayed again.
+    relayed_early: u64,
+    /// The shell's memory, for the buffers of calls run there.
+    mem: Memory,
 }
 
 enum Shell {
@@ -131,6 +138,17 @@ enum Shell {
     Calling(Call),
     /// In group stop, relayed to the remote.
     Stopped,
+}
+
+impl Shell {
+    fn name(&self) -> &'static str {
+        match self {
+            Shell::Idle => "idle",
+            Shell::Interrupting(_) => "interrupting",
+            Shell::Calling(_) => "calling",
+            Shell::Stopped => "stopped",
+        }
+    }
 }
 
 struct Call {
@@ -296,7 +314,16 @@ impl Supervisor<'_> {
         let Some(Proc::Remote(r)) = self.procs.get_mut(&pid) else {
             return Ok(());
         };
-        match (std::mem::replace(&mut r.shell, Shell::Idle), stop) {
+        let state = std::mem::replace(&mut r.shell, Shell::Idle);
+        tracing::trace!(pid, ?stop, state = state.name(), "shell stop");
+        if let Stop::Signal(sig) = stop
+            && r.relayed_early & (1 << (sig - 1)) != 0
+        {
+            // Relayed already (see the Calling arm): nothing happened but the stop itself.
+            r.relayed_early &= !(1 << (sig - 1));
+            return resume_unchanged(pid, r, state);
+        }
+        match (state, stop) {
             // Called home meanwhile: the call runs at home after the move, not here.
             (Shell::Interrupting(call), Stop::Interrupted) if r.coming.is_some() => {
                 finish_call(pid, r, call, ERESTARTNOINTR)?
@@ -338,6 +365,22 @@ impl Supervisor<'_> {
                     Stop::Signal(sig) => {
                         finish_call(pid, r, call, ret)?;
                         relay(r, sig)?;
+                    }
+                    // The single-step trap is reported before the signal that interrupted the
+                    // call: relay what is pending now, and skip it when its stop comes.
+                    _ if is_restart(ret) && r.coming.is_none() => {
+                        let pending = dump::pending_signals(pid)?;
+                        for sig in signal_numbers(pending) {
+                            relay(r, sig)?;
+                        }
+                        r.relayed_early |= pending;
+                        // Without a pending signal the restart code would reach the program.
+                        let ret = if pending == 0 {
+                            -i64::from(libc::EINTR)
+                        } else {
+                            ret
+                        };
+                        finish_call(pid, r, call, ret)?;
                     }
                     _ => finish_call(pid, r, call, ret)?,
                 }
@@ -482,6 +525,9 @@ impl Supervisor<'_> {
             shell: Shell::Idle,
             coming: None,
             following_stop: None,
+            relayed_early: 0,
+            files: ShellFiles::open(pid).map_err(|e| format!("cannot open the shell: {e}"))?,
+            mem: Memory::open(pid).map_err(|e| format!("cannot open the shell: {e}"))?,
         };
         idle(pid, &mut remote).map_err(|e| format!("cannot idle the shell: {e}"))?;
         Ok((remote, bytes))
@@ -500,12 +546,16 @@ impl Supervisor<'_> {
         };
         match msg {
             ToHome::Call { id, nr, args, bufs } => {
+                tracing::trace!(id, nr, "call");
                 let mut data = Vec::new();
                 for _ in bufs.iter().filter(|b| b.send) {
                     match r.frames.next_frame() {
                         Ok(Frame::Pages { data: bytes, .. }) => data.push(bytes),
                         _ => return self.lose(pid, "malformed call from the remote"),
                     }
+                }
+                if let Some((ret, backs)) = r.files.try_run(nr, &args, &bufs, &data) {
+                    return send_reply(r, id, ret, &backs);
                 }
                 let bufs = bufs.into_iter().map(|b| (b, 0)).collect();
                 let call = Call {
@@ -651,7 +701,7 @@ fn idle(pid: Pid, r: &mut Remote) -> io::Result<()> {
 }
 
 fn start_call(pid: Pid, r: &mut Remote, mut call: Call) -> io::Result<()> {
-    let mem = Memory::open(pid)?;
+    r.files.forget(call.nr, &call.args);
     let mut at = r.scratch;
     let mut data = call.data.iter();
     let mut args = call.args;
@@ -660,7 +710,7 @@ fn start_call(pid: Pid, r: &mut Remote, mut call: Call) -> io::Result<()> {
         if spec.send
             && let Some(bytes) = data.next()
         {
-            mem.write(at, bytes)?;
+            r.mem.write(at, bytes)?;
         }
         args[spec.arg as usize] = at;
         at += spec.len.next_multiple_of(16);
@@ -674,7 +724,6 @@ fn start_call(pid: Pid, r: &mut Remote, mut call: Call) -> io::Result<()> {
 }
 
 fn finish_call(pid: Pid, r: &mut Remote, call: Call, ret: i64) -> io::Result<()> {
-    let mem = Memory::open(pid)?;
     let mut backs = Vec::new();
     for (spec, place) in &call.bufs {
         if let Some(back) = spec.back {
@@ -682,24 +731,28 @@ fn finish_call(pid: Pid, r: &mut Remote, call: Call, ret: i64) -> io::Result<()>
             if n > 0 {
                 backs.push((
                     call.args[spec.arg as usize],
-                    mem.read_vec(*place, n as usize)?,
+                    r.mem.read_vec(*place, n as usize)?,
                 ));
             }
         }
     }
-    write_message(
-        &mut r.out,
-        &ToGuest::Reply {
-            id: call.id,
-            ret,
-            backs: backs.len() as u32,
-        },
-    )?;
-    for (addr, bytes) in &backs {
+    send_reply(r, call.id, ret, &backs)?;
+    idle(pid, r)
+}
+
+/// Answer call `id` with `ret` and its out-buffers, addressed in remote memory.
+fn send_reply(r: &mut Remote, id: u64, ret: i64, backs: &Backs) -> io::Result<()> {
+    tracing::trace!(id, ret, "reply");
+    let reply = ToGuest::Reply {
+        id,
+        ret,
+        backs: backs.len() as u32,
+    };
+    write_message(&mut r.out, &reply)?;
+    for (addr, bytes) in backs {
         write_pages(&mut r.out, *addr, bytes)?;
     }
-    r.out.flush()?;
-    idle(pid, r)
+    r.out.flush()
 }
 
 /// The kernel's internal "restart this call" results (never seen by a program).
@@ -707,7 +760,41 @@ pub(crate) fn is_restart(ret: i64) -> bool {
     (-516..=-512).contains(&ret)
 }
 
+/// Go on after a stop that changed nothing for the process: the state stays; a call that the
+/// stop kept from running, or that it interrupted before it did anything (a restart code),
+/// runs again.
+fn resume_unchanged(pid: Pid, r: &mut Remote, state: Shell) -> io::Result<()> {
+    match state {
+        Shell::Calling(call) => {
+            let mut regs = ptrace::get_regs(pid)?;
+            if regs.rip != r.inj.syscall_ip {
+                if !is_restart(regs.rax as i64) {
+                    // It ran to completion: answer as for the single-step trap.
+                    let ret = regs.rax as i64;
+                    return finish_call(pid, r, call, ret);
+                }
+                // The kernel records the call number in orig_rax on entry.
+                regs.rip = r.inj.syscall_ip;
+                regs.rax = regs.orig_rax;
+                regs.orig_rax = u64::MAX;
+                ptrace::set_regs(pid, &regs)?;
+            }
+            r.shell = Shell::Calling(call);
+            ptrace::step(pid)
+        }
+        Shell::Stopped => {
+            r.shell = Shell::Idle;
+            ptrace::cont(pid, 0)
+        }
+        other => {
+            r.shell = other;
+            ptrace::cont(pid, 0)
+        }
+    }
+}
+
 fn relay(r: &mut Remote, sig: i32) -> io::Result<()> {
+    tracing::trace!(sig, "relay");
     write_message(&mut r.out, &ToGuest::Signal { sig })?;
     r.out.flush()
 }
@@ -715,8 +802,7 @@ fn relay(r: &mut Remote, sig: i32) -> io::Result<()> {
 /// The remote died of `sig`: the shell dies the same way, so the parent sees the same status.
 fn die_by(pid: Pid, r: &mut Remote, sig: i32) -> io::Result<()> {
     freeze(pid)?;
-    let mem = Memory::open(pid)?;
-    mem.write(r.scratch, &[0u8; 32])?;
+    r.mem.write(r.scratch, &[0u8; 32])?;
     r.inj.call(
         pid,
         libc::SYS_rt_sigaction,

@@ -2,6 +2,7 @@
 
 mod dump;
 mod facts;
+mod files;
 mod guest;
 mod home;
 mod inject;

@@ -86,6 +86,9 @@ pub enum ToHome {
     },
 }
 
+/// Out-buffers of a call, each with the remote address it goes to.
+pub type Backs = Vec<(u64, Vec<u8>)>;
+
 /// One buffer argument of a forwarded call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BufSpec {

@@ -23,6 +23,18 @@ pub enum Frame {
     },
 }
 
+/// What a frame read with [`FrameReader::next_frame_into`] was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameHead {
+    /// A JSON control message.
+    Message,
+    /// Bytes to place at this guest address.
+    Pages {
+        /// Guest address of the first byte.
+        addr: u64,
+    },
+}
+
 /// What can go wrong reading a frame.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -58,6 +70,16 @@ impl<R: Read> FrameReader<R> {
 
     /// Read the next frame.
     pub fn next_frame(&mut self) -> Result<Frame, FrameError> {
+        let mut body = Vec::new();
+        Ok(match self.next_frame_into(&mut body)? {
+            FrameHead::Message => Frame::Message(body),
+            FrameHead::Pages { addr } => Frame::Pages { addr, data: body },
+        })
+    }
+
+    /// Read the next frame's body into `body` (reusing its allocation, which matters when
+    /// gigabytes of pages stream through) and say what it was.
+    pub fn next_frame_into(&mut self, body: &mut Vec<u8>) -> Result<FrameHead, FrameError> {
         let mut head = [0u8; 5];
         self.inner.read_exact(&mut head)?;
         let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
@@ -66,18 +88,17 @@ impl<R: Read> FrameReader<R> {
         }
         match head[4] {
             KIND_MESSAGE => {
-                let mut body = vec![0; len];
-                self.inner.read_exact(&mut body)?;
-                Ok(Frame::Message(body))
+                body.resize(len, 0);
+                self.inner.read_exact(body)?;
+                Ok(FrameHead::Message)
             }
             KIND_PAGES if len >= 8 => {
                 let mut addr = [0u8; 8];
                 self.inner.read_exact(&mut addr)?;
-                let mut data = vec![0; len - 8];
-                self.inner.read_exact(&mut data)?;
-                Ok(Frame::Pages {
+                body.resize(len - 8, 0);
+                self.inner.read_exact(body)?;
+                Ok(FrameHead::Pages {
                     addr: u64::from_le_bytes(addr),
-                    data,
                 })
             }
             kind => Err(FrameError::Kind(kind)),

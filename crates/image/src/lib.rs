@@ -23,7 +23,7 @@
 mod frame;
 mod header;
 
-pub use frame::{Frame, FrameError, FrameReader, MAX_FRAME, write_message, write_pages};
+pub use frame::{Frame, FrameError, FrameHead, FrameReader, MAX_FRAME, write_message, write_pages};
 pub use header::{Area, Header, KernelFacts, MmLayout, Registers, SigAction};
 
 /// Version of the image and session format; bumped on any incompatible change.

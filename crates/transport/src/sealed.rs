@@ -125,11 +125,13 @@ pub fn open(
         at: 0,
         frame: Vec::new(),
     };
+    let mut buf = Vec::with_capacity(4 + MAX_SEALED);
+    buf.extend_from_slice(&[0; 4]);
     let writer = SealedWriter {
         socket,
         key: key(tx),
         counter: 0,
-        buf: Vec::with_capacity(MAX_SEALED + 4),
+        buf,
     };
     Ok((reader, writer))
 }
@@ -217,7 +219,7 @@ pub struct SealedWriter {
     socket: TcpStream,
     key: LessSafeKey,
     counter: u64,
-    /// 4 bytes of length, then plaintext (sealed in place on flush).
+    /// 4 bytes of length, then plaintext (sealed in place on flush, the tag appended).
     buf: Vec<u8>,
 }
 
@@ -226,21 +228,16 @@ impl SealedWriter {
         if self.buf.len() <= 4 {
             return Ok(());
         }
-        let mut body = self.buf.split_off(4);
-        self.key
-            .seal_in_place_append_tag(nonce(&mut self.counter), Aad::empty(), &mut body)
+        // Sealed in place: the plaintext after the 4 length bytes becomes ciphertext.
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce(&mut self.counter), Aad::empty(), &mut self.buf[4..])
             .map_err(|_| io::Error::other("cannot seal"))?;
-        self.buf.clear();
-        self.buf
-            .extend_from_slice(&(body.len() as u32).to_le_bytes());
-        let result = self
-            .socket
-            .write_all(&self.buf)
-            .and_then(|()| self.socket.write_all(&body));
-        // Keep the larger allocation for the next frame.
-        body.clear();
-        self.buf = body;
-        self.buf.extend_from_slice(&[0; 4]);
+        self.buf.extend_from_slice(tag.as_ref());
+        let sealed_len = (self.buf.len() - 4) as u32;
+        self.buf[..4].copy_from_slice(&sealed_len.to_le_bytes());
+        let result = self.socket.write_all(&self.buf);
+        self.buf.truncate(4);
         result
     }
 
@@ -253,9 +250,6 @@ impl SealedWriter {
 
 impl Write for SealedWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.buf.is_empty() {
-            self.buf.extend_from_slice(&[0; 4]);
-        }
         let room = MAX_PLAIN + 4 - self.buf.len();
         let n = data.len().min(room);
         self.buf.extend_from_slice(&data[..n]);
