@@ -90,6 +90,15 @@ fn interpreters_keep_output_files_late_imports_and_status_across_moves() {
     let out = String::from_utf8_lossy(&python.stdout);
     assert!(out.contains("_decimal loaded at start: False\n"), "{out}");
     assert!(out.contains("after move 3: "), "{out}");
+    assert!(
+        out.contains("pair: through a socket pair made before the move\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("udp: a datagram sent after the move True\n"),
+        "{out}"
+    );
+    assert!(out.contains("poll: [1]\n"), "{out}");
 
     let script = format!("{PROGS}/work.pl");
     let perl = same_when_moved(&lab, "work.pl", |tag| {

@@ -4,12 +4,17 @@ Usage: work.py DIR TAG. Three rounds; round K prints "computing K", computes, pr
 result, then reads one line from stdin: the test moves the program while it computes and
 sends the line once the move is done, so what follows the line runs after the move.
 
-A file opened before the first move and one opened after it are written and read back.
+A file opened before the first move and one opened after it are written and read back, and
+so are sockets: a socket pair made before the first move carries bytes after it, and a UDP
+socket made after it sends a datagram to itself (bind, sendto, recvfrom with addresses);
+poll(2) sees the pair readable and isatty(3) asks the terminal ioctl (TCGETS) at the remote.
 After the first move it imports decimal (C extension _decimal: dlopen, i.e. mmap of a home
 file, at the remote), after the third hashlib (_hashlib and libcrypto). The output says
 nothing about time, pids or places; the exit status is 3.
 """
 import os
+import select
+import socket
 import sys
 
 ROUND = 600_000
@@ -36,6 +41,7 @@ before.write("opened before the first move\n")
 before.flush()
 print("_decimal loaded at start:", "_decimal" in sys.modules, flush=True)
 print("_hashlib loaded at start:", "_hashlib" in sys.modules, flush=True)
+pair = socket.socketpair()
 
 results = []
 after = None
@@ -54,6 +60,18 @@ for k in (1, 2, 3):
         third = decimal.Decimal(sum(results)) / decimal.Decimal(3)
         print(f"decimal after move 1: {third}", flush=True)
         after = open(os.path.join(work_dir, f"py-after-{tag}.txt"), "w+")
+        pair[0].sendall(b"through a socket pair made before the move")
+        print("pair:", pair[1].recv(100).decode(), flush=True)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        udp.sendto(b"a datagram sent after the move", udp.getsockname())
+        data, sender = udp.recvfrom(100)
+        print("udp:", data.decode(), sender == udp.getsockname(), flush=True)
+        poller = select.poll()
+        poller.register(pair[1], select.POLLIN)
+        pair[0].send(b"!")
+        print("poll:", [event for _, event in poller.poll(5000)], flush=True)
+        print("stdout is a terminal:", os.isatty(1), flush=True)
     after.write(f"after move {k}: {r}\n")
     after.flush()
 
