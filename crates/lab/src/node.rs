@@ -38,7 +38,10 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 const TAIL_LINES: usize = 30;
 
 /// The node's init, run by `sh` as PID 1 of the node's PID namespace. Positional
-/// parameters: node id, daemon program, map file, key file.
+/// parameters: node id, daemon program, map file, key file, the host paths under /tmp or
+/// /run the node must still see (colon-separated: the workspace and its binaries when a
+/// checkout lives there, as CI's may), and a directory to hold them while the private
+/// /tmp and /run are mounted.
 ///
 /// It gives the node its hostname and private /tmp and /run, starts the daemon, and then
 /// stays: the node outlives a crashed daemon, and as PID 1 it reaps the node's orphans
@@ -47,8 +50,12 @@ const TAIL_LINES: usize = 30;
 /// parent's PID namespace, the host's init.
 const INIT: &str = r#"set -e
 echo "node$1" > /proc/sys/kernel/hostname
+IFS=:
+i=0; for p in $5; do mkdir -p "$6/$i"; mount --rbind "$p" "$6/$i"; i=$((i+1)); done
 mount -t tmpfs -o mode=1777 rmosix-lab-tmp /tmp
 mount -t tmpfs -o mode=0755 rmosix-lab-run /run
+i=0; for p in $5; do mkdir -p "$p"; mount --move "$6/$i" "$p"; i=$((i+1)); done
+unset IFS
 mkdir -p /run/mosix
 set +e
 "$2" --map "$3" --key "$4" --node "$1" </dev/null &
@@ -88,6 +95,25 @@ struct State {
     /// The `unshare` process; `None` once it has been killed and reaped.
     launcher: Option<Child>,
     dead: bool,
+}
+
+/// The paths a node must see although they lie under the /tmp or /run it replaces: the
+/// binaries' directory and the current directory (a test's package, whose programs the tests
+/// run), when they are there. Joined with ':' for the init script.
+fn kept_paths(bin_dir: &Path) -> String {
+    let mut kept: Vec<PathBuf> = [Some(bin_dir.to_path_buf()), std::env::current_dir().ok()]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.canonicalize().ok())
+        .filter(|p| p.starts_with("/tmp") || p.starts_with("/run"))
+        .collect();
+    kept.sort();
+    // A path inside another kept path comes along with it.
+    kept.dedup_by(|inner, outer| inner.starts_with(outer));
+    kept.iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// What a node needs to start.
@@ -138,6 +164,8 @@ impl Node {
             .arg(spec.daemon)
             .arg(spec.map)
             .arg(spec.key)
+            .arg(kept_paths(spec.bin_dir))
+            .arg(spec.lab_dir.join(format!("hold-node{id}")))
             .env_remove("MOSIX_SOCKET")
             .stdin(Stdio::null())
             .stdout(log)

@@ -21,6 +21,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
+/// Socket buffer asked for in each direction of a session.
+const SOCKET_BUFFER: usize = 8 << 20;
+
 /// Largest plaintext in one frame.
 pub const MAX_PLAIN: usize = 1 << 20;
 /// Largest frame on the wire: plaintext plus the 16-byte tag.
@@ -117,6 +120,12 @@ pub fn open(
         End::Home => (&keys.to_home, &keys.to_guest),
         End::Guest => (&keys.to_guest, &keys.to_home),
     };
+    // Deep socket buffers let the sender seal the next frames while the receiver still opens
+    // and places the last ones: an image moves as a pipeline, not in lockstep. The kernel
+    // caps the sizes at net.core.{w,r}mem_max, so this is a request, not a promise.
+    let sock = socket2::SockRef::from(&socket);
+    sock.set_send_buffer_size(SOCKET_BUFFER)?;
+    sock.set_recv_buffer_size(SOCKET_BUFFER)?;
     let reader = SealedReader {
         socket: socket.try_clone()?,
         key: key(rx),
