@@ -1,4 +1,16 @@
-//! rmosix engine room: ptrace, injection, freeze, dump, restore and forwarding.
+//! The engine room: everything that touches another process through the kernel. ptrace
+//! (seize, interrupt, registers, XSAVE, signal masks, rseq), injection of system calls,
+//! freeze, dump and restore of images, the remote's seccomp filter and the table of system
+//! calls behind it, and the two supervisors built on them: the home supervisor (the
+//! deputy, run by `mosrun`) and the guest supervisor (run by `mosixd guest`).
+//!
+//! It is synchronous on purpose: ptrace requests must come from the thread that seized the
+//! tracee, so each supervisor is one thread with one poll loop. Other rooms see only the door
+//! below: [`supervise`] with its [`Daemon`] trait, [`serve_guest`], the session [`Channel`],
+//! and the lower-level [`dump`], [`restore_into`], [`spawn_program`], [`spawn_husk`] and
+//! [`trace`] calls that the engine's own tests drive. The reasoning lives in
+//! docs/engine.md and docs/forwarding.md.
+#![warn(missing_docs)]
 
 mod dump;
 mod facts;
