@@ -98,10 +98,12 @@ struct State {
 }
 
 /// The paths a node must see although they lie under the /tmp or /run it replaces: the
-/// binaries' directory and the current directory (a test's package, whose programs the tests
-/// run), when they are there. Joined with ':' for the init script.
+/// target directory above the binaries (tests also build guest programs in its `tmp`) and the
+/// current directory (a test's package, whose scripts the tests run), when they are there.
+/// Joined with ':' for the init script.
 fn kept_paths(bin_dir: &Path) -> String {
-    let mut kept: Vec<PathBuf> = [Some(bin_dir.to_path_buf()), std::env::current_dir().ok()]
+    let target = bin_dir.parent().unwrap_or(bin_dir).to_path_buf();
+    let mut kept: Vec<PathBuf> = [Some(target), std::env::current_dir().ok()]
         .into_iter()
         .flatten()
         .filter_map(|p| p.canonicalize().ok())
