@@ -11,13 +11,14 @@ use crate::cmd::describe;
 use crate::{Lab, LabConfig, LabError, Node, pid_in_node, wait_child_of};
 
 /// The demo's CPU-bound program: counts primes by trial division and prints its progress
-/// every second. It prints no host name: under migration its system calls run at home, so
-/// `gethostname` would always say node1.
-const PROGRAM: &str = r#"import sys, time
-limit = int(sys.argv[1])
+/// every second, until its stdin ends (the demo closes it once the tour is over), so it runs
+/// as long as the tour takes on any machine. Watching stdin is a poll(2) that, while the
+/// program is away, is forwarded home. It prints no host name: under migration its system
+/// calls run at home, so `gethostname` would always say node1.
+const PROGRAM: &str = r#"import select, sys, time
 start = last = time.monotonic()
 count, n = 0, 2
-while n < limit:
+while True:
     if all(n % d for d in range(2, int(n ** 0.5) + 1)):
         count += 1
     n += 1
@@ -26,10 +27,10 @@ while n < limit:
         if now - last >= 1:
             print(f"[{now - start:5.1f}s] {count} primes below {n}", flush=True)
             last = now
-print(f"done: {count} primes below {limit} in {time.monotonic() - start:.1f}s", flush=True)
+        if select.select([sys.stdin], [], [], 0)[0] and sys.stdin.readline() == "":
+            break
+print(f"done: {count} primes below {n} in {time.monotonic() - start:.1f}s", flush=True)
 "#;
-/// Primes below this take the program about 20 s on one of our 2-core machines.
-const PRIME_LIMIT: &str = "1500000";
 /// Time between two demo steps, so the output shows the program running on each node.
 const STEP_PAUSE: Duration = Duration::from_secs(4);
 /// How long the program's processes may take to appear.
@@ -59,9 +60,8 @@ pub fn demo(nodes: usize, bin_dir: &Path, stop: &AtomicBool) -> Result<(), LabEr
     let mut cmd = home.command("mosrun");
     cmd.arg("python3")
         .arg(&program)
-        .arg(PRIME_LIMIT)
         .current_dir(lab.work_dir())
-        .stdin(Stdio::null());
+        .stdin(Stdio::piped());
     let mut job = cmd.spawn().map_err(|source| LabError::Spawn {
         command: describe(&cmd),
         source,
@@ -106,7 +106,10 @@ fn drive(lab: &Lab, job: &mut Child, stop: &AtomicBool) -> Result<(), LabError> 
             place.trim()
         ));
     }
-    say("waiting for the program to finish");
+    if !pause(job, stop, STEP_PAUSE)? {
+        say("closing the program's input: it finishes at home");
+        drop(job.stdin.take());
+    }
     while !pause(job, stop, Duration::from_secs(3600))? {}
     let status = job.wait().map_err(|source| LabError::Spawn {
         command: "mosrun".to_owned(),
