@@ -741,23 +741,16 @@ fn a_c_handler_with_sa_onstack_and_no_altstack_runs_at_the_remote() {
 /// timers.c on node 2: a SIGUSR1 sent at home runs its handler, then alarm() and setitimer()
 /// called at the remote fire.
 fn handler_and_timers_at_the_remote(flags: &[&str]) {
-    let lab = start_lab(2);
-    let go = go_file(&lab, "go");
     let timers = c_program("timers");
-    let mut argv = vec![timers.as_str(), path_str(&go)];
-    argv.extend_from_slice(flags);
-    let job = Job::start(&lab, lab.node(1), &argv);
-    job.wait_output("ready\n");
-    job.move_to("2");
-    job.signal("USR1");
-    job.wait_output("got USR1\n");
-    assert_eq!(job.location(), "2");
-    release(&go);
-    let done = job.finish();
-    assert!(done.status.success(), "{done:?}");
-    assert!(
-        done.stdout.contains("alarm fired\nitimer fired\n"),
-        "{done:?}"
+    timers_fire_at_the_remote(
+        |go| {
+            [timers.as_str(), go]
+                .iter()
+                .chain(flags)
+                .map(|a| a.to_string())
+                .collect()
+        },
+        Some("USR1"),
     );
 }
 
@@ -766,15 +759,25 @@ fn python_timers_set_at_the_remote_fire() {
     if !rmosix_lab::require_root() {
         return;
     }
+    let alarm = script("alarm.py");
+    timers_fire_at_the_remote(|go| vec![PYTHON.into(), alarm.clone(), go.into()], None);
+}
+
+/// Runs `argv(GOFILE)` on node 1 and moves it to node 2; sends `signal` (if any) and waits
+/// for its handler; then lets it go on, and its alarm() and setitimer() set at the remote
+/// fire.
+fn timers_fire_at_the_remote(argv: impl Fn(&str) -> Vec<String>, signal: Option<&str>) {
     let lab = start_lab(2);
     let go = go_file(&lab, "go");
-    let job = Job::start(
-        &lab,
-        lab.node(1),
-        &[PYTHON, &script("alarm.py"), path_str(&go)],
-    );
+    let argv = argv(path_str(&go));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let job = Job::start(&lab, lab.node(1), &argv);
     job.wait_output("ready\n");
     job.move_to("2");
+    if let Some(sig) = signal {
+        job.signal(sig);
+        job.wait_output(&format!("got {sig}\n"));
+    }
     assert_eq!(job.location(), "2");
     release(&go);
     let done = job.finish();
