@@ -119,19 +119,15 @@ fn stat_fields(pid: Pid) -> io::Result<Vec<u64>> {
 /// friends) cannot carry its restart block along and returns EINTR instead, as after a signal
 /// with a handler.
 fn rewind_interrupted_call(regs: &mut Regs) {
-    const ERESTARTSYS: i64 = 512;
-    const ERESTARTNOINTR: i64 = 513;
-    const ERESTARTNOHAND: i64 = 514;
-    const ERESTART_RESTARTBLOCK: i64 = 516;
     if (regs.orig_rax as i64) < 0 {
         return;
     }
-    match -(regs.rax as i64) {
-        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+    match regs.rax as i64 {
+        sys::ERESTARTSYS | sys::ERESTARTNOINTR | sys::ERESTARTNOHAND => {
             regs.rax = regs.orig_rax;
             regs.rip -= 2;
         }
-        ERESTART_RESTARTBLOCK => regs.rax = (-libc::EINTR) as u64,
+        sys::ERESTART_RESTARTBLOCK => regs.rax = (-libc::EINTR) as u64,
         _ => {}
     }
     regs.orig_rax = u64::MAX;

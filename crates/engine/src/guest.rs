@@ -15,7 +15,7 @@ use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
 use crate::session::{Back, Backs, BufSpec, Channel, SessionRead, ToGuest, ToHome};
 use crate::syscalls::{self, Arg, Len, Route, Valid};
-use crate::{facts, restore, spawn};
+use crate::{facts, restore, spawn, sys};
 
 /// Largest buffer one forwarded call moves; larger reads and writes are shortened, which
 /// read(2) and write(2) allow.
@@ -212,7 +212,7 @@ impl Guest {
                 }
                 // Leaving, and home did not run the call: do not answer it (a restart code
                 // would reach the program, as no signal is pending); going home rewinds it.
-                if self.leaving && crate::home::is_restart(ret) {
+                if self.leaving && sys::is_restart(ret) {
                     return self.go_home("asked to come home", Some(id)).map(Some);
                 }
                 self.on_reply(ret, data)?;
@@ -322,7 +322,7 @@ impl Guest {
     fn stop_husk(&mut self, notif: Option<u64>) -> io::Result<()> {
         ptrace::interrupt(self.husk)?;
         if let Some(id) = notif {
-            respond(&self.listener, id, crate::home::ERESTARTNOINTR);
+            respond(&self.listener, id, sys::ERESTARTNOINTR);
         }
         loop {
             match ptrace::wait(self.husk, 0)? {

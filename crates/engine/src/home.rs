@@ -18,11 +18,7 @@ use crate::inject::{Injector, Scratch};
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::session::{Backs, BufSpec, Channel, SessionRead, ToGuest, ToHome};
-use crate::{facts, maps, restore, spawn};
-
-/// The answer that makes the remote issue a call again (the kernel restarts a call that
-/// returns -ERESTARTNOINTR, whatever the signal dispositions).
-pub(crate) const ERESTARTNOINTR: i64 = -513;
+use crate::{facts, maps, restore, spawn, sys};
 
 /// Size of the area mapped in a shell for the buffers of forwarded calls.
 const SCRATCH_LEN: u64 = 16 << 20;
@@ -326,13 +322,13 @@ impl Supervisor<'_> {
         match (state, stop) {
             // Called home meanwhile: the call runs at home after the move, not here.
             (Shell::Interrupting(call), Stop::Interrupted) if r.coming.is_some() => {
-                finish_call(pid, r, call, ERESTARTNOINTR)?
+                finish_call(pid, r, call, sys::ERESTARTNOINTR)?
             }
             (Shell::Interrupting(call), Stop::Interrupted) => start_call(pid, r, call)?,
             (Shell::Interrupting(call), Stop::Signal(sig)) => {
                 relay(r, sig)?;
                 if r.coming.is_some() {
-                    finish_call(pid, r, call, ERESTARTNOINTR)?
+                    finish_call(pid, r, call, sys::ERESTARTNOINTR)?
                 } else {
                     start_call(pid, r, call)?;
                 }
@@ -345,8 +341,9 @@ impl Supervisor<'_> {
                         r.shell = Shell::Calling(call);
                         return ptrace::step(pid);
                     }
-                    ERESTARTNOINTR
-                } else if regs.rax as i64 == -516 {
+                    // The kernel restarts a call answered so, whatever the dispositions.
+                    sys::ERESTARTNOINTR
+                } else if regs.rax as i64 == sys::ERESTART_RESTARTBLOCK {
                     -i64::from(libc::EINTR)
                 } else {
                     regs.rax as i64
@@ -358,7 +355,7 @@ impl Supervisor<'_> {
                 // while a signal is pending at the remote, and the remote's kernel then restarts
                 // it or fails it with EINTR, as Linux would.
                 match stop {
-                    Stop::Signal(sig) if is_restart(ret) => {
+                    Stop::Signal(sig) if sys::is_restart(ret) => {
                         relay(r, sig)?;
                         finish_call(pid, r, call, ret)?;
                     }
@@ -368,7 +365,7 @@ impl Supervisor<'_> {
                     }
                     // The single-step trap is reported before the signal that interrupted the
                     // call: relay what is pending now, and skip it when its stop comes.
-                    _ if is_restart(ret) && r.coming.is_none() => {
+                    _ if sys::is_restart(ret) && r.coming.is_none() => {
                         let pending = dump::pending_signals(pid)?;
                         for sig in signal_numbers(pending) {
                             relay(r, sig)?;
@@ -755,11 +752,6 @@ fn send_reply(r: &mut Remote, id: u64, ret: i64, backs: &Backs) -> io::Result<()
     r.out.flush()
 }
 
-/// The kernel's internal "restart this call" results (never seen by a program).
-pub(crate) fn is_restart(ret: i64) -> bool {
-    (-516..=-512).contains(&ret)
-}
-
 /// Go on after a stop that changed nothing for the process: the state stays; a call that the
 /// stop kept from running, or that it interrupted before it did anything (a restart code),
 /// runs again.
@@ -768,7 +760,7 @@ fn resume_unchanged(pid: Pid, r: &mut Remote, state: Shell) -> io::Result<()> {
         Shell::Calling(call) => {
             let mut regs = ptrace::get_regs(pid)?;
             if regs.rip != r.inj.syscall_ip {
-                if !is_restart(regs.rax as i64) {
+                if !sys::is_restart(regs.rax as i64) {
                     // It ran to completion: answer as for the single-step trap.
                     let ret = regs.rax as i64;
                     return finish_call(pid, r, call, ret);

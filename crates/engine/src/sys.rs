@@ -104,3 +104,16 @@ pub struct SockFilter {
     pub jf: u8,
     pub k: u32,
 }
+
+/// The kernel's internal "restart this call" results, as a system call returns them
+/// (include/linux/errno.h). A program never sees them: the signal path turns them into a
+/// restart or EINTR, and only while a signal is pending.
+pub const ERESTARTSYS: i64 = -512;
+pub const ERESTARTNOINTR: i64 = -513;
+pub const ERESTARTNOHAND: i64 = -514;
+pub const ERESTART_RESTARTBLOCK: i64 = -516;
+
+/// Whether a call's result is one of the kernel's internal restart codes.
+pub fn is_restart(ret: i64) -> bool {
+    (ERESTART_RESTARTBLOCK..=ERESTARTSYS).contains(&ret)
+}
