@@ -15,6 +15,7 @@ use crate::sys;
 /// Page data goes out in runs of at most this many bytes (fits a frame).
 const RUN_BYTES: usize = 4 << 20;
 const PAGE: u64 = 4096;
+const PIECE: usize = 64 << 10;
 
 /// Why a process cannot move, found before anything is touched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -279,7 +280,7 @@ pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result
     let mem = Memory::open(pid)?;
     let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
     let mut sent = 0u64;
-    let mut buf = vec![0u8; RUN_BYTES];
+    let mut buf = vec![0u8; PIECE];
     for area in areas.iter().filter(|a| !a.is_vdso_block()) {
         let mut addr = area.start;
         while addr < area.end {
@@ -296,10 +297,14 @@ pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result
                 while page < present.len() && present[page] {
                     page += 1;
                 }
-                let run_addr = addr + first as u64 * PAGE;
-                let run = &mut buf[..(page - first) * PAGE as usize];
-                mem.read(run_addr, run)?;
-                sent += send_nonzero(out, run_addr, run)?;
+                let mut run_addr = addr + first as u64 * PAGE;
+                let run_end = addr + page as u64 * PAGE;
+                while run_addr < run_end {
+                    let piece = &mut buf[..(run_end - run_addr).min(PIECE as u64) as usize];
+                    mem.read(run_addr, piece)?;
+                    sent += send_nonzero(out, run_addr, piece)?;
+                    run_addr += piece.len() as u64;
+                }
             }
             addr += len;
         }

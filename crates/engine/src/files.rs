@@ -14,8 +14,9 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
+use crate::pidfd::PidFd;
 use crate::ptrace::Pid;
 use crate::session::{Backs, BufSpec};
 
@@ -34,22 +35,15 @@ const LOCAL_CALLS: [i64; 9] = [
 
 /// Copies of the shell's file descriptors (None: not a regular file or directory).
 pub struct ShellFiles {
-    pidfd: OwnedFd,
+    pidfd: PidFd,
     fds: HashMap<i32, Option<OwnedFd>>,
 }
 
 impl ShellFiles {
     /// For the shell `pid`.
     pub fn open(pid: Pid) -> io::Result<ShellFiles> {
-        // SAFETY: pidfd_open returns a fresh fd that we own.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if pidfd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: as above, `pidfd` is fresh and owned only here.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
         Ok(ShellFiles {
-            pidfd,
+            pidfd: PidFd::open(pid)?,
             fds: HashMap::new(),
         })
     }
@@ -120,13 +114,7 @@ impl ShellFiles {
     }
 
     fn take(&self, fd: i32) -> Option<OwnedFd> {
-        // SAFETY: pidfd_getfd returns a fresh descriptor that we own.
-        let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.pidfd.as_raw_fd(), fd, 0) };
-        if got < 0 {
-            return None;
-        }
-        // SAFETY: `got` is fresh and owned only here.
-        let copy = unsafe { OwnedFd::from_raw_fd(got as i32) };
+        let copy = self.pidfd.get_fd(fd).ok()?;
         // SAFETY: fstat fills a live, zeroed stat buffer.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: as above.

@@ -15,11 +15,13 @@
 mod dump;
 mod facts;
 mod files;
+mod fill;
 mod guest;
 mod home;
 mod inject;
 mod maps;
 mod mem;
+mod pidfd;
 mod ptrace;
 mod restore;
 mod seccomp;

@@ -7,7 +7,7 @@
 //! 3. move the vdso block (`[vvar]`, `[vvar_vclock]`, `[vdso]`) to the image's addresses: glibc
 //!    caches pointers into it;
 //! 4. map every image area at its address with its protection and fill it from the stream
-//!    through /proc/PID/mem (which writes read-only pages);
+//!    (see `fill`: by UFFDIO_COPY where the kernel has userfaultfd);
 //! 5. restore brk and auxv (PR_SET_MM_MAP), dispositions, altstack, robust list, tid address and
 //!    rseq with injected calls;
 //! 6. load signal mask, XSAVE area and registers last.
@@ -17,14 +17,12 @@ use std::io::{self, Read};
 use rmosix_image::{self as image, Area, FrameHead, FrameReader, Header};
 
 use crate::dump::{EndOfImage, regs_from_image};
+use crate::fill::Filler;
 use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid};
 use crate::sys;
-
-/// Areas at least this large are filled with transparent huge pages.
-const HUGE_AREA: u64 = 8 << 20;
 
 /// Restore the image whose header was already read from `frames` into stopped `pid`; reads the
 /// page frames up to the end marker. Returns the injector, now pointing into the moved vdso.
@@ -40,7 +38,8 @@ pub fn restore_into<R: Read>(
     release_memory(pid, &inj, &own)?;
     move_vdso_block(pid, &mut inj, &own, &header.areas)?;
 
-    for area in header.areas.iter().filter(|a| !a.is_vdso_block()) {
+    let areas: Vec<&Area> = header.areas.iter().filter(|a| !a.is_vdso_block()).collect();
+    for area in &areas {
         let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
         if area.name == "[stack]" {
             flags |= libc::MAP_GROWSDOWN;
@@ -59,17 +58,9 @@ pub fn restore_into<R: Read>(
             args,
             &format!("mmap {:#x}-{:#x}", area.start, area.end),
         )?;
-        // Large writable areas get transparent huge pages: filling 1 GiB of fresh 4 KiB pages
-        // costs about 0.8 s of page faults alone on our machines, 2 MiB pages a fraction.
-        // Advice only: a kernel without THP ignores it, so the result is not checked.
-        if area.write && area.len() >= HUGE_AREA && area.name != "[stack]" {
-            inj.call(
-                pid,
-                libc::SYS_madvise,
-                [area.start, area.len(), libc::MADV_HUGEPAGE as u64, 0, 0, 0],
-            )?;
-        }
     }
+    let filler = Filler::open(pid, &inj, &mem, &areas)?;
+    tracing::debug!(pid, method = ?filler.method(), "filling the areas");
     let mut data = Vec::new();
     loop {
         match frames
@@ -77,13 +68,13 @@ pub fn restore_into<R: Read>(
             .map_err(io::Error::other)?
         {
             FrameHead::Pages { addr } => {
-                let inside = |a: &&Area| a.start <= addr && addr + data.len() as u64 <= a.end;
-                if !header.areas.iter().any(|a| inside(&a)) {
+                let end = addr + data.len() as u64;
+                if !areas.iter().any(|a| a.start <= addr && end <= a.end) {
                     return Err(io::Error::other(format!(
                         "image pages at {addr:#x} lie outside its areas"
                     )));
                 }
-                mem.write(addr, &data)?;
+                filler.place(addr, &data)?;
             }
             FrameHead::Message => {
                 serde_json::from_slice::<EndOfImage>(&data).map_err(io::Error::other)?;
@@ -91,6 +82,7 @@ pub fn restore_into<R: Read>(
             }
         }
     }
+    filler.finish(pid, &inj)?;
 
     let scratch = Scratch::map(
         &inj,

@@ -4,20 +4,21 @@
 //! let through, so the guest can still drive the husk (dump for going home, emulated mmap).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::inject::{Injector, Scratch};
 use crate::mem::Memory;
+use crate::pidfd::PidFd;
 use crate::ptrace::Pid;
 use crate::sys::{self, SockFilter};
 use crate::syscalls;
 
-const BPF_LD_W_ABS: u16 = 0x20;
-const BPF_JEQ_K: u16 = 0x15;
+pub(crate) const BPF_LD_W_ABS: u16 = 0x20;
+pub(crate) const BPF_JEQ_K: u16 = 0x15;
 const BPF_JSET_K: u16 = 0x45;
-const BPF_RET_K: u16 = 0x06;
+pub(crate) const BPF_RET_K: u16 = 0x06;
 
-fn stmt(code: u16, k: u32) -> SockFilter {
+pub(crate) fn stmt(code: u16, k: u32) -> SockFilter {
     SockFilter {
         code,
         jt: 0,
@@ -26,13 +27,13 @@ fn stmt(code: u16, k: u32) -> SockFilter {
     }
 }
 
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
+pub(crate) fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
     SockFilter { code, jt, jf, k }
 }
 
 /// Offsets into `struct seccomp_data`.
-const NR: u32 = 0;
-const ARCH: u32 = 4;
+pub(crate) const NR: u32 = 0;
+pub(crate) const ARCH: u32 = 4;
 const IP_LO: u32 = 8;
 const IP_HI: u32 = 12;
 const ARG3_LO: u32 = 16 + 3 * 8;
@@ -111,7 +112,7 @@ pub fn install(pid: Pid, inj: &Injector) -> io::Result<Listener> {
             0,
         ];
         let fd = inj.call_ok(pid, libc::SYS_seccomp, args, "seccomp")?;
-        let listener = take_fd(pid, fd as i32)?;
+        let listener = PidFd::open(pid)?.get_fd(fd as i32)?;
         inj.call_ok(
             pid,
             libc::SYS_close,
@@ -122,23 +123,6 @@ pub fn install(pid: Pid, inj: &Injector) -> io::Result<Listener> {
     })();
     scratch.unmap(inj, pid)?;
     result.map(|fd| Listener { fd })
-}
-
-/// Copy fd `fd` of process `pid` into this process (pidfd_getfd(2)).
-fn take_fd(pid: Pid, fd: i32) -> io::Result<OwnedFd> {
-    // SAFETY: plain system calls; the returned fds are fresh and owned by us.
-    unsafe {
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
-        if pidfd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
-        let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
-        if got < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(OwnedFd::from_raw_fd(got as i32))
-    }
 }
 
 /// The user-notification listener of a husk's filter.

@@ -117,3 +117,43 @@ pub const ERESTART_RESTARTBLOCK: i64 = -516;
 pub fn is_restart(ret: i64) -> bool {
     (ERESTART_RESTARTBLOCK..=ERESTARTSYS).contains(&ret)
 }
+
+/// userfaultfd(2) and its ioctls (linux/userfaultfd.h).
+pub const UFFD_API: u64 = 0xaa;
+/// Handle only faults from user mode: what an unprivileged process may ask for.
+pub const UFFD_USER_MODE_ONLY: u64 = 1;
+pub const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
+// _IOWR(0xaa, nr, struct ...)
+pub const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
+pub const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
+pub const UFFDIO_COPY: libc::c_ulong = 0xc028_aa03;
+
+/// `struct uffdio_api`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct UffdioApi {
+    pub api: u64,
+    pub features: u64,
+    pub ioctls: u64,
+}
+
+/// `struct uffdio_register`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct UffdioRegister {
+    pub start: u64,
+    pub len: u64,
+    pub mode: u64,
+    pub ioctls: u64,
+}
+
+/// `struct uffdio_copy`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct UffdioCopy {
+    pub dst: u64,
+    pub src: u64,
+    pub len: u64,
+    pub mode: u64,
+    pub copy: i64,
+}

@@ -25,7 +25,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 const SOCKET_BUFFER: usize = 8 << 20;
 
 /// Largest plaintext in one frame.
-pub const MAX_PLAIN: usize = 1 << 20;
+pub const MAX_PLAIN: usize = 128 << 10;
 /// Largest frame on the wire: plaintext plus the 16-byte tag.
 pub const MAX_SEALED: usize = MAX_PLAIN + 16;
 
