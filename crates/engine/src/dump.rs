@@ -190,6 +190,7 @@ pub fn read_header(
     };
     let auxv = std::fs::read(format!("/proc/{pid}/auxv"))?;
     let pending_signals = pending_signals(pid)?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
     let areas = maps::read(pid)?
         .into_iter()
         .filter(|a| a.name != "[vsyscall]")
@@ -213,6 +214,7 @@ pub fn read_header(
         auxv,
         areas,
         pending_signals,
+        comm: comm.trim_end_matches('\n').to_owned(),
     })
 }
 

@@ -61,12 +61,8 @@ pub fn restore_into<R: Read>(
     }
     let filler = Filler::open(pid, &inj, &mem, &areas)?;
     tracing::debug!(pid, method = ?filler.method(), "filling the areas");
-    let mut data = Vec::new();
-    loop {
-        match frames
-            .next_frame_into(&mut data)
-            .map_err(io::Error::other)?
-        {
+    filler.fill(
+        |data| match frames.next_frame_into(data).map_err(io::Error::other)? {
             FrameHead::Pages { addr } => {
                 let end = addr + data.len() as u64;
                 if !areas.iter().any(|a| a.start <= addr && end <= a.end) {
@@ -74,14 +70,14 @@ pub fn restore_into<R: Read>(
                         "image pages at {addr:#x} lie outside its areas"
                     )));
                 }
-                filler.place(addr, &data)?;
+                Ok(Some(addr))
             }
             FrameHead::Message => {
-                serde_json::from_slice::<EndOfImage>(&data).map_err(io::Error::other)?;
-                break;
+                serde_json::from_slice::<EndOfImage>(data).map_err(io::Error::other)?;
+                Ok(None)
             }
-        }
-    }
+        },
+    )?;
     filler.finish(pid, &inj)?;
 
     let scratch = Scratch::map(
@@ -273,6 +269,13 @@ fn restore_task_state(
             "set_robust_list",
         )?;
     }
+    // The name ps shows: a husk still has its supervisor's. The kernel copies at most 15
+    // bytes and a NUL.
+    let mut comm: Vec<u8> = header.comm.bytes().take(15).collect();
+    comm.push(0);
+    mem.write(scratch.addr, &comm)?;
+    let args = [libc::PR_SET_NAME as u64, scratch.addr, 0, 0, 0, 0];
+    inj.call_ok(pid, libc::SYS_prctl, args, "prctl(PR_SET_NAME)")?;
     inj.call_ok(
         pid,
         libc::SYS_set_tid_address,

@@ -25,12 +25,7 @@ pub const HUSK_OPTIONS: libc::c_int = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_T
 /// async-signal-safe calls, as the caller may be multi-threaded); seize it with `options` and
 /// return it stopped in a PTRACE_EVENT_STOP, about to go on to `then`.
 fn fork_seized(options: libc::c_int, then: impl FnOnce()) -> io::Result<Pid> {
-    let mut gate = [0i32; 2];
-    // SAFETY: gate is a live array of two fds for pipe2 to fill.
-    if unsafe { libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let [gate_read, gate_write] = gate;
+    let [gate_read, gate_write] = pipe()?;
     // SAFETY: the child only calls close, read, `then` and _exit, all async-signal-safe.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -40,9 +35,8 @@ fn fork_seized(options: libc::c_int, then: impl FnOnce()) -> io::Result<Pid> {
         // SAFETY: async-signal-safe calls on fds this child owns.
         unsafe {
             libc::close(gate_write);
-            let mut byte = 0u8;
             // EOF arrives once the parent has seized us and closed its end.
-            while libc::read(gate_read, (&mut byte as *mut u8).cast(), 1) < 0 {}
+            wait_for_eof(gate_read);
             libc::close(gate_read);
         }
         then();
@@ -51,17 +45,47 @@ fn fork_seized(options: libc::c_int, then: impl FnOnce()) -> io::Result<Pid> {
     }
     // SAFETY: closing our copy of the child's end.
     unsafe { libc::close(gate_read) };
-    let seized = ptrace::seize(pid, options).and_then(|()| ptrace::interrupt(pid));
+    let seized = seize_stopped(pid, options);
     // SAFETY: closing our end releases the child from its read.
     unsafe { libc::close(gate_write) };
-    if let Err(err) = seized {
-        // SAFETY: our own child, which must not run on unsupervised.
+    seized.map(|()| pid)
+}
+
+/// Read pipe end `fd` until its writers are gone (async-signal-safe: read and errno only).
+fn wait_for_eof(fd: i32) {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reading one byte into a live buffer.
+        let got = unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) };
+        let interrupted =
+            got < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
+        if got <= 0 && !interrupted {
+            return;
+        }
+    }
+}
+
+/// A pipe's [read, write] ends, both close-on-exec.
+fn pipe() -> io::Result<[i32; 2]> {
+    let mut ends = [0i32; 2];
+    // SAFETY: `ends` is a live array of two fds for pipe2 to fill.
+    if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ends)
+}
+
+/// Seize our child `pid` with `options` and interrupt it: on return it is in a
+/// PTRACE_EVENT_STOP. On failure the child is killed, as it must not run on unsupervised.
+fn seize_stopped(pid: Pid, options: libc::c_int) -> io::Result<()> {
+    if let Err(err) = ptrace::seize(pid, options).and_then(|()| ptrace::interrupt(pid)) {
+        // SAFETY: our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         return Err(err);
     }
     loop {
         match ptrace::wait(pid, 0)? {
-            Some((_, Stop::Interrupted)) => return Ok(pid),
+            Some((_, Stop::Interrupted)) => return Ok(()),
             Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
@@ -95,18 +119,70 @@ pub fn spawn_program(argv: &[String]) -> io::Result<Pid> {
     })
 }
 
-/// Start a husk: an empty process for an image to be restored into. It keeps no file
-/// descriptors (unless `keep_fds`), so a call that escaped forwarding could never touch a
-/// local file.
+/// Start a husk: an empty process for an image to be restored into, stopped. It never runs
+/// anything of its own after that: it is restored into while stopped. Unless `keep_fds`, it
+/// holds no file descriptor, so the restored process owns nothing on this node (a call that
+/// escaped forwarding could never touch a local file), and it dies with its supervisor.
 pub fn spawn_husk(keep_fds: bool) -> io::Result<Pid> {
-    fork_seized(HUSK_OPTIONS, move || {
-        if !keep_fds {
-            // SAFETY: close_range is a plain system call.
-            unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) };
+    let [ready_read, ready_write] = pipe()?;
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the child only calls prctl, getppid, close_range, close, pause and _exit, all
+    // async-signal-safe.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: plain system calls on this child's own state and descriptors.
+        unsafe {
+            // Until it is seized (with EXITKILL), a dead parent must take the husk along too.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            libc::close(ready_read);
+            if !keep_fds {
+                let (ready, max) = (ready_write as u32, u32::MAX);
+                if ready > 0 {
+                    libc::syscall(libc::SYS_close_range, 0u32, ready - 1, 0u32);
+                }
+                libc::syscall(libc::SYS_close_range, ready + 1, max, 0u32);
+            }
+            // Closing the last end tells the parent the husk is ready.
+            libc::close(ready_write);
+            loop {
+                libc::pause();
+            }
         }
-        loop {
-            // SAFETY: pause is async-signal-safe; the husk waits here to be restored into.
-            unsafe { libc::pause() };
-        }
-    })
+    }
+    // SAFETY: closing our copy of the child's end.
+    unsafe { libc::close(ready_write) };
+    // EOF means the child has closed its descriptors.
+    wait_for_eof(ready_read);
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(ready_read) };
+    seize_stopped(pid, HUSK_OPTIONS).map(|()| pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_husk_holds_no_descriptor_and_stays_stopped() {
+        let pid = spawn_husk(false).unwrap();
+        let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|fd| std::fs::read_link(fd.unwrap().path()).unwrap())
+            .collect();
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // SAFETY: killing our own traced child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = ptrace::wait(pid, 0);
+        assert!(fds.is_empty(), "the husk inherited {fds:?}");
+        // Field 3, after the parenthesised name: t is a tracing stop.
+        let after_name = &state[state.rfind(')').unwrap() + 2..];
+        assert!(after_name.starts_with('t'), "{state}");
+    }
 }

@@ -39,6 +39,12 @@ fn python_continues_in_a_husk() {
     let mut frames = rmosix_image::FrameReader::new(&image[..]);
     let header = read_header(&mut frames).unwrap();
     restore_into(husk, &header, &mut frames).unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{husk}/comm")).unwrap();
+    assert_eq!(
+        comm.trim_end(),
+        "python3",
+        "the husk takes the process's name"
+    );
     trace::cont(husk, 0).unwrap();
     loop {
         match trace::wait(husk, 0).unwrap().unwrap().1 {

@@ -153,6 +153,8 @@ pub struct Header {
     /// Signals pending when the process was frozen (bit n-1 for signal n), to be raised
     /// again where it resumes.
     pub pending_signals: u64,
+    /// The task's name (`/proc/PID/comm`, at most 15 bytes), which `ps` and `top` show.
+    pub comm: String,
 }
 
 #[cfg(test)]

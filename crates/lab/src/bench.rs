@@ -8,8 +8,9 @@
 //! 1. **Migration** of a 64 MiB and a 1 GiB process (`hog.c`: every page full of distinct,
 //!    non-zero data) from node 1 to node 2 and home again. Out: `bytes` and `freeze_ms` from
 //!    mosrun's `migrated` log line. Both ways: the longest pause the process saw on its own
-//!    clock (`stall_ms`), and the wall time of the `migrate` command. Baseline: one raw TCP
-//!    stream of 1 GiB from node 1 to node 2 (`tcp.c`).
+//!    clock (`stall_ms`), and the wall time of the `migrate` command. Baselines: one raw TCP
+//!    stream of 1 GiB from node 1 to node 2 (`tcp.c`), and 1 GiB copied into fresh memory on
+//!    node 2 (`fresh.c`), which every page of an image must land in.
 //! 2. **Forwarded call round trip**: 20000 `lseek(fd, 0, SEEK_CUR)` on a file opened at home,
 //!    timed one by one inside the process (`lseek.c`), run under mosrun at home and on node 2.
 //! 3. **Supervision overhead**: a deterministic CPU loop (`spin.c`) run bare and under mosrun
@@ -30,7 +31,8 @@ use crate::cmd::{describe, run};
 use crate::{Lab, LabConfig, LabError, Node, pid_in_node, wait_child_of};
 
 /// The guest programs, compiled at bench time.
-const PROGRAMS: [(&str, &str); 4] = [
+const PROGRAMS: [(&str, &str); 5] = [
+    ("fresh", include_str!("../bench/fresh.c")),
     ("hog", include_str!("../bench/hog.c")),
     ("lseek", include_str!("../bench/lseek.c")),
     ("spin", include_str!("../bench/spin.c")),
@@ -44,6 +46,8 @@ const NODES: usize = 3;
 const HOG_SIZES_MIB: [u64; 2] = [64, 1024];
 /// Size of the raw TCP baseline transfer, in MiB.
 const TCP_MIB: u64 = 1024;
+/// Size of the fresh-memory baseline, in MiB.
+const FRESH_MIB: u64 = 1024;
 /// Port of the raw TCP baseline's receiver on node 2 (the daemons use their own port).
 const TCP_PORT: u16 = 47_123;
 /// Forwarded calls timed per run.
@@ -107,7 +111,8 @@ impl BenchError {
 /// How many runs of each measurement.
 #[derive(Debug, Clone, Copy)]
 struct Reps {
-    tcp: usize,
+    /// Runs of each baseline (raw TCP, fresh memory).
+    baseline: usize,
     migration: usize,
     forward: usize,
     cpu: usize,
@@ -126,14 +131,14 @@ pub fn bench(bin_dir: &Path, quick: bool, stop: &AtomicBool) -> Result<(), Bench
     }
     let reps = if quick {
         Reps {
-            tcp: 2,
+            baseline: 2,
             migration: 2,
             forward: 2,
             cpu: 3,
         }
     } else {
         Reps {
-            tcp: 5,
+            baseline: 5,
             migration: 5,
             forward: 5,
             cpu: 7,
@@ -162,7 +167,9 @@ fn compile(dir: &Path) -> Result<PathBuf, BenchError> {
             source,
         })?;
         let mut gcc = Command::new("gcc");
-        gcc.args(["-O2", "-Wall", "-o"]).arg(dir.join(name)).arg(&c);
+        gcc.args(["-O2", "-Wall", "-pthread", "-o"])
+            .arg(dir.join(name))
+            .arg(&c);
         run(&mut gcc)?;
     }
     Ok(dir.to_path_buf())
@@ -179,6 +186,7 @@ struct Bench<'a> {
 #[derive(Debug, Default)]
 struct Report {
     tcp_gbps: Vec<f64>,
+    fresh_gbps: Vec<f64>,
     migrations: Vec<(u64, Vec<Migration>)>,
     forward_home: Vec<Percentiles>,
     forward_remote: Vec<Percentiles>,
@@ -235,12 +243,14 @@ impl Bench<'_> {
             load_before: load_average(),
             ..Report::default()
         };
-        for i in 1..=reps.tcp {
+        for i in 1..=reps.baseline {
             progress(&format!(
-                "raw TCP node1 -> node2, {TCP_MIB} MiB, run {i}/{}",
-                reps.tcp
+                "baselines: raw TCP node1 -> node2, {TCP_MIB} MiB, and {FRESH_MIB} MiB into \
+                 fresh memory on node2, run {i}/{}",
+                reps.baseline
             ));
             report.tcp_gbps.push(self.tcp_once()?);
+            report.fresh_gbps.push(self.fresh_once()?);
         }
         for mib in HOG_SIZES_MIB {
             let mut samples = Vec::new();
@@ -322,6 +332,18 @@ impl Bench<'_> {
         let line = run(&mut sender)?;
         receiver.wait_line(Stream::Out, "received=", LINE_TIMEOUT)?;
         receiver.wait_exit(EXIT_TIMEOUT)?;
+        let bytes = field(&program, &line, "bytes")?;
+        let secs = field(&program, &line, "secs")?;
+        self.check_stop()?;
+        Ok(bytes / secs / 1e9)
+    }
+
+    /// One copy of FRESH_MIB MiB into newly mapped memory on node 2; GB/s.
+    fn fresh_once(&self) -> Result<f64, BenchError> {
+        let mut cmd = self.lab.node(2).command(self.prog("fresh"));
+        cmd.arg(FRESH_MIB.to_string());
+        let program = describe(&cmd);
+        let line = run(&mut cmd)?;
         let bytes = field(&program, &line, "bytes")?;
         let secs = field(&program, &line, "secs")?;
         self.check_stop()?;
@@ -764,16 +786,24 @@ impl Report {
     fn render(&self, reps: Reps) -> String {
         let mut o = String::new();
         let tcp = Stats::of(self.tcp_gbps.iter().copied());
+        let fresh = Stats::of(self.fresh_gbps.iter().copied());
         let _ = writeln!(
             o,
             "\nrmosix bench: {NODES}-node lab, no CPU quota; median [min–max] of the runs\n"
         );
+        let _ = writeln!(o, "Baselines ({} runs each)", reps.baseline);
         let _ = writeln!(
             o,
-            "Baseline: raw TCP, one stream, node1 -> node2, {TCP_MIB} MiB ({} runs)",
-            reps.tcp
+            "  {:<34}{}",
+            format!("raw TCP, node1 -> node2, {TCP_MIB} MiB"),
+            show(tcp, 2, "GB/s")
         );
-        let _ = writeln!(o, "  {:<34}{}", "throughput", show(tcp, 2, "GB/s"));
+        let _ = writeln!(
+            o,
+            "  {:<34}{}",
+            format!("fresh memory on node2, {FRESH_MIB} MiB"),
+            show(fresh, 2, "GB/s")
+        );
         let mut worst_gbps: Option<f64> = None;
         for (mib, samples) in &self.migrations {
             let bytes = Stats::of(samples.iter().map(|m| m.bytes as f64));
@@ -814,12 +844,7 @@ impl Report {
             for (name, stats, d, unit) in rows {
                 let _ = writeln!(o, "    {name:<32}{}", show(stats, d, unit));
             }
-            let _ = writeln!(
-                o,
-                "    {:<32}{}",
-                "",
-                link_share(out_gbps, tcp, "of raw TCP")
-            );
+            let _ = writeln!(o, "    {:<32}{}", "", link_share(out_gbps, tcp, fresh));
             let rows: [(&str, Option<Stats>, usize, &str); 3] = [
                 (
                     "freeze (process's own clock)",
@@ -839,12 +864,7 @@ impl Report {
             for (name, stats, d, unit) in rows {
                 let _ = writeln!(o, "    {name:<32}{}", show(stats, d, unit));
             }
-            let _ = writeln!(
-                o,
-                "    {:<32}{}",
-                "",
-                link_share(home_gbps, tcp, "of raw TCP")
-            );
+            let _ = writeln!(o, "    {:<32}{}", "", link_share(home_gbps, tcp, fresh));
             for s in [out_gbps, home_gbps].into_iter().flatten() {
                 worst_gbps = Some(worst_gbps.map_or(s.median, |w: f64| w.min(s.median)));
             }
@@ -942,17 +962,22 @@ fn gbps(bytes: u64, ms: f64) -> f64 {
     bytes as f64 / (ms / 1e3) / 1e9
 }
 
-/// "= 1.23 GB/s (1230 MB/s) = 45 % of raw TCP".
-fn link_share(rate: Option<Stats>, link: Option<Stats>, what: &str) -> String {
-    match (rate, link) {
-        (Some(r), Some(l)) if l.median > 0.0 => format!(
-            "= {:.0} MB/s, {:.0} % {what}",
-            r.median * 1e3,
-            r.median / l.median * 1e2
-        ),
-        (Some(r), _) => format!("= {:.0} MB/s", r.median * 1e3),
-        _ => String::new(),
-    }
+/// "= 1230 MB/s: 45 % of raw TCP, 80 % of fresh memory".
+fn link_share(rate: Option<Stats>, tcp: Option<Stats>, fresh: Option<Stats>) -> String {
+    let Some(r) = rate else {
+        return String::new();
+    };
+    let share = |base: Option<Stats>, what: &str| {
+        base.filter(|b| b.median > 0.0)
+            .map(|b| format!(", {:.0} % of {what}", r.median / b.median * 1e2))
+            .unwrap_or_default()
+    };
+    format!(
+        "= {:.0} MB/s{}{}",
+        r.median * 1e3,
+        share(tcp, "raw TCP"),
+        share(fresh, "fresh memory")
+    )
 }
 
 /// How much slower the median of `slow` is than that of `base`, in per cent.
