@@ -100,6 +100,17 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
             InOut(FdSet),
             InOut(Fixed(TIMESPEC)),
         ]),
+        // What glibc's select() calls: without a signal mask (argument 5, a pointer to a
+        // {sigset pointer, size} pair, which would need a second level of copying) it is
+        // select with a timespec.
+        libc::SYS_pselect6 if args[5] == 0 => F(&[
+            Val,
+            InOut(FdSet),
+            InOut(FdSet),
+            InOut(FdSet),
+            InOut(Fixed(TIMESPEC)),
+            Val,
+        ]),
         libc::SYS_dup | libc::SYS_dup2 | libc::SYS_dup3 => F(&[Val, Val, Val]),
         libc::SYS_getitimer => F(&[Val, Out(Fixed(ITIMERVAL), All)]),
         libc::SYS_alarm => F(&[Val]),
@@ -339,6 +350,14 @@ mod tests {
             route(libc::SYS_ioctl, &[1, 0xdead, 0, 0, 0, 0]),
             Route::Home
         );
+        // glibc's select() passes no signal mask; one with a mask goes home.
+        let select = [4, 0x1000, 0, 0, 0x2000, 0];
+        assert!(matches!(
+            route(libc::SYS_pselect6, &select),
+            Route::Forward(_)
+        ));
+        let masked = [4, 0x1000, 0, 0, 0x2000, 0x3000];
+        assert_eq!(route(libc::SYS_pselect6, &masked), Route::Home);
     }
 
     #[test]

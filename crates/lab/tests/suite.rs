@@ -255,14 +255,27 @@ fn same_when_moved(lab: &Lab, name: &str, argv: impl Fn(&str) -> Vec<String>) ->
     moved
 }
 
-/// Runs a three-round program on node 1, moving it along [`TOUR`] if `moving`.
+/// Runs a three-round program on node 1, moving it along [`TOUR`] if `moving`. Each round's
+/// calls run where the last move put the program: when the next round begins, it must still
+/// be there (a call the forwarding does not serve would have taken it home).
 fn run_touring(lab: &Lab, argv: &[String], moving: bool) -> Output {
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let job = start(lab.node(1), &argv);
+    let mut placed = None;
     for step in &TOUR {
         wait_output(&job, step.after);
+        if let Some(node) = placed {
+            let now = location(&job);
+            assert_eq!(
+                now,
+                node,
+                "the previous round's calls took it from node {node} to node {now}:\n{}",
+                String::from_utf8_lossy(&job.stderr())
+            );
+        }
         if moving {
             migrate(&job, step.target, step.node);
+            placed = Some(step.node);
         }
         job.send(b"\n").unwrap_or_else(|e| fail(e));
     }

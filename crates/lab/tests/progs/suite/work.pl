@@ -3,7 +3,8 @@
 # Usage: work.pl DIR TAG. Round K prints "computing K", computes, prints its result, then
 # reads one line from stdin (the test moves the program during the round and sends the line
 # once the move is done). Digest::MD5 (MD5.so) is loaded after the first move, POSIX
-# (POSIX.so) after the third. Exit status 4.
+# (POSIX.so) after the third; after the first move it also sleeps with Perl's
+# select(undef, undef, undef, T) idiom (pselect6 in glibc). Exit status 4.
 use strict;
 use warnings;
 
@@ -46,6 +47,8 @@ for my $k (1 .. 3) {
         print "md5 after move 1: ", Digest::MD5::md5_hex("round 1: $r"), "\n";
         open($after, '+>', "$dir/pl-after-$tag.txt") or die "open: $!";
         $after->autoflush(1);
+        my $left = select(undef, undef, undef, 0.05);
+        print "select slept: $left\n";
     }
     print $after "after move $k: $r\n";
 }

@@ -7,7 +7,8 @@ sends the line once the move is done, so what follows the line runs after the mo
 A file opened before the first move and one opened after it are written and read back, and
 so are sockets: a socket pair made before the first move carries bytes after it, and a UDP
 socket made after it sends a datagram to itself (bind, sendto, recvfrom with addresses);
-poll(2) sees the pair readable and isatty(3) asks the terminal ioctl (TCGETS) at the remote.
+poll(2) and select(2) (pselect6 in glibc) see the pair readable, and isatty(3) asks the
+terminal ioctl (TCGETS) at the remote.
 After the first move it imports decimal (C extension _decimal: dlopen, i.e. mmap of a home
 file, at the remote), after the third hashlib (_hashlib and libcrypto). The output says
 nothing about time, pids or places; the exit status is 3.
@@ -71,6 +72,8 @@ for k in (1, 2, 3):
         poller.register(pair[1], select.POLLIN)
         pair[0].send(b"!")
         print("poll:", [event for _, event in poller.poll(5000)], flush=True)
+        readable, _, _ = select.select([pair[1]], [], [], 5.0)
+        print("select:", readable == [pair[1]], flush=True)
         print("stdout is a terminal:", os.isatty(1), flush=True)
     after.write(f"after move {k}: {r}\n")
     after.flush()
