@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 use crate::dump;
 use crate::inject::Injector;
 use crate::mem::Memory;
+use crate::msg;
 use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
 use crate::session::{Back, Backs, BufSpec, Channel, SessionRead, ToGuest, ToHome};
@@ -94,6 +95,13 @@ enum Pending {
     Plain { id: u64 },
     /// readv: the data comes back in one piece and is scattered into these (address, length).
     Scatter { id: u64, iov: Vec<(u64, u64)> },
+    /// recvmsg: the buffers come back to where they were, but for the data, which comes back
+    /// addressed to the iovec array at `iov_at` and is scattered into `iov`.
+    Message {
+        id: u64,
+        iov_at: u64,
+        iov: Vec<(u64, u64)>,
+    },
     /// mmap of a home file: the contents came home-to-remote; map them privately.
     Map {
         id: u64,
@@ -112,6 +120,7 @@ impl Pending {
         match *self {
             Pending::Plain { id }
             | Pending::Scatter { id, .. }
+            | Pending::Message { id, .. }
             | Pending::Map { id, .. }
             | Pending::Exit { id } => id,
         }
@@ -258,11 +267,16 @@ impl Guest {
             }
             Some(Pending::Scatter { id, iov }) => {
                 let bytes = data.first().map(|d| d.1.as_slice()).unwrap_or(&[]);
-                let mut at = 0usize;
-                for (base, len) in iov {
-                    let n = (len as usize).min(bytes.len() - at);
-                    self.mem.write(base, &bytes[at..at + n])?;
-                    at += n;
+                self.scatter(&iov, bytes)?;
+                respond(&self.listener, id, ret);
+            }
+            Some(Pending::Message { id, iov_at, iov }) => {
+                for (addr, bytes) in &data {
+                    if *addr == iov_at {
+                        self.scatter(&iov, bytes)?;
+                    } else {
+                        self.mem.write(*addr, bytes)?;
+                    }
                 }
                 respond(&self.listener, id, ret);
             }
@@ -362,6 +376,10 @@ impl Guest {
                 Err(errno) => respond(&self.listener, id, -i64::from(errno)),
             },
             Route::Vector => self.forward_vector(id, nr, args)?,
+            Route::Message => match self.forward_message(id, nr, args) {
+                Ok(pending) => self.pending = Some(pending),
+                Err(errno) => respond(&self.listener, id, -i64::from(errno)),
+            },
             Route::MmapFile => {
                 let shared = args[3] & libc::MAP_SHARED as u64 != 0;
                 if shared && args[2] & libc::PROT_WRITE as u64 != 0 {
@@ -476,10 +494,12 @@ impl Guest {
         bufs: Vec<BufSpec>,
         data: &[Vec<u8>],
     ) -> io::Result<()> {
+        // Page frames carry the remote address for the record; a buffer a msghdr points to
+        // has none among the arguments.
         let sends: Vec<u64> = bufs
             .iter()
             .filter(|b| b.send)
-            .map(|b| args[b.arg as usize])
+            .map(|b| args.get(usize::from(b.arg)).copied().unwrap_or(0))
             .collect();
         write_message(&mut self.out, &ToHome::Call { id, nr, args, bufs })?;
         for (addr, bytes) in sends.iter().zip(data) {
@@ -488,36 +508,135 @@ impl Guest {
         self.out.flush()
     }
 
+    /// Write `bytes` across the remote buffers `iov`, in order.
+    fn scatter(&self, iov: &[(u64, u64)], bytes: &[u8]) -> io::Result<()> {
+        let mut at = 0usize;
+        for &(base, len) in iov {
+            let n = (len as usize).min(bytes.len() - at);
+            self.mem.write(base, &bytes[at..at + n])?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// The remote's iovec array of `count` entries at `addr`, as (base, length), the lengths
+    /// cut so that they add up to at most MAX_BUF (a short transfer, as callers expect).
+    fn read_iovecs(&self, addr: u64, count: u64) -> Result<Vec<(u64, u64)>, i32> {
+        // UIO_MAXIOV: Linux refuses more with EMSGSIZE (sendmsg) or EINVAL (readv).
+        if count > 1024 {
+            return Err(libc::EMSGSIZE);
+        }
+        let raw = self
+            .mem
+            .read_vec(addr, count as usize * 16)
+            .map_err(|_| libc::EFAULT)?;
+        let mut total = 0u64;
+        Ok(raw
+            .chunks_exact(16)
+            .map(|rec| {
+                let base = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
+                let len = u64::from_le_bytes(rec[8..].try_into().expect("8 bytes"));
+                let len = len.min(MAX_BUF - total);
+                total += len;
+                (base, len)
+            })
+            .collect())
+    }
+
+    /// The remote's buffers `iov`, gathered into one.
+    fn gather(&self, iov: &[(u64, u64)]) -> Result<Vec<u8>, i32> {
+        let mut gathered = Vec::new();
+        for &(base, len) in iov {
+            let bytes = self
+                .mem
+                .read_vec(base, len as usize)
+                .map_err(|_| libc::EFAULT)?;
+            gathered.extend_from_slice(&bytes);
+        }
+        Ok(gathered)
+    }
+
+    /// sendmsg/recvmsg go home with their msghdr and the buffers it points to (see `msg`).
+    fn forward_message(&mut self, id: u64, nr: i64, args: [u64; 6]) -> Result<Pending, i32> {
+        let raw = self
+            .mem
+            .read_vec(args[1], msg::HDR_LEN as usize)
+            .map_err(|_| libc::EFAULT)?;
+        let hdr = msg::MsgHdr::parse(&raw).ok_or(libc::EFAULT)?;
+        let iov = self.read_iovecs(hdr.iov, hdr.iovlen)?;
+        let total: u64 = iov.iter().map(|&(_, len)| len).sum();
+        let name_len = if hdr.name == 0 {
+            0
+        } else {
+            u64::from(hdr.namelen)
+        };
+        let control_len = if hdr.control == 0 { 0 } else { hdr.controllen };
+        if name_len > MAX_BUF || control_len > MAX_BUF {
+            return Err(libc::EINVAL);
+        }
+        let sending = nr == libc::SYS_sendmsg;
+        let back = |valid| (!sending).then_some(valid);
+        let nested = |len, valid| BufSpec {
+            arg: msg::NESTED,
+            len,
+            send: sending,
+            back: back(valid),
+        };
+        let bufs = vec![
+            BufSpec {
+                arg: 1,
+                len: msg::HDR_LEN,
+                send: true,
+                back: back(Back::All),
+            },
+            nested(name_len, Back::All),
+            nested(total, Back::Ret),
+            nested(control_len, Back::All),
+        ];
+        let mut data = vec![raw];
+        if sending {
+            let read = |addr, len: u64| self.mem.read_vec(addr, len as usize);
+            data.push(read(hdr.name, name_len).map_err(|_| libc::EFAULT)?);
+            data.push(self.gather(&iov)?);
+            data.push(read(hdr.control, control_len).map_err(|_| libc::EFAULT)?);
+        }
+        self.call_home(id, nr, args, bufs, &data)
+            .map_err(|_| libc::EIO)?;
+        Ok(if sending {
+            Pending::Plain { id }
+        } else {
+            Pending::Message {
+                id,
+                iov_at: hdr.iov,
+                iov,
+            }
+        })
+    }
+
     /// readv/writev go home as one read/write of the gathered buffer.
     fn forward_vector(&mut self, id: u64, nr: i64, args: [u64; 6]) -> io::Result<()> {
-        let count = args[2].min(1024) as usize;
-        let raw = match self.mem.read_vec(args[1], count * 16) {
-            Ok(raw) => raw,
-            Err(_) => {
-                respond(&self.listener, id, -i64::from(libc::EFAULT));
+        let iov = match self.read_iovecs(args[1], args[2]) {
+            Ok(iov) => iov,
+            Err(errno) => {
+                // readv and writev say EINVAL where sendmsg says EMSGSIZE.
+                let errno = if errno == libc::EMSGSIZE {
+                    libc::EINVAL
+                } else {
+                    errno
+                };
+                respond(&self.listener, id, -i64::from(errno));
                 return Ok(());
             }
         };
-        let mut iov = Vec::new();
-        let mut total = 0u64;
-        for rec in raw.chunks_exact(16) {
-            let base = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
-            let len =
-                u64::from_le_bytes(rec[8..].try_into().expect("8 bytes")).min(MAX_BUF - total);
-            iov.push((base, len));
-            total += len;
-        }
+        let total: u64 = iov.iter().map(|&(_, len)| len).sum();
         if nr == libc::SYS_writev {
-            let mut gathered = Vec::with_capacity(total as usize);
-            for &(base, len) in &iov {
-                match self.mem.read_vec(base, len as usize) {
-                    Ok(bytes) => gathered.extend_from_slice(&bytes),
-                    Err(_) => {
-                        respond(&self.listener, id, -i64::from(libc::EFAULT));
-                        return Ok(());
-                    }
+            let gathered = match self.gather(&iov) {
+                Ok(gathered) => gathered,
+                Err(errno) => {
+                    respond(&self.listener, id, -i64::from(errno));
+                    return Ok(());
                 }
-            }
+            };
             let bufs = vec![BufSpec {
                 arg: 1,
                 len: total,

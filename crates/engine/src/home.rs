@@ -18,7 +18,7 @@ use crate::inject::{Injector, Scratch};
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::session::{Backs, BufSpec, Channel, SessionRead, ToGuest, ToHome};
-use crate::{facts, maps, restore, spawn, sys};
+use crate::{facts, maps, msg, restore, spawn, sys};
 
 /// Size of the area mapped in a shell for the buffers of forwarded calls.
 const SCRATCH_LEN: u64 = 16 << 20;
@@ -699,6 +699,15 @@ fn idle(pid: Pid, r: &mut Remote) -> io::Result<()> {
 
 fn start_call(pid: Pid, r: &mut Remote, mut call: Call) -> io::Result<()> {
     r.files.forget(call.nr, &call.args);
+    let message = msg::is_message(call.nr);
+    let malformed = if message {
+        !msg::well_formed(call.bufs.iter().map(|(spec, _)| spec))
+    } else {
+        call.bufs.iter().any(|(spec, _)| spec.arg >= 6)
+    };
+    if malformed {
+        return finish_call(pid, r, call, -i64::from(libc::EINVAL));
+    }
     let mut at = r.scratch;
     let mut data = call.data.iter();
     let mut args = call.args;
@@ -709,32 +718,103 @@ fn start_call(pid: Pid, r: &mut Remote, mut call: Call) -> io::Result<()> {
         {
             r.mem.write(at, bytes)?;
         }
-        args[spec.arg as usize] = at;
-        at += spec.len.next_multiple_of(16);
-        if at > r.scratch + SCRATCH_LEN {
-            return finish_call(pid, r, call, -i64::from(libc::ENOMEM));
+        if spec.arg != msg::NESTED {
+            args[spec.arg as usize] = at;
         }
+        at += spec.len.next_multiple_of(16);
+    }
+    let iovec_at = at;
+    if message {
+        at += 16;
+    }
+    if at > r.scratch + SCRATCH_LEN {
+        return finish_call(pid, r, call, -i64::from(libc::ENOMEM));
+    }
+    if message {
+        point_message(r, &call, iovec_at)?;
     }
     ptrace::set_regs(pid, &r.inj.call_regs(&r.base, call.nr, args))?;
     r.shell = Shell::Calling(call);
     ptrace::step(pid)
 }
 
+/// Point the shell's copy of a msghdr at the copies of its buffers, the data through a
+/// one-element iovec at `iovec_at` (see `msg`).
+fn point_message(r: &Remote, call: &Call, iovec_at: u64) -> io::Result<()> {
+    let (hdr_at, name, data, control) = match call.bufs.as_slice() {
+        [(_, hdr_at), name, data, control] => (*hdr_at, name, data, control),
+        _ => unreachable!("checked by msg::well_formed"),
+    };
+    // An empty buffer is a NULL pointer: the kernel then neither reads nor fills it.
+    let pointer = |(spec, at): &(BufSpec, u64)| if spec.len == 0 { 0 } else { *at };
+    let hdr = msg::MsgHdr {
+        name: pointer(name),
+        namelen: name.0.len as u32,
+        iov: iovec_at,
+        iovlen: 1,
+        control: pointer(control),
+        controllen: control.0.len,
+        flags: 0,
+    };
+    r.mem.write(hdr_at, &hdr.to_bytes())?;
+    let mut iovec = [0u8; 16];
+    iovec[..8].copy_from_slice(&pointer(data).to_le_bytes());
+    iovec[8..].copy_from_slice(&data.0.len.to_le_bytes());
+    r.mem.write(iovec_at, &iovec)
+}
+
 fn finish_call(pid: Pid, r: &mut Remote, call: Call, ret: i64) -> io::Result<()> {
-    let mut backs = Vec::new();
-    for (spec, place) in &call.bufs {
-        if let Some(back) = spec.back {
-            let n = back.bytes(spec.len, ret);
-            if n > 0 {
-                backs.push((
-                    call.args[spec.arg as usize],
-                    r.mem.read_vec(*place, n as usize)?,
-                ));
+    let backs = if msg::is_message(call.nr) {
+        message_backs(r, &call, ret)?
+    } else {
+        let mut backs = Vec::new();
+        for (spec, place) in &call.bufs {
+            if let Some(back) = spec.back {
+                let n = back.bytes(spec.len, ret);
+                if n > 0 {
+                    backs.push((
+                        call.args[spec.arg as usize],
+                        r.mem.read_vec(*place, n as usize)?,
+                    ));
+                }
             }
         }
-    }
+        backs
+    };
     send_reply(r, call.id, ret, &backs)?;
     idle(pid, r)
+}
+
+/// What a recvmsg filled in, addressed where the remote's own msghdr points: the msghdr
+/// with its lengths and flags updated, the address, the data (to the iovec array, for the
+/// guest to scatter) and the ancillary data.
+fn message_backs(r: &Remote, call: &Call, ret: i64) -> io::Result<Backs> {
+    let remote = call.data.first().and_then(|raw| msg::MsgHdr::parse(raw));
+    let (Some(remote), true) = (remote, call.nr == libc::SYS_recvmsg && ret >= 0) else {
+        return Ok(Vec::new());
+    };
+    let raw = r.mem.read_vec(call.bufs[0].1, msg::HDR_LEN as usize)?;
+    let filled = msg::MsgHdr::parse(&raw).expect("HDR_LEN bytes");
+    let hdr = msg::MsgHdr {
+        namelen: filled.namelen,
+        controllen: filled.controllen,
+        flags: filled.flags,
+        ..remote
+    };
+    let mut backs = vec![(call.args[1], hdr.to_bytes().to_vec())];
+    let parts = [
+        (remote.name, 1, u64::from(filled.namelen)),
+        (remote.iov, 2, ret as u64),
+        (remote.control, 3, filled.controllen),
+    ];
+    for (to, buf, filled_len) in parts {
+        let (spec, at) = &call.bufs[buf];
+        let n = filled_len.min(spec.len);
+        if to != 0 && n > 0 {
+            backs.push((to, r.mem.read_vec(*at, n as usize)?));
+        }
+    }
+    Ok(backs)
 }
 
 /// Answer call `id` with `ret` and its out-buffers, addressed in remote memory.

@@ -21,6 +21,7 @@ mod home;
 mod inject;
 mod maps;
 mod mem;
+mod msg;
 mod pidfd;
 mod ptrace;
 mod restore;

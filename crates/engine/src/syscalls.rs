@@ -16,6 +16,8 @@ pub enum Route {
     MmapFile,
     /// `readv`/`writev`: shipped as one `read`/`write` of the gathered buffer.
     Vector,
+    /// `sendmsg`/`recvmsg`: the msghdr and the buffers it points to (see `msg`).
+    Message,
     /// The process ends: run it at home, where the exit status is collected.
     Exit,
 }
@@ -91,6 +93,7 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         libc::SYS_pread64 => F(&[Val, Out(A(2), Ret), Val, Val]),
         libc::SYS_pwrite64 => F(&[Val, In(A(2)), Val, Val]),
         libc::SYS_readv | libc::SYS_writev => Route::Vector,
+        libc::SYS_sendmsg | libc::SYS_recvmsg => Route::Message,
         libc::SYS_access => F(&[Path, Val]),
         libc::SYS_pipe => F(&[Out(Fixed(8), All)]),
         libc::SYS_select => F(&[
@@ -358,6 +361,7 @@ mod tests {
         ));
         let masked = [4, 0x1000, 0, 0, 0x2000, 0x3000];
         assert_eq!(route(libc::SYS_pselect6, &masked), Route::Home);
+        assert_eq!(route(libc::SYS_recvmsg, &[0; 6]), Route::Message);
     }
 
     #[test]

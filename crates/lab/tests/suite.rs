@@ -99,6 +99,14 @@ fn interpreters_keep_output_files_late_imports_and_status_across_moves() {
         "{out}"
     );
     assert!(out.contains("poll: [1]\n"), "{out}");
+    assert!(out.contains("select: True\n"), "{out}");
+    assert!(out.contains("recvmsg: scat tered 0\n"), "{out}");
+    assert!(
+        out.contains("passed descriptor reads: opened before the first move\n"),
+        "{out}"
+    );
+    assert!(out.contains("udp recvmsg: to myself True\n"), "{out}");
+    assert!(out.contains("truncated: 0123 True\n"), "{out}");
 
     let script = format!("{PROGS}/work.pl");
     let perl = same_when_moved(&lab, "work.pl", |tag| {

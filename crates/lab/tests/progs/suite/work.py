@@ -8,11 +8,13 @@ A file opened before the first move and one opened after it are written and read
 so are sockets: a socket pair made before the first move carries bytes after it, and a UDP
 socket made after it sends a datagram to itself (bind, sendto, recvfrom with addresses);
 poll(2) and select(2) (pselect6 in glibc) see the pair readable, and isatty(3) asks the
-terminal ioctl (TCGETS) at the remote.
+terminal ioctl (TCGETS) at the remote. sendmsg/recvmsg gather and scatter data, pass a
+descriptor (SCM_RIGHTS), carry an address and report a datagram cut short (MSG_TRUNC).
 After the first move it imports decimal (C extension _decimal: dlopen, i.e. mmap of a home
 file, at the remote), after the third hashlib (_hashlib and libcrypto). The output says
 nothing about time, pids or places; the exit status is 3.
 """
+import array
 import os
 import select
 import socket
@@ -74,6 +76,24 @@ for k in (1, 2, 3):
         print("poll:", [event for _, event in poller.poll(5000)], flush=True)
         readable, _, _ = select.select([pair[1]], [], [], 5.0)
         print("select:", readable == [pair[1]], flush=True)
+        pair[1].recv(1)  # the byte poll and select saw
+        passed = open(os.path.join(work_dir, f"py-before-{tag}.txt"))
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [passed.fileno()]))]
+        pair[0].sendmsg([b"scat", b"tered"], rights)
+        head, tail = bytearray(4), bytearray(16)
+        n, anc, flags, _ = pair[1].recvmsg_into([head, tail], socket.CMSG_SPACE(4))
+        fd = array.array("i", anc[0][2][:4])[0]
+        print("recvmsg:", head.decode(), tail[: n - 4].decode(), flags, flush=True)
+        print("passed descriptor reads:", os.pread(fd, 28, 0).decode(), flush=True)
+        os.close(fd)
+        passed.close()
+        udp.sendmsg([b"to ", b"myself"], [], 0, udp.getsockname())
+        data, _, _, sender = udp.recvmsg(64)
+        print("udp recvmsg:", data.decode(), sender == udp.getsockname(), flush=True)
+        d0, d1 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        d0.send(b"0123456789")
+        data, _, flags, _ = d1.recvmsg(4)
+        print("truncated:", data.decode(), flags & socket.MSG_TRUNC != 0, flush=True)
         print("stdout is a terminal:", os.isatty(1), flush=True)
     after.write(f"after move {k}: {r}\n")
     after.flush()

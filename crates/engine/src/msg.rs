@@ -1,0 +1,100 @@
+//! sendmsg(2) and recvmsg(2) across the session. Their `struct msghdr` points to three more
+//! buffers: the address, the data (an iovec array) and the ancillary data. Each must be
+//! copied and pointed at anew in the shell.
+//!
+//! The guest sends the msghdr and the three buffers, the data gathered into one. The home
+//! supervisor lays them out in the shell's scratch area and points a copy of the msghdr at
+//! them, with a one-element iovec. For recvmsg it sends back what the kernel filled in,
+//! addressed where the remote's own msghdr points. The data goes back to the address of
+//! the remote's iovec array, and the guest scatters it from there. Descriptors passed with
+//! SCM_RIGHTS mean the same at both ends: every descriptor of a remote process lives in its
+//! shell.
+
+use crate::session::BufSpec;
+
+/// Size of `struct msghdr`.
+pub const HDR_LEN: u64 = 56;
+/// The `arg` of a buffer whose address goes into the msghdr rather than into an argument.
+pub const NESTED: u8 = u8::MAX;
+/// Buffers of a message call, in this order: msghdr, address, data, ancillary data.
+pub const BUFS: usize = 4;
+
+/// Whether `nr` is a call this module ships.
+pub fn is_message(nr: i64) -> bool {
+    nr == libc::SYS_sendmsg || nr == libc::SYS_recvmsg
+}
+
+/// The fields of a `struct msghdr`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MsgHdr {
+    pub name: u64,
+    pub namelen: u32,
+    pub iov: u64,
+    pub iovlen: u64,
+    pub control: u64,
+    pub controllen: u64,
+    pub flags: i32,
+}
+
+impl MsgHdr {
+    /// Decode the first HDR_LEN bytes of `raw`.
+    pub fn parse(raw: &[u8]) -> Option<MsgHdr> {
+        let raw = raw.get(..HDR_LEN as usize)?;
+        let u64_at = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
+        let u32_at = |at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes"));
+        Some(MsgHdr {
+            name: u64_at(0),
+            namelen: u32_at(8),
+            iov: u64_at(16),
+            iovlen: u64_at(24),
+            control: u64_at(32),
+            controllen: u64_at(40),
+            flags: u32_at(48) as i32,
+        })
+    }
+
+    /// Encode, with zeroed padding.
+    pub fn to_bytes(self) -> [u8; HDR_LEN as usize] {
+        let mut raw = [0u8; HDR_LEN as usize];
+        raw[0..8].copy_from_slice(&self.name.to_le_bytes());
+        raw[8..12].copy_from_slice(&self.namelen.to_le_bytes());
+        raw[16..24].copy_from_slice(&self.iov.to_le_bytes());
+        raw[24..32].copy_from_slice(&self.iovlen.to_le_bytes());
+        raw[32..40].copy_from_slice(&self.control.to_le_bytes());
+        raw[40..48].copy_from_slice(&self.controllen.to_le_bytes());
+        raw[48..52].copy_from_slice(&self.flags.to_le_bytes());
+        raw
+    }
+}
+
+/// Whether `bufs` has the shape the guest gives a message call: the msghdr (sent) for
+/// argument 1, then the three buffers it points to.
+pub fn well_formed<'a>(bufs: impl ExactSizeIterator<Item = &'a BufSpec>) -> bool {
+    bufs.len() == BUFS
+        && bufs.enumerate().all(|(i, b)| match i {
+            0 => b.arg == 1 && b.len == HDR_LEN && b.send,
+            _ => b.arg == NESTED,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msghdr_round_trips_through_its_bytes() {
+        let hdr = MsgHdr {
+            name: 0x1000,
+            namelen: 16,
+            iov: 0x2000,
+            iovlen: 3,
+            control: 0x3000,
+            controllen: 24,
+            flags: libc::MSG_TRUNC,
+        };
+        assert_eq!(MsgHdr::parse(&hdr.to_bytes()), Some(hdr));
+        assert_eq!(MsgHdr::parse(&[0; 55]), None);
+        // The layout is the C one.
+        assert_eq!(HDR_LEN as usize, std::mem::size_of::<libc::msghdr>());
+    }
+}
