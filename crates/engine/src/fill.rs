@@ -25,6 +25,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use rmosix_image::Area;
@@ -165,26 +166,36 @@ impl<'m> Filler<'m> {
         // queue closes and feeding stops too.
         let queue = Arc::new(Mutex::new(queue));
         let (spare, spares) = mpsc::channel::<Vec<u8>>();
+        // Set by the first placer that fails: the others stop too, and so does feeding,
+        // rather than placing the rest of an image that cannot be restored.
+        let failed = AtomicBool::new(false);
         std::thread::scope(|scope| {
             let placers: Vec<_> = (0..PLACERS)
                 .map(|_| {
-                    let (queue, spare) = (Arc::clone(&queue), spare.clone());
+                    let (queue, spare, failed) = (Arc::clone(&queue), spare.clone(), &failed);
                     scope.spawn(move || -> io::Result<()> {
-                        loop {
+                        while !failed.load(Ordering::Relaxed) {
                             // One placer waits on the channel, the idle ones on the lock.
                             let run = queue.lock().expect("placer queue").recv();
                             let Ok((addr, data)) = run else {
                                 return Ok(());
                             };
-                            self.place(addr, &data)?;
+                            if let Err(err) = self.place(addr, &data) {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(err);
+                            }
                             // The reader may have finished already; the buffer is just dropped.
                             let _ = spare.send(data);
                         }
+                        Ok(())
                     })
                 })
                 .collect();
             drop(queue);
             let fed = (|| loop {
+                if failed.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
                 let mut buf = spares.try_recv().unwrap_or_default();
                 let Some(addr) = next(&mut buf)? else {
                     return Ok(());
