@@ -789,8 +789,11 @@ fn finish_call(pid: Pid, r: &mut Remote, call: Call, ret: i64) -> io::Result<()>
 /// with its lengths and flags updated, the address, the data (to the iovec array, for the
 /// guest to scatter) and the ancillary data.
 fn message_backs(r: &Remote, call: &Call, ret: i64) -> io::Result<Backs> {
-    let remote = call.data.first().and_then(|raw| msg::MsgHdr::parse(raw));
-    let (Some(remote), true) = (remote, call.nr == libc::SYS_recvmsg && ret >= 0) else {
+    if call.nr != libc::SYS_recvmsg || ret < 0 {
+        return Ok(Vec::new());
+    }
+    // The msghdr as the remote sent it, with the remote's pointers.
+    let Some(remote) = call.data.first().and_then(|raw| msg::MsgHdr::parse(raw)) else {
         return Ok(Vec::new());
     };
     let raw = r.mem.read_vec(call.bufs[0].1, msg::HDR_LEN as usize)?;
