@@ -1,6 +1,9 @@
 /* rmosix bench baseline: raw TCP throughput over the lab link, one stream.
  *
- * Usage: tcp recv PORT          accept one connection, read to EOF, close, print "received=N"
+ * Usage: tcp recv PORT [MIB]    accept one connection, read to EOF, close, print "received=N";
+ *                               with MIB, read into MIB MiB of newly mapped memory, one
+ *                               byte after another, as the plainest receiver of a process
+ *                               image would (each page of it must be allocated first)
  *        tcp send ADDR PORT MIB send MIB MiB in 1 MiB writes, half-close, wait for the
  *                               receiver's close, print "bytes=N secs=S"
  * The sender's clock runs from connect to the receiver's close, so every byte has been read
@@ -13,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,7 +29,7 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int do_recv(int port) {
+static int do_recv(int port, long fresh_mib) {
     int ls = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -41,11 +45,33 @@ static int do_recv(int port) {
         perror("tcp recv: accept");
         return 1;
     }
+    size_t room = (size_t)fresh_mib << 20;
+    char *mem = NULL;
+    if (fresh_mib > 0) {
+        mem = mmap(NULL, room, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED) {
+            perror("tcp recv: mmap");
+            return 1;
+        }
+    }
     char *buf = malloc(CHUNK);
     long long total = 0;
     ssize_t n;
-    while ((n = read(s, buf, CHUNK)) > 0)
+    for (;;) {
+        char *into = buf;
+        size_t want = CHUNK;
+        if (mem != NULL && (size_t)total < room) {
+            into = mem + total;
+            want = room - (size_t)total < CHUNK ? room - (size_t)total : CHUNK;
+        }
+        if ((n = read(s, into, want)) <= 0)
+            break;
+        if (mem != NULL && into == buf) {
+            fprintf(stderr, "tcp recv: more than %ld MiB arrived\n", fresh_mib);
+            return 1;
+        }
         total += n;
+    }
     close(s);
     printf("received=%lld\n", total);
     return n < 0;
@@ -88,9 +114,11 @@ static int do_send(const char *addr, int port, long mib) {
 
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "recv") == 0)
-        return do_recv(atoi(argv[2]));
+        return do_recv(atoi(argv[2]), 0);
+    if (argc == 4 && strcmp(argv[1], "recv") == 0)
+        return do_recv(atoi(argv[2]), atol(argv[3]));
     if (argc == 5 && strcmp(argv[1], "send") == 0)
         return do_send(argv[2], atoi(argv[3]), atol(argv[4]));
-    fprintf(stderr, "usage: tcp recv PORT | tcp send ADDR PORT MIB\n");
+    fprintf(stderr, "usage: tcp recv PORT [MIB] | tcp send ADDR PORT MIB\n");
     return 2;
 }
