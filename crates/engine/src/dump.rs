@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use rmosix_image::{self as image, Area, Header, MmLayout, Registers, SigAction};
+use rmosix_image::{self as image, Area, CpuTimer, Header, MmLayout, Registers, SigAction};
 use serde::{Deserialize, Serialize};
 
 use crate::inject::{Injector, Scratch};
@@ -15,6 +15,8 @@ use crate::sys;
 /// Page data goes out in runs of at most this many bytes (fits a frame).
 const RUN_BYTES: usize = 4 << 20;
 const PAGE: u64 = 4096;
+/// The interval timers that count the process's CPU time and so move with it.
+pub const CPU_TIMERS: [i32; 2] = [libc::ITIMER_VIRTUAL, libc::ITIMER_PROF];
 const PIECE: usize = 64 << 10;
 
 /// Why a process cannot move, found before anything is touched.
@@ -170,7 +172,13 @@ pub fn read_header(
     let scratch = Scratch::map(inj, pid, PAGE)?;
     let result = read_task_state(pid, inj, &mem, &scratch);
     scratch.unmap(inj, pid)?;
-    let (sigactions, altstack, tid_address, brk) = result?;
+    let TaskState {
+        sigactions,
+        altstack,
+        tid_address,
+        brk,
+        cpu_timers,
+    } = result?;
 
     let stat = stat_fields(pid)?;
     // /proc/PID/stat field numbers (proc(5)) minus 3, since stat_fields starts at field 3.
@@ -215,10 +223,18 @@ pub fn read_header(
         areas,
         pending_signals,
         comm: comm.trim_end_matches('\n').to_owned(),
+        cpu_timers,
     })
 }
 
-type TaskState = (Vec<SigAction>, (u64, i32, u64), u64, u64);
+/// What injected calls read of a frozen task.
+struct TaskState {
+    sigactions: Vec<SigAction>,
+    altstack: (u64, i32, u64),
+    tid_address: u64,
+    brk: u64,
+    cpu_timers: Vec<CpuTimer>,
+}
 
 /// What only the task itself can tell: dispositions, altstack, tid address, brk.
 fn read_task_state(
@@ -273,7 +289,25 @@ fn read_task_state(
     let tid_address =
         u64::from_le_bytes(mem.read_vec(scratch.addr, 8)?.try_into().expect("8 bytes"));
     let brk = inj.call(pid, libc::SYS_brk, [0; 6])? as u64;
-    Ok((sigactions, altstack, tid_address, brk))
+    let mut cpu_timers = Vec::new();
+    for which in CPU_TIMERS {
+        let args = [which as u64, scratch.addr, 0, 0, 0, 0];
+        inj.call_ok(pid, libc::SYS_getitimer, args, "getitimer")?;
+        let raw = mem.read_vec(scratch.addr, 32)?;
+        let word =
+            |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        cpu_timers.push(CpuTimer {
+            which,
+            itimerval: [word(0), word(1), word(2), word(3)],
+        });
+    }
+    Ok(TaskState {
+        sigactions,
+        altstack,
+        tid_address,
+        brk,
+        cpu_timers,
+    })
 }
 
 /// Stream the page contents of `areas` of `pid`, skipping pages that were never touched

@@ -413,6 +413,13 @@ impl Guest {
                     .go_home(&format!("system call {nr}"), Some(id))
                     .map(Some);
             }
+            Route::Continue => {
+                if let Err(err) = self.listener.let_run(id)
+                    && err.raw_os_error() != Some(libc::ENOENT)
+                {
+                    warn!(%err, "cannot let a trapped call run");
+                }
+            }
             // The filter lets these through; a notification for one means it changed under us.
             Route::Local => respond(&self.listener, id, -i64::from(libc::ENOSYS)),
         }

@@ -684,6 +684,12 @@ fn strip_shell(pid: Pid) -> io::Result<(Injector, u64, Regs)> {
     let inj = Injector::find(&mem, &areas)?;
     restore::release_memory(pid, &inj, &areas)?;
     let scratch = Scratch::map(&inj, pid, SCRATCH_LEN)?.addr;
+    // The CPU-time timers went with the image; the shell's copies must not fire as well.
+    // The fresh scratch area holds zeros: a disarmed itimerval.
+    for which in dump::CPU_TIMERS {
+        let args = [which as u64, scratch, 0, 0, 0, 0];
+        inj.call_ok(pid, libc::SYS_setitimer, args, "disarm a CPU-time timer")?;
+    }
     // Every signal must reach us while the shell idles, whatever the program blocked.
     ptrace::set_sigmask(pid, 0)?;
     Ok((inj, scratch, ptrace::get_regs(pid)?))

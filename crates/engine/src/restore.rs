@@ -282,6 +282,17 @@ fn restore_task_state(
         [header.tid_address, 0, 0, 0, 0, 0],
         "set_tid_address",
     )?;
+    // Last, so that the injected calls above hardly count towards the CPU-time timers.
+    for timer in &header.cpu_timers {
+        let raw: Vec<u8> = timer
+            .itimerval
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        mem.write(scratch.addr, &raw)?;
+        let args = [timer.which as u64, scratch.addr, 0, 0, 0, 0];
+        inj.call_ok(pid, libc::SYS_setitimer, args, "setitimer")?;
+    }
     if let Some((addr, len, sig)) = header.rseq {
         inj.call_ok(
             pid,

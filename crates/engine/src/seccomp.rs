@@ -157,12 +157,25 @@ impl Listener {
     /// Answer notification `id`: the call returns `val` (a negative value is an errno).
     /// ENOENT means the call was interrupted meanwhile (a signal); the caller ignores it.
     pub fn respond(&self, id: u64, val: i64) -> io::Result<()> {
-        let resp = sys::SeccompNotifResp {
+        self.send(sys::SeccompNotifResp {
             id,
             val: if val < 0 { 0 } else { val },
             error: if val < 0 { val as i32 } else { 0 },
             flags: 0,
-        };
+        })
+    }
+
+    /// Let call `id` go on in the process as if no filter had stopped it.
+    pub fn let_run(&self, id: u64) -> io::Result<()> {
+        self.send(sys::SeccompNotifResp {
+            id,
+            val: 0,
+            error: 0,
+            flags: sys::SECCOMP_USER_NOTIF_FLAG_CONTINUE,
+        })
+    }
+
+    fn send(&self, resp: sys::SeccompNotifResp) -> io::Result<()> {
         // SAFETY: resp is a live, correctly sized struct seccomp_notif_resp.
         let ret = unsafe { libc::ioctl(self.fd.as_raw_fd(), sys::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
         if ret < 0 {

@@ -59,6 +59,8 @@ pub const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: u64 = 1 << 5;
 pub const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 pub const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
 pub const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+/// A notification's answer that lets the call run on in the process (Linux 5.5).
+pub const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
 pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 
 /// `struct seccomp_data`, what a filter and a notification see of a call.

@@ -20,6 +20,9 @@ pub enum Route {
     Message,
     /// The process ends: run it at home, where the exit status is collected.
     Exit,
+    /// Runs where the process runs, but only for these arguments, which the filter does not
+    /// look at: the guest lets the call continue after the notification.
+    Continue,
 }
 
 /// One argument of a forwarded call.
@@ -115,6 +118,11 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
             Val,
         ]),
         libc::SYS_dup | libc::SYS_dup2 | libc::SYS_dup3 => F(&[Val, Val, Val]),
+        // ITIMER_VIRTUAL and ITIMER_PROF count the process's own CPU time and move with it;
+        // ITIMER_REAL is wall-clock time, shared with alarm(), and stays at home.
+        libc::SYS_getitimer | libc::SYS_setitimer if args[0] != libc::ITIMER_REAL as u64 => {
+            Route::Continue
+        }
         libc::SYS_getitimer => F(&[Val, Out(Fixed(ITIMERVAL), All)]),
         libc::SYS_alarm => F(&[Val]),
         libc::SYS_setitimer => F(&[Val, In(Fixed(ITIMERVAL)), Out(Fixed(ITIMERVAL), All)]),
@@ -362,6 +370,12 @@ mod tests {
         let masked = [4, 0x1000, 0, 0, 0x2000, 0x3000];
         assert_eq!(route(libc::SYS_pselect6, &masked), Route::Home);
         assert_eq!(route(libc::SYS_recvmsg, &[0; 6]), Route::Message);
+        let virtual_timer = [libc::ITIMER_VIRTUAL as u64, 0x1000, 0, 0, 0, 0];
+        assert_eq!(route(libc::SYS_setitimer, &virtual_timer), Route::Continue);
+        assert!(matches!(
+            route(libc::SYS_setitimer, &[0, 0x1000, 0, 0, 0, 0]),
+            Route::Forward(_)
+        ));
     }
 
     #[test]

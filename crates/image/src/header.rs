@@ -94,6 +94,18 @@ pub struct SigAction {
     pub mask: u64,
 }
 
+/// An interval timer that counts the process's own CPU time (`ITIMER_VIRTUAL`, `ITIMER_PROF`),
+/// as getitimer(2) reads it: it travels with the process, where `ITIMER_REAL` (wall-clock
+/// time, shared with alarm(2)) stays in the shell at home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuTimer {
+    /// `ITIMER_VIRTUAL` or `ITIMER_PROF`.
+    pub which: i32,
+    /// `struct itimerval`: interval seconds and microseconds, then value seconds and
+    /// microseconds (zero: disarmed).
+    pub itimerval: [u64; 4],
+}
+
 /// The mm fields `prctl(PR_SET_MM_MAP)` restores (see /proc/PID/stat).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MmLayout {
@@ -155,6 +167,8 @@ pub struct Header {
     pub pending_signals: u64,
     /// The task's name (`/proc/PID/comm`, at most 15 bytes), which `ps` and `top` show.
     pub comm: String,
+    /// Its CPU-time interval timers.
+    pub cpu_timers: Vec<CpuTimer>,
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ mod frame;
 mod header;
 
 pub use frame::{Frame, FrameError, FrameHead, FrameReader, MAX_FRAME, write_message, write_pages};
-pub use header::{Area, Header, KernelFacts, MmLayout, Registers, SigAction};
+pub use header::{Area, CpuTimer, Header, KernelFacts, MmLayout, Registers, SigAction};
 
 /// Version of the image and session format; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;

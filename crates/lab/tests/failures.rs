@@ -739,10 +739,10 @@ fn a_c_handler_with_sa_onstack_and_no_altstack_runs_at_the_remote() {
 }
 
 /// timers.c on node 2: a SIGUSR1 sent at home runs its handler, then alarm() and setitimer()
-/// called at the remote fire.
+/// called at the remote fire, ITIMER_VIRTUAL (which counts the remote's CPU time) too.
 fn handler_and_timers_at_the_remote(flags: &[&str]) {
     let timers = c_program("timers");
-    timers_fire_at_the_remote(
+    let stdout = timers_fire_at_the_remote(
         |go| {
             [timers.as_str(), go]
                 .iter()
@@ -752,6 +752,7 @@ fn handler_and_timers_at_the_remote(flags: &[&str]) {
         },
         Some("USR1"),
     );
+    assert!(stdout.contains("virtual timer fired\n"), "{stdout}");
 }
 
 #[test]
@@ -765,8 +766,8 @@ fn python_timers_set_at_the_remote_fire() {
 
 /// Runs `argv(GOFILE)` on node 1 and moves it to node 2; sends `signal` (if any) and waits
 /// for its handler; then lets it go on, and its alarm() and setitimer() set at the remote
-/// fire.
-fn timers_fire_at_the_remote(argv: impl Fn(&str) -> Vec<String>, signal: Option<&str>) {
+/// fire. Returns what it printed.
+fn timers_fire_at_the_remote(argv: impl Fn(&str) -> Vec<String>, signal: Option<&str>) -> String {
     let lab = start_lab(2);
     let go = go_file(&lab, "go");
     let argv = argv(path_str(&go));
@@ -786,6 +787,7 @@ fn timers_fire_at_the_remote(argv: impl Fn(&str) -> Vec<String>, signal: Option<
         done.stdout.contains("alarm fired\nitimer fired\n"),
         "{done:?}"
     );
+    done.stdout
 }
 
 // ---- 6. Processes that cannot move keep running at home ----

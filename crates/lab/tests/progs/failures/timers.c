@@ -1,6 +1,7 @@
 /* timers: says "ready", waits until GOFILE exists (so that the timers are set wherever the
  * process then runs), then sets alarm(1) and waits for its handler, then a 300 ms
- * ITIMER_REAL and waits for it, printing "alarm fired" and "itimer fired"; a SIGUSR1 sent at
+ * ITIMER_REAL and waits for it, then a 100 ms ITIMER_VIRTUAL (CPU time) and spins until it
+ * fires, printing "alarm fired", "itimer fired" and "virtual timer fired"; a SIGUSR1 sent at
  * any time prints "got USR1". Exits 0. With "onstack", the SIGUSR1 handler has SA_ONSTACK,
  * as Python sets on all its handlers, with no alternate stack: the kernel then uses the normal
  * stack. usage: timers GOFILE [onstack] */
@@ -11,9 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t alarms, usr1;
+static volatile sig_atomic_t alarms, usr1, vtalrms;
 
 static void on_alarm(int sig) { (void)sig; alarms++; }
+static void on_vtalrm(int sig) { (void)sig; vtalrms++; }
 static void on_usr1(int sig) { (void)sig; usr1 = 1; }
 
 static void report_usr1(void) {
@@ -46,6 +48,8 @@ int main(int argc, char **argv) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_alarm;
     sigaction(SIGALRM, &sa, 0);
+    sa.sa_handler = on_vtalrm;
+    sigaction(SIGVTALRM, &sa, 0);
     sa.sa_handler = on_usr1;
     if (argc == 3)
         sa.sa_flags = SA_ONSTACK;
@@ -70,5 +74,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("itimer fired\n");
+    fflush(stdout);
+    struct itimerval cpu = {.it_value = {.tv_usec = 100000}};
+    setitimer(ITIMER_VIRTUAL, &cpu, 0);
+    if (spin_until(&vtalrms, 1) != 0) {
+        printf("FAIL: no virtual timer\n");
+        return 1;
+    }
+    printf("virtual timer fired\n");
     return 0;
 }

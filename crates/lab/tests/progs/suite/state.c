@@ -7,10 +7,13 @@
  * an alternate stack (sigaltstack, SA_ONSTACK). After each round the program checks that
  * ticks arrived, that the alternate stack is still set, and writes the round to FILE,
  * opened before the first move; then it reads one line from stdin (the test sends it once
- * the move is done). At the end it reads FILE back. Every check prints PASS or FAIL and
+ * the move is done). ITIMER_VIRTUAL and ITIMER_PROF, set once at the start (at home), tick
+ * all along: after each gate, a short busy loop, run entirely where the move put the
+ * program, must see both tick (these timers count the process's CPU time, so they must
+ * move with it). At the end it reads FILE back. Every check prints PASS or FAIL and
  * the output holds no counts or times; exit 0 if all passed, 1 if not.
  *
- * With a second argument "no-timer", there is no timer: no SIGALRM comes, and the program
+ * With a second argument "no-timer", there are no timers: no signal comes, and the program
  * prints "ticks off" instead of checking them (a signal that lands during a forwarded call
  * trips an engine bug; see the suite's forwarded_calls_interrupted_by_timer_signals_run_once).
  *
@@ -33,6 +36,7 @@
 static char altstack[ALTSTACK_SIZE];
 static volatile sig_atomic_t ticks;
 static volatile sig_atomic_t ticks_off_altstack;
+static volatile sig_atomic_t virtual_ticks, prof_ticks;
 static int failures;
 
 static void on_alarm(int sig) {
@@ -41,6 +45,16 @@ static void on_alarm(int sig) {
     if (&here < altstack || &here >= altstack + ALTSTACK_SIZE)
         ticks_off_altstack++;
     ticks++;
+}
+
+static void on_vtalrm(int sig) { (void)sig; virtual_ticks++; }
+static void on_prof(int sig) { (void)sig; prof_ticks++; }
+
+/* Burns about 0.2 s of CPU time in a loop without system calls. */
+static void busy(void) {
+    volatile unsigned long n = 0;
+    while (n < 60000000UL)
+        n++;
 }
 
 /* Prints one check's result; round 0 is the end of the program. */
@@ -195,6 +209,17 @@ int main(int argc, char **argv) {
         perror("setitimer");
         return 2;
     }
+    sa.sa_flags = SA_RESTART;
+    sa.sa_handler = on_vtalrm;
+    sigaction(SIGVTALRM, &sa, NULL);
+    sa.sa_handler = on_prof;
+    sigaction(SIGPROF, &sa, NULL);
+    struct itimerval cpu = {.it_interval = {0, 10000}, .it_value = {0, 10000}};
+    if (timer && (setitimer(ITIMER_VIRTUAL, &cpu, NULL) != 0 ||
+                  setitimer(ITIMER_PROF, &cpu, NULL) != 0)) {
+        perror("setitimer");
+        return 2;
+    }
 
     int ticks_ok = 1;
     for (int round = 1; round <= 3; round++) {
@@ -219,9 +244,17 @@ int main(int argc, char **argv) {
                   now.ss_flags == 0);
         fprintf(file, "round %d done\n", round);
         gate();
+        if (timer) {
+            sig_atomic_t virtual_before = virtual_ticks, prof_before = prof_ticks;
+            busy();
+            check(round, "CPU-time timers tick after the gate",
+                  virtual_ticks > virtual_before && prof_ticks > prof_before);
+        }
     }
     struct itimerval off = {{0, 0}, {0, 0}};
     setitimer(ITIMER_REAL, &off, NULL);
+    setitimer(ITIMER_VIRTUAL, &off, NULL);
+    setitimer(ITIMER_PROF, &off, NULL);
 
     char text[256] = {0};
     rewind(file);
