@@ -61,7 +61,12 @@ impl Injector {
         let saved = ptrace::get_regs(pid)?;
         let mask = ptrace::get_sigmask(pid)?;
         ptrace::set_sigmask(pid, !0)?;
-        let result = self.step_call(pid, &saved, nr, args);
+        // The call runs with no stack pointer. No call we inject uses the stack. But the
+        // kernel refuses to change the alternate signal stack while the caller's stack
+        // pointer lies on it (EPERM). A process frozen in a handler running there would
+        // otherwise keep its own restore from setting the altstack.
+        let base = Regs { rsp: 0, ..saved };
+        let result = self.step_call(pid, &base, nr, args);
         ptrace::set_regs(pid, &saved)?;
         ptrace::set_sigmask(pid, mask)?;
         result

@@ -721,6 +721,35 @@ fn stop_then_cont(cont: Cont) {
 
 // ---- 4 and 5 in C: a signal handler and timers at the remote ----
 
+/// A process frozen while its handler runs on the alternate stack moves out, home and out
+/// again (the restore sets the altstack, which the kernel refuses to a caller whose stack
+/// pointer lies on it), and its handler then returns where it was.
+#[test]
+fn a_process_moved_inside_a_handler_on_its_altstack_comes_home_and_goes_again() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let go = go_file(&lab, "go");
+    let onstack = c_program("onstack");
+    let job = Job::start(&lab, lab.node(1), &[onstack.as_str(), path_str(&go)]);
+    job.wait_output("ready\n");
+    job.signal("USR1");
+    job.wait_output("in handler\n");
+    for target in ["2", "home", "2"] {
+        job.move_to(target);
+    }
+    assert_eq!(job.location(), "2");
+    release(&go);
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        done.stdout
+            .ends_with("ran on the alternate stack: yes\nalternate stack still set: yes\ndone\n"),
+        "{done:?}"
+    );
+}
+
 #[test]
 fn a_c_signal_handler_and_timers_set_at_the_remote_fire() {
     if !rmosix_lab::require_root() {
