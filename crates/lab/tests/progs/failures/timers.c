@@ -39,6 +39,17 @@ static int spin_until(volatile sig_atomic_t *flag, int want) {
     return 0;
 }
 
+/* Waits for `flag` to reach `want` and says "NAME fired", or "FAIL: no NAME". */
+static int expect(volatile sig_atomic_t *flag, int want, const char *name) {
+    if (spin_until(flag, want) != 0) {
+        printf("FAIL: no %s\n", name);
+        return 1;
+    }
+    printf("%s fired\n", name);
+    fflush(stdout);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2 && !(argc == 3 && strcmp(argv[2], "onstack") == 0)) {
         fprintf(stderr, "usage: timers GOFILE [onstack]\n");
@@ -61,26 +72,13 @@ int main(int argc, char **argv) {
         usleep(20000);
     }
     alarm(1);
-    if (spin_until(&alarms, 1) != 0) {
-        printf("FAIL: no alarm\n");
+    if (expect(&alarms, 1, "alarm"))
         return 1;
-    }
-    printf("alarm fired\n");
-    fflush(stdout);
     struct itimerval it = {.it_value = {.tv_usec = 300000}};
     setitimer(ITIMER_REAL, &it, 0);
-    if (spin_until(&alarms, 2) != 0) {
-        printf("FAIL: no itimer\n");
+    if (expect(&alarms, 2, "itimer"))
         return 1;
-    }
-    printf("itimer fired\n");
-    fflush(stdout);
     struct itimerval cpu = {.it_value = {.tv_usec = 100000}};
     setitimer(ITIMER_VIRTUAL, &cpu, 0);
-    if (spin_until(&vtalrms, 1) != 0) {
-        printf("FAIL: no virtual timer\n");
-        return 1;
-    }
-    printf("virtual timer fired\n");
-    return 0;
+    return expect(&vtalrms, 1, "virtual timer");
 }
