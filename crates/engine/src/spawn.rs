@@ -29,7 +29,7 @@ fn fork_seized(options: libc::c_int, then: impl FnOnce()) -> io::Result<Pid> {
     // SAFETY: the child only calls close, read, `then` and _exit, all async-signal-safe.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(fork_failed([gate_read, gate_write]));
     }
     if pid == 0 {
         // SAFETY: async-signal-safe calls on fds this child owns.
@@ -63,6 +63,16 @@ fn wait_for_eof(fd: i32) {
             return;
         }
     }
+}
+
+/// fork(2)'s error, after closing the pipe made for the child that never came.
+fn fork_failed(ends: [i32; 2]) -> io::Error {
+    let err = io::Error::last_os_error();
+    for fd in ends {
+        // SAFETY: our own descriptors, used by no one else.
+        unsafe { libc::close(fd) };
+    }
+    err
 }
 
 /// A pipe's [read, write] ends, both close-on-exec.
@@ -131,7 +141,7 @@ pub fn spawn_husk(keep_fds: bool) -> io::Result<Pid> {
     // async-signal-safe.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(fork_failed([ready_read, ready_write]));
     }
     if pid == 0 {
         // SAFETY: plain system calls on this child's own state and descriptors.
