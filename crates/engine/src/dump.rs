@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::inject::{Injector, Scratch};
 use crate::maps;
-use crate::mem::Memory;
+use crate::mem::{Memory, le_u64};
 use crate::ptrace::{self, Pid, Regs};
 use crate::sys;
 
@@ -254,15 +254,13 @@ fn read_task_state(
             [sig as u64, 0, scratch.addr, 8, 0, 0],
             "rt_sigaction",
         )?;
-        let raw = mem.read_vec(scratch.addr, 32)?;
-        let word =
-            |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let [handler, flags, restorer, mask] = words4(mem, scratch.addr)?;
         let action = SigAction {
             sig,
-            handler: word(0),
-            flags: word(1),
-            restorer: word(2),
-            mask: word(3),
+            handler,
+            flags,
+            restorer,
+            mask,
         };
         if action.handler != 0 || action.flags != 0 || action.mask != 0 {
             sigactions.push(action);
@@ -274,31 +272,24 @@ fn read_task_state(
         [0, scratch.addr, 0, 0, 0, 0],
         "sigaltstack",
     )?;
-    let raw = mem.read_vec(scratch.addr, 24)?;
-    let altstack = (
-        u64::from_le_bytes(raw[0..8].try_into().expect("8 bytes")),
-        i32::from_le_bytes(raw[8..12].try_into().expect("4 bytes")),
-        u64::from_le_bytes(raw[16..24].try_into().expect("8 bytes")),
-    );
+    // stack_t: ss_sp, ss_flags (an int, padded), ss_size.
+    let ss = mem.read_words(scratch.addr, 3)?;
+    let altstack = (ss[0], ss[1] as u32 as i32, ss[2]);
     inj.call_ok(
         pid,
         libc::SYS_prctl,
         [sys::PR_GET_TID_ADDRESS, scratch.addr, 0, 0, 0, 0],
         "prctl",
     )?;
-    let tid_address =
-        u64::from_le_bytes(mem.read_vec(scratch.addr, 8)?.try_into().expect("8 bytes"));
+    let tid_address = mem.read_words(scratch.addr, 1)?[0];
     let brk = inj.call(pid, libc::SYS_brk, [0; 6])? as u64;
     let mut cpu_timers = Vec::new();
     for which in CPU_TIMERS {
         let args = [which as u64, scratch.addr, 0, 0, 0, 0];
         inj.call_ok(pid, libc::SYS_getitimer, args, "getitimer")?;
-        let raw = mem.read_vec(scratch.addr, 32)?;
-        let word =
-            |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
         cpu_timers.push(CpuTimer {
             which,
-            itimerval: [word(0), word(1), word(2), word(3)],
+            itimerval: words4(mem, scratch.addr)?,
         });
     }
     Ok(TaskState {
@@ -308,6 +299,12 @@ fn read_task_state(
         brk,
         cpu_timers,
     })
+}
+
+/// The four u64 words at `addr` (a k_sigaction, an itimerval).
+fn words4(mem: &Memory, addr: u64) -> io::Result<[u64; 4]> {
+    let words = mem.read_words(addr, 4)?;
+    Ok(words.try_into().expect("4 words"))
 }
 
 /// Stream the page contents of `areas` of `pid`, skipping pages that were never touched
@@ -365,7 +362,7 @@ fn present_pages(
     pagemap.read_exact_at(&mut raw, addr / PAGE * 8)?;
     Ok(raw
         .chunks_exact(8)
-        .map(|e| u64::from_le_bytes(e.try_into().expect("8 bytes")) & (3 << 62) != 0)
+        .map(|e| le_u64(e, 0) & (3 << 62) != 0)
         .collect())
 }
 

@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use crate::dump;
 use crate::inject::Injector;
-use crate::mem::Memory;
+use crate::mem::{Memory, le_u32};
 use crate::msg;
 use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
@@ -482,7 +482,7 @@ impl Guest {
             Len::DerefU32(i) if args[i] == 0 => 0,
             Len::DerefU32(i) => {
                 let raw = self.mem.read_vec(args[i], 4).map_err(|_| libc::EFAULT)?;
-                u64::from(u32::from_le_bytes(raw.try_into().expect("4 bytes")))
+                u64::from(le_u32(&raw, 0))
             }
             Len::FdSet => args[0].div_ceil(64) * 8,
         };
@@ -533,19 +533,17 @@ impl Guest {
         if count > 1024 {
             return Err(libc::EMSGSIZE);
         }
-        let raw = self
+        let words = self
             .mem
-            .read_vec(addr, count as usize * 16)
+            .read_words(addr, count as usize * 2)
             .map_err(|_| libc::EFAULT)?;
         let mut total = 0u64;
-        Ok(raw
-            .chunks_exact(16)
-            .map(|rec| {
-                let base = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
-                let len = u64::from_le_bytes(rec[8..].try_into().expect("8 bytes"));
-                let len = len.min(MAX_BUF - total);
+        Ok(words
+            .chunks_exact(2)
+            .map(|iovec| {
+                let len = iovec[1].min(MAX_BUF - total);
                 total += len;
-                (base, len)
+                (iovec[0], len)
             })
             .collect())
     }

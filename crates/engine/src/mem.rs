@@ -53,6 +53,13 @@ impl Memory {
         Ok(buf)
     }
 
+    /// Read `n` native (little-endian) u64 words from `addr`: the structs that system calls
+    /// fill in a tracee (sigaction, itimerval, iovec arrays) are made of them.
+    pub fn read_words(&self, addr: u64, n: usize) -> io::Result<Vec<u64>> {
+        let raw = self.read_vec(addr, n * 8)?;
+        Ok(raw.chunks_exact(8).map(|w| le_u64(w, 0)).collect())
+    }
+
     /// Write `data` at address `addr`.
     pub fn write(&self, addr: u64, data: &[u8]) -> io::Result<()> {
         self.file.write_all_at(data, addr)
@@ -75,4 +82,14 @@ impl Memory {
         }
         Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG))
     }
+}
+
+/// The little-endian u64 at byte `at` of `raw` (which must hold it).
+pub fn le_u64(raw: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(raw[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The little-endian u32 at byte `at` of `raw` (which must hold it).
+pub fn le_u32(raw: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes"))
 }

@@ -10,6 +10,7 @@
 //! SCM_RIGHTS mean the same at both ends: every descriptor of a remote process lives in its
 //! shell.
 
+use crate::mem::{le_u32, le_u64};
 use crate::session::BufSpec;
 
 /// Size of `struct msghdr`.
@@ -40,16 +41,14 @@ impl MsgHdr {
     /// Decode the first HDR_LEN bytes of `raw`.
     pub fn parse(raw: &[u8]) -> Option<MsgHdr> {
         let raw = raw.get(..HDR_LEN as usize)?;
-        let u64_at = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
-        let u32_at = |at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes"));
         Some(MsgHdr {
-            name: u64_at(0),
-            namelen: u32_at(8),
-            iov: u64_at(16),
-            iovlen: u64_at(24),
-            control: u64_at(32),
-            controllen: u64_at(40),
-            flags: u32_at(48) as i32,
+            name: le_u64(raw, 0),
+            namelen: le_u32(raw, 8),
+            iov: le_u64(raw, 16),
+            iovlen: le_u64(raw, 24),
+            control: le_u64(raw, 32),
+            controllen: le_u64(raw, 40),
+            flags: le_u32(raw, 48) as i32,
         })
     }
 
