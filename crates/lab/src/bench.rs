@@ -850,11 +850,12 @@ impl Report {
                     "ms",
                 ),
             ];
-            let _ = writeln!(o, "  node1 -> node2");
-            for (name, stats, d, unit) in rows {
-                let _ = writeln!(o, "    {name:<32}{}", show(stats, d, unit));
-            }
-            let _ = writeln!(o, "    {:<32}{}", "", link_share(out_gbps, tcp, tcp_fresh));
+            direction(
+                &mut o,
+                "node1 -> node2",
+                &rows,
+                link_share(out_gbps, tcp, tcp_fresh),
+            );
             let rows: [(&str, Option<Stats>, usize, &str); 3] = [
                 (
                     "freeze (process's own clock)",
@@ -870,11 +871,8 @@ impl Report {
                     "ms",
                 ),
             ];
-            let _ = writeln!(o, "  node2 -> home (node1)");
-            for (name, stats, d, unit) in rows {
-                let _ = writeln!(o, "    {name:<32}{}", show(stats, d, unit));
-            }
-            let _ = writeln!(o, "    {:<32}{}", "", link_share(home_gbps, tcp, tcp_fresh));
+            let share = link_share(home_gbps, tcp, tcp_fresh);
+            direction(&mut o, "node2 -> home (node1)", &rows, share);
             for s in [out_gbps, home_gbps].into_iter().flatten() {
                 worst_gbps = Some(worst_gbps.map_or(s.median, |w: f64| w.min(s.median)));
             }
@@ -965,6 +963,21 @@ impl Report {
         );
         o
     }
+}
+
+/// One direction of a migration: its title, a row per figure (name, stats, decimals, unit),
+/// then its rate as a share of the baselines.
+fn direction(
+    o: &mut String,
+    title: &str,
+    rows: &[(&str, Option<Stats>, usize, &str)],
+    share: String,
+) {
+    let _ = writeln!(o, "  {title}");
+    for &(name, stats, d, unit) in rows {
+        let _ = writeln!(o, "    {name:<32}{}", show(stats, d, unit));
+    }
+    let _ = writeln!(o, "    {:<32}{share}", "");
 }
 
 /// Bytes per ms as GB/s (10^9 bytes a second).
