@@ -222,11 +222,11 @@ impl Guest {
                 // Leaving, and home did not run the call: do not answer it (a restart code
                 // would reach the program, as no signal is pending); going home rewinds it.
                 if self.leaving && sys::is_restart(ret) {
-                    return self.go_home("asked to come home", Some(id)).map(Some);
+                    return self.go_home(Homeward::Asked { restart: Some(id) });
                 }
                 self.on_reply(ret, data)?;
                 if self.leaving {
-                    return self.go_home("asked to come home", None).map(Some);
+                    return self.go_home(Homeward::Asked { restart: None });
                 }
             }
             ToGuest::Signal { sig } => {
@@ -234,12 +234,13 @@ impl Guest {
                 unsafe { libc::kill(self.husk, sig) };
             }
             ToGuest::ComeHome => match self.pending {
-                None => return self.go_home("asked to come home", None).map(Some),
+                None => return self.go_home(Homeward::Asked { restart: None }),
                 // Ending anyway: home will see the exit.
                 Some(Pending::Exit { .. }) => {}
                 Some(_) => self.leaving = true,
             },
             ToGuest::Ended => return Ok(Some(Leave::Done)),
+            ToGuest::Stay { .. } => return Err(io::Error::other("Stay while not going home")),
             ToGuest::Hello { .. } => return Err(io::Error::other("unexpected Hello")),
         }
         Ok(None)
@@ -383,9 +384,8 @@ impl Guest {
             Route::MmapFile => {
                 let shared = args[3] & libc::MAP_SHARED as u64 != 0;
                 if shared && args[2] & libc::PROT_WRITE as u64 != 0 {
-                    return self
-                        .go_home("shared writable file mapping", Some(id))
-                        .map(Some);
+                    let what = "shared writable file mapping".to_owned();
+                    return self.go_home(Homeward::Call { id, what });
                 }
                 let len = args[1].next_multiple_of(4096);
                 let bufs = vec![BufSpec {
@@ -409,9 +409,8 @@ impl Guest {
                 self.pending = Some(Pending::Exit { id });
             }
             Route::Home => {
-                return self
-                    .go_home(&format!("system call {nr}"), Some(id))
-                    .map(Some);
+                let what = format!("system call {nr}");
+                return self.go_home(Homeward::Call { id, what });
             }
             Route::Continue => {
                 if let Err(err) = self.listener.let_run(id)
@@ -670,22 +669,72 @@ impl Guest {
         Ok(())
     }
 
-    /// Stop the remote, dump it home, and leave. A pending call is rewound so it runs again at
-    /// home (see dump::read_header).
-    fn go_home(&mut self, reason: &str, notif: Option<u64>) -> io::Result<Leave> {
+    /// Stop the remote, dump it home, and wait for home's word. A pending call is rewound so
+    /// that it runs again wherever the process goes on (see dump::read_header). Home takes the
+    /// process: leave. Home cannot restore it: the remote runs on here, so that nothing is
+    /// lost, and a call that only home can run fails with ENOMEM, as a fork or an exec does
+    /// when memory is short.
+    fn go_home(&mut self, trip: Homeward) -> io::Result<Option<Leave>> {
+        let (reason, notif) = match &trip {
+            Homeward::Asked { restart } => ("asked to come home".to_owned(), *restart),
+            Homeward::Call { id, what } => (what.clone(), Some(*id)),
+        };
         debug!(reason, "going home");
         self.stop_husk(notif)?;
         self.pending = None;
-        send(
-            &mut self.out,
-            &ToHome::Going {
-                reason: reason.to_string(),
-            },
-        )?;
+        self.leaving = false;
+        send(&mut self.out, &ToHome::Going { reason })?;
         let facts = facts::probe()?;
         dump::dump(self.husk, &facts, &mut self.out)?;
-        Ok(Leave::Home)
+        // Signals home relayed before it saw `Going`: the image does not hold them.
+        let mut late = Vec::new();
+        loop {
+            let msg = match self.frames.message::<ToGuest>() {
+                Ok(msg) => msg,
+                Err(err) => {
+                    warn!(%err, "home link lost while the process went home; dropping it");
+                    return Ok(Some(Leave::Done));
+                }
+            };
+            match msg {
+                ToGuest::Ended => {
+                    if !late.is_empty() {
+                        send(&mut self.out, &ToHome::Late { signals: late })?;
+                    }
+                    return Ok(Some(Leave::Home));
+                }
+                ToGuest::Stay { reason } => {
+                    warn!(%reason, "home cannot take the process back; it runs on here");
+                    for sig in late {
+                        // SAFETY: plain kill of our own tracee.
+                        unsafe { libc::kill(self.husk, sig) };
+                    }
+                    match trip {
+                        Homeward::Call { .. } => {
+                            self.finish_interrupted_call(-i64::from(libc::ENOMEM))?
+                        }
+                        // The rewound call restarts and is forwarded again.
+                        Homeward::Asked { .. } => ptrace::cont(self.husk, 0)?,
+                    }
+                    return Ok(None);
+                }
+                ToGuest::Signal { sig } => late.push(sig),
+                // The answer to a call a signal interrupted before the move.
+                ToGuest::Reply { backs, .. } => drop(self.read_backs(backs)?),
+                ToGuest::ComeHome => {}
+                ToGuest::Hello { .. } => return Err(io::Error::other("unexpected Hello")),
+            }
+        }
     }
+}
+
+/// Why a remote goes home.
+enum Homeward {
+    /// Home asked for it. `restart` is a forwarded call that home did not run: the process
+    /// makes it again wherever it goes on.
+    Asked { restart: Option<u64> },
+    /// The process made call `id`, which only home can run (`what` names it).
+    Call { id: u64, what: String },
 }
 
 fn back_of(valid: Valid) -> Back {

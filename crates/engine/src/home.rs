@@ -93,6 +93,7 @@ pub fn supervise(argv: &[String], daemon: &mut dyn Daemon) -> io::Result<JobEnd>
         main,
         main_end: None,
         procs: HashMap::new(),
+        farewells: HashMap::new(),
         sigchld,
     };
     sup.procs.insert(main, Proc::Home);
@@ -161,6 +162,8 @@ struct Supervisor<'a> {
     main: Pid,
     main_end: Option<JobEnd>,
     procs: HashMap<Pid, Proc>,
+    /// Sessions of processes that came home, open until their guest's last word.
+    farewells: HashMap<Pid, FrameReader<Box<dyn SessionRead>>>,
     sigchld: SigChld,
 }
 
@@ -180,12 +183,18 @@ impl Supervisor<'_> {
                 .iter()
                 .filter_map(|(pid, p)| matches!(p, Proc::Remote(_)).then_some(*pid))
                 .collect();
+            let leaving: Vec<Pid> = self.farewells.keys().copied().collect();
             let mut buffered = Vec::new();
             for pid in &remotes {
                 if let Some(Proc::Remote(r)) = self.procs.get(pid) {
                     fds.push(poll_in(r.frames.get_ref().raw_fd()));
                     buffered.push(r.frames.get_ref().buffered());
                 }
+            }
+            for pid in &leaving {
+                let session = self.farewells[pid].get_ref();
+                fds.push(poll_in(session.raw_fd()));
+                buffered.push(session.buffered());
             }
             let timeout = if buffered.contains(&true) { 0 } else { -1 };
             // SAFETY: fds is a live vector of pollfd.
@@ -231,11 +240,18 @@ impl Supervisor<'_> {
                     self.on_session(*pid)?;
                 }
             }
+            for (i, pid) in leaving.iter().enumerate() {
+                let at = remotes.len() + i;
+                if buffered[at] || fds[2 + at].revents != 0 {
+                    self.on_farewell(*pid);
+                }
+            }
         }
         Ok(self.main_end.unwrap_or(JobEnd::Exited(0)))
     }
 
     fn ended(&mut self, pid: Pid, end: JobEnd) {
+        self.farewells.remove(&pid);
         if let Some(Proc::Remote(mut r)) = self.procs.remove(&pid) {
             let _ = write_message(&mut r.out, &ToGuest::Ended).and_then(|()| r.out.flush());
         }
@@ -599,23 +615,26 @@ impl Supervisor<'_> {
         };
         self.procs.insert(pid, Proc::Home);
         let mut signals = freeze(pid)?;
+        let mut pending = 0;
         let restored = restore::read_header(&mut r.frames).and_then(|header| {
-            signals.extend(signal_numbers(header.pending_signals));
+            pending = header.pending_signals;
             restore::restore_into(pid, &header, &mut r.frames)
         });
         if let Err(err) = restored {
-            warn!(pid, %err, "cannot restore the process at home; it is lost");
-            // SAFETY: killing our own tracee, which cannot run on.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            if let Some((id, _)) = r.coming {
-                self.daemon
-                    .order_done(id, Err(format!("coming home failed: {err}")));
-            }
-            return ignore_gone(ptrace::cont(pid, 0));
+            return self.stay_remote(pid, r, &err, signals);
         }
         info!(pid, node = r.node, reason, "came home");
+        // The guest drops its husk on this word; its answer may name signals that went out
+        // to it after the image was taken (see on_farewell).
+        if write_message(&mut r.out, &ToGuest::Ended)
+            .and_then(|()| r.out.flush())
+            .is_ok()
+        {
+            self.farewells.insert(pid, r.frames);
+        }
         self.daemon.moved(pid, None);
         ptrace::cont(pid, 0)?;
+        signals.extend(signal_numbers(pending));
         for sig in signals {
             // SAFETY: re-sending to our own tracee the signals that were pending at the remote
             // or arrived while it moved.
@@ -628,6 +647,63 @@ impl Supervisor<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The image that came home could not be restored into the shell (home is short of
+    /// memory, say). The guest still holds the process, frozen: strip the shell again and
+    /// let the process run on where it was. Only a broken link loses it.
+    fn stay_remote(
+        &mut self,
+        pid: Pid,
+        mut r: Box<Remote>,
+        err: &io::Error,
+        signals: Vec<i32>,
+    ) -> io::Result<()> {
+        let node = r.node;
+        warn!(pid, node, %err, "cannot restore the process at home; it stays at its remote");
+        let coming = r.coming.take();
+        let kept = strip_shell(pid).and_then(|(inj, scratch, base)| {
+            (r.inj, r.scratch, r.base) = (inj, scratch, base);
+            idle(pid, &mut r)?;
+            let reason = format!("home could not restore it: {err}");
+            write_message(&mut r.out, &ToGuest::Stay { reason })?;
+            r.out.flush()?;
+            signals.into_iter().try_for_each(|sig| relay(&mut r, sig))
+        });
+        self.procs.insert(pid, Proc::Remote(r));
+        match kept {
+            Ok(()) => {
+                let why = format!("home cannot hold it ({err}); it runs on at node {node}");
+                if let Some((id, _)) = coming {
+                    self.daemon.order_done(id, Err(why));
+                }
+                Ok(())
+            }
+            Err(again) => {
+                if let Some((id, _)) = coming {
+                    self.daemon
+                        .order_done(id, Err(format!("home cannot hold it: {err}")));
+                }
+                let why = format!("home cannot hold it ({err}) nor can it run on ({again})");
+                self.lose(pid, &why)
+            }
+        }
+    }
+
+    /// The last word of a guest whose process came home: signals it got after the image was
+    /// taken. They are raised again here, where the process now is.
+    fn on_farewell(&mut self, pid: Pid) {
+        let Some(mut frames) = self.farewells.remove(&pid) else {
+            return;
+        };
+        if let Ok(ToHome::Late { signals }) = frames.message::<ToHome>()
+            && self.procs.contains_key(&pid)
+        {
+            for sig in signals {
+                // SAFETY: re-sending to our own tracee a signal its remote did not take.
+                unsafe { libc::kill(pid, sig) };
+            }
+        }
     }
 
     /// The remote is gone with its node or link: the shell cannot go on.

@@ -26,10 +26,29 @@ use crate::sys;
 
 /// Restore the image whose header was already read from `frames` into stopped `pid`; reads the
 /// page frames up to the end marker. Returns the injector, now pointing into the moved vdso.
+///
+/// A restore that fails still reads the image to its end marker (unless the stream itself
+/// broke), so that the session stays in step: the sender learns why, and a shell that
+/// could not take its process back goes on serving it.
 pub fn restore_into<R: Read>(
     pid: Pid,
     header: &Header,
     frames: &mut FrameReader<R>,
+) -> io::Result<Injector> {
+    let mut at_end = false;
+    let restored = restore_image(pid, header, frames, &mut at_end);
+    if restored.is_err() && !at_end {
+        let mut data = Vec::new();
+        while let Ok(FrameHead::Pages { .. }) = frames.next_frame_into(&mut data) {}
+    }
+    restored
+}
+
+fn restore_image<R: Read>(
+    pid: Pid,
+    header: &Header,
+    frames: &mut FrameReader<R>,
+    at_end: &mut bool,
 ) -> io::Result<Injector> {
     let mem = Memory::open(pid)?;
     let own = maps::read(pid)?;
@@ -61,24 +80,28 @@ pub fn restore_into<R: Read>(
     }
     let filler = Filler::open(pid, &inj, &mem, &areas)?;
     tracing::debug!(pid, method = ?filler.method(), "filling the areas");
-    filler.fill(
-        |data| match frames.next_frame_into(data).map_err(io::Error::other)? {
-            FrameHead::Pages { addr } => {
-                let end = addr + data.len() as u64;
-                if !areas.iter().any(|a| a.start <= addr && end <= a.end) {
-                    return Err(io::Error::other(format!(
-                        "image pages at {addr:#x} lie outside its areas"
-                    )));
+    let filled =
+        filler.fill(
+            |data| match frames.next_frame_into(data).map_err(io::Error::other)? {
+                FrameHead::Pages { addr } => {
+                    let end = addr + data.len() as u64;
+                    if !areas.iter().any(|a| a.start <= addr && end <= a.end) {
+                        return Err(io::Error::other(format!(
+                            "image pages at {addr:#x} lie outside its areas"
+                        )));
+                    }
+                    Ok(Some(addr))
                 }
-                Ok(Some(addr))
-            }
-            FrameHead::Message => {
-                serde_json::from_slice::<EndOfImage>(data).map_err(io::Error::other)?;
-                Ok(None)
-            }
-        },
-    )?;
-    filler.finish(pid, &inj)?;
+                FrameHead::Message => {
+                    *at_end = true;
+                    serde_json::from_slice::<EndOfImage>(data).map_err(io::Error::other)?;
+                    Ok(None)
+                }
+            },
+        );
+    // Closed even after a failure: a shell that stays a shell must not keep the descriptor.
+    let finished = filler.finish(pid, &inj);
+    filled.and(finished)?;
 
     let scratch = Scratch::map(
         &inj,

@@ -36,8 +36,13 @@ pub enum ToGuest {
     },
     /// Send the process home.
     ComeHome,
-    /// The process ended at home: drop the remote.
+    /// The process ended at home, or its image came home and runs there: drop the remote.
     Ended,
+    /// The image that came home could not be restored there: the remote runs on.
+    Stay {
+        /// Why home could not take it.
+        reason: String,
+    },
 }
 
 /// Guest supervisor to home supervisor.
@@ -83,6 +88,12 @@ pub enum ToHome {
     Died {
         /// The signal.
         sig: i32,
+    },
+    /// The last word of a remote that went home: signals home relayed after the image was
+    /// taken, which the image therefore does not hold.
+    Late {
+        /// The signals, in the order they came.
+        signals: Vec<i32>,
     },
 }
 

@@ -509,6 +509,95 @@ fn a_target_dying_during_a_migration_leaves_the_process_running_at_home() {
     assert_eq!(moved.stdout, still.stdout);
 }
 
+/// Home cannot take its process back (here its shell's address-space limit is lowered
+/// below the process's size while it is away): the process runs on at its remote, whether
+/// `migrate` called it home or it went home by itself for a fork, which then fails as
+/// Linux fails a fork short of memory. With the limit raised, it comes home and finishes
+/// as an unmoved run does, with the same descriptors it left with.
+#[test]
+fn a_process_home_cannot_take_back_runs_on_at_its_remote() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let home = lab.node(1);
+    let comeback = c_program("comeback");
+    let gos = ["moved-1", "moved-2", "still-1", "still-2"].map(|name| go_file(&lab, name));
+    let [moved_1, moved_2, still_1, still_2] = gos.each_ref().map(|go| path_str(go));
+    let moved = Job::start(&lab, home, &[&comeback, SOME_MIB, moved_1, moved_2]);
+    let still = Job::start(&lab, home, &[&comeback, SOME_MIB, still_1, still_2]);
+    moved.wait_output("ready\n");
+    still.wait_output("ready\n");
+    let descriptors = open_fds(moved.program);
+    moved.move_to("2");
+
+    // The shell keeps the PID at home; its limit is what a restore there must fit in.
+    set_address_space_limit(moved.program, "64MiB");
+    let done = moved.migrate("home");
+    assert_eq!(done.status.code(), Some(1), "{done:?}");
+    assert!(
+        done.stderr.contains("Cannot allocate memory")
+            && done.stderr.contains("it runs on at node 2"),
+        "{done:?}"
+    );
+    assert_eq!(moved.location(), "2");
+
+    release(&gos[0]);
+    moved.wait_output("fork: Cannot allocate memory\n");
+    assert_eq!(moved.location(), "2");
+
+    set_address_space_limit(moved.program, "unlimited");
+    moved.move_to("home");
+    assert_eq!(moved.location(), "1");
+    assert_eq!(open_fds(moved.program), descriptors);
+
+    release(&gos[1]);
+    release(&gos[2]);
+    release(&gos[3]);
+    let (moved, still) = (moved.finish(), still.finish());
+    assert_eq!(moved.status.code(), Some(3), "{moved:?}");
+    assert_eq!(moved.status, still.status);
+    let sum = |done: &Done| done.stdout.lines().last().map(str::to_owned);
+    assert!(moved.stdout.contains("\nsum "), "{moved:?}");
+    assert_eq!(sum(&moved), sum(&still), "{moved:?}\n{still:?}");
+}
+
+/// Mebibytes of a program that must not fit in a 64 MiB address space.
+const SOME_MIB: &str = "256";
+
+/// `prlimit --as` on host process `pid`: its soft RLIMIT_AS (raising a hard limit again
+/// takes CAP_SYS_RESOURCE, which a container's root may lack).
+fn set_address_space_limit(pid: u32, limit: &str) {
+    let bytes = match limit {
+        "unlimited" => "unlimited".to_owned(),
+        mib => format!(
+            "{}",
+            mib.trim_end_matches("MiB").parse::<u64>().expect("MiB") << 20
+        ),
+    };
+    let status = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--as={bytes}:")])
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(status.success(), "prlimit --as={bytes} on {pid} failed");
+}
+
+/// The descriptor numbers host process `pid` has open, and what each refers to.
+fn open_fds(pid: u32) -> Vec<(String, PathBuf)> {
+    let mut fds: Vec<_> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read the process's fd dir")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read_link(e.path()).ok()?,
+            ))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
 // ---- 2. The host node dies while it runs the remote ----
 
 #[test]
