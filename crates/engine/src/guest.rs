@@ -683,7 +683,8 @@ impl Guest {
         self.stop_husk(notif)?;
         self.pending = None;
         self.leaving = false;
-        send(&mut self.out, &ToHome::Going { reason })?;
+        let needs_home = matches!(trip, Homeward::Call { .. });
+        send(&mut self.out, &ToHome::Going { reason, needs_home })?;
         let facts = facts::probe()?;
         dump::dump(self.husk, &facts, &mut self.out)?;
         // Signals home relayed before it saw `Going`: the image does not hold them.

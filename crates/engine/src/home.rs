@@ -8,10 +8,10 @@ use std::io::{self, Write};
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-use rmosix_image::{Frame, FrameReader, KernelFacts, write_message, write_pages};
+use rmosix_image::{Frame, FrameHead, FrameReader, KernelFacts, write_message, write_pages};
 use tracing::{info, warn};
 
-use crate::dump::{self, NotMovable};
+use crate::dump::{self, EndOfImage, NotMovable};
 use crate::files::ShellFiles;
 use crate::guest::SigChld;
 use crate::inject::{Injector, Scratch};
@@ -113,8 +113,8 @@ struct Remote {
     scratch: u64,
     base: Regs,
     shell: Shell,
-    /// A ComeHome order waiting for the image: (order id, where to go next).
-    coming: Option<(u64, Option<u16>)>,
+    /// The order that called the remote away, waiting for its image.
+    coming: Option<Coming>,
     /// The remote stopped by this signal, and the SIGSTOP we sent the shell to follow it is
     /// on its way.
     following_stop: Option<i32>,
@@ -146,6 +146,21 @@ impl Shell {
             Shell::Stopped => "stopped",
         }
     }
+}
+
+/// An order to move a remote, home or on to another node.
+struct Coming {
+    /// The daemon's id of the order.
+    order: u64,
+    /// The next node's session, greeted already; None: the process comes home.
+    onward: Option<Onward>,
+}
+
+/// A session to a node that agreed to take a process (it answered `Ready`).
+struct Onward {
+    node: u16,
+    frames: FrameReader<Box<dyn SessionRead>>,
+    out: Box<dyn Write + Send>,
 }
 
 struct Call {
@@ -353,7 +368,7 @@ impl Supervisor<'_> {
                 let regs = ptrace::get_regs(pid)?;
                 let ret = if regs.rip == r.inj.syscall_ip {
                     // Stopped before the call ran: let the remote issue it again.
-                    if let (Stop::Interrupted, None) = (stop, r.coming) {
+                    if matches!(stop, Stop::Interrupted) && r.coming.is_none() {
                         r.shell = Shell::Calling(call);
                         return ptrace::step(pid);
                     }
@@ -433,48 +448,87 @@ impl Supervisor<'_> {
     }
 
     fn on_order(&mut self, order: Order) -> io::Result<()> {
-        let result = match (self.procs.get_mut(&order.pid), order.target) {
-            (None, _) => Err(format!("process {} is not supervised here", order.pid)),
+        let (id, pid) = (order.id, order.pid);
+        let result = match (self.procs.get(&pid), order.target) {
+            (None, _) => Err(format!("process {pid} is not supervised here")),
             (Some(Proc::Home), None) => Ok(()),
-            (Some(Proc::Home), Some(node)) => return self.migrate_out(order.id, order.pid, node),
+            (Some(Proc::Home), Some(node)) => return self.migrate_out(id, pid, node),
             (Some(Proc::Remote(r)), target) if target == Some(r.node) => Ok(()),
-            (Some(Proc::Remote(r)), target) => {
-                r.coming = Some((order.id, target));
-                write_message(&mut r.out, &ToGuest::ComeHome)?;
-                r.out.flush()?;
-                // A call blocked in the shell (a read from a terminal, say) must not hold the
-                // move up: interrupt it; the remote restarts it, at home after the move.
-                if matches!(r.shell, Shell::Calling(_) | Shell::Interrupting(_)) {
-                    ptrace::interrupt(order.pid)?;
-                }
-                return Ok(());
-            }
+            (Some(Proc::Remote(_)), None) => return self.call_away(pid, id, None),
+            // The next node is greeted before the remote stops: a node that will not take the
+            // process costs it nothing.
+            (Some(Proc::Remote(_)), Some(node)) => match self.greet(node) {
+                Ok(onward) => return self.call_away(pid, id, Some(onward)),
+                Err(reason) => Err(reason),
+            },
         };
-        self.daemon.order_done(order.id, result);
+        self.daemon.order_done(id, result);
+        Ok(())
+    }
+
+    /// Ask remote `pid` for its image: it comes home, or moves on through us to `onward`.
+    fn call_away(&mut self, pid: Pid, order: u64, onward: Option<Onward>) -> io::Result<()> {
+        let Some(Proc::Remote(r)) = self.procs.get_mut(&pid) else {
+            return Ok(());
+        };
+        r.coming = Some(Coming { order, onward });
+        // A broken link shows on the session's next read, which loses the process and
+        // answers the order.
+        let _ = write_message(&mut r.out, &ToGuest::ComeHome).and_then(|()| r.out.flush());
+        // A call blocked in the shell (a read from a terminal, say) must not hold the move
+        // up: interrupt it; the remote restarts it wherever it goes on.
+        if matches!(r.shell, Shell::Calling(_) | Shell::Interrupting(_)) {
+            ptrace::interrupt(pid)?;
+        }
         Ok(())
     }
 
     /// Move a process that runs at home to `node`. On any failure it keeps running at home.
     fn migrate_out(&mut self, id: u64, pid: Pid, node: u16) -> io::Result<()> {
-        let result = self.try_migrate_out(pid, node);
+        let result = match dump::check_movable(pid) {
+            Ok(Ok(())) => self
+                .greet(node)
+                .and_then(|onward| self.send_out(pid, onward)),
+            Ok(Err(why)) => Err(not_movable(why)),
+            Err(err) => Err(format!("cannot inspect process: {err}")),
+        };
+        self.report_move_out(id, pid, node, result);
+        Ok(())
+    }
+
+    fn report_move_out(&mut self, id: u64, pid: Pid, node: u16, result: Result<(), String>) {
         if let Err(reason) = &result {
             warn!(pid, node, %reason, "migration failed; the process stays home");
         }
         self.daemon.order_done(id, result);
-        Ok(())
     }
 
-    fn try_migrate_out(&mut self, pid: Pid, node: u16) -> Result<(), String> {
-        match dump::check_movable(pid) {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => return Err(not_movable(why)),
-            Err(err) => return Err(format!("cannot inspect process: {err}")),
-        }
+    /// Open a session to `node` and see that it takes a process from us.
+    fn greet(&mut self, node: u16) -> Result<Onward, String> {
+        let link = |e: io::Error| format!("link to node {node} failed: {e}");
         let channel = self.daemon.open_session(node)?;
+        let mut frames = FrameReader::new(channel.reader);
+        let mut out = channel.writer;
+        let hello = ToGuest::Hello {
+            facts: self.facts.clone(),
+        };
+        write_message(&mut out, &hello).map_err(link)?;
+        out.flush().map_err(link)?;
+        match frames.message::<ToHome>() {
+            Ok(ToHome::Ready) => Ok(Onward { node, frames, out }),
+            Ok(ToHome::Refused { reason }) => Err(format!("node {node} refused: {reason}")),
+            Ok(other) => Err(format!("node {node} answered {other:?}")),
+            Err(e) => Err(format!("node {node} did not answer: {e}")),
+        }
+    }
+
+    /// Freeze `pid`, stream its image into `onward` and, once it runs there, make its shell.
+    fn send_out(&mut self, pid: Pid, onward: Onward) -> Result<(), String> {
+        let node = onward.node;
         let started = Instant::now();
         let signals = freeze(pid).map_err(|e| format!("cannot freeze process: {e}"))?;
         // Frozen: from here every failure resumes the process at home.
-        match self.send_out(pid, node, channel) {
+        match self.image_out(pid, onward) {
             Ok((mut remote, bytes)) => {
                 for sig in signals {
                     relay(&mut remote, sig)
@@ -497,24 +551,13 @@ impl Supervisor<'_> {
         }
     }
 
-    fn send_out(&mut self, pid: Pid, node: u16, channel: Channel) -> Result<(Remote, u64), String> {
+    fn image_out(&mut self, pid: Pid, onward: Onward) -> Result<(Remote, u64), String> {
+        let Onward {
+            node,
+            mut frames,
+            mut out,
+        } = onward;
         let link = |e: io::Error| format!("link to node {node} failed: {e}");
-        let mut frames = FrameReader::new(channel.reader);
-        let mut out = channel.writer;
-        write_message(
-            &mut out,
-            &ToGuest::Hello {
-                facts: self.facts.clone(),
-            },
-        )
-        .map_err(link)?;
-        out.flush().map_err(link)?;
-        match frames.message::<ToHome>() {
-            Ok(ToHome::Ready) => {}
-            Ok(ToHome::Refused { reason }) => return Err(format!("node {node} refused: {reason}")),
-            Ok(other) => return Err(format!("node {node} answered {other:?}")),
-            Err(e) => return Err(format!("node {node} did not answer: {e}")),
-        }
         let (_, bytes) = dump::dump(pid, &self.facts, &mut out).map_err(link)?;
         match frames.message::<ToHome>() {
             Ok(ToHome::Running) => {}
@@ -586,7 +629,7 @@ impl Supervisor<'_> {
                     ptrace::interrupt(pid)?;
                 }
             }
-            ToHome::Going { reason } => return self.come_home(pid, &reason),
+            ToHome::Going { reason, needs_home } => return self.on_going(pid, &reason, needs_home),
             ToHome::Stopped { sig } => {
                 r.following_stop = Some(sig);
                 // SAFETY: stopping our own tracee, as its remote half stopped.
@@ -608,30 +651,41 @@ impl Supervisor<'_> {
         Ok(())
     }
 
-    /// The remote is coming home: restore its image into the shell.
-    fn come_home(&mut self, pid: Pid, reason: &str) -> io::Result<()> {
+    /// The remote sends its image: restore it here, or relay it on to the node an order
+    /// named. A process that goes home for a call only home can run comes home whatever the
+    /// order, and moves on from here.
+    fn on_going(&mut self, pid: Pid, reason: &str, needs_home: bool) -> io::Result<()> {
         let Some(Proc::Remote(mut r)) = self.procs.remove(&pid) else {
             return Ok(());
         };
+        let signals = freeze(pid)?;
+        match r.coming.as_mut().and_then(|c| c.onward.take()) {
+            Some(onward) if !needs_home => self.move_on(pid, r, onward, signals),
+            onward => self.come_home(pid, r, reason, signals, onward),
+        }
+    }
+
+    /// Restore the remote's image into the shell; then, if the order said so, send the
+    /// process on to the node greeted for it.
+    fn come_home(
+        &mut self,
+        pid: Pid,
+        mut r: Box<Remote>,
+        reason: &str,
+        mut signals: Vec<i32>,
+        onward: Option<Onward>,
+    ) -> io::Result<()> {
         self.procs.insert(pid, Proc::Home);
-        let mut signals = freeze(pid)?;
         let mut pending = 0;
         let restored = restore::read_header(&mut r.frames).and_then(|header| {
             pending = header.pending_signals;
             restore::restore_into(pid, &header, &mut r.frames)
         });
         if let Err(err) = restored {
-            return self.stay_remote(pid, r, &err, signals);
+            return self.stay_remote(pid, r, format!("home cannot hold it ({err})"), signals);
         }
         info!(pid, node = r.node, reason, "came home");
-        // The guest drops its husk on this word; its answer may name signals that went out
-        // to it after the image was taken (see on_farewell).
-        if write_message(&mut r.out, &ToGuest::Ended)
-            .and_then(|()| r.out.flush())
-            .is_ok()
-        {
-            self.farewells.insert(pid, r.frames);
-        }
+        self.part_from(pid, r.frames, &mut r.out);
         self.daemon.moved(pid, None);
         ptrace::cont(pid, 0)?;
         signals.extend(signal_numbers(pending));
@@ -640,52 +694,129 @@ impl Supervisor<'_> {
             // or arrived while it moved.
             unsafe { libc::kill(pid, sig) };
         }
-        if let Some((id, next)) = r.coming {
-            match next {
-                Some(node) => self.migrate_out(id, pid, node)?,
-                None => self.daemon.order_done(id, Ok(())),
+        match (r.coming, onward) {
+            (Some(coming), Some(onward)) => {
+                let node = onward.node;
+                let result = self.send_out(pid, onward);
+                self.report_move_out(coming.order, pid, node, result);
             }
+            (Some(coming), None) => self.daemon.order_done(coming.order, Ok(())),
+            (None, _) => {}
         }
         Ok(())
     }
 
-    /// The image that came home could not be restored into the shell (home is short of
-    /// memory, say). The guest still holds the process, frozen: strip the shell again and
-    /// let the process run on where it was. Only a broken link loses it.
+    /// Relay remote `pid`'s image on to `onward` without restoring it here. The old remote
+    /// holds the process frozen until the new one runs it; should the new one fail, the
+    /// process runs on where it was.
+    fn move_on(
+        &mut self,
+        pid: Pid,
+        mut r: Box<Remote>,
+        mut onward: Onward,
+        mut signals: Vec<i32>,
+    ) -> io::Result<()> {
+        let (from, node) = (r.node, onward.node);
+        let started = Instant::now();
+        let relayed = match relay_image(&mut r.frames, &mut onward.out) {
+            Ok(relayed) => relayed,
+            Err(err) => {
+                self.procs.insert(pid, Proc::Remote(r));
+                return self.lose(pid, &format!("link to node {from} lost: {err}"));
+            }
+        };
+        let taken = match relayed {
+            Relayed::Sent { pending } => match onward.frames.message::<ToHome>() {
+                Ok(ToHome::Running) => Ok(pending),
+                Ok(ToHome::Failed { reason }) => {
+                    Err(format!("restore on node {node} failed: {reason}"))
+                }
+                Ok(other) => Err(format!("node {node} answered {other:?}")),
+                Err(e) => Err(format!("node {node} failed during restore: {e}")),
+            },
+            Relayed::Undelivered(err) => Err(format!("link to node {node} failed: {err}")),
+        };
+        let pending = match taken {
+            Ok(pending) => pending,
+            Err(why) => return self.stay_remote(pid, r, why, signals),
+        };
+        let old = std::mem::replace(&mut r.frames, onward.frames);
+        let mut old_out = std::mem::replace(&mut r.out, onward.out);
+        self.part_from(pid, old, &mut old_out);
+        r.node = node;
+        let order = r.coming.take().map(|c| c.order);
+        idle(pid, &mut r)?;
+        signals.extend(signal_numbers(pending));
+        // A broken link shows on the session's next read.
+        let _ = signals.into_iter().try_for_each(|sig| relay(&mut r, sig));
+        let freeze_ms = started.elapsed().as_secs_f64() * 1e3;
+        info!(pid, from, node, freeze_ms, "moved on");
+        self.procs.insert(pid, Proc::Remote(r));
+        self.daemon.moved(pid, Some(node));
+        if let Some(order) = order {
+            self.daemon.order_done(order, Ok(()));
+        }
+        Ok(())
+    }
+
+    /// Tell the guest that held the process that it runs elsewhere now. The guest drops its
+    /// husk on this word; its answer may name signals that reached it after the image was
+    /// taken (see on_farewell).
+    fn part_from(
+        &mut self,
+        pid: Pid,
+        frames: FrameReader<Box<dyn SessionRead>>,
+        out: &mut Box<dyn Write + Send>,
+    ) {
+        if write_message(out, &ToGuest::Ended)
+            .and_then(|()| out.flush())
+            .is_ok()
+        {
+            self.farewells.insert(pid, frames);
+        }
+    }
+
+    /// The image the remote sent could not be restored (home is short of memory, say), or
+    /// the node it was to move on to failed. The guest still holds the process, frozen:
+    /// strip the shell again (a restore may have begun in it) and let the process run on
+    /// where it was. Only a broken link loses it.
     fn stay_remote(
         &mut self,
         pid: Pid,
         mut r: Box<Remote>,
-        err: &io::Error,
+        why: String,
         signals: Vec<i32>,
     ) -> io::Result<()> {
         let node = r.node;
-        warn!(pid, node, %err, "cannot restore the process at home; it stays at its remote");
-        let coming = r.coming.take();
+        let why = format!("{why}; it runs on at node {node}");
+        warn!(pid, node, %why, "the process stays at its remote");
+        let order = r.coming.take().map(|c| c.order);
         let kept = strip_shell(pid).and_then(|(inj, scratch, base)| {
             (r.inj, r.scratch, r.base) = (inj, scratch, base);
             idle(pid, &mut r)?;
-            let reason = format!("home could not restore it: {err}");
-            write_message(&mut r.out, &ToGuest::Stay { reason })?;
+            write_message(
+                &mut r.out,
+                &ToGuest::Stay {
+                    reason: why.clone(),
+                },
+            )?;
             r.out.flush()?;
             signals.into_iter().try_for_each(|sig| relay(&mut r, sig))
         });
         self.procs.insert(pid, Proc::Remote(r));
         match kept {
             Ok(()) => {
-                let why = format!("home cannot hold it ({err}); it runs on at node {node}");
-                if let Some((id, _)) = coming {
-                    self.daemon.order_done(id, Err(why));
+                if let Some(order) = order {
+                    self.daemon.order_done(order, Err(why));
                 }
                 Ok(())
             }
             Err(again) => {
-                if let Some((id, _)) = coming {
+                if let Some(order) = order {
                     self.daemon
-                        .order_done(id, Err(format!("home cannot hold it: {err}")));
+                        .order_done(order, Err(format!("{why}, but: {again}")));
                 }
-                let why = format!("home cannot hold it ({err}) nor can it run on ({again})");
-                self.lose(pid, &why)
+                self.lose(pid, &format!("{why}, but: {again}"))
             }
         }
     }
@@ -711,9 +842,10 @@ impl Supervisor<'_> {
         tracing::error!(pid, reason, "process lost");
         eprintln!("mosrun: process {pid} lost: {reason}");
         if let Some(Proc::Remote(r)) = self.procs.get_mut(&pid)
-            && let Some((id, _)) = r.coming.take()
+            && let Some(coming) = r.coming.take()
         {
-            self.daemon.order_done(id, Err(reason.to_string()));
+            self.daemon
+                .order_done(coming.order, Err(reason.to_string()));
         }
         // Keep it listed as home so its death is reported like any other.
         self.procs.insert(pid, Proc::Home);
@@ -967,6 +1099,45 @@ fn die_by(pid: Pid, r: &mut Remote, sig: i32) -> io::Result<()> {
     )?;
     ptrace::set_sigmask(pid, 0)?;
     ptrace::cont(pid, sig)
+}
+
+/// What became of an image relayed from one session to another.
+enum Relayed {
+    /// All of it went on. The signals it holds pending, from its header.
+    Sent { pending: u64 },
+    /// The onward link failed. The rest of the image was read and dropped.
+    Undelivered(io::Error),
+}
+
+/// Copy one image, header to end marker, from `from` to `to`. An error is the source's.
+fn relay_image(
+    from: &mut FrameReader<Box<dyn SessionRead>>,
+    to: &mut impl Write,
+) -> io::Result<Relayed> {
+    let header = restore::read_header(from)?;
+    let mut onward = write_message(to, &header);
+    let mut data = Vec::new();
+    loop {
+        let head = from.next_frame_into(&mut data).map_err(io::Error::other)?;
+        let last = matches!(head, FrameHead::Message);
+        if onward.is_ok() {
+            onward = match head {
+                FrameHead::Pages { addr } => write_pages(to, addr, &data),
+                FrameHead::Message => serde_json::from_slice::<EndOfImage>(&data)
+                    .map_err(io::Error::other)
+                    .and_then(|end| write_message(to, &end))
+                    .and_then(|()| to.flush()),
+            };
+        }
+        if last {
+            return Ok(match onward {
+                Ok(()) => Relayed::Sent {
+                    pending: header.pending_signals,
+                },
+                Err(err) => Relayed::Undelivered(err),
+            });
+        }
+    }
 }
 
 fn ignore_gone(result: io::Result<()>) -> io::Result<()> {

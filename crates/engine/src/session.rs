@@ -77,6 +77,9 @@ pub enum ToHome {
     Going {
         /// Why it goes.
         reason: String,
+        /// It goes for a call that only home can run: home must restore it, even when an
+        /// order would move it on to another node.
+        needs_home: bool,
     },
     /// The remote entered a group stop (SIGSTOP, SIGTSTP, ...): the shell stops too, so job
     /// control at home sees it.

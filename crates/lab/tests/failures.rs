@@ -562,6 +562,65 @@ fn a_process_home_cannot_take_back_runs_on_at_its_remote() {
     assert_eq!(sum(&moved), sum(&still), "{moved:?}\n{still:?}");
 }
 
+/// A remote moves straight on to another node: home relays its image without restoring
+/// it, and the node it leaves keeps nothing. When the next node dies during such a move,
+/// the process runs on where it was, and later finishes as an unmoved run does.
+#[test]
+fn a_remote_moves_on_directly_and_a_dying_next_node_leaves_it_where_it_was() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(4);
+    let home = lab.node(1);
+    let big = c_program("big");
+    let (go_moved, go_still) = (go_file(&lab, "go-moved"), go_file(&lab, "go-still"));
+    let moved = Job::start(&lab, home, &[&big, BIG_MIB, path_str(&go_moved)]);
+    let still = Job::start(&lab, home, &[&big, BIG_MIB, path_str(&go_still)]);
+    moved.wait_output("ready\n");
+    still.wait_output("ready\n");
+    moved.move_to("2");
+    moved.move_to("3");
+    assert_eq!(moved.location(), "3");
+    assert!(
+        moved.outputs().contains("moved on"),
+        "no direct move was logged:\n{}",
+        moved.outputs()
+    );
+    let left = lab.node(2);
+    wait_until(
+        "node 2 to let go of the process",
+        STEP,
+        || guests(left).is_empty() && husks(left).is_empty(),
+        || format!("{:#?}", procs_in(left)),
+    );
+
+    let mut cmd = home.command("migrate");
+    cmd.args([moved.pid.as_str(), "4"]);
+    let migrate = Captured::spawn(cmd, format!("migrate {} 4", moved.pid));
+    // Node 3 freezes its husk to send the image; node 4 dies while it comes.
+    let host = lab.node(3);
+    let husk = the_husk(host).pid;
+    wait_until(
+        "node 3 to freeze the process",
+        STEP,
+        || proc_info(husk).is_some_and(|p| p.state == 't'),
+        || migrate.outputs(),
+    );
+    lab.node(4).kill();
+    let done = migrate.finish(STEP);
+    assert_cannot_move(&done, &moved.pid, "4", "it runs on at node 3");
+    assert_eq!(moved.location(), "3");
+
+    moved.move_to("home");
+    release(&go_moved);
+    release(&go_still);
+    let (moved, still) = (moved.finish(), still.finish());
+    assert_eq!(moved.status.code(), Some(3), "{moved:?}");
+    assert_eq!(moved.status, still.status);
+    assert!(moved.stdout.contains("\nsum "), "{moved:?}");
+    assert_eq!(moved.stdout, still.stdout);
+}
+
 /// Mebibytes of a program that must not fit in a 64 MiB address space.
 const SOME_MIB: &str = "256";
 
