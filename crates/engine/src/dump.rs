@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::{Memory, le_u64};
+use crate::precopy;
 use crate::ptrace::{self, Pid, Regs};
 use crate::sys;
+use crate::track::Tracker;
 
 /// Page data goes out in runs of at most this many bytes (fits a frame).
 const RUN_BYTES: usize = 4 << 20;
@@ -47,6 +49,10 @@ pub enum NotMovable {
 pub struct EndOfImage {
     /// Bytes of page data sent.
     pub bytes: u64,
+    /// Runs (start, end) that read as zeros now but may still hold the first round's data at
+    /// the receiver, in the final round of a pre-copy: the receiver empties them.
+    #[serde(default)]
+    pub zero: Vec<(u64, u64)>,
 }
 
 /// Check what keeps `pid` from moving (threads, shared writable memory, SysV shm, mlock,
@@ -136,6 +142,15 @@ fn rewind_interrupted_call(regs: &mut Regs) {
     regs.orig_rax = u64::MAX;
 }
 
+/// The areas of `pid` that an image holds: all but the vsyscall page, which the kernel puts
+/// at the same place in every process.
+pub fn image_areas(pid: Pid) -> io::Result<Vec<Area>> {
+    Ok(maps::read(pid)?
+        .into_iter()
+        .filter(|a| a.name != "[vsyscall]")
+        .collect())
+}
+
 /// Registers as the image stores them.
 pub fn regs_to_image(regs: &Regs) -> Registers {
     // SAFETY: user_regs_struct is 27 u64 fields, repr(C), no padding.
@@ -199,10 +214,7 @@ pub fn read_header(
     let auxv = std::fs::read(format!("/proc/{pid}/auxv"))?;
     let pending_signals = pending_signals(pid)?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
-    let areas = maps::read(pid)?
-        .into_iter()
-        .filter(|a| a.name != "[vsyscall]")
-        .collect();
+    let areas = image_areas(pid)?;
     Ok(Header {
         version: image::FORMAT_VERSION,
         facts: facts.clone(),
@@ -307,9 +319,34 @@ fn words4(mem: &Memory, addr: u64) -> io::Result<[u64; 4]> {
     Ok(words.try_into().expect("4 words"))
 }
 
-/// Stream the page contents of `areas` of `pid`, skipping pages that were never touched
-/// (anonymous areas, per /proc/PID/pagemap) and pages that are all zero.
+/// Stream the page contents of `areas` of stopped `pid`, skipping pages that were never
+/// touched (anonymous areas, per /proc/PID/pagemap) and pages that are all zero.
 pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result<u64> {
+    stream_pages(pid, areas, out, Unreadable::Fail)
+}
+
+/// Stream the first round of a pre-copy: the pages of `areas` of running `pid`, then the end
+/// marker. The process may unmap an area meanwhile: what cannot be read is skipped, since the
+/// final round sends again every area that changed.
+pub fn dump_first_round(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result<u64> {
+    let bytes = stream_pages(pid, areas, out, Unreadable::Skip)?;
+    write_end(out, bytes, Vec::new())?;
+    Ok(bytes)
+}
+
+/// What to do with a page run that cannot be read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unreadable {
+    Fail,
+    Skip,
+}
+
+fn stream_pages(
+    pid: Pid,
+    areas: &[Area],
+    out: &mut impl Write,
+    unreadable: Unreadable,
+) -> io::Result<u64> {
     let mem = Memory::open(pid)?;
     let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
     let mut sent = 0u64;
@@ -334,8 +371,11 @@ pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result
                 let run_end = addr + page as u64 * PAGE;
                 while run_addr < run_end {
                     let piece = &mut buf[..(run_end - run_addr).min(PIECE as u64) as usize];
-                    mem.read(run_addr, piece)?;
-                    sent += send_nonzero(out, run_addr, piece)?;
+                    match mem.read(run_addr, piece) {
+                        Ok(()) => sent += send_nonzero(out, run_addr, piece, None)?,
+                        Err(_) if unreadable == Unreadable::Skip => {}
+                        Err(err) => return Err(err),
+                    }
                     run_addr += piece.len() as u64;
                 }
             }
@@ -343,6 +383,53 @@ pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result
         }
     }
     Ok(sent)
+}
+
+/// Stream the final round of a pre-copied image of stopped `pid`: the header; in the parts of
+/// its areas that the receiver keeps from `first` (see `precopy::kept_parts`), the pages
+/// written since; all of the other parts; and the end marker, with the runs to empty.
+pub fn dump_final_round(
+    pid: Pid,
+    facts: &rmosix_image::KernelFacts,
+    first: &[Area],
+    tracker: &Tracker,
+    out: &mut impl Write,
+) -> io::Result<(Header, u64)> {
+    let inj = Injector::find(&Memory::open(pid)?, &maps::read(pid)?)?;
+    let header = read_header(pid, &inj, facts)?;
+    if precopy::vdso_block(first) != precopy::vdso_block(&header.areas) {
+        return Err(io::Error::other("the vdso moved during the first round"));
+    }
+    image::write_message(out, &header)?;
+    let mem = Memory::open(pid)?;
+    let areas: Vec<&Area> = header.areas.iter().filter(|a| !a.is_vdso_block()).collect();
+    let kept = precopy::kept_parts(first, &header.areas);
+    let (mut sent, mut zero) = (0, Vec::new());
+    let mut buf = vec![0u8; PIECE];
+    for (area, &kept_end) in areas.iter().zip(&kept) {
+        for run in tracker.written(area.start, kept_end)? {
+            if !run.holds_data {
+                zero.push((run.start, run.end));
+                continue;
+            }
+            let mut addr = run.start;
+            while addr < run.end {
+                let piece = &mut buf[..(run.end - addr).min(PIECE as u64) as usize];
+                mem.read(addr, piece)?;
+                sent += send_nonzero(out, addr, piece, Some(&mut zero))?;
+                addr += piece.len() as u64;
+            }
+        }
+        if kept_end < area.end {
+            let rest = Area {
+                start: kept_end,
+                ..(*area).clone()
+            };
+            sent += write_pages(pid, &[rest], out)?;
+        }
+    }
+    write_end(out, sent, zero)?;
+    Ok((header, sent))
 }
 
 /// Which pages of [addr, addr+len) hold data. For file-backed areas every page may (an untouched
@@ -366,12 +453,26 @@ fn present_pages(
         .collect())
 }
 
-fn send_nonzero(out: &mut impl Write, addr: u64, run: &[u8]) -> io::Result<u64> {
+/// Send the non-zero pages of `run` at `addr`; add the runs of zero pages to `zeros`, if
+/// given (adjacent runs merged).
+fn send_nonzero(
+    out: &mut impl Write,
+    addr: u64,
+    run: &[u8],
+    mut zeros: Option<&mut Vec<(u64, u64)>>,
+) -> io::Result<u64> {
     let mut sent = 0;
     let pages: Vec<&[u8]> = run.chunks(PAGE as usize).collect();
     let mut i = 0;
     while i < pages.len() {
         if pages[i].iter().all(|&b| b == 0) {
+            if let Some(zeros) = zeros.as_deref_mut() {
+                let at = addr + i as u64 * PAGE;
+                match zeros.last_mut() {
+                    Some(last) if last.1 == at => last.1 += PAGE,
+                    _ => zeros.push((at, at + PAGE)),
+                }
+            }
             i += 1;
             continue;
         }
@@ -387,6 +488,12 @@ fn send_nonzero(out: &mut impl Write, addr: u64, run: &[u8]) -> io::Result<u64> 
     Ok(sent)
 }
 
+/// End an image: the marker, then flush.
+fn write_end(out: &mut impl Write, bytes: u64, zero: Vec<(u64, u64)>) -> io::Result<()> {
+    image::write_message(out, &EndOfImage { bytes, zero })?;
+    out.flush()
+}
+
 /// Stream a whole image of stopped `pid`.
 pub fn dump(
     pid: Pid,
@@ -397,7 +504,6 @@ pub fn dump(
     let header = read_header(pid, &inj, facts)?;
     image::write_message(out, &header)?;
     let bytes = write_pages(pid, &header.areas, out)?;
-    image::write_message(out, &EndOfImage { bytes })?;
-    out.flush()?;
+    write_end(out, bytes, Vec::new())?;
     Ok((header, bytes))
 }

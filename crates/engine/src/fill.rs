@@ -55,6 +55,9 @@ pub enum Method {
 pub struct Filler<'m> {
     mem: &'m Memory,
     uffd: Option<Uffd>,
+    /// The areas registered with the userfaultfd, as (start, end). Pages elsewhere (those a
+    /// pre-copy's final round sends into areas filled before) are written through memory.
+    registered: Vec<(u64, u64)>,
 }
 
 /// The process's userfaultfd: our copy and its number in the process.
@@ -79,7 +82,11 @@ impl<'m> Filler<'m> {
                 errno = -theirs,
                 "no userfaultfd; pages go through /proc/PID/mem"
             );
-            return Ok(Filler { mem, uffd: None });
+            return Ok(Filler {
+                mem,
+                uffd: None,
+                registered: Vec::new(),
+            });
         }
         let theirs = theirs as i32;
         let taken = PidFd::open(pid).and_then(|p| p.get_fd(theirs));
@@ -93,6 +100,7 @@ impl<'m> Filler<'m> {
         Ok(Filler {
             mem,
             uffd: Some(uffd),
+            registered: areas.iter().map(|a| (a.start, a.end)).collect(),
         })
     }
 
@@ -104,10 +112,16 @@ impl<'m> Filler<'m> {
         }
     }
 
-    /// Place `data` at `addr`, which lies inside one of the areas. With UFFDIO_COPY, both must
-    /// be whole pages and no page may have been placed before.
+    /// Place `data` at `addr`. Inside a registered area, by UFFDIO_COPY: both must be whole
+    /// pages and no page may have been placed before. Elsewhere, through memory.
     pub fn place(&self, addr: u64, data: &[u8]) -> io::Result<()> {
-        let Some(uffd) = &self.uffd else {
+        let end = addr + data.len() as u64;
+        let inside = |&(start, stop): &(u64, u64)| start <= addr && end <= stop;
+        let Some(uffd) = self
+            .uffd
+            .as_ref()
+            .filter(|_| self.registered.iter().any(inside))
+        else {
             return self.mem.write(addr, data);
         };
         if !addr.is_multiple_of(PAGE) || !(data.len() as u64).is_multiple_of(PAGE) {
@@ -266,62 +280,14 @@ fn close_in(pid: Pid, inj: &Injector, fd: i32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::maps;
     use crate::seccomp::{ARCH, BPF_JEQ_K, BPF_LD_W_ABS, BPF_RET_K, NR, jump, stmt};
-    use crate::spawn::spawn_husk;
+    use crate::testing::Husk;
 
     /// Pages in the test area: enough runs to keep every placer busy.
     const PAGES: u64 = 64;
 
-    /// Serialises the tests of this module. A husk forked while another test holds its
-    /// userfaultfd copy inherits that copy until it closes its descriptors, and for that
-    /// moment the other test's areas stay registered.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    /// A husk with one empty anonymous area of PAGES pages.
-    struct Husk {
-        _turn: std::sync::MutexGuard<'static, ()>,
-        pid: Pid,
-        mem: Memory,
-        inj: Injector,
-        area: Area,
-    }
-
-    impl Husk {
-        fn new() -> Husk {
-            let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-            let pid = spawn_husk(false).unwrap();
-            let mem = Memory::open(pid).unwrap();
-            let inj = Injector::find(&mem, &maps::read(pid).unwrap()).unwrap();
-            let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-            let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-            let args = [0, PAGES * PAGE, prot, flags, u64::MAX, 0];
-            let start = inj.call_ok(pid, libc::SYS_mmap, args, "mmap").unwrap();
-            let area = maps::read(pid)
-                .unwrap()
-                .into_iter()
-                .find(|a| a.start <= start && start < a.end)
-                .unwrap();
-            Husk {
-                _turn: turn,
-                pid,
-                mem,
-                inj,
-                area,
-            }
-        }
-
-        fn filler(&self) -> Filler<'_> {
-            Filler::open(self.pid, &self.inj, &self.mem, &[&self.area]).unwrap()
-        }
-    }
-
-    impl Drop for Husk {
-        fn drop(&mut self) {
-            // SAFETY: killing our own traced child.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            let _ = crate::ptrace::wait(self.pid, 0);
-        }
+    fn filler(husk: &Husk) -> Filler<'_> {
+        Filler::open(husk.pid, &husk.inj, &husk.mem, &[&husk.area]).unwrap()
     }
 
     /// What page `n` of the test area is filled with (odd pages stay unsent).
@@ -331,8 +297,8 @@ mod tests {
 
     /// Fills the even pages of a husk's area, one run each, and reads the area back.
     fn fill_a_husk() -> Method {
-        let husk = Husk::new();
-        let filler = husk.filler();
+        let husk = Husk::new(PAGES);
+        let filler = filler(&husk);
         let method = filler.method();
         let mut runs = (0..PAGES).step_by(2);
         filler
@@ -403,8 +369,8 @@ mod tests {
 
     #[test]
     fn a_failed_placement_or_read_ends_the_fill_with_its_error() {
-        let husk = Husk::new();
-        let filler = husk.filler();
+        let husk = Husk::new(PAGES);
+        let filler = filler(&husk);
         let start = husk.area.start;
         // The same page twice: a placer fails, and feeding stops.
         let mut sent = 0;

@@ -42,9 +42,8 @@ pub fn serve_guest(channel: Channel) -> io::Result<()> {
         return Ok(());
     }
     send(&mut out, &ToHome::Ready)?;
-    let header = restore::read_header(&mut frames)?;
     let husk = spawn::spawn_husk(false)?;
-    let restored = restore::restore_into(husk, &header, &mut frames)
+    let restored = receive(husk, &mut frames, &mut out)
         .and_then(|inj| seccomp::install(husk, &inj).map(|l| (inj, l)));
     let (inj, listener) = match restored {
         Ok(done) => done,
@@ -76,6 +75,31 @@ pub fn serve_guest(channel: Channel) -> io::Result<()> {
     let result = guest.serve(&sigchld);
     kill(husk);
     result
+}
+
+/// Restore the image that follows `Ready` into `husk`: whole, or in the two rounds of a
+/// pre-copy.
+fn receive(
+    husk: Pid,
+    frames: &mut FrameReader<Box<dyn SessionRead>>,
+    out: &mut impl Write,
+) -> io::Result<crate::inject::Injector> {
+    match frames.message::<ToGuest>().map_err(io::Error::other)? {
+        ToGuest::Image => {
+            let header = restore::read_header(frames)?;
+            restore::restore_into(husk, &header, frames)
+        }
+        ToGuest::Precopy { areas } => {
+            let inj = restore::restore_first_round(husk, &areas, frames)?;
+            send(out, &ToHome::Prepared)?;
+            let header = restore::read_header(frames)?;
+            restore::restore_final_round(husk, &inj, &areas, &header, frames)?;
+            Ok(inj)
+        }
+        other => Err(io::Error::other(format!(
+            "expected an image, got {other:?}"
+        ))),
+    }
 }
 
 fn send(out: &mut impl Write, msg: &ToHome) -> io::Result<()> {
@@ -240,8 +264,7 @@ impl Guest {
                 Some(_) => self.leaving = true,
             },
             ToGuest::Ended => return Ok(Some(Leave::Done)),
-            ToGuest::Stay { .. } => return Err(io::Error::other("Stay while not going home")),
-            ToGuest::Hello { .. } => return Err(io::Error::other("unexpected Hello")),
+            other => return Err(io::Error::other(format!("unexpected {other:?}"))),
         }
         Ok(None)
     }
@@ -723,7 +746,7 @@ impl Guest {
                 // The answer to a call a signal interrupted before the move.
                 ToGuest::Reply { backs, .. } => drop(self.read_backs(backs)?),
                 ToGuest::ComeHome => {}
-                ToGuest::Hello { .. } => return Err(io::Error::other("unexpected Hello")),
+                other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
         }
     }

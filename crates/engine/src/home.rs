@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-use rmosix_image::{Frame, FrameHead, FrameReader, KernelFacts, write_message, write_pages};
+use rmosix_image::{Area, Frame, FrameHead, FrameReader, KernelFacts, write_message, write_pages};
 use tracing::{info, warn};
 
 use crate::dump::{self, EndOfImage, NotMovable};
@@ -18,6 +18,7 @@ use crate::inject::{Injector, Scratch};
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::session::{Backs, BufSpec, Channel, SessionRead, ToGuest, ToHome};
+use crate::track::Tracker;
 use crate::{facts, maps, msg, restore, spawn, sys};
 
 /// Size of the area mapped in a shell for the buffers of forwarded calls.
@@ -154,6 +155,16 @@ struct Coming {
     order: u64,
     /// The next node's session, greeted already; None: the process comes home.
     onward: Option<Onward>,
+}
+
+/// What pre-copy's first round left for the final one.
+struct FirstRound {
+    /// Catches what the process writes from now on.
+    tracker: Tracker,
+    /// The areas the first round sent.
+    areas: Vec<Area>,
+    /// Bytes of page data it sent.
+    bytes: u64,
 }
 
 /// A session to a node that agreed to take a process (it answered `Ready`).
@@ -522,43 +533,106 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Freeze `pid`, stream its image into `onward` and, once it runs there, make its shell.
-    fn send_out(&mut self, pid: Pid, onward: Onward) -> Result<(), String> {
+    /// Move `pid` into `onward`: a first round of pages while it runs (where the kernel can
+    /// track its writes), then, frozen, the rest of its image; once it runs there, make its
+    /// shell. Any failure leaves it running at home.
+    fn send_out(&mut self, pid: Pid, mut onward: Onward) -> Result<(), String> {
         let node = onward.node;
         let started = Instant::now();
+        let first = self.first_round(pid, &mut onward)?;
         let signals = freeze(pid).map_err(|e| format!("cannot freeze process: {e}"))?;
-        // Frozen: from here every failure resumes the process at home.
-        match self.image_out(pid, onward) {
+        let frozen = Instant::now();
+        match self.image_out(pid, onward, first.as_ref()) {
             Ok((mut remote, bytes)) => {
                 for sig in signals {
                     relay(&mut remote, sig)
                         .map_err(|e| format!("link to node {node} failed: {e}"))?;
                 }
-                let freeze_ms = started.elapsed().as_secs_f64() * 1e3;
-                info!(pid, node, bytes, freeze_ms, "migrated");
+                let freeze_ms = frozen.elapsed().as_secs_f64() * 1e3;
+                let total_ms = started.elapsed().as_secs_f64() * 1e3;
+                let first_bytes = first.map_or(0, |f| f.bytes);
+                let bytes = first_bytes + bytes;
+                info!(
+                    pid,
+                    node, bytes, first_bytes, freeze_ms, total_ms, "migrated"
+                );
                 self.procs.insert(pid, Proc::Remote(Box::new(remote)));
                 self.daemon.moved(pid, Some(node));
                 Ok(())
             }
             Err(reason) => {
-                let _ = ptrace::cont(pid, 0);
-                for sig in signals {
-                    // SAFETY: re-sending to our own tracee the signals held during the freeze.
-                    unsafe { libc::kill(pid, sig) };
-                }
+                thaw(pid, signals);
                 Err(reason)
             }
         }
     }
 
-    fn image_out(&mut self, pid: Pid, onward: Onward) -> Result<(Remote, u64), String> {
+    /// Pre-copy's first round: arm write tracking on `pid`, stream its pages while it runs,
+    /// and wait until `onward` has placed them. None where the kernel cannot track writes: the
+    /// process then stays frozen for its whole image.
+    fn first_round(&mut self, pid: Pid, onward: &mut Onward) -> Result<Option<FirstRound>, String> {
+        let node = onward.node;
+        let signals = freeze(pid).map_err(|e| format!("cannot freeze process: {e}"))?;
+        let armed = dump::image_areas(pid).and_then(|areas| {
+            let inj = Injector::find(&Memory::open(pid)?, &areas)?;
+            Ok((Tracker::arm(pid, &inj, &areas)?, areas))
+        });
+        thaw(pid, signals);
+        let (tracker, areas) = match armed {
+            Ok(armed) => armed,
+            Err(err) => {
+                info!(pid, %err, "no pre-copy: the process stays frozen for its whole image");
+                return Ok(None);
+            }
+        };
+        let out = &mut onward.out;
+        let precopy = ToGuest::Precopy {
+            areas: areas.clone(),
+        };
+        let bytes = write_message(out, &precopy)
+            .and_then(|()| dump::dump_first_round(pid, &areas, out))
+            .map_err(|e| format!("first round to node {node} failed: {e}"))?;
+        match onward.frames.message::<ToHome>() {
+            Ok(ToHome::Prepared) => Ok(Some(FirstRound {
+                tracker,
+                areas,
+                bytes,
+            })),
+            Ok(ToHome::Failed { reason }) => {
+                Err(format!("restore on node {node} failed: {reason}"))
+            }
+            Ok(other) => Err(format!("node {node} answered {other:?}")),
+            Err(e) => Err(format!("node {node} failed during the first round: {e}")),
+        }
+    }
+
+    /// Send the image of frozen `pid`: the final round after `first`, or all of it.
+    fn image_out(
+        &mut self,
+        pid: Pid,
+        onward: Onward,
+        first: Option<&FirstRound>,
+    ) -> Result<(Remote, u64), String> {
         let Onward {
             node,
             mut frames,
             mut out,
         } = onward;
         let link = |e: io::Error| format!("link to node {node} failed: {e}");
-        let (_, bytes) = dump::dump(pid, &self.facts, &mut out).map_err(link)?;
+        let (_, bytes) = match first {
+            Some(first) => {
+                // It ran during the first round: it may have started a thread, say.
+                match dump::check_movable(pid) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => return Err(not_movable(why)),
+                    Err(err) => return Err(format!("cannot inspect process: {err}")),
+                }
+                dump::dump_final_round(pid, &self.facts, &first.areas, &first.tracker, &mut out)
+            }
+            None => write_message(&mut out, &ToGuest::Image)
+                .and_then(|()| dump::dump(pid, &self.facts, &mut out)),
+        }
+        .map_err(link)?;
         match frames.message::<ToHome>() {
             Ok(ToHome::Running) => {}
             Ok(ToHome::Failed { reason }) => {
@@ -885,6 +959,15 @@ fn freeze(pid: Pid) -> io::Result<Vec<i32>> {
     }
 }
 
+/// Let a process frozen by [`freeze`] run again, with the signals held meanwhile.
+fn thaw(pid: Pid, signals: Vec<i32>) {
+    let _ = ptrace::cont(pid, 0);
+    for sig in signals {
+        // SAFETY: re-sending to our own tracee the signals held during the freeze.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
 /// Release the shell's memory (rseq first, see restore.rs) and map a scratch area.
 fn strip_shell(pid: Pid) -> io::Result<(Injector, u64, Regs)> {
     let mem = Memory::open(pid)?;
@@ -1115,7 +1198,7 @@ fn relay_image(
     to: &mut impl Write,
 ) -> io::Result<Relayed> {
     let header = restore::read_header(from)?;
-    let mut onward = write_message(to, &header);
+    let mut onward = write_message(to, &ToGuest::Image).and_then(|()| write_message(to, &header));
     let mut data = Vec::new();
     loop {
         let head = from.next_frame_into(&mut data).map_err(io::Error::other)?;

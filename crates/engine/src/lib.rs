@@ -23,6 +23,7 @@ mod maps;
 mod mem;
 mod msg;
 mod pidfd;
+mod precopy;
 mod ptrace;
 mod restore;
 mod seccomp;
@@ -30,6 +31,9 @@ mod session;
 mod spawn;
 mod sys;
 mod syscalls;
+#[cfg(test)]
+mod testing;
+mod track;
 
 pub use dump::{NotMovable, check_movable, dump};
 pub use facts::probe;

@@ -22,7 +22,7 @@ use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid};
-use crate::sys;
+use crate::{precopy, sys};
 
 /// Restore the image whose header was already read from `frames` into stopped `pid`; reads the
 /// page frames up to the end marker. Returns the injector, now pointing into the moved vdso.
@@ -35,8 +35,81 @@ pub fn restore_into<R: Read>(
     header: &Header,
     frames: &mut FrameReader<R>,
 ) -> io::Result<Injector> {
+    to_the_end(frames, |frames, at_end| {
+        let inj = map_first_round(pid, &header.areas, frames, at_end)?;
+        restore_task(pid, &inj, header)?;
+        Ok(inj)
+    })
+}
+
+/// The first round of a pre-copy: map `areas` in stopped `pid` and fill them from the page
+/// frames up to the end marker (see `precopy`). Returns the injector, as `restore_into`.
+pub fn restore_first_round<R: Read>(
+    pid: Pid,
+    areas: &[Area],
+    frames: &mut FrameReader<R>,
+) -> io::Result<Injector> {
+    to_the_end(frames, |frames, at_end| {
+        map_first_round(pid, areas, frames, at_end)
+    })
+}
+
+/// The final round of a pre-copy, whose header was read already: unmap what the process
+/// unmapped since `first`, map what is new, place what changed, empty the runs the end marker
+/// names, then restore the task.
+pub fn restore_final_round<R: Read>(
+    pid: Pid,
+    inj: &Injector,
+    first: &[Area],
+    header: &Header,
+    frames: &mut FrameReader<R>,
+) -> io::Result<()> {
+    to_the_end(frames, |frames, at_end| {
+        if precopy::vdso_block(first) != precopy::vdso_block(&header.areas) {
+            return Err(io::Error::other("the vdso moved during the first round"));
+        }
+        let areas: Vec<&Area> = header.areas.iter().filter(|a| !a.is_vdso_block()).collect();
+        let kept = precopy::kept_parts(first, &header.areas);
+        for old in first.iter().filter(|a| !a.is_vdso_block()) {
+            let keeps = areas.iter().zip(&kept).find(|(a, _)| a.start == old.start);
+            let gone_from = match keeps {
+                Some((_, &kept_end)) if kept_end > old.start => kept_end,
+                _ => old.start,
+            };
+            if gone_from < old.end {
+                let args = [gone_from, old.end - gone_from, 0, 0, 0, 0];
+                inj.call_ok(pid, libc::SYS_munmap, args, "munmap")?;
+            }
+        }
+        let new: Vec<Area> = areas
+            .iter()
+            .zip(&kept)
+            .filter(|(a, kept_end)| **kept_end < a.end)
+            .map(|(a, &kept_end)| Area {
+                start: kept_end,
+                ..(*a).clone()
+            })
+            .collect();
+        for area in &new {
+            map_area(pid, inj, area)?;
+        }
+        let new: Vec<&Area> = new.iter().collect();
+        let end = fill(pid, inj, &new, &areas, frames, at_end)?;
+        for (start, stop) in end.zero {
+            let args = [start, stop - start, libc::MADV_DONTNEED as u64, 0, 0, 0];
+            inj.call_ok(pid, libc::SYS_madvise, args, "madvise")?;
+        }
+        restore_task(pid, inj, header)
+    })
+}
+
+/// Run `restore` over an image; if it fails before the end marker, read and drop the rest.
+fn to_the_end<R: Read, T>(
+    frames: &mut FrameReader<R>,
+    restore: impl FnOnce(&mut FrameReader<R>, &mut bool) -> io::Result<T>,
+) -> io::Result<T> {
     let mut at_end = false;
-    let restored = restore_image(pid, header, frames, &mut at_end);
+    let restored = restore(frames, &mut at_end);
     if restored.is_err() && !at_end {
         let mut data = Vec::new();
         while let Ok(FrameHead::Pages { .. }) = frames.next_frame_into(&mut data) {}
@@ -44,9 +117,11 @@ pub fn restore_into<R: Read>(
     restored
 }
 
-fn restore_image<R: Read>(
+/// Empty stopped `pid`, move its vdso block where `areas` has it, map the other areas and fill
+/// them from the page frames.
+fn map_first_round<R: Read>(
     pid: Pid,
-    header: &Header,
+    areas: &[Area],
     frames: &mut FrameReader<R>,
     at_end: &mut bool,
 ) -> io::Result<Injector> {
@@ -55,37 +130,54 @@ fn restore_image<R: Read>(
     let mut inj = Injector::find(&mem, &own)?;
 
     release_memory(pid, &inj, &own)?;
-    move_vdso_block(pid, &mut inj, &own, &header.areas)?;
+    move_vdso_block(pid, &mut inj, &own, areas)?;
 
-    let areas: Vec<&Area> = header.areas.iter().filter(|a| !a.is_vdso_block()).collect();
+    let areas: Vec<&Area> = areas.iter().filter(|a| !a.is_vdso_block()).collect();
     for area in &areas {
-        let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
-        if area.name == "[stack]" {
-            flags |= libc::MAP_GROWSDOWN;
-        }
-        let args = [
-            area.start,
-            area.len(),
-            maps::prot(area) as u64,
-            flags as u64,
-            u64::MAX,
-            0,
-        ];
-        inj.call_ok(
-            pid,
-            libc::SYS_mmap,
-            args,
-            &format!("mmap {:#x}-{:#x}", area.start, area.end),
-        )?;
+        map_area(pid, &inj, area)?;
     }
-    let filler = Filler::open(pid, &inj, &mem, &areas)?;
+    fill(pid, &inj, &areas, &areas, frames, at_end)?;
+    Ok(inj)
+}
+
+/// Map `area` anonymous and empty at its address, with its protection.
+fn map_area(pid: Pid, inj: &Injector, area: &Area) -> io::Result<()> {
+    let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+    if area.name == "[stack]" {
+        flags |= libc::MAP_GROWSDOWN;
+    }
+    let args = [
+        area.start,
+        area.len(),
+        maps::prot(area) as u64,
+        flags as u64,
+        u64::MAX,
+        0,
+    ];
+    let what = format!("mmap {:#x}-{:#x}", area.start, area.end);
+    inj.call_ok(pid, libc::SYS_mmap, args, &what).map(drop)
+}
+
+/// Place the page frames up to the end marker, which it returns: by UFFDIO_COPY into `fresh`
+/// (empty areas), through memory elsewhere in `areas`.
+fn fill<R: Read>(
+    pid: Pid,
+    inj: &Injector,
+    fresh: &[&Area],
+    areas: &[&Area],
+    frames: &mut FrameReader<R>,
+    at_end: &mut bool,
+) -> io::Result<EndOfImage> {
+    let mem = Memory::open(pid)?;
+    let filler = Filler::open(pid, inj, &mem, fresh)?;
     tracing::debug!(pid, method = ?filler.method(), "filling the areas");
+    let mut end = None;
     let filled =
         filler.fill(
             |data| match frames.next_frame_into(data).map_err(io::Error::other)? {
                 FrameHead::Pages { addr } => {
-                    let end = addr + data.len() as u64;
-                    if !areas.iter().any(|a| a.start <= addr && end <= a.end) {
+                    let stop = addr + data.len() as u64;
+                    if !areas.iter().any(|a| a.start <= addr && stop <= a.end) {
                         return Err(io::Error::other(format!(
                             "image pages at {addr:#x} lie outside its areas"
                         )));
@@ -94,28 +186,34 @@ fn restore_image<R: Read>(
                 }
                 FrameHead::Message => {
                     *at_end = true;
-                    serde_json::from_slice::<EndOfImage>(data).map_err(io::Error::other)?;
+                    end =
+                        Some(serde_json::from_slice::<EndOfImage>(data).map_err(io::Error::other)?);
                     Ok(None)
                 }
             },
         );
     // Closed even after a failure: a shell that stays a shell must not keep the descriptor.
-    let finished = filler.finish(pid, &inj);
+    let finished = filler.finish(pid, inj);
     filled.and(finished)?;
+    end.ok_or_else(|| io::Error::other("image ended without its end marker"))
+}
 
+/// Restore what is not memory: brk and auxv, dispositions and the rest of the task state, then
+/// signal mask, XSAVE area and registers.
+fn restore_task(pid: Pid, inj: &Injector, header: &Header) -> io::Result<()> {
+    let mem = Memory::open(pid)?;
     let scratch = Scratch::map(
-        &inj,
+        inj,
         pid,
         4096 + header.auxv.len().next_multiple_of(4096) as u64,
     )?;
-    let result = restore_task_state(pid, &inj, &mem, &scratch, header);
-    scratch.unmap(&inj, pid)?;
+    let result = restore_task_state(pid, inj, &mem, &scratch, header);
+    scratch.unmap(inj, pid)?;
     result?;
 
     ptrace::set_sigmask(pid, header.sigmask)?;
     ptrace::set_xstate(pid, &header.xstate)?;
-    ptrace::set_regs(pid, &regs_from_image(&header.regs)?)?;
-    Ok(inj)
+    ptrace::set_regs(pid, &regs_from_image(&header.regs)?)
 }
 
 /// Empty the address space of stopped `pid` but for the vdso block: unregister its rseq area

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use rmosix_image::KernelFacts;
+use rmosix_image::{Area, KernelFacts};
 use rmosix_transport::sealed::{self, End, SealedReader, SessionKeys};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,15 @@ pub enum ToGuest {
     Hello {
         /// The home node's facts, for the compatibility check.
         facts: KernelFacts,
+    },
+    /// The whole image follows (header, page frames, end marker), with the process frozen.
+    Image,
+    /// Pre-copy: the pages of these areas follow, then an end marker, sent while the process
+    /// runs on at home. Once the guest has placed them (`Prepared`), the final round follows:
+    /// header, what changed, end marker (see `precopy`).
+    Precopy {
+        /// The process's areas when the first round began.
+        areas: Vec<Area>,
     },
     /// The result of a forwarded call, followed by `backs` page frames addressed in remote memory.
     Reply {
@@ -55,6 +64,8 @@ pub enum ToHome {
         /// Why.
         reason: String,
     },
+    /// The first round of a pre-copy is in place: send the final round.
+    Prepared,
     /// The image is restored and runs.
     Running,
     /// Restore failed; nothing runs here.

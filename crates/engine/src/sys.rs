@@ -159,3 +159,52 @@ pub struct UffdioCopy {
     pub mode: u64,
     pub copy: i64,
 }
+
+pub const UFFDIO_REGISTER_MODE_WP: u64 = 2;
+/// Write faults in write-protected ranges resolve themselves; the kernel only records that the
+/// page was written (Linux 6.7).
+pub const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+pub const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1;
+pub const UFFDIO_WRITEPROTECT: libc::c_ulong = 0xc018_aa06;
+
+/// `struct uffdio_writeprotect`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct UffdioWriteprotect {
+    pub start: u64,
+    pub len: u64,
+    pub mode: u64,
+}
+
+/// The PAGEMAP_SCAN ioctl on /proc/PID/pagemap (linux/fs.h, Linux 6.7).
+pub const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+
+/// `struct pm_scan_arg`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct PmScanArg {
+    pub size: u64,
+    pub flags: u64,
+    pub start: u64,
+    pub end: u64,
+    pub walk_end: u64,
+    pub vec: u64,
+    pub vec_len: u64,
+    pub max_pages: u64,
+    pub category_inverted: u64,
+    pub category_mask: u64,
+    pub category_anyof_mask: u64,
+    pub return_mask: u64,
+}
+
+/// `struct page_region`: one run of pages with the same categories.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}

@@ -27,4 +27,4 @@ pub use frame::{Frame, FrameError, FrameHead, FrameReader, MAX_FRAME, write_mess
 pub use header::{Area, CpuTimer, Header, KernelFacts, MmLayout, Registers, SigAction};
 
 /// Version of the image and session format; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;

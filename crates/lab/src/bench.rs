@@ -6,9 +6,10 @@
 //! `crates/lab/bench/` with `gcc -O2` into the lab's work dir, and measures:
 //!
 //! 1. **Migration** of a 64 MiB and a 1 GiB process (`hog.c`: every page full of distinct,
-//!    non-zero data) from node 1 to node 2 and home again. Out: `bytes` and `freeze_ms` from
-//!    mosrun's `migrated` log line. Both ways: the longest pause the process saw on its own
-//!    clock (`stall_ms`), and the wall time of the `migrate` command. Baselines: one raw TCP
+//!    non-zero data) from node 1 to node 2, on to node 3 (relayed by home) and home again.
+//!    Out: `bytes` and `freeze_ms` from mosrun's `migrated` log line; on: `freeze_ms` of its
+//!    `moved on` line. Every way: the longest pause the process saw on its own clock
+//!    (`stall_ms`), and the wall time of the `migrate` command. Baselines: one raw TCP
 //!    stream of 1 GiB from node 1 to node 2 (`tcp.c`), read into one buffer and read into
 //!    fresh memory (what the plainest receiver of an image does, before any decryption or
 //!    placing), and 1 GiB copied into fresh memory on node 2 by four threads (`fresh.c`).
@@ -199,7 +200,7 @@ struct Report {
     load_after: String,
 }
 
-/// One round trip of a process: node 1 to node 2, then home.
+/// One round trip of a process: node 1 to node 2, on to node 3, then home.
 #[derive(Debug, Clone, Copy)]
 struct Migration {
     /// `bytes` of mosrun's `migrated` line.
@@ -210,6 +211,12 @@ struct Migration {
     stall_out_ms: Option<f64>,
     /// Wall time of `migrate PID 2`.
     wall_out_ms: f64,
+    /// `freeze_ms` of mosrun's `moved on` line (node 2 to node 3).
+    freeze_on_ms: f64,
+    /// The longest pause the process saw while moving on.
+    stall_on_ms: Option<f64>,
+    /// Wall time of `migrate PID 3`.
+    wall_on_ms: f64,
     /// The longest pause the process saw while coming home.
     stall_home_ms: Option<f64>,
     /// Wall time of `migrate PID home`.
@@ -259,7 +266,7 @@ impl Bench<'_> {
             let mut samples = Vec::new();
             for i in 1..=reps.migration {
                 progress(&format!(
-                    "migration of {mib} MiB, node1 -> node2 -> home, run {i}/{}",
+                    "migration of {mib} MiB, node1 -> node2 -> node3 -> home, run {i}/{}",
                     reps.migration
                 ));
                 samples.push(self.migration_once(mib)?);
@@ -376,6 +383,13 @@ impl Bench<'_> {
         self.check_stop()?;
 
         let mark = hog.seen.len();
+        let wall_on_ms = migrate(home, &pid, "3")?;
+        let line = hog.wait_line(Stream::Err, "moved on", LOG_TIMEOUT)?;
+        let freeze_on_ms = field(&hog.program, &line, "freeze_ms")?;
+        let stall_on_ms = hog.max_stall_since(mark)?;
+        self.check_stop()?;
+
+        let mark = hog.seen.len();
         let wall_home_ms = migrate(home, &pid, "home")?;
         hog.wait_line(Stream::Err, "came home", LOG_TIMEOUT)?;
         let stall_home_ms = hog.max_stall_since(mark)?;
@@ -387,6 +401,9 @@ impl Bench<'_> {
             freeze_ms,
             stall_out_ms,
             wall_out_ms,
+            freeze_on_ms,
+            stall_on_ms,
+            wall_on_ms,
             stall_home_ms,
             wall_home_ms,
         })
@@ -856,6 +873,30 @@ impl Report {
                 &rows,
                 link_share(out_gbps, tcp, tcp_fresh),
             );
+            let on_gbps = Stats::of(samples.iter().map(|m| gbps(m.bytes, m.freeze_on_ms)));
+            let rows: [(&str, Option<Stats>, usize, &str); 4] = [
+                (
+                    "freeze (mosrun freeze_ms)",
+                    Stats::of(samples.iter().map(|m| m.freeze_on_ms)),
+                    1,
+                    "ms",
+                ),
+                (
+                    "freeze (process's own clock)",
+                    Stats::of(samples.iter().filter_map(|m| m.stall_on_ms)),
+                    1,
+                    "ms",
+                ),
+                ("throughput (bytes / freeze_ms)", on_gbps, 2, "GB/s"),
+                (
+                    "`migrate PID 3` wall time",
+                    Stats::of(samples.iter().map(|m| m.wall_on_ms)),
+                    1,
+                    "ms",
+                ),
+            ];
+            let share = link_share(on_gbps, tcp, tcp_fresh);
+            direction(&mut o, "node2 -> node3, relayed by home", &rows, share);
             let rows: [(&str, Option<Stats>, usize, &str); 3] = [
                 (
                     "freeze (process's own clock)",
@@ -872,8 +913,8 @@ impl Report {
                 ),
             ];
             let share = link_share(home_gbps, tcp, tcp_fresh);
-            direction(&mut o, "node2 -> home (node1)", &rows, share);
-            for s in [out_gbps, home_gbps].into_iter().flatten() {
+            direction(&mut o, "node3 -> home (node1)", &rows, share);
+            for s in [out_gbps, on_gbps, home_gbps].into_iter().flatten() {
                 worst_gbps = Some(worst_gbps.map_or(s.median, |w: f64| w.min(s.median)));
             }
         }

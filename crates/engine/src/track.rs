@@ -1,0 +1,205 @@
+//! Which pages a running process writes: what pre-copy needs to send the image while the
+//! process runs and then, frozen, only what changed since.
+//!
+//! The process is given a userfaultfd by an injected call, as in `fill`. We take a copy with
+//! pidfd_getfd(2) and close the process's own descriptor at once, so its descriptor table is
+//! as it was. On our copy every area is registered for write-protect faults in asynchronous
+//! mode (UFFD_FEATURE_WP_ASYNC, Linux 6.7), then write-protected. A write to a protected page
+//! does not stop the process: the kernel lifts the page's protection and goes on. Pages that
+//! are absent get a marker, so that their first touch counts as a write, but a read does not.
+//! PAGEMAP_SCAN on /proc/PID/pagemap then lists the pages that lost their protection: pages
+//! written, faulted in by a write, or zapped (MADV_DONTNEED leaves neither page nor marker).
+//!
+//! Dropping the tracker closes the last descriptor of the userfaultfd, which unregisters the
+//! areas and lifts the protection: a migration that fails leaves nothing behind.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use rmosix_image::Area;
+
+use crate::inject::Injector;
+use crate::pidfd::PidFd;
+use crate::ptrace::Pid;
+use crate::sys;
+
+/// Regions read per PAGEMAP_SCAN call.
+const REGIONS: usize = 512;
+
+/// Write tracking armed on the areas of one process.
+pub struct Tracker {
+    /// Only held: the tracking lasts as long as this last descriptor of the userfaultfd.
+    _uffd: OwnedFd,
+    pagemap: File,
+}
+
+/// A run of pages written since tracking was armed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub start: u64,
+    pub end: u64,
+    /// The pages hold data (present or swapped out); else they were zapped and read as zeros.
+    pub holds_data: bool,
+}
+
+/// Whether tracking covers `area`: everything but the kernel's vdso block and vsyscall page.
+fn is_tracked(area: &Area) -> bool {
+    !area.is_vdso_block() && area.name != "[vsyscall]"
+}
+
+impl Tracker {
+    /// Arm tracking on the `areas` of stopped `pid` (but the kernel's vdso block). Fails on
+    /// kernels before 6.7 and where userfaultfd is refused; the caller then freezes the process
+    /// for the whole move instead.
+    pub fn arm(pid: Pid, inj: &Injector, areas: &[Area]) -> io::Result<Tracker> {
+        let flags = libc::O_CLOEXEC as u64 | sys::UFFD_USER_MODE_ONLY;
+        let theirs = inj.call(pid, libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0])?;
+        if theirs < 0 {
+            return Err(io::Error::from_raw_os_error(-theirs as i32));
+        }
+        let taken = PidFd::open(pid).and_then(|p| p.get_fd(theirs as i32));
+        let args = [theirs as u64, 0, 0, 0, 0, 0];
+        inj.call_ok(pid, libc::SYS_close, args, "close the userfaultfd")?;
+        let uffd = taken?;
+        let mut api = sys::UffdioApi {
+            api: sys::UFFD_API,
+            features: sys::UFFD_FEATURE_WP_ASYNC,
+            ..Default::default()
+        };
+        // SAFETY: UFFDIO_API fills the live struct it is given.
+        if unsafe { libc::ioctl(uffd.as_raw_fd(), sys::UFFDIO_API, &mut api) } != 0 {
+            let err = io::Error::last_os_error();
+            return Err(io::Error::new(
+                err.kind(),
+                format!("asynchronous write-protect: {err}"),
+            ));
+        }
+        for area in areas.iter().filter(|a| is_tracked(a)) {
+            protect(&uffd, area).map_err(|err| {
+                io::Error::new(
+                    err.kind(),
+                    format!("{:#x}-{:#x}: {err}", area.start, area.end),
+                )
+            })?;
+        }
+        let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
+        Ok(Tracker {
+            _uffd: uffd,
+            pagemap,
+        })
+    }
+
+    /// The runs of pages in [start, end) written since tracking was armed.
+    pub fn written(&self, start: u64, end: u64) -> io::Result<Vec<Written>> {
+        let return_mask = sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED;
+        let mut found = Vec::new();
+        let mut regions = [sys::PageRegion::default(); REGIONS];
+        let mut at = start;
+        while at < end {
+            let mut arg = sys::PmScanArg {
+                size: size_of::<sys::PmScanArg>() as u64,
+                start: at,
+                end,
+                vec: regions.as_mut_ptr() as u64,
+                vec_len: REGIONS as u64,
+                category_mask: sys::PAGE_IS_WRITTEN,
+                return_mask,
+                ..Default::default()
+            };
+            // SAFETY: PAGEMAP_SCAN reads `arg`, writes at most `vec_len` regions to `vec` (our
+            // live array) and `walk_end` of `arg`.
+            let n = unsafe { libc::ioctl(self.pagemap.as_raw_fd(), sys::PAGEMAP_SCAN, &mut arg) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                return Err(io::Error::new(err.kind(), format!("PAGEMAP_SCAN: {err}")));
+            }
+            found.extend(regions[..n as usize].iter().map(|r| Written {
+                start: r.start,
+                end: r.end,
+                holds_data: r.categories & return_mask != 0,
+            }));
+            if arg.walk_end <= at {
+                break;
+            }
+            at = arg.walk_end;
+        }
+        Ok(found)
+    }
+}
+
+/// Register `area` for asynchronous write-protect faults and protect all of it.
+fn protect(uffd: &OwnedFd, area: &Area) -> io::Result<()> {
+    let mut reg = sys::UffdioRegister {
+        start: area.start,
+        len: area.len(),
+        mode: sys::UFFDIO_REGISTER_MODE_WP,
+        ioctls: 0,
+    };
+    // SAFETY: UFFDIO_REGISTER reads the range and fills `ioctls` of the live struct.
+    if unsafe { libc::ioctl(uffd.as_raw_fd(), sys::UFFDIO_REGISTER, &mut reg) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut wp = sys::UffdioWriteprotect {
+        start: area.start,
+        len: area.len(),
+        mode: sys::UFFDIO_WRITEPROTECT_MODE_WP,
+    };
+    // SAFETY: UFFDIO_WRITEPROTECT reads the live struct.
+    if unsafe { libc::ioctl(uffd.as_raw_fd(), sys::UFFDIO_WRITEPROTECT, &mut wp) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Husk, PAGE};
+
+    #[test]
+    fn writes_first_touches_and_zaps_are_found_and_reads_are_not() {
+        let husk = Husk::new(16);
+        let (start, page) = (husk.area.start, |n: u64| husk.area.start + n * PAGE);
+        husk.mem
+            .write(start, &vec![1u8; 8 * PAGE as usize])
+            .unwrap();
+        let tracker = Tracker::arm(husk.pid, &husk.inj, std::slice::from_ref(&husk.area)).unwrap();
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", husk.pid))
+            .unwrap()
+            .count();
+        assert_eq!(fds, 0, "the husk keeps no userfaultfd");
+
+        husk.mem.write(page(3), &[2u8; 8]).unwrap();
+        let advice = [page(5), PAGE, libc::MADV_DONTNEED as u64, 0, 0, 0];
+        husk.inj
+            .call_ok(husk.pid, libc::SYS_madvise, advice, "madvise")
+            .unwrap();
+        husk.mem.write(page(12), &[3u8; 8]).unwrap();
+        // Reads, of a page present and of one never touched, are no writes.
+        husk.mem.read_vec(page(1), 8).unwrap();
+        husk.mem.read_vec(page(14), 8).unwrap();
+
+        let written = tracker.written(start, husk.area.end).unwrap();
+        let run = |n: u64, holds_data| Written {
+            start: page(n),
+            end: page(n + 1),
+            holds_data,
+        };
+        assert_eq!(written, [run(3, true), run(5, false), run(12, true)]);
+    }
+
+    #[test]
+    fn a_dropped_tracker_leaves_the_pages_writable_and_untracked() {
+        let husk = Husk::new(4);
+        husk.mem.write(husk.area.start, &[1u8; 8]).unwrap();
+        let tracker = Tracker::arm(husk.pid, &husk.inj, std::slice::from_ref(&husk.area)).unwrap();
+        drop(tracker);
+        husk.mem.write(husk.area.start, &[2u8; 8]).unwrap();
+        let uffd_flags = std::fs::read_to_string(format!("/proc/{}/smaps", husk.pid)).unwrap();
+        assert!(
+            !uffd_flags.contains(" uw"),
+            "an area is still registered:\n{uffd_flags}"
+        );
+    }
+}
