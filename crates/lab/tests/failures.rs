@@ -621,6 +621,62 @@ fn a_remote_moves_on_directly_and_a_dying_next_node_leaves_it_where_it_was() {
     assert_eq!(moved.stdout, still.stdout);
 }
 
+/// A process that keeps rewriting, zeroing and zapping its pages, mapping, unmapping and
+/// re-protecting areas and moving its heap's end while it moves (pre-copy sends the first
+/// round while it runs) holds exactly what it wrote when it checks itself after each move:
+/// out, home, out to another node and on to a third.
+#[test]
+fn memory_that_changes_during_a_move_arrives_as_the_freeze_found_it() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(4);
+    let go = go_file(&lab, "go");
+    let churn = c_program("churn");
+    let job = Job::start(&lab, lab.node(1), &[&churn, SOME_MIB, path_str(&go)]);
+    job.wait_output("ready\n");
+    for (round, target) in ["2", "home", "3", "4"].into_iter().enumerate() {
+        job.move_to(target);
+        job.signal("USR1");
+        let verified = |out: &str| out.matches("verified ").count();
+        wait_until(
+            &format!("a check after the move to {target}"),
+            STEP,
+            || verified(&job.stdout()) > round || job.stdout().contains("corrupt"),
+            || job.outputs(),
+        );
+        assert!(!job.stdout().contains("corrupt"), "{}", job.outputs());
+    }
+    let first_round: u64 = job
+        .outputs()
+        .split("first_bytes=")
+        .nth(1)
+        .and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert!(
+        first_round > 64 << 20,
+        "the move out sent {first_round} bytes while the process ran:\n{}",
+        job.outputs()
+    );
+    release(&go);
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        done.stdout.ends_with("\n")
+            && done
+                .stdout
+                .lines()
+                .last()
+                .is_some_and(|l| l.starts_with("verified ")),
+        "{done:?}"
+    );
+}
+
 /// Mebibytes of a program that must not fit in a 64 MiB address space.
 const SOME_MIB: &str = "256";
 
