@@ -543,12 +543,12 @@ impl Supervisor<'_> {
         let signals = freeze(pid).map_err(|e| format!("cannot freeze process: {e}"))?;
         let frozen = Instant::now();
         match self.image_out(pid, onward, first.as_ref()) {
-            Ok((mut remote, bytes)) => {
+            Ok((mut remote, bytes, running)) => {
                 for sig in signals {
                     relay(&mut remote, sig)
                         .map_err(|e| format!("link to node {node} failed: {e}"))?;
                 }
-                let freeze_ms = frozen.elapsed().as_secs_f64() * 1e3;
+                let freeze_ms = running.duration_since(frozen).as_secs_f64() * 1e3;
                 let total_ms = started.elapsed().as_secs_f64() * 1e3;
                 let first_bytes = first.map_or(0, |f| f.bytes);
                 let bytes = first_bytes + bytes;
@@ -606,13 +606,14 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Send the image of frozen `pid`: the final round after `first`, or all of it.
+    /// Send the image of frozen `pid`: the final round after `first`, or all of it. Returns
+    /// its shell's state, the bytes of page data sent and when `onward` reported it running.
     fn image_out(
         &mut self,
         pid: Pid,
         onward: Onward,
         first: Option<&FirstRound>,
-    ) -> Result<(Remote, u64), String> {
+    ) -> Result<(Remote, u64, Instant), String> {
         let Onward {
             node,
             mut frames,
@@ -641,6 +642,7 @@ impl Supervisor<'_> {
             Ok(other) => return Err(format!("node {node} answered {other:?}")),
             Err(e) => return Err(format!("node {node} failed during restore: {e}")),
         }
+        let running = Instant::now();
         // The remote runs: the shell keeps only its identity (pid, fds, credentials). Its
         // memory is released; a scratch area receives the buffers of forwarded calls.
         let shell = strip_shell(pid).map_err(|e| format!("cannot prepare the shell: {e}"))?;
@@ -660,7 +662,7 @@ impl Supervisor<'_> {
             mem: Memory::open(pid).map_err(|e| format!("cannot open the shell: {e}"))?,
         };
         idle(pid, &mut remote).map_err(|e| format!("cannot idle the shell: {e}"))?;
-        Ok((remote, bytes))
+        Ok((remote, bytes, running))
     }
 
     fn on_session(&mut self, pid: Pid) -> io::Result<()> {
