@@ -134,6 +134,8 @@ enum Pending {
         prot: u64,
         flags: u64,
     },
+    /// sendmmsg: message `done` of the array at `args[1]` went home as a sendmsg.
+    Batch { id: u64, args: [u64; 6], done: u64 },
     /// exit: the process ends at home.
     Exit { id: u64 },
 }
@@ -145,6 +147,7 @@ impl Pending {
             Pending::Plain { id }
             | Pending::Scatter { id, .. }
             | Pending::Message { id, .. }
+            | Pending::Batch { id, .. }
             | Pending::Map { id, .. }
             | Pending::Exit { id } => id,
         }
@@ -304,6 +307,19 @@ impl Guest {
                 }
                 respond(&self.listener, id, ret);
             }
+            Some(Pending::Batch { id, done, .. }) if ret < 0 => {
+                respond(&self.listener, id, if done > 0 { done as i64 } else { ret });
+            }
+            Some(Pending::Batch { id, args, done }) => {
+                let msg_len = args[1] + done * msg::MMSGHDR_LEN + msg::HDR_LEN;
+                self.mem.write(msg_len, &(ret as u32).to_le_bytes())?;
+                if self.leaving {
+                    // Going home: the messages sent so far are the call's result.
+                    respond(&self.listener, id, done as i64 + 1);
+                } else {
+                    self.forward_batch(id, args, done + 1)?;
+                }
+            }
             Some(Pending::Map { id, .. }) if ret < 0 => respond(&self.listener, id, ret),
             Some(Pending::Map {
                 id,
@@ -404,6 +420,7 @@ impl Guest {
                 Ok(pending) => self.pending = Some(pending),
                 Err(errno) => respond(&self.listener, id, -i64::from(errno)),
             },
+            Route::Batch => self.forward_batch(id, args, 0)?,
             Route::MmapFile => {
                 let shared = args[3] & libc::MAP_SHARED as u64 != 0;
                 if shared && args[2] & libc::PROT_WRITE as u64 != 0 {
@@ -581,6 +598,22 @@ impl Guest {
             gathered.extend_from_slice(&bytes);
         }
         Ok(gathered)
+    }
+
+    /// sendmmsg: send message `done` of the array as a sendmsg, or answer the call once all
+    /// `vlen` went (see `msg`).
+    fn forward_batch(&mut self, id: u64, args: [u64; 6], done: u64) -> io::Result<()> {
+        if done == args[2].min(msg::MAX_BATCH) {
+            respond(&self.listener, id, done as i64);
+            return Ok(());
+        }
+        let at = args[1] + done * msg::MMSGHDR_LEN;
+        match self.forward_message(id, libc::SYS_sendmsg, [args[0], at, args[3], 0, 0, 0]) {
+            Ok(_) => self.pending = Some(Pending::Batch { id, args, done }),
+            Err(_) if done > 0 => respond(&self.listener, id, done as i64),
+            Err(errno) => respond(&self.listener, id, -i64::from(errno)),
+        }
+        Ok(())
     }
 
     /// sendmsg/recvmsg go home with their msghdr and the buffers it points to (see `msg`).

@@ -544,10 +544,11 @@ impl Supervisor<'_> {
         let frozen = Instant::now();
         match self.image_out(pid, onward, first.as_ref()) {
             Ok((mut remote, bytes, running)) => {
-                for sig in signals {
-                    relay(&mut remote, sig)
-                        .map_err(|e| format!("link to node {node} failed: {e}"))?;
-                }
+                // The process runs there now. A link that broke meanwhile shows on the
+                // session's next read, which ends the shell with the reason.
+                let _ = signals
+                    .into_iter()
+                    .try_for_each(|sig| relay(&mut remote, sig));
                 let freeze_ms = running.duration_since(frozen).as_secs_f64() * 1e3;
                 let total_ms = started.elapsed().as_secs_f64() * 1e3;
                 let first_bytes = first.map_or(0, |f| f.bytes);

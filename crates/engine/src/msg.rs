@@ -9,12 +9,20 @@
 //! the remote's iovec array, and the guest scatters it from there. Descriptors passed with
 //! SCM_RIGHTS mean the same at both ends: every descriptor of a remote process lives in its
 //! shell.
+//!
+//! sendmmsg(2) goes as one sendmsg per message, in order. The guest writes each result into
+//! the message's `msg_len` and stops at the first failure, which the call reports only if no
+//! message went, as the kernel does.
 
 use crate::mem::{le_u32, le_u64};
 use crate::session::BufSpec;
 
 /// Size of `struct msghdr`.
 pub const HDR_LEN: u64 = 56;
+/// Size of `struct mmsghdr` (sendmmsg's array): a msghdr, then `msg_len` (u32) and padding.
+pub const MMSGHDR_LEN: u64 = 64;
+/// Most messages one sendmmsg sends (UIO_MAXIOV, as the kernel caps `vlen`).
+pub const MAX_BATCH: u64 = 1024;
 /// The `arg` of a buffer whose address goes into the msghdr rather than into an argument.
 pub const NESTED: u8 = u8::MAX;
 /// Buffers of a message call, in this order: msghdr, address, data, ancillary data.

@@ -18,6 +18,8 @@ pub enum Route {
     Vector,
     /// `sendmsg`/`recvmsg`: the msghdr and the buffers it points to (see `msg`).
     Message,
+    /// `sendmmsg`: one forwarded `sendmsg` per message, in order, until one fails.
+    Batch,
     /// The process ends: run it at home, where the exit status is collected.
     Exit,
     /// Runs where the process runs, but only for these arguments, which the filter does not
@@ -97,6 +99,8 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         libc::SYS_pwrite64 => F(&[Val, In(A(2)), Val, Val]),
         libc::SYS_readv | libc::SYS_writev => Route::Vector,
         libc::SYS_sendmsg | libc::SYS_recvmsg => Route::Message,
+        // glibc's resolver sends its A and AAAA queries with one sendmmsg.
+        libc::SYS_sendmmsg => Route::Batch,
         libc::SYS_access => F(&[Path, Val]),
         libc::SYS_pipe => F(&[Out(Fixed(8), All)]),
         libc::SYS_select => F(&[
@@ -370,6 +374,7 @@ mod tests {
         let masked = [4, 0x1000, 0, 0, 0x2000, 0x3000];
         assert_eq!(route(libc::SYS_pselect6, &masked), Route::Home);
         assert_eq!(route(libc::SYS_recvmsg, &[0; 6]), Route::Message);
+        assert_eq!(route(libc::SYS_sendmmsg, &[0; 6]), Route::Batch);
         let virtual_timer = [libc::ITIMER_VIRTUAL as u64, 0x1000, 0, 0, 0, 0];
         assert_eq!(route(libc::SYS_setitimer, &virtual_timer), Route::Continue);
         assert!(matches!(

@@ -7,7 +7,7 @@
  * an alternate stack (sigaltstack, SA_ONSTACK). After each round the program checks that
  * ticks arrived, that the alternate stack is still set, and writes the round to FILE,
  * opened before the first move; then it reads one line from stdin (the test sends it once
- * the move is done). ITIMER_VIRTUAL and ITIMER_PROF, set once at the start (at home), tick
+ * the move is done) and sends datagrams with sendmmsg over a socket pair made at the start. ITIMER_VIRTUAL and ITIMER_PROF, set once at the start (at home), tick
  * all along: after each gate, a short busy loop, run entirely where the move put the
  * program, must see both tick (these timers count the process's CPU time, so they must
  * move with it). At the end it reads FILE back. Every check prints PASS or FAIL and
@@ -20,12 +20,14 @@
  * Built with -mavx2 (the asm uses AVX); also built -static.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -175,6 +177,37 @@ static void fill(struct regs *r, int round) {
     r->fcw = 0x0e7f;
 }
 
+/* Sends three datagrams with sendmmsg (more calls for what a signal cut short, as the call
+ * may send fewer) and reads them back: in order, whole, and each msg_len set. */
+static int sendmmsg_works(int round, const int pair[2]) {
+    char text[3][32];
+    struct iovec iov[3];
+    struct mmsghdr msgs[3];
+    memset(msgs, 0, sizeof msgs);
+    for (int i = 0; i < 3; i++) {
+        int n = snprintf(text[i], sizeof text[i], "round %d, message %d", round, i);
+        iov[i] = (struct iovec){.iov_base = text[i], .iov_len = (size_t)n};
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    for (int sent = 0; sent < 3;) {
+        int n = sendmmsg(pair[0], msgs + sent, 3 - sent, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return 0;
+        sent += n;
+    }
+    for (int i = 0; i < 3; i++) {
+        char got[32];
+        ssize_t n = recv(pair[1], got, sizeof got, 0);
+        if (n != (ssize_t)iov[i].iov_len || memcmp(got, text[i], (size_t)n) != 0 ||
+            msgs[i].msg_len != iov[i].iov_len)
+            return 0;
+    }
+    return 1;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2 && !(argc == 3 && strcmp(argv[2], "no-timer") == 0)) {
         fprintf(stderr, "usage: state FILE [no-timer]\n");
@@ -189,6 +222,12 @@ int main(int argc, char **argv) {
     }
     setvbuf(file, NULL, _IONBF, 0);
     fprintf(file, "opened before the first move\n");
+
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, pair) != 0) {
+        perror("socketpair");
+        return 2;
+    }
 
     stack_t ss = {.ss_sp = altstack, .ss_size = ALTSTACK_SIZE, .ss_flags = 0};
     if (sigaltstack(&ss, NULL) != 0) {
@@ -244,6 +283,7 @@ int main(int argc, char **argv) {
                   now.ss_flags == 0);
         fprintf(file, "round %d done\n", round);
         gate();
+        check(round, "sendmmsg", sendmmsg_works(round, pair));
         if (timer) {
             sig_atomic_t virtual_before = virtual_ticks, prof_before = prof_ticks;
             busy();
