@@ -16,6 +16,7 @@ use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
 use crate::session::{Back, Backs, BufSpec, Channel, SessionRead, ToGuest, ToHome};
 use crate::syscalls::{self, Arg, Len, Route, Valid};
+use crate::track::Tracker;
 use crate::{facts, restore, spawn, sys};
 
 /// Largest buffer one forwarded call moves; larger reads and writes are shortened, which
@@ -70,7 +71,7 @@ pub fn serve_guest(channel: Channel) -> io::Result<()> {
         frames,
         out,
         pending: None,
-        leaving: false,
+        leaving: None,
     };
     let result = guest.serve(&sigchld);
     kill(husk);
@@ -162,9 +163,18 @@ struct Guest {
     frames: FrameReader<Box<dyn SessionRead>>,
     out: Box<dyn Write + Send>,
     pending: Option<Pending>,
-    /// Home asked us to come back while a call was in flight: go once its answer is in, so
-    /// that the call is neither lost nor run twice.
-    leaving: bool,
+    /// Home asked us to send the process away while a call was in flight: go once its answer
+    /// is in, so that the call is neither lost nor run twice.
+    leaving: Option<Away>,
+}
+
+/// Where home asked the process to go.
+#[derive(Debug, Clone, Copy)]
+enum Away {
+    /// Home (`ComeHome`).
+    Home,
+    /// On to another node, pre-copied (`SendFirstRound`).
+    On,
 }
 
 /// What ended the remote.
@@ -248,24 +258,22 @@ impl Guest {
                 }
                 // Leaving, and home did not run the call: do not answer it (a restart code
                 // would reach the program, as no signal is pending); going home rewinds it.
-                if self.leaving && sys::is_restart(ret) {
-                    return self.go_home(Homeward::Asked { restart: Some(id) });
+                if let Some(away) = self.leaving
+                    && sys::is_restart(ret)
+                {
+                    return self.depart(away, Some(id));
                 }
                 self.on_reply(ret, data)?;
-                if self.leaving {
-                    return self.go_home(Homeward::Asked { restart: None });
+                if let Some(away) = self.leaving {
+                    return self.depart(away, None);
                 }
             }
             ToGuest::Signal { sig } => {
                 // SAFETY: plain kill of our own tracee.
                 unsafe { libc::kill(self.husk, sig) };
             }
-            ToGuest::ComeHome => match self.pending {
-                None => return self.go_home(Homeward::Asked { restart: None }),
-                // Ending anyway: home will see the exit.
-                Some(Pending::Exit { .. }) => {}
-                Some(_) => self.leaving = true,
-            },
+            ToGuest::ComeHome => return self.on_away(Away::Home),
+            ToGuest::SendFirstRound => return self.on_away(Away::On),
             ToGuest::Ended => return Ok(Some(Leave::Done)),
             other => return Err(io::Error::other(format!("unexpected {other:?}"))),
         }
@@ -313,8 +321,8 @@ impl Guest {
             Some(Pending::Batch { id, args, done }) => {
                 let msg_len = args[1] + done * msg::MMSGHDR_LEN + msg::HDR_LEN;
                 self.mem.write(msg_len, &(ret as u32).to_le_bytes())?;
-                if self.leaving {
-                    // Going home: the messages sent so far are the call's result.
+                if self.leaving.is_some() {
+                    // Going away: the messages sent so far are the call's result.
                     respond(&self.listener, id, done as i64 + 1);
                 } else {
                     self.forward_batch(id, args, done + 1)?;
@@ -373,14 +381,18 @@ impl Guest {
     /// a signal cannot interrupt once received, see WAIT_KILLABLE_RECV), the call is answered
     /// with ERESTARTNOINTR after the interrupt is queued, so the husk stops with the call
     /// still to be restarted (dump rewinds it; an emulation overwrites the result).
-    fn stop_husk(&mut self, notif: Option<u64>) -> io::Result<()> {
+    ///
+    /// Returns whether the husk is in a group stop (job control), where it must stay when it
+    /// goes on (see `resume_husk`).
+    fn stop_husk(&mut self, notif: Option<u64>) -> io::Result<bool> {
         ptrace::interrupt(self.husk)?;
         if let Some(id) = notif {
             respond(&self.listener, id, sys::ERESTARTNOINTR);
         }
         loop {
             match ptrace::wait(self.husk, 0)? {
-                Some((_, Stop::Interrupted | Stop::Group(_))) => return Ok(()),
+                Some((_, Stop::Interrupted)) => return Ok(false),
+                Some((_, Stop::Group(_))) => return Ok(true),
                 Some((_, Stop::Signal(sig))) => ptrace::cont(self.husk, sig)?,
                 Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
                     return Err(io::Error::other("remote died"));
@@ -388,6 +400,15 @@ impl Guest {
                 Some(_) => ptrace::cont(self.husk, 0)?,
                 None => {}
             }
+        }
+    }
+
+    /// Let the husk go on after `stop_husk`: running, or still job-stopped if it was.
+    fn resume_husk(&self, job_stopped: bool) -> io::Result<()> {
+        if job_stopped {
+            ptrace::listen(self.husk)
+        } else {
+            ptrace::cont(self.husk, 0)
         }
     }
 
@@ -425,7 +446,7 @@ impl Guest {
                 let shared = args[3] & libc::MAP_SHARED as u64 != 0;
                 if shared && args[2] & libc::PROT_WRITE as u64 != 0 {
                     let what = "shared writable file mapping".to_owned();
-                    return self.go_home(Homeward::Call { id, what });
+                    return self.go_home(Homeward::Call { id, what }, None);
                 }
                 let len = args[1].next_multiple_of(4096);
                 let bufs = vec![BufSpec {
@@ -450,7 +471,7 @@ impl Guest {
             }
             Route::Home => {
                 let what = format!("system call {nr}");
-                return self.go_home(Homeward::Call { id, what });
+                return self.go_home(Homeward::Call { id, what }, None);
             }
             Route::Continue => {
                 if let Err(err) = self.listener.let_run(id)
@@ -725,24 +746,105 @@ impl Guest {
         Ok(())
     }
 
+    /// Home wants the process elsewhere: go now, or once the call in flight is answered.
+    fn on_away(&mut self, away: Away) -> io::Result<Option<Leave>> {
+        match self.pending {
+            None => self.depart(away, None),
+            // Ending anyway: home will see the exit.
+            Some(Pending::Exit { .. }) => Ok(None),
+            Some(_) => {
+                self.leaving = Some(away);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Go where home asked. `restart` is a forwarded call that home did not run: the process
+    /// makes it again wherever it goes on.
+    fn depart(&mut self, away: Away, restart: Option<u64>) -> io::Result<Option<Leave>> {
+        match away {
+            Away::Home => self.go_home(Homeward::Asked { restart }, None),
+            Away::On => self.first_round(restart),
+        }
+    }
+
+    /// Pre-copy's first round, for a move on to another node: arm write tracking on the husk,
+    /// send its pages while it runs, and wait for home's word. `Prepared`: freeze and send the
+    /// final round (see `go_home`). `Stay`: the next node failed; the process runs on here.
+    /// Where tracking cannot be armed, the process goes frozen, as for `ComeHome`.
+    fn first_round(&mut self, restart: Option<u64>) -> io::Result<Option<Leave>> {
+        let job_stopped = self.stop_husk(restart)?;
+        self.pending = None;
+        self.leaving = None;
+        let armed = dump::image_areas(self.husk)
+            .and_then(|areas| Ok((Tracker::arm(self.husk, &self.inj, &areas)?, areas)));
+        self.resume_husk(job_stopped)?;
+        let (tracker, areas) = match armed {
+            Ok(armed) => armed,
+            Err(err) => {
+                info!(%err, "no pre-copy: the process goes frozen");
+                return self.go_home(Homeward::Asked { restart: None }, None);
+            }
+        };
+        send(
+            &mut self.out,
+            &ToHome::Precopy {
+                areas: areas.clone(),
+            },
+        )?;
+        dump::dump_first_round(self.husk, &areas, &mut self.out)?;
+        loop {
+            match self.frames.message::<ToGuest>() {
+                Ok(ToGuest::Prepared) => {
+                    let first = FirstRound { tracker, areas };
+                    return self.go_home(Homeward::Asked { restart: None }, Some(first));
+                }
+                Ok(ToGuest::Stay { reason }) => {
+                    warn!(%reason, "the move on failed; the process runs on here");
+                    return Ok(None);
+                }
+                // The husk runs: it takes its signals at once.
+                // SAFETY: plain kill of our own tracee.
+                Ok(ToGuest::Signal { sig }) => unsafe {
+                    libc::kill(self.husk, sig);
+                },
+                Ok(ToGuest::Reply { backs, .. }) => drop(self.read_backs(backs)?),
+                Ok(ToGuest::ComeHome | ToGuest::SendFirstRound) => {}
+                Ok(ToGuest::Ended) => return Ok(Some(Leave::Done)),
+                Ok(other) => return Err(io::Error::other(format!("unexpected {other:?}"))),
+                Err(err) => {
+                    warn!(%err, "home link lost while the process moved on; dropping it");
+                    return Ok(Some(Leave::Done));
+                }
+            }
+        }
+    }
+
     /// Stop the remote, dump it home, and wait for home's word. A pending call is rewound so
     /// that it runs again wherever the process goes on (see dump::read_header). Home takes the
     /// process: leave. Home cannot restore it: the remote runs on here, so that nothing is
     /// lost, and a call that only home can run fails with ENOMEM, as a fork or an exec does
     /// when memory is short.
-    fn go_home(&mut self, trip: Homeward) -> io::Result<Option<Leave>> {
+    fn go_home(&mut self, trip: Homeward, first: Option<FirstRound>) -> io::Result<Option<Leave>> {
         let (reason, notif) = match &trip {
             Homeward::Asked { restart } => ("asked to come home".to_owned(), *restart),
             Homeward::Call { id, what } => (what.clone(), Some(*id)),
         };
         debug!(reason, "going home");
-        self.stop_husk(notif)?;
+        let job_stopped = self.stop_husk(notif)?;
         self.pending = None;
-        self.leaving = false;
+        self.leaving = None;
         let needs_home = matches!(trip, Homeward::Call { .. });
         send(&mut self.out, &ToHome::Going { reason, needs_home })?;
         let facts = facts::probe()?;
-        dump::dump(self.husk, &facts, &mut self.out)?;
+        match &first {
+            Some(first) => {
+                let (areas, tracker) = (&first.areas, &first.tracker);
+                dump::dump_final_round(self.husk, &facts, areas, tracker, &mut self.out)?
+            }
+            None => dump::dump(self.husk, &facts, &mut self.out)?,
+        };
+        drop(first);
         // Signals home relayed before it saw `Going`: the image does not hold them.
         let mut late = Vec::new();
         loop {
@@ -771,18 +873,24 @@ impl Guest {
                             self.finish_interrupted_call(-i64::from(libc::ENOMEM))?
                         }
                         // The rewound call restarts and is forwarded again.
-                        Homeward::Asked { .. } => ptrace::cont(self.husk, 0)?,
+                        Homeward::Asked { .. } => self.resume_husk(job_stopped)?,
                     }
                     return Ok(None);
                 }
                 ToGuest::Signal { sig } => late.push(sig),
                 // The answer to a call a signal interrupted before the move.
                 ToGuest::Reply { backs, .. } => drop(self.read_backs(backs)?),
-                ToGuest::ComeHome => {}
+                ToGuest::ComeHome | ToGuest::SendFirstRound => {}
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
         }
     }
+}
+
+/// What pre-copy's first round left for the final one.
+struct FirstRound {
+    tracker: Tracker,
+    areas: Vec<rmosix_image::Area>,
 }
 
 /// Why a remote goes home.

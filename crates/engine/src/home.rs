@@ -172,6 +172,8 @@ struct Onward {
     node: u16,
     frames: FrameReader<Box<dyn SessionRead>>,
     out: Box<dyn Write + Send>,
+    /// A pre-copy first round is in place there: what follows is the final round.
+    prepared: bool,
 }
 
 struct Call {
@@ -482,10 +484,15 @@ impl Supervisor<'_> {
         let Some(Proc::Remote(r)) = self.procs.get_mut(&pid) else {
             return Ok(());
         };
+        // Moving on, the remote sends a first round while it runs (see relay_first_round).
+        let ask = match onward {
+            Some(_) => ToGuest::SendFirstRound,
+            None => ToGuest::ComeHome,
+        };
         r.coming = Some(Coming { order, onward });
         // A broken link shows on the session's next read, which loses the process and
         // answers the order.
-        let _ = write_message(&mut r.out, &ToGuest::ComeHome).and_then(|()| r.out.flush());
+        let _ = write_message(&mut r.out, &ask).and_then(|()| r.out.flush());
         // A call blocked in the shell (a read from a terminal, say) must not hold the move
         // up: interrupt it; the remote restarts it wherever it goes on.
         if matches!(r.shell, Shell::Calling(_) | Shell::Interrupting(_)) {
@@ -526,7 +533,12 @@ impl Supervisor<'_> {
         write_message(&mut out, &hello).map_err(link)?;
         out.flush().map_err(link)?;
         match frames.message::<ToHome>() {
-            Ok(ToHome::Ready) => Ok(Onward { node, frames, out }),
+            Ok(ToHome::Ready) => Ok(Onward {
+                node,
+                frames,
+                out,
+                prepared: false,
+            }),
             Ok(ToHome::Refused { reason }) => Err(format!("node {node} refused: {reason}")),
             Ok(other) => Err(format!("node {node} answered {other:?}")),
             Err(e) => Err(format!("node {node} did not answer: {e}")),
@@ -619,6 +631,7 @@ impl Supervisor<'_> {
             node,
             mut frames,
             mut out,
+            ..
         } = onward;
         let link = |e: io::Error| format!("link to node {node} failed: {e}");
         let (_, bytes) = match first {
@@ -707,6 +720,7 @@ impl Supervisor<'_> {
                 }
             }
             ToHome::Going { reason, needs_home } => return self.on_going(pid, &reason, needs_home),
+            ToHome::Precopy { areas } => return self.relay_first_round(pid, areas),
             ToHome::Stopped { sig } => {
                 r.following_stop = Some(sig);
                 // SAFETY: stopping our own tracee, as its remote half stopped.
@@ -723,6 +737,57 @@ impl Supervisor<'_> {
                     pid,
                     &format!("unexpected message from the remote: {other:?}"),
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// A remote moving on sends its first round: relay it to the next node and, once that
+    /// node has placed it, tell the remote to send the final round. If the next node fails,
+    /// the remote runs on where it is.
+    fn relay_first_round(&mut self, pid: Pid, areas: Vec<Area>) -> io::Result<()> {
+        let Some(Proc::Remote(r)) = self.procs.get_mut(&pid) else {
+            return Ok(());
+        };
+        let Some(onward) = r.coming.as_mut().and_then(|c| c.onward.as_mut()) else {
+            return self.lose(pid, "a first round came with no move on ordered");
+        };
+        let node = onward.node;
+        let announced = write_message(&mut onward.out, &ToGuest::Precopy { areas });
+        let failed = match relay_pages(&mut r.frames, &mut onward.out, announced) {
+            Err(err) => {
+                let reason = format!("link to node {} lost: {err}", r.node);
+                return self.lose(pid, &reason);
+            }
+            Ok(Err(err)) => Some(format!("link to node {node} failed: {err}")),
+            Ok(Ok(())) => match onward.frames.message::<ToHome>() {
+                Ok(ToHome::Prepared) => None,
+                Ok(ToHome::Failed { reason }) => {
+                    Some(format!("restore on node {node} failed: {reason}"))
+                }
+                Ok(other) => Some(format!("node {node} answered {other:?}")),
+                Err(e) => Some(format!("node {node} failed during the first round: {e}")),
+            },
+        };
+        match failed {
+            None => {
+                onward.prepared = true;
+                // A broken link shows on the session's next read.
+                let _ = write_message(&mut r.out, &ToGuest::Prepared).and_then(|()| r.out.flush());
+            }
+            Some(why) => {
+                let why = format!("{why}; it runs on at node {}", r.node);
+                warn!(pid, %why, "the move on failed");
+                let _ = write_message(
+                    &mut r.out,
+                    &ToGuest::Stay {
+                        reason: why.clone(),
+                    },
+                )
+                .and_then(|()| r.out.flush());
+                if let Some(coming) = r.coming.take() {
+                    self.daemon.order_done(coming.order, Err(why));
+                }
             }
         }
         Ok(())
@@ -793,9 +858,9 @@ impl Supervisor<'_> {
         mut onward: Onward,
         mut signals: Vec<i32>,
     ) -> io::Result<()> {
-        let (from, node) = (r.node, onward.node);
+        let (from, node, precopied) = (r.node, onward.node, onward.prepared);
         let started = Instant::now();
-        let relayed = match relay_image(&mut r.frames, &mut onward.out) {
+        let relayed = match relay_image(&mut r.frames, &mut onward.out, onward.prepared) {
             Ok(relayed) => relayed,
             Err(err) => {
                 self.procs.insert(pid, Proc::Remote(r));
@@ -827,7 +892,7 @@ impl Supervisor<'_> {
         // A broken link shows on the session's next read.
         let _ = signals.into_iter().try_for_each(|sig| relay(&mut r, sig));
         let freeze_ms = started.elapsed().as_secs_f64() * 1e3;
-        info!(pid, from, node, freeze_ms, "moved on");
+        info!(pid, from, node, precopied, freeze_ms, "moved on");
         self.procs.insert(pid, Proc::Remote(r));
         self.daemon.moved(pid, Some(node));
         if let Some(order) = order {
@@ -1195,13 +1260,34 @@ enum Relayed {
     Undelivered(io::Error),
 }
 
-/// Copy one image, header to end marker, from `from` to `to`. An error is the source's.
+/// Copy one image, header to end marker, from `from` to `to`: a whole one, or the final round
+/// after a first round (`prepared`). An error is the source's.
 fn relay_image(
     from: &mut FrameReader<Box<dyn SessionRead>>,
     to: &mut impl Write,
+    prepared: bool,
 ) -> io::Result<Relayed> {
     let header = restore::read_header(from)?;
-    let mut onward = write_message(to, &ToGuest::Image).and_then(|()| write_message(to, &header));
+    let announced = if prepared {
+        Ok(())
+    } else {
+        write_message(to, &ToGuest::Image)
+    };
+    let onward = announced.and_then(|()| write_message(to, &header));
+    let pending = header.pending_signals;
+    Ok(match relay_pages(from, to, onward)? {
+        Ok(()) => Relayed::Sent { pending },
+        Err(err) => Relayed::Undelivered(err),
+    })
+}
+
+/// Copy page frames up to the end marker from `from` to `to`, while `onward` (the state of
+/// `to`) holds; then only read them. The outer error is the source's, the inner one `to`'s.
+fn relay_pages(
+    from: &mut FrameReader<Box<dyn SessionRead>>,
+    to: &mut impl Write,
+    mut onward: io::Result<()>,
+) -> io::Result<io::Result<()>> {
     let mut data = Vec::new();
     loop {
         let head = from.next_frame_into(&mut data).map_err(io::Error::other)?;
@@ -1216,12 +1302,7 @@ fn relay_image(
             };
         }
         if last {
-            return Ok(match onward {
-                Ok(()) => Relayed::Sent {
-                    pending: header.pending_signals,
-                },
-                Err(err) => Relayed::Undelivered(err),
-            });
+            return Ok(onward);
         }
     }
 }

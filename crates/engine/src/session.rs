@@ -45,6 +45,13 @@ pub enum ToGuest {
     },
     /// Send the process home.
     ComeHome,
+    /// The process is to move on to another node: send a pre-copy first round
+    /// (`ToHome::Precopy`) while it runs, or, if it cannot be had, come home as for
+    /// `ComeHome`.
+    SendFirstRound,
+    /// The first round is in place at the next node: freeze, and send the final round after
+    /// `ToHome::Going`.
+    Prepared,
     /// The process ended at home, or its image came home and runs there: drop the remote.
     Ended,
     /// The image that came home could not be restored there: the remote runs on.
@@ -66,6 +73,12 @@ pub enum ToHome {
     },
     /// The first round of a pre-copy is in place: send the final round.
     Prepared,
+    /// Pre-copy from a remote: the pages of these areas follow, then an end marker, sent while
+    /// the process runs on. Home relays them to the next node.
+    Precopy {
+        /// The process's areas when the first round began.
+        areas: Vec<Area>,
+    },
     /// The image is restored and runs.
     Running,
     /// Restore failed; nothing runs here.

@@ -562,9 +562,10 @@ fn a_process_home_cannot_take_back_runs_on_at_its_remote() {
     assert_eq!(sum(&moved), sum(&still), "{moved:?}\n{still:?}");
 }
 
-/// A remote moves straight on to another node: home relays its image without restoring
-/// it, and the node it leaves keeps nothing. When the next node dies during such a move,
-/// the process runs on where it was, and later finishes as an unmoved run does.
+/// A remote moves straight on to another node: home relays its image (a first round while it
+/// runs, then the final one) without restoring it, and the node it leaves keeps nothing.
+/// When the next node dies during such a move, the process runs on where it was, and later
+/// finishes as an unmoved run does.
 #[test]
 fn a_remote_moves_on_directly_and_a_dying_next_node_leaves_it_where_it_was() {
     if !rmosix_lab::require_root() {
@@ -582,8 +583,8 @@ fn a_remote_moves_on_directly_and_a_dying_next_node_leaves_it_where_it_was() {
     moved.move_to("3");
     assert_eq!(moved.location(), "3");
     assert!(
-        moved.outputs().contains("moved on"),
-        "no direct move was logged:\n{}",
+        moved.outputs().contains("moved on") && moved.outputs().contains("precopied=true"),
+        "no pre-copied direct move was logged:\n{}",
         moved.outputs()
     );
     let left = lab.node(2);
@@ -597,16 +598,11 @@ fn a_remote_moves_on_directly_and_a_dying_next_node_leaves_it_where_it_was() {
     let mut cmd = home.command("migrate");
     cmd.args([moved.pid.as_str(), "4"]);
     let migrate = Captured::spawn(cmd, format!("migrate {} 4", moved.pid));
-    // Node 3 freezes its husk to send the image; node 4 dies while it comes.
-    let host = lab.node(3);
-    let husk = the_husk(host).pid;
-    wait_until(
-        "node 3 to freeze the process",
-        STEP,
-        || proc_info(husk).is_some_and(|p| p.state == 't'),
-        || migrate.outputs(),
-    );
-    lab.node(4).kill();
+    // Node 4 has made a husk for the process and takes the first round (sent while the
+    // process runs on at node 3) when it dies.
+    let next = lab.node(4);
+    the_husk(next);
+    next.kill();
     let done = migrate.finish(STEP);
     assert_cannot_move(&done, &moved.pid, "4", "it runs on at node 3");
     assert_eq!(moved.location(), "3");
@@ -661,6 +657,11 @@ fn memory_that_changes_during_a_move_arrives_as_the_freeze_found_it() {
     assert!(
         first_round > 64 << 20,
         "the move out sent {first_round} bytes while the process ran:\n{}",
+        job.outputs()
+    );
+    assert!(
+        job.outputs().contains("precopied=true"),
+        "the move on was not pre-copied:\n{}",
         job.outputs()
     );
     release(&go);
