@@ -71,7 +71,7 @@ pub fn serve_guest(channel: Channel) -> io::Result<()> {
         frames,
         out,
         pending: None,
-        leaving: None,
+        leaving: false,
     };
     let result = guest.serve(&sigchld);
     kill(husk);
@@ -165,16 +165,7 @@ struct Guest {
     pending: Option<Pending>,
     /// Home asked us to send the process away while a call was in flight: go once its answer
     /// is in, so that the call is neither lost nor run twice.
-    leaving: Option<Away>,
-}
-
-/// Where home asked the process to go.
-#[derive(Debug, Clone, Copy)]
-enum Away {
-    /// Home (`ComeHome`).
-    Home,
-    /// On to another node, pre-copied (`SendFirstRound`).
-    On,
+    leaving: bool,
 }
 
 /// What ended the remote.
@@ -258,22 +249,24 @@ impl Guest {
                 }
                 // Leaving, and home did not run the call: do not answer it (a restart code
                 // would reach the program, as no signal is pending); going home rewinds it.
-                if let Some(away) = self.leaving
-                    && sys::is_restart(ret)
-                {
-                    return self.depart(away, Some(id));
+                if self.leaving && sys::is_restart(ret) {
+                    return self.first_round(Some(id));
                 }
                 self.on_reply(ret, data)?;
-                if let Some(away) = self.leaving {
-                    return self.depart(away, None);
+                if self.leaving {
+                    return self.first_round(None);
                 }
             }
             ToGuest::Signal { sig } => {
                 // SAFETY: plain kill of our own tracee.
                 unsafe { libc::kill(self.husk, sig) };
             }
-            ToGuest::ComeHome => return self.on_away(Away::Home),
-            ToGuest::SendFirstRound => return self.on_away(Away::On),
+            ToGuest::SendImage => match self.pending {
+                None => return self.first_round(None),
+                // Ending anyway: home will see the exit.
+                Some(Pending::Exit { .. }) => {}
+                Some(_) => self.leaving = true,
+            },
             ToGuest::Ended => return Ok(Some(Leave::Done)),
             other => return Err(io::Error::other(format!("unexpected {other:?}"))),
         }
@@ -321,7 +314,7 @@ impl Guest {
             Some(Pending::Batch { id, args, done }) => {
                 let msg_len = args[1] + done * msg::MMSGHDR_LEN + msg::HDR_LEN;
                 self.mem.write(msg_len, &(ret as u32).to_le_bytes())?;
-                if self.leaving.is_some() {
+                if self.leaving {
                     // Going away: the messages sent so far are the call's result.
                     respond(&self.listener, id, done as i64 + 1);
                 } else {
@@ -746,36 +739,15 @@ impl Guest {
         Ok(())
     }
 
-    /// Home wants the process elsewhere: go now, or once the call in flight is answered.
-    fn on_away(&mut self, away: Away) -> io::Result<Option<Leave>> {
-        match self.pending {
-            None => self.depart(away, None),
-            // Ending anyway: home will see the exit.
-            Some(Pending::Exit { .. }) => Ok(None),
-            Some(_) => {
-                self.leaving = Some(away);
-                Ok(None)
-            }
-        }
-    }
-
-    /// Go where home asked. `restart` is a forwarded call that home did not run: the process
-    /// makes it again wherever it goes on.
-    fn depart(&mut self, away: Away, restart: Option<u64>) -> io::Result<Option<Leave>> {
-        match away {
-            Away::Home => self.go_home(Homeward::Asked { restart }, None),
-            Away::On => self.first_round(restart),
-        }
-    }
-
-    /// Pre-copy's first round, for a move on to another node: arm write tracking on the husk,
-    /// send its pages while it runs, and wait for home's word. `Prepared`: freeze and send the
-    /// final round (see `go_home`). `Stay`: the next node failed; the process runs on here.
-    /// Where tracking cannot be armed, the process goes frozen, as for `ComeHome`.
+    /// Home asked for the image: pre-copy's first round. Arm write tracking on the husk, send
+    /// its pages while it runs, and wait for home's word. `Prepared`: freeze and send the final
+    /// round (see `go_home`). `Stay`: home or the next node failed; the process runs on here.
+    /// Where tracking cannot be armed, the whole image goes frozen. `restart` is a forwarded
+    /// call that home did not run: the process makes it again, wherever it goes on.
     fn first_round(&mut self, restart: Option<u64>) -> io::Result<Option<Leave>> {
         let job_stopped = self.stop_husk(restart)?;
         self.pending = None;
-        self.leaving = None;
+        self.leaving = false;
         let armed = dump::image_areas(self.husk)
             .and_then(|areas| Ok((Tracker::arm(self.husk, &self.inj, &areas)?, areas)));
         self.resume_husk(job_stopped)?;
@@ -809,7 +781,7 @@ impl Guest {
                     libc::kill(self.husk, sig);
                 },
                 Ok(ToGuest::Reply { backs, .. }) => drop(self.read_backs(backs)?),
-                Ok(ToGuest::ComeHome | ToGuest::SendFirstRound) => {}
+                Ok(ToGuest::SendImage) => {}
                 Ok(ToGuest::Ended) => return Ok(Some(Leave::Done)),
                 Ok(other) => return Err(io::Error::other(format!("unexpected {other:?}"))),
                 Err(err) => {
@@ -833,7 +805,7 @@ impl Guest {
         debug!(reason, "going home");
         let job_stopped = self.stop_husk(notif)?;
         self.pending = None;
-        self.leaving = None;
+        self.leaving = false;
         let needs_home = matches!(trip, Homeward::Call { .. });
         send(&mut self.out, &ToHome::Going { reason, needs_home })?;
         let facts = facts::probe()?;
@@ -880,7 +852,7 @@ impl Guest {
                 ToGuest::Signal { sig } => late.push(sig),
                 // The answer to a call a signal interrupted before the move.
                 ToGuest::Reply { backs, .. } => drop(self.read_backs(backs)?),
-                ToGuest::ComeHome | ToGuest::SendFirstRound => {}
+                ToGuest::SendImage => {}
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
         }

@@ -116,6 +116,8 @@ struct Remote {
     shell: Shell,
     /// The order that called the remote away, waiting for its image.
     coming: Option<Coming>,
+    /// A pre-copy first round is in the shell, which stays frozen until the final round.
+    homecoming: Option<Homecoming>,
     /// The remote stopped by this signal, and the SIGSTOP we sent the shell to follow it is
     /// on its way.
     following_stop: Option<i32>,
@@ -165,6 +167,16 @@ struct FirstRound {
     areas: Vec<Area>,
     /// Bytes of page data it sent.
     bytes: u64,
+}
+
+/// What a first round coming home left in the shell for the final round.
+struct Homecoming {
+    /// The injector, pointing into the image's vdso block.
+    inj: Injector,
+    /// The areas the first round mapped.
+    areas: Vec<Area>,
+    /// Signals that reached the shell as it was frozen for the first round.
+    signals: Vec<i32>,
 }
 
 /// A session to a node that agreed to take a process (it answered `Ready`).
@@ -484,15 +496,10 @@ impl Supervisor<'_> {
         let Some(Proc::Remote(r)) = self.procs.get_mut(&pid) else {
             return Ok(());
         };
-        // Moving on, the remote sends a first round while it runs (see relay_first_round).
-        let ask = match onward {
-            Some(_) => ToGuest::SendFirstRound,
-            None => ToGuest::ComeHome,
-        };
         r.coming = Some(Coming { order, onward });
-        // A broken link shows on the session's next read, which loses the process and
-        // answers the order.
-        let _ = write_message(&mut r.out, &ask).and_then(|()| r.out.flush());
+        // The remote sends a first round while it runs (see on_first_round). A broken link
+        // shows on the session's next read, which loses the process and answers the order.
+        let _ = write_message(&mut r.out, &ToGuest::SendImage).and_then(|()| r.out.flush());
         // A call blocked in the shell (a read from a terminal, say) must not hold the move
         // up: interrupt it; the remote restarts it wherever it goes on.
         if matches!(r.shell, Shell::Calling(_) | Shell::Interrupting(_)) {
@@ -670,6 +677,7 @@ impl Supervisor<'_> {
             base,
             shell: Shell::Idle,
             coming: None,
+            homecoming: None,
             following_stop: None,
             relayed_early: 0,
             files: ShellFiles::open(pid).map_err(|e| format!("cannot open the shell: {e}"))?,
@@ -720,7 +728,7 @@ impl Supervisor<'_> {
                 }
             }
             ToHome::Going { reason, needs_home } => return self.on_going(pid, &reason, needs_home),
-            ToHome::Precopy { areas } => return self.relay_first_round(pid, areas),
+            ToHome::Precopy { areas } => return self.on_first_round(pid, areas),
             ToHome::Stopped { sig } => {
                 r.following_stop = Some(sig);
                 // SAFETY: stopping our own tracee, as its remote half stopped.
@@ -742,6 +750,44 @@ impl Supervisor<'_> {
         Ok(())
     }
 
+    /// A remote sends a pre-copy first round: place it in the shell, or relay it to the next
+    /// node the order named.
+    fn on_first_round(&mut self, pid: Pid, areas: Vec<Area>) -> io::Result<()> {
+        let Some(Proc::Remote(r)) = self.procs.get_mut(&pid) else {
+            return Ok(());
+        };
+        match r.coming.as_ref().map(|c| c.onward.is_some()) {
+            Some(true) => self.relay_first_round(pid, areas),
+            Some(false) => self.first_round_home(pid, areas),
+            None => self.lose(pid, "a first round came with no move ordered"),
+        }
+    }
+
+    /// Coming home, the first round goes into the shell, which stops being a shell until the
+    /// final round: no forwarded call comes meanwhile (the guest waits for `Prepared`), and
+    /// signals stay pending in the frozen shell, to be delivered where the process then runs.
+    /// If home cannot place it, the shell is stripped again and the remote runs on.
+    fn first_round_home(&mut self, pid: Pid, areas: Vec<Area>) -> io::Result<()> {
+        let Some(Proc::Remote(mut r)) = self.procs.remove(&pid) else {
+            return Ok(());
+        };
+        let signals = freeze(pid)?;
+        match restore::restore_first_round(pid, &areas, &mut r.frames) {
+            Ok(inj) => {
+                r.homecoming = Some(Homecoming {
+                    inj,
+                    areas,
+                    signals,
+                });
+                // A broken link shows on the session's next read.
+                let _ = write_message(&mut r.out, &ToGuest::Prepared).and_then(|()| r.out.flush());
+                self.procs.insert(pid, Proc::Remote(r));
+                Ok(())
+            }
+            Err(err) => self.stay_remote(pid, r, format!("home cannot hold it ({err})"), signals),
+        }
+    }
+
     /// A remote moving on sends its first round: relay it to the next node and, once that
     /// node has placed it, tell the remote to send the final round. If the next node fails,
     /// the remote runs on where it is.
@@ -750,7 +796,7 @@ impl Supervisor<'_> {
             return Ok(());
         };
         let Some(onward) = r.coming.as_mut().and_then(|c| c.onward.as_mut()) else {
-            return self.lose(pid, "a first round came with no move on ordered");
+            return Ok(());
         };
         let node = onward.node;
         let announced = write_message(&mut onward.out, &ToGuest::Precopy { areas });
@@ -800,7 +846,11 @@ impl Supervisor<'_> {
         let Some(Proc::Remote(mut r)) = self.procs.remove(&pid) else {
             return Ok(());
         };
-        let signals = freeze(pid)?;
+        // After a first round home, the shell is frozen already.
+        let signals = match &mut r.homecoming {
+            Some(homecoming) => std::mem::take(&mut homecoming.signals),
+            None => freeze(pid)?,
+        };
         match r.coming.as_mut().and_then(|c| c.onward.take()) {
             Some(onward) if !needs_home => self.move_on(pid, r, onward, signals),
             onward => self.come_home(pid, r, reason, signals, onward),
@@ -818,15 +868,32 @@ impl Supervisor<'_> {
         onward: Option<Onward>,
     ) -> io::Result<()> {
         self.procs.insert(pid, Proc::Home);
+        let started = Instant::now();
         let mut pending = 0;
+        let homecoming = r.homecoming.take();
         let restored = restore::read_header(&mut r.frames).and_then(|header| {
             pending = header.pending_signals;
-            restore::restore_into(pid, &header, &mut r.frames)
+            match &homecoming {
+                Some(first) => {
+                    let (inj, areas) = (&first.inj, &first.areas);
+                    restore::restore_final_round(pid, inj, areas, &header, &mut r.frames)
+                }
+                None => restore::restore_into(pid, &header, &mut r.frames).map(drop),
+            }
         });
         if let Err(err) = restored {
             return self.stay_remote(pid, r, format!("home cannot hold it ({err})"), signals);
         }
-        info!(pid, node = r.node, reason, "came home");
+        let freeze_ms = started.elapsed().as_secs_f64() * 1e3;
+        let precopied = homecoming.is_some();
+        info!(
+            pid,
+            node = r.node,
+            reason,
+            precopied,
+            freeze_ms,
+            "came home"
+        );
         self.part_from(pid, r.frames, &mut r.out);
         self.daemon.moved(pid, None);
         ptrace::cont(pid, 0)?;

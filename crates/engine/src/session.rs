@@ -43,12 +43,10 @@ pub enum ToGuest {
         /// Signal number.
         sig: i32,
     },
-    /// Send the process home.
-    ComeHome,
-    /// The process is to move on to another node: send a pre-copy first round
-    /// (`ToHome::Precopy`) while it runs, or, if it cannot be had, come home as for
-    /// `ComeHome`.
-    SendFirstRound,
+    /// Home wants the process's image, to restore it or to relay it to another node: send a
+    /// pre-copy first round (`ToHome::Precopy`) while it runs, or, where writes cannot be
+    /// tracked, the whole image frozen (`ToHome::Going`).
+    SendImage,
     /// The first round is in place at the next node: freeze, and send the final round after
     /// `ToHome::Going`.
     Prepared,
