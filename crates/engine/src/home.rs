@@ -157,6 +157,8 @@ struct Coming {
     order: u64,
     /// The next node's session, greeted already; None: the process comes home.
     onward: Option<Onward>,
+    /// When the remote was asked for its image.
+    asked: Instant,
 }
 
 /// What pre-copy's first round left for the final one.
@@ -496,7 +498,11 @@ impl Supervisor<'_> {
         let Some(Proc::Remote(r)) = self.procs.get_mut(&pid) else {
             return Ok(());
         };
-        r.coming = Some(Coming { order, onward });
+        r.coming = Some(Coming {
+            order,
+            onward,
+            asked: Instant::now(),
+        });
         // The remote sends a first round while it runs (see on_first_round). A broken link
         // shows on the session's next read, which loses the process and answers the order.
         let _ = write_message(&mut r.out, &ToGuest::SendImage).and_then(|()| r.out.flush());
@@ -569,7 +575,7 @@ impl Supervisor<'_> {
                     .into_iter()
                     .try_for_each(|sig| relay(&mut remote, sig));
                 let freeze_ms = running.duration_since(frozen).as_secs_f64() * 1e3;
-                let total_ms = started.elapsed().as_secs_f64() * 1e3;
+                let total_ms = ms_since(started);
                 let first_bytes = first.map_or(0, |f| f.bytes);
                 let bytes = first_bytes + bytes;
                 info!(
@@ -884,15 +890,13 @@ impl Supervisor<'_> {
         if let Err(err) = restored {
             return self.stay_remote(pid, r, format!("home cannot hold it ({err})"), signals);
         }
-        let freeze_ms = started.elapsed().as_secs_f64() * 1e3;
+        let freeze_ms = ms_since(started);
         let precopied = homecoming.is_some();
+        let total_ms = r.coming.as_ref().map_or(freeze_ms, |c| ms_since(c.asked));
+        let node = r.node;
         info!(
             pid,
-            node = r.node,
-            reason,
-            precopied,
-            freeze_ms,
-            "came home"
+            node, reason, precopied, freeze_ms, total_ms, "came home"
         );
         self.part_from(pid, r.frames, &mut r.out);
         self.daemon.moved(pid, None);
@@ -953,13 +957,14 @@ impl Supervisor<'_> {
         let mut old_out = std::mem::replace(&mut r.out, onward.out);
         self.part_from(pid, old, &mut old_out);
         r.node = node;
-        let order = r.coming.take().map(|c| c.order);
         idle(pid, &mut r)?;
         signals.extend(signal_numbers(pending));
         // A broken link shows on the session's next read.
         let _ = signals.into_iter().try_for_each(|sig| relay(&mut r, sig));
-        let freeze_ms = started.elapsed().as_secs_f64() * 1e3;
-        info!(pid, from, node, precopied, freeze_ms, "moved on");
+        let freeze_ms = ms_since(started);
+        let total_ms = r.coming.as_ref().map_or(freeze_ms, |c| ms_since(c.asked));
+        info!(pid, from, node, precopied, freeze_ms, total_ms, "moved on");
+        let order = r.coming.take().map(|c| c.order);
         self.procs.insert(pid, Proc::Remote(r));
         self.daemon.moved(pid, Some(node));
         if let Some(order) = order {
@@ -1092,6 +1097,11 @@ fn freeze(pid: Pid) -> io::Result<Vec<i32>> {
             None => {}
         }
     }
+}
+
+/// Milliseconds since `then`, for the log.
+fn ms_since(then: Instant) -> f64 {
+    then.elapsed().as_secs_f64() * 1e3
 }
 
 /// Let a process frozen by [`freeze`] run again, with the signals held meanwhile.

@@ -204,28 +204,26 @@ struct Report {
 /// One round trip of a process: node 1 to node 2, on to node 3, then home.
 #[derive(Debug, Clone, Copy)]
 struct Migration {
-    /// `bytes` of mosrun's `migrated` line.
+    /// `bytes` of mosrun's `migrated` line: the image, both rounds.
     bytes: u64,
-    /// `freeze_ms` of mosrun's `migrated` line.
-    freeze_ms: f64,
     /// `first_bytes` of mosrun's `migrated` line: sent while the process ran.
     first_bytes: u64,
-    /// `total_ms` of mosrun's `migrated` line: the whole move, both rounds.
+    out: Leg,
+    on: Leg,
+    home: Leg,
+}
+
+/// One move of a round trip.
+#[derive(Debug, Clone, Copy)]
+struct Leg {
+    /// `freeze_ms` of mosrun's line for the move.
+    freeze_ms: f64,
+    /// `total_ms` of mosrun's line for the move: both rounds.
     total_ms: f64,
-    /// The longest pause the process saw on its own clock while moving out, if it reported one.
-    stall_out_ms: Option<f64>,
-    /// Wall time of `migrate PID 2`.
-    wall_out_ms: f64,
-    /// `freeze_ms` of mosrun's `moved on` line (node 2 to node 3).
-    freeze_on_ms: f64,
-    /// The longest pause the process saw while moving on.
-    stall_on_ms: Option<f64>,
-    /// Wall time of `migrate PID 3`.
-    wall_on_ms: f64,
-    /// The longest pause the process saw while coming home.
-    stall_home_ms: Option<f64>,
-    /// Wall time of `migrate PID home`.
-    wall_home_ms: f64,
+    /// The longest pause the process saw on its own clock, if it reported one.
+    stall_ms: Option<f64>,
+    /// Wall time of the `migrate` command.
+    wall_ms: f64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -236,6 +234,8 @@ struct Percentiles {
     mean: f64,
 }
 
+/// Picks one move out of a round trip.
+type PickLeg = fn(&Migration) -> Leg;
 /// Picks one figure out of a run's percentiles.
 type Pick = fn(&Percentiles) -> f64;
 /// Picks one figure out of a CPU loop run.
@@ -365,11 +365,12 @@ impl Bench<'_> {
         Ok(bytes / secs / 1e9)
     }
 
-    /// Starts a hog of `mib` MiB under mosrun on node 1, moves it to node 2 and home again.
+    /// Starts a hog of `mib` MiB under mosrun on node 1, moves it to node 2, on to node 3 and
+    /// home again.
     fn migration_once(&self, mib: u64) -> Result<Migration, BenchError> {
-        let home = self.lab.node(1);
+        let node1 = self.lab.node(1);
         let mut hog = Guest::spawn(
-            home,
+            node1,
             Some(Stdio::null()),
             &self.prog("hog"),
             &[&mib.to_string()],
@@ -379,43 +380,44 @@ impl Bench<'_> {
         hog.wait_line(Stream::Out, "ready", LINE_TIMEOUT)?;
         let pid = hog.pid_in_node()?;
 
-        let mark = hog.seen.len();
-        let wall_out_ms = migrate(home, &pid, "2")?;
-        let line = hog.wait_line(Stream::Err, "migrated", LOG_TIMEOUT)?;
+        let (out, line) = Self::leg(node1, &mut hog, &pid, "2", "migrated")?;
         let bytes = field(&hog.program, &line, "bytes")?;
-        let freeze_ms = field(&hog.program, &line, "freeze_ms")?;
         let first_bytes = field(&hog.program, &line, "first_bytes")?;
-        let total_ms = field(&hog.program, &line, "total_ms")?;
-        let stall_out_ms = hog.max_stall_since(mark)?;
         self.check_stop()?;
-
-        let mark = hog.seen.len();
-        let wall_on_ms = migrate(home, &pid, "3")?;
-        let line = hog.wait_line(Stream::Err, "moved on", LOG_TIMEOUT)?;
-        let freeze_on_ms = field(&hog.program, &line, "freeze_ms")?;
-        let stall_on_ms = hog.max_stall_since(mark)?;
+        let (on, _) = Self::leg(node1, &mut hog, &pid, "3", "moved on")?;
         self.check_stop()?;
-
-        let mark = hog.seen.len();
-        let wall_home_ms = migrate(home, &pid, "home")?;
-        hog.wait_line(Stream::Err, "came home", LOG_TIMEOUT)?;
-        let stall_home_ms = hog.max_stall_since(mark)?;
+        let (home, _) = Self::leg(node1, &mut hog, &pid, "home", "came home")?;
         hog.end();
         self.check_stop()?;
         Ok(Migration {
-            // The log prints an integer; f64 holds it exactly below 2^53.
+            // The log prints integers; f64 holds them exactly below 2^53.
             bytes: bytes as u64,
-            freeze_ms,
             first_bytes: first_bytes as u64,
-            total_ms,
-            stall_out_ms,
-            wall_out_ms,
-            freeze_on_ms,
-            stall_on_ms,
-            wall_on_ms,
-            stall_home_ms,
-            wall_home_ms,
+            out,
+            on,
+            home,
         })
+    }
+
+    /// `migrate PID TARGET` for the hog, then its figures from mosrun's `logged` line, which
+    /// it returns too.
+    fn leg(
+        node: &Node,
+        hog: &mut Guest<'_>,
+        pid: &str,
+        target: &str,
+        logged: &str,
+    ) -> Result<(Leg, String), BenchError> {
+        let mark = hog.seen.len();
+        let wall_ms = migrate(node, pid, target)?;
+        let line = hog.wait_line(Stream::Err, logged, LOG_TIMEOUT)?;
+        let leg = Leg {
+            freeze_ms: field(&hog.program, &line, "freeze_ms")?,
+            total_ms: field(&hog.program, &line, "total_ms")?,
+            stall_ms: hog.max_stall_since(mark)?,
+            wall_ms,
+        };
+        Ok((leg, line))
     }
 
     /// Times forwarded lseeks of a process under mosrun on node 1, moved to node 2 first if
@@ -849,94 +851,64 @@ impl Report {
                 samples.len(),
                 bytes.map_or(0.0, |b| b.median)
             );
-            let out_gbps = Stats::of(samples.iter().map(|m| gbps(m.bytes, m.total_ms)));
-            let home_gbps = Stats::of(
-                samples
-                    .iter()
-                    .filter_map(|m| Some(gbps(m.bytes, m.stall_home_ms?))),
-            );
             let first_share = Stats::of(
                 samples
                     .iter()
                     .map(|m| m.first_bytes as f64 * 100.0 / m.bytes.max(1) as f64),
             );
-            let rows: [(&str, Option<Stats>, usize, &str); 6] = [
+            // Only the move out logs how much of the image went while the process ran.
+            let legs: [(&str, &str, PickLeg, Option<Option<Stats>>); 3] = [
                 (
-                    "freeze (mosrun freeze_ms)",
-                    Stats::of(samples.iter().map(|m| m.freeze_ms)),
-                    1,
-                    "ms",
-                ),
-                (
-                    "freeze (process's own clock)",
-                    Stats::of(samples.iter().filter_map(|m| m.stall_out_ms)),
-                    1,
-                    "ms",
-                ),
-                ("sent while running (first round)", first_share, 1, "%"),
-                (
-                    "whole move (mosrun total_ms)",
-                    Stats::of(samples.iter().map(|m| m.total_ms)),
-                    1,
-                    "ms",
-                ),
-                ("throughput (bytes / total_ms)", out_gbps, 2, "GB/s"),
-                (
+                    "node1 -> node2",
                     "`migrate PID 2` wall time",
-                    Stats::of(samples.iter().map(|m| m.wall_out_ms)),
-                    1,
-                    "ms",
-                ),
-            ];
-            direction(
-                &mut o,
-                "node1 -> node2, pre-copied",
-                &rows,
-                link_share(out_gbps, tcp, tcp_fresh),
-            );
-            let on_gbps = Stats::of(samples.iter().map(|m| gbps(m.bytes, m.freeze_on_ms)));
-            let rows: [(&str, Option<Stats>, usize, &str); 4] = [
-                (
-                    "freeze (mosrun freeze_ms)",
-                    Stats::of(samples.iter().map(|m| m.freeze_on_ms)),
-                    1,
-                    "ms",
+                    |m| m.out,
+                    Some(first_share),
                 ),
                 (
-                    "freeze (process's own clock)",
-                    Stats::of(samples.iter().filter_map(|m| m.stall_on_ms)),
-                    1,
-                    "ms",
-                ),
-                ("throughput (bytes / freeze_ms)", on_gbps, 2, "GB/s"),
-                (
+                    "node2 -> node3, relayed by home",
                     "`migrate PID 3` wall time",
-                    Stats::of(samples.iter().map(|m| m.wall_on_ms)),
-                    1,
-                    "ms",
+                    |m| m.on,
+                    None,
                 ),
-            ];
-            let share = link_share(on_gbps, tcp, tcp_fresh);
-            direction(&mut o, "node2 -> node3, relayed by home", &rows, share);
-            let rows: [(&str, Option<Stats>, usize, &str); 3] = [
                 (
-                    "freeze (process's own clock)",
-                    Stats::of(samples.iter().filter_map(|m| m.stall_home_ms)),
-                    1,
-                    "ms",
-                ),
-                ("throughput (bytes / freeze)", home_gbps, 2, "GB/s"),
-                (
+                    "node3 -> home (node1)",
                     "`migrate PID home` wall time",
-                    Stats::of(samples.iter().map(|m| m.wall_home_ms)),
-                    1,
-                    "ms",
+                    |m| m.home,
+                    None,
                 ),
             ];
-            let share = link_share(home_gbps, tcp, tcp_fresh);
-            direction(&mut o, "node3 -> home (node1)", &rows, share);
-            for s in [out_gbps, on_gbps, home_gbps].into_iter().flatten() {
-                worst_gbps = Some(worst_gbps.map_or(s.median, |w: f64| w.min(s.median)));
+            for (title, wall, leg, share) in legs {
+                let figure = |f: fn(&Leg) -> f64| Stats::of(samples.iter().map(|m| f(&leg(m))));
+                let gbps = Stats::of(samples.iter().map(|m| gbps(m.bytes, leg(m).total_ms)));
+                let mut rows = vec![
+                    (
+                        "freeze (mosrun freeze_ms)",
+                        figure(|l| l.freeze_ms),
+                        1,
+                        "ms",
+                    ),
+                    (
+                        "freeze (process's own clock)",
+                        Stats::of(samples.iter().filter_map(|m| leg(m).stall_ms)),
+                        1,
+                        "ms",
+                    ),
+                    (
+                        "whole move (mosrun total_ms)",
+                        figure(|l| l.total_ms),
+                        1,
+                        "ms",
+                    ),
+                    ("throughput (bytes / total_ms)", gbps, 2, "GB/s"),
+                    (wall, figure(|l| l.wall_ms), 1, "ms"),
+                ];
+                if let Some(share) = share {
+                    rows.insert(2, ("image sent while it ran", share, 1, "%"));
+                }
+                direction(&mut o, title, &rows, link_share(gbps, tcp, tcp_fresh));
+                if let Some(s) = gbps {
+                    worst_gbps = Some(worst_gbps.map_or(s.median, |w: f64| w.min(s.median)));
+                }
             }
         }
 
