@@ -772,7 +772,7 @@ impl Guest {
                     return self.go_home(Homeward::Asked { restart: None }, Some(first));
                 }
                 Ok(ToGuest::Stay { reason }) => {
-                    warn!(%reason, "the move on failed; the process runs on here");
+                    warn!(%reason, "the move failed; the process runs on here");
                     return Ok(None);
                 }
                 // The husk runs: it takes its signals at once.
@@ -785,7 +785,7 @@ impl Guest {
                 Ok(ToGuest::Ended) => return Ok(Some(Leave::Done)),
                 Ok(other) => return Err(io::Error::other(format!("unexpected {other:?}"))),
                 Err(err) => {
-                    warn!(%err, "home link lost while the process moved on; dropping it");
+                    warn!(%err, "home link lost during a move; dropping the process");
                     return Ok(Some(Leave::Done));
                 }
             }
@@ -799,7 +799,7 @@ impl Guest {
     /// when memory is short.
     fn go_home(&mut self, trip: Homeward, first: Option<FirstRound>) -> io::Result<Option<Leave>> {
         let (reason, notif) = match &trip {
-            Homeward::Asked { restart } => ("asked to come home".to_owned(), *restart),
+            Homeward::Asked { restart } => ("asked by home".to_owned(), *restart),
             Homeward::Call { id, what } => (what.clone(), Some(*id)),
         };
         debug!(reason, "going home");
