@@ -12,7 +12,7 @@ use crate::mem::{Memory, le_u64};
 use crate::precopy;
 use crate::ptrace::{self, Pid, Regs};
 use crate::sys;
-use crate::track::Tracker;
+use crate::track::{Tracker, Written};
 
 /// Page data goes out in runs of at most this many bytes (fits a frame).
 const RUN_BYTES: usize = 4 << 20;
@@ -407,7 +407,13 @@ pub fn dump_final_round(
     let (mut sent, mut zero) = (0, Vec::new());
     let mut buf = vec![0u8; PIECE];
     for (area, &kept_end) in areas.iter().zip(&kept) {
-        for run in tracker.written(area.start, kept_end)? {
+        let untracked = || Written {
+            start: area.start,
+            end: kept_end,
+            holds_data: true,
+        };
+        let runs = tracker.written(area.start, kept_end)?;
+        for run in runs.unwrap_or_else(|| vec![untracked()]) {
             if !run.holds_data {
                 zero.push((run.start, run.end));
                 continue;

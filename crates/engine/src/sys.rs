@@ -181,6 +181,8 @@ pub const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
 pub const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+/// Fail with EPERM where an area is not registered for asynchronous write-protect.
+pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
 
 /// `struct pm_scan_arg`.
 #[repr(C)]

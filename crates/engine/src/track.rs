@@ -31,7 +31,7 @@ const REGIONS: usize = 512;
 pub struct Tracker {
     /// Only held: the tracking lasts as long as this last descriptor of the userfaultfd.
     _uffd: OwnedFd,
-    pagemap: File,
+    pid: Pid,
 }
 
 /// A run of pages written since tracking was armed.
@@ -83,15 +83,17 @@ impl Tracker {
                 )
             })?;
         }
-        let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
-        Ok(Tracker {
-            _uffd: uffd,
-            pagemap,
-        })
+        Ok(Tracker { _uffd: uffd, pid })
     }
 
-    /// The runs of pages in [start, end) written since tracking was armed.
-    pub fn written(&self, start: u64, end: u64) -> io::Result<Vec<Written>> {
+    /// The runs of pages in [start, end) written since tracking was armed. None if part of the
+    /// range is not tracked: mapped anew since (a fresh mapping is not registered, and its
+    /// untouched pages carry no marker), or the process has exec'd. Then every page there
+    /// must count as written.
+    pub fn written(&self, start: u64, end: u64) -> io::Result<Option<Vec<Written>>> {
+        // Opened anew each time: after an exec, a pagemap opened earlier would show the old
+        // address space.
+        let pagemap = File::open(format!("/proc/{}/pagemap", self.pid))?;
         let return_mask = sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED;
         let mut found = Vec::new();
         let mut regions = [sys::PageRegion::default(); REGIONS];
@@ -103,15 +105,19 @@ impl Tracker {
                 end,
                 vec: regions.as_mut_ptr() as u64,
                 vec_len: REGIONS as u64,
+                flags: sys::PM_SCAN_CHECK_WPASYNC,
                 category_mask: sys::PAGE_IS_WRITTEN,
                 return_mask,
                 ..Default::default()
             };
             // SAFETY: PAGEMAP_SCAN reads `arg`, writes at most `vec_len` regions to `vec` (our
             // live array) and `walk_end` of `arg`.
-            let n = unsafe { libc::ioctl(self.pagemap.as_raw_fd(), sys::PAGEMAP_SCAN, &mut arg) };
+            let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), sys::PAGEMAP_SCAN, &mut arg) };
             if n < 0 {
                 let err = io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::EPERM) {
+                    return Ok(None);
+                }
                 return Err(io::Error::new(err.kind(), format!("PAGEMAP_SCAN: {err}")));
             }
             found.extend(regions[..n as usize].iter().map(|r| Written {
@@ -124,7 +130,7 @@ impl Tracker {
             }
             at = arg.walk_end;
         }
-        Ok(found)
+        Ok(Some(found))
     }
 }
 
@@ -180,13 +186,27 @@ mod tests {
         husk.mem.read_vec(page(1), 8).unwrap();
         husk.mem.read_vec(page(14), 8).unwrap();
 
-        let written = tracker.written(start, husk.area.end).unwrap();
+        let written = tracker.written(start, husk.area.end).unwrap().unwrap();
         let run = |n: u64, holds_data| Written {
             start: page(n),
             end: page(n + 1),
             holds_data,
         };
         assert_eq!(written, [run(3, true), run(5, false), run(12, true)]);
+    }
+
+    #[test]
+    fn an_area_mapped_anew_is_not_tracked() {
+        let husk = Husk::new(8);
+        let tracker = Tracker::arm(husk.pid, &husk.inj, std::slice::from_ref(&husk.area)).unwrap();
+        let (start, len) = (husk.area.start, husk.area.len());
+        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
+        let args = [start, len, prot, flags, u64::MAX, 0];
+        husk.inj
+            .call_ok(husk.pid, libc::SYS_mmap, args, "mmap")
+            .unwrap();
+        assert_eq!(tracker.written(start, start + len).unwrap(), None);
     }
 
     #[test]

@@ -6,8 +6,8 @@
  * and a heap tail it grows and shrinks with sbrk. Every page it owns holds its tag (or
  * zeros, tag 0) in every word; the tags live in the heap, so a page restored from an older
  * round disagrees with them. Changes: pages rewritten, zeroed by hand, zapped with
- * MADV_DONTNEED; mappings come and go and flip between read-only and read-write; the heap
- * tail moves.
+ * MADV_DONTNEED; mappings come and go, are mapped anew (empty) where they were, and flip
+ * between read-only and read-write; the heap tail moves.
  *
  * Prints "ready", then, on each SIGUSR1, "verified N" (N: changes so far) or "corrupt ..."
  * and exits 1. Exits 0 once GOFILE exists.
@@ -93,8 +93,16 @@ static void change(uint64_t tag) {
         fill(pages + i * WORDS, 0, 1);
         page_tag[i] = 0;
         break;
-    case 2: /* a mapping comes or goes */
-        if (slot[s]) {
+    case 2: /* a mapping comes or goes, or is mapped anew, empty, where it was */
+        if (slot[s] && (r & 0x200)) {
+            if (mmap(slot[s], SLOT_PAGES * PAGE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
+                perror("churn: mmap");
+                exit(2);
+            }
+            slot_writable[s] = 1;
+            slot_tag[s] = 0;
+        } else if (slot[s]) {
             munmap(slot[s], SLOT_PAGES * PAGE);
             slot[s] = NULL;
         } else {
