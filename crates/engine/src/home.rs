@@ -618,18 +618,12 @@ impl Supervisor<'_> {
         let bytes = write_message(out, &precopy)
             .and_then(|()| dump::dump_first_round(pid, &areas, out))
             .map_err(|e| format!("first round to node {node} failed: {e}"))?;
-        match onward.frames.message::<ToHome>() {
-            Ok(ToHome::Prepared) => Ok(Some(FirstRound {
-                tracker,
-                areas,
-                bytes,
-            })),
-            Ok(ToHome::Failed { reason }) => {
-                Err(format!("restore on node {node} failed: {reason}"))
-            }
-            Ok(other) => Err(format!("node {node} answered {other:?}")),
-            Err(e) => Err(format!("node {node} failed during the first round: {e}")),
-        }
+        node_answer(&mut onward.frames, node, Round::First)?;
+        Ok(Some(FirstRound {
+            tracker,
+            areas,
+            bytes,
+        }))
     }
 
     /// Send the image of frozen `pid`: the final round after `first`, or all of it. Returns
@@ -661,14 +655,7 @@ impl Supervisor<'_> {
                 .and_then(|()| dump::dump(pid, &self.facts, &mut out)),
         }
         .map_err(link)?;
-        match frames.message::<ToHome>() {
-            Ok(ToHome::Running) => {}
-            Ok(ToHome::Failed { reason }) => {
-                return Err(format!("restore on node {node} failed: {reason}"));
-            }
-            Ok(other) => return Err(format!("node {node} answered {other:?}")),
-            Err(e) => return Err(format!("node {node} failed during restore: {e}")),
-        }
+        node_answer(&mut frames, node, Round::Last)?;
         let running = Instant::now();
         // The remote runs: the shell keeps only its identity (pid, fds, credentials). Its
         // memory is released; a scratch area receives the buffers of forwarded calls.
@@ -812,14 +799,7 @@ impl Supervisor<'_> {
                 return self.lose(pid, &reason);
             }
             Ok(Err(err)) => Some(format!("link to node {node} failed: {err}")),
-            Ok(Ok(())) => match onward.frames.message::<ToHome>() {
-                Ok(ToHome::Prepared) => None,
-                Ok(ToHome::Failed { reason }) => {
-                    Some(format!("restore on node {node} failed: {reason}"))
-                }
-                Ok(other) => Some(format!("node {node} answered {other:?}")),
-                Err(e) => Some(format!("node {node} failed during the first round: {e}")),
-            },
+            Ok(Ok(())) => node_answer(&mut onward.frames, node, Round::First).err(),
         };
         match failed {
             None => {
@@ -939,14 +919,9 @@ impl Supervisor<'_> {
             }
         };
         let taken = match relayed {
-            Relayed::Sent { pending } => match onward.frames.message::<ToHome>() {
-                Ok(ToHome::Running) => Ok(pending),
-                Ok(ToHome::Failed { reason }) => {
-                    Err(format!("restore on node {node} failed: {reason}"))
-                }
-                Ok(other) => Err(format!("node {node} answered {other:?}")),
-                Err(e) => Err(format!("node {node} failed during restore: {e}")),
-            },
+            Relayed::Sent { pending } => {
+                node_answer(&mut onward.frames, node, Round::Last).map(|()| pending)
+            }
             Relayed::Undelivered(err) => Err(format!("link to node {node} failed: {err}")),
         };
         let pending = match taken {
@@ -1327,6 +1302,32 @@ fn die_by(pid: Pid, r: &mut Remote, sig: i32) -> io::Result<()> {
     )?;
     ptrace::set_sigmask(pid, 0)?;
     ptrace::cont(pid, sig)
+}
+
+/// A round of an image, for the answer that closes it.
+#[derive(Clone, Copy)]
+enum Round {
+    /// A pre-copy's first round: the node answers `Prepared`.
+    First,
+    /// The whole image or a final round: the node answers `Running`.
+    Last,
+}
+
+/// `node`'s answer to a round: Ok, or why the node does not run the process.
+fn node_answer(
+    frames: &mut FrameReader<Box<dyn SessionRead>>,
+    node: u16,
+    round: Round,
+) -> Result<(), String> {
+    match (round, frames.message::<ToHome>()) {
+        (Round::First, Ok(ToHome::Prepared)) | (Round::Last, Ok(ToHome::Running)) => Ok(()),
+        (_, Ok(ToHome::Failed { reason })) => {
+            Err(format!("restore on node {node} failed: {reason}"))
+        }
+        (_, Ok(other)) => Err(format!("node {node} answered {other:?}")),
+        (Round::First, Err(e)) => Err(format!("node {node} failed during the first round: {e}")),
+        (Round::Last, Err(e)) => Err(format!("node {node} failed during restore: {e}")),
+    }
 }
 
 /// What became of an image relayed from one session to another.
