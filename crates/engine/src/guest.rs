@@ -766,28 +766,39 @@ impl Guest {
         )?;
         dump::dump_first_round(self.husk, &areas, &mut self.out)?;
         loop {
-            match self.frames.message::<ToGuest>() {
-                Ok(ToGuest::Prepared) => {
+            let Some(msg) = self.word_during_move() else {
+                return Ok(Some(Leave::Done));
+            };
+            match msg {
+                ToGuest::Prepared => {
                     let first = FirstRound { tracker, areas };
                     return self.go_home(Homeward::Asked { restart: None }, Some(first));
                 }
-                Ok(ToGuest::Stay { reason }) => {
+                ToGuest::Stay { reason } => {
                     warn!(%reason, "the move failed; the process runs on here");
                     return Ok(None);
                 }
                 // The husk runs: it takes its signals at once.
                 // SAFETY: plain kill of our own tracee.
-                Ok(ToGuest::Signal { sig }) => unsafe {
+                ToGuest::Signal { sig } => unsafe {
                     libc::kill(self.husk, sig);
                 },
-                Ok(ToGuest::Reply { backs, .. }) => drop(self.read_backs(backs)?),
-                Ok(ToGuest::SendImage) => {}
-                Ok(ToGuest::Ended) => return Ok(Some(Leave::Done)),
-                Ok(other) => return Err(io::Error::other(format!("unexpected {other:?}"))),
-                Err(err) => {
-                    warn!(%err, "home link lost during a move; dropping the process");
-                    return Ok(Some(Leave::Done));
-                }
+                ToGuest::Reply { backs, .. } => drop(self.read_backs(backs)?),
+                ToGuest::SendImage => {}
+                ToGuest::Ended => return Ok(Some(Leave::Done)),
+                other => return Err(io::Error::other(format!("unexpected {other:?}"))),
+            }
+        }
+    }
+
+    /// Home's next word while the process moves; None (logged) when the link is gone, and the
+    /// process with it.
+    fn word_during_move(&mut self) -> Option<ToGuest> {
+        match self.frames.message::<ToGuest>() {
+            Ok(msg) => Some(msg),
+            Err(err) => {
+                warn!(%err, "home link lost during a move; dropping the process");
+                None
             }
         }
     }
@@ -802,7 +813,7 @@ impl Guest {
             Homeward::Asked { restart } => ("asked by home".to_owned(), *restart),
             Homeward::Call { id, what } => (what.clone(), Some(*id)),
         };
-        debug!(reason, "going home");
+        debug!(reason, "sending the image");
         let job_stopped = self.stop_husk(notif)?;
         self.pending = None;
         self.leaving = false;
@@ -816,16 +827,13 @@ impl Guest {
             }
             None => dump::dump(self.husk, &facts, &mut self.out)?,
         };
+        // Tracking ends with the final round.
         drop(first);
         // Signals home relayed before it saw `Going`: the image does not hold them.
         let mut late = Vec::new();
         loop {
-            let msg = match self.frames.message::<ToGuest>() {
-                Ok(msg) => msg,
-                Err(err) => {
-                    warn!(%err, "home link lost while the process went home; dropping it");
-                    return Ok(Some(Leave::Done));
-                }
+            let Some(msg) = self.word_during_move() else {
+                return Ok(Some(Leave::Done));
             };
             match msg {
                 ToGuest::Ended => {
