@@ -119,21 +119,19 @@ fn c_registers_timer_ticks_altstack_and_file_survive_moves_dynamic_and_static() 
     if !rmosix_lab::require_root() {
         return;
     }
-    c_state_survives_moves(&[], "ticks ok\nhandler on the alternate stack PASS\nPASS\n");
+    c_state_survives_moves("ticks ok\nhandler on the alternate stack PASS\nPASS\n");
 }
 
 /// state.c, built dynamic and static, unmoved and moved in one lab; its output must end
 /// with `end`.
-fn c_state_survives_moves(flags: &[&str], end: &str) {
+fn c_state_survives_moves(end: &str) {
     let lab = start_lab();
     for linking in [Linking::Dynamic, Linking::Static] {
         let program = c_program("state", linking);
         let dir = lab.work_dir();
         let out = same_when_moved(&lab, &format!("state ({linking:?})"), |tag| {
             let file = dir.join(format!("state-{linking:?}-{tag}.txt"));
-            let mut argv = vec![program.clone(), path_str(&file).to_owned()];
-            argv.extend(flags.iter().map(|f| f.to_string()));
-            argv
+            vec![program.clone(), path_str(&file).to_owned()]
         });
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{}", shown(&out));

@@ -7,15 +7,12 @@
  * an alternate stack (sigaltstack, SA_ONSTACK). After each round the program checks that
  * ticks arrived, that the alternate stack is still set, and writes the round to FILE,
  * opened before the first move; then it reads one line from stdin (the test sends it once
- * the move is done) and sends datagrams with sendmmsg over a socket pair made at the start. ITIMER_VIRTUAL and ITIMER_PROF, set once at the start (at home), tick
- * all along: after each gate, a short busy loop, run entirely where the move put the
- * program, must see both tick (these timers count the process's CPU time, so they must
- * move with it). At the end it reads FILE back. Every check prints PASS or FAIL and
- * the output holds no counts or times; exit 0 if all passed, 1 if not.
- *
- * With a second argument "no-timer", there are no timers: no signal comes, and the program
- * prints "ticks off" instead of checking them (a signal that lands during a forwarded call
- * trips an engine bug; see the suite's forwarded_calls_interrupted_by_timer_signals_run_once).
+ * the move is done) and sends datagrams with sendmmsg over a socket pair made at the start.
+ * ITIMER_VIRTUAL and ITIMER_PROF, set once at the start (at home), tick all along: after
+ * each gate, a short busy loop, run entirely where the move put the program, must see both
+ * tick (these timers count the process's CPU time, so they must move with it). At the end it
+ * reads FILE back. Every check prints PASS or FAIL and the output holds no counts or times;
+ * exit 0 if all passed, 1 if not.
  *
  * Built with -mavx2 (the asm uses AVX); also built -static.
  */
@@ -209,11 +206,10 @@ static int sendmmsg_works(int round, const int pair[2]) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2 && !(argc == 3 && strcmp(argv[2], "no-timer") == 0)) {
-        fprintf(stderr, "usage: state FILE [no-timer]\n");
+    if (argc != 2) {
+        fprintf(stderr, "usage: state FILE\n");
         return 2;
     }
-    int timer = argc == 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
     FILE *file = fopen(argv[1], "w+");
     if (!file) {
@@ -244,7 +240,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     struct itimerval every = {.it_interval = {0, 5000}, .it_value = {0, 5000}};
-    if (timer && setitimer(ITIMER_REAL, &every, NULL) != 0) {
+    if (setitimer(ITIMER_REAL, &every, NULL) != 0) {
         perror("setitimer");
         return 2;
     }
@@ -254,8 +250,7 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_prof;
     sigaction(SIGPROF, &sa, NULL);
     struct itimerval cpu = {.it_interval = {0, 10000}, .it_value = {0, 10000}};
-    if (timer && (setitimer(ITIMER_VIRTUAL, &cpu, NULL) != 0 ||
-                  setitimer(ITIMER_PROF, &cpu, NULL) != 0)) {
+    if (setitimer(ITIMER_VIRTUAL, &cpu, NULL) != 0 || setitimer(ITIMER_PROF, &cpu, NULL) != 0) {
         perror("setitimer");
         return 2;
     }
@@ -284,12 +279,10 @@ int main(int argc, char **argv) {
         fprintf(file, "round %d done\n", round);
         gate();
         check(round, "sendmmsg", sendmmsg_works(round, pair));
-        if (timer) {
-            sig_atomic_t virtual_before = virtual_ticks, prof_before = prof_ticks;
-            busy();
-            check(round, "CPU-time timers tick after the gate",
-                  virtual_ticks > virtual_before && prof_ticks > prof_before);
-        }
+        sig_atomic_t virtual_before = virtual_ticks, prof_before = prof_ticks;
+        busy();
+        check(round, "CPU-time timers tick after the gate",
+              virtual_ticks > virtual_before && prof_ticks > prof_before);
     }
     struct itimerval off = {{0, 0}, {0, 0}};
     setitimer(ITIMER_REAL, &off, NULL);
@@ -301,14 +294,10 @@ int main(int argc, char **argv) {
     size_t n = fread(text, 1, sizeof text - 1, file);
     const char *want = "opened before the first move\nround 1 done\nround 2 done\nround 3 done\n";
     check(0, "file", n == strlen(want) && strcmp(text, want) == 0);
-    if (timer) {
-        printf("ticks %s\n", ticks_ok ? "ok" : "FAIL: a round saw none");
-        if (!ticks_ok)
-            failures++;
-        check(0, "handler on the alternate stack", ticks_off_altstack == 0);
-    } else {
-        printf("ticks off\n");
-    }
+    printf("ticks %s\n", ticks_ok ? "ok" : "FAIL: a round saw none");
+    if (!ticks_ok)
+        failures++;
+    check(0, "handler on the alternate stack", ticks_off_altstack == 0);
     printf("%s\n", failures ? "FAIL" : "PASS");
     return failures ? 1 : 0;
 }
