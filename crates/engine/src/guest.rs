@@ -748,16 +748,17 @@ impl Guest {
         let job_stopped = self.stop_husk(restart)?;
         self.pending = None;
         self.leaving = false;
-        let armed = dump::image_areas(self.husk)
-            .and_then(|areas| Ok((Tracker::arm(self.husk, &self.inj, &areas)?, areas)));
+        let opened = dump::image_areas(self.husk)
+            .and_then(|areas| Ok((Tracker::open(self.husk, &self.inj)?, areas)));
         self.resume_husk(job_stopped)?;
-        let (tracker, areas) = match armed {
-            Ok(armed) => armed,
+        let (tracker, areas) = match opened {
+            Ok(opened) => opened,
             Err(err) => {
                 info!(%err, "no pre-copy: the process goes frozen");
                 return self.go_home(Homeward::Asked { restart: None }, None);
             }
         };
+        tracker.protect(&areas);
         send(
             &mut self.out,
             &ToHome::Precopy {

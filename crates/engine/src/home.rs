@@ -599,18 +599,19 @@ impl Supervisor<'_> {
     fn first_round(&mut self, pid: Pid, onward: &mut Onward) -> Result<Option<FirstRound>, String> {
         let node = onward.node;
         let signals = freeze(pid).map_err(|e| format!("cannot freeze process: {e}"))?;
-        let armed = dump::image_areas(pid).and_then(|areas| {
+        let opened = dump::image_areas(pid).and_then(|areas| {
             let inj = Injector::find(&Memory::open(pid)?, &areas)?;
-            Ok((Tracker::arm(pid, &inj, &areas)?, areas))
+            Ok((Tracker::open(pid, &inj)?, areas))
         });
         thaw(pid, signals);
-        let (tracker, areas) = match armed {
-            Ok(armed) => armed,
+        let (tracker, areas) = match opened {
+            Ok(opened) => opened,
             Err(err) => {
                 info!(pid, %err, "no pre-copy: the process stays frozen for its whole image");
                 return Ok(None);
             }
         };
+        tracker.protect(&areas);
         let out = &mut onward.out;
         let precopy = ToGuest::Precopy {
             areas: areas.clone(),

@@ -4,7 +4,7 @@
 //! The process is given a userfaultfd by an injected call, as in `fill`. We take a copy with
 //! pidfd_getfd(2) and close the process's own descriptor at once, so its descriptor table is
 //! as it was. On our copy every area is registered for write-protect faults in asynchronous
-//! mode (UFFD_FEATURE_WP_ASYNC, Linux 6.7), then write-protected. A write to a protected page
+//! mode (UFFD_FEATURE_WP_ASYNC, Linux 6.7), then write-protected, while the process runs on. A write to a protected page
 //! does not stop the process: the kernel lifts the page's protection and goes on. Pages that
 //! are absent get a marker, so that their first touch counts as a write, but a read does not.
 //! PAGEMAP_SCAN on /proc/PID/pagemap then lists the pages that lost their protection: pages
@@ -29,8 +29,8 @@ const REGIONS: usize = 512;
 
 /// Write tracking armed on the areas of one process.
 pub struct Tracker {
-    /// Only held: the tracking lasts as long as this last descriptor of the userfaultfd.
-    _uffd: OwnedFd,
+    /// The tracking lasts as long as this last descriptor of the userfaultfd.
+    uffd: OwnedFd,
     pid: Pid,
 }
 
@@ -49,10 +49,10 @@ fn is_tracked(area: &Area) -> bool {
 }
 
 impl Tracker {
-    /// Arm tracking on the `areas` of stopped `pid` (but the kernel's vdso block). Fails on
-    /// kernels before 6.7 and where userfaultfd is refused; the caller then freezes the process
-    /// for the whole move instead.
-    pub fn arm(pid: Pid, inj: &Injector, areas: &[Area]) -> io::Result<Tracker> {
+    /// Give stopped `pid` a userfaultfd for write tracking; nothing is tracked before
+    /// [`Tracker::protect`], which the process need not be stopped for. Fails on kernels
+    /// before 6.7 and where userfaultfd is refused: the caller then moves the process frozen.
+    pub fn open(pid: Pid, inj: &Injector) -> io::Result<Tracker> {
         let flags = libc::O_CLOEXEC as u64 | sys::UFFD_USER_MODE_ONLY;
         let theirs = inj.call(pid, libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0])?;
         if theirs < 0 {
@@ -75,18 +75,22 @@ impl Tracker {
                 format!("asynchronous write-protect: {err}"),
             ));
         }
-        for area in areas.iter().filter(|a| is_tracked(a)) {
-            protect(&uffd, area).map_err(|err| {
-                io::Error::new(
-                    err.kind(),
-                    format!("{:#x}-{:#x}: {err}", area.start, area.end),
-                )
-            })?;
-        }
-        Ok(Tracker { _uffd: uffd, pid })
+        Ok(Tracker { uffd, pid })
     }
 
-    /// The runs of pages in [start, end) written since tracking was armed. None if part of the
+    /// Track the writes to `areas` (but the kernel's vdso block) from now on. The process may
+    /// run meanwhile: a page it writes before its protection is set is read afterwards by the
+    /// first round anyway. An area it unmaps first is skipped; one it maps anew is not
+    /// registered, and [`Tracker::written`] says so.
+    pub fn protect(&self, areas: &[Area]) {
+        for area in areas.iter().filter(|a| is_tracked(a)) {
+            if let Err(err) = protect(&self.uffd, area) {
+                tracing::debug!(%err, start = area.start, "an area left untracked");
+            }
+        }
+    }
+
+    /// The runs of pages in [start, end) written since they were protected. None if part of the
     /// range is not tracked: mapped anew since (a fresh mapping is not registered, and its
     /// untouched pages carry no marker), or the process has exec'd. Then every page there
     /// must count as written.
@@ -170,7 +174,8 @@ mod tests {
         husk.mem
             .write(start, &vec![1u8; 8 * PAGE as usize])
             .unwrap();
-        let tracker = Tracker::arm(husk.pid, &husk.inj, std::slice::from_ref(&husk.area)).unwrap();
+        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
+        tracker.protect(std::slice::from_ref(&husk.area));
         let fds = std::fs::read_dir(format!("/proc/{}/fd", husk.pid))
             .unwrap()
             .count();
@@ -198,7 +203,8 @@ mod tests {
     #[test]
     fn an_area_mapped_anew_is_not_tracked() {
         let husk = Husk::new(8);
-        let tracker = Tracker::arm(husk.pid, &husk.inj, std::slice::from_ref(&husk.area)).unwrap();
+        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
+        tracker.protect(std::slice::from_ref(&husk.area));
         let (start, len) = (husk.area.start, husk.area.len());
         let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
@@ -213,7 +219,8 @@ mod tests {
     fn a_dropped_tracker_leaves_the_pages_writable_and_untracked() {
         let husk = Husk::new(4);
         husk.mem.write(husk.area.start, &[1u8; 8]).unwrap();
-        let tracker = Tracker::arm(husk.pid, &husk.inj, std::slice::from_ref(&husk.area)).unwrap();
+        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
+        tracker.protect(std::slice::from_ref(&husk.area));
         drop(tracker);
         husk.mem.write(husk.area.start, &[2u8; 8]).unwrap();
         let uffd_flags = std::fs::read_to_string(format!("/proc/{}/smaps", husk.pid)).unwrap();
