@@ -4,9 +4,10 @@
 //! every request come from the thread that attached.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
-use std::os::fd::RawFd;
-use std::time::Instant;
+use std::io::{self, PipeReader, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rmosix_image::{Area, Frame, FrameHead, FrameReader, KernelFacts, write_message, write_pages};
 use tracing::{info, warn};
@@ -95,6 +96,7 @@ pub fn supervise(argv: &[String], daemon: &mut dyn Daemon) -> io::Result<JobEnd>
         main_end: None,
         procs: HashMap::new(),
         farewells: HashMap::new(),
+        departures: HashMap::new(),
         sigchld,
     };
     sup.procs.insert(main, Proc::Home);
@@ -171,6 +173,31 @@ struct FirstRound {
     bytes: u64,
 }
 
+/// A process of the job on its way out: its first round streams on a helper thread, while the
+/// supervisor's loop goes on serving the job.
+struct Departure {
+    /// The daemon's id of the order.
+    order: u64,
+    node: u16,
+    /// When the move began.
+    started: Instant,
+    /// Streams the first round and waits for the node's `Prepared`.
+    helper: JoinHandle<Result<(Onward, FirstRound), String>>,
+    /// Ends (reads EOF) when the helper is done.
+    done: PipeReader,
+}
+
+/// How a move out began.
+enum Start {
+    /// The first round streams.
+    Streaming {
+        helper: JoinHandle<Result<(Onward, FirstRound), String>>,
+        done: PipeReader,
+    },
+    /// No write tracking here: the process goes frozen.
+    Untracked(Onward),
+}
+
 /// What a first round coming home left in the shell for the final round.
 struct Homecoming {
     /// The injector, pointing into the image's vdso block.
@@ -190,6 +217,39 @@ struct Onward {
     prepared: bool,
 }
 
+/// How long a relay waits on a next node that takes nothing before it counts as failed. The
+/// remote that sends goes unread meanwhile, and its link gives up after the transport's
+/// TCP_USER_TIMEOUT (15 s, which also bounds a zero window): a dead next node must cost the
+/// move, never the process.
+const RELAY_STALL: Duration = Duration::from_secs(10);
+
+impl Onward {
+    /// Bound (or no longer bound) how long a write to the node may block, for a relay.
+    fn relaying(&self, on: bool) -> io::Result<()> {
+        let stall = if on { RELAY_STALL } else { Duration::ZERO };
+        let timeval = libc::timeval {
+            tv_sec: stall.as_secs() as libc::time_t,
+            tv_usec: 0,
+        };
+        let fd = self.frames.get_ref().raw_fd();
+        // SAFETY: setsockopt reads the live timeval; `fd` is the session's socket, whose halves
+        // share its options.
+        let done = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                (&timeval as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if done != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
 struct Call {
     id: u64,
     args: [u64; 6],
@@ -206,6 +266,8 @@ struct Supervisor<'a> {
     procs: HashMap<Pid, Proc>,
     /// Sessions of processes that came home, open until their guest's last word.
     farewells: HashMap<Pid, FrameReader<Box<dyn SessionRead>>>,
+    /// Processes whose first round streams out.
+    departures: HashMap<Pid, Departure>,
     sigchld: SigChld,
 }
 
@@ -237,6 +299,11 @@ impl Supervisor<'_> {
                 let session = self.farewells[pid].get_ref();
                 fds.push(poll_in(session.raw_fd()));
                 buffered.push(session.buffered());
+            }
+            let departing: Vec<Pid> = self.departures.keys().copied().collect();
+            for pid in &departing {
+                fds.push(poll_in(self.departures[pid].done.as_raw_fd()));
+                buffered.push(false);
             }
             let timeout = if buffered.contains(&true) { 0 } else { -1 };
             // SAFETY: fds is a live vector of pollfd.
@@ -288,12 +355,22 @@ impl Supervisor<'_> {
                     self.on_farewell(*pid);
                 }
             }
+            for (i, pid) in departing.iter().enumerate() {
+                if fds[2 + remotes.len() + leaving.len() + i].revents != 0 {
+                    self.on_departure(*pid);
+                }
+            }
         }
         Ok(self.main_end.unwrap_or(JobEnd::Exited(0)))
     }
 
     fn ended(&mut self, pid: Pid, end: JobEnd) {
         self.farewells.remove(&pid);
+        // Its first round's thread ends by itself: the pages it reads are gone.
+        if let Some(departure) = self.departures.remove(&pid) {
+            let why = "the process ended during its move".to_owned();
+            self.daemon.order_done(departure.order, Err(why));
+        }
         if let Some(Proc::Remote(mut r)) = self.procs.remove(&pid) {
             let _ = write_message(&mut r.out, &ToGuest::Ended).and_then(|()| r.out.flush());
         }
@@ -478,6 +555,9 @@ impl Supervisor<'_> {
         let (id, pid) = (order.id, order.pid);
         let result = match (self.procs.get(&pid), order.target) {
             (None, _) => Err(format!("process {pid} is not supervised here")),
+            _ if self.departures.contains_key(&pid) => {
+                Err(format!("process {pid} is moving already"))
+            }
             (Some(Proc::Home), None) => Ok(()),
             (Some(Proc::Home), Some(node)) => return self.migrate_out(id, pid, node),
             (Some(Proc::Remote(r)), target) if target == Some(r.node) => Ok(()),
@@ -516,15 +596,63 @@ impl Supervisor<'_> {
 
     /// Move a process that runs at home to `node`. On any failure it keeps running at home.
     fn migrate_out(&mut self, id: u64, pid: Pid, node: u16) -> io::Result<()> {
-        let result = match dump::check_movable(pid) {
-            Ok(Ok(())) => self
-                .greet(node)
-                .and_then(|onward| self.send_out(pid, onward)),
-            Ok(Err(why)) => Err(not_movable(why)),
-            Err(err) => Err(format!("cannot inspect process: {err}")),
-        };
-        self.report_move_out(id, pid, node, result);
+        match dump::check_movable(pid) {
+            Ok(Ok(())) => match self.greet(node) {
+                Ok(onward) => self.move_out(id, pid, onward),
+                Err(reason) => self.report_move_out(id, pid, node, Err(reason)),
+            },
+            Ok(Err(why)) => self.report_move_out(id, pid, node, Err(not_movable(why))),
+            Err(err) => {
+                let reason = format!("cannot inspect process: {err}");
+                self.report_move_out(id, pid, node, Err(reason));
+            }
+        }
         Ok(())
+    }
+
+    /// Move `pid` into `onward`, which took it already (order `id`). With write tracking, the
+    /// first round goes on a helper thread while this loop serves the job (see
+    /// `on_departure`); without, the process goes frozen now.
+    fn move_out(&mut self, id: u64, pid: Pid, onward: Onward) {
+        let node = onward.node;
+        let started = Instant::now();
+        match self.start_first_round(pid, onward) {
+            Ok(Start::Streaming { helper, done }) => {
+                let departure = Departure {
+                    order: id,
+                    node,
+                    started,
+                    helper,
+                    done,
+                };
+                self.departures.insert(pid, departure);
+            }
+            Ok(Start::Untracked(onward)) => {
+                let result = self.send_out(pid, onward, None, started);
+                self.report_move_out(id, pid, node, result);
+            }
+            Err(reason) => self.report_move_out(id, pid, node, Err(reason)),
+        }
+    }
+
+    /// A departing process's first round is over: on success, send the final round.
+    fn on_departure(&mut self, pid: Pid) {
+        let Some(departure) = self.departures.remove(&pid) else {
+            return;
+        };
+        let Departure {
+            order,
+            node,
+            started,
+            helper,
+            ..
+        } = departure;
+        let result = match helper.join() {
+            Ok(Ok((onward, first))) => self.send_out(pid, onward, Some(first), started),
+            Ok(Err(reason)) => Err(reason),
+            Err(_) => Err("the first round's thread panicked".to_owned()),
+        };
+        self.report_move_out(order, pid, node, result);
     }
 
     fn report_move_out(&mut self, id: u64, pid: Pid, node: u16, result: Result<(), String>) {
@@ -558,13 +686,16 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Move `pid` into `onward`: a first round of pages while it runs (where the kernel can
-    /// track its writes), then, frozen, the rest of its image; once it runs there, make its
-    /// shell. Any failure leaves it running at home.
-    fn send_out(&mut self, pid: Pid, mut onward: Onward) -> Result<(), String> {
+    /// Freeze `pid` and send the rest of its image into `onward` (all of it without a `first`
+    /// round); once it runs there, make its shell. Any failure leaves it running at home.
+    fn send_out(
+        &mut self,
+        pid: Pid,
+        onward: Onward,
+        first: Option<FirstRound>,
+        started: Instant,
+    ) -> Result<(), String> {
         let node = onward.node;
-        let started = Instant::now();
-        let first = self.first_round(pid, &mut onward)?;
         let signals = freeze(pid).map_err(|e| format!("cannot freeze process: {e}"))?;
         let frozen = Instant::now();
         match self.image_out(pid, onward, first.as_ref()) {
@@ -593,11 +724,10 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Pre-copy's first round: arm write tracking on `pid`, stream its pages while it runs,
-    /// and wait until `onward` has placed them. None where the kernel cannot track writes: the
-    /// process then stays frozen for its whole image.
-    fn first_round(&mut self, pid: Pid, onward: &mut Onward) -> Result<Option<FirstRound>, String> {
-        let node = onward.node;
+    /// Pre-copy's first round: give `pid` write tracking, then stream its pages into `onward`
+    /// on a helper thread while it runs, and wait there until `onward` has placed them.
+    /// `Untracked` where the kernel cannot track writes: the process then goes frozen.
+    fn start_first_round(&mut self, pid: Pid, mut onward: Onward) -> Result<Start, String> {
         let signals = freeze(pid).map_err(|e| format!("cannot freeze process: {e}"))?;
         let opened = dump::image_areas(pid).and_then(|areas| {
             let inj = Injector::find(&Memory::open(pid)?, &areas)?;
@@ -608,23 +738,31 @@ impl Supervisor<'_> {
             Ok(opened) => opened,
             Err(err) => {
                 info!(pid, %err, "no pre-copy: the process stays frozen for its whole image");
-                return Ok(None);
+                return Ok(Start::Untracked(onward));
             }
         };
         tracker.protect(&areas);
-        let out = &mut onward.out;
-        let precopy = ToGuest::Precopy {
-            areas: areas.clone(),
-        };
-        let bytes = write_message(out, &precopy)
-            .and_then(|()| dump::dump_first_round(pid, &areas, out))
-            .map_err(|e| format!("first round to node {node} failed: {e}"))?;
-        node_answer(&mut onward.frames, node, Round::First)?;
-        Ok(Some(FirstRound {
-            tracker,
-            areas,
-            bytes,
-        }))
+        let (done, finished) = io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
+        let helper = std::thread::spawn(move || {
+            // Dropped when the round ends, however it ends: the loop then sees `done` close.
+            let _finished = finished;
+            let node = onward.node;
+            let precopy = ToGuest::Precopy {
+                areas: areas.clone(),
+            };
+            let out = &mut onward.out;
+            let bytes = write_message(out, &precopy)
+                .and_then(|()| dump::dump_first_round(pid, &areas, out))
+                .map_err(|e| format!("first round to node {node} failed: {e}"))?;
+            node_answer(&mut onward.frames, node, Round::First)?;
+            let first = FirstRound {
+                tracker,
+                areas,
+                bytes,
+            };
+            Ok((onward, first))
+        });
+        Ok(Start::Streaming { helper, done })
     }
 
     /// Send the image of frozen `pid`: the final round after `first`, or all of it. Returns
@@ -793,8 +931,12 @@ impl Supervisor<'_> {
             return Ok(());
         };
         let node = onward.node;
-        let announced = write_message(&mut onward.out, &ToGuest::Precopy { areas });
-        let failed = match relay_pages(&mut r.frames, &mut onward.out, announced) {
+        let announced = onward
+            .relaying(true)
+            .and_then(|()| write_message(&mut onward.out, &ToGuest::Precopy { areas }));
+        let relayed = relay_pages(&mut r.frames, &mut onward.out, announced);
+        let _ = onward.relaying(false);
+        let failed = match relayed {
             Err(err) => {
                 let reason = format!("link to node {} lost: {err}", r.node);
                 return self.lose(pid, &reason);
@@ -890,9 +1032,7 @@ impl Supervisor<'_> {
         }
         match (r.coming, onward) {
             (Some(coming), Some(onward)) => {
-                let node = onward.node;
-                let result = self.send_out(pid, onward);
-                self.report_move_out(coming.order, pid, node, result);
+                self.move_out(coming.order, pid, onward);
             }
             (Some(coming), None) => self.daemon.order_done(coming.order, Ok(())),
             (None, _) => {}
@@ -912,7 +1052,10 @@ impl Supervisor<'_> {
     ) -> io::Result<()> {
         let (from, node, precopied) = (r.node, onward.node, onward.prepared);
         let started = Instant::now();
-        let relayed = match relay_image(&mut r.frames, &mut onward.out, onward.prepared) {
+        let relaying = onward.relaying(true);
+        let relayed = relay_image(&mut r.frames, &mut onward.out, onward.prepared, relaying);
+        let _ = onward.relaying(false);
+        let relayed = match relayed {
             Ok(relayed) => relayed,
             Err(err) => {
                 self.procs.insert(pid, Proc::Remote(r));
@@ -1340,18 +1483,22 @@ enum Relayed {
 }
 
 /// Copy one image, header to end marker, from `from` to `to`: a whole one, or the final round
-/// after a first round (`prepared`). An error is the source's.
+/// after a first round (`prepared`). `to` failed already if `ready` is an error. An error is
+/// the source's.
 fn relay_image(
     from: &mut FrameReader<Box<dyn SessionRead>>,
     to: &mut impl Write,
     prepared: bool,
+    ready: io::Result<()>,
 ) -> io::Result<Relayed> {
     let header = restore::read_header(from)?;
-    let announced = if prepared {
-        Ok(())
-    } else {
-        write_message(to, &ToGuest::Image)
-    };
+    let announced = ready.and_then(|()| {
+        if prepared {
+            Ok(())
+        } else {
+            write_message(to, &ToGuest::Image)
+        }
+    });
     let onward = announced.and_then(|()| write_message(to, &header));
     let pending = header.pending_signals;
     Ok(match relay_pages(from, to, onward)? {
