@@ -681,6 +681,39 @@ fn memory_that_changes_during_a_move_arrives_as_the_freeze_found_it() {
     );
 }
 
+/// While a move's first round streams, the home supervisor goes on serving the job: a signal
+/// the moving process gets meanwhile is handled at home. The target's guest is stopped as
+/// soon as it has taken the session, so that the round cannot end before the test lets it.
+#[test]
+fn the_job_is_served_while_a_first_round_streams() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (home, target) = (lab.node(1), lab.node(2));
+    let big = c_program("big");
+    let go = go_file(&lab, "go");
+    let job = Job::start(&lab, home, &[&big, BIG_MIB, path_str(&go)]);
+    job.wait_output("ready\n");
+    let mut cmd = home.command("migrate");
+    cmd.args([job.pid.as_str(), "2"]);
+    let migrate = Captured::spawn(cmd, format!("migrate {} 2", job.pid));
+    // The husk comes after the guest's Ready, when the first round begins.
+    the_husk(target);
+    let guest = guests(target).first().map(|g| g.pid).expect("a guest");
+    host_kill("STOP", guest);
+    job.signal("USR1");
+    job.wait_output("usr1\n");
+    host_kill("CONT", guest);
+    let done = migrate.finish(STEP);
+    assert!(done.status.success(), "{done:?}\n{}", job.outputs());
+    assert_eq!(job.location(), "2");
+    release(&go);
+    let done = job.finish();
+    assert_eq!(done.status.code(), Some(3), "{done:?}");
+    assert!(done.stdout.contains("\nsum "), "{done:?}");
+}
+
 /// Mebibytes of a program that must not fit in a 64 MiB address space.
 const SOME_MIB: &str = "256";
 
