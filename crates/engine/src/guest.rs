@@ -334,7 +334,10 @@ impl Guest {
                 let result = self.map_copy(addr, len, prot, flags, bytes)?;
                 self.finish_interrupted_call(result)?;
             }
-            Some(Pending::Exit { .. }) | None => {}
+            // exit_group came back: a signal stopped the shell before it ran there, and the
+            // answer is a restart code. The remote takes the signal, then exits again.
+            Some(Pending::Exit { id }) => respond(&self.listener, id, ret),
+            None => {}
         }
         Ok(())
     }
