@@ -366,13 +366,16 @@ impl Supervisor<'_> {
 
     fn ended(&mut self, pid: Pid, end: JobEnd) {
         self.farewells.remove(&pid);
-        // Its first round's thread ends by itself: the pages it reads are gone.
-        if let Some(departure) = self.departures.remove(&pid) {
-            let why = "the process ended during its move".to_owned();
-            self.daemon.order_done(departure.order, Err(why));
-        }
+        // A move under way when it ended: `migrate` waits for an answer. A first round's
+        // thread ends by itself, as the pages it reads are gone.
+        let mut moving = self.departures.remove(&pid).map(|d| d.order);
         if let Some(Proc::Remote(mut r)) = self.procs.remove(&pid) {
             let _ = write_message(&mut r.out, &ToGuest::Ended).and_then(|()| r.out.flush());
+            moving = moving.or(r.coming.map(|c| c.order));
+        }
+        if let Some(order) = moving {
+            let why = "the process ended during its move".to_owned();
+            self.daemon.order_done(order, Err(why));
         }
         self.daemon.ended(pid);
         if pid == self.main && self.main_end.is_none() {
