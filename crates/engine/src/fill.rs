@@ -32,9 +32,8 @@ use rmosix_image::Area;
 
 use crate::inject::Injector;
 use crate::mem::Memory;
-use crate::pidfd::PidFd;
 use crate::ptrace::Pid;
-use crate::sys;
+use crate::{sys, userfault};
 
 const PAGE: u64 = 4096;
 /// Threads that place pages at once.
@@ -74,26 +73,22 @@ impl<'m> Filler<'m> {
         mem: &'m Memory,
         areas: &[&Area],
     ) -> io::Result<Filler<'m>> {
-        let flags = libc::O_CLOEXEC as u64 | sys::UFFD_USER_MODE_ONLY;
-        let theirs = inj.call(pid, libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0])?;
-        if theirs < 0 {
-            tracing::debug!(
-                pid,
-                errno = -theirs,
-                "no userfaultfd; pages go through /proc/PID/mem"
-            );
-            return Ok(Filler {
-                mem,
-                uffd: None,
-                registered: Vec::new(),
-            });
-        }
-        let theirs = theirs as i32;
-        let taken = PidFd::open(pid).and_then(|p| p.get_fd(theirs));
+        let theirs = match userfault::create_in(pid, inj)? {
+            Ok(theirs) => theirs,
+            Err(errno) => {
+                tracing::debug!(pid, errno, "no userfaultfd; pages go through /proc/PID/mem");
+                return Ok(Filler {
+                    mem,
+                    uffd: None,
+                    registered: Vec::new(),
+                });
+            }
+        };
+        let taken = userfault::take(pid, theirs);
         let uffd = match taken.and_then(|ours| register(&ours, areas).map(|()| ours)) {
             Ok(ours) => Uffd { ours, theirs },
             Err(err) => {
-                close_in(pid, inj, theirs)?;
+                userfault::close_in(pid, inj, theirs)?;
                 return Err(io::Error::new(err.kind(), format!("userfaultfd: {err}")));
             }
         };
@@ -235,7 +230,7 @@ impl<'m> Filler<'m> {
         match self.uffd {
             Some(uffd) => {
                 drop(uffd.ours);
-                close_in(pid, inj, uffd.theirs)
+                userfault::close_in(pid, inj, uffd.theirs)
             }
             None => Ok(()),
         }
@@ -244,37 +239,10 @@ impl<'m> Filler<'m> {
 
 /// Complete the API handshake on our copy and register every area for missing pages.
 fn register(uffd: &OwnedFd, areas: &[&Area]) -> io::Result<()> {
-    let mut api = sys::UffdioApi {
-        api: sys::UFFD_API,
-        ..Default::default()
-    };
-    // SAFETY: UFFDIO_API fills the live struct it is given.
-    if unsafe { libc::ioctl(uffd.as_raw_fd(), sys::UFFDIO_API, &mut api) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    for area in areas {
-        let mut reg = sys::UffdioRegister {
-            start: area.start,
-            len: area.len(),
-            mode: sys::UFFDIO_REGISTER_MODE_MISSING,
-            ioctls: 0,
-        };
-        // SAFETY: UFFDIO_REGISTER reads the range and fills `ioctls` of the live struct.
-        if unsafe { libc::ioctl(uffd.as_raw_fd(), sys::UFFDIO_REGISTER, &mut reg) } != 0 {
-            let err = io::Error::last_os_error();
-            return Err(io::Error::new(
-                err.kind(),
-                format!("register {:#x}-{:#x}: {err}", area.start, area.end),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn close_in(pid: Pid, inj: &Injector, fd: i32) -> io::Result<()> {
-    let what = "close the userfaultfd";
-    inj.call_ok(pid, libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0], what)
-        .map(drop)
+    userfault::handshake(uffd, 0)?;
+    areas
+        .iter()
+        .try_for_each(|area| userfault::register(uffd, area, sys::UFFDIO_REGISTER_MODE_MISSING))
 }
 
 #[cfg(test)]

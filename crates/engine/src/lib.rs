@@ -34,6 +34,7 @@ mod syscalls;
 #[cfg(test)]
 mod testing;
 mod track;
+mod userfault;
 
 pub use dump::{NotMovable, check_movable, dump};
 pub use facts::probe;

@@ -20,9 +20,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use rmosix_image::Area;
 
 use crate::inject::Injector;
-use crate::pidfd::PidFd;
 use crate::ptrace::Pid;
-use crate::sys;
+use crate::{sys, userfault};
 
 /// Regions read per PAGEMAP_SCAN call.
 const REGIONS: usize = 512;
@@ -53,28 +52,13 @@ impl Tracker {
     /// [`Tracker::protect`], which the process need not be stopped for. Fails on kernels
     /// before 6.7 and where userfaultfd is refused: the caller then moves the process frozen.
     pub fn open(pid: Pid, inj: &Injector) -> io::Result<Tracker> {
-        let flags = libc::O_CLOEXEC as u64 | sys::UFFD_USER_MODE_ONLY;
-        let theirs = inj.call(pid, libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0])?;
-        if theirs < 0 {
-            return Err(io::Error::from_raw_os_error(-theirs as i32));
-        }
-        let taken = PidFd::open(pid).and_then(|p| p.get_fd(theirs as i32));
-        let args = [theirs as u64, 0, 0, 0, 0, 0];
-        inj.call_ok(pid, libc::SYS_close, args, "close the userfaultfd")?;
+        let theirs = userfault::create_in(pid, inj)?.map_err(io::Error::from_raw_os_error)?;
+        let taken = userfault::take(pid, theirs);
+        userfault::close_in(pid, inj, theirs)?;
         let uffd = taken?;
-        let mut api = sys::UffdioApi {
-            api: sys::UFFD_API,
-            features: sys::UFFD_FEATURE_WP_ASYNC,
-            ..Default::default()
-        };
-        // SAFETY: UFFDIO_API fills the live struct it is given.
-        if unsafe { libc::ioctl(uffd.as_raw_fd(), sys::UFFDIO_API, &mut api) } != 0 {
-            let err = io::Error::last_os_error();
-            return Err(io::Error::new(
-                err.kind(),
-                format!("asynchronous write-protect: {err}"),
-            ));
-        }
+        userfault::handshake(&uffd, sys::UFFD_FEATURE_WP_ASYNC).map_err(|err| {
+            io::Error::new(err.kind(), format!("asynchronous write-protect: {err}"))
+        })?;
         Ok(Tracker { uffd, pid })
     }
 
@@ -140,16 +124,7 @@ impl Tracker {
 
 /// Register `area` for asynchronous write-protect faults and protect all of it.
 fn protect(uffd: &OwnedFd, area: &Area) -> io::Result<()> {
-    let mut reg = sys::UffdioRegister {
-        start: area.start,
-        len: area.len(),
-        mode: sys::UFFDIO_REGISTER_MODE_WP,
-        ioctls: 0,
-    };
-    // SAFETY: UFFDIO_REGISTER reads the range and fills `ioctls` of the live struct.
-    if unsafe { libc::ioctl(uffd.as_raw_fd(), sys::UFFDIO_REGISTER, &mut reg) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    userfault::register(uffd, area, sys::UFFDIO_REGISTER_MODE_WP)?;
     let mut wp = sys::UffdioWriteprotect {
         start: area.start,
         len: area.len(),
