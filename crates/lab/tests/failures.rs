@@ -468,6 +468,37 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }
 
+/// Two runs of big.c at `home`, each waiting for its own go file: one to move, one to stay,
+/// so that the moved run's end can be compared with an unmoved run's.
+struct BigPair<'a> {
+    moved: Job<'a>,
+    still: Job<'a>,
+    go: [PathBuf; 2],
+}
+
+impl<'a> BigPair<'a> {
+    fn start(lab: &Lab, home: &'a Node) -> BigPair<'a> {
+        let big = c_program("big");
+        let go = ["go-moved", "go-still"].map(|name| go_file(lab, name));
+        let [moved, still] = go
+            .each_ref()
+            .map(|go| Job::start(lab, home, &[&big, BIG_MIB, path_str(go)]));
+        moved.wait_output("ready\n");
+        still.wait_output("ready\n");
+        BigPair { moved, still, go }
+    }
+
+    /// Lets both finish; the moved one must end as the unmoved one does.
+    fn finish_alike(self) {
+        self.go.iter().for_each(|go| release(go));
+        let (moved, still) = (self.moved.finish(), self.still.finish());
+        assert_eq!(moved.status.code(), Some(3), "{moved:?}");
+        assert_eq!(moved.status, still.status);
+        assert!(moved.stdout.contains("\nsum "), "{moved:?}");
+        assert_eq!(moved.stdout, still.stdout);
+    }
+}
+
 // ---- 1. The target dies during a migration ----
 
 #[test]
@@ -477,12 +508,8 @@ fn a_target_dying_during_a_migration_leaves_the_process_running_at_home() {
     }
     let lab = start_lab(2);
     let (home, target) = (lab.node(1), lab.node(2));
-    let big = c_program("big");
-    let (go_moved, go_still) = (go_file(&lab, "go-moved"), go_file(&lab, "go-still"));
-    let moved = Job::start(&lab, home, &[&big, BIG_MIB, path_str(&go_moved)]);
-    let still = Job::start(&lab, home, &[&big, BIG_MIB, path_str(&go_still)]);
-    moved.wait_output("ready\n");
-    still.wait_output("ready\n");
+    let pair = BigPair::start(&lab, home);
+    let moved = &pair.moved;
 
     let mut cmd = home.command("migrate");
     cmd.args([moved.pid.as_str(), "2"]);
@@ -500,13 +527,7 @@ fn a_target_dying_during_a_migration_leaves_the_process_running_at_home() {
     );
     assert_eq!(moved.location(), "1");
 
-    release(&go_moved);
-    release(&go_still);
-    let (moved, still) = (moved.finish(), still.finish());
-    assert_eq!(moved.status.code(), Some(3), "{moved:?}");
-    assert_eq!(moved.status, still.status);
-    assert!(moved.stdout.contains("\nsum "), "{moved:?}");
-    assert_eq!(moved.stdout, still.stdout);
+    pair.finish_alike();
 }
 
 /// Home cannot take its process back (here its shell's address-space limit is lowered
@@ -573,12 +594,8 @@ fn a_remote_moves_on_directly_and_a_dying_next_node_leaves_it_where_it_was() {
     }
     let lab = start_lab(4);
     let home = lab.node(1);
-    let big = c_program("big");
-    let (go_moved, go_still) = (go_file(&lab, "go-moved"), go_file(&lab, "go-still"));
-    let moved = Job::start(&lab, home, &[&big, BIG_MIB, path_str(&go_moved)]);
-    let still = Job::start(&lab, home, &[&big, BIG_MIB, path_str(&go_still)]);
-    moved.wait_output("ready\n");
-    still.wait_output("ready\n");
+    let pair = BigPair::start(&lab, home);
+    let moved = &pair.moved;
     moved.move_to("2");
     moved.move_to("3");
     assert_eq!(moved.location(), "3");
@@ -608,13 +625,7 @@ fn a_remote_moves_on_directly_and_a_dying_next_node_leaves_it_where_it_was() {
     assert_eq!(moved.location(), "3");
 
     moved.move_to("home");
-    release(&go_moved);
-    release(&go_still);
-    let (moved, still) = (moved.finish(), still.finish());
-    assert_eq!(moved.status.code(), Some(3), "{moved:?}");
-    assert_eq!(moved.status, still.status);
-    assert!(moved.stdout.contains("\nsum "), "{moved:?}");
-    assert_eq!(moved.stdout, still.stdout);
+    pair.finish_alike();
 }
 
 /// A process that keeps rewriting, zeroing and zapping its pages, mapping, unmapping and
