@@ -367,17 +367,8 @@ fn stream_pages(
                 while page < present.len() && present[page] {
                     page += 1;
                 }
-                let mut run_addr = addr + first as u64 * PAGE;
-                let run_end = addr + page as u64 * PAGE;
-                while run_addr < run_end {
-                    let piece = &mut buf[..(run_end - run_addr).min(PIECE as u64) as usize];
-                    match mem.read(run_addr, piece) {
-                        Ok(()) => sent += send_nonzero(out, run_addr, piece, None)?,
-                        Err(_) if unreadable == Unreadable::Skip => {}
-                        Err(err) => return Err(err),
-                    }
-                    run_addr += piece.len() as u64;
-                }
+                let (start, end) = (addr + first as u64 * PAGE, addr + page as u64 * PAGE);
+                sent += send_run(&mem, out, &mut buf, (start, end), None, unreadable)?;
             }
             addr += len;
         }
@@ -395,13 +386,13 @@ pub fn dump_final_round(
     tracker: &Tracker,
     out: &mut impl Write,
 ) -> io::Result<(Header, u64)> {
-    let inj = Injector::find(&Memory::open(pid)?, &maps::read(pid)?)?;
+    let mem = Memory::open(pid)?;
+    let inj = Injector::find(&mem, &maps::read(pid)?)?;
     let header = read_header(pid, &inj, facts)?;
     if precopy::vdso_block(first) != precopy::vdso_block(&header.areas) {
         return Err(io::Error::other("the vdso moved during the first round"));
     }
     image::write_message(out, &header)?;
-    let mem = Memory::open(pid)?;
     let areas: Vec<&Area> = header.areas.iter().filter(|a| !a.is_vdso_block()).collect();
     let kept = precopy::kept_parts(first, &header.areas);
     let (mut sent, mut zero) = (0, Vec::new());
@@ -418,13 +409,9 @@ pub fn dump_final_round(
                 zero.push((run.start, run.end));
                 continue;
             }
-            let mut addr = run.start;
-            while addr < run.end {
-                let piece = &mut buf[..(run.end - addr).min(PIECE as u64) as usize];
-                mem.read(addr, piece)?;
-                sent += send_nonzero(out, addr, piece, Some(&mut zero))?;
-                addr += piece.len() as u64;
-            }
+            let range = (run.start, run.end);
+            let zeros = Some(&mut zero);
+            sent += send_run(&mem, out, &mut buf, range, zeros, Unreadable::Fail)?;
         }
         if kept_end < area.end {
             let rest = Area {
@@ -436,6 +423,30 @@ pub fn dump_final_round(
     }
     write_end(out, sent, zero)?;
     Ok((header, sent))
+}
+
+/// Read `[start, end)` through `buf`, a piece at a time, and send what is not zero; the zero
+/// runs go to `zeros`, if given. A piece that cannot be read fails the stream, or is skipped.
+fn send_run(
+    mem: &Memory,
+    out: &mut impl Write,
+    buf: &mut [u8],
+    (start, end): (u64, u64),
+    mut zeros: Option<&mut Vec<(u64, u64)>>,
+    unreadable: Unreadable,
+) -> io::Result<u64> {
+    let (mut sent, mut addr) = (0, start);
+    while addr < end {
+        let len = (end - addr).min(buf.len() as u64) as usize;
+        let piece = &mut buf[..len];
+        match mem.read(addr, piece) {
+            Ok(()) => sent += send_nonzero(out, addr, piece, zeros.as_deref_mut())?,
+            Err(_) if unreadable == Unreadable::Skip => {}
+            Err(err) => return Err(err),
+        }
+        addr += piece.len() as u64;
+    }
+    Ok(sent)
 }
 
 /// Which pages of [addr, addr+len) hold data. For file-backed areas every page may (an untouched
