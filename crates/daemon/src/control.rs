@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use rmosix_config::NodeId;
+use rmosix_seal::SessionKeys;
 use rmosix_transport::LinkError;
-use rmosix_transport::sealed::SessionKeys;
 use rmosix_wire::{
     Command, DecodeError, LineReader, LinkHello, PeerStatus, Purpose, Reply, Report, Request,
     Target, encode_line,
@@ -297,7 +297,7 @@ fn accept_report(shared: &Shared, cred: UCred, id: SupervisorId, report: Report)
 
 /// Connect the client to a guest on `node`, as the client's own user, and hand it the
 /// session: the link's socket and fresh session keys. From then on this daemon is out of the
-/// data path (see rmosix_transport::sealed).
+/// data path (see rmosix_seal).
 async fn open_session(shared: &Shared, mut conn: Conn, node: u16) {
     let handed = match connect_session(shared, &conn, node).await {
         Ok(link) => hand_over(link)

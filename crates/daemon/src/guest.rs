@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::Stdio;
 
 use rmosix_engine::Channel;
-use rmosix_transport::sealed::{End, SessionKeys};
+use rmosix_seal::{End, SessionKeys};
 use tokio::process::Child;
 
 use crate::sys::{self, GuestCreds};

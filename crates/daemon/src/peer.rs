@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use rmosix_config::NodeId;
-use rmosix_transport::sealed::SessionKeys;
+use rmosix_seal::SessionKeys;
 use rmosix_transport::{Link, LinkError};
 use rmosix_wire::{LINK_VERSION, LinkHello, Purpose};
 

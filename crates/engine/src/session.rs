@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use rmosix_image::{Area, KernelFacts};
-use rmosix_transport::sealed::{self, End, SealedReader, SessionKeys};
+use rmosix_seal::{self as sealed, End, SealedReader, SessionKeys};
 use serde::{Deserialize, Serialize};
 
 /// Home supervisor to guest supervisor.
@@ -211,7 +211,7 @@ impl Channel {
         })
     }
 
-    /// A channel over a sealed session socket (see rmosix_transport::sealed).
+    /// A channel over a sealed session socket (see rmosix_seal).
     pub fn sealed(socket: TcpStream, keys: &SessionKeys, end: End) -> io::Result<Channel> {
         let (reader, writer) = sealed::open(socket, keys, end)?;
         Ok(Channel {

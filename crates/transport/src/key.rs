@@ -121,13 +121,13 @@ impl ClusterKey {
     }
 
     fn to_hex(&self) -> String {
-        let mut s = crate::hex::encode(&self.0);
+        let mut s = rmosix_seal::hex::encode(&self.0);
         s.push('\n');
         s
     }
 
     fn from_hex(digits: &[u8]) -> Option<Self> {
-        crate::hex::decode(digits).map(ClusterKey)
+        rmosix_seal::hex::decode(digits).map(ClusterKey)
     }
 
     #[cfg(test)]

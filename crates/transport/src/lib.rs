@@ -16,10 +16,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod hex;
 mod key;
 mod link;
-pub mod sealed;
 
 pub use key::{ClusterKey, KeyError};
 pub use link::{

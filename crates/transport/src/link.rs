@@ -270,7 +270,7 @@ impl Link {
         (self.reader, self.writer)
     }
 
-    /// Give the connection up for a sealed session (see [`crate::sealed`]): the socket, in
+    /// Give the connection up for a sealed session (see `rmosix_seal`): the socket, in
     /// blocking mode, for a supervisor to speak on directly. Both sides must have agreed that
     /// nothing more of the link protocol follows; bytes already read past the last message
     /// would be lost, so they make this fail.

@@ -87,7 +87,7 @@ pub enum Reply {
     /// Done, or (for `Supervise`) accepted.
     Ok,
     /// A session is open: the session socket comes with this line (SCM_RIGHTS) and these are
-    /// its keys, 128 hex digits (see rmosix_transport::sealed).
+    /// its keys, 128 hex digits (see rmosix_seal).
     Session {
         /// Both directions' keys.
         keys: String,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use rmosix_engine::{Channel, Daemon, Order, Pid};
-use rmosix_transport::sealed::{End, SessionKeys};
+use rmosix_seal::{End, SessionKeys};
 use rmosix_wire::{Command, LineReader, Reply, Report, Request, Target, send_line};
 
 pub struct DaemonLink {

@@ -13,6 +13,15 @@
 //! ```
 //!
 //! A frame that does not open (wrong key, replay, truncation) ends the session.
+//!
+//! This room is synchronous and small on purpose: the supervisors that speak sessions (the
+//! engine's) link it without an async runtime. The daemons' authenticated links live in the
+//! transport room. The door: [`SessionKeys`], [`End`], [`open`], [`SealedReader`],
+//! [`SealedWriter`], and [`hex`] for keys that travel as text.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod hex;
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -61,12 +70,12 @@ impl SessionKeys {
 
     /// As 128 hex digits (for the control reply that hands a session over).
     pub fn to_hex(&self) -> String {
-        crate::hex::encode(&self.to_bytes())
+        hex::encode(&self.to_bytes())
     }
 
     /// From 128 hex digits.
     pub fn from_hex(digits: &str) -> io::Result<SessionKeys> {
-        let raw: [u8; 64] = crate::hex::decode(digits.as_bytes()).ok_or_else(|| {
+        let raw: [u8; 64] = hex::decode(digits.as_bytes()).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 "session keys must be 128 hex digits",

@@ -1,12 +1,12 @@
 //! Hex digits for keys that travel as text (key files, control replies).
 
 /// Lowercase hex of `bytes`.
-pub(crate) fn encode(bytes: &[u8]) -> String {
+pub fn encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Exactly `N` bytes from 2×N hex digits, or None.
-pub(crate) fn decode<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
+pub fn decode<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
     if digits.len() != 2 * N {
         return None;
     }
