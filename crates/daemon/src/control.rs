@@ -15,8 +15,8 @@ use rmosix_config::NodeId;
 use rmosix_seal::SessionKeys;
 use rmosix_transport::LinkError;
 use rmosix_wire::{
-    Command, DecodeError, LineReader, LinkHello, PeerStatus, Purpose, Reply, Report, Request,
-    Target, encode_line,
+    Command, DecodeError, LineReader, LinkHello, MoveError, PeerStatus, Purpose, Reply, Report,
+    Request, Target, encode_line,
 };
 
 use crate::chain;
@@ -167,7 +167,7 @@ async fn migrate(shared: &Shared, cred: UCred, pid: i32, target: Target) -> Repl
     info!(pid, to = ?target, by = cred.uid(), "migration requested");
     match waiter.await {
         Ok(Ok(())) => Reply::Ok,
-        Ok(Err(message)) => Reply::Error { message },
+        Ok(Err(failure)) => Reply::Failed(failure),
         Err(_) => error(format!(
             "the supervisor of process {pid} went away during the move"
         )),
@@ -300,9 +300,12 @@ fn accept_report(shared: &Shared, cred: UCred, id: SupervisorId, report: Report)
 /// data path (see rmosix_seal).
 async fn open_session(shared: &Shared, mut conn: Conn, node: u16) {
     let handed = match connect_session(shared, &conn, node).await {
-        Ok(link) => hand_over(link)
-            .await
-            .map_err(|e| error(format!("node {node} is down ({})", chain(&e)))),
+        Ok(link) => hand_over(link).await.map_err(|e| {
+            Reply::Failed(MoveError::TargetDown {
+                node,
+                reason: chain(&e),
+            })
+        }),
         Err(reply) => Err(reply),
     };
     match handed {
@@ -400,7 +403,7 @@ async fn connect_session(
     let groups = procfs::read_creds(pid)
         .map_err(|e| error(format!("cannot read the groups of process {pid}: {e}")))?
         .groups;
-    let down = |reason: String| error(format!("node {node} is down ({reason})"));
+    let down = |reason: String| Reply::Failed(MoveError::TargetDown { node, reason });
     let addr = shared
         .peer_addr(id)
         .await

@@ -7,14 +7,14 @@ use std::collections::HashMap;
 
 use tokio::sync::{mpsc, oneshot};
 
-use rmosix_wire::{Command, Report, Target};
+use rmosix_wire::{Command, MoveError, Report, Target};
 
 /// A supervisor, by registration number (unique per daemon run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct SupervisorId(u64);
 
 /// The outcome of a migration as the supervisor reported it.
-pub(crate) type MigrateResult = Result<(), String>;
+pub(crate) type MigrateResult = Result<(), MoveError>;
 
 #[derive(Debug)]
 struct Process {
@@ -219,10 +219,10 @@ mod tests {
             sup,
             Report::MigrateDone {
                 id,
-                result: Err("no".into()),
+                result: Err(MoveError::Busy),
             },
         );
-        assert_eq!(waiter.try_recv().unwrap(), Err("no".into()));
+        assert_eq!(waiter.try_recv().unwrap(), Err(MoveError::Busy));
     }
 
     #[test]

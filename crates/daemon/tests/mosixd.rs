@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use rmosix_transport::ClusterKey;
 use rmosix_wire::{
-    Command as DaemonCommand, LineReader, LinkHello, PeerStatus, Purpose, Reply, Report, Request,
-    Target, send_line,
+    Command as DaemonCommand, LineReader, LinkHello, NotMovable, PeerStatus, Purpose, Reply,
+    Report, Request, Target, send_line,
 };
 
 const MOSIXD: &str = env!("CARGO_BIN_EXE_mosixd");
@@ -379,7 +379,7 @@ fn migrations_go_through_the_supervisor() {
         Reply::Location { node: 2 }
     );
 
-    // Node 1 is this node: moving there means going home. A failure's text comes back verbatim.
+    // Node 1 is this node: moving there means going home. A failure comes back as it was.
     std::thread::scope(|scope| {
         let asking = scope.spawn(|| {
             ask(
@@ -394,13 +394,11 @@ fn migrations_go_through_the_supervisor() {
         assert_eq!(target, Target::Home);
         sup.report(Report::MigrateDone {
             id,
-            result: Err("process has 2 threads".into()),
+            result: Err(NotMovable::Threads(2).into()),
         });
         assert_eq!(
             asking.join().unwrap(),
-            Reply::Error {
-                message: "process has 2 threads".into()
-            }
+            Reply::Failed(NotMovable::Threads(2).into())
         );
     });
 

@@ -6,6 +6,8 @@ use std::io::{self, Write};
 use rmosix_image::{self as image, Area, CpuTimer, Header, MmLayout, Registers, SigAction};
 use serde::{Deserialize, Serialize};
 
+use rmosix_wire::NotMovable;
+
 use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::{Memory, le_u64};
@@ -20,29 +22,6 @@ const PAGE: u64 = 4096;
 /// The interval timers that count the process's CPU time and so move with it.
 pub const CPU_TIMERS: [i32; 2] = [libc::ITIMER_VIRTUAL, libc::ITIMER_PROF];
 const PIECE: usize = 64 << 10;
-
-/// Why a process cannot move, found before anything is touched.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum NotMovable {
-    /// More than one thread.
-    #[error("process has {0} threads")]
-    Threads(u32),
-    /// A shared writable mapping would need coherent shared memory across nodes.
-    #[error("shared writable mapping {0}")]
-    SharedWritable(String),
-    /// System V shared memory.
-    #[error("attached to System V shared memory")]
-    SysvShm,
-    /// Locked memory cannot be promised on another node.
-    #[error("process has locked memory (mlock)")]
-    Locked,
-    /// A real-time scheduling policy.
-    #[error("process uses real-time scheduling")]
-    RealTime,
-    /// A device mapping.
-    #[error("device mapping {0}")]
-    Device(String),
-}
 
 /// The end-of-image marker.
 #[derive(Debug, Serialize, Deserialize)]

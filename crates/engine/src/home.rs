@@ -10,9 +10,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rmosix_image::{Area, Frame, FrameHead, FrameReader, KernelFacts, write_message, write_pages};
+use rmosix_wire::MoveError;
 use tracing::{info, warn};
 
-use crate::dump::{self, EndOfImage, NotMovable};
+use crate::dump::{self, EndOfImage};
 use crate::files::ShellFiles;
 use crate::guest::SigChld;
 use crate::inject::{Injector, Scratch};
@@ -44,9 +45,9 @@ pub trait Daemon {
     /// The next complete order, if any. An error means the daemon went away.
     fn next_order(&mut self) -> io::Result<Option<Order>>;
     /// Answer order `id`.
-    fn order_done(&mut self, id: u64, result: Result<(), String>);
+    fn order_done(&mut self, id: u64, result: Result<(), MoveError>);
     /// A session channel to a guest supervisor on `node`.
-    fn open_session(&mut self, node: u16) -> Result<Channel, String>;
+    fn open_session(&mut self, node: u16) -> Result<Channel, MoveError>;
     /// A new supervised process.
     fn started(&mut self, pid: Pid);
     /// A process now runs on `node` (None = home).
@@ -182,7 +183,7 @@ struct Departure {
     /// When the move began.
     started: Instant,
     /// Streams the first round and waits for the node's `Prepared`.
-    helper: JoinHandle<Result<(Onward, FirstRound), String>>,
+    helper: JoinHandle<Result<(Onward, FirstRound), MoveError>>,
     /// Ends (reads EOF) when the helper is done.
     done: PipeReader,
 }
@@ -191,7 +192,7 @@ struct Departure {
 enum Start {
     /// The first round streams.
     Streaming {
-        helper: JoinHandle<Result<(Onward, FirstRound), String>>,
+        helper: JoinHandle<Result<(Onward, FirstRound), MoveError>>,
         done: PipeReader,
     },
     /// No write tracking here: the process goes frozen.
@@ -374,8 +375,7 @@ impl Supervisor<'_> {
             moving = moving.or(r.coming.map(|c| c.order));
         }
         if let Some(order) = moving {
-            let why = "the process ended during its move".to_owned();
-            self.daemon.order_done(order, Err(why));
+            self.daemon.order_done(order, Err(MoveError::Ended));
         }
         self.daemon.ended(pid);
         if pid == self.main && self.main_end.is_none() {
@@ -557,10 +557,10 @@ impl Supervisor<'_> {
     fn on_order(&mut self, order: Order) -> io::Result<()> {
         let (id, pid) = (order.id, order.pid);
         let result = match (self.procs.get(&pid), order.target) {
-            (None, _) => Err(format!("process {pid} is not supervised here")),
-            _ if self.departures.contains_key(&pid) => {
-                Err(format!("process {pid} is moving already"))
-            }
+            (None, _) => Err(MoveError::Local(format!(
+                "process {pid} is not supervised here"
+            ))),
+            _ if self.departures.contains_key(&pid) => Err(MoveError::Busy),
             (Some(Proc::Home), None) => Ok(()),
             (Some(Proc::Home), Some(node)) => return self.migrate_out(id, pid, node),
             (Some(Proc::Remote(r)), target) if target == Some(r.node) => Ok(()),
@@ -604,9 +604,9 @@ impl Supervisor<'_> {
                 Ok(onward) => self.move_out(id, pid, onward),
                 Err(reason) => self.report_move_out(id, pid, node, Err(reason)),
             },
-            Ok(Err(why)) => self.report_move_out(id, pid, node, Err(not_movable(why))),
+            Ok(Err(why)) => self.report_move_out(id, pid, node, Err(why.into())),
             Err(err) => {
-                let reason = format!("cannot inspect process: {err}");
+                let reason = MoveError::Local(format!("cannot inspect the process: {err}"));
                 self.report_move_out(id, pid, node, Err(reason));
             }
         }
@@ -653,12 +653,14 @@ impl Supervisor<'_> {
         let result = match helper.join() {
             Ok(Ok((onward, first))) => self.send_out(pid, onward, Some(first), started),
             Ok(Err(reason)) => Err(reason),
-            Err(_) => Err("the first round's thread panicked".to_owned()),
+            Err(_) => Err(MoveError::Local(
+                "the first round's thread panicked".to_owned(),
+            )),
         };
         self.report_move_out(order, pid, node, result);
     }
 
-    fn report_move_out(&mut self, id: u64, pid: Pid, node: u16, result: Result<(), String>) {
+    fn report_move_out(&mut self, id: u64, pid: Pid, node: u16, result: Result<(), MoveError>) {
         if let Err(reason) = &result {
             warn!(pid, node, %reason, "migration failed; the process stays home");
         }
@@ -666,8 +668,8 @@ impl Supervisor<'_> {
     }
 
     /// Open a session to `node` and see that it takes a process from us.
-    fn greet(&mut self, node: u16) -> Result<Onward, String> {
-        let link = |e: io::Error| format!("link to node {node} failed: {e}");
+    fn greet(&mut self, node: u16) -> Result<Onward, MoveError> {
+        let link = |e: io::Error| link_broken(node, e);
         let channel = self.daemon.open_session(node)?;
         let mut frames = FrameReader::new(channel.reader);
         let mut out = channel.writer;
@@ -683,9 +685,12 @@ impl Supervisor<'_> {
                 out,
                 prepared: false,
             }),
-            Ok(ToHome::Refused { reason }) => Err(format!("node {node} refused: {reason}")),
-            Ok(other) => Err(format!("node {node} answered {other:?}")),
-            Err(e) => Err(format!("node {node} did not answer: {e}")),
+            Ok(ToHome::Refused { reason }) => Err(MoveError::Refused { node, reason }),
+            Ok(other) => Err(link_broken(node, format!("unexpected answer {other:?}"))),
+            Err(e) => Err(MoveError::TargetDown {
+                node,
+                reason: format!("no answer from its guest: {e}"),
+            }),
         }
     }
 
@@ -697,9 +702,9 @@ impl Supervisor<'_> {
         onward: Onward,
         first: Option<FirstRound>,
         started: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), MoveError> {
         let node = onward.node;
-        let signals = freeze(pid).map_err(|e| format!("cannot freeze process: {e}"))?;
+        let signals = freeze(pid).map_err(cannot_freeze)?;
         let frozen = Instant::now();
         match self.image_out(pid, onward, first.as_ref()) {
             Ok((mut remote, bytes, running)) => {
@@ -730,8 +735,8 @@ impl Supervisor<'_> {
     /// Pre-copy's first round: give `pid` write tracking, then stream its pages into `onward`
     /// on a helper thread while it runs, and wait there until `onward` has placed them.
     /// `Untracked` where the kernel cannot track writes: the process then goes frozen.
-    fn start_first_round(&mut self, pid: Pid, mut onward: Onward) -> Result<Start, String> {
-        let signals = freeze(pid).map_err(|e| format!("cannot freeze process: {e}"))?;
+    fn start_first_round(&mut self, pid: Pid, mut onward: Onward) -> Result<Start, MoveError> {
+        let signals = freeze(pid).map_err(cannot_freeze)?;
         let opened = dump::image_areas(pid).and_then(|areas| {
             let inj = Injector::find(&Memory::open(pid)?, &areas)?;
             Ok((Tracker::open(pid, &inj)?, areas))
@@ -745,7 +750,8 @@ impl Supervisor<'_> {
             }
         };
         tracker.protect(&areas);
-        let (done, finished) = io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
+        let (done, finished) =
+            io::pipe().map_err(|e| MoveError::Local(format!("cannot make a pipe: {e}")))?;
         let helper = std::thread::spawn(move || {
             // Dropped when the round ends, however it ends: the loop then sees `done` close.
             let _finished = finished;
@@ -756,7 +762,7 @@ impl Supervisor<'_> {
             let out = &mut onward.out;
             let bytes = write_message(out, &precopy)
                 .and_then(|()| dump::dump_first_round(pid, &areas, out))
-                .map_err(|e| format!("first round to node {node} failed: {e}"))?;
+                .map_err(|e| link_broken(node, e))?;
             node_answer(&mut onward.frames, node, Round::First)?;
             let first = FirstRound {
                 tracker,
@@ -775,21 +781,25 @@ impl Supervisor<'_> {
         pid: Pid,
         onward: Onward,
         first: Option<&FirstRound>,
-    ) -> Result<(Remote, u64, Instant), String> {
+    ) -> Result<(Remote, u64, Instant), MoveError> {
         let Onward {
             node,
             mut frames,
             mut out,
             ..
         } = onward;
-        let link = |e: io::Error| format!("link to node {node} failed: {e}");
+        let link = |e: io::Error| link_broken(node, e);
         let (_, bytes) = match first {
             Some(first) => {
                 // It ran during the first round: it may have started a thread, say.
                 match dump::check_movable(pid) {
                     Ok(Ok(())) => {}
-                    Ok(Err(why)) => return Err(not_movable(why)),
-                    Err(err) => return Err(format!("cannot inspect process: {err}")),
+                    Ok(Err(why)) => return Err(why.into()),
+                    Err(err) => {
+                        return Err(MoveError::Local(format!(
+                            "cannot inspect the process: {err}"
+                        )));
+                    }
                 }
                 dump::dump_final_round(pid, &self.facts, &first.areas, &first.tracker, &mut out)
             }
@@ -801,7 +811,7 @@ impl Supervisor<'_> {
         let running = Instant::now();
         // The remote runs: the shell keeps only its identity (pid, fds, credentials). Its
         // memory is released; a scratch area receives the buffers of forwarded calls.
-        let shell = strip_shell(pid).map_err(|e| format!("cannot prepare the shell: {e}"))?;
+        let shell = strip_shell(pid).map_err(|e| shell_failed("prepare", e))?;
         let (inj, scratch, base) = shell;
         let mut remote = Remote {
             node,
@@ -815,10 +825,10 @@ impl Supervisor<'_> {
             homecoming: None,
             following_stop: None,
             relayed_early: 0,
-            files: ShellFiles::open(pid).map_err(|e| format!("cannot open the shell: {e}"))?,
-            mem: Memory::open(pid).map_err(|e| format!("cannot open the shell: {e}"))?,
+            files: ShellFiles::open(pid).map_err(|e| shell_failed("open", e))?,
+            mem: Memory::open(pid).map_err(|e| shell_failed("open", e))?,
         };
-        idle(pid, &mut remote).map_err(|e| format!("cannot idle the shell: {e}"))?;
+        idle(pid, &mut remote).map_err(|e| shell_failed("idle", e))?;
         Ok((remote, bytes, running))
     }
 
@@ -919,7 +929,10 @@ impl Supervisor<'_> {
                 self.procs.insert(pid, Proc::Remote(r));
                 Ok(())
             }
-            Err(err) => self.stay_remote(pid, r, format!("home cannot hold it ({err})"), signals),
+            Err(err) => {
+                let why = home_cannot_hold(r.node, err);
+                self.stay_remote(pid, r, why, signals)
+            }
         }
     }
 
@@ -944,7 +957,7 @@ impl Supervisor<'_> {
                 let reason = format!("link to node {} lost: {err}", r.node);
                 return self.lose(pid, &reason);
             }
-            Ok(Err(err)) => Some(format!("link to node {node} failed: {err}")),
+            Ok(Err(err)) => Some(link_broken(node, err)),
             Ok(Ok(())) => node_answer(&mut onward.frames, node, Round::First).err(),
         };
         match failed {
@@ -954,15 +967,11 @@ impl Supervisor<'_> {
                 let _ = write_message(&mut r.out, &ToGuest::Prepared).and_then(|()| r.out.flush());
             }
             Some(why) => {
-                let why = format!("{why}; it runs on at node {}", r.node);
-                warn!(pid, %why, "the move on failed");
-                let _ = write_message(
-                    &mut r.out,
-                    &ToGuest::Stay {
-                        reason: why.clone(),
-                    },
-                )
-                .and_then(|()| r.out.flush());
+                warn!(pid, %why, node = r.node, "the move on failed; it runs on where it is");
+                let stay = ToGuest::Stay {
+                    reason: why.to_string(),
+                };
+                let _ = write_message(&mut r.out, &stay).and_then(|()| r.out.flush());
                 if let Some(coming) = r.coming.take() {
                     self.daemon.order_done(coming.order, Err(why));
                 }
@@ -1014,7 +1023,8 @@ impl Supervisor<'_> {
             }
         });
         if let Err(err) = restored {
-            return self.stay_remote(pid, r, format!("home cannot hold it ({err})"), signals);
+            let why = home_cannot_hold(r.node, err);
+            return self.stay_remote(pid, r, why, signals);
         }
         let freeze_ms = ms_since(started);
         let precopied = homecoming.is_some();
@@ -1069,7 +1079,7 @@ impl Supervisor<'_> {
             Relayed::Sent { pending } => {
                 node_answer(&mut onward.frames, node, Round::Last).map(|()| pending)
             }
-            Relayed::Undelivered(err) => Err(format!("link to node {node} failed: {err}")),
+            Relayed::Undelivered(err) => Err(link_broken(node, err)),
         };
         let pending = match taken {
             Ok(pending) => pending,
@@ -1120,22 +1130,19 @@ impl Supervisor<'_> {
         &mut self,
         pid: Pid,
         mut r: Box<Remote>,
-        why: String,
+        why: MoveError,
         signals: Vec<i32>,
     ) -> io::Result<()> {
         let node = r.node;
-        let why = format!("{why}; it runs on at node {node}");
         warn!(pid, node, %why, "the process stays at its remote");
         let order = r.coming.take().map(|c| c.order);
         let kept = strip_shell(pid).and_then(|(inj, scratch, base)| {
             (r.inj, r.scratch, r.base) = (inj, scratch, base);
             idle(pid, &mut r)?;
-            write_message(
-                &mut r.out,
-                &ToGuest::Stay {
-                    reason: why.clone(),
-                },
-            )?;
+            let stay = ToGuest::Stay {
+                reason: why.to_string(),
+            };
+            write_message(&mut r.out, &stay)?;
             r.out.flush()?;
             signals.into_iter().try_for_each(|sig| relay(&mut r, sig))
         });
@@ -1148,11 +1155,12 @@ impl Supervisor<'_> {
                 Ok(())
             }
             Err(again) => {
+                let lost = format!("{why}, and the shell could not take it back: {again}");
                 if let Some(order) = order {
                     self.daemon
-                        .order_done(order, Err(format!("{why}, but: {again}")));
+                        .order_done(order, Err(MoveError::Lost(lost.clone())));
                 }
-                self.lose(pid, &format!("{why}, but: {again}"))
+                self.lose(pid, &lost)
             }
         }
     }
@@ -1181,7 +1189,7 @@ impl Supervisor<'_> {
             && let Some(coming) = r.coming.take()
         {
             self.daemon
-                .order_done(coming.order, Err(reason.to_string()));
+                .order_done(coming.order, Err(MoveError::Lost(reason.to_string())));
         }
         // Keep it listed as home so its death is reported like any other.
         self.procs.insert(pid, Proc::Home);
@@ -1191,8 +1199,27 @@ impl Supervisor<'_> {
     }
 }
 
-fn not_movable(why: NotMovable) -> String {
-    format!("process cannot move: {why}")
+/// The link to `node` failed during a move.
+fn link_broken(node: u16, reason: impl ToString) -> MoveError {
+    MoveError::LinkBroken {
+        node,
+        reason: reason.to_string(),
+    }
+}
+
+fn cannot_freeze(err: io::Error) -> MoveError {
+    MoveError::Local(format!("cannot freeze the process: {err}"))
+}
+
+fn shell_failed(step: &str, err: io::Error) -> MoveError {
+    MoveError::Local(format!("cannot {step} the shell: {err}"))
+}
+
+fn home_cannot_hold(node: u16, err: io::Error) -> MoveError {
+    MoveError::HomeCannotHold {
+        node,
+        reason: err.to_string(),
+    }
 }
 
 /// The signal numbers in a pending-signal mask (bit n-1 is signal n).
@@ -1465,15 +1492,13 @@ fn node_answer(
     frames: &mut FrameReader<Box<dyn SessionRead>>,
     node: u16,
     round: Round,
-) -> Result<(), String> {
+) -> Result<(), MoveError> {
     match (round, frames.message::<ToHome>()) {
         (Round::First, Ok(ToHome::Prepared)) | (Round::Last, Ok(ToHome::Running)) => Ok(()),
-        (_, Ok(ToHome::Failed { reason })) => {
-            Err(format!("restore on node {node} failed: {reason}"))
-        }
-        (_, Ok(other)) => Err(format!("node {node} answered {other:?}")),
-        (Round::First, Err(e)) => Err(format!("node {node} failed during the first round: {e}")),
-        (Round::Last, Err(e)) => Err(format!("node {node} failed during restore: {e}")),
+        (_, Ok(ToHome::Failed { reason })) => Err(MoveError::RestoreFailed { node, reason }),
+        (_, Ok(other)) => Err(link_broken(node, format!("unexpected answer {other:?}"))),
+        (Round::First, Err(e)) => Err(link_broken(node, format!("during the first round: {e}"))),
+        (Round::Last, Err(e)) => Err(link_broken(node, format!("during the restore: {e}"))),
     }
 }
 

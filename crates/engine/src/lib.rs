@@ -36,7 +36,7 @@ mod testing;
 mod track;
 mod userfault;
 
-pub use dump::{NotMovable, check_movable, dump};
+pub use dump::{check_movable, dump};
 pub use facts::probe;
 pub use inject::Injector;
 pub use ptrace::{Pid, Stop};

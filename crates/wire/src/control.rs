@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::MoveError;
+
 /// Where the daemon listens when neither `--socket` nor [`SOCKET_ENV`] says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/mosix/mosixd.sock";
 
@@ -106,6 +108,8 @@ pub enum Reply {
         /// The other nodes of the map, and whether each answered a ping just now.
         peers: Vec<PeerStatus>,
     },
+    /// A move failed, and why (a `migrate` prints it after "cannot move PID to node N: ").
+    Failed(MoveError),
     /// The request failed; `message` is meant for the user, verbatim.
     Error {
         /// What went wrong, e.g. `process 4711 is not running under mosrun`.
@@ -147,8 +151,8 @@ pub enum Report {
     MigrateDone {
         /// The command's id.
         id: u64,
-        /// `Err` holds a message for the user.
-        result: Result<(), String>,
+        /// Why it failed, if it did.
+        result: Result<(), MoveError>,
     },
 }
 
@@ -224,7 +228,7 @@ mod tests {
         });
         round_trip(Report::MigrateDone {
             id: 2,
-            result: Err("process has 2 threads".into()),
+            result: Err(crate::NotMovable::Threads(2).into()),
         });
     }
 

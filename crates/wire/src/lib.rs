@@ -30,7 +30,7 @@
 //! different machines, so [`LinkHello`] carries [`LINK_VERSION`] and a daemon drops a peer
 //! that speaks another.
 //!
-//! The door: the message types, [`send_line`], [`encode_line`], [`LineReader`], [`DecodeError`],
+//! The door: the message types, the typed outcome of a move ([`MoveError`], [`NotMovable`]), [`send_line`], [`encode_line`], [`LineReader`], [`DecodeError`],
 //! [`DEFAULT_SOCKET`], [`SOCKET_ENV`], [`MAX_LINE`], [`LINK_VERSION`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -38,6 +38,7 @@
 mod codec;
 mod control;
 mod link;
+mod outcome;
 
 pub use codec::{DecodeError, LineReader, MAX_LINE, encode_line, send_line};
 pub use control::{
@@ -45,3 +46,4 @@ pub use control::{
     Target,
 };
 pub use link::{LINK_VERSION, LinkHello, Purpose};
+pub use outcome::{MoveError, NotMovable};

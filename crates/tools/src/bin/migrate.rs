@@ -34,6 +34,7 @@ fn main() -> ExitCode {
     };
     let failure = match ask(&args.common.socket, &request) {
         Ok(Reply::Ok) => return ExitCode::SUCCESS,
+        Ok(Reply::Failed(failure)) => failure.to_string(),
         Ok(Reply::Error { message }) => message,
         Ok(other) => format!("unexpected reply from mosixd: {other:?}"),
         Err(e) => format!("{:#}", anyhow::Error::from(e)),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use rmosix_engine::{Channel, Daemon, Order, Pid};
 use rmosix_seal::{End, SessionKeys};
-use rmosix_wire::{Command, LineReader, Reply, Report, Request, Target, send_line};
+use rmosix_wire::{Command, LineReader, MoveError, Reply, Report, Request, Target, send_line};
 
 pub struct DaemonLink {
     socket: PathBuf,
@@ -78,24 +78,27 @@ impl Daemon for DaemonLink {
         }
     }
 
-    fn order_done(&mut self, id: u64, result: Result<(), String>) {
+    fn order_done(&mut self, id: u64, result: Result<(), MoveError>) {
         self.report(&Report::MigrateDone { id, result });
     }
 
-    fn open_session(&mut self, node: u16) -> Result<Channel, String> {
-        let unreachable = |e: io::Error| format!("cannot reach mosixd: {e}");
+    fn open_session(&mut self, node: u16) -> Result<Channel, MoveError> {
+        let local = |what: &str| MoveError::Local(what.to_owned());
+        let unreachable = |e: io::Error| local(&format!("cannot reach mosixd: {e}"));
         let mut stream = UnixStream::connect(&self.socket).map_err(unreachable)?;
         send_line(&mut stream, &Request::OpenSession { node }).map_err(unreachable)?;
         let (line, socket) = recv_with_fd(&stream).map_err(unreachable)?;
         match serde_json::from_slice::<Reply>(&line) {
             Ok(Reply::Session { keys }) => {
-                let socket = socket.ok_or("mosixd sent a session without its socket")?;
-                let keys = SessionKeys::from_hex(&keys).map_err(|e| e.to_string())?;
+                let socket =
+                    socket.ok_or_else(|| local("mosixd sent a session without its socket"))?;
+                let keys = SessionKeys::from_hex(&keys).map_err(|e| local(&e.to_string()))?;
                 Channel::sealed(TcpStream::from(socket), &keys, End::Home)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| local(&format!("cannot open the session: {e}")))
             }
-            Ok(Reply::Error { message }) => Err(message),
-            other => Err(format!("unexpected answer from mosixd: {other:?}")),
+            Ok(Reply::Failed(failure)) => Err(failure),
+            Ok(Reply::Error { message }) => Err(local(&message)),
+            other => Err(local(&format!("unexpected answer from mosixd: {other:?}"))),
         }
     }
 
