@@ -226,6 +226,10 @@ impl Guest {
                     warn!(code, "remote exited without forwarding its exit");
                     return Ok(Some(Leave::Done));
                 }
+                Stop::Event(libc::PTRACE_EVENT_SECCOMP) => {
+                    seccomp::refuse_gate_call(self.husk)?;
+                    ptrace::cont(self.husk, 0)?;
+                }
                 Stop::Interrupted | Stop::Trap | Stop::Event(_) => ptrace::cont(self.husk, 0)?,
             }
         }
@@ -392,6 +396,10 @@ impl Guest {
                 Some((_, Stop::Signal(sig))) => ptrace::cont(self.husk, sig)?,
                 Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
                     return Err(io::Error::other("remote died"));
+                }
+                Some((_, Stop::Event(libc::PTRACE_EVENT_SECCOMP))) => {
+                    seccomp::refuse_gate_call(self.husk)?;
+                    ptrace::cont(self.husk, 0)?;
                 }
                 Some(_) => ptrace::cont(self.husk, 0)?,
                 None => {}

@@ -973,6 +973,10 @@ impl Supervisor<'_> {
                 };
                 let _ = write_message(&mut r.out, &stay).and_then(|()| r.out.flush());
                 if let Some(coming) = r.coming.take() {
+                    let why = MoveError::RunsOn {
+                        at: r.node,
+                        why: Box::new(why),
+                    };
                     self.daemon.order_done(coming.order, Err(why));
                 }
             }
@@ -1083,7 +1087,13 @@ impl Supervisor<'_> {
         };
         let pending = match taken {
             Ok(pending) => pending,
-            Err(why) => return self.stay_remote(pid, r, why, signals),
+            Err(why) => {
+                let why = MoveError::RunsOn {
+                    at: r.node,
+                    why: Box::new(why),
+                };
+                return self.stay_remote(pid, r, why, signals);
+            }
         };
         let old = std::mem::replace(&mut r.frames, onward.frames);
         let mut old_out = std::mem::replace(&mut r.out, onward.out);

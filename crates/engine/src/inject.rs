@@ -81,6 +81,9 @@ impl Injector {
                 Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
                     return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
+                // The remote's filter hands calls from our instruction to us (see `seccomp`):
+                // this one is ours, let it run.
+                Some((_, Stop::Event(libc::PTRACE_EVENT_SECCOMP))) => ptrace::step(pid)?,
                 // A stop that overtook the step (an earlier PTRACE_INTERRUPT, a group stop):
                 // step again from where it is; the call has not run yet if rip is unchanged.
                 Some(_) => {

@@ -1,7 +1,16 @@
 //! The remote's seccomp filter and its user-notification listener. The filter lets the calls the
 //! table marks Local run on the remote node and turns every other call into a notification that
-//! the guest supervisor forwards home. Calls issued from the injection `syscall` instruction are
-//! let through, so the guest can still drive the husk (dump for going home, emulated mmap).
+//! the guest supervisor forwards home.
+//!
+//! The guest still drives the husk by injection (to dump it for going home, to emulate a file
+//! mmap), and some injected calls are not Local (userfaultfd and close for write tracking,
+//! getitimer). Those come from the injection `syscall` instruction (the "gate") and are not
+//! allowed by address, since the program can jump to the same instruction: a call from the
+//! gate returns SECCOMP_RET_TRACE. The kernel then stops the husk for its tracer, the guest,
+//! which lets the call run only while it is injecting one itself; at any other time the call
+//! is the program's, and is refused (see [`refuse_gate_call`]). Local calls are allowed
+//! before the address is looked at, so the vdso's own fallbacks (clock_gettime of a CPU
+//! clock, say), which may use the same instruction, never stop.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -40,37 +49,65 @@ const ARG3_LO: u32 = 16 + 3 * 8;
 
 /// Build the filter program. `gate` is the address right after the injection instruction.
 pub fn build_filter(gate: u64) -> Vec<SockFilter> {
-    let local = syscalls::local_calls();
+    let local: Vec<i64> = syscalls::local_calls()
+        .into_iter()
+        .filter(|&nr| nr != libc::SYS_mmap)
+        .collect();
+    // Classic BPF jumps are at most 255 instructions forward.
+    let over_list = u8::try_from(local.len() + 1 + GATE_CHECK_LEN as usize)
+        .expect("the list of local calls fits a jump offset");
     let mut prog = vec![
         stmt(BPF_LD_W_ABS, ARCH),
         jump(BPF_JEQ_K, sys::AUDIT_ARCH_X86_64, 1, 0),
         stmt(BPF_RET_K, sys::SECCOMP_RET_KILL_PROCESS),
+        stmt(BPF_LD_W_ABS, NR),
+        // mmap runs locally only for anonymous memory; a file mmap skips the list of local
+        // calls and goes on to the gate check.
+        jump(BPF_JEQ_K, libc::SYS_mmap as u32, 0, 3),
+        stmt(BPF_LD_W_ABS, ARG3_LO),
+        jump(
+            BPF_JSET_K,
+            libc::MAP_ANONYMOUS as u32,
+            0,
+            over_list - GATE_CHECK_LEN,
+        ),
+        stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW),
+    ];
+    for (i, nr) in local.iter().enumerate() {
+        // Jump over the remaining checks and the gate check to the allow at the end.
+        let to_allow = (local.len() - i - 1) as u8 + GATE_CHECK_LEN;
+        prog.push(jump(BPF_JEQ_K, *nr as u32, to_allow, 0));
+    }
+    prog.extend([
         stmt(BPF_LD_W_ABS, IP_LO),
         jump(BPF_JEQ_K, gate as u32, 0, 3),
         stmt(BPF_LD_W_ABS, IP_HI),
         jump(BPF_JEQ_K, (gate >> 32) as u32, 0, 1),
-        stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW),
-        stmt(BPF_LD_W_ABS, NR),
-        // mmap runs locally only for anonymous memory.
-        jump(BPF_JEQ_K, libc::SYS_mmap as u32, 0, 4),
-        stmt(BPF_LD_W_ABS, ARG3_LO),
-        jump(BPF_JSET_K, libc::MAP_ANONYMOUS as u32, 0, 1),
-        stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW),
+        stmt(BPF_RET_K, sys::SECCOMP_RET_TRACE),
         stmt(BPF_RET_K, sys::SECCOMP_RET_USER_NOTIF),
-    ];
-    // The non-mmap path arrives here with nr still in the accumulator.
-    let remaining: Vec<i64> = local
-        .into_iter()
-        .filter(|&nr| nr != libc::SYS_mmap)
-        .collect();
-    for (i, nr) in remaining.iter().enumerate() {
-        // Jump over the remaining checks and the notify return to the allow at the end.
-        let to_allow = (remaining.len() - i) as u8;
-        prog.push(jump(BPF_JEQ_K, *nr as u32, to_allow, 0));
-    }
-    prog.push(stmt(BPF_RET_K, sys::SECCOMP_RET_USER_NOTIF));
-    prog.push(stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW));
+        stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW),
+    ]);
     prog
+}
+
+/// Instructions from the gate check to the final allow, exclusive: what a local call jumps
+/// over.
+const GATE_CHECK_LEN: u8 = 6;
+
+/// The husk stopped at `PTRACE_EVENT_SECCOMP` outside an injection: the program itself made a
+/// call from the gate. Skip it with `ENOSYS`, as a sandbox refuses a call; it must not run
+/// here unforwarded. The husk stays stopped; the caller resumes it.
+pub fn refuse_gate_call(pid: Pid) -> io::Result<()> {
+    let mut regs = crate::ptrace::get_regs(pid)?;
+    tracing::debug!(
+        pid,
+        nr = regs.orig_rax as i64,
+        "refused a call made from the gate"
+    );
+    // At a seccomp stop a call number of -1 skips the call; rax is what it returns.
+    regs.orig_rax = u64::MAX;
+    regs.rax = (-libc::ENOSYS) as u64;
+    crate::ptrace::set_regs(pid, &regs)
 }
 
 /// Install the filter in stopped husk `pid` and take its listener fd into this process.
@@ -233,8 +270,18 @@ mod tests {
             run(&prog, &call(libc::SYS_read, ip, [0; 6])),
             sys::SECCOMP_RET_USER_NOTIF
         );
+        // A call from the gate stops for the tracer, which runs it only when it injects it.
         assert_eq!(
             run(&prog, &call(libc::SYS_read, gate, [0; 6])),
+            sys::SECCOMP_RET_TRACE
+        );
+        // A local call is allowed wherever it comes from (the vdso's own fallbacks may use
+        // the gate's instruction).
+        assert_eq!(
+            run(
+                &prog,
+                &call(libc::SYS_clock_gettime, gate, [2, 0, 0, 0, 0, 0])
+            ),
             sys::SECCOMP_RET_ALLOW
         );
         assert_eq!(
@@ -262,10 +309,26 @@ mod tests {
             run(&prog, &call(libc::SYS_mmap, ip, file)),
             sys::SECCOMP_RET_USER_NOTIF
         );
+        assert_eq!(
+            run(&prog, &call(libc::SYS_mmap, gate, file)),
+            sys::SECCOMP_RET_TRACE
+        );
+        // A file mmap whose flags happen to equal a local call's number is still a file mmap.
+        let odd = [0, 4096, 1, libc::SYS_futex as u64, 3, 0];
+        assert_eq!(
+            run(&prog, &call(libc::SYS_mmap, ip, odd)),
+            sys::SECCOMP_RET_USER_NOTIF
+        );
         for nr in 0..460 {
-            let verdict = run(&prog, &call(nr, ip, anon));
             let local = syscalls::route(nr, &anon) == syscalls::Route::Local;
-            assert_eq!(verdict == sys::SECCOMP_RET_ALLOW, local, "syscall {nr}");
+            for (at, other) in [
+                (ip, sys::SECCOMP_RET_USER_NOTIF),
+                (gate, sys::SECCOMP_RET_TRACE),
+            ] {
+                let verdict = run(&prog, &call(nr, at, anon));
+                let expected = if local { sys::SECCOMP_RET_ALLOW } else { other };
+                assert_eq!(verdict, expected, "syscall {nr} from {at:#x}");
+            }
         }
         let mut foreign = call(libc::SYS_getpid, ip, [0; 6]);
         foreign.arch = 0x4000_0003;

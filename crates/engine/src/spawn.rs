@@ -18,8 +18,11 @@ pub const PROGRAM_OPTIONS: libc::c_int = libc::PTRACE_O_EXITKILL
     | libc::PTRACE_O_TRACECLONE
     | libc::PTRACE_O_TRACEEXEC;
 
-/// Options for a husk: only the kill-with-tracer guarantee.
-pub const HUSK_OPTIONS: libc::c_int = libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD;
+/// Options for a husk: the kill-with-tracer guarantee, and the stops of calls the filter hands
+/// to its tracer (calls from the injection instruction, see `seccomp`; without this option
+/// the kernel would fail them with ENOSYS, injected ones included).
+pub const HUSK_OPTIONS: libc::c_int =
+    libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACESECCOMP;
 
 /// Fork a child that waits until it is seized and then runs `then` (which must only make
 /// async-signal-safe calls, as the caller may be multi-threaded); seize it with `options` and

@@ -58,6 +58,8 @@ pub const SECCOMP_FILTER_FLAG_NEW_LISTENER: u64 = 1 << 3;
 pub const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: u64 = 1 << 5;
 pub const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 pub const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+/// Stop the caller for its tracer (PTRACE_EVENT_SECCOMP), which decides whether the call runs.
+pub const SECCOMP_RET_TRACE: u32 = 0x7ff0_0000;
 pub const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
 /// A notification's answer that lets the call run on in the process (Linux 5.5).
 pub const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;

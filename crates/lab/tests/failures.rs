@@ -1071,6 +1071,65 @@ fn timers_fire_at_the_remote(argv: impl Fn(&str) -> Vec<String>, signal: Option<
     done.stdout
 }
 
+/// A program that makes its calls from the instruction the remote's supervisor injects with
+/// (the first `syscall` of the vdso) cannot step around its sandbox: at the remote, an
+/// `openat` so made is refused and creates nothing on either node, where at home the same
+/// call simply runs.
+#[test]
+fn calls_from_the_injection_instruction_never_run_unforwarded_at_the_remote() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let gate = c_program("gate");
+    // Each node has its own /tmp: a file made there by the remote shows in node 2's.
+    let marker = "/tmp/rmosix-gate-marker";
+    let in_node = |node: &Node| PathBuf::from(format!("/proc/{}/root{marker}", node.init_pid()));
+
+    let run_gate = |moved: bool| {
+        let go = go_file(&lab, &format!("go-{moved}"));
+        let job = Job::start(&lab, lab.node(1), &[&gate, path_str(&go), marker]);
+        job.wait_output("ready\n");
+        if moved {
+            job.move_to("2");
+        }
+        release(&go);
+        let done = job.finish();
+        assert!(done.status.success(), "{done:?}");
+        (result_line(&done), done)
+    };
+
+    let (line, done) = run_gate(false);
+    assert!(
+        line.starts_with("openat=3 getpid="),
+        "at home the gate runs calls: {done:?}"
+    );
+    assert!(in_node(lab.node(1)).exists(), "at home the file is made");
+    fs::remove_file(in_node(lab.node(1))).expect("remove the marker");
+
+    let (line, done) = run_gate(true);
+    let enosys = -libc::ENOSYS;
+    assert_eq!(
+        line,
+        format!("openat={enosys} getpid={enosys}"),
+        "away, a call from the gate is refused: {done:?}"
+    );
+    assert!(!in_node(lab.node(2)).exists(), "the remote made {marker}");
+    assert!(
+        !in_node(lab.node(1)).exists(),
+        "a refused call made {marker} at home"
+    );
+}
+
+/// The line gate.c prints after it ran its calls.
+fn result_line(done: &Done) -> String {
+    done.stdout
+        .lines()
+        .find(|l| l.starts_with("openat="))
+        .unwrap_or_else(|| panic!("no result line: {done:?}"))
+        .to_owned()
+}
+
 // ---- 6. Processes that cannot move keep running at home ----
 
 #[test]

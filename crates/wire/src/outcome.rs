@@ -83,6 +83,14 @@ pub enum MoveError {
         /// Why home could not restore it.
         reason: String,
     },
+    /// A process away failed to move on to another node, for `why`; it runs on where it was.
+    #[error("{why}; it runs on at node {at}")]
+    RunsOn {
+        /// Where it runs.
+        at: u16,
+        /// Why the move on failed.
+        why: Box<MoveError>,
+    },
     /// Something failed on this node before the image left (freezing or reading the process).
     #[error("{0}")]
     Local(String),
