@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::Stdio;
 
-use rmosix_engine::Channel;
+use rmosix_engine::{Channel, Left, Reports};
 use rmosix_seal::{End, SessionKeys};
 use tokio::process::Child;
 
@@ -62,5 +62,18 @@ pub fn run_guest() -> io::Result<()> {
     std::fs::File::from(keys_pipe).read_exact(&mut raw)?;
     let keys = SessionKeys::from_bytes(&raw)?;
     let channel = Channel::sealed(std::net::TcpStream::from(socket), &keys, End::Guest)?;
-    rmosix_engine::serve_guest(channel)
+    rmosix_engine::serve_guest(channel, &mut LogReports)
+}
+
+/// A guest's reports, as lines of its log.
+struct LogReports;
+
+impl Reports for LogReports {
+    fn running(&mut self, husk: i32, home_pid: i32) {
+        tracing::info!(husk, home_pid, "hosting a process");
+    }
+
+    fn left(&mut self, how: Left) {
+        tracing::info!(?how, "the process left");
+    }
 }

@@ -1,5 +1,6 @@
 //! Forwarded calls on the shell's regular files and directories, run by the home supervisor
-//! itself instead of by injection into the shell.
+//! itself instead of by injection into the shell. Which calls may run so is a column of the
+//! table (`table::Row::on_copy`); whether the descriptor qualifies is decided here.
 //!
 //! A descriptor taken from the shell with pidfd_getfd(2) shares the shell's open file
 //! description: offset, flags and locks are the same object, so `lseek`, `read`, `write`,
@@ -16,22 +17,10 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use crate::deputy::{Backs, Call};
 use crate::pidfd::PidFd;
 use crate::ptrace::Pid;
-use crate::session::{Backs, BufSpec};
-
-/// Calls that may run here; each takes the descriptor as its first argument.
-const LOCAL_CALLS: [i64; 9] = [
-    libc::SYS_read,
-    libc::SYS_write,
-    libc::SYS_pread64,
-    libc::SYS_pwrite64,
-    libc::SYS_lseek,
-    libc::SYS_fstat,
-    libc::SYS_getdents64,
-    libc::SYS_fsync,
-    libc::SYS_fdatasync,
-];
+use crate::table::Slot;
 
 /// Copies of the shell's file descriptors (None: not a regular file or directory).
 pub struct ShellFiles {
@@ -48,39 +37,38 @@ impl ShellFiles {
         })
     }
 
-    /// Run the call here if it is on a regular file or directory of the shell: returns its
-    /// result and the out-buffers as (remote address, bytes), or None when it must run in the
-    /// shell. `data` holds the buffers sent home, in the order of `bufs` with `send`.
-    pub fn try_run(
-        &mut self,
-        nr: i64,
-        args: &[u64; 6],
-        bufs: &[BufSpec],
-        data: &[Vec<u8>],
-    ) -> Option<(i64, Backs)> {
-        if !LOCAL_CALLS.contains(&nr) {
-            return None;
-        }
-        let fd = self.file(args[0] as i32)?;
-        let mut local = *args;
-        local[0] = fd as u64;
-        let mut sent = data.iter();
-        let mut buffers: Vec<Vec<u8>> = bufs
+    /// Run `call` here if its row allows it (`table::Row::on_copy`) and its descriptor is a
+    /// regular file or directory of the shell: returns its result and the out-buffers as
+    /// (remote address, bytes), or None when it must run in the shell.
+    pub fn try_run(&mut self, call: &Call) -> Option<(i64, Backs)> {
+        let fd_arg = call.shape.on_copy?;
+        let fd = self.file(call.args[fd_arg] as i32)?;
+        let mut local = call.args;
+        local[fd_arg] = fd as u64;
+        let mut sent = call.sent.iter();
+        let mut buffers: Vec<Vec<u8>> = call
+            .shape
+            .bufs
             .iter()
-            .map(|spec| match spec.send {
+            .map(|buf| match buf.sent {
                 true => sent.next().cloned().unwrap_or_default(),
-                false => vec![0; spec.len as usize],
+                false => vec![0; buf.len as usize],
             })
             .collect();
-        for (spec, buf) in bufs.iter().zip(&mut buffers) {
-            local[spec.arg as usize] = buf.as_mut_ptr() as u64;
+        for (buf, data) in call.shape.bufs.iter().zip(&mut buffers) {
+            if let Slot::Arg(i) = buf.slot {
+                local[i] = data.as_mut_ptr() as u64;
+            }
         }
-        // SAFETY: the call is one of LOCAL_CALLS on a descriptor we own, and every pointer
-        // argument points into a live buffer of the length the call may use (its length
-        // argument was checked against the buffer size by the guest, which sized `bufs`).
+        // SAFETY: only rows marked on_copy get here (read, write, pread64, pwrite64, lseek,
+        // fstat, getdents64, fsync, fdatasync), on a descriptor we own. Their shape comes from
+        // the table and was checked against what the remote sent: every pointer argument
+        // points into a live buffer of exactly the length the table derives from the very
+        // arguments the call receives (a read's count is its buffer's length; fstat's buffer
+        // is a whole struct stat).
         let ret = unsafe {
             libc::syscall(
-                nr, local[0], local[1], local[2], local[3], local[4], local[5],
+                call.nr, local[0], local[1], local[2], local[3], local[4], local[5],
             )
         };
         let ret = if ret < 0 {
@@ -92,13 +80,18 @@ impl ShellFiles {
         } else {
             ret
         };
-        let backs = bufs
+        let backs = call
+            .shape
+            .bufs
             .iter()
             .zip(buffers)
-            .filter_map(|(spec, mut buf)| {
-                let n = spec.back?.bytes(spec.len, ret) as usize;
-                buf.truncate(n);
-                (n > 0).then_some((args[spec.arg as usize], buf))
+            .filter_map(|(buf, mut data)| {
+                let Slot::Arg(i) = buf.slot else {
+                    return None;
+                };
+                let n = buf.back?.bytes(buf.len, ret) as usize;
+                data.truncate(n);
+                (n > 0).then_some((call.args[i], data))
             })
             .collect();
         Some((ret, backs))

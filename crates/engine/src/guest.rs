@@ -1,100 +1,150 @@
 //! The guest supervisor: runs on the target node, restores an image into a husk, and serves the
-//! remote: forwards its environment calls home, delivers the signals home sends, sends it home
-//! when it makes a call that must run there.
+//! remote: forwards its environment calls home (`forward`), delivers the signals home sends,
+//! sends it home when it makes a call that must run there or when home asks for it.
+//!
+//! One thread turns one event loop over three sources: the husk's ptrace stops (SIGCHLD),
+//! home's session, and the seccomp listener's notifications.
 
-use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
 
-use rmosix_image::{Frame, FrameReader, write_message, write_pages};
+use rmosix_image::Frame;
 use tracing::{debug, info, warn};
 
 use crate::dump;
+use crate::event_loop::{SigChld, Turn};
+use crate::forward::{Forwarder, Pending, Replied, Trapped, respond};
 use crate::inject::Injector;
-use crate::mem::{Memory, le_u32};
-use crate::msg;
+use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
-use crate::session::{Back, Backs, BufSpec, Channel, SessionRead, ToGuest, ToHome};
-use crate::syscalls::{self, Arg, Len, Route, Valid};
+use crate::session::{Channel, Session, ToGuest, ToHome};
 use crate::track::Tracker;
 use crate::{facts, restore, spawn, sys};
 
-/// Largest buffer one forwarded call moves; larger reads and writes are shortened, which
-/// read(2) and write(2) allow.
-pub const MAX_BUF: u64 = 4 << 20;
-const PATH_MAX: usize = 4096;
+/// How long home may leave the session silent before the process runs here: a session opened
+/// and never greeted, or an image that stops coming, costs nothing but this guest, and it
+/// gives up. Once the process runs here the session has no such bound: home may take its
+/// time, and only a dead link (the transport's timeouts) ends it.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Serve one guest session on `stream` until the remote leaves.
-pub fn serve_guest(channel: Channel) -> io::Result<()> {
+/// What a guest tells its own node's daemon about the process it hosts.
+pub trait Reports {
+    /// The process runs here, as local process `husk`; at home it is `home_pid`.
+    fn running(&mut self, husk: Pid, home_pid: i32);
+    /// It left this node.
+    fn left(&mut self, how: Left);
+}
+
+/// How a process left a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Left {
+    /// It ended (exited, or was killed by a signal).
+    Ended,
+    /// It went home or on to another node.
+    Moved,
+    /// Its session with home ended under it; it was killed.
+    Lost,
+}
+
+/// Serve one guest session on `channel` until the remote leaves, telling `reports` about it.
+pub fn serve_guest(channel: Channel, reports: &mut dyn Reports) -> io::Result<()> {
     let facts = facts::probe()?;
-    let mut frames = FrameReader::new(channel.reader);
-    let mut out = channel.writer;
-    let ToGuest::Hello { facts: home } = frames.message().map_err(io::Error::other)? else {
-        return Err(io::Error::other("session did not start with Hello"));
-    };
-    if let Some(reason) = home.incompatibility(&facts) {
-        send(
-            &mut out,
-            &ToHome::Refused {
+    let fd = channel.reader.raw_fd();
+    set_read_timeout(fd, Some(GREETING_TIMEOUT))?;
+    let mut session = Session::new(channel);
+    let opening = match session.read_opening() {
+        Ok(opening) => opening,
+        Err(err) => {
+            let reason = err.to_string();
+            // A peer that never spoke gets no answer; one that spoke another version does.
+            let _ = session.send(&ToHome::Refused {
                 reason: reason.clone(),
-            },
-        )?;
+            });
+            info!(%reason, "refused a session");
+            return Ok(());
+        }
+    };
+    if let Some(reason) = opening.facts.incompatibility(&facts) {
+        session.send(&ToHome::Refused {
+            reason: reason.clone(),
+        })?;
         info!(%reason, "refused a process");
         return Ok(());
     }
-    send(&mut out, &ToHome::Ready)?;
+    session.send(&ToHome::Ready)?;
     let husk = spawn::spawn_husk(false)?;
-    let restored = receive(husk, &mut frames, &mut out)
-        .and_then(|inj| seccomp::install(husk, &inj).map(|l| (inj, l)));
+    let restored =
+        receive(husk, &mut session).and_then(|inj| seccomp::install(husk, &inj).map(|l| (inj, l)));
     let (inj, listener) = match restored {
         Ok(done) => done,
         Err(err) => {
             kill(husk);
-            send(
-                &mut out,
-                &ToHome::Failed {
-                    reason: err.to_string(),
-                },
-            )?;
+            session.send(&ToHome::Failed {
+                reason: err.to_string(),
+            })?;
             return Err(err);
         }
     };
+    set_read_timeout(fd, None)?;
     let sigchld = SigChld::new()?;
     ptrace::cont(husk, 0)?;
-    send(&mut out, &ToHome::Running)?;
-    info!(pid = husk, "remote running");
+    session.send(&ToHome::Running)?;
+    info!(pid = husk, home_pid = opening.pid, "remote running");
+    reports.running(husk, opening.pid);
     let mut guest = Guest {
         husk,
         inj,
+        fwd: Forwarder::open(husk)?,
         mem: Memory::open(husk)?,
         listener,
-        frames,
-        out,
+        session,
         pending: None,
         leaving: false,
     };
-    let result = guest.serve(&sigchld);
+    let left = guest.serve(&sigchld);
     kill(husk);
-    result
+    reports.left(*left.as_ref().unwrap_or(&Left::Lost));
+    left.map(drop)
+}
+
+/// Bound how long a read of the session may wait (None: no bound).
+fn set_read_timeout(fd: i32, timeout: Option<Duration>) -> io::Result<()> {
+    let timeout = timeout.unwrap_or(Duration::ZERO);
+    let timeval = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt reads the live timeval; `fd` is the session's socket.
+    let done = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeval as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Restore the image that follows `Ready` into `husk`: whole, or in the two rounds of a
 /// pre-copy.
-fn receive(
-    husk: Pid,
-    frames: &mut FrameReader<Box<dyn SessionRead>>,
-    out: &mut impl Write,
-) -> io::Result<crate::inject::Injector> {
-    match frames.message::<ToGuest>().map_err(io::Error::other)? {
+fn receive(husk: Pid, session: &mut Session) -> io::Result<Injector> {
+    match session.recv::<ToGuest>().map_err(io::Error::other)? {
         ToGuest::Image => {
-            let header = restore::read_header(frames)?;
-            restore::restore_into(husk, &header, frames)
+            let header = restore::read_header(&mut session.frames)?;
+            restore::restore_into(husk, &header, &mut session.frames)
         }
         ToGuest::Precopy { areas } => {
-            let inj = restore::restore_first_round(husk, &areas, frames)?;
-            send(out, &ToHome::Prepared)?;
-            let header = restore::read_header(frames)?;
-            restore::restore_final_round(husk, &inj, &areas, &header, frames)?;
+            let inj = restore::restore_first_round(husk, &areas, &mut session.frames)?;
+            session.send(&ToHome::Prepared)?;
+            let header = restore::read_header(&mut session.frames)?;
+            restore::restore_final_round(husk, &inj, &areas, &header, &mut session.frames)?;
             Ok(inj)
         }
         other => Err(io::Error::other(format!(
@@ -103,128 +153,71 @@ fn receive(
     }
 }
 
-fn send(out: &mut impl Write, msg: &ToHome) -> io::Result<()> {
-    write_message(out, msg)?;
-    out.flush()
-}
-
 fn kill(pid: Pid) {
     // SAFETY: plain kill of our own tracee; it may already be gone.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let _ = ptrace::wait(pid, 0);
 }
 
-/// The forwarded call the remote waits on.
-enum Pending {
-    /// A call whose buffers come back to where they were.
-    Plain { id: u64 },
-    /// readv: the data comes back in one piece and is scattered into these (address, length).
-    Scatter { id: u64, iov: Vec<(u64, u64)> },
-    /// recvmsg: the buffers come back to where they were, but for the data, which comes back
-    /// addressed to the iovec array at `iov_at` and is scattered into `iov`.
-    Message {
-        id: u64,
-        iov_at: u64,
-        iov: Vec<(u64, u64)>,
-    },
-    /// mmap of a home file: the contents came home-to-remote; map them privately.
-    Map {
-        id: u64,
-        addr: u64,
-        len: u64,
-        prot: u64,
-        flags: u64,
-    },
-    /// sendmmsg: message `done` of the array at `args[1]` went home as a sendmsg.
-    Batch { id: u64, args: [u64; 6], done: u64 },
-    /// exit: the process ends at home.
-    Exit { id: u64 },
-}
-
-impl Pending {
-    /// The notification the call came from.
-    fn id(&self) -> u64 {
-        match *self {
-            Pending::Plain { id }
-            | Pending::Scatter { id, .. }
-            | Pending::Message { id, .. }
-            | Pending::Batch { id, .. }
-            | Pending::Map { id, .. }
-            | Pending::Exit { id } => id,
-        }
-    }
-}
-
 struct Guest {
     husk: Pid,
     inj: Injector,
+    fwd: Forwarder,
     mem: Memory,
     listener: Listener,
-    frames: FrameReader<Box<dyn SessionRead>>,
-    out: Box<dyn Write + Send>,
+    session: Session,
     pending: Option<Pending>,
     /// Home asked us to send the process away while a call was in flight: go once its answer
     /// is in, so that the call is neither lost nor run twice.
     leaving: bool,
 }
 
-/// What ended the remote.
-enum Leave {
+/// The sources of the guest's loop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Husk,
     Home,
-    Done,
+    Calls,
 }
 
 impl Guest {
-    fn serve(&mut self, sigchld: &SigChld) -> io::Result<()> {
+    fn serve(&mut self, sigchld: &SigChld) -> io::Result<Left> {
         loop {
-            let mut fds = [
-                poll_in(self.listener.as_raw_fd()),
-                poll_in(self.frames.get_ref().raw_fd()),
-                poll_in(sigchld.fd.as_raw_fd()),
-            ];
-            let buffered = self.frames.get_ref().buffered();
-            let timeout = if buffered { 0 } else { -1 };
-            // SAFETY: fds is a live array of pollfd.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) } < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            let mut turn = Turn::new();
+            turn.watch(Source::Husk, sigchld.raw_fd(), false);
+            turn.watch(Source::Home, self.session.raw_fd(), self.session.buffered());
+            turn.watch(Source::Calls, self.listener.as_raw_fd(), false);
+            // One source per turn, in this order: a husk event first, as it may end it all.
+            let left = match turn.wait(-1)?.first() {
+                Some(Source::Husk) => {
+                    sigchld.drain();
+                    self.on_husk_event()?
                 }
-                return Err(err);
-            }
-            let left = if fds[2].revents != 0 {
-                sigchld.drain();
-                self.on_husk_event()?
-            } else if buffered || fds[1].revents != 0 {
-                self.on_home_message()?
-            } else if fds[0].revents != 0 {
-                self.on_notification()?
-            } else {
-                None
+                Some(Source::Home) => self.on_home_message()?,
+                Some(Source::Calls) => self.on_notification()?,
+                None => None,
             };
-            match left {
-                Some(Leave::Home) => return Ok(()),
-                Some(Leave::Done) => return Ok(()),
-                None => {}
+            if let Some(left) = left {
+                return Ok(left);
             }
         }
     }
 
-    fn on_husk_event(&mut self) -> io::Result<Option<Leave>> {
+    fn on_husk_event(&mut self) -> io::Result<Option<Left>> {
         while let Some((_, stop)) = ptrace::wait(self.husk, libc::WNOHANG)? {
             match stop {
                 Stop::Signal(sig) => ptrace::cont(self.husk, sig)?,
                 Stop::Group(sig) => {
                     ptrace::listen(self.husk)?;
-                    send(&mut self.out, &ToHome::Stopped { sig })?;
+                    self.session.send(&ToHome::Stopped { sig })?;
                 }
                 Stop::Killed(sig) => {
-                    send(&mut self.out, &ToHome::Died { sig })?;
-                    return Ok(Some(Leave::Done));
+                    self.session.send(&ToHome::Died { sig })?;
+                    return Ok(Some(Left::Ended));
                 }
                 Stop::Exited(code) => {
                     warn!(code, "remote exited without forwarding its exit");
-                    return Ok(Some(Leave::Done));
+                    return Ok(Some(Left::Ended));
                 }
                 Stop::Event(libc::PTRACE_EVENT_SECCOMP) => {
                     seccomp::refuse_gate_call(self.husk)?;
@@ -236,28 +229,52 @@ impl Guest {
         Ok(None)
     }
 
-    fn on_home_message(&mut self) -> io::Result<Option<Leave>> {
-        let msg: ToGuest = match self.frames.message() {
+    fn on_home_message(&mut self) -> io::Result<Option<Left>> {
+        let msg: ToGuest = match self.session.recv() {
             Ok(msg) => msg,
             Err(err) => {
                 warn!(%err, "home link lost; dropping the remote");
-                return Ok(Some(Leave::Done));
+                return Ok(Some(Left::Lost));
             }
         };
         match msg {
             ToGuest::Reply { id, ret, backs } => {
-                let data = self.read_backs(backs)?;
-                if self.pending.as_ref().is_none_or(|p| p.id() != id) {
+                let backs = self.read_backs(backs)?;
+                let Some(pending) = self.pending.take_if(|p| p.id() == id) else {
                     // An answer to a call a signal interrupted; the remote has moved on.
                     return Ok(None);
-                }
+                };
                 // Leaving, and home did not run the call: do not answer it (a restart code
                 // would reach the program, as no signal is pending); going home rewinds it.
                 if self.leaving && sys::is_restart(ret) {
                     return self.first_round(Some(id));
                 }
-                self.on_reply(ret, data)?;
-                if self.leaving {
+                let leaving = self.leaving;
+                let replied = self.fwd.on_reply(
+                    pending,
+                    ret,
+                    backs,
+                    leaving,
+                    &mut self.session,
+                    &self.listener,
+                )?;
+                match replied {
+                    Replied::Done => {}
+                    Replied::Again(next) => self.pending = Some(next),
+                    Replied::Map {
+                        id,
+                        addr,
+                        len,
+                        prot,
+                        flags,
+                        bytes,
+                    } => {
+                        self.stop_husk(Some(id))?;
+                        let result = self.map_copy(addr, len, prot, flags, &bytes)?;
+                        self.finish_interrupted_call(result)?;
+                    }
+                }
+                if self.leaving && self.pending.is_none() {
                     return self.first_round(None);
                 }
             }
@@ -271,17 +288,17 @@ impl Guest {
                 Some(Pending::Exit { .. }) => {}
                 Some(_) => self.leaving = true,
             },
-            ToGuest::Ended => return Ok(Some(Leave::Done)),
+            ToGuest::Ended => return Ok(Some(Left::Ended)),
             other => return Err(io::Error::other(format!("unexpected {other:?}"))),
         }
         Ok(None)
     }
 
     /// The buffers that follow a reply, as (remote address, bytes).
-    fn read_backs(&mut self, backs: u32) -> io::Result<Backs> {
+    fn read_backs(&mut self, backs: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
         let mut data = Vec::new();
         for _ in 0..backs {
-            match self.frames.next_frame().map_err(io::Error::other)? {
+            match self.session.frames.next_frame().map_err(io::Error::other)? {
                 Frame::Pages { addr, data: bytes } => data.push((addr, bytes)),
                 Frame::Message(_) => return Err(io::Error::other("reply is missing its buffers")),
             }
@@ -289,61 +306,23 @@ impl Guest {
         Ok(data)
     }
 
-    fn on_reply(&mut self, ret: i64, data: Backs) -> io::Result<()> {
-        match self.pending.take() {
-            Some(Pending::Plain { id }) => {
-                for (addr, bytes) in &data {
-                    self.mem.write(*addr, bytes)?;
-                }
-                respond(&self.listener, id, ret);
-            }
-            Some(Pending::Scatter { id, iov }) => {
-                let bytes = data.first().map(|d| d.1.as_slice()).unwrap_or(&[]);
-                self.scatter(&iov, bytes)?;
-                respond(&self.listener, id, ret);
-            }
-            Some(Pending::Message { id, iov_at, iov }) => {
-                for (addr, bytes) in &data {
-                    if *addr == iov_at {
-                        self.scatter(&iov, bytes)?;
-                    } else {
-                        self.mem.write(*addr, bytes)?;
-                    }
-                }
-                respond(&self.listener, id, ret);
-            }
-            Some(Pending::Batch { id, done, .. }) if ret < 0 => {
-                respond(&self.listener, id, if done > 0 { done as i64 } else { ret });
-            }
-            Some(Pending::Batch { id, args, done }) => {
-                let msg_len = args[1] + done * msg::MMSGHDR_LEN + msg::HDR_LEN;
-                self.mem.write(msg_len, &(ret as u32).to_le_bytes())?;
-                if self.leaving {
-                    // Going away: the messages sent so far are the call's result.
-                    respond(&self.listener, id, done as i64 + 1);
-                } else {
-                    self.forward_batch(id, args, done + 1)?;
-                }
-            }
-            Some(Pending::Map { id, .. }) if ret < 0 => respond(&self.listener, id, ret),
-            Some(Pending::Map {
-                id,
-                addr,
-                len,
-                prot,
-                flags,
-            }) => {
-                let bytes = data.first().map(|d| d.1.as_slice()).unwrap_or(&[]);
-                self.stop_husk(Some(id))?;
-                let result = self.map_copy(addr, len, prot, flags, bytes)?;
-                self.finish_interrupted_call(result)?;
-            }
-            // exit_group came back: a signal stopped the shell before it ran there, and the
-            // answer is a restart code. The remote takes the signal, then exits again.
-            Some(Pending::Exit { id }) => respond(&self.listener, id, ret),
-            None => {}
+    fn on_notification(&mut self) -> io::Result<Option<Left>> {
+        let notif = match self.listener.recv() {
+            Ok(n) => n,
+            // The call was interrupted before we read it (ENOENT): nothing to do.
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let (id, nr, args) = (notif.id, i64::from(notif.data.nr), notif.data.args);
+        match self
+            .fwd
+            .trap(id, nr, args, &mut self.session, &self.listener)?
+        {
+            Trapped::Shipped(pending) => self.pending = Some(pending),
+            Trapped::Answered => {}
+            Trapped::GoHome { what } => return self.go_home(Homeward::Call { id, what }, None),
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Emulate mmap of a home file in the stopped husk: anonymous memory filled with its
@@ -425,337 +404,12 @@ impl Guest {
         ptrace::cont(self.husk, 0)
     }
 
-    fn on_notification(&mut self) -> io::Result<Option<Leave>> {
-        let notif = match self.listener.recv() {
-            Ok(n) => n,
-            // The call was interrupted before we read it (ENOENT): nothing to do.
-            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-            Err(err) => return Err(err),
-        };
-        let nr = i64::from(notif.data.nr);
-        let args = notif.data.args;
-        let id = notif.id;
-        match syscalls::route(nr, &args) {
-            Route::Forward(spec) => match self.forward(id, nr, args, spec) {
-                Ok(()) => self.pending = Some(Pending::Plain { id }),
-                Err(errno) => respond(&self.listener, id, -i64::from(errno)),
-            },
-            Route::Vector => self.forward_vector(id, nr, args)?,
-            Route::Message => match self.forward_message(id, nr, args) {
-                Ok(pending) => self.pending = Some(pending),
-                Err(errno) => respond(&self.listener, id, -i64::from(errno)),
-            },
-            Route::Batch => self.forward_batch(id, args, 0)?,
-            Route::MmapFile => {
-                let shared = args[3] & libc::MAP_SHARED as u64 != 0;
-                if shared && args[2] & libc::PROT_WRITE as u64 != 0 {
-                    let what = "shared writable file mapping".to_owned();
-                    return self.go_home(Homeward::Call { id, what }, None);
-                }
-                let len = args[1].next_multiple_of(4096);
-                let bufs = vec![BufSpec {
-                    arg: 1,
-                    len,
-                    send: false,
-                    back: Some(Back::Ret),
-                }];
-                let call = [args[4], 0, len, args[5], 0, 0];
-                self.call_home(id, libc::SYS_pread64, call, bufs, &[])?;
-                self.pending = Some(Pending::Map {
-                    id,
-                    addr: args[0],
-                    len,
-                    prot: args[2],
-                    flags: args[3],
-                });
-            }
-            Route::Exit => {
-                self.call_home(id, libc::SYS_exit_group, args, Vec::new(), &[])?;
-                self.pending = Some(Pending::Exit { id });
-            }
-            Route::Home => {
-                let what = format!("system call {nr}");
-                return self.go_home(Homeward::Call { id, what }, None);
-            }
-            Route::Continue => {
-                if let Err(err) = self.listener.let_run(id)
-                    && err.raw_os_error() != Some(libc::ENOENT)
-                {
-                    warn!(%err, "cannot let a trapped call run");
-                }
-            }
-            // The filter lets these through; a notification for one means it changed under us.
-            Route::Local => respond(&self.listener, id, -i64::from(libc::ENOSYS)),
-        }
-        Ok(None)
-    }
-
-    /// Read the buffers of a forwarded call from the remote and send the call home.
-    fn forward(&mut self, id: u64, nr: i64, mut args: [u64; 6], spec: &[Arg]) -> Result<(), i32> {
-        let mut bufs = Vec::new();
-        let mut data = Vec::new();
-        for (i, arg) in spec.iter().enumerate() {
-            let ptr = args[i];
-            if ptr == 0 || matches!(arg, Arg::Val) {
-                continue;
-            }
-            let (len, send, back) = match *arg {
-                Arg::Path => {
-                    let mut path = self
-                        .mem
-                        .read_cstr(ptr, PATH_MAX)
-                        .map_err(|_| libc::EFAULT)?;
-                    path.push(0);
-                    let len = path.len() as u64;
-                    data.push(path);
-                    (len, true, None)
-                }
-                Arg::In(len) => (self.length(len, &mut args)?, true, None),
-                Arg::Out(len, valid) => (self.length(len, &mut args)?, false, Some(back_of(valid))),
-                Arg::InOut(len) => (self.length(len, &mut args)?, true, Some(Back::All)),
-                Arg::Val => unreachable!("skipped above"),
-            };
-            if send && !matches!(arg, Arg::Path) {
-                data.push(
-                    self.mem
-                        .read_vec(ptr, len as usize)
-                        .map_err(|_| libc::EFAULT)?,
-                );
-            }
-            bufs.push(BufSpec {
-                arg: i as u8,
-                len,
-                send,
-                back,
-            });
-        }
-        self.call_home(id, nr, args, bufs, &data)
-            .map_err(|_| libc::EIO)
-    }
-
-    /// Length of a buffer; a length argument above MAX_BUF is lowered to it (a short read or
-    /// write, which callers must handle anyway).
-    fn length(&self, len: Len, args: &mut [u64; 6]) -> Result<u64, i32> {
-        let n = match len {
-            Len::Arg(i) => {
-                args[i] = args[i].min(MAX_BUF);
-                args[i]
-            }
-            Len::ArgTimes(i, size) => args[i].saturating_mul(size),
-            Len::Fixed(n) => n,
-            Len::DerefU32(i) if args[i] == 0 => 0,
-            Len::DerefU32(i) => {
-                let raw = self.mem.read_vec(args[i], 4).map_err(|_| libc::EFAULT)?;
-                u64::from(le_u32(&raw, 0))
-            }
-            Len::FdSet => args[0].div_ceil(64) * 8,
-        };
-        if n > MAX_BUF {
-            Err(libc::EINVAL)
-        } else {
-            Ok(n)
-        }
-    }
-
-    fn call_home(
-        &mut self,
-        id: u64,
-        nr: i64,
-        args: [u64; 6],
-        bufs: Vec<BufSpec>,
-        data: &[Vec<u8>],
-    ) -> io::Result<()> {
-        // Page frames carry the remote address for the record; a buffer a msghdr points to
-        // has none among the arguments.
-        let sends: Vec<u64> = bufs
-            .iter()
-            .filter(|b| b.send)
-            .map(|b| args.get(usize::from(b.arg)).copied().unwrap_or(0))
-            .collect();
-        write_message(&mut self.out, &ToHome::Call { id, nr, args, bufs })?;
-        for (addr, bytes) in sends.iter().zip(data) {
-            write_pages(&mut self.out, *addr, bytes)?;
-        }
-        self.out.flush()
-    }
-
-    /// Write `bytes` across the remote buffers `iov`, in order.
-    fn scatter(&self, iov: &[(u64, u64)], bytes: &[u8]) -> io::Result<()> {
-        let mut at = 0usize;
-        for &(base, len) in iov {
-            let n = (len as usize).min(bytes.len() - at);
-            self.mem.write(base, &bytes[at..at + n])?;
-            at += n;
-        }
-        Ok(())
-    }
-
-    /// The remote's iovec array of `count` entries at `addr`, as (base, length), the lengths
-    /// cut so that they add up to at most MAX_BUF (a short transfer, as callers expect).
-    fn read_iovecs(&self, addr: u64, count: u64) -> Result<Vec<(u64, u64)>, i32> {
-        // UIO_MAXIOV: Linux refuses more with EMSGSIZE (sendmsg) or EINVAL (readv).
-        if count > 1024 {
-            return Err(libc::EMSGSIZE);
-        }
-        let words = self
-            .mem
-            .read_words(addr, count as usize * 2)
-            .map_err(|_| libc::EFAULT)?;
-        let mut total = 0u64;
-        Ok(words
-            .chunks_exact(2)
-            .map(|iovec| {
-                let len = iovec[1].min(MAX_BUF - total);
-                total += len;
-                (iovec[0], len)
-            })
-            .collect())
-    }
-
-    /// The remote's buffers `iov`, gathered into one.
-    fn gather(&self, iov: &[(u64, u64)]) -> Result<Vec<u8>, i32> {
-        let mut gathered = Vec::new();
-        for &(base, len) in iov {
-            let bytes = self
-                .mem
-                .read_vec(base, len as usize)
-                .map_err(|_| libc::EFAULT)?;
-            gathered.extend_from_slice(&bytes);
-        }
-        Ok(gathered)
-    }
-
-    /// sendmmsg: send message `done` of the array as a sendmsg, or answer the call once all
-    /// `vlen` went (see `msg`).
-    fn forward_batch(&mut self, id: u64, args: [u64; 6], done: u64) -> io::Result<()> {
-        if done == args[2].min(msg::MAX_BATCH) {
-            respond(&self.listener, id, done as i64);
-            return Ok(());
-        }
-        let at = args[1] + done * msg::MMSGHDR_LEN;
-        match self.forward_message(id, libc::SYS_sendmsg, [args[0], at, args[3], 0, 0, 0]) {
-            Ok(_) => self.pending = Some(Pending::Batch { id, args, done }),
-            Err(_) if done > 0 => respond(&self.listener, id, done as i64),
-            Err(errno) => respond(&self.listener, id, -i64::from(errno)),
-        }
-        Ok(())
-    }
-
-    /// sendmsg/recvmsg go home with their msghdr and the buffers it points to (see `msg`).
-    fn forward_message(&mut self, id: u64, nr: i64, args: [u64; 6]) -> Result<Pending, i32> {
-        let raw = self
-            .mem
-            .read_vec(args[1], msg::HDR_LEN as usize)
-            .map_err(|_| libc::EFAULT)?;
-        let hdr = msg::MsgHdr::parse(&raw).ok_or(libc::EFAULT)?;
-        let iov = self.read_iovecs(hdr.iov, hdr.iovlen)?;
-        let total: u64 = iov.iter().map(|&(_, len)| len).sum();
-        let name_len = if hdr.name == 0 {
-            0
-        } else {
-            u64::from(hdr.namelen)
-        };
-        let control_len = if hdr.control == 0 { 0 } else { hdr.controllen };
-        if name_len > MAX_BUF || control_len > MAX_BUF {
-            return Err(libc::EINVAL);
-        }
-        let sending = nr == libc::SYS_sendmsg;
-        let back = |valid| (!sending).then_some(valid);
-        let nested = |len, valid| BufSpec {
-            arg: msg::NESTED,
-            len,
-            send: sending,
-            back: back(valid),
-        };
-        let bufs = vec![
-            BufSpec {
-                arg: 1,
-                len: msg::HDR_LEN,
-                send: true,
-                back: back(Back::All),
-            },
-            nested(name_len, Back::All),
-            nested(total, Back::Ret),
-            nested(control_len, Back::All),
-        ];
-        let mut data = vec![raw];
-        if sending {
-            let read = |addr, len: u64| self.mem.read_vec(addr, len as usize);
-            data.push(read(hdr.name, name_len).map_err(|_| libc::EFAULT)?);
-            data.push(self.gather(&iov)?);
-            data.push(read(hdr.control, control_len).map_err(|_| libc::EFAULT)?);
-        }
-        self.call_home(id, nr, args, bufs, &data)
-            .map_err(|_| libc::EIO)?;
-        Ok(if sending {
-            Pending::Plain { id }
-        } else {
-            Pending::Message {
-                id,
-                iov_at: hdr.iov,
-                iov,
-            }
-        })
-    }
-
-    /// readv/writev go home as one read/write of the gathered buffer.
-    fn forward_vector(&mut self, id: u64, nr: i64, args: [u64; 6]) -> io::Result<()> {
-        let iov = match self.read_iovecs(args[1], args[2]) {
-            Ok(iov) => iov,
-            Err(errno) => {
-                // readv and writev say EINVAL where sendmsg says EMSGSIZE.
-                let errno = if errno == libc::EMSGSIZE {
-                    libc::EINVAL
-                } else {
-                    errno
-                };
-                respond(&self.listener, id, -i64::from(errno));
-                return Ok(());
-            }
-        };
-        let total: u64 = iov.iter().map(|&(_, len)| len).sum();
-        if nr == libc::SYS_writev {
-            let gathered = match self.gather(&iov) {
-                Ok(gathered) => gathered,
-                Err(errno) => {
-                    respond(&self.listener, id, -i64::from(errno));
-                    return Ok(());
-                }
-            };
-            let bufs = vec![BufSpec {
-                arg: 1,
-                len: total,
-                send: true,
-                back: None,
-            }];
-            self.call_home(
-                id,
-                libc::SYS_write,
-                [args[0], 0, total, 0, 0, 0],
-                bufs,
-                &[gathered],
-            )?;
-            self.pending = Some(Pending::Plain { id });
-        } else {
-            let bufs = vec![BufSpec {
-                arg: 1,
-                len: total,
-                send: false,
-                back: Some(Back::Ret),
-            }];
-            let call = [args[0], 0, total, 0, 0, 0];
-            self.call_home(id, libc::SYS_read, call, bufs, &[])?;
-            self.pending = Some(Pending::Scatter { id, iov });
-        }
-        Ok(())
-    }
-
     /// Home asked for the image: pre-copy's first round. Arm write tracking on the husk, send
     /// its pages while it runs, and wait for home's word. `Prepared`: freeze and send the final
     /// round (see `go_home`). `Stay`: home or the next node failed; the process runs on here.
     /// Where tracking cannot be armed, the whole image goes frozen. `restart` is a forwarded
     /// call that home did not run: the process makes it again, wherever it goes on.
-    fn first_round(&mut self, restart: Option<u64>) -> io::Result<Option<Leave>> {
+    fn first_round(&mut self, restart: Option<u64>) -> io::Result<Option<Left>> {
         let job_stopped = self.stop_husk(restart)?;
         self.pending = None;
         self.leaving = false;
@@ -770,16 +424,13 @@ impl Guest {
             }
         };
         tracker.protect(&areas);
-        send(
-            &mut self.out,
-            &ToHome::Precopy {
-                areas: areas.clone(),
-            },
-        )?;
-        dump::dump_first_round(self.husk, &areas, &mut self.out)?;
+        self.session.send(&ToHome::Precopy {
+            areas: areas.clone(),
+        })?;
+        dump::dump_first_round(self.husk, &areas, &mut self.session.out)?;
         loop {
             let Some(msg) = self.word_during_move() else {
-                return Ok(Some(Leave::Done));
+                return Ok(Some(Left::Lost));
             };
             match msg {
                 ToGuest::Prepared => {
@@ -797,7 +448,7 @@ impl Guest {
                 },
                 ToGuest::Reply { backs, .. } => drop(self.read_backs(backs)?),
                 ToGuest::SendImage => {}
-                ToGuest::Ended => return Ok(Some(Leave::Done)),
+                ToGuest::Ended => return Ok(Some(Left::Ended)),
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
         }
@@ -806,7 +457,7 @@ impl Guest {
     /// Home's next word while the process moves; None (logged) when the link is gone, and the
     /// process with it.
     fn word_during_move(&mut self) -> Option<ToGuest> {
-        match self.frames.message::<ToGuest>() {
+        match self.session.recv::<ToGuest>() {
             Ok(msg) => Some(msg),
             Err(err) => {
                 warn!(%err, "home link lost during a move; dropping the process");
@@ -820,7 +471,7 @@ impl Guest {
     /// process: leave. Home cannot restore it: the remote runs on here, so that nothing is
     /// lost, and a call that only home can run fails with ENOMEM, as a fork or an exec does
     /// when memory is short.
-    fn go_home(&mut self, trip: Homeward, first: Option<FirstRound>) -> io::Result<Option<Leave>> {
+    fn go_home(&mut self, trip: Homeward, first: Option<FirstRound>) -> io::Result<Option<Left>> {
         let (reason, notif) = match &trip {
             Homeward::Asked { restart } => ("asked by home".to_owned(), *restart),
             Homeward::Call { id, what } => (what.clone(), Some(*id)),
@@ -830,14 +481,15 @@ impl Guest {
         self.pending = None;
         self.leaving = false;
         let needs_home = matches!(trip, Homeward::Call { .. });
-        send(&mut self.out, &ToHome::Going { reason, needs_home })?;
+        self.session.send(&ToHome::Going { reason, needs_home })?;
         let facts = facts::probe()?;
+        let out = &mut self.session.out;
         match &first {
             Some(first) => {
                 let (areas, tracker) = (&first.areas, &first.tracker);
-                dump::dump_final_round(self.husk, &facts, areas, tracker, &mut self.out)?
+                dump::dump_final_round(self.husk, &facts, areas, tracker, out)?
             }
-            None => dump::dump(self.husk, &facts, &mut self.out)?,
+            None => dump::dump(self.husk, &facts, out)?,
         };
         // Tracking ends with the final round.
         drop(first);
@@ -845,14 +497,14 @@ impl Guest {
         let mut late = Vec::new();
         loop {
             let Some(msg) = self.word_during_move() else {
-                return Ok(Some(Leave::Done));
+                return Ok(Some(Left::Lost));
             };
             match msg {
                 ToGuest::Ended => {
                     if !late.is_empty() {
-                        send(&mut self.out, &ToHome::Late { signals: late })?;
+                        self.session.send(&ToHome::Late { signals: late })?;
                     }
-                    return Ok(Some(Leave::Home));
+                    return Ok(Some(Left::Moved));
                 }
                 ToGuest::Stay { reason } => {
                     warn!(%reason, "home cannot take the process back; it runs on here");
@@ -892,67 +544,4 @@ enum Homeward {
     Asked { restart: Option<u64> },
     /// The process made call `id`, which only home can run (`what` names it).
     Call { id: u64, what: String },
-}
-
-fn back_of(valid: Valid) -> Back {
-    match valid {
-        Valid::All => Back::All,
-        Valid::Ret => Back::Ret,
-        Valid::RetTimes(n) => Back::RetTimes(n),
-    }
-}
-
-fn respond(listener: &Listener, id: u64, val: i64) {
-    // ENOENT: a signal interrupted the call meanwhile and the kernel dropped it; it will be
-    // restarted or fail with EINTR as Linux decides.
-    if let Err(err) = listener.respond(id, val)
-        && err.raw_os_error() != Some(libc::ENOENT)
-    {
-        warn!(%err, "cannot answer a trapped call");
-    }
-}
-
-fn poll_in(fd: i32) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }
-}
-
-/// SIGCHLD as a readable fd, so ptrace stops wake the poll loop.
-pub struct SigChld {
-    fd: OwnedFd,
-}
-
-impl SigChld {
-    /// Block SIGCHLD in this (single-threaded) process and open a signalfd for it.
-    pub fn new() -> io::Result<SigChld> {
-        // SAFETY: sigset operations on a local; signalfd returns a fresh fd we own.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGCHLD);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(SigChld {
-                fd: OwnedFd::from_raw_fd(fd),
-            })
-        }
-    }
-
-    /// The fd to poll.
-    pub fn raw_fd(&self) -> i32 {
-        self.fd.as_raw_fd()
-    }
-
-    /// Consume pending notifications (several SIGCHLDs may merge into one).
-    pub fn drain(&self) {
-        let mut buf = [0u8; 128 * 4];
-        // SAFETY: reading into a live buffer from our own non-blocking fd.
-        while unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
-    }
 }

@@ -12,15 +12,20 @@
 //! docs/engine.md and docs/forwarding.md.
 #![warn(missing_docs)]
 
+mod deputy;
 mod dump;
+mod event_loop;
 mod facts;
 mod files;
 mod fill;
+mod forward;
 mod guest;
 mod home;
 mod inject;
+mod legs;
 mod maps;
 mod mem;
+mod moves;
 mod msg;
 mod pidfd;
 mod precopy;
@@ -30,7 +35,7 @@ mod seccomp;
 mod session;
 mod spawn;
 mod sys;
-mod syscalls;
+mod table;
 #[cfg(test)]
 mod testing;
 mod track;
@@ -47,6 +52,6 @@ pub mod trace {
     pub use crate::ptrace::{cont, get_regs, interrupt, wait};
 }
 
-pub use guest::serve_guest;
+pub use guest::{Left, Reports, serve_guest};
 pub use home::{Daemon, JobEnd, Order, supervise};
 pub use session::{Channel, SessionRead};

@@ -2,10 +2,12 @@
 //! buffers: the address, the data (an iovec array) and the ancillary data. Each must be
 //! copied and pointed at anew in the shell.
 //!
-//! The guest sends the msghdr and the three buffers, the data gathered into one. The home
-//! supervisor lays them out in the shell's scratch area and points a copy of the msghdr at
-//! them, with a one-element iovec. For recvmsg it sends back what the kernel filled in,
-//! addressed where the remote's own msghdr points. The data goes back to the address of
+//! The guest sends the msghdr and the three buffers, the data gathered into one, and puts
+//! the data's length (the sum of the iovec lengths) in the call's unused argument 3. Home
+//! takes every nested length from the msghdr it got and from that argument (see
+//! `table::Shape`), lays the buffers out in the shell's scratch area and points a copy of the
+//! msghdr at them, with a one-element iovec. For recvmsg it sends back what the kernel filled
+//! in, addressed where the remote's own msghdr points. The data goes back to the address of
 //! the remote's iovec array, and the guest scatters it from there. Descriptors passed with
 //! SCM_RIGHTS mean the same at both ends: every descriptor of a remote process lives in its
 //! shell.
@@ -15,7 +17,6 @@
 //! message went, as the kernel does.
 
 use crate::mem::{le_u32, le_u64};
-use crate::session::BufSpec;
 
 /// Size of `struct msghdr`.
 pub const HDR_LEN: u64 = 56;
@@ -23,10 +24,12 @@ pub const HDR_LEN: u64 = 56;
 pub const MMSGHDR_LEN: u64 = 64;
 /// Most messages one sendmmsg sends (UIO_MAXIOV, as the kernel caps `vlen`).
 pub const MAX_BATCH: u64 = 1024;
-/// The `arg` of a buffer whose address goes into the msghdr rather than into an argument.
-pub const NESTED: u8 = u8::MAX;
-/// Buffers of a message call, in this order: msghdr, address, data, ancillary data.
-pub const BUFS: usize = 4;
+/// The buffers a msghdr points to, in the order they travel after the msghdr itself.
+pub const NAME: usize = 1;
+pub const DATA: usize = 2;
+pub const CONTROL: usize = 3;
+/// The argument of a shipped sendmsg/recvmsg that carries the data's length.
+pub const DATA_LEN_ARG: usize = 3;
 
 /// Whether `nr` is a call this module ships.
 pub fn is_message(nr: i64) -> bool {
@@ -72,16 +75,6 @@ impl MsgHdr {
         raw[48..52].copy_from_slice(&self.flags.to_le_bytes());
         raw
     }
-}
-
-/// Whether `bufs` has the shape the guest gives a message call: the msghdr (sent) for
-/// argument 1, then the three buffers it points to.
-pub fn well_formed<'a>(bufs: impl ExactSizeIterator<Item = &'a BufSpec>) -> bool {
-    bufs.len() == BUFS
-        && bufs.enumerate().all(|(i, b)| match i {
-            0 => b.arg == 1 && b.len == HDR_LEN && b.send,
-            _ => b.arg == NESTED,
-        })
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::mem::Memory;
 use crate::pidfd::PidFd;
 use crate::ptrace::Pid;
 use crate::sys::{self, SockFilter};
-use crate::syscalls;
+use crate::table;
 
 pub(crate) const BPF_LD_W_ABS: u16 = 0x20;
 pub(crate) const BPF_JEQ_K: u16 = 0x15;
@@ -49,7 +49,7 @@ const ARG3_LO: u32 = 16 + 3 * 8;
 
 /// Build the filter program. `gate` is the address right after the injection instruction.
 pub fn build_filter(gate: u64) -> Vec<SockFilter> {
-    let local: Vec<i64> = syscalls::local_calls()
+    let local: Vec<i64> = table::local_calls()
         .into_iter()
         .filter(|&nr| nr != libc::SYS_mmap)
         .collect();
@@ -320,7 +320,7 @@ mod tests {
             sys::SECCOMP_RET_USER_NOTIF
         );
         for nr in 0..460 {
-            let local = syscalls::route(nr, &anon) == syscalls::Route::Local;
+            let local = table::route(nr, &anon) == table::Route::Local;
             for (at, other) in [
                 (ip, sys::SECCOMP_RET_USER_NOTIF),
                 (gate, sys::SECCOMP_RET_TRACE),

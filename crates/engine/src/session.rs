@@ -1,24 +1,61 @@
-//! Messages of a migration session between a home supervisor and a guest supervisor. They travel
-//! as image frames (JSON messages and page frames, see the image room); buffers never go inside
-//! JSON: a message announces how many page frames follow it.
+//! The migration session between a home supervisor and a guest supervisor: its messages and
+//! the stream they travel on. Messages are image frames (JSON messages and page frames, see
+//! the image room); buffers never go inside JSON: a message announces how many page frames
+//! follow it.
+//!
+//! A session opens with [`Opening`], from home. The guest reads its two versions before
+//! anything else of it ([`Session::read_opening`]), and refuses a peer that speaks another
+//! protocol or image format before any memory is touched.
 
 use std::io::{self, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use rmosix_image::{Area, KernelFacts};
+use rmosix_image::{Area, FORMAT_VERSION, FrameError, FrameReader, KernelFacts};
 use rmosix_seal::{self as sealed, End, SealedReader, SessionKeys};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Home supervisor to guest supervisor.
+/// Version of the session protocol (these messages and their order); bumped on any
+/// incompatible change.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The first message of a session, from home.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Opening {
+    /// [`PROTOCOL_VERSION`] of home.
+    pub protocol: u32,
+    /// The image [`FORMAT_VERSION`] home writes.
+    pub format: u32,
+    /// Home's kernel facts, for the compatibility check.
+    pub facts: KernelFacts,
+    /// The process's PID at home, for the guest's reports.
+    pub pid: i32,
+}
+
+/// The part of an [`Opening`] every version can read.
+#[derive(Deserialize)]
+struct Versions {
+    protocol: u32,
+    format: u32,
+}
+
+impl Opening {
+    /// An opening of this version.
+    pub fn new(facts: KernelFacts, pid: i32) -> Opening {
+        Opening {
+            protocol: PROTOCOL_VERSION,
+            format: FORMAT_VERSION,
+            facts,
+            pid,
+        }
+    }
+}
+
+/// Home supervisor to guest supervisor, after the [`Opening`].
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToGuest {
-    /// Opens a session; an image follows once the guest answers `Ready`.
-    Hello {
-        /// The home node's facts, for the compatibility check.
-        facts: KernelFacts,
-    },
     /// The whole image follows (header, page frames, end marker), with the process frozen.
     Image,
     /// Pre-copy: the pages of these areas follow, then an end marker, sent while the process
@@ -84,16 +121,19 @@ pub enum ToHome {
         /// Why.
         reason: String,
     },
-    /// Run this call in the shell. Followed by one page frame per buffer with `send`.
+    /// Run this call in the shell. Followed by `sends` page frames: the buffers the call reads,
+    /// in the order the table gives them (`table::Row::buffers`), each addressed where it
+    /// came from in remote memory. Home derives every length from the table and checks these
+    /// against it.
     Call {
         /// The seccomp notification it came from.
         id: u64,
         /// Syscall number.
         nr: i64,
-        /// Arguments as the remote passed them.
+        /// Arguments as the remote passed them (lengths over the limits shortened).
         args: [u64; 6],
-        /// Buffers the call reads or writes.
-        bufs: Vec<BufSpec>,
+        /// How many page frames follow.
+        sends: u32,
     },
     /// The process is coming home (an image follows).
     Going {
@@ -120,47 +160,6 @@ pub enum ToHome {
         /// The signals, in the order they came.
         signals: Vec<i32>,
     },
-}
-
-/// Out-buffers of a call, each with the remote address it goes to.
-pub type Backs = Vec<(u64, Vec<u8>)>;
-
-/// One buffer argument of a forwarded call.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BufSpec {
-    /// Which argument points at it.
-    pub arg: u8,
-    /// Its length.
-    pub len: u64,
-    /// Its contents travel home (a page frame follows the call).
-    pub send: bool,
-    /// How much of it travels back after the call, if anything.
-    pub back: Option<Back>,
-}
-
-/// How much of a buffer comes back.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub enum Back {
-    /// All of it, when the call succeeds.
-    All,
-    /// As many bytes as the call returned.
-    Ret,
-    /// As many records of this size as the call returned.
-    RetTimes(u64),
-}
-
-impl Back {
-    /// Bytes to send back for a buffer of `len` after a call returned `ret`.
-    pub fn bytes(self, len: u64, ret: i64) -> u64 {
-        if ret < 0 {
-            return 0;
-        }
-        match self {
-            Back::All => len,
-            Back::Ret => (ret as u64).min(len),
-            Back::RetTimes(size) => (ret as u64).saturating_mul(size).min(len),
-        }
-    }
 }
 
 /// The receiving half of a session stream: bytes, the fd to poll, and whether bytes are
@@ -218,5 +217,130 @@ impl Channel {
             reader: Box::new(reader),
             writer: Box::new(writer),
         })
+    }
+}
+
+/// An open session: frames in, frames out.
+pub struct Session {
+    /// What the peer sends, frame by frame.
+    pub frames: FrameReader<Box<dyn SessionRead>>,
+    /// Where we send.
+    pub out: Box<dyn Write + Send>,
+}
+
+impl Session {
+    /// A session over `channel`.
+    pub fn new(channel: Channel) -> Session {
+        Session {
+            frames: FrameReader::new(channel.reader),
+            out: channel.writer,
+        }
+    }
+
+    /// Send `msg` and flush: the peer can act on it at once.
+    pub fn send<T: Serialize>(&mut self, msg: &T) -> io::Result<()> {
+        rmosix_image::write_message(&mut self.out, msg)?;
+        self.out.flush()
+    }
+
+    /// The next message, which must be a `T`.
+    pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T, FrameError> {
+        self.frames.message()
+    }
+
+    /// The fd to poll for what the peer sends.
+    pub fn raw_fd(&self) -> RawFd {
+        self.frames.get_ref().raw_fd()
+    }
+
+    /// Bytes from the peer wait above the fd (a poll would not show them).
+    pub fn buffered(&self) -> bool {
+        self.frames.get_ref().buffered()
+    }
+
+    /// Read the session's [`Opening`]: its versions first, which must be ours; only then the
+    /// rest. The error says what differs, for the refusal.
+    pub fn read_opening(&mut self) -> Result<Opening, OpeningError> {
+        let mut body = Vec::new();
+        if self.frames.next_frame_into(&mut body)? != rmosix_image::FrameHead::Message {
+            return Err(OpeningError::NotOpening);
+        }
+        let versions: Versions =
+            serde_json::from_slice(&body).map_err(|_| OpeningError::NotOpening)?;
+        if versions.protocol != PROTOCOL_VERSION {
+            return Err(OpeningError::Protocol(versions.protocol));
+        }
+        if versions.format != FORMAT_VERSION {
+            return Err(OpeningError::Format(versions.format));
+        }
+        serde_json::from_slice(&body).map_err(|_| OpeningError::NotOpening)
+    }
+}
+
+/// Why a session did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpeningError {
+    /// The stream failed or ended before the opening.
+    #[error(transparent)]
+    Stream(#[from] FrameError),
+    /// The first message is not an opening.
+    #[error("the session did not open with an opening message")]
+    NotOpening,
+    /// Home speaks another protocol.
+    #[error("home speaks session protocol {0}, this node {PROTOCOL_VERSION}")]
+    Protocol(u32),
+    /// Home writes another image format.
+    #[error("home writes image format {0}, this node reads {FORMAT_VERSION}")]
+    Format(u32),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> KernelFacts {
+        KernelFacts {
+            xcr0: 7,
+            xsave_size: 832,
+            cpu_features: [0; 5],
+            vdso_layout: vec![],
+            vdso_hash: 1,
+        }
+    }
+
+    fn pair() -> (Session, Session) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (
+            Session::new(Channel::unix(a).unwrap()),
+            Session::new(Channel::unix(b).unwrap()),
+        )
+    }
+
+    #[test]
+    fn an_opening_of_this_version_is_read() {
+        let (mut home, mut guest) = pair();
+        home.send(&Opening::new(facts(), 42)).unwrap();
+        let opening = guest.read_opening().unwrap();
+        assert_eq!((opening.pid, opening.facts), (42, facts()));
+    }
+
+    #[test]
+    fn another_version_is_refused_before_the_rest_is_read() {
+        let (mut home, mut guest) = pair();
+        // A future opening with fields this version does not know, and no facts.
+        home.send(&serde_json::json!({"protocol": PROTOCOL_VERSION + 1, "format": 1, "x": 1}))
+            .unwrap();
+        assert!(matches!(
+            guest.read_opening(),
+            Err(OpeningError::Protocol(v)) if v == PROTOCOL_VERSION + 1
+        ));
+        home.send(&serde_json::json!({"protocol": PROTOCOL_VERSION, "format": 0}))
+            .unwrap();
+        assert!(matches!(guest.read_opening(), Err(OpeningError::Format(0))));
+        home.send(&ToGuest::Ended).unwrap();
+        assert!(matches!(
+            guest.read_opening(),
+            Err(OpeningError::NotOpening)
+        ));
     }
 }

@@ -1,0 +1,567 @@
+//! The deputy: home's half of a process that runs elsewhere. Its shell (the original process,
+//! stripped of its memory) keeps the PID, descriptors, cwd and credentials; the deputy runs
+//! the remote's forwarded calls in it and relays the signals it receives.
+//!
+//! A call comes as `ToHome::Call` and the buffers it reads. [`read_call`] takes every length
+//! from the table (`table::Shape::at_home`) and checks what came against it before anything
+//! is touched; a call that does not fit is answered with its errno and never runs. A call on
+//! a regular file or directory may run here in the supervisor on a copy of the descriptor
+//! (see `files`); any other is run in the shell by injection: the buffers are written into a
+//! scratch area of the shell, the pointer arguments pointed there, and the shell is
+//! single-stepped over a `syscall` instruction. Signals that arrive meanwhile are relayed so
+//! that the call runs exactly once (docs/forwarding.md).
+
+use std::io;
+
+use rmosix_image::Frame;
+use tracing::warn;
+
+use crate::dump;
+use crate::files::ShellFiles;
+use crate::inject::{Injector, Scratch};
+use crate::maps;
+use crate::mem::Memory;
+use crate::msg;
+use crate::ptrace::{self, Pid, Regs, Stop};
+use crate::restore;
+use crate::session::{Session, ToGuest};
+use crate::sys;
+use crate::table::{Buf, Refusal, Shape, Slot};
+
+/// Size of the area mapped in a shell for the buffers of forwarded calls.
+pub const SCRATCH_LEN: u64 = 16 << 20;
+/// Most buffers a call sends: six arguments, or a msghdr and its three buffers. A call that
+/// announces more is not read (its session is broken).
+const MAX_SENDS: u32 = 6;
+
+/// A forwarded call, checked against the table.
+pub struct Call {
+    /// The notification it answers.
+    pub id: u64,
+    /// Syscall number.
+    pub nr: i64,
+    /// Arguments as the remote passed them.
+    pub args: [u64; 6],
+    /// Its buffers, with the lengths the table gives them.
+    pub shape: Shape,
+    /// The contents of the buffers that were sent, in order.
+    pub sent: Vec<Vec<u8>>,
+    /// Where each buffer of `shape` lies in the shell's scratch area, once laid out.
+    places: Vec<u64>,
+}
+
+/// Read the `sends` buffers of call `id` and check the call against the table. Outer error:
+/// the session is broken (a frame that is not a buffer, too many, or the stream failed);
+/// inner error: the call does not fit and is refused.
+pub fn read_call(
+    session: &mut Session,
+    id: u64,
+    nr: i64,
+    args: [u64; 6],
+    sends: u32,
+) -> io::Result<Result<Call, Refusal>> {
+    if sends > MAX_SENDS {
+        return Err(io::Error::other(format!("a call with {sends} buffers")));
+    }
+    let mut sent = Vec::new();
+    for _ in 0..sends {
+        match session.frames.next_frame().map_err(io::Error::other)? {
+            Frame::Pages { data, .. } => sent.push(data),
+            Frame::Message(_) => return Err(io::Error::other("a call is missing its buffers")),
+        }
+    }
+    Ok(Shape::at_home(nr, &args, &sent).map(|shape| Call {
+        id,
+        nr,
+        args,
+        places: Vec::new(),
+        shape,
+        sent,
+    }))
+}
+
+/// What the shell is doing.
+enum ShellState {
+    /// Running `pause`: signals sent to it stop it and are relayed.
+    Idle,
+    /// Interrupted so that this call can run once it stops.
+    Interrupting(Call),
+    /// Single-stepping over the call's `syscall` instruction.
+    Calling(Call),
+    /// In group stop, relayed to the remote.
+    Stopped,
+}
+
+/// What a stop of the shell means for the supervisor.
+pub enum ShellNews {
+    /// Nothing it must act on.
+    Nothing,
+    /// The shell entered a group stop for `sig` (the job's stop is followed at home).
+    GroupStop(i32),
+}
+
+/// Home's half of one remote process: its shell and the call it runs.
+pub struct Deputy {
+    pid: Pid,
+    inj: Injector,
+    scratch: u64,
+    base: Regs,
+    mem: Memory,
+    files: ShellFiles,
+    state: ShellState,
+    /// The remote stopped by this signal, and the SIGSTOP we sent the shell to follow it is
+    /// on its way.
+    following_stop: Option<i32>,
+    /// Signals relayed while still pending in the shell; their stop is not relayed again.
+    relayed_early: u64,
+}
+
+impl Deputy {
+    /// Make frozen `pid`, whose process now runs elsewhere, its shell: release its memory,
+    /// map a scratch area, and let it idle.
+    pub fn take_over(pid: Pid) -> io::Result<Deputy> {
+        let (inj, scratch, base) = strip_shell(pid)?;
+        let mut deputy = Deputy {
+            pid,
+            inj,
+            scratch,
+            base,
+            mem: Memory::open(pid)?,
+            files: ShellFiles::open(pid)?,
+            state: ShellState::Idle,
+            following_stop: None,
+            relayed_early: 0,
+        };
+        deputy.idle()?;
+        Ok(deputy)
+    }
+
+    /// The frozen shell took (part of) an image that could not be restored: make it a shell
+    /// again and let it idle.
+    pub fn strip_again(&mut self) -> io::Result<()> {
+        (self.inj, self.scratch, self.base) = strip_shell(self.pid)?;
+        self.idle()
+    }
+
+    /// Run `call` for the remote: here on a copy of its descriptor if it can, else in the
+    /// shell once it is interrupted (or once continued, if it is job-stopped).
+    pub fn serve(&mut self, call: Call, session: &mut Session) -> io::Result<()> {
+        if let Some((ret, backs)) = self.files.try_run(&call) {
+            return send_reply(session, call.id, ret, &backs);
+        }
+        let stopped = matches!(self.state, ShellState::Stopped);
+        self.state = ShellState::Interrupting(call);
+        if !stopped {
+            ptrace::interrupt(self.pid)?;
+        }
+        Ok(())
+    }
+
+    /// Answer call `id` with the errno of `refusal`: it does not fit the table and never runs.
+    pub fn refuse(&self, session: &mut Session, id: u64, refusal: Refusal) -> io::Result<()> {
+        tracing::debug!(pid = self.pid, id, %refusal, "refused a forwarded call");
+        send_reply(session, id, -i64::from(refusal.errno()), &[])
+    }
+
+    /// Home asked for the image: a call blocked in the shell (a read from a terminal, say)
+    /// must not hold the move up. Interrupt it; the remote restarts it wherever it goes on.
+    pub fn recall(&mut self) -> io::Result<()> {
+        if matches!(
+            self.state,
+            ShellState::Calling(_) | ShellState::Interrupting(_)
+        ) {
+            ptrace::interrupt(self.pid)?;
+        }
+        Ok(())
+    }
+
+    /// The remote entered a group stop for `sig`: stop the shell too, so that job control at
+    /// home sees it; the remote's signal decides whether mosrun follows.
+    pub fn follow_stop(&mut self, sig: i32) {
+        self.following_stop = Some(sig);
+        // SAFETY: stopping our own tracee, as its remote half stopped.
+        unsafe { libc::kill(self.pid, libc::SIGSTOP) };
+    }
+
+    /// The remote died of `sig`: the shell dies the same way, so the parent sees the same
+    /// status.
+    pub fn die_by(&mut self, sig: i32) -> io::Result<()> {
+        freeze(self.pid)?;
+        self.mem.write(self.scratch, &[0u8; 32])?;
+        self.inj.call(
+            self.pid,
+            libc::SYS_rt_sigaction,
+            [sig as u64, self.scratch, 0, 8, 0, 0],
+        )?;
+        ptrace::set_sigmask(self.pid, 0)?;
+        ptrace::cont(self.pid, sig)
+    }
+
+    /// The shell stopped. `recalled`: home asked for the image, so a call not yet run is
+    /// answered with a restart code instead of being run (it runs wherever the process goes).
+    pub fn on_stop(
+        &mut self,
+        stop: Stop,
+        recalled: bool,
+        session: &mut Session,
+    ) -> io::Result<ShellNews> {
+        let state = std::mem::replace(&mut self.state, ShellState::Idle);
+        if let Stop::Signal(sig) = stop
+            && self.relayed_early & bit(sig) != 0
+        {
+            // Relayed already (see the Calling arm): nothing happened but the stop itself.
+            self.relayed_early &= !bit(sig);
+            self.resume_unchanged(state, session)?;
+            return Ok(ShellNews::Nothing);
+        }
+        match (state, stop) {
+            // Called home meanwhile: the call runs after the move, not here.
+            (ShellState::Interrupting(call), Stop::Interrupted) if recalled => {
+                self.finish_call(call, sys::ERESTARTNOINTR, session)?
+            }
+            (ShellState::Interrupting(call), Stop::Interrupted) => {
+                self.start_call(call, session)?
+            }
+            (ShellState::Interrupting(call), Stop::Signal(sig)) => {
+                relay(session, sig)?;
+                if recalled {
+                    self.finish_call(call, sys::ERESTARTNOINTR, session)?
+                } else {
+                    self.start_call(call, session)?;
+                }
+            }
+            (ShellState::Calling(call), Stop::Trap | Stop::Interrupted | Stop::Signal(_)) => {
+                self.on_call_stop(call, stop, recalled, session)?
+            }
+            (ShellState::Calling(call), other) => {
+                self.state = ShellState::Calling(call);
+                warn!(pid = self.pid, ?other, "unexpected stop of a calling shell");
+                ptrace::cont(self.pid, 0)?;
+            }
+            (state, Stop::Signal(libc::SIGSTOP)) if self.following_stop.is_some() => {
+                self.state = state;
+                ptrace::cont(self.pid, libc::SIGSTOP)?;
+            }
+            (state, Stop::Signal(sig)) => {
+                relay(session, sig)?;
+                // A signal stop means the shell runs again: a group stop has ended (SIGCONT).
+                self.state = match state {
+                    ShellState::Stopped => ShellState::Idle,
+                    other => other,
+                };
+                ptrace::cont(self.pid, 0)?;
+            }
+            (_, Stop::Group(sig)) => {
+                // Stopped to follow its remote: the remote's signal says whether mosrun follows.
+                let sig = self.following_stop.take().unwrap_or(sig);
+                relay(session, sig)?;
+                self.state = ShellState::Stopped;
+                ptrace::listen(self.pid)?;
+                return Ok(ShellNews::GroupStop(sig));
+            }
+            (state, _) => {
+                self.state = state;
+                ptrace::cont(self.pid, 0)?;
+            }
+        }
+        Ok(ShellNews::Nothing)
+    }
+
+    /// The shell stopped while it ran `call`.
+    fn on_call_stop(
+        &mut self,
+        call: Call,
+        stop: Stop,
+        recalled: bool,
+        session: &mut Session,
+    ) -> io::Result<()> {
+        let regs = ptrace::get_regs(self.pid)?;
+        let ret = if regs.rip == self.inj.syscall_ip {
+            // Stopped before the call ran: let the remote issue it again.
+            if matches!(stop, Stop::Interrupted) && !recalled {
+                self.state = ShellState::Calling(call);
+                return ptrace::step(self.pid);
+            }
+            // The kernel restarts a call answered so, whatever the dispositions.
+            sys::ERESTARTNOINTR
+        } else if regs.rax as i64 == sys::ERESTART_RESTARTBLOCK {
+            -i64::from(libc::EINTR)
+        } else {
+            regs.rax as i64
+        };
+        // The order of answer and signal is what makes a call run exactly once. A call that
+        // completed is answered first, so the remote has its result before the signal
+        // interrupts anything. A call the signal interrupted (or that never ran) gets the
+        // signal first: the restart code it is answered with only works while a signal is
+        // pending at the remote, and the remote's kernel then restarts it or fails it with
+        // EINTR, as Linux would.
+        match stop {
+            Stop::Signal(sig) if sys::is_restart(ret) => {
+                relay(session, sig)?;
+                self.finish_call(call, ret, session)
+            }
+            Stop::Signal(sig) => {
+                self.finish_call(call, ret, session)?;
+                relay(session, sig)
+            }
+            // The single-step trap is reported before the signal that interrupted the call:
+            // relay what is pending now, and skip it when its stop comes.
+            _ if sys::is_restart(ret) && !recalled => {
+                let pending = dump::pending_signals(self.pid)?;
+                for sig in signal_numbers(pending) {
+                    relay(session, sig)?;
+                }
+                self.relayed_early |= pending;
+                // Without a pending signal the restart code would reach the program.
+                let ret = if pending == 0 {
+                    -i64::from(libc::EINTR)
+                } else {
+                    ret
+                };
+                self.finish_call(call, ret, session)
+            }
+            _ => self.finish_call(call, ret, session),
+        }
+    }
+
+    /// Let the shell wait in pause(2). A signal stops it (we relay and suppress it) and the
+    /// kernel restarts the pause by itself, since no handler ran (ERESTARTNOHAND).
+    pub fn idle(&mut self) -> io::Result<()> {
+        let regs = self.inj.call_regs(&self.base, libc::SYS_pause, [0; 6]);
+        ptrace::set_regs(self.pid, &regs)?;
+        self.state = ShellState::Idle;
+        ptrace::cont(self.pid, 0)
+    }
+
+    /// Lay `call`'s buffers out in the scratch area, point its arguments at them and step the
+    /// shell over the `syscall` instruction.
+    fn start_call(&mut self, mut call: Call, session: &mut Session) -> io::Result<()> {
+        self.files.forget(call.nr, &call.args);
+        if call.shape.scratch_len() + 16 > SCRATCH_LEN {
+            return self.finish_call(call, -i64::from(libc::ENOMEM), session);
+        }
+        let mut at = self.scratch;
+        let mut sent = call.sent.iter();
+        let mut args = call.args;
+        call.places.clear();
+        for buf in &call.shape.bufs {
+            call.places.push(at);
+            if buf.sent
+                && let Some(bytes) = sent.next()
+            {
+                self.mem.write(at, bytes)?;
+            }
+            if let Slot::Arg(i) = buf.slot {
+                args[i] = at;
+            }
+            at += buf.len.next_multiple_of(16);
+        }
+        if msg::is_message(call.nr) {
+            self.point_message(&call, at)?;
+        }
+        ptrace::set_regs(self.pid, &self.inj.call_regs(&self.base, call.nr, args))?;
+        self.state = ShellState::Calling(call);
+        ptrace::step(self.pid)
+    }
+
+    /// Point the shell's copy of a msghdr at the copies of its buffers, the data through a
+    /// one-element iovec at `iovec_at` (see `msg`).
+    fn point_message(&self, call: &Call, iovec_at: u64) -> io::Result<()> {
+        let place = |slot: Slot| {
+            let i = call.shape.bufs.iter().position(|b| b.slot == slot)?;
+            Some((call.shape.bufs[i], call.places[i]))
+        };
+        let (Some((_, hdr_at)), Some(name), Some(data), Some(control)) = (
+            place(Slot::Arg(1)),
+            place(Slot::Nested(msg::NAME)),
+            place(Slot::Nested(msg::DATA)),
+            place(Slot::Nested(msg::CONTROL)),
+        ) else {
+            return Err(io::Error::other("a message call without its buffers"));
+        };
+        // An empty buffer is a NULL pointer: the kernel then neither reads nor fills it.
+        let pointer = |(buf, at): (Buf, u64)| if buf.len == 0 { 0 } else { at };
+        let hdr = msg::MsgHdr {
+            name: pointer(name),
+            namelen: name.0.len as u32,
+            iov: iovec_at,
+            iovlen: 1,
+            control: pointer(control),
+            controllen: control.0.len,
+            flags: 0,
+        };
+        self.mem.write(hdr_at, &hdr.to_bytes())?;
+        let mut iovec = [0u8; 16];
+        iovec[..8].copy_from_slice(&pointer(data).to_le_bytes());
+        iovec[8..].copy_from_slice(&data.0.len.to_le_bytes());
+        self.mem.write(iovec_at, &iovec)
+    }
+
+    /// Answer `call` with `ret` and its out-buffers, then idle.
+    fn finish_call(&mut self, call: Call, ret: i64, session: &mut Session) -> io::Result<()> {
+        let backs = if call.places.is_empty() {
+            // Never laid out (answered before it ran): nothing to send back.
+            Vec::new()
+        } else if msg::is_message(call.nr) {
+            self.message_backs(&call, ret)?
+        } else {
+            let mut backs = Vec::new();
+            for (buf, &at) in call.shape.bufs.iter().zip(&call.places) {
+                let n = buf.back.map_or(0, |valid| valid.bytes(buf.len, ret));
+                if let (Slot::Arg(i), true) = (buf.slot, n > 0) {
+                    backs.push((call.args[i], self.mem.read_vec(at, n as usize)?));
+                }
+            }
+            backs
+        };
+        send_reply(session, call.id, ret, &backs)?;
+        self.idle()
+    }
+
+    /// What a recvmsg filled in, addressed where the remote's own msghdr points: the msghdr
+    /// with its lengths and flags updated, the address, the data (to the iovec array, for
+    /// the guest to scatter) and the ancillary data.
+    fn message_backs(&self, call: &Call, ret: i64) -> io::Result<Backs> {
+        if call.nr != libc::SYS_recvmsg || ret < 0 {
+            return Ok(Vec::new());
+        }
+        // The msghdr as the remote sent it, with the remote's pointers (checked to parse).
+        let Some(remote) = call.sent.first().and_then(|raw| msg::MsgHdr::parse(raw)) else {
+            return Ok(Vec::new());
+        };
+        let raw = self.mem.read_vec(call.places[0], msg::HDR_LEN as usize)?;
+        let filled = msg::MsgHdr::parse(&raw).ok_or_else(|| io::Error::other("short msghdr"))?;
+        let hdr = msg::MsgHdr {
+            namelen: filled.namelen,
+            controllen: filled.controllen,
+            flags: filled.flags,
+            ..remote
+        };
+        let mut backs = vec![(call.args[1], hdr.to_bytes().to_vec())];
+        let parts = [
+            (remote.name, msg::NAME, u64::from(filled.namelen)),
+            (remote.iov, msg::DATA, ret as u64),
+            (remote.control, msg::CONTROL, filled.controllen),
+        ];
+        for (to, slot, filled_len) in parts {
+            let i = slot;
+            let (buf, at) = (call.shape.bufs[i], call.places[i]);
+            let n = filled_len.min(buf.len);
+            if to != 0 && n > 0 {
+                backs.push((to, self.mem.read_vec(at, n as usize)?));
+            }
+        }
+        Ok(backs)
+    }
+
+    /// Go on after a stop that changed nothing for the process: the state stays; a call that
+    /// the stop kept from running, or that it interrupted before it did anything (a restart
+    /// code), runs again.
+    fn resume_unchanged(&mut self, state: ShellState, session: &mut Session) -> io::Result<()> {
+        match state {
+            ShellState::Calling(call) => {
+                let mut regs = ptrace::get_regs(self.pid)?;
+                if regs.rip != self.inj.syscall_ip {
+                    if !sys::is_restart(regs.rax as i64) {
+                        // It ran to completion: answer as for the single-step trap.
+                        let ret = regs.rax as i64;
+                        return self.finish_call(call, ret, session);
+                    }
+                    // The kernel records the call number in orig_rax on entry.
+                    regs.rip = self.inj.syscall_ip;
+                    regs.rax = regs.orig_rax;
+                    regs.orig_rax = u64::MAX;
+                    ptrace::set_regs(self.pid, &regs)?;
+                }
+                self.state = ShellState::Calling(call);
+                ptrace::step(self.pid)
+            }
+            ShellState::Stopped => {
+                self.state = ShellState::Idle;
+                ptrace::cont(self.pid, 0)
+            }
+            other => {
+                self.state = other;
+                ptrace::cont(self.pid, 0)
+            }
+        }
+    }
+}
+
+/// Out-buffers of a call, each with the remote address it goes to.
+pub type Backs = Vec<(u64, Vec<u8>)>;
+
+/// Answer call `id` with `ret` and its out-buffers, addressed in remote memory.
+pub fn send_reply(
+    session: &mut Session,
+    id: u64,
+    ret: i64,
+    backs: &[(u64, Vec<u8>)],
+) -> io::Result<()> {
+    tracing::trace!(id, ret, "reply");
+    let reply = ToGuest::Reply {
+        id,
+        ret,
+        backs: backs.len() as u32,
+    };
+    rmosix_image::write_message(&mut session.out, &reply)?;
+    for (addr, bytes) in backs {
+        rmosix_image::write_pages(&mut session.out, *addr, bytes)?;
+    }
+    session.out.flush()
+}
+
+/// Relay signal `sig` to the remote.
+pub fn relay(session: &mut Session, sig: i32) -> io::Result<()> {
+    tracing::trace!(sig, "relay");
+    session.send(&ToGuest::Signal { sig })
+}
+
+/// Release the shell's memory (rseq first, see restore.rs) and map a scratch area.
+fn strip_shell(pid: Pid) -> io::Result<(Injector, u64, Regs)> {
+    let mem = Memory::open(pid)?;
+    let areas = maps::read(pid)?;
+    let inj = Injector::find(&mem, &areas)?;
+    restore::release_memory(pid, &inj, &areas)?;
+    let scratch = Scratch::map(&inj, pid, SCRATCH_LEN)?.addr;
+    // The CPU-time timers went with the image; the shell's copies must not fire as well.
+    // The fresh scratch area holds zeros: a disarmed itimerval.
+    for which in dump::CPU_TIMERS {
+        let args = [which as u64, scratch, 0, 0, 0, 0];
+        inj.call_ok(pid, libc::SYS_setitimer, args, "disarm a CPU-time timer")?;
+    }
+    // Every signal must reach us while the shell idles, whatever the program blocked.
+    ptrace::set_sigmask(pid, 0)?;
+    Ok((inj, scratch, ptrace::get_regs(pid)?))
+}
+
+/// Stop `pid` in a PTRACE_EVENT_STOP; returns signals that arrived meanwhile (suppressed
+/// here, to be delivered wherever the process then runs).
+pub fn freeze(pid: Pid) -> io::Result<Vec<i32>> {
+    ptrace::interrupt(pid)?;
+    let mut signals = Vec::new();
+    loop {
+        match ptrace::wait(pid, 0)? {
+            Some((_, Stop::Interrupted | Stop::Group(_))) => return Ok(signals),
+            Some((_, Stop::Signal(sig))) => {
+                signals.push(sig);
+                ptrace::cont(pid, 0)?;
+            }
+            Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                return Err(io::Error::other("process exited"));
+            }
+            Some(_) => ptrace::cont(pid, 0)?,
+            None => {}
+        }
+    }
+}
+
+/// The bit of signal `sig` in a signal mask (bit n-1 is signal n).
+fn bit(sig: i32) -> u64 {
+    1 << (sig - 1)
+}
+
+/// The signal numbers in a pending-signal mask.
+pub fn signal_numbers(mask: u64) -> impl Iterator<Item = i32> {
+    (1..=64).filter(move |&sig| mask & bit(sig) != 0)
+}

@@ -1,0 +1,515 @@
+//! The remote's half of forwarding: a call the seccomp filter trapped is looked up in the
+//! table, its buffers are read from the husk's memory and it is shipped home
+//! (`ToHome::Call`), or it is answered here; home's reply is written back into the husk and
+//! answers the notification. See docs/forwarding.md.
+
+use std::io;
+
+use rmosix_image::{write_message, write_pages};
+use tracing::warn;
+
+use crate::mem::{Memory, le_u32};
+use crate::msg;
+use crate::ptrace::Pid;
+use crate::seccomp::Listener;
+use crate::session::{Session, ToHome};
+use crate::table::{self, Arg, Len, MAX_BUF, PATH_MAX, Route};
+
+/// The pointer argument of a call whose buffer lies nowhere in the remote's memory as such
+/// (the pread64 standing for a file mmap): any non-NULL value, so that home lays a buffer out
+/// for it; the guest maps the bytes that come back itself.
+const UNPLACED: u64 = 1;
+
+/// The forwarded call the remote waits on.
+pub enum Pending {
+    /// A call whose buffers come back to where they were.
+    Plain { id: u64 },
+    /// readv: the data comes back in one piece and is scattered into these (address, length).
+    Scatter { id: u64, iov: Vec<(u64, u64)> },
+    /// recvmsg: the buffers come back to where they were, but for the data, which comes back
+    /// addressed to the iovec array at `iov_at` and is scattered into `iov`.
+    Message {
+        id: u64,
+        iov_at: u64,
+        iov: Vec<(u64, u64)>,
+    },
+    /// mmap of a home file: the contents came home-to-remote; map them privately.
+    Map {
+        id: u64,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+    },
+    /// sendmmsg: message `done` of the array at `args[1]` went home as a sendmsg.
+    Batch { id: u64, args: [u64; 6], done: u64 },
+    /// exit: the process ends at home.
+    Exit { id: u64 },
+}
+
+impl Pending {
+    /// The notification the call came from.
+    pub fn id(&self) -> u64 {
+        match *self {
+            Pending::Plain { id }
+            | Pending::Scatter { id, .. }
+            | Pending::Message { id, .. }
+            | Pending::Batch { id, .. }
+            | Pending::Map { id, .. }
+            | Pending::Exit { id } => id,
+        }
+    }
+}
+
+/// What became of a trapped call.
+pub enum Trapped {
+    /// Shipped home: home's reply answers it.
+    Shipped(Pending),
+    /// Answered here already.
+    Answered,
+    /// Only home can run it (`what` names it): the process goes home.
+    GoHome { what: String },
+}
+
+/// What a reply from home means.
+pub enum Replied {
+    /// The call is answered.
+    Done,
+    /// sendmmsg: the next message is shipped.
+    Again(Pending),
+    /// A file mmap's contents came: map them into the stopped husk, then answer `id`.
+    Map {
+        id: u64,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Reads and writes the husk's buffers for the calls it forwards.
+pub struct Forwarder {
+    mem: Memory,
+}
+
+impl Forwarder {
+    /// For husk `pid`.
+    pub fn open(pid: Pid) -> io::Result<Forwarder> {
+        Ok(Forwarder {
+            mem: Memory::open(pid)?,
+        })
+    }
+
+    /// Act on trapped call `id`: ship it home, answer it, or say it needs home.
+    pub fn trap(
+        &self,
+        id: u64,
+        nr: i64,
+        args: [u64; 6],
+        session: &mut Session,
+        listener: &Listener,
+    ) -> io::Result<Trapped> {
+        let shipped = match table::route(nr, &args) {
+            Route::Forward(row) => self.forward(id, nr, args, row.args, session),
+            Route::Vector => self.forward_vector(id, nr, args, session),
+            Route::Message => self.forward_message(id, nr, args, session),
+            Route::Batch => return self.forward_batch(id, args, 0, session, listener),
+            Route::MmapFile => {
+                let shared = args[3] & libc::MAP_SHARED as u64 != 0;
+                if shared && args[2] & libc::PROT_WRITE as u64 != 0 {
+                    let what = "shared writable file mapping".to_owned();
+                    return Ok(Trapped::GoHome { what });
+                }
+                let len = args[1].next_multiple_of(4096);
+                if len > MAX_BUF {
+                    // Larger mappings of home files are not copied: the process goes home.
+                    let what = format!("mmap of {len} bytes of a home file");
+                    return Ok(Trapped::GoHome { what });
+                }
+                let call = [args[4], UNPLACED, len, args[5], 0, 0];
+                call_home(session, id, libc::SYS_pread64, call, &[])?;
+                Ok(Ok(Pending::Map {
+                    id,
+                    addr: args[0],
+                    len,
+                    prot: args[2],
+                    flags: args[3],
+                }))
+            }
+            Route::Exit => {
+                call_home(session, id, libc::SYS_exit_group, args, &[])?;
+                Ok(Ok(Pending::Exit { id }))
+            }
+            Route::Home => {
+                let what = format!("system call {nr}");
+                return Ok(Trapped::GoHome { what });
+            }
+            Route::Continue => {
+                if let Err(err) = listener.let_run(id)
+                    && err.raw_os_error() != Some(libc::ENOENT)
+                {
+                    warn!(%err, "cannot let a trapped call run");
+                }
+                return Ok(Trapped::Answered);
+            }
+            // The filter lets these through; a notification for one means it changed under us.
+            Route::Local => Ok(Err(libc::ENOSYS)),
+        }?;
+        Ok(match shipped {
+            Ok(pending) => Trapped::Shipped(pending),
+            Err(errno) => {
+                respond(listener, id, -i64::from(errno));
+                Trapped::Answered
+            }
+        })
+    }
+
+    /// Read the buffers of a forwarded call from the remote and send the call home. Inner
+    /// error: the call fails here with that errno.
+    fn forward(
+        &self,
+        id: u64,
+        nr: i64,
+        mut args: [u64; 6],
+        spec: &'static [Arg],
+        session: &mut Session,
+    ) -> io::Result<Result<Pending, i32>> {
+        let row = table::Row {
+            args: spec,
+            on_copy: false,
+        };
+        // Lengths first: a length argument over MAX_BUF is shortened in `args`, and home
+        // must see the arguments the buffers were read with.
+        let mut lens = Vec::new();
+        for buf in row.buffers(&args) {
+            let len = match buf.kind {
+                Arg::In(len) | Arg::Out(len, _) | Arg::InOut(len) => {
+                    match self.length(len, &mut args) {
+                        Ok(n) => n,
+                        Err(errno) => return Ok(Err(errno)),
+                    }
+                }
+                _ => 0,
+            };
+            lens.push(len);
+        }
+        let mut data = Vec::new();
+        for (buf, len) in row.buffers(&args).zip(lens) {
+            let ptr = args[buf.arg];
+            let read = match buf.kind {
+                Arg::Path => self
+                    .mem
+                    .read_cstr(ptr, PATH_MAX as usize - 1)
+                    .map(|mut path| {
+                        path.push(0);
+                        path
+                    }),
+                Arg::In(_) | Arg::InOut(_) => self.mem.read_vec(ptr, len as usize),
+                _ => continue,
+            };
+            match read {
+                Ok(bytes) => data.push((ptr, bytes)),
+                Err(err) if err.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                    return Ok(Err(libc::ENAMETOOLONG));
+                }
+                Err(_) => return Ok(Err(libc::EFAULT)),
+            }
+        }
+        call_home(session, id, nr, args, &data)?;
+        Ok(Ok(Pending::Plain { id }))
+    }
+
+    /// Length of a buffer; a length argument above MAX_BUF is lowered to it (a short read or
+    /// write, which callers must handle anyway). Others over it fail with EINVAL, as home
+    /// would refuse them.
+    fn length(&self, len: Len, args: &mut [u64; 6]) -> Result<u64, i32> {
+        let n = match len {
+            Len::Arg(i) => {
+                args[i] = args[i].min(MAX_BUF);
+                args[i]
+            }
+            Len::ArgTimes(i, size) => args[i].saturating_mul(size),
+            Len::Fixed(n) => n,
+            Len::DerefU32(i) if args[i] == 0 => 0,
+            Len::DerefU32(i) => {
+                let raw = self.mem.read_vec(args[i], 4).map_err(|_| libc::EFAULT)?;
+                u64::from(le_u32(&raw, 0))
+            }
+            Len::FdSet => table::fd_set_len(args[0]).unwrap_or(u64::MAX),
+        };
+        if n > MAX_BUF {
+            Err(libc::EINVAL)
+        } else {
+            Ok(n)
+        }
+    }
+
+    /// readv/writev go home as one read/write of the gathered buffer.
+    fn forward_vector(
+        &self,
+        id: u64,
+        nr: i64,
+        args: [u64; 6],
+        session: &mut Session,
+    ) -> io::Result<Result<Pending, i32>> {
+        let iov = match self.read_iovecs(args[1], args[2]) {
+            Ok(iov) => iov,
+            // readv and writev say EINVAL where sendmsg says EMSGSIZE.
+            Err(libc::EMSGSIZE) => return Ok(Err(libc::EINVAL)),
+            Err(errno) => return Ok(Err(errno)),
+        };
+        let total: u64 = iov.iter().map(|&(_, len)| len).sum();
+        // The iovec array's address stands for the buffer: home lays one out for it.
+        let call = [args[0], args[1], total, 0, 0, 0];
+        if nr == libc::SYS_writev {
+            let gathered = match self.gather(&iov) {
+                Ok(gathered) => gathered,
+                Err(errno) => return Ok(Err(errno)),
+            };
+            call_home(session, id, libc::SYS_write, call, &[(args[1], gathered)])?;
+            Ok(Ok(Pending::Plain { id }))
+        } else {
+            call_home(session, id, libc::SYS_read, call, &[])?;
+            Ok(Ok(Pending::Scatter { id, iov }))
+        }
+    }
+
+    /// sendmsg/recvmsg go home with their msghdr and the buffers it points to, the data's
+    /// length in argument 3 (see `msg`).
+    fn forward_message(
+        &self,
+        id: u64,
+        nr: i64,
+        mut args: [u64; 6],
+        session: &mut Session,
+    ) -> io::Result<Result<Pending, i32>> {
+        let Ok(raw) = self.mem.read_vec(args[1], msg::HDR_LEN as usize) else {
+            return Ok(Err(libc::EFAULT));
+        };
+        let Some(hdr) = msg::MsgHdr::parse(&raw) else {
+            return Ok(Err(libc::EFAULT));
+        };
+        let iov = match self.read_iovecs(hdr.iov, hdr.iovlen) {
+            Ok(iov) => iov,
+            Err(errno) => return Ok(Err(errno)),
+        };
+        let name_len = if hdr.name == 0 {
+            0
+        } else {
+            u64::from(hdr.namelen)
+        };
+        let control_len = if hdr.control == 0 { 0 } else { hdr.controllen };
+        if name_len > MAX_BUF || control_len > MAX_BUF {
+            return Ok(Err(libc::EINVAL));
+        }
+        args[msg::DATA_LEN_ARG] = iov.iter().map(|&(_, len)| len).sum();
+        let mut data = vec![(args[1], raw)];
+        let sending = nr == libc::SYS_sendmsg;
+        if sending {
+            let read = |addr, len: u64| self.mem.read_vec(addr, len as usize);
+            let name = read(hdr.name, name_len);
+            let gathered = self.gather(&iov);
+            let control = read(hdr.control, control_len);
+            let (Ok(name), Ok(gathered), Ok(control)) = (name, gathered, control) else {
+                return Ok(Err(libc::EFAULT));
+            };
+            data.extend([
+                (hdr.name, name),
+                (hdr.iov, gathered),
+                (hdr.control, control),
+            ]);
+        }
+        call_home(session, id, nr, args, &data)?;
+        Ok(Ok(if sending {
+            Pending::Plain { id }
+        } else {
+            Pending::Message {
+                id,
+                iov_at: hdr.iov,
+                iov,
+            }
+        }))
+    }
+
+    /// sendmmsg: ship message `done` of the array as a sendmsg, or answer the call once all
+    /// `vlen` went (see `msg`).
+    fn forward_batch(
+        &self,
+        id: u64,
+        args: [u64; 6],
+        done: u64,
+        session: &mut Session,
+        listener: &Listener,
+    ) -> io::Result<Trapped> {
+        if done == args[2].min(msg::MAX_BATCH) {
+            respond(listener, id, done as i64);
+            return Ok(Trapped::Answered);
+        }
+        let at = args[1] + done * msg::MMSGHDR_LEN;
+        let one = [args[0], at, args[3], 0, 0, 0];
+        match self.forward_message(id, libc::SYS_sendmsg, one, session)? {
+            Ok(_) => Ok(Trapped::Shipped(Pending::Batch { id, args, done })),
+            Err(_) if done > 0 => {
+                respond(listener, id, done as i64);
+                Ok(Trapped::Answered)
+            }
+            Err(errno) => {
+                respond(listener, id, -i64::from(errno));
+                Ok(Trapped::Answered)
+            }
+        }
+    }
+
+    /// Home answered `pending` with `ret` and these out-buffers. `leaving`: the process is
+    /// about to go, so a sendmmsg stops at the messages sent so far.
+    pub fn on_reply(
+        &self,
+        pending: Pending,
+        ret: i64,
+        backs: Vec<(u64, Vec<u8>)>,
+        leaving: bool,
+        session: &mut Session,
+        listener: &Listener,
+    ) -> io::Result<Replied> {
+        match pending {
+            Pending::Plain { id } => {
+                for (addr, bytes) in &backs {
+                    self.mem.write(*addr, bytes)?;
+                }
+                respond(listener, id, ret);
+            }
+            Pending::Scatter { id, iov } => {
+                let bytes = backs.first().map(|d| d.1.as_slice()).unwrap_or(&[]);
+                self.scatter(&iov, bytes)?;
+                respond(listener, id, ret);
+            }
+            Pending::Message { id, iov_at, iov } => {
+                for (addr, bytes) in &backs {
+                    if *addr == iov_at {
+                        self.scatter(&iov, bytes)?;
+                    } else {
+                        self.mem.write(*addr, bytes)?;
+                    }
+                }
+                respond(listener, id, ret);
+            }
+            Pending::Batch { id, done, .. } if ret < 0 => {
+                respond(listener, id, if done > 0 { done as i64 } else { ret });
+            }
+            Pending::Batch { id, args, done } => {
+                let msg_len = args[1] + done * msg::MMSGHDR_LEN + msg::HDR_LEN;
+                self.mem.write(msg_len, &(ret as u32).to_le_bytes())?;
+                if leaving {
+                    // Going away: the messages sent so far are the call's result.
+                    respond(listener, id, done as i64 + 1);
+                } else {
+                    return match self.forward_batch(id, args, done + 1, session, listener)? {
+                        Trapped::Shipped(next) => Ok(Replied::Again(next)),
+                        _ => Ok(Replied::Done),
+                    };
+                }
+            }
+            Pending::Map { id, .. } if ret < 0 => respond(listener, id, ret),
+            Pending::Map {
+                id,
+                addr,
+                len,
+                prot,
+                flags,
+            } => {
+                let bytes = backs.into_iter().next().map(|d| d.1).unwrap_or_default();
+                return Ok(Replied::Map {
+                    id,
+                    addr,
+                    len,
+                    prot,
+                    flags,
+                    bytes,
+                });
+            }
+            // exit_group came back: a signal stopped the shell before it ran there, and the
+            // answer is a restart code. The remote takes the signal, then exits again.
+            Pending::Exit { id } => respond(listener, id, ret),
+        }
+        Ok(Replied::Done)
+    }
+
+    /// Write `bytes` across the remote buffers `iov`, in order.
+    fn scatter(&self, iov: &[(u64, u64)], bytes: &[u8]) -> io::Result<()> {
+        let mut at = 0usize;
+        for &(base, len) in iov {
+            let n = (len as usize).min(bytes.len() - at);
+            self.mem.write(base, &bytes[at..at + n])?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// The remote's iovec array of `count` entries at `addr`, as (base, length), the lengths
+    /// cut so that they add up to at most MAX_BUF (a short transfer, as callers expect).
+    fn read_iovecs(&self, addr: u64, count: u64) -> Result<Vec<(u64, u64)>, i32> {
+        // UIO_MAXIOV: Linux refuses more with EMSGSIZE (sendmsg) or EINVAL (readv).
+        if count > 1024 {
+            return Err(libc::EMSGSIZE);
+        }
+        let words = self
+            .mem
+            .read_words(addr, count as usize * 2)
+            .map_err(|_| libc::EFAULT)?;
+        let mut total = 0u64;
+        Ok(words
+            .chunks_exact(2)
+            .map(|iovec| {
+                let len = iovec[1].min(MAX_BUF - total);
+                total += len;
+                (iovec[0], len)
+            })
+            .collect())
+    }
+
+    /// The remote's buffers `iov`, gathered into one.
+    fn gather(&self, iov: &[(u64, u64)]) -> Result<Vec<u8>, i32> {
+        let mut gathered = Vec::new();
+        for &(base, len) in iov {
+            let bytes = self
+                .mem
+                .read_vec(base, len as usize)
+                .map_err(|_| libc::EFAULT)?;
+            gathered.extend_from_slice(&bytes);
+        }
+        Ok(gathered)
+    }
+}
+
+/// Send call `id` home with the buffers it reads, each with the remote address it came from.
+fn call_home(
+    session: &mut Session,
+    id: u64,
+    nr: i64,
+    args: [u64; 6],
+    data: &[(u64, Vec<u8>)],
+) -> io::Result<()> {
+    let call = ToHome::Call {
+        id,
+        nr,
+        args,
+        sends: data.len() as u32,
+    };
+    write_message(&mut session.out, &call)?;
+    for (addr, bytes) in data {
+        write_pages(&mut session.out, *addr, bytes)?;
+    }
+    session.out.flush()
+}
+
+/// Answer notification `id`: the call returns `val` (a negative errno on failure).
+pub fn respond(listener: &Listener, id: u64, val: i64) {
+    // ENOENT: a signal interrupted the call meanwhile and the kernel dropped it; it will be
+    // restarted or fail with EINTR as Linux decides.
+    if let Err(err) = listener.respond(id, val)
+        && err.raw_os_error() != Some(libc::ENOENT)
+    {
+        warn!(%err, "cannot answer a trapped call");
+    }
+}
