@@ -13,7 +13,7 @@
 
 use std::io;
 
-use rmosix_image::Frame;
+use rmosix_image::{Frame, FrameReader};
 use tracing::warn;
 
 use crate::dump;
@@ -53,8 +53,8 @@ pub struct Call {
 /// Read the `sends` buffers of call `id` and check the call against the table. Outer error:
 /// the session is broken (a frame that is not a buffer, too many, or the stream failed);
 /// inner error: the call does not fit and is refused.
-pub fn read_call(
-    session: &mut Session,
+pub fn read_call<R: io::Read>(
+    frames: &mut FrameReader<R>,
     id: u64,
     nr: i64,
     args: [u64; 6],
@@ -65,7 +65,7 @@ pub fn read_call(
     }
     let mut sent = Vec::new();
     for _ in 0..sends {
-        match session.frames.next_frame().map_err(io::Error::other)? {
+        match frames.next_frame().map_err(io::Error::other)? {
             Frame::Pages { data, .. } => sent.push(data),
             Frame::Message(_) => return Err(io::Error::other("a call is missing its buffers")),
         }
@@ -564,4 +564,228 @@ fn bit(sig: i32) -> u64 {
 /// The signal numbers in a pending-signal mask.
 pub fn signal_numbers(mask: u64) -> impl Iterator<Item = i32> {
     (1..=64).filter(move |&sig| mask & bit(sig) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use rmosix_image::{write_message, write_pages};
+
+    use super::*;
+    use crate::session::ToHome;
+    use crate::table::{self, MAX_BUF};
+
+    /// A session stream as a peer could send it: calls with any number, arguments and
+    /// buffers, lengths often near the ones the table would give, and other messages.
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        let arg = prop_oneof![
+            0u64..64,
+            Just(0u64),
+            Just(1u64 << 20),
+            Just(MAX_BUF),
+            Just(MAX_BUF + 1),
+            any::<u64>(),
+        ];
+        let call = (
+            prop_oneof![0i64..460, any::<i64>()],
+            proptest::array::uniform6(arg),
+            proptest::collection::vec(
+                prop_oneof![0usize..80, Just(4usize), Just(56), Just(144), Just(4096)],
+                0..8,
+            ),
+            0u32..10,
+        );
+        proptest::collection::vec(call, 1..6).prop_map(|calls| {
+            let mut out = Vec::new();
+            for (id, (nr, args, lens, announced)) in calls.into_iter().enumerate() {
+                let msg = ToHome::Call {
+                    id: id as u64,
+                    nr,
+                    args,
+                    sends: announced.min(lens.len() as u32 + 1),
+                };
+                write_message(&mut out, &msg).unwrap();
+                for (i, len) in lens.iter().enumerate() {
+                    let mut data = vec![b'a' + i as u8; *len];
+                    if let Some(last) = data.last_mut() {
+                        *last = 0;
+                    }
+                    write_pages(&mut out, 0x1000 * i as u64, &data).unwrap();
+                }
+            }
+            out
+        })
+    }
+
+    /// A stream of calls shaped as a guest ships them (buffers as the table gives them for
+    /// the arguments), some of them then bent: a length off by one, a buffer missing or
+    /// added, a path without its NUL.
+    fn shipped_calls() -> impl Strategy<Value = Vec<u8>> {
+        let call = (
+            0i64..460,
+            proptest::array::uniform6(prop_oneof![1u64..64, Just(0u64), Just(0x7000u64)]),
+            0u32..16,
+            0usize..8,
+        );
+        proptest::collection::vec(call, 1..6).prop_map(|calls| {
+            let mut out = Vec::new();
+            for (id, (nr, mut args, socklen, bend)) in calls.into_iter().enumerate() {
+                let table::Route::Forward(row) = table::route(nr, &args) else {
+                    continue;
+                };
+                let mut sent: Vec<Vec<u8>> = Vec::new();
+                for buf in row.buffers(&args.clone()) {
+                    if !buf.sent() {
+                        continue;
+                    }
+                    let len = match buf.kind {
+                        table::Arg::Path => {
+                            sent.push(b"/tmp/x\0".to_vec());
+                            continue;
+                        }
+                        table::Arg::In(len) | table::Arg::InOut(len) => len,
+                        _ => continue,
+                    };
+                    let n = match len {
+                        table::Len::Arg(i) => args[i],
+                        table::Len::ArgTimes(i, size) => {
+                            args[i] %= 8;
+                            args[i] * size
+                        }
+                        table::Len::Fixed(4) => {
+                            sent.push(socklen.to_le_bytes().to_vec());
+                            continue;
+                        }
+                        table::Len::Fixed(n) => n,
+                        table::Len::FdSet => table::fd_set_len(args[0]).unwrap_or(0),
+                        table::Len::DerefU32(_) => u64::from(socklen),
+                    };
+                    sent.push(vec![7; n.min(1 << 16) as usize]);
+                }
+                match bend {
+                    0 => drop(sent.pop()),
+                    1 => sent.push(vec![1; 3]),
+                    2 => {
+                        if let Some(last) = sent.last_mut() {
+                            last.push(9);
+                        }
+                    }
+                    3 => {
+                        if let Some(first) = sent.first_mut() {
+                            first.retain(|&b| b != 0);
+                        }
+                    }
+                    _ => {}
+                }
+                let msg = ToHome::Call {
+                    id: id as u64,
+                    nr,
+                    args,
+                    sends: sent.len() as u32,
+                };
+                write_message(&mut out, &msg).unwrap();
+                for data in &sent {
+                    write_pages(&mut out, 0x1000, data).unwrap();
+                }
+            }
+            out
+        })
+    }
+
+    /// Read `bytes` as home reads a remote's session: every call accepted has exactly the
+    /// buffers the table gives it, within the limits; nothing panics. Returns how many calls
+    /// were accepted and how many refused.
+    fn read_all(bytes: &[u8]) -> (u64, u64) {
+        let (mut accepted, mut refused) = (0, 0);
+        let mut frames = FrameReader::new(bytes);
+        while let Ok(msg) = frames.message::<ToHome>() {
+            let ToHome::Call {
+                id,
+                nr,
+                args,
+                sends,
+            } = msg
+            else {
+                continue;
+            };
+            let Ok(read) = read_call(&mut frames, id, nr, args, sends) else {
+                break;
+            };
+            let Ok(call) = read else {
+                refused += 1;
+                continue;
+            };
+            accepted += 1;
+            crate::table::tests::check_home_shape(call.nr, &call.args, &call.sent);
+            assert!(call.shape.scratch_len() <= 6 * (MAX_BUF + 16));
+        }
+        (accepted, refused)
+    }
+
+    proptest! {
+        #[test]
+        fn any_stream_of_calls_is_read_safely(bytes in stream()) {
+            read_all(&bytes);
+        }
+
+        #[test]
+        fn calls_shaped_by_the_table_and_bent_are_read_safely(bytes in shipped_calls()) {
+            read_all(&bytes);
+        }
+
+        #[test]
+        fn any_bytes_are_read_safely(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            read_all(&bytes);
+        }
+    }
+
+    /// The fuzzing run of `./dev fuzz`: the two properties above, for RMOSIX_FUZZ_SECONDS
+    /// (default 60), then how many cases ran.
+    #[test]
+    #[ignore = "long: run by ./dev fuzz"]
+    fn fuzz_home_request_decoding() {
+        let seconds = std::env::var("RMOSIX_FUZZ_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60);
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let batch = 2000;
+        let mut cases = 0u64;
+        let accepted = std::cell::Cell::new(0u64);
+        let refused = std::cell::Cell::new(0u64);
+        while Instant::now() < deadline {
+            let config = Config {
+                cases: batch,
+                failure_persistence: None,
+                ..Config::default()
+            };
+            for strategy in [stream().boxed(), shipped_calls().boxed()] {
+                TestRunner::new(config.clone())
+                    .run(&strategy, |bytes| {
+                        let (yes, no) = read_all(&bytes);
+                        accepted.set(accepted.get() + yes);
+                        refused.set(refused.get() + no);
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            let mut runner = TestRunner::new(config);
+            runner
+                .run(&proptest::collection::vec(any::<u8>(), 0..512), |bytes| {
+                    read_all(&bytes);
+                    Ok(())
+                })
+                .unwrap();
+            cases += 3 * u64::from(batch);
+        }
+        println!(
+            "fuzz: {cases} session streams read by home's request decoding in {seconds} s, \
+             no failure; {} calls accepted, {} refused",
+            accepted.get(),
+            refused.get()
+        );
+    }
 }

@@ -708,7 +708,7 @@ impl Supervisor<'_> {
                 "a call came while the image was coming home",
             ));
         }
-        match deputy::read_call(&mut r.session, id, nr, args, sends)? {
+        match deputy::read_call(&mut r.session.frames, id, nr, args, sends)? {
             Ok(call) => r.deputy.serve(call, &mut r.session),
             Err(refusal) => r.deputy.refuse(&mut r.session, id, refusal),
         }

@@ -647,7 +647,7 @@ pub fn local_calls() -> Vec<i64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
