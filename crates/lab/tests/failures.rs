@@ -761,6 +761,113 @@ fn open_fds(pid: u32) -> Vec<(String, PathBuf)> {
     fds
 }
 
+/// One remote's failure stays with its process. A job of four children: two moved to node
+/// 2, one to node 3, one at home. While they wait in a read that runs in their shells at
+/// home, and while mosrun is stopped so that all of it reaches the supervisor at once, the
+/// remote of child 0 is killed (its shell dies the same way), and the guest of child 1 is
+/// killed and signals are sent to child 1's shell, whose relay then meets the broken link
+/// (its process is lost, and mosrun says why; this used to end the whole job). The rest of
+/// the job runs on: children 2 and 3 finish with the right results, and so does the job.
+#[test]
+fn remotes_killed_mid_call_take_only_their_processes() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(3);
+    let home = lab.node(1);
+    let family = c_program("family");
+    let go = go_file(&lab, "go");
+    let job = Job::start(&lab, home, &[&family, path_str(&go), "4"]);
+    job.wait_output("ready\n");
+    let pids: Vec<String> = (0..4)
+        .map(|k| {
+            job.wait_output(&format!("child {k} pid "));
+            let out = job.stdout();
+            let line = out
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("child {k} pid ")))
+                .expect("the line waited for");
+            line.to_owned()
+        })
+        .collect();
+    let migrate = |pid: &str, node: &str| {
+        let done = run(home, "migrate", &[pid, node]);
+        assert!(done.status.success(), "migrate {pid} {node}: {done:?}");
+    };
+    // Child 0's remote is the one husk of node 2 until child 2 comes.
+    migrate(&pids[0], "2");
+    let remote_of_child_0 = the_husk(lab.node(2));
+    migrate(&pids[1], "3");
+    migrate(&pids[2], "2");
+    // Each waits away in a read that runs in its shell at home.
+    let shells: Vec<u32> = pids[..3].iter().map(|pid| host_pid_in(home, pid)).collect();
+    for &shell in &shells {
+        wait_until(
+            "a read to run in a shell",
+            STEP,
+            || {
+                fs::read_to_string(format!("/proc/{shell}/syscall"))
+                    .is_ok_and(|s| s.starts_with("0 "))
+            },
+            || job.outputs(),
+        );
+    }
+    host_kill("STOP", job.mosrun);
+    host_kill("KILL", remote_of_child_0.pid);
+    let guest = guests(lab.node(3));
+    assert_eq!(guest.len(), 1, "{guest:?}");
+    host_kill("KILL", guest[0].pid);
+    wait_until(
+        "node 3's guest to go",
+        STEP,
+        || is_gone(guest[0].pid),
+        || job.outputs(),
+    );
+    for sig in ["USR1", "USR2", "HUP", "TERM", "ALRM"] {
+        host_kill(sig, shells[1]);
+    }
+    host_kill("CONT", job.mosrun);
+    // nsenter, mosrun's parent outside the node, stopped itself when mosrun stopped.
+    let nsenter = proc_info(job.mosrun).expect("mosrun runs").ppid;
+    host_kill("CONT", nsenter);
+    for shell in &shells[..2] {
+        wait_until("a shell to go", STEP, || is_gone(*shell), || job.outputs());
+    }
+    release(&go);
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    assert!(done.stdout.contains("child 0 killed 9\n"), "{done:?}");
+    assert!(done.stdout.contains("child 1 killed 9\n"), "{done:?}");
+    assert!(
+        done.stderr.contains(&format!("process {} lost: ", pids[1])),
+        "{done:?}"
+    );
+    for k in [2u64, 3] {
+        let sum: u64 = (1..=20_000_000u64).map(|i| i % (7 + k)).sum();
+        assert!(
+            done.stdout.contains(&format!("child {k} sum {sum}\n")),
+            "{done:?}"
+        );
+        assert!(
+            done.stdout.contains(&format!("child {k} exited 0\n")),
+            "{done:?}"
+        );
+    }
+    for node in [lab.node(2), lab.node(3)] {
+        assert!(husks(node).is_empty(), "{:#?}", procs_in(node));
+    }
+}
+
+/// The host PID of the process that is `pid` in `node`.
+fn host_pid_in(node: &Node, pid: &str) -> u32 {
+    let pid: u32 = pid.parse().expect("a PID");
+    procs_in(node)
+        .into_iter()
+        .find(|p| rmosix_lab::pid_in_node(p.pid) == Some(pid))
+        .unwrap_or_else(|| panic!("no process {pid} in node {}", node.id()))
+        .pid
+}
+
 // ---- 2. The host node dies while it runs the remote ----
 
 #[test]
