@@ -50,6 +50,12 @@ pub fn check_movable(pid: Pid) -> io::Result<Result<(), NotMovable>> {
     if threads > 1 {
         return Ok(Err(NotMovable::Threads(threads)));
     }
+    // 1: strict mode, 2: filters. A remote never has filters of the program's (installing
+    // one sends it home), so the count here is the program's own.
+    let seccomp = field("Seccomp:") as u32;
+    if seccomp != 0 {
+        return Ok(Err(NotMovable::Seccomp(seccomp)));
+    }
     if field("VmLck:") > 0 {
         return Ok(Err(NotMovable::Locked));
     }

@@ -15,6 +15,12 @@ use rmosix_image::Area;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Regs, Stop};
 
+/// The mask an injected call runs with: everything but SIGTRAP. The single-step's trap is a
+/// SIGTRAP the kernel forces on the tracee, and a forced signal that is blocked has its
+/// disposition reset to SIG_DFL (force_sig_info_to_task in kernel/signal.c): with SIGTRAP
+/// blocked, every injected call would wipe the program's own SIGTRAP handler.
+const STEP_MASK: u64 = !(1 << (libc::SIGTRAP - 1));
+
 /// Knows where a tracee keeps a `syscall` instruction.
 #[derive(Debug, Clone, Copy)]
 pub struct Injector {
@@ -54,13 +60,13 @@ impl Injector {
         regs
     }
 
-    /// Run one system call in the stopped tracee `pid`, with every blockable signal blocked so
-    /// nothing interrupts it, and return the raw result (negative errno on failure). The tracee's
-    /// registers and signal mask are as before when this returns.
+    /// Run one system call in the stopped tracee `pid`, with every blockable signal but
+    /// SIGTRAP blocked so nothing interrupts it, and return the raw result (negative errno on
+    /// failure). The tracee's registers and signal mask are as before when this returns.
     pub fn call(&self, pid: Pid, nr: i64, args: [u64; 6]) -> io::Result<i64> {
         let saved = ptrace::get_regs(pid)?;
         let mask = ptrace::get_sigmask(pid)?;
-        ptrace::set_sigmask(pid, !0)?;
+        ptrace::set_sigmask(pid, STEP_MASK)?;
         // The call runs with no stack pointer. No call we inject uses the stack. But the
         // kernel refuses to change the alternate signal stack while the caller's stack
         // pointer lies on it (EPERM). A process frozen in a handler running there would

@@ -179,12 +179,14 @@ pub enum Stop {
     Interrupted,
     /// A ptrace event (fork, clone, exec, ...) with its PTRACE_EVENT_* number.
     Event(i32),
-    /// Stopped by a syscall trap (TRACESYSGOOD) or single-step/breakpoint SIGTRAP.
+    /// Stopped by a syscall trap (TRACESYSGOOD) or the trap of our own single-step. A
+    /// SIGTRAP the program raised or caused (raise, int3) is a [`Stop::Signal`].
     Trap,
 }
 
-/// Decode a waitpid status.
-pub fn decode(status: i32) -> Stop {
+/// Decode a waitpid status. `sigtrap_code` gives the si_code of a SIGTRAP stop (asked only
+/// for those): it tells our single-step's trap from a SIGTRAP of the program's own.
+pub fn decode(status: i32, sigtrap_code: impl FnOnce() -> Option<i32>) -> Stop {
     if libc::WIFEXITED(status) {
         return Stop::Exited(libc::WEXITSTATUS(status));
     }
@@ -202,10 +204,33 @@ pub fn decode(status: i32) -> Stop {
     if event != 0 {
         return Stop::Event(event);
     }
-    if sig == libc::SIGTRAP | 0x80 || sig == libc::SIGTRAP {
+    if sig == libc::SIGTRAP | 0x80 {
+        return Stop::Trap;
+    }
+    // A single-step reports TRAP_BRKPT (at a system call's exit) or TRAP_TRACE (the debug
+    // exception); int3 is SI_KERNEL, raise and kill are SI_TKILL and SI_USER. A process has
+    // no hardware breakpoints but those a tracer sets, and we set none.
+    if sig == libc::SIGTRAP && matches!(sigtrap_code(), Some(TRAP_BRKPT | TRAP_TRACE) | None) {
         return Stop::Trap;
     }
     Stop::Signal(sig)
+}
+
+/// si_code values of the traps a tracer causes (asm-generic/siginfo.h).
+const TRAP_BRKPT: i32 = 1;
+const TRAP_TRACE: i32 = 2;
+
+/// The siginfo of the signal a tracee is stopped for.
+pub fn get_siginfo(pid: Pid) -> io::Result<libc::siginfo_t> {
+    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    request(
+        libc::PTRACE_GETSIGINFO,
+        pid,
+        0,
+        &mut info as *mut libc::siginfo_t as usize,
+    )?;
+    Ok(info)
 }
 
 /// Wait for a state change of `pid` (or any child with -1), retrying on EINTR.
@@ -215,7 +240,8 @@ pub fn wait(pid: Pid, flags: libc::c_int) -> io::Result<Option<(Pid, Stop)>> {
         // SAFETY: status is a live out-parameter.
         let got = unsafe { libc::waitpid(pid, &mut status, flags | libc::__WALL) };
         if got > 0 {
-            return Ok(Some((got, decode(status))));
+            let code = || get_siginfo(got).ok().map(|info| info.si_code);
+            return Ok(Some((got, decode(status, code))));
         }
         if got == 0 {
             return Ok(None);

@@ -14,7 +14,7 @@
 
 use std::io::{self, Read};
 
-use rmosix_image::{self as image, Area, FrameHead, FrameReader, Header};
+use rmosix_image::{self as image, Area, FrameHead, FrameReader, Header, SigAction};
 
 use crate::dump::{EndOfImage, regs_from_image};
 use crate::fill::Filler;
@@ -355,7 +355,25 @@ fn restore_task_state(
     ];
     inj.call_ok(pid, libc::SYS_prctl, args, "prctl(PR_SET_MM_MAP)")?;
 
-    for action in &header.sigactions {
+    // The image holds the dispositions that are not the default. A signal the process
+    // still catches or ignores (a shell keeps the program's dispositions from before it
+    // left, and the program may have reset one away) goes back to SIG_DFL first.
+    let image_holds = header
+        .sigactions
+        .iter()
+        .fold(0u64, |mask, a| mask | 1 << (a.sig - 1));
+    let stale = not_default(pid)? & !image_holds;
+    let default = SigAction {
+        sig: 0,
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    let resets = (1..=64)
+        .filter(|sig: &i32| stale & 1 << (sig - 1) != 0)
+        .map(|sig| SigAction { sig, ..default });
+    for action in resets.chain(header.sigactions.iter().copied()) {
         let mut raw = Vec::with_capacity(32);
         for word in [action.handler, action.flags, action.restorer, action.mask] {
             raw.extend_from_slice(&word.to_le_bytes());
@@ -423,6 +441,20 @@ fn restore_task_state(
         )?;
     }
     Ok(())
+}
+
+/// The signals whose disposition in `pid` is not SIG_DFL (SigCgt and SigIgn of
+/// /proc/PID/status), as a mask (bit n-1 for signal n).
+fn not_default(pid: Pid) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("SigCgt:")
+                .or_else(|| l.strip_prefix("SigIgn:"))
+        })
+        .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .fold(0, |all, mask| all | mask))
 }
 
 /// Read the image header that opens a stream, refusing another format version.

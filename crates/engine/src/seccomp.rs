@@ -45,34 +45,55 @@ pub(crate) const NR: u32 = 0;
 pub(crate) const ARCH: u32 = 4;
 const IP_LO: u32 = 8;
 const IP_HI: u32 = 12;
+const ARG0_LO: u32 = 16;
 const ARG3_LO: u32 = 16 + 3 * 8;
 
 /// Build the filter program. `gate` is the address right after the injection instruction.
 pub fn build_filter(gate: u64) -> Vec<SockFilter> {
+    // mmap and prctl are local for some arguments only: each has a block of its own.
     let local: Vec<i64> = table::local_calls()
         .into_iter()
-        .filter(|&nr| nr != libc::SYS_mmap)
+        .filter(|&nr| nr != libc::SYS_mmap && nr != libc::SYS_prctl)
         .collect();
+    let options = table::PRCTL_NOT_LOCAL;
     // Classic BPF jumps are at most 255 instructions forward.
-    let over_list = u8::try_from(local.len() + 1 + GATE_CHECK_LEN as usize)
-        .expect("the list of local calls fits a jump offset");
+    let to_gate = |from_end_of_blocks: usize| {
+        u8::try_from(local.len() + from_end_of_blocks).expect("the filter's jumps fit a byte")
+    };
     let mut prog = vec![
         stmt(BPF_LD_W_ABS, ARCH),
         jump(BPF_JEQ_K, sys::AUDIT_ARCH_X86_64, 1, 0),
         stmt(BPF_RET_K, sys::SECCOMP_RET_KILL_PROCESS),
         stmt(BPF_LD_W_ABS, NR),
-        // mmap runs locally only for anonymous memory; a file mmap skips the list of local
-        // calls and goes on to the gate check.
+        // mmap runs locally only for anonymous memory; a file mmap skips to the gate check.
         jump(BPF_JEQ_K, libc::SYS_mmap as u32, 0, 3),
         stmt(BPF_LD_W_ABS, ARG3_LO),
         jump(
             BPF_JSET_K,
             libc::MAP_ANONYMOUS as u32,
             0,
-            over_list - GATE_CHECK_LEN,
+            to_gate(4 + options.len()),
         ),
         stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW),
+        // prctl runs locally but for the options the table sends elsewhere.
+        jump(
+            BPF_JEQ_K,
+            libc::SYS_prctl as u32,
+            0,
+            2 + options.len() as u8,
+        ),
+        stmt(BPF_LD_W_ABS, ARG0_LO),
     ];
+    for (i, option) in options.iter().enumerate() {
+        prog.push(jump(
+            BPF_JEQ_K,
+            *option as u32,
+            to_gate(options.len() - i),
+            0,
+        ));
+    }
+    prog.push(stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW));
+    // The other calls arrive here with nr still in the accumulator.
     for (i, nr) in local.iter().enumerate() {
         // Jump over the remaining checks and the gate check to the allow at the end.
         let to_allow = (local.len() - i - 1) as u8 + GATE_CHECK_LEN;
@@ -319,6 +340,22 @@ mod tests {
             run(&prog, &call(libc::SYS_mmap, ip, odd)),
             sys::SECCOMP_RET_USER_NOTIF
         );
+        for option in [
+            0,
+            libc::PR_SET_NAME,
+            libc::PR_SET_SECCOMP,
+            libc::PR_GET_NO_NEW_PRIVS,
+        ] {
+            let args = [option as u64, 0, 0, 0, 0, 0];
+            let local = table::route(libc::SYS_prctl, &args) == table::Route::Local;
+            let verdict = run(&prog, &call(libc::SYS_prctl, ip, args));
+            let expected = if local {
+                sys::SECCOMP_RET_ALLOW
+            } else {
+                sys::SECCOMP_RET_USER_NOTIF
+            };
+            assert_eq!(verdict, expected, "prctl {option}");
+        }
         for nr in 0..460 {
             let local = table::route(nr, &anon) == table::Route::Local;
             for (at, other) in [

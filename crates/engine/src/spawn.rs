@@ -140,8 +140,8 @@ pub fn spawn_husk(keep_fds: bool) -> io::Result<Pid> {
     let [ready_read, ready_write] = pipe()?;
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
-    // SAFETY: the child only calls prctl, getppid, close_range, close, pause and _exit, all
-    // async-signal-safe.
+    // SAFETY: the child only calls prctl, getppid, close_range, rt_sigaction, close, pause
+    // and _exit, all async-signal-safe.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(fork_failed([ready_read, ready_write]));
@@ -161,6 +161,19 @@ pub fn spawn_husk(keep_fds: bool) -> io::Result<Pid> {
                     libc::syscall(libc::SYS_close_range, 0u32, ready - 1, 0u32);
                 }
                 libc::syscall(libc::SYS_close_range, ready + 1, max, 0u32);
+            }
+            // Default dispositions, whatever the guest ignores (a Rust program ignores
+            // SIGPIPE): restore sets only those the image holds, and the others must be the
+            // defaults the process had. The raw call reaches glibc's reserved signals too.
+            let default = [0u64; 4];
+            for sig in 1..=64 {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default.as_ptr(),
+                    0usize,
+                    8usize,
+                );
             }
             // Closing the last end tells the parent the husk is ready.
             libc::close(ready_write);

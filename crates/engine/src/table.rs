@@ -614,13 +614,34 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         | libc::SYS_sched_getaffinity
         | libc::SYS_getcpu
         | libc::SYS_getrusage
-        | libc::SYS_times
-        | libc::SYS_prctl => Local,
+        | libc::SYS_times => Local,
+        libc::SYS_prctl => prctl(args[0]),
 
         // Everything else, fork/clone/execve among them, runs after going home.
         _ => Home,
     }
 }
+
+/// prctl changes per-task state, which runs where the process runs, but for the seccomp and
+/// no_new_privs settings: a program's own filter must live at home (where it is kept, and
+/// never meets the calls a move injects), and a remote's answers would be its husk's, which
+/// has rmosix's filter and no_new_privs set.
+fn prctl(option: u64) -> Route {
+    match option as i32 {
+        libc::PR_SET_SECCOMP | libc::PR_SET_NO_NEW_PRIVS => Route::Home,
+        libc::PR_GET_SECCOMP | libc::PR_GET_NO_NEW_PRIVS => fwd(&[Val]),
+        _ => Route::Local,
+    }
+}
+
+/// The prctl options that do not run locally, for the filter (which compares their low 32
+/// bits, as prctl(2) takes an int).
+pub const PRCTL_NOT_LOCAL: [i32; 4] = [
+    libc::PR_SET_SECCOMP,
+    libc::PR_SET_NO_NEW_PRIVS,
+    libc::PR_GET_SECCOMP,
+    libc::PR_GET_NO_NEW_PRIVS,
+];
 
 /// ioctl requests we know the argument of; others go home.
 fn ioctl(request: u64) -> Route {

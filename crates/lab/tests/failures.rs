@@ -1237,6 +1237,76 @@ fn result_line(done: &Done) -> String {
         .to_owned()
 }
 
+/// A SIGTRAP of the program's own (raise, int3) reaches its handler, at home and away: the
+/// supervisors tell it from the traps of their own single-steps by its si_code.
+#[test]
+fn a_programs_own_sigtraps_reach_it_at_home_and_away() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let trap = c_program("trap");
+    for moved in [false, true] {
+        let go = go_file(&lab, &format!("go-{moved}"));
+        let job = Job::start(&lab, lab.node(1), &[&trap, path_str(&go)]);
+        job.wait_output("ready\n");
+        if moved {
+            job.move_to("2");
+        }
+        release(&go);
+        let done = job.finish();
+        assert!(done.status.success(), "{done:?}");
+        assert!(
+            done.stdout.ends_with("traps 2\n"),
+            "moved: {moved}: {done:?}"
+        );
+    }
+}
+
+/// A program with a seccomp filter of its own is not moved (no unprivileged supervisor may
+/// read a filter to carry it), and says why; one that installs a filter away goes home for
+/// it, where the filter then holds, and stays.
+#[test]
+fn a_program_with_its_own_seccomp_filter_stays_home_and_keeps_it() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let filtered = c_program("filtered");
+    let reason = "it has a seccomp policy of its own (mode 2)";
+
+    let go = go_file(&lab, "go-before");
+    let job = Job::start(
+        &lab,
+        lab.node(1),
+        &[&filtered, path_str(&go), "-", "before"],
+    );
+    job.wait_output("ready\n");
+    assert_cannot_move(&job.migrate("2"), &job.pid, "2", reason);
+    assert_eq!(job.location(), "1");
+    release(&go);
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    assert!(done.stdout.ends_with("filter holds\n"), "{done:?}");
+
+    let (go, go2) = (go_file(&lab, "go-away"), go_file(&lab, "go2-away"));
+    let argv = [filtered.as_str(), path_str(&go), path_str(&go2), "away"];
+    let job = Job::start(&lab, lab.node(1), &argv);
+    job.wait_output("ready\n");
+    job.move_to("2");
+    release(&go);
+    job.wait_output("installed\n");
+    assert_eq!(job.location(), "1", "the filter is installed at home");
+    assert_cannot_move(&job.migrate("2"), &job.pid, "2", reason);
+    release(&go2);
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        done.stdout.contains("filter holds\ninstalled\n"),
+        "{done:?}"
+    );
+}
+
 // ---- 6. Processes that cannot move keep running at home ----
 
 #[test]

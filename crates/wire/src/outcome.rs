@@ -26,6 +26,10 @@ pub enum NotMovable {
     /// A device mapping.
     #[error("it maps a device ({0})")]
     Device(String),
+    /// A seccomp filter or strict mode of its own, which the kernel lets no unprivileged
+    /// supervisor read to carry along, and which could refuse the calls a move injects.
+    #[error("it has a seccomp policy of its own (mode {0})")]
+    Seccomp(u32),
 }
 
 /// Why a move failed. Every variant but [`MoveError::Lost`] leaves the process running where
