@@ -337,11 +337,10 @@ fn take_command(shared: &Shared, generation: u64, command: Command) {
                 .queue
                 .iter()
                 .position(|o| o.generation == generation && o.daemon_id == id);
-            if let Some(at) = queued {
-                let order = state.queue.remove(at);
+            if let Some(order) = queued.and_then(|at| state.queue.remove(at)) {
                 info!(
                     order = id,
-                    pid = order.map(|o| o.pid),
+                    pid = order.pid,
                     "dropped an order whose caller gave up"
                 );
                 state.send(&Report::MigrateDone {
@@ -471,4 +470,147 @@ fn recv_with_fd(stream: &UnixStream) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
     }
     line.pop();
     Ok((line, fd))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+    use std::time::Instant;
+
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// A fake daemon's side of a supervisor's connection.
+    struct Fake {
+        stream: UnixStream,
+        lines: LineReader,
+    }
+
+    impl Fake {
+        /// Accept a supervisor and take its registration.
+        fn accept(listener: &UnixListener) -> Fake {
+            let (stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(DEADLINE)).unwrap();
+            let mut fake = Fake {
+                stream,
+                lines: LineReader::new(),
+            };
+            let request: Request = fake.lines.recv(&mut fake.stream).unwrap().unwrap();
+            assert_eq!(request, Request::Supervise);
+            send_line(&mut fake.stream, &Reply::Ok).unwrap();
+            fake
+        }
+
+        fn report(&mut self) -> Report {
+            self.lines.recv(&mut self.stream).unwrap().unwrap()
+        }
+
+        fn command(&mut self, command: Command) {
+            send_line(&mut self.stream, &command).unwrap();
+        }
+    }
+
+    /// The next order, once `order_fd` says there is one.
+    fn wait_order(link: &mut DaemonLink) -> Order {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(order) = link.next_order().unwrap() {
+                return order;
+            }
+            assert!(Instant::now() < end, "no order");
+            let mut fds = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&link.ready),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_restarted_daemon_learns_the_job_again_and_no_answer_meant_for_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mosixd.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let daemon = DaemonSocket {
+            path,
+            trusted_user: None,
+        };
+        let connecting = std::thread::spawn(move || DaemonLink::connect(daemon).unwrap());
+        let mut old = Fake::accept(&listener);
+        let mut link = connecting.join().unwrap();
+        link.started(10);
+        link.started(11);
+        link.moved(11, Some(3));
+        old.command(Command::Migrate {
+            id: 7,
+            pid: 10,
+            target: Target::Node(2),
+        });
+        let taken = wait_order(&mut link);
+        assert_eq!((taken.pid, taken.target), (10, Some(2)));
+        for expected in [
+            Report::Started { pid: 10 },
+            Report::Started { pid: 11 },
+            Report::Moved {
+                pid: 11,
+                node: Some(3),
+            },
+        ] {
+            assert_eq!(old.report(), expected);
+        }
+
+        // The daemon restarts: the link registers with the new one by itself.
+        drop(old);
+        let mut new = Fake::accept(&listener);
+        assert_eq!(new.report(), Report::Started { pid: 10 });
+        assert_eq!(new.report(), Report::Started { pid: 11 });
+        assert_eq!(
+            new.report(),
+            Report::Moved {
+                pid: 11,
+                node: Some(3)
+            }
+        );
+        // The old daemon's order is done: the new daemon, which never gave it, hears nothing.
+        link.order_done(taken.id, Ok(()));
+        link.ended(10);
+        assert_eq!(new.report(), Report::Ended { pid: 10 });
+
+        // An order cancelled before the engine takes it is answered and never taken.
+        new.command(Command::Migrate {
+            id: 1,
+            pid: 11,
+            target: Target::Home,
+        });
+        new.command(Command::Cancel { id: 1 });
+        assert_eq!(
+            new.report(),
+            Report::MigrateDone {
+                id: 1,
+                result: Err(MoveError::Cancelled)
+            }
+        );
+        assert!(link.next_order().unwrap().is_none());
+        // A later one is taken and answered under the new daemon's id.
+        new.command(Command::Migrate {
+            id: 9,
+            pid: 11,
+            target: Target::Home,
+        });
+        let taken = wait_order(&mut link);
+        assert_ne!(taken.id, 9, "the link's ids are its own");
+        link.order_done(taken.id, Err(MoveError::Busy));
+        assert_eq!(
+            new.report(),
+            Report::MigrateDone {
+                id: 9,
+                result: Err(MoveError::Busy)
+            }
+        );
+        drop(link);
+        // Stopped, the link closes its connection.
+        let mut rest = Vec::new();
+        assert_eq!(new.stream.read_to_end(&mut rest).unwrap(), 0);
+    }
 }
