@@ -103,6 +103,9 @@ pub enum AskError {
     /// The reply could not be read.
     #[error("cannot read mosixd's reply")]
     Receive(#[source] DecodeError),
+    /// The daemon answered a registration with an error (a limit, say).
+    #[error("mosixd refused: {0}")]
+    Refused(String),
     /// The daemon closed the connection without a reply.
     #[error("mosixd closed the connection without replying")]
     NoReply,

@@ -231,9 +231,9 @@ fn register(shared: &Shared, daemon: &DaemonSocket) -> Result<Registered, AskErr
     let mut lines = LineReader::for_replies();
     match lines.recv::<Reply>(&mut stream) {
         Ok(Some(Reply::Ok)) => {}
+        Ok(Some(Reply::Error { message })) => return Err(AskError::Refused(message)),
         Ok(Some(other)) => {
-            let refused = io::Error::other(format!("mosixd refused the job: {other:?}"));
-            return Err(AskError::Send(refused));
+            return Err(AskError::Refused(format!("unexpected answer {other:?}")));
         }
         Ok(None) => return Err(AskError::NoReply),
         Err(e) => return Err(AskError::Receive(e)),
