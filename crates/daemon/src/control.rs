@@ -22,7 +22,7 @@ use rmosix_wire::{
 
 use crate::chain;
 use crate::daemon::Shared;
-use crate::limits::{Holder, Refusal as Full, Ticket};
+use crate::limits::{Holder, Refusal as OverLimit, Ticket};
 use crate::peer::SESSION_READY;
 use crate::procfs;
 use crate::sys;
@@ -139,7 +139,7 @@ impl Conn {
 
 /// Turn a connection away that the limits do not admit: one error line if the socket takes
 /// it at once (it always does on a fresh connection), then close.
-pub(crate) fn refuse(stream: UnixStream, why: &Full) {
+pub(crate) fn refuse(stream: UnixStream, why: &OverLimit) {
     if let Ok(line) = encode_reply(&error(why.to_string())) {
         let _ = stream.try_write(&line);
     }
