@@ -152,20 +152,39 @@ impl DaemonSocket {
     /// `migrate` waits for the whole move).
     pub fn ask(&self, request: &Request, timeout: Option<Duration>) -> Result<Reply, AskError> {
         let mut stream = self.connect()?;
-        send_line(&mut stream, request).map_err(AskError::Send)?;
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut reader = Deadline {
-            stream: &stream,
-            deadline,
-        };
-        match LineReader::for_replies().recv(&mut reader) {
-            Ok(Some(reply)) => Ok(reply),
-            Ok(None) => Err(AskError::NoReply),
-            Err(DecodeError::Read(e)) if e.kind() == io::ErrorKind::TimedOut => {
-                Err(AskError::Timeout(timeout.unwrap_or_default()))
-            }
-            Err(e) => Err(AskError::Receive(e)),
+        exchange(
+            &mut stream,
+            &mut LineReader::for_replies(),
+            request,
+            timeout,
+        )
+    }
+}
+
+/// Send `request` on `stream` and read the reply through `lines` (whatever follows the reply
+/// stays buffered there), waiting at most `timeout` if one is given.
+///
+/// A daemon that turns a connection away (a limit) answers why and closes it before reading
+/// anything, so the request may fail to go out (EPIPE) with the answer already waiting: it
+/// is read all the same.
+pub fn exchange(
+    stream: &mut UnixStream,
+    lines: &mut LineReader,
+    request: &Request,
+    timeout: Option<Duration>,
+) -> Result<Reply, AskError> {
+    let sent = send_line(stream, request);
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut reader = Deadline { stream, deadline };
+    let reply = lines.recv(&mut reader);
+    match (reply, sent) {
+        (Ok(Some(reply)), _) => Ok(reply),
+        (_, Err(e)) => Err(AskError::Send(e)),
+        (Ok(None), Ok(())) => Err(AskError::NoReply),
+        (Err(DecodeError::Read(e)), Ok(())) if e.kind() == io::ErrorKind::TimedOut => {
+            Err(AskError::Timeout(timeout.unwrap_or_default()))
         }
+        (Err(e), Ok(())) => Err(AskError::Receive(e)),
     }
 }
 
@@ -245,6 +264,35 @@ mod tests {
         let mut full: &mut [u8] = &mut [0u8; 4];
         let err = write_quietly(&mut full, &big).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WriteZero);
+    }
+
+    #[test]
+    fn the_answer_of_a_daemon_that_closed_before_reading_is_read() {
+        let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+        send_line(
+            &mut theirs,
+            &Reply::Error {
+                message: "too many".into(),
+            },
+        )
+        .unwrap();
+        drop(theirs);
+        // Its peer gone, the request cannot be sent (EPIPE); the answer is there all the same.
+        let request = Request::Migrate {
+            pid: 1,
+            target: rmosix_wire::Target::Home,
+        };
+        let reply = exchange(&mut ours, &mut LineReader::for_replies(), &request, None);
+        assert_eq!(
+            reply.unwrap(),
+            Reply::Error {
+                message: "too many".into()
+            }
+        );
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        drop(theirs);
+        let err = exchange(&mut ours, &mut LineReader::for_replies(), &request, None).unwrap_err();
+        assert!(matches!(err, AskError::Send(_)), "{err}");
     }
 
     #[test]

@@ -7,10 +7,11 @@
 //! which ends quietly when the reader has gone. The daemon does the work; the wire room
 //! defines what is said.
 //!
-//! The door: [`CommonArgs`], [`DaemonSocket`], [`AskError`], [`parse_user`], [`print_out`].
+//! The door: [`CommonArgs`], [`DaemonSocket`], [`exchange`], [`AskError`], [`parse_user`],
+//! [`print_out`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod cli;
 
-pub use cli::{AskError, CommonArgs, DaemonSocket, parse_user, print_out};
+pub use cli::{AskError, CommonArgs, DaemonSocket, exchange, parse_user, print_out};

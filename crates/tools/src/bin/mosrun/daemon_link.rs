@@ -27,7 +27,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use rmosix_engine::{Channel, Daemon, Order, Pid};
 use rmosix_seal::{End, SessionKeys};
-use rmosix_tools::{AskError, DaemonSocket};
+use rmosix_tools::{AskError, DaemonSocket, exchange};
 use rmosix_wire::{
     Command, DecodeError, LineReader, MoveError, Reply, Report, Request, Target, send_line,
 };
@@ -224,19 +224,14 @@ struct Registered {
 fn register(shared: &Shared, daemon: &DaemonSocket) -> Result<Registered, AskError> {
     let mut stream = daemon.connect()?;
     stream
-        .set_read_timeout(Some(REGISTER_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(REPORT_TIMEOUT)))
+        .set_write_timeout(Some(REPORT_TIMEOUT))
         .map_err(AskError::Send)?;
-    send_line(&mut stream, &Request::Supervise).map_err(AskError::Send)?;
     let mut lines = LineReader::for_replies();
-    match lines.recv::<Reply>(&mut stream) {
-        Ok(Some(Reply::Ok)) => {}
-        Ok(Some(Reply::Error { message })) => return Err(AskError::Refused(message)),
-        Ok(Some(other)) => {
-            return Err(AskError::Refused(format!("unexpected answer {other:?}")));
-        }
-        Ok(None) => return Err(AskError::NoReply),
-        Err(e) => return Err(AskError::Receive(e)),
+    let request = Request::Supervise;
+    match exchange(&mut stream, &mut lines, &request, Some(REGISTER_TIMEOUT))? {
+        Reply::Ok => {}
+        Reply::Error { message } => return Err(AskError::Refused(message)),
+        other => return Err(AskError::Refused(format!("unexpected answer {other:?}"))),
     }
     stream.set_read_timeout(None).map_err(AskError::Send)?;
     let writer = stream.try_clone().map_err(AskError::Send)?;
@@ -400,19 +395,22 @@ impl Daemon for DaemonLink {
             let e = anyhow::Error::from(e);
             unreachable(&format!("{e:#}"))
         })?;
-        send_line(&mut stream, &Request::OpenSession { node }).map_err(|e| unreachable(&e))?;
+        // A daemon that turns the connection away answers and closes without reading: its
+        // answer is read even if the request could not be sent.
+        let sent = send_line(&mut stream, &Request::OpenSession { node });
         stream
             .set_read_timeout(Some(SESSION_TIMEOUT))
             .map_err(|e| unreachable(&e))?;
-        let (line, socket) = recv_with_fd(&stream).map_err(|e| {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                local(&format!(
+        let (line, socket) = match (recv_with_fd(&stream), sent) {
+            (Ok(received), _) => received,
+            (Err(_), Err(e)) => return Err(unreachable(&e)),
+            (Err(e), Ok(())) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(local(&format!(
                     "mosixd did not open the session within {SESSION_TIMEOUT:?}"
-                ))
-            } else {
-                unreachable(&e)
+                )));
             }
-        })?;
+            (Err(e), Ok(())) => return Err(unreachable(&e)),
+        };
         match serde_json::from_slice::<Reply>(&line) {
             Ok(Reply::Session { keys }) => {
                 let socket =
