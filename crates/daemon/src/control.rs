@@ -1,5 +1,6 @@
 //! The control socket: requests from the tools and the supervisors' report streams.
 
+use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +8,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::net::unix::UCred;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use rmosix_config::NodeId;
@@ -16,27 +17,71 @@ use rmosix_seal::SessionKeys;
 use rmosix_transport::LinkError;
 use rmosix_wire::{
     Command, DecodeError, LineReader, LinkHello, MoveError, PeerStatus, Purpose, Reply, Report,
-    Request, Target, encode_line,
+    Request, Target, encode_line, encode_reply,
 };
 
 use crate::chain;
 use crate::daemon::Shared;
+use crate::limits::{Holder, Refusal as OverLimit, Ticket};
 use crate::peer::SESSION_READY;
 use crate::procfs;
+use crate::sys;
 use crate::table::{Refusal, SupervisorId};
 
 /// How long opening a session may take before the node counts as down.
 const SESSION_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long `status` waits for each peer's ping answer.
+/// How long `status` waits for each peer's ping answer. A daemon answers within
+/// milliseconds; an address with no host behind it would take the whole ARP or SYN timeout.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// How many peers `status` pings at once: each ping holds a socket until it is answered.
+const PING_CONCURRENCY: usize = 64;
+/// How long `status` pings in all: on a map of thousands of silent addresses, the nodes not
+/// pinged by then are reported as not answering, rather than the tool waiting for minutes.
+const STATUS_BUDGET: Duration = Duration::from_secs(3);
+/// How long a client may take to send its request (the tools send it at once). A connection
+/// that says nothing is closed, so idle connections cannot pile up.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one message may take to go out to a client, supervisors included. A client that
+/// does not read its reply (a status can be megabytes) is dropped instead of holding a task.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
+
+/// Who is at the other end of a control connection, as the kernel recorded it when the client
+/// connected (SO_PEERCRED and SO_PEERGROUPS). Every decision on the connection uses this,
+/// never /proc of the client's PID, which may belong to another process by the time we look.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// For logs only.
+    pub pid: Option<i32>,
+}
+
+impl Caller {
+    /// The client of a freshly accepted control connection.
+    pub fn of(stream: &UnixStream) -> std::io::Result<Caller> {
+        let cred = stream.peer_cred()?;
+        Ok(Caller {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            groups: sys::peer_groups(stream.as_fd())?,
+            pid: cred.pid(),
+        })
+    }
+
+    /// How the connection counts against the limits.
+    pub fn holder(&self) -> Holder {
+        Holder::local(self.uid)
+    }
+}
 
 /// A control connection and the line buffer in front of it.
 struct Conn {
     stream: UnixStream,
     lines: LineReader,
-    cred: UCred,
+    caller: Caller,
 }
 
 impl Conn {
@@ -64,50 +109,87 @@ impl Conn {
         }
     }
 
-    async fn send<T: serde::Serialize>(&mut self, msg: &T) -> std::io::Result<()> {
-        self.stream.write_all(&encode_line(msg)?).await
+    /// Send a reply; a reply may be longer than a request (see rmosix_wire::MAX_REPLY).
+    async fn reply(&mut self, reply: &Reply) -> std::io::Result<()> {
+        self.send_line(&encode_reply(reply)?).await
+    }
+
+    async fn send_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        tokio::time::timeout(SEND_TIMEOUT, self.stream.write_all(line))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+    }
+
+    /// Returns once the client has closed its end (or broken the protocol, which ends the
+    /// conversation as well). What it sends meanwhile is buffered for nothing.
+    async fn closed(&mut self) {
+        let mut buf = [0u8; READ_CHUNK];
+        loop {
+            match self.stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if self.lines.feed(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 
-/// Serve one client: requests until it closes, or a supervisor's session.
-pub(crate) async fn serve_client(shared: Arc<Shared>, stream: UnixStream) {
-    let cred = match stream.peer_cred() {
-        Ok(cred) => cred,
-        Err(e) => {
-            warn!("client without credentials dropped: {e}");
-            return;
-        }
-    };
+/// Turn a connection away that the limits do not admit: one error line if the socket takes
+/// it at once (it always does on a fresh connection), then close.
+pub(crate) fn refuse(stream: UnixStream, why: &OverLimit) {
+    if let Ok(line) = encode_reply(&error(why.to_string())) {
+        let _ = stream.try_write(&line);
+    }
+}
+
+/// Serve one client: requests until it closes, or a supervisor's session. `_ticket` holds its
+/// place in the limits until the connection ends.
+pub(crate) async fn serve_client(
+    shared: Arc<Shared>,
+    stream: UnixStream,
+    caller: Caller,
+    _ticket: Ticket,
+) {
     let mut conn = Conn {
         stream,
         lines: LineReader::new(),
-        cred,
+        caller,
     };
+    let (uid, pid) = (conn.caller.uid, conn.caller.pid);
     loop {
-        let request = match conn.recv::<Request>().await {
-            Ok(Some(request)) => request,
-            Ok(None) => return,
-            Err(e) => {
-                debug!(
-                    uid = cred.uid(),
-                    pid = cred.pid(),
-                    "client dropped: {}",
-                    chain(&e)
-                );
+        let request = match tokio::time::timeout(REQUEST_TIMEOUT, conn.recv::<Request>()).await {
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                debug!(uid, pid, "client dropped: {}", chain(&e));
                 let message = format!("bad request: {}", chain(&e));
-                let _ = conn.send(&Reply::Error { message }).await;
+                let _ = conn.reply(&Reply::Error { message }).await;
+                return;
+            }
+            Err(_) => {
+                debug!(uid, pid, "client dropped: no request");
+                let message = format!("no request within {}s", REQUEST_TIMEOUT.as_secs());
+                let _ = conn.reply(&Reply::Error { message }).await;
                 return;
             }
         };
-        debug!(uid = cred.uid(), pid = cred.pid(), ?request, "request");
+        debug!(uid, pid, ?request, "request");
         let reply = match request {
             Request::Supervise => return supervise(&shared, conn).await,
             Request::OpenSession { node } => return open_session(&shared, conn, node).await,
-            Request::Migrate { pid, target } => migrate(&shared, cred, pid, target).await,
+            Request::Migrate { pid, target } => {
+                match migrate(&shared, &mut conn, pid, target).await {
+                    Some(reply) => reply,
+                    None => return,
+                }
+            }
             Request::Where { pid } => locate(&shared, pid),
             Request::Status => status(&shared).await,
         };
-        if conn.send(&reply).await.is_err() {
+        if conn.reply(&reply).await.is_err() {
             return;
         }
     }
@@ -138,80 +220,114 @@ fn target_node(shared: &Shared, target: Target) -> Result<Option<u16>, Reply> {
     }
 }
 
-async fn migrate(shared: &Shared, cred: UCred, pid: i32, target: Target) -> Reply {
+/// Carry out a migrate request: `None` when the caller went away before the answer, in
+/// which case the order is cancelled (see Table::cancel) and nobody is left to reply to.
+///
+/// The caller's uid is the one the kernel gave for the connection; the process's owner is
+/// read from /proc, as kill(2) checks it against the target's own credentials.
+async fn migrate(shared: &Shared, conn: &mut Conn, pid: i32, target: Target) -> Option<Reply> {
     let target = match target_node(shared, target) {
         Ok(target) => target,
-        Err(reply) => return reply,
+        Err(reply) => return Some(reply),
     };
     if shared.table().location(pid).is_none() {
-        return not_supervised(pid);
+        return Some(not_supervised(pid));
     }
     let creds = match procfs::read_creds(pid) {
         Ok(creds) => creds,
-        Err(_) => return error(format!("no process {pid}")),
+        Err(_) => return Some(error(format!("no process {pid}"))),
     };
-    if !procfs::may_act(cred.uid(), &creds) {
-        return error(format!(
+    let by = conn.caller.uid;
+    if !procfs::may_act(by, &creds) {
+        return Some(error(format!(
             "permission denied: process {pid} belongs to uid {}",
             creds.real_uid
-        ));
+        )));
     }
-    let waiter = match shared.table().start_migrate(pid, target) {
-        Ok(waiter) => waiter,
-        Err(Refusal::AlreadyThere) => return Reply::Ok,
-        Err(Refusal::NotSupervised) => return not_supervised(pid),
+    let (id, waiter) = match shared.table().start_migrate(pid, target) {
+        Ok(started) => started,
+        Err(Refusal::AlreadyThere) => return Some(Reply::Ok),
+        Err(Refusal::Busy) => return Some(Reply::Failed(MoveError::Busy)),
+        Err(Refusal::NotSupervised) => return Some(not_supervised(pid)),
         Err(Refusal::SupervisorGone) => {
-            return error(format!("the supervisor of process {pid} has gone"));
+            return Some(error(format!("the supervisor of process {pid} has gone")));
         }
     };
-    info!(pid, to = ?target, by = cred.uid(), "migration requested");
-    match waiter.await {
-        Ok(Ok(())) => Reply::Ok,
-        Ok(Err(failure)) => Reply::Failed(failure),
-        Err(_) => error(format!(
-            "the supervisor of process {pid} went away during the move"
-        )),
+    info!(pid, to = ?target, by, order = id, "migration requested");
+    tokio::select! {
+        answer = waiter => Some(match answer {
+            Ok(Ok(())) => Reply::Ok,
+            Ok(Err(failure)) => Reply::Failed(failure),
+            Err(_) => error(format!(
+                "the supervisor of process {pid} went away during the move"
+            )),
+        }),
+        () = conn.closed() => {
+            shared.table().cancel(id);
+            info!(pid, order = id, "migration cancelled: its caller gave up");
+            None
+        }
     }
 }
 
+/// Where a supervised process runs. A PID the table does not know is not ours to place, even
+/// if some process has it here.
 fn locate(shared: &Shared, pid: i32) -> Reply {
     match shared.table().location(pid) {
         Some(node) => Reply::Location {
             node: node.unwrap_or(shared.own.get()),
         },
-        None if procfs::exists(pid) => Reply::Location {
-            node: shared.own.get(),
-        },
-        None => error(format!("no process {pid}")),
+        None => not_supervised(pid),
     }
 }
 
+/// This node and which peers answer a ping: at most [`PING_CONCURRENCY`] pings at a time,
+/// and none started after [`STATUS_BUDGET`].
 async fn status(shared: &Arc<Shared>) -> Reply {
     let processes = shared
         .table()
         .process_count()
         .try_into()
         .unwrap_or(u32::MAX);
-    let mut pings = tokio::task::JoinSet::new();
-    for node in shared
+    let deadline = Instant::now() + STATUS_BUDGET;
+    let others: Vec<NodeId> = shared
         .map
         .nodes()
         .map(|n| n.id)
         .filter(|&id| id != shared.own)
-    {
+        .collect();
+    let mut up = HashSet::new();
+    let mut pings = tokio::task::JoinSet::new();
+    for &node in &others {
+        while pings.len() >= PING_CONCURRENCY {
+            if let Some(Ok(Some(answered))) = pings.join_next().await {
+                up.insert(answered);
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
         let shared = shared.clone();
         pings.spawn(async move {
-            let up = tokio::time::timeout(PING_TIMEOUT, ping(&shared, node))
+            let answered = tokio::time::timeout(PING_TIMEOUT.min(left), ping(&shared, node))
                 .await
                 .is_ok_and(|r| r.is_ok());
-            PeerStatus {
-                node: node.get(),
-                up,
-            }
+            answered.then_some(node)
         });
     }
-    let mut peers = pings.join_all().await;
-    peers.sort_by_key(|p| p.node);
+    while let Some(done) = pings.join_next().await {
+        if let Ok(Some(answered)) = done {
+            up.insert(answered);
+        }
+    }
+    let peers = others
+        .into_iter()
+        .map(|node| PeerStatus {
+            node: node.get(),
+            up: up.contains(&node),
+        })
+        .collect();
     Reply::Status {
         node: shared.own.get(),
         processes,
@@ -242,13 +358,14 @@ async fn ping(shared: &Shared, node: NodeId) -> Result<(), PingError> {
     }
 }
 
-/// A supervisor's connection: reports in, commands out, until it closes.
+/// A supervisor's connection: reports in, commands out, until it closes. A supervisor may
+/// be silent for hours, so no request timeout applies.
 async fn supervise(shared: &Shared, mut conn: Conn) {
     let (tx, mut commands) = mpsc::unbounded_channel::<Command>();
     let id = shared.table().add_supervisor(tx);
-    let pid = conn.cred.pid();
-    info!(pid, uid = conn.cred.uid(), "supervisor registered");
-    if conn.send(&Reply::Ok).await.is_ok() {
+    let pid = conn.caller.pid;
+    info!(pid, uid = conn.caller.uid, "supervisor registered");
+    if conn.reply(&Reply::Ok).await.is_ok() {
         supervise_loop(shared, &mut conn, id, &mut commands).await;
     }
     shared.table().remove_supervisor(id);
@@ -264,15 +381,20 @@ async fn supervise_loop(
     loop {
         tokio::select! {
             report = conn.recv::<Report>() => match report {
-                Ok(Some(report)) => accept_report(shared, conn.cred, id, report),
+                Ok(Some(report)) => accept_report(shared, &conn.caller, id, report),
                 Ok(None) => return,
                 Err(e) => {
-                    warn!(pid = conn.cred.pid(), "supervisor dropped: {}", chain(&e));
+                    warn!(pid = conn.caller.pid, "supervisor dropped: {}", chain(&e));
                     return;
                 }
             },
             Some(command) = commands.recv() => {
-                if conn.send(&command).await.is_err() {
+                let sent = match encode_line(&command) {
+                    Ok(line) => conn.send_line(&line).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = sent {
+                    warn!(pid = conn.caller.pid, "supervisor dropped: cannot send it an order: {e}");
                     return;
                 }
             }
@@ -280,13 +402,14 @@ async fn supervise_loop(
     }
 }
 
-/// Apply a report, unless it claims a process the supervisor could not be tracing.
-fn accept_report(shared: &Shared, cred: UCred, id: SupervisorId, report: Report) {
+/// Apply a report, unless it claims a process the supervisor could not be tracing: one its
+/// user (from the connection) could not kill(2), judged by the process's own credentials.
+fn accept_report(shared: &Shared, caller: &Caller, id: SupervisorId, report: Report) {
     if let Report::Started { pid } = report {
-        let allowed = procfs::read_creds(pid).is_ok_and(|c| procfs::may_act(cred.uid(), &c));
+        let allowed = procfs::read_creds(pid).is_ok_and(|c| procfs::may_act(caller.uid, &c));
         if !allowed {
             warn!(
-                supervisor = cred.pid(),
+                supervisor = caller.pid,
                 pid, "ignoring report about a process it may not supervise"
             );
             return;
@@ -313,12 +436,22 @@ async fn open_session(shared: &Shared, mut conn: Conn, node: u16) {
             let reply = Reply::Session {
                 keys: keys.to_hex(),
             };
-            if let Err(e) = send_with_fd(&conn.stream, &reply, socket.as_fd()).await {
-                warn!(node, "cannot hand the session over: {e}");
+            let sent = tokio::time::timeout(
+                SEND_TIMEOUT,
+                send_with_fd(&conn.stream, &reply, socket.as_fd()),
+            )
+            .await;
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(node, "cannot hand the session over: {e}"),
+                Err(_) => warn!(
+                    node,
+                    "cannot hand the session over: the client does not read"
+                ),
             }
         }
         Err(reply) => {
-            let _ = conn.send(&reply).await;
+            let _ = conn.reply(&reply).await;
         }
     }
 }
@@ -360,7 +493,7 @@ async fn send_with_fd(
     fd: BorrowedFd<'_>,
 ) -> std::io::Result<()> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let line = encode_line(reply)?;
+    let line = encode_reply(reply)?;
     let fds = [fd.as_raw_fd()];
     loop {
         stream.writable().await?;
@@ -385,6 +518,8 @@ async fn send_with_fd(
     }
 }
 
+/// Open a link to `node` for a guest with the caller's uid, gid and groups, as the kernel
+/// recorded them when the caller connected.
 async fn connect_session(
     shared: &Shared,
     conn: &Conn,
@@ -396,13 +531,6 @@ async fn connect_session(
             shared.map.path().display()
         )));
     };
-    let pid = conn
-        .cred
-        .pid()
-        .ok_or_else(|| error("cannot tell which process is asking"))?;
-    let groups = procfs::read_creds(pid)
-        .map_err(|e| error(format!("cannot read the groups of process {pid}: {e}")))?
-        .groups;
     let down = |reason: String| Reply::Failed(MoveError::TargetDown { node, reason });
     let addr = shared
         .peer_addr(id)
@@ -420,14 +548,15 @@ async fn connect_session(
         ))
     })?
     .map_err(|e| down(chain(&e)))?;
+    let caller = &conn.caller;
     let purpose = Purpose::Session {
-        uid: conn.cred.uid(),
-        gid: conn.cred.gid(),
-        groups,
+        uid: caller.uid,
+        gid: caller.gid,
+        groups: caller.groups.clone(),
     };
     link.send(&LinkHello::new(shared.own.get(), purpose).encode())
         .await
         .map_err(|e| down(chain(&e)))?;
-    info!(node, uid = conn.cred.uid(), "session opened");
+    info!(node, uid = caller.uid, "session opened");
     Ok(link)
 }

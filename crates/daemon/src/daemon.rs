@@ -1,11 +1,11 @@
 //! Start-up and the two accept loops.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{info, warn};
@@ -13,8 +13,12 @@ use tracing::{info, warn};
 use rmosix_config::{Host, Map, MapError, NodeId};
 use rmosix_transport::{ClusterKey, KeyError};
 
+use crate::control::Caller;
+use crate::limits::{Holder, Limits};
+use crate::sys::FdLimit;
 use crate::table::Table;
-use crate::{control, own, peer};
+use crate::throttle::{Throttle, Verdict};
+use crate::{control, own, peer, sys};
 
 /// What `mosixd` needs to start.
 #[derive(Clone, Debug)]
@@ -29,6 +33,8 @@ pub struct Config {
     pub socket: PathBuf,
     /// TCP port of every node's daemon.
     pub port: u16,
+    /// How many control connections one ordinary user may hold at once (see `limits`).
+    pub max_user_connections: u32,
 }
 
 impl Config {
@@ -36,7 +42,17 @@ impl Config {
     pub const DEFAULT_PORT: u16 = 4660;
     /// Where the cluster key lives unless told otherwise.
     pub const DEFAULT_KEY: &str = "/etc/mosix/key";
+    /// Control connections per ordinary user unless told otherwise. Each `mosrun` holds one
+    /// for as long as its job runs, and a tool one while it waits; 1024 lets a user run a
+    /// thousand jobs from one node, and is far below the descriptors of a daemon (see
+    /// docs/security.md).
+    pub const DEFAULT_MAX_USER_CONNECTIONS: u32 = 1024;
 }
+
+/// How long a source of failures stays quiet in the log after a line (see `throttle`).
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+/// How many sources of failures the log throttles track at once.
+const LOG_SOURCES: usize = 1024;
 
 /// Why the daemon could not start or keep running.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +93,9 @@ pub enum DaemonError {
     /// The handler for SIGTERM could not be installed.
     #[error("cannot handle SIGTERM")]
     Signals(#[source] io::Error),
+    /// The descriptor limit could not be read or raised.
+    #[error("cannot raise the limit on open files (RLIMIT_NOFILE)")]
+    FdLimit(#[source] io::Error),
 }
 
 /// What every connection handler shares.
@@ -86,15 +105,52 @@ pub(crate) struct Shared {
     pub key: ClusterKey,
     pub port: u16,
     pub table: Mutex<Table>,
+    pub limits: Arc<Limits>,
+    /// The descriptor limit the daemon was started with, which its guests get back.
+    pub guest_fd_limit: FdLimit,
+    /// Log lines about peers, per address.
+    peer_log: Mutex<Throttle<IpAddr>>,
+    /// Log lines about local clients turned away, per uid.
+    user_log: Mutex<Throttle<u32>>,
 }
 
 impl Shared {
     /// The table. A panic while holding the lock cannot leave it half-updated in a way that
     /// matters more than stopping would, so a poisoned lock is used as is.
-    pub fn table(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub fn table(&self) -> MutexGuard<'_, Table> {
+        lock(&self.table)
+    }
+
+    /// Whether a line about a failed or refused peer at `ip` may be logged now.
+    pub fn throttle_peer(&self, ip: IpAddr, now: Instant) -> Verdict {
+        lock(&self.peer_log).event(ip, now)
+    }
+
+    /// Log what the throttles held back in the windows that ended by `now`.
+    fn report_held(&self, now: Instant) {
+        for held in lock(&self.peer_log).sweep(now) {
+            match held.source {
+                Some(ip) => warn!(
+                    "peer {ip}: {} more connections failed or were refused in the last {}s",
+                    held.count,
+                    LOG_WINDOW.as_secs()
+                ),
+                None => warn!(
+                    "{} more peer connections from other addresses failed or were refused",
+                    held.count
+                ),
+            }
+        }
+        for held in lock(&self.user_log).sweep(now) {
+            match held.source {
+                Some(uid) => warn!(
+                    "uid {uid}: {} more connections refused in the last {}s",
+                    held.count,
+                    LOG_WINDOW.as_secs()
+                ),
+                None => warn!("{} more connections of other users refused", held.count),
+            }
+        }
     }
 
     /// Where node `node`'s daemon listens. Host names are resolved now, not at start, so a
@@ -120,12 +176,17 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Load the map and key, find our node and bind both listeners. Must be called inside a
-    /// tokio runtime.
+    /// Load the map and key, find our node, raise the descriptor limit and bind both
+    /// listeners. Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
         let map = Map::load(&config.map)?;
         let key = ClusterKey::load(&config.key)?;
         let own = own::own_node(&map, config.node)?;
+        let fd_limit = sys::raise_fd_limit().map_err(DaemonError::FdLimit)?;
+        let limits = Arc::new(Limits::new(
+            fd_limit.hard,
+            config.max_user_connections as usize,
+        ));
         let tcp = TcpListener::bind((Ipv4Addr::UNSPECIFIED, config.port))
             .await
             .map_err(|source| DaemonError::ListenTcp {
@@ -133,13 +194,24 @@ impl Daemon {
                 source,
             })?;
         let unix = bind_control(&config.socket).await?;
-        info!(node = own.get(), port = config.port, socket = %config.socket.display(), "mosixd ready");
+        info!(
+            node = own.get(),
+            port = config.port,
+            socket = %config.socket.display(),
+            connections = limits.capacity(),
+            per_user = config.max_user_connections,
+            "mosixd ready"
+        );
         let shared = Arc::new(Shared {
             own,
             map,
             key,
             port: config.port,
             table: Mutex::new(Table::default()),
+            limits,
+            guest_fd_limit: fd_limit,
+            peer_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
+            user_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
         });
         Ok(Daemon {
             shared,
@@ -154,19 +226,37 @@ impl Daemon {
         self.shared.own
     }
 
-    /// Serve peers and clients until SIGINT or SIGTERM; then remove the control socket.
+    /// Serve peers and clients until SIGINT or SIGTERM; then remove the control socket. The
+    /// guests it started keep running (see guest::spawn_guest); the supervisors of this
+    /// node reconnect to the next daemon.
     pub async fn serve(self) -> Result<(), DaemonError> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(DaemonError::Signals)?;
         tokio::select! {
             () = accept_peers(&self.shared, &self.tcp) => {}
             () = accept_clients(&self.shared, &self.unix) => {}
+            () = report_held_lines(&self.shared) => {}
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
         info!("mosixd stopping");
         let _ = std::fs::remove_file(&self.socket);
         Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Once a window, log what the throttles held back.
+async fn report_held_lines(shared: &Shared) {
+    let mut ticks = tokio::time::interval(LOG_WINDOW);
+    loop {
+        ticks.tick().await;
+        shared.report_held(Instant::now());
     }
 }
 
@@ -197,12 +287,20 @@ async fn bind_control(path: &Path) -> Result<UnixListener, DaemonError> {
 /// than spinning; connections already open go on being served.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Admission happens here, in accept order, before anything is read: a connection over the
+/// limits is closed at once.
 async fn accept_peers(shared: &Arc<Shared>, listener: &TcpListener) {
     loop {
         match listener.accept().await {
-            Ok((stream, addr)) => {
-                tokio::spawn(peer::serve_peer(shared.clone(), stream, addr));
-            }
+            Ok((stream, addr)) => match shared.limits.admit(Holder::Peer(addr.ip())) {
+                Ok(ticket) => {
+                    tokio::spawn(peer::serve_peer(shared.clone(), stream, addr, ticket));
+                }
+                Err(why) => {
+                    drop(stream);
+                    peer::refused(shared, addr.ip(), &why);
+                }
+            },
             Err(e) => {
                 warn!("cannot accept a peer: {e}");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -211,11 +309,40 @@ async fn accept_peers(shared: &Arc<Shared>, listener: &TcpListener) {
     }
 }
 
+/// The client's identity is taken from the socket once, here; admission follows it.
 async fn accept_clients(shared: &Arc<Shared>, listener: &UnixListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(control::serve_client(shared.clone(), stream));
+                let caller = match Caller::of(&stream) {
+                    Ok(caller) => caller,
+                    Err(e) => {
+                        warn!("client without credentials dropped: {e}");
+                        continue;
+                    }
+                };
+                match shared.limits.admit(caller.holder()) {
+                    Ok(ticket) => {
+                        tokio::spawn(control::serve_client(
+                            shared.clone(),
+                            stream,
+                            caller,
+                            ticket,
+                        ));
+                    }
+                    Err(why) => {
+                        control::refuse(stream, &why);
+                        if let Verdict::Log { held } =
+                            lock(&shared.user_log).event(caller.uid, Instant::now())
+                        {
+                            warn!(
+                                uid = caller.uid,
+                                "client refused: {why}{}",
+                                peer::held_note(held)
+                            );
+                        }
+                    }
+                }
             }
             Err(e) => {
                 warn!("cannot accept a client: {e}");

@@ -8,17 +8,23 @@ use rmosix_engine::{Channel, Left, Reports};
 use rmosix_seal::{End, SessionKeys};
 use tokio::process::Child;
 
-use crate::sys::{self, GuestCreds};
+use crate::sys::{self, FdLimit, GuestCreds};
 
 /// Start `mosixd guest` as the given user on the session `socket`; the session keys reach it
 /// through a pipe (never the command line or environment, which others may read).
 ///
 /// A daemon running as root switches the guest to `creds`. A daemon run by an ordinary user
 /// (for development) can only start guests as that user and refuses anyone else.
+///
+/// The guest does not depend on the daemon once started: it owns its session socket and
+/// runs in a session of its own, and nothing kills it when the returned `Child` is dropped.
+/// So a daemon that stops (a restart, a package upgrade) leaves the processes it hosts
+/// running; the new daemon does not need to know them.
 pub(crate) fn spawn_guest(
     creds: GuestCreds,
     socket: OwnedFd,
     keys: &SessionKeys,
+    fd_limit: FdLimit,
 ) -> io::Result<Child> {
     let euid = nix::unistd::geteuid().as_raw();
     let switch = if euid == 0 {
@@ -40,16 +46,14 @@ pub(crate) fn spawn_guest(
     drop(keys_write);
     let keys_read = OwnedFd::from(keys_read);
     let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
-    cmd.arg("guest")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
+    cmd.arg("guest").stdin(Stdio::null()).stdout(Stdio::null());
     let socket = sys::above_guest_fds(socket.as_fd())?;
     let keys_read = sys::above_guest_fds(keys_read.as_fd())?;
     sys::prepare_guest(
         &mut cmd,
         [socket.as_raw_fd(), keys_read.as_raw_fd()],
         switch,
+        fd_limit,
     );
     cmd.spawn()
 }

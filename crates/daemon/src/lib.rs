@@ -10,6 +10,11 @@
 //!   room's control protocol. It keeps the table of supervised processes, checks who may
 //!   move what, and hands migrations to the supervisor that owns the process.
 //!
+//! No user or stranger may take what the others need: each client's identity is the one the
+//! kernel recorded for its connection, connections are counted per user and per address
+//! against the daemon's descriptors, idle ones are closed, and failures anyone can cause
+//! are logged at a bounded rate (docs/security.md).
+//!
 //! Placement policy, membership and the migration engine itself live in other rooms.
 //!
 //! The door: [`Config`], [`Daemon`], [`DaemonError`], [`run_guest`].
@@ -18,11 +23,13 @@
 mod control;
 mod daemon;
 mod guest;
+mod limits;
 mod own;
 mod peer;
 mod procfs;
 mod sys;
 mod table;
+mod throttle;
 
 pub use daemon::{Config, Daemon, DaemonError};
 pub use guest::run_guest;

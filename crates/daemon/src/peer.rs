@@ -1,8 +1,8 @@
 //! Connections from other nodes' daemons.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tracing::{info, warn};
@@ -15,7 +15,9 @@ use rmosix_wire::{LINK_VERSION, LinkHello, Purpose};
 use crate::chain;
 use crate::daemon::Shared;
 use crate::guest::spawn_guest;
+use crate::limits::{Refusal, Ticket};
 use crate::sys::GuestCreds;
+use crate::throttle::Verdict;
 
 /// How long a peer that completed the handshake may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,13 +41,22 @@ enum PeerError {
 
 /// Serve one TCP connection from another node. Nothing the peer sends is acted on before the
 /// handshake proves it holds the cluster key; every failure is logged and closes the
-/// connection, and none stops the daemon.
-pub(crate) async fn serve_peer(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+/// connection, and none stops the daemon. Anyone can fail the handshake in a loop, so those
+/// failures are logged at most once per address and window (see `throttle`). `ticket` holds
+/// the connection's place in the limits until the link is answered or handed to a guest.
+pub(crate) async fn serve_peer(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    ticket: Ticket,
+) {
     let ip = addr.ip();
     let mut link = match rmosix_transport::accept(stream, &shared.key).await {
         Ok(link) => link,
         Err(e) => {
-            warn!("peer {ip} dropped: {}", chain(&e));
+            if let Verdict::Log { held } = shared.throttle_peer(ip, Instant::now()) {
+                warn!("peer {ip} dropped: {}{}", chain(&e), held_note(held));
+            }
             return;
         }
     };
@@ -65,8 +76,24 @@ pub(crate) async fn serve_peer(shared: Arc<Shared>, stream: TcpStream, addr: Soc
             }
         }
         Purpose::Session { uid, gid, groups } => {
-            serve_session(link, from, GuestCreds { uid, gid, groups }).await;
+            let creds = GuestCreds { uid, gid, groups };
+            serve_session(&shared, link, from, creds, ticket).await;
         }
+    }
+}
+
+/// A connection the limits turned away before it was read (its socket is closed already).
+pub(crate) fn refused(shared: &Shared, ip: IpAddr, why: &Refusal) {
+    if let Verdict::Log { held } = shared.throttle_peer(ip, Instant::now()) {
+        warn!("peer {ip} refused: {why}{}", held_note(held));
+    }
+}
+
+/// The end of a log line that follows a window in which lines were held back.
+pub(crate) fn held_note(held: u64) -> String {
+    match held {
+        0 => String::new(),
+        n => format!(" ({n} more before this were not logged)"),
     }
 }
 
@@ -93,8 +120,15 @@ pub(crate) const SESSION_READY: &[u8] = b"ready";
 
 /// Take the session keys, give the link up and start a guest on its socket; reap the guest.
 /// The home daemon hands its end to the supervisor: the session runs between the two
-/// supervisors directly.
-async fn serve_session(mut link: Link, from: u16, creds: GuestCreds) {
+/// supervisors directly. Every wait before the hand-over is bounded: a home that opens a
+/// session and stalls costs a connection for [`HELLO_TIMEOUT`] at most.
+async fn serve_session(
+    shared: &Shared,
+    mut link: Link,
+    from: u16,
+    creds: GuestCreds,
+    ticket: Ticket,
+) {
     let uid = creds.uid;
     let keys = match tokio::time::timeout(HELLO_TIMEOUT, link.recv()).await {
         Ok(Ok(Some(raw))) => match SessionKeys::from_bytes(&raw) {
@@ -109,9 +143,16 @@ async fn serve_session(mut link: Link, from: u16, creds: GuestCreds) {
             return;
         }
     };
-    let socket = match link.send(SESSION_READY).await {
-        Ok(()) => link.into_socket().await,
-        Err(e) => Err(e),
+    let handed = async {
+        link.send(SESSION_READY).await?;
+        link.into_socket().await
+    };
+    let socket = match tokio::time::timeout(HELLO_TIMEOUT, handed).await {
+        Ok(socket) => socket,
+        Err(_) => {
+            warn!(from, uid, "session dropped: the home side does not read");
+            return;
+        }
     };
     let socket = match socket {
         Ok(socket) => socket,
@@ -120,7 +161,7 @@ async fn serve_session(mut link: Link, from: u16, creds: GuestCreds) {
             return;
         }
     };
-    let mut child = match spawn_guest(creds, socket.into(), &keys) {
+    let mut child = match spawn_guest(creds, socket.into(), &keys, shared.guest_fd_limit) {
         Ok(child) => child,
         Err(e) => {
             // Dropping the socket tells the home side the session failed.
@@ -128,6 +169,8 @@ async fn serve_session(mut link: Link, from: u16, creds: GuestCreds) {
             return;
         }
     };
+    // The socket is the guest's now; this daemon holds nothing of the session.
+    drop(ticket);
     let pid = child.id();
     info!(from, uid, pid, "guest started");
     match child.wait().await {

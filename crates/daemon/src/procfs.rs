@@ -1,4 +1,6 @@
-//! What the daemon reads about local processes from `/proc/PID/status`.
+//! What the daemon reads about local processes from `/proc/PID/status`: the owner of a
+//! process someone wants to move or supervise, for kill(2)'s rule. Never the identity of a
+//! client: that comes from its connection (see control::Caller).
 
 use std::io;
 
@@ -20,11 +22,6 @@ pub(crate) fn read_creds(pid: i32) -> io::Result<Creds> {
     }
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     parse_status(&text).ok_or_else(|| io::Error::other("unexpected /proc status format"))
-}
-
-/// Whether /proc knows `pid`.
-pub(crate) fn exists(pid: i32) -> bool {
-    pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Pick the `Uid:` (real, effective, saved, fs) and `Groups:` lines out of a status file.
@@ -102,8 +99,7 @@ mod tests {
     fn this_process_is_readable() {
         let creds = read_creds(std::process::id() as i32).unwrap();
         assert!(may_act(nix::unistd::getuid().as_raw(), &creds));
-        assert!(exists(std::process::id() as i32));
-        assert!(!exists(0));
+        assert!(read_creds(0).is_err());
         assert!(read_creds(-1).is_err());
     }
 }

@@ -1,8 +1,11 @@
 //! The daemon's only unsafe code: handing a socket to the guest process as fd 3 under the
-//! guest's credentials, and taking it over in the guest.
+//! guest's credentials, taking it over in the guest, and asking the kernel which groups the
+//! client of a control connection had when it connected.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 /// The fd number on which `mosixd guest` finds its session socket.
 pub(crate) const GUEST_FD: RawFd = 3;
@@ -15,11 +18,55 @@ pub(crate) struct GuestCreds {
     pub groups: Vec<u32>,
 }
 
-/// Arrange for the child of `cmd` to get `session` as fd 3 and, if `creds` is given, to drop
-/// to those credentials (setgroups, then setgid, then setuid: each step needs the privilege
-/// the next one gives up).
-///
-/// `session` must stay open until `cmd` has been spawned.
+/// The supplementary groups of the process that connected the Unix socket `fd`, as they were
+/// when it called connect(2) (SO_PEERGROUPS, Linux 4.13). Like SO_PEERCRED's uid and gid, the
+/// kernel records them then, so they cannot change with whatever later holds the client's PID.
+pub(crate) fn peer_groups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    // NGROUPS_MAX is 65536; start with room for the usual handful and grow once if told to.
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` is a live buffer of `len` bytes that the kernel fills; it writes
+        // at most `len` bytes and sets `len` to what it wrote (or needs, with ERANGE).
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count);
+            return Ok(groups);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ERANGE) || count <= groups.len() {
+            return Err(err);
+        }
+        groups.resize(count, 0);
+    }
+}
+
+/// A descriptor limit, as getrlimit(2) gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FdLimit {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit, so that the connections of all users and
+/// peers fit (see `limits`); returns the limit as it was.
+pub(crate) fn raise_fd_limit() -> io::Result<FdLimit> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(FdLimit { soft, hard })
+}
+
 /// A close-on-exec copy of `fd` numbered above the guest's fds, so that placing the guest's
 /// fds with dup2 in the child can never overwrite one not yet placed.
 pub(crate) fn above_guest_fds(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
@@ -34,12 +81,18 @@ pub(crate) fn above_guest_fds(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     })
 }
 
-/// Set up `cmd` to run as `creds` (when given) with `fds` as its fds 3, 4, ... The fds must
-/// be numbered above them (see `above_guest_fds`) and stay open until spawn returns.
+/// Set up `cmd` to run as `creds` (when given) with `fds` as its fds 3, 4, ..., in a session
+/// of its own, with the descriptor limit `fd_limit`. The fds must be numbered above them (see
+/// `above_guest_fds`) and stay open until spawn returns.
+///
+/// Its own session: a guest outlives its daemon (it owns its session socket), so signals meant
+/// for the daemon's process group or terminal must not reach it. The limit: the daemon raised
+/// its own for its connections; the guest runs a user's process and gets the usual one back.
 pub(crate) fn prepare_guest<const N: usize>(
     cmd: &mut tokio::process::Command,
     fds: [RawFd; N],
     creds: Option<GuestCreds>,
+    fd_limit: FdLimit,
 ) {
     // Collected before the fork: the child must not allocate.
     let creds = creds.map(|c| {
@@ -52,12 +105,22 @@ pub(crate) fn prepare_guest<const N: usize>(
                 .collect::<Vec<_>>(),
         )
     });
+    let limit = libc::rlimit {
+        rlim_cur: fd_limit.soft,
+        rlim_max: fd_limit.hard,
+    };
     let child_setup = move || -> io::Result<()> {
         // SAFETY: runs in the forked child before exec, where only async-signal-safe calls are
-        // allowed (signal-safety(7)): setgroups, setgid, setuid and dup2 are plain system
-        // calls, nothing here allocates or locks, and `groups` is a live slice that was built
-        // in the parent. The fds are above GUEST_FD + N, so no dup2 overwrites another.
+        // allowed (signal-safety(7)): setsid, setrlimit, setgroups, setgid, setuid and dup2
+        // are plain system calls, nothing here allocates or locks, and `groups` is a live slice
+        // that was built in the parent. The fds are above GUEST_FD + N, so no dup2 overwrites
+        // another.
         unsafe {
+            if libc::setsid() < 0 || libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // setgroups, then setgid, then setuid: each step needs the privilege the next one
+            // gives up.
             if let Some((uid, gid, groups)) = &creds
                 && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
                     || libc::setgid(*gid) != 0
@@ -107,7 +170,11 @@ mod tests {
         drop(pair_end);
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.args(["-c", script]);
-        prepare_guest(&mut cmd, [theirs.as_raw_fd()], creds);
+        let fd_limit = FdLimit {
+            soft: 512,
+            hard: getrlimit(Resource::RLIMIT_NOFILE).unwrap().1,
+        };
+        prepare_guest(&mut cmd, [theirs.as_raw_fd()], creds, fd_limit);
         let mut child = cmd.spawn().unwrap();
         drop(theirs);
         ours.set_nonblocking(true).unwrap();
@@ -122,6 +189,33 @@ mod tests {
     async fn the_guest_finds_its_socket_on_fd_3() {
         let out = run_as_guest("echo hello >&3", None).await;
         assert_eq!(out, "hello\n");
+    }
+
+    #[tokio::test]
+    async fn the_guest_leads_its_own_session_with_the_usual_fd_limit() {
+        // Field 6 of /proc/self/stat is the session id; $$ is the shell's own pid.
+        let out = run_as_guest(
+            "set -- $(cut -d' ' -f6 /proc/self/stat) $$; \
+             [ \"$1\" = \"$2\" ] && echo leader >&3; ulimit -n >&3",
+            None,
+        )
+        .await;
+        assert_eq!(out, "leader\n512\n");
+    }
+
+    #[test]
+    fn peer_groups_are_those_of_the_connecting_process() {
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut groups = peer_groups(std::os::fd::AsFd::as_fd(&ours)).unwrap();
+        groups.sort_unstable();
+        let mut mine: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        mine.sort_unstable();
+        mine.dedup();
+        assert_eq!(groups, mine);
     }
 
     #[tokio::test]

@@ -21,12 +21,18 @@ struct Process {
     supervisor: SupervisorId,
     /// `None` while at home.
     node: Option<u16>,
+    /// The order being carried out for it, until its supervisor answers it. One at a time:
+    /// a second order could only race the first.
+    moving: Option<u64>,
 }
 
 #[derive(Debug)]
 struct Pending {
     supervisor: SupervisorId,
-    done: oneshot::Sender<MigrateResult>,
+    pid: i32,
+    /// Where the answer goes; `None` once the caller gave up (the order is then answered to
+    /// no one, but still holds the process until it is).
+    done: Option<oneshot::Sender<MigrateResult>>,
 }
 
 /// Why a migration could not be handed to a supervisor.
@@ -36,6 +42,8 @@ pub(crate) enum Refusal {
     NotSupervised,
     /// The process is already where it should go.
     AlreadyThere,
+    /// Another order for the process has not been answered yet.
+    Busy,
     /// Its supervisor's connection is gone.
     SupervisorGone,
 }
@@ -75,6 +83,7 @@ impl Table {
                     Process {
                         supervisor: from,
                         node: None,
+                        moving: None,
                     },
                 );
             }
@@ -100,8 +109,15 @@ impl Table {
                 if self.pending.get(&id).is_some_and(|p| p.supervisor == from)
                     && let Some(pending) = self.pending.remove(&id)
                 {
+                    if let Some(process) = self.processes.get_mut(&pending.pid)
+                        && process.moving == Some(id)
+                    {
+                        process.moving = None;
+                    }
                     // The waiter may have gone; then nobody needs the answer.
-                    let _ = pending.done.send(result);
+                    if let Some(done) = pending.done {
+                        let _ = done.send(result);
+                    }
                 }
             }
         }
@@ -117,14 +133,18 @@ impl Table {
         self.processes.len()
     }
 
-    /// Ask the supervisor of `pid` to move it to `target` (`None` = home). The receiver gets
-    /// the supervisor's answer, or is closed if the supervisor goes away first.
+    /// Ask the supervisor of `pid` to move it to `target` (`None` = home). Returns the
+    /// order's id and a receiver that gets the supervisor's answer, or is closed if the
+    /// supervisor goes away first.
     pub fn start_migrate(
         &mut self,
         pid: i32,
         target: Option<u16>,
-    ) -> Result<oneshot::Receiver<MigrateResult>, Refusal> {
+    ) -> Result<(u64, oneshot::Receiver<MigrateResult>), Refusal> {
         let process = self.processes.get(&pid).ok_or(Refusal::NotSupervised)?;
+        if process.moving.is_some() {
+            return Err(Refusal::Busy);
+        }
         if process.node == target {
             return Err(Refusal::AlreadyThere);
         }
@@ -140,8 +160,31 @@ impl Table {
             .send(Command::Migrate { id, pid, target })
             .map_err(|_| Refusal::SupervisorGone)?;
         let (done, waiter) = oneshot::channel();
-        self.pending.insert(id, Pending { supervisor, done });
-        Ok(waiter)
+        self.pending.insert(
+            id,
+            Pending {
+                supervisor,
+                pid,
+                done: Some(done),
+            },
+        );
+        if let Some(process) = self.processes.get_mut(&pid) {
+            process.moving = Some(id);
+        }
+        Ok((id, waiter))
+    }
+
+    /// The caller of order `id` gave up: tell its supervisor to drop the order if no move has
+    /// started for it. The process stays busy until the supervisor answers, so no second
+    /// order can race a move that did start.
+    pub fn cancel(&mut self, id: u64) {
+        if let Some(pending) = self.pending.get_mut(&id) {
+            pending.done = None;
+            if let Some(commands) = self.supervisors.get(&pending.supervisor) {
+                // A supervisor that is gone has dropped the order with its connection.
+                let _ = commands.send(Command::Cancel { id });
+            }
+        }
     }
 }
 
@@ -194,7 +237,7 @@ mod tests {
     #[test]
     fn migration_goes_to_the_supervisor_and_back() {
         let (mut table, sup, mut rx) = supervised();
-        let mut waiter = table.start_migrate(10, Some(3)).unwrap();
+        let (_, mut waiter) = table.start_migrate(10, Some(3)).unwrap();
         let Ok(Command::Migrate {
             id,
             pid: 10,
@@ -249,9 +292,54 @@ mod tests {
     }
 
     #[test]
+    fn a_second_order_is_refused_until_the_first_is_answered() {
+        let (mut table, sup, _rx) = supervised();
+        let (id, mut waiter) = table.start_migrate(10, Some(2)).unwrap();
+        assert_eq!(table.start_migrate(10, Some(3)).unwrap_err(), Refusal::Busy);
+        assert_eq!(table.start_migrate(10, None).unwrap_err(), Refusal::Busy);
+        table.report(
+            sup,
+            Report::Moved {
+                pid: 10,
+                node: Some(2),
+            },
+        );
+        table.report(sup, Report::MigrateDone { id, result: Ok(()) });
+        assert_eq!(waiter.try_recv().unwrap(), Ok(()));
+        assert_eq!(
+            table.start_migrate(10, Some(2)).unwrap_err(),
+            Refusal::AlreadyThere
+        );
+        assert!(table.start_migrate(10, None).is_ok());
+    }
+
+    #[test]
+    fn a_cancelled_order_is_sent_on_and_holds_the_process_until_answered() {
+        let (mut table, sup, mut rx) = supervised();
+        let (id, waiter) = table.start_migrate(10, Some(2)).unwrap();
+        assert!(matches!(rx.try_recv(), Ok(Command::Migrate { .. })));
+        drop(waiter);
+        table.cancel(id);
+        assert_eq!(rx.try_recv().unwrap(), Command::Cancel { id });
+        assert_eq!(table.start_migrate(10, Some(3)).unwrap_err(), Refusal::Busy);
+        table.report(
+            sup,
+            Report::MigrateDone {
+                id,
+                result: Err(MoveError::Cancelled),
+            },
+        );
+        assert!(table.start_migrate(10, Some(3)).is_ok());
+        // An order already answered cannot be cancelled any more.
+        table.cancel(id);
+        assert!(matches!(rx.try_recv(), Ok(Command::Migrate { .. })));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
     fn a_vanished_supervisor_fails_its_migrations() {
         let (mut table, sup, _rx) = supervised();
-        let mut waiter = table.start_migrate(10, Some(2)).unwrap();
+        let (_, mut waiter) = table.start_migrate(10, Some(2)).unwrap();
         table.remove_supervisor(sup);
         assert!(matches!(
             waiter.try_recv(),

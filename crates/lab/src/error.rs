@@ -94,6 +94,24 @@ pub enum LabError {
         /// The end of the node's log.
         tail: String,
     },
+    /// There is no daemon to stop, or one already runs where one should start.
+    #[error("node {node}: {what}")]
+    DaemonState {
+        /// The node.
+        node: u16,
+        /// What was found, e.g. "no daemon runs".
+        what: &'static str,
+    },
+    /// A daemon sent SIGTERM did not exit in time.
+    #[error("node {node}: daemon still running {timeout:?} after SIGTERM; log tail:\n{tail}")]
+    DaemonLingers {
+        /// The node.
+        node: u16,
+        /// How long the lab waited.
+        timeout: Duration,
+        /// The end of the node's log.
+        tail: String,
+    },
     /// The daemon log never showed the awaited text.
     #[error("node {node}: log has no {needle:?} after {timeout:?}; log tail:\n{tail}")]
     LogTimeout {

@@ -12,6 +12,11 @@
 //! `unshare --kill-child` gives the init a parent-death signal of SIGKILL, so killing the
 //! launcher (our own child, so its PID cannot have been reused) kills the init, and the
 //! kernel then kills every process in the PID namespace.
+//!
+//! The daemon can be stopped and started again while the node lives, as a service manager
+//! does for an upgrade ([`Node::stop_daemon`], [`Node::start_daemon`]): the init starts a
+//! new one when it gets SIGUSR1 and none runs. Guests the old daemon started stay, as
+//! children of the init.
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -25,13 +30,20 @@ use std::time::{Duration, Instant};
 use crate::cgroup::Cgroup;
 use crate::cmd::describe;
 use crate::net;
-use crate::proc::{ProcId, wait_child_of};
+use crate::proc::{ProcId, args_of, children_of, wait_child_of};
 use crate::{LabError, POLL};
 
 /// Where the daemon listens inside a node (the default path; the node's /run is private).
 pub(crate) const SOCKET: &str = "/run/mosix/mosixd.sock";
 /// Written to the node log by the init when the daemon exits.
 const DAEMON_EXITED: &str = "rmosix-lab: daemon exited";
+/// Written to the node log by the daemon once it listens.
+const DAEMON_READY: &str = "mosixd ready";
+/// How long a daemon may take to stop, or to listen again after a start.
+const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often `start_daemon` repeats its SIGUSR1: one that lands while the init is between
+/// its check and its wait only takes effect at the next.
+const START_REPEAT: Duration = Duration::from_millis(200);
 /// How long a killed node's processes may take to go.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many log lines an error shows.
@@ -44,10 +56,10 @@ const TAIL_LINES: usize = 30;
 /// /tmp and /run are mounted.
 ///
 /// It gives the node its hostname and private /tmp and /run, starts the daemon, and then
-/// stays: the node outlives a crashed daemon, and as PID 1 it reaps the node's orphans
-/// (bash reaps every child on SIGCHLD). Orphans of an `nsenter` started by
-/// [`Node::command`] are not the node's: the kernel gives them to the reaper of the dead
-/// parent's PID namespace, the host's init.
+/// stays: the node outlives a crashed or stopped daemon, starts a new one on SIGUSR1 (unless
+/// one runs), and as PID 1 it reaps the node's orphans (bash reaps every child on SIGCHLD).
+/// Orphans of an `nsenter` started by [`Node::command`] are not the node's: the kernel gives
+/// them to the reaper of the dead parent's PID namespace, the host's init.
 const INIT: &str = r#"set -e
 echo "node$1" > /proc/sys/kernel/hostname
 IFS=:
@@ -58,10 +70,28 @@ i=0; for p in $5; do mkdir -p "$p"; mount --move "$6/$i" "$p"; i=$((i+1)); done
 unset IFS
 mkdir -p /run/mosix
 set +e
-"$2" --map "$3" --key "$4" --node "$1" </dev/null &
-wait $!
-echo "rmosix-lab: daemon exited with status $?" >&2
-while :; do sleep 3600 & wait $!; done
+start=1 daemon=
+trap 'start=1' USR1
+while :; do
+    if [ -n "$start" ] && [ -z "$daemon" ]; then
+        "$2" --map "$3" --key "$4" --node "$1" </dev/null &
+        daemon=$!
+    fi
+    start=
+    if [ -n "$daemon" ]; then
+        wait "$daemon"
+        status=$?
+        # A trapped signal also ends the wait; only an exit is reported.
+        if ! kill -0 "$daemon" 2>/dev/null; then
+            echo "rmosix-lab: daemon exited with status $status" >&2
+            daemon=
+        fi
+    else
+        sleep 3600 & nap=$!
+        wait "$nap"
+        kill "$nap" 2>/dev/null
+    fi
+done
 "#;
 
 /// Runs the rest of its arguments in the node. Positional parameters: the node cgroup's
@@ -327,6 +357,85 @@ impl Node {
         for e in net::cut_node(&self.hub, &self.netns, self.id, &self.peers) {
             tracing::warn!(node = self.id, error = %e, "cutting dead node's link");
         }
+    }
+
+    /// Stops the node's daemon as a service manager would (SIGTERM to it alone) and waits
+    /// until it has exited. The node and everything else in it go on: supervisors, guests and
+    /// the processes they run. [`Node::start_daemon`] starts a new one.
+    pub fn stop_daemon(&self) -> Result<(), LabError> {
+        let Some(daemon) = self.daemon_pid() else {
+            return Err(LabError::DaemonState {
+                node: self.id,
+                what: "no daemon runs",
+            });
+        };
+        crate::cmd::run(Command::new("kill").args(["-TERM", &daemon.pid.to_string()]))?;
+        let deadline = Instant::now() + DAEMON_TIMEOUT;
+        while daemon.is_running() {
+            if Instant::now() >= deadline {
+                return Err(LabError::DaemonLingers {
+                    node: self.id,
+                    timeout: DAEMON_TIMEOUT,
+                    tail: self.log_tail(),
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+        Ok(())
+    }
+
+    /// Starts the node's daemon again after [`Node::stop_daemon`] (or a crash), with the
+    /// same map and key, and returns once it listens.
+    pub fn start_daemon(&self) -> Result<(), LabError> {
+        if self.daemon_pid().is_some() {
+            return Err(LabError::DaemonState {
+                node: self.id,
+                what: "a daemon runs already",
+            });
+        }
+        let ready_before = self.log().matches(DAEMON_READY).count();
+        let exited_before = self.log().matches(DAEMON_EXITED).count();
+        let init = self.init.pid.to_string();
+        let deadline = Instant::now() + DAEMON_TIMEOUT;
+        let mut asked = None;
+        loop {
+            let log = self.log();
+            if log.matches(DAEMON_READY).count() > ready_before {
+                return Ok(());
+            }
+            if log.matches(DAEMON_EXITED).count() > exited_before {
+                return Err(LabError::DaemonExited {
+                    node: self.id,
+                    tail: self.log_tail(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::NotReady {
+                    node: self.id,
+                    socket: SOCKET,
+                    timeout: DAEMON_TIMEOUT,
+                    tail: self.log_tail(),
+                });
+            }
+            if asked.is_none_or(|at: Instant| at.elapsed() >= START_REPEAT) {
+                crate::cmd::run(Command::new("kill").args(["-USR1", &init]))?;
+                asked = Some(Instant::now());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The daemon the init runs: its child `mosixd` with a `--map` argument (guests left by
+    /// a stopped daemon are its children too, but run `mosixd guest`).
+    fn daemon_pid(&self) -> Option<ProcId> {
+        children_of(self.init.pid)
+            .into_iter()
+            .filter(|&pid| {
+                let args = args_of(pid);
+                args.get(1).is_some_and(|a| a == "--map")
+            })
+            .find_map(ProcId::of)
+            .filter(ProcId::is_running)
     }
 
     /// Kills and reaps the launcher, then waits until the node's init (and therefore every

@@ -13,7 +13,16 @@ use crate::POLL;
 /// (the `nsenter` outside the node) to the program inside, and from `mosrun` to its program.
 /// A fresh child may not have called `execve` yet; its PID is already the program's.
 pub fn child_of(host_pid: u32) -> Option<u32> {
-    let tasks = fs::read_dir(format!("/proc/{host_pid}/task")).ok()?;
+    children_of(host_pid)
+        .into_iter()
+        .min_by_key(|&pid| start_time(pid).unwrap_or(u64::MAX))
+}
+
+/// Every child of the host process `host_pid`, of any of its threads.
+pub(crate) fn children_of(host_pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{host_pid}/task")) else {
+        return Vec::new();
+    };
     tasks
         .filter_map(|task| {
             let path = task.ok()?.path().join("children");
@@ -24,7 +33,17 @@ pub fn child_of(host_pid: u32) -> Option<u32> {
                 .filter_map(|pid| pid.parse::<u32>().ok())
                 .collect::<Vec<_>>()
         })
-        .min_by_key(|&pid| start_time(pid).unwrap_or(u64::MAX))
+        .collect()
+}
+
+/// The arguments of the host process `pid` (`argv[0]` first); empty if it is gone.
+pub(crate) fn args_of(pid: u32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 /// Like [`child_of`], but waits up to `timeout` for the child to appear.

@@ -1,9 +1,9 @@
 //! The cluster key file: 32 random bytes as 64 hex digits and a newline, mode 0600.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rand::TryRngCore;
@@ -15,8 +15,9 @@ const KEY_LEN: usize = 32;
 /// Bytes in a well-formed key file: two hex digits a byte, then a newline.
 const FILE_LEN: usize = 2 * KEY_LEN + 1;
 
-/// Mode bits that would let users other than the owner read the key.
-const READABLE_BY_OTHERS: u32 = 0o044;
+/// Mode bits that would let users other than the owner read the key, or replace it with one
+/// they know.
+const OPEN_TO_OTHERS: u32 = 0o066;
 
 /// The secret every node of a cluster shares. Whoever holds it can start processes on every
 /// node as any user, so it is as precious as root's password.
@@ -47,13 +48,38 @@ pub enum KeyError {
         #[source]
         source: io::Error,
     },
-    /// The key file may be read by users other than its owner.
-    #[error("{}: mode {mode:04o} lets other users read the cluster key; chmod 600 it", path.display())]
+    /// The key file may be read or written by users other than its owner.
+    #[error("{}: mode {mode:04o} lets other users read or change the cluster key; chmod 600 it", path.display())]
     Exposed {
         /// The file.
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// The path is a symbolic link, which whoever owns it could point anywhere.
+    #[error("{}: is a symbolic link; give the path of the key file itself", path.display())]
+    Symlink {
+        /// The link.
+        path: PathBuf,
+    },
+    /// The path is not a regular file (a FIFO would block the reader forever).
+    #[error("{}: is a {kind}, not a regular file holding the cluster key", path.display())]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead: `FIFO`, `socket`, `character device`, ...
+        kind: &'static str,
+    },
+    /// The key file belongs to a user who is neither root nor the one loading it, and who
+    /// could therefore change it or read it back.
+    #[error("{}: owned by uid {owner}; the cluster key must belong to root or to uid {user}, who loads it", path.display())]
+    Owner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The effective uid of the process loading it.
+        user: u32,
     },
     /// The key file does not hold 64 hex digits.
     #[error("{}: not a cluster key (expected 64 hex digits and a newline, as `mosctl keygen` writes)", path.display())]
@@ -88,17 +114,50 @@ impl ClusterKey {
         Ok(key)
     }
 
-    /// Read the key at `path`. Refuses a file that group or others may read, and anything but
-    /// 64 hex digits (a trailing newline is optional).
+    /// Read the key at `path`: a regular file (not a symbolic link) owned by root or by the
+    /// effective user calling, that neither group nor others may read or write, holding 64 hex
+    /// digits (a trailing newline is optional). Never blocks: a FIFO put at `path` is refused.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let read = |source| KeyError::Read {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(read)?;
-        // Checked on the open file, so a chmod or rename in between cannot fool us.
-        let mode = file.metadata().map_err(read)?.mode() & 0o7777;
-        if mode & READABLE_BY_OTHERS != 0 {
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+        // O_NOFOLLOW: a link's owner could point it at another key whenever it liked.
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+            .open(path)
+        {
+            Ok(file) => file,
+            Err(e)
+                if e.raw_os_error() == Some(libc::ELOOP)
+                    && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) =>
+            {
+                return Err(KeyError::Symlink {
+                    path: path.to_owned(),
+                });
+            }
+            Err(e) => return Err(read(e)),
+        };
+        // Checked on the open file, so a chmod, chown or rename in between cannot fool us.
+        let meta = file.metadata().map_err(read)?;
+        if !meta.is_file() {
+            return Err(KeyError::NotRegular {
+                path: path.to_owned(),
+                kind: kind_of(meta.file_type()),
+            });
+        }
+        let user = nix::unistd::geteuid().as_raw();
+        if meta.uid() != 0 && meta.uid() != user {
+            return Err(KeyError::Owner {
+                path: path.to_owned(),
+                owner: meta.uid(),
+                user,
+            });
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & OPEN_TO_OTHERS != 0 {
             return Err(KeyError::Exposed {
                 path: path.to_owned(),
                 mode,
@@ -133,6 +192,23 @@ impl ClusterKey {
     #[cfg(test)]
     pub(crate) fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
         ClusterKey(bytes)
+    }
+}
+
+/// What a file that is not a regular one is, for an error message.
+fn kind_of(kind: std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "directory"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else {
+        "special file"
     }
 }
 
@@ -181,13 +257,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
         ClusterKey::generate(&path).unwrap();
-        for mode in [0o644, 0o640, 0o604] {
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
             fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
             let err = ClusterKey::load(&path).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!(
-                    "{}: mode {mode:04o} lets other users read the cluster key; chmod 600 it",
+                    "{}: mode {mode:04o} lets other users read or change the cluster key; \
+                     chmod 600 it",
                     path.display()
                 )
             );
@@ -217,6 +294,68 @@ mod tests {
         }
         fs::write(&path, &good).unwrap();
         assert_eq!(ClusterKey::load(&path).unwrap().0, [0xab; KEY_LEN]);
+    }
+
+    #[test]
+    fn fifos_directories_and_links_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // A blocking open would wait here for a writer that never comes.
+        let err = ClusterKey::load(&fifo).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: is a FIFO, not a regular file holding the cluster key",
+                fifo.display()
+            )
+        );
+        let err = ClusterKey::load(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KeyError::NotRegular {
+                    kind: "directory",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let key = dir.path().join("key");
+        ClusterKey::generate(&key).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&key, &link).unwrap();
+        let err = ClusterKey::load(&link).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: is a symbolic link; give the path of the key file itself",
+                link.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_key_of_another_user_is_refused() {
+        let user = nix::unistd::geteuid().as_raw();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        ClusterKey::generate(&path).unwrap();
+        if user != 0 {
+            // Only root can give a file away; an ordinary user checks her own key loads.
+            ClusterKey::load(&path).unwrap();
+            return;
+        }
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let err = ClusterKey::load(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: owned by uid 65534; the cluster key must belong to root or to uid 0, \
+                 who loads it",
+                path.display()
+            )
+        );
     }
 
     #[test]

@@ -170,7 +170,9 @@ async fn handshake(
     stream.set_nodelay(true).map_err(LinkError::Io)?;
     detect_dead_peers(&stream).map_err(LinkError::Io)?;
     let mut hs = new_handshake(key, initiator)?;
-    let mut buf = vec![0u8; MAX_NOISE];
+    // Handshake messages carry no payload: a small buffer holds either, so a peer that never
+    // completes the handshake costs the listener little memory while it waits.
+    let mut buf = [0u8; MAX_HANDSHAKE_FRAME];
     if initiator {
         write_handshake(&mut stream, &mut hs, &mut buf).await?;
         read_handshake(&mut stream, &mut hs, &mut buf).await?;

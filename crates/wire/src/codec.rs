@@ -5,11 +5,23 @@ use std::io::{self, Read, Write};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Largest line, newline included, that [`LineReader`] accepts and [`send_line`] writes.
+use crate::Reply;
+
+/// Largest line, newline included, that [`LineReader::new`] accepts and [`encode_line`]
+/// writes: every request, report and command.
 ///
 /// Control messages are a few hundred bytes; 64 KiB leaves room for a long error text while
 /// keeping what a misbehaving client can make the daemon hold per connection small.
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// Largest reply line, newline included, that [`encode_reply`] writes and
+/// [`LineReader::for_replies`] accepts.
+///
+/// Replies come from the daemon, which the tools check runs as root or a user they trust,
+/// and one of them grows with the map: a status lists every other node, about 30 bytes each,
+/// so the largest map (65535 nodes) gives a 1.9 MB line. 4 MiB holds it with room to spare;
+/// requests, which the daemon takes from anyone, stay at [`MAX_LINE`].
+pub const MAX_REPLY: usize = 4 << 20;
 
 /// How much [`LineReader::read_from`] asks the kernel for at once.
 const READ_CHUNK: usize = 8 * 1024;
@@ -17,7 +29,7 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Why a line could not be read or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// A line grew past [`MAX_LINE`] without a newline.
+    /// A line grew past the reader's limit ([`MAX_LINE`] or [`MAX_REPLY`]) without a newline.
     #[error("message longer than {limit} bytes")]
     TooLong {
         /// The limit that was exceeded.
@@ -49,13 +61,22 @@ impl DecodeError {
 /// Fails with `InvalidInput` if the line would be longer than [`MAX_LINE`], because the
 /// receiving side would reject it.
 pub fn encode_line<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
+    encode_within(msg, MAX_LINE)
+}
+
+/// Encode a daemon's reply as one line, which may be up to [`MAX_REPLY`] bytes long.
+pub fn encode_reply(reply: &Reply) -> io::Result<Vec<u8>> {
+    encode_within(reply, MAX_REPLY)
+}
+
+fn encode_within<T: Serialize>(msg: &T, limit: usize) -> io::Result<Vec<u8>> {
     let mut line = serde_json::to_vec(msg).map_err(io::Error::other)?;
     line.push(b'\n');
-    if line.len() > MAX_LINE {
+    if line.len() > limit {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "message of {} bytes is over the {MAX_LINE}-byte limit",
+                "message of {} bytes is over the {limit}-byte limit",
                 line.len()
             ),
         ));
@@ -75,28 +96,49 @@ pub fn send_line<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
 /// blocking convenience for the tools. Bytes that follow the last decoded line stay buffered
 /// and can be taken back with [`take_buffered`](Self::take_buffered), which matters when a
 /// connection turns into a raw byte pipe after a reply line.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LineReader {
     buf: Vec<u8>,
     /// Bytes of `buf` already handed out as messages.
     consumed: usize,
+    /// The longest line accepted, newline included.
+    limit: usize,
+}
+
+impl Default for LineReader {
+    fn default() -> Self {
+        Self {
+            buf: Vec::new(),
+            consumed: 0,
+            limit: MAX_LINE,
+        }
+    }
 }
 
 impl LineReader {
-    /// An empty reader.
+    /// An empty reader for lines of up to [`MAX_LINE`] bytes.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Append `bytes`. Fails, buffering nothing, if any line in the result would exceed
-    /// [`MAX_LINE`]; after that error the stream cannot be resynchronised and should be closed.
+    /// An empty reader for a daemon's replies, lines of up to [`MAX_REPLY`] bytes.
+    pub fn for_replies() -> Self {
+        Self {
+            limit: MAX_REPLY,
+            ..Self::default()
+        }
+    }
+
+    /// Append `bytes`. Fails, buffering nothing, if any line in the result would exceed the
+    /// reader's limit; after that error the stream cannot be resynchronised and should be
+    /// closed.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
         let tail = self.unfinished_len();
         let mut line_len = tail;
         for &b in bytes {
             line_len += 1;
-            if line_len > MAX_LINE {
-                return Err(DecodeError::TooLong { limit: MAX_LINE });
+            if line_len > self.limit {
+                return Err(DecodeError::TooLong { limit: self.limit });
             }
             if b == b'\n' {
                 line_len = 0;
@@ -283,6 +325,35 @@ mod tests {
         let err = send_line(&mut out, &huge).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn replies_may_be_longer_than_requests() {
+        let long = Reply::Error {
+            message: "a".repeat(MAX_LINE),
+        };
+        assert_eq!(
+            encode_line(&long).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        let line = encode_reply(&long).unwrap();
+        assert!(matches!(
+            LineReader::new().feed(&line),
+            Err(DecodeError::TooLong { limit: MAX_LINE })
+        ));
+        let mut reader = LineReader::for_replies();
+        reader.feed(&line).unwrap();
+        assert_eq!(reader.next_message::<Reply>().unwrap(), Some(long));
+        let huge = Reply::Error {
+            message: "a".repeat(MAX_REPLY),
+        };
+        assert!(encode_reply(&huge).is_err());
+        let mut reader = LineReader::for_replies();
+        reader.feed(&vec![b' '; MAX_REPLY]).unwrap();
+        assert!(matches!(
+            reader.feed(b" "),
+            Err(DecodeError::TooLong { limit: MAX_REPLY })
+        ));
     }
 
     #[test]

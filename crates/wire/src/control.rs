@@ -13,6 +13,10 @@ pub const DEFAULT_SOCKET: &str = "/run/mosix/mosixd.sock";
 /// Environment variable that overrides [`DEFAULT_SOCKET`] for the daemon and every tool.
 pub const SOCKET_ENV: &str = "MOSIX_SOCKET";
 
+/// Environment variable naming a user (name or uid) whose daemon the tools trust besides
+/// root and the user running them (see docs/security.md).
+pub const DAEMON_USER_ENV: &str = "MOSIX_DAEMON_USER";
+
 /// Where a process should run: at its home, or on a numbered node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -169,6 +173,13 @@ pub enum Command {
         /// Where to move it.
         target: Target,
     },
+    /// Whoever asked for order `id` gave up waiting: drop it if no move has started for it
+    /// yet (and answer it with [`MoveError::Cancelled`]); a move under way goes on and is
+    /// answered as usual.
+    Cancel {
+        /// The [`Command::Migrate`]'s id.
+        id: u64,
+    },
 }
 
 #[cfg(test)]
@@ -195,6 +206,7 @@ mod tests {
                 target,
             });
         }
+        round_trip(Command::Cancel { id: 7 });
         round_trip(Request::Supervise);
         round_trip(Request::Where { pid: 1 });
         round_trip(Request::OpenSession { node: 3 });
@@ -230,6 +242,23 @@ mod tests {
             id: 2,
             result: Err(crate::NotMovable::Threads(2).into()),
         });
+    }
+
+    #[test]
+    fn the_status_of_the_largest_map_fits_a_reply() {
+        let peers = (2..=u16::MAX)
+            .map(|node| PeerStatus { node, up: false })
+            .collect();
+        let status = Reply::Status {
+            node: 1,
+            processes: u32::MAX,
+            peers,
+        };
+        let line = crate::encode_reply(&status).unwrap();
+        assert!(line.len() > crate::MAX_LINE);
+        let mut reader = LineReader::for_replies();
+        reader.feed(&line).unwrap();
+        assert_eq!(reader.next_message::<Reply>().unwrap(), Some(status));
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //! ```
 //!
 //! A line may be at most [`MAX_LINE`] bytes including its newline; [`LineReader`] checks this
-//! before it buffers more, so a peer cannot make the reader allocate without bound.
+//! before it buffers more, so a peer cannot make the reader allocate without bound. Replies
+//! of the daemon, which grow with the map, may be up to [`MAX_REPLY`] bytes: the tools read
+//! them with [`LineReader::for_replies`] from a daemon whose user they checked first.
 //!
 //! # Versions
 //!
@@ -30,8 +32,10 @@
 //! different machines, so [`LinkHello`] carries [`LINK_VERSION`] and a daemon drops a peer
 //! that speaks another.
 //!
-//! The door: the message types, the typed outcome of a move ([`MoveError`], [`NotMovable`]), [`send_line`], [`encode_line`], [`LineReader`], [`DecodeError`],
-//! [`DEFAULT_SOCKET`], [`SOCKET_ENV`], [`MAX_LINE`], [`LINK_VERSION`].
+//! The door: the message types, the typed outcome of a move ([`MoveError`], [`NotMovable`]),
+//! [`send_line`], [`encode_line`], [`encode_reply`], [`LineReader`], [`DecodeError`],
+//! [`DEFAULT_SOCKET`], [`SOCKET_ENV`], [`DAEMON_USER_ENV`], [`MAX_LINE`], [`MAX_REPLY`],
+//! [`LINK_VERSION`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -40,10 +44,12 @@ mod control;
 mod link;
 mod outcome;
 
-pub use codec::{DecodeError, LineReader, MAX_LINE, encode_line, send_line};
+pub use codec::{
+    DecodeError, LineReader, MAX_LINE, MAX_REPLY, encode_line, encode_reply, send_line,
+};
 pub use control::{
-    Command, DEFAULT_SOCKET, ParseTargetError, PeerStatus, Reply, Report, Request, SOCKET_ENV,
-    Target,
+    Command, DAEMON_USER_ENV, DEFAULT_SOCKET, ParseTargetError, PeerStatus, Reply, Report, Request,
+    SOCKET_ENV, Target,
 };
 pub use link::{LINK_VERSION, LinkHello, Purpose};
 pub use outcome::{MoveError, NotMovable};

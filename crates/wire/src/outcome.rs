@@ -43,6 +43,9 @@ pub enum MoveError {
     /// It is already being moved by another order.
     #[error("it is already moving")]
     Busy,
+    /// Whoever asked for the move gave up waiting before it started, so it was not made.
+    #[error("the order was cancelled before the move started (its caller gave up)")]
+    Cancelled,
     /// It ended while it moved.
     #[error("it ended during its move")]
     Ended,
@@ -132,6 +135,7 @@ mod tests {
         for err in [
             MoveError::NotMovable(NotMovable::Device("/dev/fb0".into())),
             MoveError::Busy,
+            MoveError::Cancelled,
             MoveError::TargetDown {
                 node: 2,
                 reason: "no route to host".into(),

@@ -30,6 +30,11 @@ struct Args {
     /// TCP port of the daemons.
     #[arg(long, value_name = "P", default_value_t = Config::DEFAULT_PORT)]
     port: u16,
+    /// Control connections one ordinary user may hold at once (each running mosrun holds
+    /// one); root has no such limit.
+    #[arg(long, value_name = "N", default_value_t = Config::DEFAULT_MAX_USER_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_user_connections: u32,
     /// Log filter, e.g. `info` or `rmosix_daemon=debug` (default: $RUST_LOG, else info).
     #[arg(long, value_name = "L")]
     log_level: Option<String>,
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
         node: args.node,
         socket: args.socket,
         port: args.port,
+        max_user_connections: args.max_user_connections,
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,14 +1,21 @@
 //! `mosctl`: administer the local node.
 
+use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use rmosix_tools::{CommonArgs, ask};
+use rmosix_tools::{CommonArgs, print_out};
 use rmosix_transport::ClusterKey;
 use rmosix_wire::{Reply, Request};
+
+/// How long mosctl waits for an answer. The daemon answers `where` at once and `status`
+/// within a few seconds whatever the map (it stops pinging after 3 s); past this, something
+/// is wrong with it, and saying so beats hanging.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Administer rmosix on this node.
 #[derive(Parser)]
@@ -51,36 +58,38 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let socket = &args.common.socket;
-    match &args.command {
+    let daemon = args.common.daemon();
+    let ask = |request| daemon.ask(&request, Some(REPLY_TIMEOUT));
+    let text = match &args.command {
         Cmd::Keygen { path } => {
             ClusterKey::generate(path)?;
+            return Ok(());
         }
-        Cmd::Where { pid } => match ask(socket, &Request::Where { pid: *pid })? {
-            Reply::Location { node } => println!("{node}"),
+        Cmd::Where { pid } => match ask(Request::Where { pid: *pid })? {
+            Reply::Location { node } => format!("{node}\n"),
             other => {
                 return unexpected(other).with_context(|| format!("cannot locate process {pid}"));
             }
         },
-        Cmd::Status => match ask(socket, &Request::Status)? {
+        Cmd::Status => match ask(Request::Status)? {
             Reply::Status {
                 node,
                 processes,
                 peers,
             } => {
-                println!("node {node}: this node, {processes} supervised processes");
+                let mut text =
+                    format!("node {node}: this node, {processes} supervised processes\n");
                 for peer in peers {
-                    println!(
-                        "node {}: {}",
-                        peer.node,
-                        if peer.up { "up" } else { "down" }
-                    );
+                    let state = if peer.up { "up" } else { "down" };
+                    // Writing to a String cannot fail.
+                    let _ = writeln!(text, "node {}: {state}", peer.node);
                 }
+                text
             }
             other => return unexpected(other).context("cannot get the status"),
         },
-    }
-    Ok(())
+    };
+    print_out(&text).context("cannot write the output")
 }
 
 /// An error reply as the error it is; anything else as a protocol surprise.

@@ -1,93 +1,416 @@
 //! mosrun's connection to its node's daemon: it announces itself as a supervisor, reports its
 //! processes, receives migration orders and opens sessions to guests on other nodes.
+//!
+//! The daemon may go away while the job runs (a restart, a package upgrade) and the job must
+//! not notice. So a thread of its own owns the control connection: it reads the daemon's
+//! commands and, when the connection ends, connects again with backoff and registers anew,
+//! reporting every process the job has and where it runs (it sees every report the engine
+//! makes, so it keeps that record). Orders wait in a queue whose readiness the engine polls
+//! (`order_fd`, one end of a socket pair), so `next_order` never fails: between daemons there
+//! are simply no orders.
+//!
+//! Orders get ids of our own. An order taken from one daemon and answered after that daemon
+//! has gone is not answered to the next one, which may have given the same id to another
+//! order. An order whose caller gave up (the daemon sends `Cancel`) is dropped if the engine
+//! has not taken it yet.
 
-use std::io;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use rmosix_engine::{Channel, Daemon, Order, Pid};
 use rmosix_seal::{End, SessionKeys};
-use rmosix_wire::{Command, LineReader, MoveError, Reply, Report, Request, Target, send_line};
+use rmosix_tools::{AskError, DaemonSocket, exchange};
+use rmosix_wire::{
+    Command, DecodeError, LineReader, MoveError, Reply, Report, Request, Target, send_line,
+};
+use tracing::{debug, info, warn};
+
+/// How long the daemon may take to accept a registration.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a report may wait for room in the socket. A daemon that reads nothing for this
+/// long is hung: the link drops the connection and registers again with the next one.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the daemon may take to open a session: it gives the other node 3 s to connect and
+/// 3 s to start a guest.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
+/// First wait before connecting again to a daemon that went away; doubled after each failed
+/// attempt, up to [`MAX_BACKOFF`]. A restart takes well under a second; a daemon that stays
+/// away costs one connect a second.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 pub struct DaemonLink {
-    socket: PathBuf,
-    stream: UnixStream,
-    reader: LineReader,
+    daemon: DaemonSocket,
+    shared: Arc<Shared>,
+    /// Readable while orders may be waiting.
+    ready: UnixStream,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when the link stops.
+    stopping: Condvar,
+}
+
+struct State {
+    /// Every process of the job and where it runs (`None`: home): what a registration reports.
+    procs: BTreeMap<Pid, Option<u16>>,
+    /// The connection reports go out on, while there is one.
+    conn: Option<UnixStream>,
+    /// Counts registrations: orders belong to the one they came on.
+    generation: u64,
+    /// Orders the engine has not taken yet.
+    queue: VecDeque<Queued>,
+    /// Orders the engine took, by our id.
+    taken: HashMap<u64, Taken>,
+    last_id: u64,
+    stopping: bool,
+    /// The write end of `DaemonLink::ready`.
+    wake: UnixStream,
+}
+
+struct Queued {
+    generation: u64,
+    daemon_id: u64,
+    pid: Pid,
+    target: Option<u16>,
+}
+
+struct Taken {
+    generation: u64,
+    daemon_id: u64,
 }
 
 impl DaemonLink {
-    /// Connect and register as a supervisor.
-    pub fn connect(socket: &Path) -> io::Result<DaemonLink> {
-        let mut stream = UnixStream::connect(socket)?;
-        send_line(&mut stream, &Request::Supervise)?;
-        let mut reader = LineReader::new();
-        match reader
-            .recv::<Reply>(&mut stream)
-            .map_err(io::Error::other)?
-        {
-            Some(Reply::Ok) => {}
-            Some(Reply::Error { message }) => return Err(io::Error::other(message)),
-            other => return Err(io::Error::other(format!("unexpected answer {other:?}"))),
-        }
-        stream.set_nonblocking(true)?;
+    /// Connect and register as a supervisor, then keep the registration up on a thread of
+    /// its own. Fails if the daemon cannot be reached now: a job started without one would
+    /// never be movable without the user knowing.
+    pub fn connect(daemon: DaemonSocket) -> Result<DaemonLink, AskError> {
+        let (ready, wake) = UnixStream::pair().map_err(AskError::Send)?;
+        ready.set_nonblocking(true).map_err(AskError::Send)?;
+        wake.set_nonblocking(true).map_err(AskError::Send)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                procs: BTreeMap::new(),
+                conn: None,
+                generation: 0,
+                queue: VecDeque::new(),
+                taken: HashMap::new(),
+                last_id: 0,
+                stopping: false,
+                wake,
+            }),
+            stopping: Condvar::new(),
+        });
+        let first = register(&shared, &daemon)?;
+        let thread = spawn_unsignalled({
+            let (shared, daemon) = (shared.clone(), daemon.clone());
+            move || keep_registered(&shared, &daemon, first)
+        })
+        .map_err(AskError::Send)?;
         Ok(DaemonLink {
-            socket: socket.to_path_buf(),
-            stream,
-            reader,
+            daemon,
+            shared,
+            ready,
+            thread: Some(thread),
         })
     }
 
-    fn report(&mut self, report: &Report) {
-        // The stream is non-blocking for reads; reports are tiny and go out whole.
-        self.stream.set_nonblocking(false).ok();
-        let _ = send_line(&mut self.stream, report);
-        self.stream.set_nonblocking(true).ok();
+    /// Note what a process did, and tell the daemon if one is there.
+    fn report(&self, report: Report) {
+        let mut state = self.shared.lock();
+        match report {
+            Report::Started { pid } => {
+                state.procs.insert(pid, None);
+            }
+            Report::Moved { pid, node } => {
+                state.procs.insert(pid, node);
+            }
+            Report::Ended { pid } => {
+                state.procs.remove(&pid);
+            }
+            Report::MigrateDone { .. } => {}
+        }
+        state.send(&report);
+    }
+}
+
+impl Drop for DaemonLink {
+    fn drop(&mut self) {
+        {
+            let mut state = self.shared.lock();
+            state.stopping = true;
+            state.drop_conn();
+        }
+        self.shared.stopping.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Shared {
+    /// The state. Every update is complete under the lock, so a poisoned lock still holds a
+    /// consistent record.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait `pause`, or less if the link stops meanwhile; true if it stops.
+    fn pause(&self, pause: Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .stopping
+            .wait_timeout_while(state, pause, |s| !s.stopping)
+            .unwrap_or_else(|e| e.into_inner());
+        state.stopping
+    }
+}
+
+impl State {
+    /// Send a report on the current connection. One that cannot be sent in time ends the
+    /// connection; the next registration reports the record anyway.
+    fn send(&mut self, report: &Report) {
+        if let Some(conn) = &mut self.conn
+            && let Err(e) = send_line(conn, report)
+        {
+            warn!(%e, "cannot report to mosixd; registering again");
+            self.drop_conn();
+        }
+    }
+
+    /// Close the connection both ways, which also ends the thread's read on it.
+    fn drop_conn(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A thread with every signal blocked: the engine takes SIGCHLD through a signalfd, which
+/// only sees signals that no thread would take; a thread of ours with SIGCHLD unblocked would
+/// take it and drop it.
+fn spawn_unsignalled(body: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    let mut old = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    )?;
+    let spawned = std::thread::Builder::new()
+        .name("daemon-link".to_owned())
+        .spawn(body);
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+    spawned
+}
+
+/// A registered connection, for the thread to read commands from.
+struct Registered {
+    stream: UnixStream,
+    lines: LineReader,
+    generation: u64,
+}
+
+/// Connect, register as a supervisor, and report every process the job has.
+fn register(shared: &Shared, daemon: &DaemonSocket) -> Result<Registered, AskError> {
+    let mut stream = daemon.connect()?;
+    stream
+        .set_write_timeout(Some(REPORT_TIMEOUT))
+        .map_err(AskError::Send)?;
+    let mut lines = LineReader::for_replies();
+    let request = Request::Supervise;
+    match exchange(&mut stream, &mut lines, &request, Some(REGISTER_TIMEOUT))? {
+        Reply::Ok => {}
+        Reply::Error { message } => return Err(AskError::Refused(message)),
+        other => return Err(AskError::Refused(format!("unexpected answer {other:?}"))),
+    }
+    stream.set_read_timeout(None).map_err(AskError::Send)?;
+    let writer = stream.try_clone().map_err(AskError::Send)?;
+    let mut state = shared.lock();
+    if state.stopping {
+        return Err(AskError::NoReply);
+    }
+    state.generation += 1;
+    state.conn = Some(writer);
+    // Under the lock: a report the engine makes meanwhile comes after these, as it should.
+    let record: Vec<(Pid, Option<u16>)> = state.procs.iter().map(|(p, n)| (*p, *n)).collect();
+    for (pid, node) in record {
+        state.send(&Report::Started { pid });
+        if node.is_some() {
+            state.send(&Report::Moved { pid, node });
+        }
+    }
+    Ok(Registered {
+        stream,
+        lines,
+        generation: state.generation,
+    })
+}
+
+/// The thread: serve the connection; when it ends, register again until the link stops.
+fn keep_registered(shared: &Shared, daemon: &DaemonSocket, first: Registered) {
+    let mut current = Some(first);
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        if let Some(registered) = current.take() {
+            serve(shared, registered);
+            backoff = FIRST_BACKOFF;
+            if !shared.lock().stopping {
+                warn!("lost mosixd; the job goes on, and registers again once it is back");
+            }
+        }
+        if shared.pause(backoff) {
+            return;
+        }
+        match register(shared, daemon) {
+            Ok(registered) => {
+                info!("registered again with mosixd");
+                current = Some(registered);
+            }
+            Err(e) => {
+                debug!(error = %e, "mosixd not back yet");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Read commands until the connection ends, then forget its orders that were not taken:
+/// their callers learnt from the daemon that the supervisor went away.
+fn serve(shared: &Shared, registered: Registered) {
+    let Registered {
+        mut stream,
+        mut lines,
+        generation,
+    } = registered;
+    loop {
+        match lines.recv::<Command>(&mut stream) {
+            Ok(Some(command)) => take_command(shared, generation, command),
+            Ok(None) => break,
+            Err(DecodeError::Malformed(e)) => warn!(%e, "ignoring a malformed command"),
+            Err(e) => {
+                debug!(error = %e, "connection to mosixd ended");
+                break;
+            }
+        }
+    }
+    let mut state = shared.lock();
+    if state.generation == generation {
+        state.drop_conn();
+    }
+    state.queue.retain(|order| order.generation != generation);
+}
+
+fn take_command(shared: &Shared, generation: u64, command: Command) {
+    let mut state = shared.lock();
+    match command {
+        Command::Migrate { id, pid, target } => {
+            let target = match target {
+                Target::Home => None,
+                Target::Node(n) => Some(n),
+            };
+            state.queue.push_back(Queued {
+                generation,
+                daemon_id: id,
+                pid,
+                target,
+            });
+            // A full socket already says there is something to read.
+            let _ = (&state.wake).write(&[1]);
+        }
+        Command::Cancel { id } => {
+            let queued = state
+                .queue
+                .iter()
+                .position(|o| o.generation == generation && o.daemon_id == id);
+            if let Some(order) = queued.and_then(|at| state.queue.remove(at)) {
+                info!(
+                    order = id,
+                    pid = order.pid,
+                    "dropped an order whose caller gave up"
+                );
+                state.send(&Report::MigrateDone {
+                    id,
+                    result: Err(MoveError::Cancelled),
+                });
+            }
+        }
     }
 }
 
 impl Daemon for DaemonLink {
     fn order_fd(&self) -> Option<RawFd> {
-        Some(self.stream.as_raw_fd())
+        Some(self.ready.as_raw_fd())
     }
 
     fn next_order(&mut self) -> io::Result<Option<Order>> {
-        loop {
-            if let Some(Command::Migrate { id, pid, target }) =
-                self.reader.next_message().map_err(io::Error::other)?
-            {
-                let target = match target {
-                    Target::Home => None,
-                    Target::Node(n) => Some(n),
-                };
-                return Ok(Some(Order { id, pid, target }));
-            }
-            match self.reader.read_from(&mut self.stream) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "daemon closed the connection",
-                    ));
-                }
-                Ok(_) => {}
-                Err(err) if err.is_would_block() => return Ok(None),
-                Err(err) => return Err(io::Error::other(err)),
-            }
-        }
+        let mut drain = [0u8; 64];
+        while matches!((&self.ready).read(&mut drain), Ok(n) if n > 0) {}
+        let mut state = self.shared.lock();
+        let Some(queued) = state.queue.pop_front() else {
+            return Ok(None);
+        };
+        state.last_id += 1;
+        let id = state.last_id;
+        state.taken.insert(
+            id,
+            Taken {
+                generation: queued.generation,
+                daemon_id: queued.daemon_id,
+            },
+        );
+        Ok(Some(Order {
+            id,
+            pid: queued.pid,
+            target: queued.target,
+        }))
     }
 
     fn order_done(&mut self, id: u64, result: Result<(), MoveError>) {
-        self.report(&Report::MigrateDone { id, result });
+        let mut state = self.shared.lock();
+        let Some(taken) = state.taken.remove(&id) else {
+            return;
+        };
+        if taken.generation == state.generation {
+            let id = taken.daemon_id;
+            state.send(&Report::MigrateDone { id, result });
+        } else {
+            debug!(id, "an order of a daemon that has gone is done");
+        }
     }
 
     fn open_session(&mut self, node: u16) -> Result<Channel, MoveError> {
         let local = |what: &str| MoveError::Local(what.to_owned());
-        let unreachable = |e: io::Error| local(&format!("cannot reach mosixd: {e}"));
-        let mut stream = UnixStream::connect(&self.socket).map_err(unreachable)?;
-        send_line(&mut stream, &Request::OpenSession { node }).map_err(unreachable)?;
-        let (line, socket) = recv_with_fd(&stream).map_err(unreachable)?;
+        let unreachable = |e: &dyn std::fmt::Display| local(&format!("cannot reach mosixd: {e}"));
+        let mut stream = self.daemon.connect().map_err(|e| {
+            let e = anyhow::Error::from(e);
+            unreachable(&format!("{e:#}"))
+        })?;
+        // A daemon that turns the connection away answers and closes without reading: its
+        // answer is read even if the request could not be sent.
+        let sent = send_line(&mut stream, &Request::OpenSession { node });
+        stream
+            .set_read_timeout(Some(SESSION_TIMEOUT))
+            .map_err(|e| unreachable(&e))?;
+        let (line, socket) = match (recv_with_fd(&stream), sent) {
+            (Ok(received), _) => received,
+            (Err(_), Err(e)) => return Err(unreachable(&e)),
+            (Err(e), Ok(())) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(local(&format!(
+                    "mosixd did not open the session within {SESSION_TIMEOUT:?}"
+                )));
+            }
+            (Err(e), Ok(())) => return Err(unreachable(&e)),
+        };
         match serde_json::from_slice::<Reply>(&line) {
             Ok(Reply::Session { keys }) => {
                 let socket =
@@ -103,15 +426,15 @@ impl Daemon for DaemonLink {
     }
 
     fn started(&mut self, pid: Pid) {
-        self.report(&Report::Started { pid });
+        self.report(Report::Started { pid });
     }
 
     fn moved(&mut self, pid: Pid, node: Option<u16>) {
-        self.report(&Report::Moved { pid, node });
+        self.report(Report::Moved { pid, node });
     }
 
     fn ended(&mut self, pid: Pid) {
-        self.report(&Report::Ended { pid });
+        self.report(Report::Ended { pid });
     }
 }
 
@@ -145,4 +468,147 @@ fn recv_with_fd(stream: &UnixStream) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
     }
     line.pop();
     Ok((line, fd))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+    use std::time::Instant;
+
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// A fake daemon's side of a supervisor's connection.
+    struct Fake {
+        stream: UnixStream,
+        lines: LineReader,
+    }
+
+    impl Fake {
+        /// Accept a supervisor and take its registration.
+        fn accept(listener: &UnixListener) -> Fake {
+            let (stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(DEADLINE)).unwrap();
+            let mut fake = Fake {
+                stream,
+                lines: LineReader::new(),
+            };
+            let request: Request = fake.lines.recv(&mut fake.stream).unwrap().unwrap();
+            assert_eq!(request, Request::Supervise);
+            send_line(&mut fake.stream, &Reply::Ok).unwrap();
+            fake
+        }
+
+        fn report(&mut self) -> Report {
+            self.lines.recv(&mut self.stream).unwrap().unwrap()
+        }
+
+        fn command(&mut self, command: Command) {
+            send_line(&mut self.stream, &command).unwrap();
+        }
+    }
+
+    /// The next order, once `order_fd` says there is one.
+    fn wait_order(link: &mut DaemonLink) -> Order {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(order) = link.next_order().unwrap() {
+                return order;
+            }
+            assert!(Instant::now() < end, "no order");
+            let mut fds = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&link.ready),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_restarted_daemon_learns_the_job_again_and_no_answer_meant_for_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mosixd.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let daemon = DaemonSocket {
+            path,
+            trusted_user: None,
+        };
+        let connecting = std::thread::spawn(move || DaemonLink::connect(daemon).unwrap());
+        let mut old = Fake::accept(&listener);
+        let mut link = connecting.join().unwrap();
+        link.started(10);
+        link.started(11);
+        link.moved(11, Some(3));
+        old.command(Command::Migrate {
+            id: 7,
+            pid: 10,
+            target: Target::Node(2),
+        });
+        let taken = wait_order(&mut link);
+        assert_eq!((taken.pid, taken.target), (10, Some(2)));
+        for expected in [
+            Report::Started { pid: 10 },
+            Report::Started { pid: 11 },
+            Report::Moved {
+                pid: 11,
+                node: Some(3),
+            },
+        ] {
+            assert_eq!(old.report(), expected);
+        }
+
+        // The daemon restarts: the link registers with the new one by itself.
+        drop(old);
+        let mut new = Fake::accept(&listener);
+        assert_eq!(new.report(), Report::Started { pid: 10 });
+        assert_eq!(new.report(), Report::Started { pid: 11 });
+        assert_eq!(
+            new.report(),
+            Report::Moved {
+                pid: 11,
+                node: Some(3)
+            }
+        );
+        // The old daemon's order is done: the new daemon, which never gave it, hears nothing.
+        link.order_done(taken.id, Ok(()));
+        link.ended(10);
+        assert_eq!(new.report(), Report::Ended { pid: 10 });
+
+        // An order cancelled before the engine takes it is answered and never taken.
+        new.command(Command::Migrate {
+            id: 1,
+            pid: 11,
+            target: Target::Home,
+        });
+        new.command(Command::Cancel { id: 1 });
+        assert_eq!(
+            new.report(),
+            Report::MigrateDone {
+                id: 1,
+                result: Err(MoveError::Cancelled)
+            }
+        );
+        assert!(link.next_order().unwrap().is_none());
+        // A later one is taken and answered under the new daemon's id.
+        new.command(Command::Migrate {
+            id: 9,
+            pid: 11,
+            target: Target::Home,
+        });
+        let taken = wait_order(&mut link);
+        assert_ne!(taken.id, 9, "the link's ids are its own");
+        link.order_done(taken.id, Err(MoveError::Busy));
+        assert_eq!(
+            new.report(),
+            Report::MigrateDone {
+                id: 9,
+                result: Err(MoveError::Busy)
+            }
+        );
+        drop(link);
+        // Stopped, the link closes its connection.
+        let mut rest = Vec::new();
+        assert_eq!(new.stream.read_to_end(&mut rest).unwrap(), 0);
+    }
 }

@@ -8,14 +8,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use rmosix_engine::{JobEnd, supervise};
+use rmosix_tools::{DaemonSocket, parse_user};
 
 /// Run a program so that its processes may move across the cluster.
 #[derive(Parser, Debug)]
 #[command(name = "mosrun", version, trailing_var_arg = true)]
 struct Args {
     /// Control socket of the local mosixd.
-    #[arg(long, env = "MOSIX_SOCKET", default_value = rmosix_wire::DEFAULT_SOCKET)]
+    #[arg(long, env = rmosix_wire::SOCKET_ENV, default_value = rmosix_wire::DEFAULT_SOCKET)]
     socket: std::path::PathBuf,
+    /// A user (name or uid) whose mosixd to trust besides root and yourself.
+    #[arg(long, value_name = "USER", env = rmosix_wire::DAEMON_USER_ENV, value_parser = parse_user)]
+    daemon_user: Option<u32>,
     /// The program and its arguments.
     #[arg(required = true, allow_hyphen_values = true, num_args = 1..)]
     command: Vec<String>,
@@ -29,13 +33,14 @@ fn main() -> ExitCode {
             .with_env_filter(filter)
             .init();
     }
-    let mut link = match daemon_link::DaemonLink::connect(&args.socket) {
+    let daemon = DaemonSocket {
+        path: args.socket.clone(),
+        trusted_user: args.daemon_user,
+    };
+    let mut link = match daemon_link::DaemonLink::connect(daemon) {
         Ok(link) => link,
         Err(err) => {
-            eprintln!(
-                "mosrun: cannot reach mosixd at {}: {err}",
-                args.socket.display()
-            );
+            eprintln!("mosrun: {:#}", anyhow::Error::from(err));
             return ExitCode::from(1);
         }
     };
