@@ -20,6 +20,7 @@ use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
 use crate::session::{Channel, Session, ToGuest, ToHome};
+use crate::signals::Arriving;
 use crate::track::Tracker;
 use crate::{facts, restore, spawn, sys};
 
@@ -102,6 +103,7 @@ pub fn serve_guest(channel: Channel, reports: &mut dyn Reports) -> io::Result<()
         session,
         pending: None,
         leaving: false,
+        arriving: Arriving::default(),
     };
     let left = guest.serve(&sigchld);
     kill(husk);
@@ -170,6 +172,8 @@ struct Guest {
     /// Home asked us to send the process away while a call was in flight: go once its answer
     /// is in, so that the call is neither lost nor run twice.
     leaving: bool,
+    /// Signals home relayed, on their way into the husk.
+    arriving: Arriving,
 }
 
 /// The sources of the guest's loop.
@@ -206,7 +210,10 @@ impl Guest {
     fn on_husk_event(&mut self) -> io::Result<Option<Left>> {
         while let Some((_, stop)) = ptrace::wait(self.husk, libc::WNOHANG)? {
             match stop {
-                Stop::Signal(sig) => ptrace::cont(self.husk, sig)?,
+                Stop::Signal(sig) => {
+                    self.arriving.at_delivery(self.husk, sig);
+                    ptrace::cont(self.husk, sig)?
+                }
                 Stop::Group(sig) => {
                     ptrace::listen(self.husk)?;
                     self.session.send(&ToHome::Stopped { sig })?;
@@ -278,10 +285,7 @@ impl Guest {
                     return self.first_round(None);
                 }
             }
-            ToGuest::Signal { sig } => {
-                // SAFETY: plain kill of our own tracee.
-                unsafe { libc::kill(self.husk, sig) };
-            }
+            ToGuest::Signal { info } if info.is_valid() => self.arriving.send(self.husk, info),
             ToGuest::SendImage => match self.pending {
                 None => return self.first_round(None),
                 // Ending anyway: home will see the exit.
@@ -372,7 +376,10 @@ impl Guest {
             match ptrace::wait(self.husk, 0)? {
                 Some((_, Stop::Interrupted)) => return Ok(false),
                 Some((_, Stop::Group(_))) => return Ok(true),
-                Some((_, Stop::Signal(sig))) => ptrace::cont(self.husk, sig)?,
+                Some((_, Stop::Signal(sig))) => {
+                    self.arriving.at_delivery(self.husk, sig);
+                    ptrace::cont(self.husk, sig)?
+                }
                 Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
                     return Err(io::Error::other("remote died"));
                 }
@@ -442,10 +449,7 @@ impl Guest {
                     return Ok(None);
                 }
                 // The husk runs: it takes its signals at once.
-                // SAFETY: plain kill of our own tracee.
-                ToGuest::Signal { sig } => unsafe {
-                    libc::kill(self.husk, sig);
-                },
+                ToGuest::Signal { info } if info.is_valid() => self.arriving.send(self.husk, info),
                 ToGuest::Reply { backs, .. } => drop(self.read_backs(backs)?),
                 ToGuest::SendImage => {}
                 ToGuest::Ended => return Ok(Some(Left::Ended)),
@@ -508,9 +512,8 @@ impl Guest {
                 }
                 ToGuest::Stay { reason } => {
                     warn!(%reason, "home cannot take the process back; it runs on here");
-                    for sig in late {
-                        // SAFETY: plain kill of our own tracee.
-                        unsafe { libc::kill(self.husk, sig) };
+                    for info in late {
+                        self.arriving.send(self.husk, info);
                     }
                     match trip {
                         Homeward::Call { .. } => {
@@ -521,7 +524,7 @@ impl Guest {
                     }
                     return Ok(None);
                 }
-                ToGuest::Signal { sig } => late.push(sig),
+                ToGuest::Signal { info } if info.is_valid() => late.push(info),
                 // The answer to a call a signal interrupted before the move.
                 ToGuest::Reply { backs, .. } => drop(self.read_backs(backs)?),
                 ToGuest::SendImage => {}

@@ -18,6 +18,7 @@ use crate::mem::Memory;
 use crate::ptrace::{self, Pid};
 use crate::restore;
 use crate::session::{Channel, Opening, Session, SessionRead, ToGuest, ToHome};
+use crate::signals::SigInfo;
 use crate::track::Tracker;
 
 /// How long a relay waits on a next node that takes nothing before it counts as failed. The
@@ -221,7 +222,7 @@ pub fn send_out(
     // with the reason.
     let _ = signals
         .into_iter()
-        .try_for_each(|sig| crate::deputy::relay(&mut session, sig));
+        .try_for_each(|info| crate::deputy::relay(&mut session, info));
     let freeze_ms = running.duration_since(frozen).as_secs_f64() * 1e3;
     let total_ms = ms_since(started);
     let first_bytes = first.map_or(0, |f| f.bytes);
@@ -417,18 +418,13 @@ fn relay_pages(
     }
 }
 
-/// Let a process frozen by [`freeze`] run again, with the signals held meanwhile.
-pub fn thaw(pid: Pid, signals: Vec<i32>) {
-    let _ = ptrace::cont(pid, 0);
-    raise(pid, signals);
-}
-
-/// Raise `signals` again in our tracee `pid`.
-pub fn raise(pid: Pid, signals: impl IntoIterator<Item = i32>) {
-    for sig in signals {
-        // SAFETY: re-sending to our own tracee signals it got while it moved.
-        unsafe { libc::kill(pid, sig) };
+/// Let a process frozen by [`freeze`] run again, with the signals held meanwhile queued in
+/// it as they came.
+pub fn thaw(pid: Pid, signals: Vec<SigInfo>) {
+    if let Err(err) = crate::signals::queue_in(pid, &signals) {
+        tracing::warn!(pid, %err, "cannot queue the signals held during a freeze");
     }
+    let _ = ptrace::cont(pid, 0);
 }
 
 /// Milliseconds since `then`, for the log.

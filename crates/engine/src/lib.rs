@@ -33,6 +33,7 @@ mod ptrace;
 mod restore;
 mod seccomp;
 mod session;
+mod signals;
 mod spawn;
 mod sys;
 mod table;

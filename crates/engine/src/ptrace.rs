@@ -220,6 +220,40 @@ pub fn decode(status: i32, sigtrap_code: impl FnOnce() -> Option<i32>) -> Stop {
 const TRAP_BRKPT: i32 = 1;
 const TRAP_TRACE: i32 = 2;
 
+/// Replace the siginfo of the signal a tracee is stopped for (at its delivery stop).
+pub fn set_siginfo(pid: Pid, info: &libc::siginfo_t) -> io::Result<()> {
+    request(
+        libc::PTRACE_SETSIGINFO,
+        pid,
+        0,
+        info as *const libc::siginfo_t as usize,
+    )
+    .map(drop)
+}
+
+/// Read siginfos of signals pending for a stopped tracee without taking them, from `skip`
+/// on: its own queue, or its process's with PTRACE_PEEKSIGINFO_SHARED. Returns how many it
+/// filled.
+pub fn peek_siginfo(
+    pid: Pid,
+    skip: u64,
+    flags: libc::c_uint,
+    into: &mut [libc::siginfo_t],
+) -> io::Result<usize> {
+    let args = libc::ptrace_peeksiginfo_args {
+        off: skip,
+        flags,
+        nr: into.len() as i32,
+    };
+    let n = request(
+        libc::PTRACE_PEEKSIGINFO,
+        pid,
+        &args as *const _ as usize,
+        into.as_mut_ptr() as usize,
+    )?;
+    Ok(n as usize)
+}
+
 /// The siginfo of the signal a tracee is stopped for.
 pub fn get_siginfo(pid: Pid) -> io::Result<libc::siginfo_t> {
     // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
