@@ -27,7 +27,7 @@ use crate::restore;
 use crate::session::{Session, ToGuest};
 use crate::signals::{self, SigInfo};
 use crate::sys;
-use crate::table::{Buf, Refusal, Shape, Slot};
+use crate::table::{self, Buf, Refusal, Shape, Slot};
 
 /// Size of the area mapped in a shell for the buffers of forwarded calls.
 pub const SCRATCH_LEN: u64 = 16 << 20;
@@ -354,8 +354,20 @@ impl Deputy {
             {
                 self.mem.write(at, bytes)?;
             }
-            if let Slot::Arg(i) = buf.slot {
-                args[i] = at;
+            match buf.slot {
+                Slot::Arg(i) => args[i] = at,
+                // The pair follows the mask it points to (NULL for no mask, as the remote's).
+                Slot::Pair(i) => {
+                    let pair_at = at + buf.len.next_multiple_of(16);
+                    let mask = if buf.len == 0 { 0 } else { at };
+                    let mut pair = [0u8; 16];
+                    pair[..8].copy_from_slice(&mask.to_le_bytes());
+                    pair[8..].copy_from_slice(&table::SIGSET.to_le_bytes());
+                    self.mem.write(pair_at, &pair)?;
+                    args[i] = pair_at;
+                    at = pair_at + 16 - buf.len.next_multiple_of(16);
+                }
+                Slot::Nested(_) => {}
             }
             at += buf.len.next_multiple_of(16);
         }

@@ -267,6 +267,7 @@ impl Guest {
                 )?;
                 match replied {
                     Replied::Done => {}
+                    Replied::Interrupted { id, ret, mask } => self.interrupt_wait(id, ret, mask)?,
                     Replied::Again(next) => self.pending = Some(next),
                     Replied::Map {
                         id,
@@ -327,6 +328,82 @@ impl Guest {
             Trapped::GoHome { what } => return self.go_home(Homeward::Call { id, what }, None),
         }
         Ok(None)
+    }
+
+    /// A wait with a mask of its own (`mask`) was interrupted at home by a signal, which is
+    /// pending here by now. Linux would run that signal's handler with `mask` in force, then
+    /// give the process its own mask back when the handler returns, and the call would fail
+    /// with EINTR. The husk is stopped at the call's exit, its mask set to `mask`, and
+    /// stepped: the kernel delivers the signal and stops at the handler's first instruction,
+    /// where the mask the handler's frame restores on return is made the process's own.
+    /// Where `mask` lets no pending signal in, the call is answered `ret`, a restart code,
+    /// and the kernel restarts it, as it would.
+    fn interrupt_wait(&mut self, id: u64, ret: i64, mask: u64) -> io::Result<()> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.husk))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0)
+        };
+        let pending = field("SigPnd:") | field("ShdPnd:");
+        if pending & !mask == 0 {
+            respond(&self.listener, id, ret);
+            return Ok(());
+        }
+        if self.stop_husk(Some(id))? {
+            // Job-stopped meanwhile: the call restarts once continued.
+            return self.resume_husk(true);
+        }
+        let own = ptrace::get_sigmask(self.husk)?;
+        let mut regs = ptrace::get_regs(self.husk)?;
+        regs.rax = (-libc::EINTR) as u64;
+        regs.orig_rax = u64::MAX;
+        ptrace::set_regs(self.husk, &regs)?;
+        ptrace::set_sigmask(self.husk, mask)?;
+        ptrace::step_with(self.husk, 0)?;
+        loop {
+            match ptrace::wait(self.husk, 0)? {
+                Some((_, Stop::Signal(sig))) => {
+                    self.arriving.at_delivery(self.husk, sig);
+                    let caught = field("SigCgt:") & 1 << (sig - 1) != 0;
+                    if !caught {
+                        // No handler: its default action (or none) happens with the
+                        // process's own mask back.
+                        ptrace::set_sigmask(self.husk, own)?;
+                        return ptrace::cont(self.husk, sig);
+                    }
+                    ptrace::step_with(self.husk, sig)?;
+                }
+                Some((_, Stop::Trap)) => break,
+                Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                    return Err(io::Error::other("remote died"));
+                }
+                Some((_, Stop::Event(libc::PTRACE_EVENT_SECCOMP))) => {
+                    seccomp::refuse_gate_call(self.husk)?;
+                    ptrace::step_with(self.husk, 0)?;
+                }
+                Some(_) => {
+                    ptrace::set_sigmask(self.husk, own)?;
+                    return ptrace::cont(self.husk, 0);
+                }
+                None => {}
+            }
+        }
+        // At the handler's first instruction rsp points at its rt_sigframe: pretcode, then
+        // the ucontext (flags, link, stack_t, sigcontext), whose uc_sigmask is what
+        // rt_sigreturn restores. Before any handler ran (the step found none to deliver),
+        // the mask is simply put back.
+        let regs = ptrace::get_regs(self.husk)?;
+        let uc_sigmask = regs.rsp + UC_SIGMASK_IN_FRAME;
+        let in_frame = self.mem.read_words(uc_sigmask, 1).ok().map(|w| w[0]);
+        if in_frame == Some(mask) {
+            self.mem.write(uc_sigmask, &own.to_le_bytes())?;
+        } else {
+            ptrace::set_sigmask(self.husk, own)?;
+        }
+        ptrace::cont(self.husk, 0)
     }
 
     /// Emulate mmap of a home file in the stopped husk: anonymous memory filled with its
@@ -533,6 +610,10 @@ impl Guest {
         }
     }
 }
+
+/// Offset of `uc_sigmask` in an x86-64 `struct rt_sigframe` (arch/x86/include/asm/
+/// sigframe.h): pretcode 8, uc_flags 8, uc_link 8, uc_stack 24, uc_mcontext 256.
+const UC_SIGMASK_IN_FRAME: u64 = 8 + 8 + 8 + 24 + 256;
 
 /// What pre-copy's first round left for the final one.
 struct FirstRound {

@@ -49,7 +49,13 @@ pub fn cont(pid: Pid, sig: i32) -> io::Result<()> {
 
 /// Execute one instruction, then stop with SIGTRAP.
 pub fn step(pid: Pid) -> io::Result<()> {
-    request(libc::PTRACE_SINGLESTEP, pid, 0, 0).map(drop)
+    step_with(pid, 0)
+}
+
+/// Execute one instruction delivering `sig` (0 for none): with a handler for it, the tracee
+/// stops at the handler's first instruction, its signal frame built.
+pub fn step_with(pid: Pid, sig: i32) -> io::Result<()> {
+    request(libc::PTRACE_SINGLESTEP, pid, 0, sig as usize).map(drop)
 }
 
 /// Let a tracee in group stop stay stopped but still see SIGCONT (job control while traced).
@@ -208,9 +214,12 @@ pub fn decode(status: i32, sigtrap_code: impl FnOnce() -> Option<i32>) -> Stop {
         return Stop::Trap;
     }
     // A single-step reports TRAP_BRKPT (at a system call's exit) or TRAP_TRACE (the debug
-    // exception); int3 is SI_KERNEL, raise and kill are SI_TKILL and SI_USER. A process has
-    // no hardware breakpoints but those a tracer sets, and we set none.
-    if sig == libc::SIGTRAP && matches!(sigtrap_code(), Some(TRAP_BRKPT | TRAP_TRACE) | None) {
+    // exception), and a step into a signal handler stops with the code SIGTRAP itself
+    // (ptrace_notify in signal_delivered); int3 is SI_KERNEL, raise and kill are SI_TKILL
+    // and SI_USER. A process has no hardware breakpoints but those a tracer sets, and we
+    // set none.
+    let ours = |code| matches!(code, Some(TRAP_BRKPT | TRAP_TRACE | libc::SIGTRAP) | None);
+    if sig == libc::SIGTRAP && ours(sigtrap_code()) {
         return Stop::Trap;
     }
     Stop::Signal(sig)
