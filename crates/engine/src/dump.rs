@@ -1,19 +1,22 @@
 //! Reading the image of a stopped process and streaming it: header first, then page runs, then
-//! the end marker. Nothing touches disk.
+//! the end marker; and pre-copy's rounds (see `precopy`). Nothing touches disk.
 
 use std::io::{self, Write};
+use std::time::Instant;
 
-use rmosix_image::{self as image, Area, CpuTimer, Header, MmLayout, Registers, SigAction};
-use serde::{Deserialize, Serialize};
-
+use rmosix_image::{
+    self as image, Area, CpuTimer, EndOfImage, Header, MmLayout, Registers, SigAction, Task,
+};
 use rmosix_wire::NotMovable;
 
+use crate::converge::{Converge, Decision, Limits, Round};
 use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::{Memory, le_u64};
 use crate::precopy;
 use crate::ptrace::{self, Pid, Regs};
 use crate::sys;
+use crate::throttle::{Throttle, Unthrottled};
 use crate::track::{Tracker, Written};
 
 /// Page data goes out in runs of at most this many bytes (fits a frame).
@@ -22,17 +25,6 @@ const PAGE: u64 = 4096;
 /// The interval timers that count the process's CPU time and so move with it.
 pub const CPU_TIMERS: [i32; 2] = [libc::ITIMER_VIRTUAL, libc::ITIMER_PROF];
 const PIECE: usize = 64 << 10;
-
-/// The end-of-image marker.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EndOfImage {
-    /// Bytes of page data sent.
-    pub bytes: u64,
-    /// Runs (start, end) that read as zeros now but may still hold the first round's data at
-    /// the receiver, in the final round of a pre-copy: the receiver empties them.
-    #[serde(default)]
-    pub zero: Vec<(u64, u64)>,
-}
 
 /// Check what keeps `pid` from moving (threads, shared writable memory, SysV shm, mlock,
 /// real-time policy). Works on a running process.
@@ -78,15 +70,21 @@ pub fn check_movable(pid: Pid) -> io::Result<Result<(), NotMovable>> {
 
 /// Signals pending for the thread or the process (SigPnd, ShdPnd in /proc/PID/status).
 pub(crate) fn pending_signals(pid: Pid) -> io::Result<u64> {
+    let (thread, process) = pending_apart(pid)?;
+    Ok(thread | process)
+}
+
+/// Signals pending for the thread (SigPnd) and for the whole process (ShdPnd).
+fn pending_apart(pid: Pid) -> io::Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    Ok(status
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("SigPnd:")
-                .or_else(|| l.strip_prefix("ShdPnd:"))
-        })
-        .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .fold(0, |all, mask| all | mask))
+    let mask = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    Ok((mask("SigPnd:"), mask("ShdPnd:")))
 }
 
 /// Numeric fields of /proc/PID/stat after the command name (index 0 is field 3, the state, as 0).
@@ -130,22 +128,50 @@ pub fn image_areas(pid: Pid) -> io::Result<Vec<Area>> {
         .collect())
 }
 
-/// Registers as the image stores them.
+/// Copy the fields named between two register structs of the same field names.
+macro_rules! copy_regs {
+    ($from:expr => $to:ident) => {
+        $to {
+            r15: $from.r15,
+            r14: $from.r14,
+            r13: $from.r13,
+            r12: $from.r12,
+            rbp: $from.rbp,
+            rbx: $from.rbx,
+            r11: $from.r11,
+            r10: $from.r10,
+            r9: $from.r9,
+            r8: $from.r8,
+            rax: $from.rax,
+            rcx: $from.rcx,
+            rdx: $from.rdx,
+            rsi: $from.rsi,
+            rdi: $from.rdi,
+            orig_rax: $from.orig_rax,
+            rip: $from.rip,
+            cs: $from.cs,
+            eflags: $from.eflags,
+            rsp: $from.rsp,
+            ss: $from.ss,
+            fs_base: $from.fs_base,
+            gs_base: $from.gs_base,
+            ds: $from.ds,
+            es: $from.es,
+            fs: $from.fs,
+            gs: $from.gs,
+        }
+    };
+}
+
+/// Registers as the image stores them: field by field, so neither side depends on the
+/// other's layout.
 pub fn regs_to_image(regs: &Regs) -> Registers {
-    // SAFETY: user_regs_struct is 27 u64 fields, repr(C), no padding.
-    let words: [u64; 27] = unsafe { std::mem::transmute(*regs) };
-    Registers(words.to_vec())
+    copy_regs!(regs => Registers)
 }
 
 /// Registers from an image.
-pub fn regs_from_image(image: &Registers) -> io::Result<Regs> {
-    let words: [u64; 27] = image
-        .0
-        .as_slice()
-        .try_into()
-        .map_err(|_| io::Error::other("image has a bad register set"))?;
-    // SAFETY: as above, every bit pattern is a valid user_regs_struct.
-    Ok(unsafe { std::mem::transmute::<[u64; 27], Regs>(words) })
+pub fn regs_from_image(image: &Registers) -> Regs {
+    copy_regs!(image => Regs)
 }
 
 /// Read the header of stopped `pid`: registers, signal state, per-task state, mm layout, areas.
@@ -191,16 +217,13 @@ pub fn read_header(
         env_end: f(51),
     };
     let auxv = std::fs::read(format!("/proc/{pid}/auxv"))?;
-    let pending_signals = pending_signals(pid)?;
+    let (pending_signals, shared_pending) = pending_apart(pid)?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
     let areas = image_areas(pid)?;
-    Ok(Header {
-        version: image::FORMAT_VERSION,
-        facts: facts.clone(),
+    let task = Task {
         regs: regs_to_image(&regs),
         xstate,
         sigmask,
-        sigactions,
         altstack,
         rseq: (rseq.rseq_abi_pointer != 0).then_some((
             rseq.rseq_abi_pointer,
@@ -209,12 +232,19 @@ pub fn read_header(
         )),
         robust_list,
         tid_address,
+        pending_signals,
+        comm: comm.trim_end_matches('\n').to_owned(),
+    };
+    Ok(Header {
+        version: image::FORMAT_VERSION,
+        facts: facts.clone(),
         mm,
         auxv,
         areas,
-        pending_signals,
-        comm: comm.trim_end_matches('\n').to_owned(),
+        sigactions,
         cpu_timers,
+        shared_pending,
+        tasks: vec![task],
     })
 }
 
@@ -301,32 +331,165 @@ fn words4(mem: &Memory, addr: u64) -> io::Result<[u64; 4]> {
 /// Stream the page contents of `areas` of stopped `pid`, skipping pages that were never
 /// touched (anonymous areas, per /proc/PID/pagemap) and pages that are all zero.
 pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result<u64> {
-    stream_pages(pid, areas, out, Unreadable::Fail)
+    let mem = Memory::open(pid)?;
+    stream_pages(pid, &mem, areas, out, Unreadable::Fail, &mut Unthrottled)
 }
 
-/// Stream the first round of a pre-copy: the pages of `areas` of running `pid`, then the end
-/// marker. The process may unmap an area meanwhile: what cannot be read is skipped, since the
-/// final round sends again every area that changed.
-pub fn dump_first_round(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result<u64> {
-    let bytes = stream_pages(pid, areas, out, Unreadable::Skip)?;
-    write_end(out, bytes, Vec::new())?;
-    Ok(bytes)
+/// Stream pre-copy's running rounds of running `pid` (see `precopy`): every page of `areas`
+/// (which the receiver maps), then, round after round, the pages written since the round
+/// before, found and protected again by `tracker`, until the policy (`converge`) says to
+/// freeze. Each round ends with an end marker; the last one's says that no running round
+/// follows. `throttle` slows the process down as the policy asks; the level last set stays
+/// in force when this returns, however it returns. What the last scan found is left to the
+/// final round (see [`Tracker::owe`]). Returns the page bytes sent.
+pub fn dump_first_round(
+    pid: Pid,
+    areas: &[Area],
+    tracker: &Tracker,
+    throttle: &mut dyn Throttle,
+    out: &mut impl Write,
+) -> io::Result<u64> {
+    let mem = Memory::open(pid)?;
+    let mut policy = Converge::new(Limits::default(), throttle.can_slow());
+    // The caller protected the areas just before: writes since count for the second round.
+    let mut started = Instant::now();
+    let mut sent = stream_pages(pid, &mem, areas, out, Unreadable::Skip, throttle)?;
+    let (mut total, mut zero) = (sent, Vec::new());
+    loop {
+        let pending = collect_round(pid, areas, tracker, throttle)?;
+        let round = Round {
+            sent,
+            took: started.elapsed(),
+            written: pending.bytes(),
+        };
+        let decision = policy.after(round);
+        let more = matches!(decision, Decision::Another(_));
+        write_end(out, sent, std::mem::take(&mut zero), more)?;
+        match decision {
+            Decision::Another(level) => {
+                throttle.set(level)?;
+                started = Instant::now();
+                sent = send_round(&mem, tracker, pending, &mut zero, out, throttle)?;
+                total += sent;
+            }
+            Decision::Freeze(why) => {
+                // Protected again by the scan, so the final round's scan will not report
+                // them: it sends them on our word. Parts not tracked it finds by itself.
+                for run in &pending.runs {
+                    tracker.owe((run.start, run.end));
+                }
+                tracing::info!(
+                    pid,
+                    rounds = policy.rounds(),
+                    bytes = total,
+                    left = round.written,
+                    throttle = policy.level().stopped_percent(),
+                    rate = policy.rate().unwrap_or(0.0) as u64,
+                    ?why,
+                    "running rounds sent"
+                );
+                return Ok(total);
+            }
+        }
+    }
 }
 
-/// What to do with a page run that cannot be read.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Unreadable {
+/// What a running round's scan found for the next round to send.
+#[derive(Default)]
+struct Pending {
+    /// Runs written since the last scan, in the parts the receiver keeps; protected again.
+    runs: Vec<Written>,
+    /// Kept parts that are not tracked (mapped anew since the first round): sent whole.
+    untracked: Vec<Area>,
+}
+
+impl Pending {
+    /// Page bytes to send, as far as a scan can tell (zapped runs cost nothing).
+    fn bytes(&self) -> u64 {
+        let runs = self.runs.iter().filter(|r| r.holds_data);
+        runs.map(|r| r.end - r.start).sum::<u64>()
+            + self.untracked.iter().map(Area::len).sum::<u64>()
+    }
+}
+
+/// Scan what running `pid` wrote since the last scan, in the parts of its areas that the
+/// receiver keeps from `first` (the rule of `precopy::kept_parts`, applied to the areas now).
+fn collect_round(
+    pid: Pid,
+    first: &[Area],
+    tracker: &Tracker,
+    throttle: &mut dyn Throttle,
+) -> io::Result<Pending> {
+    let now = image_areas(pid)?;
+    let kept = precopy::kept_parts(first, &now);
+    let mut pending = Pending::default();
+    let areas = now.iter().filter(|a| !a.is_vdso_block());
+    for (area, kept_end) in areas.zip(kept) {
+        if kept_end > area.start {
+            match tracker.collect(area.start, kept_end)? {
+                Some(runs) => pending.runs.extend(runs),
+                None => pending.untracked.push(Area {
+                    end: kept_end,
+                    ..area.clone()
+                }),
+            }
+        }
+        throttle.tick()?;
+    }
+    Ok(pending)
+}
+
+/// Send what a scan found: the written runs (zapped ones go to `zero`), and every page of the
+/// parts not tracked, which are tracked from now on.
+fn send_round(
+    mem: &Memory,
+    tracker: &Tracker,
+    pending: Pending,
+    zero: &mut Vec<(u64, u64)>,
+    out: &mut impl Write,
+    throttle: &mut dyn Throttle,
+) -> io::Result<u64> {
+    let mut sent = 0;
+    let mut buf = vec![0u8; PIECE];
+    let owe = Unreadable::Owe(tracker);
+    for run in pending.runs {
+        if run.holds_data {
+            let range = (run.start, run.end);
+            sent += send_run(mem, out, &mut buf, range, Some(zero), owe, throttle)?;
+        } else {
+            zero.push((run.start, run.end));
+        }
+    }
+    for part in pending.untracked {
+        // Protected before it is read: a write that comes after is found by the next scan.
+        tracker.protect(std::slice::from_ref(&part));
+        let range = (part.start, part.end);
+        sent += send_run(mem, out, &mut buf, range, Some(zero), owe, throttle)?;
+    }
+    Ok(sent)
+}
+
+/// What to do with a piece of a run that cannot be read.
+#[derive(Clone, Copy)]
+enum Unreadable<'t> {
+    /// Fail the stream: the process is frozen, and all of it must read.
     Fail,
+    /// Skip it: the first round of a running process, which may unmap an area meanwhile. The
+    /// final round sends again every area that changed.
     Skip,
+    /// Skip it, and owe it to the final round: a later round's pages were protected again by
+    /// the scan that found them, so no scan reports them again.
+    Owe(&'t Tracker),
 }
 
 fn stream_pages(
     pid: Pid,
+    mem: &Memory,
     areas: &[Area],
     out: &mut impl Write,
     unreadable: Unreadable,
+    throttle: &mut dyn Throttle,
 ) -> io::Result<u64> {
-    let mem = Memory::open(pid)?;
     let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
     let mut sent = 0u64;
     let mut buf = vec![0u8; PIECE];
@@ -346,8 +509,8 @@ fn stream_pages(
                 while page < present.len() && present[page] {
                     page += 1;
                 }
-                let (start, end) = (addr + first as u64 * PAGE, addr + page as u64 * PAGE);
-                sent += send_run(&mem, out, &mut buf, (start, end), None, unreadable)?;
+                let range = (addr + first as u64 * PAGE, addr + page as u64 * PAGE);
+                sent += send_run(mem, out, &mut buf, range, None, unreadable, throttle)?;
             }
             addr += len;
         }
@@ -357,7 +520,8 @@ fn stream_pages(
 
 /// Stream the final round of a pre-copied image of stopped `pid`: the header; in the parts of
 /// its areas that the receiver keeps from `first` (see `precopy::kept_parts`), the pages
-/// written since; all of the other parts; and the end marker, with the runs to empty.
+/// written since the last running round and those the rounds owe; all of the other parts;
+/// and the end marker, with the runs to empty.
 pub fn dump_final_round(
     pid: Pid,
     facts: &rmosix_image::KernelFacts,
@@ -374,38 +538,51 @@ pub fn dump_final_round(
     image::write_message(out, &header)?;
     let areas: Vec<&Area> = header.areas.iter().filter(|a| !a.is_vdso_block()).collect();
     let kept = precopy::kept_parts(first, &header.areas);
+    let owed = tracker.owed();
     let (mut sent, mut zero) = (0, Vec::new());
     let mut buf = vec![0u8; PIECE];
+    let unthrottled = &mut Unthrottled;
     for (area, &kept_end) in areas.iter().zip(&kept) {
-        let untracked = || Written {
-            start: area.start,
-            end: kept_end,
-            holds_data: true,
+        let kept_part = (area.start, kept_end);
+        let runs = match tracker.written(area.start, kept_end)? {
+            Some(runs) => precopy::with_owed(runs, &owed, kept_part),
+            None => vec![Written {
+                start: area.start,
+                end: kept_end,
+                holds_data: true,
+            }],
         };
-        let runs = tracker.written(area.start, kept_end)?;
-        for run in runs.unwrap_or_else(|| vec![untracked()]) {
+        for run in runs {
             if !run.holds_data {
                 zero.push((run.start, run.end));
                 continue;
             }
-            let range = (run.start, run.end);
-            let zeros = Some(&mut zero);
-            sent += send_run(&mem, out, &mut buf, range, zeros, Unreadable::Fail)?;
+            let (range, fail) = ((run.start, run.end), Unreadable::Fail);
+            sent += send_run(
+                &mem,
+                out,
+                &mut buf,
+                range,
+                Some(&mut zero),
+                fail,
+                unthrottled,
+            )?;
         }
         if kept_end < area.end {
             let rest = Area {
                 start: kept_end,
                 ..(*area).clone()
             };
-            sent += write_pages(pid, &[rest], out)?;
+            sent += stream_pages(pid, &mem, &[rest], out, Unreadable::Fail, unthrottled)?;
         }
     }
-    write_end(out, sent, zero)?;
+    write_end(out, sent, zero, false)?;
     Ok((header, sent))
 }
 
 /// Read `[start, end)` through `buf`, a piece at a time, and send what is not zero; the zero
-/// runs go to `zeros`, if given. A piece that cannot be read fails the stream, or is skipped.
+/// runs go to `zeros`, if given. A piece that cannot be read is dealt with as `unreadable`
+/// says. The throttle ticks after each piece.
 fn send_run(
     mem: &Memory,
     out: &mut impl Write,
@@ -413,17 +590,20 @@ fn send_run(
     (start, end): (u64, u64),
     mut zeros: Option<&mut Vec<(u64, u64)>>,
     unreadable: Unreadable,
+    throttle: &mut dyn Throttle,
 ) -> io::Result<u64> {
     let (mut sent, mut addr) = (0, start);
     while addr < end {
         let len = (end - addr).min(buf.len() as u64) as usize;
         let piece = &mut buf[..len];
-        match mem.read(addr, piece) {
-            Ok(()) => sent += send_nonzero(out, addr, piece, zeros.as_deref_mut())?,
-            Err(_) if unreadable == Unreadable::Skip => {}
-            Err(err) => return Err(err),
+        match (mem.read(addr, piece), unreadable) {
+            (Ok(()), _) => sent += send_nonzero(out, addr, piece, zeros.as_deref_mut())?,
+            (Err(err), Unreadable::Fail) => return Err(err),
+            (Err(_), Unreadable::Skip) => {}
+            (Err(_), Unreadable::Owe(tracker)) => tracker.owe((addr, addr + len as u64)),
         }
-        addr += piece.len() as u64;
+        addr += len as u64;
+        throttle.tick()?;
     }
     Ok(sent)
 }
@@ -484,9 +664,19 @@ fn send_nonzero(
     Ok(sent)
 }
 
-/// End an image: the marker, then flush.
-fn write_end(out: &mut impl Write, bytes: u64, zero: Vec<(u64, u64)>) -> io::Result<()> {
-    image::write_message(out, &EndOfImage { bytes, zero })?;
+/// End a stream of pages: the marker, then flush. `more_rounds`: a running round follows.
+fn write_end(
+    out: &mut impl Write,
+    bytes: u64,
+    zero: Vec<(u64, u64)>,
+    more_rounds: bool,
+) -> io::Result<()> {
+    let end = EndOfImage {
+        bytes,
+        zero,
+        more_rounds,
+    };
+    image::write_message(out, &end)?;
     out.flush()
 }
 
@@ -500,6 +690,6 @@ pub fn dump(
     let header = read_header(pid, &inj, facts)?;
     image::write_message(out, &header)?;
     let bytes = write_pages(pid, &header.areas, out)?;
-    write_end(out, bytes, Vec::new())?;
+    write_end(out, bytes, Vec::new(), false)?;
     Ok((header, bytes))
 }

@@ -16,6 +16,7 @@ use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
 use crate::session::{Back, Backs, BufSpec, Channel, SessionRead, ToGuest, ToHome};
 use crate::syscalls::{self, Arg, Len, Route, Valid};
+use crate::throttle::Duty;
 use crate::track::Tracker;
 use crate::{facts, restore, spawn, sys};
 
@@ -768,7 +769,11 @@ impl Guest {
                 areas: areas.clone(),
             },
         )?;
-        dump::dump_first_round(self.husk, &areas, &mut self.out)?;
+        // This thread traces the husk: it runs the throttle's duty cycle itself.
+        let mut duty = Duty::new(self.husk);
+        let sent = dump::dump_first_round(self.husk, &areas, &tracker, &mut duty, &mut self.out);
+        duty.release()?;
+        sent?;
         loop {
             let Some(msg) = self.word_during_move() else {
                 return Ok(Some(Leave::Done));

@@ -9,17 +9,20 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rmosix_image::{Area, Frame, FrameHead, FrameReader, KernelFacts, write_message, write_pages};
+use rmosix_image::{
+    Area, EndOfImage, Frame, FrameHead, FrameReader, KernelFacts, write_message, write_pages,
+};
 use rmosix_wire::MoveError;
 use tracing::{info, warn};
 
-use crate::dump::{self, EndOfImage};
+use crate::dump;
 use crate::files::ShellFiles;
 use crate::guest::SigChld;
 use crate::inject::{Injector, Scratch};
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::session::{Backs, BufSpec, Channel, SessionRead, ToGuest, ToHome};
+use crate::throttle::Unthrottled;
 use crate::track::Tracker;
 use crate::{facts, maps, msg, restore, spawn, sys};
 
@@ -761,7 +764,7 @@ impl Supervisor<'_> {
             };
             let out = &mut onward.out;
             let bytes = write_message(out, &precopy)
-                .and_then(|()| dump::dump_first_round(pid, &areas, out))
+                .and_then(|()| dump::dump_first_round(pid, &areas, &tracker, &mut Unthrottled, out))
                 .map_err(|e| link_broken(node, e))?;
             node_answer(&mut onward.frames, node, Round::First)?;
             let first = FirstRound {
@@ -1013,7 +1016,7 @@ impl Supervisor<'_> {
         let mut pending = 0;
         let homecoming = r.homecoming.take();
         let restored = restore::read_header(&mut r.frames).and_then(|header| {
-            pending = header.pending_signals;
+            pending = header.pending_signals();
             match &homecoming {
                 Some(first) => {
                     let (inj, areas) = (&first.inj, &first.areas);
@@ -1528,7 +1531,7 @@ fn relay_image(
         }
     });
     let onward = announced.and_then(|()| write_message(to, &header));
-    let pending = header.pending_signals;
+    let pending = header.pending_signals();
     Ok(match relay_pages(from, to, onward)? {
         Ok(()) => Relayed::Sent { pending },
         Err(err) => Relayed::Undelivered(err),
@@ -1545,7 +1548,9 @@ fn relay_pages(
     let mut data = Vec::new();
     loop {
         let head = from.next_frame_into(&mut data).map_err(io::Error::other)?;
-        let last = matches!(head, FrameHead::Message);
+        // Pre-copy's running rounds each end with a marker: the last one says so.
+        let last = matches!(head, FrameHead::Message)
+            && !serde_json::from_slice::<EndOfImage>(&data).is_ok_and(|end| end.more_rounds);
         if onward.is_ok() {
             onward = match head {
                 FrameHead::Pages { addr } => write_pages(to, addr, &data),

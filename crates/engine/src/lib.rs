@@ -12,6 +12,7 @@
 //! docs/engine.md and docs/forwarding.md.
 #![warn(missing_docs)]
 
+mod converge;
 mod dump;
 mod facts;
 mod files;
@@ -33,6 +34,7 @@ mod sys;
 mod syscalls;
 #[cfg(test)]
 mod testing;
+mod throttle;
 mod track;
 mod userfault;
 
