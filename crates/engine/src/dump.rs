@@ -349,8 +349,20 @@ pub fn dump_first_round(
     throttle: &mut dyn Throttle,
     out: &mut impl Write,
 ) -> io::Result<u64> {
+    send_rounds(pid, areas, tracker, throttle, Limits::default(), out)
+}
+
+/// [`dump_first_round`] within `limits`.
+fn send_rounds(
+    pid: Pid,
+    areas: &[Area],
+    tracker: &Tracker,
+    throttle: &mut dyn Throttle,
+    limits: Limits,
+    out: &mut impl Write,
+) -> io::Result<u64> {
     let mem = Memory::open(pid)?;
-    let mut policy = Converge::new(Limits::default(), throttle.can_slow());
+    let mut policy = Converge::new(limits, throttle.can_slow());
     // The caller protected the areas just before: writes since count for the second round.
     let mut started = Instant::now();
     let mut sent = stream_pages(pid, &mem, areas, out, Unreadable::Skip, throttle)?;
@@ -692,4 +704,116 @@ pub fn dump(
     let bytes = write_pages(pid, &header.areas, out)?;
     write_end(out, bytes, Vec::new(), false)?;
     Ok((header, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::restore;
+    use crate::testing::{Husk, PAGE as TEST_PAGE};
+    use crate::throttle::Level;
+
+    /// Stands in for a process that runs during the rounds: at each tick it writes the next
+    /// page of the area with a new value, and zaps every seventh page it comes to, as long as
+    /// its budget lasts: `PER_ROUND` writes in the first round and in each of the next three.
+    struct Writer<'h> {
+        husk: &'h Husk,
+        budget: u64,
+        done: u64,
+        levels: Vec<Level>,
+    }
+
+    const PER_ROUND: u64 = 20;
+
+    impl Throttle for Writer<'_> {
+        fn set(&mut self, level: Level) -> io::Result<()> {
+            self.levels.push(level);
+            if self.levels.len() <= 3 {
+                self.budget += PER_ROUND;
+            }
+            Ok(())
+        }
+
+        fn tick(&mut self) -> io::Result<()> {
+            if self.budget == 0 {
+                return Ok(());
+            }
+            self.budget -= 1;
+            self.done += 1;
+            let pages = self.husk.area.len() / TEST_PAGE;
+            let at = self.husk.area.start + (self.done * 5 % pages) * TEST_PAGE;
+            if self.done % 7 == 0 {
+                let args = [at, TEST_PAGE, libc::MADV_DONTNEED as u64, 0, 0, 0];
+                self.husk
+                    .inj
+                    .call_ok(self.husk.pid, libc::SYS_madvise, args, "madvise")?;
+            } else {
+                self.husk.mem.write(at, &[self.done as u8 | 1; 64])?;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn rounds_then_a_final_round_leave_the_receiver_with_what_the_process_holds() {
+        const PAGES: u64 = 64;
+        let (source, target) = Husk::pair(PAGES);
+        let area = (source.area.start, source.area.len() as usize);
+        let data: Vec<u8> = (0..area.1).map(|i| (i / 4096 * 3 + i) as u8 | 1).collect();
+        source.mem.write(area.0, &data).unwrap();
+
+        let areas = image_areas(source.pid).unwrap();
+        let tracker = Tracker::open(source.pid, &source.inj).unwrap();
+        tracker.protect(&areas);
+        let mut writer = Writer {
+            husk: &source,
+            budget: PER_ROUND,
+            done: 0,
+            levels: Vec::new(),
+        };
+        // No pause is short enough: rounds go on until nothing is written, or the bound.
+        let limits = Limits {
+            pause: Duration::ZERO,
+            rounds: 6,
+            ..Limits::default()
+        };
+        let mut stream = Vec::new();
+        send_rounds(
+            source.pid,
+            &areas,
+            &tracker,
+            &mut writer,
+            limits,
+            &mut stream,
+        )
+        .unwrap();
+        // Rounds that keep finding writes (until the policy finds them stuck at the highest
+        // throttle level, or finds none).
+        assert!(writer.levels.len() >= 3, "{:?}", writer.levels);
+        // Written after the last running round, before the freeze.
+        source
+            .mem
+            .write(area.0 + 9 * TEST_PAGE, &[0xee; 100])
+            .unwrap();
+        let facts = crate::facts::probe().unwrap();
+        dump_final_round(source.pid, &facts, &areas, &tracker, &mut stream).unwrap();
+
+        let mut frames = image::FrameReader::new(&stream[..]);
+        let inj = restore::restore_first_round(target.pid, &areas, &mut frames).unwrap();
+        let header = restore::read_header(&mut frames).unwrap();
+        restore::restore_final_round(target.pid, &inj, &areas, &header, &mut frames).unwrap();
+        assert!(frames.next_frame().is_err(), "the whole stream was read");
+
+        let moved = target.mem.read_vec(area.0, area.1).unwrap();
+        let held = source.mem.read_vec(area.0, area.1).unwrap();
+        for (n, (m, h)) in moved.chunks(4096).zip(held.chunks(4096)).enumerate() {
+            assert!(m == h, "page {n} differs");
+        }
+        assert!(
+            held.chunks(4096).any(|p| p.iter().all(|&b| b == 0)),
+            "pages were zapped"
+        );
+    }
 }

@@ -250,6 +250,75 @@ mod tests {
     }
 
     #[test]
+    fn a_scan_that_collects_protects_again_so_each_write_is_found_once() {
+        let husk = Husk::new(16);
+        let (start, end) = (husk.area.start, husk.area.end);
+        let page = |n: u64| start + n * PAGE;
+        let run = |n: u64, holds_data| Written {
+            start: page(n),
+            end: page(n + 1),
+            holds_data,
+        };
+        husk.mem
+            .write(start, &vec![1u8; 16 * PAGE as usize])
+            .unwrap();
+        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
+        tracker.protect(std::slice::from_ref(&husk.area));
+
+        husk.mem.write(page(3), &[2u8; 8]).unwrap();
+        let zap = |n: u64| {
+            let advice = [page(n), PAGE, libc::MADV_DONTNEED as u64, 0, 0, 0];
+            husk.inj
+                .call_ok(husk.pid, libc::SYS_madvise, advice, "madvise")
+                .unwrap();
+        };
+        zap(5);
+        let first = tracker.collect(start, end).unwrap().unwrap();
+        assert_eq!(first, [run(3, true), run(5, false)]);
+        // Found and protected again in one step: nothing new, nothing found.
+        assert_eq!(tracker.collect(start, end).unwrap().unwrap(), []);
+        // Written again, and the zapped page touched (it had its marker back): found again.
+        husk.mem.write(page(3), &[3u8; 8]).unwrap();
+        husk.mem.write(page(5), &[4u8; 8]).unwrap();
+        husk.mem.write(page(9), &[5u8; 8]).unwrap();
+        let again = tracker.collect(start, end).unwrap().unwrap();
+        assert_eq!(again, [run(3, true), run(5, true), run(9, true)]);
+        // A plain scan sees what the collecting one left: nothing, then a new write.
+        assert_eq!(tracker.written(start, end).unwrap().unwrap(), []);
+        husk.mem.write(page(12), &[6u8; 8]).unwrap();
+        assert_eq!(
+            tracker.written(start, end).unwrap().unwrap(),
+            [run(12, true)]
+        );
+        assert_eq!(
+            tracker.written(start, end).unwrap().unwrap(),
+            [run(12, true)]
+        );
+    }
+
+    #[test]
+    fn a_collecting_scan_of_an_area_mapped_anew_protects_nothing_and_says_so() {
+        let husk = Husk::new(8);
+        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
+        tracker.protect(std::slice::from_ref(&husk.area));
+        let (start, len) = (husk.area.start, husk.area.len());
+        // Remap the upper half: the lower one stays tracked.
+        let half = start + len / 2;
+        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
+        let args = [half, len / 2, prot, flags, u64::MAX, 0];
+        husk.inj
+            .call_ok(husk.pid, libc::SYS_mmap, args, "mmap")
+            .unwrap();
+        husk.mem.write(start, &[1u8; 8]).unwrap();
+        assert_eq!(tracker.collect(start, start + len).unwrap(), None);
+        assert_eq!(tracker.collect(half, start + len).unwrap(), None);
+        // The tracked half was collected all the same (the None told the caller to send the
+        // whole range): its write is not reported again.
+        assert_eq!(tracker.collect(start, half).unwrap(), Some(Vec::new()));
+    }
+
+    #[test]
     fn an_area_mapped_anew_is_not_tracked() {
         let husk = Husk::new(8);
         let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
