@@ -63,7 +63,11 @@ fn moves_and_checks(lab: &Lab, program: &str, mib: &str, write_mib: &str) {
         let deadline = Instant::now() + STEP;
         loop {
             let out = String::from_utf8_lossy(&job.stdout()).into_owned();
-            assert!(!out.contains("FAIL"), "after the move to {target}:\n{}", outputs());
+            assert!(
+                !out.contains("FAIL"),
+                "after the move to {target}:\n{}",
+                outputs()
+            );
             if out.matches("checked ").count() > moves {
                 break;
             }
