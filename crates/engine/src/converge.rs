@@ -6,7 +6,7 @@
 //! After each running round the sender scans what the process wrote since the round began
 //! (that is exactly what the next round would send) and asks [`Converge::after`]:
 //!
-//! - **freeze** when sending that frozen would fit the pause target at the rate the rounds
+//! - **freeze** when sending that frozen would fit the pause budget at the rate the rounds
 //!   measured; when the rounds stopped shrinking and the process cannot be slowed further;
 //!   or when the round or time bound is reached;
 //! - else **another round**, at a throttle level chosen so that the process writes at most a
@@ -20,9 +20,11 @@ use crate::throttle::Level;
 /// Bounds and targets of the rounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// The final round should take at most this long at the measured send rate. Half the
-    /// pause we aim for (100 ms): reading the header, the receiver's restore of the task and
-    /// the answers that cross the link take the rest.
+    /// The final round should take at most this long at the measured send rate: under a
+    /// third of the pause we aim for (100 ms). The rest goes to the answers that cross the
+    /// link while the process waits for its final round, to reading the header and to the
+    /// receiver's restore of the task, and at a remote to the stops of the duty cycle that a
+    /// blocked write stretches (see docs/engine.md).
     pub pause: Duration,
     /// At most this many running rounds, the first included.
     pub rounds: u32,
@@ -35,7 +37,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            pause: Duration::from_millis(50),
+            pause: Duration::from_millis(30),
             rounds: 20,
             time_factor: 4,
             time_floor: Duration::from_secs(1),
@@ -216,9 +218,9 @@ mod tests {
 
     #[test]
     fn a_process_that_writes_little_is_frozen_after_the_first_round() {
-        // 1 GiB at 0.5 GB/s; it rewrote 16 MiB meanwhile: 34 ms at that rate.
+        // 1 GiB at 0.5 GB/s; it rewrote 12 MiB meanwhile: 25 ms at that rate.
         let mut p = policy(true);
-        let d = p.after(round(1024 * MIB, ms(2147), 16 * MIB));
+        let d = p.after(round(1024 * MIB, ms(2147), 12 * MIB));
         assert_eq!(d, Decision::Freeze(Why::Fits));
         assert_eq!(p.level(), Level::NONE);
         // Nothing written at all: nothing to wait for.

@@ -369,9 +369,11 @@ fn send_rounds(
     let (mut total, mut zero) = (sent, Vec::new());
     loop {
         let pending = collect_round(pid, areas, tracker, throttle)?;
+        // What the next scan finds is written from here on.
+        let scanned = Instant::now();
         let round = Round {
             sent,
-            took: started.elapsed(),
+            took: scanned - started,
             written: pending.bytes(),
         };
         let decision = policy.after(round);
@@ -380,7 +382,7 @@ fn send_rounds(
         match decision {
             Decision::Another(level) => {
                 throttle.set(level)?;
-                started = Instant::now();
+                started = scanned;
                 sent = send_round(&mem, tracker, pending, &mut zero, out, throttle)?;
                 total += sent;
             }
@@ -744,7 +746,7 @@ mod tests {
             self.done += 1;
             let pages = self.husk.area.len() / TEST_PAGE;
             let at = self.husk.area.start + (self.done * 5 % pages) * TEST_PAGE;
-            if self.done % 7 == 0 {
+            if self.done.is_multiple_of(7) {
                 let args = [at, TEST_PAGE, libc::MADV_DONTNEED as u64, 0, 0, 0];
                 self.husk
                     .inj

@@ -769,25 +769,31 @@ impl Guest {
                 areas: areas.clone(),
             },
         )?;
-        // This thread traces the husk: it runs the throttle's duty cycle itself.
+        // This thread traces the husk: it runs the throttle's duty cycle itself, and holds a
+        // husk it slowed down until the final round (see Duty::hold_if_slowed).
         let mut duty = Duty::new(self.husk);
-        let sent = dump::dump_first_round(self.husk, &areas, &tracker, &mut duty, &mut self.out);
-        duty.release()?;
-        sent?;
+        let sent = dump::dump_first_round(self.husk, &areas, &tracker, &mut duty, &mut self.out)
+            .and_then(|_| duty.hold_if_slowed());
+        if let Err(err) = sent {
+            duty.release()?;
+            return Err(err);
+        }
         loop {
             let Some(msg) = self.word_during_move() else {
                 return Ok(Some(Leave::Done));
             };
             match msg {
                 ToGuest::Prepared => {
+                    duty.release()?;
                     let first = FirstRound { tracker, areas };
                     return self.go_home(Homeward::Asked { restart: None }, Some(first));
                 }
                 ToGuest::Stay { reason } => {
+                    duty.release()?;
                     warn!(%reason, "the move failed; the process runs on here");
                     return Ok(None);
                 }
-                // The husk runs: it takes its signals at once.
+                // The husk runs, or takes them when it is let go.
                 // SAFETY: plain kill of our own tracee.
                 ToGuest::Signal { sig } => unsafe {
                     libc::kill(self.husk, sig);

@@ -83,8 +83,9 @@ impl Throttle for Unthrottled {
 }
 
 /// A duty cycle run from the round loop's own thread, which must be the process's tracer and
-/// the only one waiting on it meanwhile. Call [`Duty::release`] once the rounds are over: it
-/// lets the process run freely again, on every path.
+/// the only one waiting on it meanwhile. Call [`Duty::release`] once the rounds are over and
+/// before the process is frozen, or when the move fails: it lets the process run freely
+/// again.
 pub struct Duty {
     pid: Pid,
     level: Level,
@@ -109,8 +110,22 @@ impl Duty {
         }
     }
 
+    /// Once the rounds are over, a process they had to slow down is kept stopped until the
+    /// caller freezes it: while the receiver answers, it would write at full speed, and the
+    /// final round grow with it. One they left at full speed runs on. The caller must
+    /// [`Duty::release`] it before it freezes it (a stop it did not ask for never comes).
+    pub fn hold_if_slowed(&mut self) -> io::Result<()> {
+        if self.level == Level::NONE {
+            return self.resume();
+        }
+        if !self.stopped && !self.job_stopped {
+            self.stop()?;
+        }
+        Ok(())
+    }
+
     /// Lift the throttle: the process runs again (or stays job-stopped, if it was).
-    pub fn release(mut self) -> io::Result<()> {
+    pub fn release(&mut self) -> io::Result<()> {
         self.level = Level::NONE;
         self.resume()
     }
@@ -220,5 +235,13 @@ mod tests {
         duty.set(Level::MAX).unwrap();
         duty.release().unwrap();
         assert_ne!(state(husk.pid), 't', "released, it runs again");
+        // Held after the rounds: stopped if it was slowed, running if not.
+        duty.set(Level::percent(1)).unwrap();
+        duty.hold_if_slowed().unwrap();
+        assert_eq!(state(husk.pid), 't');
+        duty.release().unwrap();
+        duty.set(Level::NONE).unwrap();
+        duty.hold_if_slowed().unwrap();
+        assert_ne!(state(husk.pid), 't');
     }
 }

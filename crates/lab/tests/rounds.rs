@@ -83,7 +83,8 @@ fn moves_and_checks(lab: &Lab, program: &str, mib: &str, write_mib: &str) {
     let out = String::from_utf8_lossy(&job.stdout()).into_owned();
     let passes: Vec<u64> = out
         .lines()
-        .filter_map(|l| l.split("passes=").nth(1)?.trim().parse().ok())
+        .flat_map(str::split_whitespace)
+        .filter_map(|w| w.strip_prefix("passes=")?.parse().ok())
         .collect();
     assert!(
         passes.first() < passes.last(),
