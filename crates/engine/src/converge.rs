@@ -23,8 +23,7 @@ pub struct Limits {
     /// The final round should take at most this long at the measured send rate: under a
     /// third of the pause we aim for (100 ms). The rest goes to the answers that cross the
     /// link while the process waits for its final round, to reading the header and to the
-    /// receiver's restore of the task, and at a remote to the stops of the duty cycle that a
-    /// blocked write stretches (see docs/engine.md).
+    /// receiver's restore of the task.
     pub pause: Duration,
     /// At most this many running rounds, the first included.
     pub rounds: u32,

@@ -2,6 +2,7 @@
 //! the end marker; and pre-copy's rounds (see `precopy`). Nothing touches disk.
 
 use std::io::{self, Write};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use rmosix_image::{
@@ -16,7 +17,7 @@ use crate::mem::{Memory, le_u64};
 use crate::precopy;
 use crate::ptrace::{self, Pid, Regs};
 use crate::sys;
-use crate::throttle::{Throttle, Unthrottled};
+use crate::throttle::{Level, Throttle, Unthrottled};
 use crate::track::{Tracker, Written};
 
 /// Page data goes out in runs of at most this many bytes (fits a frame).
@@ -339,20 +340,82 @@ pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result
 /// (which the receiver maps), then, round after round, the pages written since the round
 /// before, found and protected again by `tracker`, until the policy (`converge`) says to
 /// freeze. Each round ends with an end marker; the last one's says that no running round
-/// follows. `throttle` slows the process down as the policy asks; the level last set stays
-/// in force when this returns, however it returns. What the last scan found is left to the
-/// final round (see [`Tracker::owe`]). Returns the page bytes sent.
+/// follows. What the last scan found is left to the final round (see [`Tracker::owe`]).
+/// Returns the page bytes sent.
+///
+/// The rounds stream on a helper thread, and this thread serves `throttle` meanwhile (see
+/// [`Throttle`]), so that a duty cycle run here keeps time while the rounds wait on the link.
+/// The level last set stays in force when this returns, however it returns.
 pub fn dump_first_round(
     pid: Pid,
     areas: &[Area],
     tracker: &Tracker,
     throttle: &mut dyn Throttle,
-    out: &mut impl Write,
+    out: &mut (impl Write + Send),
 ) -> io::Result<u64> {
-    send_rounds(pid, areas, tracker, throttle, Limits::default(), out)
+    let (levels, wanted) = mpsc::channel();
+    let mut asked = Asked {
+        levels,
+        can_slow: throttle.can_slow(),
+    };
+    std::thread::scope(|scope| {
+        let rounds = scope
+            .spawn(move || send_rounds(pid, areas, tracker, &mut asked, Limits::default(), out));
+        let served = serve(throttle, &wanted);
+        let sent = rounds.join().expect("the rounds' thread panicked");
+        // An error of the rounds explains why the throttle failed too (the process ended).
+        sent.and_then(|sent| served.map(|()| sent))
+    })
 }
 
-/// [`dump_first_round`] within `limits`.
+/// What the rounds' thread asks of the throttle: each level, passed on to the caller's
+/// thread.
+struct Asked {
+    levels: mpsc::Sender<Level>,
+    can_slow: bool,
+}
+
+impl Throttle for Asked {
+    fn can_slow(&self) -> bool {
+        self.can_slow
+    }
+    fn set(&mut self, level: Level) -> io::Result<()> {
+        // The serving thread goes until the rounds end, when this sender goes too.
+        let _ = self.levels.send(level);
+        Ok(())
+    }
+}
+
+/// Serve `throttle` with the levels `wanted` brings, and its ticks when it wants them, until
+/// the rounds end. After a failure it only waits for their end.
+fn serve(throttle: &mut dyn Throttle, wanted: &mpsc::Receiver<Level>) -> io::Result<()> {
+    let mut failed = None;
+    loop {
+        let next = match failed {
+            None => throttle.next_tick(),
+            Some(_) => None,
+        };
+        let got = match next {
+            Some(wait) => wanted.recv_timeout(wait),
+            None => wanted
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        let done = match got {
+            Ok(level) => throttle.set(level),
+            Err(mpsc::RecvTimeoutError::Timeout) => throttle.tick(),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return failed.map_or(Ok(()), Err);
+            }
+        };
+        if let (Err(err), None) = (done, &failed) {
+            failed = Some(err);
+        }
+    }
+}
+
+/// [`dump_first_round`] within `limits`, on the calling thread: `throttle` gets the levels,
+/// and a tick between pieces of work.
 fn send_rounds(
     pid: Pid,
     areas: &[Area],
@@ -715,7 +778,6 @@ mod tests {
     use super::*;
     use crate::restore;
     use crate::testing::{Husk, PAGE as TEST_PAGE};
-    use crate::throttle::Level;
 
     /// Stands in for a process that runs during the rounds: at each tick it writes the next
     /// page of the area with a new value, and zaps every seventh page it comes to, as long as

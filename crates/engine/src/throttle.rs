@@ -6,8 +6,8 @@
 //! - at home, the rounds stream on a helper thread while the supervisor's thread serves the
 //!   job; the supervisor implements [`Throttle`] by passing the level to its own loop, which
 //!   runs the duty cycle there;
-//! - at a remote, the guest's one thread both streams and traces, and [`Duty`] runs the duty
-//!   cycle from the round loop's [`Throttle::tick`] calls.
+//! - at a remote, the guest's one thread traces, and [`Duty`] runs the duty cycle there while
+//!   the rounds stream on a helper thread (`dump_first_round` makes it).
 //!
 //! A throttled process is kept stopped (PTRACE_INTERRUPT) for `level` per cent of every
 //! [`PERIOD`] and runs (PTRACE_CONT) for the rest. A short period keeps every stop short: the
@@ -51,11 +51,13 @@ impl Level {
     }
 }
 
-/// What the round loop calls to slow the process down. `set` says the level wanted from now
-/// on; `tick` is called between pieces of work (every 64 KiB read and every scan of an
-/// area), so that a throttle living on the round loop's own thread can drive its cycle. The
-/// level last set stays in force when the rounds end, however they end: the caller keeps the
-/// process slow until it freezes it, and lifts the throttle after (or when the move fails).
+/// What slows the process down while the rounds go. The rounds stream on a thread of their
+/// own; the thread that called `dump_first_round` serves the throttle meanwhile: it calls
+/// `set` with each level the policy asks for, and `tick` whenever `next_tick` said, so a
+/// throttle that runs its duty cycle there (the tracer's thread) keeps time even while the
+/// rounds wait on the link. The level last set stays in force when the rounds end, however
+/// they end: the caller keeps the process slow until it freezes it, and lifts the throttle
+/// after (or when the move fails).
 pub trait Throttle {
     /// Whether this throttle can slow the process at all; if not, the rounds end as soon as
     /// they stop shrinking, since only a slower process would let them catch up.
@@ -64,9 +66,13 @@ pub trait Throttle {
     }
     /// Slow the process down to `level` from now on ([`Level::NONE`]: let it run).
     fn set(&mut self, level: Level) -> io::Result<()>;
-    /// Drive the duty cycle, if this throttle runs on the round loop's thread.
+    /// Drive the duty cycle, if this throttle runs it itself.
     fn tick(&mut self) -> io::Result<()> {
         Ok(())
+    }
+    /// How long until it wants its next tick; None while it wants none.
+    fn next_tick(&self) -> Option<Duration> {
+        None
     }
 }
 
@@ -82,8 +88,8 @@ impl Throttle for Unthrottled {
     }
 }
 
-/// A duty cycle run from the round loop's own thread, which must be the process's tracer and
-/// the only one waiting on it meanwhile. Call [`Duty::release`] once the rounds are over and
+/// A duty cycle run from the thread that called `dump_first_round`, which must be the
+/// process's tracer and the only one waiting on it meanwhile. Call [`Duty::release`] once the rounds are over and
 /// before the process is frozen, or when the move fails: it lets the process run freely
 /// again.
 pub struct Duty {
@@ -172,11 +178,28 @@ pub fn stopped_at(level: Level, into: Duration) -> bool {
     phase < PERIOD.as_nanos() * u128::from(level.stopped_percent()) / 100
 }
 
+/// How long after `into` a process throttled at `level` switches between stopped and
+/// running (at least a microsecond, so that a caller waiting for it makes progress).
+pub fn until_switch(level: Level, into: Duration) -> Duration {
+    let period = PERIOD.as_nanos();
+    let phase = into.as_nanos() % period;
+    let stop_end = period * u128::from(level.stopped_percent()) / 100;
+    let next = if phase < stop_end { stop_end } else { period };
+    Duration::from_nanos((next - phase) as u64).max(Duration::from_micros(1))
+}
+
 impl Throttle for Duty {
     fn set(&mut self, level: Level) -> io::Result<()> {
         self.level = level;
         self.period_start = Instant::now();
         self.tick()
+    }
+
+    fn next_tick(&self) -> Option<Duration> {
+        if self.level == Level::NONE && !self.stopped {
+            return None;
+        }
+        Some(until_switch(self.level, self.period_start.elapsed()))
     }
 
     fn tick(&mut self) -> io::Result<()> {
@@ -207,6 +230,9 @@ mod tests {
         assert!(!stopped_at(most, ms(9)) && !stopped_at(most, ms(9) + ms(999) / 1000));
         // The next period starts stopped again.
         assert!(stopped_at(most, ms(10)) && stopped_at(most, ms(28)));
+        assert_eq!(until_switch(most, ms(0)), ms(9));
+        assert_eq!(until_switch(most, ms(9)), ms(1));
+        assert_eq!(until_switch(most, ms(23)), ms(6));
         assert_eq!(Level::percent(250), Level::MAX);
         assert!((Level::percent(75).running_share() - 0.25).abs() < 1e-9);
     }

@@ -13,10 +13,10 @@
 //! Dropping the tracker closes the last descriptor of the userfaultfd, which unregisters the
 //! areas and lifts the protection: a migration that fails leaves nothing behind.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Mutex;
 
 use rmosix_image::Area;
 
@@ -32,9 +32,9 @@ pub struct Tracker {
     /// The tracking lasts as long as this last descriptor of the userfaultfd.
     uffd: OwnedFd,
     pid: Pid,
-    /// See [`Tracker::owe`]. A cell: the rounds run on one thread, and the final round only
-    /// reads it through the same shared reference the running ones had.
-    owed: RefCell<Vec<(u64, u64)>>,
+    /// See [`Tracker::owe`]. Behind a lock: the rounds run on a thread of their own, and the
+    /// final round reads it through the same shared reference.
+    owed: Mutex<Vec<(u64, u64)>>,
 }
 
 /// A run of pages written since tracking was armed.
@@ -66,7 +66,7 @@ impl Tracker {
         Ok(Tracker {
             uffd,
             pid,
-            owed: RefCell::new(Vec::new()),
+            owed: Mutex::new(Vec::new()),
         })
     }
 
@@ -137,12 +137,12 @@ impl Tracker {
     /// Ranges whose writes a running round collected but did not send (it stopped there, or
     /// could not read them): the final round sends them, whatever its own scan says.
     pub fn owe(&self, range: (u64, u64)) {
-        self.owed.borrow_mut().push(range);
+        self.owed.lock().expect("owed ranges").push(range);
     }
 
     /// What [`Tracker::owe`] recorded, in the order it came.
     pub fn owed(&self) -> Vec<(u64, u64)> {
-        self.owed.borrow().clone()
+        self.owed.lock().expect("owed ranges").clone()
     }
 
     /// Opened anew each time: after an exec, a pagemap opened earlier would show the old
