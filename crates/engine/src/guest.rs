@@ -769,8 +769,8 @@ impl Guest {
                 areas: areas.clone(),
             },
         )?;
-        // This thread traces the husk: it runs the throttle's duty cycle itself, and holds a
-        // husk it slowed down until the final round (see Duty::hold_if_slowed).
+        // This thread traces the husk: it runs the throttle's duty cycle while the rounds
+        // stream, and holds a husk it slowed down until the final round (see Duty).
         let mut duty = Duty::new(self.husk);
         let sent = dump::dump_first_round(self.husk, &areas, &tracker, &mut duty, &mut self.out)
             .and_then(|_| duty.hold_if_slowed());
