@@ -21,6 +21,7 @@ use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
 use crate::session::{Channel, Session, ToGuest, ToHome};
 use crate::signals::Arriving;
+use crate::throttle::Duty;
 use crate::track::Tracker;
 use crate::{facts, restore, spawn, sys};
 
@@ -246,7 +247,7 @@ impl Guest {
         };
         match msg {
             ToGuest::Reply { id, ret, backs } => {
-                let backs = self.read_backs(backs)?;
+                let backs = read_backs(&mut self.session, backs)?;
                 let Some(pending) = self.pending.take_if(|p| p.id() == id) else {
                     // An answer to a call a signal interrupted; the remote has moved on.
                     return Ok(None);
@@ -297,18 +298,6 @@ impl Guest {
             other => return Err(io::Error::other(format!("unexpected {other:?}"))),
         }
         Ok(None)
-    }
-
-    /// The buffers that follow a reply, as (remote address, bytes).
-    fn read_backs(&mut self, backs: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
-        let mut data = Vec::new();
-        for _ in 0..backs {
-            match self.session.frames.next_frame().map_err(io::Error::other)? {
-                Frame::Pages { addr, data: bytes } => data.push((addr, bytes)),
-                Frame::Message(_) => return Err(io::Error::other("reply is missing its buffers")),
-            }
-        }
-        Ok(data)
     }
 
     fn on_notification(&mut self) -> io::Result<Option<Left>> {
@@ -511,38 +500,37 @@ impl Guest {
         self.session.send(&ToHome::Precopy {
             areas: areas.clone(),
         })?;
-        dump::dump_first_round(self.husk, &areas, &mut self.session.out)?;
+        // This thread traces the husk: it runs the throttle's duty cycle while the rounds
+        // stream, and holds a husk it slowed down until the final round (see Duty).
+        let mut duty = Duty::new(self.husk, &mut self.arriving);
+        let out = &mut self.session.out;
+        let sent = dump::dump_first_round(self.husk, &areas, &tracker, &mut duty, out)
+            .and_then(|_| duty.hold_if_slowed());
+        if let Err(err) = sent {
+            duty.release()?;
+            return Err(err);
+        }
         loop {
-            let Some(msg) = self.word_during_move() else {
+            let Some(msg) = word_during_move(&mut self.session) else {
                 return Ok(Some(Left::Lost));
             };
             match msg {
                 ToGuest::Prepared => {
+                    duty.release()?;
                     let first = FirstRound { tracker, areas };
                     return self.go_home(Homeward::Asked { restart: None }, Some(first));
                 }
                 ToGuest::Stay { reason } => {
+                    duty.release()?;
                     warn!(%reason, "the move failed; the process runs on here");
                     return Ok(None);
                 }
-                // The husk runs: it takes its signals at once.
-                ToGuest::Signal { info } if info.is_valid() => self.arriving.send(self.husk, info),
-                ToGuest::Reply { backs, .. } => drop(self.read_backs(backs)?),
+                // The husk runs, or takes them when it is let go.
+                ToGuest::Signal { info } if info.is_valid() => duty.send(info),
+                ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
                 ToGuest::SendImage => {}
                 ToGuest::Ended => return Ok(Some(Left::Ended)),
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
-            }
-        }
-    }
-
-    /// Home's next word while the process moves; None (logged) when the link is gone, and the
-    /// process with it.
-    fn word_during_move(&mut self) -> Option<ToGuest> {
-        match self.session.recv::<ToGuest>() {
-            Ok(msg) => Some(msg),
-            Err(err) => {
-                warn!(%err, "home link lost during a move; dropping the process");
-                None
             }
         }
     }
@@ -577,7 +565,7 @@ impl Guest {
         // Signals home relayed before it saw `Going`: the image does not hold them.
         let mut late = Vec::new();
         loop {
-            let Some(msg) = self.word_during_move() else {
+            let Some(msg) = word_during_move(&mut self.session) else {
                 return Ok(Some(Left::Lost));
             };
             match msg {
@@ -603,10 +591,34 @@ impl Guest {
                 }
                 ToGuest::Signal { info } if info.is_valid() => late.push(info),
                 // The answer to a call a signal interrupted before the move.
-                ToGuest::Reply { backs, .. } => drop(self.read_backs(backs)?),
+                ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
                 ToGuest::SendImage => {}
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
+        }
+    }
+}
+
+/// The buffers that follow a reply, as (remote address, bytes).
+fn read_backs(session: &mut Session, backs: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
+    let mut data = Vec::new();
+    for _ in 0..backs {
+        match session.frames.next_frame().map_err(io::Error::other)? {
+            Frame::Pages { addr, data: bytes } => data.push((addr, bytes)),
+            Frame::Message(_) => return Err(io::Error::other("reply is missing its buffers")),
+        }
+    }
+    Ok(data)
+}
+
+/// Home's next word while the process moves; None (logged) when the link is gone, and the
+/// process with it.
+fn word_during_move(session: &mut Session) -> Option<ToGuest> {
+    match session.recv::<ToGuest>() {
+        Ok(msg) => Some(msg),
+        Err(err) => {
+            warn!(%err, "home link lost during a move; dropping the process");
+            None
         }
     }
 }

@@ -7,18 +7,21 @@ use std::io::{self, PipeReader, Write};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rmosix_image::{Area, FrameHead, FrameReader, KernelFacts, write_message, write_pages};
+use rmosix_image::{
+    Area, EndOfImage, FrameHead, FrameReader, KernelFacts, write_message, write_pages,
+};
 use rmosix_wire::MoveError;
 use tracing::info;
 
 use crate::deputy::{Deputy, freeze};
-use crate::dump::{self, EndOfImage};
+use crate::dump;
 use crate::inject::Injector;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid};
 use crate::restore;
 use crate::session::{Channel, Opening, Session, SessionRead, ToGuest, ToHome};
 use crate::signals::SigInfo;
+use crate::throttle::Unthrottled;
 use crate::track::Tracker;
 
 /// How long a relay waits on a next node that takes nothing before it counts as failed. The
@@ -148,7 +151,7 @@ pub fn start_first_round(pid: Pid, mut onward: Onward) -> Result<Departure, Move
         };
         let out = &mut onward.session.out;
         let bytes = write_message(out, &precopy)
-            .and_then(|()| dump::dump_first_round(pid, &areas, out))
+            .and_then(|()| dump::dump_first_round(pid, &areas, &tracker, &mut Unthrottled, out))
             .map_err(|e| link_broken(node, e))?;
         node_answer(&mut onward.session.frames, node, Round::First)?;
         let first = FirstRound {
@@ -269,7 +272,7 @@ pub fn restore_home(
         }
         None => drop(restore::restore_into(pid, &header, &mut session.frames)?),
     }
-    Ok(header.pending_signals)
+    Ok(header.pending_signals())
 }
 
 /// Pass a remote's first round of `areas` on to `onward`. Outer error: the remote's session
@@ -385,7 +388,7 @@ fn relay_image(
         }
     });
     let onward = announced.and_then(|()| write_message(to, &header));
-    let pending = header.pending_signals;
+    let pending = header.pending_signals();
     Ok(match relay_pages(from, to, onward)? {
         Ok(()) => Relayed::Sent { pending },
         Err(err) => Relayed::Undelivered(err),
@@ -402,7 +405,9 @@ fn relay_pages(
     let mut data = Vec::new();
     loop {
         let head = from.next_frame_into(&mut data).map_err(io::Error::other)?;
-        let last = matches!(head, FrameHead::Message);
+        // Pre-copy's running rounds each end with a marker: the last one says so.
+        let last = matches!(head, FrameHead::Message)
+            && !serde_json::from_slice::<EndOfImage>(&data).is_ok_and(|end| end.more_rounds);
         if onward.is_ok() {
             onward = match head {
                 FrameHead::Pages { addr } => write_pages(to, addr, &data),

@@ -12,6 +12,7 @@
 //! docs/engine.md and docs/forwarding.md.
 #![warn(missing_docs)]
 
+mod converge;
 mod deputy;
 mod dump;
 mod event_loop;
@@ -39,6 +40,7 @@ mod sys;
 mod table;
 #[cfg(test)]
 mod testing;
+mod throttle;
 mod track;
 mod userfault;
 
