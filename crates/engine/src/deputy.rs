@@ -13,7 +13,7 @@
 
 use std::io;
 
-use rmosix_image::{Frame, FrameReader};
+use rmosix_image::{Frame, FrameReader, SigInfo};
 use tracing::warn;
 
 use crate::dump;
@@ -25,7 +25,7 @@ use crate::msg;
 use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::restore;
 use crate::session::{Session, ToGuest};
-use crate::signals::{self, SigInfo};
+use crate::signals;
 use crate::sys;
 use crate::table::{self, Buf, Refusal, Shape, Slot};
 
@@ -574,13 +574,6 @@ pub fn freeze(pid: Pid) -> io::Result<Vec<SigInfo>> {
 /// The bit of signal `sig` in a signal mask (bit n-1 is signal n).
 fn bit(sig: i32) -> u64 {
     1 << (sig - 1)
-}
-
-/// The signal numbers in a pending-signal mask, as bare signals.
-pub fn signal_numbers(mask: u64) -> impl Iterator<Item = SigInfo> {
-    (1..=64)
-        .filter(move |&sig| mask & bit(sig) != 0)
-        .map(SigInfo::bare)
 }
 
 #[cfg(test)]

@@ -75,19 +75,6 @@ pub fn check_movable(pid: Pid) -> io::Result<Result<(), NotMovable>> {
     Ok(Ok(()))
 }
 
-/// Signals pending for the thread (SigPnd) and for the whole process (ShdPnd).
-fn pending_apart(pid: Pid) -> io::Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let mask = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .unwrap_or(0)
-    };
-    Ok((mask("SigPnd:"), mask("ShdPnd:")))
-}
-
 /// Numeric fields of /proc/PID/stat after the command name (index 0 is field 3, the state, as 0).
 fn stat_fields(pid: Pid) -> io::Result<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -218,7 +205,7 @@ pub fn read_header(
         env_end: f(51),
     };
     let auxv = std::fs::read(format!("/proc/{pid}/auxv"))?;
-    let (pending_signals, shared_pending) = pending_apart(pid)?;
+    let (pending, shared_pending) = crate::signals::pending_apart(pid)?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
     let areas = image_areas(pid)?;
     let task = Task {
@@ -233,7 +220,7 @@ pub fn read_header(
         )),
         robust_list,
         tid_address,
-        pending_signals,
+        pending,
         comm: comm.trim_end_matches('\n').to_owned(),
     };
     Ok(Header {

@@ -14,17 +14,17 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
-use rmosix_image::{Area, KernelFacts};
+use rmosix_image::{Area, KernelFacts, SigInfo};
 use rmosix_wire::MoveError;
 use tracing::{info, warn};
 
-use crate::deputy::{self, Deputy, ShellNews, freeze, signal_numbers};
+use crate::deputy::{self, Deputy, ShellNews, freeze};
 use crate::event_loop::{SigChld, Turn};
 use crate::legs::{self, Departure, Homecoming, Onward, ms_since};
 use crate::moves::{Action, Event, MoveState, Step};
 use crate::ptrace::{self, Pid, Stop};
 use crate::session::{Channel, Session, ToGuest, ToHome};
-use crate::signals::{Arriving, SigInfo};
+use crate::signals::Arriving;
 use crate::{dump, facts, spawn};
 
 /// An order from the daemon: move `pid` to `target` (None = home).
@@ -536,7 +536,7 @@ impl Supervisor<'_> {
         } = *r;
         self.part_from(pid, session_ended(&mut session).then_some(session));
         let mut held = recall.map(|r| r.held).unwrap_or_default();
-        held.extend(signal_numbers(pending));
+        held.extend(pending);
         legs::thaw(pid, held);
         Event::Done(Step::Restore, Ok(()))
     }
@@ -573,7 +573,7 @@ impl Supervisor<'_> {
             return Event::Broken(format!("its shell cannot idle: {err}"));
         }
         let mut held = recall.held;
-        held.extend(signal_numbers(pending));
+        held.extend(pending);
         // A broken link shows on the session's next read.
         let _ = held
             .into_iter()

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rmosix_image::{
-    Area, EndOfImage, FrameHead, FrameReader, KernelFacts, write_message, write_pages,
+    Area, EndOfImage, FrameHead, FrameReader, KernelFacts, SigInfo, write_message, write_pages,
 };
 use rmosix_wire::MoveError;
 use tracing::info;
@@ -20,7 +20,6 @@ use crate::mem::Memory;
 use crate::ptrace::{self, Pid};
 use crate::restore;
 use crate::session::{Channel, Opening, Session, SessionRead, ToGuest, ToHome};
-use crate::signals::SigInfo;
 use crate::throttle::Unthrottled;
 use crate::track::Tracker;
 
@@ -263,7 +262,7 @@ pub fn restore_home(
     pid: Pid,
     session: &mut Session,
     homecoming: Option<&Homecoming>,
-) -> io::Result<u64> {
+) -> io::Result<Vec<SigInfo>> {
     let header = restore::read_header(&mut session.frames)?;
     match homecoming {
         Some(first) => {
@@ -301,7 +300,7 @@ pub fn relay_on(
     from: &mut Session,
     onward: &mut Onward,
     prepared: bool,
-) -> io::Result<Result<u64, MoveError>> {
+) -> io::Result<Result<Vec<SigInfo>, MoveError>> {
     let node = onward.node;
     let ready = relaying(&onward.session, true);
     let relayed = relay_image(&mut from.frames, &mut onward.session.out, prepared, ready);
@@ -365,7 +364,7 @@ fn node_answer(
 /// What became of an image relayed from one session to another.
 enum Relayed {
     /// All of it went on. The signals it holds pending, from its header.
-    Sent { pending: u64 },
+    Sent { pending: Vec<SigInfo> },
     /// The onward link failed. The rest of the image was read and dropped.
     Undelivered(io::Error),
 }

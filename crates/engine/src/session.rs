@@ -12,10 +12,8 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use rmosix_image::{Area, FORMAT_VERSION, FrameError, FrameReader, KernelFacts};
+use rmosix_image::{Area, FORMAT_VERSION, FrameError, FrameReader, KernelFacts, SigInfo};
 use rmosix_seal::{self as sealed, End, SealedReader, SessionKeys};
-
-use crate::signals::SigInfo;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

@@ -11,112 +11,73 @@
 use std::collections::VecDeque;
 use std::io;
 
-use serde::{Deserialize, Serialize};
+use rmosix_image::{SIGINFO_LEN, SigInfo};
 
 use crate::inject::{Injector, Scratch};
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid};
 
-/// Bytes of a `siginfo_t`.
-const SIGINFO_LEN: usize = std::mem::size_of::<libc::siginfo_t>();
-
-/// One signal with its `siginfo_t`, as raw bytes (checked to be one on receipt).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SigInfo(Vec<u8>);
-
-impl std::fmt::Debug for SigInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SigInfo(sig {}, code {})", self.signo(), self.code())
-    }
+/// A `siginfo_t` as the image carries it.
+pub fn from_raw(info: &libc::siginfo_t) -> SigInfo {
+    // SAFETY: siginfo_t is plain old data of SIGINFO_LEN bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((info as *const libc::siginfo_t).cast::<u8>(), SIGINFO_LEN)
+    };
+    SigInfo::from_bytes(bytes.to_vec())
 }
 
-impl SigInfo {
-    /// From the kernel's struct.
-    pub fn from_raw(info: &libc::siginfo_t) -> SigInfo {
-        // SAFETY: siginfo_t is plain old data of SIGINFO_LEN bytes.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((info as *const libc::siginfo_t).cast::<u8>(), SIGINFO_LEN)
-        };
-        SigInfo(bytes.to_vec())
-    }
+/// The kernel's struct of `info` (zeros where a peer sent less).
+pub fn to_raw(info: &SigInfo) -> libc::siginfo_t {
+    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+    let mut raw: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let n = info.bytes().len().min(SIGINFO_LEN);
+    // SAFETY: we write at most SIGINFO_LEN bytes into the live struct.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            info.bytes().as_ptr(),
+            (&mut raw as *mut libc::siginfo_t).cast::<u8>(),
+            n,
+        )
+    };
+    raw
+}
 
-    /// A bare signal, as `kill(2)` from nobody would describe it: for signals whose siginfo
-    /// is not known.
-    pub fn bare(sig: i32) -> SigInfo {
-        // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        info.si_signo = sig;
-        info.si_code = libc::SI_USER;
-        SigInfo::from_raw(&info)
-    }
-
-    /// Whether a peer's bytes describe a signal: the right length and a signal number.
-    pub fn is_valid(&self) -> bool {
-        self.0.len() == SIGINFO_LEN && (1..=64).contains(&self.signo())
-    }
-
-    /// The kernel's struct (zeros where a peer sent less).
-    pub fn to_raw(&self) -> libc::siginfo_t {
-        // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let n = self.0.len().min(SIGINFO_LEN);
-        // SAFETY: we write at most SIGINFO_LEN bytes into the live struct.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.0.as_ptr(),
-                (&mut info as *mut libc::siginfo_t).cast::<u8>(),
-                n,
-            )
-        };
-        info
-    }
-
-    /// The signal number.
-    pub fn signo(&self) -> i32 {
-        self.word(0)
-    }
-
-    /// Its `si_code`.
-    pub fn code(&self) -> i32 {
-        self.word(8)
-    }
-
-    fn word(&self, at: usize) -> i32 {
-        self.0
-            .get(at..at + 4)
-            .map_or(0, |b| i32::from_le_bytes(b.try_into().expect("4 bytes")))
-    }
-
-    /// Whether another process may queue it as it is (rt_tgsigqueueinfo(2): a code below zero
-    /// that is not SI_TKILL).
-    fn queueable_from_outside(&self) -> bool {
-        self.code() < 0 && self.code() != libc::SI_TKILL
-    }
+/// Whether another process may queue `info` as it is (rt_tgsigqueueinfo(2): a code below
+/// zero that is not SI_TKILL).
+fn queueable_from_outside(info: &SigInfo) -> bool {
+    info.code() < 0 && info.code() != libc::SI_TKILL
 }
 
 /// The siginfo of the signal `pid` is stopped for (a signal-delivery stop), or a bare one
 /// for `sig` if the kernel does not say.
 pub fn at_stop(pid: Pid, sig: i32) -> SigInfo {
-    ptrace::get_siginfo(pid).map_or_else(|_| SigInfo::bare(sig), |info| SigInfo::from_raw(&info))
+    ptrace::get_siginfo(pid).map_or_else(|_| SigInfo::bare(sig), |info| from_raw(&info))
 }
 
-/// The signals pending for `pid` (its own queue, then its process's), with their siginfo.
+/// The signals pending for stopped `pid`, with their siginfo: its own, then its process's.
+pub fn pending_apart(pid: Pid) -> io::Result<(Vec<SigInfo>, Vec<SigInfo>)> {
+    Ok((peek(pid, 0)?, peek(pid, libc::PTRACE_PEEKSIGINFO_SHARED)?))
+}
+
+/// The signals pending for stopped `pid`, its own and its process's.
 pub fn pending(pid: Pid) -> io::Result<Vec<SigInfo>> {
+    let (mut own, shared) = pending_apart(pid)?;
+    own.extend(shared);
+    Ok(own)
+}
+
+/// One of `pid`'s queues of pending signals (`flags`: PTRACE_PEEKSIGINFO_SHARED or not).
+fn peek(pid: Pid, flags: libc::c_uint) -> io::Result<Vec<SigInfo>> {
     let mut found = Vec::new();
-    for flags in [0, libc::PTRACE_PEEKSIGINFO_SHARED] {
-        let mut skip = 0;
-        loop {
-            // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
-            let mut batch: [libc::siginfo_t; 16] = unsafe { std::mem::zeroed() };
-            let n = ptrace::peek_siginfo(pid, skip, flags, &mut batch)?;
-            found.extend(batch[..n].iter().map(SigInfo::from_raw));
-            skip += n as u64;
-            if n < batch.len() {
-                break;
-            }
+    loop {
+        // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+        let mut batch: [libc::siginfo_t; 16] = unsafe { std::mem::zeroed() };
+        let n = ptrace::peek_siginfo(pid, found.len() as u64, flags, &mut batch)?;
+        found.extend(batch[..n].iter().map(from_raw));
+        if n < batch.len() {
+            return Ok(found);
         }
     }
-    Ok(found)
 }
 
 /// Queue `signals` in stopped `pid`, each with its siginfo, by calls the process makes to
@@ -130,7 +91,7 @@ pub fn queue_in(pid: Pid, signals: &[SigInfo]) -> io::Result<()> {
     let scratch = Scratch::map(&inj, pid, 4096)?;
     let queued = (|| {
         for info in signals {
-            mem.write(scratch.addr, &info.0)?;
+            mem.write(scratch.addr, info.bytes())?;
             let args = [
                 pid as u64,
                 pid as u64,
@@ -166,8 +127,8 @@ impl Arriving {
     /// Send `info` into running or stopped `pid` (our tracee).
     pub fn send(&mut self, pid: Pid, info: SigInfo) {
         let sig = info.signo();
-        if info.queueable_from_outside() {
-            let raw = info.to_raw();
+        if queueable_from_outside(&info) {
+            let raw = to_raw(&info);
             // SAFETY: rt_tgsigqueueinfo reads the live siginfo; a thread-group leader's tid is
             // its pid.
             let queued = unsafe {
@@ -204,7 +165,7 @@ impl Arriving {
             // SAFETY: reading the sender of a kill(2), which sets si_pid.
             now.si_code == libc::SI_USER && unsafe { now.si_pid() } == std::process::id() as i32
         });
-        if ours && let Err(err) = ptrace::set_siginfo(pid, &info.to_raw()) {
+        if ours && let Err(err) = ptrace::set_siginfo(pid, &to_raw(&info)) {
             tracing::debug!(pid, sig, %err, "cannot set a relayed signal's siginfo");
         }
     }
@@ -220,13 +181,12 @@ mod tests {
         let mut raw: libc::siginfo_t = unsafe { std::mem::zeroed() };
         raw.si_signo = libc::SIGUSR1;
         raw.si_code = libc::SI_TIMER;
-        let info = SigInfo::from_raw(&raw);
+        let info = from_raw(&raw);
         assert!(info.is_valid());
         assert_eq!((info.signo(), info.code()), (libc::SIGUSR1, libc::SI_TIMER));
-        assert!(info.queueable_from_outside());
-        assert!(!SigInfo::bare(libc::SIGTERM).queueable_from_outside());
-        assert!(!SigInfo(vec![1, 2, 3]).is_valid());
-        let json = serde_json::to_string(&info).unwrap();
-        assert_eq!(serde_json::from_str::<SigInfo>(&json).unwrap(), info);
+        assert_eq!(to_raw(&info).si_code, libc::SI_TIMER);
+        assert!(queueable_from_outside(&info));
+        assert!(!queueable_from_outside(&SigInfo::bare(libc::SIGTERM)));
+        assert_eq!(SIGINFO_LEN, std::mem::size_of::<libc::siginfo_t>());
     }
 }

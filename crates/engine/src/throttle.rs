@@ -19,9 +19,11 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use rmosix_image::SigInfo;
+
 use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp;
-use crate::signals::{Arriving, SigInfo};
+use crate::signals::Arriving;
 
 /// One duty cycle: the process runs for `100 - level` per cent of it.
 pub const PERIOD: Duration = Duration::from_millis(10);

@@ -1,5 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use crate::SigInfo;
+
 /// One memory area, as /proc/PID/maps shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Area {
@@ -183,9 +185,9 @@ pub struct Task {
     pub robust_list: (u64, u64),
     /// set_tid_address value (clear_child_tid).
     pub tid_address: u64,
-    /// Signals pending for this thread when the process was frozen (SigPnd of
-    /// /proc/PID/status; bit n-1 for signal n), to be raised again where it resumes.
-    pub pending_signals: u64,
+    /// Signals pending for this thread when the process was frozen, each with its siginfo,
+    /// to be queued again where it resumes.
+    pub pending: Vec<SigInfo>,
     /// The task's name (`/proc/PID/comm`, at most 15 bytes), which `ps` and `top` show.
     pub comm: String,
 }
@@ -210,19 +212,17 @@ pub struct Header {
     pub sigactions: Vec<SigAction>,
     /// Its CPU-time interval timers.
     pub cpu_timers: Vec<CpuTimer>,
-    /// Signals pending for the whole process (ShdPnd of /proc/PID/status).
-    pub shared_pending: u64,
+    /// Signals pending for the whole process, each with its siginfo.
+    pub shared_pending: Vec<SigInfo>,
     /// Its tasks, the thread-group leader first.
     pub tasks: Vec<Task>,
 }
 
 impl Header {
-    /// Every signal pending when the process was frozen, for the process or any of its
-    /// tasks (bit n-1 for signal n).
-    pub fn pending_signals(&self) -> u64 {
-        self.tasks
-            .iter()
-            .fold(self.shared_pending, |all, t| all | t.pending_signals)
+    /// Every signal pending when the process was frozen: its tasks' own, then the process's.
+    pub fn pending_signals(&self) -> Vec<SigInfo> {
+        let tasks = self.tasks.iter().flat_map(|t| t.pending.iter());
+        tasks.chain(&self.shared_pending).cloned().collect()
     }
 }
 
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn pending_signals_join_the_process_and_its_tasks() {
-        let task = |pending_signals| Task {
+        let task = |sig| Task {
             regs: Registers::default(),
             xstate: Vec::new(),
             sigmask: 0,
@@ -289,7 +289,7 @@ mod tests {
             rseq: None,
             robust_list: (0, 0),
             tid_address: 0,
-            pending_signals,
+            pending: vec![SigInfo::bare(sig)],
             comm: String::new(),
         };
         let header = Header {
@@ -300,10 +300,15 @@ mod tests {
             areas: Vec::new(),
             sigactions: Vec::new(),
             cpu_timers: Vec::new(),
-            shared_pending: 1,
+            shared_pending: vec![SigInfo::bare(1)],
             tasks: vec![task(2), task(8)],
         };
-        assert_eq!(header.pending_signals(), 11);
+        let sigs: Vec<i32> = header
+            .pending_signals()
+            .iter()
+            .map(SigInfo::signo)
+            .collect();
+        assert_eq!(sigs, [2, 8, 1]);
     }
 
     mod properties {
@@ -364,12 +369,16 @@ mod tests {
             })
         }
 
+        fn siginfo() -> impl Strategy<Value = SigInfo> {
+            prop::collection::vec(any::<u8>(), crate::SIGINFO_LEN).prop_map(SigInfo::from_bytes)
+        }
+
         fn task() -> impl Strategy<Value = Task> {
             (
                 registers(),
                 prop::collection::vec(any::<u8>(), 0..64),
                 any::<(u64, (u64, i32, u64), Option<(u64, u32, u32)>, (u64, u64))>(),
-                any::<(u64, u64)>(),
+                (any::<u64>(), prop::collection::vec(siginfo(), 0..3)),
                 "[a-z0-9 ]{0,15}",
             )
                 .prop_map(
@@ -382,7 +391,7 @@ mod tests {
                             rseq,
                             robust_list,
                             tid_address: tid,
-                            pending_signals: pend,
+                            pending: pend,
                             comm,
                         }
                     },
@@ -421,7 +430,7 @@ mod tests {
                 prop::collection::vec(area(), 0..6),
                 prop::collection::vec(sigaction, 0..4),
                 prop::collection::vec(timer, 0..2),
-                any::<u64>(),
+                prop::collection::vec(siginfo(), 0..3),
                 prop::collection::vec(task(), 0..3),
             )
                 .prop_map(

@@ -17,10 +17,12 @@
 //! image    := Message(Header) Pages* Message(EndOfImage { more_rounds: false })
 //! running  := round* Pages* Message(EndOfImage { more_rounds: false })
 //! round    := Pages* Message(EndOfImage { more_rounds: true })
-//! Header   := { version, facts, mm, auxv, areas, sigactions, cpu_timers, shared_pending,
-//!               tasks: [Task] }          (one task today; threads can come without a new format)
+//! Header   := { version, facts, mm, auxv, areas, sigactions, cpu_timers,
+//!               shared_pending: [SigInfo], tasks: [Task] }
+//!                                        (one task today; threads can come without a new format)
 //! Task     := { regs: Registers (27 named words), xstate, sigmask, altstack, rseq,
-//!               robust_list, tid_address, pending_signals, comm }
+//!               robust_list, tid_address, pending: [SigInfo], comm }
+//! SigInfo  := the 128 bytes of a pending signal's siginfo_t (sender, code, value)
 //! ```
 //!
 //! A pre-copy sends `running` (every page while the process runs, then what it wrote since,
@@ -34,11 +36,13 @@
 
 mod frame;
 mod header;
+mod siginfo;
 
 pub use frame::{Frame, FrameError, FrameHead, FrameReader, MAX_FRAME, write_message, write_pages};
 pub use header::{
     Area, CpuTimer, EndOfImage, Header, KernelFacts, MmLayout, Registers, SigAction, Task,
 };
+pub use siginfo::{SIGINFO_LEN, SigInfo};
 
 /// Version of the image and session format; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;

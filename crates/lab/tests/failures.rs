@@ -1237,6 +1237,36 @@ fn result_line(done: &Done) -> String {
         .to_owned()
 }
 
+/// Signals keep their siginfo wherever they go: a POSIX timer at home ticks every 2 ms with
+/// its value while the process moves out, on, home and out again (ticks arrive while it
+/// runs away, and while it is frozen for a move), and every tick its handler sees is the
+/// timer's, with its value.
+#[test]
+fn a_posix_timers_signals_keep_their_value_through_moves() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(3);
+    let ptimer = c_program("ptimer");
+    let go = go_file(&lab, "go");
+    let job = Job::start(&lab, lab.node(1), &[&ptimer, path_str(&go)]);
+    job.wait_output("ready\n");
+    for target in ["2", "3", "home", "2"] {
+        job.move_to(target);
+    }
+    release(&go);
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    let line = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ticks "))
+        .unwrap_or_else(|| panic!("no ticks line: {done:?}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let ticks: u32 = words[1].parse().expect("a count");
+    assert!(ticks > 0 && words[2..] == ["bad", "0"], "{line}: {done:?}");
+}
+
 /// recvmmsg stays remote (it used to send the process home): one recvmmsg takes what one
 /// sendmmsg sent, each message with its length, as at home.
 #[test]
