@@ -11,6 +11,7 @@ use rmosix_image::{
 use rmosix_wire::NotMovable;
 
 use crate::converge::{Converge, Decision, Limits, Round};
+use crate::cputime::Carry;
 use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::{Memory, le_u64};
@@ -28,8 +29,10 @@ pub const CPU_TIMERS: [i32; 2] = [libc::ITIMER_VIRTUAL, libc::ITIMER_PROF];
 const PIECE: usize = 64 << 10;
 
 /// Check what keeps `pid` from moving (threads, shared writable memory, SysV shm, mlock,
-/// real-time policy). Works on a running process.
-pub fn check_movable(pid: Pid) -> io::Result<Result<(), NotMovable>> {
+/// real-time policy, a seccomp policy of its own). `ours`: how many of its seccomp filters
+/// rmosix installed itself (home's CPU-time filter, see `cputime`). Works on a running
+/// process.
+pub fn check_movable(pid: Pid, ours: u32) -> io::Result<Result<(), NotMovable>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> u64 {
         status
@@ -44,9 +47,10 @@ pub fn check_movable(pid: Pid) -> io::Result<Result<(), NotMovable>> {
         return Ok(Err(NotMovable::Threads(threads)));
     }
     // 1: strict mode, 2: filters. A remote never has filters of the program's (installing
-    // one sends it home), so the count here is the program's own.
+    // one sends it home), so the filters here are the program's own, but for ours.
     let seccomp = field("Seccomp:") as u32;
-    if seccomp != 0 {
+    let only_ours = seccomp == 2 && field("Seccomp_filters:") <= u64::from(ours);
+    if seccomp != 0 && !only_ours {
         return Ok(Err(NotMovable::Seccomp(seccomp)));
     }
     if field("VmLck:") > 0 {
@@ -76,7 +80,7 @@ pub fn check_movable(pid: Pid) -> io::Result<Result<(), NotMovable>> {
 }
 
 /// Numeric fields of /proc/PID/stat after the command name (index 0 is field 3, the state, as 0).
-fn stat_fields(pid: Pid) -> io::Result<Vec<u64>> {
+pub(crate) fn stat_fields(pid: Pid) -> io::Result<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -168,6 +172,7 @@ pub fn read_header(
     pid: Pid,
     inj: &Injector,
     facts: &rmosix_image::KernelFacts,
+    cpu: &Carry,
 ) -> io::Result<Header> {
     let mut regs = ptrace::get_regs(pid)?;
     rewind_interrupted_call(&mut regs);
@@ -231,6 +236,7 @@ pub fn read_header(
         areas,
         sigactions,
         cpu_timers,
+        cpu: cpu.now(pid)?,
         shared_pending,
         tasks: vec![task],
     })
@@ -589,13 +595,14 @@ fn stream_pages(
 pub fn dump_final_round(
     pid: Pid,
     facts: &rmosix_image::KernelFacts,
+    cpu: &Carry,
     first: &[Area],
     tracker: &Tracker,
     out: &mut impl Write,
 ) -> io::Result<(Header, u64)> {
     let mem = Memory::open(pid)?;
     let inj = Injector::find(&mem, &maps::read(pid)?)?;
-    let header = read_header(pid, &inj, facts)?;
+    let header = read_header(pid, &inj, facts, cpu)?;
     if precopy::vdso_block(first) != precopy::vdso_block(&header.areas) {
         return Err(io::Error::other("the vdso moved during the first round"));
     }
@@ -748,10 +755,11 @@ fn write_end(
 pub fn dump(
     pid: Pid,
     facts: &rmosix_image::KernelFacts,
+    cpu: &Carry,
     out: &mut impl Write,
 ) -> io::Result<(Header, u64)> {
     let inj = Injector::find(&Memory::open(pid)?, &maps::read(pid)?)?;
-    let header = read_header(pid, &inj, facts)?;
+    let header = read_header(pid, &inj, facts, cpu)?;
     image::write_message(out, &header)?;
     let bytes = write_pages(pid, &header.areas, out)?;
     write_end(out, bytes, Vec::new(), false)?;
@@ -849,7 +857,17 @@ mod tests {
             .write(area.0 + 9 * TEST_PAGE, &[0xee; 100])
             .unwrap();
         let facts = crate::facts::probe().unwrap();
-        dump_final_round(source.pid, &facts, &areas, &tracker, &mut stream).unwrap();
+        dump_final_round(
+            source.pid,
+            &facts,
+            &Carry::Home {
+                away: Default::default(),
+            },
+            &areas,
+            &tracker,
+            &mut stream,
+        )
+        .unwrap();
 
         let mut frames = image::FrameReader::new(&stream[..]);
         let inj = restore::restore_first_round(target.pid, &areas, &mut frames).unwrap();

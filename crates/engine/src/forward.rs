@@ -5,9 +5,10 @@
 
 use std::io;
 
-use rmosix_image::{write_message, write_pages};
+use rmosix_image::{CpuUse, Usage, write_message, write_pages};
 use tracing::warn;
 
+use crate::cputime;
 use crate::mem::{Memory, le_u32, le_u64};
 use crate::msg;
 use crate::ptrace::Pid;
@@ -56,6 +57,9 @@ pub enum Pending {
     },
     /// exit: the process ends at home.
     Exit { id: u64 },
+    /// times: home's answer has the children's times; the process's own, from everywhere it
+    /// ran, go into the `struct tms` at `at` on the way back.
+    Times { id: u64, at: u64 },
 }
 
 impl Pending {
@@ -68,7 +72,8 @@ impl Pending {
             | Pending::Message { id, .. }
             | Pending::Batch { id, .. }
             | Pending::Map { id, .. }
-            | Pending::Exit { id } => id,
+            | Pending::Exit { id }
+            | Pending::Times { id, .. } => id,
         }
     }
 }
@@ -133,15 +138,25 @@ pub enum Replied {
 
 /// Reads and writes the husk's buffers for the calls it forwards.
 pub struct Forwarder {
+    pid: Pid,
     mem: Memory,
+    /// The process's CPU use when it arrived here (see `cputime`).
+    arrived: CpuUse,
 }
 
 impl Forwarder {
-    /// For husk `pid`.
-    pub fn open(pid: Pid) -> io::Result<Forwarder> {
+    /// For husk `pid`, whose process had used `arrived` when it came.
+    pub fn open(pid: Pid, arrived: CpuUse) -> io::Result<Forwarder> {
         Ok(Forwarder {
+            pid,
             mem: Memory::open(pid)?,
+            arrived,
         })
+    }
+
+    /// What the process has used in all, wherever it ran.
+    fn usage(&self) -> io::Result<Usage> {
+        Ok(self.arrived.total.plus(&cputime::used_by(self.pid)?))
     }
 
     /// Act on trapped call `id`: ship it home, answer it, or say it needs home.
@@ -154,7 +169,23 @@ impl Forwarder {
         listener: &Listener,
     ) -> io::Result<Trapped> {
         let shipped = match table::route(nr, &args) {
+            Route::Forward(_) if nr == libc::SYS_times => {
+                // Home's children's times, with the process's own put in on the way back.
+                call_home(session, id, nr, args, &[])?;
+                Ok(Ok(Pending::Times { id, at: args[0] }))
+            }
             Route::Forward(row) => self.forward(id, nr, args, row.args, session),
+            Route::CpuTime => {
+                let usage = self.usage()?;
+                let (ret, writes) = cputime::answer(nr, &args, &usage)
+                    .unwrap_or((-i64::from(libc::ENOSYS), Vec::new()));
+                for (at, bytes) in &writes {
+                    if self.mem.write(*at, bytes).is_err() {
+                        return Ok(self.answer(listener, id, -i64::from(libc::EFAULT)));
+                    }
+                }
+                return Ok(self.answer(listener, id, ret));
+            }
             Route::Vector => self.forward_vector(id, nr, args, session),
             Route::Message => self.forward_message(id, nr, args, session),
             Route::Batch => {
@@ -537,6 +568,13 @@ impl Forwarder {
             // exit_group came back: a signal stopped the shell before it ran there, and the
             // answer is a restart code. The remote takes the signal, then exits again.
             Pending::Exit { id } => respond(listener, id, ret),
+            Pending::Times { id, at } => {
+                let home = backs.first().map_or(&[][..], |(_, bytes)| bytes.as_slice());
+                if ret >= 0 && at != 0 {
+                    self.mem.write(at, &cputime::tms(&self.usage()?, home))?;
+                }
+                respond(listener, id, ret);
+            }
         }
         Ok(Replied::Done)
     }

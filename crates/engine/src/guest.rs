@@ -9,9 +9,10 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use rmosix_image::Frame;
+use rmosix_image::{CpuUse, Frame};
 use tracing::{debug, info, warn};
 
+use crate::cputime::Carry;
 use crate::dump;
 use crate::event_loop::{SigChld, Turn};
 use crate::forward::{Forwarder, Pending, Replied, Trapped, respond};
@@ -77,9 +78,9 @@ pub fn serve_guest(channel: Channel, reports: &mut dyn Reports) -> io::Result<()
     }
     session.send(&ToHome::Ready)?;
     let husk = spawn::spawn_husk(false)?;
-    let restored =
-        receive(husk, &mut session).and_then(|inj| seccomp::install(husk, &inj).map(|l| (inj, l)));
-    let (inj, listener) = match restored {
+    let restored = receive(husk, &mut session)
+        .and_then(|(inj, cpu)| seccomp::install(husk, &inj).map(|listener| (inj, cpu, listener)));
+    let (inj, arrived, listener) = match restored {
         Ok(done) => done,
         Err(err) => {
             kill(husk);
@@ -98,7 +99,8 @@ pub fn serve_guest(channel: Channel, reports: &mut dyn Reports) -> io::Result<()
     let mut guest = Guest {
         husk,
         inj,
-        fwd: Forwarder::open(husk)?,
+        fwd: Forwarder::open(husk, arrived)?,
+        arrived,
         mem: Memory::open(husk)?,
         listener,
         session,
@@ -136,19 +138,20 @@ fn set_read_timeout(fd: i32, timeout: Option<Duration>) -> io::Result<()> {
 }
 
 /// Restore the image that follows `Ready` into `husk`: whole, or in the two rounds of a
-/// pre-copy.
-fn receive(husk: Pid, session: &mut Session) -> io::Result<Injector> {
+/// pre-copy. Returns the injector and the process's CPU use so far.
+fn receive(husk: Pid, session: &mut Session) -> io::Result<(Injector, CpuUse)> {
     match session.recv::<ToGuest>().map_err(io::Error::other)? {
         ToGuest::Image => {
             let header = restore::read_header(&mut session.frames)?;
-            restore::restore_into(husk, &header, &mut session.frames)
+            let inj = restore::restore_into(husk, &header, &mut session.frames)?;
+            Ok((inj, header.cpu))
         }
         ToGuest::Precopy { areas } => {
             let inj = restore::restore_first_round(husk, &areas, &mut session.frames)?;
             session.send(&ToHome::Prepared)?;
             let header = restore::read_header(&mut session.frames)?;
             restore::restore_final_round(husk, &inj, &areas, &header, &mut session.frames)?;
-            Ok(inj)
+            Ok((inj, header.cpu))
         }
         other => Err(io::Error::other(format!(
             "expected an image, got {other:?}"
@@ -175,6 +178,8 @@ struct Guest {
     leaving: bool,
     /// Signals home relayed, on their way into the husk.
     arriving: Arriving,
+    /// The process's CPU use when it came (see `cputime`).
+    arrived: CpuUse,
 }
 
 /// The sources of the guest's loop.
@@ -552,13 +557,16 @@ impl Guest {
         let needs_home = matches!(trip, Homeward::Call { .. });
         self.session.send(&ToHome::Going { reason, needs_home })?;
         let facts = facts::probe()?;
+        let cpu = Carry::Remote {
+            arrived: self.arrived,
+        };
         let out = &mut self.session.out;
         match &first {
             Some(first) => {
                 let (areas, tracker) = (&first.areas, &first.tracker);
-                dump::dump_final_round(self.husk, &facts, areas, tracker, out)?
+                dump::dump_final_round(self.husk, &facts, &cpu, areas, tracker, out)?
             }
-            None => dump::dump(self.husk, &facts, out)?,
+            None => dump::dump(self.husk, &facts, &cpu, out)?,
         };
         // Tracking ends with the final round.
         drop(first);

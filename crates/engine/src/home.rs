@@ -9,23 +9,27 @@
 //! and the rest of the job runs on. Only the loop's own poll, signalfd or wait failing ends
 //! the job.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
-use rmosix_image::{Area, KernelFacts, SigInfo};
+use rmosix_image::{Area, KernelFacts, SigInfo, Usage};
 use rmosix_wire::MoveError;
 use tracing::{info, warn};
 
 use crate::deputy::{self, Deputy, ShellNews, freeze};
 use crate::event_loop::{SigChld, Turn};
+use crate::inject::Injector;
 use crate::legs::{self, Departure, Homecoming, Onward, ms_since};
+use crate::mem::Memory;
 use crate::moves::{Action, Event, MoveState, Step};
 use crate::ptrace::{self, Pid, Stop};
+use crate::seccomp::{self, Listener};
 use crate::session::{Channel, Session, ToGuest, ToHome};
 use crate::signals::Arriving;
-use crate::{dump, facts, spawn};
+use crate::{cputime, dump, facts, maps, spawn};
 
 /// An order from the daemon: move `pid` to `target` (None = home).
 #[derive(Debug, Clone, Copy)]
@@ -98,9 +102,10 @@ pub fn supervise(argv: &[String], daemon: &mut dyn Daemon) -> io::Result<JobEnd>
         main_end: None,
         procs: HashMap::new(),
         farewells: HashMap::new(),
+        clocks: Vec::new(),
         sigchld,
     };
-    sup.procs.insert(main, Proc::home());
+    sup.procs.insert(main, Proc::home(0));
     sup.run()
 }
 
@@ -108,13 +113,20 @@ pub fn supervise(argv: &[String], daemon: &mut dyn Daemon) -> io::Result<JobEnd>
 struct Proc {
     moves: MoveState,
     held: Held,
+    /// The CPU it used on other nodes, which its kernel here does not count (see `cputime`).
+    away: Usage,
+    /// The seccomp filters rmosix gave it (home's CPU-time filter, which children inherit).
+    filters: u32,
 }
 
 impl Proc {
-    fn home() -> Proc {
+    /// A process of the job at home; `filters`: those it inherited.
+    fn home(filters: u32) -> Proc {
         Proc {
             moves: MoveState::Home,
             held: Held::Nothing,
+            away: Usage::default(),
+            filters,
         }
     }
 }
@@ -191,6 +203,8 @@ enum Source {
     Farewell(Pid),
     /// The first round of a process leaving home.
     Departure(Pid),
+    /// Home's CPU-time filter number `n`.
+    Clock(usize),
 }
 
 struct Supervisor<'a> {
@@ -201,6 +215,8 @@ struct Supervisor<'a> {
     procs: HashMap<Pid, Proc>,
     /// Sessions of processes that came home, open until their guest's last word.
     farewells: HashMap<Pid, Session>,
+    /// The listeners of home's CPU-time filters (see `count_away`).
+    clocks: Vec<Listener>,
     sigchld: SigChld,
 }
 
@@ -229,12 +245,16 @@ impl Supervisor<'_> {
             for (&pid, session) in &self.farewells {
                 turn.watch(Source::Farewell(pid), session.raw_fd(), session.buffered());
             }
+            for (n, listener) in self.clocks.iter().enumerate() {
+                turn.watch(Source::Clock(n), listener.as_raw_fd(), false);
+            }
             for source in turn.wait(-1)? {
                 match source {
                     Source::Children => self.on_children()?,
                     Source::Daemon => daemon_up = self.on_daemon(),
                     Source::Remote(pid) => self.on_session(pid),
                     Source::Farewell(pid) => self.on_farewell(pid),
+                    Source::Clock(n) => self.on_clock(n),
                     Source::Departure(pid) => {
                         self.handle(pid, Event::Done(Step::FirstRoundOut, Ok(())))
                     }
@@ -372,7 +392,8 @@ impl Supervisor<'_> {
     /// frozen.
     fn leave(&mut self, pid: Pid, to: u16) -> Vec<Event> {
         let started = (|| {
-            match dump::check_movable(pid) {
+            let filters = self.procs.get(&pid).map_or(0, |p| p.filters);
+            match dump::check_movable(pid, filters) {
                 Ok(Ok(())) => {}
                 Ok(Err(why)) => return Err(why.into()),
                 Err(err) => {
@@ -412,7 +433,11 @@ impl Supervisor<'_> {
             return Err(MoveError::Local("the first round is not over".to_owned()));
         };
         debug_assert_eq!(onward.node, to);
-        let (deputy, session) = legs::send_out(pid, &self.facts, onward, first, started)?;
+        let own = self
+            .procs
+            .get(&pid)
+            .map_or((Usage::default(), 0), |p| (p.away, p.filters));
+        let (deputy, session) = legs::send_out(pid, &self.facts, own, onward, first, started)?;
         let remote = Remote {
             node: to,
             session,
@@ -518,10 +543,11 @@ impl Supervisor<'_> {
             return Event::Broken(format!("its shell cannot be frozen: {err}"));
         }
         let started = Instant::now();
-        let pending = match legs::restore_home(pid, &mut r.session, recall.homecoming.as_ref()) {
-            Ok(pending) => pending,
-            Err(err) => return Event::Done(Step::Restore, Err(home_cannot_hold(node, err))),
-        };
+        let (pending, away) =
+            match legs::restore_home(pid, &mut r.session, recall.homecoming.as_ref()) {
+                Ok(restored) => restored,
+                Err(err) => return Event::Done(Step::Restore, Err(home_cannot_hold(node, err))),
+            };
         let freeze_ms = ms_since(started);
         let precopied = recall.homecoming.is_some();
         let total_ms = ms_since(recall.asked);
@@ -535,6 +561,7 @@ impl Supervisor<'_> {
             ..
         } = *r;
         self.part_from(pid, session_ended(&mut session).then_some(session));
+        self.count_away(pid, away);
         let mut held = recall.map(|r| r.held).unwrap_or_default();
         held.extend(pending);
         legs::thaw(pid, held);
@@ -613,6 +640,69 @@ impl Supervisor<'_> {
             deputy::relay(&mut r.session, info)?;
         }
         Ok(())
+    }
+
+    /// Process `pid`, frozen and home again, used `away` on other nodes. Its kernel here
+    /// counts none of it: give it home's CPU-time filter (once; its children inherit it), so
+    /// that its CPU-time calls come here to have it added (see `cputime`). Without the
+    /// filter (a kernel that refuses it) its clocks count only what it used here.
+    fn count_away(&mut self, pid: Pid, away: Usage) {
+        let Some(proc) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        proc.away = away;
+        if proc.filters > 0 || away.cpu_ns() == 0 {
+            return;
+        }
+        let installed = Memory::open(pid)
+            .and_then(|mem| Injector::find(&mem, &maps::read(pid)?))
+            .and_then(|inj| seccomp::install_filter(pid, &inj, &seccomp::build_clock_filter()));
+        match installed {
+            Ok(listener) => {
+                proc.filters += 1;
+                self.clocks.push(listener);
+            }
+            Err(err) => warn!(pid, %err, "its CPU-time clocks will count only what it used here"),
+        }
+    }
+
+    /// A CPU-time call of a process that has been away (or of one of its children), handed
+    /// over by home's filter: answer it with what the caller used here and away.
+    fn on_clock(&mut self, index: usize) {
+        let Some(listener) = self.clocks.get(index) else {
+            return;
+        };
+        let notif = match listener.recv() {
+            Ok(notif) => notif,
+            // The caller was interrupted before we read it.
+            Err(_) => return,
+        };
+        let caller = notif.pid as Pid;
+        let (nr, args) = (i64::from(notif.data.nr), notif.data.args);
+        let away = self
+            .procs
+            .get(&caller)
+            .map_or_else(Usage::default, |p| p.away);
+        let answered = cputime::used_by(caller).and_then(|own| {
+            let usage = own.plus(&away);
+            let (ret, writes) = match nr {
+                libc::SYS_times => cputime::times_at_home(caller, &args, &usage)?,
+                _ => {
+                    cputime::answer(nr, &args, &usage).unwrap_or((-i64::from(libc::ENOSYS), vec![]))
+                }
+            };
+            let mem = Memory::open(caller)?;
+            for (at, bytes) in writes {
+                mem.write(at, &bytes)?;
+            }
+            Ok(ret)
+        });
+        let ret = answered.unwrap_or(-i64::from(libc::EFAULT));
+        if let Err(err) = listener.respond(notif.id, ret)
+            && err.raw_os_error() != Some(libc::ENOENT)
+        {
+            warn!(caller, %err, "cannot answer a CPU-time call");
+        }
     }
 
     /// Keep the session of a process that came home until its guest's last word.
@@ -730,7 +820,7 @@ impl Supervisor<'_> {
         }
         let Some(proc) = self.procs.get_mut(&pid) else {
             // A new child may report before its parent's fork event.
-            self.procs.insert(pid, Proc::home());
+            self.procs.insert(pid, Proc::home(0));
             self.daemon.started(pid);
             return warn_unless_gone(pid, ptrace::cont(pid, 0));
         };
@@ -751,12 +841,14 @@ impl Supervisor<'_> {
             {
                 match ptrace::event_msg(pid) {
                     Ok(child) => {
-                        let child = child as Pid;
-                        if let std::collections::hash_map::Entry::Vacant(entry) =
-                            self.procs.entry(child)
-                        {
-                            entry.insert(Proc::home());
-                            self.daemon.started(child);
+                        // A child has its parent's seccomp filters, home's CPU-time one too.
+                        let inherited = self.procs.get(&pid).map_or(0, |p| p.filters);
+                        match self.procs.entry(child as Pid) {
+                            Entry::Vacant(entry) => {
+                                entry.insert(Proc::home(inherited));
+                                self.daemon.started(child as Pid);
+                            }
+                            Entry::Occupied(mut entry) => entry.get_mut().filters = inherited,
                         }
                         ptrace::cont(pid, 0)
                     }

@@ -8,11 +8,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rmosix_image::{
-    Area, EndOfImage, FrameHead, FrameReader, KernelFacts, SigInfo, write_message, write_pages,
+    Area, EndOfImage, FrameHead, FrameReader, KernelFacts, SigInfo, Usage, write_message,
+    write_pages,
 };
 use rmosix_wire::MoveError;
 use tracing::info;
 
+use crate::cputime::Carry;
 use crate::deputy::{Deputy, freeze};
 use crate::dump;
 use crate::inject::Injector;
@@ -168,15 +170,19 @@ pub fn start_first_round(pid: Pid, mut onward: Onward) -> Result<Departure, Move
 }
 
 /// Freeze `pid` and send the rest of its image into `onward` (all of it without a `first`
-/// round); once it runs there, make its shell. Any failure before the node runs it leaves it
-/// running at home. Returns the shell's deputy and the session.
+/// round); once it runs there, make its shell. `away`: what it used on other nodes before;
+/// `filters`: the seccomp filters rmosix gave it (see `dump::check_movable`).
+/// Any failure before the node runs it leaves it running at home. Returns the shell's deputy
+/// and the session.
 pub fn send_out(
     pid: Pid,
     facts: &KernelFacts,
+    (away, filters): (Usage, u32),
     onward: Onward,
     first: Option<FirstRound>,
     started: Instant,
 ) -> Result<(Deputy, Session), MoveError> {
+    let cpu = Carry::Home { away };
     let Onward { node, mut session } = onward;
     let signals = freeze(pid).map_err(cannot_freeze)?;
     let frozen = Instant::now();
@@ -184,7 +190,7 @@ pub fn send_out(
     let sent = match &first {
         Some(first) => {
             // It ran during the first round: it may have started a thread, say.
-            match dump::check_movable(pid) {
+            match dump::check_movable(pid, filters) {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(why)) => Err(why.into()),
                 Err(err) => Err(MoveError::Local(format!(
@@ -192,12 +198,13 @@ pub fn send_out(
                 ))),
             }
             .and_then(|()| {
-                dump::dump_final_round(pid, facts, &first.areas, &first.tracker, &mut session.out)
+                let (areas, tracker) = (&first.areas, &first.tracker);
+                dump::dump_final_round(pid, facts, &cpu, areas, tracker, &mut session.out)
                     .map_err(link)
             })
         }
         None => write_message(&mut session.out, &ToGuest::Image)
-            .and_then(|()| dump::dump(pid, facts, &mut session.out))
+            .and_then(|()| dump::dump(pid, facts, &cpu, &mut session.out))
             .map_err(link),
     }
     .and_then(|(_, bytes)| node_answer(&mut session.frames, node, Round::Last).map(|()| bytes));
@@ -257,12 +264,12 @@ pub fn place_first_round(
 
 /// Restore the remote's image, whose header comes next on `session`, into frozen shell
 /// `pid`: its final round after `homecoming`, or all of it. Returns the signals that were
-/// pending at the remote (from the header).
+/// pending at the remote and the CPU it used away (from the header).
 pub fn restore_home(
     pid: Pid,
     session: &mut Session,
     homecoming: Option<&Homecoming>,
-) -> io::Result<Vec<SigInfo>> {
+) -> io::Result<(Vec<SigInfo>, Usage)> {
     let header = restore::read_header(&mut session.frames)?;
     match homecoming {
         Some(first) => {
@@ -271,7 +278,7 @@ pub fn restore_home(
         }
         None => drop(restore::restore_into(pid, &header, &mut session.frames)?),
     }
-    Ok(header.pending_signals())
+    Ok((header.pending_signals(), header.cpu.away))
 }
 
 /// Pass a remote's first round of `areas` on to `onward`. Outer error: the remote's session

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod converge;
+mod cputime;
 mod deputy;
 mod dump;
 mod event_loop;
@@ -44,6 +45,7 @@ mod throttle;
 mod track;
 mod userfault;
 
+pub use cputime::Carry;
 pub use dump::{check_movable, dump};
 pub use facts::probe;
 pub use inject::Injector;

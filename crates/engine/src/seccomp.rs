@@ -48,58 +48,106 @@ const IP_HI: u32 = 12;
 const ARG0_LO: u32 = 16;
 const ARG3_LO: u32 = 16 + 3 * 8;
 
+/// Where a jump of the filter goes: over `n` instructions, to the gate check, or to the
+/// final allow. Resolved once the program is whole (classic BPF jumps are relative and at
+/// most 255 instructions forward).
+#[derive(Clone, Copy)]
+enum Target {
+    Skip(u8),
+    Gate,
+    Allow,
+}
+
+/// A filter program being written, its jumps resolved at the end.
+struct Program(Vec<(SockFilter, Target, Target)>);
+
+impl Program {
+    fn stmt(&mut self, code: u16, k: u32) {
+        self.0
+            .push((stmt(code, k), Target::Skip(0), Target::Skip(0)));
+    }
+
+    fn jump(&mut self, code: u16, k: u32, jt: Target, jf: Target) {
+        self.0.push((stmt(code, k), jt, jf));
+    }
+
+    /// Allow call `nr` unless its first argument (its low 32 bits) is one of `not_local`,
+    /// which go on to the gate check. Other calls go on with their number loaded.
+    fn local_unless_arg0(&mut self, nr: i64, not_local: &[i32]) {
+        let block = 2 + not_local.len() as u8;
+        self.jump(BPF_JEQ_K, nr as u32, Target::Skip(0), Target::Skip(block));
+        self.stmt(BPF_LD_W_ABS, ARG0_LO);
+        for value in not_local {
+            self.jump(BPF_JEQ_K, *value as u32, Target::Gate, Target::Skip(0));
+        }
+        self.stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW);
+    }
+
+    /// The program, with `gate_check` (whose last instruction is the final allow) appended.
+    fn finish(self, gate_check: Vec<SockFilter>) -> Vec<SockFilter> {
+        let gate = self.0.len();
+        let allow = gate + gate_check.len() - 1;
+        let offset = |at: usize, target: Target| match target {
+            Target::Skip(n) => n,
+            Target::Gate => u8::try_from(gate - at - 1).expect("the filter's jumps fit a byte"),
+            Target::Allow => u8::try_from(allow - at - 1).expect("the filter's jumps fit a byte"),
+        };
+        let mut prog: Vec<SockFilter> = self
+            .0
+            .into_iter()
+            .enumerate()
+            .map(|(at, (ins, jt, jf))| SockFilter {
+                jt: offset(at, jt),
+                jf: offset(at, jf),
+                ..ins
+            })
+            .collect();
+        prog.extend(gate_check);
+        prog
+    }
+}
+
 /// Build the filter program. `gate` is the address right after the injection instruction.
 pub fn build_filter(gate: u64) -> Vec<SockFilter> {
-    // mmap and prctl are local for some arguments only: each has a block of its own.
+    // mmap and the calls whose first argument decides are local for some arguments only:
+    // each has a block of its own before the list of local calls.
+    let by_arg0 = table::LOCAL_UNLESS_ARG0;
     let local: Vec<i64> = table::local_calls()
         .into_iter()
-        .filter(|&nr| nr != libc::SYS_mmap && nr != libc::SYS_prctl)
+        .filter(|&nr| nr != libc::SYS_mmap && !by_arg0.iter().any(|(n, _)| *n == nr))
         .collect();
-    let options = table::PRCTL_NOT_LOCAL;
-    // Classic BPF jumps are at most 255 instructions forward.
-    let to_gate = |from_end_of_blocks: usize| {
-        u8::try_from(local.len() + from_end_of_blocks).expect("the filter's jumps fit a byte")
-    };
-    let mut prog = vec![
-        stmt(BPF_LD_W_ABS, ARCH),
-        jump(BPF_JEQ_K, sys::AUDIT_ARCH_X86_64, 1, 0),
-        stmt(BPF_RET_K, sys::SECCOMP_RET_KILL_PROCESS),
-        stmt(BPF_LD_W_ABS, NR),
-        // mmap runs locally only for anonymous memory; a file mmap skips to the gate check.
-        jump(BPF_JEQ_K, libc::SYS_mmap as u32, 0, 3),
-        stmt(BPF_LD_W_ABS, ARG3_LO),
-        jump(
-            BPF_JSET_K,
-            libc::MAP_ANONYMOUS as u32,
-            0,
-            to_gate(4 + options.len()),
-        ),
-        stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW),
-        // prctl runs locally but for the options the table sends elsewhere.
-        jump(
-            BPF_JEQ_K,
-            libc::SYS_prctl as u32,
-            0,
-            2 + options.len() as u8,
-        ),
-        stmt(BPF_LD_W_ABS, ARG0_LO),
-    ];
-    for (i, option) in options.iter().enumerate() {
-        prog.push(jump(
-            BPF_JEQ_K,
-            *option as u32,
-            to_gate(options.len() - i),
-            0,
-        ));
+    let mut prog = Program(Vec::new());
+    prog.stmt(BPF_LD_W_ABS, ARCH);
+    prog.jump(
+        BPF_JEQ_K,
+        sys::AUDIT_ARCH_X86_64,
+        Target::Skip(1),
+        Target::Skip(0),
+    );
+    prog.stmt(BPF_RET_K, sys::SECCOMP_RET_KILL_PROCESS);
+    prog.stmt(BPF_LD_W_ABS, NR);
+    // mmap runs locally only for anonymous memory; a file mmap goes on to the gate check.
+    prog.jump(
+        BPF_JEQ_K,
+        libc::SYS_mmap as u32,
+        Target::Skip(0),
+        Target::Skip(3),
+    );
+    prog.stmt(BPF_LD_W_ABS, ARG3_LO);
+    prog.jump(
+        BPF_JSET_K,
+        libc::MAP_ANONYMOUS as u32,
+        Target::Skip(0),
+        Target::Gate,
+    );
+    prog.stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW);
+    for (nr, not_local) in by_arg0 {
+        prog.local_unless_arg0(*nr, not_local);
     }
-    prog.push(stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW));
-    // The other calls arrive here with nr still in the accumulator.
-    for (i, nr) in local.iter().enumerate() {
-        // Jump over the remaining checks and the gate check to the allow at the end.
-        let to_allow = (local.len() - i - 1) as u8 + GATE_CHECK_LEN;
-        prog.push(jump(BPF_JEQ_K, *nr as u32, to_allow, 0));
+    for nr in local {
+        prog.jump(BPF_JEQ_K, nr as u32, Target::Allow, Target::Skip(0));
     }
-    prog.extend([
+    prog.finish(vec![
         stmt(BPF_LD_W_ABS, IP_LO),
         jump(BPF_JEQ_K, gate as u32, 0, 3),
         stmt(BPF_LD_W_ABS, IP_HI),
@@ -107,13 +155,8 @@ pub fn build_filter(gate: u64) -> Vec<SockFilter> {
         stmt(BPF_RET_K, sys::SECCOMP_RET_TRACE),
         stmt(BPF_RET_K, sys::SECCOMP_RET_USER_NOTIF),
         stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW),
-    ]);
-    prog
+    ])
 }
-
-/// Instructions from the gate check to the final allow, exclusive: what a local call jumps
-/// over.
-const GATE_CHECK_LEN: u8 = 6;
 
 /// The husk stopped at `PTRACE_EVENT_SECCOMP` outside an injection: the program itself made a
 /// call from the gate. Skip it with `ENOSYS`, as a sandbox refuses a call; it must not run
@@ -131,9 +174,43 @@ pub fn refuse_gate_call(pid: Pid) -> io::Result<()> {
     crate::ptrace::set_regs(pid, &regs)
 }
 
-/// Install the filter in stopped husk `pid` and take its listener fd into this process.
+/// The filter home gives a process that has been away: its CPU-time calls (`cputime`) go to
+/// the home supervisor, which adds the time it used away; everything else runs.
+pub fn build_clock_filter() -> Vec<SockFilter> {
+    let mut prog = Program(Vec::new());
+    prog.stmt(BPF_LD_W_ABS, ARCH);
+    prog.jump(
+        BPF_JEQ_K,
+        sys::AUDIT_ARCH_X86_64,
+        Target::Skip(1),
+        Target::Skip(0),
+    );
+    prog.stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW);
+    prog.stmt(BPF_LD_W_ABS, NR);
+    for (nr, counted) in table::CPU_TIME_CALLS {
+        if counted.is_empty() {
+            prog.jump(BPF_JEQ_K, *nr as u32, Target::Gate, Target::Skip(0));
+        } else {
+            prog.local_unless_arg0(*nr, counted);
+        }
+    }
+    // Here "the gate" is the notification, and the final instruction the allow.
+    prog.stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW);
+    prog.finish(vec![
+        stmt(BPF_RET_K, sys::SECCOMP_RET_USER_NOTIF),
+        stmt(BPF_RET_K, sys::SECCOMP_RET_ALLOW),
+    ])
+}
+
+/// Install the remote's filter in stopped husk `pid` and take its listener fd into this
+/// process.
 pub fn install(pid: Pid, inj: &Injector) -> io::Result<Listener> {
-    let prog = build_filter(inj.syscall_ip + 2);
+    install_filter(pid, inj, &build_filter(inj.syscall_ip + 2))
+}
+
+/// Install `prog` in stopped `pid` (setting its no_new_privs bit, which an unprivileged
+/// filter needs) and take its listener fd into this process.
+pub fn install_filter(pid: Pid, inj: &Injector, prog: &[SockFilter]) -> io::Result<Listener> {
     let mem = Memory::open(pid)?;
     let scratch = Scratch::map(
         inj,
@@ -142,7 +219,7 @@ pub fn install(pid: Pid, inj: &Injector) -> io::Result<Listener> {
     )?;
     let result = (|| {
         let mut raw = Vec::with_capacity(prog.len() * 8);
-        for ins in &prog {
+        for ins in prog {
             raw.extend_from_slice(&ins.code.to_le_bytes());
             raw.push(ins.jt);
             raw.push(ins.jf);
@@ -283,6 +360,50 @@ mod tests {
     }
 
     #[test]
+    fn homes_clock_filter_hands_over_cpu_time_calls_only() {
+        let prog = build_clock_filter();
+        let ip = 0x40_1000;
+        let with = |nr: i64, arg0: i64| run(&prog, &call(nr, ip, [arg0 as u64, 0, 0, 0, 0, 0]));
+        let notif = sys::SECCOMP_RET_USER_NOTIF;
+        let allow = sys::SECCOMP_RET_ALLOW;
+        assert_eq!(
+            with(
+                libc::SYS_clock_gettime,
+                libc::CLOCK_PROCESS_CPUTIME_ID.into()
+            ),
+            notif
+        );
+        assert_eq!(
+            with(
+                libc::SYS_clock_gettime,
+                libc::CLOCK_THREAD_CPUTIME_ID.into()
+            ),
+            notif
+        );
+        assert_eq!(
+            with(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC.into()),
+            allow
+        );
+        assert_eq!(with(libc::SYS_getrusage, libc::RUSAGE_SELF.into()), notif);
+        assert_eq!(
+            with(libc::SYS_getrusage, libc::RUSAGE_CHILDREN.into()),
+            allow
+        );
+        assert_eq!(with(libc::SYS_times, 0), notif);
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_execve,
+            libc::SYS_fork,
+            libc::SYS_mmap,
+        ] {
+            assert_eq!(with(nr, 0), allow, "{nr}");
+        }
+        let mut foreign = call(libc::SYS_times, ip, [0; 6]);
+        foreign.arch = 0x4000_0003;
+        assert_eq!(run(&prog, &foreign), allow);
+    }
+
+    #[test]
     fn filter_follows_the_table() {
         let gate = 0x7fff_1234_5002;
         let prog = build_filter(gate);
@@ -298,12 +419,16 @@ mod tests {
         );
         // A local call is allowed wherever it comes from (the vdso's own fallbacks may use
         // the gate's instruction).
+        let monotonic = [libc::CLOCK_MONOTONIC as u64, 0, 0, 0, 0, 0];
         assert_eq!(
-            run(
-                &prog,
-                &call(libc::SYS_clock_gettime, gate, [2, 0, 0, 0, 0, 0])
-            ),
+            run(&prog, &call(libc::SYS_clock_gettime, gate, monotonic)),
             sys::SECCOMP_RET_ALLOW
+        );
+        // The process's CPU-time clock is answered by the guest (see `cputime`).
+        let cpu_clock = [libc::CLOCK_PROCESS_CPUTIME_ID as u64, 0, 0, 0, 0, 0];
+        assert_eq!(
+            run(&prog, &call(libc::SYS_clock_gettime, ip, cpu_clock)),
+            sys::SECCOMP_RET_USER_NOTIF
         );
         assert_eq!(
             run(&prog, &call(libc::SYS_read, gate + (1 << 32), [0; 6])),

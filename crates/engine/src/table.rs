@@ -50,6 +50,9 @@ pub enum Route {
     /// Runs where the process runs, but only for these arguments, which the filter does not
     /// look at: the guest lets the call continue after the notification.
     Continue,
+    /// Reads the process's own CPU use (its CPU-time clock, getrusage of itself): the guest
+    /// answers it from what the process used everywhere (see `cputime`).
+    CpuTime,
 }
 
 /// How a forwarded call's arguments cross, and where it may run at home.
@@ -409,6 +412,8 @@ const TIMESPEC: u64 = 16;
 const ITIMERVAL: u64 = 32;
 const ITIMERSPEC: u64 = 32;
 const RLIMIT: u64 = 16;
+const RUSAGE: u64 = 144;
+const TMS: u64 = 32;
 const SOCKLEN: Arg = InOut(Fixed(4));
 
 /// A row of a call that runs in the shell at home.
@@ -606,6 +611,25 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         libc::SYS_statx => fwd(&[Val, Path, Val, Val, Out(Fixed(256), All)]),
         libc::SYS_rt_sigqueueinfo => fwd(&[Val, Val, In(Fixed(128))]),
 
+        libc::SYS_prctl => prctl(args[0]),
+        // A process's CPU-time clocks and its own rusage count what it used on every node;
+        // its children's are home's, where they run. times(2) reports both: home's answer
+        // has the process's own times replaced (see `forward`).
+        libc::SYS_clock_gettime
+            if matches!(
+                args[0] as i32,
+                libc::CLOCK_PROCESS_CPUTIME_ID | libc::CLOCK_THREAD_CPUTIME_ID
+            ) =>
+        {
+            Route::CpuTime
+        }
+        libc::SYS_getrusage if args[0] as i32 == libc::RUSAGE_CHILDREN => {
+            fwd(&[Val, Out(Fixed(RUSAGE), All)])
+        }
+        libc::SYS_getrusage => Route::CpuTime,
+        libc::SYS_times => fwd(&[Out(Fixed(TMS), All)]),
+        libc::SYS_clock_gettime => Local,
+
         // Computation and per-task state: run where the process runs.
         libc::SYS_brk
         | libc::SYS_munmap
@@ -630,7 +654,6 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         | libc::SYS_sched_yield
         | libc::SYS_nanosleep
         | libc::SYS_clock_nanosleep
-        | libc::SYS_clock_gettime
         | libc::SYS_clock_getres
         | libc::SYS_gettimeofday
         | libc::SYS_time
@@ -640,10 +663,7 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         | libc::SYS_restart_syscall
         | libc::SYS_membarrier
         | libc::SYS_sched_getaffinity
-        | libc::SYS_getcpu
-        | libc::SYS_getrusage
-        | libc::SYS_times => Local,
-        libc::SYS_prctl => prctl(args[0]),
+        | libc::SYS_getcpu => Local,
 
         // Everything else, fork/clone/execve among them, runs after going home.
         _ => Home,
@@ -662,13 +682,43 @@ fn prctl(option: u64) -> Route {
     }
 }
 
-/// The prctl options that do not run locally, for the filter (which compares their low 32
-/// bits, as prctl(2) takes an int).
-pub const PRCTL_NOT_LOCAL: [i32; 4] = [
-    libc::PR_SET_SECCOMP,
-    libc::PR_SET_NO_NEW_PRIVS,
-    libc::PR_GET_SECCOMP,
-    libc::PR_GET_NO_NEW_PRIVS,
+/// The calls that read a process's own CPU use, as (number, the values of its first argument
+/// that make it one; none: all of them): CPU-time clocks, getrusage of itself, times.
+pub const CPU_TIME_CALLS: &[(i64, &[i32])] = &[
+    (
+        libc::SYS_clock_gettime,
+        &[
+            libc::CLOCK_PROCESS_CPUTIME_ID,
+            libc::CLOCK_THREAD_CPUTIME_ID,
+        ],
+    ),
+    (
+        libc::SYS_getrusage,
+        &[libc::RUSAGE_SELF, libc::RUSAGE_THREAD],
+    ),
+    (libc::SYS_times, &[]),
+];
+
+/// Calls that run locally but for some values of their first argument, with those values,
+/// for the filter (which compares their low 32 bits: prctl's option is an int, and a clock
+/// id is one too).
+pub const LOCAL_UNLESS_ARG0: &[(i64, &[i32])] = &[
+    (
+        libc::SYS_prctl,
+        &[
+            libc::PR_SET_SECCOMP,
+            libc::PR_SET_NO_NEW_PRIVS,
+            libc::PR_GET_SECCOMP,
+            libc::PR_GET_NO_NEW_PRIVS,
+        ],
+    ),
+    (
+        libc::SYS_clock_gettime,
+        &[
+            libc::CLOCK_PROCESS_CPUTIME_ID,
+            libc::CLOCK_THREAD_CPUTIME_ID,
+        ],
+    ),
 ];
 
 /// ioctl requests we know the argument of; others go home.

@@ -2,7 +2,7 @@
 //! without the network.
 
 use rmosix_engine::{
-    Stop, dump, probe, read_header, restore_into, spawn_husk, spawn_program, trace,
+    Carry, Stop, dump, probe, read_header, restore_into, spawn_husk, spawn_program, trace,
 };
 
 #[test]
@@ -30,7 +30,10 @@ fn python_continues_in_a_husk() {
         }
     }
     let mut image = Vec::new();
-    let (_, bytes) = dump(pid, &facts, &mut image).unwrap();
+    let away = Carry::Home {
+        away: Default::default(),
+    };
+    let (_, bytes) = dump(pid, &facts, &away, &mut image).unwrap();
     eprintln!("image {} bytes of pages, {} total", bytes, image.len());
     // SAFETY: killing our own traced child.
     unsafe { libc::kill(pid, libc::SIGKILL) };

@@ -129,6 +129,56 @@ pub struct SigAction {
     pub mask: u64,
 }
 
+/// The CPU a process has used, as getrusage(2), times(2) and its CPU-time clock report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Time in user mode, in nanoseconds.
+    pub user_ns: u64,
+    /// Time in the kernel, in nanoseconds.
+    pub system_ns: u64,
+    /// Page faults served without I/O.
+    pub minflt: u64,
+    /// Page faults that needed I/O.
+    pub majflt: u64,
+    /// Voluntary context switches.
+    pub nvcsw: u64,
+    /// Involuntary context switches.
+    pub nivcsw: u64,
+    /// Largest resident set, in KiB.
+    pub maxrss_kb: u64,
+}
+
+impl Usage {
+    /// Both together: times and counts add up, the largest resident set is the larger one.
+    pub fn plus(&self, other: &Usage) -> Usage {
+        Usage {
+            user_ns: self.user_ns.saturating_add(other.user_ns),
+            system_ns: self.system_ns.saturating_add(other.system_ns),
+            minflt: self.minflt.saturating_add(other.minflt),
+            majflt: self.majflt.saturating_add(other.majflt),
+            nvcsw: self.nvcsw.saturating_add(other.nvcsw),
+            nivcsw: self.nivcsw.saturating_add(other.nivcsw),
+            maxrss_kb: self.maxrss_kb.max(other.maxrss_kb),
+        }
+    }
+
+    /// Its CPU-time clock: user and kernel time together.
+    pub fn cpu_ns(&self) -> u64 {
+        self.user_ns.saturating_add(self.system_ns)
+    }
+}
+
+/// What a process has used so far: in all (`total`, what it reports where it resumes) and the
+/// part of it used away from home (`away`), which home adds to what its own kernel counts
+/// once the process is back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuUse {
+    /// Everything, wherever it was used.
+    pub total: Usage,
+    /// What of it was used on other nodes.
+    pub away: Usage,
+}
+
 /// An interval timer that counts the process's own CPU time (`ITIMER_VIRTUAL`, `ITIMER_PROF`),
 /// as getitimer(2) reads it: it travels with the process, where `ITIMER_REAL` (wall-clock
 /// time, shared with alarm(2)) stays in the shell at home.
@@ -212,6 +262,8 @@ pub struct Header {
     pub sigactions: Vec<SigAction>,
     /// Its CPU-time interval timers.
     pub cpu_timers: Vec<CpuTimer>,
+    /// The CPU it has used so far.
+    pub cpu: CpuUse,
     /// Signals pending for the whole process, each with its siginfo.
     pub shared_pending: Vec<SigInfo>,
     /// Its tasks, the thread-group leader first.
@@ -300,6 +352,7 @@ mod tests {
             areas: Vec::new(),
             sigactions: Vec::new(),
             cpu_timers: Vec::new(),
+            cpu: CpuUse::default(),
             shared_pending: vec![SigInfo::bare(1)],
             tasks: vec![task(2), task(8)],
         };
@@ -442,6 +495,13 @@ mod tests {
                         areas,
                         sigactions,
                         cpu_timers,
+                        cpu: CpuUse {
+                            total: Usage {
+                                user_ns: version.into(),
+                                ..Usage::default()
+                            },
+                            away: Usage::default(),
+                        },
                         shared_pending: shared,
                         tasks,
                     },

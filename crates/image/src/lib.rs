@@ -17,7 +17,7 @@
 //! image    := Message(Header) Pages* Message(EndOfImage { more_rounds: false })
 //! running  := round* Pages* Message(EndOfImage { more_rounds: false })
 //! round    := Pages* Message(EndOfImage { more_rounds: true })
-//! Header   := { version, facts, mm, auxv, areas, sigactions, cpu_timers,
+//! Header   := { version, facts, mm, auxv, areas, sigactions, cpu_timers, cpu,
 //!               shared_pending: [SigInfo], tasks: [Task] }
 //!                                        (one task today; threads can come without a new format)
 //! Task     := { regs: Registers (27 named words), xstate, sigmask, altstack, rseq,
@@ -40,9 +40,10 @@ mod siginfo;
 
 pub use frame::{Frame, FrameError, FrameHead, FrameReader, MAX_FRAME, write_message, write_pages};
 pub use header::{
-    Area, CpuTimer, EndOfImage, Header, KernelFacts, MmLayout, Registers, SigAction, Task,
+    Area, CpuTimer, CpuUse, EndOfImage, Header, KernelFacts, MmLayout, Registers, SigAction, Task,
+    Usage,
 };
 pub use siginfo::{SIGINFO_LEN, SigInfo};
 
 /// Version of the image and session format; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;

@@ -1267,6 +1267,33 @@ fn a_posix_timers_signals_keep_their_value_through_moves() {
     assert!(ticks > 0 && words[2..] == ["bad", "0"], "{line}: {done:?}");
 }
 
+/// A process's CPU time continues where it was, in both directions: its CPU-time clock,
+/// getrusage and times count what it used at home when it is away, and what it used away
+/// once it is home again (cpuclock.c checks that no reading goes back and every burn adds).
+#[test]
+fn cpu_time_continues_away_and_back() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let cpuclock = c_program("cpuclock");
+    let (go1, go2) = (go_file(&lab, "go1"), go_file(&lab, "go2"));
+    let job = Job::start(
+        &lab,
+        lab.node(1),
+        &[&cpuclock, path_str(&go1), path_str(&go2)],
+    );
+    job.wait_output("ready\n");
+    job.move_to("2");
+    release(&go1);
+    job.wait_output("away\n");
+    job.move_to("home");
+    release(&go2);
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    assert!(done.stdout.ends_with("PASS\n"), "{}", done.stdout);
+}
+
 /// recvmmsg stays remote (it used to send the process home): one recvmmsg takes what one
 /// sendmmsg sent, each message with its length, as at home.
 #[test]
