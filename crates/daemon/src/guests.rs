@@ -8,7 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{getsockopt, sockopt};
@@ -23,6 +23,7 @@ use crate::hosted::{self, Process, Registration};
 use crate::peer::held_note;
 use crate::procfs;
 use crate::records::Spawned;
+use crate::sys;
 use crate::throttle::Verdict;
 
 /// Why a registration was refused.
@@ -41,10 +42,16 @@ enum NotAGuest {
     NotStarted(Spawned),
 }
 
+/// How long the daemon waits, once a guest's connection has ended, for the guest to exit and
+/// its record to be removed. A guest closes its connection as it exits; one that lives on
+/// registers again, and keeps its record. (A guest an earlier daemon started is no child of
+/// this one, so no reaping tells this one when it ends.)
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+
 /// Serve a guest that asked to register for a session from `home_node`: check it is one,
 /// then take its reports until it closes or says its process left.
 pub(crate) async fn serve_guest(shared: &Shared, mut conn: Conn, home_node: u16) {
-    let guest = match identify(shared, &conn, home_node) {
+    let (guest, pidfd) = match identify(shared, &conn, home_node) {
         Ok(guest) => guest,
         Err(why) => {
             let uid = conn.caller.uid;
@@ -78,11 +85,11 @@ pub(crate) async fn serve_guest(shared: &Shared, mut conn: Conn, home_node: u16)
         take_reports(shared, &mut conn, &guest, &registration).await;
     }
     shared.hosted().unregister(&registration);
-    if !is_alive(&guest) {
-        // Its daemon may be gone (then no one reaps it and removes its record) or may be us.
+    drop(conn);
+    if sys::exits_within(pidfd, EXIT_WAIT).await {
         shared.records.remove(&guest);
+        debug!(guest = guest.pid, "guest gone");
     }
-    debug!(guest = guest.pid, "guest gone");
 }
 
 /// The reports of a registered guest, until its process leaves or the connection ends.
@@ -126,7 +133,7 @@ async fn take_reports(shared: &Shared, conn: &mut Conn, guest: &Spawned, reg: &R
 /// could have changed between the two if the client had ended and its PID had been reused.
 /// So the daemon also takes a pidfd of the client (SO_PEERPIDFD, Linux 6.5), which names it
 /// for good, and checks after reading /proc that it still runs: then the PID was still its.
-fn identify(shared: &Shared, conn: &Conn, home_node: u16) -> Result<Spawned, NotAGuest> {
+fn identify(shared: &Shared, conn: &Conn, home_node: u16) -> Result<(Spawned, OwnedFd), NotAGuest> {
     let caller: &Caller = &conn.caller;
     let pid = caller.pid.ok_or(NotAGuest::NoPid)?;
     let pidfd = getsockopt(&conn.stream, sockopt::PeerPidfd)
@@ -142,7 +149,7 @@ fn identify(shared: &Shared, conn: &Conn, home_node: u16) -> Result<Spawned, Not
         home_node,
     };
     if shared.records.contains(&guest) {
-        Ok(guest)
+        Ok((guest, pidfd))
     } else {
         Err(NotAGuest::NotStarted(guest))
     }
@@ -209,6 +216,32 @@ mod tests {
             .unwrap();
         assert!(status.success());
         let (stream, _) = listener.accept().await.unwrap();
-        assert!(has_exited(&pidfd_of_client(&stream)).unwrap());
+        let pidfd = pidfd_of_client(&stream);
+        assert!(has_exited(&pidfd).unwrap());
+        assert!(sys::exits_within(pidfd, Duration::ZERO).await);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_client_to_exit_ends_when_it_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        // It connects, then waits for a line on stdin before exiting.
+        let mut client = tokio::process::Command::new("python3")
+            .arg("-c")
+            .arg("import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); sys.stdin.readline()")
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let pidfd = pidfd_of_client(&stream);
+        let waiting = tokio::spawn(sys::exits_within(pidfd, Duration::from_secs(600)));
+        drop(client.stdin.take());
+        assert!(waiting.await.unwrap());
+        assert!(client.wait().await.unwrap().success());
+        // A client that runs on is waited for no longer than told.
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        assert!(!sys::exits_within(pidfd_of_client(&ours), Duration::ZERO).await);
     }
 }
