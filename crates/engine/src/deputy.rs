@@ -25,8 +25,9 @@ use crate::msg;
 use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::restore;
 use crate::session::{Session, ToGuest};
+use crate::signals::{self, SigInfo};
 use crate::sys;
-use crate::table::{Buf, Refusal, Shape, Slot};
+use crate::table::{self, Buf, Refusal, Shape, Slot};
 
 /// Size of the area mapped in a shell for the buffers of forwarded calls.
 pub const SCRATCH_LEN: u64 = 16 << 20;
@@ -223,7 +224,7 @@ impl Deputy {
                 self.start_call(call, session)?
             }
             (ShellState::Interrupting(call), Stop::Signal(sig)) => {
-                relay(session, sig)?;
+                relay(session, signals::at_stop(self.pid, sig))?;
                 if recalled {
                     self.finish_call(call, sys::ERESTARTNOINTR, session)?
                 } else {
@@ -243,7 +244,7 @@ impl Deputy {
                 ptrace::cont(self.pid, libc::SIGSTOP)?;
             }
             (state, Stop::Signal(sig)) => {
-                relay(session, sig)?;
+                relay(session, signals::at_stop(self.pid, sig))?;
                 // A signal stop means the shell runs again: a group stop has ended (SIGCONT).
                 self.state = match state {
                     ShellState::Stopped => ShellState::Idle,
@@ -254,7 +255,7 @@ impl Deputy {
             (_, Stop::Group(sig)) => {
                 // Stopped to follow its remote: the remote's signal says whether mosrun follows.
                 let sig = self.following_stop.take().unwrap_or(sig);
-                relay(session, sig)?;
+                relay(session, SigInfo::bare(sig))?;
                 self.state = ShellState::Stopped;
                 ptrace::listen(self.pid)?;
                 return Ok(ShellNews::GroupStop(sig));
@@ -297,19 +298,21 @@ impl Deputy {
         // EINTR, as Linux would.
         match stop {
             Stop::Signal(sig) if sys::is_restart(ret) => {
-                relay(session, sig)?;
+                relay(session, signals::at_stop(self.pid, sig))?;
                 self.finish_call(call, ret, session)
             }
             Stop::Signal(sig) => {
+                let info = signals::at_stop(self.pid, sig);
                 self.finish_call(call, ret, session)?;
-                relay(session, sig)
+                relay(session, info)
             }
             // The single-step trap is reported before the signal that interrupted the call:
             // relay what is pending now, and skip it when its stop comes.
             _ if sys::is_restart(ret) && !recalled => {
-                let pending = dump::pending_signals(self.pid)?;
-                for sig in signal_numbers(pending) {
-                    relay(session, sig)?;
+                let mut pending = 0;
+                for info in signals::pending(self.pid)? {
+                    pending |= bit(info.signo());
+                    relay(session, info)?;
                 }
                 self.relayed_early |= pending;
                 // Without a pending signal the restart code would reach the program.
@@ -351,8 +354,20 @@ impl Deputy {
             {
                 self.mem.write(at, bytes)?;
             }
-            if let Slot::Arg(i) = buf.slot {
-                args[i] = at;
+            match buf.slot {
+                Slot::Arg(i) => args[i] = at,
+                // The pair follows the mask it points to (NULL for no mask, as the remote's).
+                Slot::Pair(i) => {
+                    let pair_at = at + buf.len.next_multiple_of(16);
+                    let mask = if buf.len == 0 { 0 } else { at };
+                    let mut pair = [0u8; 16];
+                    pair[..8].copy_from_slice(&mask.to_le_bytes());
+                    pair[8..].copy_from_slice(&table::SIGSET.to_le_bytes());
+                    self.mem.write(pair_at, &pair)?;
+                    args[i] = pair_at;
+                    at = pair_at + 16 - buf.len.next_multiple_of(16);
+                }
+                Slot::Nested(_) => {}
             }
             at += buf.len.next_multiple_of(16);
         }
@@ -511,10 +526,10 @@ pub fn send_reply(
     session.out.flush()
 }
 
-/// Relay signal `sig` to the remote.
-pub fn relay(session: &mut Session, sig: i32) -> io::Result<()> {
-    tracing::trace!(sig, "relay");
-    session.send(&ToGuest::Signal { sig })
+/// Relay a signal to the remote, as it came.
+pub fn relay(session: &mut Session, info: SigInfo) -> io::Result<()> {
+    tracing::trace!(?info, "relay");
+    session.send(&ToGuest::Signal { info })
 }
 
 /// Release the shell's memory (rseq first, see restore.rs) and map a scratch area.
@@ -536,15 +551,15 @@ fn strip_shell(pid: Pid) -> io::Result<(Injector, u64, Regs)> {
 }
 
 /// Stop `pid` in a PTRACE_EVENT_STOP; returns signals that arrived meanwhile (suppressed
-/// here, to be delivered wherever the process then runs).
-pub fn freeze(pid: Pid) -> io::Result<Vec<i32>> {
+/// here, to be delivered wherever the process then runs, with their siginfo).
+pub fn freeze(pid: Pid) -> io::Result<Vec<SigInfo>> {
     ptrace::interrupt(pid)?;
     let mut signals = Vec::new();
     loop {
         match ptrace::wait(pid, 0)? {
             Some((_, Stop::Interrupted | Stop::Group(_))) => return Ok(signals),
             Some((_, Stop::Signal(sig))) => {
-                signals.push(sig);
+                signals.push(signals::at_stop(pid, sig));
                 ptrace::cont(pid, 0)?;
             }
             Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
@@ -561,9 +576,11 @@ fn bit(sig: i32) -> u64 {
     1 << (sig - 1)
 }
 
-/// The signal numbers in a pending-signal mask.
-pub fn signal_numbers(mask: u64) -> impl Iterator<Item = i32> {
-    (1..=64).filter(move |&sig| mask & bit(sig) != 0)
+/// The signal numbers in a pending-signal mask, as bare signals.
+pub fn signal_numbers(mask: u64) -> impl Iterator<Item = SigInfo> {
+    (1..=64)
+        .filter(move |&sig| mask & bit(sig) != 0)
+        .map(SigInfo::bare)
 }
 
 #[cfg(test)]

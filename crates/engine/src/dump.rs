@@ -1,19 +1,23 @@
 //! Reading the image of a stopped process and streaming it: header first, then page runs, then
-//! the end marker. Nothing touches disk.
+//! the end marker; and pre-copy's rounds (see `precopy`). Nothing touches disk.
 
 use std::io::{self, Write};
+use std::sync::mpsc;
+use std::time::Instant;
 
-use rmosix_image::{self as image, Area, CpuTimer, Header, MmLayout, Registers, SigAction};
-use serde::{Deserialize, Serialize};
-
+use rmosix_image::{
+    self as image, Area, CpuTimer, EndOfImage, Header, MmLayout, Registers, SigAction, Task,
+};
 use rmosix_wire::NotMovable;
 
+use crate::converge::{Converge, Decision, Limits, Round};
 use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::{Memory, le_u64};
 use crate::precopy;
 use crate::ptrace::{self, Pid, Regs};
 use crate::sys;
+use crate::throttle::{Level, Throttle, Unthrottled};
 use crate::track::{Tracker, Written};
 
 /// Page data goes out in runs of at most this many bytes (fits a frame).
@@ -22,17 +26,6 @@ const PAGE: u64 = 4096;
 /// The interval timers that count the process's CPU time and so move with it.
 pub const CPU_TIMERS: [i32; 2] = [libc::ITIMER_VIRTUAL, libc::ITIMER_PROF];
 const PIECE: usize = 64 << 10;
-
-/// The end-of-image marker.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EndOfImage {
-    /// Bytes of page data sent.
-    pub bytes: u64,
-    /// Runs (start, end) that read as zeros now but may still hold the first round's data at
-    /// the receiver, in the final round of a pre-copy: the receiver empties them.
-    #[serde(default)]
-    pub zero: Vec<(u64, u64)>,
-}
 
 /// Check what keeps `pid` from moving (threads, shared writable memory, SysV shm, mlock,
 /// real-time policy). Works on a running process.
@@ -82,17 +75,17 @@ pub fn check_movable(pid: Pid) -> io::Result<Result<(), NotMovable>> {
     Ok(Ok(()))
 }
 
-/// Signals pending for the thread or the process (SigPnd, ShdPnd in /proc/PID/status).
-pub(crate) fn pending_signals(pid: Pid) -> io::Result<u64> {
+/// Signals pending for the thread (SigPnd) and for the whole process (ShdPnd).
+fn pending_apart(pid: Pid) -> io::Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    Ok(status
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("SigPnd:")
-                .or_else(|| l.strip_prefix("ShdPnd:"))
-        })
-        .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .fold(0, |all, mask| all | mask))
+    let mask = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    Ok((mask("SigPnd:"), mask("ShdPnd:")))
 }
 
 /// Numeric fields of /proc/PID/stat after the command name (index 0 is field 3, the state, as 0).
@@ -136,22 +129,50 @@ pub fn image_areas(pid: Pid) -> io::Result<Vec<Area>> {
         .collect())
 }
 
-/// Registers as the image stores them.
+/// Copy the fields named between two register structs of the same field names.
+macro_rules! copy_regs {
+    ($from:expr => $to:ident) => {
+        $to {
+            r15: $from.r15,
+            r14: $from.r14,
+            r13: $from.r13,
+            r12: $from.r12,
+            rbp: $from.rbp,
+            rbx: $from.rbx,
+            r11: $from.r11,
+            r10: $from.r10,
+            r9: $from.r9,
+            r8: $from.r8,
+            rax: $from.rax,
+            rcx: $from.rcx,
+            rdx: $from.rdx,
+            rsi: $from.rsi,
+            rdi: $from.rdi,
+            orig_rax: $from.orig_rax,
+            rip: $from.rip,
+            cs: $from.cs,
+            eflags: $from.eflags,
+            rsp: $from.rsp,
+            ss: $from.ss,
+            fs_base: $from.fs_base,
+            gs_base: $from.gs_base,
+            ds: $from.ds,
+            es: $from.es,
+            fs: $from.fs,
+            gs: $from.gs,
+        }
+    };
+}
+
+/// Registers as the image stores them: field by field, so neither side depends on the
+/// other's layout.
 pub fn regs_to_image(regs: &Regs) -> Registers {
-    // SAFETY: user_regs_struct is 27 u64 fields, repr(C), no padding.
-    let words: [u64; 27] = unsafe { std::mem::transmute(*regs) };
-    Registers(words.to_vec())
+    copy_regs!(regs => Registers)
 }
 
 /// Registers from an image.
-pub fn regs_from_image(image: &Registers) -> io::Result<Regs> {
-    let words: [u64; 27] = image
-        .0
-        .as_slice()
-        .try_into()
-        .map_err(|_| io::Error::other("image has a bad register set"))?;
-    // SAFETY: as above, every bit pattern is a valid user_regs_struct.
-    Ok(unsafe { std::mem::transmute::<[u64; 27], Regs>(words) })
+pub fn regs_from_image(image: &Registers) -> Regs {
+    copy_regs!(image => Regs)
 }
 
 /// Read the header of stopped `pid`: registers, signal state, per-task state, mm layout, areas.
@@ -197,16 +218,13 @@ pub fn read_header(
         env_end: f(51),
     };
     let auxv = std::fs::read(format!("/proc/{pid}/auxv"))?;
-    let pending_signals = pending_signals(pid)?;
+    let (pending_signals, shared_pending) = pending_apart(pid)?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
     let areas = image_areas(pid)?;
-    Ok(Header {
-        version: image::FORMAT_VERSION,
-        facts: facts.clone(),
+    let task = Task {
         regs: regs_to_image(&regs),
         xstate,
         sigmask,
-        sigactions,
         altstack,
         rseq: (rseq.rseq_abi_pointer != 0).then_some((
             rseq.rseq_abi_pointer,
@@ -215,12 +233,19 @@ pub fn read_header(
         )),
         robust_list,
         tid_address,
+        pending_signals,
+        comm: comm.trim_end_matches('\n').to_owned(),
+    };
+    Ok(Header {
+        version: image::FORMAT_VERSION,
+        facts: facts.clone(),
         mm,
         auxv,
         areas,
-        pending_signals,
-        comm: comm.trim_end_matches('\n').to_owned(),
+        sigactions,
         cpu_timers,
+        shared_pending,
+        tasks: vec![task],
     })
 }
 
@@ -307,32 +332,241 @@ fn words4(mem: &Memory, addr: u64) -> io::Result<[u64; 4]> {
 /// Stream the page contents of `areas` of stopped `pid`, skipping pages that were never
 /// touched (anonymous areas, per /proc/PID/pagemap) and pages that are all zero.
 pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result<u64> {
-    stream_pages(pid, areas, out, Unreadable::Fail)
+    let mem = Memory::open(pid)?;
+    stream_pages(pid, &mem, areas, out, Unreadable::Fail, &mut Unthrottled)
 }
 
-/// Stream the first round of a pre-copy: the pages of `areas` of running `pid`, then the end
-/// marker. The process may unmap an area meanwhile: what cannot be read is skipped, since the
-/// final round sends again every area that changed.
-pub fn dump_first_round(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result<u64> {
-    let bytes = stream_pages(pid, areas, out, Unreadable::Skip)?;
-    write_end(out, bytes, Vec::new())?;
-    Ok(bytes)
+/// Stream pre-copy's running rounds of running `pid` (see `precopy`): every page of `areas`
+/// (which the receiver maps), then, round after round, the pages written since the round
+/// before, found and protected again by `tracker`, until the policy (`converge`) says to
+/// freeze. Each round ends with an end marker; the last one's says that no running round
+/// follows. What the last scan found is left to the final round (see [`Tracker::owe`]).
+/// Returns the page bytes sent.
+///
+/// The rounds stream on a helper thread, and this thread serves `throttle` meanwhile (see
+/// [`Throttle`]), so that a duty cycle run here keeps time while the rounds wait on the link.
+/// The level last set stays in force when this returns, however it returns.
+pub fn dump_first_round(
+    pid: Pid,
+    areas: &[Area],
+    tracker: &Tracker,
+    throttle: &mut dyn Throttle,
+    out: &mut (impl Write + Send),
+) -> io::Result<u64> {
+    let (levels, wanted) = mpsc::channel();
+    let mut asked = Asked {
+        levels,
+        can_slow: throttle.can_slow(),
+    };
+    std::thread::scope(|scope| {
+        let rounds = scope
+            .spawn(move || send_rounds(pid, areas, tracker, &mut asked, Limits::default(), out));
+        let served = serve(throttle, &wanted);
+        let sent = rounds.join().expect("the rounds' thread panicked");
+        // An error of the rounds explains why the throttle failed too (the process ended).
+        sent.and_then(|sent| served.map(|()| sent))
+    })
 }
 
-/// What to do with a page run that cannot be read.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Unreadable {
+/// What the rounds' thread asks of the throttle: each level, passed on to the caller's
+/// thread.
+struct Asked {
+    levels: mpsc::Sender<Level>,
+    can_slow: bool,
+}
+
+impl Throttle for Asked {
+    fn can_slow(&self) -> bool {
+        self.can_slow
+    }
+    fn set(&mut self, level: Level) -> io::Result<()> {
+        // The serving thread goes until the rounds end, when this sender goes too.
+        let _ = self.levels.send(level);
+        Ok(())
+    }
+}
+
+/// Serve `throttle` with the levels `wanted` brings, and its ticks when it wants them, until
+/// the rounds end. After a failure it only waits for their end.
+fn serve(throttle: &mut dyn Throttle, wanted: &mpsc::Receiver<Level>) -> io::Result<()> {
+    let mut failed = None;
+    loop {
+        let next = match failed {
+            None => throttle.next_tick(),
+            Some(_) => None,
+        };
+        let got = match next {
+            Some(wait) => wanted.recv_timeout(wait),
+            None => wanted
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        let done = match got {
+            Ok(level) => throttle.set(level),
+            Err(mpsc::RecvTimeoutError::Timeout) => throttle.tick(),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return failed.map_or(Ok(()), Err);
+            }
+        };
+        if let (Err(err), None) = (done, &failed) {
+            failed = Some(err);
+        }
+    }
+}
+
+/// [`dump_first_round`] within `limits`, on the calling thread: `throttle` gets the levels,
+/// and a tick between pieces of work.
+fn send_rounds(
+    pid: Pid,
+    areas: &[Area],
+    tracker: &Tracker,
+    throttle: &mut dyn Throttle,
+    limits: Limits,
+    out: &mut impl Write,
+) -> io::Result<u64> {
+    let mem = Memory::open(pid)?;
+    let mut policy = Converge::new(limits, throttle.can_slow());
+    // The caller protected the areas just before: writes since count for the second round.
+    let mut started = Instant::now();
+    let mut sent = stream_pages(pid, &mem, areas, out, Unreadable::Skip, throttle)?;
+    let (mut total, mut zero) = (sent, Vec::new());
+    loop {
+        let pending = collect_round(pid, areas, tracker, throttle)?;
+        // What the next scan finds is written from here on.
+        let scanned = Instant::now();
+        let round = Round {
+            sent,
+            took: scanned - started,
+            written: pending.bytes(),
+        };
+        let decision = policy.after(round);
+        let more = matches!(decision, Decision::Another(_));
+        write_end(out, sent, std::mem::take(&mut zero), more)?;
+        match decision {
+            Decision::Another(level) => {
+                throttle.set(level)?;
+                started = scanned;
+                sent = send_round(&mem, tracker, pending, &mut zero, out, throttle)?;
+                total += sent;
+            }
+            Decision::Freeze(why) => {
+                // Protected again by the scan, so the final round's scan will not report
+                // them: it sends them on our word. Parts not tracked it finds by itself.
+                for run in &pending.runs {
+                    tracker.owe((run.start, run.end));
+                }
+                tracing::info!(
+                    pid,
+                    rounds = policy.rounds(),
+                    bytes = total,
+                    left = round.written,
+                    throttle = policy.level().stopped_percent(),
+                    rate = policy.rate().unwrap_or(0.0) as u64,
+                    ?why,
+                    "running rounds sent"
+                );
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// What a running round's scan found for the next round to send.
+#[derive(Default)]
+struct Pending {
+    /// Runs written since the last scan, in the parts the receiver keeps; protected again.
+    runs: Vec<Written>,
+    /// Kept parts that are not tracked (mapped anew since the first round): sent whole.
+    untracked: Vec<Area>,
+}
+
+impl Pending {
+    /// Page bytes to send, as far as a scan can tell (zapped runs cost nothing).
+    fn bytes(&self) -> u64 {
+        let runs = self.runs.iter().filter(|r| r.holds_data);
+        runs.map(|r| r.end - r.start).sum::<u64>()
+            + self.untracked.iter().map(Area::len).sum::<u64>()
+    }
+}
+
+/// Scan what running `pid` wrote since the last scan, in the parts of its areas that the
+/// receiver keeps from `first` (the rule of `precopy::kept_parts`, applied to the areas now).
+fn collect_round(
+    pid: Pid,
+    first: &[Area],
+    tracker: &Tracker,
+    throttle: &mut dyn Throttle,
+) -> io::Result<Pending> {
+    let now = image_areas(pid)?;
+    let kept = precopy::kept_parts(first, &now);
+    let mut pending = Pending::default();
+    let areas = now.iter().filter(|a| !a.is_vdso_block());
+    for (area, kept_end) in areas.zip(kept) {
+        if kept_end > area.start {
+            match tracker.collect(area.start, kept_end)? {
+                Some(runs) => pending.runs.extend(runs),
+                None => pending.untracked.push(Area {
+                    end: kept_end,
+                    ..area.clone()
+                }),
+            }
+        }
+        throttle.tick()?;
+    }
+    Ok(pending)
+}
+
+/// Send what a scan found: the written runs (zapped ones go to `zero`), and every page of the
+/// parts not tracked, which are tracked from now on.
+fn send_round(
+    mem: &Memory,
+    tracker: &Tracker,
+    pending: Pending,
+    zero: &mut Vec<(u64, u64)>,
+    out: &mut impl Write,
+    throttle: &mut dyn Throttle,
+) -> io::Result<u64> {
+    let mut sent = 0;
+    let mut buf = vec![0u8; PIECE];
+    let owe = Unreadable::Owe(tracker);
+    for run in pending.runs {
+        if run.holds_data {
+            let range = (run.start, run.end);
+            sent += send_run(mem, out, &mut buf, range, Some(zero), owe, throttle)?;
+        } else {
+            zero.push((run.start, run.end));
+        }
+    }
+    for part in pending.untracked {
+        // Protected before it is read: a write that comes after is found by the next scan.
+        tracker.protect(std::slice::from_ref(&part));
+        let range = (part.start, part.end);
+        sent += send_run(mem, out, &mut buf, range, Some(zero), owe, throttle)?;
+    }
+    Ok(sent)
+}
+
+/// What to do with a piece of a run that cannot be read.
+#[derive(Clone, Copy)]
+enum Unreadable<'t> {
+    /// Fail the stream: the process is frozen, and all of it must read.
     Fail,
+    /// Skip it: the first round of a running process, which may unmap an area meanwhile. The
+    /// final round sends again every area that changed.
     Skip,
+    /// Skip it, and owe it to the final round: a later round's pages were protected again by
+    /// the scan that found them, so no scan reports them again.
+    Owe(&'t Tracker),
 }
 
 fn stream_pages(
     pid: Pid,
+    mem: &Memory,
     areas: &[Area],
     out: &mut impl Write,
     unreadable: Unreadable,
+    throttle: &mut dyn Throttle,
 ) -> io::Result<u64> {
-    let mem = Memory::open(pid)?;
     let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
     let mut sent = 0u64;
     let mut buf = vec![0u8; PIECE];
@@ -352,8 +586,8 @@ fn stream_pages(
                 while page < present.len() && present[page] {
                     page += 1;
                 }
-                let (start, end) = (addr + first as u64 * PAGE, addr + page as u64 * PAGE);
-                sent += send_run(&mem, out, &mut buf, (start, end), None, unreadable)?;
+                let range = (addr + first as u64 * PAGE, addr + page as u64 * PAGE);
+                sent += send_run(mem, out, &mut buf, range, None, unreadable, throttle)?;
             }
             addr += len;
         }
@@ -363,7 +597,8 @@ fn stream_pages(
 
 /// Stream the final round of a pre-copied image of stopped `pid`: the header; in the parts of
 /// its areas that the receiver keeps from `first` (see `precopy::kept_parts`), the pages
-/// written since; all of the other parts; and the end marker, with the runs to empty.
+/// written since the last running round and those the rounds owe; all of the other parts;
+/// and the end marker, with the runs to empty.
 pub fn dump_final_round(
     pid: Pid,
     facts: &rmosix_image::KernelFacts,
@@ -380,38 +615,51 @@ pub fn dump_final_round(
     image::write_message(out, &header)?;
     let areas: Vec<&Area> = header.areas.iter().filter(|a| !a.is_vdso_block()).collect();
     let kept = precopy::kept_parts(first, &header.areas);
+    let owed = tracker.owed();
     let (mut sent, mut zero) = (0, Vec::new());
     let mut buf = vec![0u8; PIECE];
+    let unthrottled = &mut Unthrottled;
     for (area, &kept_end) in areas.iter().zip(&kept) {
-        let untracked = || Written {
-            start: area.start,
-            end: kept_end,
-            holds_data: true,
+        let kept_part = (area.start, kept_end);
+        let runs = match tracker.written(area.start, kept_end)? {
+            Some(runs) => precopy::with_owed(runs, &owed, kept_part),
+            None => vec![Written {
+                start: area.start,
+                end: kept_end,
+                holds_data: true,
+            }],
         };
-        let runs = tracker.written(area.start, kept_end)?;
-        for run in runs.unwrap_or_else(|| vec![untracked()]) {
+        for run in runs {
             if !run.holds_data {
                 zero.push((run.start, run.end));
                 continue;
             }
-            let range = (run.start, run.end);
-            let zeros = Some(&mut zero);
-            sent += send_run(&mem, out, &mut buf, range, zeros, Unreadable::Fail)?;
+            let (range, fail) = ((run.start, run.end), Unreadable::Fail);
+            sent += send_run(
+                &mem,
+                out,
+                &mut buf,
+                range,
+                Some(&mut zero),
+                fail,
+                unthrottled,
+            )?;
         }
         if kept_end < area.end {
             let rest = Area {
                 start: kept_end,
                 ..(*area).clone()
             };
-            sent += write_pages(pid, &[rest], out)?;
+            sent += stream_pages(pid, &mem, &[rest], out, Unreadable::Fail, unthrottled)?;
         }
     }
-    write_end(out, sent, zero)?;
+    write_end(out, sent, zero, false)?;
     Ok((header, sent))
 }
 
 /// Read `[start, end)` through `buf`, a piece at a time, and send what is not zero; the zero
-/// runs go to `zeros`, if given. A piece that cannot be read fails the stream, or is skipped.
+/// runs go to `zeros`, if given. A piece that cannot be read is dealt with as `unreadable`
+/// says. The throttle ticks after each piece.
 fn send_run(
     mem: &Memory,
     out: &mut impl Write,
@@ -419,17 +667,20 @@ fn send_run(
     (start, end): (u64, u64),
     mut zeros: Option<&mut Vec<(u64, u64)>>,
     unreadable: Unreadable,
+    throttle: &mut dyn Throttle,
 ) -> io::Result<u64> {
     let (mut sent, mut addr) = (0, start);
     while addr < end {
         let len = (end - addr).min(buf.len() as u64) as usize;
         let piece = &mut buf[..len];
-        match mem.read(addr, piece) {
-            Ok(()) => sent += send_nonzero(out, addr, piece, zeros.as_deref_mut())?,
-            Err(_) if unreadable == Unreadable::Skip => {}
-            Err(err) => return Err(err),
+        match (mem.read(addr, piece), unreadable) {
+            (Ok(()), _) => sent += send_nonzero(out, addr, piece, zeros.as_deref_mut())?,
+            (Err(err), Unreadable::Fail) => return Err(err),
+            (Err(_), Unreadable::Skip) => {}
+            (Err(_), Unreadable::Owe(tracker)) => tracker.owe((addr, addr + len as u64)),
         }
-        addr += piece.len() as u64;
+        addr += len as u64;
+        throttle.tick()?;
     }
     Ok(sent)
 }
@@ -490,9 +741,19 @@ fn send_nonzero(
     Ok(sent)
 }
 
-/// End an image: the marker, then flush.
-fn write_end(out: &mut impl Write, bytes: u64, zero: Vec<(u64, u64)>) -> io::Result<()> {
-    image::write_message(out, &EndOfImage { bytes, zero })?;
+/// End a stream of pages: the marker, then flush. `more_rounds`: a running round follows.
+fn write_end(
+    out: &mut impl Write,
+    bytes: u64,
+    zero: Vec<(u64, u64)>,
+    more_rounds: bool,
+) -> io::Result<()> {
+    let end = EndOfImage {
+        bytes,
+        zero,
+        more_rounds,
+    };
+    image::write_message(out, &end)?;
     out.flush()
 }
 
@@ -506,6 +767,117 @@ pub fn dump(
     let header = read_header(pid, &inj, facts)?;
     image::write_message(out, &header)?;
     let bytes = write_pages(pid, &header.areas, out)?;
-    write_end(out, bytes, Vec::new())?;
+    write_end(out, bytes, Vec::new(), false)?;
     Ok((header, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::restore;
+    use crate::testing::{Husk, PAGE as TEST_PAGE};
+
+    /// Stands in for a process that runs during the rounds: at each tick it writes the next
+    /// page of the area with a new value, and zaps every seventh page it comes to, as long as
+    /// its budget lasts: `PER_ROUND` writes in the first round and in each of the next three.
+    struct Writer<'h> {
+        husk: &'h Husk,
+        budget: u64,
+        done: u64,
+        levels: Vec<Level>,
+    }
+
+    const PER_ROUND: u64 = 20;
+
+    impl Throttle for Writer<'_> {
+        fn set(&mut self, level: Level) -> io::Result<()> {
+            self.levels.push(level);
+            if self.levels.len() <= 3 {
+                self.budget += PER_ROUND;
+            }
+            Ok(())
+        }
+
+        fn tick(&mut self) -> io::Result<()> {
+            if self.budget == 0 {
+                return Ok(());
+            }
+            self.budget -= 1;
+            self.done += 1;
+            let pages = self.husk.area.len() / TEST_PAGE;
+            let at = self.husk.area.start + (self.done * 5 % pages) * TEST_PAGE;
+            if self.done.is_multiple_of(7) {
+                let args = [at, TEST_PAGE, libc::MADV_DONTNEED as u64, 0, 0, 0];
+                self.husk
+                    .inj
+                    .call_ok(self.husk.pid, libc::SYS_madvise, args, "madvise")?;
+            } else {
+                self.husk.mem.write(at, &[self.done as u8 | 1; 64])?;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn rounds_then_a_final_round_leave_the_receiver_with_what_the_process_holds() {
+        const PAGES: u64 = 64;
+        let (source, target) = Husk::pair(PAGES);
+        let area = (source.area.start, source.area.len() as usize);
+        let data: Vec<u8> = (0..area.1).map(|i| (i / 4096 * 3 + i) as u8 | 1).collect();
+        source.mem.write(area.0, &data).unwrap();
+
+        let areas = image_areas(source.pid).unwrap();
+        let tracker = Tracker::open(source.pid, &source.inj).unwrap();
+        tracker.protect(&areas);
+        let mut writer = Writer {
+            husk: &source,
+            budget: PER_ROUND,
+            done: 0,
+            levels: Vec::new(),
+        };
+        // No pause is short enough: rounds go on until nothing is written, or the bound.
+        let limits = Limits {
+            pause: Duration::ZERO,
+            rounds: 6,
+            ..Limits::default()
+        };
+        let mut stream = Vec::new();
+        send_rounds(
+            source.pid,
+            &areas,
+            &tracker,
+            &mut writer,
+            limits,
+            &mut stream,
+        )
+        .unwrap();
+        // Rounds that keep finding writes (until the policy finds them stuck at the highest
+        // throttle level, or finds none).
+        assert!(writer.levels.len() >= 3, "{:?}", writer.levels);
+        // Written after the last running round, before the freeze.
+        source
+            .mem
+            .write(area.0 + 9 * TEST_PAGE, &[0xee; 100])
+            .unwrap();
+        let facts = crate::facts::probe().unwrap();
+        dump_final_round(source.pid, &facts, &areas, &tracker, &mut stream).unwrap();
+
+        let mut frames = image::FrameReader::new(&stream[..]);
+        let inj = restore::restore_first_round(target.pid, &areas, &mut frames).unwrap();
+        let header = restore::read_header(&mut frames).unwrap();
+        restore::restore_final_round(target.pid, &inj, &areas, &header, &mut frames).unwrap();
+        assert!(frames.next_frame().is_err(), "the whole stream was read");
+
+        let moved = target.mem.read_vec(area.0, area.1).unwrap();
+        let held = source.mem.read_vec(area.0, area.1).unwrap();
+        for (n, (m, h)) in moved.chunks(4096).zip(held.chunks(4096)).enumerate() {
+            assert!(m == h, "page {n} differs");
+        }
+        assert!(
+            held.chunks(4096).any(|p| p.iter().all(|&b| b == 0)),
+            "pages were zapped"
+        );
+    }
 }

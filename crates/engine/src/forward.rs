@@ -8,7 +8,7 @@ use std::io;
 use rmosix_image::{write_message, write_pages};
 use tracing::warn;
 
-use crate::mem::{Memory, le_u32};
+use crate::mem::{Memory, le_u32, le_u64};
 use crate::msg;
 use crate::ptrace::Pid;
 use crate::seccomp::Listener;
@@ -24,6 +24,11 @@ const UNPLACED: u64 = 1;
 pub enum Pending {
     /// A call whose buffers come back to where they were.
     Plain { id: u64 },
+    /// A wait with a signal mask of its own (pselect6, ppoll, epoll_pwait): home runs it with
+    /// `mask`. Interrupted there by a signal the mask lets in, it must run that signal's
+    /// handler here with `mask` in force and the process's own mask back after it, as the
+    /// kernel does; the guest does that (see `Replied::Interrupted`).
+    Masked { id: u64, mask: u64 },
     /// readv: the data comes back in one piece and is scattered into these (address, length).
     Scatter { id: u64, iov: Vec<(u64, u64)> },
     /// recvmsg: the buffers come back to where they were, but for the data, which comes back
@@ -41,8 +46,14 @@ pub enum Pending {
         prot: u64,
         flags: u64,
     },
-    /// sendmmsg: message `done` of the array at `args[1]` went home as a sendmsg.
-    Batch { id: u64, args: [u64; 6], done: u64 },
+    /// sendmmsg or recvmmsg: message `done` of the array at `args[1]` went home as a
+    /// sendmsg or recvmsg (`one`, its own pending reply).
+    Batch {
+        id: u64,
+        batch: Batch,
+        done: u64,
+        one: Box<Pending>,
+    },
     /// exit: the process ends at home.
     Exit { id: u64 },
 }
@@ -52,11 +63,40 @@ impl Pending {
     pub fn id(&self) -> u64 {
         match *self {
             Pending::Plain { id }
+            | Pending::Masked { id, .. }
             | Pending::Scatter { id, .. }
             | Pending::Message { id, .. }
             | Pending::Batch { id, .. }
             | Pending::Map { id, .. }
             | Pending::Exit { id } => id,
+        }
+    }
+}
+
+/// A sendmmsg or recvmmsg, shipped one message at a time.
+#[derive(Clone, Copy)]
+pub struct Batch {
+    /// sendmmsg or recvmmsg.
+    nr: i64,
+    /// Its arguments: descriptor, array, count, flags, timeout.
+    args: [u64; 6],
+    /// recvmmsg with a timeout: no message is asked for after this instant.
+    deadline: Option<std::time::Instant>,
+}
+
+impl Batch {
+    fn receiving(&self) -> bool {
+        self.nr == libc::SYS_recvmmsg
+    }
+
+    /// The flags message `done` goes with. recvmmsg's MSG_WAITFORONE waits for the first
+    /// message only: the others are asked for without waiting.
+    fn flags(&self, done: u64) -> u64 {
+        let flags = self.args[3] & !(msg::MSG_WAITFORONE as u64);
+        if self.receiving() && done > 0 && self.args[3] & msg::MSG_WAITFORONE as u64 != 0 {
+            flags | libc::MSG_DONTWAIT as u64
+        } else {
+            flags
         }
     }
 }
@@ -77,6 +117,9 @@ pub enum Replied {
     Done,
     /// sendmmsg: the next message is shipped.
     Again(Pending),
+    /// A wait with its own mask was interrupted at home by a signal, relayed already: answer
+    /// it with EINTR and run the signal's handler with `mask` (see `Pending::Masked`).
+    Interrupted { id: u64, ret: i64, mask: u64 },
     /// A file mmap's contents came: map them into the stopped husk, then answer `id`.
     Map {
         id: u64,
@@ -114,7 +157,20 @@ impl Forwarder {
             Route::Forward(row) => self.forward(id, nr, args, row.args, session),
             Route::Vector => self.forward_vector(id, nr, args, session),
             Route::Message => self.forward_message(id, nr, args, session),
-            Route::Batch => return self.forward_batch(id, args, 0, session, listener),
+            Route::Batch => {
+                let deadline = match (nr, args[4]) {
+                    (libc::SYS_recvmmsg, ts) if ts != 0 => match self.mem.read_words(ts, 2) {
+                        Ok(t) => Some(
+                            std::time::Instant::now()
+                                + std::time::Duration::new(t[0], t[1].min(999_999_999) as u32),
+                        ),
+                        Err(_) => return Ok(self.answer(listener, id, -i64::from(libc::EFAULT))),
+                    },
+                    _ => None,
+                };
+                let batch = Batch { nr, args, deadline };
+                return self.forward_batch(id, batch, 0, session, listener);
+            }
             Route::MmapFile => {
                 let shared = args[3] & libc::MAP_SHARED as u64 != 0;
                 if shared && args[2] & libc::PROT_WRITE as u64 != 0 {
@@ -195,6 +251,8 @@ impl Forwarder {
             lens.push(len);
         }
         let mut data = Vec::new();
+        // The mask the call waits with, if it has one (see `Pending::Masked`).
+        let mut wait_mask = None;
         for (buf, len) in row.buffers(&args).zip(lens) {
             let ptr = args[buf.arg];
             let read = match buf.kind {
@@ -206,10 +264,22 @@ impl Forwarder {
                         path
                     }),
                 Arg::In(_) | Arg::InOut(_) => self.mem.read_vec(ptr, len as usize),
+                Arg::Sigmask => self.mem.read_vec(ptr, table::SIGSET as usize),
+                Arg::SigsetPair => match self.mem.read_words(ptr, 2) {
+                    Ok(pair) if pair[0] == 0 => Ok(Vec::new()),
+                    Ok(pair) if pair[1] != table::SIGSET => return Ok(Err(libc::EINVAL)),
+                    Ok(pair) => self.mem.read_vec(pair[0], table::SIGSET as usize),
+                    Err(err) => Err(err),
+                },
                 _ => continue,
             };
             match read {
-                Ok(bytes) => data.push((ptr, bytes)),
+                Ok(bytes) => {
+                    if matches!(buf.kind, Arg::Sigmask | Arg::SigsetPair) && bytes.len() == 8 {
+                        wait_mask = Some(le_u64(&bytes, 0));
+                    }
+                    data.push((ptr, bytes))
+                }
                 Err(err) if err.raw_os_error() == Some(libc::ENAMETOOLONG) => {
                     return Ok(Err(libc::ENAMETOOLONG));
                 }
@@ -217,7 +287,10 @@ impl Forwarder {
             }
         }
         call_home(session, id, nr, args, &data)?;
-        Ok(Ok(Pending::Plain { id }))
+        Ok(Ok(match wait_mask {
+            Some(mask) => Pending::Masked { id, mask },
+            None => Pending::Plain { id },
+        }))
     }
 
     /// Length of a buffer; a length argument above MAX_BUF is lowered to it (a short read or
@@ -332,33 +405,61 @@ impl Forwarder {
         }))
     }
 
-    /// sendmmsg: ship message `done` of the array as a sendmsg, or answer the call once all
-    /// `vlen` went (see `msg`).
+    /// sendmmsg/recvmmsg: ship message `done` of the array as a sendmsg/recvmsg, or answer
+    /// the call once all `vlen` went, or a recvmmsg's timeout has passed (see `msg`).
     fn forward_batch(
         &self,
         id: u64,
-        args: [u64; 6],
+        batch: Batch,
         done: u64,
         session: &mut Session,
         listener: &Listener,
     ) -> io::Result<Trapped> {
-        if done == args[2].min(msg::MAX_BATCH) {
-            respond(listener, id, done as i64);
-            return Ok(Trapped::Answered);
+        let late = batch
+            .deadline
+            .is_some_and(|deadline| done > 0 && std::time::Instant::now() >= deadline);
+        if done == batch.args[2].min(msg::MAX_BATCH) || late {
+            return Ok(self.end_batch(listener, id, &batch, done as i64));
         }
-        let at = args[1] + done * msg::MMSGHDR_LEN;
-        let one = [args[0], at, args[3], 0, 0, 0];
-        match self.forward_message(id, libc::SYS_sendmsg, one, session)? {
-            Ok(_) => Ok(Trapped::Shipped(Pending::Batch { id, args, done })),
-            Err(_) if done > 0 => {
-                respond(listener, id, done as i64);
-                Ok(Trapped::Answered)
-            }
-            Err(errno) => {
-                respond(listener, id, -i64::from(errno));
-                Ok(Trapped::Answered)
+        let at = batch.args[1] + done * msg::MMSGHDR_LEN;
+        let one = [batch.args[0], at, batch.flags(done), 0, 0, 0];
+        let nr = if batch.receiving() {
+            libc::SYS_recvmsg
+        } else {
+            libc::SYS_sendmsg
+        };
+        match self.forward_message(id, nr, one, session)? {
+            Ok(one) => Ok(Trapped::Shipped(Pending::Batch {
+                id,
+                batch,
+                done,
+                one: Box::new(one),
+            })),
+            // The messages that went are the call's result; the error waits for the next.
+            Err(_) if done > 0 => Ok(self.end_batch(listener, id, &batch, done as i64)),
+            Err(errno) => Ok(self.answer(listener, id, -i64::from(errno))),
+        }
+    }
+
+    /// Answer a batch with `val`; a recvmmsg with a timeout gets what is left of it back, as
+    /// the kernel writes it.
+    fn end_batch(&self, listener: &Listener, id: u64, batch: &Batch, val: i64) -> Trapped {
+        if let Some(deadline) = batch.deadline {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut timespec = [0u8; 16];
+            timespec[..8].copy_from_slice(&left.as_secs().to_le_bytes());
+            timespec[8..].copy_from_slice(&u64::from(left.subsec_nanos()).to_le_bytes());
+            if self.mem.write(batch.args[4], &timespec).is_err() {
+                return self.answer(listener, id, -i64::from(libc::EFAULT));
             }
         }
+        self.answer(listener, id, val)
+    }
+
+    /// Answer notification `id` with `val` here.
+    fn answer(&self, listener: &Listener, id: u64, val: i64) -> Trapped {
+        respond(listener, id, val);
+        Trapped::Answered
     }
 
     /// Home answered `pending` with `ret` and these out-buffers. `leaving`: the process is
@@ -373,7 +474,10 @@ impl Forwarder {
         listener: &Listener,
     ) -> io::Result<Replied> {
         match pending {
-            Pending::Plain { id } => {
+            Pending::Masked { id, mask } if crate::sys::is_restart(ret) => {
+                return Ok(Replied::Interrupted { id, ret, mask });
+            }
+            Pending::Plain { id } | Pending::Masked { id, .. } => {
                 for (addr, bytes) in &backs {
                     self.mem.write(*addr, bytes)?;
                 }
@@ -385,26 +489,28 @@ impl Forwarder {
                 respond(listener, id, ret);
             }
             Pending::Message { id, iov_at, iov } => {
-                for (addr, bytes) in &backs {
-                    if *addr == iov_at {
-                        self.scatter(&iov, bytes)?;
-                    } else {
-                        self.mem.write(*addr, bytes)?;
-                    }
-                }
+                self.write_message_backs(iov_at, &iov, &backs)?;
                 respond(listener, id, ret);
             }
             Pending::Batch { id, done, .. } if ret < 0 => {
                 respond(listener, id, if done > 0 { done as i64 } else { ret });
             }
-            Pending::Batch { id, args, done } => {
-                let msg_len = args[1] + done * msg::MMSGHDR_LEN + msg::HDR_LEN;
+            Pending::Batch {
+                id,
+                batch,
+                done,
+                one,
+            } => {
+                if let Pending::Message { iov_at, iov, .. } = *one {
+                    self.write_message_backs(iov_at, &iov, &backs)?;
+                }
+                let msg_len = batch.args[1] + done * msg::MMSGHDR_LEN + msg::HDR_LEN;
                 self.mem.write(msg_len, &(ret as u32).to_le_bytes())?;
                 if leaving {
-                    // Going away: the messages sent so far are the call's result.
+                    // Going away: the messages that went so far are the call's result.
                     respond(listener, id, done as i64 + 1);
                 } else {
-                    return match self.forward_batch(id, args, done + 1, session, listener)? {
+                    return match self.forward_batch(id, batch, done + 1, session, listener)? {
                         Trapped::Shipped(next) => Ok(Replied::Again(next)),
                         _ => Ok(Replied::Done),
                     };
@@ -433,6 +539,24 @@ impl Forwarder {
             Pending::Exit { id } => respond(listener, id, ret),
         }
         Ok(Replied::Done)
+    }
+
+    /// What a recvmsg filled, into the remote's buffers: the data, which comes addressed to
+    /// the iovec array at `iov_at`, scattered over `iov`; the rest where it is addressed.
+    fn write_message_backs(
+        &self,
+        iov_at: u64,
+        iov: &[(u64, u64)],
+        backs: &[(u64, Vec<u8>)],
+    ) -> io::Result<()> {
+        for (addr, bytes) in backs {
+            if *addr == iov_at {
+                self.scatter(iov, bytes)?;
+            } else {
+                self.mem.write(*addr, bytes)?;
+            }
+        }
+        Ok(())
     }
 
     /// Write `bytes` across the remote buffers `iov`, in order.

@@ -20,6 +20,8 @@ use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
 use crate::session::{Channel, Session, ToGuest, ToHome};
+use crate::signals::Arriving;
+use crate::throttle::Duty;
 use crate::track::Tracker;
 use crate::{facts, restore, spawn, sys};
 
@@ -102,6 +104,7 @@ pub fn serve_guest(channel: Channel, reports: &mut dyn Reports) -> io::Result<()
         session,
         pending: None,
         leaving: false,
+        arriving: Arriving::default(),
     };
     let left = guest.serve(&sigchld);
     kill(husk);
@@ -170,6 +173,8 @@ struct Guest {
     /// Home asked us to send the process away while a call was in flight: go once its answer
     /// is in, so that the call is neither lost nor run twice.
     leaving: bool,
+    /// Signals home relayed, on their way into the husk.
+    arriving: Arriving,
 }
 
 /// The sources of the guest's loop.
@@ -206,7 +211,10 @@ impl Guest {
     fn on_husk_event(&mut self) -> io::Result<Option<Left>> {
         while let Some((_, stop)) = ptrace::wait(self.husk, libc::WNOHANG)? {
             match stop {
-                Stop::Signal(sig) => ptrace::cont(self.husk, sig)?,
+                Stop::Signal(sig) => {
+                    self.arriving.at_delivery(self.husk, sig);
+                    ptrace::cont(self.husk, sig)?
+                }
                 Stop::Group(sig) => {
                     ptrace::listen(self.husk)?;
                     self.session.send(&ToHome::Stopped { sig })?;
@@ -239,7 +247,7 @@ impl Guest {
         };
         match msg {
             ToGuest::Reply { id, ret, backs } => {
-                let backs = self.read_backs(backs)?;
+                let backs = read_backs(&mut self.session, backs)?;
                 let Some(pending) = self.pending.take_if(|p| p.id() == id) else {
                     // An answer to a call a signal interrupted; the remote has moved on.
                     return Ok(None);
@@ -260,6 +268,7 @@ impl Guest {
                 )?;
                 match replied {
                     Replied::Done => {}
+                    Replied::Interrupted { id, ret, mask } => self.interrupt_wait(id, ret, mask)?,
                     Replied::Again(next) => self.pending = Some(next),
                     Replied::Map {
                         id,
@@ -278,10 +287,7 @@ impl Guest {
                     return self.first_round(None);
                 }
             }
-            ToGuest::Signal { sig } => {
-                // SAFETY: plain kill of our own tracee.
-                unsafe { libc::kill(self.husk, sig) };
-            }
+            ToGuest::Signal { info } if info.is_valid() => self.arriving.send(self.husk, info),
             ToGuest::SendImage => match self.pending {
                 None => return self.first_round(None),
                 // Ending anyway: home will see the exit.
@@ -292,18 +298,6 @@ impl Guest {
             other => return Err(io::Error::other(format!("unexpected {other:?}"))),
         }
         Ok(None)
-    }
-
-    /// The buffers that follow a reply, as (remote address, bytes).
-    fn read_backs(&mut self, backs: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
-        let mut data = Vec::new();
-        for _ in 0..backs {
-            match self.session.frames.next_frame().map_err(io::Error::other)? {
-                Frame::Pages { addr, data: bytes } => data.push((addr, bytes)),
-                Frame::Message(_) => return Err(io::Error::other("reply is missing its buffers")),
-            }
-        }
-        Ok(data)
     }
 
     fn on_notification(&mut self) -> io::Result<Option<Left>> {
@@ -323,6 +317,82 @@ impl Guest {
             Trapped::GoHome { what } => return self.go_home(Homeward::Call { id, what }, None),
         }
         Ok(None)
+    }
+
+    /// A wait with a mask of its own (`mask`) was interrupted at home by a signal, which is
+    /// pending here by now. Linux would run that signal's handler with `mask` in force, then
+    /// give the process its own mask back when the handler returns, and the call would fail
+    /// with EINTR. The husk is stopped at the call's exit, its mask set to `mask`, and
+    /// stepped: the kernel delivers the signal and stops at the handler's first instruction,
+    /// where the mask the handler's frame restores on return is made the process's own.
+    /// Where `mask` lets no pending signal in, the call is answered `ret`, a restart code,
+    /// and the kernel restarts it, as it would.
+    fn interrupt_wait(&mut self, id: u64, ret: i64, mask: u64) -> io::Result<()> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.husk))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0)
+        };
+        let pending = field("SigPnd:") | field("ShdPnd:");
+        if pending & !mask == 0 {
+            respond(&self.listener, id, ret);
+            return Ok(());
+        }
+        if self.stop_husk(Some(id))? {
+            // Job-stopped meanwhile: the call restarts once continued.
+            return self.resume_husk(true);
+        }
+        let own = ptrace::get_sigmask(self.husk)?;
+        let mut regs = ptrace::get_regs(self.husk)?;
+        regs.rax = (-libc::EINTR) as u64;
+        regs.orig_rax = u64::MAX;
+        ptrace::set_regs(self.husk, &regs)?;
+        ptrace::set_sigmask(self.husk, mask)?;
+        ptrace::step_with(self.husk, 0)?;
+        loop {
+            match ptrace::wait(self.husk, 0)? {
+                Some((_, Stop::Signal(sig))) => {
+                    self.arriving.at_delivery(self.husk, sig);
+                    let caught = field("SigCgt:") & 1 << (sig - 1) != 0;
+                    if !caught {
+                        // No handler: its default action (or none) happens with the
+                        // process's own mask back.
+                        ptrace::set_sigmask(self.husk, own)?;
+                        return ptrace::cont(self.husk, sig);
+                    }
+                    ptrace::step_with(self.husk, sig)?;
+                }
+                Some((_, Stop::Trap)) => break,
+                Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                    return Err(io::Error::other("remote died"));
+                }
+                Some((_, Stop::Event(libc::PTRACE_EVENT_SECCOMP))) => {
+                    seccomp::refuse_gate_call(self.husk)?;
+                    ptrace::step_with(self.husk, 0)?;
+                }
+                Some(_) => {
+                    ptrace::set_sigmask(self.husk, own)?;
+                    return ptrace::cont(self.husk, 0);
+                }
+                None => {}
+            }
+        }
+        // At the handler's first instruction rsp points at its rt_sigframe: pretcode, then
+        // the ucontext (flags, link, stack_t, sigcontext), whose uc_sigmask is what
+        // rt_sigreturn restores. Before any handler ran (the step found none to deliver),
+        // the mask is simply put back.
+        let regs = ptrace::get_regs(self.husk)?;
+        let uc_sigmask = regs.rsp + UC_SIGMASK_IN_FRAME;
+        let in_frame = self.mem.read_words(uc_sigmask, 1).ok().map(|w| w[0]);
+        if in_frame == Some(mask) {
+            self.mem.write(uc_sigmask, &own.to_le_bytes())?;
+        } else {
+            ptrace::set_sigmask(self.husk, own)?;
+        }
+        ptrace::cont(self.husk, 0)
     }
 
     /// Emulate mmap of a home file in the stopped husk: anonymous memory filled with its
@@ -372,7 +442,10 @@ impl Guest {
             match ptrace::wait(self.husk, 0)? {
                 Some((_, Stop::Interrupted)) => return Ok(false),
                 Some((_, Stop::Group(_))) => return Ok(true),
-                Some((_, Stop::Signal(sig))) => ptrace::cont(self.husk, sig)?,
+                Some((_, Stop::Signal(sig))) => {
+                    self.arriving.at_delivery(self.husk, sig);
+                    ptrace::cont(self.husk, sig)?
+                }
                 Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
                     return Err(io::Error::other("remote died"));
                 }
@@ -427,41 +500,37 @@ impl Guest {
         self.session.send(&ToHome::Precopy {
             areas: areas.clone(),
         })?;
-        dump::dump_first_round(self.husk, &areas, &mut self.session.out)?;
+        // This thread traces the husk: it runs the throttle's duty cycle while the rounds
+        // stream, and holds a husk it slowed down until the final round (see Duty).
+        let mut duty = Duty::new(self.husk, &mut self.arriving);
+        let out = &mut self.session.out;
+        let sent = dump::dump_first_round(self.husk, &areas, &tracker, &mut duty, out)
+            .and_then(|_| duty.hold_if_slowed());
+        if let Err(err) = sent {
+            duty.release()?;
+            return Err(err);
+        }
         loop {
-            let Some(msg) = self.word_during_move() else {
+            let Some(msg) = word_during_move(&mut self.session) else {
                 return Ok(Some(Left::Lost));
             };
             match msg {
                 ToGuest::Prepared => {
+                    duty.release()?;
                     let first = FirstRound { tracker, areas };
                     return self.go_home(Homeward::Asked { restart: None }, Some(first));
                 }
                 ToGuest::Stay { reason } => {
+                    duty.release()?;
                     warn!(%reason, "the move failed; the process runs on here");
                     return Ok(None);
                 }
-                // The husk runs: it takes its signals at once.
-                // SAFETY: plain kill of our own tracee.
-                ToGuest::Signal { sig } => unsafe {
-                    libc::kill(self.husk, sig);
-                },
-                ToGuest::Reply { backs, .. } => drop(self.read_backs(backs)?),
+                // The husk runs, or takes them when it is let go.
+                ToGuest::Signal { info } if info.is_valid() => duty.send(info),
+                ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
                 ToGuest::SendImage => {}
                 ToGuest::Ended => return Ok(Some(Left::Ended)),
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
-            }
-        }
-    }
-
-    /// Home's next word while the process moves; None (logged) when the link is gone, and the
-    /// process with it.
-    fn word_during_move(&mut self) -> Option<ToGuest> {
-        match self.session.recv::<ToGuest>() {
-            Ok(msg) => Some(msg),
-            Err(err) => {
-                warn!(%err, "home link lost during a move; dropping the process");
-                None
             }
         }
     }
@@ -496,7 +565,7 @@ impl Guest {
         // Signals home relayed before it saw `Going`: the image does not hold them.
         let mut late = Vec::new();
         loop {
-            let Some(msg) = self.word_during_move() else {
+            let Some(msg) = word_during_move(&mut self.session) else {
                 return Ok(Some(Left::Lost));
             };
             match msg {
@@ -508,9 +577,8 @@ impl Guest {
                 }
                 ToGuest::Stay { reason } => {
                     warn!(%reason, "home cannot take the process back; it runs on here");
-                    for sig in late {
-                        // SAFETY: plain kill of our own tracee.
-                        unsafe { libc::kill(self.husk, sig) };
+                    for info in late {
+                        self.arriving.send(self.husk, info);
                     }
                     match trip {
                         Homeward::Call { .. } => {
@@ -521,15 +589,43 @@ impl Guest {
                     }
                     return Ok(None);
                 }
-                ToGuest::Signal { sig } => late.push(sig),
+                ToGuest::Signal { info } if info.is_valid() => late.push(info),
                 // The answer to a call a signal interrupted before the move.
-                ToGuest::Reply { backs, .. } => drop(self.read_backs(backs)?),
+                ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
                 ToGuest::SendImage => {}
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
         }
     }
 }
+
+/// The buffers that follow a reply, as (remote address, bytes).
+fn read_backs(session: &mut Session, backs: u32) -> io::Result<Vec<(u64, Vec<u8>)>> {
+    let mut data = Vec::new();
+    for _ in 0..backs {
+        match session.frames.next_frame().map_err(io::Error::other)? {
+            Frame::Pages { addr, data: bytes } => data.push((addr, bytes)),
+            Frame::Message(_) => return Err(io::Error::other("reply is missing its buffers")),
+        }
+    }
+    Ok(data)
+}
+
+/// Home's next word while the process moves; None (logged) when the link is gone, and the
+/// process with it.
+fn word_during_move(session: &mut Session) -> Option<ToGuest> {
+    match session.recv::<ToGuest>() {
+        Ok(msg) => Some(msg),
+        Err(err) => {
+            warn!(%err, "home link lost during a move; dropping the process");
+            None
+        }
+    }
+}
+
+/// Offset of `uc_sigmask` in an x86-64 `struct rt_sigframe` (arch/x86/include/asm/
+/// sigframe.h): pretcode 8, uc_flags 8, uc_link 8, uc_stack 24, uc_mcontext 256.
+const UC_SIGMASK_IN_FRAME: u64 = 8 + 8 + 8 + 24 + 256;
 
 /// What pre-copy's first round left for the final one.
 struct FirstRound {

@@ -20,10 +20,11 @@ use tracing::{info, warn};
 
 use crate::deputy::{self, Deputy, ShellNews, freeze, signal_numbers};
 use crate::event_loop::{SigChld, Turn};
-use crate::legs::{self, Departure, Homecoming, Onward, ms_since, raise};
+use crate::legs::{self, Departure, Homecoming, Onward, ms_since};
 use crate::moves::{Action, Event, MoveState, Step};
 use crate::ptrace::{self, Pid, Stop};
 use crate::session::{Channel, Session, ToGuest, ToHome};
+use crate::signals::{Arriving, SigInfo};
 use crate::{dump, facts, spawn};
 
 /// An order from the daemon: move `pid` to `target` (None = home).
@@ -153,7 +154,7 @@ struct Recall {
     frozen: bool,
     /// Signals that reached the shell once it was frozen for the image: they go wherever the
     /// process then runs.
-    held: Vec<i32>,
+    held: Vec<SigInfo>,
 }
 
 impl Recall {
@@ -534,9 +535,9 @@ impl Supervisor<'_> {
             ..
         } = *r;
         self.part_from(pid, session_ended(&mut session).then_some(session));
-        let held = recall.map(|r| r.held).unwrap_or_default();
-        let _ = ptrace::cont(pid, 0);
-        raise(pid, held.into_iter().chain(signal_numbers(pending)));
+        let mut held = recall.map(|r| r.held).unwrap_or_default();
+        held.extend(signal_numbers(pending));
+        legs::thaw(pid, held);
         Event::Done(Step::Restore, Ok(()))
     }
 
@@ -576,7 +577,7 @@ impl Supervisor<'_> {
         // A broken link shows on the session's next read.
         let _ = held
             .into_iter()
-            .try_for_each(|sig| deputy::relay(&mut r.session, sig));
+            .try_for_each(|info| deputy::relay(&mut r.session, info));
         let precopied = recall.prepared;
         let (freeze_ms, total_ms) = (ms_since(started), ms_since(recall.asked));
         info!(
@@ -608,8 +609,8 @@ impl Supervisor<'_> {
         r.session.send(&ToGuest::Stay {
             reason: why.to_string(),
         })?;
-        for sig in recall.map(|rc| rc.held).unwrap_or_default() {
-            deputy::relay(&mut r.session, sig)?;
+        for info in recall.map(|rc| rc.held).unwrap_or_default() {
+            deputy::relay(&mut r.session, info)?;
         }
         Ok(())
     }
@@ -630,7 +631,12 @@ impl Supervisor<'_> {
         if let Ok(ToHome::Late { signals }) = session.recv::<ToHome>()
             && self.procs.contains_key(&pid)
         {
-            raise(pid, signals.into_iter().filter(|&sig| valid_signal(sig)));
+            // It runs here now: sent from outside, they keep their siginfo where the kernel
+            // lets them (see `signals`).
+            let mut late = Arriving::default();
+            for info in signals.into_iter().filter(SigInfo::is_valid) {
+                late.send(pid, info);
+            }
         }
     }
 

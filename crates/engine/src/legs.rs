@@ -7,17 +7,21 @@ use std::io::{self, PipeReader, Write};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rmosix_image::{Area, FrameHead, FrameReader, KernelFacts, write_message, write_pages};
+use rmosix_image::{
+    Area, EndOfImage, FrameHead, FrameReader, KernelFacts, write_message, write_pages,
+};
 use rmosix_wire::MoveError;
 use tracing::info;
 
 use crate::deputy::{Deputy, freeze};
-use crate::dump::{self, EndOfImage};
+use crate::dump;
 use crate::inject::Injector;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid};
 use crate::restore;
 use crate::session::{Channel, Opening, Session, SessionRead, ToGuest, ToHome};
+use crate::signals::SigInfo;
+use crate::throttle::Unthrottled;
 use crate::track::Tracker;
 
 /// How long a relay waits on a next node that takes nothing before it counts as failed. The
@@ -147,7 +151,7 @@ pub fn start_first_round(pid: Pid, mut onward: Onward) -> Result<Departure, Move
         };
         let out = &mut onward.session.out;
         let bytes = write_message(out, &precopy)
-            .and_then(|()| dump::dump_first_round(pid, &areas, out))
+            .and_then(|()| dump::dump_first_round(pid, &areas, &tracker, &mut Unthrottled, out))
             .map_err(|e| link_broken(node, e))?;
         node_answer(&mut onward.session.frames, node, Round::First)?;
         let first = FirstRound {
@@ -221,7 +225,7 @@ pub fn send_out(
     // with the reason.
     let _ = signals
         .into_iter()
-        .try_for_each(|sig| crate::deputy::relay(&mut session, sig));
+        .try_for_each(|info| crate::deputy::relay(&mut session, info));
     let freeze_ms = running.duration_since(frozen).as_secs_f64() * 1e3;
     let total_ms = ms_since(started);
     let first_bytes = first.map_or(0, |f| f.bytes);
@@ -268,7 +272,7 @@ pub fn restore_home(
         }
         None => drop(restore::restore_into(pid, &header, &mut session.frames)?),
     }
-    Ok(header.pending_signals)
+    Ok(header.pending_signals())
 }
 
 /// Pass a remote's first round of `areas` on to `onward`. Outer error: the remote's session
@@ -384,7 +388,7 @@ fn relay_image(
         }
     });
     let onward = announced.and_then(|()| write_message(to, &header));
-    let pending = header.pending_signals;
+    let pending = header.pending_signals();
     Ok(match relay_pages(from, to, onward)? {
         Ok(()) => Relayed::Sent { pending },
         Err(err) => Relayed::Undelivered(err),
@@ -401,7 +405,9 @@ fn relay_pages(
     let mut data = Vec::new();
     loop {
         let head = from.next_frame_into(&mut data).map_err(io::Error::other)?;
-        let last = matches!(head, FrameHead::Message);
+        // Pre-copy's running rounds each end with a marker: the last one says so.
+        let last = matches!(head, FrameHead::Message)
+            && !serde_json::from_slice::<EndOfImage>(&data).is_ok_and(|end| end.more_rounds);
         if onward.is_ok() {
             onward = match head {
                 FrameHead::Pages { addr } => write_pages(to, addr, &data),
@@ -417,18 +423,13 @@ fn relay_pages(
     }
 }
 
-/// Let a process frozen by [`freeze`] run again, with the signals held meanwhile.
-pub fn thaw(pid: Pid, signals: Vec<i32>) {
-    let _ = ptrace::cont(pid, 0);
-    raise(pid, signals);
-}
-
-/// Raise `signals` again in our tracee `pid`.
-pub fn raise(pid: Pid, signals: impl IntoIterator<Item = i32>) {
-    for sig in signals {
-        // SAFETY: re-sending to our own tracee signals it got while it moved.
-        unsafe { libc::kill(pid, sig) };
+/// Let a process frozen by [`freeze`] run again, with the signals held meanwhile queued in
+/// it as they came.
+pub fn thaw(pid: Pid, signals: Vec<SigInfo>) {
+    if let Err(err) = crate::signals::queue_in(pid, &signals) {
+        tracing::warn!(pid, %err, "cannot queue the signals held during a freeze");
     }
+    let _ = ptrace::cont(pid, 0);
 }
 
 /// Milliseconds since `then`, for the log.

@@ -12,6 +12,7 @@
 //! docs/engine.md and docs/forwarding.md.
 #![warn(missing_docs)]
 
+mod converge;
 mod deputy;
 mod dump;
 mod event_loop;
@@ -33,11 +34,13 @@ mod ptrace;
 mod restore;
 mod seccomp;
 mod session;
+mod signals;
 mod spawn;
 mod sys;
 mod table;
 #[cfg(test)]
 mod testing;
+mod throttle;
 mod track;
 mod userfault;
 

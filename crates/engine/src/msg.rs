@@ -22,6 +22,8 @@ use crate::mem::{le_u32, le_u64};
 pub const HDR_LEN: u64 = 56;
 /// Size of `struct mmsghdr` (sendmmsg's array): a msghdr, then `msg_len` (u32) and padding.
 pub const MMSGHDR_LEN: u64 = 64;
+/// recvmmsg's flag: wait for the first message only (linux/socket.h).
+pub const MSG_WAITFORONE: i32 = 0x10000;
 /// Most messages one sendmmsg sends (UIO_MAXIOV, as the kernel caps `vlen`).
 pub const MAX_BATCH: u64 = 1024;
 /// The buffers a msghdr points to, in the order they travel after the msghdr itself.

@@ -1,10 +1,16 @@
-//! Pre-copy: a process moves in two rounds. The first sends every page while the process
-//! runs on at home (see `track` for how its writes are caught). The second, frozen, sends the
-//! header and only what changed since. Both ends agree on what the first round left usable
-//! by the same rule, [`kept_parts`], applied to the areas of each round: nothing about it
-//! travels but the two lists of areas.
+//! Pre-copy: a process moves in running rounds and a frozen one. The first running round
+//! sends every page while the process runs on (see `track` for how its writes are caught);
+//! each later one the pages written since the one before, until the policy (`converge`) says
+//! to freeze. The final round, frozen, sends the header and only what changed since. Both
+//! ends agree on what the running rounds left usable by the same rule, [`kept_parts`],
+//! applied to the areas the first round announced and those of the moment: nothing about it
+//! travels but the two lists of areas. Later running rounds send pages only into parts the
+//! rule keeps at the time, which the receiver still holds from the first round, so they need
+//! no list of their own; the final round settles the areas.
 
 use rmosix_image::Area;
+
+use crate::track::Written;
 
 /// For each area of the final image that is not part of the vdso block, in order: where the
 /// part that the first round already holds ends. An area keeps the part it shares with a
@@ -21,6 +27,38 @@ pub fn kept_parts(first: &[Area], now: &[Area]) -> Vec<u64> {
                 .map_or(area.start, |f| f.end.min(area.end))
         })
         .collect()
+}
+
+/// The runs the final round sends in the kept part [start, end) of an area: those its scan
+/// found, and the ranges the running rounds owe (collected but never sent), clipped to the
+/// part. In address order; runs that overlap become one, which holds data if any of them
+/// does (reading it frozen then tells which pages are zero).
+pub fn with_owed(
+    found: Vec<Written>,
+    owed: &[(u64, u64)],
+    (start, end): (u64, u64),
+) -> Vec<Written> {
+    let owed = owed.iter().filter_map(|&(s, e)| {
+        let (s, e) = (s.max(start), e.min(end));
+        (s < e).then_some(Written {
+            start: s,
+            end: e,
+            holds_data: true,
+        })
+    });
+    let mut runs: Vec<Written> = found.into_iter().chain(owed).collect();
+    runs.sort_by_key(|r| r.start);
+    let mut merged: Vec<Written> = Vec::with_capacity(runs.len());
+    for run in runs {
+        match merged.last_mut() {
+            Some(last) if run.start < last.end => {
+                last.end = last.end.max(run.end);
+                last.holds_data |= run.holds_data;
+            }
+            _ => merged.push(run),
+        }
+    }
+    merged
 }
 
 /// The same mapping but for its end.
@@ -77,5 +115,42 @@ mod tests {
             kept_parts(&first, &now),
             [0x5000, 0x18000, 0x30000, 0x80000]
         );
+    }
+
+    fn run(start: u64, end: u64, holds_data: bool) -> Written {
+        Written {
+            start,
+            end,
+            holds_data,
+        }
+    }
+
+    #[test]
+    fn owed_ranges_join_the_runs_found_within_the_kept_part() {
+        let found = vec![
+            run(0x1000, 0x3000, true),
+            run(0x5000, 0x6000, false),
+            run(0x9000, 0xa000, true),
+        ];
+        let owed = [
+            // Overlaps a zapped run: read it, zeros are found as zeros.
+            (0x5800, 0x7000),
+            // Beside a run found, not over it: stays apart.
+            (0x3000, 0x4000),
+            // Outside the part, or partly.
+            (0x0, 0x800),
+            (0xb000, 0x20000),
+        ];
+        assert_eq!(
+            with_owed(found, &owed, (0x1000, 0xc000)),
+            [
+                run(0x1000, 0x3000, true),
+                run(0x3000, 0x4000, true),
+                run(0x5000, 0x7000, true),
+                run(0x9000, 0xa000, true),
+                run(0xb000, 0xc000, true),
+            ]
+        );
+        assert_eq!(with_owed(Vec::new(), &[], (0x1000, 0x2000)), []);
     }
 }

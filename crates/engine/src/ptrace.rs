@@ -49,7 +49,13 @@ pub fn cont(pid: Pid, sig: i32) -> io::Result<()> {
 
 /// Execute one instruction, then stop with SIGTRAP.
 pub fn step(pid: Pid) -> io::Result<()> {
-    request(libc::PTRACE_SINGLESTEP, pid, 0, 0).map(drop)
+    step_with(pid, 0)
+}
+
+/// Execute one instruction delivering `sig` (0 for none): with a handler for it, the tracee
+/// stops at the handler's first instruction, its signal frame built.
+pub fn step_with(pid: Pid, sig: i32) -> io::Result<()> {
+    request(libc::PTRACE_SINGLESTEP, pid, 0, sig as usize).map(drop)
 }
 
 /// Let a tracee in group stop stay stopped but still see SIGCONT (job control while traced).
@@ -208,9 +214,12 @@ pub fn decode(status: i32, sigtrap_code: impl FnOnce() -> Option<i32>) -> Stop {
         return Stop::Trap;
     }
     // A single-step reports TRAP_BRKPT (at a system call's exit) or TRAP_TRACE (the debug
-    // exception); int3 is SI_KERNEL, raise and kill are SI_TKILL and SI_USER. A process has
-    // no hardware breakpoints but those a tracer sets, and we set none.
-    if sig == libc::SIGTRAP && matches!(sigtrap_code(), Some(TRAP_BRKPT | TRAP_TRACE) | None) {
+    // exception), and a step into a signal handler stops with the code SIGTRAP itself
+    // (ptrace_notify in signal_delivered); int3 is SI_KERNEL, raise and kill are SI_TKILL
+    // and SI_USER. A process has no hardware breakpoints but those a tracer sets, and we
+    // set none.
+    let ours = |code| matches!(code, Some(TRAP_BRKPT | TRAP_TRACE | libc::SIGTRAP) | None);
+    if sig == libc::SIGTRAP && ours(sigtrap_code()) {
         return Stop::Trap;
     }
     Stop::Signal(sig)
@@ -219,6 +228,40 @@ pub fn decode(status: i32, sigtrap_code: impl FnOnce() -> Option<i32>) -> Stop {
 /// si_code values of the traps a tracer causes (asm-generic/siginfo.h).
 const TRAP_BRKPT: i32 = 1;
 const TRAP_TRACE: i32 = 2;
+
+/// Replace the siginfo of the signal a tracee is stopped for (at its delivery stop).
+pub fn set_siginfo(pid: Pid, info: &libc::siginfo_t) -> io::Result<()> {
+    request(
+        libc::PTRACE_SETSIGINFO,
+        pid,
+        0,
+        info as *const libc::siginfo_t as usize,
+    )
+    .map(drop)
+}
+
+/// Read siginfos of signals pending for a stopped tracee without taking them, from `skip`
+/// on: its own queue, or its process's with PTRACE_PEEKSIGINFO_SHARED. Returns how many it
+/// filled.
+pub fn peek_siginfo(
+    pid: Pid,
+    skip: u64,
+    flags: libc::c_uint,
+    into: &mut [libc::siginfo_t],
+) -> io::Result<usize> {
+    let args = libc::ptrace_peeksiginfo_args {
+        off: skip,
+        flags,
+        nr: into.len() as i32,
+    };
+    let n = request(
+        libc::PTRACE_PEEKSIGINFO,
+        pid,
+        &args as *const _ as usize,
+        into.as_mut_ptr() as usize,
+    )?;
+    Ok(n as usize)
+}
 
 /// The siginfo of the signal a tracee is stopped for.
 pub fn get_siginfo(pid: Pid) -> io::Result<libc::siginfo_t> {

@@ -14,9 +14,9 @@
 
 use std::io::{self, Read};
 
-use rmosix_image::{self as image, Area, FrameHead, FrameReader, Header, SigAction};
+use rmosix_image::{self as image, Area, EndOfImage, FrameHead, FrameReader, Header, SigAction, Task};
 
-use crate::dump::{EndOfImage, regs_from_image};
+use crate::dump::regs_from_image;
 use crate::fill::Filler;
 use crate::inject::{Injector, Scratch};
 use crate::maps;
@@ -36,21 +36,32 @@ pub fn restore_into<R: Read>(
     frames: &mut FrameReader<R>,
 ) -> io::Result<Injector> {
     to_the_end(frames, |frames, at_end| {
-        let inj = map_first_round(pid, &header.areas, frames, at_end)?;
+        only_task(header)?;
+        let (inj, end) = map_first_round(pid, &header.areas, frames, at_end)?;
+        last_marker(&end)?;
         restore_task(pid, &inj, header)?;
         Ok(inj)
     })
 }
 
-/// The first round of a pre-copy: map `areas` in stopped `pid` and fill them from the page
-/// frames up to the end marker (see `precopy`). Returns the injector, as `restore_into`.
+/// The running rounds of a pre-copy (see `precopy`): map `areas` in stopped `pid`, fill them
+/// from the first round's page frames, then place each later round's pages over them and
+/// empty the runs its end marker names, up to the marker that says no round follows.
+/// Returns the injector, as `restore_into`.
 pub fn restore_first_round<R: Read>(
     pid: Pid,
     areas: &[Area],
     frames: &mut FrameReader<R>,
 ) -> io::Result<Injector> {
     to_the_end(frames, |frames, at_end| {
-        map_first_round(pid, areas, frames, at_end)
+        let (inj, mut end) = map_first_round(pid, areas, frames, at_end)?;
+        let areas: Vec<&Area> = areas.iter().filter(|a| !a.is_vdso_block()).collect();
+        let mem = Memory::open(pid)?;
+        while end.more_rounds {
+            end = place_round(&mem, &areas, frames, at_end)?;
+            empty(pid, &inj, &end.zero)?;
+        }
+        Ok(inj)
     })
 }
 
@@ -65,6 +76,7 @@ pub fn restore_final_round<R: Read>(
     frames: &mut FrameReader<R>,
 ) -> io::Result<()> {
     to_the_end(frames, |frames, at_end| {
+        only_task(header)?;
         if precopy::vdso_block(first) != precopy::vdso_block(&header.areas) {
             return Err(io::Error::other("the vdso moved during the first round"));
         }
@@ -95,24 +107,92 @@ pub fn restore_final_round<R: Read>(
         }
         let new: Vec<&Area> = new.iter().collect();
         let end = fill(pid, inj, &new, &areas, frames, at_end)?;
-        for (start, stop) in end.zero {
-            let args = [start, stop - start, libc::MADV_DONTNEED as u64, 0, 0, 0];
-            inj.call_ok(pid, libc::SYS_madvise, args, "madvise")?;
-        }
+        last_marker(&end)?;
+        empty(pid, inj, &end.zero)?;
         restore_task(pid, inj, header)
     })
 }
 
-/// Run `restore` over an image; if it fails before the end marker, read and drop the rest.
+/// An image and a final round end with one marker, which says no round follows.
+fn last_marker(end: &EndOfImage) -> io::Result<()> {
+    if end.more_rounds {
+        return Err(io::Error::other(
+            "image has a running round's end marker where its last one belongs",
+        ));
+    }
+    Ok(())
+}
+
+/// Empty the runs an end marker names (zapped or zeroed since an earlier round).
+fn empty(pid: Pid, inj: &Injector, runs: &[(u64, u64)]) -> io::Result<()> {
+    for &(start, stop) in runs {
+        let args = [start, stop - start, libc::MADV_DONTNEED as u64, 0, 0, 0];
+        inj.call_ok(pid, libc::SYS_madvise, args, "madvise")?;
+    }
+    Ok(())
+}
+
+/// Place one later running round: its pages go over those of earlier rounds, so through
+/// memory (UFFDIO_COPY fills only missing pages), inside the first round's `areas`. One
+/// thread does: writing into pages already there runs at several GB/s, far above what the
+/// link brings. Returns its end marker.
+fn place_round<R: Read>(
+    mem: &Memory,
+    areas: &[&Area],
+    frames: &mut FrameReader<R>,
+    at_end: &mut bool,
+) -> io::Result<EndOfImage> {
+    let mut data = Vec::new();
+    loop {
+        match frames
+            .next_frame_into(&mut data)
+            .map_err(io::Error::other)?
+        {
+            FrameHead::Pages { addr } => {
+                within(areas, addr, data.len())?;
+                mem.write(addr, &data)?;
+            }
+            FrameHead::Message => return end_marker(&data, at_end),
+        }
+    }
+}
+
+/// Check that `len` bytes of pages at `addr` lie inside one of `areas`.
+fn within(areas: &[&Area], addr: u64, len: usize) -> io::Result<()> {
+    let stop = addr.saturating_add(len as u64);
+    if !areas.iter().any(|a| a.start <= addr && stop <= a.end) {
+        return Err(io::Error::other(format!(
+            "image pages at {addr:#x} lie outside its areas"
+        )));
+    }
+    Ok(())
+}
+
+/// Decode an end marker; note whether it is the stream's last.
+fn end_marker(data: &[u8], at_end: &mut bool) -> io::Result<EndOfImage> {
+    let end = serde_json::from_slice::<EndOfImage>(data).map_err(io::Error::other)?;
+    *at_end = !end.more_rounds;
+    Ok(end)
+}
+
+/// Run `restore` over an image or the running rounds of one; if it fails before the last end
+/// marker (`at_end`), read and drop the rest, up to that marker.
 fn to_the_end<R: Read, T>(
     frames: &mut FrameReader<R>,
     restore: impl FnOnce(&mut FrameReader<R>, &mut bool) -> io::Result<T>,
 ) -> io::Result<T> {
     let mut at_end = false;
     let restored = restore(frames, &mut at_end);
-    if restored.is_err() && !at_end {
+    if restored.is_err() {
         let mut data = Vec::new();
-        while let Ok(FrameHead::Pages { .. }) = frames.next_frame_into(&mut data) {}
+        while !at_end {
+            match frames.next_frame_into(&mut data) {
+                Ok(FrameHead::Pages { .. }) => {}
+                Ok(FrameHead::Message) if end_marker(&data, &mut at_end).is_ok() => {}
+                // A broken stream, or a message that ends no round: in step no more.
+                _ => break,
+            }
+        }
     }
     restored
 }
@@ -124,7 +204,7 @@ fn map_first_round<R: Read>(
     areas: &[Area],
     frames: &mut FrameReader<R>,
     at_end: &mut bool,
-) -> io::Result<Injector> {
+) -> io::Result<(Injector, EndOfImage)> {
     let mem = Memory::open(pid)?;
     let own = maps::read(pid)?;
     let mut inj = Injector::find(&mem, &own)?;
@@ -136,8 +216,8 @@ fn map_first_round<R: Read>(
     for area in &areas {
         map_area(pid, &inj, area)?;
     }
-    fill(pid, &inj, &areas, &areas, frames, at_end)?;
-    Ok(inj)
+    let end = fill(pid, &inj, &areas, &areas, frames, at_end)?;
+    Ok((inj, end))
 }
 
 /// Map `area` anonymous and empty at its address, with its protection.
@@ -158,8 +238,8 @@ fn map_area(pid: Pid, inj: &Injector, area: &Area) -> io::Result<()> {
     inj.call_ok(pid, libc::SYS_mmap, args, &what).map(drop)
 }
 
-/// Place the page frames up to the end marker, which it returns: by UFFDIO_COPY into `fresh`
-/// (empty areas), through memory elsewhere in `areas`.
+/// Place the page frames up to the next end marker, which it returns: by UFFDIO_COPY into
+/// `fresh` (empty areas), through memory elsewhere in `areas`.
 fn fill<R: Read>(
     pid: Pid,
     inj: &Injector,
@@ -176,18 +256,11 @@ fn fill<R: Read>(
         filler.fill(
             |data| match frames.next_frame_into(data).map_err(io::Error::other)? {
                 FrameHead::Pages { addr } => {
-                    let stop = addr + data.len() as u64;
-                    if !areas.iter().any(|a| a.start <= addr && stop <= a.end) {
-                        return Err(io::Error::other(format!(
-                            "image pages at {addr:#x} lie outside its areas"
-                        )));
-                    }
+                    within(areas, addr, data.len())?;
                     Ok(Some(addr))
                 }
                 FrameHead::Message => {
-                    *at_end = true;
-                    end =
-                        Some(serde_json::from_slice::<EndOfImage>(data).map_err(io::Error::other)?);
+                    end = Some(end_marker(data, at_end)?);
                     Ok(None)
                 }
             },
@@ -207,13 +280,26 @@ fn restore_task(pid: Pid, inj: &Injector, header: &Header) -> io::Result<()> {
         pid,
         4096 + header.auxv.len().next_multiple_of(4096) as u64,
     )?;
-    let result = restore_task_state(pid, inj, &mem, &scratch, header);
+    let task = only_task(header)?;
+    let result = restore_task_state(pid, inj, &mem, &scratch, header, task);
     scratch.unmap(inj, pid)?;
     result?;
 
-    ptrace::set_sigmask(pid, header.sigmask)?;
-    ptrace::set_xstate(pid, &header.xstate)?;
-    ptrace::set_regs(pid, &regs_from_image(&header.regs)?)
+    ptrace::set_sigmask(pid, task.sigmask)?;
+    ptrace::set_xstate(pid, &task.xstate)?;
+    ptrace::set_regs(pid, &regs_from_image(&task.regs))
+}
+
+/// The one task of an image: processes with threads do not move yet (`check_movable`
+/// refuses them), so an image that holds another number of tasks is refused.
+fn only_task(header: &Header) -> io::Result<&Task> {
+    match header.tasks.as_slice() {
+        [task] => Ok(task),
+        tasks => Err(io::Error::other(format!(
+            "image holds {} tasks; this node restores processes of one task only",
+            tasks.len()
+        ))),
+    }
 }
 
 /// Empty the address space of stopped `pid` but for the vdso block: unregister its rseq area
@@ -317,6 +403,7 @@ fn restore_task_state(
     mem: &Memory,
     scratch: &Scratch,
     header: &Header,
+    task: &Task,
 ) -> io::Result<()> {
     let auxv_addr = scratch.addr + 4096;
     mem.write(auxv_addr, &header.auxv)?;
@@ -389,7 +476,7 @@ fn restore_task_state(
     // Always set the altstack, a disabled one too: the process keeps the one it had (a husk
     // inherits its guest's), which now points into unmapped memory, and an SA_ONSTACK handler
     // would die on it.
-    let (sp, flags, size) = header.altstack;
+    let (sp, flags, size) = task.altstack;
     let mut raw = Vec::with_capacity(24);
     raw.extend_from_slice(&sp.to_le_bytes());
     // SS_ONSTACK is a status the kernel reports, not a flag it accepts.
@@ -399,7 +486,7 @@ fn restore_task_state(
     mem.write(scratch.addr, &raw)?;
     let args = [scratch.addr, 0, 0, 0, 0, 0];
     inj.call_ok(pid, libc::SYS_sigaltstack, args, "sigaltstack")?;
-    let (head, len) = header.robust_list;
+    let (head, len) = task.robust_list;
     if head != 0 {
         inj.call_ok(
             pid,
@@ -410,7 +497,7 @@ fn restore_task_state(
     }
     // The name ps shows: a husk still has its supervisor's. The kernel copies at most 15
     // bytes and a NUL.
-    let mut comm: Vec<u8> = header.comm.bytes().take(15).collect();
+    let mut comm: Vec<u8> = task.comm.bytes().take(15).collect();
     comm.push(0);
     mem.write(scratch.addr, &comm)?;
     let args = [libc::PR_SET_NAME as u64, scratch.addr, 0, 0, 0, 0];
@@ -418,7 +505,7 @@ fn restore_task_state(
     inj.call_ok(
         pid,
         libc::SYS_set_tid_address,
-        [header.tid_address, 0, 0, 0, 0, 0],
+        [task.tid_address, 0, 0, 0, 0, 0],
         "set_tid_address",
     )?;
     // Last, so that the injected calls above hardly count towards the CPU-time timers.
@@ -432,7 +519,7 @@ fn restore_task_state(
         let args = [timer.which as u64, scratch.addr, 0, 0, 0, 0];
         inj.call_ok(pid, libc::SYS_setitimer, args, "setitimer")?;
     }
-    if let Some((addr, len, sig)) = header.rseq {
+    if let Some((addr, len, sig)) = task.rseq {
         inj.call_ok(
             pid,
             libc::SYS_rseq,

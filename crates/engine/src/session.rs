@@ -14,12 +14,14 @@ use std::os::unix::net::UnixStream;
 
 use rmosix_image::{Area, FORMAT_VERSION, FrameError, FrameReader, KernelFacts};
 use rmosix_seal::{self as sealed, End, SealedReader, SessionKeys};
+
+use crate::signals::SigInfo;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first message of a session, from home.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,10 +77,10 @@ pub enum ToGuest {
         /// How many page frames follow.
         backs: u32,
     },
-    /// A signal arrived at the shell: deliver it to the remote.
+    /// A signal arrived at the shell: deliver it to the remote, as it came.
     Signal {
-        /// Signal number.
-        sig: i32,
+        /// The signal and its siginfo.
+        info: SigInfo,
     },
     /// Home wants the process's image, to restore it or to relay it to another node: send a
     /// pre-copy first round (`ToHome::Precopy`) while it runs, or, where writes cannot be
@@ -158,7 +160,7 @@ pub enum ToHome {
     /// taken, which the image therefore does not hold.
     Late {
         /// The signals, in the order they came.
-        signals: Vec<i32>,
+        signals: Vec<SigInfo>,
     },
 }
 

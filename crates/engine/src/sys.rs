@@ -183,6 +183,10 @@ pub const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
 pub const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+/// The area allows asynchronous write-protect (it is registered for it).
+pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
+/// Write-protect the pages a scan reports, in the same step.
+pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 /// Fail with EPERM where an area is not registered for asynchronous write-protect.
 pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
 

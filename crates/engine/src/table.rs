@@ -18,6 +18,9 @@
 
 use crate::msg;
 
+/// Bytes of the kernel's `sigset_t`, which calls that take a mask insist on.
+pub const SIGSET: u64 = 8;
+
 /// Largest buffer one forwarded call moves. Larger reads and writes are shortened, which
 /// read(2) and write(2) allow; other lengths over it are refused with EINVAL.
 pub const MAX_BUF: u64 = 4 << 20;
@@ -74,6 +77,12 @@ pub enum Arg {
     Out(Len, Valid),
     /// A buffer sent home and back.
     InOut(Len),
+    /// The signal mask a call waits with (a `sigset_t`, sent home).
+    Sigmask,
+    /// pselect6's sixth argument: a `{const sigset_t *ss; size_t ss_len}` pair. The mask it
+    /// points to is sent home (nothing where its pointer is NULL), and home points a pair of
+    /// its own at home's copy.
+    SigsetPair,
 }
 
 /// How long a buffer is.
@@ -129,7 +138,10 @@ pub struct BufArg {
 impl BufArg {
     /// Its contents travel home.
     pub fn sent(&self) -> bool {
-        matches!(self.kind, Arg::Path | Arg::In(_) | Arg::InOut(_))
+        matches!(
+            self.kind,
+            Arg::Path | Arg::In(_) | Arg::InOut(_) | Arg::Sigmask | Arg::SigsetPair
+        )
     }
 
     /// How much of it comes back, if anything.
@@ -168,6 +180,8 @@ pub enum Slot {
     Arg(usize),
     /// The msghdr points at it: `msg::NAME`, `msg::DATA` or `msg::CONTROL`.
     Nested(usize),
+    /// Argument `n` points at a `{pointer, size}` pair that points at it (pselect6's mask).
+    Pair(usize),
 }
 
 /// One buffer of a call as home runs it.
@@ -255,13 +269,24 @@ impl Shape {
                 Arg::In(len) | Arg::Out(len, _) | Arg::InOut(len) => {
                     length_at_home(len, args, &row, sent)?
                 }
+                Arg::Sigmask => SIGSET,
+                // The mask the pair points to, or nothing where its pointer is NULL.
+                Arg::SigsetPair => match sent.get(sent_at).map(Vec::len) {
+                    Some(0) => 0,
+                    Some(8) => SIGSET,
+                    _ => return Err(Refusal::Mismatch),
+                },
                 Arg::Val | Arg::Fd => unreachable!("not a buffer"),
             };
             if buf.sent() {
                 sent_at += 1;
             }
+            let slot = match buf.kind {
+                Arg::SigsetPair => Slot::Pair(buf.arg),
+                _ => Slot::Arg(buf.arg),
+            };
             bufs.push(Buf {
-                slot: Slot::Arg(buf.arg),
+                slot,
                 len,
                 sent: buf.sent(),
                 back: buf.back(),
@@ -317,9 +342,13 @@ impl Shape {
         })
     }
 
-    /// Bytes of scratch memory the buffers take in the shell, each aligned to 16.
+    /// Bytes of scratch memory the buffers take in the shell, each aligned to 16, with room
+    /// for the pair a [`Slot::Pair`] buffer needs.
     pub fn scratch_len(&self) -> u64 {
-        self.bufs.iter().map(|b| b.len.next_multiple_of(16)).sum()
+        self.bufs
+            .iter()
+            .map(|b| b.len.next_multiple_of(16) + if let Slot::Pair(_) = b.slot { 16 } else { 0 })
+            .sum()
     }
 }
 
@@ -419,7 +448,7 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         libc::SYS_readv | libc::SYS_writev => Route::Vector,
         libc::SYS_sendmsg | libc::SYS_recvmsg => Route::Message,
         // glibc's resolver sends its A and AAAA queries with one sendmmsg.
-        libc::SYS_sendmmsg => Route::Batch,
+        libc::SYS_sendmmsg | libc::SYS_recvmmsg => Route::Batch,
         libc::SYS_access => fwd(&[Path, Val]),
         libc::SYS_pipe => fwd(&[Out(Fixed(8), All)]),
         libc::SYS_select => fwd(&[
@@ -429,16 +458,15 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
             InOut(FdSet),
             InOut(Fixed(TIMESPEC)),
         ]),
-        // What glibc's select() calls: without a signal mask (argument 5, a pointer to a
-        // {sigset pointer, size} pair, which would need a second level of copying) it is
-        // select with a timespec.
-        libc::SYS_pselect6 if args[5] == 0 => fwd(&[
+        // glibc's select() calls it without a mask; the guest keeps the mask's meaning at
+        // the remote (see `guest`: a signal it lets in runs its handler with it).
+        libc::SYS_pselect6 => fwd(&[
             Val,
             InOut(FdSet),
             InOut(FdSet),
             InOut(FdSet),
             InOut(Fixed(TIMESPEC)),
-            Val,
+            Arg::SigsetPair,
         ]),
         libc::SYS_dup | libc::SYS_dup2 | libc::SYS_dup3 => fwd(&[Fd, Val, Val]),
         // ITIMER_VIRTUAL and ITIMER_PROF count the process's own CPU time and move with it;
@@ -543,7 +571,7 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
             Out(ArgTimes(2, 12), RetTimes(12)),
             Val,
             Val,
-            In(Fixed(8)),
+            Arg::Sigmask,
             Val,
         ]),
         libc::SYS_timerfd_settime => {
@@ -570,7 +598,7 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
             InOut(ArgTimes(1, 8)),
             Val,
             InOut(Fixed(TIMESPEC)),
-            In(Fixed(8)),
+            Arg::Sigmask,
             Val,
         ]),
         libc::SYS_utimensat => fwd(&[Val, Path, In(Fixed(2 * TIMESPEC)), Val]),
@@ -704,9 +732,13 @@ pub(crate) mod tests {
             Route::Forward(_)
         ));
         let masked = [4, 0x1000, 0, 0, 0x2000, 0x3000];
-        assert_eq!(route(libc::SYS_pselect6, &masked), Route::Home);
+        assert!(matches!(
+            route(libc::SYS_pselect6, &masked),
+            Route::Forward(_)
+        ));
         assert_eq!(route(libc::SYS_recvmsg, &[0; 6]), Route::Message);
         assert_eq!(route(libc::SYS_sendmmsg, &[0; 6]), Route::Batch);
+        assert_eq!(route(libc::SYS_recvmmsg, &[0; 6]), Route::Batch);
         let virtual_timer = [libc::ITIMER_VIRTUAL as u64, 0x1000, 0, 0, 0, 0];
         assert_eq!(route(libc::SYS_setitimer, &virtual_timer), Route::Continue);
         assert!(matches!(
@@ -838,6 +870,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_pselect6_mask_travels_as_the_set_its_pair_points_to() {
+        let args = [4, 0x1000, 0, 0, 0, 0x2000];
+        let with = shape(libc::SYS_pselect6, args, &[&[0; 8], &[1; 8]]).unwrap();
+        assert_eq!(
+            with.bufs.last(),
+            Some(&Buf {
+                slot: Slot::Pair(5),
+                len: SIGSET,
+                sent: true,
+                back: None,
+            })
+        );
+        assert_eq!(with.scratch_len(), 16 + 16 + 16);
+        // A pair whose pointer is NULL: no mask.
+        let without = shape(libc::SYS_pselect6, args, &[&[0; 8], &[]]).unwrap();
+        assert_eq!(without.bufs.last().map(|b| b.len), Some(0));
+        let odd = shape(libc::SYS_pselect6, args, &[&[0; 8], &[1; 4]]);
+        assert_eq!(odd, Err(Refusal::Mismatch));
+    }
+
+    #[test]
     fn a_message_takes_its_nested_lengths_from_its_msghdr() {
         let hdr = msg::MsgHdr {
             name: 0x1000,
@@ -902,6 +955,7 @@ pub(crate) mod tests {
             match buf.slot {
                 Slot::Arg(i) => assert!(i < 6 && args[i] != 0),
                 Slot::Nested(k) => assert!(k <= msg::CONTROL),
+                Slot::Pair(i) => assert!(i < 6 && args[i] != 0 && buf.len <= SIGSET),
             }
         }
         assert!(shape.scratch_len() <= 6 * (MAX_BUF + 16));

@@ -19,7 +19,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A husk with one empty private anonymous read-write area.
 pub struct Husk {
-    _turn: MutexGuard<'static, ()>,
+    /// None for the second husk of a [`Husk::pair`], whose first holds the turn.
+    _turn: Option<MutexGuard<'static, ()>>,
     pub pid: Pid,
     pub mem: Memory,
     pub inj: Injector,
@@ -30,6 +31,17 @@ impl Husk {
     /// A husk whose area has `pages` pages.
     pub fn new(pages: u64) -> Husk {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        Husk::spawn(Some(turn), pages)
+    }
+
+    /// Two husks, as [`Husk::new`] makes them: a process and the one it moves into.
+    pub fn pair(pages: u64) -> (Husk, Husk) {
+        let first = Husk::new(pages);
+        let second = Husk::spawn(None, pages);
+        (first, second)
+    }
+
+    fn spawn(turn: Option<MutexGuard<'static, ()>>, pages: u64) -> Husk {
         let pid = spawn_husk(false).unwrap();
         let mem = Memory::open(pid).unwrap();
         let inj = Injector::find(&mem, &maps::read(pid).unwrap()).unwrap();

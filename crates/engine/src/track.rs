@@ -16,6 +16,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Mutex;
 
 use rmosix_image::Area;
 
@@ -31,6 +32,9 @@ pub struct Tracker {
     /// The tracking lasts as long as this last descriptor of the userfaultfd.
     uffd: OwnedFd,
     pid: Pid,
+    /// See [`Tracker::owe`]. Behind a lock: the rounds run on a thread of their own, and the
+    /// final round reads it through the same shared reference.
+    owed: Mutex<Vec<(u64, u64)>>,
 }
 
 /// A run of pages written since tracking was armed.
@@ -59,7 +63,11 @@ impl Tracker {
         userfault::handshake(&uffd, sys::UFFD_FEATURE_WP_ASYNC).map_err(|err| {
             io::Error::new(err.kind(), format!("asynchronous write-protect: {err}"))
         })?;
-        Ok(Tracker { uffd, pid })
+        Ok(Tracker {
+            uffd,
+            pid,
+            owed: Mutex::new(Vec::new()),
+        })
     }
 
     /// Track the writes to `areas` (but the kernel's vdso block) from now on. The process may
@@ -79,9 +87,73 @@ impl Tracker {
     /// untouched pages carry no marker), or the process has exec'd. Then every page there
     /// must count as written.
     pub fn written(&self, start: u64, end: u64) -> io::Result<Option<Vec<Written>>> {
-        // Opened anew each time: after an exec, a pagemap opened earlier would show the old
-        // address space.
-        let pagemap = File::open(format!("/proc/{}/pagemap", self.pid))?;
+        match self.scan(start, end, sys::PM_SCAN_CHECK_WPASYNC) {
+            Err(err) if err.raw_os_error() == Some(libc::EPERM) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    /// Like [`Tracker::written`], and protect the runs found again in the same step, so that
+    /// a write that comes after is found by the next call: a running round's scan. Each page
+    /// is tested and protected again under its page-table lock (PM_SCAN_WP_MATCHING), so no
+    /// write falls between the two. The caller must send every run returned, or
+    /// [`Tracker::owe`] it to the final round: nothing else will report it again.
+    ///
+    /// Pages of areas not tracked are neither reported nor protected (without
+    /// PM_SCAN_CHECK_WPASYNC the kernel skips such areas, where with it a scan that fails
+    /// halfway would have protected pages it never reported). A second scan then looks for
+    /// them, and None says that part of the range must be sent whole.
+    pub fn collect(&self, start: u64, end: u64) -> io::Result<Option<Vec<Written>>> {
+        let found = self.scan(start, end, sys::PM_SCAN_WP_MATCHING)?;
+        Ok(self.all_tracked(start, end)?.then_some(found))
+    }
+
+    /// Whether every page of [start, end) lies in an area registered for write tracking.
+    fn all_tracked(&self, start: u64, end: u64) -> io::Result<bool> {
+        let pagemap = self.pagemap()?;
+        let mut region = [sys::PageRegion::default(); 1];
+        let mut arg = sys::PmScanArg {
+            size: size_of::<sys::PmScanArg>() as u64,
+            start,
+            end,
+            vec: region.as_mut_ptr() as u64,
+            vec_len: 1,
+            max_pages: 1,
+            // Pages whose area does not allow asynchronous write-protect.
+            category_inverted: sys::PAGE_IS_WPALLOWED,
+            category_mask: sys::PAGE_IS_WPALLOWED,
+            ..Default::default()
+        };
+        // SAFETY: PAGEMAP_SCAN reads `arg`, writes at most one region to our live array and
+        // `walk_end` of `arg`.
+        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), sys::PAGEMAP_SCAN, &mut arg) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return Err(io::Error::new(err.kind(), format!("PAGEMAP_SCAN: {err}")));
+        }
+        Ok(n == 0)
+    }
+
+    /// Ranges whose writes a running round collected but did not send (it stopped there, or
+    /// could not read them): the final round sends them, whatever its own scan says.
+    pub fn owe(&self, range: (u64, u64)) {
+        self.owed.lock().expect("owed ranges").push(range);
+    }
+
+    /// What [`Tracker::owe`] recorded, in the order it came.
+    pub fn owed(&self) -> Vec<(u64, u64)> {
+        self.owed.lock().expect("owed ranges").clone()
+    }
+
+    /// Opened anew each time: after an exec, a pagemap opened earlier would show the old
+    /// address space.
+    fn pagemap(&self) -> io::Result<File> {
+        File::open(format!("/proc/{}/pagemap", self.pid))
+    }
+
+    /// The written runs of [start, end), by PAGEMAP_SCAN with `flags`.
+    fn scan(&self, start: u64, end: u64, flags: u64) -> io::Result<Vec<Written>> {
+        let pagemap = self.pagemap()?;
         let return_mask = sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED;
         let mut found = Vec::new();
         let mut regions = [sys::PageRegion::default(); REGIONS];
@@ -93,7 +165,7 @@ impl Tracker {
                 end,
                 vec: regions.as_mut_ptr() as u64,
                 vec_len: REGIONS as u64,
-                flags: sys::PM_SCAN_CHECK_WPASYNC,
+                flags,
                 category_mask: sys::PAGE_IS_WRITTEN,
                 return_mask,
                 ..Default::default()
@@ -104,7 +176,7 @@ impl Tracker {
             if n < 0 {
                 let err = io::Error::last_os_error();
                 if err.raw_os_error() == Some(libc::EPERM) {
-                    return Ok(None);
+                    return Err(err);
                 }
                 return Err(io::Error::new(err.kind(), format!("PAGEMAP_SCAN: {err}")));
             }
@@ -113,12 +185,14 @@ impl Tracker {
                 end: r.end,
                 holds_data: r.categories & return_mask != 0,
             }));
+            // A full vector stops the walk where the next region would start; the pages
+            // after it were neither reported nor (with PM_SCAN_WP_MATCHING) protected.
             if arg.walk_end <= at {
                 break;
             }
             at = arg.walk_end;
         }
-        Ok(Some(found))
+        Ok(found)
     }
 }
 
@@ -173,6 +247,75 @@ mod tests {
             holds_data,
         };
         assert_eq!(written, [run(3, true), run(5, false), run(12, true)]);
+    }
+
+    #[test]
+    fn a_scan_that_collects_protects_again_so_each_write_is_found_once() {
+        let husk = Husk::new(16);
+        let (start, end) = (husk.area.start, husk.area.end);
+        let page = |n: u64| start + n * PAGE;
+        let run = |n: u64, holds_data| Written {
+            start: page(n),
+            end: page(n + 1),
+            holds_data,
+        };
+        husk.mem
+            .write(start, &vec![1u8; 16 * PAGE as usize])
+            .unwrap();
+        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
+        tracker.protect(std::slice::from_ref(&husk.area));
+
+        husk.mem.write(page(3), &[2u8; 8]).unwrap();
+        let zap = |n: u64| {
+            let advice = [page(n), PAGE, libc::MADV_DONTNEED as u64, 0, 0, 0];
+            husk.inj
+                .call_ok(husk.pid, libc::SYS_madvise, advice, "madvise")
+                .unwrap();
+        };
+        zap(5);
+        let first = tracker.collect(start, end).unwrap().unwrap();
+        assert_eq!(first, [run(3, true), run(5, false)]);
+        // Found and protected again in one step: nothing new, nothing found.
+        assert_eq!(tracker.collect(start, end).unwrap().unwrap(), []);
+        // Written again, and the zapped page touched (it had its marker back): found again.
+        husk.mem.write(page(3), &[3u8; 8]).unwrap();
+        husk.mem.write(page(5), &[4u8; 8]).unwrap();
+        husk.mem.write(page(9), &[5u8; 8]).unwrap();
+        let again = tracker.collect(start, end).unwrap().unwrap();
+        assert_eq!(again, [run(3, true), run(5, true), run(9, true)]);
+        // A plain scan sees what the collecting one left: nothing, then a new write.
+        assert_eq!(tracker.written(start, end).unwrap().unwrap(), []);
+        husk.mem.write(page(12), &[6u8; 8]).unwrap();
+        assert_eq!(
+            tracker.written(start, end).unwrap().unwrap(),
+            [run(12, true)]
+        );
+        assert_eq!(
+            tracker.written(start, end).unwrap().unwrap(),
+            [run(12, true)]
+        );
+    }
+
+    #[test]
+    fn a_collecting_scan_of_an_area_mapped_anew_protects_nothing_and_says_so() {
+        let husk = Husk::new(8);
+        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
+        tracker.protect(std::slice::from_ref(&husk.area));
+        let (start, len) = (husk.area.start, husk.area.len());
+        // Remap the upper half: the lower one stays tracked.
+        let half = start + len / 2;
+        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
+        let args = [half, len / 2, prot, flags, u64::MAX, 0];
+        husk.inj
+            .call_ok(husk.pid, libc::SYS_mmap, args, "mmap")
+            .unwrap();
+        husk.mem.write(start, &[1u8; 8]).unwrap();
+        assert_eq!(tracker.collect(start, start + len).unwrap(), None);
+        assert_eq!(tracker.collect(half, start + len).unwrap(), None);
+        // The tracked half was collected all the same (the None told the caller to send the
+        // whole range): its write is not reported again.
+        assert_eq!(tracker.collect(start, half).unwrap(), Some(Vec::new()));
     }
 
     #[test]

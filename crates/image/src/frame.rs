@@ -178,4 +178,100 @@ mod tests {
         let short_pages = [4, 0, 0, 0, KIND_PAGES, 0, 0, 0, 0];
         assert!(FrameReader::new(&short_pages[..]).next_frame().is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A frame as a test writes it.
+        #[derive(Debug, Clone, PartialEq)]
+        enum Written {
+            Message(Vec<u32>),
+            Pages(u64, Vec<u8>),
+        }
+
+        fn written() -> impl Strategy<Value = Written> {
+            prop_oneof![
+                prop::collection::vec(any::<u32>(), 0..16).prop_map(Written::Message),
+                (any::<u64>(), prop::collection::vec(any::<u8>(), 0..600))
+                    .prop_map(|(addr, data)| Written::Pages(addr, data)),
+            ]
+        }
+
+        fn encode(frames: &[Written]) -> Vec<u8> {
+            let mut buf = Vec::new();
+            for frame in frames {
+                match frame {
+                    Written::Message(words) => write_message(&mut buf, words).unwrap(),
+                    Written::Pages(addr, data) => write_pages(&mut buf, *addr, data).unwrap(),
+                }
+            }
+            buf
+        }
+
+        /// Frames read until the first error.
+        fn decode(bytes: &[u8]) -> (Vec<Written>, Option<FrameError>) {
+            let mut reader = FrameReader::new(bytes);
+            let mut frames = Vec::new();
+            loop {
+                match reader.next_frame() {
+                    Ok(Frame::Message(body)) => match serde_json::from_slice(&body) {
+                        Ok(words) => frames.push(Written::Message(words)),
+                        Err(err) => return (frames, Some(err.into())),
+                    },
+                    Ok(Frame::Pages { addr, data }) => frames.push(Written::Pages(addr, data)),
+                    Err(err) => return (frames, Some(err)),
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn frames_come_back_as_written(frames in prop::collection::vec(written(), 0..12)) {
+                let (back, end) = decode(&encode(&frames));
+                prop_assert_eq!(back, frames);
+                prop_assert!(matches!(end, Some(FrameError::Io(_))));
+            }
+
+            #[test]
+            fn a_cut_stream_yields_the_whole_frames_before_the_cut_then_an_error(
+                frames in prop::collection::vec(written(), 1..8),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let bytes = encode(&frames);
+                let cut = cut.index(bytes.len());
+                let (back, end) = decode(&bytes[..cut]);
+                prop_assert!(back.len() < frames.len());
+                prop_assert_eq!(&back[..], &frames[..back.len()]);
+                prop_assert!(end.is_some());
+            }
+
+            #[test]
+            fn junk_never_panics_nor_yields_an_oversized_frame(
+                junk in prop::collection::vec(any::<u8>(), 0..2048),
+            ) {
+                let mut reader = FrameReader::new(&junk[..]);
+                let mut body = Vec::new();
+                while reader.next_frame_into(&mut body).is_ok() {
+                    prop_assert!(body.len() <= MAX_FRAME);
+                }
+            }
+
+            /// The length is checked before the body is read or room made for it: the head
+            /// alone, with nothing after it, is refused as too large, not as a short stream.
+            #[test]
+            fn an_oversized_frame_is_refused_from_its_head_alone(
+                len in (MAX_FRAME as u32 + 1)..=u32::MAX,
+                kind in prop_oneof![Just(KIND_MESSAGE), Just(KIND_PAGES)],
+            ) {
+                let mut head = len.to_le_bytes().to_vec();
+                head.push(kind);
+                let mut body = Vec::new();
+                let err = FrameReader::new(&head[..]).next_frame_into(&mut body).unwrap_err();
+                prop_assert!(matches!(err, FrameError::TooLarge(n) if n == len as usize));
+                prop_assert_eq!(body.capacity(), 0);
+            }
+        }
+    }
 }

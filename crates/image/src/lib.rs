@@ -1,22 +1,34 @@
-//! The image format and the session framing it travels in.
+//! The image format and the session framing it travels in. This crate owns every byte of it:
+//! the frames, the header, the register set and the end marker.
 //!
 //! An *image* is what moves when a process migrates: its memory areas and their contents,
-//! registers (general, the whole XSAVE area, fs_base), signal state and the small per-task kernel
-//! state a program can see (rseq, robust list, tid address, brk, auxv). It is never written to a
-//! file: the engine streams it over the session connection while it reads it.
+//! what the process holds once (mm layout, auxv, dispositions, CPU-time timers, signals
+//! pending for all of it) and the state of each of its tasks (registers, the whole XSAVE area,
+//! signal mask and pending signals, altstack, rseq, robust list, tid address, name). It is
+//! never written to a file: the engine streams it over the session connection while it reads
+//! it.
 //!
 //! Layout of a session stream, one frame after another:
 //!
 //! ```text
-//! frame   := len:u32le kind:u8 body[len]       (len counts body only, at most MAX_FRAME)
-//! kind 1  := Message, a JSON document (control messages and the image header)
-//! kind 2  := Pages, addr:u64le then raw page bytes to place at addr
-//! image   := Message(Header) Pages* Message(EndOfImage)
+//! frame    := len:u32le kind:u8 body[len]       (len counts body only, at most MAX_FRAME)
+//! kind 1   := Message, a JSON document (control messages, the header, the end marker)
+//! kind 2   := Pages, addr:u64le then raw page bytes to place at addr
+//! image    := Message(Header) Pages* Message(EndOfImage { more_rounds: false })
+//! running  := round* Pages* Message(EndOfImage { more_rounds: false })
+//! round    := Pages* Message(EndOfImage { more_rounds: true })
+//! Header   := { version, facts, mm, auxv, areas, sigactions, cpu_timers, shared_pending,
+//!               tasks: [Task] }          (one task today; threads can come without a new format)
+//! Task     := { regs: Registers (27 named words), xstate, sigmask, altstack, rseq,
+//!               robust_list, tid_address, pending_signals, comm }
 //! ```
 //!
-//! Pages that are all zero are never sent: the target maps anonymous memory, which is zero.
-//! The header carries [`FORMAT_VERSION`]; a peer with another version is refused before any
-//! memory is touched.
+//! A pre-copy sends `running` (every page while the process runs, then what it wrote since,
+//! round after round) and then, frozen, a final round shaped like `image` that carries only
+//! what changed. Each end marker lists the runs the receiver must empty (zapped or zeroed
+//! since an earlier round). Pages that are all zero are never sent: the target maps anonymous
+//! memory, which is zero. The header carries [`FORMAT_VERSION`]; a peer with another version
+//! is refused before any memory is touched.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -24,7 +36,9 @@ mod frame;
 mod header;
 
 pub use frame::{Frame, FrameError, FrameHead, FrameReader, MAX_FRAME, write_message, write_pages};
-pub use header::{Area, CpuTimer, Header, KernelFacts, MmLayout, Registers, SigAction};
+pub use header::{
+    Area, CpuTimer, EndOfImage, Header, KernelFacts, MmLayout, Registers, SigAction, Task,
+};
 
 /// Version of the image and session format; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;

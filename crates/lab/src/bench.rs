@@ -14,9 +14,17 @@
 //!    stream of 1 GiB from node 1 to node 2 (`tcp.c`), read into one buffer and read into
 //!    fresh memory (what the plainest receiver of an image does, before any decryption or
 //!    placing), and 1 GiB copied into fresh memory on node 2 by four threads (`fresh.c`).
-//! 2. **Forwarded call round trip**: 20000 `lseek(fd, 0, SEEK_CUR)` on a file opened at home,
+//! 2. **Pauses of a process that keeps rewriting its memory** (`rewrite.c`): 1 GiB, rewriting
+//!    all of it, and 1 GiB rewriting 16 MiB of it, moved the same three ways. The longest
+//!    pause on the process's own clock (`stall_ms`, which it prints when the bench asks with
+//!    SIGUSR1 after each move, and otherwise makes no system call: at a remote, a forwarded
+//!    call would wait for the guest's rounds to end, and the process with it, writing
+//!    nothing), mosrun's `freeze_ms` and `total_ms`. Baselines: the
+//!    stop-and-copy floor of the same image (its bytes at the raw TCP into fresh memory rate
+//!    of this run), and the pause of the 1 GiB hog, which writes nothing.
+//! 3. **Forwarded call round trip**: 20000 `lseek(fd, 0, SEEK_CUR)` on a file opened at home,
 //!    timed one by one inside the process (`lseek.c`), run under mosrun at home and on node 2.
-//! 3. **Supervision overhead**: a deterministic CPU loop (`spin.c`) run bare and under mosrun
+//! 4. **Supervision overhead**: a deterministic CPU loop (`spin.c`) run bare and under mosrun
 //!    on node 1, alternating.
 //!
 //! Every figure is the median of several runs, with min and max.
@@ -34,10 +42,11 @@ use crate::cmd::{describe, run};
 use crate::{Lab, LabConfig, LabError, Node, pid_in_node, wait_child_of};
 
 /// The guest programs, compiled at bench time.
-const PROGRAMS: [(&str, &str); 5] = [
+const PROGRAMS: [(&str, &str); 6] = [
     ("fresh", include_str!("../bench/fresh.c")),
     ("hog", include_str!("../bench/hog.c")),
     ("lseek", include_str!("../bench/lseek.c")),
+    ("rewrite", include_str!("../bench/rewrite.c")),
     ("spin", include_str!("../bench/spin.c")),
     ("tcp", include_str!("../bench/tcp.c")),
 ];
@@ -47,6 +56,11 @@ const PROGRAMS: [(&str, &str); 5] = [
 const NODES: usize = 3;
 /// Sizes of the migrated processes, in MiB.
 const HOG_SIZES_MIB: [u64; 2] = [64, 1024];
+/// Size of the rewriting process, in MiB, and how much of it it keeps rewriting.
+const REWRITE_MIB: u64 = 1024;
+const REWRITTEN_MIB: [u64; 2] = [1024, 16];
+/// The pause we aim for, whatever the process does (issue 7).
+const TARGET_PAUSE_MS: f64 = 100.0;
 /// Size of the raw TCP baseline transfer, in MiB.
 const TCP_MIB: u64 = 1024;
 /// Size of the fresh-memory baseline, in MiB.
@@ -192,6 +206,8 @@ struct Report {
     tcp_fresh_gbps: Vec<f64>,
     fresh_gbps: Vec<f64>,
     migrations: Vec<(u64, Vec<Migration>)>,
+    /// Round trips of the rewriting process, by MiB it keeps rewriting.
+    rewrites: Vec<(u64, Vec<Migration>)>,
     forward_home: Vec<Percentiles>,
     forward_remote: Vec<Percentiles>,
     cpu_bare: Vec<CpuRun>,
@@ -274,9 +290,22 @@ impl Bench<'_> {
                     "migration of {mib} MiB, node1 -> node2 -> node3 -> home, run {i}/{}",
                     reps.migration
                 ));
-                samples.push(self.migration_once(mib)?);
+                samples.push(self.round_trip("hog", &[&mib.to_string()])?);
             }
             report.migrations.push((mib, samples));
+        }
+        for written in REWRITTEN_MIB {
+            let mut samples = Vec::new();
+            for i in 1..=reps.migration {
+                progress(&format!(
+                    "migration of {REWRITE_MIB} MiB rewriting {written} MiB of it, \
+                     node1 -> node2 -> node3 -> home, run {i}/{}",
+                    reps.migration
+                ));
+                let args = [REWRITE_MIB.to_string(), written.to_string()];
+                samples.push(self.round_trip("rewrite", &[&args[0], &args[1]])?);
+            }
+            report.rewrites.push((written, samples));
         }
         let file = self.lab.work_dir().join("lseek.dat");
         fs::write(&file, b"rmosix bench\n").map_err(|source| LabError::Io {
@@ -365,28 +394,30 @@ impl Bench<'_> {
         Ok(bytes / secs / 1e9)
     }
 
-    /// Starts a hog of `mib` MiB under mosrun on node 1, moves it to node 2, on to node 3 and
-    /// home again.
-    fn migration_once(&self, mib: u64) -> Result<Migration, BenchError> {
+    /// Starts `program ARGS` (a hog, or a rewriter) under mosrun on node 1, moves it to node
+    /// 2, on to node 3 and home again.
+    fn round_trip(&self, program: &str, args: &[&str]) -> Result<Migration, BenchError> {
         let node1 = self.lab.node(1);
         let mut hog = Guest::spawn(
             node1,
             Some(Stdio::null()),
-            &self.prog("hog"),
-            &[&mib.to_string()],
+            &self.prog(program),
+            args,
             &self.lab.work_dir(),
             self.stop,
         )?;
         hog.wait_line(Stream::Out, "ready", LINE_TIMEOUT)?;
         let pid = hog.pid_in_node()?;
+        // The rewriter reports its longest pause when asked; the hog whenever it pauses.
+        let asked = program == "rewrite";
 
-        let (out, line) = Self::leg(node1, &mut hog, &pid, "2", "migrated")?;
+        let (out, line) = Self::leg(node1, &mut hog, &pid, "2", "migrated", asked)?;
         let bytes = field(&hog.program, &line, "bytes")?;
         let first_bytes = field(&hog.program, &line, "first_bytes")?;
         self.check_stop()?;
-        let (on, _) = Self::leg(node1, &mut hog, &pid, "3", "moved on")?;
+        let (on, _) = Self::leg(node1, &mut hog, &pid, "3", "moved on", asked)?;
         self.check_stop()?;
-        let (home, _) = Self::leg(node1, &mut hog, &pid, "home", "came home")?;
+        let (home, _) = Self::leg(node1, &mut hog, &pid, "home", "came home", asked)?;
         hog.end();
         self.check_stop()?;
         Ok(Migration {
@@ -400,21 +431,32 @@ impl Bench<'_> {
     }
 
     /// `migrate PID TARGET` for the hog, then its figures from mosrun's `logged` line, which
-    /// it returns too.
+    /// it returns too. `asked`: the program reports its longest pause on SIGUSR1 (rewrite.c,
+    /// which makes no system call otherwise), rather than each pause as it comes (hog.c).
     fn leg(
         node: &Node,
         hog: &mut Guest<'_>,
         pid: &str,
         target: &str,
         logged: &str,
+        asked: bool,
     ) -> Result<(Leg, String), BenchError> {
         let mark = hog.seen.len();
         let wall_ms = migrate(node, pid, target)?;
         let line = hog.wait_line(Stream::Err, logged, LOG_TIMEOUT)?;
+        let stall_ms = if asked {
+            let mut kill = node.command("kill");
+            kill.args(["-USR1", pid]);
+            run(&mut kill)?;
+            let checked = hog.wait_line(Stream::Out, "checked ", LINE_TIMEOUT)?;
+            Some(field(&hog.program, &checked, "stall_ms")?)
+        } else {
+            hog.max_stall_since(mark)?
+        };
         let leg = Leg {
             freeze_ms: field(&hog.program, &line, "freeze_ms")?,
             total_ms: field(&hog.program, &line, "total_ms")?,
-            stall_ms: hog.max_stall_since(mark)?,
+            stall_ms,
             wall_ms,
         };
         Ok((leg, line))
@@ -912,6 +954,8 @@ impl Report {
             }
         }
 
+        let worst_pause = self.render_rewrites(&mut o, tcp_fresh);
+
         let home = |f: Pick| Stats::of(self.forward_home.iter().map(f));
         let remote = |f: Pick| Stats::of(self.forward_remote.iter().map(f));
         let _ = writeln!(
@@ -977,6 +1021,11 @@ impl Report {
                 worst_gbps.is_some_and(|g| g >= TARGET_GBPS),
             ),
             (
+                format!("rewriter pause ≤ {TARGET_PAUSE_MS} ms (worst median)"),
+                worst_pause.map_or_else(|| "n/a".to_owned(), |p| format!("{p:.1} ms")),
+                worst_pause.is_some_and(|p| p <= TARGET_PAUSE_MS),
+            ),
+            (
                 format!("forwarded p50 ≤ {TARGET_FORWARD_P50_US} µs (remote)"),
                 forward_p50.map_or_else(|| "n/a".to_owned(), |p| format!("{p:.1} µs")),
                 forward_p50.is_some_and(|p| p <= TARGET_FORWARD_P50_US),
@@ -996,6 +1045,81 @@ impl Report {
             self.load_before, self.load_after
         );
         o
+    }
+}
+
+impl Report {
+    /// The rewriting processes' pauses beside their baselines; returns the worst median pause
+    /// on the process's own clock.
+    fn render_rewrites(&self, o: &mut String, tcp_fresh: Option<Stats>) -> Option<f64> {
+        let legs: [(&str, PickLeg); 3] = [
+            ("node1 -> node2", |m| m.out),
+            ("node2 -> node3, relayed by home", |m| m.on),
+            ("node3 -> home (node1)", |m| m.home),
+        ];
+        // What the hog of the same size, which writes nothing, paused for in this run.
+        let idle = self
+            .migrations
+            .iter()
+            .find(|(mib, _)| *mib == REWRITE_MIB)
+            .map(|(_, samples)| samples);
+        let mut worst: Option<f64> = None;
+        for (written, samples) in &self.rewrites {
+            let bytes = Stats::of(samples.iter().map(|m| m.bytes as f64));
+            let _ = writeln!(
+                o,
+                "\nPause of a {REWRITE_MIB} MiB process rewriting {written} MiB of it all the \
+                 time ({} runs; image {} bytes)",
+                samples.len(),
+                bytes.map_or(0.0, |b| b.median)
+            );
+            // Stop-and-copy sends the whole image frozen: at best at the rate at which this
+            // node pair moves bytes into fresh memory.
+            let floor = tcp_fresh.filter(|t| t.median > 0.0).map(|t| {
+                let ms = |gbps: f64| REWRITE_MIB as f64 * (1 << 20) as f64 / (gbps * 1e9) * 1e3;
+                Stats {
+                    median: ms(t.median),
+                    min: ms(t.max),
+                    max: ms(t.min),
+                }
+            });
+            let _ = writeln!(
+                o,
+                "  {:<46}{}",
+                "baseline: stop-and-copy floor (raw TCP rate)",
+                show(floor, 0, "ms")
+            );
+            for (title, leg) in legs {
+                let stall = Stats::of(samples.iter().filter_map(|m| leg(m).stall_ms));
+                let idle_stall =
+                    idle.and_then(|s| Stats::of(s.iter().filter_map(|m| leg(m).stall_ms)));
+                let figure = |f: fn(&Leg) -> f64| Stats::of(samples.iter().map(|m| f(&leg(m))));
+                let rows = [
+                    ("pause (process's own clock)", stall, 1, "ms"),
+                    ("baseline: the idle hog's pause", idle_stall, 1, "ms"),
+                    (
+                        "freeze (mosrun freeze_ms)",
+                        figure(|l| l.freeze_ms),
+                        1,
+                        "ms",
+                    ),
+                    (
+                        "whole move (mosrun total_ms)",
+                        figure(|l| l.total_ms),
+                        1,
+                        "ms",
+                    ),
+                ];
+                let _ = writeln!(o, "  {title}");
+                for (name, stats, d, unit) in rows {
+                    let _ = writeln!(o, "    {name:<44}{}", show(stats, d, unit));
+                }
+                if let Some(s) = stall {
+                    worst = Some(worst.map_or(s.median, |w: f64| w.max(s.median)));
+                }
+            }
+        }
+        worst
     }
 }
 

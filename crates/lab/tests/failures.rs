@@ -1237,6 +1237,67 @@ fn result_line(done: &Done) -> String {
         .to_owned()
 }
 
+/// recvmmsg stays remote (it used to send the process home): one recvmmsg takes what one
+/// sendmmsg sent, each message with its length, as at home.
+#[test]
+fn recvmmsg_stays_remote_and_receives_a_batch() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let batch = c_program("batch");
+    let (go, go2) = (go_file(&lab, "go"), go_file(&lab, "go2"));
+    let job = Job::start(&lab, lab.node(1), &[&batch, path_str(&go), path_str(&go2)]);
+    job.wait_output("ready\n");
+    job.move_to("2");
+    release(&go);
+    job.wait_output("done\n");
+    assert_eq!(job.location(), "2");
+    release(&go2);
+    let done = job.finish();
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        done.stdout.contains("sent 3 received 3: 1:a 2:bb 3:ccc\n"),
+        "{done:?}"
+    );
+}
+
+/// Waits with a signal mask of their own (pselect, ppoll) stay remote and keep the mask's
+/// meaning: a program that blocks SIGUSR1 but during its waits gets, at the remote as at
+/// home, each wait ended with EINTR after its handler ran, and SIGUSR1 blocked again after.
+#[test]
+fn pselect_and_ppoll_with_a_signal_mask_keep_its_meaning_away() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let masked = c_program("masked");
+    for moved in [false, true] {
+        let job = Job::start(&lab, lab.node(1), &[&masked]);
+        job.wait_output("ready\n");
+        if moved {
+            job.move_to("2");
+        }
+        for k in 1..=4 {
+            job.wait_output(&format!("waiting {k}\n"));
+            if moved && k == 2 {
+                // A wait with a mask used to send the process home.
+                assert_eq!(job.location(), "2", "the first wait ran away");
+            }
+            job.signal("USR1");
+            job.wait_output(&format!("{k} "));
+        }
+        let done = job.finish();
+        assert!(done.status.success(), "{done:?}");
+        for k in 1..=4 {
+            assert!(
+                done.stdout.contains(&format!("\n{k} ok\n")),
+                "moved {moved}: {done:?}"
+            );
+        }
+    }
+}
+
 /// A SIGTRAP of the program's own (raise, int3) reaches its handler, at home and away: the
 /// supervisors tell it from the traps of their own single-steps by its si_code.
 #[test]
