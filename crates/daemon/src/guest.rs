@@ -66,16 +66,21 @@ pub(crate) fn spawn_guest(
     );
     let mut child = cmd.spawn()?;
     // The keys only once the record is there: the guest registers after reading them, and
-    // finds itself recorded. A guest without keys (the pipe closed empty) ends at once.
-    let recorded = record(shared, &child, uid, from)
-        .and_then(|record| (&keys_write).write_all(&keys.to_bytes()).map(|()| record));
-    match recorded {
-        Ok(record) => Ok((child, record)),
+    // finds itself recorded. A guest that gets no keys (the pipe closes empty) ends at once.
+    let record = match record(shared, &child, uid, from) {
+        Ok(record) => record,
         Err(e) => {
             let _ = child.start_kill();
-            Err(e)
+            return Err(e);
         }
+    };
+    // 64 bytes fit any pipe buffer: this write never blocks.
+    if let Err(e) = (&keys_write).write_all(&keys.to_bytes()) {
+        let _ = child.start_kill();
+        shared.records.remove(&record);
+        return Err(e);
     }
+    Ok((child, record))
 }
 
 /// Record a guest just spawned: its PID and start time (it has not been reaped, so its PID is

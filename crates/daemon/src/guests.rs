@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use rmosix_wire::{GuestReport, Reply};
 
 use crate::chain;
-use crate::control::{Caller, Conn};
+use crate::control::Conn;
 use crate::daemon::Shared;
 use crate::hosted::{self, Process, Registration};
 use crate::peer::held_note;
@@ -101,10 +101,15 @@ async fn take_reports(shared: &Shared, conn: &mut Conn, guest: &Spawned, reg: &R
                 // guest. Anything else would put another process's figures in the list.
                 let child = procfs::read_stat(pid).is_ok_and(|s| s.ppid == guest.pid);
                 if !child {
-                    warn!(
-                        guest = guest.pid,
-                        pid, "ignoring a guest's report about a process not its child"
-                    );
+                    // A guest is its user's to control: the line is throttled per user.
+                    if let Verdict::Log { held } = shared.throttle_user(guest.uid, Instant::now()) {
+                        warn!(
+                            guest = guest.pid,
+                            pid,
+                            "ignoring a guest's report about a process not its child{}",
+                            held_note(held)
+                        );
+                    }
                     continue;
                 }
                 shared.hosted().running(reg, Process { pid, home_pid });
@@ -134,7 +139,7 @@ async fn take_reports(shared: &Shared, conn: &mut Conn, guest: &Spawned, reg: &R
 /// So the daemon also takes a pidfd of the client (SO_PEERPIDFD, Linux 6.5), which names it
 /// for good, and checks after reading /proc that it still runs: then the PID was still its.
 fn identify(shared: &Shared, conn: &Conn, home_node: u16) -> Result<(Spawned, OwnedFd), NotAGuest> {
-    let caller: &Caller = &conn.caller;
+    let caller = &conn.caller;
     let pid = caller.pid.ok_or(NotAGuest::NoPid)?;
     let pidfd = getsockopt(&conn.stream, sockopt::PeerPidfd)
         .map_err(|e| NotAGuest::Unreadable(e.into()))?;

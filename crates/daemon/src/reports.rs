@@ -119,7 +119,7 @@ enum End {
 fn keep_reporting(daemon: &DaemonSocket, home_node: u16, said: &Mutex<Said>, woken: &UnixStream) {
     let mut backoff = Backoff::new();
     let mut registered_before = false;
-    let mut refusals = 0u32;
+    let mut refused = false;
     loop {
         // Not connected: a guest that is ending has no one to tell.
         if lock(said).stopping {
@@ -131,23 +131,24 @@ fn keep_reporting(daemon: &DaemonSocket, home_node: u16, said: &Mutex<Said>, wok
                     info!("registered again with mosixd");
                 }
                 registered_before = true;
-                refusals = 0;
+                refused = false;
                 backoff.reset();
                 match report(conn, said, woken) {
                     End::Done => return,
                     End::Lost(e) => {
                         warn!(
-                            "lost mosixd ({e}); the process goes on, and is reported again once it is back"
+                            "lost mosixd ({e}); the process goes on, reported again once it is back"
                         );
                     }
                 }
             }
-            // A refusal says something is wrong (a limit, or a record missing); say it once.
+            // A refusal says something is wrong (a limit, or a record missing); say it once
+            // until a registration succeeds.
             Err(AskError::Refused(message)) => {
-                if refusals == 0 {
+                if !refused {
                     warn!("mosixd refused the guest's registration: {message}");
                 }
-                refusals += 1;
+                refused = true;
             }
             Err(e) => debug!(error = %e, "mosixd not there"),
         }
