@@ -679,7 +679,19 @@ fn an_order_whose_caller_gives_up_is_cancelled() {
     });
     std::thread::scope(|scope| {
         let socket = daemon.socket.as_path();
-        let again = scope.spawn(|| ask(socket, &request));
+        // Reports are not answered: until the daemon has read the one above, the process is
+        // still busy.
+        let again = scope.spawn(|| {
+            let end = Instant::now() + DEADLINE;
+            loop {
+                match ask(socket, &request) {
+                    Reply::Failed(MoveError::Busy) => {
+                        assert!(Instant::now() < end, "MigrateDone report not applied")
+                    }
+                    other => return other,
+                }
+            }
+        });
         let (next, pid, _) = sup.order();
         assert!(next > id);
         assert_eq!(pid, me);
