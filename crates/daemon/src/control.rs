@@ -1,4 +1,5 @@
-//! The control socket: requests from the tools and the supervisors' report streams.
+//! The control socket: requests from the tools, and the report streams of the supervisors
+//! (here) and of the guests (`guests`).
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -20,13 +21,11 @@ use rmosix_wire::{
     Request, Target, encode_line, encode_reply,
 };
 
-use crate::chain;
 use crate::daemon::Shared;
 use crate::limits::{Holder, Refusal as OverLimit, Ticket};
 use crate::peer::SESSION_READY;
-use crate::procfs;
-use crate::sys;
 use crate::table::{Refusal, SupervisorId};
+use crate::{chain, guests, procfs, sys};
 
 /// How long opening a session may take before the node counts as down.
 const SESSION_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -55,7 +54,8 @@ pub(crate) struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
-    /// For logs only.
+    /// For logs, and to find a guest's record (together with the client's pidfd, which says
+    /// whether the PID is still the client's; see guests::identify).
     pub pid: Option<i32>,
 }
 
@@ -78,15 +78,15 @@ impl Caller {
 }
 
 /// A control connection and the line buffer in front of it.
-struct Conn {
-    stream: UnixStream,
+pub(crate) struct Conn {
+    pub stream: UnixStream,
     lines: LineReader,
-    caller: Caller,
+    pub caller: Caller,
 }
 
 impl Conn {
     /// The next message; `None` when the client closed between messages.
-    async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, DecodeError> {
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, DecodeError> {
         let mut buf = [0u8; READ_CHUNK];
         loop {
             if let Some(msg) = self.lines.next_message()? {
@@ -109,9 +109,17 @@ impl Conn {
         }
     }
 
-    /// Send a reply; a reply may be longer than a request (see rmosix_wire::MAX_REPLY).
-    async fn reply(&mut self, reply: &Reply) -> std::io::Result<()> {
-        self.send_line(&encode_reply(reply)?).await
+    /// Send a reply; a reply may be longer than a request (see rmosix_wire::MAX_REPLY). One
+    /// that is longer still (a list of tens of thousands of hosted processes) is answered
+    /// with an error that says so, rather than with nothing.
+    pub async fn reply(&mut self, reply: &Reply) -> std::io::Result<()> {
+        let line = match encode_reply(reply) {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                encode_reply(&error(format!("cannot answer: {e}")))?
+            }
+            line => line?,
+        };
+        self.send_line(&line).await
     }
 
     async fn send_line(&mut self, line: &[u8]) -> std::io::Result<()> {
@@ -188,6 +196,10 @@ pub(crate) async fn serve_client(
             }
             Request::Where { pid } => locate(&shared, pid),
             Request::Status => status(&shared).await,
+            Request::Guest { home_node } => {
+                return guests::serve_guest(&shared, conn, home_node).await;
+            }
+            Request::Guests => guests::list(&shared),
         };
         if conn.reply(&reply).await.is_err() {
             return;
@@ -289,6 +301,7 @@ async fn status(shared: &Arc<Shared>) -> Reply {
         .process_count()
         .try_into()
         .unwrap_or(u32::MAX);
+    let hosted = shared.hosted().count().try_into().unwrap_or(u32::MAX);
     let deadline = Instant::now() + STATUS_BUDGET;
     let others: Vec<NodeId> = shared
         .map
@@ -331,6 +344,7 @@ async fn status(shared: &Arc<Shared>) -> Reply {
     Reply::Status {
         node: shared.own.get(),
         processes,
+        hosted,
         peers,
     }
 }

@@ -14,11 +14,14 @@ use rmosix_config::{Host, Map, MapError, NodeId};
 use rmosix_transport::{ClusterKey, KeyError};
 
 use crate::control::Caller;
+use crate::hosted::Hosted;
 use crate::limits::{Holder, Limits};
+use crate::procfs::Units;
+use crate::records::{Records, RecordsError};
 use crate::sys::FdLimit;
 use crate::table::Table;
 use crate::throttle::{Throttle, Verdict};
-use crate::{control, own, peer, sys};
+use crate::{control, guests, own, peer, sys};
 
 /// What `mosixd` needs to start.
 #[derive(Clone, Debug)]
@@ -96,6 +99,12 @@ pub enum DaemonError {
     /// The descriptor limit could not be read or raised.
     #[error("cannot raise the limit on open files (RLIMIT_NOFILE)")]
     FdLimit(#[source] io::Error),
+    /// The record of the guests this node started is unusable.
+    #[error(transparent)]
+    Records(#[from] RecordsError),
+    /// The units of /proc's figures could not be read.
+    #[error("cannot read the clock tick and page size (sysconf)")]
+    Units(#[source] io::Error),
 }
 
 /// What every connection handler shares.
@@ -105,6 +114,14 @@ pub(crate) struct Shared {
     pub key: ClusterKey,
     pub port: u16,
     pub table: Mutex<Table>,
+    /// The processes of other nodes that run here.
+    pub hosted: Mutex<Hosted>,
+    /// The guests this node's daemons started, which alone may register as guests.
+    pub records: Records,
+    /// The control socket, which the guests report to.
+    pub socket: PathBuf,
+    /// The units of /proc's figures.
+    pub units: Units,
     pub limits: Arc<Limits>,
     /// The descriptor limit the daemon was started with, which its guests get back.
     pub guest_fd_limit: FdLimit,
@@ -119,6 +136,16 @@ impl Shared {
     /// matters more than stopping would, so a poisoned lock is used as is.
     pub fn table(&self) -> MutexGuard<'_, Table> {
         lock(&self.table)
+    }
+
+    /// The hosted processes; poisoning is handled as for the table.
+    pub fn hosted(&self) -> MutexGuard<'_, Hosted> {
+        lock(&self.hosted)
+    }
+
+    /// Whether a line about a client of `uid` turned away may be logged now.
+    pub fn throttle_user(&self, uid: u32, now: Instant) -> Verdict {
+        lock(&self.user_log).event(uid, now)
     }
 
     /// Whether a line about a failed or refused peer at `ip` may be logged now.
@@ -194,6 +221,14 @@ impl Daemon {
                 source,
             })?;
         let unix = bind_control(&config.socket).await?;
+        let records = Records::open(&guest_records(&config.socket))?;
+        // Guests that ended while no daemon ran, or whose daemon stopped before reaping them.
+        match records.sweep(|guest| !guests::is_alive(guest)) {
+            Ok(0) => {}
+            Ok(n) => info!(records = n, "forgot guests that have ended"),
+            Err(e) => warn!("cannot sweep the guests' records: {e}"),
+        }
+        let units = Units::probe().map_err(DaemonError::Units)?;
         info!(
             node = own.get(),
             port = config.port,
@@ -208,6 +243,10 @@ impl Daemon {
             key,
             port: config.port,
             table: Mutex::new(Table::default()),
+            hosted: Mutex::new(Hosted::default()),
+            records,
+            socket: config.socket.clone(),
+            units,
             limits,
             guest_fd_limit: fd_limit,
             peer_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
@@ -258,6 +297,13 @@ async fn report_held_lines(shared: &Shared) {
         ticks.tick().await;
         shared.report_held(Instant::now());
     }
+}
+
+/// Where the record of the guests lives: beside the control socket, so that every daemon of
+/// that socket (a restarted one too) finds it, and under /run, which a reboot empties with the
+/// guests gone.
+fn guest_records(socket: &Path) -> PathBuf {
+    socket.with_extension("guests")
 }
 
 /// Create the socket's directory, replace a stale socket, bind, and let every user connect
@@ -333,7 +379,7 @@ async fn accept_clients(shared: &Arc<Shared>, listener: &UnixListener) {
                     Err(why) => {
                         control::refuse(stream, &why);
                         if let Verdict::Log { held } =
-                            lock(&shared.user_log).event(caller.uid, Instant::now())
+                            shared.throttle_user(caller.uid, Instant::now())
                         {
                             warn!(
                                 uid = caller.uid,

@@ -2,16 +2,23 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
 use std::process::Stdio;
 
-use rmosix_engine::{Channel, Left, Reports};
+use rmosix_engine::Channel;
 use rmosix_seal::{End, SessionKeys};
+use rmosix_wire::DaemonSocket;
 use tokio::process::Child;
 
-use crate::sys::{self, FdLimit, GuestCreds};
+use crate::daemon::Shared;
+use crate::procfs;
+use crate::records::Spawned;
+use crate::reports::DaemonReports;
+use crate::sys::{self, GuestCreds};
 
-/// Start `mosixd guest` as the given user on the session `socket`; the session keys reach it
-/// through a pipe (never the command line or environment, which others may read).
+/// Start `mosixd guest` as the given user on the session `socket`, for a session from node
+/// `from`, and record it (see `records`); the session keys reach it through a pipe (never the
+/// command line or environment, which others may read). It reports to this daemon's socket.
 ///
 /// A daemon running as root switches the guest to `creds`. A daemon run by an ordinary user
 /// (for development) can only start guests as that user and refuses anyone else.
@@ -19,65 +26,97 @@ use crate::sys::{self, FdLimit, GuestCreds};
 /// The guest does not depend on the daemon once started: it owns its session socket and
 /// runs in a session of its own, and nothing kills it when the returned `Child` is dropped.
 /// So a daemon that stops (a restart, a package upgrade) leaves the processes it hosts
-/// running; the new daemon does not need to know them.
+/// running; the guests register with the next daemon, which finds their records.
 pub(crate) fn spawn_guest(
+    shared: &Shared,
+    from: u16,
     creds: GuestCreds,
     socket: OwnedFd,
     keys: &SessionKeys,
-    fd_limit: FdLimit,
-) -> io::Result<Child> {
+) -> io::Result<(Child, Spawned)> {
     let euid = nix::unistd::geteuid().as_raw();
+    let uid = creds.uid;
     let switch = if euid == 0 {
         Some(creds)
-    } else if creds.uid == euid {
+    } else if uid == euid {
         None
     } else {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!(
-                "daemon runs as uid {euid}, cannot start a guest for uid {}",
-                creds.uid
-            ),
+            format!("daemon runs as uid {euid}, cannot start a guest for uid {uid}"),
         ));
     };
     let (keys_read, keys_write) = std::io::pipe()?;
-    // 64 bytes fit any pipe buffer: this write never blocks.
-    (&keys_write).write_all(&keys.to_bytes())?;
-    drop(keys_write);
     let keys_read = OwnedFd::from(keys_read);
     let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
-    cmd.arg("guest").stdin(Stdio::null()).stdout(Stdio::null());
+    cmd.arg("guest")
+        .arg("--report-to")
+        .arg(&shared.socket)
+        .arg("--home")
+        .arg(from.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
     let socket = sys::above_guest_fds(socket.as_fd())?;
     let keys_read = sys::above_guest_fds(keys_read.as_fd())?;
     sys::prepare_guest(
         &mut cmd,
         [socket.as_raw_fd(), keys_read.as_raw_fd()],
         switch,
-        fd_limit,
+        shared.guest_fd_limit,
     );
-    cmd.spawn()
+    let mut child = cmd.spawn()?;
+    // The keys only once the record is there: the guest registers after reading them, and
+    // finds itself recorded. A guest that gets no keys (the pipe closes empty) ends at once.
+    let record = match record(shared, &child, uid, from) {
+        Ok(record) => record,
+        Err(e) => {
+            let _ = child.start_kill();
+            return Err(e);
+        }
+    };
+    // 64 bytes fit any pipe buffer: this write never blocks.
+    if let Err(e) = (&keys_write).write_all(&keys.to_bytes()) {
+        let _ = child.start_kill();
+        shared.records.remove(&record);
+        return Err(e);
+    }
+    Ok((child, record))
 }
 
-/// Body of `mosixd guest`: serve the session on fd 3 with the keys from fd 4. Runs with the
+/// Record a guest just spawned: its PID and start time (it has not been reaped, so its PID is
+/// still its own), the uid it runs as and its home node.
+fn record(shared: &Shared, child: &Child, uid: u32, home_node: u16) -> io::Result<Spawned> {
+    let pid = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .ok_or_else(|| io::Error::other("the guest has no PID"))?;
+    let record = Spawned {
+        pid,
+        start_ticks: procfs::read_stat(pid)?.start_ticks,
+        uid,
+        home_node,
+    };
+    shared.records.add(&record)?;
+    Ok(record)
+}
+
+/// Body of `mosixd guest`: serve the session on fd 3 with the keys from fd 4, reporting to the
+/// daemon at `report_to` as a guest for a session from node `home_node`. Runs with the
 /// session owner's credentials, already set by the daemon before exec.
-pub fn run_guest() -> io::Result<()> {
+pub fn run_guest(report_to: &Path, home_node: u16) -> io::Result<()> {
     let [socket, keys_pipe] = sys::take_guest_fds()?;
     let mut raw = [0u8; 64];
     std::fs::File::from(keys_pipe).read_exact(&mut raw)?;
     let keys = SessionKeys::from_bytes(&raw)?;
     let channel = Channel::sealed(std::net::TcpStream::from(socket), &keys, End::Guest)?;
-    rmosix_engine::serve_guest(channel, &mut LogReports)
-}
-
-/// A guest's reports, as lines of its log.
-struct LogReports;
-
-impl Reports for LogReports {
-    fn running(&mut self, husk: i32, home_pid: i32) {
-        tracing::info!(husk, home_pid, "hosting a process");
-    }
-
-    fn left(&mut self, how: Left) {
-        tracing::info!(?how, "the process left");
-    }
+    // Root's daemon, or one of the guest's own user: the only ones that start guests.
+    let daemon = DaemonSocket {
+        path: report_to.to_owned(),
+        trusted_user: None,
+    };
+    let mut reports = DaemonReports::start(daemon, home_node)?;
+    let served = rmosix_engine::serve_guest(channel, &mut reports);
+    // Delivers the last report, if a daemon is there to take it.
+    reports.stop();
+    served
 }

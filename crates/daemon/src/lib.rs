@@ -8,7 +8,9 @@
 //!   uid and groups and pipes the link's bytes to it ([`run_guest`] is that mode's body);
 //! * on a Unix socket for the local tools and job supervisors (`mosrun`), speaking the wire
 //!   room's control protocol. It keeps the table of supervised processes, checks who may
-//!   move what, and hands migrations to the supervisor that owns the process.
+//!   move what, and hands migrations to the supervisor that owns the process. The guests it
+//!   started report there too, each the process it hosts; only a guest this node started may
+//!   (see `records`), and anyone may list them.
 //!
 //! No user or stranger may take what the others need: each client's identity is the one the
 //! kernel recorded for its connection, connections are counted per user and per address
@@ -17,22 +19,27 @@
 //!
 //! Placement policy, membership and the migration engine itself live in other rooms.
 //!
-//! The door: [`Config`], [`Daemon`], [`DaemonError`], [`run_guest`].
+//! The door: [`Config`], [`Daemon`], [`DaemonError`], [`RecordsError`], [`run_guest`].
 #![warn(missing_docs)]
 
 mod control;
 mod daemon;
 mod guest;
+mod guests;
+mod hosted;
 mod limits;
 mod own;
 mod peer;
 mod procfs;
+mod records;
+mod reports;
 mod sys;
 mod table;
 mod throttle;
 
 pub use daemon::{Config, Daemon, DaemonError};
 pub use guest::run_guest;
+pub use records::RecordsError;
 
 /// An error and its sources as one line, `outer: inner: innermost`, for logs and for error
 /// messages that cross to a client.

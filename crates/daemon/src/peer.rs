@@ -118,7 +118,8 @@ async fn read_hello(shared: &Shared, link: &mut Link) -> Result<LinkHello, PeerE
 /// What the peer daemon answers once it holds the session keys and reads the link no more.
 pub(crate) const SESSION_READY: &[u8] = b"ready";
 
-/// Take the session keys, give the link up and start a guest on its socket; reap the guest.
+/// Take the session keys, give the link up and start a guest on its socket; reap the guest
+/// and remove its record.
 /// The home daemon hands its end to the supervisor: the session runs between the two
 /// supervisors directly. Every wait before the hand-over is bounded: a home that opens a
 /// session and stalls costs a connection for [`HELLO_TIMEOUT`] at most.
@@ -161,8 +162,8 @@ async fn serve_session(
             return;
         }
     };
-    let mut child = match spawn_guest(creds, socket.into(), &keys, shared.guest_fd_limit) {
-        Ok(child) => child,
+    let (mut child, record) = match spawn_guest(shared, from, creds, socket.into(), &keys) {
+        Ok(started) => started,
         Err(e) => {
             // Dropping the socket tells the home side the session failed.
             warn!(from, uid, "cannot start a guest: {e}");
@@ -177,4 +178,5 @@ async fn serve_session(
         Ok(status) => info!(from, uid, pid, "guest exited: {status}"),
         Err(e) => warn!(from, uid, pid, "cannot reap guest: {e}"),
     }
+    shared.records.remove(&record);
 }

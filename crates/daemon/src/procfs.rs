@@ -1,8 +1,12 @@
-//! What the daemon reads about local processes from `/proc/PID/status`: the owner of a
-//! process someone wants to move or supervise, for kill(2)'s rule. Never the identity of a
-//! client: that comes from its connection (see control::Caller).
+//! What the daemon reads about local processes from /proc: the owner of a process someone
+//! wants to move or supervise, for kill(2)'s rule (`/proc/PID/status`); the parent, start
+//! time, CPU time and resident memory of a guest or of a process it hosts (`/proc/PID/stat`).
+//! Never the identity of a client: that comes from its connection (see control::Caller).
 
 use std::io;
+use std::time::Duration;
+
+use nix::unistd::{SysconfVar, sysconf};
 
 /// A process's credentials as far as permission checks need them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +57,87 @@ fn parse_status(text: &str) -> Option<Creds> {
     })
 }
 
+/// What `/proc/PID/stat` says about a process, in the kernel's units (see [`Units`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stat {
+    /// Its parent's PID.
+    pub ppid: i32,
+    /// CPU time it used, user and system, in clock ticks.
+    pub cpu_ticks: u64,
+    /// When it started, in clock ticks after boot. With the PID it names one process for as
+    /// long as the machine runs: a PID is reused, never together with its start time.
+    pub start_ticks: u64,
+    /// Resident memory, in pages.
+    pub rss_pages: u64,
+}
+
+/// Read `/proc/PID/stat`. Fails if the process does not exist (or vanished meanwhile).
+pub(crate) fn read_stat(pid: i32) -> io::Result<Stat> {
+    if pid <= 0 {
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&text).ok_or_else(|| io::Error::other("unexpected /proc stat format"))
+}
+
+/// Pick fields 4 (ppid), 14 and 15 (utime, stime), 22 (starttime) and 24 (rss) out of a stat
+/// line (proc_pid_stat(5)). The command name, field 2, may hold spaces and parentheses, so
+/// the fields are counted from the last `)`.
+fn parse_stat(text: &str) -> Option<Stat> {
+    let (_, rest) = text.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts with field 3.
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(Stat {
+        ppid: fields.get(4 - 3)?.parse().ok()?,
+        cpu_ticks: field(14)?.checked_add(field(15)?)?,
+        start_ticks: field(22)?,
+        rss_pages: field(24)?,
+    })
+}
+
+/// How long the machine has been up (the first field of /proc/uptime): the clock that process
+/// start times count on.
+pub(crate) fn uptime() -> io::Result<Duration> {
+    let text = std::fs::read_to_string("/proc/uptime")?;
+    parse_uptime(&text).ok_or_else(|| io::Error::other("unexpected /proc/uptime format"))
+}
+
+fn parse_uptime(text: &str) -> Option<Duration> {
+    let seconds: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+/// The units of [`Stat`]: clock ticks a second (USER_HZ) and the page size. Fixed while the
+/// machine runs, so read once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Units {
+    pub ticks_per_second: u64,
+    pub page_bytes: u64,
+}
+
+impl Units {
+    /// Ask the kernel (sysconf).
+    pub fn probe() -> io::Result<Units> {
+        let ask = |var| match sysconf(var) {
+            Ok(Some(n)) if n > 0 => Ok(n as u64),
+            Ok(_) => Err(io::Error::other(format!("sysconf({var:?}) has no value"))),
+            Err(e) => Err(io::Error::from(e)),
+        };
+        Ok(Units {
+            ticks_per_second: ask(SysconfVar::CLK_TCK)?,
+            page_bytes: ask(SysconfVar::PAGE_SIZE)?,
+        })
+    }
+
+    /// `ticks` as a duration.
+    pub fn duration(&self, ticks: u64) -> Duration {
+        let per_second = self.ticks_per_second;
+        Duration::from_secs(ticks / per_second)
+            + Duration::from_nanos((ticks % per_second) * 1_000_000_000 / per_second)
+    }
+}
+
 /// kill(2)'s rule: a caller may act on a process if it is root, or if its uid is the target's
 /// real or saved set-user-ID.
 pub(crate) fn may_act(caller_uid: u32, target: &Creds) -> bool {
@@ -96,10 +181,52 @@ mod tests {
     }
 
     #[test]
+    fn stat_lines_are_parsed_from_the_last_parenthesis() {
+        // Fields 1 to 24 of a stat line; the name holds a space and a parenthesis.
+        let line = "4711 (my (prog) x) R 4700 4711 4711 0 -1 4194304 100 0 0 0 \
+                    250 50 0 0 20 0 1 0 123456 10000000 2048 18446744073709551615\n";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                ppid: 4700,
+                cpu_ticks: 300,
+                start_ticks: 123456,
+                rss_pages: 2048,
+            })
+        );
+        assert_eq!(parse_stat("4711 (x) R 1 2 3"), None);
+        assert_eq!(parse_stat("no parenthesis"), None);
+        let junk = line.replace(" 250 ", " x ");
+        assert_eq!(parse_stat(&junk), None);
+    }
+
+    #[test]
+    fn uptime_and_ticks_are_durations() {
+        assert_eq!(
+            parse_uptime("12345.67 54321.00\n"),
+            Some(Duration::from_millis(12_345_670))
+        );
+        assert_eq!(parse_uptime(""), None);
+        assert_eq!(parse_uptime("-1 0"), None);
+        let units = Units {
+            ticks_per_second: 100,
+            page_bytes: 4096,
+        };
+        assert_eq!(units.duration(250), Duration::from_millis(2500));
+        let units = Units::probe().unwrap();
+        assert!(units.ticks_per_second > 0 && units.page_bytes.is_power_of_two());
+        assert!(uptime().unwrap() > Duration::ZERO);
+    }
+
+    #[test]
     fn this_process_is_readable() {
         let creds = read_creds(std::process::id() as i32).unwrap();
         assert!(may_act(nix::unistd::getuid().as_raw(), &creds));
         assert!(read_creds(0).is_err());
         assert!(read_creds(-1).is_err());
+        let stat = read_stat(std::process::id() as i32).unwrap();
+        assert_eq!(stat.ppid as u32, std::os::unix::process::parent_id());
+        assert!(stat.rss_pages > 0);
+        assert!(read_stat(0).is_err());
     }
 }

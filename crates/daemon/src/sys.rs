@@ -1,11 +1,15 @@
 //! The daemon's only unsafe code: handing a socket to the guest process as fd 3 under the
-//! guest's credentials, taking it over in the guest, and asking the kernel which groups the
-//! client of a control connection had when it connected.
+//! guest's credentials, taking it over in the guest, asking the kernel which groups the
+//! client of a control connection had when it connected, and waiting for a process to exit
+//! through its pidfd.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// The fd number on which `mosixd guest` finds its session socket.
 pub(crate) const GUEST_FD: RawFd = 3;
@@ -47,6 +51,18 @@ pub(crate) fn peer_groups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
             return Err(err);
         }
         groups.resize(count, 0);
+    }
+}
+
+/// Whether the process of `pidfd` exits within `limit`: a pidfd becomes readable then
+/// (pidfd_open(2)). Must be called inside a tokio runtime.
+pub(crate) async fn exits_within(pidfd: OwnedFd, limit: Duration) -> bool {
+    // SAFETY: the AsyncFd owns `pidfd` until it is dropped, and an OwnedFd stays open and
+    // gives the same descriptor for all its life, as register_with_interest requires.
+    let registered = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) };
+    match registered {
+        Ok(fd) => matches!(tokio::time::timeout(limit, fd.readable()).await, Ok(Ok(_))),
+        Err(_) => false,
     }
 }
 

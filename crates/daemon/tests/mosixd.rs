@@ -424,6 +424,7 @@ fn keyless_peers_are_dropped_and_the_daemon_keeps_serving() {
         Reply::Status {
             node: 1,
             processes: 0,
+            hosted: 0,
             peers: vec![PeerStatus { node: 2, up: false }]
         }
     );
@@ -533,6 +534,7 @@ fn migrations_go_through_the_supervisor() {
         != (Reply::Status {
             node: 1,
             processes: 1,
+            hosted: 0,
             peers: vec![PeerStatus { node: 2, up: false }],
         })
     {
@@ -677,7 +679,19 @@ fn an_order_whose_caller_gives_up_is_cancelled() {
     });
     std::thread::scope(|scope| {
         let socket = daemon.socket.as_path();
-        let again = scope.spawn(|| ask(socket, &request));
+        // Reports are not answered: until the daemon has read the one above, the process is
+        // still busy.
+        let again = scope.spawn(|| {
+            let end = Instant::now() + DEADLINE;
+            loop {
+                match ask(socket, &request) {
+                    Reply::Failed(MoveError::Busy) => {
+                        assert!(Instant::now() < end, "MigrateDone report not applied")
+                    }
+                    other => return other,
+                }
+            }
+        });
         let (next, pid, _) = sup.order();
         assert!(next > id);
         assert_eq!(pid, me);
@@ -708,10 +722,29 @@ fn a_session_starts_a_guest_under_the_callers_uid() {
     let uid = own_uid();
     let started = daemon.wait_for("guest started");
     assert!(started.contains(&format!("uid={uid}")), "{started}");
+    // Started, the guest has its record, named for its PID, start time, uid and home node.
+    let pid = started
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("pid="))
+        .unwrap();
+    let records = guest_records(&s);
+    assert_eq!(records.len(), 1, "{records:?}");
+    let name: Vec<&str> = records[0].split('-').collect();
+    assert_eq!(
+        [name[0], name[2], name[3]],
+        [pid, &uid.to_string(), "1"],
+        "{records:?}"
+    );
     stream.shutdown(std::net::Shutdown::Write).unwrap();
     let mut rest = Vec::new();
     let _ = std::io::Read::read_to_end(&mut stream, &mut rest);
     daemon.wait_for("guest exited");
+    // Reaped, it has none.
+    let end = Instant::now() + DEADLINE;
+    while !guest_records(&s).is_empty() {
+        assert!(Instant::now() < end, "{:?}", guest_records(&s));
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     let mut stream = UnixStream::connect(&daemon.socket).unwrap();
     send_line(&mut stream, &Request::OpenSession { node: 5 }).unwrap();
@@ -721,6 +754,66 @@ fn a_session_starts_a_guest_under_the_callers_uid() {
         Some(Reply::Error {
             message: format!("no node 5 in {}", s.map.display())
         })
+    );
+}
+
+/// The names in the guests' record directory beside the daemon's socket.
+fn guest_records(s: &Setup) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(s.dir.path().join("mosixd.guests"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_process_the_daemon_did_not_start_cannot_register_as_a_guest() {
+    let s = setup("1 127.0.0.1 1\n");
+    let daemon = Running::start(&s);
+    // This test process asks, as a user's program would: it is no guest.
+    let me = std::process::id();
+    let uid = own_uid();
+    assert_eq!(
+        daemon.ask(&Request::Guest { home_node: 1 }),
+        Reply::Error {
+            message: format!(
+                "process {me} is not a guest this node's mosixd started for uid {uid} and node 1"
+            )
+        }
+    );
+    assert_eq!(
+        daemon.ask(&Request::Guests),
+        Reply::Guests {
+            processes: Vec::new()
+        }
+    );
+    let Reply::Status { hosted, .. } = daemon.ask(&Request::Status) else {
+        panic!("no status");
+    };
+    assert_eq!(hosted, 0);
+    // Only the daemon's user may use the record directory.
+    let mode = fs::metadata(s.dir.path().join("mosixd.guests"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn a_guests_directory_others_may_change_is_refused_at_start() {
+    let s = setup("1 127.0.0.1 1\n");
+    let dir = s.dir.path().join("mosixd.guests");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let (status, err) = run_within_deadline(&mut mosixd(&s, &["--node", "1", "--port", "0"]));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "mosixd: {}: mode 0777 lets other users change the guests' directory; chmod 700 it\n",
+            dir.display()
+        )
     );
 }
 

@@ -2,8 +2,9 @@
 //! the operator would go about them: a user who hands the PID of her connection to a process
 //! with more groups, a user holding thousands of idle connections, a fake daemon at the
 //! socket path, a daemon restarted under running jobs, two orders for one process, an order
-//! whose caller gives up, a status of a map of twenty thousand nodes read through `head`.
-//! docs/security.md says what each of these must not achieve.
+//! whose caller gives up, a status of a map of twenty thousand nodes read through `head`, and
+//! the processes a node hosts as `mosctl guests` lists them, with a user who tries to add one
+//! of her own. docs/security.md says what each of these must not achieve.
 //!
 //! Each test builds its own small lab and drives the real binaries. Programs live in
 //! `tests/progs/hardening/` (the attackers) and `tests/progs/failures/` (`ticks.py`, a
@@ -441,6 +442,128 @@ fn the_guest(node: &Node) -> ProcInfo {
     found.remove(0)
 }
 
+/// The process `guest` hosts: its child, the husk it restored the process into.
+fn the_husk_of(node: &Node, guest: &ProcInfo) -> ProcInfo {
+    let mut found = None;
+    wait_until(
+        &format!("the husk of guest {} on node {}", guest.pid, node.id()),
+        STEP,
+        || {
+            found = procs_in(node).into_iter().find(|p| p.ppid == guest.pid);
+            found.is_some()
+        },
+        || format!("{:#?}", procs_in(node)),
+    );
+    found.expect("found")
+}
+
+/// One line of `mosctl guests`: the process's place and owner.
+#[derive(Debug, Clone, PartialEq)]
+struct Listed {
+    home: u16,
+    home_pid: u32,
+    /// Its PID on the node that lists it.
+    pid: u32,
+    user: String,
+}
+
+/// One line of `mosctl guests` with its figures.
+#[derive(Debug, Clone)]
+struct Row {
+    listed: Listed,
+    cpu_seconds: f64,
+    rss_mib: f64,
+}
+
+/// `mosctl guests` at `node`, as root, which must succeed: the lines under its header.
+fn guests_table(node: &Node) -> Vec<Row> {
+    guests_table_as(node, 0)
+}
+
+/// `mosctl guests` at `node` as user `uid`.
+fn guests_table_as(node: &Node, uid: u32) -> Vec<Row> {
+    let done = if uid == 0 {
+        run(node, "mosctl", &["guests"])
+    } else {
+        run_as(node, uid, "mosctl", &["guests"])
+    };
+    assert!(done.status.success(), "{done:?}");
+    let mut lines = done
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>());
+    assert_eq!(
+        lines.next(),
+        Some(vec![
+            "HOME", "HOME-PID", "PID", "USER", "CPU-S", "RSS-MIB", "HERE"
+        ]),
+        "{done:?}"
+    );
+    lines
+        .map(|fields| {
+            let number = |i: usize| -> f64 {
+                fields[i]
+                    .parse()
+                    .unwrap_or_else(|_| panic!("field {i} of {fields:?}"))
+            };
+            assert_eq!(fields.len(), 7, "{done:?}");
+            Row {
+                listed: Listed {
+                    home: number(0) as u16,
+                    home_pid: number(1) as u32,
+                    pid: number(2) as u32,
+                    user: fields[3].to_owned(),
+                },
+                cpu_seconds: number(4),
+                rss_mib: number(5),
+            }
+        })
+        .collect()
+}
+
+/// The processes `mosctl guests` lists at `node`.
+fn listed(node: &Node) -> Vec<Listed> {
+    guests_table(node).into_iter().map(|r| r.listed).collect()
+}
+
+/// The records of the guests the daemons of `node` started (see crates/daemon/src/records.rs),
+/// seen from the host through the node's init.
+fn guest_records(node: &Node) -> Vec<String> {
+    let dir = format!("/proc/{}/root/run/mosix/mosixd.guests", node.init_pid());
+    fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| {
+            e.expect("a record")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// CPU seconds a host process has used, from its /proc/PID/stat (utime and stime, fields 14
+/// and 15, in clock ticks).
+fn cpu_seconds(host_pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{host_pid}/stat")).expect("read stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a stat line")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let per_second = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("run getconf");
+    let per_second: u64 = String::from_utf8_lossy(&per_second.stdout)
+        .trim()
+        .parse()
+        .expect("CLK_TCK");
+    ticks as f64 / per_second as f64
+}
+
 /// The children of `job`'s program (the host's view), by name: the processes of a job whose
 /// program is a shell.
 fn job_child(job: &Job<'_>, name: &str) -> ProcInfo {
@@ -770,8 +893,48 @@ fn stopping_a_remote_daemon_leaves_the_processes_it_hosts_running() {
     if let Err(e) = host.start_daemon() {
         panic!("{e}");
     }
+    // The new daemon did not start the guest, yet lists its process once the guest has
+    // registered again.
+    let husk = the_husk_of(host, &guest);
+    let expected = Listed {
+        home: 1,
+        home_pid: job.pid(),
+        pid: pid_in_node(husk.pid),
+        user: "root".to_owned(),
+    };
+    wait_until(
+        "the restarted daemon lists the process again",
+        STEP,
+        || listed(host) == [expected.clone()],
+        || format!("{:?}\n{}", listed(host), host.log()),
+    );
+    assert!(
+        run(host, "mosctl", &["status"])
+            .stdout
+            .starts_with("node 2: this node, 0 supervised processes, 1 hosted\n")
+    );
     move_to(home, job.pid(), "home");
     assert_eq!(location(home, job.pid()), Ok(1));
+    wait_until(
+        "the process that went home is no longer listed",
+        STEP,
+        || listed(host).is_empty(),
+        || format!("{:?}", listed(host)),
+    );
+    // No daemon reaped the guest (the one that started it had gone), yet its record goes.
+    wait_until(
+        "the guest's record goes with it",
+        STEP,
+        || guest_records(host).is_empty(),
+        || {
+            format!(
+                "{:?}\n{:#?}\n{}",
+                guest_records(host),
+                guests(host),
+                host.log()
+            )
+        },
+    );
     // The new daemon takes new guests.
     move_to(home, job.pid(), "2");
     move_to(home, job.pid(), "home");
@@ -1021,7 +1184,10 @@ fn status_of_a_map_of_twenty_thousand_nodes_answers_and_head_ends_it_quietly() {
     assert!(status.status.success(), "{status:?}");
     let lines: Vec<&str> = status.stdout.lines().collect();
     assert_eq!(lines.len(), 20002, "{}", status.stderr);
-    assert_eq!(lines[0], "node 1: this node, 0 supervised processes");
+    assert_eq!(
+        lines[0],
+        "node 1: this node, 0 supervised processes, 0 hosted"
+    );
     assert_eq!(lines[1], "node 2: down");
     assert_eq!(lines[20001], "node 20002: down");
 
@@ -1037,6 +1203,202 @@ fn status_of_a_map_of_twenty_thousand_nodes_answers_and_head_ends_it_quietly() {
         ],
     );
     assert!(head.status.success(), "{head:?}");
-    assert_eq!(head.stdout, "node 1: this node, 0 supervised processes\n");
+    assert_eq!(
+        head.stdout,
+        "node 1: this node, 0 supervised processes, 0 hosted\n"
+    );
     assert_eq!(head.stderr, "");
+}
+
+// ---- Item 8: a guest reports to its node's daemon ----
+
+#[test]
+fn a_moved_process_is_listed_where_it_runs_until_it_goes_home_or_ends() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (home, host) = (lab.node(1), lab.node(2));
+    let (job, go) = ticks_job(&lab, home, "job");
+    assert!(listed(host).is_empty());
+    move_to(home, job.pid(), "2");
+    let guest = the_guest(host);
+    let husk = the_husk_of(host, &guest);
+    let expected = Listed {
+        home: 1,
+        home_pid: job.pid(),
+        pid: pid_in_node(husk.pid),
+        user: "root".to_owned(),
+    };
+    // The guest reports once the process runs, which may be just after migrate returns.
+    wait_until(
+        "node 2 lists the process it hosts",
+        STEP,
+        || listed(host) == [expected.clone()],
+        || format!("{:?}\n{}", listed(host), host.log()),
+    );
+    // Home lists nothing: it hosts nothing, it supervises.
+    assert!(listed(home).is_empty());
+    let status = |node: &Node| run(node, "mosctl", &["status"]).stdout;
+    assert!(
+        status(host).starts_with("node 2: this node, 0 supervised processes, 1 hosted\n"),
+        "{}",
+        status(host)
+    );
+    assert!(
+        status(home).starts_with("node 1: this node, 1 supervised processes, 0 hosted\n"),
+        "{}",
+        status(home)
+    );
+
+    // The figures are the husk's own: the CPU time it has used by now, on node 2 only (the
+    // husk was made there), and its resident memory.
+    let ticks_now = String::from_utf8_lossy(&job.stdout())
+        .matches("tick")
+        .count();
+    if let Err(e) = job.wait_stdout("ticks on node 2", STEP, |out| {
+        String::from_utf8_lossy(out).matches("tick").count() > ticks_now + 3
+    }) {
+        panic!("{e}");
+    }
+    let rss_before = proc_info(husk.pid).expect("the husk runs").rss_kib;
+    let rows = guests_table(host);
+    let cpu_after = cpu_seconds(husk.pid);
+    let rss_after = proc_info(husk.pid).expect("the husk runs").rss_kib;
+    let row = &rows[0];
+    assert!(
+        row.cpu_seconds > 0.0 && row.cpu_seconds <= cpu_after + 0.01,
+        "{row:?}, the husk has used {cpu_after} s"
+    );
+    let (low, high) = (rss_before.min(rss_after), rss_before.max(rss_after));
+    assert!(
+        row.rss_mib >= low as f64 / 1024.0 - 0.1 && row.rss_mib <= high as f64 / 1024.0 + 0.1,
+        "{row:?}, the husk holds {low} to {high} KiB"
+    );
+    // Anyone may look, as anyone may run ps.
+    let seen = guests_table_as(host, NOBODY);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].listed, expected);
+
+    move_to(home, job.pid(), "home");
+    wait_until(
+        "the process that went home is no longer listed",
+        STEP,
+        || listed(host).is_empty(),
+        || format!("{:?}", listed(host)),
+    );
+    assert!(status(host).starts_with("node 2: this node, 0 supervised processes, 0 hosted\n"));
+
+    // Moved again, it is listed again, as the new husk; ending there, it goes.
+    move_to(home, job.pid(), "2");
+    let guest = the_guest(host);
+    let husk = the_husk_of(host, &guest);
+    let expected = Listed {
+        pid: pid_in_node(husk.pid),
+        ..expected
+    };
+    wait_until(
+        "node 2 lists the process again",
+        STEP,
+        || listed(host) == [expected.clone()],
+        || format!("{:?}", listed(host)),
+    );
+    finish_ticks(job, &go);
+    wait_until(
+        "the process that ended is no longer listed",
+        STEP,
+        || listed(host).is_empty(),
+        || format!("{:?}", listed(host)),
+    );
+}
+
+/// The attack: user nobody, who has a real process on node 2, wants another one of hers
+/// listed as hosted there, from node 1 (a balancer would believe it). She registers as a
+/// guest on a connection of her own, writes a record for her process beside the socket, and
+/// runs `mosixd guest` herself. Each is refused, and the list holds her real process only.
+#[test]
+fn an_ordinary_user_cannot_register_a_guest_of_her_own() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (home, host) = (lab.node(1), lab.node(2));
+    let dir = open_dir(&lab, "nobody");
+    let go = dir.join("go");
+    let mut cmd = home.command("setpriv");
+    cmd.args([
+        format!("--reuid={NOBODY}"),
+        format!("--regid={NOBODY}"),
+        "--clear-groups".to_owned(),
+        "--".to_owned(),
+        "mosrun".to_owned(),
+        PYTHON.to_owned(),
+        ticks(),
+        path_str(&go).to_owned(),
+    ])
+    .current_dir(&dir)
+    .stdin(Stdio::null())
+    .env("MOSRUN_LOG", "info")
+    .env("NO_COLOR", "1");
+    let job = Job::spawn(home, cmd).unwrap_or_else(|e| panic!("mosrun as nobody: {e}"));
+    if let Err(e) = job.wait_output("ready\n", STEP) {
+        panic!("{e}");
+    }
+    let done = run_as(home, NOBODY, "migrate", &[&job.pid().to_string(), "2"]);
+    assert!(done.status.success(), "{done:?}");
+    let real = Listed {
+        home: 1,
+        home_pid: job.pid(),
+        pid: pid_in_node(the_husk_of(host, &the_guest(host)).pid),
+        user: "nobody".to_owned(),
+    };
+    wait_until(
+        "node 2 lists nobody's real process",
+        STEP,
+        || listed(host) == [real.clone()],
+        || format!("{:?}\n{}", listed(host), host.log()),
+    );
+
+    let attack = spawn_as(
+        host,
+        NOBODY,
+        &[],
+        PYTHON,
+        &[&prog("fake_guest.py"), SOCKET, "1"],
+    )
+    .finish(STEP);
+    assert!(attack.status.success(), "{attack:?}");
+    let said: HashMap<&str, &str> = attack
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .collect();
+    let not_a_guest = "is not a guest this node's mosixd started for uid 65534 and node 1";
+    assert!(
+        said["reply"].starts_with("{\"error\"") && said["reply"].contains(not_a_guest),
+        "{attack:?}"
+    );
+    assert_eq!(said["records"], "PermissionError", "{attack:?}");
+    assert!(
+        said["guest"].contains("mosixd refused the guest's registration: process ")
+            && said["guest"].contains(not_a_guest),
+        "{attack:?}"
+    );
+    assert_eq!(listed(host), [real]);
+    assert!(
+        run(host, "mosctl", &["status"])
+            .stdout
+            .starts_with("node 2: this node, 0 supervised processes, 1 hosted\n")
+    );
+
+    release(&go);
+    let out = match job.finish(STEP) {
+        Ok(out) => out,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with("done\n"),
+        "{out:?}"
+    );
 }

@@ -1,17 +1,20 @@
 //! rmosix tools room: what the command-line tools (`migrate`, `mosctl`, `mosrun`) share.
 //!
 //! Each binary is thin: it parses its arguments with clap, flattening [`CommonArgs`] for the
-//! flags every tool has, asks the local `mosixd` through a [`DaemonSocket`] (which first
-//! checks that root, the caller or a user the caller trusts listens there), and maps the
-//! answer to an exit code (0 done, 1 could not, 2 usage). Output goes through [`print_out`],
-//! which ends quietly when the reader has gone. The daemon does the work; the wire room
-//! defines what is said.
+//! flags every tool has, asks the local `mosixd` through the wire room's `DaemonSocket`
+//! (which first checks that root, the caller or a user the caller trusts listens there), and
+//! maps the answer to an exit code (0 done, 1 could not, 2 usage). Output goes through
+//! [`print_out`], which ends quietly when the reader has gone. The daemon does the work; the
+//! wire room defines what is said, and how a client reaches the daemon (`mosixd guest` does
+//! too).
 //!
-//! The door: [`CommonArgs`], [`DaemonSocket`], [`exchange`], [`AskError`], [`parse_user`],
-//! [`print_out`].
+//! The door: [`CommonArgs`], [`parse_user`], [`print_out`], [`hosted_table`] (what `mosctl
+//! guests` prints).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod cli;
+mod hosted;
 
-pub use cli::{AskError, CommonArgs, DaemonSocket, exchange, parse_user, print_out};
+pub use cli::{CommonArgs, parse_user, print_out};
+pub use hosted::hosted_table;

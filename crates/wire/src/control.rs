@@ -84,6 +84,16 @@ pub enum Request {
     },
     /// Ask for the daemon's state; answered with [`Reply::Status`].
     Status,
+    /// Sent by a guest supervisor (`mosixd guest`) that the daemon of this node started for a
+    /// session from `home_node`; the daemon accepts it only from such a guest (see
+    /// docs/security.md). After [`Reply::Ok`] the connection stays open: the guest sends
+    /// [`GuestReport`]s on it, and its end tells the daemon the guest has gone.
+    Guest {
+        /// The node the session came from, as the daemon told the guest when it started it.
+        home_node: u16,
+    },
+    /// Ask for the processes this node hosts; answered with [`Reply::Guests`].
+    Guests,
 }
 
 /// The daemon's answer to a [`Request`].
@@ -109,8 +119,15 @@ pub enum Reply {
         node: u16,
         /// Processes currently running under a supervisor of this node.
         processes: u32,
+        /// Processes of other nodes that run here.
+        hosted: u32,
         /// The other nodes of the map, and whether each answered a ping just now.
         peers: Vec<PeerStatus>,
+    },
+    /// The processes this node hosts, by home node and home PID.
+    Guests {
+        /// One entry per hosted process.
+        processes: Vec<HostedProcess>,
     },
     /// A move failed, and why (a `migrate` prints it after "cannot move PID to node N: ").
     Failed(MoveError),
@@ -128,6 +145,56 @@ pub struct PeerStatus {
     pub node: u16,
     /// Whether its daemon completed an authenticated ping.
     pub up: bool,
+}
+
+/// A process of another node that runs here, as [`Reply::Guests`] lists it. The daemon reads
+/// the figures from the kernel when asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedProcess {
+    /// The node it belongs to.
+    pub home_node: u16,
+    /// Its PID there.
+    pub home_pid: i32,
+    /// Its PID here.
+    pub pid: i32,
+    /// The user it runs as.
+    pub uid: u32,
+    /// CPU time it used here (user and system), in milliseconds.
+    pub cpu_ms: u64,
+    /// Its resident memory, in KiB.
+    pub rss_kib: u64,
+    /// How long it has been here, in seconds.
+    pub seconds_here: u64,
+}
+
+/// What a guest tells its node's daemon about the one process it serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestReport {
+    /// The process runs here.
+    Running {
+        /// Its PID here: a child of the guest.
+        pid: i32,
+        /// Its PID at home.
+        home_pid: i32,
+    },
+    /// The process left this node; the guest ends after this report.
+    Left {
+        /// How.
+        how: Departure,
+    },
+}
+
+/// How a hosted process left its node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Departure {
+    /// It ended (exited, or was killed by a signal).
+    Ended,
+    /// It went home or on to another node.
+    Moved,
+    /// Its session with home ended under it, and it was killed.
+    Lost,
 }
 
 /// What a supervisor tells the daemon about the processes it runs.
@@ -211,11 +278,32 @@ mod tests {
         round_trip(Request::Where { pid: 1 });
         round_trip(Request::OpenSession { node: 3 });
         round_trip(Request::Status);
+        round_trip(Request::Guests);
+        round_trip(Request::Guest { home_node: 1 });
+        round_trip(Reply::Guests {
+            processes: vec![HostedProcess {
+                home_node: 1,
+                home_pid: 4711,
+                pid: 12,
+                uid: 1000,
+                cpu_ms: u64::MAX,
+                rss_kib: 65536,
+                seconds_here: 3,
+            }],
+        });
+        round_trip(GuestReport::Running {
+            pid: 12,
+            home_pid: 4711,
+        });
+        for how in [Departure::Ended, Departure::Moved, Departure::Lost] {
+            round_trip(GuestReport::Left { how });
+        }
         round_trip(Reply::Ok);
         round_trip(Reply::Location { node: 2 });
         round_trip(Reply::Status {
             node: 1,
             processes: 5,
+            hosted: 2,
             peers: vec![
                 PeerStatus { node: 2, up: true },
                 PeerStatus { node: 3, up: false },
@@ -252,6 +340,7 @@ mod tests {
         let status = Reply::Status {
             node: 1,
             processes: u32::MAX,
+            hosted: u32::MAX,
             peers,
         };
         let line = crate::encode_reply(&status).unwrap();

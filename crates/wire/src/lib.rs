@@ -2,9 +2,10 @@
 //!
 //! Two protocols live here:
 //!
-//! * the **control protocol** between the tools (`migrate`, `mosctl`, `mosrun`'s supervisor)
-//!   and the local daemon `mosixd`, over a Unix stream socket ([`Request`], [`Reply`],
-//!   [`Report`], [`Command`]);
+//! * the **control protocol** between the tools (`migrate`, `mosctl`, `mosrun`'s supervisor),
+//!   the guests (`mosixd guest`) and the local daemon `mosixd`, over a Unix stream socket
+//!   ([`Request`], [`Reply`], [`Report`], [`Command`], [`GuestReport`]), and the blocking
+//!   client that reaches the daemon ([`DaemonSocket`]);
 //! * the **link hello** that one daemon sends to another as the first message on an
 //!   authenticated link ([`LinkHello`], [`Purpose`]). Encryption and framing of links are the
 //!   transport room's job; this room only says what the bytes mean.
@@ -35,21 +36,24 @@
 //! The door: the message types, the typed outcome of a move ([`MoveError`], [`NotMovable`]),
 //! [`send_line`], [`encode_line`], [`encode_reply`], [`LineReader`], [`DecodeError`],
 //! [`DEFAULT_SOCKET`], [`SOCKET_ENV`], [`DAEMON_USER_ENV`], [`MAX_LINE`], [`MAX_REPLY`],
-//! [`LINK_VERSION`].
+//! [`LINK_VERSION`]; the client: [`DaemonSocket`], [`exchange`], [`AskError`], [`Backoff`],
+//! [`spawn_unsignalled`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod client;
 mod codec;
 mod control;
 mod link;
 mod outcome;
 
+pub use client::{AskError, Backoff, DaemonSocket, exchange, spawn_unsignalled};
 pub use codec::{
     DecodeError, LineReader, MAX_LINE, MAX_REPLY, encode_line, encode_reply, send_line,
 };
 pub use control::{
-    Command, DAEMON_USER_ENV, DEFAULT_SOCKET, ParseTargetError, PeerStatus, Reply, Report, Request,
-    SOCKET_ENV, Target,
+    Command, DAEMON_USER_ENV, DEFAULT_SOCKET, Departure, GuestReport, HostedProcess,
+    ParseTargetError, PeerStatus, Reply, Report, Request, SOCKET_ENV, Target,
 };
 pub use link::{LINK_VERSION, LinkHello, Purpose};
 pub use outcome::{MoveError, NotMovable};

@@ -46,14 +46,21 @@ struct Args {
 enum Mode {
     /// Serve one guest session on fd 3 (started by the daemon itself).
     #[command(hide = true)]
-    Guest,
+    Guest {
+        /// The control socket of the daemon that started it, to report to.
+        #[arg(long, value_name = "PATH")]
+        report_to: PathBuf,
+        /// The node the session came from.
+        #[arg(long, value_name = "N")]
+        home: u16,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_level.as_deref());
-    if let Some(Mode::Guest) = args.mode {
-        return match rmosix_daemon::run_guest() {
+    if let Some(Mode::Guest { report_to, home }) = &args.mode {
+        return match rmosix_daemon::run_guest(report_to, *home) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("mosixd guest: {e}");

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use rmosix_tools::{AskError, CommonArgs};
-use rmosix_wire::{Reply, Request, Target};
+use rmosix_tools::CommonArgs;
+use rmosix_wire::{AskError, Reply, Request, Target};
 
 /// How long `migrate` waits unless told otherwise. MOSIX's waits without a bound; a bound
 /// keeps a script from hanging on a daemon that never answers. A 1 GiB process moves in a few

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use rmosix_tools::{CommonArgs, print_out};
+use rmosix_tools::{CommonArgs, hosted_table, print_out};
 use rmosix_transport::ClusterKey;
 use rmosix_wire::{Reply, Request};
 
@@ -41,8 +41,12 @@ enum Cmd {
         #[arg(value_parser = clap::value_parser!(i32).range(1..))]
         pid: i32,
     },
-    /// Show this node's number, its supervised processes and which other nodes answer.
+    /// Show this node's number, how many processes it supervises and hosts, and which other
+    /// nodes answer.
     Status,
+    /// List the processes of other nodes that run here: home node, PID at home, PID here,
+    /// user, CPU seconds used here, resident MiB, and how long each has been here.
+    Guests,
 }
 
 fn main() -> ExitCode {
@@ -75,10 +79,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
             Reply::Status {
                 node,
                 processes,
+                hosted,
                 peers,
             } => {
-                let mut text =
-                    format!("node {node}: this node, {processes} supervised processes\n");
+                let mut text = format!(
+                    "node {node}: this node, {processes} supervised processes, {hosted} hosted\n"
+                );
                 for peer in peers {
                     let state = if peer.up { "up" } else { "down" };
                     // Writing to a String cannot fail.
@@ -87,6 +93,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 text
             }
             other => return unexpected(other).context("cannot get the status"),
+        },
+        Cmd::Guests => match ask(Request::Guests)? {
+            Reply::Guests { processes } => hosted_table(&processes),
+            other => return unexpected(other).context("cannot list the hosted processes"),
         },
     };
     print_out(&text).context("cannot write the output")

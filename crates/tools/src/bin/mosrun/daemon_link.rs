@@ -23,13 +23,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use rmosix_engine::{Channel, Daemon, Order, Pid};
 use rmosix_seal::{End, SessionKeys};
-use rmosix_tools::{AskError, DaemonSocket, exchange};
 use rmosix_wire::{
-    Command, DecodeError, LineReader, MoveError, Reply, Report, Request, Target, send_line,
+    AskError, Backoff, Command, DaemonSocket, DecodeError, LineReader, MoveError, Reply, Report,
+    Request, Target, exchange, send_line, spawn_unsignalled,
 };
 use tracing::{debug, info, warn};
 
@@ -41,11 +40,6 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the daemon may take to open a session: it gives the other node 3 s to connect and
 /// 3 s to start a guest.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
-/// First wait before connecting again to a daemon that went away; doubled after each failed
-/// attempt, up to [`MAX_BACKOFF`]. A restart takes well under a second; a daemon that stays
-/// away costs one connect a second.
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 pub struct DaemonLink {
     daemon: DaemonSocket,
@@ -112,7 +106,7 @@ impl DaemonLink {
             stopping: Condvar::new(),
         });
         let first = register(&shared, &daemon)?;
-        let thread = spawn_unsignalled({
+        let thread = spawn_unsignalled("daemon-link", {
             let (shared, daemon) = (shared.clone(), daemon.clone());
             move || keep_registered(&shared, &daemon, first)
         })
@@ -196,23 +190,6 @@ impl State {
     }
 }
 
-/// A thread with every signal blocked: the engine takes SIGCHLD through a signalfd, which
-/// only sees signals that no thread would take; a thread of ours with SIGCHLD unblocked would
-/// take it and drop it.
-fn spawn_unsignalled(body: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
-    let mut old = SigSet::empty();
-    pthread_sigmask(
-        SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::all()),
-        Some(&mut old),
-    )?;
-    let spawned = std::thread::Builder::new()
-        .name("daemon-link".to_owned())
-        .spawn(body);
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
-    spawned
-}
-
 /// A registered connection, for the thread to read commands from.
 struct Registered {
     stream: UnixStream,
@@ -259,16 +236,16 @@ fn register(shared: &Shared, daemon: &DaemonSocket) -> Result<Registered, AskErr
 /// The thread: serve the connection; when it ends, register again until the link stops.
 fn keep_registered(shared: &Shared, daemon: &DaemonSocket, first: Registered) {
     let mut current = Some(first);
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new();
     loop {
         if let Some(registered) = current.take() {
             serve(shared, registered);
-            backoff = FIRST_BACKOFF;
+            backoff.reset();
             if !shared.lock().stopping {
                 warn!("lost mosixd; the job goes on, and registers again once it is back");
             }
         }
-        if shared.pause(backoff) {
+        if shared.pause(backoff.next_wait()) {
             return;
         }
         match register(shared, daemon) {
@@ -276,10 +253,7 @@ fn keep_registered(shared: &Shared, daemon: &DaemonSocket, first: Registered) {
                 info!("registered again with mosixd");
                 current = Some(registered);
             }
-            Err(e) => {
-                debug!(error = %e, "mosixd not back yet");
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+            Err(e) => debug!(error = %e, "mosixd not back yet"),
         }
     }
 }

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use rmosix_engine::{JobEnd, supervise};
-use rmosix_tools::{DaemonSocket, parse_user};
+use rmosix_tools::parse_user;
+use rmosix_wire::DaemonSocket;
 
 /// Run a program so that its processes may move across the cluster.
 #[derive(Parser, Debug)]
