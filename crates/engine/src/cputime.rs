@@ -159,11 +159,7 @@ fn rusage(usage: &Usage) -> [u8; 144] {
 
 /// times(2) for process `pid` at home, whose own use is `usage`: its children's times as its
 /// kernel counts them (children run at home), and the clock ticks since boot it returns.
-pub fn times_at_home(
-    pid: Pid,
-    args: &[u64; 6],
-    usage: &Usage,
-) -> io::Result<Answer> {
+pub fn times_at_home(pid: Pid, args: &[u64; 6], usage: &Usage) -> io::Result<Answer> {
     // SAFETY: tms is plain old data; all-zero is a valid value.
     let mut ours: libc::tms = unsafe { std::mem::zeroed() };
     // SAFETY: times fills the live struct; its result is the machine's ticks since boot,
