@@ -29,7 +29,7 @@ use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
 use crate::session::{Channel, Session, ToGuest, ToHome};
 use crate::signals::Arriving;
-use crate::{cputime, dump, facts, maps, spawn};
+use crate::{cputime, facts, maps, spawn};
 
 /// An order from the daemon: move `pid` to `target` (None = home).
 #[derive(Debug, Clone, Copy)]
@@ -392,16 +392,7 @@ impl Supervisor<'_> {
     /// frozen.
     fn leave(&mut self, pid: Pid, to: u16) -> Vec<Event> {
         let started = (|| {
-            let filters = self.procs.get(&pid).map_or(0, |p| p.filters);
-            match dump::check_movable(pid, filters) {
-                Ok(Ok(())) => {}
-                Ok(Err(why)) => return Err(why.into()),
-                Err(err) => {
-                    return Err(MoveError::Local(format!(
-                        "cannot inspect the process: {err}"
-                    )));
-                }
-            }
+            legs::movable(pid, self.procs.get(&pid).map_or(0, |p| p.filters))?;
             let onward = legs::greet(self.daemon.open_session(to), to, &self.facts, pid)?;
             legs::start_first_round(pid, onward)
         })();

@@ -96,6 +96,17 @@ impl Departure {
     }
 }
 
+/// Whether `pid` can move, with rmosix's own `filters` (see `dump::check_movable`).
+pub fn movable(pid: Pid, filters: u32) -> Result<(), MoveError> {
+    match dump::check_movable(pid, filters) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(why)) => Err(why.into()),
+        Err(err) => Err(MoveError::Local(format!(
+            "cannot inspect the process: {err}"
+        ))),
+    }
+}
+
 /// Open a session to `node` through `open` and see that it takes process `pid` from us.
 pub fn greet(
     channel: Result<Channel, MoveError>,
@@ -190,14 +201,7 @@ pub fn send_out(
     let sent = match &first {
         Some(first) => {
             // It ran during the first round: it may have started a thread, say.
-            match dump::check_movable(pid, filters) {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(why)) => Err(why.into()),
-                Err(err) => Err(MoveError::Local(format!(
-                    "cannot inspect the process: {err}"
-                ))),
-            }
-            .and_then(|()| {
+            movable(pid, filters).and_then(|()| {
                 let (areas, tracker) = (&first.areas, &first.tracker);
                 dump::dump_final_round(pid, facts, &cpu, areas, tracker, &mut session.out)
                     .map_err(link)
