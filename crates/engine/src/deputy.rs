@@ -458,8 +458,8 @@ impl Deputy {
             (remote.iov, msg::DATA, ret as u64),
             (remote.control, msg::CONTROL, filled.controllen),
         ];
-        for (to, slot, filled_len) in parts {
-            let i = slot;
+        // A message's buffers are laid out in this order: msghdr, then NAME, DATA, CONTROL.
+        for (to, i, filled_len) in parts {
             let (buf, at) = (call.shape.bufs[i], call.places[i]);
             let n = filled_len.min(buf.len);
             if to != 0 && n > 0 {
