@@ -14,7 +14,9 @@
 
 use std::io::{self, Read};
 
-use rmosix_image::{self as image, Area, EndOfImage, FrameHead, FrameReader, Header, SigAction, Task};
+use rmosix_image::{
+    self as image, Area, EndOfImage, FrameHead, FrameReader, Header, SigAction, Task,
+};
 
 use crate::dump::regs_from_image;
 use crate::fill::Filler;
