@@ -554,18 +554,30 @@ fn strip_shell(pid: Pid) -> io::Result<(Injector, u64, Regs)> {
 /// here, to be delivered wherever the process then runs, with their siginfo).
 pub fn freeze(pid: Pid) -> io::Result<Vec<SigInfo>> {
     ptrace::interrupt(pid)?;
+    frozen(pid)
+}
+
+/// Wait for the stop that answers a PTRACE_INTERRUPT already asked of `pid` (see [`freeze`]).
+/// Any ptrace stop answers a pending interrupt (kernel/signal.c, ptrace_stop: "any trap
+/// clears pending STOP trap"), so one is asked again in each stop met on the way: asked
+/// while the process is stopped, it is one trap after that stop, however often it was asked.
+pub fn frozen(pid: Pid) -> io::Result<Vec<SigInfo>> {
     let mut signals = Vec::new();
     loop {
         match ptrace::wait(pid, 0)? {
             Some((_, Stop::Interrupted | Stop::Group(_))) => return Ok(signals),
             Some((_, Stop::Signal(sig))) => {
                 signals.push(signals::at_stop(pid, sig));
+                ptrace::interrupt(pid)?;
                 ptrace::cont(pid, 0)?;
             }
             Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
                 return Err(io::Error::other("process exited"));
             }
-            Some(_) => ptrace::cont(pid, 0)?,
+            Some(_) => {
+                ptrace::interrupt(pid)?;
+                ptrace::cont(pid, 0)?
+            }
             None => {}
         }
     }
