@@ -218,11 +218,13 @@ impl Slowdown {
         if self.failed.is_some() {
             return;
         }
-        info!(
-            pid = self.pid,
-            throttle = level.stopped_percent(),
-            "slowing the process down"
-        );
+        if level != self.cycle.level() {
+            info!(
+                pid = self.pid,
+                throttle = level.stopped_percent(),
+                "slowing the process down"
+            );
+        }
         let ask = self.cycle.set(level, Instant::now());
         self.carry_out(ask);
     }

@@ -156,6 +156,11 @@ impl Cycle {
         }
     }
 
+    /// The level in force.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
     /// Where the process stands.
     pub fn phase(&self) -> Phase {
         self.phase
