@@ -4,10 +4,15 @@
 //! thread that attached:
 //!
 //! - at home, the rounds stream on a helper thread while the supervisor's thread serves the
-//!   job; the supervisor implements [`Throttle`] by passing the level to its own loop, which
-//!   runs the duty cycle there;
+//!   job; the helper's [`Throttle`] passes each level to the supervisor's loop, which runs the
+//!   duty cycle among its other work (`legs::Slowdown`);
 //! - at a remote, the guest's one thread traces, and [`Duty`] runs the duty cycle there while
 //!   the rounds stream on a helper thread (`dump_first_round` makes it).
+//!
+//! Both run one duty cycle, [`Cycle`]: a pure core that says which ptrace request each tick
+//! calls for and which of the process's stops are its own, driven by a tracer that can block
+//! in a wait for the stop it asked for (`Duty`) or by one that hears of it among the job's
+//! other stops (the home loop).
 //!
 //! A throttled process is kept stopped (PTRACE_INTERRUPT) for `level` per cent of every
 //! [`PERIOD`] and runs (PTRACE_CONT) for the rest. A short period keeps every stop short: the
