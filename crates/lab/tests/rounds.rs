@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rmosix_lab::{Job, Lab, LabConfig, Node, bin_dir_of_current_test, processes_in, require_root};
@@ -125,6 +125,93 @@ fn a_process_slowed_down_on_its_way_out_its_signals_and_the_rest_of_its_job_are_
     }
     let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
         .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
+    let job = start_slowed(&lab);
+    let pid = job.pid().to_string();
+
+    // The rounds may end between the test's look at the log and the guest's stop: then the
+    // process waits, held stopped, for its final round, and its signals with it. Move it
+    // home and try again.
+    let (migrate, guest, ended) = (1..=3)
+        .find_map(|_| {
+            let ended = rounds_ended(&stderr(&job));
+            let mut migrate = spawn_migrate(lab.node(1), &pid, "2");
+            wait_slowed(&job, &mut migrate);
+            let guest = the_guest(lab.node(2));
+            host_kill("STOP", guest);
+            if rounds_ended(&stderr(&job)) == ended {
+                return Some((migrate, guest, ended));
+            }
+            host_kill("CONT", guest);
+            let done = migrate.wait_with_output().expect("migrate");
+            assert!(done.status.success(), "{done:?}\n{}", outputs(&job));
+            job.migrate("home")
+                .unwrap_or_else(|e| panic!("{e}\n{}", outputs(&job)));
+            None
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the rounds ended before the guest stopped, 3 times\n{}",
+                outputs(&job)
+            )
+        });
+
+    let ticked = ticks(&stdout(&job));
+    job.signal("USR1").unwrap_or_else(|e| panic!("{e}"));
+    wait_until("the signal and the other process's ticks", &job, || {
+        let out = stdout(&job);
+        out.contains("usr1 passes=") && ticks(&out) >= ticked + 5
+    });
+    assert_eq!(
+        rounds_ended(&stderr(&job)),
+        ended,
+        "the rounds ended while the guest was stopped:\n{}",
+        outputs(&job)
+    );
+    host_kill("CONT", guest);
+    let done = migrate.wait_with_output().expect("migrate");
+    assert!(done.status.success(), "{done:?}\n{}", outputs(&job));
+    assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 2);
+    checks_a_whole_pass(&job);
+    job.signal("KILL").unwrap_or_else(|e| panic!("{e}"));
+    let _ = job.finish(STEP);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The target dies while home slows a process down on its way there: the move fails, the
+/// duty cycle lets the process go, and it runs on at home, where it answers its signals and
+/// checks every page of its memory.
+#[test]
+fn a_target_dying_while_home_slows_a_process_down_leaves_it_running_at_home() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
+    let job = start_slowed(&lab);
+    let pid = job.pid().to_string();
+    let mut migrate = spawn_migrate(lab.node(1), &pid, "2");
+    wait_slowed(&job, &mut migrate);
+    lab.node(2).kill();
+    let done = migrate.wait_with_output().expect("migrate");
+    assert_eq!(done.status.code(), Some(1), "{done:?}\n{}", outputs(&job));
+    let failed = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        failed.starts_with(&format!("migrate: cannot move {pid} to node 2: ")),
+        "{done:?}"
+    );
+    assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 1);
+    checks_a_whole_pass(&job);
+    let ticked = ticks(&stdout(&job));
+    wait_until("the other process's ticks", &job, || {
+        ticks(&stdout(&job)) > ticked
+    });
+    job.signal("KILL").unwrap_or_else(|e| panic!("{e}"));
+    let _ = job.finish(STEP);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// `mosrun slowed 256` at node 1 (progs/rounds/slowed.c), once it is ready.
+fn start_slowed(lab: &Lab) -> Job<'_> {
     let program = c_program("tests/progs/rounds/slowed.c", "slowed");
     let mut cmd = lab.node(1).command("mosrun");
     cmd.args([program.as_str(), "256"])
@@ -133,84 +220,51 @@ fn a_process_slowed_down_on_its_way_out_its_signals_and_the_rest_of_its_job_are_
         .env("MOSRUN_LOG", "info")
         .env("NO_COLOR", "1");
     let job = Job::spawn(lab.node(1), cmd).expect("start mosrun");
-    let stdout = || String::from_utf8_lossy(&job.stdout()).into_owned();
-    let stderr = || String::from_utf8_lossy(&job.stderr()).into_owned();
-    let outputs = || format!("stdout:\n{}\nstderr:\n{}", stdout(), stderr());
     job.wait_output("ready\n", STEP)
         .unwrap_or_else(|e| panic!("{e}"));
-    let pid = job.pid().to_string();
+    job
+}
 
-    // The rounds may end between the test's look at the log and the guest's stop: then the
-    // process waits, held stopped, for its final round, and its signals with it. Move it
-    // home and try again.
-    let (migrate, guest) = (1..=3)
-        .find_map(|_| {
-            let (slowed, ended) = (slowings(&stderr()), rounds_ended(&stderr()));
-            let mut migrate = lab
-                .node(1)
-                .command("migrate")
-                .args([pid.as_str(), "2"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start migrate");
-            wait_until("the process to be slowed down", &outputs, || {
-                let moved = migrate.try_wait().expect("migrate").is_some();
-                assert!(!moved, "moved without being slowed down:\n{}", outputs());
-                slowings(&stderr()) > slowed
-            });
-            let guest = the_guest(lab.node(2));
-            host_kill("STOP", guest);
-            if rounds_ended(&stderr()) == ended {
-                return Some((migrate, guest));
-            }
-            host_kill("CONT", guest);
-            let done = migrate.wait_with_output().expect("migrate");
-            assert!(done.status.success(), "{done:?}\n{}", outputs());
-            job.migrate("home")
-                .unwrap_or_else(|e| panic!("{e}\n{}", outputs()));
-            None
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "the rounds ended before the guest stopped, 3 times\n{}",
-                outputs()
-            )
-        });
+/// `migrate PID TO` started at `node`, its output kept.
+fn spawn_migrate(node: &Node, pid: &str, to: &str) -> Child {
+    node.command("migrate")
+        .args([pid, to])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start migrate")
+}
 
-    let ticked = ticks(&stdout());
-    job.signal("USR1").unwrap_or_else(|e| panic!("{e}"));
-    wait_until("the signal and the other process's ticks", &outputs, || {
-        let out = stdout();
-        out.contains("usr1 passes=") && ticks(&out) >= ticked + 5
+/// Waits until home raises the throttle level of `job`'s process, which `migrate` moves
+/// out (once the first round shows that the process writes faster than the rounds send).
+fn wait_slowed(job: &Job, migrate: &mut Child) {
+    let slowed = slowings(&stderr(job));
+    wait_until("the process to be slowed down", job, || {
+        let moved = migrate.try_wait().expect("migrate").is_some();
+        assert!(!moved, "moved without being slowed down:\n{}", outputs(job));
+        slowings(&stderr(job)) > slowed
     });
-    assert!(
-        !stderr().contains("running rounds sent"),
-        "the rounds ended while the guest was stopped:\n{}",
-        outputs()
-    );
-    host_kill("CONT", guest);
-    let done = migrate.wait_with_output().expect("migrate");
-    assert!(done.status.success(), "{done:?}\n{}", outputs());
-    assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 2);
+}
 
-    // Two passes begun after the move: the one between them checked every page.
+/// Asks `job`'s process (slowed.c) for its pass until two passes begun after the first
+/// answer: the one between them checked every page.
+fn checks_a_whole_pass(job: &Job) {
     let passes = |out: &str| -> Vec<u64> {
         out.lines()
             .filter_map(|l| l.strip_prefix("usr1 passes=")?.parse().ok())
             .collect()
     };
-    let before = passes(&stdout()).len();
-    let (mut asked, mut arrived) = (before, None);
+    let before = passes(&stdout(job)).len();
+    let (mut asked, mut first) = (before, None);
     job.signal("USR1").unwrap_or_else(|e| panic!("{e}"));
-    wait_until("a whole pass at the remote", &outputs, || {
-        let out = stdout();
-        assert!(!out.contains("FAIL"), "{}", outputs());
+    wait_until("a whole pass", job, || {
+        let out = stdout(job);
+        assert!(!out.contains("FAIL"), "{}", outputs(job));
         let seen = passes(&out);
         if seen.len() == asked {
             return false;
         }
-        let first = *arrived.get_or_insert(seen[before]);
+        let first = *first.get_or_insert(seen[before]);
         if seen.last().is_some_and(|&last| last >= first + 2) {
             return true;
         }
@@ -219,9 +273,18 @@ fn a_process_slowed_down_on_its_way_out_its_signals_and_the_rest_of_its_job_are_
         job.signal("USR1").unwrap_or_else(|e| panic!("{e}"));
         false
     });
-    job.signal("KILL").unwrap_or_else(|e| panic!("{e}"));
-    let _ = job.finish(STEP);
-    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn stdout(job: &Job) -> String {
+    String::from_utf8_lossy(&job.stdout()).into_owned()
+}
+
+fn stderr(job: &Job) -> String {
+    String::from_utf8_lossy(&job.stderr()).into_owned()
+}
+
+fn outputs(job: &Job) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", stdout(job), stderr(job))
 }
 
 /// How often the home supervisor raised a process's throttle level, from its log.
@@ -245,9 +308,9 @@ fn ticks(out: &str) -> u64 {
 /// The host PID of the one `mosixd guest` of `node` (a child of its daemon).
 fn the_guest(node: &Node) -> u32 {
     let mut found = Vec::new();
-    wait_until(
+    wait_for(
         &format!("one guest on node {}", node.id()),
-        &|| format!("{:#?}", processes_in(node)),
+        || format!("{:#?}", processes_in(node)),
         || {
             let procs = processes_in(node);
             let daemons: Vec<u32> = procs
@@ -277,8 +340,14 @@ fn host_kill(sig: &str, host_pid: u32) {
 }
 
 /// Waits until `cond` holds, looking every [`POLL`]; panics after [`STEP`] with `what` and
+/// `job`'s outputs.
+fn wait_until(what: &str, job: &Job, cond: impl FnMut() -> bool) {
+    wait_for(what, || outputs(job), cond);
+}
+
+/// Waits until `cond` holds, looking every [`POLL`]; panics after [`STEP`] with `what` and
 /// `context()`.
-fn wait_until(what: &str, context: &dyn Fn() -> String, mut cond: impl FnMut() -> bool) {
+fn wait_for(what: &str, context: impl Fn() -> String, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + STEP;
     while !cond() {
         assert!(
