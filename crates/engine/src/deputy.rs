@@ -290,33 +290,29 @@ impl Deputy {
         } else {
             regs.rax as i64
         };
-        // The order of answer and signal is what makes a call run exactly once. A call that
-        // completed is answered first, so the remote has its result before the signal
-        // interrupts anything. A call the signal interrupted (or that never ran) gets the
-        // signal first: the restart code it is answered with only works while a signal is
-        // pending at the remote, and the remote's kernel then restarts it or fails it with
-        // EINTR, as Linux would.
+        // Signals go before the answer. One pending at the remote when the call is answered
+        // is delivered as the call returns, as Linux delivers a signal that came during a
+        // call: a restart code only works while one is pending (the remote's kernel then
+        // restarts the call or fails it with EINTR), and a signal the call sent the process
+        // itself (raise) runs its handler before the call returns, as at home. The husk's
+        // wait for the answer is killable only (WAIT_KILLABLE_RECV): a relayed signal never
+        // makes it give the call up and issue it again.
         match stop {
-            Stop::Signal(sig) if sys::is_restart(ret) => {
+            Stop::Signal(sig) => {
                 relay(session, signals::at_stop(self.pid, sig))?;
                 self.finish_call(call, ret, session)
             }
-            Stop::Signal(sig) => {
-                let info = signals::at_stop(self.pid, sig);
-                self.finish_call(call, ret, session)?;
-                relay(session, info)
-            }
-            // The single-step trap is reported before the signal that interrupted the call:
-            // relay what is pending now, and skip it when its stop comes.
-            _ if sys::is_restart(ret) && !recalled => {
+            // The single-step trap is reported before the signals the call sent or that
+            // interrupted it: relay what is pending now, and skip it when its stop comes.
+            _ if !recalled => {
                 let mut pending = 0;
                 for info in signals::pending(self.pid)? {
                     pending |= bit(info.signo());
                     relay(session, info)?;
                 }
                 self.relayed_early |= pending;
-                // Without a pending signal the restart code would reach the program.
-                let ret = if pending == 0 {
+                // Without a pending signal a restart code would reach the program.
+                let ret = if pending == 0 && sys::is_restart(ret) {
                     -i64::from(libc::EINTR)
                 } else {
                     ret
@@ -554,18 +550,30 @@ fn strip_shell(pid: Pid) -> io::Result<(Injector, u64, Regs)> {
 /// here, to be delivered wherever the process then runs, with their siginfo).
 pub fn freeze(pid: Pid) -> io::Result<Vec<SigInfo>> {
     ptrace::interrupt(pid)?;
+    frozen(pid)
+}
+
+/// Wait for the stop that answers a PTRACE_INTERRUPT already asked of `pid` (see [`freeze`]).
+/// Any ptrace stop answers a pending interrupt (kernel/signal.c, ptrace_stop: "any trap
+/// clears pending STOP trap"), so one is asked again in each stop met on the way: asked
+/// while the process is stopped, it is one trap after that stop, however often it was asked.
+pub fn frozen(pid: Pid) -> io::Result<Vec<SigInfo>> {
     let mut signals = Vec::new();
     loop {
         match ptrace::wait(pid, 0)? {
             Some((_, Stop::Interrupted | Stop::Group(_))) => return Ok(signals),
             Some((_, Stop::Signal(sig))) => {
                 signals.push(signals::at_stop(pid, sig));
+                ptrace::interrupt(pid)?;
                 ptrace::cont(pid, 0)?;
             }
             Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
                 return Err(io::Error::other("process exited"));
             }
-            Some(_) => ptrace::cont(pid, 0)?,
+            Some(_) => {
+                ptrace::interrupt(pid)?;
+                ptrace::cont(pid, 0)?
+            }
             None => {}
         }
     }

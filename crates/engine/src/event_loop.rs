@@ -6,6 +6,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// The fds of one turn of the loop, each with the source it stands for.
 pub struct Turn<K> {
@@ -35,20 +36,31 @@ impl<K: Copy> Turn<K> {
         self.ready.push(buffered);
     }
 
-    /// Wait until a source is ready, at most `timeout_ms` (-1: no bound), and return the
+    /// Wait until a source is ready, at most `timeout` (None: no bound), and return the
     /// ready ones in the order they were watched. An interrupted poll returns none.
-    pub fn wait(mut self, timeout_ms: i32) -> io::Result<Vec<K>> {
+    /// ppoll(2) rather than poll(2): a duty cycle's switches are a tenth of a millisecond
+    /// apart at its highest level, finer than poll's milliseconds.
+    pub fn wait(mut self, timeout: Option<Duration>) -> io::Result<Vec<K>> {
         let timeout = if self.ready.contains(&true) {
-            0
+            Some(Duration::ZERO)
         } else {
-            timeout_ms
+            timeout
         };
-        // SAFETY: `fds` is a live vector of pollfd of the length passed.
+        let timespec = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: t.subsec_nanos().into(),
+        });
+        let timespec = timespec
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `fds` is a live vector of pollfd of the length passed; `timespec` is null or
+        // points to a live local; a null mask leaves the signal mask as it is.
         let n = unsafe {
-            libc::poll(
+            libc::ppoll(
                 self.fds.as_mut_ptr(),
                 self.fds.len() as libc::nfds_t,
-                timeout,
+                timespec,
+                std::ptr::null(),
             )
         };
         if n < 0 {
@@ -126,14 +138,18 @@ mod tests {
         turn.watch("b", b.as_raw_fd(), false);
         turn.watch("d", d.as_raw_fd(), true);
         // d has nothing to read but says it holds input; b has nothing yet.
-        assert_eq!(turn.wait(-1).unwrap(), ["d"]);
+        assert_eq!(turn.wait(None).unwrap(), ["d"]);
         a.write_all(b"x").unwrap();
         let mut turn = Turn::new();
         turn.watch("b", b.as_raw_fd(), false);
         turn.watch("d", d.as_raw_fd(), false);
-        assert_eq!(turn.wait(-1).unwrap(), ["b"]);
+        assert_eq!(turn.wait(None).unwrap(), ["b"]);
         let mut turn = Turn::new();
         turn.watch("d", d.as_raw_fd(), false);
-        assert!(turn.wait(10).unwrap().is_empty());
+        assert!(
+            turn.wait(Some(Duration::from_millis(10)))
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -198,7 +198,7 @@ impl Guest {
             turn.watch(Source::Home, self.session.raw_fd(), self.session.buffered());
             turn.watch(Source::Calls, self.listener.as_raw_fd(), false);
             // One source per turn, in this order: a husk event first, as it may end it all.
-            let left = match turn.wait(-1)?.first() {
+            let left = match turn.wait(None)?.first() {
                 Some(Source::Husk) => {
                     sigchld.drain();
                     self.on_husk_event()?

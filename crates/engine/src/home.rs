@@ -13,7 +13,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rmosix_image::{Area, KernelFacts, SigInfo, Usage};
 use rmosix_wire::MoveError;
@@ -229,6 +229,8 @@ impl Supervisor<'_> {
             if let Some(fd) = self.daemon.order_fd().filter(|_| daemon_up) {
                 turn.watch(Source::Daemon, fd, false);
             }
+            // The poll wakes at the next switch of a duty cycle slowing a process down.
+            let mut timeout: Option<Duration> = None;
             for (&pid, proc) in &self.procs {
                 match &proc.held {
                     Held::Remote(r) => turn.watch(
@@ -236,10 +238,15 @@ impl Supervisor<'_> {
                         r.session.raw_fd(),
                         r.session.buffered(),
                     ),
-                    Held::Departure(Departure::Streaming { done, .. }) => {
-                        turn.watch(Source::Departure(pid), done.as_raw_fd(), false)
+                    Held::Departure(departure) => {
+                        if let Some(fd) = departure.notices_fd() {
+                            turn.watch(Source::Departure(pid), fd, false);
+                        }
+                        if let Some(next) = departure.next_tick() {
+                            timeout = Some(timeout.map_or(next, |t| t.min(next)));
+                        }
                     }
-                    _ => {}
+                    Held::Nothing => {}
                 }
             }
             for (&pid, session) in &self.farewells {
@@ -248,16 +255,20 @@ impl Supervisor<'_> {
             for (n, listener) in self.clocks.iter().enumerate() {
                 turn.watch(Source::Clock(n), listener.as_raw_fd(), false);
             }
-            for source in turn.wait(-1)? {
+            for source in turn.wait(timeout)? {
                 match source {
                     Source::Children => self.on_children()?,
                     Source::Daemon => daemon_up = self.on_daemon(),
                     Source::Remote(pid) => self.on_session(pid),
                     Source::Farewell(pid) => self.on_farewell(pid),
                     Source::Clock(n) => self.on_clock(n),
-                    Source::Departure(pid) => {
-                        self.handle(pid, Event::Done(Step::FirstRoundOut, Ok(())))
-                    }
+                    Source::Departure(pid) => self.on_departure(pid),
+                }
+            }
+            // Whatever woke the loop, the duty cycles keep time.
+            for proc in self.procs.values_mut() {
+                if let Held::Departure(departure) = &mut proc.held {
+                    departure.tick();
                 }
             }
         }
@@ -280,6 +291,21 @@ impl Supervisor<'_> {
                 }
                 Err(err) => return Err(err),
             }
+        }
+    }
+
+    /// The first round's helper of a process leaving home said something (a throttle level,
+    /// the end of the rounds) or ended: then the final round goes.
+    fn on_departure(&mut self, pid: Pid) {
+        let Some(Proc {
+            held: Held::Departure(departure),
+            ..
+        }) = self.procs.get_mut(&pid)
+        else {
+            return;
+        };
+        if departure.read_notices() {
+            self.handle(pid, Event::Done(Step::FirstRoundOut, Ok(())));
         }
     }
 
@@ -398,7 +424,8 @@ impl Supervisor<'_> {
         })();
         match started {
             Ok(departure) => {
-                let skipped = matches!(departure, Departure::Prepared { .. });
+                // No running rounds (writes cannot be tracked): the final round goes now.
+                let skipped = departure.notices_fd().is_none();
                 self.put_held(pid, Held::Departure(departure));
                 let mut events = vec![Event::Done(Step::Leave, Ok(()))];
                 if skipped {
@@ -415,20 +442,11 @@ impl Supervisor<'_> {
         let Some(Held::Departure(departure)) = self.take_held(pid) else {
             return Err(MoveError::Local("no departure under way".to_owned()));
         };
-        let Departure::Prepared {
-            started,
-            onward,
-            first,
-        } = departure.joined()?
-        else {
-            return Err(MoveError::Local("the first round is not over".to_owned()));
-        };
-        debug_assert_eq!(onward.node, to);
         let own = self
             .procs
             .get(&pid)
             .map_or((Usage::default(), 0), |p| (p.away, p.filters));
-        let (deputy, session) = legs::send_out(pid, &self.facts, own, onward, first, started)?;
+        let (deputy, session) = legs::send_out(pid, &self.facts, own, departure)?;
         let remote = Remote {
             node: to,
             session,
@@ -815,6 +833,13 @@ impl Supervisor<'_> {
             self.daemon.started(pid);
             return warn_unless_gone(pid, ptrace::cont(pid, 0));
         };
+        // A process leaving home: the duty cycle slowing it down keeps its own stops; the
+        // others (signals, job control, forks) are served below as for any process.
+        if let Held::Departure(departure) = &mut proc.held
+            && departure.takes(stop)
+        {
+            return;
+        }
         let recalled = matches!(proc.moves, MoveState::Called { .. });
         if let Held::Remote(r) = &mut proc.held {
             match r.deputy.on_stop(stop, recalled, &mut r.session) {

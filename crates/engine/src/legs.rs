@@ -3,7 +3,8 @@
 //! remote to the next node. Each leg either completes or fails with a [`MoveError`] and
 //! leaves the process where it was; which leg comes next is decided in `moves`.
 
-use std::io::{self, PipeReader, Write};
+use std::io::{self, PipeReader, PipeWriter, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -12,17 +13,17 @@ use rmosix_image::{
     write_pages,
 };
 use rmosix_wire::MoveError;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cputime::Carry;
-use crate::deputy::{Deputy, freeze};
+use crate::deputy::{self, Deputy, freeze};
 use crate::dump;
 use crate::inject::Injector;
 use crate::mem::Memory;
-use crate::ptrace::{self, Pid};
+use crate::ptrace::{self, Pid, Stop};
 use crate::restore;
 use crate::session::{Channel, Opening, Session, SessionRead, ToGuest, ToHome};
-use crate::throttle::Unthrottled;
+use crate::throttle::{Ask, Cycle, Level, Phase, Throttle, Verdict};
 use crate::track::Tracker;
 
 /// How long a relay waits on a next node that takes nothing before it counts as failed. The
@@ -49,49 +50,248 @@ pub struct FirstRound {
     bytes: u64,
 }
 
-/// A process leaving home: its first round streams on a helper thread while the supervisor's
-/// loop goes on serving the job, or it is over.
-pub enum Departure {
-    /// The helper streams the first round and waits for the node's `Prepared`; it ends by
-    /// closing `done`.
+/// A process leaving home: its running rounds stream on a helper thread while the
+/// supervisor's loop serves the job and runs the duty cycle that slows the process down as
+/// the rounds ask; or they are over, and the final round goes next.
+pub struct Departure {
+    /// When the move began.
+    started: Instant,
+    /// The duty cycle, which the loop drives.
+    slowdown: Slowdown,
+    rounds: Rounds,
+}
+
+enum Rounds {
+    /// The helper streams the running rounds and waits for the node's `Prepared`. It tells
+    /// the loop each level the policy sets, and that the rounds are over, on `notices`
+    /// ([`Notice`]), which reads EOF once the helper has ended.
     Streaming {
-        /// When the move began.
-        started: Instant,
-        /// The helper.
         helper: JoinHandle<Result<(Onward, FirstRound), MoveError>>,
-        /// Reads EOF when the helper is done.
-        done: PipeReader,
+        notices: PipeReader,
     },
-    /// The first round is in place at the node (or was skipped: no write tracking here):
-    /// the final round goes next.
-    Prepared {
-        /// When the move began.
-        started: Instant,
-        /// The node that takes it.
+    /// The rounds are in place at the node, or there were none (no write tracking here).
+    Over {
         onward: Onward,
-        /// What the first round left; None: the whole image goes frozen.
+        /// What the rounds left; None: the whole image goes frozen.
         first: Option<FirstRound>,
     },
 }
 
 impl Departure {
-    /// The first round's helper has ended: the departure as it stands now.
-    pub fn joined(self) -> Result<Departure, MoveError> {
-        match self {
-            Departure::Streaming {
-                started, helper, ..
-            } => match helper.join() {
-                Ok(Ok((onward, first))) => Ok(Departure::Prepared {
-                    started,
-                    onward,
-                    first: Some(first),
-                }),
-                Ok(Err(why)) => Err(why),
-                Err(_) => Err(MoveError::Local(
-                    "the first round's thread panicked".to_owned(),
-                )),
+    /// The fd the loop watches for the helper's notices while the rounds stream.
+    pub fn notices_fd(&self) -> Option<RawFd> {
+        match &self.rounds {
+            Rounds::Streaming { notices, .. } => Some(notices.as_raw_fd()),
+            Rounds::Over { .. } => None,
+        }
+    }
+
+    /// Read and carry out what the helper says (it said something, or ended). True once it
+    /// has ended: the final round goes next, or the move fails with the helper's reason.
+    pub fn read_notices(&mut self) -> bool {
+        let Rounds::Streaming { notices, .. } = &mut self.rounds else {
+            return true;
+        };
+        let mut bytes = [0u8; 64];
+        match notices.read(&mut bytes) {
+            Ok(0) => true,
+            Ok(n) => {
+                for &byte in &bytes[..n] {
+                    match Notice::from_byte(byte) {
+                        Notice::Level(level) => self.slowdown.set(level),
+                        Notice::RoundsOver => self.slowdown.hold_if_slowed(),
+                    }
+                }
+                false
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => false,
+            // A broken pipe means a helper gone: its join says how it ended.
+            Err(_) => true,
+        }
+    }
+
+    /// How long until the duty cycle's next switch; None while it wants no tick.
+    pub fn next_tick(&self) -> Option<Duration> {
+        self.slowdown.next_tick()
+    }
+
+    /// Switch the duty cycle if its time has come.
+    pub fn tick(&mut self) {
+        self.slowdown.tick()
+    }
+
+    /// Whether `stop` of the leaving process is the duty cycle's own, which it keeps. Any
+    /// other stop is the loop's to serve as it serves any process's.
+    pub fn takes(&mut self, stop: Stop) -> bool {
+        self.slowdown.takes(stop)
+    }
+
+    /// The helper has ended: how the rounds went. On an error the duty cycle lets the
+    /// process go (it is dropped), and it runs on at home.
+    fn joined(self) -> Result<(Instant, Slowdown, Onward, Option<FirstRound>), MoveError> {
+        let Departure {
+            started,
+            slowdown,
+            rounds,
+        } = self;
+        let (onward, first) = match rounds {
+            Rounds::Streaming { helper, .. } => match helper.join() {
+                Ok(Ok((onward, first))) => (onward, Some(first)),
+                Ok(Err(why)) => return Err(why),
+                Err(_) => {
+                    return Err(MoveError::Local(
+                        "the first round's thread panicked".to_owned(),
+                    ));
+                }
             },
-            prepared => Ok(prepared),
+            Rounds::Over { onward, first } => (onward, first),
+        };
+        if let Some(err) = &slowdown.failed {
+            return Err(MoveError::Local(format!(
+                "cannot slow the process down: {err}"
+            )));
+        }
+        Ok((started, slowdown, onward, first))
+    }
+}
+
+/// What the first round's helper tells the supervisor's loop, one byte each on a pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notice {
+    /// The policy sets this level (its per cent, 0 to 99).
+    Level(Level),
+    /// The running rounds are over; the helper waits for the node's `Prepared`.
+    RoundsOver,
+}
+
+impl Notice {
+    /// Levels stop at 99, so the highest byte is free for the end of the rounds.
+    const ROUNDS_OVER: u8 = u8::MAX;
+
+    fn byte(self) -> u8 {
+        match self {
+            Notice::Level(level) => level.stopped_percent(),
+            Notice::RoundsOver => Notice::ROUNDS_OVER,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Notice {
+        match byte {
+            Notice::ROUNDS_OVER => Notice::RoundsOver,
+            percent => Notice::Level(Level::percent(percent)),
+        }
+    }
+}
+
+/// The helper's throttle: each level the policy sets goes to the supervisor's loop, which
+/// runs the duty cycle (only the tracer's thread may stop the process).
+struct Forward(PipeWriter);
+
+impl Throttle for Forward {
+    fn set(&mut self, level: Level) -> io::Result<()> {
+        self.0.write_all(&[Notice::Level(level).byte()])
+    }
+}
+
+/// The duty cycle of a process leaving home, driven by the supervisor's loop: a tick at each
+/// switch the cycle asks for (the loop's poll times out then), and the process's stops as
+/// the loop collects them among the job's others. The loop must go on serving the job, so it
+/// asks for a stop and returns to its poll rather than wait for it. Dropping a slowdown lets
+/// the process go from a stop it holds: a move that fails leaves the process running.
+struct Slowdown {
+    pid: Pid,
+    cycle: Cycle,
+    /// A ptrace request failed: the cycle let the process go, and the move fails when its
+    /// rounds end.
+    failed: Option<io::Error>,
+}
+
+impl Slowdown {
+    fn new(pid: Pid) -> Slowdown {
+        Slowdown {
+            pid,
+            cycle: Cycle::new(Instant::now()),
+            failed: None,
+        }
+    }
+
+    fn set(&mut self, level: Level) {
+        if self.failed.is_some() {
+            return;
+        }
+        if level != self.cycle.level() {
+            info!(
+                pid = self.pid,
+                throttle = level.stopped_percent(),
+                "slowing the process down"
+            );
+        }
+        let ask = self.cycle.set(level, Instant::now());
+        self.carry_out(ask);
+    }
+
+    fn tick(&mut self) {
+        let ask = self.cycle.tick(Instant::now());
+        self.carry_out(ask);
+    }
+
+    fn next_tick(&self) -> Option<Duration> {
+        self.cycle.next_tick(Instant::now())
+    }
+
+    fn hold_if_slowed(&mut self) {
+        let ask = self.cycle.hold_if_slowed();
+        self.carry_out(ask);
+    }
+
+    fn takes(&mut self, stop: Stop) -> bool {
+        match self.cycle.on_stop(stop) {
+            Verdict::Ours => true,
+            Verdict::Theirs { ask_again } => {
+                if ask_again {
+                    self.carry_out(Some(Ask::Interrupt));
+                }
+                false
+            }
+        }
+    }
+
+    fn carry_out(&mut self, ask: Option<Ask>) {
+        let done = match ask {
+            None => return,
+            Some(Ask::Interrupt) => ptrace::interrupt(self.pid),
+            Some(Ask::Cont) => ptrace::cont(self.pid, 0),
+        };
+        match done {
+            // It is gone: its end reaches the loop as any process's does.
+            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(err) => {
+                warn!(pid = self.pid, %err, "cannot slow the process down");
+                if self.cycle.release() == Some(Ask::Cont) {
+                    let _ = ptrace::cont(self.pid, 0);
+                }
+                self.failed.get_or_insert(err);
+            }
+            Ok(()) => {}
+        }
+    }
+
+    /// Freeze the process for its final round: in the stop the cycle holds, if it holds one
+    /// (no other stop would come), or the one it awaits. Returns the signals held meanwhile.
+    fn freeze(mut self) -> io::Result<Vec<SigInfo>> {
+        match self.cycle.hand_over() {
+            Phase::Stopped => Ok(Vec::new()),
+            Phase::Stopping => deputy::frozen(self.pid),
+            Phase::Running | Phase::JobStopped => freeze(self.pid),
+        }
+    }
+}
+
+impl Drop for Slowdown {
+    fn drop(&mut self) {
+        if self.cycle.release() == Some(Ask::Cont) {
+            // A process that is gone has nothing left to let go.
+            let _ = ptrace::cont(self.pid, 0);
         }
     }
 }
@@ -134,6 +334,7 @@ pub fn greet(
 /// kernel cannot track writes, the departure is prepared at once and the process goes frozen.
 pub fn start_first_round(pid: Pid, mut onward: Onward) -> Result<Departure, MoveError> {
     let started = Instant::now();
+    let slowdown = Slowdown::new(pid);
     let signals = freeze(pid).map_err(cannot_freeze)?;
     let opened = dump::image_areas(pid).and_then(|areas| {
         let inj = Injector::find(&Memory::open(pid)?, &areas)?;
@@ -144,27 +345,33 @@ pub fn start_first_round(pid: Pid, mut onward: Onward) -> Result<Departure, Move
         Ok(opened) => opened,
         Err(err) => {
             info!(pid, %err, "no pre-copy: the process stays frozen for its whole image");
-            return Ok(Departure::Prepared {
+            return Ok(Departure {
                 started,
-                onward,
-                first: None,
+                slowdown,
+                rounds: Rounds::Over {
+                    onward,
+                    first: None,
+                },
             });
         }
     };
     tracker.protect(&areas);
-    let (done, finished) =
+    let (notices, notify) =
         io::pipe().map_err(|e| MoveError::Local(format!("cannot make a pipe: {e}")))?;
     let helper = std::thread::spawn(move || {
-        // Dropped when the round ends, however it ends: the loop then sees `done` close.
-        let _finished = finished;
+        // Dropped when the helper ends, however it ends: the loop then reads EOF.
+        let mut forward = Forward(notify);
         let node = onward.node;
         let precopy = ToGuest::Precopy {
             areas: areas.clone(),
         };
         let out = &mut onward.session.out;
         let bytes = write_message(out, &precopy)
-            .and_then(|()| dump::dump_first_round(pid, &areas, &tracker, &mut Unthrottled, out))
+            .and_then(|()| dump::dump_first_round(pid, &areas, &tracker, &mut forward, out))
             .map_err(|e| link_broken(node, e))?;
+        // The loop holds a process the rounds slowed down from here to its final round. A
+        // loop that no longer reads has let go of the process (it ended).
+        let _ = forward.0.write_all(&[Notice::RoundsOver.byte()]);
         node_answer(&mut onward.session.frames, node, Round::First)?;
         let first = FirstRound {
             tracker,
@@ -173,29 +380,28 @@ pub fn start_first_round(pid: Pid, mut onward: Onward) -> Result<Departure, Move
         };
         Ok((onward, first))
     });
-    Ok(Departure::Streaming {
+    Ok(Departure {
         started,
-        helper,
-        done,
+        slowdown,
+        rounds: Rounds::Streaming { helper, notices },
     })
 }
 
-/// Freeze `pid` and send the rest of its image into `onward` (all of it without a `first`
-/// round); once it runs there, make its shell. `away`: what it used on other nodes before;
-/// `filters`: the seccomp filters rmosix gave it (see `dump::check_movable`).
-/// Any failure before the node runs it leaves it running at home. Returns the shell's deputy
-/// and the session.
+/// Freeze the process of `departure`, whose helper has ended, and send the rest of its image
+/// (all of it without running rounds); once it runs at the node, make its shell. `away`:
+/// what it used on other nodes before; `filters`: the seccomp filters rmosix gave it (see
+/// `dump::check_movable`). Any failure before the node runs it leaves it running at home.
+/// Returns the shell's deputy and the session.
 pub fn send_out(
     pid: Pid,
     facts: &KernelFacts,
     (away, filters): (Usage, u32),
-    onward: Onward,
-    first: Option<FirstRound>,
-    started: Instant,
+    departure: Departure,
 ) -> Result<(Deputy, Session), MoveError> {
     let cpu = Carry::Home { away };
+    let (started, slowdown, onward, first) = departure.joined()?;
     let Onward { node, mut session } = onward;
-    let signals = freeze(pid).map_err(cannot_freeze)?;
+    let signals = slowdown.freeze().map_err(cannot_freeze)?;
     let frozen = Instant::now();
     let link = |e: io::Error| link_broken(node, e);
     let sent = match &first {
@@ -457,4 +663,19 @@ pub fn link_broken(node: u16, reason: impl ToString) -> MoveError {
 
 fn cannot_freeze(err: io::Error) -> MoveError {
     MoveError::Local(format!("cannot freeze the process: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notice_is_one_byte_each_way() {
+        for percent in 0..=99 {
+            let level = Notice::Level(Level::percent(percent));
+            assert_eq!(Notice::from_byte(level.byte()), level);
+        }
+        let over = Notice::RoundsOver;
+        assert_eq!(Notice::from_byte(over.byte()), over);
+    }
 }

@@ -4,10 +4,15 @@
 //! thread that attached:
 //!
 //! - at home, the rounds stream on a helper thread while the supervisor's thread serves the
-//!   job; the supervisor implements [`Throttle`] by passing the level to its own loop, which
-//!   runs the duty cycle there;
+//!   job; the helper's [`Throttle`] passes each level to the supervisor's loop, which runs the
+//!   duty cycle among its other work (`legs::Slowdown`);
 //! - at a remote, the guest's one thread traces, and [`Duty`] runs the duty cycle there while
 //!   the rounds stream on a helper thread (`dump_first_round` makes it).
+//!
+//! Both run one duty cycle, [`Cycle`]: a pure core that says which ptrace request each tick
+//! calls for and which of the process's stops are its own, driven by a tracer that can block
+//! in a wait for the stop it asked for (`Duty`) or by one that hears of it among the job's
+//! other stops (the home loop).
 //!
 //! A throttled process is kept stopped (PTRACE_INTERRUPT) for `level` per cent of every
 //! [`PERIOD`] and runs (PTRACE_CONT) for the rest. A short period keeps every stop short: the
@@ -92,22 +97,197 @@ impl Throttle for Unthrottled {
     }
 }
 
+/// Where a throttled process stands, as its duty cycle knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// It runs, or sits in a stop that is not the cycle's (its tracer serves those).
+    Running,
+    /// The cycle asked PTRACE_INTERRUPT and waits for the stop that answers it.
+    Stopping,
+    /// Held in the PTRACE_EVENT_STOP that answered.
+    Stopped,
+    /// Job control stopped it (a group stop). It writes nothing, and job control, not the
+    /// cycle, decides when it runs again: the cycle leaves it alone until a SIGCONT's notice.
+    JobStopped,
+}
+
+/// A ptrace request the duty cycle asks of the tracer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// PTRACE_INTERRUPT: the cycle then waits for the stop that answers.
+    Interrupt,
+    /// PTRACE_CONT from the stop the cycle held.
+    Cont,
+}
+
+/// Whose a stop of the throttled process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The duty cycle's own: the tracer keeps the process in it.
+    Ours,
+    /// Any other stop: the tracer serves it as it serves any (delivers the signal, lets job
+    /// control have its group stop, continues an event). With `ask_again` it first asks
+    /// PTRACE_INTERRUPT again, while the process is still in that stop: any ptrace stop
+    /// answers a pending interrupt ("any trap clears pending STOP trap", kernel/signal.c,
+    /// ptrace_stop), so an event stop may have taken the one the cycle waits for. Asked
+    /// during a stop, the interrupt is one trap after it, however often it was asked.
+    Theirs {
+        /// Ask PTRACE_INTERRUPT again before letting the process go on.
+        ask_again: bool,
+    },
+}
+
+/// The duty cycle without its I/O: which ptrace request each tick calls for, and which stops
+/// of the process are its own. Time is an input. Two tracers drive it: [`Duty`], on a
+/// remote's guest thread, which may block in a wait on the process; and the home supervisor's
+/// loop, which serves the rest of the job meanwhile, so that it asks for a stop, goes back to
+/// its poll and hears of the stop among the job's others (`legs::Slowdown`).
+#[derive(Debug, Clone)]
+pub struct Cycle {
+    level: Level,
+    /// When the current period began.
+    period_start: Instant,
+    phase: Phase,
+    /// The rounds are over and had slowed the process down: keep it stopped until released.
+    held: bool,
+}
+
+impl Cycle {
+    /// A cycle at level NONE for a process that runs.
+    pub fn new(now: Instant) -> Cycle {
+        Cycle {
+            level: Level::NONE,
+            period_start: now,
+            phase: Phase::Running,
+            held: false,
+        }
+    }
+
+    /// The level in force.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// Where the process stands.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// From `now`, slow the process down to `level` (a new period starts).
+    pub fn set(&mut self, level: Level, now: Instant) -> Option<Ask> {
+        self.level = level;
+        self.period_start = now;
+        self.tick(now)
+    }
+
+    /// What the period asks for at `now`: a stop when its stopped share begins, a
+    /// continue when it ends. Nothing while a stop is awaited, held, or job control's.
+    pub fn tick(&mut self, now: Instant) -> Option<Ask> {
+        if self.held {
+            return None;
+        }
+        let want_stopped = stopped_at(self.level, now - self.period_start);
+        match (want_stopped, self.phase) {
+            (true, Phase::Running) => {
+                self.phase = Phase::Stopping;
+                Some(Ask::Interrupt)
+            }
+            (false, Phase::Stopped) => {
+                self.phase = Phase::Running;
+                Some(Ask::Cont)
+            }
+            _ => None,
+        }
+    }
+
+    /// How long after `now` the cycle wants its next tick; None while it wants none (not
+    /// slowed, held, or waiting for a stop, which comes by itself).
+    pub fn next_tick(&self, now: Instant) -> Option<Duration> {
+        let waits = match self.phase {
+            Phase::Running => self.level != Level::NONE,
+            Phase::Stopped => true,
+            Phase::Stopping | Phase::JobStopped => false,
+        };
+        (waits && !self.held).then(|| until_switch(self.level, now - self.period_start))
+    }
+
+    /// The tracer saw `stop`: whose it is.
+    pub fn on_stop(&mut self, stop: Stop) -> Verdict {
+        let theirs = Verdict::Theirs { ask_again: false };
+        match (stop, self.phase) {
+            (Stop::Interrupted, Phase::Stopping) => {
+                self.phase = Phase::Stopped;
+                Verdict::Ours
+            }
+            // A job-stopped tracee reports SIGCONT as a PTRACE_EVENT_STOP once it has been
+            // let listen (ptrace(2), PTRACE_LISTEN): it runs again.
+            (Stop::Interrupted, Phase::JobStopped) => {
+                self.phase = Phase::Running;
+                theirs
+            }
+            (Stop::Exited(_) | Stop::Killed(_), _) => theirs,
+            // Its group stop also answers an interrupt the cycle asked for.
+            (Stop::Group(_), _) => {
+                self.phase = Phase::JobStopped;
+                theirs
+            }
+            (_, phase) => Verdict::Theirs {
+                ask_again: phase == Phase::Stopping,
+            },
+        }
+    }
+
+    /// The rounds are over. A process they slowed down is kept stopped until it is frozen
+    /// or released: while the receiver answers the last round, it would write at full speed,
+    /// and the final round grow with it. One they left at full speed runs on.
+    pub fn hold_if_slowed(&mut self) -> Option<Ask> {
+        if self.level == Level::NONE {
+            return self.release();
+        }
+        self.held = true;
+        match self.phase {
+            Phase::Running => {
+                self.phase = Phase::Stopping;
+                Some(Ask::Interrupt)
+            }
+            _ => None,
+        }
+    }
+
+    /// Lift the throttle: let the process go from the stop the cycle holds (a job-stopped
+    /// one stays job control's). A stop still awaited is no longer the cycle's: when it
+    /// comes, its tracer continues it as any stop nobody asked for.
+    pub fn release(&mut self) -> Option<Ask> {
+        self.level = Level::NONE;
+        self.held = false;
+        match std::mem::replace(&mut self.phase, Phase::Running) {
+            Phase::Stopped => Some(Ask::Cont),
+            Phase::JobStopped => {
+                self.phase = Phase::JobStopped;
+                None
+            }
+            Phase::Running | Phase::Stopping => None,
+        }
+    }
+
+    /// The tracer takes the process over as it stands (to freeze it): the cycle lets go of
+    /// it without a request, and says where it stood.
+    pub fn hand_over(&mut self) -> Phase {
+        let stood = self.phase;
+        *self = Cycle::new(self.period_start);
+        stood
+    }
+}
+
 /// A duty cycle run from the thread that called `dump_first_round`, which must be the
-/// process's tracer and the only one waiting on it meanwhile. Call [`Duty::release`] once the rounds are over and
-/// before the process is frozen, or when the move fails: it lets the process run freely
-/// again.
+/// process's tracer and the only one waiting on it meanwhile: it blocks in a wait for each
+/// stop it asks for. Call [`Duty::release`] once the rounds are over and before the process
+/// is frozen, or when the move fails: it lets the process run freely again.
 pub struct Duty<'a> {
     pid: Pid,
     /// Signals on their way into the process, whose delivery stops this duty may meet.
     arriving: &'a mut Arriving,
-    level: Level,
-    /// When the current period began.
-    period_start: Instant,
-    /// We hold the process in a PTRACE_EVENT_STOP.
-    stopped: bool,
-    /// It entered a group stop (SIGSTOP and friends) meanwhile: job control holds it, and it
-    /// must be let go with PTRACE_LISTEN, never PTRACE_CONT.
-    job_stopped: bool,
+    cycle: Cycle,
 }
 
 impl<'a> Duty<'a> {
@@ -117,31 +297,22 @@ impl<'a> Duty<'a> {
         Duty {
             pid,
             arriving,
-            level: Level::NONE,
-            period_start: Instant::now(),
-            stopped: false,
-            job_stopped: false,
+            cycle: Cycle::new(Instant::now()),
         }
     }
 
-    /// Once the rounds are over, a process they had to slow down is kept stopped until the
-    /// caller freezes it: while the receiver answers, it would write at full speed, and the
-    /// final round grow with it. One they left at full speed runs on. The caller must
-    /// [`Duty::release`] it before it freezes it (a stop it did not ask for never comes).
+    /// Once the rounds are over, keep a process they slowed down stopped (see
+    /// [`Cycle::hold_if_slowed`]). The caller must [`Duty::release`] it before it freezes it
+    /// (a stop it did not ask for never comes).
     pub fn hold_if_slowed(&mut self) -> io::Result<()> {
-        if self.level == Level::NONE {
-            return self.resume();
-        }
-        if !self.stopped && !self.job_stopped {
-            self.stop()?;
-        }
-        Ok(())
+        let ask = self.cycle.hold_if_slowed();
+        self.carry_out(ask)
     }
 
     /// Lift the throttle: the process runs again (or stays job-stopped, if it was).
     pub fn release(&mut self) -> io::Result<()> {
-        self.level = Level::NONE;
-        self.resume()
+        let ask = self.cycle.release();
+        self.carry_out(ask)
     }
 
     /// Send a signal into the process (it takes it when it runs).
@@ -149,47 +320,47 @@ impl<'a> Duty<'a> {
         self.arriving.send(self.pid, info);
     }
 
-    /// Stop the process in a PTRACE_EVENT_STOP. Signals that arrive meanwhile are delivered
-    /// as the guest's own loop delivers them, a call from the injection instruction is
-    /// refused as it refuses it (see `seccomp`), and the wait goes on.
+    fn carry_out(&mut self, ask: Option<Ask>) -> io::Result<()> {
+        match ask {
+            None => Ok(()),
+            Some(Ask::Cont) => ptrace::cont(self.pid, 0),
+            Some(Ask::Interrupt) => self.stop(),
+        }
+    }
+
+    /// Stop the process in a PTRACE_EVENT_STOP, and wait there until it comes. Signals that
+    /// arrive meanwhile are delivered as the guest's own loop delivers them, a call from the
+    /// injection instruction is refused as it refuses it (see `seccomp`), a group stop is
+    /// left to job control, and the wait goes on.
     fn stop(&mut self) -> io::Result<()> {
         ptrace::interrupt(self.pid)?;
-        loop {
-            match ptrace::wait(self.pid, 0)? {
-                Some((_, Stop::Interrupted)) => break,
-                Some((_, Stop::Group(_))) => {
-                    self.job_stopped = true;
-                    break;
-                }
-                Some((_, Stop::Signal(sig))) => {
+        while self.cycle.phase() == Phase::Stopping {
+            let Some((_, stop)) = ptrace::wait(self.pid, 0)? else {
+                continue;
+            };
+            let Verdict::Theirs { ask_again } = self.cycle.on_stop(stop) else {
+                continue;
+            };
+            if ask_again {
+                ptrace::interrupt(self.pid)?;
+            }
+            match stop {
+                Stop::Group(_) => ptrace::listen(self.pid)?,
+                Stop::Signal(sig) => {
                     self.arriving.at_delivery(self.pid, sig);
                     ptrace::cont(self.pid, sig)?
                 }
-                Some((_, Stop::Event(libc::PTRACE_EVENT_SECCOMP))) => {
+                Stop::Event(libc::PTRACE_EVENT_SECCOMP) => {
                     seccomp::refuse_gate_call(self.pid)?;
                     ptrace::cont(self.pid, 0)?
                 }
-                Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
+                Stop::Exited(_) | Stop::Killed(_) => {
                     return Err(io::Error::other("the process ended while it was slowed"));
                 }
-                Some(_) => ptrace::cont(self.pid, 0)?,
-                None => {}
+                _ => ptrace::cont(self.pid, 0)?,
             }
         }
-        self.stopped = true;
         Ok(())
-    }
-
-    fn resume(&mut self) -> io::Result<()> {
-        if !self.stopped {
-            return Ok(());
-        }
-        self.stopped = false;
-        if self.job_stopped {
-            ptrace::listen(self.pid)
-        } else {
-            ptrace::cont(self.pid, 0)
-        }
     }
 }
 
@@ -211,29 +382,17 @@ pub fn until_switch(level: Level, into: Duration) -> Duration {
 
 impl Throttle for Duty<'_> {
     fn set(&mut self, level: Level) -> io::Result<()> {
-        self.level = level;
-        self.period_start = Instant::now();
-        self.tick()
+        let ask = self.cycle.set(level, Instant::now());
+        self.carry_out(ask)
     }
 
     fn next_tick(&self) -> Option<Duration> {
-        if self.level == Level::NONE && !self.stopped {
-            return None;
-        }
-        Some(until_switch(self.level, self.period_start.elapsed()))
+        self.cycle.next_tick(Instant::now())
     }
 
     fn tick(&mut self) -> io::Result<()> {
-        // A job-stopped process makes no writes; job control decides when it runs.
-        if self.job_stopped && !self.stopped {
-            return Ok(());
-        }
-        let want_stopped = stopped_at(self.level, self.period_start.elapsed());
-        match (want_stopped, self.stopped) {
-            (true, false) => self.stop(),
-            (false, true) => self.resume(),
-            _ => Ok(()),
-        }
+        let ask = self.cycle.tick(Instant::now());
+        self.carry_out(ask)
     }
 }
 
@@ -256,6 +415,137 @@ mod tests {
         assert_eq!(until_switch(most, ms(23)), ms(6));
         assert_eq!(Level::percent(250), Level::MAX);
         assert!((Level::percent(75).running_share() - 0.25).abs() < 1e-9);
+    }
+
+    /// A cycle set to `level` at `t0`, with the stop that starts its first period taken.
+    fn stopped_cycle(level: Level, t0: Instant) -> Cycle {
+        let mut cycle = Cycle::new(t0);
+        assert_eq!(cycle.set(level, t0), Some(Ask::Interrupt));
+        assert_eq!(cycle.on_stop(Stop::Interrupted), Verdict::Ours);
+        cycle
+    }
+
+    #[test]
+    fn a_cycle_stops_the_process_at_each_period_start_and_lets_it_go_at_its_end() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut cycle = Cycle::new(t0);
+        assert_eq!(cycle.next_tick(t0), None, "not slowed: no ticks");
+        assert_eq!(cycle.set(Level::percent(90), t0), Some(Ask::Interrupt));
+        // The stop is on its way: nothing to do until it comes, and it wakes the tracer.
+        assert_eq!(cycle.phase(), Phase::Stopping);
+        assert_eq!(cycle.tick(at(1)), None);
+        assert_eq!(cycle.next_tick(at(1)), None);
+        assert_eq!(cycle.on_stop(Stop::Interrupted), Verdict::Ours);
+        assert_eq!(cycle.next_tick(at(1)), Some(Duration::from_millis(8)));
+        assert_eq!(cycle.tick(at(8)), None);
+        assert_eq!(cycle.tick(at(9)), Some(Ask::Cont));
+        assert_eq!(cycle.phase(), Phase::Running);
+        assert_eq!(cycle.next_tick(at(9)), Some(Duration::from_millis(1)));
+        assert_eq!(cycle.tick(at(10)), Some(Ask::Interrupt));
+        // A stop that comes late still counts; the period goes on meanwhile.
+        assert_eq!(cycle.on_stop(Stop::Interrupted), Verdict::Ours);
+        assert_eq!(cycle.tick(at(19)), Some(Ask::Cont));
+        // Back at full speed, the process is let go at once and no ticks follow.
+        let mut cycle = stopped_cycle(Level::MAX, t0);
+        assert_eq!(cycle.set(Level::NONE, at(3)), Some(Ask::Cont));
+        assert_eq!(cycle.next_tick(at(3)), None);
+    }
+
+    #[test]
+    fn other_stops_on_the_way_to_the_cycles_own_are_the_tracers_to_serve() {
+        let mut cycle = Cycle::new(Instant::now());
+        // Not waiting for a stop: a signal, an event, an interrupt nobody asked for.
+        let served = Verdict::Theirs { ask_again: false };
+        assert_eq!(cycle.on_stop(Stop::Signal(libc::SIGUSR1)), served);
+        assert_eq!(cycle.on_stop(Stop::Interrupted), served);
+        assert_eq!(cycle.phase(), Phase::Running);
+        // Waiting for one: each other stop may have taken the interrupt, asked again.
+        assert_eq!(
+            cycle.set(Level::percent(50), Instant::now()),
+            Some(Ask::Interrupt)
+        );
+        let again = Verdict::Theirs { ask_again: true };
+        assert_eq!(cycle.on_stop(Stop::Signal(libc::SIGUSR1)), again);
+        assert_eq!(cycle.on_stop(Stop::Event(libc::PTRACE_EVENT_FORK)), again);
+        assert_eq!(cycle.phase(), Phase::Stopping);
+        assert_eq!(cycle.on_stop(Stop::Killed(libc::SIGKILL)), served);
+        assert_eq!(cycle.on_stop(Stop::Interrupted), Verdict::Ours);
+        assert_eq!(cycle.phase(), Phase::Stopped);
+    }
+
+    #[test]
+    fn a_group_stop_is_job_controls_until_sigcont() {
+        let t0 = Instant::now();
+        let mut cycle = Cycle::new(t0);
+        assert_eq!(cycle.set(Level::percent(90), t0), Some(Ask::Interrupt));
+        // SIGSTOP came first: the group stop answers the interrupt, and the tracer lets
+        // job control have it.
+        let served = Verdict::Theirs { ask_again: false };
+        assert_eq!(cycle.on_stop(Stop::Group(libc::SIGSTOP)), served);
+        assert_eq!(cycle.phase(), Phase::JobStopped);
+        // The cycle neither resumes it nor stops it again, released or held.
+        let later = t0 + Duration::from_millis(9);
+        assert_eq!(cycle.next_tick(later), None);
+        assert_eq!(cycle.tick(later), None);
+        assert_eq!(cycle.tick(later + Duration::from_millis(1)), None);
+        assert_eq!(cycle.hold_if_slowed(), None);
+        // SIGCONT: the listening tracee reports a PTRACE_EVENT_STOP, continued as usual, and
+        // the cycle takes up its periods again.
+        assert_eq!(cycle.on_stop(Stop::Interrupted), served);
+        assert_eq!(cycle.phase(), Phase::Running);
+        let mut cycle = Cycle::new(t0);
+        cycle.set(Level::percent(90), t0);
+        cycle.on_stop(Stop::Group(libc::SIGTSTP));
+        assert_eq!(cycle.release(), None);
+        assert_eq!(cycle.phase(), Phase::JobStopped);
+        assert_eq!(cycle.on_stop(Stop::Interrupted), served);
+        assert_eq!(cycle.tick(later), None, "released: it runs freely");
+    }
+
+    #[test]
+    fn a_process_the_rounds_slowed_down_is_held_from_their_end_until_released() {
+        let t0 = Instant::now();
+        let running = t0 + Duration::from_millis(6);
+        // Never slowed: it runs on.
+        let mut cycle = Cycle::new(t0);
+        assert_eq!(cycle.hold_if_slowed(), None);
+        assert_eq!(cycle.phase(), Phase::Running);
+        // Slowed, and in the running share of a period: stopped now, and kept stopped.
+        let mut cycle = stopped_cycle(Level::percent(50), t0);
+        assert_eq!(cycle.tick(running), Some(Ask::Cont));
+        assert_eq!(cycle.hold_if_slowed(), Some(Ask::Interrupt));
+        assert_eq!(cycle.on_stop(Stop::Interrupted), Verdict::Ours);
+        assert_eq!(cycle.next_tick(running), None);
+        assert_eq!(cycle.tick(running + PERIOD / 2), None);
+        assert_eq!(cycle.release(), Some(Ask::Cont));
+        assert_eq!(cycle.next_tick(running), None);
+        // Stopped already: it stays so. Released before its stop came, that stop is no
+        // longer the cycle's, and nobody is to let it go but the tracer's usual serving.
+        let mut cycle = stopped_cycle(Level::percent(50), t0);
+        assert_eq!(cycle.hold_if_slowed(), None);
+        assert_eq!(cycle.phase(), Phase::Stopped);
+        let mut cycle = Cycle::new(t0);
+        cycle.set(Level::percent(50), t0);
+        assert_eq!(cycle.release(), None);
+        assert_eq!(
+            cycle.on_stop(Stop::Interrupted),
+            Verdict::Theirs { ask_again: false }
+        );
+    }
+
+    #[test]
+    fn a_tracer_that_freezes_takes_the_process_over_as_the_cycle_left_it() {
+        let t0 = Instant::now();
+        let mut cycle = stopped_cycle(Level::percent(50), t0);
+        assert_eq!(cycle.hold_if_slowed(), None);
+        assert_eq!(cycle.hand_over(), Phase::Stopped);
+        // The stop is the tracer's now: the cycle asks nothing more of it.
+        assert_eq!(cycle.release(), None);
+        assert_eq!(cycle.next_tick(t0), None);
+        let mut cycle = Cycle::new(t0);
+        cycle.set(Level::percent(50), t0);
+        assert_eq!(cycle.hand_over(), Phase::Stopping);
     }
 
     /// State of a process, from /proc/PID/stat: 't' while a tracer holds it stopped.
