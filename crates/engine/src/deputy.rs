@@ -557,24 +557,21 @@ pub fn freeze(pid: Pid) -> io::Result<Vec<SigInfo>> {
 /// Any ptrace stop answers a pending interrupt (kernel/signal.c, ptrace_stop: "any trap
 /// clears pending STOP trap"), so one is asked again in each stop met on the way: asked
 /// while the process is stopped, it is one trap after that stop, however often it was asked.
+/// A process that ends meanwhile is left unreaped, for the supervisor to report its end.
 pub fn frozen(pid: Pid) -> io::Result<Vec<SigInfo>> {
     let mut signals = Vec::new();
     loop {
-        match ptrace::wait(pid, 0)? {
-            Some((_, Stop::Interrupted | Stop::Group(_))) => return Ok(signals),
-            Some((_, Stop::Signal(sig))) => {
+        match ptrace::wait_stop(pid)? {
+            Stop::Interrupted | Stop::Group(_) => return Ok(signals),
+            Stop::Signal(sig) => {
                 signals.push(signals::at_stop(pid, sig));
                 ptrace::interrupt(pid)?;
                 ptrace::cont(pid, 0)?;
             }
-            Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
-                return Err(io::Error::other("process exited"));
-            }
-            Some(_) => {
+            _ => {
                 ptrace::interrupt(pid)?;
                 ptrace::cont(pid, 0)?
             }
-            None => {}
         }
     }
 }
@@ -804,6 +801,21 @@ mod tests {
              no failure; {} calls accepted, {} refused",
             accepted.get(),
             refused.get()
+        );
+    }
+
+    #[test]
+    fn a_process_that_ends_while_it_is_being_frozen_is_left_for_its_reaper() {
+        let husk = crate::testing::Husk::new(1);
+        // SAFETY: killing our own traced child.
+        unsafe { libc::kill(husk.pid, libc::SIGKILL) };
+        let err = frozen(husk.pid).expect_err("a killed process cannot be frozen");
+        assert!(ptrace::is_end(&err), "{err}");
+        // Its end is still there for the loop that reaps the job's children.
+        let reaped = ptrace::wait(husk.pid, libc::WNOHANG).unwrap();
+        assert!(
+            matches!(reaped, Some((_, Stop::Killed(libc::SIGKILL)))),
+            "{reaped:?}"
         );
     }
 }

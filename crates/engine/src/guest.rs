@@ -201,11 +201,16 @@ impl Guest {
             let left = match turn.wait(None)?.first() {
                 Some(Source::Husk) => {
                     sigchld.drain();
-                    self.on_husk_event()?
+                    self.on_husk_event()
                 }
-                Some(Source::Home) => self.on_home_message()?,
-                Some(Source::Calls) => self.on_notification()?,
-                None => None,
+                Some(Source::Home) => self.on_home_message(),
+                Some(Source::Calls) => self.on_notification(),
+                None => Ok(None),
+            };
+            let left = match left {
+                // The process ended while a step waited for it to stop: report its end.
+                Err(err) if ptrace::is_end(&err) => self.on_husk_event()?,
+                left => left?,
             };
             if let Some(left) = left {
                 return Ok(left);
@@ -358,8 +363,8 @@ impl Guest {
         ptrace::set_sigmask(self.husk, mask)?;
         ptrace::step_with(self.husk, 0)?;
         loop {
-            match ptrace::wait(self.husk, 0)? {
-                Some((_, Stop::Signal(sig))) => {
+            match ptrace::wait_stop(self.husk)? {
+                Stop::Signal(sig) => {
                     self.arriving.at_delivery(self.husk, sig);
                     let caught = field("SigCgt:") & 1 << (sig - 1) != 0;
                     if !caught {
@@ -370,19 +375,15 @@ impl Guest {
                     }
                     ptrace::step_with(self.husk, sig)?;
                 }
-                Some((_, Stop::Trap)) => break,
-                Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
-                    return Err(io::Error::other("remote died"));
-                }
-                Some((_, Stop::Event(libc::PTRACE_EVENT_SECCOMP))) => {
+                Stop::Trap => break,
+                Stop::Event(libc::PTRACE_EVENT_SECCOMP) => {
                     seccomp::refuse_gate_call(self.husk)?;
                     ptrace::step_with(self.husk, 0)?;
                 }
-                Some(_) => {
+                _ => {
                     ptrace::set_sigmask(self.husk, own)?;
                     return ptrace::cont(self.husk, 0);
                 }
-                None => {}
             }
         }
         // At the handler's first instruction rsp points at its rt_sigframe: pretcode, then
@@ -444,22 +445,18 @@ impl Guest {
             respond(&self.listener, id, sys::ERESTARTNOINTR);
         }
         loop {
-            match ptrace::wait(self.husk, 0)? {
-                Some((_, Stop::Interrupted)) => return Ok(false),
-                Some((_, Stop::Group(_))) => return Ok(true),
-                Some((_, Stop::Signal(sig))) => {
+            match ptrace::wait_stop(self.husk)? {
+                Stop::Interrupted => return Ok(false),
+                Stop::Group(_) => return Ok(true),
+                Stop::Signal(sig) => {
                     self.arriving.at_delivery(self.husk, sig);
                     ptrace::cont(self.husk, sig)?
                 }
-                Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
-                    return Err(io::Error::other("remote died"));
-                }
-                Some((_, Stop::Event(libc::PTRACE_EVENT_SECCOMP))) => {
+                Stop::Event(libc::PTRACE_EVENT_SECCOMP) => {
                     seccomp::refuse_gate_call(self.husk)?;
                     ptrace::cont(self.husk, 0)?;
                 }
-                Some(_) => ptrace::cont(self.husk, 0)?,
-                None => {}
+                _ => ptrace::cont(self.husk, 0)?,
             }
         }
     }

@@ -82,24 +82,20 @@ impl Injector {
         ptrace::set_regs(pid, &self.call_regs(base, nr, args))?;
         ptrace::step(pid)?;
         loop {
-            match ptrace::wait(pid, 0)? {
-                Some((_, Stop::Trap)) => break,
-                Some((_, Stop::Exited(_) | Stop::Killed(_))) => {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
+            match ptrace::wait_stop(pid)? {
+                Stop::Trap => break,
                 // The remote's filter hands calls from our instruction to us (see `seccomp`):
                 // this one is ours, let it run.
-                Some((_, Stop::Event(libc::PTRACE_EVENT_SECCOMP))) => ptrace::step(pid)?,
+                Stop::Event(libc::PTRACE_EVENT_SECCOMP) => ptrace::step(pid)?,
                 // A stop that overtook the step (an earlier PTRACE_INTERRUPT, a group stop):
                 // step again from where it is; the call has not run yet if rip is unchanged.
-                Some(_) => {
+                _ => {
                     let now = ptrace::get_regs(pid)?;
                     if now.rip != self.syscall_ip {
                         break;
                     }
                     ptrace::step(pid)?;
                 }
-                None => unreachable!("blocking wait returned nothing"),
             }
         }
         Ok(ptrace::get_regs(pid)?.rax as i64)

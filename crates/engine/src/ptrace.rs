@@ -276,6 +276,53 @@ pub fn get_siginfo(pid: Pid) -> io::Result<libc::siginfo_t> {
     Ok(info)
 }
 
+/// Wait for the next stop of tracee `pid`. If it ends instead, fail with an error that
+/// [`is_end`] knows, and leave its end in place for whoever reaps the job's children: a
+/// process that ends while a step of a move or of a call waits for it to stop still has its
+/// end reported.
+pub fn wait_stop(pid: Pid) -> io::Result<Stop> {
+    loop {
+        // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT | libc::__WALL;
+        // SAFETY: info is a live out-parameter.
+        if unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) } == 0 {
+            if matches!(
+                info.si_code,
+                libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED
+            ) {
+                return Err(io::Error::other(Ended));
+            }
+            // The stop peeked at is the one this takes: only this thread waits for `pid`.
+            if let Some((_, stop)) = wait(pid, 0)? {
+                return Ok(stop);
+            }
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// What [`wait_stop`] fails with when the process ended.
+#[derive(Debug)]
+struct Ended;
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the process ended")
+    }
+}
+
+impl std::error::Error for Ended {}
+
+/// Whether `err` says that the process ended (see [`wait_stop`]).
+pub fn is_end(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|e| e.is::<Ended>())
+}
+
 /// Wait for a state change of `pid` (or any child with -1), retrying on EINTR.
 pub fn wait(pid: Pid, flags: libc::c_int) -> io::Result<Option<(Pid, Stop)>> {
     loop {

@@ -335,9 +335,7 @@ impl<'a> Duty<'a> {
     fn stop(&mut self) -> io::Result<()> {
         ptrace::interrupt(self.pid)?;
         while self.cycle.phase() == Phase::Stopping {
-            let Some((_, stop)) = ptrace::wait(self.pid, 0)? else {
-                continue;
-            };
+            let stop = ptrace::wait_stop(self.pid)?;
             let Verdict::Theirs { ask_again } = self.cycle.on_stop(stop) else {
                 continue;
             };
@@ -353,9 +351,6 @@ impl<'a> Duty<'a> {
                 Stop::Event(libc::PTRACE_EVENT_SECCOMP) => {
                     seccomp::refuse_gate_call(self.pid)?;
                     ptrace::cont(self.pid, 0)?
-                }
-                Stop::Exited(_) | Stop::Killed(_) => {
-                    return Err(io::Error::other("the process ended while it was slowed"));
                 }
                 _ => ptrace::cont(self.pid, 0)?,
             }
