@@ -541,18 +541,22 @@ fn guest_records(node: &Node) -> Vec<String> {
         .collect()
 }
 
-/// CPU seconds a host process has used, from its /proc/PID/stat (utime and stime, fields 14
-/// and 15, in clock ticks).
-fn cpu_seconds(host_pid: u32) -> f64 {
+/// A host process's /proc/PID/stat fields (proc_pid_stat(5)), counted from field 3 (after the
+/// command name, which may hold spaces).
+fn stat_fields(host_pid: u32) -> Vec<u64> {
     let stat = fs::read_to_string(format!("/proc/{host_pid}/stat")).expect("read stat");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
+    stat.rsplit_once(')')
         .expect("a stat line")
         .1
         .split_whitespace()
-        .collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        .map(|f| f.parse().unwrap_or(0))
+        .collect()
+}
+
+/// CPU seconds a host process has used: utime and stime, fields 14 and 15, in clock ticks.
+fn cpu_seconds(host_pid: u32) -> f64 {
+    let fields = stat_fields(host_pid);
+    let ticks = fields[14 - 3] + fields[15 - 3];
     let per_second = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -562,6 +566,15 @@ fn cpu_seconds(host_pid: u32) -> f64 {
         .parse()
         .expect("CLK_TCK");
     ticks as f64 / per_second as f64
+}
+
+/// Resident KiB as stat's field 24 (pages; and so `ps` and the daemon) counts it. Not VmRSS:
+/// recent kernels sum the per-CPU counters exactly for /proc/PID/status, while stat reads
+/// their approximate total, which may differ from it by a few hundred KiB.
+fn stat_rss_kib(host_pid: u32) -> u64 {
+    // SAFETY: sysconf reads a constant of the running kernel.
+    let page_kib = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64 / 1024;
+    stat_fields(host_pid)[24 - 3] * page_kib
 }
 
 /// The children of `job`'s program (the host's view), by name: the processes of a job whose
@@ -1261,10 +1274,10 @@ fn a_moved_process_is_listed_where_it_runs_until_it_goes_home_or_ends() {
     }) {
         panic!("{e}");
     }
-    let rss_before = proc_info(husk.pid).expect("the husk runs").rss_kib;
+    let rss_before = stat_rss_kib(husk.pid);
     let rows = guests_table(host);
     let cpu_after = cpu_seconds(husk.pid);
-    let rss_after = proc_info(husk.pid).expect("the husk runs").rss_kib;
+    let rss_after = stat_rss_kib(husk.pid);
     let row = &rows[0];
     assert!(
         row.cpu_seconds > 0.0 && row.cpu_seconds <= cpu_after + 0.01,
