@@ -12,17 +12,19 @@ use rmosix_image::{
     Area, EndOfImage, FrameHead, FrameReader, KernelFacts, SigInfo, Usage, write_message,
     write_pages,
 };
-use rmosix_wire::MoveError;
+use rmosix_wire::{MoveError, NotMovable};
 use tracing::{info, warn};
 
 use crate::cputime::Carry;
-use crate::deputy::{self, Deputy, freeze};
+use crate::deputy::Deputy;
 use crate::dump;
+use crate::halt::{HALT_BOUND, Halt};
 use crate::inject::Injector;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Stop};
 use crate::restore;
 use crate::session::{Channel, Opening, Session, SessionRead, ToGuest, ToHome};
+use crate::sharing;
 use crate::throttle::{Ask, Cycle, Level, Phase, Throttle, Verdict};
 use crate::track::Tracker;
 
@@ -50,9 +52,10 @@ pub struct FirstRound {
     bytes: u64,
 }
 
-/// A process leaving home: its running rounds stream on a helper thread while the
-/// supervisor's loop serves the job and runs the duty cycle that slows the process down as
-/// the rounds ask; or they are over, and the final round goes next.
+/// A process leaving home. The supervisor's loop serves the job all along: while it waits for
+/// the process to stop, so that write tracking can be armed; while the running rounds stream
+/// on a helper thread and the duty cycle slows the process down as they ask; and while it
+/// waits for the stop in which the final round goes (see `halt`).
 pub struct Departure {
     /// When the move began.
     started: Instant,
@@ -62,6 +65,8 @@ pub struct Departure {
 }
 
 enum Rounds {
+    /// A stop is asked, in which write tracking is armed and the helper started.
+    Arming { onward: Onward },
     /// The helper streams the running rounds and waits for the node's `Prepared`. It tells
     /// the loop each level the policy sets, and that the rounds are over, on `notices`
     /// ([`Notice`]), which reads EOF once the helper has ended.
@@ -69,32 +74,48 @@ enum Rounds {
         helper: JoinHandle<Result<(Onward, FirstRound), MoveError>>,
         notices: PipeReader,
     },
-    /// The rounds are in place at the node, or there were none (no write tracking here).
+    /// The rounds are in place at the node, or there were none (no write tracking here): the
+    /// final round goes once the process is stopped.
     Over {
         onward: Onward,
         /// What the rounds left; None: the whole image goes frozen.
         first: Option<FirstRound>,
     },
+    /// The move failed; the process runs on at home once the departure is dropped.
+    Failed(MoveError),
 }
 
 impl Departure {
+    /// Leave for `onward`, which agreed to take process `pid`: ask the process to stop, so
+    /// that write tracking can be armed.
+    pub fn new(pid: Pid, onward: Onward) -> Departure {
+        let mut slowdown = Slowdown::new(pid);
+        slowdown.halt();
+        Departure {
+            started: Instant::now(),
+            slowdown,
+            rounds: Rounds::Arming { onward },
+        }
+    }
+
     /// The fd the loop watches for the helper's notices while the rounds stream.
     pub fn notices_fd(&self) -> Option<RawFd> {
         match &self.rounds {
             Rounds::Streaming { notices, .. } => Some(notices.as_raw_fd()),
-            Rounds::Over { .. } => None,
+            _ => None,
         }
     }
 
-    /// Read and carry out what the helper says (it said something, or ended). True once it
-    /// has ended: the final round goes next, or the move fails with the helper's reason.
-    pub fn read_notices(&mut self) -> bool {
+    /// Read and carry out what the helper says (it said something, or ended). Once it has
+    /// ended, the process is asked to stop for its final round, or the move fails with the
+    /// helper's reason.
+    pub fn read_notices(&mut self) {
         let Rounds::Streaming { notices, .. } = &mut self.rounds else {
-            return true;
+            return;
         };
         let mut bytes = [0u8; 64];
         match notices.read(&mut bytes) {
-            Ok(0) => true,
+            Ok(0) => self.rounds_ended(),
             Ok(n) => {
                 for &byte in &bytes[..n] {
                     match Notice::from_byte(byte) {
@@ -102,15 +123,42 @@ impl Departure {
                         Notice::RoundsOver => self.slowdown.hold_if_slowed(),
                     }
                 }
-                false
             }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => false,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             // A broken pipe means a helper gone: its join says how it ended.
-            Err(_) => true,
+            Err(_) => self.rounds_ended(),
         }
     }
 
-    /// How long until the duty cycle's next switch; None while it wants no tick.
+    /// The helper has ended: how the rounds went. After an error the departure only waits
+    /// to be dropped, which lets the process go.
+    fn rounds_ended(&mut self) {
+        let Rounds::Streaming { helper, .. } = self.take_rounds() else {
+            return;
+        };
+        self.rounds = match helper.join() {
+            Ok(Ok((onward, first))) => {
+                self.slowdown.halt();
+                Rounds::Over {
+                    onward,
+                    first: Some(first),
+                }
+            }
+            Ok(Err(why)) => Rounds::Failed(why),
+            Err(_) => Rounds::Failed(MoveError::Local(
+                "the first round's thread panicked".to_owned(),
+            )),
+        };
+    }
+
+    /// The rounds, leaving a failure in their place until they are put back.
+    fn take_rounds(&mut self) -> Rounds {
+        let gap = Rounds::Failed(MoveError::Local("a departure between legs".to_owned()));
+        std::mem::replace(&mut self.rounds, gap)
+    }
+
+    /// How long until the loop must look at this departure again (the duty cycle's next
+    /// switch, or the bound on a stop asked); None while it wants no tick.
     pub fn next_tick(&self) -> Option<Duration> {
         self.slowdown.next_tick()
     }
@@ -120,38 +168,83 @@ impl Departure {
         self.slowdown.tick()
     }
 
-    /// Whether `stop` of the leaving process is the duty cycle's own, which it keeps. Any
-    /// other stop is the loop's to serve as it serves any process's.
+    /// Whether `stop` of the leaving process is the departure's own (the duty cycle's, or
+    /// the stop it asked for a leg), which it keeps. Any other stop is the loop's to serve
+    /// as it serves any process's.
     pub fn takes(&mut self, stop: Stop) -> bool {
         self.slowdown.takes(stop)
     }
 
-    /// The helper has ended: how the rounds went. On an error the duty cycle lets the
-    /// process go (it is dropped), and it runs on at home.
-    fn joined(self) -> Result<(Instant, Slowdown, Onward, Option<FirstRound>), MoveError> {
+    /// Take the next leg if the process is where it must be: arm write tracking and start
+    /// the rounds once it has stopped for that. Then say whether the final round can go
+    /// (Ok: the process is stopped for it) or the move has failed; None: not yet.
+    pub fn due(&mut self) -> Option<Result<(), MoveError>> {
+        if matches!(self.rounds, Rounds::Arming { .. }) && self.slowdown.halted() {
+            self.arm();
+        }
+        if let Rounds::Failed(why) = &self.rounds {
+            return Some(Err(why.clone()));
+        }
+        if matches!(self.rounds, Rounds::Streaming { .. }) {
+            // The helper's end says how the rounds went, a failed duty cycle included.
+            return None;
+        }
+        if let Some(err) = &self.slowdown.failed {
+            return Some(Err(MoveError::Local(format!(
+                "cannot stop or slow the process down: {err}"
+            ))));
+        }
+        if self.slowdown.overdue() {
+            return Some(Err(NotMovable::NoStop(HALT_BOUND.as_secs()).into()));
+        }
+        self.slowdown.halted().then_some(Ok(()))
+    }
+
+    /// In the stop asked for it: give the process write tracking and start the helper that
+    /// streams the running rounds. Where tracking cannot be armed, the process stays stopped
+    /// and its whole image goes frozen.
+    fn arm(&mut self) {
+        let Rounds::Arming { onward } = self.take_rounds() else {
+            return;
+        };
+        let pid = self.slowdown.pid;
+        let opened = dump::image_areas(pid).and_then(|areas| {
+            let inj = Injector::find(&Memory::open(pid)?, &areas)?;
+            Ok((Tracker::open(pid, &inj)?, areas))
+        });
+        self.rounds = match opened {
+            Ok((tracker, areas)) => {
+                self.slowdown.resume();
+                tracker.protect(&areas);
+                stream_rounds(pid, onward, tracker, areas).unwrap_or_else(Rounds::Failed)
+            }
+            Err(err) => {
+                info!(pid, %err, "no pre-copy: the process stays frozen for its whole image");
+                Rounds::Over {
+                    onward,
+                    first: None,
+                }
+            }
+        };
+    }
+
+    /// The process is stopped for its final round: what the rounds left. A departure in any
+    /// other state fails the move (dropping it lets the process go).
+    fn into_final(self) -> Result<(Instant, Slowdown, Onward, Option<FirstRound>), MoveError> {
         let Departure {
             started,
             slowdown,
             rounds,
         } = self;
-        let (onward, first) = match rounds {
-            Rounds::Streaming { helper, .. } => match helper.join() {
-                Ok(Ok((onward, first))) => (onward, Some(first)),
-                Ok(Err(why)) => return Err(why),
-                Err(_) => {
-                    return Err(MoveError::Local(
-                        "the first round's thread panicked".to_owned(),
-                    ));
-                }
-            },
-            Rounds::Over { onward, first } => (onward, first),
-        };
-        if let Some(err) = &slowdown.failed {
-            return Err(MoveError::Local(format!(
-                "cannot slow the process down: {err}"
-            )));
+        match rounds {
+            Rounds::Over { onward, first } if slowdown.halted() => {
+                Ok((started, slowdown, onward, first))
+            }
+            Rounds::Failed(why) => Err(why),
+            _ => Err(MoveError::Local(
+                "the process is not stopped for its final round".to_owned(),
+            )),
         }
-        Ok((started, slowdown, onward, first))
     }
 }
 
@@ -196,11 +289,15 @@ impl Throttle for Forward {
 /// The duty cycle of a process leaving home, driven by the supervisor's loop: a tick at each
 /// switch the cycle asks for (the loop's poll times out then), and the process's stops as
 /// the loop collects them among the job's others. The loop must go on serving the job, so it
-/// asks for a stop and returns to its poll rather than wait for it. Dropping a slowdown lets
-/// the process go from a stop it holds: a move that fails leaves the process running.
+/// asks for a stop and returns to its poll rather than wait for it. The same goes for the
+/// stops a leg needs (see `halt`): the duty cycle is idle while one is asked or held.
+/// Dropping a slowdown lets the process go from a stop it holds: a move that fails leaves
+/// the process running.
 struct Slowdown {
     pid: Pid,
     cycle: Cycle,
+    /// A stop asked for a leg of the move, or held for it.
+    halt: Option<Halt>,
     /// A ptrace request failed: the cycle let the process go, and the move fails when its
     /// rounds end.
     failed: Option<io::Error>,
@@ -211,8 +308,48 @@ impl Slowdown {
         Slowdown {
             pid,
             cycle: Cycle::new(Instant::now()),
+            halt: None,
             failed: None,
         }
+    }
+
+    /// Stop the process for a leg of the move: the duty cycle hands it over, in the stop it
+    /// holds or the one it asked for, or a stop is asked now.
+    fn halt(&mut self) {
+        if self.halt.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        self.halt = Some(match self.cycle.hand_over() {
+            Phase::Stopped => Halt::held(),
+            Phase::Stopping => Halt::asked(now),
+            Phase::Running | Phase::JobStopped => {
+                self.carry_out(Some(Ask::Interrupt));
+                Halt::asked(now)
+            }
+        });
+    }
+
+    /// Whether the process is held in the stop a leg asked for.
+    fn halted(&self) -> bool {
+        self.halt.is_some_and(|halt| halt.stopped())
+    }
+
+    /// Whether the stop a leg asked for has not come within its bound.
+    fn overdue(&self) -> bool {
+        self.halt.is_some_and(|halt| halt.overdue(Instant::now()))
+    }
+
+    /// Let the process go from the stop a leg held; the duty cycle takes over again.
+    fn resume(&mut self) {
+        if self.halt.take().is_some_and(|halt| halt.stopped()) {
+            self.carry_out(Some(Ask::Cont));
+        }
+    }
+
+    /// The final round's stop is the caller's from now on: dropping this lets nothing go.
+    fn hand_over(mut self) {
+        self.halt = None;
     }
 
     fn set(&mut self, level: Level) {
@@ -236,7 +373,11 @@ impl Slowdown {
     }
 
     fn next_tick(&self) -> Option<Duration> {
-        self.cycle.next_tick(Instant::now())
+        let now = Instant::now();
+        match self.halt {
+            Some(halt) => halt.next_tick(now),
+            None => self.cycle.next_tick(now),
+        }
     }
 
     fn hold_if_slowed(&mut self) {
@@ -245,7 +386,11 @@ impl Slowdown {
     }
 
     fn takes(&mut self, stop: Stop) -> bool {
-        match self.cycle.on_stop(stop) {
+        let verdict = match &mut self.halt {
+            Some(halt) => halt.on_stop(stop),
+            None => self.cycle.on_stop(stop),
+        };
+        match verdict {
             Verdict::Ours => true,
             Verdict::Theirs { ask_again } => {
                 if ask_again {
@@ -275,30 +420,25 @@ impl Slowdown {
             Ok(()) => {}
         }
     }
-
-    /// Freeze the process for its final round: in the stop the cycle holds, if it holds one
-    /// (no other stop would come), or the one it awaits. Returns the signals held meanwhile.
-    fn freeze(mut self) -> io::Result<Vec<SigInfo>> {
-        match self.cycle.hand_over() {
-            Phase::Stopped => Ok(Vec::new()),
-            Phase::Stopping => deputy::frozen(self.pid),
-            Phase::Running | Phase::JobStopped => freeze(self.pid),
-        }
-    }
 }
 
 impl Drop for Slowdown {
     fn drop(&mut self) {
-        if self.cycle.release() == Some(Ask::Cont) {
+        if self.halted() || self.cycle.release() == Some(Ask::Cont) {
             // A process that is gone has nothing left to let go.
             let _ = ptrace::cont(self.pid, 0);
         }
     }
 }
 
-/// Whether `pid` can move, with rmosix's own `filters` (see `dump::check_movable`).
-pub fn movable(pid: Pid, filters: u32) -> Result<(), MoveError> {
-    match dump::check_movable(pid, filters) {
+/// Whether `pid` can move, with rmosix's own `filters` (see `dump::check_movable`), among
+/// the processes of its `job` (it may share its memory with one, see `sharing`).
+pub fn movable(pid: Pid, filters: u32, job: &[Pid]) -> Result<(), MoveError> {
+    let inspected = dump::check_movable(pid, filters).and_then(|checked| {
+        let sharer = sharing::sharer(pid, job.iter().copied())?;
+        Ok(checked.and(sharer.map_or(Ok(()), |other| Err(NotMovable::SharesMemory(other)))))
+    });
+    match inspected {
         Ok(Ok(())) => Ok(()),
         Ok(Err(why)) => Err(why.into()),
         Err(err) => Err(MoveError::Local(format!(
@@ -329,33 +469,15 @@ pub fn greet(
     }
 }
 
-/// Pre-copy's first round: give `pid` write tracking, then stream its pages into `onward` on
-/// a helper thread while it runs, and wait there until `onward` has placed them. Where the
-/// kernel cannot track writes, the departure is prepared at once and the process goes frozen.
-pub fn start_first_round(pid: Pid, mut onward: Onward) -> Result<Departure, MoveError> {
-    let started = Instant::now();
-    let slowdown = Slowdown::new(pid);
-    let signals = freeze(pid).map_err(cannot_freeze)?;
-    let opened = dump::image_areas(pid).and_then(|areas| {
-        let inj = Injector::find(&Memory::open(pid)?, &areas)?;
-        Ok((Tracker::open(pid, &inj)?, areas))
-    });
-    thaw(pid, signals);
-    let (tracker, areas) = match opened {
-        Ok(opened) => opened,
-        Err(err) => {
-            info!(pid, %err, "no pre-copy: the process stays frozen for its whole image");
-            return Ok(Departure {
-                started,
-                slowdown,
-                rounds: Rounds::Over {
-                    onward,
-                    first: None,
-                },
-            });
-        }
-    };
-    tracker.protect(&areas);
+/// Pre-copy's running rounds of `pid`, whose writes `tracker` follows in `areas`: stream its
+/// pages into `onward` on a helper thread while it runs, and wait there until `onward` has
+/// placed them.
+fn stream_rounds(
+    pid: Pid,
+    mut onward: Onward,
+    tracker: Tracker,
+    areas: Vec<Area>,
+) -> Result<Rounds, MoveError> {
     let (notices, notify) =
         io::pipe().map_err(|e| MoveError::Local(format!("cannot make a pipe: {e}")))?;
     let helper = std::thread::spawn(move || {
@@ -380,34 +502,30 @@ pub fn start_first_round(pid: Pid, mut onward: Onward) -> Result<Departure, Move
         };
         Ok((onward, first))
     });
-    Ok(Departure {
-        started,
-        slowdown,
-        rounds: Rounds::Streaming { helper, notices },
-    })
+    Ok(Rounds::Streaming { helper, notices })
 }
 
-/// Freeze the process of `departure`, whose helper has ended, and send the rest of its image
-/// (all of it without running rounds); once it runs at the node, make its shell. `away`:
-/// what it used on other nodes before; `filters`: the seccomp filters rmosix gave it (see
-/// `dump::check_movable`). Any failure before the node runs it leaves it running at home.
-/// Returns the shell's deputy and the session.
+/// Send the rest of the image of the process of `departure`, stopped for its final round (all
+/// of it without running rounds); once it runs at the node, make its shell. `away`: what it
+/// used on other nodes before; `filters`: the seccomp filters rmosix gave it (see
+/// `dump::check_movable`); `job`: the processes of its job. Any failure before the node runs
+/// it leaves it running at home. Returns the shell's deputy and the session.
 pub fn send_out(
     pid: Pid,
     facts: &KernelFacts,
     (away, filters): (Usage, u32),
+    job: &[Pid],
     departure: Departure,
 ) -> Result<(Deputy, Session), MoveError> {
     let cpu = Carry::Home { away };
-    let (started, slowdown, onward, first) = departure.joined()?;
+    let (started, slowdown, onward, first) = departure.into_final()?;
     let Onward { node, mut session } = onward;
-    let signals = slowdown.freeze().map_err(cannot_freeze)?;
     let frozen = Instant::now();
     let link = |e: io::Error| link_broken(node, e);
     let sent = match &first {
         Some(first) => {
             // It ran during the first round: it may have started a thread, say.
-            movable(pid, filters).and_then(|()| {
+            movable(pid, filters, job).and_then(|()| {
                 let (areas, tracker) = (&first.areas, &first.tracker);
                 dump::dump_final_round(pid, facts, &cpu, areas, tracker, &mut session.out)
                     .map_err(link)
@@ -418,13 +536,9 @@ pub fn send_out(
             .map_err(link),
     }
     .and_then(|(_, bytes)| node_answer(&mut session.frames, node, Round::Last).map(|()| bytes));
-    let bytes = match sent {
-        Ok(bytes) => bytes,
-        Err(why) => {
-            thaw(pid, signals);
-            return Err(why);
-        }
-    };
+    // A failure drops the slowdown, which lets the process run on at home.
+    let bytes = sent?;
+    slowdown.hand_over();
     let running = Instant::now();
     // The process runs there now: from here on, its shell is all that is left at home. A
     // shell that cannot be made ends the session, which kills the remote too: the process is
@@ -437,11 +551,6 @@ pub fn send_out(
             return Err(MoveError::Lost(format!("cannot make its shell: {err}")));
         }
     };
-    // A link that broke meanwhile shows on the session's next read, which ends the shell
-    // with the reason.
-    let _ = signals
-        .into_iter()
-        .try_for_each(|info| crate::deputy::relay(&mut session, info));
     let freeze_ms = running.duration_since(frozen).as_secs_f64() * 1e3;
     let total_ms = ms_since(started);
     let first_bytes = first.map_or(0, |f| f.bytes);
@@ -659,10 +768,6 @@ pub fn link_broken(node: u16, reason: impl ToString) -> MoveError {
         node,
         reason: reason.to_string(),
     }
-}
-
-fn cannot_freeze(err: io::Error) -> MoveError {
-    MoveError::Local(format!("cannot freeze the process: {err}"))
 }
 
 #[cfg(test)]
