@@ -274,11 +274,19 @@ impl Supervisor<'_> {
     /// where its next leg needs it goes on (see `legs::Departure::due`): its final round goes,
     /// or its move fails and it runs on here.
     fn step_departures(&mut self) {
+        if !self
+            .procs
+            .values()
+            .any(|p| matches!(p.held, Held::Departure(_)))
+        {
+            return;
+        }
+        let job = self.job();
         let mut due = Vec::new();
         for (&pid, proc) in &mut self.procs {
             if let Held::Departure(departure) = &mut proc.held {
                 departure.tick();
-                due.extend(departure.due().map(|result| (pid, result)));
+                due.extend(departure.due(&job).map(|result| (pid, result)));
             }
         }
         for (pid, result) in due {
@@ -431,7 +439,7 @@ impl Supervisor<'_> {
     fn leave(&mut self, pid: Pid, to: u16) -> Vec<Event> {
         let started = (|| {
             let filters = self.procs.get(&pid).map_or(0, |p| p.filters);
-            legs::movable(pid, filters, &self.job())?;
+            legs::movable(pid, filters)?;
             legs::greet(self.daemon.open_session(to), to, &self.facts, pid)
         })();
         match started {

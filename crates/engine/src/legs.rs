@@ -175,12 +175,16 @@ impl Departure {
         self.slowdown.takes(stop)
     }
 
-    /// Take the next leg if the process is where it must be: arm write tracking and start
-    /// the rounds once it has stopped for that. Then say whether the final round can go
-    /// (Ok: the process is stopped for it) or the move has failed; None: not yet.
-    pub fn due(&mut self) -> Option<Result<(), MoveError>> {
+    /// Take the next leg if the process is where it must be: once it has stopped for that,
+    /// check that it shares its memory with none of its `job` and arm write tracking and start
+    /// the rounds. Then say whether the final round can go (Ok: the process is stopped for
+    /// it) or the move has failed; None: not yet.
+    pub fn due(&mut self, job: &[Pid]) -> Option<Result<(), MoveError>> {
         if matches!(self.rounds, Rounds::Arming { .. }) && self.slowdown.halted() {
-            self.arm();
+            match alone(self.slowdown.pid, job) {
+                Ok(()) => self.arm(),
+                Err(why) => self.rounds = Rounds::Failed(why),
+            }
         }
         if let Rounds::Failed(why) = &self.rounds {
             return Some(Err(why.clone()));
@@ -431,14 +435,22 @@ impl Drop for Slowdown {
     }
 }
 
-/// Whether `pid` can move, with rmosix's own `filters` (see `dump::check_movable`), among
-/// the processes of its `job` (it may share its memory with one, see `sharing`).
-pub fn movable(pid: Pid, filters: u32, job: &[Pid]) -> Result<(), MoveError> {
-    let inspected = dump::check_movable(pid, filters).and_then(|checked| {
-        let sharer = sharing::sharer(pid, job.iter().copied())?;
-        Ok(checked.and(sharer.map_or(Ok(()), |other| Err(NotMovable::SharesMemory(other)))))
-    });
-    match inspected {
+/// Whether `pid` can move, with rmosix's own `filters` (see `dump::check_movable`).
+pub fn movable(pid: Pid, filters: u32) -> Result<(), MoveError> {
+    inspected(dump::check_movable(pid, filters))
+}
+
+/// Whether stopped `pid` has its memory to itself among the processes of its `job` (see
+/// `sharing`). Checked in a stop: a parent in vfork shares its memory with its child until
+/// the child execs or exits, and cannot stop before then.
+fn alone(pid: Pid, job: &[Pid]) -> Result<(), MoveError> {
+    let sharer = sharing::sharer(pid, job.iter().copied());
+    inspected(sharer.map(|sharer| sharer.map_or(Ok(()), |of| Err(NotMovable::SharesMemory(of)))))
+}
+
+/// What an inspection of the process found, as a move's outcome.
+fn inspected(found: io::Result<Result<(), NotMovable>>) -> Result<(), MoveError> {
+    match found {
         Ok(Ok(())) => Ok(()),
         Ok(Err(why)) => Err(why.into()),
         Err(err) => Err(MoveError::Local(format!(
@@ -525,11 +537,13 @@ pub fn send_out(
     let sent = match &first {
         Some(first) => {
             // It ran during the first round: it may have started a thread, say.
-            movable(pid, filters, job).and_then(|()| {
-                let (areas, tracker) = (&first.areas, &first.tracker);
-                dump::dump_final_round(pid, facts, &cpu, areas, tracker, &mut session.out)
-                    .map_err(link)
-            })
+            movable(pid, filters)
+                .and_then(|()| alone(pid, job))
+                .and_then(|()| {
+                    let (areas, tracker) = (&first.areas, &first.tracker);
+                    dump::dump_final_round(pid, facts, &cpu, areas, tracker, &mut session.out)
+                        .map_err(link)
+                })
         }
         None => write_message(&mut session.out, &ToGuest::Image)
             .and_then(|()| dump::dump(pid, facts, &cpu, &mut session.out))
