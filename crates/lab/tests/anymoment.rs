@@ -95,19 +95,12 @@ fn start<'l>(lab: &'l Lab, program: &str, args: &[&str]) -> Job<'l> {
     job
 }
 
-/// How one order was answered.
-#[derive(Debug)]
-enum Answer {
-    Moved,
-    /// Refused or failed, with `migrate`'s reason; the process ran on where it was.
-    Refused(String),
-}
-
-/// `migrate PID TO` at the job's home, within the tool's deadline. An order that is not
-/// answered in time, or that loses the process, fails the test.
-fn order(job: &Job, pid: u32, to: &str) -> Answer {
+/// `migrate PID TO` at the job's home, within the tool's deadline: Ok if the process moved,
+/// else `migrate`'s reason (the process ran on where it was). An order that is not answered
+/// in time, or that loses the process, fails the test.
+fn order(job: &Job, pid: u32, to: &str) -> Result<(), String> {
     match job.tool("migrate", &[&pid.to_string(), to]) {
-        Ok(_) => Answer::Moved,
+        Ok(_) => Ok(()),
         Err(JobError::ToolFailed { stderr, .. }) => {
             assert!(
                 stderr.starts_with(&format!("migrate: cannot move {pid} ")),
@@ -119,7 +112,7 @@ fn order(job: &Job, pid: u32, to: &str) -> Answer {
                 "migrate {pid} {to} lost the process: {stderr}\n{}",
                 outputs(job)
             );
-            Answer::Refused(stderr)
+            Err(stderr)
         }
         Err(e) => panic!("migrate {pid} {to}: {e}\n{}", outputs(job)),
     }
@@ -228,8 +221,8 @@ fn orders_at_random_to_a_spawning_job(argv: &[&str], name: &str, orders: usize) 
         let answer = order(&job, pid, to);
         eprintln!("migrate {pid} {to}: {answer:?}");
         match (answer, pid == job.pid()) {
-            (Answer::Moved, true) => moved += 1,
-            (Answer::Refused(_), true) => refused += 1,
+            (Ok(()), true) => moved += 1,
+            (Err(_), true) => refused += 1,
             _ => {}
         }
     }
@@ -275,7 +268,7 @@ fn a_process_that_keeps_reshaping_its_memory_moves_whole_at_any_moment() {
         let answer = order(&job, job.pid(), to);
         eprintln!("migrate {to}: {answer:?}");
         assert!(
-            matches!(answer, Answer::Moved),
+            answer.is_ok(),
             "migrate {to}: {answer:?}\n{}",
             outputs(&job)
         );
