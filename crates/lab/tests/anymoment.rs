@@ -279,6 +279,12 @@ fn a_process_that_keeps_reshaping_its_memory_moves_whole_at_any_moment() {
         );
         at = to;
     }
+    // The moves out of home went in running rounds while the program reshaped its memory.
+    let rounds = String::from_utf8_lossy(&job.stderr())
+        .matches("running rounds sent")
+        .count();
+    eprintln!("running rounds of moves out of home: {rounds}");
+    assert!(rounds > 0, "no move went in running rounds\n{}", outputs(&job));
     let stdout = stop_and_finish(job, &stop);
     let result = stdout.lines().last().unwrap_or_default();
     assert!(
