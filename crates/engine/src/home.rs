@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use crate::deputy::{self, Deputy, ShellNews, freeze};
 use crate::event_loop::{SigChld, Turn};
 use crate::inject::Injector;
-use crate::legs::{self, Departure, Homecoming, Onward, ms_since};
+use crate::legs::{self, Departure, Due, Homecoming, Onward, ms_since};
 use crate::mem::Memory;
 use crate::moves::{Action, Event, MoveState, Step};
 use crate::ptrace::{self, Pid, Stop};
@@ -289,12 +289,25 @@ impl Supervisor<'_> {
                 due.extend(departure.due(&job).map(|result| (pid, result)));
             }
         }
-        for (pid, result) in due {
-            if result.is_err() {
-                // Dropped, the departure lets the process go.
-                self.take_held(pid);
+        for (pid, due) in due {
+            match due {
+                Due::Final => self.handle(pid, Event::Done(Step::FirstRoundOut, Ok(()))),
+                Due::Failed(why) => {
+                    // Dropped, the departure lets the process go.
+                    self.take_held(pid);
+                    self.handle(pid, Event::Done(Step::FirstRoundOut, Err(why)));
+                }
+                Due::Again { to, execs } => {
+                    info!(
+                        pid,
+                        "it exec'd during its running rounds: its move begins again"
+                    );
+                    self.take_held(pid);
+                    for event in self.leave(pid, to, execs) {
+                        self.handle(pid, event);
+                    }
+                }
             }
-            self.handle(pid, Event::Done(Step::FirstRoundOut, result));
         }
     }
 
@@ -387,7 +400,7 @@ impl Supervisor<'_> {
                 self.daemon.moved(pid, node);
                 None
             }
-            Action::Leave { to } => return self.leave(pid, to),
+            Action::Leave { to } => return self.leave(pid, to, 0),
             Action::SendFinal { to } => Some(Event::Done(Step::FinalOut, self.send_final(pid, to))),
             Action::Recall { to } => Some(Event::Done(Step::Recall, self.recall(pid, to))),
             Action::PlaceFirstRound => Some(self.place_first_round(pid)),
@@ -435,8 +448,9 @@ impl Supervisor<'_> {
     // ---- Moving out ----
 
     /// Check that `pid` can move, greet `to` and ask the process to stop, so that its first
-    /// round can begin. The loop serves the job meanwhile (see `legs::Departure`).
-    fn leave(&mut self, pid: Pid, to: u16) -> Vec<Event> {
+    /// round can begin. The loop serves the job meanwhile (see `legs::Departure`). `execs`:
+    /// how often the move began again because the process exec'd.
+    fn leave(&mut self, pid: Pid, to: u16, execs: u8) -> Vec<Event> {
         let started = (|| {
             let filters = self.procs.get(&pid).map_or(0, |p| p.filters);
             legs::movable(pid, filters)?;
@@ -444,7 +458,8 @@ impl Supervisor<'_> {
         })();
         match started {
             Ok(onward) => {
-                self.put_held(pid, Held::Departure(legs::Departure::new(pid, onward)));
+                let departure = legs::Departure::new(pid, onward, execs);
+                self.put_held(pid, Held::Departure(departure));
                 vec![Event::Done(Step::Leave, Ok(()))]
             }
             Err(why) => vec![Event::Done(Step::Leave, Err(why))],

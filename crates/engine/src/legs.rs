@@ -34,6 +34,10 @@ use crate::track::Tracker;
 /// move, never the process.
 const RELAY_STALL: Duration = Duration::from_secs(10);
 
+/// How often a move out begins again because its process exec'd during the running rounds
+/// (see [`Due::Again`]) before it gives up.
+const MOST_EXECS: u8 = 3;
+
 /// A session to a node that agreed to take a process (it answered `Ready`).
 pub struct Onward {
     /// The node.
@@ -59,6 +63,13 @@ pub struct FirstRound {
 pub struct Departure {
     /// When the move began.
     started: Instant,
+    /// Where to.
+    node: u16,
+    /// How often the move began again because the process exec'd (see [`Due::Again`]).
+    execs: u8,
+    /// The process exec'd since write tracking was armed: the rounds read an address space
+    /// that is no more.
+    exec_seen: bool,
     /// The duty cycle, which the loop drives.
     slowdown: Slowdown,
     rounds: Rounds,
@@ -87,12 +98,15 @@ enum Rounds {
 
 impl Departure {
     /// Leave for `onward`, which agreed to take process `pid`: ask the process to stop, so
-    /// that write tracking can be armed.
-    pub fn new(pid: Pid, onward: Onward) -> Departure {
+    /// that write tracking can be armed. `execs`: how often this move began again already.
+    pub fn new(pid: Pid, onward: Onward, execs: u8) -> Departure {
         let mut slowdown = Slowdown::new(pid);
         slowdown.halt();
         Departure {
             started: Instant::now(),
+            node: onward.node,
+            execs,
+            exec_seen: false,
             slowdown,
             rounds: Rounds::Arming { onward },
         }
@@ -172,36 +186,55 @@ impl Departure {
     /// the stop it asked for a leg), which it keeps. Any other stop is the loop's to serve
     /// as it serves any process's.
     pub fn takes(&mut self, stop: Stop) -> bool {
+        if stop == Stop::Event(libc::PTRACE_EVENT_EXEC)
+            && !matches!(self.rounds, Rounds::Arming { .. })
+        {
+            self.exec_seen = true;
+        }
         self.slowdown.takes(stop)
     }
 
     /// Take the next leg if the process is where it must be: once it has stopped for that,
     /// check that it shares its memory with none of its `job` and arm write tracking and start
-    /// the rounds. Then say whether the final round can go (Ok: the process is stopped for
-    /// it) or the move has failed; None: not yet.
-    pub fn due(&mut self, job: &[Pid]) -> Option<Result<(), MoveError>> {
+    /// the rounds. Then say what comes next; None: nothing yet.
+    pub fn due(&mut self, job: &[Pid]) -> Option<Due> {
         if matches!(self.rounds, Rounds::Arming { .. }) && self.slowdown.halted() {
             match alone(self.slowdown.pid, job) {
                 Ok(()) => self.arm(),
                 Err(why) => self.rounds = Rounds::Failed(why),
             }
         }
-        if let Rounds::Failed(why) = &self.rounds {
-            return Some(Err(why.clone()));
-        }
         if matches!(self.rounds, Rounds::Streaming { .. }) {
             // The helper's end says how the rounds went, a failed duty cycle included.
             return None;
         }
+        if self.exec_seen {
+            // The rounds failed on the address space that went (its pagemap reads nothing),
+            // or sent one that is no more.
+            return Some(if self.execs < MOST_EXECS {
+                Due::Again {
+                    to: self.node,
+                    execs: self.execs + 1,
+                }
+            } else {
+                Due::Failed(MoveError::Local(format!(
+                    "it exec'd during each of {} tries",
+                    self.execs + 1
+                )))
+            });
+        }
+        if let Rounds::Failed(why) = &self.rounds {
+            return Some(Due::Failed(why.clone()));
+        }
         if let Some(err) = &self.slowdown.failed {
-            return Some(Err(MoveError::Local(format!(
+            return Some(Due::Failed(MoveError::Local(format!(
                 "cannot stop or slow the process down: {err}"
             ))));
         }
         if self.slowdown.overdue() {
-            return Some(Err(NotMovable::NoStop(HALT_BOUND.as_secs()).into()));
+            return Some(Due::Failed(NotMovable::NoStop(HALT_BOUND.as_secs()).into()));
         }
-        self.slowdown.halted().then_some(Ok(()))
+        self.slowdown.halted().then_some(Due::Final)
     }
 
     /// In the stop asked for it: give the process write tracking and start the helper that
@@ -239,6 +272,7 @@ impl Departure {
             started,
             slowdown,
             rounds,
+            ..
         } = self;
         match rounds {
             Rounds::Over { onward, first } if slowdown.halted() => {
@@ -250,6 +284,19 @@ impl Departure {
             )),
         }
     }
+}
+
+/// What comes next for a process leaving home (see [`Departure::due`]).
+#[derive(Debug)]
+pub enum Due {
+    /// It is stopped for its final round.
+    Final,
+    /// The move failed; dropping the departure lets the process run on at home.
+    Failed(MoveError),
+    /// It exec'd during its running rounds, which sent an address space that is no more: the
+    /// move begins again, with a new session to node `to` (the old one's end tells the node
+    /// to drop what it received). `execs`: how often it began again so far.
+    Again { to: u16, execs: u8 },
 }
 
 /// What the first round's helper tells the supervisor's loop, one byte each on a pipe.
