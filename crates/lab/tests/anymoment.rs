@@ -313,7 +313,11 @@ fn a_process_that_execs_during_its_running_rounds_moves_all_the_same() {
     let lab = Lab::start(LabConfig::new(3, bin_dir_of_current_test()))
         .unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
     let stop = lab.work_dir().join("execer.stop");
-    let job = start(&lab, &c_program("execer"), &[stop.to_str().expect("a path")]);
+    let job = start(
+        &lab,
+        &c_program("execer"),
+        &[stop.to_str().expect("a path")],
+    );
     let mut draw = Draw::new("execer");
     let mut moved = 0;
     for _ in 0..16 {
@@ -342,5 +346,40 @@ fn a_process_that_execs_during_its_running_rounds_moves_all_the_same() {
         "{stdout}"
     );
     nothing_left(&lab, &[2, 3]);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A program with a CPU-time timer that signals it every millisecond (`profiled.c`, as a
+/// profiler's ITIMER_PROF does; the timer moves with it) is moved out and home 16 times at
+/// moments drawn at random. The stops its moves ask for meet its signals' delivery stops on
+/// the way, at home and at the remote, which deliver the signal and ask again. Every move is
+/// carried out, and the program's computation comes out right.
+#[test]
+fn a_process_signalled_all_the_time_moves_at_any_moment() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
+    let stop = lab.work_dir().join("profiled.stop");
+    let job = start(
+        &lab,
+        &c_program("profiled"),
+        &[stop.to_str().expect("a path")],
+    );
+    let mut draw = Draw::new("profiled");
+    for to in ["2", "home"].into_iter().cycle().take(16) {
+        draw.pause();
+        let answer = order(&job, job.pid(), to);
+        eprintln!("migrate {to}: {answer:?}");
+        assert!(
+            answer.is_ok(),
+            "migrate {to}: {answer:?}\n{}",
+            outputs(&job)
+        );
+    }
+    let stdout = stop_and_finish(job, &stop);
+    assert_eq!(stdout.lines().last(), Some("ticked sum=right"), "{stdout}");
+    nothing_left(&lab, &[2]);
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
