@@ -3,8 +3,10 @@
 //! remote to the next node. Each leg either completes or fails with a [`MoveError`] and
 //! leaves the process where it was; which leg comes next is decided in `moves`.
 
+use std::fs::File;
 use std::io::{self, PipeReader, PipeWriter, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileExt;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -67,9 +69,9 @@ pub struct Departure {
     node: u16,
     /// How often the move began again because the process exec'd (see [`Due::Again`]).
     execs: u8,
-    /// The process exec'd since write tracking was armed: the rounds read an address space
-    /// that is no more.
-    exec_seen: bool,
+    /// The pagemap of the address space write tracking was armed on: it reads nothing once
+    /// that address space is gone (the process exec'd, see [`Due::Again`]).
+    armed_on: Option<File>,
     /// The duty cycle, which the loop drives.
     slowdown: Slowdown,
     rounds: Rounds,
@@ -106,7 +108,7 @@ impl Departure {
             started: Instant::now(),
             node: onward.node,
             execs,
-            exec_seen: false,
+            armed_on: None,
             slowdown,
             rounds: Rounds::Arming { onward },
         }
@@ -186,11 +188,6 @@ impl Departure {
     /// the stop it asked for a leg), which it keeps. Any other stop is the loop's to serve
     /// as it serves any process's.
     pub fn takes(&mut self, stop: Stop) -> bool {
-        if stop == Stop::Event(libc::PTRACE_EVENT_EXEC)
-            && !matches!(self.rounds, Rounds::Arming { .. })
-        {
-            self.exec_seen = true;
-        }
         self.slowdown.takes(stop)
     }
 
@@ -208,7 +205,7 @@ impl Departure {
             // The helper's end says how the rounds went, a failed duty cycle included.
             return None;
         }
-        if self.exec_seen {
+        if self.exec_since_armed() {
             // The rounds failed on the address space that went (its pagemap reads nothing),
             // or sent one that is no more.
             return Some(if self.execs < MOST_EXECS {
@@ -237,6 +234,14 @@ impl Departure {
         self.slowdown.halted().then_some(Due::Final)
     }
 
+    /// Whether the process exec'd since write tracking was armed: the address space the
+    /// rounds read is gone, and a pagemap opened on it reads nothing.
+    fn exec_since_armed(&self) -> bool {
+        let mut entry = [0u8; 8];
+        let gone = |pagemap: &File| matches!(pagemap.read_at(&mut entry, 0), Ok(0));
+        self.armed_on.as_ref().is_some_and(gone)
+    }
+
     /// In the stop asked for it: give the process write tracking and start the helper that
     /// streams the running rounds. Where tracking cannot be armed, the process stays stopped
     /// and its whole image goes frozen.
@@ -247,10 +252,12 @@ impl Departure {
         let pid = self.slowdown.pid;
         let opened = dump::image_areas(pid).and_then(|areas| {
             let inj = Injector::find(&Memory::open(pid)?, &areas)?;
-            Ok((Tracker::open(pid, &inj)?, areas))
+            let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
+            Ok((Tracker::open(pid, &inj)?, areas, pagemap))
         });
         self.rounds = match opened {
-            Ok((tracker, areas)) => {
+            Ok((tracker, areas, pagemap)) => {
+                self.armed_on = Some(pagemap);
                 self.slowdown.resume();
                 tracker.protect(&areas);
                 stream_rounds(pid, onward, tracker, areas).unwrap_or_else(Rounds::Failed)

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use rmosix_lab::{
-    Job, JobError, Lab, LabConfig, Node, bin_dir_of_current_test, leftovers_in, processes_in,
+    Job, JobError, Lab, LabConfig, bin_dir_of_current_test, leftovers_in, processes_in,
     require_root,
 };
 
@@ -132,42 +132,62 @@ fn children(job: &Job) -> Vec<u32> {
         .collect()
 }
 
-/// Lets the program end (it ends once `stop` exists) and returns its stdout; it must exit 0.
-fn stop_and_finish(job: Job, stop: &Path) -> String {
-    fs::write(stop, b"").expect("write the stop file");
-    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
-    let stdout = String::from_utf8_lossy(&done.stdout).into_owned();
-    assert!(
-        done.status.success(),
-        "{:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        done.status,
-        String::from_utf8_lossy(&done.stderr)
-    );
-    stdout
-}
-
-/// Waits until no node but home holds anything of the job (its guests and husks are gone).
-fn nothing_left(lab: &Lab, nodes: &[usize]) {
-    let deadline = Instant::now() + STEP;
-    for &id in nodes {
-        let node: &Node = lab.node(id);
-        while !leftovers_in(node).is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "node {id} still holds {:#?}",
-                leftovers_in(node)
-            );
-            std::thread::sleep(POLL);
-        }
-    }
-}
-
 fn outputs(job: &Job) -> String {
     format!(
         "stdout:\n{}\nstderr:\n{}",
         String::from_utf8_lossy(&job.stdout()),
         String::from_utf8_lossy(&job.stderr())
     )
+}
+
+/// Runs `argv STOPFILE` under mosrun at node 1 of a lab of `nodes` nodes (a program that runs
+/// until STOPFILE exists and then prints a last line), lets `orders` order moves of it with
+/// a draw of its own, then lets it end: it must exit 0 with a last line that `result`
+/// accepts, and leave nothing on the other nodes.
+fn moved_at_random(
+    nodes: usize,
+    name: &str,
+    argv: &[&str],
+    orders: impl FnOnce(&Job, &mut Draw),
+    result: impl FnOnce(&str) -> bool,
+) {
+    let lab = Lab::start(LabConfig::new(nodes, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a {nodes}-node lab: {e}"));
+    let stop = lab.work_dir().join(format!("{name}.stop"));
+    let (program, args) = argv.split_first().expect("a program");
+    let job = start(
+        &lab,
+        program,
+        &[args, &[stop.to_str().expect("a path")]].concat(),
+    );
+    orders(&job, &mut Draw::new(name));
+    fs::write(&stop, b"").expect("write the stop file");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        done.status.success() && result(stdout.lines().last().unwrap_or_default()),
+        "{:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        done.status
+    );
+    // Its guests and husks are gone from the other nodes.
+    let deadline = Instant::now() + STEP;
+    for id in 2..=nodes {
+        while !leftovers_in(lab.node(id)).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} still holds {:#?}",
+                leftovers_in(lab.node(id))
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// How often `job`'s supervisor logged `what`.
+fn logged(job: &Job, what: &str) -> usize {
+    String::from_utf8_lossy(&job.stderr()).matches(what).count()
 }
 
 /// A program that spawns children without a pause, in six ways in turn (vfork and exec, fork
@@ -197,45 +217,34 @@ fn orders_at_any_moment_of_a_python_subprocess_loop_are_all_answered() {
     orders_at_random_to_a_spawning_job(&[PYTHON, &script], "subprocs", 20);
 }
 
-/// Starts `argv STOPFILE` (a program that spawns children until STOPFILE exists and then
-/// prints "children=N bad=0") in a 3-node lab, orders `orders` moves of it or of one of its
-/// children at random moments, then lets it end and checks its result and the nodes.
+/// Runs `argv` (a program that spawns children and ends with "children=N bad=0") and orders
+/// `orders` moves of it, or of one of its children, at random moments.
 fn orders_at_random_to_a_spawning_job(argv: &[&str], name: &str, orders: usize) {
-    let lab = Lab::start(LabConfig::new(3, bin_dir_of_current_test()))
-        .unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
-    let stop = lab.work_dir().join(format!("{name}.stop"));
-    let stop_arg = stop.to_str().expect("a path");
-    let (program, args) = argv.split_first().expect("a program");
-    let job = start(&lab, program, &[args, &[stop_arg]].concat());
-    let mut draw = Draw::new(name);
-    let (mut moved, mut refused) = (0, 0);
-    for _ in 0..orders {
-        draw.pause();
-        // Mostly the program, now and then one of its children (it may be gone already).
-        let kids = children(&job);
-        let pid = match draw.below(4) {
-            0 if !kids.is_empty() => kids[draw.below(kids.len() as u64) as usize],
-            _ => job.pid(),
-        };
-        let to = some_target(&mut draw);
-        let answer = order(&job, pid, to);
-        eprintln!("migrate {pid} {to}: {answer:?}");
-        match (answer, pid == job.pid()) {
-            (Ok(()), true) => moved += 1,
-            (Err(_), true) => refused += 1,
-            _ => {}
+    let order_moves = |job: &Job, draw: &mut Draw| {
+        let (mut moved, mut refused) = (0, 0);
+        for _ in 0..orders {
+            draw.pause();
+            // Mostly the program, now and then one of its children (it may be gone already).
+            let kids = children(job);
+            let pid = match draw.below(4) {
+                0 if !kids.is_empty() => kids[draw.below(kids.len() as u64) as usize],
+                _ => job.pid(),
+            };
+            let to = some_target(draw);
+            let answer = order(job, pid, to);
+            eprintln!("migrate {pid} {to}: {answer:?}");
+            match (answer, pid == job.pid()) {
+                (Ok(()), true) => moved += 1,
+                (Err(_), true) => refused += 1,
+                _ => {}
+            }
         }
-    }
-    eprintln!("{name}: {moved} orders carried out, {refused} refused");
-    assert!(moved > 0, "no order moved {name}\n{}", outputs(&job));
-    let stdout = stop_and_finish(job, &stop);
-    let result = stdout.lines().last().unwrap_or_default();
-    assert!(
-        result.starts_with("children=") && result.ends_with(" bad=0"),
-        "{stdout}"
-    );
-    nothing_left(&lab, &[2, 3]);
-    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("{name}: {moved} orders carried out, {refused} refused");
+        assert!(moved > 0, "no order moved {name}\n{}", outputs(job));
+    };
+    moved_at_random(3, name, argv, order_moves, |last| {
+        last.starts_with("children=") && last.ends_with(" bad=0")
+    });
 }
 
 /// A program that never stops reshaping its memory (`remapper.c`: it maps and fills areas,
@@ -248,55 +257,38 @@ fn a_process_that_keeps_reshaping_its_memory_moves_whole_at_any_moment() {
     if !require_root() {
         return;
     }
-    let lab = Lab::start(LabConfig::new(3, bin_dir_of_current_test()))
-        .unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
-    let stop = lab.work_dir().join("remapper.stop");
-    let job = start(
-        &lab,
-        &c_program("remapper"),
-        &[stop.to_str().expect("a path")],
-    );
-    let mut draw = Draw::new("remapper");
-    let mut at = "home";
-    for _ in 0..24 {
-        draw.pause();
-        let to = match (some_target(&mut draw), at) {
-            (to, at) if to != at => to,
-            (_, "home") => "2",
-            _ => "home",
-        };
-        let answer = order(&job, job.pid(), to);
-        eprintln!("migrate {to}: {answer:?}");
+    let program = c_program("remapper");
+    let order_moves = |job: &Job, draw: &mut Draw| {
+        let mut at = "home";
+        for _ in 0..24 {
+            draw.pause();
+            let to = match (some_target(draw), at) {
+                (to, at) if to != at => to,
+                (_, "home") => "2",
+                _ => "home",
+            };
+            let answer = order(job, job.pid(), to);
+            eprintln!("migrate {to}: {answer:?}");
+            assert!(answer.is_ok(), "migrate {to}: {answer:?}\n{}", outputs(job));
+            assert!(
+                !String::from_utf8_lossy(&job.stdout()).contains("FAIL"),
+                "after the move to {to}:\n{}",
+                outputs(job)
+            );
+            at = to;
+        }
+        // The moves out of home went in running rounds while the program reshaped its memory.
+        let rounds = logged(job, "running rounds sent");
+        eprintln!("running rounds of moves out of home: {rounds}");
         assert!(
-            answer.is_ok(),
-            "migrate {to}: {answer:?}\n{}",
-            outputs(&job)
+            rounds > 0,
+            "no move went in running rounds\n{}",
+            outputs(job)
         );
-        assert!(
-            !String::from_utf8_lossy(&job.stdout()).contains("FAIL"),
-            "after the move to {to}:\n{}",
-            outputs(&job)
-        );
-        at = to;
-    }
-    // The moves out of home went in running rounds while the program reshaped its memory.
-    let rounds = String::from_utf8_lossy(&job.stderr())
-        .matches("running rounds sent")
-        .count();
-    eprintln!("running rounds of moves out of home: {rounds}");
-    assert!(
-        rounds > 0,
-        "no move went in running rounds\n{}",
-        outputs(&job)
-    );
-    let stdout = stop_and_finish(job, &stop);
-    let result = stdout.lines().last().unwrap_or_default();
-    assert!(
-        result.starts_with("steps=") && result.ends_with(" fail=0"),
-        "{stdout}"
-    );
-    nothing_left(&lab, &[2, 3]);
-    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+    };
+    moved_at_random(3, "remapper", &[&program], order_moves, |last| {
+        last.starts_with("steps=") && last.ends_with(" fail=0")
+    });
 }
 
 /// A program that execs itself again and again (`execer.c`: each generation rewrites 32 MiB
@@ -310,43 +302,30 @@ fn a_process_that_execs_during_its_running_rounds_moves_all_the_same() {
     if !require_root() {
         return;
     }
-    let lab = Lab::start(LabConfig::new(3, bin_dir_of_current_test()))
-        .unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
-    let stop = lab.work_dir().join("execer.stop");
-    let job = start(
-        &lab,
-        &c_program("execer"),
-        &[stop.to_str().expect("a path")],
-    );
-    let mut draw = Draw::new("execer");
-    let mut moved = 0;
-    for _ in 0..16 {
-        draw.pause();
-        let to = some_target(&mut draw);
-        let answer = order(&job, job.pid(), to);
-        eprintln!("migrate {to}: {answer:?}");
-        match answer {
-            Ok(()) => moved += 1,
-            Err(why) => assert!(
-                why.contains("exec'd during each of"),
-                "migrate {to}: {why}\n{}",
-                outputs(&job)
-            ),
+    let program = c_program("execer");
+    let order_moves = |job: &Job, draw: &mut Draw| {
+        let mut moved = 0;
+        for _ in 0..16 {
+            draw.pause();
+            let to = some_target(draw);
+            let answer = order(job, job.pid(), to);
+            eprintln!("migrate {to}: {answer:?}");
+            match answer {
+                Ok(()) => moved += 1,
+                Err(why) => assert!(
+                    why.contains("exec'd during each of"),
+                    "migrate {to}: {why}\n{}",
+                    outputs(job)
+                ),
+            }
         }
-    }
-    let again = String::from_utf8_lossy(&job.stderr())
-        .matches("its move begins again")
-        .count();
-    eprintln!("execer: {moved} of 16 orders carried out, {again} moves began again");
-    assert!(moved > 0, "no order moved the program\n{}", outputs(&job));
-    let stdout = stop_and_finish(job, &stop);
-    let result = stdout.lines().last().unwrap_or_default();
-    assert!(
-        result.starts_with("generations=") && result.ends_with(" fail=0"),
-        "{stdout}"
-    );
-    nothing_left(&lab, &[2, 3]);
-    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+        let again = logged(job, "its move begins again");
+        eprintln!("execer: {moved} of 16 orders carried out, {again} moves began again");
+        assert!(moved > 0, "no order moved the program\n{}", outputs(job));
+    };
+    moved_at_random(3, "execer", &[&program], order_moves, |last| {
+        last.starts_with("generations=") && last.ends_with(" fail=0")
+    });
 }
 
 /// A program with a CPU-time timer that signals it every millisecond (`profiled.c`, as a
@@ -359,27 +338,16 @@ fn a_process_signalled_all_the_time_moves_at_any_moment() {
     if !require_root() {
         return;
     }
-    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
-        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
-    let stop = lab.work_dir().join("profiled.stop");
-    let job = start(
-        &lab,
-        &c_program("profiled"),
-        &[stop.to_str().expect("a path")],
-    );
-    let mut draw = Draw::new("profiled");
-    for to in ["2", "home"].into_iter().cycle().take(16) {
-        draw.pause();
-        let answer = order(&job, job.pid(), to);
-        eprintln!("migrate {to}: {answer:?}");
-        assert!(
-            answer.is_ok(),
-            "migrate {to}: {answer:?}\n{}",
-            outputs(&job)
-        );
-    }
-    let stdout = stop_and_finish(job, &stop);
-    assert_eq!(stdout.lines().last(), Some("ticked sum=right"), "{stdout}");
-    nothing_left(&lab, &[2]);
-    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+    let program = c_program("profiled");
+    let order_moves = |job: &Job, draw: &mut Draw| {
+        for to in ["2", "home"].into_iter().cycle().take(16) {
+            draw.pause();
+            let answer = order(job, job.pid(), to);
+            eprintln!("migrate {to}: {answer:?}");
+            assert!(answer.is_ok(), "migrate {to}: {answer:?}\n{}", outputs(job));
+        }
+    };
+    moved_at_random(2, "profiled", &[&program], order_moves, |last| {
+        last == "ticked sum=right"
+    });
 }
