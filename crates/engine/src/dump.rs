@@ -693,7 +693,16 @@ fn present_pages(
         return Ok(vec![true; pages]);
     }
     let mut raw = vec![0u8; pages * 8];
-    pagemap.read_exact_at(&mut raw, addr / PAGE * 8)?;
+    pagemap
+        .read_exact_at(&mut raw, addr / PAGE * 8)
+        .map_err(|err| match err.kind() {
+            // A pagemap reads nothing once the address space it was opened on is gone: the
+            // process exec'd (during a running round) or ended.
+            io::ErrorKind::UnexpectedEof => {
+                io::Error::other("its address space is gone: it exec'd or ended")
+            }
+            _ => err,
+        })?;
     Ok(raw
         .chunks_exact(8)
         .map(|e| le_u64(e, 0) & (3 << 62) != 0)
@@ -768,6 +777,7 @@ pub fn dump(
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
     use std::time::Duration;
 
     use super::*;
@@ -813,6 +823,67 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    /// Stands in for a process that execs during its first round: at the first tick, it
+    /// lets a child waiting on a pipe exec and waits until it has.
+    struct ExecOnTick {
+        child: Pid,
+        go: Option<std::fs::File>,
+    }
+
+    impl Throttle for ExecOnTick {
+        fn set(&mut self, _level: Level) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn tick(&mut self) -> io::Result<()> {
+            let Some(mut go) = self.go.take() else {
+                return Ok(());
+            };
+            go.write_all(b"x")?;
+            let comm = format!("/proc/{}/comm", self.child);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::fs::read_to_string(&comm)? != "sleep\n" {
+                assert!(Instant::now() < deadline, "the child did not exec");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_round_that_meets_an_exec_says_that_the_address_space_is_gone() {
+        let (rx, tx) = io::pipe().unwrap();
+        // SAFETY: the child only reads a pipe and execs (async-signal-safe calls).
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let mut byte = 0u8;
+            // SAFETY: async-signal-safe calls only, in the child.
+            unsafe {
+                libc::read(rx.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
+                let argv = [c"sleep".as_ptr(), c"60".as_ptr(), std::ptr::null()];
+                libc::execv(c"/bin/sleep".as_ptr(), argv.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        drop(rx);
+        let areas = image_areas(child).unwrap();
+        let mem = Memory::open(child).unwrap();
+        let mut exec = ExecOnTick {
+            child,
+            go: Some(std::fs::File::from(std::os::fd::OwnedFd::from(tx))),
+        };
+        let mut out = Vec::new();
+        let streamed = stream_pages(child, &mem, &areas, &mut out, Unreadable::Skip, &mut exec);
+        // SAFETY: killing and reaping our own child.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+        assert!(exec.go.is_none(), "the round never ticked");
+        let err = streamed.unwrap_err();
+        assert!(err.to_string().contains("exec'd or ended"), "{err}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use crate::deputy::{self, Deputy, ShellNews, freeze};
 use crate::event_loop::{SigChld, Turn};
 use crate::inject::Injector;
-use crate::legs::{self, Departure, Homecoming, Onward, ms_since};
+use crate::legs::{self, Departure, Due, Homecoming, Onward, ms_since};
 use crate::mem::Memory;
 use crate::moves::{Action, Event, MoveState, Step};
 use crate::ptrace::{self, Pid, Stop};
@@ -265,14 +265,50 @@ impl Supervisor<'_> {
                     Source::Departure(pid) => self.on_departure(pid),
                 }
             }
-            // Whatever woke the loop, the duty cycles keep time.
-            for proc in self.procs.values_mut() {
-                if let Held::Departure(departure) = &mut proc.held {
-                    departure.tick();
+            self.step_departures();
+        }
+        Ok(self.main_end.unwrap_or(JobEnd::Exited(0)))
+    }
+
+    /// Whatever woke the loop, the duty cycles keep time, and a process leaving home that is
+    /// where its next leg needs it goes on (see `legs::Departure::due`): its final round goes,
+    /// or its move fails and it runs on here.
+    fn step_departures(&mut self) {
+        if !self
+            .procs
+            .values()
+            .any(|p| matches!(p.held, Held::Departure(_)))
+        {
+            return;
+        }
+        let job = self.job();
+        let mut due = Vec::new();
+        for (&pid, proc) in &mut self.procs {
+            if let Held::Departure(departure) = &mut proc.held {
+                departure.tick();
+                due.extend(departure.due(&job).map(|result| (pid, result)));
+            }
+        }
+        for (pid, due) in due {
+            match due {
+                Due::Final => self.handle(pid, Event::Done(Step::FirstRoundOut, Ok(()))),
+                Due::Failed(why) => {
+                    // Dropped, the departure lets the process go.
+                    self.take_held(pid);
+                    self.handle(pid, Event::Done(Step::FirstRoundOut, Err(why)));
+                }
+                Due::Again { to, execs } => {
+                    info!(
+                        pid,
+                        "it exec'd during its running rounds: its move begins again"
+                    );
+                    self.take_held(pid);
+                    for event in self.leave(pid, to, execs) {
+                        self.handle(pid, event);
+                    }
                 }
             }
         }
-        Ok(self.main_end.unwrap_or(JobEnd::Exited(0)))
     }
 
     /// Every ptrace stop and exit waiting to be collected.
@@ -295,17 +331,15 @@ impl Supervisor<'_> {
     }
 
     /// The first round's helper of a process leaving home said something (a throttle level,
-    /// the end of the rounds) or ended: then the final round goes.
+    /// the end of the rounds) or ended: then the process is asked to stop for its final
+    /// round (see `step_departures`).
     fn on_departure(&mut self, pid: Pid) {
-        let Some(Proc {
+        if let Some(Proc {
             held: Held::Departure(departure),
             ..
         }) = self.procs.get_mut(&pid)
-        else {
-            return;
-        };
-        if departure.read_notices() {
-            self.handle(pid, Event::Done(Step::FirstRoundOut, Ok(())));
+        {
+            departure.read_notices();
         }
     }
 
@@ -366,7 +400,7 @@ impl Supervisor<'_> {
                 self.daemon.moved(pid, node);
                 None
             }
-            Action::Leave { to } => return self.leave(pid, to),
+            Action::Leave { to } => return self.leave(pid, to, 0),
             Action::SendFinal { to } => Some(Event::Done(Step::FinalOut, self.send_final(pid, to))),
             Action::Recall { to } => Some(Event::Done(Step::Recall, self.recall(pid, to))),
             Action::PlaceFirstRound => Some(self.place_first_round(pid)),
@@ -413,31 +447,31 @@ impl Supervisor<'_> {
 
     // ---- Moving out ----
 
-    /// Check that `pid` can move, greet `to` and start the first round. Where there is no
-    /// first round (writes cannot be tracked here), it is over at once: the whole image goes
-    /// frozen.
-    fn leave(&mut self, pid: Pid, to: u16) -> Vec<Event> {
+    /// Check that `pid` can move, greet `to` and ask the process to stop, so that its first
+    /// round can begin. The loop serves the job meanwhile (see `legs::Departure`). `execs`:
+    /// how often the move began again because the process exec'd.
+    fn leave(&mut self, pid: Pid, to: u16, execs: u8) -> Vec<Event> {
         let started = (|| {
-            legs::movable(pid, self.procs.get(&pid).map_or(0, |p| p.filters))?;
-            let onward = legs::greet(self.daemon.open_session(to), to, &self.facts, pid)?;
-            legs::start_first_round(pid, onward)
+            let filters = self.procs.get(&pid).map_or(0, |p| p.filters);
+            legs::movable(pid, filters)?;
+            legs::greet(self.daemon.open_session(to), to, &self.facts, pid)
         })();
         match started {
-            Ok(departure) => {
-                // No running rounds (writes cannot be tracked): the final round goes now.
-                let skipped = departure.notices_fd().is_none();
+            Ok(onward) => {
+                let departure = legs::Departure::new(pid, onward, execs);
                 self.put_held(pid, Held::Departure(departure));
-                let mut events = vec![Event::Done(Step::Leave, Ok(()))];
-                if skipped {
-                    events.push(Event::Done(Step::FirstRoundOut, Ok(())));
-                }
-                events
+                vec![Event::Done(Step::Leave, Ok(()))]
             }
             Err(why) => vec![Event::Done(Step::Leave, Err(why))],
         }
     }
 
-    /// The first round is over: freeze the process and send the rest of its image.
+    /// The processes of the job.
+    fn job(&self) -> Vec<Pid> {
+        self.procs.keys().copied().collect()
+    }
+
+    /// The first round is over and the process stopped: send the rest of its image.
     fn send_final(&mut self, pid: Pid, to: u16) -> Result<(), MoveError> {
         let Some(Held::Departure(departure)) = self.take_held(pid) else {
             return Err(MoveError::Local("no departure under way".to_owned()));
@@ -446,7 +480,8 @@ impl Supervisor<'_> {
             .procs
             .get(&pid)
             .map_or((Usage::default(), 0), |p| (p.away, p.filters));
-        let (deputy, session) = legs::send_out(pid, &self.facts, own, departure)?;
+        let job = self.job();
+        let (deputy, session) = legs::send_out(pid, &self.facts, own, &job, departure)?;
         let remote = Remote {
             node: to,
             session,

@@ -3,8 +3,10 @@
 //! remote to the next node. Each leg either completes or fails with a [`MoveError`] and
 //! leaves the process where it was; which leg comes next is decided in `moves`.
 
+use std::fs::File;
 use std::io::{self, PipeReader, PipeWriter, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileExt;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -12,17 +14,19 @@ use rmosix_image::{
     Area, EndOfImage, FrameHead, FrameReader, KernelFacts, SigInfo, Usage, write_message,
     write_pages,
 };
-use rmosix_wire::MoveError;
+use rmosix_wire::{MoveError, NotMovable};
 use tracing::{info, warn};
 
 use crate::cputime::Carry;
-use crate::deputy::{self, Deputy, freeze};
+use crate::deputy::Deputy;
 use crate::dump;
+use crate::halt::{HALT_BOUND, Halt};
 use crate::inject::Injector;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Stop};
 use crate::restore;
 use crate::session::{Channel, Opening, Session, SessionRead, ToGuest, ToHome};
+use crate::sharing;
 use crate::throttle::{Ask, Cycle, Level, Phase, Throttle, Verdict};
 use crate::track::Tracker;
 
@@ -31,6 +35,10 @@ use crate::track::Tracker;
 /// TCP_USER_TIMEOUT (15 s, which also bounds a zero window): a dead next node must cost the
 /// move, never the process.
 const RELAY_STALL: Duration = Duration::from_secs(10);
+
+/// How often a move out begins again because its process exec'd during the running rounds
+/// (see [`Due::Again`]) before it gives up.
+const MOST_EXECS: u8 = 3;
 
 /// A session to a node that agreed to take a process (it answered `Ready`).
 pub struct Onward {
@@ -50,18 +58,28 @@ pub struct FirstRound {
     bytes: u64,
 }
 
-/// A process leaving home: its running rounds stream on a helper thread while the
-/// supervisor's loop serves the job and runs the duty cycle that slows the process down as
-/// the rounds ask; or they are over, and the final round goes next.
+/// A process leaving home. The supervisor's loop serves the job all along: while it waits for
+/// the process to stop, so that write tracking can be armed; while the running rounds stream
+/// on a helper thread and the duty cycle slows the process down as they ask; and while it
+/// waits for the stop in which the final round goes (see `halt`).
 pub struct Departure {
     /// When the move began.
     started: Instant,
+    /// Where to.
+    node: u16,
+    /// How often the move began again because the process exec'd (see [`Due::Again`]).
+    execs: u8,
+    /// The pagemap of the address space write tracking was armed on: it reads nothing once
+    /// that address space is gone (the process exec'd, see [`Due::Again`]).
+    armed_on: Option<File>,
     /// The duty cycle, which the loop drives.
     slowdown: Slowdown,
     rounds: Rounds,
 }
 
 enum Rounds {
+    /// A stop is asked, in which write tracking is armed and the helper started.
+    Arming { onward: Onward },
     /// The helper streams the running rounds and waits for the node's `Prepared`. It tells
     /// the loop each level the policy sets, and that the rounds are over, on `notices`
     /// ([`Notice`]), which reads EOF once the helper has ended.
@@ -69,32 +87,51 @@ enum Rounds {
         helper: JoinHandle<Result<(Onward, FirstRound), MoveError>>,
         notices: PipeReader,
     },
-    /// The rounds are in place at the node, or there were none (no write tracking here).
+    /// The rounds are in place at the node, or there were none (no write tracking here): the
+    /// final round goes once the process is stopped.
     Over {
         onward: Onward,
         /// What the rounds left; None: the whole image goes frozen.
         first: Option<FirstRound>,
     },
+    /// The move failed; the process runs on at home once the departure is dropped.
+    Failed(MoveError),
 }
 
 impl Departure {
+    /// Leave for `onward`, which agreed to take process `pid`: ask the process to stop, so
+    /// that write tracking can be armed. `execs`: how often this move began again already.
+    pub fn new(pid: Pid, onward: Onward, execs: u8) -> Departure {
+        let mut slowdown = Slowdown::new(pid);
+        slowdown.halt();
+        Departure {
+            started: Instant::now(),
+            node: onward.node,
+            execs,
+            armed_on: None,
+            slowdown,
+            rounds: Rounds::Arming { onward },
+        }
+    }
+
     /// The fd the loop watches for the helper's notices while the rounds stream.
     pub fn notices_fd(&self) -> Option<RawFd> {
         match &self.rounds {
             Rounds::Streaming { notices, .. } => Some(notices.as_raw_fd()),
-            Rounds::Over { .. } => None,
+            _ => None,
         }
     }
 
-    /// Read and carry out what the helper says (it said something, or ended). True once it
-    /// has ended: the final round goes next, or the move fails with the helper's reason.
-    pub fn read_notices(&mut self) -> bool {
+    /// Read and carry out what the helper says (it said something, or ended). Once it has
+    /// ended, the process is asked to stop for its final round, or the move fails with the
+    /// helper's reason.
+    pub fn read_notices(&mut self) {
         let Rounds::Streaming { notices, .. } = &mut self.rounds else {
-            return true;
+            return;
         };
         let mut bytes = [0u8; 64];
         match notices.read(&mut bytes) {
-            Ok(0) => true,
+            Ok(0) => self.rounds_ended(),
             Ok(n) => {
                 for &byte in &bytes[..n] {
                     match Notice::from_byte(byte) {
@@ -102,15 +139,42 @@ impl Departure {
                         Notice::RoundsOver => self.slowdown.hold_if_slowed(),
                     }
                 }
-                false
             }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => false,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             // A broken pipe means a helper gone: its join says how it ended.
-            Err(_) => true,
+            Err(_) => self.rounds_ended(),
         }
     }
 
-    /// How long until the duty cycle's next switch; None while it wants no tick.
+    /// The helper has ended: how the rounds went. After an error the departure only waits
+    /// to be dropped, which lets the process go.
+    fn rounds_ended(&mut self) {
+        let Rounds::Streaming { helper, .. } = self.take_rounds() else {
+            return;
+        };
+        self.rounds = match helper.join() {
+            Ok(Ok((onward, first))) => {
+                self.slowdown.halt();
+                Rounds::Over {
+                    onward,
+                    first: Some(first),
+                }
+            }
+            Ok(Err(why)) => Rounds::Failed(why),
+            Err(_) => Rounds::Failed(MoveError::Local(
+                "the first round's thread panicked".to_owned(),
+            )),
+        };
+    }
+
+    /// The rounds, leaving a failure in their place until they are put back.
+    fn take_rounds(&mut self) -> Rounds {
+        let gap = Rounds::Failed(MoveError::Local("a departure between legs".to_owned()));
+        std::mem::replace(&mut self.rounds, gap)
+    }
+
+    /// How long until the loop must look at this departure again (the duty cycle's next
+    /// switch, or the bound on a stop asked); None while it wants no tick.
     pub fn next_tick(&self) -> Option<Duration> {
         self.slowdown.next_tick()
     }
@@ -120,39 +184,126 @@ impl Departure {
         self.slowdown.tick()
     }
 
-    /// Whether `stop` of the leaving process is the duty cycle's own, which it keeps. Any
-    /// other stop is the loop's to serve as it serves any process's.
+    /// Whether `stop` of the leaving process is the departure's own (the duty cycle's, or
+    /// the stop it asked for a leg), which it keeps. Any other stop is the loop's to serve
+    /// as it serves any process's.
     pub fn takes(&mut self, stop: Stop) -> bool {
         self.slowdown.takes(stop)
     }
 
-    /// The helper has ended: how the rounds went. On an error the duty cycle lets the
-    /// process go (it is dropped), and it runs on at home.
-    fn joined(self) -> Result<(Instant, Slowdown, Onward, Option<FirstRound>), MoveError> {
+    /// Take the next leg if the process is where it must be: once it has stopped for that,
+    /// check that it shares its memory with none of its `job` and arm write tracking and start
+    /// the rounds. Then say what comes next; None: nothing yet.
+    pub fn due(&mut self, job: &[Pid]) -> Option<Due> {
+        if matches!(self.rounds, Rounds::Arming { .. }) && self.slowdown.halted() {
+            match alone(self.slowdown.pid, job) {
+                Ok(()) => self.arm(),
+                Err(why) => self.rounds = Rounds::Failed(why),
+            }
+        }
+        if matches!(self.rounds, Rounds::Streaming { .. }) {
+            // The helper's end says how the rounds went, a failed duty cycle included.
+            return None;
+        }
+        if self.exec_since_armed() {
+            // The rounds failed on the address space that went (its pagemap reads nothing),
+            // or sent one that is no more.
+            return Some(if self.execs < MOST_EXECS {
+                Due::Again {
+                    to: self.node,
+                    execs: self.execs + 1,
+                }
+            } else {
+                Due::Failed(MoveError::Local(format!(
+                    "it exec'd during each of {} tries",
+                    self.execs + 1
+                )))
+            });
+        }
+        if let Rounds::Failed(why) = &self.rounds {
+            return Some(Due::Failed(why.clone()));
+        }
+        if let Some(err) = &self.slowdown.failed {
+            return Some(Due::Failed(MoveError::Local(format!(
+                "cannot stop or slow the process down: {err}"
+            ))));
+        }
+        if self.slowdown.overdue() {
+            return Some(Due::Failed(NotMovable::NoStop(HALT_BOUND.as_secs()).into()));
+        }
+        self.slowdown.halted().then_some(Due::Final)
+    }
+
+    /// Whether the process exec'd since write tracking was armed: the address space the
+    /// rounds read is gone, and a pagemap opened on it reads nothing.
+    fn exec_since_armed(&self) -> bool {
+        let mut entry = [0u8; 8];
+        let gone = |pagemap: &File| matches!(pagemap.read_at(&mut entry, 0), Ok(0));
+        self.armed_on.as_ref().is_some_and(gone)
+    }
+
+    /// In the stop asked for it: give the process write tracking and start the helper that
+    /// streams the running rounds. Where tracking cannot be armed, the process stays stopped
+    /// and its whole image goes frozen.
+    fn arm(&mut self) {
+        let Rounds::Arming { onward } = self.take_rounds() else {
+            return;
+        };
+        let pid = self.slowdown.pid;
+        let opened = dump::image_areas(pid).and_then(|areas| {
+            let inj = Injector::find(&Memory::open(pid)?, &areas)?;
+            let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
+            Ok((Tracker::open(pid, &inj)?, areas, pagemap))
+        });
+        self.rounds = match opened {
+            Ok((tracker, areas, pagemap)) => {
+                self.armed_on = Some(pagemap);
+                self.slowdown.resume();
+                tracker.protect(&areas);
+                stream_rounds(pid, onward, tracker, areas).unwrap_or_else(Rounds::Failed)
+            }
+            Err(err) => {
+                info!(pid, %err, "no pre-copy: the process stays frozen for its whole image");
+                Rounds::Over {
+                    onward,
+                    first: None,
+                }
+            }
+        };
+    }
+
+    /// The process is stopped for its final round: what the rounds left. A departure in any
+    /// other state fails the move (dropping it lets the process go).
+    fn into_final(self) -> Result<(Instant, Slowdown, Onward, Option<FirstRound>), MoveError> {
         let Departure {
             started,
             slowdown,
             rounds,
+            ..
         } = self;
-        let (onward, first) = match rounds {
-            Rounds::Streaming { helper, .. } => match helper.join() {
-                Ok(Ok((onward, first))) => (onward, Some(first)),
-                Ok(Err(why)) => return Err(why),
-                Err(_) => {
-                    return Err(MoveError::Local(
-                        "the first round's thread panicked".to_owned(),
-                    ));
-                }
-            },
-            Rounds::Over { onward, first } => (onward, first),
-        };
-        if let Some(err) = &slowdown.failed {
-            return Err(MoveError::Local(format!(
-                "cannot slow the process down: {err}"
-            )));
+        match rounds {
+            Rounds::Over { onward, first } if slowdown.halted() => {
+                Ok((started, slowdown, onward, first))
+            }
+            Rounds::Failed(why) => Err(why),
+            _ => Err(MoveError::Local(
+                "the process is not stopped for its final round".to_owned(),
+            )),
         }
-        Ok((started, slowdown, onward, first))
     }
+}
+
+/// What comes next for a process leaving home (see [`Departure::due`]).
+#[derive(Debug)]
+pub enum Due {
+    /// It is stopped for its final round.
+    Final,
+    /// The move failed; dropping the departure lets the process run on at home.
+    Failed(MoveError),
+    /// It exec'd during its running rounds, which sent an address space that is no more: the
+    /// move begins again, with a new session to node `to` (the old one's end tells the node
+    /// to drop what it received). `execs`: how often it began again so far.
+    Again { to: u16, execs: u8 },
 }
 
 /// What the first round's helper tells the supervisor's loop, one byte each on a pipe.
@@ -196,11 +347,15 @@ impl Throttle for Forward {
 /// The duty cycle of a process leaving home, driven by the supervisor's loop: a tick at each
 /// switch the cycle asks for (the loop's poll times out then), and the process's stops as
 /// the loop collects them among the job's others. The loop must go on serving the job, so it
-/// asks for a stop and returns to its poll rather than wait for it. Dropping a slowdown lets
-/// the process go from a stop it holds: a move that fails leaves the process running.
+/// asks for a stop and returns to its poll rather than wait for it. The same goes for the
+/// stops a leg needs (see `halt`): the duty cycle is idle while one is asked or held.
+/// Dropping a slowdown lets the process go from a stop it holds: a move that fails leaves
+/// the process running.
 struct Slowdown {
     pid: Pid,
     cycle: Cycle,
+    /// A stop asked for a leg of the move, or held for it.
+    halt: Option<Halt>,
     /// A ptrace request failed: the cycle let the process go, and the move fails when its
     /// rounds end.
     failed: Option<io::Error>,
@@ -211,8 +366,48 @@ impl Slowdown {
         Slowdown {
             pid,
             cycle: Cycle::new(Instant::now()),
+            halt: None,
             failed: None,
         }
+    }
+
+    /// Stop the process for a leg of the move: the duty cycle hands it over, in the stop it
+    /// holds or the one it asked for, or a stop is asked now.
+    fn halt(&mut self) {
+        if self.halt.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        self.halt = Some(match self.cycle.hand_over() {
+            Phase::Stopped => Halt::held(),
+            Phase::Stopping => Halt::asked(now),
+            Phase::Running | Phase::JobStopped => {
+                self.carry_out(Some(Ask::Interrupt));
+                Halt::asked(now)
+            }
+        });
+    }
+
+    /// Whether the process is held in the stop a leg asked for.
+    fn halted(&self) -> bool {
+        self.halt.is_some_and(|halt| halt.stopped())
+    }
+
+    /// Whether the stop a leg asked for has not come within its bound.
+    fn overdue(&self) -> bool {
+        self.halt.is_some_and(|halt| halt.overdue(Instant::now()))
+    }
+
+    /// Let the process go from the stop a leg held; the duty cycle takes over again.
+    fn resume(&mut self) {
+        if self.halt.take().is_some_and(|halt| halt.stopped()) {
+            self.carry_out(Some(Ask::Cont));
+        }
+    }
+
+    /// The final round's stop is the caller's from now on: dropping this lets nothing go.
+    fn hand_over(mut self) {
+        self.halt = None;
     }
 
     fn set(&mut self, level: Level) {
@@ -236,7 +431,11 @@ impl Slowdown {
     }
 
     fn next_tick(&self) -> Option<Duration> {
-        self.cycle.next_tick(Instant::now())
+        let now = Instant::now();
+        match self.halt {
+            Some(halt) => halt.next_tick(now),
+            None => self.cycle.next_tick(now),
+        }
     }
 
     fn hold_if_slowed(&mut self) {
@@ -245,7 +444,11 @@ impl Slowdown {
     }
 
     fn takes(&mut self, stop: Stop) -> bool {
-        match self.cycle.on_stop(stop) {
+        let verdict = match &mut self.halt {
+            Some(halt) => halt.on_stop(stop),
+            None => self.cycle.on_stop(stop),
+        };
+        match verdict {
             Verdict::Ours => true,
             Verdict::Theirs { ask_again } => {
                 if ask_again {
@@ -275,21 +478,11 @@ impl Slowdown {
             Ok(()) => {}
         }
     }
-
-    /// Freeze the process for its final round: in the stop the cycle holds, if it holds one
-    /// (no other stop would come), or the one it awaits. Returns the signals held meanwhile.
-    fn freeze(mut self) -> io::Result<Vec<SigInfo>> {
-        match self.cycle.hand_over() {
-            Phase::Stopped => Ok(Vec::new()),
-            Phase::Stopping => deputy::frozen(self.pid),
-            Phase::Running | Phase::JobStopped => freeze(self.pid),
-        }
-    }
 }
 
 impl Drop for Slowdown {
     fn drop(&mut self) {
-        if self.cycle.release() == Some(Ask::Cont) {
+        if self.halted() || self.cycle.release() == Some(Ask::Cont) {
             // A process that is gone has nothing left to let go.
             let _ = ptrace::cont(self.pid, 0);
         }
@@ -298,7 +491,20 @@ impl Drop for Slowdown {
 
 /// Whether `pid` can move, with rmosix's own `filters` (see `dump::check_movable`).
 pub fn movable(pid: Pid, filters: u32) -> Result<(), MoveError> {
-    match dump::check_movable(pid, filters) {
+    inspected(dump::check_movable(pid, filters))
+}
+
+/// Whether stopped `pid` has its memory to itself among the processes of its `job` (see
+/// `sharing`). Checked in a stop: a parent in vfork shares its memory with its child until
+/// the child execs or exits, and cannot stop before then.
+fn alone(pid: Pid, job: &[Pid]) -> Result<(), MoveError> {
+    let sharer = sharing::sharer(pid, job.iter().copied());
+    inspected(sharer.map(|sharer| sharer.map_or(Ok(()), |of| Err(NotMovable::SharesMemory(of)))))
+}
+
+/// What an inspection of the process found, as a move's outcome.
+fn inspected(found: io::Result<Result<(), NotMovable>>) -> Result<(), MoveError> {
+    match found {
         Ok(Ok(())) => Ok(()),
         Ok(Err(why)) => Err(why.into()),
         Err(err) => Err(MoveError::Local(format!(
@@ -329,33 +535,15 @@ pub fn greet(
     }
 }
 
-/// Pre-copy's first round: give `pid` write tracking, then stream its pages into `onward` on
-/// a helper thread while it runs, and wait there until `onward` has placed them. Where the
-/// kernel cannot track writes, the departure is prepared at once and the process goes frozen.
-pub fn start_first_round(pid: Pid, mut onward: Onward) -> Result<Departure, MoveError> {
-    let started = Instant::now();
-    let slowdown = Slowdown::new(pid);
-    let signals = freeze(pid).map_err(cannot_freeze)?;
-    let opened = dump::image_areas(pid).and_then(|areas| {
-        let inj = Injector::find(&Memory::open(pid)?, &areas)?;
-        Ok((Tracker::open(pid, &inj)?, areas))
-    });
-    thaw(pid, signals);
-    let (tracker, areas) = match opened {
-        Ok(opened) => opened,
-        Err(err) => {
-            info!(pid, %err, "no pre-copy: the process stays frozen for its whole image");
-            return Ok(Departure {
-                started,
-                slowdown,
-                rounds: Rounds::Over {
-                    onward,
-                    first: None,
-                },
-            });
-        }
-    };
-    tracker.protect(&areas);
+/// Pre-copy's running rounds of `pid`, whose writes `tracker` follows in `areas`: stream its
+/// pages into `onward` on a helper thread while it runs, and wait there until `onward` has
+/// placed them.
+fn stream_rounds(
+    pid: Pid,
+    mut onward: Onward,
+    tracker: Tracker,
+    areas: Vec<Area>,
+) -> Result<Rounds, MoveError> {
     let (notices, notify) =
         io::pipe().map_err(|e| MoveError::Local(format!("cannot make a pipe: {e}")))?;
     let helper = std::thread::spawn(move || {
@@ -380,51 +568,45 @@ pub fn start_first_round(pid: Pid, mut onward: Onward) -> Result<Departure, Move
         };
         Ok((onward, first))
     });
-    Ok(Departure {
-        started,
-        slowdown,
-        rounds: Rounds::Streaming { helper, notices },
-    })
+    Ok(Rounds::Streaming { helper, notices })
 }
 
-/// Freeze the process of `departure`, whose helper has ended, and send the rest of its image
-/// (all of it without running rounds); once it runs at the node, make its shell. `away`:
-/// what it used on other nodes before; `filters`: the seccomp filters rmosix gave it (see
-/// `dump::check_movable`). Any failure before the node runs it leaves it running at home.
-/// Returns the shell's deputy and the session.
+/// Send the rest of the image of the process of `departure`, stopped for its final round (all
+/// of it without running rounds); once it runs at the node, make its shell. `away`: what it
+/// used on other nodes before; `filters`: the seccomp filters rmosix gave it (see
+/// `dump::check_movable`); `job`: the processes of its job. Any failure before the node runs
+/// it leaves it running at home. Returns the shell's deputy and the session.
 pub fn send_out(
     pid: Pid,
     facts: &KernelFacts,
     (away, filters): (Usage, u32),
+    job: &[Pid],
     departure: Departure,
 ) -> Result<(Deputy, Session), MoveError> {
     let cpu = Carry::Home { away };
-    let (started, slowdown, onward, first) = departure.joined()?;
+    let (started, slowdown, onward, first) = departure.into_final()?;
     let Onward { node, mut session } = onward;
-    let signals = slowdown.freeze().map_err(cannot_freeze)?;
     let frozen = Instant::now();
     let link = |e: io::Error| link_broken(node, e);
     let sent = match &first {
         Some(first) => {
             // It ran during the first round: it may have started a thread, say.
-            movable(pid, filters).and_then(|()| {
-                let (areas, tracker) = (&first.areas, &first.tracker);
-                dump::dump_final_round(pid, facts, &cpu, areas, tracker, &mut session.out)
-                    .map_err(link)
-            })
+            movable(pid, filters)
+                .and_then(|()| alone(pid, job))
+                .and_then(|()| {
+                    let (areas, tracker) = (&first.areas, &first.tracker);
+                    dump::dump_final_round(pid, facts, &cpu, areas, tracker, &mut session.out)
+                        .map_err(link)
+                })
         }
         None => write_message(&mut session.out, &ToGuest::Image)
             .and_then(|()| dump::dump(pid, facts, &cpu, &mut session.out))
             .map_err(link),
     }
     .and_then(|(_, bytes)| node_answer(&mut session.frames, node, Round::Last).map(|()| bytes));
-    let bytes = match sent {
-        Ok(bytes) => bytes,
-        Err(why) => {
-            thaw(pid, signals);
-            return Err(why);
-        }
-    };
+    // A failure drops the slowdown, which lets the process run on at home.
+    let bytes = sent?;
+    slowdown.hand_over();
     let running = Instant::now();
     // The process runs there now: from here on, its shell is all that is left at home. A
     // shell that cannot be made ends the session, which kills the remote too: the process is
@@ -437,11 +619,6 @@ pub fn send_out(
             return Err(MoveError::Lost(format!("cannot make its shell: {err}")));
         }
     };
-    // A link that broke meanwhile shows on the session's next read, which ends the shell
-    // with the reason.
-    let _ = signals
-        .into_iter()
-        .try_for_each(|info| crate::deputy::relay(&mut session, info));
     let freeze_ms = running.duration_since(frozen).as_secs_f64() * 1e3;
     let total_ms = ms_since(started);
     let first_bytes = first.map_or(0, |f| f.bytes);
@@ -659,10 +836,6 @@ pub fn link_broken(node: u16, reason: impl ToString) -> MoveError {
         node,
         reason: reason.to_string(),
     }
-}
-
-fn cannot_freeze(err: io::Error) -> MoveError {
-    MoveError::Local(format!("cannot freeze the process: {err}"))
 }
 
 #[cfg(test)]

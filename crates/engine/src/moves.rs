@@ -74,9 +74,11 @@ pub enum Event {
 /// A step the supervisor takes for a move, which reports how it ended with [`Event::Done`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Check the process can move, greet the target and start the first round.
+    /// Check the process can move, greet the target and ask the process to stop, in which
+    /// the first round starts.
     Leave,
-    /// The first round went out (or was skipped, where writes cannot be tracked).
+    /// The first round went out (or was skipped, where writes cannot be tracked), and the
+    /// process is stopped for its final round; or it did not stop within the bound.
     FirstRoundOut,
     /// The final round (or the whole image) went out and the target runs the process.
     FinalOut,

@@ -30,6 +30,18 @@ pub enum NotMovable {
     /// supervisor read to carry along, and which could refuse the calls a move injects.
     #[error("it has a seccomp policy of its own (mode {0})")]
     Seccomp(u32),
+    /// It shares its address space with another process of the job: a vfork child that has
+    /// not yet exec'd or exited, its parent, or a process cloned with CLONE_VM.
+    #[error(
+        "it shares its memory with process {0} (vfork or CLONE_VM) until one of them execs or exits"
+    )]
+    SharesMemory(i32),
+    /// It did not come to a stop within the bound (seconds): a parent in vfork waits for its
+    /// child to exec or exit, and a few calls cannot be interrupted. It runs on where it was.
+    #[error(
+        "it did not come to a stop within {0} s (a vfork parent waits for its child to exec or exit)"
+    )]
+    NoStop(u64),
 }
 
 /// Why a move failed. Every variant but [`MoveError::Lost`] leaves the process running where
