@@ -24,6 +24,7 @@ mod forward;
 mod guest;
 mod home;
 mod inject;
+mod ioctls;
 mod legs;
 mod maps;
 mod mem;
