@@ -45,7 +45,7 @@ pub use job::{Job, JobError, NodeProcess, leftovers_in, processes_in};
 pub use lab::{Lab, LabConfig, cleanup_stale};
 pub use node::Node;
 pub use proc::{child_of, pid_in_node, wait_child_of};
-pub use terminal::Terminal;
+pub use terminal::{Program, Terminal};
 
 /// The most nodes a lab has.
 pub const MAX_NODES: usize = 20;

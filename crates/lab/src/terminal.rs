@@ -41,6 +41,16 @@ const SIZE: Winsize = Winsize {
     ws_ypixel: 0,
 };
 
+/// The program a terminal's `mosrun` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Program {
+    /// Its PID in its home node, which `migrate` and `mosctl` take.
+    pub pid: u32,
+    /// Its PID as the host sees it: the process at home (the program itself, or its shell
+    /// while it runs elsewhere, which runs the calls it forwards).
+    pub host_pid: u32,
+}
+
 /// A program running in a node with a pseudo-terminal as its controlling terminal.
 #[derive(Debug)]
 pub struct Terminal<'lab> {
@@ -166,10 +176,9 @@ impl<'lab> Terminal<'lab> {
         self.leader
     }
 
-    /// The PID in the node of the program that the session's `mosrun` runs: the session
-    /// leader's if it is `mosrun`, else its first child's (a shell's job). Waits for it to
-    /// appear.
-    pub fn program(&self) -> Result<u32, JobError> {
+    /// The program that the session's `mosrun` runs: the session leader's if it is
+    /// `mosrun`, else its first child's (a shell's job). Waits for it to appear.
+    pub fn program(&self) -> Result<Program, JobError> {
         let no_program = |source| JobError::NoProgram {
             command: self.command.clone(),
             source,
@@ -192,8 +201,9 @@ impl<'lab> Terminal<'lab> {
             }
             thread::sleep(POLL);
         };
-        let program = wait_child_of(mosrun, SPAWN_TIMEOUT).map_err(no_program)?;
-        pid_in_node(program).ok_or(no_program(LabError::NotInNode { pid: program }))
+        let host_pid = wait_child_of(mosrun, SPAWN_TIMEOUT).map_err(no_program)?;
+        let pid = pid_in_node(host_pid).ok_or(no_program(LabError::NotInNode { pid: host_pid }))?;
+        Ok(Program { pid, host_pid })
     }
 
     /// Runs `migrate PID TARGET` in the terminal's node for program `pid` (see

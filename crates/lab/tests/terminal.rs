@@ -5,10 +5,12 @@
 //! ([`Terminal`]), types at it as a user would, and waits for what it shows, each wait with a
 //! deadline; a failure shows the terminal's transcript. Nothing sleeps or measures time.
 
+use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use rmosix_lab::{JobError, Lab, LabConfig, Terminal, bin_dir_of_current_test};
 
@@ -18,6 +20,8 @@ const PROGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/terminal")
 const PYTHON: &str = "/usr/bin/python3";
 /// Deadline of one step: text to appear on the terminal.
 const STEP: Duration = Duration::from_secs(60);
+/// How long a test sleeps between two looks at a process.
+const POLL: Duration = Duration::from_millis(10);
 
 /// ioctls.c on the terminal, moved between its steps: every forwarded request gives at the
 /// remote what it gave at home and writes no byte past the kernel's size (a TCGETS reply
@@ -36,7 +40,7 @@ fn forwarded_ioctls_copy_the_kernels_sizes_and_unknown_ones_run_at_home() {
     let expect = |text: &str| term.expect(text, STEP).unwrap_or_else(|e| fail(e));
 
     expect("ready\r\n");
-    let pid = term.program().unwrap_or_else(|e| fail(e));
+    let pid = term.program().unwrap_or_else(|e| fail(e)).pid;
     let at = |node: u16, why: &str| at_node(&term, pid, node, why);
     move_to(&term, pid, "2", 2);
     term.send(b"\n").unwrap_or_else(|e| fail(e));
@@ -89,15 +93,20 @@ fn a_python_repl_on_a_terminal_follows_moves_ctrl_c_ctrl_z_and_fg() {
     expect("bash$ ");
     send(&format!("mosrun {PYTHON} -q\n"));
     expect(">>> ");
-    let pid = term.program().unwrap_or_else(|e| fail(e));
+    let program = term.program().unwrap_or_else(|e| fail(e));
+    let pid = program.pid;
+    let key = |key: &str| {
+        waits_for_a_key(&term, program.host_pid);
+        send(key);
+    };
     evaluates("6 * 7", "42");
 
     move_to(&term, pid, "2", 2);
     evaluates("6 * 8", "48");
-    send("\x03");
+    key("\x03");
     expect("KeyboardInterrupt\r\n>>> ");
     evaluates("6 * 9", "54");
-    send("\x1a");
+    key("\x1a");
     expect("Stopped");
     expect("bash$ ");
     send("fg\n");
@@ -123,6 +132,28 @@ fn a_python_repl_on_a_terminal_follows_moves_ctrl_c_ctrl_z_and_fg() {
 }
 
 // ---- Steps that panic with the transcript ----
+
+/// Waits until the program's process at home (the program, or its shell while it runs
+/// elsewhere) is blocked in select(2), where Python's REPL waits for a key. A Ctrl-C or
+/// Ctrl-Z typed then interrupts that wait, as a user's would; one typed while the REPL still
+/// sets its prompt up finds Python outside select, which then notices it only at the next
+/// key, natively too.
+fn waits_for_a_key(term: &Terminal<'_>, host_pid: u32) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let call = fs::read_to_string(format!("/proc/{host_pid}/syscall")).unwrap_or_default();
+        let nr = call.split_whitespace().next().and_then(|n| n.parse().ok());
+        if matches!(nr, Some(libc::SYS_select | libc::SYS_pselect6)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the REPL is not waiting in select after {STEP:?} ({call:?}); transcript:\n{}",
+            term.transcript()
+        );
+        thread::sleep(POLL);
+    }
+}
 
 /// Moves program `pid` of the terminal to `target` and checks that it is then on `node`.
 fn move_to(term: &Terminal<'_>, pid: u32, target: &str, node: u16) {
