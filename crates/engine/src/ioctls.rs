@@ -140,6 +140,7 @@ mod tests {
     use std::process::Command;
 
     use super::*;
+    use crate::table::Shape;
 
     /// `_IOC_DIR` bits: the caller writes (the kernel reads), the caller reads.
     const IOC_WRITE: u32 = 1;
@@ -246,6 +247,21 @@ mod tests {
             Arg::Out(Len::Fixed(36), Valid::All),
             "the kernel's struct termios"
         );
+        // Home gives each request's buffer the table's size, and sends back all of it only
+        // where the kernel writes it.
+        for request in REQUESTS {
+            let args = [0, u64::from(request.number), 0x1000, 0, 0, 0];
+            let (sent, size, back) = match request.argument {
+                Value => (vec![], None, None),
+                Reads(n) => (vec![vec![0; n as usize]], Some(n), None),
+                Writes(n) => (vec![], Some(n), Some(Valid::All)),
+            };
+            let shape = Shape::at_home(libc::SYS_ioctl, &args, &sent).expect(request.name);
+            let bufs: Vec<(u64, Option<Valid>)> =
+                shape.bufs.iter().map(|b| (b.len, b.back)).collect();
+            let want: Vec<(u64, Option<Valid>)> = size.map(|n| (n, back)).into_iter().collect();
+            assert_eq!(bufs, want, "{}", request.name);
+        }
         // Only the low 32 bits name the request, as in the kernel.
         assert_eq!(find(libc::TCGETS | 0xffff_ffff_0000_0000), Some(tcgets));
         assert_eq!(find(0x5401_dead), None);
