@@ -580,7 +580,7 @@ pub(crate) struct Stream {
 pub(crate) struct StreamState {
     pub(crate) bytes: Vec<u8>,
     /// The pipe reached end of file (or failed).
-    pub(crate) ended: bool,
+    ended: bool,
 }
 
 impl Stream {

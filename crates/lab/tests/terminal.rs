@@ -173,15 +173,12 @@ fn at_node(term: &Terminal<'_>, pid: u32, node: u16, why: &str) {
     );
 }
 
-/// Panics with `error` and its causes (a terminal's errors carry its transcript).
+/// Panics with `error` and its cause (a terminal's errors carry its transcript).
 fn fail(error: JobError) -> ! {
-    let mut text = error.to_string();
-    let mut cause = std::error::Error::source(&error);
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
+    match std::error::Error::source(&error) {
+        Some(cause) => panic!("{error}: {cause}"),
+        None => panic!("{error}"),
     }
-    panic!("{text}");
 }
 
 /// Like [`fail`], with the transcript so far.
