@@ -74,15 +74,7 @@ fn a_python_repl_on_a_terminal_follows_moves_ctrl_c_ctrl_z_and_fg() {
         return;
     }
     let lab = start_lab();
-    let home = lab.work_dir();
-    let env = [
-        ("TERM", "dumb"),
-        ("PS1", "bash$ "),
-        ("HOME", path_str(&home)),
-        ("HISTFILE", "/dev/null"),
-    ];
-    let term = Terminal::start(lab.node(1), &["bash", "--norc", "--noprofile", "-i"], &env)
-        .unwrap_or_else(|e| fail(e));
+    let term = start_bash(&lab);
     let expect = |text: &str| term.expect(text, STEP).unwrap_or_else(|e| fail(e));
     let send = |text: &str| term.send(text.as_bytes()).unwrap_or_else(|e| fail(e));
     let evaluates = |expression: &str, value: &str| {
@@ -90,13 +82,18 @@ fn a_python_repl_on_a_terminal_follows_moves_ctrl_c_ctrl_z_and_fg() {
         expect(&format!("{value}\r\n>>> "));
     };
 
-    expect("bash$ ");
     send(&format!("mosrun {PYTHON} -q\n"));
     expect(">>> ");
     let program = term.program().unwrap_or_else(|e| fail(e));
     let pid = program.pid;
     let key = |key: &str| {
-        waits_for_a_key(&term, program.host_pid);
+        // Python notices Ctrl-C only while it waits in select (natively too): a key typed
+        // while the REPL still sets its prompt up is seen at the next one.
+        waits_in(
+            &term,
+            program.host_pid,
+            &[libc::SYS_select, libc::SYS_pselect6],
+        );
         send(key);
     };
     evaluates("6 * 7", "42");
@@ -131,24 +128,57 @@ fn a_python_repl_on_a_terminal_follows_moves_ctrl_c_ctrl_z_and_fg() {
     );
 }
 
+/// A job that reads the terminal, moved to node 2 while it waits for a line, stopped with
+/// Ctrl-Z and sent to the background with `bg`: its read, run again at home by its shell
+/// from a background group, gets SIGTTIN, which stops the job again. (The kernel once
+/// discarded terminal stops at the remote: neither stopped it.) `fg` gives it the terminal
+/// back and the line it waited for.
+#[test]
+fn a_remote_job_that_reads_the_terminal_in_the_background_stops() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let term = start_bash(&lab);
+    let expect = |text: &str| term.expect(text, STEP).unwrap_or_else(|e| fail(e));
+    let send = |text: &str| term.send(text.as_bytes()).unwrap_or_else(|e| fail(e));
+    let script = "import sys; print('reading'); print('got', input()); sys.exit(5)";
+    send(&format!("mosrun {PYTHON} -c \"{script}\"\n"));
+    expect("reading\r\n");
+    let program = term.program().unwrap_or_else(|e| fail(e));
+    waits_in(&term, program.host_pid, &[libc::SYS_read]);
+    move_to(&term, program.pid, "2", 2);
+    waits_in(&term, program.host_pid, &[libc::SYS_read]);
+    send("\x1a");
+    expect("Stopped");
+    expect("bash$ ");
+    send("bg\n");
+    expect("Stopped");
+    at_node(&term, program.pid, 2, "stopped in the background");
+    send("fg\n");
+    waits_in(&term, program.host_pid, &[libc::SYS_read]);
+    send("hello\n");
+    expect("got hello\r\n");
+    expect("bash$ ");
+    send("echo status=$?\n");
+    expect("status=5\r\n");
+}
+
 // ---- Steps that panic with the transcript ----
 
 /// Waits until the program's process at home (the program, or its shell while it runs
-/// elsewhere) is blocked in select(2), where Python's REPL waits for a key. A Ctrl-C or
-/// Ctrl-Z typed then interrupts that wait, as a user's would; one typed while the REPL still
-/// sets its prompt up finds Python outside select, which then notices it only at the next
-/// key, natively too.
-fn waits_for_a_key(term: &Terminal<'_>, host_pid: u32) {
+/// elsewhere) is blocked in one of `calls`.
+fn waits_in(term: &Terminal<'_>, host_pid: u32, calls: &[i64]) {
     let deadline = Instant::now() + STEP;
     loop {
         let call = fs::read_to_string(format!("/proc/{host_pid}/syscall")).unwrap_or_default();
         let nr = call.split_whitespace().next().and_then(|n| n.parse().ok());
-        if matches!(nr, Some(libc::SYS_select | libc::SYS_pselect6)) {
+        if nr.is_some_and(|nr| calls.contains(&nr)) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "the REPL is not waiting in select after {STEP:?} ({call:?}); transcript:\n{}",
+            "not blocked in {calls:?} after {STEP:?} ({call:?}); transcript:\n{}",
             term.transcript()
         );
         thread::sleep(POLL);
@@ -187,6 +217,24 @@ fn fail_with(error: JobError, term: &Terminal<'_>) -> ! {
 }
 
 // ---- Inputs ----
+
+/// An interactive bash on a terminal in node 1, at its first prompt, reporting a job's
+/// stop as soon as it happens (`set -b`).
+fn start_bash(lab: &Lab) -> Terminal<'_> {
+    let home = lab.work_dir();
+    let env = [
+        ("TERM", "dumb"),
+        ("PS1", "bash$ "),
+        ("HOME", path_str(&home)),
+        ("HISTFILE", "/dev/null"),
+    ];
+    let term = Terminal::start(lab.node(1), &["bash", "--norc", "--noprofile", "-i"], &env)
+        .unwrap_or_else(|e| fail(e));
+    term.send(b"set -b\n").unwrap_or_else(|e| fail(e));
+    term.expect("bash$ set -b\r\nbash$ ", STEP)
+        .unwrap_or_else(|e| fail(e));
+    term
+}
 
 fn start_lab() -> Lab {
     Lab::start(LabConfig::new(3, bin_dir_of_current_test()))
