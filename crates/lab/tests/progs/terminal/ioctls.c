@@ -85,9 +85,9 @@ static const void *call(int round, const char *name, int fd, unsigned long reque
 #define SET(request, fd, type, in) call(round, #request, fd, request, sizeof(type), in, 0)
 #define VALUE(request, fd, value) call(round, #request, fd, request, 0, NULL, value)
 
-/* Every forwarded request once (TIOCNOTTY aside: it would take the terminal from the
- * process's home shell). Set requests are given what the matching get returned, so the
- * terminal stays as it was. */
+/* Every forwarded request once. Set requests are given what the matching get returned, so
+ * the terminal stays as it was; TIOCNOTTY goes to the pty master, which is not the process's
+ * terminal (on the terminal it would take it from the process's home shell). */
 static void forwarded(int round, int tty, int master, int sock)
 {
     static const int zero = 0;
@@ -130,6 +130,7 @@ static void forwarded(int round, int tty, int master, int sock)
     SET(FIOASYNC, tty, int, &zero);
     VALUE(FIOCLEX, tty, 0);
     VALUE(FIONCLEX, tty, 0);
+    VALUE(TIOCNOTTY, master, 0);
     SET(TIOCPKT, master, int, &zero);
     GET(TIOCGPKT, master, int);
     GET(TIOCGPTN, master, unsigned int);
