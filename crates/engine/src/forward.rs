@@ -229,7 +229,11 @@ impl Forwarder {
                 Ok(Ok(Pending::Exit { id }))
             }
             Route::Home => {
-                let what = format!("system call {nr}");
+                let what = match nr {
+                    // The kernel reads the request as an unsigned int.
+                    libc::SYS_ioctl => format!("ioctl request {:#x}", args[1] as u32),
+                    _ => format!("system call {nr}"),
+                };
                 return Ok(Trapped::GoHome { what });
             }
             Route::Continue => {

@@ -25,6 +25,7 @@ mod guest;
 mod halt;
 mod home;
 mod inject;
+mod ioctls;
 mod legs;
 mod maps;
 mod mem;

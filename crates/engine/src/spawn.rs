@@ -140,8 +140,8 @@ pub fn spawn_husk(keep_fds: bool) -> io::Result<Pid> {
     let [ready_read, ready_write] = pipe()?;
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
-    // SAFETY: the child only calls prctl, getppid, close_range, rt_sigaction, close, pause
-    // and _exit, all async-signal-safe.
+    // SAFETY: the child only calls prctl, getppid, setpgid, close_range, rt_sigaction, close,
+    // pause and _exit, all async-signal-safe.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(fork_failed([ready_read, ready_write]));
@@ -155,6 +155,11 @@ pub fn spawn_husk(keep_fds: bool) -> io::Result<Pid> {
                 libc::_exit(1);
             }
             libc::close(ready_read);
+            // A process group of its own, under a parent in another group of the same
+            // session: the group is not orphaned, so the kernel does not discard the terminal
+            // stops (SIGTSTP, SIGTTIN, SIGTTOU) that home relays, as it would in the guest's
+            // group, whose leader's parent is in another session.
+            libc::setpgid(0, 0);
             if !keep_fds {
                 let (ready, max) = (ready_write as u32, u32::MAX);
                 if ready > 0 {

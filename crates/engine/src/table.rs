@@ -16,7 +16,7 @@
 //! that is the same on every node), is a new row of this table, not a new mechanism.
 //! See docs/forwarding.md.
 
-use crate::msg;
+use crate::{ioctls, msg};
 
 /// Bytes of the kernel's `sigset_t`, which calls that take a mask insist on.
 pub const SIGSET: u64 = 8;
@@ -721,20 +721,12 @@ pub const LOCAL_UNLESS_ARG0: &[(i64, &[i32])] = &[
     ),
 ];
 
-/// ioctl requests we know the argument of; others go home.
+/// An ioctl forwards with exactly the bytes the kernel's definition of its request reads or
+/// writes (see `ioctls`); a request we do not know goes home and runs there.
 fn ioctl(request: u64) -> Route {
-    const TERMIOS: u64 = 60;
-    match request as libc::c_ulong {
-        libc::TCGETS => fwd(&[Val, Val, Out(Fixed(TERMIOS), All)]),
-        libc::TCSETS | libc::TCSETSW | libc::TCSETSF => fwd(&[Val, Val, In(Fixed(TERMIOS))]),
-        libc::TIOCGWINSZ => fwd(&[Val, Val, Out(Fixed(8), All)]),
-        libc::TIOCSWINSZ => fwd(&[Val, Val, In(Fixed(8))]),
-        libc::TIOCGPGRP | libc::FIONREAD | libc::TIOCOUTQ => fwd(&[Val, Val, Out(Fixed(4), All)]),
-        libc::TIOCSPGRP | libc::FIONBIO | libc::FIOASYNC => fwd(&[Val, Val, In(Fixed(4))]),
-        libc::FIOCLEX | libc::FIONCLEX | libc::TCFLSH | libc::TCXONC | libc::TCSBRK => {
-            fwd(&[Val, Val, Val])
-        }
-        _ => Route::Home,
+    match ioctls::find(request) {
+        Some(known) => fwd(known.args()),
+        None => Route::Home,
     }
 }
 

@@ -279,34 +279,18 @@ impl<'lab> Job<'lab> {
         &self,
         what: &str,
         timeout: Duration,
-        mut ready: impl FnMut(&[u8]) -> bool,
+        ready: impl FnMut(&[u8]) -> bool,
     ) -> Result<(), JobError> {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.stdout.lock();
-        loop {
-            if ready(&state.bytes) {
-                return Ok(());
-            }
-            let now = Instant::now();
-            if state.ended || now >= deadline {
-                let ended = state.ended;
-                drop(state);
-                return Err(JobError::OutputTimeout {
-                    command: self.command.clone(),
-                    what: what.to_owned(),
-                    timeout,
-                    ended,
-                    stdout: tail(&self.stdout()),
-                    stderr: tail(&self.stderr()),
-                });
-            }
-            state = self
-                .stdout
-                .grew
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.stdout
+            .wait_until(timeout, ready)
+            .map_err(|ended| JobError::OutputTimeout {
+                command: self.command.clone(),
+                what: what.to_owned(),
+                timeout,
+                ended,
+                stdout: tail(&self.stdout()),
+                stderr: tail(&self.stderr()),
+            })
     }
 
     /// Writes `bytes` to the job's stdin (started with [`Stdio::piped`]).
@@ -339,18 +323,12 @@ impl<'lab> Job<'lab> {
     /// Runs `migrate PID TARGET` in the home node and returns once the program has moved
     /// (`TARGET` is a node number or `home`). The error carries `migrate`'s stderr.
     pub fn migrate(&self, target: &str) -> Result<(), JobError> {
-        let pid = self.pid.to_string();
-        self.tool("migrate", &[&pid, target]).map(drop)
+        migrate(self.node, self.pid, target)
     }
 
     /// Where the program runs now: `mosctl where PID` in the home node.
     pub fn location(&self) -> Result<u16, JobError> {
-        let pid = self.pid.to_string();
-        let out = self.tool("mosctl", &["where", &pid])?;
-        out.trim().parse().map_err(|_| JobError::BadLocation {
-            command: format!("mosctl where {pid}"),
-            output: out,
-        })
+        location(self.node, self.pid)
     }
 
     /// Sends `signal` (a name as `kill` takes it: `INT`, `STOP`, …) to the program, from
@@ -552,6 +530,22 @@ fn run_in(
     Ok(stdout)
 }
 
+/// Runs `migrate PID TARGET` in `home`, the node of program `pid`, and returns once the
+/// program has moved.
+pub(crate) fn migrate(home: &Node, pid: u32, target: &str) -> Result<(), JobError> {
+    run_in(home, "migrate", &[&pid.to_string(), target], TOOL_TIMEOUT).map(drop)
+}
+
+/// Where program `pid` of node `home` runs now: `mosctl where PID` in `home`.
+pub(crate) fn location(home: &Node, pid: u32) -> Result<u16, JobError> {
+    let pid = pid.to_string();
+    let out = run_in(home, "mosctl", &["where", &pid], TOOL_TIMEOUT)?;
+    out.trim().parse().map_err(|_| JobError::BadLocation {
+        command: format!("mosctl where {pid}"),
+        output: out,
+    })
+}
+
 /// nsenter -> mosrun -> program: host PIDs of mosrun and the program, and the program's
 /// PID in the node.
 fn find_program(nsenter: u32) -> Result<(u32, u32, u32), LabError> {
@@ -577,26 +571,51 @@ fn shown_command(cmd: &Command) -> String {
 
 /// Bytes that a reader thread appends to, and that waiters watch.
 #[derive(Debug, Default)]
-struct Stream {
+pub(crate) struct Stream {
     state: Mutex<StreamState>,
     grew: Condvar,
 }
 
 #[derive(Debug, Default)]
-struct StreamState {
-    bytes: Vec<u8>,
+pub(crate) struct StreamState {
+    pub(crate) bytes: Vec<u8>,
     /// The pipe reached end of file (or failed).
     ended: bool,
 }
 
 impl Stream {
-    fn lock(&self) -> MutexGuard<'_, StreamState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, StreamState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `ready(bytes so far)` holds; after `timeout`, or as soon as the stream
+    /// ends without it, fails with whether it ended.
+    pub(crate) fn wait_until(
+        &self,
+        timeout: Duration,
+        mut ready: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), bool> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        loop {
+            if ready(&state.bytes) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if state.ended || now >= deadline {
+                return Err(state.ended);
+            }
+            state = self
+                .grew
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 }
 
 /// A thread that copies `pipe` into `stream` until end of file.
-fn collect(mut pipe: impl Read + Send + 'static, stream: Arc<Stream>) -> JoinHandle<()> {
+pub(crate) fn collect(mut pipe: impl Read + Send + 'static, stream: Arc<Stream>) -> JoinHandle<()> {
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -619,7 +638,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// The end of `bytes` for an error message.
-fn tail(bytes: &[u8]) -> String {
+pub(crate) fn tail(bytes: &[u8]) -> String {
     if bytes.len() <= SHOWN_BYTES {
         return text(bytes);
     }

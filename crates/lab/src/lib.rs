@@ -15,7 +15,8 @@
 //!
 //! This room leaves the daemon, the tools and their behaviour to `daemon` and `tools`; it
 //! only builds the machine room they run in. Its door: [`Lab`], [`LabConfig`], [`Node`],
-//! [`LabError`], [`cleanup_stale`], the process helpers [`child_of`], [`wait_child_of`],
+//! [`LabError`], [`cleanup_stale`], the jobs [`Job`] and [`Terminal`] (a program on a
+//! pseudo-terminal), the process helpers [`child_of`], [`wait_child_of`],
 //! [`pid_in_node`], the test helpers [`bin_dir_of_current_test`], [`require_root`], and the
 //! `rmosix-lab` binary's [`demo`], [`shell`] and [`bench`] (with its [`BenchError`]).
 #![forbid(unsafe_code)]
@@ -31,6 +32,7 @@ mod lab;
 mod net;
 mod node;
 mod proc;
+mod terminal;
 
 use std::fs;
 use std::path::PathBuf;
@@ -43,6 +45,7 @@ pub use job::{Job, JobError, NodeProcess, leftovers_in, processes_in};
 pub use lab::{Lab, LabConfig, cleanup_stale};
 pub use node::Node;
 pub use proc::{child_of, pid_in_node, wait_child_of};
+pub use terminal::{Program, Terminal};
 
 /// The most nodes a lab has.
 pub const MAX_NODES: usize = 20;
