@@ -100,6 +100,7 @@ impl Lender {
         if keep {
             self.lent.entry(wd).or_default().insert(fd);
         }
+        debug!(fd, start, bytes = n, keep, "lent");
         Some(Loan {
             start: start as u64,
             eof: (n as usize) < len,
@@ -201,7 +202,10 @@ fn shared(shell: Pid, fd: i32, st: &libc::stat) -> bool {
             Ok(fds) => fds,
             // Gone meanwhile.
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-            Err(_) => return true,
+            Err(err) => {
+                debug!(pid, %err, "cannot read the descriptors of a process: not lending");
+                return true;
+            }
         };
         for entry in fds.flatten() {
             let Some(other) = number(&entry) else {
@@ -218,6 +222,7 @@ fn shared(shell: Pid, fd: i32, st: &libc::stat) -> bool {
             }
             // SAFETY: kcmp compares two processes' descriptors; it touches no memory.
             if unsafe { libc::syscall(libc::SYS_kcmp, shell, pid, KCMP_FILE, fd, other) } == 0 {
+                debug!(pid, other, "a shared description: not lending");
                 return true;
             }
         }
