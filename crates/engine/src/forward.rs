@@ -184,8 +184,7 @@ impl Forwarder {
         if let Some(trapped) = self.trap_read(id, nr, args, session, listener)? {
             return Ok(trapped);
         }
-        self.settle(session)?;
-        self.reads.before_call(nr, &args);
+        self.before_other_call(nr, &args, session)?;
         let shipped = match table::route(nr, &args) {
             Route::Forward(_) if nr == libc::SYS_times => {
                 // Home's children's times, with the process's own put in on the way back.
@@ -363,6 +362,22 @@ impl Forwarder {
         self.settle(session)?;
         self.reads.clear();
         session.out.flush()
+    }
+
+    /// Call `nr` is not a read served from lent bytes: home's offsets must count what reads
+    /// served here consumed before anything else reaches home, and what the call may change
+    /// of the descriptors it names is forgotten (see `readahead`). A call answered here
+    /// instead of at home (a write kept here) must pass this point too, and drop every byte
+    /// held (`ReadCache::clear`), as no watch at home sees it.
+    fn before_other_call(
+        &mut self,
+        nr: i64,
+        args: &[u64; 6],
+        session: &mut Session,
+    ) -> io::Result<()> {
+        self.settle(session)?;
+        self.reads.before_call(nr, args);
+        Ok(())
     }
 
     /// Tell home what reads served here consumed (`ToHome::Consumed`), ahead of whatever

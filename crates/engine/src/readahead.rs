@@ -17,7 +17,7 @@ use crate::table::MAX_BUF;
 /// Lent bytes older than this serve no read: a change home's watch cannot see (a write
 /// through a shared mapping, a change made by another host of a network file system) shows
 /// after this long at most.
-pub const LENT_FOR: Duration = Duration::from_secs(1);
+pub const LENT_FOR: Duration = Duration::from_secs(3);
 /// The first fill for `read`: sequential reading is the common case.
 const FIRST_READ_FILL: u64 = 256 << 10;
 /// The first fill for `pread64`, which is often random.
