@@ -25,7 +25,7 @@ use crate::mem::Memory;
 use crate::msg;
 use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::restore;
-use crate::session::{Session, ToGuest};
+use crate::session::{ReadAsk, Session, ToGuest};
 use crate::signals;
 use crate::sys;
 use crate::table::{self, Buf, Refusal, Shape, Slot};
@@ -179,15 +179,12 @@ impl Deputy {
     /// descriptor qualifies (see `homefill`), else run the read as any other call.
     pub fn serve_read(&mut self, read: ReadAsk, session: &mut Session) -> io::Result<()> {
         let ReadAsk {
-            id,
-            fd,
-            buf,
-            count,
-            at,
-            ahead,
+            id, fd, buf, count, ..
         } = read;
-        let loan = (self.files.file(fd))
-            .and_then(|copy| self.lender.lend(self.pid, fd, copy, at, count, ahead));
+        let loan = self
+            .files
+            .file(fd)
+            .and_then(|copy| self.lender.lend(self.pid, copy, &read));
         if let Some(loan) = loan {
             self.tell_changes(session)?;
             let filled = ToGuest::Filled {
@@ -200,7 +197,7 @@ impl Deputy {
             rmosix_image::write_pages(&mut session.out, loan.start, &loan.bytes)?;
             return session.out.flush();
         }
-        let (nr, args) = match at {
+        let (nr, args) = match read.at {
             None => (libc::SYS_read, [fd as u64, buf, count, 0, 0, 0]),
             Some(at) => (libc::SYS_pread64, [fd as u64, buf, count, at, 0, 0]),
         };
@@ -586,22 +583,6 @@ impl Deputy {
 
 /// Out-buffers of a call, each with the remote address it goes to.
 pub type Backs = Vec<(u64, Vec<u8>)>;
-
-/// A read the remote asks bytes of the file for (`ToHome::Read`).
-pub struct ReadAsk {
-    /// The notification it answers.
-    pub id: u64,
-    /// The shell descriptor.
-    pub fd: i32,
-    /// Where the bytes go in remote memory.
-    pub buf: u64,
-    /// Bytes the program asked for.
-    pub count: u64,
-    /// pread64's offset; None: the description's.
-    pub at: Option<u64>,
-    /// Bytes the remote may be lent from there.
-    pub ahead: u64,
-}
 
 /// Answer call `id` with `ret` and its out-buffers, addressed in remote memory.
 pub fn send_reply(

@@ -14,7 +14,7 @@ use crate::msg;
 use crate::ptrace::Pid;
 use crate::readahead::{Loan, Lookup, ReadCache};
 use crate::seccomp::Listener;
-use crate::session::{Session, ToHome};
+use crate::session::{ReadAsk, Session, ToHome};
 use crate::table::{self, Arg, Len, MAX_BUF, PATH_MAX, Route};
 
 /// The pointer argument of a call whose buffer lies nowhere in the remote's memory as such
@@ -303,14 +303,14 @@ impl Forwarder {
             Lookup::Ask { ahead } => {
                 self.settle(session)?;
                 let buf = args[1];
-                session.send(&ToHome::Read {
+                session.send(&ToHome::Read(ReadAsk {
                     id,
                     fd,
                     buf,
                     count,
                     at,
                     ahead,
-                })?;
+                }))?;
                 Ok(Some(Trapped::Shipped(Pending::Read { id, fd, at, iov })))
             }
         }

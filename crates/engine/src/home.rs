@@ -27,7 +27,7 @@ use crate::mem::Memory;
 use crate::moves::{Action, Event, MoveState, Step};
 use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
-use crate::session::{Channel, Session, ToGuest, ToHome};
+use crate::session::{Channel, ReadAsk, Session, ToGuest, ToHome};
 use crate::signals::Arriving;
 use crate::{cputime, facts, maps, spawn};
 
@@ -766,27 +766,10 @@ impl Supervisor<'_> {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("a forwarded call failed: {err}")),
             },
-            ToHome::Read {
-                id,
-                fd,
-                buf,
-                count,
-                at,
-                ahead,
-            } => {
-                let read = deputy::ReadAsk {
-                    id,
-                    fd,
-                    buf,
-                    count,
-                    at,
-                    ahead,
-                };
-                match self.serve_read(pid, read) {
-                    Ok(()) => return,
-                    Err(err) => Event::Broken(format!("a forwarded read failed: {err}")),
-                }
-            }
+            ToHome::Read(read) => match self.serve_read(pid, read) {
+                Ok(()) => return,
+                Err(err) => Event::Broken(format!("a forwarded read failed: {err}")),
+            },
             ToHome::Consumed { fd, bytes } => {
                 r.deputy.consumed(fd, bytes);
                 return;
@@ -841,7 +824,7 @@ impl Supervisor<'_> {
     }
 
     /// A read the remote of `pid` asks bytes of the file for (see `readahead`).
-    fn serve_read(&mut self, pid: Pid, read: deputy::ReadAsk) -> io::Result<()> {
+    fn serve_read(&mut self, pid: Pid, read: ReadAsk) -> io::Result<()> {
         let Some(r) = self.remote(pid) else {
             return Ok(());
         };

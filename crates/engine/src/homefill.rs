@@ -18,6 +18,7 @@ use tracing::debug;
 
 use crate::ptrace::Pid;
 use crate::readahead::Loan;
+use crate::session::ReadAsk;
 use crate::table::MAX_BUF;
 
 /// What changes the bytes of a file, or what a path names: a write, a truncation, a
@@ -43,20 +44,19 @@ pub struct Lender {
 }
 
 impl Lender {
-    /// Lend the bytes for a read of `count` bytes of shell descriptor `fd` (`copy`, ours) at
-    /// `at` (pread64) or at the description's offset, and up to `ahead` bytes in all from
-    /// there. None: the descriptor does not qualify (not a regular file; opened for writing
+    /// Lend the bytes for `read` (shell descriptor `read.fd`, whose copy `copy` is ours): what
+    /// it asks for at `read.at` (pread64) or at the description's offset, and up to
+    /// `read.ahead` bytes in all from there. None: the descriptor does not qualify (not a regular file; opened for writing
     /// only or with O_DIRECT; for pread64, not opened read-only; for read, a description
     /// another descriptor or process shares) and the read runs as any other call.
-    pub fn lend(
-        &mut self,
-        shell: Pid,
-        fd: i32,
-        copy: RawFd,
-        at: Option<u64>,
-        count: u64,
-        ahead: u64,
-    ) -> Option<Loan> {
+    pub fn lend(&mut self, shell: Pid, copy: RawFd, read: &ReadAsk) -> Option<Loan> {
+        let ReadAsk {
+            fd,
+            count,
+            at,
+            ahead,
+            ..
+        } = *read;
         // SAFETY: fstat fills a live, zeroed stat buffer.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: as above, on a descriptor we own.
@@ -237,6 +237,17 @@ mod tests {
 
     use super::*;
 
+    fn ask(fd: i32, at: Option<u64>, count: u64, ahead: u64) -> ReadAsk {
+        ReadAsk {
+            id: 1,
+            fd,
+            buf: 0x1000,
+            count,
+            at,
+            ahead,
+        }
+    }
+
     fn me() -> Pid {
         std::process::id() as Pid
     }
@@ -255,7 +266,7 @@ mod tests {
         let (mut tmp, ro) = file(10_000);
         let mut lender = Lender::default();
         let loan = lender
-            .lend(me(), 99, ro.as_raw_fd(), Some(1000), 10, 4096)
+            .lend(me(), ro.as_raw_fd(), &ask(99, Some(1000), 10, 4096))
             .unwrap();
         assert_eq!((loan.start, loan.eof, loan.keep), (1000, false, true));
         assert_eq!(
@@ -274,7 +285,7 @@ mod tests {
         let (tmp, ro) = file(100);
         let mut lender = Lender::default();
         let loan = lender
-            .lend(me(), 7, ro.as_raw_fd(), Some(0), 10, 4096)
+            .lend(me(), ro.as_raw_fd(), &ask(7, Some(0), 10, 4096))
             .unwrap();
         assert!(loan.eof && loan.bytes.len() == 100);
         tmp.as_file().set_len(10).unwrap();
@@ -292,13 +303,13 @@ mod tests {
         let mut lender = Lender::default();
         assert!(
             lender
-                .lend(me(), 5, rw.as_raw_fd(), Some(0), 10, 4096)
+                .lend(me(), rw.as_raw_fd(), &ask(5, Some(0), 10, 4096))
                 .is_none()
         );
         let (r, _w) = std::io::pipe().unwrap();
         assert!(
             lender
-                .lend(me(), 5, r.as_raw_fd(), None, 10, 4096)
+                .lend(me(), r.as_raw_fd(), &ask(5, None, 10, 4096))
                 .is_none()
         );
     }

@@ -155,24 +155,8 @@ pub enum ToHome {
         /// How many page frames follow.
         sends: u32,
     },
-    /// A `read`, `readv` or `pread64` (`at`: its offset) of `count` bytes into `buf` (for
-    /// readv, the iovec array's address stands for the buffer): home lends up to `ahead`
-    /// bytes of the file from there (`ToGuest::Filled`), or runs the call as any other when
-    /// the descriptor does not qualify (`ToGuest::Reply`). See `readahead`.
-    Read {
-        /// The seccomp notification it came from.
-        id: u64,
-        /// The descriptor.
-        fd: i32,
-        /// Where the data goes in remote memory.
-        buf: u64,
-        /// Bytes the program asked for (at most `table::MAX_BUF`).
-        count: u64,
-        /// pread64's offset; None: the description's own offset.
-        at: Option<u64>,
-        /// Bytes home may read from there for the remote to keep.
-        ahead: u64,
-    },
+    /// A `read`, `readv` or `pread64` whose bytes home may lend (see `ReadAsk`).
+    Read(ReadAsk),
     /// The program's reads of `fd` served at the remote consumed `bytes` that home's offset
     /// of the description does not count yet: advance it (sent before anything else goes
     /// home, see `readahead`).
@@ -207,6 +191,26 @@ pub enum ToHome {
         /// The signals, in the order they came.
         signals: Vec<SigInfo>,
     },
+}
+
+/// A `read`, `readv` or `pread64` (`at`: its offset) of `count` bytes into `buf` (for readv,
+/// the iovec array's address stands for the buffer): home lends up to `ahead` bytes of the
+/// file from there (`ToGuest::Filled`), or runs the call as any other when the descriptor
+/// does not qualify (`ToGuest::Reply`). See `readahead`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReadAsk {
+    /// The seccomp notification it came from.
+    pub id: u64,
+    /// The descriptor.
+    pub fd: i32,
+    /// Where the data goes in remote memory.
+    pub buf: u64,
+    /// Bytes the program asked for (at most `table::MAX_BUF`).
+    pub count: u64,
+    /// pread64's offset; None: the description's own offset.
+    pub at: Option<u64>,
+    /// Bytes home may read from there for the remote to keep.
+    pub ahead: u64,
 }
 
 /// The receiving half of a session stream: bytes, the fd to poll, and whether bytes are
