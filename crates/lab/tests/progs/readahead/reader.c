@@ -5,13 +5,20 @@
  *   readv   readv() of 1000, 3000 and 5000 bytes to the end
  *   seek    read() mixed with lseek() back and forth, and past the end
  *   pread   pread() of 4 KiB at scattered offsets, some past the end
- *   twofds  two descriptors of FILE read in turns, 4 KiB and 1000 bytes at a time */
+ *   twofds  two descriptors of FILE read in turns, 4 KiB and 1000 bytes at a time
+ *   spin    seq, but halfway it says "half", reads 8 blocks more and spins (no system
+ *           call) until SIGUSR1: the test moves it meanwhile */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+static volatile sig_atomic_t go_on;
+
+static void on_usr1(int sig) { (void)sig; go_on = 1; }
 
 static uint64_t sum = 1469598103934665603ULL; /* FNV-1a */
 static long bytes;
@@ -41,6 +48,22 @@ int main(int argc, char **argv) {
     static char buf[16384];
     ssize_t n;
     if (strcmp(mode, "seq") == 0) {
+        while ((n = read(fd, buf, 4096)) > 0)
+            mix(buf, n);
+        mix_result(n);
+    } else if (strcmp(mode, "spin") == 0) {
+        struct sigaction sa = {.sa_handler = on_usr1};
+        sigaction(SIGUSR1, &sa, NULL);
+        off_t half = lseek(fd, 0, SEEK_END) / 2;
+        lseek(fd, 0, SEEK_SET);
+        for (off_t got = 0; got < half && (n = read(fd, buf, 4096)) > 0; got += n)
+            mix(buf, n);
+        printf("half\n");
+        fflush(stdout);
+        for (int i = 0; i < 8 && (n = read(fd, buf, 4096)) > 0; i++)
+            mix(buf, n);
+        while (!go_on)
+            ;
         while ((n = read(fd, buf, 4096)) > 0)
             mix(buf, n);
         mix_result(n);

@@ -1,6 +1,6 @@
-/* shared FILE: the description of FILE is shared with a child that stays at home. Parent
- * (moved) and child take turns, passing a token through pipes, each reading the next 4 KiB
- * block through the shared offset. Every block of FILE starts with its number: the parent
+/* shared FILE: the description of FILE is shared with a child that stays at home, which
+ * reads it through a dup'd descriptor. Parent (moved) and child take turns, passing a token
+ * through pipes, each reading the next 4 KiB block through the shared offset. Every block of FILE starts with its number: the parent
  * must get the even blocks and the child the odd ones, as at home. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -25,6 +25,9 @@ int main(int argc, char **argv) {
     if (fd < 0 || pipe(to_child) || pipe(to_parent))
         return 1;
     char token = 't', line;
+    int dupd = dup(fd);
+    if (dupd < 0)
+        return 1;
     pid_t child = fork();
     if (child == 0) {
         close(to_child[1]);
@@ -32,7 +35,7 @@ int main(int argc, char **argv) {
         char got[ROUNDS * 8 + 8] = "child";
         int at = 5;
         while (read(to_child[0], &token, 1) == 1) {
-            at += sprintf(got + at, " %d", block(fd));
+            at += sprintf(got + at, " %d", block(dupd));
             if (write(to_parent[1], &token, 1) != 1)
                 return 1;
         }
