@@ -186,7 +186,10 @@ impl Deputy {
             .file(fd)
             .and_then(|copy| self.lender.lend(self.pid, copy, &read));
         if let Some(loan) = loan {
-            self.tell_changes(session)?;
+            // Only what the loan's own look at the watch saw: a change after it may have torn
+            // the bytes, and its Stale must follow them (see `homefill`).
+            let seen = self.lender.seen_changed();
+            tell_stale(session, seen)?;
             let filled = ToGuest::Filled {
                 id,
                 start: loan.start,
@@ -239,11 +242,8 @@ impl Deputy {
     /// of the reply or signal this precedes: whatever that tells the remote happened after
     /// the change (see `homefill`).
     fn tell_changes(&mut self, session: &mut Session) -> io::Result<()> {
-        let fds = self.lender.changed();
-        if fds.is_empty() {
-            return Ok(());
-        }
-        rmosix_image::write_message(&mut session.out, &ToGuest::Stale { fds })
+        let changed = self.lender.changed();
+        tell_stale(session, changed)
     }
 
     /// Home asked for the image: a call blocked in the shell (a read from a terminal, say)
@@ -602,6 +602,14 @@ pub fn send_reply(
         rmosix_image::write_pages(&mut session.out, *addr, bytes)?;
     }
     session.out.flush()
+}
+
+/// Tell the remote to drop the bytes it holds of `fds` (sent with what follows it).
+fn tell_stale(session: &mut Session, fds: Vec<i32>) -> io::Result<()> {
+    if fds.is_empty() {
+        return Ok(());
+    }
+    rmosix_image::write_message(&mut session.out, &ToGuest::Stale { fds })
 }
 
 /// Relay a signal to the remote, as it came.
