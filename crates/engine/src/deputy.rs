@@ -14,17 +14,18 @@
 use std::io;
 
 use rmosix_image::{Frame, FrameReader, SigInfo};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::dump;
 use crate::files::ShellFiles;
+use crate::homefill::Lender;
 use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::Memory;
 use crate::msg;
 use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::restore;
-use crate::session::{Session, ToGuest};
+use crate::session::{ReadAsk, Session, ToGuest};
 use crate::signals;
 use crate::sys;
 use crate::table::{self, Buf, Refusal, Shape, Slot};
@@ -71,14 +72,21 @@ pub fn read_call<R: io::Read>(
             Frame::Message(_) => return Err(io::Error::other("a call is missing its buffers")),
         }
     }
-    Ok(Shape::at_home(nr, &args, &sent).map(|shape| Call {
-        id,
-        nr,
-        args,
-        places: Vec::new(),
-        shape,
-        sent,
-    }))
+    Ok(Call::checked(id, nr, args, sent))
+}
+
+impl Call {
+    /// Call `id` with the buffers that were `sent`, if it fits the table.
+    fn checked(id: u64, nr: i64, args: [u64; 6], sent: Vec<Vec<u8>>) -> Result<Call, Refusal> {
+        Shape::at_home(nr, &args, &sent).map(|shape| Call {
+            id,
+            nr,
+            args,
+            places: Vec::new(),
+            shape,
+            sent,
+        })
+    }
 }
 
 /// What the shell is doing.
@@ -109,6 +117,8 @@ pub struct Deputy {
     base: Regs,
     mem: Memory,
     files: ShellFiles,
+    /// What the remote holds of the shell's files (see `homefill`).
+    lender: Lender,
     state: ShellState,
     /// The remote stopped by this signal, and the SIGSTOP we sent the shell to follow it is
     /// on its way.
@@ -129,6 +139,7 @@ impl Deputy {
             base,
             mem: Memory::open(pid)?,
             files: ShellFiles::open(pid)?,
+            lender: Lender::default(),
             state: ShellState::Idle,
             following_stop: None,
             relayed_early: 0,
@@ -148,7 +159,7 @@ impl Deputy {
     /// shell once it is interrupted (or once continued, if it is job-stopped).
     pub fn serve(&mut self, call: Call, session: &mut Session) -> io::Result<()> {
         if let Some((ret, backs)) = self.files.try_run(&call) {
-            return send_reply(session, call.id, ret, &backs);
+            return self.reply(session, call.id, ret, &backs);
         }
         let stopped = matches!(self.state, ShellState::Stopped);
         self.state = ShellState::Interrupting(call);
@@ -159,9 +170,80 @@ impl Deputy {
     }
 
     /// Answer call `id` with the errno of `refusal`: it does not fit the table and never runs.
-    pub fn refuse(&self, session: &mut Session, id: u64, refusal: Refusal) -> io::Result<()> {
+    pub fn refuse(&mut self, session: &mut Session, id: u64, refusal: Refusal) -> io::Result<()> {
         tracing::debug!(pid = self.pid, id, %refusal, "refused a forwarded call");
-        send_reply(session, id, -i64::from(refusal.errno()), &[])
+        self.reply(session, id, -i64::from(refusal.errno()), &[])
+    }
+
+    /// A read the remote asks bytes of the file for (`ToHome::Read`): lend them if the
+    /// descriptor qualifies (see `homefill`), else run the read as any other call.
+    pub fn serve_read(&mut self, read: ReadAsk, session: &mut Session) -> io::Result<()> {
+        let ReadAsk {
+            id, fd, buf, count, ..
+        } = read;
+        let loan = self
+            .files
+            .file(fd)
+            .and_then(|copy| self.lender.lend(self.pid, copy, &read));
+        if let Some(loan) = loan {
+            // Only what the loan's own look at the watch saw: a change after it may have torn
+            // the bytes, and its Stale must follow them (see `homefill`).
+            let seen = self.lender.seen_changed();
+            tell_stale(session, seen)?;
+            let filled = ToGuest::Filled {
+                id,
+                start: loan.start,
+                eof: loan.eof,
+                keep: loan.keep,
+            };
+            rmosix_image::write_message(&mut session.out, &filled)?;
+            rmosix_image::write_pages(&mut session.out, loan.start, &loan.bytes)?;
+            return session.out.flush();
+        }
+        let (nr, args) = match read.at {
+            None => (libc::SYS_read, [fd as u64, buf, count, 0, 0, 0]),
+            Some(at) => (libc::SYS_pread64, [fd as u64, buf, count, at, 0, 0]),
+        };
+        match Call::checked(id, nr, args, Vec::new()) {
+            Ok(call) => self.serve(call, session),
+            Err(refusal) => self.refuse(session, id, refusal),
+        }
+    }
+
+    /// The remote's reads of `fd` consumed `bytes` home's offset does not count yet.
+    pub fn consumed(&mut self, fd: i32, bytes: u64) {
+        if !self.files.advance(fd, bytes) {
+            debug!(
+                pid = self.pid,
+                fd, bytes, "cannot advance the offset of a descriptor"
+            );
+        }
+    }
+
+    /// Answer call `id`, after telling the remote of the files that changed.
+    fn reply(
+        &mut self,
+        session: &mut Session,
+        id: u64,
+        ret: i64,
+        backs: &[(u64, Vec<u8>)],
+    ) -> io::Result<()> {
+        self.tell_changes(session)?;
+        send_reply(session, id, ret, backs)
+    }
+
+    /// Relay a signal, after telling the remote of the files that changed.
+    fn relay(&mut self, session: &mut Session, info: SigInfo) -> io::Result<()> {
+        self.tell_changes(session)?;
+        relay(session, info)
+    }
+
+    /// Tell the remote of the files it holds bytes of that changed (`ToGuest::Stale`), ahead
+    /// of the reply or signal this precedes: whatever that tells the remote happened after
+    /// the change (see `homefill`).
+    fn tell_changes(&mut self, session: &mut Session) -> io::Result<()> {
+        let changed = self.lender.changed();
+        tell_stale(session, changed)
     }
 
     /// Home asked for the image: a call blocked in the shell (a read from a terminal, say)
@@ -224,7 +306,7 @@ impl Deputy {
                 self.start_call(call, session)?
             }
             (ShellState::Interrupting(call), Stop::Signal(sig)) => {
-                relay(session, signals::at_stop(self.pid, sig))?;
+                self.relay(session, signals::at_stop(self.pid, sig))?;
                 if recalled {
                     self.finish_call(call, sys::ERESTARTNOINTR, session)?
                 } else {
@@ -244,7 +326,7 @@ impl Deputy {
                 ptrace::cont(self.pid, libc::SIGSTOP)?;
             }
             (state, Stop::Signal(sig)) => {
-                relay(session, signals::at_stop(self.pid, sig))?;
+                self.relay(session, signals::at_stop(self.pid, sig))?;
                 // A signal stop means the shell runs again: a group stop has ended (SIGCONT).
                 self.state = match state {
                     ShellState::Stopped => ShellState::Idle,
@@ -255,7 +337,7 @@ impl Deputy {
             (_, Stop::Group(sig)) => {
                 // Stopped to follow its remote: the remote's signal says whether mosrun follows.
                 let sig = self.following_stop.take().unwrap_or(sig);
-                relay(session, SigInfo::bare(sig))?;
+                self.relay(session, SigInfo::bare(sig))?;
                 self.state = ShellState::Stopped;
                 ptrace::listen(self.pid)?;
                 return Ok(ShellNews::GroupStop(sig));
@@ -299,7 +381,7 @@ impl Deputy {
         // makes it give the call up and issue it again.
         match stop {
             Stop::Signal(sig) => {
-                relay(session, signals::at_stop(self.pid, sig))?;
+                self.relay(session, signals::at_stop(self.pid, sig))?;
                 self.finish_call(call, ret, session)
             }
             // The single-step trap is reported before the signals the call sent or that
@@ -308,7 +390,7 @@ impl Deputy {
                 let mut pending = 0;
                 for info in signals::pending(self.pid)? {
                     pending |= bit(info.signo());
-                    relay(session, info)?;
+                    self.relay(session, info)?;
                 }
                 self.relayed_early |= pending;
                 // Without a pending signal a restart code would reach the program.
@@ -425,7 +507,7 @@ impl Deputy {
             }
             backs
         };
-        send_reply(session, call.id, ret, &backs)?;
+        self.reply(session, call.id, ret, &backs)?;
         self.idle()
     }
 
@@ -520,6 +602,14 @@ pub fn send_reply(
         rmosix_image::write_pages(&mut session.out, *addr, bytes)?;
     }
     session.out.flush()
+}
+
+/// Tell the remote to drop the bytes it holds of `fds` (sent with what follows it).
+fn tell_stale(session: &mut Session, fds: Vec<i32>) -> io::Result<()> {
+    if fds.is_empty() {
+        return Ok(());
+    }
+    rmosix_image::write_message(&mut session.out, &ToGuest::Stale { fds })
 }
 
 /// Relay a signal to the remote, as it came.

@@ -97,8 +97,19 @@ impl ShellFiles {
         Some((ret, backs))
     }
 
+    /// The remote read `bytes` of shell descriptor `fd` from bytes lent to it (see
+    /// `readahead`): advance the description's offset as its reads would have. False: `fd`
+    /// is not a file of the shell.
+    pub fn advance(&mut self, fd: i32, bytes: u64) -> bool {
+        let (Some(copy), Ok(by)) = (self.file(fd), i64::try_from(bytes)) else {
+            return false;
+        };
+        // SAFETY: lseek on a descriptor we own.
+        unsafe { libc::lseek(copy, by, libc::SEEK_CUR) >= 0 }
+    }
+
     /// Our copy of shell descriptor `fd`, if it is a regular file or directory.
-    fn file(&mut self, fd: i32) -> Option<i32> {
+    pub fn file(&mut self, fd: i32) -> Option<i32> {
         if !self.fds.contains_key(&fd) {
             let copy = self.take(fd);
             self.fds.insert(fd, copy);

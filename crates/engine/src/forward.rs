@@ -12,8 +12,9 @@ use crate::cputime;
 use crate::mem::{Memory, le_u32, le_u64};
 use crate::msg;
 use crate::ptrace::Pid;
+use crate::readahead::{Loan, Lookup, ReadCache};
 use crate::seccomp::Listener;
-use crate::session::{Session, ToHome};
+use crate::session::{ReadAsk, Session, ToHome};
 use crate::table::{self, Arg, Len, MAX_BUF, PATH_MAX, Route};
 
 /// The pointer argument of a call whose buffer lies nowhere in the remote's memory as such
@@ -60,6 +61,14 @@ pub enum Pending {
     /// times: home's answer has the children's times; the process's own, from everywhere it
     /// ran, go into the `struct tms` at `at` on the way back.
     Times { id: u64, at: u64 },
+    /// read, readv or pread64 (`at`) of `fd`, asked of home as a `ToHome::Read`: the bytes
+    /// are scattered into `iov`, whether home lent them (`ToGuest::Filled`) or ran the call.
+    Read {
+        id: u64,
+        fd: i32,
+        at: Option<u64>,
+        iov: Vec<(u64, u64)>,
+    },
 }
 
 impl Pending {
@@ -73,7 +82,8 @@ impl Pending {
             | Pending::Batch { id, .. }
             | Pending::Map { id, .. }
             | Pending::Exit { id }
-            | Pending::Times { id, .. } => id,
+            | Pending::Times { id, .. }
+            | Pending::Read { id, .. } => id,
         }
     }
 }
@@ -142,6 +152,8 @@ pub struct Forwarder {
     mem: Memory,
     /// The process's CPU use when it arrived here (see `cputime`).
     arrived: CpuUse,
+    /// Bytes of home files lent to this remote (see `readahead`).
+    reads: ReadCache,
 }
 
 impl Forwarder {
@@ -151,6 +163,7 @@ impl Forwarder {
             pid,
             mem: Memory::open(pid)?,
             arrived,
+            reads: ReadCache::default(),
         })
     }
 
@@ -161,13 +174,17 @@ impl Forwarder {
 
     /// Act on trapped call `id`: ship it home, answer it, or say it needs home.
     pub fn trap(
-        &self,
+        &mut self,
         id: u64,
         nr: i64,
         args: [u64; 6],
         session: &mut Session,
         listener: &Listener,
     ) -> io::Result<Trapped> {
+        if let Some(trapped) = self.trap_read(id, nr, args, session, listener)? {
+            return Ok(trapped);
+        }
+        self.before_other_call(nr, &args, session)?;
         let shipped = match table::route(nr, &args) {
             Route::Forward(_) if nr == libc::SYS_times => {
                 // Home's children's times, with the process's own put in on the way back.
@@ -254,6 +271,126 @@ impl Forwarder {
                 Trapped::Answered
             }
         })
+    }
+
+    /// read, readv and pread64 of a descriptor whose bytes home may lend: served here from
+    /// bytes held, or asked of home (`ToHome::Read`). None: an ordinary call (a descriptor
+    /// home does not lend, a bad iovec array or offset, which the call reports as usual).
+    fn trap_read(
+        &mut self,
+        id: u64,
+        nr: i64,
+        args: [u64; 6],
+        session: &mut Session,
+        listener: &Listener,
+    ) -> io::Result<Option<Trapped>> {
+        let (fd, at) = match nr {
+            libc::SYS_read | libc::SYS_readv => (args[0] as i32, None),
+            libc::SYS_pread64 if i64::try_from(args[3]).is_ok() => (args[0] as i32, Some(args[3])),
+            _ => return Ok(None),
+        };
+        let iov = if nr == libc::SYS_readv {
+            match self.read_iovecs(args[1], args[2]) {
+                Ok(iov) => iov,
+                Err(_) => return Ok(None),
+            }
+        } else {
+            vec![(args[1], args[2].min(MAX_BUF))]
+        };
+        let count = iov.iter().map(|&(_, len)| len).sum();
+        match self.reads.lookup(fd, at, count) {
+            Lookup::Call => Ok(None),
+            Lookup::Here(bytes) => {
+                let ret = self.deliver(fd, at, &iov, &bytes);
+                Ok(Some(self.answer(listener, id, ret)))
+            }
+            Lookup::Ask { ahead } => {
+                self.settle(session)?;
+                let buf = args[1];
+                session.send(&ToHome::Read(ReadAsk {
+                    id,
+                    fd,
+                    buf,
+                    count,
+                    at,
+                    ahead,
+                }))?;
+                Ok(Some(Trapped::Shipped(Pending::Read { id, fd, at, iov })))
+            }
+        }
+    }
+
+    /// Scatter the bytes a read of `fd` gets into `iov`; a `read` moves the offset on. Its
+    /// result.
+    fn deliver(&mut self, fd: i32, at: Option<u64>, iov: &[(u64, u64)], bytes: &[u8]) -> i64 {
+        if self.scatter(iov, bytes).is_err() {
+            return -i64::from(libc::EFAULT);
+        }
+        if at.is_none() {
+            self.reads.consumed(fd, bytes.len() as u64);
+        }
+        bytes.len() as i64
+    }
+
+    /// Home lent bytes of the file for the `Pending::Read` that is `pending` (see
+    /// `ToGuest::Filled`). Answer the read from them.
+    pub fn on_filled(
+        &mut self,
+        pending: Pending,
+        loan: Loan,
+        listener: &Listener,
+    ) -> io::Result<()> {
+        let Pending::Read { id, fd, at, iov } = pending else {
+            return Err(io::Error::other(
+                "home lent bytes for a call that is no read",
+            ));
+        };
+        if at.is_some_and(|at| at != loan.start) {
+            return Err(io::Error::other("home lent bytes from another offset"));
+        }
+        let count = iov.iter().map(|&(_, len)| len).sum();
+        let read = self.reads.filled(fd, at, count, loan);
+        let ret = self.deliver(fd, at, &iov, &read);
+        respond(listener, id, ret);
+        Ok(())
+    }
+
+    /// Home says the files of `fds` changed (`ToGuest::Stale`).
+    pub fn stale(&mut self, fds: &[i32]) {
+        self.reads.stale(fds);
+    }
+
+    /// The process leaves (its image goes home): home's offsets count every read served
+    /// here, and nothing lent is kept.
+    pub fn leave(&mut self, session: &mut Session) -> io::Result<()> {
+        self.settle(session)?;
+        self.reads.clear();
+        session.out.flush()
+    }
+
+    /// Call `nr` is not a read served from lent bytes: home's offsets must count what reads
+    /// served here consumed before anything else reaches home, and what the call may change
+    /// of the descriptors it names is forgotten (see `readahead`). A call answered here
+    /// instead of at home (a write kept here) must pass this point too, and drop every byte
+    /// held (`ReadCache::clear`), as no watch at home sees it.
+    fn before_other_call(
+        &mut self,
+        nr: i64,
+        args: &[u64; 6],
+        session: &mut Session,
+    ) -> io::Result<()> {
+        self.settle(session)?;
+        self.reads.before_call(nr, args);
+        Ok(())
+    }
+
+    /// Tell home what reads served here consumed (`ToHome::Consumed`), ahead of whatever
+    /// goes home next, which flushes it.
+    fn settle(&mut self, session: &mut Session) -> io::Result<()> {
+        for (fd, bytes) in self.reads.settle() {
+            write_message(&mut session.out, &ToHome::Consumed { fd, bytes })?;
+        }
+        Ok(())
     }
 
     /// Read the buffers of a forwarded call from the remote and send the call home. Inner
@@ -500,7 +637,7 @@ impl Forwarder {
     /// Home answered `pending` with `ret` and these out-buffers. `leaving`: the process is
     /// about to go, so a sendmmsg stops at the messages sent so far.
     pub fn on_reply(
-        &self,
+        &mut self,
         pending: Pending,
         ret: i64,
         backs: Vec<(u64, Vec<u8>)>,
@@ -508,6 +645,10 @@ impl Forwarder {
         session: &mut Session,
         listener: &Listener,
     ) -> io::Result<Replied> {
+        if let Pending::Read { fd, .. } = pending {
+            // Home ran the read as a call: it does not lend this descriptor's bytes.
+            self.reads.refused(fd);
+        }
         match pending {
             Pending::Masked { id, mask } if crate::sys::is_restart(ret) => {
                 return Ok(Replied::Interrupted { id, ret, mask });
@@ -518,7 +659,7 @@ impl Forwarder {
                 }
                 respond(listener, id, ret);
             }
-            Pending::Scatter { id, iov } => {
+            Pending::Scatter { id, iov } | Pending::Read { id, iov, .. } => {
                 let bytes = backs.first().map(|d| d.1.as_slice()).unwrap_or(&[]);
                 self.scatter(&iov, bytes)?;
                 respond(listener, id, ret);

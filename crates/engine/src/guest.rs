@@ -19,6 +19,7 @@ use crate::forward::{Forwarder, Pending, Replied, Trapped, respond};
 use crate::inject::Injector;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Stop};
+use crate::readahead::Loan;
 use crate::seccomp::{self, Listener};
 use crate::session::{Channel, Session, ToGuest, ToHome};
 use crate::signals::Arriving;
@@ -297,6 +298,28 @@ impl Guest {
                     return self.first_round(None);
                 }
             }
+            ToGuest::Filled {
+                id,
+                start,
+                eof,
+                keep,
+            } => {
+                let bytes = read_backs(&mut self.session, 1)?.pop().unwrap_or_default();
+                let loan = Loan {
+                    start,
+                    bytes: bytes.1,
+                    eof,
+                    keep,
+                };
+                // A read a signal interrupted is dropped, as a reply is.
+                if let Some(pending) = self.pending.take_if(|p| p.id() == id) {
+                    self.fwd.on_filled(pending, loan, &self.listener)?;
+                }
+                if self.leaving && self.pending.is_none() {
+                    return self.first_round(None);
+                }
+            }
+            ToGuest::Stale { fds } => self.fwd.stale(&fds),
             ToGuest::Signal { info } if info.is_valid() => self.arriving.send(self.husk, info),
             ToGuest::SendImage => match self.pending {
                 None => return self.first_round(None),
@@ -488,6 +511,7 @@ impl Guest {
         let job_stopped = self.stop_husk(restart)?;
         self.pending = None;
         self.leaving = false;
+        self.fwd.leave(&mut self.session)?;
         let opened = dump::image_areas(self.husk)
             .and_then(|areas| Ok((Tracker::open(self.husk, &self.inj)?, areas)));
         self.resume_husk(job_stopped)?;
@@ -530,7 +554,9 @@ impl Guest {
                 // The husk runs, or takes them when it is let go.
                 ToGuest::Signal { info } if info.is_valid() => duty.send(info),
                 ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
-                ToGuest::SendImage => {}
+                ToGuest::Filled { .. } => drop(read_backs(&mut self.session, 1)?),
+                // Nothing lent is held while the process moves.
+                ToGuest::SendImage | ToGuest::Stale { .. } => {}
                 ToGuest::Ended => return Ok(Some(Left::Ended)),
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
@@ -551,6 +577,7 @@ impl Guest {
         let job_stopped = self.stop_husk(notif)?;
         self.pending = None;
         self.leaving = false;
+        self.fwd.leave(&mut self.session)?;
         let needs_home = matches!(trip, Homeward::Call { .. });
         self.session.send(&ToHome::Going { reason, needs_home })?;
         let facts = facts::probe()?;
@@ -597,7 +624,8 @@ impl Guest {
                 ToGuest::Signal { info } if info.is_valid() => late.push(info),
                 // The answer to a call a signal interrupted before the move.
                 ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
-                ToGuest::SendImage => {}
+                ToGuest::Filled { .. } => drop(read_backs(&mut self.session, 1)?),
+                ToGuest::SendImage | ToGuest::Stale { .. } => {}
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
         }

@@ -27,7 +27,7 @@ use crate::mem::Memory;
 use crate::moves::{Action, Event, MoveState, Step};
 use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
-use crate::session::{Channel, Session, ToGuest, ToHome};
+use crate::session::{Channel, ReadAsk, Session, ToGuest, ToHome};
 use crate::signals::Arriving;
 use crate::{cputime, facts, maps, spawn};
 
@@ -801,6 +801,14 @@ impl Supervisor<'_> {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("a forwarded call failed: {err}")),
             },
+            ToHome::Read(read) => match self.serve_read(pid, read) {
+                Ok(()) => return,
+                Err(err) => Event::Broken(format!("a forwarded read failed: {err}")),
+            },
+            ToHome::Consumed { fd, bytes } => {
+                r.deputy.consumed(fd, bytes);
+                return;
+            }
             ToHome::Going { needs_home, .. } => Event::Going { needs_home },
             ToHome::Precopy { areas } => {
                 if let Some(recall) = r.recall.as_mut() {
@@ -843,15 +851,21 @@ impl Supervisor<'_> {
             return Ok(());
         };
         tracing::trace!(id, nr, "call");
-        if r.recall.as_ref().is_some_and(|rc| rc.homecoming.is_some()) {
-            return Err(io::Error::other(
-                "a call came while the image was coming home",
-            ));
-        }
+        refuse_while_coming_home(r)?;
         match deputy::read_call(&mut r.session.frames, id, nr, args, sends)? {
             Ok(call) => r.deputy.serve(call, &mut r.session),
             Err(refusal) => r.deputy.refuse(&mut r.session, id, refusal),
         }
+    }
+
+    /// A read the remote of `pid` asks bytes of the file for (see `readahead`).
+    fn serve_read(&mut self, pid: Pid, read: ReadAsk) -> io::Result<()> {
+        let Some(r) = self.remote(pid) else {
+            return Ok(());
+        };
+        tracing::trace!(id = read.id, fd = read.fd, "read");
+        refuse_while_coming_home(r)?;
+        r.deputy.serve_read(read, &mut r.session)
     }
 
     // ---- ptrace stops ----
@@ -951,6 +965,16 @@ impl Supervisor<'_> {
         // SAFETY: killing our own tracee.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+}
+
+/// No call may run while the remote's image is coming home: its session is broken.
+fn refuse_while_coming_home(r: &Remote) -> io::Result<()> {
+    if r.recall.as_ref().is_some_and(|rc| rc.homecoming.is_some()) {
+        return Err(io::Error::other(
+            "a call came while the image was coming home",
+        ));
+    }
+    Ok(())
 }
 
 /// Tell the guest that held a process that it runs elsewhere now, so that it drops its husk;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The first message of a session, from home.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +74,26 @@ pub enum ToGuest {
         ret: i64,
         /// How many page frames follow.
         backs: u32,
+    },
+    /// The answer to a `ToHome::Read` that home lent data for: one page frame follows, the
+    /// file's bytes from offset `start` (the frame's address), up to the end of the file if
+    /// `eof` (see `readahead`).
+    Filled {
+        /// The call this answers.
+        id: u64,
+        /// The file offset the bytes start at.
+        start: u64,
+        /// The bytes reach the end of the file.
+        eof: bool,
+        /// The remote may keep the bytes for later reads; false: the file changed while
+        /// they were read, so they serve this call only.
+        keep: bool,
+    },
+    /// Files the remote holds bytes of changed: drop what it holds for these descriptors.
+    /// Sent before any later reply or signal (see `homefill`).
+    Stale {
+        /// The descriptors.
+        fds: Vec<i32>,
     },
     /// A signal arrived at the shell: deliver it to the remote, as it came.
     Signal {
@@ -135,6 +155,17 @@ pub enum ToHome {
         /// How many page frames follow.
         sends: u32,
     },
+    /// A `read`, `readv` or `pread64` whose bytes home may lend (see `ReadAsk`).
+    Read(ReadAsk),
+    /// The program's reads of `fd` served at the remote consumed `bytes` that home's offset
+    /// of the description does not count yet: advance it (sent before anything else goes
+    /// home, see `readahead`).
+    Consumed {
+        /// The descriptor.
+        fd: i32,
+        /// Bytes consumed.
+        bytes: u64,
+    },
     /// The process is coming home (an image follows).
     Going {
         /// Why it goes.
@@ -160,6 +191,26 @@ pub enum ToHome {
         /// The signals, in the order they came.
         signals: Vec<SigInfo>,
     },
+}
+
+/// A `read`, `readv` or `pread64` (`at`: its offset) of `count` bytes into `buf` (for readv,
+/// the iovec array's address stands for the buffer): home lends up to `ahead` bytes of the
+/// file from there (`ToGuest::Filled`), or runs the call as any other when the descriptor
+/// does not qualify (`ToGuest::Reply`). See `readahead`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReadAsk {
+    /// The seccomp notification it came from.
+    pub id: u64,
+    /// The descriptor.
+    pub fd: i32,
+    /// Where the data goes in remote memory.
+    pub buf: u64,
+    /// Bytes the program asked for (at most `table::MAX_BUF`).
+    pub count: u64,
+    /// pread64's offset; None: the description's own offset.
+    pub at: Option<u64>,
+    /// Bytes home may read from there for the remote to keep.
+    pub ahead: u64,
 }
 
 /// The receiving half of a session stream: bytes, the fd to poll, and whether bytes are

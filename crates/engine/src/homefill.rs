@@ -1,0 +1,365 @@
+//! Home's half of read-ahead: it lends a remote bytes of a regular file the shell has open,
+//! read with `pread` on the supervisor's copy of the descriptor (the description's offset
+//! does not move), and watches the file with inotify so that the remote hears of any change
+//! (`ToGuest::Stale`) before anything else home sends it afterwards. The remote's half is
+//! `readahead`; docs/forwarding.md, "Fewer round trips: reads", gives the argument.
+//!
+//! The watch is read only when home is about to send the remote something, never polled: a
+//! change that happened before that moment has queued its event by then, as the kernel
+//! queues it before the writing call returns.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+
+use tracing::debug;
+
+use crate::ptrace::Pid;
+use crate::readahead::Loan;
+use crate::session::ReadAsk;
+use crate::table::MAX_BUF;
+
+/// What changes the bytes of a file, or what a path names: a write, a truncation, a
+/// change of attributes, a writer closing (after writes through a mapping), a rename or
+/// deletion. The kernel adds IN_IGNORED when a watch goes (its file is gone).
+const CHANGES: u32 = libc::IN_MODIFY
+    | libc::IN_ATTRIB
+    | libc::IN_CLOSE_WRITE
+    | libc::IN_MOVE_SELF
+    | libc::IN_DELETE_SELF;
+/// kcmp(2)'s type for "the same open file description".
+const KCMP_FILE: libc::c_int = 0;
+
+/// What one remote holds of the shell's files, and the watch on them.
+#[derive(Default)]
+pub struct Lender {
+    /// Made at the first loan.
+    inotify: Option<OwnedFd>,
+    /// Per watch, the shell descriptors the remote may hold bytes of.
+    lent: HashMap<i32, BTreeSet<i32>>,
+    /// Descriptors whose files changed, for the next word to the remote.
+    stale: BTreeSet<i32>,
+}
+
+impl Lender {
+    /// Lend the bytes for `read` (shell descriptor `read.fd`, whose copy `copy` is ours): what
+    /// it asks for at `read.at` (pread64) or at the description's offset, and up to
+    /// `read.ahead` bytes in all from there. None: the descriptor does not qualify (not a regular file; opened for writing
+    /// only or with O_DIRECT; for pread64, not opened read-only; for read, a description
+    /// another descriptor or process shares) and the read runs as any other call.
+    pub fn lend(&mut self, shell: Pid, copy: RawFd, read: &ReadAsk) -> Option<Loan> {
+        let ReadAsk {
+            fd,
+            count,
+            at,
+            ahead,
+            ..
+        } = *read;
+        // SAFETY: fstat fills a live, zeroed stat buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above, on a descriptor we own.
+        if unsafe { libc::fstat(copy, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG
+        {
+            return None;
+        }
+        // SAFETY: F_GETFL takes no argument.
+        let flags = unsafe { libc::fcntl(copy, libc::F_GETFL) };
+        let access = flags & libc::O_ACCMODE;
+        let readable = match at {
+            Some(_) => access == libc::O_RDONLY,
+            None => access != libc::O_WRONLY,
+        };
+        if flags < 0 || flags & libc::O_DIRECT != 0 || !readable {
+            return None;
+        }
+        if at.is_none() && shared(shell, fd, &st) {
+            return None;
+        }
+        // The watch goes first: a change after it is seen, one before it is in the bytes.
+        let wd = self.watch(copy)?;
+        let start = match at {
+            Some(at) => i64::try_from(at).ok()?,
+            // SAFETY: lseek on a descriptor we own; SEEK_CUR by 0 only reads the offset.
+            None => unsafe { libc::lseek(copy, 0, libc::SEEK_CUR) },
+        };
+        if start < 0 {
+            return None;
+        }
+        let len = ahead.max(count).min(MAX_BUF) as usize;
+        let mut bytes = vec![0u8; len];
+        // SAFETY: pread writes at most `len` bytes into a live buffer of `len` bytes.
+        let n = unsafe { libc::pread(copy, bytes.as_mut_ptr().cast(), len, start) };
+        if n < 0 {
+            return None;
+        }
+        bytes.truncate(n as usize);
+        // A write that ended while we read may have torn the bytes: they serve this read only.
+        let keep = !self.drain().contains(&wd);
+        if keep {
+            self.lent.entry(wd).or_default().insert(fd);
+        }
+        debug!(fd, start, bytes = n, keep, "lent");
+        Some(Loan {
+            start: start as u64,
+            eof: (n as usize) < len,
+            bytes,
+            keep,
+        })
+    }
+
+    /// Descriptors whose files changed since the remote was last told: it must drop their
+    /// bytes before it reads anything else home sends.
+    pub fn changed(&mut self) -> Vec<i32> {
+        self.drain();
+        self.seen_changed()
+    }
+
+    /// The descriptors `changed` would give, but for changes not read from the watch yet.
+    /// Right after a loan, to be told before it: a change read after the loan's own look
+    /// may have torn its bytes, so it must be told after the loan, to drop them.
+    pub fn seen_changed(&mut self) -> Vec<i32> {
+        std::mem::take(&mut self.stale).into_iter().collect()
+    }
+
+    /// Watch the file of `copy`; its watch descriptor.
+    fn watch(&mut self, copy: RawFd) -> Option<i32> {
+        if self.inotify.is_none() {
+            // SAFETY: inotify_init1 takes flags and returns a fresh descriptor or -1.
+            let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+            if fd < 0 {
+                debug!(err = %io::Error::last_os_error(), "no inotify: nothing is lent");
+                return None;
+            }
+            // SAFETY: `fd` is fresh and owned only here.
+            self.inotify = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let inotify = self.inotify.as_ref()?.as_raw_fd();
+        // The magic link names the very file the descriptor refers to, renamed or deleted.
+        let path = std::ffi::CString::new(format!("/proc/self/fd/{copy}")).ok()?;
+        // SAFETY: a NUL-terminated path and a mask.
+        let wd = unsafe { libc::inotify_add_watch(inotify, path.as_ptr(), CHANGES) };
+        (wd >= 0).then_some(wd)
+    }
+
+    /// Read the events queued so far: the descriptors lent under a watch that fired become
+    /// stale, and are no longer lent under it. Returns the watches that fired.
+    fn drain(&mut self) -> HashSet<i32> {
+        let mut fired = HashSet::new();
+        let Some(inotify) = self.inotify.as_ref().map(|fd| fd.as_raw_fd()) else {
+            return fired;
+        };
+        // Aligned for struct inotify_event.
+        let mut buf = vec![0u64; 512];
+        loop {
+            let size = buf.len() * 8;
+            // SAFETY: read fills at most `size` bytes of a live buffer.
+            let n = unsafe { libc::read(inotify, buf.as_mut_ptr().cast(), size) };
+            if n <= 0 {
+                // EAGAIN: nothing more. Any other failure cannot be read past: lend nothing more.
+                if n == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+                    self.all_stale();
+                    self.inotify = None;
+                }
+                return fired;
+            }
+            // SAFETY: the kernel wrote `n` bytes into `buf`.
+            let raw = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
+            let mut at = 0;
+            while at + 16 <= raw.len() {
+                let word =
+                    |i: usize| u32::from_ne_bytes(raw[at + i..at + i + 4].try_into().unwrap());
+                let (wd, mask, name_len) = (word(0) as i32, word(4), word(12) as usize);
+                at += 16 + name_len;
+                if mask & libc::IN_Q_OVERFLOW != 0 {
+                    // Events were lost: anything may have changed.
+                    fired.extend(self.lent.keys().copied());
+                    self.all_stale();
+                } else if let Some(fds) = self.lent.remove(&wd) {
+                    self.stale.extend(fds);
+                }
+                fired.insert(wd);
+            }
+        }
+    }
+
+    fn all_stale(&mut self) {
+        for (_, fds) in self.lent.drain() {
+            self.stale.extend(fds);
+        }
+    }
+}
+
+/// Whether the open file description of shell descriptor `fd` (a file with `st`) is shared:
+/// another descriptor of the shell or any process we see (but ourselves, whose copies
+/// follow the shell's) refers to it. Descriptors of the same file are compared with
+/// kcmp(2). A process whose descriptors we cannot read might share it: yes.
+fn shared(shell: Pid, fd: i32, st: &libc::stat) -> bool {
+    let me = std::process::id() as Pid;
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return true;
+    };
+    let number = |entry: &fs::DirEntry| entry.file_name().to_str()?.parse::<i32>().ok();
+    for pid in procs.flatten().filter_map(|entry| number(&entry)) {
+        if pid == me {
+            continue;
+        }
+        let fds = match fs::read_dir(format!("/proc/{pid}/fd")) {
+            Ok(fds) => fds,
+            // Gone meanwhile.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => {
+                debug!(pid, %err, "cannot read the descriptors of a process: not lending");
+                return true;
+            }
+        };
+        for entry in fds.flatten() {
+            let Some(other) = number(&entry) else {
+                continue;
+            };
+            if pid == shell && other == fd {
+                continue;
+            }
+            let Ok(meta) = fs::metadata(entry.path()) else {
+                continue;
+            };
+            if meta.dev() != st.st_dev || meta.ino() != st.st_ino {
+                continue;
+            }
+            // SAFETY: kcmp compares two processes' descriptors; it touches no memory.
+            if unsafe { libc::syscall(libc::SYS_kcmp, shell, pid, KCMP_FILE, fd, other) } == 0 {
+                debug!(pid, other, "a shared description: not lending");
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    fn ask(fd: i32, at: Option<u64>, count: u64, ahead: u64) -> ReadAsk {
+        ReadAsk {
+            id: 1,
+            fd,
+            buf: 0x1000,
+            count,
+            at,
+            ahead,
+        }
+    }
+
+    fn me() -> Pid {
+        std::process::id() as Pid
+    }
+
+    /// A file of `n` known bytes, opened read-only.
+    fn file(n: usize) -> (tempfile::NamedTempFile, fs::File) {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(&(0..n).map(|i| i as u8).collect::<Vec<_>>())
+            .unwrap();
+        let ro = fs::File::open(tmp.path()).unwrap();
+        (tmp, ro)
+    }
+
+    #[test]
+    fn a_pread_loan_is_the_files_bytes_and_a_write_makes_it_stale() {
+        let (mut tmp, ro) = file(10_000);
+        let mut lender = Lender::default();
+        let loan = lender
+            .lend(me(), ro.as_raw_fd(), &ask(99, Some(1000), 10, 4096))
+            .unwrap();
+        assert_eq!((loan.start, loan.eof, loan.keep), (1000, false, true));
+        assert_eq!(
+            loan.bytes,
+            (1000..5096).map(|i| i as u8).collect::<Vec<_>>()
+        );
+        assert!(lender.changed().is_empty());
+        tmp.write_all(b"more").unwrap();
+        assert_eq!(lender.changed(), vec![99]);
+        // Told once.
+        assert!(lender.changed().is_empty());
+    }
+
+    #[test]
+    fn a_change_after_a_loan_is_told_after_it() {
+        let (mut tmp, ro) = file(10_000);
+        let mut lender = Lender::default();
+        let loan = lender
+            .lend(me(), ro.as_raw_fd(), &ask(3, Some(0), 10, 4096))
+            .unwrap();
+        assert!(loan.keep);
+        tmp.write_all(b"more").unwrap();
+        // Told before the loan: nothing. After it: the loan's descriptor.
+        assert!(lender.seen_changed().is_empty());
+        assert_eq!(lender.changed(), vec![3]);
+    }
+
+    #[test]
+    fn a_truncation_makes_a_loan_stale_and_the_end_is_marked() {
+        let (tmp, ro) = file(100);
+        let mut lender = Lender::default();
+        let loan = lender
+            .lend(me(), ro.as_raw_fd(), &ask(7, Some(0), 10, 4096))
+            .unwrap();
+        assert!(loan.eof && loan.bytes.len() == 100);
+        tmp.as_file().set_len(10).unwrap();
+        assert_eq!(lender.changed(), vec![7]);
+    }
+
+    #[test]
+    fn files_opened_for_writing_are_not_lent_for_pread_nor_are_pipes() {
+        let (tmp, _) = file(100);
+        let rw = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(tmp.path())
+            .unwrap();
+        let mut lender = Lender::default();
+        assert!(
+            lender
+                .lend(me(), rw.as_raw_fd(), &ask(5, Some(0), 10, 4096))
+                .is_none()
+        );
+        let (r, _w) = std::io::pipe().unwrap();
+        assert!(
+            lender
+                .lend(me(), r.as_raw_fd(), &ask(5, None, 10, 4096))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_description_another_process_holds_is_shared_and_another_of_the_same_file_is_not() {
+        let (tmp, ro) = file(100);
+        // Children hold the descriptions as their stdin (our own process is never looked at).
+        let holding = |f: fs::File| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .stdin(f)
+                .spawn()
+                .unwrap()
+        };
+        let mut a = holding(ro.try_clone().unwrap());
+        let mut b = holding(ro.try_clone().unwrap());
+        let mut c = holding(fs::File::open(tmp.path()).unwrap());
+        // SAFETY: fstat fills a live, zeroed stat buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::fstat(ro.as_raw_fd(), &mut st) }, 0);
+        let a_shares = shared(a.id() as Pid, 0, &st);
+        let c_shares = shared(c.id() as Pid, 0, &st);
+        for child in [&mut a, &mut b, &mut c] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        assert!(a_shares, "a and b hold the same description");
+        assert!(!c_shares, "c opened the file on its own");
+    }
+}

@@ -1,0 +1,327 @@
+//! Reads of home files by a moved process, served from bytes home lends it (read-ahead and
+//! the pread cache, docs/forwarding.md "Fewer round trips: reads"): the same bytes as a run
+//! that never moved, whatever the reads mix (readv, lseek, pread, two descriptors, a
+//! description shared with a child at home); and a file that changes at home while the
+//! remote holds bytes of it is read anew once the remote learns of the change through
+//! something that goes home (a pipe, a signal, a lock).
+//!
+//! Programs live in `tests/progs/readahead/`. Each says "ready" and waits for a line on
+//! stdin, so that the test moves it before it reads. Moved runs log what home lent
+//! (`MOSRUN_LOG`), and the tests check that bytes were lent: a run that read everything
+//! through forwarded calls proves nothing here.
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, require_root};
+
+/// Deadline of one step: a migration, a line of output, a job's end.
+const STEP: Duration = Duration::from_secs(60);
+/// Where a moved program runs.
+const AWAY: &str = "2";
+/// The log of what home lends, and nothing else.
+const LENT_LOG: &str = "rmosix_engine::homefill=debug";
+
+fn start_lab() -> Lab {
+    Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"))
+}
+
+/// Compiles `progs/readahead/NAME.c` into the target's tmp dir and returns its path.
+fn c_program(name: &str) -> String {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/readahead/{name}.c"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readahead");
+    fs::create_dir_all(&dir).expect("create the programs' dir");
+    // Tests of this file run in parallel: each builds aside, then renames.
+    let out = dir.join(name);
+    let staged = dir.join(format!(".{name}.{:?}", std::thread::current().id()));
+    let built = Command::new("cc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&staged)
+        .arg(&src)
+        .output()
+        .expect("run cc (install gcc)");
+    assert!(
+        built.status.success(),
+        "cc {} failed:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    fs::rename(&staged, &out).expect("install the program");
+    out.to_string_lossy().into_owned()
+}
+
+/// A file of `len` bytes that no pattern repeats in, in the lab's work dir.
+fn random_file(lab: &Lab, name: &str, len: usize) -> PathBuf {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let path = lab.work_dir().join(name);
+    fs::write(&path, bytes).expect("write the test file");
+    path
+}
+
+/// Starts `argv` under mosrun at node 1 and waits until it is ready; moved to node 2 if
+/// `moved`.
+fn start<'lab>(lab: &'lab Lab, argv: &[&str], moved: bool) -> Job<'lab> {
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.args(argv)
+        .current_dir(lab.work_dir())
+        .stdin(Stdio::piped())
+        .env("MOSRUN_LOG", LENT_LOG)
+        .env("NO_COLOR", "1");
+    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("start {argv:?}: {e}"));
+    job.wait_output("ready\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    if moved {
+        job.migrate(AWAY)
+            .unwrap_or_else(|e| panic!("migrate {argv:?}: {e}"));
+    }
+    job
+}
+
+/// Runs `argv` to its end, moved or not, and returns its stdout.
+fn run(lab: &Lab, argv: &[&str], moved: bool) -> String {
+    let job = start(lab, argv, moved);
+    job.send(b"go\n").unwrap_or_else(|e| panic!("{e}"));
+    finished(job, &format!("{argv:?}"), moved)
+}
+
+/// Waits for the end of `job` (`what`), which must succeed, and returns its stdout. A job
+/// that ran moved must have been lent bytes.
+fn finished(job: Job, what: &str, moved: bool) -> String {
+    let out = job.finish(STEP).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        !moved || stderr.contains("keep=true"),
+        "{what}: nothing was lent to the moved run:\n{stderr}"
+    );
+    stdout
+}
+
+/// `reader MODE FILE` prints the same moved as never moved.
+fn same_moved_as_home(lab: &Lab, reader: &str, mode: &str, file: &Path) {
+    let file = file.to_str().expect("a UTF-8 path");
+    let home = run(lab, &[reader, mode, file], false);
+    let away = run(lab, &[reader, mode, file], true);
+    assert!(home.contains("sum="), "{mode}: {home}");
+    assert_eq!(away, home, "{mode}: moved vs never moved");
+}
+
+#[test]
+fn a_sequential_reader_reads_the_same_bytes_moved_as_at_home() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let reader = c_program("reader");
+    // Several fills, and an end that falls inside one.
+    let file = random_file(&lab, "seq", 3 * (1 << 20) + 12345);
+    for mode in ["seq", "readv"] {
+        same_moved_as_home(&lab, &reader, mode, &file);
+    }
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn reads_mixed_with_lseek_and_scattered_preads_are_the_same_moved_as_at_home() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let reader = c_program("reader");
+    let file = random_file(&lab, "mixed", 2_000_000);
+    for mode in ["seek", "pread"] {
+        same_moved_as_home(&lab, &reader, mode, &file);
+    }
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn two_descriptors_of_one_file_read_the_same_moved_as_at_home() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let reader = c_program("reader");
+    let file = random_file(&lab, "two", 1_500_000);
+    same_moved_as_home(&lab, &reader, "twofds", &file);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_description_shared_with_a_child_at_home_keeps_one_offset() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let shared = c_program("shared");
+    // 4 KiB blocks, each starting with its number.
+    let blocks: Vec<u8> = (0..100)
+        .flat_map(|i| {
+            let mut block = format!("{i:08}\n").into_bytes();
+            block.resize(4096, b'x');
+            block
+        })
+        .collect();
+    let file = lab.work_dir().join("blocks");
+    fs::write(&file, blocks).expect("write the test file");
+    let job = start(&lab, &[&shared, file.to_str().expect("a UTF-8 path")], true);
+    job.send(b"go\n").unwrap_or_else(|e| panic!("{e}"));
+    // Nothing is lent for the shared description: the reads go home.
+    let stdout = finished(job, "shared", false);
+    let numbers = |who: &str, first: usize| {
+        let want: Vec<String> = (0..40).map(|i| (first + 2 * i).to_string()).collect();
+        format!("{who} {}", want.join(" "))
+    };
+    assert!(
+        stdout.lines().any(|l| l == numbers("parent", 0)),
+        "{stdout}"
+    );
+    assert!(stdout.lines().any(|l| l == numbers("child", 1)), "{stdout}");
+}
+
+#[test]
+fn a_reader_brought_home_while_it_holds_lent_bytes_goes_on_where_it_was() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let reader = c_program("reader");
+    let file = random_file(&lab, "spin", 3 * (1 << 20) + 777);
+    let file = file.to_str().expect("a UTF-8 path");
+    let never_moved = run(&lab, &[&reader, "seq", file], false);
+    // Halfway it reads 8 blocks more from lent bytes and spins: home's offset lags by what
+    // they consumed until the move settles it.
+    let job = start(&lab, &[&reader, "spin", file], true);
+    job.send(b"go\n").unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("half\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.migrate("home").unwrap_or_else(|e| panic!("{e}"));
+    job.signal("USR1").unwrap_or_else(|e| panic!("{e}"));
+    let moved = finished(job, "spin", true);
+    assert_eq!(moved, never_moved.replace("ready\n", "ready\nhalf\n"));
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// How the file changes at home while the moved process holds bytes of it.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    /// Every byte rewritten in place.
+    Write,
+    /// Cut to 8 KiB.
+    Truncate,
+    /// A new file renamed over it.
+    Replace,
+}
+
+/// A file of 1 MiB of 'a' at home; `changes` moved, holding bytes of it; the file changes
+/// as `change` says, and the process learns of it through `channel`. It must then read the
+/// file as it is.
+fn changed_then_told(lab: &Lab, changes: &str, change: Change, channel: &str) {
+    let file = lab.work_dir().join(format!("changing-{channel}"));
+    let lock = lab.work_dir().join(format!("lock-{channel}"));
+    fs::write(&file, vec![b'a'; 1 << 20]).expect("write the test file");
+    let lock_file = fs::File::create(&lock).expect("create the lock file");
+    let held = |op| {
+        // SAFETY: flock on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(lock_file.as_raw_fd(), op) }, 0);
+    };
+    // The writer holds the lock while it changes the file.
+    held(libc::LOCK_EX);
+    let argv = [
+        changes,
+        file.to_str().expect("a UTF-8 path"),
+        lock.to_str().expect("a UTF-8 path"),
+        channel,
+    ];
+    let job = start(lab, &argv, true);
+    job.send(b"go\n").unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("held\n", STEP)
+        .unwrap_or_else(|e| panic!("{change:?} {channel}: {e}"));
+    match change {
+        Change::Write => {
+            let mut f = fs::OpenOptions::new().write(true).open(&file).unwrap();
+            std::io::Write::write_all(&mut f, &vec![b'b'; 1 << 20]).unwrap();
+        }
+        Change::Truncate => fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_len(8192))
+            .unwrap(),
+        Change::Replace => {
+            let new = file.with_extension("new");
+            fs::write(&new, vec![b'b'; 1 << 20]).unwrap();
+            fs::rename(&new, &file).unwrap();
+        }
+    }
+    match channel {
+        "pipe" => job.send(b"changed\n").unwrap_or_else(|e| panic!("{e}")),
+        "signal" => job.signal("USR1").unwrap_or_else(|e| panic!("{e}")),
+        _ => held(libc::LOCK_UN),
+    }
+    let stdout = finished(job, &format!("{change:?} {channel}"), true);
+    let mib = 1 << 20;
+    let rest = mib - 4096;
+    let want = match change {
+        Change::Write => {
+            format!("pread 4096 b\nread {rest} a=0 b={rest}\nreopened {mib} a=0 b={mib}\n")
+        }
+        Change::Truncate => {
+            "pread 0 -\nread 4096 a=4096 b=0\nreopened 8192 a=8192 b=0\n".to_owned()
+        }
+        // The descriptor still refers to the file it opened; its name, to the new one.
+        Change::Replace => {
+            format!("pread 4096 a\nread {rest} a={rest} b=0\nreopened {mib} a=0 b={mib}\n")
+        }
+    };
+    assert_eq!(
+        stdout,
+        format!("ready\nheld\n{want}"),
+        "{change:?} {channel}"
+    );
+}
+
+fn a_change_at_home_is_read_once_told(change: Change) {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let changes = c_program("changes");
+    for channel in ["pipe", "signal", "lock"] {
+        changed_then_told(&lab, &changes, change, channel);
+    }
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_file_rewritten_at_home_is_read_anew_once_a_pipe_a_signal_or_a_lock_tells() {
+    a_change_at_home_is_read_once_told(Change::Write);
+}
+
+#[test]
+fn a_file_truncated_at_home_is_read_anew_once_a_pipe_a_signal_or_a_lock_tells() {
+    a_change_at_home_is_read_once_told(Change::Truncate);
+}
+
+#[test]
+fn a_file_replaced_at_home_is_read_anew_once_a_pipe_a_signal_or_a_lock_tells() {
+    a_change_at_home_is_read_once_told(Change::Replace);
+}
