@@ -16,6 +16,7 @@ use std::io;
 use rmosix_image::{Frame, FrameReader, SigInfo};
 use tracing::warn;
 
+use crate::cmdline::ArgsAndEnv;
 use crate::dump;
 use crate::files::ShellFiles;
 use crate::inject::{Injector, Scratch};
@@ -115,23 +116,28 @@ pub struct Deputy {
     following_stop: Option<i32>,
     /// Signals relayed while still pending in the shell; their stop is not relayed again.
     relayed_early: u64,
+    /// The process's command line and environment, kept readable in the shell.
+    args_and_env: ArgsAndEnv,
 }
 
 impl Deputy {
     /// Make frozen `pid`, whose process now runs elsewhere, its shell: release its memory,
     /// map a scratch area, and let it idle.
     pub fn take_over(pid: Pid) -> io::Result<Deputy> {
-        let (inj, scratch, base) = strip_shell(pid)?;
+        let mem = Memory::open(pid)?;
+        let args_and_env = ArgsAndEnv::read(pid, &mem)?;
+        let (inj, scratch, base) = strip_shell(pid, &args_and_env)?;
         let mut deputy = Deputy {
             pid,
             inj,
             scratch,
             base,
-            mem: Memory::open(pid)?,
+            mem,
             files: ShellFiles::open(pid)?,
             state: ShellState::Idle,
             following_stop: None,
             relayed_early: 0,
+            args_and_env,
         };
         deputy.idle()?;
         Ok(deputy)
@@ -140,7 +146,7 @@ impl Deputy {
     /// The frozen shell took (part of) an image that could not be restored: make it a shell
     /// again and let it idle.
     pub fn strip_again(&mut self) -> io::Result<()> {
-        (self.inj, self.scratch, self.base) = strip_shell(self.pid)?;
+        (self.inj, self.scratch, self.base) = strip_shell(self.pid, &self.args_and_env)?;
         self.idle()
     }
 
@@ -528,12 +534,14 @@ pub fn relay(session: &mut Session, info: SigInfo) -> io::Result<()> {
     session.send(&ToGuest::Signal { info })
 }
 
-/// Release the shell's memory (rseq first, see restore.rs) and map a scratch area.
-fn strip_shell(pid: Pid) -> io::Result<(Injector, u64, Regs)> {
+/// Release the shell's memory (rseq first, see restore.rs), keep a copy of the process's
+/// command line and environment there, and map a scratch area.
+fn strip_shell(pid: Pid, args_and_env: &ArgsAndEnv) -> io::Result<(Injector, u64, Regs)> {
     let mem = Memory::open(pid)?;
     let areas = maps::read(pid)?;
     let inj = Injector::find(&mem, &areas)?;
     restore::release_memory(pid, &inj, &areas)?;
+    args_and_env.keep_in(pid, &inj, &mem)?;
     let scratch = Scratch::map(&inj, pid, SCRATCH_LEN)?.addr;
     // The CPU-time timers went with the image; the shell's copies must not fire as well.
     // The fresh scratch area holds zeros: a disarmed itimerval.

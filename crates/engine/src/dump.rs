@@ -90,6 +90,26 @@ pub(crate) fn stat_fields(pid: Pid) -> io::Result<Vec<u64>> {
         .collect())
 }
 
+/// The mm layout of `pid` as /proc/PID/stat shows it, with `brk` (which it does not show).
+pub(crate) fn mm_layout(pid: Pid, brk: u64) -> io::Result<MmLayout> {
+    let stat = stat_fields(pid)?;
+    // /proc/PID/stat field numbers (proc(5)) minus 3, since stat_fields starts at field 3.
+    let f = |n: usize| stat.get(n - 3).copied().unwrap_or(0);
+    Ok(MmLayout {
+        start_code: f(26),
+        end_code: f(27),
+        start_stack: f(28),
+        start_data: f(45),
+        end_data: f(46),
+        start_brk: f(47),
+        brk,
+        arg_start: f(48),
+        arg_end: f(49),
+        env_start: f(50),
+        env_end: f(51),
+    })
+}
+
 /// A process frozen inside a system call shows rax = -ERESTART* and orig_rax = the call. The
 /// kernel would restart it on resume in *this* process; in an image we do it by hand: point rip
 /// back at the `syscall` instruction and reload rax, so the call runs again wherever the image
@@ -193,22 +213,7 @@ pub fn read_header(
         cpu_timers,
     } = result?;
 
-    let stat = stat_fields(pid)?;
-    // /proc/PID/stat field numbers (proc(5)) minus 3, since stat_fields starts at field 3.
-    let f = |n: usize| stat.get(n - 3).copied().unwrap_or(0);
-    let mm = MmLayout {
-        start_code: f(26),
-        end_code: f(27),
-        start_stack: f(28),
-        start_data: f(45),
-        end_data: f(46),
-        start_brk: f(47),
-        brk,
-        arg_start: f(48),
-        arg_end: f(49),
-        env_start: f(50),
-        env_end: f(51),
-    };
+    let mm = mm_layout(pid, brk)?;
     let auxv = std::fs::read(format!("/proc/{pid}/auxv"))?;
     let (pending, shared_pending) = crate::signals::pending_apart(pid)?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;

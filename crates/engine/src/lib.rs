@@ -12,6 +12,7 @@
 //! docs/engine.md and docs/forwarding.md.
 #![warn(missing_docs)]
 
+mod cmdline;
 mod converge;
 mod cputime;
 mod deputy;
