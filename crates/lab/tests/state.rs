@@ -9,9 +9,10 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, require_root};
+use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, processes_in, require_root};
 
 /// The programs of these tests.
 const PROGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/state");
@@ -19,6 +20,8 @@ const PROGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/state");
 const STEP: Duration = Duration::from_secs(60);
 /// Where the process is at each check: home, out, on to a third node, home again.
 const STOPS: [&str; 4] = ["home", "2", "3", "home"];
+/// How long the test sleeps between two looks at what it waits for.
+const POLL: Duration = Duration::from_millis(10);
 
 fn start_lab() -> Lab {
     Lab::start(LabConfig::new(3, bin_dir_of_current_test()))
@@ -57,7 +60,7 @@ fn c_program(name: &str) -> String {
 }
 
 /// Runs `argv` under mosrun at node 1 (with `env` added), has it check its state at each of
-/// [`STOPS`] and ends it. `at_stop(job, k)` runs at stop `k` after the move and before the
+/// [`STOPS`] and ends it. `at_stop(job, k)` runs at stop `k` once the program was asked to
 /// check. Returns its output.
 fn tour(lab: &Lab, argv: &[&str], env: &[(&str, &str)], at_stop: impl Fn(&Job, usize)) -> String {
     let mut cmd = lab.node(1).command("mosrun");
@@ -82,10 +85,10 @@ fn tour(lab: &Lab, argv: &[&str], env: &[(&str, &str)], at_stop: impl Fn(&Job, u
             job.migrate(target)
                 .unwrap_or_else(|e| panic!("migrate {target}: {e}\n{}", outputs(&job)));
         }
-        at_stop(&job, k);
         let name = format!("{k}@{target}");
         job.send(format!("check {name}\n").as_bytes())
             .unwrap_or_else(|e| panic!("{e}"));
+        at_stop(&job, k);
         job.wait_output(&format!("checked {name}\n"), STEP)
             .unwrap_or_else(|e| panic!("{e}"));
         let out = String::from_utf8_lossy(&job.stdout()).into_owned();
@@ -134,5 +137,90 @@ fn proc_cmdline_and_environ_read_the_programs_own_wherever_it_runs() {
             );
         },
     );
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Waits until `cond` holds; panics after [`STEP`] with `what`, or as soon as `job` printed
+/// a failure.
+fn wait_until(job: &Job, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + STEP;
+    while !cond() {
+        let out = String::from_utf8_lossy(&job.stdout()).into_owned();
+        assert!(!out.contains("FAIL"), "{what}: the program failed:\n{out}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {STEP:?}\n{out}"
+        );
+        thread::sleep(POLL);
+    }
+}
+
+/// The host PID of the process of `job` named `name` at stop `k`: the program itself at
+/// home, its husk at a remote node.
+fn host_pid_at(lab: &Lab, job: &Job, k: usize, name: &str) -> u32 {
+    let Ok(node) = STOPS[k].parse::<usize>() else {
+        return job.host_pid();
+    };
+    processes_in(lab.node(node))
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no {name} in node {node}"))
+        .host_pid
+}
+
+/// A signal set of a /proc/PID/status line (`SigPnd:`, ...), empty if the process is gone.
+fn status_mask(host_pid: u32, line: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(line))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+/// A read of a pipe that a signal meets at the remote: one the program blocks does not
+/// interrupt it (and no kernel restart code reaches the program), one it catches restarts
+/// it with SA_RESTART and fails it with EINTR without. The read runs in the shell at home
+/// while the process is away, where every signal is let in.
+#[test]
+fn a_signal_meets_a_forwarded_read_as_linux_would() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let program = c_program("restart");
+    const USR1: u64 = 1 << (libc::SIGUSR1 - 1);
+    tour(&lab, &[&program], &[], |job, k| {
+        let name = format!("{k}@{}", STOPS[k]);
+        // The job's PID at home: the program, or its shell while it is away.
+        let home_pid = job.host_pid();
+        let in_read = || {
+            fs::read_to_string(format!("/proc/{home_pid}/syscall"))
+                .is_ok_and(|s| s.starts_with("0 "))
+        };
+        for kind in ["blocked-restart", "blocked-norestart"] {
+            job.wait_output(&format!("reading {name} {kind}\n"), STEP)
+                .unwrap_or_else(|e| panic!("{e}"));
+            wait_until(job, &format!("{name} {kind}: read blocks at home"), in_read);
+            job.signal("USR1").unwrap_or_else(|e| panic!("{e}"));
+            // Pending where the process runs: it went through the shell's read.
+            let pid = host_pid_at(&lab, job, k, "restart");
+            wait_until(job, &format!("{name} {kind}: SIGUSR1 pending"), || {
+                (status_mask(pid, "SigPnd:") | status_mask(pid, "ShdPnd:")) & USR1 != 0
+            });
+            job.send(b"data\n").unwrap_or_else(|e| panic!("{e}"));
+        }
+        for kind in ["open-restart", "open-norestart"] {
+            job.wait_output(&format!("reading {name} {kind}\n"), STEP)
+                .unwrap_or_else(|e| panic!("{e}"));
+            wait_until(job, &format!("{name} {kind}: read blocks at home"), in_read);
+            job.signal("USR2").unwrap_or_else(|e| panic!("{e}"));
+            job.wait_output(&format!("usr2 {name} {kind}\n"), STEP)
+                .unwrap_or_else(|e| panic!("{e}"));
+            if kind == "open-restart" {
+                job.send(b"data\n").unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    });
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
