@@ -685,6 +685,7 @@ mod tests {
                         table::Len::Fixed(n) => n,
                         table::Len::FdSet => table::fd_set_len(args[0]).unwrap_or(0),
                         table::Len::DerefU32(_) => u64::from(socklen),
+                        table::Len::DerefU32Times(_, size) => u64::from(socklen) * size,
                     };
                     sent.push(vec![7; n.min(1 << 16) as usize]);
                 }

@@ -335,10 +335,14 @@ impl Forwarder {
             }
             Len::ArgTimes(i, size) => args[i].saturating_mul(size),
             Len::Fixed(n) => n,
-            Len::DerefU32(i) if args[i] == 0 => 0,
+            Len::DerefU32(i) | Len::DerefU32Times(i, _) if args[i] == 0 => 0,
             Len::DerefU32(i) => {
                 let raw = self.mem.read_vec(args[i], 4).map_err(|_| libc::EFAULT)?;
                 u64::from(le_u32(&raw, 0))
+            }
+            Len::DerefU32Times(i, size) => {
+                let raw = self.mem.read_vec(args[i], 4).map_err(|_| libc::EFAULT)?;
+                u64::from(le_u32(&raw, 0)).saturating_mul(size)
             }
             Len::FdSet => table::fd_set_len(args[0]).unwrap_or(u64::MAX),
         };

@@ -37,6 +37,7 @@ mod restore;
 mod seccomp;
 mod session;
 mod signals;
+mod sockopts;
 mod spawn;
 mod sys;
 mod table;

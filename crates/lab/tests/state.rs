@@ -224,3 +224,18 @@ fn a_signal_meets_a_forwarded_read_as_linux_would() {
     });
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// getsockopt answers at a remote as at home, for options whose buffer is not plain bytes
+/// too: SO_GET_FILTER (counted in instructions), IP_MSFILTER (a request read first),
+/// SO_PEERGROUPS (ERANGE with the length it needs), and writes no more than the kernel
+/// wrote; an option set away reads back.
+#[test]
+fn socket_options_answer_at_a_remote_as_at_home() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let program = c_program("sockopts");
+    tour(&lab, &[&program], &[], |_, _| {});
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
