@@ -6,7 +6,8 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use rmosix_image::{
-    self as image, Area, CpuTimer, EndOfImage, Header, MmLayout, Registers, SigAction, Task,
+    self as image, Area, CpuTimer, EndOfImage, Header, MmLayout, PrctlValue, Registers, SigAction,
+    Task,
 };
 use rmosix_wire::NotMovable;
 
@@ -211,6 +212,7 @@ pub fn read_header(
         tid_address,
         brk,
         cpu_timers,
+        prctl,
     } = result?;
 
     let mm = mm_layout(pid, brk)?;
@@ -232,6 +234,7 @@ pub fn read_header(
         tid_address,
         pending,
         comm: comm.trim_end_matches('\n').to_owned(),
+        prctl,
     };
     Ok(Header {
         version: image::FORMAT_VERSION,
@@ -254,9 +257,11 @@ struct TaskState {
     tid_address: u64,
     brk: u64,
     cpu_timers: Vec<CpuTimer>,
+    prctl: Vec<PrctlValue>,
 }
 
-/// What only the task itself can tell: dispositions, altstack, tid address, brk.
+/// What only the task itself can tell: dispositions, altstack, tid address, brk, the
+/// settings prctl reads.
 fn read_task_state(
     pid: Pid,
     inj: &Injector,
@@ -302,6 +307,7 @@ fn read_task_state(
         "prctl",
     )?;
     let tid_address = mem.read_words(scratch.addr, 1)?[0];
+    let prctl = crate::prctl::read(pid, inj, mem, scratch.addr)?;
     let brk = inj.call(pid, libc::SYS_brk, [0; 6])? as u64;
     let mut cpu_timers = Vec::new();
     for which in CPU_TIMERS {
@@ -318,6 +324,7 @@ fn read_task_state(
         tid_address,
         brk,
         cpu_timers,
+        prctl,
     })
 }
 

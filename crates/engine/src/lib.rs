@@ -31,6 +31,7 @@ mod mem;
 mod moves;
 mod msg;
 mod pidfd;
+mod prctl;
 mod precopy;
 mod ptrace;
 mod restore;

@@ -701,17 +701,41 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
     }
 }
 
-/// prctl changes per-task state, which runs where the process runs, but for the seccomp and
-/// no_new_privs settings: a program's own filter must live at home (where it is kept, and
-/// never meets the calls a move injects), and a remote's answers would be its husk's, which
-/// has rmosix's filter and no_new_privs set.
+/// prctl changes per-task state, which runs where the process runs (what it set travels in
+/// the image, see `prctl`), but for the options in [`PRCTL_NOT_LOCAL`]. A program's own
+/// seccomp filter and no_new_privs must live at home (where they are kept, and never meet
+/// the calls a move injects; the husk has rmosix's filter and no_new_privs). Its relations
+/// and credentials are the shell's: its parent's death signal and its children's reaper
+/// concern processes at home, and its capabilities and securebits are those of the shell,
+/// where the calls that change ids run.
 fn prctl(option: u64) -> Route {
     match option as i32 {
         libc::PR_SET_SECCOMP | libc::PR_SET_NO_NEW_PRIVS => Route::Home,
-        libc::PR_GET_SECCOMP | libc::PR_GET_NO_NEW_PRIVS => fwd(&[Val]),
+        libc::PR_GET_PDEATHSIG | libc::PR_GET_CHILD_SUBREAPER => fwd(&[Val, Out(Fixed(4), All)]),
+        option if PRCTL_NOT_LOCAL.contains(&option) => fwd(&[Val, Val, Val, Val, Val]),
         _ => Route::Local,
     }
 }
+
+/// The prctl options that do not run at the remote (see [`prctl`]).
+const PRCTL_NOT_LOCAL: &[i32] = &[
+    libc::PR_SET_SECCOMP,
+    libc::PR_SET_NO_NEW_PRIVS,
+    libc::PR_GET_SECCOMP,
+    libc::PR_GET_NO_NEW_PRIVS,
+    libc::PR_SET_PDEATHSIG,
+    libc::PR_GET_PDEATHSIG,
+    libc::PR_SET_CHILD_SUBREAPER,
+    libc::PR_GET_CHILD_SUBREAPER,
+    libc::PR_SET_KEEPCAPS,
+    libc::PR_GET_KEEPCAPS,
+    libc::PR_SET_SECUREBITS,
+    libc::PR_GET_SECUREBITS,
+    libc::PR_CAPBSET_READ,
+    libc::PR_CAPBSET_DROP,
+    libc::PR_CAP_AMBIENT,
+    libc::PR_SET_PTRACER,
+];
 
 /// The calls that read a process's own CPU use, as (number, the values of its first argument
 /// that make it one; none: all of them): CPU-time clocks, getrusage of itself, times.
@@ -734,15 +758,7 @@ pub const CPU_TIME_CALLS: &[(i64, &[i32])] = &[
 /// for the filter (which compares their low 32 bits: prctl's option is an int, and a clock
 /// id is one too).
 pub const LOCAL_UNLESS_ARG0: &[(i64, &[i32])] = &[
-    (
-        libc::SYS_prctl,
-        &[
-            libc::PR_SET_SECCOMP,
-            libc::PR_SET_NO_NEW_PRIVS,
-            libc::PR_GET_SECCOMP,
-            libc::PR_GET_NO_NEW_PRIVS,
-        ],
-    ),
+    (libc::SYS_prctl, PRCTL_NOT_LOCAL),
     (
         libc::SYS_clock_gettime,
         &[

@@ -239,3 +239,17 @@ fn socket_options_answer_at_a_remote_as_at_home() {
     tour(&lab, &[&program], &[], |_, _| {});
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// prctl settings made at home answer the same at each remote, and those changed away come
+/// home and go on with the process: the running process's in its image, its relations and
+/// credentials (parent death signal, child reaper, keepcaps) in its shell.
+#[test]
+fn prctl_settings_answer_the_same_wherever_the_process_runs() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let program = c_program("prctl");
+    tour(&lab, &[&program], &[], |_, _| {});
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
