@@ -218,6 +218,7 @@ pub fn read_header(
     let mm = mm_layout(pid, brk)?;
     let auxv = std::fs::read(format!("/proc/{pid}/auxv"))?;
     let (pending, shared_pending) = crate::signals::pending_apart(pid)?;
+    let membarrier = crate::membarrier::read(pid, inj)?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
     let areas = image_areas(pid)?;
     let task = Task {
@@ -246,6 +247,7 @@ pub fn read_header(
         cpu_timers,
         cpu: cpu.now(pid)?,
         shared_pending,
+        membarrier,
         tasks: vec![task],
     })
 }

@@ -28,6 +28,7 @@ mod inject;
 mod legs;
 mod maps;
 mod mem;
+mod membarrier;
 mod moves;
 mod msg;
 mod pidfd;

@@ -280,6 +280,9 @@ pub struct Header {
     pub cpu: CpuUse,
     /// Signals pending for the whole process, each with its siginfo.
     pub shared_pending: Vec<SigInfo>,
+    /// Its membarrier(2) registrations, as `MEMBARRIER_CMD_GET_REGISTRATIONS` answers: the
+    /// bits of the register commands it made.
+    pub membarrier: u64,
     /// Its tasks, the thread-group leader first.
     pub tasks: Vec<Task>,
 }
@@ -369,6 +372,7 @@ mod tests {
             cpu_timers: Vec::new(),
             cpu: CpuUse::default(),
             shared_pending: vec![SigInfo::bare(1)],
+            membarrier: 0,
             tasks: vec![task(2), task(8)],
         };
         let sigs: Vec<i32> = header
@@ -535,6 +539,7 @@ mod tests {
                             away: Usage::default(),
                         },
                         shared_pending: shared,
+                        membarrier: u64::from(version) << 2,
                         tasks,
                     },
                 )

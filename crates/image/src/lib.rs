@@ -3,7 +3,7 @@
 //!
 //! An *image* is what moves when a process migrates: its memory areas and their contents,
 //! what the process holds once (mm layout, auxv, dispositions, CPU-time timers, signals
-//! pending for all of it) and the state of each of its tasks (registers, the whole XSAVE area,
+//! pending for all of it, membarrier registrations) and the state of each of its tasks (registers, the whole XSAVE area,
 //! signal mask and pending signals, altstack, rseq, robust list, tid address, name, the
 //! settings `prctl` reads). It is
 //! never written to a file: the engine streams it over the session connection while it reads
@@ -19,7 +19,7 @@
 //! running  := round* Pages* Message(EndOfImage { more_rounds: false })
 //! round    := Pages* Message(EndOfImage { more_rounds: true })
 //! Header   := { version, facts, mm, auxv, areas, sigactions, cpu_timers, cpu,
-//!               shared_pending: [SigInfo], tasks: [Task] }
+//!               shared_pending: [SigInfo], membarrier, tasks: [Task] }
 //!                                        (one task today; threads can come without a new format)
 //! Task     := { regs: Registers (27 named words), xstate, sigmask, altstack, rseq,
 //!               robust_list, tid_address, pending: [SigInfo], comm,

@@ -253,3 +253,16 @@ fn prctl_settings_answer_the_same_wherever_the_process_runs() {
     tour(&lab, &[&program], &[], |_, _| {});
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// membarrier registrations made at home answer the same at each remote (and the barrier
+/// they allow works there), and one made away comes home.
+#[test]
+fn membarrier_registrations_go_with_the_process() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let program = c_program("membarrier");
+    tour(&lab, &[&program], &[], |_, _| {});
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
