@@ -417,9 +417,11 @@ pub fn send_out(
             .and_then(|()| dump::dump(pid, facts, &cpu, &mut session.out))
             .map_err(link),
     }
-    .and_then(|(_, bytes)| node_answer(&mut session.frames, node, Round::Last).map(|()| bytes));
-    let bytes = match sent {
-        Ok(bytes) => bytes,
+    .and_then(|(header, bytes)| {
+        node_answer(&mut session.frames, node, Round::Last).map(|()| (header, bytes))
+    });
+    let (header, bytes) = match sent {
+        Ok(sent) => sent,
         Err(why) => {
             thaw(pid, signals);
             return Err(why);
@@ -429,7 +431,7 @@ pub fn send_out(
     // The process runs there now: from here on, its shell is all that is left at home. A
     // shell that cannot be made ends the session, which kills the remote too: the process is
     // then lost rather than run twice.
-    let deputy = match Deputy::take_over(pid) {
+    let deputy = match Deputy::take_over(pid, &header.pending_signals()) {
         Ok(deputy) => deputy,
         Err(err) => {
             // SAFETY: killing our own tracee, whose remote dies with the session we drop.

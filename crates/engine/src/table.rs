@@ -430,6 +430,7 @@ const ITIMERSPEC: u64 = 32;
 const RLIMIT: u64 = 16;
 const RUSAGE: u64 = 144;
 const TMS: u64 = 32;
+const SIGINFO: u64 = 128;
 const SOCKLEN: Arg = InOut(Fixed(4));
 
 /// A row of a call that runs in the shell at home.
@@ -641,6 +642,19 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         libc::SYS_pipe2 => fwd(&[Out(Fixed(8), All), Val]),
         libc::SYS_statx => fwd(&[Val, Path, Val, Val, Out(Fixed(256), All)]),
         libc::SYS_rt_sigqueueinfo => fwd(&[Val, Val, In(Fixed(128))]),
+        // The shell's signal mask is the program's, so that a signal the program blocks
+        // stays pending at home, where its signalfd reads it: a change of the mask runs in
+        // the shell, then in the process (see `forward`). Pending signals and the waits for
+        // them are the shell's (sigsuspend's mask as pselect6's).
+        libc::SYS_rt_sigprocmask => fwd(&[Val, In(Fixed(SIGSET)), Val, Val]),
+        libc::SYS_rt_sigpending => fwd(&[Out(Fixed(SIGSET), All), Val]),
+        libc::SYS_rt_sigsuspend => fwd(&[Arg::Sigmask, Val]),
+        libc::SYS_rt_sigtimedwait => fwd(&[
+            In(Fixed(SIGSET)),
+            Out(Fixed(SIGINFO), All),
+            In(Fixed(TIMESPEC)),
+            Val,
+        ]),
 
         libc::SYS_prctl => prctl(args[0]),
         // A process's CPU-time clocks and its own rusage count what it used on every node;
@@ -675,11 +689,7 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         | libc::SYS_get_robust_list
         | libc::SYS_rseq
         | libc::SYS_rt_sigaction
-        | libc::SYS_rt_sigprocmask
         | libc::SYS_rt_sigreturn
-        | libc::SYS_rt_sigpending
-        | libc::SYS_rt_sigsuspend
-        | libc::SYS_rt_sigtimedwait
         | libc::SYS_sigaltstack
         | libc::SYS_pause
         | libc::SYS_sched_yield

@@ -266,3 +266,32 @@ fn membarrier_registrations_go_with_the_process() {
     tour(&lab, &[&program], &[], |_, _| {});
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// A signal the program blocks stays pending at home while it is away: its signalfd (opened
+/// at home) reads a SIGUSR1 sent to its PID there, sigpending shows a blocked SIGUSR2, and
+/// unblocking SIGUSR2 runs its handler before sigprocmask returns.
+#[test]
+fn blocked_signals_reach_a_signalfd_and_sigprocmask_while_away() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let program = c_program("signalfd");
+    const USR2: u64 = 1 << (libc::SIGUSR2 - 1);
+    tour(&lab, &[&program], &[], |job, k| {
+        let name = format!("{k}@{}", STOPS[k]);
+        job.wait_output(&format!("waiting {name}\n"), STEP)
+            .unwrap_or_else(|e| panic!("{e}"));
+        job.signal("USR1").unwrap_or_else(|e| panic!("{e}"));
+        job.wait_output(&format!("holding {name}\n"), STEP)
+            .unwrap_or_else(|e| panic!("{e}"));
+        job.signal("USR2").unwrap_or_else(|e| panic!("{e}"));
+        // Pending at home: in the program, or in its shell while it is away.
+        let home_pid = job.host_pid();
+        wait_until(job, &format!("{name}: SIGUSR2 pending"), || {
+            (status_mask(home_pid, "SigPnd:") | status_mask(home_pid, "ShdPnd:")) & USR2 != 0
+        });
+        job.send(b"go\n").unwrap_or_else(|e| panic!("{e}"));
+    });
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
