@@ -16,6 +16,7 @@ use std::io;
 use rmosix_image::{Frame, FrameReader, SigInfo};
 use tracing::{debug, warn};
 
+use crate::cmdline::ArgsAndEnv;
 use crate::dump;
 use crate::files::ShellFiles;
 use crate::homefill::Lender;
@@ -125,24 +126,30 @@ pub struct Deputy {
     following_stop: Option<i32>,
     /// Signals relayed while still pending in the shell; their stop is not relayed again.
     relayed_early: u64,
+    /// The process's command line and environment, kept readable in the shell.
+    args_and_env: ArgsAndEnv,
 }
 
 impl Deputy {
     /// Make frozen `pid`, whose process now runs elsewhere, its shell: release its memory,
-    /// map a scratch area, and let it idle.
-    pub fn take_over(pid: Pid) -> io::Result<Deputy> {
-        let (inj, scratch, base) = strip_shell(pid)?;
+    /// map a scratch area, and let it idle. `went`: the signals pending in it that its image
+    /// took along, which it no longer holds.
+    pub fn take_over(pid: Pid, went: &[SigInfo]) -> io::Result<Deputy> {
+        let mem = Memory::open(pid)?;
+        let args_and_env = ArgsAndEnv::read(pid, &mem)?;
+        let (inj, scratch, base) = strip_shell(pid, &args_and_env, went)?;
         let mut deputy = Deputy {
             pid,
             inj,
             scratch,
             base,
-            mem: Memory::open(pid)?,
+            mem,
             files: ShellFiles::open(pid)?,
             lender: Lender::default(),
             state: ShellState::Idle,
             following_stop: None,
             relayed_early: 0,
+            args_and_env,
         };
         deputy.idle()?;
         Ok(deputy)
@@ -151,7 +158,7 @@ impl Deputy {
     /// The frozen shell took (part of) an image that could not be restored: make it a shell
     /// again and let it idle.
     pub fn strip_again(&mut self) -> io::Result<()> {
-        (self.inj, self.scratch, self.base) = strip_shell(self.pid)?;
+        (self.inj, self.scratch, self.base) = strip_shell(self.pid, &self.args_and_env, &[])?;
         self.idle()
     }
 
@@ -387,8 +394,14 @@ impl Deputy {
             // The single-step trap is reported before the signals the call sent or that
             // interrupted it: relay what is pending now, and skip it when its stop comes.
             _ if !recalled => {
+                // Those the shell blocks, as the program does, stay pending here (a signalfd
+                // reads them) until the program lets them in.
+                let blocked = ptrace::get_sigmask(self.pid)?;
                 let mut pending = 0;
                 for info in signals::pending(self.pid)? {
+                    if blocked & bit(info.signo()) != 0 {
+                        continue;
+                    }
                     pending |= bit(info.signo());
                     self.relay(session, info)?;
                 }
@@ -618,12 +631,18 @@ pub fn relay(session: &mut Session, info: SigInfo) -> io::Result<()> {
     session.send(&ToGuest::Signal { info })
 }
 
-/// Release the shell's memory (rseq first, see restore.rs) and map a scratch area.
-fn strip_shell(pid: Pid) -> io::Result<(Injector, u64, Regs)> {
+/// Release the shell's memory (rseq first, see restore.rs), keep a copy of the process's
+/// command line and environment there, and map a scratch area.
+fn strip_shell(
+    pid: Pid,
+    args_and_env: &ArgsAndEnv,
+    went: &[SigInfo],
+) -> io::Result<(Injector, u64, Regs)> {
     let mem = Memory::open(pid)?;
     let areas = maps::read(pid)?;
     let inj = Injector::find(&mem, &areas)?;
     restore::release_memory(pid, &inj, &areas)?;
+    args_and_env.keep_in(pid, &inj, &mem)?;
     let scratch = Scratch::map(&inj, pid, SCRATCH_LEN)?.addr;
     // The CPU-time timers went with the image; the shell's copies must not fire as well.
     // The fresh scratch area holds zeros: a disarmed itimerval.
@@ -631,9 +650,32 @@ fn strip_shell(pid: Pid) -> io::Result<(Injector, u64, Regs)> {
         let args = [which as u64, scratch, 0, 0, 0, 0];
         inj.call_ok(pid, libc::SYS_setitimer, args, "disarm a CPU-time timer")?;
     }
-    // Every signal must reach us while the shell idles, whatever the program blocked.
-    ptrace::set_sigmask(pid, 0)?;
+    // The shell keeps the program's signal mask: a signal it lets in stops the shell and is
+    // relayed, one it blocks stays pending here, as at home, until the program lets it in or
+    // takes it (a signalfd, sigtimedwait).
+    drop_pending(pid, &inj, &mem, scratch, went)?;
     Ok((inj, scratch, ptrace::get_regs(pid)?))
+}
+
+/// Take the signals `went` out of stopped `pid`'s queues (one instance of each, oldest
+/// first, as they were queued), by injected `rt_sigtimedwait` calls that do not wait, with
+/// `scratch` for their arguments. Signals that came after them stay.
+fn drop_pending(
+    pid: Pid,
+    inj: &Injector,
+    mem: &Memory,
+    scratch: u64,
+    went: &[SigInfo],
+) -> io::Result<()> {
+    for info in went {
+        // The set of that one signal, and a zero timeout.
+        let mut args = [0u8; 24];
+        args[..8].copy_from_slice(&bit(info.signo()).to_le_bytes());
+        mem.write(scratch, &args)?;
+        let call = [scratch, 0, scratch + 8, table::SIGSET, 0, 0];
+        inj.call(pid, libc::SYS_rt_sigtimedwait, call)?;
+    }
+    Ok(())
 }
 
 /// Stop `pid` in a PTRACE_EVENT_STOP; returns signals that arrived meanwhile (suppressed
@@ -767,6 +809,7 @@ mod tests {
                         table::Len::Fixed(n) => n,
                         table::Len::FdSet => table::fd_set_len(args[0]).unwrap_or(0),
                         table::Len::DerefU32(_) => u64::from(socklen),
+                        table::Len::DerefU32Times(_, size) => u64::from(socklen) * size,
                     };
                     sent.push(vec![7; n.min(1 << 16) as usize]);
                 }

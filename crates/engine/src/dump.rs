@@ -6,7 +6,8 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use rmosix_image::{
-    self as image, Area, CpuTimer, EndOfImage, Header, MmLayout, Registers, SigAction, Task,
+    self as image, Area, CpuTimer, EndOfImage, Header, MmLayout, PrctlValue, Registers, SigAction,
+    Task,
 };
 use rmosix_wire::NotMovable;
 
@@ -88,6 +89,26 @@ pub(crate) fn stat_fields(pid: Pid) -> io::Result<Vec<u64>> {
         .split_whitespace()
         .map(|f| f.parse().unwrap_or(0))
         .collect())
+}
+
+/// The mm layout of `pid` as /proc/PID/stat shows it, with `brk` (which it does not show).
+pub(crate) fn mm_layout(pid: Pid, brk: u64) -> io::Result<MmLayout> {
+    let stat = stat_fields(pid)?;
+    // /proc/PID/stat field numbers (proc(5)) minus 3, since stat_fields starts at field 3.
+    let f = |n: usize| stat.get(n - 3).copied().unwrap_or(0);
+    Ok(MmLayout {
+        start_code: f(26),
+        end_code: f(27),
+        start_stack: f(28),
+        start_data: f(45),
+        end_data: f(46),
+        start_brk: f(47),
+        brk,
+        arg_start: f(48),
+        arg_end: f(49),
+        env_start: f(50),
+        env_end: f(51),
+    })
 }
 
 /// A process frozen inside a system call shows rax = -ERESTART* and orig_rax = the call. The
@@ -191,26 +212,13 @@ pub fn read_header(
         tid_address,
         brk,
         cpu_timers,
+        prctl,
     } = result?;
 
-    let stat = stat_fields(pid)?;
-    // /proc/PID/stat field numbers (proc(5)) minus 3, since stat_fields starts at field 3.
-    let f = |n: usize| stat.get(n - 3).copied().unwrap_or(0);
-    let mm = MmLayout {
-        start_code: f(26),
-        end_code: f(27),
-        start_stack: f(28),
-        start_data: f(45),
-        end_data: f(46),
-        start_brk: f(47),
-        brk,
-        arg_start: f(48),
-        arg_end: f(49),
-        env_start: f(50),
-        env_end: f(51),
-    };
+    let mm = mm_layout(pid, brk)?;
     let auxv = std::fs::read(format!("/proc/{pid}/auxv"))?;
     let (pending, shared_pending) = crate::signals::pending_apart(pid)?;
+    let membarrier = crate::membarrier::read(pid, inj)?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))?;
     let areas = image_areas(pid)?;
     let task = Task {
@@ -227,6 +235,7 @@ pub fn read_header(
         tid_address,
         pending,
         comm: comm.trim_end_matches('\n').to_owned(),
+        prctl,
     };
     Ok(Header {
         version: image::FORMAT_VERSION,
@@ -238,6 +247,7 @@ pub fn read_header(
         cpu_timers,
         cpu: cpu.now(pid)?,
         shared_pending,
+        membarrier,
         tasks: vec![task],
     })
 }
@@ -249,9 +259,11 @@ struct TaskState {
     tid_address: u64,
     brk: u64,
     cpu_timers: Vec<CpuTimer>,
+    prctl: Vec<PrctlValue>,
 }
 
-/// What only the task itself can tell: dispositions, altstack, tid address, brk.
+/// What only the task itself can tell: dispositions, altstack, tid address, brk, the
+/// settings prctl reads.
 fn read_task_state(
     pid: Pid,
     inj: &Injector,
@@ -297,6 +309,7 @@ fn read_task_state(
         "prctl",
     )?;
     let tid_address = mem.read_words(scratch.addr, 1)?[0];
+    let prctl = crate::prctl::read(pid, inj, mem, scratch.addr)?;
     let brk = inj.call(pid, libc::SYS_brk, [0; 6])? as u64;
     let mut cpu_timers = Vec::new();
     for which in CPU_TIMERS {
@@ -313,6 +326,7 @@ fn read_task_state(
         tid_address,
         brk,
         cpu_timers,
+        prctl,
     })
 }
 

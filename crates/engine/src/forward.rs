@@ -69,6 +69,10 @@ pub enum Pending {
         at: Option<u64>,
         iov: Vec<(u64, u64)>,
     },
+    /// rt_sigprocmask: it ran in the shell, whose mask is the program's; it now runs here,
+    /// where it answers with the old mask. The signals it let in at home were relayed before
+    /// home's answer, so they are pending here when it returns.
+    Mirror { id: u64 },
 }
 
 impl Pending {
@@ -82,6 +86,7 @@ impl Pending {
             | Pending::Batch { id, .. }
             | Pending::Map { id, .. }
             | Pending::Exit { id }
+            | Pending::Mirror { id }
             | Pending::Times { id, .. }
             | Pending::Read { id, .. } => id,
         }
@@ -191,6 +196,9 @@ impl Forwarder {
                 call_home(session, id, nr, args, &[])?;
                 Ok(Ok(Pending::Times { id, at: args[0] }))
             }
+            Route::Forward(row) if nr == libc::SYS_rt_sigprocmask => self
+                .forward(id, nr, args, row.args, session)
+                .map(|shipped| shipped.map(|_| Pending::Mirror { id })),
             Route::Forward(row) => self.forward(id, nr, args, row.args, session),
             Route::CpuTime => {
                 let usage = self.usage()?;
@@ -254,11 +262,7 @@ impl Forwarder {
                 return Ok(Trapped::GoHome { what });
             }
             Route::Continue => {
-                if let Err(err) = listener.let_run(id)
-                    && err.raw_os_error() != Some(libc::ENOENT)
-                {
-                    warn!(%err, "cannot let a trapped call run");
-                }
+                let_run(listener, id);
                 return Ok(Trapped::Answered);
             }
             // The filter lets these through; a notification for one means it changed under us.
@@ -476,10 +480,14 @@ impl Forwarder {
             }
             Len::ArgTimes(i, size) => args[i].saturating_mul(size),
             Len::Fixed(n) => n,
-            Len::DerefU32(i) if args[i] == 0 => 0,
+            Len::DerefU32(i) | Len::DerefU32Times(i, _) if args[i] == 0 => 0,
             Len::DerefU32(i) => {
                 let raw = self.mem.read_vec(args[i], 4).map_err(|_| libc::EFAULT)?;
                 u64::from(le_u32(&raw, 0))
+            }
+            Len::DerefU32Times(i, size) => {
+                let raw = self.mem.read_vec(args[i], 4).map_err(|_| libc::EFAULT)?;
+                u64::from(le_u32(&raw, 0)).saturating_mul(size)
             }
             Len::FdSet => table::fd_set_len(args[0]).unwrap_or(u64::MAX),
         };
@@ -713,6 +721,8 @@ impl Forwarder {
             // exit_group came back: a signal stopped the shell before it ran there, and the
             // answer is a restart code. The remote takes the signal, then exits again.
             Pending::Exit { id } => respond(listener, id, ret),
+            Pending::Mirror { id } if ret < 0 => respond(listener, id, ret),
+            Pending::Mirror { id } => let_run(listener, id),
             Pending::Times { id, at } => {
                 let home = backs.first().map_or(&[][..], |(_, bytes)| bytes.as_slice());
                 if ret >= 0 && at != 0 {
@@ -818,5 +828,15 @@ pub fn respond(listener: &Listener, id: u64, val: i64) {
         && err.raw_os_error() != Some(libc::ENOENT)
     {
         warn!(%err, "cannot answer a trapped call");
+    }
+}
+
+/// Let notification `id`'s call go on in the process.
+fn let_run(listener: &Listener, id: u64) {
+    // ENOENT: as for `respond`.
+    if let Err(err) = listener.let_run(id)
+        && err.raw_os_error() != Some(libc::ENOENT)
+    {
+        warn!(%err, "cannot let a trapped call run");
     }
 }

@@ -268,6 +268,11 @@ impl Guest {
                 if self.leaving && sys::is_restart(ret) {
                     return self.first_round(Some(id));
                 }
+                if sys::is_restart(ret) && !self.takes_a_signal(&pending)? {
+                    let job_stopped = self.stop_husk(Some(id))?;
+                    self.resume_husk(job_stopped)?;
+                    return Ok(None);
+                }
                 let leaving = self.leaving;
                 let replied = self.fwd.on_reply(
                     pending,
@@ -352,6 +357,23 @@ impl Guest {
         Ok(None)
     }
 
+    /// Whether a signal pending in the husk will be taken as `pending`'s call returns. A
+    /// restart code means a signal interrupted the call in the shell, where every signal is
+    /// let in. Only while the process takes one does its kernel restart the call or fail it
+    /// with EINTR (a handler's SA_RESTART decides); a signal it blocks or ignores would not
+    /// have interrupted the call at home, and the code would reach the program. Then the call
+    /// is made again (`stop_husk` answers ERESTARTNOINTR), as if it had gone on waiting.
+    fn takes_a_signal(&self, pending: &Pending) -> io::Result<bool> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.husk))?;
+        let signals = status_mask(&status, "SigPnd:") | status_mask(&status, "ShdPnd:");
+        let mut blocked = status_mask(&status, "SigBlk:");
+        // A wait with a mask of its own also takes what that mask lets in.
+        if let Pending::Masked { mask, .. } = pending {
+            blocked &= mask;
+        }
+        Ok(signals & !blocked != 0)
+    }
+
     /// A wait with a mask of its own (`mask`) was interrupted at home by a signal, which is
     /// pending here by now. Linux would run that signal's handler with `mask` in force, then
     /// give the process its own mask back when the handler returns, and the call would fail
@@ -362,13 +384,7 @@ impl Guest {
     /// and the kernel restarts it, as it would.
     fn interrupt_wait(&mut self, id: u64, ret: i64, mask: u64) -> io::Result<()> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.husk))?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-                .unwrap_or(0)
-        };
+        let field = |name: &str| status_mask(&status, name);
         let pending = field("SigPnd:") | field("ShdPnd:");
         if pending & !mask == 0 {
             respond(&self.listener, id, ret);
@@ -673,4 +689,13 @@ enum Homeward {
     Asked { restart: Option<u64> },
     /// The process made call `id`, which only home can run (`what` names it).
     Call { id: u64, what: String },
+}
+
+/// The signal set on line `name` (`SigPnd:`, `SigBlk:`, ...) of a /proc/PID/status.
+fn status_mask(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
 }

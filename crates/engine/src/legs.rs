@@ -603,15 +603,17 @@ pub fn send_out(
             .and_then(|()| dump::dump(pid, facts, &cpu, &mut session.out))
             .map_err(link),
     }
-    .and_then(|(_, bytes)| node_answer(&mut session.frames, node, Round::Last).map(|()| bytes));
+    .and_then(|(header, bytes)| {
+        node_answer(&mut session.frames, node, Round::Last).map(|()| (header, bytes))
+    });
     // A failure drops the slowdown, which lets the process run on at home.
-    let bytes = sent?;
+    let (header, bytes) = sent?;
     slowdown.hand_over();
     let running = Instant::now();
     // The process runs there now: from here on, its shell is all that is left at home. A
     // shell that cannot be made ends the session, which kills the remote too: the process is
     // then lost rather than run twice.
-    let deputy = match Deputy::take_over(pid) {
+    let deputy = match Deputy::take_over(pid, &header.pending_signals()) {
         Ok(deputy) => deputy,
         Err(err) => {
             // SAFETY: killing our own tracee, whose remote dies with the session we drop.

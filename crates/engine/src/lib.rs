@@ -12,6 +12,7 @@
 //! docs/engine.md and docs/forwarding.md.
 #![warn(missing_docs)]
 
+mod cmdline;
 mod converge;
 mod cputime;
 mod deputy;
@@ -30,9 +31,11 @@ mod ioctls;
 mod legs;
 mod maps;
 mod mem;
+mod membarrier;
 mod moves;
 mod msg;
 mod pidfd;
+mod prctl;
 mod precopy;
 mod ptrace;
 mod readahead;
@@ -41,6 +44,7 @@ mod seccomp;
 mod session;
 mod sharing;
 mod signals;
+mod sockopts;
 mod spawn;
 mod sys;
 mod table;

@@ -15,7 +15,7 @@
 use std::io::{self, Read};
 
 use rmosix_image::{
-    self as image, Area, EndOfImage, FrameHead, FrameReader, Header, SigAction, Task,
+    self as image, Area, EndOfImage, FrameHead, FrameReader, Header, MmLayout, SigAction, Task,
 };
 
 use crate::dump::regs_from_image;
@@ -399,17 +399,17 @@ fn free_gap(a: &[Area], b: &[Area], len: u64) -> io::Result<u64> {
     ))
 }
 
-fn restore_task_state(
+/// Set stopped `pid`'s mm fields to `mm` by an injected `prctl(PR_SET_MM_MAP)`, its auxv to
+/// the `(address, length)` given (none: the auxv stays), with the struct laid out at `at`.
+pub(crate) fn set_mm_map(
     pid: Pid,
     inj: &Injector,
     mem: &Memory,
-    scratch: &Scratch,
-    header: &Header,
-    task: &Task,
+    at: u64,
+    mm: &MmLayout,
+    auxv: Option<(u64, u32)>,
 ) -> io::Result<()> {
-    let auxv_addr = scratch.addr + 4096;
-    mem.write(auxv_addr, &header.auxv)?;
-    let mm = &header.mm;
+    let (auxv, auxv_size) = auxv.unwrap_or((0, 0));
     let map = sys::PrctlMmMap {
         start_code: mm.start_code,
         end_code: mm.end_code,
@@ -422,8 +422,9 @@ fn restore_task_state(
         arg_end: mm.arg_end,
         env_start: mm.env_start,
         env_end: mm.env_end,
-        auxv: auxv_addr,
-        auxv_size: header.auxv.len() as u32,
+        auxv,
+        auxv_size,
+        // -1: the exe link stays, and the call needs no privilege.
         exe_fd: u32::MAX,
     };
     // SAFETY: PrctlMmMap is repr(C) plain data; we view its bytes to copy them out.
@@ -433,16 +434,31 @@ fn restore_task_state(
             std::mem::size_of::<sys::PrctlMmMap>(),
         )
     };
-    mem.write(scratch.addr, bytes)?;
+    mem.write(at, bytes)?;
     let args = [
         sys::PR_SET_MM,
         sys::PR_SET_MM_MAP,
-        scratch.addr,
+        at,
         bytes.len() as u64,
         0,
         0,
     ];
-    inj.call_ok(pid, libc::SYS_prctl, args, "prctl(PR_SET_MM_MAP)")?;
+    inj.call_ok(pid, libc::SYS_prctl, args, "prctl(PR_SET_MM_MAP)")
+        .map(drop)
+}
+
+fn restore_task_state(
+    pid: Pid,
+    inj: &Injector,
+    mem: &Memory,
+    scratch: &Scratch,
+    header: &Header,
+    task: &Task,
+) -> io::Result<()> {
+    let auxv_addr = scratch.addr + 4096;
+    mem.write(auxv_addr, &header.auxv)?;
+    let auxv = (auxv_addr, header.auxv.len() as u32);
+    set_mm_map(pid, inj, mem, scratch.addr, &header.mm, Some(auxv))?;
 
     // The image holds the dispositions that are not the default. A signal the process
     // still catches or ignores (a shell keeps the program's dispositions from before it
@@ -504,6 +520,8 @@ fn restore_task_state(
     mem.write(scratch.addr, &comm)?;
     let args = [libc::PR_SET_NAME as u64, scratch.addr, 0, 0, 0, 0];
     inj.call_ok(pid, libc::SYS_prctl, args, "prctl(PR_SET_NAME)")?;
+    crate::prctl::restore(pid, inj, mem, scratch.addr, &task.prctl)?;
+    crate::membarrier::restore(pid, inj, header.membarrier)?;
     inj.call_ok(
         pid,
         libc::SYS_set_tid_address,

@@ -16,6 +16,7 @@
 //! that is the same on every node), is a new row of this table, not a new mechanism.
 //! See docs/forwarding.md.
 
+use crate::sockopts::{self, OptShape};
 use crate::{ioctls, msg};
 
 /// Bytes of the kernel's `sigset_t`, which calls that take a mask insist on.
@@ -100,6 +101,8 @@ pub enum Len {
     /// The u32 that argument `n` points to (socklen_t in/out lengths). That argument is itself
     /// a 4-byte buffer sent home, so home reads the length from what was sent.
     DerefU32(usize),
+    /// As [`Len::DerefU32`], counted in records of this many bytes.
+    DerefU32Times(usize, u64),
     /// An fd_set for `nfds` in argument 0.
     FdSet,
 }
@@ -113,16 +116,23 @@ pub enum Valid {
     Ret,
     /// As many records of this size as the call returned.
     RetTimes(u64),
+    /// All of it, whatever the call returned: a buffer that was sent home holds the
+    /// program's own bytes where the call wrote nothing, and a failing call may write into
+    /// it too (getsockopt's `ERANGE` tells the length it needs, poll its `revents`).
+    Always,
 }
 
 impl Valid {
     /// Bytes of a buffer of `len` that hold results after the call returned `ret`.
     pub fn bytes(self, len: u64, ret: i64) -> u64 {
+        if let Valid::Always = self {
+            return len;
+        }
         if ret < 0 {
             return 0;
         }
         match self {
-            Valid::All => len,
+            Valid::All | Valid::Always => len,
             Valid::Ret => (ret as u64).min(len),
             Valid::RetTimes(size) => (ret as u64).saturating_mul(size).min(len),
         }
@@ -151,7 +161,7 @@ impl BufArg {
     pub fn back(&self) -> Option<Valid> {
         match self.kind {
             Arg::Out(_, valid) => Some(valid),
-            Arg::InOut(_) => Some(Valid::All),
+            Arg::InOut(_) => Some(Valid::Always),
             _ => None,
         }
     }
@@ -375,8 +385,12 @@ fn length_at_home(len: Len, args: &[u64; 6], row: &Row, sent: &[Vec<u8>]) -> Res
         Len::Arg(i) => args[i],
         Len::ArgTimes(i, size) => args[i].checked_mul(size).ok_or(Refusal::Invalid)?,
         Len::Fixed(n) => n,
-        Len::DerefU32(i) if args[i] == 0 => 0,
-        Len::DerefU32(i) => {
+        Len::DerefU32(i) | Len::DerefU32Times(i, _) if args[i] == 0 => 0,
+        Len::DerefU32(i) | Len::DerefU32Times(i, _) => {
+            let size = match len {
+                Len::DerefU32Times(_, size) => size,
+                _ => 1,
+            };
             // The socklen argument is a sent 4-byte buffer: find its contents.
             let at = row
                 .buffers(args)
@@ -388,6 +402,8 @@ fn length_at_home(len: Len, args: &[u64; 6], row: &Row, sent: &[Vec<u8>]) -> Res
                 .and_then(|d| d.as_slice().try_into().ok())
                 .ok_or(Refusal::Mismatch)?;
             u64::from(u32::from_le_bytes(raw))
+                .checked_mul(size)
+                .ok_or(Refusal::Invalid)?
         }
         Len::FdSet => fd_set_len(args[0]).ok_or(Refusal::Invalid)?,
     };
@@ -403,7 +419,7 @@ pub fn fd_set_len(nfds: u64) -> Option<u64> {
 }
 
 use Arg::{Fd, In, InOut, Out, Path, Val};
-use Len::{Arg as A, ArgTimes, DerefU32, FdSet, Fixed};
+use Len::{Arg as A, ArgTimes, DerefU32, DerefU32Times, FdSet, Fixed};
 use Valid::{All, Ret, RetTimes};
 
 const STAT: u64 = 144;
@@ -414,6 +430,7 @@ const ITIMERSPEC: u64 = 32;
 const RLIMIT: u64 = 16;
 const RUSAGE: u64 = 144;
 const TMS: u64 = 32;
+const SIGINFO: u64 = 128;
 const SOCKLEN: Arg = InOut(Fixed(4));
 
 /// A row of a call that runs in the shell at home.
@@ -491,8 +508,23 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         libc::SYS_recvfrom => fwd(&[Fd, Out(A(2), Ret), Val, Val, Out(DerefU32(5), All), SOCKLEN]),
         libc::SYS_getsockname | libc::SYS_getpeername => fwd(&[Fd, Out(DerefU32(2), All), SOCKLEN]),
         libc::SYS_socketpair => fwd(&[Val, Val, Val, Out(Fixed(8), All)]),
-        libc::SYS_setsockopt => fwd(&[Fd, Val, Val, In(A(4)), Val]),
-        libc::SYS_getsockopt => fwd(&[Fd, Val, Val, Out(DerefU32(4), All), SOCKLEN]),
+        // optval's shape depends on the option (see `sockopts`). A getsockopt's buffer goes
+        // home and back whole: some options read a request from it first.
+        libc::SYS_setsockopt => match sockopts::set(args[1], args[2]) {
+            OptShape::Home => Home,
+            OptShape::Bytes | OptShape::Filter => fwd(&[Fd, Val, Val, In(A(4)), Val]),
+        },
+        libc::SYS_getsockopt => match sockopts::get(args[1], args[2]) {
+            OptShape::Home => Home,
+            OptShape::Bytes => fwd(&[Fd, Val, Val, InOut(DerefU32(4)), SOCKLEN]),
+            OptShape::Filter => fwd(&[
+                Fd,
+                Val,
+                Val,
+                InOut(DerefU32Times(4, sockopts::SOCK_FILTER)),
+                SOCKLEN,
+            ]),
+        },
         libc::SYS_exit | libc::SYS_exit_group => Exit,
         libc::SYS_wait4 => fwd(&[Val, Out(Fixed(4), All), Val, Out(Fixed(144), All)]),
         libc::SYS_kill | libc::SYS_tkill | libc::SYS_tgkill => fwd(&[Val, Val, Val]),
@@ -610,6 +642,19 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         libc::SYS_pipe2 => fwd(&[Out(Fixed(8), All), Val]),
         libc::SYS_statx => fwd(&[Val, Path, Val, Val, Out(Fixed(256), All)]),
         libc::SYS_rt_sigqueueinfo => fwd(&[Val, Val, In(Fixed(128))]),
+        // The shell's signal mask is the program's, so that a signal the program blocks
+        // stays pending at home, where its signalfd reads it: a change of the mask runs in
+        // the shell, then in the process (see `forward`). Pending signals and the waits for
+        // them are the shell's (sigsuspend's mask as pselect6's).
+        libc::SYS_rt_sigprocmask => fwd(&[Val, In(Fixed(SIGSET)), Val, Val]),
+        libc::SYS_rt_sigpending => fwd(&[Out(Fixed(SIGSET), All), Val]),
+        libc::SYS_rt_sigsuspend => fwd(&[Arg::Sigmask, Val]),
+        libc::SYS_rt_sigtimedwait => fwd(&[
+            In(Fixed(SIGSET)),
+            Out(Fixed(SIGINFO), All),
+            In(Fixed(TIMESPEC)),
+            Val,
+        ]),
 
         libc::SYS_prctl => prctl(args[0]),
         // A process's CPU-time clocks and its own rusage count what it used on every node;
@@ -644,11 +689,7 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         | libc::SYS_get_robust_list
         | libc::SYS_rseq
         | libc::SYS_rt_sigaction
-        | libc::SYS_rt_sigprocmask
         | libc::SYS_rt_sigreturn
-        | libc::SYS_rt_sigpending
-        | libc::SYS_rt_sigsuspend
-        | libc::SYS_rt_sigtimedwait
         | libc::SYS_sigaltstack
         | libc::SYS_pause
         | libc::SYS_sched_yield
@@ -670,17 +711,41 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
     }
 }
 
-/// prctl changes per-task state, which runs where the process runs, but for the seccomp and
-/// no_new_privs settings: a program's own filter must live at home (where it is kept, and
-/// never meets the calls a move injects), and a remote's answers would be its husk's, which
-/// has rmosix's filter and no_new_privs set.
+/// prctl changes per-task state, which runs where the process runs (what it set travels in
+/// the image, see `prctl`), but for the options in [`PRCTL_NOT_LOCAL`]. A program's own
+/// seccomp filter and no_new_privs must live at home (where they are kept, and never meet
+/// the calls a move injects; the husk has rmosix's filter and no_new_privs). Its relations
+/// and credentials are the shell's: its parent's death signal and its children's reaper
+/// concern processes at home, and its capabilities and securebits are those of the shell,
+/// where the calls that change ids run.
 fn prctl(option: u64) -> Route {
     match option as i32 {
         libc::PR_SET_SECCOMP | libc::PR_SET_NO_NEW_PRIVS => Route::Home,
-        libc::PR_GET_SECCOMP | libc::PR_GET_NO_NEW_PRIVS => fwd(&[Val]),
+        libc::PR_GET_PDEATHSIG | libc::PR_GET_CHILD_SUBREAPER => fwd(&[Val, Out(Fixed(4), All)]),
+        option if PRCTL_NOT_LOCAL.contains(&option) => fwd(&[Val, Val, Val, Val, Val]),
         _ => Route::Local,
     }
 }
+
+/// The prctl options that do not run at the remote (see [`prctl`]).
+const PRCTL_NOT_LOCAL: &[i32] = &[
+    libc::PR_SET_SECCOMP,
+    libc::PR_SET_NO_NEW_PRIVS,
+    libc::PR_GET_SECCOMP,
+    libc::PR_GET_NO_NEW_PRIVS,
+    libc::PR_SET_PDEATHSIG,
+    libc::PR_GET_PDEATHSIG,
+    libc::PR_SET_CHILD_SUBREAPER,
+    libc::PR_GET_CHILD_SUBREAPER,
+    libc::PR_SET_KEEPCAPS,
+    libc::PR_GET_KEEPCAPS,
+    libc::PR_SET_SECUREBITS,
+    libc::PR_GET_SECUREBITS,
+    libc::PR_CAPBSET_READ,
+    libc::PR_CAPBSET_DROP,
+    libc::PR_CAP_AMBIENT,
+    libc::PR_SET_PTRACER,
+];
 
 /// The calls that read a process's own CPU use, as (number, the values of its first argument
 /// that make it one; none: all of them): CPU-time clocks, getrusage of itself, times.
@@ -703,15 +768,7 @@ pub const CPU_TIME_CALLS: &[(i64, &[i32])] = &[
 /// for the filter (which compares their low 32 bits: prctl's option is an int, and a clock
 /// id is one too).
 pub const LOCAL_UNLESS_ARG0: &[(i64, &[i32])] = &[
-    (
-        libc::SYS_prctl,
-        &[
-            libc::PR_SET_SECCOMP,
-            libc::PR_SET_NO_NEW_PRIVS,
-            libc::PR_GET_SECCOMP,
-            libc::PR_GET_NO_NEW_PRIVS,
-        ],
-    ),
+    (libc::SYS_prctl, PRCTL_NOT_LOCAL),
     (
         libc::SYS_clock_gettime,
         &[
@@ -820,10 +877,10 @@ pub(crate) mod tests {
                     In(len) | Out(len, _) | InOut(len) => *len,
                     _ => continue,
                 };
-                if let A(i) | ArgTimes(i, _) | DerefU32(i) = len {
+                if let A(i) | ArgTimes(i, _) | DerefU32(i) | DerefU32Times(i, _) = len {
                     assert!(i < row.args.len(), "{nr}: length from missing argument {i}");
                 }
-                if let DerefU32(i) = len {
+                if let DerefU32(i) | DerefU32Times(i, _) = len {
                     assert_eq!(
                         row.args[i], SOCKLEN,
                         "{nr}: a length must come from a socklen"
@@ -864,11 +921,54 @@ pub(crate) mod tests {
             got.bufs,
             [
                 buf(1, 16, false, Some(Valid::All)),
-                buf(2, 4, true, Some(Valid::All))
+                buf(2, 4, true, Some(Valid::Always))
             ]
         );
         let open = shape(libc::SYS_openat, [0, 0x1000, 0, 0, 0, 0], &[b"/etc/x\0"]).unwrap();
         assert_eq!(open.bufs, [buf(1, 7, true, None)]);
+    }
+
+    #[test]
+    fn a_socket_options_buffer_takes_the_shape_of_its_option() {
+        let sol_socket = libc::SOL_SOCKET as u64;
+        // SO_GET_FILTER counts instructions of 8 bytes; its buffer goes home and back.
+        let filter = [3, sol_socket, libc::SO_GET_FILTER as u64, 0x1000, 0x2000, 0];
+        let got = shape(
+            libc::SYS_getsockopt,
+            filter,
+            &[&[1; 24], &3u32.to_le_bytes()],
+        )
+        .unwrap();
+        assert_eq!(
+            got.bufs,
+            [
+                buf(3, 24, true, Some(Valid::Always)),
+                buf(4, 4, true, Some(Valid::Always))
+            ]
+        );
+        let bytes = shape(
+            libc::SYS_getsockopt,
+            filter,
+            &[&[1; 3], &3u32.to_le_bytes()],
+        );
+        assert_eq!(bytes, Err(Refusal::Mismatch));
+        let huge = (u32::MAX / 8).to_le_bytes();
+        let huge = shape(libc::SYS_getsockopt, filter, &[&[], &huge]);
+        assert_eq!(huge, Err(Refusal::Invalid));
+        // A plain option: optlen bytes. A pointer-carrying one makes the process go home.
+        let rcvbuf = [3, sol_socket, libc::SO_RCVBUF as u64, 0x1000, 0x2000, 0];
+        let got = shape(
+            libc::SYS_getsockopt,
+            rcvbuf,
+            &[&[0; 4], &4u32.to_le_bytes()],
+        )
+        .unwrap();
+        assert_eq!(got.bufs[0].len, 4);
+        let attach = [3, sol_socket, libc::SO_ATTACH_FILTER as u64, 0x1000, 16, 0];
+        assert_eq!(route(libc::SYS_setsockopt, &attach), Route::Home);
+        // A failed call brings back what it may have written into what was sent.
+        assert_eq!(Valid::Always.bytes(4, -i64::from(libc::ERANGE)), 4);
+        assert_eq!(Valid::All.bytes(4, -1), 0);
     }
 
     #[test]

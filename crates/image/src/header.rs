@@ -240,6 +240,20 @@ pub struct Task {
     pub pending: Vec<SigInfo>,
     /// The task's name (`/proc/PID/comm`, at most 15 bytes), which `ps` and `top` show.
     pub comm: String,
+    /// Settings read with a `prctl` GET, to be set again where it resumes (the engine says
+    /// which).
+    pub prctl: Vec<PrctlValue>,
+}
+
+/// One setting of a task, as a `prctl` GET read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrctlValue {
+    /// The GET option (`PR_GET_TIMERSLACK`, ...).
+    pub option: i32,
+    /// Its second argument where it names what is read (`PR_GET_SPECULATION_CTRL`'s), else 0.
+    pub which: u64,
+    /// What it read.
+    pub value: u64,
 }
 
 /// Everything of an image except page contents: what the process holds once (its memory,
@@ -266,6 +280,9 @@ pub struct Header {
     pub cpu: CpuUse,
     /// Signals pending for the whole process, each with its siginfo.
     pub shared_pending: Vec<SigInfo>,
+    /// Its membarrier(2) registrations, as `MEMBARRIER_CMD_GET_REGISTRATIONS` answers: the
+    /// bits of the register commands it made.
+    pub membarrier: u64,
     /// Its tasks, the thread-group leader first.
     pub tasks: Vec<Task>,
 }
@@ -343,6 +360,7 @@ mod tests {
             tid_address: 0,
             pending: vec![SigInfo::bare(sig)],
             comm: String::new(),
+            prctl: Vec::new(),
         };
         let header = Header {
             version: crate::FORMAT_VERSION,
@@ -354,6 +372,7 @@ mod tests {
             cpu_timers: Vec::new(),
             cpu: CpuUse::default(),
             shared_pending: vec![SigInfo::bare(1)],
+            membarrier: 0,
             tasks: vec![task(2), task(8)],
         };
         let sigs: Vec<i32> = header
@@ -432,10 +451,19 @@ mod tests {
                 prop::collection::vec(any::<u8>(), 0..64),
                 any::<(u64, (u64, i32, u64), Option<(u64, u32, u32)>, (u64, u64))>(),
                 (any::<u64>(), prop::collection::vec(siginfo(), 0..3)),
-                "[a-z0-9 ]{0,15}",
+                (
+                    "[a-z0-9 ]{0,15}",
+                    prop::collection::vec(any::<(i32, u64, u64)>(), 0..4),
+                ),
             )
                 .prop_map(
-                    |(regs, xstate, (sigmask, altstack, rseq, robust_list), (tid, pend), comm)| {
+                    |(
+                        regs,
+                        xstate,
+                        (sigmask, altstack, rseq, robust_list),
+                        (tid, pend),
+                        (comm, prctl),
+                    )| {
                         Task {
                             regs,
                             xstate,
@@ -446,6 +474,14 @@ mod tests {
                             tid_address: tid,
                             pending: pend,
                             comm,
+                            prctl: prctl
+                                .into_iter()
+                                .map(|(option, which, value)| PrctlValue {
+                                    option,
+                                    which,
+                                    value,
+                                })
+                                .collect(),
                         }
                     },
                 )
@@ -503,6 +539,7 @@ mod tests {
                             away: Usage::default(),
                         },
                         shared_pending: shared,
+                        membarrier: u64::from(version) << 2,
                         tasks,
                     },
                 )

@@ -3,8 +3,9 @@
 //!
 //! An *image* is what moves when a process migrates: its memory areas and their contents,
 //! what the process holds once (mm layout, auxv, dispositions, CPU-time timers, signals
-//! pending for all of it) and the state of each of its tasks (registers, the whole XSAVE area,
-//! signal mask and pending signals, altstack, rseq, robust list, tid address, name). It is
+//! pending for all of it, membarrier registrations) and the state of each of its tasks (registers, the whole XSAVE area,
+//! signal mask and pending signals, altstack, rseq, robust list, tid address, name, the
+//! settings `prctl` reads). It is
 //! never written to a file: the engine streams it over the session connection while it reads
 //! it.
 //!
@@ -18,10 +19,11 @@
 //! running  := round* Pages* Message(EndOfImage { more_rounds: false })
 //! round    := Pages* Message(EndOfImage { more_rounds: true })
 //! Header   := { version, facts, mm, auxv, areas, sigactions, cpu_timers, cpu,
-//!               shared_pending: [SigInfo], tasks: [Task] }
+//!               shared_pending: [SigInfo], membarrier, tasks: [Task] }
 //!                                        (one task today; threads can come without a new format)
 //! Task     := { regs: Registers (27 named words), xstate, sigmask, altstack, rseq,
-//!               robust_list, tid_address, pending: [SigInfo], comm }
+//!               robust_list, tid_address, pending: [SigInfo], comm,
+//!               prctl: [{ option, which, value }] }
 //! SigInfo  := the 128 bytes of a pending signal's siginfo_t (sender, code, value)
 //! ```
 //!
@@ -40,10 +42,10 @@ mod siginfo;
 
 pub use frame::{Frame, FrameError, FrameHead, FrameReader, MAX_FRAME, write_message, write_pages};
 pub use header::{
-    Area, CpuTimer, CpuUse, EndOfImage, Header, KernelFacts, MmLayout, Registers, SigAction, Task,
-    Usage,
+    Area, CpuTimer, CpuUse, EndOfImage, Header, KernelFacts, MmLayout, PrctlValue, Registers,
+    SigAction, Task, Usage,
 };
 pub use siginfo::{SIGINFO_LEN, SigInfo};
 
 /// Version of the image and session format; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
