@@ -25,6 +25,7 @@ mod guest;
 mod home;
 mod inject;
 mod legs;
+mod mapfile;
 mod maps;
 mod mem;
 mod moves;
