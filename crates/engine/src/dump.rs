@@ -545,7 +545,8 @@ fn collect_round(
     let areas = now.iter().filter(|a| !a.is_vdso_block());
     for (area, kept_end) in areas.zip(kept) {
         if kept_end > area.start {
-            match tracker.collect(area.start, kept_end)? {
+            let found = tracker.collect(area.start, kept_end)?;
+            match found.map(|runs| outside_guards(runs, &area.guards)) {
                 Some(runs) if area.file.is_some() => pending.file_runs.extend(runs),
                 Some(runs) => pending.runs.extend(runs),
                 None => pending.untracked.push(Area {
@@ -614,6 +615,25 @@ enum Sending<'z> {
     /// Pages of a file mapping that the process never wrote: the file's own content, tagged
     /// [`image::FILE_PAGES`]; zero pages are left out (a copy of the file is zero there).
     FileContent,
+}
+
+/// `runs` but for the pages of `guards` (sorted, apart). A scan finds a guard page written:
+/// its marker replaced the page, and carries no write protection.
+fn outside_guards(runs: Vec<Written>, guards: &[(u64, u64)]) -> Vec<Written> {
+    let mut left = Vec::with_capacity(runs.len());
+    for mut run in runs {
+        let (first, last) = (run.start, run.end);
+        for &(start, end) in guards.iter().filter(|g| g.0 < last && g.1 > first) {
+            if start > run.start {
+                left.push(Written { end: start, ..run });
+            }
+            run.start = end;
+        }
+        if run.start < run.end {
+            left.push(run);
+        }
+    }
+    left
 }
 
 /// What to do with a piece of a run that cannot be read.
@@ -703,7 +723,7 @@ pub fn dump_final_round(
                 holds_data: true,
             }],
         };
-        for run in runs {
+        for run in outside_guards(runs, &area.guards) {
             if !run.holds_data {
                 zero.push((run.start, run.end));
                 continue;

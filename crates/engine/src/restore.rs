@@ -308,9 +308,11 @@ fn fill<R: Read>(
     at_end: &mut bool,
 ) -> io::Result<EndOfImage> {
     let mem = Memory::open(pid)?;
-    // A private file mapping cannot be registered for missing pages: what the process wrote
-    // there goes through memory, which gives the process its own copy of the page.
-    let anonymous: Vec<&Area> = fresh.iter().copied().filter(|a| a.file.is_none()).collect();
+    // A private file mapping cannot be registered for missing pages, nor can a droppable
+    // one: their pages go through memory (in a file mapping, that gives the process its own
+    // copy of the page).
+    let registrable = |a: &&Area| a.file.is_none() && !a.advice.contains(&Advice::Droppable);
+    let anonymous: Vec<&Area> = fresh.iter().copied().filter(registrable).collect();
     let filler = Filler::open(pid, inj, &mem, &anonymous)?;
     tracing::debug!(pid, method = ?filler.method(), "filling the areas");
     let mut end = None;
