@@ -107,12 +107,17 @@ pub fn restore_final_round<R: Read>(
         let end = map_and_fill(pid, inj, &new, &areas, frames, at_end)?;
         last_marker(&end)?;
         empty(pid, inj, &end.zero)?;
-        // Guard regions installed or removed since the first round: all set anew.
-        for old in first.iter().filter(|a| !a.guards.is_empty()) {
-            advise_runs(pid, inj, &old.guards, sys::MADV_GUARD_REMOVE)?;
-        }
-        for area in &areas {
-            advise_runs(pid, inj, &area.guards, sys::MADV_GUARD_INSTALL)?;
+        // Guard regions installed or removed since the first round, in the kept parts (the
+        // new ones have theirs): all set anew.
+        for (area, &kept_end) in areas.iter().zip(&kept) {
+            let within = |runs: &[(u64, u64)]| -> Vec<(u64, u64)> {
+                let runs = runs.iter().map(|&(s, e)| (s, e.min(kept_end)));
+                runs.filter(|&(s, e)| s < e).collect()
+            };
+            if let Some(old) = first.iter().find(|a| a.start == area.start) {
+                advise_runs(pid, inj, &within(&old.guards), sys::MADV_GUARD_REMOVE)?;
+            }
+            advise_runs(pid, inj, &within(&area.guards), sys::MADV_GUARD_INSTALL)?;
         }
         restore_task(pid, inj, header)
     })
@@ -224,9 +229,6 @@ fn map_first_round<R: Read>(
 
     let areas: Vec<&Area> = areas.iter().filter(|a| !a.is_vdso_block()).collect();
     let end = map_and_fill(pid, &inj, &areas, &areas, frames, at_end)?;
-    for area in &areas {
-        advise_runs(pid, &inj, &area.guards, sys::MADV_GUARD_INSTALL)?;
-    }
     Ok((inj, end))
 }
 
@@ -242,8 +244,13 @@ fn map_and_fill<R: Read>(
     at_end: &mut bool,
 ) -> io::Result<EndOfImage> {
     let backings = Backings::open(pid, inj, fresh)?;
-    let filled = fresh
+    // Areas with guard regions first: the kernel marks them ("gu" in VmFlags) when the
+    // guards go in, which keeps a neighbour mapped after them from merging with them.
+    let (guarded, plain): (Vec<&Area>, Vec<&Area>) =
+        fresh.iter().partition(|a| !a.guards.is_empty());
+    let filled = guarded
         .iter()
+        .chain(&plain)
         .try_for_each(|area| map_area(pid, inj, area, backings.fd_of(area)))
         .and_then(|()| fill(pid, inj, fresh, areas, &backings, frames, at_end));
     let closed = backings.close(pid, inj);
@@ -265,8 +272,8 @@ fn madvice(advice: Advice) -> Option<i32> {
     }
 }
 
-/// Map `area` at its address, with its protection and advice: the file open as `fd` in the
-/// process, or anonymous and empty.
+/// Map `area` at its address, with its protection, advice and guard regions: the file open
+/// as `fd` in the process, or anonymous and empty.
 fn map_area(pid: Pid, inj: &Injector, area: &Area, fd: Option<i32>) -> io::Result<()> {
     let kind = if area.advice.contains(&Advice::Droppable) {
         libc::MAP_DROPPABLE
@@ -290,9 +297,11 @@ fn map_area(pid: Pid, inj: &Injector, area: &Area, fd: Option<i32>) -> io::Resul
     let args = [area.start, area.len(), prot, flags as u64, fd, offset];
     let what = format!("mmap {:#x}-{:#x}", area.start, area.end);
     inj.call_ok(pid, libc::SYS_mmap, args, &what)?;
-    let mut advice = area.advice.iter().filter_map(|&a| madvice(a));
     let whole = [(area.start, area.end)];
-    advice.try_for_each(|advice| advise_runs(pid, inj, &whole, advice))
+    for advice in area.advice.iter().filter_map(|&a| madvice(a)) {
+        advise_runs(pid, inj, &whole, advice)?;
+    }
+    advise_runs(pid, inj, &area.guards, sys::MADV_GUARD_INSTALL)
 }
 
 /// Place the page frames up to the next end marker, which it returns: by UFFDIO_COPY into

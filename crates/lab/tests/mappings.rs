@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test};
+use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, processes_in};
 
 /// The programs of these tests.
 const PROGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/mappings");
@@ -95,6 +95,45 @@ fn end(job: Job) {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
 
+/// The maps of the process named `name` at `node`, read from the host (the process's own
+/// reads of /proc/self run at home).
+fn remote_maps(lab: &Lab, node: u16, name: &str) -> String {
+    let found = processes_in(lab.node(node.into()));
+    let process = found.iter().find(|p| p.name == name);
+    let process = process.unwrap_or_else(|| panic!("no {name} at node {node}: {found:#?}"));
+    fs::read_to_string(format!("/proc/{}/maps", process.host_pid)).expect("read its maps")
+}
+
+/// Each line of `flags` ("NAME START: VMFLAGS") with the VmFlags of the area at START in the
+/// process named "advice" at `node`, read from the host.
+fn remote_flags(lab: &Lab, node: u16, flags: &str) -> String {
+    let found = processes_in(lab.node(node.into()));
+    let process = found.iter().find(|p| p.name == "advice");
+    let process = process.unwrap_or_else(|| panic!("no advice at node {node}: {found:#?}"));
+    let smaps =
+        fs::read_to_string(format!("/proc/{}/smaps", process.host_pid)).expect("read its smaps");
+    let mut shown = String::new();
+    for line in flags.lines() {
+        let (area, _) = line.split_once(':').expect("NAME START: VMFLAGS");
+        let start = area.split_whitespace().nth(1).expect("a start");
+        let start = u64::from_str_radix(start, 16).expect("a hex start");
+        let holds = |line: &str| {
+            let range = line
+                .split_whitespace()
+                .next()
+                .and_then(|r| r.split_once('-'));
+            let hex = |h| u64::from_str_radix(h, 16).ok();
+            range
+                .and_then(|(s, e)| Some((hex(s)?, hex(e)?)))
+                .is_some_and(|(s, e)| s <= start && start < e)
+        };
+        let at = smaps.lines().skip_while(|l| !holds(l));
+        let vm_flags = at.filter_map(|l| l.strip_prefix("VmFlags:")).next();
+        shown += &format!("{area}:{}\n", vm_flags.unwrap_or(" (not mapped)"));
+    }
+    shown
+}
+
 /// Writes `letters`, one page of each, to `path`, in place: a truncation would also take
 /// the pages the process wrote from a private mapping of the file.
 fn write_pages(path: &Path, letters: &[u8]) {
@@ -138,10 +177,23 @@ fn file_mappings_come_home_as_mappings_of_the_same_files() {
 
     let same = "pages: aWcd unlinked: xy\n";
     assert_eq!(ask(&job, "check", 1), same);
-    for (target, node) in [("2", 2), ("3", 3), ("home", 1)] {
+    for (target, node) in [("2", 2), ("3", 3)] {
         move_to(&job, target, node);
         assert_eq!(ask(&job, "check", 1), same, "at node {node}");
+        // Seen from the host: the shared directory's file is the file itself there (the
+        // same kernel holds it), the unlinked one a copy.
+        let maps = remote_maps(&lab, node, "filemap");
+        let maps_file = |perms: &str, name: &str| {
+            maps.lines().any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields[1..3] == [perms, "00000000"] && fields[4] != "0" && line.ends_with(name)
+            })
+        };
+        assert!(maps_file("rw-p", data_path), "{maps}");
+        assert!(maps_file("r--p", "/memfd:rmosix-file (deleted)"), "{maps}");
     }
+    move_to(&job, "home", 1);
+    assert_eq!(ask(&job, "check", 1), same, "at home");
     assert_eq!(ask(&job, "maps", 3), maps_before);
 
     // Another process changes the file: every page, the written one too.
@@ -175,7 +227,7 @@ fn advice_droppable_memory_and_guard_regions_survive_moves() {
     ] {
         let line = flags_before
             .lines()
-            .find(|l| l.starts_with(&format!("{area}:")));
+            .find(|l| l.starts_with(&format!("{area} ")));
         assert!(line.is_some_and(|l| l.contains(flag)), "{flags_before}");
     }
     let fine = "contents: ok guard: trapped\n";
@@ -186,6 +238,9 @@ fn advice_droppable_memory_and_guard_regions_survive_moves() {
     for (target, node) in [("2", 2), ("3", 3), ("home", 1)] {
         move_to(&job, target, node);
         assert_eq!(ask(&job, "check", 1), fine, "at node {node}");
+        if node != 1 {
+            assert_eq!(remote_flags(&lab, node, &flags_before), flags_before);
+        }
     }
     let sorted = |text: &str| {
         let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();

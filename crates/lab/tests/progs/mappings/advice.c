@@ -8,7 +8,8 @@
  *          page faults)
  *   fork   "child: wiped absent" from a child: the WIPEONFORK area reads zeros there and the
  *          DONTFORK area is not mapped
- *   flags  "NAME: VMFLAGS" for each area, from /proc/self/smaps
+ *   flags  "NAME START: VMFLAGS" for each area, from /proc/self/smaps (the flags of the
+ *          mapping that holds START, which the kernel may have merged with a neighbour)
  *   end    exits 0
  */
 #define _GNU_SOURCE
@@ -79,15 +80,15 @@ static void show_flags(void) {
     FILE *smaps = fopen("/proc/self/smaps", "r");
     struct area *in = NULL;
     while (smaps && fgets(line, sizeof line, smaps)) {
-        unsigned long start;
+        unsigned long start, end;
         if (strchr(line, '-') && strchr(line, '-') < strchr(line, ' ') &&
-            sscanf(line, "%lx-", &start) == 1) {
+            sscanf(line, "%lx-%lx", &start, &end) == 2) {
             in = NULL;
             for (size_t i = 0; i < AREAS; i++)
-                if ((unsigned long)areas[i].at == start)
+                if (start <= (unsigned long)areas[i].at && (unsigned long)areas[i].at < end)
                     in = &areas[i];
         } else if (in && strncmp(line, "VmFlags:", 8) == 0) {
-            printf("%s:%s", in->name, line + 8);
+            printf("%s %lx:%s", in->name, (unsigned long)in->at, line + 8);
         }
     }
     if (smaps)
