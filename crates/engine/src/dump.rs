@@ -961,6 +961,64 @@ mod tests {
     }
 
     #[test]
+    fn a_read_that_fails_is_told_apart_from_a_send_that_fails() {
+        let husk = Husk::new(4);
+        let mut buf = vec![0u8; PIECE];
+        let (fail, unthrottled) = (Unreadable::Fail, &mut Unthrottled);
+        // Nothing is mapped at the lowest pages.
+        let unmapped = (TEST_PAGE, 3 * TEST_PAGE);
+        let mut out = Vec::new();
+        let err = send_run(
+            &husk.mem,
+            &mut out,
+            &mut buf,
+            unmapped,
+            Sending::Written,
+            fail,
+            unthrottled,
+        )
+        .unwrap_err();
+        let read = unread(&err).expect("a read failure");
+        assert!(
+            read.to_string()
+                .starts_with("cannot read its memory at 0x1000"),
+            "{read}"
+        );
+        let mapped = (husk.area.start, husk.area.end);
+        let mut full: &mut [u8] = &mut [];
+        let err = send_run(
+            &husk.mem,
+            &mut full,
+            &mut buf,
+            mapped,
+            Sending::Written,
+            fail,
+            unthrottled,
+        )
+        .unwrap_err();
+        assert!(unread(&err).is_none(), "{err}");
+    }
+
+    #[test]
+    fn guard_regions_are_cut_out_of_written_runs() {
+        let run = |start, end| Written {
+            start,
+            end,
+            holds_data: true,
+        };
+        let runs = vec![run(0x1000, 0x6000), run(0x8000, 0x9000)];
+        let guards = [(0x2000, 0x3000), (0x5000, 0x8000)];
+        assert_eq!(
+            outside_guards(runs, &guards),
+            [
+                run(0x1000, 0x2000),
+                run(0x3000, 0x5000),
+                run(0x8000, 0x9000)
+            ]
+        );
+    }
+
+    #[test]
     fn rounds_then_a_final_round_leave_the_receiver_with_what_the_process_holds() {
         const PAGES: u64 = 64;
         let (source, target) = Husk::pair(PAGES);

@@ -395,6 +395,28 @@ mod tests {
     }
 
     #[test]
+    fn the_part_of_an_area_keeps_its_file_offset_and_its_guards() {
+        let area = Area {
+            start: 0x10000,
+            end: 0x20000,
+            read: true,
+            write: false,
+            exec: false,
+            shared: false,
+            offset: 0x3000,
+            inode: 7,
+            name: "/lib/x".into(),
+            advice: vec![Advice::DontDump],
+            guards: vec![(0x11000, 0x12000), (0x14000, 0x16000)],
+            file: None,
+        };
+        let tail = area.from(0x15000);
+        assert_eq!((tail.start, tail.end, tail.offset), (0x15000, 0x20000, 0x8000));
+        assert_eq!(tail.guards, [(0x15000, 0x16000)]);
+        assert_eq!(tail.advice, area.advice);
+    }
+
+    #[test]
     fn pending_signals_join_the_process_and_its_tasks() {
         let task = |sig| Task {
             regs: Registers::default(),
