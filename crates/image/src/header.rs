@@ -411,7 +411,10 @@ mod tests {
             file: None,
         };
         let tail = area.from(0x15000);
-        assert_eq!((tail.start, tail.end, tail.offset), (0x15000, 0x20000, 0x8000));
+        assert_eq!(
+            (tail.start, tail.end, tail.offset),
+            (0x15000, 0x20000, 0x8000)
+        );
         assert_eq!(tail.guards, [(0x15000, 0x16000)]);
         assert_eq!(tail.advice, area.advice);
     }
