@@ -14,13 +14,12 @@ use rmosix_wire::NotMovable;
 use crate::converge::{Converge, Decision, Limits, Round};
 use crate::cputime::Carry;
 use crate::inject::{Injector, Scratch};
-use crate::maps;
 use crate::mem::{Memory, le_u64};
-use crate::precopy;
 use crate::ptrace::{self, Pid, Regs};
 use crate::sys;
 use crate::throttle::{Level, Throttle, Unthrottled};
 use crate::track::{Tracker, Written};
+use crate::{mapfile, maps, precopy, track};
 
 /// Page data goes out in runs of at most this many bytes (fits a frame).
 const RUN_BYTES: usize = 4 << 20;
@@ -61,23 +60,44 @@ pub fn check_movable(pid: Pid, ours: u32) -> io::Result<Result<(), NotMovable>> 
     if policy == libc::SCHED_FIFO as u64 || policy == libc::SCHED_RR as u64 {
         return Ok(Err(NotMovable::RealTime));
     }
-    for area in maps::read(pid)? {
-        if area.name.starts_with("/SYSV") {
-            return Ok(Err(NotMovable::SysvShm));
-        }
-        if area.shared && area.write {
-            let what = if area.name.is_empty() {
-                "(anonymous)".into()
-            } else {
-                area.name.clone()
-            };
-            return Ok(Err(NotMovable::SharedWritable(what)));
-        }
-        if area.name.starts_with("/dev/") {
-            return Ok(Err(NotMovable::Device(area.name)));
+    for mapped in maps::read_smaps(pid)? {
+        if let Some(why) = not_movable_area(&mapped) {
+            return Ok(Err(why));
         }
     }
     Ok(Ok(()))
+}
+
+/// Backings a copy of the pages cannot stand in for, by the name maps gives them: sockets
+/// (a packet socket's rings), anonymous inodes (io_uring's rings, perf buffers) and DMA
+/// buffers.
+const KERNEL_BACKED: [&str; 3] = ["socket:", "anon_inode:", "/dmabuf:"];
+
+/// Why one area keeps its process from moving, if it does.
+fn not_movable_area(mapped: &maps::Mapped) -> Option<NotMovable> {
+    let area = &mapped.area;
+    if area.is_vdso_block() || area.name == "[vsyscall]" {
+        return None;
+    }
+    let name = || match area.name.as_str() {
+        "" => "(anonymous)".to_owned(),
+        name => name.to_owned(),
+    };
+    if area.name.starts_with("/SYSV") {
+        return Some(NotMovable::SysvShm);
+    }
+    if area.name.starts_with("/dev/") {
+        return Some(NotMovable::Device(area.name.clone()));
+    }
+    // VM_IO, VM_PFNMAP, VM_MIXEDMAP: pages a driver put there, not memory of the process.
+    let raw = ["io", "pf", "mm"].into_iter().find(|code| mapped.has(code));
+    if KERNEL_BACKED.iter().any(|p| area.name.starts_with(p)) || raw.is_some() {
+        return Some(NotMovable::KernelMapping(name()));
+    }
+    if area.shared && area.write {
+        return Some(NotMovable::SharedWritable(name()));
+    }
+    None
 }
 
 /// Numeric fields of /proc/PID/stat after the command name (index 0 is field 3, the state, as 0).
@@ -133,12 +153,38 @@ fn rewind_interrupted_call(regs: &mut Regs) {
 }
 
 /// The areas of `pid` that an image holds: all but the vsyscall page, which the kernel puts
-/// at the same place in every process.
+/// at the same place in every process. Each with its advice, its guard regions and the file
+/// it maps (see `mapfile`).
 pub fn image_areas(pid: Pid) -> io::Result<Vec<Area>> {
-    Ok(maps::read(pid)?
-        .into_iter()
-        .filter(|a| a.name != "[vsyscall]")
-        .collect())
+    let mut areas = Vec::new();
+    for mapped in maps::read_smaps(pid)? {
+        let mut area = mapped.area;
+        if area.name == "[vsyscall]" {
+            continue;
+        }
+        // VmFlags shows "gu" where guard regions are (Linux 6.18): only those are scanned.
+        if mapped.flags.iter().any(|f| f == "gu") {
+            area.guards = track::guard_runs(pid, area.start, area.end)?;
+        }
+        mapfile::identify(pid, &mut area);
+        areas.push(area);
+    }
+    Ok(areas)
+}
+
+/// A failure to read the process's memory, as opposed to one to send what was read: the
+/// move fails on this node, and the link is fine.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read its memory at {addr:#x} (+{len:#x}): {err}")]
+pub struct Unread {
+    addr: u64,
+    len: usize,
+    err: io::Error,
+}
+
+/// The memory read that `err` reports, if it is one.
+pub fn unread(err: &io::Error) -> Option<&Unread> {
+    err.get_ref()?.downcast_ref::<Unread>()
 }
 
 /// Copy the fields named between two register structs of the same field names.
@@ -459,7 +505,7 @@ fn send_rounds(
             Decision::Freeze(why) => {
                 // Protected again by the scan, so the final round's scan will not report
                 // them: it sends them on our word. Parts not tracked it finds by itself.
-                for run in &pending.runs {
+                for run in pending.runs.iter().chain(&pending.file_runs) {
                     tracker.owe((run.start, run.end));
                 }
                 tracing::info!(
@@ -483,6 +529,8 @@ fn send_rounds(
 struct Pending {
     /// Runs written since the last scan, in the parts the receiver keeps; protected again.
     runs: Vec<Written>,
+    /// The same, in file mappings (see [`Sending::Written`]).
+    file_runs: Vec<Written>,
     /// Kept parts that are not tracked (mapped anew since the first round): sent whole.
     untracked: Vec<Area>,
 }
@@ -490,7 +538,8 @@ struct Pending {
 impl Pending {
     /// Page bytes to send, as far as a scan can tell (zapped runs cost nothing).
     fn bytes(&self) -> u64 {
-        let runs = self.runs.iter().filter(|r| r.holds_data);
+        let runs = self.runs.iter().chain(&self.file_runs);
+        let runs = runs.filter(|r| r.holds_data);
         runs.map(|r| r.end - r.start).sum::<u64>()
             + self.untracked.iter().map(Area::len).sum::<u64>()
     }
@@ -510,7 +559,9 @@ fn collect_round(
     let areas = now.iter().filter(|a| !a.is_vdso_block());
     for (area, kept_end) in areas.zip(kept) {
         if kept_end > area.start {
-            match tracker.collect(area.start, kept_end)? {
+            let found = tracker.collect(area.start, kept_end)?;
+            match found.map(|runs| outside_guards(runs, &area.guards)) {
+                Some(runs) if area.file.is_some() => pending.file_runs.extend(runs),
                 Some(runs) => pending.runs.extend(runs),
                 None => pending.untracked.push(Area {
                     end: kept_end,
@@ -536,21 +587,67 @@ fn send_round(
     let mut sent = 0;
     let mut buf = vec![0u8; PIECE];
     let owe = Unreadable::Owe(tracker);
-    for run in pending.runs {
-        if run.holds_data {
-            let range = (run.start, run.end);
-            sent += send_run(mem, out, &mut buf, range, Some(zero), owe, throttle)?;
-        } else {
+    let file_runs = pending.file_runs.into_iter().map(|r| (r, true));
+    for (run, in_file) in pending
+        .runs
+        .into_iter()
+        .map(|r| (r, false))
+        .chain(file_runs)
+    {
+        if !run.holds_data {
             zero.push((run.start, run.end));
+            continue;
         }
+        let sending = match in_file {
+            true => Sending::Written,
+            false => Sending::Anonymous(Some(&mut *zero)),
+        };
+        let range = (run.start, run.end);
+        sent += send_run(mem, out, &mut buf, range, sending, owe, throttle)?;
     }
     for part in pending.untracked {
         // Protected before it is read: a write that comes after is found by the next scan.
         tracker.protect(std::slice::from_ref(&part));
         let range = (part.start, part.end);
-        sent += send_run(mem, out, &mut buf, range, Some(zero), owe, throttle)?;
+        let sending = match part.file {
+            Some(_) => Sending::Written,
+            None => Sending::Anonymous(Some(&mut *zero)),
+        };
+        sent += send_run(mem, out, &mut buf, range, sending, owe, throttle)?;
     }
     Ok(sent)
+}
+
+/// How the pages of a run go out.
+enum Sending<'z> {
+    /// Anonymous memory: pages that are all zero are left out (the receiver's are zero), and
+    /// listed in the vector, if given.
+    Anonymous(Option<&'z mut Vec<(u64, u64)>>),
+    /// Pages the process wrote in a file mapping: all of them, zeros too, since the file
+    /// would show through where nothing lands.
+    Written,
+    /// Pages of a file mapping that the process never wrote: the file's own content, tagged
+    /// [`image::FILE_PAGES`]; zero pages are left out (a copy of the file is zero there).
+    FileContent,
+}
+
+/// `runs` but for the pages of `guards` (sorted, apart). A scan finds a guard page written:
+/// its marker replaced the page, and carries no write protection.
+fn outside_guards(runs: Vec<Written>, guards: &[(u64, u64)]) -> Vec<Written> {
+    let mut left = Vec::with_capacity(runs.len());
+    for mut run in runs {
+        let (first, last) = (run.start, run.end);
+        for &(start, end) in guards.iter().filter(|g| g.0 < last && g.1 > first) {
+            if start > run.start {
+                left.push(Written { end: start, ..run });
+            }
+            run.start = end;
+        }
+        if run.start < run.end {
+            left.push(run);
+        }
+    }
+    left
 }
 
 /// What to do with a piece of a run that cannot be read.
@@ -581,20 +678,23 @@ fn stream_pages(
         let mut addr = area.start;
         while addr < area.end {
             let len = (area.end - addr).min(RUN_BYTES as u64);
-            let present = present_pages(&pagemap, addr, len, area.inode == 0)?;
-            // Read each run of present pages and send its non-zero parts.
+            let kinds = page_kinds(&pagemap, area, addr, len)?;
+            // Read each run of pages of one kind that holds data, and send it.
             let mut page = 0usize;
-            while page < present.len() {
-                if !present[page] {
-                    page += 1;
-                    continue;
-                }
+            while page < kinds.len() {
+                let kind = kinds[page];
                 let first = page;
-                while page < present.len() && present[page] {
+                while page < kinds.len() && kinds[page] == kind {
                     page += 1;
                 }
+                let sending = match kind {
+                    PageKind::Empty => continue,
+                    PageKind::Own if area.file.is_some() => Sending::Written,
+                    PageKind::Own => Sending::Anonymous(None),
+                    PageKind::File => Sending::FileContent,
+                };
                 let range = (addr + first as u64 * PAGE, addr + page as u64 * PAGE);
-                sent += send_run(mem, out, &mut buf, range, None, unreadable, throttle)?;
+                sent += send_run(mem, out, &mut buf, range, sending, unreadable, throttle)?;
             }
             addr += len;
         }
@@ -637,27 +737,20 @@ pub fn dump_final_round(
                 holds_data: true,
             }],
         };
-        for run in runs {
+        for run in outside_guards(runs, &area.guards) {
             if !run.holds_data {
                 zero.push((run.start, run.end));
                 continue;
             }
+            let sending = match area.file {
+                Some(_) => Sending::Written,
+                None => Sending::Anonymous(Some(&mut zero)),
+            };
             let (range, fail) = ((run.start, run.end), Unreadable::Fail);
-            sent += send_run(
-                &mem,
-                out,
-                &mut buf,
-                range,
-                Some(&mut zero),
-                fail,
-                unthrottled,
-            )?;
+            sent += send_run(&mem, out, &mut buf, range, sending, fail, unthrottled)?;
         }
         if kept_end < area.end {
-            let rest = Area {
-                start: kept_end,
-                ..(*area).clone()
-            };
+            let rest = area.from(kept_end);
             sent += stream_pages(pid, &mem, &[rest], out, Unreadable::Fail, unthrottled)?;
         }
     }
@@ -665,15 +758,15 @@ pub fn dump_final_round(
     Ok((header, sent))
 }
 
-/// Read `[start, end)` through `buf`, a piece at a time, and send what is not zero; the zero
-/// runs go to `zeros`, if given. A piece that cannot be read is dealt with as `unreadable`
-/// says. The throttle ticks after each piece.
+/// Read `[start, end)` through `buf`, a piece at a time, and send it as `sending` says. A
+/// piece that cannot be read is dealt with as `unreadable` says. The throttle ticks after
+/// each piece.
 fn send_run(
     mem: &Memory,
     out: &mut impl Write,
     buf: &mut [u8],
     (start, end): (u64, u64),
-    mut zeros: Option<&mut Vec<(u64, u64)>>,
+    mut sending: Sending,
     unreadable: Unreadable,
     throttle: &mut dyn Throttle,
 ) -> io::Result<u64> {
@@ -682,8 +775,10 @@ fn send_run(
         let len = (end - addr).min(buf.len() as u64) as usize;
         let piece = &mut buf[..len];
         match (mem.read(addr, piece), unreadable) {
-            (Ok(()), _) => sent += send_nonzero(out, addr, piece, zeros.as_deref_mut())?,
-            (Err(err), Unreadable::Fail) => return Err(err),
+            (Ok(()), _) => sent += send_piece(out, addr, piece, &mut sending)?,
+            (Err(err), Unreadable::Fail) => {
+                return Err(io::Error::other(Unread { addr, len, err }));
+            }
             (Err(_), Unreadable::Skip) => {}
             (Err(_), Unreadable::Owe(tracker)) => tracker.owe((addr, addr + len as u64)),
         }
@@ -693,19 +788,34 @@ fn send_run(
     Ok(sent)
 }
 
-/// Which pages of [addr, addr+len) hold data. For file-backed areas every page may (an untouched
-/// page still reads from the file); for anonymous ones only present or swapped pages do.
-fn present_pages(
+/// What a page of an area holds, for the first round and the new parts of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PageKind {
+    /// Nothing to send: never touched (anonymous memory), a guard region, or past the end
+    /// of the file a file mapping maps.
+    Empty,
+    /// The process's own page: anonymous memory, or written in a file mapping.
+    Own,
+    /// A page of a file mapping that the process never wrote: it reads the file.
+    File,
+}
+
+/// /proc/PID/pagemap bits (Documentation/admin-guide/mm/pagemap.rst).
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAPPED: u64 = 1 << 62;
+const PM_FILE: u64 = 1 << 61;
+const PM_GUARD: u64 = 1 << 58;
+
+/// What each page of [addr, addr+len) in `area` holds, by /proc/PID/pagemap. An area whose
+/// file is not known is read whole, as anonymous memory, but for its guard regions.
+fn page_kinds(
     pagemap: &std::fs::File,
+    area: &Area,
     addr: u64,
     len: u64,
-    anonymous: bool,
-) -> io::Result<Vec<bool>> {
+) -> io::Result<Vec<PageKind>> {
     use std::os::unix::fs::FileExt;
     let pages = (len / PAGE) as usize;
-    if !anonymous {
-        return Ok(vec![true; pages]);
-    }
     let mut raw = vec![0u8; pages * 8];
     pagemap
         .read_exact_at(&mut raw, addr / PAGE * 8)
@@ -717,10 +827,45 @@ fn present_pages(
             }
             _ => err,
         })?;
+    // Pages from here on lie past the end of the file (reading one faults with SIGBUS).
+    let past_end = area.file.as_ref().map(|file| {
+        let from_file_start = file.size.next_multiple_of(PAGE).saturating_sub(area.offset);
+        area.start.saturating_add(from_file_start)
+    });
     Ok(raw
         .chunks_exact(8)
-        .map(|e| le_u64(e, 0) & (3 << 62) != 0)
+        .enumerate()
+        .map(|(i, entry)| {
+            let entry = le_u64(entry, 0);
+            let at = addr + i as u64 * PAGE;
+            let own = entry & PM_SWAPPED != 0 || entry & (PM_PRESENT | PM_FILE) == PM_PRESENT;
+            match past_end {
+                _ if entry & PM_GUARD != 0 => PageKind::Empty,
+                Some(end) if at >= end => PageKind::Empty,
+                Some(_) if own => PageKind::Own,
+                Some(_) => PageKind::File,
+                None if own || area.inode != 0 => PageKind::Own,
+                None => PageKind::Empty,
+            }
+        })
         .collect())
+}
+
+/// Send one piece read at `addr` as `sending` says; returns the bytes sent.
+fn send_piece(
+    out: &mut impl Write,
+    addr: u64,
+    piece: &[u8],
+    sending: &mut Sending,
+) -> io::Result<u64> {
+    match sending {
+        Sending::Written => {
+            image::write_pages(out, addr, piece)?;
+            Ok(piece.len() as u64)
+        }
+        Sending::FileContent => send_nonzero(out, addr | image::FILE_PAGES, piece, None),
+        Sending::Anonymous(zeros) => send_nonzero(out, addr, piece, zeros.as_deref_mut()),
+    }
 }
 
 /// Send the non-zero pages of `run` at `addr`; add the runs of zero pages to `zeros`, if
@@ -898,6 +1043,64 @@ mod tests {
         assert!(exec.go.is_none(), "the round never ticked");
         let err = streamed.unwrap_err();
         assert!(err.to_string().contains("exec'd or ended"), "{err}");
+    }
+
+    #[test]
+    fn a_read_that_fails_is_told_apart_from_a_send_that_fails() {
+        let husk = Husk::new(4);
+        let mut buf = vec![0u8; PIECE];
+        let (fail, unthrottled) = (Unreadable::Fail, &mut Unthrottled);
+        // Nothing is mapped at the lowest pages.
+        let unmapped = (TEST_PAGE, 3 * TEST_PAGE);
+        let mut out = Vec::new();
+        let err = send_run(
+            &husk.mem,
+            &mut out,
+            &mut buf,
+            unmapped,
+            Sending::Written,
+            fail,
+            unthrottled,
+        )
+        .unwrap_err();
+        let read = unread(&err).expect("a read failure");
+        assert!(
+            read.to_string()
+                .starts_with("cannot read its memory at 0x1000"),
+            "{read}"
+        );
+        let mapped = (husk.area.start, husk.area.end);
+        let mut full: &mut [u8] = &mut [];
+        let err = send_run(
+            &husk.mem,
+            &mut full,
+            &mut buf,
+            mapped,
+            Sending::Written,
+            fail,
+            unthrottled,
+        )
+        .unwrap_err();
+        assert!(unread(&err).is_none(), "{err}");
+    }
+
+    #[test]
+    fn guard_regions_are_cut_out_of_written_runs() {
+        let run = |start, end| Written {
+            start,
+            end,
+            holds_data: true,
+        };
+        let runs = vec![run(0x1000, 0x6000), run(0x8000, 0x9000)];
+        let guards = [(0x2000, 0x3000), (0x5000, 0x8000)];
+        assert_eq!(
+            outside_guards(runs, &guards),
+            [
+                run(0x1000, 0x2000),
+                run(0x3000, 0x5000),
+                run(0x8000, 0x9000)
+            ]
+        );
     }
 
     #[test]

@@ -556,7 +556,7 @@ fn stream_rounds(
         let out = &mut onward.session.out;
         let bytes = write_message(out, &precopy)
             .and_then(|()| dump::dump_first_round(pid, &areas, &tracker, &mut forward, out))
-            .map_err(|e| link_broken(node, e))?;
+            .map_err(|e| sending_failed(node, e))?;
         // The loop holds a process the rounds slowed down from here to its final round. A
         // loop that no longer reads has let go of the process (it ended).
         let _ = forward.0.write_all(&[Notice::RoundsOver.byte()]);
@@ -587,7 +587,7 @@ pub fn send_out(
     let (started, slowdown, onward, first) = departure.into_final()?;
     let Onward { node, mut session } = onward;
     let frozen = Instant::now();
-    let link = |e: io::Error| link_broken(node, e);
+    let link = |e: io::Error| sending_failed(node, e);
     let sent = match &first {
         Some(first) => {
             // It ran during the first round: it may have started a thread, say.
@@ -830,6 +830,15 @@ pub fn thaw(pid: Pid, signals: Vec<SigInfo>) {
 /// Milliseconds since `then`, for the log.
 pub fn ms_since(then: Instant) -> f64 {
     then.elapsed().as_secs_f64() * 1e3
+}
+
+/// A failed send of an image to `node`: a read of the process's memory that failed is this
+/// node's failure (the link is fine), anything else the link's.
+fn sending_failed(node: u16, err: io::Error) -> MoveError {
+    match dump::unread(&err) {
+        Some(unread) => MoveError::Local(unread.to_string()),
+        None => link_broken(node, err),
+    }
 }
 
 /// The link to `node` failed during a move.

@@ -29,6 +29,7 @@ mod homefill;
 mod inject;
 mod ioctls;
 mod legs;
+mod mapfile;
 mod maps;
 mod mem;
 mod membarrier;

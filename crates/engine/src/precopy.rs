@@ -88,6 +88,9 @@ mod tests {
             offset: 0,
             inode: 0,
             name: name.to_owned(),
+            advice: Vec::new(),
+            guards: Vec::new(),
+            file: None,
         }
     }
 

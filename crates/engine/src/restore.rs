@@ -6,8 +6,9 @@
 //! 2. unmap everything but the vdso block, which holds the `syscall` instruction we inject with;
 //! 3. move the vdso block (`[vvar]`, `[vvar_vclock]`, `[vdso]`) to the image's addresses: glibc
 //!    caches pointers into it;
-//! 4. map every image area at its address with its protection and fill it from the stream
-//!    (see `fill`: by UFFDIO_COPY where the kernel has userfaultfd);
+//! 4. map every image area at its address with its protection, advice and file (see
+//!    `mapfile`), fill it from the stream (see `fill`: by UFFDIO_COPY where the kernel has
+//!    userfaultfd) and install its guard regions;
 //! 5. restore brk and auxv (PR_SET_MM_MAP), dispositions, altstack, robust list, tid address and
 //!    rseq with injected calls;
 //! 6. load signal mask, XSAVE area and registers last.
@@ -15,12 +16,14 @@
 use std::io::{self, Read};
 
 use rmosix_image::{
-    self as image, Area, EndOfImage, FrameHead, FrameReader, Header, MmLayout, SigAction, Task,
+    self as image, Advice, Area, EndOfImage, FrameHead, FrameReader, Header, MmLayout, SigAction,
+    Task,
 };
 
 use crate::dump::regs_from_image;
 use crate::fill::Filler;
 use crate::inject::{Injector, Scratch};
+use crate::mapfile::Backings;
 use crate::maps;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid};
@@ -99,18 +102,24 @@ pub fn restore_final_round<R: Read>(
             .iter()
             .zip(&kept)
             .filter(|(a, kept_end)| **kept_end < a.end)
-            .map(|(a, &kept_end)| Area {
-                start: kept_end,
-                ..(*a).clone()
-            })
+            .map(|(a, &kept_end)| a.from(kept_end))
             .collect();
-        for area in &new {
-            map_area(pid, inj, area)?;
-        }
         let new: Vec<&Area> = new.iter().collect();
-        let end = fill(pid, inj, &new, &areas, frames, at_end)?;
+        let end = map_and_fill(pid, inj, &new, &areas, frames, at_end)?;
         last_marker(&end)?;
         empty(pid, inj, &end.zero)?;
+        // Guard regions installed or removed since the first round, in the kept parts (the
+        // new ones have theirs): all set anew.
+        for (area, &kept_end) in areas.iter().zip(&kept) {
+            let within = |runs: &[(u64, u64)]| -> Vec<(u64, u64)> {
+                let runs = runs.iter().map(|&(s, e)| (s, e.min(kept_end)));
+                runs.filter(|&(s, e)| s < e).collect()
+            };
+            if let Some(old) = first.iter().find(|a| a.start == area.start) {
+                advise_runs(pid, inj, &within(&old.guards), sys::MADV_GUARD_REMOVE)?;
+            }
+            advise_runs(pid, inj, &within(&area.guards), sys::MADV_GUARD_INSTALL)?;
+        }
         restore_task(pid, inj, header)
     })
 }
@@ -127,8 +136,13 @@ fn last_marker(end: &EndOfImage) -> io::Result<()> {
 
 /// Empty the runs an end marker names (zapped or zeroed since an earlier round).
 fn empty(pid: Pid, inj: &Injector, runs: &[(u64, u64)]) -> io::Result<()> {
+    advise_runs(pid, inj, runs, libc::MADV_DONTNEED)
+}
+
+/// `madvise(advice)` on each of `runs`.
+fn advise_runs(pid: Pid, inj: &Injector, runs: &[(u64, u64)], advice: i32) -> io::Result<()> {
     for &(start, stop) in runs {
-        let args = [start, stop - start, libc::MADV_DONTNEED as u64, 0, 0, 0];
+        let args = [start, stop - start, advice as u64, 0, 0, 0];
         inj.call_ok(pid, libc::SYS_madvise, args, "madvise")?;
     }
     Ok(())
@@ -215,34 +229,14 @@ fn map_first_round<R: Read>(
     move_vdso_block(pid, &mut inj, &own, areas)?;
 
     let areas: Vec<&Area> = areas.iter().filter(|a| !a.is_vdso_block()).collect();
-    for area in &areas {
-        map_area(pid, &inj, area)?;
-    }
-    let end = fill(pid, &inj, &areas, &areas, frames, at_end)?;
+    let end = map_and_fill(pid, &inj, &areas, &areas, frames, at_end)?;
     Ok((inj, end))
 }
 
-/// Map `area` anonymous and empty at its address, with its protection.
-fn map_area(pid: Pid, inj: &Injector, area: &Area) -> io::Result<()> {
-    let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
-    if area.name == "[stack]" {
-        flags |= libc::MAP_GROWSDOWN;
-    }
-    let args = [
-        area.start,
-        area.len(),
-        maps::prot(area) as u64,
-        flags as u64,
-        u64::MAX,
-        0,
-    ];
-    let what = format!("mmap {:#x}-{:#x}", area.start, area.end);
-    inj.call_ok(pid, libc::SYS_mmap, args, &what).map(drop)
-}
-
-/// Place the page frames up to the next end marker, which it returns: by UFFDIO_COPY into
-/// `fresh` (empty areas), through memory elsewhere in `areas`.
-fn fill<R: Read>(
+/// Map `fresh` (each with its file, see `mapfile`) and fill them from the page frames up to
+/// the next end marker, which it returns; pages elsewhere in `areas` go through memory. The
+/// process keeps no descriptor of the files, whatever the outcome.
+fn map_and_fill<R: Read>(
     pid: Pid,
     inj: &Injector,
     fresh: &[&Area],
@@ -250,23 +244,105 @@ fn fill<R: Read>(
     frames: &mut FrameReader<R>,
     at_end: &mut bool,
 ) -> io::Result<EndOfImage> {
+    let backings = Backings::open(pid, inj, fresh)?;
+    // Areas with guard regions first: the kernel marks them ("gu" in VmFlags) when the
+    // guards go in, which keeps a neighbour mapped after them from merging with them.
+    let (guarded, plain): (Vec<&Area>, Vec<&Area>) =
+        fresh.iter().partition(|a| !a.guards.is_empty());
+    let filled = guarded
+        .iter()
+        .chain(&plain)
+        .try_for_each(|area| map_area(pid, inj, area, backings.fd_of(area)))
+        .and_then(|()| fill(pid, inj, fresh, areas, &backings, frames, at_end));
+    let closed = backings.close(pid, inj);
+    let end = filled?;
+    closed.map(|()| end)
+}
+
+/// The advice an area takes again after it is mapped (see `Advice`); `GrowsDown` and
+/// `Droppable` are kinds of mapping, given to mmap.
+fn madvice(advice: Advice) -> Option<i32> {
+    match advice {
+        Advice::WipeOnFork => Some(libc::MADV_WIPEONFORK),
+        Advice::DontFork => Some(libc::MADV_DONTFORK),
+        Advice::DontDump => Some(libc::MADV_DONTDUMP),
+        Advice::HugePage => Some(libc::MADV_HUGEPAGE),
+        Advice::NoHugePage => Some(libc::MADV_NOHUGEPAGE),
+        Advice::Mergeable => Some(libc::MADV_MERGEABLE),
+        Advice::GrowsDown | Advice::Droppable => None,
+    }
+}
+
+/// Map `area` at its address, with its protection, advice and guard regions: the file open
+/// as `fd` in the process, or anonymous and empty.
+fn map_area(pid: Pid, inj: &Injector, area: &Area, fd: Option<i32>) -> io::Result<()> {
+    let kind = if area.advice.contains(&Advice::Droppable) {
+        libc::MAP_DROPPABLE
+    } else if area.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    let mut flags = kind | libc::MAP_FIXED;
+    if area.advice.contains(&Advice::GrowsDown) {
+        flags |= libc::MAP_GROWSDOWN;
+    }
+    let (fd, offset) = match fd {
+        Some(fd) => (fd as u64, area.offset),
+        None => {
+            flags |= libc::MAP_ANONYMOUS;
+            (u64::MAX, 0)
+        }
+    };
+    let prot = maps::prot(area) as u64;
+    let args = [area.start, area.len(), prot, flags as u64, fd, offset];
+    let what = format!("mmap {:#x}-{:#x}", area.start, area.end);
+    inj.call_ok(pid, libc::SYS_mmap, args, &what)?;
+    let whole = [(area.start, area.end)];
+    for advice in area.advice.iter().filter_map(|&a| madvice(a)) {
+        advise_runs(pid, inj, &whole, advice)?;
+    }
+    advise_runs(pid, inj, &area.guards, sys::MADV_GUARD_INSTALL)
+}
+
+/// Place the page frames up to the next end marker, which it returns: by UFFDIO_COPY into
+/// the anonymous ones of `fresh` (empty areas), through memory elsewhere in `areas`; file
+/// content into the copies among `backings`.
+fn fill<R: Read>(
+    pid: Pid,
+    inj: &Injector,
+    fresh: &[&Area],
+    areas: &[&Area],
+    backings: &Backings,
+    frames: &mut FrameReader<R>,
+    at_end: &mut bool,
+) -> io::Result<EndOfImage> {
     let mem = Memory::open(pid)?;
-    let filler = Filler::open(pid, inj, &mem, fresh)?;
+    // A private file mapping cannot be registered for missing pages, nor can a droppable
+    // one: their pages go through memory (in a file mapping, that gives the process its own
+    // copy of the page).
+    let registrable = |a: &&Area| a.file.is_none() && !a.advice.contains(&Advice::Droppable);
+    let anonymous: Vec<&Area> = fresh.iter().copied().filter(registrable).collect();
+    let filler = Filler::open(pid, inj, &mem, &anonymous)?;
     tracing::debug!(pid, method = ?filler.method(), "filling the areas");
     let mut end = None;
-    let filled =
-        filler.fill(
-            |data| match frames.next_frame_into(data).map_err(io::Error::other)? {
+    let filled = filler.fill(|data| {
+        loop {
+            match frames.next_frame_into(data).map_err(io::Error::other)? {
+                FrameHead::Pages { addr } if addr & image::FILE_PAGES != 0 => {
+                    backings.place(fresh, addr & !image::FILE_PAGES, data)?;
+                }
                 FrameHead::Pages { addr } => {
                     within(areas, addr, data.len())?;
-                    Ok(Some(addr))
+                    return Ok(Some(addr));
                 }
                 FrameHead::Message => {
                     end = Some(end_marker(data, at_end)?);
-                    Ok(None)
+                    return Ok(None);
                 }
-            },
-        );
+            }
+        }
+    });
     // Closed even after a failure: a shell that stays a shell must not keep the descriptor.
     let finished = filler.finish(pid, inj);
     filled.and(finished)?;

@@ -183,6 +183,11 @@ pub const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
 pub const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+/// madvise's guard regions (Linux 6.13), which the libc crate does not name.
+pub const MADV_GUARD_INSTALL: i32 = 102;
+pub const MADV_GUARD_REMOVE: i32 = 103;
+/// A guard region's page (MADV_GUARD_INSTALL; the category is Linux 6.14's).
+pub const PAGE_IS_GUARD: u64 = 1 << 8;
 /// The area allows asynchronous write-protect (it is registered for it).
 pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
 /// Write-protect the pages a scan reports, in the same step.

@@ -153,8 +153,48 @@ impl Tracker {
 
     /// The written runs of [start, end), by PAGEMAP_SCAN with `flags`.
     fn scan(&self, start: u64, end: u64, flags: u64) -> io::Result<Vec<Written>> {
-        let pagemap = self.pagemap()?;
         let return_mask = sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED;
+        let scan = Scan {
+            flags,
+            category_mask: sys::PAGE_IS_WRITTEN,
+            return_mask,
+        };
+        let found = scan.regions(&self.pagemap()?, start, end)?;
+        Ok(found
+            .into_iter()
+            .map(|r| Written {
+                start: r.start,
+                end: r.end,
+                holds_data: r.categories & return_mask != 0,
+            })
+            .collect())
+    }
+}
+
+/// The guard regions (MADV_GUARD_INSTALL) of `pid` in [start, end), as (start, end) runs.
+/// Their pages cannot be read: a read of one fails with EFAULT or EIO.
+pub fn guard_runs(pid: Pid, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+    let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
+    let scan = Scan {
+        flags: 0,
+        category_mask: sys::PAGE_IS_GUARD,
+        return_mask: sys::PAGE_IS_GUARD,
+    };
+    let found = scan.regions(&pagemap, start, end)?;
+    Ok(found.into_iter().map(|r| (r.start, r.end)).collect())
+}
+
+/// One PAGEMAP_SCAN query: the pages in all of `category_mask`'s categories, reported with
+/// those of `return_mask`.
+struct Scan {
+    flags: u64,
+    category_mask: u64,
+    return_mask: u64,
+}
+
+impl Scan {
+    /// The regions of [start, end) that match, call after call until the walk ends.
+    fn regions(&self, pagemap: &File, start: u64, end: u64) -> io::Result<Vec<sys::PageRegion>> {
         let mut found = Vec::new();
         let mut regions = [sys::PageRegion::default(); REGIONS];
         let mut at = start;
@@ -165,9 +205,9 @@ impl Tracker {
                 end,
                 vec: regions.as_mut_ptr() as u64,
                 vec_len: REGIONS as u64,
-                flags,
-                category_mask: sys::PAGE_IS_WRITTEN,
-                return_mask,
+                flags: self.flags,
+                category_mask: self.category_mask,
+                return_mask: self.return_mask,
                 ..Default::default()
             };
             // SAFETY: PAGEMAP_SCAN reads `arg`, writes at most `vec_len` regions to `vec` (our
@@ -180,11 +220,7 @@ impl Tracker {
                 }
                 return Err(io::Error::new(err.kind(), format!("PAGEMAP_SCAN: {err}")));
             }
-            found.extend(regions[..n as usize].iter().map(|r| Written {
-                start: r.start,
-                end: r.end,
-                holds_data: r.categories & return_mask != 0,
-            }));
+            found.extend_from_slice(&regions[..n as usize]);
             // A full vector stops the walk where the next region would start; the pages
             // after it were neither reported nor (with PM_SCAN_WP_MATCHING) protected.
             if arg.walk_end <= at {

@@ -6,6 +6,11 @@ use serde::de::DeserializeOwned;
 /// Largest frame body accepted; checked before anything is allocated.
 pub const MAX_FRAME: usize = 8 << 20;
 
+/// Set in a page frame's address when the bytes are the content of the file the area maps,
+/// for pages the process never wrote: a receiver that maps that file itself has them, one
+/// that cannot find it keeps them in a copy of the file. User addresses never have it set.
+pub const FILE_PAGES: u64 = 1 << 63;
+
 const KIND_MESSAGE: u8 = 1;
 const KIND_PAGES: u8 = 2;
 

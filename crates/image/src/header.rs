@@ -21,8 +21,59 @@ pub struct Area {
     pub offset: u64,
     /// Inode of the backing file, 0 for anonymous memory.
     pub inode: u64,
-    /// Path or pseudo-name (`[heap]`, `[stack]`, `[vdso]`), empty for anonymous memory.
+    /// Path or pseudo-name (`[heap]`, `[stack]`, `[vdso]`, `[anon:NAME]`), empty for
+    /// anonymous memory.
     pub name: String,
+    /// Advice and kinds the kernel keeps per area and reports in smaps' VmFlags (format 9).
+    pub advice: Vec<Advice>,
+    /// Guard regions (`MADV_GUARD_INSTALL`) inside the area, as (start, end) (format 9).
+    pub guards: Vec<(u64, u64)>,
+    /// The file a file mapping maps, to be mapped again where it can be found (format 9).
+    pub file: Option<FileId>,
+}
+
+/// What the kernel keeps per area beyond protection and backing, as smaps' VmFlags shows it,
+/// and which changes how the process behaves or is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Advice {
+    /// `MADV_WIPEONFORK` ("wf"): a child gets the area zero-filled.
+    WipeOnFork,
+    /// `MADV_DONTFORK` ("dc"): a child does not get the area.
+    DontFork,
+    /// `MADV_DONTDUMP` ("dd"): left out of core dumps.
+    DontDump,
+    /// `MAP_DROPPABLE` ("dp"): the kernel may drop its pages under memory pressure.
+    Droppable,
+    /// `MADV_HUGEPAGE` ("hg").
+    HugePage,
+    /// `MADV_NOHUGEPAGE` ("nh").
+    NoHugePage,
+    /// `MADV_MERGEABLE` ("mg"): pages offered to KSM.
+    Mergeable,
+    /// `MAP_GROWSDOWN` ("gd"): a stack that grows down.
+    GrowsDown,
+}
+
+/// The identity of a mapped file, by which a node maps the same file again: its path, and
+/// what `stat` says of it there (device, inode, size, modification time), on the kernel that
+/// read it (`boot`, its boot id: a device and inode name a file on one running kernel only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    /// Its path when it was mapped (without the " (deleted)" an unlinked file shows).
+    pub path: String,
+    /// Where the dumping node keeps it open when it was unlinked, a path under /proc.
+    pub kept: Option<String>,
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub inode: u64,
+    /// `st_size`.
+    pub size: u64,
+    /// `st_mtime` and `st_mtime_nsec`.
+    pub mtime: (i64, i64),
+    /// `/proc/sys/kernel/random/boot_id` of the kernel that stat'ed it.
+    pub boot: String,
 }
 
 impl Area {
@@ -34,6 +85,18 @@ impl Area {
     /// Whether the area is empty (never, for areas read from the kernel).
     pub fn is_empty(&self) -> bool {
         self.end == self.start
+    }
+
+    /// The part of the area from `start` on, which must lie inside it: its file offset moves
+    /// with it, and it keeps the guard regions that lie in it.
+    pub fn from(&self, start: u64) -> Area {
+        let guards = self.guards.iter().filter(|g| g.1 > start);
+        Area {
+            start,
+            offset: self.offset + (start - self.start),
+            guards: guards.map(|&(s, e)| (s.max(start), e)).collect(),
+            ..self.clone()
+        }
     }
 
     /// One of the kernel's vdso block areas, which are moved rather than copied.
@@ -349,6 +412,31 @@ mod tests {
     }
 
     #[test]
+    fn the_part_of_an_area_keeps_its_file_offset_and_its_guards() {
+        let area = Area {
+            start: 0x10000,
+            end: 0x20000,
+            read: true,
+            write: false,
+            exec: false,
+            shared: false,
+            offset: 0x3000,
+            inode: 7,
+            name: "/lib/x".into(),
+            advice: vec![Advice::DontDump],
+            guards: vec![(0x11000, 0x12000), (0x14000, 0x16000)],
+            file: None,
+        };
+        let tail = area.from(0x15000);
+        assert_eq!(
+            (tail.start, tail.end, tail.offset),
+            (0x15000, 0x20000, 0x8000)
+        );
+        assert_eq!(tail.guards, [(0x15000, 0x16000)]);
+        assert_eq!(tail.advice, area.advice);
+    }
+
+    #[test]
     fn pending_signals_join_the_process_and_its_tasks() {
         let task = |sig| Task {
             regs: Registers::default(),
@@ -389,13 +477,50 @@ mod tests {
         use super::*;
         use crate::{FrameReader, write_message};
 
+        fn file_id() -> impl Strategy<Value = FileId> {
+            (
+                "[a-z/]{1,12}",
+                prop::option::of("[a-z/0-9]{1,12}"),
+                any::<(u64, u64, u64, (i64, i64))>(),
+                "[a-f0-9-]{0,36}",
+            )
+                .prop_map(|(path, kept, (dev, inode, size, mtime), boot)| FileId {
+                    path,
+                    kept,
+                    dev,
+                    inode,
+                    size,
+                    mtime,
+                    boot,
+                })
+        }
+
         fn area() -> impl Strategy<Value = Area> {
+            let advice = prop::sample::select(vec![
+                Advice::WipeOnFork,
+                Advice::DontFork,
+                Advice::DontDump,
+                Advice::Droppable,
+                Advice::HugePage,
+                Advice::NoHugePage,
+                Advice::Mergeable,
+                Advice::GrowsDown,
+            ]);
             (
                 any::<(u64, u64, bool, bool, bool, bool, u64, u64)>(),
                 "[a-z/\\[\\]]{0,12}",
+                prop::collection::vec(advice, 0..3),
+                prop::collection::vec(any::<(u64, u64)>(), 0..3),
+                prop::option::of(file_id()),
             )
                 .prop_map(
-                    |((start, end, read, write, exec, shared, offset, inode), name)| Area {
+                    |(
+                        (start, end, read, write, exec, shared, offset, inode),
+                        name,
+                        advice,
+                        guards,
+                        file,
+                    )| Area {
                         start,
                         end,
                         read,
@@ -405,6 +530,9 @@ mod tests {
                         offset,
                         inode,
                         name,
+                        advice,
+                        guards,
+                        file,
                     },
                 )
         }

@@ -14,7 +14,8 @@
 //! ```text
 //! frame    := len:u32le kind:u8 body[len]       (len counts body only, at most MAX_FRAME)
 //! kind 1   := Message, a JSON document (control messages, the header, the end marker)
-//! kind 2   := Pages, addr:u64le then raw page bytes to place at addr
+//! kind 2   := Pages, addr:u64le then raw page bytes to place at addr; addr | FILE_PAGES:
+//!             the file's own content, for pages of a file mapping the process never wrote
 //! image    := Message(Header) Pages* Message(EndOfImage { more_rounds: false })
 //! running  := round* Pages* Message(EndOfImage { more_rounds: false })
 //! round    := Pages* Message(EndOfImage { more_rounds: true })
@@ -25,14 +26,18 @@
 //!               robust_list, tid_address, pending: [SigInfo], comm,
 //!               prctl: [{ option, which, value }] }
 //! SigInfo  := the 128 bytes of a pending signal's siginfo_t (sender, code, value)
+//! Area     := { start, end, read, write, exec, shared, offset, inode, name,
+//!               advice: [Advice], guards: [(start, end)], file: FileId? }
+//! FileId   := { path, kept, dev, inode, size, mtime, boot }
 //! ```
 //!
 //! A pre-copy sends `running` (every page while the process runs, then what it wrote since,
 //! round after round) and then, frozen, a final round shaped like `image` that carries only
 //! what changed. Each end marker lists the runs the receiver must empty (zapped or zeroed
-//! since an earlier round). Pages that are all zero are never sent: the target maps anonymous
-//! memory, which is zero. The header carries [`FORMAT_VERSION`]; a peer with another version
-//! is refused before any memory is touched.
+//! since an earlier round). Pages that are all zero are not sent: the target maps anonymous
+//! memory, which is zero (the pages a process wrote in a file mapping are sent all the same,
+//! since the file shows through where nothing lands). The header carries [`FORMAT_VERSION`];
+//! a peer with another version is refused before any memory is touched.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -40,12 +45,15 @@ mod frame;
 mod header;
 mod siginfo;
 
-pub use frame::{Frame, FrameError, FrameHead, FrameReader, MAX_FRAME, write_message, write_pages};
+pub use frame::{
+    FILE_PAGES, Frame, FrameError, FrameHead, FrameReader, MAX_FRAME, write_message, write_pages,
+};
 pub use header::{
-    Area, CpuTimer, CpuUse, EndOfImage, Header, KernelFacts, MmLayout, PrctlValue, Registers,
+    Advice, Area, CpuTimer, CpuUse, EndOfImage, FileId, Header, KernelFacts, MmLayout,
+    PrctlValue, Registers,
     SigAction, Task, Usage,
 };
 pub use siginfo::{SIGINFO_LEN, SigInfo};
 
 /// Version of the image and session format; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 8;
+pub const FORMAT_VERSION: u32 = 9;

@@ -26,6 +26,11 @@ pub enum NotMovable {
     /// A device mapping.
     #[error("it maps a device ({0})")]
     Device(String),
+    /// A mapping whose pages only this node's kernel can back (a packet socket's ring,
+    /// io_uring's rings, a perf buffer, I/O or PFN-mapped memory): elsewhere it would be a
+    /// dead copy.
+    #[error("it maps memory only this node's kernel can back ({0})")]
+    KernelMapping(String),
     /// A seccomp filter or strict mode of its own, which the kernel lets no unprivileged
     /// supervisor read to carry along, and which could refuse the calls a move injects.
     #[error("it has a seccomp policy of its own (mode {0})")]
