@@ -151,6 +151,8 @@ mod tests {
     fn errors_round_trip_as_json() {
         for err in [
             MoveError::NotMovable(NotMovable::Device("/dev/fb0".into())),
+            MoveError::NotMovable(NotMovable::SharesMemory(4243)),
+            MoveError::NotMovable(NotMovable::NoStop(5)),
             MoveError::Busy,
             MoveError::Cancelled,
             MoveError::TargetDown {

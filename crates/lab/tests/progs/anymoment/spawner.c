@@ -24,7 +24,7 @@ static const char *self;
 /* A little work, so that child N (and a parent in vfork) spends a while at each point; every
  * eighth child a hundred times longer, so that orders meet children too. */
 static void spin(long n) {
-    int loops = n % 8 == 0 ? 20000000 : 200000;
+    int loops = n % 8 == 0 ? 200000000 : 200000;
     for (volatile int i = 0; i < loops; i++) {
     }
 }
