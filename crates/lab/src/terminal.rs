@@ -82,6 +82,9 @@ impl<'lab> Terminal<'lab> {
         // The session's processes must not hold the master: closing ours hangs them up.
         fcntl(&pty.master, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
             .map_err(|e| spawn_error(e.into()))?;
+        let master = File::from(pty.master);
+        // Its copies (F_DUPFD_CLOEXEC) do not leak into the session either.
+        let screen_side = master.try_clone().map_err(spawn_error)?;
         let slave = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
         let (stdin, stdout) = (slave(&pty.slave), slave(&pty.slave));
         let mut cmd = node.command("setsid");
@@ -93,23 +96,17 @@ impl<'lab> Terminal<'lab> {
             .stderr(Stdio::from(pty.slave));
         let mut child = cmd.spawn().map_err(spawn_error)?;
         // The slave's copies in `cmd` close with it: the master then reads EIO once the
-        // session's last process has closed the slave, which ends the reader thread.
+        // session's last process has closed the slave, which ends the reader thread (it is
+        // not joined).
         drop(cmd);
-        let master = File::from(pty.master);
         let screen = Arc::new(Stream::default());
-        let reader = master.try_clone().map(|m| collect(m, screen.clone()));
-        let leader = wait_child_of(child.id(), SPAWN_TIMEOUT);
-        // The reader thread is not joined: it ends with the session.
-        let leader = match (reader, leader) {
-            (Ok(_reader), Ok(leader)) => leader,
-            (reader, leader) => {
+        collect(screen_side, screen.clone());
+        let leader = match wait_child_of(child.id(), SPAWN_TIMEOUT) {
+            Ok(leader) => leader,
+            Err(source) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(match (reader, leader) {
-                    (Err(source), _) => spawn_error(source),
-                    (_, Err(source)) => JobError::NoProgram { command, source },
-                    _ => unreachable!("one of them failed"),
-                });
+                return Err(JobError::NoProgram { command, source });
             }
         };
         Ok(Terminal {
