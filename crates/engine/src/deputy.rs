@@ -395,8 +395,9 @@ impl Deputy {
             // interrupted it: relay what is pending now, and skip it when its stop comes.
             _ if !recalled => {
                 // Those the shell blocks, as the program does, stay pending here (a signalfd
-                // reads them) until the program lets them in.
-                let blocked = ptrace::get_sigmask(self.pid)?;
+                // reads them) until the program lets them in. A wait's own mask counts while
+                // it is in force, which only /proc shows.
+                let blocked = signals::status_masks(self.pid)?.blocked;
                 let mut pending = 0;
                 for info in signals::pending(self.pid)? {
                     if blocked & bit(info.signo()) != 0 {

@@ -22,7 +22,7 @@ use crate::ptrace::{self, Pid, Stop};
 use crate::readahead::Loan;
 use crate::seccomp::{self, Listener};
 use crate::session::{Channel, Session, ToGuest, ToHome};
-use crate::signals::Arriving;
+use crate::signals::{self, Arriving, StatusMasks};
 use crate::throttle::Duty;
 use crate::track::Tracker;
 use crate::{facts, restore, spawn, sys};
@@ -364,9 +364,11 @@ impl Guest {
     /// have interrupted the call at home, and the code would reach the program. Then the call
     /// is made again (`stop_husk` answers ERESTARTNOINTR), as if it had gone on waiting.
     fn takes_a_signal(&self, pending: &Pending) -> io::Result<bool> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.husk))?;
-        let signals = status_mask(&status, "SigPnd:") | status_mask(&status, "ShdPnd:");
-        let mut blocked = status_mask(&status, "SigBlk:");
+        let StatusMasks {
+            pending: signals,
+            mut blocked,
+            ..
+        } = signals::status_masks(self.husk)?;
         // A wait with a mask of its own also takes what that mask lets in.
         if let Pending::Masked { mask, .. } = pending {
             blocked &= mask;
@@ -383,9 +385,9 @@ impl Guest {
     /// Where `mask` lets no pending signal in, the call is answered `ret`, a restart code,
     /// and the kernel restarts it, as it would.
     fn interrupt_wait(&mut self, id: u64, ret: i64, mask: u64) -> io::Result<()> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.husk))?;
-        let field = |name: &str| status_mask(&status, name);
-        let pending = field("SigPnd:") | field("ShdPnd:");
+        let StatusMasks {
+            pending, caught, ..
+        } = signals::status_masks(self.husk)?;
         if pending & !mask == 0 {
             respond(&self.listener, id, ret);
             return Ok(());
@@ -405,8 +407,7 @@ impl Guest {
             match ptrace::wait_stop(self.husk)? {
                 Stop::Signal(sig) => {
                     self.arriving.at_delivery(self.husk, sig);
-                    let caught = field("SigCgt:") & 1 << (sig - 1) != 0;
-                    if !caught {
+                    if caught & 1 << (sig - 1) == 0 {
                         // No handler: its default action (or none) happens with the
                         // process's own mask back.
                         ptrace::set_sigmask(self.husk, own)?;
@@ -689,13 +690,4 @@ enum Homeward {
     Asked { restart: Option<u64> },
     /// The process made call `id`, which only home can run (`what` names it).
     Call { id: u64, what: String },
-}
-
-/// The signal set on line `name` (`SigPnd:`, `SigBlk:`, ...) of a /proc/PID/status.
-fn status_mask(status: &str, name: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0)
 }

@@ -54,6 +54,34 @@ pub fn at_stop(pid: Pid, sig: i32) -> SigInfo {
     ptrace::get_siginfo(pid).map_or_else(|_| SigInfo::bare(sig), |info| from_raw(&info))
 }
 
+/// The signal sets of `pid` that /proc/PID/status shows, as masks (bit n-1 for signal n).
+pub struct StatusMasks {
+    /// Pending for it or for its process (`SigPnd`, `ShdPnd`).
+    pub pending: u64,
+    /// Blocked now (`SigBlk`): a wait's own mask while it waits, where PTRACE_GETSIGMASK
+    /// answers the mask the wait will put back.
+    pub blocked: u64,
+    /// Caught (`SigCgt`).
+    pub caught: u64,
+}
+
+/// Read the signal sets of `pid` from /proc/PID/status.
+pub fn status_masks(pid: Pid) -> io::Result<StatusMasks> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    Ok(StatusMasks {
+        pending: field("SigPnd:") | field("ShdPnd:"),
+        blocked: field("SigBlk:"),
+        caught: field("SigCgt:"),
+    })
+}
+
 /// The signals pending for stopped `pid`, with their siginfo: its own, then its process's.
 pub fn pending_apart(pid: Pid) -> io::Result<(Vec<SigInfo>, Vec<SigInfo>)> {
     Ok((peek(pid, 0)?, peek(pid, libc::PTRACE_PEEKSIGINFO_SHARED)?))

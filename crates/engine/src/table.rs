@@ -646,7 +646,8 @@ pub fn route(nr: i64, args: &[u64; 6]) -> Route {
         // stays pending at home, where its signalfd reads it: a change of the mask runs in
         // the shell, then in the process (see `forward`). Pending signals and the waits for
         // them are the shell's (sigsuspend's mask as pselect6's).
-        libc::SYS_rt_sigprocmask => fwd(&[Val, In(Fixed(SIGSET)), Val, Val]),
+        // (The old mask comes back, but the guest leaves it: the process's own call writes it.)
+        libc::SYS_rt_sigprocmask => fwd(&[Val, In(Fixed(SIGSET)), Out(Fixed(SIGSET), All), Val]),
         libc::SYS_rt_sigpending => fwd(&[Out(Fixed(SIGSET), All), Val]),
         libc::SYS_rt_sigsuspend => fwd(&[Arg::Sigmask, Val]),
         libc::SYS_rt_sigtimedwait => fwd(&[

@@ -3,7 +3,8 @@
  * each line "check K@NODE" it says "waiting K@NODE" and reads the signalfd: the test sends
  * SIGUSR1 to its PID at home, and the read must return it. Then it says "holding K@NODE":
  * the test sends SIGUSR2 and, once it is pending, the line "go"; SIGUSR2 must show in
- * sigpending(), and its handler must have run when the sigprocmask that unblocks it returns.
+ * sigpending() and the mask sigprocmask reports, and its handler must have run when the
+ * sigprocmask that unblocks it returns.
  * Prints "K@NODE ok" or "K@NODE FAIL: why", then "checked K@NODE". Ends on "end".
  * usage: signalfd */
 #define _GNU_SOURCE
@@ -63,6 +64,12 @@ static const char *check(const char *name, char *why, size_t cap) {
     if (!sigismember(&pending, SIGUSR2) || sigismember(&pending, SIGUSR1)) {
         snprintf(why, cap, "sigpending: SIGUSR1 %d, SIGUSR2 %d", sigismember(&pending, SIGUSR1),
                  sigismember(&pending, SIGUSR2));
+        return why;
+    }
+    sigset_t now;
+    if (sigprocmask(SIG_BLOCK, 0, &now) != 0 || !sigismember(&now, SIGUSR1) ||
+        !sigismember(&now, SIGUSR2)) {
+        snprintf(why, cap, "sigprocmask does not show SIGUSR1 and SIGUSR2 blocked");
         return why;
     }
     int before = usr2_runs;
