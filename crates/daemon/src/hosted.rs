@@ -72,7 +72,7 @@ pub(crate) fn figures(
                 pid: e.process.pid,
                 uid: e.uid,
                 cpu_ms: units.duration(stat.cpu_ticks).as_millis() as u64,
-                rss_kib: stat.rss_pages.saturating_mul(units.page_bytes) / 1024,
+                rss_kib: stat.rss_kib,
                 seconds_here: uptime.saturating_sub(arrived).as_secs(),
             })
         })
@@ -165,7 +165,6 @@ mod tests {
 
     const UNITS: Units = Units {
         ticks_per_second: 100,
-        page_bytes: 4096,
     };
 
     /// Stat of a process that arrived at second 10 of uptime, used 2.5 s of CPU and holds
@@ -175,7 +174,7 @@ mod tests {
             ppid,
             cpu_ticks: 250,
             start_ticks: 1000,
-            rss_pages: 256,
+            rss_kib: 1024,
         }
     }
 

@@ -67,32 +67,39 @@ pub(crate) struct Stat {
     /// When it started, in clock ticks after boot. With the PID it names one process for as
     /// long as the machine runs: a PID is reused, never together with its start time.
     pub start_ticks: u64,
-    /// Resident memory, in pages.
-    pub rss_pages: u64,
+    /// Resident memory, in KiB: VmRSS of `/proc/PID/status`. The stat line's own figure is
+    /// the kernel's quick read of per-CPU counters, some hundred KiB off for a process that
+    /// maps files (a process restored with its file mappings does); status sums them.
+    pub rss_kib: u64,
 }
 
-/// Read `/proc/PID/stat`. Fails if the process does not exist (or vanished meanwhile).
+/// Read `/proc/PID/stat` and `/proc/PID/status`. Fails if the process does not exist (or
+/// vanished meanwhile).
 pub(crate) fn read_stat(pid: i32) -> io::Result<Stat> {
     if pid <= 0 {
         return Err(io::ErrorKind::NotFound.into());
     }
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_stat(&text).ok_or_else(|| io::Error::other("unexpected /proc stat format"))
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_stat(&text, &status).ok_or_else(|| io::Error::other("unexpected /proc stat format"))
 }
 
-/// Pick fields 4 (ppid), 14 and 15 (utime, stime), 22 (starttime) and 24 (rss) out of a stat
-/// line (proc_pid_stat(5)). The command name, field 2, may hold spaces and parentheses, so
-/// the fields are counted from the last `)`.
-fn parse_stat(text: &str) -> Option<Stat> {
+/// Pick fields 4 (ppid), 14 and 15 (utime, stime) and 22 (starttime) out of a stat line
+/// (proc_pid_stat(5)), and VmRSS out of the status text (0 without one: a process that is
+/// ending has no memory). The command name, field 2, may hold spaces and parentheses, so the
+/// fields are counted from the last `)`.
+fn parse_stat(text: &str, status: &str) -> Option<Stat> {
     let (_, rest) = text.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts with field 3.
     let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:"));
+    let rss_kib = rss.and_then(|v| v.split_whitespace().next()?.parse().ok());
     Some(Stat {
         ppid: fields.get(4 - 3)?.parse().ok()?,
         cpu_ticks: field(14)?.checked_add(field(15)?)?,
         start_ticks: field(22)?,
-        rss_pages: field(24)?,
+        rss_kib: rss_kib.unwrap_or(0),
     })
 }
 
@@ -108,12 +115,11 @@ fn parse_uptime(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(seconds).ok()
 }
 
-/// The units of [`Stat`]: clock ticks a second (USER_HZ) and the page size. Fixed while the
-/// machine runs, so read once.
+/// The unit of [`Stat`]'s times: clock ticks a second (USER_HZ). Fixed while the machine
+/// runs, so read once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Units {
     pub ticks_per_second: u64,
-    pub page_bytes: u64,
 }
 
 impl Units {
@@ -126,7 +132,6 @@ impl Units {
         };
         Ok(Units {
             ticks_per_second: ask(SysconfVar::CLK_TCK)?,
-            page_bytes: ask(SysconfVar::PAGE_SIZE)?,
         })
     }
 
@@ -185,19 +190,21 @@ mod tests {
         // Fields 1 to 24 of a stat line; the name holds a space and a parenthesis.
         let line = "4711 (my (prog) x) R 4700 4711 4711 0 -1 4194304 100 0 0 0 \
                     250 50 0 0 20 0 1 0 123456 10000000 2048 18446744073709551615\n";
+        let status = "Name:\tmy (prog) x\nVmRSS:\t    8192 kB\n";
         assert_eq!(
-            parse_stat(line),
+            parse_stat(line, status),
             Some(Stat {
                 ppid: 4700,
                 cpu_ticks: 300,
                 start_ticks: 123456,
-                rss_pages: 2048,
+                rss_kib: 8192,
             })
         );
-        assert_eq!(parse_stat("4711 (x) R 1 2 3"), None);
-        assert_eq!(parse_stat("no parenthesis"), None);
+        assert_eq!(parse_stat(line, "Name:\tx\n").map(|s| s.rss_kib), Some(0));
+        assert_eq!(parse_stat("4711 (x) R 1 2 3", status), None);
+        assert_eq!(parse_stat("no parenthesis", status), None);
         let junk = line.replace(" 250 ", " x ");
-        assert_eq!(parse_stat(&junk), None);
+        assert_eq!(parse_stat(&junk, status), None);
     }
 
     #[test]
@@ -210,11 +217,10 @@ mod tests {
         assert_eq!(parse_uptime("-1 0"), None);
         let units = Units {
             ticks_per_second: 100,
-            page_bytes: 4096,
         };
         assert_eq!(units.duration(250), Duration::from_millis(2500));
         let units = Units::probe().unwrap();
-        assert!(units.ticks_per_second > 0 && units.page_bytes.is_power_of_two());
+        assert!(units.ticks_per_second > 0);
         assert!(uptime().unwrap() > Duration::ZERO);
     }
 
@@ -226,7 +232,7 @@ mod tests {
         assert!(read_creds(-1).is_err());
         let stat = read_stat(std::process::id() as i32).unwrap();
         assert_eq!(stat.ppid as u32, std::os::unix::process::parent_id());
-        assert!(stat.rss_pages > 0);
+        assert!(stat.rss_kib > 0);
         assert!(read_stat(0).is_err());
     }
 }

@@ -86,16 +86,17 @@ fn not_movable_area(mapped: &maps::Mapped) -> Option<NotMovable> {
     if area.name.starts_with("/SYSV") {
         return Some(NotMovable::SysvShm);
     }
-    if area.name.starts_with("/dev/") {
-        return Some(NotMovable::Device(area.name.clone()));
-    }
     // VM_IO, VM_PFNMAP, VM_MIXEDMAP: pages a driver put there, not memory of the process.
     let raw = ["io", "pf", "mm"].into_iter().find(|code| mapped.has(code));
     if KERNEL_BACKED.iter().any(|p| area.name.starts_with(p)) || raw.is_some() {
         return Some(NotMovable::KernelMapping(name()));
     }
+    // Shared anonymous memory shows as "/dev/zero (deleted)": shared writable memory first.
     if area.shared && area.write {
         return Some(NotMovable::SharedWritable(name()));
+    }
+    if area.name.starts_with("/dev/") {
+        return Some(NotMovable::Device(area.name.clone()));
     }
     None
 }
@@ -558,7 +559,7 @@ fn collect_round(
     let mut pending = Pending::default();
     let areas = now.iter().filter(|a| !a.is_vdso_block());
     for (area, kept_end) in areas.zip(kept) {
-        if kept_end > area.start {
+        if kept_end > area.start && !only_the_file(area) {
             let found = tracker.collect(area.start, kept_end)?;
             match found.map(|runs| outside_guards(runs, &area.guards)) {
                 Some(runs) if area.file.is_some() => pending.file_runs.extend(runs),
@@ -629,6 +630,13 @@ enum Sending<'z> {
     /// Pages of a file mapping that the process never wrote: the file's own content, tagged
     /// [`image::FILE_PAGES`]; zero pages are left out (a copy of the file is zero there).
     FileContent,
+}
+
+/// Whether `area` holds the file's pages only: a shared mapping of a known file (read-only,
+/// since shared writable ones do not move) has no page of the process's own, so the part
+/// the receiver keeps from the first round needs nothing more.
+fn only_the_file(area: &Area) -> bool {
+    area.shared && area.file.is_some()
 }
 
 /// `runs` but for the pages of `guards` (sorted, apart). A scan finds a guard page written:
@@ -729,7 +737,11 @@ pub fn dump_final_round(
     let unthrottled = &mut Unthrottled;
     for (area, &kept_end) in areas.iter().zip(&kept) {
         let kept_part = (area.start, kept_end);
-        let runs = match tracker.written(area.start, kept_end)? {
+        let written = match only_the_file(area) {
+            true => Some(Vec::new()),
+            false => tracker.written(area.start, kept_end)?,
+        };
+        let runs = match written {
             Some(runs) => precopy::with_owed(runs, &owed, kept_part),
             None => vec![Written {
                 start: area.start,

@@ -117,7 +117,13 @@ impl<'m> Filler<'m> {
             .as_ref()
             .filter(|_| self.registered.iter().any(inside))
         else {
-            return self.mem.write(addr, data);
+            return self.mem.write(addr, data).map_err(|err| {
+                let len = data.len();
+                io::Error::new(
+                    err.kind(),
+                    format!("writing {len:#x} bytes at {addr:#x}: {err}"),
+                )
+            });
         };
         if !addr.is_multiple_of(PAGE) || !(data.len() as u64).is_multiple_of(PAGE) {
             return Err(io::Error::other(format!(

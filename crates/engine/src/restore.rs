@@ -276,9 +276,11 @@ fn madvice(advice: Advice) -> Option<i32> {
 /// Map `area` at its address, with its protection, advice and guard regions: the file open
 /// as `fd` in the process, or anonymous and empty.
 fn map_area(pid: Pid, inj: &Injector, area: &Area, fd: Option<i32>) -> io::Result<()> {
+    // Anonymous memory stands in for a file that could not be named: private, since shared
+    // anonymous memory (which maps shows as "/dev/zero") could not move again.
     let kind = if area.advice.contains(&Advice::Droppable) {
         libc::MAP_DROPPABLE
-    } else if area.shared {
+    } else if area.shared && fd.is_some() {
         libc::MAP_SHARED
     } else {
         libc::MAP_PRIVATE
