@@ -568,15 +568,6 @@ fn cpu_seconds(host_pid: u32) -> f64 {
     ticks as f64 / per_second as f64
 }
 
-/// Resident KiB as stat's field 24 (pages; and so `ps` and the daemon) counts it. Not VmRSS:
-/// recent kernels sum the per-CPU counters exactly for /proc/PID/status, while stat reads
-/// their approximate total, which may differ from it by a few hundred KiB.
-fn stat_rss_kib(host_pid: u32) -> u64 {
-    // SAFETY: sysconf reads a constant of the running kernel.
-    let page_kib = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64 / 1024;
-    stat_fields(host_pid)[24 - 3] * page_kib
-}
-
 /// The children of `job`'s program (the host's view), by name: the processes of a job whose
 /// program is a shell.
 fn job_child(job: &Job<'_>, name: &str) -> ProcInfo {
@@ -1274,10 +1265,10 @@ fn a_moved_process_is_listed_where_it_runs_until_it_goes_home_or_ends() {
     }) {
         panic!("{e}");
     }
-    let rss_before = stat_rss_kib(husk.pid);
+    let rss_before = proc_info(husk.pid).expect("the husk runs").rss_kib;
     let rows = guests_table(host);
     let cpu_after = cpu_seconds(husk.pid);
-    let rss_after = stat_rss_kib(husk.pid);
+    let rss_after = proc_info(husk.pid).expect("the husk runs").rss_kib;
     let row = &rows[0];
     assert!(
         row.cpu_seconds > 0.0 && row.cpu_seconds <= cpu_after + 0.01,
