@@ -15,11 +15,11 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use rmosix_image::{Area, KernelFacts, SigInfo, Usage};
+use rmosix_image::{Area, Frame, KernelFacts, SigInfo, Usage};
 use rmosix_wire::MoveError;
 use tracing::{info, warn};
 
-use crate::deputy::{self, Deputy, ShellNews, freeze};
+use crate::deputy::{self, Call, Deputy, ShellNews, freeze};
 use crate::event_loop::{SigChld, Turn};
 use crate::inject::Injector;
 use crate::legs::{self, Departure, Homecoming, Onward, ms_since};
@@ -750,9 +750,13 @@ impl Supervisor<'_> {
         let msg: ToHome = match r.session.recv() {
             Ok(msg) => msg,
             Err(err) => {
+                let owed = match r.deputy.owed() {
+                    0 => String::new(),
+                    n => format!("; {n} bytes it was told it wrote were never written"),
+                };
                 return self.handle(
                     pid,
-                    Event::Broken(format!("link to node {node} lost: {err}")),
+                    Event::Broken(format!("link to node {node} lost: {err}{owed}")),
                 );
             }
         };
@@ -765,6 +769,10 @@ impl Supervisor<'_> {
             } => match self.serve_call(pid, id, nr, args, sends) {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("a forwarded call failed: {err}")),
+            },
+            ToHome::WriteBehind { fd } => match self.serve_behind(pid, fd) {
+                Ok(()) => return,
+                Err(err) => Event::Broken(format!("a write behind failed: {err}")),
             },
             ToHome::Going { needs_home, .. } => Event::Going { needs_home },
             ToHome::Precopy { areas } => {
@@ -808,15 +816,26 @@ impl Supervisor<'_> {
             return Ok(());
         };
         tracing::trace!(id, nr, "call");
-        if r.recall.as_ref().is_some_and(|rc| rc.homecoming.is_some()) {
-            return Err(io::Error::other(
-                "a call came while the image was coming home",
-            ));
-        }
+        refuse_while_coming_home(r)?;
         match deputy::read_call(&mut r.session.frames, id, nr, args, sends)? {
             Ok(call) => r.deputy.serve(call, &mut r.session),
             Err(refusal) => r.deputy.refuse(&mut r.session, id, refusal),
         }
+    }
+
+    /// Run a write the remote of `pid` wrote behind, after the calls before it.
+    fn serve_behind(&mut self, pid: Pid, fd: i32) -> io::Result<()> {
+        let Some(r) = self.remote(pid) else {
+            return Ok(());
+        };
+        refuse_while_coming_home(r)?;
+        let Frame::Pages { addr, data } =
+            r.session.frames.next_frame().map_err(io::Error::other)?
+        else {
+            return Err(io::Error::other("a write behind without its bytes"));
+        };
+        let call = Call::behind(fd, addr, data).map_err(io::Error::other)?;
+        r.deputy.serve(call, &mut r.session)
     }
 
     // ---- ptrace stops ----
@@ -916,6 +935,17 @@ impl Supervisor<'_> {
         // SAFETY: killing our own tracee.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+}
+
+/// A remote's call while its image comes home breaks its session: the shell is frozen for
+/// the image, and nothing may run in it.
+fn refuse_while_coming_home(r: &Remote) -> io::Result<()> {
+    if r.recall.as_ref().is_some_and(|rc| rc.homecoming.is_some()) {
+        return Err(io::Error::other(
+            "a call came while the image was coming home",
+        ));
+    }
+    Ok(())
 }
 
 /// Tell the guest that held a process that it runs elsewhere now, so that it drops its husk;
