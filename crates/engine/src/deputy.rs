@@ -11,6 +11,7 @@
 //! single-stepped over a `syscall` instruction. Signals that arrive meanwhile are relayed so
 //! that the call runs exactly once (docs/forwarding.md).
 
+use std::collections::BTreeSet;
 use std::io;
 
 use rmosix_image::{Frame, FrameReader, SigInfo};
@@ -169,6 +170,8 @@ pub struct Deputy {
     /// The remote stopped by this signal while writes behind waited: the shell follows once
     /// they ran.
     stop_when_idle: Option<i32>,
+    /// Descriptors granted room to write behind: every answer brings their room anew.
+    granted: BTreeSet<i32>,
 }
 
 impl Deputy {
@@ -190,6 +193,7 @@ impl Deputy {
             pidfd: PidFd::open(pid)?,
             recalled: false,
             stop_when_idle: None,
+            granted: BTreeSet::new(),
         };
         deputy.idle()?;
         Ok(deputy)
@@ -212,7 +216,7 @@ impl Deputy {
         if !call.behind
             && let Some((ret, backs)) = self.files.try_run(&call)
         {
-            return send_reply(session, call.id, ret, &backs);
+            return self.answer(session, call.id, ret, &backs);
         }
         let stopped = matches!(self.state, ShellState::Stopped);
         self.state = ShellState::Interrupting(call);
@@ -220,6 +224,36 @@ impl Deputy {
             ptrace::interrupt(self.pid)?;
         }
         Ok(())
+    }
+
+    /// Answer call `id` with `ret` and its out-buffers, after the room of each descriptor
+    /// granted to write behind, measured now that the call ran (see `writebehind`).
+    fn answer(
+        &mut self,
+        session: &mut Session,
+        id: u64,
+        ret: i64,
+        backs: &[(u64, Vec<u8>)],
+    ) -> io::Result<()> {
+        let pidfd = &self.pidfd;
+        let rooms: Vec<(i32, u64)> = self
+            .granted
+            .iter()
+            .map(|&fd| (fd, writebehind::room(pidfd, fd)))
+            .collect();
+        for (fd, room) in rooms {
+            if room == 0 {
+                self.granted.remove(&fd);
+            } else {
+                let grant = ToGuest::Room {
+                    fd,
+                    written: 0,
+                    room,
+                };
+                rmosix_image::write_message(&mut session.out, &grant)?;
+            }
+        }
+        send_reply(session, id, ret, backs)
     }
 
     /// The shell runs a call, or calls wait for it.
@@ -242,9 +276,9 @@ impl Deputy {
     }
 
     /// Answer call `id` with the errno of `refusal`: it does not fit the table and never runs.
-    pub fn refuse(&self, session: &mut Session, id: u64, refusal: Refusal) -> io::Result<()> {
+    pub fn refuse(&mut self, session: &mut Session, id: u64, refusal: Refusal) -> io::Result<()> {
         tracing::debug!(pid = self.pid, id, %refusal, "refused a forwarded call");
-        send_reply(session, id, -i64::from(refusal.errno()), &[])
+        self.answer(session, id, -i64::from(refusal.errno()), &[])
     }
 
     /// Home asked for the image: a call blocked in the shell (a read from a terminal, say)
@@ -507,15 +541,7 @@ impl Deputy {
             return self.next_or_idle(session);
         }
         if writebehind::grants_after(&call, ret) {
-            let fd = call.args[0] as i32;
-            let room = writebehind::room(&self.pidfd, fd);
-            if room > 0 {
-                session.send(&ToGuest::Room {
-                    fd,
-                    written: 0,
-                    room,
-                })?;
-            }
+            self.granted.insert(call.args[0] as i32);
         }
         let backs = if call.places.is_empty() {
             // Never laid out (answered before it ran): nothing to send back.
@@ -532,7 +558,7 @@ impl Deputy {
             }
             backs
         };
-        send_reply(session, call.id, ret, &backs)?;
+        self.answer(session, call.id, ret, &backs)?;
         self.next_or_idle(session)
     }
 
@@ -584,13 +610,13 @@ impl Deputy {
         while let Some(call) = self.waiting.next() {
             if !call.behind && self.recalled {
                 // As for a call that finds the shell recalled: it runs after the move.
-                send_reply(session, call.id, sys::ERESTARTNOINTR, &[])?;
+                self.answer(session, call.id, sys::ERESTARTNOINTR, &[])?;
                 continue;
             }
             if !call.behind
                 && let Some((ret, backs)) = self.files.try_run(&call)
             {
-                send_reply(session, call.id, ret, &backs)?;
+                self.answer(session, call.id, ret, &backs)?;
                 continue;
             }
             return self.start_call(call, session);

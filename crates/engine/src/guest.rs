@@ -315,7 +315,10 @@ impl Guest {
                     return self.first_round(None);
                 }
             }
-            ToGuest::Signal { info } if info.is_valid() => self.arriving.send(self.husk, info),
+            ToGuest::Signal { info } if info.is_valid() => {
+                self.behind.revoke_all();
+                self.arriving.send(self.husk, info);
+            }
             ToGuest::Room { fd, written, room } => {
                 self.behind.on_room(fd, written, room);
                 if let Some((id, nr, args)) = self.waiting.take() {
@@ -367,7 +370,7 @@ impl Guest {
             .trap(id, nr, args, &mut self.session, &self.listener)?
         {
             Trapped::Shipped(pending) => {
-                self.behind.shipped(nr, &args);
+                self.behind.revoke_all();
                 self.pending = Some(pending);
             }
             Trapped::Answered => {}
@@ -580,6 +583,7 @@ impl Guest {
                 // The husk runs, or takes them when it is let go.
                 ToGuest::Signal { info } if info.is_valid() => duty.send(info),
                 ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
+                ToGuest::Room { fd, written, room } => self.behind.on_room(fd, written, room),
                 ToGuest::SendImage => {}
                 ToGuest::Ended => return Ok(Some(Left::Ended)),
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
@@ -650,6 +654,7 @@ impl Guest {
                 ToGuest::Signal { info } if info.is_valid() => late.push(info),
                 // The answer to a call a signal interrupted before the move.
                 ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
+                ToGuest::Room { fd, written, room } => self.behind.on_room(fd, written, room),
                 ToGuest::SendImage => {}
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }

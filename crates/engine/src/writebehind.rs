@@ -79,7 +79,7 @@ impl Behind {
         session: &mut Session,
     ) -> io::Result<Taken> {
         let fd = args[0] as i32;
-        if !self.grants.get(&fd).is_some_and(|g| !g.revoked) {
+        if self.grants.get(&fd).is_none_or(|g| g.revoked) {
             return Ok(Taken::No);
         }
         let Some(bytes) = fwd.written_bytes(nr, args) else {
@@ -121,25 +121,19 @@ impl Behind {
         }
     }
 
-    /// Call `nr` with `args` goes home as itself. Calls that cannot change how a write to
-    /// a descriptor ends keep the grants (a forwarded write revokes its own descriptor's,
-    /// which its answer renews); any other may (fcntl, close, dup2, setsockopt, ...) and
-    /// revokes them all.
-    pub fn shipped(&mut self, nr: i64, args: &[u64; 6]) {
-        if writes(nr) {
-            if let Some(grant) = self.grants.get_mut(&(args[0] as i32)) {
-                grant.revoked = true;
-            }
-        } else if !keeps_grants(nr) {
-            for grant in self.grants.values_mut() {
-                grant.revoked = true;
-            }
+    /// A call went home as itself, or home relayed a signal: either may carry news of a
+    /// descriptor (its reader closed, its flags changed), so that a later write to it must
+    /// end as it ends at home now. Every grant is revoked; the `Room`s that come before the
+    /// call's answer, measured after it ran, grant afresh.
+    pub fn revoke_all(&mut self) {
+        for grant in self.grants.values_mut() {
+            grant.revoked = true;
         }
-        self.grants.retain(|_, g| !g.revoked || g.unacked > 0);
+        self.grants.retain(|_, g| g.unacked > 0);
     }
 
-    /// Home's `ToGuest::Room`: it wrote `written` bytes written behind to `fd` (0: it
-    /// answers a forwarded write), and `room` more would fit now.
+    /// Home's `ToGuest::Room`: it wrote `written` bytes written behind to `fd` (0: a grant
+    /// that comes with the answer to a forwarded call), and `room` more would fit now.
     pub fn on_room(&mut self, fd: i32, written: u64, room: u64) {
         let grant = self.grants.entry(fd).or_default();
         grant.unacked = grant.unacked.saturating_sub(written);
@@ -176,43 +170,6 @@ impl Behind {
     }
 }
 
-/// A write the guest may write behind: write, writev, or a send with no flags and no
-/// address (a write, on a stream socket).
-fn writes(nr: i64) -> bool {
-    matches!(nr, libc::SYS_write | libc::SYS_writev | libc::SYS_sendto)
-}
-
-/// Calls that cannot change how a later write to any descriptor ends: they read, wait,
-/// look, or write themselves. Every other forwarded call revokes the grants.
-fn keeps_grants(nr: i64) -> bool {
-    matches!(
-        nr,
-        libc::SYS_read
-            | libc::SYS_readv
-            | libc::SYS_pread64
-            | libc::SYS_preadv
-            | libc::SYS_preadv2
-            | libc::SYS_recvfrom
-            | libc::SYS_recvmsg
-            | libc::SYS_recvmmsg
-            | libc::SYS_pwrite64
-            | libc::SYS_sendmsg
-            | libc::SYS_sendmmsg
-            | libc::SYS_poll
-            | libc::SYS_ppoll
-            | libc::SYS_select
-            | libc::SYS_pselect6
-            | libc::SYS_epoll_wait
-            | libc::SYS_epoll_pwait
-            | libc::SYS_epoll_pwait2
-            | libc::SYS_lseek
-            | libc::SYS_fstat
-            | libc::SYS_newfstatat
-            | libc::SYS_statx
-            | libc::SYS_getdents64
-    )
-}
-
 /// Whether a forwarded call that returned `ret` is a write home may grant room after: it
 /// wrote all it was asked to (writev comes home as write; a send only without flags and
 /// address, as the guest writes behind).
@@ -245,12 +202,28 @@ pub fn room(pidfd: &PidFd, fd: i32) -> u64 {
     if unsafe { libc::fstat(copy.as_raw_fd(), &mut st) } != 0 {
         return 0;
     }
+    if !writable(&copy) {
+        return 0;
+    }
     let free = match st.st_mode & libc::S_IFMT {
         libc::S_IFIFO => pipe_room(&copy),
         libc::S_IFSOCK => socket_room(&copy),
         _ => None,
     };
     free.unwrap_or(0).min(ROOM_CAP)
+}
+
+/// Poll says writable and nothing else: no error, no hangup (a pipe whose readers are gone
+/// says POLLERR; a socket with an error pending, POLLERR; a reset one, POLLHUP).
+fn writable(fd: &OwnedFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes the one live pollfd; a zero timeout never waits.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready == 1 && poll.revents == libc::POLLOUT
 }
 
 /// A pipe's capacity less its unread bytes.
@@ -403,38 +376,34 @@ mod tests {
     }
 
     #[test]
-    fn a_call_that_may_change_a_descriptor_revokes_until_a_new_plain_write() {
+    fn any_call_home_revokes_until_the_rooms_that_come_with_its_answer() {
         let mut behind = Behind::default();
         behind.on_room(1, 0, 100);
         behind.on_room(3, 0, 100);
         assert_eq!(admitted(&mut behind, 1, 10), "written");
-        // Reads and waits keep the grants.
-        behind.shipped(libc::SYS_read, &[0; 6]);
-        behind.shipped(libc::SYS_poll, &[0; 6]);
-        assert_eq!(admitted(&mut behind, 3, 10), "written");
-        behind.shipped(libc::SYS_fcntl, &[1, libc::F_SETFL as u64, 0, 0, 0, 0]);
+        behind.revoke_all();
         assert_eq!(admitted(&mut behind, 1, 10), "no");
         assert_eq!(admitted(&mut behind, 3, 10), "no");
-        // An acknowledgement measured before the fcntl ran grants nothing.
+        // An acknowledgement measured before the call ran grants nothing.
         behind.on_room(1, 10, 100);
         assert_eq!(admitted(&mut behind, 1, 10), "no");
-        assert_eq!(behind.unacked(), 10, "descriptor 3's bytes still wait");
-        // The answer to a plain write does.
+        assert_eq!(behind.unacked(), 0);
+        // The rooms that come with the call's answer do.
         behind.on_room(1, 0, 100);
         assert_eq!(admitted(&mut behind, 1, 10), "written");
+        assert_eq!(admitted(&mut behind, 3, 10), "no");
     }
 
     #[test]
-    fn a_plain_write_revokes_its_own_descriptor_and_room_zero_revokes() {
+    fn room_zero_revokes() {
         let mut behind = Behind::default();
-        behind.on_room(1, 0, 100);
         behind.on_room(2, 0, 100);
-        behind.shipped(libc::SYS_write, &[1, 0, 5, 0, 0, 0]);
-        assert_eq!(admitted(&mut behind, 1, 10), "no");
         assert_eq!(admitted(&mut behind, 2, 10), "written");
         // The reader of 2 went: home drops the rest and revokes.
         behind.on_room(2, 10, 0);
         assert_eq!(behind.unacked(), 0);
+        assert_eq!(admitted(&mut behind, 2, 10), "no");
+        behind.on_room(2, 0, 0);
         assert_eq!(admitted(&mut behind, 2, 10), "no");
     }
 
