@@ -330,6 +330,10 @@ impl Deputy {
     ) -> io::Result<ShellNews> {
         let state = std::mem::replace(&mut self.state, ShellState::Idle);
         self.recalled = recalled;
+        if let Stop::Signal(libc::SIGCONT) = stop {
+            // Continued before the stop it waited to follow was taken: it is over.
+            self.stop_when_idle = None;
+        }
         // A write behind runs whatever moves are asked for: the program was told it ran.
         let recalled = recalled
             && !matches!(&state, ShellState::Interrupting(c) | ShellState::Calling(c) if c.behind);
