@@ -210,8 +210,7 @@ impl Deputy {
     /// shell once it is interrupted (or once continued, if it is job-stopped).
     pub fn serve(&mut self, call: Call, session: &mut Session) -> io::Result<()> {
         if self.busy() {
-            self.waiting.push(call);
-            return Ok(());
+            return self.waiting.push(call);
         }
         if !call.behind
             && let Some((ret, backs)) = self.files.try_run(&call)

@@ -34,6 +34,9 @@ const FLUSH_AT: u64 = 32 << 10;
 /// Most room home grants, whatever a socket's buffer would take: bounds what a program may
 /// be told was written before home has run it.
 const ROOM_CAP: u64 = 1 << 20;
+/// Most bytes of writes behind home keeps waiting: far above what its grants allow a guest
+/// (a few descriptors' room), so that only a peer that ignores them meets it.
+const MAX_OWED: u64 = 64 << 20;
 
 /// What the guest did with a trapped call.
 pub enum Taken {
@@ -49,12 +52,12 @@ pub enum Taken {
 /// One descriptor home granted.
 #[derive(Default)]
 struct Grant {
-    /// Bytes home last said could be written without blocking; 0 when revoked.
+    /// Bytes home last said could be written without blocking.
     room: u64,
     /// Bytes written behind and not yet acknowledged.
     unacked: u64,
-    /// Revoked by a call that may change the descriptor: only the answer to a new forwarded
-    /// write grants room again, not acknowledgements measured before that call ran.
+    /// Revoked by a call home or a relayed signal: only the `Room`s that come with an
+    /// answer grant again, not acknowledgements measured before that call ran.
     revoked: bool,
 }
 
@@ -135,16 +138,17 @@ impl Behind {
     /// Home's `ToGuest::Room`: it wrote `written` bytes written behind to `fd` (0: a grant
     /// that comes with the answer to a forwarded call), and `room` more would fit now.
     pub fn on_room(&mut self, fd: i32, written: u64, room: u64) {
-        let grant = self.grants.entry(fd).or_default();
-        grant.unacked = grant.unacked.saturating_sub(written);
         if written == 0 {
+            let grant = self.grants.entry(fd).or_default();
             grant.revoked = room == 0;
-        }
-        if !grant.revoked {
             grant.room = room.min(ROOM_CAP);
-        }
-        if room == 0 {
-            grant.revoked = true;
+        } else if let Some(grant) = self.grants.get_mut(&fd) {
+            grant.unacked = grant.unacked.saturating_sub(written);
+            if room == 0 {
+                grant.revoked = true;
+            } else if !grant.revoked {
+                grant.room = room.min(ROOM_CAP);
+            }
         }
         self.grants.retain(|_, g| !g.revoked || g.unacked > 0);
     }
@@ -278,16 +282,32 @@ fn sockopt<T: Copy>(socket: &OwnedFd, name: libc::c_int) -> Option<T> {
 #[derive(Default)]
 pub struct Waiting {
     calls: VecDeque<Call>,
+    /// Bytes of the writes behind among them.
+    owed: u64,
+}
+
+/// Bytes `call` writes behind (0 for any other call).
+fn behind_bytes(call: &Call) -> u64 {
+    if call.behind { call.args[2] } else { 0 }
 }
 
 impl Waiting {
-    /// Keep `call` until the calls before it ran.
-    pub fn push(&mut self, call: Call) {
+    /// Keep `call` until the calls before it ran. A remote that sends more than its grants
+    /// allow breaks its session.
+    pub fn push(&mut self, call: Call) -> io::Result<()> {
+        if self.owed + behind_bytes(&call) > MAX_OWED {
+            return Err(io::Error::other(
+                "its remote wrote behind far more than home granted",
+            ));
+        }
+        self.owed += behind_bytes(&call);
         self.calls.push_back(call);
+        Ok(())
     }
 
     /// Put back the part of a write behind that did not run yet: it runs next.
     pub fn push_front(&mut self, call: Call) {
+        self.owed += behind_bytes(&call);
         self.calls.push_front(call);
     }
 
@@ -300,6 +320,7 @@ impl Waiting {
     /// as one write, up to [`MAX_BUF`].
     pub fn next(&mut self) -> Option<Call> {
         let mut first = self.calls.pop_front()?;
+        self.owed -= behind_bytes(&first);
         if !first.behind {
             return Some(first);
         }
@@ -309,6 +330,7 @@ impl Waiting {
             && first.args[2] + next.args[2] <= MAX_BUF
         {
             if let Some(next) = self.calls.pop_front() {
+                self.owed -= behind_bytes(&next);
                 first.extend_behind(next.sent.first().map_or(&[][..], Vec::as_slice));
             }
         }
@@ -326,16 +348,13 @@ impl Waiting {
             }
             !drop
         });
+        self.owed -= dropped;
         dropped
     }
 
     /// Bytes of the writes behind that wait.
     pub fn owed(&self) -> u64 {
-        self.calls
-            .iter()
-            .filter(|call| call.behind)
-            .map(|call| call.args[2])
-            .sum()
+        self.owed
     }
 }
 
@@ -395,6 +414,14 @@ mod tests {
     }
 
     #[test]
+    fn an_acknowledgement_alone_grants_nothing() {
+        let mut behind = Behind::default();
+        behind.on_room(4, 10, 100);
+        assert_eq!(admitted(&mut behind, 4, 10), "no");
+        assert_eq!(behind.unacked(), 0);
+    }
+
+    #[test]
     fn room_zero_revokes() {
         let mut behind = Behind::default();
         behind.on_room(2, 0, 100);
@@ -407,6 +434,24 @@ mod tests {
         assert_eq!(admitted(&mut behind, 2, 10), "no");
     }
 
+    impl Waiting {
+        fn push_ok(&mut self, call: Call) {
+            self.push(call).unwrap();
+        }
+    }
+
+    #[test]
+    fn home_keeps_no_more_than_a_guest_may_write_behind() {
+        let mut waiting = Waiting::default();
+        let big = || Call::behind(1, 0x1000, vec![0; MAX_BUF as usize]).unwrap();
+        for _ in 0..MAX_OWED / MAX_BUF {
+            waiting.push_ok(big());
+        }
+        assert!(waiting.push(big()).is_err());
+        // A plain call is no bytes written behind.
+        waiting.push_ok(plain(libc::SYS_read));
+    }
+
     fn plain(nr: i64) -> Call {
         let mut call = Call::behind(9, 0x1000, vec![1]).unwrap();
         call.behind = false;
@@ -417,12 +462,12 @@ mod tests {
     #[test]
     fn waiting_writes_behind_to_one_descriptor_run_as_one_in_order() {
         let mut waiting = Waiting::default();
-        waiting.push(Call::behind(1, 0x1000, b"ab".to_vec()).unwrap());
-        waiting.push(Call::behind(1, 0x2000, b"cd".to_vec()).unwrap());
-        waiting.push(Call::behind(2, 0x3000, b"ef".to_vec()).unwrap());
-        waiting.push(Call::behind(1, 0x4000, b"gh".to_vec()).unwrap());
-        waiting.push(plain(libc::SYS_read));
-        waiting.push(Call::behind(1, 0x5000, b"ij".to_vec()).unwrap());
+        waiting.push_ok(Call::behind(1, 0x1000, b"ab".to_vec()).unwrap());
+        waiting.push_ok(Call::behind(1, 0x2000, b"cd".to_vec()).unwrap());
+        waiting.push_ok(Call::behind(2, 0x3000, b"ef".to_vec()).unwrap());
+        waiting.push_ok(Call::behind(1, 0x4000, b"gh".to_vec()).unwrap());
+        waiting.push_ok(plain(libc::SYS_read));
+        waiting.push_ok(Call::behind(1, 0x5000, b"ij".to_vec()).unwrap());
         assert_eq!(waiting.owed(), 10);
         let first = waiting.next().unwrap();
         assert_eq!((first.args[0], first.args[2]), (1, 4));
@@ -438,10 +483,10 @@ mod tests {
     #[test]
     fn a_reader_that_goes_drops_the_writes_behind_that_wait_for_it_only() {
         let mut waiting = Waiting::default();
-        waiting.push(Call::behind(1, 0x1000, b"ab".to_vec()).unwrap());
-        waiting.push(plain(libc::SYS_read));
-        waiting.push(Call::behind(2, 0x1000, b"cde".to_vec()).unwrap());
-        waiting.push(Call::behind(1, 0x1000, b"fgh".to_vec()).unwrap());
+        waiting.push_ok(Call::behind(1, 0x1000, b"ab".to_vec()).unwrap());
+        waiting.push_ok(plain(libc::SYS_read));
+        waiting.push_ok(Call::behind(2, 0x1000, b"cde".to_vec()).unwrap());
+        waiting.push_ok(Call::behind(1, 0x1000, b"fgh".to_vec()).unwrap());
         assert_eq!(waiting.drop_behind(1), 5);
         assert_eq!(waiting.owed(), 3);
         assert_eq!(waiting.next().unwrap().nr, libc::SYS_read);
