@@ -40,12 +40,23 @@ const MAX_OWED: u64 = 64 << 20;
 
 /// What the guest did with a trapped call.
 pub enum Taken {
-    /// Written behind: answer the program with this length now.
-    Written(i64),
+    /// Written behind: answer the program with the length of these bytes now, then send
+    /// them (`Behind::send`), while it runs on.
+    Written(Vec<u8>),
     /// A write to a granted descriptor that does not fit the room left: it waits for home's
     /// next acknowledgement.
     Wait,
     /// Not for write-behind: forward it as usual.
+    No,
+}
+
+/// Whether a write fits a grant.
+#[derive(Debug, PartialEq)]
+enum Fits {
+    Yes,
+    /// Not now: home's answer to what went already may bring room.
+    Wait,
+    /// Not at all: no grant, or too big alone.
     No,
 }
 
@@ -73,7 +84,7 @@ pub struct Behind {
 
 impl Behind {
     /// Trapped call `nr`: write it behind if it is a write to a granted descriptor that
-    /// fits; the bytes go into the session's buffer.
+    /// fits.
     pub fn take(
         &mut self,
         fwd: &Forwarder,
@@ -88,39 +99,48 @@ impl Behind {
         let Some(bytes) = fwd.written_bytes(nr, args) else {
             return Ok(Taken::No);
         };
-        let len = bytes.len() as u64;
-        match self.admit(fd, len) {
-            Taken::Written(_) => {}
-            Taken::Wait => {
+        match self.admit(fd, bytes.len() as u64) {
+            Fits::Yes => Ok(Taken::Written(bytes)),
+            Fits::Wait => {
                 self.flush(session)?;
-                return Ok(Taken::Wait);
+                Ok(Taken::Wait)
             }
-            Taken::No => return Ok(Taken::No),
+            Fits::No => Ok(Taken::No),
         }
+    }
+
+    /// Put `bytes` written behind to `fd` (from `addr` in the remote's memory) into the
+    /// session's buffer, after everything the program did before.
+    pub fn send(
+        &mut self,
+        session: &mut Session,
+        fd: i32,
+        addr: u64,
+        bytes: &[u8],
+    ) -> io::Result<()> {
         write_message(&mut session.out, &ToHome::WriteBehind { fd })?;
-        write_pages(&mut session.out, args[1], &bytes)?;
-        self.unflushed += len;
+        write_pages(&mut session.out, addr, bytes)?;
+        self.unflushed += bytes.len() as u64;
         self.unflushed_since.get_or_insert_with(Instant::now);
         if self.unflushed >= FLUSH_AT {
             self.flush(session)?;
         }
-        Ok(Taken::Written(len as i64))
+        Ok(())
     }
 
     /// Whether `len` bytes may be written behind to `fd` now; if so, they count as unacked.
-    fn admit(&mut self, fd: i32, len: u64) -> Taken {
+    fn admit(&mut self, fd: i32, len: u64) -> Fits {
         let Some(grant) = self.grants.get_mut(&fd).filter(|g| !g.revoked && len > 0) else {
-            return Taken::No;
+            return Fits::No;
         };
         if grant.unacked + len <= grant.room {
             grant.unacked += len;
-            Taken::Written(len as i64)
+            Fits::Yes
         } else if grant.unacked > 0 {
-            // Home's answer to what went already may bring room.
-            Taken::Wait
+            Fits::Wait
         } else {
             // Alone it does not fit: it goes as a plain call, whose answer measures again.
-            Taken::No
+            Fits::No
         }
     }
 
@@ -364,9 +384,9 @@ mod tests {
 
     fn admitted(behind: &mut Behind, fd: i32, len: u64) -> &'static str {
         match behind.admit(fd, len) {
-            Taken::Written(_) => "written",
-            Taken::Wait => "wait",
-            Taken::No => "no",
+            Fits::Yes => "written",
+            Fits::Wait => "wait",
+            Fits::No => "no",
         }
     }
 
