@@ -76,22 +76,23 @@ impl Call {
 
     /// Append `more` to a write behind: the two run as one write.
     pub fn extend_behind(&mut self, more: &[u8]) {
-        if let (Some(bytes), Some(buf)) = (self.sent.first_mut(), self.shape.bufs.first_mut()) {
-            bytes.extend_from_slice(more);
-            self.args[2] = bytes.len() as u64;
-            buf.len = self.args[2];
-        }
+        self.edit_behind(|bytes| bytes.extend_from_slice(more));
     }
 
     /// A write behind without its first `n` bytes, which ran.
     fn rest_behind(mut self, n: usize) -> Call {
+        self.edit_behind(|bytes| drop(bytes.drain(..n.min(bytes.len()))));
+        self.places.clear();
+        self
+    }
+
+    /// Change the bytes of a write behind; its length follows them.
+    fn edit_behind(&mut self, edit: impl FnOnce(&mut Vec<u8>)) {
         if let (Some(bytes), Some(buf)) = (self.sent.first_mut(), self.shape.bufs.first_mut()) {
-            bytes.drain(..n.min(bytes.len()));
+            edit(bytes);
             self.args[2] = bytes.len() as u64;
             buf.len = self.args[2];
         }
-        self.places.clear();
-        self
     }
 }
 
