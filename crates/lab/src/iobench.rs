@@ -348,40 +348,26 @@ pub(crate) fn render(o: &mut String, results: &[Measured]) -> Vec<(String, Strin
             (Some(h), Some(r)) if h.median > 0.0 => Some(r.median / h.median),
             _ => None,
         };
+        let shown_ratio = ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}x"));
+        let output = match (identical, reference) {
+            (true, Some((_, bytes))) => format!("{bytes} bytes, identical in every run"),
+            _ => "DIFFERS between runs".to_owned(),
+        };
         let _ = writeln!(o, "\n{} ({} runs each way)", m.what, m.home.len());
-        let _ = writeln!(
-            o,
-            "  {:<32}{}",
-            "never moved, wall time",
-            show(home, 0, "ms")
-        );
-        let _ = writeln!(
-            o,
-            "  {:<32}{}",
-            "moved to node2, wall time",
-            show(moved, 0, "ms")
-        );
-        let _ = writeln!(
-            o,
-            "  {:<32}{}",
-            "moved / never moved",
-            ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}x"))
-        );
-        let _ = writeln!(
-            o,
-            "  {:<32}{}",
-            "output",
-            match (identical, reference) {
-                (true, Some((_, bytes))) => format!("{bytes} bytes, identical in every run"),
-                _ => "DIFFERS between runs".to_owned(),
-            }
-        );
+        for (name, value) in [
+            ("never moved, wall time", show(home, 0, "ms")),
+            ("moved to node2, wall time", show(moved, 0, "ms")),
+            ("moved / never moved", shown_ratio.clone()),
+            ("output", output),
+        ] {
+            let _ = writeln!(o, "  {name:<32}{value}");
+        }
         if came_home > 0 {
             let _ = writeln!(o, "  came home by itself in {came_home} moved runs");
         }
         targets.push((
             format!("{} moved ≤ {TARGET_RATIO}x never moved", m.name),
-            ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}x")),
+            shown_ratio,
             identical && ratio.is_some_and(|r| r <= TARGET_RATIO),
         ));
     }
