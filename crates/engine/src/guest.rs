@@ -355,11 +355,8 @@ impl Guest {
     /// here, or the process goes home for it.
     fn on_call(&mut self, id: u64, nr: i64, args: [u64; 6]) -> io::Result<Option<Left>> {
         match self.behind.take(&self.fwd, nr, &args, &mut self.session)? {
-            Taken::Written(bytes) => {
-                // The bytes are read: the program runs on while they go into the session.
-                respond(&self.listener, id, bytes.len() as i64);
-                self.behind
-                    .send(&mut self.session, args[0] as i32, args[1], &bytes)?;
+            Taken::Written(len) => {
+                respond(&self.listener, id, len);
                 return Ok(None);
             }
             Taken::Wait => {

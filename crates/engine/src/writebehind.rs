@@ -40,23 +40,12 @@ const MAX_OWED: u64 = 64 << 20;
 
 /// What the guest did with a trapped call.
 pub enum Taken {
-    /// Written behind: answer the program with the length of these bytes now, then send
-    /// them (`Behind::send`), while it runs on.
-    Written(Vec<u8>),
+    /// Written behind: answer the program with this length now.
+    Written(i64),
     /// A write to a granted descriptor that does not fit the room left: it waits for home's
     /// next acknowledgement.
     Wait,
     /// Not for write-behind: forward it as usual.
-    No,
-}
-
-/// Whether a write fits a grant.
-#[derive(Debug, PartialEq)]
-enum Fits {
-    Yes,
-    /// Not now: home's answer to what went already may bring room.
-    Wait,
-    /// Not at all: no grant, or too big alone.
     No,
 }
 
@@ -84,7 +73,7 @@ pub struct Behind {
 
 impl Behind {
     /// Trapped call `nr`: write it behind if it is a write to a granted descriptor that
-    /// fits.
+    /// fits; the bytes go into the session's buffer.
     pub fn take(
         &mut self,
         fwd: &Forwarder,
@@ -99,48 +88,39 @@ impl Behind {
         let Some(bytes) = fwd.written_bytes(nr, args) else {
             return Ok(Taken::No);
         };
-        match self.admit(fd, bytes.len() as u64) {
-            Fits::Yes => Ok(Taken::Written(bytes)),
-            Fits::Wait => {
+        let len = bytes.len() as u64;
+        match self.admit(fd, len) {
+            Taken::Written(_) => {}
+            Taken::Wait => {
                 self.flush(session)?;
-                Ok(Taken::Wait)
+                return Ok(Taken::Wait);
             }
-            Fits::No => Ok(Taken::No),
+            Taken::No => return Ok(Taken::No),
         }
-    }
-
-    /// Put `bytes` written behind to `fd` (from `addr` in the remote's memory) into the
-    /// session's buffer, after everything the program did before.
-    pub fn send(
-        &mut self,
-        session: &mut Session,
-        fd: i32,
-        addr: u64,
-        bytes: &[u8],
-    ) -> io::Result<()> {
         write_message(&mut session.out, &ToHome::WriteBehind { fd })?;
-        write_pages(&mut session.out, addr, bytes)?;
-        self.unflushed += bytes.len() as u64;
+        write_pages(&mut session.out, args[1], &bytes)?;
+        self.unflushed += len;
         self.unflushed_since.get_or_insert_with(Instant::now);
         if self.unflushed >= FLUSH_AT {
             self.flush(session)?;
         }
-        Ok(())
+        Ok(Taken::Written(len as i64))
     }
 
     /// Whether `len` bytes may be written behind to `fd` now; if so, they count as unacked.
-    fn admit(&mut self, fd: i32, len: u64) -> Fits {
+    fn admit(&mut self, fd: i32, len: u64) -> Taken {
         let Some(grant) = self.grants.get_mut(&fd).filter(|g| !g.revoked && len > 0) else {
-            return Fits::No;
+            return Taken::No;
         };
         if grant.unacked + len <= grant.room {
             grant.unacked += len;
-            Fits::Yes
+            Taken::Written(len as i64)
         } else if grant.unacked > 0 {
-            Fits::Wait
+            // Home's answer to what went already may bring room.
+            Taken::Wait
         } else {
             // Alone it does not fit: it goes as a plain call, whose answer measures again.
-            Fits::No
+            Taken::No
         }
     }
 
@@ -384,9 +364,9 @@ mod tests {
 
     fn admitted(behind: &mut Behind, fd: i32, len: u64) -> &'static str {
         match behind.admit(fd, len) {
-            Fits::Yes => "written",
-            Fits::Wait => "wait",
-            Fits::No => "no",
+            Taken::Written(_) => "written",
+            Taken::Wait => "wait",
+            Taken::No => "no",
         }
     }
 
