@@ -11,6 +11,7 @@
 //! single-stepped over a `syscall` instruction. Signals that arrive meanwhile are relayed so
 //! that the call runs exactly once (docs/forwarding.md).
 
+use std::collections::BTreeSet;
 use std::io;
 
 use rmosix_image::{Frame, FrameReader, SigInfo};
@@ -24,12 +25,14 @@ use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::Memory;
 use crate::msg;
+use crate::pidfd::PidFd;
 use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::restore;
 use crate::session::{ReadAsk, Session, ToGuest};
 use crate::signals;
 use crate::sys;
 use crate::table::{self, Buf, Refusal, Shape, Slot};
+use crate::writebehind::{self, Waiting};
 
 /// Size of the area mapped in a shell for the buffers of forwarded calls.
 pub const SCRATCH_LEN: u64 = 16 << 20;
@@ -51,6 +54,48 @@ pub struct Call {
     pub sent: Vec<Vec<u8>>,
     /// Where each buffer of `shape` lies in the shell's scratch area, once laid out.
     places: Vec<u64>,
+    /// Written behind: the program was told it succeeded, and home answers it with
+    /// `ToGuest::Room` (see `writebehind`).
+    pub behind: bool,
+}
+
+impl Call {
+    /// A write of `bytes` to `fd` that the remote wrote behind (`addr`: where the bytes
+    /// came from in its memory), checked against the table as any write.
+    pub fn behind(fd: i32, addr: u64, bytes: Vec<u8>) -> Result<Call, Refusal> {
+        let args = [fd as u64, addr, bytes.len() as u64, 0, 0, 0];
+        let sent = vec![bytes];
+        Ok(Call {
+            id: 0,
+            nr: libc::SYS_write,
+            shape: Shape::at_home(libc::SYS_write, &args, &sent)?,
+            args,
+            sent,
+            places: Vec::new(),
+            behind: true,
+        })
+    }
+
+    /// Append `more` to a write behind: the two run as one write.
+    pub fn extend_behind(&mut self, more: &[u8]) {
+        self.edit_behind(|bytes| bytes.extend_from_slice(more));
+    }
+
+    /// A write behind without its first `n` bytes, which ran.
+    fn rest_behind(mut self, n: usize) -> Call {
+        self.edit_behind(|bytes| drop(bytes.drain(..n.min(bytes.len()))));
+        self.places.clear();
+        self
+    }
+
+    /// Change the bytes of a write behind; its length follows them.
+    fn edit_behind(&mut self, edit: impl FnOnce(&mut Vec<u8>)) {
+        if let (Some(bytes), Some(buf)) = (self.sent.first_mut(), self.shape.bufs.first_mut()) {
+            edit(bytes);
+            self.args[2] = bytes.len() as u64;
+            buf.len = self.args[2];
+        }
+    }
 }
 
 /// Read the `sends` buffers of call `id` and check the call against the table. Outer error:
@@ -86,6 +131,7 @@ impl Call {
             places: Vec::new(),
             shape,
             sent,
+            behind: false,
         })
     }
 }
@@ -128,6 +174,18 @@ pub struct Deputy {
     relayed_early: u64,
     /// The process's command line and environment, kept readable in the shell.
     args_and_env: ArgsAndEnv,
+    /// Calls that came while the shell ran another: writes behind and what followed them.
+    waiting: Waiting,
+    /// The shell, to measure the room of a descriptor written behind.
+    pidfd: PidFd,
+    /// Home asked for the image (as of the shell's last stop): calls not yet run wait for
+    /// the move, writes behind do not.
+    recalled: bool,
+    /// The remote stopped by this signal while writes behind waited: the shell follows once
+    /// they ran.
+    stop_when_idle: Option<i32>,
+    /// Descriptors granted room to write behind: every answer brings their room anew.
+    granted: BTreeSet<i32>,
 }
 
 impl Deputy {
@@ -150,6 +208,11 @@ impl Deputy {
             following_stop: None,
             relayed_early: 0,
             args_and_env,
+            waiting: Waiting::default(),
+            pidfd: PidFd::open(pid)?,
+            recalled: false,
+            stop_when_idle: None,
+            granted: BTreeSet::new(),
         };
         deputy.idle()?;
         Ok(deputy)
@@ -165,8 +228,13 @@ impl Deputy {
     /// Run `call` for the remote: here on a copy of its descriptor if it can, else in the
     /// shell once it is interrupted (or once continued, if it is job-stopped).
     pub fn serve(&mut self, call: Call, session: &mut Session) -> io::Result<()> {
-        if let Some((ret, backs)) = self.files.try_run(&call) {
-            return self.reply(session, call.id, ret, &backs);
+        if self.busy() {
+            return self.waiting.push(call);
+        }
+        if !call.behind
+            && let Some((ret, backs)) = self.files.try_run(&call)
+        {
+            return self.answer(session, call.id, ret, &backs);
         }
         let stopped = matches!(self.state, ShellState::Stopped);
         self.state = ShellState::Interrupting(call);
@@ -176,10 +244,61 @@ impl Deputy {
         Ok(())
     }
 
+    /// Answer call `id` with `ret` and its out-buffers, after telling the remote of the files
+    /// that changed (see `homefill`) and the room of each descriptor granted to write behind,
+    /// measured now that the call ran (see `writebehind`).
+    fn answer(
+        &mut self,
+        session: &mut Session,
+        id: u64,
+        ret: i64,
+        backs: &[(u64, Vec<u8>)],
+    ) -> io::Result<()> {
+        self.tell_changes(session)?;
+        let pidfd = &self.pidfd;
+        let rooms: Vec<(i32, u64)> = self
+            .granted
+            .iter()
+            .map(|&fd| (fd, writebehind::room(pidfd, fd)))
+            .collect();
+        for (fd, room) in rooms {
+            if room == 0 {
+                self.granted.remove(&fd);
+            } else {
+                let grant = ToGuest::Room {
+                    fd,
+                    written: 0,
+                    room,
+                };
+                rmosix_image::write_message(&mut session.out, &grant)?;
+            }
+        }
+        send_reply(session, id, ret, backs)
+    }
+
+    /// The shell runs a call, or calls wait for it.
+    fn busy(&self) -> bool {
+        matches!(
+            self.state,
+            ShellState::Interrupting(_) | ShellState::Calling(_)
+        ) || !self.waiting.is_empty()
+    }
+
+    /// Bytes the program was told were written behind that home has not written yet.
+    pub fn owed(&self) -> u64 {
+        let running = match &self.state {
+            ShellState::Interrupting(call) | ShellState::Calling(call) if call.behind => {
+                call.args[2]
+            }
+            _ => 0,
+        };
+        running + self.waiting.owed()
+    }
+
     /// Answer call `id` with the errno of `refusal`: it does not fit the table and never runs.
     pub fn refuse(&mut self, session: &mut Session, id: u64, refusal: Refusal) -> io::Result<()> {
         tracing::debug!(pid = self.pid, id, %refusal, "refused a forwarded call");
-        self.reply(session, id, -i64::from(refusal.errno()), &[])
+        self.answer(session, id, -i64::from(refusal.errno()), &[])
     }
 
     /// A read the remote asks bytes of the file for (`ToHome::Read`): lend them if the
@@ -227,18 +346,6 @@ impl Deputy {
         }
     }
 
-    /// Answer call `id`, after telling the remote of the files that changed.
-    fn reply(
-        &mut self,
-        session: &mut Session,
-        id: u64,
-        ret: i64,
-        backs: &[(u64, Vec<u8>)],
-    ) -> io::Result<()> {
-        self.tell_changes(session)?;
-        send_reply(session, id, ret, backs)
-    }
-
     /// Relay a signal, after telling the remote of the files that changed.
     fn relay(&mut self, session: &mut Session, info: SigInfo) -> io::Result<()> {
         self.tell_changes(session)?;
@@ -268,6 +375,11 @@ impl Deputy {
     /// The remote entered a group stop for `sig`: stop the shell too, so that job control at
     /// home sees it; the remote's signal decides whether mosrun follows.
     pub fn follow_stop(&mut self, sig: i32) {
+        if self.busy() {
+            // Writes behind come before the stop: they run first (see `next_or_idle`).
+            self.stop_when_idle = Some(sig);
+            return;
+        }
         self.following_stop = Some(sig);
         // SAFETY: stopping our own tracee, as its remote half stopped.
         unsafe { libc::kill(self.pid, libc::SIGSTOP) };
@@ -296,6 +408,14 @@ impl Deputy {
         session: &mut Session,
     ) -> io::Result<ShellNews> {
         let state = std::mem::replace(&mut self.state, ShellState::Idle);
+        self.recalled = recalled;
+        if let Stop::Signal(libc::SIGCONT) = stop {
+            // Continued before the stop it waited to follow was taken: it is over.
+            self.stop_when_idle = None;
+        }
+        // A write behind runs whatever moves are asked for: the program was told it ran.
+        let recalled = recalled
+            && !matches!(&state, ShellState::Interrupting(c) | ShellState::Calling(c) if c.behind);
         if let Stop::Signal(sig) = stop
             && self.relayed_early & bit(sig) != 0
         {
@@ -504,8 +624,15 @@ impl Deputy {
         self.mem.write(iovec_at, &iovec)
     }
 
-    /// Answer `call` with `ret` and its out-buffers, then idle.
+    /// Answer `call` with `ret` and its out-buffers, then run the next call or idle.
     fn finish_call(&mut self, call: Call, ret: i64, session: &mut Session) -> io::Result<()> {
+        if call.behind {
+            self.finish_behind(call, ret, session)?;
+            return self.next_or_idle(session);
+        }
+        if writebehind::grants_after(&call, ret) {
+            self.granted.insert(call.args[0] as i32);
+        }
         let backs = if call.places.is_empty() {
             // Never laid out (answered before it ran): nothing to send back.
             Vec::new()
@@ -521,8 +648,74 @@ impl Deputy {
             }
             backs
         };
-        self.reply(session, call.id, ret, &backs)?;
-        self.idle()
+        self.answer(session, call.id, ret, &backs)?;
+        self.next_or_idle(session)
+    }
+
+    /// A write behind ended with `ret`. All of it written: acknowledged with the room
+    /// measured again. Cut short by a signal or a move: the rest runs next. The other end
+    /// gone (EPIPE, ECONNRESET): the writes behind to that descriptor that wait are dropped
+    /// with it, as a reader that closes drops what it did not read, and the grant is
+    /// revoked, so that the program's next write to it runs here and fails as it would; the
+    /// signal the shell got is relayed as any. Anything else cannot be told to the program:
+    /// the error loses the process, with the bytes.
+    fn finish_behind(&mut self, call: Call, ret: i64, session: &mut Session) -> io::Result<()> {
+        let fd = call.args[0] as i32;
+        let len = call.args[2];
+        let (written, room) = match ret {
+            _ if ret == len as i64 => (len, writebehind::room(&self.pidfd, fd)),
+            _ if sys::is_restart(ret) || ret == -i64::from(libc::EINTR) => {
+                self.waiting.push_front(call.rest_behind(0));
+                return Ok(());
+            }
+            0.. => {
+                self.waiting.push_front(call.rest_behind(ret as usize));
+                (ret as u64, writebehind::room(&self.pidfd, fd))
+            }
+            _ if ret == -i64::from(libc::EPIPE) || ret == -i64::from(libc::ECONNRESET) => {
+                let dropped = len + self.waiting.drop_behind(fd);
+                warn!(
+                    pid = self.pid,
+                    fd,
+                    dropped,
+                    errno = -ret,
+                    "the other end of a descriptor written behind went"
+                );
+                (dropped, 0)
+            }
+            _ => {
+                let owed = len + self.waiting.owed();
+                return Err(io::Error::other(format!(
+                    "{owed} bytes it was told it wrote to descriptor {fd} cannot be written: {}",
+                    io::Error::from_raw_os_error(-ret as i32)
+                )));
+            }
+        };
+        session.send(&ToGuest::Room { fd, written, room })
+    }
+
+    /// The shell is stopped and done with its call: run the next that waits, or idle (and
+    /// follow a stop of the remote that waited for the writes behind).
+    fn next_or_idle(&mut self, session: &mut Session) -> io::Result<()> {
+        while let Some(call) = self.waiting.next() {
+            if !call.behind && self.recalled {
+                // As for a call that finds the shell recalled: it runs after the move.
+                self.answer(session, call.id, sys::ERESTARTNOINTR, &[])?;
+                continue;
+            }
+            if !call.behind
+                && let Some((ret, backs)) = self.files.try_run(&call)
+            {
+                self.answer(session, call.id, ret, &backs)?;
+                continue;
+            }
+            return self.start_call(call, session);
+        }
+        self.idle()?;
+        if let Some(sig) = self.stop_when_idle.take() {
+            self.follow_stop(sig);
+        }
+        Ok(())
     }
 
     /// What a recvmsg filled in, addressed where the remote's own msghdr points: the msghdr

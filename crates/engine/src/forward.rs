@@ -498,6 +498,25 @@ impl Forwarder {
         }
     }
 
+    /// The bytes call `nr` would write if it is a write, a writev or a send without flags
+    /// or address (which is a write, on a stream socket), and they can be read; for
+    /// write-behind (see `writebehind`).
+    pub fn written_bytes(&self, nr: i64, args: &[u64; 6]) -> Option<Vec<u8>> {
+        let plain = match nr {
+            libc::SYS_write => true,
+            libc::SYS_sendto => args[3] == 0 && args[4] == 0,
+            libc::SYS_writev => {
+                let iov = self.read_iovecs(args[1], args[2]).ok()?;
+                return self.gather(&iov).ok();
+            }
+            _ => false,
+        };
+        if !plain || args[2] > MAX_BUF {
+            return None;
+        }
+        self.mem.read_vec(args[1], args[2] as usize).ok()
+    }
+
     /// readv/writev go home as one read/write of the gathered buffer.
     fn forward_vector(
         &self,

@@ -25,6 +25,7 @@ use crate::session::{Channel, Session, ToGuest, ToHome};
 use crate::signals::{self, Arriving, StatusMasks};
 use crate::throttle::Duty;
 use crate::track::Tracker;
+use crate::writebehind::{Behind, Taken};
 use crate::{facts, restore, spawn, sys};
 
 /// How long home may leave the session silent before the process runs here: a session opened
@@ -108,6 +109,8 @@ pub fn serve_guest(channel: Channel, reports: &mut dyn Reports) -> io::Result<()
         pending: None,
         leaving: false,
         arriving: Arriving::default(),
+        behind: Behind::default(),
+        waiting: None,
     };
     let left = guest.serve(&sigchld);
     kill(husk);
@@ -181,6 +184,10 @@ struct Guest {
     arriving: Arriving,
     /// The process's CPU use when it came (see `cputime`).
     arrived: CpuUse,
+    /// Writes written behind: grants and bytes not yet acknowledged (see `writebehind`).
+    behind: Behind,
+    /// A trapped write that waits for home to acknowledge writes behind: id, nr, args.
+    waiting: Option<(u64, i64, [u64; 6])>,
 }
 
 /// The sources of the guest's loop.
@@ -199,7 +206,11 @@ impl Guest {
             turn.watch(Source::Home, self.session.raw_fd(), self.session.buffered());
             turn.watch(Source::Calls, self.listener.as_raw_fd(), false);
             // One source per turn, in this order: a husk event first, as it may end it all.
-            let left = match turn.wait(None)?.first() {
+            let ready = turn.wait(self.behind.flush_due())?;
+            if self.behind.flush_due().is_some_and(|left| left.is_zero()) {
+                self.behind.flush(&mut self.session)?;
+            }
+            let left = match ready.first() {
                 Some(Source::Husk) => {
                     sigchld.drain();
                     self.on_husk_event()
@@ -223,6 +234,8 @@ impl Guest {
         while let Some((_, stop)) = ptrace::wait(self.husk, libc::WNOHANG)? {
             match stop {
                 Stop::Signal(sig) => {
+                    // What it wrote behind goes before the signal's effects.
+                    self.behind.flush(&mut self.session)?;
                     self.arriving.at_delivery(self.husk, sig);
                     ptrace::cont(self.husk, sig)?
                 }
@@ -231,6 +244,10 @@ impl Guest {
                     self.session.send(&ToHome::Stopped { sig })?;
                 }
                 Stop::Killed(sig) => {
+                    // What it was told it wrote is written before its shell dies.
+                    if let Some(left) = self.settle()? {
+                        return Ok(Some(left));
+                    }
                     self.session.send(&ToHome::Died { sig })?;
                     return Ok(Some(Left::Ended));
                 }
@@ -252,7 +269,8 @@ impl Guest {
         let msg: ToGuest = match self.session.recv() {
             Ok(msg) => msg,
             Err(err) => {
-                warn!(%err, "home link lost; dropping the remote");
+                let unwritten = self.behind.unacked();
+                warn!(%err, unwritten, "home link lost; dropping the remote");
                 return Ok(Some(Left::Lost));
             }
         };
@@ -325,9 +343,22 @@ impl Guest {
                 }
             }
             ToGuest::Stale { fds } => self.fwd.stale(&fds),
-            ToGuest::Signal { info } if info.is_valid() => self.arriving.send(self.husk, info),
+            ToGuest::Signal { info } if info.is_valid() => {
+                self.behind.revoke_all();
+                self.arriving.send(self.husk, info);
+            }
+            ToGuest::Room { fd, written, room } => {
+                self.behind.on_room(fd, written, room);
+                if let Some((id, nr, args)) = self.waiting.take() {
+                    return self.on_call(id, nr, args);
+                }
+            }
             ToGuest::SendImage => match self.pending {
-                None => return self.first_round(None),
+                // A write waiting for room runs again wherever the process goes.
+                None => {
+                    let restart = self.waiting.take().map(|(id, ..)| id);
+                    return self.first_round(restart);
+                }
                 // Ending anyway: home will see the exit.
                 Some(Pending::Exit { .. }) => {}
                 Some(_) => self.leaving = true,
@@ -345,12 +376,31 @@ impl Guest {
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
             Err(err) => return Err(err),
         };
-        let (id, nr, args) = (notif.id, i64::from(notif.data.nr), notif.data.args);
+        self.on_call(notif.id, i64::from(notif.data.nr), notif.data.args)
+    }
+
+    /// Trapped call `id`: written behind, left to wait for room, shipped home, answered
+    /// here, or the process goes home for it.
+    fn on_call(&mut self, id: u64, nr: i64, args: [u64; 6]) -> io::Result<Option<Left>> {
+        match self.behind.take(&self.fwd, nr, &args, &mut self.session)? {
+            Taken::Written(len) => {
+                respond(&self.listener, id, len);
+                return Ok(None);
+            }
+            Taken::Wait => {
+                self.waiting = Some((id, nr, args));
+                return Ok(None);
+            }
+            Taken::No => {}
+        }
         match self
             .fwd
             .trap(id, nr, args, &mut self.session, &self.listener)?
         {
-            Trapped::Shipped(pending) => self.pending = Some(pending),
+            Trapped::Shipped(pending) => {
+                self.behind.revoke_all();
+                self.pending = Some(pending);
+            }
             Trapped::Answered => {}
             Trapped::GoHome { what } => return self.go_home(Homeward::Call { id, what }, None),
         }
@@ -525,6 +575,9 @@ impl Guest {
     /// Where tracking cannot be armed, the whole image goes frozen. `restart` is a forwarded
     /// call that home did not run: the process makes it again, wherever it goes on.
     fn first_round(&mut self, restart: Option<u64>) -> io::Result<Option<Left>> {
+        if let Some(left) = self.settle()? {
+            return Ok(Some(left));
+        }
         let job_stopped = self.stop_husk(restart)?;
         self.pending = None;
         self.leaving = false;
@@ -572,6 +625,7 @@ impl Guest {
                 ToGuest::Signal { info } if info.is_valid() => duty.send(info),
                 ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
                 ToGuest::Filled { .. } => drop(read_backs(&mut self.session, 1)?),
+                ToGuest::Room { fd, written, room } => self.behind.on_room(fd, written, room),
                 // Nothing lent is held while the process moves.
                 ToGuest::SendImage | ToGuest::Stale { .. } => {}
                 ToGuest::Ended => return Ok(Some(Left::Ended)),
@@ -591,6 +645,9 @@ impl Guest {
             Homeward::Call { id, what } => (what.clone(), Some(*id)),
         };
         debug!(reason, "sending the image");
+        if let Some(left) = self.settle()? {
+            return Ok(Some(left));
+        }
         let job_stopped = self.stop_husk(notif)?;
         self.pending = None;
         self.leaving = false;
@@ -642,10 +699,36 @@ impl Guest {
                 // The answer to a call a signal interrupted before the move.
                 ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
                 ToGuest::Filled { .. } => drop(read_backs(&mut self.session, 1)?),
+                ToGuest::Room { fd, written, room } => self.behind.on_room(fd, written, room),
                 ToGuest::SendImage | ToGuest::Stale { .. } => {}
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
         }
+    }
+}
+
+impl Guest {
+    /// Wait until home has written everything the program was told it wrote behind: an
+    /// image or an end must not overtake it. Signals that come meanwhile go to the husk.
+    fn settle(&mut self) -> io::Result<Option<Left>> {
+        self.behind.flush(&mut self.session)?;
+        while self.behind.unacked() > 0 {
+            let unwritten = self.behind.unacked();
+            let Some(msg) = word_during_move(&mut self.session) else {
+                warn!(unwritten, "home link lost while writes behind waited");
+                return Ok(Some(Left::Lost));
+            };
+            match msg {
+                ToGuest::Room { fd, written, room } => self.behind.on_room(fd, written, room),
+                ToGuest::Signal { info } if info.is_valid() => self.arriving.send(self.husk, info),
+                ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
+                // Going already.
+                ToGuest::SendImage => {}
+                ToGuest::Ended => return Ok(Some(Left::Ended)),
+                other => return Err(io::Error::other(format!("unexpected {other:?}"))),
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -15,11 +15,11 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use rmosix_image::{Area, KernelFacts, SigInfo, Usage};
+use rmosix_image::{Area, Frame, KernelFacts, SigInfo, Usage};
 use rmosix_wire::MoveError;
 use tracing::{info, warn};
 
-use crate::deputy::{self, Deputy, ShellNews, freeze};
+use crate::deputy::{self, Call, Deputy, ShellNews, freeze};
 use crate::event_loop::{SigChld, Turn};
 use crate::inject::Injector;
 use crate::legs::{self, Departure, Due, Homecoming, Onward, ms_since};
@@ -785,9 +785,13 @@ impl Supervisor<'_> {
         let msg: ToHome = match r.session.recv() {
             Ok(msg) => msg,
             Err(err) => {
+                let owed = match r.deputy.owed() {
+                    0 => String::new(),
+                    n => format!("; {n} bytes it was told it wrote were never written"),
+                };
                 return self.handle(
                     pid,
-                    Event::Broken(format!("link to node {node} lost: {err}")),
+                    Event::Broken(format!("link to node {node} lost: {err}{owed}")),
                 );
             }
         };
@@ -809,6 +813,10 @@ impl Supervisor<'_> {
                 r.deputy.consumed(fd, bytes);
                 return;
             }
+            ToHome::WriteBehind { fd } => match self.serve_behind(pid, fd) {
+                Ok(()) => return,
+                Err(err) => Event::Broken(format!("a write behind failed: {err}")),
+            },
             ToHome::Going { needs_home, .. } => Event::Going { needs_home },
             ToHome::Precopy { areas } => {
                 if let Some(recall) = r.recall.as_mut() {
@@ -866,6 +874,21 @@ impl Supervisor<'_> {
         tracing::trace!(id = read.id, fd = read.fd, "read");
         refuse_while_coming_home(r)?;
         r.deputy.serve_read(read, &mut r.session)
+    }
+
+    /// Run a write the remote of `pid` wrote behind, after the calls before it.
+    fn serve_behind(&mut self, pid: Pid, fd: i32) -> io::Result<()> {
+        let Some(r) = self.remote(pid) else {
+            return Ok(());
+        };
+        refuse_while_coming_home(r)?;
+        let Frame::Pages { addr, data } =
+            r.session.frames.next_frame().map_err(io::Error::other)?
+        else {
+            return Err(io::Error::other("a write behind without its bytes"));
+        };
+        let call = Call::behind(fd, addr, data).map_err(io::Error::other)?;
+        r.deputy.serve(call, &mut r.session)
     }
 
     // ---- ptrace stops ----
@@ -967,7 +990,8 @@ impl Supervisor<'_> {
     }
 }
 
-/// No call may run while the remote's image is coming home: its session is broken.
+/// A remote's call while its image comes home breaks its session: the shell is frozen for
+/// the image, and nothing may run in it.
 fn refuse_while_coming_home(r: &Remote) -> io::Result<()> {
     if r.recall.as_ref().is_some_and(|rc| rc.homecoming.is_some()) {
         return Err(io::Error::other(

@@ -54,6 +54,7 @@ mod testing;
 mod throttle;
 mod track;
 mod userfault;
+mod writebehind;
 
 pub use cputime::Carry;
 pub use dump::{check_movable, dump};

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The first message of a session, from home.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +107,17 @@ pub enum ToGuest {
     /// The first round is in place at the next node: freeze, and send the final round after
     /// `ToHome::Going`.
     Prepared,
+    /// Room to write behind to descriptor `fd` (see `writebehind`): home wrote `written`
+    /// bytes written behind to it (0: it answers a forwarded write, whose `Reply` follows),
+    /// and `room` more would fit now without blocking (0: write behind no more to it).
+    Room {
+        /// The shell's descriptor.
+        fd: i32,
+        /// Bytes of writes behind that ran (or were dropped with a reader that went).
+        written: u64,
+        /// Bytes a write could add now without blocking.
+        room: u64,
+    },
     /// The process ended at home, or its image came home and runs there: drop the remote.
     Ended,
     /// The image that came home could not be restored there: the remote runs on.
@@ -165,6 +176,12 @@ pub enum ToHome {
         fd: i32,
         /// Bytes consumed.
         bytes: u64,
+    },
+    /// A write the program was told succeeded (see `writebehind`): write the one page frame
+    /// that follows to `fd`, after everything sent before it; answered by `ToGuest::Room`.
+    WriteBehind {
+        /// The shell's descriptor.
+        fd: i32,
     },
     /// The process is coming home (an image follows).
     Going {

@@ -26,6 +26,9 @@
 //!    timed one by one inside the process (`lseek.c`), run under mosrun at home and on node 2.
 //! 4. **Supervision overhead**: a deterministic CPU loop (`spin.c`) run bare and under mosrun
 //!    on node 1, alternating.
+//! 5. **I/O of a moved process** (`iobench`): sqlite3, mawk and a pipe writer kept at node 2
+//!    against the same runs never moved. `bench io` runs only these, the raw TCP baseline
+//!    and the forwarded round trip.
 //!
 //! Every figure is the median of several runs, with min and max.
 
@@ -39,13 +42,15 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use crate::cmd::{describe, run};
+use crate::iobench;
 use crate::{Lab, LabConfig, LabError, Node, pid_in_node, wait_child_of};
 
 /// The guest programs, compiled at bench time.
-const PROGRAMS: [(&str, &str); 6] = [
+const PROGRAMS: [(&str, &str); 7] = [
     ("fresh", include_str!("../bench/fresh.c")),
     ("hog", include_str!("../bench/hog.c")),
     ("lseek", include_str!("../bench/lseek.c")),
+    ("pipewrite", include_str!("../bench/pipewrite.c")),
     ("rewrite", include_str!("../bench/rewrite.c")),
     ("spin", include_str!("../bench/spin.c")),
     ("tcp", include_str!("../bench/tcp.c")),
@@ -125,6 +130,15 @@ impl BenchError {
     }
 }
 
+/// Which measurements a bench run takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// All of them.
+    All,
+    /// The I/O of a moved process, with the raw TCP baseline and the forwarded round trip.
+    Io,
+}
+
 /// How many runs of each measurement.
 #[derive(Debug, Clone, Copy)]
 struct Reps {
@@ -133,13 +147,19 @@ struct Reps {
     migration: usize,
     forward: usize,
     cpu: usize,
+    io: usize,
 }
 
-/// `rmosix-lab bench [--quick]`: starts a 3-node lab without a CPU quota, runs every
-/// measurement, prints the report on stdout (progress on stderr) and tears the lab down.
-/// `quick` runs each measurement fewer times. `stop` (set by Ctrl-C) ends it early with
-/// [`LabError::Interrupted`].
-pub fn bench(bin_dir: &Path, quick: bool, stop: &AtomicBool) -> Result<(), BenchError> {
+/// `rmosix-lab bench [--quick] [io]`: starts a 3-node lab without a CPU quota, runs the
+/// measurements of `scope`, prints the report on stdout (progress on stderr) and tears the
+/// lab down. `quick` runs each measurement fewer times. `stop` (set by Ctrl-C) ends it
+/// early with [`LabError::Interrupted`].
+pub fn bench(
+    bin_dir: &Path,
+    quick: bool,
+    scope: Scope,
+    stop: &AtomicBool,
+) -> Result<(), BenchError> {
     for tool in ["mosrun", "migrate"] {
         let path = bin_dir.join(tool);
         if !path.is_file() {
@@ -152,6 +172,7 @@ pub fn bench(bin_dir: &Path, quick: bool, stop: &AtomicBool) -> Result<(), Bench
             migration: 2,
             forward: 2,
             cpu: 3,
+            io: 3,
         }
     } else {
         Reps {
@@ -159,6 +180,7 @@ pub fn bench(bin_dir: &Path, quick: bool, stop: &AtomicBool) -> Result<(), Bench
             migration: 5,
             forward: 5,
             cpu: 7,
+            io: 5,
         }
     };
     let lab = Lab::start(LabConfig::new(NODES, bin_dir))?;
@@ -168,7 +190,10 @@ pub fn bench(bin_dir: &Path, quick: bool, stop: &AtomicBool) -> Result<(), Bench
         lab: &lab,
         stop,
     };
-    let report = bench.run_all(reps)?;
+    let report = match scope {
+        Scope::All => bench.run_all(reps)?,
+        Scope::Io => bench.run_io(reps)?,
+    };
     print!("{}", report.render(reps));
     lab.stop()?;
     Ok(())
@@ -212,6 +237,7 @@ struct Report {
     forward_remote: Vec<Percentiles>,
     cpu_bare: Vec<CpuRun>,
     cpu_mosrun: Vec<CpuRun>,
+    io: Vec<iobench::Measured>,
     /// /proc/loadavg's first three fields when the runs began and ended.
     load_before: String,
     load_after: String,
@@ -268,6 +294,25 @@ struct CpuRun {
 }
 
 impl Bench<'_> {
+    /// The I/O of a moved process, beside raw TCP and the forwarded round trip.
+    fn run_io(&self, reps: Reps) -> Result<Report, BenchError> {
+        let mut report = Report {
+            load_before: load_average(),
+            ..Report::default()
+        };
+        for i in 1..=reps.baseline {
+            progress(&format!(
+                "baseline: raw TCP node1 -> node2, {TCP_MIB} MiB, run {i}/{}",
+                reps.baseline
+            ));
+            report.tcp_gbps.push(self.tcp_once(false)?);
+        }
+        self.forward_runs(reps, &mut report)?;
+        report.io = iobench::measure(self.lab, &self.progs, reps.io, &|| self.check_stop())?;
+        report.load_after = load_average();
+        Ok(report)
+    }
+
     fn run_all(&self, reps: Reps) -> Result<Report, BenchError> {
         let mut report = Report {
             load_before: load_average(),
@@ -307,20 +352,7 @@ impl Bench<'_> {
             }
             report.rewrites.push((written, samples));
         }
-        let file = self.lab.work_dir().join("lseek.dat");
-        fs::write(&file, b"rmosix bench\n").map_err(|source| LabError::Io {
-            action: "write",
-            path: file.clone(),
-            source,
-        })?;
-        for i in 1..=reps.forward {
-            progress(&format!(
-                "forwarded lseek x{LSEEK_CALLS}, home and remote, run {i}/{}",
-                reps.forward
-            ));
-            report.forward_home.push(self.forward_once(&file, false)?);
-            report.forward_remote.push(self.forward_once(&file, true)?);
-        }
+        self.forward_runs(reps, &mut report)?;
         for i in 0..reps.cpu {
             progress(&format!(
                 "CPU loop bare and under mosrun, run {}/{}",
@@ -336,8 +368,28 @@ impl Bench<'_> {
                 report.cpu_bare.push(self.cpu_once(false)?);
             }
         }
+        report.io = iobench::measure(self.lab, &self.progs, reps.io, &|| self.check_stop())?;
         report.load_after = load_average();
         Ok(report)
+    }
+
+    /// The forwarded lseek round trip, at home and at node 2.
+    fn forward_runs(&self, reps: Reps, report: &mut Report) -> Result<(), BenchError> {
+        let file = self.lab.work_dir().join("lseek.dat");
+        fs::write(&file, b"rmosix bench\n").map_err(|source| LabError::Io {
+            action: "write",
+            path: file.clone(),
+            source,
+        })?;
+        for i in 1..=reps.forward {
+            progress(&format!(
+                "forwarded lseek x{LSEEK_CALLS}, home and remote, run {i}/{}",
+                reps.forward
+            ));
+            report.forward_home.push(self.forward_once(&file, false)?);
+            report.forward_remote.push(self.forward_once(&file, true)?);
+        }
+        Ok(())
     }
 
     fn prog(&self, name: &str) -> PathBuf {
@@ -522,7 +574,7 @@ impl Bench<'_> {
 }
 
 /// Runs `migrate PID TARGET` on `node`; its wall time in ms (including entering the node).
-fn migrate(node: &Node, pid: &str, target: &str) -> Result<f64, BenchError> {
+pub(crate) fn migrate(node: &Node, pid: &str, target: &str) -> Result<f64, BenchError> {
     let mut cmd = node.command("migrate");
     cmd.args([pid, target]);
     let started = Instant::now();
@@ -808,15 +860,15 @@ fn field(program: &str, line: &str, name: &'static str) -> Result<f64, BenchErro
 
 /// Median, min and max of some samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Stats {
-    median: f64,
+pub(crate) struct Stats {
+    pub(crate) median: f64,
     min: f64,
     max: f64,
 }
 
 impl Stats {
     /// `None` for no samples.
-    fn of(samples: impl IntoIterator<Item = f64>) -> Option<Stats> {
+    pub(crate) fn of(samples: impl IntoIterator<Item = f64>) -> Option<Stats> {
         let mut v: Vec<f64> = samples.into_iter().collect();
         if v.is_empty() {
             return None;
@@ -847,7 +899,7 @@ impl Stats {
     }
 }
 
-fn show(stats: Option<Stats>, decimals: usize, unit: &str) -> String {
+pub(crate) fn show(stats: Option<Stats>, decimals: usize, unit: &str) -> String {
     stats.map_or_else(|| "n/a".to_owned(), |s| s.show(decimals, unit))
 }
 
@@ -872,18 +924,20 @@ impl Report {
             format!("raw TCP, node1 -> node2, {TCP_MIB} MiB"),
             show(tcp, 2, "GB/s")
         );
-        let _ = writeln!(
-            o,
-            "  {:<34}{}",
-            "raw TCP into fresh memory",
-            show(tcp_fresh, 2, "GB/s")
-        );
-        let _ = writeln!(
-            o,
-            "  {:<34}{}",
-            format!("copy into fresh memory, {FRESH_MIB} MiB"),
-            show(fresh, 2, "GB/s")
-        );
+        if !self.tcp_fresh_gbps.is_empty() {
+            let _ = writeln!(
+                o,
+                "  {:<34}{}",
+                "raw TCP into fresh memory",
+                show(tcp_fresh, 2, "GB/s")
+            );
+            let _ = writeln!(
+                o,
+                "  {:<34}{}",
+                format!("copy into fresh memory, {FRESH_MIB} MiB"),
+                show(fresh, 2, "GB/s")
+            );
+        }
         let mut worst_gbps: Option<f64> = None;
         for (mib, samples) in &self.migrations {
             let bytes = Stats::of(samples.iter().map(|m| m.bytes as f64));
@@ -983,8 +1037,10 @@ impl Report {
             );
         }
 
+        let io_targets = iobench::render(&mut o, &self.io);
+        let mut cpu = String::new();
         let _ = writeln!(
-            o,
+            cpu,
             "\nCPU-bound loop on node1 ({SPIN_ROUNDS} steps), bare vs under mosrun, alternating ({} runs each)",
             self.cpu_bare.len()
         );
@@ -1008,13 +1064,16 @@ impl Report {
         rows.push(("slowdown (medians)", median));
         rows.push(("slowdown (fastest runs)", best));
         for (name, [a, b, c]) in rows {
-            let _ = writeln!(o, "  {name:<24}{a:<32}{b:<32}{c}");
+            let _ = writeln!(cpu, "  {name:<24}{a:<32}{b:<32}{c}");
+        }
+        if !self.cpu_bare.is_empty() {
+            o.push_str(&cpu);
         }
         let slowdown_wall = slowdown(bare[0], sup[0]);
 
         let forward_p50 = remote(|p| p.p50).map(|s| s.median);
         let _ = writeln!(o, "\nTargets (a miss is reported, not an error)");
-        let targets = [
+        let mut targets = vec![
             (
                 format!("migration ≥ {TARGET_GBPS} GB/s (slowest median)"),
                 worst_gbps.map_or_else(|| "n/a".to_owned(), |g| format!("{g:.2} GB/s")),
@@ -1036,6 +1095,11 @@ impl Report {
                 slowdown_wall.is_some_and(|s| s <= TARGET_SLOWDOWN_PCT),
             ),
         ];
+        if self.migrations.is_empty() {
+            // `bench io`: only the forwarded round trip was measured besides.
+            targets.retain(|(name, _, _)| name.starts_with("forwarded"));
+        }
+        targets.extend(io_targets);
         for (name, value, pass) in targets {
             let _ = writeln!(o, "  {name:<40}{value:<14}{}", verdict(pass));
         }
@@ -1175,7 +1239,7 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
-fn progress(what: &str) {
+pub(crate) fn progress(what: &str) {
     eprintln!("bench: {what}");
 }
 

@@ -27,6 +27,7 @@ mod cgroup;
 mod cmd;
 mod demo;
 mod error;
+mod iobench;
 mod job;
 mod lab;
 mod net;
@@ -38,7 +39,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use bench::{BenchError, bench};
+pub use bench::{BenchError, Scope, bench};
 pub use demo::{demo, shell};
 pub use error::LabError;
 pub use job::{Job, JobError, NodeProcess, leftovers_in, processes_in};

@@ -2,7 +2,8 @@
 //!
 //! `rmosix-lab demo [--nodes 3]` shows a program moving between nodes while it runs;
 //! `rmosix-lab shell [--nodes N]` starts a lab to explore by hand until Ctrl-C;
-//! `rmosix-lab bench [--quick]` measures migration, forwarding and supervision costs.
+//! `rmosix-lab bench [--quick] [all|io]` measures migration, forwarding and supervision
+//! costs, or (`io`) only the I/O of a moved process.
 //! Exit codes: 0 done, 1 failed, 2 usage, 130 interrupted.
 #![forbid(unsafe_code)]
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
-use rmosix_lab::{BenchError, LabError};
+use rmosix_lab::{BenchError, LabError, Scope};
 
 #[derive(Parser)]
 #[command(
@@ -47,7 +48,18 @@ enum Cmd {
         /// Fewer repetitions of each measurement.
         #[arg(long)]
         quick: bool,
+        /// Which measurements: all, or only the I/O of a moved process (sqlite3, mawk, a
+        /// pipe writer) with the forwarded round trip and raw TCP.
+        #[arg(value_enum, default_value_t = Part::All)]
+        part: Part,
     },
+}
+
+/// Which measurements `bench` takes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Part {
+    All,
+    Io,
 }
 
 /// Why a subcommand failed.
@@ -94,7 +106,13 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
     match cmd {
         Cmd::Demo { nodes } => Ok(rmosix_lab::demo(nodes.into(), &bin_dir, &stop)?),
         Cmd::Shell { nodes } => Ok(rmosix_lab::shell(nodes.into(), &bin_dir, &stop)?),
-        Cmd::Bench { quick } => Ok(rmosix_lab::bench(&bin_dir, quick, &stop)?),
+        Cmd::Bench { quick, part } => {
+            let scope = match part {
+                Part::All => Scope::All,
+                Part::Io => Scope::Io,
+            };
+            Ok(rmosix_lab::bench(&bin_dir, quick, scope, &stop)?)
+        }
     }
 }
 
