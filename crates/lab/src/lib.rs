@@ -16,15 +16,17 @@
 //! This room leaves the daemon, the tools and their behaviour to `daemon` and `tools`; it
 //! only builds the machine room they run in. Its door: [`Lab`], [`LabConfig`], [`Node`],
 //! [`LabError`], [`cleanup_stale`], the jobs [`Job`] and [`Terminal`] (a program on a
-//! pseudo-terminal), the process helpers [`child_of`], [`wait_child_of`],
-//! [`pid_in_node`], the test helpers [`bin_dir_of_current_test`], [`require_root`], and the
-//! `rmosix-lab` binary's [`demo`], [`shell`] and [`bench`] (with its [`BenchError`]).
+//! pseudo-terminal), the process helpers [`child_of`], [`wait_child_of`], [`pid_in_node`],
+//! the test helpers [`bin_dir_of_current_test`], [`require_root`] and [`compiled`] (a test's
+//! C program), and the `rmosix-lab` binary's [`demo`], [`shell`] and [`bench`] (with its
+//! [`BenchError`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod bench;
 mod cgroup;
 mod cmd;
+mod cprog;
 mod demo;
 mod error;
 mod iobench;
@@ -40,6 +42,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use bench::{BenchError, Scope, bench};
+pub use cprog::compiled;
 pub use demo::{demo, shell};
 pub use error::LabError;
 pub use job::{Job, JobError, NodeProcess, leftovers_in, processes_in};

@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use rmosix_lab::{
@@ -30,27 +30,12 @@ const PYTHON: &str = "/usr/bin/python3";
 /// The longest pause between two orders.
 const MAX_PAUSE_MS: u64 = 250;
 
-/// Compiles `progs/anymoment/NAME.c` into the target's tmp dir and returns its path.
+/// `progs/anymoment/NAME.c`, compiled into the target's tmp dir, which every node sees.
 fn c_program(name: &str) -> String {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("anymoment");
-    fs::create_dir_all(&dir).expect("create the programs' dir");
-    let out = dir.join(name);
-    // Another test process may compile at the same time: build aside, then rename.
-    let staged = dir.join(format!(".{name}.{}", std::process::id()));
-    let src = format!("{PROGS}/{name}.c");
-    let built = Command::new("cc")
-        .args(["-O2", "-Wall", "-o"])
-        .arg(&staged)
-        .arg(&src)
-        .output()
-        .expect("run cc (install gcc)");
-    assert!(
-        built.status.success(),
-        "cc {src} failed:\n{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    fs::rename(&staged, &out).expect("install the compiled program");
-    out.to_string_lossy().into_owned()
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("anymoment")
+        .join(name);
+    rmosix_lab::compiled(format!("{PROGS}/{name}.c"), out, &[])
 }
 
 /// A small xorshift generator: the moments and targets of the orders.

@@ -8,7 +8,6 @@
 //! python3, C programs compiled once per test run. Most of them wait for a "go" file before
 //! they finish, so the test, not a clock, decides when a job ends.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -46,36 +45,12 @@ fn script(name: &str) -> String {
     format!("{PROGS}/{name}")
 }
 
-/// Compiles `progs/failures/NAME.c` once per test process into the target's tmp dir (readable
-/// by every user) and returns the program's path.
+/// `progs/failures/NAME.c`, compiled into the target's tmp dir, which every node sees.
 fn c_program(name: &str) -> String {
-    static BUILT: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let built = built.get_or_insert_with(HashMap::new);
-    if let Some(path) = built.get(name) {
-        return path.clone();
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("failures");
-    fs::create_dir_all(&dir).expect("create the programs' dir");
-    let out = dir.join(name);
-    // Another test process may compile at the same time: build aside, then rename.
-    let staged = dir.join(format!(".{name}.{}", std::process::id()));
-    let src = format!("{PROGS}/{name}.c");
-    let result = Command::new("cc")
-        .args(["-O2", "-Wall", "-o"])
-        .arg(&staged)
-        .arg(&src)
-        .output()
-        .expect("run cc (install gcc)");
-    assert!(
-        result.status.success(),
-        "cc {src} failed:\n{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    fs::rename(&staged, &out).expect("install compiled program");
-    let path = out.to_string_lossy().into_owned();
-    built.insert(name.to_owned(), path.clone());
-    path
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("failures")
+        .join(name);
+    rmosix_lab::compiled(format!("{PROGS}/{name}.c"), out, &[])
 }
 
 /// Waits until `cond` holds; panics after `timeout` with `what` and `context()`.

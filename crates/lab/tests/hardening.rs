@@ -56,33 +56,12 @@ fn ticks() -> String {
     format!("{JOBS}/ticks.py")
 }
 
-/// Compiles `progs/failures/big.c` once per test process into the target's tmp dir.
+/// The failures suite's `big.c`, compiled into the target's tmp dir.
 fn big_program() -> String {
-    static BUILT: Mutex<Option<String>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = built.as_ref() {
-        return path.clone();
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hardening");
-    fs::create_dir_all(&dir).expect("create the programs' dir");
-    let out = dir.join("big");
-    // Another test process may compile at the same time: build aside, then rename.
-    let staged = dir.join(format!(".big.{}", std::process::id()));
-    let result = Command::new("cc")
-        .args(["-O2", "-Wall", "-o"])
-        .arg(&staged)
-        .arg(format!("{JOBS}/big.c"))
-        .output()
-        .expect("run cc (install gcc)");
-    assert!(
-        result.status.success(),
-        "cc big.c failed:\n{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    fs::rename(&staged, &out).expect("install compiled program");
-    let path = out.to_string_lossy().into_owned();
-    *built = Some(path.clone());
-    path
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("hardening")
+        .join("big");
+    rmosix_lab::compiled(format!("{JOBS}/big.c"), out, &[])
 }
 
 /// What big.c prints at its end for `mib` mebibytes: the checksum of its pattern.

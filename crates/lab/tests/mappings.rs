@@ -13,8 +13,7 @@
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::process::Stdio;
 use std::time::Duration;
 
 use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, processes_in};
@@ -30,35 +29,12 @@ fn start_lab() -> Lab {
         .unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"))
 }
 
-/// Compiles `progs/mappings/NAME.c` once per test process into the target's tmp dir, which
-/// every node sees, and returns the program's path.
+/// `progs/mappings/NAME.c`, compiled into the target's tmp dir, which every node sees.
 fn c_program(name: &str) -> String {
-    static BUILT: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
-        return path.clone();
-    }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mappings");
-    fs::create_dir_all(&dir).expect("create the programs' dir");
-    let out = dir.join(name);
-    // Another test process may compile at the same time: build aside, then rename.
-    let staged = dir.join(format!(".{name}.{}", std::process::id()));
-    let src = format!("{PROGS}/{name}.c");
-    let result = Command::new("gcc")
-        .args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&staged)
-        .arg(&src)
-        .output()
-        .expect("run gcc (install gcc and libc6-dev)");
-    assert!(
-        result.status.success(),
-        "gcc {src} failed:\n{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    fs::rename(&staged, &out).expect("install the compiled program");
-    let path = out.to_string_lossy().into_owned();
-    built.push((name.to_owned(), path.clone()));
-    path
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("mappings")
+        .join(name);
+    rmosix_lab::compiled(format!("{PROGS}/{name}.c"), out, &["-Wextra", "-Werror"])
 }
 
 /// Starts `argv` under mosrun on the lab's node 1 and waits for its "ready".

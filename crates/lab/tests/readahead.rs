@@ -13,7 +13,7 @@
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, require_root};
@@ -30,28 +30,13 @@ fn start_lab() -> Lab {
         .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"))
 }
 
-/// Compiles `progs/readahead/NAME.c` into the target's tmp dir and returns its path.
+/// `progs/readahead/NAME.c`, compiled into the target's tmp dir, which every node sees.
 fn c_program(name: &str) -> String {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/progs/readahead/{name}.c"));
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readahead");
-    fs::create_dir_all(&dir).expect("create the programs' dir");
-    // Tests of this file run in parallel: each builds aside, then renames.
-    let out = dir.join(name);
-    let staged = dir.join(format!(".{name}.{:?}", std::thread::current().id()));
-    let built = Command::new("cc")
-        .args(["-O2", "-Wall", "-o"])
-        .arg(&staged)
-        .arg(&src)
-        .output()
-        .expect("run cc (install gcc)");
-    assert!(
-        built.status.success(),
-        "cc {} failed:\n{}",
-        src.display(),
-        String::from_utf8_lossy(&built.stderr)
-    );
-    fs::rename(&staged, &out).expect("install the program");
-    out.to_string_lossy().into_owned()
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("readahead")
+        .join(name);
+    rmosix_lab::compiled(src, out, &[])
 }
 
 /// A file of `len` bytes that no pattern repeats in, in the lab's work dir.

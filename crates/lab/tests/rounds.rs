@@ -6,7 +6,6 @@
 //! left out, or placed out of order, shows as `FAIL`. And while such a process leaves home
 //! slowed down, the home supervisor serves the rest of its job and the signals sent to it.
 
-use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,26 +17,13 @@ const STEP: Duration = Duration::from_secs(60);
 /// How long the test sleeps between two looks at what it waits for.
 const POLL: Duration = Duration::from_millis(10);
 
-/// Compiles `src` (relative to the crate) into the target's tmp dir as `name` and returns
-/// its path.
+/// `src` (relative to the crate), compiled into the target's tmp dir as `name`.
 fn c_program(src: &str, name: &str) -> String {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(src);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rounds");
-    fs::create_dir_all(&dir).expect("create the program's dir");
-    let out = dir.join(name);
-    let built = Command::new("cc")
-        .args(["-O2", "-Wall", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .expect("run cc (install gcc)");
-    assert!(
-        built.status.success(),
-        "cc {} failed:\n{}",
-        src.display(),
-        String::from_utf8_lossy(&built.stderr)
-    );
-    out.to_string_lossy().into_owned()
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("rounds")
+        .join(name);
+    rmosix_lab::compiled(src, out, &[])
 }
 
 /// Starts `rewrite MIB WRITE_MIB` under mosrun at node 1, moves it around and has it check

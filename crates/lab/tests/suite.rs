@@ -15,12 +15,11 @@
 //! test sleeps or measures time; every wait has a deadline.
 
 use std::error::Error;
-use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -455,41 +454,19 @@ enum Linking {
     Static,
 }
 
-/// Compiles `progs/suite/NAME.c` with gcc (`-mavx2`; `-static` for [`Linking::Static`])
-/// once per test process, into the target's tmp dir, which every node sees.
+/// `progs/suite/NAME.c`, compiled with `-mavx2` (and `-static` for [`Linking::Static`]) into
+/// the target's tmp dir, which every node sees.
 fn c_program(name: &str, linking: Linking) -> String {
-    static BUILT: Mutex<Vec<(String, Linking, String)>> = Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, _, path)) = built.iter().find(|(n, l, _)| n == name && *l == linking) {
-        return path.clone();
-    }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("suite");
-    fs::create_dir_all(&dir).expect("create the programs' dir");
-    let file = match linking {
-        Linking::Dynamic => name.to_owned(),
-        Linking::Static => format!("{name}-static"),
-    };
-    let out: PathBuf = dir.join(&file);
-    // Another test process may compile at the same time: build aside, then rename.
-    let staged = dir.join(format!(".{file}.{}", std::process::id()));
     let src = format!("{PROGS}/{name}.c");
-    let mut gcc = Command::new("gcc");
-    gcc.args(["-O2", "-Wall", "-Wextra", "-Werror", "-mavx2", "-o"])
-        .arg(&staged)
-        .arg(&src);
-    if linking == Linking::Static {
-        gcc.arg("-static");
+    let flags = ["-Wextra", "-Werror", "-mavx2"];
+    match linking {
+        Linking::Dynamic => rmosix_lab::compiled(src, dir.join(name), &flags),
+        Linking::Static => {
+            let static_flags = [&flags[..], &["-static"]].concat();
+            rmosix_lab::compiled(src, dir.join(format!("{name}-static")), &static_flags)
+        }
     }
-    let result = gcc.output().expect("run gcc (install gcc and libc6-dev)");
-    assert!(
-        result.status.success(),
-        "gcc {src} ({linking:?}) failed:\n{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    fs::rename(&staged, &out).expect("install the compiled program");
-    let path = out.to_string_lossy().into_owned();
-    built.push((name.to_owned(), linking, path.clone()));
-    path
 }
 
 /// `len` bytes of text that compresses about fourfold: lines of words from a small

@@ -7,7 +7,6 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -245,26 +244,13 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("lab paths are UTF-8")
 }
 
-/// `progs/terminal/ioctls.c`, compiled once per test process into the target's tmp dir,
-/// which every node sees.
+/// `progs/terminal/ioctls.c`, compiled into the target's tmp dir.
 fn ioctls_program() -> &'static str {
     static BUILT: OnceLock<String> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("terminal");
-        std::fs::create_dir_all(&dir).expect("create the program's dir");
-        let out = dir.join("ioctls");
-        let src = format!("{PROGS}/ioctls.c");
-        let gcc = Command::new("gcc")
-            .args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .output()
-            .expect("run gcc (install gcc and libc6-dev)");
-        assert!(
-            gcc.status.success(),
-            "gcc {src} failed:\n{}",
-            String::from_utf8_lossy(&gcc.stderr)
-        );
-        out.to_string_lossy().into_owned()
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("terminal")
+            .join("ioctls");
+        rmosix_lab::compiled(format!("{PROGS}/ioctls.c"), out, &["-Wextra", "-Werror"])
     })
 }

@@ -26,26 +26,15 @@ const STEP: Duration = Duration::from_secs(60);
 /// How long the test sleeps between two looks at what it waits for.
 const POLL: Duration = Duration::from_millis(10);
 
-/// `behind.c`, compiled once per test process.
+/// `progs/writebehind/behind.c`, compiled into the target's tmp dir.
 fn behind() -> &'static str {
     static BUILT: OnceLock<String> = OnceLock::new();
     BUILT.get_or_init(|| {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/progs/writebehind/behind.c");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("writebehind");
-        fs::create_dir_all(&dir).expect("create the program's dir");
-        let out = dir.join("behind");
-        let built = Command::new("cc")
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .output()
-            .expect("run cc (install gcc)");
-        assert!(
-            built.status.success(),
-            "cc failed:\n{}",
-            String::from_utf8_lossy(&built.stderr)
-        );
-        out.to_string_lossy().into_owned()
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("writebehind")
+            .join("behind");
+        rmosix_lab::compiled(src, out, &[])
     })
 }
 
