@@ -13,6 +13,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "tour.h"
+
 #define GET_REGISTRATIONS (1 << 9)
 
 static int membarrier(int cmd) {
@@ -21,7 +23,8 @@ static int membarrier(int cmd) {
 
 static long want;
 
-static const char *check(char *why, size_t cap) {
+static const char *check(const char *name, char *why, size_t cap) {
+    (void)name;
     long got = membarrier(GET_REGISTRATIONS);
     if (got != want) {
         snprintf(why, cap, "registrations are %#lx, not %#lx", got, want);
@@ -34,19 +37,13 @@ static const char *check(char *why, size_t cap) {
     return 0;
 }
 
-/* One line from stdin, a byte at a time so that nothing past it is read. */
-static int read_line(char *line, size_t cap) {
-    size_t len = 0;
-    while (len + 1 < cap) {
-        char c;
-        if (read(0, &c, 1) != 1)
-            return -1;
-        if (c == '\n')
-            break;
-        line[len++] = c;
-    }
-    line[len] = 0;
-    return 0;
+/* After the first check away, registers one more kind, which must travel too. */
+static void after(const char *name) {
+    if (strncmp(name, "1@", 2) != 0)
+        return;
+    if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE) != 0)
+        printf("%s FAIL: register sync-core: %s\n", name, strerror(errno));
+    want |= MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE;
 }
 
 int main(void) {
@@ -57,23 +54,5 @@ int main(void) {
     want = MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED;
     printf("ready\n");
     fflush(stdout);
-    char line[128], why[256];
-    while (read_line(line, sizeof line) == 0) {
-        if (strcmp(line, "end") == 0)
-            return 0;
-        const char *name = line + strlen("check ");
-        const char *failed = check(why, sizeof why);
-        if (failed)
-            printf("%s FAIL: %s\n", name, failed);
-        else
-            printf("%s ok\n", name);
-        if (strncmp(name, "1@", 2) == 0) {
-            if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE) != 0)
-                printf("%s FAIL: register sync-core: %s\n", name, strerror(errno));
-            want |= MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE;
-        }
-        printf("checked %s\n", name);
-        fflush(stdout);
-    }
-    return 1;
+    return tour(check, after);
 }

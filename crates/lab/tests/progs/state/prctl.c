@@ -13,6 +13,8 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "tour.h"
+
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
 #define PR_GET_IO_FLUSHER 58
@@ -53,7 +55,8 @@ static void set(int option, unsigned long arg2, unsigned long arg3, const char *
     }
 }
 
-static const char *check(char *why, size_t cap) {
+static const char *check(const char *stop, char *why, size_t cap) {
+    (void)stop;
     char name[16] = {0};
     prctl(PR_GET_NAME, name, 0, 0, 0);
     struct {
@@ -96,19 +99,10 @@ static void change_away(void) {
     strcpy(want.name, "away");
 }
 
-/* One line from stdin, a byte at a time so that nothing past it is read. */
-static int read_line(char *line, size_t cap) {
-    size_t len = 0;
-    while (len + 1 < cap) {
-        char c;
-        if (read(0, &c, 1) != 1)
-            return -1;
-        if (c == '\n')
-            break;
-        line[len++] = c;
-    }
-    line[len] = 0;
-    return 0;
+/* After the first check away, changes the settings, which must travel too. */
+static void after(const char *name) {
+    if (strncmp(name, "1@", 2) == 0)
+        change_away();
 }
 
 int main(void) {
@@ -139,20 +133,5 @@ int main(void) {
     strcpy(want.name, "renamed");
     printf("ready\n");
     fflush(stdout);
-    char line[128], why[256];
-    while (read_line(line, sizeof line) == 0) {
-        if (strcmp(line, "end") == 0)
-            return 0;
-        const char *name = line + strlen("check ");
-        const char *failed = check(why, sizeof why);
-        if (failed)
-            printf("%s FAIL: %s\n", name, failed);
-        else
-            printf("%s ok\n", name);
-        if (strncmp(name, "1@", 2) == 0)
-            change_away();
-        printf("checked %s\n", name);
-        fflush(stdout);
-    }
-    return 1;
+    return tour(check, after);
 }

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tour.h"
+
 static volatile sig_atomic_t usr1_runs;
 static ssize_t got;
 static int got_errno;
@@ -87,21 +89,6 @@ static void open_read(const char *name, const char *kind, int flags) {
     announce(name, kind);
     read_data();
     verdict(name, kind, flags & SA_RESTART ? 5 : -1);
-}
-
-/* One line from stdin, a byte at a time so that nothing past it is read. */
-static int read_line(char *line, size_t cap) {
-    size_t len = 0;
-    while (len + 1 < cap) {
-        char c;
-        if (read(0, &c, 1) != 1)
-            return -1;
-        if (c == '\n')
-            break;
-        line[len++] = c;
-    }
-    line[len] = 0;
-    return 0;
 }
 
 int main(void) {

@@ -15,26 +15,13 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "tour.h"
+
 static volatile sig_atomic_t usr2_runs;
 
 static void on_usr2(int sig) {
     (void)sig;
     usr2_runs++;
-}
-
-/* One line from stdin, a byte at a time so that nothing past it is read. */
-static int read_line(char *line, size_t cap) {
-    size_t len = 0;
-    while (len + 1 < cap) {
-        char c;
-        if (read(0, &c, 1) != 1)
-            return -1;
-        if (c == '\n')
-            break;
-        line[len++] = c;
-    }
-    line[len] = 0;
-    return 0;
 }
 
 static sigset_t both, usr1, usr2;
@@ -103,19 +90,5 @@ int main(void) {
     }
     printf("ready\n");
     fflush(stdout);
-    char line[128], why[256];
-    while (read_line(line, sizeof line) == 0) {
-        if (strcmp(line, "end") == 0)
-            return 0;
-        char name[128];
-        snprintf(name, sizeof name, "%s", line + strlen("check "));
-        const char *failed = check(name, why, sizeof why);
-        if (failed)
-            printf("%s FAIL: %s\n", name, failed);
-        else
-            printf("%s ok\n", name);
-        printf("checked %s\n", name);
-        fflush(stdout);
-    }
-    return 1;
+    return tour(check, NULL);
 }
