@@ -49,9 +49,8 @@ pub use frame::{
     FILE_PAGES, Frame, FrameError, FrameHead, FrameReader, MAX_FRAME, write_message, write_pages,
 };
 pub use header::{
-    Advice, Area, CpuTimer, CpuUse, EndOfImage, FileId, Header, KernelFacts, MmLayout,
-    PrctlValue, Registers,
-    SigAction, Task, Usage,
+    Advice, Area, CpuTimer, CpuUse, EndOfImage, FileId, Header, KernelFacts, MmLayout, PrctlValue,
+    Registers, SigAction, Task, Usage,
 };
 pub use siginfo::{SIGINFO_LEN, SigInfo};
 
