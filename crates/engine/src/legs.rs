@@ -24,17 +24,12 @@ use crate::halt::{HALT_BOUND, Halt};
 use crate::inject::Injector;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Stop};
+use crate::relay_out::RelayOut;
 use crate::restore;
 use crate::session::{Channel, Opening, Session, SessionRead, ToGuest, ToHome};
 use crate::sharing;
 use crate::throttle::{Ask, Cycle, Level, Phase, Throttle, Verdict};
 use crate::track::Tracker;
-
-/// How long a relay waits on a next node that takes nothing before it counts as failed. The
-/// remote that sends goes unread meanwhile, and its link gives up after the transport's
-/// TCP_USER_TIMEOUT (15 s, which also bounds a zero window): a dead next node must cost the
-/// move, never the process.
-const RELAY_STALL: Duration = Duration::from_secs(10);
 
 /// How often a move out begins again because its process exec'd during the running rounds
 /// (see [`Due::Again`]) before it gives up.
@@ -678,10 +673,11 @@ pub fn relay_first_round(
     areas: Vec<Area>,
 ) -> io::Result<Result<(), MoveError>> {
     let node = onward.node;
-    let announced = relaying(&onward.session, true)
-        .and_then(|()| write_message(&mut onward.session.out, &ToGuest::Precopy { areas }));
-    let relayed = relay_pages(&mut from.frames, &mut onward.session.out, announced);
-    let _ = relaying(&onward.session, false);
+    let relayed = {
+        let mut to = RelayOut::new(&mut onward.session);
+        let announced = write_message(&mut to, &ToGuest::Precopy { areas });
+        relay_pages(&mut from.frames, &mut to, announced)
+    };
     Ok(match relayed? {
         Err(err) => Err(link_broken(node, err)),
         Ok(()) => node_answer(&mut onward.session.frames, node, Round::First),
@@ -698,39 +694,17 @@ pub fn relay_on(
     prepared: bool,
 ) -> io::Result<Result<Vec<SigInfo>, MoveError>> {
     let node = onward.node;
-    let ready = relaying(&onward.session, true);
-    let relayed = relay_image(&mut from.frames, &mut onward.session.out, prepared, ready);
-    let _ = relaying(&onward.session, false);
+    let relayed = relay_image(
+        &mut from.frames,
+        &mut RelayOut::new(&mut onward.session),
+        prepared,
+    );
     Ok(match relayed? {
         Relayed::Sent { pending } => {
             node_answer(&mut onward.session.frames, node, Round::Last).map(|()| pending)
         }
         Relayed::Undelivered(err) => Err(link_broken(node, err)),
     })
-}
-
-/// Bound (or no longer bound) how long a write to `session` may block, for a relay.
-fn relaying(session: &Session, on: bool) -> io::Result<()> {
-    let stall = if on { RELAY_STALL } else { Duration::ZERO };
-    let timeval = libc::timeval {
-        tv_sec: stall.as_secs() as libc::time_t,
-        tv_usec: 0,
-    };
-    // SAFETY: setsockopt reads the live timeval; the fd is the session's socket, whose halves
-    // share its options.
-    let done = unsafe {
-        libc::setsockopt(
-            session.raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            (&timeval as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if done != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A round of an image, for the answer that closes it.
@@ -766,22 +740,19 @@ enum Relayed {
 }
 
 /// Copy one image, header to end marker, from `from` to `to`: a whole one, or the final round
-/// after a first round (`prepared`). `to` failed already if `ready` is an error. An error is
-/// the source's.
+/// after a first round (`prepared`). An error is the source's.
 fn relay_image(
     from: &mut FrameReader<Box<dyn SessionRead>>,
-    to: &mut impl Write,
+    to: &mut RelayOut,
     prepared: bool,
-    ready: io::Result<()>,
 ) -> io::Result<Relayed> {
     let header = restore::read_header(from)?;
-    let announced = ready.and_then(|()| {
-        if prepared {
-            Ok(())
-        } else {
-            write_message(to, &ToGuest::Image)
-        }
-    });
+    to.next_frame();
+    let announced = if prepared {
+        Ok(())
+    } else {
+        write_message(to, &ToGuest::Image)
+    };
     let onward = announced.and_then(|()| write_message(to, &header));
     let pending = header.pending_signals();
     Ok(match relay_pages(from, to, onward)? {
@@ -791,15 +762,17 @@ fn relay_image(
 }
 
 /// Copy page frames up to the end marker from `from` to `to`, while `onward` (the state of
-/// `to`) holds; then only read them. The outer error is the source's, the inner one `to`'s.
+/// `to`) holds; then only read them, so that the source stays in step. The outer error is
+/// the source's, the inner one `to`'s.
 fn relay_pages(
     from: &mut FrameReader<Box<dyn SessionRead>>,
-    to: &mut impl Write,
+    to: &mut RelayOut,
     mut onward: io::Result<()>,
 ) -> io::Result<io::Result<()>> {
     let mut data = Vec::new();
     loop {
         let head = from.next_frame_into(&mut data).map_err(io::Error::other)?;
+        to.next_frame();
         // Pre-copy's running rounds each end with a marker: the last one says so.
         let last = matches!(head, FrameHead::Message)
             && !serde_json::from_slice::<EndOfImage>(&data).is_ok_and(|end| end.more_rounds);
@@ -851,7 +824,63 @@ pub fn link_broken(node: u16, reason: impl ToString) -> MoveError {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use rmosix_image::MAX_FRAME;
+    use rmosix_seal::{End, SessionKeys};
+
     use super::*;
+
+    /// A next node that takes a trickle (or nothing, or died without a reset) must not keep
+    /// the remote unread past its link's timeout: the relay gives up on it after one frame's
+    /// time, reads the rest of the image so that the remote's session stays in step, and says
+    /// why. The next node's session is a sealed TCP one, as in a cluster: TCP bounds a whole
+    /// send by its timeout, where a Unix socket bounds each piece.
+    #[test]
+    fn a_relay_gives_up_on_a_next_node_that_takes_a_trickle_and_reads_the_image_to_its_end() {
+        const FRAMES: usize = 8;
+        let (remote, from) = UnixStream::pair().unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut out = io::BufWriter::new(remote);
+            let data = vec![7u8; MAX_FRAME - 8];
+            for i in 0..FRAMES {
+                write_pages(&mut out, (i * data.len()) as u64, &data)?;
+            }
+            write_message(&mut out, &EndOfImage::default())?;
+            out.flush()
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut next, _) = listener.accept().unwrap();
+        let relayed_all = Arc::new(AtomicBool::new(false));
+        let trickle = std::thread::spawn({
+            let relayed_all = relayed_all.clone();
+            move || {
+                // 16 KiB every 100 ms: once the socket buffers are full, a frame takes
+                // almost a minute.
+                let mut buf = vec![0; 16 << 10];
+                while !relayed_all.load(Ordering::Relaxed) && next.read(&mut buf).is_ok() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        let keys = SessionKeys::generate().unwrap();
+        let mut onward = Session::new(Channel::sealed(ours, &keys, End::Home).unwrap());
+        let mut from = FrameReader::new(Box::new(from) as Box<dyn SessionRead>);
+        let relayed = relay_pages(&mut from, &mut RelayOut::new(&mut onward), Ok(()));
+        relayed_all.store(true, Ordering::Relaxed);
+
+        let err = relayed.expect("the remote's session is fine").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        sender
+            .join()
+            .unwrap()
+            .expect("the remote sent its whole image");
+        trickle.join().unwrap();
+    }
 
     #[test]
     fn a_notice_is_one_byte_each_way() {

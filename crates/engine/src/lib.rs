@@ -40,6 +40,7 @@ mod prctl;
 mod precopy;
 mod ptrace;
 mod readahead;
+mod relay_out;
 mod restore;
 mod seccomp;
 mod session;

@@ -571,6 +571,52 @@ fn a_remote_moves_on_directly_and_a_dying_next_node_leaves_it_where_it_was() {
     let home = lab.node(1);
     let pair = BigPair::start(&lab, home);
     let moved = &pair.moved;
+    let (migrate, _) = order_on_from_3_to_4(&lab, moved);
+    // Node 4 takes the first round (sent while the process runs on at node 3) when it dies.
+    let next = lab.node(4);
+    next.kill();
+    let done = migrate.finish(STEP);
+    assert_cannot_move(&done, &moved.pid, "4", "it runs on at node 3");
+    assert_eq!(moved.location(), "3");
+
+    moved.move_to("home");
+    pair.finish_alike();
+}
+
+/// A next node that takes the session and then reads nothing more (its guest is stopped, so
+/// its link stays up and only its window shuts) holds the relay for a frame's time at most:
+/// the move fails with that reason, before node 3's link to home gives up on an unread
+/// window, and the process runs on at node 3.
+#[test]
+fn a_next_node_that_stops_taking_the_image_leaves_the_process_where_it_was() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab(4);
+    let home = lab.node(1);
+    let pair = BigPair::start(&lab, home);
+    let moved = &pair.moved;
+    let (migrate, husk) = order_on_from_3_to_4(&lab, moved);
+    let next_guest = husk.ppid;
+    host_kill("STOP", next_guest);
+    let done = migrate.finish(STEP);
+    host_kill("CONT", next_guest);
+    assert_cannot_move(&done, &moved.pid, "4", "it runs on at node 3");
+    assert!(
+        done.stderr.contains("took more than"),
+        "{done:?}\n{}",
+        moved.outputs()
+    );
+    assert_eq!(moved.location(), "3");
+
+    moved.move_to("home");
+    pair.finish_alike();
+}
+
+/// Moves `moved` out to node 2 and on to node 3 (pre-copied, through home), waits until node
+/// 2 has let go of it, and orders it on to node 4. Returns the running `migrate` once node 4
+/// has made a husk for the process, and that husk.
+fn order_on_from_3_to_4(lab: &Lab, moved: &Job) -> (Captured, ProcInfo) {
     moved.move_to("2");
     moved.move_to("3");
     assert_eq!(moved.location(), "3");
@@ -586,21 +632,10 @@ fn a_remote_moves_on_directly_and_a_dying_next_node_leaves_it_where_it_was() {
         || guests(left).is_empty() && husks(left).is_empty(),
         || format!("{:#?}", procs_in(left)),
     );
-
-    let mut cmd = home.command("migrate");
+    let mut cmd = moved.home.command("migrate");
     cmd.args([moved.pid.as_str(), "4"]);
     let migrate = Captured::spawn(cmd, format!("migrate {} 4", moved.pid));
-    // Node 4 has made a husk for the process and takes the first round (sent while the
-    // process runs on at node 3) when it dies.
-    let next = lab.node(4);
-    the_husk(next);
-    next.kill();
-    let done = migrate.finish(STEP);
-    assert_cannot_move(&done, &moved.pid, "4", "it runs on at node 3");
-    assert_eq!(moved.location(), "3");
-
-    moved.move_to("home");
-    pair.finish_alike();
+    (migrate, the_husk(lab.node(4)))
 }
 
 /// A process that keeps rewriting, zeroing and zapping its pages, mapping, unmapping and
