@@ -345,10 +345,8 @@ fn rwlocked_run(lab: &Lab, rwlocked: &str, moved: bool) -> String {
             l_pid: 0,
         };
         // SAFETY: fcntl reads a live struct flock, on a descriptor we own.
-        assert_eq!(
-            unsafe { libc::fcntl(other.as_raw_fd(), libc::F_SETLKW, &fl) },
-            0
-        );
+        let set = unsafe { libc::fcntl(other.as_raw_fd(), libc::F_SETLKW, &fl) };
+        assert_eq!(set, 0, "fcntl F_SETLKW");
     };
     lock(libc::F_WRLCK);
     let job = start(
