@@ -326,6 +326,31 @@ fn a_file_replaced_at_home_is_read_anew_once_a_pipe_a_signal_or_a_lock_tells() {
     a_change_at_home_is_read_once_told(Change::Replace);
 }
 
+/// Waits until some process waits for a lock on `file` (a "->" line of /proc/locks).
+fn wait_for_lock_waiter(file: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let inode = format!(
+        ":{} ",
+        fs::metadata(file).expect("stat the test file").ino()
+    );
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let locks = fs::read_to_string("/proc/locks").expect("read /proc/locks");
+        if locks
+            .lines()
+            .any(|l| l.contains("->") && l.contains(&inode))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody waits for a lock on {}:\n{locks}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `rwlocked` on a file at home (1 MiB), moved or not, with this process as the other
 /// writer at home: it holds an fcntl write lock on the file, and before each release writes
 /// the round's digit over block 0. Returns the program's stdout.
@@ -358,6 +383,8 @@ fn rwlocked_run(lab: &Lab, rwlocked: &str, moved: bool) -> String {
     for round in 1..=3u8 {
         job.wait_output(&format!("held {round}\n"), STEP)
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        // It read block 0 before it asked for the lock: the bytes it was lent are the old ones.
+        wait_for_lock_waiter(&file);
         std::os::unix::fs::FileExt::write_all_at(&other, &[b'0' + round; 4096], 0)
             .expect("write block 0");
         lock(libc::F_UNLCK);

@@ -6,10 +6,10 @@
  * pwritev and ftruncate through the other (and through the first), and prints a checksum
  * of every byte read: each read must see the writes before it.
  *
- * Part two, for ROUNDS rounds: pread block 0 (while the other process holds a write lock
- * on FILE), say "held R", wait for the lock with F_SETLKW, pread block 0 again and print
- * its first byte, unlock and say "unlocked R". The other process writes block 0 before it
- * unlocks: the read after the lock must see it. The next round waits for a line on stdin,
+ * Part two, for ROUNDS rounds: say "held R" (while the other process holds a write lock on
+ * FILE), pread block 0, wait for the lock with F_SETLKW, pread block 0 again and print its
+ * first byte, unlock and say "unlocked R". Once this process waits for the lock, the other
+ * writes block 0 and unlocks: the read after the lock must see it. The next round waits for a line on stdin,
  * which comes once the other process holds the lock again. */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -102,9 +102,10 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     for (int round = 1; round <= ROUNDS; round++) {
-        read_block(a, 0, buf);
         printf("held %d\n", round);
         fflush(stdout);
+        /* Nothing goes home between this read and the lock: the bytes stay held. */
+        read_block(a, 0, buf);
         lock(a, F_WRLCK);
         if (pread(a, buf, BLOCK, 0) != BLOCK)
             die("pread");
