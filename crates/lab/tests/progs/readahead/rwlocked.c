@@ -2,8 +2,8 @@
  * through two descriptors, then reads it between fcntl locks while another process at home
  * writes it under the same lock.
  *
- * Part one mixes pread64 of 4 KiB blocks through one descriptor with pwrite64, write,
- * pwritev and ftruncate through the other (and through the first), and prints a checksum
+ * Part one mixes pread64 of 4 KiB blocks through one descriptor with pwrite64, write and
+ * ftruncate through the other (and through the first), and prints a checksum
  * of every byte read: each read must see the writes before it.
  *
  * Part two, for ROUNDS rounds: say "held R" (while the other process holds a write lock on
@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #define BLOCK 4096
@@ -81,12 +80,10 @@ int main(int argc, char **argv) {
             if (lseek(b, near * BLOCK + 7, SEEK_SET) < 0 || write(b, mine, 50) != 50)
                 die("write");
             break;
-        case 2: { /* pwritev through the same descriptor, across two blocks */
-            struct iovec iov[2] = {{mine, 10}, {mine, BLOCK}};
-            if (pwritev(a, iov, 2, near * BLOCK + 3000) != 10 + BLOCK)
-                die("pwritev");
+        case 2: /* pwrite64 through the same descriptor, across two blocks */
+            if (pwrite(a, mine, BLOCK, near * BLOCK + 3000) != BLOCK)
+                die("pwrite");
             break;
-        }
         case 3: /* a truncation into the last block, then growing again */
             if (ftruncate(b, (BLOCKS - 1) * BLOCK + i) != 0 ||
                 ftruncate(a, BLOCKS * BLOCK) != 0)
