@@ -46,8 +46,8 @@ pub struct Lender {
 impl Lender {
     /// Lend the bytes for `read` (shell descriptor `read.fd`, whose copy `copy` is ours): what
     /// it asks for at `read.at` (pread64) or at the description's offset, and up to
-    /// `read.ahead` bytes in all from there. None: the descriptor does not qualify (not a regular file; opened for writing
-    /// only or with O_DIRECT; for pread64, not opened read-only; for read, a description
+    /// `read.ahead` bytes in all from there. None: the descriptor does not qualify (not a
+    /// regular file; opened for writing only or with O_DIRECT; for read, a description
     /// another descriptor or process shares) and the read runs as any other call.
     pub fn lend(&mut self, shell: Pid, copy: RawFd, read: &ReadAsk) -> Option<Loan> {
         let ReadAsk {
@@ -66,11 +66,9 @@ impl Lender {
         }
         // SAFETY: F_GETFL takes no argument.
         let flags = unsafe { libc::fcntl(copy, libc::F_GETFL) };
-        let access = flags & libc::O_ACCMODE;
-        let readable = match at {
-            Some(_) => access == libc::O_RDONLY,
-            None => access != libc::O_WRONLY,
-        };
+        // Opened read-write too: the process's own writes go home, where the watch sees
+        // them as any other (O_DIRECT ones too, but those bypass the page cache: not lent).
+        let readable = flags & libc::O_ACCMODE != libc::O_WRONLY;
         if flags < 0 || flags & libc::O_DIRECT != 0 || !readable {
             return None;
         }
@@ -314,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn files_opened_for_writing_are_not_lent_for_pread_nor_are_pipes() {
+    fn a_read_write_file_is_lent_for_pread_and_its_own_writes_make_it_stale() {
         let (tmp, _) = file(100);
         let rw = fs::OpenOptions::new()
             .read(true)
@@ -322,9 +320,22 @@ mod tests {
             .open(tmp.path())
             .unwrap();
         let mut lender = Lender::default();
+        let loan = lender
+            .lend(me(), rw.as_raw_fd(), &ask(5, Some(0), 10, 4096))
+            .unwrap();
+        assert!(loan.keep && loan.eof && loan.bytes.len() == 100);
+        std::os::unix::fs::FileExt::write_at(&rw, b"x", 3).unwrap();
+        assert_eq!(lender.changed(), vec![5]);
+    }
+
+    #[test]
+    fn files_opened_for_writing_only_are_not_lent_nor_are_pipes() {
+        let (tmp, _) = file(100);
+        let wo = fs::OpenOptions::new().write(true).open(tmp.path()).unwrap();
+        let mut lender = Lender::default();
         assert!(
             lender
-                .lend(me(), rw.as_raw_fd(), &ask(5, Some(0), 10, 4096))
+                .lend(me(), wo.as_raw_fd(), &ask(5, Some(0), 10, 4096))
                 .is_none()
         );
         let (r, _w) = std::io::pipe().unwrap();

@@ -20,8 +20,10 @@ use crate::table::MAX_BUF;
 pub const LENT_FOR: Duration = Duration::from_secs(3);
 /// The first fill for `read`: sequential reading is the common case.
 const FIRST_READ_FILL: u64 = 256 << 10;
-/// The first fill for `pread64`, which is often random.
-const FIRST_PREAD_FILL: u64 = 64 << 10;
+/// The first fill for `pread64`, which is often random (a database's pages): a page, so
+/// that a random read moves no more bytes than the plain call would; a run of reads doubles
+/// it.
+const FIRST_PREAD_FILL: u64 = 4 << 10;
 /// Fills double while reading goes on where the last one ended, up to this.
 const MAX_FILL: u64 = 1 << 20;
 /// Most bytes a process holds; the oldest fills go first.
@@ -239,6 +241,7 @@ impl ReadCache {
                 self.forget(fd(0));
                 self.forget(fd(2));
             }
+            _ if keeps_bytes(nr, args) => self.forget_offset(fd(0)),
             _ => self.forget(fd(0)),
         }
     }
@@ -259,6 +262,14 @@ impl ReadCache {
     pub fn clear(&mut self) {
         self.fds.clear();
         self.held = 0;
+    }
+
+    /// The description's offset of `fd` may have moved: a `read` asks home again, a
+    /// `pread64` is still served from the bytes held.
+    fn forget_offset(&mut self, fd: i32) {
+        if let Some(Descriptor::Lent(lent)) = self.fds.get_mut(&fd) {
+            lent.offset = None;
+        }
     }
 
     fn forget(&mut self, fd: i32) {
@@ -302,6 +313,33 @@ impl ReadCache {
                 self.held -= lent.extents.remove(i).bytes.len();
             }
         }
+    }
+}
+
+/// Whether call `nr` on the descriptor in argument 0 leaves what the remote holds of it
+/// right but for the offset: it changes no byte of the file, nor what the descriptor
+/// refers to, nor whether its description is shared. A lock call is one: what others wrote
+/// before they released their lock is told by home's `Stale`, which comes before the
+/// lock call's reply (see docs/forwarding.md). sqlite makes these between its reads.
+fn keeps_bytes(nr: i64, args: &[u64; 6]) -> bool {
+    match nr {
+        libc::SYS_lseek
+        | libc::SYS_fstat
+        | libc::SYS_fsync
+        | libc::SYS_fdatasync
+        | libc::SYS_flock => true,
+        libc::SYS_fcntl => matches!(
+            args[1] as i32,
+            libc::F_GETFL
+                | libc::F_GETFD
+                | libc::F_GETLK
+                | libc::F_SETLK
+                | libc::F_SETLKW
+                | libc::F_OFD_GETLK
+                | libc::F_OFD_SETLK
+                | libc::F_OFD_SETLKW
+        ),
+        _ => false,
     }
 }
 
@@ -399,7 +437,7 @@ mod tests {
         let mut cache = ReadCache::default();
         cache.filled(3, None, 10, loan(0, bytes(0, 100), false, true));
         cache.consumed(3, 10);
-        cache.before_call(libc::SYS_lseek, &[3, 0, 0, 0, 0, 0]);
+        cache.before_call(libc::SYS_ioctl, &[3, 0, 0, 0, 0, 0]);
         assert_eq!(cache.settle(), vec![]);
         assert!(matches!(cache.lookup(3, None, 10), Lookup::Ask { .. }));
         cache.refused(5);
@@ -407,6 +445,24 @@ mod tests {
         assert_eq!(cache.lookup(5, None, 10), Lookup::Call);
         cache.before_call(libc::SYS_dup2, &[7, 5, 0, 0, 0, 0]);
         assert!(matches!(cache.lookup(5, None, 10), Lookup::Ask { .. }));
+    }
+
+    #[test]
+    fn a_lock_or_a_seek_keeps_the_bytes_and_a_write_drops_them() {
+        let mut cache = ReadCache::default();
+        cache.filled(3, Some(0), 10, loan(0, bytes(0, 100), false, true));
+        let setlkw = [3, libc::F_SETLKW as u64, 0x1000, 0, 0, 0];
+        cache.before_call(libc::SYS_fcntl, &setlkw);
+        cache.before_call(libc::SYS_lseek, &[3, 50, 0, 0, 0, 0]);
+        assert_eq!(cache.lookup(3, Some(20), 10), Lookup::Here(bytes(20, 10)));
+        // The offset moved: a read asks home where it is now.
+        assert!(matches!(cache.lookup(3, None, 10), Lookup::Ask { .. }));
+        cache.before_call(libc::SYS_pwrite64, &[3, 0x1000, 10, 20, 0, 0]);
+        assert!(matches!(cache.lookup(3, Some(20), 10), Lookup::Ask { .. }));
+        // Duplicating a descriptor shares its description: forgotten.
+        cache.filled(3, Some(0), 10, loan(0, bytes(0, 100), false, true));
+        cache.before_call(libc::SYS_fcntl, &[3, libc::F_DUPFD as u64, 0, 0, 0, 0]);
+        assert!(matches!(cache.lookup(3, Some(20), 10), Lookup::Ask { .. }));
     }
 
     #[test]

@@ -310,3 +310,94 @@ fn a_file_truncated_at_home_is_read_anew_once_a_pipe_a_signal_or_a_lock_tells() 
 fn a_file_replaced_at_home_is_read_anew_once_a_pipe_a_signal_or_a_lock_tells() {
     a_change_at_home_is_read_once_told(Change::Replace);
 }
+
+/// Waits until some process waits for a lock on `file` (a "->" line of /proc/locks).
+fn wait_for_lock_waiter(file: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let inode = format!(
+        ":{} ",
+        fs::metadata(file).expect("stat the test file").ino()
+    );
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let locks = fs::read_to_string("/proc/locks").expect("read /proc/locks");
+        if locks
+            .lines()
+            .any(|l| l.contains("->") && l.contains(&inode))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody waits for a lock on {}:\n{locks}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `rwlocked` on a file at home (1 MiB), moved or not, with this process as the other
+/// writer at home: it holds an fcntl write lock on the file, and before each release writes
+/// the round's digit over block 0. Returns the program's stdout.
+fn rwlocked_run(lab: &Lab, rwlocked: &str, moved: bool) -> String {
+    let file = random_file(lab, "read-write", 256 * 4096);
+    let other = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .expect("open the test file");
+    let lock = |kind: libc::c_int| {
+        let fl = libc::flock {
+            l_type: kind as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        // SAFETY: fcntl reads a live struct flock, on a descriptor we own.
+        let set = unsafe { libc::fcntl(other.as_raw_fd(), libc::F_SETLKW, &fl) };
+        assert_eq!(set, 0, "fcntl F_SETLKW");
+    };
+    lock(libc::F_WRLCK);
+    let job = start(
+        lab,
+        &[rwlocked, file.to_str().expect("a UTF-8 path")],
+        moved,
+    );
+    job.send(b"go\n").unwrap_or_else(|e| panic!("{e}"));
+    for round in 1..=3u8 {
+        job.wait_output(&format!("held {round}\n"), STEP)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        // It read block 0 before it asked for the lock: the bytes it was lent are the old ones.
+        wait_for_lock_waiter(&file);
+        std::os::unix::fs::FileExt::write_all_at(&other, &[b'0' + round; 4096], 0)
+            .expect("write block 0");
+        lock(libc::F_UNLCK);
+        job.wait_output(&format!("unlocked {round}\n"), STEP)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        if round < 3 {
+            lock(libc::F_WRLCK);
+            job.send(b"next\n").unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    finished(job, "rwlocked", moved)
+}
+
+#[test]
+fn a_read_write_file_reads_its_own_writes_and_after_a_lock_others_the_same_moved() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let rwlocked = c_program("rwlocked");
+    let home = rwlocked_run(&lab, &rwlocked, false);
+    let away = rwlocked_run(&lab, &rwlocked, true);
+    for round in 1..=3 {
+        assert!(
+            home.contains(&format!("locked {round}: {round}\n")),
+            "{home}"
+        );
+    }
+    assert_eq!(away, home, "moved vs never moved");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
