@@ -223,6 +223,15 @@ impl ReadCache {
         match nr {
             // Only a refused descriptor's reads go home as calls: it stays refused.
             libc::SYS_read | libc::SYS_readv | libc::SYS_pread64 => {}
+            // Calls that move no offset and share nothing: locks (a database takes one per
+            // transaction), fstat, fsync, advice. What they may tell of a change comes after
+            // home's Stale anyway.
+            libc::SYS_fstat
+            | libc::SYS_flock
+            | libc::SYS_fsync
+            | libc::SYS_fdatasync
+            | libc::SYS_fadvise64 => {}
+            libc::SYS_fcntl if is_lock(args[1]) => {}
             libc::SYS_sendmsg | libc::SYS_sendmmsg => self.clear(),
             libc::SYS_close_range => {
                 let (first, last) = (args[0] as u32, args[1] as u32);
@@ -303,6 +312,19 @@ impl ReadCache {
             }
         }
     }
+}
+
+/// fcntl command `cmd` takes, tests or drops a record lock.
+fn is_lock(cmd: u64) -> bool {
+    [
+        libc::F_GETLK,
+        libc::F_SETLK,
+        libc::F_SETLKW,
+        libc::F_OFD_GETLK,
+        libc::F_OFD_SETLK,
+        libc::F_OFD_SETLKW,
+    ]
+    .contains(&(cmd as i32))
 }
 
 #[cfg(test)]
@@ -407,6 +429,19 @@ mod tests {
         assert_eq!(cache.lookup(5, None, 10), Lookup::Call);
         cache.before_call(libc::SYS_dup2, &[7, 5, 0, 0, 0, 0]);
         assert!(matches!(cache.lookup(5, None, 10), Lookup::Ask { .. }));
+    }
+
+    #[test]
+    fn a_lock_keeps_what_is_held_and_a_dup_forgets_it() {
+        let mut cache = ReadCache::default();
+        cache.filled(4, Some(0), 10, loan(0, bytes(0, 100), false, true));
+        let lock = [4, libc::F_SETLKW as u64, 0x1000, 0, 0, 0];
+        cache.before_call(libc::SYS_fcntl, &lock);
+        cache.before_call(libc::SYS_flock, &[4, libc::LOCK_SH as u64, 0, 0, 0, 0]);
+        assert_eq!(cache.lookup(4, Some(10), 10), Lookup::Here(bytes(10, 10)));
+        let dup = [4, libc::F_DUPFD as u64, 10, 0, 0, 0];
+        cache.before_call(libc::SYS_fcntl, &dup);
+        assert!(matches!(cache.lookup(4, Some(10), 10), Lookup::Ask { .. }));
     }
 
     #[test]
