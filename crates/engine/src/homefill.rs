@@ -94,7 +94,8 @@ impl Lender {
         }
         bytes.truncate(n as usize);
         // A write that ended while we read may have torn the bytes: they serve this read only.
-        let keep = !self.drain().contains(&wd);
+        // So do they when the watch could not be read (and is gone).
+        let keep = !self.drain().contains(&wd) && self.inotify.is_some();
         if keep {
             self.lent.entry(wd).or_default().insert(fd);
         }
@@ -155,10 +156,15 @@ impl Lender {
             // SAFETY: read fills at most `size` bytes of a live buffer.
             let n = unsafe { libc::read(inotify, buf.as_mut_ptr().cast(), size) };
             if n <= 0 {
-                // EAGAIN: nothing more. Any other failure cannot be read past: lend nothing more.
-                if n == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
-                    self.all_stale();
-                    self.inotify = None;
+                match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EAGAIN) if n < 0 => {}
+                    Some(libc::EINTR) if n < 0 => continue,
+                    // Events may be lost: every loan is stale, and the next loan starts a
+                    // new watch.
+                    _ => {
+                        self.all_stale();
+                        self.inotify = None;
+                    }
                 }
                 return fired;
             }

@@ -225,6 +225,15 @@ impl ReadCache {
         match nr {
             // Only a refused descriptor's reads go home as calls: it stays refused.
             libc::SYS_read | libc::SYS_readv | libc::SYS_pread64 => {}
+            // Calls that move no offset and share nothing: locks (a database takes one per
+            // transaction), fstat, fsync, advice. What they may tell of a change comes after
+            // home's Stale anyway.
+            libc::SYS_fstat
+            | libc::SYS_flock
+            | libc::SYS_fsync
+            | libc::SYS_fdatasync
+            | libc::SYS_fadvise64 => {}
+            libc::SYS_fcntl if is_lock(args[1]) => {}
             libc::SYS_sendmsg | libc::SYS_sendmmsg => self.clear(),
             libc::SYS_close_range => {
                 let (first, last) = (args[0] as u32, args[1] as u32);
@@ -318,29 +327,28 @@ impl ReadCache {
 
 /// Whether call `nr` on the descriptor in argument 0 leaves what the remote holds of it
 /// right but for the offset: it changes no byte of the file, nor what the descriptor
-/// refers to, nor whether its description is shared. A lock call is one: what others wrote
-/// before they released their lock is told by home's `Stale`, which comes before the
-/// lock call's reply (see docs/forwarding.md). sqlite makes these between its reads.
+/// refers to, nor whether its description is shared (`lseek`, and `fcntl`'s flag reads).
 fn keeps_bytes(nr: i64, args: &[u64; 6]) -> bool {
     match nr {
-        libc::SYS_lseek
-        | libc::SYS_fstat
-        | libc::SYS_fsync
-        | libc::SYS_fdatasync
-        | libc::SYS_flock => true,
-        libc::SYS_fcntl => matches!(
-            args[1] as i32,
-            libc::F_GETFL
-                | libc::F_GETFD
-                | libc::F_GETLK
-                | libc::F_SETLK
-                | libc::F_SETLKW
-                | libc::F_OFD_GETLK
-                | libc::F_OFD_SETLK
-                | libc::F_OFD_SETLKW
-        ),
+        libc::SYS_lseek => true,
+        libc::SYS_fcntl => matches!(args[1] as i32, libc::F_GETFL | libc::F_GETFD),
         _ => false,
     }
+}
+
+/// fcntl command `cmd` takes, tests or drops a record lock. What others wrote before they
+/// released their lock is told by home's `Stale`, which comes before the lock call's reply
+/// (see docs/forwarding.md).
+fn is_lock(cmd: u64) -> bool {
+    [
+        libc::F_GETLK,
+        libc::F_SETLK,
+        libc::F_SETLKW,
+        libc::F_OFD_GETLK,
+        libc::F_OFD_SETLK,
+        libc::F_OFD_SETLKW,
+    ]
+    .contains(&(cmd as i32))
 }
 
 #[cfg(test)]

@@ -222,21 +222,15 @@ enum Change {
 /// file as it is.
 fn changed_then_told(lab: &Lab, changes: &str, change: Change, channel: &str) {
     let file = lab.work_dir().join(format!("changing-{channel}"));
-    let lock = lab.work_dir().join(format!("lock-{channel}"));
     fs::write(&file, vec![b'a'; 1 << 20]).expect("write the test file");
-    let lock_file = fs::File::create(&lock).expect("create the lock file");
+    // The writer holds a lock on the file while it changes it.
+    let lock_file = fs::File::open(&file).expect("open the test file");
     let held = |op| {
         // SAFETY: flock on a descriptor we own.
         assert_eq!(unsafe { libc::flock(lock_file.as_raw_fd(), op) }, 0);
     };
-    // The writer holds the lock while it changes the file.
     held(libc::LOCK_EX);
-    let argv = [
-        changes,
-        file.to_str().expect("a UTF-8 path"),
-        lock.to_str().expect("a UTF-8 path"),
-        channel,
-    ];
+    let argv = [changes, file.to_str().expect("a UTF-8 path"), channel];
     let job = start(lab, &argv, true);
     job.send(b"go\n").unwrap_or_else(|e| panic!("{e}"));
     job.wait_output("held\n", STEP)
