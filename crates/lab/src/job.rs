@@ -263,6 +263,15 @@ impl<'lab> Job<'lab> {
         self.stderr.lock().bytes.clone()
     }
 
+    /// Both outputs so far, labelled, for a failing test's message.
+    pub fn outputs(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&self.stdout()),
+            String::from_utf8_lossy(&self.stderr())
+        )
+    }
+
     /// Waits until stdout contains `needle`; fails after `timeout`, or as soon as stdout
     /// ends without it. The error shows the output so far.
     pub fn wait_output(&self, needle: &str, timeout: Duration) -> Result<(), JobError> {

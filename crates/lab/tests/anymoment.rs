@@ -90,16 +90,16 @@ fn order(job: &Job, pid: u32, to: &str) -> Result<(), String> {
             assert!(
                 stderr.starts_with(&format!("migrate: cannot move {pid} ")),
                 "migrate {pid} {to} failed without its reason: {stderr}\n{}",
-                outputs(job)
+                job.outputs()
             );
             assert!(
                 !stderr.contains("lost"),
                 "migrate {pid} {to} lost the process: {stderr}\n{}",
-                outputs(job)
+                job.outputs()
             );
             Err(stderr)
         }
-        Err(e) => panic!("migrate {pid} {to}: {e}\n{}", outputs(job)),
+        Err(e) => panic!("migrate {pid} {to}: {e}\n{}", job.outputs()),
     }
 }
 
@@ -115,14 +115,6 @@ fn children(job: &Job) -> Vec<u32> {
         .filter(|p| p.host_ppid == job.host_pid())
         .map(|p| p.pid)
         .collect()
-}
-
-fn outputs(job: &Job) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&job.stdout()),
-        String::from_utf8_lossy(&job.stderr())
-    )
 }
 
 /// Runs `argv STOPFILE` under mosrun at node 1 of a lab of `nodes` nodes (a program that runs
@@ -225,7 +217,7 @@ fn orders_at_random_to_a_spawning_job(argv: &[&str], name: &str, orders: usize) 
             }
         }
         eprintln!("{name}: {moved} orders carried out, {refused} refused");
-        assert!(moved > 0, "no order moved {name}\n{}", outputs(job));
+        assert!(moved > 0, "no order moved {name}\n{}", job.outputs());
     };
     moved_at_random(3, name, argv, order_moves, |last| {
         last.starts_with("children=") && last.ends_with(" bad=0")
@@ -254,11 +246,15 @@ fn a_process_that_keeps_reshaping_its_memory_moves_whole_at_any_moment() {
             };
             let answer = order(job, job.pid(), to);
             eprintln!("migrate {to}: {answer:?}");
-            assert!(answer.is_ok(), "migrate {to}: {answer:?}\n{}", outputs(job));
+            assert!(
+                answer.is_ok(),
+                "migrate {to}: {answer:?}\n{}",
+                job.outputs()
+            );
             assert!(
                 !String::from_utf8_lossy(&job.stdout()).contains("FAIL"),
                 "after the move to {to}:\n{}",
-                outputs(job)
+                job.outputs()
             );
             at = to;
         }
@@ -268,7 +264,7 @@ fn a_process_that_keeps_reshaping_its_memory_moves_whole_at_any_moment() {
         assert!(
             rounds > 0,
             "no move went in running rounds\n{}",
-            outputs(job)
+            job.outputs()
         );
     };
     moved_at_random(3, "remapper", &[&program], order_moves, |last| {
@@ -300,13 +296,13 @@ fn a_process_that_execs_during_its_running_rounds_moves_all_the_same() {
                 Err(why) => assert!(
                     why.contains("exec'd during each of"),
                     "migrate {to}: {why}\n{}",
-                    outputs(job)
+                    job.outputs()
                 ),
             }
         }
         let again = logged(job, "its move begins again");
         eprintln!("execer: {moved} of 16 orders carried out, {again} moves began again");
-        assert!(moved > 0, "no order moved the program\n{}", outputs(job));
+        assert!(moved > 0, "no order moved the program\n{}", job.outputs());
     };
     moved_at_random(3, "execer", &[&program], order_moves, |last| {
         last.starts_with("generations=") && last.ends_with(" fail=0")
@@ -329,7 +325,11 @@ fn a_process_signalled_all_the_time_moves_at_any_moment() {
             draw.pause();
             let answer = order(job, job.pid(), to);
             eprintln!("migrate {to}: {answer:?}");
-            assert!(answer.is_ok(), "migrate {to}: {answer:?}\n{}", outputs(job));
+            assert!(
+                answer.is_ok(),
+                "migrate {to}: {answer:?}\n{}",
+                job.outputs()
+            );
         }
     };
     moved_at_random(2, "profiled", &[&program], order_moves, |last| {

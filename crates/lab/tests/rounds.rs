@@ -36,18 +36,11 @@ fn moves_and_checks(lab: &Lab, program: &str, mib: &str, write_mib: &str) {
         .env("MOSRUN_LOG", "info")
         .env("NO_COLOR", "1");
     let job = Job::spawn(lab.node(1), cmd).expect("start mosrun");
-    let outputs = || {
-        format!(
-            "stdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&job.stdout()),
-            String::from_utf8_lossy(&job.stderr())
-        )
-    };
     job.wait_output("ready\n", STEP)
         .unwrap_or_else(|e| panic!("{e}"));
     for (moves, target) in ["2", "home", "3", "4", "home"].into_iter().enumerate() {
         job.migrate(target)
-            .unwrap_or_else(|e| panic!("migrate {target}: {e}\n{}", outputs()));
+            .unwrap_or_else(|e| panic!("migrate {target}: {e}\n{}", job.outputs()));
         job.signal("USR1").unwrap_or_else(|e| panic!("{e}"));
         let deadline = Instant::now() + STEP;
         loop {
@@ -55,7 +48,7 @@ fn moves_and_checks(lab: &Lab, program: &str, mib: &str, write_mib: &str) {
             assert!(
                 !out.contains("FAIL"),
                 "after the move to {target}:\n{}",
-                outputs()
+                job.outputs()
             );
             if out.matches("checked ").count() > moves {
                 break;
@@ -63,7 +56,7 @@ fn moves_and_checks(lab: &Lab, program: &str, mib: &str, write_mib: &str) {
             assert!(
                 Instant::now() < deadline,
                 "no check after the move to {target} within {STEP:?}\n{}",
-                outputs()
+                job.outputs()
             );
             std::thread::sleep(POLL);
         }
@@ -78,7 +71,7 @@ fn moves_and_checks(lab: &Lab, program: &str, mib: &str, write_mib: &str) {
     assert!(
         passes.first() < passes.last(),
         "passes {passes:?}\n{}",
-        outputs()
+        job.outputs()
     );
     job.signal("KILL").unwrap_or_else(|e| panic!("{e}"));
     let _ = job.finish(STEP);
@@ -129,15 +122,15 @@ fn a_process_slowed_down_on_its_way_out_its_signals_and_the_rest_of_its_job_are_
             }
             host_kill("CONT", guest);
             let done = migrate.wait_with_output().expect("migrate");
-            assert!(done.status.success(), "{done:?}\n{}", outputs(&job));
+            assert!(done.status.success(), "{done:?}\n{}", job.outputs());
             job.migrate("home")
-                .unwrap_or_else(|e| panic!("{e}\n{}", outputs(&job)));
+                .unwrap_or_else(|e| panic!("{e}\n{}", job.outputs()));
             None
         })
         .unwrap_or_else(|| {
             panic!(
                 "the rounds ended before the guest stopped, 3 times\n{}",
-                outputs(&job)
+                job.outputs()
             )
         });
 
@@ -151,11 +144,11 @@ fn a_process_slowed_down_on_its_way_out_its_signals_and_the_rest_of_its_job_are_
         rounds_ended(&stderr(&job)),
         ended,
         "the rounds ended while the guest was stopped:\n{}",
-        outputs(&job)
+        job.outputs()
     );
     host_kill("CONT", guest);
     let done = migrate.wait_with_output().expect("migrate");
-    assert!(done.status.success(), "{done:?}\n{}", outputs(&job));
+    assert!(done.status.success(), "{done:?}\n{}", job.outputs());
     assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 2);
     checks_a_whole_pass(&job);
     job.signal("KILL").unwrap_or_else(|e| panic!("{e}"));
@@ -179,7 +172,7 @@ fn a_target_dying_while_home_slows_a_process_down_leaves_it_running_at_home() {
     wait_slowed(&job, &mut migrate);
     lab.node(2).kill();
     let done = migrate.wait_with_output().expect("migrate");
-    assert_eq!(done.status.code(), Some(1), "{done:?}\n{}", outputs(&job));
+    assert_eq!(done.status.code(), Some(1), "{done:?}\n{}", job.outputs());
     let failed = String::from_utf8_lossy(&done.stderr);
     assert!(
         failed.starts_with(&format!("migrate: cannot move {pid} to node 2: ")),
@@ -227,7 +220,11 @@ fn wait_slowed(job: &Job, migrate: &mut Child) {
     let slowed = slowings(&stderr(job));
     wait_until("the process to be slowed down", job, || {
         let moved = migrate.try_wait().expect("migrate").is_some();
-        assert!(!moved, "moved without being slowed down:\n{}", outputs(job));
+        assert!(
+            !moved,
+            "moved without being slowed down:\n{}",
+            job.outputs()
+        );
         slowings(&stderr(job)) > slowed
     });
 }
@@ -245,7 +242,7 @@ fn checks_a_whole_pass(job: &Job) {
     job.signal("USR1").unwrap_or_else(|e| panic!("{e}"));
     wait_until("a whole pass", job, || {
         let out = stdout(job);
-        assert!(!out.contains("FAIL"), "{}", outputs(job));
+        assert!(!out.contains("FAIL"), "{}", job.outputs());
         let seen = passes(&out);
         if seen.len() == asked {
             return false;
@@ -267,10 +264,6 @@ fn stdout(job: &Job) -> String {
 
 fn stderr(job: &Job) -> String {
     String::from_utf8_lossy(&job.stderr()).into_owned()
-}
-
-fn outputs(job: &Job) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", stdout(job), stderr(job))
 }
 
 /// How often the home supervisor raised a process's throttle level, from its log.
@@ -328,7 +321,7 @@ fn host_kill(sig: &str, host_pid: u32) {
 /// Waits until `cond` holds, looking every [`POLL`]; panics after [`STEP`] with `what` and
 /// `job`'s outputs.
 fn wait_until(what: &str, job: &Job, cond: impl FnMut() -> bool) {
-    wait_for(what, || outputs(job), cond);
+    wait_for(what, || job.outputs(), cond);
 }
 
 /// Waits until `cond` holds, looking every [`POLL`]; panics after [`STEP`] with `what` and

@@ -47,19 +47,12 @@ fn tour(lab: &Lab, argv: &[&str], env: &[(&str, &str)], at_stop: impl Fn(&Job, u
         .env("NO_COLOR", "1")
         .envs(env.iter().copied());
     let job = Job::spawn(lab.node(1), cmd).expect("start mosrun");
-    let outputs = |job: &Job| {
-        format!(
-            "stdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&job.stdout()),
-            String::from_utf8_lossy(&job.stderr())
-        )
-    };
     job.wait_output("ready\n", STEP)
         .unwrap_or_else(|e| panic!("{e}"));
     for (k, target) in STOPS.into_iter().enumerate() {
         if k > 0 {
             job.migrate(target)
-                .unwrap_or_else(|e| panic!("migrate {target}: {e}\n{}", outputs(&job)));
+                .unwrap_or_else(|e| panic!("migrate {target}: {e}\n{}", job.outputs()));
         }
         let name = format!("{k}@{target}");
         job.send(format!("check {name}\n").as_bytes())
@@ -68,7 +61,7 @@ fn tour(lab: &Lab, argv: &[&str], env: &[(&str, &str)], at_stop: impl Fn(&Job, u
         job.wait_output(&format!("checked {name}\n"), STEP)
             .unwrap_or_else(|e| panic!("{e}"));
         let out = String::from_utf8_lossy(&job.stdout()).into_owned();
-        assert!(!out.contains("FAIL"), "at {name}:\n{}", outputs(&job));
+        assert!(!out.contains("FAIL"), "at {name}:\n{}", job.outputs());
     }
     job.send(b"end\n").unwrap_or_else(|e| panic!("{e}"));
     let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
