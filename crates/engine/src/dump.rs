@@ -532,8 +532,10 @@ struct Pending {
     runs: Vec<Written>,
     /// The same, in file mappings (see [`Sending::Written`]).
     file_runs: Vec<Written>,
-    /// Kept parts that are not tracked (mapped anew since the first round): sent whole.
-    untracked: Vec<Area>,
+    /// Bytes of kept parts that are not tracked (mapped anew since the first round): the
+    /// final round sends them whole. They are not registered for tracking here, while the
+    /// process runs: see [`Tracker::register`].
+    untracked: u64,
 }
 
 impl Pending {
@@ -541,8 +543,7 @@ impl Pending {
     fn bytes(&self) -> u64 {
         let runs = self.runs.iter().chain(&self.file_runs);
         let runs = runs.filter(|r| r.holds_data);
-        runs.map(|r| r.end - r.start).sum::<u64>()
-            + self.untracked.iter().map(Area::len).sum::<u64>()
+        runs.map(|r| r.end - r.start).sum::<u64>() + self.untracked
     }
 }
 
@@ -564,10 +565,7 @@ fn collect_round(
             match found.map(|runs| outside_guards(runs, &area.guards)) {
                 Some(runs) if area.file.is_some() => pending.file_runs.extend(runs),
                 Some(runs) => pending.runs.extend(runs),
-                None => pending.untracked.push(Area {
-                    end: kept_end,
-                    ..area.clone()
-                }),
+                None => pending.untracked += kept_end - area.start,
             }
         }
         throttle.tick()?;
@@ -575,8 +573,8 @@ fn collect_round(
     Ok(pending)
 }
 
-/// Send what a scan found: the written runs (zapped ones go to `zero`), and every page of the
-/// parts not tracked, which are tracked from now on.
+/// Send what a scan found: the written runs (zapped ones go to `zero`). Parts not tracked
+/// wait for the final round.
 fn send_round(
     mem: &Memory,
     tracker: &Tracker,
@@ -604,16 +602,6 @@ fn send_round(
             false => Sending::Anonymous(Some(&mut *zero)),
         };
         let range = (run.start, run.end);
-        sent += send_run(mem, out, &mut buf, range, sending, owe, throttle)?;
-    }
-    for part in pending.untracked {
-        // Protected before it is read: a write that comes after is found by the next scan.
-        tracker.protect(std::slice::from_ref(&part));
-        let range = (part.start, part.end);
-        let sending = match part.file {
-            Some(_) => Sending::Written,
-            None => Sending::Anonymous(Some(&mut *zero)),
-        };
         sent += send_run(mem, out, &mut buf, range, sending, owe, throttle)?;
     }
     Ok(sent)
@@ -1125,6 +1113,7 @@ mod tests {
 
         let areas = image_areas(source.pid).unwrap();
         let tracker = Tracker::open(source.pid, &source.inj).unwrap();
+        tracker.register(&areas);
         tracker.protect(&areas);
         let mut writer = Writer {
             husk: &source,

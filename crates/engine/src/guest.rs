@@ -582,8 +582,11 @@ impl Guest {
         self.pending = None;
         self.leaving = false;
         self.fwd.leave(&mut self.session)?;
-        let opened = dump::image_areas(self.husk)
-            .and_then(|areas| Ok((Tracker::open(self.husk, &self.inj)?, areas)));
+        let opened = dump::image_areas(self.husk).and_then(|areas| {
+            let tracker = Tracker::open(self.husk, &self.inj)?;
+            tracker.register(&areas);
+            Ok((tracker, areas))
+        });
         self.resume_husk(job_stopped)?;
         let (tracker, areas) = match opened {
             Ok(opened) => opened,

@@ -248,7 +248,9 @@ impl Departure {
         let opened = dump::image_areas(pid).and_then(|areas| {
             let inj = Injector::find(&Memory::open(pid)?, &areas)?;
             let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
-            Ok((Tracker::open(pid, &inj)?, areas, pagemap))
+            let tracker = Tracker::open(pid, &inj)?;
+            tracker.register(&areas);
+            Ok((tracker, areas, pagemap))
         });
         self.rounds = match opened {
             Ok((tracker, areas, pagemap)) => {

@@ -98,12 +98,12 @@ pub fn restore_final_round<R: Read>(
                 inj.call_ok(pid, libc::SYS_munmap, args, "munmap")?;
             }
         }
-        let new: Vec<Area> = areas
-            .iter()
-            .zip(&kept)
-            .filter(|(a, kept_end)| **kept_end < a.end)
-            .map(|(a, &kept_end)| a.from(kept_end))
-            .collect();
+        let mut new = Vec::new();
+        for (area, &kept_end) in areas.iter().zip(&kept) {
+            if kept_end < area.end && !grown_in_place(pid, inj, area, kept_end)? {
+                new.push(area.from(kept_end));
+            }
+        }
         let new: Vec<&Area> = new.iter().collect();
         let end = map_and_fill(pid, inj, &new, &areas, frames, at_end)?;
         last_marker(&end)?;
@@ -122,6 +122,30 @@ pub fn restore_final_round<R: Read>(
         }
         restore_task(pid, inj, header)
     })
+}
+
+/// Grow the kept part [start, kept_end) of anonymous `area` to its whole length in place,
+/// with its guard regions: the rest of its pages then arrive through memory. Mapped beside
+/// the kept part, the rest could stay a mapping of its own (the kernel does not always
+/// merge the two), and a program's mremap of the whole area, one mapping at home, would
+/// fail with EFAULT. False where the area is not that case or the room is taken: the rest
+/// is then mapped as a new area.
+fn grown_in_place(pid: Pid, inj: &Injector, area: &Area, kept_end: u64) -> io::Result<bool> {
+    if kept_end == area.start || area.file.is_some() || area.advice.contains(&Advice::Droppable) {
+        return Ok(false);
+    }
+    let (start, old_len, new_len) = (area.start, kept_end - area.start, area.len());
+    let grown = inj.call(pid, libc::SYS_mremap, [start, old_len, new_len, 0, 0, 0])?;
+    if grown != start as i64 {
+        return Ok(false);
+    }
+    advise_runs(
+        pid,
+        inj,
+        &area.from(kept_end).guards,
+        sys::MADV_GUARD_INSTALL,
+    )?;
+    Ok(true)
 }
 
 /// An image and a final round end with one marker, which says no round follows.

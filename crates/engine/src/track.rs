@@ -4,7 +4,8 @@
 //! The process is given a userfaultfd by an injected call, as in `fill`. We take a copy with
 //! pidfd_getfd(2) and close the process's own descriptor at once, so its descriptor table is
 //! as it was. On our copy every area is registered for write-protect faults in asynchronous
-//! mode (UFFD_FEATURE_WP_ASYNC, Linux 6.7), then write-protected, while the process runs on. A write to a protected page
+//! mode (UFFD_FEATURE_WP_ASYNC, Linux 6.7) while the process is stopped (see
+//! [`Tracker::register`]), then write-protected while it runs on. A write to a protected page
 //! does not stop the process: the kernel lifts the page's protection and goes on. Pages that
 //! are absent get a marker, so that their first touch counts as a write, but a read does not.
 //! PAGEMAP_SCAN on /proc/PID/pagemap then lists the pages that lost their protection: pages
@@ -70,14 +71,27 @@ impl Tracker {
         })
     }
 
-    /// Track the writes to `areas` (but the kernel's vdso block) from now on. The process may
-    /// run meanwhile: a page it writes before its protection is set is read afterwards by the
-    /// first round anyway. An area it unmaps first is skipped; one it maps anew is not
-    /// registered, and [`Tracker::written`] says so.
+    /// Register `areas` (but the kernel's vdso block) for write tracking. The process must be
+    /// stopped, and `areas` read in that stop. A registration splits an area where the range
+    /// registered ends inside it, and a running process could have grown, merged or mapped
+    /// anew an area since its list was read: it would find it cut in two, and an mremap of
+    /// the whole fail with EFAULT. Areas it maps later are not registered, and
+    /// [`Tracker::written`] says so.
+    pub fn register(&self, areas: &[Area]) {
+        for area in areas.iter().filter(|a| is_tracked(a)) {
+            if let Err(err) = userfault::register(&self.uffd, area, sys::UFFDIO_REGISTER_MODE_WP) {
+                tracing::debug!(%err, start = area.start, "an area left untracked");
+            }
+        }
+    }
+
+    /// Track the writes to the registered `areas` from now on. The process may run
+    /// meanwhile: a page it writes before its protection is set is read afterwards by the
+    /// first round anyway. An area it unmapped since it was registered is skipped.
     pub fn protect(&self, areas: &[Area]) {
         for area in areas.iter().filter(|a| is_tracked(a)) {
-            if let Err(err) = protect(&self.uffd, area) {
-                tracing::debug!(%err, start = area.start, "an area left untracked");
+            if let Err(err) = write_protect(&self.uffd, area) {
+                tracing::debug!(%err, start = area.start, "an area left unprotected");
             }
         }
     }
@@ -232,9 +246,8 @@ impl Scan {
     }
 }
 
-/// Register `area` for asynchronous write-protect faults and protect all of it.
-fn protect(uffd: &OwnedFd, area: &Area) -> io::Result<()> {
-    userfault::register(uffd, area, sys::UFFDIO_REGISTER_MODE_WP)?;
+/// Write-protect all of `area`, registered for asynchronous write-protect faults.
+fn write_protect(uffd: &OwnedFd, area: &Area) -> io::Result<()> {
     let mut wp = sys::UffdioWriteprotect {
         start: area.start,
         len: area.len(),
@@ -252,6 +265,14 @@ mod tests {
     use super::*;
     use crate::testing::{Husk, PAGE};
 
+    /// A tracker armed on the area of stopped `husk`.
+    fn tracking(husk: &Husk) -> Tracker {
+        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
+        tracker.register(std::slice::from_ref(&husk.area));
+        tracker.protect(std::slice::from_ref(&husk.area));
+        tracker
+    }
+
     #[test]
     fn writes_first_touches_and_zaps_are_found_and_reads_are_not() {
         let husk = Husk::new(16);
@@ -259,8 +280,7 @@ mod tests {
         husk.mem
             .write(start, &vec![1u8; 8 * PAGE as usize])
             .unwrap();
-        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
-        tracker.protect(std::slice::from_ref(&husk.area));
+        let tracker = tracking(&husk);
         let fds = std::fs::read_dir(format!("/proc/{}/fd", husk.pid))
             .unwrap()
             .count();
@@ -298,8 +318,7 @@ mod tests {
         husk.mem
             .write(start, &vec![1u8; 16 * PAGE as usize])
             .unwrap();
-        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
-        tracker.protect(std::slice::from_ref(&husk.area));
+        let tracker = tracking(&husk);
 
         husk.mem.write(page(3), &[2u8; 8]).unwrap();
         let zap = |n: u64| {
@@ -335,8 +354,7 @@ mod tests {
     #[test]
     fn a_collecting_scan_of_an_area_mapped_anew_protects_nothing_and_says_so() {
         let husk = Husk::new(8);
-        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
-        tracker.protect(std::slice::from_ref(&husk.area));
+        let tracker = tracking(&husk);
         let (start, len) = (husk.area.start, husk.area.len());
         // Remap the upper half: the lower one stays tracked.
         let half = start + len / 2;
@@ -357,8 +375,7 @@ mod tests {
     #[test]
     fn an_area_mapped_anew_is_not_tracked() {
         let husk = Husk::new(8);
-        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
-        tracker.protect(std::slice::from_ref(&husk.area));
+        let tracker = tracking(&husk);
         let (start, len) = (husk.area.start, husk.area.len());
         let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
@@ -373,8 +390,7 @@ mod tests {
     fn a_dropped_tracker_leaves_the_pages_writable_and_untracked() {
         let husk = Husk::new(4);
         husk.mem.write(husk.area.start, &[1u8; 8]).unwrap();
-        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
-        tracker.protect(std::slice::from_ref(&husk.area));
+        let tracker = tracking(&husk);
         drop(tracker);
         husk.mem.write(husk.area.start, &[2u8; 8]).unwrap();
         let uffd_flags = std::fs::read_to_string(format!("/proc/{}/smaps", husk.pid)).unwrap();

@@ -272,6 +272,40 @@ fn a_process_that_keeps_reshaping_its_memory_moves_whole_at_any_moment() {
     });
 }
 
+/// A program that grows one area every millisecond (`grower.c`: mremap of the whole area
+/// without MREMAP_MAYMOVE, and every fourth step the area unmapped and mapped anew at the
+/// same address, longer), and rewrites 64 MiB between steps, is moved out, on and home twice.
+/// Each move reads the area in several running rounds while it changes. The program must find
+/// it one mapping throughout, as it made it: tracking that registered a stale range for the
+/// rounds cut it in two under the running program, whose next mremap of the whole failed
+/// with EFAULT.
+#[test]
+fn an_area_reshaped_while_its_move_reads_it_stays_one_mapping() {
+    if !require_root() {
+        return;
+    }
+    let program = c_program("grower");
+    let order_moves = |job: &Job, draw: &mut Draw| {
+        for to in ["2", "3", "home", "3", "2", "home"] {
+            draw.pause();
+            let answer = order(job, job.pid(), to);
+            assert!(
+                answer.is_ok(),
+                "migrate {to}: {answer:?}\n{}",
+                job.outputs()
+            );
+        }
+        assert!(
+            logged(job, "running rounds sent") > 0,
+            "no move went in running rounds\n{}",
+            job.outputs()
+        );
+    };
+    moved_at_random(3, "grower", &[&program], order_moves, |last| {
+        last.starts_with("grown=") && last.ends_with(" fail=0")
+    });
+}
+
 /// A program that execs itself again and again (`execer.c`: each generation rewrites 32 MiB
 /// for 100 to 600 ms, then execs the next) is moved 16 times at moments drawn at random. A
 /// move out whose running rounds meet an exec begins again on the new program (the rounds
