@@ -217,7 +217,7 @@ pub fn install_filter(pid: Pid, inj: &Injector, prog: &[SockFilter]) -> io::Resu
         pid,
         4096 + (prog.len() * 8).next_multiple_of(4096) as u64,
     )?;
-    let result = (|| {
+    let result: io::Result<OwnedFd> = (|| {
         let mut raw = Vec::with_capacity(prog.len() * 8);
         for ins in prog {
             raw.extend_from_slice(&ins.code.to_le_bytes());
@@ -257,7 +257,9 @@ pub fn install_filter(pid: Pid, inj: &Injector, prog: &[SockFilter]) -> io::Resu
         Ok(listener)
     })();
     scratch.unmap(inj, pid)?;
-    result.map(|fd| Listener { fd })
+    let listener = Listener { fd: result? };
+    listener.wake_on_this_cpu();
+    Ok(listener)
 }
 
 /// The user-notification listener of a husk's filter.
@@ -272,6 +274,27 @@ impl AsRawFd for Listener {
 }
 
 impl Listener {
+    /// Ask the kernel to hand over the CPU directly at each notification and each answer
+    /// (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`, Linux 6.6): the trapped process wakes this
+    /// supervisor on its own CPU, and the answer wakes it back there. Without it, each wake
+    /// goes through the scheduler and, on a VM, an inter-processor interrupt: a trapped call
+    /// costs 25-30 µs on this 2-vCPU VM instead of 2 (`./dev bench io`). An older kernel
+    /// refuses the flag and the calls work as before, only slower.
+    fn wake_on_this_cpu(&self) {
+        // SAFETY: the ioctl takes its flags by value and touches no memory of ours.
+        let ret = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                sys::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+                sys::SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+            )
+        };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            tracing::debug!(%err, "this kernel wakes a supervisor through the scheduler");
+        }
+    }
+
     /// Receive the next notification (blocks; poll the fd first).
     pub fn recv(&self) -> io::Result<sys::SeccompNotif> {
         let mut notif = sys::SeccompNotif::default();
