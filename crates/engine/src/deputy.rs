@@ -517,9 +517,14 @@ impl Deputy {
                 // Those the shell blocks, as the program does, stay pending here (a signalfd
                 // reads them) until the program lets them in. A wait's own mask counts while
                 // it is in force, which only /proc shows.
-                let blocked = signals::status_masks(self.pid)?.blocked;
+                let arrived = signals::pending(self.pid)?;
+                // Read only when a signal waits: /proc/PID/status costs more than the call.
+                let blocked = match arrived.is_empty() {
+                    true => 0,
+                    false => signals::status_masks(self.pid)?.blocked,
+                };
                 let mut pending = 0;
-                for info in signals::pending(self.pid)? {
+                for info in arrived {
                     if blocked & bit(info.signo()) != 0 {
                         continue;
                     }
