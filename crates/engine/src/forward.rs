@@ -308,7 +308,7 @@ impl Forwarder {
                 let ret = self.deliver(fd, at, &iov, &bytes);
                 Ok(Some(self.answer(listener, id, ret)))
             }
-            Lookup::Ask { ahead } => {
+            Lookup::Ask { from, ahead } => {
                 self.settle(session)?;
                 let buf = args[1];
                 session.send(&ToHome::Read(ReadAsk {
@@ -317,6 +317,7 @@ impl Forwarder {
                     buf,
                     count,
                     at,
+                    from,
                     ahead,
                 }))?;
                 Ok(Some(Trapped::Shipped(Pending::Read { id, fd, at, iov })))
@@ -349,7 +350,9 @@ impl Forwarder {
                 "home lent bytes for a call that is no read",
             ));
         };
-        if at.is_some_and(|at| at != loan.start) {
+        // A pread's loan may begin before its offset (an aligned chunk), a read's where it
+        // reads.
+        if at.is_some_and(|at| at < loan.start || at - loan.start >= MAX_BUF) {
             return Err(io::Error::other("home lent bytes from another offset"));
         }
         let count = iov.iter().map(|&(_, len)| len).sum();

@@ -85,7 +85,13 @@ impl Lender {
         if start < 0 {
             return None;
         }
-        let len = ahead.max(count).min(MAX_BUF) as usize;
+        // A loan for pread64 may begin before its offset, so that it covers the read.
+        let start = match (at, read.from) {
+            (Some(at), Some(from)) if from <= at && at - from < MAX_BUF => from as i64,
+            _ => start,
+        };
+        let reaches = at.map_or(count, |at| at.saturating_add(count) - start as u64);
+        let len = ahead.max(reaches).min(MAX_BUF) as usize;
         let mut bytes = vec![0u8; len];
         // SAFETY: pread writes at most `len` bytes into a live buffer of `len` bytes.
         let n = unsafe { libc::pread(copy, bytes.as_mut_ptr().cast(), len, start) };
@@ -255,6 +261,7 @@ mod tests {
             buf: 0x1000,
             count,
             at,
+            from: None,
             ahead,
         }
     }
@@ -289,6 +296,44 @@ mod tests {
         assert_eq!(lender.changed(), vec![99]);
         // Told once.
         assert!(lender.changed().is_empty());
+    }
+
+    #[test]
+    fn a_pread_loan_begins_where_the_remote_asks_if_that_is_before_the_read_and_near() {
+        let (_tmp, ro) = file(10_000);
+        let mut lender = Lender::default();
+        let chunk = |at: u64, from: u64| ReadAsk {
+            from: Some(from),
+            ..ask(98, Some(at), 10, 4096)
+        };
+        let loan = lender
+            .lend(me(), ro.as_raw_fd(), &chunk(5000, 4096))
+            .unwrap();
+        assert_eq!(loan.start, 4096);
+        assert_eq!(
+            loan.bytes,
+            (4096..8192).map(|i| i as u8).collect::<Vec<_>>()
+        );
+        // After the read, or farther before it than a loan reaches: from the read.
+        let after = lender
+            .lend(me(), ro.as_raw_fd(), &chunk(5000, 6000))
+            .unwrap();
+        assert_eq!(after.start, 5000);
+        let far = ReadAsk {
+            from: Some(0),
+            ..ask(98, Some(MAX_BUF + 5), 10, 4096)
+        };
+        assert_eq!(
+            lender.lend(me(), ro.as_raw_fd(), &far).map(|l| l.start),
+            Some(MAX_BUF + 5)
+        );
+        // A loan reaches past the read, whatever `ahead` says.
+        let short = ReadAsk {
+            from: Some(4096),
+            ..ask(98, Some(8000), 1000, 16)
+        };
+        let loan = lender.lend(me(), ro.as_raw_fd(), &short).unwrap();
+        assert_eq!((loan.start, loan.bytes.len()), (4096, 4904));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The first message of a session, from home.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -226,6 +226,9 @@ pub struct ReadAsk {
     pub count: u64,
     /// pread64's offset; None: the description's own offset.
     pub at: Option<u64>,
+    /// For a pread64: where the bytes lent may begin, before `at` (the aligned chunk around
+    /// a scattered read). Home lends from `at` where this is later or too far before it.
+    pub from: Option<u64>,
     /// Bytes home may read from there for the remote to keep.
     pub ahead: u64,
 }

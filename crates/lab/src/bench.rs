@@ -24,6 +24,8 @@
 //!    of this run), and the pause of the 1 GiB hog, which writes nothing.
 //! 3. **Forwarded call round trip**: 20000 `lseek(fd, 0, SEEK_CUR)` on a file opened at home,
 //!    timed one by one inside the process (`lseek.c`), run under mosrun at home and on node 2.
+//!    Baseline: as many 16-byte request/answer round trips over raw TCP from node 2 to node 1
+//!    (`tcp.c ping`), the floor under a call that must go home.
 //! 4. **Supervision overhead**: a deterministic CPU loop (`spin.c`) run bare and under mosrun
 //!    on node 1, alternating.
 //! 5. **I/O of a moved process** (`iobench`): sqlite3, mawk and a pipe writer kept at node 2
@@ -235,6 +237,8 @@ struct Report {
     rewrites: Vec<(u64, Vec<Migration>)>,
     forward_home: Vec<Percentiles>,
     forward_remote: Vec<Percentiles>,
+    /// Raw TCP round trips, node 2 to node 1 and back.
+    tcp_rtt: Vec<Percentiles>,
     cpu_bare: Vec<CpuRun>,
     cpu_mosrun: Vec<CpuRun>,
     io: Vec<iobench::Measured>,
@@ -388,8 +392,37 @@ impl Bench<'_> {
             ));
             report.forward_home.push(self.forward_once(&file, false)?);
             report.forward_remote.push(self.forward_once(&file, true)?);
+            report.tcp_rtt.push(self.tcp_rtt_once()?);
         }
         Ok(())
+    }
+
+    /// LSEEK_CALLS round trips of 16 bytes over raw TCP, node 2 to node 1 and back.
+    fn tcp_rtt_once(&self) -> Result<Percentiles, BenchError> {
+        let (home, remote) = (self.lab.node(1), self.lab.node(2));
+        let tcp = self.prog("tcp");
+        let port = TCP_PORT.to_string();
+        let mut pong = Guest::spawn(
+            home,
+            None,
+            &tcp,
+            &["pong", &port],
+            &self.lab.work_dir(),
+            self.stop,
+        )?;
+        pong.wait_line(Stream::Out, "listening", LINE_TIMEOUT)?;
+        let mut ping = remote.command(&tcp);
+        ping.args([
+            "ping",
+            &home.addr().to_string(),
+            &port,
+            &LSEEK_CALLS.to_string(),
+        ]);
+        let program = describe(&ping);
+        let line = run(&mut ping)?;
+        pong.wait_exit(EXIT_TIMEOUT)?;
+        self.check_stop()?;
+        percentiles(&program, &line)
     }
 
     fn prog(&self, name: &str) -> PathBuf {
@@ -539,12 +572,7 @@ impl Bench<'_> {
         let program = guest.program.clone();
         guest.wait_exit(EXIT_TIMEOUT)?;
         self.check_stop()?;
-        Ok(Percentiles {
-            p50: field(&program, &line, "p50_us")?,
-            p90: field(&program, &line, "p90_us")?,
-            p99: field(&program, &line, "p99_us")?,
-            mean: field(&program, &line, "mean_us")?,
-        })
+        percentiles(&program, &line)
     }
 
     /// One run of the CPU loop on node 1, bare or under mosrun.
@@ -846,6 +874,16 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// The `p50_us=`, `p90_us=`, `p99_us=` and `mean_us=` fields of `program`'s `line`.
+fn percentiles(program: &str, line: &str) -> Result<Percentiles, BenchError> {
+    Ok(Percentiles {
+        p50: field(program, line, "p50_us")?,
+        p90: field(program, line, "p90_us")?,
+        p99: field(program, line, "p99_us")?,
+        mean: field(program, line, "mean_us")?,
+    })
+}
+
 /// The number after `name=` in `line` (fields are separated by spaces).
 fn field(program: &str, line: &str, name: &'static str) -> Result<f64, BenchError> {
     line.split_whitespace()
@@ -1012,9 +1050,11 @@ impl Report {
 
         let home = |f: Pick| Stats::of(self.forward_home.iter().map(f));
         let remote = |f: Pick| Stats::of(self.forward_remote.iter().map(f));
+        let raw = |f: Pick| Stats::of(self.tcp_rtt.iter().map(f));
         let _ = writeln!(
             o,
-            "\nForwarded call: lseek(fd, 0, SEEK_CUR) x{LSEEK_CALLS} per run, µs per call ({} runs)",
+            "\nForwarded call: lseek(fd, 0, SEEK_CUR) x{LSEEK_CALLS} per run, µs per call, beside \
+             as many 16-byte round trips over raw TCP from node2 to node1 ({} runs)",
             self.forward_home.len()
         );
         let pick: [(&str, Pick); 4] = [
@@ -1023,21 +1063,25 @@ impl Report {
             ("p99", |p| p.p99),
             ("mean", |p| p.mean),
         ];
+        let ratio = |a: Option<Stats>, b: Option<Stats>, digits: usize| match (a, b) {
+            (Some(a), Some(b)) if b.median > 0.0 => format!("{:.digits$}x", a.median / b.median),
+            _ => "n/a".to_owned(),
+        };
         for (name, f) in pick {
-            let (h, r) = (home(f), remote(f));
-            let ratio = match (h, r) {
-                (Some(h), Some(r)) if h.median > 0.0 => format!("{:.0}x", r.median / h.median),
-                _ => "n/a".to_owned(),
-            };
+            let (h, r, t) = (home(f), remote(f), raw(f));
             let _ = writeln!(
                 o,
-                "  {name:<5} home {:<28} remote {:<28} remote/home {ratio}",
+                "  {name:<5} home {:<26} remote {:<26} raw TCP {:<26} remote/home {}, remote/raw TCP {}",
                 show(h, 2, "µs"),
                 show(r, 1, "µs"),
+                show(t, 1, "µs"),
+                ratio(r, h, 0),
+                ratio(r, t, 2),
             );
         }
 
-        let io_targets = iobench::render(&mut o, &self.io);
+        let io_targets =
+            iobench::render(&mut o, &self.io, Stats::of(self.tcp_gbps.iter().copied()));
         let mut cpu = String::new();
         let _ = writeln!(
             cpu,
