@@ -16,6 +16,9 @@ use crate::records::Spawned;
 use crate::reports::DaemonReports;
 use crate::sys::{self, GuestCreds};
 
+/// What ps shows for a guest: the daemon's name.
+const GUEST_NAME: &str = "mosixd";
+const GUEST_NAME_C: &std::ffi::CStr = c"mosixd";
 /// Start `mosixd guest` as the given user on the session `socket`, for a session from node
 /// `from`, and record it (see `records`); the session keys reach it through a pipe (never the
 /// command line or environment, which others may read). It reports to this daemon's socket.
@@ -48,8 +51,12 @@ pub(crate) fn spawn_guest(
     };
     let (keys_read, keys_write) = std::io::pipe()?;
     let keys_read = OwnedFd::from(keys_read);
-    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
-    cmd.arg("guest")
+    // The daemon's own binary, even once another replaced it on disk (an upgrade): a guest
+    // runs the version of the daemon that accepted its session, and is started at all (the
+    // path of a replaced binary names nothing).
+    let mut cmd = tokio::process::Command::new("/proc/self/exe");
+    cmd.arg0(GUEST_NAME)
+        .arg("guest")
         .arg("--report-to")
         .arg(&shared.socket)
         .arg("--home")
@@ -104,6 +111,8 @@ fn record(shared: &Shared, child: &Child, uid: u32, home_node: u16) -> io::Resul
 /// daemon at `report_to` as a guest for a session from node `home_node`. Runs with the
 /// session owner's credentials, already set by the daemon before exec.
 pub fn run_guest(report_to: &Path, home_node: u16) -> io::Result<()> {
+    // Started through /proc/self/exe, whose name the kernel gave it: ps shows the daemon's.
+    nix::sys::prctl::set_name(GUEST_NAME_C).map_err(io::Error::from)?;
     let [socket, keys_pipe] = sys::take_guest_fds()?;
     let mut raw = [0u8; 64];
     std::fs::File::from(keys_pipe).read_exact(&mut raw)?;

@@ -31,7 +31,7 @@ use crate::restore;
 use crate::session::{ReadAsk, Session, ToGuest};
 use crate::signals;
 use crate::sys;
-use crate::table::{self, Buf, Refusal, Shape, Slot};
+use crate::table::{self, Buf, MAX_BUF, Refusal, Shape, Slot};
 use crate::writebehind::{self, Waiting};
 
 /// Size of the area mapped in a shell for the buffers of forwarded calls.
@@ -229,6 +229,18 @@ impl Deputy {
     /// shell once it is interrupted (or once continued, if it is job-stopped).
     pub fn serve(&mut self, call: Call, session: &mut Session) -> io::Result<()> {
         if self.busy() {
+            if let ShellState::Interrupting(next) = &mut self.state
+                && self.waiting.is_empty()
+                && next.behind
+                && call.behind
+                && next.args[0] == call.args[0]
+                && next.args[2] + call.args[2] <= MAX_BUF
+            {
+                // The shell has not begun it yet: the two run as one write, as they would
+                // had this one come while the shell ran another (see `Waiting::next`).
+                next.extend_behind(call.sent.first().map_or(&[][..], Vec::as_slice));
+                return Ok(());
+            }
             return self.waiting.push(call);
         }
         if !call.behind
@@ -922,7 +934,7 @@ mod tests {
 
     use super::*;
     use crate::session::ToHome;
-    use crate::table::{self, MAX_BUF};
+    use crate::table;
 
     /// A session stream as a peer could send it: calls with any number, arguments and
     /// buffers, lengths often near the ones the table would give, and other messages.

@@ -259,7 +259,14 @@ impl Supervisor<'_> {
                 match source {
                     Source::Children => self.on_children()?,
                     Source::Daemon => daemon_up = self.on_daemon(),
-                    Source::Remote(pid) => self.on_session(pid),
+                    Source::Remote(pid) => {
+                        // What already waits decrypted goes in this turn: writes behind that
+                        // arrived together then run as one write in the shell.
+                        self.on_session(pid);
+                        while self.remote(pid).is_some_and(|r| r.session.buffered()) {
+                            self.on_session(pid);
+                        }
+                    }
                     Source::Farewell(pid) => self.on_farewell(pid),
                     Source::Clock(n) => self.on_clock(n),
                     Source::Departure(pid) => self.on_departure(pid),
