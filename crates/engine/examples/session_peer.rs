@@ -42,7 +42,7 @@ fn home(argv: &[String]) {
         buffered: Vec::new(),
         next_id: 0,
     };
-    let end = supervise(argv, &mut daemon).expect("supervise");
+    let end = supervise(&argv[0], argv, &mut daemon, None).expect("supervise");
     match end {
         JobEnd::Exited(code) => say(format!("end exited {code}")),
         JobEnd::Killed(sig) => say(format!("end killed {sig}")),

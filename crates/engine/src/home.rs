@@ -61,6 +61,20 @@ pub trait Daemon {
     fn ended(&mut self, pid: Pid);
 }
 
+/// Where `mosrun -N` or `-j` asked the main program to run (MOSIX's placement at start):
+/// it moves there right after its exec, when its image is smallest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// The node to run on.
+    pub node: u16,
+    /// `-F`: if it cannot go there, it runs at home. Otherwise it is killed before it ran
+    /// any of its own code, and `supervise` fails with the reason.
+    pub fallback: bool,
+}
+
+/// The order id of the placement move: it answers the supervisor, not the daemon.
+const PLACEMENT_ORDER: u64 = u64::MAX;
+
 /// How the job's main program ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobEnd {
@@ -70,13 +84,19 @@ pub enum JobEnd {
     Killed(i32),
 }
 
-/// Run `argv` as a supervised job until every process of it has ended; returns how the main
-/// program ended.
-pub fn supervise(argv: &[String], daemon: &mut dyn Daemon) -> io::Result<JobEnd> {
+/// Run the program at `path` with `argv` as a supervised job until every process of it has
+/// ended, its main program placed first if `placement` says; returns how the main program
+/// ended.
+pub fn supervise(
+    path: &str,
+    argv: &[String],
+    daemon: &mut dyn Daemon,
+    placement: Option<Placement>,
+) -> io::Result<JobEnd> {
     let facts = facts::probe()?;
     // Spawn before blocking SIGCHLD and ignoring terminal signals, so that the program
     // inherits the mask and dispositions mosrun was started with.
-    let main = spawn::spawn_program(argv)?;
+    let main = spawn::spawn_program(path, argv)?;
     let sigchld = SigChld::new()?;
     // Ctrl-C and Ctrl-\ reach the program itself (it is in the same process group); the
     // supervisor must outlive them to report how the program ended. Terminal stop signals
@@ -104,9 +124,16 @@ pub fn supervise(argv: &[String], daemon: &mut dyn Daemon) -> io::Result<JobEnd>
         farewells: HashMap::new(),
         clocks: Vec::new(),
         sigchld,
+        placement,
+        placing: None,
+        unplaced: None,
     };
     sup.procs.insert(main, Proc::home(0));
-    sup.run()
+    let end = sup.run()?;
+    match sup.unplaced {
+        Some(why) => Err(io::Error::other(why)),
+        None => Ok(end),
+    }
 }
 
 /// One process of the job: its move state, and what the supervisor holds for it there.
@@ -218,6 +245,12 @@ struct Supervisor<'a> {
     /// The listeners of home's CPU-time filters (see `count_away`).
     clocks: Vec<Listener>,
     sigchld: SigChld,
+    /// Where the main program goes once it exec'd; taken when the move is ordered.
+    placement: Option<Placement>,
+    /// The placement move ordered and not yet answered.
+    placing: Option<Placement>,
+    /// Why the main program could not run where it was placed (it was killed).
+    unplaced: Option<String>,
 }
 
 impl Supervisor<'_> {
@@ -400,7 +433,11 @@ impl Supervisor<'_> {
                 if let Err(why) = &result {
                     warn!(pid, %why, "move failed");
                 }
-                self.daemon.order_done(order, result);
+                if order == PLACEMENT_ORDER {
+                    self.placed(pid, result);
+                } else {
+                    self.daemon.order_done(order, result);
+                }
                 None
             }
             Action::Moved(node) => {
@@ -928,6 +965,11 @@ impl Supervisor<'_> {
             }
             return;
         }
+        if stop == Stop::Event(libc::PTRACE_EVENT_EXEC) && pid == self.main {
+            // Before it runs a single instruction of the new program: a node that cannot
+            // take it refuses now, and it dies without having run.
+            self.place_main();
+        }
         let result = match stop {
             Stop::Event(event)
                 if event == libc::PTRACE_EVENT_FORK
@@ -959,6 +1001,41 @@ impl Supervisor<'_> {
             _ => ptrace::cont(pid, 0),
         };
         warn_unless_gone(pid, result);
+    }
+
+    /// The main program stopped at its exec: if it was placed, order its move now, once (a
+    /// later exec does not move it again). Greeting the node is part of the order, so a
+    /// node that is down, unknown or unwilling answers before the program runs; one that
+    /// fails later, during the rounds, leaves it running here, where it is killed too
+    /// unless `fallback`.
+    fn place_main(&mut self) {
+        let Some(placement) = self.placement else {
+            return;
+        };
+        self.placing = self.placement.take();
+        let order = Event::Order {
+            order: PLACEMENT_ORDER,
+            to: Some(placement.node),
+        };
+        self.handle(self.main, order);
+    }
+
+    /// The placement move of the main program `pid` ended with `result`.
+    fn placed(&mut self, pid: Pid, result: Result<(), MoveError>) {
+        let Some(placement) = self.placing.take() else {
+            return;
+        };
+        match result {
+            Ok(()) => info!(pid, node = placement.node, "placed"),
+            Err(why) if placement.fallback => {
+                info!(pid, node = placement.node, %why, "not placed: it runs at home");
+            }
+            Err(why) => {
+                self.unplaced = Some(format!("cannot start it on node {}: {why}", placement.node));
+                // SAFETY: killing our own tracee, which has run none of its own code yet.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 
     /// When the main program stops (Ctrl-Z), mosrun stops too, so the shell that started it

@@ -109,8 +109,10 @@ fn seize_stopped(pid: Pid, options: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Start `argv` as a supervised program, stopped before it execs.
-pub fn spawn_program(argv: &[String]) -> io::Result<Pid> {
+/// Start the program at `path` (looked up in PATH as execvp does) with `argv` as a supervised
+/// program, stopped before it execs.
+pub fn spawn_program(path: &str, argv: &[String]) -> io::Result<Pid> {
+    let path = CString::new(path).map_err(|_| io::Error::other("the path holds a NUL byte"))?;
     let args: Vec<CString> = argv
         .iter()
         .map(|a| {
@@ -126,7 +128,7 @@ pub fn spawn_program(argv: &[String]) -> io::Result<Pid> {
             // The Rust runtime ignores SIGPIPE in mosrun; the program gets the default back,
             // as std::process::Command would give it.
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            libc::execvp(ptrs[0], ptrs.as_ptr());
+            libc::execvp(path.as_ptr(), ptrs.as_ptr());
         }
         // Falling through exits with 127, as a shell does for a program it cannot run.
     })

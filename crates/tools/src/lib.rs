@@ -9,12 +9,14 @@
 //! too).
 //!
 //! The door: [`CommonArgs`], [`parse_user`], [`print_out`], [`hosted_table`] (what `mosctl
-//! guests` prints).
+//! guests` prints), [`MosixOptions`] (mosrun's MOSIX options, which clap cannot read).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod cli;
 mod hosted;
+mod placement;
 
 pub use cli::{CommonArgs, parse_user, print_out};
 pub use hosted::hosted_table;
+pub use placement::{MosixOptions, OptionError};

@@ -1,0 +1,159 @@
+//! mosrun's MOSIX placement options in a 3-node lab: `-N` and `-jLIST` start the program on
+//! another node, `-F` lets it run at home when that node cannot take it, and without `-F`
+//! mosrun fails before the program ran any of its code. `-z` gives argv[0] apart.
+//!
+//! The program (`placed.c`) creates NAME.ran first thing, says "ready", and computes until
+//! NAME.stop exists. Each wait has a deadline.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, require_root};
+
+/// Deadline of one step: the program's start, its move, its end.
+const STEP: Duration = Duration::from_secs(60);
+/// How long a test sleeps between two looks at where the program runs.
+const POLL: Duration = Duration::from_millis(10);
+
+fn placed_program() -> String {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("placement")
+        .join("placed");
+    let src = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/progs/placement/placed.c"
+    );
+    rmosix_lab::compiled(src, out, &[])
+}
+
+/// `mosrun OPTIONS placed NAME` at node 1 (`args` end with the program and NAME).
+fn start<'l>(lab: &'l Lab, args: &[&str]) -> Job<'l> {
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.args(args)
+        .current_dir(lab.work_dir())
+        .stdin(Stdio::null())
+        .env("MOSRUN_LOG", "info");
+    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("ready", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job
+}
+
+/// Waits until the job's program runs on one of `nodes`; returns that node.
+fn runs_on(job: &Job, nodes: &[u16]) -> u16 {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let at = job.location().unwrap_or_else(|e| panic!("{e}"));
+        if nodes.contains(&at) {
+            return at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "it runs on node {at}, not on {nodes:?}\n{}",
+            job.outputs()
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Lets the program end, which must go well.
+fn stop(job: Job, name: &Path) -> String {
+    fs::write(name.with_extension("stop"), b"").expect("write the stop file");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&done.stdout).into_owned();
+    assert!(
+        done.status.success() && stdout.ends_with("done\n"),
+        "{:?}\n{stdout}\n{}",
+        done.status,
+        String::from_utf8_lossy(&done.stderr)
+    );
+    stdout
+}
+
+fn name(lab: &Lab, what: &str) -> PathBuf {
+    lab.work_dir().join(what)
+}
+
+#[test]
+fn a_program_starts_on_the_node_asked_for_or_at_home_as_asked_when_that_node_cannot() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::start(LabConfig::new(3, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
+    let program = placed_program();
+    let path = |n: &PathBuf| n.to_str().expect("a UTF-8 path").to_owned();
+
+    // -2: on node 2.
+    let two = name(&lab, "two");
+    let job = start(&lab, &["-2", &program, &path(&two)]);
+    runs_on(&job, &[2]);
+    stop(job, &two);
+
+    // -j2-3: on node 2 or 3.
+    let drawn = name(&lab, "drawn");
+    let job = start(&lab, &["-j2-3", &program, &path(&drawn)]);
+    runs_on(&job, &[2, 3]);
+    stop(job, &drawn);
+
+    // -9 (no such node) -F: at home.
+    let fallen = name(&lab, "fallen");
+    let job = start(&lab, &["-9", "-F", &program, &path(&fallen)]);
+    assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 1);
+    stop(job, &fallen);
+
+    // -9 without -F: mosrun fails with the reason, and the program never ran.
+    let refused = name(&lab, "refused");
+    let out = lab
+        .node(1)
+        .command("mosrun")
+        .args(["-9", &program, &path(&refused)])
+        .current_dir(lab.work_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mosrun");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot start it on node 9"),
+        "no reason: {stderr}"
+    );
+    assert!(
+        !refused.with_extension("ran").exists(),
+        "the refused program ran: {stderr}"
+    );
+
+    // A node that is down, without -F: the same.
+    lab.node(3).stop_daemon().unwrap_or_else(|e| panic!("{e}"));
+    let out = lab
+        .node(1)
+        .command("mosrun")
+        .args(["-3", &program, &path(&refused)])
+        .current_dir(lab.work_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mosrun");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot start it on node 3"), "{stderr}");
+    assert!(!refused.with_extension("ran").exists(), "{stderr}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn z_runs_a_path_with_an_argv0_of_its_own() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
+    let program = placed_program();
+    let named = name(&lab, "named");
+    let named_path = named.to_str().expect("a UTF-8 path").to_owned();
+    let job = start(&lab, &["-2", "-z", &program, "another-name", &named_path]);
+    let stdout = stop(job, &named);
+    assert!(stdout.starts_with("ready argv0=another-name\n"), "{stdout}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
