@@ -9,7 +9,7 @@ use rmosix_engine::{
 fn python_continues_in_a_husk() {
     let facts = probe().unwrap();
     let script = "import time,sys\nt=0\nfor i in range(50):\n    t+=i\n    time.sleep(0.01)\nsys.exit(t%256)\n";
-    let argv = ["/usr/bin/python3".into(), "-c".into(), script.into()];
+    let argv: [String; 3] = ["/usr/bin/python3".into(), "-c".into(), script.into()];
     let pid = spawn_program(&argv[0], &argv).unwrap();
     trace::cont(pid, 0).unwrap();
     let start = std::time::Instant::now();
