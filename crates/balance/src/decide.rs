@@ -156,9 +156,10 @@ pub struct Policy {
     /// A process is CPU-bound, and a candidate for balance, when it wants at least this much
     /// of a CPU (decayed demand). 0.6.
     pub cpu_bound_demand: f64,
-    /// A guest goes home for its forwarded calls when they take this much more of its wall time
-    /// than running away gains; a process moves out of home only when the gain exceeds its last
-    /// known forwarding cost by as much. 0.05: 5 % of its time.
+    /// A guest goes home for its forwarded calls when they take at least this share of its time
+    /// and staying away speeds it up by less than 1 minus this; a process leaves home for
+    /// balance only if, counting its last known forwarding share, it runs at least 1 plus this
+    /// times faster away. 0.05: 5 %, a band between going out and coming home.
     pub forwarding_margin: f64,
     /// Memory ushering starts when free memory falls below this part (per mille) of the total.
     /// 50: 5 %.
@@ -321,9 +322,9 @@ impl Plan<'_> {
 
     /// The load a process of `demand` adds to `node`.
     fn share(&self, node: NodeId, demand: f64) -> f64 {
-        self.view
-            .get(node)
-            .map_or(f64::INFINITY, |info| demand.clamp(0.0, 1.0) * info.process_share())
+        self.view.get(node).map_or(f64::INFINITY, |info| {
+            demand.clamp(0.0, 1.0) * info.process_share()
+        })
     }
 
     /// Whether `p` may leave this node by itself (not counting expel).
@@ -462,11 +463,15 @@ impl Plan<'_> {
     /// Rule 3: when free memory is below the low mark, send the largest processes that fit
     /// elsewhere to the least loaded nodes with room, until free memory is above the high mark.
     fn usher(&mut self, movable: &[&Process]) {
-        let below = self.policy.floor(self.me, self.policy.usher_below_per_mille);
+        let below = self
+            .policy
+            .floor(self.me, self.policy.usher_below_per_mille);
         if i128::from(self.me.free_memory) >= below {
             return;
         }
-        let until = self.policy.floor(self.me, self.policy.usher_until_per_mille);
+        let until = self
+            .policy
+            .floor(self.me, self.policy.usher_until_per_mille);
         let mut largest: Vec<&Process> = movable.to_vec();
         largest.sort_by(|a, b| b.memory.cmp(&a.memory).then(a.id.cmp(&b.id)));
         for p in largest {
@@ -490,9 +495,12 @@ impl Plan<'_> {
         }
     }
 
-    /// Rule 4: a guest goes home when the share of its time spent in forwarded calls exceeds
-    /// the time running here saves over running at home (its CPU share times how much faster
-    /// it runs here than it would at home) by the forwarding margin.
+    /// Rule 4: a guest goes home when its forwarded calls cost more than running here gains.
+    /// Away, a share `f` of its time waits for calls and the rest runs at this node's rate; at
+    /// home the calls are local (taken as free) and it runs at home's rate with it added. The
+    /// speed-up of staying is `rate_here × (1 - f) / rate_home`; it goes home when that is
+    /// below 1 by the margin and `f` itself is at least the margin (otherwise home is merely
+    /// less loaded, which is rule 6's business).
     fn forward_home(&mut self, movable: &[&Process]) {
         for p in movable {
             let home = p.id.home;
@@ -510,8 +518,11 @@ impl Plan<'_> {
             let here_rate = self.me.throughput(self.load_of(self.here()));
             let home_rate =
                 home_info.throughput(self.load_of(home) + self.share(home, demand.max(0.01)));
-            let gain = p.usage.cpu() * (here_rate / home_rate - 1.0);
-            if p.usage.forwarded() > gain + self.policy.forwarding_margin {
+            let forwarded = p.usage.forwarded();
+            let speedup = here_rate * (1.0 - forwarded) / home_rate;
+            if forwarded >= self.policy.forwarding_margin
+                && speedup < 1.0 - self.policy.forwarding_margin
+            {
                 self.record(p, home, Reason::Forwarding, demand, true);
             }
         }
@@ -549,8 +560,8 @@ impl Plan<'_> {
     /// Rule 6: CPU-bound processes (most demanding first) that have stayed long enough and
     /// used enough CPU to pay for the move go to a node whose load, with the process's share
     /// there and the hysteresis, stays below this node's; flood prevention limits how many go
-    /// to one node per round. A process leaving home must also gain more than its last known
-    /// forwarding cost.
+    /// to one node per round. A process leaving home must also run faster away by the margin,
+    /// counting the share of time its calls took when it was last away.
     fn balance(&mut self, movable: &[&Process]) {
         let mut candidates: Vec<&Process> = movable
             .iter()
@@ -593,8 +604,8 @@ impl Plan<'_> {
                         return true;
                     }
                     let rate = info.throughput(self.load_of(id) + self.share(id, demand));
-                    let gain = p.usage.cpu() * (rate / here_rate - 1.0);
-                    gain > p.usage.forwarded() + self.policy.forwarding_margin
+                    let speedup = rate * (1.0 - p.usage.forwarded()) / here_rate;
+                    speedup > 1.0 + self.policy.forwarding_margin
                 })
                 .filter(|&(&id, _)| self.may_send(id))
                 .map(|(&id, _)| (id, self.load_of(id) + self.share(id, demand)))

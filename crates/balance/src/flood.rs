@@ -4,7 +4,7 @@
 //!
 //! Every node sees about the same view, so each can work out, for a target, which nodes would
 //! like to send to it this round (its *senders*) and how many processes it can take before it
-//! is as loaded as they are (its *room*). The senders are ranked by a hash of the round number,
+//! is as loaded as the cluster's mean (its *room*, at least one). The senders are ranked by a hash of the round number,
 //! the target and the sender, and the room's slots are dealt out in rank order: with one slot
 //! and ten senders, one sender (a different one each round) sends. No messages are needed.
 //! Where views differ a little, a target may get a process more or fewer than its room; the
@@ -20,7 +20,9 @@ use crate::view::{ClusterView, NodeInfo};
 pub(crate) fn mix(values: &[u64]) -> u64 {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     for &value in values {
-        state = state.wrapping_add(value).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state = state
+            .wrapping_add(value)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -65,10 +67,11 @@ pub(crate) fn allowance(
         })
         .collect();
     senders.sort();
-    // The load the target and its senders would share if spread evenly, weighted by capacity.
-    let (mut work, mut capacity) = (f64::from(info.load) * info.capacity(), info.capacity());
-    for &(_, id) in &senders {
-        if let Some(node) = view.get(id) {
+    // The load every node would have if all work were spread evenly, weighted by capacity:
+    // the target should not be filled beyond it.
+    let (mut work, mut capacity) = (0.0, 0.0);
+    for (&id, node) in &view.nodes {
+        if id == round.here || (node.alive && !node.modes.quiet && policy.is_fresh(round, node)) {
             work += f64::from(node.load) * node.capacity();
             capacity += node.capacity();
         }

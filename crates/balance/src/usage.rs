@@ -141,7 +141,10 @@ impl Usage {
         let keep = class.keep_per_second().powf(seconds);
         let fold = |average: f64, weight: f64, value: f64| {
             let kept = weight * keep;
-            ((average * kept + value * seconds) / (kept + seconds), kept + seconds)
+            (
+                (average * kept + value * seconds) / (kept + seconds),
+                kept + seconds,
+            )
         };
         let demand = (sample.ran + sample.waited).as_secs_f64() / seconds;
         let cpu = (sample.ran.as_secs_f64() / seconds).min(1.0);
@@ -243,7 +246,11 @@ mod tests {
         }
         assert!(fast.demand() < slow.demand());
         // 10 s is about one fast half-life and a third of a slow one.
-        assert!(fast.demand() < 0.55 && fast.demand() > 0.35, "{}", fast.demand());
+        assert!(
+            fast.demand() < 0.55 && fast.demand() > 0.35,
+            "{}",
+            fast.demand()
+        );
         assert!(slow.demand() > 0.7, "{}", slow.demand());
     }
 

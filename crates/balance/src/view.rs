@@ -203,9 +203,18 @@ mod tests {
         links.pairs.insert((n(2), n(1)), 50);
         assert_eq!(links.between(n(1), n(2)), 50);
         assert_eq!(links.between(n(2), n(3)), 100);
-        assert_eq!(links.transfer_time(100, n(1), n(3), n(1)), Duration::from_secs(1));
-        assert_eq!(links.transfer_time(100, n(2), n(1), n(1)), Duration::from_secs(2));
+        assert_eq!(
+            links.transfer_time(100, n(1), n(3), n(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            links.transfer_time(100, n(2), n(1), n(1)),
+            Duration::from_secs(2)
+        );
         // 2 -> 3 for a process of node 1: 2 -> 1 (2 s) then 1 -> 3 (1 s).
-        assert_eq!(links.transfer_time(100, n(2), n(3), n(1)), Duration::from_secs(3));
+        assert_eq!(
+            links.transfer_time(100, n(2), n(3), n(1)),
+            Duration::from_secs(3)
+        );
     }
 }
