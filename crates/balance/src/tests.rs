@@ -703,6 +703,10 @@ fn one_node_spreads_many_processes_over_near_equal_targets_in_one_round() {
 /// A cluster whose processes run and move as the balancer decides, one second per round, each
 /// node's view exact (perfect gossip).
 struct Sim {
+    policy: Policy,
+    /// Each node's gossiped load is off by up to this many units, differently each round, as
+    /// smoothing and sampling make it in a real cluster.
+    noise: i64,
     nodes: BTreeMap<NodeId, NodeInfo>,
     procs: Vec<(NodeId, Process)>,
     moves: BTreeMap<ProcessId, u32>,
@@ -714,6 +718,8 @@ impl Sim {
     /// `nodes` as (cpus, hogs started there).
     fn new(nodes: &[(f64, u32)]) -> Sim {
         let mut sim = Sim {
+            policy: Policy::default(),
+            noise: 0,
             nodes: BTreeMap::new(),
             procs: Vec::new(),
             moves: BTreeMap::new(),
@@ -743,7 +749,10 @@ impl Sim {
         let mut view = ClusterView::new();
         for (&id, info) in &self.nodes {
             let mut info = info.clone();
-            info.load = (self.count(id) as f64 * info.process_share()).round() as u32;
+            let exact = (self.count(id) as f64 * info.process_share()).round() as i64;
+            let span = 2 * self.noise as u64 + 1;
+            let noise = (crate::flood::mix(&[self.round, u64::from(id.get())]) % span) as i64;
+            info.load = (exact + noise - self.noise).max(0) as u32;
             let used: u64 = self
                 .procs
                 .iter()
@@ -792,7 +801,7 @@ impl Sim {
                 now: self.now,
                 number: self.round,
             };
-            decisions.extend(decide(&Policy::default(), &round, &view, &links(), &local));
+            decisions.extend(decide(&self.policy, &round, &view, &links(), &local));
         }
         for d in &decisions {
             let (at, p) = self
@@ -853,6 +862,23 @@ fn equally_loaded_nodes_never_trade_processes() {
         let moves: usize = (0..300).map(|_| sim.step()).sum();
         assert_eq!(moves, 0, "{a} and {b}");
     }
+}
+
+#[test]
+fn noisy_loads_do_not_make_processes_ping_pong() {
+    for &(a, b) in &[(2, 1), (3, 2), (2, 2), (5, 4)] {
+        let mut sim = Sim::new(&[(1.0, a), (1.0, b)]);
+        sim.noise = 15;
+        let moves: usize = (0..300).map(|_| sim.step()).sum();
+        assert_eq!(moves, 0, "{a} and {b}");
+    }
+    // The same cluster without hysteresis trades processes back and forth.
+    let mut sim = Sim::new(&[(1.0, 2), (1.0, 1)]);
+    sim.noise = 15;
+    sim.policy.stability_percent = 100;
+    sim.policy.min_load_difference = 0.0;
+    let moves: usize = (0..300).map(|_| sim.step()).sum();
+    assert!(moves > 10, "{moves}");
 }
 
 #[test]
