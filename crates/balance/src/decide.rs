@@ -330,10 +330,9 @@ impl Plan<'_> {
     /// Whether `p` may leave this node by itself (not counting expel).
     fn may_leave(&self, p: &Process) -> bool {
         let guest = p.is_guest_on(self.here());
-        !p.locked
-            && !self.me.modes.stay
-            && !(self.me.modes.lstay && !guest)
-            && (!guest || self.view.get(p.id.home).is_some_and(|home| home.alive))
+        let kept_home = self.me.modes.lstay && !guest;
+        let home_reachable = !guest || self.view.get(p.id.home).is_some_and(|home| home.alive);
+        !p.locked && !self.me.modes.stay && !kept_home && home_reachable
     }
 
     /// Whether `node` may receive `p`, memory aside: up, known recently, able to run
@@ -449,7 +448,7 @@ impl Plan<'_> {
                     .filter_map(|(&id, info)| {
                         let fits = id != home && self.accepts(id, p) && self.has_room(id, p);
                         let threshold = self.policy.move_threshold(info, self.load_of(id), demand);
-                        (fits && threshold < home_load).then(|| (id, threshold))
+                        (fits && threshold < home_load).then_some((id, threshold))
                     })
                     .collect();
                 if let Some(other) = self.pick(p, others) {

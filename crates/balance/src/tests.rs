@@ -419,7 +419,10 @@ fn a_guest_whose_calls_cost_more_than_it_gains_goes_home() {
     // Home is idle: running here gains nothing, and half its time goes into calls.
     let view = view(&[(1, node(0)), (2, node(40))]);
     let p = guest_with(0.5, 0.4);
-    assert_eq!(run(2, &view, &[p.clone()]), [home(&p, Reason::Forwarding)]);
+    assert_eq!(
+        run(2, &view, std::slice::from_ref(&p)),
+        [home(&p, Reason::Forwarding)]
+    );
 }
 
 #[test]
@@ -463,7 +466,7 @@ fn a_process_that_just_execed_is_placed_before_it_used_any_cpu() {
     let view = view(&[(1, node(100)), (2, node(0))]);
     let p = execed(1, 10);
     assert_eq!(
-        run(1, &view, &[p.clone()]),
+        run(1, &view, std::slice::from_ref(&p)),
         [moved(&p, 2, Reason::Placement)]
     );
     // Declared I/O-bound: it stays.

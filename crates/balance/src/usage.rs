@@ -126,7 +126,7 @@ impl Usage {
             forwarded: forwarded.clamp(0.0, 1.0),
             weight: PRIOR_SECONDS,
             forwarded_weight: PRIOR_SECONDS,
-            cpu_since_move: cpu_since_move,
+            cpu_since_move,
         }
     }
 
