@@ -1,13 +1,13 @@
 //! The balancer proper: [`decide`] turns one node's view of the cluster and the statistics of
 //! the processes running on it into [`Decision`]s. docs/balancing.md gives the reasoning.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rmosix_config::NodeId;
 
-use crate::flood::{allowance, mix};
+use crate::flood::{allowance, mean_load, mix};
 use crate::usage::{DecayClass, Usage};
 use crate::view::{ClusterView, LinkSpeeds, NodeInfo};
 
@@ -262,7 +262,8 @@ pub fn decide(
             .map(|(&id, info)| (id, i128::from(info.free_memory)))
             .collect(),
         sent: BTreeMap::new(),
-        allowed: OnceCell::new(),
+        mean_load: OnceCell::new(),
+        allowed: RefCell::new(BTreeMap::new()),
         moves: 0,
         decided: BTreeSet::new(),
         decisions: Vec::new(),
@@ -298,9 +299,11 @@ struct Plan<'a> {
     free: BTreeMap<NodeId, i128>,
     /// Balance and placement moves sent to each node this round.
     sent: BTreeMap<NodeId, u32>,
+    /// The cluster's mean load, for flood prevention, worked out when first needed.
+    mean_load: OnceCell<f64>,
     /// What flood prevention allows this node to send to each node this round, worked out
-    /// when first needed.
-    allowed: OnceCell<BTreeMap<NodeId, u32>>,
+    /// for each target when first needed.
+    allowed: RefCell<BTreeMap<NodeId, u32>>,
     /// Balance and placement moves this round.
     moves: usize,
     decided: BTreeSet<ProcessId>,
@@ -363,17 +366,14 @@ impl Plan<'_> {
 
     /// Whether this node may still send a balance or placement move to `node` this round.
     fn may_send(&self, node: NodeId) -> bool {
-        let allowed = self.allowed.get_or_init(|| {
-            self.view
-                .nodes
-                .keys()
-                .map(|&id| {
-                    let allowed = allowance(self.policy, self.round, self.view, id).unwrap_or(0);
-                    (id, allowed)
-                })
-                .collect()
-        });
-        let allowed = allowed.get(&node).copied().unwrap_or(0);
+        let mean = *self
+            .mean_load
+            .get_or_init(|| mean_load(self.policy, self.round, self.view));
+        let allowed = *self
+            .allowed
+            .borrow_mut()
+            .entry(node)
+            .or_insert_with(|| allowance(self.policy, self.round, self.view, node, mean));
         self.sent.get(&node).copied().unwrap_or(0) < allowed
     }
 

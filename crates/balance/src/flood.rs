@@ -41,18 +41,35 @@ pub(crate) fn would_send(policy: &Policy, info: &NodeInfo, target: &NodeInfo) ->
         && f64::from(info.load) > policy.move_threshold(target, f64::from(target.load), 1.0)
 }
 
+/// The load every node would have if all work were spread evenly over the nodes that take
+/// part in balancing, weighted by capacity: no target should be filled beyond it.
+pub(crate) fn mean_load(policy: &Policy, round: &Round, view: &ClusterView) -> f64 {
+    let (mut work, mut capacity) = (0.0, 0.0);
+    for (&id, node) in &view.nodes {
+        if id == round.here || (node.alive && !node.modes.quiet && policy.is_fresh(round, node)) {
+            work += f64::from(node.load) * node.capacity();
+            capacity += node.capacity();
+        }
+    }
+    if capacity > 0.0 { work / capacity } else { 0.0 }
+}
+
 /// How many processes this round's node (`round.here`) may send to `target` for balance or
-/// placement this round. `None` when the target is not in the view.
+/// placement this round, given the cluster's [`mean_load`]. 0 when the target is not in the
+/// view.
 pub(crate) fn allowance(
     policy: &Policy,
     round: &Round,
     view: &ClusterView,
     target: NodeId,
-) -> Option<u32> {
-    let info = view.get(target)?;
+    mean_load: f64,
+) -> u32 {
+    let Some(info) = view.get(target) else {
+        return 0;
+    };
     let share = info.process_share();
     if !share.is_finite() {
-        return Some(0);
+        return 0;
     }
     let mut senders: Vec<(u64, NodeId)> = view
         .nodes
@@ -67,24 +84,19 @@ pub(crate) fn allowance(
         })
         .collect();
     senders.sort();
-    // The load every node would have if all work were spread evenly, weighted by capacity:
-    // the target should not be filled beyond it.
-    let (mut work, mut capacity) = (0.0, 0.0);
-    for (&id, node) in &view.nodes {
-        if id == round.here || (node.alive && !node.modes.quiet && policy.is_fresh(round, node)) {
-            work += f64::from(node.load) * node.capacity();
-            capacity += node.capacity();
-        }
-    }
-    let level = if capacity > 0.0 { work / capacity } else { 0.0 };
-    let room = (((level - f64::from(info.load)) / share).floor().max(1.0)) as u32;
+    let room = (((mean_load - f64::from(info.load)) / share)
+        .floor()
+        .max(1.0)) as u32;
     let count = senders.len() as u32;
-    let rank = senders.iter().position(|&(_, id)| id == round.here)? as u32;
-    Some(if rank < room {
+    let Some(rank) = senders.iter().position(|&(_, id)| id == round.here) else {
+        return 0;
+    };
+    let rank = rank as u32;
+    if rank < room {
         (room - rank).div_ceil(count)
     } else {
         0
-    })
+    }
 }
 
 #[cfg(test)]
