@@ -902,3 +902,24 @@ fn many_nodes_deciding_together_settle_without_ping_pong() {
     let late: usize = (0..100).map(|_| sim.step()).sum();
     assert_eq!(late, 0);
 }
+
+#[test]
+fn two_hundred_nodes_spread_a_crowd_within_a_few_rounds() {
+    // 50 busy nodes with 4 jobs each, 150 idle: ideally one job per node.
+    let mut layout = vec![(1.0, 4); 50];
+    layout.extend(vec![(1.0, 0); 150]);
+    let mut sim = Sim::new(&layout);
+    let mut rounds = 0;
+    while rounds < 60 {
+        sim.step();
+        rounds += 1;
+        if sim.nodes.keys().all(|&id| sim.count(id) == 1) {
+            break;
+        }
+    }
+    assert!(rounds <= 10, "took {rounds} rounds");
+    let total: u32 = sim.moves.values().sum();
+    // 150 moves are needed.
+    assert!(total <= 165, "{total} moves");
+    assert!(sim.moves.values().all(|&m| m <= 2), "{:?}", sim.moves);
+}
