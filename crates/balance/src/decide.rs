@@ -431,6 +431,9 @@ impl Plan<'_> {
     fn expel(&mut self, processes: &[Process]) {
         let here = self.here();
         for p in processes.iter().filter(|p| p.is_guest_on(here)) {
+            if self.decided.contains(&p.id) {
+                continue;
+            }
             let demand = p.usage.demand();
             let home = p.id.home;
             let home_alive = self.view.get(home).is_some_and(|info| info.alive);

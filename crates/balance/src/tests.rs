@@ -923,3 +923,21 @@ fn two_hundred_nodes_spread_a_crowd_within_a_few_rounds() {
     assert!(total <= 165, "{total} moves");
     assert!(sim.moves.values().all(|&m| m <= 2), "{:?}", sim.moves);
 }
+
+#[test]
+fn a_process_listed_twice_gets_one_decision() {
+    let mut expelling = node(200);
+    expelling.modes.expel = true;
+    let view = view(&[(1, node(0)), (2, expelling)]);
+    let guest = hog(1, 10);
+    assert_eq!(
+        run(2, &view, &[guest.clone(), guest.clone()]),
+        [home(&guest, Reason::Expel)]
+    );
+    // Three listed, two of them the same, and room for two elsewhere: both distinct ones go.
+    let busy = crate::tests::view(&[(1, node(300)), (2, node(0)), (3, node(0))]);
+    let local = hog(1, 11);
+    let decisions = run(1, &busy, &[local.clone(), local.clone(), hog(1, 12)]);
+    let pids: Vec<u32> = decisions.iter().map(|d| d.process().pid).collect();
+    assert_eq!(pids, [11, 12]);
+}
