@@ -1,0 +1,629 @@
+//! The balancer proper: [`decide`] turns one node's view of the cluster and the statistics of
+//! the processes running on it into [`Decision`]s. docs/balancing.md gives the reasoning.
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rmosix_config::NodeId;
+
+use crate::flood::{allowance, mean_load, mix};
+use crate::usage::{DecayClass, Usage};
+use crate::view::{ClusterView, LinkSpeeds, NodeInfo};
+
+/// A process as the cluster knows it: its home node and its PID there. A guest keeps the
+/// identity of its shell at home.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct ProcessId {
+    /// The node it was started on, where its shell (and deputy) stays.
+    pub home: NodeId,
+    /// Its PID at home.
+    pub pid: u32,
+}
+
+/// What the balancer knows of one process running on this node (its own or a guest).
+#[derive(Clone, PartialEq, Debug)]
+pub struct Process {
+    /// Who it is. It is a guest here when `id.home` is not this node.
+    pub id: ProcessId,
+    /// Its decay class (`mosrun -c/-i/-n/-s/-f/-d`).
+    pub class: DecayClass,
+    /// Its decayed statistics.
+    pub usage: Usage,
+    /// Bytes a move must send (its image: resident and swapped memory).
+    pub memory: u64,
+    /// Memory it says it will need (`mosrun -m`), bytes; 0 if it said nothing. A target must
+    /// have room for the larger of this and `memory`.
+    pub memory_need: u64,
+    /// Locked (`mosrun -L`, `/proc/PID/lock`): it never moves by itself, only home when its
+    /// node expels it.
+    pub locked: bool,
+    /// Time since its last move (since its start if it never moved).
+    pub since_move: Duration,
+    /// How many times it has moved.
+    pub moves: u32,
+    /// It has just called `execve` and not run since: a placement candidate.
+    pub just_execed: bool,
+}
+
+impl Process {
+    /// Whether it is a guest on `node`.
+    fn is_guest_on(&self, node: NodeId) -> bool {
+        self.id.home != node
+    }
+}
+
+/// Why a process should move.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Reason {
+    /// Its node expels its guests (`mosctl expel`).
+    Expel,
+    /// Its node runs out of free memory (memory ushering).
+    Memory,
+    /// Its calls forwarded home cost more than running away gains.
+    Forwarding,
+    /// It has just exec'd and runs better elsewhere (placement).
+    Placement,
+    /// It is CPU-bound and runs better on a less loaded node (load balancing).
+    Balance,
+}
+
+/// One thing to do. Processes that should stay get none.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Decision {
+    /// Move the process to another node that is not its home.
+    Move {
+        /// The process.
+        process: ProcessId,
+        /// Where to.
+        to: NodeId,
+        /// Why.
+        reason: Reason,
+    },
+    /// Bring the process home.
+    GoHome {
+        /// The process.
+        process: ProcessId,
+        /// Why.
+        why: Reason,
+    },
+}
+
+impl Decision {
+    /// The process the decision is about.
+    pub fn process(&self) -> ProcessId {
+        match *self {
+            Decision::Move { process, .. } | Decision::GoHome { process, .. } => process,
+        }
+    }
+
+    /// The node the process should go to.
+    pub fn target(&self) -> NodeId {
+        match *self {
+            Decision::Move { to, .. } => to,
+            Decision::GoHome { process, .. } => process.home,
+        }
+    }
+
+    /// Why.
+    pub fn reason(&self) -> Reason {
+        match *self {
+            Decision::Move { reason, .. } => reason,
+            Decision::GoHome { why, .. } => why,
+        }
+    }
+}
+
+/// Which decision round this is, where, and when.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Round {
+    /// The node deciding: the node the processes run on.
+    pub here: NodeId,
+    /// Now, on the clock of [`NodeInfo::heard`].
+    pub now: Duration,
+    /// A round number all nodes share roughly (seconds since the epoch will do). It seeds the
+    /// choices among near-equal targets and the flood-prevention ranking, so that different
+    /// rounds spread differently and the same round decides the same.
+    pub number: u64,
+}
+
+/// The balancer's tunables. [`Policy::default`] holds the values we chose and why.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Policy {
+    /// A process moves for balance only if the target's load plus this percentage of the load
+    /// the process adds there stays below this node's load (with `min_load_difference`).
+    /// 130 %: the stabilising factor of the simplified MOSIX policy in Kerrighed (reference
+    /// 5.5). Above 100 %, two equally loaded nodes never swap a process.
+    pub stability_percent: u32,
+    /// And by this many load units more. 10: twice gossimon's "equal load" band (5 units,
+    /// reference 5.8), so that measurement noise does not move anything.
+    pub min_load_difference: f64,
+    /// Targets whose projected loads are within this many units of the best are equally good;
+    /// one of them is chosen by hash. 10 units: a tenth of one process on a standard CPU.
+    pub near_equal: f64,
+    /// A CPU-bound process moves for balance only once it has used this many times the time its
+    /// move takes (memory / link speed) in CPU since its last move (MOSIX: "enough CPU time to
+    /// pay back the migration cost", reference 5.5). 2: a move pays for itself even if the
+    /// process ends soon after.
+    pub payback_factor: f64,
+    /// A process that has moved stays at least this long, times its number of moves (up to
+    /// `residence_moves_cap`), before it moves for balance or calls again: the later moves of a
+    /// much-moved process come slower. Memory ushering and expel ignore it. 5 s: five rounds,
+    /// long enough for the gossip to show the move everywhere.
+    pub min_residence: Duration,
+    /// Moves counted in the residence time at most. 6: at most 30 s.
+    pub residence_moves_cap: u32,
+    /// A process is CPU-bound, and a candidate for balance, when it wants at least this much
+    /// of a CPU (decayed demand). 0.6.
+    pub cpu_bound_demand: f64,
+    /// A guest goes home for its forwarded calls when they take at least this share of its time
+    /// and staying away speeds it up by less than 1 minus this; a process leaves home for
+    /// balance only if, counting its last known forwarding share, it runs at least 1 plus this
+    /// times faster away. 0.05: 5 %, a band between going out and coming home.
+    pub forwarding_margin: f64,
+    /// Memory ushering starts when free memory falls below this part (per mille) of the total.
+    /// 50: 5 %.
+    pub usher_below_per_mille: u32,
+    /// Ushering goes on until free memory is back above this part (per mille), and no move of
+    /// any kind may leave a target with less. 100: 10 %, twice the start, so that a target does
+    /// not start ushering as soon as it has received.
+    pub usher_until_per_mille: u32,
+    /// A node's entry older than this is no target: what we know of it may be false. 6 s:
+    /// three times the mean age the gossip aims at (issue 9: 2 s).
+    pub stale_after: Duration,
+    /// At most this many balance and placement moves per node per round (ushering and expel
+    /// are not counted). 8.
+    pub max_moves_per_round: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            stability_percent: 130,
+            min_load_difference: 10.0,
+            near_equal: 10.0,
+            payback_factor: 2.0,
+            min_residence: Duration::from_secs(5),
+            residence_moves_cap: 6,
+            cpu_bound_demand: 0.6,
+            forwarding_margin: 0.05,
+            usher_below_per_mille: 50,
+            usher_until_per_mille: 100,
+            stale_after: Duration::from_secs(6),
+            max_moves_per_round: 8,
+        }
+    }
+}
+
+impl Policy {
+    /// The load above which a node would send a process of `demand` (fraction of a CPU) to
+    /// `target`, whose load is now `target_load`.
+    pub(crate) fn move_threshold(&self, target: &NodeInfo, target_load: f64, demand: f64) -> f64 {
+        let added = demand.clamp(0.0, 1.0) * target.process_share();
+        target_load + added * f64::from(self.stability_percent) / 100.0 + self.min_load_difference
+    }
+
+    /// Whether an entry was heard of recently enough to be believed.
+    pub(crate) fn is_fresh(&self, round: &Round, node: &NodeInfo) -> bool {
+        round.now.saturating_sub(node.heard) <= self.stale_after
+    }
+
+    /// Whether a process has stayed long enough since its last move.
+    fn has_resided(&self, process: &Process) -> bool {
+        let moves = process.moves.min(self.residence_moves_cap);
+        process.since_move >= self.min_residence * moves
+    }
+
+    fn floor(&self, info: &NodeInfo, per_mille: u32) -> i128 {
+        i128::from(info.total_memory) * i128::from(per_mille) / 1000
+    }
+}
+
+/// Decides, for the processes running on `round.here`, which should move and where.
+///
+/// Call it once per round (about a second) with this node's fresh entry in `view`, the
+/// processes that run here now (its own and guests) and their statistics. It does no I/O and
+/// is deterministic: the same inputs give the same decisions. Each process gets at most one
+/// decision; every guest gets one when this node expels. If `round.here` is not in the view,
+/// nothing is decided.
+///
+/// The rules, in order of precedence (docs/balancing.md):
+/// 1. expel: every guest goes home, or to a node that would run it better than home;
+/// 2. (`quiet`: nothing more; `stay`: nothing leaves; `lstay`: own processes stay; locked
+///    processes stay; a guest whose home is dead stays, as no move can pass its home);
+/// 3. memory ushering, largest processes first, even against CPU balance;
+/// 4. guests whose forwarded calls cost more than running away gains go home;
+/// 5. processes that have just exec'd go to the best node by load;
+/// 6. CPU-bound processes that paid for their move go to less loaded nodes.
+pub fn decide(
+    policy: &Policy,
+    round: &Round,
+    view: &ClusterView,
+    links: &LinkSpeeds,
+    processes: &[Process],
+) -> Vec<Decision> {
+    let Some(me) = view.get(round.here) else {
+        return Vec::new();
+    };
+    let mut plan = Plan {
+        policy,
+        round,
+        view,
+        links,
+        me,
+        load: view
+            .nodes
+            .iter()
+            .map(|(&id, info)| (id, f64::from(info.load)))
+            .collect(),
+        free: view
+            .nodes
+            .iter()
+            .map(|(&id, info)| (id, i128::from(info.free_memory)))
+            .collect(),
+        sent: BTreeMap::new(),
+        mean_load: OnceCell::new(),
+        allowed: RefCell::new(BTreeMap::new()),
+        moves: 0,
+        decided: BTreeSet::new(),
+        decisions: Vec::new(),
+    };
+    if me.modes.expel {
+        plan.expel(processes);
+    }
+    if me.modes.quiet || me.modes.stay {
+        return plan.decisions;
+    }
+    let movable: Vec<&Process> = processes
+        .iter()
+        .filter(|p| plan.may_leave(p) && !plan.decided.contains(&p.id))
+        .collect();
+    plan.usher(&movable);
+    plan.forward_home(&movable);
+    plan.place(&movable);
+    plan.balance(&movable);
+    plan.decisions
+}
+
+/// One round's work in progress: the loads and free memory as this node's decisions so far
+/// change them.
+struct Plan<'a> {
+    policy: &'a Policy,
+    round: &'a Round,
+    view: &'a ClusterView,
+    links: &'a LinkSpeeds,
+    me: &'a NodeInfo,
+    /// Projected load per node.
+    load: BTreeMap<NodeId, f64>,
+    /// Projected free memory per node (may go below zero on paper).
+    free: BTreeMap<NodeId, i128>,
+    /// Balance and placement moves sent to each node this round.
+    sent: BTreeMap<NodeId, u32>,
+    /// The cluster's mean load, for flood prevention, worked out when first needed.
+    mean_load: OnceCell<f64>,
+    /// What flood prevention allows this node to send to each node this round, worked out
+    /// for each target when first needed.
+    allowed: RefCell<BTreeMap<NodeId, u32>>,
+    /// Balance and placement moves this round.
+    moves: usize,
+    decided: BTreeSet<ProcessId>,
+    decisions: Vec<Decision>,
+}
+
+impl Plan<'_> {
+    fn here(&self) -> NodeId {
+        self.round.here
+    }
+
+    fn load_of(&self, node: NodeId) -> f64 {
+        self.load.get(&node).copied().unwrap_or(f64::INFINITY)
+    }
+
+    fn free_of(&self, node: NodeId) -> i128 {
+        self.free.get(&node).copied().unwrap_or(0)
+    }
+
+    /// The load a process of `demand` adds to `node`.
+    fn share(&self, node: NodeId, demand: f64) -> f64 {
+        self.view.get(node).map_or(f64::INFINITY, |info| {
+            demand.clamp(0.0, 1.0) * info.process_share()
+        })
+    }
+
+    /// Whether `p` may leave this node by itself (not counting expel).
+    fn may_leave(&self, p: &Process) -> bool {
+        let guest = p.is_guest_on(self.here());
+        let kept_home = self.me.modes.lstay && !guest;
+        let home_reachable = !guest || self.view.get(p.id.home).is_some_and(|home| home.alive);
+        !p.locked && !self.me.modes.stay && !kept_home && home_reachable
+    }
+
+    /// Whether `node` may receive `p`, memory aside: up, known recently, able to run
+    /// anything, and taking part (not blocking, expelling or quiet), unless it is `p`'s home,
+    /// which always takes its own processes back.
+    fn accepts(&self, node: NodeId, p: &Process) -> bool {
+        if node == self.here() {
+            return false;
+        }
+        let Some(info) = self.view.get(node) else {
+            return false;
+        };
+        let usable = info.alive
+            && self.policy.is_fresh(self.round, info)
+            && info.process_share().is_finite();
+        let open = node == p.id.home || !(info.modes.block || info.modes.expel || info.modes.quiet);
+        usable && open
+    }
+
+    /// Whether `node` keeps enough free memory after receiving `p`.
+    fn has_room(&self, node: NodeId, p: &Process) -> bool {
+        let Some(info) = self.view.get(node) else {
+            return false;
+        };
+        let needed = i128::from(p.memory.max(p.memory_need));
+        self.free_of(node) - needed >= self.policy.floor(info, self.policy.usher_until_per_mille)
+    }
+
+    /// Whether this node may still send a balance or placement move to `node` this round.
+    fn may_send(&self, node: NodeId) -> bool {
+        let mean = *self
+            .mean_load
+            .get_or_init(|| mean_load(self.policy, self.round, self.view));
+        let allowed = *self
+            .allowed
+            .borrow_mut()
+            .entry(node)
+            .or_insert_with(|| allowance(self.policy, self.round, self.view, node, mean));
+        self.sent.get(&node).copied().unwrap_or(0) < allowed
+    }
+
+    /// Of `candidates` (node, projected load after the move), the least loaded, or one of
+    /// those within `near_equal` of it chosen by hash of this node, the round and the process.
+    fn pick(&self, p: &Process, mut candidates: Vec<(NodeId, f64)>) -> Option<NodeId> {
+        candidates.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        let best = candidates.first()?.1;
+        let near = candidates
+            .iter()
+            .take_while(|c| c.1 <= best + self.policy.near_equal)
+            .count();
+        let key = mix(&[
+            u64::from(self.here().get()),
+            self.round.number,
+            u64::from(p.id.home.get()),
+            u64::from(p.id.pid),
+        ]);
+        Some(candidates[(key % near as u64) as usize].0)
+    }
+
+    /// Records a decision and its effect on the projected loads and memory. `counted_here`
+    /// says whether this node's load already includes the process.
+    fn record(&mut self, p: &Process, to: NodeId, reason: Reason, demand: f64, counted_here: bool) {
+        if counted_here {
+            let here_share = self.share(self.here(), demand);
+            *self.load.entry(self.here()).or_insert(0.0) -= here_share;
+        }
+        let to_share = self.share(to, demand);
+        *self.load.entry(to).or_insert(0.0) += to_share;
+        *self.free.entry(self.here()).or_insert(0) += i128::from(p.memory);
+        *self.free.entry(to).or_insert(0) -= i128::from(p.memory.max(p.memory_need));
+        if matches!(reason, Reason::Balance | Reason::Placement) {
+            *self.sent.entry(to).or_insert(0) += 1;
+            self.moves += 1;
+        }
+        self.decided.insert(p.id);
+        self.decisions.push(if to == p.id.home {
+            Decision::GoHome {
+                process: p.id,
+                why: reason,
+            }
+        } else {
+            Decision::Move {
+                process: p.id,
+                to,
+                reason,
+            }
+        });
+    }
+
+    /// Rule 1: every guest leaves. Home takes it back unless another node would run it better
+    /// by the balance hysteresis and has room; a locked guest, or one whose home is dead (no
+    /// move can pass its home), goes home.
+    fn expel(&mut self, processes: &[Process]) {
+        let here = self.here();
+        for p in processes.iter().filter(|p| p.is_guest_on(here)) {
+            if self.decided.contains(&p.id) {
+                continue;
+            }
+            let demand = p.usage.demand();
+            let home = p.id.home;
+            let home_alive = self.view.get(home).is_some_and(|info| info.alive);
+            let mut to = home;
+            if !p.locked && home_alive {
+                let home_load = if self.accepts(home, p) {
+                    self.load_of(home) + self.share(home, demand)
+                } else {
+                    f64::INFINITY
+                };
+                let others: Vec<(NodeId, f64)> = self
+                    .view
+                    .nodes
+                    .iter()
+                    .filter_map(|(&id, info)| {
+                        let fits = id != home && self.accepts(id, p) && self.has_room(id, p);
+                        let threshold = self.policy.move_threshold(info, self.load_of(id), demand);
+                        (fits && threshold < home_load).then_some((id, threshold))
+                    })
+                    .collect();
+                if let Some(other) = self.pick(p, others) {
+                    to = other;
+                }
+            }
+            self.record(p, to, Reason::Expel, demand, true);
+        }
+    }
+
+    /// Rule 3: when free memory is below the low mark, send the largest processes that fit
+    /// elsewhere to the least loaded nodes with room, until free memory is above the high mark.
+    fn usher(&mut self, movable: &[&Process]) {
+        let below = self
+            .policy
+            .floor(self.me, self.policy.usher_below_per_mille);
+        if i128::from(self.me.free_memory) >= below {
+            return;
+        }
+        let until = self
+            .policy
+            .floor(self.me, self.policy.usher_until_per_mille);
+        let mut largest: Vec<&Process> = movable.to_vec();
+        largest.sort_by(|a, b| b.memory.cmp(&a.memory).then(a.id.cmp(&b.id)));
+        for p in largest {
+            if self.free_of(self.here()) >= until {
+                break;
+            }
+            if p.memory == 0 || self.decided.contains(&p.id) {
+                continue;
+            }
+            let demand = p.usage.demand();
+            let targets: Vec<(NodeId, f64)> = self
+                .view
+                .nodes
+                .keys()
+                .filter(|&&id| self.accepts(id, p) && self.has_room(id, p))
+                .map(|&id| (id, self.load_of(id) + self.share(id, demand)))
+                .collect();
+            if let Some(to) = self.pick(p, targets) {
+                self.record(p, to, Reason::Memory, demand, true);
+            }
+        }
+    }
+
+    /// Rule 4: a guest goes home when its forwarded calls cost more than running here gains.
+    /// Away, a share `f` of its time waits for calls and the rest runs at this node's rate; at
+    /// home the calls are local (taken as free) and it runs at home's rate with it added. The
+    /// speed-up of staying is `rate_here × (1 - f) / rate_home`; it goes home when that is
+    /// below 1 by the margin and `f` itself is at least the margin (otherwise home is merely
+    /// less loaded, which is rule 6's business).
+    fn forward_home(&mut self, movable: &[&Process]) {
+        for p in movable {
+            let home = p.id.home;
+            if !p.is_guest_on(self.here())
+                || self.decided.contains(&p.id)
+                || !self.policy.has_resided(p)
+                || !self.accepts(home, p)
+                || !self.has_room(home, p)
+            {
+                continue;
+            }
+            let (Some(home_info), demand) = (self.view.get(home), p.usage.demand()) else {
+                continue;
+            };
+            let here_rate = self.me.throughput(self.load_of(self.here()));
+            let home_rate =
+                home_info.throughput(self.load_of(home) + self.share(home, demand.max(0.01)));
+            let forwarded = p.usage.forwarded();
+            let speedup = here_rate * (1.0 - forwarded) / home_rate;
+            if forwarded >= self.policy.forwarding_margin
+                && speedup < 1.0 - self.policy.forwarding_margin
+            {
+                self.record(p, home, Reason::Forwarding, demand, true);
+            }
+        }
+    }
+
+    /// Rule 5: a process that has just exec'd (its image is smallest now) goes to the node
+    /// where it would find the lowest load, if that is lower than here by the minimum
+    /// difference. It counts as wanting a whole CPU (it has not run yet), unless declared
+    /// I/O-bound (`mosrun -i`), which keeps it where it is.
+    fn place(&mut self, movable: &[&Process]) {
+        for p in movable {
+            if !p.just_execed || p.class == DecayClass::IoBound || self.decided.contains(&p.id) {
+                continue;
+            }
+            let here_load = self.load_of(self.here()) + self.share(self.here(), 1.0);
+            let targets: Vec<(NodeId, f64)> = if self.moves < self.policy.max_moves_per_round {
+                self.view
+                    .nodes
+                    .keys()
+                    .filter(|&&id| self.accepts(id, p) && self.has_room(id, p))
+                    .filter(|&&id| self.may_send(id))
+                    .map(|&id| (id, self.load_of(id) + self.share(id, 1.0)))
+                    .filter(|&(_, load)| load + self.policy.min_load_difference < here_load)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            match self.pick(p, targets) {
+                Some(to) => self.record(p, to, Reason::Placement, 1.0, false),
+                None => *self.load.entry(self.here()).or_insert(0.0) = here_load,
+            }
+        }
+    }
+
+    /// Rule 6: CPU-bound processes (most demanding first) that have stayed long enough and
+    /// used enough CPU to pay for the move go to a node whose load, with the process's share
+    /// there and the hysteresis, stays below this node's; flood prevention limits how many go
+    /// to one node per round. A process leaving home must also run faster away by the margin,
+    /// counting the share of time its calls took when it was last away.
+    fn balance(&mut self, movable: &[&Process]) {
+        let mut candidates: Vec<&Process> = movable
+            .iter()
+            .copied()
+            .filter(|p| {
+                !p.just_execed
+                    && p.usage.demand() >= self.policy.cpu_bound_demand
+                    && self.policy.has_resided(p)
+            })
+            .collect();
+        candidates.sort_by(|a, b| {
+            b.usage
+                .demand()
+                .min(1.0)
+                .total_cmp(&a.usage.demand().min(1.0))
+                .then(a.memory.cmp(&b.memory))
+                .then(a.id.cmp(&b.id))
+        });
+        for p in candidates {
+            if self.moves >= self.policy.max_moves_per_round {
+                break;
+            }
+            if self.decided.contains(&p.id) {
+                continue;
+            }
+            let demand = p.usage.demand().min(1.0);
+            let here_load = self.load_of(self.here());
+            let here_rate = self.me.throughput(here_load);
+            let targets: Vec<(NodeId, f64)> = self
+                .view
+                .nodes
+                .iter()
+                .filter(|&(&id, _)| self.accepts(id, p) && self.has_room(id, p))
+                .filter(|&(&id, info)| {
+                    self.policy.move_threshold(info, self.load_of(id), demand) < here_load
+                })
+                .filter(|&(&id, _)| self.pays_back(p, id))
+                .filter(|&(&id, info)| {
+                    if p.is_guest_on(self.here()) {
+                        return true;
+                    }
+                    let rate = info.throughput(self.load_of(id) + self.share(id, demand));
+                    let speedup = rate * (1.0 - p.usage.forwarded()) / here_rate;
+                    speedup > 1.0 + self.policy.forwarding_margin
+                })
+                .filter(|&(&id, _)| self.may_send(id))
+                .map(|(&id, _)| (id, self.load_of(id) + self.share(id, demand)))
+                .collect();
+            if let Some(to) = self.pick(p, targets) {
+                self.record(p, to, Reason::Balance, demand, true);
+            }
+        }
+    }
+
+    /// Whether `p` has used enough CPU since its last move to pay for a move to `to`.
+    fn pays_back(&self, p: &Process, to: NodeId) -> bool {
+        let cost = self
+            .links
+            .transfer_time(p.memory, self.here(), to, p.id.home)
+            .as_secs_f64();
+        p.usage.cpu_since_move().as_secs_f64() >= cost * self.policy.payback_factor
+    }
+}
