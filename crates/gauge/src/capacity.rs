@@ -34,10 +34,10 @@ impl Capacity {
             .and_then(count_cpu_list)
             .ok_or_else(|| malformed(&status_path, "no Cpus_allowed_list line"))?;
         let mut cpus = f64::from(online.min(affinity).max(1));
-        if let Some(place) = &layout.cpu {
-            if let Some(quota) = cpu_quota(place)? {
-                cpus = cpus.min(quota);
-            }
+        if let Some(place) = &layout.cpu
+            && let Some(quota) = cpu_quota(place)?
+        {
+            cpus = cpus.min(quota);
         }
 
         let meminfo_path = root.path("/proc/meminfo");

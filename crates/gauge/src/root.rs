@@ -35,7 +35,8 @@ impl Root {
         }
     }
 
-    /// The same tree, measured for the node that holds process `pid` (its cgroups, its affinity).
+    /// The same tree, measured for the node that holds process `pid` (its cgroups, its
+    /// affinity). If that process exits, the gauge goes on measuring the cgroups it was in.
     pub fn for_pid(self, pid: u32) -> Root {
         Root {
             pid: Some(pid),

@@ -183,6 +183,7 @@ fn load_counts_the_cgroup_run_queue_in_mosix_units() {
     t.put(&format!("{cg}/job/cgroup.threads"), "102\n");
     t.put("sys/devices/system/cpu/online", "0-1\n");
     let mut g = t.gauge();
+    assert_eq!(g.sample_every(), Duration::from_secs(1));
     let t0 = Instant::now();
     let ms = 1_000_000u64;
     // Task 101 runs all the time, task 102 runs half and waits half: 2 runnable on 2 CPUs,
@@ -259,6 +260,7 @@ fn the_root_cgroup_makes_the_machine_the_node() {
     }
     let r = g.reading();
     assert!((r.runnable - 4.0).abs() < 1e-9, "{r:?}");
+    assert_eq!(g.sample_every(), Duration::from_millis(100));
     assert_eq!((r.cpus, r.load, r.utilisation_pct), (4.0, 100, 75), "{r:?}");
 }
 
