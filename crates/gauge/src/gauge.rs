@@ -11,7 +11,7 @@ use nix::unistd::{SysconfVar, sysconf};
 use crate::GaugeError;
 use crate::capacity::Capacity;
 use crate::cgroup::{Layout, Place, Version};
-use crate::root::{Root, malformed, read, read_optional};
+use crate::root::{Root, malformed, read, read_optional, read_proc_small};
 use crate::smooth::{Smoother, mosix_units};
 use crate::speed::measure_speed;
 
@@ -244,9 +244,10 @@ impl Gauge {
         };
         let mut tids = Vec::new();
         list_tasks(&place.dir, list, &mut tids)?;
+        let mut buf = [0u8; 256];
         for tid in tids {
             let path = self.root.path(format!("/proc/{tid}/schedstat"));
-            let Some(text) = read_optional(&path)? else {
+            let Some(text) = read_proc_small(&path, &mut buf)? else {
                 continue;
             };
             let mut f = text.split_whitespace().map(str::parse::<u64>);
