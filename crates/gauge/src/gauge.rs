@@ -199,13 +199,20 @@ impl Gauge {
                 let (mut runnable, mut on_cpu) = (0u64, 0u64);
                 for (tid, now) in tasks {
                     // A task not seen before (new, or moved in) counts for at most the interval.
-                    let (r, c) = match old.get(tid) {
+                    // A TID whose counters went back is a new task that reuses the number.
+                    let seen = old
+                        .get(tid)
+                        .filter(|was| now.on_cpu >= was.on_cpu && now.waiting >= was.waiting);
+                    let (r, c) = match seen {
                         Some(was) => (
                             now.on_cpu.saturating_sub(was.on_cpu)
                                 + now.waiting.saturating_sub(was.waiting),
                             now.on_cpu.saturating_sub(was.on_cpu),
                         ),
-                        None => ((now.on_cpu + now.waiting).min(cap), now.on_cpu.min(cap)),
+                        None => (
+                            now.on_cpu.saturating_add(now.waiting).min(cap),
+                            now.on_cpu.min(cap),
+                        ),
                     };
                     runnable += r.min(cap);
                     on_cpu += c.min(cap);

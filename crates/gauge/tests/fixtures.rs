@@ -239,6 +239,12 @@ fn a_task_first_seen_counts_for_at_most_the_interval() {
     let r = g.reading();
     assert!((r.runnable - 1.0).abs() < 1e-9, "{r:?}");
     assert_eq!(r.utilisation_pct, 100, "{r:?}");
+    // The TID comes back as a new task that waited 0.5 s of the next second and never ran.
+    set_tasks(&t, &[(300, 0, 500_000_000)]);
+    g.sample(t0 + Duration::from_secs(2)).unwrap();
+    let r = g.reading();
+    assert!((r.runnable - 0.5).abs() < 1e-9, "{r:?}");
+    assert_eq!(r.utilisation_pct, 0, "{r:?}");
 }
 
 #[test]

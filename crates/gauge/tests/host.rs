@@ -73,11 +73,11 @@ fn spinner() {
 #[test]
 fn a_busy_child_cgroup_raises_the_load() {
     if !nix::unistd::geteuid().is_root() {
-        println!("skipped: needs root to create cgroups");
+        skip("needs root to create cgroups");
         return;
     }
     let Some(cg) = TestCgroup::create(&format!("rmosix-gauge-test-{}", process::id())) else {
-        println!("skipped: no cgroup hierarchy with the cpu and memory controllers");
+        skip("no cgroup hierarchy with the cpu and memory controllers");
         return;
     };
     let mut child = Spinner::start();
@@ -122,6 +122,14 @@ fn a_busy_child_cgroup_raises_the_load() {
         after.load < busy.load && after.load >= busy.load / 2,
         "{after:?}"
     );
+}
+
+/// Says why the test does not run; under `RMOSIX_REQUIRE_ROOT=1` (CI) a skip is a failure.
+fn skip(why: &str) {
+    if std::env::var_os("RMOSIX_REQUIRE_ROOT").is_some_and(|v| v == "1") {
+        panic!("skipped: {why} (RMOSIX_REQUIRE_ROOT=1 forbids skipping)");
+    }
+    println!("skipped: {why}");
 }
 
 /// Samples `fast` `n` times, 100 ms apart, and `slow` every tenth time (once a second, as
