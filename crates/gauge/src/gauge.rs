@@ -132,9 +132,12 @@ impl Gauge {
             self.last = Some((then, before));
             return Ok(());
         };
-        let (runnable, busy) = self.interval(&before, &counters, dt);
+        let interval = self.interval(&before, &counters, dt);
         self.last = Some((now, counters));
-        if self.smoother.push(dt, runnable, busy) {
+        // None: the node changed between machine and cgroup; the next sample compares again.
+        if let Some((runnable, busy)) = interval
+            && self.smoother.push(dt, runnable, busy)
+        {
             self.refresh()?;
         }
         Ok(())
@@ -184,8 +187,9 @@ impl Gauge {
         self.layout.cpu.as_ref().filter(|p| !p.is_root())
     }
 
-    /// Average runnable tasks and busy CPUs between two readings `dt` apart.
-    fn interval(&self, before: &Counters, after: &Counters, dt: Duration) -> (f64, f64) {
+    /// Average runnable tasks and busy CPUs between two readings `dt` apart; `None` if they
+    /// are not of the same kind.
+    fn interval(&self, before: &Counters, after: &Counters, dt: Duration) -> Option<(f64, f64)> {
         let dt_ns = dt.as_nanos() as f64;
         match (before, after) {
             (
@@ -221,7 +225,7 @@ impl Gauge {
                     (Some(a), Some(b)) => b.saturating_sub(*a).as_nanos() as f64,
                     _ => on_cpu as f64,
                 };
-                (runnable as f64 / dt_ns, busy / dt_ns)
+                Some((runnable as f64 / dt_ns, busy / dt_ns))
             }
             (
                 Counters::Machine { busy_ticks: b0, .. },
@@ -232,10 +236,9 @@ impl Gauge {
             ) => {
                 let busy = b1.saturating_sub(*b0) as f64 / self.clock_ticks / dt.as_secs_f64();
                 // A snapshot at the end of the interval, as MOSIX samples the run queue at ticks.
-                (f64::from(*running), busy)
+                Some((f64::from(*running), busy))
             }
-            // The node moved between machine and cgroup scope: nothing to compare.
-            _ => (0.0, 0.0),
+            _ => None,
         }
     }
 
