@@ -67,8 +67,9 @@ pub trait Daemon {
 pub struct Placement {
     /// The node to run on.
     pub node: u16,
-    /// `-F`: if it cannot go there, it runs at home. Otherwise it is killed before it ran
-    /// any of its own code, and `supervise` fails with the reason.
+    /// `-F`: if it cannot go there, it runs at home. Otherwise, when the node refuses it at
+    /// once (unknown, down, unwilling), it is killed before it ran any of its own code, and
+    /// `supervise` fails with the reason; a move that fails later leaves it running at home.
     pub fallback: bool,
 }
 
@@ -1005,9 +1006,8 @@ impl Supervisor<'_> {
 
     /// The main program stopped at its exec: if it was placed, order its move now, once (a
     /// later exec does not move it again). Greeting the node is part of the order, so a
-    /// node that is down, unknown or unwilling answers before the program runs; one that
-    /// fails later, during the rounds, leaves it running here, where it is killed too
-    /// unless `fallback`.
+    /// node that is down, unknown or unwilling answers before the program runs; a move that
+    /// fails later, during the rounds, leaves it running here, as `fallback` would.
     fn place_main(&mut self) {
         let Some(placement) = self.placement else {
             return;
@@ -1018,6 +1018,11 @@ impl Supervisor<'_> {
             to: Some(placement.node),
         };
         self.handle(self.main, order);
+        // Not refused at once: the program runs from here on while its rounds go. Should the
+        // move fail now (or the program end first), it has run, and runs on at home.
+        if let Some(placing) = self.placing.as_mut() {
+            placing.fallback = true;
+        }
     }
 
     /// The placement move of the main program `pid` ended with `result`.
