@@ -136,6 +136,14 @@ impl Hosted {
         self.guests.values().filter(|g| g.process.is_some()).count()
     }
 
+    /// Each hosted process by its home node and PID there.
+    pub fn homes(&self) -> Vec<(u16, i32)> {
+        self.guests
+            .values()
+            .filter_map(|g| Some((g.home_node, g.process?.home_pid)))
+            .collect()
+    }
+
     /// What each hosted process is, for a listing: read under the lock, while the figures are
     /// read from the kernel after it (see [`figures`]).
     pub fn entries(&self) -> Vec<Entry> {

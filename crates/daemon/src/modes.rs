@@ -1,0 +1,372 @@
+//! The node's modes and the operator's verbs on them (`mosctl block|noblock|expel|bring`), and
+//! the questions anyone may ask about the map (`mosctl whois|isup`). See docs/modes.md.
+//!
+//! A blocked node accepts no new guests: `peer` answers a session with [`SESSION_BLOCKED`]
+//! instead of starting a guest, and the home side turns that into `MoveError::Blocked`.
+//! Guests already here stay. The mode lives in memory only: a restarted daemon accepts guests
+//! again, as a rebooted MOSIX node did.
+//!
+//! `expel` blocks the node and asks the home daemon of each hosted process, over an
+//! authenticated link ([`Purpose::Recall`]), to order the process's supervisor to bring it
+//! home: the same move as `migrate PID home`, with its guarantees (the process runs on here if
+//! home cannot take it; it is never lost by the order). `bring` gives the same order to the
+//! supervisors of this node for each of their processes that runs elsewhere.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use rmosix_config::{Host, Map, NodeId};
+use rmosix_transport::LinkError;
+use rmosix_wire::{LinkHello, MoveError, Purpose, Recalled, Reply};
+
+use crate::chain;
+use crate::daemon::Shared;
+use crate::table::Refusal;
+
+/// What a blocked node answers on a session link instead of [`crate::peer::SESSION_READY`].
+pub(crate) const SESSION_BLOCKED: &[u8] = b"blocked";
+
+/// How long one process may take to come home for `expel` or `bring`. A move of a 1 GiB
+/// process over a slow link takes tens of seconds; past this, something is wrong, and the
+/// process is reported as not moved (its move, if started, goes on and ends as any would).
+const MOVE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long connecting to a home daemon for a recall may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many processes `expel` and `bring` move at once: each move holds a link and its
+/// supervisor's attention, and many at once would only share the same links.
+const CONCURRENT_MOVES: usize = 8;
+/// How many times `expel` looks again for guests: one that was arriving while the node was
+/// blocked registers its process only after the first look.
+const EXPEL_ROUNDS: usize = 3;
+
+/// Why the caller may not use a root-only verb, or `None` if it may: root, or the user the
+/// daemon runs as (a daemon started by an ordinary user for development is that user's).
+pub(crate) fn refuse_unless_root(uid: u32) -> Option<Reply> {
+    let daemon_uid = nix::unistd::geteuid().as_raw();
+    (uid != 0 && uid != daemon_uid).then(|| Reply::Error {
+        message: "permission denied (root only)".to_owned(),
+    })
+}
+
+/// `mosctl block` / `noblock`.
+pub(crate) fn set_blocked(shared: &Shared, blocked: bool, by: u32) -> Reply {
+    let was = shared.set_blocked(blocked);
+    if was != blocked {
+        info!(blocked, by, "node mode changed");
+    }
+    Reply::Ok
+}
+
+/// `mosctl expel`: block, then send every guest home and wait for each to go or fail.
+pub(crate) async fn expel(shared: &Arc<Shared>, by: u32) -> Reply {
+    shared.set_blocked(true);
+    info!(by, "expelling guests");
+    let mut tried = std::collections::HashSet::new();
+    let mut moved = 0;
+    let mut failures = Vec::new();
+    for _ in 0..EXPEL_ROUNDS {
+        let homes: Vec<(u16, i32)> = shared
+            .hosted()
+            .homes()
+            .into_iter()
+            .filter(|home| tried.insert(*home))
+            .collect();
+        if homes.is_empty() {
+            break;
+        }
+        let (m, f) = each_limited(homes, |(node, pid)| {
+            let shared = shared.clone();
+            async move {
+                recall(&shared, node, pid)
+                    .await
+                    .map_err(|why| format!("process {pid} (home node {node}): {why}"))
+            }
+        })
+        .await;
+        moved += m;
+        failures.extend(f);
+    }
+    info!(moved, failed = failures.len(), "guests expelled");
+    sent(moved, failures)
+}
+
+/// `mosctl bring`: order every supervised process of this node that runs elsewhere home.
+pub(crate) async fn bring(shared: &Arc<Shared>, by: u32) -> Reply {
+    let away = shared.table().away();
+    info!(by, processes = away.len(), "bringing processes home");
+    let (moved, failures) = each_limited(away, |(pid, at)| {
+        let shared = shared.clone();
+        async move {
+            come_home(&shared, pid)
+                .await
+                .map_err(|why| format!("process {pid} (at node {at}): {why}"))
+        }
+    })
+    .await;
+    info!(moved, failed = failures.len(), "processes brought home");
+    sent(moved, failures)
+}
+
+fn sent(moved: usize, mut failures: Vec<String>) -> Reply {
+    failures.sort();
+    Reply::Sent {
+        moved: moved.try_into().unwrap_or(u32::MAX),
+        failures,
+    }
+}
+
+/// Run `task` on each item, at most [`CONCURRENT_MOVES`] at a time; count the successes and
+/// collect the failures.
+async fn each_limited<T, F, Fut>(items: Vec<T>, task: F) -> (usize, Vec<String>)
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let mut running = JoinSet::new();
+    let mut moved = 0;
+    let mut failures = Vec::new();
+    let mut tally = |done: Result<Result<(), String>, tokio::task::JoinError>| match done {
+        Ok(Ok(())) => moved += 1,
+        Ok(Err(why)) => failures.push(why),
+        Err(e) => failures.push(format!("a move's task failed: {e}")),
+    };
+    for item in items {
+        while running.len() >= CONCURRENT_MOVES {
+            if let Some(done) = running.join_next().await {
+                tally(done);
+            }
+        }
+        running.spawn(task(item));
+    }
+    while let Some(done) = running.join_next().await {
+        tally(done);
+    }
+    (moved, failures)
+}
+
+/// Order process `pid` of this node home through its supervisor, and wait for the answer.
+pub(crate) async fn come_home(shared: &Shared, pid: i32) -> Result<(), String> {
+    let started = shared.table().start_migrate(pid, None);
+    let (id, waiter) = match started {
+        Ok(started) => started,
+        Err(Refusal::AlreadyThere) => return Ok(()),
+        Err(Refusal::Busy) => return Err(MoveError::Busy.to_string()),
+        Err(Refusal::NotSupervised) => {
+            return Err("it is not running under mosrun (it ended?)".to_owned());
+        }
+        Err(Refusal::SupervisorGone) => return Err("its supervisor has gone".to_owned()),
+    };
+    info!(pid, order = id, "bringing home");
+    match tokio::time::timeout(MOVE_TIMEOUT, waiter).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(why))) => Err(why.to_string()),
+        Ok(Err(_)) => Err("its supervisor went away during the move".to_owned()),
+        Err(_) => {
+            shared.table().cancel(id);
+            Err(format!(
+                "it did not come home within {} s",
+                MOVE_TIMEOUT.as_secs()
+            ))
+        }
+    }
+}
+
+/// Why a recall got no proper answer.
+#[derive(Debug, thiserror::Error)]
+enum RecallError {
+    #[error("node {0} is not in the map")]
+    Unknown(u16),
+    #[error("cannot find the address of node {node}")]
+    Address {
+        node: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node {0} does not answer")]
+    Timeout(u16),
+    #[error("the link to node {node} failed")]
+    Link {
+        node: u16,
+        #[source]
+        source: LinkError,
+    },
+    #[error("node {0} closed the link without an answer")]
+    NoAnswer(u16),
+    #[error("node {0} answered nonsense")]
+    BadAnswer(u16),
+}
+
+/// Ask the daemon of `node` to bring its process `pid` home from here, and wait for the
+/// outcome of the move.
+async fn recall(shared: &Shared, node: u16, pid: i32) -> Result<(), String> {
+    match ask_recall(shared, node, pid).await {
+        Ok(Recalled::Home) => {
+            info!(node, pid, "guest went home");
+            Ok(())
+        }
+        Ok(Recalled::Failed(why)) => Err(why.to_string()),
+        Ok(Recalled::Refused(why)) => Err(why),
+        Err(e) => {
+            warn!(node, pid, "cannot send a guest home: {}", chain(&e));
+            Err(chain(&e))
+        }
+    }
+}
+
+async fn ask_recall(shared: &Shared, node: u16, pid: i32) -> Result<Recalled, RecallError> {
+    let id = NodeId::new(node)
+        .filter(|&id| shared.map.node(id).is_some())
+        .ok_or(RecallError::Unknown(node))?;
+    let addr = shared
+        .peer_addr(id)
+        .await
+        .map_err(|source| RecallError::Address { node, source })?;
+    let link_err = |source| RecallError::Link { node, source };
+    let mut link = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        rmosix_transport::connect(addr, &shared.key),
+    )
+    .await
+    .map_err(|_| RecallError::Timeout(node))?
+    .map_err(link_err)?;
+    let hello = LinkHello::new(shared.own.get(), Purpose::Recall { pid });
+    link.send(&hello.encode()).await.map_err(link_err)?;
+    // The move itself is bounded at home by MOVE_TIMEOUT; a little more here lets its answer
+    // arrive.
+    let answer = tokio::time::timeout(MOVE_TIMEOUT + CONNECT_TIMEOUT, link.recv())
+        .await
+        .map_err(|_| RecallError::Timeout(node))?
+        .map_err(link_err)?
+        .ok_or(RecallError::NoAnswer(node))?;
+    Recalled::decode(&answer).map_err(|_| RecallError::BadAnswer(node))
+}
+
+/// Serve a peer's [`Purpose::Recall`]: `from` hosts our process `pid` and sends it away.
+/// Only a process our table places at `from` is ordered home, so a peer can recall no
+/// process but those it hosts (which it could end anyway).
+pub(crate) async fn answer_recall(shared: &Shared, from: u16, pid: i32) -> Recalled {
+    match shared.table().location(pid) {
+        Some(Some(at)) if at == from => {}
+        _ => {
+            warn!(from, pid, "recall refused: the process does not run there");
+            return Recalled::Refused(format!(
+                "process {pid} of node {} does not run at node {from}",
+                shared.own.get()
+            ));
+        }
+    }
+    info!(from, pid, "recalled by its host");
+    match come_home(shared, pid).await {
+        Ok(()) => Recalled::Home,
+        Err(why) => Recalled::Refused(why),
+    }
+}
+
+/// What `whois` found: a node and its main host.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Found<'a> {
+    pub node: NodeId,
+    pub host: &'a Host,
+}
+
+/// `mosctl whois [QUERY]`: the node a number, an address or a host name of the map names
+/// (any of its addresses, aliases included), or this node when there is no query.
+pub(crate) fn whois<'a>(
+    map: &'a Map,
+    own: NodeId,
+    query: Option<&str>,
+) -> Result<Found<'a>, String> {
+    let found = |node: &'a rmosix_config::Node| Found {
+        node: node.id,
+        host: &node.host,
+    };
+    let Some(query) = query.map(str::trim) else {
+        return map
+            .node(own)
+            .map(found)
+            .ok_or_else(|| format!("this node ({own}) is not in {}", map.path().display()));
+    };
+    let missing = || format!("no node {query} in {}", map.path().display());
+    if let Ok(n) = query.parse::<u16>() {
+        return NodeId::new(n)
+            .and_then(|id| map.node(id))
+            .map(found)
+            .ok_or_else(missing);
+    }
+    let matches = |host: &Host| match (host, query.parse::<IpAddr>()) {
+        (Host::Ip(ip), Ok(asked)) => ip.to_canonical() == asked.to_canonical(),
+        (Host::Name(name), _) => name.eq_ignore_ascii_case(query),
+        (Host::Ip(_), Err(_)) => false,
+    };
+    map.nodes()
+        .find(|node| node.hosts().any(matches))
+        .map(found)
+        .ok_or_else(missing)
+}
+
+/// Answer a `whois` request.
+pub(crate) fn whois_reply(shared: &Shared, query: Option<&str>) -> Reply {
+    match whois(&shared.map, shared.own, query) {
+        Ok(found) => Reply::Whois {
+            node: found.node.get(),
+            host: found.host.to_string(),
+        },
+        Err(message) => Reply::Error { message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn map() -> Map {
+        Map::parse(
+            "1 10.0.0.1 3\n7 node7.example 1\nALIAS 10.1.0.7 7\n",
+            Path::new("/etc/mosix.map"),
+        )
+        .unwrap()
+    }
+
+    fn ask(query: Option<&str>) -> Result<(u16, String), String> {
+        let map = map();
+        whois(&map, NodeId::new(2).unwrap(), query).map(|f| (f.node.get(), f.host.to_string()))
+    }
+
+    #[test]
+    fn whois_maps_numbers_to_addresses_and_back() {
+        assert_eq!(ask(None), Ok((2, "10.0.0.2".into())));
+        assert_eq!(ask(Some("3")), Ok((3, "10.0.0.3".into())));
+        assert_eq!(ask(Some("10.0.0.3")), Ok((3, "10.0.0.3".into())));
+        assert_eq!(ask(Some("::ffff:10.0.0.1")), Ok((1, "10.0.0.1".into())));
+        assert_eq!(ask(Some("NODE7.example")), Ok((7, "node7.example".into())));
+        assert_eq!(ask(Some("10.1.0.7")), Ok((7, "node7.example".into())));
+    }
+
+    #[test]
+    fn whois_names_what_the_map_lacks() {
+        for query in ["4", "0", "10.0.0.9", "nowhere", "", "-1", "99999"] {
+            let err = ask(Some(query)).unwrap_err();
+            assert_eq!(err, format!("no node {query} in /etc/mosix.map"));
+        }
+    }
+
+    #[test]
+    fn only_root_and_the_daemons_user_are_root_here() {
+        assert_eq!(refuse_unless_root(0), None);
+        let me = nix::unistd::geteuid().as_raw();
+        assert_eq!(refuse_unless_root(me), None);
+        let stranger = if me == 65534 { 65533 } else { 65534 };
+        assert_eq!(
+            refuse_unless_root(stranger),
+            Some(Reply::Error {
+                message: "permission denied (root only)".into()
+            })
+        );
+    }
+}
