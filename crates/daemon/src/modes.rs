@@ -327,7 +327,7 @@ mod tests {
 
     fn map() -> Map {
         Map::parse(
-            "1 10.0.0.1 3\n7 node7.example 1\nALIAS 10.1.0.7 7\n",
+            "1 10.0.0.1 3\n7 node7.example 1\n7 10.1.0.7 ALIAS\n",
             Path::new("/etc/mosix.map"),
         )
         .unwrap()
