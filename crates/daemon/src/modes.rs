@@ -103,7 +103,7 @@ pub(crate) async fn bring(shared: &Arc<Shared>, by: u32) -> Reply {
         async move {
             come_home(&shared, pid)
                 .await
-                .map_err(|why| format!("process {pid} (at node {at}): {why}"))
+                .map_err(|why| format!("process {pid} (at node {at}): {}", reason(why)))
         }
     })
     .await;
@@ -148,30 +148,39 @@ where
     (moved, failures)
 }
 
-/// Order process `pid` of this node home through its supervisor, and wait for the answer.
-pub(crate) async fn come_home(shared: &Shared, pid: i32) -> Result<(), String> {
+/// Order process `pid` of this node home through its supervisor, and wait for the answer:
+/// `Ok` when it is home, else the failed move's error or why no move was made.
+pub(crate) async fn come_home(shared: &Shared, pid: i32) -> Result<(), Recalled> {
+    let refused = |why: &str| Err(Recalled::Refused(why.to_owned()));
     let started = shared.table().start_migrate(pid, None);
     let (id, waiter) = match started {
         Ok(started) => started,
         Err(Refusal::AlreadyThere) => return Ok(()),
-        Err(Refusal::Busy) => return Err(MoveError::Busy.to_string()),
-        Err(Refusal::NotSupervised) => {
-            return Err("it is not running under mosrun (it ended?)".to_owned());
-        }
-        Err(Refusal::SupervisorGone) => return Err("its supervisor has gone".to_owned()),
+        Err(Refusal::Busy) => return Err(Recalled::Failed(MoveError::Busy)),
+        Err(Refusal::NotSupervised) => return refused("it is not running under mosrun"),
+        Err(Refusal::SupervisorGone) => return refused("its supervisor has gone"),
     };
     info!(pid, order = id, "bringing home");
     match tokio::time::timeout(MOVE_TIMEOUT, waiter).await {
         Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(why))) => Err(why.to_string()),
-        Ok(Err(_)) => Err("its supervisor went away during the move".to_owned()),
+        Ok(Ok(Err(why))) => Err(Recalled::Failed(why)),
+        Ok(Err(_)) => refused("its supervisor went away during the move"),
         Err(_) => {
             shared.table().cancel(id);
-            Err(format!(
+            refused(&format!(
                 "it did not come home within {} s",
                 MOVE_TIMEOUT.as_secs()
             ))
         }
+    }
+}
+
+/// A recall's outcome other than home, as a line of `expel`'s or `bring`'s report.
+fn reason(not_home: Recalled) -> String {
+    match not_home {
+        Recalled::Home => "it is home".to_owned(),
+        Recalled::Failed(why) => why.to_string(),
+        Recalled::Refused(why) => why,
     }
 }
 
@@ -208,8 +217,7 @@ async fn recall(shared: &Shared, node: u16, pid: i32) -> Result<(), String> {
             info!(node, pid, "guest went home");
             Ok(())
         }
-        Ok(Recalled::Failed(why)) => Err(why.to_string()),
-        Ok(Recalled::Refused(why)) => Err(why),
+        Ok(not_home) => Err(reason(not_home)),
         Err(e) => {
             warn!(node, pid, "cannot send a guest home: {}", chain(&e));
             Err(chain(&e))
@@ -262,7 +270,7 @@ pub(crate) async fn answer_recall(shared: &Shared, from: u16, pid: i32) -> Recal
     info!(from, pid, "recalled by its host");
     match come_home(shared, pid).await {
         Ok(()) => Recalled::Home,
-        Err(why) => Recalled::Refused(why),
+        Err(not_home) => not_home,
     }
 }
 

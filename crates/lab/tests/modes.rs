@@ -1,5 +1,6 @@
 //! The node modes and map questions of `mosctl` in 3-node labs, as an operator uses them: a
-//! blocked node refuses new guests with the reason and keeps the ones it has, `noblock` lets
+//! blocked node refuses new guests with the reason (a `migrate`, a move on from another node,
+//! `mosrun -N`) and keeps the ones it has, `noblock` lets
 //! them in again, `expel` sends every guest home (none lost) and leaves the node blocked,
 //! `bring` brings a node's processes home, only root may do any of this, and anyone may ask
 //! `whois` and `isup`, whose "no" for a stopped daemon comes within a bound.
@@ -232,6 +233,19 @@ fn a_blocked_node_refuses_new_guests_keeps_its_own_and_noblock_lets_them_in() {
         home.log()
     );
     assert_eq!(location(&job), 3);
+    // A program started for node 2 is refused before it runs, or runs at home with -F.
+    let said = "print('ran')";
+    let refused = run(home, "mosrun", &["-2", PYTHON, "-c", said]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("cannot start it on node 2")
+            && refused.stderr.contains("node 2 is blocked"),
+        "{refused:?}"
+    );
+    assert_eq!(refused.stdout, "");
+    let fallen = run(home, "mosrun", &["-2", "-F", PYTHON, "-c", said]);
+    assert!(fallen.status.success(), "{fallen:?}");
+    assert_eq!(fallen.stdout, "ran\n");
 
     mosctl(two, &["noblock"]);
     move_to(home, job.pid(), "2");

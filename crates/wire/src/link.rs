@@ -72,7 +72,8 @@ pub enum Recalled {
     Home,
     /// The move failed; the process runs on where it was unless the error says otherwise.
     Failed(crate::MoveError),
-    /// No move was ordered, for this reason (e.g. the process does not run at the sender).
+    /// No move was made, for this reason: the process does not run at the sender, its
+    /// supervisor has gone, or it did not come home in time.
     Refused(String),
 }
 
