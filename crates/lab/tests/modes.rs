@@ -412,3 +412,50 @@ fn bring_brings_home_the_processes_that_run_elsewhere() {
     finish_ticks(near, &near_go);
     finish_ticks(stays, &stays_go);
 }
+
+#[test]
+fn a_guest_whose_home_does_not_answer_stays_through_expel_and_goes_once_it_does() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(3);
+    let (one, two, three) = (lab.node(1), lab.node(2), lab.node(3));
+    let (near, near_go) = ticks_job(&lab, one, "stay-1");
+    let (far, far_go) = ticks_job(&lab, three, "stay-3");
+    move_to(one, near.pid(), "2");
+    move_to(three, far.pid(), "2");
+    if let Err(e) = three.stop_daemon() {
+        panic!("{e}");
+    }
+
+    // Node 1's guest goes; node 3's stays, named with the reason, and runs on.
+    let partly = run(two, "mosctl", &["expel"]);
+    assert_eq!(partly.status.code(), Some(1), "{partly:?}");
+    let prefix = format!("mosctl: expel: process {} (home node 3): ", far.pid());
+    assert!(
+        partly.stderr.starts_with(&prefix) && partly.stderr.lines().count() == 1,
+        "{partly:?}"
+    );
+    assert_eq!(location(&near), 1);
+    assert_eq!(guests(two), vec![(3, far.pid())]);
+
+    // Once node 3's daemon is back and its supervisor registered again, expel sends it home.
+    if let Err(e) = three.start_daemon() {
+        panic!("{e}");
+    }
+    wait_until(
+        "node 3's supervisor registers again",
+        || far.location().is_ok(),
+        || three.log(),
+    );
+    assert_eq!(location(&far), 2);
+    mosctl(two, &["expel"]);
+    assert_eq!(location(&far), 3);
+    wait_until(
+        "node 2 hosts nothing",
+        || guests(two).is_empty(),
+        || two.log(),
+    );
+    finish_ticks(near, &near_go);
+    finish_ticks(far, &far_go);
+}
