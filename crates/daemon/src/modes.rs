@@ -12,6 +12,7 @@
 //! home cannot take it; it is never lost by the order). `bring` gives the same order to the
 //! supervisors of this node for each of their processes that runs elsewhere.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,9 +40,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many processes `expel` and `bring` move at once: each move holds a link and its
 /// supervisor's attention, and many at once would only share the same links.
 const CONCURRENT_MOVES: usize = 8;
-/// How many times `expel` looks again for guests: one that was arriving while the node was
-/// blocked registers its process only after the first look.
-const EXPEL_ROUNDS: usize = 3;
+/// How long `expel` and `bring` try again a process that is in the middle of another move
+/// (arriving here as the node blocked, say): as long as a large move may take.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+/// How long they wait before they try such a process again.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Why the caller may not use a root-only verb, or `None` if it may: root, or the user the
 /// daemon runs as (a daemon started by an ordinary user for development is that user's).
@@ -65,47 +68,41 @@ pub(crate) fn set_blocked(shared: &Shared, blocked: bool, by: u32) -> Reply {
 pub(crate) async fn expel(shared: &Arc<Shared>, by: u32) -> Reply {
     shared.set_blocked(true);
     info!(by, "expelling guests");
-    let mut tried = std::collections::HashSet::new();
-    let mut moved = 0;
-    let mut failures = Vec::new();
-    for _ in 0..EXPEL_ROUNDS {
-        let homes: Vec<(u16, i32)> = shared
-            .hosted()
-            .homes()
-            .into_iter()
-            .filter(|home| tried.insert(*home))
-            .collect();
-        if homes.is_empty() {
-            break;
-        }
-        let (m, f) = each_limited(homes, |(node, pid)| {
+    let (moved, failures) = in_rounds(
+        || shared.hosted().homes(),
+        |(node, pid)| {
             let shared = shared.clone();
             async move {
-                recall(&shared, node, pid)
-                    .await
-                    .map_err(|why| format!("process {pid} (home node {node}): {why}"))
+                recall(&shared, node, pid).await.map_err(|not| NotSent {
+                    line: format!("process {pid} (home node {node}): {}", not.line),
+                    again: not.again,
+                })
             }
-        })
-        .await;
-        moved += m;
-        failures.extend(f);
-    }
+        },
+    )
+    .await;
     info!(moved, failed = failures.len(), "guests expelled");
     sent(moved, failures)
 }
 
 /// `mosctl bring`: order every supervised process of this node that runs elsewhere home.
 pub(crate) async fn bring(shared: &Arc<Shared>, by: u32) -> Reply {
-    let away = shared.table().away();
-    info!(by, processes = away.len(), "bringing processes home");
-    let (moved, failures) = each_limited(away, |(pid, at)| {
-        let shared = shared.clone();
-        async move {
-            come_home(&shared, pid)
-                .await
-                .map_err(|why| format!("process {pid} (at node {at}): {}", reason(why)))
-        }
-    })
+    info!(by, "bringing processes home");
+    let (moved, failures) = in_rounds(
+        || shared.table().away(),
+        |(pid, at)| {
+            let shared = shared.clone();
+            async move {
+                come_home(&shared, pid).await.map_err(|not| {
+                    let again = not == Recalled::Failed(MoveError::Busy);
+                    NotSent {
+                        line: format!("process {pid} (at node {at}): {}", reason(not)),
+                        again,
+                    }
+                })
+            }
+        },
+    )
     .await;
     info!(moved, failed = failures.len(), "processes brought home");
     sent(moved, failures)
@@ -119,33 +116,87 @@ fn sent(moved: usize, mut failures: Vec<String>) -> Reply {
     }
 }
 
-/// Run `task` on each item, at most [`CONCURRENT_MOVES`] at a time; count the successes and
-/// collect the failures.
-async fn each_limited<T, F, Fut>(items: Vec<T>, task: F) -> (usize, Vec<String>)
+/// Why a process was not sent: a line for the operator, and whether to try again (it was in
+/// the middle of another move, which ends soon).
+struct NotSent {
+    line: String,
+    again: bool,
+}
+
+/// Send the processes `list` names, round after round, until a round finds none it has not
+/// settled: at most [`CONCURRENT_MOVES`] at a time, a process in another move tried again
+/// after [`RETRY_PAUSE`] until [`RETRY_FOR`] has passed, and processes that appear meanwhile
+/// (a guest that was arriving as the node blocked) in the next round. Returns how many went
+/// and a line for each that did not.
+async fn in_rounds<K, L, F, Fut>(list: L, send: F) -> (usize, Vec<String>)
 where
-    F: Fn(T) -> Fut,
-    Fut: Future<Output = Result<(), String>> + Send + 'static,
+    K: Copy + Eq + std::hash::Hash + Send + 'static,
+    L: Fn() -> Vec<K>,
+    F: Fn(K) -> Fut,
+    Fut: Future<Output = Result<(), NotSent>> + Send + 'static,
 {
-    let mut running = JoinSet::new();
+    let give_up = tokio::time::Instant::now() + RETRY_FOR;
+    let mut settled = HashSet::new();
     let mut moved = 0;
     let mut failures = Vec::new();
-    let mut tally = |done: Result<Result<(), String>, tokio::task::JoinError>| match done {
-        Ok(Ok(())) => moved += 1,
-        Ok(Err(why)) => failures.push(why),
-        Err(e) => failures.push(format!("a move's task failed: {e}")),
+    loop {
+        let round: Vec<K> = list()
+            .into_iter()
+            .filter(|k| !settled.contains(k))
+            .collect();
+        if round.is_empty() {
+            break;
+        }
+        let mut again = false;
+        for (key, outcome) in each_limited(round, &send).await {
+            match outcome {
+                Ok(()) => moved += 1,
+                Err(not) if not.again && tokio::time::Instant::now() < give_up => {
+                    again = true;
+                    continue;
+                }
+                Err(not) => failures.push(not.line),
+            }
+            settled.insert(key);
+        }
+        if again {
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+    (moved, failures)
+}
+
+/// Run `task` on each item, at most [`CONCURRENT_MOVES`] at a time; each item with its
+/// outcome.
+async fn each_limited<K, F, Fut>(items: Vec<K>, task: &F) -> Vec<(K, Result<(), NotSent>)>
+where
+    K: Copy + Send + 'static,
+    F: Fn(K) -> Fut,
+    Fut: Future<Output = Result<(), NotSent>> + Send + 'static,
+{
+    let mut running = JoinSet::new();
+    let mut outcomes = Vec::new();
+    let tally = |done: Result<(K, Result<(), NotSent>), tokio::task::JoinError>| match done {
+        Ok(outcome) => Some(outcome),
+        // A task panicked: its item stays unsettled and is tried in the next round.
+        Err(e) => {
+            warn!("a move's task failed: {e}");
+            None
+        }
     };
     for item in items {
         while running.len() >= CONCURRENT_MOVES {
             if let Some(done) = running.join_next().await {
-                tally(done);
+                outcomes.extend(tally(done));
             }
         }
-        running.spawn(task(item));
+        let sending = task(item);
+        running.spawn(async move { (item, sending.await) });
     }
     while let Some(done) = running.join_next().await {
-        tally(done);
+        outcomes.extend(tally(done));
     }
-    (moved, failures)
+    outcomes
 }
 
 /// Order process `pid` of this node home through its supervisor, and wait for the answer:
@@ -211,16 +262,22 @@ enum RecallError {
 
 /// Ask the daemon of `node` to bring its process `pid` home from here, and wait for the
 /// outcome of the move.
-async fn recall(shared: &Shared, node: u16, pid: i32) -> Result<(), String> {
+async fn recall(shared: &Shared, node: u16, pid: i32) -> Result<(), NotSent> {
     match ask_recall(shared, node, pid).await {
         Ok(Recalled::Home) => {
             info!(node, pid, "guest went home");
             Ok(())
         }
-        Ok(not_home) => Err(reason(not_home)),
+        Ok(not_home) => Err(NotSent {
+            again: not_home == Recalled::Failed(MoveError::Busy),
+            line: reason(not_home),
+        }),
         Err(e) => {
             warn!(node, pid, "cannot send a guest home: {}", chain(&e));
-            Err(chain(&e))
+            Err(NotSent {
+                line: chain(&e),
+                again: false,
+            })
         }
     }
 }
@@ -257,8 +314,14 @@ async fn ask_recall(shared: &Shared, node: u16, pid: i32) -> Result<Recalled, Re
 /// Only a process our table places at `from` is ordered home, so a peer can recall no
 /// process but those it hosts (which it could end anyway).
 pub(crate) async fn answer_recall(shared: &Shared, from: u16, pid: i32) -> Recalled {
-    match shared.table().location(pid) {
+    let (location, moving) = {
+        let table = shared.table();
+        (table.location(pid), table.is_moving(pid))
+    };
+    match location {
         Some(Some(at)) if at == from => {}
+        // Still on its way there, or on its way away: ask again once that move is over.
+        _ if moving => return Recalled::Failed(MoveError::Busy),
         _ => {
             warn!(from, pid, "recall refused: the process does not run there");
             return Recalled::Refused(format!(
@@ -362,6 +425,54 @@ mod tests {
             let err = ask(Some(query)).unwrap_err();
             assert_eq!(err, format!("no node {query} in /etc/mosix.map"));
         }
+    }
+
+    /// `in_rounds` over items 1..=4: 1 goes, 2 fails, 3 is busy twice then goes, 4 is busy
+    /// for good; item 5 appears once item 1 has gone.
+    #[tokio::test(start_paused = true)]
+    async fn rounds_retry_busy_processes_until_they_go_or_time_is_up() {
+        use std::sync::Mutex;
+        let tries = Arc::new(Mutex::new(std::collections::HashMap::<u32, u32>::new()));
+        let list = || {
+            let tried = tries.lock().unwrap();
+            let mut items = vec![2, 3, 4];
+            if tried.contains_key(&1) {
+                items.push(5);
+            } else {
+                items.push(1);
+            }
+            items
+        };
+        let send = |item: u32| {
+            let tries = tries.clone();
+            async move {
+                let n = {
+                    let mut tries = tries.lock().unwrap();
+                    let n = tries.entry(item).or_default();
+                    *n += 1;
+                    *n
+                };
+                let not = |again| NotSent {
+                    line: format!("{item}: no"),
+                    again,
+                };
+                match item {
+                    2 => Err(not(false)),
+                    3 if n <= 2 => Err(not(true)),
+                    4 => Err(not(true)),
+                    _ => Ok(()),
+                }
+            }
+        };
+        let started = tokio::time::Instant::now();
+        let (moved, mut failures) = in_rounds(list, send).await;
+        failures.sort();
+        assert_eq!(moved, 3);
+        assert_eq!(failures, vec!["2: no".to_owned(), "4: no".to_owned()]);
+        let tries = tries.lock().unwrap();
+        assert_eq!((tries[&1], tries[&2], tries[&3], tries[&5]), (1, 1, 3, 1));
+        assert!(tries[&4] > 3);
+        assert!(started.elapsed() >= RETRY_FOR);
     }
 
     #[test]

@@ -139,6 +139,11 @@ impl Table {
         away
     }
 
+    /// Whether an order for `pid` is under way.
+    pub fn is_moving(&self, pid: i32) -> bool {
+        self.processes.get(&pid).is_some_and(|p| p.moving.is_some())
+    }
+
     /// Number of supervised processes.
     pub fn process_count(&self) -> usize {
         self.processes.len()
@@ -241,6 +246,12 @@ mod tests {
             },
         );
         assert_eq!(table.away(), vec![(11, 2)]);
+        assert!(!table.is_moving(11));
+        let (id, _waiter) = table.start_migrate(11, None).unwrap();
+        assert!(table.is_moving(11));
+        table.report(sup, Report::MigrateDone { id, result: Ok(()) });
+        assert!(!table.is_moving(11));
+        assert!(!table.is_moving(99));
     }
 
     #[test]
