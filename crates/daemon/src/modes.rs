@@ -70,6 +70,7 @@ pub(crate) async fn expel(shared: &Arc<Shared>, by: u32) -> Reply {
     info!(by, "expelling guests");
     let (moved, failures) = in_rounds(
         || shared.hosted().homes(),
+        || shared.hosted().any_between(),
         |(node, pid)| {
             let shared = shared.clone();
             async move {
@@ -90,6 +91,7 @@ pub(crate) async fn bring(shared: &Arc<Shared>, by: u32) -> Reply {
     info!(by, "bringing processes home");
     let (moved, failures) = in_rounds(
         || shared.table().away(),
+        || false,
         |(pid, at)| {
             let shared = shared.clone();
             async move {
@@ -124,14 +126,15 @@ struct NotSent {
 }
 
 /// Send the processes `list` names, round after round, until a round finds none it has not
-/// settled: at most [`CONCURRENT_MOVES`] at a time, a process in another move tried again
-/// after [`RETRY_PAUSE`] until [`RETRY_FOR`] has passed, and processes that appear meanwhile
-/// (a guest that was arriving as the node blocked) in the next round. Returns how many went
-/// and a line for each that did not.
-async fn in_rounds<K, L, F, Fut>(list: L, send: F) -> (usize, Vec<String>)
+/// settled and `between` says no more may come: at most [`CONCURRENT_MOVES`] at a time, a
+/// process in another move tried again after [`RETRY_PAUSE`], and processes that appear
+/// meanwhile (a guest that was arriving as the node blocked) in the next round, until
+/// [`RETRY_FOR`] has passed. Returns how many went and a line for each that did not.
+async fn in_rounds<K, L, B, F, Fut>(list: L, between: B, send: F) -> (usize, Vec<String>)
 where
     K: Copy + Eq + std::hash::Hash + Send + 'static,
     L: Fn() -> Vec<K>,
+    B: Fn() -> bool,
     F: Fn(K) -> Fut,
     Fut: Future<Output = Result<(), NotSent>> + Send + 'static,
 {
@@ -145,6 +148,10 @@ where
             .filter(|k| !settled.contains(k))
             .collect();
         if round.is_empty() {
+            if between() && tokio::time::Instant::now() < give_up {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
             break;
         }
         let mut again = false;
@@ -465,7 +472,7 @@ mod tests {
             }
         };
         let started = tokio::time::Instant::now();
-        let (moved, mut failures) = in_rounds(list, send).await;
+        let (moved, mut failures) = in_rounds(list, || false, send).await;
         failures.sort();
         assert_eq!(moved, 3);
         assert_eq!(failures, vec!["2: no".to_owned(), "4: no".to_owned()]);
@@ -473,6 +480,24 @@ mod tests {
         assert_eq!((tries[&1], tries[&2], tries[&3], tries[&5]), (1, 1, 3, 1));
         assert!(tries[&4] > 3);
         assert!(started.elapsed() >= RETRY_FOR);
+    }
+
+    /// A process that registers only after the first round found nothing is sent too.
+    #[tokio::test(start_paused = true)]
+    async fn rounds_wait_for_a_process_on_its_way() {
+        let started = tokio::time::Instant::now();
+        let arrived = || started.elapsed() >= Duration::from_secs(1);
+        let list = || if arrived() { vec![7] } else { vec![] };
+        let sent = std::sync::Mutex::new(Vec::new());
+        let send = |item: u32| {
+            sent.lock().unwrap().push(item);
+            async { Ok(()) }
+        };
+        assert_eq!(in_rounds(list, || !arrived(), send).await, (1, vec![]));
+        assert_eq!(*sent.lock().unwrap(), vec![7]);
+        // Nothing on its way: done at once.
+        let (moved, failures) = in_rounds(Vec::<u32>::new, || false, |_| async { Ok(()) }).await;
+        assert_eq!((moved, failures), (0, vec![]));
     }
 
     #[test]

@@ -114,7 +114,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         Cmd::Block | Cmd::Noblock => {
             let blocked = matches!(args.command, Cmd::Block);
-            match ask(Request::Block { blocked })? {
+            match ask(Request::Block { blocked }).context(name)? {
                 Reply::Ok => return Ok(ExitCode::SUCCESS),
                 other => return unexpected(other).context(name),
             }
@@ -126,7 +126,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             };
             // As in MOSIX, it blocks until done, however long the moves take (^C gives up
             // waiting; the moves under way go on).
-            return match daemon.ask(&request, None)? {
+            return match daemon.ask(&request, None).context(name)? {
                 Reply::Sent { failures, .. } if failures.is_empty() => Ok(ExitCode::SUCCESS),
                 Reply::Sent { failures, .. } => {
                     for failure in failures {
