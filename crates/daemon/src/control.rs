@@ -25,7 +25,7 @@ use crate::daemon::Shared;
 use crate::limits::{Holder, Refusal as OverLimit, Ticket};
 use crate::peer::SESSION_READY;
 use crate::table::{Refusal, SupervisorId};
-use crate::{chain, guests, procfs, sys};
+use crate::{chain, guests, modes, procfs, sys};
 
 /// How long opening a session may take before the node counts as down.
 const SESSION_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -200,6 +200,18 @@ pub(crate) async fn serve_client(
                 return guests::serve_guest(&shared, conn, home_node).await;
             }
             Request::Guests => guests::list(&shared),
+            Request::Whois { query } => modes::whois_reply(&shared, query.as_deref()),
+            Request::Isup { node } => isup(&shared, node).await,
+            Request::Block { blocked } => modes::refuse_unless_root(uid)
+                .unwrap_or_else(|| modes::set_blocked(&shared, blocked, uid)),
+            Request::Expel => match modes::refuse_unless_root(uid) {
+                Some(refused) => refused,
+                None => modes::expel(&shared, uid).await,
+            },
+            Request::Bring => match modes::refuse_unless_root(uid) {
+                Some(refused) => refused,
+                None => modes::bring(&shared, uid).await,
+            },
         };
         if conn.reply(&reply).await.is_err() {
             return;
@@ -349,6 +361,29 @@ async fn status(shared: &Arc<Shared>) -> Reply {
     }
 }
 
+/// How long `isup` waits for the node's answer: as long as `status` gives all of them.
+const ISUP_TIMEOUT: Duration = STATUS_BUDGET;
+
+/// Whether `node`'s daemon answers an authenticated ping within [`ISUP_TIMEOUT`]. This node
+/// is up, since it answers.
+async fn isup(shared: &Shared, node: u16) -> Reply {
+    let Some(id) = NodeId::new(node).filter(|&id| shared.map.node(id).is_some()) else {
+        return error(format!("no node {node} in {}", shared.map.path().display()));
+    };
+    if id == shared.own {
+        return Reply::Up { up: true };
+    }
+    let up = match tokio::time::timeout(ISUP_TIMEOUT, ping(shared, id)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            debug!(node, "isup: {}", chain(&e));
+            false
+        }
+        Err(_) => false,
+    };
+    Reply::Up { up }
+}
+
 /// Why a ping got no proper answer.
 #[derive(Debug, thiserror::Error)]
 enum PingError {
@@ -437,11 +472,12 @@ fn accept_report(shared: &Shared, caller: &Caller, id: SupervisorId, report: Rep
 /// data path (see rmosix_seal).
 async fn open_session(shared: &Shared, mut conn: Conn, node: u16) {
     let handed = match connect_session(shared, &conn, node).await {
-        Ok(link) => hand_over(link).await.map_err(|e| {
-            Reply::Failed(MoveError::TargetDown {
+        Ok(link) => hand_over(link).await.map_err(|e| match e {
+            HandOverError::Blocked => Reply::Failed(MoveError::Blocked { node }),
+            e => Reply::Failed(MoveError::TargetDown {
                 node,
                 reason: chain(&e),
-            })
+            }),
         }),
         Err(reply) => Err(reply),
     };
@@ -480,6 +516,7 @@ async fn hand_over(
     link.send(&keys.to_bytes()).await?;
     match tokio::time::timeout(SESSION_CONNECT_TIMEOUT, link.recv()).await {
         Ok(Ok(Some(ack))) if ack == SESSION_READY => {}
+        Ok(Ok(Some(ack))) if ack == modes::SESSION_BLOCKED => return Err(HandOverError::Blocked),
         Ok(Ok(_)) => return Err(HandOverError::Refused),
         Ok(Err(e)) => return Err(e.into()),
         Err(_) => return Err(HandOverError::Timeout),
@@ -496,6 +533,8 @@ enum HandOverError {
     Link(#[from] rmosix_transport::LinkError),
     #[error("it could not start a guest")]
     Refused,
+    #[error("it is blocked")]
+    Blocked,
     #[error("no guest within {}s", SESSION_CONNECT_TIMEOUT.as_secs())]
     Timeout,
 }

@@ -4,6 +4,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -125,6 +126,8 @@ pub(crate) struct Shared {
     pub limits: Arc<Limits>,
     /// The descriptor limit the daemon was started with, which its guests get back.
     pub guest_fd_limit: FdLimit,
+    /// `mosctl block`: new guests are refused (see `modes`). In memory only.
+    blocked: AtomicBool,
     /// Log lines about peers, per address.
     peer_log: Mutex<Throttle<IpAddr>>,
     /// Log lines about local clients turned away, per uid.
@@ -141,6 +144,16 @@ impl Shared {
     /// The hosted processes; poisoning is handled as for the table.
     pub fn hosted(&self) -> MutexGuard<'_, Hosted> {
         lock(&self.hosted)
+    }
+
+    /// Whether new guests are refused.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::SeqCst)
+    }
+
+    /// Refuse (or accept again) new guests; returns whether they were refused before.
+    pub fn set_blocked(&self, blocked: bool) -> bool {
+        self.blocked.swap(blocked, Ordering::SeqCst)
     }
 
     /// Whether a line about a client of `uid` turned away may be logged now.
@@ -249,6 +262,7 @@ impl Daemon {
             units,
             limits,
             guest_fd_limit: fd_limit,
+            blocked: AtomicBool::new(false),
             peer_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
             user_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
         });

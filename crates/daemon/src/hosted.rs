@@ -136,6 +136,20 @@ impl Hosted {
         self.guests.values().filter(|g| g.process.is_some()).count()
     }
 
+    /// Whether a registered guest runs no process: one arriving (its process not restored
+    /// yet) or leaving (its process gone, the guest about to exit).
+    pub fn any_between(&self) -> bool {
+        self.guests.values().any(|g| g.process.is_none())
+    }
+
+    /// Each hosted process by its home node and PID there.
+    pub fn homes(&self) -> Vec<(u16, i32)> {
+        self.guests
+            .values()
+            .filter_map(|g| Some((g.home_node, g.process?.home_pid)))
+            .collect()
+    }
+
     /// What each hosted process is, for a listing: read under the lock, while the figures are
     /// read from the kernel after it (see [`figures`]).
     pub fn entries(&self) -> Vec<Entry> {

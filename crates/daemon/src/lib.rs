@@ -4,13 +4,15 @@
 //!
 //! * on TCP for other nodes' daemons. Every connection must complete the transport room's
 //!   authenticated handshake and then say what it wants in a [`rmosix_wire::LinkHello`]: a
-//!   ping, or a guest session, for which the daemon starts `mosixd guest` under the requested
+//!   ping, a recall of a process the peer hosts (`mosctl expel`),
+//!   or a guest session, for which the daemon starts `mosixd guest` under the requested
 //!   uid and groups and pipes the link's bytes to it ([`run_guest`] is that mode's body);
 //! * on a Unix socket for the local tools and job supervisors (`mosrun`), speaking the wire
 //!   room's control protocol. It keeps the table of supervised processes, checks who may
 //!   move what, and hands migrations to the supervisor that owns the process. The guests it
 //!   started report there too, each the process it hosts; only a guest this node started may
-//!   (see `records`), and anyone may list them.
+//!   (see `records`), and anyone may list them. Root sets the node's modes there
+//!   (`mosctl block`, `expel`, `bring`; see `modes`).
 //!
 //! No user or stranger may take what the others need: each client's identity is the one the
 //! kernel recorded for its connection, connections are counted per user and per address
@@ -28,6 +30,7 @@ mod guest;
 mod guests;
 mod hosted;
 mod limits;
+mod modes;
 mod own;
 mod peer;
 mod procfs;

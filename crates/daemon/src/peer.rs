@@ -12,12 +12,12 @@ use rmosix_seal::SessionKeys;
 use rmosix_transport::{Link, LinkError};
 use rmosix_wire::{LINK_VERSION, LinkHello, Purpose};
 
-use crate::chain;
 use crate::daemon::Shared;
 use crate::guest::spawn_guest;
 use crate::limits::{Refusal, Ticket};
 use crate::sys::GuestCreds;
 use crate::throttle::Verdict;
+use crate::{chain, modes};
 
 /// How long a peer that completed the handshake may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,9 +75,21 @@ pub(crate) async fn serve_peer(
                 warn!("ping from node {from} ({ip}): cannot answer: {}", chain(&e));
             }
         }
+        Purpose::Session { uid, .. } if shared.is_blocked() => {
+            refuse_blocked(link, from, uid).await;
+        }
         Purpose::Session { uid, gid, groups } => {
             let creds = GuestCreds { uid, gid, groups };
             serve_session(&shared, link, from, creds, ticket).await;
+        }
+        Purpose::Recall { pid } => {
+            // The move may take a while; the connection is a peer's like any, and holds its
+            // place in the limits meanwhile.
+            let answer = modes::answer_recall(&shared, from, pid).await;
+            if let Err(e) = link.send(&answer.encode()).await {
+                warn!(from, pid, "cannot answer a recall: {}", chain(&e));
+            }
+            drop(ticket);
         }
     }
 }
@@ -113,6 +125,22 @@ async fn read_hello(shared: &Shared, link: &mut Link) -> Result<LinkHello, PeerE
         return Err(PeerError::UnknownNode(hello.from_node));
     }
     Ok(hello)
+}
+
+/// Turn a session away from a blocked node: take its keys, as the protocol has them come
+/// first, and answer [`modes::SESSION_BLOCKED`] instead of [`SESSION_READY`].
+async fn refuse_blocked(mut link: Link, from: u16, uid: u32) {
+    info!(from, uid, "session refused: this node is blocked");
+    let refused = async {
+        link.recv().await?;
+        link.send(modes::SESSION_BLOCKED).await
+    };
+    if !matches!(
+        tokio::time::timeout(HELLO_TIMEOUT, refused).await,
+        Ok(Ok(()))
+    ) {
+        warn!(from, uid, "cannot tell a session this node is blocked");
+    }
 }
 
 /// What the peer daemon answers once it holds the session keys and reads the link no more.

@@ -128,6 +128,22 @@ impl Table {
         self.processes.get(&pid).map(|p| p.node)
     }
 
+    /// The supervised processes that run on other nodes, with the node, lowest PID first.
+    pub fn away(&self) -> Vec<(i32, u16)> {
+        let mut away: Vec<(i32, u16)> = self
+            .processes
+            .iter()
+            .filter_map(|(&pid, p)| Some((pid, p.node?)))
+            .collect();
+        away.sort_unstable();
+        away
+    }
+
+    /// Whether an order for `pid` is under way.
+    pub fn is_moving(&self, pid: i32) -> bool {
+        self.processes.get(&pid).is_some_and(|p| p.moving.is_some())
+    }
+
     /// Number of supervised processes.
     pub fn process_count(&self) -> usize {
         self.processes.len()
@@ -198,6 +214,44 @@ mod tests {
         let sup = table.add_supervisor(tx);
         table.report(sup, Report::Started { pid: 10 });
         (table, sup, rx)
+    }
+
+    #[test]
+    fn away_lists_the_processes_on_other_nodes() {
+        let (mut table, sup, _rx) = supervised();
+        assert_eq!(table.away(), vec![]);
+        for pid in [12, 11] {
+            table.report(sup, Report::Started { pid });
+        }
+        table.report(
+            sup,
+            Report::Moved {
+                pid: 12,
+                node: Some(3),
+            },
+        );
+        table.report(
+            sup,
+            Report::Moved {
+                pid: 11,
+                node: Some(2),
+            },
+        );
+        assert_eq!(table.away(), vec![(11, 2), (12, 3)]);
+        table.report(
+            sup,
+            Report::Moved {
+                pid: 12,
+                node: None,
+            },
+        );
+        assert_eq!(table.away(), vec![(11, 2)]);
+        assert!(!table.is_moving(11));
+        let (id, _waiter) = table.start_migrate(11, None).unwrap();
+        assert!(table.is_moving(11));
+        table.report(sup, Report::MigrateDone { id, result: Ok(()) });
+        assert!(!table.is_moving(11));
+        assert!(!table.is_moving(99));
     }
 
     #[test]

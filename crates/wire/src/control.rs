@@ -94,6 +94,30 @@ pub enum Request {
     },
     /// Ask for the processes this node hosts; answered with [`Reply::Guests`].
     Guests,
+    /// Refuse (`true`, `mosctl block`) or accept again (`false`, `mosctl noblock`) new guest
+    /// processes; guests already here stay. Root only. Answered with [`Reply::Ok`].
+    Block {
+        /// Whether new guests are refused from now on.
+        blocked: bool,
+    },
+    /// Block this node and send every guest home (`mosctl expel`). Root only. Answered once
+    /// every guest has gone home or failed to, with [`Reply::Sent`].
+    Expel,
+    /// Bring home every process of this node that runs elsewhere (`mosctl bring`). Root
+    /// only. Answered once each has come home or failed to, with [`Reply::Sent`].
+    Bring,
+    /// Map a node number to its address, or an address or host name to its node
+    /// (`mosctl whois`); `None` asks for this node. Answered with [`Reply::Whois`].
+    Whois {
+        /// A node number, an IP address or a host name of the map.
+        query: Option<String>,
+    },
+    /// Whether `node`'s daemon answers an authenticated ping (`mosctl isup`). Answered with
+    /// [`Reply::Up`].
+    Isup {
+        /// The node to try.
+        node: u16,
+    },
 }
 
 /// The daemon's answer to a [`Request`].
@@ -128,6 +152,26 @@ pub enum Reply {
     Guests {
         /// One entry per hosted process.
         processes: Vec<HostedProcess>,
+    },
+    /// Which node a `whois` named, and its entry in the map.
+    Whois {
+        /// The node number.
+        node: u16,
+        /// Its host as the map gives it: an IP address or a host name.
+        host: String,
+    },
+    /// Whether the node of an `isup` answered within the bound.
+    Up {
+        /// It did.
+        up: bool,
+    },
+    /// What an `expel` or a `bring` did: how many processes went where they were sent, and
+    /// why each of the others did not (one line each, e.g. `process 4711 (home node 1): ...`).
+    Sent {
+        /// Processes moved.
+        moved: u32,
+        /// One line per process that stayed.
+        failures: Vec<String>,
     },
     /// A move failed, and why (a `migrate` prints it after "cannot move PID to node N: ").
     Failed(MoveError),
@@ -280,6 +324,24 @@ mod tests {
         round_trip(Request::Status);
         round_trip(Request::Guests);
         round_trip(Request::Guest { home_node: 1 });
+        round_trip(Request::Block { blocked: true });
+        round_trip(Request::Block { blocked: false });
+        round_trip(Request::Expel);
+        round_trip(Request::Bring);
+        round_trip(Request::Whois { query: None });
+        round_trip(Request::Whois {
+            query: Some("10.0.0.2".into()),
+        });
+        round_trip(Request::Isup { node: 3 });
+        round_trip(Reply::Whois {
+            node: 2,
+            host: "node2.example".into(),
+        });
+        round_trip(Reply::Up { up: false });
+        round_trip(Reply::Sent {
+            moved: 3,
+            failures: vec!["process 4711 (home node 1): node 1 is down (no route)".into()],
+        });
         round_trip(Reply::Guests {
             processes: vec![HostedProcess {
                 home_node: 1,

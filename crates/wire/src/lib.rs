@@ -36,7 +36,7 @@
 //! The door: the message types, the typed outcome of a move ([`MoveError`], [`NotMovable`]),
 //! [`send_line`], [`encode_line`], [`encode_reply`], [`LineReader`], [`DecodeError`],
 //! [`DEFAULT_SOCKET`], [`SOCKET_ENV`], [`DAEMON_USER_ENV`], [`MAX_LINE`], [`MAX_REPLY`],
-//! [`LINK_VERSION`]; the client: [`DaemonSocket`], [`exchange`], [`AskError`], [`Backoff`],
+//! [`LINK_VERSION`], [`Recalled`]; the client: [`DaemonSocket`], [`exchange`], [`AskError`], [`Backoff`],
 //! [`spawn_unsignalled`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -55,5 +55,5 @@ pub use control::{
     Command, DAEMON_USER_ENV, DEFAULT_SOCKET, Departure, GuestReport, HostedProcess,
     ParseTargetError, PeerStatus, Reply, Report, Request, SOCKET_ENV, Target,
 };
-pub use link::{LINK_VERSION, LinkHello, Purpose};
+pub use link::{LINK_VERSION, LinkHello, Purpose, Recalled};
 pub use outcome::{MoveError, NotMovable};

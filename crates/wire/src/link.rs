@@ -54,6 +54,39 @@ pub enum Purpose {
     },
     /// Are you there? The peer answers with its own hello and closes.
     Ping,
+    /// The sender hosts process `pid` of the receiver and sends it away (`mosctl expel`):
+    /// bring it home. The receiver orders the move only if its table says the process runs
+    /// at the sender, and answers with one [`Recalled`] once the move has ended.
+    Recall {
+        /// The process, by its PID at home (the receiver).
+        pid: i32,
+    },
+}
+
+/// The answer to a [`Purpose::Recall`]: the outcome of the move home, as the home daemon's
+/// supervisor reported it, or why no move was ordered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recalled {
+    /// The process is home.
+    Home,
+    /// The move failed; the process runs on where it was unless the error says otherwise.
+    Failed(crate::MoveError),
+    /// No move was made, for this reason: the process does not run at the sender, its
+    /// supervisor has gone, or it did not come home in time.
+    Refused(String),
+}
+
+impl Recalled {
+    /// Encode as JSON (one link message).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a Recalled always serialises")
+    }
+
+    /// Decode one link message.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 #[cfg(test)]
@@ -64,6 +97,7 @@ mod tests {
     fn hellos_round_trip() {
         for purpose in [
             Purpose::Ping,
+            Purpose::Recall { pid: 4711 },
             Purpose::Session {
                 uid: 1000,
                 gid: 100,
@@ -73,6 +107,18 @@ mod tests {
             let hello = LinkHello::new(7, purpose);
             assert_eq!(LinkHello::decode(&hello.encode()).unwrap(), hello);
         }
+    }
+
+    #[test]
+    fn recall_answers_round_trip() {
+        for answer in [
+            Recalled::Home,
+            Recalled::Failed(crate::MoveError::Busy),
+            Recalled::Refused("process 4711 does not run at node 2".into()),
+        ] {
+            assert_eq!(Recalled::decode(&answer.encode()).unwrap(), answer);
+        }
+        assert!(Recalled::decode(b"{\"home\":1}").is_err());
     }
 
     #[test]

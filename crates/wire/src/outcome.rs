@@ -74,6 +74,12 @@ pub enum MoveError {
         /// What the connection attempt found.
         reason: String,
     },
+    /// The target node is blocked (`mosctl block` or `expel`): it takes no new guests.
+    #[error("node {node} is blocked")]
+    Blocked {
+        /// The target.
+        node: u16,
+    },
     /// The target node answered and will not take the process (an incompatible CPU or kernel,
     /// say).
     #[error("node {node} refused: {reason}")]
@@ -145,6 +151,9 @@ mod tests {
         assert_eq!(refused.to_string(), "node 3 refused: CPU features differ");
         assert!(refused.process_kept());
         assert!(!MoveError::Lost("node 2 died".into()).process_kept());
+        let blocked = MoveError::Blocked { node: 3 };
+        assert_eq!(blocked.to_string(), "node 3 is blocked");
+        assert!(blocked.process_kept());
     }
 
     #[test]
@@ -155,6 +164,7 @@ mod tests {
             MoveError::NotMovable(NotMovable::NoStop(5)),
             MoveError::Busy,
             MoveError::Cancelled,
+            MoveError::Blocked { node: 3 },
             MoveError::TargetDown {
                 node: 2,
                 reason: "no route to host".into(),
