@@ -84,6 +84,9 @@ pub struct View;
 /// declare this node dead within seconds); [`ViewHandle::leave`] says goodbye first.
 pub struct ViewHandle {
     own: NodeId,
+    /// Our first identity's generation (tests address crafted datagrams to it).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) generation: u64,
     commands: mpsc::UnboundedSender<Command>,
     shared: Shared,
     local: SocketAddr,
@@ -171,6 +174,7 @@ impl View {
         let task = tokio::spawn(engine.run(inbox));
         Ok(ViewHandle {
             own,
+            generation,
             commands,
             shared,
             local,

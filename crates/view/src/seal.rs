@@ -213,15 +213,7 @@ impl ReplayWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(byte: u8) -> ClusterKey {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key");
-        std::fs::write(&path, format!("{}\n", format!("{byte:02x}").repeat(32))).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-        ClusterKey::load(&path).unwrap()
-    }
+    use crate::tests::key;
 
     fn sender(seq: u64) -> Sender {
         Sender {
