@@ -289,9 +289,13 @@ async fn a_node_without_the_key_never_joins_and_is_never_seen() {
     one.publish(sample(1)).unwrap();
     two.publish(sample(2)).unwrap();
     wait_for(
-        "nodes 1 and 2 have each dropped several of the stranger's datagrams",
+        "nodes 1 and 2 have each dropped the stranger's datagrams, and it theirs",
         Duration::from_secs(10),
-        || one.counters().bad_seal >= 2 && two.counters().bad_seal >= 2,
+        || {
+            [&one, &two, &stranger]
+                .iter()
+                .all(|v| v.counters().bad_seal >= 1)
+        },
     )
     .await;
     wait_for(
@@ -309,7 +313,6 @@ async fn a_node_without_the_key_never_joins_and_is_never_seen() {
         let v = seen(&stranger, n);
         assert_eq!((v.liveness, v.state), (Liveness::Dead, None));
     }
-    assert!(stranger.counters().bad_seal > 0);
     assert_eq!(stranger.counters().accepted, 0);
 }
 
