@@ -179,6 +179,21 @@ impl ClusterKey {
         &self.0
     }
 
+    /// A 32-byte key for one other use of the cluster key (`label` names the use, e.g.
+    /// `b"rmosix gossip v1"`), derived with HKDF-SHA256 (RFC 5869) so that no two uses share
+    /// key material: whoever learns a derived key learns neither the cluster key nor any other
+    /// derived key.
+    pub fn derive(&self, label: &[u8]) -> [u8; KEY_LEN] {
+        // Extract with a fixed salt naming the project, then expand with the use's label.
+        let prk =
+            ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"rmosix cluster key").extract(&self.0);
+        let mut out = [0u8; KEY_LEN];
+        prk.expand(&[label], ring::hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut out))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        out
+    }
+
     fn to_hex(&self) -> String {
         let mut s = rmosix_seal::hex::encode(&self.0);
         s.push('\n');
@@ -224,6 +239,19 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn derived_keys_differ_by_label_and_from_the_key() {
+        let key = ClusterKey::from_bytes([7; KEY_LEN]);
+        let gossip = key.derive(b"rmosix gossip v1");
+        assert_eq!(gossip, key.derive(b"rmosix gossip v1"));
+        assert_ne!(gossip, key.derive(b"rmosix other"));
+        assert_ne!(&gossip, key.psk());
+        assert_ne!(
+            gossip,
+            ClusterKey::from_bytes([8; KEY_LEN]).derive(b"rmosix gossip v1")
+        );
+    }
 
     #[test]
     fn generated_keys_are_private_random_and_load_back() {
