@@ -11,10 +11,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -90,6 +91,31 @@ fn fifo(lab: &Lab, name: &str) -> (PathBuf, File) {
         .open(&path)
         .expect("open the FIFO's read end");
     (path, reader)
+}
+
+/// The FIFO `name`, read by a child (`cat`) whose stdout the test drains: killing the child
+/// closes the read end for good. A read end this test process held itself would also be
+/// open, for a moment, in every child another test thread forks, until that child execs; a
+/// write meant to fail with EPIPE then found a reader (one run in four, under load).
+fn fifo_read_by_child(lab: &Lab, name: &str) -> (PathBuf, Child, File) {
+    let path = lab.work_dir().join(name);
+    let _ = fs::remove_file(&path);
+    let made = Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
+    let mut cat = Command::new("cat")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start cat");
+    let out = File::from(OwnedFd::from(cat.stdout.take().expect("cat's stdout")));
+    // SAFETY: setting a status flag of a descriptor we own.
+    let flagged = unsafe { libc::fcntl(out.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    assert_eq!(flagged, 0, "make cat's stdout non-blocking");
+    (path, cat, out)
 }
 
 /// What waits in the non-blocking `reader` now.
@@ -204,16 +230,20 @@ fn epipe_and_eagain_come_as_at_home() {
     let lab = start_lab();
     // The reader closes after the first writes went; the next writes fail, with SIGPIPE
     // ignored and with its default action, which kills the program.
-    let [home, moved] = both_ways(&lab, "epipe", |job, reader| {
+    let [home, moved] = [Place::Home, Place::Moved].map(|place| {
+        let (path, mut cat, mut reader) = fifo_read_by_child(&lab, "epipe");
+        let job = start(&lab, &["epipe", path_str(&path)], place);
         job.wait_output("opened\n", STEP).expect("the first writes");
         let mut got = Vec::new();
         wait_until("the first writes at home", || {
-            got.extend(drain(reader));
+            got.extend(drain(&mut reader));
             got.len() >= three_pieces().len()
         });
         // Closed before the line that lets the program write again is sent.
-        let _ = std::mem::replace(reader, File::open("/dev/null").expect("/dev/null"));
+        cat.kill().expect("kill cat");
+        cat.wait().expect("reap cat");
         job.send(b"closed\n").expect("send the line");
+        finish(job)
     });
     assert_eq!(home.status.signal(), Some(libc::SIGPIPE), "{home:?}");
     assert_eq!(moved.status.signal(), home.status.signal(), "{moved:?}");
