@@ -4,7 +4,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,9 @@ use tracing::{info, warn};
 
 use rmosix_config::{Host, Map, MapError, NodeId};
 use rmosix_transport::{ClusterKey, KeyError};
+use rmosix_view::Status;
 
+use crate::cluster::Cluster;
 use crate::control::Caller;
 use crate::hosted::Hosted;
 use crate::limits::{Holder, Limits};
@@ -22,7 +24,7 @@ use crate::records::{Records, RecordsError};
 use crate::sys::FdLimit;
 use crate::table::Table;
 use crate::throttle::{Throttle, Verdict};
-use crate::{control, guests, own, peer, sys};
+use crate::{cluster, control, guests, own, peer, sys};
 
 /// What `mosixd` needs to start.
 #[derive(Clone, Debug)]
@@ -106,6 +108,27 @@ pub enum DaemonError {
     /// The units of /proc's figures could not be read.
     #[error("cannot read the clock tick and page size (sysconf)")]
     Units(#[source] io::Error),
+    /// This node's kernel could not be probed for its compatibility key.
+    #[error("cannot probe this node's kernel facts")]
+    Probe(#[source] io::Error),
+    /// This node's load and capacity could not be measured.
+    #[error("cannot measure this node's load")]
+    Gauge(#[source] rmosix_gauge::GaugeError),
+    /// This node's map entry is a host name that does not resolve.
+    #[error("cannot resolve this node's address {name}")]
+    OwnAddress {
+        /// The name in the map.
+        name: String,
+    },
+    /// The cluster view could not start (its UDP socket could not be bound).
+    #[error("cannot gossip on UDP {addr}")]
+    Gossip {
+        /// The address it was to listen on.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// What every connection handler shares.
@@ -128,6 +151,10 @@ pub(crate) struct Shared {
     pub guest_fd_limit: FdLimit,
     /// `mosctl block`: new guests are refused (see `modes`). In memory only.
     blocked: AtomicBool,
+    /// How many `mosctl expel`s are under way.
+    expelling: AtomicUsize,
+    /// The gauge and the cluster view.
+    pub cluster: Cluster,
     /// Log lines about peers, per address.
     peer_log: Mutex<Throttle<IpAddr>>,
     /// Log lines about local clients turned away, per uid.
@@ -154,6 +181,21 @@ impl Shared {
     /// Refuse (or accept again) new guests; returns whether they were refused before.
     pub fn set_blocked(&self, blocked: bool) -> bool {
         self.blocked.swap(blocked, Ordering::SeqCst)
+    }
+
+    /// Marks an `expel` under way until the guard is dropped (gossiped as the expel mode).
+    pub fn expelling(&self) -> Expelling<'_> {
+        self.expelling.fetch_add(1, Ordering::SeqCst);
+        Expelling(&self.expelling)
+    }
+
+    /// The modes this node gossips. stay, lstay and quiet do not exist yet.
+    pub fn modes(&self) -> Status {
+        Status {
+            block: self.is_blocked(),
+            expel: self.expelling.load(Ordering::SeqCst) > 0,
+            ..Status::default()
+        }
     }
 
     /// Whether a line about a client of `uid` turned away may be logged now.
@@ -207,6 +249,15 @@ impl Shared {
     }
 }
 
+/// An `expel` under way; see [`Shared::expelling`].
+pub(crate) struct Expelling<'a>(&'a AtomicUsize);
+
+impl Drop for Expelling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A started daemon: configuration checked, both listeners bound.
 pub struct Daemon {
     shared: Arc<Shared>,
@@ -233,6 +284,14 @@ impl Daemon {
                 port: config.port,
                 source,
             })?;
+        // The view's UDP port has the TCP port's number (the one the kernel chose for port 0).
+        let port = tcp
+            .local_addr()
+            .map_err(|source| DaemonError::ListenTcp {
+                port: config.port,
+                source,
+            })?
+            .port();
         let unix = bind_control(&config.socket).await?;
         let records = Records::open(&guest_records(&config.socket))?;
         // Guests that ended while no daemon ran, or whose daemon stopped before reaping them.
@@ -242,6 +301,7 @@ impl Daemon {
             Err(e) => warn!("cannot sweep the guests' records: {e}"),
         }
         let units = Units::probe().map_err(DaemonError::Units)?;
+        let cluster = Cluster::start(own, &map, &key, port).await?;
         info!(
             node = own.get(),
             port = config.port,
@@ -263,6 +323,8 @@ impl Daemon {
             limits,
             guest_fd_limit: fd_limit,
             blocked: AtomicBool::new(false),
+            expelling: AtomicUsize::new(0),
+            cluster,
             peer_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
             user_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
         });
@@ -289,10 +351,13 @@ impl Daemon {
             () = accept_peers(&self.shared, &self.tcp) => {}
             () = accept_clients(&self.shared, &self.unix) => {}
             () = report_held_lines(&self.shared) => {}
+            () = cluster::publish(&self.shared) => {}
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
         info!("mosixd stopping");
+        // The others mark this node dead at once rather than after the suspicion timeout.
+        self.shared.cluster.leave().await;
         let _ = std::fs::remove_file(&self.socket);
         Ok(())
     }

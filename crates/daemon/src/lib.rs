@@ -24,6 +24,7 @@
 //! The door: [`Config`], [`Daemon`], [`DaemonError`], [`RecordsError`], [`run_guest`].
 #![warn(missing_docs)]
 
+mod cluster;
 mod control;
 mod daemon;
 mod guest;

@@ -67,6 +67,7 @@ pub(crate) fn set_blocked(shared: &Shared, blocked: bool, by: u32) -> Reply {
 /// `mosctl expel`: block, then send every guest home and wait for each to go or fail.
 pub(crate) async fn expel(shared: &Arc<Shared>, by: u32) -> Reply {
     shared.set_blocked(true);
+    let _expelling = shared.expelling();
     info!(by, "expelling guests");
     let (moved, failures) = in_rounds(
         || shared.hosted().homes(),
