@@ -58,6 +58,15 @@ impl Cluster {
         })
     }
 
+    /// Hands a reloaded map to the view.
+    pub fn reload_map(&self, map: Map) {
+        if let Some(view) = lock(&self.view).as_ref()
+            && view.reload_map(map).is_err()
+        {
+            warn!("the cluster view has stopped; the new map reaches peer links only");
+        }
+    }
+
     /// Tells the others this node leaves, so they mark it dead at once.
     pub async fn leave(&self) {
         let view = lock(&self.view).take();

@@ -234,11 +234,11 @@ fn target_node(shared: &Shared, target: Target) -> Result<Option<u16>, Reply> {
     match target {
         Target::Home => Ok(None),
         Target::Node(n) if n == shared.own.get() => Ok(None),
-        Target::Node(n) => match NodeId::new(n).and_then(|id| shared.map.node(id)) {
+        Target::Node(n) => match NodeId::new(n).filter(|&id| shared.map().node(id).is_some()) {
             Some(_) => Ok(Some(n)),
             None => Err(error(format!(
                 "no node {n} in {}",
-                shared.map.path().display()
+                shared.map().path().display()
             ))),
         },
     }
@@ -316,7 +316,7 @@ async fn status(shared: &Arc<Shared>) -> Reply {
     let hosted = shared.hosted().count().try_into().unwrap_or(u32::MAX);
     let deadline = Instant::now() + STATUS_BUDGET;
     let others: Vec<NodeId> = shared
-        .map
+        .map()
         .nodes()
         .map(|n| n.id)
         .filter(|&id| id != shared.own)
@@ -367,8 +367,11 @@ const ISUP_TIMEOUT: Duration = STATUS_BUDGET;
 /// Whether `node`'s daemon answers an authenticated ping within [`ISUP_TIMEOUT`]. This node
 /// is up, since it answers.
 async fn isup(shared: &Shared, node: u16) -> Reply {
-    let Some(id) = NodeId::new(node).filter(|&id| shared.map.node(id).is_some()) else {
-        return error(format!("no node {node} in {}", shared.map.path().display()));
+    let Some(id) = NodeId::new(node).filter(|&id| shared.map().node(id).is_some()) else {
+        return error(format!(
+            "no node {node} in {}",
+            shared.map().path().display()
+        ));
     };
     if id == shared.own {
         return Reply::Up { up: true };
@@ -578,10 +581,10 @@ async fn connect_session(
     conn: &Conn,
     node: u16,
 ) -> Result<rmosix_transport::Link, Reply> {
-    let Some(id) = NodeId::new(node).filter(|&id| shared.map.node(id).is_some()) else {
+    let Some(id) = NodeId::new(node).filter(|&id| shared.map().node(id).is_some()) else {
         return Err(error(format!(
             "no node {node} in {}",
-            shared.map.path().display()
+            shared.map().path().display()
         )));
     };
     let down = |reason: String| Reply::Failed(MoveError::TargetDown { node, reason });

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, UnixListener};
@@ -96,8 +96,8 @@ pub enum DaemonError {
         /// The socket path.
         path: PathBuf,
     },
-    /// The handler for SIGTERM could not be installed.
-    #[error("cannot handle SIGTERM")]
+    /// The handler for SIGTERM or SIGHUP could not be installed.
+    #[error("cannot handle SIGTERM and SIGHUP")]
     Signals(#[source] io::Error),
     /// The descriptor limit could not be read or raised.
     #[error("cannot raise the limit on open files (RLIMIT_NOFILE)")]
@@ -134,7 +134,8 @@ pub enum DaemonError {
 /// What every connection handler shares.
 pub(crate) struct Shared {
     pub own: NodeId,
-    pub map: Map,
+    /// The map, replaced as a whole on SIGHUP (see [`Shared::map`]).
+    map: RwLock<Arc<Map>>,
     pub key: ClusterKey,
     pub port: u16,
     pub table: Mutex<Table>,
@@ -162,6 +163,40 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The map as it is now. A caller keeps the one it got for the whole of its task, so one
+    /// request sees one map even if SIGHUP brings another meanwhile.
+    pub fn map(&self) -> Arc<Map> {
+        self.map
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// SIGHUP: read the map again. A map that does not parse, or that lacks this node, is
+    /// logged (file and line) and the old one kept; otherwise peer links, the tools' answers
+    /// and the cluster view use the new one from now on. This node's own address is the one
+    /// it started with: a changed address needs a restart.
+    fn reload_map(&self) {
+        let path = self.map().path().to_owned();
+        let map = match Map::load(&path).and_then(|map| map.check_own(self.own).map(|_| map)) {
+            Ok(map) => map,
+            Err(e) => {
+                warn!(
+                    "map not reloaded, keeping the old one: {}",
+                    crate::chain(&e)
+                );
+                return;
+            }
+        };
+        let nodes = map.nodes().count();
+        self.cluster.reload_map(map.clone());
+        *self
+            .map
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(map);
+        info!(map = %path.display(), nodes, "map reloaded");
+    }
+
     /// The table. A panic while holding the lock cannot leave it half-updated in a way that
     /// matters more than stopping would, so a poisoned lock is used as is.
     pub fn table(&self) -> MutexGuard<'_, Table> {
@@ -238,7 +273,8 @@ impl Shared {
     /// Where node `node`'s daemon listens. Host names are resolved now, not at start, so a
     /// renumbered peer is found without restarting.
     pub async fn peer_addr(&self, node: NodeId) -> io::Result<SocketAddr> {
-        let entry = self.map.node(node).ok_or(io::ErrorKind::NotFound)?;
+        let map = self.map();
+        let entry = map.node(node).ok_or(io::ErrorKind::NotFound)?;
         match &entry.host {
             Host::Ip(ip) => Ok(SocketAddr::new(*ip, self.port)),
             Host::Name(name) => tokio::net::lookup_host((name.as_str(), self.port))
@@ -312,7 +348,7 @@ impl Daemon {
         );
         let shared = Arc::new(Shared {
             own,
-            map,
+            map: RwLock::new(Arc::new(map)),
             key,
             port: config.port,
             table: Mutex::new(Table::default()),
@@ -345,13 +381,15 @@ impl Daemon {
     /// guests it started keep running (see guest::spawn_guest); the supervisors of this
     /// node reconnect to the next daemon.
     pub async fn serve(self) -> Result<(), DaemonError> {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(DaemonError::Signals)?;
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+        let hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
         tokio::select! {
             () = accept_peers(&self.shared, &self.tcp) => {}
             () = accept_clients(&self.shared, &self.unix) => {}
             () = report_held_lines(&self.shared) => {}
             () = cluster::publish(&self.shared) => {}
+            () = reload_on_hangup(&self.shared, hangup) => {}
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
@@ -367,6 +405,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// On each SIGHUP, read the map again (see [`Shared::reload_map`]).
+async fn reload_on_hangup(shared: &Shared, mut hangup: tokio::signal::unix::Signal) {
+    while hangup.recv().await.is_some() {
+        shared.reload_map();
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Once a window, log what the throttles held back.

@@ -292,7 +292,7 @@ async fn recall(shared: &Shared, node: u16, pid: i32) -> Result<(), NotSent> {
 
 async fn ask_recall(shared: &Shared, node: u16, pid: i32) -> Result<Recalled, RecallError> {
     let id = NodeId::new(node)
-        .filter(|&id| shared.map.node(id).is_some())
+        .filter(|&id| shared.map().node(id).is_some())
         .ok_or(RecallError::Unknown(node))?;
     let addr = shared
         .peer_addr(id)
@@ -389,7 +389,7 @@ pub(crate) fn whois<'a>(
 
 /// Answer a `whois` request.
 pub(crate) fn whois_reply(shared: &Shared, query: Option<&str>) -> Reply {
-    match whois(&shared.map, shared.own, query) {
+    match whois(&shared.map(), shared.own, query) {
         Ok(found) => Reply::Whois {
             node: found.node.get(),
             host: found.host.to_string(),
