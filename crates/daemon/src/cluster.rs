@@ -16,7 +16,8 @@ use tracing::{debug, warn};
 use rmosix_config::{Host, Map, NodeId};
 use rmosix_gauge::{Gauge, Root};
 use rmosix_transport::ClusterKey;
-use rmosix_view::{MAX_COMPAT, NodeState, Status, View, ViewHandle};
+use rmosix_view::{MAX_COMPAT, NodeState, NodeView, Status, View, ViewHandle};
+use rmosix_wire::{Liveness, NodeFigures, NodeModes, NodeStatus};
 
 use crate::daemon::{DaemonError, Shared};
 
@@ -58,6 +59,19 @@ impl Cluster {
         })
     }
 
+    /// Every node of the map as the view has it; empty once the daemon has left.
+    pub fn snapshot(&self) -> Vec<NodeView> {
+        lock(&self.view)
+            .as_ref()
+            .map(ViewHandle::snapshot)
+            .unwrap_or_default()
+    }
+
+    /// `mosctl setspeed`: the gauge's speed, from its next reading on. In memory only.
+    pub fn set_speed(&self, speed: u32) {
+        lock(&self.gauge).set_speed(speed);
+    }
+
     /// Hands a reloaded map to the view.
     pub fn reload_map(&self, map: Map) {
         if let Some(view) = lock(&self.view).as_ref()
@@ -90,6 +104,44 @@ impl Cluster {
             status,
             compat: self.compat.clone(),
         }
+    }
+}
+
+/// A node of the view as the tools see it: a dead node's last figures are not shown, as they
+/// no longer say anything.
+pub(crate) fn node_status(view: &NodeView) -> NodeStatus {
+    let liveness = match view.liveness {
+        rmosix_view::Liveness::Alive => Liveness::Up,
+        rmosix_view::Liveness::Suspect => Liveness::Suspect,
+        rmosix_view::Liveness::Dead => Liveness::Dead,
+    };
+    let figures = match liveness {
+        Liveness::Dead => None,
+        _ => view.state.as_ref().map(figures),
+    };
+    NodeStatus {
+        node: view.node.get(),
+        liveness,
+        figures,
+    }
+}
+
+fn figures(state: &NodeState) -> NodeFigures {
+    let s = state.status;
+    NodeFigures {
+        load: state.load,
+        speed: state.speed,
+        milli_cpus: state.milli_cpus,
+        mem_total: state.mem_total,
+        mem_free: state.mem_free,
+        utilisation_pct: state.utilisation_pct,
+        modes: NodeModes {
+            stay: s.stay,
+            lstay: s.lstay,
+            block: s.block,
+            quiet: s.quiet,
+            expel: s.expel,
+        },
     }
 }
 

@@ -64,6 +64,19 @@ pub(crate) fn set_blocked(shared: &Shared, blocked: bool, by: u32) -> Reply {
     Reply::Ok
 }
 
+/// `mosctl setspeed N`: the speed this node gossips, and divides its load by, from the next
+/// reading on. In memory only: a restarted daemon measures its speed again.
+pub(crate) fn set_speed(shared: &Shared, speed: u32, by: u32) -> Reply {
+    if speed == 0 {
+        return Reply::Error {
+            message: "the speed must be at least 1".to_owned(),
+        };
+    }
+    shared.cluster.set_speed(speed);
+    info!(speed, by, "node speed set");
+    Reply::Ok
+}
+
 /// `mosctl expel`: block, then send every guest home and wait for each to go or fail.
 pub(crate) async fn expel(shared: &Arc<Shared>, by: u32) -> Reply {
     shared.set_blocked(true);

@@ -1661,7 +1661,7 @@ fn peers_without_the_key_are_dropped_and_migration_goes_on() {
     );
     let done = run(rogue, "mosctl", &["status"]);
     assert!(done.status.success(), "{done:?}");
-    assert!(done.stdout.contains("node 1: down"), "{done:?}");
+    assert!(done.stdout.contains("node 1: dead"), "{done:?}");
     if let Err(e) = home.wait_log("peer 10.231.0.3 dropped", STEP) {
         panic!("{e}");
     }
