@@ -347,9 +347,12 @@ fn a_busy_nodes_load_rises_and_the_others_see_it() {
         || format!("{:?}", status(n2)),
     );
 
-    let _busy = [Busy::start(n2), Busy::start(n2)];
-    // Two busy processes: 200 / CPUs; ask for most of it (a sample may straddle the start).
-    let expected = (0.8 * 200.0 / cpus.min(2.0)) as u64;
+    // At least as many busy processes as CPUs (two at least): each adds 100 / CPUs. Ask for
+    // most of it (a sample may straddle the start).
+    let n = (cpus.ceil() as usize).max(2);
+    let _busy: Vec<Busy> = (0..n).map(|_| Busy::start(n2)).collect();
+    let expected = (0.8 * 100.0 * n as f64 / cpus) as u64;
+    assert!(expected > u64::from(IDLE_LOAD));
     for at in [n2, n1, n3] {
         let took = wait_until(
             &format!("node {} sees node 2's load reach {expected}", at.id()),

@@ -315,3 +315,51 @@ fn unexpected<T>(reply: Reply) -> anyhow::Result<T> {
         other => bail!("unexpected reply from mosixd: {other:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rmosix_wire::{Liveness, NodeFigures, NodeModes};
+
+    use super::*;
+
+    #[test]
+    fn cpus_are_written_as_a_person_writes_them() {
+        assert_eq!(cpus(2000), "2");
+        assert_eq!(cpus(1500), "1.5");
+        assert_eq!(cpus(250), "0.25");
+        assert_eq!(cpus(1), "0.001");
+        assert_eq!(cpus(0), "0");
+    }
+
+    #[test]
+    fn status_lines_show_liveness_figures_and_modes() {
+        let dead = NodeStatus {
+            node: 3,
+            liveness: Liveness::Dead,
+            figures: None,
+        };
+        assert_eq!(status_line(&dead), "node 3: dead\n");
+        let up = NodeStatus {
+            node: 2,
+            liveness: Liveness::Suspect,
+            figures: Some(NodeFigures {
+                load: 37,
+                speed: 10000,
+                milli_cpus: 1500,
+                mem_total: 2048 << 20,
+                mem_free: 1534 << 20,
+                utilisation_pct: 5,
+                modes: NodeModes {
+                    block: true,
+                    expel: true,
+                    ..NodeModes::default()
+                },
+            }),
+        };
+        assert_eq!(
+            status_line(&up),
+            "node 2: suspect, load 37, speed 10000, 1.5 CPUs, memory 1534 of 2048 MiB free, \
+             utilisation 5%, block, expel\n"
+        );
+    }
+}
