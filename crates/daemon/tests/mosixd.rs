@@ -97,6 +97,24 @@ fn a_node_not_in_the_map_is_refused() {
 }
 
 #[test]
+fn a_gossip_port_in_use_is_a_startup_error_naming_the_address() {
+    let s = setup("1 127.0.0.1 1\n");
+    // UDP taken, TCP of the same number (most likely) free.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (status, err) = run_within_deadline(&mut mosixd(
+        &s,
+        &["--node", "1", "--port", &port.to_string()],
+    ));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(&format!("mosixd: cannot gossip on UDP 127.0.0.1:{port}: "))
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
 fn a_key_others_can_read_is_refused() {
     let s = setup("1 127.0.0.1 1\n");
     fs::set_permissions(&s.key, fs::Permissions::from_mode(0o644)).unwrap();

@@ -373,7 +373,7 @@ fn a_busy_nodes_load_rises_and_the_others_see_it() {
 }
 
 #[test]
-fn setspeed_as_root_is_seen_everywhere_and_refused_to_others() {
+fn setspeed_and_block_as_root_are_seen_everywhere_and_refused_to_others() {
     if !require_root() {
         return;
     }
@@ -398,6 +398,27 @@ fn setspeed_as_root_is_seen_everywhere_and_refused_to_others() {
         refused.stderr,
         "mosctl: setspeed: permission denied (root only)\n"
     );
+    // Modes travel too: node 1 sees node 2 blocked, then not.
+    let line_of_2 = |at: &Node| {
+        let done = mosctl(at, &["status"]);
+        let line = done.stdout.lines().find(|l| l.starts_with("node 2: "));
+        line.unwrap_or_default().to_owned()
+    };
+    assert!(mosctl(n2, &["block"]).status.success());
+    wait_until(
+        "node 1 sees node 2 blocked",
+        VIEW_BOUND,
+        || line_of_2(n1).ends_with(", block"),
+        || line_of_2(n1),
+    );
+    assert!(mosctl(n2, &["noblock"]).status.success());
+    wait_until(
+        "node 1 sees node 2 unblocked",
+        VIEW_BOUND,
+        || line_of_2(n1).ends_with('%'),
+        || line_of_2(n1),
+    );
+
     // Speed 0 is a usage error, caught before the daemon.
     let zero = mosctl(n2, &["setspeed", "0"]);
     assert_eq!(zero.status.code(), Some(2), "{zero:?}");
