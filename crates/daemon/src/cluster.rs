@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use rmosix_config::{Host, Map, NodeId};
+use rmosix_config::{Host, Map, MapError, NodeId};
 use rmosix_gauge::{Gauge, Root};
 use rmosix_transport::ClusterKey;
 use rmosix_view::{MAX_COMPAT, NodeState, NodeView, Status, View, ViewHandle};
@@ -202,9 +202,9 @@ fn compat_key() -> io::Result<Vec<u8>> {
 
 /// This node's address in the map, resolved if a name.
 async fn own_ip(own: NodeId, map: &Map) -> Result<IpAddr, DaemonError> {
-    let node = map.node(own).ok_or_else(|| DaemonError::Gossip {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source: io::Error::other(format!("node {own} is not in {}", map.path().display())),
+    let node = map.node(own).ok_or_else(|| MapError::NotInMap {
+        path: map.path().to_owned(),
+        node: own,
     })?;
     match &node.host {
         Host::Ip(ip) => Ok(*ip),
