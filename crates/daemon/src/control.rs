@@ -1,7 +1,7 @@
 //! The control socket: requests from the tools, and the report streams of the supervisors
 //! (here) and of the guests (`guests`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,33 +10,24 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use rmosix_config::NodeId;
 use rmosix_seal::SessionKeys;
 use rmosix_transport::LinkError;
 use rmosix_wire::{
-    Command, DecodeError, LineReader, LinkHello, MoveError, PeerStatus, Purpose, Reply, Report,
-    Request, Target, encode_line, encode_reply,
+    Command, DecodeError, LineReader, LinkHello, Liveness, MoveError, NodeStatus, Purpose, Reply,
+    Report, Request, Target, encode_line, encode_reply,
 };
 
 use crate::daemon::Shared;
 use crate::limits::{Holder, Refusal as OverLimit, Ticket};
 use crate::peer::SESSION_READY;
 use crate::table::{Refusal, SupervisorId};
-use crate::{chain, guests, modes, procfs, sys};
+use crate::{chain, cluster, guests, modes, procfs, sys};
 
 /// How long opening a session may take before the node counts as down.
 const SESSION_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long `status` waits for each peer's ping answer. A daemon answers within
-/// milliseconds; an address with no host behind it would take the whole ARP or SYN timeout.
-const PING_TIMEOUT: Duration = Duration::from_secs(1);
-/// How many peers `status` pings at once: each ping holds a socket until it is answered.
-const PING_CONCURRENCY: usize = 64;
-/// How long `status` pings in all: on a map of thousands of silent addresses, the nodes not
-/// pinged by then are reported as not answering, rather than the tool waiting for minutes.
-const STATUS_BUDGET: Duration = Duration::from_secs(3);
 /// How long a client may take to send its request (the tools send it at once). A connection
 /// that says nothing is closed, so idle connections cannot pile up.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -195,7 +186,8 @@ pub(crate) async fn serve_client(
                 }
             }
             Request::Where { pid } => locate(&shared, pid),
-            Request::Status => status(&shared).await,
+            Request::Status => status(&shared),
+            Request::Figures { node } => figures(&shared, node),
             Request::Guest { home_node } => {
                 return guests::serve_guest(&shared, conn, home_node).await;
             }
@@ -208,6 +200,8 @@ pub(crate) async fn serve_client(
                 Some(refused) => refused,
                 None => modes::expel(&shared, uid).await,
             },
+            Request::SetSpeed { speed } => modes::refuse_unless_root(uid)
+                .unwrap_or_else(|| modes::set_speed(&shared, speed, uid)),
             Request::Bring => match modes::refuse_unless_root(uid) {
                 Some(refused) => refused,
                 None => modes::bring(&shared, uid).await,
@@ -234,11 +228,11 @@ fn target_node(shared: &Shared, target: Target) -> Result<Option<u16>, Reply> {
     match target {
         Target::Home => Ok(None),
         Target::Node(n) if n == shared.own.get() => Ok(None),
-        Target::Node(n) => match NodeId::new(n).and_then(|id| shared.map.node(id)) {
+        Target::Node(n) => match NodeId::new(n).filter(|&id| shared.map().node(id).is_some()) {
             Some(_) => Ok(Some(n)),
             None => Err(error(format!(
                 "no node {n} in {}",
-                shared.map.path().display()
+                shared.map().path().display()
             ))),
         },
     }
@@ -305,70 +299,80 @@ fn locate(shared: &Shared, pid: i32) -> Reply {
     }
 }
 
-/// This node and which peers answer a ping: at most [`PING_CONCURRENCY`] pings at a time,
-/// and none started after [`STATUS_BUDGET`].
-async fn status(shared: &Arc<Shared>) -> Reply {
+/// This node's counts, and every node of the map as the cluster view has it. A node the
+/// view does not know yet (the map was just reloaded) is dead until it is heard.
+fn status(shared: &Shared) -> Reply {
     let processes = shared
         .table()
         .process_count()
         .try_into()
         .unwrap_or(u32::MAX);
     let hosted = shared.hosted().count().try_into().unwrap_or(u32::MAX);
-    let deadline = Instant::now() + STATUS_BUDGET;
-    let others: Vec<NodeId> = shared
-        .map
-        .nodes()
-        .map(|n| n.id)
-        .filter(|&id| id != shared.own)
+    let seen: HashMap<u16, NodeStatus> = shared
+        .cluster
+        .snapshot()
+        .iter()
+        .map(|view| (view.node.get(), cluster::node_status(view)))
         .collect();
-    let mut up = HashSet::new();
-    let mut pings = tokio::task::JoinSet::new();
-    for &node in &others {
-        while pings.len() >= PING_CONCURRENCY {
-            if let Some(Ok(Some(answered))) = pings.join_next().await {
-                up.insert(answered);
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let shared = shared.clone();
-        pings.spawn(async move {
-            let answered = tokio::time::timeout(PING_TIMEOUT.min(left), ping(&shared, node))
-                .await
-                .is_ok_and(|r| r.is_ok());
-            answered.then_some(node)
-        });
-    }
-    while let Some(done) = pings.join_next().await {
-        if let Ok(Some(answered)) = done {
-            up.insert(answered);
-        }
-    }
-    let peers = others
-        .into_iter()
-        .map(|node| PeerStatus {
-            node: node.get(),
-            up: up.contains(&node),
+    let nodes = shared
+        .map()
+        .nodes()
+        .map(|n| {
+            seen.get(&n.id.get()).cloned().unwrap_or(NodeStatus {
+                node: n.id.get(),
+                liveness: Liveness::Dead,
+                figures: None,
+            })
         })
         .collect();
     Reply::Status {
         node: shared.own.get(),
         processes,
         hosted,
-        peers,
+        nodes,
     }
 }
 
-/// How long `isup` waits for the node's answer: as long as `status` gives all of them.
-const ISUP_TIMEOUT: Duration = STATUS_BUDGET;
+/// `mosctl getload|getspeed|...`: one node's latest figures; this node's if `node` is `None`.
+fn figures(shared: &Shared, node: Option<u16>) -> Reply {
+    let node = node.unwrap_or(shared.own.get());
+    if NodeId::new(node).is_none_or(|id| shared.map().node(id).is_none()) {
+        return error(format!(
+            "no node {node} in {}",
+            shared.map().path().display()
+        ));
+    }
+    let view = shared.cluster.snapshot();
+    let Some(seen) = view.iter().find(|v| v.node.get() == node) else {
+        return error(format!("node {node} is dead"));
+    };
+    match cluster::node_status(seen) {
+        NodeStatus {
+            liveness: Liveness::Dead,
+            ..
+        } => error(format!("node {node} is dead")),
+        NodeStatus { figures: None, .. } => {
+            error(format!("node {node} has not published its figures yet"))
+        }
+        NodeStatus {
+            figures: Some(figures),
+            ..
+        } => Reply::Figures { node, figures },
+    }
+}
+
+/// How long `isup` waits for the node's answer. A daemon answers within milliseconds; an
+/// address with no host behind it would take the whole ARP or SYN timeout.
+const ISUP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Whether `node`'s daemon answers an authenticated ping within [`ISUP_TIMEOUT`]. This node
 /// is up, since it answers.
 async fn isup(shared: &Shared, node: u16) -> Reply {
-    let Some(id) = NodeId::new(node).filter(|&id| shared.map.node(id).is_some()) else {
-        return error(format!("no node {node} in {}", shared.map.path().display()));
+    let Some(id) = NodeId::new(node).filter(|&id| shared.map().node(id).is_some()) else {
+        return error(format!(
+            "no node {node} in {}",
+            shared.map().path().display()
+        ));
     };
     if id == shared.own {
         return Reply::Up { up: true };
@@ -578,10 +582,10 @@ async fn connect_session(
     conn: &Conn,
     node: u16,
 ) -> Result<rmosix_transport::Link, Reply> {
-    let Some(id) = NodeId::new(node).filter(|&id| shared.map.node(id).is_some()) else {
+    let Some(id) = NodeId::new(node).filter(|&id| shared.map().node(id).is_some()) else {
         return Err(error(format!(
             "no node {node} in {}",
-            shared.map.path().display()
+            shared.map().path().display()
         )));
     };
     let down = |reason: String| Reply::Failed(MoveError::TargetDown { node, reason });

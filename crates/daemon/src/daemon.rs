@@ -4,8 +4,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, UnixListener};
@@ -13,7 +13,9 @@ use tracing::{info, warn};
 
 use rmosix_config::{Host, Map, MapError, NodeId};
 use rmosix_transport::{ClusterKey, KeyError};
+use rmosix_view::Status;
 
+use crate::cluster::Cluster;
 use crate::control::Caller;
 use crate::hosted::Hosted;
 use crate::limits::{Holder, Limits};
@@ -22,7 +24,7 @@ use crate::records::{Records, RecordsError};
 use crate::sys::FdLimit;
 use crate::table::Table;
 use crate::throttle::{Throttle, Verdict};
-use crate::{control, guests, own, peer, sys};
+use crate::{cluster, control, guests, own, peer, sys};
 
 /// What `mosixd` needs to start.
 #[derive(Clone, Debug)]
@@ -94,8 +96,8 @@ pub enum DaemonError {
         /// The socket path.
         path: PathBuf,
     },
-    /// The handler for SIGTERM could not be installed.
-    #[error("cannot handle SIGTERM")]
+    /// The handler for SIGTERM or SIGHUP could not be installed.
+    #[error("cannot handle SIGTERM and SIGHUP")]
     Signals(#[source] io::Error),
     /// The descriptor limit could not be read or raised.
     #[error("cannot raise the limit on open files (RLIMIT_NOFILE)")]
@@ -106,12 +108,34 @@ pub enum DaemonError {
     /// The units of /proc's figures could not be read.
     #[error("cannot read the clock tick and page size (sysconf)")]
     Units(#[source] io::Error),
+    /// This node's kernel could not be probed for its compatibility key.
+    #[error("cannot probe this node's kernel facts")]
+    Probe(#[source] io::Error),
+    /// This node's load and capacity could not be measured.
+    #[error("cannot measure this node's load")]
+    Gauge(#[source] rmosix_gauge::GaugeError),
+    /// This node's map entry is a host name that does not resolve.
+    #[error("cannot resolve this node's address {name}")]
+    OwnAddress {
+        /// The name in the map.
+        name: String,
+    },
+    /// The cluster view could not start (its UDP socket could not be bound).
+    #[error("cannot gossip on UDP {addr}")]
+    Gossip {
+        /// The address it was to listen on.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// What every connection handler shares.
 pub(crate) struct Shared {
     pub own: NodeId,
-    pub map: Map,
+    /// The map, replaced as a whole on SIGHUP (see [`Shared::map`]).
+    map: RwLock<Arc<Map>>,
     pub key: ClusterKey,
     pub port: u16,
     pub table: Mutex<Table>,
@@ -128,6 +152,10 @@ pub(crate) struct Shared {
     pub guest_fd_limit: FdLimit,
     /// `mosctl block`: new guests are refused (see `modes`). In memory only.
     blocked: AtomicBool,
+    /// How many `mosctl expel`s are under way.
+    expelling: AtomicUsize,
+    /// The gauge and the cluster view.
+    pub cluster: Cluster,
     /// Log lines about peers, per address.
     peer_log: Mutex<Throttle<IpAddr>>,
     /// Log lines about local clients turned away, per uid.
@@ -135,6 +163,40 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The map as it is now. A caller keeps the one it got for the whole of its task, so one
+    /// request sees one map even if SIGHUP brings another meanwhile.
+    pub fn map(&self) -> Arc<Map> {
+        self.map
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// SIGHUP: read the map again. A map that does not parse, or that lacks this node, is
+    /// logged (file and line) and the old one kept; otherwise peer links, the tools' answers
+    /// and the cluster view use the new one from now on. This node's own address is the one
+    /// it started with: a changed address needs a restart.
+    fn reload_map(&self) {
+        let path = self.map().path().to_owned();
+        let map = match Map::load(&path).and_then(|map| map.check_own(self.own).map(|_| map)) {
+            Ok(map) => map,
+            Err(e) => {
+                warn!(
+                    "map not reloaded, keeping the old one: {}",
+                    crate::chain(&e)
+                );
+                return;
+            }
+        };
+        let nodes = map.nodes().count();
+        self.cluster.reload_map(map.clone());
+        *self
+            .map
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(map);
+        info!(map = %path.display(), nodes, "map reloaded");
+    }
+
     /// The table. A panic while holding the lock cannot leave it half-updated in a way that
     /// matters more than stopping would, so a poisoned lock is used as is.
     pub fn table(&self) -> MutexGuard<'_, Table> {
@@ -154,6 +216,21 @@ impl Shared {
     /// Refuse (or accept again) new guests; returns whether they were refused before.
     pub fn set_blocked(&self, blocked: bool) -> bool {
         self.blocked.swap(blocked, Ordering::SeqCst)
+    }
+
+    /// Marks an `expel` under way until the guard is dropped (gossiped as the expel mode).
+    pub fn expelling(&self) -> Expelling<'_> {
+        self.expelling.fetch_add(1, Ordering::SeqCst);
+        Expelling(&self.expelling)
+    }
+
+    /// The modes this node gossips. stay, lstay and quiet do not exist yet.
+    pub fn modes(&self) -> Status {
+        Status {
+            block: self.is_blocked(),
+            expel: self.expelling.load(Ordering::SeqCst) > 0,
+            ..Status::default()
+        }
     }
 
     /// Whether a line about a client of `uid` turned away may be logged now.
@@ -196,7 +273,8 @@ impl Shared {
     /// Where node `node`'s daemon listens. Host names are resolved now, not at start, so a
     /// renumbered peer is found without restarting.
     pub async fn peer_addr(&self, node: NodeId) -> io::Result<SocketAddr> {
-        let entry = self.map.node(node).ok_or(io::ErrorKind::NotFound)?;
+        let map = self.map();
+        let entry = map.node(node).ok_or(io::ErrorKind::NotFound)?;
         match &entry.host {
             Host::Ip(ip) => Ok(SocketAddr::new(*ip, self.port)),
             Host::Name(name) => tokio::net::lookup_host((name.as_str(), self.port))
@@ -204,6 +282,15 @@ impl Shared {
                 .next()
                 .ok_or_else(|| io::Error::other(format!("{name} has no address"))),
         }
+    }
+}
+
+/// An `expel` under way; see [`Shared::expelling`].
+pub(crate) struct Expelling<'a>(&'a AtomicUsize);
+
+impl Drop for Expelling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -233,6 +320,14 @@ impl Daemon {
                 port: config.port,
                 source,
             })?;
+        // The view's UDP port has the TCP port's number (the one the kernel chose for port 0).
+        let port = tcp
+            .local_addr()
+            .map_err(|source| DaemonError::ListenTcp {
+                port: config.port,
+                source,
+            })?
+            .port();
         let unix = bind_control(&config.socket).await?;
         let records = Records::open(&guest_records(&config.socket))?;
         // Guests that ended while no daemon ran, or whose daemon stopped before reaping them.
@@ -242,6 +337,7 @@ impl Daemon {
             Err(e) => warn!("cannot sweep the guests' records: {e}"),
         }
         let units = Units::probe().map_err(DaemonError::Units)?;
+        let cluster = Cluster::start(own, &map, &key, port).await?;
         info!(
             node = own.get(),
             port = config.port,
@@ -252,7 +348,7 @@ impl Daemon {
         );
         let shared = Arc::new(Shared {
             own,
-            map,
+            map: RwLock::new(Arc::new(map)),
             key,
             port: config.port,
             table: Mutex::new(Table::default()),
@@ -263,6 +359,8 @@ impl Daemon {
             limits,
             guest_fd_limit: fd_limit,
             blocked: AtomicBool::new(false),
+            expelling: AtomicUsize::new(0),
+            cluster,
             peer_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
             user_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
         });
@@ -283,16 +381,21 @@ impl Daemon {
     /// guests it started keep running (see guest::spawn_guest); the supervisors of this
     /// node reconnect to the next daemon.
     pub async fn serve(self) -> Result<(), DaemonError> {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(DaemonError::Signals)?;
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+        let hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
         tokio::select! {
             () = accept_peers(&self.shared, &self.tcp) => {}
             () = accept_clients(&self.shared, &self.unix) => {}
             () = report_held_lines(&self.shared) => {}
+            () = cluster::publish(&self.shared) => {}
+            () = reload_on_hangup(&self.shared, hangup) => {}
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
         info!("mosixd stopping");
+        // The others mark this node dead at once rather than after the suspicion timeout.
+        self.shared.cluster.leave().await;
         let _ = std::fs::remove_file(&self.socket);
         Ok(())
     }
@@ -302,6 +405,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// On each SIGHUP, read the map again (see [`Shared::reload_map`]).
+async fn reload_on_hangup(shared: &Shared, mut hangup: tokio::signal::unix::Signal) {
+    while hangup.recv().await.is_some() {
+        shared.reload_map();
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Once a window, log what the throttles held back.

@@ -19,11 +19,16 @@
 //! against the daemon's descriptors, idle ones are closed, and failures anyone can cause
 //! are logged at a bounded rate (docs/security.md).
 //!
+//! It joins the cluster view (`cluster`): it measures its node with the gauge room, publishes
+//! the figures every second through the view room's gossip, reloads the map on SIGHUP and
+//! leaves the view on SIGTERM; `mosctl status|getload|...|setspeed` read and set them.
+//!
 //! Placement policy, membership and the migration engine itself live in other rooms.
 //!
 //! The door: [`Config`], [`Daemon`], [`DaemonError`], [`RecordsError`], [`run_guest`].
 #![warn(missing_docs)]
 
+mod cluster;
 mod control;
 mod daemon;
 mod guest;

@@ -64,9 +64,23 @@ pub(crate) fn set_blocked(shared: &Shared, blocked: bool, by: u32) -> Reply {
     Reply::Ok
 }
 
+/// `mosctl setspeed N`: the speed this node gossips, and divides its load by, from the next
+/// reading on. In memory only: a restarted daemon measures its speed again.
+pub(crate) fn set_speed(shared: &Shared, speed: u32, by: u32) -> Reply {
+    if speed == 0 {
+        return Reply::Error {
+            message: "the speed must be at least 1".to_owned(),
+        };
+    }
+    shared.cluster.set_speed(speed);
+    info!(speed, by, "node speed set");
+    Reply::Ok
+}
+
 /// `mosctl expel`: block, then send every guest home and wait for each to go or fail.
 pub(crate) async fn expel(shared: &Arc<Shared>, by: u32) -> Reply {
     shared.set_blocked(true);
+    let _expelling = shared.expelling();
     info!(by, "expelling guests");
     let (moved, failures) = in_rounds(
         || shared.hosted().homes(),
@@ -291,7 +305,7 @@ async fn recall(shared: &Shared, node: u16, pid: i32) -> Result<(), NotSent> {
 
 async fn ask_recall(shared: &Shared, node: u16, pid: i32) -> Result<Recalled, RecallError> {
     let id = NodeId::new(node)
-        .filter(|&id| shared.map.node(id).is_some())
+        .filter(|&id| shared.map().node(id).is_some())
         .ok_or(RecallError::Unknown(node))?;
     let addr = shared
         .peer_addr(id)
@@ -388,7 +402,7 @@ pub(crate) fn whois<'a>(
 
 /// Answer a `whois` request.
 pub(crate) fn whois_reply(shared: &Shared, query: Option<&str>) -> Reply {
-    match whois(&shared.map, shared.own, query) {
+    match whois(&shared.map(), shared.own, query) {
         Ok(found) => Reply::Whois {
             node: found.node.get(),
             host: found.host.to_string(),

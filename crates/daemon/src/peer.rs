@@ -119,7 +119,7 @@ async fn read_hello(shared: &Shared, link: &mut Link) -> Result<LinkHello, PeerE
         return Err(PeerError::Version(hello.version));
     }
     if NodeId::new(hello.from_node)
-        .and_then(|id| shared.map.node(id))
+        .filter(|&id| shared.map().node(id).is_some())
         .is_none()
     {
         return Err(PeerError::UnknownNode(hello.from_node));

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rmosix_transport::ClusterKey;
 use rmosix_wire::{
-    Command as DaemonCommand, LineReader, LinkHello, MoveError, NotMovable, PeerStatus, Purpose,
+    Command as DaemonCommand, LineReader, LinkHello, Liveness, MoveError, NotMovable, Purpose,
     Reply, Report, Request, Target, send_line,
 };
 
@@ -93,6 +93,24 @@ fn a_node_not_in_the_map_is_refused() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!("mosixd: {}: node 2 is not in the map\n", s.map.display())
+    );
+}
+
+#[test]
+fn a_gossip_port_in_use_is_a_startup_error_naming_the_address() {
+    let s = setup("1 127.0.0.1 1\n");
+    // UDP taken, TCP of the same number (most likely) free.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (status, err) = run_within_deadline(&mut mosixd(
+        &s,
+        &["--node", "1", "--port", &port.to_string()],
+    ));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(&format!("mosixd: cannot gossip on UDP 127.0.0.1:{port}: "))
+            && err.lines().count() == 1,
+        "{err}"
     );
 }
 
@@ -290,6 +308,21 @@ fn ask(socket: &Path, request: &Request) -> Reply {
     LineReader::new().recv(&mut stream).unwrap().unwrap()
 }
 
+/// A status's processes, hosted count, and each node's liveness; node 1 must be the daemon's.
+fn counts(reply: &Reply) -> (u32, u32, Vec<(u16, Liveness)>) {
+    let Reply::Status {
+        node: 1,
+        processes,
+        hosted,
+        nodes,
+    } = reply
+    else {
+        panic!("not node 1's status: {reply:?}");
+    };
+    let nodes = nodes.iter().map(|n| (n.node, n.liveness)).collect();
+    (*processes, *hosted, nodes)
+}
+
 /// A port nobody listens on right now (the kernel picks it; we release it for the daemon).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -419,14 +452,10 @@ fn keyless_peers_are_dropped_and_the_daemon_keeps_serving() {
         let answer = LinkHello::decode(&link.recv().await.unwrap().unwrap()).unwrap();
         assert_eq!(answer, LinkHello::new(1, Purpose::Ping));
     });
+    // Node 2 has no daemon: the view has never heard it.
     assert_eq!(
-        daemon.ask(&Request::Status),
-        Reply::Status {
-            node: 1,
-            processes: 0,
-            hosted: 0,
-            peers: vec![PeerStatus { node: 2, up: false }]
-        }
+        counts(&daemon.ask(&Request::Status)),
+        (0, 0, vec![(1, Liveness::Up), (2, Liveness::Dead)])
     );
     // This test runs, but not under mosrun: the daemon does not place it.
     let me = std::process::id() as i32;
@@ -530,13 +559,8 @@ fn migrations_go_through_the_supervisor() {
     sup.report(Report::Started { pid: me });
     // Reports are not answered; a Where after a Status round trip sees the report applied.
     let wait_started = Instant::now() + DEADLINE;
-    while daemon.ask(&Request::Status)
-        != (Reply::Status {
-            node: 1,
-            processes: 1,
-            hosted: 0,
-            peers: vec![PeerStatus { node: 2, up: false }],
-        })
+    while counts(&daemon.ask(&Request::Status))
+        != (1, 0, vec![(1, Liveness::Up), (2, Liveness::Dead)])
     {
         assert!(Instant::now() < wait_started, "Started report not applied");
     }

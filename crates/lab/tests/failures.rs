@@ -1661,7 +1661,11 @@ fn peers_without_the_key_are_dropped_and_migration_goes_on() {
     );
     let done = run(rogue, "mosctl", &["status"]);
     assert!(done.status.success(), "{done:?}");
-    assert!(done.stdout.contains("node 1: down"), "{done:?}");
+    // Its gossip is refused, so node 1 is dead to it; a ping is refused too.
+    assert!(done.stdout.contains("node 1: dead"), "{done:?}");
+    let done = run(rogue, "mosctl", &["isup", "1"]);
+    assert_eq!(done.status.code(), Some(1), "{done:?}");
+    assert_eq!(done.stdout, "no\n");
     if let Err(e) = home.wait_log("peer 10.231.0.3 dropped", STEP) {
         panic!("{e}");
     }

@@ -169,6 +169,7 @@ impl View {
             gates: HashMap::new(),
             tuning,
             port: local.port(),
+            leaving: false,
         };
         info!(node = own.get(), %local, generation, "cluster view started");
         let task = tokio::spawn(engine.run(inbox));
@@ -356,6 +357,8 @@ struct Engine {
     gates: HashMap<&'static str, Gate>,
     tuning: Tuning,
     port: u16,
+    /// Set once this node leaves: foca then reports itself defunct, which is no news.
+    leaving: bool,
 }
 
 impl Engine {
@@ -388,6 +391,7 @@ impl Engine {
                     }
                     Some(Command::ReloadMap(map)) => self.reload(map).await,
                     Some(Command::Leave) => {
+                        self.leaving = true;
                         if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
                             debug!("leaving: {e}");
                         }
@@ -604,7 +608,7 @@ impl Engine {
             match notification {
                 OwnedNotification::MemberUp(id) => info!(node = id.node.get(), "node is up"),
                 OwnedNotification::MemberDown(id) => warn!(node = id.node.get(), "node is dead"),
-                OwnedNotification::Defunct => {
+                OwnedNotification::Defunct if !self.leaving => {
                     warn!("the others declared this node dead; rejoining")
                 }
                 _ => {}

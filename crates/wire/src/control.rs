@@ -118,6 +118,21 @@ pub enum Request {
         /// The node to try.
         node: u16,
     },
+    /// A node's figures as the cluster view has them (`mosctl getload|getspeed|getmem|getfree|
+    /// getutil [NODE]`); `None` asks for this node. Anyone may ask. Answered with
+    /// [`Reply::Figures`], or an error if the node is not in the map, is dead, or has not
+    /// published yet.
+    Figures {
+        /// The node, by number.
+        node: Option<u16>,
+    },
+    /// Set this node's CPU speed (`mosctl setspeed N`; 10000 is a standard CPU). Root only.
+    /// In memory only: a restarted daemon measures its speed again. Answered with
+    /// [`Reply::Ok`].
+    SetSpeed {
+        /// The new speed.
+        speed: u32,
+    },
 }
 
 /// The daemon's answer to a [`Request`].
@@ -145,8 +160,16 @@ pub enum Reply {
         processes: u32,
         /// Processes of other nodes that run here.
         hosted: u32,
-        /// The other nodes of the map, and whether each answered a ping just now.
-        peers: Vec<PeerStatus>,
+        /// Every node of the map, this one included, lowest number first, as the cluster
+        /// view has it.
+        nodes: Vec<NodeStatus>,
+    },
+    /// One node's figures, for a [`Request::Figures`].
+    Figures {
+        /// The node.
+        node: u16,
+        /// Its latest published figures.
+        figures: NodeFigures,
     },
     /// The processes this node hosts, by home node and home PID.
     Guests {
@@ -182,13 +205,71 @@ pub enum Reply {
     },
 }
 
-/// One other node as seen by [`Reply::Status`].
+/// One node of the map as [`Reply::Status`] shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerStatus {
+pub struct NodeStatus {
     /// Its node number.
     pub node: u16,
-    /// Whether its daemon completed an authenticated ping.
-    pub up: bool,
+    /// Whether it answers, as the cluster view has it.
+    pub liveness: Liveness,
+    /// Its latest published figures; `None` for a dead node, or one not heard yet.
+    pub figures: Option<NodeFigures>,
+}
+
+/// Whether a node answers, as the gossip's failure detector has it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    /// It answers.
+    Up,
+    /// It missed a probe; it is declared dead unless it answers soon.
+    Suspect,
+    /// It is dead, has left, or was never heard.
+    Dead,
+}
+
+impl fmt::Display for Liveness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Liveness::Up => "up",
+            Liveness::Suspect => "suspect",
+            Liveness::Dead => "dead",
+        })
+    }
+}
+
+/// What a node publishes about itself, in MOSIX's units.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeFigures {
+    /// Load: 100 is one CPU-busy process on a standard CPU.
+    pub load: u32,
+    /// CPU speed: 10000 is a standard CPU.
+    pub speed: u32,
+    /// CPUs its processes may use, in thousandths.
+    pub milli_cpus: u32,
+    /// Memory its processes may use, bytes.
+    pub mem_total: u64,
+    /// Of which free, bytes.
+    pub mem_free: u64,
+    /// CPU utilisation, percent.
+    pub utilisation_pct: u8,
+    /// Its `mosctl` modes.
+    pub modes: NodeModes,
+}
+
+/// A node's `mosctl` modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeModes {
+    /// `mosctl stay`.
+    pub stay: bool,
+    /// `mosctl lstay`.
+    pub lstay: bool,
+    /// `mosctl block`.
+    pub block: bool,
+    /// `mosctl quiet`.
+    pub quiet: bool,
+    /// `mosctl expel` under way.
+    pub expel: bool,
 }
 
 /// A process of another node that runs here, as [`Reply::Guests`] lists it. The daemon reads
@@ -366,10 +447,30 @@ mod tests {
             node: 1,
             processes: 5,
             hosted: 2,
-            peers: vec![
-                PeerStatus { node: 2, up: true },
-                PeerStatus { node: 3, up: false },
+            nodes: vec![
+                NodeStatus {
+                    node: 1,
+                    liveness: Liveness::Up,
+                    figures: Some(figures()),
+                },
+                NodeStatus {
+                    node: 2,
+                    liveness: Liveness::Suspect,
+                    figures: Some(NodeFigures::default()),
+                },
+                NodeStatus {
+                    node: 3,
+                    liveness: Liveness::Dead,
+                    figures: None,
+                },
             ],
+        });
+        round_trip(Request::Figures { node: None });
+        round_trip(Request::Figures { node: Some(3) });
+        round_trip(Request::SetSpeed { speed: 12000 });
+        round_trip(Reply::Figures {
+            node: 2,
+            figures: figures(),
         });
         round_trip(Reply::Error {
             message: "no node 7 in /etc/mosix.map\n\"x\"".into(),
@@ -394,22 +495,67 @@ mod tests {
         });
     }
 
-    #[test]
-    fn the_status_of_the_largest_map_fits_a_reply() {
-        let peers = (2..=u16::MAX)
-            .map(|node| PeerStatus { node, up: false })
-            .collect();
-        let status = Reply::Status {
-            node: 1,
-            processes: u32::MAX,
-            hosted: u32::MAX,
-            peers,
-        };
+    /// Figures with every field at its widest.
+    fn figures() -> NodeFigures {
+        NodeFigures {
+            load: u32::MAX,
+            speed: u32::MAX,
+            milli_cpus: u32::MAX,
+            mem_total: u64::MAX,
+            mem_free: u64::MAX,
+            utilisation_pct: 100,
+            modes: NodeModes {
+                stay: true,
+                lstay: true,
+                block: true,
+                quiet: true,
+                expel: true,
+            },
+        }
+    }
+
+    fn fits_a_reply(status: Reply) {
         let line = crate::encode_reply(&status).unwrap();
         assert!(line.len() > crate::MAX_LINE);
         let mut reader = LineReader::for_replies();
         reader.feed(&line).unwrap();
         assert_eq!(reader.next_message::<Reply>().unwrap(), Some(status));
+    }
+
+    #[test]
+    fn the_status_of_the_largest_map_of_dead_nodes_fits_a_reply() {
+        let nodes = (1..=u16::MAX)
+            .map(|node| NodeStatus {
+                node,
+                liveness: Liveness::Dead,
+                figures: None,
+            })
+            .collect();
+        fits_a_reply(Reply::Status {
+            node: 1,
+            processes: u32::MAX,
+            hosted: u32::MAX,
+            nodes,
+        });
+    }
+
+    /// A live node's entry is about 280 bytes at its widest, so a status of more live nodes
+    /// than this is answered with an error that says it is too long (docs/gossip.md).
+    #[test]
+    fn the_status_of_ten_thousand_live_nodes_fits_a_reply() {
+        let nodes = (1..=10_000)
+            .map(|node| NodeStatus {
+                node,
+                liveness: Liveness::Suspect,
+                figures: Some(figures()),
+            })
+            .collect();
+        fits_a_reply(Reply::Status {
+            node: 1,
+            processes: u32::MAX,
+            hosted: u32::MAX,
+            nodes,
+        });
     }
 
     #[test]

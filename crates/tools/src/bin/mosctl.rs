@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use rmosix_tools::{CommonArgs, hosted_table, print_out};
 use rmosix_transport::ClusterKey;
-use rmosix_wire::{Reply, Request};
+use rmosix_wire::{NodeStatus, Reply, Request};
 
 /// How long mosctl waits for an answer. The daemon answers `where` at once and `status`
 /// within a few seconds whatever the map (it stops pinging after 3 s); past this, something
@@ -41,9 +41,49 @@ enum Cmd {
         #[arg(value_parser = clap::value_parser!(i32).range(1..))]
         pid: i32,
     },
-    /// Show this node's number, how many processes it supervises and hosts, and which other
-    /// nodes answer.
+    /// Show this node's number and how many processes it supervises and hosts, then every node
+    /// of the map as the cluster view has it: up, suspect or dead, and for a live node its
+    /// load, speed, CPUs, free and total memory, utilisation and modes.
     Status,
+    /// Print a node's load (100 = one CPU-busy process on a standard CPU); this node's
+    /// without NODE.
+    Getload {
+        /// The node, by number.
+        #[arg(value_name = "NODE", value_parser = clap::value_parser!(u16).range(1..))]
+        node: Option<u16>,
+    },
+    /// Print a node's CPU speed (10000 = a standard CPU).
+    Getspeed {
+        /// The node, by number.
+        #[arg(value_name = "NODE", value_parser = clap::value_parser!(u16).range(1..))]
+        node: Option<u16>,
+    },
+    /// Print a node's free memory in bytes: what its processes may still use (within its
+    /// cgroup's limit).
+    Getmem {
+        /// The node, by number.
+        #[arg(value_name = "NODE", value_parser = clap::value_parser!(u16).range(1..))]
+        node: Option<u16>,
+    },
+    /// Print a node's free memory in bytes (the figure getmem prints: nodes gossip one).
+    Getfree {
+        /// The node, by number.
+        #[arg(value_name = "NODE", value_parser = clap::value_parser!(u16).range(1..))]
+        node: Option<u16>,
+    },
+    /// Print a node's CPU utilisation, percent.
+    Getutil {
+        /// The node, by number.
+        #[arg(value_name = "NODE", value_parser = clap::value_parser!(u16).range(1..))]
+        node: Option<u16>,
+    },
+    /// Set this node's CPU speed (10000 = a standard CPU) until the daemon restarts (root
+    /// only).
+    Setspeed {
+        /// The new speed.
+        #[arg(value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        speed: u32,
+    },
     /// List the processes of other nodes that run here: home node, PID at home, PID here,
     /// user, CPU seconds used here, resident MiB, and how long each has been here.
     Guests,
@@ -87,6 +127,12 @@ impl Cmd {
             Cmd::Bring => "bring",
             Cmd::Whois { .. } => "whois",
             Cmd::Isup { .. } => "isup",
+            Cmd::Getload { .. } => "getload",
+            Cmd::Getspeed { .. } => "getspeed",
+            Cmd::Getmem { .. } => "getmem",
+            Cmd::Getfree { .. } => "getfree",
+            Cmd::Getutil { .. } => "getutil",
+            Cmd::Setspeed { .. } => "setspeed",
         }
     }
 }
@@ -159,6 +205,26 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             }
             other => return unexpected(other).context(name),
         },
+        Cmd::Setspeed { speed } => match ask(Request::SetSpeed { speed: *speed }).context(name)? {
+            Reply::Ok => return Ok(ExitCode::SUCCESS),
+            other => return unexpected(other).context(name),
+        },
+        Cmd::Getload { node }
+        | Cmd::Getspeed { node }
+        | Cmd::Getmem { node }
+        | Cmd::Getfree { node }
+        | Cmd::Getutil { node } => match ask(Request::Figures { node: *node }).context(name)? {
+            Reply::Figures { figures, .. } => {
+                let value = match args.command {
+                    Cmd::Getload { .. } => u64::from(figures.load),
+                    Cmd::Getspeed { .. } => u64::from(figures.speed),
+                    Cmd::Getutil { .. } => u64::from(figures.utilisation_pct),
+                    _ => figures.mem_free,
+                };
+                format!("{value}\n")
+            }
+            other => return unexpected(other).context(name),
+        },
         Cmd::Where { pid } => match ask(Request::Where { pid: *pid })? {
             Reply::Location { node } => format!("{node}\n"),
             other => {
@@ -170,15 +236,13 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 node,
                 processes,
                 hosted,
-                peers,
+                nodes,
             } => {
                 let mut text = format!(
                     "node {node}: this node, {processes} supervised processes, {hosted} hosted\n"
                 );
-                for peer in peers {
-                    let state = if peer.up { "up" } else { "down" };
-                    // Writing to a String cannot fail.
-                    let _ = writeln!(text, "node {}: {state}", peer.node);
+                for node in &nodes {
+                    text.push_str(&status_line(node));
                 }
                 text
             }
@@ -191,6 +255,47 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     print_out(&text).context("cannot write the output")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One node's line of `status`: `node 2: up, load 37, speed 10000, 2 CPUs, memory 1534 of
+/// 2048 MiB free, utilisation 5%`, then its modes (`, block`), if any.
+fn status_line(node: &NodeStatus) -> String {
+    let mut line = format!("node {}: {}", node.node, node.liveness);
+    if let Some(f) = &node.figures {
+        const MIB: u64 = 1 << 20;
+        // Writing to a String cannot fail.
+        let _ = write!(
+            line,
+            ", load {}, speed {}, {} CPUs, memory {} of {} MiB free, utilisation {}%",
+            f.load,
+            f.speed,
+            cpus(f.milli_cpus),
+            f.mem_free / MIB,
+            f.mem_total / MIB,
+            f.utilisation_pct
+        );
+        let m = f.modes;
+        for (on, mode) in [
+            (m.stay, "stay"),
+            (m.lstay, "lstay"),
+            (m.block, "block"),
+            (m.quiet, "quiet"),
+            (m.expel, "expel"),
+        ] {
+            if on {
+                line.push_str(", ");
+                line.push_str(mode);
+            }
+        }
+    }
+    line.push('\n');
+    line
+}
+
+/// Thousandths of CPUs as a person writes them: `2`, `1.5`, `0.25`.
+fn cpus(milli: u32) -> String {
+    let text = format!("{}.{:03}", milli / 1000, milli % 1000);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// What `whois` prints: the address asked for a node number, the node number asked for an
@@ -208,5 +313,53 @@ fn unexpected<T>(reply: Reply) -> anyhow::Result<T> {
     match reply {
         Reply::Error { message } => bail!("{message}"),
         other => bail!("unexpected reply from mosixd: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rmosix_wire::{Liveness, NodeFigures, NodeModes};
+
+    use super::*;
+
+    #[test]
+    fn cpus_are_written_as_a_person_writes_them() {
+        assert_eq!(cpus(2000), "2");
+        assert_eq!(cpus(1500), "1.5");
+        assert_eq!(cpus(250), "0.25");
+        assert_eq!(cpus(1), "0.001");
+        assert_eq!(cpus(0), "0");
+    }
+
+    #[test]
+    fn status_lines_show_liveness_figures_and_modes() {
+        let dead = NodeStatus {
+            node: 3,
+            liveness: Liveness::Dead,
+            figures: None,
+        };
+        assert_eq!(status_line(&dead), "node 3: dead\n");
+        let up = NodeStatus {
+            node: 2,
+            liveness: Liveness::Suspect,
+            figures: Some(NodeFigures {
+                load: 37,
+                speed: 10000,
+                milli_cpus: 1500,
+                mem_total: 2048 << 20,
+                mem_free: 1534 << 20,
+                utilisation_pct: 5,
+                modes: NodeModes {
+                    block: true,
+                    expel: true,
+                    ..NodeModes::default()
+                },
+            }),
+        };
+        assert_eq!(
+            status_line(&up),
+            "node 2: suspect, load 37, speed 10000, 1.5 CPUs, memory 1534 of 2048 MiB free, \
+             utilisation 5%, block, expel\n"
+        );
     }
 }
