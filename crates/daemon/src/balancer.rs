@@ -3,14 +3,15 @@
 //! from the gossip view, ask [`rmosix_balance::decide`], and order each move from the
 //! process's supervisor the way a `migrate` request does (`control::order`).
 //!
-//! Only this node's own processes at home are decided on here; guests are left to their
-//! homes for now.
+//! Decided on here: this node's own processes at home, and its guests (processes of other
+//! nodes that run here). A guest sent home goes by the recall `mosctl expel` uses (its home's
+//! daemon orders it home); a guest that should move on to a third node stays, for now.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use rmosix_balance::{
     ClusterView, DecayClass, Decision, LinkSpeeds, Modes, NodeInfo, Policy, Process, ProcessId,
@@ -19,9 +20,11 @@ use rmosix_balance::{
 use rmosix_view::{Liveness, NodeView};
 use rmosix_wire::Reply;
 
-use crate::control;
+use rmosix_config::NodeId;
+
 use crate::daemon::Shared;
 use crate::procfs;
+use crate::{control, modes};
 
 /// How often the loop decides.
 const EVERY: Duration = Duration::from_secs(1);
@@ -53,13 +56,15 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let policy = Policy::default();
     let links = LinkSpeeds::uniform(LINK_SPEED);
     let mut tracked: HashMap<i32, Tracked> = HashMap::new();
+    let mut guests: HashMap<ProcessId, Guest> = HashMap::new();
     let mut ticks = tokio::time::interval(EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!("balancing every {}s", EVERY.as_secs());
     loop {
         ticks.tick().await;
         let now = Instant::now();
-        let processes = sample(&shared, &mut tracked, now);
+        let mut processes = sample(&shared, &mut tracked, now);
+        processes.extend(sample_guests(&shared, &mut guests, now));
         if processes.is_empty() {
             continue;
         }
@@ -73,7 +78,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 .map_or(0, |d| d.as_secs()),
         };
         for decision in decide(&policy, &round, &view, &links, &processes) {
-            carry_out(&shared, &mut tracked, decision);
+            if decision.process().home == shared.own {
+                carry_out(&shared, &mut tracked, decision);
+            } else {
+                send_guest(&shared, &mut guests, decision);
+            }
         }
     }
 }
@@ -103,28 +112,12 @@ fn sample(shared: &Shared, tracked: &mut HashMap<i32, Tracked>, now: Instant) ->
         if node.is_some() {
             continue;
         }
-        let Ok((ran, waited)) = read_schedstat(pid) else {
-            t.last = None;
+        let Some(memory) = measure(t, pid, now) else {
             continue;
         };
-        let Some((last_ran, last_waited, at)) = t.last.replace((ran, waited, now)) else {
-            continue;
-        };
-        t.usage.update(
-            DecayClass::Normal,
-            &Sample {
-                interval: now.duration_since(at),
-                ran: ran.saturating_sub(last_ran),
-                waited: waited.saturating_sub(last_waited),
-                forwarded: None,
-            },
-        );
         if moving {
             continue;
         }
-        let Ok(stat) = procfs::read_stat(pid) else {
-            continue;
-        };
         processes.push(Process {
             id: ProcessId {
                 home: shared.own,
@@ -132,7 +125,7 @@ fn sample(shared: &Shared, tracked: &mut HashMap<i32, Tracked>, now: Instant) ->
             },
             class: DecayClass::Normal,
             usage: t.usage,
-            memory: stat.rss_kib.saturating_mul(1024),
+            memory,
             memory_need: 0,
             locked: false,
             since_move: now.duration_since(t.since),
@@ -141,6 +134,131 @@ fn sample(shared: &Shared, tracked: &mut HashMap<i32, Tracked>, now: Instant) ->
         });
     }
     processes
+}
+
+/// Samples `pid` into `t`: the bytes a move of it sends, once it has two samples.
+fn measure(t: &mut Tracked, pid: i32, now: Instant) -> Option<u64> {
+    let Ok((ran, waited)) = read_schedstat(pid) else {
+        t.last = None;
+        return None;
+    };
+    let (last_ran, last_waited, at) = t.last.replace((ran, waited, now))?;
+    t.usage.update(
+        DecayClass::Normal,
+        &Sample {
+            interval: now.duration_since(at),
+            ran: ran.saturating_sub(last_ran),
+            waited: waited.saturating_sub(last_waited),
+            forwarded: None,
+        },
+    );
+    let stat = procfs::read_stat(pid).ok()?;
+    Some(stat.rss_kib.saturating_mul(1024))
+}
+
+/// What the loop keeps about one guest, by its home identity.
+struct Guest {
+    /// Its PID here.
+    pid: i32,
+    tracked: Tracked,
+    /// When the loop last asked its home to take it back: it is left alone for
+    /// [`RECALL_QUIET`] after, while that recall runs.
+    recalled: Option<Instant>,
+    /// Whether a move on to a third node was logged (once per guest).
+    move_logged: bool,
+}
+
+/// How long a guest sent home gets no new decision: its recall is under way, or was refused
+/// (and logged).
+const RECALL_QUIET: Duration = Duration::from_secs(10);
+
+/// Updates `guests` from the hosted processes and /proc; the guests to decide on, each by its
+/// home identity. Its moves before it came here are not known: it counts one (it came here),
+/// and its time since its last move is its time here.
+fn sample_guests(
+    shared: &Shared,
+    guests: &mut HashMap<ProcessId, Guest>,
+    now: Instant,
+) -> Vec<Process> {
+    let hosted: Vec<(i32, ProcessId)> = shared
+        .hosted()
+        .processes()
+        .into_iter()
+        .filter_map(|(pid, home, home_pid)| {
+            let id = ProcessId {
+                home: NodeId::new(home)?,
+                pid: u32::try_from(home_pid).ok()?,
+            };
+            Some((pid, id))
+        })
+        .collect();
+    guests.retain(|id, g| hosted.contains(&(g.pid, *id)));
+    let mut processes = Vec::new();
+    for (pid, id) in hosted {
+        let g = guests.entry(id).or_insert_with(|| Guest {
+            pid,
+            tracked: Tracked {
+                usage: Usage::new(DecayClass::Normal),
+                node: None,
+                last: None,
+                since: now,
+                moves: 1,
+            },
+            recalled: None,
+            move_logged: false,
+        });
+        let Some(memory) = measure(&mut g.tracked, pid, now) else {
+            continue;
+        };
+        if g.recalled
+            .is_some_and(|at| now.duration_since(at) < RECALL_QUIET)
+        {
+            continue;
+        }
+        processes.push(Process {
+            id,
+            class: DecayClass::Normal,
+            usage: g.tracked.usage,
+            memory,
+            memory_need: 0,
+            locked: false,
+            since_move: now.duration_since(g.tracked.since),
+            moves: g.tracked.moves,
+            just_execed: false,
+        });
+    }
+    processes
+}
+
+/// A decision about a guest: home by a recall, on to a third node not yet (logged).
+fn send_guest(shared: &Arc<Shared>, guests: &mut HashMap<ProcessId, Guest>, decision: Decision) {
+    let process = decision.process();
+    let (home, Ok(pid)) = (process.home.get(), i32::try_from(process.pid)) else {
+        return;
+    };
+    match decision {
+        Decision::Move { to, reason, .. } => {
+            let Some(g) = guests.get_mut(&process).filter(|g| !g.move_logged) else {
+                return;
+            };
+            g.move_logged = true;
+            info!(
+                home,
+                pid,
+                to = to.get(),
+                ?reason,
+                "balancing: a guest would move on; not done yet (logged once)"
+            );
+        }
+        Decision::GoHome { why, .. } => {
+            info!(home, pid, ?why, "balancing: sending a guest home");
+            if let Some(g) = guests.get_mut(&process) {
+                g.recalled = Some(Instant::now());
+            }
+            let shared = shared.clone();
+            tokio::spawn(async move { modes::send_home(&shared, home, pid).await });
+        }
+    }
 }
 
 /// The first two fields of `/proc/PID/schedstat`: time run and time waited on a run queue,
@@ -195,10 +313,6 @@ fn carry_out(shared: &Arc<Shared>, tracked: &mut HashMap<i32, Tracked>, decision
     let Ok(pid) = i32::try_from(process.pid) else {
         return;
     };
-    if process.home != shared.own {
-        debug!(pid, "not ours: left to its home");
-        return;
-    }
     let target = match decision {
         Decision::Move { to, .. } => Some(to.get()),
         Decision::GoHome { .. } => None,

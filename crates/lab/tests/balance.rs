@@ -1,5 +1,6 @@
 //! The daemons' balancing loop in a 3-node lab with balancing on (`LabConfig::balance`) and
-//! one CPU per node: four CPU-bound jobs started at node 1 spread to the others by themselves,
+//! one CPU per node: four CPU-bound jobs started at node 1 spread to the others by themselves
+//! (at most two stay at node 1),
 //! each moves at most a few times, and each computes what a run that never moved computes; with
 //! the other nodes blocked, nothing moves.
 //!
@@ -15,7 +16,7 @@ use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, require_root};
 
 /// Deadline of one step: a job's start, its end.
 const STEP: Duration = Duration::from_secs(60);
-/// How long the balancers may take to move a first job: a few seconds of samples (the loop
+/// How long the balancers may take to move two jobs: a few seconds of samples (the loop
 /// runs once a second), gossip of the loads, and the move itself.
 const SPREAD: Duration = Duration::from_secs(60);
 /// How long a test sleeps between two looks at where the jobs run.
@@ -122,12 +123,14 @@ fn cpu_bound_jobs_spread_from_a_loaded_node_without_ping_pong() {
             .iter()
             .map(|j| j.location().unwrap_or_else(|e| panic!("{e}")))
             .collect();
-        if at.iter().any(|&n| n != 1) {
+        // One CPU per node: two jobs at node 1 and one at each other node is as even as four
+        // jobs get; the balancers go on deciding meanwhile, guests included.
+        if at.iter().filter(|&&n| n == 1).count() <= 2 {
             break at;
         }
         assert!(
             Instant::now() < deadline,
-            "no job left node 1 within {SPREAD:?}\n{}",
+            "the jobs run on {at:?}, not spread within {SPREAD:?}\n{}",
             lab.node(1).log()
         );
         std::thread::sleep(POLL);
