@@ -2,7 +2,8 @@
 //! one CPU per node: four CPU-bound jobs started at node 1 spread to the others by themselves
 //! (at most two stay at node 1),
 //! each moves at most a few times, and each computes what a run that never moved computes; with
-//! the other nodes blocked, nothing moves.
+//! the other nodes blocked, nothing moves; a node with more guests than CPUs sends one home
+//! when home idles.
 //!
 //! The program (`spin.c`) says "ready", stirs a 1 MiB array round after round until NAME.stop
 //! exists, and prints "rounds=R sum=S"; `spin - R` prints what R rounds give without moving.
@@ -10,6 +11,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, require_root};
@@ -17,8 +19,9 @@ use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, require_root};
 /// Deadline of one step: a job's start, its end.
 const STEP: Duration = Duration::from_secs(60);
 /// How long the balancers may take to move two jobs: a few seconds of samples (the loop
-/// runs once a second), gossip of the loads, and the move itself.
-const SPREAD: Duration = Duration::from_secs(60);
+/// runs once a second), gossip of the loads, and the move itself; generous, as other tests
+/// may share the host's CPUs.
+const SPREAD: Duration = Duration::from_secs(120);
 /// How long a test sleeps between two looks at where the jobs run.
 const POLL: Duration = Duration::from_millis(100);
 /// How many jobs.
@@ -26,6 +29,16 @@ const JOBS: usize = 4;
 /// At most this many moves of one job: the loop sends a job out from home only, so once is
 /// the most it should do; a little slack for an operator-like bring home is not needed either.
 const MAX_MOVES: usize = 2;
+
+/// The tests of this file run one at a time: busy labs side by side share the host's CPUs,
+/// and each test's loads are what its balancers act on.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn spin_program() -> String {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -113,6 +126,7 @@ fn cpu_bound_jobs_spread_from_a_loaded_node_without_ping_pong() {
     if !require_root() {
         return;
     }
+    let _alone = one_at_a_time();
     let program = spin_program();
     let lab = lab();
     let names = names("spread");
@@ -145,6 +159,7 @@ fn nothing_moves_when_the_other_nodes_are_blocked() {
     if !require_root() {
         return;
     }
+    let _alone = one_at_a_time();
     let program = spin_program();
     let lab = lab();
     for n in [2, 3] {
@@ -191,4 +206,48 @@ fn nothing_moves_when_the_other_nodes_are_blocked() {
     }
     let counts = stop_all(&lab, &program, jobs, &names);
     assert_eq!(counts, vec![0; JOBS], "a job moved");
+}
+
+#[test]
+fn a_loaded_node_sends_a_guest_home_when_home_is_idle() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin_program();
+    let mut cfg = LabConfig::new(2, bin_dir_of_current_test());
+    cfg.cpu_quota = Some(1.0);
+    cfg.balance = true;
+    let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = (1..=2).map(|k| format!("home-{k}")).collect();
+    let jobs: Vec<Job> = names.iter().map(|n| start(&lab, &program, n)).collect();
+    // Both to node 2 by hand (node 1's loop may have sent one already): two jobs on its one
+    // CPU while node 1 idles, so node 2's loop sends one home.
+    for job in &jobs {
+        job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    }
+    let deadline = Instant::now() + SPREAD;
+    loop {
+        let at: Vec<u16> = jobs
+            .iter()
+            .map(|j| j.location().unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        if at.contains(&1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no guest went home within {SPREAD:?}\n{}",
+            lab.node(2).log()
+        );
+        std::thread::sleep(POLL);
+    }
+    assert!(
+        lab.node(2)
+            .log()
+            .contains("balancing: sending a guest home"),
+        "{}",
+        lab.node(2).log()
+    );
+    stop_all(&lab, &program, jobs, &names);
 }
