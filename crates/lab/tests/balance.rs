@@ -251,3 +251,23 @@ fn a_loaded_node_sends_a_guest_home_when_home_is_idle() {
     );
     stop_all(&lab, &program, jobs, &names);
 }
+
+#[test]
+fn lab_daemons_balance_only_when_asked() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let quiet =
+        Lab::start(LabConfig::new(1, bin_dir_of_current_test())).unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = LabConfig::new(1, bin_dir_of_current_test());
+    cfg.balance = true;
+    let busy = Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    busy.node(1)
+        .wait_log("balancing every", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The quiet lab's daemon started before the busy one's and has served longer: it would
+    // have said so by now.
+    let log = quiet.node(1).log();
+    assert!(!log.contains("balancing every"), "{log}");
+}
