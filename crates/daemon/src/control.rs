@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use rmosix_config::NodeId;
@@ -23,7 +23,7 @@ use rmosix_wire::{
 use crate::daemon::Shared;
 use crate::limits::{Holder, Refusal as OverLimit, Ticket};
 use crate::peer::SESSION_READY;
-use crate::table::{Refusal, SupervisorId};
+use crate::table::{MigrateResult, Refusal, SupervisorId};
 use crate::{chain, cluster, guests, modes, procfs, sys};
 
 /// How long opening a session may take before the node counts as down.
@@ -248,30 +248,10 @@ async fn migrate(shared: &Shared, conn: &mut Conn, pid: i32, target: Target) -> 
         Ok(target) => target,
         Err(reply) => return Some(reply),
     };
-    if shared.table().location(pid).is_none() {
-        return Some(not_supervised(pid));
-    }
-    let creds = match procfs::read_creds(pid) {
-        Ok(creds) => creds,
-        Err(_) => return Some(error(format!("no process {pid}"))),
-    };
-    let by = conn.caller.uid;
-    if !procfs::may_act(by, &creds) {
-        return Some(error(format!(
-            "permission denied: process {pid} belongs to uid {}",
-            creds.real_uid
-        )));
-    }
-    let (id, waiter) = match shared.table().start_migrate(pid, target) {
+    let (id, waiter) = match order(shared, pid, target, conn.caller.uid) {
         Ok(started) => started,
-        Err(Refusal::AlreadyThere) => return Some(Reply::Ok),
-        Err(Refusal::Busy) => return Some(Reply::Failed(MoveError::Busy)),
-        Err(Refusal::NotSupervised) => return Some(not_supervised(pid)),
-        Err(Refusal::SupervisorGone) => {
-            return Some(error(format!("the supervisor of process {pid} has gone")));
-        }
+        Err(reply) => return Some(reply),
     };
-    info!(pid, to = ?target, by, order = id, "migration requested");
     tokio::select! {
         answer = waiter => Some(match answer {
             Ok(Ok(())) => Reply::Ok,
@@ -286,6 +266,42 @@ async fn migrate(shared: &Shared, conn: &mut Conn, pid: i32, target: Target) -> 
             None
         }
     }
+}
+
+/// Hand an order to move `pid` to `target` (`None`: home) to its supervisor, on behalf of
+/// `by` (a uid; the balancing loop acts as root). The order's id and the waiter of its answer,
+/// or the reply that ends the request at once (`Reply::Ok` if it is already there). Both
+/// `migrate` requests and the balancing loop (`balancer`) come this way.
+pub(crate) fn order(
+    shared: &Shared,
+    pid: i32,
+    target: Option<u16>,
+    by: u32,
+) -> Result<(u64, oneshot::Receiver<MigrateResult>), Reply> {
+    if shared.table().location(pid).is_none() {
+        return Err(not_supervised(pid));
+    }
+    let creds = match procfs::read_creds(pid) {
+        Ok(creds) => creds,
+        Err(_) => return Err(error(format!("no process {pid}"))),
+    };
+    if !procfs::may_act(by, &creds) {
+        return Err(error(format!(
+            "permission denied: process {pid} belongs to uid {}",
+            creds.real_uid
+        )));
+    }
+    let (id, waiter) = match shared.table().start_migrate(pid, target) {
+        Ok(started) => started,
+        Err(Refusal::AlreadyThere) => return Err(Reply::Ok),
+        Err(Refusal::Busy) => return Err(Reply::Failed(MoveError::Busy)),
+        Err(Refusal::NotSupervised) => return Err(not_supervised(pid)),
+        Err(Refusal::SupervisorGone) => {
+            return Err(error(format!("the supervisor of process {pid} has gone")));
+        }
+    };
+    info!(pid, to = ?target, by, order = id, "migration requested");
+    Ok((id, waiter))
 }
 
 /// Where a supervised process runs. A PID the table does not know is not ours to place, even

@@ -24,7 +24,7 @@ use crate::records::{Records, RecordsError};
 use crate::sys::FdLimit;
 use crate::table::Table;
 use crate::throttle::{Throttle, Verdict};
-use crate::{cluster, control, guests, own, peer, sys};
+use crate::{balancer, cluster, control, guests, own, peer, sys};
 
 /// What `mosixd` needs to start.
 #[derive(Clone, Debug)]
@@ -41,6 +41,8 @@ pub struct Config {
     pub port: u16,
     /// How many control connections one ordinary user may hold at once (see `limits`).
     pub max_user_connections: u32,
+    /// Whether the balancing loop moves this node's processes by itself (`balancer`).
+    pub balance: bool,
 }
 
 impl Config {
@@ -300,6 +302,7 @@ pub struct Daemon {
     tcp: TcpListener,
     unix: UnixListener,
     socket: PathBuf,
+    balance: bool,
 }
 
 impl Daemon {
@@ -369,6 +372,7 @@ impl Daemon {
             tcp,
             unix,
             socket: config.socket,
+            balance: config.balance,
         })
     }
 
@@ -389,6 +393,7 @@ impl Daemon {
             () = accept_clients(&self.shared, &self.unix) => {}
             () = report_held_lines(&self.shared) => {}
             () = cluster::publish(&self.shared) => {}
+            () = balancer::run(self.shared.clone()), if self.balance => {}
             () = reload_on_hangup(&self.shared, hangup) => {}
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

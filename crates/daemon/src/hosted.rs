@@ -150,6 +150,17 @@ impl Hosted {
             .collect()
     }
 
+    /// Each hosted process: its PID here, its home node and its PID there.
+    pub fn processes(&self) -> Vec<(i32, u16, i32)> {
+        self.guests
+            .values()
+            .filter_map(|g| {
+                let p = g.process?;
+                Some((p.pid, g.home_node, p.home_pid))
+            })
+            .collect()
+    }
+
     /// What each hosted process is, for a listing: read under the lock, while the figures are
     /// read from the kernel after it (see [`figures`]).
     pub fn entries(&self) -> Vec<Entry> {

@@ -23,11 +23,17 @@
 //! the figures every second through the view room's gossip, reloads the map on SIGHUP and
 //! leaves the view on SIGTERM; `mosctl status|getload|...|setspeed` read and set them.
 //!
+//! Unless started with `--no-balance` it runs the balancing loop (`balancer`): once a second
+//! it asks the balance room where this node's own processes and its guests should run, orders
+//! its own processes' moves from their supervisors as `migrate` would, and sends guests home
+//! by the recall `expel` uses.
+//!
 //! Placement policy, membership and the migration engine itself live in other rooms.
 //!
 //! The door: [`Config`], [`Daemon`], [`DaemonError`], [`RecordsError`], [`run_guest`].
 #![warn(missing_docs)]
 
+mod balancer;
 mod cluster;
 mod control;
 mod daemon;

@@ -281,6 +281,16 @@ enum RecallError {
     BadAnswer(u16),
 }
 
+/// The balancing loop sends guest `pid` of `node` home: [`recall`] with its outcome logged.
+pub(crate) async fn send_home(shared: &Shared, node: u16, pid: i32) {
+    if let Err(not) = recall(shared, node, pid).await {
+        warn!(
+            node,
+            pid, "balancing: the guest did not go home: {}", not.line
+        );
+    }
+}
+
 /// Ask the daemon of `node` to bring its process `pid` home from here, and wait for the
 /// outcome of the move.
 async fn recall(shared: &Shared, node: u16, pid: i32) -> Result<(), NotSent> {

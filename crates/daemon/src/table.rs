@@ -139,6 +139,15 @@ impl Table {
         away
     }
 
+    /// Every supervised process: its PID, where it runs (`None`: home) and whether an order
+    /// for it is under way.
+    pub fn processes(&self) -> Vec<(i32, Option<u16>, bool)> {
+        self.processes
+            .iter()
+            .map(|(&pid, p)| (pid, p.node, p.moving.is_some()))
+            .collect()
+    }
+
     /// Whether an order for `pid` is under way.
     pub fn is_moving(&self, pid: i32) -> bool {
         self.processes.get(&pid).is_some_and(|p| p.moving.is_some())

@@ -242,6 +242,8 @@ impl Running {
                 &port.to_string(),
                 "--log-level",
                 "info",
+                // These tests supervise their own process and order its moves themselves.
+                "--no-balance",
             ],
         )
         .stdin(Stdio::null())

@@ -43,6 +43,9 @@ pub struct LabConfig {
     /// Where `mosixd`, `mosrun`, `migrate` and `mosctl` live; see
     /// [`bin_dir_of_current_test`](crate::bin_dir_of_current_test).
     pub bin_dir: PathBuf,
+    /// Whether the daemons move processes by themselves (their balancing loop). Off by
+    /// default: `mosixd --no-balance`, so that a test's processes stay where it puts them.
+    pub balance: bool,
 }
 
 impl LabConfig {
@@ -52,6 +55,7 @@ impl LabConfig {
             nodes,
             cpu_quota: None,
             bin_dir: bin_dir.into(),
+            balance: false,
         }
     }
 }
@@ -151,6 +155,7 @@ impl Lab {
                 daemon,
                 map: &self.map_path(),
                 key: &self.key_path(),
+                balance: cfg.balance,
             };
             self.nodes.push(Node::start(spec, INIT_TIMEOUT)?);
         }

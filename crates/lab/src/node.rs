@@ -52,8 +52,8 @@ const TAIL_LINES: usize = 30;
 /// The node's init, run by `sh` as PID 1 of the node's PID namespace. Positional
 /// parameters: node id, daemon program, map file, key file, the host paths under /tmp or
 /// /run the node must still see (colon-separated: the workspace and its binaries when a
-/// checkout lives there, as CI's may), and a directory to hold them while the private
-/// /tmp and /run are mounted.
+/// checkout lives there, as CI's may), a directory to hold them while the private
+/// /tmp and /run are mounted, and the daemon's further options (word-split; empty for none).
 ///
 /// It gives the node its hostname and private /tmp and /run, starts the daemon, and then
 /// stays: the node outlives a crashed or stopped daemon, starts a new one on SIGUSR1 (unless
@@ -74,7 +74,7 @@ start=1 daemon=
 trap 'start=1' USR1
 while :; do
     if [ -n "$start" ] && [ -z "$daemon" ]; then
-        "$2" --map "$3" --key "$4" --node "$1" </dev/null &
+        "$2" --map "$3" --key "$4" --node "$1" $7 </dev/null &
         daemon=$!
     fi
     start=
@@ -160,6 +160,8 @@ pub(crate) struct NodeSpec<'a> {
     pub(crate) daemon: &'a Path,
     pub(crate) map: &'a Path,
     pub(crate) key: &'a Path,
+    /// Whether the daemon balances by itself (see [`LabConfig::balance`](crate::LabConfig)).
+    pub(crate) balance: bool,
 }
 
 impl Node {
@@ -198,6 +200,7 @@ impl Node {
             .arg(spec.key)
             .arg(kept_paths(spec.bin_dir))
             .arg(spec.lab_dir.join(format!("hold-node{id}")))
+            .arg(if spec.balance { "" } else { "--no-balance" })
             .env_remove("MOSIX_SOCKET")
             .stdin(Stdio::null())
             .stdout(log)

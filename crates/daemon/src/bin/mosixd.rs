@@ -35,6 +35,10 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = Config::DEFAULT_MAX_USER_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_user_connections: u32,
+    /// Do not move processes by themselves: no balancing loop. `migrate`, `mosctl expel` and
+    /// the others still move them when asked.
+    #[arg(long)]
+    no_balance: bool,
     /// Log filter, e.g. `info` or `rmosix_daemon=debug` (default: $RUST_LOG, else info).
     #[arg(long, value_name = "L")]
     log_level: Option<String>,
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         socket: args.socket,
         port: args.port,
         max_user_connections: args.max_user_connections,
+        balance: !args.no_balance,
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,273 @@
+//! The daemons' balancing loop in a 3-node lab with balancing on (`LabConfig::balance`) and
+//! one CPU per node: four CPU-bound jobs started at node 1 spread to the others by themselves
+//! (at most two stay at node 1),
+//! each moves at most a few times, and each computes what a run that never moved computes; with
+//! the other nodes blocked, nothing moves; a node with more guests than CPUs sends one home
+//! when home idles.
+//!
+//! The program (`spin.c`) says "ready", stirs a 1 MiB array round after round until NAME.stop
+//! exists, and prints "rounds=R sum=S"; `spin - R` prints what R rounds give without moving.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, require_root};
+
+/// Deadline of one step: a job's start, its end.
+const STEP: Duration = Duration::from_secs(60);
+/// How long the balancers may take to move two jobs: a few seconds of samples (the loop
+/// runs once a second), gossip of the loads, and the move itself; generous, as other tests
+/// may share the host's CPUs.
+const SPREAD: Duration = Duration::from_secs(120);
+/// How long a test sleeps between two looks at where the jobs run.
+const POLL: Duration = Duration::from_millis(100);
+/// How many jobs.
+const JOBS: usize = 4;
+/// At most this many moves of one job: the loop sends a job out from home only, so once is
+/// the most it should do; a little slack for an operator-like bring home is not needed either.
+const MAX_MOVES: usize = 2;
+
+/// The tests of this file run one at a time: busy labs side by side share the host's CPUs,
+/// and each test's loads are what its balancers act on.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn spin_program() -> String {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("balance")
+        .join("spin");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/balance/spin.c");
+    rmosix_lab::compiled(src, out, &["-O2"])
+}
+
+fn lab() -> Lab {
+    let mut cfg = LabConfig::new(3, bin_dir_of_current_test());
+    cfg.cpu_quota = Some(1.0);
+    cfg.balance = true;
+    Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `mosrun spin NAME` at node 1, once it says "ready".
+fn start<'l>(lab: &'l Lab, program: &str, name: &str) -> Job<'l> {
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.arg(program)
+        .arg(lab.work_dir().join(name))
+        .current_dir(lab.work_dir())
+        .stdin(Stdio::null())
+        .env("MOSRUN_LOG", "info");
+    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("ready", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job
+}
+
+/// How many times mosrun logged a move of its job.
+fn moves(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .filter(|l| l.contains("migrated") || l.contains("moved on") || l.contains("came home"))
+        .count()
+}
+
+/// Stops every job; checks each ended well with the checksum of a never-moved run of as many
+/// rounds, and moved at most [`MAX_MOVES`] times. Returns the moves of each.
+fn stop_all(lab: &Lab, program: &str, jobs: Vec<Job>, names: &[String]) -> Vec<usize> {
+    for name in names {
+        fs::write(lab.work_dir().join(format!("{name}.stop")), b"").expect("write a stop file");
+    }
+    let mut counts = Vec::new();
+    for job in jobs {
+        let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+        let stdout = String::from_utf8_lossy(&done.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&done.stderr).into_owned();
+        assert!(
+            done.status.success(),
+            "{:?}\n{stdout}\n{stderr}",
+            done.status
+        );
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("rounds="))
+            .unwrap_or_else(|| panic!("no result\n{stdout}\n{stderr}"));
+        let rounds = line
+            .strip_prefix("rounds=")
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("rounds");
+        let still = Command::new(program)
+            .args(["-", rounds])
+            .output()
+            .expect("run spin at the host");
+        assert_eq!(
+            line,
+            String::from_utf8_lossy(&still.stdout).trim_end(),
+            "a moved job computed otherwise than a never-moved one\n{stderr}"
+        );
+        let n = moves(&stderr);
+        assert!(n <= MAX_MOVES, "moved {n} times: ping-pong?\n{stderr}");
+        counts.push(n);
+    }
+    counts
+}
+
+fn names(test: &str) -> Vec<String> {
+    (1..=JOBS).map(|k| format!("{test}-{k}")).collect()
+}
+
+#[test]
+fn cpu_bound_jobs_spread_from_a_loaded_node_without_ping_pong() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin_program();
+    let lab = lab();
+    let names = names("spread");
+    let jobs: Vec<Job> = names.iter().map(|n| start(&lab, &program, n)).collect();
+    let deadline = Instant::now() + SPREAD;
+    let away = loop {
+        let at: Vec<u16> = jobs
+            .iter()
+            .map(|j| j.location().unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        // One CPU per node: two jobs at node 1 and one at each other node is as even as four
+        // jobs get; the balancers go on deciding meanwhile, guests included.
+        if at.iter().filter(|&&n| n == 1).count() <= 2 {
+            break at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the jobs run on {at:?}, not spread within {SPREAD:?}\n{}",
+            lab.node(1).log()
+        );
+        std::thread::sleep(POLL);
+    };
+    eprintln!("jobs run on {away:?}");
+    let counts = stop_all(&lab, &program, jobs, &names);
+    assert!(counts.iter().any(|&n| n > 0), "mosrun logged no move");
+}
+
+#[test]
+fn nothing_moves_when_the_other_nodes_are_blocked() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin_program();
+    let lab = lab();
+    for n in [2, 3] {
+        let node = lab.node(n);
+        let done = node
+            .command("mosctl")
+            .arg("block")
+            .output()
+            .expect("run mosctl");
+        assert!(done.status.success(), "node {n}: mosctl block: {done:?}");
+    }
+    // Node 1 must know of the blocks before its loop could decide anything.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let status = lab.node(1).command("mosctl").arg("status").output();
+        let status = String::from_utf8_lossy(&status.expect("run mosctl").stdout).into_owned();
+        let blocked = |n: u16| {
+            status
+                .lines()
+                .any(|l| l.starts_with(&format!("node {n}: ")) && l.ends_with(", block"))
+        };
+        if blocked(2) && blocked(3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 does not see the blocks
+{status}"
+        );
+        std::thread::sleep(POLL);
+    }
+    let names = names("blocked");
+    let jobs: Vec<Job> = names.iter().map(|n| start(&lab, &program, n)).collect();
+    // A bounded wait, not a poll for an event: what is checked is that nothing happens. 10 s
+    // are ten rounds of the loop, more than the first test needs to see a move, and longer
+    // than the gossip takes to tell node 1 of the blocks (they were set before the jobs).
+    let watch = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < watch {
+        for job in &jobs {
+            let at = job.location().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(at, 1, "a job moved to a blocked node\n{}", job.outputs());
+        }
+        std::thread::sleep(POLL);
+    }
+    let counts = stop_all(&lab, &program, jobs, &names);
+    assert_eq!(counts, vec![0; JOBS], "a job moved");
+}
+
+#[test]
+fn a_loaded_node_sends_a_guest_home_when_home_is_idle() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin_program();
+    let mut cfg = LabConfig::new(2, bin_dir_of_current_test());
+    cfg.cpu_quota = Some(1.0);
+    cfg.balance = true;
+    let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = (1..=2).map(|k| format!("home-{k}")).collect();
+    let jobs: Vec<Job> = names.iter().map(|n| start(&lab, &program, n)).collect();
+    // Both to node 2 by hand (node 1's loop may have sent one already): two jobs on its one
+    // CPU while node 1 idles, so node 2's loop sends one home.
+    for job in &jobs {
+        job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    }
+    let deadline = Instant::now() + SPREAD;
+    loop {
+        let at: Vec<u16> = jobs
+            .iter()
+            .map(|j| j.location().unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        if at.contains(&1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no guest went home within {SPREAD:?}\n{}",
+            lab.node(2).log()
+        );
+        std::thread::sleep(POLL);
+    }
+    assert!(
+        lab.node(2)
+            .log()
+            .contains("balancing: sending a guest home"),
+        "{}",
+        lab.node(2).log()
+    );
+    stop_all(&lab, &program, jobs, &names);
+}
+
+#[test]
+fn lab_daemons_balance_only_when_asked() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let quiet =
+        Lab::start(LabConfig::new(1, bin_dir_of_current_test())).unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = LabConfig::new(1, bin_dir_of_current_test());
+    cfg.balance = true;
+    let busy = Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    busy.node(1)
+        .wait_log("balancing every", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The quiet lab's daemon started before the busy one's and has served longer: it would
+    // have said so by now.
+    let log = quiet.node(1).log();
+    assert!(!log.contains("balancing every"), "{log}");
+}
