@@ -72,6 +72,32 @@ fn stop(job: Job, name: &Path) -> String {
     stdout
 }
 
+/// `mosrun -NODE PROGRAM NAME` at node 1 must fail with the reason, the program never run.
+fn refused_before_it_ran(lab: &Lab, node: &str, program: &str, name: &Path) {
+    let out = lab
+        .node(1)
+        .command("mosrun")
+        .args([
+            &format!("-{node}"),
+            program,
+            name.to_str().expect("a UTF-8 path"),
+        ])
+        .current_dir(lab.work_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mosrun");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot start it on node {node}")),
+        "no reason: {stderr}"
+    );
+    assert!(
+        !name.with_extension("ran").exists(),
+        "the refused program ran: {stderr}"
+    );
+}
+
 fn name(lab: &Lab, what: &str) -> PathBuf {
     lab.work_dir().join(what)
 }
@@ -106,39 +132,10 @@ fn a_program_starts_on_the_node_asked_for_or_at_home_as_asked_when_that_node_can
 
     // -9 without -F: mosrun fails with the reason, and the program never ran.
     let refused = name(&lab, "refused");
-    let out = lab
-        .node(1)
-        .command("mosrun")
-        .args(["-9", &program, &path(&refused)])
-        .current_dir(lab.work_dir())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run mosrun");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("cannot start it on node 9"),
-        "no reason: {stderr}"
-    );
-    assert!(
-        !refused.with_extension("ran").exists(),
-        "the refused program ran: {stderr}"
-    );
-
+    refused_before_it_ran(&lab, "9", &program, &refused);
     // A node that is down, without -F: the same.
     lab.node(3).stop_daemon().unwrap_or_else(|e| panic!("{e}"));
-    let out = lab
-        .node(1)
-        .command("mosrun")
-        .args(["-3", &program, &path(&refused)])
-        .current_dir(lab.work_dir())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run mosrun");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot start it on node 3"), "{stderr}");
-    assert!(!refused.with_extension("ran").exists(), "{stderr}");
+    refused_before_it_ran(&lab, "3", &program, &refused);
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 

@@ -75,9 +75,8 @@ fn finish(job: Job<'_>) -> Output {
     job.finish(STEP).expect("the job ends")
 }
 
-/// A FIFO in the lab's work dir (every node sees it), with its read end open here,
-/// non-blocking, so that the program's open for writing does not wait.
-fn fifo(lab: &Lab, name: &str) -> (PathBuf, File) {
+/// A new FIFO `name` in the lab's work dir, which every node sees.
+fn make_fifo(lab: &Lab, name: &str) -> PathBuf {
     let path = lab.work_dir().join(name);
     let _ = fs::remove_file(&path);
     let made = Command::new("mkfifo")
@@ -85,6 +84,13 @@ fn fifo(lab: &Lab, name: &str) -> (PathBuf, File) {
         .status()
         .expect("run mkfifo");
     assert!(made.success(), "mkfifo {}", path.display());
+    path
+}
+
+/// A FIFO in the lab's work dir (every node sees it), with its read end open here,
+/// non-blocking, so that the program's open for writing does not wait.
+fn fifo(lab: &Lab, name: &str) -> (PathBuf, File) {
+    let path = make_fifo(lab, name);
     let reader = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -98,13 +104,7 @@ fn fifo(lab: &Lab, name: &str) -> (PathBuf, File) {
 /// open, for a moment, in every child another test thread forks, until that child execs; a
 /// write meant to fail with EPIPE then found a reader (one run in four, under load).
 fn fifo_read_by_child(lab: &Lab, name: &str) -> (PathBuf, Child, File) {
-    let path = lab.work_dir().join(name);
-    let _ = fs::remove_file(&path);
-    let made = Command::new("mkfifo")
-        .arg(&path)
-        .status()
-        .expect("run mkfifo");
-    assert!(made.success(), "mkfifo {}", path.display());
+    let path = make_fifo(lab, name);
     let mut cat = Command::new("cat")
         .arg(&path)
         .stdin(Stdio::null())
