@@ -47,16 +47,20 @@ impl Cluster {
         let gauge = Gauge::new(Root::host()).map_err(DaemonError::Gauge)?;
         let ip = own_ip(own, map).await?;
         let bind = SocketAddr::new(ip, port);
-        let view = View::start(own, map, key, bind)
+        let gauge = Arc::new(Mutex::new(gauge));
+        let cluster = Cluster {
+            gauge,
+            view: Mutex::new(None),
+            compat,
+        };
+        // A starting node has no modes set yet.
+        let first = cluster.state(Status::default());
+        let view = View::start(own, map, key, bind, first)
             .await
             .map_err(|source| DaemonError::Gossip { addr: bind, source })?;
-        let gauge = Arc::new(Mutex::new(gauge));
-        spawn_sampler(Arc::downgrade(&gauge));
-        Ok(Cluster {
-            gauge,
-            view: Mutex::new(Some(view)),
-            compat,
-        })
+        *lock(&cluster.view) = Some(view);
+        spawn_sampler(Arc::downgrade(&cluster.gauge));
+        Ok(cluster)
     }
 
     /// Every node of the map as the view has it; empty once the daemon has left.

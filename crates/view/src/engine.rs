@@ -100,7 +100,8 @@ enum Command {
 }
 
 impl View {
-    /// Starts gossiping as node `own` of `map`, on UDP `bind`, sealed with `key`; the other
+    /// Starts gossiping as node `own` of `map`, on UDP `bind`, sealed with `key`, with `first`
+    /// as this node's state until [`ViewHandle::publish`] replaces it; the other
     /// nodes are reached at their map address and `bind`'s port. Must be called inside a
     /// tokio runtime. Fails if the socket cannot be bound, or if `own` is not in the map.
     pub async fn start(
@@ -108,8 +109,9 @@ impl View {
         map: &Map,
         key: &ClusterKey,
         bind: SocketAddr,
+        first: NodeState,
     ) -> io::Result<ViewHandle> {
-        View::start_tuned(own, map, key, bind, Tuning::default()).await
+        View::start_tuned(own, map, key, bind, first, Tuning::default()).await
     }
 
     /// As [`View::start`], with other timings (tests use shorter ones).
@@ -118,12 +120,21 @@ impl View {
         map: &Map,
         key: &ClusterKey,
         bind: SocketAddr,
+        first: NodeState,
         tuning: Tuning,
     ) -> io::Result<ViewHandle> {
         if map.node(own).is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("node {own} is not in {}", map.path().display()),
+            ));
+        }
+        if first.compat.len() > MAX_COMPAT {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                PublishError::CompatTooLong {
+                    len: first.compat.len(),
+                },
             ));
         }
         let socket = UdpSocket::bind(bind).await?;
@@ -152,12 +163,12 @@ impl View {
             },
         );
         let (commands, inbox) = mpsc::unbounded_channel();
-        let engine = Engine {
+        let mut engine = Engine {
             own,
             generation,
             seq: 0,
             published: 0,
-            own_state: None,
+            own_state: first,
             socket,
             sealer: Sealer::new(key),
             foca,
@@ -171,6 +182,9 @@ impl View {
             port: local.port(),
             leaving: false,
         };
+        // In the table before this returns: from the start, this node's own figures are
+        // in every snapshot (`mosctl status`, the balancer).
+        engine.publish();
         info!(node = own.get(), %local, generation, "cluster view started");
         let task = tokio::spawn(engine.run(inbox));
         Ok(ViewHandle {
@@ -345,7 +359,7 @@ struct Engine {
     seq: u64,
     /// Sequence number of our latest entry.
     published: u64,
-    own_state: Option<NodeState>,
+    own_state: NodeState,
     socket: UdpSocket,
     sealer: Sealer,
     foca: Foca<Id, SwimCodec, SmallRng, Entries>,
@@ -386,7 +400,7 @@ impl Engine {
                 },
                 command = inbox.recv() => match command {
                     Some(Command::Publish(state)) => {
-                        self.own_state = Some(state);
+                        self.own_state = state;
                         self.publish();
                     }
                     Some(Command::ReloadMap(map)) => self.reload(map).await,
@@ -490,9 +504,7 @@ impl Engine {
 
     /// Puts out a new entry of our state, if we have one.
     fn publish(&mut self) {
-        let Some(state) = self.own_state.clone() else {
-            return;
-        };
+        let state = self.own_state.clone();
         self.published += 1;
         let entry = Entry {
             node: self.own,

@@ -81,6 +81,7 @@ impl Cluster {
             &self.map,
             key,
             self.addr(n),
+            sample(u32::from(n)),
             Tuning::default(),
         )
         .await
@@ -184,7 +185,6 @@ async fn three_nodes_learn_each_others_state_within_seconds() {
     let mut views = Vec::new();
     for n in 1..=3u8 {
         let view = cluster.start(n, &key).await;
-        view.publish(sample(u32::from(n))).unwrap();
         views.push(view);
     }
     let took = wait_for(
@@ -227,7 +227,6 @@ async fn a_stopped_node_is_marked_dead_by_the_others_within_seconds() {
     let mut views = Vec::new();
     for n in 1..=3u8 {
         let view = cluster.start(n, &key).await;
-        view.publish(sample(u32::from(n))).unwrap();
         views.push(view);
     }
     wait_for("convergence", Duration::from_secs(5), || {
@@ -259,7 +258,6 @@ async fn a_node_that_leaves_is_dead_at_once_and_a_restart_is_welcome() {
     let key = key(1);
     let one = cluster.start(1, &key).await;
     let two = cluster.start(2, &key).await;
-    two.publish(sample(2)).unwrap();
     wait_for("node 1 sees node 2", Duration::from_secs(5), || {
         sees(&one, 2, &sample(2))
     })
@@ -286,8 +284,7 @@ async fn a_node_without_the_key_never_joins_and_is_never_seen() {
     // Node 3 is in the map, at its address, but has another key; it offers load 0.
     let stranger = cluster.start(3, &key(2)).await;
     stranger.publish(load(sample(3), 0)).unwrap();
-    one.publish(sample(1)).unwrap();
-    two.publish(sample(2)).unwrap();
+
     wait_for(
         "nodes 1 and 2 have each dropped the stranger's datagrams, and it theirs",
         Duration::from_secs(10),
@@ -432,7 +429,6 @@ async fn a_node_removed_from_the_map_leaves_the_view_and_is_refused() {
     let mut views = Vec::new();
     for n in 1..=3u8 {
         let view = cluster.start(n, &key).await;
-        view.publish(sample(u32::from(n))).unwrap();
         views.push(view);
     }
     wait_for("convergence", Duration::from_secs(5), || {
@@ -480,9 +476,15 @@ async fn a_node_removed_from_the_map_leaves_the_view_and_is_refused() {
 #[tokio::test]
 async fn a_node_missing_from_its_own_map_cannot_start() {
     let map = map(18, 2);
-    let err = View::start(node(3), &map, &key(1), SocketAddr::from((ip(18, 1), 0)))
-        .await
-        .err()
-        .unwrap();
+    let err = View::start(
+        node(3),
+        &map,
+        &key(1),
+        SocketAddr::from((ip(18, 1), 0)),
+        sample(3),
+    )
+    .await
+    .err()
+    .unwrap();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
