@@ -245,29 +245,7 @@ pub fn decide(
     let Some(me) = view.get(round.here) else {
         return Vec::new();
     };
-    let mut plan = Plan {
-        policy,
-        round,
-        view,
-        links,
-        me,
-        load: view
-            .nodes
-            .iter()
-            .map(|(&id, info)| (id, f64::from(info.load)))
-            .collect(),
-        free: view
-            .nodes
-            .iter()
-            .map(|(&id, info)| (id, i128::from(info.free_memory)))
-            .collect(),
-        sent: BTreeMap::new(),
-        mean_load: OnceCell::new(),
-        allowed: RefCell::new(BTreeMap::new()),
-        moves: 0,
-        decided: BTreeSet::new(),
-        decisions: Vec::new(),
-    };
+    let mut plan = Plan::new(policy, round, view, links, me);
     if me.modes.expel {
         plan.expel(processes);
     }
@@ -283,6 +261,45 @@ pub fn decide(
     plan.place(&movable);
     plan.balance(&movable);
     plan.decisions
+}
+
+/// Whether the process [`best_node`] places is already counted in its node's load.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Placing {
+    /// It runs on `round.here` (`migrate PID balance`).
+    Running,
+    /// It has not started yet (`mosrun -b`): `round.here` would have its load too.
+    Starting,
+}
+
+/// Where an operator's order sends `process` from `round.here`: `migrate PID balance` (it
+/// runs there) or `mosrun -b` (it is about to start there). The least loaded node, with the
+/// process's share, among those that would take it by the balance rule's hysteresis as if it
+/// wanted a whole CPU; `None` if it is best where it is. An order, not an automatic move:
+/// payback, residence time, flood prevention, the process's lock and this node's `stay`
+/// modes are not consulted; the targets' modes, liveness and free memory are.
+pub fn best_node(
+    policy: &Policy,
+    round: &Round,
+    view: &ClusterView,
+    links: &LinkSpeeds,
+    process: &Process,
+    placing: Placing,
+) -> Option<NodeId> {
+    let me = view.get(round.here)?;
+    let plan = Plan::new(policy, round, view, links, me);
+    let mut here_load = plan.load_of(round.here);
+    if placing == Placing::Starting {
+        here_load += plan.share(round.here, 1.0);
+    }
+    let targets = view
+        .nodes
+        .iter()
+        .filter(|&(&id, _)| plan.accepts(id, process) && plan.has_room(id, process))
+        .filter(|&(&id, info)| policy.move_threshold(info, plan.load_of(id), 1.0) < here_load)
+        .map(|(&id, _)| (id, plan.load_of(id) + plan.share(id, 1.0)))
+        .collect();
+    plan.pick(process, targets)
 }
 
 /// One round's work in progress: the loads and free memory as this node's decisions so far
@@ -308,6 +325,40 @@ struct Plan<'a> {
     moves: usize,
     decided: BTreeSet<ProcessId>,
     decisions: Vec<Decision>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(
+        policy: &'a Policy,
+        round: &'a Round,
+        view: &'a ClusterView,
+        links: &'a LinkSpeeds,
+        me: &'a NodeInfo,
+    ) -> Plan<'a> {
+        Plan {
+            policy,
+            round,
+            view,
+            links,
+            me,
+            load: view
+                .nodes
+                .iter()
+                .map(|(&id, info)| (id, f64::from(info.load)))
+                .collect(),
+            free: view
+                .nodes
+                .iter()
+                .map(|(&id, info)| (id, i128::from(info.free_memory)))
+                .collect(),
+            sent: BTreeMap::new(),
+            mean_load: OnceCell::new(),
+            allowed: RefCell::new(BTreeMap::new()),
+            moves: 0,
+            decided: BTreeSet::new(),
+            decisions: Vec::new(),
+        }
+    }
 }
 
 impl Plan<'_> {

@@ -15,7 +15,7 @@
 //! The rules, their constants ([`Policy`]) and the cases they get wrong are in
 //! docs/balancing.md.
 //!
-//! The door: [`decide`], [`Policy`], [`Round`], [`ClusterView`], [`NodeInfo`], [`Modes`],
+//! The door: [`decide`], [`best_node`] and [`Placing`] (an operator's order), [`Policy`], [`Round`], [`ClusterView`], [`NodeInfo`], [`Modes`],
 //! [`LinkSpeeds`], [`Process`], [`ProcessId`], [`Usage`], [`Sample`], [`DecayClass`],
 //! [`Decision`], [`Reason`], [`NodeId`] (the config room's), and the constants
 //! [`STANDARD_SPEED`], [`ONE_PROCESS`], [`SLOW_KEEP_PER_MILLE`], [`FAST_KEEP_PER_MILLE`],
@@ -32,7 +32,7 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-pub use decide::{Decision, Policy, Process, ProcessId, Reason, Round, decide};
+pub use decide::{Decision, Placing, Policy, Process, ProcessId, Reason, Round, best_node, decide};
 pub use rmosix_config::NodeId;
 pub use usage::{
     DecayClass, FAST_KEEP_PER_MILLE, PRIOR_SECONDS, SLOW_KEEP_PER_MILLE, Sample, Usage,

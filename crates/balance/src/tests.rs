@@ -83,6 +83,66 @@ fn home(process: &Process, why: Reason) -> Decision {
     }
 }
 
+// ---- Operators' orders: migrate PID balance, mosrun -b ----
+
+fn best(here: u16, view: &ClusterView, process: &Process, placing: Placing) -> Option<NodeId> {
+    let round = Round {
+        here: n(here),
+        now: NOW,
+        number: 1,
+    };
+    best_node(&Policy::default(), &round, view, &links(), process, placing)
+}
+
+#[test]
+fn balance_order_sends_a_process_that_just_moved_to_the_idlest_node() {
+    // Rule 6 would keep it (it moved a second ago and is locked); the order does not.
+    let mut p = hog(1, 10);
+    p.since_move = Duration::from_secs(1);
+    p.moves = 3;
+    p.locked = true;
+    let view = view(&[(1, node(200)), (2, node(100)), (3, node(0))]);
+    assert_eq!(best(1, &view, &p, Placing::Running), Some(n(3)));
+}
+
+#[test]
+fn balance_order_keeps_a_process_where_nothing_is_better_by_the_hysteresis() {
+    let view = view(&[(1, node(100)), (2, node(0))]);
+    assert_eq!(best(1, &view, &hog(1, 10), Placing::Running), None);
+    // Not started yet, it would make node 1 twice as loaded as node 2 would be.
+    assert_eq!(best(1, &view, &hog(1, 10), Placing::Starting), Some(n(2)));
+}
+
+#[test]
+fn balance_order_avoids_blocked_dead_and_full_nodes_and_may_bring_a_guest_home() {
+    let mut blocked = node(0);
+    blocked.modes.block = true;
+    let mut dead = node(0);
+    dead.alive = false;
+    let mut full = node(0);
+    full.free_memory = 0;
+    let view = view(&[
+        (1, node(0)),
+        (2, node(300)),
+        (3, blocked),
+        (4, dead),
+        (5, full),
+    ]);
+    // A guest of node 1 on busy node 2: home is the one place left.
+    assert_eq!(best(2, &view, &hog(1, 10), Placing::Running), Some(n(1)));
+    // Node 2's own process has nowhere to go but node 1 either.
+    assert_eq!(best(2, &view, &hog(2, 10), Placing::Running), Some(n(1)));
+    let mut home_blocked = view.clone();
+    home_blocked.insert(n(1), {
+        let mut b = node(0);
+        b.modes.block = true;
+        b
+    });
+    // A blocked home still takes its own back, not others'.
+    assert_eq!(best(2, &home_blocked, &hog(1, 10), Placing::Running), Some(n(1)));
+    assert_eq!(best(2, &home_blocked, &hog(2, 10), Placing::Running), None);
+}
+
 // ---- Rule 6: CPU balance ----
 
 #[test]

@@ -17,7 +17,7 @@ use rmosix_balance::{
     ClusterView, DecayClass, Decision, LinkSpeeds, Modes, NodeInfo, Policy, Process, ProcessId,
     Round, Sample, Usage, decide,
 };
-use rmosix_view::{Liveness, NodeView};
+use rmosix_view::{Liveness, NodeView, Status};
 use rmosix_wire::Reply;
 
 use rmosix_config::NodeId;
@@ -69,7 +69,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             continue;
         }
         let clock = now.duration_since(start) + CLOCK_BASE;
-        let view = cluster_view(&shared.cluster.snapshot(), clock);
+        let view = cluster_view(
+            &shared.cluster.snapshot(),
+            clock,
+            shared.own,
+            shared.modes(),
+            shared.cluster.compat(),
+        );
         let round = Round {
             here: shared.own,
             now: clock,
@@ -276,14 +282,30 @@ fn parse_schedstat(text: &str) -> Option<(Duration, Duration)> {
 }
 
 /// The balance room's view of the gossip view at `clock`: nodes that have published, alive
-/// when the failure detector says so, heard `age` ago.
-fn cluster_view(snapshot: &[NodeView], clock: Duration) -> ClusterView {
+/// when the failure detector says so, heard `age` ago. This node (`own`) has the modes it
+/// has now (`modes`), not those it last published, so that `mosctl stay` holds from the next
+/// round. A node whose compatibility key differs from this node's (`compat`: another kernel,
+/// see `KernelFacts`) could not take a process from here, and is left out.
+fn cluster_view(
+    snapshot: &[NodeView],
+    clock: Duration,
+    own: NodeId,
+    modes: Status,
+    compat: &[u8],
+) -> ClusterView {
     let mut view = ClusterView::new();
     for node in snapshot {
         let (Some(state), Some(age)) = (&node.state, node.age) else {
             continue;
         };
-        let s = state.status;
+        if state.compat != compat {
+            continue;
+        }
+        let s = if node.node == own {
+            modes
+        } else {
+            state.status
+        };
         view.insert(
             node.node,
             NodeInfo {

@@ -76,6 +76,12 @@ impl Cluster {
         lock(&self.gauge).set_speed(speed);
     }
 
+    /// The digest of this node's `KernelFacts` it gossips: nodes with another cannot take
+    /// its processes.
+    pub fn compat(&self) -> &[u8] {
+        &self.compat
+    }
+
     /// Hands a reloaded map to the view.
     pub fn reload_map(&self, map: Map) {
         if let Some(view) = lock(&self.view).as_ref()

@@ -194,8 +194,8 @@ pub(crate) async fn serve_client(
             Request::Guests => guests::list(&shared),
             Request::Whois { query } => modes::whois_reply(&shared, query.as_deref()),
             Request::Isup { node } => isup(&shared, node).await,
-            Request::Block { blocked } => modes::refuse_unless_root(uid)
-                .unwrap_or_else(|| modes::set_blocked(&shared, blocked, uid)),
+            Request::SetMode { mode, on } => modes::refuse_unless_root(uid)
+                .unwrap_or_else(|| modes::set_mode(&shared, mode, on, uid)),
             Request::Expel => match modes::refuse_unless_root(uid) {
                 Some(refused) => refused,
                 None => modes::expel(&shared, uid).await,

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use rmosix_config::{Host, Map, MapError, NodeId};
 use rmosix_transport::{ClusterKey, KeyError};
 use rmosix_view::Status;
+use rmosix_wire::NodeMode;
 
 use crate::cluster::Cluster;
 use crate::control::Caller;
@@ -152,8 +153,8 @@ pub(crate) struct Shared {
     pub limits: Arc<Limits>,
     /// The descriptor limit the daemon was started with, which its guests get back.
     pub guest_fd_limit: FdLimit,
-    /// `mosctl block`: new guests are refused (see `modes`). In memory only.
-    blocked: AtomicBool,
+    /// `mosctl stay|lstay|block|quiet` (see `modes`). In memory only.
+    switches: Switches,
     /// How many `mosctl expel`s are under way.
     expelling: AtomicUsize,
     /// The gauge and the cluster view.
@@ -212,12 +213,12 @@ impl Shared {
 
     /// Whether new guests are refused.
     pub fn is_blocked(&self) -> bool {
-        self.blocked.load(Ordering::SeqCst)
+        self.switches.is_on(NodeMode::Block)
     }
 
-    /// Refuse (or accept again) new guests; returns whether they were refused before.
-    pub fn set_blocked(&self, blocked: bool) -> bool {
-        self.blocked.swap(blocked, Ordering::SeqCst)
+    /// Turns `mode` on or off; returns whether it was on before.
+    pub fn set_mode(&self, mode: NodeMode, on: bool) -> bool {
+        self.switches.set(mode, on)
     }
 
     /// Marks an `expel` under way until the guard is dropped (gossiped as the expel mode).
@@ -226,12 +227,14 @@ impl Shared {
         Expelling(&self.expelling)
     }
 
-    /// The modes this node gossips. stay, lstay and quiet do not exist yet.
+    /// The modes this node gossips.
     pub fn modes(&self) -> Status {
         Status {
+            stay: self.switches.is_on(NodeMode::Stay),
+            lstay: self.switches.is_on(NodeMode::Lstay),
             block: self.is_blocked(),
+            quiet: self.switches.is_on(NodeMode::Quiet),
             expel: self.expelling.load(Ordering::SeqCst) > 0,
-            ..Status::default()
         }
     }
 
@@ -284,6 +287,34 @@ impl Shared {
                 .next()
                 .ok_or_else(|| io::Error::other(format!("{name} has no address"))),
         }
+    }
+}
+
+/// The modes an operator sets, one flag each.
+#[derive(Default)]
+struct Switches {
+    stay: AtomicBool,
+    lstay: AtomicBool,
+    block: AtomicBool,
+    quiet: AtomicBool,
+}
+
+impl Switches {
+    fn flag(&self, mode: NodeMode) -> &AtomicBool {
+        match mode {
+            NodeMode::Stay => &self.stay,
+            NodeMode::Lstay => &self.lstay,
+            NodeMode::Block => &self.block,
+            NodeMode::Quiet => &self.quiet,
+        }
+    }
+
+    fn is_on(&self, mode: NodeMode) -> bool {
+        self.flag(mode).load(Ordering::SeqCst)
+    }
+
+    fn set(&self, mode: NodeMode, on: bool) -> bool {
+        self.flag(mode).swap(on, Ordering::SeqCst)
     }
 }
 
@@ -361,7 +392,7 @@ impl Daemon {
             units,
             limits,
             guest_fd_limit: fd_limit,
-            blocked: AtomicBool::new(false),
+            switches: Switches::default(),
             expelling: AtomicUsize::new(0),
             cluster,
             peer_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use rmosix_config::{Host, Map, NodeId};
 use rmosix_transport::LinkError;
-use rmosix_wire::{LinkHello, MoveError, Purpose, Recalled, Reply};
+use rmosix_wire::{LinkHello, MoveError, NodeMode, Purpose, Recalled, Reply};
 
 use crate::chain;
 use crate::daemon::Shared;
@@ -55,11 +55,11 @@ pub(crate) fn refuse_unless_root(uid: u32) -> Option<Reply> {
     })
 }
 
-/// `mosctl block` / `noblock`.
-pub(crate) fn set_blocked(shared: &Shared, blocked: bool, by: u32) -> Reply {
-    let was = shared.set_blocked(blocked);
-    if was != blocked {
-        info!(blocked, by, "node mode changed");
+/// `mosctl stay|nostay|lstay|nolstay|block|noblock|quiet|noquiet`.
+pub(crate) fn set_mode(shared: &Shared, mode: NodeMode, on: bool, by: u32) -> Reply {
+    let was = shared.set_mode(mode, on);
+    if was != on {
+        info!(%mode, on, by, "node mode changed");
     }
     Reply::Ok
 }
@@ -79,7 +79,7 @@ pub(crate) fn set_speed(shared: &Shared, speed: u32, by: u32) -> Reply {
 
 /// `mosctl expel`: block, then send every guest home and wait for each to go or fail.
 pub(crate) async fn expel(shared: &Arc<Shared>, by: u32) -> Reply {
-    shared.set_blocked(true);
+    shared.set_mode(NodeMode::Block, true);
     let _expelling = shared.expelling();
     info!(by, "expelling guests");
     let (moved, failures) = in_rounds(

@@ -94,11 +94,13 @@ pub enum Request {
     },
     /// Ask for the processes this node hosts; answered with [`Reply::Guests`].
     Guests,
-    /// Refuse (`true`, `mosctl block`) or accept again (`false`, `mosctl noblock`) new guest
-    /// processes; guests already here stay. Root only. Answered with [`Reply::Ok`].
-    Block {
-        /// Whether new guests are refused from now on.
-        blocked: bool,
+    /// Turn one of this node's modes on or off (`mosctl stay|nostay|lstay|nolstay|block|
+    /// noblock|quiet|noquiet`). Root only. Answered with [`Reply::Ok`].
+    SetMode {
+        /// Which mode.
+        mode: NodeMode,
+        /// On (`mosctl stay`) or off (`mosctl nostay`).
+        on: bool,
     },
     /// Block this node and send every guest home (`mosctl expel`). Root only. Answered once
     /// every guest has gone home or failed to, with [`Reply::Sent`].
@@ -272,6 +274,33 @@ pub struct NodeModes {
     pub expel: bool,
 }
 
+/// A mode an operator turns on and off with `mosctl` (docs/modes.md). Each lives in the
+/// daemon's memory only, as in MOSIX a reboot cleared them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeMode {
+    /// No process of this node, own or guest, leaves by automatic balancing.
+    Stay,
+    /// This node's own processes do not leave by automatic balancing; guests may.
+    Lstay,
+    /// New guests are refused; those here stay.
+    Block,
+    /// The node takes no part in balancing: it decides nothing and other nodes send it
+    /// nothing (its own processes may still come home).
+    Quiet,
+}
+
+impl fmt::Display for NodeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeMode::Stay => "stay",
+            NodeMode::Lstay => "lstay",
+            NodeMode::Block => "block",
+            NodeMode::Quiet => "quiet",
+        })
+    }
+}
+
 /// A process of another node that runs here, as [`Reply::Guests`] lists it. The daemon reads
 /// the figures from the kernel when asked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,8 +434,10 @@ mod tests {
         round_trip(Request::Status);
         round_trip(Request::Guests);
         round_trip(Request::Guest { home_node: 1 });
-        round_trip(Request::Block { blocked: true });
-        round_trip(Request::Block { blocked: false });
+        for mode in [NodeMode::Stay, NodeMode::Lstay, NodeMode::Block, NodeMode::Quiet] {
+            round_trip(Request::SetMode { mode, on: true });
+            round_trip(Request::SetMode { mode, on: false });
+        }
         round_trip(Request::Expel);
         round_trip(Request::Bring);
         round_trip(Request::Whois { query: None });

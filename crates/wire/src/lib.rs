@@ -53,7 +53,7 @@ pub use codec::{
 };
 pub use control::{
     Command, DAEMON_USER_ENV, DEFAULT_SOCKET, Departure, GuestReport, HostedProcess, Liveness,
-    NodeFigures, NodeModes, NodeStatus, ParseTargetError, Reply, Report, Request, SOCKET_ENV,
+    NodeFigures, NodeMode, NodeModes, NodeStatus, ParseTargetError, Reply, Report, Request, SOCKET_ENV,
     Target,
 };
 pub use link::{LINK_VERSION, LinkHello, Purpose, Recalled};
