@@ -14,11 +14,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 use rmosix_balance::{
-    ClusterView, DecayClass, Decision, LinkSpeeds, Modes, NodeInfo, Policy, Process, ProcessId,
-    Round, Sample, Usage, decide,
+    ClusterView, DecayClass, Decision, LinkSpeeds, Modes, NodeInfo, Placing, Policy, Process,
+    ProcessId, Round, Sample, Usage, best_node, decide,
 };
 use rmosix_view::{Liveness, NodeView, Status};
-use rmosix_wire::Reply;
+use rmosix_wire::{Advice, Decay, Reply};
 
 use rmosix_config::NodeId;
 
@@ -47,7 +47,6 @@ struct Tracked {
     last: Option<(Duration, Duration, Instant)>,
     /// Its last move, or when the loop first saw it.
     since: Instant,
-    moves: u32,
 }
 
 /// Runs the loop for as long as the daemon serves.
@@ -97,64 +96,88 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 /// at home, no order under way, and sampled at least twice.
 fn sample(shared: &Shared, tracked: &mut HashMap<i32, Tracked>, now: Instant) -> Vec<Process> {
     let table = shared.table().processes();
-    tracked.retain(|pid, _| table.iter().any(|(p, _, _)| p == pid));
+    tracked.retain(|pid, _| table.iter().any(|e| e.pid == *pid));
     let mut processes = Vec::new();
-    for (pid, node, moving) in table {
-        let t = tracked.entry(pid).or_insert_with(|| Tracked {
-            usage: Usage::new(DecayClass::Normal),
-            node,
+    for entry in table {
+        let class = decay_class(entry.advice.decay);
+        let t = tracked.entry(entry.pid).or_insert_with(|| Tracked {
+            usage: Usage::new(class),
+            node: entry.node,
             last: None,
             since: now,
-            moves: 0,
         });
-        if t.node != node {
+        if t.node != entry.node {
             // Moved, by this loop, a `migrate` or an expel.
-            t.node = node;
-            t.moves += 1;
+            t.node = entry.node;
             t.since = now;
             t.last = None;
             t.usage.moved();
         }
-        if node.is_some() {
+        if entry.node.is_some() {
             continue;
         }
-        let Some(memory) = measure(t, pid, now) else {
+        let Some(memory) = measure(t, class, entry.pid, now) else {
             continue;
         };
-        if moving {
+        if entry.moving {
             continue;
         }
         processes.push(Process {
             id: ProcessId {
                 home: shared.own,
-                pid: pid as u32,
+                pid: entry.pid as u32,
             },
-            class: DecayClass::Normal,
+            class,
             usage: t.usage,
             memory,
-            memory_need: 0,
-            locked: false,
+            memory_need: entry.advice.memory_need_mb.saturating_mul(1 << 20),
+            locked: entry.advice.locked,
             since_move: now.duration_since(t.since),
-            moves: t.moves,
+            moves: entry.moves,
             just_execed: false,
         });
     }
     processes
 }
 
+/// The balance room's decay class for mosrun's advice.
+pub(crate) fn decay_class(decay: Decay) -> DecayClass {
+    match decay {
+        Decay::Normal => DecayClass::Normal,
+        Decay::CpuBound => DecayClass::CpuBound,
+        Decay::IoBound => DecayClass::IoBound,
+        Decay::NoDecay => DecayClass::NoDecay,
+        Decay::Slow => DecayClass::Slow,
+        Decay::Fast => DecayClass::Fast,
+    }
+}
+
 /// Samples `pid` into `t`: the bytes a move of it sends, once it has two samples.
-fn measure(t: &mut Tracked, pid: i32, now: Instant) -> Option<u64> {
+///
+/// schedstat's wait time counts the time a process waited on a run queue, but not the time
+/// its node's cgroup was throttled (`cpu.max`): four CPU-bound processes under a quota of
+/// one CPU would each seem to want a quarter of one. The scheduler's own running average of
+/// how much of the time the process was runnable (PELT's `runnable_avg`, whose clock stops
+/// while its group is throttled) says they want a whole one, so the sample counts at least
+/// that share of the interval as wanted.
+fn measure(t: &mut Tracked, class: DecayClass, pid: i32, now: Instant) -> Option<u64> {
     let Ok((ran, waited)) = read_schedstat(pid) else {
         t.last = None;
         return None;
     };
     let (last_ran, last_waited, at) = t.last.replace((ran, waited, now))?;
+    let interval = now.duration_since(at);
+    let ran = ran.saturating_sub(last_ran);
+    let mut waited = waited.saturating_sub(last_waited);
+    if let Some(runnable) = read_runnable(pid) {
+        waited = waited.max(interval.mul_f64(runnable).saturating_sub(ran));
+    }
     t.usage.update(
-        DecayClass::Normal,
+        class,
         &Sample {
-            interval: now.duration_since(at),
-            ran: ran.saturating_sub(last_ran),
-            waited: waited.saturating_sub(last_waited),
+            interval,
+            ran,
+            waited,
             forwarded: None,
         },
     );
@@ -167,14 +190,12 @@ struct Guest {
     /// Its PID here.
     pid: i32,
     tracked: Tracked,
-    /// When the loop last asked its home to take it back: it is left alone for
-    /// [`RECALL_QUIET`] after, while that recall runs.
+    /// When the loop last asked its home to send it away: it is left alone for
+    /// [`RECALL_QUIET`] after, while that move runs.
     recalled: Option<Instant>,
-    /// Whether a move on to a third node was logged (once per guest).
-    move_logged: bool,
 }
 
-/// How long a guest sent home gets no new decision: its recall is under way, or was refused
+/// How long a guest sent away gets no new decision: its move is under way, or was refused
 /// (and logged).
 const RECALL_QUIET: Duration = Duration::from_secs(10);
 
@@ -208,12 +229,10 @@ fn sample_guests(
                 node: None,
                 last: None,
                 since: now,
-                moves: 1,
             },
             recalled: None,
-            move_logged: false,
         });
-        let Some(memory) = measure(&mut g.tracked, pid, now) else {
+        let Some(memory) = measure(&mut g.tracked, DecayClass::Normal, pid, now) else {
             continue;
         };
         if g.recalled
@@ -229,42 +248,75 @@ fn sample_guests(
             memory_need: 0,
             locked: false,
             since_move: now.duration_since(g.tracked.since),
-            moves: g.tracked.moves,
+            moves: 1,
             just_execed: false,
         });
     }
     processes
 }
 
-/// A decision about a guest: home by a recall, on to a third node not yet (logged).
+/// A decision about a guest, carried out by its home: home, or on to another node. Its home
+/// orders the move from the process's supervisor (`modes::send_guest`), as for `expel`.
 fn send_guest(shared: &Arc<Shared>, guests: &mut HashMap<ProcessId, Guest>, decision: Decision) {
     let process = decision.process();
     let (home, Ok(pid)) = (process.home.get(), i32::try_from(process.pid)) else {
         return;
     };
-    match decision {
-        Decision::Move { to, reason, .. } => {
-            let Some(g) = guests.get_mut(&process).filter(|g| !g.move_logged) else {
-                return;
-            };
-            g.move_logged = true;
-            info!(
-                home,
-                pid,
-                to = to.get(),
-                ?reason,
-                "balancing: a guest would move on; not done yet (logged once)"
-            );
-        }
-        Decision::GoHome { why, .. } => {
-            info!(home, pid, ?why, "balancing: sending a guest home");
-            if let Some(g) = guests.get_mut(&process) {
-                g.recalled = Some(Instant::now());
-            }
-            let shared = shared.clone();
-            tokio::spawn(async move { modes::send_home(&shared, home, pid).await });
-        }
+    let to = match decision {
+        Decision::Move { to, .. } => Some(to.get()),
+        Decision::GoHome { .. } => None,
+    };
+    info!(home, pid, ?to, reason = ?decision.reason(), "balancing: sending a guest away (home: none)");
+    if let Some(g) = guests.get_mut(&process) {
+        g.recalled = Some(Instant::now());
     }
+    let shared = shared.clone();
+    tokio::spawn(async move { modes::send_guest(&shared, home, pid, to).await });
+}
+
+/// Where an operator's order sends a process of this node's that runs at `here` (`migrate
+/// PID balance`), or one about to start here (`mosrun -b`, `pid` 0): the node the balance
+/// room's [`best_node`] picks from the cluster view as it is now, or `None` if it is best
+/// where it is.
+pub(crate) fn best_for(
+    shared: &Shared,
+    pid: i32,
+    here: NodeId,
+    memory: u64,
+    advice: Advice,
+    placing: Placing,
+) -> Option<NodeId> {
+    let view = cluster_view(
+        &shared.cluster.snapshot(),
+        CLOCK_BASE,
+        shared.own,
+        shared.modes(),
+        shared.cluster.compat(),
+    );
+    let round = Round {
+        here,
+        now: CLOCK_BASE,
+        number: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let class = decay_class(advice.decay);
+    let process = Process {
+        id: ProcessId {
+            home: shared.own,
+            pid: u32::try_from(pid).unwrap_or(0),
+        },
+        class,
+        usage: Usage::new(class),
+        memory,
+        memory_need: advice.memory_need_mb.saturating_mul(1 << 20),
+        locked: advice.locked,
+        since_move: Duration::ZERO,
+        moves: 0,
+        just_execed: placing == Placing::Starting,
+    };
+    let links = LinkSpeeds::uniform(LINK_SPEED);
+    best_node(&Policy::default(), &round, &view, &links, &process, placing)
 }
 
 /// The first two fields of `/proc/PID/schedstat`: time run and time waited on a run queue,
@@ -272,6 +324,22 @@ fn send_guest(shared: &Arc<Shared>, guests: &mut HashMap<ProcessId, Guest>, deci
 fn read_schedstat(pid: i32) -> std::io::Result<(Duration, Duration)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))?;
     parse_schedstat(&text).ok_or_else(|| std::io::Error::other("unexpected schedstat format"))
+}
+
+/// The share of time, 0 to 1, the scheduler's running average (`se.avg.runnable_avg` of
+/// `/proc/PID/sched`, 1024 for always runnable) has `pid` runnable; `None` where the kernel
+/// does not show it.
+fn read_runnable(pid: i32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/sched")).ok()?;
+    parse_runnable(&text)
+}
+
+fn parse_runnable(text: &str) -> Option<f64> {
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("se.avg.runnable_avg"))?;
+    let value: f64 = line.rsplit(':').next()?.trim().parse().ok()?;
+    Some((value / 1024.0).clamp(0.0, 1.0))
 }
 
 fn parse_schedstat(text: &str) -> Option<(Duration, Duration)> {
@@ -382,6 +450,16 @@ mod tests {
         );
         assert_eq!(parse_schedstat("12"), None);
         assert_eq!(parse_schedstat("x 1 2"), None);
+    }
+
+    #[test]
+    fn runnable_share_comes_from_the_scheduler_average() {
+        let text = "cat (14861, #threads: 1)\n----\nse.avg.runnable_sum : 15249476\n\
+                    se.avg.runnable_avg                          :                  512\n";
+        assert_eq!(parse_runnable(text), Some(0.5));
+        assert_eq!(parse_runnable("se.avg.runnable_avg : 2048\n"), Some(1.0));
+        assert_eq!(parse_runnable("se.avg.load_avg : 1024\n"), None);
+        assert!(read_runnable(std::process::id() as i32).is_some());
     }
 
     #[test]

@@ -12,11 +12,12 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use rmosix_balance::Placing;
 use rmosix_config::NodeId;
 use rmosix_seal::SessionKeys;
 use rmosix_transport::LinkError;
 use rmosix_wire::{
-    Command, DecodeError, LineReader, LinkHello, Liveness, MoveError, NodeStatus, Purpose, Reply,
+    Advice, Command, DecodeError, LineReader, LinkHello, Liveness, MoveError, NodeStatus, Purpose, Reply,
     Report, Request, Target, encode_line, encode_reply,
 };
 
@@ -24,7 +25,7 @@ use crate::daemon::Shared;
 use crate::limits::{Holder, Refusal as OverLimit, Ticket};
 use crate::peer::SESSION_READY;
 use crate::table::{MigrateResult, Refusal, SupervisorId};
-use crate::{chain, cluster, guests, modes, procfs, sys};
+use crate::{balancer, chain, cluster, guests, modes, processes, procfs, sys};
 
 /// How long opening a session may take before the node counts as down.
 const SESSION_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -177,7 +178,7 @@ pub(crate) async fn serve_client(
         };
         debug!(uid, pid, ?request, "request");
         let reply = match request {
-            Request::Supervise => return supervise(&shared, conn).await,
+            Request::Supervise { advice } => return supervise(&shared, conn, advice).await,
             Request::OpenSession { node } => return open_session(&shared, conn, node).await,
             Request::Migrate { pid, target } => {
                 match migrate(&shared, &mut conn, pid, target).await {
@@ -185,6 +186,13 @@ pub(crate) async fn serve_client(
                     None => return,
                 }
             }
+            Request::Balance { pid } => match balance(&shared, &mut conn, pid).await {
+                Some(reply) => reply,
+                None => return,
+            },
+            Request::Lock { pid, locked } => lock(&shared, uid, pid, locked),
+            Request::Best { memory_need_mb } => best_start(&shared, memory_need_mb),
+            Request::Processes { uid: whose } => processes::list(&shared, whose).await,
             Request::Where { pid } => locate(&shared, pid),
             Request::Status => status(&shared),
             Request::Figures { node } => figures(&shared, node),
@@ -244,10 +252,88 @@ fn target_node(shared: &Shared, target: Target) -> Result<Option<u16>, Reply> {
 /// The caller's uid is the one the kernel gave for the connection; the process's owner is
 /// read from /proc, as kill(2) checks it against the target's own credentials.
 async fn migrate(shared: &Shared, conn: &mut Conn, pid: i32, target: Target) -> Option<Reply> {
-    let target = match target_node(shared, target) {
-        Ok(target) => target,
-        Err(reply) => return Some(reply),
+    match target_node(shared, target) {
+        Ok(target) => move_and_wait(shared, conn, pid, target).await,
+        Err(reply) => Some(reply),
+    }
+}
+
+/// `migrate PID balance`: where the balancer would send the process now, as a migrate to
+/// there; [`Reply::Location`] if it is best where it is.
+async fn balance(shared: &Shared, conn: &mut Conn, pid: i32) -> Option<Reply> {
+    let Some(at) = shared.table().location(pid) else {
+        return Some(not_supervised(pid));
     };
+    let advice = shared
+        .table()
+        .processes()
+        .into_iter()
+        .find(|e| e.pid == pid)
+        .map(|e| e.advice)
+        .unwrap_or_default();
+    let here = at.and_then(NodeId::new).unwrap_or(shared.own);
+    // Its size is known where it runs; at home it is read here, away the target's room is
+    // checked against what it said it needs only.
+    let memory = match at {
+        None => procfs::read_stat(pid).map_or(0, |s| s.rss_kib.saturating_mul(1024)),
+        Some(_) => 0,
+    };
+    match balancer::best_for(shared, pid, here, memory, advice, Placing::Running) {
+        None => Some(Reply::Location { node: here.get() }),
+        Some(to) => {
+            let target = (to != shared.own).then_some(to.get());
+            move_and_wait(shared, conn, pid, target).await
+        }
+    }
+}
+
+/// `migrate PID lock|unlock`, for a caller who could kill the process.
+fn lock(shared: &Shared, uid: u32, pid: i32, locked: bool) -> Reply {
+    if shared.table().location(pid).is_none() {
+        return not_supervised(pid);
+    }
+    if let Err(reply) = may_act_on(uid, pid) {
+        return reply;
+    }
+    if !shared.table().set_locked(pid, locked) {
+        return not_supervised(pid);
+    }
+    info!(pid, locked, by = uid, "lock changed");
+    Reply::Ok
+}
+
+/// `mosrun -b`: the node a job about to start here should start on.
+fn best_start(shared: &Shared, memory_need_mb: u64) -> Reply {
+    let advice = Advice {
+        memory_need_mb,
+        ..Advice::default()
+    };
+    let best = balancer::best_for(shared, 0, shared.own, 0, advice, Placing::Starting);
+    Reply::Location {
+        node: best.unwrap_or(shared.own).get(),
+    }
+}
+
+/// Whether `uid` may act on `pid` as kill(2) would let it; the reply that refuses if not.
+fn may_act_on(uid: u32, pid: i32) -> Result<(), Reply> {
+    let creds = procfs::read_creds(pid).map_err(|_| error(format!("no process {pid}")))?;
+    if procfs::may_act(uid, &creds) {
+        Ok(())
+    } else {
+        Err(error(format!(
+            "permission denied: process {pid} belongs to uid {}",
+            creds.real_uid
+        )))
+    }
+}
+
+/// Order `pid` to `target` (`None`: home) and wait for the answer, as a migrate request.
+async fn move_and_wait(
+    shared: &Shared,
+    conn: &mut Conn,
+    pid: i32,
+    target: Option<u16>,
+) -> Option<Reply> {
     let (id, waiter) = match order(shared, pid, target, conn.caller.uid) {
         Ok(started) => started,
         Err(reply) => return Some(reply),
@@ -281,16 +367,7 @@ pub(crate) fn order(
     if shared.table().location(pid).is_none() {
         return Err(not_supervised(pid));
     }
-    let creds = match procfs::read_creds(pid) {
-        Ok(creds) => creds,
-        Err(_) => return Err(error(format!("no process {pid}"))),
-    };
-    if !procfs::may_act(by, &creds) {
-        return Err(error(format!(
-            "permission denied: process {pid} belongs to uid {}",
-            creds.real_uid
-        )));
-    }
+    may_act_on(by, pid)?;
     let (id, waiter) = match shared.table().start_migrate(pid, target) {
         Ok(started) => started,
         Err(Refusal::AlreadyThere) => return Err(Reply::Ok),
@@ -429,9 +506,9 @@ async fn ping(shared: &Shared, node: NodeId) -> Result<(), PingError> {
 
 /// A supervisor's connection: reports in, commands out, until it closes. A supervisor may
 /// be silent for hours, so no request timeout applies.
-async fn supervise(shared: &Shared, mut conn: Conn) {
+async fn supervise(shared: &Shared, mut conn: Conn, advice: Advice) {
     let (tx, mut commands) = mpsc::unbounded_channel::<Command>();
-    let id = shared.table().add_supervisor(tx);
+    let id = shared.table().add_supervisor(tx, advice);
     let pid = conn.caller.pid;
     info!(pid, uid = conn.caller.uid, "supervisor registered");
     if conn.reply(&Reply::Ok).await.is_ok() {

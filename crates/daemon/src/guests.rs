@@ -14,7 +14,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{getsockopt, sockopt};
 use tracing::{debug, warn};
 
-use rmosix_wire::{GuestReport, Reply};
+use rmosix_wire::{GuestReport, HostedProcess, Reply};
 
 use crate::chain;
 use crate::control::Conn;
@@ -174,22 +174,31 @@ pub(crate) fn is_alive(guest: &Spawned) -> bool {
 
 /// The hosted processes with their figures.
 pub(crate) fn list(shared: &Shared) -> Reply {
-    let uptime = match procfs::uptime() {
-        Ok(uptime) => uptime,
-        Err(e) => {
-            return Reply::Error {
-                message: format!("cannot read /proc/uptime: {e}"),
-            };
-        }
-    };
+    match figures(shared) {
+        Ok(processes) => Reply::Guests { processes },
+        Err(e) => Reply::Error {
+            message: format!("cannot read /proc/uptime: {e}"),
+        },
+    }
+}
+
+/// The guests whose home is `node`, for that node's `mosps` (an empty list if /proc cannot
+/// be read).
+pub(crate) fn hosted_from(shared: &Shared, node: u16) -> Vec<HostedProcess> {
+    let mut processes = figures(shared).unwrap_or_default();
+    processes.retain(|p| p.home_node == node);
+    processes
+}
+
+fn figures(shared: &Shared) -> io::Result<Vec<HostedProcess>> {
+    let uptime = procfs::uptime()?;
     let entries = shared.hosted().entries();
-    let processes = hosted::figures(
+    Ok(hosted::figures(
         &entries,
         |pid| procfs::read_stat(pid).ok(),
         uptime,
         shared.units,
-    );
-    Reply::Guests { processes }
+    ))
 }
 
 #[cfg(test)]

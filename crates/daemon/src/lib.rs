@@ -44,6 +44,7 @@ mod limits;
 mod modes;
 mod own;
 mod peer;
+mod processes;
 mod procfs;
 mod records;
 mod reports;

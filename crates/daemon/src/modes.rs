@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use rmosix_config::{Host, Map, NodeId};
-use rmosix_transport::LinkError;
+use rmosix_transport::{Link, LinkError};
 use rmosix_wire::{LinkHello, MoveError, NodeMode, Purpose, Recalled, Reply};
 
 use crate::chain;
@@ -88,7 +88,7 @@ pub(crate) async fn expel(shared: &Arc<Shared>, by: u32) -> Reply {
         |(node, pid)| {
             let shared = shared.clone();
             async move {
-                recall(&shared, node, pid).await.map_err(|not| NotSent {
+                recall(&shared, node, pid, None).await.map_err(|not| NotSent {
                     line: format!("process {pid} (home node {node}): {}", not.line),
                     again: not.again,
                 })
@@ -109,7 +109,7 @@ pub(crate) async fn bring(shared: &Arc<Shared>, by: u32) -> Reply {
         |(pid, at)| {
             let shared = shared.clone();
             async move {
-                come_home(&shared, pid).await.map_err(|not| {
+                send_to(&shared, pid, None).await.map_err(|not| {
                     let again = not == Recalled::Failed(MoveError::Busy);
                     NotSent {
                         line: format!("process {pid} (at node {at}): {}", reason(not)),
@@ -220,11 +220,12 @@ where
     outcomes
 }
 
-/// Order process `pid` of this node home through its supervisor, and wait for the answer:
-/// `Ok` when it is home, else the failed move's error or why no move was made.
-pub(crate) async fn come_home(shared: &Shared, pid: i32) -> Result<(), Recalled> {
+/// Order process `pid` of this node to `target` (`None`: home) through its supervisor, and
+/// wait for the answer: `Ok` when it is there, else the failed move's error or why no move
+/// was made.
+pub(crate) async fn send_to(shared: &Shared, pid: i32, target: Option<u16>) -> Result<(), Recalled> {
     let refused = |why: &str| Err(Recalled::Refused(why.to_owned()));
-    let started = shared.table().start_migrate(pid, None);
+    let started = shared.table().start_migrate(pid, target);
     let (id, waiter) = match started {
         Ok(started) => started,
         Err(Refusal::AlreadyThere) => return Ok(()),
@@ -232,7 +233,7 @@ pub(crate) async fn come_home(shared: &Shared, pid: i32) -> Result<(), Recalled>
         Err(Refusal::NotSupervised) => return refused("it is not running under mosrun"),
         Err(Refusal::SupervisorGone) => return refused("its supervisor has gone"),
     };
-    info!(pid, order = id, "bringing home");
+    info!(pid, order = id, to = ?target, "sending a process (home: none)");
     match tokio::time::timeout(MOVE_TIMEOUT, waiter).await {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(why))) => Err(Recalled::Failed(why)),
@@ -240,7 +241,7 @@ pub(crate) async fn come_home(shared: &Shared, pid: i32) -> Result<(), Recalled>
         Err(_) => {
             shared.table().cancel(id);
             refused(&format!(
-                "it did not come home within {} s",
+                "it did not arrive within {} s",
                 MOVE_TIMEOUT.as_secs()
             ))
         }
@@ -250,7 +251,7 @@ pub(crate) async fn come_home(shared: &Shared, pid: i32) -> Result<(), Recalled>
 /// A recall's outcome other than home, as a line of `expel`'s or `bring`'s report.
 fn reason(not_home: Recalled) -> String {
     match not_home {
-        Recalled::Home => "it is home".to_owned(),
+        Recalled::Arrived => "it is there".to_owned(),
         Recalled::Failed(why) => why.to_string(),
         Recalled::Refused(why) => why,
     }
@@ -258,7 +259,7 @@ fn reason(not_home: Recalled) -> String {
 
 /// Why a recall got no proper answer.
 #[derive(Debug, thiserror::Error)]
-enum RecallError {
+pub(crate) enum RecallError {
     #[error("node {0} is not in the map")]
     Unknown(u16),
     #[error("cannot find the address of node {node}")]
@@ -281,30 +282,28 @@ enum RecallError {
     BadAnswer(u16),
 }
 
-/// The balancing loop sends guest `pid` of `node` home: [`recall`] with its outcome logged.
-pub(crate) async fn send_home(shared: &Shared, node: u16, pid: i32) {
-    if let Err(not) = recall(shared, node, pid).await {
-        warn!(
-            node,
-            pid, "balancing: the guest did not go home: {}", not.line
-        );
+/// The balancing loop sends guest `pid` of `node` home (`to` is `None`) or on to node `to`:
+/// [`recall`] with its outcome logged.
+pub(crate) async fn send_guest(shared: &Shared, node: u16, pid: i32, to: Option<u16>) {
+    if let Err(not) = recall(shared, node, pid, to).await {
+        warn!(node, pid, ?to, "balancing: the guest did not go: {}", not.line);
     }
 }
 
-/// Ask the daemon of `node` to bring its process `pid` home from here, and wait for the
-/// outcome of the move.
-async fn recall(shared: &Shared, node: u16, pid: i32) -> Result<(), NotSent> {
-    match ask_recall(shared, node, pid).await {
-        Ok(Recalled::Home) => {
-            info!(node, pid, "guest went home");
+/// Ask the daemon of `node` to send its process `pid` from here home (`to` is `None`) or on
+/// to node `to`, and wait for the outcome of the move.
+async fn recall(shared: &Shared, node: u16, pid: i32, to: Option<u16>) -> Result<(), NotSent> {
+    match ask_recall(shared, node, pid, to).await {
+        Ok(Recalled::Arrived) => {
+            info!(node, pid, ?to, "guest went (home: none)");
             Ok(())
         }
-        Ok(not_home) => Err(NotSent {
-            again: not_home == Recalled::Failed(MoveError::Busy),
-            line: reason(not_home),
+        Ok(not_there) => Err(NotSent {
+            again: not_there == Recalled::Failed(MoveError::Busy),
+            line: reason(not_there),
         }),
         Err(e) => {
-            warn!(node, pid, "cannot send a guest home: {}", chain(&e));
+            warn!(node, pid, "cannot send a guest away: {}", chain(&e));
             Err(NotSent {
                 line: chain(&e),
                 again: false,
@@ -313,7 +312,12 @@ async fn recall(shared: &Shared, node: u16, pid: i32) -> Result<(), NotSent> {
     }
 }
 
-async fn ask_recall(shared: &Shared, node: u16, pid: i32) -> Result<Recalled, RecallError> {
+/// An authenticated link to `node`'s daemon, its hello sent with `purpose`.
+pub(crate) async fn open_link(
+    shared: &Shared,
+    node: u16,
+    purpose: Purpose,
+) -> Result<Link, RecallError> {
     let id = NodeId::new(node)
         .filter(|&id| shared.map().node(id).is_some())
         .ok_or(RecallError::Unknown(node))?;
@@ -329,22 +333,31 @@ async fn ask_recall(shared: &Shared, node: u16, pid: i32) -> Result<Recalled, Re
     .await
     .map_err(|_| RecallError::Timeout(node))?
     .map_err(link_err)?;
-    let hello = LinkHello::new(shared.own.get(), Purpose::Recall { pid });
+    let hello = LinkHello::new(shared.own.get(), purpose);
     link.send(&hello.encode()).await.map_err(link_err)?;
+    Ok(link)
+}
+
+async fn ask_recall(
+    shared: &Shared,
+    node: u16,
+    pid: i32,
+    to: Option<u16>,
+) -> Result<Recalled, RecallError> {
+    let mut link = open_link(shared, node, Purpose::Recall { pid, to }).await?;
     // The move itself is bounded at home by MOVE_TIMEOUT; a little more here lets its answer
     // arrive.
     let answer = tokio::time::timeout(MOVE_TIMEOUT + CONNECT_TIMEOUT, link.recv())
         .await
         .map_err(|_| RecallError::Timeout(node))?
-        .map_err(link_err)?
+        .map_err(|source| RecallError::Link { node, source })?
         .ok_or(RecallError::NoAnswer(node))?;
     Recalled::decode(&answer).map_err(|_| RecallError::BadAnswer(node))
 }
 
-/// Serve a peer's [`Purpose::Recall`]: `from` hosts our process `pid` and sends it away.
-/// Only a process our table places at `from` is ordered home, so a peer can recall no
-/// process but those it hosts (which it could end anyway).
-pub(crate) async fn answer_recall(shared: &Shared, from: u16, pid: i32) -> Recalled {
+/// Serve a peer's [`Purpose::Recall`]: `from` hosts our process `pid` and sends it away, home
+/// or on to node `to`.
+pub(crate) async fn answer_recall(shared: &Shared, from: u16, pid: i32, to: Option<u16>) -> Recalled {
     let (location, moving) = {
         let table = shared.table();
         (table.location(pid), table.is_moving(pid))
@@ -361,10 +374,19 @@ pub(crate) async fn answer_recall(shared: &Shared, from: u16, pid: i32) -> Recal
             ));
         }
     }
-    info!(from, pid, "recalled by its host");
-    match come_home(shared, pid).await {
-        Ok(()) => Recalled::Home,
-        Err(not_home) => not_home,
+    let target = match to {
+        None => None,
+        Some(n) if n == shared.own.get() => None,
+        Some(n) if NodeId::new(n).is_some_and(|id| shared.map().node(id).is_some()) => Some(n),
+        Some(n) => {
+            warn!(from, pid, to = n, "recall refused: no such node");
+            return Recalled::Refused(format!("no node {n} in {}", shared.map().path().display()));
+        }
+    };
+    info!(from, pid, to = ?target, "sent away by its host (home: none)");
+    match send_to(shared, pid, target).await {
+        Ok(()) => Recalled::Arrived,
+        Err(not_there) => not_there,
     }
 }
 

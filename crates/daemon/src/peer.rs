@@ -10,14 +10,14 @@ use tracing::{info, warn};
 use rmosix_config::NodeId;
 use rmosix_seal::SessionKeys;
 use rmosix_transport::{Link, LinkError};
-use rmosix_wire::{LINK_VERSION, LinkHello, Purpose};
+use rmosix_wire::{HostedHere, LINK_VERSION, LinkHello, Purpose};
 
 use crate::daemon::Shared;
 use crate::guest::spawn_guest;
 use crate::limits::{Refusal, Ticket};
 use crate::sys::GuestCreds;
 use crate::throttle::Verdict;
-use crate::{chain, modes};
+use crate::{chain, guests, modes};
 
 /// How long a peer that completed the handshake may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,14 +82,22 @@ pub(crate) async fn serve_peer(
             let creds = GuestCreds { uid, gid, groups };
             serve_session(&shared, link, from, creds, ticket).await;
         }
-        Purpose::Recall { pid } => {
+        Purpose::Recall { pid, to } => {
             // The move may take a while; the connection is a peer's like any, and holds its
             // place in the limits meanwhile.
-            let answer = modes::answer_recall(&shared, from, pid).await;
+            let answer = modes::answer_recall(&shared, from, pid, to).await;
             if let Err(e) = link.send(&answer.encode()).await {
                 warn!(from, pid, "cannot answer a recall: {}", chain(&e));
             }
             drop(ticket);
+        }
+        Purpose::Hosted => {
+            let answer = HostedHere {
+                processes: guests::hosted_from(&shared, from),
+            };
+            if let Err(e) = link.send(&answer.encode()).await {
+                warn!(from, "cannot answer which guests run here: {}", chain(&e));
+            }
         }
     }
 }

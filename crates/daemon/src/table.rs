@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use tokio::sync::{mpsc, oneshot};
 
-use rmosix_wire::{Command, MoveError, Report, Target};
+use rmosix_wire::{Advice, Command, MoveError, Report, Target};
 
 /// A supervisor, by registration number (unique per daemon run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,6 +24,32 @@ struct Process {
     /// The order being carried out for it, until its supervisor answers it. One at a time:
     /// a second order could only race the first.
     moving: Option<u64>,
+    /// Its job's advice, with its own lock (`migrate PID lock|unlock`).
+    advice: Advice,
+    /// How many times it has changed node.
+    moves: u32,
+    /// Why its last order failed, until one succeeds.
+    cant_move: Option<String>,
+}
+
+/// A supervised process as the balancing loop and `mosps` see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub pid: i32,
+    /// `None` while at home.
+    pub node: Option<u16>,
+    /// Whether an order for it is under way.
+    pub moving: bool,
+    pub advice: Advice,
+    pub moves: u32,
+    pub cant_move: Option<String>,
+}
+
+/// A supervisor: where its commands go, and the advice its job's processes start with.
+#[derive(Debug)]
+struct Supervisor {
+    commands: mpsc::UnboundedSender<Command>,
+    advice: Advice,
 }
 
 #[derive(Debug)]
@@ -52,17 +78,22 @@ pub(crate) enum Refusal {
 pub(crate) struct Table {
     next_supervisor: u64,
     next_command: u64,
-    supervisors: HashMap<SupervisorId, mpsc::UnboundedSender<Command>>,
+    supervisors: HashMap<SupervisorId, Supervisor>,
     processes: HashMap<i32, Process>,
     pending: HashMap<u64, Pending>,
 }
 
 impl Table {
-    /// Register a supervisor whose commands go to `commands`.
-    pub fn add_supervisor(&mut self, commands: mpsc::UnboundedSender<Command>) -> SupervisorId {
+    /// Register a supervisor whose commands go to `commands`, and whose processes start with
+    /// `advice`.
+    pub fn add_supervisor(
+        &mut self,
+        commands: mpsc::UnboundedSender<Command>,
+        advice: Advice,
+    ) -> SupervisorId {
         self.next_supervisor += 1;
         let id = SupervisorId(self.next_supervisor);
-        self.supervisors.insert(id, commands);
+        self.supervisors.insert(id, Supervisor { commands, advice });
         id
     }
 
@@ -78,12 +109,18 @@ impl Table {
     pub fn report(&mut self, from: SupervisorId, report: Report) {
         match report {
             Report::Started { pid } => {
+                let Some(supervisor) = self.supervisors.get(&from) else {
+                    return;
+                };
                 self.processes.insert(
                     pid,
                     Process {
                         supervisor: from,
                         node: None,
                         moving: None,
+                        advice: supervisor.advice,
+                        moves: 0,
+                        cant_move: None,
                     },
                 );
             }
@@ -91,9 +128,10 @@ impl Table {
                 if let Some(p) = self
                     .processes
                     .get_mut(&pid)
-                    .filter(|p| p.supervisor == from)
+                    .filter(|p| p.supervisor == from && p.node != node)
                 {
                     p.node = node;
+                    p.moves = p.moves.saturating_add(1);
                 }
             }
             Report::Ended { pid } => {
@@ -113,6 +151,10 @@ impl Table {
                         && process.moving == Some(id)
                     {
                         process.moving = None;
+                        process.cant_move = match &result {
+                            Ok(()) => None,
+                            Err(failure) => Some(failure.to_string()),
+                        };
                     }
                     // The waiter may have gone; then nobody needs the answer.
                     if let Some(done) = pending.done {
@@ -139,13 +181,33 @@ impl Table {
         away
     }
 
-    /// Every supervised process: its PID, where it runs (`None`: home) and whether an order
-    /// for it is under way.
-    pub fn processes(&self) -> Vec<(i32, Option<u16>, bool)> {
-        self.processes
+    /// Every supervised process, lowest PID first.
+    pub fn processes(&self) -> Vec<Entry> {
+        let mut entries: Vec<Entry> = self
+            .processes
             .iter()
-            .map(|(&pid, p)| (pid, p.node, p.moving.is_some()))
-            .collect()
+            .map(|(&pid, p)| Entry {
+                pid,
+                node: p.node,
+                moving: p.moving.is_some(),
+                advice: p.advice,
+                moves: p.moves,
+                cant_move: p.cant_move.clone(),
+            })
+            .collect();
+        entries.sort_unstable_by_key(|e| e.pid);
+        entries
+    }
+
+    /// Locks `pid` against automatic moves, or unlocks it; false if it is not supervised.
+    pub fn set_locked(&mut self, pid: i32, locked: bool) -> bool {
+        match self.processes.get_mut(&pid) {
+            Some(p) => {
+                p.advice.locked = locked;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether an order for `pid` is under way.
@@ -174,10 +236,11 @@ impl Table {
             return Err(Refusal::AlreadyThere);
         }
         let supervisor = process.supervisor;
-        let commands = self
+        let commands = &self
             .supervisors
             .get(&supervisor)
-            .ok_or(Refusal::SupervisorGone)?;
+            .ok_or(Refusal::SupervisorGone)?
+            .commands;
         self.next_command += 1;
         let id = self.next_command;
         let target = target.map_or(Target::Home, Target::Node);
@@ -205,9 +268,9 @@ impl Table {
     pub fn cancel(&mut self, id: u64) {
         if let Some(pending) = self.pending.get_mut(&id) {
             pending.done = None;
-            if let Some(commands) = self.supervisors.get(&pending.supervisor) {
+            if let Some(supervisor) = self.supervisors.get(&pending.supervisor) {
                 // A supervisor that is gone has dropped the order with its connection.
-                let _ = commands.send(Command::Cancel { id });
+                let _ = supervisor.commands.send(Command::Cancel { id });
             }
         }
     }
@@ -216,11 +279,12 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rmosix_wire::Decay;
 
     fn supervised() -> (Table, SupervisorId, mpsc::UnboundedReceiver<Command>) {
         let mut table = Table::default();
         let (tx, rx) = mpsc::unbounded_channel();
-        let sup = table.add_supervisor(tx);
+        let sup = table.add_supervisor(tx, Advice::default());
         table.report(sup, Report::Started { pid: 10 });
         (table, sup, rx)
     }
@@ -264,6 +328,43 @@ mod tests {
     }
 
     #[test]
+    fn processes_start_with_their_jobs_advice_and_count_moves_and_failures() {
+        let mut table = Table::default();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let advice = Advice {
+            locked: true,
+            decay: Decay::CpuBound,
+            memory_need_mb: 64,
+        };
+        let sup = table.add_supervisor(tx, advice);
+        table.report(sup, Report::Started { pid: 7 });
+        let entry = |table: &Table| table.processes().into_iter().next().unwrap();
+        assert_eq!(entry(&table).advice, advice);
+        assert!(table.set_locked(7, false));
+        assert!(!entry(&table).advice.locked);
+        assert!(!table.set_locked(8, true));
+        for node in [Some(2), Some(2), Some(3), None] {
+            table.report(sup, Report::Moved { pid: 7, node });
+        }
+        // A report of where it already was is no move.
+        assert_eq!(entry(&table).moves, 3);
+        let (id, _waiter) = table.start_migrate(7, Some(2)).unwrap();
+        assert!(entry(&table).moving);
+        let failure = MoveError::Busy;
+        table.report(
+            sup,
+            Report::MigrateDone {
+                id,
+                result: Err(failure.clone()),
+            },
+        );
+        assert_eq!(entry(&table).cant_move, Some(failure.to_string()));
+        let (id, _waiter) = table.start_migrate(7, Some(2)).unwrap();
+        table.report(sup, Report::MigrateDone { id, result: Ok(()) });
+        assert_eq!(entry(&table).cant_move, None);
+    }
+
+    #[test]
     fn reports_track_where_processes_run() {
         let (mut table, sup, _rx) = supervised();
         assert_eq!(table.location(10), Some(None));
@@ -285,7 +386,7 @@ mod tests {
     fn a_supervisor_cannot_touch_anothers_processes() {
         let (mut table, _sup, _rx) = supervised();
         let (tx, _rx2) = mpsc::unbounded_channel();
-        let other = table.add_supervisor(tx);
+        let other = table.add_supervisor(tx, Advice::default());
         table.report(
             other,
             Report::Moved {
@@ -311,7 +412,7 @@ mod tests {
         };
         // An answer from someone else, or for another id, changes nothing.
         let (tx, _rx2) = mpsc::unbounded_channel();
-        let other = table.add_supervisor(tx);
+        let other = table.add_supervisor(tx, Advice::default());
         table.report(other, Report::MigrateDone { id, result: Ok(()) });
         table.report(
             sup,

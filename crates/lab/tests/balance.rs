@@ -2,8 +2,9 @@
 //! one CPU per node: four CPU-bound jobs started at node 1 spread to the others by themselves
 //! (at most two stay at node 1),
 //! each moves at most a few times, and each computes what a run that never moved computes; with
-//! the other nodes blocked, nothing moves; a node with more guests than CPUs sends one home
-//! when home idles.
+//! the other nodes blocked or quiet, nothing moves (until noquiet); a node in stay or lstay
+//! keeps its jobs (until nostay, nolstay); a node with more guests than CPUs sends one home
+//! when home idles, lstay or not.
 //!
 //! The program (`spin.c`) says "ready", stirs a 1 MiB array round after round until NAME.stop
 //! exists, and prints "rounds=R sum=S"; `spin - R` prints what R rounds give without moving.
@@ -131,16 +132,71 @@ fn cpu_bound_jobs_spread_from_a_loaded_node_without_ping_pong() {
     let lab = lab();
     let names = names("spread");
     let jobs: Vec<Job> = names.iter().map(|n| start(&lab, &program, n)).collect();
+    let away = wait_spread(&lab, &jobs);
+    eprintln!("jobs run on {away:?}");
+    let counts = stop_all(&lab, &program, jobs, &names);
+    assert!(counts.iter().any(|&n| n > 0), "mosrun logged no move");
+}
+
+/// `mosctl VERB` as root at each of `nodes`; then waits until node 1's view shows each of
+/// them with `mode` (on, or off when `on` is false), so that its balancing loop acts on it.
+fn set_mode(lab: &Lab, nodes: &[u16], verb: &str, mode: &str, on: bool) {
+    for &n in nodes {
+        let done = lab
+            .node(usize::from(n))
+            .command("mosctl")
+            .arg(verb)
+            .output()
+            .expect("run mosctl");
+        assert!(done.status.success(), "node {n}: mosctl {verb}: {done:?}");
+    }
+    let deadline = Instant::now() + STEP;
+    loop {
+        let status = lab.node(1).command("mosctl").arg("status").output();
+        let status = String::from_utf8_lossy(&status.expect("run mosctl").stdout).into_owned();
+        let shows = |n: u16| {
+            status.lines().any(|l| {
+                l.starts_with(&format!("node {n}: up"))
+                    && l.split(", ").any(|field| field == mode) == on
+            })
+        };
+        if nodes.iter().all(|&n| shows(n)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 does not see mosctl {verb} of nodes {nodes:?}\n{status}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Checks that every job stays at node 1 for ten seconds. A bounded wait, not a poll for an
+/// event: what is checked is that nothing happens. 10 s are ten rounds of the loop, more than
+/// the spreading test needs to see a move, and the modes were seen at node 1 before the jobs
+/// started.
+fn nothing_moves_for_a_while(jobs: &[Job]) {
+    let watch = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < watch {
+        for job in jobs {
+            let at = job.location().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(at, 1, "a job moved\n{}", job.outputs());
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Waits until at most two jobs run at node 1 (one CPU per node: as even as four jobs get on
+/// three nodes); returns where each runs.
+fn wait_spread(lab: &Lab, jobs: &[Job]) -> Vec<u16> {
     let deadline = Instant::now() + SPREAD;
-    let away = loop {
+    loop {
         let at: Vec<u16> = jobs
             .iter()
             .map(|j| j.location().unwrap_or_else(|e| panic!("{e}")))
             .collect();
-        // One CPU per node: two jobs at node 1 and one at each other node is as even as four
-        // jobs get; the balancers go on deciding meanwhile, guests included.
         if at.iter().filter(|&&n| n == 1).count() <= 2 {
-            break at;
+            return at;
         }
         assert!(
             Instant::now() < deadline,
@@ -148,10 +204,7 @@ fn cpu_bound_jobs_spread_from_a_loaded_node_without_ping_pong() {
             lab.node(1).log()
         );
         std::thread::sleep(POLL);
-    };
-    eprintln!("jobs run on {away:?}");
-    let counts = stop_all(&lab, &program, jobs, &names);
-    assert!(counts.iter().any(|&n| n > 0), "mosrun logged no move");
+    }
 }
 
 #[test]
@@ -162,54 +215,63 @@ fn nothing_moves_when_the_other_nodes_are_blocked() {
     let _alone = one_at_a_time();
     let program = spin_program();
     let lab = lab();
-    for n in [2, 3] {
-        let node = lab.node(n);
-        let done = node
-            .command("mosctl")
-            .arg("block")
-            .output()
-            .expect("run mosctl");
-        assert!(done.status.success(), "node {n}: mosctl block: {done:?}");
-    }
-    // Node 1 must know of the blocks before its loop could decide anything.
-    let deadline = Instant::now() + STEP;
-    loop {
-        let status = lab.node(1).command("mosctl").arg("status").output();
-        let status = String::from_utf8_lossy(&status.expect("run mosctl").stdout).into_owned();
-        let blocked = |n: u16| {
-            status
-                .lines()
-                .any(|l| l.starts_with(&format!("node {n}: ")) && l.ends_with(", block"))
-        };
-        if blocked(2) && blocked(3) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 1 does not see the blocks
-{status}"
-        );
-        std::thread::sleep(POLL);
-    }
+    set_mode(&lab, &[2, 3], "block", "block", true);
     let names = names("blocked");
     let jobs: Vec<Job> = names.iter().map(|n| start(&lab, &program, n)).collect();
-    // A bounded wait, not a poll for an event: what is checked is that nothing happens. 10 s
-    // are ten rounds of the loop, more than the first test needs to see a move, and longer
-    // than the gossip takes to tell node 1 of the blocks (they were set before the jobs).
-    let watch = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < watch {
-        for job in &jobs {
-            let at = job.location().unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(at, 1, "a job moved to a blocked node\n{}", job.outputs());
-        }
-        std::thread::sleep(POLL);
-    }
+    nothing_moves_for_a_while(&jobs);
     let counts = stop_all(&lab, &program, jobs, &names);
     assert_eq!(counts, vec![0; JOBS], "a job moved");
 }
 
+/// `mosctl stay` (and `lstay`, for the node's own processes) at node 1 keeps its jobs there;
+/// `nostay` (`nolstay`) lets them spread.
+fn a_node_keeps_its_jobs_until_released(on: &str, off: &str) {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin_program();
+    let lab = lab();
+    set_mode(&lab, &[1], on, on, true);
+    let names = names(on);
+    let jobs: Vec<Job> = names.iter().map(|n| start(&lab, &program, n)).collect();
+    nothing_moves_for_a_while(&jobs);
+    set_mode(&lab, &[1], off, on, false);
+    let at = wait_spread(&lab, &jobs);
+    eprintln!("after {off}, jobs run on {at:?}");
+    stop_all(&lab, &program, jobs, &names);
+}
+
 #[test]
-fn a_loaded_node_sends_a_guest_home_when_home_is_idle() {
+fn stay_keeps_a_nodes_jobs_until_nostay() {
+    a_node_keeps_its_jobs_until_released("stay", "nostay");
+}
+
+#[test]
+fn lstay_keeps_a_nodes_own_jobs_until_nolstay() {
+    a_node_keeps_its_jobs_until_released("lstay", "nolstay");
+}
+
+#[test]
+fn quiet_nodes_receive_nothing_until_noquiet() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin_program();
+    let lab = lab();
+    set_mode(&lab, &[2, 3], "quiet", "quiet", true);
+    let names = names("quiet");
+    let jobs: Vec<Job> = names.iter().map(|n| start(&lab, &program, n)).collect();
+    nothing_moves_for_a_while(&jobs);
+    set_mode(&lab, &[2, 3], "noquiet", "quiet", false);
+    let at = wait_spread(&lab, &jobs);
+    eprintln!("after noquiet, jobs run on {at:?}");
+    stop_all(&lab, &program, jobs, &names);
+}
+
+#[test]
+fn a_loaded_node_sends_a_guest_home_when_home_is_idle_even_in_lstay() {
     if !require_root() {
         return;
     }
@@ -219,6 +281,8 @@ fn a_loaded_node_sends_a_guest_home_when_home_is_idle() {
     cfg.cpu_quota = Some(1.0);
     cfg.balance = true;
     let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    // lstay keeps a node's own processes, not its guests.
+    set_mode(&lab, &[2], "lstay", "lstay", true);
     let names: Vec<String> = (1..=2).map(|k| format!("home-{k}")).collect();
     let jobs: Vec<Job> = names.iter().map(|n| start(&lab, &program, n)).collect();
     // Both to node 2 by hand (node 1's loop may have sent one already): two jobs on its one

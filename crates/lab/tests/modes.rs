@@ -266,7 +266,10 @@ fn only_root_sets_modes_and_anyone_asks_whois() {
     }
     let lab = start_lab(3);
     let (home, two) = (lab.node(1), lab.node(2));
-    for verb in ["block", "noblock", "expel", "bring"] {
+    for verb in [
+        "stay", "nostay", "lstay", "nolstay", "block", "noblock", "quiet", "noquiet", "expel",
+        "bring",
+    ] {
         let refused = run_as(two, NOBODY, "mosctl", &[verb]);
         assert_eq!(refused.status.code(), Some(1), "{verb}: {refused:?}");
         assert_eq!(
@@ -275,7 +278,13 @@ fn only_root_sets_modes_and_anyone_asks_whois() {
             "{verb}"
         );
     }
-    // Nothing changed: node 2 still takes guests.
+    // Nothing changed: node 2 shows no mode, and still takes guests.
+    let status = mosctl(two, &["status"]).stdout;
+    let own = status
+        .lines()
+        .find(|l| l.starts_with("node 2: up"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(own.ends_with('%'), "a mode was set: {own}");
     let (job, go) = ticks_job(&lab, home, "refused");
     move_to(home, job.pid(), "2");
     assert_eq!(location(&job), 2);

@@ -61,13 +61,43 @@ impl fmt::Display for Target {
 pub enum Request {
     /// Sent by a job supervisor (`mosrun`). After [`Reply::Ok`] the connection stays open:
     /// the supervisor sends [`Report`]s on it and receives [`Command`]s.
-    Supervise,
+    Supervise {
+        /// How the job's processes are to be balanced; each starts with it.
+        advice: Advice,
+    },
     /// Move a supervised process. The daemon replies once the move has finished or failed.
     Migrate {
         /// The process, by its PID at home.
         pid: i32,
         /// Where it should go.
         target: Target,
+    },
+    /// Move a supervised process where the balancer would send it now (`migrate PID
+    /// balance`), which may be where it is. Answered as [`Request::Migrate`] is, once it has
+    /// moved, or with [`Reply::Location`] where it stays.
+    Balance {
+        /// The process, by its PID at home.
+        pid: i32,
+    },
+    /// Lock a supervised process against automatic moves, or unlock it (`migrate PID lock|
+    /// unlock`); `migrate` and `expel` still move it. Answered with [`Reply::Ok`].
+    Lock {
+        /// The process, by its PID at home.
+        pid: i32,
+        /// Locked from now on, or not.
+        locked: bool,
+    },
+    /// The node a job about to start should start on (`mosrun -b`), for a process that will
+    /// need `memory_need_mb` MiB; answered with [`Reply::Location`] (this node if it is best).
+    Best {
+        /// What it says it will need, MiB (`mosrun -m`); 0 if it said nothing.
+        memory_need_mb: u64,
+    },
+    /// The supervised processes of this node, for `mosps`: all of them, or `uid`'s only.
+    /// Answered with [`Reply::Processes`].
+    Processes {
+        /// Whose; `None` for everyone's.
+        uid: Option<u32>,
     },
     /// Ask where a process runs; answered with [`Reply::Location`].
     Where {
@@ -173,6 +203,11 @@ pub enum Reply {
         /// Its latest published figures.
         figures: NodeFigures,
     },
+    /// The supervised processes of this node, lowest PID first.
+    Processes {
+        /// One entry each.
+        processes: Vec<ProcessEntry>,
+    },
     /// The processes this node hosts, by home node and home PID.
     Guests {
         /// One entry per hosted process.
@@ -272,6 +307,60 @@ pub struct NodeModes {
     pub quiet: bool,
     /// `mosctl expel` under way.
     pub expel: bool,
+}
+
+/// How a job's processes are to be balanced: mosrun's MOSIX options that steer the balancer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Advice {
+    /// `mosrun -L`: no automatic moves (a `migrate` still moves it).
+    pub locked: bool,
+    /// How its statistics decay (`mosrun -c -i -n -s -f`).
+    pub decay: Decay,
+    /// `mosrun -m MB`: the memory it says it will need, MiB; 0 if it said nothing.
+    pub memory_need_mb: u64,
+}
+
+/// How a process's statistics decay: MOSIX's classes (docs/balancing.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decay {
+    /// No advice: slow decay.
+    #[default]
+    Normal,
+    /// `mosrun -c`: CPU-bound from the start.
+    CpuBound,
+    /// `mosrun -i`: I/O-bound, fast decay.
+    IoBound,
+    /// `mosrun -n`: no decay.
+    NoDecay,
+    /// `mosrun -s`: slow decay.
+    Slow,
+    /// `mosrun -f`: fast decay.
+    Fast,
+}
+
+/// A supervised process as `mosps` shows it. CPU time and memory are read where it runs: a
+/// process away whose node did not answer in time has `None`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessEntry {
+    /// Its PID at home.
+    pub pid: i32,
+    /// Its real uid.
+    pub uid: u32,
+    /// The node it runs on.
+    pub node: u16,
+    /// Locked against automatic moves.
+    pub locked: bool,
+    /// How many times it has moved.
+    pub moves: u32,
+    /// Why its last move failed, if it did; cleared when one succeeds.
+    pub cant_move: Option<String>,
+    /// CPU time it used (user and system), milliseconds.
+    pub cpu_ms: Option<u64>,
+    /// Its resident memory, KiB.
+    pub rss_kib: Option<u64>,
+    /// Its command line (the program's, also while away), or its name.
+    pub command: String,
 }
 
 /// A mode an operator turns on and off with `mosctl` (docs/modes.md). Each lives in the
@@ -428,7 +517,20 @@ mod tests {
             });
         }
         round_trip(Command::Cancel { id: 7 });
-        round_trip(Request::Supervise);
+        round_trip(Request::Supervise {
+            advice: Advice {
+                locked: true,
+                decay: Decay::IoBound,
+                memory_need_mb: 512,
+            },
+        });
+        round_trip(Request::Balance { pid: 7 });
+        round_trip(Request::Lock {
+            pid: 7,
+            locked: true,
+        });
+        round_trip(Request::Best { memory_need_mb: 0 });
+        round_trip(Request::Processes { uid: Some(1000) });
         round_trip(Request::Where { pid: 1 });
         round_trip(Request::OpenSession { node: 3 });
         round_trip(Request::Status);
@@ -450,6 +552,19 @@ mod tests {
             host: "node2.example".into(),
         });
         round_trip(Reply::Up { up: false });
+        round_trip(Reply::Processes {
+            processes: vec![ProcessEntry {
+                pid: 4711,
+                uid: 1000,
+                node: 3,
+                locked: false,
+                moves: 2,
+                cant_move: Some("it has 2 threads".into()),
+                cpu_ms: Some(1500),
+                rss_kib: None,
+                command: "python3 crunch.py".into(),
+            }],
+        });
         round_trip(Reply::Sent {
             moved: 3,
             failures: vec!["process 4711 (home node 1): node 1 is down (no route)".into()],

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the link protocol spoken after the handshake. A daemon drops a peer whose
 /// [`LinkHello::version`] differs.
-pub const LINK_VERSION: u32 = 1;
+pub const LINK_VERSION: u32 = 2;
 
 /// Sent by the connecting daemon as the first encrypted message on a link; the accepting
 /// daemon answers a [`Purpose::Ping`] with its own hello.
@@ -54,13 +54,39 @@ pub enum Purpose {
     },
     /// Are you there? The peer answers with its own hello and closes.
     Ping,
-    /// The sender hosts process `pid` of the receiver and sends it away (`mosctl expel`):
-    /// bring it home. The receiver orders the move only if its table says the process runs
-    /// at the sender, and answers with one [`Recalled`] once the move has ended.
+    /// The sender hosts process `pid` of the receiver and sends it away: home (`mosctl
+    /// expel`, or the sender's balancer), or on to node `to` (the sender's balancer). The
+    /// receiver orders the move only if its table says the process runs at the sender, and
+    /// answers with one [`Recalled`] once the move has ended.
     Recall {
         /// The process, by its PID at home (the receiver).
         pid: i32,
+        /// Where it should go; `None`: home.
+        #[serde(default)]
+        to: Option<u16>,
     },
+    /// Which processes of the sender run at the receiver, and what they use there (for
+    /// `mosps`)? Answered with one [`HostedHere`].
+    Hosted,
+}
+
+/// The answer to a [`Purpose::Hosted`]: the receiver's guests whose home is the sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedHere {
+    /// One entry per process.
+    pub processes: Vec<crate::HostedProcess>,
+}
+
+impl HostedHere {
+    /// Encode as JSON (one link message).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a HostedHere always serialises")
+    }
+
+    /// Decode one link message.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
 }
 
 /// The answer to a [`Purpose::Recall`]: the outcome of the move home, as the home daemon's
@@ -68,8 +94,8 @@ pub enum Purpose {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Recalled {
-    /// The process is home.
-    Home,
+    /// The process is where it was sent.
+    Arrived,
     /// The move failed; the process runs on where it was unless the error says otherwise.
     Failed(crate::MoveError),
     /// No move was made, for this reason: the process does not run at the sender, its
@@ -97,7 +123,12 @@ mod tests {
     fn hellos_round_trip() {
         for purpose in [
             Purpose::Ping,
-            Purpose::Recall { pid: 4711 },
+            Purpose::Recall { pid: 4711, to: None },
+            Purpose::Recall {
+                pid: 4711,
+                to: Some(3),
+            },
+            Purpose::Hosted,
             Purpose::Session {
                 uid: 1000,
                 gid: 100,
@@ -112,7 +143,7 @@ mod tests {
     #[test]
     fn recall_answers_round_trip() {
         for answer in [
-            Recalled::Home,
+            Recalled::Arrived,
             Recalled::Failed(crate::MoveError::Busy),
             Recalled::Refused("process 4711 does not run at node 2".into()),
         ] {

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use rmosix_tools::{CommonArgs, hosted_table, print_out};
 use rmosix_transport::ClusterKey;
-use rmosix_wire::{NodeStatus, Reply, Request};
+use rmosix_wire::{NodeMode, NodeStatus, Reply, Request};
 
 /// How long mosctl waits for an answer. The daemon answers `where` at once and `status`
 /// within a few seconds whatever the map (it stops pinging after 3 s); past this, something
@@ -87,10 +87,25 @@ enum Cmd {
     /// List the processes of other nodes that run here: home node, PID at home, PID here,
     /// user, CPU seconds used here, resident MiB, and how long each has been here.
     Guests,
+    /// Keep every process here, this node's own and guests, from leaving by automatic
+    /// balancing (root only).
+    Stay,
+    /// Let processes leave this node by automatic balancing again (root only).
+    Nostay,
+    /// Keep this node's own processes from leaving by automatic balancing; guests may still
+    /// leave (root only).
+    Lstay,
+    /// Let this node's own processes leave by automatic balancing again (root only).
+    Nolstay,
     /// Refuse new guest processes from other nodes; those already here stay (root only).
     Block,
     /// Accept guest processes again (root only).
     Noblock,
+    /// Take no part in automatic balancing: decide nothing, and tell the other nodes to send
+    /// nothing here (root only).
+    Quiet,
+    /// Take part in automatic balancing again (root only).
+    Noquiet,
     /// Block this node and send every guest process home; returns once all have gone or
     /// failed to (root only).
     Expel,
@@ -121,8 +136,14 @@ impl Cmd {
             Cmd::Where { .. } => "where",
             Cmd::Status => "status",
             Cmd::Guests => "guests",
+            Cmd::Stay => "stay",
+            Cmd::Nostay => "nostay",
+            Cmd::Lstay => "lstay",
+            Cmd::Nolstay => "nolstay",
             Cmd::Block => "block",
             Cmd::Noblock => "noblock",
+            Cmd::Quiet => "quiet",
+            Cmd::Noquiet => "noquiet",
             Cmd::Expel => "expel",
             Cmd::Bring => "bring",
             Cmd::Whois { .. } => "whois",
@@ -158,9 +179,25 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             ClusterKey::generate(path)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Cmd::Block | Cmd::Noblock => {
-            let blocked = matches!(args.command, Cmd::Block);
-            match ask(Request::Block { blocked }).context(name)? {
+        Cmd::Stay
+        | Cmd::Nostay
+        | Cmd::Lstay
+        | Cmd::Nolstay
+        | Cmd::Block
+        | Cmd::Noblock
+        | Cmd::Quiet
+        | Cmd::Noquiet => {
+            let (mode, on) = match args.command {
+                Cmd::Stay => (NodeMode::Stay, true),
+                Cmd::Nostay => (NodeMode::Stay, false),
+                Cmd::Lstay => (NodeMode::Lstay, true),
+                Cmd::Nolstay => (NodeMode::Lstay, false),
+                Cmd::Block => (NodeMode::Block, true),
+                Cmd::Noblock => (NodeMode::Block, false),
+                Cmd::Quiet => (NodeMode::Quiet, true),
+                _ => (NodeMode::Quiet, false),
+            };
+            match ask(Request::SetMode { mode, on }).context(name)? {
                 Reply::Ok => return Ok(ExitCode::SUCCESS),
                 other => return unexpected(other).context(name),
             }

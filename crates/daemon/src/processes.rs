@@ -1,0 +1,121 @@
+//! `mosps`: the supervised processes of this node, each with the node it runs on, its lock,
+//! its moves and why its last move failed, and the CPU time and memory it uses where it runs.
+//! For a process at home those come from /proc here; for one away, from the daemon of its
+//! node ([`Purpose::Hosted`]), asked once per node and in parallel, each within
+//! [`ASK_TIMEOUT`]: a node that does not answer leaves its processes' figures empty, and the
+//! list comes anyway.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tracing::debug;
+
+use rmosix_wire::{HostedHere, HostedProcess, ProcessEntry, Purpose, Reply};
+
+use crate::chain;
+use crate::daemon::Shared;
+use crate::modes::open_link;
+use crate::procfs;
+use crate::table::Entry;
+
+/// How long a node may take to say what our processes there use.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The list for `mosps`: everyone's processes, or `uid`'s.
+pub(crate) async fn list(shared: &Arc<Shared>, uid: Option<u32>) -> Reply {
+    let entries: Vec<(Entry, u32)> = shared
+        .table()
+        .processes()
+        .into_iter()
+        .filter_map(|e| {
+            let owner = procfs::read_creds(e.pid).ok()?.real_uid;
+            uid.is_none_or(|u| u == owner).then_some((e, owner))
+        })
+        .collect();
+    let nodes: BTreeSet<u16> = entries.iter().filter_map(|(e, _)| e.node).collect();
+    let away = figures_away(shared, nodes).await;
+    let processes = entries
+        .into_iter()
+        .map(|(e, owner)| {
+            let (cpu_ms, rss_kib) = match e.node {
+                None => procfs::read_stat(e.pid).map_or((None, None), |s| {
+                    let cpu = shared.units.duration(s.cpu_ticks).as_millis();
+                    (Some(u64::try_from(cpu).unwrap_or(u64::MAX)), Some(s.rss_kib))
+                }),
+                Some(node) => away
+                    .get(&(node, e.pid))
+                    .map_or((None, None), |p| (Some(p.cpu_ms), Some(p.rss_kib))),
+            };
+            ProcessEntry {
+                pid: e.pid,
+                uid: owner,
+                node: e.node.unwrap_or(shared.own.get()),
+                locked: e.advice.locked,
+                moves: e.moves,
+                cant_move: e.cant_move,
+                cpu_ms,
+                rss_kib,
+                command: command(e.pid),
+            }
+        })
+        .collect();
+    Reply::Processes { processes }
+}
+
+/// What our processes use at each of `nodes`, by (node, PID at home).
+async fn figures_away(
+    shared: &Arc<Shared>,
+    nodes: BTreeSet<u16>,
+) -> HashMap<(u16, i32), HostedProcess> {
+    let mut asks = JoinSet::new();
+    for node in nodes {
+        let shared = shared.clone();
+        let ask = async move {
+            let mut link = open_link(&shared, node, Purpose::Hosted)
+                .await
+                .map_err(|e| chain(&e))?;
+            let answer = link
+                .recv()
+                .await
+                .map_err(|e| chain(&e))?
+                .ok_or("closed without an answer")?;
+            HostedHere::decode(&answer).map_err(|e| e.to_string())
+        };
+        asks.spawn(async move {
+            let answer = tokio::time::timeout(ASK_TIMEOUT, ask).await;
+            (node, answer)
+        });
+    }
+    let mut figures = HashMap::new();
+    while let Some(done) = asks.join_next().await {
+        match done {
+            Ok((node, Ok(Ok(here)))) => {
+                for p in here.processes {
+                    figures.insert((node, p.home_pid), p);
+                }
+            }
+            Ok((node, Ok(Err(e)))) => debug!(node, "no figures for mosps: {e}"),
+            Ok((node, Err(_))) => debug!(node, "no figures for mosps: no answer in time"),
+            Err(e) => debug!("a question for mosps failed: {e}"),
+        }
+    }
+    figures
+}
+
+/// The command line of `pid` (a process away shows the program's at home too), or its name
+/// in brackets if it has none, as ps shows it.
+fn command(pid: i32) -> String {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let words: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    if !words.is_empty() {
+        return words.join(" ");
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    format!("[{}]", comm.trim_end())
+}
