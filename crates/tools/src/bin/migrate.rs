@@ -5,31 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use rmosix_tools::CommonArgs;
+use rmosix_tools::cli::migrate::Args;
 use rmosix_wire::{AskError, Reply, Request, Target};
-
-/// How long `migrate` waits unless told otherwise. MOSIX's waits without a bound; a bound
-/// keeps a script from hanging on a daemon that never answers. A 1 GiB process moves in a few
-/// seconds here, so five minutes leave room for a hundred times that.
-const DEFAULT_TIMEOUT_SECS: u64 = 300;
-
-/// Move a process that runs under mosrun to another node, or back home.
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    common: CommonArgs,
-    /// Give up after this many seconds (0: wait as long as the move takes). An order that has
-    /// not started by then is cancelled; a move under way finishes.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_SECS)]
-    timeout: u64,
-    /// The process, by its PID at home.
-    #[arg(value_parser = clap::value_parser!(i32).range(1..))]
-    pid: i32,
-    /// A node number, or `home`.
-    #[arg(value_name = "NODE|home")]
-    target: Target,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -9,39 +9,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use rmosix_engine::{JobEnd, Placement, supervise};
-use rmosix_tools::{MosixOptions, parse_user};
+use rmosix_tools::MosixOptions;
+use rmosix_tools::cli::mosrun::Args;
 use rmosix_wire::DaemonSocket;
-
-/// Run a program so that its processes may move across the cluster.
-///
-/// MOSIX's options come before the program: -h runs it at home (the default); -N (a node
-/// number, e.g. -3) moves it to node N as it starts, and -jLIST to a node drawn from LIST
-/// (e.g. -j2-4,7); with -F it runs at home if that node cannot take it, else mosrun fails
-/// without running it. -L and -l lock and unlock it against automatic moves (this version
-/// moves processes only when `migrate` says). -z PATH ARGV0: run PATH with ARGV0 as its
-/// argv[0].
-#[derive(Parser, Debug)]
-#[command(
-    name = "mosrun",
-    version,
-    trailing_var_arg = true,
-    disable_help_flag = true,
-    override_usage = "mosrun [--socket PATH] [--daemon-user USER] [-h | -N | -jLIST] [-F] [-L | -l] [-z] PROGRAM [ARGS]..."
-)]
-struct Args {
-    /// Print help (MOSIX's -h means "run at home").
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
-    /// Control socket of the local mosixd.
-    #[arg(long, env = rmosix_wire::SOCKET_ENV, default_value = rmosix_wire::DEFAULT_SOCKET)]
-    socket: std::path::PathBuf,
-    /// A user (name or uid) whose mosixd to trust besides root and yourself.
-    #[arg(long, value_name = "USER", env = rmosix_wire::DAEMON_USER_ENV, value_parser = parse_user)]
-    daemon_user: Option<u32>,
-    /// MOSIX's options, then the program and its arguments.
-    #[arg(required = true, allow_hyphen_values = true, num_args = 1..)]
-    command: Vec<String>,
-}
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
