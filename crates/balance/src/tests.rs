@@ -139,7 +139,10 @@ fn balance_order_avoids_blocked_dead_and_full_nodes_and_may_bring_a_guest_home()
         b
     });
     // A blocked home still takes its own back, not others'.
-    assert_eq!(best(2, &home_blocked, &hog(1, 10), Placing::Running), Some(n(1)));
+    assert_eq!(
+        best(2, &home_blocked, &hog(1, 10), Placing::Running),
+        Some(n(1))
+    );
     assert_eq!(best(2, &home_blocked, &hog(2, 10), Placing::Running), None);
 }
 

@@ -17,8 +17,8 @@ use rmosix_config::NodeId;
 use rmosix_seal::SessionKeys;
 use rmosix_transport::LinkError;
 use rmosix_wire::{
-    Advice, Command, DecodeError, LineReader, LinkHello, Liveness, MoveError, NodeStatus, Purpose, Reply,
-    Report, Request, Target, encode_line, encode_reply,
+    Advice, Command, DecodeError, LineReader, LinkHello, Liveness, MoveError, NodeStatus, Purpose,
+    Reply, Report, Request, Target, encode_line, encode_reply,
 };
 
 use crate::daemon::Shared;
@@ -308,9 +308,9 @@ fn best_start(shared: &Shared, memory_need_mb: u64) -> Reply {
         memory_need_mb,
         ..Advice::default()
     };
-    let best = balancer::best_for(shared, 0, shared.own, 0, advice, Placing::Starting);
-    Reply::Location {
-        node: best.unwrap_or(shared.own).get(),
+    match balancer::best_for(shared, 0, shared.own, 0, advice, Placing::Starting) {
+        Some(node) => Reply::Location { node: node.get() },
+        None => Reply::Ok,
     }
 }
 

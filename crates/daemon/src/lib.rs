@@ -30,10 +30,12 @@
 //!
 //! Placement policy, membership and the migration engine itself live in other rooms.
 //!
-//! The door: [`Config`], [`Daemon`], [`DaemonError`], [`RecordsError`], [`run_guest`].
+//! The door: [`cli`] (`mosixd`'s command line), [`Config`], [`Daemon`], [`DaemonError`],
+//! [`RecordsError`], [`run_guest`].
 #![warn(missing_docs)]
 
 mod balancer;
+pub mod cli;
 mod cluster;
 mod control;
 mod daemon;

@@ -88,10 +88,12 @@ pub(crate) async fn expel(shared: &Arc<Shared>, by: u32) -> Reply {
         |(node, pid)| {
             let shared = shared.clone();
             async move {
-                recall(&shared, node, pid, None).await.map_err(|not| NotSent {
-                    line: format!("process {pid} (home node {node}): {}", not.line),
-                    again: not.again,
-                })
+                recall(&shared, node, pid, None)
+                    .await
+                    .map_err(|not| NotSent {
+                        line: format!("process {pid} (home node {node}): {}", not.line),
+                        again: not.again,
+                    })
             }
         },
     )
@@ -223,7 +225,11 @@ where
 /// Order process `pid` of this node to `target` (`None`: home) through its supervisor, and
 /// wait for the answer: `Ok` when it is there, else the failed move's error or why no move
 /// was made.
-pub(crate) async fn send_to(shared: &Shared, pid: i32, target: Option<u16>) -> Result<(), Recalled> {
+pub(crate) async fn send_to(
+    shared: &Shared,
+    pid: i32,
+    target: Option<u16>,
+) -> Result<(), Recalled> {
     let refused = |why: &str| Err(Recalled::Refused(why.to_owned()));
     let started = shared.table().start_migrate(pid, target);
     let (id, waiter) = match started {
@@ -286,7 +292,13 @@ pub(crate) enum RecallError {
 /// [`recall`] with its outcome logged.
 pub(crate) async fn send_guest(shared: &Shared, node: u16, pid: i32, to: Option<u16>) {
     if let Err(not) = recall(shared, node, pid, to).await {
-        warn!(node, pid, ?to, "balancing: the guest did not go: {}", not.line);
+        warn!(
+            node,
+            pid,
+            ?to,
+            "balancing: the guest did not go: {}",
+            not.line
+        );
     }
 }
 
@@ -357,7 +369,12 @@ async fn ask_recall(
 
 /// Serve a peer's [`Purpose::Recall`]: `from` hosts our process `pid` and sends it away, home
 /// or on to node `to`.
-pub(crate) async fn answer_recall(shared: &Shared, from: u16, pid: i32, to: Option<u16>) -> Recalled {
+pub(crate) async fn answer_recall(
+    shared: &Shared,
+    from: u16,
+    pid: i32,
+    to: Option<u16>,
+) -> Recalled {
     let (location, moving) = {
         let table = shared.table();
         (table.location(pid), table.is_moving(pid))

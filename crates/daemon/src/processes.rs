@@ -42,7 +42,10 @@ pub(crate) async fn list(shared: &Arc<Shared>, uid: Option<u32>) -> Reply {
             let (cpu_ms, rss_kib) = match e.node {
                 None => procfs::read_stat(e.pid).map_or((None, None), |s| {
                     let cpu = shared.units.duration(s.cpu_ticks).as_millis();
-                    (Some(u64::try_from(cpu).unwrap_or(u64::MAX)), Some(s.rss_kib))
+                    (
+                        Some(u64::try_from(cpu).unwrap_or(u64::MAX)),
+                        Some(s.rss_kib),
+                    )
                 }),
                 Some(node) => away
                     .get(&(node, e.pid))

@@ -1,4 +1,8 @@
-//! Flags every tool shares, logging set-up and output.
+//! Each tool's command line, flags every tool shares, logging set-up and output.
+//!
+//! The command lines live here rather than in the binaries so that what documents them (man
+//! pages, shell completions: `rmosix-package`) reads the same clap definitions the tools
+//! parse with.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -6,6 +10,10 @@ use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
 use rmosix_wire::{DAEMON_USER_ENV, DEFAULT_SOCKET, DaemonSocket, SOCKET_ENV};
+
+pub mod migrate;
+pub mod mosctl;
+pub mod mosrun;
 
 /// Flags of every tool; flatten into the tool's own clap struct.
 #[derive(clap::Args, Clone, Debug)]

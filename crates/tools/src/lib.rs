@@ -8,12 +8,13 @@
 //! wire room defines what is said, and how a client reaches the daemon (`mosixd guest` does
 //! too).
 //!
-//! The door: [`CommonArgs`], [`parse_user`], [`print_out`], [`hosted_table`] (what `mosctl
+//! The door: [`cli`] (each tool's clap definition: `cli::mosctl::Args` and the others),
+//! [`CommonArgs`], [`parse_user`], [`print_out`], [`hosted_table`] (what `mosctl
 //! guests` prints), [`MosixOptions`] (mosrun's MOSIX options, which clap cannot read).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod cli;
+pub mod cli;
 mod hosted;
 mod placement;
 

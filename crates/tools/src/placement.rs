@@ -1,19 +1,27 @@
-//! mosrun's MOSIX options: where the program starts, and whether it may start elsewhere.
-//! They come before the program, in MOSIX's own syntax, which no option parser speaks
-//! (`-3` is a node number, `-j1-3,5` a list), so clap leaves them in the command and
-//! [`MosixOptions::take`] reads them off its front.
+//! mosrun's MOSIX options: where the program starts, whether it may start elsewhere, and how
+//! the balancer treats its processes. They come before the program, in MOSIX's own syntax,
+//! which no option parser speaks (`-3` is a node number, `-j1-3,5` a list, `-m512` a memory
+//! need), so clap leaves them in the command and [`MosixOptions::take`] reads them off its
+//! front.
 
 use rand::Rng;
+
+use rmosix_wire::{Advice, Decay};
 
 /// What mosrun's MOSIX options asked.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MosixOptions {
     /// Where to start: a node (`-N`, or one drawn from `-j`), or home (`-h`, the default).
     pub node: Option<u16>,
+    /// `-b`: on the best node, which the daemon picks as the job starts.
+    pub best: bool,
     /// `-F`: if that node cannot take it, run at home.
     pub fallback: bool,
     /// `-z`: the program's path, when its argv[0] is given apart.
     pub path: Option<String>,
+    /// `-L`/`-l` (locked or not, unlocked by default), `-c -i -n -s -f` (decay class) and
+    /// `-mMB` (memory need), for every process of the job.
+    pub advice: Advice,
 }
 
 /// A MOSIX option mosrun cannot take; the message is MOSIX's wording where it has one.
@@ -28,9 +36,9 @@ pub enum OptionError {
     /// `-z` without both the path and argv[0].
     #[error("-z needs the program's path and its argv[0]")]
     ZWithoutArgv0,
-    /// A MOSIX option this version does not carry out, and why.
-    #[error("{0}: {1}")]
-    Unsupported(String, &'static str),
+    /// `-m` with a size that is not a number of MiB.
+    #[error("{0}: bad memory size (MiB, e.g. -m512)")]
+    BadMemory(String),
     /// Not a MOSIX option.
     #[error("{0}: unknown option")]
     Unknown(String),
@@ -38,10 +46,6 @@ pub enum OptionError {
     #[error("no program to run")]
     NoProgram,
 }
-
-/// Why an option MOSIX has is refused here.
-const NO_BALANCER: &str = "it steers the automatic load balancing, which this version does \
-                           not run yet: processes move only when `migrate` says";
 
 impl MosixOptions {
     /// Read the MOSIX options off the front of `command` (mosrun's arguments after its own
@@ -59,27 +63,37 @@ impl MosixOptions {
             if flag == "-" {
                 break;
             }
+            // Of the options that say where it starts (-h, -N, -j, -b), the last counts.
+            let mut start_at = |node: Option<u16>, best: bool| {
+                options.node = node;
+                options.best = best;
+            };
             match flag {
-                "h" => options.node = None,
+                "h" => start_at(None, false),
+                "b" => start_at(None, true),
                 "F" => options.fallback = true,
-                // Lock and unlock against automatic moves: with none yet, both hold as asked.
-                "L" | "l" => {}
+                "L" => options.advice.locked = true,
+                "l" => options.advice.locked = false,
+                "c" => options.advice.decay = Decay::CpuBound,
+                "i" => options.advice.decay = Decay::IoBound,
+                "n" => options.advice.decay = Decay::NoDecay,
+                "s" => options.advice.decay = Decay::Slow,
+                "f" => options.advice.decay = Decay::Fast,
                 "z" => z = true,
-                "b" => return Err(OptionError::Unsupported(arg.clone(), NO_BALANCER)),
-                "c" | "i" | "n" | "s" | "f" => {
-                    return Err(OptionError::Unsupported(arg.clone(), NO_BALANCER));
-                }
-                _ if flag.starts_with('m') && flag[1..].parse::<u64>().is_ok() => {
-                    return Err(OptionError::Unsupported(arg.clone(), NO_BALANCER));
+                _ if flag.starts_with('m') => {
+                    options.advice.memory_need_mb = flag[1..]
+                        .parse()
+                        .map_err(|_| OptionError::BadMemory(arg.clone()))?;
                 }
                 _ if flag.starts_with('j') => {
                     let nodes = node_list(&flag[1..])?;
                     let drawn = rand::rng().random_range(0..nodes.len());
-                    options.node = Some(nodes[drawn]);
+                    start_at(Some(nodes[drawn]), false);
                 }
                 _ if flag.bytes().all(|b| b.is_ascii_digit()) => {
-                    options.node =
-                        Some(node_number(flag).ok_or_else(|| OptionError::BadNode(arg.clone()))?);
+                    let node =
+                        node_number(flag).ok_or_else(|| OptionError::BadNode(arg.clone()))?;
+                    start_at(Some(node), false);
                 }
                 _ => return Err(OptionError::Unknown(arg.clone())),
             }
@@ -192,13 +206,39 @@ mod tests {
     }
 
     #[test]
-    fn options_of_the_balancer_say_why_they_are_refused() {
-        for flag in ["-b", "-c", "-i", "-n", "-s", "-f", "-m512"] {
-            let err = take(&[flag, "p"]).0.unwrap_err();
-            assert!(matches!(err, OptionError::Unsupported(..)), "{flag}: {err}");
-            assert!(err.to_string().contains("migrate"), "{err}");
+    fn options_of_the_balancer_become_the_jobs_advice() {
+        let (options, rest) = take(&["-L", "-c", "-m512", "prog"]);
+        let options = options.unwrap();
+        assert_eq!(
+            options.advice,
+            Advice {
+                locked: true,
+                decay: Decay::CpuBound,
+                memory_need_mb: 512,
+            }
+        );
+        assert_eq!(rest, ["prog"]);
+        for (flag, decay) in [
+            ("-i", Decay::IoBound),
+            ("-n", Decay::NoDecay),
+            ("-s", Decay::Slow),
+            ("-f", Decay::Fast),
+        ] {
+            assert_eq!(take(&[flag, "p"]).0.unwrap().advice.decay, decay, "{flag}");
         }
-        let (options, _) = take(&["-L", "-l", "p"]);
-        assert!(options.is_ok(), "lock and unlock hold without a balancer");
+        assert!(!take(&["-L", "-l", "p"]).0.unwrap().advice.locked);
+        for bad in ["-m", "-mx", "-m-1"] {
+            assert_eq!(take(&[bad, "p"]).0, Err(OptionError::BadMemory(bad.into())));
+        }
+    }
+
+    #[test]
+    fn b_asks_for_the_best_node_and_the_last_start_option_counts() {
+        let options = take(&["-3", "-b", "p"]).0.unwrap();
+        assert_eq!((options.node, options.best), (None, true));
+        let options = take(&["-b", "-3", "p"]).0.unwrap();
+        assert_eq!((options.node, options.best), (Some(3), false));
+        let options = take(&["-b", "-h", "p"]).0.unwrap();
+        assert_eq!((options.node, options.best), (None, false));
     }
 }

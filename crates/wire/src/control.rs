@@ -88,7 +88,8 @@ pub enum Request {
         locked: bool,
     },
     /// The node a job about to start should start on (`mosrun -b`), for a process that will
-    /// need `memory_need_mb` MiB; answered with [`Reply::Location`] (this node if it is best).
+    /// need `memory_need_mb` MiB; answered with [`Reply::Location`], or [`Reply::Ok`] if this
+    /// node is best.
     Best {
         /// What it says it will need, MiB (`mosrun -m`); 0 if it said nothing.
         memory_need_mb: u64,
@@ -536,7 +537,12 @@ mod tests {
         round_trip(Request::Status);
         round_trip(Request::Guests);
         round_trip(Request::Guest { home_node: 1 });
-        for mode in [NodeMode::Stay, NodeMode::Lstay, NodeMode::Block, NodeMode::Quiet] {
+        for mode in [
+            NodeMode::Stay,
+            NodeMode::Lstay,
+            NodeMode::Block,
+            NodeMode::Quiet,
+        ] {
             round_trip(Request::SetMode { mode, on: true });
             round_trip(Request::SetMode { mode, on: false });
         }

@@ -52,9 +52,9 @@ pub use codec::{
     DecodeError, LineReader, MAX_LINE, MAX_REPLY, encode_line, encode_reply, send_line,
 };
 pub use control::{
-    Advice, Command, Decay, DAEMON_USER_ENV, DEFAULT_SOCKET, Departure, GuestReport, HostedProcess, Liveness,
-    NodeFigures, NodeMode, NodeModes, NodeStatus, ParseTargetError, ProcessEntry, Reply, Report, Request, SOCKET_ENV,
-    Target,
+    Advice, Command, DAEMON_USER_ENV, DEFAULT_SOCKET, Decay, Departure, GuestReport, HostedProcess,
+    Liveness, NodeFigures, NodeMode, NodeModes, NodeStatus, ParseTargetError, ProcessEntry, Reply,
+    Report, Request, SOCKET_ENV, Target,
 };
 pub use link::{HostedHere, LINK_VERSION, LinkHello, Purpose, Recalled};
 pub use outcome::{MoveError, NotMovable};

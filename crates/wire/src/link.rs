@@ -123,7 +123,10 @@ mod tests {
     fn hellos_round_trip() {
         for purpose in [
             Purpose::Ping,
-            Purpose::Recall { pid: 4711, to: None },
+            Purpose::Recall {
+                pid: 4711,
+                to: None,
+            },
             Purpose::Recall {
                 pid: 4711,
                 to: Some(3),

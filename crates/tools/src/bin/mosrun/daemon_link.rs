@@ -27,8 +27,8 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use rmosix_engine::{Channel, Daemon, Order, Pid};
 use rmosix_seal::{End, SessionKeys};
 use rmosix_wire::{
-    AskError, Backoff, Command, DaemonSocket, DecodeError, LineReader, MoveError, Reply, Report,
-    Request, Target, exchange, send_line, spawn_unsignalled,
+    Advice, AskError, Backoff, Command, DaemonSocket, DecodeError, LineReader, MoveError, Reply,
+    Report, Request, Target, exchange, send_line, spawn_unsignalled,
 };
 use tracing::{debug, info, warn};
 
@@ -50,6 +50,8 @@ pub struct DaemonLink {
 }
 
 struct Shared {
+    /// The job's advice, sent with every registration.
+    advice: Advice,
     state: Mutex<State>,
     /// Signalled when the link stops.
     stopping: Condvar,
@@ -85,14 +87,15 @@ struct Taken {
 }
 
 impl DaemonLink {
-    /// Connect and register as a supervisor, then keep the registration up on a thread of
-    /// its own. Fails if the daemon cannot be reached now: a job started without one would
-    /// never be movable without the user knowing.
-    pub fn connect(daemon: DaemonSocket) -> Result<DaemonLink, AskError> {
+    /// Connect and register as a supervisor of a job with `advice`, then keep the
+    /// registration up on a thread of its own. Fails if the daemon cannot be reached now: a
+    /// job started without one would never be movable without the user knowing.
+    pub fn connect(daemon: DaemonSocket, advice: Advice) -> Result<DaemonLink, AskError> {
         let (ready, wake) = UnixStream::pair().map_err(AskError::Send)?;
         ready.set_nonblocking(true).map_err(AskError::Send)?;
         wake.set_nonblocking(true).map_err(AskError::Send)?;
         let shared = Arc::new(Shared {
+            advice,
             state: Mutex::new(State {
                 procs: BTreeMap::new(),
                 conn: None,
@@ -204,7 +207,9 @@ fn register(shared: &Shared, daemon: &DaemonSocket) -> Result<Registered, AskErr
         .set_write_timeout(Some(REPORT_TIMEOUT))
         .map_err(AskError::Send)?;
     let mut lines = LineReader::for_replies();
-    let request = Request::Supervise;
+    let request = Request::Supervise {
+        advice: shared.advice,
+    };
     match exchange(&mut stream, &mut lines, &request, Some(REGISTER_TIMEOUT))? {
         Reply::Ok => {}
         Reply::Error { message } => return Err(AskError::Refused(message)),
@@ -469,7 +474,12 @@ mod tests {
                 lines: LineReader::new(),
             };
             let request: Request = fake.lines.recv(&mut fake.stream).unwrap().unwrap();
-            assert_eq!(request, Request::Supervise);
+            assert_eq!(
+                request,
+                Request::Supervise {
+                    advice: Advice::default()
+                }
+            );
             send_line(&mut fake.stream, &Reply::Ok).unwrap();
             fake
         }
@@ -508,7 +518,8 @@ mod tests {
             path,
             trusted_user: None,
         };
-        let connecting = std::thread::spawn(move || DaemonLink::connect(daemon).unwrap());
+        let connecting =
+            std::thread::spawn(move || DaemonLink::connect(daemon, Advice::default()).unwrap());
         let mut old = Fake::accept(&listener);
         let mut link = connecting.join().unwrap();
         link.started(10);

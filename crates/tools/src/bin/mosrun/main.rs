@@ -1,4 +1,5 @@
-//! `mosrun [-h | -N | -jLIST] [-F] [-L | -l] [-z] PROGRAM [ARGS...]`: run a program under
+//! `mosrun [-h | -N | -jLIST | -b] [-F] [-L | -l] [-c | -i | -n | -s | -f] [-mMB] [-z] PROGRAM
+//! [ARGS...]`: run a program under
 //! rmosix. mosrun is the program's home supervisor: it stays on this node, lets the daemon
 //! move the program's processes, and exits with the program's status (or dies by its
 //! signal). MOSIX's options say where the program starts (see `MosixOptions`).
@@ -6,42 +7,16 @@
 mod daemon_link;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use rmosix_engine::{JobEnd, Placement, supervise};
-use rmosix_tools::{MosixOptions, parse_user};
-use rmosix_wire::DaemonSocket;
+use rmosix_tools::MosixOptions;
+use rmosix_tools::cli::mosrun::Args;
+use rmosix_wire::{DaemonSocket, Reply, Request};
 
-/// Run a program so that its processes may move across the cluster.
-///
-/// MOSIX's options come before the program: -h runs it at home (the default); -N (a node
-/// number, e.g. -3) moves it to node N as it starts, and -jLIST to a node drawn from LIST
-/// (e.g. -j2-4,7); with -F it runs at home if that node cannot take it, else mosrun fails
-/// without running it. -L and -l lock and unlock it against automatic moves (this version
-/// moves processes only when `migrate` says). -z PATH ARGV0: run PATH with ARGV0 as its
-/// argv[0].
-#[derive(Parser, Debug)]
-#[command(
-    name = "mosrun",
-    version,
-    trailing_var_arg = true,
-    disable_help_flag = true,
-    override_usage = "mosrun [--socket PATH] [--daemon-user USER] [-h | -N | -jLIST] [-F] [-L | -l] [-z] PROGRAM [ARGS]..."
-)]
-struct Args {
-    /// Print help (MOSIX's -h means "run at home").
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
-    /// Control socket of the local mosixd.
-    #[arg(long, env = rmosix_wire::SOCKET_ENV, default_value = rmosix_wire::DEFAULT_SOCKET)]
-    socket: std::path::PathBuf,
-    /// A user (name or uid) whose mosixd to trust besides root and yourself.
-    #[arg(long, value_name = "USER", env = rmosix_wire::DAEMON_USER_ENV, value_parser = parse_user)]
-    daemon_user: Option<u32>,
-    /// MOSIX's options, then the program and its arguments.
-    #[arg(required = true, allow_hyphen_values = true, num_args = 1..)]
-    command: Vec<String>,
-}
+/// How long `mosrun -b` waits for the daemon to pick a node: it answers from what it knows.
+const BEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
@@ -62,17 +37,39 @@ fn main() -> ExitCode {
         path: args.socket.clone(),
         trusted_user: args.daemon_user,
     };
-    let mut link = match daemon_link::DaemonLink::connect(daemon) {
+    // -b: the daemon picks the node now; if that node cannot take the job after all, it
+    // runs at home, as -F would have it.
+    let (node, fallback) = if options.best {
+        let request = Request::Best {
+            memory_need_mb: options.advice.memory_need_mb,
+        };
+        match daemon.ask(&request, Some(BEST_TIMEOUT)) {
+            Ok(Reply::Location { node }) => (Some(node), true),
+            Ok(Reply::Ok) => (None, false),
+            Ok(Reply::Error { message }) => {
+                eprintln!("mosrun: -b: {message}");
+                return ExitCode::from(1);
+            }
+            Ok(other) => {
+                eprintln!("mosrun: -b: unexpected answer from mosixd: {other:?}");
+                return ExitCode::from(1);
+            }
+            Err(err) => {
+                eprintln!("mosrun: -b: {:#}", anyhow::Error::from(err));
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        (options.node, options.fallback)
+    };
+    let mut link = match daemon_link::DaemonLink::connect(daemon, options.advice) {
         Ok(link) => link,
         Err(err) => {
             eprintln!("mosrun: {:#}", anyhow::Error::from(err));
             return ExitCode::from(1);
         }
     };
-    let placement = options.node.map(|node| Placement {
-        node,
-        fallback: options.fallback,
-    });
+    let placement = node.map(|node| Placement { node, fallback });
     let path = options.path.as_deref().unwrap_or(&args.command[0]);
     match supervise(path, &args.command, &mut link, placement) {
         Ok(JobEnd::Exited(code)) => ExitCode::from(code as u8),

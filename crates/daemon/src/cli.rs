@@ -1,0 +1,62 @@
+//! `mosixd`'s command line, here rather than in the binary so that what documents it (man
+//! page, shell completions: `rmosix-package`) reads the same clap definition it parses with.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use rmosix_config::{Map, NodeId};
+use rmosix_wire::{DEFAULT_SOCKET, SOCKET_ENV};
+
+use crate::Config;
+
+/// The rmosix daemon: serves the tools on a Unix socket and other nodes on TCP.
+#[derive(Parser)]
+#[command(version)]
+pub struct Args {
+    /// The cluster map.
+    #[arg(long, value_name = "FILE", default_value = Map::DEFAULT_PATH)]
+    pub map: PathBuf,
+    /// The cluster key (`mosctl keygen` makes one; it must be mode 0600).
+    #[arg(long, value_name = "FILE", default_value = Config::DEFAULT_KEY)]
+    pub key: PathBuf,
+    /// This node's number, instead of finding it from the machine's addresses.
+    #[arg(long, value_name = "N")]
+    pub node: Option<NodeId>,
+    /// The control socket for the tools.
+    #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// TCP port of the daemons.
+    #[arg(long, value_name = "P", default_value_t = Config::DEFAULT_PORT)]
+    pub port: u16,
+    /// Control connections one ordinary user may hold at once (each running mosrun holds
+    /// one); root has no such limit.
+    #[arg(long, value_name = "N", default_value_t = Config::DEFAULT_MAX_USER_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_user_connections: u32,
+    /// Do not move processes by themselves: no balancing loop. `migrate`, `mosctl expel` and
+    /// the others still move them when asked.
+    #[arg(long)]
+    pub no_balance: bool,
+    /// Log filter, e.g. `info` or `rmosix_daemon=debug` (default: $RUST_LOG, else info).
+    #[arg(long, value_name = "L")]
+    pub log_level: Option<String>,
+    /// A mode other than serving the node (none: serve it).
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
+}
+
+/// What else `mosixd` can be started to do.
+#[derive(Subcommand)]
+pub enum Mode {
+    /// Serve one guest session on fd 3 (started by the daemon itself).
+    #[command(hide = true)]
+    Guest {
+        /// The control socket of the daemon that started it, to report to.
+        #[arg(long, value_name = "PATH")]
+        report_to: PathBuf,
+        /// The node the session came from.
+        #[arg(long, value_name = "N")]
+        home: u16,
+    },
+}
