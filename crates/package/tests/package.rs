@@ -1,7 +1,8 @@
 //! What `rmosix-package` writes, checked with the tools that will read it: `man` renders every
 //! page without a warning and shows every option the program's clap command has, bash loads
 //! every completion and completes mosctl's subcommands, `dpkg-deb` finds every file in the
-//! package, and `systemd-analyze` accepts the unit.
+//! package, and `systemd-analyze` accepts the unit. And no program of the workspace is left
+//! out of the list they all come from.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,10 @@ const EXE: &str = env!("CARGO_BIN_EXE_rmosix-package");
 
 /// The unit as it is in the source tree, to check against the programs' definitions.
 const UNIT: &str = include_str!("../../../packaging/mosixd.service");
+
+/// The workspace's binaries that are not installed: the virtual cluster for tests and demos,
+/// and this packager (`cargo install --path crates/package` installs it for those who want it).
+const NOT_INSTALLED: &[&str] = &["rmosix-lab", "rmosix-package"];
 
 fn run(command: &mut Command) -> Output {
     let out = command
@@ -334,4 +339,41 @@ fn the_unit_starts_the_installed_daemon_with_its_default_files() {
         }
         Err(e) => panic!("cannot run systemd-analyze: {e}"),
     }
+}
+
+#[test]
+fn every_binary_of_the_workspace_is_installed_or_said_not_to_be() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    let out = run(Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .arg("--manifest-path")
+        .arg(manifest));
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut binaries: Vec<&str> = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .flat_map(|package| package["targets"].as_array().expect("targets"))
+        .filter(|target| {
+            target["kind"]
+                .as_array()
+                .expect("kind")
+                .iter()
+                .any(|k| k == "bin")
+        })
+        .map(|target| target["name"].as_str().expect("name"))
+        .filter(|name| !NOT_INSTALLED.contains(name))
+        .collect();
+    binaries.sort_unstable();
+    let mut programs: Vec<&str> = PROGRAMS.iter().map(|program| program.name).collect();
+    programs.sort_unstable();
+    // A new program goes into rmosix_package::PROGRAMS (its clap definition in a library,
+    // as rmosix_tools::cli has them), or into NOT_INSTALLED.
+    assert_eq!(binaries, programs);
 }
