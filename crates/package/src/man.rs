@@ -23,9 +23,9 @@ pub(crate) fn write_pages(share: &Path) -> anyhow::Result<Vec<PathBuf>> {
     for program in PROGRAMS {
         let mut command = program.command().disable_help_subcommand(true);
         command.build();
-        written.push(write_page(share, program, &command, program.section())?);
+        written.push(write_page(share, program, &command)?);
         for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
-            written.push(write_page(share, program, sub, program.section())?);
+            written.push(write_page(share, program, sub)?);
         }
     }
     for (name, section, text) in HAND_WRITTEN_PAGES {
@@ -36,14 +36,9 @@ pub(crate) fn write_pages(share: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-/// Write the page of `command`, which is `program` itself or one of its subcommands, in
-/// `section`.
-fn write_page(
-    share: &Path,
-    program: &Program,
-    command: &Command,
-    section: &str,
-) -> anyhow::Result<PathBuf> {
+/// Write the page of `command`, which is `program` itself or one of its subcommands.
+fn write_page(share: &Path, program: &Program, command: &Command) -> anyhow::Result<PathBuf> {
+    let section = program.section();
     let man = Man::new(command.clone())
         .section(section)
         .manual(MANUAL)
