@@ -32,6 +32,7 @@ pub const PROGRAMS: &[Program] = &[
     Program::user("mosrun", rmosix_tools::cli::mosrun::Args::command),
     Program::user("migrate", rmosix_tools::cli::migrate::Args::command),
     Program::user("mosctl", rmosix_tools::cli::mosctl::Args::command),
+    Program::user("mosps", rmosix_tools::cli::mosps::Args::command),
     Program::daemon("mosixd", rmosix_daemon::cli::Args::command),
 ];
 
