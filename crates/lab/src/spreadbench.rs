@@ -184,28 +184,28 @@ pub(crate) fn render(o: &mut String, m: &Measured) -> Vec<(String, String, bool)
         m.calibration.rounds,
         m.calibration.job_cpu_s()
     );
-    let x = |s: Option<Stats>| show(s, 2, "x");
+    let x = |s: Option<Stats>| show(s, 2, "x").replace(" x ", "x ");
     let rows = [
         (
             format!(
-                "{JOBS} jobs on node1 alone, balancing off ({} runs)",
-                m.alone.len()
+                "{JOBS} jobs on node1 alone, balancing off ({})",
+                runs(m.alone.len())
             ),
             show(alone, 1, "s"),
             String::new(),
         ),
         (
             format!(
-                "2 jobs started on each node, no moves ({} runs)",
-                m.ceiling.len()
+                "2 jobs started on each node, no moves ({})",
+                runs(m.ceiling.len())
             ),
             show(ceiling, 1, "s"),
             format!("lab's ceiling: {}", x(ceiling_x)),
         ),
         (
             format!(
-                "{JOBS} jobs started on node1, balancing ({} runs)",
-                m.spread.len()
+                "{JOBS} jobs started on node1, balancing ({})",
+                runs(m.spread.len())
             ),
             show(spread, 1, "s"),
             format!("speed-up {}", x(spread_x)),
@@ -253,7 +253,7 @@ pub(crate) fn render(o: &mut String, m: &Measured) -> Vec<(String, String, bool)
         ),
         (
             format!("moves per run ({needed} needed)"),
-            show(Stats::of(m.spread.iter().map(moves)), 0, ""),
+            show(Stats::of(m.spread.iter().map(moves)), 0, "moves"),
         ),
         (
             "first move after the start".to_owned(),
@@ -264,7 +264,7 @@ pub(crate) fn render(o: &mut String, m: &Measured) -> Vec<(String, String, bool)
             show(Stats::of(m.spread.iter().filter_map(last)), 1, "s"),
         ),
         (
-            "jobs per node at their end (node1..node4), each run".to_owned(),
+            format!("jobs on node1..node{NODES} at their end, each run"),
             at_end.join(" | "),
         ),
         (
@@ -318,6 +318,11 @@ pub(crate) fn render(o: &mut String, m: &Measured) -> Vec<(String, String, bool)
             identical,
         ),
     ]
+}
+
+/// "1 run", "3 runs".
+fn runs(n: usize) -> String {
+    format!("{n} run{}", if n == 1 { "" } else { "s" })
 }
 
 /// Whether every job of every run printed what the same job printed in the first run on node
