@@ -43,8 +43,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use crate::batch::field_text;
 use crate::cmd::{describe, run};
 use crate::iobench;
+use crate::spreadbench::{self, Runs};
 use crate::{Lab, LabConfig, LabError, Node, pid_in_node, wait_child_of};
 
 /// The guest programs, compiled at bench time.
@@ -139,6 +141,8 @@ pub enum Scope {
     All,
     /// The I/O of a moved process, with the raw TCP baseline and the forwarded round trip.
     Io,
+    /// Jobs started on one node that the daemons spread by themselves (`spreadbench`).
+    Spread,
 }
 
 /// How many runs of each measurement.
@@ -150,6 +154,7 @@ struct Reps {
     forward: usize,
     cpu: usize,
     io: usize,
+    spread: Runs,
 }
 
 /// `rmosix-lab bench [--quick] [io]`: starts a 3-node lab without a CPU quota, runs the
@@ -175,6 +180,11 @@ pub fn bench(
             forward: 2,
             cpu: 3,
             io: 3,
+            spread: Runs {
+                alone: 1,
+                ceiling: 2,
+                spread: 3,
+            },
         }
     } else {
         Reps {
@@ -183,21 +193,39 @@ pub fn bench(
             forward: 5,
             cpu: 7,
             io: 5,
+            spread: Runs {
+                alone: 3,
+                ceiling: 3,
+                spread: 5,
+            },
         }
     };
-    let lab = Lab::start(LabConfig::new(NODES, bin_dir))?;
-    progress(&format!("lab ready in {}", lab.dir().display()));
-    let bench = Bench {
-        progs: compile(&lab.work_dir())?,
-        lab: &lab,
-        stop,
+    let mut report = match scope {
+        Scope::All | Scope::Io => {
+            let lab = Lab::start(LabConfig::new(NODES, bin_dir))?;
+            progress(&format!("lab ready in {}", lab.dir().display()));
+            let bench = Bench {
+                progs: compile(&lab.work_dir())?,
+                lab: &lab,
+                stop,
+            };
+            let report = match scope {
+                Scope::Io => bench.run_io(reps)?,
+                _ => bench.run_all(reps)?,
+            };
+            lab.stop()?;
+            report
+        }
+        Scope::Spread => Report {
+            load_before: load_average(),
+            ..Report::default()
+        },
     };
-    let report = match scope {
-        Scope::All => bench.run_all(reps)?,
-        Scope::Io => bench.run_io(reps)?,
-    };
+    if matches!(scope, Scope::All | Scope::Spread) {
+        report.spread = Some(spreadbench::measure(bin_dir, reps.spread, stop)?);
+        report.load_after = load_average();
+    }
     print!("{}", report.render(reps));
-    lab.stop()?;
     Ok(())
 }
 
@@ -242,6 +270,7 @@ struct Report {
     cpu_bare: Vec<CpuRun>,
     cpu_mosrun: Vec<CpuRun>,
     io: Vec<iobench::Measured>,
+    spread: Option<spreadbench::Measured>,
     /// /proc/loadavg's first three fields when the runs began and ended.
     load_before: String,
     load_after: String,
@@ -857,7 +886,7 @@ fn forward_lines(from: impl Read + Send + 'static, stream: Stream, to: Sender<Li
 
 /// `text` without ANSI escape sequences (`ESC [ ... letter`): tracing colours its fields
 /// unless told otherwise.
-fn strip_ansi(text: &str) -> String {
+pub(crate) fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
@@ -886,8 +915,7 @@ fn percentiles(program: &str, line: &str) -> Result<Percentiles, BenchError> {
 
 /// The number after `name=` in `line` (fields are separated by spaces).
 fn field(program: &str, line: &str, name: &'static str) -> Result<f64, BenchError> {
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
+    field_text(line, name)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| BenchError::Parse {
             program: program.to_owned(),
@@ -951,30 +979,35 @@ impl Report {
         let tcp = Stats::of(self.tcp_gbps.iter().copied());
         let tcp_fresh = Stats::of(self.tcp_fresh_gbps.iter().copied());
         let fresh = Stats::of(self.fresh_gbps.iter().copied());
-        let _ = writeln!(
-            o,
-            "\nrmosix bench: {NODES}-node lab, no CPU quota; median [min–max] of the runs\n"
-        );
-        let _ = writeln!(o, "Baselines ({} runs each)", reps.baseline);
-        let _ = writeln!(
-            o,
-            "  {:<34}{}",
-            format!("raw TCP, node1 -> node2, {TCP_MIB} MiB"),
-            show(tcp, 2, "GB/s")
-        );
-        if !self.tcp_fresh_gbps.is_empty() {
+        if self.tcp_gbps.is_empty() {
+            // `bench spread`: its part says what it ran on.
+            let _ = writeln!(o, "\nrmosix bench: median [min–max] of the runs");
+        } else {
+            let _ = writeln!(
+                o,
+                "\nrmosix bench: {NODES}-node lab, no CPU quota; median [min–max] of the runs\n"
+            );
+            let _ = writeln!(o, "Baselines ({} runs each)", reps.baseline);
             let _ = writeln!(
                 o,
                 "  {:<34}{}",
-                "raw TCP into fresh memory",
-                show(tcp_fresh, 2, "GB/s")
+                format!("raw TCP, node1 -> node2, {TCP_MIB} MiB"),
+                show(tcp, 2, "GB/s")
             );
-            let _ = writeln!(
-                o,
-                "  {:<34}{}",
-                format!("copy into fresh memory, {FRESH_MIB} MiB"),
-                show(fresh, 2, "GB/s")
-            );
+            if !self.tcp_fresh_gbps.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  {:<34}{}",
+                    "raw TCP into fresh memory",
+                    show(tcp_fresh, 2, "GB/s")
+                );
+                let _ = writeln!(
+                    o,
+                    "  {:<34}{}",
+                    format!("copy into fresh memory, {FRESH_MIB} MiB"),
+                    show(fresh, 2, "GB/s")
+                );
+            }
         }
         let mut worst_gbps: Option<f64> = None;
         for (mib, samples) in &self.migrations {
@@ -1051,33 +1084,37 @@ impl Report {
         let home = |f: Pick| Stats::of(self.forward_home.iter().map(f));
         let remote = |f: Pick| Stats::of(self.forward_remote.iter().map(f));
         let raw = |f: Pick| Stats::of(self.tcp_rtt.iter().map(f));
-        let _ = writeln!(
-            o,
-            "\nForwarded call: lseek(fd, 0, SEEK_CUR) x{LSEEK_CALLS} per run, µs per call, beside \
-             as many 16-byte round trips over raw TCP from node2 to node1 ({} runs)",
-            self.forward_home.len()
-        );
-        let pick: [(&str, Pick); 4] = [
-            ("p50", |p| p.p50),
-            ("p90", |p| p.p90),
-            ("p99", |p| p.p99),
-            ("mean", |p| p.mean),
-        ];
-        let ratio = |a: Option<Stats>, b: Option<Stats>, digits: usize| match (a, b) {
-            (Some(a), Some(b)) if b.median > 0.0 => format!("{:.digits$}x", a.median / b.median),
-            _ => "n/a".to_owned(),
-        };
-        for (name, f) in pick {
-            let (h, r, t) = (home(f), remote(f), raw(f));
+        if !self.forward_home.is_empty() {
             let _ = writeln!(
                 o,
-                "  {name:<5} home {:<26} remote {:<26} raw TCP {:<26} remote/home {}, remote/raw TCP {}",
-                show(h, 2, "µs"),
-                show(r, 1, "µs"),
-                show(t, 1, "µs"),
-                ratio(r, h, 0),
-                ratio(r, t, 2),
+                "\nForwarded call: lseek(fd, 0, SEEK_CUR) x{LSEEK_CALLS} per run, µs per call, beside \
+             as many 16-byte round trips over raw TCP from node2 to node1 ({} runs)",
+                self.forward_home.len()
             );
+            let pick: [(&str, Pick); 4] = [
+                ("p50", |p| p.p50),
+                ("p90", |p| p.p90),
+                ("p99", |p| p.p99),
+                ("mean", |p| p.mean),
+            ];
+            let ratio = |a: Option<Stats>, b: Option<Stats>, digits: usize| match (a, b) {
+                (Some(a), Some(b)) if b.median > 0.0 => {
+                    format!("{:.digits$}x", a.median / b.median)
+                }
+                _ => "n/a".to_owned(),
+            };
+            for (name, f) in pick {
+                let (h, r, t) = (home(f), remote(f), raw(f));
+                let _ = writeln!(
+                    o,
+                    "  {name:<5} home {:<26} remote {:<26} raw TCP {:<26} remote/home {}, remote/raw TCP {}",
+                    show(h, 2, "µs"),
+                    show(r, 1, "µs"),
+                    show(t, 1, "µs"),
+                    ratio(r, h, 0),
+                    ratio(r, t, 2),
+                );
+            }
         }
 
         let io_targets =
@@ -1113,6 +1150,11 @@ impl Report {
         if !self.cpu_bare.is_empty() {
             o.push_str(&cpu);
         }
+        let spread_targets = self
+            .spread
+            .as_ref()
+            .map(|m| spreadbench::render(&mut o, m))
+            .unwrap_or_default();
         let slowdown_wall = slowdown(bare[0], sup[0]);
 
         let forward_p50 = remote(|p| p.p50).map(|s| s.median);
@@ -1139,11 +1181,16 @@ impl Report {
                 slowdown_wall.is_some_and(|s| s <= TARGET_SLOWDOWN_PCT),
             ),
         ];
-        if self.migrations.is_empty() {
-            // `bench io`: only the forwarded round trip was measured besides.
-            targets.retain(|(name, _, _)| name.starts_with("forwarded"));
-        }
+        // `bench io` measures the forwarded round trip besides, `bench spread` neither.
+        targets.retain(|(name, _, _)| {
+            if name.starts_with("forwarded") {
+                !self.forward_remote.is_empty()
+            } else {
+                !self.migrations.is_empty()
+            }
+        });
         targets.extend(io_targets);
+        targets.extend(spread_targets);
         for (name, value, pass) in targets {
             let _ = writeln!(o, "  {name:<40}{value:<14}{}", verdict(pass));
         }
@@ -1276,7 +1323,7 @@ fn slowdown(base: Option<Stats>, slow: Option<Stats>) -> Option<f64> {
 }
 
 /// The 1, 5 and 15 minute load averages, or "?".
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))

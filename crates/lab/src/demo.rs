@@ -1,170 +1,224 @@
-//! What the `rmosix-lab` binary does: `demo` (a program moving through a 3-node lab while it
-//! prints) and `shell` (a lab to explore by hand).
+//! What the `rmosix-lab` binary does: `demo` (CPU-bound jobs started on one node of a lab
+//! spreading over it by themselves) and `shell` (a lab to explore by hand).
 
-use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::cmd::describe;
-use crate::{Lab, LabConfig, LabError, Node, pid_in_node, wait_child_of};
+use crate::batch::{self, Batch, Event};
+use crate::cmd::{describe, run};
+use crate::job::location;
+use crate::{Lab, LabConfig, LabError};
 
-/// The demo's CPU-bound program: counts primes by trial division and prints its progress
-/// every second, until its stdin ends (the demo closes it once the tour is over), so it runs
-/// as long as the tour takes on any machine. Watching stdin is a poll(2) that, while the
-/// program is away, is forwarded home. It prints no host name: under migration its system
-/// calls run at home, so `gethostname` would always say node1.
-const PROGRAM: &str = r#"import select, sys, time
-start = last = time.monotonic()
-count, n = 0, 2
-while True:
-    if all(n % d for d in range(2, int(n ** 0.5) + 1)):
-        count += 1
-    n += 1
-    if n % 2000 == 0:
-        now = time.monotonic()
-        if now - last >= 1:
-            print(f"[{now - start:5.1f}s] {count} primes below {n}", flush=True)
-            last = now
-        if select.select([sys.stdin], [], [], 0)[0] and sys.stdin.readline() == "":
-            break
-print(f"done: {count} primes below {n} in {time.monotonic() - start:.1f}s", flush=True)
-"#;
-/// Time between two demo steps, so the output shows the program running on each node.
-const STEP_PAUSE: Duration = Duration::from_secs(4);
-/// How long the program's processes may take to appear.
-const SPAWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// CPUs each node of the demo's lab may use: with 4 nodes, the 2 vCPUs we build on.
+const CPU_QUOTA: f64 = 0.5;
+/// Jobs per node of the lab, all started on node 1, and the CPU time of one.
+const JOBS_PER_NODE: usize = 2;
+const JOB_CPU_S: f64 = 4.0;
+/// How often the demo shows the loads and where the jobs run.
+const SHOW_EVERY: Duration = Duration::from_secs(2);
+/// How long node 1 may take to see the whole lab, and the jobs to end.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the demo sleeps between two looks at its jobs.
+const TICK: Duration = Duration::from_millis(50);
 
-/// `rmosix-lab demo`: starts a lab of `nodes` nodes (3 by default), runs a CPU-bound Python
-/// program on node 1 under `mosrun`, moves it to node 2, asks `mosctl where`, moves it to
-/// node 3, then home, waits for it to finish and tears the lab down. `stop` (set by Ctrl-C)
-/// ends the demo early with [`LabError::Interrupted`].
+/// `rmosix-lab demo`: starts a lab of `nodes` nodes (4 by default) with half a CPU each and
+/// the daemons balancing, starts two CPU-bound jobs per node (`crunch`, about 4 CPU-seconds
+/// each) on node 1 under `mosrun`, and shows them spread by themselves: each move as mosrun
+/// logs it, and every two seconds each node's load as node 1 sees it (`mosctl status`) and
+/// where each job runs (`mosctl where`). It ends with the speed-up over node 1 alone, runs one
+/// job that moved again at the host, never moved, to show that it prints the same, and tears
+/// the lab down. `stop` (set by Ctrl-C) ends it early with [`LabError::Interrupted`].
 pub fn demo(nodes: usize, bin_dir: &Path, stop: &AtomicBool) -> Result<(), LabError> {
-    for tool in ["mosrun", "migrate", "mosctl"] {
+    for tool in ["mosrun", "mosctl"] {
         let path = bin_dir.join(tool);
         if !path.is_file() {
             return Err(LabError::MissingBinary { path });
         }
     }
-    let lab = Lab::start(LabConfig::new(nodes, bin_dir))?;
-    let home = lab.node(1);
-    let program = lab.work_dir().join("primes.py");
-    fs::write(&program, PROGRAM).map_err(|source| LabError::Io {
-        action: "write",
-        path: program.clone(),
-        source,
-    })?;
+    say(&format!(
+        "starting a {nodes}-node lab, {CPU_QUOTA} CPU per node, each daemon balancing"
+    ));
+    let mut cfg = LabConfig::new(nodes, bin_dir);
+    cfg.cpu_quota = Some(CPU_QUOTA);
+    cfg.balance = true;
+    let lab = Lab::start(cfg)?;
     say(&format!("lab ready in {}", lab.dir().display()));
-    say("node 1: mosrun python3 primes.py");
-    let mut cmd = home.command("mosrun");
-    cmd.arg("python3")
-        .arg(&program)
-        .current_dir(lab.work_dir())
-        .stdin(Stdio::piped());
-    let mut job = cmd.spawn().map_err(|source| LabError::Spawn {
-        command: describe(&cmd),
-        source,
-    })?;
-    let result = drive(&lab, &mut job, stop);
-    if result.is_err() {
-        let _ = job.kill();
-        let _ = job.wait();
+    let program = batch::compile(&lab.work_dir())?;
+    let calibration = batch::calibrate(&program, JOB_CPU_S)?;
+    batch::wait_idle(&lab, IDLE_TIMEOUT, stop)?;
+    let jobs = JOBS_PER_NODE * nodes;
+    let rounds = calibration.rounds;
+    say(&format!(
+        "node 1: mosrun crunch {rounds} K &, for K = 1 to {jobs} ({jobs} CPU-bound jobs of about \
+         {JOB_CPU_S} CPU-seconds each on this machine)"
+    ));
+    let mut batch = Batch::start(&lab, &program, rounds, &vec![1; jobs])?;
+    watch(&lab, &mut batch, stop)?;
+    let makespan = batch.elapsed();
+    let done = batch.finish()?;
+    let cpu_s: f64 = done.iter().map(|j| j.cpu_s).sum();
+    let moves: usize = done.iter().map(|j| j.moves.len()).sum();
+    let alone_s = cpu_s / CPU_QUOTA;
+    let ideal_s = cpu_s / (nodes as f64 * CPU_QUOTA);
+    say(&format!(
+        "all {jobs} jobs done in {:.1} s, after {moves} moves. Node 1 alone runs their {cpu_s:.1} \
+         CPU-seconds in {alone_s:.1} s at {CPU_QUOTA} CPU: {:.2}x faster (ideal {:.2}x, \
+         {ideal_s:.1} s; `./dev bench spread` measures node 1 alone too)",
+        makespan.as_secs_f64(),
+        alone_s / makespan.as_secs_f64(),
+        alone_s / ideal_s,
+    ));
+    if let Some(moved) = done.iter().find(|j| !j.moves.is_empty()) {
+        let path: Vec<String> = std::iter::once(moved.home)
+            .chain(moved.moves.iter().map(|&(_, to)| to))
+            .map(|n| format!("node {n}"))
+            .collect();
+        say(&format!(
+            "job {} ran on {} and printed: {}",
+            moved.seed,
+            path.join(", then "),
+            moved.output.trim()
+        ));
+        let mut still = Command::new(&program);
+        still.args([rounds.to_string(), moved.seed.to_string()]);
+        say(&format!(
+            "the same job never moved (crunch {rounds} {}, at the host):",
+            moved.seed
+        ));
+        let output = output_of(&mut still, stop)?;
+        say(&format!(
+            "{} ({})",
+            output.trim(),
+            if output == moved.output {
+                "the same"
+            } else {
+                "DIFFERENT"
+            }
+        ));
     }
-    result?;
     lab.stop()
 }
 
-/// Moves the running job through the nodes, then waits for it.
-fn drive(lab: &Lab, job: &mut Child, stop: &AtomicBool) -> Result<(), LabError> {
-    let home = lab.node(1);
-    // nsenter (job) -> mosrun -> python3
-    let mosrun = wait_child_of(job.id(), SPAWN_TIMEOUT)?;
-    let python = wait_child_of(mosrun, SPAWN_TIMEOUT)?;
-    let pid = pid_in_node(python)
-        .ok_or(LabError::NotInNode { pid: python })?
-        .to_string();
-    say(&format!("the program is PID {pid} on node 1"));
-    let mut targets: Vec<String> = (2..=lab.nodes().len().min(3))
-        .map(|n| n.to_string())
-        .collect();
-    targets.push("home".to_owned());
-    for target in targets {
-        if pause(job, stop, STEP_PAUSE)? {
-            break;
+/// Shows each move as it comes and, every [`SHOW_EVERY`], the loads and where the jobs run,
+/// until every job has ended.
+fn watch(lab: &Lab, batch: &mut Batch, stop: &AtomicBool) -> Result<(), LabError> {
+    let mut next_show = Instant::now();
+    loop {
+        for event in batch.poll()? {
+            match event {
+                Event::Moved { job, to, at } => say(&format!(
+                    "[{:5.1}s] job {} (PID {} of node 1) moved to node {to}",
+                    at.as_secs_f64(),
+                    job + 1,
+                    batch.pid(job).0
+                )),
+                Event::Ended { job, at } => {
+                    say(&format!(
+                        "[{:5.1}s] job {} ended",
+                        at.as_secs_f64(),
+                        job + 1
+                    ));
+                }
+            }
         }
-        say(&format!("migrate {pid} {target}"));
-        run_in(home, "migrate", &[&pid, &target], stop)?;
-        let place = capture_in(home, "mosctl", &["where", &pid])?;
-        let now = if target == "home" {
-            "1".to_owned()
-        } else {
-            target
-        };
-        say(&format!(
-            "now on node {now} (mosctl where {pid}: {})",
-            place.trim()
-        ));
-    }
-    if !pause(job, stop, STEP_PAUSE)? {
-        say("closing the program's input: it finishes at home");
-        drop(job.stdin.take());
-    }
-    while !pause(job, stop, Duration::from_secs(3600))? {}
-    let status = job.wait().map_err(|source| LabError::Spawn {
-        command: "mosrun".to_owned(),
-        source,
-    })?;
-    say(&format!("mosrun ended: {status}"));
-    if !status.success() {
-        return Err(LabError::DemoStep {
-            command: "mosrun python3 primes.py".to_owned(),
-            status,
-        });
-    }
-    Ok(())
-}
-
-/// Waits `time`, or less if the job ends (returns true) or Ctrl-C is pressed (error).
-fn pause(job: &mut Child, stop: &AtomicBool, time: Duration) -> Result<bool, LabError> {
-    let deadline = Instant::now() + time;
-    while Instant::now() < deadline {
+        if batch.is_done() {
+            return Ok(());
+        }
         if stop.load(Ordering::Relaxed) {
             return Err(LabError::Interrupted);
         }
-        if job.try_wait().ok().flatten().is_some() {
-            return Ok(true);
+        if batch.elapsed() >= RUN_TIMEOUT {
+            return Err(LabError::BatchTimeout {
+                running: batch.running().len(),
+                jobs: batch.len(),
+                timeout: RUN_TIMEOUT,
+            });
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if Instant::now() >= next_show {
+            show(lab, batch)?;
+            next_show += SHOW_EVERY;
+        }
+        std::thread::sleep(TICK);
     }
-    Ok(false)
 }
 
-/// Runs a tool inside `node`, its output going to ours.
-fn run_in(node: &Node, tool: &str, args: &[&str], stop: &AtomicBool) -> Result<(), LabError> {
-    let mut cmd = node.command(tool);
-    cmd.args(args).stdin(Stdio::null());
-    let status = cmd.status().map_err(|source| LabError::Spawn {
-        command: describe(&cmd),
-        source,
-    })?;
-    if stop.load(Ordering::Relaxed) {
-        return Err(LabError::Interrupted);
+/// One look at the lab: each node's load as node 1's `mosctl status` shows it (100 is one
+/// busy process on a whole standard CPU), and the jobs on each node by `mosctl where`.
+fn show(lab: &Lab, batch: &Batch) -> Result<(), LabError> {
+    let status = run(lab.node(1).command("mosctl").arg("status"))?;
+    let loads: Vec<String> = batch::loads(&status)
+        .into_iter()
+        .map(|(node, load)| {
+            let load = load.map_or_else(|| "-".to_owned(), |l| l.to_string());
+            format!("node{node} {load:>4}")
+        })
+        .collect();
+    let mut on: Vec<Vec<usize>> = vec![Vec::new(); lab.nodes().len()];
+    for job in batch.running() {
+        let (pid, home) = batch.pid(job);
+        // A job that ends meanwhile is no longer found: it is left out.
+        if let Ok(node) = location(lab.node(usize::from(home)), pid)
+            && let Some(jobs) = on.get_mut(usize::from(node) - 1)
+        {
+            jobs.push(job + 1);
+        }
     }
-    if !status.success() {
-        return Err(LabError::DemoStep {
-            command: format!("{tool} {}", args.join(" ")),
-            status,
-        });
-    }
+    let places: Vec<String> = on
+        .iter()
+        .enumerate()
+        .map(|(i, jobs)| {
+            let jobs: Vec<String> = jobs.iter().map(usize::to_string).collect();
+            format!("node{} [{}]", i + 1, jobs.join(" "))
+        })
+        .collect();
+    say(&format!(
+        "[{:5.1}s] load  {}",
+        batch.elapsed().as_secs_f64(),
+        loads.join("  ")
+    ));
+    say(&format!("         jobs  {}", places.join("  ")));
     Ok(())
 }
 
-/// Runs a tool inside `node` and returns what it printed.
-fn capture_in(node: &Node, tool: &str, args: &[&str]) -> Result<String, LabError> {
-    let mut cmd: Command = node.command(tool);
-    cmd.args(args).stderr(Stdio::inherit());
-    crate::cmd::run(&mut cmd)
+/// Runs `cmd` at the host and returns its stdout; Ctrl-C (`stop`) kills it.
+fn output_of(cmd: &mut Command, stop: &AtomicBool) -> Result<String, LabError> {
+    let command = describe(cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|source| LabError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if stop.load(Ordering::Relaxed) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(LabError::Interrupted);
+            }
+            Ok(None) => std::thread::sleep(TICK),
+            Err(source) => return Err(LabError::Spawn { command, source }),
+        }
+    }
+    let output = child.wait_with_output().map_err(|source| LabError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    if !output.status.success() {
+        return Err(LabError::CommandFailed {
+            command,
+            status: output.status,
+            stderr: String::new(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// `rmosix-lab shell`: starts a lab, prints how to enter each node, and keeps it until

@@ -165,13 +165,33 @@ pub enum LabError {
         /// Every step that failed.
         errors: Vec<LabError>,
     },
-    /// A demo step (mosrun, migrate, mosctl) failed.
-    #[error("demo: `{command}` failed ({status})")]
-    DemoStep {
-        /// The command line run inside the node.
+    /// A job of a batch (the spreading bench's, the demo's) printed less than it owes.
+    #[error("`{command}` printed no {what}; its output:\n{output}")]
+    JobOutput {
+        /// The job's command line.
         command: String,
-        /// How it ended.
-        status: ExitStatus,
+        /// What was missing.
+        what: &'static str,
+        /// What it printed.
+        output: String,
+    },
+    /// Node 1 did not see every node up and idle in time.
+    #[error("node 1 did not see every node idle within {timeout:?}; mosctl status:\n{status}")]
+    NotIdle {
+        /// How long the lab waited.
+        timeout: Duration,
+        /// What node 1's `mosctl status` printed last.
+        status: String,
+    },
+    /// Jobs of a batch still ran at their deadline; they were killed.
+    #[error("{running} of {jobs} jobs still ran after {timeout:?}")]
+    BatchTimeout {
+        /// How many still ran.
+        running: usize,
+        /// How many the batch had.
+        jobs: usize,
+        /// How long they were given.
+        timeout: Duration,
     },
     /// The demo was interrupted (Ctrl-C).
     #[error("interrupted")]

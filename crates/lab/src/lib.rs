@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod batch;
 mod bench;
 mod cgroup;
 mod cmd;
@@ -35,6 +36,7 @@ mod lab;
 mod net;
 mod node;
 mod proc;
+mod spreadbench;
 mod terminal;
 
 use std::fs;

@@ -1,9 +1,11 @@
 //! `rmosix-lab`: a virtual rmosix cluster on this machine.
 //!
-//! `rmosix-lab demo [--nodes 3]` shows a program moving between nodes while it runs;
+//! `rmosix-lab demo [--nodes 4]` shows CPU-bound jobs started on node 1 spreading over the
+//! nodes by themselves;
 //! `rmosix-lab shell [--nodes N]` starts a lab to explore by hand until Ctrl-C;
-//! `rmosix-lab bench [--quick] [all|io]` measures migration, forwarding and supervision
-//! costs, or (`io`) only the I/O of a moved process.
+//! `rmosix-lab bench [--quick] [all|io|spread]` measures migration, forwarding and supervision
+//! costs and how jobs spread, or (`io`) only the I/O of a moved process, or (`spread`) only
+//! how jobs started on one node spread by themselves.
 //! Exit codes: 0 done, 1 failed, 2 usage, 130 interrupted.
 #![forbid(unsafe_code)]
 
@@ -30,10 +32,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a CPU-bound program on node 1 and move it to node 2, node 3 and home while it runs.
+    /// Start two CPU-bound jobs per node on node 1 of a lab (half a CPU per node) and watch
+    /// the daemons spread them.
     Demo {
         /// Nodes in the lab.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=20))]
         nodes: u16,
     },
     /// Start a lab, print how to enter each node, and keep it until Ctrl-C.
@@ -49,7 +52,8 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
         /// Which measurements: all, or only the I/O of a moved process (sqlite3, mawk, a
-        /// pipe writer) with the forwarded round trip and raw TCP.
+        /// pipe writer) with the forwarded round trip and raw TCP, or only 8 jobs started on
+        /// node 1 of a 4-node lab spreading by themselves, against baselines.
         #[arg(value_enum, default_value_t = Part::All)]
         part: Part,
     },
@@ -60,6 +64,7 @@ enum Cmd {
 enum Part {
     All,
     Io,
+    Spread,
 }
 
 /// Why a subcommand failed.
@@ -110,6 +115,7 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
             let scope = match part {
                 Part::All => Scope::All,
                 Part::Io => Scope::Io,
+                Part::Spread => Scope::Spread,
             };
             Ok(rmosix_lab::bench(&bin_dir, quick, scope, &stop)?)
         }

@@ -190,7 +190,12 @@ impl Node {
             .arg(r#"if [ -n "$1" ]; then echo $$ > "$1"; fi; shift; exec "$@""#)
             .arg("rmosix-lab-launch")
             .arg(procs)
-            .args(["ip", "netns", "exec", &spec.netns])
+            // `nsenter --net`, not `ip netns exec`: the latter also mounts a fresh sysfs on
+            // /sys, which hides /sys/fs/cgroup, and a daemon that cannot see its cgroup gauges
+            // the whole machine (every node would show the host's load and CPUs, not its own).
+            .arg("nsenter")
+            .arg(format!("--net=/run/netns/{}", spec.netns))
+            .arg("--")
             .args(["unshare", "--uts", "--pid", "--kill-child", "--mount-proc"])
             .args(["--propagation", "private", "--", "bash", "-c", INIT])
             .arg(format!("rmosix-lab-node{id}"))
@@ -214,7 +219,7 @@ impl Node {
             what,
             tail: tail(log_path),
         };
-        // The launcher is `sh`, then `ip`, then `unshare` (each execs the next); its first
+        // The launcher is `sh`, then `nsenter`, then `unshare` (each execs the next); its first
         // child is the node's init.
         let init = match wait_child_of(launcher.id(), timeout) {
             Ok(pid) => ProcId::of(pid),
