@@ -46,6 +46,12 @@ pub struct LabConfig {
     /// Whether the daemons move processes by themselves (their balancing loop). Off by
     /// default: `mosixd --no-balance`, so that a test's processes stay where it puts them.
     pub balance: bool,
+    /// Whether each node's daemon measures its own node (its cgroup's load, CPUs and memory)
+    /// rather than the whole machine. Off by default: nodes enter their network namespace
+    /// with `ip netns exec`, whose fresh /sys lacks the cgroup file systems, so every daemon
+    /// sees the machine's figures. On, they enter it with `nsenter --net` and keep the
+    /// host's /sys, cgroups included.
+    pub own_figures: bool,
 }
 
 impl LabConfig {
@@ -56,6 +62,7 @@ impl LabConfig {
             cpu_quota: None,
             bin_dir: bin_dir.into(),
             balance: false,
+            own_figures: false,
         }
     }
 }
@@ -156,6 +163,7 @@ impl Lab {
                 map: &self.map_path(),
                 key: &self.key_path(),
                 balance: cfg.balance,
+                own_figures: cfg.own_figures,
             };
             self.nodes.push(Node::start(spec, INIT_TIMEOUT)?);
         }

@@ -162,6 +162,9 @@ pub(crate) struct NodeSpec<'a> {
     pub(crate) key: &'a Path,
     /// Whether the daemon balances by itself (see [`LabConfig::balance`](crate::LabConfig)).
     pub(crate) balance: bool,
+    /// Whether the node keeps the host's /sys (see
+    /// [`LabConfig::own_figures`](crate::LabConfig)).
+    pub(crate) own_figures: bool,
 }
 
 impl Node {
@@ -185,12 +188,22 @@ impl Node {
             .as_ref()
             .map(|c| c.procs_file().into_os_string())
             .unwrap_or_default();
+        let enter = if spec.own_figures {
+            vec![
+                "nsenter".to_owned(),
+                format!("--net=/run/netns/{}", spec.netns),
+            ]
+        } else {
+            ["ip", "netns", "exec", &spec.netns]
+                .map(str::to_owned)
+                .to_vec()
+        };
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(r#"if [ -n "$1" ]; then echo $$ > "$1"; fi; shift; exec "$@""#)
             .arg("rmosix-lab-launch")
             .arg(procs)
-            .args(["ip", "netns", "exec", &spec.netns])
+            .args(enter)
             .args(["unshare", "--uts", "--pid", "--kill-child", "--mount-proc"])
             .args(["--propagation", "private", "--", "bash", "-c", INIT])
             .arg(format!("rmosix-lab-node{id}"))
