@@ -3,7 +3,8 @@
 //! The node numbers show along the bottom; a busy node's load bar rises above the idle ones;
 //! `m`, `s`, `u` and `l` change the view; a node whose daemon stops is left out, or shown
 //! `DEAD` with `d`; node 1's own daemon stopped is said on the screen until it is back; a map
-//! wider than the screen scrolls; `q` gives the shell back. Every wait has a deadline.
+//! wider than the screen scrolls; `q`, Ctrl-C and SIGTERM give the shell back. Every wait
+//! has a deadline.
 
 use std::fs;
 use std::process::{Child, Command, Output, Stdio};
@@ -378,6 +379,20 @@ fn mosmon_scrolls_a_map_wider_than_the_screen() {
     tmux.wait("the live nodes only", STEP, |s| {
         s.nodes() == [1, 2, 3] && s.title().contains("nodes 1-3 of 60, 57 dead hidden (d)")
     });
-    tmux.keys("q");
-    tmux.wait("the shell back after q", STEP, Screen::shell);
+
+    // SIGTERM, as a service manager or `kill` sends it, and Ctrl-C give the shell back too.
+    let mosmon = processes_in(n1)
+        .into_iter()
+        .find(|p| p.name == "mosmon")
+        .expect("mosmon runs in node 1");
+    let status = Command::new("kill")
+        .args(["-TERM", &mosmon.host_pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    tmux.wait("the shell back after SIGTERM", STEP, Screen::shell);
+    tmux.line("mosmon");
+    tmux.wait("mosmon again", STEP, |s| s.title().starts_with("mosmon: "));
+    tmux.keys("C-c");
+    tmux.wait("the shell back after Ctrl-C", STEP, Screen::shell);
 }
