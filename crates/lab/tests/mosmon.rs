@@ -7,6 +7,7 @@
 //! has a deadline.
 
 use std::fs;
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
@@ -33,9 +34,12 @@ const PROMPT: &str = "lab-shell$";
 static SERVERS: AtomicU32 = AtomicU32::new(0);
 
 /// A tmux server of its own (`tmux -L NAME`) with one session: a shell in a node. Dropping it
-/// kills the server, and with it the shell and whatever runs there, also when a test fails.
+/// kills the server, and with it the shell and whatever runs there, also when a test fails,
+/// and removes the server's socket file (tmux leaves it).
 struct Tmux {
     socket: String,
+    /// The socket file, once the server runs.
+    path: Option<PathBuf>,
 }
 
 impl Tmux {
@@ -47,7 +51,7 @@ impl Tmux {
             std::process::id(),
             SERVERS.fetch_add(1, Ordering::Relaxed)
         );
-        let tmux = Tmux { socket };
+        let mut tmux = Tmux { socket, path: None };
         let mut shell = node.command("bash");
         shell.args(["--norc", "-i"]);
         // tmux runs the pane's program directly when given it as several arguments; the
@@ -66,6 +70,10 @@ impl Tmux {
         let mut args = vec!["new-session", "-d", "-x", COLUMNS, "-y", ROWS];
         args.extend(argv.iter().map(String::as_str));
         tmux.run(&args);
+        let path = tmux
+            .run(&["display-message", "-p", "#{socket_path}"])
+            .stdout;
+        tmux.path = Some(PathBuf::from(String::from_utf8_lossy(&path).trim()));
         tmux.wait("the shell's prompt", STEP, |s| s.contains(PROMPT));
         tmux
     }
@@ -129,6 +137,9 @@ impl Drop for Tmux {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        if let Some(path) = &self.path {
+            let _ = fs::remove_file(path);
+        }
     }
 }
 
