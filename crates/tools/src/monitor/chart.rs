@@ -1,16 +1,16 @@
 //! Painting a [`Monitor`] into a buffer: a pure function of the monitor and the area.
 //!
 //! ```text
-//! mosmon: node 1, load (100 = one busy process on a standard CPU)   nodes 1-37 of 60 →
-//! keys: l load  m memory  s speed  u utilisation  t totals  d dead ...       (h, ?)
-//! totals: 3 of 60 nodes up, 6 CPUs, load 245, memory 1500 of 6000 MB used    (t)
-//!  200│ ██
-//!     │ ██
-//!  100│ ██             D
-//!     │ ██             E
-//!     │ ██ ▂▂          A
-//!    0│ ██ ██ ▁▁       D
-//!        1  2  3  4  5  6 ...
+//! mosmon: node 1's view, load (100 = one busy ...)          ← nodes 2-39 of 60, 1 dead hidden (d) →
+//! keys: l load  m memory  s speed  u utilisation  t totals  d dead nodes ...     (h, ?)
+//! totals: 3 of 60 nodes up, 6 CPUs, load 245, memory 1500 of 6000 MB used        (t)
+//! 300│   ██
+//!    │   ██
+//! 150│   ██ ▂▂       D
+//!    │▄▄ ██ ██       E
+//!    │██ ██ ██       A
+//!   0│██ ██ ██ ▁▁    D
+//!      2  3  4  5  6  7 ...
 //! ```
 //!
 //! One column per node, as wide as the widest node number of the map plus a space (at least
@@ -31,11 +31,13 @@ use super::screen::{Feed, Monitor, View};
 const MB: u64 = 1 << 20;
 /// The bar's top cell when it is partly filled, by eighths (none, then 1/8 to 7/8).
 const EIGHTHS: [&str; 8] = [" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇"];
+/// A full cell of bar.
 const FULL: &str = "█";
 /// Free memory above the used part of a memory bar, as MOSIX drew it.
 const FREE: &str = "+";
 /// What a dead node's column shows instead of a bar, top to bottom.
 const DEAD: &str = "DEAD";
+/// The line of keys (`h`, `?`).
 const HELP: &str = "keys: l load  m memory  s speed  u utilisation  t totals  d dead nodes  \
                     ←/→ PgUp/PgDn Home/End scroll  h help  q quit";
 
@@ -68,8 +70,8 @@ pub fn draw(m: &Monitor, area: Rect, buf: &mut Buffer) {
     if m.help {
         line(&mut canvas, HELP, Style::new().fg(Color::Cyan));
     }
-    let nodes = match &m.feed {
-        Feed::Status { nodes, .. } => nodes,
+    let (own, nodes) = match &m.feed {
+        Feed::Status { node, nodes } => (*node, nodes),
         Feed::Waiting => {
             line(
                 &mut canvas,
@@ -104,10 +106,6 @@ pub fn draw(m: &Monitor, area: Rect, buf: &mut Buffer) {
     let (axis, column) = (axis_width(m), column_width(m));
     let scale = scale(m);
     draw_axis(&mut canvas, chart, axis, scale);
-    let own = match &m.feed {
-        Feed::Status { node, .. } => *node,
-        _ => 0,
-    };
     let bar = column - 1;
     let page = page(m, area.width);
     let labels = chart.bottom();
@@ -118,8 +116,9 @@ pub fn draw(m: &Monitor, area: Rect, buf: &mut Buffer) {
         .take(page)
         .enumerate()
     {
-        let x = area.x + axis + u16::try_from(i).unwrap_or(u16::MAX) * column;
-        if x + bar > area.right() {
+        let offset = u16::try_from(i).unwrap_or(u16::MAX).saturating_mul(column);
+        let x = area.x.saturating_add(axis).saturating_add(offset);
+        if x.saturating_add(bar) > area.right() {
             break;
         }
         draw_column(
