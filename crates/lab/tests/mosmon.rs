@@ -276,23 +276,38 @@ fn mosmon_shows_load_views_and_dead_nodes_and_quits_to_the_shell() {
     eprintln!("busy node 2:\n{}", screen.0);
     drop(busy);
 
-    for (key, title) in [
-        ("m", "memory, MB"),
-        ("s", "speed (10000 = a standard CPU)"),
-        ("u", "utilisation, %"),
-        ("l", "load (100 = one busy process"),
-    ] {
-        tmux.keys(key);
-        let screen = tmux.wait(&format!("{key}: the view's title"), STEP, |s| {
-            s.title().contains(title)
-        });
-        assert_eq!(screen.nodes(), [1, 2, 3], "{key}:\n{}", screen.0);
-    }
+    // Each view has its title; memory bars show the free part as '+' up to the total, speed
+    // bars stand for every live node, with the CPUs under the numbers.
+    tmux.keys("m");
+    tmux.wait("m: the memory view", STEP, |s| {
+        s.title().contains("memory, MB") && s.column(1).is_some_and(|c| c.contains('+'))
+    });
     tmux.keys("s");
-    tmux.wait("the speed view's CPUs under the bars", STEP, |s| {
-        s.0.lines().any(|l| l.trim_start().starts_with("CPUs "))
+    tmux.wait("s: the speed view", STEP, |s| {
+        s.title().contains("speed (10000 = a standard CPU)")
+            && [1, 2, 3].iter().all(|&id| s.bar(id).is_some_and(|b| b > 0))
+            && s.0.lines().any(|l| l.trim_start().starts_with("CPUs "))
+    });
+    tmux.keys("u");
+    tmux.wait("u: the utilisation view", STEP, |s| {
+        s.title().contains("utilisation, %") && s.contains("100│")
     });
     tmux.keys("l");
+    let screen = tmux.wait("l: the load view again", STEP, |s| {
+        s.title().contains("load (100 = one busy process")
+    });
+    assert_eq!(screen.nodes(), [1, 2, 3], "{}", screen.0);
+    tmux.keys("t");
+    tmux.wait("t: the totals line", STEP, |s| {
+        s.contains("totals: 3 of 3 nodes up, ")
+    });
+    tmux.keys("h");
+    tmux.wait("h: the line of keys", STEP, |s| s.contains("keys: l load"));
+    tmux.keys("t");
+    tmux.keys("h");
+    tmux.wait("t and h again: neither line", STEP, |s| {
+        !s.contains("totals:") && !s.contains("keys:")
+    });
 
     // Node 3's daemon stops: node 3 is left out, then shown DEAD with d, then left out again.
     n3.stop_daemon().unwrap_or_else(|e| panic!("{e}"));
