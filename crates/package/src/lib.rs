@@ -33,6 +33,7 @@ pub const PROGRAMS: &[Program] = &[
     Program::user("migrate", rmosix_tools::cli::migrate::Args::command),
     Program::user("mosctl", rmosix_tools::cli::mosctl::Args::command),
     Program::user("mosps", rmosix_tools::cli::mosps::Args::command),
+    Program::user("mosmon", rmosix_tools::cli::mosmon::Args::command),
     Program::daemon("mosixd", rmosix_daemon::cli::Args::command),
 ];
 

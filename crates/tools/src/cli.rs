@@ -13,6 +13,7 @@ use rmosix_wire::{DAEMON_USER_ENV, DEFAULT_SOCKET, DaemonSocket, SOCKET_ENV};
 
 pub mod migrate;
 pub mod mosctl;
+pub mod mosmon;
 pub mod mosps;
 pub mod mosrun;
 

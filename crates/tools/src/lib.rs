@@ -1,4 +1,5 @@
-//! rmosix tools room: what the command-line tools (`migrate`, `mosctl`, `mosrun`) share.
+//! rmosix tools room: what the command-line tools (`migrate`, `mosctl`, `mosrun`, `mosmon`)
+//! share.
 //!
 //! Each binary is thin: it parses its arguments with clap, flattening [`CommonArgs`] for the
 //! flags every tool has, asks the local `mosixd` through the wire room's `DaemonSocket`
@@ -10,12 +11,14 @@
 //!
 //! The door: [`cli`] (each tool's clap definition: `cli::mosctl::Args` and the others),
 //! [`CommonArgs`], [`parse_user`], [`print_out`], [`hosted_table`] (what `mosctl
-//! guests` prints), [`MosixOptions`] (mosrun's MOSIX options, which clap cannot read).
+//! guests` prints), [`MosixOptions`] (mosrun's MOSIX options, which clap cannot read),
+//! [`monitor`] (all of `mosmon` but its arguments).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
 mod hosted;
+pub mod monitor;
 mod placement;
 
 pub use cli::{CommonArgs, parse_user, print_out};

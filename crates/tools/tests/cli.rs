@@ -1,4 +1,4 @@
-//! Exit codes and error lines of `migrate` and `mosctl`, from the real binaries.
+//! Exit codes and error lines of `migrate`, `mosctl` and `mosmon`, from the real binaries.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -18,6 +18,7 @@ fn stderr(out: &Output) -> String {
 
 const MIGRATE: &str = env!("CARGO_BIN_EXE_migrate");
 const MOSCTL: &str = env!("CARGO_BIN_EXE_mosctl");
+const MOSMON: &str = env!("CARGO_BIN_EXE_mosmon");
 
 #[test]
 fn usage_errors_exit_2() {
@@ -130,4 +131,23 @@ fn keygen_writes_a_private_key_once() {
         key,
         "the old key must survive"
     );
+}
+
+#[test]
+fn mosmon_needs_a_terminal_and_one_view() {
+    // Output captured: a pipe, not a terminal. It says so before touching the terminal or
+    // the daemon.
+    let out = run(MOSMON, &["--socket", "/nonexistent/mosixd.sock"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "mosmon: standard output is not a terminal\n");
+    assert!(out.stdout.is_empty());
+    for args in [&["-l", "-m"][..], &["-s", "-u"], &["-x"], &["extra"]] {
+        let out = run(MOSMON, args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "mosmon {args:?}: {}",
+            stderr(&out)
+        );
+    }
 }
