@@ -519,7 +519,13 @@ impl Supervisor {
     fn register(daemon: &Running) -> Supervisor {
         let mut stream = UnixStream::connect(&daemon.socket).unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        send_line(&mut stream, &Request::Supervise).unwrap();
+        send_line(
+            &mut stream,
+            &Request::Supervise {
+                advice: Default::default(),
+            },
+        )
+        .unwrap();
         let mut lines = LineReader::new();
         assert_eq!(lines.recv::<Reply>(&mut stream).unwrap(), Some(Reply::Ok));
         Supervisor { stream, lines }
