@@ -193,6 +193,14 @@ pub enum LabError {
         /// How long they were given.
         timeout: Duration,
     },
+    /// A tool run in a node did not end in time; it was killed.
+    #[error("`{command}` did not end within {timeout:?}")]
+    ToolTimeout {
+        /// The command line.
+        command: String,
+        /// How long it was given.
+        timeout: Duration,
+    },
     /// The demo was interrupted (Ctrl-C).
     #[error("interrupted")]
     Interrupted,

@@ -7,7 +7,8 @@
 //! gets an `unreachable 10.231.0.0/16` route (left in place; it is idempotent and harmless),
 //! so lab traffic never leaves the lab's namespaces. [`Node::command`] runs programs inside
 //! a node, [`Node::kill`] makes a node die, [`Node::stop_daemon`] and [`Node::start_daemon`]
-//! restart its daemon under running jobs. Dropping the lab removes every namespace,
+//! restart its daemon under running jobs, [`Node::run`] and [`Node::run_as`] run a tool there
+//! to its end ([`ToolRun`]). Dropping the lab removes every namespace,
 //! interface and cgroup it made, also when a test panics; [`cleanup_stale`] removes what
 //! crashed runs left.
 //!
@@ -38,6 +39,7 @@ mod node;
 mod proc;
 mod spreadbench;
 mod terminal;
+mod tool;
 
 use std::fs;
 use std::path::PathBuf;
@@ -52,6 +54,7 @@ pub use lab::{Lab, LabConfig, cleanup_stale};
 pub use node::Node;
 pub use proc::{child_of, pid_in_node, wait_child_of};
 pub use terminal::{Program, Terminal};
+pub use tool::ToolRun;
 
 /// The most nodes a lab has.
 pub const MAX_NODES: usize = 20;

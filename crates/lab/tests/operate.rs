@@ -1,0 +1,244 @@
+//! The operator's and the user's verbs on running processes, in a 3-node lab with balancing
+//! off (the daemons decide only when asked): `mosps` lists each job where it runs, with its
+//! lock, its moves, why its last move failed, and CPU time and memory read where it runs, for
+//! its owner or everyone; `migrate PID lock|unlock` for whoever could kill it;
+//! `migrate PID balance` sends a job to an idle node when its own is busy and leaves it when
+//! no node is better; `mosrun -b` starts a job on an idle node, or at home when home is best.
+//!
+//! The job (`spin.c`, shared with tests/balance.rs) says "ready" and stirs 1 MiB until
+//! NAME.stop exists.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use rmosix_lab::{Job, Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, require_root};
+
+/// Deadline of one step: a tool run, a job's start or end.
+const STEP: Duration = Duration::from_secs(60);
+/// How long a test sleeps between two looks at what it waits for.
+const POLL: Duration = Duration::from_millis(100);
+/// An ordinary user.
+const NOBODY: u32 = 65534;
+
+fn spin_program() -> String {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("operate")
+        .join("spin");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/balance/spin.c");
+    rmosix_lab::compiled(src, out, &["-O2"])
+}
+
+fn lab() -> Lab {
+    let mut cfg = LabConfig::new(3, bin_dir_of_current_test());
+    cfg.cpu_quota = Some(1.0);
+    Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `mosrun [OPTIONS] spin NAME` at node 1, once it says "ready".
+fn start<'l>(lab: &'l Lab, options: &[&str], program: &str, name: &str) -> Job<'l> {
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.args(options)
+        .arg(program)
+        .arg(lab.work_dir().join(name))
+        .current_dir(lab.work_dir())
+        .stdin(Stdio::null());
+    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("ready", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job
+}
+
+fn stop(lab: &Lab, job: Job, name: &str) {
+    fs::write(lab.work_dir().join(format!("{name}.stop")), b"").expect("write a stop file");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+}
+
+fn run(node: &Node, tool: &str, args: &[&str]) -> ToolRun {
+    node.run(tool, args, STEP)
+        .unwrap_or_else(|e| panic!("node {}: {e}", node.id()))
+}
+
+fn run_as(node: &Node, uid: u32, tool: &str, args: &[&str]) -> ToolRun {
+    node.run_as(uid, tool, args, STEP)
+        .unwrap_or_else(|e| panic!("node {}: {e}", node.id()))
+}
+
+/// `tool ARGS` as root, which must succeed.
+fn ok(node: &Node, tool: &str, args: &[&str]) -> String {
+    let done = run(node, tool, args);
+    assert!(
+        done.status.success(),
+        "node {}: {tool} {}: {done:?}\n{}",
+        node.id(),
+        args.join(" "),
+        node.log()
+    );
+    done.stdout
+}
+
+/// mosps's line for `pid`, split into its columns (the command last, whole).
+fn mosps_row(text: &str, pid: u32) -> Vec<String> {
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&pid.to_string()))
+        .unwrap_or_else(|| panic!("no line for {pid}:\n{text}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // PID USER NODE LOCK NMIGS TIME RSS CANTMOVE COMMAND...; CANTMOVE is "-" here or words.
+    let mut row: Vec<String> = fields[..7].iter().map(|f| f.to_string()).collect();
+    row.push(fields[7..].join(" "));
+    row
+}
+
+/// Waits until node 1 sees node `n`'s load at least (`above`) or below `load`.
+fn wait_load(lab: &Lab, n: u16, above: bool, load: u32) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let out = run(lab.node(1), "mosctl", &["getload", &n.to_string()]);
+        let now: Option<u32> = out.stdout.trim().parse().ok();
+        if now.is_some_and(|l| (l >= load) == above) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {n}'s load stays at {now:?}, not {} {load}",
+            if above { "at least" } else { "below" }
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+#[test]
+fn mosps_shows_where_jobs_run_their_moves_locks_and_failures() {
+    if !require_root() {
+        return;
+    }
+    let program = spin_program();
+    let lab = lab();
+    let (home, two) = (lab.node(1), lab.node(2));
+    let a = start(&lab, &[], &program, "ps-a");
+    let b = start(&lab, &["-L"], &program, "ps-b");
+    let (pa, pb) = (a.pid(), b.pid());
+    a.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    a.migrate("3").unwrap_or_else(|e| panic!("{e}"));
+    // A failed move is shown until one succeeds.
+    ok(two, "mosctl", &["block"]);
+    let refused = run(home, "migrate", &[&pb.to_string(), "2"]);
+    assert!(!refused.status.success(), "{refused:?}");
+
+    let all = ok(home, "mosps", &["-a"]);
+    let row_a = mosps_row(&all, pa);
+    assert_eq!(row_a[1..5], ["root", "3", "no", "2"], "{all}");
+    // Its CPU time and memory come from node 3, where it runs.
+    assert_ne!(row_a[5], "-", "{all}");
+    assert!(row_a[6].parse::<u64>().unwrap_or(0) > 0, "{all}");
+    assert!(row_a[7].starts_with("- "), "{all}");
+    let row_b = mosps_row(&all, pb);
+    assert_eq!(row_b[1..5], ["root", "1", "yes", "0"], "{all}");
+    assert!(
+        row_b[7].contains("block"),
+        "no reason for the refused move: {all}"
+    );
+    let reason = refused
+        .stderr
+        .trim()
+        .split_once("to node 2: ")
+        .map(|(_, why)| why.to_owned())
+        .unwrap_or_else(|| panic!("{refused:?}"));
+    let wide = ok(home, "mosps", &["-w"]);
+    assert!(
+        wide.contains(&reason),
+        "mosps -w shows the whole reason {reason:?}\n{wide}"
+    );
+
+    ok(two, "mosctl", &["noblock"]);
+    ok(home, "migrate", &[&pb.to_string(), "2"]);
+    let row_b = mosps_row(&ok(home, "mosps", &[]), pb);
+    assert_eq!(row_b[2..5], ["2", "yes", "1"]);
+    assert!(row_b[7].starts_with("- "), "the reason stays: {row_b:?}");
+
+    // migrate lock|unlock, for whoever could kill it.
+    ok(home, "migrate", &[&pa.to_string(), "lock"]);
+    assert_eq!(mosps_row(&ok(home, "mosps", &[]), pa)[3], "yes");
+    ok(home, "migrate", &[&pb.to_string(), "unlock"]);
+    assert_eq!(mosps_row(&ok(home, "mosps", &[]), pb)[3], "no");
+    let denied = run_as(home, NOBODY, "migrate", &[&pa.to_string(), "unlock"]);
+    assert_eq!(denied.status.code(), Some(1), "{denied:?}");
+    assert!(denied.stderr.contains("permission denied"), "{denied:?}");
+    assert_eq!(mosps_row(&ok(home, "mosps", &[]), pa)[3], "yes");
+
+    // Everyone's, or one user's: nobody has none here, and sees only the header.
+    let theirs = run_as(home, NOBODY, "mosps", &[]);
+    assert!(theirs.status.success(), "{theirs:?}");
+    assert_eq!(theirs.stdout.lines().count(), 1, "{theirs:?}");
+    assert_eq!(ok(home, "mosps", &["-u", "nobody"]).lines().count(), 1);
+    assert_eq!(ok(home, "mosps", &["-u", "root"]).lines().count(), 3);
+    stop(&lab, a, "ps-a");
+    stop(&lab, b, "ps-b");
+    // Ended jobs leave the list.
+    assert_eq!(ok(home, "mosps", &["-a"]).lines().count(), 1);
+}
+
+#[test]
+fn migrate_balance_moves_a_job_off_a_busy_node_and_leaves_one_that_is_best_where_it_is() {
+    if !require_root() {
+        return;
+    }
+    let program = spin_program();
+    let lab = lab();
+    let home = lab.node(1);
+    let a = start(&lab, &[], &program, "bal-a");
+    let b = start(&lab, &[], &program, "bal-b");
+    // Two CPU-bound jobs on one CPU: node 1's load reaches two processes' worth.
+    wait_load(&lab, 1, true, 150);
+    ok(home, "migrate", &[&a.pid().to_string(), "balance"]);
+    let at = a.location().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        at == 2 || at == 3,
+        "balance left it at {at}\n{}",
+        home.log()
+    );
+    // Once node 1 shows one process's load, the other is best where it is.
+    wait_load(&lab, 1, false, 150);
+    ok(home, "migrate", &[&b.pid().to_string(), "balance"]);
+    assert_eq!(b.location().unwrap_or_else(|e| panic!("{e}")), 1);
+    stop(&lab, a, "bal-a");
+    stop(&lab, b, "bal-b");
+}
+
+#[test]
+fn mosrun_b_starts_at_home_when_it_is_best_and_elsewhere_when_it_is_busy() {
+    if !require_root() {
+        return;
+    }
+    let program = spin_program();
+    let lab = lab();
+    let home = lab.node(1);
+    // An idle cluster: home is as good as any.
+    let a = start(&lab, &["-b"], &program, "b-a");
+    assert_eq!(a.location().unwrap_or_else(|e| panic!("{e}")), 1);
+    // Node 1 busy with two more, not under mosrun: the next goes elsewhere.
+    let hogs: Vec<Child> = (0..2)
+        .map(|k| {
+            home.command(&program)
+                .arg(lab.work_dir().join(format!("b-hog{k}")))
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start a hog")
+        })
+        .collect();
+    wait_load(&lab, 1, true, 250);
+    let c = start(&lab, &["-b"], &program, "b-c");
+    let at = c.location().unwrap_or_else(|e| panic!("{e}"));
+    assert!(at == 2 || at == 3, "-b started it at {at}\n{}", home.log());
+    for k in 0..2 {
+        fs::write(lab.work_dir().join(format!("b-hog{k}.stop")), b"").expect("stop a hog");
+    }
+    for mut hog in hogs {
+        hog.wait().expect("a hog ends");
+    }
+    stop(&lab, a, "b-a");
+    stop(&lab, c, "b-c");
+}
