@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use rmosix_balance::{
     ClusterView, DecayClass, Decision, LinkSpeeds, Modes, NodeInfo, Placing, Policy, Process,
@@ -82,6 +82,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         };
+        debug!(?view, ?processes, "balancing round");
         for decision in decide(&policy, &round, &view, &links, &processes) {
             if decision.process().home == shared.own {
                 carry_out(&shared, &mut tracked, decision);
@@ -153,31 +154,18 @@ pub(crate) fn decay_class(decay: Decay) -> DecayClass {
 }
 
 /// Samples `pid` into `t`: the bytes a move of it sends, once it has two samples.
-///
-/// schedstat's wait time counts the time a process waited on a run queue, but not the time
-/// its node's cgroup was throttled (`cpu.max`): four CPU-bound processes under a quota of
-/// one CPU would each seem to want a quarter of one. The scheduler's own running average of
-/// how much of the time the process was runnable (PELT's `runnable_avg`, whose clock stops
-/// while its group is throttled) says they want a whole one, so the sample counts at least
-/// that share of the interval as wanted.
 fn measure(t: &mut Tracked, class: DecayClass, pid: i32, now: Instant) -> Option<u64> {
     let Ok((ran, waited)) = read_schedstat(pid) else {
         t.last = None;
         return None;
     };
     let (last_ran, last_waited, at) = t.last.replace((ran, waited, now))?;
-    let interval = now.duration_since(at);
-    let ran = ran.saturating_sub(last_ran);
-    let mut waited = waited.saturating_sub(last_waited);
-    if let Some(runnable) = read_runnable(pid) {
-        waited = waited.max(interval.mul_f64(runnable).saturating_sub(ran));
-    }
     t.usage.update(
         class,
         &Sample {
-            interval,
-            ran,
-            waited,
+            interval: now.duration_since(at),
+            ran: ran.saturating_sub(last_ran),
+            waited: waited.saturating_sub(last_waited),
             forwarded: None,
         },
     );
@@ -326,22 +314,6 @@ fn read_schedstat(pid: i32) -> std::io::Result<(Duration, Duration)> {
     parse_schedstat(&text).ok_or_else(|| std::io::Error::other("unexpected schedstat format"))
 }
 
-/// The share of time, 0 to 1, the scheduler's running average (`se.avg.runnable_avg` of
-/// `/proc/PID/sched`, 1024 for always runnable) has `pid` runnable; `None` where the kernel
-/// does not show it.
-fn read_runnable(pid: i32) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/sched")).ok()?;
-    parse_runnable(&text)
-}
-
-fn parse_runnable(text: &str) -> Option<f64> {
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some("se.avg.runnable_avg"))?;
-    let value: f64 = line.rsplit(':').next()?.trim().parse().ok()?;
-    Some((value / 1024.0).clamp(0.0, 1.0))
-}
-
 fn parse_schedstat(text: &str) -> Option<(Duration, Duration)> {
     let mut fields = text.split_whitespace().map(str::parse::<u64>);
     let ran = fields.next()?.ok()?;
@@ -450,16 +422,6 @@ mod tests {
         );
         assert_eq!(parse_schedstat("12"), None);
         assert_eq!(parse_schedstat("x 1 2"), None);
-    }
-
-    #[test]
-    fn runnable_share_comes_from_the_scheduler_average() {
-        let text = "cat (14861, #threads: 1)\n----\nse.avg.runnable_sum : 15249476\n\
-                    se.avg.runnable_avg                          :                  512\n";
-        assert_eq!(parse_runnable(text), Some(0.5));
-        assert_eq!(parse_runnable("se.avg.runnable_avg : 2048\n"), Some(1.0));
-        assert_eq!(parse_runnable("se.avg.load_avg : 1024\n"), None);
-        assert!(read_runnable(std::process::id() as i32).is_some());
     }
 
     #[test]

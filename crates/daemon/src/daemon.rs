@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{info, warn};
 
 use rmosix_config::{Host, Map, MapError, NodeId};
@@ -334,12 +335,18 @@ pub struct Daemon {
     unix: UnixListener,
     socket: PathBuf,
     balance: bool,
+    /// SIGTERM and SIGHUP, caught from before the control socket exists: whoever can reach
+    /// the socket may send them (a unit's reload), and their default action would end us.
+    term: Signal,
+    hangup: Signal,
 }
 
 impl Daemon {
     /// Load the map and key, find our node, raise the descriptor limit and bind both
     /// listeners. Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Daemon, DaemonError> {
+        let term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+        let hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
         let map = Map::load(&config.map)?;
         let key = ClusterKey::load(&config.key)?;
         let own = own::own_node(&map, config.node)?;
@@ -404,6 +411,8 @@ impl Daemon {
             unix,
             socket: config.socket,
             balance: config.balance,
+            term,
+            hangup,
         })
     }
 
@@ -416,9 +425,7 @@ impl Daemon {
     /// guests it started keep running (see guest::spawn_guest); the supervisors of this
     /// node reconnect to the next daemon.
     pub async fn serve(self) -> Result<(), DaemonError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-        let hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+        let (mut term, hangup) = (self.term, self.hangup);
         tokio::select! {
             () = accept_peers(&self.shared, &self.tcp) => {}
             () = accept_clients(&self.shared, &self.unix) => {}

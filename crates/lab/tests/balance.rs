@@ -3,8 +3,9 @@
 //! (at most two stay at node 1),
 //! each moves at most a few times, and each computes what a run that never moved computes; with
 //! the other nodes blocked or quiet, nothing moves (until noquiet); a node in stay or lstay
-//! keeps its jobs (until nostay, nolstay); a node with more guests than CPUs sends one home
-//! when home idles, lstay or not.
+//! keeps its jobs (until nostay, nolstay), and locked jobs stay (until `migrate PID unlock`);
+//! a node with more guests than CPUs sends one home when home idles, lstay or not, and on to
+//! an idle third node when home is slow.
 //!
 //! The program (`spin.c`) says "ready", stirs a 1 MiB array round after round until NAME.stop
 //! exists, and prints "rounds=R sum=S"; `spin - R` prints what R rounds give without moving.
@@ -58,8 +59,14 @@ fn lab() -> Lab {
 
 /// `mosrun spin NAME` at node 1, once it says "ready".
 fn start<'l>(lab: &'l Lab, program: &str, name: &str) -> Job<'l> {
+    start_with(lab, &[], program, name)
+}
+
+/// `mosrun OPTIONS spin NAME` at node 1, once it says "ready".
+fn start_with<'l>(lab: &'l Lab, options: &[&str], program: &str, name: &str) -> Job<'l> {
     let mut cmd = lab.node(1).command("mosrun");
-    cmd.arg(program)
+    cmd.args(options)
+        .arg(program)
         .arg(lab.work_dir().join(name))
         .current_dir(lab.work_dir())
         .stdin(Stdio::null())
@@ -309,7 +316,78 @@ fn a_loaded_node_sends_a_guest_home_when_home_is_idle_even_in_lstay() {
     assert!(
         lab.node(2)
             .log()
-            .contains("balancing: sending a guest home"),
+            .contains("balancing: sending a guest away (home: none) home=1"),
+        "{}",
+        lab.node(2).log()
+    );
+    stop_all(&lab, &program, jobs, &names);
+}
+
+#[test]
+fn locked_jobs_stay_until_unlocked() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin_program();
+    let lab = lab();
+    let names = names("locked");
+    let jobs: Vec<Job> = names
+        .iter()
+        .map(|n| start_with(&lab, &["-L"], &program, n))
+        .collect();
+    nothing_moves_for_a_while(&jobs);
+    for job in &jobs {
+        job.tool("migrate", &[&job.pid().to_string(), "unlock"])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let at = wait_spread(&lab, &jobs);
+    eprintln!("unlocked, jobs run on {at:?}");
+    stop_all(&lab, &program, jobs, &names);
+}
+
+#[test]
+fn a_busy_nodes_guests_move_on_to_an_idle_node_rather_than_to_a_slow_home() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin_program();
+    let lab = lab();
+    // Node 1 made ten times slower than a standard CPU: one process there would count as a
+    // load of 1000, so its guests on node 2 are better off on node 3. Its CPU stays free to
+    // serve their forwarded calls.
+    let slow = lab
+        .node(1)
+        .run("mosctl", &["setspeed", "1000"], STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(slow.status.success(), "{slow:?}");
+    // Three jobs of node 1 start on node 2 (one CPU): the way out for one is node 3.
+    let names: Vec<String> = (1..=3).map(|k| format!("on-{k}")).collect();
+    let jobs: Vec<Job> = names
+        .iter()
+        .map(|n| start_with(&lab, &["-2"], &program, n))
+        .collect();
+    let deadline = Instant::now() + SPREAD;
+    loop {
+        let at: Vec<u16> = jobs
+            .iter()
+            .map(|j| j.location().unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        if at.contains(&3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no guest moved on to node 3 within {SPREAD:?}: {at:?}\n{}",
+            lab.node(2).log()
+        );
+        std::thread::sleep(POLL);
+    }
+    assert!(
+        lab.node(2)
+            .log()
+            .contains("balancing: sending a guest away (home: none) home=1"),
         "{}",
         lab.node(2).log()
     );

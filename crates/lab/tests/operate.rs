@@ -92,12 +92,22 @@ fn mosps_row(text: &str, pid: u32) -> Vec<String> {
     row
 }
 
-/// Waits until node 1 sees node `n`'s load at least (`above`) or below `load`.
-fn wait_load(lab: &Lab, n: u16, above: bool, load: u32) {
+/// The load one CPU-bound process adds to node `n` (one CPU) as node 1 sees it: 100 on a
+/// standard CPU, less on a faster one (the load is divided by the node's speed).
+fn one_process(lab: &Lab, n: u16) -> f64 {
+    let out = ok(lab.node(1), "mosctl", &["getspeed", &n.to_string()]);
+    let speed: f64 = out.trim().parse().unwrap_or_else(|_| panic!("speed {out:?}"));
+    100.0 * 10_000.0 / speed
+}
+
+/// Waits until node 1 sees node `n`'s load at least (`above`) or below `processes` times
+/// what one CPU-bound process adds there.
+fn wait_load(lab: &Lab, n: u16, above: bool, processes: f64) {
+    let load = processes * one_process(lab, n);
     let deadline = Instant::now() + STEP;
     loop {
         let out = run(lab.node(1), "mosctl", &["getload", &n.to_string()]);
-        let now: Option<u32> = out.stdout.trim().parse().ok();
+        let now: Option<f64> = out.stdout.trim().parse().ok();
         if now.is_some_and(|l| (l >= load) == above) {
             return;
         }
@@ -192,7 +202,7 @@ fn migrate_balance_moves_a_job_off_a_busy_node_and_leaves_one_that_is_best_where
     let a = start(&lab, &[], &program, "bal-a");
     let b = start(&lab, &[], &program, "bal-b");
     // Two CPU-bound jobs on one CPU: node 1's load reaches two processes' worth.
-    wait_load(&lab, 1, true, 150);
+    wait_load(&lab, 1, true, 1.5);
     ok(home, "migrate", &[&a.pid().to_string(), "balance"]);
     let at = a.location().unwrap_or_else(|e| panic!("{e}"));
     assert!(
@@ -201,7 +211,7 @@ fn migrate_balance_moves_a_job_off_a_busy_node_and_leaves_one_that_is_best_where
         home.log()
     );
     // Once node 1 shows one process's load, the other is best where it is.
-    wait_load(&lab, 1, false, 150);
+    wait_load(&lab, 1, false, 1.5);
     ok(home, "migrate", &[&b.pid().to_string(), "balance"]);
     assert_eq!(b.location().unwrap_or_else(|e| panic!("{e}")), 1);
     stop(&lab, a, "bal-a");
@@ -229,7 +239,7 @@ fn mosrun_b_starts_at_home_when_it_is_best_and_elsewhere_when_it_is_busy() {
                 .expect("start a hog")
         })
         .collect();
-    wait_load(&lab, 1, true, 250);
+    wait_load(&lab, 1, true, 2.5);
     let c = start(&lab, &["-b"], &program, "b-c");
     let at = c.location().unwrap_or_else(|e| panic!("{e}"));
     assert!(at == 2 || at == 3, "-b started it at {at}\n{}", home.log());
