@@ -309,8 +309,14 @@ fn best_start(shared: &Shared, memory_need_mb: u64) -> Reply {
         ..Advice::default()
     };
     match balancer::best_for(shared, 0, shared.own, 0, advice, Placing::Starting) {
-        Some(node) => Reply::Location { node: node.get() },
-        None => Reply::Ok,
+        Some(node) => {
+            info!(node = node.get(), "best node for a new job");
+            Reply::Location { node: node.get() }
+        }
+        None => {
+            info!("best node for a new job: this one");
+            Reply::Ok
+        }
     }
 }
 

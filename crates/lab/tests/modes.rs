@@ -10,13 +10,12 @@
 //! without a tick lost or repeated, wherever it was sent. Each wait has a deadline.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rmosix_lab::{Job, Lab, LabConfig, Node, bin_dir_of_current_test, require_root};
+use rmosix_lab::{Job, Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, require_root};
 
 /// The jobs.
 const JOBS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/failures");
@@ -38,77 +37,20 @@ fn start_lab(nodes: usize) -> Lab {
     }
 }
 
-/// How a tool ended and what it printed.
-#[derive(Debug)]
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` to its end, which must come within `timeout` (else it is killed and the test
-/// fails). The tools print a few lines, which fit the pipes.
-fn finish(mut cmd: Command, what: &str, timeout: Duration) -> Done {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not end within {timeout:?}");
-        }
-        thread::sleep(POLL);
-    };
-    let read = |pipe: Option<Box<dyn Read>>| {
-        let mut text = String::new();
-        if let Some(mut pipe) = pipe {
-            pipe.read_to_string(&mut text)
-                .expect("read a tool's output");
-        }
-        text
-    };
-    let stdout = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read>));
-    let stderr = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read>));
-    Done {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
 /// `tool ARGS` inside `node` as root, to its end.
-fn run(node: &Node, tool: &str, args: &[&str]) -> Done {
-    let mut cmd = node.command(tool);
-    cmd.args(args);
-    let what = format!("node {}: {tool} {}", node.id(), args.join(" "));
-    finish(cmd, &what, STEP)
+fn run(node: &Node, tool: &str, args: &[&str]) -> ToolRun {
+    node.run(tool, args, STEP)
+        .unwrap_or_else(|e| panic!("node {}: {e}", node.id()))
 }
 
 /// `tool ARGS` inside `node` as user and group `uid` (no supplementary groups), to its end.
-fn run_as(node: &Node, uid: u32, tool: &str, args: &[&str]) -> Done {
-    let mut cmd = node.command("setpriv");
-    cmd.args([
-        format!("--reuid={uid}"),
-        format!("--regid={uid}"),
-        "--clear-groups".to_owned(),
-        "--".to_owned(),
-    ])
-    .arg(tool)
-    .args(args);
-    let what = format!("node {}: uid {uid}: {tool} {}", node.id(), args.join(" "));
-    finish(cmd, &what, STEP)
+fn run_as(node: &Node, uid: u32, tool: &str, args: &[&str]) -> ToolRun {
+    node.run_as(uid, tool, args, STEP)
+        .unwrap_or_else(|e| panic!("node {}: {e}", node.id()))
 }
 
 /// `mosctl ARGS` as root at `node`, which must succeed.
-fn mosctl(node: &Node, args: &[&str]) -> Done {
+fn mosctl(node: &Node, args: &[&str]) -> ToolRun {
     let done = run(node, "mosctl", args);
     assert!(
         done.status.success(),
@@ -316,17 +258,8 @@ fn isup_says_yes_for_a_live_daemon_and_no_within_a_bound_for_a_stopped_one() {
     let lab = start_lab(3);
     let (home, three) = (lab.node(1), lab.node(3));
     let isup = |node: &str| {
-        let mut cmd = home.command("setpriv");
-        cmd.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            "mosctl",
-            "isup",
-            node,
-        ]);
-        finish(cmd, &format!("mosctl isup {node}"), ISUP_BOUND)
+        home.run_as(NOBODY, "mosctl", &["isup", node], ISUP_BOUND)
+            .unwrap_or_else(|e| panic!("{e}"))
     };
     for node in ["1", "2", "3"] {
         let up = isup(node);

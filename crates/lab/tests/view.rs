@@ -6,12 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rmosix_lab::{Lab, LabConfig, Node, bin_dir_of_current_test, processes_in, require_root};
+use rmosix_lab::{
+    Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, processes_in, require_root,
+};
 
 /// Deadline of one tool run.
 const STEP: Duration = Duration::from_secs(30);
@@ -38,72 +39,16 @@ fn start_lab(nodes: usize) -> Lab {
     }
 }
 
-/// How a tool ended and what it printed.
-#[derive(Debug)]
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` to its end, which must come within [`STEP`].
-fn finish(mut cmd: Command, what: &str) -> Done {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let deadline = Instant::now() + STEP;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not end within {STEP:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stdout.take() {
-        pipe.read_to_string(&mut stdout).expect("read stdout");
-    }
-    if let Some(mut pipe) = child.stderr.take() {
-        pipe.read_to_string(&mut stderr).expect("read stderr");
-    }
-    Done {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-/// `mosctl ARGS` inside `node` as root.
-fn mosctl(node: &Node, args: &[&str]) -> Done {
-    let mut cmd = node.command("mosctl");
-    cmd.args(args);
-    finish(
-        cmd,
-        &format!("node {}: mosctl {}", node.id(), args.join(" ")),
-    )
+/// `mosctl ARGS` inside `node` as root, to its end within [`STEP`].
+fn mosctl(node: &Node, args: &[&str]) -> ToolRun {
+    node.run("mosctl", args, STEP)
+        .unwrap_or_else(|e| panic!("node {}: {e}", node.id()))
 }
 
 /// `mosctl ARGS` inside `node` as user and group `uid`.
-fn mosctl_as(node: &Node, uid: u32, args: &[&str]) -> Done {
-    let mut cmd = node.command("setpriv");
-    cmd.args([
-        format!("--reuid={uid}"),
-        format!("--regid={uid}"),
-        "--clear-groups".to_owned(),
-        "--".to_owned(),
-        "mosctl".to_owned(),
-    ])
-    .args(args);
-    let what = format!("node {}: uid {uid}: mosctl {}", node.id(), args.join(" "));
-    finish(cmd, &what)
+fn mosctl_as(node: &Node, uid: u32, args: &[&str]) -> ToolRun {
+    node.run_as(uid, "mosctl", args, STEP)
+        .unwrap_or_else(|e| panic!("node {}: {e}", node.id()))
 }
 
 /// A node's line in `mosctl status`.
