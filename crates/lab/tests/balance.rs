@@ -297,29 +297,7 @@ fn a_loaded_node_sends_a_guest_home_when_home_is_idle_even_in_lstay() {
     for job in &jobs {
         job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
     }
-    let deadline = Instant::now() + SPREAD;
-    loop {
-        let at: Vec<u16> = jobs
-            .iter()
-            .map(|j| j.location().unwrap_or_else(|e| panic!("{e}")))
-            .collect();
-        if at.contains(&1) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no guest went home within {SPREAD:?}\n{}",
-            lab.node(2).log()
-        );
-        std::thread::sleep(POLL);
-    }
-    assert!(
-        lab.node(2)
-            .log()
-            .contains("balancing: sending a guest away (home: none) home=1"),
-        "{}",
-        lab.node(2).log()
-    );
+    node_2_sends_a_guest_to(&lab, &jobs, 1);
     stop_all(&lab, &program, jobs, &names);
 }
 
@@ -368,30 +346,33 @@ fn a_busy_nodes_guests_move_on_to_an_idle_node_rather_than_to_a_slow_home() {
         .iter()
         .map(|n| start_with(&lab, &["-2"], &program, n))
         .collect();
+    node_2_sends_a_guest_to(&lab, &jobs, 3);
+    stop_all(&lab, &program, jobs, &names);
+}
+
+/// Waits until node 2's balancer has sent one of `jobs`, all its guests, to node `to`.
+fn node_2_sends_a_guest_to(lab: &Lab, jobs: &[Job], to: u16) {
     let deadline = Instant::now() + SPREAD;
     loop {
         let at: Vec<u16> = jobs
             .iter()
             .map(|j| j.location().unwrap_or_else(|e| panic!("{e}")))
             .collect();
-        if at.contains(&3) {
+        if at.contains(&to) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no guest moved on to node 3 within {SPREAD:?}: {at:?}\n{}",
+            "no guest went to node {to} within {SPREAD:?}: {at:?}\n{}",
             lab.node(2).log()
         );
         std::thread::sleep(POLL);
     }
+    let log = lab.node(2).log();
     assert!(
-        lab.node(2)
-            .log()
-            .contains("balancing: sending a guest away (home: none) home=1"),
-        "{}",
-        lab.node(2).log()
+        log.contains("balancing: sending a guest away (home: none) home=1"),
+        "{log}"
     );
-    stop_all(&lab, &program, jobs, &names);
 }
 
 #[test]
