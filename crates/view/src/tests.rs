@@ -363,6 +363,107 @@ async fn forged_and_tampered_datagrams_inject_nothing_and_replays_are_dropped() 
     assert_eq!(one.counters().accepted, 1);
 }
 
+/// A header from node `from` to `to`, then `tail`, sealed with `sealer` as `seq`.
+fn sealed_after_header(
+    sealer: &Sealer,
+    from: u16,
+    to: &ViewHandle,
+    tail: &[u8],
+    seq: u64,
+) -> Vec<u8> {
+    let header = Header {
+        src: Id {
+            node: node(from),
+            generation: 1,
+        },
+        src_incarnation: 0,
+        dst: Id {
+            node: to.node(),
+            generation: to.generation,
+        },
+        message: Message::Gossip,
+    };
+    let mut plain = Vec::new();
+    SwimCodec.encode_header(&header, &mut plain).unwrap();
+    plain.extend_from_slice(tail);
+    sealer
+        .seal(
+            Sender {
+                node: node(from),
+                generation: 1,
+                seq,
+            },
+            &plain,
+        )
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_gossip_from_a_keyed_peer_is_counted_and_changes_nothing() {
+    let cluster = Cluster::new(16, 3);
+    let right = Sealer::new(&key(1));
+    let one = cluster.start(1, &key(1)).await;
+    let from3 = cluster.socket_at(3).await;
+    let to1 = cluster.addr(1);
+    let good = Entry {
+        node: node(3),
+        generation: 1,
+        seq: 1,
+        state: load(sample(3), 0),
+    }
+    .encode();
+    let mut lying = 0u16.to_be_bytes().to_vec();
+    // A broadcast whose length says more than the datagram holds.
+    lying.extend_from_slice(&u16::MAX.to_be_bytes());
+    lying.extend_from_slice(&good);
+    let mut garbage = 0u16.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&8u16.to_be_bytes());
+    garbage.extend_from_slice(&[0xff; 8]);
+    let mut cut = 0u16.to_be_bytes().to_vec();
+    cut.extend_from_slice(&(good.len() as u16).to_be_bytes());
+    cut.extend_from_slice(&good[..good.len() / 2]);
+    let tails: [&[u8]; 4] = [&[], &lying, &garbage, &cut];
+    for (seq, tail) in (1..).zip(tails) {
+        let datagram = sealed_after_header(&right, 3, &one, tail, seq);
+        from3.send_to(&datagram, to1).await.unwrap();
+    }
+    // A header cut short, sealed too.
+    let short = right
+        .seal(
+            Sender {
+                node: node(3),
+                generation: 1,
+                seq: 10,
+            },
+            &[1, 2, 3],
+        )
+        .unwrap();
+    from3.send_to(&short, to1).await.unwrap();
+    wait_for(
+        "malformed datagrams are counted",
+        Duration::from_secs(5),
+        || one.counters().malformed == 4,
+    )
+    .await;
+    // The empty gossip is well formed, and says nothing; the four others are not.
+    let counters = one.counters();
+    assert_eq!(
+        (counters.malformed, counters.accepted),
+        (4, 1),
+        "{counters:?}"
+    );
+    assert_eq!(seen(&one, 3).state, None, "{counters:?}");
+    // The view goes on: a well-formed entry after them is taken.
+    let sealed = injection(&right, 3, &one, 0, 11);
+    from3.send_to(&sealed, to1).await.unwrap();
+    wait_for(
+        "a good entry is still taken",
+        Duration::from_secs(5),
+        || seen(&one, 3).state.is_some_and(|s| s.load == 0),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datagrams_from_outside_the_map_or_claiming_another_node_are_refused() {
     let cluster = Cluster::new(16, 3);
