@@ -48,7 +48,7 @@ for _ in range(workers):
             if s is None:
                 break
             try:
-                s.sendall(b'"supervise"\n')
+                s.sendall(b'{"supervise":{"advice":{"locked":false,"decay":"normal","memory_need_mb":0}}}\n')
             except OSError:
                 pass
             held.append(s)
