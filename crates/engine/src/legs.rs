@@ -572,14 +572,15 @@ fn stream_rounds(
 /// of it without running rounds); once it runs at the node, make its shell. `away`: what it
 /// used on other nodes before; `filters`: the seccomp filters rmosix gave it (see
 /// `dump::check_movable`); `job`: the processes of its job. Any failure before the node runs
-/// it leaves it running at home. Returns the shell's deputy and the session.
+/// it leaves it running at home. Returns the shell's deputy, the session, and what the move
+/// cost.
 pub fn send_out(
     pid: Pid,
     facts: &KernelFacts,
     (away, filters): (Usage, u32),
     job: &[Pid],
     departure: Departure,
-) -> Result<(Deputy, Session), MoveError> {
+) -> Result<(Deputy, Session, Cost), MoveError> {
     let cpu = Carry::Home { away };
     let (started, slowdown, onward, first) = departure.into_final()?;
     let Onward { node, mut session } = onward;
@@ -618,7 +619,8 @@ pub fn send_out(
             return Err(MoveError::Lost(format!("cannot make its shell: {err}")));
         }
     };
-    let freeze_ms = running.duration_since(frozen).as_secs_f64() * 1e3;
+    let frozen = running.duration_since(frozen);
+    let freeze_ms = frozen.as_secs_f64() * 1e3;
     let total_ms = ms_since(started);
     let first_bytes = first.map_or(0, |f| f.bytes);
     let bytes = first_bytes + bytes;
@@ -626,7 +628,21 @@ pub fn send_out(
         pid,
         node, bytes, first_bytes, freeze_ms, total_ms, "migrated"
     );
-    Ok((deputy, session))
+    let cost = Cost {
+        bytes: Some(bytes),
+        frozen,
+    };
+    Ok((deputy, session, cost))
+}
+
+/// What a move that was done cost, for the daemon's metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct Cost {
+    /// Bytes of its image, first and final rounds together; `None` where the supervisor does
+    /// not count them (an image coming home or passing on is read, not written, here).
+    pub bytes: Option<u64>,
+    /// How long its process stood still.
+    pub frozen: Duration,
 }
 
 /// What a first round coming home left in the shell for the final round.
