@@ -228,15 +228,17 @@ impl Tally {
 
     /// Add what `other` counted; false (and nothing added) if its histograms are not over
     /// this build's bounds, or it lists a pair twice: it came from a supervisor of another
-    /// build, or from none.
+    /// build, or from none. The check is short whatever `other` holds.
     pub fn add(&mut self, other: &Tally) -> bool {
         let fits =
             |b: &Buckets, bounds: &[u64]| b.counts.is_empty() || b.counts.len() == bounds.len() + 1;
-        let pairs_once = other.moves.iter().enumerate().all(|(i, m)| {
-            other.moves[..i]
-                .iter()
-                .all(|n| (n.kind, n.outcome) != (m.kind, m.outcome))
-        });
+        let pairs = MoveKind::ALL.len() * MoveOutcome::ALL.len();
+        let pairs_once = other.moves.len() <= pairs
+            && other.moves.iter().enumerate().all(|(i, m)| {
+                other.moves[..i]
+                    .iter()
+                    .all(|n| (n.kind, n.outcome) != (m.kind, m.outcome))
+            });
         if !(pairs_once
             && fits(&other.image_bytes, &IMAGE_BYTES_BOUNDS)
             && fits(&other.freeze_us, &FREEZE_US_BOUNDS)
@@ -401,6 +403,9 @@ mod tests {
         let mut twice = one.clone();
         twice.moves.push(twice.moves[0]);
         assert!(!total.add(&twice));
+        let mut long = one.clone();
+        long.moves = vec![long.moves[0]; 10_000];
+        assert!(!total.add(&long));
         assert_eq!(total.moves(MoveKind::Home, MoveOutcome::Done), 2);
         assert_eq!(total.freeze_us.count(), 2);
     }
