@@ -177,13 +177,11 @@ impl Snapshot {
                 None => (n.id.get(), Liveness::Dead, None),
             })
             .collect();
-        let (home, away) = shared.table().processes().iter().fold(
-            (0, 0),
-            |(home, away), (_, node, _)| match node {
-                None => (home + 1, away),
-                Some(_) => (home, away + 1),
-            },
-        );
+        let (all, away) = {
+            let table = shared.table();
+            (table.process_count(), table.away().len())
+        };
+        let home = all.saturating_sub(away);
         let metrics = &shared.metrics;
         Snapshot {
             node: shared.own.get(),
