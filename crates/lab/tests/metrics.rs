@@ -9,6 +9,7 @@
 //! deadline.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Output, Stdio};
 use std::thread;
@@ -246,26 +247,26 @@ fn metrics_count_a_jobs_moves_and_shrug_off_garbage() {
     );
     // Connections that say nothing take every place: a scrape is turned away. The daemon
     // closes them after its request timeout, while their client still holds them, and
-    // scrapes are served again.
+    // scrapes are served again. No scrape runs while they open, so the first of them get
+    // every place.
     let (host, port) = ADDR.split_once(':').unwrap();
     let idle: String = (0..IDLE_CONNECTIONS)
         .map(|i| format!("exec {}<>/dev/tcp/{host}/{port}; ", i + 3))
         .collect();
-    let hold = format!("{idle}sleep {IDLE_SECONDS}");
+    let hold = format!("{idle}echo holding; sleep {IDLE_SECONDS}");
     let mut holding = home
         .command("timeout")
         .args([REQUEST_SECONDS, "bash", "-c", &hold])
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + STEP;
-    while try_scrape(home).is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "scrapes served past idle connections"
-        );
-        thread::sleep(POLL);
-    }
+    let mut said = String::new();
+    BufReader::new(holding.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert_eq!(said, "holding\n");
+    assert!(try_scrape(home).is_none(), "a scrape past idle connections");
     let deadline = Instant::now() + STEP;
     let metrics = loop {
         if let Some(metrics) = try_scrape(home) {
