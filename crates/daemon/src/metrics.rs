@@ -394,7 +394,7 @@ impl Collector for Snapshot {
         )?;
         out.histogram(
             "mosix_move_image_bytes",
-            "Bytes of the image of each move out from home that was done.",
+            "Bytes of the pages of the image of each move out or on that was done.",
             (&tally.image_bytes, &IMAGE_BYTES_BOUNDS, 1.0),
         )?;
         out.histogram(

@@ -757,7 +757,7 @@ impl Supervisor<'_> {
         };
         let recall = r.recall.take().expect("checked above");
         let mut onward = recall.onward.expect("checked above");
-        let to = onward.node;
+        let (to, bytes) = (onward.node, onward.relayed);
         std::mem::swap(&mut r.session, &mut onward.session);
         r.node = to;
         let old = onward.session;
@@ -785,7 +785,7 @@ impl Supervisor<'_> {
         let mut old = old;
         self.part_from(pid, session_ended(&mut old).then_some(old));
         self.count_cost(Cost {
-            bytes: None,
+            bytes: Some(bytes),
             frozen,
         });
         Event::Done(Step::Relay, Ok(()))

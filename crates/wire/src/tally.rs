@@ -184,8 +184,8 @@ pub struct Tally {
     /// Moves that ended, by kind and outcome; a pair appears at most once.
     #[serde(default)]
     pub moves: Vec<MoveCount>,
-    /// Bytes of the images of the moves done (first and final rounds together), over
-    /// [`IMAGE_BYTES_BOUNDS`].
+    /// Bytes of the pages of the images of the moves out and on that were done (first and
+    /// final rounds together), over [`IMAGE_BYTES_BOUNDS`].
     #[serde(default)]
     pub image_bytes: Buckets,
     /// How long the moves done kept their process frozen, microseconds, over
