@@ -38,6 +38,10 @@ pub struct Args {
     /// the others still move them when asked.
     #[arg(long)]
     pub no_balance: bool,
+    /// Serve metrics for Prometheus on this address, e.g. 127.0.0.1:9464 (`GET /metrics`;
+    /// see docs/metrics.md). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Log filter, e.g. `info` or `rmosix_daemon=debug` (default: $RUST_LOG, else info).
     #[arg(long, value_name = "L")]
     pub log_level: Option<String>,

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use rmosix_config::{Host, Map, MapError, NodeId};
 use rmosix_gauge::{Gauge, Root};
 use rmosix_transport::ClusterKey;
-use rmosix_view::{MAX_COMPAT, NodeState, NodeView, Status, View, ViewHandle};
+use rmosix_view::{Counters, MAX_COMPAT, NodeState, NodeView, Status, View, ViewHandle};
 use rmosix_wire::{Liveness, NodeFigures, NodeModes, NodeStatus};
 
 use crate::daemon::{DaemonError, Shared};
@@ -71,6 +71,14 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// What the view dropped and why; zeros once the daemon has left.
+    pub fn counters(&self) -> Counters {
+        lock(&self.view)
+            .as_ref()
+            .map(ViewHandle::counters)
+            .unwrap_or_default()
+    }
+
     /// `mosctl setspeed`: the gauge's speed, from its next reading on. In memory only.
     pub fn set_speed(&self, speed: u32) {
         lock(&self.gauge).set_speed(speed);
@@ -100,7 +108,7 @@ impl Cluster {
     }
 
     /// This node's state now: the gauge's last reading, the modes, the compatibility key.
-    fn state(&self, status: Status) -> NodeState {
+    pub fn state(&self, status: Status) -> NodeState {
         let reading = lock(&self.gauge).reading();
         NodeState {
             load: reading.load,

@@ -557,6 +557,12 @@ async fn supervise_loop(
 /// Apply a report, unless it claims a process the supervisor could not be tracing: one its
 /// user (from the connection) could not kill(2), judged by the process's own credentials.
 fn accept_report(shared: &Shared, caller: &Caller, id: SupervisorId, report: Report) {
+    if let Report::Tally(tally) = report {
+        if !shared.metrics.add_tally(&tally) {
+            debug!(supervisor = caller.pid, "ignoring a tally of another build");
+        }
+        return;
+    }
     if let Report::Started { pid } = report {
         let allowed = procfs::read_creds(pid).is_ok_and(|c| procfs::may_act(caller.uid, &c));
         if !allowed {

@@ -21,12 +21,13 @@ use crate::cluster::Cluster;
 use crate::control::Caller;
 use crate::hosted::Hosted;
 use crate::limits::{Holder, Limits};
+use crate::metrics::Metrics;
 use crate::procfs::Units;
 use crate::records::{Records, RecordsError};
 use crate::sys::FdLimit;
 use crate::table::Table;
 use crate::throttle::{Throttle, Verdict};
-use crate::{balancer, cluster, control, guests, own, peer, sys};
+use crate::{balancer, cluster, control, guests, metrics, own, peer, sys};
 
 /// What `mosixd` needs to start.
 #[derive(Clone, Debug)]
@@ -45,6 +46,8 @@ pub struct Config {
     pub max_user_connections: u32,
     /// Whether the balancing loop moves this node's processes by itself (`balancer`).
     pub balance: bool,
+    /// Where to serve the metrics (`metrics`); `None`: nowhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -81,6 +84,15 @@ pub enum DaemonError {
     ListenTcp {
         /// The port.
         port: u16,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The metrics listener could not be opened.
+    #[error("cannot serve metrics on {addr}")]
+    ListenMetrics {
+        /// The address asked for.
+        addr: SocketAddr,
         /// Why.
         #[source]
         source: io::Error,
@@ -164,6 +176,8 @@ pub(crate) struct Shared {
     peer_log: Mutex<Throttle<IpAddr>>,
     /// Log lines about local clients turned away, per uid.
     user_log: Mutex<Throttle<u32>>,
+    /// What the scrapes of the metrics need counted as it happens.
+    pub metrics: Metrics,
 }
 
 impl Shared {
@@ -339,6 +353,8 @@ pub struct Daemon {
     /// the socket may send them (a unit's reload), and their default action would end us.
     term: Signal,
     hangup: Signal,
+    /// The metrics listener, if asked for.
+    metrics: Option<TcpListener>,
 }
 
 impl Daemon {
@@ -369,6 +385,14 @@ impl Daemon {
                 source,
             })?
             .port();
+        let metrics = match config.metrics {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| DaemonError::ListenMetrics { addr, source })?,
+            ),
+            None => None,
+        };
         let unix = bind_control(&config.socket).await?;
         let records = Records::open(&guest_records(&config.socket))?;
         // Guests that ended while no daemon ran, or whose daemon stopped before reaping them.
@@ -385,6 +409,7 @@ impl Daemon {
             socket = %config.socket.display(),
             connections = limits.capacity(),
             per_user = config.max_user_connections,
+            metrics = ?config.metrics,
             "mosixd ready"
         );
         let shared = Arc::new(Shared {
@@ -404,6 +429,7 @@ impl Daemon {
             cluster,
             peer_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
             user_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
+            metrics: Metrics::default(),
         });
         Ok(Daemon {
             shared,
@@ -413,6 +439,7 @@ impl Daemon {
             balance: config.balance,
             term,
             hangup,
+            metrics,
         })
     }
 
@@ -426,6 +453,12 @@ impl Daemon {
     /// node reconnect to the next daemon.
     pub async fn serve(self) -> Result<(), DaemonError> {
         let (mut term, hangup) = (self.term, self.hangup);
+        let scrapes = async {
+            match self.metrics {
+                Some(listener) => metrics::serve(self.shared.clone(), listener).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = accept_peers(&self.shared, &self.tcp) => {}
             () = accept_clients(&self.shared, &self.unix) => {}
@@ -433,6 +466,7 @@ impl Daemon {
             () = cluster::publish(&self.shared) => {}
             () = balancer::run(self.shared.clone()), if self.balance => {}
             () = reload_on_hangup(&self.shared, hangup) => {}
+            () = scrapes => {}
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }

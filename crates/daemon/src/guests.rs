@@ -113,10 +113,12 @@ async fn take_reports(shared: &Shared, conn: &mut Conn, guest: &Spawned, reg: &R
                     continue;
                 }
                 shared.hosted().running(reg, Process { pid, home_pid });
+                shared.metrics.guest_arrived();
                 debug!(guest = guest.pid, pid, home_pid, "hosting a process");
             }
             Ok(Some(GuestReport::Left { how })) => {
                 let process = shared.hosted().left(reg);
+                shared.metrics.guest_left(how);
                 debug!(guest = guest.pid, ?process, ?how, "a hosted process left");
                 // A guest ends once its process has left; it has nothing more to say.
                 return;

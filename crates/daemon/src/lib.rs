@@ -28,6 +28,10 @@
 //! its own processes' moves from their supervisors as `migrate` would, and sends guests home
 //! by the recall `expel` uses.
 //!
+//! With `--metrics ADDR` it serves its figures to Prometheus (`metrics`, docs/metrics.md):
+//! loads and liveness, processes and guests, moves with their image sizes and freeze times,
+//! forwarded-call times, gossip drops. The supervisors tally what only they see.
+//!
 //! Placement policy, membership and the migration engine itself live in other rooms.
 //!
 //! The door: [`cli`] (`mosixd`'s command line), [`Config`], [`Daemon`], [`DaemonError`],
@@ -43,6 +47,7 @@ mod guest;
 mod guests;
 mod hosted;
 mod limits;
+mod metrics;
 mod modes;
 mod own;
 mod peer;

@@ -162,6 +162,8 @@ impl Table {
                     }
                 }
             }
+            // The metrics count these (control::accept_report).
+            Report::Tally(_) => {}
         }
     }
 

@@ -1,8 +1,8 @@
 //! The `mosixd` binary: start-up faults, peers without the cluster key, clients that stall,
-//! race or give up.
+//! race or give up, and its metrics.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use rmosix_transport::ClusterKey;
 use rmosix_wire::{
-    Command as DaemonCommand, LineReader, LinkHello, Liveness, MoveError, NotMovable, Purpose,
-    Reply, Report, Request, Target, send_line,
+    Command as DaemonCommand, FORWARDED_US_BOUNDS, LineReader, LinkHello, Liveness, MoveError,
+    MoveKind, NotMovable, Purpose, Reply, Report, Request, Tally, Target, send_line,
 };
 
 const MOSIXD: &str = env!("CARGO_BIN_EXE_mosixd");
@@ -112,6 +112,27 @@ fn a_gossip_port_in_use_is_a_startup_error_naming_the_address() {
             && err.lines().count() == 1,
         "{err}"
     );
+}
+
+#[test]
+fn a_metrics_address_in_use_is_a_startup_error_naming_it() {
+    let s = setup("1 127.0.0.1 1\n");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let port = free_port().to_string();
+    let (status, err) = run_within_deadline(&mut mosixd(
+        &s,
+        &["--node", "1", "--port", &port, "--metrics", &addr],
+    ));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(&format!("mosixd: cannot serve metrics on {addr}: "))
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    // Not an address at all: a usage error.
+    let (status, err) = run_within_deadline(&mut mosixd(&s, &["--metrics", "9464"]));
+    assert_eq!(status.code(), Some(2), "{err}");
 }
 
 #[test]
@@ -232,24 +253,29 @@ struct Running {
 
 impl Running {
     fn start(s: &Setup) -> Running {
+        Running::start_with(s, &[])
+    }
+
+    /// A daemon with `extra` arguments.
+    fn start_with(s: &Setup, extra: &[&str]) -> Running {
         let port = free_port();
-        let mut child = mosixd(
-            s,
-            &[
-                "--node",
-                "1",
-                "--port",
-                &port.to_string(),
-                "--log-level",
-                "info",
-                // These tests supervise their own process and order its moves themselves.
-                "--no-balance",
-            ],
-        )
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        let port_arg = port.to_string();
+        let mut args = vec![
+            "--node",
+            "1",
+            "--port",
+            &port_arg,
+            "--log-level",
+            "info",
+            // These tests supervise their own process and order its moves themselves.
+            "--no-balance",
+        ];
+        args.extend_from_slice(extra);
+        let mut child = mosixd(s, &args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let (tx, lines) = mpsc::channel();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         std::thread::spawn(move || {
@@ -506,6 +532,95 @@ fn malformed_requests_get_an_error_and_the_daemon_goes_on() {
     assert!(matches!(
         daemon.ask(&Request::Status),
         Reply::Status { node: 1, .. }
+    ));
+}
+
+/// Sends `request` to the metrics at `addr` and returns the whole answer.
+fn http(addr: &str, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    // The daemon may answer and close before reading all of a long request.
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The value of sample `name` in the metrics at `addr`, once `holds` it (within the deadline).
+fn wait_sample(addr: &str, name: &str, holds: impl Fn(f64) -> bool) -> f64 {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let answer = http(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let value = answer
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {answer}"));
+        if holds(value) {
+            return value;
+        }
+        assert!(Instant::now() < end, "{name} is {value}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_supervisors_tallies_show_in_the_metrics_and_garbage_gets_errors() {
+    let s = setup("1 127.0.0.1 1\n");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let daemon = Running::start_with(&s, &["--metrics", &addr]);
+    let mut sup = Supervisor::register(&daemon);
+    sup.start(&daemon, std::process::id() as i32);
+    wait_sample(&addr, "mosix_processes{where=\"home\"}", |n| n == 1.0);
+
+    let mut tally = Tally::default();
+    tally.count_move(MoveKind::Out, &Ok(()));
+    tally.count_move(MoveKind::Out, &Err(MoveError::Busy));
+    tally.count_bytes(1 << 20);
+    tally.count_freeze(2_000);
+    tally.forwarded_us.observe(&FORWARDED_US_BOUNDS, 40);
+    sup.report(Report::Tally(tally.clone()));
+    sup.report(Report::Tally(tally.clone()));
+    let done = "mosix_moves_total{kind=\"out\",outcome=\"done\"}";
+    wait_sample(&addr, done, |n| n == 2.0);
+    let refused = "mosix_moves_total{kind=\"out\",outcome=\"refused\"}";
+    wait_sample(&addr, refused, |n| n == 2.0);
+    wait_sample(&addr, "mosix_forwarded_call_seconds_count", |n| n == 2.0);
+    wait_sample(&addr, "mosix_forwarded_call_seconds_sum", |n| {
+        (n - 80e-6).abs() < 1e-9
+    });
+    wait_sample(&addr, "mosix_move_image_bytes_count", |n| n == 2.0);
+
+    // A tally of another build is counted apart, and the supervisor stays registered.
+    let mut odd = tally;
+    odd.freeze_us.counts.push(5);
+    sup.report(Report::Tally(odd));
+    wait_sample(&addr, "mosix_tallies_rejected_total", |n| n == 1.0);
+    wait_sample(&addr, done, |n| n == 2.0);
+    wait_sample(&addr, "mosix_processes{where=\"home\"}", |n| n == 1.0);
+
+    for (request, status) in [
+        (&b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n"[..], "404"),
+        (b"DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "405"),
+        (b"\xff\xfe garbage\r\n\r\n", "400"),
+    ] {
+        let answer = http(&addr, request);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+    }
+    let mut long = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 100_000));
+    let answer = http(&addr, &long);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    wait_sample(&addr, done, |n| n == 2.0);
+    assert!(matches!(
+        daemon.ask(&Request::Status),
+        Reply::Status { processes: 1, .. }
     ));
 }
 

@@ -17,7 +17,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
 use rmosix_engine::{Channel, Daemon, JobEnd, Left, Order, Pid, Reports, serve_guest, supervise};
-use rmosix_wire::MoveError;
+use rmosix_wire::{MoveError, Tally};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -134,6 +134,11 @@ impl Daemon for LineDaemon {
             .spawn()
             .map_err(down)?;
         Channel::unix(ours).map_err(down)
+    }
+
+    fn tally(&mut self, tally: Tally) {
+        let json = serde_json::to_string(&tally).expect("a tally is JSON");
+        say(format!("tally {json}"));
     }
 
     fn started(&mut self, pid: Pid) {

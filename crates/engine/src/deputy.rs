@@ -13,8 +13,10 @@
 
 use std::collections::BTreeSet;
 use std::io;
+use std::time::Instant;
 
 use rmosix_image::{Frame, FrameReader, SigInfo};
+use rmosix_wire::{Buckets, FORWARDED_US_BOUNDS};
 use tracing::{debug, warn};
 
 use crate::cmdline::ArgsAndEnv;
@@ -57,6 +59,8 @@ pub struct Call {
     /// Written behind: the program was told it succeeded, and home answers it with
     /// `ToGuest::Room` (see `writebehind`).
     pub behind: bool,
+    /// When it came, to time its answer.
+    arrived: Instant,
 }
 
 impl Call {
@@ -73,6 +77,7 @@ impl Call {
             sent,
             places: Vec::new(),
             behind: true,
+            arrived: Instant::now(),
         })
     }
 
@@ -132,6 +137,7 @@ impl Call {
             shape,
             sent,
             behind: false,
+            arrived: Instant::now(),
         })
     }
 }
@@ -186,6 +192,9 @@ pub struct Deputy {
     stop_when_idle: Option<i32>,
     /// Descriptors granted room to write behind: every answer brings their room anew.
     granted: BTreeSet<i32>,
+    /// How long the calls answered since the supervisor last took them took, from their
+    /// arrival to their answer, microseconds (see [`Deputy::take_call_times`]).
+    call_times: Buckets,
 }
 
 impl Deputy {
@@ -213,6 +222,7 @@ impl Deputy {
             recalled: false,
             stop_when_idle: None,
             granted: BTreeSet::new(),
+            call_times: Buckets::default(),
         };
         deputy.idle()?;
         Ok(deputy)
@@ -246,6 +256,7 @@ impl Deputy {
         if !call.behind
             && let Some((ret, backs)) = self.files.try_run(&call)
         {
+            self.time(&call);
             return self.answer(session, call.id, ret, &backs);
         }
         let stopped = matches!(self.state, ShellState::Stopped);
@@ -286,6 +297,17 @@ impl Deputy {
             }
         }
         send_reply(session, id, ret, backs)
+    }
+
+    /// Count how long `call` took, as it is answered.
+    fn time(&mut self, call: &Call) {
+        let us = u64::try_from(call.arrived.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.call_times.observe(&FORWARDED_US_BOUNDS, us);
+    }
+
+    /// How long the calls answered since the last take took (see `Tally::forwarded_us`).
+    pub fn take_call_times(&mut self) -> Buckets {
+        std::mem::take(&mut self.call_times)
     }
 
     /// The shell runs a call, or calls wait for it.
@@ -665,6 +687,7 @@ impl Deputy {
             }
             backs
         };
+        self.time(&call);
         self.answer(session, call.id, ret, &backs)?;
         self.next_or_idle(session)
     }
@@ -723,6 +746,7 @@ impl Deputy {
             if !call.behind
                 && let Some((ret, backs)) = self.files.try_run(&call)
             {
+                self.time(&call);
                 self.answer(session, call.id, ret, &backs)?;
                 continue;
             }

@@ -16,13 +16,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use rmosix_image::{Area, Frame, KernelFacts, SigInfo, Usage};
-use rmosix_wire::MoveError;
+use rmosix_wire::{MoveError, MoveKind, Tally};
 use tracing::{info, warn};
 
 use crate::deputy::{self, Call, Deputy, ShellNews, freeze};
 use crate::event_loop::{SigChld, Turn};
 use crate::inject::Injector;
-use crate::legs::{self, Departure, Due, Homecoming, Onward, ms_since};
+use crate::legs::{self, Cost, Departure, Due, Homecoming, Onward, ms_since};
 use crate::mem::Memory;
 use crate::moves::{Action, Event, MoveState, Step};
 use crate::ptrace::{self, Pid, Stop};
@@ -59,7 +59,16 @@ pub trait Daemon {
     fn moved(&mut self, pid: Pid, node: Option<u16>);
     /// A supervised process ended.
     fn ended(&mut self, pid: Pid);
+    /// What the supervisor counted since its last tally, for the daemon's metrics: at most
+    /// once a [`TALLY_EVERY`], before the answer of each order, and at the job's end; never
+    /// an empty one.
+    fn tally(&mut self, tally: Tally);
 }
+
+/// How often, at most, the supervisor tells the daemon what it counted while nothing moves
+/// (forwarded calls): often enough for a scrape every few seconds, rarely enough to cost
+/// nothing.
+pub const TALLY_EVERY: Duration = Duration::from_secs(1);
 
 /// Where `mosrun -N` or `-j` asked the main program to run (MOSIX's placement at start):
 /// it moves there right after its exec, when its image is smallest.
@@ -128,9 +137,14 @@ pub fn supervise(
         placement,
         placing: None,
         unplaced: None,
+        tally: Tally::default(),
+        told: Instant::now(),
+        headings: HashMap::new(),
     };
     sup.procs.insert(main, Proc::home(0));
-    let end = sup.run()?;
+    let end = sup.run();
+    sup.tell(true);
+    let end = end?;
     match sup.unplaced {
         Some(why) => Err(io::Error::other(why)),
         None => Ok(end),
@@ -145,6 +159,8 @@ struct Proc {
     away: Usage,
     /// The seccomp filters rmosix gave it (home's CPU-time filter, which children inherit).
     filters: u32,
+    /// Where it runs: None at home.
+    node: Option<u16>,
 }
 
 impl Proc {
@@ -155,6 +171,7 @@ impl Proc {
             held: Held::Nothing,
             away: Usage::default(),
             filters,
+            node: None,
         }
     }
 }
@@ -252,6 +269,12 @@ struct Supervisor<'a> {
     placing: Option<Placement>,
     /// Why the main program could not run where it was placed (it was killed).
     unplaced: Option<String>,
+    /// What it counted since it last told the daemon (see [`Daemon::tally`]).
+    tally: Tally,
+    /// When it last told the daemon.
+    told: Instant,
+    /// Which way each order under way goes, by order id: counted by outcome once answered.
+    headings: HashMap<u64, MoveKind>,
 }
 
 impl Supervisor<'_> {
@@ -283,6 +306,15 @@ impl Supervisor<'_> {
                     Held::Nothing => {}
                 }
             }
+            // Calls of processes away are counted by their deputies: the loop wakes to tell.
+            if self
+                .procs
+                .values()
+                .any(|p| matches!(p.held, Held::Remote(_)))
+            {
+                let next = TALLY_EVERY.saturating_sub(self.told.elapsed());
+                timeout = Some(timeout.map_or(next, |t| t.min(next)));
+            }
             for (&pid, session) in &self.farewells {
                 turn.watch(Source::Farewell(pid), session.raw_fd(), session.buffered());
             }
@@ -307,8 +339,26 @@ impl Supervisor<'_> {
                 }
             }
             self.step_departures();
+            self.tell(false);
         }
         Ok(self.main_end.unwrap_or(JobEnd::Exited(0)))
+    }
+
+    /// Tell the daemon what was counted, if anything was and `now` or a [`TALLY_EVERY`] has
+    /// passed since it was last told.
+    fn tell(&mut self, now: bool) {
+        if !now && self.told.elapsed() < TALLY_EVERY {
+            return;
+        }
+        for proc in self.procs.values_mut() {
+            if let Held::Remote(r) = &mut proc.held {
+                take_call_times(&mut self.tally, &mut r.deputy);
+            }
+        }
+        self.told = Instant::now();
+        if !self.tally.is_empty() {
+            self.daemon.tally(std::mem::take(&mut self.tally));
+        }
     }
 
     /// Whatever woke the loop, the duty cycles keep time, and a process leaving home that is
@@ -419,6 +469,9 @@ impl Supervisor<'_> {
             let Some(proc) = self.procs.get_mut(&pid) else {
                 return;
             };
+            if let Event::Order { order, to } = &event {
+                self.headings.insert(*order, heading(proc.node, *to));
+            }
             let (next, actions) = proc.moves.on(event);
             proc.moves = next;
             for action in actions {
@@ -434,6 +487,13 @@ impl Supervisor<'_> {
                 if let Err(why) = &result {
                     warn!(pid, %why, "move failed");
                 }
+                // A move done was counted as it was made (`Action::Moved`).
+                if let (Some(kind), Err(_)) = (self.headings.remove(&order), &result) {
+                    self.tally.count_move(kind, &result);
+                }
+                // The daemon has the figures before the answer, so whoever waits for it finds
+                // them counted.
+                self.tell(true);
                 if order == PLACEMENT_ORDER {
                     self.placed(pid, result);
                 } else {
@@ -442,6 +502,11 @@ impl Supervisor<'_> {
                 None
             }
             Action::Moved(node) => {
+                if let Some(proc) = self.procs.get_mut(&pid) {
+                    let kind = heading(proc.node, node);
+                    proc.node = node;
+                    self.tally.count_move(kind, &Ok(()));
+                }
                 self.daemon.moved(pid, node);
                 None
             }
@@ -473,7 +538,12 @@ impl Supervisor<'_> {
 
     fn take_held(&mut self, pid: Pid) -> Option<Held> {
         let proc = self.procs.get_mut(&pid)?;
-        Some(std::mem::replace(&mut proc.held, Held::Nothing))
+        let mut held = std::mem::replace(&mut proc.held, Held::Nothing);
+        // Its deputy goes: what it counted stays.
+        if let Held::Remote(r) = &mut held {
+            take_call_times(&mut self.tally, &mut r.deputy);
+        }
+        Some(held)
     }
 
     fn put_held(&mut self, pid: Pid, held: Held) {
@@ -526,7 +596,8 @@ impl Supervisor<'_> {
             .get(&pid)
             .map_or((Usage::default(), 0), |p| (p.away, p.filters));
         let job = self.job();
-        let (deputy, session) = legs::send_out(pid, &self.facts, own, &job, departure)?;
+        let (deputy, session, cost) = legs::send_out(pid, &self.facts, own, &job, departure)?;
+        self.count_cost(cost);
         let remote = Remote {
             node: to,
             session,
@@ -637,10 +708,15 @@ impl Supervisor<'_> {
                 Ok(restored) => restored,
                 Err(err) => return Event::Done(Step::Restore, Err(home_cannot_hold(node, err))),
             };
-        let freeze_ms = ms_since(started);
+        let frozen = started.elapsed();
+        let freeze_ms = frozen.as_secs_f64() * 1e3;
         let precopied = recall.homecoming.is_some();
         let total_ms = ms_since(recall.asked);
         info!(pid, node, precopied, freeze_ms, total_ms, "came home");
+        self.count_cost(Cost {
+            bytes: None,
+            frozen,
+        });
         let Some(Held::Remote(r)) = self.take_held(pid) else {
             unreachable!("the remote was just used");
         };
@@ -681,7 +757,7 @@ impl Supervisor<'_> {
         };
         let recall = r.recall.take().expect("checked above");
         let mut onward = recall.onward.expect("checked above");
-        let to = onward.node;
+        let (to, bytes) = (onward.node, onward.relayed);
         std::mem::swap(&mut r.session, &mut onward.session);
         r.node = to;
         let old = onward.session;
@@ -695,7 +771,8 @@ impl Supervisor<'_> {
             .into_iter()
             .try_for_each(|info| deputy::relay(&mut r.session, info));
         let precopied = recall.prepared;
-        let (freeze_ms, total_ms) = (ms_since(started), ms_since(recall.asked));
+        let frozen = started.elapsed();
+        let (freeze_ms, total_ms) = (frozen.as_secs_f64() * 1e3, ms_since(recall.asked));
         info!(
             pid,
             from,
@@ -707,6 +784,10 @@ impl Supervisor<'_> {
         );
         let mut old = old;
         self.part_from(pid, session_ended(&mut old).then_some(old));
+        self.count_cost(Cost {
+            bytes: Some(bytes),
+            frozen,
+        });
         Event::Done(Step::Relay, Ok(()))
     }
 
@@ -791,6 +872,15 @@ impl Supervisor<'_> {
             && err.raw_os_error() != Some(libc::ENOENT)
         {
             warn!(caller, %err, "cannot answer a CPU-time call");
+        }
+    }
+
+    /// Count what a move that was done cost.
+    fn count_cost(&mut self, cost: Cost) {
+        let us = u64::try_from(cost.frozen.as_micros()).unwrap_or(u64::MAX);
+        self.tally.count_freeze(us);
+        if let Some(bytes) = cost.bytes {
+            self.tally.count_bytes(bytes);
         }
     }
 
@@ -1101,6 +1191,23 @@ fn home_cannot_hold(node: u16, err: io::Error) -> MoveError {
         node,
         reason: err.to_string(),
     }
+}
+
+/// Which way a move from `from` to `to` goes (None: home).
+fn heading(from: Option<u16>, to: Option<u16>) -> MoveKind {
+    match (from, to) {
+        (None, _) => MoveKind::Out,
+        (Some(_), None) => MoveKind::Home,
+        (Some(_), Some(_)) => MoveKind::On,
+    }
+}
+
+/// Add what `deputy` timed since it was last asked to `tally`.
+fn take_call_times(tally: &mut Tally, deputy: &mut Deputy) {
+    let times = deputy.take_call_times();
+    tally
+        .forwarded_us
+        .add(&rmosix_wire::FORWARDED_US_BOUNDS, &times);
 }
 
 /// Whether a peer's signal number is one.

@@ -41,6 +41,8 @@ pub struct Onward {
     pub node: u16,
     /// Its session.
     pub session: Session,
+    /// Bytes of page data relayed to it so far, when a process moves on through home.
+    pub relayed: u64,
 }
 
 /// What pre-copy's first round left for the final one.
@@ -522,7 +524,11 @@ pub fn greet(
         .send(&Opening::new(facts.clone(), pid))
         .map_err(|e| link_broken(node, e))?;
     match session.recv::<ToHome>() {
-        Ok(ToHome::Ready) => Ok(Onward { node, session }),
+        Ok(ToHome::Ready) => Ok(Onward {
+            node,
+            session,
+            relayed: 0,
+        }),
         Ok(ToHome::Refused { reason }) => Err(MoveError::Refused { node, reason }),
         Ok(other) => Err(link_broken(node, format!("unexpected answer {other:?}"))),
         Err(e) => Err(MoveError::TargetDown {
@@ -572,17 +578,20 @@ fn stream_rounds(
 /// of it without running rounds); once it runs at the node, make its shell. `away`: what it
 /// used on other nodes before; `filters`: the seccomp filters rmosix gave it (see
 /// `dump::check_movable`); `job`: the processes of its job. Any failure before the node runs
-/// it leaves it running at home. Returns the shell's deputy and the session.
+/// it leaves it running at home. Returns the shell's deputy, the session, and what the move
+/// cost.
 pub fn send_out(
     pid: Pid,
     facts: &KernelFacts,
     (away, filters): (Usage, u32),
     job: &[Pid],
     departure: Departure,
-) -> Result<(Deputy, Session), MoveError> {
+) -> Result<(Deputy, Session, Cost), MoveError> {
     let cpu = Carry::Home { away };
     let (started, slowdown, onward, first) = departure.into_final()?;
-    let Onward { node, mut session } = onward;
+    let Onward {
+        node, mut session, ..
+    } = onward;
     let frozen = Instant::now();
     let link = |e: io::Error| sending_failed(node, e);
     let sent = match &first {
@@ -618,7 +627,8 @@ pub fn send_out(
             return Err(MoveError::Lost(format!("cannot make its shell: {err}")));
         }
     };
-    let freeze_ms = running.duration_since(frozen).as_secs_f64() * 1e3;
+    let frozen = running.duration_since(frozen);
+    let freeze_ms = frozen.as_secs_f64() * 1e3;
     let total_ms = ms_since(started);
     let first_bytes = first.map_or(0, |f| f.bytes);
     let bytes = first_bytes + bytes;
@@ -626,7 +636,21 @@ pub fn send_out(
         pid,
         node, bytes, first_bytes, freeze_ms, total_ms, "migrated"
     );
-    Ok((deputy, session))
+    let cost = Cost {
+        bytes: Some(bytes),
+        frozen,
+    };
+    Ok((deputy, session, cost))
+}
+
+/// What a move that was done cost, for the daemon's metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct Cost {
+    /// Bytes of the pages of its image, first and final rounds together; `None` where the
+    /// supervisor does not count them (an image coming home is read into the shell here).
+    pub bytes: Option<u64>,
+    /// How long its process stood still.
+    pub frozen: Duration,
 }
 
 /// What a first round coming home left in the shell for the final round.
@@ -678,7 +702,7 @@ pub fn relay_first_round(
     let relayed = {
         let mut to = RelayOut::new(&mut onward.session);
         let announced = write_message(&mut to, &ToGuest::Precopy { areas });
-        relay_pages(&mut from.frames, &mut to, announced)
+        relay_pages(&mut from.frames, &mut to, announced, &mut onward.relayed)
     };
     Ok(match relayed? {
         Err(err) => Err(link_broken(node, err)),
@@ -700,6 +724,7 @@ pub fn relay_on(
         &mut from.frames,
         &mut RelayOut::new(&mut onward.session),
         prepared,
+        &mut onward.relayed,
     );
     Ok(match relayed? {
         Relayed::Sent { pending } => {
@@ -747,6 +772,7 @@ fn relay_image(
     from: &mut FrameReader<Box<dyn SessionRead>>,
     to: &mut RelayOut,
     prepared: bool,
+    relayed: &mut u64,
 ) -> io::Result<Relayed> {
     let header = restore::read_header(from)?;
     to.next_frame();
@@ -757,7 +783,7 @@ fn relay_image(
     };
     let onward = announced.and_then(|()| write_message(to, &header));
     let pending = header.pending_signals();
-    Ok(match relay_pages(from, to, onward)? {
+    Ok(match relay_pages(from, to, onward, relayed)? {
         Ok(()) => Relayed::Sent { pending },
         Err(err) => Relayed::Undelivered(err),
     })
@@ -765,11 +791,12 @@ fn relay_image(
 
 /// Copy page frames up to the end marker from `from` to `to`, while `onward` (the state of
 /// `to`) holds; then only read them, so that the source stays in step. The outer error is
-/// the source's, the inner one `to`'s.
+/// the source's, the inner one `to`'s. `relayed` counts the bytes of the pages passed on.
 fn relay_pages(
     from: &mut FrameReader<Box<dyn SessionRead>>,
     to: &mut RelayOut,
     mut onward: io::Result<()>,
+    relayed: &mut u64,
 ) -> io::Result<io::Result<()>> {
     let mut data = Vec::new();
     loop {
@@ -780,7 +807,10 @@ fn relay_pages(
             && !serde_json::from_slice::<EndOfImage>(&data).is_ok_and(|end| end.more_rounds);
         if onward.is_ok() {
             onward = match head {
-                FrameHead::Pages { addr } => write_pages(to, addr, &data),
+                FrameHead::Pages { addr } => {
+                    *relayed += data.len() as u64;
+                    write_pages(to, addr, &data)
+                }
                 FrameHead::Message => serde_json::from_slice::<EndOfImage>(&data)
                     .map_err(io::Error::other)
                     .and_then(|end| write_message(to, &end))
@@ -872,7 +902,7 @@ mod tests {
         let keys = SessionKeys::generate().unwrap();
         let mut onward = Session::new(Channel::sealed(ours, &keys, End::Home).unwrap());
         let mut from = FrameReader::new(Box::new(from) as Box<dyn SessionRead>);
-        let relayed = relay_pages(&mut from, &mut RelayOut::new(&mut onward), Ok(()));
+        let relayed = relay_pages(&mut from, &mut RelayOut::new(&mut onward), Ok(()), &mut 0);
         relayed_all.store(true, Ordering::Relaxed);
 
         let err = relayed.expect("the remote's session is fine").unwrap_err();

@@ -1,13 +1,16 @@
 //! The home/guest session protocol end to end, without daemons or a network: the home end
 //! supervises a program and sends it to "nodes" that are guest processes on Unix socket
 //! pairs (examples/session_peer.rs). It moves out, comes home, goes out again and on to
-//! another node, and finishes as an unmoved run would.
+//! another node, and finishes as an unmoved run would; what it tells its daemon's metrics
+//! adds up.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
+
+use rmosix_wire::{MoveKind, MoveOutcome, Tally};
 
 /// Deadline of every step.
 const STEP: Duration = Duration::from_secs(60);
@@ -40,6 +43,8 @@ struct Home {
     child: Child,
     orders: ChildStdin,
     lines: Receiver<String>,
+    /// Every tally the home end told so far, added up.
+    tallied: Tally,
 }
 
 impl Home {
@@ -65,15 +70,22 @@ impl Home {
             child,
             orders,
             lines,
+            tallied: Tally::default(),
         }
     }
 
     /// The next report line that starts with `prefix` (others are skipped).
-    fn expect(&self, prefix: &str) -> String {
+    fn expect(&mut self, prefix: &str) -> String {
         let mut skipped = Vec::new();
         loop {
             match self.lines.recv_timeout(STEP) {
                 Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) if line.starts_with("tally ") => {
+                    let tally: Tally = serde_json::from_str(&line["tally ".len()..])
+                        .unwrap_or_else(|e| panic!("{line}: {e}"));
+                    assert!(!tally.is_empty(), "an empty tally");
+                    assert!(self.tallied.add(&tally), "{line} does not fit");
+                }
                 Ok(line) => skipped.push(line),
                 Err(e) => panic!("no line starting {prefix:?} ({e}); skipped {skipped:?}"),
             }
@@ -81,12 +93,14 @@ impl Home {
     }
 
     /// Order `pid` to `target` and wait for its answer, which must be a success, after the
-    /// report of the move.
+    /// report of the move. The move's tally comes before its answer.
     fn migrate(&mut self, pid: &str, target: &str) {
         writeln!(self.orders, "{pid} {target}").expect("send an order");
         assert_eq!(self.expect("moved "), format!("moved {pid} {target}"));
+        let before = self.tallied.freeze_us.count();
         let done = self.expect("done ");
         assert!(done.ends_with(" ok"), "migrate {pid} {target}: {done}");
+        assert_eq!(self.tallied.freeze_us.count(), before + 1, "{target}");
     }
 }
 
@@ -126,4 +140,16 @@ fn a_process_moves_out_home_out_and_on_over_socket_pairs() {
     assert_eq!(home.expect("end "), "end exited 7");
     let written = std::fs::read_to_string(&out).unwrap();
     assert_eq!(written, format!("pid {pid} sum 4999950000\n"));
+    let tallied = &home.tallied;
+    for (kind, done) in [(MoveKind::Out, 2), (MoveKind::Home, 1), (MoveKind::On, 1)] {
+        assert_eq!(tallied.moves(kind, MoveOutcome::Done), done, "{kind:?}");
+        for outcome in [MoveOutcome::Refused, MoveOutcome::Failed] {
+            assert_eq!(tallied.moves(kind, outcome), 0, "{kind:?} {outcome:?}");
+        }
+    }
+    // Images are counted as they leave home or pass through it.
+    assert_eq!(tallied.image_bytes.count(), 3);
+    assert!(tallied.image_bytes.sum > 0);
+    // Its stats at the remotes were forwarded home.
+    assert!(tallied.forwarded_us.count() > 0);
 }

@@ -1,7 +1,9 @@
 //! [`Lab`]: building a virtual cluster, and taking it down again without leftovers.
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,6 +48,9 @@ pub struct LabConfig {
     /// Whether the daemons move processes by themselves (their balancing loop). Off by
     /// default: `mosixd --no-balance`, so that a test's processes stay where it puts them.
     pub balance: bool,
+    /// The nodes whose daemon serves metrics (`mosixd --metrics ADDR`), and the address in
+    /// the node's own network, e.g. `127.0.0.1:9464`. None by default.
+    pub metrics: BTreeMap<u16, SocketAddr>,
 }
 
 impl LabConfig {
@@ -56,6 +61,7 @@ impl LabConfig {
             cpu_quota: None,
             bin_dir: bin_dir.into(),
             balance: false,
+            metrics: BTreeMap::new(),
         }
     }
 }
@@ -156,6 +162,7 @@ impl Lab {
                 map: &self.map_path(),
                 key: &self.key_path(),
                 balance: cfg.balance,
+                metrics: cfg.metrics.get(&k).copied(),
             };
             self.nodes.push(Node::start(spec, INIT_TIMEOUT)?);
         }

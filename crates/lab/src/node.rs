@@ -20,7 +20,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -105,6 +105,19 @@ if [ -n "$cgroup" ]; then echo $$ > "$cgroup"; fi
 exec nsenter --target "$init" --net --uts --mount --pid -- setpriv --pdeathsig KILL -- "$@"
 "#;
 
+/// The daemon's options after its map, key and node, as one word the init splits (`$7`):
+/// none has blanks.
+fn daemon_options(balance: bool, metrics: Option<SocketAddr>) -> String {
+    let mut options = Vec::new();
+    if !balance {
+        options.push("--no-balance".to_owned());
+    }
+    if let Some(addr) = metrics {
+        options.push(format!("--metrics {addr}"));
+    }
+    options.join(" ")
+}
+
 /// One node of a [`Lab`](crate::Lab).
 #[derive(Debug)]
 pub struct Node {
@@ -162,6 +175,8 @@ pub(crate) struct NodeSpec<'a> {
     pub(crate) key: &'a Path,
     /// Whether the daemon balances by itself (see [`LabConfig::balance`](crate::LabConfig)).
     pub(crate) balance: bool,
+    /// Where the daemon serves metrics (see [`LabConfig::metrics`](crate::LabConfig)).
+    pub(crate) metrics: Option<SocketAddr>,
 }
 
 impl Node {
@@ -205,7 +220,7 @@ impl Node {
             .arg(spec.key)
             .arg(kept_paths(spec.bin_dir))
             .arg(spec.lab_dir.join(format!("hold-node{id}")))
-            .arg(if spec.balance { "" } else { "--no-balance" })
+            .arg(daemon_options(spec.balance, spec.metrics))
             .env_remove("MOSIX_SOCKET")
             .stdin(Stdio::null())
             .stdout(log)

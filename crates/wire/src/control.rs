@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::MoveError;
+use crate::{MoveError, Tally};
 
 /// Where the daemon listens when neither `--socket` nor [`SOCKET_ENV`] says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/mosix/mosixd.sock";
@@ -469,6 +469,9 @@ pub enum Report {
         /// Why it failed, if it did.
         result: Result<(), MoveError>,
     },
+    /// What the supervisor counted since its last tally, for the daemon's metrics: at most
+    /// one a second, and only when it counted something.
+    Tally(Tally),
 }
 
 /// What the daemon asks of a supervisor.
@@ -645,6 +648,13 @@ mod tests {
             id: 2,
             result: Err(crate::NotMovable::Threads(2).into()),
         });
+        let mut tally = Tally::default();
+        tally.count_move(crate::MoveKind::Home, &Ok(()));
+        tally.count_bytes(u64::MAX);
+        tally.count_freeze(0);
+        tally.forwarded_us.observe(&crate::FORWARDED_US_BOUNDS, 7);
+        round_trip(Report::Tally(tally));
+        round_trip(Report::Tally(Tally::default()));
     }
 
     /// Figures with every field at its widest.
@@ -708,6 +718,30 @@ mod tests {
             hosted: u32::MAX,
             nodes,
         });
+    }
+
+    /// A tally of every pair at its widest stays far below a line.
+    #[test]
+    fn the_widest_tally_fits_a_line() {
+        let mut tally = Tally::default();
+        for kind in crate::MoveKind::ALL {
+            for _ in crate::MoveOutcome::ALL {
+                tally.moves.push(crate::MoveCount {
+                    kind,
+                    outcome: crate::MoveOutcome::Failed,
+                    count: u64::MAX,
+                });
+            }
+        }
+        let full = |n: usize| crate::Buckets {
+            counts: vec![u64::MAX; n + 1],
+            sum: u64::MAX,
+        };
+        tally.image_bytes = full(crate::IMAGE_BYTES_BOUNDS.len());
+        tally.freeze_us = full(crate::FREEZE_US_BOUNDS.len());
+        tally.forwarded_us = full(crate::FORWARDED_US_BOUNDS.len());
+        let line = encode_line(&Report::Tally(tally)).unwrap();
+        assert!(line.len() < 4096, "{} bytes", line.len());
     }
 
     #[test]

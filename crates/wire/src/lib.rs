@@ -4,7 +4,7 @@
 //!
 //! * the **control protocol** between the tools (`migrate`, `mosctl`, `mosrun`'s supervisor),
 //!   the guests (`mosixd guest`) and the local daemon `mosixd`, over a Unix stream socket
-//!   ([`Request`], [`Reply`], [`Report`], [`Command`], [`GuestReport`]), and the blocking
+//!   ([`Request`], [`Reply`], [`Report`], [`Command`], [`GuestReport`], [`Tally`]), and the blocking
 //!   client that reaches the daemon ([`DaemonSocket`]);
 //! * the **link hello** that one daemon sends to another as the first message on an
 //!   authenticated link ([`LinkHello`], [`Purpose`]). Encryption and framing of links are the
@@ -36,7 +36,8 @@
 //! The door: the message types, the typed outcome of a move ([`MoveError`], [`NotMovable`]),
 //! [`send_line`], [`encode_line`], [`encode_reply`], [`LineReader`], [`DecodeError`],
 //! [`DEFAULT_SOCKET`], [`SOCKET_ENV`], [`DAEMON_USER_ENV`], [`MAX_LINE`], [`MAX_REPLY`],
-//! [`LINK_VERSION`], [`Recalled`]; the client: [`DaemonSocket`], [`exchange`], [`AskError`], [`Backoff`],
+//! [`LINK_VERSION`], [`Recalled`]; a supervisor's [`Tally`] for the daemon's metrics, with
+//! [`Buckets`], [`MoveCount`], [`MoveKind`], [`MoveOutcome`] and the buckets' bounds; the client: [`DaemonSocket`], [`exchange`], [`AskError`], [`Backoff`],
 //! [`spawn_unsignalled`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -46,6 +47,7 @@ mod codec;
 mod control;
 mod link;
 mod outcome;
+mod tally;
 
 pub use client::{AskError, Backoff, DaemonSocket, exchange, spawn_unsignalled};
 pub use codec::{
@@ -58,3 +60,7 @@ pub use control::{
 };
 pub use link::{HostedHere, LINK_VERSION, LinkHello, Purpose, Recalled};
 pub use outcome::{MoveError, NotMovable};
+pub use tally::{
+    Buckets, FORWARDED_US_BOUNDS, FREEZE_US_BOUNDS, IMAGE_BYTES_BOUNDS, MoveCount, MoveKind,
+    MoveOutcome, Tally,
+};

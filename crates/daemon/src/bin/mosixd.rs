@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         port: args.port,
         max_user_connections: args.max_user_connections,
         balance: !args.no_balance,
+        metrics: args.metrics,
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,

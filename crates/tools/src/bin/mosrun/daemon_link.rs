@@ -28,7 +28,7 @@ use rmosix_engine::{Channel, Daemon, Order, Pid};
 use rmosix_seal::{End, SessionKeys};
 use rmosix_wire::{
     Advice, AskError, Backoff, Command, DaemonSocket, DecodeError, LineReader, MoveError, Reply,
-    Report, Request, Target, exchange, send_line, spawn_unsignalled,
+    Report, Request, Tally, Target, exchange, send_line, spawn_unsignalled,
 };
 use tracing::{debug, info, warn};
 
@@ -72,6 +72,9 @@ struct State {
     stopping: bool,
     /// The write end of `DaemonLink::ready`.
     wake: UnixStream,
+    /// What the engine counted that no daemon has been told yet (there was none, or the
+    /// report failed): the next registration tells it.
+    untold: Tally,
 }
 
 struct Queued {
@@ -105,6 +108,7 @@ impl DaemonLink {
                 last_id: 0,
                 stopping: false,
                 wake,
+                untold: Tally::default(),
             }),
             stopping: Condvar::new(),
         });
@@ -135,7 +139,7 @@ impl DaemonLink {
             Report::Ended { pid } => {
                 state.procs.remove(&pid);
             }
-            Report::MigrateDone { .. } => {}
+            Report::MigrateDone { .. } | Report::Tally(_) => {}
         }
         state.send(&report);
     }
@@ -185,6 +189,19 @@ impl State {
         }
     }
 
+    /// Tell the daemon what was counted and not told yet, if one is there.
+    fn tell(&mut self) {
+        if self.conn.is_none() || self.untold.is_empty() {
+            return;
+        }
+        let tally = std::mem::take(&mut self.untold);
+        self.send(&Report::Tally(tally.clone()));
+        if self.conn.is_none() {
+            // Not sent: the next daemon gets it.
+            self.untold.add(&tally);
+        }
+    }
+
     /// Close the connection both ways, which also ends the thread's read on it.
     fn drop_conn(&mut self) {
         if let Some(conn) = self.conn.take() {
@@ -231,6 +248,7 @@ fn register(shared: &Shared, daemon: &DaemonSocket) -> Result<Registered, AskErr
             state.send(&Report::Moved { pid, node });
         }
     }
+    state.tell();
     Ok(Registered {
         stream,
         lines,
@@ -415,6 +433,12 @@ impl Daemon for DaemonLink {
     fn ended(&mut self, pid: Pid) {
         self.report(Report::Ended { pid });
     }
+
+    fn tally(&mut self, tally: Tally) {
+        let mut state = self.shared.lock();
+        state.untold.add(&tally);
+        state.tell();
+    }
 }
 
 /// Receive one reply line and the fd that may come with it (SCM_RIGHTS). The daemon sends the
@@ -555,6 +579,11 @@ mod tests {
                 node: Some(3)
             }
         );
+        // What the engine counts goes to the daemon there is.
+        let mut tally = Tally::default();
+        tally.count_freeze(1_500);
+        link.tally(tally.clone());
+        assert_eq!(new.report(), Report::Tally(tally));
         // The old daemon's order is done: the new daemon, which never gave it, hears nothing.
         link.order_done(taken.id, Ok(()));
         link.ended(10);
