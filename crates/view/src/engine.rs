@@ -77,6 +77,9 @@ pub enum PublishError {
     Stopped,
 }
 
+/// foca with our identity, codec and entries.
+pub(crate) type Swim = Foca<Id, SwimCodec, SmallRng, Entries>;
+
 /// Starts cluster views; see [`View::start`].
 pub struct View;
 
@@ -150,17 +153,15 @@ impl View {
         random
             .fill(&mut seed)
             .map_err(|_| io::Error::other("no random bytes for the gossip engine"))?;
-        let foca = Foca::with_custom_broadcast(
+        let foca = swim(
             Id {
                 node: own,
                 generation,
             },
-            foca_config(&tuning, map.nodes().count()),
-            SmallRng::seed_from_u64(u64::from_ne_bytes(seed)),
-            SwimCodec,
-            Entries {
-                shared: shared.clone(),
-            },
+            &tuning,
+            map.nodes().count(),
+            u64::from_ne_bytes(seed),
+            shared.clone(),
         );
         let (commands, inbox) = mpsc::unbounded_channel();
         let mut engine = Engine {
@@ -266,6 +267,38 @@ fn generation() -> u64 {
         .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// foca as a node runs it, here and in the simulation (`sim`): identity `id`, settings
+/// from `tuning` for a map of `nodes` nodes, member choice seeded with `seed`, our codec,
+/// and the entries of `shared` as its custom broadcasts.
+pub(crate) fn swim(id: Id, tuning: &Tuning, nodes: usize, seed: u64, shared: Shared) -> Swim {
+    Foca::with_custom_broadcast(
+        id,
+        foca_config(tuning, nodes),
+        SmallRng::seed_from_u64(seed),
+        SwimCodec,
+        Entries { shared },
+    )
+}
+
+/// Puts this node's own `entry` in its table and in foca's backlog of news.
+pub(crate) fn offer_own(foca: &mut Swim, shared: &Shared, entry: Entry) {
+    let bytes = entry.encode();
+    lock(shared).offer(entry, Instant::now());
+    if let Err(e) = foca.add_broadcast(&bytes) {
+        warn!("cannot gossip our state: {e}");
+    }
+}
+
+/// The nodes of `map` other than `own` that foca does not count as active members.
+pub(crate) fn silent_nodes(
+    foca: &Swim,
+    own: NodeId,
+    map: impl Iterator<Item = NodeId>,
+) -> Vec<NodeId> {
+    let active: Vec<NodeId> = foca.iter_members().map(|m| m.id().node).collect();
+    map.filter(|n| *n != own && !active.contains(n)).collect()
+}
+
 fn foca_config(tuning: &Tuning, nodes: usize) -> Config {
     Config {
         probe_period: tuning.probe_period,
@@ -362,7 +395,7 @@ struct Engine {
     own_state: NodeState,
     socket: UdpSocket,
     sealer: Sealer,
-    foca: Foca<Id, SwimCodec, SmallRng, Entries>,
+    foca: Swim,
     runtime: AccumulatingRuntime<Id>,
     timers: Vec<(Instant, Timer<Id>)>,
     peers: Peers,
@@ -512,11 +545,7 @@ impl Engine {
             seq: self.published,
             state,
         };
-        let bytes = entry.encode();
-        lock(&self.shared).offer(entry, Instant::now());
-        if let Err(e) = self.foca.add_broadcast(&bytes) {
-            warn!("cannot gossip our state: {e}");
-        }
+        offer_own(&mut self.foca, &self.shared, entry);
     }
 
     /// Announce ourselves to `node` (at whatever generation it runs: foca takes an
@@ -535,14 +564,7 @@ impl Engine {
     /// period, so a node that comes back (or starts late) is found without every node
     /// flooding every dead one.
     fn announce_to_one_silent(&mut self) {
-        let active: Vec<NodeId> = self.foca.iter_members().map(|m| m.id().node).collect();
-        let silent: Vec<NodeId> = self
-            .peers
-            .to
-            .keys()
-            .copied()
-            .filter(|n| *n != self.own && !active.contains(n))
-            .collect();
+        let silent = silent_nodes(&self.foca, self.own, self.peers.to.keys().copied());
         if silent.is_empty() {
             return;
         }

@@ -29,6 +29,9 @@ mod swim;
 mod table;
 
 #[cfg(test)]
+mod sim;
+
+#[cfg(test)]
 mod tests;
 
 pub use engine::{DEFAULT_PORT, PublishError, Tuning, View, ViewHandle};
