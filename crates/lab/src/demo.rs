@@ -93,15 +93,14 @@ pub fn demo(nodes: usize, bin_dir: &Path, stop: &AtomicBool) -> Result<(), LabEr
             moved.seed
         ));
         let output = output_of(&mut still, stop)?;
-        say(&format!(
-            "{} ({})",
-            output.trim(),
-            if output == moved.output {
-                "the same"
-            } else {
-                "DIFFERENT"
-            }
-        ));
+        if output != moved.output {
+            return Err(LabError::Diverged {
+                command: format!("crunch {rounds} {}", moved.seed),
+                moved: moved.output.clone(),
+                still: output,
+            });
+        }
+        say(&format!("{} (the same)", output.trim()));
     }
     lab.stop()
 }
