@@ -31,6 +31,9 @@
 //! 5. **I/O of a moved process** (`iobench`): sqlite3, mawk and a pipe writer kept at node 2
 //!    against the same runs never moved. `bench io` runs only these, the raw TCP baseline
 //!    and the forwarded round trip.
+//! 6. **Spreading** (`spreadbench`, on two 4-node labs of their own with half a CPU per node):
+//!    8 CPU-bound jobs started on node 1 spread by the daemons, against the 8 on node 1 alone
+//!    and 2 started on each node. `bench spread` runs only this.
 //!
 //! Every figure is the median of several runs, with min and max.
 
@@ -157,10 +160,11 @@ struct Reps {
     spread: Runs,
 }
 
-/// `rmosix-lab bench [--quick] [io]`: starts a 3-node lab without a CPU quota, runs the
-/// measurements of `scope`, prints the report on stdout (progress on stderr) and tears the
-/// lab down. `quick` runs each measurement fewer times. `stop` (set by Ctrl-C) ends it
-/// early with [`LabError::Interrupted`].
+/// `rmosix-lab bench [--quick] [io|spread]`: starts a 3-node lab without a CPU quota (the
+/// spreading part starts labs of its own), runs the measurements of `scope`, prints the
+/// report on stdout (progress on stderr) and tears the labs down. `quick` runs each
+/// measurement fewer times. `stop` (set by Ctrl-C) ends it early with
+/// [`LabError::Interrupted`].
 pub fn bench(
     bin_dir: &Path,
     quick: bool,

@@ -55,6 +55,10 @@ pub fn demo(nodes: usize, bin_dir: &Path, stop: &AtomicBool) -> Result<(), LabEr
         "node 1: mosrun crunch {rounds} K &, for K = 1 to {jobs} ({jobs} CPU-bound jobs of about \
          {JOB_CPU_S} CPU-seconds each on this machine)"
     ));
+    say(
+        "every 2 s: each node's load as node 1 sees it (mosctl status: 100 is one busy process \
+         on a standard CPU) and the jobs on each node (mosctl where)",
+    );
     let mut batch = Batch::start(&lab, &program, rounds, &vec![1; jobs])?;
     watch(&lab, &mut batch, stop)?;
     let makespan = batch.elapsed();
@@ -89,40 +93,55 @@ pub fn demo(nodes: usize, bin_dir: &Path, stop: &AtomicBool) -> Result<(), LabEr
             moved.seed
         ));
         let output = output_of(&mut still, stop)?;
-        say(&format!(
-            "{} ({})",
-            output.trim(),
-            if output == moved.output {
-                "the same"
-            } else {
-                "DIFFERENT"
-            }
-        ));
+        if output != moved.output {
+            return Err(LabError::Diverged {
+                command: format!("crunch {rounds} {}", moved.seed),
+                moved: moved.output.clone(),
+                still: output,
+            });
+        }
+        say(&format!("{} (the same)", output.trim()));
     }
     lab.stop()
 }
 
 /// Shows each move as it comes and, every [`SHOW_EVERY`], the loads and where the jobs run,
-/// until every job has ended.
+/// until every job has ended. Lines come in the order of their times: a look at the lab takes
+/// a while (a `mosctl where` per job), and moves logged meanwhile are shown before it if they
+/// came first.
 fn watch(lab: &Lab, batch: &mut Batch, stop: &AtomicBool) -> Result<(), LabError> {
     let mut next_show = Instant::now();
     loop {
-        for event in batch.poll()? {
-            match event {
-                Event::Moved { job, to, at } => say(&format!(
-                    "[{:5.1}s] job {} (PID {} of node 1) moved to node {to}",
-                    at.as_secs_f64(),
-                    job + 1,
-                    batch.pid(job).0
-                )),
-                Event::Ended { job, at } => {
-                    say(&format!(
-                        "[{:5.1}s] job {} ended",
+        let look = if Instant::now() >= next_show {
+            next_show += SHOW_EVERY;
+            Some(look(lab, batch)?)
+        } else {
+            None
+        };
+        let mut lines: Vec<(Duration, String)> = batch
+            .poll()?
+            .into_iter()
+            .map(|event| match event {
+                Event::Moved { job, to, at } => (
+                    at,
+                    format!(
+                        "[{:5.1}s] job {} (PID {} of node 1) moved to node {to}",
                         at.as_secs_f64(),
-                        job + 1
-                    ));
-                }
-            }
+                        job + 1,
+                        batch.pid(job).0
+                    ),
+                ),
+                Event::Ended { job, at } => (
+                    at,
+                    format!("[{:5.1}s] job {} ended", at.as_secs_f64(), job + 1),
+                ),
+            })
+            .collect();
+        lines.extend(look.into_iter().flatten());
+        // Stable: a look's two lines stay in their order.
+        lines.sort_by_key(|(at, _)| *at);
+        for (_, line) in lines {
+            say(&line);
         }
         if batch.is_done() {
             return Ok(());
@@ -137,17 +156,14 @@ fn watch(lab: &Lab, batch: &mut Batch, stop: &AtomicBool) -> Result<(), LabError
                 timeout: RUN_TIMEOUT,
             });
         }
-        if Instant::now() >= next_show {
-            show(lab, batch)?;
-            next_show += SHOW_EVERY;
-        }
         std::thread::sleep(TICK);
     }
 }
 
-/// One look at the lab: each node's load as node 1's `mosctl status` shows it (100 is one
-/// busy process on a whole standard CPU), and the jobs on each node by `mosctl where`.
-fn show(lab: &Lab, batch: &Batch) -> Result<(), LabError> {
+/// One look at the lab, as of when it began: each node's load as node 1's `mosctl status`
+/// shows it, and the jobs on each node by `mosctl where`: two lines, each with that time.
+fn look(lab: &Lab, batch: &Batch) -> Result<[(Duration, String); 2], LabError> {
+    let at = batch.elapsed();
     let status = run(lab.node(1).command("mosctl").arg("status"))?;
     let loads: Vec<String> = batch::loads(&status)
         .into_iter()
@@ -174,13 +190,11 @@ fn show(lab: &Lab, batch: &Batch) -> Result<(), LabError> {
             format!("node{} [{}]", i + 1, jobs.join(" "))
         })
         .collect();
-    say(&format!(
-        "[{:5.1}s] load  {}",
-        batch.elapsed().as_secs_f64(),
-        loads.join("  ")
-    ));
-    say(&format!("         jobs  {}", places.join("  ")));
-    Ok(())
+    let lines = [
+        format!("[{:5.1}s] load  {}", at.as_secs_f64(), loads.join("  ")),
+        format!("         jobs  {}", places.join("  ")),
+    ];
+    Ok(lines.map(|line| (at, line)))
 }
 
 /// Runs `cmd` at the host and returns its stdout; Ctrl-C (`stop`) kills it.

@@ -183,6 +183,16 @@ pub enum LabError {
         /// What node 1's `mosctl status` printed last.
         status: String,
     },
+    /// A job that moved printed otherwise than the same job never moved.
+    #[error("`{command}` printed {moved:?} after its moves, {still:?} never moved")]
+    Diverged {
+        /// The job's command line.
+        command: String,
+        /// What it printed after moving.
+        moved: String,
+        /// What it printed never moved.
+        still: String,
+    },
     /// Jobs of a batch still ran at their deadline; they were killed.
     #[error("{running} of {jobs} jobs still ran after {timeout:?}")]
     BatchTimeout {

@@ -212,7 +212,8 @@ pub(crate) fn render(o: &mut String, m: &Measured) -> Vec<(String, String, bool)
         ),
     ];
     for (name, value, after) in rows {
-        let _ = writeln!(o, "  {name:<52}{value:<26}{after}");
+        let line = format!("  {name:<52}{value:<26}{after}");
+        let _ = writeln!(o, "{}", line.trim_end());
     }
     let share = match (spread_x, ceiling_x) {
         (Some(s), Some(c)) if c.median > 0.0 => format!("{:.0} %", s.median / c.median * 1e2),

@@ -1,5 +1,5 @@
 //! The `rmosix-lab` binary: exit codes, its message when tools are missing, `shell` until
-//! SIGTERM, and (ignored by default, ~25 s) the whole demo with the workspace's real tools.
+//! SIGTERM, and (about 40 s) the whole demo with the workspace's real tools.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -94,10 +94,11 @@ fn shell_keeps_the_lab_until_sigterm_and_then_removes_it() {
     assert!(!dir.exists(), "lab dir {} left", dir.display());
 }
 
-/// The demo with the workspace's real mosixd, mosrun, migrate and mosctl: the program
-/// moves to node 2, node 3 and home and finishes. Needs `cargo build --workspace`.
+/// The demo with the workspace's real mosixd, mosrun and mosctl: the jobs started on node 1
+/// spread by themselves, all end, and one that moved prints what it prints never moved.
+/// Needs `cargo build --workspace`.
 #[test]
-fn demo_moves_the_program_through_the_cluster() {
+fn demo_spreads_the_jobs_over_the_cluster() {
     if !rmosix_lab::require_root() {
         return;
     }
@@ -106,15 +107,8 @@ fn demo_moves_the_program_through_the_cluster() {
     assert_eq!(exe.parent(), Some(bin.as_path()));
     let out = Command::new(exe).arg("demo").output().expect("run demo");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    for step in [
-        "now on node 2",
-        "now on node 3",
-        "now on node 1",
-        "mosrun ended: exit status: 0",
-    ] {
+    for step in [") moved to node ", "all 8 jobs done in ", " (the same)"] {
         assert!(stderr.contains(step), "no {step:?} in:\n{stderr}");
     }
-    assert!(stdout.contains("done: "), "{stdout}");
     assert!(out.status.success(), "{stderr}");
 }
