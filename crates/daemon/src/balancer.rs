@@ -33,6 +33,13 @@ const EVERY: Duration = Duration::from_secs(1);
 /// (about a gigabit link), not measured.
 const LINK_SPEED: u64 = 100_000_000;
 
+/// How long a move this loop ordered counts in its target's load before the gossip can show
+/// it: the target's gauge closes a period (1 s), publishes it (1 s), and the gossip carries it.
+const SHOWN_THERE_AFTER: Duration = Duration::from_secs(3);
+/// How long a move this loop ordered is taken off this node's own load: the gauge's last
+/// period shows it gone once the period after the move has closed.
+const SHOWN_HERE_AFTER: Duration = Duration::from_millis(1500);
+
 /// The balance room's clock starts this far after the loop's start, so that a node heard
 /// before the loop started still gets a time of hearing (see [`NodeInfo::heard`]).
 const CLOCK_BASE: Duration = Duration::from_secs(3600);
@@ -56,6 +63,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let links = LinkSpeeds::uniform(LINK_SPEED);
     let mut tracked: HashMap<i32, Tracked> = HashMap::new();
     let mut guests: HashMap<ProcessId, Guest> = HashMap::new();
+    // The moves this loop ordered lately, and where to: what the view does not show yet.
+    let mut sent: Vec<(Instant, NodeId)> = Vec::new();
     let mut ticks = tokio::time::interval(EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!("balancing every {}s", EVERY.as_secs());
@@ -68,12 +77,20 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             continue;
         }
         let clock = now.duration_since(start) + CLOCK_BASE;
-        let view = cluster_view(
+        let mut view = cluster_view(
             &shared.cluster.snapshot(),
             clock,
             shared.own,
             shared.modes(),
             shared.cluster.compat(),
+        );
+        sent.retain(|(at, _)| now.duration_since(*at) < SHOWN_THERE_AFTER);
+        with_own_moves(
+            &mut view,
+            shared.own,
+            shared.cluster.last_load(),
+            &sent,
+            now,
         );
         let round = Round {
             here: shared.own,
@@ -84,6 +101,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         };
         debug!(?view, ?processes, "balancing round");
         for decision in decide(&policy, &round, &view, &links, &processes) {
+            sent.push((now, decision.target()));
             if decision.process().home == shared.own {
                 carry_out(&shared, &mut tracked, decision);
             } else {
@@ -262,6 +280,43 @@ fn send_guest(shared: &Arc<Shared>, guests: &mut HashMap<ProcessId, Guest>, deci
     tokio::spawn(async move { modes::send_guest(&shared, home, pid, to).await });
 }
 
+/// The view as this node's own moves leave it, before the gossip shows them. The loads it
+/// gossips change slowly on purpose (MOSIX's exported load rises at once and falls over
+/// seconds, so that others do not all pick a node that was busy a moment ago), and a target's
+/// load shows a new process 2 to 3 s after it came. Deciding on those alone, a node that has
+/// just sent most of its processes away still sees itself loaded and sends the rest, and its
+/// targets, still looking idle, send their surplus back: jobs bounce for half a minute (see
+/// docs/balancing.md, "Measured"). So this node's own load is at most its load over the
+/// gauge's last period (`last_load`, unsmoothed), less each process it sent in the last
+/// [`SHOWN_HERE_AFTER`]; and each target of a move of the last [`SHOWN_THERE_AFTER`] carries
+/// the process's share.
+fn with_own_moves(
+    view: &mut ClusterView,
+    own: NodeId,
+    last_load: u32,
+    sent: &[(Instant, NodeId)],
+    now: Instant,
+) {
+    let own_share = view.get(own).map(NodeInfo::process_share);
+    if let Some(me) = view.nodes.get_mut(&own) {
+        me.load = me.load.min(last_load);
+    }
+    for &(at, to) in sent {
+        if let Some(target) = view.nodes.get_mut(&to) {
+            let share = target.process_share();
+            if share.is_finite() {
+                target.load = target.load.saturating_add(share.round() as u32);
+            }
+        }
+        if now.duration_since(at) < SHOWN_HERE_AFTER
+            && let (Some(me), Some(share)) = (view.nodes.get_mut(&own), own_share)
+            && share.is_finite()
+        {
+            me.load = me.load.saturating_sub(share.round() as u32);
+        }
+    }
+}
+
 /// Where an operator's order sends a process of this node's that runs at `here` (`migrate
 /// PID balance`), or one about to start here (`mosrun -b`, `pid` 0): the node the balance
 /// room's [`best_node`] picks from the cluster view as it is now, or `None` if it is best
@@ -422,6 +477,33 @@ mod tests {
         );
         assert_eq!(parse_schedstat("12"), None);
         assert_eq!(parse_schedstat("x 1 2"), None);
+    }
+
+    #[test]
+    fn the_view_shows_this_nodes_own_moves_before_the_gossip_does() {
+        let info = |load| NodeInfo {
+            alive: true,
+            modes: Modes::default(),
+            load,
+            speed: rmosix_balance::STANDARD_SPEED,
+            cpus: 1.0,
+            free_memory: 1 << 30,
+            total_memory: 2 << 30,
+            heard: CLOCK_BASE,
+        };
+        let node = |n| NodeId::new(n).unwrap();
+        let mut view = ClusterView::new();
+        view.insert(node(1), info(800));
+        view.insert(node(2), info(0));
+        view.insert(node(3), info(0));
+        let now = Instant::now();
+        let long_ago = now - Duration::from_secs(2);
+        let sent = [(now, node(2)), (now, node(2)), (long_ago, node(3))];
+        // Its last period saw 3 processes; two left since, one before that period closed.
+        with_own_moves(&mut view, node(1), 300, &sent, now);
+        assert_eq!(view.get(node(1)).unwrap().load, 100);
+        assert_eq!(view.get(node(2)).unwrap().load, 200);
+        assert_eq!(view.get(node(3)).unwrap().load, 100);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use rmosix_config::{Host, Map, MapError, NodeId};
-use rmosix_gauge::{Gauge, Root};
+use rmosix_gauge::{Gauge, Root, mosix_units};
 use rmosix_transport::ClusterKey;
 use rmosix_view::{Counters, MAX_COMPAT, NodeState, NodeView, Status, View, ViewHandle};
 use rmosix_wire::{Liveness, NodeFigures, NodeModes, NodeStatus};
@@ -82,6 +82,13 @@ impl Cluster {
     /// `mosctl setspeed`: the gauge's speed, from its next reading on. In memory only.
     pub fn set_speed(&self, speed: u32) {
         lock(&self.gauge).set_speed(speed);
+    }
+
+    /// This node's load over the gauge's last period, unsmoothed: it falls as soon as a
+    /// process has left, where the load gossiped falls over seconds. For its own balancing.
+    pub fn last_load(&self) -> u32 {
+        let reading = lock(&self.gauge).reading();
+        mosix_units(reading.runnable, reading.cpus, reading.speed)
     }
 
     /// The digest of this node's `KernelFacts` it gossips: nodes with another cannot take
