@@ -350,6 +350,80 @@ fn a_busy_nodes_guests_move_on_to_an_idle_node_rather_than_to_a_slow_home() {
     stop_all(&lab, &program, jobs, &names);
 }
 
+#[test]
+fn a_killed_node_ends_only_its_guests_and_is_sent_nothing_while_dead() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin_program();
+    let lab = lab();
+    let doomed_names: Vec<String> = (1..=2).map(|k| format!("doomed-{k}")).collect();
+    let doomed: Vec<Job> = doomed_names
+        .iter()
+        .map(|n| start_with(&lab, &["-3"], &program, n))
+        .collect();
+    let deadline = Instant::now() + STEP;
+    while !doomed
+        .iter()
+        .all(|j| j.location().unwrap_or_else(|e| panic!("{e}")) == 3)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the jobs did not start on node 3"
+        );
+        std::thread::sleep(POLL);
+    }
+    lab.node(3).kill();
+    // Each loses its process, says so, and ends; the link's end tells at once.
+    for job in doomed {
+        let pid = job.pid();
+        let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+        let stderr = String::from_utf8_lossy(&done.stderr).into_owned();
+        assert!(!done.status.success(), "{done:?}");
+        assert!(
+            stderr.contains(&format!("process {pid} lost: ")),
+            "no reason logged: {stderr}"
+        );
+    }
+    // Node 1 knows node 3 is dead before its jobs start: nothing goes there.
+    let deadline = Instant::now() + SPREAD;
+    loop {
+        let status = lab
+            .node(1)
+            .run("mosctl", &["status"], STEP)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if status.stdout.lines().any(|l| l == "node 3: dead") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 not dead\n{}",
+            status.stdout
+        );
+        std::thread::sleep(POLL);
+    }
+    let names = names("survivors");
+    let jobs: Vec<Job> = names.iter().map(|n| start(&lab, &program, n)).collect();
+    let at = wait_spread(&lab, &jobs);
+    assert!(!at.contains(&3), "a job went to the dead node: {at:?}");
+    nothing_goes_to(&jobs, 3);
+    stop_all(&lab, &program, jobs, &names);
+}
+
+/// Checks for ten seconds that none of `jobs` runs on `node`; see
+/// [`nothing_moves_for_a_while`] for why a bounded watch.
+fn nothing_goes_to(jobs: &[Job], node: u16) {
+    let watch = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < watch {
+        for job in jobs {
+            let at = job.location().unwrap_or_else(|e| panic!("{e}"));
+            assert_ne!(at, node, "a job went to node {node}\n{}", job.outputs());
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// Waits until node 2's balancer has sent one of `jobs`, all its guests, to node `to`.
 fn node_2_sends_a_guest_to(lab: &Lab, jobs: &[Job], to: u16) {
     let deadline = Instant::now() + SPREAD;
