@@ -5,7 +5,9 @@
 //! the other nodes blocked or quiet, nothing moves (until noquiet); a node in stay or lstay
 //! keeps its jobs (until nostay, nolstay), and locked jobs stay (until `migrate PID unlock`);
 //! a node with more guests than CPUs sends one home when home idles, lstay or not, and on to
-//! an idle third node when home is slow.
+//! an idle third node when home is slow; a killed node ends only its guests, each with its
+//! reason, and is sent nothing while dead; `mosctl expel` under balancing sends every guest
+//! away for good, none lost.
 //!
 //! The program (`spin.c`) says "ready", stirs a 1 MiB array round after round until NAME.stop
 //! exists, and prints "rounds=R sum=S"; `spin - R` prints what R rounds give without moving.
@@ -88,6 +90,17 @@ fn moves(stderr: &str) -> usize {
 /// Stops every job; checks each ended well with the checksum of a never-moved run of as many
 /// rounds, and moved at most [`MAX_MOVES`] times. Returns the moves of each.
 fn stop_all(lab: &Lab, program: &str, jobs: Vec<Job>, names: &[String]) -> Vec<usize> {
+    stop_all_moved_at_most(lab, program, jobs, names, MAX_MOVES)
+}
+
+/// As [`stop_all`], with at most `max_moves` moves of each job.
+fn stop_all_moved_at_most(
+    lab: &Lab,
+    program: &str,
+    jobs: Vec<Job>,
+    names: &[String],
+    max_moves: usize,
+) -> Vec<usize> {
     for name in names {
         fs::write(lab.work_dir().join(format!("{name}.stop")), b"").expect("write a stop file");
     }
@@ -119,7 +132,7 @@ fn stop_all(lab: &Lab, program: &str, jobs: Vec<Job>, names: &[String]) -> Vec<u
             "a moved job computed otherwise than a never-moved one\n{stderr}"
         );
         let n = moves(&stderr);
-        assert!(n <= MAX_MOVES, "moved {n} times: ping-pong?\n{stderr}");
+        assert!(n <= max_moves, "moved {n} times: ping-pong?\n{stderr}");
         counts.push(n);
     }
     counts
@@ -409,6 +422,42 @@ fn a_killed_node_ends_only_its_guests_and_is_sent_nothing_while_dead() {
     assert!(!at.contains(&3), "a job went to the dead node: {at:?}");
     nothing_goes_to(&jobs, 3);
     stop_all(&lab, &program, jobs, &names);
+}
+
+#[test]
+fn expel_under_balancing_sends_every_guest_away_and_none_comes_back() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin_program();
+    let lab = lab();
+    let names = names("expelled");
+    let jobs: Vec<Job> = names
+        .iter()
+        .map(|n| start_with(&lab, &["-2"], &program, n))
+        .collect();
+    let deadline = Instant::now() + STEP;
+    while !jobs
+        .iter()
+        .all(|j| j.location().unwrap_or_else(|e| panic!("{e}")) == 2)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the jobs did not start on node 2"
+        );
+        std::thread::sleep(POLL);
+    }
+    // The balancers of nodes 1 and 2 are deciding meanwhile; expel waits for every guest.
+    let expel = lab
+        .node(2)
+        .run("mosctl", &["expel"], SPREAD)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(expel.status.success(), "{expel:?}\n{}", lab.node(2).log());
+    nothing_goes_to(&jobs, 2);
+    // None lost: each computes what a never-moved run computes. Each moved to node 2 as it
+    // started, away from it, and perhaps once more from home by balancing.
+    stop_all_moved_at_most(&lab, &program, jobs, &names, MAX_MOVES + 1);
 }
 
 /// Checks for ten seconds that none of `jobs` runs on `node`; see
