@@ -77,13 +77,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             continue;
         }
         let clock = now.duration_since(start) + CLOCK_BASE;
-        let mut view = cluster_view(
-            &shared.cluster.snapshot(),
-            clock,
-            shared.own,
-            shared.modes(),
-            shared.cluster.compat(),
-        );
+        let mut view = current_view(shared.as_ref(), clock);
         sent.retain(|(at, _)| now.duration_since(*at) < SHOWN_THERE_AFTER);
         with_own_moves(
             &mut view,
@@ -92,13 +86,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             &sent,
             now,
         );
-        let round = Round {
-            here: shared.own,
-            now: clock,
-            number: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        };
+        let round = round_at(shared.own, clock);
         debug!(?view, ?processes, "balancing round");
         for decision in decide(&policy, &round, &view, &links, &processes) {
             sent.push((now, decision.target()));
@@ -149,7 +137,7 @@ fn sample(shared: &Shared, tracked: &mut HashMap<i32, Tracked>, now: Instant) ->
             class,
             usage: t.usage,
             memory,
-            memory_need: entry.advice.memory_need_mb.saturating_mul(1 << 20),
+            memory_need: memory_need(entry.advice),
             locked: entry.advice.locked,
             since_move: now.duration_since(t.since),
             moves: entry.moves,
@@ -159,8 +147,13 @@ fn sample(shared: &Shared, tracked: &mut HashMap<i32, Tracked>, now: Instant) ->
     processes
 }
 
+/// The memory a process said it will need (`mosrun -m`), in bytes.
+fn memory_need(advice: Advice) -> u64 {
+    advice.memory_need_mb.saturating_mul(1 << 20)
+}
+
 /// The balance room's decay class for mosrun's advice.
-pub(crate) fn decay_class(decay: Decay) -> DecayClass {
+fn decay_class(decay: Decay) -> DecayClass {
     match decay {
         Decay::Normal => DecayClass::Normal,
         Decay::CpuBound => DecayClass::CpuBound,
@@ -329,20 +322,8 @@ pub(crate) fn best_for(
     advice: Advice,
     placing: Placing,
 ) -> Option<NodeId> {
-    let view = cluster_view(
-        &shared.cluster.snapshot(),
-        CLOCK_BASE,
-        shared.own,
-        shared.modes(),
-        shared.cluster.compat(),
-    );
-    let round = Round {
-        here,
-        now: CLOCK_BASE,
-        number: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    };
+    let view = current_view(shared, CLOCK_BASE);
+    let round = round_at(here, CLOCK_BASE);
     let class = decay_class(advice.decay);
     let process = Process {
         id: ProcessId {
@@ -352,7 +333,7 @@ pub(crate) fn best_for(
         class,
         usage: Usage::new(class),
         memory,
-        memory_need: advice.memory_need_mb.saturating_mul(1 << 20),
+        memory_need: memory_need(advice),
         locked: advice.locked,
         since_move: Duration::ZERO,
         moves: 0,
@@ -374,6 +355,29 @@ fn parse_schedstat(text: &str) -> Option<(Duration, Duration)> {
     let ran = fields.next()?.ok()?;
     let waited = fields.next()?.ok()?;
     Some((Duration::from_nanos(ran), Duration::from_nanos(waited)))
+}
+
+/// The balance room's view of this node's gossip view now, on the loop's `clock`.
+fn current_view(shared: &Shared, clock: Duration) -> ClusterView {
+    cluster_view(
+        &shared.cluster.snapshot(),
+        clock,
+        shared.own,
+        shared.modes(),
+        shared.cluster.compat(),
+    )
+}
+
+/// A round decided at `here` at `clock`, numbered by the seconds since the epoch, which all
+/// nodes share roughly.
+fn round_at(here: NodeId, clock: Duration) -> Round {
+    Round {
+        here,
+        now: clock,
+        number: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
 }
 
 /// The balance room's view of the gossip view at `clock`: nodes that have published, alive

@@ -6,6 +6,7 @@
 //! [`Gauge::sample_every`]); the publisher reads it, adds the node's modes and its
 //! compatibility key, and hands the state to the view.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -151,7 +152,30 @@ pub(crate) fn node_status(view: &NodeView) -> NodeStatus {
     }
 }
 
-fn figures(state: &NodeState) -> NodeFigures {
+/// Every node of the current map as the cluster view has it, lowest number first. A node the
+/// view does not know yet (the map was just reloaded) is dead until it is heard.
+pub(crate) fn every_node(shared: &Shared) -> Vec<NodeStatus> {
+    let seen: HashMap<u16, NodeStatus> = shared
+        .cluster
+        .snapshot()
+        .iter()
+        .map(|view| (view.node.get(), node_status(view)))
+        .collect();
+    shared
+        .map()
+        .nodes()
+        .map(|n| {
+            seen.get(&n.id.get()).cloned().unwrap_or(NodeStatus {
+                node: n.id.get(),
+                liveness: Liveness::Dead,
+                figures: None,
+            })
+        })
+        .collect()
+}
+
+/// A node's state as the tools (and the metrics) show its figures.
+pub(crate) fn figures(state: &NodeState) -> NodeFigures {
     let s = state.status;
     NodeFigures {
         load: state.load,

@@ -1,7 +1,6 @@
 //! The control socket: requests from the tools, and the report streams of the supervisors
 //! (here) and of the guests (`guests`).
 
-use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -261,16 +260,10 @@ async fn migrate(shared: &Shared, conn: &mut Conn, pid: i32, target: Target) -> 
 /// `migrate PID balance`: where the balancer would send the process now, as a migrate to
 /// there; [`Reply::Location`] if it is best where it is.
 async fn balance(shared: &Shared, conn: &mut Conn, pid: i32) -> Option<Reply> {
-    let Some(at) = shared.table().location(pid) else {
+    let Some(entry) = shared.table().entry(pid) else {
         return Some(not_supervised(pid));
     };
-    let advice = shared
-        .table()
-        .processes()
-        .into_iter()
-        .find(|e| e.pid == pid)
-        .map(|e| e.advice)
-        .unwrap_or_default();
+    let (at, advice) = (entry.node, entry.advice);
     let here = at.and_then(NodeId::new).unwrap_or(shared.own);
     // Its size is known where it runs; at home it is read here, away the target's room is
     // checked against what it said it needs only.
@@ -398,8 +391,8 @@ fn locate(shared: &Shared, pid: i32) -> Reply {
     }
 }
 
-/// This node's counts, and every node of the map as the cluster view has it. A node the
-/// view does not know yet (the map was just reloaded) is dead until it is heard.
+/// This node's counts, and every node of the map as the cluster view has it
+/// ([`cluster::every_node`]).
 fn status(shared: &Shared) -> Reply {
     let processes = shared
         .table()
@@ -407,28 +400,11 @@ fn status(shared: &Shared) -> Reply {
         .try_into()
         .unwrap_or(u32::MAX);
     let hosted = shared.hosted().count().try_into().unwrap_or(u32::MAX);
-    let seen: HashMap<u16, NodeStatus> = shared
-        .cluster
-        .snapshot()
-        .iter()
-        .map(|view| (view.node.get(), cluster::node_status(view)))
-        .collect();
-    let nodes = shared
-        .map()
-        .nodes()
-        .map(|n| {
-            seen.get(&n.id.get()).cloned().unwrap_or(NodeStatus {
-                node: n.id.get(),
-                liveness: Liveness::Dead,
-                figures: None,
-            })
-        })
-        .collect();
     Reply::Status {
         node: shared.own.get(),
         processes,
         hosted,
-        nodes,
+        nodes: cluster::every_node(shared),
     }
 }
 

@@ -37,7 +37,7 @@ use tracing::{debug, warn};
 use rmosix_view::Counters;
 use rmosix_wire::{
     Buckets, Departure, FORWARDED_US_BOUNDS, FREEZE_US_BOUNDS, IMAGE_BYTES_BOUNDS, Liveness,
-    MoveKind, MoveOutcome, Tally,
+    MoveKind, MoveOutcome, NodeFigures, Tally,
 };
 
 use crate::cluster;
@@ -121,7 +121,7 @@ struct Snapshot {
     /// This node's number.
     node: u16,
     /// The gauge's last reading of this node.
-    own: Own,
+    own: NodeFigures,
     /// Every node of the map as the view has it: number, liveness, load (if it has one).
     nodes: Vec<(u16, Liveness, Option<u32>)>,
     /// Supervised processes at home and away.
@@ -137,45 +137,12 @@ struct Snapshot {
     gossip: Counters,
 }
 
-/// This node's figures from the gauge.
-#[derive(Debug, Default)]
-struct Own {
-    load: u32,
-    speed: u32,
-    milli_cpus: u32,
-    mem_total: u64,
-    mem_free: u64,
-    utilisation_pct: u8,
-}
-
 impl Snapshot {
     fn take(shared: &Shared) -> Snapshot {
-        let state = shared.cluster.state(shared.modes());
-        let own = Own {
-            load: state.load,
-            speed: state.speed,
-            milli_cpus: state.milli_cpus,
-            mem_total: state.mem_total,
-            mem_free: state.mem_free,
-            utilisation_pct: state.utilisation_pct,
-        };
-        let seen: std::collections::HashMap<u16, rmosix_wire::NodeStatus> = shared
-            .cluster
-            .snapshot()
-            .iter()
-            .map(|view| (view.node.get(), cluster::node_status(view)))
-            .collect();
-        let nodes = shared
-            .map()
-            .nodes()
-            .map(|n| match seen.get(&n.id.get()) {
-                Some(status) => (
-                    status.node,
-                    status.liveness,
-                    status.figures.as_ref().map(|f| f.load),
-                ),
-                None => (n.id.get(), Liveness::Dead, None),
-            })
+        let own = cluster::figures(&shared.cluster.state(shared.modes()));
+        let nodes = cluster::every_node(shared)
+            .into_iter()
+            .map(|n| (n.node, n.liveness, n.figures.map(|f| f.load)))
             .collect();
         let (all, away) = {
             let table = shared.table();
@@ -524,13 +491,14 @@ mod tests {
         tally.count_freeze(40_000_000);
         Snapshot {
             node: 1,
-            own: Own {
+            own: NodeFigures {
                 load: 150,
                 speed: 10000,
                 milli_cpus: 2500,
                 mem_total: 8 << 30,
                 mem_free: 1 << 30,
                 utilisation_pct: 75,
+                ..NodeFigures::default()
             },
             nodes: vec![
                 (1, Liveness::Up, Some(150)),

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use rmosix_config::{Host, Map, NodeId};
-use rmosix_transport::{Link, LinkError};
+use rmosix_transport::LinkError;
 use rmosix_wire::{LinkHello, MoveError, NodeMode, Purpose, Recalled, Reply};
 
 use crate::chain;
@@ -263,9 +263,10 @@ fn reason(not_home: Recalled) -> String {
     }
 }
 
-/// Why a recall got no proper answer.
+/// Why a question to another node's daemon (a recall, `mosps`'s figures) got no proper
+/// answer.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RecallError {
+pub(crate) enum PeerAskError {
     #[error("node {0} is not in the map")]
     Unknown(u16),
     #[error("cannot find the address of node {node}")]
@@ -324,30 +325,38 @@ async fn recall(shared: &Shared, node: u16, pid: i32, to: Option<u16>) -> Result
     }
 }
 
-/// An authenticated link to `node`'s daemon, its hello sent with `purpose`.
-pub(crate) async fn open_link(
+/// Ask `node`'s daemon over an authenticated link, its hello sent with `purpose`, and read
+/// its one answer with `decode`; the answer may take `wait` once the question is sent.
+pub(crate) async fn ask_peer<T>(
     shared: &Shared,
     node: u16,
     purpose: Purpose,
-) -> Result<Link, RecallError> {
+    wait: Duration,
+    decode: fn(&[u8]) -> Result<T, serde_json::Error>,
+) -> Result<T, PeerAskError> {
     let id = NodeId::new(node)
         .filter(|&id| shared.map().node(id).is_some())
-        .ok_or(RecallError::Unknown(node))?;
+        .ok_or(PeerAskError::Unknown(node))?;
     let addr = shared
         .peer_addr(id)
         .await
-        .map_err(|source| RecallError::Address { node, source })?;
-    let link_err = |source| RecallError::Link { node, source };
+        .map_err(|source| PeerAskError::Address { node, source })?;
+    let link_err = |source| PeerAskError::Link { node, source };
     let mut link = tokio::time::timeout(
         CONNECT_TIMEOUT,
         rmosix_transport::connect(addr, &shared.key),
     )
     .await
-    .map_err(|_| RecallError::Timeout(node))?
+    .map_err(|_| PeerAskError::Timeout(node))?
     .map_err(link_err)?;
     let hello = LinkHello::new(shared.own.get(), purpose);
     link.send(&hello.encode()).await.map_err(link_err)?;
-    Ok(link)
+    let answer = tokio::time::timeout(wait, link.recv())
+        .await
+        .map_err(|_| PeerAskError::Timeout(node))?
+        .map_err(link_err)?
+        .ok_or(PeerAskError::NoAnswer(node))?;
+    decode(&answer).map_err(|_| PeerAskError::BadAnswer(node))
 }
 
 async fn ask_recall(
@@ -355,16 +364,18 @@ async fn ask_recall(
     node: u16,
     pid: i32,
     to: Option<u16>,
-) -> Result<Recalled, RecallError> {
-    let mut link = open_link(shared, node, Purpose::Recall { pid, to }).await?;
+) -> Result<Recalled, PeerAskError> {
     // The move itself is bounded at home by MOVE_TIMEOUT; a little more here lets its answer
     // arrive.
-    let answer = tokio::time::timeout(MOVE_TIMEOUT + CONNECT_TIMEOUT, link.recv())
-        .await
-        .map_err(|_| RecallError::Timeout(node))?
-        .map_err(|source| RecallError::Link { node, source })?
-        .ok_or(RecallError::NoAnswer(node))?;
-    Recalled::decode(&answer).map_err(|_| RecallError::BadAnswer(node))
+    let purpose = Purpose::Recall { pid, to };
+    ask_peer(
+        shared,
+        node,
+        purpose,
+        MOVE_TIMEOUT + CONNECT_TIMEOUT,
+        Recalled::decode,
+    )
+    .await
 }
 
 /// Serve a peer's [`Purpose::Recall`]: `from` hosts our process `pid` and sends it away, home

@@ -16,7 +16,7 @@ use rmosix_wire::{HostedHere, HostedProcess, ProcessEntry, Purpose, Reply};
 
 use crate::chain;
 use crate::daemon::Shared;
-use crate::modes::open_link;
+use crate::modes::ask_peer;
 use crate::procfs;
 use crate::table::Entry;
 
@@ -76,15 +76,14 @@ async fn figures_away(
     for node in nodes {
         let shared = shared.clone();
         let ask = async move {
-            let mut link = open_link(&shared, node, Purpose::Hosted)
-                .await
-                .map_err(|e| chain(&e))?;
-            let answer = link
-                .recv()
-                .await
-                .map_err(|e| chain(&e))?
-                .ok_or("closed without an answer")?;
-            HostedHere::decode(&answer).map_err(|e| e.to_string())
+            ask_peer(
+                &shared,
+                node,
+                Purpose::Hosted,
+                ASK_TIMEOUT,
+                HostedHere::decode,
+            )
+            .await
         };
         asks.spawn(async move {
             let answer = tokio::time::timeout(ASK_TIMEOUT, ask).await;
@@ -99,7 +98,7 @@ async fn figures_away(
                     figures.insert((node, p.home_pid), p);
                 }
             }
-            Ok((node, Ok(Err(e)))) => debug!(node, "no figures for mosps: {e}"),
+            Ok((node, Ok(Err(e)))) => debug!(node, "no figures for mosps: {}", chain(&e)),
             Ok((node, Err(_))) => debug!(node, "no figures for mosps: no answer in time"),
             Err(e) => debug!("a question for mosps failed: {e}"),
         }

@@ -187,18 +187,23 @@ impl Table {
     pub fn processes(&self) -> Vec<Entry> {
         let mut entries: Vec<Entry> = self
             .processes
-            .iter()
-            .map(|(&pid, p)| Entry {
-                pid,
-                node: p.node,
-                moving: p.moving.is_some(),
-                advice: p.advice,
-                moves: p.moves,
-                cant_move: p.cant_move.clone(),
-            })
+            .keys()
+            .filter_map(|&pid| self.entry(pid))
             .collect();
         entries.sort_unstable_by_key(|e| e.pid);
         entries
+    }
+
+    /// One supervised process; `None` if it is not supervised.
+    pub fn entry(&self, pid: i32) -> Option<Entry> {
+        self.processes.get(&pid).map(|p| Entry {
+            pid,
+            node: p.node,
+            moving: p.moving.is_some(),
+            advice: p.advice,
+            moves: p.moves,
+            cant_move: p.cant_move.clone(),
+        })
     }
 
     /// Locks `pid` against automatic moves, or unlocks it; false if it is not supervised.

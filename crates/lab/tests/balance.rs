@@ -13,10 +13,11 @@
 //! exists, and prints "rounds=R sum=S"; `spin - R` prints what R rounds give without moving.
 
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+mod spin;
 
 use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, require_root};
 
@@ -44,14 +45,6 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn spin_program() -> String {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("balance")
-        .join("spin");
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/balance/spin.c");
-    rmosix_lab::compiled(src, out, &["-O2"])
-}
-
 fn lab() -> Lab {
     let mut cfg = LabConfig::new(3, bin_dir_of_current_test());
     cfg.cpu_quota = Some(1.0);
@@ -61,22 +54,7 @@ fn lab() -> Lab {
 
 /// `mosrun spin NAME` at node 1, once it says "ready".
 fn start<'l>(lab: &'l Lab, program: &str, name: &str) -> Job<'l> {
-    start_with(lab, &[], program, name)
-}
-
-/// `mosrun OPTIONS spin NAME` at node 1, once it says "ready".
-fn start_with<'l>(lab: &'l Lab, options: &[&str], program: &str, name: &str) -> Job<'l> {
-    let mut cmd = lab.node(1).command("mosrun");
-    cmd.args(options)
-        .arg(program)
-        .arg(lab.work_dir().join(name))
-        .current_dir(lab.work_dir())
-        .stdin(Stdio::null())
-        .env("MOSRUN_LOG", "info");
-    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
-    job.wait_output("ready", STEP)
-        .unwrap_or_else(|e| panic!("{e}"));
-    job
+    spin::start(lab, &[], program, name)
 }
 
 /// How many times mosrun logged a move of its job.
@@ -148,7 +126,7 @@ fn cpu_bound_jobs_spread_from_a_loaded_node_without_ping_pong() {
         return;
     }
     let _alone = one_at_a_time();
-    let program = spin_program();
+    let program = spin::program("balance");
     let lab = lab();
     let names = names("spread");
     let jobs: Vec<Job> = names.iter().map(|n| start(&lab, &program, n)).collect();
@@ -233,7 +211,7 @@ fn nothing_moves_when_the_other_nodes_are_blocked() {
         return;
     }
     let _alone = one_at_a_time();
-    let program = spin_program();
+    let program = spin::program("balance");
     let lab = lab();
     set_mode(&lab, &[2, 3], "block", "block", true);
     let names = names("blocked");
@@ -250,7 +228,7 @@ fn a_node_keeps_its_jobs_until_released(on: &str, off: &str) {
         return;
     }
     let _alone = one_at_a_time();
-    let program = spin_program();
+    let program = spin::program("balance");
     let lab = lab();
     set_mode(&lab, &[1], on, on, true);
     let names = names(on);
@@ -278,7 +256,7 @@ fn quiet_nodes_receive_nothing_until_noquiet() {
         return;
     }
     let _alone = one_at_a_time();
-    let program = spin_program();
+    let program = spin::program("balance");
     let lab = lab();
     set_mode(&lab, &[2, 3], "quiet", "quiet", true);
     let names = names("quiet");
@@ -296,7 +274,7 @@ fn a_loaded_node_sends_a_guest_home_when_home_is_idle_even_in_lstay() {
         return;
     }
     let _alone = one_at_a_time();
-    let program = spin_program();
+    let program = spin::program("balance");
     let mut cfg = LabConfig::new(2, bin_dir_of_current_test());
     cfg.cpu_quota = Some(1.0);
     cfg.balance = true;
@@ -320,12 +298,12 @@ fn locked_jobs_stay_until_unlocked() {
         return;
     }
     let _alone = one_at_a_time();
-    let program = spin_program();
+    let program = spin::program("balance");
     let lab = lab();
     let names = names("locked");
     let jobs: Vec<Job> = names
         .iter()
-        .map(|n| start_with(&lab, &["-L"], &program, n))
+        .map(|n| spin::start(&lab, &["-L"], &program, n))
         .collect();
     nothing_moves_for_a_while(&jobs);
     for job in &jobs {
@@ -343,7 +321,7 @@ fn a_busy_nodes_guests_move_on_to_an_idle_node_rather_than_to_a_slow_home() {
         return;
     }
     let _alone = one_at_a_time();
-    let program = spin_program();
+    let program = spin::program("balance");
     let lab = lab();
     // Node 1 made ten times slower than a standard CPU: one process there would count as a
     // load of 1000, so its guests on node 2 are better off on node 3. Its CPU stays free to
@@ -357,7 +335,7 @@ fn a_busy_nodes_guests_move_on_to_an_idle_node_rather_than_to_a_slow_home() {
     let names: Vec<String> = (1..=3).map(|k| format!("on-{k}")).collect();
     let jobs: Vec<Job> = names
         .iter()
-        .map(|n| start_with(&lab, &["-2"], &program, n))
+        .map(|n| spin::start(&lab, &["-2"], &program, n))
         .collect();
     node_2_sends_a_guest_to(&lab, &jobs, 3);
     stop_all(&lab, &program, jobs, &names);
@@ -369,24 +347,14 @@ fn a_killed_node_ends_only_its_guests_and_is_sent_nothing_while_dead() {
         return;
     }
     let _alone = one_at_a_time();
-    let program = spin_program();
+    let program = spin::program("balance");
     let lab = lab();
     let doomed_names: Vec<String> = (1..=2).map(|k| format!("doomed-{k}")).collect();
     let doomed: Vec<Job> = doomed_names
         .iter()
-        .map(|n| start_with(&lab, &["-3"], &program, n))
+        .map(|n| spin::start(&lab, &["-3"], &program, n))
         .collect();
-    let deadline = Instant::now() + STEP;
-    while !doomed
-        .iter()
-        .all(|j| j.location().unwrap_or_else(|e| panic!("{e}")) == 3)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the jobs did not start on node 3"
-        );
-        std::thread::sleep(POLL);
-    }
+    wait_all_on(&doomed, 3);
     lab.node(3).kill();
     // Each loses its process, says so, and ends; the link's end tells at once.
     for job in doomed {
@@ -430,24 +398,14 @@ fn expel_under_balancing_sends_every_guest_away_and_none_comes_back() {
         return;
     }
     let _alone = one_at_a_time();
-    let program = spin_program();
+    let program = spin::program("balance");
     let lab = lab();
     let names = names("expelled");
     let jobs: Vec<Job> = names
         .iter()
-        .map(|n| start_with(&lab, &["-2"], &program, n))
+        .map(|n| spin::start(&lab, &["-2"], &program, n))
         .collect();
-    let deadline = Instant::now() + STEP;
-    while !jobs
-        .iter()
-        .all(|j| j.location().unwrap_or_else(|e| panic!("{e}")) == 2)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the jobs did not start on node 2"
-        );
-        std::thread::sleep(POLL);
-    }
+    wait_all_on(&jobs, 2);
     // The balancers of nodes 1 and 2 are deciding meanwhile; expel waits for every guest.
     let expel = lab
         .node(2)
@@ -458,6 +416,22 @@ fn expel_under_balancing_sends_every_guest_away_and_none_comes_back() {
     // None lost: each computes what a never-moved run computes. Each moved to node 2 as it
     // started, away from it, and perhaps once more from home by balancing.
     stop_all_moved_at_most(&lab, &program, jobs, &names, MAX_MOVES + 1);
+}
+
+/// Waits until every one of `jobs`, placed on `node` as it started, runs there (its
+/// supervisor tells the daemon just after the move).
+fn wait_all_on(jobs: &[Job], node: u16) {
+    let deadline = Instant::now() + STEP;
+    while !jobs
+        .iter()
+        .all(|j| j.location().unwrap_or_else(|e| panic!("{e}")) == node)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the jobs did not start on node {node}"
+        );
+        std::thread::sleep(POLL);
+    }
 }
 
 /// Checks for ten seconds that none of `jobs` runs on `node`; see

@@ -9,9 +9,10 @@
 //! NAME.stop exists.
 
 use std::fs;
-use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+
+mod spin;
 
 use rmosix_lab::{Job, Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, require_root};
 
@@ -22,32 +23,10 @@ const POLL: Duration = Duration::from_millis(100);
 /// An ordinary user.
 const NOBODY: u32 = 65534;
 
-fn spin_program() -> String {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("operate")
-        .join("spin");
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/balance/spin.c");
-    rmosix_lab::compiled(src, out, &["-O2"])
-}
-
 fn lab() -> Lab {
     let mut cfg = LabConfig::new(3, bin_dir_of_current_test());
     cfg.cpu_quota = Some(1.0);
     Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// `mosrun [OPTIONS] spin NAME` at node 1, once it says "ready".
-fn start<'l>(lab: &'l Lab, options: &[&str], program: &str, name: &str) -> Job<'l> {
-    let mut cmd = lab.node(1).command("mosrun");
-    cmd.args(options)
-        .arg(program)
-        .arg(lab.work_dir().join(name))
-        .current_dir(lab.work_dir())
-        .stdin(Stdio::null());
-    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
-    job.wait_output("ready", STEP)
-        .unwrap_or_else(|e| panic!("{e}"));
-    job
 }
 
 fn stop(lab: &Lab, job: Job, name: &str) {
@@ -128,11 +107,11 @@ fn mosps_shows_where_jobs_run_their_moves_locks_and_failures() {
     if !require_root() {
         return;
     }
-    let program = spin_program();
+    let program = spin::program("operate");
     let lab = lab();
     let (home, two) = (lab.node(1), lab.node(2));
-    let a = start(&lab, &[], &program, "ps-a");
-    let b = start(&lab, &["-L"], &program, "ps-b");
+    let a = spin::start(&lab, &[], &program, "ps-a");
+    let b = spin::start(&lab, &["-L"], &program, "ps-b");
     let (pa, pb) = (a.pid(), b.pid());
     a.migrate("2").unwrap_or_else(|e| panic!("{e}"));
     a.migrate("3").unwrap_or_else(|e| panic!("{e}"));
@@ -199,11 +178,11 @@ fn migrate_balance_moves_a_job_off_a_busy_node_and_leaves_one_that_is_best_where
     if !require_root() {
         return;
     }
-    let program = spin_program();
+    let program = spin::program("operate");
     let lab = lab();
     let home = lab.node(1);
-    let a = start(&lab, &[], &program, "bal-a");
-    let b = start(&lab, &[], &program, "bal-b");
+    let a = spin::start(&lab, &[], &program, "bal-a");
+    let b = spin::start(&lab, &[], &program, "bal-b");
     // Two CPU-bound jobs on one CPU: node 1's load reaches two processes' worth.
     wait_load(&lab, 1, true, 1.5);
     ok(home, "migrate", &[&a.pid().to_string(), "balance"]);
@@ -226,11 +205,11 @@ fn mosrun_b_starts_at_home_when_it_is_best_and_elsewhere_when_it_is_busy() {
     if !require_root() {
         return;
     }
-    let program = spin_program();
+    let program = spin::program("operate");
     let lab = lab();
     let home = lab.node(1);
     // An idle cluster: home is as good as any, and the job starts there.
-    let a = start(&lab, &["-b"], &program, "b-a");
+    let a = spin::start(&lab, &["-b"], &program, "b-a");
     home.wait_log("best node for a new job: this one", STEP)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(a.location().unwrap_or_else(|e| panic!("{e}")), 1);
@@ -245,7 +224,7 @@ fn mosrun_b_starts_at_home_when_it_is_best_and_elsewhere_when_it_is_busy() {
         })
         .collect();
     wait_load(&lab, 1, true, 2.5);
-    let c = start(&lab, &["-b"], &program, "b-c");
+    let c = spin::start(&lab, &["-b"], &program, "b-c");
     // It moved as it started; its supervisor tells the daemon so just after.
     let deadline = Instant::now() + STEP;
     while ![2, 3].contains(&c.location().unwrap_or_else(|e| panic!("{e}"))) {
