@@ -8,7 +8,7 @@
 //! daemon orders it home); a guest that should move on to a third node stays, for now.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
@@ -24,6 +24,7 @@ use rmosix_config::NodeId;
 
 use crate::daemon::Shared;
 use crate::procfs;
+use crate::table::SupervisorId;
 use crate::{control, modes};
 
 /// How often the loop decides.
@@ -63,8 +64,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let links = LinkSpeeds::uniform(LINK_SPEED);
     let mut tracked: HashMap<i32, Tracked> = HashMap::new();
     let mut guests: HashMap<ProcessId, Guest> = HashMap::new();
-    // The moves this loop ordered lately, and where to: what the view does not show yet.
-    let mut sent: Vec<(Instant, NodeId)> = Vec::new();
+    let Some(balancing) = &shared.balancing else {
+        return;
+    };
     let mut ticks = tokio::time::interval(EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!("balancing every {}s", EVERY.as_secs());
@@ -78,18 +80,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
         let clock = now.duration_since(start) + CLOCK_BASE;
         let mut view = current_view(shared.as_ref(), clock);
-        sent.retain(|(at, _)| now.duration_since(*at) < SHOWN_THERE_AFTER);
-        with_own_moves(
-            &mut view,
-            shared.own,
-            shared.cluster.last_load(),
-            &sent,
-            now,
-        );
+        with_own_moves(&mut view, &shared, &mut lock(balancing), now);
         let round = round_at(shared.own, clock);
         debug!(?view, ?processes, "balancing round");
         for decision in decide(&policy, &round, &view, &links, &processes) {
-            sent.push((now, decision.target()));
+            lock(balancing).sent.push((now, decision.target()));
             if decision.process().home == shared.own {
                 carry_out(&shared, &mut tracked, decision);
             } else {
@@ -273,6 +268,31 @@ fn send_guest(shared: &Arc<Shared>, guests: &mut HashMap<ProcessId, Guest>, deci
     tokio::spawn(async move { modes::send_guest(&shared, home, pid, to).await });
 }
 
+/// What this node's balancing did lately that the gossiped view does not show yet: the moves
+/// it ordered (by the loop and at exec), when and where to, and the processes it placed here
+/// at their exec.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    sent: Vec<(Instant, NodeId)>,
+    kept: Vec<Instant>,
+}
+
+impl Recent {
+    /// Forgets what the view shows by `now`.
+    fn forget_shown(&mut self, now: Instant) {
+        self.sent
+            .retain(|(at, _)| now.duration_since(*at) < SHOWN_THERE_AFTER);
+        self.kept
+            .retain(|at| now.duration_since(*at) < SHOWN_HERE_AFTER);
+    }
+}
+
+fn lock(recent: &Mutex<Recent>) -> MutexGuard<'_, Recent> {
+    recent
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The view as this node's own moves leave it, before the gossip shows them. The loads it
 /// gossips change slowly on purpose (MOSIX's exported load rises at once and falls over
 /// seconds, so that others do not all pick a node that was busy a moment ago), and a target's
@@ -281,20 +301,29 @@ fn send_guest(shared: &Arc<Shared>, guests: &mut HashMap<ProcessId, Guest>, deci
 /// targets, still looking idle, send their surplus back: jobs bounce for half a minute (see
 /// docs/balancing.md, "Measured"). So this node's own load is at most its load over the
 /// gauge's last period (`last_load`, unsmoothed), less each process it sent in the last
-/// [`SHOWN_HERE_AFTER`]; and each target of a move of the last [`SHOWN_THERE_AFTER`] carries
-/// the process's share.
-fn with_own_moves(
+/// [`SHOWN_HERE_AFTER`] and plus each it placed here at exec in that time; and each target
+/// of a move of the last [`SHOWN_THERE_AFTER`] carries the process's share.
+fn with_own_moves(view: &mut ClusterView, shared: &Shared, recent: &mut Recent, now: Instant) {
+    recent.forget_shown(now);
+    apply_own_moves(view, shared.own, shared.cluster.last_load(), recent, now);
+}
+
+fn apply_own_moves(
     view: &mut ClusterView,
     own: NodeId,
     last_load: u32,
-    sent: &[(Instant, NodeId)],
+    recent: &Recent,
     now: Instant,
 ) {
-    let own_share = view.get(own).map(NodeInfo::process_share);
+    let own_share = view
+        .get(own)
+        .map(NodeInfo::process_share)
+        .filter(|share| share.is_finite())
+        .map(|share| share.round() as u32);
     if let Some(me) = view.nodes.get_mut(&own) {
         me.load = me.load.min(last_load);
     }
-    for &(at, to) in sent {
+    for &(at, to) in &recent.sent {
         if let Some(target) = view.nodes.get_mut(&to) {
             let share = target.process_share();
             if share.is_finite() {
@@ -303,17 +332,68 @@ fn with_own_moves(
         }
         if now.duration_since(at) < SHOWN_HERE_AFTER
             && let (Some(me), Some(share)) = (view.nodes.get_mut(&own), own_share)
-            && share.is_finite()
         {
-            me.load = me.load.saturating_sub(share.round() as u32);
+            me.load = me.load.saturating_sub(share);
         }
     }
+    if let (Some(me), Some(share)) = (view.nodes.get_mut(&own), own_share) {
+        let kept = u32::try_from(recent.kept.len()).unwrap_or(u32::MAX);
+        me.load = me.load.saturating_add(share.saturating_mul(kept));
+    }
+}
+
+/// Where a process of this node's supervisor `supervisor`, stopped at its exec, should run
+/// (rule 5 of docs/balancing.md: its image is smallest now, so a burst of execs spreads at
+/// once): the node [`decide`] places it on, or `None` to run here. It counts in the view
+/// the next placements and rounds decide on, here or there, until the gossip shows it. Not
+/// placed: a process of another supervisor, one away, locked or with an order under way, or
+/// any while this node does not balance.
+pub(crate) fn place_at_exec(shared: &Shared, supervisor: SupervisorId, pid: i32) -> Option<NodeId> {
+    let balancing = shared.balancing.as_ref()?;
+    let entry = shared.table().entry_of(supervisor, pid)?;
+    if entry.node.is_some() || entry.moving || entry.advice.locked {
+        return None;
+    }
+    let memory = procfs::read_stat(pid).ok()?.rss_kib.saturating_mul(1024);
+    let class = decay_class(entry.advice.decay);
+    let process = Process {
+        id: ProcessId {
+            home: shared.own,
+            pid: u32::try_from(pid).ok()?,
+        },
+        class,
+        usage: Usage::new(class),
+        memory,
+        memory_need: memory_need(entry.advice),
+        locked: false,
+        since_move: Duration::ZERO,
+        moves: entry.moves,
+        just_execed: true,
+    };
+    let now = Instant::now();
+    let mut view = current_view(shared, CLOCK_BASE);
+    let mut recent = lock(balancing);
+    with_own_moves(&mut view, shared, &mut recent, now);
+    let round = round_at(shared.own, CLOCK_BASE);
+    let links = LinkSpeeds::uniform(LINK_SPEED);
+    let decisions = decide(&Policy::default(), &round, &view, &links, &[process]);
+    let to = decisions.first().map(Decision::target);
+    debug!(pid, ?view, ?to, "placement at exec");
+    match to {
+        Some(to) => {
+            info!(pid, to = to.get(), "balancing: placing it at its exec");
+            recent.sent.push((now, to));
+        }
+        None => recent.kept.push(now),
+    }
+    to
 }
 
 /// Where an operator's order sends a process of this node's that runs at `here` (`migrate
 /// PID balance`), or one about to start here (`mosrun -b`, `pid` 0): the node the balance
 /// room's [`best_node`] picks from the cluster view as it is now, or `None` if it is best
-/// where it is.
+/// where it is. While this node balances, the view shows its recent moves, and the answer
+/// counts among them.
 pub(crate) fn best_for(
     shared: &Shared,
     pid: i32,
@@ -322,7 +402,12 @@ pub(crate) fn best_for(
     advice: Advice,
     placing: Placing,
 ) -> Option<NodeId> {
-    let view = current_view(shared, CLOCK_BASE);
+    let now = Instant::now();
+    let mut view = current_view(shared, CLOCK_BASE);
+    let mut recent = shared.balancing.as_ref().map(lock);
+    if let Some(recent) = recent.as_mut() {
+        with_own_moves(&mut view, shared, recent, now);
+    }
     let round = round_at(here, CLOCK_BASE);
     let class = decay_class(advice.decay);
     let process = Process {
@@ -340,7 +425,15 @@ pub(crate) fn best_for(
         just_execed: placing == Placing::Starting,
     };
     let links = LinkSpeeds::uniform(LINK_SPEED);
-    best_node(&Policy::default(), &round, &view, &links, &process, placing)
+    let to = best_node(&Policy::default(), &round, &view, &links, &process, placing);
+    if let Some(recent) = recent.as_mut() {
+        match (to, placing) {
+            (Some(to), _) => recent.sent.push((now, to)),
+            (None, Placing::Starting) => recent.kept.push(now),
+            (None, Placing::Running) => {}
+        }
+    }
+    to
 }
 
 /// The first two fields of `/proc/PID/schedstat`: time run and time waited on a run queue,
@@ -483,9 +576,8 @@ mod tests {
         assert_eq!(parse_schedstat("x 1 2"), None);
     }
 
-    #[test]
-    fn the_view_shows_this_nodes_own_moves_before_the_gossip_does() {
-        let info = |load| NodeInfo {
+    fn info(load: u32) -> NodeInfo {
+        NodeInfo {
             alive: true,
             modes: Modes::default(),
             load,
@@ -494,20 +586,50 @@ mod tests {
             free_memory: 1 << 30,
             total_memory: 2 << 30,
             heard: CLOCK_BASE,
-        };
-        let node = |n| NodeId::new(n).unwrap();
+        }
+    }
+
+    fn node(n: u16) -> NodeId {
+        NodeId::new(n).unwrap()
+    }
+
+    #[test]
+    fn the_view_shows_this_nodes_own_moves_before_the_gossip_does() {
         let mut view = ClusterView::new();
         view.insert(node(1), info(800));
         view.insert(node(2), info(0));
         view.insert(node(3), info(0));
         let now = Instant::now();
         let long_ago = now - Duration::from_secs(2);
-        let sent = [(now, node(2)), (now, node(2)), (long_ago, node(3))];
+        let recent = Recent {
+            sent: vec![(now, node(2)), (now, node(2)), (long_ago, node(3))],
+            kept: Vec::new(),
+        };
         // Its last period saw 3 processes; two left since, one before that period closed.
-        with_own_moves(&mut view, node(1), 300, &sent, now);
+        apply_own_moves(&mut view, node(1), 300, &recent, now);
         assert_eq!(view.get(node(1)).unwrap().load, 100);
         assert_eq!(view.get(node(2)).unwrap().load, 200);
         assert_eq!(view.get(node(3)).unwrap().load, 100);
+    }
+
+    #[test]
+    fn processes_placed_here_at_exec_count_here_until_the_gauge_shows_them() {
+        let mut view = ClusterView::new();
+        view.insert(node(1), info(100));
+        view.insert(node(2), info(0));
+        let now = Instant::now();
+        let mut recent = Recent {
+            sent: Vec::new(),
+            kept: vec![now, now - Duration::from_millis(500)],
+        };
+        apply_own_moves(&mut view, node(1), 100, &recent, now);
+        assert_eq!(view.get(node(1)).unwrap().load, 300);
+        // Once the gauge's period after them has closed, its load shows them.
+        recent.forget_shown(now + SHOWN_HERE_AFTER);
+        let mut later = ClusterView::new();
+        later.insert(node(1), info(300));
+        apply_own_moves(&mut later, node(1), 300, &recent, now);
+        assert_eq!(later.get(node(1)).unwrap().load, 300);
     }
 
     #[test]

@@ -509,6 +509,14 @@ async fn supervise_loop(
     loop {
         tokio::select! {
             report = conn.recv::<Report>() => match report {
+                Ok(Some(Report::Execed { pid })) => {
+                    // Answered at once: the process waits, stopped, for it.
+                    let node = balancer::place_at_exec(shared, id, pid).map(NodeId::get);
+                    if let Err(e) = send_command(conn, &Command::Place { pid, node }).await {
+                        warn!(pid = conn.caller.pid, "supervisor dropped: cannot place its process: {e}");
+                        return;
+                    }
+                }
                 Ok(Some(report)) => accept_report(shared, &conn.caller, id, report),
                 Ok(None) => return,
                 Err(e) => {
@@ -517,17 +525,17 @@ async fn supervise_loop(
                 }
             },
             Some(command) = commands.recv() => {
-                let sent = match encode_line(&command) {
-                    Ok(line) => conn.send_line(&line).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = sent {
+                if let Err(e) = send_command(conn, &command).await {
                     warn!(pid = conn.caller.pid, "supervisor dropped: cannot send it an order: {e}");
                     return;
                 }
             }
         }
     }
+}
+
+async fn send_command(conn: &mut Conn, command: &Command) -> std::io::Result<()> {
+    conn.send_line(&encode_line(command)?).await
 }
 
 /// Apply a report, unless it claims a process the supervisor could not be tracing: one its

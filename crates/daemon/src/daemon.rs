@@ -178,6 +178,9 @@ pub(crate) struct Shared {
     user_log: Mutex<Throttle<u32>>,
     /// What the scrapes of the metrics need counted as it happens.
     pub metrics: Metrics,
+    /// The moves this node's balancing ordered lately, while it balances (`None` with
+    /// `--no-balance`): the balancing loop and placements at exec both count them.
+    pub balancing: Option<Mutex<balancer::Recent>>,
 }
 
 impl Shared {
@@ -348,7 +351,6 @@ pub struct Daemon {
     tcp: TcpListener,
     unix: UnixListener,
     socket: PathBuf,
-    balance: bool,
     /// SIGTERM and SIGHUP, caught from before the control socket exists: whoever can reach
     /// the socket may send them (a unit's reload), and their default action would end us.
     term: Signal,
@@ -430,13 +432,13 @@ impl Daemon {
             peer_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
             user_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
             metrics: Metrics::default(),
+            balancing: config.balance.then(Mutex::default),
         });
         Ok(Daemon {
             shared,
             tcp,
             unix,
             socket: config.socket,
-            balance: config.balance,
             term,
             hangup,
             metrics,
@@ -464,7 +466,7 @@ impl Daemon {
             () = accept_clients(&self.shared, &self.unix) => {}
             () = report_held_lines(&self.shared) => {}
             () = cluster::publish(&self.shared) => {}
-            () = balancer::run(self.shared.clone()), if self.balance => {}
+            () = balancer::run(self.shared.clone()), if self.shared.balancing.is_some() => {}
             () = reload_on_hangup(&self.shared, hangup) => {}
             () = scrapes => {}
             _ = tokio::signal::ctrl_c() => {}

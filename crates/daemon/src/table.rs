@@ -162,8 +162,9 @@ impl Table {
                     }
                 }
             }
-            // The metrics count these (control::accept_report).
-            Report::Tally(_) => {}
+            // The metrics count tallies (control::accept_report); the balancer answers execs
+            // (control::supervise_loop).
+            Report::Tally(_) | Report::Execed { .. } => {}
         }
     }
 
@@ -192,6 +193,14 @@ impl Table {
             .collect();
         entries.sort_unstable_by_key(|e| e.pid);
         entries
+    }
+
+    /// One process of supervisor `from`; `None` if that supervisor did not report it.
+    pub fn entry_of(&self, from: SupervisorId, pid: i32) -> Option<Entry> {
+        self.processes
+            .get(&pid)
+            .filter(|p| p.supervisor == from)
+            .and_then(|_| self.entry(pid))
     }
 
     /// One supervised process; `None` if it is not supervised.

@@ -16,7 +16,9 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
-use rmosix_engine::{Channel, Daemon, JobEnd, Left, Order, Pid, Reports, serve_guest, supervise};
+use rmosix_engine::{
+    Channel, Daemon, ExecPlacement, JobEnd, Left, Order, Pid, Reports, serve_guest, supervise,
+};
 use rmosix_wire::{MoveError, Tally};
 
 fn main() {
@@ -154,5 +156,14 @@ impl Daemon for LineDaemon {
 
     fn ended(&mut self, pid: Pid) {
         say(format!("ended {pid}"));
+    }
+
+    /// This daemon does not place: a process runs on where it exec'd.
+    fn execed(&mut self, _pid: Pid) -> bool {
+        false
+    }
+
+    fn next_placement(&mut self) -> Option<ExecPlacement> {
+        None
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rmosix_image::{Area, Frame, KernelFacts, SigInfo, Usage};
 use rmosix_wire::{MoveError, MoveKind, Tally};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::deputy::{self, Call, Deputy, ShellNews, freeze};
 use crate::event_loop::{SigChld, Turn};
@@ -59,6 +59,13 @@ pub trait Daemon {
     fn moved(&mut self, pid: Pid, node: Option<u16>);
     /// A supervised process ended.
     fn ended(&mut self, pid: Pid);
+    /// `pid` has just exec'd and waits, stopped before the first instruction of its new
+    /// program, for the daemon to say where it should run ([`Daemon::next_placement`]; rule 5
+    /// of docs/balancing.md: its image is smallest now). False if no answer will come (no
+    /// daemon to ask): it runs on at once.
+    fn execed(&mut self, pid: Pid) -> bool;
+    /// The daemon's next answer to [`Daemon::execed`], if one waits.
+    fn next_placement(&mut self) -> Option<ExecPlacement>;
     /// What the supervisor counted since its last tally, for the daemon's metrics: at most
     /// once a [`TALLY_EVERY`], before the answer of each order, and at the job's end; never
     /// an empty one.
@@ -84,6 +91,22 @@ pub struct Placement {
 
 /// The order id of the placement move: it answers the supervisor, not the daemon.
 const PLACEMENT_ORDER: u64 = u64::MAX;
+/// The order id of a move placing a process at its exec: nobody waits for its answer.
+const EXEC_ORDER: u64 = u64::MAX - 1;
+
+/// Where the daemon places a process that has just exec'd (see [`Daemon::execed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecPlacement {
+    /// The process, stopped at its exec.
+    pub pid: Pid,
+    /// The node it should run on; `None`: where it is.
+    pub node: Option<u16>,
+}
+
+/// How long a process stopped at its exec waits for the daemon's placement before it runs
+/// where it is anyway. The daemon answers within a millisecond; one too busy to answer in
+/// this time would not place it better than where it is.
+const PLACEMENT_WAIT: Duration = Duration::from_millis(200);
 
 /// How the job's main program ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +159,8 @@ pub fn supervise(
         sigchld,
         placement,
         placing: None,
+        at_exec: HashMap::new(),
+        daemon_up: true,
         unplaced: None,
         tally: Tally::default(),
         told: Instant::now(),
@@ -267,6 +292,11 @@ struct Supervisor<'a> {
     placement: Option<Placement>,
     /// The placement move ordered and not yet answered.
     placing: Option<Placement>,
+    /// Processes stopped at their exec until the daemon places them, and when they go on
+    /// regardless (see [`Daemon::execed`]).
+    at_exec: HashMap<Pid, Instant>,
+    /// Whether the daemon's connection still stands.
+    daemon_up: bool,
     /// Why the main program could not run where it was placed (it was killed).
     unplaced: Option<String>,
     /// What it counted since it last told the daemon (see [`Daemon::tally`]).
@@ -279,15 +309,19 @@ struct Supervisor<'a> {
 
 impl Supervisor<'_> {
     fn run(&mut self) -> io::Result<JobEnd> {
-        let mut daemon_up = true;
         while !self.procs.is_empty() {
             let mut turn = Turn::new();
             turn.watch(Source::Children, self.sigchld.raw_fd(), false);
-            if let Some(fd) = self.daemon.order_fd().filter(|_| daemon_up) {
+            if let Some(fd) = self.daemon.order_fd().filter(|_| self.daemon_up) {
                 turn.watch(Source::Daemon, fd, false);
             }
-            // The poll wakes at the next switch of a duty cycle slowing a process down.
-            let mut timeout: Option<Duration> = None;
+            // The poll wakes at the next switch of a duty cycle slowing a process down, and
+            // when a process held at its exec has waited long enough.
+            let mut timeout: Option<Duration> = self
+                .at_exec
+                .values()
+                .min()
+                .map(|until| until.saturating_duration_since(Instant::now()));
             for (&pid, proc) in &self.procs {
                 match &proc.held {
                     Held::Remote(r) => turn.watch(
@@ -324,7 +358,7 @@ impl Supervisor<'_> {
             for source in turn.wait(timeout)? {
                 match source {
                     Source::Children => self.on_children()?,
-                    Source::Daemon => daemon_up = self.on_daemon(),
+                    Source::Daemon => self.daemon_up = self.on_daemon(),
                     Source::Remote(pid) => {
                         // What already waits decrypted goes in this turn: writes behind that
                         // arrived together then run as one write in the shell.
@@ -339,6 +373,7 @@ impl Supervisor<'_> {
                 }
             }
             self.step_departures();
+            self.release_at_exec();
             self.tell(false);
         }
         Ok(self.main_end.unwrap_or(JobEnd::Exited(0)))
@@ -436,15 +471,58 @@ impl Supervisor<'_> {
 
     /// Orders from the daemon; false once it is gone (processes stay where they are).
     fn on_daemon(&mut self) -> bool {
-        loop {
+        // Orders first: taking them empties the daemon's wake-up fd, so a placement that
+        // comes after wakes the loop anew.
+        let up = loop {
             match self.daemon.next_order() {
                 Ok(Some(order)) => self.on_order(order),
-                Ok(None) => return true,
+                Ok(None) => break true,
                 Err(err) => {
                     warn!(%err, "lost the daemon; processes stay where they are");
-                    return false;
+                    break false;
                 }
             }
+        };
+        while let Some(placed) = self.daemon.next_placement() {
+            self.on_placement(placed);
+        }
+        up
+    }
+
+    /// The daemon placed a process held at its exec: it moves there, or runs here. An answer
+    /// that comes after the process went on (see [`PLACEMENT_WAIT`]) is dropped.
+    fn on_placement(&mut self, placed: ExecPlacement) {
+        let pid = placed.pid;
+        if self.at_exec.remove(&pid).is_none() {
+            debug!(pid, "a placement came too late: it runs where it is");
+            return;
+        }
+        if let Some(node) = placed.node {
+            info!(pid, node, "placing it at its exec");
+            let order = Event::Order {
+                order: EXEC_ORDER,
+                to: Some(node),
+            };
+            self.handle(pid, order);
+        }
+        warn_unless_gone(pid, ptrace::cont(pid, 0));
+    }
+
+    /// Processes held at their exec go on where they are once they have waited
+    /// [`PLACEMENT_WAIT`], and all of them once the daemon is gone.
+    fn release_at_exec(&mut self) {
+        let now = Instant::now();
+        let daemon_up = self.daemon_up;
+        let due: Vec<Pid> = self
+            .at_exec
+            .iter()
+            .filter(|&(_, &until)| !daemon_up || until <= now)
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in due {
+            self.at_exec.remove(&pid);
+            debug!(pid, "no placement in time: it runs where it is");
+            warn_unless_gone(pid, ptrace::cont(pid, 0));
         }
     }
 
@@ -496,6 +574,8 @@ impl Supervisor<'_> {
                 self.tell(true);
                 if order == PLACEMENT_ORDER {
                     self.placed(pid, result);
+                } else if order == EXEC_ORDER {
+                    // Failed, it runs on here, as if it had not been placed (logged above).
                 } else {
                     self.daemon.order_done(order, result);
                 }
@@ -1056,10 +1136,16 @@ impl Supervisor<'_> {
             }
             return;
         }
-        if stop == Stop::Event(libc::PTRACE_EVENT_EXEC) && pid == self.main {
-            // Before it runs a single instruction of the new program: a node that cannot
-            // take it refuses now, and it dies without having run.
-            self.place_main();
+        if stop == Stop::Event(libc::PTRACE_EVENT_EXEC) {
+            if pid == self.main && self.placement.is_some() {
+                // Before it runs a single instruction of the new program: a node that cannot
+                // take it refuses now, and it dies without having run.
+                self.place_main();
+            } else if self.daemon_up && self.daemon.execed(pid) {
+                // Held here until the daemon places it (`on_placement`).
+                self.at_exec.insert(pid, Instant::now() + PLACEMENT_WAIT);
+                return;
+            }
         }
         let result = match stop {
             Stop::Event(event)
@@ -1148,6 +1234,7 @@ impl Supervisor<'_> {
 
     fn ended(&mut self, pid: Pid, end: JobEnd) {
         self.farewells.remove(&pid);
+        self.at_exec.remove(&pid);
         if self.procs.contains_key(&pid) {
             self.handle(pid, Event::Ended);
             self.procs.remove(&pid);

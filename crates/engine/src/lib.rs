@@ -70,5 +70,5 @@ pub mod trace {
 }
 
 pub use guest::{Left, Reports, serve_guest};
-pub use home::{Daemon, JobEnd, Order, Placement, TALLY_EVERY, supervise};
+pub use home::{Daemon, ExecPlacement, JobEnd, Order, Placement, TALLY_EVERY, supervise};
 pub use session::{Channel, SessionRead};

@@ -96,24 +96,30 @@ fn stop_all_moved_at_most(
             .lines()
             .find(|l| l.starts_with("rounds="))
             .unwrap_or_else(|| panic!("no result\n{stdout}\n{stderr}"));
-        let rounds = line
-            .strip_prefix("rounds=")
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect("rounds");
-        let still = Command::new(program)
-            .args(["-", rounds])
-            .output()
-            .expect("run spin at the host");
-        assert_eq!(
-            line,
-            String::from_utf8_lossy(&still.stdout).trim_end(),
-            "a moved job computed otherwise than a never-moved one\n{stderr}"
-        );
+        check_result(program, line, &stderr);
         let n = moves(&stderr);
         assert!(n <= max_moves, "moved {n} times: ping-pong?\n{stderr}");
         counts.push(n);
     }
     counts
+}
+
+/// Checks that a job's result `line` ("rounds=R sum=S") is what a never-moved run of R
+/// rounds prints.
+fn check_result(program: &str, line: &str, stderr: &str) {
+    let rounds = line
+        .strip_prefix("rounds=")
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("rounds");
+    let still = Command::new(program)
+        .args(["-", rounds])
+        .output()
+        .expect("run spin at the host");
+    assert_eq!(
+        line,
+        String::from_utf8_lossy(&still.stdout).trim_end(),
+        "a moved job computed otherwise than a never-moved one\n{stderr}"
+    );
 }
 
 fn names(test: &str) -> Vec<String> {
@@ -134,6 +140,74 @@ fn cpu_bound_jobs_spread_from_a_loaded_node_without_ping_pong() {
     eprintln!("jobs run on {away:?}");
     let counts = stop_all(&lab, &program, jobs, &names);
     assert!(counts.iter().any(|&n| n > 0), "mosrun logged no move");
+}
+
+/// Rule 5, placement at exec: the CPU-bound children one `sh` starts at once are placed as
+/// they exec, before they run: no samples, no residence time. The shell itself stays (the
+/// cluster is idle when it starts) and counts at home, so of its three children one goes to
+/// each other node and one stays; each computes what it would have at home.
+#[test]
+fn a_shells_cpu_bound_children_are_placed_at_their_exec() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin::program("balance");
+    let lab = lab();
+    let names = &names("exec")[..3];
+    let mut script = String::new();
+    for name in names {
+        let path = lab.work_dir().join(name);
+        script.push_str(&format!("{program} {} & ", path.display()));
+    }
+    script.push_str("wait");
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.args(["sh", "-c", &script])
+        .current_dir(lab.work_dir())
+        .stdin(std::process::Stdio::null())
+        .env("MOSRUN_LOG", "info");
+    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + STEP;
+    while moves(&String::from_utf8_lossy(&job.stderr())) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "two children not placed in {STEP:?}\n{}",
+            job.outputs()
+        );
+        std::thread::sleep(POLL);
+    }
+    let stderr = String::from_utf8_lossy(&job.stderr()).into_owned();
+    let placed: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("placing it at its exec"))
+        .collect();
+    for node in ["node=2", "node=3"] {
+        assert!(
+            placed.iter().any(|l| l.contains(node)),
+            "none placed at {node}\n{stderr}\nnode 1:\n{}",
+            lab.node(1).log()
+        );
+    }
+    assert_eq!(placed.len(), 2, "{stderr}");
+    for name in names {
+        fs::write(lab.work_dir().join(format!("{name}.stop")), b"").expect("write a stop file");
+    }
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&done.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&done.stderr).into_owned();
+    assert!(
+        done.status.success(),
+        "{:?}\n{stdout}\n{stderr}",
+        done.status
+    );
+    let results: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("rounds="))
+        .collect();
+    assert_eq!(results.len(), 3, "{stdout}\n{stderr}");
+    for line in results {
+        check_result(&program, line, &stderr);
+    }
 }
 
 /// `mosctl VERB` as root at each of `nodes`; then waits until node 1's view shows each of

@@ -462,6 +462,12 @@ pub enum Report {
         /// Its PID.
         pid: i32,
     },
+    /// A process has just exec'd and waits, stopped before its new program runs, for a
+    /// [`Command::Place`] (the balancer's placement at exec).
+    Execed {
+        /// Its PID.
+        pid: i32,
+    },
     /// Outcome of the [`Command::Migrate`] with the same `id`.
     MigrateDone {
         /// The command's id.
@@ -486,6 +492,14 @@ pub enum Command {
         pid: i32,
         /// Where to move it.
         target: Target,
+    },
+    /// Where a process that reported [`Report::Execed`] should run: on `node`, or (`None`)
+    /// where it is. No answer is expected.
+    Place {
+        /// The process.
+        pid: i32,
+        /// The node to move it to.
+        node: Option<u16>,
     },
     /// Whoever asked for order `id` gave up waiting: drop it if no move has started for it
     /// yet (and answer it with [`MoveError::Cancelled`]); a move under way goes on and is

@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-use rmosix_engine::{Channel, Daemon, Order, Pid};
+use rmosix_engine::{Channel, Daemon, ExecPlacement, Order, Pid};
 use rmosix_seal::{End, SessionKeys};
 use rmosix_wire::{
     Advice, AskError, Backoff, Command, DaemonSocket, DecodeError, LineReader, MoveError, Reply,
@@ -68,6 +68,8 @@ struct State {
     queue: VecDeque<Queued>,
     /// Orders the engine took, by our id.
     taken: HashMap<u64, Taken>,
+    /// Placements of processes held at their exec the engine has not taken yet.
+    placements: VecDeque<ExecPlacement>,
     last_id: u64,
     stopping: bool,
     /// The write end of `DaemonLink::ready`.
@@ -105,6 +107,7 @@ impl DaemonLink {
                 generation: 0,
                 queue: VecDeque::new(),
                 taken: HashMap::new(),
+                placements: VecDeque::new(),
                 last_id: 0,
                 stopping: false,
                 wake,
@@ -139,7 +142,7 @@ impl DaemonLink {
             Report::Ended { pid } => {
                 state.procs.remove(&pid);
             }
-            Report::MigrateDone { .. } | Report::Tally(_) => {}
+            Report::MigrateDone { .. } | Report::Tally(_) | Report::Execed { .. } => {}
         }
         state.send(&report);
     }
@@ -324,6 +327,10 @@ fn take_command(shared: &Shared, generation: u64, command: Command) {
             // A full socket already says there is something to read.
             let _ = (&state.wake).write(&[1]);
         }
+        Command::Place { pid, node } => {
+            state.placements.push_back(ExecPlacement { pid, node });
+            let _ = (&state.wake).write(&[1]);
+        }
         Command::Cancel { id } => {
             let queued = state
                 .queue
@@ -432,6 +439,16 @@ impl Daemon for DaemonLink {
 
     fn ended(&mut self, pid: Pid) {
         self.report(Report::Ended { pid });
+    }
+
+    fn execed(&mut self, pid: Pid) -> bool {
+        let mut state = self.shared.lock();
+        state.send(&Report::Execed { pid });
+        state.conn.is_some()
+    }
+
+    fn next_placement(&mut self) -> Option<ExecPlacement> {
+        self.shared.lock().placements.pop_front()
     }
 
     fn tally(&mut self, tally: Tally) {

@@ -6,6 +6,7 @@
 
 mod daemon_link;
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
             .init();
     }
     let daemon = DaemonSocket {
