@@ -23,6 +23,7 @@ use rmosix_wire::{Advice, Decay, Reply};
 use rmosix_config::NodeId;
 
 use crate::daemon::Shared;
+use crate::hosted::Balanced;
 use crate::procfs;
 use crate::table::SupervisorId;
 use crate::{control, modes};
@@ -50,9 +51,8 @@ struct Tracked {
     usage: Usage,
     /// Where it ran last round (`None`: home).
     node: Option<u16>,
-    /// Its last schedstat reading (run and wait time) and when it was read; `None` while it
-    /// is away or after it came back.
-    last: Option<(Duration, Duration, Instant)>,
+    /// Its last reading; `None` while it is away or after it came back.
+    last: Option<Reading>,
     /// Its last move, or when the loop first saw it.
     since: Instant,
 }
@@ -97,6 +97,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 /// Updates `tracked` from the table and /proc; the processes to decide on: supervised here,
 /// at home, no order under way, and sampled at least twice.
 fn sample(shared: &Shared, tracked: &mut HashMap<i32, Tracked>, now: Instant) -> Vec<Process> {
+    let mut came_back = shared
+        .balancing
+        .as_ref()
+        .map(|b| std::mem::take(&mut lock(b).came_back))
+        .unwrap_or_default();
     let table = shared.table().processes();
     tracked.retain(|pid, _| table.iter().any(|e| e.pid == *pid));
     let mut processes = Vec::new();
@@ -115,10 +120,14 @@ fn sample(shared: &Shared, tracked: &mut HashMap<i32, Tracked>, now: Instant) ->
             t.last = None;
             t.usage.moved();
         }
+        if let Some(share) = came_back.remove(&entry.pid) {
+            let u = t.usage;
+            t.usage = Usage::from_figures(u.demand(), u.cpu(), share, u.cpu_since_move());
+        }
         if entry.node.is_some() {
             continue;
         }
-        let Some(memory) = measure(t, class, entry.pid, now) else {
+        let Some(memory) = measure(t, class, entry.pid, None, now) else {
             continue;
         };
         if entry.moving {
@@ -159,24 +168,48 @@ fn decay_class(decay: Decay) -> DecayClass {
     }
 }
 
-/// Samples `pid` into `t`: the bytes a move of it sends, once it has two samples.
-fn measure(t: &mut Tracked, class: DecayClass, pid: i32, now: Instant) -> Option<u64> {
-    let Ok((ran, waited)) = read_schedstat(pid) else {
+/// Samples `pid` into `t`: the bytes a move of it sends, once it has two samples. `waited`:
+/// how long a guest has waited here for calls forwarded home, in all (`None` at home).
+fn measure(
+    t: &mut Tracked,
+    class: DecayClass,
+    pid: i32,
+    waited: Option<Duration>,
+    now: Instant,
+) -> Option<u64> {
+    let Ok((ran, queued)) = read_schedstat(pid) else {
         t.last = None;
         return None;
     };
-    let (last_ran, last_waited, at) = t.last.replace((ran, waited, now))?;
+    let reading = Reading {
+        ran,
+        queued,
+        waited,
+        at: now,
+    };
+    let last = t.last.replace(reading)?;
     t.usage.update(
         class,
         &Sample {
-            interval: now.duration_since(at),
-            ran: ran.saturating_sub(last_ran),
-            waited: waited.saturating_sub(last_waited),
-            forwarded: None,
+            interval: now.duration_since(last.at),
+            ran: ran.saturating_sub(last.ran),
+            waited: queued.saturating_sub(last.queued),
+            forwarded: waited.map(|w| w.saturating_sub(last.waited.unwrap_or_default())),
         },
     );
     let stat = procfs::read_stat(pid).ok()?;
     Some(stat.rss_kib.saturating_mul(1024))
+}
+
+/// One reading of a process's figures.
+#[derive(Clone, Copy)]
+struct Reading {
+    /// Run and run-queue time from schedstat.
+    ran: Duration,
+    queued: Duration,
+    /// A guest's wait for calls forwarded home, in all.
+    waited: Option<Duration>,
+    at: Instant,
 }
 
 /// What the loop keeps about one guest, by its home identity.
@@ -201,23 +234,23 @@ fn sample_guests(
     guests: &mut HashMap<ProcessId, Guest>,
     now: Instant,
 ) -> Vec<Process> {
-    let hosted: Vec<(i32, ProcessId)> = shared
+    let hosted: Vec<(ProcessId, Balanced)> = shared
         .hosted()
         .processes()
         .into_iter()
-        .filter_map(|(pid, home, home_pid)| {
+        .filter_map(|p| {
             let id = ProcessId {
-                home: NodeId::new(home)?,
-                pid: u32::try_from(home_pid).ok()?,
+                home: NodeId::new(p.home_node)?,
+                pid: u32::try_from(p.home_pid).ok()?,
             };
-            Some((pid, id))
+            Some((id, p))
         })
         .collect();
-    guests.retain(|id, g| hosted.contains(&(g.pid, *id)));
+    guests.retain(|id, g| hosted.iter().any(|(i, p)| i == id && p.pid == g.pid));
     let mut processes = Vec::new();
-    for (pid, id) in hosted {
+    for (id, p) in hosted {
         let g = guests.entry(id).or_insert_with(|| Guest {
-            pid,
+            pid: p.pid,
             tracked: Tracked {
                 usage: Usage::new(DecayClass::Normal),
                 node: None,
@@ -226,7 +259,13 @@ fn sample_guests(
             },
             recalled: None,
         });
-        let Some(memory) = measure(&mut g.tracked, DecayClass::Normal, pid, now) else {
+        let Some(memory) = measure(
+            &mut g.tracked,
+            DecayClass::Normal,
+            p.pid,
+            Some(p.waited),
+            now,
+        ) else {
             continue;
         };
         if g.recalled
@@ -261,11 +300,13 @@ fn send_guest(shared: &Arc<Shared>, guests: &mut HashMap<ProcessId, Guest>, deci
         Decision::GoHome { .. } => None,
     };
     info!(home, pid, ?to, reason = ?decision.reason(), "balancing: sending a guest away (home: none)");
+    let mut forwarded = 0;
     if let Some(g) = guests.get_mut(&process) {
         g.recalled = Some(Instant::now());
+        forwarded = (g.tracked.usage.forwarded() * 1000.0).round() as u16;
     }
     let shared = shared.clone();
-    tokio::spawn(async move { modes::send_guest(&shared, home, pid, to).await });
+    tokio::spawn(async move { modes::send_guest(&shared, home, pid, to, forwarded).await });
 }
 
 /// What this node's balancing did lately that the gossiped view does not show yet: the moves
@@ -275,6 +316,9 @@ fn send_guest(shared: &Arc<Shared>, guests: &mut HashMap<ProcessId, Guest>, deci
 pub(crate) struct Recent {
     sent: Vec<(Instant, NodeId)>,
     kept: Vec<Instant>,
+    /// Processes of this node another node's balancer sent back, with the share of their
+    /// time they waited there for calls forwarded here: until the loop takes it.
+    came_back: HashMap<i32, f64>,
 }
 
 impl Recent {
@@ -339,6 +383,16 @@ fn apply_own_moves(
     if let (Some(me), Some(share)) = (view.nodes.get_mut(&own), own_share) {
         let kept = u32::try_from(recent.kept.len()).unwrap_or(u32::MAX);
         me.load = me.load.saturating_add(share.saturating_mul(kept));
+    }
+}
+
+/// Another node's balancer sends our process `pid` on, having found it waited `per_mille`
+/// of its time there for calls forwarded here: its statistics keep that share (rule 6 then
+/// weighs it before sending it out again), as if it had been measured here.
+pub(crate) fn forwarded_away(shared: &Shared, pid: i32, per_mille: u16) {
+    if let Some(balancing) = &shared.balancing {
+        let share = f64::from(per_mille.min(1000)) / 1000.0;
+        lock(balancing).came_back.insert(pid, share);
     }
 }
 

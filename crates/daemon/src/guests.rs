@@ -116,6 +116,9 @@ async fn take_reports(shared: &Shared, conn: &mut Conn, guest: &Spawned, reg: &R
                 shared.metrics.guest_arrived();
                 debug!(guest = guest.pid, pid, home_pid, "hosting a process");
             }
+            Ok(Some(GuestReport::Waited { ms })) => {
+                shared.hosted().waited(reg, Duration::from_millis(ms));
+            }
             Ok(Some(GuestReport::Left { how })) => {
                 let process = shared.hosted().left(reg);
                 shared.metrics.guest_left(how);

@@ -31,6 +31,20 @@ struct Guest {
     uid: u32,
     home_node: u16,
     process: Option<Process>,
+    /// How long its process has waited here for calls forwarded home, as last told.
+    waited: Duration,
+}
+
+/// A hosted process as the balancing loop sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Balanced {
+    /// Its PID here.
+    pub pid: i32,
+    pub home_node: u16,
+    /// Its PID at home.
+    pub home_pid: i32,
+    /// How long it has waited here for calls forwarded home, in all.
+    pub waited: Duration,
 }
 
 /// A hosted process as its guest reported it.
@@ -102,6 +116,7 @@ impl Hosted {
                 uid,
                 home_node,
                 process: None,
+                waited: Duration::ZERO,
             },
         );
         Registration { guest, conn }
@@ -116,6 +131,13 @@ impl Hosted {
                 true
             }
             None => false,
+        }
+    }
+
+    /// The process of `reg`'s guest has waited `total` for calls forwarded home.
+    pub fn waited(&mut self, reg: &Registration, total: Duration) {
+        if let Some(guest) = self.current(reg) {
+            guest.waited = total;
         }
     }
 
@@ -150,13 +172,18 @@ impl Hosted {
             .collect()
     }
 
-    /// Each hosted process: its PID here, its home node and its PID there.
-    pub fn processes(&self) -> Vec<(i32, u16, i32)> {
+    /// Each hosted process.
+    pub fn processes(&self) -> Vec<Balanced> {
         self.guests
             .values()
             .filter_map(|g| {
                 let p = g.process?;
-                Some((p.pid, g.home_node, p.home_pid))
+                Some(Balanced {
+                    pid: p.pid,
+                    home_node: g.home_node,
+                    home_pid: p.home_pid,
+                    waited: g.waited,
+                })
             })
             .collect()
     }

@@ -24,9 +24,9 @@ use rmosix_config::{Host, Map, NodeId};
 use rmosix_transport::LinkError;
 use rmosix_wire::{LinkHello, MoveError, NodeMode, Purpose, Recalled, Reply};
 
-use crate::chain;
 use crate::daemon::Shared;
 use crate::table::Refusal;
+use crate::{balancer, chain};
 
 /// What a blocked node answers on a session link instead of [`crate::peer::SESSION_READY`].
 pub(crate) const SESSION_BLOCKED: &[u8] = b"blocked";
@@ -88,7 +88,7 @@ pub(crate) async fn expel(shared: &Arc<Shared>, by: u32) -> Reply {
         |(node, pid)| {
             let shared = shared.clone();
             async move {
-                recall(&shared, node, pid, None)
+                recall(&shared, node, pid, None, None)
                     .await
                     .map_err(|not| NotSent {
                         line: format!("process {pid} (home node {node}): {}", not.line),
@@ -289,10 +289,17 @@ pub(crate) enum PeerAskError {
     BadAnswer(u16),
 }
 
-/// The balancing loop sends guest `pid` of `node` home (`to` is `None`) or on to node `to`:
-/// [`recall`] with its outcome logged.
-pub(crate) async fn send_guest(shared: &Shared, node: u16, pid: i32, to: Option<u16>) {
-    if let Err(not) = recall(shared, node, pid, to).await {
+/// The balancing loop sends guest `pid` of `node` home (`to` is `None`) or on to node `to`,
+/// telling home the share of its time it waited here for forwarded calls (`forwarded`, per
+/// mille): [`recall`] with its outcome logged.
+pub(crate) async fn send_guest(
+    shared: &Shared,
+    node: u16,
+    pid: i32,
+    to: Option<u16>,
+    forwarded: u16,
+) {
+    if let Err(not) = recall(shared, node, pid, to, Some(forwarded)).await {
         warn!(
             node,
             pid,
@@ -304,9 +311,15 @@ pub(crate) async fn send_guest(shared: &Shared, node: u16, pid: i32, to: Option<
 }
 
 /// Ask the daemon of `node` to send its process `pid` from here home (`to` is `None`) or on
-/// to node `to`, and wait for the outcome of the move.
-async fn recall(shared: &Shared, node: u16, pid: i32, to: Option<u16>) -> Result<(), NotSent> {
-    match ask_recall(shared, node, pid, to).await {
+/// to node `to`, and wait for the outcome of the move. `forwarded`: see [`send_guest`].
+async fn recall(
+    shared: &Shared,
+    node: u16,
+    pid: i32,
+    to: Option<u16>,
+    forwarded: Option<u16>,
+) -> Result<(), NotSent> {
+    match ask_recall(shared, node, pid, to, forwarded).await {
         Ok(Recalled::Arrived) => {
             info!(node, pid, ?to, "guest went (home: none)");
             Ok(())
@@ -364,10 +377,15 @@ async fn ask_recall(
     node: u16,
     pid: i32,
     to: Option<u16>,
+    forwarded_per_mille: Option<u16>,
 ) -> Result<Recalled, PeerAskError> {
     // The move itself is bounded at home by MOVE_TIMEOUT; a little more here lets its answer
     // arrive.
-    let purpose = Purpose::Recall { pid, to };
+    let purpose = Purpose::Recall {
+        pid,
+        to,
+        forwarded_per_mille,
+    };
     ask_peer(
         shared,
         node,
@@ -379,12 +397,14 @@ async fn ask_recall(
 }
 
 /// Serve a peer's [`Purpose::Recall`]: `from` hosts our process `pid` and sends it away, home
-/// or on to node `to`.
+/// or on to node `to`; its balancer found it waited `forwarded` per mille of its time there
+/// for calls forwarded here.
 pub(crate) async fn answer_recall(
     shared: &Shared,
     from: u16,
     pid: i32,
     to: Option<u16>,
+    forwarded: Option<u16>,
 ) -> Recalled {
     let (location, moving) = {
         let table = shared.table();
@@ -411,7 +431,10 @@ pub(crate) async fn answer_recall(
             return Recalled::Refused(format!("no node {n} in {}", shared.map().path().display()));
         }
     };
-    info!(from, pid, to = ?target, "sent away by its host (home: none)");
+    info!(from, pid, to = ?target, ?forwarded, "sent away by its host (home: none)");
+    if let Some(per_mille) = forwarded {
+        balancer::forwarded_away(shared, pid, per_mille);
+    }
     match send_to(shared, pid, target).await {
         Ok(()) => Recalled::Arrived,
         Err(not_there) => not_there,

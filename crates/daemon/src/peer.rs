@@ -82,10 +82,14 @@ pub(crate) async fn serve_peer(
             let creds = GuestCreds { uid, gid, groups };
             serve_session(&shared, link, from, creds, ticket).await;
         }
-        Purpose::Recall { pid, to } => {
+        Purpose::Recall {
+            pid,
+            to,
+            forwarded_per_mille,
+        } => {
             // The move may take a while; the connection is a peer's like any, and holds its
             // place in the limits meanwhile.
-            let answer = modes::answer_recall(&shared, from, pid, to).await;
+            let answer = modes::answer_recall(&shared, from, pid, to, forwarded_per_mille).await;
             if let Err(e) = link.send(&answer.encode()).await {
                 warn!(from, pid, "cannot answer a recall: {}", chain(&e));
             }

@@ -38,6 +38,8 @@ struct Said {
     /// The process runs here: its PID here and at home.
     running: Option<(Pid, i32)>,
     left: Option<Departure>,
+    /// How long the process has waited for calls forwarded home, in all.
+    waited: Duration,
     /// The guest is ending: say what is left to say if connected, then stop.
     stopping: bool,
 }
@@ -97,6 +99,10 @@ impl Reports for DaemonReports {
             Left::Lost => Departure::Lost,
         };
         self.note(|said| said.left = Some(how));
+    }
+
+    fn waited(&mut self, total: Duration) {
+        self.note(|said| said.waited = total);
     }
 }
 
@@ -176,10 +182,11 @@ fn register(daemon: &DaemonSocket, home_node: u16) -> Result<UnixStream, AskErro
 /// said, the guest stops, or the daemon goes away.
 fn report(mut conn: UnixStream, said: &Mutex<Said>, woken: &UnixStream) -> End {
     let mut told_running = None;
+    let mut told_waited = Duration::ZERO;
     loop {
-        let (running, left, stopping) = {
+        let (running, waited, left, stopping) = {
             let said = lock(said);
-            (said.running, said.left, said.stopping)
+            (said.running, said.waited, said.left, said.stopping)
         };
         if running.is_some() && running != told_running {
             if let Some((pid, home_pid)) = running
@@ -188,6 +195,14 @@ fn report(mut conn: UnixStream, said: &Mutex<Said>, woken: &UnixStream) -> End {
                 return End::Lost(e);
             }
             told_running = running;
+        }
+        // After `running`: the daemon counts it for the process that runs.
+        if told_running.is_some() && waited != told_waited {
+            let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+            if let Err(e) = send_line(&mut conn, &GuestReport::Waited { ms }) {
+                return End::Lost(e);
+            }
+            told_waited = waited;
         }
         if let Some(how) = left {
             return match send_line(&mut conn, &GuestReport::Left { how }) {

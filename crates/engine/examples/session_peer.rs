@@ -15,6 +15,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use rmosix_engine::{
     Channel, Daemon, ExecPlacement, JobEnd, Left, Order, Pid, Reports, serve_guest, supervise,
@@ -64,6 +65,7 @@ struct Quiet;
 impl Reports for Quiet {
     fn running(&mut self, _husk: Pid, _home_pid: i32) {}
     fn left(&mut self, _how: Left) {}
+    fn waited(&mut self, _total: Duration) {}
 }
 
 fn say(line: String) {

@@ -7,7 +7,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rmosix_image::{CpuUse, Frame};
 use tracing::{debug, info, warn};
@@ -40,7 +40,13 @@ pub trait Reports {
     fn running(&mut self, husk: Pid, home_pid: i32);
     /// It left this node.
     fn left(&mut self, how: Left);
+    /// How long, in all, it has waited here for calls forwarded home (the balancer's
+    /// forwarding share): told at most once a second, and only when it grew.
+    fn waited(&mut self, total: Duration);
 }
+
+/// How often, at most, a guest tells how long its process waited for home.
+const WAITED_EVERY: Duration = Duration::from_secs(1);
 
 /// How a process left a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,8 +117,9 @@ pub fn serve_guest(channel: Channel, reports: &mut dyn Reports) -> io::Result<()
         arriving: Arriving::default(),
         behind: Behind::default(),
         waiting: None,
+        home_wait: HomeWait::default(),
     };
-    let left = guest.serve(&sigchld);
+    let left = guest.serve(&sigchld, reports);
     kill(husk);
     reports.left(*left.as_ref().unwrap_or(&Left::Lost));
     left.map(drop)
@@ -188,6 +195,62 @@ struct Guest {
     behind: Behind,
     /// A trapped write that waits for home to acknowledge writes behind: id, nr, args.
     waiting: Option<(u64, i64, [u64; 6])>,
+    /// How long the process has waited for home.
+    home_wait: HomeWait,
+}
+
+/// The time a process spends blocked on a call shipped home (or on a write waiting for
+/// home's room): what its remote run loses to forwarding.
+#[derive(Default)]
+struct HomeWait {
+    /// Closed waits.
+    total: Duration,
+    /// Since when it waits now.
+    since: Option<Instant>,
+    /// What was told last, and when.
+    told: Option<(Duration, Instant)>,
+}
+
+impl HomeWait {
+    /// Notes whether the process waits for home at `now`.
+    fn note(&mut self, waits: bool, now: Instant) {
+        match (waits, self.since) {
+            (true, None) => self.since = Some(now),
+            (false, Some(since)) => {
+                self.total += now.saturating_duration_since(since);
+                self.since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// All it waited by `now`, the wait under way included.
+    fn by(&self, now: Instant) -> Duration {
+        self.total
+            + self
+                .since
+                .map_or(Duration::ZERO, |s| now.saturating_duration_since(s))
+    }
+
+    /// What to tell at `now`, if a [`WAITED_EVERY`] has passed and it grew.
+    fn news(&mut self, now: Instant) -> Option<Duration> {
+        let total = self.by(now);
+        match self.told {
+            Some((told, at)) if told == total || now.duration_since(at) < WAITED_EVERY => None,
+            None if total.is_zero() => None,
+            _ => {
+                self.told = Some((total, now));
+                Some(total)
+            }
+        }
+    }
+
+    /// When the loop should wake to tell: while it waits, a [`WAITED_EVERY`] after the last.
+    fn next_due(&self, now: Instant) -> Option<Duration> {
+        self.since?;
+        let last = self.told.map_or(now, |(_, at)| at);
+        Some((last + WAITED_EVERY).saturating_duration_since(now))
+    }
 }
 
 /// The sources of the guest's loop.
@@ -199,14 +262,24 @@ enum Source {
 }
 
 impl Guest {
-    fn serve(&mut self, sigchld: &SigChld) -> io::Result<Left> {
+    fn serve(&mut self, sigchld: &SigChld, reports: &mut dyn Reports) -> io::Result<Left> {
         loop {
+            let now = Instant::now();
+            self.home_wait
+                .note(self.pending.is_some() || self.waiting.is_some(), now);
+            if let Some(total) = self.home_wait.news(now) {
+                reports.waited(total);
+            }
             let mut turn = Turn::new();
             turn.watch(Source::Husk, sigchld.raw_fd(), false);
             turn.watch(Source::Home, self.session.raw_fd(), self.session.buffered());
             turn.watch(Source::Calls, self.listener.as_raw_fd(), false);
+            let timeout = match (self.behind.flush_due(), self.home_wait.next_due(now)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             // One source per turn, in this order: a husk event first, as it may end it all.
-            let ready = turn.wait(self.behind.flush_due())?;
+            let ready = turn.wait(timeout)?;
             if self.behind.flush_due().is_some_and(|left| left.is_zero()) {
                 self.behind.flush(&mut self.session)?;
             }
@@ -776,4 +849,42 @@ enum Homeward {
     Asked { restart: Option<u64> },
     /// The process made call `id`, which only home can run (`what` names it).
     Call { id: u64, what: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn home_wait_counts_the_closed_waits_and_the_one_under_way() {
+        let t0 = Instant::now();
+        let mut wait = HomeWait::default();
+        wait.note(false, t0);
+        wait.note(true, t0 + MS);
+        wait.note(true, t0 + 2 * MS);
+        wait.note(false, t0 + 4 * MS);
+        assert_eq!(wait.by(t0 + 10 * MS), 3 * MS);
+        wait.note(true, t0 + 10 * MS);
+        assert_eq!(wait.by(t0 + 15 * MS), 8 * MS);
+        assert_eq!(wait.next_due(t0 + 15 * MS), Some(WAITED_EVERY));
+    }
+
+    #[test]
+    fn home_wait_is_told_when_it_grew_at_most_once_a_period() {
+        let t0 = Instant::now();
+        let mut wait = HomeWait::default();
+        assert_eq!(wait.news(t0), None, "nothing waited, nothing to tell");
+        assert_eq!(wait.next_due(t0), None, "not waiting: no need to wake");
+        wait.note(true, t0);
+        wait.note(false, t0 + 2 * MS);
+        assert_eq!(wait.news(t0 + 2 * MS), Some(2 * MS));
+        wait.note(true, t0 + 3 * MS);
+        assert_eq!(wait.news(t0 + 5 * MS), None, "told less than a period ago");
+        let later = t0 + 2 * MS + WAITED_EVERY;
+        assert_eq!(wait.news(later), Some(later - (t0 + MS)));
+        wait.note(false, later);
+        assert_eq!(wait.news(later + WAITED_EVERY), None, "it did not grow");
+    }
 }

@@ -279,6 +279,43 @@ fn wait_spread(lab: &Lab, jobs: &[Job]) -> Vec<u16> {
     }
 }
 
+/// Rule 4 on measured figures: a job that spends its time waiting for calls forwarded home,
+/// moved to node 2 by hand, is sent home by node 2's balancer (its guest tells node 2's
+/// daemon how long it waits for home) and stays there; every answer it got was home's.
+#[test]
+fn a_guest_that_waits_on_its_calls_goes_home_by_itself() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = rmosix_lab::compiled(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/balance/chatty.c"),
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("balance/chatty"),
+        &["-O2"],
+    );
+    let mut cfg = LabConfig::new(2, bin_dir_of_current_test());
+    cfg.cpu_quota = Some(1.0);
+    cfg.balance = true;
+    let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    let job = start(&lab, &program, "chatty");
+    job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    wait_all_on(std::slice::from_ref(&job), 1);
+    assert!(
+        lab.node(2)
+            .log()
+            .lines()
+            .any(|l| l.contains("sending a guest away") && l.contains("reason=Forwarding")),
+        "not sent home for its calls\n{}",
+        lab.node(2).log()
+    );
+    nothing_moves_for_a_while(std::slice::from_ref(&job));
+    fs::write(lab.work_dir().join("chatty.stop"), b"").expect("write a stop file");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{:?}\n{stdout}", done.status);
+    assert!(stdout.contains("parent=same"), "{stdout}");
+}
+
 #[test]
 fn nothing_moves_when_the_other_nodes_are_blocked() {
     if !require_root() {
@@ -502,7 +539,7 @@ fn wait_all_on(jobs: &[Job], node: u16) {
     {
         assert!(
             Instant::now() < deadline,
-            "the jobs did not start on node {node}"
+            "the jobs did not all run on node {node} within {STEP:?}"
         );
         std::thread::sleep(POLL);
     }

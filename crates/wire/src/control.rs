@@ -422,6 +422,12 @@ pub enum GuestReport {
         /// Its PID at home.
         home_pid: i32,
     },
+    /// How long, in all, the process has waited here for calls forwarded home, in
+    /// milliseconds (the balancer's forwarding share).
+    Waited {
+        /// Milliseconds since it came.
+        ms: u64,
+    },
     /// The process left this node; the guest ends after this report.
     Left {
         /// How.

@@ -64,6 +64,11 @@ pub enum Purpose {
         /// Where it should go; `None`: home.
         #[serde(default)]
         to: Option<u16>,
+        /// The share of its time it waited at the sender for calls forwarded home, per mille,
+        /// when the sender's balancer sends it (`None`: `expel`). Home keeps the estimate,
+        /// so that a process sent home for its calls is not sent out again at once.
+        #[serde(default)]
+        forwarded_per_mille: Option<u16>,
     },
     /// Which processes of the sender run at the receiver, and what they use there (for
     /// `mosps`)? Answered with one [`HostedHere`].
@@ -126,10 +131,12 @@ mod tests {
             Purpose::Recall {
                 pid: 4711,
                 to: None,
+                forwarded_per_mille: None,
             },
             Purpose::Recall {
                 pid: 4711,
                 to: Some(3),
+                forwarded_per_mille: Some(250),
             },
             Purpose::Hosted,
             Purpose::Session {
