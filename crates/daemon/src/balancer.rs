@@ -657,7 +657,7 @@ mod tests {
         let long_ago = now - Duration::from_secs(2);
         let recent = Recent {
             sent: vec![(now, node(2)), (now, node(2)), (long_ago, node(3))],
-            kept: Vec::new(),
+            ..Recent::default()
         };
         // Its last period saw 3 processes; two left since, one before that period closed.
         apply_own_moves(&mut view, node(1), 300, &recent, now);
@@ -673,8 +673,8 @@ mod tests {
         view.insert(node(2), info(0));
         let now = Instant::now();
         let mut recent = Recent {
-            sent: Vec::new(),
             kept: vec![now, now - Duration::from_millis(500)],
+            ..Recent::default()
         };
         apply_own_moves(&mut view, node(1), 100, &recent, now);
         assert_eq!(view.get(node(1)).unwrap().load, 300);
