@@ -425,13 +425,26 @@ pub(crate) fn place_at_exec(shared: &Shared, supervisor: SupervisorId, pid: i32)
         just_execed: true,
     };
     let now = Instant::now();
+    let policy = Policy::default();
     let mut view = current_view(shared, CLOCK_BASE);
     let mut recent = lock(balancing);
     with_own_moves(&mut view, shared, &mut recent, now);
+    // A burst of execs places at most a round's moves a second, as the loop moves at most
+    // that many a round: the rest start here, and the loop spreads them from their second
+    // sample on. A thousand processes started at once do not become a thousand moves at once.
+    let placed_lately = recent
+        .sent
+        .iter()
+        .filter(|(at, _)| now.duration_since(*at) < EVERY)
+        .count();
     let round = round_at(shared.own, CLOCK_BASE);
     let links = LinkSpeeds::uniform(LINK_SPEED);
-    let decisions = decide(&Policy::default(), &round, &view, &links, &[process]);
-    let to = decisions.first().map(Decision::target);
+    let to = if placed_lately < policy.max_moves_per_round {
+        let decisions = decide(&policy, &round, &view, &links, &[process]);
+        decisions.first().map(Decision::target)
+    } else {
+        None
+    };
     debug!(pid, ?view, ?to, "placement at exec");
     match to {
         Some(to) => {
