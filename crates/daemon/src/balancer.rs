@@ -7,7 +7,7 @@
 //! nodes that run here). A guest sent home goes by the recall `mosctl expel` uses (its home's
 //! daemon orders it home); a guest that should move on to a third node stays, for now.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,9 +31,13 @@ use crate::{control, modes};
 /// How often the loop decides.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// The link speed every move's cost is computed with, bytes per second: a fixed 100 MB/s
-/// (about a gigabit link), not measured.
+/// The link speed a move's cost is computed with, bytes per second, to a node this node has
+/// not moved a process to yet: 100 MB/s, about a gigabit link. Moves the loop orders measure
+/// their own (see [`Recent::moved`]).
 const LINK_SPEED: u64 = 100_000_000;
+/// The bounds of a measured link speed, bytes per second: a move's time is mostly fixed costs
+/// when its image is small, and a figure outside these says more about the move than the link.
+const LINK_SPEED_BOUNDS: (u64, u64) = (10_000_000, 10_000_000_000);
 
 /// How long a move this loop ordered counts in its target's load before the gossip can show
 /// it: the target's gauge closes a period (1 s), publishes it (1 s), and the gossip carries it.
@@ -61,7 +65,6 @@ struct Tracked {
 pub(crate) async fn run(shared: Arc<Shared>) {
     let start = Instant::now();
     let policy = Policy::default();
-    let links = LinkSpeeds::uniform(LINK_SPEED);
     let mut tracked: HashMap<i32, Tracked> = HashMap::new();
     let mut guests: HashMap<ProcessId, Guest> = HashMap::new();
     let Some(balancing) = &shared.balancing else {
@@ -82,11 +85,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let mut view = current_view(shared.as_ref(), clock);
         with_own_moves(&mut view, &shared, &mut lock(balancing), now);
         let round = round_at(shared.own, clock);
-        debug!(?view, ?processes, "balancing round");
+        let links = lock(balancing).links(shared.own);
+        debug!(?view, ?processes, ?links, "balancing round");
         for decision in decide(&policy, &round, &view, &links, &processes) {
             lock(balancing).sent.push((now, decision.target()));
             if decision.process().home == shared.own {
-                carry_out(&shared, &mut tracked, decision);
+                let memory = processes
+                    .iter()
+                    .find(|p| p.id == decision.process())
+                    .map_or(0, |p| p.memory);
+                carry_out(&shared, &mut tracked, decision, memory);
             } else {
                 send_guest(&shared, &mut guests, decision);
             }
@@ -319,9 +327,35 @@ pub(crate) struct Recent {
     /// Processes of this node another node's balancer sent back, with the share of their
     /// time they waited there for calls forwarded here: until the loop takes it.
     came_back: HashMap<i32, f64>,
+    /// The speed of the moves the loop ordered from here to each node, bytes per second.
+    speeds: BTreeMap<NodeId, u64>,
 }
 
 impl Recent {
+    /// A move of `bytes` from here to `to` took `took`, from the order to the supervisor's
+    /// answer: its rate (the move's whole cost, as the payback rule wants it, freeze and
+    /// rounds included) updates the figure of that link, a quarter at a time.
+    fn moved(&mut self, to: NodeId, bytes: u64, took: Duration) {
+        if bytes == 0 || took.is_zero() {
+            return;
+        }
+        let (low, high) = LINK_SPEED_BOUNDS;
+        let rate = (bytes as f64 / took.as_secs_f64()).clamp(low as f64, high as f64) as u64;
+        self.speeds
+            .entry(to)
+            .and_modify(|speed| *speed = (*speed * 3 + rate) / 4)
+            .or_insert(rate);
+    }
+
+    /// The link speeds as measured from `own`; [`LINK_SPEED`] where nothing was.
+    fn links(&self, own: NodeId) -> LinkSpeeds {
+        let mut links = LinkSpeeds::uniform(LINK_SPEED);
+        for (&to, &speed) in &self.speeds {
+            links.pairs.insert((own, to), speed);
+        }
+        links
+    }
+
     /// Forgets what the view shows by `now`.
     fn forget_shown(&mut self, now: Instant) {
         self.sent
@@ -438,7 +472,7 @@ pub(crate) fn place_at_exec(shared: &Shared, supervisor: SupervisorId, pid: i32)
         .filter(|(at, _)| now.duration_since(*at) < EVERY)
         .count();
     let round = round_at(shared.own, CLOCK_BASE);
-    let links = LinkSpeeds::uniform(LINK_SPEED);
+    let links = recent.links(shared.own);
     let to = if placed_lately < policy.max_moves_per_round {
         let decisions = decide(&policy, &round, &view, &links, &[process]);
         decisions.first().map(Decision::target)
@@ -491,7 +525,9 @@ pub(crate) fn best_for(
         moves: 0,
         just_execed: placing == Placing::Starting,
     };
-    let links = LinkSpeeds::uniform(LINK_SPEED);
+    let links = recent
+        .as_ref()
+        .map_or_else(|| LinkSpeeds::uniform(LINK_SPEED), |r| r.links(shared.own));
     let to = best_node(&Policy::default(), &round, &view, &links, &process, placing);
     if let Some(recent) = recent.as_mut() {
         match (to, placing) {
@@ -589,28 +625,41 @@ fn cluster_view(
 }
 
 /// Orders one decision from the process's supervisor, and logs the answer when it comes.
-fn carry_out(shared: &Arc<Shared>, tracked: &mut HashMap<i32, Tracked>, decision: Decision) {
+fn carry_out(
+    shared: &Arc<Shared>,
+    tracked: &mut HashMap<i32, Tracked>,
+    decision: Decision,
+    memory: u64,
+) {
     let process = decision.process();
     let Ok(pid) = i32::try_from(process.pid) else {
         return;
     };
     let target = match decision {
-        Decision::Move { to, .. } => Some(to.get()),
+        Decision::Move { to, .. } => Some(to),
         Decision::GoHome { .. } => None,
     };
     let reason = decision.reason();
-    info!(pid, to = ?target, ?reason, "balancing: moving a process");
-    match control::order(shared, pid, target, 0) {
+    let to = target.map(NodeId::get);
+    info!(pid, ?to, ?reason, "balancing: moving a process");
+    match control::order(shared, pid, to, 0) {
         Ok((id, waiter)) => {
             if let Some(t) = tracked.get_mut(&pid) {
                 // Its next sample starts after the move.
                 t.last = None;
             }
+            let shared = shared.clone();
+            let ordered = Instant::now();
             tokio::spawn(async move {
                 match waiter.await {
-                    Ok(Ok(())) => info!(pid, order = id, to = ?target, "balancing: moved"),
+                    Ok(Ok(())) => {
+                        info!(pid, order = id, ?to, "balancing: moved");
+                        if let (Some(to), Some(balancing)) = (target, &shared.balancing) {
+                            lock(balancing).moved(to, memory, ordered.elapsed());
+                        }
+                    }
                     Ok(Err(failure)) => {
-                        warn!(pid, order = id, to = ?target, "balancing: move refused: {failure}");
+                        warn!(pid, order = id, ?to, "balancing: move refused: {failure}");
                     }
                     Err(_) => warn!(
                         pid,
@@ -622,10 +671,10 @@ fn carry_out(shared: &Arc<Shared>, tracked: &mut HashMap<i32, Tracked>, decision
         }
         Err(Reply::Ok) => {}
         Err(Reply::Failed(failure)) => {
-            warn!(pid, to = ?target, "balancing: move refused: {failure}");
+            warn!(pid, ?to, "balancing: move refused: {failure}");
         }
-        Err(Reply::Error { message }) => warn!(pid, to = ?target, "balancing: {message}"),
-        Err(other) => warn!(pid, to = ?target, "balancing: unexpected answer {other:?}"),
+        Err(Reply::Error { message }) => warn!(pid, ?to, "balancing: {message}"),
+        Err(other) => warn!(pid, ?to, "balancing: unexpected answer {other:?}"),
     }
 }
 
@@ -697,6 +746,23 @@ mod tests {
         later.insert(node(1), info(300));
         apply_own_moves(&mut later, node(1), 300, &recent, now);
         assert_eq!(later.get(node(1)).unwrap().load, 300);
+    }
+
+    #[test]
+    fn link_speeds_follow_the_moves_made_within_bounds() {
+        let mut recent = Recent::default();
+        let links = recent.links(node(1));
+        assert_eq!(links.between(node(1), node(2)), LINK_SPEED);
+        recent.moved(node(2), 400_000_000, Duration::from_secs(1));
+        assert_eq!(recent.links(node(1)).between(node(1), node(2)), 400_000_000);
+        recent.moved(node(2), 0, Duration::from_secs(1));
+        recent.moved(node(2), 200_000_000, Duration::from_secs(1));
+        assert_eq!(recent.links(node(1)).between(node(2), node(1)), 350_000_000);
+        // A tiny image moved in a long time says nothing below the floor.
+        recent.moved(node(3), 1, Duration::from_secs(10));
+        let links = recent.links(node(1));
+        assert_eq!(links.between(node(1), node(3)), LINK_SPEED_BOUNDS.0);
+        assert_eq!(links.between(node(1), node(4)), LINK_SPEED);
     }
 
     #[test]
