@@ -26,7 +26,7 @@ use crate::daemon::Shared;
 use crate::hosted::Balanced;
 use crate::procfs;
 use crate::table::SupervisorId;
-use crate::{control, modes};
+use crate::{cluster, control, modes};
 
 /// How often the loop decides.
 const EVERY: Duration = Duration::from_secs(1);
@@ -78,6 +78,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let now = Instant::now();
         let mut processes = sample(&shared, &mut tracked, now);
         processes.extend(sample_guests(&shared, &mut guests, now));
+        lock(balancing).demand_here = demand_here(&tracked, &guests);
         if processes.is_empty() {
             continue;
         }
@@ -101,6 +102,42 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
     }
 }
+
+/// What each process running here wants of a CPU, by its PID here.
+fn demand_here(
+    tracked: &HashMap<i32, Tracked>,
+    guests: &HashMap<ProcessId, Guest>,
+) -> HashMap<i32, f64> {
+    let own = tracked
+        .iter()
+        .filter(|(_, t)| t.node.is_none())
+        .map(|(&pid, t)| (pid, t.usage.demand().min(1.0)));
+    let hosted = guests
+        .values()
+        .map(|g| (g.pid, g.tracked.usage.demand().min(1.0)));
+    own.chain(hosted).collect()
+}
+
+/// A process running here, own or guest (`pid`: its PID here), has ended. The load this
+/// node gossips drops by what it wanted at once, so that a node it freed gets waiting work
+/// within a round of the others' balancing, not after the exported load's slow fall
+/// (docs/balancing.md, "The daemon's loop"). A process that moves away is not counted here:
+/// the loop that sent it counts it (`with_own_moves`), and the slow fall keeps others from
+/// filling at once a node that has just shed work.
+pub(crate) fn ended_here(shared: &Shared, pid: i32) {
+    let Some(balancing) = &shared.balancing else {
+        return;
+    };
+    let demand = lock(balancing).demand_here.remove(&pid);
+    // A process that wanted little of a CPU did not hold the load up.
+    if let Some(demand) = demand.filter(|&d| d >= DEPARTED_AT_LEAST) {
+        debug!(pid, demand, "a process ended: the load gossiped drops now");
+        cluster::departed(shared, demand);
+    }
+}
+
+/// The demand below which a process's end leaves the load to fall by itself.
+const DEPARTED_AT_LEAST: f64 = 0.1;
 
 /// Updates `tracked` from the table and /proc; the processes to decide on: supervised here,
 /// at home, no order under way, and sampled at least twice.
@@ -329,6 +366,9 @@ pub(crate) struct Recent {
     came_back: HashMap<i32, f64>,
     /// The speed of the moves the loop ordered from here to each node, bytes per second.
     speeds: BTreeMap<NodeId, u64>,
+    /// What each process running here (own or guest, by its PID here) wanted of a CPU at
+    /// the loop's last round: what this node's load loses when it leaves.
+    demand_here: HashMap<i32, f64>,
 }
 
 impl Recent {

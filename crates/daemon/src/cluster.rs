@@ -199,14 +199,27 @@ pub(crate) async fn publish(shared: &Shared) {
     let mut ticks = tokio::time::interval(PUBLISH_EVERY);
     loop {
         ticks.tick().await;
-        let state = shared.cluster.state(shared.modes());
-        let published = lock(&shared.cluster.view)
-            .as_ref()
-            .map(|view| view.publish(state));
-        if let Some(Err(e)) = published {
-            warn!("cannot publish this node's state: {e}");
-        }
+        publish_now(shared);
     }
+}
+
+/// Gossips this node's state as it is now.
+fn publish_now(shared: &Shared) {
+    let state = shared.cluster.state(shared.modes());
+    let published = lock(&shared.cluster.view)
+        .as_ref()
+        .map(|view| view.publish(state));
+    if let Some(Err(e)) = published {
+        warn!("cannot publish this node's state: {e}");
+    }
+}
+
+/// Processes that wanted `processes` CPUs in all have left this node for good: its
+/// exported load drops by them (see `Smoother::departed`), and the others hear it now, not
+/// at the next publication.
+pub(crate) fn departed(shared: &Shared, processes: f64) {
+    lock(&shared.cluster.gauge).departed(processes);
+    publish_now(shared);
 }
 
 /// Samples the gauge on a thread of its own until the daemon drops it. A plain thread, not

@@ -557,7 +557,19 @@ fn accept_report(shared: &Shared, caller: &Caller, id: SupervisorId, report: Rep
             return;
         }
     }
+    // A process of this supervisor that ran here ends: this node's load drops.
+    let ended_here = match report {
+        Report::Ended { pid } => shared
+            .table()
+            .entry_of(id, pid)
+            .is_some_and(|e| e.node.is_none())
+            .then_some(pid),
+        _ => None,
+    };
     shared.table().report(id, report);
+    if let Some(pid) = ended_here {
+        balancer::ended_here(shared, pid);
+    }
 }
 
 /// Connect the client to a guest on `node`, as the client's own user, and hand it the

@@ -121,6 +121,9 @@ async fn take_reports(shared: &Shared, conn: &mut Conn, guest: &Spawned, reg: &R
             }
             Ok(Some(GuestReport::Left { how })) => {
                 let process = shared.hosted().left(reg);
+                if let (Some(p), rmosix_wire::Departure::Ended) = (process, how) {
+                    crate::balancer::ended_here(shared, p.pid);
+                }
                 shared.metrics.guest_left(how);
                 debug!(guest = guest.pid, ?process, ?how, "a hosted process left");
                 // A guest ends once its process has left; it has nothing more to say.

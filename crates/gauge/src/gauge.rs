@@ -119,6 +119,12 @@ impl Gauge {
         self.speed = speed.max(1);
     }
 
+    /// Processes that wanted `processes` CPUs left the node for good: see
+    /// [`Smoother::departed`](crate::Smoother::departed).
+    pub fn departed(&mut self, processes: f64) {
+        self.smoother.departed(processes);
+    }
+
     /// Reads the counters at `now` (the caller's clock, taken just before the call) and folds
     /// the interval since the last sample into the load. Every [`PERIOD`](crate::PERIOD) the
     /// load is smoothed and the layout, CPUs and memory are read again.

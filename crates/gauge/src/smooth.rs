@@ -80,6 +80,20 @@ impl Smoother {
         true
     }
 
+    /// Processes that wanted `processes` CPUs in all left the node for good (they ended, or
+    /// moved away), as its daemon knows: the exported load drops by them at once instead of
+    /// over seconds. Its slow fall is for lulls, which may end at any moment (a short lull
+    /// draws no work in); a process that has gone will not come back, and a node it freed
+    /// should get the work waiting elsewhere as soon as the others can see it. The open
+    /// period is counted as if they had not been in it.
+    pub fn departed(&mut self, processes: f64) {
+        let gone = processes.max(0.0);
+        let secs = self.open.as_secs_f64();
+        self.upper = (self.upper - gone).max(0.0);
+        self.open_runnable = (self.open_runnable - gone * secs).max(0.0);
+        self.open_busy = (self.open_busy - gone * secs).max(0.0);
+    }
+
     /// The exported load: rises at once, decays by 7/8 a period.
     pub fn upper(&self) -> f64 {
         self.upper
@@ -163,6 +177,28 @@ mod tests {
         assert!((0.6..0.8).contains(&s.upper()));
         feed(&mut s, 60, 0.0);
         assert_eq!(mosix_units(s.upper(), 1.0, STANDARD_SPEED), 0);
+    }
+
+    #[test]
+    fn a_departure_is_seen_by_others_at_once_and_only_for_what_left() {
+        let mut s = Smoother::new();
+        feed(&mut s, 10, 2.0);
+        // Half a period more with both, then one of them ends.
+        for _ in 0..5 {
+            s.push(TICK, 2.0, 2.0);
+        }
+        s.departed(1.0);
+        assert!((s.upper() - 1.0).abs() < 0.01, "upper {}", s.upper());
+        // The period it left in closes as if it had not been there: no rise back.
+        for _ in 0..5 {
+            s.push(TICK, 1.0, 1.0);
+        }
+        assert!((s.upper() - 1.0).abs() < 0.01, "upper {}", s.upper());
+        let (runnable, busy) = s.last_period();
+        assert!((runnable - 1.0).abs() < 0.01 && (busy - 1.0).abs() < 0.01);
+        // More than there was leaves nothing below zero.
+        s.departed(5.0);
+        assert_eq!(s.upper(), 0.0);
     }
 
     #[test]
