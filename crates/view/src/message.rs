@@ -73,10 +73,13 @@ pub(crate) fn foca(message: &[u8]) -> Vec<u8> {
 
 /// A window of `entries`, as many as fit in one datagram, in order.
 pub(crate) fn window(entries: impl IntoIterator<Item = Entry>) -> Vec<u8> {
-    pack(WINDOW, entries.into_iter().map(|e| encoded(|out| e.encode(out))))
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| vec![WINDOW, 0])
+    pack(
+        WINDOW,
+        entries.into_iter().map(|e| encoded(|out| e.encode(out))),
+    )
+    .into_iter()
+    .next()
+    .unwrap_or_else(|| vec![WINDOW, 0])
 }
 
 /// Asks for the profiles of `wants`, in as many datagrams as it takes.
@@ -179,7 +182,10 @@ mod tests {
             panic!("not a window");
         };
         assert!(taken.len() > 100, "{} entries", taken.len());
-        assert_eq!(taken[..], (1..=taken.len() as u16).map(entry).collect::<Vec<_>>());
+        assert_eq!(
+            taken[..],
+            (1..=taken.len() as u16).map(entry).collect::<Vec<_>>()
+        );
         let full: Vec<_> = (1..=300).map(|n| (entry(n), profile(n))).collect();
         let messages = profiles(&full);
         assert!(messages.len() > 1 && messages.iter().all(|m| m.len() <= MAX_PLAIN));

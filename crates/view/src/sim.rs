@@ -21,13 +21,13 @@ use tokio::time::Instant;
 
 use rmosix_config::NodeId;
 
+use crate::Tuning;
 use crate::engine::{Swim, answer, silent_nodes, swim, window_step};
 use crate::message::{self, Message};
 use crate::seal::{HEADER_LEN, MAX_PLAIN, TAG_LEN};
 use crate::state::NodeState;
 use crate::swim::Id;
 use crate::table::Table;
-use crate::Tuning;
 
 /// What the network does to a datagram.
 #[derive(Clone, Copy, Debug)]
@@ -585,7 +585,10 @@ mod tests {
         let mut samples = Vec::new();
         for second in 1..=seconds {
             sim.run_until(start + Duration::from_secs(second.into()), LOOK, |_| false);
-            samples.push(sim.mean_age().expect("a live node holds nothing of another"));
+            samples.push(
+                sim.mean_age()
+                    .expect("a live node holds nothing of another"),
+            );
         }
         let elapsed = (sim.now - start).as_secs_f64();
         let rates: Vec<f64> = sim
@@ -631,7 +634,10 @@ mod tests {
             "sim: {label}: {} datagrams delivered, {} lost, {:.1?} simulated",
             sim.delivered, sim.lost, sim.now
         );
-        assert_eq!(sim.errors, 0, "foca or a decoder refused what it was handed");
+        assert_eq!(
+            sim.errors, 0,
+            "foca or a decoder refused what it was handed"
+        );
         sim
     }
 
@@ -694,8 +700,13 @@ mod tests {
         const DEATH: Duration = Duration::from_secs(10);
         let mut sim = Sim::new(NODES, 9, LAN, SPREAD);
         let known = converge(&mut sim);
+        eprintln!("sim: 1000 nodes: every state known everywhere after {known:.2?}");
         // Warm-up: the startup's greetings and profile wants are over after a few seconds.
-        sim.run_until(known + Duration::from_secs(5), Duration::from_secs(1), |_| false);
+        sim.run_until(
+            known + Duration::from_secs(5),
+            Duration::from_secs(1),
+            |_| false,
+        );
         let steady = steady(&mut sim, 30);
         let dead = crash(&mut sim, &[NODES / 4, NODES - 2]);
         let (t, x) = age_model(NODES, sim.tuning.window);
@@ -704,29 +715,55 @@ mod tests {
         print("nodes", NODES.to_string());
         print("window_entries", sim.tuning.window.to_string());
         print("window_period_ms", (window_period * 1000.0).to_string());
-        print("every_state_known_after_s", format!("{:.2}", known.as_secs_f64()));
-        print("mean_age_s", format!("{:.3}", steady.mean_age.as_secs_f64()));
-        print("worst_mean_age_sample_s", format!("{:.3}", steady.worst_sample.as_secs_f64()));
+        print(
+            "every_state_known_after_s",
+            format!("{:.2}", known.as_secs_f64()),
+        );
+        print(
+            "mean_age_s",
+            format!("{:.3}", steady.mean_age.as_secs_f64()),
+        );
+        print(
+            "worst_mean_age_sample_s",
+            format!("{:.3}", steady.worst_sample.as_secs_f64()),
+        );
         print(
             "model_mean_age_s",
             format!(
                 "{:.3}",
-                window_period * (1.0 / (1.0 - (1.0 - 1.0 / (NODES as f64 - 1.0)).powf(x))
-                    + t
-                    - (NODES as f64 - 1.0) / x
-                        * ((NODES as f64 - 1.0 + (NODES as f64 * t / (NODES as f64 - 1.0)).exp())
+                window_period
+                    * (1.0 / (1.0 - (1.0 - 1.0 / (NODES as f64 - 1.0)).powf(x)) + t
+                        - (NODES as f64 - 1.0) / x
+                            * ((NODES as f64 - 1.0
+                                + (NODES as f64 * t / (NODES as f64 - 1.0)).exp())
                             .ln()
-                            - (NODES as f64).ln()))
+                                - (NODES as f64).ln()))
             ),
         );
-        print("bytes_per_node_per_s_mean", format!("{:.0}", steady.mean_rate));
-        print("bytes_per_node_per_s_max", format!("{:.0}", steady.max_rate));
-        print("crash_dead_everywhere_s", format!("{:.2}", dead.as_secs_f64()));
+        print(
+            "bytes_per_node_per_s_mean",
+            format!("{:.0}", steady.mean_rate),
+        );
+        print(
+            "bytes_per_node_per_s_max",
+            format!("{:.0}", steady.max_rate),
+        );
+        print(
+            "crash_dead_everywhere_s",
+            format!("{:.2}", dead.as_secs_f64()),
+        );
         print("datagrams_delivered", sim.delivered.to_string());
         print("simulated_s", format!("{:.1}", sim.now.as_secs_f64()));
-        assert_eq!(sim.errors, 0, "foca or a decoder refused what it was handed");
+        assert_eq!(
+            sim.errors, 0,
+            "foca or a decoder refused what it was handed"
+        );
         assert!(sim.false_downs.is_empty(), "{:?}", sim.false_downs);
-        assert!(steady.mean_age <= MEAN_AGE, "mean age {:?}", steady.mean_age);
+        assert!(
+            steady.mean_age <= MEAN_AGE,
+            "mean age {:?}",
+            steady.mean_age
+        );
         assert!(steady.max_rate <= RATE, "{} bytes/s", steady.max_rate);
         assert!(dead <= DEATH, "dead everywhere after {dead:?}");
     }

@@ -2,7 +2,8 @@
 //! node's liveness, and the counters of what was dropped. The engine writes it; the
 //! handle reads it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -70,21 +71,26 @@ pub struct Counters {
 /// slow one is not asked for twice.
 pub(crate) const ASK_AGAIN_AFTER: Duration = Duration::from_millis(500);
 
-/// The youngest entry known of a node: its figures and profile, how old they were when
-/// they came, and when that was.
+/// The youngest entry known of a node: its figures and profile, and when they were
+/// measured, on this node's clock (when they came, less how old they were then).
 #[derive(Clone, Debug)]
 struct Known {
     tag: u16,
     figures: Figures,
     profile: Profile,
-    age: Duration,
-    received: Instant,
+    born: Instant,
 }
 
 impl Known {
     fn age(&self, now: Instant) -> Duration {
-        self.age + now.saturating_duration_since(self.received)
+        now.saturating_duration_since(self.born)
     }
+}
+
+/// When figures `age` old at `now` were measured. (An age beyond this clock's start, which
+/// only a node started seconds after boot could meet, counts from the start.)
+fn born(now: Instant, age: Duration) -> Instant {
+    now.checked_sub(age).unwrap_or(now)
 }
 
 /// Everything the handle reads; see the module doc. This is MOSIX's information vector: the
@@ -93,8 +99,9 @@ impl Known {
 pub(crate) struct Table {
     own: NodeId,
     nodes: BTreeSet<NodeId>,
-    /// Ordered, so that the simulation is the same from run to run.
-    entries: BTreeMap<NodeId, Known>,
+    /// Ordered by node: quick to scan for each window, to search for each entry that
+    /// comes, and the same from run to run in the simulation.
+    entries: Vec<(NodeId, Known)>,
     members: HashMap<NodeId, State>,
     /// Profiles asked for and not come yet: which tag, and when.
     asked: HashMap<NodeId, (u16, Instant)>,
@@ -117,7 +124,7 @@ impl Table {
         Table {
             own,
             nodes: nodes.into_iter().collect(),
-            entries: BTreeMap::new(),
+            entries: Vec::new(),
             members: HashMap::new(),
             asked: HashMap::new(),
             counters: Counters::default(),
@@ -128,9 +135,26 @@ impl Table {
     pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = NodeId>) {
         self.nodes = nodes.into_iter().collect();
         let nodes = &self.nodes;
-        self.entries.retain(|node, _| nodes.contains(node));
+        self.entries.retain(|(node, _)| nodes.contains(node));
         self.members.retain(|node, _| nodes.contains(node));
         self.asked.retain(|node, _| nodes.contains(node));
+    }
+
+    fn find(&self, node: NodeId) -> Option<&Known> {
+        let at = self.entries.binary_search_by_key(&node, |(n, _)| *n).ok()?;
+        Some(&self.entries[at].1)
+    }
+
+    fn find_mut(&mut self, node: NodeId) -> Option<&mut Known> {
+        let at = self.entries.binary_search_by_key(&node, |(n, _)| *n).ok()?;
+        Some(&mut self.entries[at].1)
+    }
+
+    fn put(&mut self, node: NodeId, known: Known) {
+        match self.entries.binary_search_by_key(&node, |(n, _)| *n) {
+            Ok(at) => self.entries[at].1 = known,
+            Err(at) => self.entries.insert(at, (node, known)),
+        }
     }
 
     /// This node's own state, now. Its profile keeps its tag while it stays the same, and
@@ -138,19 +162,18 @@ impl Table {
     /// for it again exactly when it changed.
     pub fn publish_own(&mut self, state: &NodeState, first_tag: u16, now: Instant) {
         let (figures, profile) = state.split();
-        let tag = match self.entries.get(&self.own) {
+        let tag = match self.find(self.own) {
             Some(known) if known.profile == profile => known.tag,
             Some(known) => known.tag.wrapping_add(1),
             None => first_tag,
         };
-        self.entries.insert(
+        self.put(
             self.own,
             Known {
                 tag,
                 figures,
                 profile,
-                age: Duration::ZERO,
-                received: now,
+                born: now,
             },
         );
     }
@@ -158,12 +181,14 @@ impl Table {
     /// MOSIX's window: this node's own entry, refreshed (age zero), then the `size - 1`
     /// youngest others, none older than [`MAX_AGE`].
     pub fn window(&self, size: usize, now: Instant) -> Vec<Entry> {
-        let mut others: Vec<(Duration, NodeId)> = self
+        // Youngest first is latest born first; ties go to the lower node.
+        let oldest = born(now, MAX_AGE);
+        let mut others: Vec<(Reverse<Instant>, usize)> = self
             .entries
             .iter()
-            .filter(|(node, _)| **node != self.own)
-            .map(|(node, known)| (known.age(now), *node))
-            .filter(|(age, _)| *age <= MAX_AGE)
+            .enumerate()
+            .filter(|(_, (node, known))| *node != self.own && known.born >= oldest)
+            .map(|(at, (_, known))| (Reverse(known.born), at))
             .collect();
         let room = size.saturating_sub(1);
         if others.len() > room {
@@ -171,18 +196,18 @@ impl Table {
             others.truncate(room);
         }
         others.sort_unstable();
-        let own = self.entries.get(&self.own).map(|known| Entry {
+        let own = self.find(self.own).map(|known| Entry {
             node: self.own,
             age: Duration::ZERO,
             tag: known.tag,
             figures: known.figures,
         });
         own.into_iter()
-            .chain(others.into_iter().map(|(age, node)| {
-                let known = &self.entries[&node];
+            .chain(others.into_iter().map(|(_, at)| {
+                let (node, known) = &self.entries[at];
                 Entry {
-                    node,
-                    age,
+                    node: *node,
+                    age: known.age(now),
                     tag: known.tag,
                     figures: known.figures,
                 }
@@ -199,12 +224,11 @@ impl Table {
             if entry.node == self.own || !self.nodes.contains(&entry.node) {
                 continue;
             }
-            match self.entries.get_mut(&entry.node) {
+            match self.find_mut(entry.node) {
                 Some(known) if entry.age >= known.age(now) => {}
                 Some(known) if known.tag == entry.tag => {
                     known.figures = entry.figures;
-                    known.age = entry.age;
-                    known.received = now;
+                    known.born = born(now, entry.age);
                 }
                 _ => {
                     let asked = self.asked.get(&entry.node).is_some_and(|&(tag, at)| {
@@ -225,7 +249,7 @@ impl Table {
         wants
             .iter()
             .filter_map(|&(node, tag)| {
-                let known = self.entries.get(&node).filter(|k| k.tag == tag)?;
+                let known = self.find(node).filter(|k| k.tag == tag)?;
                 let age = if node == self.own {
                     Duration::ZERO
                 } else {
@@ -250,22 +274,25 @@ impl Table {
         if entry.node == self.own || !self.nodes.contains(&entry.node) {
             return false;
         }
-        if let Some(known) = self.entries.get(&entry.node)
+        if let Some(known) = self.find(entry.node)
             && entry.age >= known.age(now)
         {
             return false;
         }
-        if self.asked.get(&entry.node).is_some_and(|&(tag, _)| tag == entry.tag) {
+        if self
+            .asked
+            .get(&entry.node)
+            .is_some_and(|&(tag, _)| tag == entry.tag)
+        {
             self.asked.remove(&entry.node);
         }
-        self.entries.insert(
+        self.put(
             entry.node,
             Known {
                 tag: entry.tag,
                 figures: entry.figures,
                 profile,
-                age: entry.age,
-                received: now,
+                born: born(now, entry.age),
             },
         );
         true
@@ -284,9 +311,9 @@ impl Table {
     /// How old the figures this node holds of `node` are (zero for its own).
     pub fn age(&self, node: NodeId, now: Instant) -> Option<Duration> {
         if node == self.own {
-            return self.entries.contains_key(&node).then_some(Duration::ZERO);
+            return self.find(node).map(|_| Duration::ZERO);
         }
-        self.entries.get(&node).map(|known| known.age(now))
+        self.find(node).map(|known| known.age(now))
     }
 
     /// Every node of the map, lowest number first.
@@ -294,7 +321,7 @@ impl Table {
         self.nodes
             .iter()
             .map(|&node| {
-                let known = self.entries.get(&node);
+                let known = self.find(node);
                 let liveness = if node == self.own {
                     Liveness::Alive
                 } else {
@@ -376,7 +403,10 @@ mod tests {
         // Not in the map, or about us: never taken.
         assert!(!table.take(entry(4, 0, 1, 0), Profile::default(), now));
         assert!(!table.take(entry(1, 0, 1, 0), Profile::default(), now));
-        assert_eq!(table.merge(&[entry(4, 0, 1, 0), entry(1, 0, 1, 0)], now), []);
+        assert_eq!(
+            table.merge(&[entry(4, 0, 1, 0), entry(1, 0, 1, 0)], now),
+            []
+        );
     }
 
     #[test]
