@@ -1,6 +1,7 @@
-//! The gossip engine: one tokio task that owns the UDP socket and foca, seals what foca
-//! sends, checks and opens what arrives, and keeps the table up to date. The
-//! [`ViewHandle`] talks to it through a channel and reads the table.
+//! The gossip engine: one tokio task that owns the UDP socket and foca, sends this node's
+//! window of entries every step, seals what it and foca send, checks and opens what
+//! arrives, and keeps the table up to date. The [`ViewHandle`] talks to it through a channel
+//! and reads the table.
 
 use std::collections::HashMap;
 use std::io;
@@ -8,9 +9,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use foca::{AccumulatingRuntime, Config, Foca, OwnedNotification, PeriodicParams, State, Timer};
-use rand::SeedableRng;
+use foca::{
+    AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotification, PeriodicParams, State,
+    Timer,
+};
 use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -21,10 +25,11 @@ use tracing::{debug, info, warn};
 use rmosix_config::{Host, Map, NodeId};
 use rmosix_transport::ClusterKey;
 
-use crate::seal::{MAX_DATAGRAM, MAX_PLAIN, Refusal, ReplayWindow, Sealer, Sender};
-use crate::state::{Entry, MAX_COMPAT, NodeState};
+use crate::message::{self, FOCA_ROOM, Message};
+use crate::seal::{MAX_DATAGRAM, Refusal, ReplayWindow, Sealer, Sender};
+use crate::state::{MAX_COMPAT, NodeState};
 use crate::swim::{Id, SwimCodec};
-use crate::table::{Counters, Entries, NodeView, Shared, Table, lock};
+use crate::table::{Counters, NodeView, Shared, Table, lock};
 
 /// The gossip port when none is given: UDP 4660, the number of the daemons' TCP port
 /// (TCP and UDP ports are separate, so both protocols share one number and one firewall
@@ -33,7 +38,9 @@ pub const DEFAULT_PORT: u16 = 4660;
 
 /// How fast the view learns and forgets. The defaults suit a LAN: a dead node is marked
 /// dead everywhere about 3-5 s after it stops (one probe period to be probed, the probe's
-/// round trip, the suspicion timeout, then the news spreads with the next gossip).
+/// round trip, the suspicion timeout, then the news spreads with the next gossip); the mean
+/// age of a node's figures in the others' views stays under 2 s up to 1,000 nodes, for
+/// under 10 KB/s a node (docs/gossip.md).
 #[derive(Clone, Debug)]
 pub struct Tuning {
     /// How often foca probes one member (SWIM's protocol period).
@@ -42,11 +49,16 @@ pub struct Tuning {
     pub probe_rtt: Duration,
     /// How long a suspect has to refute the suspicion before it is declared dead.
     pub suspect_to_down: Duration,
-    /// How often the node publishes its latest state again (a new entry, so that entries
-    /// age and newcomers learn it), and announces itself to one node it does not hear.
+    /// How often the node announces itself to one node of the map it does not hear (so a
+    /// node that comes back is found).
     pub publish_period: Duration,
-    /// How often foca sends its backlog of news to a few random members.
+    /// How often foca sends its backlog of membership news to a few random members.
     pub gossip_period: Duration,
+    /// MOSIX's time step: how often the node sends its window of entries to one node.
+    pub window_period: Duration,
+    /// How many entries a window holds at most: this node's own, then the youngest others
+    /// (as many as fit in one datagram, about 130).
+    pub window: usize,
 }
 
 impl Default for Tuning {
@@ -59,6 +71,10 @@ impl Default for Tuning {
             suspect_to_down: Duration::from_secs(2),
             publish_period: Duration::from_secs(1),
             gossip_period: Duration::from_millis(200),
+            // 10 windows of 72 entries a second: by the age model of MOSIX's gossip, a mean
+            // age of 1.8 s at 1,000 nodes, for 8-9 KB/s a node (docs/gossip.md).
+            window_period: Duration::from_millis(100),
+            window: 72,
         }
     }
 }
@@ -77,8 +93,9 @@ pub enum PublishError {
     Stopped,
 }
 
-/// foca with our identity, codec and entries.
-pub(crate) type Swim = Foca<Id, SwimCodec, SmallRng, Entries>;
+/// foca with our identity and codec. It carries membership only: the entries travel in
+/// windows of their own (see `message`).
+pub(crate) type Swim = Foca<Id, SwimCodec, SmallRng, NoCustomBroadcast>;
 
 /// Starts cluster views; see [`View::start`].
 pub struct View;
@@ -153,6 +170,7 @@ impl View {
         random
             .fill(&mut seed)
             .map_err(|_| io::Error::other("no random bytes for the gossip engine"))?;
+        let seed = u64::from_ne_bytes(seed);
         let foca = swim(
             Id {
                 node: own,
@@ -160,15 +178,18 @@ impl View {
             },
             &tuning,
             map.nodes().count(),
-            u64::from_ne_bytes(seed),
-            shared.clone(),
+            seed,
         );
         let (commands, inbox) = mpsc::unbounded_channel();
         let mut engine = Engine {
             own,
             generation,
             seq: 0,
-            published: 0,
+            // Each run starts its profile tags somewhere else, so that a restarted node's
+            // profile is asked for again (unless 1 in 65536).
+            first_tag: seed as u16,
+            targets: SmallRng::seed_from_u64(seed.rotate_left(32)),
+            outbox: Vec::new(),
             own_state: first,
             socket,
             sealer: Sealer::new(key),
@@ -210,8 +231,8 @@ impl ViewHandle {
         self.local
     }
 
-    /// Tells the cluster this node's state; it goes out with the next gossip and again every
-    /// [`Tuning::publish_period`] until replaced.
+    /// Tells the cluster this node's state; it goes out with the next window (within
+    /// [`Tuning::window_period`]) and with every window after until replaced.
     pub fn publish(&self, state: NodeState) -> Result<(), PublishError> {
         if state.compat.len() > MAX_COMPAT {
             return Err(PublishError::CompatTooLong {
@@ -268,24 +289,61 @@ fn generation() -> u64 {
 }
 
 /// foca as a node runs it, here and in the simulation (`sim`): identity `id`, settings
-/// from `tuning` for a map of `nodes` nodes, member choice seeded with `seed`, our codec,
-/// and the entries of `shared` as its custom broadcasts.
-pub(crate) fn swim(id: Id, tuning: &Tuning, nodes: usize, seed: u64, shared: Shared) -> Swim {
-    Foca::with_custom_broadcast(
+/// from `tuning` for a map of `nodes` nodes, member choice seeded with `seed`, our codec.
+pub(crate) fn swim(id: Id, tuning: &Tuning, nodes: usize, seed: u64) -> Swim {
+    Foca::new(
         id,
         foca_config(tuning, nodes),
         SmallRng::seed_from_u64(seed),
         SwimCodec,
-        Entries { shared },
     )
 }
 
-/// Puts this node's own `entry` in its table and in foca's backlog of news.
-pub(crate) fn offer_own(foca: &mut Swim, shared: &Shared, entry: Entry) {
-    let bytes = entry.encode();
-    lock(shared).offer(entry, Instant::now());
-    if let Err(e) = foca.add_broadcast(&bytes) {
-        warn!("cannot gossip our state: {e}");
+/// MOSIX's `mindead`: a window goes to a random live member, and with chance
+/// 1/max(members, `ANY_CYCLE`) to any node of the map instead, so the nodes believed dead
+/// get about one window a step from the whole cluster, and a small cluster still reaches a
+/// node foca has not found yet within a second or two.
+const ANY_CYCLE: usize = 10;
+
+/// One time step of a node, here and in the simulation: where its window goes (see
+/// [`ANY_CYCLE`]) and the window (its own entry, refreshed, then the youngest others).
+/// `None` when the map holds no other node.
+pub(crate) fn window_step(
+    foca: &Swim,
+    table: &Table,
+    map: impl Iterator<Item = NodeId>,
+    size: usize,
+    rng: &mut SmallRng,
+    now: Instant,
+) -> Option<(NodeId, Vec<u8>)> {
+    let own = foca.identity().node;
+    let members: Vec<NodeId> = foca.iter_members().map(|m| m.id().node).collect();
+    let any = members.is_empty() || rng.random_bool(1.0 / members.len().max(ANY_CYCLE) as f64);
+    let to = if any {
+        let others: Vec<NodeId> = map.filter(|n| *n != own).collect();
+        *others.get(rng.random_range(0..others.len().max(1)))?
+    } else {
+        members[rng.random_range(0..members.len())]
+    };
+    Some((to, message::window(table.window(size, now))))
+}
+
+/// What a node does with a window, a want or profiles from another: takes what is younger,
+/// and returns the messages to send back to it (the profiles it lacks, the profiles asked).
+pub(crate) fn answer(table: &mut Table, message: Message<'_>, now: Instant) -> Vec<Vec<u8>> {
+    match message {
+        Message::Window(entries) => {
+            let wants = table.merge(&entries, now);
+            message::want(&wants)
+        }
+        Message::Want(wants) => message::profiles(&table.profiles(&wants, now)),
+        Message::Profiles(profiles) => {
+            for (entry, profile) in profiles {
+                table.take(entry, profile, now);
+            }
+            Vec::new()
+        }
+        Message::Foca(_) => Vec::new(),
     }
 }
 
@@ -309,7 +367,7 @@ fn foca_config(tuning: &Tuning, nodes: usize) -> Config {
         // A dead node is remembered (and announced to now and then) for a day; the map
         // bounds how many there can be.
         remove_down_after: Some(Duration::from_secs(24 * 60 * 60)),
-        max_packet_size: NonZeroUsize::new(MAX_PLAIN).expect("not 0"),
+        max_packet_size: NonZeroUsize::new(FOCA_ROOM).expect("not 0"),
         // A node the others declared dead learns it, and comes back under a new identity.
         notify_down_members: true,
         periodic_announce: Some(PeriodicParams {
@@ -327,8 +385,8 @@ fn foca_config(tuning: &Tuning, nodes: usize) -> Config {
     }
 }
 
-/// How many times a piece of news is passed on: foca's LAN rule, 4·log10(n+1), at least 2.
-/// Entries are republished every period anyway, so a lost one costs a period, not the entry.
+/// How many times a piece of membership news is passed on: foca's LAN rule, 4·log10(n+1),
+/// at least 2.
 fn max_transmissions(nodes: usize) -> NonZeroU8 {
     let n = (4.0 * ((nodes as f64) + 1.0).log10())
         .ceil()
@@ -390,8 +448,12 @@ struct Engine {
     generation: u64,
     /// Sequence number of our next datagram.
     seq: u64,
-    /// Sequence number of our latest entry.
-    published: u64,
+    /// The tag of our first profile (see `Table::publish_own`).
+    first_tag: u16,
+    /// Picks whom each window goes to (nothing secret).
+    targets: SmallRng,
+    /// Our messages other than foca's, to send at the next flush.
+    outbox: Vec<(NodeId, Vec<u8>)>,
     own_state: NodeState,
     socket: UdpSocket,
     sealer: Sealer,
@@ -424,6 +486,8 @@ impl Engine {
         }
         self.flush().await;
         let mut publish = tokio::time::interval(self.tuning.publish_period);
+        let mut step = tokio::time::interval(self.tuning.window_period);
+        step.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_timer = self.timers.iter().map(|(at, _)| *at).min();
             tokio::select! {
@@ -449,10 +513,8 @@ impl Engine {
                     None => return,
                 },
                 () = sleep_until(next_timer) => self.fire_timers(),
-                _ = publish.tick() => {
-                    self.publish();
-                    self.announce_to_one_silent();
-                }
+                _ = publish.tick() => self.announce_to_one_silent(),
+                _ = step.tick() => self.send_window(),
             }
             self.flush().await;
         }
@@ -488,6 +550,20 @@ impl Engine {
         if !fresh {
             return self.refuse("replayed", from, |c| &mut c.replayed);
         }
+        let message = match Message::decode(plain) {
+            Ok(message) => message,
+            Err(e) => {
+                debug!(node = node.get(), "gossip not understood: {e}");
+                return self.refuse("malformed", from, |c| &mut c.malformed);
+            }
+        };
+        let Message::Foca(plain) = message else {
+            let replies = answer(&mut lock(&self.shared), message, Instant::now());
+            lock(&self.shared).counters.accepted += 1;
+            self.outbox
+                .extend(replies.into_iter().map(|reply| (node, reply)));
+            return;
+        };
         // foca's own header names a sender too: it must be the one the seal vouches for.
         match foca::Codec::decode_header(&mut SwimCodec, plain) {
             Ok(header) if header.src.node == node => {}
@@ -535,17 +611,22 @@ impl Engine {
         }
     }
 
-    /// Puts out a new entry of our state, if we have one.
+    /// Puts our latest state in the table, for the next window.
     fn publish(&mut self) {
-        let state = self.own_state.clone();
-        self.published += 1;
-        let entry = Entry {
-            node: self.own,
-            generation: self.generation,
-            seq: self.published,
-            state,
-        };
-        offer_own(&mut self.foca, &self.shared, entry);
+        lock(&self.shared).publish_own(&self.own_state, self.first_tag, Instant::now());
+    }
+
+    /// MOSIX's time step: our window to one node.
+    fn send_window(&mut self) {
+        let step = window_step(
+            &self.foca,
+            &lock(&self.shared),
+            self.peers.to.keys().copied(),
+            self.tuning.window,
+            &mut self.targets,
+            Instant::now(),
+        );
+        self.outbox.extend(step);
     }
 
     /// Announce ourselves to `node` (at whatever generation it runs: foca takes an
@@ -648,9 +729,13 @@ impl Engine {
                 _ => {}
             }
         }
-        let sends: Vec<_> = std::iter::from_fn(|| self.runtime.to_send()).collect();
+        let mut sends = std::mem::take(&mut self.outbox);
+        sends.extend(
+            std::iter::from_fn(|| self.runtime.to_send())
+                .map(|(to, m)| (to.node, message::foca(&m))),
+        );
         for (to, plain) in sends {
-            let Some(&addr) = self.peers.to.get(&to.node) else {
+            let Some(&addr) = self.peers.to.get(&to) else {
                 continue;
             };
             let sender = Sender {
@@ -668,7 +753,7 @@ impl Engine {
             };
             match self.socket.send_to(&datagram, addr).await {
                 Ok(_) => lock(&self.shared).counters.sent += 1,
-                Err(e) => debug!(node = to.node.get(), %addr, "gossip not sent: {e}"),
+                Err(e) => debug!(node = to.get(), %addr, "gossip not sent: {e}"),
             }
         }
         let members: Vec<(NodeId, State)> = self

@@ -3,13 +3,13 @@
 //! ```text
 //! offset size
 //!      0    4  magic "RMVw"
-//!      4    1  version (1)
+//!      4    1  version (2)
 //!      5    1  zero (reserved)
 //!      6    2  sender's node id (big endian, as all numbers here)
 //!      8    8  sender's generation (its daemon's start, see engine)
 //!     16    8  sequence number within the generation, one more per datagram
 //!     24   10  random part of the nonce
-//!     34    n  foca's message, AES-256-GCM encrypted
+//!     34    n  a message (see `message`), AES-256-GCM encrypted
 //!   34+n   16  GCM tag
 //! ```
 //!
@@ -36,7 +36,7 @@ pub(crate) const GOSSIP_LABEL: &[u8] = b"rmosix gossip v1";
 const MAGIC: [u8; 4] = *b"RMVw";
 
 /// The layout above.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Bytes before the ciphertext.
 pub(crate) const HEADER_LEN: usize = 34;
@@ -45,7 +45,7 @@ pub(crate) const HEADER_LEN: usize = 34;
 const RANDOM_NONCE_LEN: usize = NONCE_LEN - 2;
 
 /// Bytes of the GCM tag.
-const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 
 /// Largest foca message sealed in one datagram (foca's `max_packet_size`).
 pub(crate) const MAX_PLAIN: usize = 1400;
@@ -258,7 +258,7 @@ mod tests {
             );
         }
         let mut other = sealer.seal(sender(1), b"x").unwrap();
-        other[4] = 2;
+        other[4] = 1; // the previous version, which carried entries inside foca
         assert_eq!(sealer.open(&mut other).unwrap_err(), Refusal::Malformed);
     }
 

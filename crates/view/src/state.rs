@@ -1,26 +1,32 @@
-//! What a node tells the others about itself: [`NodeState`], and its encoding inside a
-//! gossiped entry.
+//! What a node tells the others about itself: [`NodeState`], and how it travels.
 //!
-//! An entry (one node's state, as it travels in foca's custom broadcasts):
+//! A state is cut in two. The *figures* (load, free memory, utilisation) change every
+//! second and travel in every entry, which is small; the *profile* (speed, CPUs, total
+//! memory, modes, compatibility key) changes rarely and travels only to a node that asks
+//! for it, named in entries by a 2-byte tag (see `board`). Big endian, as all numbers here;
+//! a varint is LEB128 (7 bits a byte, low first, high bit set on all bytes but the last).
 //!
 //! ```text
-//! offset size
-//!      0    2  node id (big endian, as all numbers here)
-//!      2    8  generation: the publishing daemon's start, unique per run (see engine)
-//!     10    8  sequence number within the generation, one more per publication
-//!     18    4  load, MOSIX units (100 = one CPU-busy process on a standard CPU)
-//!     22    4  speed (MOSIX units: 10000 = a standard CPU)
-//!     26    4  CPUs, in thousandths (a cgroup quota of 1.5 CPUs is 1500)
-//!     30    8  total memory, bytes
-//!     38    8  free memory, bytes
-//!     46    1  utilisation, percent (0-100)
-//!     47    1  status flags: 1 stay, 2 lstay, 4 block, 8 quiet, 16 expel
-//!     48    1  length n of the compatibility key (at most MAX_COMPAT)
-//!     49    n  compatibility key
+//! entry:   node id (2) · age (1) · profile tag (2) · load (varint) ·
+//!          free memory, MiB (varint) · utilisation, percent (1)
+//! profile: speed (4) · milli-CPUs (4) · total memory, bytes (8) · status flags (1) ·
+//!          length n of the compatibility key (1) · compatibility key (n)
 //! ```
+//!
+//! - age: how old the figures are as the sender knows them (age when it received them plus
+//!   the time it held them), in [`AGE_UNIT`]s, rounded up so that an entry passed back and
+//!   forth only ever ages; no clock is compared, so nodes need no clock sync. Entries older
+//!   than [`MAX_AGE`] are not passed on.
+//! - load in MOSIX units (100 = one CPU-busy process on a standard CPU), speed in MOSIX
+//!   units (10000 = a standard CPU), CPUs in thousandths.
+//! - free memory travels in whole MiB, rounded down: a node sees the others' free memory to
+//!   the MiB, its own to the byte.
+//! - status flags: 1 stay, 2 lstay, 4 block, 8 quiet, 16 expel.
 //!
 //! Entries from other versions are told apart by the datagram's version byte (see `seal`),
 //! not here.
+
+use std::time::Duration;
 
 use rmosix_config::NodeId;
 
@@ -29,8 +35,16 @@ use rmosix_config::NodeId;
 /// carries a dozen of them.
 pub const MAX_COMPAT: usize = 64;
 
-/// Bytes of an entry before its compatibility key.
-const FIXED_LEN: usize = 49;
+/// The unit of an entry's age on the wire.
+pub(crate) const AGE_UNIT: Duration = Duration::from_millis(20);
+
+/// The oldest age an entry can say (255 units, 5.1 s). Older figures are not passed on: a
+/// live node's own entry is refreshed every gossip step, so anything this old is of a node
+/// that stopped, and each node ages the copy it holds by itself.
+pub(crate) const MAX_AGE: Duration = AGE_UNIT.saturating_mul(255);
+
+/// Bytes of free memory in a unit of the wire's figure.
+const MIB: u64 = 1 << 20;
 
 /// MOSIX's node modes, as `mosctl` sets them. A node in none of them is simply up.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -91,105 +105,235 @@ pub struct NodeState {
     pub compat: Vec<u8>,
 }
 
-/// One gossiped entry: whose, which publication, and the figures.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub(crate) struct Entry {
-    pub node: NodeId,
-    pub generation: u64,
-    pub seq: u64,
-    pub state: NodeState,
+/// The part of a state that changes every second: it travels in every entry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct Figures {
+    pub load: u32,
+    pub mem_free: u64,
+    pub utilisation_pct: u8,
 }
 
-/// Why an entry could not be read.
+/// The part of a state that changes rarely: it travels only to nodes that ask for it.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Default)]
+pub(crate) struct Profile {
+    pub speed: u32,
+    pub milli_cpus: u32,
+    pub mem_total: u64,
+    pub status: Status,
+    pub compat: Vec<u8>,
+}
+
+impl NodeState {
+    /// The state cut in two; see the module doc.
+    pub(crate) fn split(&self) -> (Figures, Profile) {
+        (
+            Figures {
+                load: self.load,
+                mem_free: self.mem_free,
+                utilisation_pct: self.utilisation_pct,
+            },
+            Profile {
+                speed: self.speed,
+                milli_cpus: self.milli_cpus,
+                mem_total: self.mem_total,
+                status: self.status,
+                compat: self.compat.clone(),
+            },
+        )
+    }
+
+    /// The state put together again.
+    pub(crate) fn join(figures: Figures, profile: &Profile) -> NodeState {
+        NodeState {
+            load: figures.load,
+            speed: profile.speed,
+            milli_cpus: profile.milli_cpus,
+            mem_total: profile.mem_total,
+            mem_free: figures.mem_free,
+            utilisation_pct: figures.utilisation_pct,
+            status: profile.status,
+            compat: profile.compat.clone(),
+        }
+    }
+}
+
+/// One gossiped entry: whose, how old, which profile, and the figures.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Entry {
+    pub node: NodeId,
+    pub age: Duration,
+    pub tag: u16,
+    pub figures: Figures,
+}
+
+/// Why an entry, a profile or a message could not be read.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum EntryError {
-    #[error("entry of {0} bytes is shorter than its fixed part")]
-    Short(usize),
+    #[error("ends early")]
+    Short,
+    #[error("a varint longer than its type")]
+    Varint,
     #[error("entry names node 0")]
     NodeZero,
     #[error("entry has unknown status bits {0:#04x}")]
     Status(u8),
-    #[error("entry's compatibility key of {0} bytes is longer than {MAX_COMPAT}")]
+    #[error("compatibility key of {0} bytes is longer than {MAX_COMPAT}")]
     CompatTooLong(usize),
-    #[error("entry length {len} does not match its compatibility key ({compat} bytes)")]
-    Length { len: usize, compat: usize },
     #[error("utilisation {0}% is above 100%")]
     Utilisation(u8),
+    #[error("{0} bytes left over")]
+    Trailing(usize),
+    #[error("unknown message kind {0}")]
+    Kind(u8),
+}
+
+/// Reads the layouts above from the front of a byte slice.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes }
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], EntryError> {
+        if self.bytes.len() < n {
+            return Err(EntryError::Short);
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, EntryError> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn u16(&mut self) -> Result<u16, EntryError> {
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+
+    fn u32(&mut self) -> Result<u32, EntryError> {
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    fn u64(&mut self) -> Result<u64, EntryError> {
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+
+    fn varint(&mut self) -> Result<u64, EntryError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            let bits = u64::from(byte & 0x7f);
+            if shift == 63 && bits > 1 {
+                return Err(EntryError::Varint);
+            }
+            value |= bits << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(EntryError::Varint)
+    }
+
+    pub fn node(&mut self) -> Result<NodeId, EntryError> {
+        NodeId::new(self.u16()?).ok_or(EntryError::NodeZero)
+    }
+
+    /// Fails if anything is left.
+    pub fn finish(self) -> Result<(), EntryError> {
+        match self.bytes.len() {
+            0 => Ok(()),
+            n => Err(EntryError::Trailing(n)),
+        }
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// An age in [`AGE_UNIT`]s, rounded up, at most 255.
+fn age_units(age: Duration) -> u8 {
+    let units = age.as_nanos().div_ceil(AGE_UNIT.as_nanos());
+    u8::try_from(units).unwrap_or(u8::MAX)
 }
 
 impl Entry {
-    /// The entry's bytes. The compatibility key is cut to [`MAX_COMPAT`] bytes
-    /// ([`crate::ViewHandle::publish`] refuses longer ones before this).
-    pub fn encode(&self) -> Vec<u8> {
-        let s = &self.state;
-        let compat = &s.compat[..s.compat.len().min(MAX_COMPAT)];
-        let mut out = Vec::with_capacity(FIXED_LEN + compat.len());
+    /// Appends the entry's bytes to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.node.get().to_be_bytes());
-        out.extend_from_slice(&self.generation.to_be_bytes());
-        out.extend_from_slice(&self.seq.to_be_bytes());
-        out.extend_from_slice(&s.load.to_be_bytes());
-        out.extend_from_slice(&s.speed.to_be_bytes());
-        out.extend_from_slice(&s.milli_cpus.to_be_bytes());
-        out.extend_from_slice(&s.mem_total.to_be_bytes());
-        out.extend_from_slice(&s.mem_free.to_be_bytes());
-        out.push(s.utilisation_pct.min(100));
-        out.push(s.status.bits());
-        out.push(compat.len() as u8);
-        out.extend_from_slice(compat);
-        out
+        out.push(age_units(self.age));
+        out.extend_from_slice(&self.tag.to_be_bytes());
+        put_varint(out, u64::from(self.figures.load));
+        put_varint(out, self.figures.mem_free / MIB);
+        out.push(self.figures.utilisation_pct.min(100));
     }
 
-    /// Reads an entry that fills `bytes` exactly.
-    pub fn decode(bytes: &[u8]) -> Result<Entry, EntryError> {
-        let fixed: &[u8; FIXED_LEN] = bytes
-            .get(..FIXED_LEN)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(EntryError::Short(bytes.len()))?;
-        let u16_at = |at: usize| u16::from_be_bytes([fixed[at], fixed[at + 1]]);
-        let u32_at = |at: usize| {
-            u32::from_be_bytes(
-                fixed[at..at + 4]
-                    .try_into()
-                    .expect("4 bytes in the fixed part"),
-            )
-        };
-        let u64_at = |at: usize| {
-            u64::from_be_bytes(
-                fixed[at..at + 8]
-                    .try_into()
-                    .expect("8 bytes in the fixed part"),
-            )
-        };
-        let node = NodeId::new(u16_at(0)).ok_or(EntryError::NodeZero)?;
-        let utilisation_pct = fixed[46];
+    pub fn decode(reader: &mut Reader<'_>) -> Result<Entry, EntryError> {
+        let node = reader.node()?;
+        let age = AGE_UNIT * u32::from(reader.u8()?);
+        let tag = reader.u16()?;
+        let load = u32::try_from(reader.varint()?).map_err(|_| EntryError::Varint)?;
+        let mem_free = reader.varint()?.saturating_mul(MIB);
+        let utilisation_pct = reader.u8()?;
         if utilisation_pct > 100 {
             return Err(EntryError::Utilisation(utilisation_pct));
         }
-        let status = Status::from_bits(fixed[47]).ok_or(EntryError::Status(fixed[47]))?;
-        let compat_len = usize::from(fixed[48]);
-        if compat_len > MAX_COMPAT {
-            return Err(EntryError::CompatTooLong(compat_len));
-        }
-        if bytes.len() != FIXED_LEN + compat_len {
-            return Err(EntryError::Length {
-                len: bytes.len(),
-                compat: compat_len,
-            });
-        }
         Ok(Entry {
             node,
-            generation: u64_at(2),
-            seq: u64_at(10),
-            state: NodeState {
-                load: u32_at(18),
-                speed: u32_at(22),
-                milli_cpus: u32_at(26),
-                mem_total: u64_at(30),
-                mem_free: u64_at(38),
+            age,
+            tag,
+            figures: Figures {
+                load,
+                mem_free,
                 utilisation_pct,
-                status,
-                compat: bytes[FIXED_LEN..].to_vec(),
             },
+        })
+    }
+}
+
+impl Profile {
+    /// Appends the profile's bytes to `out`. The compatibility key is cut to [`MAX_COMPAT`]
+    /// bytes ([`crate::ViewHandle::publish`] refuses longer ones before this).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let compat = &self.compat[..self.compat.len().min(MAX_COMPAT)];
+        out.extend_from_slice(&self.speed.to_be_bytes());
+        out.extend_from_slice(&self.milli_cpus.to_be_bytes());
+        out.extend_from_slice(&self.mem_total.to_be_bytes());
+        out.push(self.status.bits());
+        out.push(compat.len() as u8);
+        out.extend_from_slice(compat);
+    }
+
+    pub fn decode(reader: &mut Reader<'_>) -> Result<Profile, EntryError> {
+        let speed = reader.u32()?;
+        let milli_cpus = reader.u32()?;
+        let mem_total = reader.u64()?;
+        let bits = reader.u8()?;
+        let status = Status::from_bits(bits).ok_or(EntryError::Status(bits))?;
+        let len = usize::from(reader.u8()?);
+        if len > MAX_COMPAT {
+            return Err(EntryError::CompatTooLong(len));
+        }
+        Ok(Profile {
+            speed,
+            milli_cpus,
+            mem_total,
+            status,
+            compat: reader.take(len)?.to_vec(),
         })
     }
 }
@@ -198,34 +342,98 @@ impl Entry {
 mod tests {
     use super::*;
 
-    fn sample() -> Entry {
-        Entry {
-            node: NodeId::new(3).unwrap(),
-            generation: 0x0102_0304_0506_0708,
-            seq: 42,
-            state: NodeState {
-                load: 250,
-                speed: 10_000,
-                milli_cpus: 1500,
-                mem_total: 8 << 30,
-                mem_free: 3 << 30,
-                utilisation_pct: 87,
-                status: Status {
-                    lstay: true,
-                    quiet: true,
-                    ..Status::default()
-                },
-                compat: vec![0xab; 32],
+    fn sample() -> (Entry, Profile) {
+        let state = NodeState {
+            load: 250,
+            speed: 10_000,
+            milli_cpus: 1500,
+            mem_total: 8 << 30,
+            mem_free: 3 << 30,
+            utilisation_pct: 87,
+            status: Status {
+                lstay: true,
+                quiet: true,
+                ..Status::default()
             },
-        }
+            compat: vec![0xab; 32],
+        };
+        let (figures, profile) = state.split();
+        assert_eq!(NodeState::join(figures, &profile), state);
+        let entry = Entry {
+            node: NodeId::new(3).unwrap(),
+            age: AGE_UNIT * 7,
+            tag: 0xbeef,
+            figures,
+        };
+        (entry, profile)
+    }
+
+    fn bytes() -> Vec<u8> {
+        let (entry, profile) = sample();
+        let mut out = Vec::new();
+        entry.encode(&mut out);
+        profile.encode(&mut out);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<(Entry, Profile), EntryError> {
+        let mut reader = Reader::new(bytes);
+        let entry = Entry::decode(&mut reader)?;
+        let profile = Profile::decode(&mut reader)?;
+        reader.finish()?;
+        Ok((entry, profile))
     }
 
     #[test]
-    fn round_trips() {
-        let entry = sample();
-        let bytes = entry.encode();
-        assert_eq!(bytes.len(), FIXED_LEN + 32);
-        assert_eq!(Entry::decode(&bytes), Ok(entry));
+    fn round_trips_and_an_entry_is_small() {
+        let (entry, _) = sample();
+        let mut out = Vec::new();
+        entry.encode(&mut out);
+        // node 2, age 1, tag 2, load 2, 3072 MiB 2, utilisation 1.
+        assert_eq!(out.len(), 10);
+        assert_eq!(decode(&bytes()), Ok(sample()));
+    }
+
+    #[test]
+    fn ages_round_up_and_saturate() {
+        assert_eq!(age_units(Duration::ZERO), 0);
+        assert_eq!(age_units(Duration::from_nanos(1)), 1);
+        assert_eq!(age_units(AGE_UNIT), 1);
+        assert_eq!(age_units(AGE_UNIT + Duration::from_nanos(1)), 2);
+        assert_eq!(age_units(MAX_AGE), 255);
+        assert_eq!(age_units(Duration::from_secs(3600)), 255);
+    }
+
+    #[test]
+    fn varints_round_trip_at_their_edges() {
+        for value in [
+            0,
+            1,
+            0x7f,
+            0x80,
+            0x3fff,
+            0x4000,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, value);
+            let mut reader = Reader::new(&out);
+            assert_eq!(reader.varint(), Ok(value), "{value:#x}");
+            reader.finish().unwrap();
+        }
+        let too_long = [0xff; 11];
+        assert_eq!(Reader::new(&too_long).varint(), Err(EntryError::Varint));
+    }
+
+    #[test]
+    fn free_memory_travels_in_whole_mib() {
+        let (mut entry, _) = sample();
+        entry.figures.mem_free = (5 << 20) + 12345;
+        let mut out = Vec::new();
+        entry.encode(&mut out);
+        let back = Entry::decode(&mut Reader::new(&out)).unwrap();
+        assert_eq!(back.figures.mem_free, 5 << 20);
     }
 
     #[test]
@@ -238,49 +446,48 @@ mod tests {
     }
 
     #[test]
-    fn truncated_entries_are_refused_at_every_length() {
-        let bytes = sample().encode();
+    fn truncated_and_long_ones_are_refused_at_every_length() {
+        let bytes = bytes();
         for len in 0..bytes.len() {
-            assert!(Entry::decode(&bytes[..len]).is_err(), "length {len}");
+            assert!(decode(&bytes[..len]).is_err(), "length {len}");
         }
         let mut long = bytes.clone();
         long.push(0);
-        assert!(matches!(
-            Entry::decode(&long),
-            Err(EntryError::Length { .. })
-        ));
+        assert_eq!(decode(&long), Err(EntryError::Trailing(1)));
     }
 
     #[test]
     fn bad_fields_are_refused() {
-        let bytes = sample().encode();
+        let bytes = bytes();
         let with = |at: usize, value: u8| {
             let mut b = bytes.clone();
             b[at] = value;
-            Entry::decode(&b)
+            decode(&b)
         };
         let mut zero = bytes.clone();
         zero[..2].fill(0);
-        assert_eq!(Entry::decode(&zero), Err(EntryError::NodeZero));
-        assert_eq!(with(46, 101), Err(EntryError::Utilisation(101)));
-        assert_eq!(with(47, 0x40), Err(EntryError::Status(0x40)));
-        assert_eq!(with(48, 65), Err(EntryError::CompatTooLong(65)));
+        assert_eq!(decode(&zero), Err(EntryError::NodeZero));
+        // The entry is 10 bytes: utilisation is its last; the profile's status follows 16
+        // bytes of speed, CPUs and memory, then the key's length.
+        assert_eq!(with(9, 101), Err(EntryError::Utilisation(101)));
+        assert_eq!(with(10 + 16, 0x40), Err(EntryError::Status(0x40)));
+        assert_eq!(with(10 + 17, 65), Err(EntryError::CompatTooLong(65)));
     }
 
     #[test]
     fn junk_never_panics() {
         // A cheap stand-in for a property test: every byte value at every offset of a valid
-        // entry, and a spread of lengths of one repeated byte.
-        let bytes = sample().encode();
+        // entry and profile, and a spread of lengths of one repeated byte.
+        let bytes = bytes();
         for at in 0..bytes.len() {
             for value in [0u8, 1, 0x7f, 0x80, 0xff] {
                 let mut b = bytes.clone();
                 b[at] = value;
-                let _ = Entry::decode(&b);
+                let _ = decode(&b);
             }
         }
         for len in 0..200 {
-            let _ = Entry::decode(&vec![0xff; len]);
+            let _ = decode(&vec![0xff; len]);
         }
     }
 }

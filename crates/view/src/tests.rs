@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use rmosix_config::{Map, NodeId};
 use rmosix_transport::ClusterKey;
 
+use crate::message;
 use crate::seal::{Sealer, Sender};
 use crate::state::Entry;
 use crate::swim::{Id, SwimCodec};
@@ -137,10 +138,36 @@ fn sees(view: &ViewHandle, n: u16, state: &NodeState) -> bool {
     })
 }
 
-/// A foca Gossip message from node `from` (as if it ran under generation 1) to `to`'s
-/// identity, carrying an entry in which `from` offers load `offered`: what a forger would
-/// send to draw processes to it. Sealed by `sealer` with datagram sequence `seq`.
-fn injection(sealer: &Sealer, from: u16, to: &ViewHandle, offered: u32, seq: u64) -> Vec<u8> {
+/// `plain` sealed by `sealer` as node `from` (generation 1), datagram number `seq`.
+fn sealed_as(sealer: &Sealer, from: u16, seq: u64, plain: &[u8]) -> Vec<u8> {
+    sealer
+        .seal(
+            Sender {
+                node: node(from),
+                generation: 1,
+                seq,
+            },
+            plain,
+        )
+        .unwrap()
+}
+
+/// Node `from`'s entry and profile, offering load `offered`, as an answer to a want: what a
+/// forger would send to draw processes to it. Sealed by `sealer` as `from`, number `seq`.
+fn injection(sealer: &Sealer, from: u16, offered: u32, seq: u64) -> Vec<u8> {
+    let (figures, profile) = load(sample(from.into()), offered).split();
+    let entry = Entry {
+        node: node(from),
+        age: Duration::ZERO,
+        tag: 1,
+        figures,
+    };
+    let plain = message::profiles(&[(entry, profile)]).remove(0);
+    sealed_as(sealer, from, seq, &plain)
+}
+
+/// A foca message from node `from` (as if it ran under generation 1) to `to`, then `tail`.
+fn foca_gossip(from: u16, to: &ViewHandle, tail: &[u8]) -> Vec<u8> {
     let header = Header {
         src: Id {
             node: node(from),
@@ -155,27 +182,8 @@ fn injection(sealer: &Sealer, from: u16, to: &ViewHandle, offered: u32, seq: u64
     };
     let mut plain = Vec::new();
     SwimCodec.encode_header(&header, &mut plain).unwrap();
-    // No membership updates, then one custom broadcast: length and entry.
-    plain.extend_from_slice(&0u16.to_be_bytes());
-    let entry = Entry {
-        node: node(from),
-        generation: 1,
-        seq: 1,
-        state: load(sample(1), offered),
-    }
-    .encode();
-    plain.extend_from_slice(&(entry.len() as u16).to_be_bytes());
-    plain.extend_from_slice(&entry);
-    sealer
-        .seal(
-            Sender {
-                node: node(from),
-                generation: 1,
-                seq,
-            },
-            &plain,
-        )
-        .unwrap()
+    plain.extend_from_slice(tail);
+    message::foca(&plain)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,7 +333,7 @@ async fn forged_and_tampered_datagrams_inject_nothing_and_replays_are_dropped() 
 
     // Sealed with another key.
     from3
-        .send_to(&injection(&wrong, 3, &one, 0, 1), to1)
+        .send_to(&injection(&wrong, 3, 0, 1), to1)
         .await
         .unwrap();
     wait_for("a wrong key is dropped", Duration::from_secs(5), || {
@@ -333,7 +341,7 @@ async fn forged_and_tampered_datagrams_inject_nothing_and_replays_are_dropped() 
     })
     .await;
     // Sealed with the right key, one bit of the ciphertext changed: the entry's load.
-    let mut tampered = injection(&right, 3, &one, 0, 2);
+    let mut tampered = injection(&right, 3, 0, 2);
     let at = tampered.len() - 20;
     tampered[at] ^= 0x01;
     from3.send_to(&tampered, to1).await.unwrap();
@@ -346,7 +354,7 @@ async fn forged_and_tampered_datagrams_inject_nothing_and_replays_are_dropped() 
 
     // The control: the same forgery sealed with the right key is taken, which is what the
     // seal prevents.
-    let sealed = injection(&right, 3, &one, 0, 3);
+    let sealed = injection(&right, 3, 0, 3);
     from3.send_to(&sealed, to1).await.unwrap();
     wait_for(
         "a keyed sender's entry is taken",
@@ -363,41 +371,6 @@ async fn forged_and_tampered_datagrams_inject_nothing_and_replays_are_dropped() 
     assert_eq!(one.counters().accepted, 1);
 }
 
-/// A header from node `from` to `to`, then `tail`, sealed with `sealer` as `seq`.
-fn sealed_after_header(
-    sealer: &Sealer,
-    from: u16,
-    to: &ViewHandle,
-    tail: &[u8],
-    seq: u64,
-) -> Vec<u8> {
-    let header = Header {
-        src: Id {
-            node: node(from),
-            generation: 1,
-        },
-        src_incarnation: 0,
-        dst: Id {
-            node: to.node(),
-            generation: to.generation,
-        },
-        message: Message::Gossip,
-    };
-    let mut plain = Vec::new();
-    SwimCodec.encode_header(&header, &mut plain).unwrap();
-    plain.extend_from_slice(tail);
-    sealer
-        .seal(
-            Sender {
-                node: node(from),
-                generation: 1,
-                seq,
-            },
-            &plain,
-        )
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_gossip_from_a_keyed_peer_is_counted_and_changes_nothing() {
     let cluster = Cluster::new(16, 3);
@@ -405,47 +378,43 @@ async fn malformed_gossip_from_a_keyed_peer_is_counted_and_changes_nothing() {
     let one = cluster.start(1, &key(1)).await;
     let from3 = cluster.socket_at(3).await;
     let to1 = cluster.addr(1);
-    let good = Entry {
-        node: node(3),
-        generation: 1,
-        seq: 1,
-        state: load(sample(3), 0),
+    let (figures, profile) = load(sample(3), 0).split();
+    let good = message::profiles(&[(
+        Entry {
+            node: node(3),
+            age: Duration::ZERO,
+            tag: 1,
+            figures,
+        },
+        profile,
+    )])
+    .remove(0);
+    // A window whose count says more than it holds.
+    let mut lying = message::window([]);
+    lying[1] = 5;
+    let plains: [&[u8]; 5] = [
+        // foca's gossip with no news: well formed, and says nothing.
+        &foca_gossip(3, &one, &[0, 0]),
+        &lying,
+        // A kind no version defines.
+        &[9, 0],
+        // Profiles cut short.
+        &good[..good.len() / 2],
+        // A window cut in its first entry.
+        &[1, 2, 3],
+    ];
+    for (seq, plain) in (1..).zip(plains) {
+        from3
+            .send_to(&sealed_as(&right, 3, seq, plain), to1)
+            .await
+            .unwrap();
     }
-    .encode();
-    let mut lying = 0u16.to_be_bytes().to_vec();
-    // A broadcast whose length says more than the datagram holds.
-    lying.extend_from_slice(&u16::MAX.to_be_bytes());
-    lying.extend_from_slice(&good);
-    let mut garbage = 0u16.to_be_bytes().to_vec();
-    garbage.extend_from_slice(&8u16.to_be_bytes());
-    garbage.extend_from_slice(&[0xff; 8]);
-    let mut cut = 0u16.to_be_bytes().to_vec();
-    cut.extend_from_slice(&(good.len() as u16).to_be_bytes());
-    cut.extend_from_slice(&good[..good.len() / 2]);
-    let tails: [&[u8]; 4] = [&[], &lying, &garbage, &cut];
-    for (seq, tail) in (1..).zip(tails) {
-        let datagram = sealed_after_header(&right, 3, &one, tail, seq);
-        from3.send_to(&datagram, to1).await.unwrap();
-    }
-    // A header cut short, sealed too.
-    let short = right
-        .seal(
-            Sender {
-                node: node(3),
-                generation: 1,
-                seq: 10,
-            },
-            &[1, 2, 3],
-        )
-        .unwrap();
-    from3.send_to(&short, to1).await.unwrap();
     wait_for(
         "malformed datagrams are counted",
         Duration::from_secs(5),
         || one.counters().malformed == 4,
     )
     .await;
-    // The empty gossip is well formed, and says nothing; the four others are not.
     let counters = one.counters();
     assert_eq!(
         (counters.malformed, counters.accepted),
@@ -454,8 +423,10 @@ async fn malformed_gossip_from_a_keyed_peer_is_counted_and_changes_nothing() {
     );
     assert_eq!(seen(&one, 3).state, None, "{counters:?}");
     // The view goes on: a well-formed entry after them is taken.
-    let sealed = injection(&right, 3, &one, 0, 11);
-    from3.send_to(&sealed, to1).await.unwrap();
+    from3
+        .send_to(&sealed_as(&right, 3, 11, &good), to1)
+        .await
+        .unwrap();
     wait_for(
         "a good entry is still taken",
         Duration::from_secs(5),
@@ -474,7 +445,7 @@ async fn datagrams_from_outside_the_map_or_claiming_another_node_are_refused() {
     // Correctly sealed, from an address no node of the map has (node 3 is 127.0.16.3).
     let outsider = cluster.socket_at(99).await;
     outsider
-        .send_to(&injection(&right, 3, &one, 0, 1), to1)
+        .send_to(&injection(&right, 3, 0, 1), to1)
         .await
         .unwrap();
     wait_for(
@@ -487,7 +458,7 @@ async fn datagrams_from_outside_the_map_or_claiming_another_node_are_refused() {
     // From node 2's address, claiming to be node 3.
     let from2 = cluster.socket_at(2).await;
     from2
-        .send_to(&injection(&right, 3, &one, 0, 2), to1)
+        .send_to(&injection(&right, 3, 0, 2), to1)
         .await
         .unwrap();
     wait_for(
@@ -498,18 +469,7 @@ async fn datagrams_from_outside_the_map_or_claiming_another_node_are_refused() {
     .await;
 
     // From node 2's address, sealed as node 2, but foca's header inside speaks for node 3.
-    let mut inner = injection(&right, 3, &one, 0, 3);
-    let plain = right.open(&mut inner).unwrap().1.to_vec();
-    let resealed = right
-        .seal(
-            Sender {
-                node: node(2),
-                generation: 1,
-                seq: 4,
-            },
-            &plain,
-        )
-        .unwrap();
+    let resealed = sealed_as(&right, 2, 4, &foca_gossip(3, &one, &[0, 0]));
     from2.send_to(&resealed, to1).await.unwrap();
     wait_for(
         "a claim inside the seal is refused",
