@@ -487,7 +487,8 @@ pub(crate) fn wait_idle(
     stop: &AtomicBool,
 ) -> Result<Duration, LabError> {
     let nodes = lab.nodes().len();
-    let idle = |loads: &[(u16, Option<u32>)]| {
+    let idle = |status: &str| {
+        let loads = loads(status);
         loads.len() == nodes && loads.iter().all(|(_, l)| l.is_some_and(|l| l < IDLE_LOAD))
     };
     match wait_loads(lab, timeout, stop, idle)? {
@@ -500,17 +501,17 @@ pub(crate) fn wait_idle(
 }
 
 /// Asks node 1 of `lab` for every node's load (`mosctl status`) until `wanted` holds of what
-/// it shows; how long that took, or `None` after `timeout`.
+/// it prints; how long that took, or `None` after `timeout`.
 pub(crate) fn wait_loads(
     lab: &Lab,
     timeout: Duration,
     stop: &AtomicBool,
-    wanted: impl Fn(&[(u16, Option<u32>)]) -> bool,
+    wanted: impl Fn(&str) -> bool,
 ) -> Result<Option<Duration>, LabError> {
     let started = Instant::now();
     loop {
         let status = run(lab.node(1).command("mosctl").arg("status"))?;
-        if wanted(&loads(&status)) {
+        if wanted(&status) {
             return Ok(Some(started.elapsed()));
         }
         if stop.load(Ordering::Relaxed) {
@@ -540,6 +541,31 @@ pub(crate) fn loads(status: &str) -> Vec<(u16, Option<u32>)> {
                 .and_then(|r| r.split(',').next())
                 .and_then(|l| l.parse().ok());
             Some((node, load))
+        })
+        .collect()
+}
+
+/// How many CPU-bound processes each node's load in `mosctl status` output stands for: its
+/// load over the load one process adds there, `100 × 10000 / (speed × cpus)` (the load is
+/// normalised to a standard CPU: docs/balancing.md, "Load units"). Nodes not up are left out.
+pub(crate) fn processes_shown(status: &str) -> Vec<(u16, f64)> {
+    status
+        .lines()
+        .filter_map(|line| {
+            let (node, rest) = line.strip_prefix("node ")?.split_once(": up, ")?;
+            let (mut load, mut speed, mut cpus) = (None, None, None);
+            for part in rest.split(", ") {
+                let number = |v: &str| v.parse::<f64>().ok();
+                if let Some(v) = part.strip_prefix("load ") {
+                    load = number(v);
+                } else if let Some(v) = part.strip_prefix("speed ") {
+                    speed = number(v);
+                } else if let Some(v) = part.strip_suffix(" CPUs").or(part.strip_suffix(" CPU")) {
+                    cpus = number(v);
+                }
+            }
+            let one_process = 100.0 * 10_000.0 / (speed? * cpus?);
+            Some((node.parse().ok()?, load? / one_process))
         })
         .collect()
 }
@@ -579,5 +605,23 @@ mod tests {
                       utilisation 0%, block\n\
                       node 3: dead\n";
         assert_eq!(loads(status), vec![(1, Some(400)), (2, Some(0)), (3, None)]);
+    }
+
+    #[test]
+    fn a_load_stands_for_processes_by_speed_and_cpus() {
+        let status = "node 1: this node, 0 supervised processes, 0 hosted\n\
+                      node 1: up, load 400, speed 10000, 0.5 CPUs, memory 1 of 2 MiB free\n\
+                      node 2: up, load 53, speed 41809, 0.5 CPUs, memory 1 of 2 MiB free\n\
+                      node 3: up, load 25, speed 20000, 2 CPUs, memory 1 of 2 MiB free\n\
+                      node 4: dead\n";
+        let shown = processes_shown(status);
+        let nodes: Vec<u16> = shown.iter().map(|&(n, _)| n).collect();
+        assert_eq!(nodes, [1, 2, 3]);
+        // One process on half a standard CPU shows 200: 400 is two.
+        assert!((shown[0].1 - 2.0).abs() < 1e-9);
+        // Half of a CPU 4.18 times as fast as the standard: one shows 47.8.
+        assert!((shown[1].1 - 53.0 / 47.8302).abs() < 1e-3);
+        // Two CPUs twice as fast: one process shows 25.
+        assert!((shown[2].1 - 1.0).abs() < 1e-9);
     }
 }

@@ -37,9 +37,9 @@ const FREED: u16 = 4;
 /// 2 and 3 twelve seconds later, which is how long the waiting job may take to move.
 const SHORT_CPU_S: f64 = 6.0;
 const LONG_CPU_S: f64 = 12.0;
-/// The load (MOSIX units) from which a node counts as busy: one CPU-bound process on half a
-/// CPU shows 200; the exported load rises to it within seconds (crates/gauge).
-const BUSY_LOAD: u32 = 150;
+/// The load, in CPU-bound processes, from which a node counts as busy: the exported load
+/// rises to one within seconds (crates/gauge).
+const BUSY_PROCESSES: f64 = 0.75;
 /// How long node 1 may take to see nodes 2 to 4 busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long after the freed node's job ended the move there may take before the run counts
@@ -204,18 +204,20 @@ fn handoff_once(
     batch::wait_idle(lab, SETTLE_TIMEOUT, stop)?;
     let mut others = Batch::start(lab, &labs.program, long, &[2, 3])?;
     let mut freed = Batch::start(lab, &labs.program, short, &[FREED])?;
-    let busy = |loads: &[(u16, Option<u32>)]| {
-        (2..=FREED).all(|n| {
-            loads
-                .iter()
-                .any(|&(m, l)| m == n && l.is_some_and(|l| l >= BUSY_LOAD))
-        })
+    let busy = |status: &str| {
+        let shown = batch::processes_shown(status);
+        (2..=FREED).all(|n| shown.iter().any(|&(m, p)| m == n && p >= BUSY_PROCESSES))
     };
-    let busy_s = batch::wait_loads(lab, BUSY_TIMEOUT, stop, busy)?
-        .ok_or_else(|| BenchError::Scenario {
-            what: format!("node1 did not see nodes 2 to {FREED} busy within {BUSY_TIMEOUT:?}"),
-        })?
-        .as_secs_f64();
+    let Some(busy) = batch::wait_loads(lab, BUSY_TIMEOUT, stop, busy)? else {
+        let status = run(lab.node(1).command("mosctl").arg("status"))?;
+        return Err(BenchError::Scenario {
+            what: format!(
+                "node1 did not see nodes 2 to {FREED} busy within {BUSY_TIMEOUT:?}; it shows:\n\
+                 {status}"
+            ),
+        });
+    };
+    let busy_s = busy.as_secs_f64();
     let mut crowd = Batch::start(lab, &labs.program, long, &[1, 1])?;
     let mut ended: Option<Instant> = None;
     let mut needless = 0;
@@ -315,7 +317,7 @@ pub(crate) fn render_handoff(o: &mut String, m: &Handoff) -> Vec<(String, String
     row(
         o,
         &format!(
-            "node{FREED}'s job's end to a node1 job running there ({})",
+            "node{FREED}'s job's end to node1's running there ({})",
             turns::runs(m.runs.len())
         ),
         &show(latency, 2, "s"),
@@ -347,7 +349,7 @@ pub(crate) fn render_handoff(o: &mut String, m: &Handoff) -> Vec<(String, String
     );
     detail(
         o,
-        &format!("node1 seeing nodes 2 to {FREED} busy (load ≥ {BUSY_LOAD})"),
+        &format!("node1 seeing nodes 2 to {FREED} busy (≥ {BUSY_PROCESSES} process)"),
         &show(Stats::of(m.runs.iter().map(|r| r.busy_s)), 1, "s"),
     );
     detail(

@@ -149,13 +149,13 @@ pub(crate) fn runs(n: usize) -> String {
 
 /// A row of a part's table: name, figure, and what it means beside a baseline.
 pub(crate) fn row(o: &mut String, name: &str, value: &str, after: &str) {
-    let line = format!("  {name:<52}{value:<26}{after}");
+    let line = format!("  {name:<51} {value:<25} {after}");
     let _ = writeln!(o, "{}", line.trim_end());
 }
 
 /// A detail under a part's table.
 pub(crate) fn detail(o: &mut String, name: &str, value: &str) {
-    let _ = writeln!(o, "    {name:<50}{value}");
+    let _ = writeln!(o, "    {name:<49} {value}");
 }
 
 /// Whether every job of `runs` printed what the same job printed in `reference`, and a line
