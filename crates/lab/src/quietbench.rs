@@ -191,6 +191,8 @@ pub(crate) fn handoff(
     })
 }
 
+/// One run: nodes 2 to 4 busy, then node 1 with two jobs; times node 4's job's end to one of
+/// node 1's running there. Ends every job, then takes the baseline.
 fn handoff_once(
     labs: &Labs,
     calibration: Calibration,
