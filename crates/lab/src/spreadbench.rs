@@ -56,6 +56,8 @@ pub(crate) struct Runs {
     pub(crate) spread: usize,
     /// The 8 jobs on node 1 alone of the unequal lab (half a minute each).
     pub(crate) unequal_alone: usize,
+    /// The 8 jobs started where the ideal puts them on the unequal lab.
+    pub(crate) unequal_ceiling: usize,
     /// 8 jobs started on node 1 of the unequal lab, the daemons balancing.
     pub(crate) unequal: usize,
     /// One job alone, each way (bare and under mosrun).

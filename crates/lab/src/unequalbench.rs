@@ -8,8 +8,12 @@
 //! (4 CPU-s over 1 CPU), since a job runs on one CPU at a time. Here 16 s is also reachable
 //! with whole jobs: 4, 2, 1 and 1 per node each finish in 16 s.
 //!
-//! Baseline, in the same run on a lab just like it with balancing off: the 8 jobs on node 1
-//! alone (32 s ideally), whose outputs every moved job must print again.
+//! Baselines, in the same run on a lab just like it with balancing off: the 8 jobs on node 1
+//! alone (32 s ideally), whose outputs every moved job must print again, and the lab's own
+//! ceiling: the jobs started where the ideal puts them, nothing moving. The ceiling is what
+//! this machine gives the lab in this run: on a busy host the quotas stop setting the
+//! nodes' speeds (every node cgroup has the same `cpu.shares`), and the ideal goes out of
+//! reach for any placement.
 
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicBool;
@@ -21,6 +25,8 @@ use crate::turns::{self, Kind, Labs, Run, detail, load_line, row};
 
 /// CPUs of node 1, 2, 3 and 4.
 pub(crate) const QUOTAS: [f64; 4] = [1.0, 0.5, 0.25, 0.25];
+/// The ideal placement, in proportion to the CPUs: 4, 2, 1 and 1 jobs.
+const CEILING_HOMES: [u16; 8] = [1, 1, 1, 1, 2, 2, 3, 4];
 /// How far above the ideal makespan the median may be.
 const TARGET_ABOVE_IDEAL: f64 = 0.15;
 
@@ -28,6 +34,7 @@ const TARGET_ABOVE_IDEAL: f64 = 0.15;
 #[derive(Debug)]
 pub(crate) struct Unequal {
     alone: Vec<Run>,
+    ceiling: Vec<Run>,
     spread: Vec<Run>,
     load_before: String,
     load_after: String,
@@ -49,17 +56,25 @@ pub(crate) fn measure(
             runs.unequal,
         ),
         Kind::new(
+            "unequal: 4, 2, 1 and 1 jobs started on node1..node4, balancing off".to_owned(),
+            false,
+            CEILING_HOMES.to_vec(),
+            runs.unequal_ceiling,
+        ),
+        Kind::new(
             format!("unequal: {JOBS} jobs on node1 alone, balancing off (about 30 s)"),
             false,
             vec![1; JOBS],
             runs.unequal_alone,
         ),
     ];
-    let [spread, alone]: [Vec<Run>; 2] = turns::take_turns(labs, calibration.rounds, &kinds, stop)?
-        .try_into()
-        .expect("one list of runs per kind");
+    let [spread, ceiling, alone]: [Vec<Run>; 3] =
+        turns::take_turns(labs, calibration.rounds, &kinds, stop)?
+            .try_into()
+            .expect("one list of runs per kind");
     Ok(Unequal {
         alone,
+        ceiling,
         spread,
         load_before,
         load_after: load_average(),
@@ -80,9 +95,14 @@ pub(crate) fn render(
     m: &Unequal,
     calibration: &Calibration,
 ) -> Vec<(String, String, bool)> {
-    let (alone, spread) = (turns::makespan(&m.alone), turns::makespan(&m.spread));
+    let (alone, ceiling, spread) = (
+        turns::makespan(&m.alone),
+        turns::makespan(&m.ceiling),
+        turns::makespan(&m.spread),
+    );
     let ideal = ideal_makespan(JOBS, calibration.job_cpu_s(), &QUOTAS);
-    let over_ideal = Stats::of(m.spread.iter().map(|r| r.makespan_s / ideal));
+    let over = |runs: &[Run], base: f64| Stats::of(runs.iter().map(|r| r.makespan_s / base));
+    let over_ideal = over(&m.spread, ideal);
     let quotas: Vec<String> = QUOTAS.iter().map(f64::to_string).collect();
     let _ = writeln!(
         o,
@@ -98,6 +118,18 @@ pub(crate) fn render(
         ),
         &show(alone, 1, "s"),
         "",
+    );
+    row(
+        o,
+        &format!(
+            "4, 2, 1, 1 jobs started on node1..4, no moves ({})",
+            turns::runs(m.ceiling.len())
+        ),
+        &show(ceiling, 1, "s"),
+        &format!(
+            "lab's ceiling: {} of the ideal",
+            turns::times(over(&m.ceiling, ideal))
+        ),
     );
     row(
         o,
@@ -121,9 +153,19 @@ pub(crate) fn render(
             QUOTAS.iter().sum::<f64>()
         ),
     );
+    detail(
+        o,
+        "balancing's makespan over the ceiling's",
+        &turns::times(ceiling.and_then(|c| over(&m.spread, c.median))),
+    );
     // 4, 2, 1 and 1 jobs per node: everything but node 1's four moves.
     turns::render_moves(o, &m.spread, QUOTAS.len(), JOBS / 2);
-    let identical = turns::render_jobs(o, m.alone.first(), m.alone.iter(), &m.spread);
+    let identical = turns::render_jobs(
+        o,
+        m.alone.first(),
+        m.alone.iter().chain(&m.ceiling),
+        &m.spread,
+    );
     load_line(o, &m.load_before, &m.load_after);
     let limit = 1.0 + TARGET_ABOVE_IDEAL;
     vec![
@@ -152,5 +194,16 @@ mod tests {
         assert_eq!(ideal_makespan(1, 4.0, &QUOTAS), 4.0);
         // Equal nodes: the spreading part's 8 × 4 / (4 × 0.5).
         assert_eq!(ideal_makespan(8, 4.0, &[0.5; 4]), 16.0);
+    }
+
+    #[test]
+    fn the_ceiling_places_jobs_in_proportion_to_the_cpus() {
+        let total: f64 = QUOTAS.iter().sum();
+        for (node, quota) in (1..).zip(QUOTAS) {
+            let placed = CEILING_HOMES.iter().filter(|&&n| n == node).count();
+            assert_eq!(placed as f64, JOBS as f64 * quota / total, "node {node}");
+            // So every node ends when the fluid ideal does.
+            assert_eq!(placed as f64 * 4.0 / quota, ideal_makespan(JOBS, 4.0, &QUOTAS));
+        }
     }
 }
