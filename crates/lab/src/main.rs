@@ -6,8 +6,9 @@
 //! `rmosix-lab bench [--quick] [all|io|spread|unequal|alone|idle]` measures migration,
 //! forwarding and supervision costs and the balancing, or (`io`) only the I/O of a moved
 //! process, or (`spread`) only the balancing: jobs started on one node spreading by
-//! themselves over equal and (`unequal` alone) unequal nodes, one job alone on an idle
-//! cluster (`alone`), and a freed node getting a waiting job and idle daemons (`idle`).
+//! themselves over equal and unequal nodes, one job alone on an idle cluster, a freed node
+//! getting a waiting job, and idle daemons; `unequal`, `alone` and `idle` take one of these
+//! (the last two parts together).
 //! Exit codes: 0 done, 1 failed, 2 usage, 130 interrupted.
 #![forbid(unsafe_code)]
 
