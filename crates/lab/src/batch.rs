@@ -1,5 +1,5 @@
-//! A batch of CPU-bound jobs started at once under `mosrun`, for the spreading bench
-//! (`spreadbench`) and the demo: the job program (`bench/crunch.c`), its calibration to
+//! A batch of CPU-bound jobs started at once under `mosrun` (or bare, as a baseline), for the
+//! balancing benches (`spreadbench`, `turns`) and the demo: the job program (`bench/crunch.c`), its calibration to
 //! CPU-seconds on this machine, and a [`Batch`] that starts the jobs on chosen nodes and
 //! reports each move (from its mosrun's log) and each end as they happen.
 //!
@@ -32,7 +32,7 @@ const CALIBRATION_MS: f64 = 250.0;
 const CALIBRATION_RUNS: usize = 3;
 
 /// The load (MOSIX units: one busy process on half a CPU shows 200) under which a node counts
-/// as idle, and how often [`wait_idle`] asks.
+/// as idle, and how often [`wait_idle`] and [`wait_loads`] ask.
 const IDLE_LOAD: u32 = 20;
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -66,6 +66,11 @@ impl Calibration {
     pub(crate) fn job_cpu_s(&self) -> f64 {
         self.rounds as f64 * self.ms_per_round / 1e3
     }
+
+    /// The rounds of a job of `cpu_s` CPU-seconds.
+    pub(crate) fn rounds_for(&self, cpu_s: f64) -> u64 {
+        (cpu_s * 1e3 / self.ms_per_round).round().max(1.0) as u64
+    }
 }
 
 /// Times `program` at the host (no namespace, no quota: CPU time is what is measured, and it
@@ -83,10 +88,12 @@ pub(crate) fn calibrate(program: &Path, cpu_s: f64) -> Result<Calibration, LabEr
     }
     per_round.sort_by(f64::total_cmp);
     let ms_per_round = per_round[per_round.len() / 2];
-    Ok(Calibration {
-        rounds: (cpu_s * 1e3 / ms_per_round).round().max(1.0) as u64,
+    let mut calibration = Calibration {
+        rounds: 0,
         ms_per_round,
-    })
+    };
+    calibration.rounds = calibration.rounds_for(cpu_s);
+    Ok(calibration)
 }
 
 /// CPU time of one bare run of `program ROUNDS 0`, in ms, as it reports it.
@@ -158,6 +165,23 @@ pub(crate) struct Done {
     pub(crate) moves: Vec<(Duration, u16)>,
 }
 
+/// Whether a batch's jobs run under mosrun, or bare (unknown to rmosix: the baseline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Supervision {
+    Mosrun,
+    Bare,
+}
+
+impl Supervision {
+    /// What the command line starts with, for messages.
+    fn prefix(self) -> &'static str {
+        match self {
+            Supervision::Mosrun => "mosrun ",
+            Supervision::Bare => "",
+        }
+    }
+}
+
 /// One running job.
 struct Running {
     command: String,
@@ -192,6 +216,17 @@ impl Batch {
         rounds: u64,
         homes: &[u16],
     ) -> Result<Batch, LabError> {
+        Batch::start_as(Supervision::Mosrun, lab, program, rounds, homes)
+    }
+
+    /// [`Batch::start`], the jobs under mosrun or bare.
+    pub(crate) fn start_as(
+        supervision: Supervision,
+        lab: &Lab,
+        program: &Path,
+        rounds: u64,
+        homes: &[u16],
+    ) -> Result<Batch, LabError> {
         let (tx, lines) = mpsc::channel();
         let started = Instant::now();
         let mut batch = Batch {
@@ -200,16 +235,27 @@ impl Batch {
             lines,
         };
         for (index, &home) in homes.iter().enumerate() {
-            let mut cmd = lab.node(usize::from(home)).command("mosrun");
-            cmd.arg(program)
-                .args([rounds.to_string(), (index + 1).to_string()])
+            let node = lab.node(usize::from(home));
+            let mut cmd = match supervision {
+                Supervision::Mosrun => {
+                    let mut cmd = node.command("mosrun");
+                    cmd.arg(program);
+                    cmd
+                }
+                Supervision::Bare => node.command(program),
+            };
+            cmd.args([rounds.to_string(), (index + 1).to_string()])
                 .current_dir(lab.work_dir())
                 .env("MOSRUN_LOG", "info")
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
-            let command = format!("node {home}: mosrun crunch {rounds} {}", index + 1);
+            let command = format!(
+                "node {home}: {}crunch {rounds} {}",
+                supervision.prefix(),
+                index + 1
+            );
             let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
                 command: describe(&cmd),
                 source,
@@ -245,9 +291,11 @@ impl Batch {
                 ended: None,
             });
             let job = &mut batch.jobs[index];
-            // nsenter -> mosrun -> crunch
-            let mosrun = wait_child_of(job.child.id(), SPAWN_TIMEOUT)?;
-            let crunch = wait_child_of(mosrun, SPAWN_TIMEOUT)?;
+            // nsenter -> mosrun -> crunch, or nsenter -> crunch
+            let mut crunch = wait_child_of(job.child.id(), SPAWN_TIMEOUT)?;
+            if supervision == Supervision::Mosrun {
+                crunch = wait_child_of(crunch, SPAWN_TIMEOUT)?;
+            }
             job.pid = pid_in_node(crunch).ok_or(LabError::NotInNode { pid: crunch })?;
         }
         Ok(batch)
@@ -273,6 +321,11 @@ impl Batch {
     /// Time since the batch started.
     pub(crate) fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// When the batch started: its events' times are since then.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
     }
 
     /// Whether every job has ended.
@@ -433,22 +486,39 @@ pub(crate) fn wait_idle(
     timeout: Duration,
     stop: &AtomicBool,
 ) -> Result<Duration, LabError> {
+    let nodes = lab.nodes().len();
+    let idle = |status: &str| {
+        let loads = loads(status);
+        loads.len() == nodes && loads.iter().all(|(_, l)| l.is_some_and(|l| l < IDLE_LOAD))
+    };
+    match wait_loads(lab, timeout, stop, idle)? {
+        Some(waited) => Ok(waited),
+        None => Err(LabError::NotIdle {
+            timeout,
+            status: run(lab.node(1).command("mosctl").arg("status"))?,
+        }),
+    }
+}
+
+/// Asks node 1 of `lab` for every node's load (`mosctl status`) until `wanted` holds of what
+/// it prints; how long that took, or `None` after `timeout`.
+pub(crate) fn wait_loads(
+    lab: &Lab,
+    timeout: Duration,
+    stop: &AtomicBool,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Option<Duration>, LabError> {
     let started = Instant::now();
     loop {
         let status = run(lab.node(1).command("mosctl").arg("status"))?;
-        let loads = loads(&status);
-        let idle = loads.len() == lab.nodes().len()
-            && loads
-                .iter()
-                .all(|(_, load)| load.is_some_and(|l| l < IDLE_LOAD));
-        if idle {
-            return Ok(started.elapsed());
+        if wanted(&status) {
+            return Ok(Some(started.elapsed()));
         }
         if stop.load(Ordering::Relaxed) {
             return Err(LabError::Interrupted);
         }
         if started.elapsed() >= timeout {
-            return Err(LabError::NotIdle { timeout, status });
+            return Ok(None);
         }
         thread::sleep(IDLE_POLL);
     }
@@ -471,6 +541,31 @@ pub(crate) fn loads(status: &str) -> Vec<(u16, Option<u32>)> {
                 .and_then(|r| r.split(',').next())
                 .and_then(|l| l.parse().ok());
             Some((node, load))
+        })
+        .collect()
+}
+
+/// How many CPU-bound processes each node's load in `mosctl status` output stands for: its
+/// load over the load one process adds there, `100 × 10000 / (speed × cpus)` (the load is
+/// normalised to a standard CPU: docs/balancing.md, "Load units"). Nodes not up are left out.
+pub(crate) fn processes_shown(status: &str) -> Vec<(u16, f64)> {
+    status
+        .lines()
+        .filter_map(|line| {
+            let (node, rest) = line.strip_prefix("node ")?.split_once(": up, ")?;
+            let (mut load, mut speed, mut cpus) = (None, None, None);
+            for part in rest.split(", ") {
+                let number = |v: &str| v.parse::<f64>().ok();
+                if let Some(v) = part.strip_prefix("load ") {
+                    load = number(v);
+                } else if let Some(v) = part.strip_prefix("speed ") {
+                    speed = number(v);
+                } else if let Some(v) = part.strip_suffix(" CPUs").or(part.strip_suffix(" CPU")) {
+                    cpus = number(v);
+                }
+            }
+            let one_process = 100.0 * 10_000.0 / (speed? * cpus?);
+            Some((node.parse().ok()?, load? / one_process))
         })
         .collect()
 }
@@ -510,5 +605,23 @@ mod tests {
                       utilisation 0%, block\n\
                       node 3: dead\n";
         assert_eq!(loads(status), vec![(1, Some(400)), (2, Some(0)), (3, None)]);
+    }
+
+    #[test]
+    fn a_load_stands_for_processes_by_speed_and_cpus() {
+        let status = "node 1: this node, 0 supervised processes, 0 hosted\n\
+                      node 1: up, load 400, speed 10000, 0.5 CPUs, memory 1 of 2 MiB free\n\
+                      node 2: up, load 53, speed 41809, 0.5 CPUs, memory 1 of 2 MiB free\n\
+                      node 3: up, load 25, speed 20000, 2 CPUs, memory 1 of 2 MiB free\n\
+                      node 4: dead\n";
+        let shown = processes_shown(status);
+        let nodes: Vec<u16> = shown.iter().map(|&(n, _)| n).collect();
+        assert_eq!(nodes, [1, 2, 3]);
+        // One process on half a standard CPU shows 200: 400 is two.
+        assert!((shown[0].1 - 2.0).abs() < 1e-9);
+        // Half of a CPU 4.18 times as fast as the standard: one shows 47.8.
+        assert!((shown[1].1 - 53.0 / 47.8302).abs() < 1e-3);
+        // Two CPUs twice as fast: one process shows 25.
+        assert!((shown[2].1 - 1.0).abs() < 1e-9);
     }
 }

@@ -31,9 +31,13 @@
 //! 5. **I/O of a moved process** (`iobench`): sqlite3, mawk and a pipe writer kept at node 2
 //!    against the same runs never moved. `bench io` runs only these, the raw TCP baseline
 //!    and the forwarded round trip.
-//! 6. **Spreading** (`spreadbench`, on two 4-node labs of their own with half a CPU per node):
-//!    8 CPU-bound jobs started on node 1 spread by the daemons, against the 8 on node 1 alone
-//!    and 2 started on each node. `bench spread` runs only this.
+//! 6. **Balancing** (`spreadbench`, on two 4-node labs of their own with half a CPU per node,
+//!    one balancing, one not): 8 CPU-bound jobs started on node 1 spread by the daemons,
+//!    against the 8 on node 1 alone and 2 started on each node; the same 8 on nodes of 1,
+//!    0.5, 0.25 and 0.25 CPU against the fluid ideal (`unequalbench`); one job alone under
+//!    mosrun against the same job bare, the time from a node's job ending to a waiting job
+//!    running there against `migrate` by hand, and idle daemons' CPU (`quietbench`).
+//!    `bench spread` runs only these; `bench unequal`, `bench alone` and `bench idle` one.
 //!
 //! Every figure is the median of several runs, with min and max.
 
@@ -49,7 +53,7 @@ use std::time::{Duration, Instant};
 use crate::batch::field_text;
 use crate::cmd::{describe, run};
 use crate::iobench;
-use crate::spreadbench::{self, Runs};
+use crate::spreadbench::{self, Parts, Runs};
 use crate::{Lab, LabConfig, LabError, Node, pid_in_node, wait_child_of};
 
 /// The guest programs, compiled at bench time.
@@ -118,6 +122,12 @@ pub enum BenchError {
         /// Everything it printed so far, stdout and stderr interleaved.
         output: String,
     },
+    /// A bench scenario did not come about (a node not busy in time, a job not ending).
+    #[error("{what}")]
+    Scenario {
+        /// What did not happen.
+        what: String,
+    },
     /// A line of output lacks a field the bench reads.
     #[error("`{program}` printed {line:?}, without a number for {field:?}")]
     Parse {
@@ -144,8 +154,29 @@ pub enum Scope {
     All,
     /// The I/O of a moved process, with the raw TCP baseline and the forwarded round trip.
     Io,
-    /// Jobs started on one node that the daemons spread by themselves (`spreadbench`).
+    /// Every balancing part (`spreadbench`): jobs started on one node that the daemons
+    /// spread by themselves, the same on unequal nodes, one job alone, idle to running and
+    /// idle daemons.
     Spread,
+    /// Only the jobs spread over unequal nodes (`unequalbench`).
+    Unequal,
+    /// Only one job alone on an idle cluster, under mosrun and bare (`quietbench`).
+    Alone,
+    /// Only a freed node getting a waiting job, and idle daemons' CPU (`quietbench`).
+    Idle,
+}
+
+impl Scope {
+    /// The balancing parts it takes.
+    fn balancing_parts(self) -> Parts {
+        let all = matches!(self, Scope::All | Scope::Spread);
+        Parts {
+            spread: all,
+            unequal: all || self == Scope::Unequal,
+            alone: all || self == Scope::Alone,
+            idle: all || self == Scope::Idle,
+        }
+    }
 }
 
 /// How many runs of each measurement.
@@ -160,8 +191,8 @@ struct Reps {
     spread: Runs,
 }
 
-/// `rmosix-lab bench [--quick] [io|spread]`: starts a 3-node lab without a CPU quota (the
-/// spreading part starts labs of its own), runs the measurements of `scope`, prints the
+/// `rmosix-lab bench [--quick] [io|spread|unequal|alone|idle]`: starts a 3-node lab without
+/// a CPU quota (the balancing parts start labs of their own), runs the measurements of `scope`, prints the
 /// report on stdout (progress on stderr) and tears the labs down. `quick` runs each
 /// measurement fewer times. `stop` (set by Ctrl-C) ends it early with
 /// [`LabError::Interrupted`].
@@ -188,6 +219,12 @@ pub fn bench(
                 alone: 1,
                 ceiling: 2,
                 spread: 3,
+                unequal_alone: 1,
+                unequal_ceiling: 2,
+                unequal: 3,
+                single: 3,
+                handoff: 3,
+                idle_window: Duration::from_secs(20),
             },
         }
     } else {
@@ -201,6 +238,12 @@ pub fn bench(
                 alone: 3,
                 ceiling: 3,
                 spread: 5,
+                unequal_alone: 3,
+                unequal_ceiling: 3,
+                unequal: 5,
+                single: 5,
+                handoff: 5,
+                idle_window: Duration::from_secs(60),
             },
         }
     };
@@ -220,13 +263,14 @@ pub fn bench(
             lab.stop()?;
             report
         }
-        Scope::Spread => Report {
+        Scope::Spread | Scope::Unequal | Scope::Alone | Scope::Idle => Report {
             load_before: load_average(),
             ..Report::default()
         },
     };
-    if matches!(scope, Scope::All | Scope::Spread) {
-        report.spread = Some(spreadbench::measure(bin_dir, reps.spread, stop)?);
+    if scope != Scope::Io {
+        let parts = scope.balancing_parts();
+        report.spread = Some(spreadbench::measure(bin_dir, reps.spread, parts, stop)?);
         report.load_after = load_average();
     }
     print!("{}", report.render(reps));
@@ -1321,7 +1365,7 @@ fn link_share(rate: Option<Stats>, tcp: Option<Stats>, tcp_fresh: Option<Stats>)
 }
 
 /// How much slower the median of `slow` is than that of `base`, in per cent.
-fn slowdown(base: Option<Stats>, slow: Option<Stats>) -> Option<f64> {
+pub(crate) fn slowdown(base: Option<Stats>, slow: Option<Stats>) -> Option<f64> {
     let (b, s) = (base?, slow?);
     (b.median > 0.0).then(|| (s.median / b.median - 1.0) * 1e2)
 }

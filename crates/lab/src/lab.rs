@@ -42,6 +42,9 @@ pub struct LabConfig {
     pub nodes: usize,
     /// CPUs each node may use (e.g. 0.5); `None` leaves them unlimited.
     pub cpu_quota: Option<f64>,
+    /// CPUs of the nodes that differ from `cpu_quota`, by node (e.g. node 1 with a whole
+    /// CPU beside nodes of a quarter). Empty by default.
+    pub node_cpu_quota: BTreeMap<u16, f64>,
     /// Where `mosixd`, `mosrun`, `migrate` and `mosctl` live; see
     /// [`bin_dir_of_current_test`](crate::bin_dir_of_current_test).
     pub bin_dir: PathBuf,
@@ -59,10 +62,23 @@ impl LabConfig {
         LabConfig {
             nodes,
             cpu_quota: None,
+            node_cpu_quota: BTreeMap::new(),
             bin_dir: bin_dir.into(),
             balance: false,
             metrics: BTreeMap::new(),
         }
+    }
+
+    /// The CPUs node `k` may use: its own quota, else `cpu_quota`.
+    pub fn quota_of(&self, k: u16) -> Option<f64> {
+        self.node_cpu_quota.get(&k).copied().or(self.cpu_quota)
+    }
+
+    /// Every quota the lab would set, of any node.
+    fn quotas(&self) -> impl Iterator<Item = f64> + '_ {
+        self.cpu_quota
+            .into_iter()
+            .chain(self.node_cpu_quota.values().copied())
     }
 }
 
@@ -88,9 +104,7 @@ impl Lab {
         if !(1..=MAX_NODES).contains(&cfg.nodes) {
             return Err(LabError::NodeCount(cfg.nodes));
         }
-        if let Some(q) = cfg.cpu_quota
-            && !(q.is_finite() && q > 0.0)
-        {
+        if let Some(q) = cfg.quotas().find(|q| !(q.is_finite() && *q > 0.0)) {
             return Err(LabError::CpuQuota(q));
         }
         let daemon = cfg.bin_dir.join("mosixd");
@@ -131,7 +145,7 @@ impl Lab {
         write_key(&self.key_path())?;
 
         let hierarchy = Hierarchy::detect();
-        if hierarchy.is_none() && cfg.cpu_quota.is_some() {
+        if hierarchy.is_none() && cfg.quotas().next().is_some() {
             return Err(LabError::NoCpuCgroup);
         }
         net::block_host_route()?;
@@ -145,7 +159,7 @@ impl Lab {
             self.netns.push(ns.clone());
             net::attach_node(&hub, ns, k)?;
             if let Some(h) = &hierarchy {
-                let cg = Cgroup::create(h, &format!("{PREFIX}{unique}-n{k}"), cfg.cpu_quota)?;
+                let cg = Cgroup::create(h, &format!("{PREFIX}{unique}-n{k}"), cfg.quota_of(k))?;
                 self.cgroups.push(cg);
             }
         }
@@ -455,6 +469,18 @@ mod tests {
     }
 
     #[test]
+    fn a_node_quota_overrides_the_common_one() {
+        let mut cfg = LabConfig::new(3, "/nonexistent");
+        assert_eq!(cfg.quota_of(1), None);
+        cfg.cpu_quota = Some(0.25);
+        cfg.node_cpu_quota.insert(1, 1.0);
+        assert_eq!(
+            [cfg.quota_of(1), cfg.quota_of(2), cfg.quota_of(3)],
+            [Some(1.0), Some(0.25), Some(0.25)]
+        );
+    }
+
+    #[test]
     fn bad_configs_are_refused_before_anything_is_built() {
         let bin = PathBuf::from("/nonexistent");
         assert!(matches!(
@@ -470,6 +496,9 @@ mod tests {
             ..LabConfig::new(2, &bin)
         };
         assert!(matches!(Lab::start(cfg), Err(LabError::CpuQuota(_))));
+        let mut cfg = LabConfig::new(2, &bin);
+        cfg.node_cpu_quota.insert(2, 0.0);
+        assert!(matches!(Lab::start(cfg), Err(LabError::CpuQuota(q)) if q == 0.0));
         assert!(matches!(
             Lab::start(LabConfig::new(2, &bin)),
             Err(LabError::MissingBinary { .. })

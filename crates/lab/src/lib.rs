@@ -37,9 +37,12 @@ mod lab;
 mod net;
 mod node;
 mod proc;
+mod quietbench;
 mod spreadbench;
 mod terminal;
 mod tool;
+mod turns;
+mod unequalbench;
 
 use std::fs;
 use std::path::PathBuf;

@@ -3,9 +3,12 @@
 //! `rmosix-lab demo [--nodes 4]` shows CPU-bound jobs started on node 1 spreading over the
 //! nodes by themselves;
 //! `rmosix-lab shell [--nodes N]` starts a lab to explore by hand until Ctrl-C;
-//! `rmosix-lab bench [--quick] [all|io|spread]` measures migration, forwarding and supervision
-//! costs and how jobs spread, or (`io`) only the I/O of a moved process, or (`spread`) only
-//! how jobs started on one node spread by themselves.
+//! `rmosix-lab bench [--quick] [all|io|spread|unequal|alone|idle]` measures migration,
+//! forwarding and supervision costs and the balancing, or (`io`) only the I/O of a moved
+//! process, or (`spread`) only the balancing: jobs started on one node spreading by
+//! themselves over equal and unequal nodes, one job alone on an idle cluster, a freed node
+//! getting a waiting job, and idle daemons; `unequal`, `alone` and `idle` take one of these
+//! (the last two parts together).
 //! Exit codes: 0 done, 1 failed, 2 usage, 130 interrupted.
 #![forbid(unsafe_code)]
 
@@ -51,9 +54,11 @@ enum Cmd {
         /// Fewer repetitions of each measurement.
         #[arg(long)]
         quick: bool,
-        /// Which measurements: all, or only the I/O of a moved process (sqlite3, mawk, a
-        /// pipe writer) with the forwarded round trip and raw TCP, or only 8 jobs started on
-        /// node 1 of a 4-node lab spreading by themselves, against baselines.
+        /// Which measurements: all; or only the I/O of a moved process (sqlite3, mawk, a
+        /// pipe writer) with the forwarded round trip and raw TCP; or only the balancing
+        /// (spread): 8 jobs started on node 1 of a 4-node lab spreading by themselves, the
+        /// same on unequal nodes (unequal), one job alone (alone), a freed node getting a
+        /// waiting job and idle daemons' CPU (idle); each against baselines.
         #[arg(value_enum, default_value_t = Part::All)]
         part: Part,
     },
@@ -65,6 +70,9 @@ enum Part {
     All,
     Io,
     Spread,
+    Unequal,
+    Alone,
+    Idle,
 }
 
 /// Why a subcommand failed.
@@ -116,6 +124,9 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
                 Part::All => Scope::All,
                 Part::Io => Scope::Io,
                 Part::Spread => Scope::Spread,
+                Part::Unequal => Scope::Unequal,
+                Part::Alone => Scope::Alone,
+                Part::Idle => Scope::Idle,
             };
             Ok(rmosix_lab::bench(&bin_dir, quick, scope, &stop)?)
         }

@@ -1,41 +1,50 @@
-//! The spreading part of `rmosix-lab bench` (`bench spread` runs it alone): issue 9's figure
-//! of the daemons' own balancing. Eight CPU-bound jobs of about 4 CPU-seconds each
-//! (`bench/crunch.c`, its rounds calibrated to that CPU time on this machine at the start of
-//! the run; see `batch`) are started with mosrun on node 1 of a 4-node lab with half a CPU per
-//! node, the daemons balancing; the figure is the makespan, from the first start to the last
-//! end. Target: at least 3.5 times as fast as the same 8 jobs on node 1 alone (ideal 4x).
+//! The balancing parts of `rmosix-lab bench` (issue 9; `bench spread` runs them all, `bench
+//! unequal`, `bench alone` and `bench idle` one each), with the job program `bench/crunch.c`,
+//! its rounds calibrated to [`JOB_CPU_S`] CPU-seconds on this machine at the start of the run
+//! (see `batch`). Each figure has a baseline taken in the same run; the labs and the turns
+//! they are taken in are `turns`'.
 //!
-//! Baselines, in the same run, on a second lab just like it but with balancing off:
-//! (a) the 8 jobs on node 1 alone, where they share its half CPU, and (b) the lab's own
-//! ceiling: 2 jobs started on each node, nothing moving. The two labs stand side by side and
-//! the runs alternate, so a change of the machine's load hits them alike.
-//!
-//! Each job's stdout must be byte for byte what the same job printed in the unmoved run (a).
-//! Before each balancing run, the bench waits until node 1 sees every node's load back near 0:
-//! the exported load falls slowly (crates/gauge), and a node that still looks busy from the
-//! last run would not get work.
+//! - **Spreading** (here): eight jobs started with mosrun on node 1 of a 4-node lab with half
+//!   a CPU per node, the daemons balancing; the figure is the makespan, from the first start
+//!   to the last end. Target: at least 3.5 times as fast as the same 8 jobs on node 1 alone
+//!   (ideal 4x). Baselines, on a second lab just like it but with balancing off: (a) the 8
+//!   jobs on node 1 alone, where they share its half CPU, and (b) the lab's own ceiling: 2
+//!   jobs started on each node, nothing moving. Each job's stdout must be byte for byte what
+//!   the same job printed in the unmoved run (a). Measured: 3.51x on a quiet host (load
+//!   1.6–5.8), 2.47x under load 576–786, where the ceiling fell to 2.49x (README).
+//! - **Unequal nodes** (`unequalbench`): the same 8 jobs on nodes of 1, 0.5, 0.25 and 0.25
+//!   CPU, against the fluid ideal.
+//! - **One job alone**, **from idle to running** and **idle daemons** (`quietbench`), on the
+//!   labs of the spreading part.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::batch::{self, Batch, Calibration, Done};
-use crate::bench::{BenchError, Stats, load_average, progress, show};
-use crate::{Lab, LabConfig};
+use crate::batch::{self, Calibration};
+use crate::bench::{BenchError, load_average, progress, show};
+use crate::quietbench::{self, Alone, DaemonCpu, Handoff};
+use crate::turns::{self, Kind, Labs, Run, detail, load_line, row};
+use crate::unequalbench::{self, Unequal};
 
 /// Nodes of each lab, and CPUs each node may use.
 const NODES: usize = 4;
 const CPU_QUOTA: f64 = 0.5;
 /// Jobs of a batch, and the CPU time of one.
-const JOBS: usize = 8;
-const JOB_CPU_S: f64 = 4.0;
+pub(crate) const JOBS: usize = 8;
+pub(crate) const JOB_CPU_S: f64 = 4.0;
 /// The speed-up over node 1 alone we aim for (the ideal is NODES).
 const TARGET_SPEEDUP: f64 = 3.5;
-/// How long a batch may take: node 1 alone needs JOBS × JOB_CPU_S / CPU_QUOTA (64 s).
-const RUN_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long node 1 may take to see every node idle before a balancing run.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Which balancing parts a bench run takes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Parts {
+    pub(crate) spread: bool,
+    pub(crate) unequal: bool,
+    pub(crate) alone: bool,
+    pub(crate) idle: bool,
+}
 
 /// How many runs of each kind.
 #[derive(Debug, Clone, Copy)]
@@ -46,21 +55,23 @@ pub(crate) struct Runs {
     pub(crate) ceiling: usize,
     /// 8 jobs started on node 1, the daemons balancing.
     pub(crate) spread: usize,
+    /// The 8 jobs on node 1 alone of the unequal lab (half a minute each).
+    pub(crate) unequal_alone: usize,
+    /// The 8 jobs started where the ideal puts them on the unequal lab.
+    pub(crate) unequal_ceiling: usize,
+    /// 8 jobs started on node 1 of the unequal lab, the daemons balancing.
+    pub(crate) unequal: usize,
+    /// One job alone, each way (bare and under mosrun).
+    pub(crate) single: usize,
+    /// A node freed under a waiting job, and the move by hand.
+    pub(crate) handoff: usize,
+    /// How long idle daemons are watched.
+    pub(crate) idle_window: Duration,
 }
 
-/// One batch: its makespan and its jobs.
+/// The spreading part's runs.
 #[derive(Debug)]
-struct Run {
-    makespan_s: f64,
-    jobs: Vec<Done>,
-    /// How long node 1 took to see every node idle before it (balancing runs only).
-    settle_s: Option<f64>,
-}
-
-/// Everything the spreading part measured.
-#[derive(Debug)]
-pub(crate) struct Measured {
-    calibration: Calibration,
+pub(crate) struct Spread {
     alone: Vec<Run>,
     ceiling: Vec<Run>,
     spread: Vec<Run>,
@@ -68,245 +79,202 @@ pub(crate) struct Measured {
     load_after: String,
 }
 
-/// Starts the two labs, calibrates the job, then takes `runs` of each kind, alternating.
+/// Everything the balancing parts measured.
+#[derive(Debug)]
+pub(crate) struct Measured {
+    calibration: Calibration,
+    spread: Option<Spread>,
+    unequal: Option<Unequal>,
+    alone: Option<Alone>,
+    handoff: Option<Handoff>,
+    daemons: Option<DaemonCpu>,
+}
+
+/// Starts the labs of `parts`, calibrates the job, and measures.
 pub(crate) fn measure(
     bin_dir: &Path,
     runs: Runs,
+    parts: Parts,
     stop: &AtomicBool,
 ) -> Result<Measured, BenchError> {
-    let load_before = load_average();
-    let lab = |balance: bool| {
-        let mut cfg = LabConfig::new(NODES, bin_dir);
-        cfg.cpu_quota = Some(CPU_QUOTA);
-        cfg.balance = balance;
-        Lab::start(cfg)
+    let mut calibration = None;
+    let calibrate = |labs: &Labs, calibration: &mut Option<Calibration>| {
+        if let Some(c) = *calibration {
+            return Ok::<_, BenchError>(c);
+        }
+        let c = batch::calibrate(&labs.program, JOB_CPU_S)?;
+        progress(&format!(
+            "a job is crunch {} rounds ({:.3} ms of CPU a round here)",
+            c.rounds, c.ms_per_round
+        ));
+        *calibration = Some(c);
+        Ok(c)
     };
-    let still = lab(false)?;
-    let balancing = lab(true)?;
-    progress(&format!(
-        "spread: labs ready in {} (balancing off) and {} (on)",
-        still.dir().display(),
-        balancing.dir().display()
-    ));
-    let program = batch::compile(&still.work_dir())?;
-    let calibration = batch::calibrate(&program, JOB_CPU_S)?;
-    progress(&format!(
-        "spread: a job is crunch {} rounds ({:.3} ms of CPU a round here)",
-        calibration.rounds, calibration.ms_per_round
-    ));
-    let node1 = vec![1; JOBS];
-    let each: Vec<u16> = (0..JOBS).map(|k| (k % NODES) as u16 + 1).collect();
-    let mut m = Measured {
-        calibration,
-        alone: Vec::new(),
-        ceiling: Vec::new(),
-        spread: Vec::new(),
-        load_before,
-        load_after: String::new(),
-    };
-    let rounds = calibration.rounds;
-    for i in 0..runs.alone.max(runs.ceiling).max(runs.spread) {
-        if i < runs.spread {
-            progress(&format!(
-                "spread: {JOBS} jobs started on node1, balancing, run {}/{}",
-                i + 1,
-                runs.spread
-            ));
-            let settle_s = batch::wait_idle(&balancing, SETTLE_TIMEOUT, stop)?.as_secs_f64();
-            let mut run = batch_run(&balancing, &program, rounds, &node1, stop)?;
-            run.settle_s = Some(settle_s);
-            m.spread.push(run);
+    let (mut spread, mut alone, mut handoff, mut daemons, mut unequal) =
+        (None, None, None, None, None);
+    if parts.spread || parts.alone || parts.idle {
+        let labs = Labs::start(bin_dir, &[CPU_QUOTA; NODES], "spread")?;
+        let c = calibrate(&labs, &mut calibration)?;
+        if parts.spread {
+            spread = Some(measure_spread(&labs, c.rounds, runs, stop)?);
         }
-        if i < runs.ceiling {
-            progress(&format!(
-                "spread: 2 jobs started on each node, balancing off, run {}/{}",
-                i + 1,
-                runs.ceiling
-            ));
-            m.ceiling
-                .push(batch_run(&still, &program, rounds, &each, stop)?);
+        if parts.alone {
+            alone = Some(quietbench::alone(&labs, c.rounds, runs.single, stop)?);
         }
-        if i < runs.alone {
-            progress(&format!(
-                "spread: {JOBS} jobs on node1 alone, balancing off, run {}/{} (about a minute)",
-                i + 1,
-                runs.alone
-            ));
-            m.alone
-                .push(batch_run(&still, &program, rounds, &node1, stop)?);
+        if parts.idle {
+            handoff = Some(quietbench::handoff(&labs, c, runs.handoff, stop)?);
+            daemons = Some(quietbench::daemon_cpu(&labs, runs.idle_window, stop)?);
         }
+        labs.stop()?;
     }
-    m.load_after = load_average();
-    balancing.stop()?;
-    still.stop()?;
-    Ok(m)
-}
-
-/// Runs one batch to its end.
-fn batch_run(
-    lab: &Lab,
-    program: &Path,
-    rounds: u64,
-    homes: &[u16],
-    stop: &AtomicBool,
-) -> Result<Run, BenchError> {
-    let mut batch = Batch::start(lab, program, rounds, homes)?;
-    batch.wait(RUN_TIMEOUT, stop, |_, _| {})?;
-    let jobs = batch.finish()?;
-    let makespan = jobs.iter().map(|j| j.ended).max().unwrap_or_default();
-    Ok(Run {
-        makespan_s: makespan.as_secs_f64(),
-        jobs,
-        settle_s: None,
+    if parts.unequal {
+        let labs = Labs::start(bin_dir, &unequalbench::QUOTAS, "unequal")?;
+        let c = calibrate(&labs, &mut calibration)?;
+        unequal = Some(unequalbench::measure(&labs, c, runs, stop)?);
+        labs.stop()?;
+    }
+    Ok(Measured {
+        calibration: calibration.expect("some part ran, and calibrated"),
+        spread,
+        unequal,
+        alone,
+        handoff,
+        daemons,
     })
 }
 
-/// The report's section, and its targets (name, value, met).
+/// The spreading part: the 8 jobs started on node 1 balancing, 2 on each node, and the 8 on
+/// node 1 alone, in turns.
+fn measure_spread(
+    labs: &Labs,
+    rounds: u64,
+    runs: Runs,
+    stop: &AtomicBool,
+) -> Result<Spread, BenchError> {
+    let load_before = load_average();
+    let kinds = [
+        Kind::new(
+            format!("spread: {JOBS} jobs started on node1, balancing"),
+            true,
+            vec![1; JOBS],
+            runs.spread,
+        ),
+        Kind::new(
+            "spread: 2 jobs started on each node, balancing off".to_owned(),
+            false,
+            (0..JOBS).map(|k| (k % NODES) as u16 + 1).collect(),
+            runs.ceiling,
+        ),
+        Kind::new(
+            format!("spread: {JOBS} jobs on node1 alone, balancing off (about a minute)"),
+            false,
+            vec![1; JOBS],
+            runs.alone,
+        ),
+    ];
+    let [spread, ceiling, alone]: [Vec<Run>; 3] = turns::take_turns(labs, rounds, &kinds, stop)?
+        .try_into()
+        .expect("one list of runs per kind");
+    Ok(Spread {
+        alone,
+        ceiling,
+        spread,
+        load_before,
+        load_after: load_average(),
+    })
+}
+
+/// The report's sections, and their targets (name, value, met).
 pub(crate) fn render(o: &mut String, m: &Measured) -> Vec<(String, String, bool)> {
-    let makespan = |runs: &[Run]| Stats::of(runs.iter().map(|r| r.makespan_s));
+    let mut targets = Vec::new();
+    if let Some(s) = &m.spread {
+        targets.extend(render_spread(o, s, &m.calibration));
+    }
+    if let Some(u) = &m.unequal {
+        targets.extend(unequalbench::render(o, u, &m.calibration));
+    }
+    if let Some(a) = &m.alone {
+        targets.extend(quietbench::render_alone(o, a));
+    }
+    if let Some(h) = &m.handoff {
+        targets.extend(quietbench::render_handoff(o, h));
+    }
+    if let Some(d) = &m.daemons {
+        targets.extend(quietbench::render_daemons(o, d));
+    }
+    targets
+}
+
+/// The spreading part's section.
+fn render_spread(
+    o: &mut String,
+    m: &Spread,
+    calibration: &Calibration,
+) -> Vec<(String, String, bool)> {
     let (alone, ceiling, spread) = (
-        makespan(&m.alone),
-        makespan(&m.ceiling),
-        makespan(&m.spread),
+        turns::makespan(&m.alone),
+        turns::makespan(&m.ceiling),
+        turns::makespan(&m.spread),
     );
-    // Speed-up of each run over the median of node 1 alone.
-    let speedup = |runs: &[Run]| {
-        let base = alone?.median;
-        Stats::of(runs.iter().map(|r| base / r.makespan_s))
-    };
-    let (ceiling_x, spread_x) = (speedup(&m.ceiling), speedup(&m.spread));
-    let ideal = JOBS as f64 * m.calibration.job_cpu_s() / (NODES as f64 * CPU_QUOTA);
+    let (ceiling_x, spread_x) = (
+        turns::speedup(alone, &m.ceiling),
+        turns::speedup(alone, &m.spread),
+    );
+    let ideal = JOBS as f64 * calibration.job_cpu_s() / (NODES as f64 * CPU_QUOTA);
     let _ = writeln!(
         o,
         "\nSpreading: {JOBS} CPU-bound jobs (crunch, {} rounds: {:.1} CPU-s each, calibrated \
          here at the start), {NODES}-node lab, {CPU_QUOTA} CPU per node; makespan from the \
          first start to the last end",
-        m.calibration.rounds,
-        m.calibration.job_cpu_s()
+        calibration.rounds,
+        calibration.job_cpu_s()
     );
-    let x = |s: Option<Stats>| show(s, 2, "x").replace(" x ", "x ");
-    let rows = [
-        (
-            format!(
-                "{JOBS} jobs on node1 alone, balancing off ({})",
-                runs(m.alone.len())
-            ),
-            show(alone, 1, "s"),
-            String::new(),
+    let x = turns::times;
+    row(
+        o,
+        &format!(
+            "{JOBS} jobs on node1 alone, balancing off ({})",
+            turns::runs(m.alone.len())
         ),
-        (
-            format!(
-                "2 jobs started on each node, no moves ({})",
-                runs(m.ceiling.len())
-            ),
-            show(ceiling, 1, "s"),
-            format!("lab's ceiling: {}", x(ceiling_x)),
+        &show(alone, 1, "s"),
+        "",
+    );
+    row(
+        o,
+        &format!(
+            "2 jobs started on each node, no moves ({})",
+            turns::runs(m.ceiling.len())
         ),
-        (
-            format!(
-                "{JOBS} jobs started on node1, balancing ({})",
-                runs(m.spread.len())
-            ),
-            show(spread, 1, "s"),
-            format!("speed-up {}", x(spread_x)),
+        &show(ceiling, 1, "s"),
+        &format!("lab's ceiling: {}", x(ceiling_x)),
+    );
+    row(
+        o,
+        &format!(
+            "{JOBS} jobs started on node1, balancing ({})",
+            turns::runs(m.spread.len())
         ),
-    ];
-    for (name, value, after) in rows {
-        let line = format!("  {name:<52}{value:<26}{after}");
-        let _ = writeln!(o, "{}", line.trim_end());
-    }
+        &show(spread, 1, "s"),
+        &format!("speed-up {}", x(spread_x)),
+    );
     let share = match (spread_x, ceiling_x) {
         (Some(s), Some(c)) if c.median > 0.0 => format!("{:.0} %", s.median / c.median * 1e2),
         _ => "n/a".to_owned(),
     };
-    let moves = |r: &Run| r.jobs.iter().map(|j| j.moves.len()).sum::<usize>() as f64;
-    let first = |r: &Run| {
-        r.jobs
-            .iter()
-            .flat_map(|j| j.moves.first().map(|(at, _)| at.as_secs_f64()))
-            .reduce(f64::min)
-    };
-    let last = |r: &Run| {
-        r.jobs
-            .iter()
-            .flat_map(|j| j.moves.last().map(|(at, _)| at.as_secs_f64()))
-            .reduce(f64::max)
-    };
-    let at_end: Vec<String> = m
-        .spread
-        .iter()
-        .map(|r| {
-            (1..=NODES as u16)
-                .map(|n| r.jobs.iter().filter(|j| j.last == n).count().to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    let needed = JOBS - JOBS / NODES;
-    let details = [
-        (
-            "speed-up over node1 alone, of the ceiling's".to_owned(),
-            share,
-        ),
-        (
-            format!("ideal makespan ({NODES} × {CPU_QUOTA} CPU always busy)"),
-            format!("{ideal:.1} s"),
-        ),
-        (
-            format!("moves per run ({needed} needed)"),
-            show(Stats::of(m.spread.iter().map(moves)), 0, "moves"),
-        ),
-        (
-            "first move after the start".to_owned(),
-            show(Stats::of(m.spread.iter().filter_map(first)), 1, "s"),
-        ),
-        (
-            "last move after the start".to_owned(),
-            show(Stats::of(m.spread.iter().filter_map(last)), 1, "s"),
-        ),
-        (
-            format!("jobs on node1..node{NODES} at their end, each run"),
-            at_end.join(" | "),
-        ),
-        (
-            "wait for node1 to see the lab idle before a run".to_owned(),
-            show(
-                Stats::of(m.spread.iter().filter_map(|r| r.settle_s)),
-                1,
-                "s",
-            ),
-        ),
-    ];
-    for (name, value) in details {
-        let _ = writeln!(o, "    {name:<50}{value}");
-    }
-    let all = || m.alone.iter().chain(&m.ceiling).chain(&m.spread);
-    let cpu = Stats::of(all().flat_map(|r| r.jobs.iter().map(|j| j.cpu_s)));
-    let _ = writeln!(
+    detail(o, "speed-up over node1 alone, of the ceiling's", &share);
+    detail(
         o,
-        "  {:<52}{}",
-        "CPU time of one job, every run",
-        show(cpu, 2, "s")
+        &format!("ideal makespan ({NODES} × {CPU_QUOTA} CPU always busy)"),
+        &format!("{ideal:.1} s"),
     );
-    let unmoved_moves: usize = m
-        .alone
-        .iter()
-        .chain(&m.ceiling)
-        .map(|r| moves(r) as usize)
-        .sum();
-    let (identical, outputs) = compare_outputs(m);
-    let _ = writeln!(o, "  {:<52}{outputs}", "outputs");
-    if unmoved_moves > 0 {
-        let _ = writeln!(
-            o,
-            "  (the runs without balancing logged {unmoved_moves} moves: their baselines are off)"
-        );
-    }
-    let _ = writeln!(
+    turns::render_moves(o, &m.spread, NODES, JOBS - JOBS / NODES);
+    let identical = turns::render_jobs(
         o,
-        "  load average before / after this part: {} / {}",
-        m.load_before, m.load_after
+        m.alone.first(),
+        m.alone.iter().chain(&m.ceiling),
+        &m.spread,
     );
+    load_line(o, &m.load_before, &m.load_after);
     vec![
         (
             format!("spread speed-up ≥ {TARGET_SPEEDUP}x (median)"),
@@ -315,44 +283,8 @@ pub(crate) fn render(o: &mut String, m: &Measured) -> Vec<(String, String, bool)
         ),
         (
             "spread: outputs as never moved".to_owned(),
-            if identical { "identical" } else { "DIFFER" }.to_owned(),
+            turns::identical(identical),
             identical,
         ),
     ]
-}
-
-/// "1 run", "3 runs".
-fn runs(n: usize) -> String {
-    format!("{n} run{}", if n == 1 { "" } else { "s" })
-}
-
-/// Whether every job of every run printed what the same job printed in the first run on node
-/// 1 alone, and a line saying so (or which differ).
-fn compare_outputs(m: &Measured) -> (bool, String) {
-    let Some(reference) = m.alone.first() else {
-        return (false, "n/a (no unmoved run)".to_owned());
-    };
-    let runs = m.alone.iter().chain(&m.ceiling).chain(&m.spread);
-    let mut jobs = 0;
-    let mut moved = 0;
-    let mut differ = Vec::new();
-    for (r, run) in runs.enumerate() {
-        for (job, expected) in run.jobs.iter().zip(&reference.jobs) {
-            jobs += 1;
-            moved += usize::from(!job.moves.is_empty());
-            if job.output != expected.output || job.output.is_empty() {
-                differ.push(format!("run {} job {}", r + 1, job.seed));
-            }
-        }
-    }
-    if differ.is_empty() {
-        (
-            true,
-            format!(
-                "identical to the unmoved run in every run ({jobs} jobs, {moved} of them moved)"
-            ),
-        )
-    } else {
-        (false, format!("DIFFER: {}", differ.join(", ")))
-    }
 }
