@@ -17,6 +17,9 @@
 //! does for an upgrade ([`Node::stop_daemon`], [`Node::start_daemon`]): the init starts a
 //! new one when it gets SIGUSR1 and none runs. Guests the old daemon started stay, as
 //! children of the init.
+//!
+//! A killed node can come back ([`Node::revive`]): a new launcher starts a new init, with the
+//! same arguments ([`Boot`]), in the same network namespace and cgroup.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -373,6 +376,9 @@ impl Node {
     ///
     /// Add arguments, stdio and a working directory as with any `Command` (the working
     /// directory should be outside /tmp and /run, e.g. under [`Lab::work_dir`](crate::Lab::work_dir)).
+    /// The working directory does not reach the program, though: entering the node's mount
+    /// namespace (setns(2)) moves `nsenter` to its root, so the program starts in `/` and
+    /// should be given absolute paths (or `cd` first, as a shell script can).
     /// The spawned `Child` is an `nsenter` outside the node; the program is its only child
     /// ([`child_of`](crate::child_of)) and dies with it. Once the node is
     /// [killed](Node::kill), the command fails with exit status 126.
