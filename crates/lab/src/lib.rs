@@ -6,11 +6,12 @@
 //! key in the lab dir (`/var/tmp/rmosix-lab-…`, which all nodes see). The host namespace
 //! gets an `unreachable 10.231.0.0/16` route (left in place; it is idempotent and harmless),
 //! so lab traffic never leaves the lab's namespaces. [`Node::command`] runs programs inside
-//! a node, [`Node::kill`] makes a node die, [`Node::stop_daemon`] and [`Node::start_daemon`]
-//! restart its daemon under running jobs, [`Node::run`] and [`Node::run_as`] run a tool there
-//! to its end ([`ToolRun`]). Dropping the lab removes every namespace,
-//! interface and cgroup it made, also when a test panics; [`cleanup_stale`] removes what
-//! crashed runs left.
+//! a node, [`Node::kill`] makes a node die and [`Node::revive`] brings it back,
+//! [`Node::cut`] and [`Node::heal`] partition it off and back, [`Node::stop_daemon`] and
+//! [`Node::start_daemon`] restart its daemon under running jobs, [`Node::run`] and
+//! [`Node::run_as`] run a tool there to its end ([`ToolRun`]). Dropping the lab removes every
+//! namespace, interface and cgroup it made, also when a test panics; [`cleanup_stale`]
+//! removes what crashed runs left.
 //!
 //! It needs root. Tests start with `if !rmosix_lab::require_root() { return; }`.
 //!

@@ -116,6 +116,38 @@ pub(crate) fn cut_node(hub: &str, node_ns: &str, id: u16, peers: &[String]) -> V
     errors
 }
 
+/// Undoes [`cut_node`] for node `id`, back from the dead: both ends of its link come up
+/// (which brings back the node's route to the subnet) and the peers' `unreachable` routes
+/// to it go.
+pub(crate) fn revive_node(hub: &str, node_ns: &str, id: u16, peers: &[String]) -> Vec<LabError> {
+    let addr = format!("{}/32", node_addr(id));
+    let port = port_name(id);
+    let mut errors = Vec::new();
+    let steps: Vec<Vec<&str>> = std::iter::once(vec!["-n", node_ns, "link", "set", "eth0", "up"])
+        .chain(std::iter::once(vec!["-n", hub, "link", "set", &port, "up"]))
+        .chain(
+            peers
+                .iter()
+                .map(|peer| vec!["-n", peer, "route", "del", "unreachable", &addr]),
+        )
+        .collect();
+    for step in steps {
+        if let Err(e) = ip(&step) {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+/// Takes the hub's end of node `id`'s link down (`up` false) or up again. Down, the bridge
+/// drops whatever either side sends, and nobody is told: a partition. Only lab namespaces
+/// are touched.
+pub(crate) fn set_port(hub: &str, id: u16, up: bool) -> Result<(), LabError> {
+    let port = port_name(id);
+    let state = if up { "up" } else { "down" };
+    ip(&["-n", hub, "link", "set", &port, state]).map(drop)
+}
+
 /// The hub's end of node `id`'s veth pair.
 fn port_name(id: u16) -> String {
     format!("v{id}")

@@ -17,9 +17,12 @@
 //! does for an upgrade ([`Node::stop_daemon`], [`Node::start_daemon`]): the init starts a
 //! new one when it gets SIGUSR1 and none runs. Guests the old daemon started stay, as
 //! children of the init.
+//!
+//! A killed node can come back ([`Node::revive`]): a new launcher starts a new init, with the
+//! same arguments ([`Boot`]), in the same network namespace and cgroup.
 
-use std::ffi::OsStr;
-use std::fs::{self, File};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -44,6 +47,8 @@ const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often `start_daemon` repeats its SIGUSR1: one that lands while the init is between
 /// its check and its wait only takes effect at the next.
 const START_REPEAT: Duration = Duration::from_millis(200);
+/// How long a revived node's init may take to appear and its daemon to listen.
+const REVIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a killed node's processes may take to go.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many log lines an error shows.
@@ -129,14 +134,33 @@ pub struct Node {
     cgroup: Option<Cgroup>,
     log_path: PathBuf,
     bin_dir: PathBuf,
-    init: ProcId,
+    boot: Boot,
     state: Mutex<State>,
+}
+
+/// What starts the node's init (see [`INIT`] for its arguments), kept so that
+/// [`Node::revive`] starts the same node again.
+#[derive(Debug)]
+struct Boot {
+    id: u16,
+    netns: String,
+    /// The node cgroup's `cgroup.procs`, or empty for none.
+    procs: OsString,
+    log_path: PathBuf,
+    daemon: PathBuf,
+    map: PathBuf,
+    key: PathBuf,
+    kept: String,
+    hold: PathBuf,
+    options: String,
 }
 
 #[derive(Debug)]
 struct State {
     /// The `unshare` process; `None` once it has been killed and reaped.
     launcher: Option<Child>,
+    /// The node's init, PID 1 of its PID namespace; a new one after [`Node::revive`].
+    init: ProcId,
     dead: bool,
 }
 
@@ -190,64 +214,23 @@ impl Node {
             path: log_path.clone(),
             source,
         })?;
-        let log_err = log.try_clone().map_err(|source| LabError::Io {
-            action: "open",
-            path: log_path.clone(),
-            source,
-        })?;
-        let procs = spec
-            .cgroup
-            .as_ref()
-            .map(|c| c.procs_file().into_os_string())
-            .unwrap_or_default();
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(r#"if [ -n "$1" ]; then echo $$ > "$1"; fi; shift; exec "$@""#)
-            .arg("rmosix-lab-launch")
-            .arg(procs)
-            // `nsenter --net`, not `ip netns exec`: the latter also mounts a fresh sysfs on
-            // /sys, which hides /sys/fs/cgroup, and a daemon that cannot see its cgroup gauges
-            // the whole machine (every node would show the host's load and CPUs, not its own).
-            .arg("nsenter")
-            .arg(format!("--net=/run/netns/{}", spec.netns))
-            .arg("--")
-            .args(["unshare", "--uts", "--pid", "--kill-child", "--mount-proc"])
-            .args(["--propagation", "private", "--", "bash", "-c", INIT])
-            .arg(format!("rmosix-lab-node{id}"))
-            .arg(id.to_string())
-            .arg(spec.daemon)
-            .arg(spec.map)
-            .arg(spec.key)
-            .arg(kept_paths(spec.bin_dir))
-            .arg(spec.lab_dir.join(format!("hold-node{id}")))
-            .arg(daemon_options(spec.balance, spec.metrics))
-            .env_remove("MOSIX_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        let mut launcher = cmd.spawn().map_err(|source| LabError::Spawn {
-            command: describe(&cmd),
-            source,
-        })?;
-        let fail = |what: String, log_path: &Path| LabError::NodeStart {
-            node: id,
-            what,
-            tail: tail(log_path),
+        let boot = Boot {
+            id,
+            netns: spec.netns.clone(),
+            procs: spec
+                .cgroup
+                .as_ref()
+                .map(|c| c.procs_file().into_os_string())
+                .unwrap_or_default(),
+            log_path: log_path.clone(),
+            daemon: spec.daemon.to_owned(),
+            map: spec.map.to_owned(),
+            key: spec.key.to_owned(),
+            kept: kept_paths(spec.bin_dir),
+            hold: spec.lab_dir.join(format!("hold-node{id}")),
+            options: daemon_options(spec.balance, spec.metrics),
         };
-        // The launcher is `sh`, then `nsenter`, then `unshare` (each execs the next); its first
-        // child is the node's init.
-        let init = match wait_child_of(launcher.id(), timeout) {
-            Ok(pid) => ProcId::of(pid),
-            Err(_) => None,
-        };
-        let Some(init) = init else {
-            let _ = launcher.kill();
-            let status = launcher.wait().map(|s| s.to_string()).unwrap_or_default();
-            return Err(fail(
-                format!("no init process within {timeout:?} (launcher: {status})"),
-                &log_path,
-            ));
-        };
+        let (launcher, init) = boot.launch(log, timeout)?;
         Ok(Node {
             id,
             netns: spec.netns,
@@ -256,30 +239,93 @@ impl Node {
             cgroup: spec.cgroup,
             log_path,
             bin_dir: spec.bin_dir.to_owned(),
-            init,
+            boot,
             state: Mutex::new(State {
                 launcher: Some(launcher),
+                init,
                 dead: false,
             }),
         })
     }
 
+    /// Brings a [killed](Node::kill) node back, as a machine that reboots: its link comes up
+    /// again, its peers' `unreachable` routes to it go, and a fresh init (new PID, mount and
+    /// UTS namespaces, empty /tmp and /run) starts a fresh daemon with the same id, address,
+    /// map and key, in the same cgroup. Returns once the daemon listens; its log goes on at
+    /// the end of the node's log. Nothing of what ran on the node before comes back.
+    pub fn revive(&self) -> Result<(), LabError> {
+        if !self.state.lock().unwrap_or_else(|e| e.into_inner()).dead {
+            return Err(LabError::DaemonState {
+                node: self.id,
+                what: "the node is alive",
+            });
+        }
+        if let Some(e) = net::revive_node(&self.hub, &self.netns, self.id, &self.peers)
+            .into_iter()
+            .next()
+        {
+            return Err(e);
+        }
+        let exited_before = self.log().matches(DAEMON_EXITED).count();
+        let log = OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .map_err(|source| LabError::Io {
+                action: "open",
+                path: self.log_path.clone(),
+                source,
+            })?;
+        let (launcher, init) = self.boot.launch(log, REVIVE_TIMEOUT)?;
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.launcher = Some(launcher);
+            state.init = init;
+            state.dead = false;
+        }
+        let deadline = Instant::now() + REVIVE_TIMEOUT;
+        self.wait_listening(init, exited_before, deadline, REVIVE_TIMEOUT)
+    }
+
+    /// Cuts the node off the others without harming it, as a pulled cable or a failed
+    /// switch port would: the hub's end of its link goes down, so whatever either side sends
+    /// is lost, silently. Everything in the node goes on. [`Node::heal`] plugs it in again.
+    pub fn cut(&self) -> Result<(), LabError> {
+        net::set_port(&self.hub, self.id, false)
+    }
+
+    /// Ends a [`Node::cut`]: the hub's end of its link comes up again.
+    pub fn heal(&self) -> Result<(), LabError> {
+        net::set_port(&self.hub, self.id, true)
+    }
+
     /// Waits until the daemon's socket exists inside the node; fails early if the daemon or
     /// the node's init exits.
     pub(crate) fn wait_ready(&self, deadline: Instant, timeout: Duration) -> Result<(), LabError> {
+        self.wait_listening(self.init(), 0, deadline, timeout)
+    }
+
+    /// Waits until the daemon of `init` listens; fails early if its init exits or the log
+    /// tells of more daemon exits than `exited_before`.
+    fn wait_listening(
+        &self,
+        init: ProcId,
+        exited_before: usize,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), LabError> {
         // The node's mount namespace seen from the host, through its init.
-        let socket = PathBuf::from(format!("/proc/{}/root{SOCKET}", self.init.pid));
+        let socket = PathBuf::from(format!("/proc/{}/root{SOCKET}", init.pid));
         loop {
             if fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()) {
                 return Ok(());
             }
-            if self.log().contains(DAEMON_EXITED) {
+            if self.log().matches(DAEMON_EXITED).count() > exited_before {
                 return Err(LabError::DaemonExited {
                     node: self.id,
                     tail: self.log_tail(),
                 });
             }
-            if !self.init.is_running() {
+            if !init.is_running() {
                 return Err(LabError::NodeStart {
                     node: self.id,
                     what: "init exited".to_owned(),
@@ -296,6 +342,11 @@ impl Node {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// The node's init now.
+    fn init(&self) -> ProcId {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).init
     }
 
     /// The node's number in the map (1-based).
@@ -315,7 +366,7 @@ impl Node {
 
     /// Host PID of the node's init (PID 1 in the node); `nsenter --target` takes it.
     pub fn init_pid(&self) -> u32 {
-        self.init.pid
+        self.init().pid
     }
 
     /// A [`Command`] that runs `program` inside this node: in its network, UTS, mount and
@@ -325,6 +376,9 @@ impl Node {
     ///
     /// Add arguments, stdio and a working directory as with any `Command` (the working
     /// directory should be outside /tmp and /run, e.g. under [`Lab::work_dir`](crate::Lab::work_dir)).
+    /// The working directory does not reach the program, though: entering the node's mount
+    /// namespace (setns(2)) moves `nsenter` to its root, so the program starts in `/` and
+    /// should be given absolute paths (or `cd` first, as a shell script can).
     /// The spawned `Child` is an `nsenter` outside the node; the program is its only child
     /// ([`child_of`](crate::child_of)) and dies with it. Once the node is
     /// [killed](Node::kill), the command fails with exit status 126.
@@ -332,7 +386,7 @@ impl Node {
         let dead = self.state.lock().unwrap_or_else(|e| e.into_inner()).dead;
         // Only trust the init's PID while that very process runs; after it dies the PID
         // may belong to a host process, whose namespaces nsenter would happily join.
-        if dead || !self.init.is_running() {
+        if dead || !self.init().is_running() {
             let mut cmd = Command::new("sh");
             cmd.arg("-c")
                 .arg(r#"echo "rmosix-lab: node $1 is dead, cannot run $2" >&2; exit 126"#)
@@ -356,7 +410,7 @@ impl Node {
             .arg(ENTER)
             .arg(format!("rmosix-lab-node{}", self.id))
             .arg(procs)
-            .arg(self.init.pid.to_string())
+            .arg(self.init().pid.to_string())
             .arg(program.as_ref())
             .env("PATH", path)
             .env_remove("MOSIX_SOCKET");
@@ -418,7 +472,7 @@ impl Node {
         }
         let ready_before = self.log().matches(DAEMON_READY).count();
         let exited_before = self.log().matches(DAEMON_EXITED).count();
-        let init = self.init.pid.to_string();
+        let init = self.init().pid.to_string();
         let deadline = Instant::now() + DAEMON_TIMEOUT;
         let mut asked = None;
         loop {
@@ -451,7 +505,7 @@ impl Node {
     /// The daemon the init runs: its child `mosixd` with a `--map` argument (guests left by
     /// a stopped daemon are its children too, but run `mosixd guest`).
     fn daemon_pid(&self) -> Option<ProcId> {
-        children_of(self.init.pid)
+        children_of(self.init().pid)
             .into_iter()
             .filter(|&pid| {
                 let args = args_of(pid);
@@ -476,7 +530,7 @@ impl Node {
             let _ = launcher.wait();
         }
         let deadline = Instant::now() + KILL_TIMEOUT;
-        while self.init.is_running() {
+        while self.init().is_running() {
             if Instant::now() >= deadline {
                 return Err(LabError::NodeLingers {
                     node: self.id,
@@ -528,6 +582,64 @@ impl Node {
 
     fn log_tail(&self) -> String {
         tail(&self.log_path)
+    }
+}
+
+impl Boot {
+    /// Starts the node's init in its network namespace and cgroup, with stdout and stderr to
+    /// `log`; returns the launcher and the init once it runs.
+    fn launch(&self, log: File, timeout: Duration) -> Result<(Child, ProcId), LabError> {
+        let id = self.id;
+        let log_err = log.try_clone().map_err(|source| LabError::Io {
+            action: "open",
+            path: self.log_path.clone(),
+            source,
+        })?;
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"if [ -n "$1" ]; then echo $$ > "$1"; fi; shift; exec "$@""#)
+            .arg("rmosix-lab-launch")
+            .arg(&self.procs)
+            // `nsenter --net`, not `ip netns exec`: the latter also mounts a fresh sysfs on
+            // /sys, which hides /sys/fs/cgroup, and a daemon that cannot see its cgroup gauges
+            // the whole machine (every node would show the host's load and CPUs, not its own).
+            .arg("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("--")
+            .args(["unshare", "--uts", "--pid", "--kill-child", "--mount-proc"])
+            .args(["--propagation", "private", "--", "bash", "-c", INIT])
+            .arg(format!("rmosix-lab-node{id}"))
+            .arg(id.to_string())
+            .arg(&self.daemon)
+            .arg(&self.map)
+            .arg(&self.key)
+            .arg(&self.kept)
+            .arg(&self.hold)
+            .arg(&self.options)
+            .env_remove("MOSIX_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let mut launcher = cmd.spawn().map_err(|source| LabError::Spawn {
+            command: describe(&cmd),
+            source,
+        })?;
+        // The launcher is `sh`, then `nsenter`, then `unshare` (each execs the next); its first
+        // child is the node's init.
+        let init = match wait_child_of(launcher.id(), timeout) {
+            Ok(pid) => ProcId::of(pid),
+            Err(_) => None,
+        };
+        let Some(init) = init else {
+            let _ = launcher.kill();
+            let status = launcher.wait().map(|s| s.to_string()).unwrap_or_default();
+            return Err(LabError::NodeStart {
+                node: id,
+                what: format!("no init process within {timeout:?} (launcher: {status})"),
+                tail: tail(&self.log_path),
+            });
+        };
+        Ok((launcher, init))
     }
 }
 

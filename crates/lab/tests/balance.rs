@@ -13,7 +13,6 @@
 //! exists, and prints "rounds=R sum=S"; `spin - R` prints what R rounds give without moving.
 
 use std::fs;
-use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -92,34 +91,14 @@ fn stop_all_moved_at_most(
             "{:?}\n{stdout}\n{stderr}",
             done.status
         );
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with("rounds="))
-            .unwrap_or_else(|| panic!("no result\n{stdout}\n{stderr}"));
-        check_result(program, line, &stderr);
+        let line =
+            spin::result_line(&stdout).unwrap_or_else(|| panic!("no result\n{stdout}\n{stderr}"));
+        spin::assert_as_never_moved(program, &[line], &stderr);
         let n = moves(&stderr);
         assert!(n <= max_moves, "moved {n} times: ping-pong?\n{stderr}");
         counts.push(n);
     }
     counts
-}
-
-/// Checks that a job's result `line` ("rounds=R sum=S") is what a never-moved run of R
-/// rounds prints.
-fn check_result(program: &str, line: &str, stderr: &str) {
-    let rounds = line
-        .strip_prefix("rounds=")
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("rounds");
-    let still = Command::new(program)
-        .args(["-", rounds])
-        .output()
-        .expect("run spin at the host");
-    assert_eq!(
-        line,
-        String::from_utf8_lossy(&still.stdout).trim_end(),
-        "a moved job computed otherwise than a never-moved one\n{stderr}"
-    );
 }
 
 fn names(test: &str) -> Vec<String> {
@@ -205,9 +184,7 @@ fn a_shells_cpu_bound_children_are_placed_at_their_exec() {
         .filter(|l| l.starts_with("rounds="))
         .collect();
     assert_eq!(results.len(), 3, "{stdout}\n{stderr}");
-    for line in results {
-        check_result(&program, line, &stderr);
-    }
+    spin::assert_as_never_moved(&program, &results, &stderr);
 }
 
 /// `mosctl VERB` as root at each of `nodes`; then waits until node 1's view shows each of

@@ -29,10 +29,14 @@ fn lab() -> Lab {
     Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn stop(lab: &Lab, job: Job, name: &str) {
+/// Stops the job `name`, which must end well with what a never-moved run computes.
+fn stop(lab: &Lab, program: &str, job: Job, name: &str) {
     fs::write(lab.work_dir().join(format!("{name}.stop")), b"").expect("write a stop file");
     let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
     assert!(done.status.success(), "{done:?}");
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    let line = spin::result_line(&stdout).unwrap_or_else(|| panic!("no result: {done:?}"));
+    spin::assert_as_never_moved(program, &[line], &String::from_utf8_lossy(&done.stderr));
 }
 
 fn run(node: &Node, tool: &str, args: &[&str]) -> ToolRun {
@@ -167,8 +171,8 @@ fn mosps_shows_where_jobs_run_their_moves_locks_and_failures() {
     assert_eq!(theirs.stdout.lines().count(), 1, "{theirs:?}");
     assert_eq!(ok(home, "mosps", &["-u", "nobody"]).lines().count(), 1);
     assert_eq!(ok(home, "mosps", &["-u", "root"]).lines().count(), 3);
-    stop(&lab, a, "ps-a");
-    stop(&lab, b, "ps-b");
+    stop(&lab, &program, a, "ps-a");
+    stop(&lab, &program, b, "ps-b");
     // Ended jobs leave the list.
     assert_eq!(ok(home, "mosps", &["-a"]).lines().count(), 1);
 }
@@ -196,8 +200,8 @@ fn migrate_balance_moves_a_job_off_a_busy_node_and_leaves_one_that_is_best_where
     wait_load(&lab, 1, false, 1.5);
     ok(home, "migrate", &[&b.pid().to_string(), "balance"]);
     assert_eq!(b.location().unwrap_or_else(|e| panic!("{e}")), 1);
-    stop(&lab, a, "bal-a");
-    stop(&lab, b, "bal-b");
+    stop(&lab, &program, a, "bal-a");
+    stop(&lab, &program, b, "bal-b");
 }
 
 #[test]
@@ -241,6 +245,6 @@ fn mosrun_b_starts_at_home_when_it_is_best_and_elsewhere_when_it_is_busy() {
     for mut hog in hogs {
         hog.wait().expect("a hog ends");
     }
-    stop(&lab, a, "b-a");
-    stop(&lab, c, "b-c");
+    stop(&lab, &program, a, "b-a");
+    stop(&lab, &program, c, "b-c");
 }

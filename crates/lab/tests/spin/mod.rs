@@ -1,8 +1,9 @@
 //! Shared by the lab tests whose jobs are `spin.c` (tests/progs/balance): a CPU-bound job
-//! that says "ready" and stirs 1 MiB until NAME.stop exists.
+//! that says "ready" and stirs 1 MiB until NAME.stop exists, and the check of what it printed.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rmosix_lab::{Job, Lab};
@@ -32,4 +33,39 @@ pub fn start<'l>(lab: &'l Lab, options: &[&str], program: &str, name: &str) -> J
     job.wait_output("ready", READY)
         .unwrap_or_else(|e| panic!("{e}"));
     job
+}
+
+/// The result line of a job's stdout, "rounds=R sum=S"; `None` when it printed none.
+pub fn result_line(stdout: &str) -> Option<&str> {
+    stdout.lines().find(|l| l.starts_with("rounds="))
+}
+
+/// Checks that each result line is what a never-moved run of as many rounds prints: one run
+/// of `spin - R...` at the host for all of them. `context` goes into the failure message.
+pub fn assert_as_never_moved(program: &str, lines: &[&str], context: &str) {
+    let rounds = |line: &str| -> u64 {
+        line.strip_prefix("rounds=")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("not a result line: {line:?}\n{context}"))
+    };
+    let mut counts: Vec<u64> = lines.iter().map(|l| rounds(l)).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let still = Command::new(program)
+        .arg("-")
+        .args(counts.iter().map(u64::to_string))
+        .output()
+        .expect("run spin at the host");
+    let expected: BTreeMap<u64, String> = String::from_utf8_lossy(&still.stdout)
+        .lines()
+        .map(|l| (rounds(l), l.to_owned()))
+        .collect();
+    for line in lines {
+        assert_eq!(
+            Some(*line),
+            expected.get(&rounds(line)).map(String::as_str),
+            "a moved job computed otherwise than a never-moved one\n{context}"
+        );
+    }
 }

@@ -1,9 +1,11 @@
 /* A CPU-bound job whose result says whether its computation survived its moves: it stirs a
  * 1 MiB array round after round and prints "rounds=R sum=S", S a checksum of the array.
  *
- * Usage: spin NAME   says "ready", computes until NAME.stop exists, then prints.
- *        spin - R    computes exactly R rounds, then prints: what a never-moved run of R
- *                    rounds prints. */
+ * Usage: spin NAME        says "ready", computes until NAME.stop exists, then prints.
+ *        spin - R [R...]  computes exactly R rounds, then prints: what a never-moved run of R
+ *                         rounds prints; given several counts (ascending), prints the line
+ *                         of each in one run, so that many jobs are checked at the cost of
+ *                         the longest. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,12 +34,15 @@ static uint64_t checksum(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 3 && strcmp(argv[1], "-") == 0) {
-        uint64_t rounds = strtoull(argv[2], NULL, 10);
-        for (uint64_t r = 0; r < rounds; r++)
-            round_of(r);
-        printf("rounds=%llu sum=%016llx\n", (unsigned long long)rounds,
-               (unsigned long long)checksum());
+    if (argc >= 3 && strcmp(argv[1], "-") == 0) {
+        uint64_t r = 0;
+        for (int k = 2; k < argc; k++) {
+            uint64_t rounds = strtoull(argv[k], NULL, 10);
+            for (; r < rounds; r++)
+                round_of(r);
+            printf("rounds=%llu sum=%016llx\n", (unsigned long long)rounds,
+                   (unsigned long long)checksum());
+        }
         return 0;
     }
     if (argc != 2) {
