@@ -30,6 +30,9 @@ mod usage;
 mod view;
 
 #[cfg(test)]
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 
 pub use decide::{Decision, Placing, Policy, Process, ProcessId, Reason, Round, best_node, decide};
