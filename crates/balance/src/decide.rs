@@ -141,10 +141,11 @@ pub struct Policy {
     /// Targets whose projected loads are within this many units of the best are equally good;
     /// one of them is chosen by hash. 10 units: a tenth of one process on a standard CPU.
     pub near_equal: f64,
-    /// A CPU-bound process moves for balance only once it has used this many times the time its
-    /// move takes (memory / link speed) in CPU since its last move (MOSIX: "enough CPU time to
-    /// pay back the migration cost", reference 5.5). 2: a move pays for itself even if the
-    /// process ends soon after.
+    /// A CPU-bound process moves for balance only once it has wanted a CPU (run or waited for
+    /// one) for this many times the time its move takes (memory / link speed) since its last
+    /// move (MOSIX: "enough CPU time to pay back the migration cost", reference 5.5; we count
+    /// the time wanted, so that a crowded node's processes are not held by their small share).
+    /// 2: a move pays for itself even if the process ends soon after.
     pub payback_factor: f64,
     /// A process that has moved stays at least this long, times its number of moves (up to
     /// `residence_moves_cap`), before it moves for balance or calls again: the later moves of a
@@ -633,8 +634,24 @@ impl Plan<'_> {
                 .then(a.memory.cmp(&b.memory))
                 .then(a.id.cmp(&b.id))
         });
+        // No target's bar is lower than this: every candidate wants at least
+        // `cpu_bound_demand`, and during the round targets only gain load. Once this node's
+        // load (which only falls) is not above it, no candidate can move: a settled node
+        // stops here instead of looking at every node for every process.
+        let lowest_bar = self
+            .view
+            .nodes
+            .iter()
+            .filter(|&(&id, _)| id != self.here())
+            .map(|(&id, info)| {
+                self.policy
+                    .move_threshold(info, self.load_of(id), self.policy.cpu_bound_demand)
+            })
+            .fold(f64::INFINITY, f64::min);
         for p in candidates {
-            if self.moves >= self.policy.max_moves_per_round {
+            if self.moves >= self.policy.max_moves_per_round
+                || self.load_of(self.here()) <= lowest_bar
+            {
                 break;
             }
             if self.decided.contains(&p.id) {
@@ -647,10 +664,10 @@ impl Plan<'_> {
                 .view
                 .nodes
                 .iter()
-                .filter(|&(&id, _)| self.accepts(id, p) && self.has_room(id, p))
                 .filter(|&(&id, info)| {
                     self.policy.move_threshold(info, self.load_of(id), demand) < here_load
                 })
+                .filter(|&(&id, _)| self.accepts(id, p) && self.has_room(id, p))
                 .filter(|&(&id, _)| self.pays_back(p, id))
                 .filter(|&(&id, info)| {
                     if p.is_guest_on(self.here()) {
@@ -669,12 +686,15 @@ impl Plan<'_> {
         }
     }
 
-    /// Whether `p` has used enough CPU since its last move to pay for a move to `to`.
+    /// Whether `p` has wanted a CPU long enough since its last move to pay for a move to `to`.
+    /// Its time wanted, not its CPU time: on a crowded node, the one that most needs to shed
+    /// work, a process gets a sliver of a CPU, and its CPU time would hold it there long after
+    /// it has shown that it is long-running (docs/balancing.md, "Simulation").
     fn pays_back(&self, p: &Process, to: NodeId) -> bool {
         let cost = self
             .links
             .transfer_time(p.memory, self.here(), to, p.id.home)
             .as_secs_f64();
-        p.usage.cpu_since_move().as_secs_f64() >= cost * self.policy.payback_factor
+        p.usage.wanted_since_move().as_secs_f64() >= cost * self.policy.payback_factor
     }
 }

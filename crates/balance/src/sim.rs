@@ -21,8 +21,8 @@ use rmosix_config::NodeId;
 
 use crate::flood::mix;
 use crate::{
-    ClusterView, DecayClass, Decision, LinkSpeeds, Modes, NodeInfo, ONE_PROCESS, Policy,
-    Process, ProcessId, Round, STANDARD_SPEED, Sample, Usage, decide,
+    ClusterView, DecayClass, Decision, LinkSpeeds, Modes, NodeInfo, ONE_PROCESS, Policy, Process,
+    ProcessId, Round, STANDARD_SPEED, Sample, Usage, decide,
 };
 
 const GIB: u64 = 1 << 30;
@@ -480,7 +480,9 @@ impl Cluster {
                 .sum();
             self.published[node][(s as usize + 1) % HISTORY] = Published {
                 load: info.units(self.upper[node]),
-                free_memory: info.total_memory.saturating_sub(used + info.total_memory / 8),
+                free_memory: info
+                    .total_memory
+                    .saturating_sub(used + info.total_memory / 8),
             };
         }
     }
@@ -526,12 +528,15 @@ impl Cluster {
         processes
     }
 
-    /// When the figure node `subject` published at the end of second `k` reaches `observer`.
+    /// When the figures of node `subject`'s gauge period that closed at second `k` reach
+    /// `observer`: the node publishes them at its own phase of the second (its publishing
+    /// timer is not its gauge's), then the epidemic carries them.
     fn reaches(&self, observer: usize, subject: usize, k: u64) -> f64 {
-        let u = mix(&[self.seed, observer as u64, subject as u64, k]);
-        let u = (u >> 11) as f64 / (1u64 << 53) as f64;
+        let unit = |u: u64| (u >> 11) as f64 / (1u64 << 53) as f64;
+        let phase = unit(mix(&[self.seed, subject as u64]));
+        let u = unit(mix(&[self.seed, observer as u64, subject as u64, k]));
         let rounds = self.reached.iter().position(|&p| u < p).unwrap_or(0);
-        k as f64 + rounds as f64 * GOSSIP_ROUND
+        k as f64 + phase + rounds as f64 * GOSSIP_ROUND
     }
 
     /// `observer`'s view at the tick `t`: its own figures as of now, the others' as the
@@ -589,12 +594,24 @@ impl Cluster {
         let now = t as f64;
         self.sent[node].push((now, to));
         let job = &mut self.jobs[index];
-        assert_eq!(job.place, Place::On(node), "decided on a job that is not here");
+        assert_eq!(
+            job.place,
+            Place::On(node),
+            "decided on a job that is not here"
+        );
         let transfer = self
             .links
-            .transfer_time(job.spec.memory, node_id(node), node_id(to), node_id(job.spec.home))
+            .transfer_time(
+                job.spec.memory,
+                node_id(node),
+                node_id(to),
+                node_id(job.spec.home),
+            )
             .as_secs_f64();
-        if job.left_node.is_some_and(|(left, at)| left == to && now - at < 30.0) {
+        if job
+            .left_node
+            .is_some_and(|(left, at)| left == to && now - at < 30.0)
+        {
             self.returns += 1;
         }
         job.left_node = Some((node, now));
@@ -668,8 +685,8 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
             _ => None,
         })
         .collect();
-    let all_done = ends.len() == cluster.jobs.len()
-        && cluster.jobs.iter().all(|j| j.left.abs() < 1e-6);
+    let all_done =
+        ends.len() == cluster.jobs.len() && cluster.jobs.iter().all(|j| j.left.abs() < 1e-6);
     let moves: Vec<u32> = cluster.jobs.iter().map(|j| j.moves).collect();
     Report {
         makespan: ends.iter().copied().fold(0.0, f64::max) - first,

@@ -222,6 +222,32 @@ fn a_process_moves_only_once_its_cpu_paid_for_the_move() {
 }
 
 #[test]
+fn a_crowded_process_pays_for_its_move_with_the_time_it_wanted_not_its_small_cpu_share() {
+    // Twenty processes on one CPU: each ran 1 s of the last 20 and waited 19.
+    let view = view(&[(1, node(2000)), (2, node(0))]);
+    let mut crowded = hog(1, 10);
+    crowded.memory = 4 * GIB; // 4 s over the link: 8 s wanted needed
+    let mut usage = Usage::new(DecayClass::Normal);
+    for _ in 0..20 {
+        usage.update(
+            DecayClass::Normal,
+            &Sample {
+                interval: Duration::from_secs(1),
+                ran: Duration::from_millis(50),
+                waited: Duration::from_millis(950),
+                forwarded: None,
+            },
+        );
+    }
+    assert_eq!(usage.cpu_since_move(), Duration::from_secs(1));
+    crowded.usage = usage;
+    assert_eq!(
+        run(1, &view, &[crowded.clone()]),
+        [moved(&crowded, 2, Reason::Balance)]
+    );
+}
+
+#[test]
 fn a_slower_link_asks_for_more_cpu_before_a_move() {
     let view = view(&[(1, node(200)), (2, node(0))]);
     let procs = [hog(1, 10), hog(1, 11)]; // 64 MiB, 60 s of CPU

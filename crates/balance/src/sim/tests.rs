@@ -69,3 +69,15 @@ fn sim_1000_nodes_10000_jobs() {
         assert!(report.all_done, "{report:?}");
     }
 }
+
+#[test]
+fn tmp_experiment() {
+    let nodes: usize = std::env::var("SIM_NODES").map_or(20, |v| v.parse().unwrap());
+    for mut s in scenario("small", nodes, nodes * 10, 7) {
+        s.policy.payback_factor = 0.0;
+        let started = std::time::Instant::now();
+        let report = simulate(&s);
+        print(&s, &report);
+        println!("  {:.1} s", started.elapsed().as_secs_f64());
+    }
+}
