@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rmosix_config::NodeId;
 
-use crate::flood::{allowance, mean_load, mix};
+use crate::flood::{allowance, mean_load, mix, possible_senders};
 use crate::usage::{DecayClass, Usage};
 use crate::view::{ClusterView, LinkSpeeds, NodeInfo};
 
@@ -175,6 +175,11 @@ pub struct Policy {
     /// At most this many balance and placement moves per node per round (ushering and expel
     /// are not counted). 8.
     pub max_moves_per_round: usize,
+    /// Flood prevention deals a target's room over this many rounds when several nodes would
+    /// send to it: the others' moves reach the view that much later (a gauge period, its
+    /// publication and the gossip: about 3 s, the daemon's `SHOWN_THERE_AFTER`), and until
+    /// then every round would deal the same room again. 3.
+    pub flood_rounds: u32,
 }
 
 impl Default for Policy {
@@ -192,6 +197,7 @@ impl Default for Policy {
             usher_until_per_mille: 100,
             stale_after: Duration::from_secs(6),
             max_moves_per_round: 8,
+            flood_rounds: 3,
         }
     }
 }
@@ -264,6 +270,15 @@ pub fn decide(
     plan.decisions
 }
 
+/// The load a CPU-bound process feels on `node` at `load` (counting it): the load itself, but
+/// never less than one process on one of the node's CPUs (`100 / its speed in standard
+/// CPUs`): a process runs no faster than its CPU, however many of them are idle. Load alone
+/// would call a node of eight slow CPUs with two processes lightly loaded, and fill it with
+/// processes that each run at a slow CPU's speed (docs/balancing.md, "Simulation").
+fn felt_load(node: &NodeInfo, load: f64) -> f64 {
+    load.max(crate::view::ONE_PROCESS / node.throughput(0.0))
+}
+
 /// Whether the process [`best_node`] places is already counted in its node's load.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Placing {
@@ -319,6 +334,8 @@ struct Plan<'a> {
     sent: BTreeMap<NodeId, u32>,
     /// The cluster's mean load, for flood prevention, worked out when first needed.
     mean_load: OnceCell<f64>,
+    /// The nodes that may send work this round, for flood prevention, when first needed.
+    senders: OnceCell<Vec<(u32, NodeId)>>,
     /// What flood prevention allows this node to send to each node this round, worked out
     /// for each target when first needed.
     allowed: RefCell<BTreeMap<NodeId, u32>>,
@@ -354,6 +371,7 @@ impl<'a> Plan<'a> {
                 .collect(),
             sent: BTreeMap::new(),
             mean_load: OnceCell::new(),
+            senders: OnceCell::new(),
             allowed: RefCell::new(BTreeMap::new()),
             moves: 0,
             decided: BTreeSet::new(),
@@ -421,11 +439,12 @@ impl Plan<'_> {
         let mean = *self
             .mean_load
             .get_or_init(|| mean_load(self.policy, self.round, self.view));
-        let allowed = *self
-            .allowed
-            .borrow_mut()
-            .entry(node)
-            .or_insert_with(|| allowance(self.policy, self.round, self.view, node, mean));
+        let allowed = *self.allowed.borrow_mut().entry(node).or_insert_with(|| {
+            let senders = self
+                .senders
+                .get_or_init(|| possible_senders(self.policy, self.round, self.view));
+            allowance(self.policy, self.round, self.view, node, mean, senders)
+        });
         self.sent.get(&node).copied().unwrap_or(0) < allowed
     }
 
@@ -644,32 +663,41 @@ impl Plan<'_> {
             .iter()
             .filter(|&(&id, _)| id != self.here())
             .map(|(&id, info)| {
-                self.policy
-                    .move_threshold(info, self.load_of(id), self.policy.cpu_bound_demand)
+                self.balance_bar(info, self.load_of(id), self.policy.cpu_bound_demand)
             })
             .fold(f64::INFINITY, f64::min);
+        // The nodes under this node's bar for the least demanding candidate: a superset of
+        // every candidate's targets, worked out again after each move (loads change).
+        let mut below_bar: Option<Vec<NodeId>> = None;
         for p in candidates {
-            if self.moves >= self.policy.max_moves_per_round
-                || self.load_of(self.here()) <= lowest_bar
-            {
+            let here_felt = felt_load(self.me, self.load_of(self.here()));
+            if self.moves >= self.policy.max_moves_per_round || here_felt <= lowest_bar {
                 break;
             }
             if self.decided.contains(&p.id) {
                 continue;
             }
             let demand = p.usage.demand().min(1.0);
-            let here_load = self.load_of(self.here());
-            let here_rate = self.me.throughput(here_load);
-            let targets: Vec<(NodeId, f64)> = self
-                .view
-                .nodes
+            let here_rate = self.me.throughput(self.load_of(self.here()));
+            let below = below_bar.get_or_insert_with(|| {
+                self.view
+                    .nodes
+                    .iter()
+                    .filter(|&(&id, info)| {
+                        let bar =
+                            self.balance_bar(info, self.load_of(id), self.policy.cpu_bound_demand);
+                        id != self.here() && bar < here_felt
+                    })
+                    .map(|(&id, _)| id)
+                    .collect()
+            });
+            let targets: Vec<(NodeId, f64)> = below
                 .iter()
-                .filter(|&(&id, info)| {
-                    self.policy.move_threshold(info, self.load_of(id), demand) < here_load
-                })
-                .filter(|&(&id, _)| self.accepts(id, p) && self.has_room(id, p))
-                .filter(|&(&id, _)| self.pays_back(p, id))
-                .filter(|&(&id, info)| {
+                .filter_map(|&id| self.view.get(id).map(|info| (id, info)))
+                .filter(|&(id, info)| self.balance_bar(info, self.load_of(id), demand) < here_felt)
+                .filter(|&(id, _)| self.accepts(id, p) && self.has_room(id, p))
+                .filter(|&(id, _)| self.pays_back(p, id))
+                .filter(|&(id, info)| {
                     if p.is_guest_on(self.here()) {
                         return true;
                     }
@@ -677,13 +705,27 @@ impl Plan<'_> {
                     let speedup = rate * (1.0 - p.usage.forwarded()) / here_rate;
                     speedup > 1.0 + self.policy.forwarding_margin
                 })
-                .filter(|&(&id, _)| self.may_send(id))
-                .map(|(&id, _)| (id, self.load_of(id) + self.share(id, demand)))
+                .filter(|&(id, _)| self.may_send(id))
+                .map(|(id, info)| {
+                    (
+                        id,
+                        felt_load(info, self.load_of(id) + self.share(id, demand)),
+                    )
+                })
                 .collect();
             if let Some(to) = self.pick(p, targets) {
                 self.record(p, to, Reason::Balance, demand, true);
+                below_bar = None;
             }
         }
+    }
+
+    /// The load `here` must feel for a process of `demand` to move to `target` (now at
+    /// `target_load`) for balance: the hysteresis over the target's load with the process,
+    /// and the minimum difference over what one CPU of the target's speed amounts to.
+    fn balance_bar(&self, target: &NodeInfo, target_load: f64, demand: f64) -> f64 {
+        let by_load = self.policy.move_threshold(target, target_load, demand);
+        by_load.max(felt_load(target, 0.0) + self.policy.min_load_difference)
     }
 
     /// Whether `p` has wanted a CPU long enough since its last move to pay for a move to `to`.

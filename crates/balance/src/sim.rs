@@ -112,6 +112,8 @@ pub(crate) struct Scenario {
     pub hardware: Hardware,
     pub start: Start,
     pub seed: u64,
+    /// Each job's work, standard-CPU seconds, drawn uniformly between these.
+    pub work: (f64, f64),
     pub policy: Policy,
 }
 
@@ -169,29 +171,52 @@ struct JobSpec {
     memory: u64,
 }
 
-/// The fluid ideal: no job ends before it could on the fastest node alone, and no work ends
-/// before the whole cluster's capacity could do all work released so far. With releases,
-/// the bound is `max over release times r of r + (work released at or after r) / capacity`;
-/// with everything at 0 it is total work / total capacity. Seconds from the first release.
+/// The ideal makespan: that of the best preemptive schedule, where any job may run on any
+/// CPU at any moment and moves cost nothing (a fluid bound no balancer can beat). One job
+/// runs on one CPU at a time, at most its demand of it, so the best schedule of jobs all
+/// released at 0 on CPUs of speeds s1 >= s2 >= ... takes
+/// `max(total work / total speed, max over k of (k largest works) / (k fastest CPUs' speeds))`
+/// (Horvath, Lam and Sethi, 1977; k = 1 is "the longest job on the fastest CPU"), and never
+/// less than any job's work over its demand times the fastest speed. With releases, the bound
+/// holds for the jobs released at or after each release time `r`, from `r`: the ideal is the
+/// largest such `r + bound`. Seconds from the first release.
 fn ideal_makespan(nodes: &[Node], jobs: &[JobSpec]) -> f64 {
-    let capacity: f64 = nodes.iter().map(Node::capacity).sum();
-    let fastest = nodes
+    let mut speeds: Vec<f64> = nodes
         .iter()
-        .map(|n| f64::from(n.speed) / f64::from(STANDARD_SPEED))
-        .fold(0.0, f64::max);
-    let mut by_release: Vec<&JobSpec> = jobs.iter().collect();
-    by_release.sort_by_key(|j| std::cmp::Reverse(j.release));
-    let (mut fluid, mut later_work) = (0.0f64, 0.0);
-    for j in &by_release {
-        later_work += j.work;
-        fluid = fluid.max(j.release as f64 + later_work / capacity);
+        .flat_map(|n| {
+            let speed = f64::from(n.speed) / f64::from(STANDARD_SPEED);
+            std::iter::repeat_n(speed, n.cpus.round() as usize)
+        })
+        .collect();
+    speeds.sort_by(|a, b| b.total_cmp(a));
+    let fastest = speeds.first().copied().unwrap_or(0.0);
+    let mut releases: Vec<u64> = jobs.iter().map(|j| j.release).collect();
+    releases.sort_unstable();
+    releases.dedup();
+    let first = releases.first().copied().unwrap_or(0) as f64;
+    let mut ideal = 0.0f64;
+    for &r in &releases {
+        let mut works: Vec<f64> = jobs
+            .iter()
+            .filter(|j| j.release >= r)
+            .map(|j| j.work)
+            .collect();
+        works.sort_by(|a, b| b.total_cmp(a));
+        let (mut work_sum, mut speed_sum, mut bound) = (0.0, 0.0, 0.0f64);
+        for (k, work) in works.iter().enumerate() {
+            work_sum += work;
+            if let Some(speed) = speeds.get(k) {
+                speed_sum += speed;
+            }
+            bound = bound.max(work_sum / speed_sum);
+        }
+        ideal = ideal.max(r as f64 + bound);
     }
-    let longest = jobs
+    let slowest_job = jobs
         .iter()
         .map(|j| j.release as f64 + j.work / (j.demand * fastest))
         .fold(0.0, f64::max);
-    let first = jobs.iter().map(|j| j.release).min().unwrap_or(0) as f64;
-    fluid.max(longest) - first
+    ideal.max(slowest_job) - first
 }
 
 fn draw_nodes(rng: &mut Rng, count: usize, hardware: Hardware) -> Vec<Node> {
@@ -241,7 +266,7 @@ fn draw_jobs(rng: &mut Rng, scenario: &Scenario) -> Vec<JobSpec> {
             JobSpec {
                 home,
                 release,
-                work: rng.log_between(20.0, 200.0),
+                work: rng.between(scenario.work.0, scenario.work.1),
                 demand,
                 memory: rng.log_between(16.0 * MIB as f64, GIB as f64) as u64,
             }
@@ -365,7 +390,9 @@ impl Cluster {
             .collect();
         Cluster {
             policy: scenario.policy.clone(),
-            links: LinkSpeeds::uniform(LINK_SPEED),
+            links: LinkSpeeds::uniform(
+                std::env::var("SIM_LINK").map_or(LINK_SPEED, |v| v.parse().unwrap()),
+            ),
             jobs: specs
                 .iter()
                 .map(|&spec| Job {
@@ -657,6 +684,75 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
     while s < limit && !cluster.everything_done() {
         cluster.admit(s);
         cluster.run(s);
+        if std::env::var("SIM_TRACE").is_ok() && s % 10 == 0 {
+            let mut used = 0.0;
+            let mut idle_cap = 0.0;
+            let mut crowded = 0;
+            let total: f64 = cluster.nodes.iter().map(Node::capacity).sum();
+            for (i, n) in cluster.nodes.iter().enumerate() {
+                let want: f64 = cluster.running[i]
+                    .iter()
+                    .map(|&j| cluster.jobs[j].spec.demand)
+                    .sum();
+                used += want.min(n.cpus) * f64::from(n.speed) / 10000.0;
+                if want == 0.0 {
+                    idle_cap += n.capacity();
+                }
+                if want > n.cpus + 0.5 {
+                    crowded += 1;
+                }
+            }
+            let left = cluster
+                .jobs
+                .iter()
+                .filter(|j| !matches!(j.place, Place::Done(_)))
+                .count();
+            let moving = cluster
+                .jobs
+                .iter()
+                .filter(|j| matches!(j.place, Place::Moving { .. }))
+                .count();
+            let work: f64 = cluster.jobs.iter().map(|j| j.left).sum();
+            if std::env::var("SIM_DUMP").is_ok() && (s == 100 || s == 60) {
+                for (i, n) in cluster.nodes.iter().enumerate() {
+                    let jobs: Vec<String> = cluster.running[i]
+                        .iter()
+                        .map(|&j| {
+                            let job = &cluster.jobs[j];
+                            let tr = if job.spec.home == i {
+                                &job.home_track
+                            } else {
+                                &job.guest_track
+                            };
+                            format!(
+                                "d{:.2} m{} mv{} since{} w{:.1} dem{:.2}",
+                                job.spec.demand,
+                                job.spec.memory >> 20,
+                                job.moves,
+                                s - tr.since.min(s),
+                                tr.usage.wanted_since_move().as_secs_f64(),
+                                tr.usage.demand()
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "  node {i} speed {} cpus {} load {} upper-units {}: {:?}",
+                        n.speed,
+                        n.cpus,
+                        n.units(cluster.last_runnable[i]),
+                        n.units(cluster.upper[i]),
+                        jobs
+                    );
+                }
+            }
+            let moves: u32 = cluster.jobs.iter().map(|j| j.moves).sum();
+            println!(
+                "t {s:>4} moves {moves:>6} left {left:>5} moving {moving:>4} busy {:.2} idle-nodes-cap {:.2} crowded {crowded} work-left/cap {:.1}",
+                used / total,
+                idle_cap / total,
+                work / total
+            );
+        }
         let t = s + 1;
         for node in 0..cluster.nodes.len() {
             let processes = cluster.sample(node, t);

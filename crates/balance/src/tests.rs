@@ -736,6 +736,7 @@ fn crowd(senders: u16, each: u32) -> (ClusterView, Vec<Vec<Process>>) {
 fn ten_busy_nodes_do_not_flood_one_idle_node() {
     let (view, procs) = crowd(10, 2);
     let mut winners = BTreeSet::new();
+    let mut per_round = Vec::new();
     for number in 0..30 {
         let mut arrivals = 0;
         for (i, procs) in procs.iter().enumerate() {
@@ -747,28 +748,43 @@ fn ten_busy_nodes_do_not_flood_one_idle_node() {
             }
             arrivals += decisions.len();
         }
-        // The idle node can take one before it is as loaded as they are.
-        assert_eq!(arrivals, 1, "round {number}");
+        // The idle node can take one before it is as loaded as they are, and that room is
+        // dealt over `flood_rounds` (3) rounds: the others' moves would show only then.
+        per_round.push(arrivals);
+    }
+    for window in per_round.windows(3) {
+        assert_eq!(window.iter().sum::<usize>(), 1, "{per_round:?}");
     }
     // Different rounds let different nodes send.
-    assert!(winners.len() >= 5, "{winners:?}");
+    assert!(winners.len() >= 4, "{winners:?}");
 }
 
 #[test]
 fn two_busy_nodes_fill_an_idle_node_to_its_capacity_only() {
-    // 2 x 300 and 0: level 200, room for two, one from each.
+    // Two senders: the room is dealt over `flood_rounds` (3) rounds, as the view shows the
+    // other sender's moves only that much later. Whatever round the view is seen in, the
+    // three rounds from it deal the room once.
+    // 2 x 300 and 0: level 200, room for two.
     let (view, procs) = crowd(2, 3);
-    for number in 0..30 {
-        let first = decide_at(1, number, &view, &procs[0]);
-        let second = decide_at(2, number, &view, &procs[1]);
-        assert_eq!((first.len(), second.len()), (1, 1), "round {number}");
+    for first_round in 0..30 {
+        let sent: usize = (first_round..first_round + 3)
+            .map(|number| {
+                decide_at(1, number, &view, &procs[0]).len()
+                    + decide_at(2, number, &view, &procs[1]).len()
+            })
+            .sum();
+        assert_eq!(sent, 2, "rounds from {first_round}");
     }
     // 2 x 200 and 0: room for one only.
     let (view, procs) = crowd(2, 2);
-    for number in 0..30 {
-        let first = decide_at(1, number, &view, &procs[0]);
-        let second = decide_at(2, number, &view, &procs[1]);
-        assert_eq!(first.len() + second.len(), 1, "round {number}");
+    for first_round in 0..30 {
+        let sent: usize = (first_round..first_round + 3)
+            .map(|number| {
+                decide_at(1, number, &view, &procs[0]).len()
+                    + decide_at(2, number, &view, &procs[1]).len()
+            })
+            .sum();
+        assert_eq!(sent, 1, "rounds from {first_round}");
     }
 }
 
@@ -1006,7 +1022,8 @@ fn two_hundred_nodes_spread_a_crowd_within_a_few_rounds() {
             break;
         }
     }
-    assert!(rounds <= 10, "took {rounds} rounds");
+    // Flood prevention deals each idle node's room over 3 rounds.
+    assert!(rounds <= 14, "took {rounds} rounds");
     let total: u32 = sim.moves.values().sum();
     // 150 moves are needed.
     assert!(total <= 165, "{total} moves");

@@ -2,6 +2,7 @@
 //! 10,000 jobs (`#[ignore]`d: about a minute in release).
 
 use super::*;
+use std::time::Duration;
 
 fn scenario(name: &'static str, nodes: usize, jobs: usize, seed: u64) -> [Scenario; 3] {
     let base = Scenario {
@@ -11,6 +12,7 @@ fn scenario(name: &'static str, nodes: usize, jobs: usize, seed: u64) -> [Scenar
         hardware: Hardware::Mixed,
         start: Start::Arrivals { over: 60 },
         seed,
+        work: (60.0, 120.0),
         policy: Policy::default(),
     };
     [
@@ -74,7 +76,19 @@ fn sim_1000_nodes_10000_jobs() {
 fn tmp_experiment() {
     let nodes: usize = std::env::var("SIM_NODES").map_or(20, |v| v.parse().unwrap());
     for mut s in scenario("small", nodes, nodes * 10, 7) {
-        s.policy.payback_factor = 0.0;
+        if let Ok(v) = std::env::var("SIM_STAB") {
+            s.policy.stability_percent = v.parse().unwrap();
+        }
+        if let Ok(v) = std::env::var("SIM_DIFF") {
+            s.policy.min_load_difference = v.parse().unwrap();
+        }
+        if let Ok(v) = std::env::var("SIM_RES") {
+            s.policy.min_residence = Duration::from_secs(v.parse().unwrap());
+        }
+        if let Ok(w) = std::env::var("SIM_WORK") {
+            let (a, b) = w.split_once(',').unwrap();
+            s.work = (a.parse().unwrap(), b.parse().unwrap());
+        }
         let started = std::time::Instant::now();
         let report = simulate(&s);
         print(&s, &report);
