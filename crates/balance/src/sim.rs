@@ -390,9 +390,7 @@ impl Cluster {
             .collect();
         Cluster {
             policy: scenario.policy.clone(),
-            links: LinkSpeeds::uniform(
-                std::env::var("SIM_LINK").map_or(LINK_SPEED, |v| v.parse().unwrap()),
-            ),
+            links: LinkSpeeds::uniform(LINK_SPEED),
             jobs: specs
                 .iter()
                 .map(|&spec| Job {
@@ -684,75 +682,6 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
     while s < limit && !cluster.everything_done() {
         cluster.admit(s);
         cluster.run(s);
-        if std::env::var("SIM_TRACE").is_ok() && s % 10 == 0 {
-            let mut used = 0.0;
-            let mut idle_cap = 0.0;
-            let mut crowded = 0;
-            let total: f64 = cluster.nodes.iter().map(Node::capacity).sum();
-            for (i, n) in cluster.nodes.iter().enumerate() {
-                let want: f64 = cluster.running[i]
-                    .iter()
-                    .map(|&j| cluster.jobs[j].spec.demand)
-                    .sum();
-                used += want.min(n.cpus) * f64::from(n.speed) / 10000.0;
-                if want == 0.0 {
-                    idle_cap += n.capacity();
-                }
-                if want > n.cpus + 0.5 {
-                    crowded += 1;
-                }
-            }
-            let left = cluster
-                .jobs
-                .iter()
-                .filter(|j| !matches!(j.place, Place::Done(_)))
-                .count();
-            let moving = cluster
-                .jobs
-                .iter()
-                .filter(|j| matches!(j.place, Place::Moving { .. }))
-                .count();
-            let work: f64 = cluster.jobs.iter().map(|j| j.left).sum();
-            if std::env::var("SIM_DUMP").is_ok() && (s == 100 || s == 60) {
-                for (i, n) in cluster.nodes.iter().enumerate() {
-                    let jobs: Vec<String> = cluster.running[i]
-                        .iter()
-                        .map(|&j| {
-                            let job = &cluster.jobs[j];
-                            let tr = if job.spec.home == i {
-                                &job.home_track
-                            } else {
-                                &job.guest_track
-                            };
-                            format!(
-                                "d{:.2} m{} mv{} since{} w{:.1} dem{:.2}",
-                                job.spec.demand,
-                                job.spec.memory >> 20,
-                                job.moves,
-                                s - tr.since.min(s),
-                                tr.usage.wanted_since_move().as_secs_f64(),
-                                tr.usage.demand()
-                            )
-                        })
-                        .collect();
-                    println!(
-                        "  node {i} speed {} cpus {} load {} upper-units {}: {:?}",
-                        n.speed,
-                        n.cpus,
-                        n.units(cluster.last_runnable[i]),
-                        n.units(cluster.upper[i]),
-                        jobs
-                    );
-                }
-            }
-            let moves: u32 = cluster.jobs.iter().map(|j| j.moves).sum();
-            println!(
-                "t {s:>4} moves {moves:>6} left {left:>5} moving {moving:>4} busy {:.2} idle-nodes-cap {:.2} crowded {crowded} work-left/cap {:.1}",
-                used / total,
-                idle_cap / total,
-                work / total
-            );
-        }
         let t = s + 1;
         for node in 0..cluster.nodes.len() {
             let processes = cluster.sample(node, t);
