@@ -354,6 +354,23 @@ fn node_id(index: usize) -> NodeId {
     NodeId::new(index as u16 + 1).expect("node numbers fit")
 }
 
+/// How `cpus` CPUs are shared among processes that want `demands` (fractions of one CPU),
+/// as a fair scheduler shares them: max-min fairness, each gets what it wants if that is no
+/// more than an equal share of what the others leave, and the rest is split evenly.
+fn fair_shares(cpus: f64, demands: impl Iterator<Item = f64>) -> Vec<f64> {
+    let demands: Vec<f64> = demands.collect();
+    let mut order: Vec<usize> = (0..demands.len()).collect();
+    order.sort_by(|&a, &b| demands[a].total_cmp(&demands[b]));
+    let mut shares = vec![0.0; demands.len()];
+    let mut left = cpus;
+    for (served, &i) in order.iter().enumerate() {
+        let equal = left / (order.len() - served) as f64;
+        shares[i] = demands[i].min(equal).min(1.0);
+        left -= shares[i];
+    }
+    shares
+}
+
 /// The simulated cluster.
 struct Cluster {
     policy: Policy,
@@ -447,9 +464,8 @@ impl Cluster {
         }
     }
 
-    /// Runs every node for the second [s, s+1): capacity is shared in proportion to what each
-    /// process wants, a process never gets more than one CPU, and a job that ends frees its
-    /// share for the rest of the second.
+    /// Runs every node for the second [s, s+1): its CPUs are shared fairly ([`fair_shares`]),
+    /// and a job that ends frees its share for the rest of the second.
     fn run(&mut self, s: u64) {
         for node in 0..self.nodes.len() {
             let info = self.nodes[node];
@@ -465,17 +481,18 @@ impl Cluster {
                     .iter()
                     .map(|&j| self.jobs[j].spec.demand)
                     .sum();
-                let factor = (info.cpus / wanted).min(1.0);
+                let shares = fair_shares(
+                    info.cpus,
+                    self.running[node].iter().map(|&j| self.jobs[j].spec.demand),
+                );
                 let step = self.running[node]
                     .iter()
-                    .map(|&j| {
-                        let job = &self.jobs[j];
-                        job.left / (job.spec.demand * factor * speed)
-                    })
+                    .zip(&shares)
+                    .map(|(&j, share)| self.jobs[j].left / (share * speed))
                     .fold(1.0 - elapsed, f64::min);
-                for &j in &self.running[node] {
+                for (&j, share) in self.running[node].iter().zip(&shares) {
                     let job = &mut self.jobs[j];
-                    let cpu = job.spec.demand * factor * step;
+                    let cpu = share * step;
                     job.ran += cpu;
                     job.waited += job.spec.demand * step - cpu;
                     job.left -= cpu * speed;

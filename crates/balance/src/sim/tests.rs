@@ -118,6 +118,23 @@ fn the_ideal_is_the_fluid_bound_or_the_longest_jobs_on_the_fastest_cpus() {
 }
 
 #[test]
+fn cpus_are_shared_fairly() {
+    // Two CPUs, three processes wanting all of one: two thirds each.
+    let shares = fair_shares(2.0, [1.0, 1.0, 1.0].into_iter());
+    assert!(
+        shares.iter().all(|s| (s - 2.0 / 3.0).abs() < 1e-12),
+        "{shares:?}"
+    );
+    // One CPU: a process wanting 0.2 gets it, the other two split the rest.
+    assert_eq!(
+        fair_shares(1.0, [1.0, 0.2, 1.0].into_iter()),
+        [0.4, 0.2, 0.4]
+    );
+    // Enough CPUs: each gets what it wants, never more than one CPU.
+    assert_eq!(fair_shares(8.0, [1.0, 0.7].into_iter()), [1.0, 0.7]);
+}
+
+#[test]
 #[ignore = "issue 9's scale: run in release, a few minutes of CPU"]
 fn sim_1000_nodes_10000_jobs() {
     let scenarios = scenarios(1000, 9);
