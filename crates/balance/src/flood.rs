@@ -4,11 +4,13 @@
 //!
 //! Every node sees about the same view, so each can work out, for a target, which nodes would
 //! like to send to it this round (its *senders*) and how many processes it can take before it
-//! is as loaded as the cluster's mean (its *room*, at least one). The senders are ranked by a hash of the round number,
-//! the target and the sender, and the room's slots are dealt out in rank order: with one slot
-//! and ten senders, one sender (a different one each round) sends. No messages are needed.
-//! Where views differ a little, a target may get a process more or fewer than its room; the
-//! next round corrects it.
+//! is as loaded as the cluster's mean (its *room*, at least one). The senders are ranked by a
+//! hash of the round number, the target and the sender, and the room's slots are dealt out in
+//! rank order. The view shows the other senders' moves only a few rounds later, so with
+//! several senders the room is dealt over [`Policy::flood_rounds`] rounds: with one slot and
+//! ten senders, one sender (a different one each time) sends in any three rounds in a row.
+//! No messages are needed. Where views differ a little, a target may get a process more or
+//! fewer than its room; the next rounds correct it.
 
 use rmosix_config::NodeId;
 

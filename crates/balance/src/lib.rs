@@ -29,7 +29,7 @@ mod flood;
 mod usage;
 mod view;
 
-#[cfg(test)]
+/// The balancer at scale, simulated (docs/balancing.md, "Simulation").
 #[cfg(test)]
 mod sim;
 #[cfg(test)]

@@ -9,8 +9,8 @@
 //! smooth.rs: MOSIX's exported load, rising at once and falling by 7/8 a second), the gossip
 //! (each figure reaches each node after an epidemic's delay), the daemon's loop
 //! (`crates/daemon/src/balancer.rs`: what it samples, when a process may first be decided on,
-//! the moves it adds to the view in `with_own_moves`), the CPUs (shared in proportion to what
-//! each process wants) and the moves (memory over the link, plus a freeze).
+//! the moves it adds to the view in `with_own_moves`), the CPUs (shared as a fair scheduler
+//! shares them) and the moves (memory over the link, plus a freeze).
 //!
 //! Everything is drawn from one seed and nothing depends on the host: two runs with one seed
 //! give the same figures.
