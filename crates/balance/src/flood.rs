@@ -4,16 +4,18 @@
 //!
 //! Every node sees about the same view, so each can work out, for a target, which nodes would
 //! like to send to it this round (its *senders*) and how many processes it can take before it
-//! is as loaded as the cluster's mean (its *room*, at least one). The senders are ranked by a hash of the round number,
-//! the target and the sender, and the room's slots are dealt out in rank order: with one slot
-//! and ten senders, one sender (a different one each round) sends. No messages are needed.
-//! Where views differ a little, a target may get a process more or fewer than its room; the
-//! next round corrects it.
+//! is as loaded as the cluster's mean (its *room*, at least one). The senders are ranked by a
+//! hash of the round number, the target and the sender, and the room's slots are dealt out in
+//! rank order. The view shows the other senders' moves only a few rounds later, so with
+//! several senders the room is dealt over [`Policy::flood_rounds`] rounds: with one slot and
+//! ten senders, one sender (a different one each time) sends in any three rounds in a row.
+//! No messages are needed. Where views differ a little, a target may get a process more or
+//! fewer than its room; the next rounds correct it.
 
 use rmosix_config::NodeId;
 
 use crate::decide::{Policy, Round};
-use crate::view::{ClusterView, NodeInfo};
+use crate::view::ClusterView;
 
 /// A small, fixed mixing function (SplitMix64's finaliser), so that decisions depend only on
 /// their inputs, on every platform and Rust version.
@@ -31,16 +33,6 @@ pub(crate) fn mix(values: &[u64]) -> u64 {
     state
 }
 
-/// Whether `info` describes a node that would send a CPU-bound process to `target` this round,
-/// judged from the view alone: it takes part in balancing and its load exceeds the target's by
-/// more than the hysteresis asks for one whole process.
-pub(crate) fn would_send(policy: &Policy, info: &NodeInfo, target: &NodeInfo) -> bool {
-    info.alive
-        && !info.modes.quiet
-        && !info.modes.stay
-        && f64::from(info.load) > policy.move_threshold(target, f64::from(target.load), 1.0)
-}
-
 /// The load every node would have if all work were spread evenly over the nodes that take
 /// part in balancing, weighted by capacity: no target should be filled beyond it.
 pub(crate) fn mean_load(policy: &Policy, round: &Round, view: &ClusterView) -> f64 {
@@ -54,44 +46,81 @@ pub(crate) fn mean_load(policy: &Policy, round: &Round, view: &ClusterView) -> f
     if capacity > 0.0 { work / capacity } else { 0.0 }
 }
 
+/// The nodes that may send work this round, as [`allowance`] ranks them: alive, fresh, not
+/// `quiet` or `stay`, by load, highest first. Worked out once a round, so that finding a
+/// target's senders looks at the loaded nodes only.
+pub(crate) fn possible_senders(
+    policy: &Policy,
+    round: &Round,
+    view: &ClusterView,
+) -> Vec<(u32, NodeId)> {
+    let mut senders: Vec<(u32, NodeId)> = view
+        .nodes
+        .iter()
+        .filter(|&(_, node)| {
+            node.alive && !node.modes.quiet && !node.modes.stay && policy.is_fresh(round, node)
+        })
+        .map(|(&id, node)| (node.load, id))
+        .collect();
+    senders.sort_by(|a, b| b.cmp(a));
+    senders
+}
+
 /// How many processes this round's node (`round.here`) may send to `target` for balance or
-/// placement this round, given the cluster's [`mean_load`]. 0 when the target is not in the
-/// view.
+/// placement this round, given the cluster's [`mean_load`] and the [`possible_senders`]. 0
+/// when the target is not in the view.
 pub(crate) fn allowance(
     policy: &Policy,
     round: &Round,
     view: &ClusterView,
     target: NodeId,
     mean_load: f64,
+    possible_senders: &[(u32, NodeId)],
 ) -> u32 {
     let Some(info) = view.get(target) else {
         return 0;
     };
     let share = info.process_share();
-    if !share.is_finite() {
+    if !share.is_finite() || target == round.here {
         return 0;
     }
-    let mut senders: Vec<(u64, NodeId)> = view
-        .nodes
-        .iter()
-        .filter(|&(&id, _)| id != target)
-        .filter(|&(&id, node)| {
-            id == round.here || (policy.is_fresh(round, node) && would_send(policy, node, info))
-        })
-        .map(|(&id, _)| {
-            let rank_key = mix(&[round.number, u64::from(target.get()), u64::from(id.get())]);
-            (rank_key, id)
-        })
-        .collect();
-    senders.sort();
+    // The senders are ranked by a hash of the round, the target and the sender; this node
+    // always counts as one.
+    let rank_key = |id: NodeId| {
+        (
+            mix(&[round.number, u64::from(target.get()), u64::from(id.get())]),
+            id,
+        )
+    };
+    let mine = rank_key(round.here);
+    let bar = policy.move_threshold(info, f64::from(info.load), 1.0);
+    let (mut count, mut rank) = (1u32, 0u32);
+    for &(load, id) in possible_senders {
+        if f64::from(load) <= bar {
+            break;
+        }
+        if id == target || id == round.here {
+            continue;
+        }
+        count += 1;
+        if rank_key(id) < mine {
+            rank += 1;
+        }
+    }
     let room = (((mean_load - f64::from(info.load)) / share)
         .floor()
         .max(1.0)) as u32;
-    let count = senders.len() as u32;
-    let Some(rank) = senders.iter().position(|&(_, id)| id == round.here) else {
-        return 0;
+    // Other senders' moves show in the view only some rounds later, so each round would deal
+    // the same room again: deal it over that many rounds instead, a target's share of it each
+    // round, by a phase of its own. A lone sender needs no pacing: its daemon adds its own
+    // recent moves to the view.
+    let rounds = u64::from(policy.flood_rounds.max(1));
+    let room = if count > 1 {
+        let phase = round.number.wrapping_add(mix(&[u64::from(target.get())])) % rounds;
+        ((u64::from(room) + phase) / rounds) as u32
+    } else {
+        room
     };
-    let rank = rank as u32;
     if rank < room {
         (room - rank).div_ceil(count)
     } else {

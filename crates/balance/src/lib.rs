@@ -29,6 +29,9 @@ mod flood;
 mod usage;
 mod view;
 
+/// The balancer at scale, simulated (docs/balancing.md, "Simulation").
+#[cfg(test)]
+mod sim;
 #[cfg(test)]
 mod tests;
 

@@ -99,8 +99,11 @@ pub struct Usage {
     weight: f64,
     /// Decayed seconds of history behind `forwarded`.
     forwarded_weight: f64,
-    /// CPU time used since the last move (or the start): what pays for the next move.
+    /// CPU time used since the last move (or the start).
     cpu_since_move: Duration,
+    /// Time it wanted a CPU (ran or waited for one) since the last move: what pays for the
+    /// next move.
+    wanted_since_move: Duration,
 }
 
 impl Usage {
@@ -114,11 +117,13 @@ impl Usage {
             weight,
             forwarded_weight: 0.0,
             cpu_since_move: Duration::ZERO,
+            wanted_since_move: Duration::ZERO,
         }
     }
 
     /// Statistics given outright, for a process whose figures come from elsewhere (its home,
-    /// a test). Fractions are clamped to 0-1 (demand to 0 and up).
+    /// a test). Fractions are clamped to 0-1 (demand to 0 and up). Its time wanted since the
+    /// move is taken as its CPU time (it has not waited).
     pub fn from_figures(demand: f64, cpu: f64, forwarded: f64, cpu_since_move: Duration) -> Usage {
         Usage {
             demand: demand.max(0.0),
@@ -127,6 +132,7 @@ impl Usage {
             weight: PRIOR_SECONDS,
             forwarded_weight: PRIOR_SECONDS,
             cpu_since_move,
+            wanted_since_move: cpu_since_move,
         }
     }
 
@@ -156,11 +162,13 @@ impl Usage {
                 fold(self.forwarded, self.forwarded_weight, share);
         }
         self.cpu_since_move += sample.ran;
+        self.wanted_since_move += sample.ran + sample.waited;
     }
 
-    /// The process has moved: the CPU that paid for this move cannot pay for the next.
+    /// The process has moved: the time that paid for this move cannot pay for the next.
     pub fn moved(&mut self) {
         self.cpu_since_move = Duration::ZERO;
+        self.wanted_since_move = Duration::ZERO;
     }
 
     /// Fraction of one CPU it wants; above 1 when it waited for a CPU while it could run.
@@ -181,6 +189,12 @@ impl Usage {
     /// CPU time used since its last move.
     pub fn cpu_since_move(&self) -> Duration {
         self.cpu_since_move
+    }
+
+    /// Time it wanted a CPU (ran or waited for one) since its last move: on a crowded node
+    /// much more than its CPU time.
+    pub fn wanted_since_move(&self) -> Duration {
+        self.wanted_since_move
     }
 }
 
@@ -301,8 +315,10 @@ mod tests {
         assert!(close(usage.demand(), 1.0));
         assert!(close(usage.cpu(), 0.5));
         assert_eq!(usage.cpu_since_move(), Duration::from_millis(500));
+        assert_eq!(usage.wanted_since_move(), Duration::from_secs(1));
         usage.moved();
         assert_eq!(usage.cpu_since_move(), Duration::ZERO);
+        assert_eq!(usage.wanted_since_move(), Duration::ZERO);
     }
 
     #[test]

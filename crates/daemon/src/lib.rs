@@ -61,6 +61,7 @@ mod throttle;
 
 pub use daemon::{Config, Daemon, DaemonError};
 pub use guest::run_guest;
+pub use sys::raise_priority;
 pub use records::RecordsError;
 
 /// An error and its sources as one line, `outer: inner: innermost`, for logs and for error

@@ -31,6 +31,10 @@ fn main() -> ExitCode {
         balance: !args.no_balance,
         metrics: args.metrics,
     };
+    // Before the runtime starts its threads, which inherit it.
+    if let Err(e) = rmosix_daemon::raise_priority() {
+        tracing::warn!("runs at normal priority: cannot raise it: {e}");
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
