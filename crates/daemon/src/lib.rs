@@ -61,8 +61,8 @@ mod throttle;
 
 pub use daemon::{Config, Daemon, DaemonError};
 pub use guest::run_guest;
-pub use sys::raise_priority;
 pub use records::RecordsError;
+pub use sys::raise_priority;
 
 /// An error and its sources as one line, `outer: inner: innermost`, for logs and for error
 /// messages that cross to a client.
