@@ -48,7 +48,32 @@ fn lab() -> Lab {
     let mut cfg = LabConfig::new(3, bin_dir_of_current_test());
     cfg.cpu_quota = Some(1.0);
     cfg.balance = true;
-    Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"))
+    let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    wait_view(&lab);
+    lab
+}
+
+/// Waits until node 1's view shows every node's figures: the gossip brings them within a
+/// second or so of the daemons' start, and the tests' first decisions (placements at exec)
+/// are taken on that view.
+fn wait_view(lab: &Lab) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let status = lab
+            .node(1)
+            .run("mosctl", &["status"], STEP)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .stdout;
+        let shown = |k: usize| status.contains(&format!("node {k}: up, load"));
+        if (2..=lab.nodes().len()).all(shown) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 does not see every node's figures within {STEP:?}\n{status}"
+        );
+        std::thread::sleep(POLL);
+    }
 }
 
 /// `mosrun spin NAME` at node 1, once it says "ready".
