@@ -16,12 +16,7 @@
 //!   stime, every thread) over a window while nothing runs, as a share of one CPU. Target:
 //!   at most 0.5 %. Baseline: the daemons of the lab without balancing.
 //!
-//! Measured (`./dev bench --quick spread` on 1fef46f, 2026-12-04, the host under load 150 to
-//! 790 from other work; README, Performance): one job alone 0.915x bare, no move; idle to
-//! running 6.10 s [5.36–6.14] against 0.05 s by hand, missed: the freed node's exported load
-//! falls by 7/8 a second (crates/gauge) and rule 6's hysteresis (docs/balancing.md) waits
-//! for it to fall under about half a process, 5.5 to 6 s, before a gossip period and a round;
-//! an idle daemon 0.17 % of a CPU (not balancing: 0.22 %).
+//! The figures are in README's Performance table, with the run they came from.
 
 use std::fmt::Write as _;
 use std::fs;

@@ -10,8 +10,7 @@
 //!   (ideal 4x). Baselines, on a second lab just like it but with balancing off: (a) the 8
 //!   jobs on node 1 alone, where they share its half CPU, and (b) the lab's own ceiling: 2
 //!   jobs started on each node, nothing moving. Each job's stdout must be byte for byte what
-//!   the same job printed in the unmoved run (a). Measured: 3.51x on a quiet host (load
-//!   1.6–5.8), 2.47x under load 576–786, where the ceiling fell to 2.49x (README).
+//!   the same job printed in the unmoved run (a). Figures: README, Performance.
 //! - **Unequal nodes** (`unequalbench`): the same 8 jobs on nodes of 1, 0.5, 0.25 and 0.25
 //!   CPU, against the fluid ideal.
 //! - **One job alone**, **from idle to running** and **idle daemons** (`quietbench`), on the

@@ -15,11 +15,7 @@
 //! nodes' speeds (every node cgroup has the same `cpu.shares`), and the ideal goes out of
 //! reach for any placement.
 //!
-//! Measured (`./dev bench --quick spread` on 1fef46f, 2026-12-04, under load 150 to 790 from
-//! other work, before the ceiling was added): 4.09x the ideal (65.4 s), with node 1 alone
-//! taking 95.8 s instead of 32: the quotas did not hold, so the figure says little. With the
-//! ceiling (`bench --quick unequal` on 698db2e, load 680–930): ceiling 3.30x the ideal,
-//! balancing 4.77x, 1.45x the ceiling; see README, Performance.
+//! The figures are in README's Performance table, with the run they came from.
 
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicBool;
