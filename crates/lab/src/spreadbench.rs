@@ -229,15 +229,7 @@ fn render_spread(
         calibration.job_cpu_s()
     );
     let x = turns::times;
-    row(
-        o,
-        &format!(
-            "{JOBS} jobs on node1 alone, balancing off ({})",
-            turns::runs(m.alone.len())
-        ),
-        &show(alone, 1, "s"),
-        "",
-    );
+    turns::alone_row(o, JOBS, m.alone.len(), alone);
     row(
         o,
         &format!(

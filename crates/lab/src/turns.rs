@@ -147,6 +147,19 @@ pub(crate) fn runs(n: usize) -> String {
     format!("{n} run{}", if n == 1 { "" } else { "s" })
 }
 
+/// The baseline row both spreading parts print: the jobs on node 1 alone.
+pub(crate) fn alone_row(o: &mut String, jobs: usize, runs_taken: usize, makespan: Option<Stats>) {
+    row(
+        o,
+        &format!(
+            "{jobs} jobs on node1 alone, balancing off ({})",
+            runs(runs_taken)
+        ),
+        &show(makespan, 1, "s"),
+        "",
+    );
+}
+
 /// A row of a part's table: name, figure, and what it means beside a baseline.
 pub(crate) fn row(o: &mut String, name: &str, value: &str, after: &str) {
     let line = format!("  {name:<51} {value:<25} {after}");

@@ -112,15 +112,7 @@ pub(crate) fn render(
         QUOTAS.len(),
         quotas.join(", ")
     );
-    row(
-        o,
-        &format!(
-            "{JOBS} jobs on node1 alone, balancing off ({})",
-            turns::runs(m.alone.len())
-        ),
-        &show(alone, 1, "s"),
-        "",
-    );
+    turns::alone_row(o, JOBS, m.alone.len(), alone);
     row(
         o,
         &format!(
