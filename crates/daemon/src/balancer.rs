@@ -76,8 +76,25 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
         ticks.tick().await;
         let now = Instant::now();
-        let mut processes = sample(&shared, &mut tracked, now);
-        processes.extend(sample_guests(&shared, &mut guests, now));
+        // Reading /proc for every process takes a while on a crowded node (two files a
+        // process): off the runtime's threads, which accept and serve the node's clients.
+        let sampled = tokio::task::spawn_blocking({
+            let shared = shared.clone();
+            move || {
+                let mut processes = sample(&shared, &mut tracked, now);
+                processes.extend(sample_guests(&shared, &mut guests, now));
+                (processes, tracked, guests)
+            }
+        })
+        .await;
+        let processes;
+        (processes, tracked, guests) = match sampled {
+            Ok(sampled) => sampled,
+            Err(e) => {
+                warn!("balancing stopped: its sampling failed: {e}");
+                return;
+            }
+        };
         lock(balancing).demand_here = demand_here(&tracked, &guests);
         if processes.is_empty() {
             continue;

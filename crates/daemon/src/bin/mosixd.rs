@@ -44,8 +44,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runtime threads at least: a node whose cgroup allows one CPU would get one, and a
+/// request that reads the kernel for a while would hold up the accept loops meanwhile.
+const MIN_WORKERS: usize = 2;
+
 fn run(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
+    let workers = std::thread::available_parallelism()
+        .map_or(MIN_WORKERS, usize::from)
+        .max(MIN_WORKERS);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let daemon = Daemon::start(config).await?;
         daemon.serve().await?;
