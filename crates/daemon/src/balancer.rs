@@ -389,6 +389,14 @@ pub(crate) struct Recent {
 }
 
 impl Recent {
+    /// A process about to start, or just exec'd, was sent to `to`, or (`None`) starts here.
+    fn placed(&mut self, now: Instant, to: Option<NodeId>) {
+        match to {
+            Some(to) => self.sent.push((now, to)),
+            None => self.kept.push(now),
+        }
+    }
+
     /// A move of `bytes` from here to `to` took `took`, from the order to the supervisor's
     /// answer: its rate (the move's whole cost, as the payback rule wants it, freeze and
     /// rounds included) updates the figure of that link, a quarter at a time.
@@ -500,20 +508,10 @@ pub(crate) fn place_at_exec(shared: &Shared, supervisor: SupervisorId, pid: i32)
         return None;
     }
     let memory = procfs::read_stat(pid).ok()?.rss_kib.saturating_mul(1024);
-    let class = decay_class(entry.advice.decay);
     let process = Process {
-        id: ProcessId {
-            home: shared.own,
-            pid: u32::try_from(pid).ok()?,
-        },
-        class,
-        usage: Usage::new(class),
-        memory,
-        memory_need: memory_need(entry.advice),
-        locked: false,
-        since_move: Duration::ZERO,
         moves: entry.moves,
         just_execed: true,
+        ..unsampled(shared.own, u32::try_from(pid).ok()?, memory, entry.advice)
     };
     let now = Instant::now();
     let policy = Policy::default();
@@ -537,13 +535,10 @@ pub(crate) fn place_at_exec(shared: &Shared, supervisor: SupervisorId, pid: i32)
         None
     };
     debug!(pid, ?view, ?to, "placement at exec");
-    match to {
-        Some(to) => {
-            info!(pid, to = to.get(), "balancing: placing it at its exec");
-            recent.sent.push((now, to));
-        }
-        None => recent.kept.push(now),
+    if let Some(to) = to {
+        info!(pid, to = to.get(), "balancing: placing it at its exec");
     }
+    recent.placed(now, to);
     to
 }
 
@@ -567,12 +562,29 @@ pub(crate) fn best_for(
         with_own_moves(&mut view, shared, recent, now);
     }
     let round = round_at(here, CLOCK_BASE);
-    let class = decay_class(advice.decay);
     let process = Process {
-        id: ProcessId {
-            home: shared.own,
-            pid: u32::try_from(pid).unwrap_or(0),
-        },
+        just_execed: placing == Placing::Starting,
+        ..unsampled(shared.own, u32::try_from(pid).unwrap_or(0), memory, advice)
+    };
+    let links = recent
+        .as_ref()
+        .map_or_else(|| LinkSpeeds::uniform(LINK_SPEED), |r| r.links(shared.own));
+    let to = best_node(&Policy::default(), &round, &view, &links, &process, placing);
+    if let Some(recent) = recent.as_mut() {
+        match placing {
+            Placing::Starting => recent.placed(now, to),
+            Placing::Running => recent.sent.extend(to.map(|to| (now, to))),
+        }
+    }
+    to
+}
+
+/// A process of this node's (`own`) with no statistics yet, as its job's `advice` says: one
+/// about to start or that has just exec'd. `memory`: the bytes a move of it would send.
+fn unsampled(own: NodeId, pid: u32, memory: u64, advice: Advice) -> Process {
+    let class = decay_class(advice.decay);
+    Process {
+        id: ProcessId { home: own, pid },
         class,
         usage: Usage::new(class),
         memory,
@@ -580,20 +592,8 @@ pub(crate) fn best_for(
         locked: advice.locked,
         since_move: Duration::ZERO,
         moves: 0,
-        just_execed: placing == Placing::Starting,
-    };
-    let links = recent
-        .as_ref()
-        .map_or_else(|| LinkSpeeds::uniform(LINK_SPEED), |r| r.links(shared.own));
-    let to = best_node(&Policy::default(), &round, &view, &links, &process, placing);
-    if let Some(recent) = recent.as_mut() {
-        match (to, placing) {
-            (Some(to), _) => recent.sent.push((now, to)),
-            (None, Placing::Starting) => recent.kept.push(now),
-            (None, Placing::Running) => {}
-        }
+        just_execed: false,
     }
-    to
 }
 
 /// The first two fields of `/proc/PID/schedstat`: time run and time waited on a run queue,
