@@ -432,8 +432,9 @@ impl Guest {
                     let restart = self.waiting.take().map(|(id, ..)| id);
                     return self.first_round(restart);
                 }
-                // Ending anyway: home will see the exit.
-                Some(Pending::Exit { .. }) => {}
+                // Home answers a call that finds it waiting for the image, exit_group too,
+                // with a restart code: the call runs again wherever the process goes. (Were
+                // the exit left to home, each side would wait for the other for ever.)
                 Some(_) => self.leaving = true,
             },
             ToGuest::Ended => return Ok(Some(Left::Ended)),

@@ -32,8 +32,10 @@ use rmosix_wire::{
 };
 use tracing::{debug, info, warn};
 
-/// How long the daemon may take to accept a registration.
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the daemon may take to accept a registration: as long as mosctl waits for an
+/// answer. A daemon busy with a thousand jobs' registrations at once answers late, and a
+/// job that gave up would be lost; one that does not run at all refuses the connection.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a report may wait for room in the socket. A daemon that reads nothing for this
 /// long is hung: the link drops the connection and registers again with the next one.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
