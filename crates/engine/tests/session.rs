@@ -77,8 +77,10 @@ impl Home {
     /// The next report line that starts with `prefix` (others are skipped).
     fn expect(&mut self, prefix: &str) -> String {
         let mut skipped = Vec::new();
+        let deadline = std::time::Instant::now() + STEP;
         loop {
-            match self.lines.recv_timeout(STEP) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
                 Ok(line) if line.starts_with(prefix) => return line,
                 Ok(line) if line.starts_with("tally ") => {
                     let tally: Tally = serde_json::from_str(&line["tally ".len()..])
@@ -105,7 +107,20 @@ impl Home {
 }
 
 impl Drop for Home {
+    /// Kills the home end and its guests with their remotes: a test that failed leaves
+    /// nothing running (nothing holding the test's output open either).
     fn drop(&mut self) {
+        let mut all = vec![self.child.id()];
+        let mut i = 0;
+        while i < all.len() {
+            all.extend(children(all[i]));
+            i += 1;
+        }
+        for &pid in &all[1..] {
+            // SAFETY: killing descendants of our own child, found just before; the home end
+            // is alive until below, so none of them has been reaped and its PID reused.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -152,4 +167,120 @@ fn a_process_moves_out_home_out_and_on_over_socket_pairs() {
     assert!(tallied.image_bytes.sum > 0);
     // Its stats at the remotes were forwarded home.
     assert!(tallied.forwarded_us.count() > 0);
+}
+
+/// Ends by itself at a time it reads from its go file, computing meanwhile without a system
+/// call (the clock is the vDSO's), so that its exit_group is the next call home hears of.
+/// It writes its spinning file (at a remote, forwarded calls) before it spins.
+const EXITS_AT_ITS_TIME: &str = "import os, sys, time
+go, spinning = sys.argv[1], sys.argv[2]
+print('ready', flush=True)
+while not os.path.exists(go):
+    time.sleep(0.005)
+with open(go) as f:
+    deadline = float(f.read())
+open(spinning, 'w').close()
+while time.time() < deadline:
+    pass
+os._exit(7)
+";
+
+/// How long after the go file the program exits: the test must stop the home end before.
+const EXIT_AFTER: Duration = Duration::from_secs(3);
+
+/// The PIDs of `pid`'s children.
+fn children(pid: u32) -> Vec<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The remote of the home end `home`'s process: a child of one of its guests.
+fn remote_of(home: u32) -> u32 {
+    let guests = children(home).into_iter().filter(|&p| {
+        std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.ends_with(b"guest\0"))
+    });
+    let remotes: Vec<u32> = guests.flat_map(children).collect();
+    assert_eq!(remotes.len(), 1, "remotes of the home end: {remotes:?}");
+    remotes[0]
+}
+
+/// Wait until `remote` waits in exit_group for home's answer.
+fn wait_for_exit_call(remote: u32) {
+    let started = std::time::Instant::now();
+    loop {
+        let call = std::fs::read_to_string(format!("/proc/{remote}/syscall")).unwrap_or_default();
+        if call.split_whitespace().next() == Some(&libc::SYS_exit_group.to_string()) {
+            return;
+        }
+        assert!(
+            started.elapsed() < STEP,
+            "the remote never called exit_group"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The order to bring a process home reaches its home end together with the process's
+/// exit_group: home asks for the image first, and then answers the exit with a restart code,
+/// as any call that finds it waiting for the image. The remote must then move, and exit
+/// where it lands, with its own status (it waited for home to run the exit, and home for
+/// its image, for ever). The home end is stopped while both arrive, so that its next turn
+/// sees them together: orders go first in a turn.
+#[test]
+fn an_exit_that_meets_an_order_home_ends_the_process_after_its_move() {
+    let dir = tempfile::tempdir().expect("a temporary dir");
+    let go = dir.path().join("go");
+    let spinning = dir.path().join("spinning");
+    let argv = [
+        "/usr/bin/python3",
+        "-c",
+        EXITS_AT_ITS_TIME,
+        go.to_str().unwrap(),
+        spinning.to_str().unwrap(),
+    ];
+    let mut home = Home::start(&argv);
+    let pid = home
+        .expect("started ")
+        .trim_start_matches("started ")
+        .to_owned();
+    home.expect("ready");
+    home.migrate(&pid, "2");
+    let remote = remote_of(home.child.id());
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let exit_at = now + EXIT_AFTER;
+    std::fs::write(&go, format!("{}", exit_at.as_secs_f64())).unwrap();
+    let started = std::time::Instant::now();
+    while !spinning.exists() {
+        assert!(
+            started.elapsed() < STEP,
+            "the program never read its go file"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let home_pid = libc::pid_t::try_from(home.child.id()).unwrap();
+    // SAFETY: stopping and continuing our own child.
+    assert_eq!(unsafe { libc::kill(home_pid, libc::SIGSTOP) }, 0);
+    let stopped_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    assert!(
+        stopped_at < exit_at,
+        "the home end was stopped only after the program's exit: too slow to test the race"
+    );
+    wait_for_exit_call(remote);
+    writeln!(home.orders, "{pid} home").unwrap();
+    home.orders.flush().unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(home_pid, libc::SIGCONT) }, 0);
+
+    assert_eq!(home.expect("moved "), format!("moved {pid} home"));
+    assert!(home.expect("done ").ends_with(" ok"));
+    assert_eq!(home.expect("ended "), format!("ended {pid}"));
+    assert_eq!(home.expect("end "), "end exited 7");
 }

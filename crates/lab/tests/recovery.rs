@@ -371,7 +371,11 @@ fn still_running(lab: &Lab, home: &Node, dir: &std::path::Path) -> String {
         .filter(|k| !dir.join(format!("status.{k}")).exists())
         .collect();
     let (all, _) = answer(lab, home, "mosps", &["-a"]);
-    let mut text = format!("{} jobs left; mosps -a lists {}", left.len(), all.lines().count() - 1);
+    let mut text = format!(
+        "{} jobs left; mosps -a lists {}",
+        left.len(),
+        all.lines().count() - 1
+    );
     for k in left.iter().take(5) {
         let out = fs::read_to_string(dir.join(format!("out.{k}"))).unwrap_or_default();
         let err = fs::read_to_string(dir.join(format!("err.{k}"))).unwrap_or_default();
