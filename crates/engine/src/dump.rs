@@ -283,6 +283,7 @@ pub fn read_header(
         pending,
         comm: comm.trim_end_matches('\n').to_owned(),
         prctl,
+        sched: crate::sched::read(pid)?,
     };
     Ok(Header {
         version: image::FORMAT_VERSION,

@@ -69,9 +69,11 @@ pub enum Pending {
         at: Option<u64>,
         iov: Vec<(u64, u64)>,
     },
-    /// rt_sigprocmask: it ran in the shell, whose mask is the program's; it now runs here,
-    /// where it answers with the old mask. The signals it let in at home were relayed before
-    /// home's answer, so they are pending here when it returns.
+    /// A call that ran in the shell and, if it succeeded there, now runs here too.
+    /// rt_sigprocmask: the shell's mask is the program's, and here it answers with the old
+    /// mask; the signals it let in at home were relayed before home's answer, so they are
+    /// pending here when it returns. setpriority of the process itself: the nice value it
+    /// keeps at home and runs with here.
     Mirror { id: u64 },
 }
 
@@ -196,9 +198,17 @@ impl Forwarder {
                 call_home(session, id, nr, args, &[])?;
                 Ok(Ok(Pending::Times { id, at: args[0] }))
             }
-            Route::Forward(row) if nr == libc::SYS_rt_sigprocmask => self
-                .forward(id, nr, args, row.args, session)
-                .map(|shipped| shipped.map(|_| Pending::Mirror { id })),
+            // The process's own nice value (`nice(3)`): home's shell keeps it for a return,
+            // and the remote runs with it (see `sched`). Another process's is home's alone.
+            Route::Forward(row)
+                if nr == libc::SYS_rt_sigprocmask
+                    || (nr == libc::SYS_setpriority
+                        && args[0] == libc::PRIO_PROCESS as u64
+                        && args[1] == 0) =>
+            {
+                self.forward(id, nr, args, row.args, session)
+                    .map(|shipped| shipped.map(|_| Pending::Mirror { id }))
+            }
             Route::Forward(row) => self.forward(id, nr, args, row.args, session),
             Route::CpuTime => {
                 let usage = self.usage()?;

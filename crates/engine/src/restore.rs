@@ -623,6 +623,7 @@ fn restore_task_state(
     let args = [libc::PR_SET_NAME as u64, scratch.addr, 0, 0, 0, 0];
     inj.call_ok(pid, libc::SYS_prctl, args, "prctl(PR_SET_NAME)")?;
     crate::prctl::restore(pid, inj, mem, scratch.addr, &task.prctl)?;
+    crate::sched::restore(pid, inj, mem, scratch.addr, &task.sched)?;
     crate::membarrier::restore(pid, inj, header.membarrier)?;
     inj.call_ok(
         pid,

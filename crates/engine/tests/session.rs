@@ -284,3 +284,75 @@ fn an_exit_that_meets_an_order_home_ends_the_process_after_its_move() {
     assert_eq!(home.expect("ended "), format!("ended {pid}"));
     assert_eq!(home.expect("end "), "end exited 7");
 }
+
+/// Takes SCHED_IDLE and nice 5 at home, says it is ready; once its go file exists adds 2 to
+/// its nice value (at a remote, a call home and one here) and writes its niced file; exits
+/// 7 once its done file exists.
+const NICED: &str = "import os, sys, time
+go, niced, done = sys.argv[1], sys.argv[2], sys.argv[3]
+os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+os.nice(5)
+print('ready', flush=True)
+while not os.path.exists(go):
+    time.sleep(0.005)
+os.nice(2)
+open(niced, 'w').close()
+while not os.path.exists(done):
+    time.sleep(0.005)
+sys.exit(7)
+";
+
+/// `pid`'s scheduling policy and nice value, from `/proc/PID/stat`.
+fn sched_of(pid: u32) -> (u32, i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields from the third (state) on, after the command's closing parenthesis.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    (fields[38].parse().unwrap(), fields[16].parse().unwrap())
+}
+
+/// Waits until `path` exists.
+fn wait_for_file(path: &std::path::Path) {
+    let started = std::time::Instant::now();
+    while !path.exists() {
+        assert!(started.elapsed() < STEP, "{} never came", path.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A process under SCHED_IDLE at nice 5 keeps both away from home (else a batch started
+/// under `nice` competes at full weight with the target's daemons); the nice value it sets
+/// away is set at home too, and it comes home with it.
+#[test]
+fn a_process_keeps_its_scheduling_when_it_moves() {
+    let dir = tempfile::tempdir().expect("a temporary dir");
+    let [go, niced, done] = ["go", "niced", "done"].map(|f| dir.path().join(f));
+    let argv = [
+        "/usr/bin/python3",
+        "-c",
+        NICED,
+        go.to_str().unwrap(),
+        niced.to_str().unwrap(),
+        done.to_str().unwrap(),
+    ];
+    let mut home = Home::start(&argv);
+    let pid = home
+        .expect("started ")
+        .trim_start_matches("started ")
+        .to_owned();
+    home.expect("ready");
+    let shell: u32 = pid.parse().unwrap();
+    assert_eq!(sched_of(shell), (libc::SCHED_IDLE as u32, 5), "at home");
+    home.migrate(&pid, "2");
+    let remote = remote_of(home.child.id());
+    assert_eq!(sched_of(remote), (libc::SCHED_IDLE as u32, 5), "away");
+
+    std::fs::write(&go, "").unwrap();
+    wait_for_file(&niced);
+    assert_eq!(sched_of(remote), (libc::SCHED_IDLE as u32, 7), "niced away");
+    assert_eq!(sched_of(shell), (libc::SCHED_IDLE as u32, 7), "the shell");
+    home.migrate(&pid, "home");
+    assert_eq!(sched_of(shell), (libc::SCHED_IDLE as u32, 7), "back home");
+    std::fs::write(&done, "").unwrap();
+    assert_eq!(home.expect("ended "), format!("ended {pid}"));
+    assert_eq!(home.expect("end "), "end exited 7");
+}

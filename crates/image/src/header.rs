@@ -306,6 +306,20 @@ pub struct Task {
     /// Settings read with a `prctl` GET, to be set again where it resumes (the engine says
     /// which).
     pub prctl: Vec<PrctlValue>,
+    /// How the scheduler treats it.
+    pub sched: Sched,
+}
+
+/// A task's scheduling, as `sched_getscheduler`, `sched_getparam` and `getpriority` read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sched {
+    /// `SCHED_OTHER`, `SCHED_BATCH`, `SCHED_IDLE`, `SCHED_FIFO` or `SCHED_RR`, with
+    /// `SCHED_RESET_ON_FORK` or'ed in when set.
+    pub policy: i32,
+    /// The real-time priority (0 for the other policies).
+    pub priority: i32,
+    /// The nice value, -20 to 19.
+    pub nice: i32,
 }
 
 /// One setting of a task, as a `prctl` GET read it.
@@ -449,6 +463,7 @@ mod tests {
             pending: vec![SigInfo::bare(sig)],
             comm: String::new(),
             prctl: Vec::new(),
+            sched: Sched::default(),
         };
         let header = Header {
             version: crate::FORMAT_VERSION,
@@ -582,6 +597,7 @@ mod tests {
                 (
                     "[a-z0-9 ]{0,15}",
                     prop::collection::vec(any::<(i32, u64, u64)>(), 0..4),
+                    any::<(i32, i32, i32)>(),
                 ),
             )
                 .prop_map(
@@ -590,7 +606,7 @@ mod tests {
                         xstate,
                         (sigmask, altstack, rseq, robust_list),
                         (tid, pend),
-                        (comm, prctl),
+                        (comm, prctl, (policy, priority, nice)),
                     )| {
                         Task {
                             regs,
@@ -610,6 +626,11 @@ mod tests {
                                     value,
                                 })
                                 .collect(),
+                            sched: Sched {
+                                policy,
+                                priority,
+                                nice,
+                            },
                         }
                     },
                 )

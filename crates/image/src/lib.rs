@@ -50,9 +50,9 @@ pub use frame::{
 };
 pub use header::{
     Advice, Area, CpuTimer, CpuUse, EndOfImage, FileId, Header, KernelFacts, MmLayout, PrctlValue,
-    Registers, SigAction, Task, Usage,
+    Registers, Sched, SigAction, Task, Usage,
 };
 pub use siginfo::{SIGINFO_LEN, SigInfo};
 
 /// Version of the image and session format; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 9;
+pub const FORMAT_VERSION: u32 = 10;
