@@ -186,7 +186,8 @@ impl View {
             generation,
             seq: 0,
             // Each run starts its profile tags somewhere else, so that a restarted node's
-            // profile is asked for again (unless 1 in 65536).
+            // profile is asked for again (the others also forget a node that comes back as
+            // a new run, for the 1 in 65536 that start where the old run was).
             first_tag: seed as u16,
             targets: SmallRng::seed_from_u64(seed.rotate_left(32)),
             outbox: Vec::new(),
@@ -198,6 +199,7 @@ impl View {
             timers: Vec::new(),
             peers,
             windows: HashMap::new(),
+            generations: HashMap::new(),
             shared: shared.clone(),
             gates: HashMap::new(),
             tuning,
@@ -462,6 +464,9 @@ struct Engine {
     timers: Vec<(Instant, Timer<Id>)>,
     peers: Peers,
     windows: HashMap<NodeId, ReplayWindow>,
+    /// The run (foca generation) of each node last seen up: one that comes up as a new run
+    /// is relearned from scratch (see `Table::forget`).
+    generations: HashMap<NodeId, u64>,
     shared: Shared,
     gates: HashMap<&'static str, Gate>,
     tuning: Tuning,
@@ -721,7 +726,13 @@ impl Engine {
         }
         while let Some(notification) = self.runtime.to_notify() {
             match notification {
-                OwnedNotification::MemberUp(id) => info!(node = id.node.get(), "node is up"),
+                OwnedNotification::MemberUp(id) => {
+                    info!(node = id.node.get(), "node is up");
+                    let before = self.generations.insert(id.node, id.generation);
+                    if before.is_some_and(|g| g != id.generation) {
+                        lock(&self.shared).forget(id.node);
+                    }
+                }
                 OwnedNotification::MemberDown(id) => warn!(node = id.node.get(), "node is dead"),
                 OwnedNotification::Defunct if !self.leaving => {
                     warn!("the others declared this node dead; rejoining")

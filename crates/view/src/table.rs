@@ -157,6 +157,16 @@ impl Table {
         }
     }
 
+    /// Forgets what this node holds of `node`, which came back as a new run: the new run's
+    /// profile tags start at random, and one that happens to equal the old run's would
+    /// otherwise never be asked for. Its next entry brings its figures and profile anew.
+    pub fn forget(&mut self, node: NodeId) {
+        if let Ok(at) = self.entries.binary_search_by_key(&node, |(n, _)| *n) {
+            self.entries.remove(at);
+        }
+        self.asked.remove(&node);
+    }
+
     /// This node's own state, now. Its profile keeps its tag while it stays the same, and
     /// takes the next one when it changes (`first_tag` for the first); so the others ask
     /// for it again exactly when it changed.
@@ -407,6 +417,18 @@ mod tests {
             table.merge(&[entry(4, 0, 1, 0), entry(1, 0, 1, 0)], now),
             []
         );
+    }
+
+    #[test]
+    fn a_node_back_as_a_new_run_is_asked_for_its_profile_under_the_old_tag() {
+        let now = Instant::now();
+        let mut table = Table::new(node(1), [node(1), node(2)]);
+        assert_eq!(table.merge(&[entry(2, 0, 7, 100)], now), [(node(2), 7)]);
+        assert!(table.take(entry(2, 0, 7, 100), Profile::default(), now));
+        let later = now + Duration::from_secs(1);
+        assert_eq!(table.merge(&[entry(2, 0, 7, 300)], later), []);
+        table.forget(node(2));
+        assert_eq!(table.merge(&[entry(2, 0, 7, 300)], later), [(node(2), 7)]);
     }
 
     #[test]
