@@ -106,6 +106,18 @@ impl Home {
     }
 }
 
+/// The home end of Python `program` with `files` as its arguments, once the program said
+/// "ready" (its stdout is the home end's: its lines come among the reports); and its PID.
+fn start_ready(program: &str, files: &[&std::path::Path]) -> (Home, String) {
+    let mut argv = vec!["/usr/bin/python3", "-c", program];
+    argv.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let mut home = Home::start(&argv);
+    let started = home.expect("started ");
+    let pid = started.trim_start_matches("started ").to_owned();
+    home.expect("ready");
+    (home, pid)
+}
+
 impl Drop for Home {
     /// Kills the home end and its guests with their remotes: a test that failed leaves
     /// nothing running (nothing holding the test's output open either).
@@ -131,18 +143,7 @@ fn a_process_moves_out_home_out_and_on_over_socket_pairs() {
     let dir = tempfile::tempdir().expect("a temporary dir");
     let go = dir.path().join("go");
     let out = dir.path().join("out");
-    let argv = [
-        "/usr/bin/python3",
-        "-c",
-        PROGRAM,
-        go.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ];
-    let mut home = Home::start(&argv);
-    let started = home.expect("started ");
-    let pid = started.trim_start_matches("started ").to_owned();
-    // Its stdout is the home end's: the program's lines come among the reports.
-    home.expect("ready");
+    let (mut home, pid) = start_ready(PROGRAM, &[&go, &out]);
     home.migrate(&pid, "2");
     home.migrate(&pid, "home");
     home.migrate(&pid, "2");
@@ -234,19 +235,7 @@ fn an_exit_that_meets_an_order_home_ends_the_process_after_its_move() {
     let dir = tempfile::tempdir().expect("a temporary dir");
     let go = dir.path().join("go");
     let spinning = dir.path().join("spinning");
-    let argv = [
-        "/usr/bin/python3",
-        "-c",
-        EXITS_AT_ITS_TIME,
-        go.to_str().unwrap(),
-        spinning.to_str().unwrap(),
-    ];
-    let mut home = Home::start(&argv);
-    let pid = home
-        .expect("started ")
-        .trim_start_matches("started ")
-        .to_owned();
-    home.expect("ready");
+    let (mut home, pid) = start_ready(EXITS_AT_ITS_TIME, &[&go, &spinning]);
     home.migrate(&pid, "2");
     let remote = remote_of(home.child.id());
 
@@ -326,20 +315,7 @@ fn wait_for_file(path: &std::path::Path) {
 fn a_process_keeps_its_scheduling_when_it_moves() {
     let dir = tempfile::tempdir().expect("a temporary dir");
     let [go, niced, done] = ["go", "niced", "done"].map(|f| dir.path().join(f));
-    let argv = [
-        "/usr/bin/python3",
-        "-c",
-        NICED,
-        go.to_str().unwrap(),
-        niced.to_str().unwrap(),
-        done.to_str().unwrap(),
-    ];
-    let mut home = Home::start(&argv);
-    let pid = home
-        .expect("started ")
-        .trim_start_matches("started ")
-        .to_owned();
-    home.expect("ready");
+    let (mut home, pid) = start_ready(NICED, &[&go, &niced, &done]);
     let shell: u32 = pid.parse().unwrap();
     assert_eq!(sched_of(shell), (libc::SCHED_IDLE as u32, 5), "at home");
     home.migrate(&pid, "2");
