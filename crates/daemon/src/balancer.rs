@@ -499,12 +499,16 @@ pub(crate) fn forwarded_away(shared: &Shared, pid: i32, per_mille: u16) {
 /// (rule 5 of docs/balancing.md: its image is smallest now, so a burst of execs spreads at
 /// once): the node [`decide`] places it on, or `None` to run here. It counts in the view
 /// the next placements and rounds decide on, here or there, until the gossip shows it. Not
-/// placed: a process of another supervisor, one away, locked or with an order under way, or
-/// any while this node does not balance.
+/// placed: a process of another supervisor, one away, locked or with an order under way, one
+/// whose program is known to fork or end soon (see `programs`), or any while this node does
+/// not balance.
 pub(crate) fn place_at_exec(shared: &Shared, supervisor: SupervisorId, pid: i32) -> Option<NodeId> {
     let balancing = shared.balancing.as_ref()?;
-    let entry = shared.table().entry_of(supervisor, pid)?;
-    if entry.node.is_some() || entry.moving || entry.advice.locked {
+    let (entry, worth_placing) = {
+        let table = shared.table();
+        (table.entry_of(supervisor, pid)?, table.worth_placing(pid))
+    };
+    if entry.node.is_some() || entry.moving || entry.advice.locked || !worth_placing {
         return None;
     }
     let memory = procfs::read_stat(pid).ok()?.rss_kib.saturating_mul(1024);

@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -510,6 +510,9 @@ async fn supervise_loop(
         tokio::select! {
             report = conn.recv::<Report>() => match report {
                 Ok(Some(Report::Execed { pid })) => {
+                    if let Ok(program) = procfs::program_of(pid) {
+                        shared.table().execed(id, pid, program, Instant::now());
+                    }
                     // Answered at once: the process waits, stopped, for it.
                     let node = balancer::place_at_exec(shared, id, pid).map(NodeId::get);
                     if let Err(e) = send_command(conn, &Command::Place { pid, node }).await {
@@ -556,6 +559,13 @@ fn accept_report(shared: &Shared, caller: &Caller, id: SupervisorId, report: Rep
             );
             return;
         }
+        // Its parent forked, which its program's record learns (see `programs`).
+        if let Ok(stat) = procfs::read_stat(pid) {
+            shared.table().forked(id, stat.ppid);
+        }
+    }
+    if let Report::Ended { pid } = report {
+        shared.table().end_run(id, pid, Instant::now());
     }
     // A process of this supervisor that ran here ends: this node's load drops.
     let ended_here = match report {

@@ -53,6 +53,7 @@ mod own;
 mod peer;
 mod processes;
 mod procfs;
+mod programs;
 mod records;
 mod reports;
 mod sys;

@@ -73,6 +73,19 @@ pub(crate) struct Stat {
     pub rss_kib: u64,
 }
 
+/// The program `pid` runs: its executable's device and inode (`/proc/PID/exe`).
+pub(crate) fn program_of(pid: i32) -> io::Result<crate::programs::ProgramId> {
+    use std::os::unix::fs::MetadataExt;
+    if pid <= 0 {
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe"))?;
+    Ok(crate::programs::ProgramId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
 /// Read `/proc/PID/stat` and `/proc/PID/status`. Fails if the process does not exist (or
 /// vanished meanwhile).
 pub(crate) fn read_stat(pid: i32) -> io::Result<Stat> {

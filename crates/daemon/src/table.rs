@@ -4,10 +4,13 @@
 //! supervisor go into that supervisor's channel; its connection task writes them out.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
 use rmosix_wire::{Advice, Command, MoveError, Report, Target};
+
+use crate::programs::{ProgramId, Programs};
 
 /// A supervisor, by registration number (unique per daemon run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -30,6 +33,16 @@ struct Process {
     moves: u32,
     /// Why its last order failed, until one succeeds.
     cant_move: Option<String>,
+    /// The program it runs since its last exec, if one was reported.
+    run: Option<Run>,
+}
+
+/// A run of a program, from its exec: what [`Programs`] learns when it ends.
+#[derive(Debug)]
+struct Run {
+    program: ProgramId,
+    since: Instant,
+    forked: bool,
 }
 
 /// A supervised process as the balancing loop and `mosps` see it.
@@ -81,6 +94,7 @@ pub(crate) struct Table {
     supervisors: HashMap<SupervisorId, Supervisor>,
     processes: HashMap<i32, Process>,
     pending: HashMap<u64, Pending>,
+    programs: Programs,
 }
 
 impl Table {
@@ -121,6 +135,7 @@ impl Table {
                         advice: supervisor.advice,
                         moves: 0,
                         cant_move: None,
+                        run: None,
                     },
                 );
             }
@@ -215,6 +230,48 @@ impl Table {
         })
     }
 
+    /// `from`'s process `pid` has just exec'd `program`: the run of the program it ran
+    /// before, if any, ends here.
+    pub fn execed(&mut self, from: SupervisorId, pid: i32, program: ProgramId, now: Instant) {
+        self.end_run(from, pid, now);
+        if let Some(p) = self.own_process(from, pid) {
+            p.run = Some(Run {
+                program,
+                since: now,
+                forked: false,
+            });
+        }
+    }
+
+    /// `from`'s process `parent` forked (a child of it was reported started).
+    pub fn forked(&mut self, from: SupervisorId, parent: i32) {
+        if let Some(run) = self.own_process(from, parent).and_then(|p| p.run.as_mut()) {
+            run.forked = true;
+        }
+    }
+
+    /// The run of `from`'s process `pid` ends (it exited, or exec'd another program): its
+    /// program learns how long it lasted and whether it forked.
+    pub fn end_run(&mut self, from: SupervisorId, pid: i32, now: Instant) {
+        if let Some(run) = self.own_process(from, pid).and_then(|p| p.run.take()) {
+            let lasted = now.saturating_duration_since(run.since);
+            self.programs.learn(run.program, lasted, run.forked, now);
+        }
+    }
+
+    /// Whether `pid`, which has just exec'd, runs a program worth placing elsewhere (see
+    /// [`Programs::worth_placing`]); true when its program is not known.
+    pub fn worth_placing(&self, pid: i32) -> bool {
+        let program = self.processes.get(&pid).and_then(|p| p.run.as_ref());
+        program.is_none_or(|run| self.programs.worth_placing(run.program))
+    }
+
+    fn own_process(&mut self, from: SupervisorId, pid: i32) -> Option<&mut Process> {
+        self.processes
+            .get_mut(&pid)
+            .filter(|p| p.supervisor == from)
+    }
+
     /// Locks `pid` against automatic moves, or unlocks it; false if it is not supervised.
     pub fn set_locked(&mut self, pid: i32, locked: bool) -> bool {
         match self.processes.get_mut(&pid) {
@@ -303,6 +360,41 @@ mod tests {
         let sup = table.add_supervisor(tx, Advice::default());
         table.report(sup, Report::Started { pid: 10 });
         (table, sup, rx)
+    }
+
+    #[test]
+    fn a_program_whose_runs_fork_is_not_placed_again() {
+        let (mut table, sup, _rx) = supervised();
+        let shell = ProgramId { dev: 1, ino: 7 };
+        let start = Instant::now();
+        table.execed(sup, 10, shell, start);
+        assert!(table.worth_placing(10), "not known yet");
+        // Its child, and a process of another supervisor, which says nothing of it.
+        table.report(sup, Report::Started { pid: 11 });
+        table.forked(sup, 10);
+        table.end_run(sup, 10, start + std::time::Duration::from_secs(5));
+        table.report(sup, Report::Ended { pid: 10 });
+        table.execed(sup, 11, shell, start + std::time::Duration::from_secs(6));
+        assert!(!table.worth_placing(11), "its one run forked");
+    }
+
+    #[test]
+    fn a_run_ends_at_the_next_exec_and_others_learn_nothing() {
+        let (mut table, sup, _rx) = supervised();
+        let (other, _rx2) = mpsc::unbounded_channel();
+        let stranger = table.add_supervisor(other, Advice::default());
+        let short = ProgramId { dev: 1, ino: 8 };
+        let long = ProgramId { dev: 1, ino: 9 };
+        let start = Instant::now();
+        table.execed(sup, 10, short, start);
+        table.forked(stranger, 10);
+        table.end_run(stranger, 10, start);
+        // Exec'd again after 0.1 s: the short program's run is over.
+        table.execed(sup, 10, long, start + std::time::Duration::from_millis(100));
+        table.report(sup, Report::Started { pid: 12 });
+        table.execed(sup, 12, short, start + std::time::Duration::from_secs(1));
+        assert!(!table.worth_placing(12), "its one run lasted 0.1 s");
+        assert!(table.worth_placing(10), "the long one has not ended yet");
     }
 
     #[test]
