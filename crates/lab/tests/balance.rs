@@ -405,6 +405,91 @@ fn a_loaded_node_sends_a_guest_home_when_home_is_idle_even_in_lstay() {
     stop_all(&lab, &program, jobs, &names);
 }
 
+/// Placement at exec learns programs: a CPU-bound program that forks is placed at its first
+/// exec (nothing is known of it yet; node 1 is busy with two locked jobs, nodes 2 and 3
+/// idle), comes home for its fork, and when it execs itself again, the daemon, having seen
+/// its run fork, lets it run at home: one placement, not two.
+#[test]
+fn a_program_seen_to_fork_is_not_placed_at_its_next_exec() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin::program("balance");
+    let forker = rmosix_lab::compiled(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/balance/forker.c"),
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("balance/forker"),
+        &["-O2"],
+    );
+    let lab = lab();
+    let names: Vec<String> = names("forks")[..2].to_vec();
+    let load: Vec<Job> = names
+        .iter()
+        .map(|n| spin::start(&lab, &["-L"], &program, n))
+        .collect();
+    wait_load_at_node_1(&lab, 2.0);
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.args([forker.as_str(), "2"])
+        .current_dir(lab.work_dir())
+        .stdin(std::process::Stdio::null())
+        .env("MOSRUN_LOG", "info");
+    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
+    let done = job.finish(SPREAD).unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&done.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&done.stderr).into_owned();
+    assert!(
+        done.status.success(),
+        "{:?}\n{stdout}\n{stderr}",
+        done.status
+    );
+    assert_eq!(stdout, "forker done\n", "{stderr}");
+    let log = lab.node(1).log();
+    let placed = log
+        .lines()
+        .filter(|l| l.contains("placing it at its exec"))
+        .count();
+    eprintln!("mosrun:\n{stderr}");
+    assert_eq!(
+        placed, 1,
+        "placements at exec, node 1's log:\n{log}\nmosrun:\n{stderr}"
+    );
+    stop_all(&lab, &program, load, &names);
+}
+
+/// Waits until node 1 shows at least `processes` CPU-bound processes in `mosctl status`: its
+/// load (MOSIX units, 100 a process on a standard CPU of speed 10000) times its speed.
+fn wait_load_at_node_1(lab: &Lab, processes: f64) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let status = lab
+            .node(1)
+            .run("mosctl", &["status"], STEP)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .stdout;
+        let figure = |line: &str, name: &str| -> Option<f64> {
+            line.split(&format!("{name} "))
+                .nth(1)?
+                .split(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        let shown = status
+            .lines()
+            .find(|l| l.starts_with("node 1: up"))
+            .and_then(|l| Some(figure(l, "load")? * figure(l, "speed")? / 1e6));
+        if shown.is_some_and(|p| p >= processes * 0.9) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 never showed {processes} processes:\n{status}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
 #[test]
 fn locked_jobs_stay_until_unlocked() {
     if !require_root() {
