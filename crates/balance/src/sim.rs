@@ -24,6 +24,7 @@ use crate::{
     ClusterView, DecayClass, Decision, LinkSpeeds, Modes, NodeInfo, ONE_PROCESS, Policy, Process,
     ProcessId, Round, STANDARD_SPEED, Sample, Usage, decide,
 };
+use tail::Tail;
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -133,6 +134,8 @@ pub(crate) struct Report {
     pub mean_view_age: f64,
     /// Every job finished, each exactly once, with all its work done.
     pub all_done: bool,
+    /// Where the time past the ideal went.
+    pub tail: Tail,
 }
 
 impl Report {
@@ -695,9 +698,12 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
     }
     // Far beyond any sensible makespan: a run that gets here has lost jobs.
     let limit = (ideal * 20.0) as u64 + 1000;
+    let first = specs.iter().map(|j| j.release).min().unwrap_or(0) as f64;
+    let mut tail = Tail::default();
     let mut s = 0;
     while s < limit && !cluster.everything_done() {
         cluster.admit(s);
+        cluster.watch_drain(&mut tail, s, first);
         cluster.run(s);
         let t = s + 1;
         for node in 0..cluster.nodes.len() {
@@ -716,9 +722,9 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
                 cluster.carry_out(node, t, decision);
             }
         }
+        cluster.count_held(&mut tail, t);
         s = t;
     }
-    let first = specs.iter().map(|j| j.release).min().unwrap_or(0) as f64;
     let ends: Vec<f64> = cluster
         .jobs
         .iter()
@@ -738,7 +744,9 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
         returns: cluster.returns,
         mean_view_age: cluster.age_sum / cluster.age_count.max(1.0),
         all_done,
+        tail,
     }
 }
 
+mod tail;
 mod tests;

@@ -1,6 +1,7 @@
 //! The simulation's scenarios: small ones that run in a second, and issue 9's 1,000 nodes and
 //! 10,000 jobs (`#[ignore]`d: a few minutes of CPU in release).
 
+use super::tail::SLOWER;
 use super::*;
 
 /// Issue 9's three scenarios on `nodes` nodes with ten jobs a node.
@@ -134,10 +135,64 @@ fn cpus_are_shared_fairly() {
     assert_eq!(fair_shares(8.0, [1.0, 0.7].into_iter()), [1.0, 0.7]);
 }
 
+/// The seeds of the scale run: `RMOSIX_SIM_SEEDS`, comma-separated (default 9).
+fn seeds() -> Vec<u64> {
+    let seeds = std::env::var("RMOSIX_SIM_SEEDS").unwrap_or_else(|_| "9".into());
+    seeds
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("RMOSIX_SIM_SEEDS: seeds are numbers")
+        })
+        .collect()
+}
+
+/// The scale run's nodes: `RMOSIX_SIM_NODES` (default issue 9's 1,000), ten jobs each.
+fn nodes() -> usize {
+    std::env::var("RMOSIX_SIM_NODES").map_or(1000, |n| {
+        n.parse().expect("RMOSIX_SIM_NODES: a number of nodes")
+    })
+}
+
+fn print_tail(report: &Report) {
+    let tail = &report.tail;
+    let held = &tail.held;
+    println!(
+        "    drain from {:.0} s ({:.2} of the ideal): {} jobs left ({} sharing a CPU, {} alone on \
+         a CPU {SLOWER}x slower than an idle one), {:.0} s of work; the rest's ideal {:.0} s, so \
+         {:.0} s lost before the drain and {:.0} s in it",
+        tail.at,
+        tail.at / report.ideal,
+        tail.jobs,
+        tail.sharing,
+        tail.slow,
+        tail.work,
+        tail.rest_ideal,
+        tail.at + tail.rest_ideal - report.ideal,
+        report.makespan - tail.at - tail.rest_ideal,
+    );
+    println!(
+        "    in the drain, job-seconds moving {:.0}; would gain from a move but held by: \
+         unsampled {:.0}, low demand {:.0}, residence {:.0}, payback {:.0}, hysteresis or \
+         flood {:.0}",
+        tail.moving,
+        held.unsampled,
+        held.low_demand,
+        held.residence,
+        held.payback,
+        held.hysteresis_or_flood,
+    );
+}
+
 #[test]
 #[ignore = "issue 9's scale: run in release, a few minutes of CPU"]
 fn sim_1000_nodes_10000_jobs() {
-    let scenarios = scenarios(1000, 9);
+    let seeds = seeds();
+    let scenarios: Vec<Scenario> = seeds
+        .iter()
+        .flat_map(|&seed| scenarios(nodes(), seed))
+        .collect();
     let started = std::time::Instant::now();
     let reports = run_all(&scenarios);
     println!(
@@ -145,7 +200,9 @@ fn sim_1000_nodes_10000_jobs() {
         started.elapsed().as_secs_f64()
     );
     for (s, report) in scenarios.iter().zip(&reports) {
+        println!("seed {}:", s.seed);
         print(s, report);
+        print_tail(report);
     }
     // Issue 9's targets are reported as a benchmark reports them (`./dev bench sim`); every
     // job must end, whatever the figures.
@@ -154,7 +211,8 @@ fn sim_1000_nodes_10000_jobs() {
         assert!(report.all_done, "{}: {report:?}", s.name);
         let verdict = |met: bool| if met { "PASS" } else { "MISS" };
         println!(
-            "  {}: makespan <= 1.10x the ideal: {:.2}x {}; moves a job <= 2: {:.2} {}",
+            "  seed {} {}: makespan <= 1.10x the ideal: {:.2}x {}; moves a job <= 2: {:.2} {}",
+            s.seed,
             s.name,
             report.ratio(),
             verdict(report.ratio() <= 1.10),
