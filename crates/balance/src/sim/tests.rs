@@ -1,6 +1,7 @@
 //! The simulation's scenarios: small ones that run in a second, and issue 9's 1,000 nodes and
 //! 10,000 jobs (`#[ignore]`d: a few minutes of CPU in release).
 
+use super::fair::fair_share_makespan;
 use super::tail::SLOWER;
 use super::*;
 
@@ -35,13 +36,15 @@ fn scenarios(nodes: usize, seed: u64) -> [Scenario; 3] {
 fn print(scenario: &Scenario, report: &Report) {
     println!(
         "{:<30} {:>4} nodes {:>5} jobs: makespan {:>6.1} s, ideal {:>6.1} s, ratio {:.3}, \
-         moves/job mean {:.2} max {}, back within 30 s {}, view age {:.2} s",
+         fair share {:.3} of the ideal, moves/job mean {:.2} max {}, back within 30 s {}, view \
+         age {:.2} s",
         scenario.name,
         scenario.nodes,
         scenario.jobs,
         report.makespan,
         report.ideal,
         report.ratio(),
+        report.fair / report.ideal,
         report.moves_mean,
         report.moves_max,
         report.returns,
@@ -116,6 +119,42 @@ fn the_ideal_is_the_fluid_bound_or_the_longest_jobs_on_the_fastest_cpus() {
     assert_eq!(ideal_makespan(&nodes, &late), 35.0);
     // 100 jobs of 10 released at 10: 10 + 1000 / 5.
     assert_eq!(ideal_makespan(&nodes, &[job(10.0, 10); 100]), 200.0);
+}
+
+#[test]
+fn a_fair_share_of_the_whole_cluster_ends_the_longest_job_late() {
+    let node = |speed, cpus| Node {
+        speed,
+        cpus,
+        total_memory: GIB,
+    };
+    let job = |work, release| JobSpec {
+        home: 0,
+        release,
+        work,
+        demand: 1.0,
+        memory: MIB,
+    };
+    let two = [node(10_000, 2.0)];
+    // As many jobs as CPUs: each runs alone, the longest ends at its length, as in the ideal.
+    assert_eq!(
+        fair_share_makespan(&two, &[job(10.0, 0), job(30.0, 0)]),
+        30.0
+    );
+    // 10, 10 and 40 on two CPUs: the ideal runs the 40 alone (40 s); shared fairly, the three
+    // run at 2/3 until the two 10s end at 15 s, then the 40 has 30 left on one CPU: 45 s.
+    let three = [job(10.0, 0), job(10.0, 0), job(40.0, 0)];
+    assert_eq!(ideal_makespan(&two, &three), 40.0);
+    let fair = fair_share_makespan(&two, &three);
+    assert!((fair - 45.0).abs() < 1e-9, "{fair}");
+    // A job no faster than the fastest CPU, and late work counted from the first release.
+    let mixed = [node(20_000, 1.0), node(10_000, 1.0)];
+    let late = fair_share_makespan(&mixed, &[job(40.0, 5)]);
+    assert!((late - 20.0).abs() < 1e-9, "{late}");
+    let both = fair_share_makespan(&mixed, &[job(30.0, 0), job(40.0, 10)]);
+    // 0-10: the 30 alone on the fast CPU (20 done); then both share 3, 1.5 each, until the
+    // 30's last 10 are done at 10 + 20/3; the 40 then has 30 left on the fast CPU: 15 s more.
+    assert!((both - (25.0 + 20.0 / 3.0)).abs() < 1e-9, "{both}");
 }
 
 #[test]
