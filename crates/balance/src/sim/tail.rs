@@ -2,7 +2,7 @@
 //! left than the cluster has CPUs, to the last end. Before it, every CPU can be busy; in it,
 //! a job that shares a CPU, or runs on a CPU much slower than an idle one, holds the end back.
 //! This instrument records the state at the drain's start and, each second of the drain, why
-//! each such job was not moved (docs/balancing.md, "Simulation").
+//! each job that would run much faster on an idle CPU was not moved (docs/balancing.md, "Simulation").
 
 use super::*;
 
@@ -19,7 +19,9 @@ pub(crate) struct Held {
     pub low_demand: f64,
     /// It moved less than its residence time ago.
     pub residence: f64,
-    /// It has not wanted a CPU long enough to pay for a move to the fastest idle node.
+    /// It has not wanted a CPU long enough to pay for a move to the fastest idle node: the
+    /// time wanted since its last move, times the share of it that move would save, is less
+    /// than `payback_factor` times the move's cost.
     pub payback: f64,
     /// It may move, but no target passed the hysteresis or flood prevention.
     pub hysteresis_or_flood: f64,
@@ -33,10 +35,10 @@ pub(crate) struct Tail {
     /// Jobs left then, and the standard-CPU seconds of work they had left.
     pub jobs: usize,
     pub work: f64,
-    /// Of those jobs, how many shared a CPU, and how many ran alone on a CPU [`SLOWER`] times
-    /// slower than the fastest idle one.
+    /// Of those jobs, how many shared a CPU, and how many ran [`SLOWER`] times slower than
+    /// they would on the fastest idle CPU.
     pub sharing: usize,
-    pub slow: usize,
+    pub gaining: usize,
     /// The best the rest could do from there: the ideal of the jobs left, released then, with
     /// what they had left ([`ideal_makespan`]). `at + rest_ideal` against the run's ideal is
     /// what was lost before the drain; the makespan against it, what was lost in it.
@@ -69,13 +71,19 @@ impl Cluster {
             .fold(0.0, f64::max)
     }
 
-    /// The jobs on `node` that would gain from a move now: all of them if they share its
-    /// CPUs, or all if its CPU is [`SLOWER`] times slower than `fastest_idle`.
+    /// Whether the jobs on `node` would gain from a move now: each runs [`SLOWER`] times
+    /// slower than it would on the fastest idle CPU (a whole CPU of its node's speed, or its
+    /// share of the node's CPUs).
     fn would_gain(&self, node: usize, fastest_idle: f64) -> bool {
+        self.rate_on(node) * SLOWER <= fastest_idle
+    }
+
+    /// The rate of a job wanting a whole CPU on `node` now, standard CPUs.
+    fn rate_on(&self, node: usize) -> f64 {
         let info = self.nodes[node];
-        let sharing = self.running[node].len() > info.cpus.round() as usize;
         let speed = f64::from(info.speed) / f64::from(STANDARD_SPEED);
-        sharing || speed * SLOWER <= fastest_idle
+        let jobs = self.running[node].len().max(1) as f64;
+        speed * (info.cpus / jobs).min(1.0)
     }
 
     /// Starts the drain's record if fewer jobs are left than CPUs (once).
@@ -103,12 +111,11 @@ impl Cluster {
         tail.work = rest.iter().map(|j| j.work).sum();
         tail.rest_ideal = ideal_makespan(&self.nodes, &rest);
         for (node, running) in self.running.iter().enumerate() {
-            let info = self.nodes[node];
-            let speed = f64::from(info.speed) / f64::from(STANDARD_SPEED);
-            if running.len() > info.cpus.round() as usize {
+            if running.len() > self.nodes[node].cpus.round() as usize {
                 tail.sharing += running.len();
-            } else if speed * SLOWER <= fastest_idle {
-                tail.slow += running.len();
+            }
+            if self.would_gain(node, fastest_idle) {
+                tail.gaining += running.len();
             }
         }
     }
@@ -135,6 +142,8 @@ impl Cluster {
             if !self.would_gain(node, fastest_idle) {
                 continue;
             }
+            // What a move saves of the job's remaining time (`decide`'s payback).
+            let saved = 1.0 - self.rate_on(node) / fastest_idle;
             for &j in &self.running[node] {
                 let job = &self.jobs[j];
                 let at_home = node == job.spec.home;
@@ -162,7 +171,7 @@ impl Cluster {
                     held.low_demand += 1.0;
                 } else if !resided {
                     held.residence += 1.0;
-                } else if track.usage.wanted_since_move().as_secs_f64()
+                } else if track.usage.wanted_since_move().as_secs_f64() * saved
                     < cost * self.policy.payback_factor
                 {
                     held.payback += 1.0;

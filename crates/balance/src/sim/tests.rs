@@ -198,21 +198,22 @@ fn print_tail(report: &Report) {
     let tail = &report.tail;
     let held = &tail.held;
     println!(
-        "    drain from {:.0} s ({:.2} of the ideal): {} jobs left ({} sharing a CPU, {} alone on \
-         a CPU {SLOWER}x slower than an idle one), {:.0} s of work; the rest's ideal {:.0} s, so \
-         {:.0} s lost before the drain and {:.0} s in it",
+        "    drain from {:.0} s ({:.2} of the ideal): {} jobs left ({} sharing a CPU, {} running \
+         {SLOWER}x slower than on the fastest idle CPU), {:.0} s of work; the rest's ideal {:.0} \
+         s, so {:.0} s lost before the drain and {:.0} s in it",
         tail.at,
         tail.at / report.ideal,
         tail.jobs,
         tail.sharing,
-        tail.slow,
+        tail.gaining,
         tail.work,
         tail.rest_ideal,
         tail.at + tail.rest_ideal - report.ideal,
         report.makespan - tail.at - tail.rest_ideal,
     );
     println!(
-        "    in the drain, job-seconds moving {:.0}; would gain from a move but held by: \
+        "    in the drain, job-seconds moving {:.0}; {SLOWER}x slower than on an idle CPU but held \
+         by: \
          unsampled {:.0}, low demand {:.0}, residence {:.0}, payback {:.0}, hysteresis or \
          flood {:.0}",
         tail.moving,
