@@ -141,11 +141,13 @@ pub struct Policy {
     /// Targets whose projected loads are within this many units of the best are equally good;
     /// one of them is chosen by hash. 10 units: a tenth of one process on a standard CPU.
     pub near_equal: f64,
-    /// A CPU-bound process moves for balance only once it has wanted a CPU (run or waited for
-    /// one) for this many times the time its move takes (memory / link speed) since its last
-    /// move (MOSIX: "enough CPU time to pay back the migration cost", reference 5.5; we count
-    /// the time wanted, so that a crowded node's processes are not held by their small share).
-    /// 2: a move pays for itself even if the process ends soon after.
+    /// A CPU-bound process moves for balance only once what the move saves is this many times
+    /// the time the move takes (memory / link speed): the time it has wanted a CPU (run or
+    /// waited for one) since its last move, taken as its remaining time, times the share of
+    /// that time the target saves (MOSIX: "enough CPU time to pay back the migration cost",
+    /// reference 5.5; we count the time wanted, so that a crowded node's processes are not
+    /// held by their small share). 2: a move pays for itself even if the process ends sooner
+    /// than its age foretells.
     pub payback_factor: f64,
     /// A process that has moved stays at least this long, times its number of moves (up to
     /// `residence_moves_cap`), before it moves for balance or calls again: the later moves of a
@@ -259,7 +261,8 @@ impl Policy {
 /// 3. memory ushering, largest processes first, even against CPU balance;
 /// 4. guests whose forwarded calls cost more than running away gains go home;
 /// 5. processes that have just exec'd go to the best node by load;
-/// 6. CPU-bound processes that paid for their move go to less loaded nodes.
+/// 6. CPU-bound processes whose move pays for itself go to less loaded nodes, or to a free
+///    CPU much faster than their share here.
 pub fn decide(
     policy: &Policy,
     round: &Round,
@@ -652,10 +655,10 @@ impl Plan<'_> {
         }
     }
 
-    /// Rule 6: CPU-bound processes (most demanding first) that have stayed long enough and
-    /// used enough CPU to pay for the move go to a node whose load, with the process's share
-    /// there and the hysteresis, stays below this node's; flood prevention limits how many go
-    /// to one node per round. A process leaving home must also run faster away by the margin,
+    /// Rule 6: CPU-bound processes (most demanding first) that have stayed long enough go to
+    /// a node whose load, with the process's share there and the hysteresis, stays below this
+    /// node's, or to a free CPU `idle_speedup` times faster than they run here, if the move
+    /// pays for itself; flood prevention limits how many go to one node per round. A process leaving home must also run faster away by the margin,
     /// counting the share of time its calls took when it was last away.
     fn balance(&mut self, movable: &[&Process]) {
         let mut candidates: Vec<&Process> = movable
