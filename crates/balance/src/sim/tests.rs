@@ -73,6 +73,11 @@ fn small_clusters_finish_every_job_and_never_beat_the_ideal() {
         assert!(report.all_done, "{report:?}");
         // The ideal is a lower bound: a run below it would mean the model or the bound is wrong.
         assert!(report.makespan >= report.ideal, "{report:?}");
+        // So it is for the fair share, which is a schedule too (free moves).
+        assert!(report.fair >= report.ideal - 1e-9, "{report:?}");
+        // Ten jobs a node: the run ends with fewer jobs than CPUs, and the drain is recorded.
+        assert!(report.tail.at > 0.0 && report.tail.jobs > 0, "{report:?}");
+        assert!(report.tail.at < report.makespan, "{report:?}");
         assert!(report.ratio() < 2.0, "{report:?}");
         // Every job not started where it ends up moved at least once: the burst's 90 %.
         if s.start == (Start::Burst { percent: 10 }) {
