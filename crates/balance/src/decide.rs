@@ -141,11 +141,13 @@ pub struct Policy {
     /// Targets whose projected loads are within this many units of the best are equally good;
     /// one of them is chosen by hash. 10 units: a tenth of one process on a standard CPU.
     pub near_equal: f64,
-    /// A CPU-bound process moves for balance only once it has wanted a CPU (run or waited for
-    /// one) for this many times the time its move takes (memory / link speed) since its last
-    /// move (MOSIX: "enough CPU time to pay back the migration cost", reference 5.5; we count
-    /// the time wanted, so that a crowded node's processes are not held by their small share).
-    /// 2: a move pays for itself even if the process ends soon after.
+    /// A CPU-bound process moves for balance only once what the move saves is this many times
+    /// the time the move takes (memory / link speed): the time it has wanted a CPU (run or
+    /// waited for one) since its last move, taken as its remaining time, times the share of
+    /// that time the target saves (MOSIX: "enough CPU time to pay back the migration cost",
+    /// reference 5.5; we count the time wanted, so that a crowded node's processes are not
+    /// held by their small share). 2: a move pays for itself even if the process ends sooner
+    /// than its age foretells.
     pub payback_factor: f64,
     /// A process that has moved stays at least this long, times its number of moves (up to
     /// `residence_moves_cap`), before it moves for balance or calls again: the later moves of a
@@ -191,6 +193,11 @@ pub struct Policy {
     /// publication and the gossip: about 3 s, the daemon's `SHOWN_THERE_AFTER`), and until
     /// then every round would deal the same room again. 3.
     pub flood_rounds: u32,
+    /// A CPU-bound process moves to a free CPU, whatever the loads, when it would run there
+    /// at least this many times faster than here and the gain pays for the move (rule 6,
+    /// by speed). 1.2: five processes on four CPUs (each runs at 0.8 of a CPU) go to an idle
+    /// CPU of their speed; a process alone on its CPU goes only to a CPU 1.2 times faster.
+    pub idle_speedup: f64,
 }
 
 impl Default for Policy {
@@ -210,6 +217,7 @@ impl Default for Policy {
             max_moves_per_round: 8,
             placement_margin: 0.5,
             flood_rounds: 3,
+            idle_speedup: 1.2,
         }
     }
 }
@@ -253,7 +261,8 @@ impl Policy {
 /// 3. memory ushering, largest processes first, even against CPU balance;
 /// 4. guests whose forwarded calls cost more than running away gains go home;
 /// 5. processes that have just exec'd go to the best node by load;
-/// 6. CPU-bound processes that paid for their move go to less loaded nodes.
+/// 6. CPU-bound processes whose move pays for itself go to less loaded nodes, or to a free
+///    CPU much faster than their share here.
 pub fn decide(
     policy: &Policy,
     round: &Round,
@@ -646,10 +655,10 @@ impl Plan<'_> {
         }
     }
 
-    /// Rule 6: CPU-bound processes (most demanding first) that have stayed long enough and
-    /// used enough CPU to pay for the move go to a node whose load, with the process's share
-    /// there and the hysteresis, stays below this node's; flood prevention limits how many go
-    /// to one node per round. A process leaving home must also run faster away by the margin,
+    /// Rule 6: CPU-bound processes (most demanding first) that have stayed long enough go to
+    /// a node whose load, with the process's share there and the hysteresis, stays below this
+    /// node's, or to a free CPU `idle_speedup` times faster than they run here, if the move
+    /// pays for itself; flood prevention limits how many go to one node per round. A process leaving home must also run faster away by the margin,
     /// counting the share of time its calls took when it was last away.
     fn balance(&mut self, movable: &[&Process]) {
         let mut candidates: Vec<&Process> = movable
@@ -671,38 +680,46 @@ impl Plan<'_> {
         });
         // No target's bar is lower than this: every candidate wants at least
         // `cpu_bound_demand`, and during the round targets only gain load. Once this node's
-        // load (which only falls) is not above it, no candidate can move: a settled node
-        // stops here instead of looking at every node for every process.
-        let lowest_bar = self
-            .view
-            .nodes
-            .iter()
-            .filter(|&(&id, _)| id != self.here())
+        // load (which only falls) is not above it, no candidate can move by load; and once
+        // its processes' rate (which only rises) is within `idle_speedup` of the fastest idle
+        // CPU's (which only falls), none can move by speed: a settled node stops here instead
+        // of looking at every node for every process.
+        let others = || self.view.nodes.iter().filter(|&(&id, _)| id != self.here());
+        let lowest_bar = others()
             .map(|(&id, info)| {
                 self.balance_bar(info, self.load_of(id), self.policy.cpu_bound_demand)
             })
             .fold(f64::INFINITY, f64::min);
-        // The nodes under this node's bar for the least demanding candidate: a superset of
-        // every candidate's targets, worked out again after each move (loads change).
+        let fastest_idle = self
+            .others()
+            .filter(|&(&id, info)| {
+                self.has_idle_cpu(info, self.load_of(id), self.policy.cpu_bound_demand)
+            })
+            .map(|(_, info)| info.throughput(0.0))
+            .fold(0.0, f64::max);
+        // The nodes this node's least demanding candidate could move to, by load or by
+        // speed: a superset of every candidate's targets, worked out again after each move
+        // (loads change).
         let mut below_bar: Option<Vec<NodeId>> = None;
         for p in candidates {
             let here_felt = felt_load(self.me, self.load_of(self.here()));
-            if self.moves >= self.policy.max_moves_per_round || here_felt <= lowest_bar {
+            let here_rate = self.me.throughput(self.load_of(self.here()));
+            let settled =
+                here_felt <= lowest_bar && here_rate * self.policy.idle_speedup >= fastest_idle;
+            if self.moves >= self.policy.max_moves_per_round || settled {
                 break;
             }
             if self.decided.contains(&p.id) {
                 continue;
             }
             let demand = p.usage.demand().min(1.0);
-            let here_rate = self.me.throughput(self.load_of(self.here()));
+            let least = self.policy.cpu_bound_demand;
             let below = below_bar.get_or_insert_with(|| {
-                self.view
-                    .nodes
-                    .iter()
+                self.others()
                     .filter(|&(&id, info)| {
-                        let bar =
-                            self.balance_bar(info, self.load_of(id), self.policy.cpu_bound_demand);
-                        id != self.here() && bar < here_felt
+                        let load = self.load_of(id);
+                        self.balance_bar(info, load, least) < here_felt
+                            || self.speeds_up(info, load, least, here_rate)
                     })
                     .map(|(&id, _)| id)
                     .collect()
@@ -710,9 +727,14 @@ impl Plan<'_> {
             let targets: Vec<(NodeId, f64)> = below
                 .iter()
                 .filter_map(|&id| self.view.get(id).map(|info| (id, info)))
-                .filter(|&(id, info)| self.balance_bar(info, self.load_of(id), demand) < here_felt)
                 .filter(|&(id, _)| self.accepts(id, p) && self.has_room(id, p))
-                .filter(|&(id, _)| self.pays_back(p, id))
+                .filter(|&(id, info)| {
+                    let load = self.load_of(id);
+                    let by_load = self.balance_bar(info, load, demand) < here_felt;
+                    let there_rate = info.throughput(load + self.share(id, demand));
+                    (by_load || self.speeds_up(info, load, demand, here_rate))
+                        && self.pays_back(p, id, here_rate / there_rate)
+                })
                 .filter(|&(id, info)| {
                     if p.is_guest_on(self.here()) {
                         return true;
@@ -736,6 +758,30 @@ impl Plan<'_> {
         }
     }
 
+    /// Every node of the view but this one.
+    fn others(&self) -> impl Iterator<Item = (&NodeId, &NodeInfo)> {
+        let here = self.here();
+        self.view.nodes.iter().filter(move |&(&id, _)| id != here)
+    }
+
+    /// Whether `target`, now at `target_load`, has a CPU free for a process of `demand`: with
+    /// it, the target still has a CPU per process, and it would run as fast as one of them.
+    fn has_idle_cpu(&self, target: &NodeInfo, target_load: f64, demand: f64) -> bool {
+        let with = target_load + demand.clamp(0.0, 1.0) * target.process_share();
+        target.throughput(with) >= target.throughput(0.0)
+    }
+
+    /// Whether a process that runs at `here_rate` here would run at least `idle_speedup`
+    /// times faster on a free CPU of `target` (now at `target_load`): the speed rule, for the
+    /// end of a run, when CPUs fall idle while processes still share theirs, or run on slower
+    /// ones, elsewhere. The load rule's hysteresis would keep five processes on four CPUs
+    /// (load 125 against an idle standard node's bar of 140) although each would run a
+    /// quarter faster. It cannot ping-pong: back here the process would run slower than there.
+    fn speeds_up(&self, target: &NodeInfo, target_load: f64, demand: f64, here_rate: f64) -> bool {
+        self.has_idle_cpu(target, target_load, demand)
+            && target.throughput(0.0) > here_rate * self.policy.idle_speedup
+    }
+
     /// The load `here` must feel for a process of `demand` to move to `target` (now at
     /// `target_load`) for balance: the hysteresis over the target's load with the process,
     /// and the minimum difference over what one CPU of the target's speed amounts to.
@@ -744,15 +790,22 @@ impl Plan<'_> {
         by_load.max(felt_load(target, 0.0) + self.policy.min_load_difference)
     }
 
-    /// Whether `p` has wanted a CPU long enough since its last move to pay for a move to `to`.
-    /// Its time wanted, not its CPU time: on a crowded node, the one that most needs to shed
-    /// work, a process gets a sliver of a CPU, and its CPU time would hold it there long after
-    /// it has shown that it is long-running (docs/balancing.md, "Simulation").
-    fn pays_back(&self, p: &Process, to: NodeId) -> bool {
+    /// Whether moving `p` to `to`, where it would run `1 / slowdown` times as fast as here,
+    /// pays for itself. What a move gains is the process's remaining time times the share of
+    /// it the faster CPU saves (`1 - slowdown`); no one knows the remaining time, so it is
+    /// taken as the time the process has already wanted a CPU (run or waited for one) since
+    /// its last move: a process that has run long is likely to run longer (half of all
+    /// processes that reached an age live at least as long again, Harchol-Balter and Downey,
+    /// 1997). The gain must be `payback_factor` times the move's cost. Its time wanted, not its
+    /// CPU time: on a crowded node, the one that most needs to shed work, a process gets a
+    /// sliver of a CPU, and its CPU time would hold it there long after it has shown that it
+    /// is long-running (docs/balancing.md, "Simulation").
+    fn pays_back(&self, p: &Process, to: NodeId, slowdown: f64) -> bool {
         let cost = self
             .links
             .transfer_time(p.memory, self.here(), to, p.id.home)
             .as_secs_f64();
-        p.usage.wanted_since_move().as_secs_f64() >= cost * self.policy.payback_factor
+        let saved = (1.0 - slowdown).max(0.0);
+        p.usage.wanted_since_move().as_secs_f64() * saved >= cost * self.policy.payback_factor
     }
 }

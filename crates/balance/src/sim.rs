@@ -24,6 +24,8 @@ use crate::{
     ClusterView, DecayClass, Decision, LinkSpeeds, Modes, NodeInfo, ONE_PROCESS, Policy, Process,
     ProcessId, Round, STANDARD_SPEED, Sample, Usage, decide,
 };
+use fair::fair_share_makespan;
+use tail::Tail;
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -124,6 +126,8 @@ pub(crate) struct Report {
     pub makespan: f64,
     /// The fluid lower bound ([`ideal_makespan`]).
     pub ideal: f64,
+    /// The best a balancer not knowing the jobs' work could do ([`fair_share_makespan`]).
+    pub fair: f64,
     pub moves_mean: f64,
     pub moves_max: u32,
     /// Moves that took a job back to a node it had left less than 30 s before.
@@ -133,6 +137,8 @@ pub(crate) struct Report {
     pub mean_view_age: f64,
     /// Every job finished, each exactly once, with all its work done.
     pub all_done: bool,
+    /// Where the time past the ideal went.
+    pub tail: Tail,
 }
 
 impl Report {
@@ -500,13 +506,20 @@ impl Cluster {
                 runnable += wanted * step;
                 elapsed += step;
                 let jobs = &mut self.jobs;
+                let mut departed = 0.0;
                 self.running[node].retain(|&j| {
                     if jobs[j].left > 1e-9 {
                         return true;
                     }
                     jobs[j].place = Place::Done(s as f64 + elapsed);
+                    departed += jobs[j].spec.demand;
                     false
                 });
+                // The daemon takes an ended process's demand off the exported load at once
+                // (balancer.rs `ended_here`, smooth.rs `departed`), and the open period
+                // counts as if it had not been in it.
+                self.upper[node] = (self.upper[node] - departed).max(0.0);
+                runnable = (runnable - departed * elapsed).max(0.0);
             }
             // The gauge closes its period and publishes (smooth.rs: rises at once, falls
             // by 7/8 a second).
@@ -676,6 +689,7 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
     let nodes = draw_nodes(&mut rng, scenario.nodes, scenario.hardware);
     let specs = draw_jobs(&mut rng, scenario);
     let ideal = ideal_makespan(&nodes, &specs);
+    let fair = fair_share_makespan(&nodes, &specs);
     let mut cluster = Cluster::new(scenario, nodes, &specs);
     let mut view = ClusterView::new();
     for (i, node) in cluster.nodes.iter().enumerate() {
@@ -695,9 +709,12 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
     }
     // Far beyond any sensible makespan: a run that gets here has lost jobs.
     let limit = (ideal * 20.0) as u64 + 1000;
+    let first = specs.iter().map(|j| j.release).min().unwrap_or(0) as f64;
+    let mut tail = Tail::default();
     let mut s = 0;
     while s < limit && !cluster.everything_done() {
         cluster.admit(s);
+        cluster.watch_drain(&mut tail, s, first);
         cluster.run(s);
         let t = s + 1;
         for node in 0..cluster.nodes.len() {
@@ -716,9 +733,9 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
                 cluster.carry_out(node, t, decision);
             }
         }
+        cluster.count_held(&mut tail, t);
         s = t;
     }
-    let first = specs.iter().map(|j| j.release).min().unwrap_or(0) as f64;
     let ends: Vec<f64> = cluster
         .jobs
         .iter()
@@ -733,12 +750,16 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
     Report {
         makespan: ends.iter().copied().fold(0.0, f64::max) - first,
         ideal,
+        fair,
         moves_mean: f64::from(moves.iter().sum::<u32>()) / moves.len().max(1) as f64,
         moves_max: moves.iter().copied().max().unwrap_or(0),
         returns: cluster.returns,
         mean_view_age: cluster.age_sum / cluster.age_count.max(1.0),
         all_done,
+        tail,
     }
 }
 
+mod fair;
+mod tail;
 mod tests;

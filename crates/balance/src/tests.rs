@@ -193,6 +193,56 @@ fn a_process_goes_from_a_slow_node_to_a_fast_one_but_not_back() {
     assert_eq!(run(2, &back, &[hog(1, 10)]), []);
 }
 
+/// A node of `cpus` standard CPUs running `processes` of them, or idle.
+fn cpus(cpus: f64, processes: u32) -> NodeInfo {
+    NodeInfo {
+        cpus,
+        load: (f64::from(processes) * ONE_PROCESS / cpus).round() as u32,
+        ..node(0)
+    }
+}
+
+#[test]
+fn five_processes_on_four_cpus_send_one_to_an_idle_cpu_and_it_stays_there() {
+    // Load 125 against an idle standard node's bar of 140: the load rule keeps them, but each
+    // runs at 0.8 of a CPU, and one would run at a whole CPU there (1.25 times as fast).
+    let procs: Vec<Process> = (10..15).map(|pid| hog(1, pid)).collect();
+    let there = view(&[(1, cpus(4.0, 5)), (2, node(0))]);
+    let decisions = run(1, &there, &procs);
+    assert_eq!(decisions, [moved(&procs[0], 2, Reason::Balance)]);
+    // Back home it would run at a whole CPU again: no faster, so it stays; and the four left
+    // have a CPU each.
+    let after = view(&[(1, cpus(4.0, 4)), (2, node(100))]);
+    assert_eq!(run(2, &after, &procs[..1]), []);
+    assert_eq!(run(1, &after, &procs[1..]), []);
+    // Against a node of one slower CPU, no gain: they stay.
+    let mut slower = node(0);
+    slower.speed = STANDARD_SPEED * 8 / 10;
+    assert_eq!(run(1, &view(&[(1, cpus(4.0, 5)), (2, slower)]), &procs), []);
+}
+
+#[test]
+fn a_small_speed_gain_needs_a_long_run_to_pay_for_the_move() {
+    // Alone on a CPU of speed 1, an idle CPU of speed 1.25 elsewhere: a fifth of its remaining
+    // time is saved. 1 GiB over the link takes 1 s, so it must have run 10 s (2 s of gain).
+    let mut faster = node(0);
+    faster.speed = STANDARD_SPEED * 5 / 4;
+    let there = view(&[(1, node(100)), (2, faster.clone())]);
+    let mut p = hog(1, 10);
+    p.memory = GIB;
+    p.usage = Usage::from_figures(1.0, 1.0, 0.0, Duration::from_secs(9));
+    assert_eq!(run(1, &there, &[p.clone()]), []);
+    p.usage = Usage::from_figures(1.0, 1.0, 0.0, Duration::from_secs(11));
+    assert_eq!(
+        run(1, &there, &[p.clone()]),
+        [moved(&p, 2, Reason::Balance)]
+    );
+    // A CPU only 1.1 times faster is no reason to move, however long it has run.
+    faster.speed = STANDARD_SPEED * 11 / 10;
+    p.usage = Usage::from_figures(1.0, 1.0, 0.0, Duration::from_secs(3600));
+    assert_eq!(run(1, &view(&[(1, node(100)), (2, faster)]), &[p]), []);
+}
+
 #[test]
 fn more_cpus_take_more_processes() {
     let mut big = node(0);
@@ -209,12 +259,15 @@ fn more_cpus_take_more_processes() {
 fn a_process_moves_only_once_its_cpu_paid_for_the_move() {
     let view = view(&[(1, node(200)), (2, node(0))]);
     let mut big = hog(1, 10);
-    big.memory = 4 * GIB; // 4 s over the link, so 8 s of CPU needed
-    big.usage = Usage::from_figures(1.0, 1.0, 0.0, Duration::from_secs(7));
+    // 4 s over the link, so a gain of 8 s needed; it runs twice as fast there (half a CPU
+    // here, a whole one there), so half of its remaining time is saved, and the remaining
+    // time is taken as the time it has run: 16 s.
+    big.memory = 4 * GIB;
+    big.usage = Usage::from_figures(1.0, 1.0, 0.0, Duration::from_secs(15));
     let mut other = big.clone();
     other.id.pid = 11;
     assert_eq!(run(1, &view, &[big.clone(), other.clone()]), []);
-    big.usage = Usage::from_figures(1.0, 1.0, 0.0, Duration::from_secs(9));
+    big.usage = Usage::from_figures(1.0, 1.0, 0.0, Duration::from_secs(17));
     assert_eq!(
         run(1, &view, &[big.clone(), other]),
         [moved(&big, 2, Reason::Balance)]
