@@ -43,6 +43,7 @@ pub mod cli;
 mod cluster;
 mod control;
 mod daemon;
+mod files;
 mod guest;
 mod guests;
 mod hosted;
