@@ -55,7 +55,8 @@ pub fn open_below(dir: RawFd, path: &CString, flags: i32, mode: u32) -> Result<O
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     // openat2 refuses a mode without O_CREAT.
     if flags & libc::O_CREAT != 0 {
-        how.mode = u64::from(mode);
+        // FUSE passes the type bits (S_IFREG) too, which openat2 refuses.
+        how.mode = u64::from(mode & 0o7777);
     }
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: `how` and `path` outlive the call, and the size is that of `how`.
