@@ -3,9 +3,10 @@
 //! can only have come through MFS. Every wait has a deadline; shell scripts run inside the
 //! nodes and say what they saw on stdout.
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use rmosix_lab::{Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, require_root};
+use rmosix_lab::{Job, Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, require_root};
 
 /// Deadline of one script or tool.
 const STEP: Duration = Duration::from_secs(60);
@@ -109,4 +110,271 @@ fn each_node_reads_and_writes_the_others_files_and_sees_every_change_at_once() {
         "b\nl\nb\n"
     );
     assert_eq!(ok_as(n2, BEN, "ls /mfs"), "1\n2\nhere\nhome\n");
+}
+
+#[test]
+fn a_user_reaches_through_mfs_exactly_what_they_could_at_the_serving_node() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    ok_as(
+        n1,
+        ANA,
+        "echo secret > /tmp/s; chmod 600 /tmp/s; echo open > /tmp/p; chmod 644 /tmp/p",
+    );
+    assert_eq!(ok_as(n2, ANA, "cat /mfs/1/tmp/s"), "secret\n");
+    assert_eq!(ok_as(n2, BEN, "cat /mfs/1/tmp/p"), "open\n");
+    for (uid, script, error) in [
+        (BEN, "cat /mfs/1/tmp/s", "ermission denied"),
+        (BEN, "echo x >> /mfs/1/tmp/p", "ermission denied"),
+        (BEN, "chmod 666 /mfs/1/tmp/p", "not permitted"),
+        // /tmp is sticky: only the owner removes.
+        (BEN, "rm -f /mfs/1/tmp/s", "not permitted"),
+        // Root of another node is nobody here: no more than any stranger.
+        (0, "cat /mfs/1/tmp/s", "ermission denied"),
+        (0, "echo x >> /mfs/1/tmp/p", "ermission denied"),
+        (0, "chmod 666 /mfs/1/tmp/p", "not permitted"),
+    ] {
+        let done = sh_as(n2, uid, script);
+        assert!(
+            !done.status.success() && done.stderr.contains(error),
+            "uid {uid}: {script}: {done:?}"
+        );
+    }
+    assert_eq!(ok_as(n1, ANA, "cat /tmp/s /tmp/p"), "secret\nopen\n");
+    // What root makes through MFS belongs to nobody at the serving node.
+    ok_as(n2, 0, "echo made > /mfs/1/tmp/by-root");
+    assert_eq!(ok_as(n1, 0, "stat -c %u:%g /tmp/by-root"), "65534:65534\n");
+}
+
+#[test]
+fn paths_resolve_as_at_the_serving_node_and_never_outside() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    wait_mfs(n1, 2);
+    ok_as(
+        n1,
+        0,
+        "echo at-1 > /tmp/only; ln -s /tmp/only /tmp/abs; ln -s ../../../../tmp/only /tmp/up; \
+                  ln -s /mfs/2/tmp/only /tmp/into; mkdir /tmp/d; chmod 755 /tmp/d /tmp/only",
+    );
+    ok_as(n2, 0, "echo at-2 > /tmp/only");
+    // Absolute and climbing symlinks lead to node 1's file, not to the reader's.
+    assert_eq!(
+        ok_as(
+            n2,
+            ANA,
+            "cat /mfs/1/tmp/abs /mfs/1/tmp/up /mfs/1/tmp/d/../../tmp/only"
+        ),
+        "at-1\nat-1\nat-1\n"
+    );
+    assert_eq!(
+        ok_as(n2, ANA, "readlink /mfs/1/tmp/abs"),
+        "/mfs/1/tmp/only\n"
+    );
+    // `..` at a node's root stays there: /mfs/1/.. is /mfs, as the kernel walks it.
+    assert_eq!(
+        ok_as(n2, ANA, "cd /mfs/1/tmp && cd ../../1/tmp && cat only"),
+        "at-1\n"
+    );
+    for (script, error) in [
+        // Node 1's own /mfs is not served, directly or through a symlink.
+        ("ls /mfs/1/mfs/2/tmp", "ermission denied"),
+        ("cat /mfs/1/tmp/into", "ermission denied"),
+        // Node 1's processes and devices are not files to serve.
+        ("cat /mfs/1/proc/1/status", "ermission denied"),
+        ("ls /mfs/1/proc", "ermission denied"),
+        ("head -c 1 /mfs/1/dev/zero", "ermission denied"),
+        ("touch /mfs/1/tmp/$(printf 'n%.0s' $(seq 256))", "too long"),
+    ] {
+        let done = sh_as(n2, ANA, script);
+        assert!(
+            !done.status.success() && done.stderr.contains(error),
+            "{script}: {done:?}"
+        );
+    }
+}
+
+#[test]
+fn a_private_mapping_of_an_mfs_file_reads_the_right_bytes() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    ok_as(n1, ANA, "head -c 20000 /dev/urandom > /tmp/m");
+    let expected = ok_as(n1, ANA, "sha256sum < /tmp/m");
+    let script = "import mmap, hashlib, sys\n\
+        f = open('/mfs/1/tmp/m', 'rb')\n\
+        m = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)\n\
+        print(hashlib.sha256(m[:]).hexdigest() + '  -')\n\
+        g = open('/mfs/1/tmp/m', 'r+b')\n\
+        try:\n    mmap.mmap(g.fileno(), 0, flags=mmap.MAP_SHARED)\n    print('shared: mapped')\n\
+        except OSError as e:\n    print('shared:', e.strerror)\n";
+    let out = ok_as(n2, ANA, &format!("python3 -c \"{script}\""));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), expected.lines().next());
+    // Direct I/O without FUSE_DIRECT_IO_ALLOW_MMAP: the kernel refuses shared mappings.
+    assert_eq!(lines.next(), Some("shared: No such device"));
+}
+
+#[test]
+fn here_and_home_name_where_the_caller_runs_and_where_it_belongs() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n1, 2);
+    assert_eq!(ok_as(n2, ANA, "readlink /mfs/here /mfs/home"), "2\n2\n");
+    ok_as(n2, ANA, "echo mine > /tmp/mine");
+    assert_eq!(ok_as(n2, ANA, "cat /mfs/here/tmp/mine"), "mine\n");
+    let script = "import os, sys\n\
+        for line in sys.stdin:\n    print(os.readlink('/mfs/here'), os.readlink('/mfs/home'), flush=True)\n";
+    let mut cmd = n1.command("mosrun");
+    cmd.args(["python3", "-c", script]).stdin(Stdio::piped());
+    let job = Job::spawn(n1, cmd).unwrap_or_else(|e| panic!("mosrun: {e}"));
+    job.send(b"?\n").unwrap();
+    job.wait_output("1 1\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    // Its calls are answered at home, by its husk, which the home daemon knows runs at 2.
+    job.send(b"?\n").unwrap();
+    job.wait_output("2 1\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}\n{}", n1.log()));
+    job.close_stdin();
+    job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn nomfs_closes_a_nodes_files_to_the_others_and_mfs_opens_them_again() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    ok_as(n1, ANA, "echo f > /tmp/f");
+    let denied = sh_as(n1, ANA, "mosctl nomfs");
+    assert!(!denied.status.success(), "{denied:?}");
+    ok_as(n1, 0, "mosctl nomfs");
+    let closed = sh_as(n2, ANA, "cat /mfs/1/tmp/f");
+    assert!(
+        !closed.status.success() && closed.stderr.contains("ermission denied"),
+        "{closed:?}"
+    );
+    // Node 1's own processes still reach its files through its MFS.
+    assert_eq!(ok_as(n1, ANA, "cat /mfs/1/tmp/f"), "f\n");
+    ok_as(n1, 0, "mosctl mfs");
+    assert_eq!(ok_as(n2, ANA, "cat /mfs/1/tmp/f"), "f\n");
+}
+
+#[test]
+fn a_node_killed_mid_read_fails_its_readers_within_seconds_and_the_rest_of_mfs_works() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(3);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    wait_mfs(n2, 3);
+    ok_as(n1, ANA, "head -c 1000000 /dev/zero > /tmp/big");
+    let script = "import sys, time\n\
+        f = open('/mfs/1/tmp/big', 'rb')\n\
+        print('read', len(f.read(4096)), flush=True)\n\
+        sys.stdin.readline()\n\
+        t = time.monotonic()\n\
+        try:\n    f.read(4096)\n    print('read again')\n\
+        except OSError as e:\n    print('failed', e.strerror, round(time.monotonic() - t), flush=True)\n";
+    let mut cmd = n2.command("mosrun");
+    cmd.args(["python3", "-c", script]).stdin(Stdio::piped());
+    let job = Job::spawn(n2, cmd).unwrap_or_else(|e| panic!("mosrun: {e}"));
+    job.wait_output("read 4096\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    n1.kill();
+    job.send(b"go\n").unwrap();
+    // The call waits at most the daemon's call timeout (5 s); allow for a busy machine.
+    let out = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = out.lines().last().unwrap_or_default();
+    let words: Vec<&str> = line.split(' ').collect();
+    assert!(
+        line.starts_with("failed Input/output error")
+            || line.starts_with("failed Transport endpoint"),
+        "{out}"
+    );
+    let waited: u64 = words.last().unwrap().parse().unwrap();
+    assert!(waited <= 10, "the read failed only after {waited} s");
+    let fresh = sh_as(n2, ANA, "ls /mfs/1/tmp");
+    assert!(!fresh.status.success(), "{fresh:?}");
+    ok_as(
+        n2,
+        ANA,
+        "echo still > /mfs/3/tmp/x; cat /mfs/3/tmp/x; cat /mfs/2/tmp/x 2>/dev/null || true",
+    );
+}
+
+#[test]
+fn removed_open_files_and_renames_racing_lookups_give_clear_answers() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    ok_as(n1, ANA, "echo kept > /tmp/r; echo a > /tmp/a");
+    let script = "import os, sys\n\
+        f = open('/mfs/1/tmp/r', 'rb')\n\
+        print('open', flush=True)\n\
+        sys.stdin.readline()\n\
+        print(f.read().decode().strip(), os.fstat(f.fileno()).st_nlink, flush=True)\n";
+    let mut cmd = n2.command("mosrun");
+    cmd.args(["python3", "-c", script]).stdin(Stdio::piped());
+    let job = Job::spawn(n2, cmd).unwrap_or_else(|e| panic!("mosrun: {e}"));
+    job.wait_output("open\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    ok_as(n1, ANA, "rm /tmp/r");
+    job.send(b"go\n").unwrap();
+    // As with a local file: the open file is still read, and has no name left.
+    job.wait_output("kept 0\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+
+    // Node 1 renames the file back and forth while node 2 reads it by both names: each read
+    // finds the file or says it is not there, and both loops end.
+    let mut renamer = n1.command("setpriv");
+    renamer.args([
+        &format!("--reuid={ANA}"),
+        &format!("--regid={ANA}"),
+        "--clear-groups",
+        "sh",
+        "-c",
+        "cd /tmp; for i in $(seq 300); do mv a b; mv b a; done",
+    ]);
+    let mut renamer = renamer.spawn().expect("spawn renamer");
+    let reads = ok_as(
+        n2,
+        ANA,
+        "for i in $(seq 300); do cat /mfs/1/tmp/a /mfs/1/tmp/b 2>&1; done | sort | uniq -c | awk '{print $2, $3, $4, $5, $6, $7}'",
+    );
+    let deadline = Instant::now() + STEP;
+    while renamer.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the renames did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for line in reads.lines() {
+        assert!(
+            line.trim() == "a" || line.contains("No such file or directory"),
+            "unexpected: {line}\n{reads}"
+        );
+    }
+    assert_eq!(ok_as(n1, ANA, "cat /tmp/a"), "a\n");
 }

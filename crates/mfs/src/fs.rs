@@ -103,6 +103,7 @@ pub fn mount(dir: &Path, cluster: Arc<dyn Cluster>, runtime: Handle) -> io::Resu
             inodes: Mutex::new(Inodes::default()),
             listings: Mutex::default(),
             next_listing: AtomicU64::new(1),
+            open: Mutex::default(),
             mountpoint: dir.to_path_buf(),
             own_pid: std::process::id(),
         }),
@@ -232,6 +233,9 @@ struct Inner {
     /// Directory listings taken at opendir, by handle.
     listings: Mutex<HashMap<u64, Vec<(u64, FileType, Bytes)>>>,
     next_listing: AtomicU64,
+    /// The handles open on each inode: fstat(2) of a file removed while open is asked by
+    /// one of them, since the kernel sends no handle with it.
+    open: Mutex<HashMap<u64, Vec<u64>>>,
     mountpoint: PathBuf,
     own_pid: u32,
 }
@@ -440,8 +444,13 @@ impl Filesystem for Mfs {
         }
         let place = try_or_reply!(reply, self.place_or_error(ino));
         // An open file is asked by its handle: it may have been removed or renamed since.
-        let request = match fh {
-            Some(fh) => Request::Fstat { fh: fh.0 },
+        let handle = fh.map(|fh| fh.0).or_else(|| {
+            lock(&self.inner.open)
+                .get(&ino.0)
+                .and_then(|fhs| fhs.first().copied())
+        });
+        let request = match handle {
+            Some(fh) => Request::Fstat { fh },
             None => Request::Lookup {
                 path: place.path.clone(),
             },
@@ -670,6 +679,7 @@ impl Filesystem for Mfs {
             match inner.ask(place.node, caller, request, Vec::new()).await {
                 Ok((Answer::Opened { fh, attr }, _)) => {
                     let ino = inner.inodes().looked_up(place);
+                    lock(&inner.open).entry(ino).or_default().push(fh);
                     reply.created(
                         &TTL,
                         &file_attr(ino, &attr),
@@ -760,6 +770,10 @@ impl Filesystem for Mfs {
     ) {
         // The kernel does not wait for the serving node: a dead node's handles are gone anyway.
         reply.ok();
+        if let Some(fhs) = lock(&self.inner.open).get_mut(&ino.0) {
+            fhs.retain(|&h| h != fh.0);
+        }
+        lock(&self.inner.open).retain(|_, fhs| !fhs.is_empty());
         let Some(place) = self.inner.place(ino) else {
             return;
         };
