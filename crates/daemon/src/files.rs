@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use rmosix_config::NodeId;
-use rmosix_mfs::fs::{Answered, Cluster, Mounted, Places};
+use rmosix_mfs::fs::{Cluster, Mounted, Places};
 use rmosix_mfs::protocol::{self, Answer, Call, Caller, Reply, Request};
 use rmosix_mfs::serve::{Server, Session};
 use rmosix_transport::{Link, LinkWriter};
@@ -115,6 +115,12 @@ pub(crate) async fn serve_link(shared: &Shared, link: Link, from: u16) {
     }
 }
 
+/// A peer's link, locked while it is opened.
+type LinkSlot = Arc<tokio::sync::Mutex<Option<Arc<PeerLink>>>>;
+
+/// An answer and the bytes that came with it.
+type Answered = (Answer, Vec<u8>);
+
 /// The [`Cluster`] the mount asks; cloned into each call's future.
 #[derive(Clone)]
 struct Nodes {
@@ -122,13 +128,13 @@ struct Nodes {
     local: Arc<Session>,
     /// One slot per peer, locked while its link is opened: callers for one node wait for
     /// one connection attempt, callers for others do not wait at all.
-    links: Arc<Mutex<HashMap<u16, Arc<tokio::sync::Mutex<Option<Arc<PeerLink>>>>>>>,
+    links: Arc<Mutex<HashMap<u16, LinkSlot>>>,
 }
 
 /// This node's end of a `Purpose::Files` link.
 struct PeerLink {
     writer: tokio::sync::Mutex<LinkWriter>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<(Answer, Vec<u8>)>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answered>>>,
     next: AtomicU64,
     closed: AtomicBool,
 }
@@ -234,7 +240,13 @@ impl Cluster for Nodes {
         self.shared.map().nodes().map(|n| n.id.get()).collect()
     }
 
-    fn call(&self, node: u16, caller: Caller, request: Request, data: Vec<u8>) -> Answered {
+    fn call(
+        &self,
+        node: u16,
+        caller: Caller,
+        request: Request,
+        data: Vec<u8>,
+    ) -> rmosix_mfs::fs::Answered {
         if node == self.shared.own.get() {
             let local = self.local.clone();
             return Box::pin(async move { local.call(caller, request, data).await });

@@ -137,6 +137,9 @@ fn detach(dir: &Path) {
     }
 }
 
+/// A directory's entries as readdir gives them: inode, type, name.
+type Listing = Vec<(u64, FileType, Bytes)>;
+
 /// A (node, path) pair.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Place {
@@ -231,7 +234,7 @@ struct Inner {
     runtime: Handle,
     inodes: Mutex<Inodes>,
     /// Directory listings taken at opendir, by handle.
-    listings: Mutex<HashMap<u64, Vec<(u64, FileType, Bytes)>>>,
+    listings: Mutex<HashMap<u64, Listing>>,
     next_listing: AtomicU64,
     /// The handles open on each inode: fstat(2) of a file removed while open is asked by
     /// one of them, since the kernel sends no handle with it.
@@ -648,7 +651,8 @@ impl Filesystem for Mfs {
         self.spawn(|inner| async move {
             match inner.ask(place.node, caller, request, Vec::new()).await {
                 Ok((Answer::Opened { fh, .. }, _)) => {
-                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+                    lock(&inner.open).entry(ino.0).or_default().push(fh);
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
                 }
                 Ok(_) => reply.error(Errno::EIO),
                 Err(e) => reply.error(e),
@@ -812,7 +816,7 @@ impl Filesystem for Mfs {
         let caller = try_or_reply!(reply, self.caller(req));
         let listing = self.inner.next_listing.fetch_add(1, Ordering::Relaxed);
         if ino.0 == ROOT {
-            let mut entries: Vec<(u64, FileType, Bytes)> = SPECIAL
+            let mut entries: Listing = SPECIAL
                 .iter()
                 .map(|&(name, ino)| (ino, FileType::Symlink, name.as_bytes().to_vec()))
                 .collect();
@@ -942,7 +946,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn with_dots(ino: u64, mut entries: Vec<(u64, FileType, Bytes)>) -> Vec<(u64, FileType, Bytes)> {
+fn with_dots(ino: u64, mut entries: Listing) -> Listing {
     let mut all = vec![
         (ino, FileType::Directory, b".".to_vec()),
         (ino, FileType::Directory, b"..".to_vec()),
