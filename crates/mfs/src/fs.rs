@@ -279,39 +279,39 @@ impl Inner {
         };
         node.to_string().into_bytes()
     }
+}
 
-    /// The target a symlink of `place` shows: as stored when it stays within the node's tree,
-    /// else made to lead into `/mfs/N`, so that it resolves as at node N and never to a file of
-    /// the node that reads it.
-    fn confined_target(&self, place: &Place, target: Bytes) -> Bytes {
-        let (dir, _) = split(&place.path);
-        let absolute = target.first() == Some(&b'/');
-        let mut parts: Vec<&[u8]> = if absolute {
-            Vec::new()
-        } else {
-            dir.split(|&b| b == b'/')
-                .filter(|c| !c.is_empty())
-                .collect()
-        };
-        let mut climbs_out = false;
-        for part in target.split(|&b| b == b'/') {
-            match part {
-                b"" | b"." => {}
-                b".." => climbs_out |= parts.pop().is_none(),
-                name => parts.push(name),
-            }
+/// The target a symlink of `place` shows: as stored when it stays within the node's tree,
+/// else made to lead into `/mfs/N`, so that it resolves as at node N and never to a file of
+/// the node that reads it.
+fn confine(mountpoint: &Path, place: &Place, target: Bytes) -> Bytes {
+    let (dir, _) = split(&place.path);
+    let absolute = target.first() == Some(&b'/');
+    let mut parts: Vec<&[u8]> = if absolute {
+        Vec::new()
+    } else {
+        dir.split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+    let mut climbs_out = false;
+    for part in target.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => climbs_out |= parts.pop().is_none(),
+            name => parts.push(name),
         }
-        if !absolute && !climbs_out {
-            return target;
-        }
-        let mut out = self.mountpoint.as_os_str().as_bytes().to_vec();
-        out.extend_from_slice(format!("/{}", place.node).as_bytes());
-        for part in parts {
-            out.push(b'/');
-            out.extend_from_slice(part);
-        }
-        out
     }
+    if !absolute && !climbs_out {
+        return target;
+    }
+    let mut out = mountpoint.as_os_str().as_bytes().to_vec();
+    out.extend_from_slice(format!("/{}", place.node).as_bytes());
+    for part in parts {
+        out.push(b'/');
+        out.extend_from_slice(part);
+    }
+    out
 }
 
 fn split(path: &[u8]) -> (&[u8], &[u8]) {
@@ -517,7 +517,7 @@ impl Filesystem for Mfs {
                 path: place.path.clone(),
             };
             match inner.ask(place.node, caller, request, Vec::new()).await {
-                Ok((Answer::Target(t), _)) => reply.data(&inner.confined_target(&place, t)),
+                Ok((Answer::Target(t), _)) => reply.data(&confine(&inner.mountpoint, &place, t)),
                 Ok(_) => reply.error(Errno::EIO),
                 Err(e) => reply.error(e),
             }
@@ -1057,5 +1057,22 @@ mod tests {
         assert_eq!(inodes.by_place.get(&at("tmp/a/f")), None);
         inodes.forget(file, 1);
         assert!(!inodes.by_ino.contains_key(&file));
+    }
+
+    #[test]
+    fn symlinks_that_leave_a_node_tree_are_led_back_into_it() {
+        let link = Place {
+            node: 3,
+            path: b"tmp/d/l".to_vec(),
+        };
+        let shown =
+            |t: &str| String::from_utf8(confine(Path::new("/mfs"), &link, t.into())).unwrap();
+        // Within the tree: as stored.
+        assert_eq!(shown("x"), "x");
+        assert_eq!(shown("../../etc/x"), "../../etc/x");
+        // Absolute, or climbing above the node's root (where `..` stays at the root).
+        assert_eq!(shown("/etc/passwd"), "/mfs/3/etc/passwd");
+        assert_eq!(shown("../../../../etc/./x"), "/mfs/3/etc/x");
+        assert_eq!(shown("/mfs/2/tmp"), "/mfs/3/mfs/2/tmp");
     }
 }

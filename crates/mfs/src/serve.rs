@@ -627,3 +627,185 @@ fn dtype_to_mode(d_type: u8) -> u32 {
         _ => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use super::*;
+
+    fn caller(uid: u32) -> Caller {
+        Caller {
+            uid,
+            gid: uid,
+            groups: Vec::new(),
+        }
+    }
+
+    /// Run `request` as `who` on `session`.
+    fn ask(session: &Session, who: u32, request: Request) -> (Answer, Vec<u8>) {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(session.call(caller(who), request, Vec::new()))
+    }
+
+    fn path(p: &str) -> crate::protocol::Bytes {
+        p.as_bytes().to_vec()
+    }
+
+    /// Workers change their ids, which only root may do; the CI runs as root.
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no failure mode.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    /// A tree: tmp/f ("inside"), up -> ../../.. , abs -> / , secret (0600, root's).
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
+        std::fs::write(dir.path().join("tmp/f"), "inside").unwrap();
+        symlink("../../..", dir.path().join("up")).unwrap();
+        symlink("/", dir.path().join("abs")).unwrap();
+        std::fs::write(dir.path().join("secret"), "s").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("secret"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        dir
+    }
+
+    fn read_all(session: &Session, who: u32, p: &str) -> Result<Vec<u8>, i32> {
+        let fh = match ask(
+            session,
+            who,
+            Request::Open {
+                path: path(p),
+                flags: libc::O_RDONLY,
+            },
+        ) {
+            (Answer::Opened { fh, .. }, _) => fh,
+            (Answer::Error(e), _) => return Err(e),
+            other => panic!("{other:?}"),
+        };
+        let (answer, data) = ask(
+            session,
+            who,
+            Request::Read {
+                fh,
+                offset: 0,
+                size: 4096,
+            },
+        );
+        assert_eq!(answer, Answer::Data);
+        Ok(data)
+    }
+
+    #[test]
+    fn dot_dots_and_symlinks_stay_below_the_root() {
+        if !is_root() {
+            return;
+        }
+        let dir = tree();
+        let server = Server::start(dir.path(), Policy::default(), 1).unwrap();
+        let session = server.session();
+        for p in [
+            "tmp/f",
+            "../../tmp/f",
+            "tmp/../../tmp/f",
+            "up/tmp/f",
+            "abs/tmp/f",
+            "abs/../tmp/f",
+        ] {
+            assert_eq!(read_all(&session, 1000, p).unwrap(), b"inside", "{p}");
+        }
+        // The host's /etc is not below the root: not found, as at a node without one.
+        assert_eq!(
+            read_all(&session, 1000, "abs/etc/hostname"),
+            Err(libc::ENOENT)
+        );
+    }
+
+    #[test]
+    fn long_names_proc_and_devices_are_refused() {
+        if !is_root() {
+            return;
+        }
+        let dir = tree();
+        let server = Server::start(dir.path(), Policy::default(), 1).unwrap();
+        let session = server.session();
+        let long = "n".repeat(resolve::NAME_MAX + 1);
+        let mkdir = Request::Mkdir {
+            parent: path("tmp"),
+            name: path(&long),
+            mode: 0o755,
+        };
+        assert_eq!(
+            ask(&session, 1000, mkdir).0,
+            Answer::Error(libc::ENAMETOOLONG)
+        );
+        assert_eq!(
+            ask(
+                &session,
+                1000,
+                Request::Lookup {
+                    path: path(&format!("tmp/{long}"))
+                }
+            )
+            .0,
+            Answer::Error(libc::ENAMETOOLONG)
+        );
+        let host = Server::start(Path::new("/"), Policy::default(), 1).unwrap();
+        let host = host.session();
+        for p in ["proc", "proc/self/status", "proc/1"] {
+            assert_eq!(
+                ask(&host, 1000, Request::Lookup { path: path(p) }).0,
+                Answer::Error(libc::EACCES),
+                "{p}"
+            );
+        }
+        assert_eq!(read_all(&host, 1000, "dev/null"), Err(libc::EACCES));
+        assert_eq!(read_all(&host, 1000, "dev/zero"), Err(libc::EACCES));
+    }
+
+    #[test]
+    fn root_is_nobody_unless_trusted_and_handles_are_their_sessions_own() {
+        if !is_root() {
+            return;
+        }
+        let dir = tree();
+        let mapped = Server::start(dir.path(), Policy::default(), 1).unwrap();
+        let session = mapped.session();
+        assert_eq!(read_all(&session, 0, "secret"), Err(libc::EACCES));
+        assert_eq!(read_all(&session, 1000, "secret"), Err(libc::EACCES));
+        let trusted = Server::start(dir.path(), Policy { trust_root: true }, 1).unwrap();
+        assert_eq!(read_all(&trusted.session(), 0, "secret").unwrap(), b"s");
+
+        let (answer, _) = ask(
+            &session,
+            1000,
+            Request::Open {
+                path: path("tmp/f"),
+                flags: libc::O_RDONLY,
+            },
+        );
+        let Answer::Opened { fh, .. } = answer else {
+            panic!("{answer:?}")
+        };
+        let other = mapped.session();
+        let read = Request::Read {
+            fh,
+            offset: 0,
+            size: 1,
+        };
+        assert_eq!(
+            ask(&other, 1000, read.clone()).0,
+            Answer::Error(libc::EBADF)
+        );
+        drop(session);
+        // The session's end closed its files.
+        assert_eq!(lock(&mapped.handles).len(), 0);
+        assert_eq!(read_all(&other, 1000, "tmp/none"), Err(libc::ENOENT));
+    }
+}
