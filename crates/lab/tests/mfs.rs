@@ -382,3 +382,44 @@ fn removed_open_files_and_renames_racing_lookups_give_clear_answers() {
     );
     assert_eq!(ok_as(n1, ANA, "cat /tmp/a"), "a\n");
 }
+
+/// How many mounts a node has at /mfs.
+fn mfs_mounts(node: &Node) -> String {
+    ok_as(node, 0, "awk '$2 == \"/mfs\"' /proc/self/mounts | wc -l")
+}
+
+#[test]
+fn the_daemon_unmounts_mfs_as_it_stops_and_mounts_over_a_crashed_ones() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let n1 = lab.node(1);
+    wait_mfs(n1, 2);
+    assert_eq!(mfs_mounts(n1), "1\n");
+    n1.stop_daemon().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(mfs_mounts(n1), "0\n");
+    n1.start_daemon().unwrap_or_else(|e| panic!("{e}"));
+    wait_mfs(n1, 2);
+
+    // A daemon killed outright leaves its mount behind, which answers no more.
+    ok_as(
+        n1,
+        0,
+        "for p in $(cat /proc/1/task/1/children); do \
+             if tr '\\0' ' ' < /proc/$p/cmdline | grep -q -- ' --map '; then kill -9 $p; fi; done",
+    );
+    let deadline = Instant::now() + STEP;
+    loop {
+        let stale = sh_as(n1, ANA, "ls /mfs/2/");
+        if stale.stderr.contains("not connected") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no stale mount: {stale:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(mfs_mounts(n1), "1\n");
+    n1.start_daemon().unwrap_or_else(|e| panic!("{e}"));
+    wait_mfs(n1, 2);
+    assert_eq!(mfs_mounts(n1), "1\n");
+}
