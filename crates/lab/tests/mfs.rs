@@ -109,7 +109,10 @@ fn each_node_reads_and_writes_the_others_files_and_sees_every_change_at_once() {
         ok_as(n2, ANA, "ls /mfs/1/tmp/d; readlink /mfs/1/tmp/d/l"),
         "b\nl\nb\n"
     );
-    assert_eq!(ok_as(n2, BEN, "ls /mfs"), "1\n2\nhere\nhome\n");
+    assert_eq!(
+        ok_as(n2, BEN, "ls /mfs"),
+        "1\n2\nhere\nhome\nselect\nselected\n"
+    );
 }
 
 #[test]
@@ -252,6 +255,35 @@ fn here_and_home_name_where_the_caller_runs_and_where_it_belongs() {
         .unwrap_or_else(|e| panic!("{e}\n{}", n1.log()));
     job.close_stdin();
     job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_process_selects_a_node_for_itself_and_the_children_it_forks_afterwards() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    ok_as(n1, ANA, "echo at-1 > /tmp/sel");
+    let none = sh_as(n2, ANA, "readlink /mfs/selected");
+    assert!(!none.status.success(), "{none:?}");
+    // The background child is forked before the write (a clock tick before at least: start
+    // times count in ticks, and a child of the tick of the write counts as forked after it):
+    // it does not inherit the selection.
+    let out = ok_as(
+        n2,
+        ANA,
+        "(sleep 1; readlink /mfs/selected || echo early-child-none) & sleep 0.1; \
+         echo 1 > /mfs/select; cat /mfs/select; readlink /mfs/selected; \
+         sh -c 'cat /mfs/selected/tmp/sel'; wait",
+    );
+    assert_eq!(out, "1\n1\nat-1\nearly-child-none\n");
+    let bad = sh_as(n2, ANA, "/bin/echo 9 > /mfs/select");
+    assert!(
+        !bad.status.success() && bad.stderr.contains("nvalid argument"),
+        "{bad:?}"
+    );
 }
 
 #[test]

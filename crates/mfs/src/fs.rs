@@ -39,6 +39,7 @@ use tokio::runtime::Handle;
 use tracing::warn;
 
 use crate::protocol::{Answer, Attr, Bytes, Caller, Request, Time};
+use crate::select::{Proc, Selections};
 
 /// Neither entries nor attributes are cached (see the module's doc).
 const TTL: Duration = Duration::ZERO;
@@ -48,11 +49,14 @@ const MAX_IO: u32 = 1 << 20;
 const ROOT: u64 = 1;
 const HERE: u64 = 2;
 const HOME: u64 = 3;
+const SELECTED: u64 = 4;
+/// `/mfs/select`, the file a process writes a node number to (see `select`).
+const SELECT: u64 = 5;
 /// The first inode number of (node, path) pairs.
 const FIRST_PLACE: u64 = 16;
 
-/// The special names of the root, with their inodes.
-const SPECIAL: [(&str, u64); 2] = [("here", HERE), ("home", HOME)];
+/// The special symlinks of the root, with their inodes.
+const SPECIAL: [(&str, u64); 3] = [("here", HERE), ("home", HOME), ("selected", SELECTED)];
 
 /// A future the [`Cluster`] returns.
 pub type Answered = Pin<Box<dyn Future<Output = (Answer, Vec<u8>)> + Send>>;
@@ -104,6 +108,7 @@ pub fn mount(dir: &Path, cluster: Arc<dyn Cluster>, runtime: Handle) -> io::Resu
             listings: Mutex::default(),
             next_listing: AtomicU64::new(1),
             open: Mutex::default(),
+            selections: Mutex::default(),
             mountpoint: dir.to_path_buf(),
             own_pid: std::process::id(),
         }),
@@ -239,6 +244,7 @@ struct Inner {
     /// The handles open on each inode: fstat(2) of a file removed while open is asked by
     /// one of them, since the kernel sends no handle with it.
     open: Mutex<HashMap<u64, Vec<u64>>>,
+    selections: Mutex<Selections>,
     mountpoint: PathBuf,
     own_pid: u32,
 }
@@ -270,14 +276,25 @@ impl Inner {
         }
     }
 
-    fn readlink_special(&self, ino: u64, pid: u32) -> Bytes {
-        let places = self.cluster.places(tgid(pid).unwrap_or(pid as i32));
-        let node = if ino == HERE {
-            places.here
-        } else {
-            places.home
+    /// The target of a special symlink for process `pid`; `None`: it leads nowhere for it
+    /// (`selected` of a process that selected nothing).
+    fn readlink_special(&self, ino: u64, pid: u32) -> Option<Bytes> {
+        let pid = tgid(pid).unwrap_or(pid as i32);
+        let node = match ino {
+            HERE => self.cluster.places(pid).here,
+            HOME => self.cluster.places(pid).home,
+            _ => lock(&self.selections).of(&Proc, pid)?,
         };
-        node.to_string().into_bytes()
+        Some(node.to_string().into_bytes())
+    }
+
+    /// What `/mfs/select` reads for process `pid`: its selection, if any.
+    fn selection_text(&self, pid: u32) -> String {
+        let pid = tgid(pid).unwrap_or(pid as i32);
+        match lock(&self.selections).of(&Proc, pid) {
+            Some(node) => format!("{node}\n"),
+            None => String::new(),
+        }
     }
 }
 
@@ -379,6 +396,19 @@ impl Mfs {
         self.inner.cluster.nodes().contains(&node).then_some(node)
     }
 
+    /// Process `pid` (a thread of it) selects the node written: a number of the map, else
+    /// EINVAL.
+    fn select(&self, pid: u32, data: &[u8]) -> Result<(), Errno> {
+        let node = std::str::from_utf8(data)
+            .ok()
+            .and_then(|t| t.trim().parse::<u16>().ok())
+            .filter(|n| self.inner.cluster.nodes().contains(n))
+            .ok_or(Errno::from_i32(libc::EINVAL))?;
+        let pid = tgid(pid).unwrap_or(pid as i32);
+        lock(&self.inner.selections).select(&Proc, pid, node);
+        Ok(())
+    }
+
     /// A path request for `ino` answered with attributes, as for lookup and getattr.
     fn place_or_error(&self, ino: INodeNo) -> Result<Place, Errno> {
         self.inner.place(ino).ok_or(Errno::ENOENT)
@@ -407,6 +437,9 @@ impl Filesystem for Mfs {
         let place = if parent.0 == ROOT {
             if let Some(&(_, ino)) = SPECIAL.iter().find(|(n, _)| name == OsStr::new(n)) {
                 return reply.entry(&TTL, &special_attr(ino), Generation(0));
+            }
+            if name == OsStr::new("select") {
+                return reply.entry(&TTL, &special_attr(SELECT), Generation(0));
             }
             match self.node_dir(name) {
                 Some(node) => Place {
@@ -442,7 +475,7 @@ impl Filesystem for Mfs {
 
     fn getattr(&self, req: &FuseRequest, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let caller = try_or_reply!(reply, self.caller(req));
-        if ino.0 == ROOT || ino.0 == HERE || ino.0 == HOME {
+        if ino.0 < FIRST_PLACE {
             return reply.attr(&TTL, &special_attr(ino.0));
         }
         let place = try_or_reply!(reply, self.place_or_error(ino));
@@ -486,6 +519,10 @@ impl Filesystem for Mfs {
         reply: ReplyAttr,
     ) {
         let caller = try_or_reply!(reply, self.caller(req));
+        if ino.0 == SELECT {
+            // `echo N > /mfs/select` truncates first; there is nothing to truncate.
+            return reply.attr(&TTL, &special_attr(SELECT));
+        }
         let place = try_or_reply!(reply, self.place_or_error(ino));
         let request = Request::Setattr {
             path: place.path.clone(),
@@ -508,8 +545,11 @@ impl Filesystem for Mfs {
 
     fn readlink(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyData) {
         let caller = try_or_reply!(reply, self.caller(req));
-        if ino.0 == HERE || ino.0 == HOME {
-            return reply.data(&self.inner.readlink_special(ino.0, req.pid()));
+        if ino.0 < FIRST_PLACE {
+            return match self.inner.readlink_special(ino.0, req.pid()) {
+                Some(target) => reply.data(&target),
+                None => reply.error(Errno::ENOENT),
+            };
         }
         let place = try_or_reply!(reply, self.place_or_error(ino));
         self.spawn(|inner| async move {
@@ -643,6 +683,9 @@ impl Filesystem for Mfs {
 
     fn open(&self, req: &FuseRequest, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let caller = try_or_reply!(reply, self.caller(req));
+        if ino.0 == SELECT {
+            return reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+        }
         let place = try_or_reply!(reply, self.place_or_error(ino));
         let request = Request::Open {
             path: place.path,
@@ -710,6 +753,11 @@ impl Filesystem for Mfs {
         reply: ReplyData,
     ) {
         let caller = try_or_reply!(reply, self.caller(req));
+        if ino.0 == SELECT {
+            let text = self.inner.selection_text(req.pid());
+            let start = (offset as usize).min(text.len());
+            return reply.data(&text.as_bytes()[start..]);
+        }
         let place = try_or_reply!(reply, self.place_or_error(ino));
         let request = Request::Read {
             fh: fh.0,
@@ -738,6 +786,12 @@ impl Filesystem for Mfs {
         reply: ReplyWrite,
     ) {
         let caller = try_or_reply!(reply, self.caller(req));
+        if ino.0 == SELECT {
+            return match self.select(req.pid(), data) {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => reply.error(e),
+            };
+        }
         let place = try_or_reply!(reply, self.place_or_error(ino));
         let request = Request::Write { fh: fh.0, offset };
         let data = data.to_vec();
@@ -820,6 +874,7 @@ impl Filesystem for Mfs {
                 .iter()
                 .map(|&(name, ino)| (ino, FileType::Symlink, name.as_bytes().to_vec()))
                 .collect();
+            entries.push((SELECT, FileType::RegularFile, b"select".to_vec()));
             for node in self.inner.cluster.nodes() {
                 entries.push((ROOT, FileType::Directory, node.to_string().into_bytes()));
             }
@@ -896,8 +951,10 @@ impl Filesystem for Mfs {
     fn access(&self, req: &FuseRequest, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let caller = try_or_reply!(reply, self.caller(req));
         let Some(place) = self.inner.place(ino) else {
-            // The root and the special symlinks: everyone may look, nobody may write.
+            // The root and the special symlinks: everyone may look, nobody may write but
+            // to `select`.
             return match mask.bits() & libc::W_OK {
+                _ if ino.0 == SELECT => reply.ok(),
                 0 => reply.ok(),
                 _ => reply.error(Errno::EACCES),
             };
@@ -1015,6 +1072,7 @@ fn file_attr(ino: u64, a: &Attr) -> FileAttr {
 fn special_attr(ino: u64) -> FileAttr {
     let (kind, perm, size) = match ino {
         ROOT => (FileType::Directory, 0o555, 0),
+        SELECT => (FileType::RegularFile, 0o666, 0),
         _ => (FileType::Symlink, 0o777, 5),
     };
     FileAttr {

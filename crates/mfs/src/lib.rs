@@ -15,4 +15,5 @@ mod creds;
 pub mod fs;
 pub mod protocol;
 mod resolve;
+mod select;
 pub mod serve;
