@@ -455,3 +455,52 @@ fn the_daemon_unmounts_mfs_as_it_stops_and_mounts_over_a_crashed_ones() {
     wait_mfs(n1, 2);
     assert_eq!(mfs_mounts(n1), "1\n");
 }
+
+#[test]
+fn locks_through_mfs_hold_across_nodes() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    ok_as(n1, ANA, "echo l > /tmp/lk");
+    // A process at node 1 holds a write lock (fcntl, on byte 0) on its own file, and a flock
+    // through its MFS, until told to let go.
+    let script = "import fcntl, sys\n\
+        f = open('/tmp/lk', 'r+')\n\
+        fcntl.lockf(f, fcntl.LOCK_EX, 1, 0)\n\
+        g = open('/mfs/1/tmp/lk', 'r')\n\
+        fcntl.flock(g, fcntl.LOCK_EX)\n\
+        print('locked', flush=True)\n\
+        sys.stdin.readline()\n";
+    let mut cmd = n1.command("mosrun");
+    cmd.args(["python3", "-c", script]).stdin(Stdio::piped());
+    let holder = Job::spawn(n1, cmd).unwrap_or_else(|e| panic!("mosrun: {e}"));
+    holder
+        .wait_output("locked\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let try_locks = r#"import fcntl
+f = open('/mfs/1/tmp/lk', 'r+')
+for name, take in [('lockf', lambda: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)),
+                   ('flock', lambda: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB))]:
+    try:
+        take()
+        print(name, 'taken')
+    except OSError:
+        print(name, 'held')
+"#;
+    let held = ok_as(n2, ANA, &format!("python3 -c \"{try_locks}\""));
+    assert_eq!(held, "lockf held\nflock held\n");
+    holder.close_stdin();
+    holder.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    let free = ok_as(n2, ANA, &format!("python3 -c \"{try_locks}\""));
+    assert_eq!(free, "lockf taken\nflock taken\n");
+    // A lock that waits gets it once the holder lets go.
+    let waits = ok_as(
+        n2,
+        ANA,
+        "flock /mfs/1/tmp/lk sleep 1 & sleep 0.3; flock /mfs/1/tmp/lk echo waited; wait",
+    );
+    assert_eq!(waits, "waited\n");
+}

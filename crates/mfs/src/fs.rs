@@ -31,9 +31,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request as FuseRequest, SessionACL, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen,
+    ReplyStatfs, ReplyWrite, Request as FuseRequest, SessionACL, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 use tracing::warn;
@@ -45,6 +45,9 @@ use crate::select::{Proc, Selections};
 const TTL: Duration = Duration::ZERO;
 /// The largest read or write the kernel sends in one request.
 const MAX_IO: u32 = 1 << 20;
+/// How often a lock that must wait is tried again at the serving node (which never waits: a
+/// waiting lock would hold one of its few workers).
+const LOCK_RETRY: Duration = Duration::from_millis(50);
 
 const ROOT: u64 = 1;
 const HERE: u64 = 2;
@@ -109,6 +112,7 @@ pub fn mount(dir: &Path, cluster: Arc<dyn Cluster>, runtime: Handle) -> io::Resu
             next_listing: AtomicU64::new(1),
             open: Mutex::default(),
             selections: Mutex::default(),
+            locked: Mutex::default(),
             mountpoint: dir.to_path_buf(),
             own_pid: std::process::id(),
         }),
@@ -245,6 +249,8 @@ struct Inner {
     /// one of them, since the kernel sends no handle with it.
     open: Mutex<HashMap<u64, Vec<u64>>>,
     selections: Mutex<Selections>,
+    /// The handles a lock was set through: their locks go at the next close (flush).
+    locked: Mutex<std::collections::HashSet<u64>>,
     mountpoint: PathBuf,
     own_pid: u32,
 }
@@ -428,6 +434,12 @@ impl Filesystem for Mfs {
     fn init(&mut self, _req: &FuseRequest, config: &mut KernelConfig) -> io::Result<()> {
         if let Err(max) = config.set_max_write(MAX_IO) {
             config.set_max_write(max).ok();
+        }
+        // Without these the kernel keeps locks to itself: they would hold within this node.
+        if let Err(missing) =
+            config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS)
+        {
+            warn!("MFS: this kernel keeps locks node-local: it lacks {missing:?}");
         }
         Ok(())
     }
@@ -806,14 +818,100 @@ impl Filesystem for Mfs {
 
     fn flush(
         &self,
-        _req: &FuseRequest,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        req: &FuseRequest,
+        ino: INodeNo,
+        fh: FileHandle,
         _owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing is buffered here: every write has reached the serving node already.
-        reply.ok();
+        // Nothing is buffered here: every write has reached the serving node already. A
+        // close drops the locks set through the file (as a close drops a process's locks).
+        if !lock(&self.inner.locked).remove(&fh.0) {
+            return reply.ok();
+        }
+        let caller = try_or_reply!(reply, self.caller(req));
+        let place = try_or_reply!(reply, self.place_or_error(ino));
+        let request = Request::Lock {
+            fh: fh.0,
+            typ: libc::F_UNLCK,
+            start: 0,
+            end: u64::MAX,
+        };
+        self.spawn(|inner| done_answer(inner, place.node, caller, request, reply));
+    }
+
+    fn getlk(
+        &self,
+        req: &FuseRequest,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        let caller = try_or_reply!(reply, self.caller(req));
+        let place = try_or_reply!(reply, self.place_or_error(ino));
+        let request = Request::GetLock {
+            fh: fh.0,
+            typ,
+            start,
+            end,
+        };
+        self.spawn(|inner| async move {
+            match inner.ask(place.node, caller, request, Vec::new()).await {
+                // The holder is a process of another node, or another open: no PID to name.
+                Ok((Answer::Lock { typ, start, end }, _)) => reply.locked(start, end, typ, 0),
+                Ok(_) => reply.error(Errno::EIO),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setlk(
+        &self,
+        req: &FuseRequest,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let caller = try_or_reply!(reply, self.caller(req));
+        let place = try_or_reply!(reply, self.place_or_error(ino));
+        let request = Request::Lock {
+            fh: fh.0,
+            typ,
+            start,
+            end,
+        };
+        self.spawn(|inner| async move {
+            loop {
+                match inner
+                    .ask(place.node, caller.clone(), request.clone(), Vec::new())
+                    .await
+                {
+                    Ok(_) => {
+                        if typ != libc::F_UNLCK {
+                            lock(&inner.locked).insert(fh.0);
+                        }
+                        return reply.ok();
+                    }
+                    // Held by another: try again while the caller waits (a signal to it ends
+                    // its wait in the kernel; the handle's release ends this loop).
+                    Err(e) if sleep && (e == Errno::EAGAIN || e == Errno::EACCES) => {
+                        tokio::time::sleep(LOCK_RETRY).await;
+                    }
+                    Err(e) => return reply.error(e),
+                }
+            }
+        });
     }
 
     fn release(

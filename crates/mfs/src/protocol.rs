@@ -82,6 +82,25 @@ pub enum Request {
     Release { fh: u64 },
     /// fsync(2) or fdatasync(2) a handle: [`Answer::Done`].
     Fsync { fh: u64, datasync: bool },
+    /// Set or clear a lock of type `typ` (F_RDLCK, F_WRLCK, F_UNLCK) on bytes `start..=end`
+    /// of the file of `fh` without waiting (`end` of `i64::MAX` or more: to the end of the
+    /// file). The whole file: a flock(2) lock, else an open-file-description lock
+    /// (F_OFD_SETLK); clearing the whole file clears both. [`Answer::Done`], or EAGAIN while
+    /// another holds a conflicting lock.
+    Lock {
+        fh: u64,
+        typ: i32,
+        start: u64,
+        end: u64,
+    },
+    /// The first lock that would conflict with the one described (F_OFD_GETLK):
+    /// [`Answer::Lock`], of type F_UNLCK if none.
+    GetLock {
+        fh: u64,
+        typ: i32,
+        start: u64,
+        end: u64,
+    },
     /// [`Answer::Attr`] of the new directory.
     Mkdir {
         parent: Bytes,
@@ -176,6 +195,11 @@ pub enum Answer {
     Written(u32),
     Done,
     Statfs(Statfs),
+    Lock {
+        typ: i32,
+        start: u64,
+        end: u64,
+    },
     /// It failed with this errno.
     Error(i32),
 }

@@ -338,6 +338,53 @@ impl Server {
                 }
                 done(Answer::Written(n as u32))
             }
+            Request::Lock {
+                fh,
+                typ,
+                start,
+                end,
+            } => {
+                let file = self.file(session, fh)?;
+                let fd = file.as_raw_fd();
+                if start == 0 && end >= i64::MAX as u64 {
+                    // The whole file: what flock(2) asks for (FUSE does not say which call it
+                    // was). A flock lock needs no write access, as flock(2) needs none.
+                    let how = match typ {
+                        libc::F_RDLCK => libc::LOCK_SH,
+                        libc::F_WRLCK => libc::LOCK_EX,
+                        _ => libc::LOCK_UN,
+                    };
+                    // SAFETY: a valid descriptor.
+                    check(unsafe { libc::flock(fd, how | libc::LOCK_NB) })?;
+                    if typ != libc::F_UNLCK {
+                        return done(Answer::Done);
+                    }
+                }
+                let mut lock = flock(typ, start, end);
+                // SAFETY: a valid descriptor and flock.
+                check(unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &mut lock) })?;
+                done(Answer::Done)
+            }
+            Request::GetLock {
+                fh,
+                typ,
+                start,
+                end,
+            } => {
+                let file = self.file(session, fh)?;
+                let mut lock = flock(typ, start, end);
+                // SAFETY: a valid descriptor and flock.
+                check(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) })?;
+                let end = match lock.l_len {
+                    0 => i64::MAX as u64,
+                    len => (lock.l_start + len - 1) as u64,
+                };
+                done(Answer::Lock {
+                    typ: i32::from(lock.l_type),
+                    start: lock.l_start as u64,
+                    end,
+                })
+            }
             Request::Release { fh } => {
                 self.file(session, fh)?;
                 lock(&self.handles).remove(&fh);
@@ -578,6 +625,21 @@ fn regular(st: &libc::stat) -> Result<(), Errno> {
         libc::S_IFDIR => Err(libc::EISDIR),
         _ => Err(libc::EACCES),
     }
+}
+
+/// A lock on bytes `start..=end`; an `end` the kernel gives as OFFSET_MAX means "to the end".
+fn flock(typ: i32, start: u64, end: u64) -> libc::flock {
+    // SAFETY: all-zero is a valid flock; the fields are set below.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = typ as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = start.min(i64::MAX as u64) as libc::off_t;
+    lock.l_len = if end >= i64::MAX as u64 {
+        0
+    } else {
+        end.saturating_sub(start) as libc::off_t + 1
+    };
+    lock
 }
 
 fn timespec(time: Option<Time>) -> libc::timespec {
