@@ -11,8 +11,12 @@
 //! kernel still maps files MAP_PRIVATE (through the page cache, filled when mapped); a shared
 //! mapping is refused with ENODEV, as fuser does not ask for FUSE_DIRECT_IO_ALLOW_MMAP.
 //!
-//! The root lists the map's nodes and the special symlinks `here` and `home`, whose targets
-//! depend on the process that reads them (see [`Places`]).
+//! Locks are forwarded and held at the serving node (flock(2) for the whole file, OFD locks
+//! for ranges); a lock that must wait is tried again from here, never waited for there.
+//!
+//! The root lists the map's nodes, the special symlinks `here`, `home` and `selected`, whose
+//! targets depend on the process that reads them (see [`Places`] and `select`), and the file
+//! `select` a process writes a node number to.
 //!
 //! Every request its own daemon makes is refused (EACCES): a path the daemon serves for
 //! another node can then never lead into this node's `/mfs` (as `/mfs/1/mfs/2/...` would), and
