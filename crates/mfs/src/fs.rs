@@ -102,10 +102,21 @@ impl Drop for Mounted {
     }
 }
 
-/// Mount MFS at `dir` (created if missing), after a lazy unmount of whatever a crashed daemon
-/// left there. Requests are answered on `runtime`.
+/// Mount MFS at `dir` (created if missing), after a lazy unmount of the dead mount a crashed
+/// daemon left there (it answers ENOTCONN). A live file system mounted there (another
+/// daemon's MFS, in the same mount namespace) is left alone: AlreadyExists. Requests are
+/// answered on `runtime`.
 pub fn mount(dir: &Path, cluster: Arc<dyn Cluster>, runtime: Handle) -> io::Result<Mounted> {
-    detach(dir);
+    match std::fs::metadata(dir) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => detach(dir),
+        Ok(meta) if is_mount_point(dir, &meta) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "another file system is mounted there",
+            ));
+        }
+        _ => {}
+    }
     std::fs::create_dir_all(dir)?;
     let fs = Mfs {
         inner: Arc::new(Inner {
@@ -134,6 +145,13 @@ pub fn mount(dir: &Path, cluster: Arc<dyn Cluster>, runtime: Handle) -> io::Resu
         dir: dir.to_path_buf(),
         session: Some(session),
     })
+}
+
+/// Whether `dir` is on another device than its parent: something is mounted on it.
+fn is_mount_point(dir: &Path, meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    std::fs::metadata(parent).is_ok_and(|p| p.dev() != meta.dev())
 }
 
 /// umount2(MNT_DETACH), ignoring "not mounted".
