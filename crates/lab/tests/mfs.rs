@@ -454,6 +454,61 @@ fn the_daemon_unmounts_mfs_as_it_stops_and_mounts_over_a_crashed_ones() {
     n1.start_daemon().unwrap_or_else(|e| panic!("{e}"));
     wait_mfs(n1, 2);
     assert_eq!(mfs_mounts(n1), "1\n");
+
+    // A second daemon in the node leaves the first one's live mount alone.
+    let mut second = n1.command("mosixd");
+    second
+        .args([
+            "--map",
+            path(&lab.map_path()),
+            "--key",
+            path(&lab.key_path()),
+        ])
+        .args([
+            "--node",
+            "1",
+            "--socket",
+            "/run/mosix/second.sock",
+            "--port",
+            "4662",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut second = second.spawn().expect("start a second daemon");
+    // Its log is read on a thread, so that a daemon that never says it stays within STEP.
+    let log = std::io::BufReader::new(second.stderr.take().expect("piped"));
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(log).map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + STEP;
+    let mut seen = String::new();
+    let refused = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match said.recv_timeout(left) {
+            Ok(line)
+                if line.contains("cannot mount MFS at /mfs: another file system is mounted") =>
+            {
+                break true;
+            }
+            Ok(line) => seen.push_str(&line),
+            Err(_) => break false,
+        }
+    };
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(refused, "{seen}");
+    assert_eq!(mfs_mounts(n1), "1\n");
+    wait_mfs(n1, 2);
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("UTF-8 path")
 }
 
 #[test]
