@@ -330,7 +330,7 @@ impl Inner {
 /// else made to lead into `/mfs/N`, so that it resolves as at node N and never to a file of
 /// the node that reads it.
 fn confine(mountpoint: &Path, place: &Place, target: Bytes) -> Bytes {
-    let (dir, _) = split(&place.path);
+    let (dir, _) = crate::resolve::split(&place.path);
     let absolute = target.first() == Some(&b'/');
     let mut parts: Vec<&[u8]> = if absolute {
         Vec::new()
@@ -357,13 +357,6 @@ fn confine(mountpoint: &Path, place: &Place, target: Bytes) -> Bytes {
         out.extend_from_slice(part);
     }
     out
-}
-
-fn split(path: &[u8]) -> (&[u8], &[u8]) {
-    match path.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => (b"", path),
-    }
 }
 
 /// The thread group of a thread (FUSE names the calling thread).

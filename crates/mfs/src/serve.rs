@@ -660,7 +660,7 @@ fn timespec(time: Option<Time>) -> libc::timespec {
 }
 
 /// The attributes of a stat.
-pub fn attr(st: &libc::stat) -> Attr {
+fn attr(st: &libc::stat) -> Attr {
     Attr {
         ino: st.st_ino,
         size: st.st_size as u64,
