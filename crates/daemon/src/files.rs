@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -116,7 +116,14 @@ pub(crate) async fn serve_link(shared: &Shared, link: Link, from: u16) {
 }
 
 /// A peer's link, locked while it is opened.
-type LinkSlot = Arc<tokio::sync::Mutex<Option<Arc<PeerLink>>>>;
+type LinkSlot = Arc<tokio::sync::Mutex<Slot>>;
+
+/// A peer's link, or when the last attempt to open one failed.
+#[derive(Default)]
+struct Slot {
+    link: Option<Arc<PeerLink>>,
+    failed_at: Option<Instant>,
+}
 
 /// An answer and the bytes that came with it.
 type Answered = (Answer, Vec<u8>);
@@ -173,15 +180,35 @@ impl Nodes {
     async fn link(&self, node: u16) -> Result<Arc<PeerLink>, i32> {
         let slot = lock(&self.links).entry(node).or_default().clone();
         let mut slot = slot.lock().await;
-        if let Some(link) = slot.as_ref().filter(|l| !l.closed.load(Ordering::SeqCst)) {
+        if let Some(link) = slot
+            .link
+            .as_ref()
+            .filter(|l| !l.closed.load(Ordering::SeqCst))
+        {
             return Ok(link.clone());
         }
-        let link = self.connect(node).await.map_err(|e| {
-            warn!(node, "MFS: cannot reach node: {e}");
-            libc::EIO
-        })?;
-        *slot = Some(link.clone());
-        Ok(link)
+        // The callers that queued behind a failed attempt fail with it, rather than each
+        // waiting for an attempt of its own.
+        if slot
+            .failed_at
+            .is_some_and(|at| at.elapsed() < CONNECT_TIMEOUT)
+        {
+            return Err(libc::EIO);
+        }
+        match self.connect(node).await {
+            Ok(link) => {
+                *slot = Slot {
+                    link: Some(link.clone()),
+                    failed_at: None,
+                };
+                Ok(link)
+            }
+            Err(e) => {
+                warn!(node, "MFS: cannot reach node: {e}");
+                slot.failed_at = Some(Instant::now());
+                Err(libc::EIO)
+            }
+        }
     }
 
     async fn connect(&self, node: u16) -> Result<Arc<PeerLink>, String> {
