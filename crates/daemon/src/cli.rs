@@ -42,6 +42,16 @@ pub struct Args {
     /// see docs/metrics.md). Off unless given.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Mount MFS here: DIR/N/path is node N's /path (docs/mfs.md).
+    #[arg(long, value_name = "DIR", default_value = Config::DEFAULT_MFS)]
+    pub mfs: PathBuf,
+    /// Neither mount MFS nor serve this node's files to other nodes' MFS.
+    #[arg(long)]
+    pub no_mfs: bool,
+    /// Run other nodes' root's MFS calls here as root. Off by default: they run as nobody
+    /// (65534), so that root on one node is not root on every node's files.
+    #[arg(long)]
+    pub mfs_trust_root: bool,
     /// Log filter, e.g. `info` or `rmosix_daemon=debug` (default: $RUST_LOG, else info).
     #[arg(long, value_name = "L")]
     pub log_level: Option<String>,

@@ -27,7 +27,7 @@ use crate::records::{Records, RecordsError};
 use crate::sys::FdLimit;
 use crate::table::Table;
 use crate::throttle::{Throttle, Verdict};
-use crate::{balancer, cluster, control, guests, metrics, own, peer, sys};
+use crate::{balancer, cluster, control, files, guests, metrics, own, peer, sys};
 
 /// What `mosixd` needs to start.
 #[derive(Clone, Debug)]
@@ -48,6 +48,11 @@ pub struct Config {
     pub balance: bool,
     /// Where to serve the metrics (`metrics`); `None`: nowhere.
     pub metrics: Option<SocketAddr>,
+    /// Where to mount MFS (`files`, docs/mfs.md); `None`: neither mount it nor serve this
+    /// node's files to others.
+    pub mfs: Option<PathBuf>,
+    /// Run other nodes' root's MFS calls as root here, instead of as `nobody`.
+    pub mfs_trust_root: bool,
 }
 
 impl Config {
@@ -60,6 +65,8 @@ impl Config {
     /// thousand jobs from one node, and is far below the descriptors of a daemon (see
     /// docs/security.md).
     pub const DEFAULT_MAX_USER_CONNECTIONS: u32 = 1024;
+    /// Where MFS is mounted unless told otherwise.
+    pub const DEFAULT_MFS: &str = "/mfs";
 }
 
 /// How long a source of failures stays quiet in the log after a line (see `throttle`).
@@ -181,6 +188,8 @@ pub(crate) struct Shared {
     /// The moves this node's balancing ordered lately, while it balances (`None` with
     /// `--no-balance`): the balancing loop and placements at exec both count them.
     pub balancing: Option<Mutex<balancer::Recent>>,
+    /// The server of this node's files to MFS (`None` with `--no-mfs`).
+    pub mfs: Option<Arc<rmosix_mfs::serve::Server>>,
 }
 
 impl Shared {
@@ -227,6 +236,11 @@ impl Shared {
     /// The hosted processes; poisoning is handled as for the table.
     pub fn hosted(&self) -> MutexGuard<'_, Hosted> {
         lock(&self.hosted)
+    }
+
+    /// `mosctl nomfs`: other nodes' MFS calls are refused.
+    pub fn mfs_closed(&self) -> bool {
+        self.switches.is_on(NodeMode::Nomfs)
     }
 
     /// Whether new guests are refused.
@@ -315,6 +329,7 @@ struct Switches {
     lstay: AtomicBool,
     block: AtomicBool,
     quiet: AtomicBool,
+    nomfs: AtomicBool,
 }
 
 impl Switches {
@@ -324,6 +339,7 @@ impl Switches {
             NodeMode::Lstay => &self.lstay,
             NodeMode::Block => &self.block,
             NodeMode::Quiet => &self.quiet,
+            NodeMode::Nomfs => &self.nomfs,
         }
     }
 
@@ -357,6 +373,8 @@ pub struct Daemon {
     hangup: Signal,
     /// The metrics listener, if asked for.
     metrics: Option<TcpListener>,
+    /// MFS, unmounted when the daemon stops.
+    mounted: Option<rmosix_mfs::fs::Mounted>,
 }
 
 impl Daemon {
@@ -404,6 +422,21 @@ impl Daemon {
             Err(e) => warn!("cannot sweep the guests' records: {e}"),
         }
         let units = Units::probe().map_err(DaemonError::Units)?;
+        let policy = rmosix_mfs::serve::Policy {
+            trust_root: config.mfs_trust_root,
+        };
+        let mfs = match &config.mfs {
+            Some(_) => {
+                match rmosix_mfs::serve::Server::start(Path::new("/"), policy, files::WORKERS) {
+                    Ok(server) => Some(server),
+                    Err(e) => {
+                        warn!("cannot serve this node's files to MFS: {e}");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let cluster = Cluster::start(own, &map, &key, port).await?;
         info!(
             node = own.get(),
@@ -433,7 +466,22 @@ impl Daemon {
             user_log: Mutex::new(Throttle::new(LOG_WINDOW, LOG_SOURCES)),
             metrics: Metrics::default(),
             balancing: config.balance.then(Mutex::default),
+            mfs,
         });
+        // A node whose MFS cannot be mounted still runs and moves processes.
+        let mounted = match (&config.mfs, &shared.mfs) {
+            (Some(dir), Some(server)) => match files::mount(&shared, dir, server) {
+                Ok(mounted) => {
+                    info!(dir = %dir.display(), "MFS mounted");
+                    Some(mounted)
+                }
+                Err(e) => {
+                    warn!("cannot mount MFS at {}: {e}", dir.display());
+                    None
+                }
+            },
+            _ => None,
+        };
         Ok(Daemon {
             shared,
             tcp,
@@ -442,6 +490,7 @@ impl Daemon {
             term,
             hangup,
             metrics,
+            mounted,
         })
     }
 
@@ -476,6 +525,7 @@ impl Daemon {
         // The others mark this node dead at once rather than after the suspicion timeout.
         self.shared.cluster.leave().await;
         let _ = std::fs::remove_file(&self.socket);
+        drop(self.mounted);
         Ok(())
     }
 }

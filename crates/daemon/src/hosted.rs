@@ -122,6 +122,11 @@ impl Hosted {
         Registration { guest, conn }
     }
 
+    /// The home node of the process guest `guest` hosts, if it is one of this node's guests.
+    pub fn home_of(&self, guest: i32) -> Option<u16> {
+        self.guests.get(&guest).map(|g| g.home_node)
+    }
+
     /// The guest of `reg` runs `process`. False if the registration was replaced by a newer
     /// one, which the guest then reports to.
     pub fn running(&mut self, reg: &Registration, process: Process) -> bool {

@@ -4,7 +4,7 @@
 //!
 //! * on TCP for other nodes' daemons. Every connection must complete the transport room's
 //!   authenticated handshake and then say what it wants in a [`rmosix_wire::LinkHello`]: a
-//!   ping, a recall of a process the peer hosts (`mosctl expel`),
+//!   ping, a recall of a process the peer hosts (`mosctl expel`), MFS calls (`files`),
 //!   or a guest session, for which the daemon starts `mosixd guest` under the requested
 //!   uid and groups and pipes the link's bytes to it ([`run_guest`] is that mode's body);
 //! * on a Unix socket for the local tools and job supervisors (`mosrun`), speaking the wire
@@ -32,6 +32,10 @@
 //! loads and liveness, processes and guests, moves with their image sizes and freeze times,
 //! forwarded-call times, gossip drops. The supervisors tally what only they see.
 //!
+//! Unless started with `--no-mfs` it mounts MFS at `/mfs` (`files`, docs/mfs.md) and serves
+//! this node's files to the other nodes' MFS on `Purpose::Files` links, each call as its
+//! caller; `mosctl nomfs|mfs` closes and opens them.
+//!
 //! Placement policy, membership and the migration engine itself live in other rooms.
 //!
 //! The door: [`cli`] (`mosixd`'s command line), [`Config`], [`Daemon`], [`DaemonError`],
@@ -43,6 +47,7 @@ pub mod cli;
 mod cluster;
 mod control;
 mod daemon;
+mod files;
 mod guest;
 mod guests;
 mod hosted;

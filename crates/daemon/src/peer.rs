@@ -95,6 +95,11 @@ pub(crate) async fn serve_peer(
             }
             drop(ticket);
         }
+        Purpose::Files => {
+            // The link holds its place in the limits for as long as it lasts.
+            crate::files::serve_link(&shared, link, from).await;
+            drop(ticket);
+        }
         Purpose::Hosted => {
             let answer = HostedHere {
                 processes: guests::hosted_from(&shared, from),

@@ -43,8 +43,10 @@ fn setup(map: &str) -> Setup {
 fn mosixd(s: &Setup, extra: &[&str]) -> Command {
     let mut cmd = Command::new(MOSIXD);
     cmd.arg("--map").arg(&s.map).arg("--key").arg(&s.key);
+    // These daemons run in the host's mount namespace: none may mount the host's /mfs.
     cmd.arg("--socket")
         .arg(s.dir.path().join("mosixd.sock"))
+        .arg("--no-mfs")
         .args(extra);
     cmd.env_remove("RUST_LOG").env_remove("MOSIX_SOCKET");
     cmd

@@ -1154,6 +1154,8 @@ fn status_of_a_map_of_twenty_thousand_nodes_answers_and_head_ends_it_quietly() {
             socket,
             "--port",
             "4661",
+            // The node's own daemon has its /mfs.
+            "--no-mfs",
         ],
     );
     wait_until(

@@ -126,7 +126,7 @@ pub enum Request {
     /// Ask for the processes this node hosts; answered with [`Reply::Guests`].
     Guests,
     /// Turn one of this node's modes on or off (`mosctl stay|nostay|lstay|nolstay|block|
-    /// noblock|quiet|noquiet`). Root only. Answered with [`Reply::Ok`].
+    /// noblock|quiet|noquiet|nomfs|mfs`). Root only. Answered with [`Reply::Ok`].
     SetMode {
         /// Which mode.
         mode: NodeMode,
@@ -378,6 +378,8 @@ pub enum NodeMode {
     /// The node takes no part in balancing: it decides nothing and other nodes send it
     /// nothing (its own processes may still come home).
     Quiet,
+    /// This node's files are closed to other nodes' MFS (`mosctl nomfs`; off: `mosctl mfs`).
+    Nomfs,
 }
 
 impl fmt::Display for NodeMode {
@@ -387,6 +389,7 @@ impl fmt::Display for NodeMode {
             NodeMode::Lstay => "lstay",
             NodeMode::Block => "block",
             NodeMode::Quiet => "quiet",
+            NodeMode::Nomfs => "nomfs",
         })
     }
 }
@@ -565,6 +568,7 @@ mod tests {
             NodeMode::Lstay,
             NodeMode::Block,
             NodeMode::Quiet,
+            NodeMode::Nomfs,
         ] {
             round_trip(Request::SetMode { mode, on: true });
             round_trip(Request::SetMode { mode, on: false });

@@ -73,6 +73,10 @@ pub enum Purpose {
     /// Which processes of the sender run at the receiver, and what they use there (for
     /// `mosps`)? Answered with one [`HostedHere`].
     Hosted,
+    /// MFS: the sender's processes reach the receiver's files. Afterwards the link carries
+    /// MFS calls and replies (rmosix-mfs's protocol), each with its caller's ids, for as
+    /// long as the sender keeps it open.
+    Files,
 }
 
 /// The answer to a [`Purpose::Hosted`]: the receiver's guests whose home is the sender.
@@ -139,6 +143,7 @@ mod tests {
                 forwarded_per_mille: Some(250),
             },
             Purpose::Hosted,
+            Purpose::Files,
             Purpose::Session {
                 uid: 1000,
                 gid: 100,

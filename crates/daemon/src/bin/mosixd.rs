@@ -30,6 +30,8 @@ fn main() -> ExitCode {
         max_user_connections: args.max_user_connections,
         balance: !args.no_balance,
         metrics: args.metrics,
+        mfs: (!args.no_mfs).then_some(args.mfs),
+        mfs_trust_root: args.mfs_trust_root,
     };
     // Before the runtime starts its threads, which inherit it.
     if let Err(e) = rmosix_daemon::raise_priority() {

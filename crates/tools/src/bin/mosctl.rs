@@ -45,7 +45,9 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         | Cmd::Block
         | Cmd::Noblock
         | Cmd::Quiet
-        | Cmd::Noquiet => {
+        | Cmd::Noquiet
+        | Cmd::Nomfs
+        | Cmd::Mfs => {
             let (mode, on) = match args.command {
                 Cmd::Stay => (NodeMode::Stay, true),
                 Cmd::Nostay => (NodeMode::Stay, false),
@@ -54,7 +56,9 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 Cmd::Block => (NodeMode::Block, true),
                 Cmd::Noblock => (NodeMode::Block, false),
                 Cmd::Quiet => (NodeMode::Quiet, true),
-                _ => (NodeMode::Quiet, false),
+                Cmd::Noquiet => (NodeMode::Quiet, false),
+                Cmd::Nomfs => (NodeMode::Nomfs, true),
+                _ => (NodeMode::Nomfs, false),
             };
             match ask(Request::SetMode { mode, on }).context(name)? {
                 Reply::Ok => return Ok(ExitCode::SUCCESS),

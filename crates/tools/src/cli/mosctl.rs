@@ -98,6 +98,11 @@ pub enum Cmd {
     Quiet,
     /// Take part in automatic balancing again (root only).
     Noquiet,
+    /// Close this node's files to other nodes' MFS: their requests for /mfs/N fail with
+    /// EACCES (root only).
+    Nomfs,
+    /// Open this node's files to other nodes' MFS again (root only).
+    Mfs,
     /// Block this node and send every guest process home; returns once all have gone or
     /// failed to (root only).
     Expel,
@@ -136,6 +141,8 @@ impl Cmd {
             Cmd::Noblock => "noblock",
             Cmd::Quiet => "quiet",
             Cmd::Noquiet => "noquiet",
+            Cmd::Nomfs => "nomfs",
+            Cmd::Mfs => "mfs",
             Cmd::Expel => "expel",
             Cmd::Bring => "bring",
             Cmd::Whois { .. } => "whois",

@@ -1,0 +1,561 @@
+//! MFS in 2-node labs with real daemons: `/mfs/N/path` is node N's `/path`. Each node has a
+//! private /tmp, so a file under /mfs/1/tmp is node 1's alone, and what node 2 reads there
+//! can only have come through MFS. Every wait has a deadline; shell scripts run inside the
+//! nodes and say what they saw on stdout.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rmosix_lab::{Job, Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, require_root};
+
+/// Deadline of one script or tool.
+const STEP: Duration = Duration::from_secs(60);
+/// Two ordinary users.
+const ANA: u32 = 1001;
+const BEN: u32 = 1002;
+
+fn start_lab(nodes: usize) -> Lab {
+    match Lab::start(LabConfig::new(nodes, bin_dir_of_current_test())) {
+        Ok(lab) => lab,
+        Err(e) => panic!("cannot start a {nodes}-node lab: {e}"),
+    }
+}
+
+/// `sh -c SCRIPT` as root at `node`.
+fn sh(node: &Node, script: &str) -> ToolRun {
+    node.run("sh", &["-c", script], STEP)
+        .unwrap_or_else(|e| panic!("node {}: {e}", node.id()))
+}
+
+/// `sh -c SCRIPT` as `uid` at `node`.
+fn sh_as(node: &Node, uid: u32, script: &str) -> ToolRun {
+    node.run_as(uid, "sh", &["-c", script], STEP)
+        .unwrap_or_else(|e| panic!("node {}: {e}", node.id()))
+}
+
+/// `sh -c SCRIPT` as `uid` at `node`, which must succeed; its stdout.
+fn ok_as(node: &Node, uid: u32, script: &str) -> String {
+    let done = sh_as(node, uid, script);
+    assert!(
+        done.status.success(),
+        "node {}: {script}: {done:?}\n{}",
+        node.id(),
+        node.log()
+    );
+    done.stdout
+}
+
+/// Wait until node `node`'s MFS shows node `other`'s root (the mount is made as the daemon
+/// starts, the peer link at the first call).
+fn wait_mfs(node: &Node, other: u16) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if sh(node, &format!("ls /mfs/{other}/ >/dev/null"))
+            .status
+            .success()
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no /mfs/{other} at node {}:\n{}",
+            node.id(),
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn each_node_reads_and_writes_the_others_files_and_sees_every_change_at_once() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    wait_mfs(n1, 2);
+    ok_as(n1, ANA, "echo one > /tmp/f");
+    // Node 2's own /tmp has no such file: what it reads is node 1's (as ana, who owns it).
+    assert!(!sh(n2, "test -e /tmp/f").status.success());
+    assert_eq!(ok_as(n2, ANA, "cat /mfs/1/tmp/f"), "one\n");
+    // A write through node 2 is read at node 1 right after, and the reverse.
+    ok_as(n2, ANA, "echo two >> /mfs/1/tmp/f");
+    assert_eq!(ok_as(n1, ANA, "cat /tmp/f"), "one\ntwo\n");
+    ok_as(n1, ANA, "echo three > /tmp/f");
+    assert_eq!(
+        ok_as(n2, ANA, "cat /mfs/1/tmp/f; stat -c %s /mfs/1/tmp/f"),
+        "three\n6\n"
+    );
+    ok_as(n1, ANA, "echo from-node-1 > /mfs/2/tmp/g");
+    assert_eq!(ok_as(n2, ANA, "cat /tmp/g"), "from-node-1\n");
+
+    // Directories, renames, links, modes and sizes, all through MFS, checked at the owner.
+    ok_as(
+        n2,
+        ANA,
+        "set -e; cd /mfs/1/tmp; mkdir d; echo x > d/a; mv d/a d/b; ln -s b d/l; \
+         chmod 640 d/b; truncate -s 1 d/b; mkdir gone; rmdir gone; echo y > u; rm u",
+    );
+    assert_eq!(
+        ok_as(
+            n1,
+            ANA,
+            "cd /tmp/d; ls; stat -c '%a %s' b; readlink l; cat l; test ! -e /tmp/gone; test ! -e /tmp/u"
+        ),
+        "b\nl\n640 1\nb\nx"
+    );
+    assert_eq!(
+        ok_as(n2, ANA, "ls /mfs/1/tmp/d; readlink /mfs/1/tmp/d/l"),
+        "b\nl\nb\n"
+    );
+    assert_eq!(
+        ok_as(n2, BEN, "ls /mfs"),
+        "1\n2\nhere\nhome\nselect\nselected\n"
+    );
+}
+
+#[test]
+fn a_user_reaches_through_mfs_exactly_what_they_could_at_the_serving_node() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    ok_as(
+        n1,
+        ANA,
+        "echo secret > /tmp/s; chmod 600 /tmp/s; echo open > /tmp/p; chmod 644 /tmp/p",
+    );
+    assert_eq!(ok_as(n2, ANA, "cat /mfs/1/tmp/s"), "secret\n");
+    assert_eq!(ok_as(n2, BEN, "cat /mfs/1/tmp/p"), "open\n");
+    for (uid, script, error) in [
+        (BEN, "cat /mfs/1/tmp/s", "ermission denied"),
+        (BEN, "echo x >> /mfs/1/tmp/p", "ermission denied"),
+        (BEN, "chmod 666 /mfs/1/tmp/p", "not permitted"),
+        // /tmp is sticky: only the owner removes.
+        (BEN, "rm -f /mfs/1/tmp/s", "not permitted"),
+        // Root of another node is nobody here: no more than any stranger.
+        (0, "cat /mfs/1/tmp/s", "ermission denied"),
+        (0, "echo x >> /mfs/1/tmp/p", "ermission denied"),
+        (0, "chmod 666 /mfs/1/tmp/p", "not permitted"),
+    ] {
+        let done = sh_as(n2, uid, script);
+        assert!(
+            !done.status.success() && done.stderr.contains(error),
+            "uid {uid}: {script}: {done:?}"
+        );
+    }
+    assert_eq!(ok_as(n1, ANA, "cat /tmp/s /tmp/p"), "secret\nopen\n");
+    // What root makes through MFS belongs to nobody at the serving node.
+    ok_as(n2, 0, "echo made > /mfs/1/tmp/by-root");
+    assert_eq!(ok_as(n1, 0, "stat -c %u:%g /tmp/by-root"), "65534:65534\n");
+}
+
+#[test]
+fn paths_resolve_as_at_the_serving_node_and_never_outside() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    wait_mfs(n1, 2);
+    ok_as(
+        n1,
+        0,
+        "echo at-1 > /tmp/only; ln -s /tmp/only /tmp/abs; ln -s ../../../../tmp/only /tmp/up; \
+                  ln -s /mfs/2/tmp/only /tmp/into; mkdir /tmp/d; chmod 755 /tmp/d /tmp/only",
+    );
+    ok_as(n2, 0, "echo at-2 > /tmp/only");
+    // Absolute and climbing symlinks lead to node 1's file, not to the reader's.
+    assert_eq!(
+        ok_as(
+            n2,
+            ANA,
+            "cat /mfs/1/tmp/abs /mfs/1/tmp/up /mfs/1/tmp/d/../../tmp/only"
+        ),
+        "at-1\nat-1\nat-1\n"
+    );
+    assert_eq!(
+        ok_as(n2, ANA, "readlink /mfs/1/tmp/abs"),
+        "/mfs/1/tmp/only\n"
+    );
+    // `..` at a node's root stays there: /mfs/1/.. is /mfs, as the kernel walks it.
+    assert_eq!(
+        ok_as(n2, ANA, "cd /mfs/1/tmp && cd ../../1/tmp && cat only"),
+        "at-1\n"
+    );
+    for (script, error) in [
+        // Node 1's own /mfs is not served, directly or through a symlink.
+        ("ls /mfs/1/mfs/2/tmp", "ermission denied"),
+        ("cat /mfs/1/tmp/into", "ermission denied"),
+        // Node 1's processes and devices are not files to serve.
+        ("cat /mfs/1/proc/1/status", "ermission denied"),
+        ("ls /mfs/1/proc", "ermission denied"),
+        ("head -c 1 /mfs/1/dev/zero", "ermission denied"),
+        ("touch /mfs/1/tmp/$(printf 'n%.0s' $(seq 256))", "too long"),
+    ] {
+        let done = sh_as(n2, ANA, script);
+        assert!(
+            !done.status.success() && done.stderr.contains(error),
+            "{script}: {done:?}"
+        );
+    }
+}
+
+#[test]
+fn a_private_mapping_of_an_mfs_file_reads_the_right_bytes() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    ok_as(n1, ANA, "head -c 20000 /dev/urandom > /tmp/m");
+    let expected = ok_as(n1, ANA, "sha256sum < /tmp/m");
+    let script = "import mmap, hashlib, sys\n\
+        f = open('/mfs/1/tmp/m', 'rb')\n\
+        m = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)\n\
+        print(hashlib.sha256(m[:]).hexdigest() + '  -')\n\
+        g = open('/mfs/1/tmp/m', 'r+b')\n\
+        try:\n    mmap.mmap(g.fileno(), 0, flags=mmap.MAP_SHARED)\n    print('shared: mapped')\n\
+        except OSError as e:\n    print('shared:', e.strerror)\n";
+    let out = ok_as(n2, ANA, &format!("python3 -c \"{script}\""));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), expected.lines().next());
+    // Direct I/O without FUSE_DIRECT_IO_ALLOW_MMAP: the kernel refuses shared mappings.
+    assert_eq!(lines.next(), Some("shared: No such device"));
+}
+
+#[test]
+fn here_and_home_name_where_the_caller_runs_and_where_it_belongs() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n1, 2);
+    assert_eq!(ok_as(n2, ANA, "readlink /mfs/here /mfs/home"), "2\n2\n");
+    ok_as(n2, ANA, "echo mine > /tmp/mine");
+    assert_eq!(ok_as(n2, ANA, "cat /mfs/here/tmp/mine"), "mine\n");
+    let script = "import os, sys\n\
+        for line in sys.stdin:\n    print(os.readlink('/mfs/here'), os.readlink('/mfs/home'), flush=True)\n";
+    let mut cmd = n1.command("mosrun");
+    cmd.args(["python3", "-c", script]).stdin(Stdio::piped());
+    let job = Job::spawn(n1, cmd).unwrap_or_else(|e| panic!("mosrun: {e}"));
+    job.send(b"?\n").unwrap();
+    job.wait_output("1 1\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    // Its calls are answered at home, by its husk, which the home daemon knows runs at 2.
+    job.send(b"?\n").unwrap();
+    job.wait_output("2 1\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}\n{}", n1.log()));
+    job.close_stdin();
+    job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_process_selects_a_node_for_itself_and_the_children_it_forks_afterwards() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    ok_as(n1, ANA, "echo at-1 > /tmp/sel");
+    let none = sh_as(n2, ANA, "readlink /mfs/selected");
+    assert!(!none.status.success(), "{none:?}");
+    // The background child is forked before the write (a clock tick before at least: start
+    // times count in ticks, and a child of the tick of the write counts as forked after it):
+    // it does not inherit the selection.
+    let out = ok_as(
+        n2,
+        ANA,
+        "(sleep 1; readlink /mfs/selected || echo early-child-none) & sleep 0.1; \
+         echo 1 > /mfs/select; cat /mfs/select; readlink /mfs/selected; \
+         sh -c 'cat /mfs/selected/tmp/sel'; wait",
+    );
+    assert_eq!(out, "1\n1\nat-1\nearly-child-none\n");
+    let bad = sh_as(n2, ANA, "/bin/echo 9 > /mfs/select");
+    assert!(
+        !bad.status.success() && bad.stderr.contains("nvalid argument"),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn nomfs_closes_a_nodes_files_to_the_others_and_mfs_opens_them_again() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    ok_as(n1, ANA, "echo f > /tmp/f");
+    let denied = sh_as(n1, ANA, "mosctl nomfs");
+    assert!(!denied.status.success(), "{denied:?}");
+    ok_as(n1, 0, "mosctl nomfs");
+    let closed = sh_as(n2, ANA, "cat /mfs/1/tmp/f");
+    assert!(
+        !closed.status.success() && closed.stderr.contains("ermission denied"),
+        "{closed:?}"
+    );
+    // Node 1's own processes still reach its files through its MFS.
+    assert_eq!(ok_as(n1, ANA, "cat /mfs/1/tmp/f"), "f\n");
+    ok_as(n1, 0, "mosctl mfs");
+    assert_eq!(ok_as(n2, ANA, "cat /mfs/1/tmp/f"), "f\n");
+}
+
+#[test]
+fn a_node_killed_mid_read_fails_its_readers_within_seconds_and_the_rest_of_mfs_works() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(3);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    wait_mfs(n2, 3);
+    ok_as(n1, ANA, "head -c 1000000 /dev/zero > /tmp/big");
+    let script = "import sys, time\n\
+        f = open('/mfs/1/tmp/big', 'rb')\n\
+        print('read', len(f.read(4096)), flush=True)\n\
+        sys.stdin.readline()\n\
+        t = time.monotonic()\n\
+        try:\n    f.read(4096)\n    print('read again')\n\
+        except OSError as e:\n    print('failed', e.strerror, round(time.monotonic() - t), flush=True)\n";
+    let mut cmd = n2.command("mosrun");
+    cmd.args(["python3", "-c", script]).stdin(Stdio::piped());
+    let job = Job::spawn(n2, cmd).unwrap_or_else(|e| panic!("mosrun: {e}"));
+    job.wait_output("read 4096\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    n1.kill();
+    job.send(b"go\n").unwrap();
+    // The call waits at most the daemon's call timeout (5 s); allow for a busy machine.
+    let out = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = out.lines().last().unwrap_or_default();
+    let words: Vec<&str> = line.split(' ').collect();
+    assert!(
+        line.starts_with("failed Input/output error")
+            || line.starts_with("failed Transport endpoint"),
+        "{out}"
+    );
+    let waited: u64 = words.last().unwrap().parse().unwrap();
+    assert!(waited <= 10, "the read failed only after {waited} s");
+    let fresh = sh_as(n2, ANA, "ls /mfs/1/tmp");
+    assert!(!fresh.status.success(), "{fresh:?}");
+    ok_as(
+        n2,
+        ANA,
+        "echo still > /mfs/3/tmp/x; cat /mfs/3/tmp/x; cat /mfs/2/tmp/x 2>/dev/null || true",
+    );
+}
+
+#[test]
+fn removed_open_files_and_renames_racing_lookups_give_clear_answers() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    ok_as(n1, ANA, "echo kept > /tmp/r; echo a > /tmp/a");
+    let script = "import os, sys\n\
+        f = open('/mfs/1/tmp/r', 'rb')\n\
+        print('open', flush=True)\n\
+        sys.stdin.readline()\n\
+        print(f.read().decode().strip(), os.fstat(f.fileno()).st_nlink, flush=True)\n";
+    let mut cmd = n2.command("mosrun");
+    cmd.args(["python3", "-c", script]).stdin(Stdio::piped());
+    let job = Job::spawn(n2, cmd).unwrap_or_else(|e| panic!("mosrun: {e}"));
+    job.wait_output("open\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    ok_as(n1, ANA, "rm /tmp/r");
+    job.send(b"go\n").unwrap();
+    // As with a local file: the open file is still read, and has no name left.
+    job.wait_output("kept 0\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+
+    // Node 1 renames the file back and forth while node 2 reads it by both names: each read
+    // finds the file or says it is not there, and both loops end.
+    let mut renamer = n1.command("setpriv");
+    renamer.args([
+        &format!("--reuid={ANA}"),
+        &format!("--regid={ANA}"),
+        "--clear-groups",
+        "sh",
+        "-c",
+        "cd /tmp; for i in $(seq 300); do mv a b; mv b a; done",
+    ]);
+    let mut renamer = renamer.spawn().expect("spawn renamer");
+    let reads = ok_as(
+        n2,
+        ANA,
+        "for i in $(seq 300); do cat /mfs/1/tmp/a /mfs/1/tmp/b 2>&1; done | sort -u",
+    );
+    let deadline = Instant::now() + STEP;
+    while renamer.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the renames did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for line in reads.lines() {
+        assert!(
+            line.trim() == "a" || line.contains("No such file or directory"),
+            "unexpected: {line}\n{reads}"
+        );
+    }
+    assert!(
+        reads.lines().any(|l| l == "a"),
+        "never read the file:\n{reads}"
+    );
+    assert_eq!(ok_as(n1, ANA, "cat /tmp/a"), "a\n");
+}
+
+/// How many mounts a node has at /mfs.
+fn mfs_mounts(node: &Node) -> String {
+    ok_as(node, 0, "awk '$2 == \"/mfs\"' /proc/self/mounts | wc -l")
+}
+
+#[test]
+fn the_daemon_unmounts_mfs_as_it_stops_and_mounts_over_a_crashed_ones() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let n1 = lab.node(1);
+    wait_mfs(n1, 2);
+    assert_eq!(mfs_mounts(n1), "1\n");
+    n1.stop_daemon().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(mfs_mounts(n1), "0\n");
+    n1.start_daemon().unwrap_or_else(|e| panic!("{e}"));
+    wait_mfs(n1, 2);
+
+    // A daemon killed outright leaves its mount behind, which answers no more.
+    ok_as(
+        n1,
+        0,
+        "for p in $(cat /proc/1/task/1/children); do \
+             if tr '\\0' ' ' < /proc/$p/cmdline | grep -q -- ' --map '; then kill -9 $p; fi; done",
+    );
+    let deadline = Instant::now() + STEP;
+    loop {
+        let stale = sh_as(n1, ANA, "ls /mfs/2/");
+        if stale.stderr.contains("not connected") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no stale mount: {stale:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(mfs_mounts(n1), "1\n");
+    n1.start_daemon().unwrap_or_else(|e| panic!("{e}"));
+    wait_mfs(n1, 2);
+    assert_eq!(mfs_mounts(n1), "1\n");
+
+    // A second daemon in the node leaves the first one's live mount alone.
+    let mut second = n1.command("mosixd");
+    second
+        .args([
+            "--map",
+            path(&lab.map_path()),
+            "--key",
+            path(&lab.key_path()),
+        ])
+        .args([
+            "--node",
+            "1",
+            "--socket",
+            "/run/mosix/second.sock",
+            "--port",
+            "4662",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut second = second.spawn().expect("start a second daemon");
+    // Its log is read on a thread, so that a daemon that never says it stays within STEP.
+    let log = std::io::BufReader::new(second.stderr.take().expect("piped"));
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(log).map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + STEP;
+    let mut seen = String::new();
+    let refused = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match said.recv_timeout(left) {
+            Ok(line)
+                if line.contains("cannot mount MFS at /mfs: another file system is mounted") =>
+            {
+                break true;
+            }
+            Ok(line) => seen.push_str(&line),
+            Err(_) => break false,
+        }
+    };
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(refused, "{seen}");
+    assert_eq!(mfs_mounts(n1), "1\n");
+    wait_mfs(n1, 2);
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+#[test]
+fn locks_through_mfs_hold_across_nodes() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    ok_as(n1, ANA, "echo l > /tmp/lk");
+    // A process at node 1 holds a write lock (fcntl, on byte 0) on its own file, and a flock
+    // through its MFS, until told to let go.
+    let script = "import fcntl, sys\n\
+        f = open('/tmp/lk', 'r+')\n\
+        fcntl.lockf(f, fcntl.LOCK_EX, 1, 0)\n\
+        g = open('/mfs/1/tmp/lk', 'r')\n\
+        fcntl.flock(g, fcntl.LOCK_EX)\n\
+        print('locked', flush=True)\n\
+        sys.stdin.readline()\n";
+    let mut cmd = n1.command("mosrun");
+    cmd.args(["python3", "-c", script]).stdin(Stdio::piped());
+    let holder = Job::spawn(n1, cmd).unwrap_or_else(|e| panic!("mosrun: {e}"));
+    holder
+        .wait_output("locked\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let try_locks = r#"import fcntl
+f = open('/mfs/1/tmp/lk', 'r+')
+for name, take in [('lockf', lambda: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)),
+                   ('flock', lambda: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB))]:
+    try:
+        take()
+        print(name, 'taken')
+    except OSError:
+        print(name, 'held')
+"#;
+    let held = ok_as(n2, ANA, &format!("python3 -c \"{try_locks}\""));
+    assert_eq!(held, "lockf held\nflock held\n");
+    holder.close_stdin();
+    holder.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    let free = ok_as(n2, ANA, &format!("python3 -c \"{try_locks}\""));
+    assert_eq!(free, "lockf taken\nflock taken\n");
+    // A lock that waits gets it once the holder lets go.
+    let waits = ok_as(
+        n2,
+        ANA,
+        "flock /mfs/1/tmp/lk sleep 1 & sleep 0.3; flock /mfs/1/tmp/lk echo waited; wait",
+    );
+    assert_eq!(waits, "waited\n");
+}
