@@ -34,6 +34,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Worker threads of the server: calls of different callers run side by side.
 pub(crate) const WORKERS: usize = 4;
+/// How many calls of one peer's link may be under way or have answers not yet sent: the
+/// link is read no further until one is done, so a peer that sends calls without end, or
+/// reads no answers, holds at most this many (and their data) here.
+const IN_FLIGHT: usize = 64;
 
 /// The answer of a call that could not be made.
 fn failed(errno: i32) -> (Answer, Vec<u8>) {
@@ -65,7 +69,8 @@ pub(crate) async fn serve_link(shared: &Shared, link: Link, from: u16) {
     };
     let session = Arc::new(server.session());
     let (mut reader, mut writer) = link.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(IN_FLIGHT);
+    let room = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let send = async move {
         while let Some(frame) = rx.recv().await {
             if writer.send(&frame).await.is_err() {
@@ -75,6 +80,10 @@ pub(crate) async fn serve_link(shared: &Shared, link: Link, from: u16) {
     };
     let receive = async {
         loop {
+            // A call's place is held until its answer is queued for the writer.
+            let Ok(place) = room.clone().acquire_owned().await else {
+                return;
+            };
             let frame = match reader.recv().await {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return,
@@ -99,13 +108,12 @@ pub(crate) async fn serve_link(shared: &Shared, link: Link, from: u16) {
                 } else {
                     session.call(call.caller, call.request, data).await
                 };
-                let _ = tx.send(protocol::encode(
-                    &Reply {
-                        id: call.id,
-                        answer,
-                    },
-                    &data,
-                ));
+                let reply = Reply {
+                    id: call.id,
+                    answer,
+                };
+                let _ = tx.send(protocol::encode(&reply, &data)).await;
+                drop(place);
             });
         }
     };
