@@ -111,7 +111,7 @@ fn each_node_reads_and_writes_the_others_files_and_sees_every_change_at_once() {
     );
     assert_eq!(
         ok_as(n2, BEN, "ls /mfs"),
-        "1\n2\nhere\nhome\nselect\nselected\n"
+        "1\n2\nhere\nhome\nlastexec\nselect\nselected\n"
     );
 }
 
@@ -230,28 +230,31 @@ fn a_private_mapping_of_an_mfs_file_reads_the_right_bytes() {
 }
 
 #[test]
-fn here_and_home_name_where_the_caller_runs_and_where_it_belongs() {
+fn here_home_and_lastexec_name_where_the_caller_runs_and_where_it_belongs() {
     if !require_root() {
         return;
     }
     let lab = start_lab(2);
     let (n1, n2) = (lab.node(1), lab.node(2));
     wait_mfs(n1, 2);
-    assert_eq!(ok_as(n2, ANA, "readlink /mfs/here /mfs/home"), "2\n2\n");
+    assert_eq!(
+        ok_as(n2, ANA, "readlink /mfs/here /mfs/home /mfs/lastexec"),
+        "2\n2\n2\n"
+    );
     ok_as(n2, ANA, "echo mine > /tmp/mine");
     assert_eq!(ok_as(n2, ANA, "cat /mfs/here/tmp/mine"), "mine\n");
     let script = "import os, sys\n\
-        for line in sys.stdin:\n    print(os.readlink('/mfs/here'), os.readlink('/mfs/home'), flush=True)\n";
+        for line in sys.stdin:\n    print(*(os.readlink(f'/mfs/{s}') for s in ('here', 'home', 'lastexec')), flush=True)\n";
     let mut cmd = n1.command("mosrun");
     cmd.args(["python3", "-c", script]).stdin(Stdio::piped());
     let job = Job::spawn(n1, cmd).unwrap_or_else(|e| panic!("mosrun: {e}"));
     job.send(b"?\n").unwrap();
-    job.wait_output("1 1\n", STEP)
+    job.wait_output("1 1 1\n", STEP)
         .unwrap_or_else(|e| panic!("{e}"));
     job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
     // Its calls are answered at home, by its husk, which the home daemon knows runs at 2.
     job.send(b"?\n").unwrap();
-    job.wait_output("2 1\n", STEP)
+    job.wait_output("2 1 1\n", STEP)
         .unwrap_or_else(|e| panic!("{e}\n{}", n1.log()));
     job.close_stdin();
     job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));

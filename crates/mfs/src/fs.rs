@@ -14,7 +14,8 @@
 //! Locks are forwarded and held at the serving node (flock(2) for the whole file, OFD locks
 //! for ranges); a lock that must wait is tried again from here, never waited for there.
 //!
-//! The root lists the map's nodes, the special symlinks `here`, `home` and `selected`, whose
+//! The root lists the map's nodes, the special symlinks `here`, `home`, `lastexec` and
+//! `selected`, whose
 //! targets depend on the process that reads them (see [`Places`] and `select`), and the file
 //! `select` a process writes a node number to.
 //!
@@ -59,11 +60,17 @@ const HOME: u64 = 3;
 const SELECTED: u64 = 4;
 /// `/mfs/select`, the file a process writes a node number to (see `select`).
 const SELECT: u64 = 5;
+const LASTEXEC: u64 = 6;
 /// The first inode number of (node, path) pairs.
 const FIRST_PLACE: u64 = 16;
 
 /// The special symlinks of the root, with their inodes.
-const SPECIAL: [(&str, u64); 3] = [("here", HERE), ("home", HOME), ("selected", SELECTED)];
+const SPECIAL: [(&str, u64); 4] = [
+    ("here", HERE),
+    ("home", HOME),
+    ("lastexec", LASTEXEC),
+    ("selected", SELECTED),
+];
 
 /// A future the [`Cluster`] returns.
 pub type Answered = Pin<Box<dyn Future<Output = (Answer, Vec<u8>)> + Send>>;
@@ -310,7 +317,9 @@ impl Inner {
         let pid = tgid(pid).unwrap_or(pid as i32);
         let node = match ino {
             HERE => self.cluster.places(pid).here,
-            HOME => self.cluster.places(pid).home,
+            // A process execs at home (execve takes a process away home first), so the
+            // node of its last exec is its home.
+            HOME | LASTEXEC => self.cluster.places(pid).home,
             _ => lock(&self.selections).of(&Proc, pid)?,
         };
         Some(node.to_string().into_bytes())
