@@ -36,7 +36,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const WORKERS: usize = 4;
 /// How many calls of one peer's link may be under way or have answers not yet sent: the
 /// link is read no further until one is done, so a peer that sends calls without end, or
-/// reads no answers, holds at most this many (and their data) here.
+/// reads no answers, holds at most this many here, each with at most `protocol::MAX_IO`
+/// bytes of data.
 const IN_FLIGHT: usize = 64;
 
 /// The answer of a call that could not be made.
@@ -99,6 +100,16 @@ pub(crate) async fn serve_link(shared: &Shared, link: Link, from: u16) {
                     return;
                 }
             };
+            // No kernel writes more in one call: with IN_FLIGHT, what a peer can make this
+            // node hold is bounded.
+            if data.len() > protocol::MAX_IO as usize {
+                warn!(
+                    from,
+                    bytes = data.len(),
+                    "MFS link dropped: a call carries more than one write may"
+                );
+                return;
+            }
             let (tx, session) = (tx.clone(), session.clone());
             let closed = shared.mfs_closed();
             tokio::spawn(async move {

@@ -43,13 +43,11 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::warn;
 
-use crate::protocol::{Answer, Attr, Bytes, Caller, Request, Time};
+use crate::protocol::{Answer, Attr, Bytes, Caller, MAX_IO, Request, Time};
 use crate::select::{Proc, Selections};
 
 /// Neither entries nor attributes are cached (see the module's doc).
 const TTL: Duration = Duration::ZERO;
-/// The largest read or write the kernel sends in one request.
-const MAX_IO: u32 = 1 << 20;
 /// How often a lock that must wait is tried again at the serving node (which never waits: a
 /// waiting lock would hold one of its few workers).
 const LOCK_RETRY: Duration = Duration::from_millis(50);

@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 /// A path or a name, as the kernel has it.
 pub type Bytes = Vec<u8>;
 
+/// The most bytes one read or write carries: what the requesting kernel sends at most, and
+/// what a serving node reads for one call whatever size a peer asks for (a shorter read, as
+/// any read may be).
+pub const MAX_IO: u32 = 1 << 20;
+
 /// Who asks: the calling process's identity at the requesting node. The serving node runs the
 /// request with exactly these ids (root mapped, see `serve`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

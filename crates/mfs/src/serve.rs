@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use crate::creds;
-use crate::protocol::{Answer, Attr, Caller, Entry, Request, Statfs, Time};
+use crate::protocol::{Answer, Attr, Caller, Entry, MAX_IO, Request, Statfs, Time};
 use crate::resolve::{self, Errno, last};
 
 /// The uid and gid root is mapped to, unless trusted.
@@ -306,7 +306,7 @@ impl Server {
             }
             Request::Read { fh, offset, size } => {
                 let file = self.file(session, fh)?;
-                let mut buf = vec![0u8; size as usize];
+                let mut buf = vec![0u8; size.min(MAX_IO) as usize];
                 // SAFETY: the buffer is `size` bytes long.
                 let n = unsafe {
                     libc::pread(
@@ -762,6 +762,38 @@ mod tests {
         );
         assert_eq!(answer, Answer::Data);
         Ok(data)
+    }
+
+    #[test]
+    fn a_read_larger_than_any_kernel_asks_is_cut_to_the_largest() {
+        if !is_root() {
+            return;
+        }
+        let dir = tree();
+        std::fs::write(
+            dir.path().join("tmp/big"),
+            vec![7u8; MAX_IO as usize + 4096],
+        )
+        .unwrap();
+        let server = Server::start(dir.path(), Policy::default(), 1).unwrap();
+        let session = server.session();
+        let open = Request::Open {
+            path: path("tmp/big"),
+            flags: libc::O_RDONLY,
+        };
+        let (Answer::Opened { fh, .. }, _) = ask(&session, 1000, open) else {
+            panic!("not opened");
+        };
+        // A peer that says it wants 4 GiB gets what one call carries, not an allocation of
+        // what it said.
+        let read = Request::Read {
+            fh,
+            offset: 0,
+            size: u32::MAX,
+        };
+        let (answer, data) = ask(&session, 1000, read);
+        assert_eq!(answer, Answer::Data);
+        assert_eq!(data.len(), MAX_IO as usize);
     }
 
     #[test]
