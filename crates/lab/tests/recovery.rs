@@ -337,8 +337,9 @@ fn a_partition_healed_after_30_s_runs_no_process_twice_and_loses_none_silently()
 /// How many jobs the crowd test starts at node 1: issue 9's figure.
 const CROWD: usize = 1000;
 /// How long the crowd may take to start: every job's mosrun and its program, on node 1's
-/// one CPU, which the jobs already started share.
-const CROWD_START: Duration = Duration::from_secs(150);
+/// one CPU, which the jobs already started share (102 to 133 s seen on this machine shared
+/// with other builds, and 900 of the 1000 in 150 s under heavier sharing).
+const CROWD_START: Duration = Duration::from_secs(300);
 /// How long a daemon may take to answer a tool while the crowd runs: the tools' own patience
 /// (`mosctl` and `mosps` give up after 30 s), beyond which the user sees a failure.
 const ANSWER: Duration = Duration::from_secs(30);
