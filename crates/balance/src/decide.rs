@@ -287,7 +287,9 @@ pub fn decide(
     plan.usher(&movable);
     plan.forward_home(&movable);
     plan.place(&movable);
-    plan.balance(&movable);
+    // What this node's processes want of a CPU, together (an unsampled one counts as one).
+    let wanted: f64 = processes.iter().map(|p| p.usage.demand().min(1.0)).sum();
+    plan.balance(&movable, wanted > me.cpus);
     plan.decisions
 }
 
@@ -660,7 +662,13 @@ impl Plan<'_> {
     /// node's, or to a free CPU `idle_speedup` times faster than they run here, if the move
     /// pays for itself; flood prevention limits how many go to one node per round. A process leaving home must also run faster away by the margin,
     /// counting the share of time its calls took when it was last away.
-    fn balance(&mut self, movable: &[&Process]) {
+    ///
+    /// `sharing`: this node's CPU-bound processes outnumber its CPUs. Unless they do, the speed
+    /// rule takes each to run at a whole CPU here, whatever the load says: a quarter more load
+    /// than one process on one CPU (the node's daemon, a shell, a busy host under a lab) would
+    /// otherwise send a process alone on its node to an idle node of the same speed, where the
+    /// load rule's hysteresis keeps it.
+    fn balance(&mut self, movable: &[&Process], sharing: bool) {
         let mut candidates: Vec<&Process> = movable
             .iter()
             .copied()
@@ -704,8 +712,13 @@ impl Plan<'_> {
         for p in candidates {
             let here_felt = felt_load(self.me, self.load_of(self.here()));
             let here_rate = self.me.throughput(self.load_of(self.here()));
+            let speed_rate = if sharing {
+                here_rate
+            } else {
+                self.me.throughput(0.0)
+            };
             let settled =
-                here_felt <= lowest_bar && here_rate * self.policy.idle_speedup >= fastest_idle;
+                here_felt <= lowest_bar && speed_rate * self.policy.idle_speedup >= fastest_idle;
             if self.moves >= self.policy.max_moves_per_round || settled {
                 break;
             }
@@ -719,7 +732,7 @@ impl Plan<'_> {
                     .filter(|&(&id, info)| {
                         let load = self.load_of(id);
                         self.balance_bar(info, load, least) < here_felt
-                            || self.speeds_up(info, load, least, here_rate)
+                            || self.speeds_up(info, load, least, speed_rate)
                     })
                     .map(|(&id, _)| id)
                     .collect()
@@ -732,7 +745,7 @@ impl Plan<'_> {
                     let load = self.load_of(id);
                     let by_load = self.balance_bar(info, load, demand) < here_felt;
                     let there_rate = info.throughput(load + self.share(id, demand));
-                    (by_load || self.speeds_up(info, load, demand, here_rate))
+                    (by_load || self.speeds_up(info, load, demand, speed_rate))
                         && self.pays_back(p, id, here_rate / there_rate)
                 })
                 .filter(|&(id, info)| {

@@ -1122,3 +1122,22 @@ fn a_process_listed_twice_gets_one_decision() {
     let pids: Vec<u32> = decisions.iter().map(|d| d.process().pid).collect();
     assert_eq!(pids, [11, 12]);
 }
+
+#[test]
+fn a_process_alone_on_its_cpu_does_not_move_for_a_little_more_load_but_does_for_speed() {
+    // One process on a one-CPU node that shows a little more than its own load (the daemon,
+    // a shell, a busy host): an idle node of the same speed is no faster for it.
+    for load in [100, 110, 125, 135] {
+        let v = view(&[(1, node(load)), (2, node(0)), (3, node(0))]);
+        assert_eq!(run(1, &v, &[hog(1, 10)]), vec![], "load {load}");
+    }
+    // An idle CPU 1.3 times faster is, whatever this node's load.
+    let mut fast = node(0);
+    fast.speed = STANDARD_SPEED * 13 / 10;
+    let v = view(&[(1, node(125)), (2, fast)]);
+    let p = hog(1, 10);
+    assert_eq!(
+        run(1, &v, std::slice::from_ref(&p)),
+        vec![moved(&p, 2, Reason::Balance)]
+    );
+}
