@@ -551,18 +551,16 @@ fn accept_report(shared: &Shared, caller: &Caller, id: SupervisorId, report: Rep
         return;
     }
     if let Report::Started { pid } = report {
-        let allowed = procfs::read_creds(pid).is_ok_and(|c| procfs::may_act(caller.uid, &c));
-        if !allowed {
+        let creds = procfs::read_creds(pid);
+        let Some(creds) = creds.ok().filter(|c| procfs::may_act(caller.uid, c)) else {
             warn!(
                 supervisor = caller.pid,
                 pid, "ignoring report about a process it may not supervise"
             );
             return;
-        }
+        };
         // Its parent forked, which its program's record learns (see `programs`).
-        if let Ok(stat) = procfs::read_stat(pid) {
-            shared.table().forked(id, stat.ppid);
-        }
+        shared.table().forked(id, creds.ppid);
     }
     if let Report::Ended { pid } = report {
         shared.table().end_run(id, pid, Instant::now());

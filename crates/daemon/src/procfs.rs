@@ -17,6 +17,8 @@ pub(crate) struct Creds {
     pub saved_uid: u32,
     /// Supplementary groups.
     pub groups: Vec<u32>,
+    /// Its parent's PID (`PPid:`), read with the rest at no extra cost.
+    pub ppid: i32,
 }
 
 /// Read the credentials of `pid`. Fails if it does not exist (or vanished meanwhile).
@@ -28,12 +30,16 @@ pub(crate) fn read_creds(pid: i32) -> io::Result<Creds> {
     parse_status(&text).ok_or_else(|| io::Error::other("unexpected /proc status format"))
 }
 
-/// Pick the `Uid:` (real, effective, saved, fs) and `Groups:` lines out of a status file.
+/// Pick the `PPid:`, `Uid:` (real, effective, saved, fs) and `Groups:` lines out of a
+/// status file.
 fn parse_status(text: &str) -> Option<Creds> {
     let mut uids = None;
     let mut groups = None;
+    let mut ppid = None;
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("Uid:") {
+        if let Some(rest) = line.strip_prefix("PPid:") {
+            ppid = Some(rest.trim().parse().ok()?);
+        } else if let Some(rest) = line.strip_prefix("Uid:") {
             let ids: Vec<u32> = rest
                 .split_whitespace()
                 .map(str::parse)
@@ -54,6 +60,7 @@ fn parse_status(text: &str) -> Option<Creds> {
         real_uid,
         saved_uid,
         groups: groups?,
+        ppid: ppid?,
     })
 }
 
@@ -166,7 +173,7 @@ pub(crate) fn may_act(caller_uid: u32, target: &Creds) -> bool {
 mod tests {
     use super::*;
 
-    const STATUS: &str = "Name:\tcat\nUmask:\t0022\nState:\tR (running)\nTgid:\t4711\n\
+    const STATUS: &str = "Name:\tcat\nUmask:\t0022\nState:\tR (running)\nTgid:\t4711\nPPid:\t1\n\
         Uid:\t1000\t1001\t1002\t1003\nGid:\t100\t100\t100\t100\nFDSize:\t64\n\
         Groups:\t4 27 100 \nNStgid:\t4711\n";
 
@@ -178,7 +185,8 @@ mod tests {
             Creds {
                 real_uid: 1000,
                 saved_uid: 1002,
-                groups: vec![4, 27, 100]
+                groups: vec![4, 27, 100],
+                ppid: 1,
             }
         );
         let no_groups = STATUS.replace("Groups:\t4 27 100 ", "Groups:");
@@ -186,6 +194,7 @@ mod tests {
         assert!(parse_status("Name:\tx\n").is_none());
         assert!(parse_status("Uid:\tx y z w\nGroups:\n").is_none());
         assert!(parse_status("Uid:\t1\nGroups:\n").is_none());
+        assert!(parse_status(&STATUS.replace("PPid:", "Parent:")).is_none());
     }
 
     #[test]
