@@ -48,6 +48,15 @@ pub struct Args {
     /// Neither mount MFS nor serve this node's files to other nodes' MFS.
     #[arg(long)]
     pub no_mfs: bool,
+    /// A mount that is the same file system on every node (a shared NFS, CephFS or Lustre
+    /// mount; repeat for more): processes away from home open, stat and read files under it
+    /// where they run (DFSA; docs/forwarding.md). MFS's numbered directories are such by
+    /// themselves.
+    #[arg(long, value_name = "DIR")]
+    pub dfsa: Vec<PathBuf>,
+    /// No DFSA: every file call of a process away from home goes home, MFS's too.
+    #[arg(long)]
+    pub no_dfsa: bool,
     /// Run other nodes' root's MFS calls here as root. Off by default: they run as nobody
     /// (65534), so that root on one node is not root on every node's files.
     #[arg(long)]
@@ -72,5 +81,11 @@ pub enum Mode {
         /// The node the session came from.
         #[arg(long, value_name = "N")]
         home: u16,
+        /// This node's MFS mount, if DFSA may use it.
+        #[arg(long, value_name = "DIR")]
+        dfsa_mfs: Option<PathBuf>,
+        /// This node's mounts that are the same on every node.
+        #[arg(long, value_name = "DIR")]
+        dfsa: Vec<PathBuf>,
     },
 }

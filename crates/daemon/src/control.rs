@@ -596,8 +596,11 @@ async fn open_session(shared: &Shared, mut conn: Conn, node: u16) {
     };
     match handed {
         Ok((socket, keys)) => {
+            let consistent = shared.consistent.get().cloned().unwrap_or_default();
             let reply = Reply::Session {
                 keys: keys.to_hex(),
+                dfsa_mfs: consistent.mfs,
+                dfsa_mounts: consistent.mounts,
             };
             let sent = tokio::time::timeout(
                 SEND_TIMEOUT,

@@ -53,6 +53,10 @@ pub struct Config {
     pub mfs: Option<PathBuf>,
     /// Run other nodes' root's MFS calls as root here, instead of as `nobody`.
     pub mfs_trust_root: bool,
+    /// Mounts that are the same file system on every node (DFSA).
+    pub dfsa: Vec<PathBuf>,
+    /// Whether processes away from home may open files of MFS and of `dfsa` where they run.
+    pub dfsa_on: bool,
 }
 
 impl Config {
@@ -190,6 +194,9 @@ pub(crate) struct Shared {
     pub balancing: Option<Mutex<balancer::Recent>>,
     /// The server of this node's files to MFS (`None` with `--no-mfs`).
     pub mfs: Option<Arc<rmosix_mfs::serve::Server>>,
+    /// This node's file systems that are the same on every node, once MFS is mounted (or
+    /// could not be): what processes away from home may open where they run (DFSA).
+    pub consistent: std::sync::OnceLock<rmosix_engine::Consistent>,
 }
 
 impl Shared {
@@ -467,6 +474,7 @@ impl Daemon {
             metrics: Metrics::default(),
             balancing: config.balance.then(Mutex::default),
             mfs,
+            consistent: std::sync::OnceLock::new(),
         });
         // A node whose MFS cannot be mounted still runs and moves processes.
         let mounted = match (&config.mfs, &shared.mfs) {
@@ -482,6 +490,14 @@ impl Daemon {
             },
             _ => None,
         };
+        let consistent = match config.dfsa_on {
+            true => rmosix_engine::Consistent::new(
+                mounted.as_ref().and(config.mfs.as_deref()),
+                &config.dfsa,
+            ),
+            false => rmosix_engine::Consistent::default(),
+        };
+        let _ = shared.consistent.set(consistent);
         Ok(Daemon {
             shared,
             tcp,

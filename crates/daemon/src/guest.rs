@@ -61,6 +61,7 @@ pub(crate) fn spawn_guest(
         .arg(&shared.socket)
         .arg("--home")
         .arg(from.to_string())
+        .args(dfsa_args(shared))
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     let socket = sys::above_guest_fds(socket.as_fd())?;
@@ -92,6 +93,17 @@ pub(crate) fn spawn_guest(
 
 /// Record a guest just spawned: its PID and start time (it has not been reaped, so its PID is
 /// still its own), the uid it runs as and its home node.
+/// The guest's options that name this node's file systems that are the same everywhere.
+fn dfsa_args(shared: &Shared) -> Vec<String> {
+    let consistent = shared.consistent.get().cloned().unwrap_or_default();
+    let mfs = consistent.mfs.map(|dir| format!("--dfsa-mfs={dir}"));
+    let mounts = consistent
+        .mounts
+        .into_iter()
+        .map(|dir| format!("--dfsa={dir}"));
+    mfs.into_iter().chain(mounts).collect()
+}
+
 fn record(shared: &Shared, child: &Child, uid: u32, home_node: u16) -> io::Result<Spawned> {
     let pid = child
         .id()
@@ -110,7 +122,12 @@ fn record(shared: &Shared, child: &Child, uid: u32, home_node: u16) -> io::Resul
 /// Body of `mosixd guest`: serve the session on fd 3 with the keys from fd 4, reporting to the
 /// daemon at `report_to` as a guest for a session from node `home_node`. Runs with the
 /// session owner's credentials, already set by the daemon before exec.
-pub fn run_guest(report_to: &Path, home_node: u16) -> io::Result<()> {
+/// `consistent`: this node's file systems that are the same everywhere (DFSA).
+pub fn run_guest(
+    report_to: &Path,
+    home_node: u16,
+    consistent: &rmosix_engine::Consistent,
+) -> io::Result<()> {
     // Started through /proc/self/exe, whose name the kernel gave it: ps shows the daemon's.
     nix::sys::prctl::set_name(GUEST_NAME_C).map_err(io::Error::from)?;
     let [socket, keys_pipe] = sys::take_guest_fds()?;
@@ -124,7 +141,7 @@ pub fn run_guest(report_to: &Path, home_node: u16) -> io::Result<()> {
         trusted_user: None,
     };
     let mut reports = DaemonReports::start(daemon, home_node)?;
-    let served = rmosix_engine::serve_guest(channel, &mut reports);
+    let served = rmosix_engine::serve_guest(channel, consistent, &mut reports);
     // Delivers the last report, if a daemon is there to take it.
     reports.stop();
     served

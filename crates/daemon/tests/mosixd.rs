@@ -865,7 +865,7 @@ fn a_session_starts_a_guest_under_the_callers_uid() {
     // which ends the session from the home side.
     let reply = LineReader::new().recv::<Reply>(&mut stream).unwrap();
     assert!(
-        matches!(reply, Some(Reply::Session { ref keys }) if keys.len() == 128),
+        matches!(reply, Some(Reply::Session { ref keys, .. }) if keys.len() == 128),
         "{reply:?}"
     );
     let uid = own_uid();

@@ -56,7 +56,8 @@ fn guest() {
     // SAFETY: fd 0 is the session socket our parent passed as stdin, owned by nothing else.
     let socket = unsafe { OwnedFd::from_raw_fd(0) };
     let channel = Channel::unix(UnixStream::from(socket)).expect("session channel");
-    serve_guest(channel, &mut Quiet).expect("serve the session");
+    serve_guest(channel, &rmosix_engine::Consistent::default(), &mut Quiet)
+        .expect("serve the session");
 }
 
 /// Reports go nowhere: the home end reports what the test checks.

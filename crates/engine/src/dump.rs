@@ -297,6 +297,10 @@ pub fn read_header(
         shared_pending,
         membarrier,
         tasks: vec![task],
+        local_files: match cpu {
+            Carry::Remote { .. } => crate::dfsa::list(pid)?,
+            Carry::Home { .. } => Vec::new(),
+        },
     })
 }
 

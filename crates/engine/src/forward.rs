@@ -9,6 +9,7 @@ use rmosix_image::{CpuUse, Usage, write_message, write_pages};
 use tracing::warn;
 
 use crate::cputime;
+use crate::dfsa::{LocalFiles, Verdict};
 use crate::mem::{Memory, le_u32, le_u64};
 use crate::msg;
 use crate::ptrace::Pid;
@@ -69,6 +70,14 @@ pub enum Pending {
         at: Option<u64>,
         iov: Vec<(u64, u64)>,
     },
+    /// An open of a file here (see `dfsa`): home's shell opened a placeholder, whose number
+    /// the program gets for `file`.
+    Open {
+        id: u64,
+        file: std::os::fd::OwnedFd,
+        cloexec: bool,
+        path: String,
+    },
     /// A call that ran in the shell and, if it succeeded there, now runs here too.
     /// rt_sigprocmask: the shell's mask is the program's, and here it answers with the old
     /// mask; the signals it let in at home were relayed before home's answer, so they are
@@ -90,6 +99,7 @@ impl Pending {
             | Pending::Exit { id }
             | Pending::Mirror { id }
             | Pending::Times { id, .. }
+            | Pending::Open { id, .. }
             | Pending::Read { id, .. } => id,
         }
     }
@@ -161,17 +171,100 @@ pub struct Forwarder {
     arrived: CpuUse,
     /// Bytes of home files lent to this remote (see `readahead`).
     reads: ReadCache,
+    /// Files opened here rather than at home (see `dfsa`).
+    local: LocalFiles,
+    /// Closes of home's placeholders for local files, sent without waiting: descriptor by
+    /// the notification id the close went with.
+    releasing: std::collections::HashMap<u64, i32>,
+    /// Placeholders a signal kept home from closing: closed again before the next call.
+    unreleased: Vec<(u64, i32)>,
 }
 
 impl Forwarder {
-    /// For husk `pid`, whose process had used `arrived` when it came.
-    pub fn open(pid: Pid, arrived: CpuUse) -> io::Result<Forwarder> {
+    /// For husk `pid`, whose process had used `arrived` when it came and holds `local`.
+    pub fn open(pid: Pid, arrived: CpuUse, local: LocalFiles) -> io::Result<Forwarder> {
         Ok(Forwarder {
             pid,
             mem: Memory::open(pid)?,
             arrived,
             reads: ReadCache::default(),
+            local,
+            releasing: std::collections::HashMap::new(),
+            unreleased: Vec::new(),
         })
+    }
+
+    /// A trapped call on a file here, or that opens one (see `dfsa`): run or answered here,
+    /// or home's placeholder asked for. None: not a local file's business.
+    pub fn trap_local(
+        &mut self,
+        id: u64,
+        nr: i64,
+        args: [u64; 6],
+        session: &mut Session,
+        listener: &Listener,
+    ) -> io::Result<Option<Trapped>> {
+        for (id, fd) in std::mem::take(&mut self.unreleased) {
+            self.release(id, fd, session)?;
+        }
+        Ok(Some(match self.local.judge(nr, &args, &self.mem) {
+            Verdict::Pass => return Ok(None),
+            Verdict::Run => {
+                let_run(listener, id);
+                Trapped::Answered
+            }
+            Verdict::Answer(val) => self.answer(listener, id, val),
+            Verdict::GoHome(what) => Trapped::GoHome { what },
+            Verdict::Close(fd) => {
+                // The kernel closes it in the process; home's placeholder goes meanwhile.
+                let_run(listener, id);
+                self.local.closed(fd);
+                self.release(id, fd, session)?;
+                Trapped::Answered
+            }
+            Verdict::Open {
+                file,
+                cloexec,
+                path,
+            } => {
+                let placeholder = [
+                    libc::AT_FDCWD as u64,
+                    UNPLACED,
+                    (libc::O_PATH | libc::O_CLOEXEC) as u64,
+                    0,
+                    0,
+                    0,
+                ];
+                self.before_other_call(libc::SYS_openat, &placeholder, session)?;
+                let root = vec![(UNPLACED, b"/\0".to_vec())];
+                call_home(session, id, libc::SYS_openat, placeholder, &root)?;
+                Trapped::Shipped(Pending::Open {
+                    id,
+                    file,
+                    cloexec,
+                    path,
+                })
+            }
+        }))
+    }
+
+    /// Close home's placeholder `fd`, without waiting for the answer (see `on_stray_reply`).
+    fn release(&mut self, id: u64, fd: i32, session: &mut Session) -> io::Result<()> {
+        let args = [fd as u64, 0, 0, 0, 0, 0];
+        self.before_other_call(libc::SYS_close, &args, session)?;
+        call_home(session, id, libc::SYS_close, args, &[])?;
+        self.releasing.insert(id, fd);
+        Ok(())
+    }
+
+    /// Home's answer to no call the process waits for: a placeholder's close, which a
+    /// signal at home may have kept from running (a restart code): it goes again.
+    pub fn on_stray_reply(&mut self, id: u64, ret: i64) {
+        if let Some(fd) = self.releasing.remove(&id)
+            && crate::sys::is_restart(ret)
+        {
+            self.unreleased.push((id, fd));
+        }
     }
 
     /// What the process has used in all, wherever it ran.
@@ -753,6 +846,20 @@ impl Forwarder {
             // exit_group came back: a signal stopped the shell before it ran there, and the
             // answer is a restart code. The remote takes the signal, then exits again.
             Pending::Exit { id } => respond(listener, id, ret),
+            Pending::Open { id, .. } if ret < 0 => respond(listener, id, ret),
+            Pending::Open {
+                id,
+                file,
+                cloexec,
+                path,
+            } => {
+                let fd = ret as i32;
+                match listener.answer_with_file(id, &file, fd, cloexec) {
+                    Ok(()) => self.local.opened(fd, path),
+                    // The call is gone (a signal ended it): so goes the placeholder.
+                    Err(_) => self.release(id, fd, session)?,
+                }
+            }
             Pending::Mirror { id } if ret < 0 => respond(listener, id, ret),
             Pending::Mirror { id } => let_run(listener, id),
             Pending::Times { id, at } => {

@@ -13,6 +13,7 @@ use rmosix_image::{CpuUse, Frame};
 use tracing::{debug, info, warn};
 
 use crate::cputime::Carry;
+use crate::dfsa::{self, Consistent, LocalFiles, Reopen};
 use crate::dump;
 use crate::event_loop::{SigChld, Turn};
 use crate::forward::{Forwarder, Pending, Replied, Trapped, respond};
@@ -60,7 +61,12 @@ pub enum Left {
 }
 
 /// Serve one guest session on `channel` until the remote leaves, telling `reports` about it.
-pub fn serve_guest(channel: Channel, reports: &mut dyn Reports) -> io::Result<()> {
+/// `ours`: this node's file systems that are the same on every node (see `dfsa`).
+pub fn serve_guest(
+    channel: Channel,
+    ours: &Consistent,
+    reports: &mut dyn Reports,
+) -> io::Result<()> {
     let facts = facts::probe()?;
     let fd = channel.reader.raw_fd();
     set_read_timeout(fd, Some(GREETING_TIMEOUT))?;
@@ -86,7 +92,8 @@ pub fn serve_guest(channel: Channel, reports: &mut dyn Reports) -> io::Result<()
     }
     session.send(&ToHome::Ready)?;
     let husk = spawn::spawn_husk(false)?;
-    let restored = receive(husk, &mut session)
+    let mut local = LocalFiles::new(opening.dfsa.as_ref(), ours);
+    let restored = receive(husk, &mut session, &mut local)
         .and_then(|(inj, cpu)| seccomp::install(husk, &inj).map(|listener| (inj, cpu, listener)));
     let (inj, arrived, listener) = match restored {
         Ok(done) => done,
@@ -107,7 +114,7 @@ pub fn serve_guest(channel: Channel, reports: &mut dyn Reports) -> io::Result<()
     let mut guest = Guest {
         husk,
         inj,
-        fwd: Forwarder::open(husk, arrived)?,
+        fwd: Forwarder::open(husk, arrived, local)?,
         arrived,
         mem: Memory::open(husk)?,
         listener,
@@ -150,24 +157,34 @@ fn set_read_timeout(fd: i32, timeout: Option<Duration>) -> io::Result<()> {
 
 /// Restore the image that follows `Ready` into `husk`: whole, or in the two rounds of a
 /// pre-copy. Returns the injector and the process's CPU use so far.
-fn receive(husk: Pid, session: &mut Session) -> io::Result<(Injector, CpuUse)> {
-    match session.recv::<ToGuest>().map_err(io::Error::other)? {
+/// The files it holds here are opened again and join `local`.
+fn receive(
+    husk: Pid,
+    session: &mut Session,
+    local: &mut LocalFiles,
+) -> io::Result<(Injector, CpuUse)> {
+    let (inj, header) = match session.recv::<ToGuest>().map_err(io::Error::other)? {
         ToGuest::Image => {
             let header = restore::read_header(&mut session.frames)?;
             let inj = restore::restore_into(husk, &header, &mut session.frames)?;
-            Ok((inj, header.cpu))
+            (inj, header)
         }
         ToGuest::Precopy { areas } => {
             let inj = restore::restore_first_round(husk, &areas, &mut session.frames)?;
             session.send(&ToHome::Prepared)?;
             let header = restore::read_header(&mut session.frames)?;
             restore::restore_final_round(husk, &inj, &areas, &header, &mut session.frames)?;
-            Ok((inj, header.cpu))
+            (inj, header)
         }
-        other => Err(io::Error::other(format!(
-            "expected an image, got {other:?}"
-        ))),
-    }
+        other => {
+            return Err(io::Error::other(format!(
+                "expected an image, got {other:?}"
+            )));
+        }
+    };
+    dfsa::reopen(husk, &inj, &header.local_files, Reopen::Remote(local))?;
+    local.adopt(&header.local_files);
+    Ok((inj, header.cpu))
 }
 
 fn kill(pid: Pid) {
@@ -351,7 +368,9 @@ impl Guest {
             ToGuest::Reply { id, ret, backs } => {
                 let backs = read_backs(&mut self.session, backs)?;
                 let Some(pending) = self.pending.take_if(|p| p.id() == id) else {
-                    // An answer to a call a signal interrupted; the remote has moved on.
+                    // An answer to a call a signal interrupted (the remote has moved on), or
+                    // to one nothing waits for.
+                    self.fwd.on_stray_reply(id, ret);
                     return Ok(None);
                 };
                 // Leaving, and home did not run the call: do not answer it (a restart code
@@ -456,21 +475,26 @@ impl Guest {
     /// Trapped call `id`: written behind, left to wait for room, shipped home, answered
     /// here, or the process goes home for it.
     fn on_call(&mut self, id: u64, nr: i64, args: [u64; 6]) -> io::Result<Option<Left>> {
-        match self.behind.take(&self.fwd, nr, &args, &mut self.session)? {
-            Taken::Written(len) => {
-                respond(&self.listener, id, len);
-                return Ok(None);
+        let (session, listener) = (&mut self.session, &self.listener);
+        let trapped = match self.fwd.trap_local(id, nr, args, session, listener)? {
+            Some(trapped) => trapped,
+            None => {
+                match self.behind.take(&self.fwd, nr, &args, &mut self.session)? {
+                    Taken::Written(len) => {
+                        respond(&self.listener, id, len);
+                        return Ok(None);
+                    }
+                    Taken::Wait => {
+                        self.waiting = Some((id, nr, args));
+                        return Ok(None);
+                    }
+                    Taken::No => {}
+                }
+                self.fwd
+                    .trap(id, nr, args, &mut self.session, &self.listener)?
             }
-            Taken::Wait => {
-                self.waiting = Some((id, nr, args));
-                return Ok(None);
-            }
-            Taken::No => {}
-        }
-        match self
-            .fwd
-            .trap(id, nr, args, &mut self.session, &self.listener)?
-        {
+        };
+        match trapped {
             Trapped::Shipped(pending) => {
                 self.behind.revoke_all();
                 self.pending = Some(pending);

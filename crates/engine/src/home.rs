@@ -20,6 +20,7 @@ use rmosix_wire::{MoveError, MoveKind, Tally};
 use tracing::{debug, info, warn};
 
 use crate::deputy::{self, Call, Deputy, ShellNews, freeze};
+use crate::dfsa::Consistent;
 use crate::event_loop::{SigChld, Turn};
 use crate::inject::Injector;
 use crate::legs::{self, Cost, Departure, Due, Homecoming, Onward, ms_since};
@@ -53,6 +54,11 @@ pub trait Daemon {
     fn order_done(&mut self, id: u64, result: Result<(), MoveError>);
     /// A session channel to a guest supervisor on `node`.
     fn open_session(&mut self, node: u16) -> Result<Channel, MoveError>;
+    /// This node's file systems that are the same on every node, as the daemon said when it
+    /// last opened a session (see `dfsa`). None by default: every file call goes home.
+    fn consistent(&self) -> Consistent {
+        Consistent::default()
+    }
     /// A new supervised process.
     fn started(&mut self, pid: Pid);
     /// A process now runs on `node` (None = home).
@@ -649,7 +655,8 @@ impl Supervisor<'_> {
         let started = (|| {
             let filters = self.procs.get(&pid).map_or(0, |p| p.filters);
             legs::movable(pid, filters)?;
-            legs::greet(self.daemon.open_session(to), to, &self.facts, pid)
+            let channel = self.daemon.open_session(to);
+            legs::greet(channel, to, &self.facts, pid, self.daemon.consistent())
         })();
         match started {
             Ok(onward) => {
@@ -694,12 +701,11 @@ impl Supervisor<'_> {
     /// node that will not take it costs it nothing) to pass it on.
     fn recall(&mut self, pid: Pid, to: Option<u16>) -> Result<(), MoveError> {
         let onward = match to {
-            Some(node) => Some(legs::greet(
-                self.daemon.open_session(node),
-                node,
-                &self.facts,
-                pid,
-            )?),
+            Some(node) => {
+                let channel = self.daemon.open_session(node);
+                let consistent = self.daemon.consistent();
+                Some(legs::greet(channel, node, &self.facts, pid, consistent)?)
+            }
             None => None,
         };
         let Some(r) = self.remote(pid) else {

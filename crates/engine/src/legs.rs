@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::cputime::Carry;
 use crate::deputy::Deputy;
+use crate::dfsa::{self, Consistent, Reopen, Terms};
 use crate::dump;
 use crate::halt::{HALT_BOUND, Halt};
 use crate::inject::Injector;
@@ -513,15 +514,20 @@ fn inspected(found: io::Result<Result<(), NotMovable>>) -> Result<(), MoveError>
 }
 
 /// Open a session to `node` through `open` and see that it takes process `pid` from us.
+/// `consistent`: home's file systems that are the same everywhere, which the remote may open
+/// itself with the process's present rights (see `dfsa`).
 pub fn greet(
     channel: Result<Channel, MoveError>,
     node: u16,
     facts: &KernelFacts,
     pid: Pid,
+    consistent: Consistent,
 ) -> Result<Onward, MoveError> {
     let mut session = Session::new(channel?);
+    // Without the process's ids nothing is opened away: every file call goes home.
+    let terms = Terms::of(pid, consistent).ok();
     session
-        .send(&Opening::new(facts.clone(), pid))
+        .send(&Opening::new(facts.clone(), pid, terms))
         .map_err(|e| link_broken(node, e))?;
     match session.recv::<ToHome>() {
         Ok(ToHome::Ready) => Ok(Onward {
@@ -681,13 +687,20 @@ pub fn restore_home(
     homecoming: Option<&Homecoming>,
 ) -> io::Result<(Vec<SigInfo>, Usage)> {
     let header = restore::read_header(&mut session.frames)?;
-    match homecoming {
+    let fresh;
+    let inj = match homecoming {
         Some(first) => {
             let (inj, areas) = (&first.inj, &first.areas);
-            restore::restore_final_round(pid, inj, areas, &header, &mut session.frames)?
+            restore::restore_final_round(pid, inj, areas, &header, &mut session.frames)?;
+            inj
         }
-        None => drop(restore::restore_into(pid, &header, &mut session.frames)?),
-    }
+        None => {
+            fresh = restore::restore_into(pid, &header, &mut session.frames)?;
+            &fresh
+        }
+    };
+    // The files the process opened away replace home's placeholders for them.
+    dfsa::reopen(pid, inj, &header.local_files, Reopen::Home)?;
     Ok((header.pending_signals(), header.cpu.away))
 }
 

@@ -16,6 +16,7 @@ mod cmdline;
 mod converge;
 mod cputime;
 mod deputy;
+mod dfsa;
 mod dump;
 mod event_loop;
 mod facts;
@@ -59,6 +60,7 @@ mod userfault;
 mod writebehind;
 
 pub use cputime::Carry;
+pub use dfsa::Consistent;
 pub use dump::{check_movable, dump};
 pub use facts::probe;
 pub use inject::Injector;

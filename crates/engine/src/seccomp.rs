@@ -333,6 +333,30 @@ impl Listener {
         })
     }
 
+    /// Answer call `id` by putting `file` into the process as descriptor `fd` (replacing
+    /// any there), close-on-exec if `cloexec`: the call returns `fd`.
+    pub fn answer_with_file(
+        &self,
+        id: u64,
+        file: &impl AsRawFd,
+        fd: i32,
+        cloexec: bool,
+    ) -> io::Result<()> {
+        let add = sys::SeccompNotifAddfd {
+            id,
+            flags: sys::SECCOMP_ADDFD_FLAG_SETFD | sys::SECCOMP_ADDFD_FLAG_SEND,
+            srcfd: file.as_raw_fd() as u32,
+            newfd: fd as u32,
+            newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+        };
+        // SAFETY: add is a live, correctly sized struct seccomp_notif_addfd.
+        let ret = unsafe { libc::ioctl(self.fd.as_raw_fd(), sys::SECCOMP_IOCTL_NOTIF_ADDFD, &add) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn send(&self, resp: sys::SeccompNotifResp) -> io::Result<()> {
         // SAFETY: resp is a live, correctly sized struct seccomp_notif_resp.
         let ret = unsafe { libc::ioctl(self.fd.as_raw_fd(), sys::SECCOMP_IOCTL_NOTIF_SEND, &resp) };

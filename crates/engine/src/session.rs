@@ -17,6 +17,8 @@ use rmosix_seal::{self as sealed, End, SealedReader, SessionKeys};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::dfsa::Terms;
+
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
 pub const PROTOCOL_VERSION: u32 = 6;
@@ -32,6 +34,10 @@ pub struct Opening {
     pub facts: KernelFacts,
     /// The process's PID at home, for the guest's reports.
     pub pid: i32,
+    /// Home's file systems that are the same everywhere, and the process's rights there:
+    /// what the remote may open itself (see `dfsa`). None: nothing, every file call goes home.
+    #[serde(default)]
+    pub dfsa: Option<Terms>,
 }
 
 /// The part of an [`Opening`] every version can read.
@@ -43,12 +49,13 @@ struct Versions {
 
 impl Opening {
     /// An opening of this version.
-    pub fn new(facts: KernelFacts, pid: i32) -> Opening {
+    pub fn new(facts: KernelFacts, pid: i32, dfsa: Option<Terms>) -> Opening {
         Opening {
             protocol: PROTOCOL_VERSION,
             format: FORMAT_VERSION,
             facts,
             pid,
+            dfsa,
         }
     }
 }
@@ -390,7 +397,7 @@ mod tests {
     #[test]
     fn an_opening_of_this_version_is_read() {
         let (mut home, mut guest) = pair();
-        home.send(&Opening::new(facts(), 42)).unwrap();
+        home.send(&Opening::new(facts(), 42, None)).unwrap();
         let opening = guest.read_opening().unwrap();
         assert_eq!((opening.pid, opening.facts), (42, facts()));
     }

@@ -98,6 +98,22 @@ pub struct SeccompNotifResp {
 // ioctl numbers: _IOWR('!', 0, struct seccomp_notif), _IOWR('!', 1, struct seccomp_notif_resp).
 pub const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
 pub const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+// _IOW('!', 3, struct seccomp_notif_addfd)
+pub const SECCOMP_IOCTL_NOTIF_ADDFD: libc::c_ulong = 0x4018_2103;
+/// ADDFD: put the descriptor under `newfd`, and answer the call with its number.
+pub const SECCOMP_ADDFD_FLAG_SETFD: u32 = 1;
+pub const SECCOMP_ADDFD_FLAG_SEND: u32 = 2;
+
+/// `struct seccomp_notif_addfd`.
+#[repr(C)]
+pub struct SeccompNotifAddfd {
+    pub id: u64,
+    pub flags: u32,
+    pub srcfd: u32,
+    pub newfd: u32,
+    pub newfd_flags: u32,
+}
+
 // _IOW('!', 4, __u64)
 pub const SECCOMP_IOCTL_NOTIF_SET_FLAGS: libc::c_ulong = 0x4008_2104;
 pub const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;

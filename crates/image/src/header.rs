@@ -362,6 +362,24 @@ pub struct Header {
     pub membarrier: u64,
     /// Its tasks, the thread-group leader first.
     pub tasks: Vec<Task>,
+    /// The descriptors it holds where it runs rather than at home: files on a file system
+    /// that is the same on every node (DFSA). Empty in an image dumped at home.
+    pub local_files: Vec<LocalFile>,
+}
+
+/// A descriptor of a file a process opened where it ran, on a file system that is the same on
+/// every node (DFSA): where the process resumes it is opened again by path, with its flags,
+/// at its offset, under the same number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalFile {
+    /// The descriptor's number.
+    pub fd: i32,
+    /// The file's path when the process was frozen.
+    pub path: String,
+    /// Its open flags (`O_CLOEXEC` included) as `/proc/PID/fdinfo` shows them.
+    pub flags: i32,
+    /// Its offset.
+    pub pos: u64,
 }
 
 impl Header {
@@ -477,6 +495,7 @@ mod tests {
             shared_pending: vec![SigInfo::bare(1)],
             membarrier: 0,
             tasks: vec![task(2), task(8)],
+            local_files: Vec::new(),
         };
         let sigs: Vec<i32> = header
             .pending_signals()
@@ -689,6 +708,16 @@ mod tests {
                         },
                         shared_pending: shared,
                         membarrier: u64::from(version) << 2,
+                        local_files: tasks
+                            .iter()
+                            .enumerate()
+                            .map(|(i, t)| LocalFile {
+                                fd: i as i32 + 3,
+                                path: t.comm.clone(),
+                                flags: version as i32,
+                                pos: t.tid_address,
+                            })
+                            .collect(),
                         tasks,
                     },
                 )

@@ -179,6 +179,13 @@ pub enum Reply {
     Session {
         /// Both directions' keys.
         keys: String,
+        /// Where this node's MFS is mounted, if it is and DFSA is on: its numbered
+        /// directories are the same file systems on every node.
+        #[serde(default)]
+        dfsa_mfs: Option<String>,
+        /// This node's other mounts that are the same on every node (`mosixd --dfsa`).
+        #[serde(default)]
+        dfsa_mounts: Vec<String>,
     },
     /// Where a process runs.
     Location {

@@ -12,8 +12,15 @@ use rmosix_daemon::{Config, Daemon};
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_level.as_deref());
-    if let Some(Mode::Guest { report_to, home }) = &args.mode {
-        return match rmosix_daemon::run_guest(report_to, *home) {
+    if let Some(Mode::Guest {
+        report_to,
+        home,
+        dfsa_mfs,
+        dfsa,
+    }) = &args.mode
+    {
+        let consistent = rmosix_engine::Consistent::new(dfsa_mfs.as_deref(), dfsa);
+        return match rmosix_daemon::run_guest(report_to, *home, &consistent) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("mosixd guest: {e}");
@@ -32,6 +39,8 @@ fn main() -> ExitCode {
         metrics: args.metrics,
         mfs: (!args.no_mfs).then_some(args.mfs),
         mfs_trust_root: args.mfs_trust_root,
+        dfsa: args.dfsa,
+        dfsa_on: !args.no_dfsa,
     };
     // Before the runtime starts its threads, which inherit it.
     if let Err(e) = rmosix_daemon::raise_priority() {

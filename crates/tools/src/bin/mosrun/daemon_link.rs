@@ -19,12 +19,13 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-use rmosix_engine::{Channel, Daemon, ExecPlacement, Order, Pid};
+use rmosix_engine::{Channel, Consistent, Daemon, ExecPlacement, Order, Pid};
 use rmosix_seal::{End, SessionKeys};
 use rmosix_wire::{
     Advice, AskError, Backoff, Command, DaemonSocket, DecodeError, LineReader, MoveError, Reply,
@@ -49,6 +50,8 @@ pub struct DaemonLink {
     /// Readable while orders may be waiting.
     ready: UnixStream,
     thread: Option<JoinHandle<()>>,
+    /// The file systems the daemon said are the same everywhere, at the last session.
+    consistent: Consistent,
 }
 
 struct Shared {
@@ -128,6 +131,7 @@ impl DaemonLink {
             shared,
             ready,
             thread: Some(thread),
+            consistent: Consistent::default(),
         })
     }
 
@@ -418,9 +422,14 @@ impl Daemon for DaemonLink {
             (Err(e), Ok(())) => return Err(unreachable(&e)),
         };
         match serde_json::from_slice::<Reply>(&line) {
-            Ok(Reply::Session { keys }) => {
+            Ok(Reply::Session {
+                keys,
+                dfsa_mfs,
+                dfsa_mounts,
+            }) => {
                 let socket =
                     socket.ok_or_else(|| local("mosixd sent a session without its socket"))?;
+                self.consistent = Consistent::new(dfsa_mfs.as_deref().map(Path::new), &dfsa_mounts);
                 let keys = SessionKeys::from_hex(&keys).map_err(|e| local(&e.to_string()))?;
                 Channel::sealed(TcpStream::from(socket), &keys, End::Home)
                     .map_err(|e| local(&format!("cannot open the session: {e}")))
@@ -429,6 +438,10 @@ impl Daemon for DaemonLink {
             Ok(Reply::Error { message }) => Err(local(&message)),
             other => Err(local(&format!("unexpected answer from mosixd: {other:?}"))),
         }
+    }
+
+    fn consistent(&self) -> Consistent {
+        self.consistent.clone()
     }
 
     fn started(&mut self, pid: Pid) {

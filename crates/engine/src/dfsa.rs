@@ -1,0 +1,923 @@
+//! DFSA: file calls that run where the process runs. A path on a file system that is the same
+//! on every node (MFS's `/mfs/N`, and mounts the operators declare, such as a shared NFS) names
+//! the same file at home and here, so a remote opens it, stats it and reads it here instead of
+//! sending each call home. See docs/forwarding.md, "Files that are the same everywhere".
+//!
+//! - **Which paths.** Both ends must say the file system is the same: home lists its own in
+//!   the session's opening ([`Terms`]), this node has its own ([`Consistent`]), and a path
+//!   runs here only under a prefix both list. `/mfs/N/...` counts for a numbered node only;
+//!   `/mfs/home`, `/mfs/here` and the other per-process directories resolve differently for
+//!   each caller and go home. Paths are resolved with `openat2(RESOLVE_BENEATH)` under their
+//!   prefix, so neither `..` nor a symlink can lead out of it: such a path goes home.
+//! - **Whose rights.** The guest runs with the uid, gid and groups of the process's owner,
+//!   and opens here only while home says the process has those (a set-user-ID program at home
+//!   does not); a call that changes its ids makes it go home first.
+//! - **Which numbers.** A descriptor opened here gets the number home would give it: home's
+//!   shell opens a placeholder (`/`, `O_PATH`) and its number is the one the program gets, set
+//!   into the process with `SECCOMP_IOCTL_NOTIF_ADDFD`. Home's table so keeps the number taken,
+//!   and a descriptor opened at home later never clashes with it. A close here closes the
+//!   placeholder too, without waiting for the answer.
+//! - **Which calls.** Calls on a local descriptor that depend on nothing but the descriptor
+//!   (read, write, seek, fstat, getdents, fsync, truncate, locks, mmap but shared writable)
+//!   run in the process as they are (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the descriptor
+//!   number is in a register, which nothing can change after the check). Path calls are run
+//!   by the guest itself, on the path it read once, never by the process after a check (the
+//!   process could change the path in between). Any other call that names a local descriptor
+//!   makes the process go home, where the descriptor is an ordinary one.
+//! - **Moves.** The image lists the local descriptors (path, flags, offset, number,
+//!   [`LocalFile`]); wherever the process resumes, each is opened again by its path: at home
+//!   over the placeholder, at another remote under a prefix both ends share. A file that
+//!   cannot be opened there fails the move, and the process stays where it was.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use rmosix_image::LocalFile;
+use serde::{Deserialize, Serialize};
+
+use crate::inject::{Injector, Scratch};
+use crate::mem::Memory;
+use crate::ptrace::Pid;
+use crate::table::{self, Arg, PATH_MAX, Route};
+
+/// What home says of its files in a session's opening: which of its file systems are the
+/// same on every node, and whose rights the process has there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terms {
+    /// Home's file systems that are the same everywhere.
+    pub consistent: Consistent,
+    /// The process's file-system uid at home.
+    pub uid: u32,
+    /// Its file-system gid.
+    pub gid: u32,
+    /// Its supplementary groups, sorted.
+    pub groups: Vec<u32>,
+}
+
+impl Terms {
+    /// Home's terms for process `pid`: its file-system ids as the kernel has them now.
+    pub fn of(pid: Pid, consistent: Consistent) -> io::Result<Terms> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| -> Vec<u32> {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(|rest| rest.split_whitespace().filter_map(|w| w.parse().ok()))
+                .into_iter()
+                .flatten()
+                .collect()
+        };
+        let (uids, gids, mut groups) = (field("Uid:"), field("Gid:"), field("Groups:"));
+        let (Some(&uid), Some(&gid)) = (uids.get(3), gids.get(3)) else {
+            return Err(io::Error::other(format!("/proc/{pid}/status has no ids")));
+        };
+        groups.sort_unstable();
+        Ok(Terms {
+            consistent,
+            uid,
+            gid,
+            groups,
+        })
+    }
+
+    /// Whether this process's own file-system rights are the ones home says the process has.
+    fn match_ours(&self) -> bool {
+        // SAFETY: plain calls that read this process's ids.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let mut groups = vec![0 as libc::gid_t; 65536];
+        // SAFETY: getgroups writes at most `groups.len()` gids into it.
+        let n = unsafe { libc::getgroups(groups.len() as i32, groups.as_mut_ptr()) };
+        groups.truncate(n.max(0) as usize);
+        groups.sort_unstable();
+        groups.dedup();
+        let mut theirs = self.groups.clone();
+        theirs.dedup();
+        (uid, gid, groups) == (self.uid, self.gid, theirs)
+    }
+}
+
+/// File systems that are the same on every node: an MFS mount point, whose numbered
+/// directories are the nodes' roots, and mount points declared so.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consistent {
+    /// Where MFS is mounted, if it is.
+    pub mfs: Option<String>,
+    /// Other mount points that are the same on every node.
+    pub mounts: Vec<String>,
+}
+
+impl Consistent {
+    /// `mfs` and `mounts`, as absolute paths without a trailing slash; others are dropped.
+    pub fn new(mfs: Option<&Path>, mounts: &[impl AsRef<Path>]) -> Consistent {
+        let clean = |p: &Path| -> Option<String> {
+            let s = p.to_str()?.trim_end_matches('/');
+            (s.starts_with('/') && s.len() > 1).then(|| s.to_owned())
+        };
+        Consistent {
+            mfs: mfs.and_then(clean),
+            mounts: mounts.iter().filter_map(|m| clean(m.as_ref())).collect(),
+        }
+    }
+
+    /// What both `self` and `other` hold.
+    pub fn shared_with(&self, other: &Consistent) -> Consistent {
+        Consistent {
+            mfs: self.mfs.clone().filter(|m| other.mfs.as_ref() == Some(m)),
+            mounts: (self.mounts.iter())
+                .filter(|m| other.mounts.contains(m))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.mfs.is_none() && self.mounts.is_empty()
+    }
+
+    /// The root `path` lies under and the rest of it, relative to that root ("." for the
+    /// root itself). None: not under one (or under a per-process MFS directory).
+    pub fn split<'a>(&self, path: &'a str) -> Option<(String, &'a str)> {
+        let rest_of = |prefix: &str| -> Option<&'a str> {
+            let rest = path.strip_prefix(prefix)?;
+            match rest {
+                "" => Some("."),
+                _ => rest.strip_prefix('/'),
+            }
+        };
+        if let Some(mfs) = &self.mfs
+            && let Some(rest) = rest_of(mfs)
+        {
+            let (node, rest) = rest.split_once('/').unwrap_or((rest, "."));
+            let numbered = !node.is_empty() && node.bytes().all(|b| b.is_ascii_digit());
+            return numbered.then(|| (format!("{mfs}/{node}"), nonempty(rest)));
+        }
+        self.mounts
+            .iter()
+            .find_map(|m| rest_of(m).map(|rest| (m.clone(), nonempty(rest))))
+    }
+}
+
+fn nonempty(rest: &str) -> &str {
+    if rest.is_empty() { "." } else { rest }
+}
+
+/// What to do with a trapped call, as far as local files go.
+pub enum Verdict {
+    /// Not a local file's business: on as usual (forwarded, or whatever its route says).
+    Pass,
+    /// Let it run in the process as it is.
+    Run,
+    /// Answered here: the call returns this (a negative errno on failure).
+    Answer(i64),
+    /// Opened here: `file` goes into the process under the number home gives.
+    Open {
+        file: OwnedFd,
+        cloexec: bool,
+        path: String,
+    },
+    /// A local descriptor closes: in the process, and its placeholder at home.
+    Close(i32),
+    /// It names a local descriptor in a way only home can serve: the process goes home.
+    GoHome(String),
+}
+
+/// The remote's local files: which paths may be opened here, and what is open.
+pub struct LocalFiles {
+    /// Shared by both ends; empty: none, every call goes home.
+    consistent: Consistent,
+    /// Open directories of the roots, by path.
+    roots: HashMap<String, OwnedFd>,
+    /// Local descriptors and the paths they were opened by.
+    open: HashMap<i32, String>,
+}
+
+impl LocalFiles {
+    /// For a session whose home said `terms` (None: an older home, or none), on a node whose
+    /// own consistent file systems are `ours`.
+    pub fn new(terms: Option<&Terms>, ours: &Consistent) -> LocalFiles {
+        let consistent = match terms {
+            Some(terms) if terms.match_ours() => terms.consistent.shared_with(ours),
+            _ => Consistent::default(),
+        };
+        LocalFiles {
+            consistent,
+            roots: HashMap::new(),
+            open: HashMap::new(),
+        }
+    }
+
+    /// The descriptors an image brought, now open in the process.
+    pub fn adopt(&mut self, files: &[LocalFile]) {
+        for file in files {
+            self.open.insert(file.fd, file.path.clone());
+        }
+    }
+
+    /// Whether `fd` is a local descriptor.
+    pub fn holds(&self, fd: i32) -> bool {
+        self.open.contains_key(&fd)
+    }
+
+    /// Descriptor `fd` went into the process, opened by `path`.
+    pub fn opened(&mut self, fd: i32, path: String) {
+        self.open.insert(fd, path);
+    }
+
+    /// Descriptor `fd` closed.
+    pub fn closed(&mut self, fd: i32) {
+        self.open.remove(&fd);
+    }
+
+    /// What to do with call `nr`; `mem` reads its paths from the process.
+    pub fn judge(&mut self, nr: i64, args: &[u64; 6], mem: &Memory) -> Verdict {
+        if self.consistent.is_empty() && self.open.is_empty() {
+            return Verdict::Pass;
+        }
+        if let Some(verdict) = self.on_descriptor(nr, args, mem) {
+            return verdict;
+        }
+        if is_id_change(nr) {
+            // Rights here would no longer be the process's: no more local files.
+            self.consistent = Consistent::default();
+            if !self.open.is_empty() {
+                return Verdict::GoHome("a change of ids with files open here".into());
+            }
+            return Verdict::Pass;
+        }
+        if let Some(verdict) = self.on_path(nr, args, mem) {
+            return verdict;
+        }
+        // Home would take the placeholder for the file, and a path relative to one for a
+        // path relative to `/`.
+        match self.names_local(nr, args) {
+            true => Verdict::GoHome(format!("system call {nr} on a file opened here")),
+            false => Verdict::Pass,
+        }
+    }
+
+    /// Whether call `nr` names a local descriptor as a descriptor or a directory.
+    fn names_local(&self, nr: i64, args: &[u64; 6]) -> bool {
+        if self.open.is_empty() {
+            return false;
+        }
+        let mut at: Vec<usize> = match table::route(nr, args) {
+            Route::Forward(row) => (row.args.iter().enumerate())
+                .filter(|(_, arg)| matches!(arg, Arg::Fd))
+                .map(|(i, _)| i)
+                .collect(),
+            Route::Vector | Route::Message | Route::Batch => vec![0],
+            Route::MmapFile => vec![4],
+            _ => Vec::new(),
+        };
+        at.extend(directory_args(nr));
+        at.iter().any(|&i| self.holds(args[i] as i32))
+    }
+
+    /// Calls that name a local descriptor. None: the call names none.
+    fn on_descriptor(&self, nr: i64, args: &[u64; 6], mem: &Memory) -> Option<Verdict> {
+        if self.open.is_empty() {
+            return None;
+        }
+        let fd0 = args[0] as i32;
+        let local = |fd: u64| self.holds(fd as i32);
+        let go = |what: &str| Some(Verdict::GoHome(format!("{what} on a file opened here")));
+        match nr {
+            libc::SYS_close if local(args[0]) => Some(Verdict::Close(fd0)),
+            libc::SYS_read
+            | libc::SYS_write
+            | libc::SYS_pread64
+            | libc::SYS_pwrite64
+            | libc::SYS_readv
+            | libc::SYS_writev
+            | libc::SYS_preadv
+            | libc::SYS_pwritev
+            | libc::SYS_preadv2
+            | libc::SYS_pwritev2
+            | libc::SYS_lseek
+            | libc::SYS_fstat
+            | libc::SYS_getdents64
+            | libc::SYS_fsync
+            | libc::SYS_fdatasync
+            | libc::SYS_ftruncate
+            | libc::SYS_fallocate
+            | libc::SYS_fadvise64
+            | libc::SYS_readahead
+            | libc::SYS_flock
+            | libc::SYS_fstatfs
+            | libc::SYS_fchmod
+            | libc::SYS_fchown
+            | libc::SYS_fgetxattr
+            | libc::SYS_flistxattr
+            | libc::SYS_sync_file_range
+                if local(args[0]) =>
+            {
+                Some(Verdict::Run)
+            }
+            libc::SYS_fcntl if local(args[0]) => match args[1] as i32 {
+                libc::F_GETFD
+                | libc::F_SETFD
+                | libc::F_GETFL
+                | libc::F_SETFL
+                | libc::F_GETLK
+                | libc::F_SETLK
+                | libc::F_SETLKW
+                | libc::F_OFD_GETLK
+                | libc::F_OFD_SETLK
+                | libc::F_OFD_SETLKW => Some(Verdict::Run),
+                _ => go("fcntl"),
+            },
+            libc::SYS_mmap if local(args[4]) => {
+                let shared = args[3] & libc::MAP_SHARED as u64 != 0;
+                if shared && args[2] & libc::PROT_WRITE as u64 != 0 {
+                    go("a shared writable mapping")
+                } else {
+                    Some(Verdict::Run)
+                }
+            }
+            // fstat (glibc's, by newfstatat) and statx of the descriptor itself.
+            libc::SYS_newfstatat | libc::SYS_statx
+                if local(args[0]) && is_empty_path(mem, args[1]) =>
+            {
+                Some(Verdict::Run)
+            }
+            // Path calls relative to a local directory are `on_path`'s.
+            libc::SYS_openat
+            | libc::SYS_newfstatat
+            | libc::SYS_statx
+            | libc::SYS_faccessat
+            | libc::SYS_faccessat2
+            | libc::SYS_readlinkat => None,
+            libc::SYS_dup2 | libc::SYS_dup3 if local(args[0]) || local(args[1]) => go("dup2"),
+            libc::SYS_close_range
+                if self
+                    .open
+                    .keys()
+                    .any(|&fd| fd as u64 >= args[0] && fd as u64 <= args[1]) =>
+            {
+                go("close_range")
+            }
+            libc::SYS_epoll_ctl if local(args[2]) => go("epoll_ctl"),
+            libc::SYS_splice | libc::SYS_tee | libc::SYS_copy_file_range
+                if local(args[0]) || local(args[2]) =>
+            {
+                go("splice")
+            }
+            libc::SYS_sendfile if local(args[0]) || local(args[1]) => go("sendfile"),
+            libc::SYS_poll | libc::SYS_ppoll if self.polls_local(mem, args[0], args[1]) => {
+                go("poll")
+            }
+            libc::SYS_select | libc::SYS_pselect6 if self.selects_local(mem, args) => go("select"),
+            // Descriptors passed in a message: a placeholder must not go in their place.
+            libc::SYS_sendmsg | libc::SYS_sendmmsg => go("sendmsg"),
+            _ => None,
+        }
+    }
+
+    /// Whether a poll array of `count` entries at `addr` names a local descriptor.
+    fn polls_local(&self, mem: &Memory, addr: u64, count: u64) -> bool {
+        let Ok(raw) = mem.read_vec(addr, (count.min(1 << 16) * 8) as usize) else {
+            return false;
+        };
+        raw.chunks_exact(8)
+            .any(|p| self.holds(i32::from_le_bytes([p[0], p[1], p[2], p[3]])))
+    }
+
+    /// Whether select's descriptor sets name a local descriptor.
+    fn selects_local(&self, mem: &Memory, args: &[u64; 6]) -> bool {
+        let nfds = args[0].min(1 << 16);
+        self.open.keys().any(|&fd| {
+            (fd as u64) < nfds
+                && args[1..4].iter().any(|&set| {
+                    set != 0
+                        && mem
+                            .read_vec(set + fd as u64 / 8, 1)
+                            .is_ok_and(|b| b[0] & (1 << (fd % 8)) != 0)
+                })
+        })
+    }
+
+    /// Path calls under a consistent file system, run here by the guest. None: not ours.
+    fn on_path(&mut self, nr: i64, args: &[u64; 6], mem: &Memory) -> Option<Verdict> {
+        const CWD: u64 = libc::AT_FDCWD as u64;
+        // (directory, path pointer) of each path call.
+        let (dir, at) = match nr {
+            libc::SYS_open
+            | libc::SYS_stat
+            | libc::SYS_lstat
+            | libc::SYS_access
+            | libc::SYS_readlink => (CWD, args[0]),
+            libc::SYS_openat
+            | libc::SYS_newfstatat
+            | libc::SYS_statx
+            | libc::SYS_faccessat
+            | libc::SYS_faccessat2
+            | libc::SYS_readlinkat => (args[0], args[1]),
+            _ => return None,
+        };
+        let path = self.full_path(dir, at, mem)?;
+        let (root, rest) = self.consistent.split(&path)?;
+        let (root, rest) = (root, rest.to_owned());
+        match nr {
+            libc::SYS_open | libc::SYS_openat => {
+                let (flags, mode) = match nr {
+                    libc::SYS_open => (args[1], args[2]),
+                    _ => (args[2], args[3]),
+                };
+                // A file created gets the process's umask, which lives at home.
+                if flags & (libc::O_CREAT | libc::O_TMPFILE) as u64 != 0 {
+                    return None;
+                }
+                let file = self.open_under(&root, &rest, flags & !(libc::O_CLOEXEC as u64), mode);
+                match file {
+                    Ok(file) => Some(Verdict::Open {
+                        file,
+                        cloexec: flags & libc::O_CLOEXEC as u64 != 0,
+                        path,
+                    }),
+                    Err(err) => answer_or_pass(err),
+                }
+            }
+            libc::SYS_stat | libc::SYS_lstat | libc::SYS_newfstatat => {
+                let (buf, nofollow) = match nr {
+                    libc::SYS_stat => (args[1], false),
+                    libc::SYS_lstat => (args[1], true),
+                    _ => (args[2], args[3] & libc::AT_SYMLINK_NOFOLLOW as u64 != 0),
+                };
+                let flags = if nofollow { libc::O_NOFOLLOW } else { 0 };
+                let file = match self.open_under(&root, &rest, (libc::O_PATH | flags) as u64, 0) {
+                    Ok(file) => file,
+                    Err(err) => return answer_or_pass(err),
+                };
+                let mut st = [0u8; std::mem::size_of::<libc::stat>()];
+                // SAFETY: fstatat writes one struct stat into `st`, which is that size.
+                let ret = unsafe {
+                    libc::fstatat(
+                        file.as_raw_fd(),
+                        c"".as_ptr(),
+                        st.as_mut_ptr().cast(),
+                        libc::AT_EMPTY_PATH,
+                    )
+                };
+                Some(written(ret, mem, buf, &st))
+            }
+            libc::SYS_statx => {
+                let nofollow = args[2] & libc::AT_SYMLINK_NOFOLLOW as u64 != 0;
+                let flags = if nofollow { libc::O_NOFOLLOW } else { 0 };
+                let file = match self.open_under(&root, &rest, (libc::O_PATH | flags) as u64, 0) {
+                    Ok(file) => file,
+                    Err(err) => return answer_or_pass(err),
+                };
+                let mut stx = [0u8; std::mem::size_of::<libc::statx>()];
+                let sync = args[2] as i32 & libc::AT_STATX_SYNC_TYPE;
+                // SAFETY: statx writes one struct statx into `stx`, which is that size.
+                let ret = unsafe {
+                    libc::statx(
+                        file.as_raw_fd(),
+                        c"".as_ptr(),
+                        libc::AT_EMPTY_PATH | sync,
+                        args[3] as u32,
+                        stx.as_mut_ptr().cast(),
+                    )
+                };
+                Some(written(ret, mem, args[4], &stx))
+            }
+            libc::SYS_access | libc::SYS_faccessat | libc::SYS_faccessat2 => {
+                let (mode, flags) = match nr {
+                    libc::SYS_access => (args[1], 0),
+                    libc::SYS_faccessat => (args[2], 0),
+                    _ => (args[2], args[3] as i32),
+                };
+                let nofollow = flags & libc::AT_SYMLINK_NOFOLLOW != 0;
+                let oflags = if nofollow { libc::O_NOFOLLOW } else { 0 };
+                let file = match self.open_under(&root, &rest, (libc::O_PATH | oflags) as u64, 0) {
+                    Ok(file) => file,
+                    Err(err) => return answer_or_pass(err),
+                };
+                let flags = libc::AT_EMPTY_PATH | (flags & libc::AT_EACCESS);
+                // SAFETY: plain call on our own descriptor with an empty path.
+                let ret = unsafe {
+                    libc::syscall(
+                        libc::SYS_faccessat2,
+                        file.as_raw_fd(),
+                        c"".as_ptr(),
+                        mode as i32,
+                        flags,
+                    )
+                };
+                Some(Verdict::Answer(result(ret)))
+            }
+            libc::SYS_readlink | libc::SYS_readlinkat => {
+                let (buf, len) = match nr {
+                    libc::SYS_readlink => (args[1], args[2]),
+                    _ => (args[2], args[3]),
+                };
+                let flags = (libc::O_PATH | libc::O_NOFOLLOW) as u64;
+                let file = match self.open_under(&root, &rest, flags, 0) {
+                    Ok(file) => file,
+                    Err(err) => return answer_or_pass(err),
+                };
+                if (len as i32) <= 0 {
+                    return Some(Verdict::Answer(-i64::from(libc::EINVAL)));
+                }
+                let mut target = vec![0u8; (len as usize).min(PATH_MAX as usize)];
+                // SAFETY: readlinkat writes at most target.len() bytes into it.
+                let n = unsafe {
+                    libc::readlinkat(
+                        file.as_raw_fd(),
+                        c"".as_ptr(),
+                        target.as_mut_ptr().cast(),
+                        target.len(),
+                    )
+                };
+                if n < 0 {
+                    return Some(Verdict::Answer(result(-1)));
+                }
+                Some(match mem.write(buf, &target[..n as usize]) {
+                    Ok(()) => Verdict::Answer(n as i64),
+                    Err(_) => Verdict::Answer(-i64::from(libc::EFAULT)),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The absolute path a path call names: its own if absolute, else under a local
+    /// directory descriptor. None: relative to home's working directory or to a home
+    /// descriptor, not readable, or not UTF-8.
+    fn full_path(&self, dir: u64, at: u64, mem: &Memory) -> Option<String> {
+        let raw = mem.read_cstr(at, PATH_MAX as usize - 1).ok()?;
+        let path = String::from_utf8(raw).ok()?;
+        if path.starts_with('/') {
+            return Some(path);
+        }
+        let base = self.open.get(&(dir as i32))?;
+        if path.is_empty() {
+            return None;
+        }
+        Some(format!("{base}/{path}"))
+    }
+
+    /// Open `rest` beneath `root` with `flags`: never outside it.
+    fn open_under(&mut self, root: &str, rest: &str, flags: u64, mode: u64) -> io::Result<OwnedFd> {
+        let dir = match self.roots.get(root) {
+            Some(dir) => dir.as_raw_fd(),
+            None => {
+                let opened = File::open(root)?;
+                let fd = OwnedFd::from(opened);
+                let raw = fd.as_raw_fd();
+                self.roots.insert(root.to_owned(), fd);
+                raw
+            }
+        };
+        open_beneath(dir, rest, flags, mode)
+    }
+}
+
+/// `openat2(dir, rest, flags, mode)` confined beneath `dir`: `..` and symlinks cannot leave it.
+fn open_beneath(dir: i32, rest: &str, flags: u64, mode: u64) -> io::Result<OwnedFd> {
+    let path = CString::new(rest).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let how = OpenHow {
+        flags: flags | libc::O_CLOEXEC as u64,
+        mode,
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 reads the NUL-terminated path and `how`, both live for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `struct open_how` of openat2(2).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_BENEATH: u64 = 0x08;
+
+/// A path that could not be opened here: errors that say something of the file are the
+/// call's answer (home would say the same of the same file); those that say the path left
+/// its root (`EXDEV`), met a magic link (`ELOOP`) or that this kernel cannot confine it
+/// (`ENOSYS`) send the call home.
+fn answer_or_pass(err: io::Error) -> Option<Verdict> {
+    match err.raw_os_error() {
+        Some(libc::EXDEV | libc::ELOOP | libc::ENOSYS | libc::EAGAIN) | None => None,
+        Some(errno) => Some(Verdict::Answer(-i64::from(errno))),
+    }
+}
+
+/// A libc result as a call's answer.
+fn result(ret: i64) -> i64 {
+    if ret < 0 {
+        -i64::from(
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )
+    } else {
+        ret
+    }
+}
+
+/// The answer of a call that filled `bytes` for the process at `buf`.
+fn written(ret: i32, mem: &Memory, buf: u64, bytes: &[u8]) -> Verdict {
+    if ret < 0 {
+        return Verdict::Answer(result(-1));
+    }
+    match mem.write(buf, bytes) {
+        Ok(()) => Verdict::Answer(0),
+        Err(_) => Verdict::Answer(-i64::from(libc::EFAULT)),
+    }
+}
+
+/// Whether the string at `at` is empty (AT_EMPTY_PATH calls on the descriptor itself).
+fn is_empty_path(mem: &Memory, at: u64) -> bool {
+    mem.read_cstr(at, 1).is_ok_and(|s| s.is_empty())
+}
+
+/// The arguments of call `nr` that are directory descriptors for a path (and the table
+/// passes as plain values).
+fn directory_args(nr: i64) -> &'static [usize] {
+    match nr {
+        libc::SYS_openat
+        | libc::SYS_openat2
+        | libc::SYS_mkdirat
+        | libc::SYS_mknodat
+        | libc::SYS_unlinkat
+        | libc::SYS_fchmodat
+        | libc::SYS_fchownat
+        | libc::SYS_newfstatat
+        | libc::SYS_statx
+        | libc::SYS_faccessat
+        | libc::SYS_faccessat2
+        | libc::SYS_readlinkat
+        | libc::SYS_utimensat
+        | libc::SYS_futimesat
+        | libc::SYS_name_to_handle_at
+        | libc::SYS_execveat
+        | libc::SYS_open_tree
+        | libc::SYS_fspick => &[0],
+        libc::SYS_symlinkat => &[1],
+        libc::SYS_renameat | libc::SYS_renameat2 | libc::SYS_linkat | libc::SYS_move_mount => {
+            &[0, 2]
+        }
+        _ => &[],
+    }
+}
+
+/// Calls that change the process's ids (they run at home, in the shell).
+fn is_id_change(nr: i64) -> bool {
+    matches!(
+        nr,
+        libc::SYS_setuid
+            | libc::SYS_setgid
+            | libc::SYS_setreuid
+            | libc::SYS_setregid
+            | libc::SYS_setresuid
+            | libc::SYS_setresgid
+            | libc::SYS_setfsuid
+            | libc::SYS_setfsgid
+            | libc::SYS_setgroups
+            | libc::SYS_capset
+    )
+}
+
+/// The local descriptors of stopped `pid` at a remote, for its image: every descriptor a
+/// husk holds is one (it inherits none, and forwarded calls open theirs at home), but for
+/// anonymous ones the supervisor itself may have put there (a userfaultfd while pages move).
+pub fn list(pid: Pid) -> io::Result<Vec<LocalFile>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let entry = entry?;
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let Some(path) = target.to_str().filter(|p| p.starts_with('/')) else {
+            continue;
+        };
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let pos = field("pos:").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let flags = field("flags:")
+            .and_then(|v| i32::from_str_radix(v, 8).ok())
+            .unwrap_or(0);
+        files.push(LocalFile {
+            fd,
+            path: path.to_owned(),
+            flags,
+            pos,
+        });
+    }
+    files.sort_by_key(|f| f.fd);
+    Ok(files)
+}
+
+/// Where local descriptors are opened again.
+pub enum Reopen<'a> {
+    /// At home, in the shell, over the placeholders: the path as the process sees it.
+    Home,
+    /// At a remote, beneath a root both ends share.
+    Remote(&'a LocalFiles),
+}
+
+/// Open `files` again in stopped `pid`, each under its number, with its flags and offset.
+pub fn reopen(pid: Pid, inj: &Injector, files: &[LocalFile], place: Reopen) -> io::Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let scratch = Scratch::map(inj, pid, PATH_MAX * 2 + 64)?;
+    let result = files
+        .iter()
+        .try_for_each(|file| reopen_one(pid, inj, &scratch, file, &place));
+    scratch.unmap(inj, pid)?;
+    result
+}
+
+fn reopen_one(
+    pid: Pid,
+    inj: &Injector,
+    scratch: &Scratch,
+    file: &LocalFile,
+    place: &Reopen,
+) -> io::Result<()> {
+    let mem = Memory::open(pid)?;
+    let cstr = |s: &str| -> io::Result<Vec<u8>> {
+        let mut raw = s.as_bytes().to_vec();
+        raw.push(0);
+        if raw.len() as u64 > PATH_MAX {
+            return Err(io::Error::other(format!("{}: path too long", file.path)));
+        }
+        Ok(raw)
+    };
+    let what = format!("open {} again", file.path);
+    // Opened with the flags it had; creating, truncating or taking a terminal again would
+    // change what the first open did once.
+    let strip = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY;
+    let flags = (file.flags & !strip) as u64;
+    let cwd = libc::AT_FDCWD as u64;
+    let opened = match place {
+        Reopen::Home => {
+            mem.write(scratch.addr, &cstr(&file.path)?)?;
+            inj.call_ok(
+                pid,
+                libc::SYS_openat,
+                [cwd, scratch.addr, flags, 0, 0, 0],
+                &what,
+            )?
+        }
+        Reopen::Remote(local) => {
+            let Some((root, rest)) = local.consistent.split(&file.path) else {
+                return Err(io::Error::other(format!(
+                    "{}: not on a file system that is the same at both nodes",
+                    file.path
+                )));
+            };
+            let dir_flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+            mem.write(scratch.addr, &cstr(&root)?)?;
+            let dir = inj.call_ok(
+                pid,
+                libc::SYS_openat,
+                [cwd, scratch.addr, dir_flags, 0, 0, 0],
+                &what,
+            )?;
+            let how_at = scratch.addr + PATH_MAX;
+            let path_at = how_at + 64;
+            let mut how = Vec::with_capacity(24);
+            for word in [flags, 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS] {
+                how.extend_from_slice(&word.to_le_bytes());
+            }
+            mem.write(how_at, &how)?;
+            mem.write(path_at, &cstr(rest)?)?;
+            let args = [dir, path_at, how_at, 24, 0, 0];
+            let opened = inj.call_ok(pid, libc::SYS_openat2, args, &what);
+            inj.call(pid, libc::SYS_close, [dir, 0, 0, 0, 0, 0])?;
+            opened?
+        }
+    };
+    if opened != file.fd as u64 {
+        let cloexec = (file.flags & libc::O_CLOEXEC) as u64;
+        let args = [opened, file.fd as u64, cloexec, 0, 0, 0];
+        let moved = inj.call_ok(pid, libc::SYS_dup3, args, &what);
+        inj.call(pid, libc::SYS_close, [opened, 0, 0, 0, 0, 0])?;
+        moved?;
+    }
+    let args = [file.fd as u64, file.pos, libc::SEEK_SET as u64, 0, 0, 0];
+    // Directories and some special files have no offset to set: that is not a failure.
+    let _ = inj.call(pid, libc::SYS_lseek, args)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Consistent {
+        Consistent::new(Some(Path::new("/mfs/")), &["/shared", "relative", "/"])
+    }
+
+    #[test]
+    fn only_absolute_prefixes_count_and_trailing_slashes_go() {
+        let c = cluster();
+        assert_eq!(c.mfs.as_deref(), Some("/mfs"));
+        assert_eq!(c.mounts, ["/shared"]);
+    }
+
+    #[test]
+    fn paths_split_into_a_root_both_ends_share_and_the_rest() {
+        let c = cluster();
+        assert_eq!(
+            c.split("/mfs/1/usr/include"),
+            Some(("/mfs/1".into(), "usr/include"))
+        );
+        assert_eq!(c.split("/mfs/12"), Some(("/mfs/12".into(), ".")));
+        assert_eq!(c.split("/mfs/12/"), Some(("/mfs/12".into(), ".")));
+        assert_eq!(c.split("/shared/a/b"), Some(("/shared".into(), "a/b")));
+        assert_eq!(c.split("/shared"), Some(("/shared".into(), ".")));
+        // Per-process MFS directories resolve differently at home: not local.
+        for path in [
+            "/mfs/home/x",
+            "/mfs/here",
+            "/mfs/selected/y",
+            "/mfs",
+            "/mfs//1/x",
+        ] {
+            assert_eq!(c.split(path), None, "{path}");
+        }
+        // A prefix is a whole component.
+        assert_eq!(c.split("/sharedother/x"), None);
+        assert_eq!(c.split("/mfsx/1/y"), None);
+        // `..` stays in the rest, where openat2(RESOLVE_BENEATH) refuses to leave the root.
+        assert_eq!(c.split("/mfs/1/../2/x"), Some(("/mfs/1".into(), "../2/x")));
+    }
+
+    #[test]
+    fn a_prefix_counts_only_where_both_ends_list_it() {
+        let home = Consistent::new(Some(Path::new("/mfs")), &["/shared", "/nfs"]);
+        let here = Consistent::new(None, &["/nfs", "/other"]);
+        let both = home.shared_with(&here);
+        assert_eq!(both.mfs, None);
+        assert_eq!(both.mounts, ["/nfs"]);
+        assert_eq!(both.split("/shared/x"), None);
+    }
+
+    #[test]
+    fn open_beneath_never_leaves_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/f"), b"in").unwrap();
+        std::fs::write(dir.path().join("outside"), b"out").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../outside", root.join("up")).unwrap();
+        let root_fd = File::open(&root).unwrap();
+        let rd = libc::O_RDONLY as u64;
+        assert!(open_beneath(root_fd.as_raw_fd(), "sub/f", rd, 0).is_ok());
+        assert!(open_beneath(root_fd.as_raw_fd(), "sub/../sub/f", rd, 0).is_ok());
+        for escape in ["../outside", "up", "abs", "sub/../../outside"] {
+            let err = open_beneath(root_fd.as_raw_fd(), escape, rd, 0).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EXDEV), "{escape}");
+            assert!(answer_or_pass(err).is_none(), "{escape} must go home");
+        }
+        let missing = open_beneath(root_fd.as_raw_fd(), "sub/none", rd, 0).unwrap_err();
+        assert!(matches!(
+            answer_or_pass(missing),
+            Some(Verdict::Answer(e)) if e == -i64::from(libc::ENOENT)
+        ));
+    }
+
+    #[test]
+    fn home_terms_are_the_file_system_ids_of_the_process() {
+        let terms = Terms::of(std::process::id() as Pid, Consistent::default()).unwrap();
+        assert!(terms.match_ours());
+        let other = Terms {
+            uid: terms.uid + 1,
+            ..terms.clone()
+        };
+        assert!(!other.match_ours());
+    }
+}
