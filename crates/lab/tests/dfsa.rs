@@ -1,0 +1,238 @@
+//! DFSA in a 3-node lab with real daemons: a process away from home opens, stats and reads
+//! files under MFS's numbered directories where it runs, with the descriptor numbers home
+//! would give, and its files go with it to another node and home again at their offsets.
+//! Each node has a private /tmp, so node 1's /tmp/dfsa is reachable from the others only as
+//! /mfs/1/tmp/dfsa. Whether a descriptor lives where the process runs or at home shows in
+//! /proc: home's shell holds a placeholder (`/`) for a file opened away, and the husk at the
+//! remote holds the file itself.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rmosix_lab::{Job, Lab, LabConfig, Node, bin_dir_of_current_test, processes_in, require_root};
+
+/// The programs of these tests.
+const PROGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/dfsa");
+/// Deadline of one step: a command, a migration, a job's end.
+const STEP: Duration = Duration::from_secs(60);
+/// Lines of `seq` in the data file (about 2.7 MB).
+const LINES: u32 = 400_000;
+/// Node 1's data file, as every node names it.
+const DATA: &str = "/mfs/1/tmp/dfsa/data";
+
+fn files_program() -> String {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("dfsa")
+        .join("files");
+    rmosix_lab::compiled(format!("{PROGS}/files.c"), out, &["-Wextra", "-Werror"])
+}
+
+/// What `seq 1 LINES` prints: the data file's content.
+fn data() -> Vec<u8> {
+    (1..=LINES)
+        .map(|i| format!("{i}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// FNV-1a, as files.c sums what it reads.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |sum, &b| {
+        (sum ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// `sh -c SCRIPT` as root at `node`, which must succeed.
+fn sh(node: &Node, script: &str) -> String {
+    let done = node
+        .run("sh", &["-c", script], STEP)
+        .unwrap_or_else(|e| panic!("node {}: {e}", node.id()));
+    assert!(
+        done.status.success(),
+        "node {}: {script}: {done:?}",
+        node.id()
+    );
+    done.stdout
+}
+
+/// Wait until `node`'s MFS shows node 1's data.
+fn wait_data(node: &Node) {
+    let deadline = Instant::now() + STEP;
+    while !node
+        .run("test", &["-r", DATA], STEP)
+        .is_ok_and(|r| r.status.success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no {DATA} at node {}:\n{}",
+            node.id(),
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The program's conversation: each command goes with a fresh tag, and its answer is the
+/// rest of the line that starts with it.
+struct Files<'lab> {
+    job: Job<'lab>,
+    said: u32,
+}
+
+impl Files<'_> {
+    fn ask(&mut self, command: &str) -> String {
+        self.said += 1;
+        let tag = format!("t{}", self.said);
+        self.job
+            .send(format!("{tag} {command}\n").as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let head = format!("\n{tag} ");
+        self.job
+            .wait_output(&head, STEP)
+            .unwrap_or_else(|e| panic!("{command}: {e}"));
+        // The line may still be arriving: wait for its end.
+        let deadline = Instant::now() + STEP;
+        loop {
+            let out = String::from_utf8_lossy(&self.job.stdout()).into_owned();
+            let at = out.find(&head).expect("the answer") + head.len();
+            if let Some((line, _)) = out[at..].split_once('\n') {
+                return line.to_owned();
+            }
+            assert!(Instant::now() < deadline, "{command}: no whole answer");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Opens `path` and returns its descriptor.
+    fn open(&mut self, path: &str) -> i32 {
+        let answer = self.ask(&format!("open {path}"));
+        let fd = answer.strip_prefix("fd ").and_then(|n| n.parse().ok());
+        fd.unwrap_or_else(|| panic!("open {path}: {answer}\n{}", self.job.outputs()))
+    }
+
+    /// Reads `len` bytes of `fd`: how many came and their sum.
+    fn read(&mut self, fd: i32, len: usize) -> (usize, u64) {
+        let answer = self.ask(&format!("read {fd} {len}"));
+        let words: Vec<&str> = answer.split_whitespace().collect();
+        match words.as_slice() {
+            ["read", n, "sum", sum] => (n.parse().unwrap(), sum.parse().unwrap()),
+            _ => panic!("read {fd}: {answer}\n{}", self.job.outputs()),
+        }
+    }
+
+    fn pos(&mut self, fd: i32) -> u64 {
+        let answer = self.ask(&format!("pos {fd}"));
+        let pos = answer.strip_prefix("pos ").and_then(|n| n.parse().ok());
+        pos.unwrap_or_else(|| panic!("pos {fd}: {answer}"))
+    }
+
+    fn close(&mut self, fd: i32) {
+        let answer = self.ask(&format!("close {fd}"));
+        assert_eq!(answer, "closed 0", "close {fd}");
+    }
+
+    /// Where descriptor `fd` of the process points in its home shell.
+    fn at_home(&self, fd: i32) -> String {
+        let link = format!("/proc/{}/fd/{fd}", self.job.pid());
+        let shown = self.job.tool("readlink", &[&link]);
+        shown.unwrap_or_else(|e| panic!("{e}")).trim().to_owned()
+    }
+
+    /// Where descriptor `fd` points in the husk at `node`.
+    fn at_remote(&self, node: &Node, fd: i32) -> String {
+        let husk = processes_in(node)
+            .into_iter()
+            .find(|p| p.name == "files")
+            .unwrap_or_else(|| panic!("no husk at node {}", node.id()));
+        let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", husk.host_pid));
+        link.map(|p| p.display().to_string())
+            .unwrap_or_else(|e| panic!("fd {fd} of the husk at node {}: {e}", node.id()))
+    }
+}
+
+#[test]
+fn files_of_mfs_are_opened_and_read_where_the_process_runs_and_follow_it() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::start(LabConfig::new(3, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
+    let (n1, n2, n3) = (lab.node(1), lab.node(2), lab.node(3));
+    sh(
+        n1,
+        &format!(
+            "mkdir -p /tmp/dfsa && seq 1 {LINES} > /tmp/dfsa/data && echo home > /tmp/home-file \
+             && ln -s /etc/hostname /tmp/dfsa/away && chmod -R a+rX /tmp/dfsa /tmp/home-file"
+        ),
+    );
+    for node in [n1, n2, n3] {
+        wait_data(node);
+    }
+    tour_files(&lab);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The steps of the test above, at home, at node 2, on at node 3, home again.
+fn tour_files(lab: &Lab) {
+    let (n1, n2, n3) = (lab.node(1), lab.node(2), lab.node(3));
+    let data = data();
+    let program = files_program();
+    let mut cmd = n1.command("mosrun");
+    cmd.arg(&program)
+        .current_dir(lab.work_dir())
+        .stdin(Stdio::piped())
+        .env("MOSRUN_LOG", "info")
+        .env("NO_COLOR", "1");
+    let job = Job::spawn(n1, cmd).expect("start mosrun");
+    job.wait_output("ready\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut files = Files { job, said: 0 };
+
+    files.job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    // Opened at node 2, under the number home gives: home holds a placeholder.
+    let here = files.open(DATA);
+    assert_eq!(here, 3);
+    assert_eq!(files.at_home(here), "/");
+    assert_eq!(files.at_remote(n2, here), DATA);
+    // A file of node 1's own /tmp is no MFS path: opened at home, after the placeholder.
+    let home_file = files.open("/tmp/home-file");
+    assert_eq!(home_file, 4);
+    assert_eq!(files.at_home(home_file), "/tmp/home-file");
+    let size = files.ask(&format!("stat {DATA}"));
+    assert_eq!(size, format!("size {}", data.len()));
+    let first = 1_000_000;
+    assert_eq!(files.read(here, first), (first, fnv(&data[..first])));
+
+    // On to node 3: the file is opened there again, at its offset.
+    files.job.migrate("3").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.at_remote(n3, here), DATA);
+    assert_eq!(files.at_home(here), "/");
+    assert_eq!(files.pos(here), first as u64);
+    let second = 500_000;
+    let upto = first + second;
+    assert_eq!(files.read(here, second), (second, fnv(&data[first..upto])));
+
+    // A close here frees the number at home too: the next home open takes it.
+    files.close(here);
+    files.close(home_file);
+    assert_eq!(files.open("/tmp/home-file"), 3);
+    let again = files.open(DATA);
+    assert_eq!(again, 4);
+    assert_eq!(files.read(again, upto), (upto, fnv(&data[..upto])));
+    // A symlink that leaves node 1's tree is followed at home, never here.
+    let away = files.open("/mfs/1/tmp/dfsa/away");
+    assert_eq!(away, 5);
+    assert_eq!(files.at_home(away), "/mfs/1/etc/hostname");
+
+    // Home again: the file opened away replaces its placeholder, at its offset.
+    files.job.migrate("home").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.at_home(again), DATA);
+    assert_eq!(files.pos(again), upto as u64);
+    let rest = data.len() - upto;
+    assert_eq!(files.read(again, rest + 1), (rest, fnv(&data[upto..])));
+
+    files.job.send(b"end\n").unwrap_or_else(|e| panic!("{e}"));
+    let done = files.job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+}

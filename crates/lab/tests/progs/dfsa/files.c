@@ -1,0 +1,95 @@
+/*
+ * Opens, reads, stats and closes files as the test says, one command a line on stdin, each
+ * answered with one line that starts with the command's tag (see tests/dfsa.rs):
+ *
+ *   TAG open PATH     -> TAG fd N          | TAG err ERRNO
+ *   TAG read FD LEN   -> TAG read N sum S  (S: FNV-1a of the bytes read, in a loop to LEN or EOF)
+ *   TAG pos FD        -> TAG pos N
+ *   TAG stat PATH     -> TAG size N        | TAG err ERRNO
+ *   TAG close FD      -> TAG closed 0      | TAG err ERRNO
+ *   end               -> exit 0
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int read_line(char *line, size_t cap) {
+    size_t len = 0;
+    while (len + 1 < cap) {
+        char c;
+        if (read(0, &c, 1) != 1)
+            return -1;
+        if (c == '\n')
+            break;
+        line[len++] = c;
+    }
+    line[len] = 0;
+    return 0;
+}
+
+static void cmd_read(const char *tag, int fd, long want) {
+    static char buf[1 << 16];
+    uint64_t sum = 0xcbf29ce484222325ULL;
+    long got = 0;
+    while (got < want) {
+        size_t ask = (size_t)(want - got) < sizeof buf ? (size_t)(want - got) : sizeof buf;
+        ssize_t n = read(fd, buf, ask);
+        if (n < 0) {
+            printf("%s err %d\n", tag, errno);
+            return;
+        }
+        if (n == 0)
+            break;
+        for (ssize_t i = 0; i < n; i++) {
+            sum ^= (unsigned char)buf[i];
+            sum *= 0x100000001b3ULL;
+        }
+        got += n;
+    }
+    printf("%s read %ld sum %llu\n", tag, got, (unsigned long long)sum);
+}
+
+int main(void) {
+    char line[4200], tag[32], op[16], arg[4096];
+    printf("ready\n");
+    fflush(stdout);
+    while (read_line(line, sizeof line) == 0) {
+        if (strcmp(line, "end") == 0)
+            return 0;
+        long len = 0;
+        int fields = sscanf(line, "%31s %15s %4095s %ld", tag, op, arg, &len);
+        if (fields < 3) {
+            printf("bad command: %s\n", line);
+        } else if (strcmp(op, "open") == 0) {
+            int fd = open(arg, O_RDONLY);
+            if (fd < 0)
+                printf("%s err %d\n", tag, errno);
+            else
+                printf("%s fd %d\n", tag, fd);
+        } else if (strcmp(op, "read") == 0) {
+            cmd_read(tag, atoi(arg), len);
+        } else if (strcmp(op, "pos") == 0) {
+            printf("%s pos %lld\n", tag, (long long)lseek(atoi(arg), 0, SEEK_CUR));
+        } else if (strcmp(op, "stat") == 0) {
+            struct stat st;
+            if (stat(arg, &st) != 0)
+                printf("%s err %d\n", tag, errno);
+            else
+                printf("%s size %lld\n", tag, (long long)st.st_size);
+        } else if (strcmp(op, "close") == 0) {
+            if (close(atoi(arg)) != 0)
+                printf("%s err %d\n", tag, errno);
+            else
+                printf("%s closed 0\n", tag);
+        } else {
+            printf("bad command: %s\n", line);
+        }
+        fflush(stdout);
+    }
+    return 1;
+}
