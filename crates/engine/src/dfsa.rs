@@ -25,9 +25,10 @@
 //!   process could change the path in between). Any other call that names a local descriptor
 //!   makes the process go home, where the descriptor is an ordinary one.
 //! - **Moves.** The image lists the local descriptors (path, flags, offset, number,
-//!   [`LocalFile`]); wherever the process resumes, each is opened again by its path: at home
-//!   over the placeholder, at another remote under a prefix both ends share. A file that
-//!   cannot be opened there fails the move, and the process stays where it was.
+//!   [`LocalFile`]); wherever the process resumes, each is opened again by its path beneath
+//!   a root that node holds the same (at home over the placeholder). A file that cannot be
+//!   opened there (removed meanwhile, or not a regular file or directory) fails the move,
+//!   and the process stays where it was.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -215,6 +216,11 @@ impl LocalFiles {
         for file in files {
             self.open.insert(file.fd, file.path.clone());
         }
+    }
+
+    /// The file systems both ends share.
+    pub fn consistent(&self) -> &Consistent {
+        &self.consistent
     }
 
     /// Whether `fd` is a local descriptor.
@@ -737,23 +743,22 @@ pub fn list(pid: Pid) -> io::Result<Vec<LocalFile>> {
     Ok(files)
 }
 
-/// Where local descriptors are opened again.
-pub enum Reopen<'a> {
-    /// At home, in the shell, over the placeholders: the path as the process sees it.
-    Home,
-    /// At a remote, beneath a root both ends share.
-    Remote(&'a LocalFiles),
-}
-
-/// Open `files` again in stopped `pid`, each under its number, with its flags and offset.
-pub fn reopen(pid: Pid, inj: &Injector, files: &[LocalFile], place: Reopen) -> io::Result<()> {
+/// Open `files` again in stopped `pid`, each under its number, with its flags and offset,
+/// beneath a root of `consistent` (wherever the process resumes: the paths came from the
+/// node it left, and a path that leaves the trees both ends share is refused, as a device or
+/// a FIFO is: only regular files and directories are opened away).
+pub fn reopen(
+    pid: Pid,
+    inj: &Injector,
+    files: &[LocalFile],
+    consistent: &Consistent,
+) -> io::Result<()> {
     if files.is_empty() {
         return Ok(());
     }
-    let scratch = Scratch::map(inj, pid, PATH_MAX * 2 + 64)?;
-    let result = files
-        .iter()
-        .try_for_each(|file| reopen_one(pid, inj, &scratch, file, &place));
+    let scratch = Scratch::map(inj, pid, 2 * PATH_MAX + 4096)?;
+    let result =
+        (files.iter()).try_for_each(|file| reopen_one(pid, inj, &scratch, file, consistent));
     scratch.unmap(inj, pid)?;
     result
 }
@@ -763,72 +768,97 @@ fn reopen_one(
     inj: &Injector,
     scratch: &Scratch,
     file: &LocalFile,
-    place: &Reopen,
+    consistent: &Consistent,
 ) -> io::Result<()> {
     let mem = Memory::open(pid)?;
+    let what = format!("open {} again", file.path);
+    let Some((root, rest)) = consistent.split(&file.path) else {
+        return Err(io::Error::other(format!(
+            "{what}: not on a file system that is the same at both nodes"
+        )));
+    };
     let cstr = |s: &str| -> io::Result<Vec<u8>> {
         let mut raw = s.as_bytes().to_vec();
         raw.push(0);
-        if raw.len() as u64 > PATH_MAX {
-            return Err(io::Error::other(format!("{}: path too long", file.path)));
+        match raw.len() as u64 <= PATH_MAX {
+            true => Ok(raw),
+            false => Err(io::Error::other(format!("{what}: path too long"))),
         }
-        Ok(raw)
     };
-    let what = format!("open {} again", file.path);
-    // Opened with the flags it had; creating, truncating or taking a terminal again would
-    // change what the first open did once.
-    let strip = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY;
-    let flags = (file.flags & !strip) as u64;
+    let (root_at, rest_at) = (scratch.addr, scratch.addr + PATH_MAX);
+    let (how_at, stat_at) = (
+        scratch.addr + 2 * PATH_MAX,
+        scratch.addr + 2 * PATH_MAX + 64,
+    );
+    // Opened with the flags it had, but that creating or truncating it again would change
+    // what the first open did once; never as a controlling terminal, and without waiting (a
+    // FIFO would hold the process's supervisor): the mode is checked next.
+    let strip = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC;
+    let flags = (file.flags & !strip | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
+    let dir_flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
     let cwd = libc::AT_FDCWD as u64;
-    let opened = match place {
-        Reopen::Home => {
-            mem.write(scratch.addr, &cstr(&file.path)?)?;
-            inj.call_ok(
-                pid,
-                libc::SYS_openat,
-                [cwd, scratch.addr, flags, 0, 0, 0],
-                &what,
-            )?
-        }
-        Reopen::Remote(local) => {
-            let Some((root, rest)) = local.consistent.split(&file.path) else {
-                return Err(io::Error::other(format!(
-                    "{}: not on a file system that is the same at both nodes",
-                    file.path
-                )));
-            };
-            let dir_flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
-            mem.write(scratch.addr, &cstr(&root)?)?;
-            let dir = inj.call_ok(
-                pid,
-                libc::SYS_openat,
-                [cwd, scratch.addr, dir_flags, 0, 0, 0],
-                &what,
-            )?;
-            let how_at = scratch.addr + PATH_MAX;
-            let path_at = how_at + 64;
-            let mut how = Vec::with_capacity(24);
-            for word in [flags, 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS] {
-                how.extend_from_slice(&word.to_le_bytes());
-            }
-            mem.write(how_at, &how)?;
-            mem.write(path_at, &cstr(rest)?)?;
-            let args = [dir, path_at, how_at, 24, 0, 0];
-            let opened = inj.call_ok(pid, libc::SYS_openat2, args, &what);
-            inj.call(pid, libc::SYS_close, [dir, 0, 0, 0, 0, 0])?;
-            opened?
-        }
-    };
-    if opened != file.fd as u64 {
-        let cloexec = (file.flags & libc::O_CLOEXEC) as u64;
-        let args = [opened, file.fd as u64, cloexec, 0, 0, 0];
-        let moved = inj.call_ok(pid, libc::SYS_dup3, args, &what);
-        inj.call(pid, libc::SYS_close, [opened, 0, 0, 0, 0, 0])?;
-        moved?;
+    mem.write(root_at, &cstr(&root)?)?;
+    mem.write(rest_at, &cstr(rest)?)?;
+    let mut how = Vec::with_capacity(24);
+    for word in [flags, 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS] {
+        how.extend_from_slice(&word.to_le_bytes());
     }
-    let args = [file.fd as u64, file.pos, libc::SEEK_SET as u64, 0, 0, 0];
-    // Directories and some special files have no offset to set: that is not a failure.
-    let _ = inj.call(pid, libc::SYS_lseek, args)?;
+    mem.write(how_at, &how)?;
+    let dir = inj.call_ok(
+        pid,
+        libc::SYS_openat,
+        [cwd, root_at, dir_flags, 0, 0, 0],
+        &what,
+    )?;
+    let opened = inj.call_ok(
+        pid,
+        libc::SYS_openat2,
+        [dir, rest_at, how_at, 24, 0, 0],
+        &what,
+    );
+    inj.call(pid, libc::SYS_close, [dir, 0, 0, 0, 0, 0])?;
+    let opened = opened?;
+    let placed = place(pid, inj, &mem, opened, stat_at, file, &what);
+    inj.call(pid, libc::SYS_close, [opened, 0, 0, 0, 0, 0])?;
+    placed
+}
+
+/// Put descriptor `opened` of `pid` under `file`'s number, with its flags and offset, if it
+/// is a regular file or a directory.
+fn place(
+    pid: Pid,
+    inj: &Injector,
+    mem: &Memory,
+    opened: u64,
+    stat_at: u64,
+    file: &LocalFile,
+    what: &str,
+) -> io::Result<()> {
+    inj.call_ok(pid, libc::SYS_fstat, [opened, stat_at, 0, 0, 0, 0], what)?;
+    // st_mode lies at offset 24 of x86-64's struct stat.
+    let raw = mem.read_vec(stat_at + 24, 4)?;
+    let mode = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) & libc::S_IFMT;
+    if mode != libc::S_IFREG && mode != libc::S_IFDIR {
+        return Err(io::Error::other(format!(
+            "{what}: neither a regular file nor a directory"
+        )));
+    }
+    let fd = file.fd as u64;
+    let cloexec = (file.flags & libc::O_CLOEXEC) as u64;
+    inj.call_ok(pid, libc::SYS_dup3, [opened, fd, cloexec, 0, 0, 0], what)?;
+    let status = (file.flags & !libc::O_CLOEXEC) as u64;
+    inj.call_ok(
+        pid,
+        libc::SYS_fcntl,
+        [fd, libc::F_SETFL as u64, status, 0, 0, 0],
+        what,
+    )?;
+    // A directory's offset is its own business: only what a seek accepts is set.
+    let _ = inj.call(
+        pid,
+        libc::SYS_lseek,
+        [fd, file.pos, libc::SEEK_SET as u64, 0, 0, 0],
+    )?;
     Ok(())
 }
 

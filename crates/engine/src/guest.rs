@@ -13,7 +13,7 @@ use rmosix_image::{CpuUse, Frame};
 use tracing::{debug, info, warn};
 
 use crate::cputime::Carry;
-use crate::dfsa::{self, Consistent, LocalFiles, Reopen};
+use crate::dfsa::{self, Consistent, LocalFiles};
 use crate::dump;
 use crate::event_loop::{SigChld, Turn};
 use crate::forward::{Forwarder, Pending, Replied, Trapped, respond};
@@ -182,7 +182,7 @@ fn receive(
             )));
         }
     };
-    dfsa::reopen(husk, &inj, &header.local_files, Reopen::Remote(local))?;
+    dfsa::reopen(husk, &inj, &header.local_files, local.consistent())?;
     local.adopt(&header.local_files);
     Ok((inj, header.cpu))
 }

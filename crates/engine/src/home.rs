@@ -779,6 +779,8 @@ impl Supervisor<'_> {
 
     /// Restore the remote's image into the shell.
     fn restore(&mut self, pid: Pid) -> Event {
+        // The files it opened away are opened again beneath home's own consistent trees.
+        let consistent = self.daemon.consistent();
         let Some(r) = self.remote(pid) else {
             return Event::Done(Step::Restore, Err(MoveError::Local("no remote".into())));
         };
@@ -789,11 +791,15 @@ impl Supervisor<'_> {
             return Event::Broken(format!("its shell cannot be frozen: {err}"));
         }
         let started = Instant::now();
-        let (pending, away) =
-            match legs::restore_home(pid, &mut r.session, recall.homecoming.as_ref()) {
-                Ok(restored) => restored,
-                Err(err) => return Event::Done(Step::Restore, Err(home_cannot_hold(node, err))),
-            };
+        let (pending, away) = match legs::restore_home(
+            pid,
+            &mut r.session,
+            recall.homecoming.as_ref(),
+            &consistent,
+        ) {
+            Ok(restored) => restored,
+            Err(err) => return Event::Done(Step::Restore, Err(home_cannot_hold(node, err))),
+        };
         let frozen = started.elapsed();
         let freeze_ms = frozen.as_secs_f64() * 1e3;
         let precopied = recall.homecoming.is_some();

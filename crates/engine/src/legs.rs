@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::cputime::Carry;
 use crate::deputy::Deputy;
-use crate::dfsa::{self, Consistent, Reopen, Terms};
+use crate::dfsa::{self, Consistent, Terms};
 use crate::dump;
 use crate::halt::{HALT_BOUND, Halt};
 use crate::inject::Injector;
@@ -685,6 +685,7 @@ pub fn restore_home(
     pid: Pid,
     session: &mut Session,
     homecoming: Option<&Homecoming>,
+    consistent: &Consistent,
 ) -> io::Result<(Vec<SigInfo>, Usage)> {
     let header = restore::read_header(&mut session.frames)?;
     let fresh;
@@ -700,7 +701,7 @@ pub fn restore_home(
         }
     };
     // The files the process opened away replace home's placeholders for them.
-    dfsa::reopen(pid, inj, &header.local_files, Reopen::Home)?;
+    dfsa::reopen(pid, inj, &header.local_files, consistent)?;
     Ok((header.pending_signals(), header.cpu.away))
 }
 
