@@ -601,6 +601,7 @@ async fn open_session(shared: &Shared, mut conn: Conn, node: u16) {
                 keys: keys.to_hex(),
                 dfsa_mfs: consistent.mfs,
                 dfsa_mounts: consistent.mounts,
+                dfsa_node: consistent.node,
             };
             let sent = tokio::time::timeout(
                 SEND_TIMEOUT,

@@ -494,7 +494,8 @@ impl Daemon {
             true => rmosix_engine::Consistent::new(
                 mounted.as_ref().and(config.mfs.as_deref()),
                 &config.dfsa,
-            ),
+            )
+            .at_node(shared.own.get()),
             false => rmosix_engine::Consistent::default(),
         };
         let _ = shared.consistent.set(consistent);

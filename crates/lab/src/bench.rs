@@ -52,9 +52,9 @@ use std::time::{Duration, Instant};
 
 use crate::batch::field_text;
 use crate::cmd::{describe, run};
-use crate::iobench;
 use crate::spreadbench::{self, Parts, Runs};
 use crate::{Lab, LabConfig, LabError, Node, pid_in_node, wait_child_of};
+use crate::{filebench, iobench};
 
 /// The guest programs, compiled at bench time.
 const PROGRAMS: [(&str, &str); 7] = [
@@ -164,6 +164,8 @@ pub enum Scope {
     Alone,
     /// Only a freed node getting a waiting job, and idle daemons' CPU (`quietbench`).
     Idle,
+    /// What DFSA gains a moved process: a 1 GiB read and system headers (`filebench`).
+    Files,
 }
 
 impl Scope {
@@ -207,6 +209,10 @@ pub fn bench(
         if !path.is_file() {
             return Err(LabError::MissingBinary { path }.into());
         }
+    }
+    if scope == Scope::Files {
+        print!("{}", filebench::measure(bin_dir, quick, stop)?);
+        return Ok(());
     }
     let reps = if quick {
         Reps {
@@ -263,7 +269,7 @@ pub fn bench(
             lab.stop()?;
             report
         }
-        Scope::Spread | Scope::Unequal | Scope::Alone | Scope::Idle => Report {
+        Scope::Spread | Scope::Unequal | Scope::Alone | Scope::Idle | Scope::Files => Report {
             load_before: load_average(),
             ..Report::default()
         },

@@ -58,7 +58,8 @@ enum Cmd {
         /// pipe writer) with the forwarded round trip and raw TCP; or only the balancing
         /// (spread): 8 jobs started on node 1 of a 4-node lab spreading by themselves, the
         /// same on unequal nodes (unequal), one job alone (alone), a freed node getting a
-        /// waiting job and idle daemons' CPU (idle); each against baselines.
+        /// waiting job and idle daemons' CPU (idle); or what DFSA gains a moved process, a
+        /// 1 GiB read and system headers (files, not part of all); each against baselines.
         #[arg(value_enum, default_value_t = Part::All)]
         part: Part,
     },
@@ -73,6 +74,7 @@ enum Part {
     Unequal,
     Alone,
     Idle,
+    Files,
 }
 
 /// Why a subcommand failed.
@@ -127,6 +129,7 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
                 Part::Unequal => Scope::Unequal,
                 Part::Alone => Scope::Alone,
                 Part::Idle => Scope::Idle,
+                Part::Files => Scope::Files,
             };
             Ok(rmosix_lab::bench(&bin_dir, quick, scope, &stop)?)
         }

@@ -1,10 +1,11 @@
 //! DFSA in a 3-node lab with real daemons: a process away from home opens, stats and reads
 //! files under MFS's numbered directories where it runs, with the descriptor numbers home
 //! would give, and its files go with it to another node and home again at their offsets.
-//! Each node has a private /tmp, so node 1's /tmp/dfsa is reachable from the others only as
-//! /mfs/1/tmp/dfsa. Whether a descriptor lives where the process runs or at home shows in
-//! /proc: home's shell holds a placeholder (`/`) for a file opened away, and the husk at the
-//! remote holds the file itself.
+//! Each node has a private /tmp, so node 3's /tmp/dfsa is reachable from the others only as
+//! /mfs/3/tmp/dfsa. The process's home is node 1, whose own tree (/mfs/1) stays at home.
+//! Whether a descriptor lives where the process runs or at home shows in /proc: home's shell
+//! holds a placeholder (`/`) for a file opened away, and the husk at the remote holds the
+//! file itself.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -18,8 +19,8 @@ const PROGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/dfsa");
 const STEP: Duration = Duration::from_secs(60);
 /// Lines of `seq` in the data file (about 2.7 MB).
 const LINES: u32 = 400_000;
-/// Node 1's data file, as every node names it.
-const DATA: &str = "/mfs/1/tmp/dfsa/data";
+/// Node 3's data file, as every node names it.
+const DATA: &str = "/mfs/3/tmp/dfsa/data";
 
 fn files_program() -> String {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -56,7 +57,7 @@ fn sh(node: &Node, script: &str) -> String {
     done.stdout
 }
 
-/// Wait until `node`'s MFS shows node 1's data.
+/// Wait until `node`'s MFS shows node 3's data.
 fn wait_data(node: &Node) {
     let deadline = Instant::now() + STEP;
     while !node
@@ -160,12 +161,13 @@ fn files_of_mfs_are_opened_and_read_where_the_process_runs_and_follow_it() {
         .unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
     let (n1, n2, n3) = (lab.node(1), lab.node(2), lab.node(3));
     sh(
-        n1,
+        n3,
         &format!(
-            "mkdir -p /tmp/dfsa && seq 1 {LINES} > /tmp/dfsa/data && echo home > /tmp/home-file \
-             && ln -s /etc/hostname /tmp/dfsa/away && chmod -R a+rX /tmp/dfsa /tmp/home-file"
+            "mkdir -p /tmp/dfsa && seq 1 {LINES} > /tmp/dfsa/data \
+             && ln -s /etc/hostname /tmp/dfsa/away && chmod -R a+rX /tmp/dfsa"
         ),
     );
+    sh(n1, "echo home > /tmp/home-file && chmod a+r /tmp/home-file");
     for node in [n1, n2, n3] {
         wait_data(node);
     }
@@ -199,12 +201,17 @@ fn tour_files(lab: &Lab) {
     let home_file = files.open("/tmp/home-file");
     assert_eq!(home_file, 4);
     assert_eq!(files.at_home(home_file), "/tmp/home-file");
+    // Nor is home's own tree through MFS: its files are local at home.
+    let home_tree = files.open("/mfs/1/tmp/home-file");
+    assert_eq!(home_tree, 5);
+    assert_eq!(files.at_home(home_tree), "/mfs/1/tmp/home-file");
+    files.close(home_tree);
     let size = files.ask(&format!("stat {DATA}"));
     assert_eq!(size, format!("size {}", data.len()));
     let first = 1_000_000;
     assert_eq!(files.read(here, first), (first, fnv(&data[..first])));
 
-    // On to node 3: the file is opened there again, at its offset.
+    // On to node 3, the data's own node: the file is opened there again, at its offset.
     files.job.migrate("3").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(files.at_remote(n3, here), DATA);
     assert_eq!(files.at_home(here), "/");
@@ -221,9 +228,9 @@ fn tour_files(lab: &Lab) {
     assert_eq!(again, 4);
     assert_eq!(files.read(again, upto), (upto, fnv(&data[..upto])));
     // A symlink that leaves node 1's tree is followed at home, never here.
-    let away = files.open("/mfs/1/tmp/dfsa/away");
+    let away = files.open("/mfs/3/tmp/dfsa/away");
     assert_eq!(away, 5);
-    assert_eq!(files.at_home(away), "/mfs/1/etc/hostname");
+    assert_eq!(files.at_home(away), "/mfs/3/etc/hostname");
 
     // Home again: the file opened away replaces its placeholder, at its offset.
     files.job.migrate("home").unwrap_or_else(|e| panic!("{e}"));

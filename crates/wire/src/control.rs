@@ -186,6 +186,9 @@ pub enum Reply {
         /// This node's other mounts that are the same on every node (`mosixd --dfsa`).
         #[serde(default)]
         dfsa_mounts: Vec<String>,
+        /// This node's number, whose own MFS directory its processes reach by forwarding.
+        #[serde(default)]
+        dfsa_node: Option<u16>,
     },
     /// Where a process runs.
     Location {

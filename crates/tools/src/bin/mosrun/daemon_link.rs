@@ -426,10 +426,15 @@ impl Daemon for DaemonLink {
                 keys,
                 dfsa_mfs,
                 dfsa_mounts,
+                dfsa_node,
             }) => {
                 let socket =
                     socket.ok_or_else(|| local("mosixd sent a session without its socket"))?;
-                self.consistent = Consistent::new(dfsa_mfs.as_deref().map(Path::new), &dfsa_mounts);
+                let consistent = Consistent::new(dfsa_mfs.as_deref().map(Path::new), &dfsa_mounts);
+                self.consistent = match dfsa_node {
+                    Some(node) => consistent.at_node(node),
+                    None => consistent,
+                };
                 let keys = SessionKeys::from_hex(&keys).map_err(|e| local(&e.to_string()))?;
                 Channel::sealed(TcpStream::from(socket), &keys, End::Home)
                     .map_err(|e| local(&format!("cannot open the session: {e}")))
