@@ -107,9 +107,14 @@ impl Files<'_> {
 
     /// Opens `path` and returns its descriptor.
     fn open(&mut self, path: &str) -> i32 {
-        let answer = self.ask(&format!("open {path}"));
+        self.open_like(&format!("open {path}"))
+    }
+
+    /// Runs `command`, which answers with a new descriptor, and returns it.
+    fn open_like(&mut self, command: &str) -> i32 {
+        let answer = self.ask(command);
         let fd = answer.strip_prefix("fd ").and_then(|n| n.parse().ok());
-        fd.unwrap_or_else(|| panic!("open {path}: {answer}\n{}", self.job.outputs()))
+        fd.unwrap_or_else(|| panic!("{command}: {answer}\n{}", self.job.outputs()))
     }
 
     /// Reads `len` bytes of `fd`: how many came and their sum.
@@ -152,11 +157,8 @@ impl Files<'_> {
     }
 }
 
-#[test]
-fn files_of_mfs_are_opened_and_read_where_the_process_runs_and_follow_it() {
-    if !require_root() {
-        return;
-    }
+/// A 3-node lab whose node 3 holds the data, visible at every node.
+fn data_lab() -> Lab {
     let lab = Lab::start(LabConfig::new(3, bin_dir_of_current_test()))
         .unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
     let (n1, n2, n3) = (lab.node(1), lab.node(2), lab.node(3));
@@ -171,25 +173,70 @@ fn files_of_mfs_are_opened_and_read_where_the_process_runs_and_follow_it() {
     for node in [n1, n2, n3] {
         wait_data(node);
     }
-    tour_files(&lab);
-    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+    lab
 }
 
-/// The steps of the test above, at home, at node 2, on at node 3, home again.
-fn tour_files(lab: &Lab) {
-    let (n1, n2, n3) = (lab.node(1), lab.node(2), lab.node(3));
-    let data = data();
+/// `files` under mosrun at node 1, ready for commands.
+fn start_files(lab: &Lab) -> Files<'_> {
     let program = files_program();
-    let mut cmd = n1.command("mosrun");
+    let mut cmd = lab.node(1).command("mosrun");
     cmd.arg(&program)
         .current_dir(lab.work_dir())
         .stdin(Stdio::piped())
         .env("MOSRUN_LOG", "info")
         .env("NO_COLOR", "1");
-    let job = Job::spawn(n1, cmd).expect("start mosrun");
+    let job = Job::spawn(lab.node(1), cmd).expect("start mosrun");
     job.wait_output("ready\n", STEP)
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut files = Files { job, said: 0 };
+    Files { job, said: 0 }
+}
+
+/// Ends the program, which must exit with 0.
+fn end_files(files: Files<'_>) {
+    files.job.send(b"end\n").unwrap_or_else(|e| panic!("{e}"));
+    let done = files.job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+}
+
+#[test]
+fn files_of_mfs_are_opened_and_read_where_the_process_runs_and_follow_it() {
+    if !require_root() {
+        return;
+    }
+    let lab = data_lab();
+    tour_files(&lab);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A call only home can serve on a file opened away (`dup`) brings the process home, where
+/// the file replaces its placeholder and the call runs on it.
+#[test]
+fn a_call_only_home_serves_brings_the_process_home_with_its_files() {
+    if !require_root() {
+        return;
+    }
+    let lab = data_lab();
+    let mut files = start_files(&lab);
+    files.job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    let fd = files.open(DATA);
+    assert_eq!(files.at_home(fd), "/");
+    let data = data();
+    assert_eq!(files.read(fd, 1000), (1000, fnv(&data[..1000])));
+    let copy = files.open_like(&format!("dup {fd}"));
+    assert_eq!(files.job.location().unwrap_or_else(|e| panic!("{e}")), 1);
+    assert_eq!(files.at_home(fd), DATA);
+    assert_eq!(files.at_home(copy), DATA);
+    // The copy shares the offset the file had away.
+    assert_eq!(files.read(copy, 1000), (1000, fnv(&data[1000..2000])));
+    end_files(files);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The steps of the first test, at home, at node 2, on at node 3, home again.
+fn tour_files(lab: &Lab) {
+    let (n2, n3) = (lab.node(2), lab.node(3));
+    let data = data();
+    let mut files = start_files(lab);
 
     files.job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
     // Opened at node 2, under the number home gives: home holds a placeholder.
@@ -227,7 +274,7 @@ fn tour_files(lab: &Lab) {
     let again = files.open(DATA);
     assert_eq!(again, 4);
     assert_eq!(files.read(again, upto), (upto, fnv(&data[..upto])));
-    // A symlink that leaves node 1's tree is followed at home, never here.
+    // A symlink that leaves node 3's tree is followed at home, never here.
     let away = files.open("/mfs/3/tmp/dfsa/away");
     assert_eq!(away, 5);
     assert_eq!(files.at_home(away), "/mfs/3/etc/hostname");
@@ -238,8 +285,5 @@ fn tour_files(lab: &Lab) {
     assert_eq!(files.pos(again), upto as u64);
     let rest = data.len() - upto;
     assert_eq!(files.read(again, rest + 1), (rest, fnv(&data[upto..])));
-
-    files.job.send(b"end\n").unwrap_or_else(|e| panic!("{e}"));
-    let done = files.job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
-    assert!(done.status.success(), "{done:?}");
+    end_files(files);
 }

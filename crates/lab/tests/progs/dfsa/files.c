@@ -7,6 +7,7 @@
  *   TAG pos FD        -> TAG pos N
  *   TAG stat PATH     -> TAG size N        | TAG err ERRNO
  *   TAG close FD      -> TAG closed 0      | TAG err ERRNO
+ *   TAG dup FD        -> TAG fd N          | TAG err ERRNO
  *   end               -> exit 0
  */
 #include <errno.h>
@@ -81,6 +82,12 @@ int main(void) {
                 printf("%s err %d\n", tag, errno);
             else
                 printf("%s size %lld\n", tag, (long long)st.st_size);
+        } else if (strcmp(op, "dup") == 0) {
+            int fd = dup(atoi(arg));
+            if (fd < 0)
+                printf("%s err %d\n", tag, errno);
+            else
+                printf("%s fd %d\n", tag, fd);
         } else if (strcmp(op, "close") == 0) {
             if (close(atoi(arg)) != 0)
                 printf("%s err %d\n", tag, errno);
