@@ -165,3 +165,38 @@ fn command(pid: i32) -> String {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     format!("[{}]", comm.trim_end())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmosix_wire::Advice;
+
+    fn entry(pid: i32, node: Option<u16>) -> Entry {
+        Entry {
+            pid,
+            node,
+            moving: false,
+            advice: Advice::default(),
+            moves: 0,
+            cant_move: None,
+        }
+    }
+
+    #[test]
+    fn the_local_read_keeps_the_callers_processes_that_exist_with_their_figures() {
+        let me = std::process::id() as i32;
+        let uid = nix::unistd::getuid().as_raw();
+        // PID 0 is never a process's (read_creds refuses it).
+        let entries = vec![entry(me, None), entry(0, None), entry(me, Some(2))];
+        let read = read_local(entries.clone(), Some(uid));
+        let pids: Vec<(i32, Option<u16>)> =
+            read.iter().map(|l| (l.entry.pid, l.entry.node)).collect();
+        assert_eq!(pids, vec![(me, None), (me, Some(2))]);
+        assert!(read.iter().all(|l| l.owner == uid && !l.command.is_empty()));
+        // Figures from /proc for the one here; the one away gets them from its node.
+        assert!(read[0].stat.is_some_and(|s| s.rss_kib > 0));
+        assert!(read[1].stat.is_none());
+        // Another user's list leaves ours out.
+        assert!(read_local(entries, Some(uid.wrapping_add(1))).is_empty());
+    }
+}
