@@ -145,12 +145,14 @@ pub(crate) fn refuse(stream: UnixStream, why: &OverLimit) {
 }
 
 /// Serve one client: requests until it closes, or a supervisor's session. `_ticket` holds its
-/// place in the limits until the connection ends.
+/// place in the limits until the connection ends; `accepted`: when the connection was
+/// accepted, for the log of a registration.
 pub(crate) async fn serve_client(
     shared: Arc<Shared>,
     stream: UnixStream,
     caller: Caller,
     _ticket: Ticket,
+    accepted: Instant,
 ) {
     let mut conn = Conn {
         stream,
@@ -177,7 +179,9 @@ pub(crate) async fn serve_client(
         };
         debug!(uid, pid, ?request, "request");
         let reply = match request {
-            Request::Supervise { advice } => return supervise(&shared, conn, advice).await,
+            Request::Supervise { advice } => {
+                return supervise(&shared, conn, advice, accepted).await;
+            }
             Request::OpenSession { node } => return open_session(&shared, conn, node).await,
             Request::Migrate { pid, target } => {
                 match migrate(&shared, &mut conn, pid, target).await {
@@ -198,7 +202,7 @@ pub(crate) async fn serve_client(
             Request::Guest { home_node } => {
                 return guests::serve_guest(&shared, conn, home_node).await;
             }
-            Request::Guests => guests::list(&shared),
+            Request::Guests => guests::list(&shared).await,
             Request::Whois { query } => modes::whois_reply(&shared, query.as_deref()),
             Request::Isup { node } => isup(&shared, node).await,
             Request::SetMode { mode, on } => modes::refuse_unless_root(uid)
@@ -487,12 +491,15 @@ async fn ping(shared: &Shared, node: NodeId) -> Result<(), PingError> {
 }
 
 /// A supervisor's connection: reports in, commands out, until it closes. A supervisor may
-/// be silent for hours, so no request timeout applies.
-async fn supervise(shared: &Shared, mut conn: Conn, advice: Advice) {
+/// be silent for hours, so no request timeout applies. The log line of its registration says
+/// how long after its connection was accepted the daemon took it (`after`): on a crowded
+/// node, the time the daemon's threads waited for a CPU.
+async fn supervise(shared: &Shared, mut conn: Conn, advice: Advice, accepted: Instant) {
     let (tx, mut commands) = mpsc::unbounded_channel::<Command>();
     let id = shared.table().add_supervisor(tx, advice);
     let pid = conn.caller.pid;
-    info!(pid, uid = conn.caller.uid, "supervisor registered");
+    let after = accepted.elapsed();
+    info!(pid, uid = conn.caller.uid, ?after, "supervisor registered");
     if conn.reply(&Reply::Ok).await.is_ok() {
         supervise_loop(shared, &mut conn, id, &mut commands).await;
     }
@@ -510,11 +517,13 @@ async fn supervise_loop(
         tokio::select! {
             report = conn.recv::<Report>() => match report {
                 Ok(Some(Report::Execed { pid })) => {
-                    if let Ok(program) = procfs::program_of(pid) {
-                        shared.table().execed(id, pid, program, Instant::now());
-                    }
                     // Answered at once: the process waits, stopped, for it.
-                    let node = balancer::place_at_exec(shared, id, pid).map(NodeId::get);
+                    let node = reading_proc(|| {
+                        if let Ok(program) = procfs::program_of(pid) {
+                            shared.table().execed(id, pid, program, Instant::now());
+                        }
+                        balancer::place_at_exec(shared, id, pid).map(NodeId::get)
+                    });
                     if let Err(e) = send_command(conn, &Command::Place { pid, node }).await {
                         warn!(pid = conn.caller.pid, "supervisor dropped: cannot place its process: {e}");
                         return;
@@ -541,6 +550,16 @@ async fn send_command(conn: &mut Conn, command: &Command) -> std::io::Result<()>
     conn.send_line(&encode_line(command)?).await
 }
 
+/// Runs `read`, which reads /proc/PID: that waits while the kernel holds the process (seen
+/// in `do_task_stat` while a thousand jobs start), and meanwhile the runtime thread serves
+/// no one. `block_in_place` hands this thread's other tasks to another thread for the time;
+/// the report itself waits for no other thread (a wake-up of one costs tens of milliseconds
+/// on a crowded node, `spawn_blocking` would add one to every report). The daemon's runtime
+/// is multi-threaded, as `block_in_place` needs.
+fn reading_proc<T>(read: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(read)
+}
+
 /// Apply a report, unless it claims a process the supervisor could not be tracing: one its
 /// user (from the connection) could not kill(2), judged by the process's own credentials.
 fn accept_report(shared: &Shared, caller: &Caller, id: SupervisorId, report: Report) {
@@ -551,7 +570,7 @@ fn accept_report(shared: &Shared, caller: &Caller, id: SupervisorId, report: Rep
         return;
     }
     if let Report::Started { pid } = report {
-        let creds = procfs::read_creds(pid);
+        let creds = reading_proc(|| procfs::read_creds(pid));
         let Some(creds) = creds.ok().filter(|c| procfs::may_act(caller.uid, c)) else {
             warn!(
                 supervisor = caller.pid,

@@ -521,6 +521,13 @@ impl Daemon {
     /// node reconnect to the next daemon.
     pub async fn serve(self) -> Result<(), DaemonError> {
         let (mut term, hangup) = (self.term, self.hangup);
+        // The accept loops are tasks of their own, which any runtime thread runs: a
+        // connection accepted on a thread is served there next (tokio runs what a task spawns
+        // right after it), with no other thread to wake, and a thread that gets the CPU
+        // accepts every connection waiting. The future of `block_on` runs on the main thread
+        // alone, and on a crowded node each wake-up of a thread waits its turn for a CPU.
+        let mut peers = tokio::spawn(accept_peers(self.shared.clone(), self.tcp));
+        let mut clients = tokio::spawn(accept_clients(self.shared.clone(), self.unix));
         let scrapes = async {
             match self.metrics {
                 Some(listener) => metrics::serve(self.shared.clone(), listener).await,
@@ -528,8 +535,8 @@ impl Daemon {
             }
         };
         tokio::select! {
-            () = accept_peers(&self.shared, &self.tcp) => {}
-            () = accept_clients(&self.shared, &self.unix) => {}
+            ended = &mut peers => warn!("stopped accepting peers: {ended:?}"),
+            ended = &mut clients => warn!("stopped accepting clients: {ended:?}"),
             () = report_held_lines(&self.shared) => {}
             () = cluster::publish(&self.shared) => {}
             () = balancer::run(self.shared.clone()), if self.shared.balancing.is_some() => {}
@@ -539,6 +546,8 @@ impl Daemon {
             _ = term.recv() => {}
         }
         info!("mosixd stopping");
+        peers.abort();
+        clients.abort();
         // The others mark this node dead at once rather than after the suspicion timeout.
         self.shared.cluster.leave().await;
         let _ = std::fs::remove_file(&self.socket);
@@ -606,7 +615,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Admission happens here, in accept order, before anything is read: a connection over the
 /// limits is closed at once.
-async fn accept_peers(shared: &Arc<Shared>, listener: &TcpListener) {
+async fn accept_peers(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => match shared.limits.admit(Holder::Peer(addr.ip())) {
@@ -615,7 +624,7 @@ async fn accept_peers(shared: &Arc<Shared>, listener: &TcpListener) {
                 }
                 Err(why) => {
                     drop(stream);
-                    peer::refused(shared, addr.ip(), &why);
+                    peer::refused(&shared, addr.ip(), &why);
                 }
             },
             Err(e) => {
@@ -627,7 +636,7 @@ async fn accept_peers(shared: &Arc<Shared>, listener: &TcpListener) {
 }
 
 /// The client's identity is taken from the socket once, here; admission follows it.
-async fn accept_clients(shared: &Arc<Shared>, listener: &UnixListener) {
+async fn accept_clients(shared: Arc<Shared>, listener: UnixListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -645,6 +654,7 @@ async fn accept_clients(shared: &Arc<Shared>, listener: &UnixListener) {
                             stream,
                             caller,
                             ticket,
+                            Instant::now(),
                         ));
                     }
                     Err(why) => {

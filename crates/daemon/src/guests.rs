@@ -181,32 +181,39 @@ pub(crate) fn is_alive(guest: &Spawned) -> bool {
 }
 
 /// The hosted processes with their figures.
-pub(crate) fn list(shared: &Shared) -> Reply {
-    match figures(shared) {
+pub(crate) async fn list(shared: &Shared) -> Reply {
+    match figures(shared).await {
         Ok(processes) => Reply::Guests { processes },
         Err(e) => Reply::Error {
-            message: format!("cannot read /proc/uptime: {e}"),
+            message: format!("cannot read /proc: {e}"),
         },
     }
 }
 
 /// The guests whose home is `node`, for that node's `mosps` (an empty list if /proc cannot
 /// be read).
-pub(crate) fn hosted_from(shared: &Shared, node: u16) -> Vec<HostedProcess> {
-    let mut processes = figures(shared).unwrap_or_default();
+pub(crate) async fn hosted_from(shared: &Shared, node: u16) -> Vec<HostedProcess> {
+    let mut processes = figures(shared).await.unwrap_or_default();
     processes.retain(|p| p.home_node == node);
     processes
 }
 
-fn figures(shared: &Shared) -> io::Result<Vec<HostedProcess>> {
-    let uptime = procfs::uptime()?;
+/// The hosted processes' figures. /proc (two files a guest, hundreds of guests on a node
+/// others crowd) is read on the blocking pool, not on a runtime thread.
+async fn figures(shared: &Shared) -> io::Result<Vec<HostedProcess>> {
     let entries = shared.hosted().entries();
-    Ok(hosted::figures(
-        &entries,
-        |pid| procfs::read_stat(pid).ok(),
-        uptime,
-        shared.units,
-    ))
+    let units = shared.units;
+    tokio::task::spawn_blocking(move || {
+        let uptime = procfs::uptime()?;
+        Ok(hosted::figures(
+            &entries,
+            |pid| procfs::read_stat(pid).ok(),
+            uptime,
+            units,
+        ))
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 #[cfg(test)]

@@ -36,6 +36,14 @@
 //! this node's files to the other nodes' MFS on `Purpose::Files` links, each call as its
 //! caller; `mosctl nomfs|mfs` closes and opens them.
 //!
+//! On a node crowded with jobs (a thousand under `mosrun`) its threads wait for a CPU far
+//! longer than they work, each wake-up tens of milliseconds, so it keeps both few: it runs at
+//! nice -20 with at least two runtime threads, accepts on whichever runtime thread is free and
+//! serves a connection on the thread that accepted it, and reads /proc where a runtime thread
+//! would block: the balancing loop's samples and the lists of `mosps` and `mosctl guests` on
+//! the blocking pool, a report's one read in `block_in_place`, none under the table's lock
+//! (docs/balancing.md, "Failures", the thousand jobs).
+//!
 //! Placement policy, membership and the migration engine itself live in other rooms.
 //!
 //! The door: [`cli`] (`mosixd`'s command line), [`Config`], [`Daemon`], [`DaemonError`],

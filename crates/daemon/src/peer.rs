@@ -102,7 +102,7 @@ pub(crate) async fn serve_peer(
         }
         Purpose::Hosted => {
             let answer = HostedHere {
-                processes: guests::hosted_from(&shared, from),
+                processes: guests::hosted_from(&shared, from).await,
             };
             if let Err(e) = link.send(&answer.encode()).await {
                 warn!(from, "cannot answer which guests run here: {}", chain(&e));
