@@ -856,8 +856,16 @@ impl Forwarder {
                 let fd = ret as i32;
                 match listener.answer_with_file(id, &file, fd, cloexec) {
                     Ok(()) => self.local.opened(fd, path),
-                    // The call is gone (a signal ended it): so goes the placeholder.
-                    Err(_) => self.release(id, fd, session)?,
+                    Err(err) => {
+                        // The call is gone (a signal ended it: ENOENT), or the file could
+                        // not go in (the process's descriptor limit here): it fails, and
+                        // the placeholder goes.
+                        if err.raw_os_error() != Some(libc::ENOENT) {
+                            let errno = err.raw_os_error().unwrap_or(libc::EMFILE);
+                            respond(listener, id, -i64::from(errno));
+                        }
+                        self.release(id, fd, session)?;
+                    }
                 }
             }
             Pending::Mirror { id } if ret < 0 => respond(listener, id, ret),
