@@ -16,6 +16,7 @@ use crate::cputime::Carry;
 use crate::inject::{Injector, Scratch};
 use crate::mem::{Memory, le_u64};
 use crate::ptrace::{self, Pid, Regs};
+use crate::samefile::Held;
 use crate::sys;
 use crate::throttle::{Level, Throttle, Unthrottled};
 use crate::track::{Tracker, Written};
@@ -388,7 +389,16 @@ fn words4(mem: &Memory, addr: u64) -> io::Result<[u64; 4]> {
 /// touched (anonymous areas, per /proc/PID/pagemap) and pages that are all zero.
 pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result<u64> {
     let mem = Memory::open(pid)?;
-    stream_pages(pid, &mem, areas, out, Unreadable::Fail, &mut Unthrottled)
+    let held = &Held::default();
+    stream_pages(
+        pid,
+        &mem,
+        areas,
+        held,
+        out,
+        Unreadable::Fail,
+        &mut Unthrottled,
+    )
 }
 
 /// Stream pre-copy's running rounds of running `pid` (see `precopy`): every page of `areas`
@@ -396,7 +406,8 @@ pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result
 /// before, found and protected again by `tracker`, until the policy (`converge`) says to
 /// freeze. Each round ends with an end marker; the last one's says that no running round
 /// follows. What the last scan found is left to the final round (see [`Tracker::owe`]).
-/// Returns the page bytes sent.
+/// The file pages of the files in `held` stay here: the receiver maps its own (see
+/// `samefile`). Returns the page bytes sent.
 ///
 /// The rounds stream on a helper thread, and this thread serves `throttle` meanwhile (see
 /// [`Throttle`]), so that a duty cycle run here keeps time while the rounds wait on the link.
@@ -404,6 +415,7 @@ pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result
 pub fn dump_first_round(
     pid: Pid,
     areas: &[Area],
+    held: &Held,
     tracker: &Tracker,
     throttle: &mut dyn Throttle,
     out: &mut (impl Write + Send),
@@ -414,8 +426,9 @@ pub fn dump_first_round(
         can_slow: throttle.can_slow(),
     };
     std::thread::scope(|scope| {
-        let rounds = scope
-            .spawn(move || send_rounds(pid, areas, tracker, &mut asked, Limits::default(), out));
+        let sending = (areas, held, tracker);
+        let rounds =
+            scope.spawn(move || send_rounds(pid, sending, &mut asked, Limits::default(), out));
         let served = serve(throttle, &wanted);
         let sent = rounds.join().expect("the rounds' thread panicked");
         // An error of the rounds explains why the throttle failed too (the process ended).
@@ -473,8 +486,7 @@ fn serve(throttle: &mut dyn Throttle, wanted: &mpsc::Receiver<Level>) -> io::Res
 /// and a tick between pieces of work.
 fn send_rounds(
     pid: Pid,
-    areas: &[Area],
-    tracker: &Tracker,
+    (areas, held, tracker): (&[Area], &Held, &Tracker),
     throttle: &mut dyn Throttle,
     limits: Limits,
     out: &mut impl Write,
@@ -483,7 +495,7 @@ fn send_rounds(
     let mut policy = Converge::new(limits, throttle.can_slow());
     // The caller protected the areas just before: writes since count for the second round.
     let mut started = Instant::now();
-    let mut sent = stream_pages(pid, &mem, areas, out, Unreadable::Skip, throttle)?;
+    let mut sent = stream_pages(pid, &mem, areas, held, out, Unreadable::Skip, throttle)?;
     let (mut total, mut zero) = (sent, Vec::new());
     loop {
         let pending = collect_round(pid, areas, tracker, throttle)?;
@@ -660,10 +672,13 @@ enum Unreadable<'t> {
     Owe(&'t Tracker),
 }
 
+/// Send the pages of `areas` that hold something (see [`page_kinds`]), but the file pages of
+/// the files in `held`.
 fn stream_pages(
     pid: Pid,
     mem: &Memory,
     areas: &[Area],
+    held: &Held,
     out: &mut impl Write,
     unreadable: Unreadable,
     throttle: &mut dyn Throttle,
@@ -688,6 +703,7 @@ fn stream_pages(
                     PageKind::Empty => continue,
                     PageKind::Own if area.file.is_some() => Sending::Written,
                     PageKind::Own => Sending::Anonymous(None),
+                    PageKind::File if held.holds(area) => continue,
                     PageKind::File => Sending::FileContent,
                 };
                 let range = (addr + first as u64 * PAGE, addr + page as u64 * PAGE);
@@ -702,12 +718,13 @@ fn stream_pages(
 /// Stream the final round of a pre-copied image of stopped `pid`: the header; in the parts of
 /// its areas that the receiver keeps from `first` (see `precopy::kept_parts`), the pages
 /// written since the last running round and those the rounds owe; all of the other parts;
-/// and the end marker, with the runs to empty.
+/// and the end marker, with the runs to empty. The file pages of the files in `held` stay
+/// here, as in the running rounds.
 pub fn dump_final_round(
     pid: Pid,
     facts: &rmosix_image::KernelFacts,
     cpu: &Carry,
-    first: &[Area],
+    (first, held): (&[Area], &Held),
     tracker: &Tracker,
     out: &mut impl Write,
 ) -> io::Result<(Header, u64)> {
@@ -752,7 +769,8 @@ pub fn dump_final_round(
         }
         if kept_end < area.end {
             let rest = area.from(kept_end);
-            sent += stream_pages(pid, &mem, &[rest], out, Unreadable::Fail, unthrottled)?;
+            let fail = Unreadable::Fail;
+            sent += stream_pages(pid, &mem, &[rest], held, out, fail, unthrottled)?;
         }
     }
     write_end(out, sent, zero, false)?;
@@ -1035,7 +1053,9 @@ mod tests {
             go: Some(std::fs::File::from(std::os::fd::OwnedFd::from(tx))),
         };
         let mut out = Vec::new();
-        let streamed = stream_pages(child, &mem, &areas, &mut out, Unreadable::Skip, &mut exec);
+        let held = &Held::default();
+        let skip = Unreadable::Skip;
+        let streamed = stream_pages(child, &mem, &areas, held, &mut out, skip, &mut exec);
         // SAFETY: killing and reaping our own child.
         unsafe {
             libc::kill(child, libc::SIGKILL);
@@ -1129,10 +1149,10 @@ mod tests {
             ..Limits::default()
         };
         let mut stream = Vec::new();
+        let held = Held::default();
         send_rounds(
             source.pid,
-            &areas,
-            &tracker,
+            (&areas, &held, &tracker),
             &mut writer,
             limits,
             &mut stream,
@@ -1153,16 +1173,17 @@ mod tests {
             &Carry::Home {
                 away: Default::default(),
             },
-            &areas,
+            (&areas, &held),
             &tracker,
             &mut stream,
         )
         .unwrap();
 
         let mut frames = image::FrameReader::new(&stream[..]);
-        let inj = restore::restore_first_round(target.pid, &areas, &mut frames).unwrap();
+        let inj = restore::restore_first_round(target.pid, &areas, &held, &mut frames).unwrap();
         let header = restore::read_header(&mut frames).unwrap();
-        restore::restore_final_round(target.pid, &inj, &areas, &header, &mut frames).unwrap();
+        restore::restore_final_round(target.pid, &inj, &areas, &held, &header, &mut frames)
+            .unwrap();
         assert!(frames.next_frame().is_err(), "the whole stream was read");
 
         let moved = target.mem.read_vec(area.0, area.1).unwrap();

@@ -42,6 +42,7 @@ mod ptrace;
 mod readahead;
 mod relay_out;
 mod restore;
+mod samefile;
 mod sched;
 mod seccomp;
 mod session;
