@@ -685,7 +685,7 @@ impl Guest {
                 return Ok(Some(Left::Lost));
             };
             match msg {
-                ToGuest::Held(held) => break held.as_sender_takes(),
+                ToGuest::Held(held) => break held.unless_switched_off(),
                 ToGuest::Stay { reason } => {
                     duty.release()?;
                     warn!(%reason, "the move failed; the process runs on here");

@@ -92,7 +92,7 @@ enum Rounds {
     Over {
         onward: Onward,
         /// What the rounds left; None: the whole image goes frozen.
-        first: Option<FirstRound>,
+        first: Option<Box<FirstRound>>,
     },
     /// The move failed; the process runs on at home once the departure is dropped.
     Failed(MoveError),
@@ -157,7 +157,7 @@ impl Departure {
                 self.slowdown.halt();
                 Rounds::Over {
                     onward,
-                    first: Some(first),
+                    first: Some(Box::new(first)),
                 }
             }
             Ok(Err(why)) => Rounds::Failed(why),
@@ -285,7 +285,7 @@ impl Departure {
         } = self;
         match rounds {
             Rounds::Over { onward, first } if slowdown.halted() => {
-                Ok((started, slowdown, onward, first))
+                Ok((started, slowdown, onward, first.map(|first| *first)))
             }
             Rounds::Failed(why) => Err(why),
             _ => Err(MoveError::Local(
@@ -564,7 +564,7 @@ fn stream_rounds(
         write_message(&mut session.out, &precopy)
             .and_then(|()| session.out.flush())
             .map_err(|e| sending_failed(node, e))?;
-        let held = held_answer(&mut session.frames, node)?.as_sender_takes();
+        let held = held_answer(&mut session.frames, node)?.unless_switched_off();
         let out = &mut session.out;
         let bytes = dump::dump_first_round(pid, &areas, &held, &tracker, &mut forward, out)
             .map_err(|e| sending_failed(node, e))?;

@@ -150,7 +150,7 @@ impl Held {
     }
 
     /// What a sender with the exchange turned off takes the answer for: nothing held.
-    pub fn as_sender_takes(self) -> Held {
+    pub fn unless_switched_off(self) -> Held {
         match enabled() {
             true => self,
             false => Held::default(),
