@@ -22,6 +22,7 @@ use crate::deputy::Deputy;
 use crate::dump;
 use crate::halt::{HALT_BOUND, Halt};
 use crate::inject::Injector;
+use crate::mapfile;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Stop};
 use crate::relay_out::RelayOut;
@@ -102,6 +103,8 @@ impl Departure {
     /// Leave for `onward`, which agreed to take process `pid`: ask the process to stop, so
     /// that write tracking can be armed. `execs`: how often this move began again already.
     pub fn new(pid: Pid, onward: Onward, execs: u8) -> Departure {
+        // While it runs, not in the stop.
+        mapfile::learn_digests(pid);
         let mut slowdown = Slowdown::new(pid);
         slowdown.halt();
         Departure {

@@ -7,9 +7,9 @@
 //! file by the time the process arrives.
 //!
 //! The digest is SHA-256 (the `sha2` crate): collision-resistant, so a peer cannot make two
-//! different files look alike, and run with the CPU's SHA extensions where it has them
-//! (about 1.5 GB/s per core on this VM's CPU). blake3 would be faster still but is not among
-//! the crates the build can fetch. Each supervisor keeps the digests it computed, each under
+//! different files look alike, and run with the CPU's SHA extensions where it has them.
+//! blake3 would be faster still, but sha2 was in the build already (a dependency's
+//! dependency). Each supervisor keeps the digests it computed, each under
 //! the file's `stat` identity (device, inode, size, mtime, ctime), so a file is read once
 //! however often its processes move; a changed file has a new identity (ctime cannot be set
 //! back) and is read again.
