@@ -42,6 +42,9 @@ struct Run {
     wall_ms: f64,
 }
 
+/// Picks one figure out of a run.
+type Figure = fn(&Run) -> f64;
+
 /// The runs of both kinds, and the binary they ran.
 #[derive(Debug)]
 pub(crate) struct Measured {
@@ -180,8 +183,8 @@ pub(crate) fn render(o: &mut String, m: &Measured) {
         m.size as f64 / (1 << 20) as f64,
         m.same.len()
     );
-    let figure = |runs: &[Run], f: fn(&Run) -> f64| Stats::of(runs.iter().map(f));
-    let rows: [(&str, fn(&Run) -> f64, usize, &str); 4] = [
+    let figure = |runs: &[Run], f: Figure| Stats::of(runs.iter().map(f));
+    let rows: [(&str, Figure, usize, &str); 4] = [
         (
             "image (mosrun bytes)",
             |r| r.bytes / (1 << 20) as f64,
