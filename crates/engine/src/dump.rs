@@ -385,20 +385,42 @@ fn words4(mem: &Memory, addr: u64) -> io::Result<[u64; 4]> {
     Ok(words.try_into().expect("4 words"))
 }
 
+/// In the stop that arms tracking of stopped `pid`, registered for `areas`: note the pages of
+/// its file mappings that are its own, then protect the file mappings (see
+/// [`Tracker::protect_files`]). Protected in the stop, no write falls between the note and
+/// the protection; the rounds' [`page_kinds`] then tell a marker from an own page.
+pub fn protect_file_mappings(pid: Pid, areas: &[Area], tracker: &Tracker) -> io::Result<()> {
+    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut own: Vec<(u64, u64)> = Vec::new();
+    for area in areas
+        .iter()
+        .filter(|a| a.file.is_some() && !a.is_vdso_block())
+    {
+        let mut addr = area.start;
+        while addr < area.end {
+            let len = (area.end - addr).min(RUN_BYTES as u64);
+            let kinds = page_kinds(&pagemap, area, (addr, len), None)?;
+            for (i, kind) in kinds.into_iter().enumerate() {
+                let at = addr + i as u64 * PAGE;
+                match own.last_mut() {
+                    _ if kind != PageKind::Own => {}
+                    Some((_, end)) if *end == at => *end += PAGE,
+                    _ => own.push((at, at + PAGE)),
+                }
+            }
+            addr += len;
+        }
+    }
+    tracker.protect_files(areas, own);
+    Ok(())
+}
+
 /// Stream the page contents of `areas` of stopped `pid`, skipping pages that were never
 /// touched (anonymous areas, per /proc/PID/pagemap) and pages that are all zero.
 pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result<u64> {
     let mem = Memory::open(pid)?;
-    let held = &Held::default();
-    stream_pages(
-        pid,
-        &mem,
-        areas,
-        held,
-        out,
-        Unreadable::Fail,
-        &mut Unthrottled,
-    )
+    let pages = (areas, &Held::default(), None);
+    stream_pages(pid, &mem, pages, out, Unreadable::Fail, &mut Unthrottled)
 }
 
 /// Stream pre-copy's running rounds of running `pid` (see `precopy`): every page of `areas`
@@ -495,7 +517,9 @@ fn send_rounds(
     let mut policy = Converge::new(limits, throttle.can_slow());
     // The caller protected the areas just before: writes since count for the second round.
     let mut started = Instant::now();
-    let mut sent = stream_pages(pid, &mem, areas, held, out, Unreadable::Skip, throttle)?;
+    let own = tracker.own_in_files();
+    let pages = (areas, held, own.as_deref());
+    let mut sent = stream_pages(pid, &mem, pages, out, Unreadable::Skip, throttle)?;
     let (mut total, mut zero) = (sent, Vec::new());
     loop {
         let pending = collect_round(pid, areas, tracker, throttle)?;
@@ -672,13 +696,12 @@ enum Unreadable<'t> {
     Owe(&'t Tracker),
 }
 
-/// Send the pages of `areas` that hold something (see [`page_kinds`]), but the file pages of
-/// the files in `held`.
+/// Send the pages of `areas` that hold something (see [`page_kinds`], which takes
+/// `own_at_protect`), but the file pages of the files in `held`.
 fn stream_pages(
     pid: Pid,
     mem: &Memory,
-    areas: &[Area],
-    held: &Held,
+    (areas, held, own_at_protect): (&[Area], &Held, Option<&Runs>),
     out: &mut impl Write,
     unreadable: Unreadable,
     throttle: &mut dyn Throttle,
@@ -690,7 +713,7 @@ fn stream_pages(
         let mut addr = area.start;
         while addr < area.end {
             let len = (area.end - addr).min(RUN_BYTES as u64);
-            let kinds = page_kinds(&pagemap, area, addr, len)?;
+            let kinds = page_kinds(&pagemap, area, (addr, len), own_at_protect)?;
             // Read each run of pages of one kind that holds data, and send it.
             let mut page = 0usize;
             while page < kinds.len() {
@@ -738,6 +761,7 @@ pub fn dump_final_round(
     let areas: Vec<&Area> = header.areas.iter().filter(|a| !a.is_vdso_block()).collect();
     let kept = precopy::kept_parts(first, &header.areas);
     let owed = tracker.owed();
+    let own = tracker.own_in_files();
     let (mut sent, mut zero) = (0, Vec::new());
     let mut buf = vec![0u8; PIECE];
     let unthrottled = &mut Unthrottled;
@@ -770,7 +794,8 @@ pub fn dump_final_round(
         if kept_end < area.end {
             let rest = area.from(kept_end);
             let fail = Unreadable::Fail;
-            sent += stream_pages(pid, &mem, &[rest], held, out, fail, unthrottled)?;
+            let pages = (&[rest][..], held, own.as_deref());
+            sent += stream_pages(pid, &mem, pages, out, fail, unthrottled)?;
         }
     }
     write_end(out, sent, zero, false)?;
@@ -819,19 +844,35 @@ enum PageKind {
     File,
 }
 
+/// Runs of pages, [start, end) each, sorted and apart.
+type Runs = [(u64, u64)];
+
+/// Whether `at` lies in one of `runs`.
+fn in_runs(runs: &Runs, at: u64) -> bool {
+    let after = runs.partition_point(|r| r.0 <= at);
+    after > 0 && at < runs[after - 1].1
+}
+
 /// /proc/PID/pagemap bits (Documentation/admin-guide/mm/pagemap.rst).
 const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAPPED: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 const PM_GUARD: u64 = 1 << 58;
+const PM_UFFD_WP: u64 = 1 << 57;
 
 /// What each page of [addr, addr+len) in `area` holds, by /proc/PID/pagemap. An area whose
 /// file is not known is read whole, as anonymous memory, but for its guard regions.
+///
+/// Once tracking protects a file mapping, a page absent there carries a marker that
+/// pagemap shows as swapped (with the uffd-wp bit), as it shows an own page swapped out:
+/// `own_at_protect`, the runs that were the process's own when the file mappings were
+/// protected (see [`protect_file_mappings`]), tells them apart. A page written since has
+/// lost the bit.
 fn page_kinds(
     pagemap: &std::fs::File,
     area: &Area,
-    addr: u64,
-    len: u64,
+    (addr, len): (u64, u64),
+    own_at_protect: Option<&Runs>,
 ) -> io::Result<Vec<PageKind>> {
     use std::os::unix::fs::FileExt;
     let pages = (len / PAGE) as usize;
@@ -857,7 +898,10 @@ fn page_kinds(
         .map(|(i, entry)| {
             let entry = le_u64(entry, 0);
             let at = addr + i as u64 * PAGE;
-            let own = entry & PM_SWAPPED != 0 || entry & (PM_PRESENT | PM_FILE) == PM_PRESENT;
+            let marker = entry & (PM_SWAPPED | PM_UFFD_WP | PM_FILE) == PM_SWAPPED | PM_UFFD_WP
+                && own_at_protect.is_some_and(|own| !in_runs(own, at));
+            let own = !marker
+                && (entry & PM_SWAPPED != 0 || entry & (PM_PRESENT | PM_FILE) == PM_PRESENT);
             match past_end {
                 _ if entry & PM_GUARD != 0 => PageKind::Empty,
                 Some(end) if at >= end => PageKind::Empty,
@@ -1053,9 +1097,8 @@ mod tests {
             go: Some(std::fs::File::from(std::os::fd::OwnedFd::from(tx))),
         };
         let mut out = Vec::new();
-        let held = &Held::default();
-        let skip = Unreadable::Skip;
-        let streamed = stream_pages(child, &mem, &areas, held, &mut out, skip, &mut exec);
+        let (skip, pages) = (Unreadable::Skip, (&areas[..], &Held::default(), None));
+        let streamed = stream_pages(child, &mem, pages, &mut out, skip, &mut exec);
         // SAFETY: killing and reaping our own child.
         unsafe {
             libc::kill(child, libc::SIGKILL);

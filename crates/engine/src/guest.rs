@@ -663,6 +663,7 @@ impl Guest {
         let opened = dump::image_areas(self.husk).and_then(|areas| {
             let tracker = Tracker::open(self.husk, &self.inj)?;
             tracker.register(&areas);
+            dump::protect_file_mappings(self.husk, &areas, &tracker)?;
             Ok((tracker, areas))
         });
         self.resume_husk(job_stopped)?;

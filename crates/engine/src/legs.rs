@@ -258,6 +258,7 @@ impl Departure {
             let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
             let tracker = Tracker::open(pid, &inj)?;
             tracker.register(&areas);
+            dump::protect_file_mappings(pid, &areas, &tracker)?;
             Ok((tracker, areas, pagemap))
         });
         self.rounds = match opened {
