@@ -287,8 +287,9 @@ fn logged_bytes(job: &Job, mark: usize, what: &str) -> u64 {
     }
 }
 
-/// A process mapping a 32 MiB file moves to a node that holds the same file (same path,
-/// same content): the file's pages stay home and the node maps its own file. On to a node
+/// A process mapping a 32 MiB file (half of it read, half never touched) moves to a node
+/// that holds the same file (same path, same content): the file's pages stay home and the
+/// node maps its own file. On to a node
 /// whose file at that path differs by one byte: the pages go (relayed by home), into a
 /// copy, and the process reads what it read at home. Home again: home maps its file. The
 /// nodes' /tmp are their own, so each holds its own file at the same path.
