@@ -197,18 +197,18 @@ pub(crate) fn render(o: &mut String, m: &Measured) {
     ];
     let _ = writeln!(
         o,
-        "  {:<32}{:<36}{:<36}ratio of medians",
-        "", "identical files mapped", "every page sent (RMOSIX_SAMEFILE=off)"
+        "  {:<32}{:<36}{:<42}without / with (medians)",
+        "", "with identical-file mapping", "without (RMOSIX_SAMEFILE=off)"
     );
     for (name, f, digits, unit) in rows {
         let (same, sent) = (figure(&m.same, f), figure(&m.sent, f));
         let ratio = match (same, sent) {
-            (Some(a), Some(b)) if a.median > 0.0 => format!("{:.2}x less", b.median / a.median),
+            (Some(a), Some(b)) if a.median > 0.0 => format!("{:.2}x", b.median / a.median),
             _ => "n/a".to_owned(),
         };
         let _ = writeln!(
             o,
-            "  {name:<32}{:<36}{:<36}{ratio}",
+            "  {name:<32}{:<36}{:<42}{ratio}",
             show(same, digits, unit),
             show(sent, digits, unit)
         );
