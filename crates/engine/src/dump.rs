@@ -1149,6 +1149,52 @@ mod tests {
     }
 
     #[test]
+    fn pages_tracking_marked_in_a_file_mapping_are_the_files_and_written_ones_the_processs() {
+        let husk = Husk::new(1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mapped");
+        std::fs::write(&path, vec![b'f'; 64 * TEST_PAGE as usize]).unwrap();
+        // Open and map the file in the husk: private and writable, as a program's data.
+        let mut raw = path.to_str().unwrap().as_bytes().to_vec();
+        raw.push(0);
+        husk.mem.write(husk.area.start, &raw).unwrap();
+        let (cwd, rdwr) = (libc::AT_FDCWD as u64, libc::O_RDWR as u64);
+        let open = [cwd, husk.area.start, rdwr, 0, 0, 0];
+        let fd = husk
+            .inj
+            .call_ok(husk.pid, libc::SYS_openat, open, "openat")
+            .unwrap();
+        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let map = [0, 64 * TEST_PAGE, prot, libc::MAP_PRIVATE as u64, fd, 0];
+        let start = husk
+            .inj
+            .call_ok(husk.pid, libc::SYS_mmap, map, "mmap")
+            .unwrap();
+        // Page 2 written (its own), the others untouched: a read would bring its neighbours
+        // in too (the kernel maps the page cache around a read fault), a write only its page.
+        husk.mem.write(start + 2 * TEST_PAGE, b"own").unwrap();
+
+        let areas = image_areas(husk.pid).unwrap();
+        let area = areas.iter().find(|a| a.start == start).unwrap();
+        assert!(area.file.is_some(), "{area:?}");
+        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
+        tracker.register(&areas);
+        protect_file_mappings(husk.pid, &areas, &tracker).unwrap();
+        tracker.protect(&areas);
+
+        let pagemap = std::fs::File::open(format!("/proc/{}/pagemap", husk.pid)).unwrap();
+        let range = (start, 64 * TEST_PAGE);
+        // Read alone, the markers on the untouched pages look like own pages swapped out.
+        let alone = page_kinds(&pagemap, area, range, None).unwrap();
+        assert_eq!(alone, [PageKind::Own; 64]);
+        let own = tracker.own_in_files();
+        let kinds = page_kinds(&pagemap, area, range, own.as_deref()).unwrap();
+        let mut expected = [PageKind::File; 64];
+        expected[2] = PageKind::Own;
+        assert_eq!(kinds, expected);
+    }
+
+    #[test]
     fn guard_regions_are_cut_out_of_written_runs() {
         let run = |start, end| Written {
             start,
