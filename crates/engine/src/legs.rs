@@ -25,7 +25,7 @@ use crate::inject::Injector;
 use crate::mapfile;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Stop};
-use crate::relay_out::RelayOut;
+use crate::relay_out::{AnswerBound, RelayOut};
 use crate::restore;
 use crate::samefile::Held;
 use crate::session::{Channel, Opening, Session, SessionRead, ToGuest, ToHome};
@@ -724,8 +724,11 @@ pub fn relay_first_round(
         let mut to = RelayOut::new(&mut onward.session);
         write_message(&mut to, &ToGuest::Precopy { areas }).and_then(|()| to.flush())
     };
-    let held = match announced {
-        Ok(()) => held_answer(&mut onward.session.frames, node),
+    let held = match announced.and_then(|()| AnswerBound::new(&onward.session)) {
+        Ok(bound) => held_answer(&mut onward.session.frames, node).map_err(|why| match why {
+            MoveError::LinkBroken { node, reason } => link_broken(node, bound.explain(reason)),
+            other => other,
+        }),
         Err(err) => Err(link_broken(node, err)),
     };
     // A node that failed meanwhile holds nothing: the remote sends its round all the same,
