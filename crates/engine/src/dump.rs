@@ -16,6 +16,7 @@ use crate::cputime::Carry;
 use crate::inject::{Injector, Scratch};
 use crate::mem::{Memory, le_u64};
 use crate::ptrace::{self, Pid, Regs};
+use crate::samefile::Held;
 use crate::sys;
 use crate::throttle::{Level, Throttle, Unthrottled};
 use crate::track::{Tracker, Written};
@@ -388,11 +389,42 @@ fn words4(mem: &Memory, addr: u64) -> io::Result<[u64; 4]> {
     Ok(words.try_into().expect("4 words"))
 }
 
+/// In the stop that arms tracking of stopped `pid`, registered for `areas`: note the pages of
+/// its file mappings that are its own, then protect the file mappings (see
+/// [`Tracker::protect_files`]). Protected in the stop, no write falls between the note and
+/// the protection; the rounds' [`page_kinds`] then tell a marker from an own page.
+pub fn protect_file_mappings(pid: Pid, areas: &[Area], tracker: &Tracker) -> io::Result<()> {
+    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut own: Vec<(u64, u64)> = Vec::new();
+    for area in areas
+        .iter()
+        .filter(|a| a.file.is_some() && !a.is_vdso_block())
+    {
+        let mut addr = area.start;
+        while addr < area.end {
+            let len = (area.end - addr).min(RUN_BYTES as u64);
+            let kinds = page_kinds(&pagemap, area, (addr, len), None)?;
+            for (i, kind) in kinds.into_iter().enumerate() {
+                let at = addr + i as u64 * PAGE;
+                match own.last_mut() {
+                    _ if kind != PageKind::Own => {}
+                    Some((_, end)) if *end == at => *end += PAGE,
+                    _ => own.push((at, at + PAGE)),
+                }
+            }
+            addr += len;
+        }
+    }
+    tracker.protect_files(areas, own);
+    Ok(())
+}
+
 /// Stream the page contents of `areas` of stopped `pid`, skipping pages that were never
 /// touched (anonymous areas, per /proc/PID/pagemap) and pages that are all zero.
 pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result<u64> {
     let mem = Memory::open(pid)?;
-    stream_pages(pid, &mem, areas, out, Unreadable::Fail, &mut Unthrottled)
+    let pages = (areas, &Held::default(), None);
+    stream_pages(pid, &mem, pages, out, Unreadable::Fail, &mut Unthrottled)
 }
 
 /// Stream pre-copy's running rounds of running `pid` (see `precopy`): every page of `areas`
@@ -400,7 +432,8 @@ pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result
 /// before, found and protected again by `tracker`, until the policy (`converge`) says to
 /// freeze. Each round ends with an end marker; the last one's says that no running round
 /// follows. What the last scan found is left to the final round (see [`Tracker::owe`]).
-/// Returns the page bytes sent.
+/// The file pages of the files in `held` stay here: the receiver maps its own (see
+/// `samefile`). Returns the page bytes sent.
 ///
 /// The rounds stream on a helper thread, and this thread serves `throttle` meanwhile (see
 /// [`Throttle`]), so that a duty cycle run here keeps time while the rounds wait on the link.
@@ -408,6 +441,7 @@ pub fn write_pages(pid: Pid, areas: &[Area], out: &mut impl Write) -> io::Result
 pub fn dump_first_round(
     pid: Pid,
     areas: &[Area],
+    held: &Held,
     tracker: &Tracker,
     throttle: &mut dyn Throttle,
     out: &mut (impl Write + Send),
@@ -418,8 +452,9 @@ pub fn dump_first_round(
         can_slow: throttle.can_slow(),
     };
     std::thread::scope(|scope| {
-        let rounds = scope
-            .spawn(move || send_rounds(pid, areas, tracker, &mut asked, Limits::default(), out));
+        let sending = (areas, held, tracker);
+        let rounds =
+            scope.spawn(move || send_rounds(pid, sending, &mut asked, Limits::default(), out));
         let served = serve(throttle, &wanted);
         let sent = rounds.join().expect("the rounds' thread panicked");
         // An error of the rounds explains why the throttle failed too (the process ended).
@@ -477,8 +512,7 @@ fn serve(throttle: &mut dyn Throttle, wanted: &mpsc::Receiver<Level>) -> io::Res
 /// and a tick between pieces of work.
 fn send_rounds(
     pid: Pid,
-    areas: &[Area],
-    tracker: &Tracker,
+    (areas, held, tracker): (&[Area], &Held, &Tracker),
     throttle: &mut dyn Throttle,
     limits: Limits,
     out: &mut impl Write,
@@ -487,7 +521,9 @@ fn send_rounds(
     let mut policy = Converge::new(limits, throttle.can_slow());
     // The caller protected the areas just before: writes since count for the second round.
     let mut started = Instant::now();
-    let mut sent = stream_pages(pid, &mem, areas, out, Unreadable::Skip, throttle)?;
+    let own = tracker.own_in_files();
+    let pages = (areas, held, own.as_deref());
+    let mut sent = stream_pages(pid, &mem, pages, out, Unreadable::Skip, throttle)?;
     let (mut total, mut zero) = (sent, Vec::new());
     loop {
         let pending = collect_round(pid, areas, tracker, throttle)?;
@@ -664,10 +700,12 @@ enum Unreadable<'t> {
     Owe(&'t Tracker),
 }
 
+/// Send the pages of `areas` that hold something (see [`page_kinds`], which takes
+/// `own_at_protect`), but the file pages of the files in `held`.
 fn stream_pages(
     pid: Pid,
     mem: &Memory,
-    areas: &[Area],
+    (areas, held, own_at_protect): (&[Area], &Held, Option<&Runs>),
     out: &mut impl Write,
     unreadable: Unreadable,
     throttle: &mut dyn Throttle,
@@ -679,7 +717,7 @@ fn stream_pages(
         let mut addr = area.start;
         while addr < area.end {
             let len = (area.end - addr).min(RUN_BYTES as u64);
-            let kinds = page_kinds(&pagemap, area, addr, len)?;
+            let kinds = page_kinds(&pagemap, area, (addr, len), own_at_protect)?;
             // Read each run of pages of one kind that holds data, and send it.
             let mut page = 0usize;
             while page < kinds.len() {
@@ -692,6 +730,7 @@ fn stream_pages(
                     PageKind::Empty => continue,
                     PageKind::Own if area.file.is_some() => Sending::Written,
                     PageKind::Own => Sending::Anonymous(None),
+                    PageKind::File if held.holds(area) => continue,
                     PageKind::File => Sending::FileContent,
                 };
                 let range = (addr + first as u64 * PAGE, addr + page as u64 * PAGE);
@@ -706,12 +745,13 @@ fn stream_pages(
 /// Stream the final round of a pre-copied image of stopped `pid`: the header; in the parts of
 /// its areas that the receiver keeps from `first` (see `precopy::kept_parts`), the pages
 /// written since the last running round and those the rounds owe; all of the other parts;
-/// and the end marker, with the runs to empty.
+/// and the end marker, with the runs to empty. The file pages of the files in `held` stay
+/// here, as in the running rounds.
 pub fn dump_final_round(
     pid: Pid,
     facts: &rmosix_image::KernelFacts,
     cpu: &Carry,
-    first: &[Area],
+    (first, held): (&[Area], &Held),
     tracker: &Tracker,
     out: &mut impl Write,
 ) -> io::Result<(Header, u64)> {
@@ -725,6 +765,7 @@ pub fn dump_final_round(
     let areas: Vec<&Area> = header.areas.iter().filter(|a| !a.is_vdso_block()).collect();
     let kept = precopy::kept_parts(first, &header.areas);
     let owed = tracker.owed();
+    let own = tracker.own_in_files();
     let (mut sent, mut zero) = (0, Vec::new());
     let mut buf = vec![0u8; PIECE];
     let unthrottled = &mut Unthrottled;
@@ -756,7 +797,9 @@ pub fn dump_final_round(
         }
         if kept_end < area.end {
             let rest = area.from(kept_end);
-            sent += stream_pages(pid, &mem, &[rest], out, Unreadable::Fail, unthrottled)?;
+            let fail = Unreadable::Fail;
+            let pages = (&[rest][..], held, own.as_deref());
+            sent += stream_pages(pid, &mem, pages, out, fail, unthrottled)?;
         }
     }
     write_end(out, sent, zero, false)?;
@@ -805,19 +848,35 @@ enum PageKind {
     File,
 }
 
+/// Runs of pages, [start, end) each, sorted and apart.
+type Runs = [(u64, u64)];
+
+/// Whether `at` lies in one of `runs`.
+fn in_runs(runs: &Runs, at: u64) -> bool {
+    let after = runs.partition_point(|r| r.0 <= at);
+    after > 0 && at < runs[after - 1].1
+}
+
 /// /proc/PID/pagemap bits (Documentation/admin-guide/mm/pagemap.rst).
 const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAPPED: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 const PM_GUARD: u64 = 1 << 58;
+const PM_UFFD_WP: u64 = 1 << 57;
 
 /// What each page of [addr, addr+len) in `area` holds, by /proc/PID/pagemap. An area whose
 /// file is not known is read whole, as anonymous memory, but for its guard regions.
+///
+/// Once tracking protects a file mapping, a page absent there carries a marker that
+/// pagemap shows as swapped (with the uffd-wp bit), as it shows an own page swapped out:
+/// `own_at_protect`, the runs that were the process's own when the file mappings were
+/// protected (see [`protect_file_mappings`]), tells them apart. A page written since has
+/// lost the bit.
 fn page_kinds(
     pagemap: &std::fs::File,
     area: &Area,
-    addr: u64,
-    len: u64,
+    (addr, len): (u64, u64),
+    own_at_protect: Option<&Runs>,
 ) -> io::Result<Vec<PageKind>> {
     use std::os::unix::fs::FileExt;
     let pages = (len / PAGE) as usize;
@@ -843,7 +902,10 @@ fn page_kinds(
         .map(|(i, entry)| {
             let entry = le_u64(entry, 0);
             let at = addr + i as u64 * PAGE;
-            let own = entry & PM_SWAPPED != 0 || entry & (PM_PRESENT | PM_FILE) == PM_PRESENT;
+            let marker = entry & (PM_SWAPPED | PM_UFFD_WP | PM_FILE) == PM_SWAPPED | PM_UFFD_WP
+                && own_at_protect.is_some_and(|own| !in_runs(own, at));
+            let own = !marker
+                && (entry & PM_SWAPPED != 0 || entry & (PM_PRESENT | PM_FILE) == PM_PRESENT);
             match past_end {
                 _ if entry & PM_GUARD != 0 => PageKind::Empty,
                 Some(end) if at >= end => PageKind::Empty,
@@ -1039,7 +1101,8 @@ mod tests {
             go: Some(std::fs::File::from(std::os::fd::OwnedFd::from(tx))),
         };
         let mut out = Vec::new();
-        let streamed = stream_pages(child, &mem, &areas, &mut out, Unreadable::Skip, &mut exec);
+        let (skip, pages) = (Unreadable::Skip, (&areas[..], &Held::default(), None));
+        let streamed = stream_pages(child, &mem, pages, &mut out, skip, &mut exec);
         // SAFETY: killing and reaping our own child.
         unsafe {
             libc::kill(child, libc::SIGKILL);
@@ -1090,6 +1153,52 @@ mod tests {
     }
 
     #[test]
+    fn pages_tracking_marked_in_a_file_mapping_are_the_files_and_written_ones_the_processs() {
+        let husk = Husk::new(1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mapped");
+        std::fs::write(&path, vec![b'f'; 64 * TEST_PAGE as usize]).unwrap();
+        // Open and map the file in the husk: private and writable, as a program's data.
+        let mut raw = path.to_str().unwrap().as_bytes().to_vec();
+        raw.push(0);
+        husk.mem.write(husk.area.start, &raw).unwrap();
+        let (cwd, rdwr) = (libc::AT_FDCWD as u64, libc::O_RDWR as u64);
+        let open = [cwd, husk.area.start, rdwr, 0, 0, 0];
+        let fd = husk
+            .inj
+            .call_ok(husk.pid, libc::SYS_openat, open, "openat")
+            .unwrap();
+        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let map = [0, 64 * TEST_PAGE, prot, libc::MAP_PRIVATE as u64, fd, 0];
+        let start = husk
+            .inj
+            .call_ok(husk.pid, libc::SYS_mmap, map, "mmap")
+            .unwrap();
+        // Page 2 written (its own), the others untouched: a read would bring its neighbours
+        // in too (the kernel maps the page cache around a read fault), a write only its page.
+        husk.mem.write(start + 2 * TEST_PAGE, b"own").unwrap();
+
+        let areas = image_areas(husk.pid).unwrap();
+        let area = areas.iter().find(|a| a.start == start).unwrap();
+        assert!(area.file.is_some(), "{area:?}");
+        let tracker = Tracker::open(husk.pid, &husk.inj).unwrap();
+        tracker.register(&areas);
+        protect_file_mappings(husk.pid, &areas, &tracker).unwrap();
+        tracker.protect(&areas);
+
+        let pagemap = std::fs::File::open(format!("/proc/{}/pagemap", husk.pid)).unwrap();
+        let range = (start, 64 * TEST_PAGE);
+        // Read alone, the markers on the untouched pages look like own pages swapped out.
+        let alone = page_kinds(&pagemap, area, range, None).unwrap();
+        assert_eq!(alone, [PageKind::Own; 64]);
+        let own = tracker.own_in_files();
+        let kinds = page_kinds(&pagemap, area, range, own.as_deref()).unwrap();
+        let mut expected = [PageKind::File; 64];
+        expected[2] = PageKind::Own;
+        assert_eq!(kinds, expected);
+    }
+
+    #[test]
     fn guard_regions_are_cut_out_of_written_runs() {
         let run = |start, end| Written {
             start,
@@ -1133,10 +1242,10 @@ mod tests {
             ..Limits::default()
         };
         let mut stream = Vec::new();
+        let held = Held::default();
         send_rounds(
             source.pid,
-            &areas,
-            &tracker,
+            (&areas, &held, &tracker),
             &mut writer,
             limits,
             &mut stream,
@@ -1157,16 +1266,17 @@ mod tests {
             &Carry::Home {
                 away: Default::default(),
             },
-            &areas,
+            (&areas, &held),
             &tracker,
             &mut stream,
         )
         .unwrap();
 
         let mut frames = image::FrameReader::new(&stream[..]);
-        let inj = restore::restore_first_round(target.pid, &areas, &mut frames).unwrap();
+        let inj = restore::restore_first_round(target.pid, &areas, &held, &mut frames).unwrap();
         let header = restore::read_header(&mut frames).unwrap();
-        restore::restore_final_round(target.pid, &inj, &areas, &header, &mut frames).unwrap();
+        restore::restore_final_round(target.pid, &inj, &areas, &held, &header, &mut frames)
+            .unwrap();
         assert!(frames.next_frame().is_err(), "the whole stream was read");
 
         let moved = target.mem.read_vec(area.0, area.1).unwrap();

@@ -21,6 +21,7 @@ use crate::inject::Injector;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Stop};
 use crate::readahead::Loan;
+use crate::samefile::Held;
 use crate::seccomp::{self, Listener};
 use crate::session::{Channel, Session, ToGuest, ToHome};
 use crate::signals::{self, Arriving, StatusMasks};
@@ -170,10 +171,13 @@ fn receive(
             (inj, header)
         }
         ToGuest::Precopy { areas } => {
-            let inj = restore::restore_first_round(husk, &areas, &mut session.frames)?;
+            let held = Held::here(&areas);
+            session.send(&ToHome::Held(held.clone()))?;
+            let inj = restore::restore_first_round(husk, &areas, &held, &mut session.frames)?;
             session.send(&ToHome::Prepared)?;
             let header = restore::read_header(&mut session.frames)?;
-            restore::restore_final_round(husk, &inj, &areas, &header, &mut session.frames)?;
+            let frames = &mut session.frames;
+            restore::restore_final_round(husk, &inj, &areas, &held, &header, frames)?;
             (inj, header)
         }
         other => {
@@ -683,6 +687,7 @@ impl Guest {
         let opened = dump::image_areas(self.husk).and_then(|areas| {
             let tracker = Tracker::open(self.husk, &self.inj)?;
             tracker.register(&areas);
+            dump::protect_file_mappings(self.husk, &areas, &tracker)?;
             Ok((tracker, areas))
         });
         self.resume_husk(job_stopped)?;
@@ -700,8 +705,28 @@ impl Guest {
         // This thread traces the husk: it runs the throttle's duty cycle while the rounds
         // stream, and holds a husk it slowed down until the final round (see Duty).
         let mut duty = Duty::new(self.husk, &mut self.arriving);
+        let held = loop {
+            let Some(msg) = word_during_move(&mut self.session) else {
+                return Ok(Some(Left::Lost));
+            };
+            match msg {
+                ToGuest::Held(held) => break held.unless_switched_off(),
+                ToGuest::Stay { reason } => {
+                    duty.release()?;
+                    warn!(%reason, "the move failed; the process runs on here");
+                    return Ok(None);
+                }
+                ToGuest::Signal { info } if info.is_valid() => duty.send(info),
+                ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
+                ToGuest::Filled { .. } => drop(read_backs(&mut self.session, 1)?),
+                ToGuest::Room { fd, written, room } => self.behind.on_room(fd, written, room),
+                ToGuest::SendImage | ToGuest::Stale { .. } => {}
+                ToGuest::Ended => return Ok(Some(Left::Ended)),
+                other => return Err(io::Error::other(format!("unexpected {other:?}"))),
+            }
+        };
         let out = &mut self.session.out;
-        let sent = dump::dump_first_round(self.husk, &areas, &tracker, &mut duty, out)
+        let sent = dump::dump_first_round(self.husk, &areas, &held, &tracker, &mut duty, out)
             .and_then(|_| duty.hold_if_slowed());
         if let Err(err) = sent {
             duty.release()?;
@@ -714,7 +739,11 @@ impl Guest {
             match msg {
                 ToGuest::Prepared => {
                     duty.release()?;
-                    let first = FirstRound { tracker, areas };
+                    let first = FirstRound {
+                        tracker,
+                        areas,
+                        held,
+                    };
                     return self.go_home(Homeward::Asked { restart: None }, Some(first));
                 }
                 ToGuest::Stay { reason } => {
@@ -762,8 +791,8 @@ impl Guest {
         let out = &mut self.session.out;
         match &first {
             Some(first) => {
-                let (areas, tracker) = (&first.areas, &first.tracker);
-                dump::dump_final_round(self.husk, &facts, &cpu, areas, tracker, out)?
+                let (sent, tracker) = ((&first.areas[..], &first.held), &first.tracker);
+                dump::dump_final_round(self.husk, &facts, &cpu, sent, tracker, out)?
             }
             None => dump::dump(self.husk, &facts, &cpu, out)?,
         };
@@ -865,6 +894,8 @@ const UC_SIGMASK_IN_FRAME: u64 = 8 + 8 + 8 + 24 + 256;
 struct FirstRound {
     tracker: Tracker,
     areas: Vec<rmosix_image::Area>,
+    /// The files the next node holds: their file pages stay here.
+    held: Held,
 }
 
 /// Why a remote goes home.

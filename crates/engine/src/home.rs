@@ -870,6 +870,7 @@ impl Supervisor<'_> {
             from,
             node = to,
             precopied,
+            bytes,
             freeze_ms,
             total_ms,
             "moved on"

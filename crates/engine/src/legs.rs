@@ -23,10 +23,12 @@ use crate::dfsa::{self, Consistent, Terms};
 use crate::dump;
 use crate::halt::{HALT_BOUND, Halt};
 use crate::inject::Injector;
+use crate::mapfile;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid, Stop};
-use crate::relay_out::RelayOut;
+use crate::relay_out::{AnswerBound, RelayOut};
 use crate::restore;
+use crate::samefile::Held;
 use crate::session::{Channel, Opening, Session, SessionRead, ToGuest, ToHome};
 use crate::sharing;
 use crate::throttle::{Ask, Cycle, Level, Phase, Throttle, Verdict};
@@ -52,6 +54,8 @@ pub struct FirstRound {
     tracker: Tracker,
     /// The areas the first round sent.
     areas: Vec<Area>,
+    /// The files the node holds: no round sends their file pages.
+    held: Held,
     /// Bytes of page data it sent.
     bytes: u64,
 }
@@ -90,7 +94,7 @@ enum Rounds {
     Over {
         onward: Onward,
         /// What the rounds left; None: the whole image goes frozen.
-        first: Option<FirstRound>,
+        first: Option<Box<FirstRound>>,
     },
     /// The move failed; the process runs on at home once the departure is dropped.
     Failed(MoveError),
@@ -100,6 +104,8 @@ impl Departure {
     /// Leave for `onward`, which agreed to take process `pid`: ask the process to stop, so
     /// that write tracking can be armed. `execs`: how often this move began again already.
     pub fn new(pid: Pid, onward: Onward, execs: u8) -> Departure {
+        // While it runs, not in the stop.
+        mapfile::learn_digests(pid);
         let mut slowdown = Slowdown::new(pid);
         slowdown.halt();
         Departure {
@@ -155,7 +161,7 @@ impl Departure {
                 self.slowdown.halt();
                 Rounds::Over {
                     onward,
-                    first: Some(first),
+                    first: Some(Box::new(first)),
                 }
             }
             Ok(Err(why)) => Rounds::Failed(why),
@@ -253,6 +259,7 @@ impl Departure {
             let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
             let tracker = Tracker::open(pid, &inj)?;
             tracker.register(&areas);
+            dump::protect_file_mappings(pid, &areas, &tracker)?;
             Ok((tracker, areas, pagemap))
         });
         self.rounds = match opened {
@@ -283,7 +290,7 @@ impl Departure {
         } = self;
         match rounds {
             Rounds::Over { onward, first } if slowdown.halted() => {
-                Ok((started, slowdown, onward, first))
+                Ok((started, slowdown, onward, first.map(|first| *first)))
             }
             Rounds::Failed(why) => Err(why),
             _ => Err(MoveError::Local(
@@ -544,9 +551,10 @@ pub fn greet(
     }
 }
 
-/// Pre-copy's running rounds of `pid`, whose writes `tracker` follows in `areas`: stream its
-/// pages into `onward` on a helper thread while it runs, and wait there until `onward` has
-/// placed them.
+/// Pre-copy's running rounds of `pid`, whose writes `tracker` follows in `areas`: announce
+/// the areas to `onward`, learn which of their files it holds, stream the pages (but those
+/// files' own) on a helper thread while it runs, and wait there until `onward` has placed
+/// them.
 fn stream_rounds(
     pid: Pid,
     mut onward: Onward,
@@ -562,9 +570,13 @@ fn stream_rounds(
         let precopy = ToGuest::Precopy {
             areas: areas.clone(),
         };
-        let out = &mut onward.session.out;
-        let bytes = write_message(out, &precopy)
-            .and_then(|()| dump::dump_first_round(pid, &areas, &tracker, &mut forward, out))
+        let session = &mut onward.session;
+        write_message(&mut session.out, &precopy)
+            .and_then(|()| session.out.flush())
+            .map_err(|e| sending_failed(node, e))?;
+        let held = held_answer(&mut session.frames, node)?.unless_switched_off();
+        let out = &mut session.out;
+        let bytes = dump::dump_first_round(pid, &areas, &held, &tracker, &mut forward, out)
             .map_err(|e| sending_failed(node, e))?;
         // The loop holds a process the rounds slowed down from here to its final round. A
         // loop that no longer reads has let go of the process (it ended).
@@ -573,6 +585,7 @@ fn stream_rounds(
         let first = FirstRound {
             tracker,
             areas,
+            held,
             bytes,
         };
         Ok((onward, first))
@@ -606,8 +619,8 @@ pub fn send_out(
             movable(pid, filters)
                 .and_then(|()| alone(pid, job))
                 .and_then(|()| {
-                    let (areas, tracker) = (&first.areas, &first.tracker);
-                    dump::dump_final_round(pid, facts, &cpu, areas, tracker, &mut session.out)
+                    let (sent, tracker) = ((&first.areas[..], &first.held), &first.tracker);
+                    dump::dump_final_round(pid, facts, &cpu, sent, tracker, &mut session.out)
                         .map_err(link)
                 })
         }
@@ -636,11 +649,12 @@ pub fn send_out(
     let frozen = running.duration_since(frozen);
     let freeze_ms = frozen.as_secs_f64() * 1e3;
     let total_ms = ms_since(started);
-    let first_bytes = first.map_or(0, |f| f.bytes);
+    let first_bytes = first.as_ref().map_or(0, |f| f.bytes);
+    let held_files = first.map_or(0, |f| f.held.len());
     let bytes = first_bytes + bytes;
     info!(
         pid,
-        node, bytes, first_bytes, freeze_ms, total_ms, "migrated"
+        node, bytes, first_bytes, held_files, freeze_ms, total_ms, "migrated"
     );
     let cost = Cost {
         bytes: Some(bytes),
@@ -665,17 +679,22 @@ pub struct Homecoming {
     inj: Injector,
     /// The areas the first round mapped.
     areas: Vec<Area>,
+    /// The files home said it holds, whose file pages do not come.
+    held: Held,
 }
 
 /// Coming home, the first round goes into the shell, which stops being a shell until the
-/// final round: no forwarded call comes meanwhile (the guest waits for `Prepared`).
+/// final round: no forwarded call comes meanwhile (the guest waits for `Prepared`). First
+/// the remote learns which files of `areas` home holds: it found each itself, by digest.
 pub fn place_first_round(
     pid: Pid,
     areas: Vec<Area>,
     session: &mut Session,
 ) -> io::Result<Homecoming> {
-    let inj = restore::restore_first_round(pid, &areas, &mut session.frames)?;
-    Ok(Homecoming { inj, areas })
+    let held = Held::here(&areas);
+    session.send(&ToGuest::Held(held.clone()))?;
+    let inj = restore::restore_first_round(pid, &areas, &held, &mut session.frames)?;
+    Ok(Homecoming { inj, areas, held })
 }
 
 /// Restore the remote's image, whose header comes next on `session`, into frozen shell
@@ -691,8 +710,8 @@ pub fn restore_home(
     let fresh;
     let inj = match homecoming {
         Some(first) => {
-            let (inj, areas) = (&first.inj, &first.areas);
-            restore::restore_final_round(pid, inj, areas, &header, &mut session.frames)?;
+            let (inj, areas, held) = (&first.inj, &first.areas, &first.held);
+            restore::restore_final_round(pid, inj, areas, held, &header, &mut session.frames)?;
             inj
         }
         None => {
@@ -705,23 +724,56 @@ pub fn restore_home(
     Ok((header.pending_signals(), header.cpu.away))
 }
 
-/// Pass a remote's first round of `areas` on to `onward`. Outer error: the remote's session
-/// broke; inner: `onward` failed.
+/// Pass a remote's first round of `areas` on to `onward`: the areas, `onward`'s answer of
+/// the files it holds back to the remote (home passes it on as it came: the remote trusts the
+/// node that restores, which checks each file itself), then the pages. Outer error: the
+/// remote's session broke; inner: `onward` failed.
 pub fn relay_first_round(
     from: &mut Session,
     onward: &mut Onward,
     areas: Vec<Area>,
 ) -> io::Result<Result<(), MoveError>> {
     let node = onward.node;
+    let announced = {
+        let mut to = RelayOut::new(&mut onward.session);
+        write_message(&mut to, &ToGuest::Precopy { areas }).and_then(|()| to.flush())
+    };
+    let held = match announced.and_then(|()| AnswerBound::new(&onward.session)) {
+        Ok(bound) => held_answer(&mut onward.session.frames, node).map_err(|why| match why {
+            MoveError::LinkBroken { node, reason } => link_broken(node, bound.explain(reason)),
+            other => other,
+        }),
+        Err(err) => Err(link_broken(node, err)),
+    };
+    // A node that failed meanwhile holds nothing: the remote sends its round all the same,
+    // and it is read and dropped here, so that the remote stays in step.
+    from.send(&ToGuest::Held(held.clone().unwrap_or_default()))?;
     let relayed = {
         let mut to = RelayOut::new(&mut onward.session);
-        let announced = write_message(&mut to, &ToGuest::Precopy { areas });
-        relay_pages(&mut from.frames, &mut to, announced, &mut onward.relayed)
+        let onward_ok = held
+            .as_ref()
+            .map(drop)
+            .map_err(|e| io::Error::other(e.to_string()));
+        relay_pages(&mut from.frames, &mut to, onward_ok, &mut onward.relayed)
     };
-    Ok(match relayed? {
-        Err(err) => Err(link_broken(node, err)),
-        Ok(()) => node_answer(&mut onward.session.frames, node, Round::First),
+    Ok(match (held, relayed?) {
+        (Err(why), _) => Err(why),
+        (Ok(_), Err(err)) => Err(link_broken(node, err)),
+        (Ok(_), Ok(())) => node_answer(&mut onward.session.frames, node, Round::First),
     })
+}
+
+/// `node`'s answer to the areas of a first round: the files it holds.
+fn held_answer(
+    frames: &mut FrameReader<Box<dyn SessionRead>>,
+    node: u16,
+) -> Result<Held, MoveError> {
+    match frames.message::<ToHome>() {
+        Ok(ToHome::Held(held)) => Ok(held),
+        Ok(ToHome::Failed { reason }) => Err(MoveError::RestoreFailed { node, reason }),
+        Ok(other) => Err(link_broken(node, format!("unexpected answer {other:?}"))),
+        Err(e) => Err(link_broken(node, format!("before the first round: {e}"))),
+    }
 }
 
 /// Pass a remote's image (a whole one, or the final round after a first round that went

@@ -43,6 +43,7 @@ mod ptrace;
 mod readahead;
 mod relay_out;
 mod restore;
+mod samefile;
 mod sched;
 mod seccomp;
 mod session;

@@ -1,11 +1,12 @@
 //! File mappings: which file an area maps, read where the process is dumped, and the file a
 //! restore maps the area of again.
 //!
-//! The image names the file (`FileId`: path, device, inode, size, modification time, and the
-//! boot id of the kernel that stat'ed it). A restore on the same running kernel opens the
-//! path (or, for an unlinked file, the descriptor the dumping supervisor kept of it) inside
-//! the process and maps it if it is that file, unchanged. Elsewhere, or if the file changed,
-//! the area maps a copy: a memfd that the image's file pages fill, marked with the identity
+//! The image names the file (`FileId`: path, device, inode, size, modification time, the
+//! boot id of the kernel that stat'ed it, and a digest of its content, see `samefile`). A
+//! restore on the same running kernel opens the path (or, for an unlinked file, the
+//! descriptor the dumping supervisor kept of it) inside the process and maps it if it is
+//! that file, unchanged; on any kernel, it maps the file at the path if its content has the
+//! image's digest. Elsewhere, or if the file changed, the area maps a copy: a memfd that the image's file pages fill, marked with the identity
 //! (an extended attribute), so that a later dump names the original file again and home
 //! maps that once the process is back. Either way the pages the process never wrote stay
 //! file pages, and those it wrote stay its own: the kernel tells them apart by itself.
@@ -24,6 +25,7 @@ use crate::inject::{Injector, Scratch};
 use crate::mem::Memory;
 use crate::pidfd::PidFd;
 use crate::ptrace::Pid;
+use crate::samefile::{self, Held};
 
 /// The name of a copy (maps shows `/memfd:rmosix-file (deleted)`).
 const COPY_NAME: &str = "rmosix-file";
@@ -64,21 +66,28 @@ pub fn identify(pid: Pid, area: &mut Area) {
         Some(path) => (path, true),
         None => (area.name.as_str(), false),
     };
-    let meta = std::fs::metadata(&link).or_else(|err| match unlinked {
+    let opened = File::open(&link).or_else(|err| match unlinked {
         true => Err(err),
         // Without the privilege map_files needs: the path, if it still names that inode.
-        false => std::fs::metadata(path).and_then(|meta| match meta.ino() == area.inode {
-            true => Ok(meta),
+        false => File::open(path).and_then(|file| match file.metadata()?.ino() == area.inode {
+            true => Ok(file),
             false => Err(io::Error::other("the path names another file now")),
         }),
     });
-    let meta = match meta {
-        Ok(meta) if meta.file_type().is_file() => meta,
+    let (file, meta) = match opened.and_then(|file| file.metadata().map(|meta| (file, meta))) {
+        Ok((file, meta)) if meta.file_type().is_file() => (file, meta),
         Ok(_) => return,
         Err(err) => {
             tracing::debug!(pid, %err, path, "a file mapping moves as memory alone");
             return;
         }
+    };
+    // Without a digest, the file's pages always travel (see `samefile`).
+    let digest = match samefile::enabled() {
+        true => samefile::digest_of(&file)
+            .inspect_err(|err| tracing::debug!(pid, %err, path, "no digest of a mapped file"))
+            .ok(),
+        false => None,
     };
     let kept = match unlinked {
         true => match keep(&link, &meta) {
@@ -90,19 +99,39 @@ pub fn identify(pid: Pid, area: &mut Area) {
         },
         false => None,
     };
-    area.file = Some(identity(path.to_owned(), kept, &meta));
-}
-
-fn identity(path: String, kept: Option<String>, meta: &Metadata) -> FileId {
-    FileId {
-        path,
+    area.file = Some(FileId {
+        path: path.to_owned(),
         kept,
         dev: meta.dev(),
         inode: meta.ino(),
         size: meta.size(),
         mtime: (meta.mtime(), meta.mtime_nsec()),
         boot: boot_id().to_owned(),
+        digest,
+    });
+}
+
+/// Compute the digests of the files running `pid` maps, so that a dump in a freeze finds
+/// them known (see `samefile`): reading a compiler's tens of MB takes tens of ms.
+pub fn learn_digests(pid: Pid) {
+    if !samefile::enabled() {
+        return;
     }
+    for mut area in crate::maps::read(pid).unwrap_or_default() {
+        identify(pid, &mut area);
+    }
+}
+
+/// Whether `meta` is what `stat` said of the file `id` names, on this kernel.
+fn same_stat(id: &FileId, meta: &Metadata) -> bool {
+    (id.dev, id.inode, id.size, id.mtime, id.boot.as_str())
+        == (
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            (meta.mtime(), meta.mtime_nsec()),
+            boot_id(),
+        )
 }
 
 /// The identity a copy holds, if it is one of ours.
@@ -165,8 +194,10 @@ fn key(id: &FileId) -> (u64, u64, &str) {
 
 impl Backings {
     /// Open, in stopped `pid`, the file of each of `areas` that maps one: the file itself if
-    /// it can be found unchanged on this kernel, else a copy to fill.
-    pub fn open(pid: Pid, inj: &Injector, areas: &[&Area]) -> io::Result<Backings> {
+    /// it can be found unchanged on this kernel or with the same content, else a copy to
+    /// fill. A file in `held` (the sender leaves its pages out) that is not found so fails
+    /// the restore: it changed since this node said it held it.
+    pub fn open(pid: Pid, inj: &Injector, areas: &[&Area], held: &Held) -> io::Result<Backings> {
         let mut backings = Backings { files: Vec::new() };
         let mut ids = HashMap::new();
         for id in areas.iter().filter_map(|a| a.file.as_ref()) {
@@ -184,6 +215,10 @@ impl Backings {
                     theirs,
                     copy: None,
                 }),
+                Ok(None) if held_by(held, id) => Err(io::Error::other(format!(
+                    "{} changed since this node said it held it",
+                    id.path
+                ))),
                 Ok(None) => make_copy(pid, inj, &scratch, id),
                 Err(err) => Err(err),
             };
@@ -242,18 +277,28 @@ impl Backings {
     }
 }
 
-/// Open the file `id` names inside `pid`, by its kept descriptor or its path, if this is the
-/// kernel that named it and it is that file, unchanged: the process's descriptor of it.
+/// Whether `held` names the file `id` names.
+fn held_by(held: &Held, id: &FileId) -> bool {
+    id.digest
+        .as_ref()
+        .is_some_and(|d| held.holds_file(&id.path, d))
+}
+
+/// Open the file `id` names inside `pid`, by its kept descriptor (on the kernel that named
+/// it) or its path: the process's descriptor of it, if it is that file unchanged, or a file
+/// with the same content (the digest this node computes of it is the image's).
 fn find_unchanged(
     pid: Pid,
     inj: &Injector,
     scratch: &Scratch,
     id: &FileId,
 ) -> io::Result<Option<i32>> {
-    if id.boot != boot_id() {
+    let here = id.boot == boot_id();
+    if !here && id.digest.is_none() {
         return Ok(None);
     }
-    for path in id.kept.iter().chain([&id.path]) {
+    let kept = id.kept.iter().filter(|_| here);
+    for path in kept.chain([&id.path]) {
         let mut raw = path.as_bytes().to_vec();
         raw.push(0);
         if raw.len() as u64 > PATH_ROOM {
@@ -267,9 +312,12 @@ fn find_unchanged(
             continue;
         }
         let theirs = fd as i32;
-        let same = File::from(PidFd::open(pid)?.get_fd(theirs)?)
-            .metadata()
-            .is_ok_and(|meta| identity(id.path.clone(), id.kept.clone(), &meta) == *id);
+        let file = File::from(PidFd::open(pid)?.get_fd(theirs)?);
+        let same = file.metadata().is_ok_and(|meta| same_stat(id, &meta))
+            || id
+                .digest
+                .as_ref()
+                .is_some_and(|digest| samefile::digest_of(&file).is_ok_and(|ours| ours == *digest));
         if same {
             return Ok(Some(theirs));
         }

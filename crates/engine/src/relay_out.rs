@@ -52,7 +52,11 @@ impl<'a> RelayOut<'a> {
             return Err(stalled());
         }
         // Zero would mean no bound at all.
-        set_send_timeout(self.fd, left.max(Duration::from_millis(1)))
+        set_timeout(
+            self.fd,
+            libc::SO_SNDTIMEO,
+            left.max(Duration::from_millis(1)),
+        )
     }
 }
 
@@ -72,7 +76,43 @@ impl Drop for RelayOut<'_> {
     fn drop(&mut self) {
         // A session that keeps the bound fails a later write that merely waits; one whose
         // option cannot be set is broken, which its next use reports.
-        let _ = set_send_timeout(self.fd, Duration::ZERO);
+        let _ = set_timeout(self.fd, libc::SO_SNDTIMEO, Duration::ZERO);
+    }
+}
+
+/// Bounds the reads of the next node's session by [`FRAME_STALL`] while home waits for its
+/// answer to a first round's areas (`Held`), on the thread that relays: the remote waits for
+/// that answer too, and a next node that stopped reading stops answering. Dropping it lifts
+/// the bound.
+pub struct AnswerBound {
+    fd: RawFd,
+    started: Instant,
+}
+
+impl AnswerBound {
+    /// Bound the reads of `session` from now on.
+    pub fn new(session: &Session) -> io::Result<AnswerBound> {
+        let fd = session.raw_fd();
+        set_timeout(fd, libc::SO_RCVTIMEO, FRAME_STALL)?;
+        Ok(AnswerBound {
+            fd,
+            started: Instant::now(),
+        })
+    }
+
+    /// Why a read failed: the frame's time ran out, or `err`.
+    pub fn explain(&self, err: String) -> String {
+        match self.started.elapsed() >= FRAME_STALL {
+            true => stalled().to_string(),
+            false => err,
+        }
+    }
+}
+
+impl Drop for AnswerBound {
+    fn drop(&mut self) {
+        // As for RelayOut: a session whose option cannot be set is broken.
+        let _ = set_timeout(self.fd, libc::SO_RCVTIMEO, Duration::ZERO);
     }
 }
 
@@ -96,8 +136,9 @@ fn timed_out_as_stalled(err: io::Error) -> io::Error {
     }
 }
 
-/// Bound how long a send on socket `fd` may block (zero: no bound).
-fn set_send_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
+/// Bound how long a send (`SO_SNDTIMEO`) or a receive (`SO_RCVTIMEO`) on socket `fd` may
+/// block (zero: no bound).
+fn set_timeout(fd: RawFd, which: libc::c_int, timeout: Duration) -> io::Result<()> {
     let timeval = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: timeout.subsec_micros() as libc::suseconds_t,
@@ -108,7 +149,7 @@ fn set_send_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
+            which,
             (&timeval as *const libc::timeval).cast(),
             size_of::<libc::timeval>() as libc::socklen_t,
         )

@@ -27,6 +27,7 @@ use crate::mapfile::Backings;
 use crate::maps;
 use crate::mem::Memory;
 use crate::ptrace::{self, Pid};
+use crate::samefile::Held;
 use crate::{precopy, sys};
 
 /// Restore the image whose header was already read from `frames` into stopped `pid`; reads the
@@ -42,7 +43,7 @@ pub fn restore_into<R: Read>(
 ) -> io::Result<Injector> {
     to_the_end(frames, |frames, at_end| {
         only_task(header)?;
-        let (inj, end) = map_first_round(pid, &header.areas, frames, at_end)?;
+        let (inj, end) = map_first_round(pid, &header.areas, &Held::default(), frames, at_end)?;
         last_marker(&end)?;
         restore_task(pid, &inj, header)?;
         Ok(inj)
@@ -52,14 +53,16 @@ pub fn restore_into<R: Read>(
 /// The running rounds of a pre-copy (see `precopy`): map `areas` in stopped `pid`, fill them
 /// from the first round's page frames, then place each later round's pages over them and
 /// empty the runs its end marker names, up to the marker that says no round follows.
-/// Returns the injector, as `restore_into`.
+/// Returns the injector, as `restore_into`. `held`: the files this node said it holds (see
+/// `samefile`), whose file pages do not come.
 pub fn restore_first_round<R: Read>(
     pid: Pid,
     areas: &[Area],
+    held: &Held,
     frames: &mut FrameReader<R>,
 ) -> io::Result<Injector> {
     to_the_end(frames, |frames, at_end| {
-        let (inj, mut end) = map_first_round(pid, areas, frames, at_end)?;
+        let (inj, mut end) = map_first_round(pid, areas, held, frames, at_end)?;
         let areas: Vec<&Area> = areas.iter().filter(|a| !a.is_vdso_block()).collect();
         let mem = Memory::open(pid)?;
         while end.more_rounds {
@@ -72,11 +75,12 @@ pub fn restore_first_round<R: Read>(
 
 /// The final round of a pre-copy, whose header was read already: unmap what the process
 /// unmapped since `first`, map what is new, place what changed, empty the runs the end marker
-/// names, then restore the task.
+/// names, then restore the task. `held`: as for the first round.
 pub fn restore_final_round<R: Read>(
     pid: Pid,
     inj: &Injector,
     first: &[Area],
+    held: &Held,
     header: &Header,
     frames: &mut FrameReader<R>,
 ) -> io::Result<()> {
@@ -105,7 +109,7 @@ pub fn restore_final_round<R: Read>(
             }
         }
         let new: Vec<&Area> = new.iter().collect();
-        let end = map_and_fill(pid, inj, &new, &areas, frames, at_end)?;
+        let end = map_and_fill(pid, inj, &new, &areas, held, frames, at_end)?;
         last_marker(&end)?;
         empty(pid, inj, &end.zero)?;
         // Guard regions installed or removed since the first round, in the kept parts (the
@@ -238,10 +242,11 @@ fn to_the_end<R: Read, T>(
 }
 
 /// Empty stopped `pid`, move its vdso block where `areas` has it, map the other areas and fill
-/// them from the page frames.
+/// them from the page frames (none for the file pages of the files in `held`).
 fn map_first_round<R: Read>(
     pid: Pid,
     areas: &[Area],
+    held: &Held,
     frames: &mut FrameReader<R>,
     at_end: &mut bool,
 ) -> io::Result<(Injector, EndOfImage)> {
@@ -253,7 +258,7 @@ fn map_first_round<R: Read>(
     move_vdso_block(pid, &mut inj, &own, areas)?;
 
     let areas: Vec<&Area> = areas.iter().filter(|a| !a.is_vdso_block()).collect();
-    let end = map_and_fill(pid, &inj, &areas, &areas, frames, at_end)?;
+    let end = map_and_fill(pid, &inj, &areas, &areas, held, frames, at_end)?;
     Ok((inj, end))
 }
 
@@ -265,10 +270,11 @@ fn map_and_fill<R: Read>(
     inj: &Injector,
     fresh: &[&Area],
     areas: &[&Area],
+    held: &Held,
     frames: &mut FrameReader<R>,
     at_end: &mut bool,
 ) -> io::Result<EndOfImage> {
-    let backings = Backings::open(pid, inj, fresh)?;
+    let backings = Backings::open(pid, inj, fresh, held)?;
     // Areas with guard regions first: the kernel marks them ("gu" in VmFlags) when the
     // guards go in, which keeps a neighbour mapped after them from merging with them.
     let (guarded, plain): (Vec<&Area>, Vec<&Area>) =

@@ -18,10 +18,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::dfsa::Terms;
+use crate::samefile::Held;
 
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The first message of a session, from home.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,9 +66,10 @@ impl Opening {
 pub enum ToGuest {
     /// The whole image follows (header, page frames, end marker), with the process frozen.
     Image,
-    /// Pre-copy: the pages of these areas follow, then an end marker, sent while the process
-    /// runs on at home. Once the guest has placed them (`Prepared`), the final round follows:
-    /// header, what changed, end marker (see `precopy`).
+    /// Pre-copy: once the guest answers which of their files it holds (`ToHome::Held`), the
+    /// pages of these areas follow, then an end marker, sent while the process runs on at
+    /// home. Once the guest has placed them (`Prepared`), the final round follows: header,
+    /// what changed, end marker (see `precopy`).
     Precopy {
         /// The process's areas when the first round began.
         areas: Vec<Area>,
@@ -102,6 +104,9 @@ pub enum ToGuest {
         /// The descriptors.
         fds: Vec<i32>,
     },
+    /// The answer to a `ToHome::Precopy`: the files of its areas that the next node (home, or
+    /// the node home relays to) holds; their file pages stay at the remote (see `samefile`).
+    Held(Held),
     /// A signal arrived at the shell: deliver it to the remote, as it came.
     Signal {
         /// The signal and its siginfo.
@@ -146,8 +151,12 @@ pub enum ToHome {
     },
     /// The first round of a pre-copy is in place: send the final round.
     Prepared,
-    /// Pre-copy from a remote: the pages of these areas follow, then an end marker, sent while
-    /// the process runs on. Home relays them to the next node.
+    /// The answer to a `ToGuest::Precopy`: the files of its areas this node holds; their
+    /// file pages stay at home (see `samefile`).
+    Held(Held),
+    /// Pre-copy from a remote: once home answers `ToGuest::Held`, the pages of these areas
+    /// follow, then an end marker, sent while the process runs on. Home relays them to the
+    /// next node.
     Precopy {
         /// The process's areas when the first round began.
         areas: Vec<Area>,

@@ -36,6 +36,8 @@ pub struct Tracker {
     /// See [`Tracker::owe`]. Behind a lock: the rounds run on a thread of their own, and the
     /// final round reads it through the same shared reference.
     owed: Mutex<Vec<(u64, u64)>>,
+    /// See [`Tracker::protect_files`]: None until it ran.
+    own_in_files: Mutex<Option<Vec<(u64, u64)>>>,
 }
 
 /// A run of pages written since tracking was armed.
@@ -68,6 +70,7 @@ impl Tracker {
             uffd,
             pid,
             owed: Mutex::new(Vec::new()),
+            own_in_files: Mutex::new(None),
         })
     }
 
@@ -85,11 +88,33 @@ impl Tracker {
         }
     }
 
+    /// In the stop, protect the file mappings among the registered `areas` at once, and keep
+    /// `own`, the runs of their pages that are the process's own now (see
+    /// `dump::protect_file_mappings`). [`Tracker::protect`] then leaves them alone.
+    pub fn protect_files(&self, areas: &[Area], own: Vec<(u64, u64)>) {
+        let files = areas.iter().filter(|a| is_tracked(a) && a.file.is_some());
+        for area in files {
+            if let Err(err) = write_protect(&self.uffd, area) {
+                tracing::debug!(%err, start = area.start, "an area left unprotected");
+            }
+        }
+        *self.own_in_files.lock().expect("own pages") = Some(own);
+    }
+
+    /// The runs of pages of file mappings that were the process's own when they were
+    /// protected, if [`Tracker::protect_files`] did it.
+    pub fn own_in_files(&self) -> Option<Vec<(u64, u64)>> {
+        self.own_in_files.lock().expect("own pages").clone()
+    }
+
     /// Track the writes to the registered `areas` from now on. The process may run
     /// meanwhile: a page it writes before its protection is set is read afterwards by the
-    /// first round anyway. An area it unmapped since it was registered is skipped.
+    /// first round anyway. An area it unmapped since it was registered is skipped, and so
+    /// are file mappings [`Tracker::protect_files`] protected already.
     pub fn protect(&self, areas: &[Area]) {
-        for area in areas.iter().filter(|a| is_tracked(a)) {
+        let files_done = self.own_in_files.lock().expect("own pages").is_some();
+        let areas = areas.iter().filter(|a| !(files_done && a.file.is_some()));
+        for area in areas.filter(|a| is_tracked(a)) {
             if let Err(err) = write_protect(&self.uffd, area) {
                 tracing::debug!(%err, start = area.start, "an area left unprotected");
             }

@@ -57,7 +57,8 @@ pub enum Advice {
 
 /// The identity of a mapped file, by which a node maps the same file again: its path, and
 /// what `stat` says of it there (device, inode, size, modification time), on the kernel that
-/// read it (`boot`, its boot id: a device and inode name a file on one running kernel only).
+/// read it (`boot`, its boot id: a device and inode name a file on one running kernel only),
+/// and a digest of its content, which names it on any node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileId {
     /// Its path when it was mapped (without the " (deleted)" an unlinked file shows).
@@ -74,6 +75,9 @@ pub struct FileId {
     pub mtime: (i64, i64),
     /// `/proc/sys/kernel/random/boot_id` of the kernel that stat'ed it.
     pub boot: String,
+    /// SHA-256 of its content, in hex, when it could be read: what another node compares
+    /// its own file at `path` with before it maps that file instead of receiving the pages.
+    pub digest: Option<String>,
 }
 
 impl Area {
@@ -517,15 +521,19 @@ mod tests {
                 prop::option::of("[a-z/0-9]{1,12}"),
                 any::<(u64, u64, u64, (i64, i64))>(),
                 "[a-f0-9-]{0,36}",
+                prop::option::of("[a-f0-9]{64}"),
             )
-                .prop_map(|(path, kept, (dev, inode, size, mtime), boot)| FileId {
-                    path,
-                    kept,
-                    dev,
-                    inode,
-                    size,
-                    mtime,
-                    boot,
+                .prop_map(|(path, kept, (dev, inode, size, mtime), boot, digest)| {
+                    FileId {
+                        path,
+                        kept,
+                        dev,
+                        inode,
+                        size,
+                        mtime,
+                        boot,
+                        digest,
+                    }
                 })
         }
 

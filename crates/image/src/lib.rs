@@ -16,6 +16,7 @@
 //! kind 1   := Message, a JSON document (control messages, the header, the end marker)
 //! kind 2   := Pages, addr:u64le then raw page bytes to place at addr; addr | FILE_PAGES:
 //!             the file's own content, for pages of a file mapping the process never wrote
+//!             (left out for a file the receiver said it holds, by digest)
 //! image    := Message(Header) Pages* Message(EndOfImage { more_rounds: false })
 //! running  := round* Pages* Message(EndOfImage { more_rounds: false })
 //! round    := Pages* Message(EndOfImage { more_rounds: true })
@@ -28,7 +29,7 @@
 //! SigInfo  := the 128 bytes of a pending signal's siginfo_t (sender, code, value)
 //! Area     := { start, end, read, write, exec, shared, offset, inode, name,
 //!               advice: [Advice], guards: [(start, end)], file: FileId? }
-//! FileId   := { path, kept, dev, inode, size, mtime, boot }
+//! FileId   := { path, kept, dev, inode, size, mtime, boot, digest }   (digest: SHA-256, hex)
 //! ```
 //!
 //! A pre-copy sends `running` (every page while the process runs, then what it wrote since,

@@ -39,6 +39,9 @@
 //!    running there against `migrate` by hand, and idle daemons' CPU (`quietbench`).
 //!    `bench spread` runs only these; `bench unequal`, `bench alone` and `bench idle` one.
 //!
+//! 7. **A freshly exec'd cc1 moved** to node 2 (`execbench`), with identical-file mapping and
+//!    without (`RMOSIX_SAMEFILE=off`): image bytes and times. `bench samefile` runs only it.
+//!
 //! Every figure is the median of several runs, with min and max.
 
 use std::fmt::Write as _;
@@ -54,7 +57,7 @@ use crate::batch::field_text;
 use crate::cmd::{describe, run};
 use crate::spreadbench::{self, Parts, Runs};
 use crate::{Lab, LabConfig, LabError, Node, pid_in_node, wait_child_of};
-use crate::{filebench, iobench};
+use crate::{execbench, filebench, iobench};
 
 /// The guest programs, compiled at bench time.
 const PROGRAMS: [(&str, &str); 7] = [
@@ -154,6 +157,9 @@ pub enum Scope {
     All,
     /// The I/O of a moved process, with the raw TCP baseline and the forwarded round trip.
     Io,
+    /// Only a freshly exec'd cc1 moved with and without identical-file mapping
+    /// (`execbench`).
+    Samefile,
     /// Every balancing part (`spreadbench`): jobs started on one node that the daemons
     /// spread by themselves, the same on unequal nodes, one job alone, idle to running and
     /// idle daemons.
@@ -254,7 +260,7 @@ pub fn bench(
         }
     };
     let mut report = match scope {
-        Scope::All | Scope::Io => {
+        Scope::All | Scope::Io | Scope::Samefile => {
             let lab = Lab::start(LabConfig::new(NODES, bin_dir))?;
             progress(&format!("lab ready in {}", lab.dir().display()));
             let bench = Bench {
@@ -264,6 +270,7 @@ pub fn bench(
             };
             let report = match scope {
                 Scope::Io => bench.run_io(reps)?,
+                Scope::Samefile => bench.run_samefile(reps)?,
                 _ => bench.run_all(reps)?,
             };
             lab.stop()?;
@@ -274,7 +281,7 @@ pub fn bench(
             ..Report::default()
         },
     };
-    if scope != Scope::Io {
+    if !matches!(scope, Scope::Io | Scope::Samefile) {
         let parts = scope.balancing_parts();
         report.spread = Some(spreadbench::measure(bin_dir, reps.spread, parts, stop)?);
         report.load_after = load_average();
@@ -324,6 +331,8 @@ struct Report {
     cpu_bare: Vec<CpuRun>,
     cpu_mosrun: Vec<CpuRun>,
     io: Vec<iobench::Measured>,
+    /// A fresh cc1 moved with and without identical-file mapping; None without cc1.
+    exec: Option<execbench::Measured>,
     spread: Option<spreadbench::Measured>,
     /// /proc/loadavg's first three fields when the runs began and ended.
     load_before: String,
@@ -400,6 +409,18 @@ impl Bench<'_> {
         Ok(report)
     }
 
+    /// A freshly exec'd cc1 moved, with and without identical-file mapping.
+    fn run_samefile(&self, reps: Reps) -> Result<Report, BenchError> {
+        let load_before = load_average();
+        let exec = execbench::measure(self.lab, reps.migration, &|| self.check_stop())?;
+        Ok(Report {
+            load_before,
+            exec,
+            load_after: load_average(),
+            ..Report::default()
+        })
+    }
+
     fn run_all(&self, reps: Reps) -> Result<Report, BenchError> {
         let mut report = Report {
             load_before: load_average(),
@@ -426,6 +447,7 @@ impl Bench<'_> {
             }
             report.migrations.push((mib, samples));
         }
+        report.exec = execbench::measure(self.lab, reps.migration, &|| self.check_stop())?;
         for written in REWRITTEN_MIB {
             let mut samples = Vec::new();
             for i in 1..=reps.migration {
@@ -968,7 +990,7 @@ fn percentiles(program: &str, line: &str) -> Result<Percentiles, BenchError> {
 }
 
 /// The number after `name=` in `line` (fields are separated by spaces).
-fn field(program: &str, line: &str, name: &'static str) -> Result<f64, BenchError> {
+pub(crate) fn field(program: &str, line: &str, name: &'static str) -> Result<f64, BenchError> {
     field_text(line, name)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| BenchError::Parse {
@@ -1133,6 +1155,9 @@ impl Report {
             }
         }
 
+        if let Some(exec) = &self.exec {
+            execbench::render(&mut o, exec);
+        }
         let worst_pause = self.render_rewrites(&mut o, tcp_fresh);
 
         let home = |f: Pick| Stats::of(self.forward_home.iter().map(f));

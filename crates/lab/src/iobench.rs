@@ -307,7 +307,7 @@ fn run_once(lab: &Lab, workload: &Workload, moved: bool) -> Result<Run, BenchErr
 }
 
 /// Waits for `child` at most `timeout`; kills it after that (None).
-fn wait(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+pub(crate) fn wait(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -340,7 +340,7 @@ fn digest(mut from: impl Read + Send + 'static) -> JoinHandle<(u64, u64)> {
 }
 
 /// A thread that sends each line of `from`.
-fn lines(from: impl Read + Send + 'static) -> Receiver<String> {
+pub(crate) fn lines(from: impl Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(from).lines() {

@@ -32,6 +32,7 @@ mod cmd;
 mod cprog;
 mod demo;
 mod error;
+mod execbench;
 mod filebench;
 mod iobench;
 mod job;

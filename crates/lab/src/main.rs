@@ -70,6 +70,7 @@ enum Cmd {
 enum Part {
     All,
     Io,
+    Samefile,
     Spread,
     Unequal,
     Alone,
@@ -125,6 +126,7 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
             let scope = match part {
                 Part::All => Scope::All,
                 Part::Io => Scope::Io,
+                Part::Samefile => Scope::Samefile,
                 Part::Spread => Scope::Spread,
                 Part::Unequal => Scope::Unequal,
                 Part::Alone => Scope::Alone,

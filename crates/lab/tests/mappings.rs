@@ -255,3 +255,109 @@ fn kernel_backed_rings_keep_the_process_home_with_the_reason() {
         end(job);
     }
 }
+
+/// Size of the file `bigmap` maps: far above everything else its process holds (a small C
+/// program's own pages: well under 1 MiB).
+const BIG: usize = 32 << 20;
+
+/// FNV-1a, 64 bits, as `bigmap` computes it.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The `bytes=` of the first line of mosrun's log since `mark` (bytes of its stderr) that
+/// tells `what`.
+fn logged_bytes(job: &Job, mark: usize, what: &str) -> u64 {
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let stderr = job.stderr();
+        let text = String::from_utf8_lossy(&stderr[mark..]);
+        let line = text.lines().find(|l| l.contains(what));
+        let bytes = line.and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("bytes=")));
+        if let Some(bytes) = bytes {
+            return bytes.parse().expect("a byte count");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what:?} line: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A process mapping a 32 MiB file (half of it read, half never touched) moves to a node
+/// that holds the same file (same path, same content): the file's pages stay home and the
+/// node maps its own file. On to a node
+/// whose file at that path differs by one byte: the pages go (relayed by home), into a
+/// copy, and the process reads what it read at home. Home again: home maps its file. The
+/// nodes' /tmp are their own, so each holds its own file at the same path.
+#[test]
+fn a_file_the_target_holds_is_mapped_there_and_not_sent() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let path = "/tmp/samefile.dat";
+    // Pages of distinct, non-zero bytes (zero pages are never sent).
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let original: Vec<u8> = (0..BIG)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8 | 1
+        })
+        .collect();
+    let mut differing = original.clone();
+    differing[BIG / 2] ^= 2;
+    let (same, other) = (
+        lab.work_dir().join("same.dat"),
+        lab.work_dir().join("other.dat"),
+    );
+    fs::write(&same, &original).expect("write the file");
+    fs::write(&other, &differing).expect("write the other file");
+    for (node, from) in [(1, &same), (2, &other), (3, &same)] {
+        let copied = lab.node(node).command("cp").arg(from).arg(path).status();
+        assert!(copied.is_ok_and(|s| s.success()), "copy into node {node}");
+    }
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.args([&c_program("bigmap"), path])
+        .env("MOSRUN_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped());
+    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("ready\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sum = format!("sum: {:016x}\n", fnv1a(&original));
+    assert_eq!(ask(&job, "check", 1), sum);
+    let maps_the_file = |node: u16, name: &str| {
+        let maps = remote_maps(&lab, node, "bigmap");
+        assert!(maps.lines().any(|l| l.ends_with(name)), "{maps}");
+    };
+
+    let mark = job.stderr().len();
+    move_to(&job, "3", 3);
+    let sent = logged_bytes(&job, mark, "migrated");
+    assert!(
+        sent < BIG as u64 / 8,
+        "{sent} bytes sent to a node that holds the file"
+    );
+    assert_eq!(ask(&job, "check", 1), sum, "at node 3");
+    maps_the_file(3, path);
+
+    let mark = job.stderr().len();
+    move_to(&job, "2", 2);
+    let relayed = logged_bytes(&job, mark, "moved on");
+    assert!(
+        relayed >= BIG as u64,
+        "{relayed} bytes to a node whose file differs"
+    );
+    assert_eq!(ask(&job, "check", 1), sum, "at node 2");
+    maps_the_file(2, "/memfd:rmosix-file (deleted)");
+
+    move_to(&job, "home", 1);
+    assert_eq!(ask(&job, "check", 1), sum, "at home");
+    end(job);
+}
