@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use crate::inject::{Injector, Scratch};
 use crate::mem::Memory;
 use crate::ptrace::Pid;
+use crate::sys::answer_of;
 use crate::table::{self, Arg, PATH_MAX, Route};
 
 /// What home says of its files in a session's opening: which of its file systems are the
@@ -531,7 +532,7 @@ impl LocalFiles {
                         flags,
                     )
                 };
-                Some(Verdict::Answer(result(ret)))
+                Some(Verdict::Answer(answer_of(ret)))
             }
             libc::SYS_readlink | libc::SYS_readlinkat => {
                 let (buf, len) = match nr {
@@ -557,7 +558,7 @@ impl LocalFiles {
                     )
                 };
                 if n < 0 {
-                    return Some(Verdict::Answer(result(-1)));
+                    return Some(Verdict::Answer(answer_of(-1)));
                 }
                 Some(match mem.write(buf, &target[..n as usize]) {
                     Ok(()) => Verdict::Answer(n as i64),
@@ -647,23 +648,10 @@ fn answer_or_pass(err: io::Error) -> Option<Verdict> {
     }
 }
 
-/// A libc result as a call's answer.
-fn result(ret: i64) -> i64 {
-    if ret < 0 {
-        -i64::from(
-            io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO),
-        )
-    } else {
-        ret
-    }
-}
-
 /// The answer of a call that filled `bytes` for the process at `buf`.
 fn written(ret: i32, mem: &Memory, buf: u64, bytes: &[u8]) -> Verdict {
     if ret < 0 {
-        return Verdict::Answer(result(-1));
+        return Verdict::Answer(answer_of(-1));
     }
     match mem.write(buf, bytes) {
         Ok(()) => Verdict::Answer(0),

@@ -71,15 +71,7 @@ impl ShellFiles {
                 call.nr, local[0], local[1], local[2], local[3], local[4], local[5],
             )
         };
-        let ret = if ret < 0 {
-            -i64::from(
-                io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO),
-            )
-        } else {
-            ret
-        };
+        let ret = crate::sys::answer_of(ret);
         let backs = call
             .shape
             .bufs

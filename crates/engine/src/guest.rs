@@ -705,25 +705,11 @@ impl Guest {
         // This thread traces the husk: it runs the throttle's duty cycle while the rounds
         // stream, and holds a husk it slowed down until the final round (see Duty).
         let mut duty = Duty::new(self.husk, &mut self.arriving);
-        let held = loop {
-            let Some(msg) = word_during_move(&mut self.session) else {
-                return Ok(Some(Left::Lost));
-            };
-            match msg {
-                ToGuest::Held(held) => break held.unless_switched_off(),
-                ToGuest::Stay { reason } => {
-                    duty.release()?;
-                    warn!(%reason, "the move failed; the process runs on here");
-                    return Ok(None);
-                }
-                ToGuest::Signal { info } if info.is_valid() => duty.send(info),
-                ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
-                ToGuest::Filled { .. } => drop(read_backs(&mut self.session, 1)?),
-                ToGuest::Room { fd, written, room } => self.behind.on_room(fd, written, room),
-                ToGuest::SendImage | ToGuest::Stale { .. } => {}
-                ToGuest::Ended => return Ok(Some(Left::Ended)),
-                other => return Err(io::Error::other(format!("unexpected {other:?}"))),
-            }
+        let word = word_in_first_round(&mut self.session, &mut self.behind, &mut duty)?;
+        let held = match word {
+            FirstRoundWord::Held(held) => held.unless_switched_off(),
+            FirstRoundWord::Over(left) => return Ok(left),
+            FirstRoundWord::Prepared => return Err(io::Error::other("Prepared before Held")),
         };
         let out = &mut self.session.out;
         let sent = dump::dump_first_round(self.husk, &areas, &held, &tracker, &mut duty, out)
@@ -732,35 +718,18 @@ impl Guest {
             duty.release()?;
             return Err(err);
         }
-        loop {
-            let Some(msg) = word_during_move(&mut self.session) else {
-                return Ok(Some(Left::Lost));
-            };
-            match msg {
-                ToGuest::Prepared => {
-                    duty.release()?;
-                    let first = FirstRound {
-                        tracker,
-                        areas,
-                        held,
-                    };
-                    return self.go_home(Homeward::Asked { restart: None }, Some(first));
-                }
-                ToGuest::Stay { reason } => {
-                    duty.release()?;
-                    warn!(%reason, "the move failed; the process runs on here");
-                    return Ok(None);
-                }
-                // The husk runs, or takes them when it is let go.
-                ToGuest::Signal { info } if info.is_valid() => duty.send(info),
-                ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
-                ToGuest::Filled { .. } => drop(read_backs(&mut self.session, 1)?),
-                ToGuest::Room { fd, written, room } => self.behind.on_room(fd, written, room),
-                // Nothing lent is held while the process moves.
-                ToGuest::SendImage | ToGuest::Stale { .. } => {}
-                ToGuest::Ended => return Ok(Some(Left::Ended)),
-                other => return Err(io::Error::other(format!("unexpected {other:?}"))),
+        match word_in_first_round(&mut self.session, &mut self.behind, &mut duty)? {
+            FirstRoundWord::Prepared => {
+                duty.release()?;
+                let first = FirstRound {
+                    tracker,
+                    areas,
+                    held,
+                };
+                self.go_home(Homeward::Asked { restart: None }, Some(first))
             }
+            FirstRoundWord::Over(left) => Ok(left),
+            FirstRoundWord::Held(_) => Err(io::Error::other("a second Held")),
         }
     }
 
@@ -876,6 +845,47 @@ fn read_backs(session: &mut Session, backs: u32) -> io::Result<Vec<(u64, Vec<u8>
 
 /// Home's next word while the process moves; None (logged) when the link is gone, and the
 /// process with it.
+/// What home said while a first round went, once it said something about the move.
+enum FirstRoundWord {
+    /// Which of the process's files the receiver holds (see `samefile`).
+    Held(Held),
+    /// The receiver placed the first round: the final round may go.
+    Prepared,
+    /// The move is over: the process runs on here (None), or the guest is done.
+    Over(Option<Left>),
+}
+
+/// Wait for home's word on the move under way, serving what else comes meanwhile: signals
+/// go to the husk through `duty` (it runs, or takes them when let go), answers to calls a
+/// move overtook are dropped, and nothing lent is held.
+fn word_in_first_round(
+    session: &mut Session,
+    behind: &mut Behind,
+    duty: &mut Duty,
+) -> io::Result<FirstRoundWord> {
+    loop {
+        let Some(msg) = word_during_move(session) else {
+            return Ok(FirstRoundWord::Over(Some(Left::Lost)));
+        };
+        match msg {
+            ToGuest::Held(held) => return Ok(FirstRoundWord::Held(held)),
+            ToGuest::Prepared => return Ok(FirstRoundWord::Prepared),
+            ToGuest::Stay { reason } => {
+                duty.release()?;
+                warn!(%reason, "the move failed; the process runs on here");
+                return Ok(FirstRoundWord::Over(None));
+            }
+            ToGuest::Signal { info } if info.is_valid() => duty.send(info),
+            ToGuest::Reply { backs, .. } => drop(read_backs(session, backs)?),
+            ToGuest::Filled { .. } => drop(read_backs(session, 1)?),
+            ToGuest::Room { fd, written, room } => behind.on_room(fd, written, room),
+            ToGuest::SendImage | ToGuest::Stale { .. } => {}
+            ToGuest::Ended => return Ok(FirstRoundWord::Over(Some(Left::Ended))),
+            other => return Err(io::Error::other(format!("unexpected {other:?}"))),
+        }
+    }
+}
+
 fn word_during_move(session: &mut Session) -> Option<ToGuest> {
     match session.recv::<ToGuest>() {
         Ok(msg) => Some(msg),

@@ -240,3 +240,13 @@ pub struct PageRegion {
     pub end: u64,
     pub categories: u64,
 }
+
+/// A libc call's result as a trapped call's answer: the value, or the negative errno it left.
+pub fn answer_of(ret: i64) -> i64 {
+    if ret < 0 {
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        -i64::from(errno.unwrap_or(libc::EIO))
+    } else {
+        ret
+    }
+}

@@ -292,7 +292,13 @@ pub fn bench(
 
 /// Writes the guest sources into `dir` and compiles them there; returns `dir`.
 fn compile(dir: &Path) -> Result<PathBuf, BenchError> {
-    for (name, source) in PROGRAMS {
+    compile_into(dir, &PROGRAMS)?;
+    Ok(dir.to_path_buf())
+}
+
+/// Writes each (name, C source) of `programs` into `dir` and compiles it there as `name`.
+pub(crate) fn compile_into(dir: &Path, programs: &[(&str, &str)]) -> Result<(), BenchError> {
+    for (name, source) in programs {
         let c = dir.join(format!("{name}.c"));
         fs::write(&c, source).map_err(|source| LabError::Io {
             action: "write",
@@ -305,7 +311,7 @@ fn compile(dir: &Path) -> Result<PathBuf, BenchError> {
             .arg(&c);
         run(&mut gcc)?;
     }
-    Ok(dir.to_path_buf())
+    Ok(())
 }
 
 struct Bench<'a> {

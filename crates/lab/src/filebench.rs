@@ -21,11 +21,11 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::bench::{BenchError, Stats, load_average, progress, show};
+use crate::bench::{BenchError, Stats, compile_into, load_average, progress, show};
 use crate::cmd::{describe, run};
 use crate::{Job, Lab, LabConfig, LabError, Node};
 
@@ -142,22 +142,13 @@ pub(crate) fn measure(
 
 fn measure_in(lab: &Lab, reps: usize, stop: &AtomicBool) -> Result<Measured, BenchError> {
     let work = lab.work_dir();
-    for (name, source) in [
-        ("files", include_str!("../bench/files.c")),
-        ("tcp", include_str!("../bench/tcp.c")),
-    ] {
-        let c = work.join(format!("{name}.c"));
-        fs::write(&c, source).map_err(|source| LabError::Io {
-            action: "write",
-            path: c.clone(),
-            source,
-        })?;
-        let mut gcc = Command::new("gcc");
-        gcc.args(["-O2", "-Wall", "-o"])
-            .arg(work.join(name))
-            .arg(&c);
-        run(&mut gcc)?;
-    }
+    compile_into(
+        &work,
+        &[
+            ("files", include_str!("../bench/files.c")),
+            ("tcp", include_str!("../bench/tcp.c")),
+        ],
+    )?;
     progress(&format!(
         "files: writing the {BIG_MIB} MiB files of nodes 1 and 3"
     ));

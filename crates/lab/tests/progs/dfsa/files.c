@@ -19,19 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int read_line(char *line, size_t cap) {
-    size_t len = 0;
-    while (len + 1 < cap) {
-        char c;
-        if (read(0, &c, 1) != 1)
-            return -1;
-        if (c == '\n')
-            break;
-        line[len++] = c;
-    }
-    line[len] = 0;
-    return 0;
-}
+#include "../state/tour.h" /* read_line */
 
 static void cmd_read(const char *tag, int fd, long want) {
     static char buf[1 << 16];
