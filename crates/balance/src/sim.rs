@@ -26,6 +26,7 @@ use crate::{
     ProcessId, Round, STANDARD_SPEED, Sample, Usage, decide,
 };
 use fair::fair_share_makespan;
+use moves::{Moves, Phase};
 use tail::Tail;
 
 const GIB: u64 = 1 << 30;
@@ -142,6 +143,8 @@ pub(crate) struct Report {
     pub all_done: bool,
     /// Where the time past the ideal went.
     pub tail: Tail,
+    /// Which moves were made.
+    pub moves: Moves,
 }
 
 impl Report {
@@ -332,7 +335,10 @@ enum Place {
     On(usize),
     /// Its memory goes to `to` while it runs on here (pre-copy), until `until`; meanwhile no
     /// loop decides on it (an order is under way).
-    Leaving { to: usize, until: f64 },
+    Leaving {
+        to: usize,
+        until: f64,
+    },
     Done(f64),
 }
 
@@ -404,6 +410,7 @@ struct Cluster {
     returns: u64,
     age_sum: f64,
     age_count: f64,
+    moves: Moves,
 }
 
 impl Cluster {
@@ -446,6 +453,7 @@ impl Cluster {
             returns: 0,
             age_sum: 0.0,
             age_count: 0.0,
+            moves: Moves::default(),
         }
     }
 
@@ -479,6 +487,10 @@ impl Cluster {
             };
             job.place = Place::On(to);
             self.running[to].push(index);
+            if job.moves > 0 && job.spec.release != s {
+                let crowded = self.running[to].len() as f64 > self.nodes[to].cpus;
+                self.moves.landed(job.moves, crowded);
+            }
         }
     }
 
@@ -658,7 +670,7 @@ impl Cluster {
     }
 
     /// Carries out one decision of `node`'s loop at the tick `t`.
-    fn carry_out(&mut self, node: usize, t: u64, decision: Decision) {
+    fn carry_out(&mut self, node: usize, t: u64, phase: Phase, decision: Decision) {
         let index = decision.process().pid as usize - 1;
         let to = usize::from(decision.target().get()) - 1;
         let now = t as f64;
@@ -684,17 +696,15 @@ impl Cluster {
             self.returns += 1;
         }
         job.left_node = Some((node, now));
-        let shown_from = if node == job.spec.home {
-            now + transfer
-        } else {
-            now
-        };
-        self.sent[node].push((shown_from, to));
+        self.sent[node].push((now + transfer, to));
         job.place = Place::Leaving {
             to,
             until: now + transfer,
         };
         job.moves += 1;
+        let crowded = self.running[node].len() as f64 > self.nodes[node].cpus;
+        let by_host = node != job.spec.home;
+        self.moves.ordered(job.moves, phase, by_host, crowded);
     }
 
     fn everything_done(&self) -> bool {
@@ -748,8 +758,15 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
                 number: EPOCH_BASE + t,
             };
             let decisions = decide(&cluster.policy, &round, &view, &cluster.links, &processes);
+            let phase = if t < moves::SPREAD {
+                Phase::Spread
+            } else if tail.at == 0.0 {
+                Phase::Middle
+            } else {
+                Phase::Drain
+            };
             for decision in decisions {
-                cluster.carry_out(node, t, decision);
+                cluster.carry_out(node, t, phase, decision);
             }
         }
         cluster.count_held(&mut tail, t);
@@ -776,9 +793,11 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
         mean_view_age: cluster.age_sum / cluster.age_count.max(1.0),
         all_done,
         tail,
+        moves: cluster.moves,
     }
 }
 
 mod fair;
+mod moves;
 mod tail;
 mod tests;
