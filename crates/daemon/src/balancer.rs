@@ -109,7 +109,6 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let links = lock(balancing).links(shared.own);
         debug!(?view, ?processes, ?links, "balancing round");
         for decision in decide(&policy, &round, &view, &links, &processes) {
-            let to = decision.target();
             if decision.process().home == shared.own {
                 let memory = processes
                     .iter()
@@ -117,7 +116,6 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     .map_or(0, |p| p.memory);
                 carry_out(&shared, &mut tracked, decision, memory);
             } else {
-                lock(balancing).sent.push(Sent::at(now, to));
                 send_guest(&shared, &mut guests, decision);
             }
         }
@@ -284,12 +282,13 @@ struct Guest {
     pid: i32,
     tracked: Tracked,
     /// When the loop last asked its home to send it away: it is left alone for
-    /// [`RECALL_QUIET`] after, while that move runs.
+    /// [`RECALL_QUIET`] after, and while that move runs.
     recalled: Option<Instant>,
 }
 
-/// How long a guest sent away gets no new decision: its move is under way, or was refused
-/// (and logged).
+/// A guest sent away gets no new decision while its home carries the move out
+/// ([`Recent::recalling`]), and none for this long after it was asked for: a move refused
+/// (and logged) is not asked for again at once.
 const RECALL_QUIET: Duration = Duration::from_secs(10);
 
 /// Updates `guests` from the hosted processes and /proc; the guests to decide on, each by its
@@ -334,8 +333,13 @@ fn sample_guests(
         ) else {
             continue;
         };
-        if g.recalled
-            .is_some_and(|at| now.duration_since(at) < RECALL_QUIET)
+        let recalling = shared
+            .balancing
+            .as_ref()
+            .is_some_and(|b| lock(b).recalling(id));
+        if recalling
+            || g.recalled
+                .is_some_and(|at| now.duration_since(at) < RECALL_QUIET)
         {
             continue;
         }
@@ -371,8 +375,21 @@ fn send_guest(shared: &Arc<Shared>, guests: &mut HashMap<ProcessId, Guest>, deci
         g.recalled = Some(Instant::now());
         forwarded = (g.tracked.usage.forwarded() * 1000.0).round() as u16;
     }
+    let followed = Followed::Recall(process);
+    if let Some(balancing) = &shared.balancing {
+        lock(balancing)
+            .sent
+            .push(Sent::followed(Instant::now(), decision.target(), followed));
+    }
     let shared = shared.clone();
-    tokio::spawn(async move { modes::send_guest(&shared, home, pid, to, forwarded).await });
+    tokio::spawn(async move {
+        modes::send_guest(&shared, home, pid, to, forwarded).await;
+        // Whether it went or not (a refusal is logged): a guest that stayed counts here
+        // again once the windows from now have passed, as every move not followed does.
+        if let Some(balancing) = &shared.balancing {
+            lock(balancing).answered(followed, true, Instant::now());
+        }
+    });
 }
 
 /// What this node's balancing did lately that the gossiped view does not show yet: the moves
@@ -392,43 +409,54 @@ pub(crate) struct Recent {
     demand_here: HashMap<i32, f64>,
 }
 
-/// A process this node sent to `to` at `at`. For a move the loop ordered itself (`order`),
-/// the windows in which the view does not show it yet count from the move's end, not its
-/// order: until then it still runs here, its memory crossing the link while it does (a 1 GiB
-/// process takes 10 s at 100 MB/s), and the gauge still counts it here.
+/// A process this node sent to `to` at `at`. For a move whose end this node hears of
+/// (`followed`), the windows in which the view does not show it yet count from the move's
+/// end, not its order: until then it still runs here, its memory crossing the link while it
+/// does (a 1 GiB process takes 10 s at 100 MB/s, twice that for a guest sent on, which
+/// crosses its home), and the gauge still counts it here.
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     at: Instant,
     to: NodeId,
-    order: Option<u64>,
-    /// When its order was answered with success; `None` while under way.
+    followed: Option<Followed>,
+    /// When its move was answered with success; `None` while under way.
     done: Option<Instant>,
 }
 
+/// How this node hears of a move's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Followed {
+    /// One of its own processes, moved by its order to the supervisor.
+    Order(u64),
+    /// A guest, moved by the recall its home carries out (`modes::send_guest` waits for the
+    /// move's outcome).
+    Recall(ProcessId),
+}
+
 impl Sent {
-    /// One whose move is not followed here: a placement, or a guest sent by its home.
+    /// One whose move is not followed here: a placement at exec, or an operator's order.
     fn at(at: Instant, to: NodeId) -> Sent {
         Sent {
             at,
             to,
-            order: None,
+            followed: None,
             done: None,
         }
     }
 
-    /// One moved by this node's order `order`.
-    fn order(at: Instant, to: NodeId, order: u64) -> Sent {
+    /// One whose move's end this node hears of by `followed`.
+    fn followed(at: Instant, to: NodeId, followed: Followed) -> Sent {
         Sent {
-            order: Some(order),
+            followed: Some(followed),
             ..Sent::at(at, to)
         }
     }
 
     /// Whether the view may not show it yet, gone from here or there after a `window`: from
-    /// its move's end, or from its order for one not followed (or, for one whose order has
+    /// its move's end, or from its order for one not followed (or, for one whose move has
     /// gone unanswered for [`ORDER_UNANSWERED`], from then).
     fn unshown(&self, window: Duration, now: Instant) -> bool {
-        let since = match (self.order, self.done) {
+        let since = match (self.followed, self.done) {
             (Some(_), None) if now.duration_since(self.at) < ORDER_UNANSWERED => return true,
             (Some(_), None) => self.at + ORDER_UNANSWERED,
             (Some(_), Some(done)) => done,
@@ -447,16 +475,27 @@ impl Recent {
         }
     }
 
-    /// This node's order `order` was answered at `now`: done, or (`moved` false) failed or
-    /// dropped, and the process is where it was.
-    fn answered(&mut self, order: u64, moved: bool, now: Instant) {
+    /// The move followed by `followed` was answered at `now`: done, or (`moved` false) failed
+    /// or dropped, and the process is where it was.
+    fn answered(&mut self, followed: Followed, moved: bool, now: Instant) {
         if moved {
-            for sent in self.sent.iter_mut().filter(|s| s.order == Some(order)) {
+            for sent in self
+                .sent
+                .iter_mut()
+                .filter(|s| s.followed == Some(followed))
+            {
                 sent.done = Some(now);
             }
         } else {
-            self.sent.retain(|s| s.order != Some(order));
+            self.sent.retain(|s| s.followed != Some(followed));
         }
+    }
+
+    /// Whether a move of the guest `id` that this node asked its home for is under way.
+    fn recalling(&self, id: ProcessId) -> bool {
+        self.sent
+            .iter()
+            .any(|s| s.followed == Some(Followed::Recall(id)) && s.done.is_none())
     }
 
     /// A move of `bytes` from here to `to` took `took`, from the order to the supervisor's
@@ -774,7 +813,9 @@ fn carry_out(
             let ordered = Instant::now();
             // Before its answer can come.
             if let Some(balancing) = &shared.balancing {
-                lock(balancing).sent.push(Sent::order(ordered, heading, id));
+                lock(balancing)
+                    .sent
+                    .push(Sent::followed(ordered, heading, Followed::Order(id)));
             }
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -798,7 +839,7 @@ fn carry_out(
                 };
                 if let Some(balancing) = &shared.balancing {
                     let mut recent = lock(balancing);
-                    recent.answered(id, moved, Instant::now());
+                    recent.answered(Followed::Order(id), moved, Instant::now());
                     if let (true, Some(to)) = (moved, target) {
                         recent.moved(to, memory, ordered.elapsed());
                     }
@@ -882,20 +923,33 @@ mod tests {
         };
         let start = Instant::now();
         let mut recent = Recent::default();
-        recent.sent.push(Sent::order(start, node(2), 7));
-        recent.sent.push(Sent::order(start, node(2), 8));
-        // Ten seconds on, both still cross the link: gone from here, there already.
+        let guest = ProcessId {
+            home: node(3),
+            pid: 42,
+        };
+        let (seven, eight, recall) = (
+            Followed::Order(7),
+            Followed::Order(8),
+            Followed::Recall(guest),
+        );
+        for followed in [seven, eight, recall] {
+            recent.sent.push(Sent::followed(start, node(2), followed));
+        }
+        // Ten seconds on, all three still cross the link: gone from here, there already.
         let later = start + Duration::from_secs(10);
         recent.forget_shown(later);
-        assert_eq!(view_at(&recent, later), (100, 200));
+        assert_eq!(view_at(&recent, later), (0, 300));
+        assert!(recent.recalling(guest));
         // One is refused: it is here again, at once.
-        recent.answered(8, false, later);
-        assert_eq!(view_at(&recent, later), (200, 100));
-        // The other is done: the windows count from its end.
-        recent.answered(7, true, later);
+        recent.answered(eight, false, later);
+        assert_eq!(view_at(&recent, later), (100, 200));
+        // The others are done: the windows count from their end.
+        recent.answered(seven, true, later);
+        recent.answered(recall, true, later);
+        assert!(!recent.recalling(guest));
         let shown_here = later + SHOWN_HERE_AFTER;
         recent.forget_shown(shown_here);
-        assert_eq!(view_at(&recent, shown_here), (300, 100));
+        assert_eq!(view_at(&recent, shown_here), (300, 200));
         recent.forget_shown(later + SHOWN_THERE_AFTER);
         assert!(recent.sent.is_empty());
     }
