@@ -402,8 +402,8 @@ struct Cluster {
     /// Published figures, by second modulo [`HISTORY`].
     published: Vec<[Published; HISTORY]>,
     /// Moves each node's loop ordered lately: from when the view may show them, and where to
-    /// (the daemon's `sent`: a move of its own process from its end, which it hears of; a
-    /// guest's, which its home orders, from the decision).
+    /// (the daemon's `sent`: from the move's end, which it hears of, its own process's from
+    /// the supervisor's answer, a guest's when its home's recall returns).
     sent: Vec<Vec<(f64, usize)>>,
     reached: Vec<f64>,
     seed: u64,
