@@ -10,7 +10,8 @@
 //! (each figure reaches each node after an epidemic's delay), the daemon's loop
 //! (`crates/daemon/src/balancer.rs`: what it samples, when a process may first be decided on,
 //! the moves it adds to the view in `with_own_moves`), the CPUs (shared as a fair scheduler
-//! shares them) and the moves (memory over the link, plus a freeze).
+//! shares them) and the moves (memory over the link while the process runs on, as the
+//! engine's pre-copy sends it, then a freeze).
 //!
 //! Everything is drawn from one seed and nothing depends on the host: two runs with one seed
 //! give the same figures.
@@ -25,6 +26,7 @@ use crate::{
     ProcessId, Round, STANDARD_SPEED, Sample, Usage, decide,
 };
 use fair::fair_share_makespan;
+use moves::{Moves, Phase};
 use tail::Tail;
 
 const GIB: u64 = 1 << 30;
@@ -33,7 +35,9 @@ const MIB: u64 = 1 << 20;
 /// The daemon's fixed link speed (`LINK_SPEED` in crates/daemon/src/balancer.rs), bytes a
 /// second.
 const LINK_SPEED: u64 = 100_000_000;
-/// What a move costs besides sending the memory: freezing, the husk's start, restoring.
+/// What a move costs besides sending the memory, which goes while the process runs on (the
+/// engine's pre-copy): the final round's freeze, in seconds of work lost. The engine's pauses
+/// are of a few to a hundred milliseconds (docs/engine.md); this is generous.
 const FREEZE: f64 = 0.2;
 /// The daemon's `SHOWN_THERE_AFTER`: a move counts in its target's load this long.
 const SHOWN_THERE_AFTER: f64 = 3.0;
@@ -139,6 +143,8 @@ pub(crate) struct Report {
     pub all_done: bool,
     /// Where the time past the ideal went.
     pub tail: Tail,
+    /// Which moves were made.
+    pub moves: Moves,
 }
 
 impl Report {
@@ -327,7 +333,12 @@ impl Tracked {
 enum Place {
     Waiting,
     On(usize),
-    Moving { to: usize, until: f64 },
+    /// Its memory goes to `to` while it runs on here (pre-copy), until `until`; meanwhile no
+    /// loop decides on it (an order is under way).
+    Leaving {
+        to: usize,
+        until: f64,
+    },
     Done(f64),
 }
 
@@ -390,13 +401,16 @@ struct Cluster {
     last_runnable: Vec<f64>,
     /// Published figures, by second modulo [`HISTORY`].
     published: Vec<[Published; HISTORY]>,
-    /// Moves each node's loop ordered lately, and where to (the daemon's `sent`).
+    /// Moves each node's loop ordered lately: from when the view may show them, and where to
+    /// (the daemon's `sent`: from the move's end, which it hears of, its own process's from
+    /// the supervisor's answer, a guest's when its home's recall returns).
     sent: Vec<Vec<(f64, usize)>>,
     reached: Vec<f64>,
     seed: u64,
     returns: u64,
     age_sum: f64,
     age_count: f64,
+    moves: Moves,
 }
 
 impl Cluster {
@@ -439,6 +453,7 @@ impl Cluster {
             returns: 0,
             age_sum: 0.0,
             age_count: 0.0,
+            moves: Moves::default(),
         }
     }
 
@@ -452,7 +467,12 @@ impl Cluster {
                     job.home_track = Tracked::new(s);
                     job.spec.home
                 }
-                Place::Moving { to, until } if until <= now => {
+                Place::Leaving { to, until } if until <= now => {
+                    let from = self.running.iter().position(|r| r.contains(&index));
+                    if let Some(from) = from {
+                        self.running[from].retain(|&j| j != index);
+                    }
+                    job.left += FREEZE;
                     if to == job.spec.home {
                         // The home daemon sees it back at its next tick (`t.node` changed).
                         job.home_track.usage.moved();
@@ -467,6 +487,10 @@ impl Cluster {
             };
             job.place = Place::On(to);
             self.running[to].push(index);
+            if job.moves > 0 && job.spec.release != s {
+                let crowded = self.running[to].len() as f64 > self.nodes[to].cpus;
+                self.moves.landed(job.moves, crowded);
+            }
         }
     }
 
@@ -549,6 +573,9 @@ impl Cluster {
         let mut processes = Vec::new();
         for &j in &self.running[node] {
             let job = &mut self.jobs[j];
+            if matches!(job.place, Place::Leaving { .. }) {
+                continue;
+            }
             let id = job.id(j);
             let at_home = node == job.spec.home;
             let track = if at_home {
@@ -624,18 +651,18 @@ impl Cluster {
         // at most its last period's, less the processes it sent in the last 1.5 s; each target
         // of a move of the last 3 s carries the process's share.
         let now = t as f64;
-        self.sent[observer].retain(|&(at, _)| now - at < SHOWN_THERE_AFTER);
+        self.sent[observer].retain(|&(from, _)| now - from < SHOWN_THERE_AFTER);
         let own = node_id(observer);
         let last_load = self.nodes[observer].units(self.last_runnable[observer]);
         let own_share = view.nodes[&own].process_share().round() as u32;
         let me = view.nodes.get_mut(&own).expect("every node is in the view");
         me.load = me.load.min(last_load);
-        for &(at, to) in &self.sent[observer] {
+        for &(from, to) in &self.sent[observer] {
             let target = view.nodes.get_mut(&node_id(to)).expect("targets are nodes");
             target.load = target
                 .load
                 .saturating_add(target.process_share().round() as u32);
-            if now - at < SHOWN_HERE_AFTER {
+            if now - from < SHOWN_HERE_AFTER {
                 let me = view.nodes.get_mut(&own).expect("every node is in the view");
                 me.load = me.load.saturating_sub(own_share);
             }
@@ -643,11 +670,10 @@ impl Cluster {
     }
 
     /// Carries out one decision of `node`'s loop at the tick `t`.
-    fn carry_out(&mut self, node: usize, t: u64, decision: Decision) {
+    fn carry_out(&mut self, node: usize, t: u64, phase: Phase, decision: Decision) {
         let index = decision.process().pid as usize - 1;
         let to = usize::from(decision.target().get()) - 1;
         let now = t as f64;
-        self.sent[node].push((now, to));
         let job = &mut self.jobs[index];
         assert_eq!(
             job.place,
@@ -670,12 +696,15 @@ impl Cluster {
             self.returns += 1;
         }
         job.left_node = Some((node, now));
-        job.place = Place::Moving {
+        self.sent[node].push((now + transfer, to));
+        job.place = Place::Leaving {
             to,
-            until: now + transfer + FREEZE,
+            until: now + transfer,
         };
         job.moves += 1;
-        self.running[node].retain(|&j| j != index);
+        let crowded = self.running[node].len() as f64 > self.nodes[node].cpus;
+        let by_host = node != job.spec.home;
+        self.moves.ordered(job.moves, phase, by_host, crowded);
     }
 
     fn everything_done(&self) -> bool {
@@ -729,8 +758,15 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
                 number: EPOCH_BASE + t,
             };
             let decisions = decide(&cluster.policy, &round, &view, &cluster.links, &processes);
+            let phase = if t < moves::SPREAD {
+                Phase::Spread
+            } else if tail.at == 0.0 {
+                Phase::Middle
+            } else {
+                Phase::Drain
+            };
             for decision in decisions {
-                cluster.carry_out(node, t, decision);
+                cluster.carry_out(node, t, phase, decision);
             }
         }
         cluster.count_held(&mut tail, t);
@@ -757,9 +793,11 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
         mean_view_age: cluster.age_sum / cluster.age_count.max(1.0),
         all_done,
         tail,
+        moves: cluster.moves,
     }
 }
 
 mod fair;
+mod moves;
 mod tail;
 mod tests;

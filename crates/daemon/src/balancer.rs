@@ -45,6 +45,9 @@ const SHOWN_THERE_AFTER: Duration = Duration::from_secs(3);
 /// How long a move this loop ordered is taken off this node's own load: the gauge's last
 /// period shows it gone once the period after the move has closed.
 const SHOWN_HERE_AFTER: Duration = Duration::from_millis(1500);
+/// How long an order of the loop's may go unanswered and its process still count as on its
+/// way: a move that takes longer is one whose supervisor no longer answers.
+const ORDER_UNANSWERED: Duration = Duration::from_secs(60);
 
 /// The balance room's clock starts this far after the loop's start, so that a node heard
 /// before the loop started still gets a time of hearing (see [`NodeInfo::heard`]).
@@ -106,7 +109,6 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let links = lock(balancing).links(shared.own);
         debug!(?view, ?processes, ?links, "balancing round");
         for decision in decide(&policy, &round, &view, &links, &processes) {
-            lock(balancing).sent.push((now, decision.target()));
             if decision.process().home == shared.own {
                 let memory = processes
                     .iter()
@@ -280,12 +282,13 @@ struct Guest {
     pid: i32,
     tracked: Tracked,
     /// When the loop last asked its home to send it away: it is left alone for
-    /// [`RECALL_QUIET`] after, while that move runs.
+    /// [`RECALL_QUIET`] after, and while that move runs.
     recalled: Option<Instant>,
 }
 
-/// How long a guest sent away gets no new decision: its move is under way, or was refused
-/// (and logged).
+/// A guest sent away gets no new decision while its home carries the move out
+/// ([`Recent::recalling`]), and none for this long after it was asked for: a move refused
+/// (and logged) is not asked for again at once.
 const RECALL_QUIET: Duration = Duration::from_secs(10);
 
 /// Updates `guests` from the hosted processes and /proc; the guests to decide on, each by its
@@ -330,8 +333,13 @@ fn sample_guests(
         ) else {
             continue;
         };
-        if g.recalled
-            .is_some_and(|at| now.duration_since(at) < RECALL_QUIET)
+        let recalling = shared
+            .balancing
+            .as_ref()
+            .is_some_and(|b| lock(b).recalling(id));
+        if recalling
+            || g.recalled
+                .is_some_and(|at| now.duration_since(at) < RECALL_QUIET)
         {
             continue;
         }
@@ -367,8 +375,21 @@ fn send_guest(shared: &Arc<Shared>, guests: &mut HashMap<ProcessId, Guest>, deci
         g.recalled = Some(Instant::now());
         forwarded = (g.tracked.usage.forwarded() * 1000.0).round() as u16;
     }
+    let followed = Followed::Recall(process);
+    if let Some(balancing) = &shared.balancing {
+        lock(balancing)
+            .sent
+            .push(Sent::followed(Instant::now(), decision.target(), followed));
+    }
     let shared = shared.clone();
-    tokio::spawn(async move { modes::send_guest(&shared, home, pid, to, forwarded).await });
+    tokio::spawn(async move {
+        modes::send_guest(&shared, home, pid, to, forwarded).await;
+        // Whether it went or not (a refusal is logged): a guest that stayed counts here
+        // again once the windows from now have passed, as every move not followed does.
+        if let Some(balancing) = &shared.balancing {
+            lock(balancing).answered(followed, true, Instant::now());
+        }
+    });
 }
 
 /// What this node's balancing did lately that the gossiped view does not show yet: the moves
@@ -376,7 +397,7 @@ fn send_guest(shared: &Arc<Shared>, guests: &mut HashMap<ProcessId, Guest>, deci
 /// at their exec.
 #[derive(Debug, Default)]
 pub(crate) struct Recent {
-    sent: Vec<(Instant, NodeId)>,
+    sent: Vec<Sent>,
     kept: Vec<Instant>,
     /// Processes of this node another node's balancer sent back, with the share of their
     /// time they waited there for calls forwarded here: until the loop takes it.
@@ -388,13 +409,93 @@ pub(crate) struct Recent {
     demand_here: HashMap<i32, f64>,
 }
 
+/// A process this node sent to `to` at `at`. For a move whose end this node hears of
+/// (`followed`), the windows in which the view does not show it yet count from the move's
+/// end, not its order: until then it still runs here, its memory crossing the link while it
+/// does (a 1 GiB process takes 10 s at 100 MB/s, twice that for a guest sent on, which
+/// crosses its home), and the gauge still counts it here.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    at: Instant,
+    to: NodeId,
+    followed: Option<Followed>,
+    /// When its move was answered with success; `None` while under way.
+    done: Option<Instant>,
+}
+
+/// How this node hears of a move's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Followed {
+    /// One of its own processes, moved by its order to the supervisor.
+    Order(u64),
+    /// A guest, moved by the recall its home carries out (`modes::send_guest` waits for the
+    /// move's outcome).
+    Recall(ProcessId),
+}
+
+impl Sent {
+    /// One whose move is not followed here: a placement at exec, or an operator's order.
+    fn at(at: Instant, to: NodeId) -> Sent {
+        Sent {
+            at,
+            to,
+            followed: None,
+            done: None,
+        }
+    }
+
+    /// One whose move's end this node hears of by `followed`.
+    fn followed(at: Instant, to: NodeId, followed: Followed) -> Sent {
+        Sent {
+            followed: Some(followed),
+            ..Sent::at(at, to)
+        }
+    }
+
+    /// Whether the view may not show it yet, gone from here or there after a `window`: from
+    /// its move's end, or from its order for one not followed (or, for one whose move has
+    /// gone unanswered for [`ORDER_UNANSWERED`], from then).
+    fn unshown(&self, window: Duration, now: Instant) -> bool {
+        let since = match (self.followed, self.done) {
+            (Some(_), None) if now.duration_since(self.at) < ORDER_UNANSWERED => return true,
+            (Some(_), None) => self.at + ORDER_UNANSWERED,
+            (Some(_), Some(done)) => done,
+            (None, _) => self.at,
+        };
+        now.duration_since(since) < window
+    }
+}
+
 impl Recent {
     /// A process about to start, or just exec'd, was sent to `to`, or (`None`) starts here.
     fn placed(&mut self, now: Instant, to: Option<NodeId>) {
         match to {
-            Some(to) => self.sent.push((now, to)),
+            Some(to) => self.sent.push(Sent::at(now, to)),
             None => self.kept.push(now),
         }
+    }
+
+    /// The move followed by `followed` was answered at `now`: done, or (`moved` false) failed
+    /// or dropped, and the process is where it was.
+    fn answered(&mut self, followed: Followed, moved: bool, now: Instant) {
+        if moved {
+            for sent in self
+                .sent
+                .iter_mut()
+                .filter(|s| s.followed == Some(followed))
+            {
+                sent.done = Some(now);
+            }
+        } else {
+            self.sent.retain(|s| s.followed != Some(followed));
+        }
+    }
+
+    /// Whether a move of the guest `id` that this node asked its home for is under way.
+    fn recalling(&self, id: ProcessId) -> bool {
+        self.sent
+            .iter()
+            .any(|s| s.followed == Some(Followed::Recall(id)) && s.done.is_none())
     }
 
     /// A move of `bytes` from here to `to` took `took`, from the order to the supervisor's
@@ -423,8 +524,7 @@ impl Recent {
 
     /// Forgets what the view shows by `now`.
     fn forget_shown(&mut self, now: Instant) {
-        self.sent
-            .retain(|(at, _)| now.duration_since(*at) < SHOWN_THERE_AFTER);
+        self.sent.retain(|s| s.unshown(SHOWN_THERE_AFTER, now));
         self.kept
             .retain(|at| now.duration_since(*at) < SHOWN_HERE_AFTER);
     }
@@ -466,14 +566,14 @@ fn apply_own_moves(
     if let Some(me) = view.nodes.get_mut(&own) {
         me.load = me.load.min(last_load);
     }
-    for &(at, to) in &recent.sent {
-        if let Some(target) = view.nodes.get_mut(&to) {
+    for sent in &recent.sent {
+        if let Some(target) = view.nodes.get_mut(&sent.to) {
             let share = target.process_share();
             if share.is_finite() {
                 target.load = target.load.saturating_add(share.round() as u32);
             }
         }
-        if now.duration_since(at) < SHOWN_HERE_AFTER
+        if sent.unshown(SHOWN_HERE_AFTER, now)
             && let (Some(me), Some(share)) = (view.nodes.get_mut(&own), own_share)
         {
             me.load = me.load.saturating_sub(share);
@@ -528,7 +628,7 @@ pub(crate) fn place_at_exec(shared: &Shared, supervisor: SupervisorId, pid: i32)
     let placed_lately = recent
         .sent
         .iter()
-        .filter(|(at, _)| now.duration_since(*at) < EVERY)
+        .filter(|s| now.duration_since(s.at) < EVERY)
         .count();
     let round = round_at(shared.own, CLOCK_BASE);
     let links = recent.links(shared.own);
@@ -577,7 +677,7 @@ pub(crate) fn best_for(
     if let Some(recent) = recent.as_mut() {
         match placing {
             Placing::Starting => recent.placed(now, to),
-            Placing::Running => recent.sent.extend(to.map(|to| (now, to))),
+            Placing::Running => recent.sent.extend(to.map(|to| Sent::at(now, to))),
         }
     }
     to
@@ -696,6 +796,7 @@ fn carry_out(
     let Ok(pid) = i32::try_from(process.pid) else {
         return;
     };
+    let heading = decision.target();
     let target = match decision {
         Decision::Move { to, .. } => Some(to),
         Decision::GoHome { .. } => None,
@@ -709,24 +810,39 @@ fn carry_out(
                 // Its next sample starts after the move.
                 t.last = None;
             }
-            let shared = shared.clone();
             let ordered = Instant::now();
+            // Before its answer can come.
+            if let Some(balancing) = &shared.balancing {
+                lock(balancing)
+                    .sent
+                    .push(Sent::followed(ordered, heading, Followed::Order(id)));
+            }
+            let shared = shared.clone();
             tokio::spawn(async move {
-                match waiter.await {
+                let moved = match waiter.await {
                     Ok(Ok(())) => {
                         info!(pid, order = id, ?to, "balancing: moved");
-                        if let (Some(to), Some(balancing)) = (target, &shared.balancing) {
-                            lock(balancing).moved(to, memory, ordered.elapsed());
-                        }
+                        true
                     }
                     Ok(Err(failure)) => {
                         warn!(pid, order = id, ?to, "balancing: move refused: {failure}");
+                        false
                     }
-                    Err(_) => warn!(
-                        pid,
-                        order = id,
-                        "balancing: the supervisor went away during the move"
-                    ),
+                    Err(_) => {
+                        warn!(
+                            pid,
+                            order = id,
+                            "balancing: the supervisor went away during the move"
+                        );
+                        false
+                    }
+                };
+                if let Some(balancing) = &shared.balancing {
+                    let mut recent = lock(balancing);
+                    recent.answered(Followed::Order(id), moved, Instant::now());
+                    if let (true, Some(to)) = (moved, target) {
+                        recent.moved(to, memory, ordered.elapsed());
+                    }
                 }
             });
         }
@@ -779,7 +895,11 @@ mod tests {
         let now = Instant::now();
         let long_ago = now - Duration::from_secs(2);
         let recent = Recent {
-            sent: vec![(now, node(2)), (now, node(2)), (long_ago, node(3))],
+            sent: vec![
+                Sent::at(now, node(2)),
+                Sent::at(now, node(2)),
+                Sent::at(long_ago, node(3)),
+            ],
             ..Recent::default()
         };
         // Its last period saw 3 processes; two left since, one before that period closed.
@@ -787,6 +907,51 @@ mod tests {
         assert_eq!(view.get(node(1)).unwrap().load, 100);
         assert_eq!(view.get(node(2)).unwrap().load, 200);
         assert_eq!(view.get(node(3)).unwrap().load, 100);
+    }
+
+    #[test]
+    fn a_move_under_way_counts_gone_from_here_until_it_is_done() {
+        let view_at = |recent: &Recent, now: Instant| {
+            let mut view = ClusterView::new();
+            view.insert(node(1), info(300));
+            view.insert(node(2), info(0));
+            apply_own_moves(&mut view, node(1), 300, recent, now);
+            (
+                view.get(node(1)).unwrap().load,
+                view.get(node(2)).unwrap().load,
+            )
+        };
+        let start = Instant::now();
+        let mut recent = Recent::default();
+        let guest = ProcessId {
+            home: node(3),
+            pid: 42,
+        };
+        let (seven, eight, recall) = (
+            Followed::Order(7),
+            Followed::Order(8),
+            Followed::Recall(guest),
+        );
+        for followed in [seven, eight, recall] {
+            recent.sent.push(Sent::followed(start, node(2), followed));
+        }
+        // Ten seconds on, all three still cross the link: gone from here, there already.
+        let later = start + Duration::from_secs(10);
+        recent.forget_shown(later);
+        assert_eq!(view_at(&recent, later), (0, 300));
+        assert!(recent.recalling(guest));
+        // One is refused: it is here again, at once.
+        recent.answered(eight, false, later);
+        assert_eq!(view_at(&recent, later), (100, 200));
+        // The others are done: the windows count from their end.
+        recent.answered(seven, true, later);
+        recent.answered(recall, true, later);
+        assert!(!recent.recalling(guest));
+        let shown_here = later + SHOWN_HERE_AFTER;
+        recent.forget_shown(shown_here);
+        assert_eq!(view_at(&recent, shown_here), (300, 200));
+        recent.forget_shown(later + SHOWN_THERE_AFTER);
+        assert!(recent.sent.is_empty());
     }
 
     #[test]

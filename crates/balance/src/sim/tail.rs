@@ -129,7 +129,7 @@ impl Cluster {
         tail.moving += self
             .jobs
             .iter()
-            .filter(|j| matches!(j.place, Place::Moving { .. }))
+            .filter(|j| matches!(j.place, Place::Leaving { .. }))
             .count() as f64;
         let fastest_idle = self.fastest_idle();
         let Some(idle) = self.nodes.iter().zip(&self.running).position(|(n, r)| {

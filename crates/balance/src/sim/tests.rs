@@ -248,6 +248,9 @@ fn sim_1000_nodes_10000_jobs() {
         println!("seed {}:", s.seed);
         print(s, report);
         print_tail(report);
+        for line in report.moves.lines() {
+            println!("    {line}");
+        }
     }
     // Issue 9's targets are reported as a benchmark reports them (`./dev bench sim`); every
     // job must end, whatever the figures.
