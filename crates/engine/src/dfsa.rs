@@ -58,6 +58,10 @@ pub struct Terms {
     pub gid: u32,
     /// Its supplementary groups, sorted.
     pub groups: Vec<u32>,
+    /// Its umask at home, which files it creates away get too (None: an older home; files
+    /// are then created at home).
+    #[serde(default)]
+    pub umask: Option<u32>,
 }
 
 impl Terms {
@@ -74,6 +78,9 @@ impl Terms {
                 .collect()
         };
         let (uids, gids, mut groups) = (field("Uid:"), field("Gid:"), field("Groups:"));
+        let umask = (status.lines())
+            .find_map(|line| line.strip_prefix("Umask:"))
+            .and_then(|mask| u32::from_str_radix(mask.trim(), 8).ok());
         let (Some(&uid), Some(&gid)) = (uids.get(3), gids.get(3)) else {
             return Err(io::Error::other(format!("/proc/{pid}/status has no ids")));
         };
@@ -83,6 +90,7 @@ impl Terms {
             uid,
             gid,
             groups,
+            umask,
         })
     }
 
@@ -212,6 +220,9 @@ pub struct LocalFiles {
     roots: HashMap<String, OwnedFd>,
     /// Local descriptors and the paths they were opened by.
     open: HashMap<i32, String>,
+    /// The process's umask, which its `umask` calls (run at home) change: what a file it
+    /// creates here gets. None: unknown, files are created at home.
+    umask: Option<u32>,
 }
 
 impl LocalFiles {
@@ -226,6 +237,7 @@ impl LocalFiles {
             consistent,
             roots: HashMap::new(),
             open: HashMap::new(),
+            umask: terms.and_then(|t| t.umask),
         }
     }
 
@@ -263,6 +275,11 @@ impl LocalFiles {
         }
         if let Some(verdict) = self.on_descriptor(nr, args, mem) {
             return verdict;
+        }
+        if nr == libc::SYS_umask {
+            // It runs at home as well, and cannot fail.
+            self.umask = Some(args[0] as u32 & 0o777);
+            return Verdict::Pass;
         }
         if is_id_change(nr) {
             // Rights here would no longer be the process's: no more local files.
@@ -451,11 +468,17 @@ impl LocalFiles {
                     libc::SYS_open => (args[1], args[2]),
                     _ => (args[2], args[3]),
                 };
-                // A file created gets the process's umask, which lives at home.
-                if flags & (libc::O_CREAT | libc::O_TMPFILE) as u64 != 0 {
-                    return None;
-                }
-                let file = self.open_under(&root, &rest, flags & !(libc::O_CLOEXEC as u64), mode);
+                // An unnamed file is home's business; a file created gets the process's
+                // umask, which this node's kernel applies with the guest's own.
+                let creates = flags & libc::O_CREAT as u64 != 0;
+                let umask = match (creates, self.umask) {
+                    _ if flags & libc::O_TMPFILE as u64 == libc::O_TMPFILE as u64 => return None,
+                    (true, None) => return None,
+                    (true, Some(mask)) => Some(mask),
+                    (false, _) => None,
+                };
+                let flags = flags & !(libc::O_CLOEXEC as u64);
+                let file = with_umask(umask, || self.open_under(&root, &rest, flags, mode));
                 match file {
                     Ok(file) => Some(Verdict::Open {
                         file,
@@ -599,6 +622,21 @@ impl LocalFiles {
         };
         open_beneath(dir, rest, flags, mode)
     }
+}
+
+/// Run `f` with this process's umask set to `mask` (if any), and the old one back after.
+/// Only the thread that serves calls creates files in a guest, so none is created meanwhile
+/// with the wrong mask.
+fn with_umask<T>(mask: Option<u32>, f: impl FnOnce() -> T) -> T {
+    let Some(mask) = mask else {
+        return f();
+    };
+    // SAFETY: umask cannot fail; it changes only this process's file creation mask.
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    let result = f();
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    result
 }
 
 /// `openat2(dir, rest, flags, mode)` confined beneath `dir`: `..` and symlinks cannot leave it.

@@ -166,7 +166,7 @@ fn data_lab() -> Lab {
         n3,
         &format!(
             "mkdir -p /tmp/dfsa && seq 1 {LINES} > /tmp/dfsa/data \
-             && ln -s /etc/hostname /tmp/dfsa/away && chmod -R a+rX /tmp/dfsa"
+             && ln -s /etc/hostname /tmp/dfsa/away && chmod -R a+rX /tmp/dfsa && chmod 1777 /tmp/dfsa"
         ),
     );
     sh(n1, "echo home > /tmp/home-file && chmod a+r /tmp/home-file");
@@ -253,6 +253,13 @@ fn tour_files(lab: &Lab) {
     assert_eq!(home_tree, 5);
     assert_eq!(files.at_home(home_tree), "/mfs/1/tmp/home-file");
     files.close(home_tree);
+    // A file created there gets the process's umask, which it set at home.
+    assert!(files.ask("umask 027").starts_with("umask "));
+    let created = files.open_like("create /mfs/3/tmp/dfsa/new");
+    assert_eq!(created, 5);
+    assert_eq!(files.at_home(created), "/");
+    files.close(created);
+    assert_eq!(sh(n3, "stat -c %a /tmp/dfsa/new"), "640\n");
     let size = files.ask(&format!("stat {DATA}"));
     assert_eq!(size, format!("size {}", data.len()));
     let first = 1_000_000;

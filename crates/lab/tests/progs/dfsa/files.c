@@ -8,6 +8,8 @@
  *   TAG stat PATH     -> TAG size N        | TAG err ERRNO
  *   TAG close FD      -> TAG closed 0      | TAG err ERRNO
  *   TAG dup FD        -> TAG fd N          | TAG err ERRNO
+ *   TAG create PATH   -> TAG fd N          | TAG err ERRNO  (O_CREAT|O_WRONLY|O_TRUNC, 0666)
+ *   TAG umask OCTAL   -> TAG umask OLD
  *   end               -> exit 0
  */
 #include <errno.h>
@@ -70,6 +72,14 @@ int main(void) {
                 printf("%s err %d\n", tag, errno);
             else
                 printf("%s size %lld\n", tag, (long long)st.st_size);
+        } else if (strcmp(op, "create") == 0) {
+            int fd = open(arg, O_CREAT | O_WRONLY | O_TRUNC, 0666);
+            if (fd < 0)
+                printf("%s err %d\n", tag, errno);
+            else
+                printf("%s fd %d\n", tag, fd);
+        } else if (strcmp(op, "umask") == 0) {
+            printf("%s umask %o\n", tag, umask((mode_t)strtol(arg, NULL, 8)));
         } else if (strcmp(op, "dup") == 0) {
             int fd = dup(atoi(arg));
             if (fd < 0)
