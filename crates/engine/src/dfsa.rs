@@ -477,12 +477,13 @@ impl LocalFiles {
                     (true, Some(mask)) => Some(mask),
                     (false, _) => None,
                 };
+                let cloexec = flags & libc::O_CLOEXEC as u64 != 0;
                 let flags = flags & !(libc::O_CLOEXEC as u64);
                 let file = with_umask(umask, || self.open_under(&root, &rest, flags, mode));
                 match file {
                     Ok(file) => Some(Verdict::Open {
                         file,
-                        cloexec: flags & libc::O_CLOEXEC as u64 != 0,
+                        cloexec,
                         path,
                     }),
                     Err(err) => answer_or_pass(err),

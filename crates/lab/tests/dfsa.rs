@@ -145,13 +145,24 @@ impl Files<'_> {
         shown.unwrap_or_else(|e| panic!("{e}")).trim().to_owned()
     }
 
+    /// The husk of the process at `node`, by its host PID.
+    fn husk(&self, node: &Node) -> u32 {
+        let husk = processes_in(node).into_iter().find(|p| p.name == "files");
+        husk.unwrap_or_else(|| panic!("no husk at node {}", node.id()))
+            .host_pid
+    }
+
+    /// The open flags of descriptor `fd` in the husk at `node`, as its fdinfo shows them.
+    fn husk_flags(&self, node: &Node, fd: i32) -> i32 {
+        let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", self.husk(node)));
+        let info = info.unwrap_or_else(|e| panic!("fdinfo {fd} at node {}: {e}", node.id()));
+        let flags = info.lines().find_map(|l| l.strip_prefix("flags:"));
+        i32::from_str_radix(flags.expect("flags").trim(), 8).expect("octal flags")
+    }
+
     /// Where descriptor `fd` points in the husk at `node`.
     fn at_remote(&self, node: &Node, fd: i32) -> String {
-        let husk = processes_in(node)
-            .into_iter()
-            .find(|p| p.name == "files")
-            .unwrap_or_else(|| panic!("no husk at node {}", node.id()));
-        let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", husk.host_pid));
+        let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", self.husk(node)));
         link.map(|p| p.display().to_string())
             .unwrap_or_else(|e| panic!("fd {fd} of the husk at node {}: {e}", node.id()))
     }
@@ -285,6 +296,12 @@ fn tour_files(lab: &Lab) {
     let away = files.open("/mfs/3/tmp/dfsa/away");
     assert_eq!(away, 5);
     assert_eq!(files.at_home(away), "/mfs/3/etc/hostname");
+    // Close-on-exec goes into the process with the file.
+    let shut = files.open_like(&format!("openx {DATA}"));
+    assert_eq!(files.at_remote(n3, shut), DATA);
+    assert!(files.husk_flags(n3, shut) & libc::O_CLOEXEC != 0);
+    assert!(files.husk_flags(n3, again) & libc::O_CLOEXEC == 0);
+    files.close(shut);
 
     // Home again: the file opened away replaces its placeholder, at its offset.
     files.job.migrate("home").unwrap_or_else(|e| panic!("{e}"));

@@ -3,6 +3,7 @@
  * answered with one line that starts with the command's tag (see tests/dfsa.rs):
  *
  *   TAG open PATH     -> TAG fd N          | TAG err ERRNO
+ *   TAG openx PATH    -> the same, opened close-on-exec
  *   TAG read FD LEN   -> TAG read N sum S  (S: FNV-1a of the bytes read, in a loop to LEN or EOF)
  *   TAG pos FD        -> TAG pos N
  *   TAG stat PATH     -> TAG size N        | TAG err ERRNO
@@ -56,8 +57,8 @@ int main(void) {
         int fields = sscanf(line, "%31s %15s %4095s %ld", tag, op, arg, &len);
         if (fields < 3) {
             printf("bad command: %s\n", line);
-        } else if (strcmp(op, "open") == 0) {
-            int fd = open(arg, O_RDONLY);
+        } else if (strcmp(op, "open") == 0 || strcmp(op, "openx") == 0) {
+            int fd = open(arg, O_RDONLY | (strcmp(op, "openx") == 0 ? O_CLOEXEC : 0));
             if (fd < 0)
                 printf("%s err %d\n", tag, errno);
             else
