@@ -495,8 +495,7 @@ impl LocalFiles {
                     libc::SYS_lstat => (args[1], true),
                     _ => (args[2], args[3] & libc::AT_SYMLINK_NOFOLLOW as u64 != 0),
                 };
-                let flags = if nofollow { libc::O_NOFOLLOW } else { 0 };
-                let file = match self.open_under(&root, &rest, (libc::O_PATH | flags) as u64, 0) {
+                let file = match self.handle_under(&root, &rest, nofollow) {
                     Ok(file) => file,
                     Err(err) => return answer_or_pass(err),
                 };
@@ -514,8 +513,7 @@ impl LocalFiles {
             }
             libc::SYS_statx => {
                 let nofollow = args[2] & libc::AT_SYMLINK_NOFOLLOW as u64 != 0;
-                let flags = if nofollow { libc::O_NOFOLLOW } else { 0 };
-                let file = match self.open_under(&root, &rest, (libc::O_PATH | flags) as u64, 0) {
+                let file = match self.handle_under(&root, &rest, nofollow) {
                     Ok(file) => file,
                     Err(err) => return answer_or_pass(err),
                 };
@@ -540,8 +538,7 @@ impl LocalFiles {
                     _ => (args[2], args[3] as i32),
                 };
                 let nofollow = flags & libc::AT_SYMLINK_NOFOLLOW != 0;
-                let oflags = if nofollow { libc::O_NOFOLLOW } else { 0 };
-                let file = match self.open_under(&root, &rest, (libc::O_PATH | oflags) as u64, 0) {
+                let file = match self.handle_under(&root, &rest, nofollow) {
                     Ok(file) => file,
                     Err(err) => return answer_or_pass(err),
                 };
@@ -563,8 +560,7 @@ impl LocalFiles {
                     libc::SYS_readlink => (args[1], args[2]),
                     _ => (args[2], args[3]),
                 };
-                let flags = (libc::O_PATH | libc::O_NOFOLLOW) as u64;
-                let file = match self.open_under(&root, &rest, flags, 0) {
+                let file = match self.handle_under(&root, &rest, true) {
                     Ok(file) => file,
                     Err(err) => return answer_or_pass(err),
                 };
@@ -607,6 +603,13 @@ impl LocalFiles {
             return None;
         }
         Some(format!("{base}/{path}"))
+    }
+
+    /// An `O_PATH` handle on `rest` beneath `root`, or on the symlink itself if `nofollow`:
+    /// what the guest stats, checks or reads a link through.
+    fn handle_under(&mut self, root: &str, rest: &str, nofollow: bool) -> io::Result<OwnedFd> {
+        let nofollow = if nofollow { libc::O_NOFOLLOW } else { 0 };
+        self.open_under(root, rest, (libc::O_PATH | nofollow) as u64, 0)
     }
 
     /// Open `rest` beneath `root` with `flags`: never outside it.
