@@ -168,6 +168,9 @@ pub(crate) struct Shared {
     pub table: Mutex<Table>,
     /// The processes of other nodes that run here.
     pub hosted: Mutex<Hosted>,
+    /// Woken whenever a hosted process leaves or its guest's registration ends (see
+    /// [`Shared::until_gone`]).
+    pub hosted_left: tokio::sync::Notify,
     /// The guests this node's daemons started, which alone may register as guests.
     pub records: Records,
     /// The control socket, which the guests report to.
@@ -243,6 +246,22 @@ impl Shared {
     /// The hosted processes; poisoning is handled as for the table.
     pub fn hosted(&self) -> MutexGuard<'_, Hosted> {
         lock(&self.hosted)
+    }
+
+    /// Waits until no hosted process is `home_pid` of `home_node`, at most `bound`; whether it
+    /// is gone. Home has a recalled process back before its guest here has said it left.
+    pub async fn until_gone(&self, home_node: u16, home_pid: i32, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            // Registered before the check, so a departure between the two is not missed.
+            let left = self.hosted_left.notified();
+            if !self.hosted().homes().contains(&(home_node, home_pid)) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, left).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// `mosctl nomfs`: other nodes' MFS calls are refused.
@@ -461,6 +480,7 @@ impl Daemon {
             port: config.port,
             table: Mutex::new(Table::default()),
             hosted: Mutex::new(Hosted::default()),
+            hosted_left: tokio::sync::Notify::new(),
             records,
             socket: config.socket.clone(),
             units,

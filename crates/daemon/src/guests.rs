@@ -85,6 +85,7 @@ pub(crate) async fn serve_guest(shared: &Shared, mut conn: Conn, home_node: u16)
         take_reports(shared, &mut conn, &guest, &registration).await;
     }
     shared.hosted().unregister(&registration);
+    shared.hosted_left.notify_waiters();
     drop(conn);
     if sys::exits_within(pidfd, EXIT_WAIT).await {
         shared.records.remove(&guest);
@@ -121,6 +122,7 @@ async fn take_reports(shared: &Shared, conn: &mut Conn, guest: &Spawned, reg: &R
             }
             Ok(Some(GuestReport::Left { how })) => {
                 let process = shared.hosted().left(reg);
+                shared.hosted_left.notify_waiters();
                 if let (Some(p), rmosix_wire::Departure::Ended) = (process, how) {
                     crate::balancer::ended_here(shared, p.pid);
                 }

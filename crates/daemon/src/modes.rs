@@ -35,6 +35,9 @@ pub(crate) const SESSION_BLOCKED: &[u8] = b"blocked";
 /// process over a slow link takes tens of seconds; past this, something is wrong, and the
 /// process is reported as not moved (its move, if started, goes on and ends as any would).
 const MOVE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a recall waits, once its process has arrived, for the guest here to say it left
+/// (it does so at once unless this node is starved of CPU).
+const LEAVE_WAIT: Duration = Duration::from_secs(5);
 /// How long connecting to a home daemon for a recall may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many processes `expel` and `bring` move at once: each move holds a link and its
@@ -322,6 +325,14 @@ async fn recall(
     match ask_recall(shared, node, pid, to, forwarded).await {
         Ok(Recalled::Arrived) => {
             info!(node, pid, ?to, "guest went (home: none)");
+            // The answer comes once the process has arrived; its guest here says it left a
+            // moment later. The order is done when the listing no longer shows it.
+            if !shared.until_gone(node, pid, LEAVE_WAIT).await {
+                warn!(
+                    node,
+                    pid, "the guest of a process that arrived elsewhere has not said it left"
+                );
+            }
             Ok(())
         }
         Ok(not_there) => Err(NotSent {
