@@ -12,6 +12,10 @@ use crate::{LabError, POLL};
 const PERIOD_US: u64 = 100_000;
 /// The smallest quota the kernel accepts (1 ms).
 const MIN_QUOTA_US: u64 = 1_000;
+/// The batch sub-cgroup's name and its weight (v1 `cpu.shares`; the kernel's least is 2,
+/// against 1024 for a task at nice 0).
+const BATCH: &str = "batch";
+const BATCH_SHARES: &str = "2";
 
 /// A cgroup hierarchy with the `cpu` controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +56,9 @@ impl Hierarchy {
 #[derive(Debug, Clone)]
 pub(crate) struct Cgroup {
     path: PathBuf,
+    /// Whether it is in a v1 hierarchy, where a cgroup may hold processes and weighted
+    /// children at once.
+    v1: bool,
 }
 
 impl Cgroup {
@@ -71,7 +78,10 @@ impl Cgroup {
             path: path.clone(),
             source,
         })?;
-        let cgroup = Cgroup { path };
+        let cgroup = Cgroup {
+            path,
+            v1: matches!(hierarchy, Hierarchy::V1(_)),
+        };
         let quota_us = quota.map(|cpus| ((cpus * PERIOD_US as f64) as u64).max(MIN_QUOTA_US));
         match hierarchy {
             Hierarchy::V1(_) => {
@@ -103,7 +113,7 @@ impl Cgroup {
         self.path.join("cgroup.procs")
     }
 
-    /// PIDs (host view) of the processes in the cgroup.
+    /// PIDs (host view) of the processes in the cgroup and its sub-cgroups.
     pub(crate) fn pids(&self) -> Vec<u32> {
         procs_of(&self.path)
     }
@@ -112,19 +122,61 @@ impl Cgroup {
     pub(crate) fn remove(&self, timeout: Duration) -> Result<(), LabError> {
         remove_dir(&self.path, timeout)
     }
+
+    /// The `cgroup.procs` of the node's batch sub-cgroup, made on first use: its processes
+    /// together weigh as little as the kernel allows against the node's own tasks. `None` in
+    /// cgroup v2, where a cgroup holding processes (the node's daemon) cannot hand the `cpu`
+    /// controller to children.
+    pub(crate) fn batch_procs_file(&self) -> Result<Option<PathBuf>, LabError> {
+        if !self.v1 {
+            return Ok(None);
+        }
+        let dir = self.path.join(BATCH);
+        match fs::create_dir(&dir) {
+            Ok(()) => write(&dir.join("cpu.shares"), BATCH_SHARES)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(LabError::Io {
+                    action: "create cgroup",
+                    path: dir,
+                    source,
+                });
+            }
+        }
+        Ok(Some(dir.join("cgroup.procs")))
+    }
 }
 
-/// PIDs listed in the `cgroup.procs` of the cgroup directory `path`.
+/// PIDs listed in the `cgroup.procs` of the cgroup directory `path` and of the cgroups below.
 pub(crate) fn procs_of(path: &Path) -> Vec<u32> {
-    fs::read_to_string(path.join("cgroup.procs"))
+    let mut pids: Vec<u32> = fs::read_to_string(path.join("cgroup.procs"))
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
+        .collect();
+    for child in children(path) {
+        pids.extend(procs_of(&child));
+    }
+    pids
+}
+
+/// The cgroups right below the cgroup directory `path`.
+fn children(path: &Path) -> Vec<PathBuf> {
+    fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
         .collect()
 }
 
-/// `rmdir` a cgroup, retrying on EBUSY until `timeout`; a missing one counts as removed.
+/// `rmdir` a cgroup and those below it, retrying on EBUSY until `timeout`; a missing one
+/// counts as removed.
 pub(crate) fn remove_dir(path: &Path, timeout: Duration) -> Result<(), LabError> {
+    for child in children(path) {
+        remove_dir(&child, timeout)?;
+    }
     let deadline = Instant::now() + timeout;
     loop {
         match fs::remove_dir(path) {

@@ -542,6 +542,16 @@ impl Node {
         Ok(())
     }
 
+    /// The `cgroup.procs` of the node's batch sub-cgroup, where a crowd of jobs weighs less
+    /// than the node's services (see `Cgroup::batch_procs_file`); `None` where the lab has no
+    /// cgroups or the hierarchy cannot weigh a sub-cgroup against its parent's processes.
+    pub fn batch_procs_file(&self) -> Result<Option<PathBuf>, LabError> {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.batch_procs_file(),
+            None => Ok(None),
+        }
+    }
+
     /// The node's cgroup directory (`None` when the machine has no cpu cgroup and the lab
     /// has no quota).
     pub fn cgroup_path(&self) -> Option<&Path> {
