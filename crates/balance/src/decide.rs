@@ -44,6 +44,18 @@ pub struct Process {
     pub moves: u32,
     /// It has just called `execve` and not run since: a placement candidate.
     pub just_execed: bool,
+    /// The node whose files (`/mfs/N`) it reads and writes most, if any.
+    pub data: Option<DataNode>,
+}
+
+/// Where a process's file traffic goes: the node serving most of it through MFS, and how
+/// much, decayed as its other statistics are.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct DataNode {
+    /// The node serving the files.
+    pub node: NodeId,
+    /// Bytes a second read from and written to that node's files.
+    pub bytes_per_second: f64,
 }
 
 impl Process {
@@ -66,6 +78,9 @@ pub enum Reason {
     Placement,
     /// It is CPU-bound and runs better on a less loaded node (load balancing).
     Balance,
+    /// Its file traffic goes mostly to one node, where it runs faster (the process goes to
+    /// its data).
+    Data,
 }
 
 /// One thing to do. Processes that should stay get none.
@@ -286,6 +301,7 @@ pub fn decide(
         .collect();
     plan.usher(&movable);
     plan.forward_home(&movable);
+    plan.go_to_data(&movable);
     plan.place(&movable);
     // What this node's processes want of a CPU, together (an unsampled one counts as one).
     let wanted: f64 = processes.iter().map(|p| p.usage.demand().min(1.0)).sum();
@@ -500,7 +516,7 @@ impl Plan<'_> {
         *self.load.entry(to).or_insert(0.0) += to_share;
         *self.free.entry(self.here()).or_insert(0) += i128::from(p.memory);
         *self.free.entry(to).or_insert(0) -= i128::from(p.memory.max(p.memory_need));
-        if matches!(reason, Reason::Balance | Reason::Placement) {
+        if matches!(reason, Reason::Balance | Reason::Placement | Reason::Data) {
             *self.sent.entry(to).or_insert(0) += 1;
             self.moves += 1;
         }
@@ -621,6 +637,52 @@ impl Plan<'_> {
             {
                 self.record(p, home, Reason::Forwarding, demand, true);
             }
+        }
+    }
+
+    /// Rule 4b: a process whose file traffic goes mostly to node `N` (its `/mfs/N` files)
+    /// spends the share of its time that traffic takes over the link waiting; at `N` the
+    /// files are local (taken as free). It goes there, as rule 4 sends a guest home, when that
+    /// share is at least `forwarding_margin` and it would run there faster by the margin. The
+    /// residence time applies, and flood prevention as for balance.
+    fn go_to_data(&mut self, movable: &[&Process]) {
+        for p in movable {
+            let Some(data) = p.data else { continue };
+            let to = data.node;
+            if to == self.here()
+                || self.decided.contains(&p.id)
+                || !self.policy.has_resided(p)
+                || self.moves >= self.policy.max_moves_per_round
+                || !self.accepts(to, p)
+                || !self.has_room(to, p)
+                || !self.may_send(to)
+            {
+                continue;
+            }
+            let (Some(there), demand) = (self.view.get(to), p.usage.demand()) else {
+                continue;
+            };
+            let waiting = self.data_wait(p, self.here());
+            let here_rate = self.me.throughput(self.load_of(self.here()));
+            let there_rate = there.throughput(self.load_of(to) + self.share(to, demand.max(0.01)));
+            let speedup = there_rate / (here_rate * (1.0 - waiting));
+            if waiting >= self.policy.forwarding_margin
+                && speedup > 1.0 + self.policy.forwarding_margin
+            {
+                self.record(p, to, Reason::Data, demand, true);
+            }
+        }
+    }
+
+    /// The share of its time `p` would wait for its data's traffic running at `at`: none at
+    /// the data's node; elsewhere its bytes over the link between the two, at most all of it.
+    fn data_wait(&self, p: &Process, at: NodeId) -> f64 {
+        match p.data {
+            Some(data) if data.node != at => {
+                let speed = self.links.between(at, data.node).max(1) as f64;
+                (data.bytes_per_second / speed).min(1.0)
+            }
+            _ => 0.0,
         }
     }
 
@@ -749,12 +811,21 @@ impl Plan<'_> {
                         && self.pays_back(p, id, here_rate / there_rate)
                 })
                 .filter(|&(id, info)| {
-                    if p.is_guest_on(self.here()) {
+                    // Away from home its calls are forwarded; away from its data, its file
+                    // traffic crosses a link: either must still leave it faster there.
+                    let leaving_home = !p.is_guest_on(self.here());
+                    if !leaving_home && p.data.is_none() {
                         return true;
                     }
+                    let forwarded = if leaving_home {
+                        p.usage.forwarded()
+                    } else {
+                        0.0
+                    };
                     let rate = info.throughput(self.load_of(id) + self.share(id, demand));
-                    let speedup = rate * (1.0 - p.usage.forwarded()) / here_rate;
-                    speedup > 1.0 + self.policy.forwarding_margin
+                    let there = rate * (1.0 - forwarded) * (1.0 - self.data_wait(p, id));
+                    let here = here_rate * (1.0 - self.data_wait(p, self.here()));
+                    there / here > 1.0 + self.policy.forwarding_margin
                 })
                 .filter(|&(id, _)| self.may_send(id))
                 .map(|(id, info)| {

@@ -17,6 +17,7 @@
 //!
 //! The door: [`decide`], [`best_node`] and [`Placing`] (an operator's order), [`Policy`], [`Round`], [`ClusterView`], [`NodeInfo`], [`Modes`],
 //! [`LinkSpeeds`], [`Process`], [`ProcessId`], [`Usage`], [`Sample`], [`DecayClass`],
+//! [`Traffic`] and [`DataNode`] (where a process's file traffic goes),
 //! [`Decision`], [`Reason`], [`NodeId`] (the config room's), and the constants
 //! [`STANDARD_SPEED`], [`ONE_PROCESS`], [`SLOW_KEEP_PER_MILLE`], [`FAST_KEEP_PER_MILLE`],
 //! [`PRIOR_SECONDS`].
@@ -26,6 +27,7 @@
 
 mod decide;
 mod flood;
+mod traffic;
 mod usage;
 mod view;
 
@@ -35,8 +37,11 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-pub use decide::{Decision, Placing, Policy, Process, ProcessId, Reason, Round, best_node, decide};
+pub use decide::{
+    DataNode, Decision, Placing, Policy, Process, ProcessId, Reason, Round, best_node, decide,
+};
 pub use rmosix_config::NodeId;
+pub use traffic::Traffic;
 pub use usage::{
     DecayClass, FAST_KEEP_PER_MILLE, PRIOR_SECONDS, SLOW_KEEP_PER_MILLE, Sample, Usage,
 };

@@ -605,6 +605,7 @@ impl Cluster {
                 // A guest's moves before it came are not known where it runs: it counts one.
                 moves: if at_home { job.moves } else { 1 },
                 just_execed: false,
+                data: None,
             });
         }
         processes

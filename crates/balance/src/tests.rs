@@ -48,6 +48,7 @@ fn hog(home: u16, pid: u32) -> Process {
         since_move: Duration::from_secs(60),
         moves: 0,
         just_execed: false,
+        data: None,
     }
 }
 
@@ -596,6 +597,61 @@ fn a_process_sent_home_for_its_calls_is_not_sent_out_again() {
         run(1, &view, &[chatty, plain.clone()]),
         [moved(&plain, 2, Reason::Balance)]
     );
+}
+
+// ---- Rule 4b: a process goes to its data ----
+
+/// A process of node `home`, CPU-bound, whose file traffic goes to node `data`.
+fn reading_from(home: u16, pid: u32, data: u16, mib_per_second: u64) -> Process {
+    Process {
+        data: Some(DataNode {
+            node: n(data),
+            bytes_per_second: (mib_per_second * MIB) as f64,
+        }),
+        ..hog(home, pid)
+    }
+}
+
+#[test]
+fn a_process_whose_files_are_at_another_node_goes_there() {
+    // Alone at home; nodes 2 and 3 idle. A quarter of its time goes on node 3's files over
+    // a 1 GiB/s link: node 3 runs it a third faster, node 2 no faster at all.
+    let view = view(&[(1, node(100)), (2, node(0)), (3, node(0))]);
+    let p = reading_from(1, 10, 3, 300);
+    assert_eq!(
+        run(1, &view, std::slice::from_ref(&p)),
+        [moved(&p, 3, Reason::Data)]
+    );
+    // A guest goes on to its data too.
+    let guest = reading_from(2, 11, 3, 300);
+    assert_eq!(
+        run(1, &view, std::slice::from_ref(&guest)),
+        [moved(&guest, 3, Reason::Data)]
+    );
+}
+
+#[test]
+fn a_process_stays_when_its_data_traffic_is_small_or_its_data_node_busy() {
+    let view = view(&[(1, node(100)), (2, node(0)), (3, node(0))]);
+    // 10 MiB/s over 1 GiB/s: 1 % of its time.
+    assert_eq!(run(1, &view, &[reading_from(1, 10, 3, 10)]), []);
+    // Node 3 runs four others: it would get a fifth of a CPU there.
+    let busy = crate::tests::view(&[(1, node(100)), (2, node(0)), (3, node(400))]);
+    assert_eq!(run(1, &busy, &[reading_from(1, 10, 3, 300)]), []);
+}
+
+#[test]
+fn a_process_at_its_data_is_balanced_away_only_if_it_still_gains_there() {
+    // Node 3 runs two processes, node 2 none: a plain one moves to node 2 for the whole
+    // CPU; one that reads 800 MiB/s of node 3's files would wait three quarters of its time
+    // at node 2, and stays.
+    let view = view(&[(1, node(0)), (2, node(0)), (3, node(200))]);
+    let plain = hog(3, 10);
+    assert_eq!(
+        run(3, &view, std::slice::from_ref(&plain)),
+        [moved(&plain, 2, Reason::Balance)]
+    );
+    assert_eq!(run(3, &view, &[reading_from(3, 10, 3, 800)]), []);
 }
 
 // ---- Rule 5: placement at exec ----

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use rmosix_balance::{
     ClusterView, DecayClass, Decision, LinkSpeeds, Modes, NodeInfo, Placing, Policy, Process,
-    ProcessId, Round, Sample, Usage, best_node, decide,
+    ProcessId, Round, Sample, Traffic, Usage, best_node, decide,
 };
 use rmosix_view::{Liveness, NodeView, Status};
 use rmosix_wire::{Advice, Decay, Reply};
@@ -56,6 +56,8 @@ const CLOCK_BASE: Duration = Duration::from_secs(3600);
 /// What the loop keeps about one supervised process.
 struct Tracked {
     usage: Usage,
+    /// Where its file traffic through MFS goes.
+    data: Traffic,
     /// Where it ran last round (`None`: home).
     node: Option<u16>,
     /// Its last reading; `None` while it is away or after it came back.
@@ -84,8 +86,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let sampled = tokio::task::spawn_blocking({
             let shared = shared.clone();
             move || {
-                let mut processes = sample(&shared, &mut tracked, now);
-                processes.extend(sample_guests(&shared, &mut guests, now));
+                let mut traffic = shared.take_file_traffic();
+                let mut processes = sample(&shared, &mut tracked, &mut traffic, now);
+                processes.extend(sample_guests(&shared, &mut guests, &mut traffic, now));
                 (processes, tracked, guests)
             }
         })
@@ -160,7 +163,12 @@ const DEPARTED_AT_LEAST: f64 = 0.1;
 
 /// Updates `tracked` from the table and /proc; the processes to decide on: supervised here,
 /// at home, no order under way, and sampled at least twice.
-fn sample(shared: &Shared, tracked: &mut HashMap<i32, Tracked>, now: Instant) -> Vec<Process> {
+fn sample(
+    shared: &Shared,
+    tracked: &mut HashMap<i32, Tracked>,
+    traffic: &mut FileTraffic,
+    now: Instant,
+) -> Vec<Process> {
     let mut came_back = shared
         .balancing
         .as_ref()
@@ -173,6 +181,7 @@ fn sample(shared: &Shared, tracked: &mut HashMap<i32, Tracked>, now: Instant) ->
         let class = decay_class(entry.advice.decay);
         let t = tracked.entry(entry.pid).or_insert_with(|| Tracked {
             usage: Usage::new(class),
+            data: Traffic::default(),
             node: entry.node,
             last: None,
             since: now,
@@ -191,7 +200,8 @@ fn sample(shared: &Shared, tracked: &mut HashMap<i32, Tracked>, now: Instant) ->
         if entry.node.is_some() {
             continue;
         }
-        let Some(memory) = measure(t, class, entry.pid, None, now) else {
+        let moved = traffic.remove(&entry.pid);
+        let Some(memory) = measure(t, class, entry.pid, None, moved, now) else {
             continue;
         };
         if entry.moving {
@@ -210,6 +220,7 @@ fn sample(shared: &Shared, tracked: &mut HashMap<i32, Tracked>, now: Instant) ->
             since_move: now.duration_since(t.since),
             moves: entry.moves,
             just_execed: false,
+            data: t.data.top(),
         });
     }
     processes
@@ -232,13 +243,18 @@ fn decay_class(decay: Decay) -> DecayClass {
     }
 }
 
+/// Bytes each process (by PID here) moved to and from each node's files since the last round.
+type FileTraffic = HashMap<i32, HashMap<u16, u64>>;
+
 /// Samples `pid` into `t`: the bytes a move of it sends, once it has two samples. `waited`:
-/// how long a guest has waited here for calls forwarded home, in all (`None` at home).
+/// how long a guest has waited here for calls forwarded home, in all (`None` at home);
+/// `moved`: its file traffic by node since the last sample.
 fn measure(
     t: &mut Tracked,
     class: DecayClass,
     pid: i32,
     waited: Option<Duration>,
+    moved: Option<HashMap<u16, u64>>,
     now: Instant,
 ) -> Option<u64> {
     let Ok((ran, queued)) = read_schedstat(pid) else {
@@ -252,6 +268,12 @@ fn measure(
         at: now,
     };
     let last = t.last.replace(reading)?;
+    let moved: Vec<(NodeId, u64)> = moved
+        .into_iter()
+        .flatten()
+        .filter_map(|(node, bytes)| Some((NodeId::new(node)?, bytes)))
+        .collect();
+    t.data.update(class, now.duration_since(last.at), &moved);
     t.usage.update(
         class,
         &Sample {
@@ -297,6 +319,7 @@ const RECALL_QUIET: Duration = Duration::from_secs(10);
 fn sample_guests(
     shared: &Shared,
     guests: &mut HashMap<ProcessId, Guest>,
+    traffic: &mut FileTraffic,
     now: Instant,
 ) -> Vec<Process> {
     let hosted: Vec<(ProcessId, Balanced)> = shared
@@ -318,6 +341,7 @@ fn sample_guests(
             pid: p.pid,
             tracked: Tracked {
                 usage: Usage::new(DecayClass::Normal),
+                data: Traffic::default(),
                 node: None,
                 last: None,
                 since: now,
@@ -329,6 +353,7 @@ fn sample_guests(
             DecayClass::Normal,
             p.pid,
             Some(p.waited),
+            traffic.remove(&p.pid),
             now,
         ) else {
             continue;
@@ -353,6 +378,7 @@ fn sample_guests(
             since_move: now.duration_since(g.tracked.since),
             moves: 1,
             just_execed: false,
+            data: g.tracked.data.top(),
         });
     }
     processes
@@ -697,6 +723,7 @@ fn unsampled(own: NodeId, pid: u32, memory: u64, advice: Advice) -> Process {
         since_move: Duration::ZERO,
         moves: 0,
         just_execed: false,
+        data: None,
     }
 }
 

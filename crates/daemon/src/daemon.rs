@@ -1,5 +1,6 @@
 //! Start-up and the two accept loops.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -195,6 +196,9 @@ pub(crate) struct Shared {
     /// The moves this node's balancing ordered lately, while it balances (`None` with
     /// `--no-balance`): the balancing loop and placements at exec both count them.
     pub balancing: Option<Mutex<balancer::Recent>>,
+    /// Bytes each process (by PID here) moved to and from each node's files through MFS since
+    /// the balancing loop last took them (kept only while this node balances).
+    traffic: Mutex<HashMap<i32, HashMap<u16, u64>>>,
     /// The server of this node's files to MFS (`None` with `--no-mfs`).
     pub mfs: Option<Arc<rmosix_mfs::serve::Server>>,
     /// This node's file systems that are the same on every node, once MFS is mounted (or
@@ -262,6 +266,23 @@ impl Shared {
                 return false;
             }
         }
+    }
+
+    /// Process `pid` (here) moved `bytes` of node `node`'s files through MFS. Counted only
+    /// while this node balances: its loop takes the counts every round.
+    pub fn file_traffic(&self, pid: i32, node: u16, bytes: u64) {
+        if self.balancing.is_some() {
+            *lock(&self.traffic)
+                .entry(pid)
+                .or_default()
+                .entry(node)
+                .or_default() += bytes;
+        }
+    }
+
+    /// The file traffic counted since the last call, by process and node.
+    pub fn take_file_traffic(&self) -> HashMap<i32, HashMap<u16, u64>> {
+        std::mem::take(&mut *lock(&self.traffic))
     }
 
     /// `mosctl nomfs`: other nodes' MFS calls are refused.
@@ -481,6 +502,7 @@ impl Daemon {
             table: Mutex::new(Table::default()),
             hosted: Mutex::new(Hosted::default()),
             hosted_left: tokio::sync::Notify::new(),
+            traffic: Mutex::default(),
             records,
             socket: config.socket.clone(),
             units,

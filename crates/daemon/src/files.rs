@@ -319,6 +319,10 @@ impl Cluster for Nodes {
         let here = self.shared.table().location(pid).flatten().unwrap_or(own);
         Places { here, home: own }
     }
+
+    fn transferred(&self, pid: i32, node: u16, bytes: u64) {
+        self.shared.file_traffic(pid, node, bytes);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -250,11 +250,16 @@ fn set_mode(lab: &Lab, nodes: &[u16], verb: &str, mode: &str, on: bool) {
 /// the spreading test needs to see a move, and the modes were seen at node 1 before the jobs
 /// started.
 fn nothing_moves_for_a_while(jobs: &[Job]) {
+    nothing_leaves_for_a_while(jobs, 1);
+}
+
+/// As [`nothing_moves_for_a_while`], for jobs that run at `node`.
+fn nothing_leaves_for_a_while(jobs: &[Job], node: u16) {
     let watch = Instant::now() + Duration::from_secs(10);
     while Instant::now() < watch {
         for job in jobs {
             let at = job.location().unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(at, 1, "a job moved\n{}", job.outputs());
+            assert_eq!(at, node, "a job moved\n{}", job.outputs());
         }
         std::thread::sleep(POLL);
     }
@@ -316,6 +321,61 @@ fn a_guest_that_waits_on_its_calls_goes_home_by_itself() {
     let stdout = String::from_utf8_lossy(&done.stdout);
     assert!(done.status.success(), "{:?}\n{stdout}", done.status);
     assert!(stdout.contains("parent=same"), "{stdout}");
+}
+
+/// Rule 4b on measured figures: a job of node 1 that spends its time reading node 3's file
+/// through `/mfs/3` is sent to node 3 by node 1's balancer (node 1's MFS counts its bytes by
+/// serving node), although node 2 is as idle, and stays there, where the file is local; every
+/// pass read the same bytes.
+#[test]
+fn a_job_that_reads_another_nodes_files_goes_to_that_node() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = rmosix_lab::compiled(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/balance/reader.c"),
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("balance/reader"),
+        &["-O2"],
+    );
+    let lab = lab();
+    // 8 MiB that MFS serves to anyone (root is mapped to nobody).
+    let data = lab.work_dir().join("data");
+    let bytes: Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(&data, bytes).expect("write the data file");
+    fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("open the data file to all");
+    let at_node_3 = format!("/mfs/3{}", data.display());
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.arg(&program)
+        .arg(lab.work_dir().join("reader"))
+        .arg(&at_node_3)
+        .current_dir(lab.work_dir())
+        .stdin(std::process::Stdio::null())
+        .env("MOSRUN_LOG", "info");
+    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("ready", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_all_on(std::slice::from_ref(&job), 3);
+    assert!(
+        lab.node(1)
+            .log()
+            .lines()
+            .any(|l| l.contains("balancing: moving a process") && l.contains("reason=Data")),
+        "not sent to its data\n{}",
+        lab.node(1).log()
+    );
+    nothing_leaves_for_a_while(std::slice::from_ref(&job), 3);
+    fs::write(lab.work_dir().join("reader.stop"), b"").expect("write a stop file");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        done.status.success(),
+        "{:?}\n{stdout}\n{stderr}",
+        done.status
+    );
+    assert!(stdout.contains(" same"), "{stdout}\n{stderr}");
 }
 
 #[test]

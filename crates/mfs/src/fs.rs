@@ -91,6 +91,9 @@ pub trait Cluster: Send + Sync + 'static {
     fn call(&self, node: u16, caller: Caller, request: Request, data: Vec<u8>) -> Answered;
     /// Where process `pid` (a thread group id of the daemon's PID namespace) runs and its home.
     fn places(&self, pid: i32) -> Places;
+    /// Process `pid` read or wrote `bytes` of `node`'s files: what draws a process to its
+    /// data (docs/balancing.md, rule 4b).
+    fn transferred(&self, pid: i32, node: u16, bytes: u64);
 }
 
 /// A mounted MFS; unmounted (lazily, so open files do not keep it) when dropped.
@@ -306,6 +309,13 @@ impl Inner {
         match self.cluster.call(node, caller, request, data).await {
             (Answer::Error(errno), _) => Err(Errno::from_i32(errno)),
             answer => Ok(answer),
+        }
+    }
+
+    /// Tells the cluster that the thread `pid` moved `bytes` of `node`'s files.
+    fn count(&self, pid: u32, node: u16, bytes: usize) {
+        if let Some(process) = tgid(pid) {
+            self.cluster.transferred(process, node, bytes as u64);
         }
     }
 
@@ -798,9 +808,13 @@ impl Filesystem for Mfs {
             offset,
             size: size.min(MAX_IO),
         };
+        let pid = req.pid();
         self.spawn(|inner| async move {
             match inner.ask(place.node, caller, request, Vec::new()).await {
-                Ok((Answer::Data, data)) => reply.data(&data),
+                Ok((Answer::Data, data)) => {
+                    reply.data(&data);
+                    inner.count(pid, place.node, data.len());
+                }
                 Ok(_) => reply.error(Errno::EIO),
                 Err(e) => reply.error(e),
             }
@@ -829,9 +843,13 @@ impl Filesystem for Mfs {
         let place = try_or_reply!(reply, self.place_or_error(ino));
         let request = Request::Write { fh: fh.0, offset };
         let data = data.to_vec();
+        let pid = req.pid();
         self.spawn(|inner| async move {
             match inner.ask(place.node, caller, request, data).await {
-                Ok((Answer::Written(n), _)) => reply.written(n),
+                Ok((Answer::Written(n), _)) => {
+                    reply.written(n);
+                    inner.count(pid, place.node, n as usize);
+                }
                 Ok(_) => reply.error(Errno::EIO),
                 Err(e) => reply.error(e),
             }
