@@ -172,6 +172,9 @@ pub enum Scope {
     Idle,
     /// What DFSA gains a moved process: a 1 GiB read and system headers (`filebench`).
     Files,
+    /// `mosrun make -j8` of zstd and Lua over a 4-node lab against node 1 alone and distcc
+    /// (`makebench`).
+    Make,
 }
 
 impl Scope {
@@ -218,6 +221,10 @@ pub fn bench(
     }
     if scope == Scope::Files {
         print!("{}", filebench::measure(bin_dir, quick, stop)?);
+        return Ok(());
+    }
+    if scope == Scope::Make {
+        print!("{}", crate::makebench::measure(bin_dir, quick, stop)?);
         return Ok(());
     }
     let reps = if quick {
@@ -276,7 +283,12 @@ pub fn bench(
             lab.stop()?;
             report
         }
-        Scope::Spread | Scope::Unequal | Scope::Alone | Scope::Idle | Scope::Files => Report {
+        Scope::Spread
+        | Scope::Unequal
+        | Scope::Alone
+        | Scope::Idle
+        | Scope::Files
+        | Scope::Make => Report {
             load_before: load_average(),
             ..Report::default()
         },

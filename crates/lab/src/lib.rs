@@ -37,6 +37,7 @@ mod filebench;
 mod iobench;
 mod job;
 mod lab;
+mod makebench;
 mod net;
 mod node;
 mod proc;

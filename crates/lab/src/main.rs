@@ -59,7 +59,9 @@ enum Cmd {
         /// (spread): 8 jobs started on node 1 of a 4-node lab spreading by themselves, the
         /// same on unequal nodes (unequal), one job alone (alone), a freed node getting a
         /// waiting job and idle daemons' CPU (idle); or what DFSA gains a moved process, a
-        /// 1 GiB read and system headers (files, not part of all); each against baselines.
+        /// 1 GiB read and system headers (files, not part of all); or `mosrun make -j8` of
+        /// zstd and Lua on a 4-node lab against node 1 alone and distcc (make, not part of
+        /// all); each against baselines.
         #[arg(value_enum, default_value_t = Part::All)]
         part: Part,
     },
@@ -76,6 +78,7 @@ enum Part {
     Alone,
     Idle,
     Files,
+    Make,
 }
 
 /// Why a subcommand failed.
@@ -132,6 +135,7 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
                 Part::Alone => Scope::Alone,
                 Part::Idle => Scope::Idle,
                 Part::Files => Scope::Files,
+                Part::Make => Scope::Make,
             };
             Ok(rmosix_lab::bench(&bin_dir, quick, scope, &stop)?)
         }
