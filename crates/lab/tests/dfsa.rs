@@ -160,6 +160,12 @@ impl Files<'_> {
         i32::from_str_radix(flags.expect("flags").trim(), 8).expect("octal flags")
     }
 
+    /// Whether the husk at `node` holds descriptor `fd`: a file opened where it runs (a
+    /// forwarded descriptor lives in home's shell only).
+    fn husk_holds(&self, node: &Node, fd: i32) -> bool {
+        Path::new(&format!("/proc/{}/fd/{fd}", self.husk(node))).exists()
+    }
+
     /// Where descriptor `fd` points in the husk at `node`.
     fn at_remote(&self, node: &Node, fd: i32) -> String {
         let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", self.husk(node)));
@@ -183,6 +189,29 @@ fn data_lab() -> Lab {
     sh(n1, "echo home > /tmp/home-file && chmod a+r /tmp/home-file");
     for node in [n1, n2, n3] {
         wait_data(node);
+    }
+    lab
+}
+
+/// Each node's own tree of system files (its /tmp is private), listed as a prefix of
+/// system files by every daemon.
+const SAME: &str = "/tmp/same";
+
+/// A 3-node lab whose nodes each hold `SAME/data`, the same everywhere, and `SAME/differs`,
+/// which differs by one byte (the node's number) at each.
+fn same_files_lab() -> Lab {
+    let mut cfg = LabConfig::new(3, bin_dir_of_current_test());
+    cfg.daemon_args = vec![format!("--same-files={SAME}/")];
+    let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
+    for node in lab.nodes() {
+        let id = node.id();
+        sh(
+            node,
+            &format!(
+                "mkdir -p {SAME} && seq 1 {LINES} > {SAME}/data \
+                 && echo 'from node {id}' > {SAME}/differs && chmod -R a+rX {SAME}"
+            ),
+        );
     }
     lab
 }
@@ -239,6 +268,67 @@ fn a_call_only_home_serves_brings_the_process_home_with_its_files() {
     assert_eq!(files.at_home(copy), DATA);
     // The copy shares the offset the file had away.
     assert_eq!(files.read(copy, 1000), (1000, fnv(&data[1000..2000])));
+    end_files(files);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A system file that is the same where the process runs is opened and read there, under
+/// home's number, and follows the process; one that differs is read at home. A move to a
+/// node where the file differs fails, and the process runs on where it was.
+#[test]
+fn system_files_are_read_where_the_process_runs_only_where_they_are_the_same() {
+    if !require_root() {
+        return;
+    }
+    let lab = same_files_lab();
+    let (n2, n3) = (lab.node(2), lab.node(3));
+    let data = data();
+    let path = format!("{SAME}/data");
+    let mut files = start_files(&lab);
+    files.job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+
+    // The same at node 2: the husk holds it, under the number home's own open took.
+    let same = files.open(&path);
+    assert_eq!(files.at_remote(n2, same), path);
+    assert_eq!(files.at_home(same), path);
+    let first = 1_000_000;
+    assert_eq!(files.read(same, first), (first, fnv(&data[..first])));
+
+    // Different at node 2: read through home, with home's bytes.
+    let differs = files.open(&format!("{SAME}/differs"));
+    assert!(!files.husk_holds(n2, differs));
+    assert_eq!(files.at_home(differs), format!("{SAME}/differs"));
+    let home_bytes = b"from node 1\n";
+    assert_eq!(
+        files.read(differs, 100),
+        (home_bytes.len(), fnv(home_bytes))
+    );
+
+    // Node 3's copy of the data differs by a byte: the process cannot take its file there,
+    // and stays at node 2 with it, at its offset.
+    sh(
+        n3,
+        &format!("printf X | dd of={path} bs=1 seek=10 conv=notrunc 2>/dev/null"),
+    );
+    assert!(files.job.migrate("3").is_err());
+    assert_eq!(files.job.location().unwrap_or_else(|e| panic!("{e}")), 2);
+    assert_eq!(files.pos(same), first as u64);
+
+    // The same again at node 3: it goes, and its file is opened there at its offset.
+    sh(n3, &format!("seq 1 {LINES} > {path}"));
+    files.job.migrate("3").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.at_remote(n3, same), path);
+    assert_eq!(files.pos(same), first as u64);
+    let second = 500_000;
+    let upto = first + second;
+    assert_eq!(files.read(same, second), (second, fnv(&data[first..upto])));
+
+    // Home again: home's own descriptor takes the offset the process reached away.
+    files.job.migrate("home").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.at_home(same), path);
+    assert_eq!(files.pos(same), upto as u64);
+    let rest = data.len() - upto;
+    assert_eq!(files.read(same, rest + 1), (rest, fnv(&data[upto..])));
     end_files(files);
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
