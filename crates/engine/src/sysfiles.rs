@@ -20,6 +20,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 
 use serde::{Deserialize, Serialize};
 
@@ -122,22 +123,19 @@ pub struct Candidate {
 impl Candidate {
     /// Open `path` here as an open with `flags` would, and digest it. Resolved from this
     /// node's root without magic links (a link into `/proc` would name the guest's own
-    /// files); only a regular file is a candidate.
+    /// files), first as a path handle: only a regular file is opened for reading, so that
+    /// opening a device or a FIFO never acts or waits.
     pub fn open(path: &str, flags: u64) -> io::Result<Candidate> {
-        let status = flags as i32 & libc::O_NONBLOCK;
-        // Never blocks on a FIFO, never takes a terminal: the mode is checked first.
-        let open = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
-        let file = open_in_root(path, open as u64)?;
-        let file = File::from(file);
-        if !file.metadata()?.file_type().is_file() {
+        let handle = File::from(open_in_root(path, (libc::O_PATH | libc::O_CLOEXEC) as u64)?);
+        if !handle.metadata()?.file_type().is_file() {
             return Err(io::Error::other("not a regular file"));
         }
-        if status == 0 {
-            // SAFETY: F_SETFL on our own descriptor.
-            if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, status) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
+        // The handle's own file, through its /proc link; with the process's status flags.
+        let status = flags as i32 & libc::O_NONBLOCK;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(status | libc::O_NOCTTY)
+            .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))?;
         let digest = samefile::digest_of(&file)?;
         let resolved = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
         let path = (resolved.to_str())
@@ -272,7 +270,18 @@ mod tests {
         // SAFETY: F_GETFL on a descriptor the test holds.
         let flags = unsafe { libc::fcntl(got.file.as_raw_fd(), libc::F_GETFL) };
         assert_eq!(flags & libc::O_NONBLOCK, 0, "the process's status flags");
+        let nonblocking = libc::O_RDONLY | libc::O_NONBLOCK;
+        let asked = Candidate::open(link.to_str().unwrap(), nonblocking as u64).unwrap();
+        // SAFETY: as above.
+        let flags = unsafe { libc::fcntl(asked.file.as_raw_fd(), libc::F_GETFL) };
+        assert_ne!(flags & libc::O_NONBLOCK, 0);
+        // Neither a directory nor a FIFO, which is never opened for reading (it would wait).
         assert!(Candidate::open(dir.path().to_str().unwrap(), 0).is_err());
+        let fifo = dir.path().join("fifo");
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated name.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0);
+        assert!(Candidate::open(fifo.to_str().unwrap(), 0).is_err());
         // Home's word on the same file, opened read-only, is the same.
         let opened = File::open(&file).unwrap();
         let me = std::process::id() as Pid;
