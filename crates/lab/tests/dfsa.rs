@@ -392,6 +392,16 @@ fn tour_files(lab: &Lab) {
     assert!(files.husk_flags(n3, shut) & libc::O_CLOEXEC != 0);
     assert!(files.husk_flags(n3, again) & libc::O_CLOEXEC == 0);
     files.close(shut);
+    // The dynamic loader's cache, a system file by default, is the host's at every node:
+    // read here, with home's number and bytes.
+    let cache = "/etc/ld.so.cache";
+    let cached = std::fs::read(cache).unwrap_or_else(|e| panic!("{cache}: {e}"));
+    let loader = files.open(cache);
+    assert_eq!(files.at_remote(n3, loader), cache);
+    assert_eq!(files.at_home(loader), cache);
+    let all = cached.len();
+    assert_eq!(files.read(loader, all + 1), (all, fnv(&cached)));
+    files.close(loader);
 
     // Home again: the file opened away replaces its placeholder, at its offset.
     files.job.migrate("home").unwrap_or_else(|e| panic!("{e}"));
