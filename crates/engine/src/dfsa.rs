@@ -1208,6 +1208,101 @@ mod tests {
         ));
     }
 
+    /// Local files for a session whose home lists `/usr/` as system files, as this node does,
+    /// holding system file 5 and DFSA file 6.
+    fn with_system_files() -> LocalFiles {
+        let me = std::process::id() as Pid;
+        let system = Consistent::default().with_system(&["/usr/", "/etc/ld.so.cache"]);
+        let terms = Terms::of(me, system.clone()).unwrap();
+        let mut local = LocalFiles::new(Some(&terms), &system);
+        local.opened(5, "/usr/lib/libx.so".into(), Some("0".repeat(64)));
+        local
+    }
+
+    #[test]
+    fn a_read_only_open_of_a_system_path_asks_home_and_anything_else_passes() {
+        let me = std::process::id() as Pid;
+        let mem = Memory::open(me).unwrap();
+        let mut local = with_system_files();
+        let paths = [
+            "/usr/lib/libx.so\0",
+            "/usr/../etc/shadow\0",
+            "/etc/passwd\0",
+            "usr/x\0",
+        ];
+        let at = |p: &str| p.as_ptr() as u64;
+        let cwd = libc::AT_FDCWD as u64;
+        let rd = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+        let openat = |path: &str, flags: u64| [cwd, at(path), flags, 0, 0, 0];
+        assert!(matches!(
+            local.judge(libc::SYS_openat, &openat(paths[0], rd), &mem),
+            Verdict::System { ref path, flags } if path == "/usr/lib/libx.so" && flags == rd
+        ));
+        assert!(matches!(
+            local.judge(libc::SYS_open, &[at(paths[0]), 0, 0, 0, 0, 0], &mem),
+            Verdict::System { .. }
+        ));
+        for path in &paths[1..] {
+            let verdict = local.judge(libc::SYS_openat, &openat(path, rd), &mem);
+            assert!(matches!(verdict, Verdict::Pass), "{path}");
+        }
+        for flags in [libc::O_RDWR, libc::O_WRONLY | libc::O_CREAT, libc::O_PATH] {
+            let verdict = local.judge(libc::SYS_openat, &openat(paths[0], flags as u64), &mem);
+            assert!(matches!(verdict, Verdict::Pass), "{flags:#o}");
+        }
+    }
+
+    #[test]
+    fn a_system_file_opened_here_is_only_read_here() {
+        let me = std::process::id() as Pid;
+        let mem = Memory::open(me).unwrap();
+        let mut local = with_system_files();
+        let on = |fd: u64, more: u64| [fd, more, 0, 0, 0, 0];
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_pread64,
+            libc::SYS_lseek,
+            libc::SYS_fstat,
+        ] {
+            assert!(
+                matches!(local.judge(nr, &on(5, 0), &mem), Verdict::Run),
+                "{nr}"
+            );
+        }
+        let getfl = on(5, libc::F_GETFL as u64);
+        assert!(matches!(
+            local.judge(libc::SYS_fcntl, &getfl, &mem),
+            Verdict::Run
+        ));
+        // What would change the file, or lock it, is home's.
+        for (nr, more) in [
+            (libc::SYS_fchmod, 0o777),
+            (libc::SYS_flock, libc::LOCK_EX as u64),
+            (libc::SYS_fcntl, libc::F_SETLK as u64),
+            (libc::SYS_write, 0),
+            (libc::SYS_fsync, 0),
+        ] {
+            let verdict = local.judge(nr, &on(5, more), &mem);
+            assert!(matches!(verdict, Verdict::GoHome(_)), "{nr}");
+        }
+        // A call whose argument 0 is no descriptor is no business of the file's.
+        assert!(matches!(
+            local.judge(libc::SYS_kill, &on(5, 0), &mem),
+            Verdict::Pass
+        ));
+        // A change of ids keeps system files here: home opened them as the process.
+        assert!(matches!(
+            local.judge(libc::SYS_setuid, &on(0, 0), &mem),
+            Verdict::Pass
+        ));
+        assert!(local.holds(5));
+        assert_eq!(local.system_digests().get(&5), Some(&"0".repeat(64)));
+        assert!(matches!(
+            local.judge(libc::SYS_close, &on(5, 0), &mem),
+            Verdict::Close(5)
+        ));
+    }
+
     #[test]
     fn home_terms_are_the_file_system_ids_of_the_process() {
         let terms = Terms::of(std::process::id() as Pid, Consistent::default()).unwrap();
