@@ -333,6 +333,56 @@ fn system_files_are_read_where_the_process_runs_only_where_they_are_the_same() {
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The system's python (a pyenv shim on PATH would run another one).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// A Python moved to node 2 imports a module it had not loaded, with a C extension: its
+/// files are system files the same at node 2 (the host's /usr), so the extension is mapped
+/// there from node 2's own file (a home file's bytes would be copied into anonymous memory),
+/// and the process runs on there.
+#[test]
+fn a_python_away_from_home_loads_its_modules_where_it_runs() {
+    if !require_root() {
+        return;
+    }
+    if !Path::new(PYTHON).exists() {
+        eprintln!("skipped: no {PYTHON}");
+        return;
+    }
+    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
+    let script = "import sys\nprint('ready', flush=True)\nsys.stdin.readline()\n\
+                  import decimal\nprint('seventh', decimal.Decimal(1) / 7, flush=True)\n\
+                  sys.stdin.readline()\n";
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.args([PYTHON, "-c", script])
+        .current_dir(lab.work_dir())
+        .stdin(Stdio::piped());
+    let job = Job::spawn(lab.node(1), cmd).expect("start mosrun");
+    job.wait_output("ready\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    job.send(b"\n").unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("seventh 0.1428571428571428571428571429\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 2);
+    let husk = processes_in(lab.node(2))
+        .into_iter()
+        .find(|p| p.name == "python3");
+    let husk = husk.unwrap_or_else(|| panic!("no python3 at node 2"));
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", husk.host_pid));
+    let maps = maps.unwrap_or_else(|e| panic!("maps of the husk: {e}"));
+    assert!(
+        maps.lines()
+            .any(|l| l.contains("lib-dynload/_decimal") && l.ends_with(".so")),
+        "_decimal is not mapped from a file at node 2:\n{maps}"
+    );
+    job.send(b"\n").unwrap_or_else(|e| panic!("{e}"));
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The steps of the first test, at home, at node 2, on at node 3, home again.
 fn tour_files(lab: &Lab) {
     let (n2, n3) = (lab.node(2), lab.node(3));
