@@ -39,8 +39,8 @@ pub const DEFAULT_PREFIXES: &[&str] = &[
     "/etc/ld.so.cache",
 ];
 
-/// Files larger than this are not digested at home, whose supervisor would wait for the
-/// hash (about 0.2 s a GiB with SHA extensions): they are served through home.
+/// Files larger than this are not digested, at home, whose supervisor would wait for the
+/// hash, nor here: they are served through home.
 const MAX_DIGESTED: u64 = 512 << 20;
 
 /// The open flags a system file may be opened with here: none changes what is read.
@@ -127,8 +127,12 @@ impl Candidate {
     /// opening a device or a FIFO never acts or waits.
     pub fn open(path: &str, flags: u64) -> io::Result<Candidate> {
         let handle = File::from(open_in_root(path, (libc::O_PATH | libc::O_CLOEXEC) as u64)?);
-        if !handle.metadata()?.file_type().is_file() {
+        let meta = handle.metadata()?;
+        if !meta.file_type().is_file() {
             return Err(io::Error::other("not a regular file"));
+        }
+        if meta.len() > MAX_DIGESTED {
+            return Err(io::Error::other("too large for home to digest"));
         }
         // The handle's own file, through its /proc link; with the process's status flags.
         let status = flags as i32 & libc::O_NONBLOCK;
