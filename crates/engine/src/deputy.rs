@@ -395,6 +395,17 @@ impl Deputy {
         }
     }
 
+    /// The remote's reads of system file `fd` reached `pos` (see `sysfiles`): the shell's
+    /// descriptor of it takes that offset.
+    pub fn offset(&mut self, fd: i32, pos: u64) {
+        if !self.files.seek(fd, pos) {
+            debug!(
+                pid = self.pid,
+                fd, pos, "cannot set the offset of a descriptor"
+            );
+        }
+    }
+
     /// Relay a signal, after telling the remote of the files that changed.
     fn relay(&mut self, session: &mut Session, info: SigInfo) -> io::Result<()> {
         self.tell_changes(session)?;

@@ -46,6 +46,7 @@ use crate::ptrace::Pid;
 use crate::sys::answer_of;
 use crate::sysfiles::{self, SystemFiles};
 use crate::table::{self, Arg, PATH_MAX, Route};
+use tracing::debug;
 
 /// What home says of its files in a session's opening: which of its file systems are the
 /// same on every node, and whose rights the process has there.
@@ -833,10 +834,8 @@ fn reads_only(nr: i64, args: &[u64; 6]) -> bool {
         | libc::SYS_fstatfs
         | libc::SYS_fgetxattr
         | libc::SYS_flistxattr => true,
-        libc::SYS_fcntl => matches!(
-            args[1] as i32,
-            libc::F_GETFD | libc::F_SETFD | libc::F_GETFL | libc::F_SETFL
-        ),
+        // Its flags are home's descriptor's, which a file handed back to home keeps.
+        libc::SYS_fcntl => matches!(args[1] as i32, libc::F_GETFD | libc::F_GETFL),
         _ => false,
     }
 }
@@ -937,28 +936,43 @@ pub enum Resume<'a> {
 }
 
 /// Open `files` again in stopped `pid`, each under its number, with its flags and offset
-/// (wherever the process resumes: the paths came from the node it left). A file of a tree
-/// that is the same everywhere is opened beneath a root both ends share; a path that leaves
-/// them is refused, as a device or a FIFO is: only regular files and directories are opened
-/// away. A system file is opened by its path where the node lists its prefix too, and kept
-/// only if its digest is the one it had: a file that differs there, or is missing, fails the
-/// move.
-pub fn reopen(pid: Pid, inj: &Injector, files: &[LocalFile], at: Resume<'_>) -> io::Result<()> {
+/// (wherever the process resumes: the paths came from the node it left); the files it holds
+/// where it resumes. A file of a tree that is the same everywhere is opened beneath a root
+/// both ends share; a path that leaves them is refused, as a device or a FIFO is: only
+/// regular files and directories are opened away. A system file is opened by its path where
+/// the node lists its prefix too, and kept only if its digest is the one it had; one that
+/// differs there, or is missing, is handed back to home's descriptor of it, which the node
+/// the process left set to its offset (`ToHome::Offset`): its calls go home from then on.
+pub fn reopen(
+    pid: Pid,
+    inj: &Injector,
+    files: &[LocalFile],
+    at: Resume<'_>,
+) -> io::Result<Vec<LocalFile>> {
     if files.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let scratch = Scratch::map(inj, pid, 2 * PATH_MAX + 4096)?;
-    let result = (files.iter()).try_for_each(|file| match (&file.digest, &at) {
-        (None, Resume::Home(consistent) | Resume::Remote(consistent, _)) => {
-            reopen_one(pid, inj, &scratch, file, consistent)
+    let mut kept = Vec::new();
+    let result = (files.iter()).try_for_each(|file| {
+        let here = match (&file.digest, &at) {
+            (None, Resume::Home(consistent) | Resume::Remote(consistent, _)) => {
+                reopen_one(pid, inj, &scratch, file, consistent).map(|()| true)
+            }
+            // Home's descriptor is the file, with its flags (calls that change them run at
+            // home) and at the offset the remote sent before the image (`ToHome::Offset`).
+            (Some(_), Resume::Home(_)) => Ok(true),
+            (Some(digest), Resume::Remote(_, system)) => {
+                reopen_system(pid, inj, &scratch, file, digest, system)
+            }
+        }?;
+        if here {
+            kept.push(file.clone());
         }
-        (Some(_), Resume::Home(_)) => keep_at_home(pid, inj, file),
-        (Some(digest), Resume::Remote(_, system)) => {
-            reopen_system(pid, inj, &scratch, file, digest, system)
-        }
+        Ok::<(), io::Error>(())
     });
     scratch.unmap(inj, pid)?;
-    result
+    result.map(|()| kept)
 }
 
 /// A file of a tree that is the same everywhere, opened again beneath a root of `consistent`.
@@ -979,7 +993,8 @@ fn reopen_one(
     open_in(pid, inj, scratch, file, (&root, rest, resolve), &what)
 }
 
-/// A system file, opened again by its path from this node's root where it is the same still.
+/// A system file, opened again by its path from this node's root where it is the same
+/// still: whether it is here now. Not: it is home's descriptor again.
 fn reopen_system(
     pid: Pid,
     inj: &Injector,
@@ -987,41 +1002,31 @@ fn reopen_system(
     file: &LocalFile,
     digest: &str,
     system: &SystemFiles,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     let what = format!("open system file {} again", file.path);
+    let hand_back = |why: &str| {
+        debug!(
+            path = file.path,
+            fd = file.fd,
+            why,
+            "a system file goes back to home's"
+        );
+        Ok(false)
+    };
     if !system.covers(&file.path) {
-        return Err(io::Error::other(format!(
-            "{what}: not under a system prefix both nodes list"
-        )));
+        return hand_back("not under a system prefix both nodes list");
     }
     let rest = file.path.trim_start_matches('/');
-    open_in(pid, inj, scratch, file, ("/", rest, IN_ROOT), &what)?;
-    match sysfiles::digest_of_fd(pid, file.fd) {
-        Ok(here) if here == digest => Ok(()),
-        Ok(_) => Err(io::Error::other(format!("{what}: it differs here"))),
-        Err(err) => Err(io::Error::other(format!("{what}: {err}"))),
+    if let Err(err) = open_in(pid, inj, scratch, file, ("/", rest, IN_ROOT), &what) {
+        return hand_back(&err.to_string());
     }
-}
-
-/// A system file back at home: home's descriptor is the file the process opened, which
-/// takes the offset it reached away and its flags.
-fn keep_at_home(pid: Pid, inj: &Injector, file: &LocalFile) -> io::Result<()> {
-    let what = format!("resume system file {} at home", file.path);
-    let fd = file.fd as u64;
-    let cloexec = match file.flags & libc::O_CLOEXEC {
-        0 => 0,
-        _ => libc::FD_CLOEXEC as u64,
+    let why = match sysfiles::digest_of_fd(pid, file.fd) {
+        Ok(here) if here == digest => return Ok(true),
+        Ok(_) => "it differs here".to_owned(),
+        Err(err) => err.to_string(),
     };
-    let status = (file.flags & !libc::O_CLOEXEC) as u64;
-    let set = |cmd: i32, arg: u64| -> io::Result<u64> {
-        let args = [fd, cmd as u64, arg, 0, 0, 0];
-        inj.call_ok(pid, libc::SYS_fcntl, args, &what)
-    };
-    set(libc::F_SETFD, cloexec)?;
-    set(libc::F_SETFL, status)?;
-    let seek = [fd, file.pos, libc::SEEK_SET as u64, 0, 0, 0];
-    inj.call_ok(pid, libc::SYS_lseek, seek, &what)?;
-    Ok(())
+    inj.call_ok(pid, libc::SYS_close, [file.fd as u64, 0, 0, 0, 0, 0], &what)?;
+    hand_back(&why)
 }
 
 /// Open `rest` beneath `root` as `resolve` says in stopped `pid`, and put it under `file`'s
@@ -1274,8 +1279,10 @@ mod tests {
             local.judge(libc::SYS_fcntl, &getfl, &mem),
             Verdict::Run
         ));
-        // What would change the file, or lock it, is home's.
+        // What would change the file, lock it or change its flags is home's.
         for (nr, more) in [
+            (libc::SYS_fcntl, libc::F_SETFD as u64),
+            (libc::SYS_fcntl, libc::F_SETFL as u64),
             (libc::SYS_fchmod, 0o777),
             (libc::SYS_flock, libc::LOCK_EX as u64),
             (libc::SYS_fcntl, libc::F_SETLK as u64),

@@ -211,6 +211,21 @@ impl Forwarder {
         self.said = Some((id, same));
     }
 
+    /// The process leaves: home's descriptors of the system files it holds here take the
+    /// offsets its reads reached (`ToHome::Offset`), so that the next node may hand a file
+    /// that differs there back to home's. Sent with what goes next.
+    pub fn tell_offsets(&self, session: &mut Session) -> io::Result<()> {
+        for fd in self.local.system_digests().into_keys() {
+            let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", self.pid))?;
+            let pos = info.lines().find_map(|l| l.strip_prefix("pos:"));
+            let Some(pos) = pos.and_then(|p| p.trim().parse().ok()) else {
+                return Err(io::Error::other(format!("no offset of descriptor {fd}")));
+            };
+            write_message(&mut session.out, &ToHome::Offset { fd, pos })?;
+        }
+        Ok(())
+    }
+
     /// The digests of the system files the process holds here, by descriptor.
     pub fn system_digests(&self) -> std::collections::HashMap<i32, String> {
         self.local.system_digests()

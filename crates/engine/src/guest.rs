@@ -187,8 +187,8 @@ fn receive(
         }
     };
     let at = Resume::Remote(local.consistent(), local.system());
-    dfsa::reopen(husk, &inj, &header.local_files, at)?;
-    local.adopt(&header.local_files);
+    let kept = dfsa::reopen(husk, &inj, &header.local_files, at)?;
+    local.adopt(&kept);
     Ok((inj, header.cpu))
 }
 
@@ -752,6 +752,7 @@ impl Guest {
         let job_stopped = self.stop_husk(notif)?;
         self.pending = None;
         self.leaving = false;
+        self.fwd.tell_offsets(&mut self.session)?;
         self.fwd.leave(&mut self.session)?;
         let needs_home = matches!(trip, Homeward::Call { .. });
         self.session.send(&ToHome::Going { reason, needs_home })?;

@@ -1042,6 +1042,10 @@ impl Supervisor<'_> {
                 r.deputy.consumed(fd, bytes);
                 return;
             }
+            ToHome::Offset { fd, pos } => {
+                r.deputy.offset(fd, pos);
+                return;
+            }
             ToHome::WriteBehind { fd } => match self.serve_behind(pid, fd) {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("a write behind failed: {err}")),

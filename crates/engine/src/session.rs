@@ -206,6 +206,15 @@ pub enum ToHome {
         /// Bytes consumed.
         bytes: u64,
     },
+    /// The process leaves: its reads of system file `fd` here (see `sysfiles`) reached
+    /// offset `pos`; home's own descriptor of the file takes it, so that a node where the
+    /// file differs can hand it back to home (sent before `Going`).
+    Offset {
+        /// The descriptor.
+        fd: i32,
+        /// Its offset here.
+        pos: u64,
+    },
     /// A write the program was told succeeded (see `writebehind`): write the one page frame
     /// that follows to `fd`, after everything sent before it; answered by `ToGuest::Room`.
     WriteBehind {

@@ -13,6 +13,10 @@
 //!   and digests what it opened. Only where both digests and both resolved paths are equal
 //!   does the local file go into the process under home's number; otherwise home's descriptor
 //!   is the answer, as for any forwarded open: the call "went home".
+//! - **Home keeps its descriptor** under that number, which reserves it, and which the
+//!   process's file is again wherever the local one cannot be: when the process leaves a
+//!   node, home's descriptor takes the offset its reads reached (`ToHome::Offset`), and a
+//!   node where the file differs hands it back to home's (`dfsa::reopen`).
 //! - **Home trusts no peer.** The guest's word changes nothing at home: home only ever opens
 //!   what the process asked, as the process, and tells the digest of a file the process
 //!   opened for reading, whose bytes it could read anyway.

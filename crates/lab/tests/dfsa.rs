@@ -273,8 +273,8 @@ fn a_call_only_home_serves_brings_the_process_home_with_its_files() {
 }
 
 /// A system file that is the same where the process runs is opened and read there, under
-/// home's number, and follows the process; one that differs is read at home. A move to a
-/// node where the file differs fails, and the process runs on where it was.
+/// home's number, and follows the process; one that differs is read at home. At a node
+/// where the file it holds differs, it goes back to home's descriptor, at its offset.
 #[test]
 fn system_files_are_read_where_the_process_runs_only_where_they_are_the_same() {
     if !require_root() {
@@ -304,18 +304,7 @@ fn system_files_are_read_where_the_process_runs_only_where_they_are_the_same() {
         (home_bytes.len(), fnv(home_bytes))
     );
 
-    // Node 3's copy of the data differs by a byte: the process cannot take its file there,
-    // and stays at node 2 with it, at its offset.
-    sh(
-        n3,
-        &format!("printf X | dd of={path} bs=1 seek=10 conv=notrunc 2>/dev/null"),
-    );
-    assert!(files.job.migrate("3").is_err());
-    assert_eq!(files.job.location().unwrap_or_else(|e| panic!("{e}")), 2);
-    assert_eq!(files.pos(same), first as u64);
-
-    // The same again at node 3: it goes, and its file is opened there at its offset.
-    sh(n3, &format!("seq 1 {LINES} > {path}"));
+    // The same at node 3: opened there again, at its offset.
     files.job.migrate("3").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(files.at_remote(n3, same), path);
     assert_eq!(files.pos(same), first as u64);
@@ -323,12 +312,26 @@ fn system_files_are_read_where_the_process_runs_only_where_they_are_the_same() {
     let upto = first + second;
     assert_eq!(files.read(same, second), (second, fnv(&data[first..upto])));
 
-    // Home again: home's own descriptor takes the offset the process reached away.
+    // Node 2's copy now differs by a byte ahead of the offset: back at node 2 the file is
+    // home's descriptor again, at the offset the process reached, and reads home's bytes.
+    let at = upto + 10;
+    sh(
+        n2,
+        &format!("printf X | dd of={path} bs=1 seek={at} conv=notrunc 2>/dev/null"),
+    );
+    files.job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    assert!(!files.husk_holds(n2, same));
+    assert_eq!(files.pos(same), upto as u64);
+    let third = 300_000;
+    let further = upto + third;
+    assert_eq!(files.read(same, third), (third, fnv(&data[upto..further])));
+
+    // Home again: home's own descriptor, at the offset.
     files.job.migrate("home").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(files.at_home(same), path);
-    assert_eq!(files.pos(same), upto as u64);
-    let rest = data.len() - upto;
-    assert_eq!(files.read(same, rest + 1), (rest, fnv(&data[upto..])));
+    assert_eq!(files.pos(same), further as u64);
+    let rest = data.len() - further;
+    assert_eq!(files.read(same, rest + 1), (rest, fnv(&data[further..])));
     end_files(files);
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
