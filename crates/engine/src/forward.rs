@@ -216,12 +216,16 @@ impl Forwarder {
     /// that differs there back to home's. Sent with what goes next.
     pub fn tell_offsets(&self, session: &mut Session) -> io::Result<()> {
         for fd in self.local.system_digests().into_keys() {
-            let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", self.pid))?;
-            let pos = info.lines().find_map(|l| l.strip_prefix("pos:"));
-            let Some(pos) = pos.and_then(|p| p.trim().parse().ok()) else {
-                return Err(io::Error::other(format!("no offset of descriptor {fd}")));
-            };
-            write_message(&mut session.out, &ToHome::Offset { fd, pos })?;
+            // A descriptor the process no longer holds is in no image either.
+            let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", self.pid));
+            let pos = info.ok().and_then(|info| {
+                let pos = info.lines().find_map(|l| l.strip_prefix("pos:"))?;
+                pos.trim().parse().ok()
+            });
+            match pos {
+                Some(pos) => write_message(&mut session.out, &ToHome::Offset { fd, pos })?,
+                None => debug!(fd, "no offset of a system file to tell home"),
+            }
         }
         Ok(())
     }
