@@ -430,6 +430,11 @@ impl LocalFiles {
                 | libc::F_OFD_SETLKW => Some(Verdict::Run),
                 _ => go("fcntl"),
             },
+            // isatty(3) of a system file opened here, which a regular file is not: Python
+            // asks it of every module it opens.
+            libc::SYS_ioctl if self.is_system(fd0) && args[1] as u32 == libc::TCGETS as u32 => {
+                Some(Verdict::Run)
+            }
             libc::SYS_mmap if local(args[4]) => {
                 let shared = args[3] & libc::MAP_SHARED as u64 != 0;
                 if shared && args[2] & libc::PROT_WRITE as u64 != 0 {
@@ -822,6 +827,7 @@ fn is_empty_path(mem: &Memory, at: u64) -> bool {
 fn reads_only(nr: i64, args: &[u64; 6]) -> bool {
     match nr {
         libc::SYS_mmap | libc::SYS_newfstatat | libc::SYS_statx => true,
+        libc::SYS_ioctl => args[1] as u32 == libc::TCGETS as u32,
         libc::SYS_read
         | libc::SYS_pread64
         | libc::SYS_readv
@@ -1277,6 +1283,11 @@ mod tests {
         let getfl = on(5, libc::F_GETFL as u64);
         assert!(matches!(
             local.judge(libc::SYS_fcntl, &getfl, &mem),
+            Verdict::Run
+        ));
+        let isatty = on(5, libc::TCGETS as u64);
+        assert!(matches!(
+            local.judge(libc::SYS_ioctl, &isatty, &mem),
             Verdict::Run
         ));
         // What would change the file, lock it or change its flags is home's.
