@@ -1285,7 +1285,7 @@ mod tests {
             local.judge(libc::SYS_fcntl, &getfl, &mem),
             Verdict::Run
         ));
-        let isatty = on(5, libc::TCGETS as u64);
+        let isatty = on(5, libc::TCGETS);
         assert!(matches!(
             local.judge(libc::SYS_ioctl, &isatty, &mem),
             Verdict::Run
