@@ -54,9 +54,20 @@ pub struct Args {
     /// themselves.
     #[arg(long, value_name = "DIR")]
     pub dfsa: Vec<PathBuf>,
-    /// No DFSA: every file call of a process away from home goes home, MFS's too.
+    /// No DFSA: every file call of a process away from home goes home, MFS's too, and system
+    /// files (`--same-files`).
     #[arg(long)]
     pub no_dfsa: bool,
+    /// A prefix of system files (repeat for more; given, it replaces the default list): a
+    /// process away from home that opens one read-only reads it where it runs when the file
+    /// there has the same content as at home, checked by digest, and through home otherwise
+    /// (docs/forwarding.md). A prefix that ends with `/` holds what lies under it; another
+    /// names one file.
+    #[arg(long, value_name = "PREFIX", default_values = rmosix_engine::SYSTEM_PREFIXES)]
+    pub same_files: Vec<String>,
+    /// No system files opened away: their opens go home.
+    #[arg(long)]
+    pub no_same_files: bool,
     /// Run other nodes' root's MFS calls here as root. Off by default: they run as nobody
     /// (65534), so that root on one node is not root on every node's files.
     #[arg(long)]
@@ -87,5 +98,8 @@ pub enum Mode {
         /// This node's mounts that are the same on every node.
         #[arg(long, value_name = "DIR")]
         dfsa: Vec<PathBuf>,
+        /// This node's prefixes of system files (see `--same-files`).
+        #[arg(long, value_name = "PREFIX")]
+        dfsa_system: Vec<String>,
     },
 }

@@ -621,6 +621,7 @@ async fn open_session(shared: &Shared, mut conn: Conn, node: u16) {
                 dfsa_mfs: consistent.mfs,
                 dfsa_mounts: consistent.mounts,
                 dfsa_node: consistent.node,
+                dfsa_system: consistent.system,
             };
             let sent = tokio::time::timeout(
                 SEND_TIMEOUT,

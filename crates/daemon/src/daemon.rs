@@ -58,6 +58,9 @@ pub struct Config {
     pub dfsa: Vec<PathBuf>,
     /// Whether processes away from home may open files of MFS and of `dfsa` where they run.
     pub dfsa_on: bool,
+    /// Prefixes of system files, opened where a process runs when they are the same there
+    /// as at home (with `dfsa_on` only); empty: none.
+    pub same_files: Vec<String>,
 }
 
 impl Config {
@@ -537,6 +540,7 @@ impl Daemon {
                 mounted.as_ref().and(config.mfs.as_deref()),
                 &config.dfsa,
             )
+            .with_system(&config.same_files)
             .at_node(shared.own.get()),
             false => rmosix_engine::Consistent::default(),
         };

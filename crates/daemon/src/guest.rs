@@ -101,7 +101,8 @@ fn dfsa_args(shared: &Shared) -> Vec<String> {
         .mounts
         .into_iter()
         .map(|dir| format!("--dfsa={dir}"));
-    mfs.into_iter().chain(mounts).collect()
+    let system = (consistent.system.into_iter()).map(|prefix| format!("--dfsa-system={prefix}"));
+    mfs.into_iter().chain(mounts).chain(system).collect()
 }
 
 fn record(shared: &Shared, child: &Child, uid: u32, home_node: u16) -> io::Result<Spawned> {

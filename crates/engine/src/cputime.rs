@@ -67,7 +67,7 @@ fn process_clock_ns(pid: Pid) -> io::Result<u64> {
 }
 
 /// Where a dumped process's CPU use comes from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Carry {
     /// At home: its kernel's count, plus what it used `away` before.
     Home {
@@ -79,6 +79,9 @@ pub enum Carry {
     Remote {
         /// Its use as the image that brought it here said.
         arrived: CpuUse,
+        /// The digests of the system files it holds here, by descriptor, which its image
+        /// carries (see `sysfiles`).
+        system_files: std::collections::HashMap<i32, String>,
     },
 }
 
@@ -91,7 +94,7 @@ impl Carry {
                 total: own.plus(away),
                 away: *away,
             },
-            Carry::Remote { arrived } => CpuUse {
+            Carry::Remote { arrived, .. } => CpuUse {
                 total: arrived.total.plus(&own),
                 away: arrived.away.plus(&own),
             },

@@ -33,6 +33,7 @@ use crate::restore;
 use crate::session::{ReadAsk, Session, ToGuest};
 use crate::signals;
 use crate::sys;
+use crate::sysfiles;
 use crate::table::{self, Buf, MAX_BUF, Refusal, Shape, Slot};
 use crate::writebehind::{self, Waiting};
 
@@ -59,6 +60,9 @@ pub struct Call {
     /// Written behind: the program was told it succeeded, and home answers it with
     /// `ToGuest::Room` (see `writebehind`).
     pub behind: bool,
+    /// An open whose file the remote asks about: home says what it opened (`ToGuest::Same`,
+    /// see `sysfiles`).
+    same: bool,
     /// When it came, to time its answer.
     arrived: Instant,
 }
@@ -77,8 +81,18 @@ impl Call {
             sent,
             places: Vec::new(),
             behind: true,
+            same: false,
             arrived: Instant::now(),
         })
+    }
+
+    /// The same call, asking what it opens if `same` and it is an open.
+    pub fn asking_same(self, same: bool) -> Call {
+        let open = matches!(self.nr, libc::SYS_open | libc::SYS_openat);
+        Call {
+            same: same && open,
+            ..self
+        }
     }
 
     /// Append `more` to a write behind: the two run as one write.
@@ -137,6 +151,7 @@ impl Call {
             shape,
             sent,
             behind: false,
+            same: false,
             arrived: Instant::now(),
         })
     }
@@ -376,6 +391,17 @@ impl Deputy {
             debug!(
                 pid = self.pid,
                 fd, bytes, "cannot advance the offset of a descriptor"
+            );
+        }
+    }
+
+    /// The remote's reads of system file `fd` reached `pos` (see `sysfiles`): the shell's
+    /// descriptor of it takes that offset.
+    pub fn offset(&mut self, fd: i32, pos: u64) {
+        if !self.files.seek(fd, pos) {
+            debug!(
+                pid = self.pid,
+                fd, pos, "cannot set the offset of a descriptor"
             );
         }
     }
@@ -688,8 +714,28 @@ impl Deputy {
             backs
         };
         self.time(&call);
+        if call.same && ret >= 0 {
+            self.tell_same(session, call.id, ret as i32)?;
+        }
         self.answer(session, call.id, ret, &backs)?;
         self.next_or_idle(session)
+    }
+
+    /// Tell the remote what descriptor `fd`, which call `id` opened, is: a regular file opened
+    /// read-only, its digest and path (see `sysfiles`). Nothing for anything else: the
+    /// remote then serves the file through home.
+    fn tell_same(&mut self, session: &mut Session, id: u64, fd: i32) -> io::Result<()> {
+        let Some(copy) = self.files.file(fd) else {
+            return Ok(());
+        };
+        // SAFETY: `files` holds the copy open until a call on `fd` makes it forget it.
+        let copy = unsafe { std::os::fd::BorrowedFd::borrow_raw(copy) };
+        match sysfiles::same_at_home(self.pid, fd, copy) {
+            Some(same) => {
+                rmosix_image::write_message(&mut session.out, &ToGuest::Same { id, same })
+            }
+            None => Ok(()),
+        }
     }
 
     /// A write behind ended with `ret`. All of it written: acknowledged with the room
@@ -988,6 +1034,7 @@ mod tests {
                     nr,
                     args,
                     sends: announced.min(lens.len() as u32 + 1),
+                    same: id % 2 == 0,
                 };
                 write_message(&mut out, &msg).unwrap();
                 for (i, len) in lens.iter().enumerate() {
@@ -1068,6 +1115,7 @@ mod tests {
                     nr,
                     args,
                     sends: sent.len() as u32,
+                    same: false,
                 };
                 write_message(&mut out, &msg).unwrap();
                 for data in &sent {
@@ -1090,6 +1138,7 @@ mod tests {
                 nr,
                 args,
                 sends,
+                ..
             } = msg
             else {
                 continue;

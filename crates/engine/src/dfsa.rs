@@ -44,7 +44,9 @@ use crate::inject::{Injector, Scratch};
 use crate::mem::Memory;
 use crate::ptrace::Pid;
 use crate::sys::answer_of;
+use crate::sysfiles::{self, SystemFiles};
 use crate::table::{self, Arg, PATH_MAX, Route};
+use tracing::debug;
 
 /// What home says of its files in a session's opening: which of its file systems are the
 /// same on every node, and whose rights the process has there.
@@ -123,6 +125,11 @@ pub struct Consistent {
     /// home) than through another node's MFS (a round trip for each name looked up).
     #[serde(default)]
     pub node: Option<u16>,
+    /// Prefixes of system files, which are opened where the process runs when they are the
+    /// same there as at home (see `sysfiles`). Not a file system the same everywhere: each
+    /// file is checked.
+    #[serde(default)]
+    pub system: Vec<String>,
 }
 
 impl Consistent {
@@ -136,6 +143,15 @@ impl Consistent {
             mfs: mfs.and_then(clean),
             mounts: mounts.iter().filter_map(|m| clean(m.as_ref())).collect(),
             node: None,
+            system: Vec::new(),
+        }
+    }
+
+    /// The same, with these prefixes of system files (see `sysfiles`).
+    pub fn with_system(self, prefixes: &[impl AsRef<str>]) -> Consistent {
+        Consistent {
+            system: crate::sysfiles::clean(prefixes),
+            ..self
         }
     }
 
@@ -155,6 +171,10 @@ impl Consistent {
             mfs: self.mfs.clone().filter(|m| other.mfs.as_ref() == Some(m)),
             mounts: (self.mounts.iter())
                 .filter(|m| other.mounts.contains(m))
+                .cloned()
+                .collect(),
+            system: (self.system.iter())
+                .filter(|m| other.system.contains(m))
                 .cloned()
                 .collect(),
         }
@@ -206,10 +226,22 @@ pub enum Verdict {
         cloexec: bool,
         path: String,
     },
+    /// An open of a system file (see `sysfiles`): it goes home, and the same file here may
+    /// stand in for home's.
+    System { path: String, flags: u64 },
     /// A local descriptor closes: in the process, and its placeholder at home.
     Close(i32),
     /// It names a local descriptor in a way only home can serve: the process goes home.
     GoHome(String),
+}
+
+/// A local descriptor.
+struct Opened {
+    /// The path it was opened by.
+    path: String,
+    /// A system file's digest, the same as home's file (see `sysfiles`); None: a file of a
+    /// file system that is the same everywhere.
+    digest: Option<String>,
 }
 
 /// The remote's local files: which paths may be opened here, and what is open.
@@ -218,8 +250,10 @@ pub struct LocalFiles {
     consistent: Consistent,
     /// Open directories of the roots, by path.
     roots: HashMap<String, OwnedFd>,
-    /// Local descriptors and the paths they were opened by.
-    open: HashMap<i32, String>,
+    /// Local descriptors, what they were opened by.
+    open: HashMap<i32, Opened>,
+    /// The system files that may be opened here when they are the same as at home.
+    system: SystemFiles,
     /// The process's umask, which its `umask` calls (run at home) change: what a file it
     /// creates here gets. None: unknown, files are created at home.
     umask: Option<u32>,
@@ -233,8 +267,11 @@ impl LocalFiles {
             Some(terms) if terms.match_ours() => terms.consistent.shared_with(ours),
             _ => Consistent::default(),
         };
+        // Home opens system files as the process, whatever the guest's own ids.
+        let theirs = terms.map_or(&[][..], |t| &t.consistent.system[..]);
         LocalFiles {
             consistent,
+            system: SystemFiles::agreed(theirs, &ours.system),
             roots: HashMap::new(),
             open: HashMap::new(),
             umask: terms.and_then(|t| t.umask),
@@ -244,7 +281,8 @@ impl LocalFiles {
     /// The descriptors an image brought, now open in the process.
     pub fn adopt(&mut self, files: &[LocalFile]) {
         for file in files {
-            self.open.insert(file.fd, file.path.clone());
+            let (path, digest) = (file.path.clone(), file.digest.clone());
+            self.open.insert(file.fd, Opened { path, digest });
         }
     }
 
@@ -253,14 +291,31 @@ impl LocalFiles {
         &self.consistent
     }
 
+    /// The system files both ends list.
+    pub fn system(&self) -> &SystemFiles {
+        &self.system
+    }
+
     /// Whether `fd` is a local descriptor.
     pub fn holds(&self, fd: i32) -> bool {
         self.open.contains_key(&fd)
     }
 
-    /// Descriptor `fd` went into the process, opened by `path`.
-    pub fn opened(&mut self, fd: i32, path: String) {
-        self.open.insert(fd, path);
+    /// Descriptor `fd` went into the process, opened by `path`; `digest`: a system file's.
+    pub fn opened(&mut self, fd: i32, path: String, digest: Option<String>) {
+        self.open.insert(fd, Opened { path, digest });
+    }
+
+    /// The digests of the system files open here, by descriptor, for an image.
+    pub fn system_digests(&self) -> HashMap<i32, String> {
+        (self.open.iter())
+            .filter_map(|(&fd, o)| Some((fd, o.digest.clone()?)))
+            .collect()
+    }
+
+    /// Whether `fd` is a local system file.
+    fn is_system(&self, fd: i32) -> bool {
+        self.open.get(&fd).is_some_and(|o| o.digest.is_some())
     }
 
     /// Descriptor `fd` closed.
@@ -270,7 +325,7 @@ impl LocalFiles {
 
     /// What to do with call `nr`; `mem` reads its paths from the process.
     pub fn judge(&mut self, nr: i64, args: &[u64; 6], mem: &Memory) -> Verdict {
-        if self.consistent.is_empty() && self.open.is_empty() {
+        if self.consistent.is_empty() && self.open.is_empty() && self.system.is_empty() {
             return Verdict::Pass;
         }
         if let Some(verdict) = self.on_descriptor(nr, args, mem) {
@@ -282,14 +337,18 @@ impl LocalFiles {
             return Verdict::Pass;
         }
         if is_id_change(nr) {
-            // Rights here would no longer be the process's: no more local files.
+            // Rights here would no longer be the process's: no more local files. System
+            // files stay: home opened them as the process, and their bytes are home's.
             self.consistent = Consistent::default();
-            if !self.open.is_empty() {
+            if self.open.values().any(|o| o.digest.is_none()) {
                 return Verdict::GoHome("a change of ids with files open here".into());
             }
             return Verdict::Pass;
         }
         if let Some(verdict) = self.on_path(nr, args, mem) {
+            return verdict;
+        }
+        if let Some(verdict) = self.on_system_open(nr, args, mem) {
             return verdict;
         }
         // Home would take the placeholder for the file, and a path relative to one for a
@@ -326,7 +385,7 @@ impl LocalFiles {
         let fd0 = args[0] as i32;
         let local = |fd: u64| self.holds(fd as i32);
         let go = |what: &str| Some(Verdict::GoHome(format!("{what} on a file opened here")));
-        match nr {
+        let verdict = match nr {
             libc::SYS_close if local(args[0]) => Some(Verdict::Close(fd0)),
             libc::SYS_read
             | libc::SYS_write
@@ -371,6 +430,11 @@ impl LocalFiles {
                 | libc::F_OFD_SETLKW => Some(Verdict::Run),
                 _ => go("fcntl"),
             },
+            // isatty(3) of a system file opened here, which a regular file is not: Python
+            // asks it of every module it opens.
+            libc::SYS_ioctl if self.is_system(fd0) && args[1] as u32 == libc::TCGETS as u32 => {
+                Some(Verdict::Run)
+            }
             libc::SYS_mmap if local(args[4]) => {
                 let shared = args[3] & libc::MAP_SHARED as u64 != 0;
                 if shared && args[2] & libc::PROT_WRITE as u64 != 0 {
@@ -415,6 +479,13 @@ impl LocalFiles {
             // Descriptors passed in a message: a placeholder must not go in their place.
             libc::SYS_sendmsg | libc::SYS_sendmmsg => go("sendmsg"),
             _ => None,
+        };
+        match verdict {
+            // Anything but reading a system file is home's: its locks, its mode, ...
+            Some(Verdict::Run) if self.is_system(fd0) && !reads_only(nr, args) => {
+                go(&format!("system call {nr}"))
+            }
+            verdict => verdict,
         }
     }
 
@@ -598,11 +669,33 @@ impl LocalFiles {
         if path.starts_with('/') {
             return Some(path);
         }
-        let base = self.open.get(&(dir as i32))?;
+        let base = self
+            .open
+            .get(&(dir as i32))
+            .filter(|o| o.digest.is_none())?;
         if path.is_empty() {
             return None;
         }
-        Some(format!("{base}/{path}"))
+        Some(format!("{}/{path}", base.path))
+    }
+
+    /// An open of a system file, by absolute path, read-only: it goes home, with the same
+    /// file here to stand in for home's (see `sysfiles`). None: not one.
+    fn on_system_open(&self, nr: i64, args: &[u64; 6], mem: &Memory) -> Option<Verdict> {
+        let (at, flags) = match nr {
+            libc::SYS_open => (args[0], args[1]),
+            libc::SYS_openat => (args[1], args[2]),
+            _ => return None,
+        };
+        if self.system.is_empty() || !sysfiles::accepts(flags) {
+            return None;
+        }
+        let raw = mem.read_cstr(at, PATH_MAX as usize - 1).ok()?;
+        let path = String::from_utf8(raw).ok()?;
+        // An absolute path ignores openat's directory, be it home's or one opened here.
+        self.system
+            .covers(&path)
+            .then_some(Verdict::System { path, flags })
     }
 
     /// An `O_PATH` handle on `rest` beneath `root`, or on the symlink itself if `nofollow`:
@@ -645,11 +738,29 @@ fn with_umask<T>(mask: Option<u32>, f: impl FnOnce() -> T) -> T {
 
 /// `openat2(dir, rest, flags, mode)` confined beneath `dir`: `..` and symlinks cannot leave it.
 fn open_beneath(dir: i32, rest: &str, flags: u64, mode: u64) -> io::Result<OwnedFd> {
+    openat2(
+        dir,
+        rest,
+        flags,
+        mode,
+        RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// `openat2(dir, rest, flags, mode)` resolved as `resolve` says; the descriptor is
+/// close-on-exec.
+pub(crate) fn openat2(
+    dir: i32,
+    rest: &str,
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     let path = CString::new(rest).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let how = OpenHow {
         flags: flags | libc::O_CLOEXEC as u64,
         mode,
-        resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+        resolve,
     };
     // SAFETY: openat2 reads the NUL-terminated path and `how`, both live for the call.
     let fd = unsafe {
@@ -678,6 +789,10 @@ struct OpenHow {
 
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_BENEATH: u64 = 0x08;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+/// Resolution from a root directory, which absolute symlinks resolve against too, with no
+/// magic link on the way (what `sysfiles` opens system files with, from `/`).
+pub(crate) const IN_ROOT: u64 = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
 
 /// A path that could not be opened here: errors that say something of the file are the
 /// call's answer (home would say the same of the same file); those that say the path left
@@ -704,6 +819,31 @@ fn written(ret: i32, mem: &Memory, buf: u64, bytes: &[u8]) -> Verdict {
 /// Whether the string at `at` is empty (AT_EMPTY_PATH calls on the descriptor itself).
 fn is_empty_path(mem: &Memory, at: u64) -> bool {
     mem.read_cstr(at, 1).is_ok_and(|s| s.is_empty())
+}
+
+/// Whether call `nr`, which may run in the process on a local descriptor, only reads it: a
+/// system file opened here takes no other (a mapping of a file opened read-only cannot
+/// write it; `newfstatat` and `statx` come here only for the descriptor itself).
+fn reads_only(nr: i64, args: &[u64; 6]) -> bool {
+    match nr {
+        libc::SYS_mmap | libc::SYS_newfstatat | libc::SYS_statx => true,
+        libc::SYS_ioctl => args[1] as u32 == libc::TCGETS as u32,
+        libc::SYS_read
+        | libc::SYS_pread64
+        | libc::SYS_readv
+        | libc::SYS_preadv
+        | libc::SYS_preadv2
+        | libc::SYS_lseek
+        | libc::SYS_fstat
+        | libc::SYS_fadvise64
+        | libc::SYS_readahead
+        | libc::SYS_fstatfs
+        | libc::SYS_fgetxattr
+        | libc::SYS_flistxattr => true,
+        // Its flags are home's descriptor's, which a file handed back to home keeps.
+        libc::SYS_fcntl => matches!(args[1] as i32, libc::F_GETFD | libc::F_GETFL),
+        _ => false,
+    }
 }
 
 /// The arguments of call `nr` that are directory descriptors for a path (and the table
@@ -756,7 +896,8 @@ fn is_id_change(nr: i64) -> bool {
 /// The local descriptors of stopped `pid` at a remote, for its image: every descriptor a
 /// husk holds is one (it inherits none, and forwarded calls open theirs at home), but for
 /// anonymous ones the supervisor itself may have put there (a userfaultfd while pages move).
-pub fn list(pid: Pid) -> io::Result<Vec<LocalFile>> {
+/// `system`: the digests of the system files among them (see `sysfiles`).
+pub fn list(pid: Pid, system: &HashMap<i32, String>) -> io::Result<Vec<LocalFile>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
         let entry = entry?;
@@ -784,32 +925,63 @@ pub fn list(pid: Pid) -> io::Result<Vec<LocalFile>> {
             path: path.to_owned(),
             flags,
             pos,
+            digest: system.get(&fd).cloned(),
         });
     }
     files.sort_by_key(|f| f.fd);
     Ok(files)
 }
 
-/// Open `files` again in stopped `pid`, each under its number, with its flags and offset,
-/// beneath a root of `consistent` (wherever the process resumes: the paths came from the
-/// node it left, and a path that leaves the trees both ends share is refused, as a device or
-/// a FIFO is: only regular files and directories are opened away).
+/// Where a process resumes with its local files.
+pub enum Resume<'a> {
+    /// At home, whose trees that are the same everywhere are these. Its system files are
+    /// home's own descriptors still, the files the process opened (see `sysfiles`).
+    Home(&'a Consistent),
+    /// At a remote, which shares these trees and system files with home.
+    Remote(&'a Consistent, &'a SystemFiles),
+}
+
+/// Open `files` again in stopped `pid`, each under its number, with its flags and offset
+/// (wherever the process resumes: the paths came from the node it left); the files it holds
+/// where it resumes. A file of a tree that is the same everywhere is opened beneath a root
+/// both ends share; a path that leaves them is refused, as a device or a FIFO is: only
+/// regular files and directories are opened away. A system file is opened by its path where
+/// the node lists its prefix too, and kept only if its digest is the one it had; one that
+/// differs there, or is missing, is handed back to home's descriptor of it, which the node
+/// the process left set to its offset (`ToHome::Offset`): its calls go home from then on.
 pub fn reopen(
     pid: Pid,
     inj: &Injector,
     files: &[LocalFile],
-    consistent: &Consistent,
-) -> io::Result<()> {
+    at: Resume<'_>,
+) -> io::Result<Vec<LocalFile>> {
     if files.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let scratch = Scratch::map(inj, pid, 2 * PATH_MAX + 4096)?;
-    let result =
-        (files.iter()).try_for_each(|file| reopen_one(pid, inj, &scratch, file, consistent));
+    let mut kept = Vec::new();
+    let result = (files.iter()).try_for_each(|file| {
+        let here = match (&file.digest, &at) {
+            (None, Resume::Home(consistent) | Resume::Remote(consistent, _)) => {
+                reopen_one(pid, inj, &scratch, file, consistent).map(|()| true)
+            }
+            // Home's descriptor is the file, with its flags (calls that change them run at
+            // home) and at the offset the remote sent before the image (`ToHome::Offset`).
+            (Some(_), Resume::Home(_)) => Ok(true),
+            (Some(digest), Resume::Remote(_, system)) => {
+                reopen_system(pid, inj, &scratch, file, digest, system)
+            }
+        }?;
+        if here {
+            kept.push(file.clone());
+        }
+        Ok::<(), io::Error>(())
+    });
     scratch.unmap(inj, pid)?;
-    result
+    result.map(|()| kept)
 }
 
+/// A file of a tree that is the same everywhere, opened again beneath a root of `consistent`.
 fn reopen_one(
     pid: Pid,
     inj: &Injector,
@@ -817,13 +989,63 @@ fn reopen_one(
     file: &LocalFile,
     consistent: &Consistent,
 ) -> io::Result<()> {
-    let mem = Memory::open(pid)?;
     let what = format!("open {} again", file.path);
     let Some((root, rest)) = consistent.split(&file.path) else {
         return Err(io::Error::other(format!(
             "{what}: not on a file system that is the same at both nodes"
         )));
     };
+    let resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    open_in(pid, inj, scratch, file, (&root, rest, resolve), &what)
+}
+
+/// A system file, opened again by its path from this node's root where it is the same
+/// still: whether it is here now. Not: it is home's descriptor again.
+fn reopen_system(
+    pid: Pid,
+    inj: &Injector,
+    scratch: &Scratch,
+    file: &LocalFile,
+    digest: &str,
+    system: &SystemFiles,
+) -> io::Result<bool> {
+    let what = format!("open system file {} again", file.path);
+    let hand_back = |why: &str| {
+        debug!(
+            path = file.path,
+            fd = file.fd,
+            why,
+            "a system file goes back to home's"
+        );
+        Ok(false)
+    };
+    if !system.covers(&file.path) {
+        return hand_back("not under a system prefix both nodes list");
+    }
+    let rest = file.path.trim_start_matches('/');
+    if let Err(err) = open_in(pid, inj, scratch, file, ("/", rest, IN_ROOT), &what) {
+        return hand_back(&err.to_string());
+    }
+    let why = match sysfiles::digest_of_fd(pid, file.fd) {
+        Ok(here) if here == digest => return Ok(true),
+        Ok(_) => "it differs here".to_owned(),
+        Err(err) => err.to_string(),
+    };
+    inj.call_ok(pid, libc::SYS_close, [file.fd as u64, 0, 0, 0, 0, 0], &what)?;
+    hand_back(&why)
+}
+
+/// Open `rest` beneath `root` as `resolve` says in stopped `pid`, and put it under `file`'s
+/// number with its flags and offset.
+fn open_in(
+    pid: Pid,
+    inj: &Injector,
+    scratch: &Scratch,
+    file: &LocalFile,
+    (root, rest, resolve): (&str, &str, u64),
+    what: &str,
+) -> io::Result<()> {
+    let mem = Memory::open(pid)?;
     let cstr = |s: &str| -> io::Result<Vec<u8>> {
         let mut raw = s.as_bytes().to_vec();
         raw.push(0);
@@ -844,10 +1066,10 @@ fn reopen_one(
     let flags = (file.flags & !strip | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
     let dir_flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
     let cwd = libc::AT_FDCWD as u64;
-    mem.write(root_at, &cstr(&root)?)?;
+    mem.write(root_at, &cstr(root)?)?;
     mem.write(rest_at, &cstr(rest)?)?;
     let mut how = Vec::with_capacity(24);
-    for word in [flags, 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS] {
+    for word in [flags, 0, resolve] {
         how.extend_from_slice(&word.to_le_bytes());
     }
     mem.write(how_at, &how)?;
@@ -855,17 +1077,17 @@ fn reopen_one(
         pid,
         libc::SYS_openat,
         [cwd, root_at, dir_flags, 0, 0, 0],
-        &what,
+        what,
     )?;
     let opened = inj.call_ok(
         pid,
         libc::SYS_openat2,
         [dir, rest_at, how_at, 24, 0, 0],
-        &what,
+        what,
     );
     inj.call(pid, libc::SYS_close, [dir, 0, 0, 0, 0, 0])?;
     let opened = opened?;
-    let placed = place(pid, inj, &mem, opened, stat_at, file, &what);
+    let placed = place(pid, inj, &mem, opened, stat_at, file, what);
     inj.call(pid, libc::SYS_close, [opened, 0, 0, 0, 0, 0])?;
     placed
 }
@@ -994,6 +1216,108 @@ mod tests {
         assert!(matches!(
             answer_or_pass(missing),
             Some(Verdict::Answer(e)) if e == -i64::from(libc::ENOENT)
+        ));
+    }
+
+    /// Local files for a session whose home lists `/usr/` as system files, as this node does,
+    /// holding system file 5 and DFSA file 6.
+    fn with_system_files() -> LocalFiles {
+        let me = std::process::id() as Pid;
+        let system = Consistent::default().with_system(&["/usr/", "/etc/ld.so.cache"]);
+        let terms = Terms::of(me, system.clone()).unwrap();
+        let mut local = LocalFiles::new(Some(&terms), &system);
+        local.opened(5, "/usr/lib/libx.so".into(), Some("0".repeat(64)));
+        local
+    }
+
+    #[test]
+    fn a_read_only_open_of_a_system_path_asks_home_and_anything_else_passes() {
+        let me = std::process::id() as Pid;
+        let mem = Memory::open(me).unwrap();
+        let mut local = with_system_files();
+        let paths = [
+            "/usr/lib/libx.so\0",
+            "/usr/../etc/shadow\0",
+            "/etc/passwd\0",
+            "usr/x\0",
+        ];
+        let at = |p: &str| p.as_ptr() as u64;
+        let cwd = libc::AT_FDCWD as u64;
+        let rd = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+        let openat = |path: &str, flags: u64| [cwd, at(path), flags, 0, 0, 0];
+        assert!(matches!(
+            local.judge(libc::SYS_openat, &openat(paths[0], rd), &mem),
+            Verdict::System { ref path, flags } if path == "/usr/lib/libx.so" && flags == rd
+        ));
+        assert!(matches!(
+            local.judge(libc::SYS_open, &[at(paths[0]), 0, 0, 0, 0, 0], &mem),
+            Verdict::System { .. }
+        ));
+        for path in &paths[1..] {
+            let verdict = local.judge(libc::SYS_openat, &openat(path, rd), &mem);
+            assert!(matches!(verdict, Verdict::Pass), "{path}");
+        }
+        for flags in [libc::O_RDWR, libc::O_WRONLY | libc::O_CREAT, libc::O_PATH] {
+            let verdict = local.judge(libc::SYS_openat, &openat(paths[0], flags as u64), &mem);
+            assert!(matches!(verdict, Verdict::Pass), "{flags:#o}");
+        }
+    }
+
+    #[test]
+    fn a_system_file_opened_here_is_only_read_here() {
+        let me = std::process::id() as Pid;
+        let mem = Memory::open(me).unwrap();
+        let mut local = with_system_files();
+        let on = |fd: u64, more: u64| [fd, more, 0, 0, 0, 0];
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_pread64,
+            libc::SYS_lseek,
+            libc::SYS_fstat,
+        ] {
+            assert!(
+                matches!(local.judge(nr, &on(5, 0), &mem), Verdict::Run),
+                "{nr}"
+            );
+        }
+        let getfl = on(5, libc::F_GETFL as u64);
+        assert!(matches!(
+            local.judge(libc::SYS_fcntl, &getfl, &mem),
+            Verdict::Run
+        ));
+        let isatty = on(5, libc::TCGETS);
+        assert!(matches!(
+            local.judge(libc::SYS_ioctl, &isatty, &mem),
+            Verdict::Run
+        ));
+        // What would change the file, lock it or change its flags is home's.
+        for (nr, more) in [
+            (libc::SYS_fcntl, libc::F_SETFD as u64),
+            (libc::SYS_fcntl, libc::F_SETFL as u64),
+            (libc::SYS_fchmod, 0o777),
+            (libc::SYS_flock, libc::LOCK_EX as u64),
+            (libc::SYS_fcntl, libc::F_SETLK as u64),
+            (libc::SYS_write, 0),
+            (libc::SYS_fsync, 0),
+        ] {
+            let verdict = local.judge(nr, &on(5, more), &mem);
+            assert!(matches!(verdict, Verdict::GoHome(_)), "{nr}");
+        }
+        // A call whose argument 0 is no descriptor is no business of the file's.
+        assert!(matches!(
+            local.judge(libc::SYS_kill, &on(5, 0), &mem),
+            Verdict::Pass
+        ));
+        // A change of ids keeps system files here: home opened them as the process.
+        assert!(matches!(
+            local.judge(libc::SYS_setuid, &on(0, 0), &mem),
+            Verdict::Pass
+        ));
+        assert!(local.holds(5));
+        assert_eq!(local.system_digests().get(&5), Some(&"0".repeat(64)));
+        assert!(matches!(
+            local.judge(libc::SYS_close, &on(5, 0), &mem),
+            Verdict::Close(5)
         ));
     }
 

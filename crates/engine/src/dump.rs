@@ -299,7 +299,7 @@ pub fn read_header(
         membarrier,
         tasks: vec![task],
         local_files: match cpu {
-            Carry::Remote { .. } => crate::dfsa::list(pid)?,
+            Carry::Remote { system_files, .. } => crate::dfsa::list(pid, system_files)?,
             Carry::Home { .. } => Vec::new(),
         },
     })

@@ -100,6 +100,15 @@ impl ShellFiles {
         unsafe { libc::lseek(copy, by, libc::SEEK_CUR) >= 0 }
     }
 
+    /// Set the offset of `fd`'s open file description (shared with the shell) to `pos`.
+    pub fn seek(&mut self, fd: i32, pos: u64) -> bool {
+        let (Some(copy), Ok(pos)) = (self.file(fd), i64::try_from(pos)) else {
+            return false;
+        };
+        // SAFETY: lseek on a descriptor we own.
+        unsafe { libc::lseek(copy, pos, libc::SEEK_SET) >= 0 }
+    }
+
     /// Our copy of shell descriptor `fd`, if it is a regular file or directory.
     pub fn file(&mut self, fd: i32) -> Option<i32> {
         if !self.fds.contains_key(&fd) {

@@ -6,7 +6,7 @@
 use std::io;
 
 use rmosix_image::{CpuUse, Usage, write_message, write_pages};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::cputime;
 use crate::dfsa::{LocalFiles, Verdict};
@@ -16,6 +16,7 @@ use crate::ptrace::Pid;
 use crate::readahead::{Loan, Lookup, ReadCache};
 use crate::seccomp::Listener;
 use crate::session::{ReadAsk, Session, ToHome};
+use crate::sysfiles::{Candidate, SameAs};
 use crate::table::{self, Arg, Len, MAX_BUF, PATH_MAX, Route};
 
 /// The pointer argument of a call whose buffer lies nowhere in the remote's memory as such
@@ -78,6 +79,13 @@ pub enum Pending {
         cloexec: bool,
         path: String,
     },
+    /// An open of a system file, sent home (see `sysfiles`): the same file here, if it could
+    /// be opened, stands in for home's where home says it is the same.
+    System {
+        id: u64,
+        here: Option<Candidate>,
+        cloexec: bool,
+    },
     /// A call that ran in the shell and, if it succeeded there, now runs here too.
     /// rt_sigprocmask: the shell's mask is the program's, and here it answers with the old
     /// mask; the signals it let in at home were relayed before home's answer, so they are
@@ -100,6 +108,7 @@ impl Pending {
             | Pending::Mirror { id }
             | Pending::Times { id, .. }
             | Pending::Open { id, .. }
+            | Pending::System { id, .. }
             | Pending::Read { id, .. } => id,
         }
     }
@@ -178,6 +187,8 @@ pub struct Forwarder {
     releasing: std::collections::HashMap<u64, i32>,
     /// Placeholders a signal kept home from closing: closed again before the next call.
     unreleased: Vec<(u64, i32)>,
+    /// What home said of the file a system open opened (`ToGuest::Same`), by call.
+    said: Option<(u64, SameAs)>,
 }
 
 impl Forwarder {
@@ -191,7 +202,37 @@ impl Forwarder {
             local,
             releasing: std::collections::HashMap::new(),
             unreleased: Vec::new(),
+            said: None,
         })
+    }
+
+    /// Home said what the file call `id` opened is (`ToGuest::Same`); its reply follows.
+    pub fn home_said(&mut self, id: u64, same: SameAs) {
+        self.said = Some((id, same));
+    }
+
+    /// The process leaves: home's descriptors of the system files it holds here take the
+    /// offsets its reads reached (`ToHome::Offset`), so that the next node may hand a file
+    /// that differs there back to home's. Sent with what goes next.
+    pub fn tell_offsets(&self, session: &mut Session) -> io::Result<()> {
+        for fd in self.local.system_digests().into_keys() {
+            // A descriptor the process no longer holds is in no image either.
+            let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", self.pid));
+            let pos = info.ok().and_then(|info| {
+                let pos = info.lines().find_map(|l| l.strip_prefix("pos:"))?;
+                pos.trim().parse().ok()
+            });
+            match pos {
+                Some(pos) => write_message(&mut session.out, &ToHome::Offset { fd, pos })?,
+                None => debug!(fd, "no offset of a system file to tell home"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The digests of the system files the process holds here, by descriptor.
+    pub fn system_digests(&self) -> std::collections::HashMap<i32, String> {
+        self.local.system_digests()
     }
 
     /// A trapped call on a file here, or that opens one (see `dfsa`): run or answered here,
@@ -244,6 +285,27 @@ impl Forwarder {
                     cloexec,
                     path,
                 })
+            }
+            Verdict::System { path, flags } => {
+                // Home opens it as the process: the one round trip the open costs anyway.
+                // The path goes as it was read here, once: the file opened here is that one.
+                // Its resolved path is compared with home's all the same.
+                let mut raw = path.clone().into_bytes();
+                raw.push(0);
+                let at = match nr {
+                    libc::SYS_open => args[0],
+                    _ => args[1],
+                };
+                let call = [libc::AT_FDCWD as u64, at, flags, 0, 0, 0];
+                self.before_other_call(libc::SYS_openat, &call, session)?;
+                self.said = None;
+                send_call(session, id, libc::SYS_openat, call, &[(at, raw)], true)?;
+                // Opened and digested here while home does the same.
+                let here = Candidate::open(&path, flags)
+                    .inspect_err(|err| debug!(path, %err, "a system file is served by home"))
+                    .ok();
+                let cloexec = flags & libc::O_CLOEXEC as u64 != 0;
+                Trapped::Shipped(Pending::System { id, here, cloexec })
             }
         }))
     }
@@ -855,7 +917,7 @@ impl Forwarder {
             } => {
                 let fd = ret as i32;
                 match listener.answer_with_file(id, &file, fd, cloexec) {
-                    Ok(()) => self.local.opened(fd, path),
+                    Ok(()) => self.local.opened(fd, path, None),
                     Err(err) => {
                         // The call is gone (a signal ended it: ENOENT), or the file could
                         // not go in (the process's descriptor limit here): it fails, and
@@ -866,6 +928,30 @@ impl Forwarder {
                         }
                         self.release(id, fd, session)?;
                     }
+                }
+            }
+            Pending::System { id, here, cloexec } => {
+                let said = self.said.take().filter(|(said, _)| *said == id);
+                let same = match (&here, said) {
+                    (Some(here), Some((_, home))) if ret >= 0 => here.same == home,
+                    _ => false,
+                };
+                let Some(here) = here.filter(|_| same) else {
+                    // Home's file is the answer: the file differs here, or is not here.
+                    respond(listener, id, ret);
+                    return Ok(Replied::Done);
+                };
+                let fd = ret as i32;
+                match listener.answer_with_file(id, &here.file, fd, cloexec) {
+                    Ok(()) => self
+                        .local
+                        .opened(fd, here.same.path, Some(here.same.digest)),
+                    // The call is gone (a signal ended it): home's descriptor goes too.
+                    Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
+                        self.release(id, fd, session)?
+                    }
+                    // It could not go in here (the descriptor limit): home's serves.
+                    Err(_) => respond(listener, id, ret),
                 }
             }
             Pending::Mirror { id } if ret < 0 => respond(listener, id, ret),
@@ -954,11 +1040,24 @@ fn call_home(
     args: [u64; 6],
     data: &[(u64, Vec<u8>)],
 ) -> io::Result<()> {
+    send_call(session, id, nr, args, data, false)
+}
+
+/// The same, `same`: an open of a system file, whose file home says (`ToGuest::Same`).
+fn send_call(
+    session: &mut Session,
+    id: u64,
+    nr: i64,
+    args: [u64; 6],
+    data: &[(u64, Vec<u8>)],
+    same: bool,
+) -> io::Result<()> {
     let call = ToHome::Call {
         id,
         nr,
         args,
         sends: data.len() as u32,
+        same,
     };
     write_message(&mut session.out, &call)?;
     for (addr, bytes) in data {

@@ -13,7 +13,7 @@ use rmosix_image::{CpuUse, Frame};
 use tracing::{debug, info, warn};
 
 use crate::cputime::Carry;
-use crate::dfsa::{self, Consistent, LocalFiles};
+use crate::dfsa::{self, Consistent, LocalFiles, Resume};
 use crate::dump;
 use crate::event_loop::{SigChld, Turn};
 use crate::forward::{Forwarder, Pending, Replied, Trapped, respond};
@@ -186,8 +186,9 @@ fn receive(
             )));
         }
     };
-    dfsa::reopen(husk, &inj, &header.local_files, local.consistent())?;
-    local.adopt(&header.local_files);
+    let at = Resume::Remote(local.consistent(), local.system());
+    let kept = dfsa::reopen(husk, &inj, &header.local_files, at)?;
+    local.adopt(&kept);
     Ok((inj, header.cpu))
 }
 
@@ -439,6 +440,7 @@ impl Guest {
                 }
             }
             ToGuest::Stale { fds } => self.fwd.stale(&fds),
+            ToGuest::Same { id, same } => self.fwd.home_said(id, same),
             ToGuest::Signal { info } if info.is_valid() => {
                 self.behind.revoke_all();
                 self.arriving.send(self.husk, info);
@@ -750,12 +752,14 @@ impl Guest {
         let job_stopped = self.stop_husk(notif)?;
         self.pending = None;
         self.leaving = false;
+        self.fwd.tell_offsets(&mut self.session)?;
         self.fwd.leave(&mut self.session)?;
         let needs_home = matches!(trip, Homeward::Call { .. });
         self.session.send(&ToHome::Going { reason, needs_home })?;
         let facts = facts::probe()?;
         let cpu = Carry::Remote {
             arrived: self.arrived,
+            system_files: self.fwd.system_digests(),
         };
         let out = &mut self.session.out;
         match &first {
@@ -799,7 +803,7 @@ impl Guest {
                 ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
                 ToGuest::Filled { .. } => drop(read_backs(&mut self.session, 1)?),
                 ToGuest::Room { fd, written, room } => self.behind.on_room(fd, written, room),
-                ToGuest::SendImage | ToGuest::Stale { .. } => {}
+                ToGuest::SendImage | ToGuest::Stale { .. } | ToGuest::Same { .. } => {}
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
         }
@@ -822,7 +826,7 @@ impl Guest {
                 ToGuest::Signal { info } if info.is_valid() => self.arriving.send(self.husk, info),
                 ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
                 // Going already.
-                ToGuest::SendImage => {}
+                ToGuest::SendImage | ToGuest::Same { .. } => {}
                 ToGuest::Ended => return Ok(Some(Left::Ended)),
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
@@ -879,7 +883,7 @@ fn word_in_first_round(
             ToGuest::Reply { backs, .. } => drop(read_backs(session, backs)?),
             ToGuest::Filled { .. } => drop(read_backs(session, 1)?),
             ToGuest::Room { fd, written, room } => behind.on_room(fd, written, room),
-            ToGuest::SendImage | ToGuest::Stale { .. } => {}
+            ToGuest::SendImage | ToGuest::Stale { .. } | ToGuest::Same { .. } => {}
             ToGuest::Ended => return Ok(FirstRoundWord::Over(Some(Left::Ended))),
             other => return Err(io::Error::other(format!("unexpected {other:?}"))),
         }

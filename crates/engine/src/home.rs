@@ -1029,7 +1029,8 @@ impl Supervisor<'_> {
                 nr,
                 args,
                 sends,
-            } => match self.serve_call(pid, id, nr, args, sends) {
+                same,
+            } => match self.serve_call(pid, id, nr, args, sends, same) {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("a forwarded call failed: {err}")),
             },
@@ -1039,6 +1040,10 @@ impl Supervisor<'_> {
             },
             ToHome::Consumed { fd, bytes } => {
                 r.deputy.consumed(fd, bytes);
+                return;
+            }
+            ToHome::Offset { fd, pos } => {
+                r.deputy.offset(fd, pos);
                 return;
             }
             ToHome::WriteBehind { fd } => match self.serve_behind(pid, fd) {
@@ -1075,6 +1080,7 @@ impl Supervisor<'_> {
     }
 
     /// Run a call the remote of `pid` forwarded, or refuse it if it does not fit the table.
+    /// `same`: an open of a system file, whose file home describes (see `sysfiles`).
     fn serve_call(
         &mut self,
         pid: Pid,
@@ -1082,6 +1088,7 @@ impl Supervisor<'_> {
         nr: i64,
         args: [u64; 6],
         sends: u32,
+        same: bool,
     ) -> io::Result<()> {
         let Some(r) = self.remote(pid) else {
             return Ok(());
@@ -1089,7 +1096,7 @@ impl Supervisor<'_> {
         tracing::trace!(id, nr, "call");
         refuse_while_coming_home(r)?;
         match deputy::read_call(&mut r.session.frames, id, nr, args, sends)? {
-            Ok(call) => r.deputy.serve(call, &mut r.session),
+            Ok(call) => r.deputy.serve(call.asking_same(same), &mut r.session),
             Err(refusal) => r.deputy.refuse(&mut r.session, id, refusal),
         }
     }

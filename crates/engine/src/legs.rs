@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::cputime::Carry;
 use crate::deputy::Deputy;
-use crate::dfsa::{self, Consistent, Terms};
+use crate::dfsa::{self, Consistent, Resume, Terms};
 use crate::dump;
 use crate::halt::{HALT_BOUND, Halt};
 use crate::inject::Injector;
@@ -720,7 +720,7 @@ pub fn restore_home(
         }
     };
     // The files the process opened away replace home's placeholders for them.
-    dfsa::reopen(pid, inj, &header.local_files, consistent)?;
+    dfsa::reopen(pid, inj, &header.local_files, Resume::Home(consistent))?;
     Ok((header.pending_signals(), header.cpu.away))
 }
 

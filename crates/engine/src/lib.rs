@@ -52,6 +52,7 @@ mod signals;
 mod sockopts;
 mod spawn;
 mod sys;
+mod sysfiles;
 mod table;
 #[cfg(test)]
 mod testing;
@@ -68,6 +69,7 @@ pub use inject::Injector;
 pub use ptrace::{Pid, Stop};
 pub use restore::{read_header, restore_into};
 pub use spawn::{spawn_husk, spawn_program};
+pub use sysfiles::DEFAULT_PREFIXES as SYSTEM_PREFIXES;
 /// Low-level tracer calls for the supervisors.
 pub mod trace {
     pub use crate::ptrace::{cont, get_regs, interrupt, wait};

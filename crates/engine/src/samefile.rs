@@ -35,8 +35,10 @@ use sha2::{Digest, Sha256};
 /// no digest is computed and every file page is sent (the bench's baseline).
 pub const SWITCH: &str = "RMOSIX_SAMEFILE";
 
-/// How many digests a supervisor keeps: a process maps a few dozen files.
-const CACHE_ENTRIES: usize = 256;
+/// How many digests a supervisor keeps: a process maps a few dozen files, but one away from
+/// home may open thousands of system files (a Python's modules, see `sysfiles`). A lookup
+/// compares stamps one by one, a few microseconds at this size.
+const CACHE_ENTRIES: usize = 4096;
 
 /// Bytes read at a time to hash a file.
 const CHUNK: usize = 1 << 20;

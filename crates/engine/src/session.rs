@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dfsa::Terms;
 use crate::samefile::Held;
+use crate::sysfiles::SameAs;
 
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
@@ -97,6 +98,14 @@ pub enum ToGuest {
         /// The remote may keep the bytes for later reads; false: the file changed while
         /// they were read, so they serve this call only.
         keep: bool,
+    },
+    /// What the file an open asked with `same` opened is: sent just before its `Reply`, for
+    /// a regular file opened read-only (see `sysfiles`).
+    Same {
+        /// The call it answers.
+        id: u64,
+        /// The file's digest and path.
+        same: SameAs,
     },
     /// Files the remote holds bytes of changed: drop what it holds for these descriptors.
     /// Sent before any later reply or signal (see `homefill`).
@@ -181,6 +190,10 @@ pub enum ToHome {
         args: [u64; 6],
         /// How many page frames follow.
         sends: u32,
+        /// An open of a system file the remote may serve itself: where it opens a file, home
+        /// says what it is (`ToGuest::Same`) before its `Reply` (see `sysfiles`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        same: bool,
     },
     /// A `read`, `readv` or `pread64` whose bytes home may lend (see `ReadAsk`).
     Read(ReadAsk),
@@ -192,6 +205,15 @@ pub enum ToHome {
         fd: i32,
         /// Bytes consumed.
         bytes: u64,
+    },
+    /// The process leaves: its reads of system file `fd` here (see `sysfiles`) reached
+    /// offset `pos`; home's own descriptor of the file takes it, so that a node where the
+    /// file differs can hand it back to home (sent before `Going`).
+    Offset {
+        /// The descriptor.
+        fd: i32,
+        /// Its offset here.
+        pos: u64,
     },
     /// A write the program was told succeeded (see `writebehind`): write the one page frame
     /// that follows to `fd`, after everything sent before it; answered by `ToGuest::Room`.

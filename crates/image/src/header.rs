@@ -384,6 +384,11 @@ pub struct LocalFile {
     pub flags: i32,
     /// Its offset.
     pub pos: u64,
+    /// A system file's content digest (SHA-256, hex): it was opened where the process ran
+    /// because it was the same there as at home, and it is opened again only where it is
+    /// the same still. None: a file of a file system that is the same on every node.
+    #[serde(default)]
+    pub digest: Option<String>,
 }
 
 impl Header {
@@ -724,6 +729,7 @@ mod tests {
                                 path: t.comm.clone(),
                                 flags: version as i32,
                                 pos: t.tid_address,
+                                digest: None,
                             })
                             .collect(),
                         tasks,

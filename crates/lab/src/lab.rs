@@ -54,6 +54,9 @@ pub struct LabConfig {
     /// The nodes whose daemon serves metrics (`mosixd --metrics ADDR`), and the address in
     /// the node's own network, e.g. `127.0.0.1:9464`. None by default.
     pub metrics: BTreeMap<u16, SocketAddr>,
+    /// Further options of every node's daemon, each one word without blanks (e.g.
+    /// `--same-files=/tmp/same/`). None by default.
+    pub daemon_args: Vec<String>,
 }
 
 impl LabConfig {
@@ -66,6 +69,7 @@ impl LabConfig {
             bin_dir: bin_dir.into(),
             balance: false,
             metrics: BTreeMap::new(),
+            daemon_args: Vec::new(),
         }
     }
 
@@ -177,6 +181,7 @@ impl Lab {
                 key: &self.key_path(),
                 balance: cfg.balance,
                 metrics: cfg.metrics.get(&k).copied(),
+                daemon_args: &cfg.daemon_args,
             };
             self.nodes.push(Node::start(spec, INIT_TIMEOUT)?);
         }

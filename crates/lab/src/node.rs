@@ -112,8 +112,8 @@ exec nsenter --target "$init" --net --uts --mount --pid -- setpriv --pdeathsig K
 
 /// The daemon's options after its map, key and node, as one word the init splits (`$7`):
 /// none has blanks.
-fn daemon_options(balance: bool, metrics: Option<SocketAddr>) -> String {
-    let mut options = Vec::new();
+fn daemon_options(balance: bool, metrics: Option<SocketAddr>, more: &[String]) -> String {
+    let mut options = more.to_vec();
     if !balance {
         options.push("--no-balance".to_owned());
     }
@@ -201,6 +201,8 @@ pub(crate) struct NodeSpec<'a> {
     pub(crate) balance: bool,
     /// Where the daemon serves metrics (see [`LabConfig::metrics`](crate::LabConfig)).
     pub(crate) metrics: Option<SocketAddr>,
+    /// Its further options (see [`LabConfig::daemon_args`](crate::LabConfig)).
+    pub(crate) daemon_args: &'a [String],
 }
 
 impl Node {
@@ -228,7 +230,7 @@ impl Node {
             key: spec.key.to_owned(),
             kept: kept_paths(spec.bin_dir),
             hold: spec.lab_dir.join(format!("hold-node{id}")),
-            options: daemon_options(spec.balance, spec.metrics),
+            options: daemon_options(spec.balance, spec.metrics, spec.daemon_args),
         };
         let (launcher, init) = boot.launch(log, timeout)?;
         Ok(Node {

@@ -160,6 +160,12 @@ impl Files<'_> {
         i32::from_str_radix(flags.expect("flags").trim(), 8).expect("octal flags")
     }
 
+    /// Whether the husk at `node` holds descriptor `fd`: a file opened where it runs (a
+    /// forwarded descriptor lives in home's shell only).
+    fn husk_holds(&self, node: &Node, fd: i32) -> bool {
+        Path::new(&format!("/proc/{}/fd/{fd}", self.husk(node))).exists()
+    }
+
     /// Where descriptor `fd` points in the husk at `node`.
     fn at_remote(&self, node: &Node, fd: i32) -> String {
         let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", self.husk(node)));
@@ -183,6 +189,29 @@ fn data_lab() -> Lab {
     sh(n1, "echo home > /tmp/home-file && chmod a+r /tmp/home-file");
     for node in [n1, n2, n3] {
         wait_data(node);
+    }
+    lab
+}
+
+/// Each node's own tree of system files (its /tmp is private), listed as a prefix of
+/// system files by every daemon.
+const SAME: &str = "/tmp/same";
+
+/// A 3-node lab whose nodes each hold `SAME/data`, the same everywhere, and `SAME/differs`,
+/// which differs by one byte (the node's number) at each.
+fn same_files_lab() -> Lab {
+    let mut cfg = LabConfig::new(3, bin_dir_of_current_test());
+    cfg.daemon_args = vec![format!("--same-files={SAME}/")];
+    let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
+    for node in lab.nodes() {
+        let id = node.id();
+        sh(
+            node,
+            &format!(
+                "mkdir -p {SAME} && seq 1 {LINES} > {SAME}/data \
+                 && echo 'from node {id}' > {SAME}/differs && chmod -R a+rX {SAME}"
+            ),
+        );
     }
     lab
 }
@@ -240,6 +269,120 @@ fn a_call_only_home_serves_brings_the_process_home_with_its_files() {
     // The copy shares the offset the file had away.
     assert_eq!(files.read(copy, 1000), (1000, fnv(&data[1000..2000])));
     end_files(files);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A system file that is the same where the process runs is opened and read there, under
+/// home's number, and follows the process; one that differs is read at home. At a node
+/// where the file it holds differs, it goes back to home's descriptor, at its offset.
+#[test]
+fn system_files_are_read_where_the_process_runs_only_where_they_are_the_same() {
+    if !require_root() {
+        return;
+    }
+    let lab = same_files_lab();
+    let (n2, n3) = (lab.node(2), lab.node(3));
+    let data = data();
+    let path = format!("{SAME}/data");
+    let mut files = start_files(&lab);
+    files.job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+
+    // The same at node 2: the husk holds it, under the number home's own open took.
+    let same = files.open(&path);
+    assert_eq!(files.at_remote(n2, same), path);
+    assert_eq!(files.at_home(same), path);
+    let first = 1_000_000;
+    assert_eq!(files.read(same, first), (first, fnv(&data[..first])));
+
+    // Different at node 2: read through home, with home's bytes.
+    let differs = files.open(&format!("{SAME}/differs"));
+    assert!(!files.husk_holds(n2, differs));
+    assert_eq!(files.at_home(differs), format!("{SAME}/differs"));
+    let home_bytes = b"from node 1\n";
+    assert_eq!(
+        files.read(differs, 100),
+        (home_bytes.len(), fnv(home_bytes))
+    );
+
+    // The same at node 3: opened there again, at its offset.
+    files.job.migrate("3").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.at_remote(n3, same), path);
+    assert_eq!(files.pos(same), first as u64);
+    let second = 500_000;
+    let upto = first + second;
+    assert_eq!(files.read(same, second), (second, fnv(&data[first..upto])));
+
+    // Node 2's copy now differs by a byte ahead of the offset: back at node 2 the file is
+    // home's descriptor again, at the offset the process reached, and reads home's bytes.
+    let at = upto + 10;
+    sh(
+        n2,
+        &format!("printf X | dd of={path} bs=1 seek={at} conv=notrunc 2>/dev/null"),
+    );
+    files.job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    assert!(!files.husk_holds(n2, same));
+    assert_eq!(files.pos(same), upto as u64);
+    let third = 300_000;
+    let further = upto + third;
+    assert_eq!(files.read(same, third), (third, fnv(&data[upto..further])));
+
+    // Home again: home's own descriptor, at the offset.
+    files.job.migrate("home").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.at_home(same), path);
+    assert_eq!(files.pos(same), further as u64);
+    let rest = data.len() - further;
+    assert_eq!(files.read(same, rest + 1), (rest, fnv(&data[further..])));
+    end_files(files);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The system's python (a pyenv shim on PATH would run another one).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// A Python moved to node 2 imports a module it had not loaded, with a C extension: its
+/// files are system files the same at node 2 (the host's /usr), so the extension is mapped
+/// there from node 2's own file (a home file's bytes would be copied into anonymous memory),
+/// and the process runs on there.
+#[test]
+fn a_python_away_from_home_loads_its_modules_where_it_runs() {
+    if !require_root() {
+        return;
+    }
+    if !Path::new(PYTHON).exists() {
+        eprintln!("skipped: no {PYTHON}");
+        return;
+    }
+    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
+    let script = "import sys\nprint('ready', flush=True)\nsys.stdin.readline()\n\
+                  import decimal\nprint('seventh', decimal.Decimal(1) / 7, flush=True)\n\
+                  sys.stdin.readline()\n";
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.args([PYTHON, "-c", script])
+        .current_dir(lab.work_dir())
+        .stdin(Stdio::piped());
+    let job = Job::spawn(lab.node(1), cmd).expect("start mosrun");
+    job.wait_output("ready\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    job.send(b"\n").unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("seventh 0.1428571428571428571428571429\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 2);
+    let husk = processes_in(lab.node(2))
+        .into_iter()
+        .find(|p| p.name == "python3");
+    let husk = husk.unwrap_or_else(|| panic!("no python3 at node 2"));
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", husk.host_pid));
+    let maps = maps.unwrap_or_else(|e| panic!("maps of the husk: {e}"));
+    assert!(
+        maps.lines()
+            .any(|l| l.contains("lib-dynload/_decimal") && l.ends_with(".so")),
+        "_decimal is not mapped from a file at node 2:\n{maps}"
+    );
+    job.send(b"\n").unwrap_or_else(|e| panic!("{e}"));
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
@@ -302,6 +445,16 @@ fn tour_files(lab: &Lab) {
     assert!(files.husk_flags(n3, shut) & libc::O_CLOEXEC != 0);
     assert!(files.husk_flags(n3, again) & libc::O_CLOEXEC == 0);
     files.close(shut);
+    // The dynamic loader's cache, a system file by default, is the host's at every node:
+    // read here, with home's number and bytes.
+    let cache = "/etc/ld.so.cache";
+    let cached = std::fs::read(cache).unwrap_or_else(|e| panic!("{cache}: {e}"));
+    let loader = files.open(cache);
+    assert_eq!(files.at_remote(n3, loader), cache);
+    assert_eq!(files.at_home(loader), cache);
+    let all = cached.len();
+    assert_eq!(files.read(loader, all + 1), (all, fnv(&cached)));
+    files.close(loader);
 
     // Home again: the file opened away replaces its placeholder, at its offset.
     files.job.migrate("home").unwrap_or_else(|e| panic!("{e}"));

@@ -189,6 +189,10 @@ pub enum Reply {
         /// This node's number, whose own MFS directory its processes reach by forwarding.
         #[serde(default)]
         dfsa_node: Option<u16>,
+        /// This node's prefixes of system files, opened away when the same there
+        /// (`mosixd --same-files`).
+        #[serde(default)]
+        dfsa_system: Vec<String>,
     },
     /// Where a process runs.
     Location {

@@ -17,9 +17,11 @@ fn main() -> ExitCode {
         home,
         dfsa_mfs,
         dfsa,
+        dfsa_system,
     }) = &args.mode
     {
-        let consistent = rmosix_engine::Consistent::new(dfsa_mfs.as_deref(), dfsa);
+        let consistent =
+            rmosix_engine::Consistent::new(dfsa_mfs.as_deref(), dfsa).with_system(dfsa_system);
         return match rmosix_daemon::run_guest(report_to, *home, &consistent) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -41,6 +43,10 @@ fn main() -> ExitCode {
         mfs_trust_root: args.mfs_trust_root,
         dfsa: args.dfsa,
         dfsa_on: !args.no_dfsa,
+        same_files: match args.no_same_files {
+            true => Vec::new(),
+            false => args.same_files,
+        },
     };
     // Before the runtime starts its threads, which inherit it.
     if let Err(e) = rmosix_daemon::raise_priority() {

@@ -427,10 +427,12 @@ impl Daemon for DaemonLink {
                 dfsa_mfs,
                 dfsa_mounts,
                 dfsa_node,
+                dfsa_system,
             }) => {
                 let socket =
                     socket.ok_or_else(|| local("mosixd sent a session without its socket"))?;
-                let consistent = Consistent::new(dfsa_mfs.as_deref().map(Path::new), &dfsa_mounts);
+                let consistent = Consistent::new(dfsa_mfs.as_deref().map(Path::new), &dfsa_mounts)
+                    .with_system(&dfsa_system);
                 self.consistent = match dfsa_node {
                     Some(node) => consistent.at_node(node),
                     None => consistent,
