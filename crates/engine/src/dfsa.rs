@@ -374,6 +374,11 @@ impl LocalFiles {
             _ => Vec::new(),
         };
         at.extend(directory_args(nr));
+        // The ioctl rows of the call table describe the request's argument only: the
+        // descriptor in argument 0 is a plain value there.
+        if nr == libc::SYS_ioctl {
+            at.push(0);
+        }
         at.iter().any(|&i| self.holds(args[i] as i32))
     }
 
@@ -1220,7 +1225,7 @@ mod tests {
     }
 
     /// Local files for a session whose home lists `/usr/` as system files, as this node does,
-    /// holding system file 5 and DFSA file 6.
+    /// holding system file 5.
     fn with_system_files() -> LocalFiles {
         let me = std::process::id() as Pid;
         let system = Consistent::default().with_system(&["/usr/", "/etc/ld.so.cache"]);
@@ -1299,6 +1304,7 @@ mod tests {
             (libc::SYS_fcntl, libc::F_SETLK as u64),
             (libc::SYS_write, 0),
             (libc::SYS_fsync, 0),
+            (libc::SYS_ioctl, libc::TIOCGWINSZ),
         ] {
             let verdict = local.judge(nr, &on(5, more), &mem);
             assert!(matches!(verdict, Verdict::GoHome(_)), "{nr}");
@@ -1318,6 +1324,12 @@ mod tests {
         assert!(matches!(
             local.judge(libc::SYS_close, &on(5, 0), &mem),
             Verdict::Close(5)
+        ));
+        // Any ioctl of a DFSA file brings the process home (home holds only a placeholder).
+        local.opened(6, "/mfs/3/data".into(), None);
+        assert!(matches!(
+            local.judge(libc::SYS_ioctl, &on(6, libc::TCGETS), &mem),
+            Verdict::GoHome(_)
         ));
     }
 
