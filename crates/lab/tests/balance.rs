@@ -76,6 +76,18 @@ fn wait_view(lab: &Lab) {
     }
 }
 
+/// The test program `progs/balance/NAME.c`, compiled with -O2; its path.
+fn balance_program(name: &str) -> String {
+    rmosix_lab::compiled(
+        format!(
+            "{}/tests/progs/balance/{name}.c",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("balance/{name}")),
+        &["-O2"],
+    )
+}
+
 /// `mosrun spin NAME` at node 1, once it says "ready".
 fn start<'l>(lab: &'l Lab, program: &str, name: &str) -> Job<'l> {
     spin::start(lab, &[], program, name)
@@ -295,11 +307,7 @@ fn a_guest_that_waits_on_its_calls_goes_home_by_itself() {
         return;
     }
     let _alone = one_at_a_time();
-    let program = rmosix_lab::compiled(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/balance/chatty.c"),
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("balance/chatty"),
-        &["-O2"],
-    );
+    let program = balance_program("chatty");
     let mut cfg = LabConfig::new(2, bin_dir_of_current_test());
     cfg.cpu_quota = Some(1.0);
     cfg.balance = true;
@@ -333,11 +341,7 @@ fn a_job_that_reads_another_nodes_files_goes_to_that_node() {
         return;
     }
     let _alone = one_at_a_time();
-    let program = rmosix_lab::compiled(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/balance/reader.c"),
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("balance/reader"),
-        &["-O2"],
-    );
+    let program = balance_program("reader");
     let lab = lab();
     // 8 MiB that MFS serves to anyone (root is mapped to nobody).
     let data = lab.work_dir().join("data");
@@ -476,11 +480,7 @@ fn a_program_seen_to_fork_is_not_placed_at_its_next_exec() {
     }
     let _alone = one_at_a_time();
     let program = spin::program("balance");
-    let forker = rmosix_lab::compiled(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/balance/forker.c"),
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("balance/forker"),
-        &["-O2"],
-    );
+    let forker = balance_program("forker");
     let lab = lab();
     let names: Vec<String> = names("forks")[..2].to_vec();
     let load: Vec<Job> = names
