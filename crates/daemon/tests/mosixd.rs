@@ -861,11 +861,11 @@ fn a_session_starts_a_guest_under_the_callers_uid() {
     let mut stream = UnixStream::connect(&daemon.socket).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     send_line(&mut stream, &Request::OpenSession { node: 1 }).unwrap();
-    // The reply carries the session socket; reading it as plain bytes drops that socket,
-    // which ends the session from the home side.
-    let reply = LineReader::new().recv::<Reply>(&mut stream).unwrap();
+    // The reply carries the session socket, held until the guest's record is checked: the
+    // guest lives as long as its session (its end, closing the socket, ends the guest).
+    let (reply, session) = recv_session(&stream);
     assert!(
-        matches!(reply, Some(Reply::Session { ref keys, .. }) if keys.len() == 128),
+        matches!(reply, Reply::Session { ref keys, .. } if keys.len() == 128),
         "{reply:?}"
     );
     let uid = own_uid();
@@ -884,6 +884,7 @@ fn a_session_starts_a_guest_under_the_callers_uid() {
         [pid, &uid.to_string(), "1"],
         "{records:?}"
     );
+    drop(session);
     stream.shutdown(std::net::Shutdown::Write).unwrap();
     let mut rest = Vec::new();
     let _ = std::io::Read::read_to_end(&mut stream, &mut rest);
@@ -904,6 +905,35 @@ fn a_session_starts_a_guest_under_the_callers_uid() {
             message: format!("no node 5 in {}", s.map.display())
         })
     );
+}
+
+/// One reply line and the socket that comes with it (SCM_RIGHTS), as mosrun reads a session.
+fn recv_session(stream: &UnixStream) -> (Reply, std::os::fd::OwnedFd) {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    let mut line = vec![0u8; rmosix_wire::MAX_LINE];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut line)];
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .unwrap();
+    let fd = msg
+        .cmsgs()
+        .unwrap()
+        .find_map(|cmsg| match cmsg {
+            // SAFETY: the kernel just installed this descriptor for this process alone.
+            ControlMessageOwned::ScmRights(fds) => Some(unsafe { OwnedFd::from_raw_fd(fds[0]) }),
+            _ => None,
+        })
+        .expect("a session socket with the reply");
+    let len = msg.bytes;
+    line.truncate(len);
+    let reply = serde_json::from_slice(line.trim_ascii_end()).unwrap();
+    (reply, fd)
 }
 
 /// The names in the guests' record directory beside the daemon's socket.
