@@ -312,9 +312,9 @@ impl Inner {
         }
     }
 
-    /// Tells the cluster that the thread `pid` moved `bytes` of `node`'s files.
-    fn count(&self, pid: u32, node: u16, bytes: usize) {
-        if let Some(process) = tgid(pid) {
+    /// Tells the cluster that `process` (if it still exists) moved `bytes` of `node`'s files.
+    fn count(&self, process: Option<i32>, node: u16, bytes: usize) {
+        if let Some(process) = process {
             self.cluster.transferred(process, node, bytes as u64);
         }
     }
@@ -378,45 +378,50 @@ fn confine(mountpoint: &Path, place: &Place, target: Bytes) -> Bytes {
 
 /// The thread group of a thread (FUSE names the calling thread).
 fn tgid(pid: u32) -> Option<i32> {
-    status_field(pid, "Tgid:")?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    status_of(pid).map(|(process, _)| process)
 }
 
-fn status_field(pid: u32, field: &str) -> Option<String> {
+/// What `/proc/PID/status` says of a calling thread, read once: its thread group (the
+/// process) and its supplementary groups. `None` once it has gone.
+fn status_of(pid: u32) -> Option<(i32, Vec<u32>)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .map(str::to_owned)
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
+    let process = field("Tgid:")?.trim().parse().ok()?;
+    let groups = field("Groups:")
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((process, groups))
 }
 
 impl Mfs {
     /// Who calls, or EACCES for this daemon itself (see the module's doc). The groups come
     /// from /proc; a caller that has gone by now (pid 0: the kernel itself) keeps its gid alone.
     fn caller(&self, req: &FuseRequest) -> Result<Caller, Errno> {
+        self.caller_and_process(req).map(|(caller, _)| caller)
+    }
+
+    /// [`Mfs::caller`], and the calling process (thread group) if it still exists: both from
+    /// one read of its status.
+    fn caller_and_process(&self, req: &FuseRequest) -> Result<(Caller, Option<i32>), Errno> {
         let pid = req.pid();
-        let groups = if pid == 0 {
-            Vec::new()
-        } else {
-            if tgid(pid) == Some(self.inner.own_pid as i32) {
-                return Err(Errno::EACCES);
-            }
-            status_field(pid, "Groups:")
-                .map(|g| {
-                    g.split_whitespace()
-                        .filter_map(|n| n.parse().ok())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        Ok(Caller {
+        let status = if pid == 0 { None } else { status_of(pid) };
+        if status
+            .as_ref()
+            .is_some_and(|&(process, _)| process == self.inner.own_pid as i32)
+        {
+            return Err(Errno::EACCES);
+        }
+        let (process, groups) = status.map_or((None, Vec::new()), |(p, g)| (Some(p), g));
+        let caller = Caller {
             uid: req.uid(),
             gid: req.gid(),
             groups,
-        })
+        };
+        Ok((caller, process))
     }
 
     /// Run `work` on the runtime with the inner state.
@@ -796,7 +801,7 @@ impl Filesystem for Mfs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let caller = try_or_reply!(reply, self.caller(req));
+        let (caller, process) = try_or_reply!(reply, self.caller_and_process(req));
         if ino.0 == SELECT {
             let text = self.inner.selection_text(req.pid());
             let start = (offset as usize).min(text.len());
@@ -808,12 +813,11 @@ impl Filesystem for Mfs {
             offset,
             size: size.min(MAX_IO),
         };
-        let pid = req.pid();
         self.spawn(|inner| async move {
             match inner.ask(place.node, caller, request, Vec::new()).await {
                 Ok((Answer::Data, data)) => {
                     reply.data(&data);
-                    inner.count(pid, place.node, data.len());
+                    inner.count(process, place.node, data.len());
                 }
                 Ok(_) => reply.error(Errno::EIO),
                 Err(e) => reply.error(e),
@@ -833,7 +837,7 @@ impl Filesystem for Mfs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let caller = try_or_reply!(reply, self.caller(req));
+        let (caller, process) = try_or_reply!(reply, self.caller_and_process(req));
         if ino.0 == SELECT {
             return match self.select(req.pid(), data) {
                 Ok(()) => reply.written(data.len() as u32),
@@ -843,12 +847,11 @@ impl Filesystem for Mfs {
         let place = try_or_reply!(reply, self.place_or_error(ino));
         let request = Request::Write { fh: fh.0, offset };
         let data = data.to_vec();
-        let pid = req.pid();
         self.spawn(|inner| async move {
             match inner.ask(place.node, caller, request, data).await {
                 Ok((Answer::Written(n), _)) => {
                     reply.written(n);
-                    inner.count(pid, place.node, n as usize);
+                    inner.count(process, place.node, n as usize);
                 }
                 Ok(_) => reply.error(Errno::EIO),
                 Err(e) => reply.error(e),
