@@ -22,7 +22,7 @@ use rmosix_wire::{Advice, Decay, Reply};
 
 use rmosix_config::NodeId;
 
-use crate::daemon::Shared;
+use crate::daemon::{FileTraffic, Shared};
 use crate::hosted::Balanced;
 use crate::procfs;
 use crate::table::SupervisorId;
@@ -242,9 +242,6 @@ fn decay_class(decay: Decay) -> DecayClass {
         Decay::Fast => DecayClass::Fast,
     }
 }
-
-/// Bytes each process (by PID here) moved to and from each node's files since the last round.
-type FileTraffic = HashMap<i32, HashMap<u16, u64>>;
 
 /// Samples `pid` into `t`: the bytes a move of it sends, once it has two samples. `waited`:
 /// how long a guest has waited here for calls forwarded home, in all (`None` at home);

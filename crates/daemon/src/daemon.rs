@@ -30,6 +30,9 @@ use crate::table::Table;
 use crate::throttle::{Throttle, Verdict};
 use crate::{balancer, cluster, control, files, guests, metrics, own, peer, sys};
 
+/// Bytes each process (by PID here) moved to and from each node's files through MFS.
+pub(crate) type FileTraffic = HashMap<i32, HashMap<u16, u64>>;
+
 /// What `mosixd` needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -201,7 +204,7 @@ pub(crate) struct Shared {
     pub balancing: Option<Mutex<balancer::Recent>>,
     /// Bytes each process (by PID here) moved to and from each node's files through MFS since
     /// the balancing loop last took them (kept only while this node balances).
-    traffic: Mutex<HashMap<i32, HashMap<u16, u64>>>,
+    traffic: Mutex<FileTraffic>,
     /// The server of this node's files to MFS (`None` with `--no-mfs`).
     pub mfs: Option<Arc<rmosix_mfs::serve::Server>>,
     /// This node's file systems that are the same on every node, once MFS is mounted (or
@@ -284,7 +287,7 @@ impl Shared {
     }
 
     /// The file traffic counted since the last call, by process and node.
-    pub fn take_file_traffic(&self) -> HashMap<i32, HashMap<u16, u64>> {
+    pub fn take_file_traffic(&self) -> FileTraffic {
         std::mem::take(&mut *lock(&self.traffic))
     }
 
