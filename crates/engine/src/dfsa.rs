@@ -915,26 +915,38 @@ pub fn list(pid: Pid, system: &HashMap<i32, String>) -> io::Result<Vec<LocalFile
         let Some(path) = target.to_str().filter(|p| p.starts_with('/')) else {
             continue;
         };
-        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))?;
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(str::trim)
-        };
-        let pos = field("pos:").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let flags = field("flags:")
-            .and_then(|v| i32::from_str_radix(v, 8).ok())
-            .unwrap_or(0);
+        let state = fd_state(pid, fd)?;
         files.push(LocalFile {
             fd,
             path: path.to_owned(),
-            flags,
-            pos,
+            flags: state.flags.unwrap_or(0),
+            pos: state.pos.unwrap_or(0),
             digest: system.get(&fd).cloned(),
         });
     }
     files.sort_by_key(|f| f.fd);
     Ok(files)
+}
+
+/// What `/proc/PID/fdinfo/FD` says of a descriptor: its offset and its open flags (`None`
+/// where a field is missing).
+pub(crate) struct FdState {
+    pub pos: Option<u64>,
+    pub flags: Option<i32>,
+}
+
+/// Reads descriptor `fd` of `pid`'s [`FdState`]; fails if the process does not hold it.
+pub(crate) fn fd_state(pid: Pid, fd: i32) -> io::Result<FdState> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    Ok(FdState {
+        pos: field("pos:").and_then(|v| v.parse().ok()),
+        flags: field("flags:").and_then(|v| i32::from_str_radix(v, 8).ok()),
+    })
 }
 
 /// Where a process resumes with its local files.

@@ -9,7 +9,7 @@ use rmosix_image::{CpuUse, Usage, write_message, write_pages};
 use tracing::{debug, warn};
 
 use crate::cputime;
-use crate::dfsa::{LocalFiles, Verdict};
+use crate::dfsa::{self, LocalFiles, Verdict};
 use crate::mem::{Memory, le_u32, le_u64};
 use crate::msg;
 use crate::ptrace::Pid;
@@ -217,12 +217,10 @@ impl Forwarder {
     pub fn tell_offsets(&self, session: &mut Session) -> io::Result<()> {
         for fd in self.local.system_digests().into_keys() {
             // A descriptor the process no longer holds is in no image either.
-            let info = std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", self.pid));
-            let pos = info.ok().and_then(|info| {
-                let pos = info.lines().find_map(|l| l.strip_prefix("pos:"))?;
-                pos.trim().parse().ok()
-            });
-            match pos {
+            match dfsa::fd_state(self.pid, fd)
+                .ok()
+                .and_then(|state| state.pos)
+            {
                 Some(pos) => write_message(&mut session.out, &ToHome::Offset { fd, pos })?,
                 None => debug!(fd, "no offset of a system file to tell home"),
             }
