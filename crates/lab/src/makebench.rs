@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::bench::{BenchError, Stats, load_average, progress, show};
-use crate::cmd::describe;
+use crate::cmd::run;
 use crate::{Lab, LabConfig, LabError, Node};
 
 /// Nodes in the lab, and each one's CPU.
@@ -197,13 +197,7 @@ fn start_distccd(lab: &Lab, node: &Node) -> Result<Child, BenchError> {
 /// One clean build of `dir` at node 1; its wall time in seconds.
 fn build(lab: &Lab, dir: &Path, kind: Kind) -> Result<f64, BenchError> {
     let node = lab.node(1);
-    let clean = node
-        .command("make")
-        .arg("-C")
-        .arg(dir)
-        .arg("clean")
-        .output();
-    check(clean, "make clean")?;
+    run(node.command("make").arg("-C").arg(dir).arg("clean"))?;
     let hosts = |slots: u8| {
         lab.nodes()
             .iter()
@@ -229,30 +223,10 @@ fn build(lab: &Lab, dir: &Path, kind: Kind) -> Result<f64, BenchError> {
         }
     };
     let jobs = if kind == Kind::Distcc4 { "-j4" } else { "-j8" };
-    cmd.arg(jobs).arg("-C").arg(dir).stdin(Stdio::null());
+    cmd.arg(jobs).arg("-C").arg(dir);
     let started = Instant::now();
-    let done = cmd.output();
-    let secs = started.elapsed().as_secs_f64();
-    check(done, kind.name())?;
-    Ok(secs)
-}
-
-/// A command's output, or the error naming it and what it printed.
-fn check(done: std::io::Result<std::process::Output>, what: &str) -> Result<(), BenchError> {
-    let done = done.map_err(|source| LabError::Io {
-        action: "run",
-        path: PathBuf::from(what),
-        source,
-    })?;
-    if done.status.success() {
-        return Ok(());
-    }
-    Err(scenario(format!(
-        "make: {what} failed ({}): {}{}",
-        done.status,
-        String::from_utf8_lossy(&done.stdout),
-        String::from_utf8_lossy(&done.stderr)
-    )))
+    run(&mut cmd)?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// `sha256sum` of every object file under `dir`, sorted by path: one text to compare.
@@ -260,21 +234,15 @@ fn digests(dir: &Path) -> Result<String, BenchError> {
     let mut objects = Vec::new();
     collect(dir, dir, "o", &mut objects)?;
     objects.sort();
-    let mut cmd = Command::new("sha256sum");
-    cmd.current_dir(dir).args(&objects);
-    let done = cmd.output().map_err(|source| LabError::Io {
-        action: "run",
-        path: PathBuf::from("sha256sum"),
-        source,
-    })?;
-    if !done.status.success() || objects.is_empty() {
+    if objects.is_empty() {
         return Err(scenario(format!(
-            "make: no objects to compare in {} ({})",
-            dir.display(),
-            describe(&cmd)
+            "make: no objects to compare in {}",
+            dir.display()
         )));
     }
-    Ok(String::from_utf8_lossy(&done.stdout).into_owned())
+    Ok(run(Command::new("sha256sum")
+        .current_dir(dir)
+        .args(&objects))?)
 }
 
 /// The files under `dir` whose extension is `ext`, relative to `base`.
@@ -299,9 +267,7 @@ fn collect(base: &Path, dir: &Path, ext: &str, into: &mut Vec<PathBuf>) -> Resul
 
 /// Copies the project's tree into `dir` and writes its Makefile there.
 fn copy_sources(project: &Project, dir: &Path) -> Result<(), BenchError> {
-    let mut cp = Command::new("cp");
-    cp.arg("-r").arg(&project.root).arg(dir);
-    check(cp.output(), "cp -r")?;
+    run(Command::new("cp").arg("-r").arg(&project.root).arg(dir))?;
     let objects: Vec<String> = project
         .sources
         .iter()
@@ -354,9 +320,10 @@ fn projects(bin_dir: &Path) -> Result<Vec<Project>, BenchError> {
     write(manifest.clone(), &text)?;
     write(manifest_dir.join("src/lib.rs"), "")?;
     progress("make: fetching the zstd-sys and lua-src crates (cargo fetch)");
-    let mut fetch = Command::new("cargo");
-    fetch.arg("fetch").arg("--manifest-path").arg(&manifest);
-    check(fetch.output(), "cargo fetch")?;
+    run(Command::new("cargo")
+        .arg("fetch")
+        .arg("--manifest-path")
+        .arg(&manifest))?;
     let mut metadata = Command::new("cargo");
     metadata
         .args([
@@ -367,12 +334,7 @@ fn projects(bin_dir: &Path) -> Result<Vec<Project>, BenchError> {
             "--manifest-path",
         ])
         .arg(&manifest);
-    let out = metadata.output().map_err(|source| LabError::Io {
-        action: "run",
-        path: PathBuf::from("cargo metadata"),
-        source,
-    })?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = run(&mut metadata)?;
     let crate_dir = |name: &str| -> Result<PathBuf, BenchError> {
         // Each package's "manifest_path" follows its "name"; the registry's directory is
         // NAME-VERSION.
