@@ -208,6 +208,35 @@ fn remote_of(home: u32) -> u32 {
     remotes[0]
 }
 
+/// The fields of `/proc/PID/stat` from the third (state) on, after the command's closing
+/// parenthesis.
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The CPU time `pid` has used, in clock ticks (utime + stime).
+fn cpu_ticks(pid: u32) -> u64 {
+    let fields = stat_fields(pid);
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Wait until `remote` has computed for `ticks` clock ticks after now. A process waiting for
+/// a forwarded call's answer uses no CPU, and between two calls it runs for microseconds:
+/// a program that spins without calls after its last forwarded one is in its spin once it
+/// has used this much.
+fn wait_for_spin(remote: u32, ticks: u64) {
+    let from = cpu_ticks(remote);
+    let started = std::time::Instant::now();
+    while cpu_ticks(remote) < from + ticks {
+        assert!(started.elapsed() < STEP, "the remote never spun");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Wait until `remote` waits in exit_group for home's answer.
 fn wait_for_exit_call(remote: u32) {
     let started = std::time::Instant::now();
@@ -252,6 +281,9 @@ fn an_exit_that_meets_an_order_home_ends_the_process_after_its_move() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    // The spinning file exists once home has run its open; the close goes home after it.
+    // Home must answer both before it is stopped, or the remote waits in them, not in its exit.
+    wait_for_spin(remote, 5);
     let home_pid = libc::pid_t::try_from(home.child.id()).unwrap();
     // SAFETY: stopping and continuing our own child.
     assert_eq!(unsafe { libc::kill(home_pid, libc::SIGSTOP) }, 0);
@@ -293,9 +325,7 @@ sys.exit(7)
 
 /// `pid`'s scheduling policy and nice value, from `/proc/PID/stat`.
 fn sched_of(pid: u32) -> (u32, i32) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
-    // Fields from the third (state) on, after the command's closing parenthesis.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let fields = stat_fields(pid);
     (fields[38].parse().unwrap(), fields[16].parse().unwrap())
 }
 
