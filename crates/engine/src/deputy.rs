@@ -13,6 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
+use std::os::fd::RawFd;
 use std::time::Instant;
 
 use rmosix_image::{Frame, FrameReader, SigInfo};
@@ -23,17 +24,20 @@ use crate::cmdline::ArgsAndEnv;
 use crate::dump;
 use crate::files::ShellFiles;
 use crate::homefill::Lender;
+use crate::homepaths::PathWatch;
 use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::Memory;
 use crate::msg;
+use crate::pathcache;
 use crate::pidfd::PidFd;
 use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::restore;
-use crate::session::{ReadAsk, Session, ToGuest};
+use crate::session::{Asking, ReadAsk, Session, ToGuest};
 use crate::signals;
 use crate::sys;
 use crate::sysfiles;
+use crate::sysfiles::SystemFiles;
 use crate::table::{self, Buf, MAX_BUF, Refusal, Shape, Slot};
 use crate::writebehind::{self, Waiting};
 
@@ -63,6 +67,9 @@ pub struct Call {
     /// An open whose file the remote asks about: home says what it opened (`ToGuest::Same`,
     /// see `sysfiles`).
     same: bool,
+    /// A lookup of a system path whose answer the remote would keep: home vouches for it if
+    /// it can watch what it depends on (see `pathcache`, `homepaths`).
+    vouch: bool,
     /// When it came, to time its answer.
     arrived: Instant,
 }
@@ -82,17 +89,26 @@ impl Call {
             places: Vec::new(),
             behind: true,
             same: false,
+            vouch: false,
             arrived: Instant::now(),
         })
     }
 
-    /// The same call, asking what it opens if `same` and it is an open.
-    pub fn asking_same(self, same: bool) -> Call {
+    /// The same call, asking what it opens if it is an open, and a vouch for its answer if
+    /// it is a lookup, as the remote asked.
+    pub fn asking(self, asking: Asking) -> Call {
         let open = matches!(self.nr, libc::SYS_open | libc::SYS_openat);
         Call {
-            same: same && open,
+            same: asking.same && open,
+            vouch: asking.vouch && pathcache::vouchable(self.nr),
             ..self
         }
+    }
+
+    /// The path a lookup looks up: its first buffer sent, without its NUL.
+    fn looked_up(&self) -> Option<&[u8]> {
+        let path = self.sent.first()?;
+        Some(path.strip_suffix(b"\0").unwrap_or(path))
     }
 
     /// Append `more` to a write behind: the two run as one write.
@@ -152,6 +168,7 @@ impl Call {
             sent,
             behind: false,
             same: false,
+            vouch: false,
             arrived: Instant::now(),
         })
     }
@@ -187,6 +204,10 @@ pub struct Deputy {
     files: ShellFiles,
     /// What the remote holds of the shell's files (see `homefill`).
     lender: Lender,
+    /// What the answers the remote keeps depend on (see `homepaths`).
+    paths: PathWatch,
+    /// The system prefixes under which home vouches for lookups (see `pathcache`).
+    system: SystemFiles,
     state: ShellState,
     /// The remote stopped by this signal, and the SIGSTOP we sent the shell to follow it is
     /// on its way.
@@ -228,6 +249,8 @@ impl Deputy {
             mem,
             files: ShellFiles::open(pid)?,
             lender: Lender::default(),
+            paths: PathWatch::default(),
+            system: SystemFiles::default(),
             state: ShellState::Idle,
             following_stop: None,
             relayed_early: 0,
@@ -252,7 +275,12 @@ impl Deputy {
 
     /// Run `call` for the remote: here on a copy of its descriptor if it can, else in the
     /// shell once it is interrupted (or once continued, if it is job-stopped).
-    pub fn serve(&mut self, call: Call, session: &mut Session) -> io::Result<()> {
+    pub fn serve(&mut self, mut call: Call, session: &mut Session) -> io::Result<()> {
+        // Home vouches only under its own system prefixes, whatever the remote asks.
+        call.vouch = call.vouch
+            && (call.looked_up())
+                .and_then(|path| std::str::from_utf8(path).ok())
+                .is_some_and(|path| self.system.covers(path));
         if self.busy() {
             if let ShellState::Interrupting(next) = &mut self.state
                 && self.waiting.is_empty()
@@ -272,7 +300,7 @@ impl Deputy {
             && let Some((ret, backs)) = self.files.try_run(&call)
         {
             self.time(&call);
-            return self.answer(session, call.id, ret, &backs);
+            return self.answer(session, call.id, ret, &backs, false);
         }
         let stopped = matches!(self.state, ShellState::Stopped);
         self.state = ShellState::Interrupting(call);
@@ -285,14 +313,20 @@ impl Deputy {
     /// Answer call `id` with `ret` and its out-buffers, after telling the remote of the files
     /// that changed (see `homefill`) and the room of each descriptor granted to write behind,
     /// measured now that the call ran (see `writebehind`).
+    /// `vouch`: home watched what the answer depends on since before the call ran; unless
+    /// something changed meanwhile, the remote may keep it (`ToGuest::Vouched`).
     fn answer(
         &mut self,
         session: &mut Session,
         id: u64,
         ret: i64,
         backs: &[(u64, Vec<u8>)],
+        vouch: bool,
     ) -> io::Result<()> {
-        self.tell_changes(session)?;
+        let changed = self.tell_changes(session)?;
+        if vouch && !changed {
+            rmosix_image::write_message(&mut session.out, &ToGuest::Vouched { id })?;
+        }
         let pidfd = &self.pidfd;
         let rooms: Vec<(i32, u64)> = self
             .granted
@@ -347,7 +381,7 @@ impl Deputy {
     /// Answer call `id` with the errno of `refusal`: it does not fit the table and never runs.
     pub fn refuse(&mut self, session: &mut Session, id: u64, refusal: Refusal) -> io::Result<()> {
         tracing::debug!(pid = self.pid, id, %refusal, "refused a forwarded call");
-        self.answer(session, id, -i64::from(refusal.errno()), &[])
+        self.answer(session, id, -i64::from(refusal.errno()), &[], false)
     }
 
     /// A read the remote asks bytes of the file for (`ToHome::Read`): lend them if the
@@ -412,12 +446,38 @@ impl Deputy {
         relay(session, info)
     }
 
-    /// Tell the remote of the files it holds bytes of that changed (`ToGuest::Stale`), ahead
+    /// Tell the remote of the files it holds bytes of that changed (`ToGuest::Stale`), and to
+    /// forget the answers it keeps if what they depend on changed (`ToGuest::Forget`), ahead
     /// of the reply or signal this precedes: whatever that tells the remote happened after
-    /// the change (see `homefill`).
-    fn tell_changes(&mut self, session: &mut Session) -> io::Result<()> {
+    /// the change (see `homefill`, `homepaths`). Whether it had to forget.
+    fn tell_changes(&mut self, session: &mut Session) -> io::Result<bool> {
         let changed = self.lender.changed();
-        tell_stale(session, changed)
+        tell_stale(session, changed)?;
+        let forget = self.paths.changed();
+        if forget {
+            debug!(pid = self.pid, "what vouched answers depend on changed");
+            rmosix_image::write_message(&mut session.out, &ToGuest::Forget)?;
+        }
+        Ok(forget)
+    }
+
+    /// Home vouches for lookups under `system`'s prefixes (see `pathcache`).
+    pub fn vouch_under(&mut self, system: SystemFiles) {
+        self.system = system;
+    }
+
+    /// The descriptor that becomes readable when something a kept answer depends on changes.
+    pub fn changes_fd(&self) -> Option<RawFd> {
+        self.paths.fd()
+    }
+
+    /// Something a kept answer depends on may have changed: tell the remote at once, not
+    /// only with the next reply, which may be long in coming.
+    pub fn on_changes(&mut self, session: &mut Session) -> io::Result<()> {
+        if self.tell_changes(session)? {
+            session.out.flush()?;
+        }
+        Ok(())
     }
 
     /// Home asked for the image: a call blocked in the shell (a read from a terminal, say)
@@ -617,6 +677,10 @@ impl Deputy {
     /// shell over the `syscall` instruction.
     fn start_call(&mut self, mut call: Call, session: &mut Session) -> io::Result<()> {
         self.files.forget(call.nr, &call.args);
+        // The watch goes first: a change after it is heard of, one before it is in the answer.
+        if call.vouch {
+            call.vouch = call.looked_up().is_some_and(|path| self.paths.arm(path));
+        }
         if call.shape.scratch_len() + 16 > SCRATCH_LEN {
             return self.finish_call(call, -i64::from(libc::ENOMEM), session);
         }
@@ -717,7 +781,7 @@ impl Deputy {
         if call.same && ret >= 0 {
             self.tell_same(session, call.id, ret as i32)?;
         }
-        self.answer(session, call.id, ret, &backs)?;
+        self.answer(session, call.id, ret, &backs, call.vouch)?;
         self.next_or_idle(session)
     }
 
@@ -786,14 +850,14 @@ impl Deputy {
         while let Some(call) = self.waiting.next() {
             if !call.behind && self.recalled {
                 // As for a call that finds the shell recalled: it runs after the move.
-                self.answer(session, call.id, sys::ERESTARTNOINTR, &[])?;
+                self.answer(session, call.id, sys::ERESTARTNOINTR, &[], false)?;
                 continue;
             }
             if !call.behind
                 && let Some((ret, backs)) = self.files.try_run(&call)
             {
                 self.time(&call);
-                self.answer(session, call.id, ret, &backs)?;
+                self.answer(session, call.id, ret, &backs, false)?;
                 continue;
             }
             return self.start_call(call, session);
@@ -1035,6 +1099,7 @@ mod tests {
                     args,
                     sends: announced.min(lens.len() as u32 + 1),
                     same: id % 2 == 0,
+                    vouch: id % 3 == 0,
                 };
                 write_message(&mut out, &msg).unwrap();
                 for (i, len) in lens.iter().enumerate() {
@@ -1116,6 +1181,7 @@ mod tests {
                     args,
                     sends: sent.len() as u32,
                     same: false,
+                    vouch: false,
                 };
                 write_message(&mut out, &msg).unwrap();
                 for data in &sent {

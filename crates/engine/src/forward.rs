@@ -12,10 +12,11 @@ use crate::cputime;
 use crate::dfsa::{self, LocalFiles, Verdict};
 use crate::mem::{Memory, le_u32, le_u64};
 use crate::msg;
+use crate::pathcache::{self, Key, PathAnswers};
 use crate::ptrace::Pid;
 use crate::readahead::{Loan, Lookup, ReadCache};
 use crate::seccomp::Listener;
-use crate::session::{ReadAsk, Session, ToHome};
+use crate::session::{Asking, ReadAsk, Session, ToHome};
 use crate::sysfiles::{Candidate, SameAs};
 use crate::table::{self, Arg, Len, MAX_BUF, PATH_MAX, Route};
 
@@ -189,6 +190,8 @@ pub struct Forwarder {
     unreleased: Vec<(u64, i32)>,
     /// What home said of the file a system open opened (`ToGuest::Same`), by call.
     said: Option<(u64, SameAs)>,
+    /// Home's answers to lookups of system paths, kept (see `pathcache`).
+    paths: PathAnswers,
 }
 
 impl Forwarder {
@@ -203,12 +206,42 @@ impl Forwarder {
             releasing: std::collections::HashMap::new(),
             unreleased: Vec::new(),
             said: None,
+            paths: PathAnswers::default(),
         })
     }
 
     /// Home said what the file call `id` opened is (`ToGuest::Same`); its reply follows.
     pub fn home_said(&mut self, id: u64, same: SameAs) {
         self.said = Some((id, same));
+    }
+
+    /// Home vouched for lookup `id`'s answer (`ToGuest::Vouched`); its reply follows.
+    pub fn home_vouched(&mut self, id: u64) {
+        self.paths.vouched(id);
+    }
+
+    /// Something the kept answers depend on changed at home (`ToGuest::Forget`).
+    pub fn forget_lookups(&mut self) {
+        self.paths.forget();
+    }
+
+    /// The key of call `nr` if it is a lookup whose answer may be kept (see `pathcache`).
+    fn lookup_key(&self, nr: i64, args: &[u64; 6]) -> Option<Key> {
+        PathAnswers::key(nr, args, &self.mem, self.local.system())
+    }
+
+    /// Answer call `id`, lookup `key` with `args`, here if its answer is kept. False: it
+    /// is not.
+    fn answer_kept(&self, listener: &Listener, id: u64, key: &Key, args: &[u64; 6]) -> bool {
+        let Some((ret, out)) = self.paths.answer(key, args) else {
+            return false;
+        };
+        let ret = match out {
+            Some((at, bytes)) if self.mem.write(at, bytes).is_err() => -i64::from(libc::EFAULT),
+            _ => ret,
+        };
+        respond(listener, id, ret);
+        true
     }
 
     /// The process leaves: home's descriptors of the system files it holds here take the
@@ -245,6 +278,9 @@ impl Forwarder {
     ) -> io::Result<Option<Trapped>> {
         for (id, fd) in std::mem::take(&mut self.unreleased) {
             self.release(id, fd, session)?;
+        }
+        if pathcache::changes_lookups(nr) {
+            self.paths.forget();
         }
         Ok(Some(match self.local.judge(nr, &args, &self.mem) {
             Verdict::Pass => return Ok(None),
@@ -285,6 +321,12 @@ impl Forwarder {
                 })
             }
             Verdict::System { path, flags } => {
+                let key = self.lookup_key(nr, &args);
+                if let Some(key) = &key
+                    && self.answer_kept(listener, id, key, &args)
+                {
+                    return Ok(Some(Trapped::Answered));
+                }
                 // Home opens it as the process: the one round trip the open costs anyway.
                 // The path goes as it was read here, once: the file opened here is that one.
                 // Its resolved path is compared with home's all the same.
@@ -297,7 +339,14 @@ impl Forwarder {
                 let call = [libc::AT_FDCWD as u64, at, flags, 0, 0, 0];
                 self.before_other_call(libc::SYS_openat, &call, session)?;
                 self.said = None;
-                send_call(session, id, libc::SYS_openat, call, &[(at, raw)], true)?;
+                let asking = Asking {
+                    same: true,
+                    vouch: key.is_some(),
+                };
+                send_call(session, id, libc::SYS_openat, call, &[(at, raw)], asking)?;
+                if let Some(key) = key {
+                    self.paths.asked(id, key, args);
+                }
                 // Opened and digested here while home does the same.
                 let here = Candidate::open(&path, flags)
                     .inspect_err(|err| debug!(path, %err, "a system file is served by home"))
@@ -333,11 +382,14 @@ impl Forwarder {
     }
 
     /// Act on trapped call `id`: ship it home, answer it, or say it needs home.
+    /// `nothing_behind`: no write waits behind, which a lookup's answer kept here could not
+    /// reflect.
     pub fn trap(
         &mut self,
         id: u64,
         nr: i64,
         args: [u64; 6],
+        nothing_behind: bool,
         session: &mut Session,
         listener: &Listener,
     ) -> io::Result<Trapped> {
@@ -359,10 +411,26 @@ impl Forwarder {
                         && args[0] == libc::PRIO_PROCESS as u64
                         && args[1] == 0) =>
             {
-                self.forward(id, nr, args, row.args, session)
+                self.forward(id, nr, args, row.args, Asking::default(), session)
                     .map(|shipped| shipped.map(|_| Pending::Mirror { id }))
             }
-            Route::Forward(row) => self.forward(id, nr, args, row.args, session),
+            Route::Forward(row) => {
+                let key = self.lookup_key(nr, &args).filter(|_| nothing_behind);
+                if let Some(key) = &key
+                    && self.answer_kept(listener, id, key, &args)
+                {
+                    return Ok(Trapped::Answered);
+                }
+                let asking = Asking {
+                    same: false,
+                    vouch: key.is_some(),
+                };
+                let shipped = self.forward(id, nr, args, row.args, asking, session)?;
+                if let (Some(key), Ok(_)) = (key, &shipped) {
+                    self.paths.asked(id, key, args);
+                }
+                Ok(shipped)
+            }
             Route::CpuTime => {
                 let usage = self.usage()?;
                 let (ret, writes) = cputime::answer(nr, &args, &usage)
@@ -571,6 +639,7 @@ impl Forwarder {
         nr: i64,
         mut args: [u64; 6],
         spec: &'static [Arg],
+        asking: Asking,
         session: &mut Session,
     ) -> io::Result<Result<Pending, i32>> {
         let row = table::Row {
@@ -628,7 +697,7 @@ impl Forwarder {
                 Err(_) => return Ok(Err(libc::EFAULT)),
             }
         }
-        call_home(session, id, nr, args, &data)?;
+        send_call(session, id, nr, args, &data, asking)?;
         Ok(Ok(match wait_mask {
             Some(mask) => Pending::Masked { id, mask },
             None => Pending::Plain { id },
@@ -847,6 +916,7 @@ impl Forwarder {
                 return Ok(Replied::Interrupted { id, ret, mask });
             }
             Pending::Plain { id } | Pending::Masked { id, .. } => {
+                self.paths.replied(id, ret, &backs);
                 for (addr, bytes) in &backs {
                     self.mem.write(*addr, bytes)?;
                 }
@@ -929,6 +999,7 @@ impl Forwarder {
                 }
             }
             Pending::System { id, here, cloexec } => {
+                self.paths.replied(id, ret, &backs);
                 let said = self.said.take().filter(|(said, _)| *said == id);
                 let same = match (&here, said) {
                     (Some(here), Some((_, home))) if ret >= 0 => here.same == home,
@@ -1038,24 +1109,26 @@ fn call_home(
     args: [u64; 6],
     data: &[(u64, Vec<u8>)],
 ) -> io::Result<()> {
-    send_call(session, id, nr, args, data, false)
+    send_call(session, id, nr, args, data, Asking::default())
 }
 
-/// The same, `same`: an open of a system file, whose file home says (`ToGuest::Same`).
+/// The same, `asking` what home says besides the answer: what a system open opened
+/// (`ToGuest::Same`), a vouch for a lookup's answer (`ToGuest::Vouched`).
 fn send_call(
     session: &mut Session,
     id: u64,
     nr: i64,
     args: [u64; 6],
     data: &[(u64, Vec<u8>)],
-    same: bool,
+    asking: Asking,
 ) -> io::Result<()> {
     let call = ToHome::Call {
         id,
         nr,
         args,
         sends: data.len() as u32,
-        same,
+        same: asking.same,
+        vouch: asking.vouch,
     };
     write_message(&mut session.out, &call)?;
     for (addr, bytes) in data {

@@ -441,6 +441,8 @@ impl Guest {
             }
             ToGuest::Stale { fds } => self.fwd.stale(&fds),
             ToGuest::Same { id, same } => self.fwd.home_said(id, same),
+            ToGuest::Vouched { id } => self.fwd.home_vouched(id),
+            ToGuest::Forget => self.fwd.forget_lookups(),
             ToGuest::Signal { info } if info.is_valid() => {
                 self.behind.revoke_all();
                 self.arriving.send(self.husk, info);
@@ -496,8 +498,15 @@ impl Guest {
                     }
                     Taken::No => {}
                 }
-                self.fwd
-                    .trap(id, nr, args, &mut self.session, &self.listener)?
+                let nothing_behind = self.behind.unacked() == 0;
+                (self.fwd).trap(
+                    id,
+                    nr,
+                    args,
+                    nothing_behind,
+                    &mut self.session,
+                    &self.listener,
+                )?
             }
         };
         match trapped {
@@ -803,7 +812,11 @@ impl Guest {
                 ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
                 ToGuest::Filled { .. } => drop(read_backs(&mut self.session, 1)?),
                 ToGuest::Room { fd, written, room } => self.behind.on_room(fd, written, room),
-                ToGuest::SendImage | ToGuest::Stale { .. } | ToGuest::Same { .. } => {}
+                ToGuest::SendImage
+                | ToGuest::Stale { .. }
+                | ToGuest::Same { .. }
+                | ToGuest::Vouched { .. }
+                | ToGuest::Forget => {}
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
         }
@@ -826,7 +839,10 @@ impl Guest {
                 ToGuest::Signal { info } if info.is_valid() => self.arriving.send(self.husk, info),
                 ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
                 // Going already.
-                ToGuest::SendImage | ToGuest::Same { .. } => {}
+                ToGuest::SendImage
+                | ToGuest::Same { .. }
+                | ToGuest::Vouched { .. }
+                | ToGuest::Forget => {}
                 ToGuest::Ended => return Ok(Some(Left::Ended)),
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
@@ -883,7 +899,11 @@ fn word_in_first_round(
             ToGuest::Reply { backs, .. } => drop(read_backs(session, backs)?),
             ToGuest::Filled { .. } => drop(read_backs(session, 1)?),
             ToGuest::Room { fd, written, room } => behind.on_room(fd, written, room),
-            ToGuest::SendImage | ToGuest::Stale { .. } | ToGuest::Same { .. } => {}
+            ToGuest::SendImage
+            | ToGuest::Stale { .. }
+            | ToGuest::Same { .. }
+            | ToGuest::Vouched { .. }
+            | ToGuest::Forget => {}
             ToGuest::Ended => return Ok(FirstRoundWord::Over(Some(Left::Ended))),
             other => return Err(io::Error::other(format!("unexpected {other:?}"))),
         }

@@ -28,8 +28,9 @@ use crate::mem::Memory;
 use crate::moves::{Action, Event, MoveState, Step};
 use crate::ptrace::{self, Pid, Stop};
 use crate::seccomp::{self, Listener};
-use crate::session::{Channel, ReadAsk, Session, ToGuest, ToHome};
+use crate::session::{Asking, Channel, ReadAsk, Session, ToGuest, ToHome};
 use crate::signals::Arriving;
+use crate::sysfiles::SystemFiles;
 use crate::{cputime, facts, maps, spawn};
 
 /// An order from the daemon: move `pid` to `target` (None = home).
@@ -281,6 +282,8 @@ enum Source {
     Departure(Pid),
     /// Home's CPU-time filter number `n`.
     Clock(usize),
+    /// Changes to what the answers a process away keeps depend on (see `homepaths`).
+    Changes(Pid),
 }
 
 struct Supervisor<'a> {
@@ -330,11 +333,16 @@ impl Supervisor<'_> {
                 .map(|until| until.saturating_duration_since(Instant::now()));
             for (&pid, proc) in &self.procs {
                 match &proc.held {
-                    Held::Remote(r) => turn.watch(
-                        Source::Remote(pid),
-                        r.session.raw_fd(),
-                        r.session.buffered(),
-                    ),
+                    Held::Remote(r) => {
+                        turn.watch(
+                            Source::Remote(pid),
+                            r.session.raw_fd(),
+                            r.session.buffered(),
+                        );
+                        if let Some(fd) = r.deputy.changes_fd() {
+                            turn.watch(Source::Changes(pid), fd, false);
+                        }
+                    }
                     Held::Departure(departure) => {
                         if let Some(fd) = departure.notices_fd() {
                             turn.watch(Source::Departure(pid), fd, false);
@@ -376,6 +384,7 @@ impl Supervisor<'_> {
                     Source::Farewell(pid) => self.on_farewell(pid),
                     Source::Clock(n) => self.on_clock(n),
                     Source::Departure(pid) => self.on_departure(pid),
+                    Source::Changes(pid) => self.on_changes(pid),
                 }
             }
             self.step_departures();
@@ -683,7 +692,8 @@ impl Supervisor<'_> {
             .get(&pid)
             .map_or((Usage::default(), 0), |p| (p.away, p.filters));
         let job = self.job();
-        let (deputy, session, cost) = legs::send_out(pid, &self.facts, own, &job, departure)?;
+        let (mut deputy, session, cost) = legs::send_out(pid, &self.facts, own, &job, departure)?;
+        deputy.vouch_under(SystemFiles::listed(&self.daemon.consistent().system));
         self.count_cost(cost);
         let remote = Remote {
             node: to,
@@ -1030,7 +1040,8 @@ impl Supervisor<'_> {
                 args,
                 sends,
                 same,
-            } => match self.serve_call(pid, id, nr, args, sends, same) {
+                vouch,
+            } => match self.serve_call(pid, id, nr, args, sends, Asking { same, vouch }) {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("a forwarded call failed: {err}")),
             },
@@ -1088,7 +1099,7 @@ impl Supervisor<'_> {
         nr: i64,
         args: [u64; 6],
         sends: u32,
-        same: bool,
+        asking: Asking,
     ) -> io::Result<()> {
         let Some(r) = self.remote(pid) else {
             return Ok(());
@@ -1096,8 +1107,21 @@ impl Supervisor<'_> {
         tracing::trace!(id, nr, "call");
         refuse_while_coming_home(r)?;
         match deputy::read_call(&mut r.session.frames, id, nr, args, sends)? {
-            Ok(call) => r.deputy.serve(call.asking_same(same), &mut r.session),
+            Ok(call) => r.deputy.serve(call.asking(asking), &mut r.session),
             Err(refusal) => r.deputy.refuse(&mut r.session, id, refusal),
+        }
+    }
+
+    /// Something the answers `pid`'s remote keeps depend on changed: it forgets them.
+    fn on_changes(&mut self, pid: Pid) {
+        let Some(r) = self.remote(pid) else {
+            return;
+        };
+        if let Err(err) = r.deputy.on_changes(&mut r.session) {
+            self.handle(
+                pid,
+                Event::Broken(format!("cannot tell the remote of a change: {err}")),
+            );
         }
     }
 

@@ -11,11 +11,12 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::fs::MetadataExt;
 
 use tracing::debug;
 
+use crate::inotify::Inotify;
 use crate::ptrace::Pid;
 use crate::readahead::Loan;
 use crate::session::ReadAsk;
@@ -36,7 +37,7 @@ const KCMP_FILE: libc::c_int = 0;
 #[derive(Default)]
 pub struct Lender {
     /// Made at the first loan.
-    inotify: Option<OwnedFd>,
+    inotify: Option<Inotify>,
     /// Per watch, the shell descriptors the remote may hold bytes of.
     lent: HashMap<i32, BTreeSet<i32>>,
     /// Descriptors whose files changed, for the next word to the remote.
@@ -131,65 +132,41 @@ impl Lender {
     /// Watch the file of `copy`; its watch descriptor.
     fn watch(&mut self, copy: RawFd) -> Option<i32> {
         if self.inotify.is_none() {
-            // SAFETY: inotify_init1 takes flags and returns a fresh descriptor or -1.
-            let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-            if fd < 0 {
-                debug!(err = %io::Error::last_os_error(), "no inotify: nothing is lent");
-                return None;
+            match Inotify::new() {
+                Ok(inotify) => self.inotify = Some(inotify),
+                Err(err) => {
+                    debug!(%err, "no inotify: nothing is lent");
+                    return None;
+                }
             }
-            // SAFETY: `fd` is fresh and owned only here.
-            self.inotify = Some(unsafe { OwnedFd::from_raw_fd(fd) });
         }
-        let inotify = self.inotify.as_ref()?.as_raw_fd();
         // The magic link names the very file the descriptor refers to, renamed or deleted.
         let path = std::ffi::CString::new(format!("/proc/self/fd/{copy}")).ok()?;
-        // SAFETY: a NUL-terminated path and a mask.
-        let wd = unsafe { libc::inotify_add_watch(inotify, path.as_ptr(), CHANGES) };
-        (wd >= 0).then_some(wd)
+        self.inotify.as_ref()?.watch(&path, CHANGES).ok()
     }
 
     /// Read the events queued so far: the descriptors lent under a watch that fired become
     /// stale, and are no longer lent under it. Returns the watches that fired.
     fn drain(&mut self) -> HashSet<i32> {
-        let mut fired = HashSet::new();
-        let Some(inotify) = self.inotify.as_ref().map(|fd| fd.as_raw_fd()) else {
-            return fired;
+        let Some(inotify) = &self.inotify else {
+            return HashSet::new();
         };
-        // Aligned for struct inotify_event.
-        let mut buf = vec![0u64; 512];
-        loop {
-            let size = buf.len() * 8;
-            // SAFETY: read fills at most `size` bytes of a live buffer.
-            let n = unsafe { libc::read(inotify, buf.as_mut_ptr().cast(), size) };
-            if n <= 0 {
-                match io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EAGAIN) if n < 0 => {}
-                    Some(libc::EINTR) if n < 0 => continue,
-                    // Events may be lost: every loan is stale, and the next loan starts a
-                    // new watch.
-                    _ => {
-                        self.all_stale();
-                        self.inotify = None;
+        match inotify.drain() {
+            Some(fired) => {
+                for wd in &fired {
+                    if let Some(fds) = self.lent.remove(wd) {
+                        self.stale.extend(fds);
                     }
                 }
-                return fired;
+                fired
             }
-            // SAFETY: the kernel wrote `n` bytes into `buf`.
-            let raw = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
-            let mut at = 0;
-            while at + 16 <= raw.len() {
-                let word =
-                    |i: usize| u32::from_ne_bytes(raw[at + i..at + i + 4].try_into().unwrap());
-                let (wd, mask, name_len) = (word(0) as i32, word(4), word(12) as usize);
-                at += 16 + name_len;
-                if mask & libc::IN_Q_OVERFLOW != 0 {
-                    // Events were lost: anything may have changed.
-                    fired.extend(self.lent.keys().copied());
-                    self.all_stale();
-                } else if let Some(fds) = self.lent.remove(&wd) {
-                    self.stale.extend(fds);
-                }
-                fired.insert(wd);
+            None => {
+                // Events may be lost: every loan is stale, and the next loan starts a new
+                // watch.
+                let fired = self.lent.keys().copied().collect();
+                self.all_stale();
+                self.inotify = None;
+                fired
             }
         }
     }

@@ -23,7 +23,7 @@ use crate::sysfiles::SameAs;
 
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The first message of a session, from home.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +60,15 @@ impl Opening {
             dfsa,
         }
     }
+}
+
+/// What the remote asked of a call besides its answer (see `ToHome::Call`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Asking {
+    /// What an open of a system file opened (see `sysfiles`).
+    pub same: bool,
+    /// A vouch for a lookup's answer (see `pathcache`).
+    pub vouch: bool,
 }
 
 /// Home supervisor to guest supervisor, after the [`Opening`].
@@ -107,6 +116,15 @@ pub enum ToGuest {
         /// The file's digest and path.
         same: SameAs,
     },
+    /// Home watches what the lookup call `id` depends on: the remote may keep its answer,
+    /// which follows, until a `Forget` (see `pathcache`).
+    Vouched {
+        /// The call it answers.
+        id: u64,
+    },
+    /// Something a vouched answer depended on changed at home: drop every answer kept. Sent
+    /// before any later reply or signal, and at once when home hears of the change.
+    Forget,
     /// Files the remote holds bytes of changed: drop what it holds for these descriptors.
     /// Sent before any later reply or signal (see `homefill`).
     Stale {
@@ -194,6 +212,11 @@ pub enum ToHome {
         /// says what it is (`ToGuest::Same`) before its `Reply` (see `sysfiles`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         same: bool,
+        /// A lookup of a system path whose answer the remote would keep: home watches what
+        /// it depends on and says so (`ToGuest::Vouched`) before its `Reply` (see
+        /// `pathcache`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        vouch: bool,
     },
     /// A `read`, `readv` or `pread64` whose bytes home may lend (see `ReadAsk`).
     Read(ReadAsk),

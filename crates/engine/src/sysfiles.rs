@@ -86,6 +86,14 @@ impl SystemFiles {
         }
     }
 
+    /// This node's own prefixes, `ours`: what home vouches for lookups under (see
+    /// `pathcache`).
+    pub fn listed(ours: &[String]) -> SystemFiles {
+        SystemFiles {
+            prefixes: clean(ours),
+        }
+    }
+
     /// Whether no prefix is agreed.
     pub fn is_empty(&self) -> bool {
         self.prefixes.is_empty()

@@ -336,6 +336,191 @@ fn system_files_are_read_where_the_process_runs_only_where_they_are_the_same() {
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
+fn lookups_program() -> String {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("dfsa")
+        .join("lookups");
+    rmosix_lab::compiled(format!("{PROGS}/lookups.c"), out, &["-Wextra", "-Werror"])
+}
+
+/// The conversation with `lookups`, through its memory where it runs.
+struct Lookups {
+    /// `/proc/PID/mem` of the process where it runs.
+    mem: std::fs::File,
+    /// Where its words lie: asked, command, answered, answer.
+    at: [u64; 4],
+    said: i32,
+}
+
+impl Lookups {
+    /// The process `job` runs as at `node`, which said where its words lie.
+    fn at(job: &Job<'_>, node: &Node) -> Lookups {
+        let out = String::from_utf8_lossy(&job.stdout()).into_owned();
+        let line = out
+            .lines()
+            .find_map(|l| l.strip_prefix("ready "))
+            .expect("ready");
+        let at: Vec<u64> = line
+            .split_whitespace()
+            .map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).expect("address"))
+            .collect();
+        let process = processes_in(node).into_iter().find(|p| p.name == "lookups");
+        let pid = process.expect("the process at its node").host_pid;
+        let mem = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .expect("its memory");
+        Lookups {
+            mem,
+            at: at.try_into().expect("four addresses"),
+            said: 0,
+        }
+    }
+
+    /// Give the next command; its number.
+    fn say(&mut self, command: &str) -> i32 {
+        use std::os::unix::fs::FileExt;
+        self.said += 1;
+        let mut text = command.as_bytes().to_vec();
+        text.push(0);
+        self.mem
+            .write_all_at(&text, self.at[1])
+            .expect("write the command");
+        (self.mem.write_all_at(&self.said.to_ne_bytes(), self.at[0])).expect("ask");
+        self.said
+    }
+
+    /// The answer to command `n`, if it came within `within`.
+    fn answer_within(&self, n: i32, within: Duration) -> Option<String> {
+        use std::os::unix::fs::FileExt;
+        let deadline = Instant::now() + within;
+        loop {
+            let mut word = [0u8; 4];
+            self.mem.read_exact_at(&mut word, self.at[2]).expect("read");
+            if i32::from_ne_bytes(word) == n {
+                let mut answer = [0u8; 128];
+                self.mem
+                    .read_exact_at(&mut answer, self.at[3])
+                    .expect("read");
+                let len = answer.iter().position(|&b| b == 0).unwrap_or(answer.len());
+                return Some(String::from_utf8_lossy(&answer[..len]).into_owned());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn ask(&mut self, command: &str) -> String {
+        let n = self.say(command);
+        (self.answer_within(n, STEP)).unwrap_or_else(|| panic!("{command}: no answer"))
+    }
+}
+
+/// Stop or continue (`sig`) the mosrun of `job`: its home supervisor, which answers every
+/// call the process sends home. Its parent, nsenter, stops with it as a shell would (it
+/// waits with WUNTRACED), and is continued with it.
+fn signal_home(job: &Job<'_>, sig: i32) {
+    let mosrun = job.mosrun_host_pid();
+    let stat = std::fs::read_to_string(format!("/proc/{mosrun}/stat")).expect("mosrun's stat");
+    let parent: u32 = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("mosrun's parent");
+    let order = if sig == libc::SIGCONT {
+        [mosrun, parent]
+    } else {
+        [mosrun, mosrun]
+    };
+    for pid in order {
+        let pid = libc::pid_t::try_from(pid).unwrap();
+        // SAFETY: kill sends a signal; the lab's mosrun and its nsenter are ours.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal {sig} to {pid}");
+    }
+}
+
+/// Lookups of a system path by a process away (stat, an open of a name that is not there)
+/// go home once; home vouches for the answer, which is kept where the process runs and
+/// answers the same lookup again there, even while home answers nothing. A change at home,
+/// by the process itself or by anyone, makes it ask home again.
+#[test]
+fn lookups_of_system_paths_are_answered_where_the_process_runs_until_home_changes() {
+    if !require_root() {
+        return;
+    }
+    let lab = same_files_lab();
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    let path = format!("{SAME}/data");
+    let mut cmd = n1.command("mosrun");
+    cmd.arg(lookups_program())
+        .arg(&path)
+        .current_dir(lab.work_dir())
+        .env("NO_COLOR", "1");
+    let job = Job::spawn(n1, cmd).expect("start mosrun");
+    job.wait_output("ready ", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    let mut lookups = Lookups::at(&job, n2);
+    let size: u64 = sh(n1, &format!("stat -c %s {path}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let enoent = format!("err {}", libc::ENOENT);
+
+    // Answered at node 2 while home is stopped: kept there. Home's directory /tmp has
+    // other writers (any change under a directory a lookup went through makes the answers
+    // go), so the stop is tried again until the answers held across it.
+    let kept = (0..5).any(|_| {
+        assert_eq!(lookups.ask("stat"), format!("size {size}"));
+        assert_eq!(lookups.ask("missing"), enoent);
+        signal_home(&job, libc::SIGSTOP);
+        let mut stopped = true;
+        for (command, expected) in [
+            ("stat", format!("size {size}")),
+            ("missing", enoent.clone()),
+        ] {
+            let n = lookups.say(command);
+            let mut answer = lookups.answer_within(n, Duration::from_secs(5));
+            if answer.is_none() {
+                // Asked of home: answered once home goes on.
+                signal_home(&job, libc::SIGCONT);
+                stopped = false;
+                answer = lookups.answer_within(n, STEP);
+            }
+            assert_eq!(answer, Some(expected), "{command}");
+            if !stopped {
+                return false;
+            }
+        }
+        signal_home(&job, libc::SIGCONT);
+        true
+    });
+    assert!(kept, "no lookup was answered away while home was stopped");
+
+    // The process's own change, made at home: seen at once.
+    assert_eq!(lookups.ask("append"), "appended");
+    assert_eq!(lookups.ask("stat"), format!("size {}", size + 2));
+
+    // Another's change at home: the kept answer goes without any call of the process's
+    // going home (it asks only kept lookups), so home tells of the change by itself.
+    sh(n1, &format!("echo more >> {path} && touch {path}.missing"));
+    let deadline = Instant::now() + STEP;
+    while lookups.ask("stat") != format!("size {}", size + 7) {
+        assert!(Instant::now() < deadline, "home never told of the change");
+    }
+    assert!(lookups.ask("missing").starts_with("fd "));
+    assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 2);
+    lookups.say("end");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The system's python (a pyenv shim on PATH would run another one).
 const PYTHON: &str = "/usr/bin/python3";
 

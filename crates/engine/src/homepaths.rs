@@ -1,0 +1,261 @@
+//! Home's half of the answers a remote keeps (`pathcache`): before a lookup it vouches for
+//! runs, home watches every directory the lookup goes through and what it reaches, so that
+//! any change that could alter the answer (an entry created, removed or renamed, attributes
+//! or contents changed, a symbolic link replaced) is heard of, and the remote told to forget
+//! (`ToGuest::Forget`).
+//!
+//! The path is walked here, by the supervisor, as the kernel walks it for the shell: `..`
+//! goes to the physical parent, symbolic links are followed wherever they lead (up to the
+//! kernel's 40). A mount or unmount under a watched directory changes answers without an
+//! event; system prefixes are not remounted under running programs.
+
+use std::collections::{HashSet, VecDeque};
+use std::ffi::{CString, OsStr, OsString};
+use std::fs;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use tracing::debug;
+
+use crate::inotify::Inotify;
+
+/// What changes a lookup's answer, on a directory (its entries, their attributes and
+/// contents) or a file (its attributes and contents). The kernel adds IN_IGNORED when a
+/// watch goes, and IN_UNMOUNT.
+const CHANGES: u32 = libc::IN_ATTRIB
+    | libc::IN_MODIFY
+    | libc::IN_CLOSE_WRITE
+    | libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF;
+
+/// The kernel's limit of symbolic links followed in one lookup.
+const MAX_LINKS: usize = 40;
+
+/// Most watches one process's lookups may hold: past it, home vouches for nothing new.
+const MAX_WATCHES: usize = 4096;
+
+/// The watches behind the answers one remote keeps.
+#[derive(Default)]
+pub struct PathWatch {
+    /// Made at the first vouch.
+    inotify: Option<Inotify>,
+    /// Paths watched since the last change.
+    watched: HashSet<PathBuf>,
+    /// Lookups vouched for since the last change, whose paths are all watched.
+    armed: HashSet<Vec<u8>>,
+}
+
+impl PathWatch {
+    /// Watch what a lookup of absolute `path` depends on, before it runs. False: it cannot
+    /// be watched, and its answer must not be vouched for.
+    pub fn arm(&mut self, path: &[u8]) -> bool {
+        if self.armed.contains(path) {
+            return true;
+        }
+        if !path.starts_with(b"/") || self.watched.len() >= MAX_WATCHES {
+            return false;
+        }
+        if self.inotify.is_none() {
+            match Inotify::new() {
+                Ok(inotify) => self.inotify = Some(inotify),
+                Err(err) => {
+                    debug!(%err, "no inotify: no lookup is vouched for");
+                    return false;
+                }
+            }
+        }
+        let Some(inotify) = &self.inotify else {
+            return false;
+        };
+        for watched in walked(Path::new(OsStr::from_bytes(path))) {
+            if self.watched.contains(&watched) {
+                continue;
+            }
+            let Ok(c_path) = CString::new(watched.as_os_str().as_bytes()) else {
+                return false;
+            };
+            if let Err(err) = inotify.watch(&c_path, CHANGES) {
+                debug!(path = %watched.display(), %err, "cannot watch: not vouched for");
+                return false;
+            }
+            self.watched.insert(watched);
+        }
+        self.armed.insert(path.to_vec());
+        true
+    }
+
+    /// Whether anything watched changed since the last time this said so: then no answer
+    /// vouched for before holds, and the remote must forget them.
+    pub fn changed(&mut self) -> bool {
+        let Some(inotify) = &self.inotify else {
+            return false;
+        };
+        let changed = match inotify.drain() {
+            Some(fired) => !fired.is_empty(),
+            None => {
+                // Events may be lost: anything may have changed; the next vouch starts anew.
+                self.inotify = None;
+                true
+            }
+        };
+        if changed {
+            // A watch whose directory went is gone: what is watched is found again.
+            self.watched.clear();
+            self.armed.clear();
+        }
+        changed
+    }
+
+    /// The descriptor to poll for changes, once something is watched.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.inotify.as_ref().map(|inotify| inotify.as_raw_fd())
+    }
+}
+
+/// What a lookup of absolute `path` goes through, as the kernel walks it: `/`, each
+/// directory, the targets of symbolic links, and what it reaches if it exists. Where a name
+/// is missing or not a directory the walk ends: the answer is an error or that entry, both
+/// told by its directory's watch.
+fn walked(path: &Path) -> Vec<PathBuf> {
+    let mut walked = vec![PathBuf::from("/")];
+    let mut at = PathBuf::from("/");
+    let mut names: VecDeque<OsString> = components(path).collect();
+    let mut links = 0;
+    while let Some(name) = names.pop_front() {
+        if name == ".." {
+            at.pop();
+            continue;
+        }
+        let next = at.join(&name);
+        match fs::symlink_metadata(&next) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                let Ok(target) = fs::read_link(&next) else {
+                    break;
+                };
+                if links > MAX_LINKS {
+                    break;
+                }
+                if target.is_absolute() {
+                    at = PathBuf::from("/");
+                }
+                for name in components(&target).rev() {
+                    names.push_front(name);
+                }
+            }
+            Ok(meta) => {
+                walked.push(next.clone());
+                if !meta.is_dir() {
+                    break;
+                }
+                at = next;
+            }
+            Err(_) => break,
+        }
+    }
+    walked
+}
+
+/// The names of `path`, without `/` and `.`.
+fn components(path: &Path) -> impl DoubleEndedIterator<Item = OsString> + '_ {
+    path.as_os_str()
+        .as_bytes()
+        .split(|&b| b == b'/')
+        .filter(|name| !name.is_empty() && *name != b".")
+        .map(|name| OsStr::from_bytes(name).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    #[test]
+    fn a_walk_goes_through_links_and_parents_as_the_kernel_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("real/include")).unwrap();
+        fs::write(root.join("real/include/a.h"), "a").unwrap();
+        symlink("real", root.join("link")).unwrap();
+        symlink(root.join("real/include"), root.join("abs")).unwrap();
+
+        let via_link = walked(&root.join("link/include/a.h"));
+        assert!(
+            via_link.contains(&root.join("real/include")),
+            "{via_link:?}"
+        );
+        assert!(via_link.contains(&root.join("real/include/a.h")));
+        assert!(
+            !via_link.contains(&root.join("link")),
+            "a link is told by its directory"
+        );
+
+        let via_parent = walked(&root.join("abs/../include/a.h"));
+        assert!(
+            via_parent.contains(&root.join("real/include/a.h")),
+            "{via_parent:?}"
+        );
+
+        let missing = walked(&root.join("real/nothing/a.h"));
+        assert_eq!(missing.last(), Some(&root.join("real")));
+    }
+
+    /// Whether `watch` ever reports no change after arming `path`. The walk watches the
+    /// test's ancestors (`/tmp`) too, where other tests make their own directories: a quiet
+    /// moment is waited for, not assumed.
+    fn quiet_after_arming(watch: &mut PathWatch, path: &Path) -> bool {
+        (0..200).any(|_| {
+            watch.changed();
+            assert!(watch.arm(path.as_os_str().as_bytes()));
+            let quiet = !watch.changed();
+            if !quiet {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            quiet
+        })
+    }
+
+    #[test]
+    fn a_change_anywhere_a_vouched_lookup_went_is_heard() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("real/include")).unwrap();
+        fs::create_dir_all(root.join("elsewhere")).unwrap();
+        fs::write(root.join("real/include/a.h"), "a").unwrap();
+        symlink("real", root.join("link")).unwrap();
+        let path = root.join("link/include/a.h");
+        let mut watch = PathWatch::default();
+        let changes: [&dyn Fn(); 4] = [
+            &|| fs::write(root.join("real/include/a.h"), "changed").unwrap(),
+            &|| fs::write(root.join("real/include/b.h"), "new").unwrap(),
+            &|| fs::rename(root.join("real"), root.join("moved")).unwrap(),
+            &|| symlink("moved", root.join("link2")).unwrap(),
+        ];
+        for (n, change) in changes.iter().enumerate() {
+            assert!(quiet_after_arming(&mut watch, &path), "change {n}");
+            // Not on the lookup's way: not heard of, for all the watch knows.
+            fs::write(root.join("elsewhere/c.h"), format!("{n}")).unwrap();
+            change();
+            assert!(watch.changed(), "change {n} is heard");
+            if n == 2 {
+                fs::remove_file(root.join("link")).unwrap();
+                symlink("moved", root.join("link")).unwrap();
+            }
+        }
+        // A change off the lookup's way alone is not heard of.
+        let unheard = (0..200).any(|n| {
+            if !quiet_after_arming(&mut watch, &path) {
+                return false;
+            }
+            fs::write(root.join("elsewhere/c.h"), format!("again {n}")).unwrap();
+            !watch.changed()
+        });
+        assert!(unheard, "a change off the way is heard of every time");
+    }
+}

@@ -1,0 +1,280 @@
+//! Answers about system paths, kept where the process runs: a compiler looks up hundreds of
+//! names under `/usr` (`stat`, `access`, `readlink` of each component of a header's path, opens
+//! of headers that are not there), most of them many times, and each would cross the link.
+//! See docs/forwarding.md, "Answers home vouches for".
+//!
+//! - **Home's answers, not this node's.** A lookup of an absolute path under an agreed system
+//!   prefix (`sysfiles`) goes home once, as any forwarded call, asking home to vouch for it.
+//!   Home watches every directory the lookup went through and the file it reached (inotify,
+//!   `homepaths`) before it runs the call; if nothing changed meanwhile it says so
+//!   (`ToGuest::Vouched`) before its reply, and the reply is kept here. The same lookup again
+//!   is answered here with the same result and bytes: what home would answer.
+//! - **Until home says otherwise.** A change of anything watched makes home send
+//!   `ToGuest::Forget` ahead of whatever it sends next, and at once when the change happens
+//!   while nothing is under way; every kept answer goes. The process's own changes run at home
+//!   and are seen there before home answers the call that made them.
+//! - **Only what the credentials allow.** Answers depend on the process's credentials, which
+//!   only home's shell holds: a call that may change them (or the root) forgets everything
+//!   first. An open is kept only when it failed: a file that opens goes home (or is served
+//!   here by `sysfiles`), for home must hold its descriptor.
+
+use std::collections::HashMap;
+
+use crate::mem::Memory;
+use crate::sysfiles::SystemFiles;
+use crate::table::PATH_MAX;
+
+/// The most answers kept: a compiler's lookups fit many times over.
+const MAX_KEPT: usize = 16_384;
+
+/// Where a lookup call keeps its path and its answer's bytes: argument indices.
+struct Lookup {
+    path: usize,
+    out: Option<usize>,
+    /// The call's first argument is a directory descriptor, unused for an absolute path.
+    dirfd: bool,
+    /// How many arguments it takes: the registers past them hold whatever they held.
+    arity: usize,
+}
+
+/// The lookup calls home may vouch for, and where their arguments lie. None: not one.
+fn lookup(nr: i64) -> Option<Lookup> {
+    let (path, out, dirfd, arity) = match nr {
+        libc::SYS_stat | libc::SYS_lstat => (0, Some(1), false, 2),
+        libc::SYS_readlink => (0, Some(1), false, 3),
+        libc::SYS_access => (0, None, false, 2),
+        libc::SYS_open => (0, None, false, 3),
+        libc::SYS_newfstatat | libc::SYS_readlinkat => (1, Some(2), true, 4),
+        libc::SYS_statx => (1, Some(4), true, 5),
+        libc::SYS_faccessat => (1, None, true, 3),
+        libc::SYS_faccessat2 | libc::SYS_openat => (1, None, true, 4),
+        _ => return None,
+    };
+    Some(Lookup {
+        path,
+        out,
+        dirfd,
+        arity,
+    })
+}
+
+/// Whether home may vouch for call `nr`: one of the lookups this module keeps.
+pub fn vouchable(nr: i64) -> bool {
+    lookup(nr).is_some()
+}
+
+/// Whether call `nr` may change what the process may look up: its credentials, its root or
+/// its mount namespace.
+pub fn changes_lookups(nr: i64) -> bool {
+    matches!(
+        nr,
+        libc::SYS_setuid
+            | libc::SYS_setgid
+            | libc::SYS_setreuid
+            | libc::SYS_setregid
+            | libc::SYS_setresuid
+            | libc::SYS_setresgid
+            | libc::SYS_setfsuid
+            | libc::SYS_setfsgid
+            | libc::SYS_setgroups
+            | libc::SYS_capset
+            | libc::SYS_chroot
+            | libc::SYS_unshare
+            | libc::SYS_setns
+            | libc::SYS_execve
+            | libc::SYS_execveat
+    )
+}
+
+/// A lookup as it is kept: the call, its path, and the arguments that are not addresses.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Key {
+    nr: i64,
+    path: Vec<u8>,
+    args: [u64; 6],
+}
+
+/// A kept answer: the call's result and the bytes it wrote to its out-buffer.
+struct Answer {
+    ret: i64,
+    out: Option<Vec<u8>>,
+}
+
+/// A kept answer as a call gets it: its result, and the bytes to write where they go.
+pub type Given<'a> = (i64, Option<(u64, &'a [u8])>);
+
+/// What the process may be answered here, and the lookup asked of home.
+#[derive(Default)]
+pub struct PathAnswers {
+    kept: HashMap<Key, Answer>,
+    /// The lookup under way: its call, key and arguments, until its reply comes.
+    asked: Option<(u64, Key, [u64; 6])>,
+    /// Home vouched for this call's answer.
+    vouched: Option<u64>,
+}
+
+impl PathAnswers {
+    /// The key of call `nr` with `args` if it is a lookup of an absolute path under one of
+    /// `system`'s prefixes whose answer may be kept; an open only with flags `sysfiles`
+    /// accepts.
+    pub fn key(nr: i64, args: &[u64; 6], mem: &Memory, system: &SystemFiles) -> Option<Key> {
+        let at = lookup(nr)?;
+        let opens = matches!(nr, libc::SYS_open | libc::SYS_openat);
+        if opens && !crate::sysfiles::accepts(args[at.path + 1]) {
+            return None;
+        }
+        let path = mem.read_cstr(args[at.path], PATH_MAX as usize - 1).ok()?;
+        if !system.covers(std::str::from_utf8(&path).ok()?) {
+            return None;
+        }
+        let mut args = *args;
+        args[at.arity..].fill(0);
+        args[at.path] = 0;
+        if let Some(out) = at.out {
+            args[out] = 0;
+        }
+        if at.dirfd {
+            args[0] = 0;
+        }
+        // An open's mode means nothing without O_CREAT, which is not accepted.
+        if opens {
+            args[at.path + 2] = 0;
+        }
+        Some(Key { nr, path, args })
+    }
+
+    /// The answer kept for `key`, for the call with `args`: its result, and the bytes to
+    /// write at the address they go to.
+    pub fn answer(&self, key: &Key, args: &[u64; 6]) -> Option<Given<'_>> {
+        let answer = self.kept.get(key)?;
+        let out = match (&answer.out, lookup(key.nr)?.out) {
+            (Some(bytes), Some(at)) => Some((args[at], bytes.as_slice())),
+            (None, _) => None,
+            (Some(_), None) => return None,
+        };
+        Some((answer.ret, out))
+    }
+
+    /// Call `id`, lookup `key` with `args`, goes home asking for a vouch.
+    pub fn asked(&mut self, id: u64, key: Key, args: [u64; 6]) {
+        self.asked = Some((id, key, args));
+        self.vouched = None;
+    }
+
+    /// Home vouched for call `id`'s answer; its reply follows.
+    pub fn vouched(&mut self, id: u64) {
+        self.vouched = Some(id);
+    }
+
+    /// Call `id` was answered `ret`, with `backs`, by home: keep it if home vouched for it,
+    /// it is the lookup asked, and its bytes went where its out-buffer is. An open only
+    /// when it failed.
+    pub fn replied(&mut self, id: u64, ret: i64, backs: &[(u64, Vec<u8>)]) {
+        let vouched = self.vouched.take() == Some(id);
+        let Some((_, key, args)) = self.asked.take_if(|(asked, ..)| *asked == id) else {
+            return;
+        };
+        let Some(at) = lookup(key.nr) else {
+            return;
+        };
+        let opens = matches!(key.nr, libc::SYS_open | libc::SYS_openat);
+        if !vouched || crate::sys::is_restart(ret) || (opens && ret >= 0) {
+            return;
+        }
+        let out = match (backs, at.out) {
+            ([], _) => None,
+            ([(addr, bytes)], Some(out)) if *addr == args[out] => Some(bytes.clone()),
+            _ => return,
+        };
+        if self.kept.len() >= MAX_KEPT {
+            self.kept.clear();
+        }
+        self.kept.insert(key, Answer { ret, out });
+    }
+
+    /// Home's word, or a call that may change what lookups find: nothing kept holds.
+    pub fn forget(&mut self) {
+        self.kept.clear();
+        self.vouched = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(nr: i64, path: &str, args: [u64; 6]) -> Key {
+        Key {
+            nr,
+            path: path.as_bytes().to_vec(),
+            args,
+        }
+    }
+
+    #[test]
+    fn a_vouched_answer_is_kept_with_its_bytes_and_given_at_the_next_calls_buffer() {
+        let mut answers = PathAnswers::default();
+        let k = key(libc::SYS_newfstatat, "/usr/x", [0, 0, 0, 0, 0, 0]);
+        let first = [3, 0x1000, 0x2000, 0, 0, 0];
+        answers.asked(7, k.clone(), first);
+        answers.vouched(7);
+        answers.replied(7, 0, &[(0x2000, vec![1, 2, 3])]);
+        let next = [3, 0x5000, 0x6000, 0, 0, 0];
+        assert_eq!(
+            answers.answer(&k, &next),
+            Some((0, Some((0x6000, &[1u8, 2, 3][..]))))
+        );
+        answers.forget();
+        assert_eq!(answers.answer(&k, &next), None);
+    }
+
+    #[test]
+    fn an_answer_home_did_not_vouch_for_or_of_another_call_is_not_kept() {
+        let mut answers = PathAnswers::default();
+        let k = key(libc::SYS_access, "/usr/x", [0, 4, 0, 0, 0, 0]);
+        answers.asked(7, k.clone(), [0; 6]);
+        answers.replied(7, -2, &[]);
+        assert_eq!(answers.answer(&k, &[0; 6]), None, "not vouched");
+        answers.asked(8, k.clone(), [0; 6]);
+        answers.vouched(7);
+        answers.replied(8, -2, &[]);
+        assert_eq!(
+            answers.answer(&k, &[0; 6]),
+            None,
+            "vouched for another call"
+        );
+        answers.asked(9, k.clone(), [0; 6]);
+        answers.vouched(9);
+        answers.replied(9, -2, &[]);
+        assert_eq!(answers.answer(&k, &[0; 6]), Some((-2, None)));
+    }
+
+    #[test]
+    fn an_open_is_kept_only_when_it_failed_and_a_restart_never() {
+        let mut answers = PathAnswers::default();
+        let k = key(libc::SYS_openat, "/usr/x", [0, 0, 0, 0, 0, 0]);
+        for (id, ret) in [(1, 3), (2, crate::sys::ERESTARTNOINTR)] {
+            answers.asked(id, k.clone(), [0; 6]);
+            answers.vouched(id);
+            answers.replied(id, ret, &[]);
+            assert_eq!(answers.answer(&k, &[0; 6]), None, "{ret}");
+        }
+        answers.asked(3, k.clone(), [0; 6]);
+        answers.vouched(3);
+        answers.replied(3, -i64::from(libc::ENOENT), &[]);
+        assert_eq!(
+            answers.answer(&k, &[0; 6]),
+            Some((-i64::from(libc::ENOENT), None))
+        );
+    }
+
+    #[test]
+    fn bytes_that_went_anywhere_but_the_out_buffer_are_not_kept() {
+        let mut answers = PathAnswers::default();
+        let k = key(libc::SYS_stat, "/usr/x", [0; 6]);
+        answers.asked(1, k.clone(), [0x10, 0x20, 0, 0, 0, 0]);
+        answers.vouched(1);
+        answers.replied(1, 0, &[(0x30, vec![1])]);
+        assert_eq!(answers.answer(&k, &[0; 6]), None);
+    }
+}
