@@ -48,6 +48,8 @@ use crate::sysfiles::{self, SystemFiles};
 use crate::table::{self, Arg, PATH_MAX, Route};
 use tracing::debug;
 
+mod mutate;
+
 /// What home says of its files in a session's opening: which of its file systems are the
 /// same on every node, and whose rights the process has there.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,6 +348,9 @@ impl LocalFiles {
             return Verdict::Pass;
         }
         if let Some(verdict) = self.on_path(nr, args, mem) {
+            return verdict;
+        }
+        if let Some(verdict) = self.on_mutation(nr, args, mem) {
             return verdict;
         }
         if let Some(verdict) = self.on_system_open(nr, args, mem) {

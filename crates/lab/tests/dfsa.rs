@@ -454,18 +454,7 @@ fn lookups_of_system_paths_are_answered_where_the_process_runs_until_home_change
     let lab = same_files_lab();
     let (n1, n2) = (lab.node(1), lab.node(2));
     let path = format!("{SAME}/data");
-    let mut cmd = n1.command("mosrun");
-    cmd.arg(lookups_program())
-        .arg(&path)
-        .current_dir(lab.work_dir())
-        .env("NO_COLOR", "1");
-    let job = Job::spawn(n1, cmd).expect("start mosrun");
-    job.wait_output("ready ", STEP)
-        .unwrap_or_else(|e| panic!("{e}"));
-    job.wait_output("\n", STEP)
-        .unwrap_or_else(|e| panic!("{e}"));
-    job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
-    let mut lookups = Lookups::at(&job, n2);
+    let (job, mut lookups) = lookups_at(&lab, &path, n2);
     let size: u64 = sh(n1, &format!("stat -c %s {path}"))
         .trim()
         .parse()
@@ -515,6 +504,111 @@ fn lookups_of_system_paths_are_answered_where_the_process_runs_until_home_change
     }
     assert!(lookups.ask("missing").starts_with("fd "));
     assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 2);
+    lookups.say("end");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// `lookups` of `path`, under mosrun at node 1, moved to `to`: the conversation with it
+/// there.
+fn lookups_at<'lab>(lab: &'lab Lab, path: &str, to: &'lab Node) -> (Job<'lab>, Lookups) {
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.arg(lookups_program())
+        .arg(path)
+        .current_dir(lab.work_dir())
+        .env("NO_COLOR", "1");
+    let job = Job::spawn(lab.node(1), cmd).expect("start mosrun");
+    job.wait_output("ready ", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.migrate(&to.id().to_string())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let lookups = Lookups::at(&job, to);
+    (job, lookups)
+}
+
+/// Changes of a tree by path (mkdir, symlink, rename, link, chmod, chown, truncate,
+/// utimensat, unlink, rmdir) in a tree that is the same everywhere (node 3's, through MFS)
+/// run where the process runs: every one is done while its home answers nothing.
+#[test]
+fn changes_by_path_in_a_tree_the_same_everywhere_run_where_the_process_runs() {
+    if !require_root() {
+        return;
+    }
+    let lab = data_lab();
+    let n3 = lab.node(3);
+    sh(n3, "touch /tmp/dfsa/mine && chmod 666 /tmp/dfsa/mine");
+    let (job, mut lookups) = lookups_at(&lab, DATA, lab.node(2));
+    let dir = "/mfs/3/tmp/dfsa";
+    signal_home(&job, libc::SIGSTOP);
+    let changes = [
+        format!("mkdir {dir}/made"),
+        format!("rename {dir}/made {dir}/moved"),
+        format!("symlink moved {dir}/link"),
+        format!("mkdir {dir}/moved/inner"),
+        format!("link {dir}/mine {dir}/moved/mine-too"),
+        format!("chmod 700 {dir}/link"),
+        format!("chown {dir}/moved"),
+        format!("truncate 10 {dir}/mine"),
+        format!("rmdir {dir}/moved/inner"),
+        format!("unlink {dir}/link"),
+        // Last: a change of an entry of `moved` would set its times anew.
+        format!("utime {dir}/moved"),
+    ];
+    let mut away = Vec::new();
+    for change in &changes {
+        let n = lookups.say(change);
+        away.push(lookups.answer_within(n, Duration::from_secs(10)));
+        if away.last() == Some(&None) {
+            break;
+        }
+    }
+    signal_home(&job, libc::SIGCONT);
+    for (change, answer) in changes.iter().zip(&away) {
+        assert_eq!(
+            answer.as_deref(),
+            Some("ok"),
+            "{change}, while home was stopped"
+        );
+    }
+    // A link out of the tree is never followed where the process runs: the file it names
+    // outside (on the file system every lab node shares) keeps its mode.
+    let outside = lab.work_dir().join("outside");
+    std::fs::write(&outside, "outside").unwrap();
+    let mode = |path: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&path.metadata().unwrap().permissions())
+    };
+    let before = mode(&outside);
+    sh(n3, &format!("ln -s {} /tmp/dfsa/out", outside.display()));
+    lookups.ask(&format!("chmod 600 {dir}/out"));
+    assert_eq!(
+        mode(&outside),
+        before,
+        "chmod followed a link out of the tree"
+    );
+    // The link went, and what it named changed through it.
+    let seen = sh(
+        n3,
+        "cd /tmp/dfsa && ls -d link made moved/inner 2>&1; \
+         stat -c '%n %F %a %s %Y %h' moved mine moved/mine-too",
+    );
+    let moved = seen.lines().find(|l| l.starts_with("moved ")).unwrap_or("");
+    assert!(
+        moved.starts_with("moved directory 700 ") && moved.contains(" 1000000000 "),
+        "{seen}"
+    );
+    assert!(seen.contains("mine regular file 666 10 "), "{seen}");
+    assert!(
+        seen.contains("moved/mine-too regular file 666 10 "),
+        "{seen}"
+    );
+    assert_eq!(
+        seen.matches("No such file or directory").count(),
+        3,
+        "{seen}"
+    );
     lookups.say("end");
     let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
     assert!(done.status.success(), "{done:?}");

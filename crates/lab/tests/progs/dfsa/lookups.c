@@ -13,18 +13,58 @@
  *   append   -> appended | err ERRNO   (one line appended to PATH)
  *   end      -> exit 0, answering nothing
  *
+ * and changes of a tree by path, each answered "ok" or "err ERRNO":
+ *
+ *   mkdir P | rmdir P | unlink P | rename A B | link A B | symlink TARGET P
+ *   chmod OCTAL P | chown P (to the ids it had: -1) | truncate LEN P | utime P (to 1e9 s)
+ *
  * Between commands it sleeps, which needs no home either.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 static volatile int asked, answered;
-static char command[64], answer[128];
+static char command[512], answer[128];
+
+/* Runs a change of a tree: 0 if done; -1 with errno set if it failed, with errno 0 if it
+ * is no such command. */
+static int change(char *line) {
+    char *op = strtok(line, " "), *a = strtok(NULL, " "), *b = strtok(NULL, " ");
+    errno = 0;
+    if (!op || !a)
+        return -1;
+    if (strcmp(op, "mkdir") == 0)
+        return mkdir(a, 0755);
+    if (strcmp(op, "rmdir") == 0)
+        return rmdir(a);
+    if (strcmp(op, "unlink") == 0)
+        return unlink(a);
+    if (strcmp(op, "chown") == 0)
+        return chown(a, (uid_t)-1, (gid_t)-1);
+    if (strcmp(op, "utime") == 0) {
+        const struct timespec times[2] = {{1000000000, 0}, {1000000000, 0}};
+        return utimensat(AT_FDCWD, a, times, 0);
+    }
+    if (!b)
+        return -1;
+    if (strcmp(op, "rename") == 0)
+        return rename(a, b);
+    if (strcmp(op, "link") == 0)
+        return link(a, b);
+    if (strcmp(op, "symlink") == 0)
+        return symlink(a, b);
+    if (strcmp(op, "chmod") == 0)
+        return chmod(b, (mode_t)strtol(a, NULL, 8));
+    if (strcmp(op, "truncate") == 0)
+        return truncate(b, atol(a));
+    return -1;
+}
 
 int main(int argc, char **argv) {
     if (argc != 2) {
@@ -66,6 +106,10 @@ int main(int argc, char **argv) {
                 snprintf(answer, sizeof answer, "err %d", errno);
         } else if (strcmp(command, "end") == 0) {
             return 0;
+        } else if (change(command) == 0) {
+            snprintf(answer, sizeof answer, "ok");
+        } else if (errno != 0) {
+            snprintf(answer, sizeof answer, "err %d", errno);
         } else {
             snprintf(answer, sizeof answer, "unknown %.32s", command);
         }
