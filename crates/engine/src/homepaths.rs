@@ -97,14 +97,13 @@ impl PathWatch {
         };
         let changed = match inotify.drain() {
             Some(fired) => !fired.is_empty(),
-            None => {
-                // Events may be lost: anything may have changed; the next vouch starts anew.
-                self.inotify = None;
-                true
-            }
+            // Events may be lost: anything may have changed.
+            None => true,
         };
         if changed {
-            // A watch whose directory went is gone: what is watched is found again.
+            // The remote forgets every answer: nothing needs watching any more, and a watch
+            // left would only make it forget again. The next vouch starts anew.
+            self.inotify = None;
             self.watched.clear();
             self.armed.clear();
         }

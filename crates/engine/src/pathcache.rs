@@ -24,8 +24,8 @@ use crate::mem::Memory;
 use crate::sysfiles::SystemFiles;
 use crate::table::PATH_MAX;
 
-/// The most answers kept: a compiler's lookups fit many times over.
-const MAX_KEPT: usize = 16_384;
+/// The most bytes of paths and answers kept: a compiler's lookups fit many times over.
+const MAX_KEPT_BYTES: usize = 4 << 20;
 
 /// Where a lookup call keeps its path and its answer's bytes: argument indices.
 struct Lookup {
@@ -107,6 +107,8 @@ pub type Given<'a> = (i64, Option<(u64, &'a [u8])>);
 #[derive(Default)]
 pub struct PathAnswers {
     kept: HashMap<Key, Answer>,
+    /// Bytes of the paths and answers kept.
+    kept_bytes: usize,
     /// The lookup under way: its call, key and arguments, until its reply comes.
     asked: Option<(u64, Key, [u64; 6])>,
     /// Home vouched for this call's answer.
@@ -186,15 +188,18 @@ impl PathAnswers {
             ([(addr, bytes)], Some(out)) if *addr == args[out] => Some(bytes.clone()),
             _ => return,
         };
-        if self.kept.len() >= MAX_KEPT {
-            self.kept.clear();
+        let bytes = key.path.len() + out.as_ref().map_or(0, Vec::len);
+        if self.kept_bytes + bytes > MAX_KEPT_BYTES {
+            self.forget();
         }
+        self.kept_bytes += bytes;
         self.kept.insert(key, Answer { ret, out });
     }
 
     /// Home's word, or a call that may change what lookups find: nothing kept holds.
     pub fn forget(&mut self) {
         self.kept.clear();
+        self.kept_bytes = 0;
         self.vouched = None;
     }
 }
