@@ -29,7 +29,7 @@ use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::Memory;
 use crate::msg;
-use crate::pathcache;
+use crate::pathcache::{self, Listing};
 use crate::pidfd::PidFd;
 use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::restore;
@@ -300,7 +300,7 @@ impl Deputy {
             && let Some((ret, backs)) = self.files.try_run(&call)
         {
             self.time(&call);
-            return self.answer(session, call.id, ret, &backs, false);
+            return self.answer(session, call.id, ret, &backs, None);
         }
         let stopped = matches!(self.state, ShellState::Stopped);
         self.state = ShellState::Interrupting(call);
@@ -314,18 +314,21 @@ impl Deputy {
     /// that changed (see `homefill`) and the room of each descriptor granted to write behind,
     /// measured now that the call ran (see `writebehind`).
     /// `vouch`: home watched what the answer depends on since before the call ran; unless
-    /// something changed meanwhile, the remote may keep it (`ToGuest::Vouched`).
+    /// something changed meanwhile, the remote may keep it (`ToGuest::Vouched`), with
+    /// `listing` if a name was missing.
     fn answer(
         &mut self,
         session: &mut Session,
         id: u64,
         ret: i64,
         backs: &[(u64, Vec<u8>)],
-        vouch: bool,
+        vouch: Option<Option<Listing>>,
     ) -> io::Result<()> {
         let changed = self.tell_changes(session)?;
-        if vouch && !changed {
-            rmosix_image::write_message(&mut session.out, &ToGuest::Vouched { id })?;
+        if let Some(listing) = vouch
+            && !changed
+        {
+            rmosix_image::write_message(&mut session.out, &ToGuest::Vouched { id, listing })?;
         }
         let pidfd = &self.pidfd;
         let rooms: Vec<(i32, u64)> = self
@@ -381,7 +384,7 @@ impl Deputy {
     /// Answer call `id` with the errno of `refusal`: it does not fit the table and never runs.
     pub fn refuse(&mut self, session: &mut Session, id: u64, refusal: Refusal) -> io::Result<()> {
         tracing::debug!(pid = self.pid, id, %refusal, "refused a forwarded call");
-        self.answer(session, id, -i64::from(refusal.errno()), &[], false)
+        self.answer(session, id, -i64::from(refusal.errno()), &[], None)
     }
 
     /// A read the remote asks bytes of the file for (`ToHome::Read`): lend them if the
@@ -781,7 +784,15 @@ impl Deputy {
         if call.same && ret >= 0 {
             self.tell_same(session, call.id, ret as i32)?;
         }
-        self.answer(session, call.id, ret, &backs, call.vouch)?;
+        // The directory is listed after the call, under the watch: a name made meanwhile
+        // is in the listing or an event that keeps the answer from being vouched for.
+        let vouch = call.vouch.then(|| {
+            let missing = ret == -i64::from(libc::ENOENT);
+            (call.looked_up())
+                .filter(|_| missing)
+                .and_then(|path| self.paths.listing(path))
+        });
+        self.answer(session, call.id, ret, &backs, vouch)?;
         self.next_or_idle(session)
     }
 
@@ -850,14 +861,14 @@ impl Deputy {
         while let Some(call) = self.waiting.next() {
             if !call.behind && self.recalled {
                 // As for a call that finds the shell recalled: it runs after the move.
-                self.answer(session, call.id, sys::ERESTARTNOINTR, &[], false)?;
+                self.answer(session, call.id, sys::ERESTARTNOINTR, &[], None)?;
                 continue;
             }
             if !call.behind
                 && let Some((ret, backs)) = self.files.try_run(&call)
             {
                 self.time(&call);
-                self.answer(session, call.id, ret, &backs, false)?;
+                self.answer(session, call.id, ret, &backs, None)?;
                 continue;
             }
             return self.start_call(call, session);

@@ -12,7 +12,7 @@ use crate::cputime;
 use crate::dfsa::{self, LocalFiles, Verdict};
 use crate::mem::{Memory, le_u32, le_u64};
 use crate::msg;
-use crate::pathcache::{self, Key, PathAnswers};
+use crate::pathcache::{self, Key, Listing, PathAnswers};
 use crate::ptrace::Pid;
 use crate::readahead::{Loan, Lookup, ReadCache};
 use crate::seccomp::Listener;
@@ -215,9 +215,10 @@ impl Forwarder {
         self.said = Some((id, same));
     }
 
-    /// Home vouched for lookup `id`'s answer (`ToGuest::Vouched`); its reply follows.
-    pub fn home_vouched(&mut self, id: u64) {
-        self.paths.vouched(id);
+    /// Home vouched for lookup `id`'s answer (`ToGuest::Vouched`), with the listing of the
+    /// directory a name was missing in; its reply follows.
+    pub fn home_vouched(&mut self, id: u64, listing: Option<Listing>) {
+        self.paths.vouched(id, listing);
     }
 
     /// Something the kept answers depend on changed at home (`ToGuest::Forget`).

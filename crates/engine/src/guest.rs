@@ -441,7 +441,7 @@ impl Guest {
             }
             ToGuest::Stale { fds } => self.fwd.stale(&fds),
             ToGuest::Same { id, same } => self.fwd.home_said(id, same),
-            ToGuest::Vouched { id } => self.fwd.home_vouched(id),
+            ToGuest::Vouched { id, listing } => self.fwd.home_vouched(id, listing),
             ToGuest::Forget => self.fwd.forget_lookups(),
             ToGuest::Signal { info } if info.is_valid() => {
                 self.behind.revoke_all();

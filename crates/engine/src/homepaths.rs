@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use tracing::debug;
 
 use crate::inotify::Inotify;
+use crate::pathcache::Listing;
 
 /// What changes a lookup's answer, on a directory (its entries, their attributes and
 /// contents) or a file (its attributes and contents). The kernel adds IN_IGNORED when a
@@ -38,6 +39,10 @@ const MAX_LINKS: usize = 40;
 
 /// Most watches one process's lookups may hold: past it, home vouches for nothing new.
 const MAX_WATCHES: usize = 4096;
+/// Most names, and bytes of names, of a directory listed for a remote: a header directory
+/// fits; a larger one is not listed.
+const MAX_LISTED: usize = 8192;
+const MAX_LISTED_BYTES: usize = 256 << 10;
 
 /// The watches behind the answers one remote keeps.
 #[derive(Default)]
@@ -72,7 +77,7 @@ impl PathWatch {
         let Some(inotify) = &self.inotify else {
             return false;
         };
-        for watched in walked(Path::new(OsStr::from_bytes(path))) {
+        for watched in walk(Path::new(OsStr::from_bytes(path))).went {
             if self.watched.contains(&watched) {
                 continue;
             }
@@ -110,18 +115,54 @@ impl PathWatch {
         changed
     }
 
+    /// The names in the directory where a lookup of `path`, vouched for and found missing,
+    /// found a name missing: only where the path leads there by itself, with no symbolic
+    /// link on the way, so that the directory's path is the start of `path` at the remote
+    /// too. None: no such directory, or too large, or not readable.
+    pub fn listing(&self, path: &[u8]) -> Option<Listing> {
+        let path = Path::new(OsStr::from_bytes(path));
+        let dir = walk(path).missing_in?;
+        let dir_text = dir.to_str()?;
+        let starts = path.to_str()?.strip_prefix(dir_text)?;
+        if !(starts.starts_with('/') || dir_text == "/") {
+            return None;
+        }
+        let mut names = Vec::new();
+        let mut bytes = 0;
+        for entry in fs::read_dir(&dir).ok()? {
+            let entry = entry.ok()?;
+            let name = entry.file_name().into_string().ok()?;
+            bytes += name.len();
+            names.push(name);
+            if names.len() > MAX_LISTED || bytes > MAX_LISTED_BYTES {
+                return None;
+            }
+        }
+        Some(Listing {
+            dir: dir_text.to_owned(),
+            names,
+        })
+    }
+
     /// The descriptor to poll for changes, once something is watched.
     pub fn fd(&self) -> Option<RawFd> {
         self.inotify.as_ref().map(|inotify| inotify.as_raw_fd())
     }
 }
 
-/// What a lookup of absolute `path` goes through, as the kernel walks it: `/`, each
-/// directory, the targets of symbolic links, and what it reaches if it exists. Where a name
-/// is missing or not a directory the walk ends: the answer is an error or that entry, both
-/// told by its directory's watch.
-fn walked(path: &Path) -> Vec<PathBuf> {
+/// A lookup's way, as the kernel walks it.
+struct Walk {
+    /// `/`, each directory, the targets of symbolic links, and what it reaches if it exists.
+    went: Vec<PathBuf>,
+    /// The directory a name was missing in, if one was.
+    missing_in: Option<PathBuf>,
+}
+
+/// The way of a lookup of absolute `path`. Where a name is missing or not a directory the
+/// walk ends: the answer is an error or that entry, both told by its directory's watch.
+fn walk(path: &Path) -> Walk {
     let mut walked = vec![PathBuf::from("/")];
+    let mut missing_in = None;
     let mut at = PathBuf::from("/");
     let mut names: VecDeque<OsString> = components(path).collect();
     let mut links = 0;
@@ -154,10 +195,18 @@ fn walked(path: &Path) -> Vec<PathBuf> {
                 }
                 at = next;
             }
-            Err(_) => break,
+            Err(err) => {
+                if err.kind() == std::io::ErrorKind::NotFound {
+                    missing_in = Some(at);
+                }
+                break;
+            }
         }
     }
-    walked
+    Walk {
+        went: walked,
+        missing_in,
+    }
 }
 
 /// The names of `path`, without `/` and `.`.
@@ -184,7 +233,7 @@ mod tests {
         symlink("real", root.join("link")).unwrap();
         symlink(root.join("real/include"), root.join("abs")).unwrap();
 
-        let via_link = walked(&root.join("link/include/a.h"));
+        let via_link = walk(&root.join("link/include/a.h")).went;
         assert!(
             via_link.contains(&root.join("real/include")),
             "{via_link:?}"
@@ -195,14 +244,16 @@ mod tests {
             "a link is told by its directory"
         );
 
-        let via_parent = walked(&root.join("abs/../include/a.h"));
+        let via_parent = walk(&root.join("abs/../include/a.h")).went;
         assert!(
             via_parent.contains(&root.join("real/include/a.h")),
             "{via_parent:?}"
         );
 
-        let missing = walked(&root.join("real/nothing/a.h"));
-        assert_eq!(missing.last(), Some(&root.join("real")));
+        let missing = walk(&root.join("real/nothing/a.h"));
+        assert_eq!(missing.went.last(), Some(&root.join("real")));
+        assert_eq!(missing.missing_in, Some(root.join("real")));
+        assert_eq!(walk(&root.join("real/include/a.h")).missing_in, None);
     }
 
     /// Whether `watch` ever reports no change after arming `path`. The walk watches the

@@ -9,6 +9,11 @@
 //!   `homepaths`) before it runs the call; if nothing changed meanwhile it says so
 //!   (`ToGuest::Vouched`) before its reply, and the reply is kept here. The same lookup again
 //!   is answered here with the same result and bytes: what home would answer.
+//! - **Names that are not there.** When home vouches that a name is missing, it lists the
+//!   directory it was missing in (`Listing`), if the path leads there without a symbolic
+//!   link: any other name missing from that listing, looked up by a path that starts with
+//!   the directory's, is missing too, as long as the directory is watched. A compiler probes
+//!   a few include directories for every header; the probes that fail are answered here.
 //! - **Until home says otherwise.** A change of anything watched makes home send
 //!   `ToGuest::Forget` ahead of whatever it sends next, and at once when the change happens
 //!   while nothing is under way; every kept answer goes. The process's own changes run at home
@@ -18,7 +23,9 @@
 //!   first. An open is kept only when it failed: a file that opens goes home (or is served
 //!   here by `sysfiles`), for home must hold its descriptor.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
 
 use crate::mem::Memory;
 use crate::sysfiles::SystemFiles;
@@ -100,6 +107,15 @@ struct Answer {
     out: Option<Vec<u8>>,
 }
 
+/// The names a directory holds, as home listed them for a lookup that found a name missing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// The directory, as the lookup's path names it.
+    pub dir: String,
+    /// Every name in it.
+    pub names: Vec<String>,
+}
+
 /// A kept answer as a call gets it: its result, and the bytes to write where they go.
 pub type Given<'a> = (i64, Option<(u64, &'a [u8])>);
 
@@ -107,12 +123,14 @@ pub type Given<'a> = (i64, Option<(u64, &'a [u8])>);
 #[derive(Default)]
 pub struct PathAnswers {
     kept: HashMap<Key, Answer>,
-    /// Bytes of the paths and answers kept.
+    /// Bytes of the paths, answers and listings kept.
     kept_bytes: usize,
+    /// Directories listed, by path: the names each holds.
+    listed: HashMap<String, HashSet<String>>,
     /// The lookup under way: its call, key and arguments, until its reply comes.
     asked: Option<(u64, Key, [u64; 6])>,
-    /// Home vouched for this call's answer.
-    vouched: Option<u64>,
+    /// Home vouched for this call's answer, with this listing.
+    vouched: Option<(u64, Option<Listing>)>,
 }
 
 impl PathAnswers {
@@ -148,7 +166,11 @@ impl PathAnswers {
     /// The answer kept for `key`, for the call with `args`: its result, and the bytes to
     /// write at the address they go to.
     pub fn answer(&self, key: &Key, args: &[u64; 6]) -> Option<Given<'_>> {
-        let answer = self.kept.get(key)?;
+        let Some(answer) = self.kept.get(key) else {
+            return self
+                .missing(&key.path)
+                .then_some((-i64::from(libc::ENOENT), None));
+        };
         let out = match (&answer.out, lookup(key.nr)?.out) {
             (Some(bytes), Some(at)) => Some((args[at], bytes.as_slice())),
             (None, _) => None,
@@ -163,16 +185,37 @@ impl PathAnswers {
         self.vouched = None;
     }
 
-    /// Home vouched for call `id`'s answer; its reply follows.
-    pub fn vouched(&mut self, id: u64) {
-        self.vouched = Some(id);
+    /// Home vouched for call `id`'s answer, listing the directory a name was missing in;
+    /// its reply follows.
+    pub fn vouched(&mut self, id: u64, listing: Option<Listing>) {
+        self.vouched = Some((id, listing));
+    }
+
+    /// Whether a listed directory lacks a name `path` goes through: the lookup fails there.
+    fn missing(&self, path: &[u8]) -> bool {
+        let Ok(path) = std::str::from_utf8(path) else {
+            return false;
+        };
+        self.listed.iter().any(|(dir, names)| {
+            let rest = match dir.as_str() {
+                "/" => path.strip_prefix('/'),
+                dir => path
+                    .strip_prefix(dir)
+                    .and_then(|rest| rest.strip_prefix('/')),
+            };
+            rest.and_then(|rest| rest.split('/').next())
+                .is_some_and(|name| !matches!(name, "" | "." | "..") && !names.contains(name))
+        })
     }
 
     /// Call `id` was answered `ret`, with `backs`, by home: keep it if home vouched for it,
     /// it is the lookup asked, and its bytes went where its out-buffer is. An open only
     /// when it failed.
     pub fn replied(&mut self, id: u64, ret: i64, backs: &[(u64, Vec<u8>)]) {
-        let vouched = self.vouched.take() == Some(id);
+        let (vouched, listing) = match self.vouched.take() {
+            Some((said, listing)) if said == id => (true, listing),
+            _ => (false, None),
+        };
         let Some((_, key, args)) = self.asked.take_if(|(asked, ..)| *asked == id) else {
             return;
         };
@@ -188,17 +231,25 @@ impl PathAnswers {
             ([(addr, bytes)], Some(out)) if *addr == args[out] => Some(bytes.clone()),
             _ => return,
         };
-        let bytes = key.path.len() + out.as_ref().map_or(0, Vec::len);
+        let listing = listing.filter(|_| ret == -i64::from(libc::ENOENT));
+        let listed = listing.as_ref().map_or(0, |l| {
+            l.dir.len() + l.names.iter().map(String::len).sum::<usize>()
+        });
+        let bytes = key.path.len() + out.as_ref().map_or(0, Vec::len) + listed;
         if self.kept_bytes + bytes > MAX_KEPT_BYTES {
             self.forget();
         }
         self.kept_bytes += bytes;
         self.kept.insert(key, Answer { ret, out });
+        if let Some(Listing { dir, names }) = listing {
+            self.listed.insert(dir, names.into_iter().collect());
+        }
     }
 
     /// Home's word, or a call that may change what lookups find: nothing kept holds.
     pub fn forget(&mut self) {
         self.kept.clear();
+        self.listed.clear();
         self.kept_bytes = 0;
         self.vouched = None;
     }
@@ -222,7 +273,7 @@ mod tests {
         let k = key(libc::SYS_newfstatat, "/usr/x", [0, 0, 0, 0, 0, 0]);
         let first = [3, 0x1000, 0x2000, 0, 0, 0];
         answers.asked(7, k.clone(), first);
-        answers.vouched(7);
+        answers.vouched(7, None);
         answers.replied(7, 0, &[(0x2000, vec![1, 2, 3])]);
         let next = [3, 0x5000, 0x6000, 0, 0, 0];
         assert_eq!(
@@ -241,7 +292,7 @@ mod tests {
         answers.replied(7, -2, &[]);
         assert_eq!(answers.answer(&k, &[0; 6]), None, "not vouched");
         answers.asked(8, k.clone(), [0; 6]);
-        answers.vouched(7);
+        answers.vouched(7, None);
         answers.replied(8, -2, &[]);
         assert_eq!(
             answers.answer(&k, &[0; 6]),
@@ -249,7 +300,7 @@ mod tests {
             "vouched for another call"
         );
         answers.asked(9, k.clone(), [0; 6]);
-        answers.vouched(9);
+        answers.vouched(9, None);
         answers.replied(9, -2, &[]);
         assert_eq!(answers.answer(&k, &[0; 6]), Some((-2, None)));
     }
@@ -260,12 +311,12 @@ mod tests {
         let k = key(libc::SYS_openat, "/usr/x", [0, 0, 0, 0, 0, 0]);
         for (id, ret) in [(1, 3), (2, crate::sys::ERESTARTNOINTR)] {
             answers.asked(id, k.clone(), [0; 6]);
-            answers.vouched(id);
+            answers.vouched(id, None);
             answers.replied(id, ret, &[]);
             assert_eq!(answers.answer(&k, &[0; 6]), None, "{ret}");
         }
         answers.asked(3, k.clone(), [0; 6]);
-        answers.vouched(3);
+        answers.vouched(3, None);
         answers.replied(3, -i64::from(libc::ENOENT), &[]);
         assert_eq!(
             answers.answer(&k, &[0; 6]),
@@ -278,8 +329,41 @@ mod tests {
         let mut answers = PathAnswers::default();
         let k = key(libc::SYS_stat, "/usr/x", [0; 6]);
         answers.asked(1, k.clone(), [0x10, 0x20, 0, 0, 0, 0]);
-        answers.vouched(1);
+        answers.vouched(1, None);
         answers.replied(1, 0, &[(0x30, vec![1])]);
+        assert_eq!(answers.answer(&k, &[0; 6]), None);
+    }
+
+    #[test]
+    fn a_name_missing_from_a_listed_directory_is_missing_and_a_listed_one_is_asked() {
+        let mut answers = PathAnswers::default();
+        let probe = key(libc::SYS_openat, "/usr/include/a/x.h", [0; 6]);
+        answers.asked(1, probe.clone(), [0; 6]);
+        let listing = Listing {
+            dir: "/usr/include".into(),
+            names: vec!["b".into(), "stdio.h".into()],
+        };
+        answers.vouched(1, Some(listing));
+        answers.replied(1, -i64::from(libc::ENOENT), &[]);
+        let enoent = Some((-i64::from(libc::ENOENT), None));
+        for missing in ["/usr/include/x.h", "/usr/include/c/d.h", "/usr/include/a"] {
+            let k = key(libc::SYS_newfstatat, missing, [0; 6]);
+            assert_eq!(answers.answer(&k, &[0; 6]), enoent, "{missing}");
+        }
+        let asked = [
+            "/usr/include/stdio.h",
+            "/usr/include/b/x.h",
+            "/usr/include/../x.h",
+            "/usr/includex/y.h",
+            "/usr/include",
+            "/usr/x.h",
+        ];
+        for there in asked {
+            let k = key(libc::SYS_newfstatat, there, [0; 6]);
+            assert_eq!(answers.answer(&k, &[0; 6]), None, "{there}");
+        }
+        answers.forget();
+        let k = key(libc::SYS_newfstatat, "/usr/include/x.h", [0; 6]);
         assert_eq!(answers.answer(&k, &[0; 6]), None);
     }
 }

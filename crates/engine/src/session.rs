@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::dfsa::Terms;
+use crate::pathcache::Listing;
 use crate::samefile::Held;
 use crate::sysfiles::SameAs;
 
@@ -121,6 +122,11 @@ pub enum ToGuest {
     Vouched {
         /// The call it answers.
         id: u64,
+        /// For an answer that a name is missing: the directory the lookup found it missing
+        /// in and every name that directory holds, so that any other name missing there is
+        /// known missing too (see `pathcache`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        listing: Option<Listing>,
     },
     /// Something a vouched answer depended on changed at home: drop every answer kept. Sent
     /// before any later reply or signal, and at once when home hears of the change.

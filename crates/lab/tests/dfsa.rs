@@ -444,7 +444,8 @@ fn signal_home(job: &Job<'_>, sig: i32) {
 
 /// Lookups of a system path by a process away (stat, an open of a name that is not there)
 /// go home once; home vouches for the answer, which is kept where the process runs and
-/// answers the same lookup again there, even while home answers nothing. A change at home,
+/// answers the same lookup again there, even while home answers nothing; so is a lookup of
+/// another name missing from the directory the first missing one was looked up in. A change at home,
 /// by the process itself or by anyone, makes it ask home again.
 #[test]
 fn lookups_of_system_paths_are_answered_where_the_process_runs_until_home_changes() {
@@ -464,14 +465,17 @@ fn lookups_of_system_paths_are_answered_where_the_process_runs_until_home_change
     // Answered at node 2 while home is stopped: kept there. Home's directory /tmp has
     // other writers (any change under a directory a lookup went through makes the answers
     // go), so the stop is tried again until the answers held across it.
-    let kept = (0..5).any(|_| {
+    let kept = (0..5).any(|attempt| {
         assert_eq!(lookups.ask("stat"), format!("size {size}"));
         assert_eq!(lookups.ask("missing"), enoent);
         signal_home(&job, libc::SIGSTOP);
         let mut stopped = true;
+        // A name never asked is missing from the directory home listed with `missing`.
+        let never_asked = format!("stat {SAME}/never-asked-{attempt}.h");
         for (command, expected) in [
             ("stat", format!("size {size}")),
             ("missing", enoent.clone()),
+            (never_asked.as_str(), enoent.clone()),
         ] {
             let n = lookups.say(command);
             let mut answer = lookups.answer_within(n, Duration::from_secs(5));

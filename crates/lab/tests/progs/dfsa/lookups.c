@@ -11,6 +11,7 @@
  *   stat     -> size N   | err ERRNO   (stat of PATH)
  *   missing  -> fd N     | err ERRNO   (open of PATH.missing, read-only)
  *   append   -> appended | err ERRNO   (one line appended to PATH)
+ *   stat P   -> size N   | err ERRNO   (stat of P)
  *   end      -> exit 0, answering nothing
  *
  * and changes of a tree by path, each answered "ok" or "err ERRNO":
@@ -87,6 +88,11 @@ int main(int argc, char **argv) {
         int fd;
         if (strcmp(command, "stat") == 0) {
             if (stat(path, &st) == 0)
+                snprintf(answer, sizeof answer, "size %lld", (long long)st.st_size);
+            else
+                snprintf(answer, sizeof answer, "err %d", errno);
+        } else if (strncmp(command, "stat ", 5) == 0) {
+            if (stat(command + 5, &st) == 0)
                 snprintf(answer, sizeof answer, "size %lld", (long long)st.st_size);
             else
                 snprintf(answer, sizeof answer, "err %d", errno);
