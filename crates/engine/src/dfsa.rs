@@ -887,7 +887,7 @@ fn directory_args(nr: i64) -> &'static [usize] {
 }
 
 /// Calls that change the process's ids (they run at home, in the shell).
-fn is_id_change(nr: i64) -> bool {
+pub(crate) fn is_id_change(nr: i64) -> bool {
     matches!(
         nr,
         libc::SYS_setuid

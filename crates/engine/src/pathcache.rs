@@ -73,24 +73,15 @@ pub fn vouchable(nr: i64) -> bool {
 /// Whether call `nr` may change what the process may look up: its credentials, its root or
 /// its mount namespace.
 pub fn changes_lookups(nr: i64) -> bool {
-    matches!(
-        nr,
-        libc::SYS_setuid
-            | libc::SYS_setgid
-            | libc::SYS_setreuid
-            | libc::SYS_setregid
-            | libc::SYS_setresuid
-            | libc::SYS_setresgid
-            | libc::SYS_setfsuid
-            | libc::SYS_setfsgid
-            | libc::SYS_setgroups
-            | libc::SYS_capset
-            | libc::SYS_chroot
-            | libc::SYS_unshare
-            | libc::SYS_setns
-            | libc::SYS_execve
-            | libc::SYS_execveat
-    )
+    crate::dfsa::is_id_change(nr)
+        || matches!(
+            nr,
+            libc::SYS_chroot
+                | libc::SYS_unshare
+                | libc::SYS_setns
+                | libc::SYS_execve
+                | libc::SYS_execveat
+        )
 }
 
 /// A lookup as it is kept: the call, its path, and the arguments that are not addresses.

@@ -29,6 +29,9 @@ struct At {
 
 const CWD: u64 = libc::AT_FDCWD as u64;
 
+/// The directory holding a path's last name, as a path handle, and that name.
+type Parent = (OwnedFd, CString);
+
 fn at(dir: u64, path: u64) -> At {
     At { dir, path }
 }
@@ -146,19 +149,11 @@ impl LocalFiles {
     }
 
     fn rename(&mut self, from: At, to: At, flags: u64, mem: &Memory) -> Option<Verdict> {
-        let (root, from_dir, from_name) = match self.parent_at(from, mem) {
-            Ok(parent) => parent,
-            Err(verdict) => return verdict,
-        };
-        let (to_root, to_dir, to_name) = match self.parent_at(to, mem) {
-            Ok(parent) => parent,
-            Err(verdict) => return verdict,
-        };
-        // Across two trees: home's kernel says what it says (EXDEV, or a move between two
-        // of its own mounts).
-        if root != to_root {
-            return None;
-        }
+        let ((from_dir, from_name), (to_dir, to_name)) =
+            match self.parents_in_one_tree(from, to, mem) {
+                Ok(parents) => parents,
+                Err(verdict) => return verdict,
+            };
         // SAFETY: two directory descriptors, two NUL-terminated names, the caller's flags.
         let ret = unsafe {
             libc::syscall(
@@ -174,17 +169,11 @@ impl LocalFiles {
     }
 
     fn link(&mut self, from: At, to: At, mem: &Memory) -> Option<Verdict> {
-        let (root, from_dir, from_name) = match self.parent_at(from, mem) {
-            Ok(parent) => parent,
-            Err(verdict) => return verdict,
-        };
-        let (to_root, to_dir, to_name) = match self.parent_at(to, mem) {
-            Ok(parent) => parent,
-            Err(verdict) => return verdict,
-        };
-        if root != to_root {
-            return None;
-        }
+        let ((from_dir, from_name), (to_dir, to_name)) =
+            match self.parents_in_one_tree(from, to, mem) {
+                Ok(parents) => parents,
+                Err(verdict) => return verdict,
+            };
         // SAFETY: as for rename; no flag, so the last name is not followed.
         let ret = unsafe {
             libc::linkat(
@@ -196,6 +185,23 @@ impl LocalFiles {
             )
         };
         Some(Verdict::Answer(answer_of(ret.into())))
+    }
+
+    /// The parents and last names of two paths of a call that must stay in one tree (a
+    /// rename, a link), or the verdict the call gets. Across two trees home's kernel says
+    /// what it says (EXDEV, or a move between two of its own mounts).
+    fn parents_in_one_tree(
+        &mut self,
+        from: At,
+        to: At,
+        mem: &Memory,
+    ) -> Result<(Parent, Parent), Option<Verdict>> {
+        let (root, from_dir, from_name) = self.parent_at(from, mem)?;
+        let (to_root, to_dir, to_name) = self.parent_at(to, mem)?;
+        if root != to_root {
+            return Err(None);
+        }
+        Ok(((from_dir, from_name), (to_dir, to_name)))
     }
 
     fn symlink(&mut self, target: u64, at: At, mem: &Memory) -> Option<Verdict> {
