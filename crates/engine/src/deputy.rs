@@ -70,6 +70,8 @@ pub struct Call {
     /// A lookup of a system path whose answer the remote would keep: home vouches for it if
     /// it can watch what it depends on (see `pathcache`, `homepaths`).
     vouch: bool,
+    /// Home watches what its answer depends on, since this generation of its watch.
+    armed: Option<u64>,
     /// When it came, to time its answer.
     arrived: Instant,
 }
@@ -90,6 +92,7 @@ impl Call {
             behind: true,
             same: false,
             vouch: false,
+            armed: None,
             arrived: Instant::now(),
         })
     }
@@ -169,6 +172,7 @@ impl Call {
             behind: false,
             same: false,
             vouch: false,
+            armed: None,
             arrived: Instant::now(),
         })
     }
@@ -313,20 +317,20 @@ impl Deputy {
     /// Answer call `id` with `ret` and its out-buffers, after telling the remote of the files
     /// that changed (see `homefill`) and the room of each descriptor granted to write behind,
     /// measured now that the call ran (see `writebehind`).
-    /// `vouch`: home watched what the answer depends on since before the call ran; unless
-    /// something changed meanwhile, the remote may keep it (`ToGuest::Vouched`), with
-    /// `listing` if a name was missing.
+    /// `vouch`: home watched what the answer depends on since before the call ran, from
+    /// that generation of its watch; unless a change was heard since (told now or before),
+    /// the remote may keep it (`ToGuest::Vouched`), with `listing` if a name was missing.
     fn answer(
         &mut self,
         session: &mut Session,
         id: u64,
         ret: i64,
         backs: &[(u64, Vec<u8>)],
-        vouch: Option<Option<Listing>>,
+        vouch: Option<(u64, Option<Listing>)>,
     ) -> io::Result<()> {
-        let changed = self.tell_changes(session)?;
-        if let Some(listing) = vouch
-            && !changed
+        self.tell_changes(session)?;
+        if let Some((armed, listing)) = vouch
+            && armed == self.paths.generation()
         {
             rmosix_image::write_message(&mut session.out, &ToGuest::Vouched { id, listing })?;
         }
@@ -682,7 +686,7 @@ impl Deputy {
         self.files.forget(call.nr, &call.args);
         // The watch goes first: a change after it is heard of, one before it is in the answer.
         if call.vouch {
-            call.vouch = call.looked_up().is_some_and(|path| self.paths.arm(path));
+            call.armed = call.looked_up().and_then(|path| self.paths.arm(path));
         }
         if call.shape.scratch_len() + 16 > SCRATCH_LEN {
             return self.finish_call(call, -i64::from(libc::ENOMEM), session);
@@ -786,11 +790,12 @@ impl Deputy {
         }
         // The directory is listed after the call, under the watch: a name made meanwhile
         // is in the listing or an event that keeps the answer from being vouched for.
-        let vouch = call.vouch.then(|| {
+        let vouch = call.armed.map(|armed| {
             let missing = ret == -i64::from(libc::ENOENT);
-            (call.looked_up())
+            let listing = (call.looked_up())
                 .filter(|_| missing)
-                .and_then(|path| self.paths.listing(path))
+                .and_then(|path| self.paths.listing(path));
+            (armed, listing)
         });
         self.answer(session, call.id, ret, &backs, vouch)?;
         self.next_or_idle(session)

@@ -53,45 +53,50 @@ pub struct PathWatch {
     watched: HashSet<PathBuf>,
     /// Lookups vouched for since the last change, whose paths are all watched.
     armed: HashSet<Vec<u8>>,
+    /// How many changes were heard: an answer is vouched for only if none was heard between
+    /// its arming and its answer (told at once or not, it may have come during the call).
+    generation: u64,
 }
 
 impl PathWatch {
-    /// Watch what a lookup of absolute `path` depends on, before it runs. False: it cannot
-    /// be watched, and its answer must not be vouched for.
-    pub fn arm(&mut self, path: &[u8]) -> bool {
+    /// Watch what a lookup of absolute `path` depends on, before it runs: the generation
+    /// its answer may be vouched for in ([`PathWatch::generation`]). None: it cannot be
+    /// watched, and its answer must not be vouched for.
+    pub fn arm(&mut self, path: &[u8]) -> Option<u64> {
         if self.armed.contains(path) {
-            return true;
+            return Some(self.generation);
         }
         if !path.starts_with(b"/") || self.watched.len() >= MAX_WATCHES {
-            return false;
+            return None;
         }
         if self.inotify.is_none() {
             match Inotify::new() {
                 Ok(inotify) => self.inotify = Some(inotify),
                 Err(err) => {
                     debug!(%err, "no inotify: no lookup is vouched for");
-                    return false;
+                    return None;
                 }
             }
         }
-        let Some(inotify) = &self.inotify else {
-            return false;
-        };
+        let inotify = self.inotify.as_ref()?;
         for watched in walk(Path::new(OsStr::from_bytes(path))).went {
             if self.watched.contains(&watched) {
                 continue;
             }
-            let Ok(c_path) = CString::new(watched.as_os_str().as_bytes()) else {
-                return false;
-            };
+            let c_path = CString::new(watched.as_os_str().as_bytes()).ok()?;
             if let Err(err) = inotify.watch(&c_path, CHANGES) {
                 debug!(path = %watched.display(), %err, "cannot watch: not vouched for");
-                return false;
+                return None;
             }
             self.watched.insert(watched);
         }
         self.armed.insert(path.to_vec());
-        true
+        Some(self.generation)
+    }
+
+    /// How many changes were heard so far.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Whether anything watched changed since the last time this said so: then no answer
@@ -111,6 +116,7 @@ impl PathWatch {
             self.inotify = None;
             self.watched.clear();
             self.armed.clear();
+            self.generation += 1;
         }
         changed
     }
@@ -262,7 +268,7 @@ mod tests {
     fn quiet_after_arming(watch: &mut PathWatch, path: &Path) -> bool {
         (0..200).any(|_| {
             watch.changed();
-            assert!(watch.arm(path.as_os_str().as_bytes()));
+            assert!(watch.arm(path.as_os_str().as_bytes()).is_some());
             let quiet = !watch.changed();
             if !quiet {
                 std::thread::sleep(std::time::Duration::from_millis(5));
@@ -291,8 +297,13 @@ mod tests {
             assert!(quiet_after_arming(&mut watch, &path), "change {n}");
             // Not on the lookup's way: not heard of, for all the watch knows.
             fs::write(root.join("elsewhere/c.h"), format!("{n}")).unwrap();
+            let armed = watch.generation();
             change();
             assert!(watch.changed(), "change {n} is heard");
+            assert!(
+                watch.generation() > armed,
+                "an answer armed before is not vouched for"
+            );
             if n == 2 {
                 fs::remove_file(root.join("link")).unwrap();
                 symlink("moved", root.join("link")).unwrap();
