@@ -42,6 +42,8 @@ struct Lookup {
     dirfd: bool,
     /// How many arguments it takes: the registers past them hold whatever they held.
     arity: usize,
+    /// An open: kept only when it failed, asked only with flags `sysfiles` accepts.
+    opens: bool,
 }
 
 /// The lookup calls home may vouch for, and where their arguments lie. None: not one.
@@ -62,6 +64,7 @@ fn lookup(nr: i64) -> Option<Lookup> {
         out,
         dirfd,
         arity,
+        opens: matches!(nr, libc::SYS_open | libc::SYS_openat),
     })
 }
 
@@ -88,7 +91,7 @@ pub fn changes_lookups(nr: i64) -> bool {
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct Key {
     nr: i64,
-    path: Vec<u8>,
+    path: String,
     args: [u64; 6],
 }
 
@@ -130,14 +133,11 @@ impl PathAnswers {
     /// accepts.
     pub fn key(nr: i64, args: &[u64; 6], mem: &Memory, system: &SystemFiles) -> Option<Key> {
         let at = lookup(nr)?;
-        let opens = matches!(nr, libc::SYS_open | libc::SYS_openat);
-        if opens && !crate::sysfiles::accepts(args[at.path + 1]) {
+        if at.opens && !crate::sysfiles::accepts(args[at.path + 1]) {
             return None;
         }
         let path = mem.read_cstr(args[at.path], PATH_MAX as usize - 1).ok()?;
-        if !system.covers(std::str::from_utf8(&path).ok()?) {
-            return None;
-        }
+        let path = String::from_utf8(path).ok().filter(|p| system.covers(p))?;
         let mut args = *args;
         args[at.arity..].fill(0);
         args[at.path] = 0;
@@ -148,7 +148,7 @@ impl PathAnswers {
             args[0] = 0;
         }
         // An open's mode means nothing without O_CREAT, which is not accepted.
-        if opens {
+        if at.opens {
             args[at.path + 2] = 0;
         }
         Some(Key { nr, path, args })
@@ -183,10 +183,7 @@ impl PathAnswers {
     }
 
     /// Whether a listed directory lacks a name `path` goes through: the lookup fails there.
-    fn missing(&self, path: &[u8]) -> bool {
-        let Ok(path) = std::str::from_utf8(path) else {
-            return false;
-        };
+    fn missing(&self, path: &str) -> bool {
         self.listed.iter().any(|(dir, names)| {
             let rest = match dir.as_str() {
                 "/" => path.strip_prefix('/'),
@@ -213,8 +210,7 @@ impl PathAnswers {
         let Some(at) = lookup(key.nr) else {
             return;
         };
-        let opens = matches!(key.nr, libc::SYS_open | libc::SYS_openat);
-        if !vouched || crate::sys::is_restart(ret) || (opens && ret >= 0) {
+        if !vouched || crate::sys::is_restart(ret) || (at.opens && ret >= 0) {
             return;
         }
         let out = match (backs, at.out) {
@@ -253,7 +249,7 @@ mod tests {
     fn key(nr: i64, path: &str, args: [u64; 6]) -> Key {
         Key {
             nr,
-            path: path.as_bytes().to_vec(),
+            path: path.to_owned(),
             args,
         }
     }
