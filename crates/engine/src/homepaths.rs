@@ -9,7 +9,7 @@
 //! kernel's 40). A mount or unmount under a watched directory changes answers without an
 //! event; system prefixes are not remounted under running programs.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::os::fd::{AsRawFd, RawFd};
@@ -51,8 +51,9 @@ pub struct PathWatch {
     inotify: Option<Inotify>,
     /// Paths watched since the last change.
     watched: HashSet<PathBuf>,
-    /// Lookups vouched for since the last change, whose paths are all watched.
-    armed: HashSet<Vec<u8>>,
+    /// Lookups vouched for since the last change, whose paths are all watched, with the
+    /// directory each found a name missing in, if it did.
+    armed: HashMap<Vec<u8>, Option<PathBuf>>,
     /// How many changes were heard: an answer is vouched for only if none was heard between
     /// its arming and its answer (told at once or not, it may have come during the call).
     generation: u64,
@@ -63,7 +64,7 @@ impl PathWatch {
     /// its answer may be vouched for in ([`PathWatch::generation`]). None: it cannot be
     /// watched, and its answer must not be vouched for.
     pub fn arm(&mut self, path: &[u8]) -> Option<u64> {
-        if self.armed.contains(path) {
+        if self.armed.contains_key(path) {
             return Some(self.generation);
         }
         if !path.starts_with(b"/") || self.watched.len() >= MAX_WATCHES {
@@ -79,7 +80,8 @@ impl PathWatch {
             }
         }
         let inotify = self.inotify.as_ref()?;
-        for watched in walk(Path::new(OsStr::from_bytes(path))).went {
+        let walk = walk(Path::new(OsStr::from_bytes(path)));
+        for watched in walk.went {
             if self.watched.contains(&watched) {
                 continue;
             }
@@ -90,7 +92,7 @@ impl PathWatch {
             }
             self.watched.insert(watched);
         }
-        self.armed.insert(path.to_vec());
+        self.armed.insert(path.to_vec(), walk.missing_in);
         Some(self.generation)
     }
 
@@ -122,20 +124,20 @@ impl PathWatch {
     }
 
     /// The names in the directory where a lookup of `path`, vouched for and found missing,
-    /// found a name missing: only where the path leads there by itself, with no symbolic
-    /// link on the way, so that the directory's path is the start of `path` at the remote
-    /// too. None: no such directory, or too large, or not readable.
+    /// found a name missing, as its walk when it was armed found it (a change since then
+    /// keeps the answer from being vouched for): only where the path leads there by itself,
+    /// with no symbolic link on the way, so that the directory's path is the start of
+    /// `path` at the remote too. None: no such directory, or too large, or not readable.
     pub fn listing(&self, path: &[u8]) -> Option<Listing> {
-        let path = Path::new(OsStr::from_bytes(path));
-        let dir = walk(path).missing_in?;
+        let dir = self.armed.get(path)?.as_ref()?;
         let dir_text = dir.to_str()?;
-        let starts = path.to_str()?.strip_prefix(dir_text)?;
+        let starts = std::str::from_utf8(path).ok()?.strip_prefix(dir_text)?;
         if !(starts.starts_with('/') || dir_text == "/") {
             return None;
         }
         let mut names = Vec::new();
         let mut bytes = 0;
-        for entry in fs::read_dir(&dir).ok()? {
+        for entry in fs::read_dir(dir).ok()? {
             let entry = entry.ok()?;
             let name = entry.file_name().into_string().ok()?;
             bytes += name.len();
@@ -318,5 +320,30 @@ mod tests {
             !watch.changed()
         });
         assert!(unheard, "a change off the way is heard of every time");
+    }
+
+    #[test]
+    fn a_missing_name_lists_its_directory_only_where_the_path_leads_there_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("real/include")).unwrap();
+        fs::write(root.join("real/include/a.h"), "a").unwrap();
+        symlink("real", root.join("link")).unwrap();
+        let mut watch = PathWatch::default();
+        let bytes = |p: &Path| p.as_os_str().as_bytes().to_vec();
+        let (missing, via_link, there) = (
+            bytes(&root.join("real/include/b.h")),
+            bytes(&root.join("link/include/b.h")),
+            bytes(&root.join("real/include/a.h")),
+        );
+        for path in [&missing, &via_link, &there] {
+            assert!(watch.arm(path).is_some());
+        }
+        let listing = watch.listing(&missing).expect("a listing");
+        assert_eq!(listing.dir, root.join("real/include").to_str().unwrap());
+        assert_eq!(listing.names, ["a.h"]);
+        assert_eq!(watch.listing(&via_link), None, "a link on the way");
+        assert_eq!(watch.listing(&there), None, "nothing missing");
+        assert_eq!(watch.listing(&bytes(&root.join("never-armed"))), None);
     }
 }
