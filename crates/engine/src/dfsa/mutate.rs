@@ -32,6 +32,11 @@ const CWD: u64 = libc::AT_FDCWD as u64;
 /// The directory holding a path's last name, as a path handle, and that name.
 type Parent = (OwnedFd, CString);
 
+/// A change run here (its answer), or the verdict the call gets instead: its answer (a
+/// path that cannot be reached here for a reason home would give too), or None, on as
+/// usual to home.
+type Done = Result<Verdict, Option<Verdict>>;
+
 fn at(dir: u64, path: u64) -> At {
     At { dir, path }
 }
@@ -52,7 +57,7 @@ impl LocalFiles {
         let nofollow = |flags: u64| flags & libc::AT_SYMLINK_NOFOLLOW as u64 != 0;
         let only_nofollow = |flags: u64| flags & !(libc::AT_SYMLINK_NOFOLLOW as u64) == 0;
         let remove_dir = libc::AT_REMOVEDIR as u64;
-        match nr {
+        let done = match nr {
             libc::SYS_mkdir => self.mkdir(cwd(args[0]), args[1], mem),
             libc::SYS_mkdirat => self.mkdir(at(args[0], args[1]), args[2], mem),
             libc::SYS_unlink => self.unlink(cwd(args[0]), 0, mem),
@@ -86,8 +91,9 @@ impl LocalFiles {
             libc::SYS_utimensat if args[1] != 0 && args[3] == 0 => {
                 self.utimens(at(args[0], args[1]), args[2], mem)
             }
-            _ => None,
-        }
+            _ => return None,
+        };
+        done.map_or_else(|instead| instead, Some)
     }
 
     /// The tree a path lies in, and the path beneath its root. None: in no local tree.
@@ -127,33 +133,27 @@ impl LocalFiles {
         }
     }
 
-    fn mkdir(&mut self, at: At, mode: u64, mem: &Memory) -> Option<Verdict> {
+    fn mkdir(&mut self, at: At, mode: u64, mem: &Memory) -> Done {
         // A directory made gets the process's umask, which this node's kernel applies.
-        let umask = self.umask?;
-        let (_, dir, name) = self.parent_at(at, mem).ok()?;
+        let umask = self.umask.ok_or(None)?;
+        // A parent that cannot be opened here sends the call home.
+        let (_, dir, name) = self.parent_at(at, mem).map_err(|_| None)?;
         // SAFETY: a directory descriptor and a NUL-terminated name.
         let ret = with_umask(Some(umask), || unsafe {
             libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t)
         });
-        Some(Verdict::Answer(answer_of(ret.into())))
+        Ok(Verdict::Answer(answer_of(ret.into())))
     }
 
-    fn unlink(&mut self, at: At, flags: u64, mem: &Memory) -> Option<Verdict> {
-        let (_, dir, name) = match self.parent_at(at, mem) {
-            Ok(parent) => parent,
-            Err(verdict) => return verdict,
-        };
+    fn unlink(&mut self, at: At, flags: u64, mem: &Memory) -> Done {
+        let (_, dir, name) = self.parent_at(at, mem)?;
         // SAFETY: as above; the flags are AT_REMOVEDIR or none.
         let ret = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags as i32) };
-        Some(Verdict::Answer(answer_of(ret.into())))
+        Ok(Verdict::Answer(answer_of(ret.into())))
     }
 
-    fn rename(&mut self, from: At, to: At, flags: u64, mem: &Memory) -> Option<Verdict> {
-        let ((from_dir, from_name), (to_dir, to_name)) =
-            match self.parents_in_one_tree(from, to, mem) {
-                Ok(parents) => parents,
-                Err(verdict) => return verdict,
-            };
+    fn rename(&mut self, from: At, to: At, flags: u64, mem: &Memory) -> Done {
+        let ((from_dir, from_name), (to_dir, to_name)) = self.parents_in_one_tree(from, to, mem)?;
         // SAFETY: two directory descriptors, two NUL-terminated names, the caller's flags.
         let ret = unsafe {
             libc::syscall(
@@ -165,15 +165,11 @@ impl LocalFiles {
                 flags as libc::c_uint,
             )
         };
-        Some(Verdict::Answer(answer_of(ret)))
+        Ok(Verdict::Answer(answer_of(ret)))
     }
 
-    fn link(&mut self, from: At, to: At, mem: &Memory) -> Option<Verdict> {
-        let ((from_dir, from_name), (to_dir, to_name)) =
-            match self.parents_in_one_tree(from, to, mem) {
-                Ok(parents) => parents,
-                Err(verdict) => return verdict,
-            };
+    fn link(&mut self, from: At, to: At, mem: &Memory) -> Done {
+        let ((from_dir, from_name), (to_dir, to_name)) = self.parents_in_one_tree(from, to, mem)?;
         // SAFETY: as for rename; no flag, so the last name is not followed.
         let ret = unsafe {
             libc::linkat(
@@ -184,7 +180,7 @@ impl LocalFiles {
                 0,
             )
         };
-        Some(Verdict::Answer(answer_of(ret.into())))
+        Ok(Verdict::Answer(answer_of(ret.into())))
     }
 
     /// The parents and last names of two paths of a call that must stay in one tree (a
@@ -204,19 +200,18 @@ impl LocalFiles {
         Ok(((from_dir, from_name), (to_dir, to_name)))
     }
 
-    fn symlink(&mut self, target: u64, at: At, mem: &Memory) -> Option<Verdict> {
-        // The target is only a string kept in the link: it may name anything.
-        let target = mem
+    fn symlink(&mut self, target: u64, at: At, mem: &Memory) -> Done {
+        // The target is only a string kept in the link: it may name anything. One that
+        // cannot be read is home's to answer.
+        let target = (mem
             .read_cstr(target, crate::table::PATH_MAX as usize - 1)
-            .ok()?;
-        let target = CString::new(target).ok()?;
-        let (_, dir, name) = match self.parent_at(at, mem) {
-            Ok(parent) => parent,
-            Err(verdict) => return verdict,
-        };
+            .ok())
+        .and_then(|target| CString::new(target).ok())
+        .ok_or(None)?;
+        let (_, dir, name) = self.parent_at(at, mem)?;
         // SAFETY: a NUL-terminated target, a directory descriptor and a name.
         let ret = unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) };
-        Some(Verdict::Answer(answer_of(ret.into())))
+        Ok(Verdict::Answer(answer_of(ret.into())))
     }
 
     /// A path handle on what the path at `at` names beneath its root (the link itself if
@@ -232,22 +227,16 @@ impl LocalFiles {
             .map_err(answer_or_pass)
     }
 
-    fn chmod(&mut self, at: At, mode: u64, mem: &Memory) -> Option<Verdict> {
-        let file = match self.handle_at(at, false, mem) {
-            Ok(file) => file,
-            Err(verdict) => return verdict,
-        };
+    fn chmod(&mut self, at: At, mode: u64, mem: &Memory) -> Done {
+        let file = self.handle_at(at, false, mem)?;
         let path = magic_link(&file);
         // SAFETY: a NUL-terminated path, which names the handle's own file.
         let ret = unsafe { libc::chmod(path.as_ptr(), mode as libc::mode_t) };
-        Some(Verdict::Answer(answer_of(ret.into())))
+        Ok(Verdict::Answer(answer_of(ret.into())))
     }
 
-    fn chown(&mut self, at: At, owner: [u64; 2], nofollow: bool, mem: &Memory) -> Option<Verdict> {
-        let file = match self.handle_at(at, nofollow, mem) {
-            Ok(file) => file,
-            Err(verdict) => return verdict,
-        };
+    fn chown(&mut self, at: At, owner: [u64; 2], nofollow: bool, mem: &Memory) -> Done {
+        let file = self.handle_at(at, nofollow, mem)?;
         // SAFETY: an empty path with AT_EMPTY_PATH acts on the handle itself; -1 (as the
         // 32-bit value the kernel reads) leaves an id as it is.
         let ret = unsafe {
@@ -259,24 +248,21 @@ impl LocalFiles {
                 libc::AT_EMPTY_PATH,
             )
         };
-        Some(Verdict::Answer(answer_of(ret.into())))
+        Ok(Verdict::Answer(answer_of(ret.into())))
     }
 
-    fn truncate(&mut self, at: At, len: u64, mem: &Memory) -> Option<Verdict> {
-        let file = match self.handle_at(at, false, mem) {
-            Ok(file) => file,
-            Err(verdict) => return verdict,
-        };
+    fn truncate(&mut self, at: At, len: u64, mem: &Memory) -> Done {
+        let file = self.handle_at(at, false, mem)?;
         // SAFETY: a stat buffer is plain data; zeroes are a valid one.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: fstat fills the live buffer from our own descriptor.
         if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } != 0 {
-            return Some(Verdict::Answer(answer_of(-1)));
+            return Ok(Verdict::Answer(answer_of(-1)));
         }
         match st.st_mode & libc::S_IFMT {
             libc::S_IFREG => {}
-            libc::S_IFDIR => return Some(Verdict::Answer(-i64::from(libc::EISDIR))),
-            _ => return Some(Verdict::Answer(-i64::from(libc::EINVAL))),
+            libc::S_IFDIR => return Ok(Verdict::Answer(-i64::from(libc::EISDIR))),
+            _ => return Ok(Verdict::Answer(-i64::from(libc::EINVAL))),
         }
         // Opened for writing through the handle's link: the kernel checks the right to
         // write, as truncate(2) does.
@@ -284,28 +270,25 @@ impl LocalFiles {
         // SAFETY: a NUL-terminated path and flags.
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
         if fd < 0 {
-            return Some(Verdict::Answer(answer_of(-1)));
+            return Ok(Verdict::Answer(answer_of(-1)));
         }
         // SAFETY: `fd` is ours, closed right after.
         let ret = unsafe { libc::ftruncate(fd, len as libc::off_t) };
         let ret = answer_of(ret.into());
         // SAFETY: as above.
         unsafe { libc::close(fd) };
-        Some(Verdict::Answer(ret))
+        Ok(Verdict::Answer(ret))
     }
 
-    fn utimens(&mut self, at: At, times: u64, mem: &Memory) -> Option<Verdict> {
+    fn utimens(&mut self, at: At, times: u64, mem: &Memory) -> Done {
         let times = match times {
             0 => None,
             addr => match mem.read_vec(addr, 2 * std::mem::size_of::<libc::timespec>()) {
                 Ok(bytes) => Some(bytes),
-                Err(_) => return Some(Verdict::Answer(-i64::from(libc::EFAULT))),
+                Err(_) => return Ok(Verdict::Answer(-i64::from(libc::EFAULT))),
             },
         };
-        let file = match self.handle_at(at, false, mem) {
-            Ok(file) => file,
-            Err(verdict) => return verdict,
-        };
+        let file = self.handle_at(at, false, mem)?;
         let path = magic_link(&file);
         let times_ptr = times
             .as_ref()
@@ -313,7 +296,7 @@ impl LocalFiles {
         // SAFETY: a NUL-terminated path naming the handle's file, and null or two timespecs
         // read from the process (read unaligned by the kernel, which copies them in).
         let ret = unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times_ptr, 0) };
-        Some(Verdict::Answer(answer_of(ret.into())))
+        Ok(Verdict::Answer(answer_of(ret.into())))
     }
 }
 
