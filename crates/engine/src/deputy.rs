@@ -29,6 +29,7 @@ use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::Memory;
 use crate::msg;
+use crate::numbers;
 use crate::pathcache::{self, Listing};
 use crate::pidfd::PidFd;
 use crate::ptrace::{self, Pid, Regs, Stop};
@@ -72,8 +73,29 @@ pub struct Call {
     vouch: bool,
     /// Home watches what its answer depends on, since this generation of its watch.
     armed: Option<u64>,
+    /// The remote asked for the shell's free numbers with the answer, and the call may
+    /// change them (see `numbers`).
+    numbers: bool,
+    /// Not the process's call but the shell following what it did away: no answer goes,
+    /// and it runs whatever moves are asked for.
+    mirror: Option<Mirror>,
     /// When it came, to time its answer.
     arrived: Instant,
+}
+
+/// What a call that follows the process's doings away is for (see `numbers`).
+#[derive(Debug, Clone, Copy)]
+enum Mirror {
+    /// The shell opens what the remote opened under number `fd`, or, `placeholder`, a
+    /// placeholder for it because that could not be opened: either must hold `fd`.
+    Open {
+        fd: i32,
+        cloexec: bool,
+        placeholder: bool,
+    },
+    /// A step to put such a file under its number, or to seek it to where its reads away
+    /// reached; the last step of an open answers that open (`ack`: its id).
+    Step { ack: Option<u64> },
 }
 
 impl Call {
@@ -93,8 +115,60 @@ impl Call {
             same: false,
             vouch: false,
             armed: None,
+            numbers: false,
+            mirror: None,
             arrived: Instant::now(),
         })
+    }
+
+    /// The shell's half of the remote's open `id` under number `fd` (`ToHome::Opened`):
+    /// `path` (with its NUL) opened with `flags`, checked against the table as any open.
+    fn mirror_open(
+        id: u64,
+        fd: i32,
+        path: Vec<u8>,
+        flags: u64,
+        placeholder: bool,
+    ) -> Result<Call, Refusal> {
+        // The address stands for a buffer of the remote's; nothing comes back to it.
+        let args = [libc::AT_FDCWD as u64, 1, flags, 0, 0, 0];
+        let mirror = Mirror::Open {
+            fd,
+            cloexec: flags & libc::O_CLOEXEC as u64 != 0,
+            placeholder,
+        };
+        Call::checked(id, libc::SYS_openat, args, vec![path]).map(|call| call.mirroring(mirror))
+    }
+
+    /// Whether it is the shell's half of an open made away under number `fd`.
+    fn mirrors_open_of(&self, fd: i32) -> bool {
+        matches!(self.mirror, Some(Mirror::Open { fd: of, .. }) if of == fd)
+    }
+
+    /// A placeholder under number `fd` (`/` as a path handle), for a file opened away whose
+    /// copy the shell cannot open.
+    fn placeholder(id: u64, fd: i32) -> Result<Call, Refusal> {
+        let flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+        Call::mirror_open(id, fd, b"/\0".to_vec(), flags, true)
+    }
+
+    /// A step of a mirror (see `Mirror::Step`): call `nr` with `args`, which take no buffer;
+    /// the last step of an open made away answers it (`ack`).
+    fn step(nr: i64, args: [u64; 6], ack: Option<u64>) -> Result<Call, Refusal> {
+        let step = Mirror::Step { ack };
+        Call::checked(0, nr, args, Vec::new()).map(|call| call.mirroring(step))
+    }
+
+    fn mirroring(self, mirror: Mirror) -> Call {
+        Call {
+            mirror: Some(mirror),
+            ..self
+        }
+    }
+
+    /// It runs whatever moves are asked for: the program was told it ran, or did it away.
+    pub fn must_run(&self) -> bool {
+        self.behind || self.mirror.is_some()
     }
 
     /// The same call, asking what it opens if it is an open, and a vouch for its answer if
@@ -104,6 +178,7 @@ impl Call {
         Call {
             same: asking.same && open,
             vouch: asking.vouch && pathcache::vouchable(self.nr),
+            numbers: asking.numbers && !numbers::leaves_numbers(self.nr),
             ..self
         }
     }
@@ -173,6 +248,8 @@ impl Call {
             same: false,
             vouch: false,
             armed: None,
+            numbers: false,
+            mirror: None,
             arrived: Instant::now(),
         })
     }
@@ -222,6 +299,10 @@ pub struct Deputy {
     args_and_env: ArgsAndEnv,
     /// Calls that came while the shell ran another: writes behind and what followed them.
     waiting: Waiting,
+    /// The shell's halves of opens made away that it has not run yet: they run before any
+    /// other call the shell runs, or once the remote leaves; a file closed away first is
+    /// never opened (see `numbers`).
+    deferred: Vec<Call>,
     /// The shell, to measure the room of a descriptor written behind.
     pidfd: PidFd,
     /// Home asked for the image (as of the shell's last stop): calls not yet run wait for
@@ -260,6 +341,7 @@ impl Deputy {
             relayed_early: 0,
             args_and_env,
             waiting: Waiting::default(),
+            deferred: Vec::new(),
             pidfd: PidFd::open(pid)?,
             recalled: false,
             stop_when_idle: None,
@@ -285,6 +367,18 @@ impl Deputy {
             && (call.looked_up())
                 .and_then(|path| std::str::from_utf8(path).ok())
                 .is_some_and(|path| self.system.covers(path));
+        if call.nr == libc::SYS_close && self.cancels_deferred(&call, session)? {
+            return Ok(());
+        }
+        if !self.busy()
+            && !call.must_run()
+            && let Some((ret, backs)) = self.files.try_run(&call)
+        {
+            self.time(&call);
+            return self.answer(session, call.id, ret, &backs, None, false);
+        }
+        // Opens made away come before any call the shell runs after them.
+        self.undefer()?;
         if self.busy() {
             if let ShellState::Interrupting(next) = &mut self.state
                 && self.waiting.is_empty()
@@ -300,12 +394,12 @@ impl Deputy {
             }
             return self.waiting.push(call);
         }
-        if !call.behind
-            && let Some((ret, backs)) = self.files.try_run(&call)
-        {
-            self.time(&call);
-            return self.answer(session, call.id, ret, &backs, None);
-        }
+        self.run(call)
+    }
+
+    /// Run `call` in the idle shell once it is interrupted (or once continued, if it is
+    /// job-stopped).
+    fn run(&mut self, call: Call) -> io::Result<()> {
         let stopped = matches!(self.state, ShellState::Stopped);
         self.state = ShellState::Interrupting(call);
         if !stopped {
@@ -314,12 +408,50 @@ impl Deputy {
         Ok(())
     }
 
+    /// The opens made away that the shell has not followed yet go to run, before whatever
+    /// comes after them.
+    fn undefer(&mut self) -> io::Result<()> {
+        let mut deferred = std::mem::take(&mut self.deferred).into_iter();
+        if !self.busy()
+            && let Some(first) = deferred.next()
+        {
+            self.run(first)?;
+        }
+        deferred.try_for_each(|call| self.waiting.push(call))
+    }
+
+    /// `close`, a close of a file opened away: if the shell has not followed its open yet,
+    /// neither runs (the open is answered as done, see `numbers`). The close is answered
+    /// here unless the shell holds something under its number (a placeholder whose close a
+    /// signal kept from running), which it then closes. Whether the close is answered.
+    fn cancels_deferred(&mut self, close: &Call, session: &mut Session) -> io::Result<bool> {
+        let fd = close.args[0] as i32;
+        let Some(at) = (self.deferred.iter()).rposition(|call| call.mirrors_open_of(fd)) else {
+            return Ok(false);
+        };
+        let open = self.deferred.remove(at);
+        send_reply(session, open.id, i64::from(fd), &[])?;
+        if std::fs::symlink_metadata(format!("/proc/{}/fd/{fd}", self.pid)).is_ok() {
+            return Ok(false);
+        }
+        self.time(close);
+        self.answer(session, close.id, 0, &[], None, false)?;
+        Ok(true)
+    }
+
+    /// The remote leaves: the shell follows every open it made away now, each answered
+    /// once it ran (see `numbers`).
+    pub fn follow(&mut self) -> io::Result<()> {
+        self.undefer()
+    }
+
     /// Answer call `id` with `ret` and its out-buffers, after telling the remote of the files
     /// that changed (see `homefill`) and the room of each descriptor granted to write behind,
     /// measured now that the call ran (see `writebehind`).
     /// `vouch`: home watched what the answer depends on since before the call ran, from
     /// that generation of its watch; unless a change was heard since (told now or before),
     /// the remote may keep it (`ToGuest::Vouched`), with `listing` if a name was missing.
+    /// `numbers`: the shell's free numbers go too (`ToGuest::Numbers`).
     fn answer(
         &mut self,
         session: &mut Session,
@@ -327,12 +459,24 @@ impl Deputy {
         ret: i64,
         backs: &[(u64, Vec<u8>)],
         vouch: Option<(u64, Option<Listing>)>,
+        numbers: bool,
     ) -> io::Result<()> {
         self.tell_changes(session)?;
         if let Some((armed, listing)) = vouch
             && armed == self.paths.generation()
         {
             rmosix_image::write_message(&mut session.out, &ToGuest::Vouched { id, listing })?;
+        }
+        if numbers {
+            match numbers::lowest_free(self.pid, numbers::TOLD) {
+                Ok(mut free) => {
+                    // Numbers given away whose opens the shell has not run are not free.
+                    free.numbers
+                        .retain(|&fd| !self.deferred.iter().any(|c| c.mirrors_open_of(fd)));
+                    rmosix_image::write_message(&mut session.out, &ToGuest::Numbers { id, free })?
+                }
+                Err(err) => debug!(pid = self.pid, %err, "cannot list the shell's free numbers"),
+            }
         }
         let pidfd = &self.pidfd;
         let rooms: Vec<(i32, u64)> = self
@@ -388,7 +532,7 @@ impl Deputy {
     /// Answer call `id` with the errno of `refusal`: it does not fit the table and never runs.
     pub fn refuse(&mut self, session: &mut Session, id: u64, refusal: Refusal) -> io::Result<()> {
         tracing::debug!(pid = self.pid, id, %refusal, "refused a forwarded call");
-        self.answer(session, id, -i64::from(refusal.errno()), &[], None)
+        self.answer(session, id, -i64::from(refusal.errno()), &[], None, false)
     }
 
     /// A read the remote asks bytes of the file for (`ToHome::Read`): lend them if the
@@ -437,14 +581,42 @@ impl Deputy {
     }
 
     /// The remote's reads of system file `fd` reached `pos` (see `sysfiles`): the shell's
-    /// descriptor of it takes that offset.
-    pub fn offset(&mut self, fd: i32, pos: u64) {
+    /// descriptor of it takes that offset, once the calls before have run (the open of
+    /// its copy may be among them, see `numbers`).
+    pub fn offset(&mut self, fd: i32, pos: u64) -> io::Result<()> {
+        if self.busy() {
+            let args = [fd as u64, pos, libc::SEEK_SET as u64, 0, 0, 0];
+            let seek = Call::step(libc::SYS_lseek, args, None);
+            return match seek {
+                Ok(seek) => self.waiting.push(seek),
+                Err(refusal) => {
+                    debug!(pid = self.pid, fd, pos, %refusal, "cannot seek a descriptor");
+                    Ok(())
+                }
+            };
+        }
         if !self.files.seek(fd, pos) {
             debug!(
                 pid = self.pid,
                 fd, pos, "cannot set the offset of a descriptor"
             );
         }
+        Ok(())
+    }
+
+    /// The remote's open `id` put a file under number `fd`, one home told free
+    /// (`ToHome::Opened`): the shell opens `path` with `flags` under it too, before any
+    /// call it runs after it, or never if the file is closed away first (see `numbers`).
+    pub fn opened_away(&mut self, id: u64, fd: i32, path: String, flags: u64) -> io::Result<()> {
+        let mut path = path.into_bytes();
+        path.push(0);
+        let call = Call::mirror_open(id, fd, path, flags, false).or_else(|refusal| {
+            // Nothing the shell could open: a placeholder holds the number.
+            warn!(pid = self.pid, fd, %refusal, "the remote told of an open that does not fit");
+            Call::placeholder(id, fd)
+        });
+        self.deferred.push(call.map_err(io::Error::other)?);
+        Ok(())
     }
 
     /// Relay a signal, after telling the remote of the files that changed.
@@ -542,7 +714,7 @@ impl Deputy {
         }
         // A write behind runs whatever moves are asked for: the program was told it ran.
         let recalled = recalled
-            && !matches!(&state, ShellState::Interrupting(c) | ShellState::Calling(c) if c.behind);
+            && !matches!(&state, ShellState::Interrupting(c) | ShellState::Calling(c) if c.must_run());
         if let Stop::Signal(sig) = stop
             && self.relayed_early & bit(sig) != 0
         {
@@ -766,6 +938,10 @@ impl Deputy {
             self.finish_behind(call, ret, session)?;
             return self.next_or_idle(session);
         }
+        if let Some(mirror) = call.mirror {
+            self.finish_mirror(call, mirror, ret, session)?;
+            return self.next_or_idle(session);
+        }
         if writebehind::grants_after(&call, ret) {
             self.granted.insert(call.args[0] as i32);
         }
@@ -797,8 +973,85 @@ impl Deputy {
                 .and_then(|path| self.paths.listing(path));
             (armed, listing)
         });
-        self.answer(session, call.id, ret, &backs, vouch)?;
+        self.answer(session, call.id, ret, &backs, vouch, call.numbers)?;
         self.next_or_idle(session)
+    }
+
+    /// A call that follows the process's doings away ended with `ret`. The shell's copy of a
+    /// file opened away must hold the number the program got: if it got another (which only
+    /// a close of that number that a signal kept from running leaves: the program no longer
+    /// holds what was there), it is moved there; if it could not be opened (removed or made
+    /// unreadable at home since home vouched for it), a placeholder holds the number. A
+    /// process that comes home then fails to reopen that file and stays where it is. The
+    /// open is answered once its number is held (`ToGuest::Reply` with its id).
+    fn finish_mirror(
+        &mut self,
+        call: Call,
+        mirror: Mirror,
+        ret: i64,
+        session: &mut Session,
+    ) -> io::Result<()> {
+        if sys::is_restart(ret) || ret == -i64::from(libc::EINTR) {
+            // A signal kept it from running: it runs next.
+            self.waiting.push_front(call);
+            return Ok(());
+        }
+        let (fd, cloexec, placeholder) = match mirror {
+            Mirror::Open {
+                fd,
+                cloexec,
+                placeholder,
+            } => (fd, cloexec, placeholder),
+            Mirror::Step { ack } => {
+                if ret < 0 {
+                    let (pid, nr, errno) = (self.pid, call.nr, -ret);
+                    warn!(pid, nr, errno, "a step of the shell failed");
+                }
+                return match ack {
+                    Some(id) => send_reply(session, id, ret, &[]),
+                    None => Ok(()),
+                };
+            }
+        };
+        let steps = if ret == i64::from(fd) {
+            return send_reply(session, call.id, ret, &[]);
+        } else if ret >= 0 {
+            debug!(
+                pid = self.pid,
+                fd,
+                got = ret,
+                "a copy is moved to its number"
+            );
+            let flags = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            vec![
+                Call::step(
+                    libc::SYS_dup3,
+                    [ret as u64, fd as u64, flags, 0, 0, 0],
+                    None,
+                ),
+                Call::step(libc::SYS_close, [ret as u64, 0, 0, 0, 0, 0], Some(call.id)),
+            ]
+        } else if !placeholder {
+            let (pid, errno) = (self.pid, -ret);
+            warn!(
+                pid,
+                fd, errno, "no copy of a file opened away: a placeholder holds its number"
+            );
+            vec![Call::placeholder(call.id, fd)]
+        } else {
+            warn!(
+                pid = self.pid,
+                fd,
+                errno = -ret,
+                "nothing holds a number given away"
+            );
+            return send_reply(session, call.id, ret, &[]);
+        };
+        let steps: Result<Vec<Call>, Refusal> = steps.into_iter().collect();
+        for step in steps.map_err(io::Error::other)?.into_iter().rev() {
+            self.waiting.push_front(step);
+        }
+        Ok(())
     }
 
     /// Tell the remote what descriptor `fd`, which call `id` opened, is: a regular file opened
@@ -864,16 +1117,16 @@ impl Deputy {
     /// follow a stop of the remote that waited for the writes behind).
     fn next_or_idle(&mut self, session: &mut Session) -> io::Result<()> {
         while let Some(call) = self.waiting.next() {
-            if !call.behind && self.recalled {
+            if !call.must_run() && self.recalled {
                 // As for a call that finds the shell recalled: it runs after the move.
-                self.answer(session, call.id, sys::ERESTARTNOINTR, &[], None)?;
+                self.answer(session, call.id, sys::ERESTARTNOINTR, &[], None, false)?;
                 continue;
             }
-            if !call.behind
+            if !call.must_run()
                 && let Some((ret, backs)) = self.files.try_run(&call)
             {
                 self.time(&call);
-                self.answer(session, call.id, ret, &backs, None)?;
+                self.answer(session, call.id, ret, &backs, None, false)?;
                 continue;
             }
             return self.start_call(call, session);
@@ -1116,6 +1369,7 @@ mod tests {
                     sends: announced.min(lens.len() as u32 + 1),
                     same: id % 2 == 0,
                     vouch: id % 3 == 0,
+                    numbers: id % 5 == 0,
                 };
                 write_message(&mut out, &msg).unwrap();
                 for (i, len) in lens.iter().enumerate() {
@@ -1198,6 +1452,7 @@ mod tests {
                     sends: sent.len() as u32,
                     same: false,
                     vouch: false,
+                    numbers: false,
                 };
                 write_message(&mut out, &msg).unwrap();
                 for data in &sent {

@@ -182,7 +182,8 @@ impl Consistent {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    /// Whether no file system is shared: nothing is opened here but system files.
+    pub fn is_empty(&self) -> bool {
         self.mfs.is_none() && self.mounts.is_empty()
     }
 

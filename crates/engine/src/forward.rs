@@ -12,6 +12,7 @@ use crate::cputime;
 use crate::dfsa::{self, LocalFiles, Verdict};
 use crate::mem::{Memory, le_u32, le_u64};
 use crate::msg;
+use crate::numbers::{self, Free, FreeNumbers};
 use crate::pathcache::{self, Key, Listing, PathAnswers};
 use crate::ptrace::Pid;
 use crate::readahead::{Loan, Lookup, ReadCache};
@@ -192,6 +193,30 @@ pub struct Forwarder {
     said: Option<(u64, SameAs)>,
     /// Home's answers to lookups of system paths, kept (see `pathcache`).
     paths: PathAnswers,
+    /// Numbers free in home's table, for files opened here (see `numbers`).
+    numbers: FreeNumbers,
+    /// What home told free with the answer to call `id` (`ToGuest::Numbers`).
+    numbered: Option<(u64, Free)>,
+    /// Opens made here that home's shell has not followed yet (`ToHome::Opened`), by id.
+    opening: std::collections::HashSet<u64>,
+}
+
+/// A file opened here for the process, and what home's shell opens under its number.
+struct Away<'a> {
+    file: &'a std::os::fd::OwnedFd,
+    cloexec: bool,
+    /// The path and open flags of the shell's copy of the file, or of a placeholder.
+    home: (&'a str, u64),
+}
+
+/// What became of a file put into the process under a number home told free.
+enum Placed {
+    /// It is there, under this number.
+    At(i32),
+    /// The call is gone (a signal ended it): nothing is opened.
+    Gone,
+    /// Not here: no number is known, or it could not go in (the process's limit here).
+    No,
 }
 
 impl Forwarder {
@@ -207,7 +232,56 @@ impl Forwarder {
             unreleased: Vec::new(),
             said: None,
             paths: PathAnswers::default(),
+            numbers: FreeNumbers::default(),
+            numbered: None,
+            opening: std::collections::HashSet::new(),
         })
+    }
+
+    /// Home told the numbers free once call `id` ran (`ToGuest::Numbers`); its reply follows.
+    pub fn home_numbered(&mut self, id: u64, free: Free) {
+        self.numbered = Some((id, free));
+    }
+
+    /// Whether the numbers home tells are of use: files are opened here without home.
+    fn wants_numbers(&self) -> bool {
+        !self.local.consistent().is_empty() || self.paths.keeps_opens()
+    }
+
+    /// Put `away`'s file into the process under the lowest number home told free, answering
+    /// call `id`, and tell home what its shell opens under that number (`ToHome::Opened`).
+    fn place(
+        &mut self,
+        id: u64,
+        away: Away<'_>,
+        session: &mut Session,
+        listener: &Listener,
+    ) -> io::Result<Placed> {
+        let Some(fd) = self.numbers.lowest() else {
+            return Ok(Placed::No);
+        };
+        match listener.answer_with_file(id, away.file, fd, away.cloexec) {
+            Ok(()) => {}
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(Placed::Gone),
+            Err(err) => {
+                debug!(fd, %err, "a file opened here cannot go into the process");
+                return Ok(Placed::No);
+            }
+        }
+        self.numbers.take(fd);
+        // A close of what home held under that number, not run yet, is not run again: the
+        // shell's copy takes the number over (see `deputy`).
+        self.releasing.retain(|_, held| *held != fd);
+        self.unreleased.retain(|&(_, held)| held != fd);
+        let (path, flags) = (away.home.0.to_owned(), away.home.1);
+        session.send(&ToHome::Opened {
+            id,
+            fd,
+            path,
+            flags,
+        })?;
+        self.opening.insert(id);
+        Ok(Placed::At(fd))
     }
 
     /// Home said what the file call `id` opened is (`ToGuest::Same`); its reply follows.
@@ -269,11 +343,13 @@ impl Forwarder {
 
     /// A trapped call on a file here, or that opens one (see `dfsa`): run or answered here,
     /// or home's placeholder asked for. None: not a local file's business.
+    /// `nothing_behind`: as for [`Forwarder::trap`].
     pub fn trap_local(
         &mut self,
         id: u64,
         nr: i64,
         args: [u64; 6],
+        nothing_behind: bool,
         session: &mut Session,
         listener: &Listener,
     ) -> io::Result<Option<Trapped>> {
@@ -292,7 +368,8 @@ impl Forwarder {
             Verdict::Answer(val) => self.answer(listener, id, val),
             Verdict::GoHome(what) => Trapped::GoHome { what },
             Verdict::Close(fd) => {
-                // The kernel closes it in the process; home's placeholder goes meanwhile.
+                // The kernel closes it in the process; home's placeholder goes meanwhile,
+                // before any later call.
                 let_run(listener, id);
                 self.local.closed(fd);
                 self.release(id, fd, session)?;
@@ -303,6 +380,20 @@ impl Forwarder {
                 cloexec,
                 path,
             } => {
+                let placeholder = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+                let away = Away {
+                    file: &file,
+                    cloexec,
+                    home: ("/", placeholder),
+                };
+                match self.place(id, away, session, listener)? {
+                    Placed::At(fd) => {
+                        self.local.opened(fd, path, None);
+                        return Ok(Some(Trapped::Answered));
+                    }
+                    Placed::Gone => return Ok(Some(Trapped::Answered)),
+                    Placed::No => {}
+                }
                 let placeholder = [
                     libc::AT_FDCWD as u64,
                     UNPLACED,
@@ -312,8 +403,13 @@ impl Forwarder {
                     0,
                 ];
                 self.before_other_call(libc::SYS_openat, &placeholder, session)?;
+                self.numbers.stale();
                 let root = vec![(UNPLACED, b"/\0".to_vec())];
-                call_home(session, id, libc::SYS_openat, placeholder, &root)?;
+                let asking = Asking {
+                    numbers: true,
+                    ..Asking::default()
+                };
+                send_call(session, id, libc::SYS_openat, placeholder, &root, asking)?;
                 Trapped::Shipped(Pending::Open {
                     id,
                     file,
@@ -322,11 +418,14 @@ impl Forwarder {
                 })
             }
             Verdict::System { path, flags } => {
-                let key = self.lookup_key(nr, &args);
-                if let Some(key) = &key
-                    && self.answer_kept(listener, id, key, &args)
-                {
-                    return Ok(Some(Trapped::Answered));
+                let key = self.lookup_key(nr, &args).filter(|_| nothing_behind);
+                if let Some(key) = &key {
+                    if self.answer_kept(listener, id, key, &args) {
+                        return Ok(Some(Trapped::Answered));
+                    }
+                    if self.open_kept(id, key, &path, flags, session, listener)? {
+                        return Ok(Some(Trapped::Answered));
+                    }
                 }
                 // Home opens it as the process: the one round trip the open costs anyway.
                 // The path goes as it was read here, once: the file opened here is that one.
@@ -339,10 +438,12 @@ impl Forwarder {
                 };
                 let call = [libc::AT_FDCWD as u64, at, flags, 0, 0, 0];
                 self.before_other_call(libc::SYS_openat, &call, session)?;
+                self.numbers.stale();
                 self.said = None;
                 let asking = Asking {
                     same: true,
                     vouch: key.is_some(),
+                    numbers: key.is_some() || self.wants_numbers(),
                 };
                 send_call(session, id, libc::SYS_openat, call, &[(at, raw)], asking)?;
                 if let Some(key) = key {
@@ -358,18 +459,82 @@ impl Forwarder {
         }))
     }
 
-    /// Close home's placeholder `fd`, without waiting for the answer (see `on_stray_reply`).
+    /// Close home's placeholder `fd`, without waiting for the answer (see `on_stray_reply`):
+    /// the number is free again for what is opened next.
     fn release(&mut self, id: u64, fd: i32, session: &mut Session) -> io::Result<()> {
         let args = [fd as u64, 0, 0, 0, 0, 0];
         self.before_other_call(libc::SYS_close, &args, session)?;
         call_home(session, id, libc::SYS_close, args, &[])?;
         self.releasing.insert(id, fd);
+        self.numbers.freed(fd);
         Ok(())
     }
 
-    /// Home's answer to no call the process waits for: a placeholder's close, which a
-    /// signal at home may have kept from running (a restart code): it goes again.
+    /// Open `path` with `flags` here, for call `id`, lookup `key`, if home vouched for what
+    /// that open opens at home and the file here is still the same: under a number home
+    /// told free, with no round trip (see `pathcache`, `numbers`). False: it goes home.
+    fn open_kept(
+        &mut self,
+        id: u64,
+        key: &Key,
+        path: &str,
+        flags: u64,
+        session: &mut Session,
+        listener: &Listener,
+    ) -> io::Result<bool> {
+        let Some(home) = self.paths.opened(key) else {
+            return Ok(false);
+        };
+        if self.numbers.lowest().is_none() {
+            return Ok(false);
+        }
+        let here = match Candidate::open(path, flags) {
+            Ok(here) if here.same == *home => here,
+            _ => {
+                self.paths.differs(key);
+                return Ok(false);
+            }
+        };
+        let away = Away {
+            file: &here.file,
+            cloexec: flags & libc::O_CLOEXEC as u64 != 0,
+            home: (path, flags),
+        };
+        Ok(match self.place(id, away, session, listener)? {
+            Placed::At(fd) => {
+                let SameAs { digest, path } = here.same;
+                self.local.opened(fd, path, Some(digest));
+                true
+            }
+            Placed::Gone => true,
+            Placed::No => false,
+        })
+    }
+
+    /// The process leaves: home's shell must follow the opens made here first (see
+    /// `numbers`); home answers each (`on_stray_reply`).
+    pub fn ask_follow(&mut self, session: &mut Session) -> io::Result<()> {
+        if self.opening.is_empty() {
+            return Ok(());
+        }
+        session.send(&ToHome::Follow)
+    }
+
+    /// Whether an open made here waits for home's shell to follow it.
+    pub fn follows_owed(&self) -> bool {
+        !self.opening.is_empty()
+    }
+
+    /// Home's answer to no call the process waits for: an open made here that home's shell
+    /// followed, or a placeholder's close, which a signal at home may have kept from running
+    /// (a restart code): it goes again.
     pub fn on_stray_reply(&mut self, id: u64, ret: i64) {
+        if self.opening.remove(&id) {
+            if ret < 0 {
+                warn!(errno = -ret, "home holds no copy of a file opened here");
+            }
+            return;
+        }
         if let Some(fd) = self.releasing.remove(&id)
             && crate::sys::is_restart(ret)
         {
@@ -398,6 +563,10 @@ impl Forwarder {
             return Ok(trapped);
         }
         self.before_other_call(nr, &args, session)?;
+        let changes_numbers = !numbers::leaves_numbers(nr);
+        if changes_numbers {
+            self.numbers.stale();
+        }
         let shipped = match table::route(nr, &args) {
             Route::Forward(_) if nr == libc::SYS_times => {
                 // Home's children's times, with the process's own put in on the way back.
@@ -425,6 +594,7 @@ impl Forwarder {
                 let asking = Asking {
                     same: false,
                     vouch: key.is_some(),
+                    numbers: changes_numbers && self.wants_numbers(),
                 };
                 let shipped = self.forward(id, nr, args, row.args, asking, session)?;
                 if let (Some(key), Ok(_)) = (key, &shipped) {
@@ -912,12 +1082,15 @@ impl Forwarder {
             // Home ran the read as a call: it does not lend this descriptor's bytes.
             self.reads.refused(fd);
         }
+        if let Some((_, free)) = self.numbered.take_if(|(told, _)| *told == pending.id()) {
+            self.numbers.told(free);
+        }
         match pending {
             Pending::Masked { id, mask } if crate::sys::is_restart(ret) => {
                 return Ok(Replied::Interrupted { id, ret, mask });
             }
             Pending::Plain { id } | Pending::Masked { id, .. } => {
-                self.paths.replied(id, ret, &backs);
+                self.paths.replied(id, ret, &backs, None);
                 for (addr, bytes) in &backs {
                     self.mem.write(*addr, bytes)?;
                 }
@@ -1000,12 +1173,13 @@ impl Forwarder {
                 }
             }
             Pending::System { id, here, cloexec } => {
-                self.paths.replied(id, ret, &backs);
                 let said = self.said.take().filter(|(said, _)| *said == id);
-                let same = match (&here, said) {
-                    (Some(here), Some((_, home))) if ret >= 0 => here.same == home,
+                let same = match (&here, &said) {
+                    (Some(here), Some((_, home))) if ret >= 0 => here.same == *home,
                     _ => false,
                 };
+                let opened = said.as_ref().map(|(_, home)| home).filter(|_| same);
+                self.paths.replied(id, ret, &backs, opened);
                 let Some(here) = here.filter(|_| same) else {
                     // Home's file is the answer: the file differs here, or is not here.
                     respond(listener, id, ret);
@@ -1130,6 +1304,7 @@ fn send_call(
         sends: data.len() as u32,
         same: asking.same,
         vouch: asking.vouch,
+        numbers: asking.numbers,
     };
     write_message(&mut session.out, &call)?;
     for (addr, bytes) in data {

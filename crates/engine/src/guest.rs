@@ -442,6 +442,7 @@ impl Guest {
             ToGuest::Stale { fds } => self.fwd.stale(&fds),
             ToGuest::Same { id, same } => self.fwd.home_said(id, same),
             ToGuest::Vouched { id, listing } => self.fwd.home_vouched(id, listing),
+            ToGuest::Numbers { id, free } => self.fwd.home_numbered(id, free),
             ToGuest::Forget => self.fwd.forget_lookups(),
             ToGuest::Signal { info } if info.is_valid() => {
                 self.behind.revoke_all();
@@ -484,31 +485,32 @@ impl Guest {
     /// here, or the process goes home for it.
     fn on_call(&mut self, id: u64, nr: i64, args: [u64; 6]) -> io::Result<Option<Left>> {
         let (session, listener) = (&mut self.session, &self.listener);
-        let trapped = match self.fwd.trap_local(id, nr, args, session, listener)? {
-            Some(trapped) => trapped,
-            None => {
-                match self.behind.take(&self.fwd, nr, &args, &mut self.session)? {
-                    Taken::Written(len) => {
-                        respond(&self.listener, id, len);
-                        return Ok(None);
+        let nothing_behind = self.behind.unacked() == 0;
+        let trapped =
+            match (self.fwd).trap_local(id, nr, args, nothing_behind, session, listener)? {
+                Some(trapped) => trapped,
+                None => {
+                    match self.behind.take(&self.fwd, nr, &args, &mut self.session)? {
+                        Taken::Written(len) => {
+                            respond(&self.listener, id, len);
+                            return Ok(None);
+                        }
+                        Taken::Wait => {
+                            self.waiting = Some((id, nr, args));
+                            return Ok(None);
+                        }
+                        Taken::No => {}
                     }
-                    Taken::Wait => {
-                        self.waiting = Some((id, nr, args));
-                        return Ok(None);
-                    }
-                    Taken::No => {}
+                    (self.fwd).trap(
+                        id,
+                        nr,
+                        args,
+                        nothing_behind,
+                        &mut self.session,
+                        &self.listener,
+                    )?
                 }
-                let nothing_behind = self.behind.unacked() == 0;
-                (self.fwd).trap(
-                    id,
-                    nr,
-                    args,
-                    nothing_behind,
-                    &mut self.session,
-                    &self.listener,
-                )?
-            }
-        };
+            };
         match trapped {
             Trapped::Shipped(pending) => {
                 self.behind.revoke_all();
@@ -816,6 +818,7 @@ impl Guest {
                 | ToGuest::Stale { .. }
                 | ToGuest::Same { .. }
                 | ToGuest::Vouched { .. }
+                | ToGuest::Numbers { .. }
                 | ToGuest::Forget => {}
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
@@ -824,24 +827,33 @@ impl Guest {
 }
 
 impl Guest {
-    /// Wait until home has written everything the program was told it wrote behind: an
-    /// image or an end must not overtake it. Signals that come meanwhile go to the husk.
+    /// Wait until home has written everything the program was told it wrote behind, and its
+    /// shell holds the files opened here: an image or an end must not overtake them.
+    /// Signals that come meanwhile go to the husk.
     fn settle(&mut self) -> io::Result<Option<Left>> {
         self.behind.flush(&mut self.session)?;
-        while self.behind.unacked() > 0 {
+        self.fwd.ask_follow(&mut self.session)?;
+        while self.behind.unacked() > 0 || self.fwd.follows_owed() {
             let unwritten = self.behind.unacked();
             let Some(msg) = word_during_move(&mut self.session) else {
-                warn!(unwritten, "home link lost while writes behind waited");
+                warn!(
+                    unwritten,
+                    "home link lost while writes behind or opens waited"
+                );
                 return Ok(Some(Left::Lost));
             };
             match msg {
                 ToGuest::Room { fd, written, room } => self.behind.on_room(fd, written, room),
                 ToGuest::Signal { info } if info.is_valid() => self.arriving.send(self.husk, info),
-                ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
+                ToGuest::Reply { id, ret, backs } => {
+                    drop(read_backs(&mut self.session, backs)?);
+                    self.fwd.on_stray_reply(id, ret);
+                }
                 // Going already.
                 ToGuest::SendImage
                 | ToGuest::Same { .. }
                 | ToGuest::Vouched { .. }
+                | ToGuest::Numbers { .. }
                 | ToGuest::Forget => {}
                 ToGuest::Ended => return Ok(Some(Left::Ended)),
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
@@ -903,6 +915,7 @@ fn word_in_first_round(
             | ToGuest::Stale { .. }
             | ToGuest::Same { .. }
             | ToGuest::Vouched { .. }
+            | ToGuest::Numbers { .. }
             | ToGuest::Forget => {}
             ToGuest::Ended => return Ok(FirstRoundWord::Over(Some(Left::Ended))),
             other => return Err(io::Error::other(format!("unexpected {other:?}"))),

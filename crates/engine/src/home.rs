@@ -1041,10 +1041,18 @@ impl Supervisor<'_> {
                 sends,
                 same,
                 vouch,
-            } => match self.serve_call(pid, id, nr, args, sends, Asking { same, vouch }) {
-                Ok(()) => return,
-                Err(err) => Event::Broken(format!("a forwarded call failed: {err}")),
-            },
+                numbers,
+            } => {
+                let asking = Asking {
+                    same,
+                    vouch,
+                    numbers,
+                };
+                match self.serve_call(pid, id, nr, args, sends, asking) {
+                    Ok(()) => return,
+                    Err(err) => Event::Broken(format!("a forwarded call failed: {err}")),
+                }
+            }
             ToHome::Read(read) => match self.serve_read(pid, read) {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("a forwarded read failed: {err}")),
@@ -1053,10 +1061,24 @@ impl Supervisor<'_> {
                 r.deputy.consumed(fd, bytes);
                 return;
             }
-            ToHome::Offset { fd, pos } => {
-                r.deputy.offset(fd, pos);
-                return;
-            }
+            ToHome::Offset { fd, pos } => match r.deputy.offset(fd, pos) {
+                Ok(()) => return,
+                Err(err) => Event::Broken(format!("a seek of a file held away failed: {err}")),
+            },
+            // The program has the file already: the shell follows whatever moves are asked.
+            ToHome::Opened {
+                id,
+                fd,
+                path,
+                flags,
+            } => match r.deputy.opened_away(id, fd, path, flags) {
+                Ok(()) => return,
+                Err(err) => Event::Broken(format!("an open made away does not fit: {err}")),
+            },
+            ToHome::Follow => match r.deputy.follow() {
+                Ok(()) => return,
+                Err(err) => Event::Broken(format!("the shell cannot follow its remote: {err}")),
+            },
             ToHome::WriteBehind { fd } => match self.serve_behind(pid, fd) {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("a write behind failed: {err}")),

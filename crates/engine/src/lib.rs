@@ -38,6 +38,7 @@ mod mem;
 mod membarrier;
 mod moves;
 mod msg;
+mod numbers;
 mod pathcache;
 mod pidfd;
 mod prctl;

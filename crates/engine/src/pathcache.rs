@@ -20,15 +20,19 @@
 //!   and are seen there before home answers the call that made them.
 //! - **Only what the credentials allow.** Answers depend on the process's credentials, which
 //!   only home's shell holds: a call that may change them (or the root) forgets everything
-//!   first. An open is kept only when it failed: a file that opens goes home (or is served
-//!   here by `sysfiles`), for home must hold its descriptor.
+//!   first.
+//! - **Opens that succeed.** Of an open of a system file that succeeded, what is kept is
+//!   what home said it opened (`sysfiles::SameAs`, its digest and resolved path), when the
+//!   file here was the same. The same open again opens the file here, checks it is still
+//!   that one, and gives it a number home told free (`numbers`); home's shell opens its own
+//!   copy under that number when it hears of it.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::mem::Memory;
-use crate::sysfiles::SystemFiles;
+use crate::sysfiles::{SameAs, SystemFiles};
 use crate::table::PATH_MAX;
 
 /// The most bytes of paths and answers kept: a compiler's lookups fit many times over.
@@ -42,7 +46,7 @@ struct Lookup {
     dirfd: bool,
     /// How many arguments it takes: the registers past them hold whatever they held.
     arity: usize,
-    /// An open: kept only when it failed, asked only with flags `sysfiles` accepts.
+    /// An open: asked only with flags `sysfiles` accepts.
     opens: bool,
 }
 
@@ -95,10 +99,12 @@ pub struct Key {
     args: [u64; 6],
 }
 
-/// A kept answer: the call's result and the bytes it wrote to its out-buffer.
-struct Answer {
-    ret: i64,
-    out: Option<Vec<u8>>,
+/// A kept answer.
+enum Answer {
+    /// The call's result and the bytes it wrote to its out-buffer.
+    Result { ret: i64, out: Option<Vec<u8>> },
+    /// An open that succeeded, of this file.
+    Opened(SameAs),
 }
 
 /// The names a directory holds, as home listed them for a lookup that found a name missing.
@@ -119,6 +125,8 @@ pub struct PathAnswers {
     kept: HashMap<Key, Answer>,
     /// Bytes of the paths, answers and listings kept.
     kept_bytes: usize,
+    /// How many of the answers kept are opens that succeeded.
+    opens: usize,
     /// Directories listed, by path: the names each holds.
     listed: HashMap<String, HashSet<String>>,
     /// The lookup under way: its call, key and arguments, until its reply comes.
@@ -157,17 +165,41 @@ impl PathAnswers {
     /// The answer kept for `key`, for the call with `args`: its result, and the bytes to
     /// write at the address they go to.
     pub fn answer(&self, key: &Key, args: &[u64; 6]) -> Option<Given<'_>> {
-        let Some(answer) = self.kept.get(key) else {
-            return self
-                .missing(&key.path)
-                .then_some((-i64::from(libc::ENOENT), None));
+        let (ret, out) = match self.kept.get(key) {
+            Some(Answer::Result { ret, out }) => (*ret, out),
+            Some(Answer::Opened(_)) => return None,
+            None => {
+                return self
+                    .missing(&key.path)
+                    .then_some((-i64::from(libc::ENOENT), None));
+            }
         };
-        let out = match (&answer.out, lookup(key.nr)?.out) {
+        let out = match (out, lookup(key.nr)?.out) {
             (Some(bytes), Some(at)) => Some((args[at], bytes.as_slice())),
             (None, _) => None,
             (Some(_), None) => return None,
         };
-        Some((answer.ret, out))
+        Some((ret, out))
+    }
+
+    /// What the open `key` opened when it last succeeded, if that is kept.
+    pub fn opened(&self, key: &Key) -> Option<&SameAs> {
+        match self.kept.get(key)? {
+            Answer::Opened(same) => Some(same),
+            Answer::Result { .. } => None,
+        }
+    }
+
+    /// Whether an open that succeeded is kept: then the numbers home tells are of use.
+    pub fn keeps_opens(&self) -> bool {
+        self.opens > 0
+    }
+
+    /// The file open `key` opened is not the same here any more: the open goes home again.
+    pub fn differs(&mut self, key: &Key) {
+        if let Some(Answer::Opened(_)) = self.kept.remove(key) {
+            self.opens -= 1;
+        }
     }
 
     /// Call `id`, lookup `key` with `args`, goes home asking for a vouch.
@@ -197,9 +229,15 @@ impl PathAnswers {
     }
 
     /// Call `id` was answered `ret`, with `backs`, by home: keep it if home vouched for it,
-    /// it is the lookup asked, and its bytes went where its out-buffer is. An open only
-    /// when it failed.
-    pub fn replied(&mut self, id: u64, ret: i64, backs: &[(u64, Vec<u8>)]) {
+    /// it is the lookup asked, and its bytes went where its out-buffer is. An open that
+    /// succeeded only as `opened`: what home said it opened, when the file here is the same.
+    pub fn replied(
+        &mut self,
+        id: u64,
+        ret: i64,
+        backs: &[(u64, Vec<u8>)],
+        opened: Option<&SameAs>,
+    ) {
         let (vouched, listing) = match self.vouched.take() {
             Some((said, listing)) if said == id => (true, listing),
             _ => (false, None),
@@ -210,7 +248,14 @@ impl PathAnswers {
         let Some(at) = lookup(key.nr) else {
             return;
         };
-        if !vouched || crate::sys::is_restart(ret) || (at.opens && ret >= 0) {
+        if !vouched || crate::sys::is_restart(ret) {
+            return;
+        }
+        if at.opens && ret >= 0 {
+            if let Some(same) = opened {
+                let bytes = same.path.len() + same.digest.len();
+                self.keep(key, bytes, Answer::Opened(same.clone()));
+            }
             return;
         }
         let out = match (backs, at.out) {
@@ -222,20 +267,33 @@ impl PathAnswers {
         let listed = listing.as_ref().map_or(0, |l| {
             l.dir.len() + l.names.iter().map(String::len).sum::<usize>()
         });
-        let bytes = key.path.len() + out.as_ref().map_or(0, Vec::len) + listed;
+        let bytes = out.as_ref().map_or(0, Vec::len) + listed;
+        self.keep(key, bytes, Answer::Result { ret, out });
+        if let Some(Listing { dir, names }) = listing {
+            self.listed.insert(dir, names.into_iter().collect());
+        }
+    }
+
+    /// Keep `answer` for `key`, which with its path costs `bytes` more than `key`: within
+    /// [`MAX_KEPT_BYTES`], past which everything kept before is forgotten.
+    fn keep(&mut self, key: Key, bytes: usize, answer: Answer) {
+        let bytes = bytes + key.path.len();
         if self.kept_bytes + bytes > MAX_KEPT_BYTES {
             self.forget();
         }
         self.kept_bytes += bytes;
-        self.kept.insert(key, Answer { ret, out });
-        if let Some(Listing { dir, names }) = listing {
-            self.listed.insert(dir, names.into_iter().collect());
+        if let Answer::Opened(_) = answer {
+            self.opens += 1;
+        }
+        if let Some(Answer::Opened(_)) = self.kept.insert(key, answer) {
+            self.opens -= 1;
         }
     }
 
     /// Home's word, or a call that may change what lookups find: nothing kept holds.
     pub fn forget(&mut self) {
         self.kept.clear();
+        self.opens = 0;
         self.listed.clear();
         self.kept_bytes = 0;
         self.vouched = None;
@@ -261,7 +319,7 @@ mod tests {
         let first = [3, 0x1000, 0x2000, 0, 0, 0];
         answers.asked(7, k.clone(), first);
         answers.vouched(7, None);
-        answers.replied(7, 0, &[(0x2000, vec![1, 2, 3])]);
+        answers.replied(7, 0, &[(0x2000, vec![1, 2, 3])], None);
         let next = [3, 0x5000, 0x6000, 0, 0, 0];
         assert_eq!(
             answers.answer(&k, &next),
@@ -276,11 +334,11 @@ mod tests {
         let mut answers = PathAnswers::default();
         let k = key(libc::SYS_access, "/usr/x", [0, 4, 0, 0, 0, 0]);
         answers.asked(7, k.clone(), [0; 6]);
-        answers.replied(7, -2, &[]);
+        answers.replied(7, -2, &[], None);
         assert_eq!(answers.answer(&k, &[0; 6]), None, "not vouched");
         answers.asked(8, k.clone(), [0; 6]);
         answers.vouched(7, None);
-        answers.replied(8, -2, &[]);
+        answers.replied(8, -2, &[], None);
         assert_eq!(
             answers.answer(&k, &[0; 6]),
             None,
@@ -288,27 +346,57 @@ mod tests {
         );
         answers.asked(9, k.clone(), [0; 6]);
         answers.vouched(9, None);
-        answers.replied(9, -2, &[]);
+        answers.replied(9, -2, &[], None);
         assert_eq!(answers.answer(&k, &[0; 6]), Some((-2, None)));
     }
 
     #[test]
-    fn an_open_is_kept_only_when_it_failed_and_a_restart_never() {
+    fn an_open_that_succeeded_gives_no_result_and_a_restart_is_never_kept() {
         let mut answers = PathAnswers::default();
         let k = key(libc::SYS_openat, "/usr/x", [0, 0, 0, 0, 0, 0]);
         for (id, ret) in [(1, 3), (2, crate::sys::ERESTARTNOINTR)] {
             answers.asked(id, k.clone(), [0; 6]);
             answers.vouched(id, None);
-            answers.replied(id, ret, &[]);
+            answers.replied(id, ret, &[], None);
             assert_eq!(answers.answer(&k, &[0; 6]), None, "{ret}");
         }
         answers.asked(3, k.clone(), [0; 6]);
         answers.vouched(3, None);
-        answers.replied(3, -i64::from(libc::ENOENT), &[]);
+        answers.replied(3, -i64::from(libc::ENOENT), &[], None);
         assert_eq!(
             answers.answer(&k, &[0; 6]),
             Some((-i64::from(libc::ENOENT), None))
         );
+    }
+
+    #[test]
+    fn an_open_that_succeeded_keeps_what_it_opened_only_when_the_same_here() {
+        let mut answers = PathAnswers::default();
+        let k = key(libc::SYS_openat, "/usr/x", [0; 6]);
+        let same = SameAs {
+            digest: "ab".into(),
+            path: "/usr/x".into(),
+        };
+        answers.asked(1, k.clone(), [0; 6]);
+        answers.vouched(1, None);
+        answers.replied(1, 3, &[], None);
+        assert_eq!(answers.opened(&k), None, "not the same here");
+        answers.asked(2, k.clone(), [0; 6]);
+        answers.replied(2, 3, &[], Some(&same));
+        assert_eq!(answers.opened(&k), None, "not vouched for");
+        answers.asked(3, k.clone(), [0; 6]);
+        answers.vouched(3, None);
+        answers.replied(3, 3, &[], Some(&same));
+        assert_eq!(answers.opened(&k), Some(&same));
+        assert!(answers.keeps_opens());
+        assert_eq!(
+            answers.answer(&k, &[0; 6]),
+            None,
+            "no result is given for it"
+        );
+        answers.differs(&k);
+        assert_eq!(answers.opened(&k), None);
+        assert!(!answers.keeps_opens());
     }
 
     #[test]
@@ -317,7 +405,7 @@ mod tests {
         let k = key(libc::SYS_stat, "/usr/x", [0; 6]);
         answers.asked(1, k.clone(), [0x10, 0x20, 0, 0, 0, 0]);
         answers.vouched(1, None);
-        answers.replied(1, 0, &[(0x30, vec![1])]);
+        answers.replied(1, 0, &[(0x30, vec![1])], None);
         assert_eq!(answers.answer(&k, &[0; 6]), None);
     }
 
@@ -331,7 +419,7 @@ mod tests {
             names: vec!["b".into(), "stdio.h".into()],
         };
         answers.vouched(1, Some(listing));
-        answers.replied(1, -i64::from(libc::ENOENT), &[]);
+        answers.replied(1, -i64::from(libc::ENOENT), &[], None);
         let enoent = Some((-i64::from(libc::ENOENT), None));
         for missing in ["/usr/include/x.h", "/usr/include/c/d.h", "/usr/include/a"] {
             let k = key(libc::SYS_newfstatat, missing, [0; 6]);

@@ -18,13 +18,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::dfsa::Terms;
+use crate::numbers::Free;
 use crate::pathcache::Listing;
 use crate::samefile::Held;
 use crate::sysfiles::SameAs;
 
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// The first message of a session, from home.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +71,8 @@ pub struct Asking {
     pub same: bool,
     /// A vouch for a lookup's answer (see `pathcache`).
     pub vouch: bool,
+    /// The free numbers of home's table once the call ran (see `numbers`).
+    pub numbers: bool,
 }
 
 /// Home supervisor to guest supervisor, after the [`Opening`].
@@ -127,6 +130,15 @@ pub enum ToGuest {
         /// known missing too (see `pathcache`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         listing: Option<Listing>,
+    },
+    /// The lowest free numbers of the shell's descriptor table once call `id` ran, which the
+    /// remote gives out to the files it opens itself (see `numbers`): sent just before its
+    /// `Reply`, for a call that asked.
+    Numbers {
+        /// The call it answers.
+        id: u64,
+        /// The numbers.
+        free: Free,
     },
     /// Something a vouched answer depended on changed at home: drop every answer kept. Sent
     /// before any later reply or signal, and at once when home hears of the change.
@@ -223,6 +235,25 @@ pub enum ToHome {
         /// `pathcache`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         vouch: bool,
+        /// If the call may change the shell's descriptor table, home tells its free numbers
+        /// (`ToGuest::Numbers`) before its `Reply` (see `numbers`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        numbers: bool,
+    },
+    /// The process's open `id` put a file here under number `fd`, one home told free: the
+    /// shell opens `path` with `flags` (a system file home vouched for, or the placeholder
+    /// of a file opened away, see `numbers`) under that number too, before any later call
+    /// runs there, or never if a close of `fd` comes first. Home answers it (a `Reply`
+    /// with its id) once the shell holds the number, or knows it never will.
+    Opened {
+        /// The open's notification.
+        id: u64,
+        /// The number the program got.
+        fd: i32,
+        /// What the shell opens.
+        path: String,
+        /// With these open flags.
+        flags: u64,
     },
     /// A `read`, `readv` or `pread64` whose bytes home may lend (see `ReadAsk`).
     Read(ReadAsk),
@@ -250,6 +281,9 @@ pub enum ToHome {
         /// The shell's descriptor.
         fd: i32,
     },
+    /// The process leaves: the shell follows every open made here (`Opened`) now, and home
+    /// answers each once it ran, before the process goes.
+    Follow,
     /// The process is coming home (an image follows).
     Going {
         /// Why it goes.
