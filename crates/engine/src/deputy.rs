@@ -430,19 +430,28 @@ impl Deputy {
             return Ok(false);
         };
         let open = self.deferred.remove(at);
-        send_reply(session, open.id, i64::from(fd), &[])?;
+        // Neither answer is waited for: they go with what home sends next, at the latest
+        // at the end of the home loop's turn.
+        let (id, ret) = (open.id, i64::from(fd));
+        session.send_later(&ToGuest::Reply { id, ret, backs: 0 })?;
         if std::fs::symlink_metadata(format!("/proc/{}/fd/{fd}", self.pid)).is_ok() {
             return Ok(false);
         }
         self.time(close);
-        self.answer(session, close.id, 0, &[], None, false)?;
+        let id = close.id;
+        session.send_later(&ToGuest::Reply {
+            id,
+            ret: 0,
+            backs: 0,
+        })?;
         Ok(true)
     }
 
     /// The remote leaves: the shell follows every open it made away now, each answered
-    /// once it ran (see `numbers`).
-    pub fn follow(&mut self) -> io::Result<()> {
-        self.undefer()
+    /// once it ran (see `numbers`); answers written before go now.
+    pub fn follow(&mut self, session: &mut Session) -> io::Result<()> {
+        self.undefer()?;
+        session.out.flush()
     }
 
     /// Answer call `id` with `ret` and its out-buffers, after telling the remote of the files

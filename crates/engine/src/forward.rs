@@ -274,12 +274,15 @@ impl Forwarder {
         self.releasing.retain(|_, held| *held != fd);
         self.unreleased.retain(|&(_, held)| held != fd);
         let (path, flags) = (away.home.0.to_owned(), away.home.1);
-        session.send(&ToHome::Opened {
+        // Home needs it only before the process's next call, which flushes it: an open, a
+        // read and a close of a file then cost no message of their own (see `deputy`).
+        let opened = ToHome::Opened {
             id,
             fd,
             path,
             flags,
-        })?;
+        };
+        session.send_later(&opened)?;
         self.opening.insert(id);
         Ok(Placed::At(fd))
     }
@@ -460,11 +463,18 @@ impl Forwarder {
     }
 
     /// Close home's placeholder `fd`, without waiting for the answer (see `on_stray_reply`):
-    /// the number is free again for what is opened next.
+    /// the number is free again for what is opened next. The close goes with whatever goes
+    /// home next, which flushes it.
     fn release(&mut self, id: u64, fd: i32, session: &mut Session) -> io::Result<()> {
         let args = [fd as u64, 0, 0, 0, 0, 0];
         self.before_other_call(libc::SYS_close, &args, session)?;
-        call_home(session, id, libc::SYS_close, args, &[])?;
+        session.send_later(&call_message(
+            id,
+            libc::SYS_close,
+            args,
+            0,
+            Asking::default(),
+        ))?;
         self.releasing.insert(id, fd);
         self.numbers.freed(fd);
         Ok(())
@@ -1288,7 +1298,8 @@ fn call_home(
 }
 
 /// The same, `asking` what home says besides the answer: what a system open opened
-/// (`ToGuest::Same`), a vouch for a lookup's answer (`ToGuest::Vouched`).
+/// (`ToGuest::Same`), a vouch for a lookup's answer (`ToGuest::Vouched`), the free numbers
+/// (`ToGuest::Numbers`).
 fn send_call(
     session: &mut Session,
     id: u64,
@@ -1297,20 +1308,25 @@ fn send_call(
     data: &[(u64, Vec<u8>)],
     asking: Asking,
 ) -> io::Result<()> {
-    let call = ToHome::Call {
-        id,
-        nr,
-        args,
-        sends: data.len() as u32,
-        same: asking.same,
-        vouch: asking.vouch,
-        numbers: asking.numbers,
-    };
+    let call = call_message(id, nr, args, data.len() as u32, asking);
     write_message(&mut session.out, &call)?;
     for (addr, bytes) in data {
         write_pages(&mut session.out, *addr, bytes)?;
     }
     session.out.flush()
+}
+
+/// The message of call `id`, which `sends` buffers follow.
+fn call_message(id: u64, nr: i64, args: [u64; 6], sends: u32, asking: Asking) -> ToHome {
+    ToHome::Call {
+        id,
+        nr,
+        args,
+        sends,
+        same: asking.same,
+        vouch: asking.vouch,
+        numbers: asking.numbers,
+    }
 }
 
 /// Answer notification `id`: the call returns `val` (a negative errno on failure).

@@ -380,6 +380,11 @@ impl Supervisor<'_> {
                         while self.remote(pid).is_some_and(|r| r.session.buffered()) {
                             self.on_session(pid);
                         }
+                        // Answers nothing waits for go at the latest now (see `deputy`); a
+                        // broken link shows on the session's next read.
+                        if let Some(r) = self.remote(pid) {
+                            let _ = r.session.out.flush();
+                        }
                     }
                     Source::Farewell(pid) => self.on_farewell(pid),
                     Source::Clock(n) => self.on_clock(n),
@@ -1075,7 +1080,7 @@ impl Supervisor<'_> {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("an open made away does not fit: {err}")),
             },
-            ToHome::Follow => match r.deputy.follow() {
+            ToHome::Follow => match r.deputy.follow(&mut r.session) {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("the shell cannot follow its remote: {err}")),
             },

@@ -392,12 +392,20 @@ impl Channel {
     }
 }
 
+/// Most bytes of messages sent later ([`Session::send_later`]) that wait unflushed: far
+/// below the sealed stream's own frame (`rmosix_seal::MAX_PLAIN`), which it seals and sends
+/// when full, message boundary or not. A message cut so would wait half-sent for the next
+/// flush while its reader waits for the rest; with less than a frame waiting, none is cut.
+const LATER_MAX: usize = 16 << 10;
+
 /// An open session: frames in, frames out.
 pub struct Session {
     /// What the peer sends, frame by frame.
     pub frames: FrameReader<Box<dyn SessionRead>>,
     /// Where we send.
     pub out: Box<dyn Write + Send>,
+    /// Bytes sent later since the last [`Session::send`] or flush of them.
+    later: usize,
 }
 
 impl Session {
@@ -406,13 +414,29 @@ impl Session {
         Session {
             frames: FrameReader::new(channel.reader),
             out: channel.writer,
+            later: 0,
         }
     }
 
     /// Send `msg` and flush: the peer can act on it at once.
     pub fn send<T: Serialize>(&mut self, msg: &T) -> io::Result<()> {
         rmosix_image::write_message(&mut self.out, msg)?;
+        self.later = 0;
         self.out.flush()
+    }
+
+    /// Send `msg`, which nothing waits for, with the next flush: at the latest once
+    /// [`LATER_MAX`] bytes of such messages wait.
+    pub fn send_later<T: Serialize>(&mut self, msg: &T) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        rmosix_image::write_message(&mut bytes, msg)?;
+        self.out.write_all(&bytes)?;
+        self.later += bytes.len();
+        if self.later >= LATER_MAX {
+            self.later = 0;
+            self.out.flush()?;
+        }
+        Ok(())
     }
 
     /// The next message, which must be a `T`.
