@@ -514,6 +514,81 @@ fn lookups_of_system_paths_are_answered_where_the_process_runs_until_home_change
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Opens of a system file that home vouched for run where the process runs, while home
+/// answers nothing, under the numbers the program would get at home (home told them free
+/// ahead); home's shell follows with its own copy under the same number before the next
+/// call it runs, skips an open closed away meanwhile, and holds the copy when the process
+/// comes home with the file open.
+#[test]
+fn opens_of_system_files_run_where_the_process_runs_under_home_numbers() {
+    if !require_root() {
+        return;
+    }
+    let lab = same_files_lab();
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    let path = format!("{SAME}/data");
+    let (job, mut lookups) = lookups_at(&lab, &path, n2);
+    let size: u64 = sh(n1, &format!("stat -c %s {path}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let at_home = |fd: i32| {
+        let link = format!("/proc/{}/fd/{fd}", job.pid());
+        let shown = job.tool("readlink", &[&link]);
+        shown.map(|s| s.trim().to_owned()).unwrap_or_default()
+    };
+
+    // As in the lookups test, home's /tmp has other writers: the stop is tried again until
+    // the opens held across it.
+    let held_away = (0..5).any(|_| {
+        // The first open goes home and is vouched for, the next runs here.
+        assert_eq!(lookups.ask("cat"), format!("fd 3 bytes {size}"));
+        assert_eq!(lookups.ask("cat"), format!("fd 3 bytes {size}"));
+        signal_home(&job, libc::SIGSTOP);
+        let mut stopped = true;
+        for (command, expected) in [
+            ("open", "fd 3".to_owned()),
+            ("cat", format!("fd 4 bytes {size}")),
+            ("read", format!("bytes {size}")),
+        ] {
+            let n = lookups.say(command);
+            let mut answer = lookups.answer_within(n, Duration::from_secs(5));
+            if answer.is_none() {
+                signal_home(&job, libc::SIGCONT);
+                stopped = false;
+                answer = lookups.answer_within(n, STEP);
+            }
+            assert_eq!(answer, Some(expected), "{command}");
+        }
+        if stopped {
+            signal_home(&job, libc::SIGCONT);
+        } else {
+            assert_eq!(lookups.ask("close"), "closed");
+        }
+        stopped
+    });
+    assert!(held_away, "no open was made away while home was stopped");
+
+    // The next call home runs in the shell has the shell follow first: the held file under
+    // its number, and nothing under the number of the one opened and closed away.
+    assert!(lookups.ask("stat /etc/hostname").starts_with("size "));
+    assert_eq!(at_home(3), path);
+    assert_eq!(at_home(4), "");
+
+    // Home with the file open, at its offset (the end): it reads on from there.
+    job.migrate("home").unwrap_or_else(|e| panic!("{e}"));
+    let said = lookups.said;
+    let mut lookups = Lookups::at(&job, n1);
+    lookups.said = said;
+    assert_eq!(lookups.ask("read"), "bytes 0");
+    assert_eq!(lookups.ask("close"), "closed");
+    assert_eq!(lookups.ask("cat"), format!("fd 3 bytes {size}"));
+    lookups.say("end");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// `lookups` of `path`, under mosrun at node 1, moved to `to`: the conversation with it
 /// there.
 fn lookups_at<'lab>(lab: &'lab Lab, path: &str, to: &'lab Node) -> (Job<'lab>, Lookups) {

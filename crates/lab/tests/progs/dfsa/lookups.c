@@ -12,6 +12,10 @@
  *   missing  -> fd N     | err ERRNO   (open of PATH.missing, read-only)
  *   append   -> appended | err ERRNO   (one line appended to PATH)
  *   stat P   -> size N   | err ERRNO   (stat of P)
+ *   cat      -> fd N bytes B | err ERRNO (open of PATH, read-only, read to its end, closed)
+ *   open     -> fd N     | err ERRNO   (open of PATH, read-only, held)
+ *   read     -> bytes B  | err ERRNO   (the held file read to its end)
+ *   close    -> closed   | err ERRNO   (the held file closed)
  *   end      -> exit 0, answering nothing
  *
  * and changes of a tree by path, each answered "ok" or "err ERRNO":
@@ -32,6 +36,18 @@
 
 static volatile int asked, answered;
 static char command[512], answer[128];
+static char buf[1 << 16];
+
+/* Reads fd to its end: the bytes read, or -1 with errno set. */
+static long long drain(int fd) {
+    long long total = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0)
+            return n < 0 ? -1 : total;
+        total += n;
+    }
+}
 
 /* Runs a change of a tree: 0 if done; -1 with errno set if it failed, with errno 0 if it
  * is no such command. */
@@ -79,6 +95,7 @@ int main(int argc, char **argv) {
            (void *)answer);
     fflush(stdout);
     const struct timespec tick = {0, 1000 * 1000};
+    int held = -1;
     for (int n = 0;;) {
         while (asked == n)
             nanosleep(&tick, NULL);
@@ -104,6 +121,31 @@ int main(int argc, char **argv) {
             } else {
                 snprintf(answer, sizeof answer, "err %d", errno);
             }
+        } else if (strcmp(command, "cat") == 0) {
+            long long bytes = -1;
+            fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd >= 0 && (bytes = drain(fd)) >= 0 && close(fd) == 0)
+                snprintf(answer, sizeof answer, "fd %d bytes %lld", fd, bytes);
+            else
+                snprintf(answer, sizeof answer, "err %d", errno);
+        } else if (strcmp(command, "open") == 0) {
+            held = open(path, O_RDONLY | O_CLOEXEC);
+            if (held >= 0)
+                snprintf(answer, sizeof answer, "fd %d", held);
+            else
+                snprintf(answer, sizeof answer, "err %d", errno);
+        } else if (strcmp(command, "read") == 0) {
+            long long bytes = drain(held);
+            if (bytes >= 0)
+                snprintf(answer, sizeof answer, "bytes %lld", bytes);
+            else
+                snprintf(answer, sizeof answer, "err %d", errno);
+        } else if (strcmp(command, "close") == 0) {
+            if (close(held) == 0)
+                snprintf(answer, sizeof answer, "closed");
+            else
+                snprintf(answer, sizeof answer, "err %d", errno);
+            held = -1;
         } else if (strcmp(command, "append") == 0) {
             fd = open(path, O_WRONLY | O_APPEND);
             if (fd >= 0 && write(fd, "x\n", 2) == 2 && close(fd) == 0)
