@@ -47,6 +47,9 @@ pub const SCRATCH_LEN: u64 = 16 << 20;
 /// Most buffers a call sends: six arguments, or a msghdr and its three buffers. A call that
 /// announces more is not read (its session is broken).
 const MAX_SENDS: u32 = 6;
+/// Most opens made away that home keeps before its shell follows them (see `numbers`):
+/// more than the numbers home tells between two calls that run in the shell.
+const MAX_DEFERRED: usize = 4 * numbers::TOLD;
 
 /// A forwarded call, checked against the table.
 pub struct Call {
@@ -625,6 +628,11 @@ impl Deputy {
             Call::placeholder(id, fd)
         });
         self.deferred.push(call.map_err(io::Error::other)?);
+        // A remote that tells of more opens than home ever told numbers is not kept waiting
+        // in memory: its shell follows them now.
+        if self.deferred.len() > MAX_DEFERRED {
+            self.undefer()?;
+        }
         Ok(())
     }
 

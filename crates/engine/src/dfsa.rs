@@ -299,6 +299,11 @@ impl LocalFiles {
         &self.system
     }
 
+    /// Whether any descriptor is local.
+    pub fn holds_any(&self) -> bool {
+        !self.open.is_empty()
+    }
+
     /// Whether `fd` is a local descriptor.
     pub fn holds(&self, fd: i32) -> bool {
         self.open.contains_key(&fd)

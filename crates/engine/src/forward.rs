@@ -243,9 +243,10 @@ impl Forwarder {
         self.numbered = Some((id, free));
     }
 
-    /// Whether the numbers home tells are of use: files are opened here without home.
+    /// Whether the numbers home tells are of use: the process opens files here (home lists
+    /// its shell's table for them, which a process that never does need not cost).
     fn wants_numbers(&self) -> bool {
-        !self.local.consistent().is_empty() || self.paths.keeps_opens()
+        self.local.holds_any() || self.paths.keeps_opens()
     }
 
     /// Put `away`'s file into the process under the lowest number home told free, answering

@@ -518,7 +518,7 @@ fn lookups_of_system_paths_are_answered_where_the_process_runs_until_home_change
 /// answers nothing, under the numbers the program would get at home (home told them free
 /// ahead); home's shell follows with its own copy under the same number before the next
 /// call it runs, skips an open closed away meanwhile, and holds the copy when the process
-/// comes home with the file open.
+/// goes on to another node and comes home with the file open.
 #[test]
 fn opens_of_system_files_run_where_the_process_runs_under_home_numbers() {
     if !require_root() {
@@ -575,7 +575,15 @@ fn opens_of_system_files_run_where_the_process_runs_under_home_numbers() {
     assert_eq!(at_home(3), path);
     assert_eq!(at_home(4), "");
 
-    // Home with the file open, at its offset (the end): it reads on from there.
+    // On to node 3 with the file open, then home, at its offset (the end): it reads on
+    // from there. An open made at node 3 just before it leaves is followed first.
+    job.migrate("3").unwrap_or_else(|e| panic!("{e}"));
+    let said = lookups.said;
+    let mut lookups = Lookups::at(&job, lab.node(3));
+    lookups.said = said;
+    assert_eq!(lookups.ask("read"), "bytes 0");
+    assert_eq!(lookups.ask("cat"), format!("fd 4 bytes {size}"));
+    assert_eq!(lookups.ask("cat"), format!("fd 4 bytes {size}"));
     job.migrate("home").unwrap_or_else(|e| panic!("{e}"));
     let said = lookups.said;
     let mut lookups = Lookups::at(&job, n1);
