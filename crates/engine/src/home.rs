@@ -10,7 +10,7 @@
 //! the job.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -167,6 +167,7 @@ pub fn supervise(
         placement,
         placing: None,
         at_exec: HashMap::new(),
+        placed_at_exec: HashSet::new(),
         daemon_up: true,
         unplaced: None,
         tally: Tally::default(),
@@ -304,6 +305,9 @@ struct Supervisor<'a> {
     /// Processes stopped at their exec until the daemon places them, and when they go on
     /// regardless (see [`Daemon::execed`]).
     at_exec: HashMap<Pid, Instant>,
+    /// Processes whose move was ordered at their exec, until it starts: they stay stopped
+    /// through its rounds (see `legs::Departure`).
+    placed_at_exec: HashSet<Pid>,
     /// Whether the daemon's connection still stands.
     daemon_up: bool,
     /// Why the main program could not run where it was placed (it was killed).
@@ -519,11 +523,14 @@ impl Supervisor<'_> {
         }
         if let Some(node) = placed.node {
             info!(pid, node, "placing it at its exec");
+            self.placed_at_exec.insert(pid);
             let order = Event::Order {
                 order: EXEC_ORDER,
                 to: Some(node),
             };
             self.handle(pid, order);
+            // Taken by the move's start, unless the order did not start one.
+            self.placed_at_exec.remove(&pid);
         }
         warn_unless_gone(pid, ptrace::cont(pid, 0));
     }
@@ -666,6 +673,7 @@ impl Supervisor<'_> {
     /// round can begin. The loop serves the job meanwhile (see `legs::Departure`). `execs`:
     /// how often the move began again because the process exec'd.
     fn leave(&mut self, pid: Pid, to: u16, execs: u8) -> Vec<Event> {
+        let frozen = self.placed_at_exec.remove(&pid);
         let started = (|| {
             let filters = self.procs.get(&pid).map_or(0, |p| p.filters);
             legs::movable(pid, filters)?;
@@ -674,7 +682,7 @@ impl Supervisor<'_> {
         })();
         match started {
             Ok(onward) => {
-                let departure = legs::Departure::new(pid, onward, execs);
+                let departure = legs::Departure::new(pid, onward, execs, frozen);
                 self.put_held(pid, Held::Departure(departure));
                 vec![Event::Done(Step::Leave, Ok(()))]
             }
@@ -1260,13 +1268,15 @@ impl Supervisor<'_> {
             return;
         };
         self.placing = self.placement.take();
+        self.placed_at_exec.insert(self.main);
         let order = Event::Order {
             order: PLACEMENT_ORDER,
             to: Some(placement.node),
         };
         self.handle(self.main, order);
-        // Not refused at once: the program runs from here on while its rounds go. Should the
-        // move fail now (or the program end first), it has run, and runs on at home.
+        self.placed_at_exec.remove(&self.main);
+        // Not refused at once: the program is let go from its exec stop (to be stopped again
+        // through its rounds). Should the move fail now, it runs on at home.
         if let Some(placing) = self.placing.as_mut() {
             placing.fallback = true;
         }

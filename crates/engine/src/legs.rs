@@ -71,6 +71,11 @@ pub struct Departure {
     node: u16,
     /// How often the move began again because the process exec'd (see [`Due::Again`]).
     execs: u8,
+    /// The process stays stopped through its rounds: it was placed at its exec, when its
+    /// image is smallest, and would only grow it by running meanwhile (a compiler writes
+    /// megabytes in the half second the rounds take, all of which the final round would
+    /// carry, frozen). The rounds still let the node keep its own copies of the files.
+    frozen: bool,
     /// The pagemap of the address space write tracking was armed on: it reads nothing once
     /// that address space is gone (the process exec'd, see [`Due::Again`]).
     armed_on: Option<File>,
@@ -102,8 +107,9 @@ enum Rounds {
 
 impl Departure {
     /// Leave for `onward`, which agreed to take process `pid`: ask the process to stop, so
-    /// that write tracking can be armed. `execs`: how often this move began again already.
-    pub fn new(pid: Pid, onward: Onward, execs: u8) -> Departure {
+    /// that write tracking can be armed. `execs`: how often this move began again already;
+    /// `frozen`: it stays stopped through the rounds.
+    pub fn new(pid: Pid, onward: Onward, execs: u8, frozen: bool) -> Departure {
         // While it runs, not in the stop.
         mapfile::learn_digests(pid);
         let mut slowdown = Slowdown::new(pid);
@@ -112,6 +118,7 @@ impl Departure {
             started: Instant::now(),
             node: onward.node,
             execs,
+            frozen,
             armed_on: None,
             slowdown,
             rounds: Rounds::Arming { onward },
@@ -265,7 +272,9 @@ impl Departure {
         self.rounds = match opened {
             Ok((tracker, areas, pagemap)) => {
                 self.armed_on = Some(pagemap);
-                self.slowdown.resume();
+                if !self.frozen {
+                    self.slowdown.resume();
+                }
                 tracker.protect(&areas);
                 stream_rounds(pid, onward, tracker, areas).unwrap_or_else(Rounds::Failed)
             }

@@ -237,8 +237,9 @@ fn output_of(cmd: &mut Command, stop: &AtomicBool) -> Result<String, LabError> {
 
 /// `rmosix-lab shell`: starts a lab, prints how to enter each node, and keeps it until
 /// `stop` is set (Ctrl-C).
-pub fn shell(nodes: usize, bin_dir: &Path, stop: &AtomicBool) -> Result<(), LabError> {
-    let lab = Lab::start(LabConfig::new(nodes, bin_dir))?;
+pub fn shell(cfg: LabConfig, stop: &AtomicBool) -> Result<(), LabError> {
+    let bin_dir = cfg.bin_dir.clone();
+    let lab = Lab::start(cfg)?;
     println!("lab {} is up: {}", lab.name(), lab.dir().display());
     println!(
         "map {}, key {}",

@@ -47,6 +47,13 @@ enum Cmd {
         /// Nodes in the lab.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
         nodes: u16,
+        /// CPUs each node may use (its cgroup's quota), e.g. 0.5; unlimited by default.
+        #[arg(long, value_parser = positive_cpus)]
+        cpus: Option<f64>,
+        /// The daemons move processes by themselves (off by default: processes stay where
+        /// `migrate` puts them).
+        #[arg(long)]
+        balance: bool,
     },
     /// Measure migration throughput and freeze time, forwarded-call round trips and the
     /// overhead of mosrun, against baselines taken in the same run; print a report.
@@ -124,7 +131,16 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
         .unwrap_or_default();
     match cmd {
         Cmd::Demo { nodes } => Ok(rmosix_lab::demo(nodes.into(), &bin_dir, &stop)?),
-        Cmd::Shell { nodes } => Ok(rmosix_lab::shell(nodes.into(), &bin_dir, &stop)?),
+        Cmd::Shell {
+            nodes,
+            cpus,
+            balance,
+        } => {
+            let mut cfg = rmosix_lab::LabConfig::new(nodes.into(), &bin_dir);
+            cfg.cpu_quota = cpus;
+            cfg.balance = balance;
+            Ok(rmosix_lab::shell(cfg, &stop)?)
+        }
         Cmd::Bench { quick, part } => {
             let scope = match part {
                 Part::All => Scope::All,
@@ -152,4 +168,14 @@ fn chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     s
+}
+
+/// A number of CPUs: a positive number, fractions allowed.
+fn positive_cpus(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(cpus) if cpus > 0.0 && cpus.is_finite() => Ok(cpus),
+        _ => Err(format!(
+            "`{text}` is not a positive number of CPUs (e.g. 0.5)"
+        )),
+    }
 }

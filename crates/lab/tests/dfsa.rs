@@ -453,13 +453,8 @@ fn lookups_of_system_paths_are_answered_where_the_process_runs_until_home_change
         return;
     }
     let lab = same_files_lab();
-    let (n1, n2) = (lab.node(1), lab.node(2));
-    let path = format!("{SAME}/data");
-    let (job, mut lookups) = lookups_at(&lab, &path, n2);
-    let size: u64 = sh(n1, &format!("stat -c %s {path}"))
-        .trim()
-        .parse()
-        .unwrap();
+    let n1 = lab.node(1);
+    let (job, mut lookups, path, size) = same_file_lookups(&lab);
     let enoent = format!("err {}", libc::ENOENT);
 
     // Answered at node 2 while home is stopped: kept there. Home's directory /tmp has
@@ -468,30 +463,14 @@ fn lookups_of_system_paths_are_answered_where_the_process_runs_until_home_change
     let kept = (0..5).any(|attempt| {
         assert_eq!(lookups.ask("stat"), format!("size {size}"));
         assert_eq!(lookups.ask("missing"), enoent);
-        signal_home(&job, libc::SIGSTOP);
-        let mut stopped = true;
         // A name never asked is missing from the directory home listed with `missing`.
         let never_asked = format!("stat {SAME}/never-asked-{attempt}.h");
-        for (command, expected) in [
+        let commands = [
             ("stat", format!("size {size}")),
             ("missing", enoent.clone()),
             (never_asked.as_str(), enoent.clone()),
-        ] {
-            let n = lookups.say(command);
-            let mut answer = lookups.answer_within(n, Duration::from_secs(5));
-            if answer.is_none() {
-                // Asked of home: answered once home goes on.
-                signal_home(&job, libc::SIGCONT);
-                stopped = false;
-                answer = lookups.answer_within(n, STEP);
-            }
-            assert_eq!(answer, Some(expected), "{command}");
-            if !stopped {
-                return false;
-            }
-        }
-        signal_home(&job, libc::SIGCONT);
-        true
+        ];
+        answered_with_home_stopped(&job, &mut lookups, &commands)
     });
     assert!(kept, "no lookup was answered away while home was stopped");
 
@@ -525,13 +504,8 @@ fn opens_of_system_files_run_where_the_process_runs_under_home_numbers() {
         return;
     }
     let lab = same_files_lab();
-    let (n1, n2) = (lab.node(1), lab.node(2));
-    let path = format!("{SAME}/data");
-    let (job, mut lookups) = lookups_at(&lab, &path, n2);
-    let size: u64 = sh(n1, &format!("stat -c %s {path}"))
-        .trim()
-        .parse()
-        .unwrap();
+    let n1 = lab.node(1);
+    let (job, mut lookups, path, size) = same_file_lookups(&lab);
     let at_home = |fd: i32| {
         let link = format!("/proc/{}/fd/{fd}", job.pid());
         let shown = job.tool("readlink", &[&link]);
@@ -544,28 +518,16 @@ fn opens_of_system_files_run_where_the_process_runs_under_home_numbers() {
         // The first open goes home and is vouched for, the next runs here.
         assert_eq!(lookups.ask("cat"), format!("fd 3 bytes {size}"));
         assert_eq!(lookups.ask("cat"), format!("fd 3 bytes {size}"));
-        signal_home(&job, libc::SIGSTOP);
-        let mut stopped = true;
-        for (command, expected) in [
+        let commands = [
             ("open", "fd 3".to_owned()),
             ("cat", format!("fd 4 bytes {size}")),
             ("read", format!("bytes {size}")),
-        ] {
-            let n = lookups.say(command);
-            let mut answer = lookups.answer_within(n, Duration::from_secs(5));
-            if answer.is_none() {
-                signal_home(&job, libc::SIGCONT);
-                stopped = false;
-                answer = lookups.answer_within(n, STEP);
-            }
-            assert_eq!(answer, Some(expected), "{command}");
-        }
-        if stopped {
-            signal_home(&job, libc::SIGCONT);
-        } else {
+        ];
+        let away = answered_with_home_stopped(&job, &mut lookups, &commands);
+        if !away {
             assert_eq!(lookups.ask("close"), "closed");
         }
-        stopped
+        away
     });
     assert!(held_away, "no open was made away while home was stopped");
 
@@ -595,6 +557,42 @@ fn opens_of_system_files_run_where_the_process_runs_under_home_numbers() {
     let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
     assert!(done.status.success(), "{done:?}");
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// `lookups` of `SAME/data` in `lab` (a `same_files_lab`), moved to node 2: the
+/// conversation with it there, the path and the file's size at home.
+fn same_file_lookups(lab: &Lab) -> (Job<'_>, Lookups, String, u64) {
+    let path = format!("{SAME}/data");
+    let (job, lookups) = lookups_at(lab, &path, lab.node(2));
+    let size = sh(lab.node(1), &format!("stat -c %s {path}"));
+    (job, lookups, path, size.trim().parse().unwrap())
+}
+
+/// Give `commands` to `lookups` while its home's mosrun is stopped, each expecting its
+/// answer: whether every one was answered within 5 s, away from home. One that was not (it
+/// went home) must be answered once home goes on; home goes on in any case.
+fn answered_with_home_stopped(
+    job: &Job<'_>,
+    lookups: &mut Lookups,
+    commands: &[(&str, String)],
+) -> bool {
+    signal_home(job, libc::SIGSTOP);
+    let mut stopped = true;
+    for (command, expected) in commands {
+        let n = lookups.say(command);
+        let mut answer = lookups.answer_within(n, Duration::from_secs(5));
+        if answer.is_none() && stopped {
+            // Asked of home: answered once home goes on.
+            signal_home(job, libc::SIGCONT);
+            stopped = false;
+            answer = lookups.answer_within(n, STEP);
+        }
+        assert_eq!(answer.as_deref(), Some(expected.as_str()), "{command}");
+    }
+    if stopped {
+        signal_home(job, libc::SIGCONT);
+    }
+    stopped
 }
 
 /// `lookups` of `path`, under mosrun at node 1, moved to `to`: the conversation with it

@@ -18,14 +18,19 @@ const STEP: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(10);
 
 fn placed_program() -> String {
+    program("placed")
+}
+
+/// `tests/progs/placement/NAME.c`, compiled.
+fn program(name: &str) -> String {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("placement")
-        .join("placed");
-    let src = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/progs/placement/placed.c"
+        .join(name);
+    let src = format!(
+        "{}/tests/progs/placement/{name}.c",
+        env!("CARGO_MANIFEST_DIR")
     );
-    rmosix_lab::compiled(src, out, &[])
+    rmosix_lab::compiled(src, out, &["-Wextra", "-Werror"])
 }
 
 /// `mosrun OPTIONS placed NAME` at node 1 (`args` end with the program and NAME).
@@ -34,7 +39,8 @@ fn start<'l>(lab: &'l Lab, args: &[&str]) -> Job<'l> {
     cmd.args(args)
         .current_dir(lab.work_dir())
         .stdin(Stdio::null())
-        .env("MOSRUN_LOG", "info");
+        .env("MOSRUN_LOG", "info")
+        .env("NO_COLOR", "1");
     let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
     job.wait_output("ready", STEP)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -136,6 +142,40 @@ fn a_program_starts_on_the_node_asked_for_or_at_home_as_asked_when_that_node_can
     // A node that is down, without -F: the same.
     lab.node(3).stop_daemon().unwrap_or_else(|e| panic!("{e}"));
     refused_before_it_ran(&lab, "3", &program, &refused);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A program placed at its exec moves before it runs any of its code: it stays stopped
+/// through its move, which carries the few pages of a program not yet started, not the
+/// 64 MiB `grows` writes first thing once it runs (it would, during the rounds of a move
+/// that let it run).
+#[test]
+fn a_program_placed_at_its_exec_moves_before_it_runs() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
+    let grows = name(&lab, "grows");
+    let job = start(
+        &lab,
+        &["-2", &program("grows"), grows.to_str().expect("UTF-8")],
+    );
+    runs_on(&job, &[2]);
+    let log = String::from_utf8_lossy(&job.stderr()).into_owned();
+    let sent: u64 = (log.lines())
+        .find(|line| line.contains("migrated"))
+        .and_then(|line| {
+            line.split(" bytes=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no move logged:\n{log}"));
+    assert!(sent < 4 << 20, "the move carried {sent} bytes:\n{log}");
+    stop(job, &grows);
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
