@@ -380,8 +380,10 @@ impl Deputy {
             self.time(&call);
             return self.answer(session, call.id, ret, &backs, None, false);
         }
-        // Opens made away come before any call the shell runs after them.
-        self.undefer()?;
+        // Opens made away come before any call the shell runs after them that may see them.
+        if !numbers::sees_its_descriptor_only(call.nr) {
+            self.undefer()?;
+        }
         if self.busy() {
             if let ShellState::Interrupting(next) = &mut self.state
                 && self.waiting.is_empty()

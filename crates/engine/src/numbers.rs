@@ -65,6 +65,26 @@ pub struct Free {
     pub below: i32,
 }
 
+/// Whether call `nr` sees nothing of the descriptor table but the descriptor it names: home
+/// may run it before its shell follows the opens made away (whose numbers the remote never
+/// forwards a call on), where a lookup (of `/proc/self/fd`, say) or an open must come after.
+pub fn sees_its_descriptor_only(nr: i64) -> bool {
+    matches!(
+        nr,
+        libc::SYS_read
+            | libc::SYS_write
+            | libc::SYS_pread64
+            | libc::SYS_pwrite64
+            | libc::SYS_readv
+            | libc::SYS_writev
+            | libc::SYS_lseek
+            | libc::SYS_fstat
+            | libc::SYS_getdents64
+            | libc::SYS_fsync
+            | libc::SYS_fdatasync
+    )
+}
+
 /// The `count` lowest numbers free in the descriptor table of `pid`, below its limit of open
 /// files.
 pub fn lowest_free(pid: Pid, count: usize) -> io::Result<Free> {
