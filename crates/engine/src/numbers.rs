@@ -30,30 +30,20 @@ pub const TOLD: usize = 16;
 /// Whether call `nr` leaves the descriptor table as it was, whatever its arguments: the
 /// remote's list of free numbers still holds after it.
 pub fn leaves_numbers(nr: i64) -> bool {
-    matches!(
-        nr,
-        libc::SYS_read
-            | libc::SYS_write
-            | libc::SYS_pread64
-            | libc::SYS_pwrite64
-            | libc::SYS_readv
-            | libc::SYS_writev
-            | libc::SYS_lseek
-            | libc::SYS_fstat
-            | libc::SYS_stat
-            | libc::SYS_lstat
-            | libc::SYS_newfstatat
-            | libc::SYS_statx
-            | libc::SYS_access
-            | libc::SYS_faccessat
-            | libc::SYS_faccessat2
-            | libc::SYS_readlink
-            | libc::SYS_readlinkat
-            | libc::SYS_getdents64
-            | libc::SYS_getcwd
-            | libc::SYS_fsync
-            | libc::SYS_fdatasync
-    )
+    sees_its_descriptor_only(nr)
+        || matches!(
+            nr,
+            libc::SYS_stat
+                | libc::SYS_lstat
+                | libc::SYS_newfstatat
+                | libc::SYS_statx
+                | libc::SYS_access
+                | libc::SYS_faccessat
+                | libc::SYS_faccessat2
+                | libc::SYS_readlink
+                | libc::SYS_readlinkat
+                | libc::SYS_getcwd
+        )
 }
 
 /// Free numbers of home's table, as home tells them.
@@ -207,6 +197,30 @@ mod tests {
         );
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn calls_that_make_or_free_a_descriptor_change_the_numbers() {
+        for nr in [
+            libc::SYS_open,
+            libc::SYS_openat,
+            libc::SYS_close,
+            libc::SYS_dup,
+            libc::SYS_dup2,
+            libc::SYS_fcntl,
+            libc::SYS_pipe2,
+            libc::SYS_socket,
+            libc::SYS_recvmsg,
+            libc::SYS_execve,
+        ] {
+            assert!(!leaves_numbers(nr), "{nr}");
+            assert!(!sees_its_descriptor_only(nr), "{nr}");
+        }
+        // A lookup leaves the table as it was, but may see it (/proc/self/fd).
+        assert!(
+            leaves_numbers(libc::SYS_readlink) && !sees_its_descriptor_only(libc::SYS_readlink)
+        );
+        assert!(leaves_numbers(libc::SYS_write) && sees_its_descriptor_only(libc::SYS_write));
     }
 
     #[test]
