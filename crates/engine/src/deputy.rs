@@ -370,9 +370,6 @@ impl Deputy {
             && (call.looked_up())
                 .and_then(|path| std::str::from_utf8(path).ok())
                 .is_some_and(|path| self.system.covers(path));
-        if call.nr == libc::SYS_close && self.cancels_deferred(&call, session)? {
-            return Ok(());
-        }
         if !self.busy()
             && !call.must_run()
             && let Some((ret, backs)) = self.files.try_run(&call)
@@ -425,31 +422,29 @@ impl Deputy {
         deferred.try_for_each(|call| self.waiting.push(call))
     }
 
-    /// `close`, a close of a file opened away: if the shell has not followed its open yet,
-    /// neither runs (the open is answered as done, see `numbers`). The close is answered
-    /// here unless the shell holds something under its number (a placeholder whose close a
-    /// signal kept from running), which it then closes. Whether the close is answered.
-    fn cancels_deferred(&mut self, close: &Call, session: &mut Session) -> io::Result<bool> {
-        let fd = close.args[0] as i32;
-        let Some(at) = (self.deferred.iter()).rposition(|call| call.mirrors_open_of(fd)) else {
-            return Ok(false);
-        };
-        let open = self.deferred.remove(at);
-        // Neither answer is waited for: they go with what home sends next, at the latest
-        // at the end of the home loop's turn.
-        let (id, ret) = (open.id, i64::from(fd));
-        session.send_later(&ToGuest::Reply { id, ret, backs: 0 })?;
-        if std::fs::symlink_metadata(format!("/proc/{}/fd/{fd}", self.pid)).is_ok() {
-            return Ok(false);
+    /// The remote's call `id` closed file `fd`, opened away (`ToHome::Closed`): the shell
+    /// closes its copy or placeholder after the opens and closes before, when it follows
+    /// them. If the shell has not followed the file's open yet, neither runs: both are
+    /// answered as done (see `numbers`), with what home sends next, at the latest at the
+    /// end of the home loop's turn.
+    pub fn closed_away(&mut self, id: u64, fd: i32, session: &mut Session) -> io::Result<()> {
+        match (self.deferred.iter()).rposition(|call| call.mirrors_open_of(fd)) {
+            Some(at) => {
+                let open = self.deferred.remove(at).id;
+                for (id, ret) in [(open, i64::from(fd)), (id, 0)] {
+                    session.send_later(&ToGuest::Reply { id, ret, backs: 0 })?;
+                }
+            }
+            None => {
+                let args = [fd as u64, 0, 0, 0, 0, 0];
+                let close = Call::step(libc::SYS_close, args, Some(id));
+                self.deferred.push(close.map_err(io::Error::other)?);
+            }
         }
-        self.time(close);
-        let id = close.id;
-        session.send_later(&ToGuest::Reply {
-            id,
-            ret: 0,
-            backs: 0,
-        })?;
-        Ok(true)
+        if self.deferred.len() > MAX_DEFERRED {
+            self.undefer()?;
+        }
+        Ok(())
     }
 
     /// The remote leaves: the shell follows every open it made away now, each answered
@@ -630,8 +625,8 @@ impl Deputy {
             Call::placeholder(id, fd)
         });
         self.deferred.push(call.map_err(io::Error::other)?);
-        // A remote that tells of more opens than home ever told numbers is not kept waiting
-        // in memory: its shell follows them now.
+        // A remote that tells of more opens and closes than home ever told numbers is not
+        // kept waiting in memory: its shell follows them now.
         if self.deferred.len() > MAX_DEFERRED {
             self.undefer()?;
         }

@@ -184,11 +184,6 @@ pub struct Forwarder {
     reads: ReadCache,
     /// Files opened here rather than at home (see `dfsa`).
     local: LocalFiles,
-    /// Closes of home's placeholders for local files, sent without waiting: descriptor by
-    /// the notification id the close went with.
-    releasing: std::collections::HashMap<u64, i32>,
-    /// Placeholders a signal kept home from closing: closed again before the next call.
-    unreleased: Vec<(u64, i32)>,
     /// What home said of the file a system open opened (`ToGuest::Same`), by call.
     said: Option<(u64, SameAs)>,
     /// Home's answers to lookups of system paths, kept (see `pathcache`).
@@ -197,8 +192,9 @@ pub struct Forwarder {
     numbers: FreeNumbers,
     /// What home told free with the answer to call `id` (`ToGuest::Numbers`).
     numbered: Option<(u64, Free)>,
-    /// Opens made here that home's shell has not followed yet (`ToHome::Opened`), by id.
-    opening: std::collections::HashSet<u64>,
+    /// Opens and closes made here that home's shell has not followed yet (`ToHome::Opened`,
+    /// `ToHome::Closed`), by id.
+    unfollowed: std::collections::HashSet<u64>,
 }
 
 /// A file opened here for the process, and what home's shell opens under its number.
@@ -228,13 +224,11 @@ impl Forwarder {
             arrived,
             reads: ReadCache::default(),
             local,
-            releasing: std::collections::HashMap::new(),
-            unreleased: Vec::new(),
             said: None,
             paths: PathAnswers::default(),
             numbers: FreeNumbers::default(),
             numbered: None,
-            opening: std::collections::HashSet::new(),
+            unfollowed: std::collections::HashSet::new(),
         })
     }
 
@@ -270,10 +264,6 @@ impl Forwarder {
             }
         }
         self.numbers.take(fd);
-        // A close of what home held under that number, not run yet, is not run again: the
-        // shell's copy takes the number over (see `deputy`).
-        self.releasing.retain(|_, held| *held != fd);
-        self.unreleased.retain(|&(_, held)| held != fd);
         let (path, flags) = (away.home.0.to_owned(), away.home.1);
         // Home needs it only before the process's next call, which flushes it: an open, a
         // read and a close of a file then cost no message of their own (see `deputy`).
@@ -284,7 +274,7 @@ impl Forwarder {
             flags,
         };
         session.send_later(&opened)?;
-        self.opening.insert(id);
+        self.unfollowed.insert(id);
         Ok(Placed::At(fd))
     }
 
@@ -357,9 +347,6 @@ impl Forwarder {
         session: &mut Session,
         listener: &Listener,
     ) -> io::Result<Option<Trapped>> {
-        for (id, fd) in std::mem::take(&mut self.unreleased) {
-            self.release(id, fd, session)?;
-        }
         if pathcache::changes_lookups(nr) {
             self.paths.forget();
         }
@@ -463,20 +450,12 @@ impl Forwarder {
         }))
     }
 
-    /// Close home's placeholder `fd`, without waiting for the answer (see `on_stray_reply`):
-    /// the number is free again for what is opened next. The close goes with whatever goes
-    /// home next, which flushes it.
+    /// Close home's copy or placeholder `fd` (`ToHome::Closed`, for call `id`), without
+    /// waiting for the answer (see `on_stray_reply`): the number is free again for what is
+    /// opened next. The close goes with whatever goes home next, which flushes it.
     fn release(&mut self, id: u64, fd: i32, session: &mut Session) -> io::Result<()> {
-        let args = [fd as u64, 0, 0, 0, 0, 0];
-        self.before_other_call(libc::SYS_close, &args, session)?;
-        session.send_later(&call_message(
-            id,
-            libc::SYS_close,
-            args,
-            0,
-            Asking::default(),
-        ))?;
-        self.releasing.insert(id, fd);
+        session.send_later(&ToHome::Closed { id, fd })?;
+        self.unfollowed.insert(id);
         self.numbers.freed(fd);
         Ok(())
     }
@@ -522,34 +501,28 @@ impl Forwarder {
         })
     }
 
-    /// The process leaves: home's shell must follow the opens made here first (see
-    /// `numbers`); home answers each (`on_stray_reply`).
+    /// The process leaves: home's shell must follow the opens and closes made here first
+    /// (see `numbers`); home answers each (`on_stray_reply`).
     pub fn ask_follow(&mut self, session: &mut Session) -> io::Result<()> {
-        if self.opening.is_empty() {
+        if self.unfollowed.is_empty() {
             return Ok(());
         }
         session.send(&ToHome::Follow)
     }
 
-    /// Whether an open made here waits for home's shell to follow it.
+    /// Whether an open or close made here waits for home's shell to follow it.
     pub fn follows_owed(&self) -> bool {
-        !self.opening.is_empty()
+        !self.unfollowed.is_empty()
     }
 
-    /// Home's answer to no call the process waits for: an open made here that home's shell
-    /// followed, or a placeholder's close, which a signal at home may have kept from running
-    /// (a restart code): it goes again.
+    /// Home's answer to no call the process waits for: an open or close made here that
+    /// home's shell followed, or an answer to a call a signal interrupted meanwhile.
     pub fn on_stray_reply(&mut self, id: u64, ret: i64) {
-        if self.opening.remove(&id) {
-            if ret < 0 {
-                warn!(errno = -ret, "home holds no copy of a file opened here");
-            }
-            return;
-        }
-        if let Some(fd) = self.releasing.remove(&id)
-            && crate::sys::is_restart(ret)
-        {
-            self.unreleased.push((id, fd));
+        if self.unfollowed.remove(&id) && ret < 0 {
+            warn!(
+                errno = -ret,
+                "home's shell could not follow a file opened or closed here"
+            );
         }
     }
 

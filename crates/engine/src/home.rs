@@ -1088,6 +1088,10 @@ impl Supervisor<'_> {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("an open made away does not fit: {err}")),
             },
+            ToHome::Closed { id, fd } => match r.deputy.closed_away(id, fd, &mut r.session) {
+                Ok(()) => return,
+                Err(err) => Event::Broken(format!("a close made away does not fit: {err}")),
+            },
             ToHome::Follow => match r.deputy.follow(&mut r.session) {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("the shell cannot follow its remote: {err}")),

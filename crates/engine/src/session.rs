@@ -281,8 +281,18 @@ pub enum ToHome {
         /// The shell's descriptor.
         fd: i32,
     },
-    /// The process leaves: the shell follows every open made here (`Opened`) now, and home
-    /// answers each once it ran, before the process goes.
+    /// The process's call `id` closed file `fd`, opened here: the shell closes its copy or
+    /// placeholder too, before any later call that may see its table runs there, whatever
+    /// moves are asked for, or not at all if its open has not run yet. Home answers it (a
+    /// `Reply` with its id) once the number is free.
+    Closed {
+        /// The close's notification.
+        id: u64,
+        /// The descriptor.
+        fd: i32,
+    },
+    /// The process leaves: the shell follows every open and close made here (`Opened`,
+    /// `Closed`) now, and home answers each once it ran, before the process goes.
     Follow,
     /// The process is coming home (an image follows).
     Going {
