@@ -441,6 +441,9 @@ pub(crate) struct Recent {
 struct Sent {
     at: Instant,
     to: NodeId,
+    /// It ran here, and counts in this node's measured load until the view shows it gone;
+    /// false for a process placed before it ran (at its exec, or starting), which never did.
+    ran_here: bool,
     followed: Option<Followed>,
     /// When its move was answered with success; `None` while under way.
     done: Option<Instant>,
@@ -462,8 +465,17 @@ impl Sent {
         Sent {
             at,
             to,
+            ran_here: true,
             followed: None,
             done: None,
+        }
+    }
+
+    /// A process placed at `to` before it ran here (at its exec, or starting).
+    fn before_it_ran(at: Instant, to: NodeId) -> Sent {
+        Sent {
+            ran_here: false,
+            ..Sent::at(at, to)
         }
     }
 
@@ -493,7 +505,7 @@ impl Recent {
     /// A process about to start, or just exec'd, was sent to `to`, or (`None`) starts here.
     fn placed(&mut self, now: Instant, to: Option<NodeId>) {
         match to {
-            Some(to) => self.sent.push(Sent::at(now, to)),
+            Some(to) => self.sent.push(Sent::before_it_ran(now, to)),
             None => self.kept.push(now),
         }
     }
@@ -596,7 +608,9 @@ fn apply_own_moves(
                 target.load = target.load.saturating_add(share.round() as u32);
             }
         }
-        if sent.unshown(SHOWN_HERE_AFTER, now)
+        // A process placed before it ran never counted here: the load here loses nothing.
+        if sent.ran_here
+            && sent.unshown(SHOWN_HERE_AFTER, now)
             && let (Some(me), Some(share)) = (view.nodes.get_mut(&own), own_share)
         {
             me.load = me.load.saturating_sub(share);
@@ -931,6 +945,20 @@ mod tests {
         assert_eq!(view.get(node(1)).unwrap().load, 100);
         assert_eq!(view.get(node(2)).unwrap().load, 200);
         assert_eq!(view.get(node(3)).unwrap().load, 100);
+    }
+
+    #[test]
+    fn a_process_placed_before_it_ran_counts_there_and_takes_nothing_from_here() {
+        let mut view = ClusterView::new();
+        view.insert(node(1), info(300));
+        view.insert(node(2), info(0));
+        let now = Instant::now();
+        let mut recent = Recent::default();
+        recent.placed(now, Some(node(2)));
+        recent.placed(now, Some(node(2)));
+        apply_own_moves(&mut view, node(1), 300, &recent, now);
+        assert_eq!(view.get(node(1)).unwrap().load, 300, "they never ran here");
+        assert_eq!(view.get(node(2)).unwrap().load, 200);
     }
 
     #[test]
