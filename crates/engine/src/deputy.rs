@@ -170,7 +170,7 @@ impl Call {
     }
 
     /// It runs whatever moves are asked for: the program was told it ran, or did it away.
-    pub fn must_run(&self) -> bool {
+    fn must_run(&self) -> bool {
         self.behind || self.mirror.is_some()
     }
 

@@ -523,16 +523,19 @@ impl Supervisor<'_> {
         }
         if let Some(node) = placed.node {
             info!(pid, node, "placing it at its exec");
-            self.placed_at_exec.insert(pid);
-            let order = Event::Order {
-                order: EXEC_ORDER,
-                to: Some(node),
-            };
-            self.handle(pid, order);
-            // Taken by the move's start, unless the order did not start one.
-            self.placed_at_exec.remove(&pid);
+            self.order_at_exec(pid, EXEC_ORDER, node);
         }
         warn_unless_gone(pid, ptrace::cont(pid, 0));
+    }
+
+    /// Order the move of `pid`, stopped at its exec, to `node`: it stays stopped through the
+    /// move's rounds (see `legs::Departure`).
+    fn order_at_exec(&mut self, pid: Pid, order: u64, node: u16) {
+        self.placed_at_exec.insert(pid);
+        let to = Some(node);
+        self.handle(pid, Event::Order { order, to });
+        // Taken by the move's start, unless the order did not start one.
+        self.placed_at_exec.remove(&pid);
     }
 
     /// Processes held at their exec go on where they are once they have waited
@@ -1272,13 +1275,7 @@ impl Supervisor<'_> {
             return;
         };
         self.placing = self.placement.take();
-        self.placed_at_exec.insert(self.main);
-        let order = Event::Order {
-            order: PLACEMENT_ORDER,
-            to: Some(placement.node),
-        };
-        self.handle(self.main, order);
-        self.placed_at_exec.remove(&self.main);
+        self.order_at_exec(self.main, PLACEMENT_ORDER, placement.node);
         // Not refused at once: the program is let go from its exec stop (to be stopped again
         // through its rounds). Should the move fail now, it runs on at home.
         if let Some(placing) = self.placing.as_mut() {
