@@ -123,7 +123,7 @@ pub(crate) async fn serve_link(shared: &Shared, link: Link, from: u16) {
                     id: call.id,
                     answer,
                 };
-                let _ = tx.send(protocol::encode(&reply, &data)).await;
+                let _ = tx.send(protocol::encode(&reply, data)).await;
                 drop(place);
             });
         }
@@ -176,7 +176,7 @@ impl PeerLink {
                 caller,
                 request,
             },
-            &data,
+            data,
         );
         if self.writer.lock().await.send(&frame).await.is_err() {
             self.closed.store(true, Ordering::SeqCst);

@@ -43,7 +43,7 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::warn;
 
-use crate::protocol::{Answer, Attr, Bytes, Caller, MAX_IO, Request, Time};
+use crate::protocol::{Answer, Attr, Bytes, Caller, HEAD_ROOM, MAX_IO, Request, Time};
 use crate::select::{Proc, Selections};
 
 /// Neither entries nor attributes are cached (see the module's doc).
@@ -846,7 +846,12 @@ impl Filesystem for Mfs {
         }
         let place = try_or_reply!(reply, self.place_or_error(ino));
         let request = Request::Write { fh: fh.0, offset };
-        let data = data.to_vec();
+        // With room for the call's head (protocol::encode).
+        let data = {
+            let mut owned = Vec::with_capacity(data.len() + HEAD_ROOM);
+            owned.extend_from_slice(data);
+            owned
+        };
         self.spawn(|inner| async move {
             match inner.ask(place.node, caller, request, data).await {
                 Ok((Answer::Written(n), _)) => {

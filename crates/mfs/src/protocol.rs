@@ -237,30 +237,33 @@ impl std::fmt::Display for BadFrame {
 
 impl std::error::Error for BadFrame {}
 
-/// One link message: `head` as JSON and `data` after it.
-pub fn encode<T: Serialize>(head: &T, data: &[u8]) -> Vec<u8> {
+/// Room to leave after a message's data for its head: [`encode`] then appends the head
+/// without moving the data (a read's head is a few dozen bytes).
+pub const HEAD_ROOM: usize = 256;
+
+/// One link message: `data`, then `head` as JSON, then the JSON's length (4 bytes, little
+/// endian). The head goes last so that neither end copies the data, up to 1 MiB a read: the
+/// sender appends the head to the bytes it read (allocated with [`HEAD_ROOM`] to spare), the
+/// receiver cuts it off.
+pub fn encode<T: Serialize>(head: &T, mut data: Vec<u8>) -> Vec<u8> {
     let json = serde_json::to_vec(head).expect("MFS messages always serialise");
     let len = u32::try_from(json.len()).expect("an MFS header is far below 4 GiB");
-    let mut frame = Vec::with_capacity(4 + json.len() + data.len());
-    frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&json);
-    frame.extend_from_slice(data);
-    frame
+    data.reserve(json.len() + 4);
+    data.extend_from_slice(&json);
+    data.extend_from_slice(&len.to_le_bytes());
+    data
 }
 
 /// The head and the data of one link message.
 pub fn decode<T: for<'de> Deserialize<'de>>(mut frame: Vec<u8>) -> Result<(T, Vec<u8>), BadFrame> {
-    let len: [u8; 4] = frame
-        .get(..4)
-        .ok_or(BadFrame)?
-        .try_into()
-        .map_err(|_| BadFrame)?;
-    let end = 4usize
-        .checked_add(u32::from_le_bytes(len) as usize)
-        .filter(|&end| end <= frame.len())
+    let at = frame.len().checked_sub(4).ok_or(BadFrame)?;
+    let len: [u8; 4] = frame[at..].try_into().map_err(|_| BadFrame)?;
+    let start = at
+        .checked_sub(u32::from_le_bytes(len) as usize)
         .ok_or(BadFrame)?;
-    let head = serde_json::from_slice(&frame[4..end]).map_err(|_| BadFrame)?;
-    Ok((head, frame.split_off(end)))
+    let head = serde_json::from_slice(&frame[start..at]).map_err(|_| BadFrame)?;
+    frame.truncate(start);
+    Ok((head, frame))
 }
 
 #[cfg(test)]
@@ -279,9 +282,30 @@ mod tests {
             request: Request::Write { fh: 3, offset: 9 },
         };
         let data = b"\x00\xffbytes".to_vec();
-        let (back, tail): (Call, _) = decode(encode(&call, &data)).unwrap();
+        let (back, tail): (Call, _) = decode(encode(&call, data.clone())).unwrap();
         assert_eq!(back, call);
         assert_eq!(tail, data);
+    }
+
+    #[test]
+    fn data_with_room_is_not_moved() {
+        let mut data = Vec::with_capacity(64 + HEAD_ROOM);
+        data.extend_from_slice(&[9; 64]);
+        let at = data.as_ptr();
+        let frame = encode(
+            &Reply {
+                id: 2,
+                answer: Answer::Data,
+            },
+            data,
+        );
+        assert_eq!(frame.as_ptr(), at, "the head was appended in place");
+        let (_, data): (Reply, _) = decode(frame).unwrap();
+        assert_eq!(
+            (data.as_ptr(), data.len()),
+            (at, 64),
+            "the head was cut off in place"
+        );
     }
 
     #[test]
@@ -289,13 +313,13 @@ mod tests {
         let frame = encode(
             &Reply {
                 id: 1,
-                answer: Answer::Done,
+                answer: Answer::Data,
             },
-            b"",
+            b"some bytes read".to_vec(),
         );
         for cut in 0..frame.len() {
             assert!(decode::<Reply>(frame[..cut].to_vec()).is_err(), "cut {cut}");
         }
-        assert!(decode::<Reply>(b"\xff\xff\xff\xffjunk".to_vec()).is_err());
+        assert!(decode::<Reply>(b"junk\xff\xff\xff\xff".to_vec()).is_err());
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use crate::creds;
-use crate::protocol::{Answer, Attr, Caller, Entry, MAX_IO, Request, Statfs, Time};
+use crate::protocol::{Answer, Attr, Caller, Entry, HEAD_ROOM, MAX_IO, Request, Statfs, Time};
 use crate::resolve::{self, Errno, last};
 
 /// The uid and gid root is mapped to, unless trusted.
@@ -306,20 +306,24 @@ impl Server {
             }
             Request::Read { fh, offset, size } => {
                 let file = self.file(session, fh)?;
-                let mut buf = vec![0u8; size.min(MAX_IO) as usize];
-                // SAFETY: the buffer is `size` bytes long.
+                let size = size.min(MAX_IO) as usize;
+                // Room for the reply's head after the bytes (protocol::encode), and no
+                // zeroing of what pread fills.
+                let mut buf: Vec<u8> = Vec::with_capacity(size + HEAD_ROOM);
+                // SAFETY: the buffer has room for `size` bytes; pread writes at most that.
                 let n = unsafe {
                     libc::pread(
                         file.as_raw_fd(),
                         buf.as_mut_ptr().cast(),
-                        buf.len(),
+                        size,
                         offset as libc::off_t,
                     )
                 };
                 if n < 0 {
                     return Err(last());
                 }
-                buf.truncate(n as usize);
+                // SAFETY: pread initialised the first `n` bytes (n <= size <= capacity).
+                unsafe { buf.set_len(n as usize) };
                 Ok((Answer::Data, buf))
             }
             Request::Write { fh, offset } => {

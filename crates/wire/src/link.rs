@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the link protocol spoken after the handshake. A daemon drops a peer whose
 /// [`LinkHello::version`] differs.
-pub const LINK_VERSION: u32 = 2;
+pub const LINK_VERSION: u32 = 3;
 
 /// Sent by the connecting daemon as the first encrypted message on a link; the accepting
 /// daemon answers a [`Purpose::Ping`] with its own hello.
