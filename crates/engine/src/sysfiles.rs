@@ -25,6 +25,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -196,7 +197,16 @@ pub fn digest_of_fd(pid: Pid, fd: i32) -> io::Result<String> {
 /// `openat2` of absolute `path` from the root, which its symlinks resolve against, with no
 /// magic link on the way.
 fn open_in_root(path: &str, flags: u64) -> io::Result<OwnedFd> {
-    let root = File::open("/")?;
+    // This process's root, opened once: it never changes, and a system open asks for it at
+    // every call.
+    static ROOT: OnceLock<File> = OnceLock::new();
+    let root = match ROOT.get() {
+        Some(root) => root,
+        None => {
+            let opened = File::open("/")?;
+            ROOT.get_or_init(|| opened)
+        }
+    };
     let rest = path.trim_start_matches('/');
     crate::dfsa::openat2(root.as_raw_fd(), rest, flags, 0, crate::dfsa::IN_ROOT)
 }
