@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! nsenter (our Child, outside the node)
-//!  └─ setsid -c PROGRAM ARGS   (a session leader whose terminal is the pty)
+//!  └─ setsid -c PROGRAM ARGS   (a session leader whose terminal is the pty, through env
+//!      │                        --default-signal: SIGINT and SIGQUIT at their defaults)
 //!      └─ ...                  e.g. bash -> mosrun -> python3
 //! ```
 //!
@@ -87,8 +88,13 @@ impl<'lab> Terminal<'lab> {
         let screen_side = master.try_clone().map_err(spawn_error)?;
         let slave = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
         let (stdin, stdout) = (slave(&pty.slave), slave(&pty.slave));
-        let mut cmd = node.command("setsid");
-        cmd.arg("--ctty")
+        // The session starts with the keyboard's signals at their defaults, as a login's
+        // does, whatever the test runner inherited: one started in the background by a
+        // non-interactive shell ignores SIGINT and SIGQUIT, every program of the session
+        // would inherit that, and Ctrl-C would do nothing (Python installs no handler for a
+        // signal ignored at its start).
+        let mut cmd = node.command("env");
+        cmd.args(["--default-signal=INT,QUIT", "setsid", "--ctty"])
             .args(argv)
             .envs(env.iter().copied())
             .stdin(stdin.map_err(spawn_error)?)
