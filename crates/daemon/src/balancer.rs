@@ -947,32 +947,31 @@ mod tests {
         assert_eq!(view.get(node(3)).unwrap().load, 100);
     }
 
+    /// The loads of nodes 1 and 2 in node 1's view at `now`, with `recent` applied: node 1
+    /// gossiped and last measured `here`, node 2 gossiped 0.
+    fn own_and_target_load(here: u32, recent: &Recent, now: Instant) -> (u32, u32) {
+        let mut view = ClusterView::new();
+        view.insert(node(1), info(here));
+        view.insert(node(2), info(0));
+        apply_own_moves(&mut view, node(1), here, recent, now);
+        (
+            view.get(node(1)).unwrap().load,
+            view.get(node(2)).unwrap().load,
+        )
+    }
+
     #[test]
     fn a_process_placed_before_it_ran_counts_there_and_takes_nothing_from_here() {
-        let mut view = ClusterView::new();
-        view.insert(node(1), info(300));
-        view.insert(node(2), info(0));
         let now = Instant::now();
         let mut recent = Recent::default();
         recent.placed(now, Some(node(2)));
         recent.placed(now, Some(node(2)));
-        apply_own_moves(&mut view, node(1), 300, &recent, now);
-        assert_eq!(view.get(node(1)).unwrap().load, 300, "they never ran here");
-        assert_eq!(view.get(node(2)).unwrap().load, 200);
+        // They never ran here.
+        assert_eq!(own_and_target_load(300, &recent, now), (300, 200));
     }
 
     #[test]
     fn a_move_under_way_counts_gone_from_here_until_it_is_done() {
-        let view_at = |recent: &Recent, now: Instant| {
-            let mut view = ClusterView::new();
-            view.insert(node(1), info(300));
-            view.insert(node(2), info(0));
-            apply_own_moves(&mut view, node(1), 300, recent, now);
-            (
-                view.get(node(1)).unwrap().load,
-                view.get(node(2)).unwrap().load,
-            )
-        };
         let start = Instant::now();
         let mut recent = Recent::default();
         let guest = ProcessId {
@@ -990,34 +989,30 @@ mod tests {
         // Ten seconds on, all three still cross the link: gone from here, there already.
         let later = start + Duration::from_secs(10);
         recent.forget_shown(later);
-        assert_eq!(view_at(&recent, later), (0, 300));
+        assert_eq!(own_and_target_load(300, &recent, later), (0, 300));
         assert!(recent.recalling(guest));
         // One is refused: it is here again, at once.
         recent.answered(eight, false, later);
-        assert_eq!(view_at(&recent, later), (100, 200));
+        assert_eq!(own_and_target_load(300, &recent, later), (100, 200));
         // The others are done: the windows count from their end.
         recent.answered(seven, true, later);
         recent.answered(recall, true, later);
         assert!(!recent.recalling(guest));
         let shown_here = later + SHOWN_HERE_AFTER;
         recent.forget_shown(shown_here);
-        assert_eq!(view_at(&recent, shown_here), (300, 200));
+        assert_eq!(own_and_target_load(300, &recent, shown_here), (300, 200));
         recent.forget_shown(later + SHOWN_THERE_AFTER);
         assert!(recent.sent.is_empty());
     }
 
     #[test]
     fn processes_placed_here_at_exec_count_here_until_the_gauge_shows_them() {
-        let mut view = ClusterView::new();
-        view.insert(node(1), info(100));
-        view.insert(node(2), info(0));
         let now = Instant::now();
         let mut recent = Recent {
             kept: vec![now, now - Duration::from_millis(500)],
             ..Recent::default()
         };
-        apply_own_moves(&mut view, node(1), 100, &recent, now);
-        assert_eq!(view.get(node(1)).unwrap().load, 300);
+        assert_eq!(own_and_target_load(100, &recent, now).0, 300);
         // Once the gauge's period after them has closed, its load shows them.
         recent.forget_shown(now + SHOWN_HERE_AFTER);
         let mut later = ClusterView::new();
