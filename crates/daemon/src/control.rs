@@ -570,16 +570,18 @@ fn accept_report(shared: &Shared, caller: &Caller, id: SupervisorId, report: Rep
         return;
     }
     if let Report::Started { pid } = report {
-        let creds = reading_proc(|| procfs::read_creds(pid));
-        let Some(creds) = creds.ok().filter(|c| procfs::may_act(caller.uid, c)) else {
-            warn!(
-                supervisor = caller.pid,
-                pid, "ignoring report about a process it may not supervise"
-            );
-            return;
-        };
-        // Its parent forked, which its program's record learns (see `programs`).
-        shared.table().forked(id, creds.ppid);
+        match reading_proc(|| procfs::read_creds(pid)) {
+            Ok(creds) if procfs::may_act(caller.uid, &creds) => {}
+            // A child that exited at once (its Ended report follows): nothing to keep.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            _ => {
+                warn!(
+                    supervisor = caller.pid,
+                    pid, "ignoring report about a process it may not supervise"
+                );
+                return;
+            }
+        }
     }
     if let Report::Ended { pid } = report {
         shared.table().end_run(id, pid, Instant::now());

@@ -17,8 +17,6 @@ pub(crate) struct Creds {
     pub saved_uid: u32,
     /// Supplementary groups.
     pub groups: Vec<u32>,
-    /// Its parent's PID (`PPid:`), read with the rest at no extra cost.
-    pub ppid: i32,
 }
 
 /// Read the credentials of `pid`. Fails if it does not exist (or vanished meanwhile).
@@ -30,16 +28,12 @@ pub(crate) fn read_creds(pid: i32) -> io::Result<Creds> {
     parse_status(&text).ok_or_else(|| io::Error::other("unexpected /proc status format"))
 }
 
-/// Pick the `PPid:`, `Uid:` (real, effective, saved, fs) and `Groups:` lines out of a
-/// status file.
+/// Pick the `Uid:` (real, effective, saved, fs) and `Groups:` lines out of a status file.
 fn parse_status(text: &str) -> Option<Creds> {
     let mut uids = None;
     let mut groups = None;
-    let mut ppid = None;
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("PPid:") {
-            ppid = Some(rest.trim().parse().ok()?);
-        } else if let Some(rest) = line.strip_prefix("Uid:") {
+        if let Some(rest) = line.strip_prefix("Uid:") {
             let ids: Vec<u32> = rest
                 .split_whitespace()
                 .map(str::parse)
@@ -60,7 +54,6 @@ fn parse_status(text: &str) -> Option<Creds> {
         real_uid,
         saved_uid,
         groups: groups?,
-        ppid: ppid?,
     })
 }
 
@@ -186,7 +179,6 @@ mod tests {
                 real_uid: 1000,
                 saved_uid: 1002,
                 groups: vec![4, 27, 100],
-                ppid: 1,
             }
         );
         let no_groups = STATUS.replace("Groups:\t4 27 100 ", "Groups:");
@@ -194,7 +186,6 @@ mod tests {
         assert!(parse_status("Name:\tx\n").is_none());
         assert!(parse_status("Uid:\tx y z w\nGroups:\n").is_none());
         assert!(parse_status("Uid:\t1\nGroups:\n").is_none());
-        assert!(parse_status(&STATUS.replace("PPid:", "Parent:")).is_none());
     }
 
     #[test]

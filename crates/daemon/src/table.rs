@@ -139,6 +139,7 @@ impl Table {
                     },
                 );
             }
+            Report::Forked { pid } => self.forked(from, pid),
             Report::Moved { pid, node } => {
                 if let Some(p) = self
                     .processes
@@ -243,8 +244,9 @@ impl Table {
         }
     }
 
-    /// `from`'s process `parent` forked (a child of it was reported started).
-    pub fn forked(&mut self, from: SupervisorId, parent: i32) {
+    /// `from`'s process `parent` forked. Only a process `from` reported started, which was
+    /// checked then, can be marked.
+    fn forked(&mut self, from: SupervisorId, parent: i32) {
         if let Some(run) = self.own_process(from, parent).and_then(|p| p.run.as_mut()) {
             run.forked = true;
         }
@@ -371,7 +373,7 @@ mod tests {
         assert!(table.worth_placing(10), "not known yet");
         // Its child, and a process of another supervisor, which says nothing of it.
         table.report(sup, Report::Started { pid: 11 });
-        table.forked(sup, 10);
+        table.report(sup, Report::Forked { pid: 10 });
         table.end_run(sup, 10, start + std::time::Duration::from_secs(5));
         table.report(sup, Report::Ended { pid: 10 });
         table.execed(sup, 11, shell, start + std::time::Duration::from_secs(6));
@@ -387,7 +389,7 @@ mod tests {
         let long = ProgramId { dev: 1, ino: 9 };
         let start = Instant::now();
         table.execed(sup, 10, short, start);
-        table.forked(stranger, 10);
+        table.report(stranger, Report::Forked { pid: 10 });
         table.end_run(stranger, 10, start);
         // Exec'd again after 0.1 s: the short program's run is over.
         table.execed(sup, 10, long, start + std::time::Duration::from_millis(100));

@@ -150,6 +150,10 @@ impl Daemon for LineDaemon {
         say(format!("started {pid}"));
     }
 
+    fn forked(&mut self, pid: Pid) {
+        say(format!("forked {pid}"));
+    }
+
     fn moved(&mut self, pid: Pid, node: Option<u16>) {
         match node {
             Some(node) => say(format!("moved {pid} {node}")),

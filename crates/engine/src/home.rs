@@ -62,6 +62,9 @@ pub trait Daemon {
     }
     /// A new supervised process.
     fn started(&mut self, pid: Pid);
+    /// A supervised process forked (fork or vfork, not a new thread), told at its own fork
+    /// event: the child may be gone by the time the daemon hears of it.
+    fn forked(&mut self, pid: Pid);
     /// A process now runs on `node` (None = home).
     fn moved(&mut self, pid: Pid, node: Option<u16>);
     /// A supervised process ended.
@@ -1241,6 +1244,9 @@ impl Supervisor<'_> {
             {
                 match ptrace::event_msg(pid) {
                     Ok(child) => {
+                        if event != libc::PTRACE_EVENT_CLONE {
+                            self.daemon.forked(pid);
+                        }
                         // A child has its parent's seccomp filters, home's CPU-time one too.
                         let inherited = self.procs.get(&pid).map_or(0, |p| p.filters);
                         match self.procs.entry(child as Pid) {

@@ -473,6 +473,13 @@ pub enum Report {
         /// Its PID.
         pid: i32,
     },
+    /// A process forked (fork or vfork; a new thread is no fork). Sent at the parent's fork
+    /// event, which comes whether or not its child is still alive when the daemon reads the
+    /// report: the program's record learns it (placement at exec).
+    Forked {
+        /// The parent's PID.
+        pid: i32,
+    },
     /// A process changed node.
     Moved {
         /// Its PID.
@@ -669,6 +676,7 @@ mod tests {
             message: "no node 7 in /etc/mosix.map\n\"x\"".into(),
         });
         round_trip(Report::Started { pid: 10 });
+        round_trip(Report::Forked { pid: 10 });
         round_trip(Report::Moved {
             pid: 10,
             node: Some(3),

@@ -148,7 +148,10 @@ impl DaemonLink {
             Report::Ended { pid } => {
                 state.procs.remove(&pid);
             }
-            Report::MigrateDone { .. } | Report::Tally(_) | Report::Execed { .. } => {}
+            Report::Forked { .. }
+            | Report::MigrateDone { .. }
+            | Report::Tally(_)
+            | Report::Execed { .. } => {}
         }
         state.send(&report);
     }
@@ -453,6 +456,10 @@ impl Daemon for DaemonLink {
 
     fn started(&mut self, pid: Pid) {
         self.report(Report::Started { pid });
+    }
+
+    fn forked(&mut self, pid: Pid) {
+        self.report(Report::Forked { pid });
     }
 
     fn moved(&mut self, pid: Pid, node: Option<u16>) {
