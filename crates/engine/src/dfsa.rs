@@ -804,6 +804,8 @@ struct OpenHow {
 }
 
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// No symlink at all on the way (`sysfiles`: then the path opened is the file's own).
+pub(crate) const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 const RESOLVE_BENEATH: u64 = 0x08;
 const RESOLVE_IN_ROOT: u64 = 0x10;
 /// Resolution from a root directory, which absolute symlinks resolve against too, with no

@@ -255,7 +255,7 @@ impl Forwarder {
         let Some(fd) = self.numbers.lowest() else {
             return Ok(Placed::No);
         };
-        match listener.answer_with_file(id, away.file, fd, away.cloexec) {
+        match listener.answer_with_file(id, self.pid, away.file, fd, away.cloexec) {
             Ok(()) => {}
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(Placed::Gone),
             Err(err) => {
@@ -1142,7 +1142,7 @@ impl Forwarder {
                 path,
             } => {
                 let fd = ret as i32;
-                match listener.answer_with_file(id, &file, fd, cloexec) {
+                match listener.answer_with_file(id, self.pid, &file, fd, cloexec) {
                     Ok(()) => self.local.opened(fd, path, None),
                     Err(err) => {
                         // The call is gone (a signal ended it: ENOENT), or the file could
@@ -1170,7 +1170,7 @@ impl Forwarder {
                     return Ok(Replied::Done);
                 };
                 let fd = ret as i32;
-                match listener.answer_with_file(id, &here.file, fd, cloexec) {
+                match listener.answer_with_file(id, self.pid, &here.file, fd, cloexec) {
                     Ok(()) => self
                         .local
                         .opened(fd, here.same.path, Some(here.same.digest)),

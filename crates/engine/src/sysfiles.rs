@@ -24,10 +24,12 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
+
+use crate::dfsa::{IN_ROOT, RESOLVE_NO_SYMLINKS};
 
 use crate::ptrace::Pid;
 use crate::samefile;
@@ -136,33 +138,66 @@ pub struct Candidate {
 impl Candidate {
     /// Open `path` here as an open with `flags` would, and digest it. Resolved from this
     /// node's root without magic links (a link into `/proc` would name the guest's own
-    /// files), first as a path handle: only a regular file is opened for reading, so that
-    /// opening a device or a FIFO never acts or waits.
+    /// files), first as a path handle: only what is a regular file then is opened for
+    /// reading, so that opening a device never acts. The open for reading takes the path
+    /// again (there is no system call that reopens a handle but through `/proc/self/fd`,
+    /// which costs as much as the rest of this function), nonblocking so that a FIFO put
+    /// there meanwhile cannot make it wait, and must find the handle's file. Only root can
+    /// put a device under a system prefix in that moment, and root owns the node anyway.
     pub fn open(path: &str, flags: u64) -> io::Result<Candidate> {
-        let handle = File::from(open_in_root(path, (libc::O_PATH | libc::O_CLOEXEC) as u64)?);
-        let meta = handle.metadata()?;
+        // Without a symlink on the way, the path is the file's own; else the kernel says it.
+        let path_handle = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+        let (handle, own_path) = match open_in_root(path, path_handle, RESOLVE_NO_SYMLINKS) {
+            Ok(handle) => (handle, Some(lexical(path))),
+            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+                (open_in_root(path, path_handle, 0)?, None)
+            }
+            Err(err) => return Err(err),
+        };
+        let meta = File::from(handle).metadata()?;
         if !meta.file_type().is_file() {
             return Err(io::Error::other("not a regular file"));
         }
         if meta.len() > MAX_DIGESTED {
             return Err(io::Error::other("too large for home to digest"));
         }
-        // The handle's own file, through its /proc link; with the process's status flags.
-        let status = flags as i32 & libc::O_NONBLOCK;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(status | libc::O_NOCTTY)
-            .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))?;
+        let reading = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY) as u64;
+        let file = File::from(open_in_root(path, reading, 0)?);
+        let opened = file.metadata()?;
+        if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+            return Err(io::Error::other("the file changed while it was opened"));
+        }
+        if flags as i32 & libc::O_NONBLOCK == 0 {
+            // The process's status flags, as its own open would have set them.
+            // SAFETY: F_SETFL on a descriptor we hold.
+            if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         let digest = samefile::digest_of(&file)?;
-        let resolved = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
-        let path = (resolved.to_str())
-            .ok_or_else(|| io::Error::other("a path that is not UTF-8"))?
-            .to_owned();
+        let path = match own_path {
+            Some(path) => path,
+            None => std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?
+                .into_os_string()
+                .into_string()
+                .map_err(|_| io::Error::other("a path that is not UTF-8"))?,
+        };
         Ok(Candidate {
             file: OwnedFd::from(file),
             same: SameAs { digest, path },
         })
     }
+}
+
+/// Absolute `path` as the kernel names the file it resolves to when no symlink is on the
+/// way: without empty and `.` components (`covers` lets no `..` through).
+fn lexical(path: &str) -> String {
+    let mut own = String::with_capacity(path.len());
+    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        own.push('/');
+        own.push_str(part);
+    }
+    own
 }
 
 /// Home's word on descriptor `fd` of shell `pid`, whose copy is `copy`: its digest and path
@@ -196,7 +231,7 @@ pub fn digest_of_fd(pid: Pid, fd: i32) -> io::Result<String> {
 
 /// `openat2` of absolute `path` from the root, which its symlinks resolve against, with no
 /// magic link on the way.
-fn open_in_root(path: &str, flags: u64) -> io::Result<OwnedFd> {
+fn open_in_root(path: &str, flags: u64, resolve: u64) -> io::Result<OwnedFd> {
     // This process's root, opened once: it never changes, and a system open asks for it at
     // every call.
     static ROOT: OnceLock<File> = OnceLock::new();
@@ -208,7 +243,7 @@ fn open_in_root(path: &str, flags: u64) -> io::Result<OwnedFd> {
         }
     };
     let rest = path.trim_start_matches('/');
-    crate::dfsa::openat2(root.as_raw_fd(), rest, flags, 0, crate::dfsa::IN_ROOT)
+    crate::dfsa::openat2(root.as_raw_fd(), rest, flags, 0, IN_ROOT | resolve)
 }
 
 #[cfg(test)]
@@ -293,6 +328,11 @@ mod tests {
         assert_eq!(got.same.path, file.to_str().unwrap());
         let expected = samefile::digest_at(file.to_str().unwrap()).unwrap();
         assert_eq!(got.same.digest, expected);
+        // Without a symlink on the way, the path opened is the file's, cleaned as the kernel
+        // names it.
+        let roundabout = format!("{}//./lib.so", dir.path().to_str().unwrap());
+        let direct = Candidate::open(&roundabout, libc::O_RDONLY as u64).unwrap();
+        assert_eq!(direct.same, got.same);
         // SAFETY: F_GETFL on a descriptor the test holds.
         let flags = unsafe { libc::fcntl(got.file.as_raw_fd(), libc::F_GETFL) };
         assert_eq!(flags & libc::O_NONBLOCK, 0, "the process's status flags");
