@@ -139,7 +139,6 @@ pub fn mount(dir: &Path, cluster: Arc<dyn Cluster>, runtime: Handle) -> io::Resu
             mountpoint: dir.to_path_buf(),
             own_pid: std::process::id(),
         }),
-        cached_reads: false,
     };
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -288,9 +287,6 @@ struct Inner {
 
 struct Mfs {
     inner: Arc<Inner>,
-    /// Whether files opened read-only are read through the page cache (see the module's doc):
-    /// only where the kernel checks the attributes at every read (`FUSE_AUTO_INVAL_DATA`).
-    cached_reads: bool,
 }
 
 impl Inner {
@@ -482,9 +478,6 @@ impl Filesystem for Mfs {
         {
             warn!("MFS: this kernel keeps locks node-local: it lacks {missing:?}");
         }
-        self.cached_reads = config
-            .add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA)
-            .is_ok();
         Ok(())
     }
 
@@ -743,11 +736,6 @@ impl Filesystem for Mfs {
             return reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
         }
         let place = try_or_reply!(reply, self.place_or_error(ino));
-        let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY;
-        let how = match self.cached_reads && read_only {
-            true => FopenFlags::empty(),
-            false => FopenFlags::FOPEN_DIRECT_IO,
-        };
         let request = Request::Open {
             path: place.path,
             flags: flags.0,
@@ -756,7 +744,7 @@ impl Filesystem for Mfs {
             match inner.ask(place.node, caller, request, Vec::new()).await {
                 Ok((Answer::Opened { fh, .. }, _)) => {
                     lock(&inner.open).entry(ino.0).or_default().push(fh);
-                    reply.opened(FileHandle(fh), how);
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
                 }
                 Ok(_) => reply.error(Errno::EIO),
                 Err(e) => reply.error(e),
