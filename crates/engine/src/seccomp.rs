@@ -605,4 +605,61 @@ mod tests {
         foreign.arch = 0x4000_0003;
         assert_eq!(run(&prog, &foreign), sys::SECCOMP_RET_KILL_PROCESS);
     }
+
+    /// The CPUs `pid` may run on.
+    fn cpus_of(pid: Pid) -> Vec<usize> {
+        // SAFETY: an all-zero cpu_set_t is an empty set, which sched_getaffinity fills.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::sched_getaffinity(pid, size, &mut set) }, 0);
+        // SAFETY: CPU_ISSET reads the set, within its size.
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+            .collect()
+    }
+
+    /// Sets `pid`'s CPUs (0: this thread).
+    fn set_cpus(pid: Pid, cpus: &[usize]) {
+        // SAFETY: as in `cpus_of`; CPU_SET writes within the set's size.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &cpu in cpus {
+            // SAFETY: as above.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: sched_setaffinity reads the set.
+        assert_eq!(unsafe { libc::sched_setaffinity(pid, size, &set) }, 0);
+    }
+
+    #[test]
+    fn a_process_is_held_to_this_cpu_and_given_its_own_back() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as Pid;
+        let own = cpus_of(pid);
+        // This thread stays on one CPU the child may use, so that the one it is held to is
+        // known.
+        let here = own[0];
+        set_cpus(0, &[here]);
+        {
+            let _held = HeldHere::hold(pid);
+            assert_eq!(cpus_of(pid), [here]);
+        }
+        assert_eq!(cpus_of(pid), own);
+        if own.len() > 1 {
+            // A process that may not run on this CPU is left as it is.
+            let elsewhere = own[1];
+            set_cpus(pid, &[elsewhere]);
+            {
+                let _held = HeldHere::hold(pid);
+                assert_eq!(cpus_of(pid), [elsewhere]);
+            }
+            assert_eq!(cpus_of(pid), [elsewhere]);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }
