@@ -340,8 +340,9 @@ impl Listener {
     /// scheduler, not on this CPU as [`Listener::wake_on_this_cpu`] asks of the other
     /// answers: on an idle VM the process then goes to the other, halted vCPU, and this
     /// supervisor is woken back on its own, two inter-processor interrupts a file. So the
-    /// process may run only on this CPU for the call ([`HeldHere`]): a system header's open
-    /// went from about 58 to 22 µs on this 2-vCPU VM (the header loop of `./dev bench files`).
+    /// process may run only on this CPU for the call ([`HeldHere`]): the header loop of
+    /// `./dev bench files` (stat, open, read, close) went from 112-116 to 74-76 µs an
+    /// operation on this 2-vCPU VM.
     pub fn answer_with_file(
         &self,
         id: u64,
