@@ -421,11 +421,26 @@ impl HeldHere {
 
 impl Drop for HeldHere {
     fn drop(&mut self) {
-        if let Some(own) = &self.own {
-            let size = std::mem::size_of::<libc::cpu_set_t>();
-            // SAFETY: sched_setaffinity reads `size` bytes of `own`. It fails only if the
-            // process is gone, and then there is nothing to give back.
-            unsafe { libc::sched_setaffinity(self.pid, size, own) };
+        let Some(own) = &self.own else {
+            return;
+        };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: sched_setaffinity reads `size` bytes of `own`.
+        if unsafe { libc::sched_setaffinity(self.pid, size, own) } == 0 {
+            return;
+        }
+        // Gone (nothing to give back), or its cpuset changed meanwhile and allows none of
+        // its CPUs (EINVAL): then every CPU, which the kernel narrows to what the cpuset
+        // allows, rather than leave it on one.
+        if io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            // SAFETY: an all-zero cpu_set_t is an empty set.
+            let mut every: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            for cpu in 0..libc::CPU_SETSIZE as usize {
+                // SAFETY: `cpu` is within the set's size.
+                unsafe { libc::CPU_SET(cpu, &mut every) };
+            }
+            // SAFETY: sched_setaffinity reads `size` bytes of `every`.
+            unsafe { libc::sched_setaffinity(self.pid, size, &every) };
         }
     }
 }
