@@ -30,7 +30,6 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 use crate::dfsa::{IN_ROOT, RESOLVE_NO_SYMLINKS};
-
 use crate::ptrace::Pid;
 use crate::samefile;
 
@@ -230,7 +229,7 @@ pub fn digest_of_fd(pid: Pid, fd: i32) -> io::Result<String> {
 }
 
 /// `openat2` of absolute `path` from the root, which its symlinks resolve against, with no
-/// magic link on the way.
+/// magic link on the way, and with the further `RESOLVE_` flags of `resolve`.
 fn open_in_root(path: &str, flags: u64, resolve: u64) -> io::Result<OwnedFd> {
     // This process's root, opened once: it never changes, and a system open asks for it at
     // every call.
