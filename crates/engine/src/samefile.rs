@@ -76,11 +76,15 @@ static DIGESTS: Mutex<VecDeque<(Stamp, String)>> = Mutex::new(VecDeque::new());
 /// The SHA-256 of regular file `file`'s content, in hex: from the cache if its identity is
 /// unchanged, else read whole. A file that changes while it is read has no digest.
 pub fn digest_of(file: &File) -> io::Result<String> {
-    let meta = file.metadata()?;
+    digest_with(file, &file.metadata()?)
+}
+
+/// As [`digest_of`], for a caller that has just read `file`'s metadata `meta`.
+pub fn digest_with(file: &File, meta: &Metadata) -> io::Result<String> {
     if !meta.file_type().is_file() {
         return Err(io::Error::other("not a regular file"));
     }
-    let stamp = Stamp::of(&meta);
+    let stamp = Stamp::of(meta);
     let known = DIGESTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, digest)) = known.iter().find(|(s, _)| *s == stamp) {
         return Ok(digest.clone());

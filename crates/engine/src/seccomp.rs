@@ -397,25 +397,19 @@ impl HeldHere {
 
     /// Hold `pid` to this CPU; the CPUs it had, if it was.
     fn to_this_cpu(pid: Pid) -> Option<libc::cpu_set_t> {
-        const SIZE: usize = std::mem::size_of::<libc::cpu_set_t>();
         // SAFETY: sched_getcpu only reads which CPU this thread runs on.
         let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
         // SAFETY: an all-zero cpu_set_t is an empty set.
         let mut own: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: sched_getaffinity writes at most SIZE bytes into `own`.
-        if unsafe { libc::sched_getaffinity(pid, SIZE, &mut own) } < 0 {
+        // SAFETY: sched_getaffinity writes at most the set's size into `own`.
+        if unsafe { libc::sched_getaffinity(pid, std::mem::size_of_val(&own), &mut own) } < 0 {
             return None;
         }
         // SAFETY: CPU_ISSET reads the set; a CPU number past its size reads as unset.
         if cpu >= libc::CPU_SETSIZE as usize || !unsafe { libc::CPU_ISSET(cpu, &own) } {
             return None;
         }
-        // SAFETY: as above, an empty set.
-        let mut here: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `cpu` is within the set's size (checked above).
-        unsafe { libc::CPU_SET(cpu, &mut here) };
-        // SAFETY: sched_setaffinity reads SIZE bytes of `here`.
-        (unsafe { libc::sched_setaffinity(pid, SIZE, &here) } == 0).then_some(own)
+        set_affinity(pid, &cpu_set([cpu])).ok().map(|()| own)
     }
 }
 
@@ -424,24 +418,37 @@ impl Drop for HeldHere {
         let Some(own) = &self.own else {
             return;
         };
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        // SAFETY: sched_setaffinity reads `size` bytes of `own`.
-        if unsafe { libc::sched_setaffinity(self.pid, size, own) } == 0 {
-            return;
-        }
         // Gone (nothing to give back), or its cpuset changed meanwhile and allows none of
         // its CPUs (EINVAL): then every CPU, which the kernel narrows to what the cpuset
         // allows, rather than leave it on one.
-        if io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-            // SAFETY: an all-zero cpu_set_t is an empty set.
-            let mut every: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            for cpu in 0..libc::CPU_SETSIZE as usize {
-                // SAFETY: `cpu` is within the set's size.
-                unsafe { libc::CPU_SET(cpu, &mut every) };
-            }
-            // SAFETY: sched_setaffinity reads `size` bytes of `every`.
-            unsafe { libc::sched_setaffinity(self.pid, size, &every) };
+        if let Err(err) = set_affinity(self.pid, own)
+            && err.raw_os_error() == Some(libc::EINVAL)
+        {
+            let _ = set_affinity(self.pid, &cpu_set(0..libc::CPU_SETSIZE as usize));
         }
+    }
+}
+
+/// The set of `cpus` (each below `CPU_SETSIZE`; any other is left out).
+fn cpu_set(cpus: impl IntoIterator<Item = usize>) -> libc::cpu_set_t {
+    // SAFETY: an all-zero cpu_set_t is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for cpu in cpus
+        .into_iter()
+        .filter(|&cpu| cpu < libc::CPU_SETSIZE as usize)
+    {
+        // SAFETY: `cpu` is within the set's size.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    set
+}
+
+/// Let `pid` (0: this thread) run only on the CPUs of `set`.
+fn set_affinity(pid: Pid, set: &libc::cpu_set_t) -> io::Result<()> {
+    // SAFETY: sched_setaffinity reads the set, of its size.
+    match unsafe { libc::sched_setaffinity(pid, std::mem::size_of_val(set), set) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 
@@ -635,19 +642,6 @@ mod tests {
             .collect()
     }
 
-    /// Sets `pid`'s CPUs (0: this thread).
-    fn set_cpus(pid: Pid, cpus: &[usize]) {
-        // SAFETY: as in `cpus_of`; CPU_SET writes within the set's size.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        for &cpu in cpus {
-            // SAFETY: as above.
-            unsafe { libc::CPU_SET(cpu, &mut set) };
-        }
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        // SAFETY: sched_setaffinity reads the set.
-        assert_eq!(unsafe { libc::sched_setaffinity(pid, size, &set) }, 0);
-    }
-
     #[test]
     fn a_process_is_held_to_this_cpu_and_given_its_own_back() {
         let mut child = std::process::Command::new("sleep")
@@ -659,7 +653,7 @@ mod tests {
         // This thread stays on one CPU the child may use, so that the one it is held to is
         // known.
         let here = own[0];
-        set_cpus(0, &[here]);
+        set_affinity(0, &cpu_set([here])).unwrap();
         {
             let _held = HeldHere::hold(pid);
             assert_eq!(cpus_of(pid), [here]);
@@ -668,7 +662,7 @@ mod tests {
         if own.len() > 1 {
             // A process that may not run on this CPU is left as it is.
             let elsewhere = own[1];
-            set_cpus(pid, &[elsewhere]);
+            set_affinity(pid, &cpu_set([elsewhere])).unwrap();
             {
                 let _held = HeldHere::hold(pid);
                 assert_eq!(cpus_of(pid), [elsewhere]);

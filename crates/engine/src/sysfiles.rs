@@ -173,7 +173,7 @@ impl Candidate {
                 return Err(io::Error::last_os_error());
             }
         }
-        let digest = samefile::digest_of(&file)?;
+        let digest = samefile::digest_with(&file, &opened)?;
         let path = match own_path {
             Some(path) => path,
             None => std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?
@@ -212,7 +212,7 @@ pub fn same_at_home(pid: Pid, fd: i32, copy: BorrowedFd<'_>) -> Option<SameAs> {
     if !meta.file_type().is_file() || meta.len() > MAX_DIGESTED {
         return None;
     }
-    let digest = samefile::digest_of(&file)
+    let digest = samefile::digest_with(&file, &meta)
         .inspect_err(|err| tracing::debug!(pid, fd, %err, "no digest of a system file"))
         .ok()?;
     let path = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
