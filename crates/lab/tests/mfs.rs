@@ -116,6 +116,40 @@ fn each_node_reads_and_writes_the_others_files_and_sees_every_change_at_once() {
 }
 
 #[test]
+fn large_reads_arrive_whole_in_order_and_stop_at_the_end_of_the_file() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    // Three MiB and some: each read of a MiB goes as parts asked for at once, and the file
+    // ends inside a part.
+    const SIZE: usize = 3 * (1 << 20) + 12_345;
+    ok_as(
+        n1,
+        ANA,
+        &format!("head -c {SIZE} /dev/urandom > /tmp/large"),
+    );
+    let at_home = ok_as(n1, ANA, "sha256sum < /tmp/large");
+    for bs in ["1M", "300k", "4k"] {
+        let through_mfs = ok_as(
+            n2,
+            ANA,
+            &format!("dd if=/mfs/1/tmp/large bs={bs} status=none | sha256sum"),
+        );
+        assert_eq!(through_mfs, at_home, "read in blocks of {bs}");
+    }
+    // From inside the last MiB: the tail and nothing more.
+    let tail = ok_as(
+        n2,
+        ANA,
+        "dd if=/mfs/1/tmp/large bs=1M skip=3 status=none | wc -c",
+    );
+    assert_eq!(tail.trim(), (SIZE - 3 * (1 << 20)).to_string());
+}
+
+#[test]
 fn a_user_reaches_through_mfs_exactly_what_they_could_at_the_serving_node() {
     if !require_root() {
         return;

@@ -51,6 +51,10 @@ const TTL: Duration = Duration::ZERO;
 /// How often a lock that must wait is tried again at the serving node (which never waits: a
 /// waiting lock would hold one of its few workers).
 const LOCK_RETRY: Duration = Duration::from_millis(50);
+/// A read larger than this goes to the serving node as reads of this size, all sent at once.
+/// The serving node then reads and seals one part while the link carries another and this
+/// node opens a third; as one request, these steps would follow one another for the whole.
+const READ_PART: u32 = 256 << 10;
 
 const ROOT: u64 = 1;
 const HERE: u64 = 2;
@@ -310,6 +314,50 @@ impl Inner {
             (Answer::Error(errno), _) => Err(Errno::from_i32(errno)),
             answer => Ok(answer),
         }
+    }
+
+    /// Read up to `size` bytes of open file `fh` at `node` from `offset`, in parts of
+    /// [`READ_PART`] asked for at once. Like a read, the result is short at the end of the
+    /// file, and a part that fails after others succeeded shortens it instead of failing it.
+    async fn read(
+        self: Arc<Self>,
+        node: u16,
+        caller: Caller,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, Errno> {
+        let parts: Vec<_> = (0..size)
+            .step_by(READ_PART as usize)
+            .map(|start| {
+                let part = READ_PART.min(size - start);
+                let request = Request::Read {
+                    fh,
+                    offset: offset + u64::from(start),
+                    size: part,
+                };
+                let (inner, caller) = (self.clone(), caller.clone());
+                let asked = self
+                    .runtime
+                    .spawn(async move { inner.ask(node, caller, request, Vec::new()).await });
+                (part as usize, asked)
+            })
+            .collect();
+        let mut data = Vec::with_capacity(size as usize);
+        for (part, asked) in parts {
+            let got = match asked.await {
+                Ok(Ok((Answer::Data, got))) => got,
+                Ok(Err(e)) if data.is_empty() => return Err(e),
+                Ok(Err(_)) => break,
+                Ok(Ok(_)) | Err(_) => return Err(Errno::EIO),
+            };
+            data.extend_from_slice(&got);
+            if got.len() < part {
+                // The end of the file: the parts after this one hold nothing.
+                break;
+            }
+        }
+        Ok(data)
     }
 
     /// Tells the cluster that `process` (if it still exists) moved `bytes` of `node`'s files.
@@ -808,18 +856,16 @@ impl Filesystem for Mfs {
             return reply.data(&text.as_bytes()[start..]);
         }
         let place = try_or_reply!(reply, self.place_or_error(ino));
-        let request = Request::Read {
-            fh: fh.0,
-            offset,
-            size: size.min(MAX_IO),
-        };
         self.spawn(|inner| async move {
-            match inner.ask(place.node, caller, request, Vec::new()).await {
-                Ok((Answer::Data, data)) => {
+            let read = inner
+                .clone()
+                .read(place.node, caller, fh.0, offset, size.min(MAX_IO))
+                .await;
+            match read {
+                Ok(data) => {
                     reply.data(&data);
                     inner.count(process, place.node, data.len());
                 }
-                Ok(_) => reply.error(Errno::EIO),
                 Err(e) => reply.error(e),
             }
         });

@@ -16,8 +16,9 @@
 //!
 //! This room is synchronous and small on purpose: the supervisors that speak sessions (the
 //! engine's) link it without an async runtime. The daemons' authenticated links live in the
-//! transport room. The door: [`SessionKeys`], [`End`], [`open`], [`SealedReader`],
-//! [`SealedWriter`], and [`hex`] for keys that travel as text.
+//! transport room, which seals its frames with this room's [`StreamKey`]. The door:
+//! [`SessionKeys`], [`End`], [`open`], [`SealedReader`], [`SealedWriter`], [`StreamKey`], and
+//! [`hex`] for keys that travel as text.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -33,10 +34,12 @@ use ring::rand::{SecureRandom, SystemRandom};
 /// Socket buffer asked for in each direction of a session.
 const SOCKET_BUFFER: usize = 8 << 20;
 
+/// AES-GCM's tag, sent after each frame's ciphertext.
+pub const TAG_LEN: usize = 16;
 /// Largest plaintext in one frame.
 pub const MAX_PLAIN: usize = 128 << 10;
-/// Largest frame on the wire: plaintext plus the 16-byte tag.
-pub const MAX_SEALED: usize = MAX_PLAIN + 16;
+/// Largest frame on the wire: plaintext plus the tag.
+pub const MAX_SEALED: usize = MAX_PLAIN + TAG_LEN;
 
 /// The two keys of one session.
 #[derive(Clone, PartialEq, Eq)]
@@ -137,8 +140,7 @@ pub fn open(
     sock.set_recv_buffer_size(SOCKET_BUFFER)?;
     let reader = SealedReader {
         socket: socket.try_clone()?,
-        key: key(rx),
-        counter: 0,
+        key: StreamKey::new(rx),
         plain: Vec::new(),
         at: 0,
         frame: Vec::new(),
@@ -147,29 +149,66 @@ pub fn open(
     buf.extend_from_slice(&[0; 4]);
     let writer = SealedWriter {
         socket,
-        key: key(tx),
-        counter: 0,
+        key: StreamKey::new(tx),
         buf,
     };
     Ok((reader, writer))
 }
 
-fn key(raw: &[u8; 32]) -> LessSafeKey {
-    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, raw).expect("32-byte AES-256 key"))
+/// One direction of a sealed stream: its AES-256-GCM key and the counter that numbers its
+/// frames. A frame's nonce is `0u32 ‖ counter:u64be`, so a key seals one direction of one
+/// connection and nothing else, and the receiver opens frames in the order they were sealed
+/// (TCP keeps that order; a frame replayed, dropped or moved does not open).
+pub struct StreamKey {
+    key: LessSafeKey,
+    counter: u64,
 }
 
-fn nonce(counter: &mut u64) -> Nonce {
-    let mut n = [0u8; 12];
-    n[4..].copy_from_slice(&counter.to_be_bytes());
-    *counter += 1;
-    Nonce::assume_unique_for_key(n)
+impl StreamKey {
+    /// The key of one direction, its counter at 0.
+    pub fn new(raw: &[u8; 32]) -> StreamKey {
+        StreamKey {
+            key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, raw).expect("32-byte AES-256 key")),
+            counter: 0,
+        }
+    }
+
+    fn next_nonce(&mut self) -> Nonce {
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&self.counter.to_be_bytes());
+        self.counter += 1;
+        Nonce::assume_unique_for_key(n)
+    }
+
+    /// Seal the next frame in place, `data` becoming its ciphertext, with `aad` (sent in the
+    /// clear) bound to it. Returns the tag, which follows the ciphertext on the wire.
+    pub fn seal(&mut self, aad: &[u8], data: &mut [u8]) -> io::Result<[u8; TAG_LEN]> {
+        let nonce = self.next_nonce();
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(aad), data)
+            .map_err(|_| io::Error::other("cannot seal a frame that large"))?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Open the next frame in place: `sealed` is its ciphertext and tag, `aad` what was bound
+    /// to it. Returns the length of the plaintext now at the start of `sealed`, or `None` if
+    /// the frame does not authenticate (forged, damaged, replayed or out of order).
+    pub fn open(&mut self, aad: &[u8], sealed: &mut [u8]) -> Option<usize> {
+        let nonce = self.next_nonce();
+        self.key
+            .open_in_place(nonce, Aad::from(aad), sealed)
+            .ok()
+            .map(|plain| plain.len())
+    }
 }
 
 /// The receiving half.
 pub struct SealedReader {
     socket: TcpStream,
-    key: LessSafeKey,
-    counter: u64,
+    key: StreamKey,
     plain: Vec<u8>,
     at: usize,
     frame: Vec<u8>,
@@ -189,7 +228,7 @@ impl SealedReader {
             Err(e) => return Err(e),
         }
         let len = u32::from_le_bytes(head) as usize;
-        if !(16..=MAX_SEALED).contains(&len) {
+        if !(TAG_LEN..=MAX_SEALED).contains(&len) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("sealed frame of {len} bytes"),
@@ -197,13 +236,9 @@ impl SealedReader {
         }
         self.frame.resize(len, 0);
         self.socket.read_exact(&mut self.frame)?;
-        let plain = self
-            .key
-            .open_in_place(nonce(&mut self.counter), Aad::empty(), &mut self.frame)
-            .map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, "sealed frame does not open")
-            })?;
-        let n = plain.len();
+        let n = self.key.open(&[], &mut self.frame).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "sealed frame does not open")
+        })?;
         // Swap buffers rather than copy: the frame buffer becomes the plaintext buffer.
         std::mem::swap(&mut self.plain, &mut self.frame);
         self.plain.truncate(n);
@@ -235,8 +270,7 @@ impl AsRawFd for SealedReader {
 /// The sending half. Buffers up to MAX_PLAIN bytes; `flush` seals and sends them.
 pub struct SealedWriter {
     socket: TcpStream,
-    key: LessSafeKey,
-    counter: u64,
+    key: StreamKey,
     /// 4 bytes of length, then plaintext (sealed in place on flush, the tag appended).
     buf: Vec<u8>,
 }
@@ -247,11 +281,8 @@ impl SealedWriter {
             return Ok(());
         }
         // Sealed in place: the plaintext after the 4 length bytes becomes ciphertext.
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce(&mut self.counter), Aad::empty(), &mut self.buf[4..])
-            .map_err(|_| io::Error::other("cannot seal"))?;
-        self.buf.extend_from_slice(tag.as_ref());
+        let tag = self.key.seal(&[], &mut self.buf[4..])?;
+        self.buf.extend_from_slice(&tag);
         let sealed_len = (self.buf.len() - 4) as u32;
         self.buf[..4].copy_from_slice(&sealed_len.to_le_bytes());
         let result = self.socket.write_all(&self.buf);

@@ -3,28 +3,41 @@
 //! # Layout
 //!
 //! ```text
-//! frame    = length:u16be  noise-message[length]          (length <= 65535)
-//! handshake: initiator → e (psk0 mixed in, AEAD tag over an empty payload)   48 bytes
+//! handshake (Noise_NNpsk0_25519_AESGCM_SHA256), each message framed as length:u16be message:
+//!            initiator → e (psk0 mixed in, AEAD tag over an empty payload)   48 bytes
 //!            responder → e, ee                                               48 bytes
-//! transport: noise-message = AES-256-GCM(plaintext) + 16-byte tag
-//!            plaintext     = more:u8  data[..]               more = 1 if the message continues
+//! transport: frame = head  ciphertext[len]  tag[16]
+//!            head  = len:u32be  rest:u32be     len:  this frame's bytes of the message
+//!                                              rest: the message's bytes after this frame
+//!            AES-256-GCM, key: the handshake's split for this direction,
+//!                         nonce: 0u32 ‖ counter:u64be, additional data: head
 //! ```
 //!
-//! A message of any size up to [`MAX_MESSAGE`] is cut into chunks that fit one Noise message;
-//! the receiver joins them again, so message boundaries survive.
+//! A message of any size up to [`MAX_MESSAGE`] is cut into frames of at most [`MAX_CHUNK`]
+//! bytes; it ends with the frame whose `rest` is 0, so message boundaries survive. The head is
+//! authenticated with its frame, and every frame of a message must announce the rest the one
+//! before it left, so a head that lies about a length fails before anything is used.
 //!
-//! Nonces are explicit counters, one per direction, each owned by the half that uses it
-//! ([`LinkWriter`] for sending, [`LinkReader`] for receiving). TCP delivers in order, so the
-//! receiver knows the next nonce without it being sent, and no nonce is ever used twice for
-//! one key because only one task holds each counter.
+//! The handshake is Noise's, through snow; the frames after it are sealed with ring under the
+//! two keys of Noise's split, one per direction. Noise's own transport messages would do the
+//! same work with a copy more on each side and a 64 KiB limit; sealed in place, a message
+//! crosses with one copy into the kernel at the sender and none but the kernel's at the
+//! receiver, which reads each frame straight into the message it belongs to. That is what MFS
+//! reads, whose bytes all cross a link, are bound by.
+//!
+//! Each direction's counter is owned by the half that uses it ([`LinkWriter`] for sending,
+//! [`LinkReader`] for receiving). TCP delivers in order, so the receiver knows the next nonce
+//! without it being sent, and no nonce is ever used twice for one key because only one task
+//! holds each counter.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use snow::{Builder, HandshakeState, StatelessTransportState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use bytes::BufMut;
+use rmosix_seal::{StreamKey, TAG_LEN};
+use snow::{Builder, HandshakeState};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
@@ -35,7 +48,7 @@ use crate::ClusterKey;
 const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_AESGCM_SHA256";
 
 /// Bound into the handshake hash, so a link of another protocol or version cannot complete it.
-const PROLOGUE: &[u8] = b"rmosix link 1";
+const PROLOGUE: &[u8] = b"rmosix link 2";
 
 /// How long either side waits for the whole handshake (TCP connect included for [`connect`]).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,16 +58,17 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// the receiver buffer.
 pub const MAX_MESSAGE: usize = 64 << 20;
 
-/// Noise's limit on one message, which the 2-byte frame length also expresses.
-const MAX_NOISE: usize = 65535;
-/// AES-GCM tag.
-const TAG_LEN: usize = 16;
-/// Data bytes per chunk: a Noise message less the tag and the `more` byte.
-const MAX_CHUNK: usize = MAX_NOISE - TAG_LEN - 1;
+/// Most bytes of a message in one frame. Small enough that a frame is sealed, sent and copied
+/// while it stays in the CPU's cache, and that the receiver opens one frame while the sender
+/// seals the next; large enough that a 1 MiB MFS read is 16 frames.
+pub const MAX_CHUNK: usize = 64 << 10;
+/// A frame's head.
+const HEAD_LEN: usize = 8;
 /// Handshake messages here are 48 bytes; anything much longer is not our protocol.
 const MAX_HANDSHAKE_FRAME: usize = 256;
-/// Socket buffering on each side, enough for several full frames per system call.
-const IO_BUFFER: usize = 256 * 1024;
+/// The receiver's buffer: a small message arrives, head and all, in one read, while the bulk of
+/// a large frame goes straight from the socket into its message.
+const READ_BUFFER: usize = 4096;
 
 /// Why a link could not be set up or used.
 #[derive(Debug, thiserror::Error)]
@@ -82,21 +96,29 @@ pub enum LinkError {
     /// The connection ended in the middle of a message.
     #[error("connection closed in the middle of a message")]
     Truncated,
-    /// A message failed authentication: it was forged, damaged or replayed.
+    /// A frame failed authentication: it was forged, damaged, replayed or reordered.
     #[error("message failed authentication")]
-    Decrypt(#[source] snow::Error),
-    /// Encrypting a message failed (the nonce counter ran out).
+    Decrypt,
+    /// Sealing a frame failed.
     #[error("cannot encrypt message")]
-    Encrypt(#[source] snow::Error),
+    Encrypt(#[source] io::Error),
     /// A message is larger than [`MAX_MESSAGE`].
     #[error("message larger than {MAX_MESSAGE} bytes")]
     TooLarge,
     /// The peer sent more than the link protocol allowed before a hand-over.
     #[error("{0} unexpected bytes before handing the connection over")]
     UnreadData(usize),
-    /// An authenticated chunk had an invalid header.
-    #[error("malformed chunk header {0}")]
-    Malformed(u8),
+    /// A frame's head announced lengths no sender of this protocol writes.
+    #[error(
+        "malformed frame head: {len} bytes with {rest} to follow (at most {MAX_CHUNK} a frame, \
+         {MAX_MESSAGE} a message, and what the frame before announced)"
+    )]
+    Malformed {
+        /// The frame's length as announced.
+        len: usize,
+        /// The rest of the message as announced.
+        rest: usize,
+    },
 }
 
 /// An authenticated, encrypted, message-oriented connection to another node's daemon.
@@ -108,18 +130,14 @@ pub struct Link {
 /// The receiving half of a [`Link`].
 pub struct LinkReader {
     stream: BufReader<OwnedReadHalf>,
-    noise: Arc<StatelessTransportState>,
-    nonce: u64,
-    frame: Vec<u8>,
-    plain: Vec<u8>,
+    key: StreamKey,
 }
 
 /// The sending half of a [`Link`].
 pub struct LinkWriter {
-    stream: BufWriter<OwnedWriteHalf>,
-    noise: Arc<StatelessTransportState>,
-    nonce: u64,
-    plain: Vec<u8>,
+    stream: OwnedWriteHalf,
+    key: StreamKey,
+    /// One frame: head, then the plaintext sealed in place, then its tag.
     frame: Vec<u8>,
 }
 
@@ -180,25 +198,28 @@ async fn handshake(
         read_handshake(&mut stream, &mut hs, &mut buf).await?;
         write_handshake(&mut stream, &mut hs, &mut buf).await?;
     }
-    let noise = Arc::new(
-        hs.into_stateless_transport_mode()
-            .map_err(LinkError::Handshake)?,
-    );
+    if !hs.is_handshake_finished() {
+        return Err(LinkError::Handshake(snow::Error::State(
+            snow::error::StateProblem::HandshakeNotFinished,
+        )));
+    }
+    // Noise's split: the first key seals what the initiator sends, the second what it receives.
+    let (initiator_sends, responder_sends) = hs.dangerously_get_raw_split();
+    let (send_key, recv_key) = if initiator {
+        (initiator_sends, responder_sends)
+    } else {
+        (responder_sends, initiator_sends)
+    };
     let (read, write) = stream.into_split();
     Ok(Link {
         reader: LinkReader {
-            stream: BufReader::with_capacity(IO_BUFFER, read),
-            noise: noise.clone(),
-            nonce: 0,
-            frame: vec![0; MAX_NOISE],
-            plain: vec![0; MAX_NOISE],
+            stream: BufReader::with_capacity(READ_BUFFER, read),
+            key: StreamKey::new(&recv_key),
         },
         writer: LinkWriter {
-            stream: BufWriter::with_capacity(IO_BUFFER, write),
-            noise,
-            nonce: 0,
-            plain: Vec::with_capacity(MAX_CHUNK + 1),
-            frame: vec![0; MAX_NOISE],
+            stream: write,
+            key: StreamKey::new(&send_key),
+            frame: Vec::with_capacity(HEAD_LEN + MAX_CHUNK + TAG_LEN),
         },
     })
 }
@@ -277,15 +298,14 @@ impl Link {
     /// nothing more of the link protocol follows; bytes already read past the last message
     /// would be lost, so they make this fail.
     pub async fn into_socket(self) -> Result<std::net::TcpStream, LinkError> {
-        let Link { reader, mut writer } = self;
-        writer.stream.flush().await.map_err(LinkError::Io)?;
+        let Link { reader, writer } = self;
         if !reader.stream.buffer().is_empty() {
             return Err(LinkError::UnreadData(reader.stream.buffer().len()));
         }
         let tcp = reader
             .stream
             .into_inner()
-            .reunite(writer.stream.into_inner())
+            .reunite(writer.stream)
             .map_err(|e| LinkError::Io(io::Error::other(e)))?;
         let socket = tcp.into_std().map_err(LinkError::Io)?;
         socket.set_nonblocking(false).map_err(LinkError::Io)?;
@@ -294,21 +314,23 @@ impl Link {
 }
 
 impl LinkWriter {
-    /// Send `msg` (at most [`MAX_MESSAGE`] bytes) as one message, cut into as many Noise
-    /// messages as it needs, and flush it to the socket.
+    /// Send `msg` (at most [`MAX_MESSAGE`] bytes) as one message, in as many frames as it
+    /// needs, each written to the socket as soon as it is sealed.
     pub async fn send(&mut self, msg: &[u8]) -> Result<(), LinkError> {
         if msg.len() > MAX_MESSAGE {
             return Err(LinkError::TooLarge);
         }
-        let mut chunks = msg.chunks(MAX_CHUNK).peekable();
-        if chunks.peek().is_none() {
-            self.send_chunk(&[], false).await?;
+        let mut rest = msg.len();
+        let mut chunks = msg.chunks(MAX_CHUNK);
+        loop {
+            // An empty message is one empty frame.
+            let chunk = chunks.next().unwrap_or_default();
+            rest -= chunk.len();
+            self.send_frame(chunk, rest).await?;
+            if rest == 0 {
+                return Ok(());
+            }
         }
-        while let Some(chunk) = chunks.next() {
-            let more = chunks.peek().is_some();
-            self.send_chunk(chunk, more).await?;
-        }
-        self.stream.flush().await.map_err(LinkError::Io)
     }
 
     /// Close the sending direction (TCP FIN); the peer's [`LinkReader::recv`] returns `None`.
@@ -316,23 +338,25 @@ impl LinkWriter {
         self.stream.shutdown().await.map_err(LinkError::Io)
     }
 
-    async fn send_chunk(&mut self, data: &[u8], more: bool) -> Result<(), LinkError> {
-        self.plain.clear();
-        self.plain.push(u8::from(more));
-        self.plain.extend_from_slice(data);
-        let len = self
-            .noise
-            .write_message(self.nonce, &self.plain, &mut self.frame)
-            .map_err(LinkError::Encrypt)?;
-        self.nonce += 1;
+    async fn send_frame(&mut self, chunk: &[u8], rest: usize) -> Result<(), LinkError> {
+        self.seal_frame(chunk, rest)?;
         self.stream
-            .write_all(&(len as u16).to_be_bytes())
-            .await
-            .map_err(LinkError::Io)?;
-        self.stream
-            .write_all(&self.frame[..len])
+            .write_all(&self.frame)
             .await
             .map_err(LinkError::Io)
+    }
+
+    /// Build the frame of `chunk` in `self.frame`, sealed.
+    fn seal_frame(&mut self, chunk: &[u8], rest: usize) -> Result<(), LinkError> {
+        self.frame.clear();
+        self.frame
+            .extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+        self.frame.extend_from_slice(&(rest as u32).to_be_bytes());
+        self.frame.extend_from_slice(chunk);
+        let (head, data) = self.frame.split_at_mut(HEAD_LEN);
+        let tag = self.key.seal(head, data).map_err(LinkError::Encrypt)?;
+        self.frame.extend_from_slice(&tag);
+        Ok(())
     }
 }
 
@@ -340,61 +364,82 @@ impl LinkReader {
     /// The next message, or `None` if the peer closed the link cleanly between messages.
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, LinkError> {
         let mut msg = Vec::new();
-        let mut first = true;
+        // The bytes of the message still to come, once its first frame has announced them.
+        let mut announced: Option<usize> = None;
         loop {
-            let Some(len) = self.read_frame(first).await? else {
+            let Some(head) = self.read_head(announced.is_none()).await? else {
                 return Ok(None);
             };
-            first = false;
-            let n = self
-                .noise
-                .read_message(self.nonce, &self.frame[..len], &mut self.plain)
-                .map_err(LinkError::Decrypt)?;
-            self.nonce += 1;
-            let (&more, data) = self.plain[..n]
-                .split_first()
-                .ok_or(LinkError::Malformed(0))?;
-            if msg.len() + data.len() > MAX_MESSAGE {
-                return Err(LinkError::TooLarge);
+            let len = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+            let rest = u32::from_be_bytes(head[4..].try_into().expect("4 bytes")) as usize;
+            let fits = len <= MAX_CHUNK
+                && match announced {
+                    None => len + rest <= MAX_MESSAGE,
+                    Some(left) => len + rest == left,
+                };
+            if !fits {
+                return Err(LinkError::Malformed { len, rest });
             }
-            msg.extend_from_slice(data);
-            match more {
-                0 => return Ok(Some(msg)),
-                1 => {}
-                other => return Err(LinkError::Malformed(other)),
+            if announced.is_none() {
+                // The whole message, and the last frame's tag, without growing it again.
+                msg.reserve_exact(len + rest + TAG_LEN);
             }
+            let start = msg.len();
+            self.read_into(&mut msg, len + TAG_LEN).await?;
+            let opened = self
+                .key
+                .open(&head, &mut msg[start..])
+                .ok_or(LinkError::Decrypt)?;
+            msg.truncate(start + opened);
+            if rest == 0 {
+                return Ok(Some(msg));
+            }
+            announced = Some(rest);
         }
     }
 
-    /// Read one frame into `self.frame`; `None` at a clean EOF where a message may start.
-    async fn read_frame(&mut self, at_message_start: bool) -> Result<Option<usize>, LinkError> {
-        let mut len = [0u8; 2];
-        // The first byte alone tells a clean close (EOF before it) from a cut one.
-        let got = loop {
-            match self.stream.read(&mut len[..1]).await {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(LinkError::Io(e)),
-            }
-        };
-        if got == 0 {
+    /// A frame's head; `None` at a clean EOF where a message may start.
+    async fn read_head(
+        &mut self,
+        at_message_start: bool,
+    ) -> Result<Option<[u8; HEAD_LEN]>, LinkError> {
+        if self
+            .stream
+            .fill_buf()
+            .await
+            .map_err(LinkError::Io)?
+            .is_empty()
+        {
             return if at_message_start {
                 Ok(None)
             } else {
                 Err(LinkError::Truncated)
             };
         }
-        match self.stream.read_exact(&mut len[1..]).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(LinkError::Truncated),
-            Err(e) => return Err(LinkError::Io(e)),
-        }
-        let len = usize::from(u16::from_be_bytes(len));
-        match self.stream.read_exact(&mut self.frame[..len]).await {
-            Ok(_) => Ok(Some(len)),
+        let mut head = [0u8; HEAD_LEN];
+        match self.stream.read_exact(&mut head).await {
+            Ok(_) => Ok(Some(head)),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(LinkError::Truncated),
             Err(e) => Err(LinkError::Io(e)),
         }
+    }
+
+    /// Append the next `n` bytes of the stream to `msg`: what the buffer holds, then the rest
+    /// read from the socket straight into `msg`'s spare room.
+    async fn read_into(&mut self, msg: &mut Vec<u8>, n: usize) -> Result<(), LinkError> {
+        let buffered = self.stream.buffer();
+        let taken = buffered.len().min(n);
+        msg.extend_from_slice(&buffered[..taken]);
+        self.stream.consume(taken);
+        let mut room = msg.limit(n - taken);
+        while room.has_remaining_mut() {
+            match self.stream.get_mut().read_buf(&mut room).await {
+                Ok(0) => return Err(LinkError::Truncated),
+                Ok(_) => {}
+                Err(e) => return Err(LinkError::Io(e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -527,15 +572,104 @@ mod tests {
             let (tcp, _) = listener.accept().await.unwrap();
             let link = accept(tcp, &ClusterKey::from_bytes(KEY)).await.unwrap();
             let (_, mut writer) = link.split();
-            // Only the first chunk of a two-chunk message, then close.
-            writer.send_chunk(&[1; 10], true).await.unwrap();
-            writer.stream.flush().await.unwrap();
+            // Only the first frame of a two-frame message, then close.
+            writer.send_frame(&[1; 10], 10).await.unwrap();
             writer.shutdown().await.unwrap();
         });
         let mut link = connect(addr, &ClusterKey::from_bytes(KEY)).await.unwrap();
         let err = link.recv().await.unwrap_err();
         assert!(matches!(err, LinkError::Truncated), "{err:?}");
         server.await.unwrap();
+    }
+
+    /// Connect a pair of links and have the accepting side's writer send the bytes `frames`
+    /// makes with it; returns the messages the other side receives before the first error.
+    async fn receive_after(
+        frames: impl FnOnce(&mut LinkWriter) -> Vec<u8> + Send + 'static,
+    ) -> (Vec<Vec<u8>>, Result<Option<Vec<u8>>, LinkError>) {
+        let (listener, addr) = listener().await;
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let link = accept(tcp, &ClusterKey::from_bytes(KEY)).await.unwrap();
+            let (_, mut writer) = link.split();
+            let raw = frames(&mut writer);
+            writer.stream.write_all(&raw).await.unwrap();
+            writer
+        });
+        let mut link = connect(addr, &ClusterKey::from_bytes(KEY)).await.unwrap();
+        let mut received = Vec::new();
+        let end = loop {
+            match link.recv().await {
+                Ok(Some(msg)) => received.push(msg),
+                end => break end,
+            }
+        };
+        drop(server.await.unwrap());
+        (received, end)
+    }
+
+    /// The sealed frame of `chunk`, announcing `rest` bytes after it.
+    fn sealed(writer: &mut LinkWriter, chunk: &[u8], rest: usize) -> Vec<u8> {
+        writer.seal_frame(chunk, rest).unwrap();
+        writer.frame.clone()
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_replayed_frame_fails_authentication() {
+        let (received, flipped) = receive_after(|w| {
+            let mut frame = sealed(w, b"payload", 0);
+            frame[HEAD_LEN + 3] ^= 1;
+            frame
+        })
+        .await;
+        assert!(received.is_empty());
+        assert!(matches!(flipped, Err(LinkError::Decrypt)), "{flipped:?}");
+        // A head changed in transit: it is bound to its frame.
+        let (received, relabelled) = receive_after(|w| {
+            let mut frame = sealed(w, b"payload", 0);
+            frame[HEAD_LEN - 1] = 5;
+            [frame, sealed(w, b"extra", 0)].concat()
+        })
+        .await;
+        assert!(received.is_empty());
+        assert!(
+            matches!(relabelled, Err(LinkError::Decrypt)),
+            "{relabelled:?}"
+        );
+        // The same frame twice: the copy is opened under the next nonce and fails.
+        let (received, replayed) = receive_after(|w| {
+            let frame = sealed(w, b"once", 0);
+            [frame.clone(), frame].concat()
+        })
+        .await;
+        assert_eq!(received, [b"once"]);
+        assert!(matches!(replayed, Err(LinkError::Decrypt)), "{replayed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_head_that_lies_about_lengths_is_refused() {
+        // More bytes in one frame than any sender puts there: refused before it is read.
+        let (_, oversized) = receive_after(|w| {
+            let mut frame = sealed(w, b"x", 0);
+            frame[..4].copy_from_slice(&(MAX_CHUNK as u32 + 1).to_be_bytes());
+            frame
+        })
+        .await;
+        assert!(
+            matches!(oversized, Err(LinkError::Malformed { len, .. }) if len == MAX_CHUNK + 1),
+            "{oversized:?}"
+        );
+        // A message announced larger than MAX_MESSAGE.
+        let (_, huge) = receive_after(|w| sealed(w, b"x", MAX_MESSAGE)).await;
+        assert!(matches!(huge, Err(LinkError::Malformed { .. })), "{huge:?}");
+        // A second frame whose lengths disagree with what the first announced.
+        let (received, inconsistent) =
+            receive_after(|w| [sealed(w, &[1; 10], 100), sealed(w, &[2; 10], 5)].concat()).await;
+        assert!(received.is_empty());
+        assert!(
+            matches!(inconsistent, Err(LinkError::Malformed { len: 10, rest: 5 })),
+            "{inconsistent:?}"
+        );
     }
 
     #[tokio::test]
