@@ -41,7 +41,7 @@ use fuser::{
     ReplyStatfs, ReplyWrite, Request as FuseRequest, SessionACL, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::protocol::{Answer, Attr, Bytes, Caller, HEAD_ROOM, MAX_IO, Request, Time};
 use crate::select::{Proc, Selections};
@@ -114,6 +114,33 @@ impl Drop for Mounted {
     }
 }
 
+/// The kernel's cap on the pages of one FUSE request, read as a connection is made (Linux
+/// 6.12 and later; a fixed 256 before).
+const MAX_PAGES_LIMIT: &str = "/proc/sys/fs/fuse/max_pages_limit";
+
+/// Raise the kernel's cap on one FUSE request to `bytes` if it is lower, so that the kernel
+/// asks for a MiB read into any buffer in one request (see [`MAX_IO`]). The cap is the whole
+/// machine's, and only ever raised here; where it cannot be, such reads take two requests.
+fn allow_requests_of(bytes: u32) {
+    // SAFETY: sysconf reads a constant of the system.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u32;
+    let needed = bytes.div_ceil(page);
+    let Ok(text) = std::fs::read_to_string(MAX_PAGES_LIMIT) else {
+        return;
+    };
+    let limit = text.trim().parse::<u32>().unwrap_or(0);
+    if limit >= needed {
+        return;
+    }
+    match std::fs::write(MAX_PAGES_LIMIT, needed.to_string()) {
+        Ok(()) => info!("MFS: raised {MAX_PAGES_LIMIT} from {limit} to {needed} pages"),
+        Err(e) => warn!(
+            "MFS: cannot raise {MAX_PAGES_LIMIT} from {limit} to {needed} pages ({e}): a MiB \
+             read into a buffer that does not start on a page boundary takes two requests"
+        ),
+    }
+}
+
 /// Mount MFS at `dir` (created if missing), after a lazy unmount of the dead mount a crashed
 /// daemon left there (it answers ENOTCONN). A live file system mounted there (another
 /// daemon's MFS, in the same mount namespace) is left alone: AlreadyExists. Requests are
@@ -144,6 +171,7 @@ pub fn mount(dir: &Path, cluster: Arc<dyn Cluster>, runtime: Handle) -> io::Resu
             own_pid: std::process::id(),
         }),
     };
+    allow_requests_of(MAX_IO);
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("mfs".to_owned()),

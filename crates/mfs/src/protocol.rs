@@ -15,8 +15,11 @@ pub type Bytes = Vec<u8>;
 
 /// The most bytes one read or write carries: what the requesting kernel sends at most, and
 /// what a serving node reads for one call whatever size a peer asks for (a shorter read, as
-/// any read may be).
-pub const MAX_IO: u32 = 1 << 20;
+/// any read may be). A MiB and 64 KiB: the kernel cuts a read into requests of whole pages of
+/// the reader's buffer, and a MiB buffer that does not start on a page boundary spans one page
+/// more than a MiB; with room for it (for pages up to 64 KiB), a MiB read is one request, not
+/// a MiB less a sliver and then the sliver, each a round trip.
+pub const MAX_IO: u32 = (1 << 20) + (64 << 10);
 
 /// Who asks: the calling process's identity at the requesting node. The serving node runs the
 /// request with exactly these ids (root mapped, see `serve`).
