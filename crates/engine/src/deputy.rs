@@ -369,7 +369,7 @@ impl Deputy {
         call.vouch = call.vouch
             && (call.looked_up())
                 .and_then(|path| std::str::from_utf8(path).ok())
-                .is_some_and(|path| self.system.covers(path));
+                .is_some_and(|path| pathcache::covered(call.nr, path, &self.system));
         if !self.busy()
             && !call.must_run()
             && let Some((ret, backs)) = self.files.try_run(&call)

@@ -77,6 +77,18 @@ pub fn vouchable(nr: i64) -> bool {
     lookup(nr).is_some()
 }
 
+/// Whether lookup `nr` of absolute `path` is one home vouches for under `system`'s
+/// prefixes: an open only of a path under one (what it opens is a system file), any other
+/// lookup also of a prefix's own directory (`SystemFiles::covers_lookup`), such as the
+/// `readlink("/usr")` a compiler makes for every header it resolves.
+pub fn covered(nr: i64, path: &str, system: &SystemFiles) -> bool {
+    match lookup(nr) {
+        Some(at) if at.opens => system.covers(path),
+        Some(_) => system.covers_lookup(path),
+        None => false,
+    }
+}
+
 /// Whether call `nr` may change what the process may look up: its credentials, its root or
 /// its mount namespace.
 pub fn changes_lookups(nr: i64) -> bool {
@@ -145,7 +157,9 @@ impl PathAnswers {
             return None;
         }
         let path = mem.read_cstr(args[at.path], PATH_MAX as usize - 1).ok()?;
-        let path = String::from_utf8(path).ok().filter(|p| system.covers(p))?;
+        let path = String::from_utf8(path)
+            .ok()
+            .filter(|p| covered(nr, p, system))?;
         let mut args = *args;
         args[at.arity..].fill(0);
         args[at.path] = 0;

@@ -114,6 +114,19 @@ impl SystemFiles {
                 false => path == prefix,
             })
     }
+
+    /// Whether home may vouch for a lookup of absolute `path` (see `pathcache`): one under a
+    /// prefix, or of a prefix's own directory (`/usr` of `/usr/`), which every lookup under
+    /// it walks through anyway. A lookup's answer is home's, kept while home watches it, so
+    /// unlike an open it needs no file the same here.
+    pub fn covers_lookup(&self, path: &str) -> bool {
+        self.covers(path)
+            || (self.prefixes.iter()).any(|prefix| {
+                prefix
+                    .strip_suffix('/')
+                    .is_some_and(|dir| path.trim_end_matches('/') == dir)
+            })
+    }
 }
 
 /// Whether an open with `flags` may be served here: read-only, neither creating,
@@ -284,6 +297,30 @@ mod tests {
         }
         assert!(system.covers("/usr/lib/./x"));
         assert_eq!(clean(&["relative", "/", "/usr/"]), ["/usr/"]);
+    }
+
+    #[test]
+    fn a_lookup_is_covered_under_a_prefix_and_of_its_own_directory() {
+        let system = system();
+        for path in [
+            "/usr",
+            "/usr/",
+            "/usr//",
+            "/usr/include",
+            "/etc/ld.so.cache",
+        ] {
+            assert!(system.covers_lookup(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/usrx",
+            "/etc",
+            "/etc/ld.so.cache/x",
+            "/usr/..",
+            "/opt",
+        ] {
+            assert!(!system.covers_lookup(path), "{path}");
+        }
     }
 
     #[test]

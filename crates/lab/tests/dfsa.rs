@@ -460,14 +460,20 @@ fn lookups_of_system_paths_are_answered_where_the_process_runs_until_home_change
     // Answered at node 2 while home is stopped: kept there. Home's directory /tmp has
     // other writers (any change under a directory a lookup went through makes the answers
     // go), so the stop is tried again until the answers held across it.
+    // The prefix's own directory (`/usr` of `/usr/`) is kept too: a compiler resolves it
+    // for every header.
+    let prefix_dir = format!("stat {SAME}");
+    let prefix_dir_size = format!("size {}", sh(n1, &format!("stat -c %s {SAME}")).trim());
     let kept = (0..5).any(|attempt| {
         assert_eq!(lookups.ask("stat"), format!("size {size}"));
         assert_eq!(lookups.ask("missing"), enoent);
+        assert_eq!(lookups.ask(&prefix_dir), prefix_dir_size);
         // A name never asked is missing from the directory home listed with `missing`.
         let never_asked = format!("stat {SAME}/never-asked-{attempt}.h");
         let commands = [
             ("stat", format!("size {size}")),
             ("missing", enoent.clone()),
+            (prefix_dir.as_str(), prefix_dir_size.clone()),
             (never_asked.as_str(), enoent.clone()),
         ];
         answered_with_home_stopped(&job, &mut lookups, &commands)
