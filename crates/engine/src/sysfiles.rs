@@ -64,7 +64,7 @@ pub fn clean(prefixes: &[impl AsRef<str>]) -> Vec<String> {
 /// descriptor resolves to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SameAs {
-    /// SHA-256 of its content, in hex (see `samefile`).
+    /// The digest of its content, in hex (see `samefile`).
     pub digest: String,
     /// Where it lies, as `/proc/PID/fd` shows it.
     pub path: String,

@@ -75,7 +75,7 @@ pub struct FileId {
     pub mtime: (i64, i64),
     /// `/proc/sys/kernel/random/boot_id` of the kernel that stat'ed it.
     pub boot: String,
-    /// SHA-256 of its content, in hex, when it could be read: what another node compares
+    /// The BLAKE3 digest of its content, in hex, when it could be read: what another node compares
     /// its own file at `path` with before it maps that file instead of receiving the pages.
     pub digest: Option<String>,
 }
