@@ -399,12 +399,7 @@ impl HeldHere {
     fn to_this_cpu(pid: Pid) -> Option<libc::cpu_set_t> {
         // SAFETY: sched_getcpu only reads which CPU this thread runs on.
         let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
-        // SAFETY: an all-zero cpu_set_t is an empty set.
-        let mut own: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: sched_getaffinity writes at most the set's size into `own`.
-        if unsafe { libc::sched_getaffinity(pid, std::mem::size_of_val(&own), &mut own) } < 0 {
-            return None;
-        }
+        let own = affinity(pid).ok()?;
         // SAFETY: CPU_ISSET reads the set; a CPU number past its size reads as unset.
         if cpu >= libc::CPU_SETSIZE as usize || !unsafe { libc::CPU_ISSET(cpu, &own) } {
             return None;
@@ -441,6 +436,17 @@ fn cpu_set(cpus: impl IntoIterator<Item = usize>) -> libc::cpu_set_t {
         unsafe { libc::CPU_SET(cpu, &mut set) };
     }
     set
+}
+
+/// The CPUs `pid` (0: this thread) may run on.
+fn affinity(pid: Pid) -> io::Result<libc::cpu_set_t> {
+    // SAFETY: an all-zero cpu_set_t is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity writes at most the set's size into `set`.
+    match unsafe { libc::sched_getaffinity(pid, std::mem::size_of_val(&set), &mut set) } {
+        0 => Ok(set),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 /// Let `pid` (0: this thread) run only on the CPUs of `set`.
@@ -629,13 +635,9 @@ mod tests {
         assert_eq!(run(&prog, &foreign), sys::SECCOMP_RET_KILL_PROCESS);
     }
 
-    /// The CPUs `pid` may run on.
+    /// The CPUs `pid` may run on, by number.
     fn cpus_of(pid: Pid) -> Vec<usize> {
-        // SAFETY: an all-zero cpu_set_t is an empty set, which sched_getaffinity fills.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::sched_getaffinity(pid, size, &mut set) }, 0);
+        let set = affinity(pid).unwrap();
         // SAFETY: CPU_ISSET reads the set, within its size.
         (0..libc::CPU_SETSIZE as usize)
             .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })

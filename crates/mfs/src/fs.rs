@@ -371,7 +371,9 @@ impl Inner {
                 (part as usize, asked)
             })
             .collect();
-        let mut data = Vec::with_capacity(size as usize);
+        // One part's answer is the read's as it came; more are joined.
+        let joined = parts.len() > 1;
+        let mut data = Vec::with_capacity(if joined { size as usize } else { 0 });
         for (part, asked) in parts {
             let got = match asked.await {
                 Ok(Ok((Answer::Data, got))) => got,
@@ -379,8 +381,13 @@ impl Inner {
                 Ok(Err(_)) => break,
                 Ok(Ok(_)) | Err(_) => return Err(Errno::EIO),
             };
-            data.extend_from_slice(&got);
-            if got.len() < part {
+            let short = got.len() < part;
+            if joined {
+                data.extend_from_slice(&got);
+            } else {
+                data = got;
+            }
+            if short {
                 // The end of the file: the parts after this one hold nothing.
                 break;
             }

@@ -61,7 +61,7 @@ pub const MAX_MESSAGE: usize = 64 << 20;
 /// Most bytes of a message in one frame. Small enough that a frame is sealed, sent and copied
 /// while it stays in the CPU's cache, and that the receiver opens one frame while the sender
 /// seals the next; large enough that a 1 MiB MFS read is 16 frames.
-pub const MAX_CHUNK: usize = 64 << 10;
+const MAX_CHUNK: usize = 64 << 10;
 /// A frame's head.
 const HEAD_LEN: usize = 8;
 /// Handshake messages here are 48 bytes; anything much longer is not our protocol.
