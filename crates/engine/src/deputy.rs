@@ -11,9 +11,10 @@
 //! single-stepped over a `syscall` instruction. Signals that arrive meanwhile are relayed so
 //! that the call runs exactly once (docs/forwarding.md).
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::io;
-use std::os::fd::RawFd;
+use std::rc::Rc;
 use std::time::Instant;
 
 use rmosix_image::{Frame, FrameReader, SigInfo};
@@ -24,13 +25,13 @@ use crate::cmdline::ArgsAndEnv;
 use crate::dump;
 use crate::files::ShellFiles;
 use crate::homefill::Lender;
-use crate::homepaths::PathWatch;
+use crate::homepaths::{Asker, PathWatch};
 use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::Memory;
 use crate::msg;
 use crate::numbers;
-use crate::pathcache::{self, Listing};
+use crate::pathcache::{self, Answer, Key, Listing};
 use crate::pidfd::PidFd;
 use crate::ptrace::{self, Pid, Regs, Stop};
 use crate::restore;
@@ -38,7 +39,7 @@ use crate::session::{Asking, ReadAsk, Session, ToGuest};
 use crate::signals;
 use crate::sys;
 use crate::sysfiles;
-use crate::sysfiles::SystemFiles;
+use crate::sysfiles::{SameAs, SystemFiles};
 use crate::table::{self, Buf, MAX_BUF, Refusal, Shape, Slot};
 use crate::writebehind::{self, Waiting};
 
@@ -84,6 +85,16 @@ pub struct Call {
     mirror: Option<Mirror>,
     /// When it came, to time its answer.
     arrived: Instant,
+}
+
+/// A lookup home watched what its answer depends on for, since generation `armed` of the
+/// job's watch: what the remote and the job's book may keep of it.
+struct Vouch {
+    armed: u64,
+    /// The directory a name was missing in, listed.
+    listing: Option<Listing>,
+    /// The lookup's key and the answer the book keeps, if it keeps one.
+    kept: Option<(Key, Answer)>,
 }
 
 /// What a call that follows the process's doings away is for (see `numbers`).
@@ -288,8 +299,15 @@ pub struct Deputy {
     files: ShellFiles,
     /// What the remote holds of the shell's files (see `homefill`).
     lender: Lender,
-    /// What the answers the remote keeps depend on (see `homepaths`).
-    paths: PathWatch,
+    /// What the answers the job's remotes keep depend on, and the job's book of them,
+    /// shared by its deputies (see `homepaths`).
+    paths: Rc<RefCell<PathWatch>>,
+    /// The generation of `paths` the answers the remote keeps hold in: once the watch has
+    /// heard a change past it, the remote forgets.
+    told: u64,
+    /// Who the shell asks as (see `homepaths::Asker`), once read; read again after a call
+    /// that may change it.
+    asker: Option<Asker>,
     /// The system prefixes under which home vouches for lookups (see `pathcache`).
     system: SystemFiles,
     state: ShellState,
@@ -337,7 +355,9 @@ impl Deputy {
             mem,
             files: ShellFiles::open(pid)?,
             lender: Lender::default(),
-            paths: PathWatch::default(),
+            paths: Rc::default(),
+            told: 0,
+            asker: None,
             system: SystemFiles::default(),
             state: ShellState::Idle,
             following_stop: None,
@@ -459,7 +479,8 @@ impl Deputy {
     /// measured now that the call ran (see `writebehind`).
     /// `vouch`: home watched what the answer depends on since before the call ran, from
     /// that generation of its watch; unless a change was heard since (told now or before),
-    /// the remote may keep it (`ToGuest::Vouched`), with `listing` if a name was missing.
+    /// the remote may keep it (`ToGuest::Vouched`), with the listing if a name was missing,
+    /// and the job's book keeps it too, for the job's next remotes.
     /// `numbers`: the shell's free numbers go too (`ToGuest::Numbers`).
     fn answer(
         &mut self,
@@ -467,13 +488,17 @@ impl Deputy {
         id: u64,
         ret: i64,
         backs: &[(u64, Vec<u8>)],
-        vouch: Option<(u64, Option<Listing>)>,
+        vouch: Option<Vouch>,
         numbers: bool,
     ) -> io::Result<()> {
         self.tell_changes(session)?;
-        if let Some((armed, listing)) = vouch
-            && armed == self.paths.generation()
+        if let Some(vouch) = vouch
+            && vouch.armed == self.paths.borrow().generation()
         {
+            if let (Some((key, answer)), Some(asker)) = (vouch.kept, self.asker()) {
+                (self.paths.borrow_mut()).record(&asker, key, answer, vouch.listing.clone());
+            }
+            let listing = vouch.listing;
             rmosix_image::write_message(&mut session.out, &ToGuest::Vouched { id, listing })?;
         }
         if numbers {
@@ -646,22 +671,60 @@ impl Deputy {
     fn tell_changes(&mut self, session: &mut Session) -> io::Result<bool> {
         let changed = self.lender.changed();
         tell_stale(session, changed)?;
-        let forget = self.paths.changed();
+        let generation = {
+            let mut paths = self.paths.borrow_mut();
+            paths.changed();
+            paths.generation()
+        };
+        let forget = generation != self.told;
         if forget {
             debug!(pid = self.pid, "what vouched answers depend on changed");
+            self.told = generation;
             rmosix_image::write_message(&mut session.out, &ToGuest::Forget)?;
         }
         Ok(forget)
     }
 
-    /// Home vouches for lookups under `system`'s prefixes (see `pathcache`).
-    pub fn vouch_under(&mut self, system: SystemFiles) {
+    /// Home vouches for lookups under `system`'s prefixes (see `pathcache`), watching what
+    /// they depend on with the job's `paths`, whose book it adds to.
+    pub fn vouch_under(&mut self, system: SystemFiles, paths: Rc<RefCell<PathWatch>>) {
         self.system = system;
+        self.told = paths.borrow().generation();
+        self.paths = paths;
     }
 
-    /// The descriptor that becomes readable when something a kept answer depends on changes.
-    pub fn changes_fd(&self) -> Option<RawFd> {
-        self.paths.fd()
+    /// Tell the remote, as it starts, the answers home vouched for to the job's other
+    /// remotes that this one would get (`ToGuest::Known`): it keeps them as its own.
+    pub fn tell_known(&mut self, session: &mut Session) -> io::Result<()> {
+        let Some(asker) = self.asker() else {
+            return Ok(());
+        };
+        self.tell_changes(session)?;
+        let (answers, listings) = self.paths.borrow().known_to(&asker);
+        if answers.is_empty() && listings.is_empty() {
+            return Ok(());
+        }
+        debug!(
+            pid = self.pid,
+            answers = answers.len(),
+            listings = listings.len(),
+            "telling the remote what the job's lookups found"
+        );
+        rmosix_image::write_message(&mut session.out, &ToGuest::Known { answers, listings })?;
+        session.out.flush()
+    }
+
+    /// Who the shell asks as, read once until a call may change it; None if it cannot be
+    /// read (nothing goes into the book then).
+    fn asker(&mut self) -> Option<Asker> {
+        if self.asker.is_none() {
+            self.asker = Asker::of(self.pid)
+                .inspect_err(
+                    |err| debug!(pid = self.pid, %err, "cannot read who the shell asks as"),
+                )
+                .ok();
+        }
+        self.asker.clone()
     }
 
     /// Something a kept answer depends on may have changed: tell the remote at once, not
@@ -872,7 +935,10 @@ impl Deputy {
         self.files.forget(call.nr, &call.args);
         // The watch goes first: a change after it is heard of, one before it is in the answer.
         if call.vouch {
-            call.armed = call.looked_up().and_then(|path| self.paths.arm(path));
+            call.armed = (call.looked_up()).and_then(|path| self.paths.borrow_mut().arm(path));
+        }
+        if pathcache::changes_lookups(call.nr) {
+            self.asker = None;
         }
         if call.shape.scratch_len() + 16 > SCRATCH_LEN {
             return self.finish_call(call, -i64::from(libc::ENOMEM), session);
@@ -975,17 +1041,34 @@ impl Deputy {
             backs
         };
         self.time(&call);
-        if call.same && ret >= 0 {
-            self.tell_same(session, call.id, ret as i32)?;
-        }
+        let same = if call.same && ret >= 0 {
+            self.tell_same(session, call.id, ret as i32)?
+        } else {
+            None
+        };
         // The directory is listed after the call, under the watch: a name made meanwhile
         // is in the listing or an event that keeps the answer from being vouched for.
         let vouch = call.armed.map(|armed| {
+            let path = call.looked_up();
             let missing = ret == -i64::from(libc::ENOENT);
-            let listing = (call.looked_up())
+            let listing = path
                 .filter(|_| missing)
-                .and_then(|path| self.paths.listing(path));
-            (armed, listing)
+                .and_then(|path| self.paths.borrow().listing(path));
+            let key = path
+                .and_then(|path| String::from_utf8(path.to_vec()).ok())
+                .and_then(|path| Key::of(call.nr, &call.args, path));
+            let kept = key.and_then(|key| {
+                let answer = match same {
+                    Some(same) => Some(Answer::Opened(same)),
+                    None => key.kept_answer(ret, &call.args, &backs),
+                };
+                answer.map(|answer| (key, answer))
+            });
+            Vouch {
+                armed,
+                listing,
+                kept,
+            }
         });
         self.answer(session, call.id, ret, &backs, vouch, call.numbers)?;
         self.next_or_idle(session)
@@ -1070,19 +1153,22 @@ impl Deputy {
 
     /// Tell the remote what descriptor `fd`, which call `id` opened, is: a regular file opened
     /// read-only, its digest and path (see `sysfiles`). Nothing for anything else: the
-    /// remote then serves the file through home.
-    fn tell_same(&mut self, session: &mut Session, id: u64, fd: i32) -> io::Result<()> {
+    /// remote then serves the file through home. What it told, for the job's book.
+    fn tell_same(&mut self, session: &mut Session, id: u64, fd: i32) -> io::Result<Option<SameAs>> {
         let Some(copy) = self.files.file(fd) else {
-            return Ok(());
+            return Ok(None);
         };
         // SAFETY: `files` holds the copy open until a call on `fd` makes it forget it.
         let copy = unsafe { std::os::fd::BorrowedFd::borrow_raw(copy) };
-        match sysfiles::same_at_home(self.pid, fd, copy) {
-            Some(same) => {
-                rmosix_image::write_message(&mut session.out, &ToGuest::Same { id, same })
-            }
-            None => Ok(()),
-        }
+        let Some(same) = sysfiles::same_at_home(self.pid, fd, copy) else {
+            return Ok(None);
+        };
+        let told = ToGuest::Same {
+            id,
+            same: same.clone(),
+        };
+        rmosix_image::write_message(&mut session.out, &told)?;
+        Ok(Some(same))
     }
 
     /// A write behind ended with `ret`. All of it written: acknowledged with the room

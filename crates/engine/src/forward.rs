@@ -13,7 +13,7 @@ use crate::dfsa::{self, LocalFiles, Verdict};
 use crate::mem::{Memory, le_u32, le_u64};
 use crate::msg;
 use crate::numbers::{self, Free, FreeNumbers};
-use crate::pathcache::{self, Key, Listing, PathAnswers};
+use crate::pathcache::{self, Answer, Key, Listing, PathAnswers};
 use crate::ptrace::Pid;
 use crate::readahead::{Loan, Lookup, ReadCache};
 use crate::seccomp::Listener;
@@ -292,6 +292,11 @@ impl Forwarder {
     /// Something the kept answers depend on changed at home (`ToGuest::Forget`).
     pub fn forget_lookups(&mut self) {
         self.paths.forget();
+    }
+
+    /// Home vouched for these answers to the job's other remotes (`ToGuest::Known`).
+    pub fn home_knew(&mut self, answers: Vec<(Key, Answer)>, listings: Vec<Listing>) {
+        self.paths.known(answers, listings, self.local.system());
     }
 
     /// The key of call `nr` if it is a lookup whose answer may be kept (see `pathcache`).

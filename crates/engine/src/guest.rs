@@ -444,6 +444,7 @@ impl Guest {
             ToGuest::Vouched { id, listing } => self.fwd.home_vouched(id, listing),
             ToGuest::Numbers { id, free } => self.fwd.home_numbered(id, free),
             ToGuest::Forget => self.fwd.forget_lookups(),
+            ToGuest::Known { answers, listings } => self.fwd.home_knew(answers, listings),
             ToGuest::Signal { info } if info.is_valid() => {
                 self.behind.revoke_all();
                 self.arriving.send(self.husk, info);
@@ -819,6 +820,7 @@ impl Guest {
                 | ToGuest::Same { .. }
                 | ToGuest::Vouched { .. }
                 | ToGuest::Numbers { .. }
+                | ToGuest::Known { .. }
                 | ToGuest::Forget => {}
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
@@ -854,6 +856,7 @@ impl Guest {
                 | ToGuest::Same { .. }
                 | ToGuest::Vouched { .. }
                 | ToGuest::Numbers { .. }
+                | ToGuest::Known { .. }
                 | ToGuest::Forget => {}
                 ToGuest::Ended => return Ok(Some(Left::Ended)),
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
@@ -916,6 +919,7 @@ fn word_in_first_round(
             | ToGuest::Same { .. }
             | ToGuest::Vouched { .. }
             | ToGuest::Numbers { .. }
+            | ToGuest::Known { .. }
             | ToGuest::Forget => {}
             ToGuest::Ended => return Ok(FirstRoundWord::Over(Some(Left::Ended))),
             other => return Err(io::Error::other(format!("unexpected {other:?}"))),

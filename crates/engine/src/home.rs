@@ -9,10 +9,12 @@
 //! and the rest of the job runs on. Only the loop's own poll, signalfd or wait failing ends
 //! the job.
 
+use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use rmosix_image::{Area, Frame, KernelFacts, SigInfo, Usage};
@@ -22,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::deputy::{self, Call, Deputy, ShellNews, freeze};
 use crate::dfsa::Consistent;
 use crate::event_loop::{SigChld, Turn};
+use crate::homepaths::PathWatch;
 use crate::inject::Injector;
 use crate::legs::{self, Cost, Departure, Due, Homecoming, Onward, ms_since};
 use crate::mem::Memory;
@@ -176,6 +179,7 @@ pub fn supervise(
         tally: Tally::default(),
         told: Instant::now(),
         headings: HashMap::new(),
+        paths: Rc::default(),
     };
     sup.procs.insert(main, Proc::home(0));
     let end = sup.run();
@@ -286,8 +290,8 @@ enum Source {
     Departure(Pid),
     /// Home's CPU-time filter number `n`.
     Clock(usize),
-    /// Changes to what the answers a process away keeps depend on (see `homepaths`).
-    Changes(Pid),
+    /// Changes to what the answers the processes away keep depend on (see `homepaths`).
+    Changes,
 }
 
 struct Supervisor<'a> {
@@ -321,6 +325,9 @@ struct Supervisor<'a> {
     told: Instant,
     /// Which way each order under way goes, by order id: counted by outcome once answered.
     headings: HashMap<u64, MoveKind>,
+    /// What the answers the processes away keep depend on, and the job's book of them,
+    /// shared by their deputies (see `homepaths`).
+    paths: Rc<RefCell<PathWatch>>,
 }
 
 impl Supervisor<'_> {
@@ -346,9 +353,6 @@ impl Supervisor<'_> {
                             r.session.raw_fd(),
                             r.session.buffered(),
                         );
-                        if let Some(fd) = r.deputy.changes_fd() {
-                            turn.watch(Source::Changes(pid), fd, false);
-                        }
                     }
                     Held::Departure(departure) => {
                         if let Some(fd) = departure.notices_fd() {
@@ -369,6 +373,9 @@ impl Supervisor<'_> {
             {
                 let next = TALLY_EVERY.saturating_sub(self.told.elapsed());
                 timeout = Some(timeout.map_or(next, |t| t.min(next)));
+            }
+            if let Some(fd) = self.paths.borrow().fd() {
+                turn.watch(Source::Changes, fd, false);
             }
             for (&pid, session) in &self.farewells {
                 turn.watch(Source::Farewell(pid), session.raw_fd(), session.buffered());
@@ -396,7 +403,7 @@ impl Supervisor<'_> {
                     Source::Farewell(pid) => self.on_farewell(pid),
                     Source::Clock(n) => self.on_clock(n),
                     Source::Departure(pid) => self.on_departure(pid),
-                    Source::Changes(pid) => self.on_changes(pid),
+                    Source::Changes => self.on_changes(),
                 }
             }
             self.step_departures();
@@ -711,8 +718,14 @@ impl Supervisor<'_> {
             .get(&pid)
             .map_or((Usage::default(), 0), |p| (p.away, p.filters));
         let job = self.job();
-        let (mut deputy, session, cost) = legs::send_out(pid, &self.facts, own, &job, departure)?;
-        deputy.vouch_under(SystemFiles::listed(&self.daemon.consistent().system));
+        let (mut deputy, mut session, cost) =
+            legs::send_out(pid, &self.facts, own, &job, departure)?;
+        let system = SystemFiles::listed(&self.daemon.consistent().system);
+        deputy.vouch_under(system, Rc::clone(&self.paths));
+        // A link that breaks here shows on the session's next read, which loses the process.
+        if let Err(err) = deputy.tell_known(&mut session) {
+            debug!(pid, %err, "cannot tell the remote what the job's lookups found");
+        }
         self.count_cost(cost);
         let remote = Remote {
             node: to,
@@ -1157,16 +1170,18 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Something the answers `pid`'s remote keeps depend on changed: it forgets them.
-    fn on_changes(&mut self, pid: Pid) {
-        let Some(r) = self.remote(pid) else {
-            return;
-        };
-        if let Err(err) = r.deputy.on_changes(&mut r.session) {
-            self.handle(
-                pid,
-                Event::Broken(format!("cannot tell the remote of a change: {err}")),
-            );
+    /// Something the answers the processes away keep depend on changed: they forget them.
+    fn on_changes(&mut self) {
+        for pid in self.job() {
+            let Some(r) = self.remote(pid) else {
+                continue;
+            };
+            if let Err(err) = r.deputy.on_changes(&mut r.session) {
+                self.handle(
+                    pid,
+                    Event::Broken(format!("cannot tell the remote of a change: {err}")),
+                );
+            }
         }
     }
 

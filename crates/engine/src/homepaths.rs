@@ -8,6 +8,12 @@
 //! goes to the physical parent, symbolic links are followed wherever they lead (up to the
 //! kernel's 40). A mount or unmount under a watched directory changes answers without an
 //! event; system prefixes are not remounted under running programs.
+//!
+//! One watch serves every process of the job away, and keeps the answers it vouched for to
+//! any of them (the job's book), by who asked: a process placed away later starts with
+//! those its credentials would get (`ToGuest::Known`), instead of asking each again. A
+//! compiler under `mosrun make -j8` looks up some 400 system paths, the same for every
+//! compiler. A change anywhere watched empties the book, and every remote forgets.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CString, OsStr, OsString};
@@ -19,7 +25,8 @@ use std::path::{Path, PathBuf};
 use tracing::debug;
 
 use crate::inotify::Inotify;
-use crate::pathcache::Listing;
+use crate::pathcache::{Answer, Key, Listing};
+use crate::ptrace::Pid;
 
 /// What changes a lookup's answer, on a directory (its entries, their attributes and
 /// contents) or a file (its attributes and contents). The kernel adds IN_IGNORED when a
@@ -44,7 +51,52 @@ const MAX_WATCHES: usize = 4096;
 const MAX_LISTED: usize = 8192;
 const MAX_LISTED_BYTES: usize = 256 << 10;
 
-/// The watches behind the answers one remote keeps.
+/// Most bytes of answers and listings the job's book keeps: a compiler's lookups fit many
+/// times over. Past it, nothing more is kept until the next change empties it.
+const MAX_BOOK_BYTES: usize = 4 << 20;
+
+/// What a lookup's answer depends on besides the files: the credentials it is made with
+/// (user and group ids, supplementary groups, effective capabilities), the root it starts
+/// from and the mount namespace it walks, as the process's `/proc` entry shows them. Two
+/// processes with the same get the same answers.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Asker {
+    ids: String,
+    root: (u64, u64),
+    mounts: (u64, u64),
+}
+
+impl Asker {
+    /// Who process `pid` asks as, now.
+    pub fn of(pid: Pid) -> std::io::Result<Asker> {
+        use std::os::unix::fs::MetadataExt;
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let ids = status
+            .lines()
+            .filter(|l| {
+                ["Uid:", "Gid:", "Groups:", "CapEff:"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let identity = |path: String| fs::metadata(path).map(|m| (m.dev(), m.ino()));
+        Ok(Asker {
+            ids,
+            root: identity(format!("/proc/{pid}/root"))?,
+            mounts: identity(format!("/proc/{pid}/ns/mnt"))?,
+        })
+    }
+}
+
+/// The answers vouched for to one asker since the last change.
+#[derive(Default)]
+struct Book {
+    answers: HashMap<Key, Answer>,
+    listings: HashMap<String, Listing>,
+}
+
+/// The watches behind the answers the job's remotes keep, and the book of those answers.
 #[derive(Default)]
 pub struct PathWatch {
     /// Made at the first vouch.
@@ -57,6 +109,10 @@ pub struct PathWatch {
     /// How many changes were heard: an answer is vouched for only if none was heard between
     /// its arming and its answer (told at once or not, it may have come during the call).
     generation: u64,
+    /// The answers vouched for since the last change, by who asked.
+    books: HashMap<Asker, Book>,
+    /// Bytes of the answers and listings in `books`.
+    book_bytes: usize,
 }
 
 impl PathWatch {
@@ -118,9 +174,43 @@ impl PathWatch {
             self.inotify = None;
             self.watched.clear();
             self.armed.clear();
+            self.books.clear();
+            self.book_bytes = 0;
             self.generation += 1;
         }
         changed
+    }
+
+    /// Keep `answer` to `asker`'s lookup `key`, vouched for in this generation (with
+    /// `listing` if a name was missing), for the job's next remotes.
+    pub fn record(&mut self, asker: &Asker, key: Key, answer: Answer, listing: Option<Listing>) {
+        let bytes = key.path().len()
+            + answer.bytes()
+            + listing.as_ref().map_or(0, |l| {
+                l.dir.len() + l.names.iter().map(String::len).sum::<usize>()
+            });
+        if self.book_bytes + bytes > MAX_BOOK_BYTES {
+            return;
+        }
+        self.book_bytes += bytes;
+        let book = self.books.entry(asker.clone()).or_default();
+        book.answers.insert(key, answer);
+        if let Some(listing) = listing {
+            book.listings.insert(listing.dir.clone(), listing);
+        }
+    }
+
+    /// The answers and listings vouched for to `asker` since the last change.
+    pub fn known_to(&self, asker: &Asker) -> (Vec<(Key, Answer)>, Vec<Listing>) {
+        let Some(book) = self.books.get(asker) else {
+            return (Vec::new(), Vec::new());
+        };
+        let answers = book
+            .answers
+            .iter()
+            .map(|(key, answer)| (key.clone(), answer.clone()))
+            .collect();
+        (answers, book.listings.values().cloned().collect())
     }
 
     /// The names in the directory where a lookup of `path`, vouched for and found missing,
@@ -320,6 +410,41 @@ mod tests {
             !watch.changed()
         });
         assert!(unheard, "a change off the way is heard of every time");
+    }
+
+    #[test]
+    fn the_book_gives_each_asker_its_own_answers_until_a_change_empties_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("include")).unwrap();
+        fs::write(root.join("include/a.h"), "a").unwrap();
+        let path = root.join("include/a.h").to_str().unwrap().to_owned();
+        let key = Key::of(libc::SYS_access, &[0, 0, 4, 0, 0, 0], path.clone()).unwrap();
+        let answer = Answer::Result { ret: 0, out: None };
+        let me = Asker::of(std::process::id() as Pid).unwrap();
+        // Another user asks as another asker.
+        let mut other = std::process::Command::new("sleep");
+        std::os::unix::process::CommandExt::uid(&mut other, 65534);
+        let mut other = other.arg("5").spawn().unwrap();
+        let them = Asker::of(other.id() as Pid).unwrap();
+        other.kill().unwrap();
+        other.wait().unwrap();
+        assert_ne!(me, them);
+        assert_eq!(me, Asker::of(std::process::id() as Pid).unwrap());
+
+        let mut watch = PathWatch::default();
+        let recorded = (0..200).any(|_| {
+            watch.changed();
+            assert!(watch.arm(path.as_bytes()).is_some());
+            watch.record(&me, key.clone(), answer.clone(), None);
+            !watch.changed()
+        });
+        assert!(recorded, "the directory never stayed quiet");
+        assert_eq!(watch.known_to(&me), (vec![(key, answer)], Vec::new()));
+        assert_eq!(watch.known_to(&them), (Vec::new(), Vec::new()));
+        fs::write(root.join("include/b.h"), "b").unwrap();
+        assert!(watch.changed());
+        assert_eq!(watch.known_to(&me), (Vec::new(), Vec::new()), "emptied");
     }
 
     #[test]

@@ -104,19 +104,84 @@ pub fn changes_lookups(nr: i64) -> bool {
 }
 
 /// A lookup as it is kept: the call, its path, and the arguments that are not addresses.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+/// Home makes the same key of the call it ran for the remote, to hand its answer to the
+/// next remotes of the job (`homepaths::PathWatch::known_to`).
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct Key {
     nr: i64,
     path: String,
     args: [u64; 6],
 }
 
-/// A kept answer.
-enum Answer {
+impl Key {
+    /// The key of lookup `nr` of absolute `path` with `args` (as the process passed them),
+    /// if it is one whose answer may be kept: an open only with flags `sysfiles` accepts.
+    pub fn of(nr: i64, args: &[u64; 6], path: String) -> Option<Key> {
+        let at = lookup(nr)?;
+        if at.opens && !crate::sysfiles::accepts(args[at.path + 1]) {
+            return None;
+        }
+        let mut args = *args;
+        args[at.arity..].fill(0);
+        args[at.path] = 0;
+        if let Some(out) = at.out {
+            args[out] = 0;
+        }
+        if at.dirfd {
+            args[0] = 0;
+        }
+        // An open's mode means nothing without O_CREAT, which is not accepted.
+        if at.opens {
+            args[at.path + 2] = 0;
+        }
+        Some(Key { nr, path, args })
+    }
+
+    /// The path looked up.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The bytes of its answer `ret` with `backs` (as the call's buffers came back, at the
+    /// addresses of `args`) that a keeper keeps: the out-buffer's, if they went there alone.
+    /// None: an answer that cannot be kept (a restart code, bytes elsewhere, an open that
+    /// succeeded, whose file is kept instead).
+    pub fn kept_answer(
+        &self,
+        ret: i64,
+        args: &[u64; 6],
+        backs: &[(u64, Vec<u8>)],
+    ) -> Option<Answer> {
+        let at = lookup(self.nr)?;
+        if crate::sys::is_restart(ret) || (at.opens && ret >= 0) {
+            return None;
+        }
+        let out = match (backs, at.out) {
+            ([], _) => None,
+            ([(addr, bytes)], Some(out)) if *addr == args[out] => Some(bytes.clone()),
+            _ => return None,
+        };
+        Some(Answer::Result { ret, out })
+    }
+}
+
+/// A kept answer; home hands those it vouched for to the job's next remotes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
     /// The call's result and the bytes it wrote to its out-buffer.
     Result { ret: i64, out: Option<Vec<u8>> },
     /// An open that succeeded, of this file.
     Opened(SameAs),
+}
+
+impl Answer {
+    /// The bytes it holds, as a keeper counts them.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Answer::Result { out, .. } => out.as_ref().map_or(0, Vec::len),
+            Answer::Opened(same) => same.path.len() + same.digest.len(),
+        }
+    }
 }
 
 /// The names a directory holds, as home listed them for a lookup that found a name missing.
@@ -153,27 +218,11 @@ impl PathAnswers {
     /// accepts.
     pub fn key(nr: i64, args: &[u64; 6], mem: &Memory, system: &SystemFiles) -> Option<Key> {
         let at = lookup(nr)?;
-        if at.opens && !crate::sysfiles::accepts(args[at.path + 1]) {
-            return None;
-        }
         let path = mem.read_cstr(args[at.path], PATH_MAX as usize - 1).ok()?;
         let path = String::from_utf8(path)
             .ok()
             .filter(|p| covered(nr, p, system))?;
-        let mut args = *args;
-        args[at.arity..].fill(0);
-        args[at.path] = 0;
-        if let Some(out) = at.out {
-            args[out] = 0;
-        }
-        if at.dirfd {
-            args[0] = 0;
-        }
-        // An open's mode means nothing without O_CREAT, which is not accepted.
-        if at.opens {
-            args[at.path + 2] = 0;
-        }
-        Some(Key { nr, path, args })
+        Key::of(nr, args, path)
     }
 
     /// The answer kept for `key`, for the call with `args`: its result, and the bytes to
@@ -259,39 +308,60 @@ impl PathAnswers {
         let Some((_, key, args)) = self.asked.take_if(|(asked, ..)| *asked == id) else {
             return;
         };
-        let Some(at) = lookup(key.nr) else {
-            return;
-        };
         if !vouched || crate::sys::is_restart(ret) {
             return;
         }
-        if at.opens && ret >= 0 {
+        if lookup(key.nr).is_some_and(|at| at.opens) && ret >= 0 {
             if let Some(same) = opened {
-                let bytes = same.path.len() + same.digest.len();
-                self.keep(key, bytes, Answer::Opened(same.clone()));
+                self.keep(key, Answer::Opened(same.clone()));
             }
             return;
         }
-        let out = match (backs, at.out) {
-            ([], _) => None,
-            ([(addr, bytes)], Some(out)) if *addr == args[out] => Some(bytes.clone()),
-            _ => return,
+        let Some(answer) = key.kept_answer(ret, &args, backs) else {
+            return;
         };
-        let listing = listing.filter(|_| ret == -i64::from(libc::ENOENT));
-        let listed = listing.as_ref().map_or(0, |l| {
-            l.dir.len() + l.names.iter().map(String::len).sum::<usize>()
-        });
-        let bytes = out.as_ref().map_or(0, Vec::len) + listed;
-        self.keep(key, bytes, Answer::Result { ret, out });
-        if let Some(Listing { dir, names }) = listing {
-            self.listed.insert(dir, names.into_iter().collect());
+        self.keep(key, answer);
+        if let Some(listing) = listing.filter(|_| ret == -i64::from(libc::ENOENT)) {
+            self.list(listing);
         }
     }
 
-    /// Keep `answer` for `key`, which with its path costs `bytes` more than `key`: within
-    /// [`MAX_KEPT_BYTES`], past which everything kept before is forgotten.
-    fn keep(&mut self, key: Key, bytes: usize, answer: Answer) {
-        let bytes = bytes + key.path.len();
+    /// Keep what home knew of the job's lookups as this process arrived (`ToGuest::Known`):
+    /// answers it vouched for to the job's other remotes, and the directories it listed for
+    /// them, all still watched at home. Only lookups this node's prefixes cover are kept:
+    /// no other is ever asked here.
+    pub fn known(
+        &mut self,
+        answers: Vec<(Key, Answer)>,
+        listings: Vec<Listing>,
+        system: &SystemFiles,
+    ) {
+        for (key, answer) in answers {
+            if covered(key.nr, &key.path, system) {
+                self.keep(key, answer);
+            }
+        }
+        for listing in listings {
+            if system.covers_lookup(&listing.dir) {
+                self.list(listing);
+            }
+        }
+    }
+
+    /// Keep the names directory `listing.dir` holds.
+    fn list(&mut self, Listing { dir, names }: Listing) {
+        let bytes = dir.len() + names.iter().map(String::len).sum::<usize>();
+        if self.kept_bytes + bytes > MAX_KEPT_BYTES {
+            self.forget();
+        }
+        self.kept_bytes += bytes;
+        self.listed.insert(dir, names.into_iter().collect());
+    }
+
+    /// Keep `answer` for `key`: within [`MAX_KEPT_BYTES`], past which everything kept before
+    /// is forgotten.
+    fn keep(&mut self, key: Key, answer: Answer) {
+        let bytes = key.path.len() + answer.bytes();
         if self.kept_bytes + bytes > MAX_KEPT_BYTES {
             self.forget();
         }
@@ -421,6 +491,76 @@ mod tests {
         answers.vouched(1, None);
         answers.replied(1, 0, &[(0x30, vec![1])], None);
         assert_eq!(answers.answer(&k, &[0; 6]), None);
+    }
+
+    #[test]
+    fn what_home_knew_for_the_job_is_kept_under_this_nodes_prefixes_until_forgotten() {
+        let mut answers = PathAnswers::default();
+        let system = SystemFiles::listed(&["/usr/".to_owned()]);
+        let stat = |path: &str| key(libc::SYS_newfstatat, path, [0; 6]);
+        let found = Answer::Result {
+            ret: 0,
+            out: Some(vec![7; 4]),
+        };
+        let listing = |dir: &str| Listing {
+            dir: dir.into(),
+            names: vec!["stdio.h".into()],
+        };
+        answers.known(
+            vec![(stat("/usr/x"), found.clone()), (stat("/opt/y"), found)],
+            vec![listing("/usr/include"), listing("/opt/include")],
+            &system,
+        );
+        let args = [0, 0, 0x100, 0, 0, 0];
+        assert_eq!(
+            answers.answer(&stat("/usr/x"), &args),
+            Some((0, Some((0x100, &[7u8; 4][..]))))
+        );
+        assert_eq!(
+            answers.answer(&stat("/opt/y"), &args),
+            None,
+            "not a prefix here"
+        );
+        let enoent = Some((-i64::from(libc::ENOENT), None));
+        assert_eq!(answers.answer(&stat("/usr/include/z.h"), &args), enoent);
+        assert_eq!(answers.answer(&stat("/opt/include/z.h"), &args), None);
+        answers.forget();
+        assert_eq!(answers.answer(&stat("/usr/x"), &args), None);
+        assert_eq!(answers.answer(&stat("/usr/include/z.h"), &args), None);
+    }
+
+    #[test]
+    fn home_makes_the_key_the_remote_makes_and_keeps_only_out_buffer_bytes() {
+        let args = [libc::AT_FDCWD as u64, 0x1000, 0x2000, 0x100, 0, 0];
+        let k = Key::of(libc::SYS_newfstatat, &args, "/usr/x".into()).unwrap();
+        assert_eq!(
+            k,
+            key(libc::SYS_newfstatat, "/usr/x", [0, 0, 0, 0x100, 0, 0])
+        );
+        assert_eq!(
+            k.kept_answer(0, &args, &[(0x2000, vec![1])]),
+            Some(Answer::Result {
+                ret: 0,
+                out: Some(vec![1])
+            })
+        );
+        assert_eq!(k.kept_answer(0, &args, &[(0x1000, vec![1])]), None);
+        assert_eq!(k.kept_answer(crate::sys::ERESTARTNOINTR, &args, &[]), None);
+        let open = Key::of(libc::SYS_openat, &[0, 0x1000, 0, 0, 0, 0], "/usr/x".into());
+        assert_eq!(
+            open.unwrap().kept_answer(3, &args, &[]),
+            None,
+            "a file, not a result"
+        );
+        let writes = (libc::O_WRONLY | libc::O_CREAT) as u64;
+        assert_eq!(
+            Key::of(
+                libc::SYS_openat,
+                &[0, 0x1000, writes, 0, 0, 0],
+                "/usr/x".into()
+            ),
+            None
+        );
     }
 
     #[test]

@@ -19,13 +19,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::dfsa::Terms;
 use crate::numbers::Free;
-use crate::pathcache::Listing;
+use crate::pathcache::{Answer, Key, Listing};
 use crate::samefile::Held;
 use crate::sysfiles::SameAs;
 
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// The first message of a session, from home.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +143,15 @@ pub enum ToGuest {
     /// Something a vouched answer depended on changed at home: drop every answer kept. Sent
     /// before any later reply or signal, and at once when home hears of the change.
     Forget,
+    /// What home vouched for to the job's other remotes that this process would get: sent
+    /// as it starts here, and kept as if home had vouched for each to it, until a `Forget`
+    /// (see `pathcache`, `homepaths`).
+    Known {
+        /// Lookups and their answers.
+        answers: Vec<(Key, Answer)>,
+        /// Directories listed, for names missing in them.
+        listings: Vec<Listing>,
+    },
     /// Files the remote holds bytes of changed: drop what it holds for these descriptors.
     /// Sent before any later reply or signal (see `homefill`).
     Stale {

@@ -356,8 +356,10 @@ impl Lookups {
     /// The process `job` runs as at `node`, which said where its words lie.
     fn at(job: &Job<'_>, node: &Node) -> Lookups {
         let out = String::from_utf8_lossy(&job.stdout()).into_owned();
+        // The last program the process runs said it last.
         let line = out
             .lines()
+            .rev()
             .find_map(|l| l.strip_prefix("ready "))
             .expect("ready");
         let at: Vec<u64> = line
@@ -493,6 +495,54 @@ fn lookups_of_system_paths_are_answered_where_the_process_runs_until_home_change
     }
     assert!(lookups.ask("missing").starts_with("fd "));
     assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 2);
+    lookups.say("end");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A process of the job that goes away later starts with the answers home vouched for to
+/// the job's earlier remotes (`ToGuest::Known`): its first lookups of system paths, a
+/// stat, an open of a name that is not there and the stat of another name missing from the
+/// same directory, are answered where it runs while home answers nothing, though this
+/// program never asked them of home.
+#[test]
+fn a_process_sent_away_starts_with_the_answers_home_vouched_for_to_the_job() {
+    if !require_root() {
+        return;
+    }
+    let lab = same_files_lab();
+    let n2 = lab.node(2);
+    let (job, mut lookups, _, size) = same_file_lookups(&lab);
+    let enoent = format!("err {}", libc::ENOENT);
+    // As in the lookups test, home's /tmp has other writers (a change anywhere a vouched
+    // lookup went empties the job's book): tried again until the answers held.
+    let known = (0..5).any(|attempt| {
+        // Asked of home by this program, which vouches and keeps the answers for the job.
+        assert_eq!(lookups.ask("stat"), format!("size {size}"));
+        assert_eq!(lookups.ask("missing"), enoent);
+        // The same process runs a new program: it goes home to exec, and away again.
+        let readies = |out: &[u8]| String::from_utf8_lossy(out).matches("ready ").count();
+        let before = readies(&job.stdout());
+        lookups.say("exec");
+        job.wait_stdout("a new ready line", STEP, |out| {
+            readies(out) > before && out.ends_with(b"\n")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+        lookups = Lookups::at(&job, n2);
+        let never_asked = format!("stat {SAME}/never-asked-{attempt}.h");
+        let commands = [
+            ("stat", format!("size {size}")),
+            ("missing", enoent.clone()),
+            (never_asked.as_str(), enoent.clone()),
+        ];
+        answered_with_home_stopped(&job, &mut lookups, &commands)
+    });
+    assert!(
+        known,
+        "no lookup was answered away from what home knew for the job"
+    );
     lookups.say("end");
     let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
     assert!(done.status.success(), "{done:?}");

@@ -16,6 +16,8 @@
  *   open     -> fd N     | err ERRNO   (open of PATH, read-only, held)
  *   read     -> bytes B  | err ERRNO   (the held file read to its end)
  *   close    -> closed   | err ERRNO   (the held file closed)
+ *   exec     -> runs itself anew (the same process, a new program), answering nothing:
+ *               the new program prints its own "ready" line
  *   end      -> exit 0, answering nothing
  *
  * and changes of a tree by path, each answered "ok" or "err ERRNO":
@@ -152,6 +154,9 @@ int main(int argc, char **argv) {
                 snprintf(answer, sizeof answer, "appended");
             else
                 snprintf(answer, sizeof answer, "err %d", errno);
+        } else if (strcmp(command, "exec") == 0) {
+            execv(argv[0], argv); /* the path it was run by: its name stays */
+            snprintf(answer, sizeof answer, "err %d", errno);
         } else if (strcmp(command, "end") == 0) {
             return 0;
         } else if (change(command) == 0) {
