@@ -487,6 +487,20 @@ impl Plan<'_> {
         self.sent.get(&node).copied().unwrap_or(0) < allowed
     }
 
+    /// Whether flood prevention lets this node place another process at its exec on `node`
+    /// this round: up to the node's room, as for a lone sender, neither paced nor shared
+    /// with the other nodes that could send there. Those could send only processes that
+    /// have stayed their residence time, by rule 6, not the ones this node execs; dealing
+    /// them a share kept `mosrun make -j8` at node 1 from placing a compiler on a node
+    /// running one while the others ran three (docs/balancing.md, rule 5).
+    fn may_place(&self, node: NodeId) -> bool {
+        let mean = *self
+            .mean_load
+            .get_or_init(|| mean_load(self.policy, self.round, self.view));
+        let room = allowance(self.policy, self.round, self.view, node, mean, &[]);
+        self.sent.get(&node).copied().unwrap_or(0) < room
+    }
+
     /// Of `candidates` (node, projected load after the move), the least loaded, or one of
     /// those within `near_equal` of it chosen by hash of this node, the round and the process.
     fn pick(&self, p: &Process, mut candidates: Vec<(NodeId, f64)>) -> Option<NodeId> {
@@ -701,7 +715,7 @@ impl Plan<'_> {
                     .nodes
                     .keys()
                     .filter(|&&id| self.accepts(id, p) && self.has_room(id, p))
-                    .filter(|&&id| self.may_send(id))
+                    .filter(|&&id| self.may_place(id))
                     .map(|&id| (id, self.load_of(id) + self.share(id, 1.0)))
                     .filter(|&(id, load)| {
                         let margin = (self.policy.placement_margin * self.share(id, 1.0))

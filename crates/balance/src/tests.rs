@@ -682,6 +682,27 @@ fn a_process_that_just_execed_is_placed_before_it_used_any_cpu() {
 }
 
 #[test]
+fn a_process_is_placed_on_an_idle_node_whatever_other_busy_nodes_could_send_there() {
+    // `mosrun make -j8` at node 1: nodes 2 and 3 run three of its compilers each, node 4
+    // one. Nodes 2 and 3 could send work to node 4 too, but not the processes node 1
+    // execs: in every round node 1 places its next compiler there.
+    let view = view(&[
+        (1, node(300)),
+        (2, node(300)),
+        (3, node(300)),
+        (4, node(100)),
+    ]);
+    let p = execed(1, 10);
+    for round in 0..6 {
+        assert_eq!(
+            decide_at(1, round, &view, std::slice::from_ref(&p)),
+            [moved(&p, 4, Reason::Placement)],
+            "round {round}"
+        );
+    }
+}
+
+#[test]
 fn a_process_is_placed_only_for_a_clear_gain() {
     // Home's load still falling after a job ended (a fifth of a process): it stays.
     let p = execed(1, 10);

@@ -140,6 +140,14 @@ fn demand_here(
     own.chain(hosted).collect()
 }
 
+/// This node's process `pid` has ended, wherever it ran: it loads no node this node placed
+/// or sent it to (see `Recent::ended`).
+pub(crate) fn ended(shared: &Shared, pid: i32) {
+    if let Some(balancing) = &shared.balancing {
+        lock(balancing).ended(pid);
+    }
+}
+
 /// A process running here, own or guest (`pid`: its PID here), has ended. The load this
 /// node gossips drops by what it wanted at once, so that a node it freed gets waiting work
 /// within a round of the others' balancing, not after the exported load's slow fall
@@ -421,7 +429,8 @@ fn send_guest(shared: &Arc<Shared>, guests: &mut HashMap<ProcessId, Guest>, deci
 #[derive(Debug, Default)]
 pub(crate) struct Recent {
     sent: Vec<Sent>,
-    kept: Vec<Instant>,
+    /// Processes of this node's placed here at their exec, when, and their PIDs.
+    kept: Vec<(Instant, Option<i32>)>,
     /// Processes of this node another node's balancer sent back, with the share of their
     /// time they waited there for calls forwarded here: until the loop takes it.
     came_back: HashMap<i32, f64>,
@@ -447,6 +456,9 @@ struct Sent {
     followed: Option<Followed>,
     /// When its move was answered with success; `None` while under way.
     done: Option<Instant>,
+    /// Its PID, for a process of this node's: once it ends it loads its target no more,
+    /// though the view may not show it gone yet.
+    pid: Option<i32>,
 }
 
 /// How this node hears of a move's end.
@@ -468,7 +480,13 @@ impl Sent {
             ran_here: true,
             followed: None,
             done: None,
+            pid: None,
         }
+    }
+
+    /// The same, of this node's process `pid` (None where unknown).
+    fn of(self, pid: Option<i32>) -> Sent {
+        Sent { pid, ..self }
     }
 
     /// A process placed at `to` before it ran here (at its exec, or starting).
@@ -502,12 +520,22 @@ impl Sent {
 }
 
 impl Recent {
-    /// A process about to start, or just exec'd, was sent to `to`, or (`None`) starts here.
-    fn placed(&mut self, now: Instant, to: Option<NodeId>) {
+    /// A process about to start, or just exec'd (`pid`, where known), was sent to `to`, or
+    /// (`None`) starts here.
+    fn placed(&mut self, now: Instant, to: Option<NodeId>, pid: Option<i32>) {
         match to {
-            Some(to) => self.sent.push(Sent::before_it_ran(now, to)),
-            None => self.kept.push(now),
+            Some(to) => self.sent.push(Sent::before_it_ran(now, to).of(pid)),
+            None => self.kept.push((now, pid)),
         }
+    }
+
+    /// This node's process `pid` ended: wherever it was placed or sent, it counts there no
+    /// more. A compiler under `mosrun make` lives a second or less, and counted at its
+    /// target for the whole window the gossip takes to show it, it made the targets look
+    /// busier than this node, which then kept more compilers than its share.
+    fn ended(&mut self, pid: i32) {
+        self.sent.retain(|s| s.pid != Some(pid));
+        self.kept.retain(|&(_, kept)| kept != Some(pid));
     }
 
     /// The move followed by `followed` was answered at `now`: done, or (`moved` false) failed
@@ -561,7 +589,7 @@ impl Recent {
     fn forget_shown(&mut self, now: Instant) {
         self.sent.retain(|s| s.unshown(SHOWN_THERE_AFTER, now));
         self.kept
-            .retain(|at| now.duration_since(*at) < SHOWN_HERE_AFTER);
+            .retain(|(at, _)| now.duration_since(*at) < SHOWN_HERE_AFTER);
     }
 }
 
@@ -679,7 +707,7 @@ pub(crate) fn place_at_exec(shared: &Shared, supervisor: SupervisorId, pid: i32)
     if let Some(to) = to {
         info!(pid, to = to.get(), "balancing: placing it at its exec");
     }
-    recent.placed(now, to);
+    recent.placed(now, to, Some(pid));
     to
 }
 
@@ -713,8 +741,11 @@ pub(crate) fn best_for(
     let to = best_node(&Policy::default(), &round, &view, &links, &process, placing);
     if let Some(recent) = recent.as_mut() {
         match placing {
-            Placing::Starting => recent.placed(now, to),
-            Placing::Running => recent.sent.extend(to.map(|to| Sent::at(now, to))),
+            Placing::Starting => recent.placed(now, to, None),
+            Placing::Running => {
+                let pid = Some(pid).filter(|&pid| pid > 0);
+                recent.sent.extend(to.map(|to| Sent::at(now, to).of(pid)))
+            }
         }
     }
     to
@@ -851,9 +882,8 @@ fn carry_out(
             let ordered = Instant::now();
             // Before its answer can come.
             if let Some(balancing) = &shared.balancing {
-                lock(balancing)
-                    .sent
-                    .push(Sent::followed(ordered, heading, Followed::Order(id)));
+                let sent = Sent::followed(ordered, heading, Followed::Order(id));
+                lock(balancing).sent.push(sent.of(Some(pid)));
             }
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -964,10 +994,26 @@ mod tests {
     fn a_process_placed_before_it_ran_counts_there_and_takes_nothing_from_here() {
         let now = Instant::now();
         let mut recent = Recent::default();
-        recent.placed(now, Some(node(2)));
-        recent.placed(now, Some(node(2)));
+        recent.placed(now, Some(node(2)), Some(10));
+        recent.placed(now, Some(node(2)), Some(11));
         // They never ran here.
         assert_eq!(own_and_target_load(300, &recent, now), (300, 200));
+    }
+
+    #[test]
+    fn a_placed_process_that_ended_counts_nowhere_though_the_view_does_not_show_it_yet() {
+        let now = Instant::now();
+        let mut recent = Recent::default();
+        recent.placed(now, Some(node(2)), Some(10));
+        recent.placed(now, None, Some(11));
+        recent.placed(now, Some(node(2)), None);
+        assert_eq!(own_and_target_load(300, &recent, now), (400, 200));
+        recent.ended(10);
+        assert_eq!(own_and_target_load(300, &recent, now), (400, 100));
+        recent.ended(11);
+        assert_eq!(own_and_target_load(300, &recent, now), (300, 100));
+        recent.ended(12);
+        assert_eq!(own_and_target_load(300, &recent, now), (300, 100));
     }
 
     #[test]
@@ -1009,7 +1055,7 @@ mod tests {
     fn processes_placed_here_at_exec_count_here_until_the_gauge_shows_them() {
         let now = Instant::now();
         let mut recent = Recent {
-            kept: vec![now, now - Duration::from_millis(500)],
+            kept: vec![(now, None), (now - Duration::from_millis(500), None)],
             ..Recent::default()
         };
         assert_eq!(own_and_target_load(100, &recent, now).0, 300);

@@ -585,6 +585,7 @@ fn accept_report(shared: &Shared, caller: &Caller, id: SupervisorId, report: Rep
     }
     if let Report::Ended { pid } = report {
         shared.table().end_run(id, pid, Instant::now());
+        balancer::ended(shared, pid);
     }
     // A process of this supervisor that ran here ends: this node's load drops.
     let ended_here = match report {
