@@ -51,9 +51,11 @@ const MAX_WATCHES: usize = 4096;
 const MAX_LISTED: usize = 8192;
 const MAX_LISTED_BYTES: usize = 256 << 10;
 
-/// Most bytes of answers and listings the job's book keeps: a compiler's lookups fit many
-/// times over. Past it, nothing more is kept until the next change empties it.
-const MAX_BOOK_BYTES: usize = 4 << 20;
+/// Most bytes of paths, answers and listings the job's book keeps: a compiler's lookups (some
+/// 50 KiB) fit many times over. Past it, nothing more is kept until the next change empties
+/// it. A remote is told the book in one message, whose JSON spells each byte in up to four
+/// characters: the whole book must stay well within a frame (`rmosix_image::MAX_FRAME`).
+const MAX_BOOK_BYTES: usize = 512 << 10;
 
 /// What a lookup's answer depends on besides the files: the credentials it is made with
 /// (user and group ids, supplementary groups, effective capabilities), the root it starts
@@ -445,6 +447,35 @@ mod tests {
         fs::write(root.join("include/b.h"), "b").unwrap();
         assert!(watch.changed());
         assert_eq!(watch.known_to(&me), (Vec::new(), Vec::new()), "emptied");
+    }
+
+    #[test]
+    fn a_full_book_told_in_one_message_fits_in_a_frame() {
+        let asker = Asker::of(std::process::id() as Pid).unwrap();
+        let mut watch = PathWatch::default();
+        // Every byte of every answer spelled "255,": the longest JSON a book can make.
+        for n in 0.. {
+            let path = format!("/usr/include/{n:06}.h");
+            let key = Key::of(libc::SYS_newfstatat, &[0; 6], path).unwrap();
+            let answer = Answer::Result {
+                ret: -1,
+                out: Some(vec![255; 144]),
+            };
+            let before = watch.book_bytes;
+            watch.record(&asker, key, answer, None);
+            if watch.book_bytes == before {
+                break;
+            }
+        }
+        let (answers, listings) = watch.known_to(&asker);
+        let told = crate::session::ToGuest::Known { answers, listings };
+        let mut message = Vec::new();
+        rmosix_image::write_message(&mut message, &told).unwrap();
+        assert!(
+            message.len() < rmosix_image::MAX_FRAME / 2,
+            "{} bytes",
+            message.len()
+        );
     }
 
     #[test]
