@@ -44,7 +44,8 @@ const CHANGES: u32 = libc::IN_ATTRIB
 /// The kernel's limit of symbolic links followed in one lookup.
 const MAX_LINKS: usize = 40;
 
-/// Most watches one process's lookups may hold: past it, home vouches for nothing new.
+/// Most watches the lookups of one job's processes away may hold together: past it, home
+/// vouches for nothing new until the next change empties the watch.
 const MAX_WATCHES: usize = 4096;
 /// Most names, and bytes of names, of a directory listed for a remote: a header directory
 /// fits; a larger one is not listed.
