@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use crate::cmdline::ArgsAndEnv;
 use crate::dump;
 use crate::files::ShellFiles;
-use crate::homefill::Lender;
+use crate::homefill::{Lender, OpenedAway};
 use crate::homepaths::{Asker, PathWatch};
 use crate::inject::{Injector, Scratch};
 use crate::maps;
@@ -299,6 +299,8 @@ pub struct Deputy {
     files: ShellFiles,
     /// What the remote holds of the shell's files (see `homefill`).
     lender: Lender,
+    /// The shell's descriptors opened for the process away and in no other process.
+    opened_away: OpenedAway,
     /// What the answers the job's remotes keep depend on, and the job's book of them,
     /// shared by its deputies (see `homepaths`).
     paths: Rc<RefCell<PathWatch>>,
@@ -355,6 +357,7 @@ impl Deputy {
             mem,
             files: ShellFiles::open(pid)?,
             lender: Lender::default(),
+            opened_away: OpenedAway::default(),
             paths: Rc::default(),
             told: 0,
             asker: None,
@@ -575,10 +578,10 @@ impl Deputy {
         let ReadAsk {
             id, fd, buf, count, ..
         } = read;
-        let loan = self
-            .files
-            .file(fd)
-            .and_then(|copy| self.lender.lend(self.pid, copy, &read));
+        let loan = self.files.file(fd).and_then(|copy| {
+            let opened_away = self.opened_away.contains(fd);
+            self.lender.lend(self.pid, copy, &read, opened_away)
+        });
         if let Some(loan) = loan {
             // Only what the loan's own look at the watch saw: a change after it may have torn
             // the bytes, and its Stale must follow them (see `homefill`).
@@ -933,6 +936,7 @@ impl Deputy {
     /// shell over the `syscall` instruction.
     fn start_call(&mut self, mut call: Call, session: &mut Session) -> io::Result<()> {
         self.files.forget(call.nr, &call.args);
+        self.opened_away.before(call.nr, &call.args);
         // The watch goes first: a change after it is heard of, one before it is in the answer.
         if call.vouch {
             call.armed = (call.looked_up()).and_then(|path| self.paths.borrow_mut().arm(path));
@@ -1025,6 +1029,7 @@ impl Deputy {
         if writebehind::grants_after(&call, ret) {
             self.granted.insert(call.args[0] as i32);
         }
+        self.opened_away.after(call.nr, ret);
         let backs = if call.places.is_empty() {
             // Never laid out (answered before it ran): nothing to send back.
             Vec::new()

@@ -49,7 +49,15 @@ impl Lender {
     /// `read.ahead` bytes in all from there. None: the descriptor does not qualify (not a
     /// regular file; opened for writing only or with O_DIRECT; for read, a description
     /// another descriptor or process shares) and the read runs as any other call.
-    pub fn lend(&mut self, shell: Pid, copy: RawFd, read: &ReadAsk) -> Option<Loan> {
+    /// `opened_away`: the shell opened the description for its process away (see
+    /// [`OpenedAway`]).
+    pub fn lend(
+        &mut self,
+        shell: Pid,
+        copy: RawFd,
+        read: &ReadAsk,
+        opened_away: bool,
+    ) -> Option<Loan> {
         let ReadAsk {
             fd,
             count,
@@ -72,7 +80,7 @@ impl Lender {
         if flags < 0 || flags & libc::O_DIRECT != 0 || !readable {
             return None;
         }
-        if at.is_none() && shared(shell, fd) {
+        if at.is_none() && shared(shell, fd, opened_away) {
             return None;
         }
         // The watch goes first: a change after it is seen, one before it is in the bytes.
@@ -182,8 +190,12 @@ impl Lender {
 /// refers to it, as kcmp(2) compares them: the kernel's descriptions, with no path walk. A
 /// `stat` of each `/proc/PID/fd/N` link first, to pick those of the same file, made about
 /// a sixth of mosrun's CPU time in a `mosrun make -j8` (`perf record`, docs/make.md). A
-/// process whose descriptors we cannot read might share it: yes.
-fn shared(shell: Pid, fd: i32) -> bool {
+/// process whose descriptors we cannot read might share it: yes, unless the description was
+/// `opened_away` ([`OpenedAway`]): then only a process that could take it from the shell
+/// (`pidfd_getfd(2)`, allowed to the shell's own user, whose descriptors we read, and to
+/// root) can hold it too. Without that, an ordinary user's mosrun, which cannot read the
+/// descriptors of init or of any daemon, lent nothing for `read`.
+fn shared(shell: Pid, fd: i32, opened_away: bool) -> bool {
     let me = std::process::id() as Pid;
     let Ok(procs) = fs::read_dir("/proc") else {
         return true;
@@ -197,6 +209,7 @@ fn shared(shell: Pid, fd: i32) -> bool {
             Ok(fds) => fds,
             // Gone meanwhile.
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) if opened_away && err.kind() == io::ErrorKind::PermissionDenied => continue,
             Err(err) => {
                 debug!(pid, %err, "cannot read the descriptors of a process: not lending");
                 return true;
@@ -217,6 +230,57 @@ fn shared(shell: Pid, fd: i32) -> bool {
         }
     }
     false
+}
+
+/// The shell's descriptors whose open file descriptions the shell itself made for its
+/// process away (an open it ran for it), and that it has not passed on since. Such a
+/// description is in no other process: the process away cannot fork (a fork brings it
+/// home, and its deputy with its record ends), and the shell hands a descriptor to another
+/// only by `sendmsg` with `SCM_RIGHTS`, after which nothing counts as opened away. A
+/// descriptor of the shell's that the program got otherwise (inherited, opened before it
+/// left, received) may be anyone's.
+#[derive(Default)]
+pub struct OpenedAway {
+    fds: BTreeSet<i32>,
+}
+
+impl OpenedAway {
+    /// The shell is about to run `nr` with `args`: the numbers it may free or replace are
+    /// no longer what was opened, and a message may carry any descriptor away.
+    pub fn before(&mut self, nr: i64, args: &[u64; 6]) {
+        match nr {
+            libc::SYS_close => {
+                self.fds.remove(&(args[0] as i32));
+            }
+            libc::SYS_dup2 | libc::SYS_dup3 => {
+                self.fds.remove(&(args[1] as i32));
+            }
+            libc::SYS_close_range => {
+                let (first, last) = (args[0] as u32, args[1] as u32);
+                self.fds
+                    .retain(|&fd| !(first..=last).contains(&(fd as u32)));
+            }
+            libc::SYS_sendmsg | libc::SYS_sendmmsg => self.fds.clear(),
+            _ => {}
+        }
+    }
+
+    /// The shell ran `nr` for the process, which returned `ret`: a new description if it
+    /// is an open that succeeded.
+    pub fn after(&mut self, nr: i64, ret: i64) {
+        let opens = matches!(
+            nr,
+            libc::SYS_open | libc::SYS_openat | libc::SYS_openat2 | libc::SYS_creat
+        );
+        if opens && let Ok(fd) = i32::try_from(ret) {
+            self.fds.insert(fd);
+        }
+    }
+
+    /// Whether the description under `fd` was opened away and is the shell's alone.
+    pub fn contains(&self, fd: i32) -> bool {
+        self.fds.contains(&fd)
+    }
 }
 
 #[cfg(test)]
@@ -256,7 +320,7 @@ mod tests {
         let (mut tmp, ro) = file(10_000);
         let mut lender = Lender::default();
         let loan = lender
-            .lend(me(), ro.as_raw_fd(), &ask(99, Some(1000), 10, 4096))
+            .lend(me(), ro.as_raw_fd(), &ask(99, Some(1000), 10, 4096), false)
             .unwrap();
         assert_eq!((loan.start, loan.eof, loan.keep), (1000, false, true));
         assert_eq!(
@@ -279,7 +343,7 @@ mod tests {
             ..ask(98, Some(at), 10, 4096)
         };
         let loan = lender
-            .lend(me(), ro.as_raw_fd(), &chunk(5000, 4096))
+            .lend(me(), ro.as_raw_fd(), &chunk(5000, 4096), false)
             .unwrap();
         assert_eq!(loan.start, 4096);
         assert_eq!(
@@ -288,7 +352,7 @@ mod tests {
         );
         // After the read, or farther before it than a loan reaches: from the read.
         let after = lender
-            .lend(me(), ro.as_raw_fd(), &chunk(5000, 6000))
+            .lend(me(), ro.as_raw_fd(), &chunk(5000, 6000), false)
             .unwrap();
         assert_eq!(after.start, 5000);
         let far = ReadAsk {
@@ -296,7 +360,9 @@ mod tests {
             ..ask(98, Some(MAX_BUF + 5), 10, 4096)
         };
         assert_eq!(
-            lender.lend(me(), ro.as_raw_fd(), &far).map(|l| l.start),
+            lender
+                .lend(me(), ro.as_raw_fd(), &far, false)
+                .map(|l| l.start),
             Some(MAX_BUF + 5)
         );
         // A loan reaches past the read, whatever `ahead` says.
@@ -304,7 +370,7 @@ mod tests {
             from: Some(4096),
             ..ask(98, Some(8000), 1000, 16)
         };
-        let loan = lender.lend(me(), ro.as_raw_fd(), &short).unwrap();
+        let loan = lender.lend(me(), ro.as_raw_fd(), &short, false).unwrap();
         assert_eq!((loan.start, loan.bytes.len()), (4096, 4904));
     }
 
@@ -313,7 +379,7 @@ mod tests {
         let (mut tmp, ro) = file(10_000);
         let mut lender = Lender::default();
         let loan = lender
-            .lend(me(), ro.as_raw_fd(), &ask(3, Some(0), 10, 4096))
+            .lend(me(), ro.as_raw_fd(), &ask(3, Some(0), 10, 4096), false)
             .unwrap();
         assert!(loan.keep);
         tmp.write_all(b"more").unwrap();
@@ -327,7 +393,7 @@ mod tests {
         let (tmp, ro) = file(100);
         let mut lender = Lender::default();
         let loan = lender
-            .lend(me(), ro.as_raw_fd(), &ask(7, Some(0), 10, 4096))
+            .lend(me(), ro.as_raw_fd(), &ask(7, Some(0), 10, 4096), false)
             .unwrap();
         assert!(loan.eof && loan.bytes.len() == 100);
         tmp.as_file().set_len(10).unwrap();
@@ -344,7 +410,7 @@ mod tests {
             .unwrap();
         let mut lender = Lender::default();
         let loan = lender
-            .lend(me(), rw.as_raw_fd(), &ask(5, Some(0), 10, 4096))
+            .lend(me(), rw.as_raw_fd(), &ask(5, Some(0), 10, 4096), false)
             .unwrap();
         assert!(loan.keep && loan.eof && loan.bytes.len() == 100);
         std::os::unix::fs::FileExt::write_at(&rw, b"x", 3).unwrap();
@@ -358,15 +424,36 @@ mod tests {
         let mut lender = Lender::default();
         assert!(
             lender
-                .lend(me(), wo.as_raw_fd(), &ask(5, Some(0), 10, 4096))
+                .lend(me(), wo.as_raw_fd(), &ask(5, Some(0), 10, 4096), false)
                 .is_none()
         );
         let (r, _w) = std::io::pipe().unwrap();
         assert!(
             lender
-                .lend(me(), r.as_raw_fd(), &ask(5, None, 10, 4096))
+                .lend(me(), r.as_raw_fd(), &ask(5, None, 10, 4096), false)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_descriptor_counts_as_opened_away_from_its_open_until_it_is_freed_or_sent() {
+        let mut away = OpenedAway::default();
+        away.after(libc::SYS_openat, 5);
+        away.after(libc::SYS_openat, -2);
+        away.after(libc::SYS_read, 6);
+        away.after(libc::SYS_open, 7);
+        assert!(away.contains(5) && away.contains(7));
+        assert!(!away.contains(6), "not an open");
+        away.before(libc::SYS_close, &[5, 0, 0, 0, 0, 0]);
+        assert!(!away.contains(5), "closed");
+        away.before(libc::SYS_dup2, &[3, 7, 0, 0, 0, 0]);
+        assert!(!away.contains(7), "replaced by another description");
+        away.after(libc::SYS_openat, 8);
+        away.after(libc::SYS_openat, 9);
+        away.before(libc::SYS_close_range, &[9, u64::from(u32::MAX), 0, 0, 0, 0]);
+        assert!(away.contains(8) && !away.contains(9));
+        away.before(libc::SYS_sendmsg, &[4, 0, 0, 0, 0, 0]);
+        assert!(!away.contains(8), "a message may carry it away");
     }
 
     #[test]
@@ -383,8 +470,8 @@ mod tests {
         let mut a = holding(ro.try_clone().unwrap());
         let mut b = holding(ro.try_clone().unwrap());
         let mut c = holding(fs::File::open(tmp.path()).unwrap());
-        let a_shares = shared(a.id() as Pid, 0);
-        let c_shares = shared(c.id() as Pid, 0);
+        let a_shares = shared(a.id() as Pid, 0, false);
+        let c_shares = shared(c.id() as Pid, 0, false);
         for child in [&mut a, &mut b, &mut c] {
             child.kill().unwrap();
             child.wait().unwrap();

@@ -125,6 +125,43 @@ fn a_sequential_reader_reads_the_same_bytes_moved_as_at_home() {
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// An ordinary user's mosrun cannot read the descriptors of the node's init or daemons, so
+/// it cannot show that none of them shares a description; but a file its process opened
+/// away is its shell's alone (`homefill::OpenedAway`), and its bytes are lent for `read` all
+/// the same: user nobody's moved reader is lent bytes and reads what it reads never moved.
+#[test]
+fn an_ordinary_users_file_opened_away_is_lent_for_read() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let reader = c_program("reader");
+    let file = random_file(&lab, "nobody", 3 * (1 << 20) + 12345);
+    let file = file.to_str().expect("a UTF-8 path");
+    let as_nobody = |moved: bool| {
+        let mut cmd = lab.node(1).command("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(["mosrun", &reader, "seq", file])
+            .current_dir(lab.work_dir())
+            .stdin(Stdio::piped())
+            .env("MOSRUN_LOG", LENT_LOG)
+            .env("NO_COLOR", "1");
+        let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("start: {e}"));
+        job.wait_output("ready\n", STEP)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if moved {
+            job.migrate(AWAY).unwrap_or_else(|e| panic!("migrate: {e}"));
+        }
+        job.send(b"go\n").unwrap_or_else(|e| panic!("{e}"));
+        finished(job, "reader seq as nobody", moved)
+    };
+    let home = as_nobody(false);
+    let away = as_nobody(true);
+    assert!(home.contains("sum="), "{home}");
+    assert_eq!(away, home, "moved vs never moved");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[test]
 fn reads_mixed_with_lseek_and_scattered_preads_are_the_same_moved_as_at_home() {
     if !require_root() {
