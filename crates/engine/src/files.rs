@@ -132,19 +132,37 @@ impl ShellFiles {
 
     /// The shell is about to run `nr`: drop the copies of descriptor numbers it may free.
     pub fn forget(&mut self, nr: i64, args: &[u64; 6]) {
+        let freed = Freed::by(nr, args);
+        self.fds.retain(|&fd, _| !freed.covers(fd));
+    }
+}
+
+/// The descriptor numbers a call may free or put another description under: `close`,
+/// `dup2`/`dup3` (the new number), `close_range`.
+pub enum Freed {
+    /// None: the call frees no number.
+    Nothing,
+    /// The numbers from the first to the last, both included.
+    Range(u32, u32),
+}
+
+impl Freed {
+    /// What call `nr` with `args` may free.
+    pub fn by(nr: i64, args: &[u64; 6]) -> Freed {
+        let one = |fd: u64| Freed::Range(fd as u32, fd as u32);
         match nr {
-            libc::SYS_close => {
-                self.fds.remove(&(args[0] as i32));
-            }
-            libc::SYS_dup2 | libc::SYS_dup3 => {
-                self.fds.remove(&(args[1] as i32));
-            }
-            libc::SYS_close_range => {
-                let (first, last) = (args[0] as u32, args[1] as u32);
-                self.fds
-                    .retain(|fd, _| !(first..=last).contains(&(*fd as u32)));
-            }
-            _ => {}
+            libc::SYS_close => one(args[0]),
+            libc::SYS_dup2 | libc::SYS_dup3 => one(args[1]),
+            libc::SYS_close_range => Freed::Range(args[0] as u32, args[1] as u32),
+            _ => Freed::Nothing,
+        }
+    }
+
+    /// Whether number `fd` is among them.
+    pub fn covers(&self, fd: i32) -> bool {
+        match *self {
+            Freed::Nothing => false,
+            Freed::Range(first, last) => (first..=last).contains(&(fd as u32)),
         }
     }
 }

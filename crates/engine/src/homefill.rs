@@ -15,6 +15,7 @@ use std::os::fd::RawFd;
 
 use tracing::debug;
 
+use crate::files::Freed;
 use crate::inotify::Inotify;
 use crate::ptrace::Pid;
 use crate::readahead::Loan;
@@ -248,21 +249,11 @@ impl OpenedAway {
     /// The shell is about to run `nr` with `args`: the numbers it may free or replace are
     /// no longer what was opened, and a message may carry any descriptor away.
     pub fn before(&mut self, nr: i64, args: &[u64; 6]) {
-        match nr {
-            libc::SYS_close => {
-                self.fds.remove(&(args[0] as i32));
-            }
-            libc::SYS_dup2 | libc::SYS_dup3 => {
-                self.fds.remove(&(args[1] as i32));
-            }
-            libc::SYS_close_range => {
-                let (first, last) = (args[0] as u32, args[1] as u32);
-                self.fds
-                    .retain(|&fd| !(first..=last).contains(&(fd as u32)));
-            }
-            libc::SYS_sendmsg | libc::SYS_sendmmsg => self.fds.clear(),
-            _ => {}
+        if matches!(nr, libc::SYS_sendmsg | libc::SYS_sendmmsg) {
+            self.fds.clear();
         }
+        let freed = Freed::by(nr, args);
+        self.fds.retain(|&fd| !freed.covers(fd));
     }
 
     /// The shell ran `nr` for the process, which returned `ret`: a new description if it
