@@ -263,7 +263,8 @@ impl OpenedAway {
             nr,
             libc::SYS_open | libc::SYS_openat | libc::SYS_openat2 | libc::SYS_creat
         );
-        if opens && let Ok(fd) = i32::try_from(ret) {
+        // A failed open returns an error, which is no number.
+        if let (true, Ok(fd @ 0..)) = (opens, i32::try_from(ret)) {
             self.fds.insert(fd);
         }
     }
@@ -431,6 +432,7 @@ mod tests {
         let mut away = OpenedAway::default();
         away.after(libc::SYS_openat, 5);
         away.after(libc::SYS_openat, -2);
+        assert!(!away.contains(-2), "a failed open");
         away.after(libc::SYS_read, 6);
         away.after(libc::SYS_open, 7);
         assert!(away.contains(5) && away.contains(7));
