@@ -473,11 +473,17 @@ impl Plan<'_> {
         self.free_of(node) - needed >= self.policy.floor(info, self.policy.usher_until_per_mille)
     }
 
-    /// Whether this node may still send a balance or placement move to `node` this round.
-    fn may_send(&self, node: NodeId) -> bool {
-        let mean = *self
+    /// The cluster's mean load, for flood prevention, worked out once a round.
+    fn mean_load(&self) -> f64 {
+        *self
             .mean_load
-            .get_or_init(|| mean_load(self.policy, self.round, self.view));
+            .get_or_init(|| mean_load(self.policy, self.round, self.view))
+    }
+
+    /// Whether this node may still send a process to `node` this round, by balance or to its
+    /// data (a placement at exec has its own room: [`Plan::may_place`]).
+    fn may_send(&self, node: NodeId) -> bool {
+        let mean = self.mean_load();
         let allowed = *self.allowed.borrow_mut().entry(node).or_insert_with(|| {
             let senders = self
                 .senders
@@ -494,10 +500,14 @@ impl Plan<'_> {
     /// them a share kept `mosrun make -j8` at node 1 from placing a compiler on a node
     /// running one while the others ran three (docs/balancing.md, rule 5).
     fn may_place(&self, node: NodeId) -> bool {
-        let mean = *self
-            .mean_load
-            .get_or_init(|| mean_load(self.policy, self.round, self.view));
-        let room = allowance(self.policy, self.round, self.view, node, mean, &[]);
+        let room = allowance(
+            self.policy,
+            self.round,
+            self.view,
+            node,
+            self.mean_load(),
+            &[],
+        );
         self.sent.get(&node).copied().unwrap_or(0) < room
     }
 
