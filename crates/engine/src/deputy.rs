@@ -1063,11 +1063,8 @@ impl Deputy {
                 .and_then(|path| String::from_utf8(path.to_vec()).ok())
                 .and_then(|path| Key::of(call.nr, &call.args, path));
             let kept = key.and_then(|key| {
-                let answer = match same {
-                    Some(same) => Some(Answer::Opened(same)),
-                    None => key.kept_answer(ret, &call.args, &backs),
-                };
-                answer.map(|answer| (key, answer))
+                let answer = key.kept_answer(ret, &call.args, &backs, same.as_ref())?;
+                Some((key, answer))
             });
             Vouch {
                 armed,

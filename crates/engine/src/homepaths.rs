@@ -187,11 +187,7 @@ impl PathWatch {
     /// Keep `answer` to `asker`'s lookup `key`, vouched for in this generation (with
     /// `listing` if a name was missing), for the job's next remotes.
     pub fn record(&mut self, asker: &Asker, key: Key, answer: Answer, listing: Option<Listing>) {
-        let bytes = key.path().len()
-            + answer.bytes()
-            + listing.as_ref().map_or(0, |l| {
-                l.dir.len() + l.names.iter().map(String::len).sum::<usize>()
-            });
+        let bytes = key.path().len() + answer.bytes() + listing.as_ref().map_or(0, Listing::bytes);
         if self.book_bytes + bytes > MAX_BOOK_BYTES {
             return;
         }

@@ -142,19 +142,24 @@ impl Key {
         &self.path
     }
 
-    /// The bytes of its answer `ret` with `backs` (as the call's buffers came back, at the
-    /// addresses of `args`) that a keeper keeps: the out-buffer's, if they went there alone.
-    /// None: an answer that cannot be kept (a restart code, bytes elsewhere, an open that
-    /// succeeded, whose file is kept instead).
+    /// What a keeper keeps of its answer `ret` with `backs` (as the call's buffers came back,
+    /// at the addresses of `args`): the result and the out-buffer's bytes, if they went there
+    /// alone; for an open that succeeded, what it opened, `opened`, if that is known. None:
+    /// an answer that cannot be kept (a restart code, bytes elsewhere, an open of a file not
+    /// known to be the same).
     pub fn kept_answer(
         &self,
         ret: i64,
         args: &[u64; 6],
         backs: &[(u64, Vec<u8>)],
+        opened: Option<&SameAs>,
     ) -> Option<Answer> {
         let at = lookup(self.nr)?;
-        if crate::sys::is_restart(ret) || (at.opens && ret >= 0) {
+        if crate::sys::is_restart(ret) {
             return None;
+        }
+        if at.opens && ret >= 0 {
+            return opened.cloned().map(Answer::Opened);
         }
         let out = match (backs, at.out) {
             ([], _) => None,
@@ -191,6 +196,13 @@ pub struct Listing {
     pub dir: String,
     /// Every name in it.
     pub names: Vec<String>,
+}
+
+impl Listing {
+    /// The bytes of its directory's path and names, as a keeper counts them.
+    pub fn bytes(&self) -> usize {
+        self.dir.len() + self.names.iter().map(String::len).sum::<usize>()
+    }
 }
 
 /// A kept answer as a call gets it: its result, and the bytes to write where they go.
@@ -308,16 +320,10 @@ impl PathAnswers {
         let Some((_, key, args)) = self.asked.take_if(|(asked, ..)| *asked == id) else {
             return;
         };
-        if !vouched || crate::sys::is_restart(ret) {
+        if !vouched {
             return;
         }
-        if lookup(key.nr).is_some_and(|at| at.opens) && ret >= 0 {
-            if let Some(same) = opened {
-                self.keep(key, Answer::Opened(same.clone()));
-            }
-            return;
-        }
-        let Some(answer) = key.kept_answer(ret, &args, backs) else {
+        let Some(answer) = key.kept_answer(ret, &args, backs, opened) else {
             return;
         };
         self.keep(key, answer);
@@ -349,29 +355,30 @@ impl PathAnswers {
     }
 
     /// Keep the names directory `listing.dir` holds.
-    fn list(&mut self, Listing { dir, names }: Listing) {
-        let bytes = dir.len() + names.iter().map(String::len).sum::<usize>();
-        if self.kept_bytes + bytes > MAX_KEPT_BYTES {
-            self.forget();
-        }
-        self.kept_bytes += bytes;
+    fn list(&mut self, listing: Listing) {
+        self.make_room(listing.bytes());
+        let Listing { dir, names } = listing;
         self.listed.insert(dir, names.into_iter().collect());
     }
 
-    /// Keep `answer` for `key`: within [`MAX_KEPT_BYTES`], past which everything kept before
-    /// is forgotten.
+    /// Keep `answer` for `key`.
     fn keep(&mut self, key: Key, answer: Answer) {
-        let bytes = key.path.len() + answer.bytes();
-        if self.kept_bytes + bytes > MAX_KEPT_BYTES {
-            self.forget();
-        }
-        self.kept_bytes += bytes;
+        self.make_room(key.path.len() + answer.bytes());
         if let Answer::Opened(_) = answer {
             self.opens += 1;
         }
         if let Some(Answer::Opened(_)) = self.kept.insert(key, answer) {
             self.opens -= 1;
         }
+    }
+
+    /// Count `bytes` more kept: within [`MAX_KEPT_BYTES`], past which everything kept before
+    /// is forgotten.
+    fn make_room(&mut self, bytes: usize) {
+        if self.kept_bytes + bytes > MAX_KEPT_BYTES {
+            self.forget();
+        }
+        self.kept_bytes += bytes;
     }
 
     /// Home's word, or a call that may change what lookups find: nothing kept holds.
@@ -538,19 +545,29 @@ mod tests {
             key(libc::SYS_newfstatat, "/usr/x", [0, 0, 0, 0x100, 0, 0])
         );
         assert_eq!(
-            k.kept_answer(0, &args, &[(0x2000, vec![1])]),
+            k.kept_answer(0, &args, &[(0x2000, vec![1])], None),
             Some(Answer::Result {
                 ret: 0,
                 out: Some(vec![1])
             })
         );
-        assert_eq!(k.kept_answer(0, &args, &[(0x1000, vec![1])]), None);
-        assert_eq!(k.kept_answer(crate::sys::ERESTARTNOINTR, &args, &[]), None);
+        assert_eq!(k.kept_answer(0, &args, &[(0x1000, vec![1])], None), None);
+        let restart = crate::sys::ERESTARTNOINTR;
+        assert_eq!(k.kept_answer(restart, &args, &[], None), None);
         let open = Key::of(libc::SYS_openat, &[0, 0x1000, 0, 0, 0, 0], "/usr/x".into());
         assert_eq!(
-            open.unwrap().kept_answer(3, &args, &[]),
+            open.clone().unwrap().kept_answer(3, &args, &[], None),
             None,
             "a file, not a result"
+        );
+        let same = SameAs {
+            digest: "ab".into(),
+            path: "/usr/x".into(),
+        };
+        assert_eq!(
+            open.unwrap().kept_answer(3, &args, &[], Some(&same)),
+            Some(Answer::Opened(same)),
+            "the file it opened"
         );
         let writes = (libc::O_WRONLY | libc::O_CREAT) as u64;
         assert_eq!(
