@@ -196,13 +196,14 @@ pub struct Policy {
     /// At most this many balance and placement moves per node per round (ushering and expel
     /// are not counted). 8.
     pub max_moves_per_round: usize,
-    /// A process placed at its exec goes only where its load, with it, is lower than here,
-    /// with it, by this share of one process there (and by `min_load_difference`). 0.5: a
-    /// place is taken only for a clear gain; a node that looks a little busier than another
-    /// (its load still falling after a job's end, the gauge's noise) keeps its new process,
-    /// and nothing moves that balance would not move. A move at exec is cheap, but it is
-    /// still a move.
-    pub placement_margin: f64,
+    /// A process placed at its exec goes only where it would run this many times as fast as
+    /// here (each counting it in the load). 1.5: a place is taken only for a clear gain; a
+    /// node that looks a little busier than another (its load still falling after a job's
+    /// end, the gauge's noise) keeps its new process, and so does a node in a cluster where
+    /// every node is about as busy. A move at exec is cheap, but it is still a move, and a
+    /// process placed where it runs little faster is the next to be sent on, with all its
+    /// memory (docs/balancing.md, "Simulation").
+    pub placement_gain: f64,
     /// Flood prevention deals a target's room over this many rounds when several nodes would
     /// send to it: the others' moves reach the view that much later (a gauge period, its
     /// publication and the gossip: about 3 s, the daemon's `SHOWN_THERE_AFTER`), and until
@@ -230,7 +231,7 @@ impl Default for Policy {
             usher_until_per_mille: 100,
             stale_after: Duration::from_secs(6),
             max_moves_per_round: 8,
-            placement_margin: 0.5,
+            placement_gain: 1.5,
             flood_rounds: 3,
             idle_speedup: 1.2,
         }
@@ -317,6 +318,11 @@ pub fn decide(
 fn felt_load(node: &NodeInfo, load: f64) -> f64 {
     load.max(crate::view::ONE_PROCESS / node.throughput(0.0))
 }
+
+/// A placement at exec goes to one of the least loaded quarter of the nodes it could go to:
+/// every home sees the same least loaded node, and homes that exec at once would crowd it
+/// before the gossip shows any of them there (docs/balancing.md, rule 5).
+const PLACEMENT_WIDENING: usize = 4;
 
 /// Whether the process [`best_node`] places is already counted in its node's load.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -513,13 +519,25 @@ impl Plan<'_> {
 
     /// Of `candidates` (node, projected load after the move), the least loaded, or one of
     /// those within `near_equal` of it chosen by hash of this node, the round and the process.
-    fn pick(&self, p: &Process, mut candidates: Vec<(NodeId, f64)>) -> Option<NodeId> {
+    fn pick(&self, p: &Process, candidates: Vec<(NodeId, f64)>) -> Option<NodeId> {
+        self.pick_among(p, candidates, usize::MAX)
+    }
+
+    /// [`Plan::pick`], choosing among the least loaded `1 / widening` of the candidates at
+    /// least.
+    fn pick_among(
+        &self,
+        p: &Process,
+        mut candidates: Vec<(NodeId, f64)>,
+        widening: usize,
+    ) -> Option<NodeId> {
         candidates.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         let best = candidates.first()?.1;
         let near = candidates
             .iter()
             .take_while(|c| c.1 <= best + self.policy.near_equal)
-            .count();
+            .count()
+            .max(candidates.len() / widening);
         let key = mix(&[
             u64::from(self.here().get()),
             self.round.number,
@@ -710,33 +728,34 @@ impl Plan<'_> {
         }
     }
 
-    /// Rule 5: a process that has just exec'd (its image is smallest now) goes to the node
-    /// where it would find the lowest load, if that is lower than here by the minimum
-    /// difference. It counts as wanting a whole CPU (it has not run yet), unless declared
-    /// I/O-bound (`mosrun -i`), which keeps it where it is.
+    /// Rule 5: a process that has just exec'd (its image is smallest now) and would share a
+    /// CPU here goes to one of the nodes where it would find the lowest load, if that is
+    /// lower than here by the placement margin. It counts as wanting a whole CPU (it has not
+    /// run yet), unless declared I/O-bound (`mosrun -i`), which keeps it where it is.
     fn place(&mut self, movable: &[&Process]) {
         for p in movable {
             if !p.just_execed || p.class == DecayClass::IoBound || self.decided.contains(&p.id) {
                 continue;
             }
             let here_load = self.load_of(self.here()) + self.share(self.here(), 1.0);
-            let targets: Vec<(NodeId, f64)> = if self.moves < self.policy.max_moves_per_round {
-                self.view
-                    .nodes
-                    .keys()
-                    .filter(|&&id| self.accepts(id, p) && self.has_room(id, p))
-                    .filter(|&&id| self.may_place(id))
-                    .map(|&id| (id, self.load_of(id) + self.share(id, 1.0)))
-                    .filter(|&(id, load)| {
-                        let margin = (self.policy.placement_margin * self.share(id, 1.0))
-                            .max(self.policy.min_load_difference);
-                        load + margin < here_load
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            match self.pick(p, targets) {
+            let shares_here = !self.has_idle_cpu(self.me, self.load_of(self.here()), 1.0);
+            let targets: Vec<(NodeId, f64)> =
+                if shares_here && self.moves < self.policy.max_moves_per_round {
+                    self.view
+                        .nodes
+                        .keys()
+                        .filter(|&&id| self.accepts(id, p) && self.has_room(id, p))
+                        .filter(|&&id| self.may_place(id))
+                        .map(|&id| (id, self.load_of(id) + self.share(id, 1.0)))
+                        .filter(|&(id, load)| {
+                            self.view.nodes[&id].throughput(load)
+                                >= self.me.throughput(here_load) * self.policy.placement_gain
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+            match self.pick_among(p, targets, PLACEMENT_WIDENING) {
                 Some(to) => self.record(p, to, Reason::Placement, 1.0, false),
                 None => *self.load.entry(self.here()).or_insert(0.0) = here_load,
             }

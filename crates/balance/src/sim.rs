@@ -9,7 +9,7 @@
 //! smooth.rs: MOSIX's exported load, rising at once and falling by 7/8 a second), the gossip
 //! (each figure reaches each node after an epidemic's delay), the daemon's loop
 //! (`crates/daemon/src/balancer.rs`: what it samples, when a process may first be decided on,
-//! the moves it adds to the view in `with_own_moves`), the CPUs (shared as a fair scheduler
+//! the moves it adds to the view in `with_own_moves`, placement at exec), the CPUs (shared as a fair scheduler
 //! shares them) and the moves (memory over the link while the process runs on, as the
 //! engine's pre-copy sends it, then a freeze).
 //!
@@ -39,6 +39,10 @@ const LINK_SPEED: u64 = 100_000_000;
 /// engine's pre-copy): the final round's freeze, in seconds of work lost. The engine's pauses
 /// are of a few to a hundred milliseconds (docs/engine.md); this is generous.
 const FREEZE: f64 = 0.2;
+/// A job's image when it has just exec'd, before it has touched its data: what a placement at
+/// its exec sends (the program's own pages; its libraries are mapped from the target's
+/// identical files, docs/engine.md).
+const EXEC_IMAGE: u64 = 4 * MIB;
 /// The daemon's `SHOWN_THERE_AFTER`: a move counts in its target's load this long.
 const SHOWN_THERE_AFTER: f64 = 3.0;
 /// The daemon's `SHOWN_HERE_AFTER`: a move is taken off this node's load this long.
@@ -388,6 +392,18 @@ fn fair_shares(cpus: f64, demands: impl Iterator<Item = f64>) -> Vec<f64> {
     shares
 }
 
+/// A move a node ordered, as its daemon remembers it (`Sent` in balancer.rs).
+#[derive(Clone, Copy)]
+struct Sent {
+    /// From when the view may show it: the move's end, which the daemon hears of (its own
+    /// process's from the supervisor's answer, a guest's when its home's recall returns).
+    from: f64,
+    to: usize,
+    /// The job ran here before it left (not a placement at its exec): its share comes off
+    /// this node's load until the gauge shows it gone.
+    ran_here: bool,
+}
+
 /// The simulated cluster.
 struct Cluster {
     policy: Policy,
@@ -401,10 +417,12 @@ struct Cluster {
     last_runnable: Vec<f64>,
     /// Published figures, by second modulo [`HISTORY`].
     published: Vec<[Published; HISTORY]>,
-    /// Moves each node's loop ordered lately: from when the view may show them, and where to
-    /// (the daemon's `sent`: from the move's end, which it hears of, its own process's from
-    /// the supervisor's answer, a guest's when its home's recall returns).
-    sent: Vec<Vec<(f64, usize)>>,
+    /// Moves each node ordered lately (the daemon's `sent`).
+    sent: Vec<Vec<Sent>>,
+    /// When each node kept a job it could have placed at its exec (the daemon's `kept`).
+    kept: Vec<Vec<f64>>,
+    /// Moves and placements each node ordered in its last second: (the second, how many).
+    ordered: Vec<(u64, usize)>,
     reached: Vec<f64>,
     seed: u64,
     returns: u64,
@@ -448,6 +466,8 @@ impl Cluster {
             last_runnable: vec![0.0; count],
             published,
             sent: vec![Vec::new(); count],
+            kept: vec![Vec::new(); count],
+            ordered: vec![(0, 0); count],
             reached: epidemic(count),
             seed: scenario.seed,
             returns: 0,
@@ -457,15 +477,17 @@ impl Cluster {
         }
     }
 
-    /// Starts the second [s, s+1): released jobs start at home, moves that have ended land.
-    fn admit(&mut self, s: u64) {
+    /// Starts the second [s, s+1): moves that have ended land; returns the jobs released now,
+    /// for [`Cluster::start`].
+    fn admit(&mut self, s: u64) -> Vec<usize> {
         let now = s as f64;
+        let mut released = Vec::new();
         for index in 0..self.jobs.len() {
             let job = &mut self.jobs[index];
             let to = match job.place {
                 Place::Waiting if job.spec.release == s => {
-                    job.home_track = Tracked::new(s);
-                    job.spec.home
+                    released.push(index);
+                    continue;
                 }
                 Place::Leaving { to, until } if until <= now => {
                     let from = self.running.iter().position(|r| r.contains(&index));
@@ -487,11 +509,82 @@ impl Cluster {
             };
             job.place = Place::On(to);
             self.running[to].push(index);
-            if job.moves > 0 && job.spec.release != s {
+            if job.moves > 0 {
                 let crowded = self.running[to].len() as f64 > self.nodes[to].cpus;
                 self.moves.landed(job.moves, crowded);
             }
         }
+        released
+    }
+
+    /// The job `index`, released at its home at the second `s`, execs there: the home daemon
+    /// places it at its exec, before it runs (`place_at_exec` in crates/daemon/src/
+    /// balancer.rs: at most a round's moves a second, on the view with this node's own moves),
+    /// or it starts at home. A placed job is stopped until it lands: a few hundred
+    /// milliseconds for an image this small (docs/make.md), counted as a freeze.
+    fn start(&mut self, index: usize, s: u64, phase: Phase, view: &mut ClusterView) {
+        let home = self.jobs[index].spec.home;
+        self.jobs[index].home_track = Tracked::new(s);
+        let ordered = self.ordered_at(home, s);
+        let to = if ordered < self.policy.max_moves_per_round {
+            self.view_of(home, s, view);
+            let process = Process {
+                id: self.jobs[index].id(index),
+                class: DecayClass::Normal,
+                usage: Usage::new(DecayClass::Normal),
+                memory: EXEC_IMAGE,
+                memory_need: 0,
+                locked: false,
+                since_move: Duration::ZERO,
+                moves: 0,
+                just_execed: true,
+                data: None,
+            };
+            let round = Round {
+                here: node_id(home),
+                now: Duration::from_secs(CLOCK_BASE + s),
+                number: EPOCH_BASE + s,
+            };
+            decide(&self.policy, &round, view, &self.links, &[process])
+                .first()
+                .map(|d| usize::from(d.target().get()) - 1)
+        } else {
+            None
+        };
+        let now = s as f64;
+        let job = &mut self.jobs[index];
+        let Some(to) = to else {
+            self.kept[home].push(now);
+            job.place = Place::On(home);
+            self.running[home].push(index);
+            return;
+        };
+        self.ordered[home].1 += 1;
+        self.sent[home].push(Sent {
+            from: now,
+            to,
+            ran_here: false,
+        });
+        job.moves = 1;
+        job.left += FREEZE;
+        job.left_node = Some((home, now));
+        job.guest_track = Tracked::new(s);
+        job.place = Place::On(to);
+        self.running[to].push(index);
+        let crowded = self.running[to].len() as f64 > self.nodes[to].cpus;
+        let crowded_home = self.running[home].len() as f64 + 1.0 > self.nodes[home].cpus;
+        self.moves.ordered(1, phase, false, crowded_home);
+        self.moves.landed(1, crowded);
+    }
+
+    /// How many moves and placements `node` ordered at the second `s`.
+    fn ordered_at(&mut self, node: usize, s: u64) -> usize {
+        let (second, count) = &mut self.ordered[node];
+        if *second != s {
+            *second = s;
+            *count = 0;
+        }
+        *count
     }
 
     /// Runs every node for the second [s, s+1): its CPUs are shared fairly ([`fair_shares`]),
@@ -649,29 +742,39 @@ impl Cluster {
             info.heard = Duration::from_secs_f64(heard);
         }
         // with_own_moves (crates/daemon/src/balancer.rs, private there): this node's load is
-        // at most its last period's, less the processes it sent in the last 1.5 s; each target
-        // of a move of the last 3 s carries the process's share.
+        // at most its last period's, less the processes it sent in the last 1.5 s and plus
+        // those it kept at their exec in that time; each target of a move of the last 3 s
+        // carries the process's share.
         let now = t as f64;
-        self.sent[observer].retain(|&(from, _)| now - from < SHOWN_THERE_AFTER);
+        self.sent[observer].retain(|sent| now - sent.from < SHOWN_THERE_AFTER);
+        self.kept[observer].retain(|&at| now - at < SHOWN_HERE_AFTER);
         let own = node_id(observer);
         let last_load = self.nodes[observer].units(self.last_runnable[observer]);
         let own_share = view.nodes[&own].process_share().round() as u32;
         let me = view.nodes.get_mut(&own).expect("every node is in the view");
         me.load = me.load.min(last_load);
-        for &(from, to) in &self.sent[observer] {
-            let target = view.nodes.get_mut(&node_id(to)).expect("targets are nodes");
+        for sent in &self.sent[observer] {
+            let target = view
+                .nodes
+                .get_mut(&node_id(sent.to))
+                .expect("targets are nodes");
             target.load = target
                 .load
                 .saturating_add(target.process_share().round() as u32);
-            if now - from < SHOWN_HERE_AFTER {
+            if sent.ran_here && now - sent.from < SHOWN_HERE_AFTER {
                 let me = view.nodes.get_mut(&own).expect("every node is in the view");
                 me.load = me.load.saturating_sub(own_share);
             }
         }
+        let kept = self.kept[observer].len() as u32;
+        let me = view.nodes.get_mut(&own).expect("every node is in the view");
+        me.load = me.load.saturating_add(own_share.saturating_mul(kept));
     }
 
     /// Carries out one decision of `node`'s loop at the tick `t`.
     fn carry_out(&mut self, node: usize, t: u64, phase: Phase, decision: Decision) {
+        self.ordered_at(node, t);
+        self.ordered[node].1 += 1;
         let index = decision.process().pid as usize - 1;
         let to = usize::from(decision.target().get()) - 1;
         let now = t as f64;
@@ -697,7 +800,11 @@ impl Cluster {
             self.returns += 1;
         }
         job.left_node = Some((node, now));
-        self.sent[node].push((now + transfer, to));
+        self.sent[node].push(Sent {
+            from: now + transfer,
+            to,
+            ran_here: true,
+        });
         job.place = Place::Leaving {
             to,
             until: now + transfer,
@@ -710,6 +817,17 @@ impl Cluster {
 
     fn everything_done(&self) -> bool {
         self.jobs.iter().all(|j| matches!(j.place, Place::Done(_)))
+    }
+}
+
+/// The part of the run the second `t` is in.
+fn phase_at(t: u64, tail: &Tail) -> Phase {
+    if t < moves::SPREAD {
+        Phase::Spread
+    } else if tail.at == 0.0 {
+        Phase::Middle
+    } else {
+        Phase::Drain
     }
 }
 
@@ -743,7 +861,10 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
     let mut tail = Tail::default();
     let mut s = 0;
     while s < limit && !cluster.everything_done() {
-        cluster.admit(s);
+        for index in cluster.admit(s) {
+            let phase = phase_at(s, &tail);
+            cluster.start(index, s, phase, &mut view);
+        }
         cluster.watch_drain(&mut tail, s, first);
         cluster.run(s);
         let t = s + 1;
@@ -759,13 +880,7 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
                 number: EPOCH_BASE + t,
             };
             let decisions = decide(&cluster.policy, &round, &view, &cluster.links, &processes);
-            let phase = if t < moves::SPREAD {
-                Phase::Spread
-            } else if tail.at == 0.0 {
-                Phase::Middle
-            } else {
-                Phase::Drain
-            };
+            let phase = phase_at(t, &tail);
             for decision in decisions {
                 cluster.carry_out(node, t, phase, decision);
             }

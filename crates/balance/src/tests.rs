@@ -704,16 +704,54 @@ fn a_process_is_placed_on_an_idle_node_whatever_other_busy_nodes_could_send_ther
 
 #[test]
 fn a_process_is_placed_only_for_a_clear_gain() {
-    // Home's load still falling after a job ended (a fifth of a process): it stays.
+    // Home's load still falling after a job ended (a fifth of a process): it would run
+    // 1.2 times as fast at node 2, and stays.
     let p = execed(1, 10);
     let falling = view(&[(1, node(20)), (2, node(0))]);
     assert_eq!(run(1, &falling, std::slice::from_ref(&p)), []);
-    // Home busier by half a process and more: it goes.
+    // Home busier by 0.6 of a process: 1.6 times as fast there, and it goes.
     let busier = view(&[(1, node(60)), (2, node(0))]);
     assert_eq!(
         run(1, &busier, std::slice::from_ref(&p)),
         [moved(&p, 2, Reason::Placement)]
     );
+}
+
+#[test]
+fn a_process_with_a_cpu_of_its_own_at_home_is_not_placed() {
+    // Four CPUs at home, one busy: the new process runs as fast here as on the idle node,
+    // however much lower that node's load is.
+    let four = |load| NodeInfo {
+        cpus: 4.0,
+        ..node(load)
+    };
+    let p = execed(1, 10);
+    let idle_elsewhere = view(&[(1, four(25)), (2, four(0))]);
+    assert_eq!(run(1, &idle_elsewhere, std::slice::from_ref(&p)), []);
+    // Eight processes on the four: it would share a CPU with two here, and goes.
+    let full = view(&[(1, four(200)), (2, four(0))]);
+    assert_eq!(
+        run(1, &full, std::slice::from_ref(&p)),
+        [moved(&p, 2, Reason::Placement)]
+    );
+}
+
+#[test]
+fn homes_that_exec_at_once_place_on_many_of_the_least_loaded_nodes() {
+    // A busy cluster of 65 nodes, loads 10 units apart (no two equal), and one process
+    // exec'd at each of the 32 busiest: they do not all pick node 33, the least loaded in
+    // every view, which would leave it crowded before the gossip shows it.
+    let nodes: Vec<(u16, NodeInfo)> = (1..=65)
+        .map(|id| (id, node(990 - 10 * u32::from(id))))
+        .collect();
+    let view = view(&nodes);
+    let targets: BTreeSet<NodeId> = (1..=32)
+        .flat_map(|home| run(home, &view, &[execed(home, 10)]))
+        .map(|d| d.target())
+        .collect();
+    assert!(targets.len() >= 4, "{targets:?}");
+    // Each among the least loaded quarter of the nodes it could go to.
+    assert!(targets.iter().all(|t| t.get() > 48), "{targets:?}");
 }
 
 #[test]
