@@ -729,8 +729,8 @@ impl Plan<'_> {
     }
 
     /// Rule 5: a process that has just exec'd (its image is smallest now) and would share a
-    /// CPU here goes to one of the nodes where it would find the lowest load, if that is
-    /// lower than here by the placement margin. It counts as wanting a whole CPU (it has not
+    /// CPU here goes to one of the least loaded nodes where it would run at least
+    /// `placement_gain` times as fast as here. It counts as wanting a whole CPU (it has not
     /// run yet), unless declared I/O-bound (`mosrun -i`), which keeps it where it is.
     fn place(&mut self, movable: &[&Process]) {
         for p in movable {
