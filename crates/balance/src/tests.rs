@@ -223,6 +223,20 @@ fn five_processes_on_four_cpus_send_one_to_an_idle_cpu_and_it_stays_there() {
 }
 
 #[test]
+fn a_node_whose_daemon_shows_a_unit_of_load_still_has_a_free_cpu() {
+    // Five processes on one standard CPU (each at 0.2 of it) and an idle node of a quarter
+    // CPU whose daemon keeps its load at 1: by load the bar there is 531, but a process would
+    // run at 0.249 of a CPU there, a quarter faster, and goes.
+    let procs: Vec<Process> = (10..15).map(|pid| hog(1, pid)).collect();
+    let quarter = NodeInfo {
+        cpus: 0.25,
+        ..node(1)
+    };
+    let decisions = run(1, &view(&[(1, node(500)), (2, quarter)]), &procs);
+    assert_eq!(decisions, [moved(&procs[0], 2, Reason::Balance)]);
+}
+
+#[test]
 fn a_small_speed_gain_needs_a_long_run_to_pay_for_the_move() {
     // Alone on a CPU of speed 1, an idle CPU of speed 1.25 elsewhere: a fifth of its remaining
     // time is saved. 1 GiB over the link takes 1 s, so it must have run 10 s (2 s of gain).
