@@ -1047,6 +1047,13 @@ impl Stats {
         })
     }
 
+    /// Whether these runs were no slower than `baseline`'s, as far as the baseline's own
+    /// runs can tell: the median is at most the slowest baseline run. Runs of a few seconds
+    /// on this shared machine differ by a few tenths of a per cent between themselves.
+    pub(crate) fn no_slower_than(&self, baseline: &Stats) -> bool {
+        self.median <= baseline.max
+    }
+
     /// `median [min–max]` with `decimals` places and a unit.
     fn show(&self, decimals: usize, unit: &str) -> String {
         format!(
