@@ -747,18 +747,18 @@ impl Plan<'_> {
             }
             let here_load = self.load_of(self.here()) + self.share(self.here(), 1.0);
             let shares_here = !self.has_idle_cpu(self.me, self.load_of(self.here()), 1.0);
+            // What it would need to run at elsewhere to go.
+            let wanted_rate = self.me.throughput(here_load) * self.policy.placement_gain;
             let targets: Vec<(NodeId, f64)> =
                 if shares_here && self.moves < self.policy.max_moves_per_round {
                     self.view
                         .nodes
-                        .keys()
-                        .filter(|&&id| self.accepts(id, p) && self.has_room(id, p))
-                        .filter(|&&id| self.may_place(id))
-                        .map(|&id| (id, self.load_of(id) + self.share(id, 1.0)))
-                        .filter(|&(id, load)| {
-                            self.view.nodes[&id].throughput(load)
-                                >= self.me.throughput(here_load) * self.policy.placement_gain
-                        })
+                        .iter()
+                        .filter(|&(&id, _)| self.accepts(id, p) && self.has_room(id, p))
+                        .filter(|&(&id, _)| self.may_place(id))
+                        .map(|(&id, info)| (id, info, self.load_of(id) + self.share(id, 1.0)))
+                        .filter(|&(_, info, load)| info.throughput(load) >= wanted_rate)
+                        .map(|(id, _, load)| (id, load))
                         .collect()
                 } else {
                     Vec::new()

@@ -525,8 +525,7 @@ impl Cluster {
     fn start(&mut self, index: usize, s: u64, phase: Phase, view: &mut ClusterView) {
         let home = self.jobs[index].spec.home;
         self.jobs[index].home_track = Tracked::new(s);
-        let ordered = self.ordered_at(home, s);
-        let to = if ordered < self.policy.max_moves_per_round {
+        let to = if self.ordered_at(home, s) < self.policy.max_moves_per_round {
             self.view_of(home, s, view);
             let process = Process {
                 id: self.jobs[index].id(index),
@@ -540,31 +539,32 @@ impl Cluster {
                 just_execed: true,
                 data: None,
             };
-            let round = Round {
-                here: node_id(home),
-                now: Duration::from_secs(CLOCK_BASE + s),
-                number: EPOCH_BASE + s,
-            };
-            decide(&self.policy, &round, view, &self.links, &[process])
-                .first()
-                .map(|d| usize::from(d.target().get()) - 1)
+            decide(
+                &self.policy,
+                &round_at(home, s),
+                view,
+                &self.links,
+                &[process],
+            )
+            .first()
+            .map(|d| usize::from(d.target().get()) - 1)
         } else {
             None
         };
         let now = s as f64;
-        let job = &mut self.jobs[index];
         let Some(to) = to else {
             self.kept[home].push(now);
-            job.place = Place::On(home);
+            self.jobs[index].place = Place::On(home);
             self.running[home].push(index);
             return;
         };
-        self.ordered[home].1 += 1;
+        self.order(home, s);
         self.sent[home].push(Sent {
             from: now,
             to,
             ran_here: false,
         });
+        let job = &mut self.jobs[index];
         job.moves = 1;
         job.left += FREEZE;
         job.left_node = Some((home, now));
@@ -585,6 +585,12 @@ impl Cluster {
             *count = 0;
         }
         *count
+    }
+
+    /// `node` orders a move or a placement at the second `s`.
+    fn order(&mut self, node: usize, s: u64) {
+        self.ordered_at(node, s);
+        self.ordered[node].1 += 1;
     }
 
     /// Runs every node for the second [s, s+1): its CPUs are shared fairly ([`fair_shares`]),
@@ -773,8 +779,7 @@ impl Cluster {
 
     /// Carries out one decision of `node`'s loop at the tick `t`.
     fn carry_out(&mut self, node: usize, t: u64, phase: Phase, decision: Decision) {
-        self.ordered_at(node, t);
-        self.ordered[node].1 += 1;
+        self.order(node, t);
         let index = decision.process().pid as usize - 1;
         let to = usize::from(decision.target().get()) - 1;
         let now = t as f64;
@@ -817,6 +822,15 @@ impl Cluster {
 
     fn everything_done(&self) -> bool {
         self.jobs.iter().all(|j| matches!(j.place, Place::Done(_)))
+    }
+}
+
+/// The round `node`'s loop decides at the second `t`, numbered as the daemon numbers them.
+fn round_at(node: usize, t: u64) -> Round {
+    Round {
+        here: node_id(node),
+        now: Duration::from_secs(CLOCK_BASE + t),
+        number: EPOCH_BASE + t,
     }
 }
 
@@ -874,11 +888,7 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
                 continue;
             }
             cluster.view_of(node, t, &mut view);
-            let round = Round {
-                here: node_id(node),
-                now: Duration::from_secs(CLOCK_BASE + t),
-                number: EPOCH_BASE + t,
-            };
+            let round = round_at(node, t);
             let decisions = decide(&cluster.policy, &round, &view, &cluster.links, &processes);
             let phase = phase_at(t, &tail);
             for decision in decisions {
