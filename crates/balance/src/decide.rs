@@ -257,6 +257,14 @@ impl Policy {
         process.since_move >= self.min_residence * moves
     }
 
+    /// Whether rule 6 (balance) may look at `process` at all: it has run since its exec, is
+    /// CPU-bound, and has stayed its residence time.
+    fn may_balance(&self, process: &Process) -> bool {
+        !process.just_execed
+            && process.usage.demand() >= self.cpu_bound_demand
+            && self.has_resided(process)
+    }
+
     fn floor(&self, info: &NodeInfo, per_mille: u32) -> i128 {
         i128::from(info.total_memory) * i128::from(per_mille) / 1000
     }
@@ -308,6 +316,40 @@ pub fn decide(
     let wanted: f64 = processes.iter().map(|p| p.usage.demand().min(1.0)).sum();
     plan.balance(&movable, wanted > me.cpus);
     plan.decisions
+}
+
+/// How many of `processes`, running on `round.here`, rule 6 could send away now: those that
+/// may leave by themselves (not locked, not held by the node's modes) and that balance may
+/// look at (CPU-bound, resided). The daemon publishes it with its load
+/// ([`NodeInfo::ready`]): a node loaded above a target's bar whose processes must all stay
+/// sends nothing there, and flood prevention must not deal it that target's room.
+pub fn ready_to_leave(
+    policy: &Policy,
+    round: &Round,
+    view: &ClusterView,
+    processes: &[Process],
+) -> u32 {
+    let Some(me) = view.get(round.here) else {
+        return 0;
+    };
+    if me.modes.quiet || me.modes.stay {
+        return 0;
+    }
+    let ready = processes
+        .iter()
+        .filter(|p| may_leave(view, round.here, me, p) && policy.may_balance(p))
+        .count();
+    u32::try_from(ready).unwrap_or(u32::MAX)
+}
+
+/// Whether `p`, running on `here` (whose entry is `me`), may leave by itself (not counting
+/// expel): not locked, not held by the node's `stay` or `lstay`, and, a guest, with a home
+/// alive to pass through.
+fn may_leave(view: &ClusterView, here: NodeId, me: &NodeInfo, p: &Process) -> bool {
+    let guest = p.is_guest_on(here);
+    let kept_home = me.modes.lstay && !guest;
+    let home_reachable = !guest || view.get(p.id.home).is_some_and(|home| home.alive);
+    !p.locked && !me.modes.stay && !kept_home && home_reachable
 }
 
 /// The load a CPU-bound process feels on `node` at `load` (counting it): the load itself, but
@@ -388,7 +430,7 @@ struct Plan<'a> {
     /// The cluster's mean load, for flood prevention, worked out when first needed.
     mean_load: OnceCell<f64>,
     /// The nodes that may send work this round, for flood prevention, when first needed.
-    senders: OnceCell<Vec<(u32, NodeId)>>,
+    senders: OnceCell<Vec<(u32, NodeId, bool)>>,
     /// What flood prevention allows this node to send to each node this round, worked out
     /// for each target when first needed.
     allowed: RefCell<BTreeMap<NodeId, u32>>,
@@ -455,10 +497,7 @@ impl Plan<'_> {
 
     /// Whether `p` may leave this node by itself (not counting expel).
     fn may_leave(&self, p: &Process) -> bool {
-        let guest = p.is_guest_on(self.here());
-        let kept_home = self.me.modes.lstay && !guest;
-        let home_reachable = !guest || self.view.get(p.id.home).is_some_and(|home| home.alive);
-        !p.locked && !self.me.modes.stay && !kept_home && home_reachable
+        may_leave(self.view, self.here(), self.me, p)
     }
 
     /// Whether `node` may receive `p`, memory aside: up, known recently, able to run
@@ -785,11 +824,7 @@ impl Plan<'_> {
         let mut candidates: Vec<&Process> = movable
             .iter()
             .copied()
-            .filter(|p| {
-                !p.just_execed
-                    && p.usage.demand() >= self.policy.cpu_bound_demand
-                    && self.policy.has_resided(p)
-            })
+            .filter(|p| self.policy.may_balance(p))
             .collect();
         candidates.sort_by(|a, b| {
             b.usage

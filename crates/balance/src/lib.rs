@@ -15,7 +15,7 @@
 //! The rules, their constants ([`Policy`]) and the cases they get wrong are in
 //! docs/balancing.md.
 //!
-//! The door: [`decide`], [`best_node`] and [`Placing`] (an operator's order), [`Policy`], [`Round`], [`ClusterView`], [`NodeInfo`], [`Modes`],
+//! The door: [`decide`], [`ready_to_leave`] (published with the load), [`best_node`] and [`Placing`] (an operator's order), [`Policy`], [`Round`], [`ClusterView`], [`NodeInfo`], [`Modes`],
 //! [`LinkSpeeds`], [`Process`], [`ProcessId`], [`Usage`], [`Sample`], [`DecayClass`],
 //! [`Traffic`] and [`DataNode`] (where a process's file traffic goes),
 //! [`Decision`], [`Reason`], [`NodeId`] (the config room's), and the constants
@@ -39,6 +39,7 @@ mod tests;
 
 pub use decide::{
     DataNode, Decision, Placing, Policy, Process, ProcessId, Reason, Round, best_node, decide,
+    ready_to_leave,
 };
 pub use rmosix_config::NodeId;
 pub use traffic::Traffic;

@@ -23,7 +23,7 @@ use rmosix_config::NodeId;
 use crate::flood::mix;
 use crate::{
     ClusterView, DecayClass, Decision, LinkSpeeds, Modes, NodeInfo, ONE_PROCESS, Policy, Process,
-    ProcessId, Round, STANDARD_SPEED, Sample, Usage, decide,
+    ProcessId, Round, STANDARD_SPEED, Sample, Usage, decide, ready_to_leave,
 };
 use fair::fair_share_makespan;
 use moves::{Moves, Phase};
@@ -311,6 +311,7 @@ fn epidemic(nodes: usize) -> Vec<f64> {
 struct Published {
     load: u32,
     free_memory: u64,
+    ready: u32,
 }
 
 /// The daemon's record of a process where it runs (`Tracked` in balancer.rs).
@@ -417,6 +418,8 @@ struct Cluster {
     last_runnable: Vec<f64>,
     /// Published figures, by second modulo [`HISTORY`].
     published: Vec<[Published; HISTORY]>,
+    /// What each node's last round counted ready to leave, published with its next figures.
+    ready: Vec<u32>,
     /// Moves each node ordered lately (the daemon's `sent`).
     sent: Vec<Vec<Sent>>,
     /// When each node kept a job it could have placed at its exec (the daemon's `kept`).
@@ -440,6 +443,7 @@ impl Cluster {
                 [Published {
                     load: 0,
                     free_memory: n.total_memory,
+                    ready: 0,
                 }; HISTORY]
             })
             .collect();
@@ -465,6 +469,7 @@ impl Cluster {
             upper: vec![0.0; count],
             last_runnable: vec![0.0; count],
             published,
+            ready: vec![0; count],
             sent: vec![Vec::new(); count],
             kept: vec![Vec::new(); count],
             ordered: vec![(0, 0); count],
@@ -661,6 +666,7 @@ impl Cluster {
                 free_memory: info
                     .total_memory
                     .saturating_sub(used + info.total_memory / 8),
+                ready: self.ready[node],
             };
         }
     }
@@ -745,6 +751,7 @@ impl Cluster {
             let figures = self.published[subject][k as usize % HISTORY];
             info.load = figures.load;
             info.free_memory = figures.free_memory;
+            info.ready = figures.ready;
             info.heard = Duration::from_secs_f64(heard);
         }
         // with_own_moves (crates/daemon/src/balancer.rs, private there): this node's load is
@@ -865,6 +872,7 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
                 cpus: node.cpus,
                 free_memory: node.total_memory,
                 total_memory: node.total_memory,
+                ready: 0,
                 heard: Duration::from_secs(CLOCK_BASE),
             },
         );
@@ -885,10 +893,12 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
         for node in 0..cluster.nodes.len() {
             let processes = cluster.sample(node, t);
             if processes.is_empty() {
+                cluster.ready[node] = 0;
                 continue;
             }
             cluster.view_of(node, t, &mut view);
             let round = round_at(node, t);
+            cluster.ready[node] = ready_to_leave(&cluster.policy, &round, &view, &processes);
             let decisions = decide(&cluster.policy, &round, &view, &cluster.links, &processes);
             let phase = phase_at(t, &tail);
             for decision in decisions {

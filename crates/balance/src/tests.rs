@@ -14,7 +14,8 @@ fn n(id: u16) -> NodeId {
     NodeId::new(id).unwrap()
 }
 
-/// A standard single-CPU node with 16 GiB, half free, heard of just now.
+/// A standard single-CPU node with 16 GiB, half free, heard of just now, each of the
+/// processes its load shows ready to leave.
 fn node(load: u32) -> NodeInfo {
     NodeInfo {
         alive: true,
@@ -24,6 +25,7 @@ fn node(load: u32) -> NodeInfo {
         cpus: 1.0,
         free_memory: 8 * GIB,
         total_memory: 16 * GIB,
+        ready: load.div_ceil(100),
         heard: NOW,
     }
 }
@@ -962,6 +964,45 @@ fn ten_busy_nodes_do_not_flood_one_idle_node() {
 }
 
 #[test]
+fn an_idle_node_is_not_dealt_to_nodes_whose_processes_must_stay() {
+    // `./dev bench unequal`'s lab: node 1 (one CPU) runs five, node 2 (half a CPU) has just
+    // gone idle, nodes 3 and 4 (a quarter each) run a guest each that must stay its
+    // residence time. Nodes 3 and 4 are loaded above node 2's bar, but only node 1 can send:
+    // it sends in every round, not in one of three when its hash ranks it first.
+    let quarter = |ready| NodeInfo {
+        cpus: 0.25,
+        ready,
+        ..node(400)
+    };
+    let half = NodeInfo {
+        cpus: 0.5,
+        ..node(0)
+    };
+    let one = node(500);
+    let procs: Vec<Process> = (10..15).map(|pid| hog(1, pid)).collect();
+    let held = view(&[
+        (1, one.clone()),
+        (2, half.clone()),
+        (3, quarter(0)),
+        (4, quarter(0)),
+    ]);
+    for number in 0..9 {
+        let decisions = decide_at(1, number, &held, &procs);
+        assert_eq!(
+            decisions,
+            [moved(&procs[0], 2, Reason::Balance)],
+            "round {number}"
+        );
+    }
+    // Once nodes 3 and 4 could send as well, node 2's room is dealt among the three.
+    let ready = view(&[(1, one), (2, half), (3, quarter(1)), (4, quarter(1))]);
+    let sent: usize = (0..9)
+        .map(|number| decide_at(1, number, &ready, &procs).len())
+        .sum();
+    assert!(sent < 9, "node 1 sent in {sent} of 9 rounds");
+}
+
+#[test]
 fn two_busy_nodes_fill_an_idle_node_to_its_capacity_only() {
     // Two senders: the room is dealt over `flood_rounds` (3) rounds, as the view shows the
     // other sender's moves only that much later. Whatever round the view is seen in, the
@@ -1073,7 +1114,31 @@ impl Sim {
             info.heard = self.now;
             view.insert(id, info);
         }
+        // What each node's daemon would publish it has ready to leave, from the same view.
+        let ready: Vec<(NodeId, u32)> = self
+            .nodes
+            .keys()
+            .map(|&here| {
+                let local: Vec<Process> = self.local(here).cloned().collect();
+                let round = Round {
+                    here,
+                    now: self.now,
+                    number: self.round,
+                };
+                (here, ready_to_leave(&self.policy, &round, &view, &local))
+            })
+            .collect();
+        for (id, ready) in ready {
+            view.nodes.get_mut(&id).expect("a node of the view").ready = ready;
+        }
         view
+    }
+
+    fn local(&self, here: NodeId) -> impl Iterator<Item = &Process> {
+        self.procs
+            .iter()
+            .filter(move |(at, _)| *at == here)
+            .map(|(_, p)| p)
     }
 
     /// One second of running, then every node decides on the same view; returns the moves.
@@ -1100,12 +1165,7 @@ impl Sim {
         let view = self.view();
         let mut decisions = Vec::new();
         for &here in self.nodes.keys() {
-            let local: Vec<Process> = self
-                .procs
-                .iter()
-                .filter(|(at, _)| *at == here)
-                .map(|(_, p)| p.clone())
-                .collect();
+            let local: Vec<Process> = self.local(here).cloned().collect();
             let round = Round {
                 here,
                 now: self.now,

@@ -50,6 +50,10 @@ pub struct NodeInfo {
     pub free_memory: u64,
     /// Total memory, bytes (its cgroup's limit, if any).
     pub total_memory: u64,
+    /// How many of its processes could leave it by balance now, as its daemon counted them
+    /// at its last round ([`crate::ready_to_leave`]). A node with none sends nothing, so
+    /// flood prevention deals it no share of a target's room.
+    pub ready: u32,
     /// When this entry was last heard of, on the caller's monotonic clock (the same clock as
     /// [`crate::Round::now`]). An entry older than [`crate::Policy::stale_after`] is no target.
     pub heard: Duration,
@@ -172,6 +176,7 @@ mod tests {
             cpus,
             free_memory: 0,
             total_memory: 0,
+            ready: 0,
             heard: Duration::ZERO,
         }
     }

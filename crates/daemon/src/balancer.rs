@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use rmosix_balance::{
     ClusterView, DecayClass, Decision, LinkSpeeds, Modes, NodeInfo, Placing, Policy, Process,
-    ProcessId, Round, Sample, Traffic, Usage, best_node, decide,
+    ProcessId, Round, Sample, Traffic, Usage, best_node, decide, ready_to_leave,
 };
 use rmosix_view::{Liveness, NodeView, Status};
 use rmosix_wire::{Advice, Decay, Reply};
@@ -103,6 +103,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         };
         lock(balancing).demand_here = demand_here(&tracked, &guests);
         if processes.is_empty() {
+            shared.cluster.set_ready(0);
             continue;
         }
         let clock = now.duration_since(start) + CLOCK_BASE;
@@ -111,7 +112,18 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let round = round_at(shared.own, clock);
         let links = lock(balancing).links(shared.own);
         debug!(?view, ?processes, ?links, "balancing round");
-        for decision in decide(&policy, &round, &view, &links, &processes) {
+        let decisions = decide(&policy, &round, &view, &links, &processes);
+        // What is left here ready to leave after this round's moves, for the others' flood
+        // prevention.
+        let staying: Vec<Process> = processes
+            .iter()
+            .filter(|p| decisions.iter().all(|d| d.process() != p.id))
+            .cloned()
+            .collect();
+        shared
+            .cluster
+            .set_ready(ready_to_leave(&policy, &round, &view, &staying));
+        for decision in decisions {
             if decision.process().home == shared.own {
                 let memory = processes
                     .iter()
@@ -843,6 +855,7 @@ fn cluster_view(
                     expel: s.expel,
                 },
                 load: state.load,
+                ready: state.ready,
                 speed: state.speed,
                 cpus: f64::from(state.milli_cpus) / 1000.0,
                 free_memory: state.mem_free,
@@ -942,6 +955,7 @@ mod tests {
             alive: true,
             modes: Modes::default(),
             load,
+            ready: 0,
             speed: rmosix_balance::STANDARD_SPEED,
             cpus: 1.0,
             free_memory: 1 << 30,

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ pub(crate) struct Cluster {
     view: Mutex<Option<ViewHandle>>,
     /// A digest of this node's `KernelFacts`: what a move here needs to match.
     compat: Vec<u8>,
+    /// How many of its processes the balancer found ready to leave at its last round.
+    ready: AtomicU32,
 }
 
 impl Cluster {
@@ -53,6 +56,7 @@ impl Cluster {
             gauge,
             view: Mutex::new(None),
             compat,
+            ready: AtomicU32::new(0),
         };
         // A starting node has no modes set yet.
         let first = cluster.state(Status::default());
@@ -115,11 +119,19 @@ impl Cluster {
         }
     }
 
-    /// This node's state now: the gauge's last reading, the modes, the compatibility key.
+    /// How many of this node's processes could leave by balance now, as the balancer's last
+    /// round counted them: gossiped from the next publication on.
+    pub fn set_ready(&self, ready: u32) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// This node's state now: the gauge's last reading, the processes ready to leave, the
+    /// modes, the compatibility key.
     pub fn state(&self, status: Status) -> NodeState {
         let reading = lock(&self.gauge).reading();
         NodeState {
             load: reading.load,
+            ready: self.ready.load(Ordering::Relaxed),
             speed: reading.speed,
             milli_cpus: (reading.cpus * 1000.0)
                 .round()

@@ -143,6 +143,7 @@ mod tests {
             tag: n.wrapping_mul(7),
             figures: Figures {
                 load: u32::from(n) * 100,
+                ready: u32::from(n % 3),
                 mem_free: 1 << 30,
                 utilisation_pct: 50,
             },

@@ -3,7 +3,7 @@
 //! ```text
 //! offset size
 //!      0    4  magic "RMVw"
-//!      4    1  version (2)
+//!      4    1  version (3)
 //!      5    1  zero (reserved)
 //!      6    2  sender's node id (big endian, as all numbers here)
 //!      8    8  sender's generation (its daemon's start, see engine)
@@ -35,8 +35,9 @@ pub(crate) const GOSSIP_LABEL: &[u8] = b"rmosix gossip v1";
 /// First bytes of every datagram.
 const MAGIC: [u8; 4] = *b"RMVw";
 
-/// The layout above.
-const VERSION: u8 = 2;
+/// The layout above, with entries of `state`'s layout: 3 since entries carry the processes
+/// ready to leave (2 had none; 1 carried entries inside foca).
+const VERSION: u8 = 3;
 
 /// Bytes before the ciphertext.
 pub(crate) const HEADER_LEN: usize = 34;
@@ -258,8 +259,11 @@ mod tests {
             );
         }
         let mut other = sealer.seal(sender(1), b"x").unwrap();
-        other[4] = 1; // the previous version, which carried entries inside foca
-        assert_eq!(sealer.open(&mut other).unwrap_err(), Refusal::Malformed);
+        for previous in [1, 2] {
+            // 1 carried entries inside foca; 2's entries had no processes ready to leave.
+            other[4] = previous;
+            assert_eq!(sealer.open(&mut other).unwrap_err(), Refusal::Malformed);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What a node tells the others about itself: [`NodeState`], and how it travels.
 //!
-//! A state is cut in two. The *figures* (load, free memory, utilisation) change every
+//! A state is cut in two. The *figures* (load, processes ready to leave, free memory,
+//! utilisation) change every
 //! second and travel in every entry, which is small; the *profile* (speed, CPUs, total
 //! memory, modes, compatibility key) changes rarely and travels only to a node that asks
 //! for it, named in entries by a 2-byte tag (see `board`). Big endian, as all numbers here;
@@ -8,7 +9,8 @@
 //!
 //! ```text
 //! entry:   node id (2) · age (1) · profile tag (2) · load (varint) ·
-//!          free memory, MiB (varint) · utilisation, percent (1)
+//!          processes ready to leave (varint) · free memory, MiB (varint) ·
+//!          utilisation, percent (1)
 //! profile: speed (4) · milli-CPUs (4) · total memory, bytes (8) · status flags (1) ·
 //!          length n of the compatibility key (1) · compatibility key (n)
 //! ```
@@ -88,6 +90,10 @@ impl Status {
 pub struct NodeState {
     /// Load in MOSIX units: 100 is one CPU-busy process on a standard CPU.
     pub load: u32,
+    /// How many of its processes could leave by balance now (unlocked, CPU-bound, past their
+    /// residence time), as its balancer counted them at its last round. Flood prevention
+    /// deals a target's room among the nodes that could use it.
+    pub ready: u32,
     /// Speed in MOSIX units (10000: a standard CPU), as `mosctl setspeed` sets it.
     pub speed: u32,
     /// CPUs this node's processes may use (its cgroup's quota, or affinity), in thousandths.
@@ -109,6 +115,7 @@ pub struct NodeState {
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub(crate) struct Figures {
     pub load: u32,
+    pub ready: u32,
     pub mem_free: u64,
     pub utilisation_pct: u8,
 }
@@ -129,6 +136,7 @@ impl NodeState {
         (
             Figures {
                 load: self.load,
+                ready: self.ready,
                 mem_free: self.mem_free,
                 utilisation_pct: self.utilisation_pct,
             },
@@ -146,6 +154,7 @@ impl NodeState {
     pub(crate) fn join(figures: Figures, profile: &Profile) -> NodeState {
         NodeState {
             load: figures.load,
+            ready: figures.ready,
             speed: profile.speed,
             milli_cpus: profile.milli_cpus,
             mem_total: profile.mem_total,
@@ -278,6 +287,7 @@ impl Entry {
         out.push(age_units(self.age));
         out.extend_from_slice(&self.tag.to_be_bytes());
         put_varint(out, u64::from(self.figures.load));
+        put_varint(out, u64::from(self.figures.ready));
         put_varint(out, self.figures.mem_free / MIB);
         out.push(self.figures.utilisation_pct.min(100));
     }
@@ -287,6 +297,7 @@ impl Entry {
         let age = AGE_UNIT * u32::from(reader.u8()?);
         let tag = reader.u16()?;
         let load = u32::try_from(reader.varint()?).map_err(|_| EntryError::Varint)?;
+        let ready = u32::try_from(reader.varint()?).map_err(|_| EntryError::Varint)?;
         let mem_free = reader.varint()?.saturating_mul(MIB);
         let utilisation_pct = reader.u8()?;
         if utilisation_pct > 100 {
@@ -298,6 +309,7 @@ impl Entry {
             tag,
             figures: Figures {
                 load,
+                ready,
                 mem_free,
                 utilisation_pct,
             },
@@ -345,6 +357,7 @@ mod tests {
     fn sample() -> (Entry, Profile) {
         let state = NodeState {
             load: 250,
+            ready: 3,
             speed: 10_000,
             milli_cpus: 1500,
             mem_total: 8 << 30,
@@ -389,8 +402,8 @@ mod tests {
         let (entry, _) = sample();
         let mut out = Vec::new();
         entry.encode(&mut out);
-        // node 2, age 1, tag 2, load 2, 3072 MiB 2, utilisation 1.
-        assert_eq!(out.len(), 10);
+        // node 2, age 1, tag 2, load 2, ready 1, 3072 MiB 2, utilisation 1.
+        assert_eq!(out.len(), 11);
         assert_eq!(decode(&bytes()), Ok(sample()));
     }
 
@@ -467,11 +480,11 @@ mod tests {
         let mut zero = bytes.clone();
         zero[..2].fill(0);
         assert_eq!(decode(&zero), Err(EntryError::NodeZero));
-        // The entry is 10 bytes: utilisation is its last; the profile's status follows 16
+        // The entry is 11 bytes: utilisation is its last; the profile's status follows 16
         // bytes of speed, CPUs and memory, then the key's length.
-        assert_eq!(with(9, 101), Err(EntryError::Utilisation(101)));
-        assert_eq!(with(10 + 16, 0x40), Err(EntryError::Status(0x40)));
-        assert_eq!(with(10 + 17, 65), Err(EntryError::CompatTooLong(65)));
+        assert_eq!(with(10, 101), Err(EntryError::Utilisation(101)));
+        assert_eq!(with(11 + 16, 0x40), Err(EntryError::Status(0x40)));
+        assert_eq!(with(11 + 17, 65), Err(EntryError::CompatTooLong(65)));
     }
 
     #[test]
