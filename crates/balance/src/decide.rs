@@ -323,11 +323,11 @@ pub fn decide(
 /// look at (CPU-bound, resided). The daemon publishes it with its load
 /// ([`NodeInfo::ready`]): a node loaded above a target's bar whose processes must all stay
 /// sends nothing there, and flood prevention must not deal it that target's room.
-pub fn ready_to_leave(
+pub fn ready_to_leave<'a>(
     policy: &Policy,
     round: &Round,
     view: &ClusterView,
-    processes: &[Process],
+    processes: impl IntoIterator<Item = &'a Process>,
 ) -> u32 {
     let Some(me) = view.get(round.here) else {
         return 0;
@@ -336,7 +336,7 @@ pub fn ready_to_leave(
         return 0;
     }
     let ready = processes
-        .iter()
+        .into_iter()
         .filter(|p| may_leave(view, round.here, me, p) && policy.may_balance(p))
         .count();
     u32::try_from(ready).unwrap_or(u32::MAX)

@@ -115,14 +115,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let decisions = decide(&policy, &round, &view, &links, &processes);
         // What is left here ready to leave after this round's moves, for the others' flood
         // prevention.
-        let staying: Vec<Process> = processes
+        let staying = processes
             .iter()
-            .filter(|p| decisions.iter().all(|d| d.process() != p.id))
-            .cloned()
-            .collect();
+            .filter(|p| decisions.iter().all(|d| d.process() != p.id));
         shared
             .cluster
-            .set_ready(ready_to_leave(&policy, &round, &view, &staying));
+            .set_ready(ready_to_leave(&policy, &round, &view, staying));
         for decision in decisions {
             if decision.process().home == shared.own {
                 let memory = processes
