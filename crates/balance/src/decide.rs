@@ -313,8 +313,11 @@ pub fn decide(
     plan.go_to_data(&movable);
     plan.place(&movable);
     // What this node's processes want of a CPU, together (an unsampled one counts as one).
+    // They share only if they want more than its CPUs, or than one CPU on a node of less:
+    // a process alone under a quota of half a CPU wants a whole one (it waits for the CPU
+    // the quota withholds), and gets all a process can get here.
     let wanted: f64 = processes.iter().map(|p| p.usage.demand().min(1.0)).sum();
-    plan.balance(&movable, wanted > me.cpus);
+    plan.balance(&movable, wanted > me.cpus.max(1.0));
     plan.decisions
 }
 

@@ -1320,6 +1320,17 @@ fn a_process_alone_on_its_cpu_does_not_move_for_a_little_more_load_but_does_for_
         let v = view(&[(1, node(load)), (2, node(0)), (3, node(0))]);
         assert_eq!(run(1, &v, &[hog(1, 10)]), vec![], "load {load}");
     }
+    // The same under a quota of half a CPU, which the process wants whole (it waits for the
+    // half the quota withholds): it gets all a process can get here, and an idle node of the
+    // same half CPU is no faster, though this node shows a third more than its own load
+    // (`./dev bench spread`'s alone part, 2026-12-06: moved a second after its start in 2
+    // and 3 runs of 3).
+    let half = |load| NodeInfo {
+        cpus: 0.5,
+        ..node(load)
+    };
+    let v = view(&[(1, half(260)), (2, half(1)), (3, half(1))]);
+    assert_eq!(run(1, &v, &[hog(1, 10)]), vec![], "half a CPU");
     // An idle CPU 1.3 times faster is, whatever this node's load.
     let mut fast = node(0);
     fast.speed = STANDARD_SPEED * 13 / 10;
