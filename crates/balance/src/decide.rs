@@ -321,16 +321,18 @@ pub fn decide(
     plan.decisions
 }
 
-/// How many of `processes`, running on `round.here`, rule 6 could send away now: those that
-/// may leave by themselves (not locked, not held by the node's modes) and that balance may
-/// look at (CPU-bound, resided). The daemon publishes it with its load
-/// ([`NodeInfo::ready`]): a node loaded above a target's bar whose processes must all stay
-/// sends nothing there, and flood prevention must not deal it that target's room.
-pub fn ready_to_leave<'a>(
+/// How many of `processes`, running on `round.here`, rule 6 could send away now, once the
+/// round's `decisions` are carried out: those not decided on that may leave by themselves
+/// (not locked, not held by the node's modes) and that balance may look at (CPU-bound,
+/// resided). The daemon publishes it with its load ([`NodeInfo::ready`]): a node loaded
+/// above a target's bar whose processes must all stay sends nothing there, and flood
+/// prevention must not deal it that target's room.
+pub fn ready_to_leave(
     policy: &Policy,
     round: &Round,
     view: &ClusterView,
-    processes: impl IntoIterator<Item = &'a Process>,
+    processes: &[Process],
+    decisions: &[Decision],
 ) -> u32 {
     let Some(me) = view.get(round.here) else {
         return 0;
@@ -339,7 +341,8 @@ pub fn ready_to_leave<'a>(
         return 0;
     }
     let ready = processes
-        .into_iter()
+        .iter()
+        .filter(|p| decisions.iter().all(|d| d.process() != p.id))
         .filter(|p| may_leave(view, round.here, me, p) && policy.may_balance(p))
         .count();
     u32::try_from(ready).unwrap_or(u32::MAX)

@@ -899,11 +899,8 @@ pub(crate) fn simulate(scenario: &Scenario) -> Report {
             cluster.view_of(node, t, &mut view);
             let round = round_at(node, t);
             let decisions = decide(&cluster.policy, &round, &view, &cluster.links, &processes);
-            // The daemon counts what is left ready after its round's moves.
-            let staying = processes
-                .iter()
-                .filter(|p| decisions.iter().all(|d| d.process() != p.id));
-            cluster.ready[node] = ready_to_leave(&cluster.policy, &round, &view, staying);
+            cluster.ready[node] =
+                ready_to_leave(&cluster.policy, &round, &view, &processes, &decisions);
             let phase = phase_at(t, &tail);
             for decision in decisions {
                 cluster.carry_out(node, t, phase, decision);

@@ -1125,7 +1125,10 @@ impl Sim {
                     now: self.now,
                     number: self.round,
                 };
-                (here, ready_to_leave(&self.policy, &round, &view, &local))
+                (
+                    here,
+                    ready_to_leave(&self.policy, &round, &view, &local, &[]),
+                )
             })
             .collect();
         for (id, ready) in ready {

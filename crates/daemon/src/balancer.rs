@@ -115,12 +115,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let decisions = decide(&policy, &round, &view, &links, &processes);
         // What is left here ready to leave after this round's moves, for the others' flood
         // prevention.
-        let staying = processes
-            .iter()
-            .filter(|p| decisions.iter().all(|d| d.process() != p.id));
-        shared
-            .cluster
-            .set_ready(ready_to_leave(&policy, &round, &view, staying));
+        shared.cluster.set_ready(ready_to_leave(
+            &policy, &round, &view, &processes, &decisions,
+        ));
         for decision in decisions {
             if decision.process().home == shared.own {
                 let memory = processes
