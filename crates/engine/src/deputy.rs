@@ -34,6 +34,7 @@ use crate::numbers;
 use crate::pathcache::{self, Answer, Key, Listing};
 use crate::pidfd::PidFd;
 use crate::ptrace::{self, Pid, Regs, Stop};
+use crate::readahead::{self, Loan};
 use crate::restore;
 use crate::session::{Asking, ReadAsk, Session, ToGuest};
 use crate::signals;
@@ -80,6 +81,8 @@ pub struct Call {
     /// The remote asked for the shell's free numbers with the answer, and the call may
     /// change them (see `numbers`).
     numbers: bool,
+    /// An open whose file home lends ahead, if it may (`ToGuest::Lent`, see `readahead`).
+    lend: bool,
     /// Not the process's call but the shell following what it did away: no answer goes,
     /// and it runs whatever moves are asked for.
     mirror: Option<Mirror>,
@@ -130,6 +133,7 @@ impl Call {
             vouch: false,
             armed: None,
             numbers: false,
+            lend: false,
             mirror: None,
             arrived: Instant::now(),
         })
@@ -193,6 +197,7 @@ impl Call {
             same: asking.same && open,
             vouch: asking.vouch && pathcache::vouchable(self.nr),
             numbers: asking.numbers && !numbers::leaves_numbers(self.nr),
+            lend: asking.lend && open,
             ..self
         }
     }
@@ -263,6 +268,7 @@ impl Call {
             vouch: false,
             armed: None,
             numbers: false,
+            lend: false,
             mirror: None,
             arrived: Instant::now(),
         })
@@ -555,6 +561,15 @@ impl Deputy {
         ) || !self.waiting.is_empty()
     }
 
+    /// Whether the shell runs or has queued a call that was not written behind.
+    fn calls_ahead(&self) -> bool {
+        let running = match &self.state {
+            ShellState::Interrupting(call) | ShellState::Calling(call) => !call.behind,
+            _ => false,
+        };
+        running || !self.waiting.all_behind()
+    }
+
     /// Bytes the program was told were written behind that home has not written yet.
     pub fn owed(&self) -> u64 {
         let running = match &self.state {
@@ -578,23 +593,25 @@ impl Deputy {
         let ReadAsk {
             id, fd, buf, count, ..
         } = read;
-        let loan = self.files.file(fd).and_then(|copy| {
-            let opened_away = self.opened_away.contains(fd);
-            self.lender.lend(self.pid, copy, &read, opened_away)
-        });
+        // A read is lent from our copy of the descriptor, at once: but not past a call of
+        // the process's that the shell runs or has queued (a close sent behind the program),
+        // which must come first. Then the read waits its turn as a call.
+        let loan = if self.calls_ahead() {
+            None
+        } else {
+            self.files.file(fd).and_then(|copy| {
+                let opened_away = self.opened_away.contains(fd);
+                self.lender.lend(self.pid, copy, &read, opened_away)
+            })
+        };
         if let Some(loan) = loan {
-            // Only what the loan's own look at the watch saw: a change after it may have torn
-            // the bytes, and its Stale must follow them (see `homefill`).
-            let seen = self.lender.seen_changed();
-            tell_stale(session, seen)?;
             let filled = ToGuest::Filled {
                 id,
                 start: loan.start,
                 eof: loan.eof,
                 keep: loan.keep,
             };
-            rmosix_image::write_message(&mut session.out, &filled)?;
-            rmosix_image::write_pages(&mut session.out, loan.start, &loan.bytes)?;
+            self.send_loan(session, &filled, &loan)?;
             return session.out.flush();
         }
         let (nr, args) = match read.at {
@@ -605,6 +622,44 @@ impl Deputy {
             Ok(call) => self.serve(call, session),
             Err(refusal) => self.refuse(session, id, refusal),
         }
+    }
+
+    /// The remote's open `id`, asked with `lend`, opened `fd`: if the file qualifies (see
+    /// `homefill`), its status and first bytes go ahead (`ToGuest::Lent`), before the open's
+    /// `Reply`, so that the program's `fstat` and first `read` of it need no round trip.
+    fn lend_at_open(&mut self, session: &mut Session, id: u64, fd: i32) -> io::Result<()> {
+        let opened_away = self.opened_away.contains(fd);
+        let ahead = readahead::FIRST_READ_FILL;
+        let lent = self.files.file(fd).and_then(|copy| {
+            (self.lender).lend_at_open(self.pid, copy, (id, fd), ahead, opened_away)
+        });
+        let Some((loan, status)) = lent else {
+            return Ok(());
+        };
+        let lent = ToGuest::Lent {
+            id,
+            fd,
+            status,
+            start: loan.start,
+            eof: loan.eof,
+            keep: loan.keep,
+        };
+        self.send_loan(session, &lent, &loan)
+    }
+
+    /// Send `message`, which lends `loan`, and its bytes. Only the changes the loan's own
+    /// look at the watch saw go before it: a change after that may have torn the bytes, and
+    /// its Stale must follow them (see `homefill`).
+    fn send_loan(
+        &mut self,
+        session: &mut Session,
+        message: &ToGuest,
+        loan: &Loan,
+    ) -> io::Result<()> {
+        let seen = self.lender.seen_changed();
+        tell_stale(session, seen)?;
+        rmosix_image::write_message(&mut session.out, message)?;
+        rmosix_image::write_pages(&mut session.out, loan.start, &loan.bytes)
     }
 
     /// The remote's reads of `fd` consumed `bytes` home's offset does not count yet.
@@ -1046,6 +1101,9 @@ impl Deputy {
             backs
         };
         self.time(&call);
+        if call.lend && ret >= 0 {
+            self.lend_at_open(session, call.id, ret as i32)?;
+        }
         let same = if call.same && ret >= 0 {
             self.tell_same(session, call.id, ret as i32)?
         } else {
@@ -1472,6 +1530,7 @@ mod tests {
                     same: id % 2 == 0,
                     vouch: id % 3 == 0,
                     numbers: id % 5 == 0,
+                    lend: id % 7 == 0,
                 };
                 write_message(&mut out, &msg).unwrap();
                 for (i, len) in lens.iter().enumerate() {
@@ -1555,6 +1614,7 @@ mod tests {
                     same: false,
                     vouch: false,
                     numbers: false,
+                    lend: false,
                 };
                 write_message(&mut out, &msg).unwrap();
                 for data in &sent {

@@ -15,7 +15,7 @@ use crate::msg;
 use crate::numbers::{self, Free, FreeNumbers};
 use crate::pathcache::{self, Answer, Key, Listing, PathAnswers};
 use crate::ptrace::Pid;
-use crate::readahead::{Loan, Lookup, ReadCache};
+use crate::readahead::{self, Loan, Lookup, ReadCache};
 use crate::seccomp::Listener;
 use crate::session::{Asking, ReadAsk, Session, ToHome};
 use crate::sysfiles::{Candidate, SameAs};
@@ -192,9 +192,20 @@ pub struct Forwarder {
     numbers: FreeNumbers,
     /// What home told free with the answer to call `id` (`ToGuest::Numbers`).
     numbered: Option<(u64, Free)>,
+    /// What home lent ahead of the answer to an open (`ToGuest::Lent`).
+    lent: Option<Lent>,
     /// Opens and closes made here that home's shell has not followed yet (`ToHome::Opened`,
     /// `ToHome::Closed`), by id.
     unfollowed: std::collections::HashSet<u64>,
+}
+
+/// What home lent ahead of the answer to open `id`, which put the file under `fd`: its
+/// status and first bytes (`ToGuest::Lent`).
+struct Lent {
+    id: u64,
+    fd: i32,
+    status: Vec<u8>,
+    loan: Loan,
 }
 
 /// A file opened here for the process, and what home's shell opens under its number.
@@ -228,6 +239,7 @@ impl Forwarder {
             paths: PathAnswers::default(),
             numbers: FreeNumbers::default(),
             numbered: None,
+            lent: None,
             unfollowed: std::collections::HashSet::new(),
         })
     }
@@ -279,6 +291,17 @@ impl Forwarder {
     }
 
     /// Home said what the file call `id` opened is (`ToGuest::Same`); its reply follows.
+    /// Home lent ahead what open `id` opened under `fd`: its status and first bytes
+    /// (`ToGuest::Lent`), taken in with the open's answer.
+    pub fn home_lent(&mut self, id: u64, fd: i32, status: Vec<u8>, loan: Loan) {
+        self.lent = Some(Lent {
+            id,
+            fd,
+            status,
+            loan,
+        });
+    }
+
     pub fn home_said(&mut self, id: u64, same: SameAs) {
         self.said = Some((id, same));
     }
@@ -440,6 +463,7 @@ impl Forwarder {
                     same: true,
                     vouch: key.is_some(),
                     numbers: key.is_some() || self.wants_numbers(),
+                    lend: false,
                 };
                 send_call(session, id, libc::SYS_openat, call, &[(at, raw)], asking)?;
                 if let Some(key) = key {
@@ -551,6 +575,9 @@ impl Forwarder {
         if let Some(trapped) = self.trap_read(id, nr, args, session, listener)? {
             return Ok(trapped);
         }
+        if let Some(trapped) = self.trap_lent(id, nr, args, session, listener)? {
+            return Ok(trapped);
+        }
         self.before_other_call(nr, &args, session)?;
         let changes_numbers = !numbers::leaves_numbers(nr);
         if changes_numbers {
@@ -584,6 +611,7 @@ impl Forwarder {
                     same: false,
                     vouch: key.is_some(),
                     numbers: changes_numbers && self.wants_numbers(),
+                    lend: key.is_none() && readahead::lends_at_open(nr, &args),
                 };
                 let shipped = self.forward(id, nr, args, row.args, asking, session)?;
                 if let (Some(key), Ok(_)) = (key, &shipped) {
@@ -716,6 +744,48 @@ impl Forwarder {
         }
     }
 
+    /// `fstat` of a file home lent ahead at its open, answered from the status it lent; its
+    /// `close`, answered at once while the close itself goes home without waiting (see
+    /// `readahead`, "Opens lent ahead"). None: an ordinary call.
+    fn trap_lent(
+        &mut self,
+        id: u64,
+        nr: i64,
+        args: [u64; 6],
+        session: &mut Session,
+        listener: &Listener,
+    ) -> io::Result<Option<Trapped>> {
+        let fd = args[0] as i32;
+        let (fstat_into, empty_path) = match nr {
+            libc::SYS_fstat => (Some(args[1]), true),
+            libc::SYS_newfstatat if args[3] & libc::AT_EMPTY_PATH as u64 != 0 => {
+                let path = self.mem.read_vec(args[1], 1);
+                (Some(args[2]), path.is_ok_and(|first| first == [0]))
+            }
+            _ => (None, false),
+        };
+        if let (Some(buf), true) = (fstat_into, empty_path) {
+            let Some(status) = self.reads.status(fd) else {
+                return Ok(None);
+            };
+            let ret = match self.mem.write(buf, &status) {
+                Ok(()) => 0,
+                Err(_) => -i64::from(libc::EFAULT),
+            };
+            return Ok(Some(self.answer(listener, id, ret)));
+        }
+        if nr != libc::SYS_close || !self.reads.closes_behind(fd) {
+            return Ok(None);
+        }
+        // What reads here consumed goes first, then the close, which home runs before any
+        // later call of the process; its answer is awaited by nothing but a move.
+        self.before_other_call(nr, &args, session)?;
+        send_call(session, id, nr, args, &[], Asking::default())?;
+        self.unfollowed.insert(id);
+        self.numbers.freed(fd);
+        Ok(Some(self.answer(listener, id, 0)))
+    }
+
     /// Scatter the bytes a read of `fd` gets into `iov`; a `read` moves the offset on. Its
     /// result.
     fn deliver(&mut self, fd: i32, at: Option<u64>, iov: &[(u64, u64)], bytes: &[u8]) -> i64 {
@@ -753,9 +823,15 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Home says the files of `fds` changed (`ToGuest::Stale`).
+    /// Home says the files of `fds` changed (`ToGuest::Stale`): a change told after a loan
+    /// ahead of an open's answer and before the answer drops what it lent too.
     pub fn stale(&mut self, fds: &[i32]) {
         self.reads.stale(fds);
+        if let Some(lent) = self.lent.as_mut()
+            && fds.contains(&lent.fd)
+        {
+            lent.loan.keep = false;
+        }
     }
 
     /// The process leaves (its image goes home): home's offsets count every read served
@@ -1074,6 +1150,13 @@ impl Forwarder {
         if let Some((_, free)) = self.numbered.take_if(|(told, _)| *told == pending.id()) {
             self.numbers.told(free);
         }
+        // What home lent ahead of another call's answer was for one a signal interrupted.
+        if let Some(lent) = self.lent.take()
+            && lent.id == pending.id()
+            && i64::from(lent.fd) == ret
+        {
+            self.reads.opened(lent.fd, lent.status, lent.loan);
+        }
         match pending {
             Pending::Masked { id, mask } if crate::sys::is_restart(ret) => {
                 return Ok(Replied::Interrupted { id, ret, mask });
@@ -1305,6 +1388,7 @@ fn call_message(id: u64, nr: i64, args: [u64; 6], sends: u32, asking: Asking) ->
         same: asking.same,
         vouch: asking.vouch,
         numbers: asking.numbers,
+        lend: asking.lend,
     }
 }
 

@@ -439,6 +439,23 @@ impl Guest {
                     return self.first_round(None);
                 }
             }
+            ToGuest::Lent {
+                id,
+                fd,
+                status,
+                start,
+                eof,
+                keep,
+            } => {
+                let bytes = read_backs(&mut self.session, 1)?.pop().unwrap_or_default();
+                let loan = Loan {
+                    start,
+                    bytes: bytes.1,
+                    eof,
+                    keep,
+                };
+                self.fwd.home_lent(id, fd, status, loan);
+            }
             ToGuest::Stale { fds } => self.fwd.stale(&fds),
             ToGuest::Same { id, same } => self.fwd.home_said(id, same),
             ToGuest::Vouched { id, listing } => self.fwd.home_vouched(id, listing),
@@ -813,7 +830,9 @@ impl Guest {
                 ToGuest::Signal { info } if info.is_valid() => late.push(info),
                 // The answer to a call a signal interrupted before the move.
                 ToGuest::Reply { backs, .. } => drop(read_backs(&mut self.session, backs)?),
-                ToGuest::Filled { .. } => drop(read_backs(&mut self.session, 1)?),
+                ToGuest::Filled { .. } | ToGuest::Lent { .. } => {
+                    drop(read_backs(&mut self.session, 1)?)
+                }
                 ToGuest::Room { fd, written, room } => self.behind.on_room(fd, written, room),
                 ToGuest::SendImage
                 | ToGuest::Stale { .. }
@@ -850,6 +869,10 @@ impl Guest {
                 ToGuest::Reply { id, ret, backs } => {
                     drop(read_backs(&mut self.session, backs)?);
                     self.fwd.on_stray_reply(id, ret);
+                }
+                // What home lent for a call a signal interrupted.
+                ToGuest::Filled { .. } | ToGuest::Lent { .. } => {
+                    drop(read_backs(&mut self.session, 1)?)
                 }
                 // Going already.
                 ToGuest::SendImage

@@ -1074,11 +1074,13 @@ impl Supervisor<'_> {
                 same,
                 vouch,
                 numbers,
+                lend,
             } => {
                 let asking = Asking {
                     same,
                     vouch,
                     numbers,
+                    lend,
                 };
                 match self.serve_call(pid, id, nr, args, sends, asking) {
                     Ok(()) => return,

@@ -123,6 +123,38 @@ impl Lender {
         })
     }
 
+    /// Lend ahead what the remote's open `id` opened under shell descriptor `fd` (our copy
+    /// `copy`), before the program asks: `ahead` bytes from the description's offset, for its
+    /// first `read`, and the file's status, for its `fstat`. Both are taken once the watch is
+    /// on, so a change after them is told as for any loan. None: the file does not qualify
+    /// (see [`Lender::lend`]).
+    pub fn lend_at_open(
+        &mut self,
+        shell: Pid,
+        copy: RawFd,
+        (id, fd): (u64, i32),
+        ahead: u64,
+        opened_away: bool,
+    ) -> Option<(Loan, Vec<u8>)> {
+        let ask = ReadAsk {
+            id,
+            fd,
+            buf: 0,
+            count: 0,
+            at: None,
+            from: None,
+            ahead,
+        };
+        let loan = self.lend(shell, copy, &ask, opened_away)?;
+        let mut status = vec![0u8; std::mem::size_of::<libc::stat>()];
+        // SAFETY: fstat writes one struct stat into `status`, which is that size.
+        if unsafe { libc::fstat(copy, status.as_mut_ptr().cast()) } != 0 {
+            return None;
+        }
+        debug!(fd, "lent at its open");
+        Some((loan, status))
+    }
+
     /// Descriptors whose files changed since the remote was last told: it must drop their
     /// bytes before it reads anything else home sends.
     pub fn changed(&mut self) -> Vec<i32> {

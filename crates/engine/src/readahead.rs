@@ -19,7 +19,7 @@ use crate::table::MAX_BUF;
 /// after this long at most.
 pub const LENT_FOR: Duration = Duration::from_secs(3);
 /// The first fill for `read`: sequential reading is the common case.
-const FIRST_READ_FILL: u64 = 256 << 10;
+pub(crate) const FIRST_READ_FILL: u64 = 256 << 10;
 /// The first fill for `pread64`, which is often random (a database's pages): a page, so
 /// that a random read moves no more bytes than the plain call would; a run of reads doubles
 /// it.
@@ -101,6 +101,12 @@ struct Lent {
     last_fill: Option<(u64, u64)>,
     /// `pread64` misses that did not continue the last fill.
     scattered: u32,
+    /// The file's `struct stat`, lent at its open, and when: an `fstat` is answered from it
+    /// until home tells of a change, or it is older than [`LENT_FOR`].
+    status: Option<(Vec<u8>, Instant)>,
+    /// Opened read-only, a regular file home lent at its open: its `close` cannot fail and
+    /// goes home behind the program (see "Opens lent ahead" in docs/forwarding.md).
+    closes_behind: bool,
 }
 
 /// How a read is served.
@@ -221,6 +227,43 @@ impl ReadCache {
         read
     }
 
+    /// Home lent ahead what an open put under `fd`: the file's `status` and its first bytes
+    /// from the description's offset, for a read still to come. The status is kept with the
+    /// bytes, if they are kept.
+    pub fn opened(&mut self, fd: i32, status: Vec<u8>, loan: Loan) {
+        self.forget(fd);
+        let fits = status.len() == std::mem::size_of::<libc::stat>();
+        let lent = Lent {
+            status: (loan.keep && fits).then(|| (status, Instant::now())),
+            closes_behind: true,
+            ..Lent::default()
+        };
+        self.fds.insert(fd, Descriptor::Lent(lent));
+        self.filled(fd, None, 0, loan);
+    }
+
+    /// The `struct stat` of `fd`'s file as home lent it, if it is still good.
+    pub fn status(&self, fd: i32) -> Option<Vec<u8>> {
+        match self.fds.get(&fd) {
+            Some(Descriptor::Lent(Lent {
+                status: Some((status, at)),
+                ..
+            })) if at.elapsed() <= LENT_FOR => Some(status.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether `fd`'s close may go home behind the program (see [`Lent::closes_behind`]).
+    pub fn closes_behind(&self, fd: i32) -> bool {
+        matches!(
+            self.fds.get(&fd),
+            Some(Descriptor::Lent(Lent {
+                closes_behind: true,
+                ..
+            }))
+        )
+    }
+
     /// Home ran a read of `fd` as an ordinary call: it does not lend its bytes.
     pub fn refused(&mut self, fd: i32) {
         self.forget(fd);
@@ -285,6 +328,7 @@ impl ReadCache {
             if let Some(Descriptor::Lent(lent)) = self.fds.get_mut(fd) {
                 lent.extents.clear();
                 lent.last_fill = None;
+                lent.status = None;
             }
         }
         self.held = self.recount();
@@ -352,6 +396,20 @@ impl ReadCache {
 /// Whether call `nr` on the descriptor in argument 0 leaves what the remote holds of it
 /// right but for the offset: it changes no byte of the file, nor what the descriptor
 /// refers to, nor whether its description is shared (`lseek`, and `fcntl`'s flag reads).
+/// Whether home may lend ahead what open `nr` with `args` opens (`ToHome::Call`'s `lend`):
+/// an `open` or `openat` for reading only, of a file that exists (no `O_CREAT`,
+/// `O_TMPFILE`, `O_TRUNC`), not `O_PATH` or `O_DIRECT`. Home lends only if it is a regular
+/// file; its close cannot fail then, and may go home behind the program.
+pub fn lends_at_open(nr: i64, args: &[u64; 6]) -> bool {
+    let flags = match nr {
+        libc::SYS_open => args[1],
+        libc::SYS_openat => args[2],
+        _ => return false,
+    } as i32;
+    let refused = libc::O_CREAT | libc::O_TMPFILE | libc::O_TRUNC | libc::O_PATH | libc::O_DIRECT;
+    flags & libc::O_ACCMODE == libc::O_RDONLY && flags & refused == 0
+}
+
 fn keeps_bytes(nr: i64, args: &[u64; 6]) -> bool {
     match nr {
         libc::SYS_lseek => true,
@@ -417,6 +475,67 @@ mod tests {
         );
         assert_eq!(cache.settle(), vec![(3, 8192)]);
         assert_eq!(cache.settle(), vec![]);
+    }
+
+    fn status() -> Vec<u8> {
+        vec![7; std::mem::size_of::<libc::stat>()]
+    }
+
+    #[test]
+    fn a_file_lent_at_its_open_serves_its_status_and_first_read_until_a_change() {
+        let mut cache = ReadCache::default();
+        cache.opened(5, status(), loan(0, bytes(0, 300), true, true));
+        assert_eq!(cache.status(5), Some(status()));
+        assert!(cache.closes_behind(5));
+        assert_eq!(cache.lookup(5, None, 4096), Lookup::Here(bytes(0, 300)));
+        cache.consumed(5, 300);
+        assert_eq!(cache.lookup(5, None, 4096), Lookup::Here(Vec::new()));
+        // A change at home: the status and the bytes go; the close may still go behind.
+        cache.stale(&[5]);
+        assert_eq!(cache.status(5), None);
+        assert!(matches!(cache.lookup(5, None, 4096), Lookup::Ask { .. }));
+        assert!(cache.closes_behind(5));
+        assert_eq!(cache.settle(), vec![(5, 300)]);
+    }
+
+    #[test]
+    fn a_loan_at_an_open_that_may_be_torn_keeps_nothing_and_a_dup_ends_the_close_behind() {
+        let mut cache = ReadCache::default();
+        cache.opened(5, status(), loan(0, bytes(0, 300), true, false));
+        assert_eq!(cache.status(5), None);
+        assert!(matches!(cache.lookup(5, None, 10), Lookup::Ask { .. }));
+        cache.opened(6, status(), loan(0, bytes(0, 300), true, true));
+        // A status of another size is not this architecture's: never written out.
+        cache.opened(7, vec![0; 16], loan(0, bytes(0, 300), true, true));
+        assert_eq!(cache.status(7), None);
+        // dup shares the description: its close no longer ends it.
+        cache.before_call(libc::SYS_dup, &[6, 0, 0, 0, 0, 0]);
+        assert!(!cache.closes_behind(6));
+        assert_eq!(cache.status(6), None);
+        assert!(!cache.closes_behind(4));
+    }
+
+    #[test]
+    fn only_read_only_opens_of_existing_files_are_lent_at_the_open() {
+        let openat = |flags: i32| [libc::AT_FDCWD as u64, 0x1000, flags as u64, 0, 0, 0];
+        assert!(lends_at_open(libc::SYS_openat, &openat(libc::O_RDONLY)));
+        let cloexec = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY;
+        assert!(lends_at_open(libc::SYS_openat, &openat(cloexec)));
+        assert!(lends_at_open(libc::SYS_open, &[0x1000, 0, 0, 0, 0, 0]));
+        for refused in [
+            libc::O_WRONLY,
+            libc::O_RDWR,
+            libc::O_RDONLY | libc::O_CREAT,
+            libc::O_RDONLY | libc::O_PATH,
+            libc::O_RDONLY | libc::O_DIRECT,
+            libc::O_RDWR | libc::O_TMPFILE,
+        ] {
+            assert!(
+                !lends_at_open(libc::SYS_openat, &openat(refused)),
+                "{refused:#o}"
+            );
+        }
+        assert!(!lends_at_open(libc::SYS_openat2, &openat(libc::O_RDONLY)));
     }
 
     #[test]

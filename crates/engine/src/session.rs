@@ -25,7 +25,7 @@ use crate::sysfiles::SameAs;
 
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// The first message of a session, from home.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +73,8 @@ pub struct Asking {
     pub vouch: bool,
     /// The free numbers of home's table once the call ran (see `numbers`).
     pub numbers: bool,
+    /// What an open opened, if home lends it (see `readahead`, "Opens lent ahead").
+    pub lend: bool,
 }
 
 /// Home supervisor to guest supervisor, after the [`Opening`].
@@ -110,6 +112,25 @@ pub enum ToGuest {
         eof: bool,
         /// The remote may keep the bytes for later reads; false: the file changed while
         /// they were read, so they serve this call only.
+        keep: bool,
+    },
+    /// The open `id`, asked with `lend`, opened a regular file that home lends: its status
+    /// (the `struct stat` an `fstat` of it gives) and its first bytes from the description's
+    /// offset, in the one page frame that follows, as a `Filled` would lend them (see
+    /// `readahead`, "Opens lent ahead"). Sent just before the open's `Reply`.
+    Lent {
+        /// The open it answers.
+        id: u64,
+        /// The descriptor the open returns (its `Reply` follows).
+        fd: i32,
+        /// The file's `struct stat`, as this architecture lays it out.
+        status: Vec<u8>,
+        /// The file offset the bytes start at.
+        start: u64,
+        /// The bytes reach the end of the file.
+        eof: bool,
+        /// The file did not change while they were read: the remote may keep them, and the
+        /// status.
         keep: bool,
     },
     /// What the file an open asked with `same` opened is: sent just before its `Reply`, for
@@ -248,6 +269,11 @@ pub enum ToHome {
         /// (`ToGuest::Numbers`) before its `Reply` (see `numbers`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         numbers: bool,
+        /// An open whose file home lends ahead if it is a regular file it may lend: its
+        /// status and first bytes (`ToGuest::Lent`) come before its `Reply` (see
+        /// `readahead`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        lend: bool,
     },
     /// The process's open `id` put a file here under number `fd`, one home told free: the
     /// shell opens `path` with `flags` (a system file home vouched for, or the placeholder

@@ -305,6 +305,11 @@ impl Waiting {
         Ok(())
     }
 
+    /// Whether every call kept is a write behind.
+    pub fn all_behind(&self) -> bool {
+        self.calls.iter().all(|call| call.behind)
+    }
+
     /// Put back the part of a write behind that did not run yet: it runs next.
     pub fn push_front(&mut self, call: Call) {
         self.owed += behind_bytes(&call);

@@ -58,11 +58,16 @@ fn random_file(lab: &Lab, name: &str, len: usize) -> PathBuf {
 /// Starts `argv` under mosrun at node 1 and waits until it is ready; moved to node 2 if
 /// `moved`.
 fn start<'lab>(lab: &'lab Lab, argv: &[&str], moved: bool) -> Job<'lab> {
+    start_logging(lab, argv, moved, LENT_LOG)
+}
+
+/// As [`start`], with mosrun's log filter `log`.
+fn start_logging<'lab>(lab: &'lab Lab, argv: &[&str], moved: bool, log: &str) -> Job<'lab> {
     let mut cmd = lab.node(1).command("mosrun");
     cmd.args(argv)
         .current_dir(lab.work_dir())
         .stdin(Stdio::piped())
-        .env("MOSRUN_LOG", LENT_LOG)
+        .env("MOSRUN_LOG", log)
         .env("NO_COLOR", "1");
     let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("start {argv:?}: {e}"));
     job.wait_output("ready\n", STEP)
@@ -430,5 +435,130 @@ fn a_read_write_file_reads_its_own_writes_and_after_a_lock_others_the_same_moved
         );
     }
     assert_eq!(away, home, "moved vs never moved");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// What home lends, and every call it runs for the remote.
+const CALLS_LOG: &str = "rmosix_engine::homefill=debug,rmosix_engine::home=trace";
+
+/// How many calls numbered `nr` home ran for the remote, by a job's log under [`CALLS_LOG`].
+fn calls_home(stderr: &str, nr: i64) -> usize {
+    let number = format!("nr={nr}");
+    stderr
+        .lines()
+        .filter(|l| l.contains(" call ") || l.ends_with(" call"))
+        .filter(|l| l.split_whitespace().any(|word| word == number))
+        .count()
+}
+
+/// Runs `smallfiles` with `args`, moved or not, under [`CALLS_LOG`]: its stdout and stderr.
+/// `between(job)` runs when it has said `pause`, and a line then lets it go on.
+fn smallfiles_run(
+    lab: &Lab,
+    argv: &[&str],
+    moved: bool,
+    pause: &str,
+    between: impl FnOnce(&Job),
+) -> (String, String) {
+    let job = start_logging(lab, argv, moved, CALLS_LOG);
+    job.send(b"go\n").unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output(&format!("{pause}\n"), STEP)
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    between(&job);
+    job.send(b"on\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = job.finish(STEP).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
+/// A compiler away opens, `fstat`s, reads and closes each of its headers, each a round trip
+/// home. Home lends a file's status and first bytes with the open's answer, and the close
+/// goes home behind the program: one round trip a file. The files read the same as at home,
+/// the number a close frees is the next open's, a closed descriptor reads EBADF, and the
+/// shell at home no longer holds a file once the program, having closed it, says so.
+#[test]
+fn small_files_opened_away_cost_one_round_trip_each_and_read_as_at_home() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let smallfiles = c_program("smallfiles");
+    let dir = lab.work_dir().join("small");
+    fs::create_dir_all(&dir).expect("make the files' directory");
+    // Empty, smaller than one read, and larger than the loan at the open (256 KiB).
+    let sizes = [0, 1, 100, 1024, 5000, 70_000, 300_000, 2_000_000];
+    for (i, &len) in sizes.iter().enumerate() {
+        let file = random_file(&lab, &format!("small-{i}"), len);
+        fs::rename(file, dir.join(i.to_string())).expect("move the file in place");
+    }
+    let count = sizes.len().to_string();
+    let argv = [
+        &smallfiles,
+        "files",
+        dir.to_str().expect("a UTF-8 path"),
+        &count,
+    ];
+    let (home, _) = smallfiles_run(&lab, &argv, false, "closed", |_| {});
+    let (away, log) = smallfiles_run(&lab, &argv, true, "closed", |job| {
+        // The program closed every file, then wrote "closed" home: the closes ran first.
+        let fds = fs::read_dir(format!("/proc/{}/fd", job.host_pid())).expect("list its fds");
+        for fd in fds {
+            let target = fs::read_link(fd.expect("an fd").path()).unwrap_or_default();
+            assert!(
+                !target.starts_with(&dir),
+                "the shell still holds {target:?}"
+            );
+        }
+    });
+    assert!(home.contains("size=2000000 read=2000000"), "{home}");
+    assert!(home.contains("under the closed number: yes"), "{home}");
+    assert!(home.contains("reads EBADF"), "{home}");
+    assert_eq!(away, home, "moved vs never moved");
+    let lent_at_open = log
+        .lines()
+        .filter(|l| l.contains("lent at its open"))
+        .count();
+    assert_eq!(lent_at_open, sizes.len() + 1, "{log}");
+    assert_eq!(calls_home(&log, libc::SYS_newfstatat), 0, "{log}");
+    assert_eq!(calls_home(&log, libc::SYS_fstat), 0, "{log}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The status lent with an open is dropped with its bytes when the file changes at home, as
+/// soon as the program can know of the change: `fstat` then gives the new size.
+#[test]
+fn a_file_lent_at_its_open_and_changed_at_home_shows_its_new_status_once_told() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let smallfiles = c_program("smallfiles");
+    let file = lab.work_dir().join("restat");
+    let file_str = file.to_str().expect("a UTF-8 path");
+    let append = |_: &Job| {
+        let mut f = fs::OpenOptions::new().append(true).open(&file).unwrap();
+        std::io::Write::write_all(&mut f, &[b'b'; 500]).unwrap();
+    };
+    let sum = 1000 * u64::from(b'a') + 500 * u64::from(b'b');
+    let want = format!("ready\nsize=1000\nopened\nsize=1500 read=1500 sum={sum}\n");
+    for moved in [false, true] {
+        fs::write(&file, [b'a'; 1000]).expect("write the test file");
+        let argv = [smallfiles.as_str(), "restat", file_str];
+        let (stdout, log) = smallfiles_run(&lab, &argv, moved, "opened", append);
+        assert_eq!(stdout, want, "moved: {moved}");
+        if moved {
+            // The first status was lent; the second, after the change, was asked.
+            assert!(log.contains("lent at its open"), "{log}");
+            assert_eq!(calls_home(&log, libc::SYS_newfstatat), 1, "{log}");
+        }
+    }
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
