@@ -424,13 +424,7 @@ impl Guest {
                 eof,
                 keep,
             } => {
-                let bytes = read_backs(&mut self.session, 1)?.pop().unwrap_or_default();
-                let loan = Loan {
-                    start,
-                    bytes: bytes.1,
-                    eof,
-                    keep,
-                };
+                let loan = loan_follows(&mut self.session, start, eof, keep)?;
                 // A read a signal interrupted is dropped, as a reply is.
                 if let Some(pending) = self.pending.take_if(|p| p.id() == id) {
                     self.fwd.on_filled(pending, loan, &self.listener)?;
@@ -447,13 +441,7 @@ impl Guest {
                 eof,
                 keep,
             } => {
-                let bytes = read_backs(&mut self.session, 1)?.pop().unwrap_or_default();
-                let loan = Loan {
-                    start,
-                    bytes: bytes.1,
-                    eof,
-                    keep,
-                };
+                let loan = loan_follows(&mut self.session, start, eof, keep)?;
                 self.fwd.home_lent(id, fd, status, loan);
             }
             ToGuest::Stale { fds } => self.fwd.stale(&fds),
@@ -887,6 +875,18 @@ impl Guest {
         }
         Ok(None)
     }
+}
+
+/// The bytes a loan (`ToGuest::Filled`, `ToGuest::Lent`) announced, in the frame that
+/// follows it.
+fn loan_follows(session: &mut Session, start: u64, eof: bool, keep: bool) -> io::Result<Loan> {
+    let (_, bytes) = read_backs(session, 1)?.pop().unwrap_or_default();
+    Ok(Loan {
+        start,
+        bytes,
+        eof,
+        keep,
+    })
 }
 
 /// The buffers that follow a reply, as (remote address, bytes).

@@ -89,6 +89,16 @@ fn run(lab: &Lab, argv: &[&str], moved: bool) -> String {
 /// Waits for the end of `job` (`what`), which must succeed, and returns its stdout. A job
 /// that ran moved must have been lent bytes.
 fn finished(job: Job, what: &str, moved: bool) -> String {
+    let (stdout, stderr) = ended(job, what);
+    assert!(
+        !moved || stderr.contains("keep=true"),
+        "{what}: nothing was lent to the moved run:\n{stderr}"
+    );
+    stdout
+}
+
+/// Waits for the end of `job` (`what`), which must succeed: its stdout and stderr.
+fn ended(job: Job, what: &str) -> (String, String) {
     let out = job.finish(STEP).unwrap_or_else(|e| panic!("{what}: {e}"));
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -99,11 +109,7 @@ fn finished(job: Job, what: &str, moved: bool) -> String {
         "{what}: {}\n{stdout}\n{stderr}",
         out.status
     );
-    assert!(
-        !moved || stderr.contains("keep=true"),
-        "{what}: nothing was lent to the moved run:\n{stderr}"
-    );
-    stdout
+    (stdout, stderr)
 }
 
 /// `reader MODE FILE` prints the same moved as never moved.
@@ -466,17 +472,7 @@ fn smallfiles_run(
         .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
     between(&job);
     job.send(b"on\n").unwrap_or_else(|e| panic!("{e}"));
-    let out = job.finish(STEP).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}\n{stdout}\n{stderr}",
-        out.status
-    );
-    (stdout, stderr)
+    ended(job, &format!("{argv:?}"))
 }
 
 /// A compiler away opens, `fstat`s, reads and closes each of its headers, each a round trip
