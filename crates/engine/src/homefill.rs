@@ -51,7 +51,7 @@ impl Lender {
     /// regular file; opened for writing only or with O_DIRECT; for read, a description
     /// another descriptor or process shares) and the read runs as any other call.
     /// `opened_away`: the shell opened the description for its process away (see
-    /// [`OpenedAway`]).
+    /// [`OpenedAway`]): nobody else holds it, and it is not looked for elsewhere.
     pub fn lend(
         &mut self,
         shell: Pid,
@@ -81,7 +81,7 @@ impl Lender {
         if flags < 0 || flags & libc::O_DIRECT != 0 || !readable {
             return None;
         }
-        if at.is_none() && shared(shell, fd, opened_away) {
+        if at.is_none() && !opened_away && shared(shell, fd) {
             return None;
         }
         // The watch goes first: a change after it is seen, one before it is in the bytes.
@@ -223,12 +223,15 @@ impl Lender {
 /// refers to it, as kcmp(2) compares them: the kernel's descriptions, with no path walk. A
 /// `stat` of each `/proc/PID/fd/N` link first, to pick those of the same file, made about
 /// a sixth of mosrun's CPU time in a `mosrun make -j8` (`perf record`, docs/make.md). A
-/// process whose descriptors we cannot read might share it: yes, unless the description was
-/// `opened_away` ([`OpenedAway`]): then only a process that could take it from the shell
-/// (`pidfd_getfd(2)`, allowed to the shell's own user, whose descriptors we read, and to
-/// root) can hold it too. Without that, an ordinary user's mosrun, which cannot read the
-/// descriptors of init or of any daemon, lent nothing for `read`.
-fn shared(shell: Pid, fd: i32, opened_away: bool) -> bool {
+/// process whose descriptors we cannot read might share it: yes.
+///
+/// A description the shell `opened_away` ([`OpenedAway`]) is not looked for at all: it is in
+/// no other table (see there) unless a process took it from the shell with `pidfd_getfd(2)`
+/// (the shell's own user or root), which it may do at any time after a look, as it may
+/// write to the process's memory. The look cost every loan for `read` of a file the process
+/// opened away a scan of every process's descriptors: in a Lua build under `mosrun make -j8`,
+/// 42,612 `kcmp`s and 15,633 `getdents64`s, most of mosrun's system calls (docs/make.md).
+fn shared(shell: Pid, fd: i32) -> bool {
     let me = std::process::id() as Pid;
     let Ok(procs) = fs::read_dir("/proc") else {
         return true;
@@ -242,7 +245,6 @@ fn shared(shell: Pid, fd: i32, opened_away: bool) -> bool {
             Ok(fds) => fds,
             // Gone meanwhile.
             Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-            Err(err) if opened_away && err.kind() == io::ErrorKind::PermissionDenied => continue,
             Err(err) => {
                 debug!(pid, %err, "cannot read the descriptors of a process: not lending");
                 return true;
@@ -495,8 +497,8 @@ mod tests {
         let mut a = holding(ro.try_clone().unwrap());
         let mut b = holding(ro.try_clone().unwrap());
         let mut c = holding(fs::File::open(tmp.path()).unwrap());
-        let a_shares = shared(a.id() as Pid, 0, false);
-        let c_shares = shared(c.id() as Pid, 0, false);
+        let a_shares = shared(a.id() as Pid, 0);
+        let c_shares = shared(c.id() as Pid, 0);
         for child in [&mut a, &mut b, &mut c] {
             child.kill().unwrap();
             child.wait().unwrap();
