@@ -290,7 +290,6 @@ impl Forwarder {
         Ok(Placed::At(fd))
     }
 
-    /// Home said what the file call `id` opened is (`ToGuest::Same`); its reply follows.
     /// Home lent ahead what open `id` opened under `fd`: its status and first bytes
     /// (`ToGuest::Lent`), taken in with the open's answer.
     pub fn home_lent(&mut self, id: u64, fd: i32, status: Vec<u8>, loan: Loan) {
@@ -302,6 +301,7 @@ impl Forwarder {
         });
     }
 
+    /// Home said what the file call `id` opened is (`ToGuest::Same`); its reply follows.
     pub fn home_said(&mut self, id: u64, same: SameAs) {
         self.said = Some((id, same));
     }
