@@ -104,6 +104,19 @@ impl ProcId {
     }
 }
 
+/// The CPU time `pid` has used, user and system, in seconds (`/proc/PID/stat`); not its
+/// children's.
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After the name: fields 14 and 15 are utime and stime, in clock ticks.
+    let user: u64 = fields.nth(14 - 3)?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    (ticks > 0).then(|| (user + system) as f64 / ticks as f64)
+}
+
 /// Start time of `pid` in clock ticks since boot.
 fn start_time(pid: u32) -> Option<u64> {
     stat_fields(pid).map(|(_, start)| start)
@@ -124,6 +137,19 @@ fn stat_fields(pid: u32) -> Option<(char, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_process_has_used_cpu_time_and_a_gone_one_has_none() {
+        let me = std::process::id();
+        let before = cpu_seconds(me).expect("our own CPU time");
+        let deadline = std::time::Instant::now() + Duration::from_millis(300);
+        while std::time::Instant::now() < deadline {
+            std::hint::black_box(0u64);
+        }
+        let after = cpu_seconds(me).expect("our own CPU time");
+        assert!(after >= before + 0.1, "{before} then {after}");
+        assert_eq!(cpu_seconds(u32::MAX), None);
+    }
 
     #[test]
     fn own_process_is_running_and_in_its_namespace() {
