@@ -476,6 +476,19 @@ impl Deputy {
         Ok(())
     }
 
+    /// The program's call `id` closed `fd`, a file home lent ahead at its open, and was told
+    /// it succeeded (`ToHome::CloseBehind`): the shell closes it in its turn, after the calls
+    /// before it, whatever moves are asked for (a step of its own, as the opens made away
+    /// are followed: a close answered with a restart code would never be issued again), and
+    /// answers it once it ran.
+    pub fn close_behind(&mut self, id: u64, fd: i32, session: &mut Session) -> io::Result<()> {
+        let args = [fd as u64, 0, 0, 0, 0, 0];
+        match Call::step(libc::SYS_close, args, Some(id)) {
+            Ok(close) => self.serve(close, session),
+            Err(refusal) => self.refuse(session, id, refusal),
+        }
+    }
+
     /// The remote leaves: the shell follows every open it made away now, each answered
     /// once it ran (see `numbers`); answers written before go now.
     pub fn follow(&mut self, session: &mut Session) -> io::Result<()> {

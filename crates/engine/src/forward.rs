@@ -778,9 +778,10 @@ impl Forwarder {
             return Ok(None);
         }
         // What reads here consumed goes first, then the close, which home runs before any
-        // later call of the process; its answer is awaited by nothing but a move.
+        // later call of the process, whatever moves are asked for; its answer is awaited by
+        // nothing but a move.
         self.before_other_call(nr, &args, session)?;
-        send_call(session, id, nr, args, &[], Asking::default())?;
+        session.send(&ToHome::CloseBehind { id, fd })?;
         self.unfollowed.insert(id);
         self.numbers.freed(fd);
         Ok(Some(self.answer(listener, id, 0)))

@@ -1113,6 +1113,12 @@ impl Supervisor<'_> {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("a close made away does not fit: {err}")),
             },
+            // The program was told it closed the file: the shell closes it whatever moves
+            // are asked for.
+            ToHome::CloseBehind { id, fd } => match r.deputy.close_behind(id, fd, &mut r.session) {
+                Ok(()) => return,
+                Err(err) => Event::Broken(format!("a close behind the program failed: {err}")),
+            },
             ToHome::Follow => match r.deputy.follow(&mut r.session) {
                 Ok(()) => return,
                 Err(err) => Event::Broken(format!("the shell cannot follow its remote: {err}")),

@@ -326,6 +326,16 @@ pub enum ToHome {
         /// The descriptor.
         fd: i32,
     },
+    /// The program's call `id` closed `fd`, a regular file home lent ahead at its open
+    /// (`ToGuest::Lent`), and was told it succeeded: the shell closes it too, in order,
+    /// before any later call of the process runs there, whatever moves are asked for. Home
+    /// answers it (a `Reply` with its id) once it ran (see `readahead`).
+    CloseBehind {
+        /// The close's notification.
+        id: u64,
+        /// The descriptor.
+        fd: i32,
+    },
     /// The process leaves: the shell follows every open and close made here (`Opened`,
     /// `Closed`) now, and home answers each once it ran, before the process goes.
     Follow,

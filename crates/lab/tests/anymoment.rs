@@ -370,3 +370,48 @@ fn a_process_signalled_all_the_time_moves_at_any_moment() {
         last == "ticked sum=right"
     });
 }
+
+/// A program that reads 24 small files over and over as a compiler reads its headers
+/// (`headers.c`: open, fstat, read to the end, close; each open lent ahead with the file's
+/// status and bytes, each close going home behind the program, docs/forwarding.md "Opens
+/// lent ahead") is moved between node 2, node 3 and home 24 times at moments drawn at
+/// random. Every order is answered; the program finds every status and byte right, each
+/// open under the number the last close freed, and a closed descriptor closed, wherever it
+/// ran and however its closes and moves interleaved. Sent as a plain call, a close that home
+/// had not run when a move came was answered with a restart code and never ran: the
+/// program's files stayed open at home, and its next opens got higher numbers.
+#[test]
+fn a_process_reading_small_files_moves_at_any_moment_with_its_closes_behind() {
+    if !require_root() {
+        return;
+    }
+    let program = c_program("headers");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("anymoment/headers-files");
+    fs::create_dir_all(&dir).expect("make the files' directory");
+    for i in 0..24u64 {
+        let bytes: Vec<u8> = (0..100 + 997 * i)
+            .map(|k| ((7 * i + k) % 251) as u8)
+            .collect();
+        fs::write(dir.join(i.to_string()), bytes).expect("write a file");
+    }
+    let order_moves = |job: &Job, draw: &mut Draw| {
+        let mut moved = 0;
+        for _ in 0..24 {
+            draw.pause();
+            let to = some_target(draw);
+            let answer = order(job, job.pid(), to);
+            eprintln!("migrate {to}: {answer:?}");
+            moved += usize::from(answer.is_ok());
+        }
+        eprintln!("headers: {moved} of 24 orders carried out");
+        assert!(
+            moved >= 12,
+            "few orders moved the program\n{}",
+            job.outputs()
+        );
+    };
+    let dir = dir.to_str().expect("a UTF-8 path");
+    moved_at_random(3, "headers", &[&program, dir, "24"], order_moves, |last| {
+        last.starts_with("rounds=") && last.ends_with(" bad=0") && last != "rounds=0 bad=0"
+    });
+}
