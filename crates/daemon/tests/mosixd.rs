@@ -258,8 +258,23 @@ impl Running {
         Running::start_with(s, &[])
     }
 
-    /// A daemon with `extra` arguments.
+    /// A daemon with `extra` arguments. The port [`free_port`] gave may be taken before the
+    /// daemon binds it (by another test's daemon, or as the local port of a connection: it
+    /// lies in the ephemeral range): then the daemon says so and exits, and another port is
+    /// tried (a CI run, 2026-12-06).
     fn start_with(s: &Setup, extra: &[&str]) -> Running {
+        for _ in 0..4 {
+            let mut daemon = Running::spawn(s, extra);
+            match daemon.wait_for_either("mosixd ready", "Address already in use") {
+                line if line.contains("mosixd ready") => return daemon,
+                line => eprintln!("retrying on another port: {line}"),
+            }
+        }
+        panic!("no free port for the daemon in 4 tries");
+    }
+
+    /// A daemon with `extra` arguments on a port free a moment ago, its stderr read.
+    fn spawn(s: &Setup, extra: &[&str]) -> Running {
         let port = free_port();
         let port_arg = port.to_string();
         let mut args = vec![
@@ -288,25 +303,28 @@ impl Running {
                 }
             }
         });
-        let mut daemon = Running {
+        Running {
             child,
             lines,
             seen: Vec::new(),
             socket: s.dir.path().join("mosixd.sock"),
             port,
-        };
-        daemon.wait_for("mosixd ready");
-        daemon
+        }
     }
 
     /// Read stderr until a line contains `text`; panic at the deadline or if the daemon exits.
     /// The lines read are kept in `self.seen`.
     fn wait_for(&mut self, text: &str) -> String {
+        self.wait_for_either(text, text)
+    }
+
+    /// As [`Running::wait_for`], for a line that contains `text` or `other`.
+    fn wait_for_either(&mut self, text: &str, other: &str) -> String {
         let end = Instant::now() + DEADLINE;
         loop {
             let left = end.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => {
+                Ok(line) if line.contains(text) || line.contains(other) => {
                     self.seen.push(line.clone());
                     return line;
                 }
