@@ -14,9 +14,11 @@ use crate::track::Written;
 
 /// For each area of the final image that is not part of the vdso block, in order: where the
 /// part that the first round already holds ends. An area keeps the part it shares with a
-/// first-round area of the same start and the same kind (protection, sharing and backing).
-/// That covers a heap grown or shrunk by brk. Anything else, and what grew, is new: sent
-/// whole. The first round's pages in a kept part stand, except those written since.
+/// first-round area of the same start and the same kind (protection, sharing, backing and
+/// advice). That covers a heap grown or shrunk by brk. Anything else, and what grew, is new:
+/// sent whole. The first round's pages in a kept part stand, except those written since.
+/// An area whose advice changed is new because advice cannot always be taken back in place
+/// (nothing undoes `MADV_HUGEPAGE` to neither it nor `MADV_NOHUGEPAGE`).
 pub fn kept_parts(first: &[Area], now: &[Area]) -> Vec<u64> {
     now.iter()
         .filter(|a| !a.is_vdso_block())
@@ -66,6 +68,7 @@ fn same_kind(a: &Area, b: &Area) -> bool {
     (a.read, a.write, a.exec, a.shared, a.offset, a.inode)
         == (b.read, b.write, b.exec, b.shared, b.offset, b.inode)
         && a.name == b.name
+        && a.advice == b.advice
 }
 
 /// The vdso block areas of a list, which must not move between the rounds.
@@ -75,6 +78,8 @@ pub fn vdso_block(areas: &[Area]) -> Vec<&Area> {
 
 #[cfg(test)]
 mod tests {
+    use rmosix_image::Advice;
+
     use super::*;
 
     fn area(start: u64, end: u64, write: bool, name: &str) -> Area {
@@ -110,13 +115,18 @@ mod tests {
             area(0x10000, 0x18000, true, ""),
             // mprotect made it read-only: new.
             area(0x30000, 0x40000, false, ""),
+            // Given MADV_DONTDUMP: new.
+            Area {
+                advice: vec![Advice::DontDump],
+                ..area(0x50000, 0x60000, true, "")
+            },
             // Mapped since.
             area(0x80000, 0x90000, true, ""),
             area(0x70000, 0x71000, false, "[vdso]"),
         ];
         assert_eq!(
             kept_parts(&first, &now),
-            [0x5000, 0x18000, 0x30000, 0x80000]
+            [0x5000, 0x18000, 0x30000, 0x50000, 0x80000]
         );
     }
 

@@ -7,8 +7,8 @@
 //! 3. move the vdso block (`[vvar]`, `[vvar_vclock]`, `[vdso]`) to the image's addresses: glibc
 //!    caches pointers into it;
 //! 4. map every image area at its address with its protection, advice and file (see
-//!    `mapfile`), fill it from the stream (see `fill`: by UFFDIO_COPY where the kernel has
-//!    userfaultfd) and install its guard regions;
+//!    `mapfile`), install the guard regions once all are mapped, and fill the areas from the
+//!    stream (see `fill`: by UFFDIO_COPY where the kernel has userfaultfd);
 //! 5. restore brk and auxv (PR_SET_MM_MAP), dispositions, altstack, robust list, tid address and
 //!    rseq with injected calls;
 //! 6. load signal mask, XSAVE area and registers last.
@@ -275,14 +275,17 @@ fn map_and_fill<R: Read>(
     at_end: &mut bool,
 ) -> io::Result<EndOfImage> {
     let backings = Backings::open(pid, inj, fresh, held)?;
-    // Areas with guard regions first: the kernel marks them ("gu" in VmFlags) when the
-    // guards go in, which keeps a neighbour mapped after them from merging with them.
-    let (guarded, plain): (Vec<&Area>, Vec<&Area>) =
-        fresh.iter().partition(|a| !a.guards.is_empty());
-    let filled = guarded
+    // Guard regions go in once every area is mapped: the kernel marks an area that has some
+    // ("gu" in VmFlags, Linux 6.18), and the mark spreads to any neighbour mapped after it
+    // that the kernel merges with it.
+    let filled = fresh
         .iter()
-        .chain(&plain)
         .try_for_each(|area| map_area(pid, inj, area, backings.fd_of(area)))
+        .and_then(|()| {
+            fresh
+                .iter()
+                .try_for_each(|area| advise_runs(pid, inj, &area.guards, sys::MADV_GUARD_INSTALL))
+        })
         .and_then(|()| fill(pid, inj, fresh, areas, &backings, frames, at_end));
     let closed = backings.close(pid, inj);
     let end = filled?;
@@ -303,8 +306,8 @@ fn madvice(advice: Advice) -> Option<i32> {
     }
 }
 
-/// Map `area` at its address, with its protection, advice and guard regions: the file open
-/// as `fd` in the process, or anonymous and empty.
+/// Map `area` at its address, with its protection and advice: the file open as `fd` in the
+/// process, or anonymous and empty.
 fn map_area(pid: Pid, inj: &Injector, area: &Area, fd: Option<i32>) -> io::Result<()> {
     // Anonymous memory stands in for a file that could not be named: private, since shared
     // anonymous memory (which maps shows as "/dev/zero") could not move again.
@@ -327,14 +330,25 @@ fn map_area(pid: Pid, inj: &Injector, area: &Area, fd: Option<i32>) -> io::Resul
         }
     };
     let prot = maps::prot(area) as u64;
-    let args = [area.start, area.len(), prot, flags as u64, fd, offset];
+    let advice: Vec<i32> = area.advice.iter().filter_map(|&a| madvice(a)).collect();
+    // An area that takes advice is mapped inaccessible first, so that the kernel cannot
+    // merge it, still plain, into a neighbour of its protection: a neighbour marked as
+    // holding guard regions (a kept area, in a last round) would pass its mark on, and the
+    // mark stays when the advice splits them again. Advised, then given its protection, it
+    // merges only with its like.
+    let first_prot = if advice.is_empty() { prot } else { 0 };
+    let args = [area.start, area.len(), first_prot, flags as u64, fd, offset];
     let what = format!("mmap {:#x}-{:#x}", area.start, area.end);
     inj.call_ok(pid, libc::SYS_mmap, args, &what)?;
     let whole = [(area.start, area.end)];
-    for advice in area.advice.iter().filter_map(|&a| madvice(a)) {
+    for advice in advice {
         advise_runs(pid, inj, &whole, advice)?;
     }
-    advise_runs(pid, inj, &area.guards, sys::MADV_GUARD_INSTALL)
+    if first_prot != prot {
+        let args = [area.start, area.len(), prot, 0, 0, 0];
+        inj.call_ok(pid, libc::SYS_mprotect, args, "mprotect")?;
+    }
+    Ok(())
 }
 
 /// Place the page frames up to the next end marker, which it returns: by UFFDIO_COPY into

@@ -23,6 +23,8 @@ const PROGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/mappings")
 /// Deadline of one step: an answer to appear, a job to end.
 const STEP: Duration = Duration::from_secs(60);
 const PAGE: usize = 4096;
+/// How many areas `advice` maps, each a line of its answer to `flags`.
+const AREAS: usize = 9;
 
 fn start_lab() -> Lab {
     Lab::start(LabConfig::new(3, bin_dir_of_current_test()))
@@ -189,8 +191,7 @@ fn advice_droppable_memory_and_guard_regions_survive_moves() {
     let lab = start_lab();
     let program = c_program("advice");
     let job = start(&lab, &[&program]);
-    let areas = 8;
-    let flags_before = ask(&job, "flags", areas);
+    let flags_before = ask(&job, "flags", AREAS);
     for (area, flag) in [
         ("wipeonfork", " wf"),
         ("dontfork", " dc"),
@@ -200,6 +201,7 @@ fn advice_droppable_memory_and_guard_regions_survive_moves() {
         ("mergeable", " mg"),
         ("droppable", " dp"),
         ("guarded", " gu"),
+        ("toggled", " wf"),
     ] {
         let line = flags_before
             .lines()
@@ -223,8 +225,50 @@ fn advice_droppable_memory_and_guard_regions_survive_moves() {
         lines.sort();
         lines
     };
-    assert_eq!(sorted(&ask(&job, "flags", areas)), sorted(&flags_before));
+    assert_eq!(sorted(&ask(&job, "flags", AREAS)), sorted(&flags_before));
     assert_eq!(ask(&job, "fork", 1), child);
+    end(job);
+}
+
+/// Advice that changes while a move's rounds run: the process gives and takes
+/// MADV_DONTDUMP on the area beside its guarded one every millisecond while it moves. Each
+/// move is frozen with the advice as it was then, or the other way (half the moves, at
+/// random), which the last round must bring, and no area but the guarded one may come out
+/// marked as holding guards: the area beside it, mapped anew by the last round while the
+/// guarded one stays, must not be merged into it.
+#[test]
+fn advice_changed_while_a_move_runs_arrives_as_it_was_at_the_freeze() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let program = c_program("advice");
+    let job = start(&lab, &[&program]);
+    let flags_before = ask(&job, "flags", AREAS);
+    for (target, node) in [("2", 2), ("3", 3), ("home", 1)].repeat(3) {
+        assert_eq!(ask(&job, "toggle", 1), "toggling\n");
+        move_to(&job, target, node);
+        let state = ask(&job, "state", 1);
+        let dontdump = match state.as_str() {
+            "toggled: dontdump\n" => true,
+            "toggled: dumped\n" => false,
+            other => panic!("state: {other:?}"),
+        };
+        let flags = if node == 1 {
+            ask(&job, "flags", AREAS)
+        } else {
+            remote_flags(&lab, node, &flags_before)
+        };
+        for line in flags.lines() {
+            let (area, vm_flags) = line.split_once(':').expect("NAME START: VMFLAGS");
+            let has = |flag: &str| vm_flags.split_whitespace().any(|f| f == flag);
+            let name = area.split_whitespace().next().expect("a name");
+            assert_eq!(has("gu"), name == "guarded", "at node {node}:\n{flags}");
+            if name == "toggled" {
+                assert_eq!(has("dd"), dontdump, "at node {node}, {state}{flags}");
+            }
+        }
+    }
     end(job);
 }
 
