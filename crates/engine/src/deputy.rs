@@ -25,7 +25,7 @@ use crate::cmdline::ArgsAndEnv;
 use crate::dump;
 use crate::files::ShellFiles;
 use crate::homefill::{Lender, OpenedAway};
-use crate::homepaths::{Asker, PathWatch};
+use crate::homepaths::{Asker, Known, PathWatch};
 use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::Memory;
@@ -313,6 +313,9 @@ pub struct Deputy {
     /// The generation of `paths` the answers the remote keeps hold in: once the watch has
     /// heard a change past it, the remote forgets.
     told: u64,
+    /// How far the remote was told the job's book: in which generation of `paths`, as which
+    /// asker, up to which entry (see `homepaths::PathWatch::known_since`).
+    book_told: Option<(u64, Asker, usize)>,
     /// Who the shell asks as (see `homepaths::Asker`), once read; read again after a call
     /// that may change it.
     asker: Option<Asker>,
@@ -366,6 +369,7 @@ impl Deputy {
             opened_away: OpenedAway::default(),
             paths: Rc::default(),
             told: 0,
+            book_told: None,
             asker: None,
             system: SystemFiles::default(),
             state: ShellState::Idle,
@@ -514,14 +518,19 @@ impl Deputy {
         numbers: bool,
     ) -> io::Result<()> {
         self.tell_changes(session)?;
-        if let Some(vouch) = vouch
-            && vouch.armed == self.paths.borrow().generation()
-        {
-            if let (Some((key, answer)), Some(asker)) = (vouch.kept, self.asker()) {
-                (self.paths.borrow_mut()).record(&asker, key, answer, vouch.listing.clone());
+        if let Some(vouch) = vouch {
+            if vouch.armed == self.paths.borrow().generation() {
+                if let (Some((key, answer)), Some(asker)) = (vouch.kept, self.asker()) {
+                    let listing = vouch.listing.clone();
+                    (self.paths.borrow_mut()).record(&asker, self.pid, key, answer, listing);
+                }
+                let listing = vouch.listing;
+                rmosix_image::write_message(&mut session.out, &ToGuest::Vouched { id, listing })?;
             }
-            let listing = vouch.listing;
-            rmosix_image::write_message(&mut session.out, &ToGuest::Vouched { id, listing })?;
+            // Only before the answer to a lookup, which the remote waits for: it has not
+            // forgotten its answers since (as it does when it sends a call that changes its
+            // credentials), so what it is told holds for it.
+            self.tell_book(session, Some(self.pid))?;
         }
         if numbers {
             match numbers::lowest_free(self.pid, numbers::TOLD) {
@@ -767,11 +776,29 @@ impl Deputy {
     /// Tell the remote, as it starts, the answers home vouched for to the job's other
     /// remotes that this one would get (`ToGuest::Known`): it keeps them as its own.
     pub fn tell_known(&mut self, session: &mut Session) -> io::Result<()> {
+        self.tell_changes(session)?;
+        self.book_told = None;
+        self.tell_book(session, None)?;
+        session.out.flush()
+    }
+
+    /// Tell the remote what the job's book holds for its asker that it was not told yet,
+    /// but what the lookups of process `except` found (`ToGuest::Known`): a remote keeps the
+    /// answers to its own lookups, but a new one has none.
+    fn tell_book(&mut self, session: &mut Session, except: Option<Pid>) -> io::Result<()> {
         let Some(asker) = self.asker() else {
             return Ok(());
         };
-        self.tell_changes(session)?;
-        let (answers, listings) = self.paths.borrow().known_to(&asker);
+        let generation = self.paths.borrow().generation();
+        let since = match &self.book_told {
+            Some((told, to, upto)) if *told == generation && *to == asker => *upto,
+            _ => 0,
+        };
+        let known = self.paths.borrow().known_since(&asker, since, except);
+        self.book_told = Some((generation, asker, known.upto));
+        let Known {
+            answers, listings, ..
+        } = known;
         if answers.is_empty() && listings.is_empty() {
             return Ok(());
         }
@@ -781,8 +808,7 @@ impl Deputy {
             listings = listings.len(),
             "telling the remote what the job's lookups found"
         );
-        rmosix_image::write_message(&mut session.out, &ToGuest::Known { answers, listings })?;
-        session.out.flush()
+        rmosix_image::write_message(&mut session.out, &ToGuest::Known { answers, listings })
     }
 
     /// Who the shell asks as, read once until a call may change it; None if it cannot be

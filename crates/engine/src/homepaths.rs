@@ -11,9 +11,11 @@
 //!
 //! One watch serves every process of the job away, and keeps the answers it vouched for to
 //! any of them (the job's book), by who asked: a process placed away later starts with
-//! those its credentials would get (`ToGuest::Known`), instead of asking each again. A
-//! compiler under `mosrun make -j8` looks up some 400 system paths, the same for every
-//! compiler. A change anywhere watched empties the book, and every remote forgets.
+//! those its credentials would get (`ToGuest::Known`), instead of asking each again, and a
+//! process away is told what the others' lookups found since, before the answer to each
+//! lookup of its own. A compiler under `mosrun make -j8` looks up some 400 system paths,
+//! the same for every compiler, and the first few start together. A change anywhere watched
+//! empties the book, and every remote forgets.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CString, OsStr, OsString};
@@ -97,6 +99,24 @@ impl Asker {
 struct Book {
     answers: HashMap<Key, Answer>,
     listings: HashMap<String, Listing>,
+    /// What came in, in order, with the process whose lookup found it: a remote already
+    /// told the first entries is told the rest (`PathWatch::known_since`).
+    added: Vec<(Added, Pid)>,
+}
+
+/// An entry of a book.
+enum Added {
+    Answer(Key),
+    Listing(String),
+}
+
+/// Part of a book (`PathWatch::known_since`).
+#[derive(Default, Debug, PartialEq)]
+pub struct Known {
+    pub answers: Vec<(Key, Answer)>,
+    pub listings: Vec<Listing>,
+    /// How many entries the book holds.
+    pub upto: usize,
 }
 
 /// The watches behind the answers the job's remotes keep, and the book of those answers.
@@ -185,31 +205,54 @@ impl PathWatch {
     }
 
     /// Keep `answer` to `asker`'s lookup `key`, vouched for in this generation (with
-    /// `listing` if a name was missing), for the job's next remotes.
-    pub fn record(&mut self, asker: &Asker, key: Key, answer: Answer, listing: Option<Listing>) {
+    /// `listing` if a name was missing) to process `by`, for the job's other remotes.
+    pub fn record(
+        &mut self,
+        asker: &Asker,
+        by: Pid,
+        key: Key,
+        answer: Answer,
+        listing: Option<Listing>,
+    ) {
         let bytes = key.path().len() + answer.bytes() + listing.as_ref().map_or(0, Listing::bytes);
         if self.book_bytes + bytes > MAX_BOOK_BYTES {
             return;
         }
         self.book_bytes += bytes;
         let book = self.books.entry(asker.clone()).or_default();
-        book.answers.insert(key, answer);
+        if book.answers.insert(key.clone(), answer).is_none() {
+            book.added.push((Added::Answer(key), by));
+        }
         if let Some(listing) = listing {
-            book.listings.insert(listing.dir.clone(), listing);
+            let dir = listing.dir.clone();
+            if book.listings.insert(dir.clone(), listing).is_none() {
+                book.added.push((Added::Listing(dir), by));
+            }
         }
     }
 
-    /// The answers and listings vouched for to `asker` since the last change.
-    pub fn known_to(&self, asker: &Asker) -> (Vec<(Key, Answer)>, Vec<Listing>) {
+    /// The answers and listings vouched for to `asker` since the last change, from its
+    /// book's entry `since` on, but those found by process `except`'s own lookups; and how
+    /// many entries the book holds, where the next call may start.
+    pub fn known_since(&self, asker: &Asker, since: usize, except: Option<Pid>) -> Known {
+        let mut known = Known::default();
         let Some(book) = self.books.get(asker) else {
-            return (Vec::new(), Vec::new());
+            return known;
         };
-        let answers = book
-            .answers
-            .iter()
-            .map(|(key, answer)| (key.clone(), answer.clone()))
-            .collect();
-        (answers, book.listings.values().cloned().collect())
+        for (added, by) in book.added.iter().skip(since) {
+            if Some(*by) == except {
+                continue;
+            }
+            match added {
+                Added::Answer(key) => {
+                    let answer = book.answers[key].clone();
+                    known.answers.push((key.clone(), answer));
+                }
+                Added::Listing(dir) => known.listings.push(book.listings[dir].clone()),
+            }
+        }
+        known.upto = book.added.len();
+        known
     }
 
     /// The names in the directory where a lookup of `path`, vouched for and found missing,
@@ -435,15 +478,29 @@ mod tests {
         let recorded = (0..200).any(|_| {
             watch.changed();
             assert!(watch.arm(path.as_bytes()).is_some());
-            watch.record(&me, key.clone(), answer.clone(), None);
+            watch.record(&me, 7, key.clone(), answer.clone(), None);
             !watch.changed()
         });
         assert!(recorded, "the directory never stayed quiet");
-        assert_eq!(watch.known_to(&me), (vec![(key, answer)], Vec::new()));
-        assert_eq!(watch.known_to(&them), (Vec::new(), Vec::new()));
+        let known = |answers| Known {
+            answers,
+            listings: Vec::new(),
+            upto: 1,
+        };
+        assert_eq!(
+            watch.known_since(&me, 0, None),
+            known(vec![(key.clone(), answer.clone())])
+        );
+        assert_eq!(
+            watch.known_since(&me, 0, Some(7)),
+            known(Vec::new()),
+            "its own"
+        );
+        assert_eq!(watch.known_since(&me, 1, None), known(Vec::new()), "told");
+        assert_eq!(watch.known_since(&them, 0, None), Known::default());
         fs::write(root.join("include/b.h"), "b").unwrap();
         assert!(watch.changed());
-        assert_eq!(watch.known_to(&me), (Vec::new(), Vec::new()), "emptied");
+        assert_eq!(watch.known_since(&me, 0, None), Known::default(), "emptied");
     }
 
     #[test]
@@ -459,12 +516,14 @@ mod tests {
                 out: Some(vec![255; 144]),
             };
             let before = watch.book_bytes;
-            watch.record(&asker, key, answer, None);
+            watch.record(&asker, 1, key, answer, None);
             if watch.book_bytes == before {
                 break;
             }
         }
-        let (answers, listings) = watch.known_to(&asker);
+        let Known {
+            answers, listings, ..
+        } = watch.known_since(&asker, 0, None);
         let told = crate::session::ToGuest::Known { answers, listings };
         let mut message = Vec::new();
         rmosix_image::write_message(&mut message, &told).unwrap();

@@ -105,7 +105,7 @@ pub fn changes_lookups(nr: i64) -> bool {
 
 /// A lookup as it is kept: the call, its path, and the arguments that are not addresses.
 /// Home makes the same key of the call it ran for the remote, to hand its answer to the
-/// next remotes of the job (`homepaths::PathWatch::known_to`).
+/// job's other remotes (`homepaths::PathWatch::known_since`).
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct Key {
     nr: i64,

@@ -549,6 +549,71 @@ fn a_process_sent_away_starts_with_the_answers_home_vouched_for_to_the_job() {
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Two processes of one job away at once, at nodes 2 and 3: what home vouched for to one
+/// reaches the other before the answer to its next lookup that goes home, and answers the
+/// same lookup there while home answers nothing, though the other never asked it of home.
+/// (The first compilers of `mosrun make -j8` start together and look up the same paths.)
+#[test]
+fn what_one_process_away_looked_up_reaches_the_others_of_its_job() {
+    if !require_root() {
+        return;
+    }
+    let lab = same_files_lab();
+    let n1 = lab.node(1);
+    let path = format!("{SAME}/data");
+    // A file for each attempt below, of its own size, which neither process asked of home
+    // before it.
+    let attempts = 5;
+    for n in 0..attempts {
+        sh(
+            n1,
+            &format!("head -c {} /dev/zero > {SAME}/seen-{n}", 100 + n),
+        );
+    }
+    // Both with the same addresses (no randomisation), which `Lookups::at` reads from the
+    // last "ready" line.
+    let program = lookups_program();
+    let script = format!("{program} {path} & {program} {path} & wait");
+    let mut cmd = n1.command("mosrun");
+    cmd.args(["setarch", "-R", "sh", "-c", &script])
+        .current_dir(lab.work_dir())
+        .env("NO_COLOR", "1");
+    let job = Job::spawn(n1, cmd).expect("start mosrun");
+    job.wait_stdout("two ready lines", STEP, |out| {
+        String::from_utf8_lossy(out).matches("ready ").count() == 2 && out.ends_with(b"\n")
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let pids = job.tool("pgrep", &["-x", "lookups"]).expect("pgrep");
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    for (pid, to) in pids.iter().zip(["2", "3"]) {
+        job.tool("migrate", &[pid, to])
+            .unwrap_or_else(|e| panic!("migrate {pid} {to}: {e}"));
+    }
+    let mut first = Lookups::at(&job, lab.node(2));
+    let mut second = Lookups::at(&job, lab.node(3));
+    // As in the lookups test, home's /tmp has other writers (a change anywhere a vouched
+    // lookup went empties the job's book): tried again until the answers held.
+    let reached = (0..attempts).any(|n| {
+        let seen = format!("stat {SAME}/seen-{n}");
+        let size = format!("size {}", 100 + n);
+        assert_eq!(first.ask(&seen), size);
+        // A lookup of its own, which goes home: the first's answer comes before its own.
+        let own = format!("stat {SAME}/never-asked-{n}.h");
+        assert_eq!(second.ask(&own), format!("err {}", libc::ENOENT));
+        answered_with_home_stopped(&job, &mut second, &[(seen.as_str(), size)])
+    });
+    assert!(
+        reached,
+        "no answer home vouched for to one process reached the other"
+    );
+    first.say("end");
+    second.say("end");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Opens of a system file that home vouched for run where the process runs, while home
 /// answers nothing, under the numbers the program would get at home (home told them free
 /// ahead); home's shell follows with its own copy under the same number before the next
