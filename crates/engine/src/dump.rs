@@ -236,12 +236,14 @@ pub fn regs_from_image(image: &Registers) -> Regs {
 }
 
 /// Read the header of stopped `pid`: registers, signal state, per-task state, mm layout, areas.
-/// `skip` names areas that belong to rmosix rather than the program (none at home).
+/// `at_exec`: it has been stopped since its exec event, which came after the kernel reset
+/// its dispositions (see [`Dispositions`]).
 pub fn read_header(
     pid: Pid,
     inj: &Injector,
     facts: &rmosix_image::KernelFacts,
     cpu: &Carry,
+    at_exec: bool,
 ) -> io::Result<Header> {
     let mut regs = ptrace::get_regs(pid)?;
     rewind_interrupted_call(&mut regs);
@@ -252,7 +254,11 @@ pub fn read_header(
     let mem = Memory::open(pid)?;
 
     let scratch = Scratch::map(inj, pid, PAGE)?;
-    let result = read_task_state(pid, inj, &mem, &scratch);
+    let dispositions = match at_exec {
+        true => Dispositions::ResetByExec,
+        false => Dispositions::Asked,
+    };
+    let result = read_task_state(pid, inj, &mem, &scratch, dispositions);
     scratch.unmap(inj, pid)?;
     let TaskState {
         sigactions,
@@ -315,6 +321,18 @@ struct TaskState {
     prctl: Vec<PrctlValue>,
 }
 
+/// How the dispositions of a task are read.
+#[derive(Clone, Copy)]
+enum Dispositions {
+    /// One injected `rt_sigaction` a signal: only the task can tell its flags and masks.
+    Asked,
+    /// From its ignored signals in /proc/PID/status: an exec leaves every disposition
+    /// SIG_IGN or SIG_DFL with no flags, mask or restorer (`flush_signal_handlers`), and a
+    /// task stopped since its exec event has not changed one. Placing a fresh `cc1` took
+    /// 62 injected calls for this, as many as the rest of its move at home.
+    ResetByExec,
+}
+
 /// What only the task itself can tell: dispositions, altstack, tid address, brk, the
 /// settings prctl reads.
 fn read_task_state(
@@ -322,30 +340,19 @@ fn read_task_state(
     inj: &Injector,
     mem: &Memory,
     scratch: &Scratch,
+    dispositions: Dispositions,
 ) -> io::Result<TaskState> {
-    let mut sigactions = Vec::new();
-    for sig in 1..=64 {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
+    let sigactions = match dispositions {
+        Dispositions::ResetByExec => {
+            let masks = crate::signals::status_masks(pid)?;
+            // A handler shows the task ran code of its own since: asked, then.
+            match masks.caught {
+                0 => ignored_after_exec(masks.ignored),
+                _ => asked_dispositions(pid, inj, mem, scratch)?,
+            }
         }
-        inj.call_ok(
-            pid,
-            libc::SYS_rt_sigaction,
-            [sig as u64, 0, scratch.addr, 8, 0, 0],
-            "rt_sigaction",
-        )?;
-        let [handler, flags, restorer, mask] = words4(mem, scratch.addr)?;
-        let action = SigAction {
-            sig,
-            handler,
-            flags,
-            restorer,
-            mask,
-        };
-        if action.handler != 0 || action.flags != 0 || action.mask != 0 {
-            sigactions.push(action);
-        }
-    }
+        Dispositions::Asked => asked_dispositions(pid, inj, mem, scratch)?,
+    };
     inj.call_ok(
         pid,
         libc::SYS_sigaltstack,
@@ -381,6 +388,55 @@ fn read_task_state(
         cpu_timers,
         prctl,
     })
+}
+
+/// The dispositions of stopped `pid` that are not the default with no flags or mask, each
+/// read by an injected `rt_sigaction`.
+fn asked_dispositions(
+    pid: Pid,
+    inj: &Injector,
+    mem: &Memory,
+    scratch: &Scratch,
+) -> io::Result<Vec<SigAction>> {
+    let mut sigactions = Vec::new();
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        inj.call_ok(
+            pid,
+            libc::SYS_rt_sigaction,
+            [sig as u64, 0, scratch.addr, 8, 0, 0],
+            "rt_sigaction",
+        )?;
+        let [handler, flags, restorer, mask] = words4(mem, scratch.addr)?;
+        let action = SigAction {
+            sig,
+            handler,
+            flags,
+            restorer,
+            mask,
+        };
+        if action.handler != 0 || action.flags != 0 || action.mask != 0 {
+            sigactions.push(action);
+        }
+    }
+    Ok(sigactions)
+}
+
+/// The dispositions of a task whose exec reset them, which ignores the signals of mask
+/// `ignored` (bit n-1: signal n): SIG_IGN for those, the default for the others.
+fn ignored_after_exec(ignored: u64) -> Vec<SigAction> {
+    (1..=64)
+        .filter(|&sig| ignored & (1 << (sig - 1)) != 0)
+        .map(|sig| SigAction {
+            sig,
+            handler: libc::SIG_IGN as u64,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        })
+        .collect()
 }
 
 /// The four u64 words at `addr` (a k_sigaction, an itimerval).
@@ -747,17 +803,18 @@ fn stream_pages(
 /// written since the last running round and those the rounds owe; all of the other parts;
 /// and the end marker, with the runs to empty. The file pages of the files in `held` stay
 /// here, as in the running rounds.
+/// `at_exec`: as for [`read_header`].
 pub fn dump_final_round(
     pid: Pid,
     facts: &rmosix_image::KernelFacts,
     cpu: &Carry,
     (first, held): (&[Area], &Held),
     tracker: &Tracker,
-    out: &mut impl Write,
+    (out, at_exec): (&mut impl Write, bool),
 ) -> io::Result<(Header, u64)> {
     let mem = Memory::open(pid)?;
     let inj = Injector::find(&mem, &maps::read(pid)?)?;
-    let header = read_header(pid, &inj, facts, cpu)?;
+    let header = read_header(pid, &inj, facts, cpu, at_exec)?;
     if precopy::vdso_block(first) != precopy::vdso_block(&header.areas) {
         return Err(io::Error::other("the vdso moved during the first round"));
     }
@@ -986,15 +1043,16 @@ fn write_end(
     out.flush()
 }
 
-/// Stream a whole image of stopped `pid`.
+/// Stream a whole image of stopped `pid`. `at_exec`: as for [`read_header`].
 pub fn dump(
     pid: Pid,
     facts: &rmosix_image::KernelFacts,
     cpu: &Carry,
     out: &mut impl Write,
+    at_exec: bool,
 ) -> io::Result<(Header, u64)> {
     let inj = Injector::find(&Memory::open(pid)?, &maps::read(pid)?)?;
-    let header = read_header(pid, &inj, facts, cpu)?;
+    let header = read_header(pid, &inj, facts, cpu, at_exec)?;
     image::write_message(out, &header)?;
     let bytes = write_pages(pid, &header.areas, out)?;
     write_end(out, bytes, Vec::new(), false)?;
@@ -1076,6 +1134,18 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    #[test]
+    fn an_exec_leaves_the_signals_it_ignores_ignored_and_the_rest_default() {
+        let ignored = (1 << (libc::SIGINT - 1)) | (1 << (libc::SIGRTMAX() - 1));
+        let actions = ignored_after_exec(ignored);
+        let sigs: Vec<i32> = actions.iter().map(|a| a.sig).collect();
+        assert_eq!(sigs, [libc::SIGINT, libc::SIGRTMAX()]);
+        assert!(actions.iter().all(
+            |a| a.handler == libc::SIG_IGN as u64 && (a.flags, a.restorer, a.mask) == (0, 0, 0)
+        ));
+        assert!(ignored_after_exec(0).is_empty());
     }
 
     #[test]
@@ -1268,7 +1338,7 @@ mod tests {
             },
             (&areas, &held),
             &tracker,
-            &mut stream,
+            (&mut stream, false),
         )
         .unwrap();
 

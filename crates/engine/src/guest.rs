@@ -782,9 +782,9 @@ impl Guest {
         match &first {
             Some(first) => {
                 let (sent, tracker) = ((&first.areas[..], &first.held), &first.tracker);
-                dump::dump_final_round(self.husk, &facts, &cpu, sent, tracker, out)?
+                dump::dump_final_round(self.husk, &facts, &cpu, sent, tracker, (out, false))?
             }
-            None => dump::dump(self.husk, &facts, &cpu, out)?,
+            None => dump::dump(self.husk, &facts, &cpu, out, false)?,
         };
         // Tracking ends with the final round.
         drop(first);

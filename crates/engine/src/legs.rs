@@ -290,16 +290,20 @@ impl Departure {
 
     /// The process is stopped for its final round: what the rounds left. A departure in any
     /// other state fails the move (dropping it lets the process go).
-    fn into_final(self) -> Result<(Instant, Slowdown, Onward, Option<FirstRound>), MoveError> {
+    /// Whether it stayed stopped since its exec goes with them.
+    fn into_final(
+        self,
+    ) -> Result<(Instant, Slowdown, Onward, Option<FirstRound>, bool), MoveError> {
         let Departure {
             started,
             slowdown,
             rounds,
+            frozen,
             ..
         } = self;
         match rounds {
             Rounds::Over { onward, first } if slowdown.halted() => {
-                Ok((started, slowdown, onward, first.map(|first| *first)))
+                Ok((started, slowdown, onward, first.map(|first| *first), frozen))
             }
             Rounds::Failed(why) => Err(why),
             _ => Err(MoveError::Local(
@@ -616,7 +620,7 @@ pub fn send_out(
     departure: Departure,
 ) -> Result<(Deputy, Session, Cost), MoveError> {
     let cpu = Carry::Home { away };
-    let (started, slowdown, onward, first) = departure.into_final()?;
+    let (started, slowdown, onward, first, at_exec) = departure.into_final()?;
     let Onward {
         node, mut session, ..
     } = onward;
@@ -629,12 +633,12 @@ pub fn send_out(
                 .and_then(|()| alone(pid, job))
                 .and_then(|()| {
                     let (sent, tracker) = ((&first.areas[..], &first.held), &first.tracker);
-                    dump::dump_final_round(pid, facts, &cpu, sent, tracker, &mut session.out)
-                        .map_err(link)
+                    let out = (&mut session.out, at_exec);
+                    dump::dump_final_round(pid, facts, &cpu, sent, tracker, out).map_err(link)
                 })
         }
         None => write_message(&mut session.out, &ToGuest::Image)
-            .and_then(|()| dump::dump(pid, facts, &cpu, &mut session.out))
+            .and_then(|()| dump::dump(pid, facts, &cpu, &mut session.out, at_exec))
             .map_err(link),
     }
     .and_then(|(header, bytes)| {

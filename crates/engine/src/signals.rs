@@ -63,6 +63,8 @@ pub struct StatusMasks {
     pub blocked: u64,
     /// Caught (`SigCgt`).
     pub caught: u64,
+    /// Ignored (`SigIgn`).
+    pub ignored: u64,
 }
 
 /// Read the signal sets of `pid` from /proc/PID/status.
@@ -79,6 +81,7 @@ pub fn status_masks(pid: Pid) -> io::Result<StatusMasks> {
         pending: field("SigPnd:") | field("ShdPnd:"),
         blocked: field("SigBlk:"),
         caught: field("SigCgt:"),
+        ignored: field("SigIgn:"),
     })
 }
 

@@ -34,7 +34,7 @@ fn python_continues_in_a_husk() {
     let away = Carry::Home {
         away: Default::default(),
     };
-    let (_, bytes) = dump(pid, &facts, &away, &mut image).unwrap();
+    let (_, bytes) = dump(pid, &facts, &away, &mut image, false).unwrap();
     eprintln!("image {} bytes of pages, {} total", bytes, image.len());
     // SAFETY: killing our own traced child.
     unsafe { libc::kill(pid, libc::SIGKILL) };
