@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::io;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rmosix_image::{Frame, FrameReader, SigInfo};
 use rmosix_wire::{Buckets, FORWARDED_US_BOUNDS};
@@ -52,6 +52,10 @@ const MAX_SENDS: u32 = 6;
 /// Most opens made away that home keeps before its shell follows them (see `numbers`):
 /// more than the numbers home tells between two calls that run in the shell.
 const MAX_DEFERRED: usize = 4 * numbers::TOLD;
+
+/// How long a shell stays parked after a call (see `ShellState::Parked`): well past a
+/// round trip and what a compiler computes between two of its lookups.
+pub const PARK_FOR: Duration = Duration::from_millis(20);
 
 /// A forwarded call, checked against the table.
 pub struct Call {
@@ -279,6 +283,14 @@ impl Call {
 enum ShellState {
     /// Running `pause`: signals sent to it stop it and are relayed.
     Idle,
+    /// Still stopped in the trap after the call it ran last, since then: the next call
+    /// starts at once, with no interrupt to stop it first and no `pause` to set up before
+    /// (half the ptrace calls and wake-ups of a call). A process away calls in bursts (a
+    /// compiler's lookups); a shell that got none for [`PARK_FOR`] goes to `pause`, where
+    /// the signals sent to it at home stop it, as they do before anything else needs it
+    /// running (`Deputy::unpark`). So a signal sent to the shell of a process away reaches
+    /// it up to that much later. Never while the process is called away (a move).
+    Parked(Instant),
     /// Interrupted so that this call can run once it stops.
     Interrupting(Call),
     /// Single-stepping over the call's `syscall` instruction.
@@ -429,12 +441,41 @@ impl Deputy {
             }
             return self.waiting.push(call);
         }
+        if let ShellState::Parked(_) = self.state {
+            return self.start_call(call, session);
+        }
         self.run(call)
+    }
+
+    /// Let a parked shell go to `pause` (see `ShellState::Parked`): before anything but a
+    /// call needs it running or stopped anew.
+    pub fn unpark(&mut self) -> io::Result<()> {
+        match self.state {
+            ShellState::Parked(_) => self.idle(),
+            _ => Ok(()),
+        }
+    }
+
+    /// When the parked shell goes to `pause`, if it is parked.
+    pub fn parked_until(&self) -> Option<Instant> {
+        match self.state {
+            ShellState::Parked(since) => Some(since + PARK_FOR),
+            _ => None,
+        }
+    }
+
+    /// Let the shell go to `pause` if it has been parked for [`PARK_FOR`].
+    pub fn unpark_if_due(&mut self, now: Instant) -> io::Result<()> {
+        match self.parked_until() {
+            Some(until) if until <= now => self.idle(),
+            _ => Ok(()),
+        }
     }
 
     /// Run `call` in the idle shell once it is interrupted (or once continued, if it is
     /// job-stopped).
     fn run(&mut self, call: Call) -> io::Result<()> {
+        self.unpark()?;
         let stopped = matches!(self.state, ShellState::Stopped);
         self.state = ShellState::Interrupting(call);
         if !stopped {
@@ -836,6 +877,7 @@ impl Deputy {
     /// Home asked for the image: a call blocked in the shell (a read from a terminal, say)
     /// must not hold the move up. Interrupt it; the remote restarts it wherever it goes on.
     pub fn recall(&mut self) -> io::Result<()> {
+        self.unpark()?;
         if matches!(
             self.state,
             ShellState::Calling(_) | ShellState::Interrupting(_)
@@ -853,6 +895,9 @@ impl Deputy {
             self.stop_when_idle = Some(sig);
             return;
         }
+        if let Err(err) = self.unpark() {
+            warn!(pid = self.pid, %err, "cannot let the shell go to its pause");
+        }
         self.following_stop = Some(sig);
         // SAFETY: stopping our own tracee, as its remote half stopped.
         unsafe { libc::kill(self.pid, libc::SIGSTOP) };
@@ -861,6 +906,7 @@ impl Deputy {
     /// The remote died of `sig`: the shell dies the same way, so the parent sees the same
     /// status.
     pub fn die_by(&mut self, sig: i32) -> io::Result<()> {
+        self.unpark()?;
         freeze(self.pid)?;
         self.mem.write(self.scratch, &[0u8; 32])?;
         self.inj.call(
@@ -880,7 +926,17 @@ impl Deputy {
         recalled: bool,
         session: &mut Session,
     ) -> io::Result<ShellNews> {
-        let state = std::mem::replace(&mut self.state, ShellState::Idle);
+        let state = match std::mem::replace(&mut self.state, ShellState::Idle) {
+            // Nothing of ours resumes a parked shell: it stopped anew after something else
+            // did. Its registers are still its last call's: back to the pause's first.
+            ShellState::Parked(_) => {
+                warn!(pid = self.pid, ?stop, "a parked shell stopped");
+                let regs = self.inj.call_regs(&self.base, libc::SYS_pause, [0; 6]);
+                ptrace::set_regs(self.pid, &regs)?;
+                ShellState::Idle
+            }
+            state => state,
+        };
         self.recalled = recalled;
         if let Stop::Signal(libc::SIGCONT) = stop {
             // Continued before the stop it waited to follow was taken: it is over.
@@ -1330,7 +1386,11 @@ impl Deputy {
             }
             return self.start_call(call, session);
         }
-        self.idle()?;
+        if self.recalled || self.stop_when_idle.is_some() {
+            self.idle()?;
+        } else {
+            self.state = ShellState::Parked(Instant::now());
+        }
         if let Some(sig) = self.stop_when_idle.take() {
             self.follow_stop(sig);
         }

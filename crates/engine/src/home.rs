@@ -353,6 +353,10 @@ impl Supervisor<'_> {
                             r.session.raw_fd(),
                             r.session.buffered(),
                         );
+                        if let Some(until) = r.deputy.parked_until() {
+                            let next = until.saturating_duration_since(Instant::now());
+                            timeout = Some(timeout.map_or(next, |t| t.min(next)));
+                        }
                     }
                     Held::Departure(departure) => {
                         if let Some(fd) = departure.notices_fd() {
@@ -408,9 +412,27 @@ impl Supervisor<'_> {
             }
             self.step_departures();
             self.release_at_exec();
+            self.unpark_shells();
             self.tell(false);
         }
         Ok(self.main_end.unwrap_or(JobEnd::Exited(0)))
+    }
+
+    /// Shells parked since their last call for long enough go to their pause (see
+    /// `deputy::PARK_FOR`).
+    fn unpark_shells(&mut self) {
+        let now = Instant::now();
+        let mut failed = Vec::new();
+        for (&pid, proc) in &mut self.procs {
+            if let Held::Remote(r) = &mut proc.held
+                && let Err(err) = r.deputy.unpark_if_due(now)
+            {
+                failed.push((pid, err));
+            }
+        }
+        for (pid, err) in failed {
+            self.handle(pid, Event::Broken(format!("its shell failed: {err}")));
+        }
     }
 
     /// Tell the daemon what was counted, if anything was and `now` or a [`TALLY_EVERY`] has
@@ -773,6 +795,9 @@ impl Supervisor<'_> {
             );
         };
         let node = r.node;
+        if let Err(err) = r.deputy.unpark() {
+            return Event::Broken(format!("its shell cannot be frozen: {err}"));
+        }
         let Some(recall) = r.recall.as_mut() else {
             return Event::Broken("a first round with no recall".into());
         };
@@ -827,6 +852,9 @@ impl Supervisor<'_> {
             return Event::Done(Step::Restore, Err(MoveError::Local("no remote".into())));
         };
         let node = r.node;
+        if let Err(err) = r.deputy.unpark() {
+            return Event::Broken(format!("its shell cannot be frozen: {err}"));
+        }
         // A process that goes home by itself was not recalled.
         let recall = r.recall.get_or_insert_with(|| Recall::new(None));
         if let Err(err) = recall.freeze(pid) {
@@ -874,6 +902,9 @@ impl Supervisor<'_> {
             return Event::Done(Step::Relay, Err(MoveError::Local("no remote".into())));
         };
         let from = r.node;
+        if let Err(err) = r.deputy.unpark() {
+            return Event::Broken(format!("its shell cannot be frozen: {err}"));
+        }
         let Some(recall) = r.recall.as_mut() else {
             return Event::Broken("an image with no recall".into());
         };
