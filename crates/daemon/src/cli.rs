@@ -101,5 +101,9 @@ pub enum Mode {
         /// This node's prefixes of system files (see `--same-files`).
         #[arg(long, value_name = "PREFIX")]
         dfsa_system: Vec<String>,
+        /// The directory where the guests of this user keep the digests of files they
+        /// computed, for the next ones.
+        #[arg(long, value_name = "DIR")]
+        digests: Option<PathBuf>,
     },
 }

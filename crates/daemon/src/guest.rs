@@ -39,6 +39,7 @@ pub(crate) fn spawn_guest(
 ) -> io::Result<(Child, Spawned)> {
     let euid = nix::unistd::geteuid().as_raw();
     let uid = creds.uid;
+    let digests = digests_arg(shared, &creds);
     let switch = if euid == 0 {
         Some(creds)
     } else if uid == euid {
@@ -62,6 +63,7 @@ pub(crate) fn spawn_guest(
         .arg("--home")
         .arg(from.to_string())
         .args(dfsa_args(shared))
+        .args(digests)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     let socket = sys::above_guest_fds(socket.as_fd())?;
@@ -89,6 +91,24 @@ pub(crate) fn spawn_guest(
         return Err(e);
     }
     Ok((child, record))
+}
+
+/// The guest's option that names the directory where the guests of its user keep the
+/// digests of files (see `rmosix_engine::keep_digests_in`): `DIGESTS/UID` beside the
+/// control socket, made for the user (0700, theirs) the first time. Nothing if it cannot
+/// be made: the guest then reads every file it needs a digest of.
+fn digests_arg(shared: &Shared, creds: &GuestCreds) -> Option<String> {
+    let dir = shared
+        .socket
+        .with_extension("digests")
+        .join(creds.uid.to_string());
+    match sys::user_dir(&dir, creds.uid, creds.gid) {
+        Ok(()) => Some(format!("--digests={}", dir.display())),
+        Err(err) => {
+            tracing::warn!(dir = %dir.display(), %err, "no directory for the user's digests");
+            None
+        }
+    }
 }
 
 /// Record a guest just spawned: its PID and start time (it has not been reaped, so its PID is

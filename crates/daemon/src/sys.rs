@@ -5,6 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -112,6 +113,44 @@ pub(crate) fn above_guest_fds(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
         // SAFETY: `high` is fresh and owned only by the OwnedFd made here.
         Ok(unsafe { OwnedFd::from_raw_fd(high) })
     })
+}
+
+/// Make `dir` a directory of user `uid` (group `gid`) that only they can enter, in a
+/// parent this daemon's user owns (made if missing, readable by all): when the daemon runs
+/// as root, no one else can put anything in the parent, so nothing there but the user's own
+/// directory can be at that path. One found already must be a directory (not a link) of
+/// that user's with no access for others.
+pub(crate) fn user_dir(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let parent = dir
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent directory"))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(parent)?;
+    let root = nix::unistd::geteuid().is_root();
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) if root => {
+            std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+        }
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    let owner = if root {
+        uid
+    } else {
+        nix::unistd::geteuid().as_raw()
+    };
+    if !meta.is_dir() || meta.uid() != owner || meta.permissions().mode() & 0o077 != 0 {
+        return Err(io::Error::other(format!(
+            "{} is not a directory of uid {owner}'s only",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Set up `cmd` to run as `creds` (when given) with `fds` as its fds 3, 4, ..., in a session

@@ -72,6 +72,7 @@ pub use facts::probe;
 pub use inject::Injector;
 pub use ptrace::{Pid, Stop};
 pub use restore::{read_header, restore_into};
+pub use samefile::keep_digests_in;
 pub use spawn::{spawn_husk, spawn_program};
 pub use sysfiles::DEFAULT_PREFIXES as SYSTEM_PREFIXES;
 /// Low-level tracer calls for the supervisors.

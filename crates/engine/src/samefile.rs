@@ -14,7 +14,12 @@
 //! digests it computed, each under
 //! the file's `stat` identity (device, inode, size, mtime, ctime), so a file is read once
 //! however often its processes move; a changed file has a new identity (ctime cannot be set
-//! back) and is read again.
+//! back) and is read again. A guest supervisor lives for one process's stay, so guests also
+//! keep their digests in a file of their user's on the node (`keep_digests_in`): the next
+//! guest of that user starts with them, and a freshly exec'd `cc1` placed on a node where
+//! one ran before is not read again (40 MB, some 15 ms of CPU, on the placement's path).
+//! Only that user (and root) can write there, so a digest it holds is one of that user's
+//! guests computed: a user can only mislead their own processes.
 //!
 //! The exchange (see docs/engine.md, "Pre-copy"): the sender announces the areas (each file
 //! mapping with its [`FileId`](rmosix_image::FileId), digest included), the receiver answers
@@ -24,10 +29,11 @@
 //! that changed since fails the restore (the process stays where it was).
 
 use std::collections::VecDeque;
-use std::fs::{File, Metadata};
-use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::sync::Mutex;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 use rmosix_image::Area;
 use serde::{Deserialize, Serialize};
@@ -43,6 +49,13 @@ const CACHE_ENTRIES: usize = 4096;
 
 /// Bytes read at a time to hash a file.
 const CHUNK: usize = 1 << 20;
+
+/// The name of a user's digests file in the directory the daemon gives the user.
+const STORE_NAME: &str = "digests";
+
+/// Most bytes of a digests file read: one past it is emptied and begun anew (some 150 bytes
+/// a file: thousands of files).
+const STORE_BYTES: u64 = 1 << 20;
 
 /// Whether this sender leaves out the pages of files the receiver holds.
 pub fn enabled() -> bool {
@@ -71,8 +84,77 @@ impl Stamp {
     }
 }
 
+impl Stamp {
+    /// The stamp and digest of a line of a digests file, if it is one.
+    fn parse(line: &str) -> Option<(Stamp, String)> {
+        let words: Vec<&str> = line.split(' ').collect();
+        let [dev, inode, size, m_s, m_ns, c_s, c_ns, digest] = words[..] else {
+            return None;
+        };
+        let unsigned = |w: &str| w.parse::<u64>().ok();
+        let signed = |w: &str| w.parse::<i64>().ok();
+        let hex = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+        let stamp = Stamp {
+            dev: unsigned(dev)?,
+            inode: unsigned(inode)?,
+            size: unsigned(size)?,
+            mtime: (signed(m_s)?, signed(m_ns)?),
+            ctime: (signed(c_s)?, signed(c_ns)?),
+        };
+        hex.then(|| (stamp, digest.to_owned()))
+    }
+
+    /// The line of a digests file that keeps `digest` under this stamp.
+    fn line(&self, digest: &str) -> String {
+        let Stamp {
+            dev,
+            inode,
+            size,
+            mtime,
+            ctime,
+        } = self;
+        format!(
+            "{dev} {inode} {size} {} {} {} {} {digest}\n",
+            mtime.0, mtime.1, ctime.0, ctime.1
+        )
+    }
+}
+
 /// The digests computed so far, newest last.
 static DIGESTS: Mutex<VecDeque<(Stamp, String)>> = Mutex::new(VecDeque::new());
+
+/// The digests file of this process's user on this node, once given (see
+/// `keep_digests_in`).
+static STORE: OnceLock<File> = OnceLock::new();
+
+/// Start with the digests kept in `dir` (the daemon's directory for this process's user)
+/// and keep there those computed from now on. A file too large is emptied first; lines
+/// that do not parse (one cut short) are passed over.
+pub fn keep_digests_in(dir: &Path) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join(STORE_NAME))?;
+    if file.metadata()?.len() > STORE_BYTES {
+        file.set_len(0)?;
+    }
+    let mut text = String::new();
+    (&mut file).take(STORE_BYTES).read_to_string(&mut text)?;
+    let mut known = DIGESTS.lock().unwrap_or_else(|e| e.into_inner());
+    for (stamp, digest) in text.lines().filter_map(Stamp::parse) {
+        if known.len() >= CACHE_ENTRIES {
+            known.pop_front();
+        }
+        known.push_back((stamp, digest));
+    }
+    drop(known);
+    STORE
+        .set(file)
+        .map_err(|_| io::Error::other("digests are kept in a file already"))
+}
 
 /// The BLAKE3 digest of regular file `file`'s content, in hex: from the cache if its identity is
 /// unchanged, else read whole. A file that changes while it is read has no digest.
@@ -100,6 +182,14 @@ pub fn digest_with(file: &File, meta: &Metadata) -> io::Result<String> {
         known.pop_front();
     }
     known.push_back((stamp, digest.clone()));
+    drop(known);
+    if let Some(mut store) = STORE.get() {
+        // One write of one line, appended: guests of the user writing at once do not mix
+        // their lines. A failure only costs the next guest a read.
+        if let Err(err) = store.write_all(stamp.line(&digest).as_bytes()) {
+            tracing::debug!(%err, "cannot keep a digest for the next guests");
+        }
+    }
     Ok(digest)
 }
 
@@ -212,6 +302,27 @@ mod tests {
                 digest,
             }),
         }
+    }
+
+    #[test]
+    fn a_digests_file_line_gives_back_its_stamp_and_digest_and_others_give_nothing() {
+        let stamp = Stamp {
+            dev: u64::MAX,
+            inode: 1 << 63,
+            size: 40 << 20,
+            mtime: (-1, 999_999_999),
+            ctime: (1_765_000_000, 0),
+        };
+        let digest = "ab".repeat(32);
+        let line = stamp.line(&digest);
+        assert!(line.ends_with('\n'));
+        assert_eq!(Stamp::parse(line.trim_end()), Some((stamp, digest.clone())));
+        let cut = &line[..line.len() - 10];
+        for bad in [cut, "", "1 2 3 4 5 6 7", &line.replace(&digest, "xyz")] {
+            assert_eq!(Stamp::parse(bad), None, "{bad:?}");
+        }
+        let extra = format!("{} more", line.trim_end());
+        assert_eq!(Stamp::parse(&extra), None);
     }
 
     #[test]

@@ -272,6 +272,44 @@ fn advice_changed_while_a_move_runs_arrives_as_it_was_at_the_freeze() {
     end(job);
 }
 
+/// The guests of a user on a node keep the digests of the files they computed for the next
+/// ones (`mosixd.digests/UID`, beside the node's control socket, the user's only): moved to
+/// node 2 twice, the program's binary (a file node 2 holds the same) is digested there
+/// once; the line the first guest wrote is the only one for it.
+#[test]
+fn the_next_guest_of_a_user_on_a_node_starts_with_the_digests_the_last_one_computed() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let program = c_program("advice");
+    let job = start(&lab, &[&program]);
+    for _ in 0..2 {
+        move_to(&job, "2", 2);
+        assert_eq!(ask(&job, "check", 1), "contents: ok guard: trapped\n");
+        move_to(&job, "home", 1);
+    }
+    end(job);
+    let at_node_2 = |script: &str| {
+        let out = lab.node(2).command("sh").args(["-c", script]).output();
+        let out = out.expect("run a shell at node 2");
+        assert!(out.status.success(), "{script}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dir = "/run/mosix/mosixd.digests/0";
+    assert_eq!(
+        at_node_2(&format!("stat -c '%F %a %u' {dir}")),
+        "directory 700 0\n"
+    );
+    let stamp = at_node_2(&format!("stat -L -c '%d %i %s' {program}"));
+    let digests = at_node_2(&format!("cat {dir}/digests"));
+    let lines = digests
+        .lines()
+        .filter(|l| l.starts_with(&format!("{} ", stamp.trim())))
+        .count();
+    assert_eq!(lines, 1, "{stamp}{digests}");
+}
+
 /// A packet socket's receive ring and io_uring's submission ring are memory only the home
 /// kernel can back: `migrate` refuses with the reason, and the process runs on at home with
 /// its ring.

@@ -148,9 +148,10 @@ fn a_program_starts_on_the_node_asked_for_or_at_home_as_asked_when_that_node_can
 /// A program placed at its exec moves before it runs any of its code: it stays stopped
 /// through its move, which carries the few pages of a program not yet started, not the
 /// A program placed at its exec arrives with the dispositions its exec left: the signals
-/// it inherited ignored (as from `nohup` or a shell's `trap ''`) ignored, every other the
-/// default with no flags or mask. (Home reads them from /proc then, not by asking the
-/// process for each signal.)
+/// it inherited ignored (as from `nohup`, a shell's `trap ''`, or a shell that started it
+/// in the background) ignored, every other the default with no flags or mask, as when it
+/// runs without rmosix. (Home reads them from /proc then, not by asking the process for
+/// each signal.)
 #[test]
 fn a_program_placed_at_its_exec_keeps_the_signals_it_inherited_ignored() {
     if !require_root() {
@@ -159,8 +160,7 @@ fn a_program_placed_at_its_exec_keeps_the_signals_it_inherited_ignored() {
     let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
         .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
     let program = program("dispositions");
-    for (traps, shown) in [("trap '' INT USR1;", " 2:ign 10:ign"), ("", "")] {
-        let script = format!("{traps} exec mosrun -2 {program}");
+    let run = |script: String| {
         let out = lab
             .node(1)
             .command("sh")
@@ -169,19 +169,26 @@ fn a_program_placed_at_its_exec_keeps_the_signals_it_inherited_ignored() {
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .output()
-            .expect("run mosrun");
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        assert!(out.status.success(), "{stderr}");
+            .expect("run a shell");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{script}: {stderr}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    };
+    for traps in ["trap '' INT USR1;", ""] {
+        let (plain, _) = run(format!("{traps} exec {program}"));
+        let (placed, log) = run(format!("{traps} exec mosrun -2 {program}"));
         assert!(
-            stderr
-                .lines()
+            log.lines()
                 .any(|l| l.contains(" placed ") && l.contains("node=2")),
-            "not placed at node 2:\n{stderr}"
+            "not placed at node 2:\n{log}"
         );
-        assert_eq!(stdout, format!("dispositions:{shown}\n"), "{stderr}");
+        assert_eq!(placed, plain, "{log}");
+        if !traps.is_empty() {
+            assert!(
+                plain.contains(" 2:ign") && plain.contains(" 10:ign"),
+                "{plain}"
+            );
+        }
     }
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }

@@ -18,10 +18,17 @@ fn main() -> ExitCode {
         dfsa_mfs,
         dfsa,
         dfsa_system,
+        digests,
     }) = &args.mode
     {
         let consistent =
             rmosix_engine::Consistent::new(dfsa_mfs.as_deref(), dfsa).with_system(dfsa_system);
+        if let Some(dir) = digests
+            && let Err(e) = rmosix_engine::keep_digests_in(dir)
+        {
+            // Only slower: every file this guest needs a digest of is read again.
+            tracing::warn!("{}: cannot keep digests there: {e}", dir.display());
+        }
         return match rmosix_daemon::run_guest(report_to, *home, &consistent) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
