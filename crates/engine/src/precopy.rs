@@ -77,12 +77,13 @@ pub fn vdso_block(areas: &[Area]) -> Vec<&Area> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use rmosix_image::Advice;
 
     use super::*;
 
-    fn area(start: u64, end: u64, write: bool, name: &str) -> Area {
+    /// A private anonymous or named area, readable, for tests.
+    pub(crate) fn area(start: u64, end: u64, write: bool, name: &str) -> Area {
         Area {
             start,
             end,

@@ -721,20 +721,7 @@ mod tests {
     use super::*;
 
     fn area(start: u64, end: u64, name: &str) -> Area {
-        Area {
-            start,
-            end,
-            read: true,
-            write: false,
-            exec: false,
-            shared: false,
-            offset: 0,
-            inode: 0,
-            name: name.to_owned(),
-            advice: Vec::new(),
-            guards: Vec::new(),
-            file: None,
-        }
+        crate::precopy::tests::area(start, end, false, name)
     }
 
     #[test]
