@@ -302,8 +302,9 @@ struct Supervisor<'a> {
     procs: HashMap<Pid, Proc>,
     /// Sessions of processes that came home, open until their guest's last word.
     farewells: HashMap<Pid, Session>,
-    /// The listeners of home's CPU-time filters (see `count_away`).
-    clocks: Vec<Listener>,
+    /// The listeners of home's CPU-time filters (see `count_away`); None once every process
+    /// that had it ended, until the end of the loop's turn.
+    clocks: Vec<Option<Listener>>,
     sigchld: SigChld,
     /// Where the main program goes once it exec'd; taken when the move is ordered.
     placement: Option<Placement>,
@@ -385,7 +386,9 @@ impl Supervisor<'_> {
                 turn.watch(Source::Farewell(pid), session.raw_fd(), session.buffered());
             }
             for (n, listener) in self.clocks.iter().enumerate() {
-                turn.watch(Source::Clock(n), listener.as_raw_fd(), false);
+                if let Some(listener) = listener {
+                    turn.watch(Source::Clock(n), listener.as_raw_fd(), false);
+                }
             }
             for source in turn.wait(timeout)? {
                 match source {
@@ -410,6 +413,8 @@ impl Supervisor<'_> {
                     Source::Changes => self.on_changes(),
                 }
             }
+            // Hung up in this turn: their indices named the sources until now.
+            self.clocks.retain(Option::is_some);
             self.step_departures();
             self.release_at_exec();
             self.unpark_shells();
@@ -996,7 +1001,7 @@ impl Supervisor<'_> {
         match installed {
             Ok(listener) => {
                 proc.filters += 1;
-                self.clocks.push(listener);
+                self.clocks.push(Some(listener));
             }
             Err(err) => warn!(pid, %err, "its CPU-time clocks will count only what it used here"),
         }
@@ -1005,11 +1010,18 @@ impl Supervisor<'_> {
     /// A CPU-time call of a process that has been away (or of one of its children), handed
     /// over by home's filter: answer it with what the caller used here and away.
     fn on_clock(&mut self, index: usize) {
-        let Some(listener) = self.clocks.get(index) else {
+        let Some(Some(listener)) = self.clocks.get(index) else {
             return;
         };
         let notif = match listener.recv() {
             Ok(notif) => notif,
+            // Every process that had the filter ended: the listener would poll ready for
+            // ever, and the loop spin (5 CPU-seconds of mosrun in a build whose compiler
+            // drivers came home to fork).
+            Err(_) if listener.hung_up() => {
+                self.clocks[index] = None;
+                return;
+            }
             // The caller was interrupted before we read it.
             Err(_) => return,
         };

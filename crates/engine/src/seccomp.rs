@@ -295,6 +295,19 @@ impl Listener {
         }
     }
 
+    /// Whether every task that had the filter is gone: the listener then polls as hung up
+    /// (and readable) for ever, and nothing will come.
+    pub fn hung_up(&self) -> bool {
+        let mut fd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, no wait.
+        let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+        ready > 0 && fd.revents & libc::POLLHUP != 0
+    }
+
     /// Receive the next notification (blocks; poll the fd first).
     pub fn recv(&self) -> io::Result<sys::SeccompNotif> {
         let mut notif = sys::SeccompNotif::default();
@@ -642,6 +655,19 @@ mod tests {
         (0..libc::CPU_SETSIZE as usize)
             .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
             .collect()
+    }
+
+    #[test]
+    fn a_listener_hangs_up_once_the_process_with_its_filter_is_gone() {
+        let husk = crate::testing::Husk::new(1);
+        let listener = install_filter(husk.pid, &husk.inj, &build_clock_filter()).unwrap();
+        assert!(!listener.hung_up(), "the husk still has the filter");
+        drop(husk);
+        assert!(listener.hung_up());
+        assert!(
+            listener.recv().is_err(),
+            "nothing comes of a hung-up listener"
+        );
     }
 
     #[test]
