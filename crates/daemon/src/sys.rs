@@ -129,7 +129,20 @@ pub(crate) fn user_dir(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
         .recursive(true)
         .mode(0o755)
         .create(parent)?;
-    let root = nix::unistd::geteuid().is_root();
+    // Made by someone else (beside a socket in a directory anyone can write), its entries
+    // could be swapped between this check and the guest's open.
+    let euid = nix::unistd::geteuid();
+    let parent_meta = std::fs::symlink_metadata(parent)?;
+    if !parent_meta.is_dir()
+        || parent_meta.uid() != euid.as_raw()
+        || parent_meta.permissions().mode() & 0o022 != 0
+    {
+        return Err(io::Error::other(format!(
+            "{} is not a directory only uid {euid} can write",
+            parent.display()
+        )));
+    }
+    let root = euid.is_root();
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) if root => {
             std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
@@ -235,9 +248,37 @@ pub(crate) fn take_guest_fds() -> io::Result<[OwnedFd; 2]> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
     use tokio::io::AsyncReadExt;
 
     use super::*;
+
+    #[test]
+    fn a_users_directory_is_theirs_alone_in_a_parent_only_the_daemon_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let gid = nix::unistd::getegid().as_raw();
+        let dir = tmp.path().join("mosixd.digests").join(me.to_string());
+        user_dir(&dir, me, gid).unwrap();
+        let meta = std::fs::symlink_metadata(&dir).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (me, 0o700));
+        // Made already: the same checks pass again.
+        user_dir(&dir, me, gid).unwrap();
+        // Open to others: refused.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(user_dir(&dir, me, gid).is_err());
+        // A link where the directory belongs: refused.
+        std::fs::remove_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), &dir).unwrap();
+        assert!(user_dir(&dir, me, gid).is_err());
+        // A parent others may write: refused.
+        let open = tmp.path().join("open.digests");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(user_dir(&open.join(me.to_string()), me, gid).is_err());
+    }
 
     /// Run a shell as a guest would be run and return what it wrote to fd 3.
     async fn run_as_guest(script: &str, creds: Option<GuestCreds>) -> String {
