@@ -152,11 +152,7 @@ pub(crate) fn user_dir(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
         Err(e) => return Err(e),
     }
     let meta = std::fs::symlink_metadata(dir)?;
-    let owner = if root {
-        uid
-    } else {
-        nix::unistd::geteuid().as_raw()
-    };
+    let owner = if root { uid } else { euid.as_raw() };
     if !meta.is_dir() || meta.uid() != owner || meta.permissions().mode() & 0o077 != 0 {
         return Err(io::Error::other(format!(
             "{} is not a directory of uid {owner}'s only",

@@ -267,14 +267,21 @@ impl Recall {
         }
     }
 
-    /// Freeze the shell `pid` for the image, keeping the signals that arrive meanwhile.
-    fn freeze(&mut self, pid: Pid) -> io::Result<()> {
+    /// Freeze the shell `pid` of `deputy` for the image, keeping the signals that arrive
+    /// meanwhile; a shell parked after a call goes to its pause first, to be stopped anew.
+    fn freeze(&mut self, pid: Pid, deputy: &mut Deputy) -> io::Result<()> {
         if !self.frozen {
+            deputy.unpark()?;
             self.held = freeze(pid)?;
             self.frozen = true;
         }
         Ok(())
     }
+}
+
+/// Make the loop's `timeout` (None: none yet) `next` if that is sooner.
+fn sooner(timeout: &mut Option<Duration>, next: Duration) {
+    *timeout = Some(timeout.map_or(next, |t| t.min(next)));
 }
 
 /// The sources of the home loop.
@@ -356,7 +363,7 @@ impl Supervisor<'_> {
                         );
                         if let Some(until) = r.deputy.parked_until() {
                             let next = until.saturating_duration_since(Instant::now());
-                            timeout = Some(timeout.map_or(next, |t| t.min(next)));
+                            sooner(&mut timeout, next);
                         }
                     }
                     Held::Departure(departure) => {
@@ -364,7 +371,7 @@ impl Supervisor<'_> {
                             turn.watch(Source::Departure(pid), fd, false);
                         }
                         if let Some(next) = departure.next_tick() {
-                            timeout = Some(timeout.map_or(next, |t| t.min(next)));
+                            sooner(&mut timeout, next);
                         }
                     }
                     Held::Nothing => {}
@@ -377,7 +384,7 @@ impl Supervisor<'_> {
                 .any(|p| matches!(p.held, Held::Remote(_)))
             {
                 let next = TALLY_EVERY.saturating_sub(self.told.elapsed());
-                timeout = Some(timeout.map_or(next, |t| t.min(next)));
+                sooner(&mut timeout, next);
             }
             if let Some(fd) = self.paths.borrow().fd() {
                 turn.watch(Source::Changes, fd, false);
@@ -800,15 +807,12 @@ impl Supervisor<'_> {
             );
         };
         let node = r.node;
-        if let Err(err) = r.deputy.unpark() {
-            return Event::Broken(format!("its shell cannot be frozen: {err}"));
-        }
         let Some(recall) = r.recall.as_mut() else {
             return Event::Broken("a first round with no recall".into());
         };
         let areas = recall.areas.take().unwrap_or_default();
         let placed = recall
-            .freeze(pid)
+            .freeze(pid, &mut r.deputy)
             .and_then(|()| legs::place_first_round(pid, areas, &mut r.session));
         match placed {
             Ok(homecoming) => {
@@ -857,12 +861,9 @@ impl Supervisor<'_> {
             return Event::Done(Step::Restore, Err(MoveError::Local("no remote".into())));
         };
         let node = r.node;
-        if let Err(err) = r.deputy.unpark() {
-            return Event::Broken(format!("its shell cannot be frozen: {err}"));
-        }
         // A process that goes home by itself was not recalled.
         let recall = r.recall.get_or_insert_with(|| Recall::new(None));
-        if let Err(err) = recall.freeze(pid) {
+        if let Err(err) = recall.freeze(pid, &mut r.deputy) {
             return Event::Broken(format!("its shell cannot be frozen: {err}"));
         }
         let started = Instant::now();
@@ -907,13 +908,10 @@ impl Supervisor<'_> {
             return Event::Done(Step::Relay, Err(MoveError::Local("no remote".into())));
         };
         let from = r.node;
-        if let Err(err) = r.deputy.unpark() {
-            return Event::Broken(format!("its shell cannot be frozen: {err}"));
-        }
         let Some(recall) = r.recall.as_mut() else {
             return Event::Broken("an image with no recall".into());
         };
-        if let Err(err) = recall.freeze(pid) {
+        if let Err(err) = recall.freeze(pid, &mut r.deputy) {
             return Event::Broken(format!("its shell cannot be frozen: {err}"));
         }
         let Some(onward) = recall.onward.as_mut() else {

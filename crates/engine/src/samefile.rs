@@ -82,9 +82,7 @@ impl Stamp {
             ctime: (meta.ctime(), meta.ctime_nsec()),
         }
     }
-}
 
-impl Stamp {
     /// The stamp and digest of a line of a digests file, if it is one.
     fn parse(line: &str) -> Option<(Stamp, String)> {
         let words: Vec<&str> = line.split(' ').collect();
@@ -123,6 +121,15 @@ impl Stamp {
 /// The digests computed so far, newest last.
 static DIGESTS: Mutex<VecDeque<(Stamp, String)>> = Mutex::new(VecDeque::new());
 
+/// Keep `digest` under `stamp` among the digests `known`, the oldest going past
+/// [`CACHE_ENTRIES`].
+fn keep(known: &mut VecDeque<(Stamp, String)>, stamp: Stamp, digest: String) {
+    if known.len() >= CACHE_ENTRIES {
+        known.pop_front();
+    }
+    known.push_back((stamp, digest));
+}
+
 /// The digests file of this process's user on this node, once given (see
 /// `keep_digests_in`).
 static STORE: OnceLock<File> = OnceLock::new();
@@ -145,10 +152,7 @@ pub fn keep_digests_in(dir: &Path) -> io::Result<()> {
     (&mut file).take(STORE_BYTES).read_to_string(&mut text)?;
     let mut known = DIGESTS.lock().unwrap_or_else(|e| e.into_inner());
     for (stamp, digest) in text.lines().filter_map(Stamp::parse) {
-        if known.len() >= CACHE_ENTRIES {
-            known.pop_front();
-        }
-        known.push_back((stamp, digest));
+        keep(&mut known, stamp, digest);
     }
     drop(known);
     STORE
@@ -177,12 +181,11 @@ pub fn digest_with(file: &File, meta: &Metadata) -> io::Result<String> {
     if Stamp::of(&file.metadata()?) != stamp {
         return Err(io::Error::other("the file changed while it was read"));
     }
-    let mut known = DIGESTS.lock().unwrap_or_else(|e| e.into_inner());
-    if known.len() >= CACHE_ENTRIES {
-        known.pop_front();
-    }
-    known.push_back((stamp, digest.clone()));
-    drop(known);
+    keep(
+        &mut DIGESTS.lock().unwrap_or_else(|e| e.into_inner()),
+        stamp,
+        digest.clone(),
+    );
     if let Some(mut store) = STORE.get() {
         // One write of one line, appended: guests of the user writing at once do not mix
         // their lines. A failure only costs the next guest a read.
