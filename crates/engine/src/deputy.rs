@@ -307,6 +307,52 @@ pub enum ShellNews {
     GroupStop(i32),
 }
 
+/// How far a remote was told the job's book: in which generation of the job's watch, as
+/// which asker, up to which entry (see `homepaths::PathWatch::known_since`).
+pub type BookTold = (u64, Asker, usize);
+
+/// Tell the node a process is about to go to, ahead of its image, what the job's book holds
+/// for the process's asker. A program placed at its exec makes its first lookups (its
+/// dynamic loader's) as soon as it runs there, before anything home sends once it runs can
+/// arrive: told after, the book came too late for them. Returns how far it told, for the
+/// process's deputy ([`Deputy::vouch_under`]); None if who the process asks as cannot be
+/// read (nothing is told then).
+pub fn tell_book_ahead(
+    pid: Pid,
+    paths: &RefCell<PathWatch>,
+    session: &mut Session,
+) -> io::Result<Option<BookTold>> {
+    let Ok(asker) = Asker::of(pid) else {
+        return Ok(None);
+    };
+    let mut watch = paths.borrow_mut();
+    // What a change heard by now made stale is not told.
+    watch.changed();
+    let generation = watch.generation();
+    let Known {
+        answers,
+        listings,
+        upto,
+    } = watch.known_since(&asker, 0, None);
+    if !answers.is_empty() || !listings.is_empty() {
+        rmosix_image::write_message(&mut session.out, &ToGuest::Known { answers, listings })?;
+    }
+    Ok(Some((generation, asker, upto)))
+}
+
+/// Tell the node a process stopped since its exec is about to go to, ahead of its image,
+/// the lowest free numbers of its descriptor table (`ToGuest::NumbersAhead`): the first open
+/// its dynamic loader makes there (`/etc/ld.so.cache`) may then be of the node's copy, from
+/// the job's book, with no round trip. A process that could still run before it leaves
+/// must not be told: its table may change meanwhile.
+pub fn tell_numbers_ahead(pid: Pid, session: &mut Session) -> io::Result<()> {
+    // A table that cannot be read is not told: the first open asks home, as before.
+    match numbers::lowest_free(pid, numbers::TOLD) {
+        Ok(free) => rmosix_image::write_message(&mut session.out, &ToGuest::NumbersAhead { free }),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Home's half of one remote process: its shell and the call it runs.
 pub struct Deputy {
     pid: Pid,
@@ -325,9 +371,8 @@ pub struct Deputy {
     /// The generation of `paths` the answers the remote keeps hold in: once the watch has
     /// heard a change past it, the remote forgets.
     told: u64,
-    /// How far the remote was told the job's book: in which generation of `paths`, as which
-    /// asker, up to which entry (see `homepaths::PathWatch::known_since`).
-    book_told: Option<(u64, Asker, usize)>,
+    /// How far the remote was told the job's book (see [`BookTold`]).
+    book_told: Option<BookTold>,
     /// Who the shell asks as (see `homepaths::Asker`), once read; read again after a call
     /// that may change it.
     asker: Option<Asker>,
@@ -807,18 +852,33 @@ impl Deputy {
     }
 
     /// Home vouches for lookups under `system`'s prefixes (see `pathcache`), watching what
-    /// they depend on with the job's `paths`, whose book it adds to.
-    pub fn vouch_under(&mut self, system: SystemFiles, paths: Rc<RefCell<PathWatch>>) {
+    /// they depend on with the job's `paths`, whose book it adds to. `ahead`: how far the
+    /// remote was told the book ahead of its image ([`tell_book_ahead`]); what it was told
+    /// holds in the generation it was told in.
+    pub fn vouch_under(
+        &mut self,
+        system: SystemFiles,
+        paths: Rc<RefCell<PathWatch>>,
+        ahead: Option<BookTold>,
+    ) {
         self.system = system;
-        self.told = paths.borrow().generation();
+        self.told = match &ahead {
+            Some((generation, asker, _)) => {
+                self.asker = Some(asker.clone());
+                *generation
+            }
+            None => paths.borrow().generation(),
+        };
+        self.book_told = ahead;
         self.paths = paths;
     }
 
     /// Tell the remote, as it starts, the answers home vouched for to the job's other
-    /// remotes that this one would get (`ToGuest::Known`): it keeps them as its own.
+    /// remotes that this one would get and was not told ahead (`ToGuest::Known`): it keeps
+    /// them as its own. After a change since it was told ahead, it forgets and is told the
+    /// book anew.
     pub fn tell_known(&mut self, session: &mut Session) -> io::Result<()> {
         self.tell_changes(session)?;
-        self.book_told = None;
         self.tell_book(session, None)?;
         session.out.flush()
     }

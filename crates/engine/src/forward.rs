@@ -249,6 +249,13 @@ impl Forwarder {
         self.numbered = Some((id, free));
     }
 
+    /// Home told, ahead of the image, the numbers free in the table of a process stopped
+    /// since its exec (`ToGuest::NumbersAhead`): they hold until its first call that may
+    /// change the table, as numbers told with an answer do.
+    pub fn numbers_ahead(&mut self, free: Free) {
+        self.numbers.told(free);
+    }
+
     /// Whether the numbers home tells are of use: the process opens files here (home lists
     /// its shell's table for them, which a process that never does need not cost).
     fn wants_numbers(&self) -> bool {

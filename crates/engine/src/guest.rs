@@ -19,6 +19,8 @@ use crate::event_loop::{SigChld, Turn};
 use crate::forward::{Forwarder, Pending, Replied, Trapped, respond};
 use crate::inject::Injector;
 use crate::mem::Memory;
+use crate::numbers::Free;
+use crate::pathcache::{Answer, Key, Listing};
 use crate::ptrace::{self, Pid, Stop};
 use crate::readahead::Loan;
 use crate::samefile::Held;
@@ -94,9 +96,17 @@ pub fn serve_guest(
     session.send(&ToHome::Ready)?;
     let husk = spawn::spawn_husk(false)?;
     let mut local = LocalFiles::new(opening.dfsa.as_ref(), ours);
-    let restored = receive(husk, &mut session, &mut local)
-        .and_then(|(inj, cpu)| seccomp::install(husk, &inj).map(|listener| (inj, cpu, listener)));
-    let (inj, arrived, listener) = match restored {
+    let restored = receive(husk, &mut session, &mut local).and_then(|(inj, cpu, book)| {
+        let listener = seccomp::install(husk, &inj)?;
+        let mut fwd = Forwarder::open(husk, cpu, local)?;
+        // Kept before the process runs: its first calls may be lookups in it, and opens.
+        fwd.home_knew(book.answers, book.listings);
+        if let Some(free) = book.free {
+            fwd.numbers_ahead(free);
+        }
+        Ok((inj, cpu, listener, fwd))
+    });
+    let (inj, arrived, listener, fwd) = match restored {
         Ok(done) => done,
         Err(err) => {
             kill(husk);
@@ -115,7 +125,7 @@ pub fn serve_guest(
     let mut guest = Guest {
         husk,
         inj,
-        fwd: Forwarder::open(husk, arrived, local)?,
+        fwd,
         arrived,
         mem: Memory::open(husk)?,
         listener,
@@ -156,15 +166,38 @@ fn set_read_timeout(fd: i32, timeout: Option<Duration>) -> io::Result<()> {
     Ok(())
 }
 
+/// What home told ahead of an image: the job's book and, for a process stopped since its
+/// exec, the numbers free in its table (see `deputy::tell_book_ahead`,
+/// `deputy::tell_numbers_ahead`).
+#[derive(Default)]
+struct BookAhead {
+    answers: Vec<(Key, Answer)>,
+    listings: Vec<Listing>,
+    told: bool,
+    free: Option<Free>,
+}
+
 /// Restore the image that follows `Ready` into `husk`: whole, or in the two rounds of a
-/// pre-copy. Returns the injector and the process's CPU use so far.
+/// pre-copy. Returns the injector, the process's CPU use so far, and what home told of the
+/// job's book ahead of the image (`ToGuest::Known`, see `deputy::tell_book_ahead`).
 /// The files it holds here are opened again and join `local`.
 fn receive(
     husk: Pid,
     session: &mut Session,
     local: &mut LocalFiles,
-) -> io::Result<(Injector, CpuUse)> {
-    let (inj, header) = match session.recv::<ToGuest>().map_err(io::Error::other)? {
+) -> io::Result<(Injector, CpuUse, BookAhead)> {
+    let mut book = BookAhead::default();
+    let image = loop {
+        match session.recv::<ToGuest>().map_err(io::Error::other)? {
+            // One of each at most: home tells each once.
+            ToGuest::Known { answers, listings } if !book.told => {
+                (book.answers, book.listings, book.told) = (answers, listings, true);
+            }
+            ToGuest::NumbersAhead { free } if book.free.is_none() => book.free = Some(free),
+            image => break image,
+        }
+    };
+    let (inj, header) = match image {
         ToGuest::Image => {
             let header = restore::read_header(&mut session.frames)?;
             let inj = restore::restore_into(husk, &header, &mut session.frames)?;
@@ -189,7 +222,7 @@ fn receive(
     let at = Resume::Remote(local.consistent(), local.system());
     let kept = dfsa::reopen(husk, &inj, &header.local_files, at)?;
     local.adopt(&kept);
-    Ok((inj, header.cpu))
+    Ok((inj, header.cpu, book))
 }
 
 fn kill(pid: Pid) {

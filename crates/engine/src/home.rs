@@ -725,7 +725,15 @@ impl Supervisor<'_> {
             let filters = self.procs.get(&pid).map_or(0, |p| p.filters);
             legs::movable(pid, filters)?;
             let channel = self.daemon.open_session(to);
-            legs::greet(channel, to, &self.facts, pid, self.daemon.consistent())
+            let mut onward = legs::greet(channel, to, &self.facts, pid, self.daemon.consistent())?;
+            let broken = |err| legs::link_broken(to, err);
+            let session = &mut onward.session;
+            let told = deputy::tell_book_ahead(pid, &self.paths, session).map_err(broken)?;
+            if frozen {
+                deputy::tell_numbers_ahead(pid, session).map_err(broken)?;
+            }
+            onward.book = told.map(Box::new);
+            Ok(onward)
         })();
         match started {
             Ok(onward) => {
@@ -752,10 +760,10 @@ impl Supervisor<'_> {
             .get(&pid)
             .map_or((Usage::default(), 0), |p| (p.away, p.filters));
         let job = self.job();
-        let (mut deputy, mut session, cost) =
-            legs::send_out(pid, &self.facts, own, &job, departure)?;
         let system = SystemFiles::listed(&self.daemon.consistent().system);
-        deputy.vouch_under(system, Rc::clone(&self.paths));
+        let vouch = (system, Rc::clone(&self.paths));
+        let (mut deputy, mut session, cost) =
+            legs::send_out(pid, &self.facts, own, &job, departure, vouch)?;
         // A link that breaks here shows on the session's next read, which loses the process.
         if let Err(err) = deputy.tell_known(&mut session) {
             debug!(pid, %err, "cannot tell the remote what the job's lookups found");
@@ -1211,7 +1219,7 @@ impl Supervisor<'_> {
         let Some(r) = self.remote(pid) else {
             return Ok(());
         };
-        tracing::trace!(id, nr, "call");
+        tracing::trace!(id, nr, pid, "call");
         refuse_while_coming_home(r)?;
         match deputy::read_call(&mut r.session.frames, id, nr, args, sends)? {
             Ok(call) => r.deputy.serve(call.asking(asking), &mut r.session),

@@ -3,10 +3,12 @@
 //! remote to the next node. Each leg either completes or fails with a [`MoveError`] and
 //! leaves the process where it was; which leg comes next is decided in `moves`.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, PipeReader, PipeWriter, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
+use std::rc::Rc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,10 +20,11 @@ use rmosix_wire::{MoveError, NotMovable};
 use tracing::{info, warn};
 
 use crate::cputime::Carry;
-use crate::deputy::Deputy;
+use crate::deputy::{BookTold, Deputy};
 use crate::dfsa::{self, Consistent, Resume, Terms};
 use crate::dump;
 use crate::halt::{HALT_BOUND, Halt};
+use crate::homepaths::PathWatch;
 use crate::inject::Injector;
 use crate::mapfile;
 use crate::mem::Memory;
@@ -31,6 +34,7 @@ use crate::restore;
 use crate::samefile::Held;
 use crate::session::{Channel, Opening, Session, SessionRead, ToGuest, ToHome};
 use crate::sharing;
+use crate::sysfiles::SystemFiles;
 use crate::throttle::{Ask, Cycle, Level, Phase, Throttle, Verdict};
 use crate::track::Tracker;
 
@@ -46,6 +50,9 @@ pub struct Onward {
     pub session: Session,
     /// Bytes of page data relayed to it so far, when a process moves on through home.
     pub relayed: u64,
+    /// How far it was told the job's book ahead of the image (see
+    /// `deputy::tell_book_ahead`).
+    pub book: Option<Box<BookTold>>,
 }
 
 /// What pre-copy's first round left for the final one.
@@ -554,6 +561,7 @@ pub fn greet(
             node,
             session,
             relayed: 0,
+            book: None,
         }),
         Ok(ToHome::Refused { reason }) => Err(MoveError::Refused { node, reason }),
         Ok(other) => Err(link_broken(node, format!("unexpected answer {other:?}"))),
@@ -609,20 +617,25 @@ fn stream_rounds(
 /// Send the rest of the image of the process of `departure`, stopped for its final round (all
 /// of it without running rounds); once it runs at the node, make its shell. `away`: what it
 /// used on other nodes before; `filters`: the seccomp filters rmosix gave it (see
-/// `dump::check_movable`); `job`: the processes of its job. Any failure before the node runs
-/// it leaves it running at home. Returns the shell's deputy, the session, and what the move
-/// cost.
+/// `dump::check_movable`); `job`: the processes of its job; `(system, paths)`: where and with
+/// which watch the shell's deputy vouches for lookups ([`Deputy::vouch_under`]). Any failure
+/// before the node runs it leaves it running at home. Returns the shell's deputy, the
+/// session, and what the move cost.
 pub fn send_out(
     pid: Pid,
     facts: &KernelFacts,
     (away, filters): (Usage, u32),
     job: &[Pid],
     departure: Departure,
+    (system, paths): (SystemFiles, Rc<RefCell<PathWatch>>),
 ) -> Result<(Deputy, Session, Cost), MoveError> {
     let cpu = Carry::Home { away };
     let (started, slowdown, onward, first, at_exec) = departure.into_final()?;
     let Onward {
-        node, mut session, ..
+        node,
+        mut session,
+        book,
+        ..
     } = onward;
     let frozen = Instant::now();
     let link = |e: io::Error| sending_failed(node, e);
@@ -651,7 +664,7 @@ pub fn send_out(
     // The process runs there now: from here on, its shell is all that is left at home. A
     // shell that cannot be made ends the session, which kills the remote too: the process is
     // then lost rather than run twice.
-    let deputy = match Deputy::take_over(pid, &header.pending_signals()) {
+    let mut deputy = match Deputy::take_over(pid, &header.pending_signals()) {
         Ok(deputy) => deputy,
         Err(err) => {
             // SAFETY: killing our own tracee, whose remote dies with the session we drop.
@@ -659,6 +672,7 @@ pub fn send_out(
             return Err(MoveError::Lost(format!("cannot make its shell: {err}")));
         }
     };
+    deputy.vouch_under(system, paths, book.map(|told| *told));
     let frozen = running.duration_since(frozen);
     let freeze_ms = frozen.as_secs_f64() * 1e3;
     let total_ms = ms_since(started);

@@ -159,9 +159,14 @@ mod tests {
 
     #[test]
     fn the_lowest_free_numbers_skip_those_in_use_and_stop_at_the_limit() {
-        // A process holding 0, 1, 2, 4 and 6, allowed 9 open files.
+        // A process holding 0, 1, 2, 4 and 6, allowed 9 open files. The others below 9 are
+        // closed first: a descriptor another test thread made without close-on-exec can
+        // leak into the child at its fork.
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "ulimit -n 9 && exec 4</ 6</ && exec sleep 60"])
+            .args([
+                "-c",
+                "ulimit -n 9 && exec 3<&- 5<&- 7<&- 8<&- 4</ 6</ && exec sleep 60",
+            ])
             .spawn()
             .unwrap();
         let pid = child.id() as Pid;

@@ -25,7 +25,7 @@ use crate::sysfiles::SameAs;
 
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u32 = 11;
+pub const PROTOCOL_VERSION: u32 = 12;
 
 /// The first message of a session, from home.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,12 +161,22 @@ pub enum ToGuest {
         /// The numbers.
         free: Free,
     },
+    /// The lowest free numbers of the shell's descriptor table as a process stopped since its
+    /// exec leaves home (placed at its exec: nothing changes its table before it runs away),
+    /// sent ahead of its image: its first open of a file it may open where it runs (a
+    /// system file it shares with home) then needs no round trip for a number (see
+    /// `numbers`).
+    NumbersAhead {
+        /// The numbers.
+        free: Free,
+    },
     /// Something a vouched answer depended on changed at home: drop every answer kept. Sent
     /// before any later reply or signal, and at once when home hears of the change.
     Forget,
     /// What home vouched for to the job's other remotes that this process would get: sent
-    /// as it starts here, and kept as if home had vouched for each to it, until a `Forget`
-    /// (see `pathcache`, `homepaths`).
+    /// ahead of its image (before `Image` or `Precopy`), again for what the book gained once
+    /// it runs, and before the answer to each of its lookups that goes home; kept as if home
+    /// had vouched for each to it, until a `Forget` (see `pathcache`, `homepaths`).
     Known {
         /// Lookups and their answers.
         answers: Vec<(Key, Answer)>,

@@ -34,8 +34,9 @@ use crate::ptrace::Pid;
 use crate::samefile;
 
 /// The prefixes whose files are the same on every node of a usual cluster: the installed
-/// programs and libraries, and the dynamic loader's cache. A prefix that ends with `/` holds
-/// what lies under it; any other names one file.
+/// programs and libraries, and the dynamic loader's cache and list of libraries to preload
+/// (which every dynamic program looks for as it starts, and which is seldom there). A prefix
+/// that ends with `/` holds what lies under it; any other names one file.
 pub const DEFAULT_PREFIXES: &[&str] = &[
     "/usr/",
     "/lib/",
@@ -43,6 +44,7 @@ pub const DEFAULT_PREFIXES: &[&str] = &[
     "/lib32/",
     "/libx32/",
     "/etc/ld.so.cache",
+    "/etc/ld.so.preload",
 ];
 
 /// Files larger than this are not digested, at home, whose supervisor would wait for the

@@ -516,6 +516,81 @@ fn a_program_seen_to_fork_is_not_placed_at_its_next_exec() {
     stop_all(&lab, &program, load, &names);
 }
 
+/// A program placed at its exec finds the job's book there from its first call: home tells
+/// the node, ahead of the image, what the job's lookups found and the numbers free in the
+/// process's table, so that its dynamic loader's first lookup (`/etc/ld.so.preload`) and
+/// opens (`/etc/ld.so.cache`, `libc.so.6`, the node's copies) run where it runs. Told once
+/// it runs, as before, the book came after those calls had gone home. Node 1 is busy with
+/// two locked jobs, so that the job's `sh`, `true` and `false` are each placed at their exec
+/// (none is known yet); the shell's loader fills the book, and the two programs after it
+/// send home none of the loader's calls (mosrun's trace of each call it serves, by pid).
+#[test]
+fn a_program_placed_at_its_exec_finds_the_jobs_book_from_its_first_call() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin::program("balance");
+    let lab = lab();
+    let names: Vec<String> = names("book")[..2].to_vec();
+    let load: Vec<Job> = names
+        .iter()
+        .map(|n| spin::start(&lab, &["-L"], &program, n))
+        .collect();
+    wait_load_at_node_1(&lab, 2.0);
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.args(["sh", "-c", "/usr/bin/true; /usr/bin/false; exit 0"])
+        .current_dir(lab.work_dir())
+        .stdin(std::process::Stdio::null())
+        .env("MOSRUN_LOG", "info,rmosix_engine::home=trace")
+        .env("NO_COLOR", "1");
+    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
+    let done = job.finish(SPREAD).unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&done.stderr).into_owned();
+    assert!(
+        done.status.success(),
+        "{:?}
+{stderr}",
+        done.status
+    );
+    let field = |line: &str, name: &str| -> Option<String> {
+        let value = line.split(&format!(" {name}=")).nth(1)?;
+        Some(value.split_whitespace().next()?.to_owned())
+    };
+    let placed: Vec<String> = (stderr.lines())
+        .filter(|l| l.contains("placing it at its exec"))
+        .filter_map(|l| field(l, "pid"))
+        .collect();
+    assert_eq!(placed.len(), 3, "sh, true and false placed:\n{stderr}");
+    let calls_home = |pid: &str| -> Vec<String> {
+        (stderr.lines())
+            .filter(|l| l.contains("rmosix_engine::home: call "))
+            .filter(|l| field(l, "pid").as_deref() == Some(pid))
+            .filter_map(|l| field(l, "nr"))
+            .collect()
+    };
+    // The shell's loader asked home: what it found is the job's book.
+    let first = calls_home(&placed[0]);
+    let (access, openat) = (libc::SYS_access.to_string(), libc::SYS_openat.to_string());
+    assert!(
+        first.contains(&access) && first.contains(&openat),
+        "the shell's loader sent home {first:?}\n{stderr}"
+    );
+    for pid in &placed[1..] {
+        let calls = calls_home(pid);
+        assert!(
+            !calls.contains(&access) && !calls.contains(&openat),
+            "process {pid}, placed after the book was filled, sent home {calls:?}\n{stderr}"
+        );
+        // It ran away all the same: its end went home.
+        assert!(
+            calls.contains(&libc::SYS_exit_group.to_string()),
+            "process {pid} sent home {calls:?}\n{stderr}"
+        );
+    }
+    stop_all(&lab, &program, load, &names);
+}
+
 /// Waits until node 1 shows at least `processes` CPU-bound processes in `mosctl status`: its
 /// load (MOSIX units, 100 a process on a standard CPU of speed 10000) times its speed.
 fn wait_load_at_node_1(lab: &Lab, processes: f64) {
