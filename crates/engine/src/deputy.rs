@@ -1149,7 +1149,8 @@ impl Deputy {
         self.opened_away.before(call.nr, &call.args);
         // The watch goes first: a change after it is heard of, one before it is in the answer.
         if call.vouch {
-            call.armed = (call.looked_up()).and_then(|path| self.paths.borrow_mut().arm(path));
+            call.armed =
+                (call.looked_up()).and_then(|path| self.paths.borrow_mut().arm(path, &self.system));
         }
         if pathcache::changes_lookups(call.nr) {
             self.asker = None;

@@ -29,6 +29,7 @@ use tracing::debug;
 use crate::inotify::Inotify;
 use crate::pathcache::{Answer, Key, Listing};
 use crate::ptrace::Pid;
+use crate::sysfiles::SystemFiles;
 
 /// What changes a lookup's answer, on a directory (its entries, their attributes and
 /// contents) or a file (its attributes and contents). The kernel adds IN_IGNORED when a
@@ -141,8 +142,11 @@ pub struct PathWatch {
 impl PathWatch {
     /// Watch what a lookup of absolute `path` depends on, before it runs: the generation
     /// its answer may be vouched for in ([`PathWatch::generation`]). None: it cannot be
-    /// watched, and its answer must not be vouched for.
-    pub fn arm(&mut self, path: &[u8]) -> Option<u64> {
+    /// watched, and its answer must not be vouched for. A path with `..` components is
+    /// vouched for only where the way the kernel walks it stays under `system`'s prefixes:
+    /// a symbolic link before a `..` may take it where nothing written says (and where
+    /// things change often, as in `/tmp`, whose changes would make every remote forget).
+    pub fn arm(&mut self, path: &[u8], system: &SystemFiles) -> Option<u64> {
         if self.armed.contains_key(path) {
             return Some(self.generation);
         }
@@ -160,6 +164,14 @@ impl PathWatch {
         }
         let inotify = self.inotify.as_ref()?;
         let walk = walk(Path::new(OsStr::from_bytes(path)));
+        let dot_dot = path.split(|&b| b == b'/').any(|part| part == b"..");
+        let within = |went: &PathBuf| {
+            went.to_str()
+                .is_some_and(|p| system.covers_lookup(p) || system.leads_to_a_prefix(p))
+        };
+        if dot_dot && !walk.went.iter().all(within) {
+            return None;
+        }
         for watched in walk.went {
             if self.watched.contains(&watched) {
                 continue;
@@ -396,13 +408,40 @@ mod tests {
         assert_eq!(walk(&root.join("real/include/a.h")).missing_in, None);
     }
 
+    #[test]
+    fn a_path_with_dot_dot_is_armed_only_where_its_walk_stays_under_the_prefixes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("sys/lib/gcc")).unwrap();
+        fs::create_dir_all(root.join("sys/include")).unwrap();
+        fs::create_dir_all(root.join("out/deep")).unwrap();
+        // Written under the prefix, but the link takes `..` outside it.
+        symlink(root.join("out/deep"), root.join("sys/lib/away")).unwrap();
+        let system = SystemFiles::listed(&[format!("{}/sys/", root.display())]);
+        let bytes = |p: PathBuf| p.as_os_str().as_bytes().to_vec();
+        let mut watch = PathWatch::default();
+        let within = bytes(root.join("sys/lib/gcc/../../include/a.h"));
+        assert!(system.covers_lookup(std::str::from_utf8(&within).unwrap()));
+        assert!(watch.arm(&within, &system).is_some());
+        let away = bytes(root.join("sys/lib/away/../include/a.h"));
+        assert!(system.covers_lookup(std::str::from_utf8(&away).unwrap()));
+        assert!(watch.arm(&away, &system).is_none(), "its walk went to out/");
+        // Without `..`, a link's target is watched wherever it is, as before.
+        let plain = bytes(root.join("sys/lib/away/a.h"));
+        assert!(watch.arm(&plain, &system).is_some());
+    }
+
     /// Whether `watch` ever reports no change after arming `path`. The walk watches the
     /// test's ancestors (`/tmp`) too, where other tests make their own directories: a quiet
     /// moment is waited for, not assumed.
     fn quiet_after_arming(watch: &mut PathWatch, path: &Path) -> bool {
         (0..200).any(|_| {
             watch.changed();
-            assert!(watch.arm(path.as_os_str().as_bytes()).is_some());
+            assert!(
+                watch
+                    .arm(path.as_os_str().as_bytes(), &SystemFiles::default())
+                    .is_some()
+            );
             let quiet = !watch.changed();
             if !quiet {
                 std::thread::sleep(std::time::Duration::from_millis(5));
@@ -477,7 +516,11 @@ mod tests {
         let mut watch = PathWatch::default();
         let recorded = (0..200).any(|_| {
             watch.changed();
-            assert!(watch.arm(path.as_bytes()).is_some());
+            assert!(
+                watch
+                    .arm(path.as_bytes(), &SystemFiles::default())
+                    .is_some()
+            );
             watch.record(&me, 7, key.clone(), answer.clone(), None);
             !watch.changed()
         });
@@ -549,7 +592,7 @@ mod tests {
             bytes(&root.join("real/include/a.h")),
         );
         for path in [&missing, &via_link, &there] {
-            assert!(watch.arm(path).is_some());
+            assert!(watch.arm(path, &SystemFiles::default()).is_some());
         }
         let listing = watch.listing(&missing).expect("a listing");
         assert_eq!(listing.dir, root.join("real/include").to_str().unwrap());

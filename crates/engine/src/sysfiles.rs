@@ -120,15 +120,53 @@ impl SystemFiles {
     /// Whether home may vouch for a lookup of absolute `path` (see `pathcache`): one under a
     /// prefix, or of a prefix's own directory (`/usr` of `/usr/`), which every lookup under
     /// it walks through anyway. A lookup's answer is home's, kept while home watches it, so
-    /// unlike an open it needs no file the same here.
+    /// unlike an open it needs no file the same here, and a path with `..` components
+    /// (`/usr/lib/gcc/x86_64-linux-gnu/12/../../../../include`, which every `cc1` looks up)
+    /// is one too where it stays under a prefix as written, each `..` dropping the name
+    /// before it. Where a symbolic link on the way takes it elsewhere, home finds out as it
+    /// walks the path, and does not vouch (`homepaths::PathWatch::arm`).
     pub fn covers_lookup(&self, path: &str) -> bool {
-        self.covers(path)
+        let path = match as_written(path) {
+            Some(plain) => plain,
+            None => path.to_owned(),
+        };
+        self.covers(&path)
             || (self.prefixes.iter()).any(|prefix| {
                 prefix
                     .strip_suffix('/')
                     .is_some_and(|dir| path.trim_end_matches('/') == dir)
             })
     }
+
+    /// Whether directory `dir` is on the way to a prefix (`/`, `/etc` of `/etc/ld.so.cache`):
+    /// every lookup under that prefix walks through it.
+    pub fn leads_to_a_prefix(&self, dir: &str) -> bool {
+        let dir = dir.trim_end_matches('/');
+        (self.prefixes.iter()).any(|prefix| {
+            prefix
+                .strip_prefix(dir)
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+}
+
+/// Absolute `path` with its `..` components taken as written, each dropping the name before
+/// it (never above `/`), and its `.` components dropped; None if it has no `..`.
+fn as_written(path: &str) -> Option<String> {
+    if !path.starts_with('/') || !path.split('/').any(|part| part == "..") {
+        return None;
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                names.pop();
+            }
+            name => names.push(name),
+        }
+    }
+    Some(format!("/{}", names.join("/")))
 }
 
 /// Whether an open with `flags` may be served here: read-only, neither creating,
@@ -304,6 +342,12 @@ mod tests {
     #[test]
     fn a_lookup_is_covered_under_a_prefix_and_of_its_own_directory() {
         let system = system();
+        for dir in ["/", "/etc", "/etc/", "/usr"] {
+            assert!(system.leads_to_a_prefix(dir), "{dir}");
+        }
+        for dir in ["/us", "/usr/lib", "/etc/ld.so.cache", "/opt"] {
+            assert!(!system.leads_to_a_prefix(dir), "{dir}");
+        }
         for path in [
             "/usr",
             "/usr/",
@@ -319,9 +363,21 @@ mod tests {
             "/etc",
             "/etc/ld.so.cache/x",
             "/usr/..",
+            "/usr/lib/../../home/x",
+            "/usr/../etc/shadow",
+            "/../usrx/lib",
             "/opt",
         ] {
             assert!(!system.covers_lookup(path), "{path}");
+        }
+        // As written, these stay under `/usr/` (or name a prefix's file).
+        for path in [
+            "/usr/lib/gcc/x86_64-linux-gnu/12/../../../../x86_64-linux-gnu/include",
+            "/usr/lib/../include/stdio.h",
+            "/../usr/include",
+            "/usr/../etc/ld.so.cache",
+        ] {
+            assert!(system.covers_lookup(path), "{path}");
         }
     }
 
