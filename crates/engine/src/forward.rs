@@ -197,6 +197,31 @@ pub struct Forwarder {
     /// Opens and closes made here that home's shell has not followed yet (`ToHome::Opened`,
     /// `ToHome::Closed`), by id.
     unfollowed: std::collections::HashSet<u64>,
+    /// Home's descriptors home said are no terminal (see [`Terminals`]).
+    terminals: Terminals,
+}
+
+/// Home's descriptors that are no terminal, as home's answers to `TCGETS` (what `isatty`
+/// asks) said. A compiler asks it of its standard error three times a run, each a round
+/// trip. What a descriptor refers to is no terminal for good once home said so (a file,
+/// pipe or socket never becomes one), until the number refers to something else: the table
+/// changes only by the process's own calls, all of which the remote sees, so the set goes
+/// with any call that may change the table ([`numbers::leaves_numbers`]), but a `TCGETS`.
+#[derive(Default)]
+struct Terminals {
+    not: std::collections::BTreeSet<i32>,
+    /// The `TCGETS` of this descriptor went home as this call.
+    asked: Option<(u64, i32)>,
+}
+
+impl Terminals {
+    /// The descriptor call `nr` asks whether it is a terminal, if it is a `TCGETS`.
+    fn asks(nr: i64, args: &[u64; 6]) -> Option<i32> {
+        // The kernel reads the request as an unsigned int.
+        (nr == libc::SYS_ioctl && args[1] as u32 == libc::TCGETS as u32)
+            .then(|| i32::try_from(args[0]).ok())
+            .flatten()
+    }
 }
 
 /// What home lent ahead of the answer to open `id`, which put the file under `fd`: its
@@ -241,6 +266,7 @@ impl Forwarder {
             numbered: None,
             lent: None,
             unfollowed: std::collections::HashSet::new(),
+            terminals: Terminals::default(),
         })
     }
 
@@ -586,10 +612,20 @@ impl Forwarder {
             return Ok(trapped);
         }
         self.before_other_call(nr, &args, session)?;
+        let terminal = Terminals::asks(nr, &args);
+        if let Some(fd) = terminal
+            && self.terminals.not.contains(&fd)
+        {
+            return Ok(self.answer(listener, id, -i64::from(libc::ENOTTY)));
+        }
         let changes_numbers = !numbers::leaves_numbers(nr);
         if changes_numbers {
             self.numbers.stale();
         }
+        if changes_numbers && terminal.is_none() {
+            self.terminals.not.clear();
+        }
+        self.terminals.asked = terminal.map(|fd| (id, fd));
         let shipped = match table::route(nr, &args) {
             Route::Forward(_) if nr == libc::SYS_times => {
                 // Home's children's times, with the process's own put in on the way back.
@@ -1157,6 +1193,14 @@ impl Forwarder {
         }
         if let Some((_, free)) = self.numbered.take_if(|(told, _)| *told == pending.id()) {
             self.numbers.told(free);
+        }
+        if let Some((_, fd)) = self
+            .terminals
+            .asked
+            .take_if(|(asked, _)| *asked == pending.id())
+            && ret == -i64::from(libc::ENOTTY)
+        {
+            self.terminals.not.insert(fd);
         }
         // What home lent ahead of another call's answer was for one a signal interrupted.
         if let Some(lent) = self.lent.take()

@@ -193,6 +193,52 @@ fn a_program_placed_at_its_exec_keeps_the_signals_it_inherited_ignored() {
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A program away asks home once whether its standard error (a file) is a terminal: home's
+/// answer, no, holds for that descriptor until the program puts something else under its
+/// number, and the next two `isatty`s are answered where it runs. After `dup2` of a
+/// pseudo-terminal's slave over it, the question goes home again and the answer is yes.
+/// (mosrun's trace of each call it serves, by pid.)
+#[test]
+fn a_descriptor_home_said_is_no_terminal_is_asked_again_only_once_it_changes() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
+    let program = program("terminals");
+    let log = lab.work_dir().join("terminals.log");
+    let script = format!("exec mosrun -2 {program} 2>{}", log.display());
+    let out = lab
+        .node(1)
+        .command("sh")
+        .args(["-c", &script])
+        .env("MOSRUN_LOG", "info,rmosix_engine::home=trace")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run a shell");
+    let log = fs::read_to_string(&log).unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{log}");
+    assert_eq!(stdout, "terminals: 0 0 0 1\n", "{log}");
+    let field = |line: &str, name: &str| -> Option<String> {
+        let value = line.split(&format!(" {name}=")).nth(1)?;
+        Some(value.split_whitespace().next()?.to_owned())
+    };
+    let pid = (log.lines())
+        .find(|l| l.contains(" placed ") && l.contains("node=2"))
+        .and_then(|l| field(l, "pid"))
+        .unwrap_or_else(|| panic!("not placed at node 2:\n{log}"));
+    let ioctls = (log.lines())
+        .filter(|l| l.contains("rmosix_engine::home: call "))
+        .filter(|l| field(l, "pid").as_deref() == Some(pid.as_str()))
+        .filter(|l| field(l, "nr") == Some(libc::SYS_ioctl.to_string()))
+        .count();
+    // The first isatty, the pseudo-terminal's grantpt, unlockpt and ptsname, the last isatty.
+    assert_eq!(ioctls, 5, "{log}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// 64 MiB `grows` writes first thing once it runs (it would, during the rounds of a move
 /// that let it run).
 #[test]
