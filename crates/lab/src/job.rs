@@ -432,6 +432,22 @@ pub struct NodeProcess {
     pub state: char,
 }
 
+/// The value of field `name` in a log line (`name=value`, up to the next space).
+pub fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    crate::batch::field_text(line, name)
+}
+
+/// The system calls, by number and in order, that mosrun served for its process `pid` (as
+/// the job sees it), from mosrun's log at `rmosix_engine::home=trace` (`MOSRUN_LOG`): a
+/// `call` line each.
+pub fn calls_served_for(log: &str, pid: &str) -> Vec<i64> {
+    (log.lines())
+        .filter(|line| line.contains("rmosix_engine::home: call "))
+        .filter(|line| log_field(line, "pid") == Some(pid))
+        .filter_map(|line| log_field(line, "nr")?.parse().ok())
+        .collect()
+}
+
 /// Every process in `node`'s PID namespace now, read from the host's /proc. A process
 /// that goes away while it is read is left out.
 pub fn processes_in(node: &Node) -> Vec<NodeProcess> {

@@ -56,7 +56,9 @@ pub use bench::{BenchError, Scope, bench};
 pub use cprog::compiled;
 pub use demo::{demo, shell};
 pub use error::LabError;
-pub use job::{Job, JobError, NodeProcess, leftovers_in, processes_in};
+pub use job::{
+    Job, JobError, NodeProcess, calls_served_for, leftovers_in, log_field, processes_in,
+};
 pub use lab::{Lab, LabConfig, cleanup_stale};
 pub use node::Node;
 pub use proc::{child_of, pid_in_node, wait_child_of};

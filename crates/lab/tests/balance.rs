@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 mod spin;
 
-use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, require_root};
+use rmosix_lab::{
+    Job, Lab, LabConfig, bin_dir_of_current_test, calls_served_for, log_field, require_root,
+};
 
 /// Deadline of one step: a job's start, its end.
 const STEP: Duration = Duration::from_secs(60);
@@ -482,12 +484,7 @@ fn a_program_seen_to_fork_is_not_placed_at_its_next_exec() {
     let program = spin::program("balance");
     let forker = balance_program("forker");
     let lab = lab();
-    let names: Vec<String> = names("forks")[..2].to_vec();
-    let load: Vec<Job> = names
-        .iter()
-        .map(|n| spin::start(&lab, &["-L"], &program, n))
-        .collect();
-    wait_load_at_node_1(&lab, 2.0);
+    let (names, load) = two_locked_jobs_at_node_1(&lab, &program, "forks");
     let mut cmd = lab.node(1).command("mosrun");
     cmd.args([forker.as_str(), "2"])
         .current_dir(lab.work_dir())
@@ -532,12 +529,7 @@ fn a_program_placed_at_its_exec_finds_the_jobs_book_from_its_first_call() {
     let _alone = one_at_a_time();
     let program = spin::program("balance");
     let lab = lab();
-    let names: Vec<String> = names("book")[..2].to_vec();
-    let load: Vec<Job> = names
-        .iter()
-        .map(|n| spin::start(&lab, &["-L"], &program, n))
-        .collect();
-    wait_load_at_node_1(&lab, 2.0);
+    let (names, load) = two_locked_jobs_at_node_1(&lab, &program, "book");
     let mut cmd = lab.node(1).command("mosrun");
     cmd.args(["sh", "-c", "/usr/bin/true; /usr/bin/false; exit 0"])
         .current_dir(lab.work_dir())
@@ -553,42 +545,47 @@ fn a_program_placed_at_its_exec_finds_the_jobs_book_from_its_first_call() {
 {stderr}",
         done.status
     );
-    let field = |line: &str, name: &str| -> Option<String> {
-        let value = line.split(&format!(" {name}=")).nth(1)?;
-        Some(value.split_whitespace().next()?.to_owned())
-    };
-    let placed: Vec<String> = (stderr.lines())
+    let placed: Vec<&str> = (stderr.lines())
         .filter(|l| l.contains("placing it at its exec"))
-        .filter_map(|l| field(l, "pid"))
+        .filter_map(|l| log_field(l, "pid"))
         .collect();
     assert_eq!(placed.len(), 3, "sh, true and false placed:\n{stderr}");
-    let calls_home = |pid: &str| -> Vec<String> {
-        (stderr.lines())
-            .filter(|l| l.contains("rmosix_engine::home: call "))
-            .filter(|l| field(l, "pid").as_deref() == Some(pid))
-            .filter_map(|l| field(l, "nr"))
-            .collect()
-    };
     // The shell's loader asked home: what it found is the job's book.
-    let first = calls_home(&placed[0]);
-    let (access, openat) = (libc::SYS_access.to_string(), libc::SYS_openat.to_string());
+    let first = calls_served_for(&stderr, placed[0]);
+    let (access, openat) = (libc::SYS_access, libc::SYS_openat);
     assert!(
         first.contains(&access) && first.contains(&openat),
         "the shell's loader sent home {first:?}\n{stderr}"
     );
     for pid in &placed[1..] {
-        let calls = calls_home(pid);
+        let calls = calls_served_for(&stderr, pid);
         assert!(
             !calls.contains(&access) && !calls.contains(&openat),
             "process {pid}, placed after the book was filled, sent home {calls:?}\n{stderr}"
         );
         // It ran away all the same: its end went home.
         assert!(
-            calls.contains(&libc::SYS_exit_group.to_string()),
+            calls.contains(&libc::SYS_exit_group),
             "process {pid} sent home {calls:?}\n{stderr}"
         );
     }
     stop_all(&lab, &program, load, &names);
+}
+
+/// Node 1 busy with two locked jobs of `program`, named after `test`, so that nodes 2 and 3
+/// are the idle ones a program exec'd at node 1 is placed on. Returns their names and jobs,
+/// for [`stop_all`].
+fn two_locked_jobs_at_node_1<'l>(
+    lab: &'l Lab,
+    program: &str,
+    test: &str,
+) -> (Vec<String>, Vec<Job<'l>>) {
+    let names: Vec<String> = names(test)[..2].to_vec();
+    let load = (names.iter())
+        .map(|n| spin::start(lab, &["-L"], program, n))
+        .collect();
+    wait_load_at_node_1(lab, 2.0);
+    (names, load)
 }
 
 /// Waits until node 1 shows at least `processes` CPU-bound processes in `mosctl status`: its

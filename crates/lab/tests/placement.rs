@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use rmosix_lab::{Job, Lab, LabConfig, bin_dir_of_current_test, require_root};
+use rmosix_lab::{
+    Job, Lab, LabConfig, bin_dir_of_current_test, calls_served_for, log_field, require_root,
+};
 
 /// Deadline of one step: the program's start, its move, its end.
 const STEP: Duration = Duration::from_secs(60);
@@ -221,19 +223,12 @@ fn a_descriptor_home_said_is_no_terminal_is_asked_again_only_once_it_changes() {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{log}");
     assert_eq!(stdout, "terminals: 0 0 0 1\n", "{log}");
-    let field = |line: &str, name: &str| -> Option<String> {
-        let value = line.split(&format!(" {name}=")).nth(1)?;
-        Some(value.split_whitespace().next()?.to_owned())
-    };
     let pid = (log.lines())
         .find(|l| l.contains(" placed ") && l.contains("node=2"))
-        .and_then(|l| field(l, "pid"))
+        .and_then(|l| log_field(l, "pid"))
         .unwrap_or_else(|| panic!("not placed at node 2:\n{log}"));
-    let ioctls = (log.lines())
-        .filter(|l| l.contains("rmosix_engine::home: call "))
-        .filter(|l| field(l, "pid").as_deref() == Some(pid.as_str()))
-        .filter(|l| field(l, "nr") == Some(libc::SYS_ioctl.to_string()))
-        .count();
+    let calls = calls_served_for(&log, pid);
+    let ioctls = calls.iter().filter(|&&nr| nr == libc::SYS_ioctl).count();
     // The first isatty, the pseudo-terminal's grantpt, unlockpt and ptsname, the last isatty.
     assert_eq!(ioctls, 5, "{log}");
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
