@@ -180,6 +180,7 @@ pub fn supervise(
         told: Instant::now(),
         headings: HashMap::new(),
         paths: Rc::default(),
+        changes_told: 0,
     };
     sup.procs.insert(main, Proc::home(0));
     let end = sup.run();
@@ -336,6 +337,8 @@ struct Supervisor<'a> {
     /// What the answers the processes away keep depend on, and the job's book of them,
     /// shared by their deputies (see `homepaths`).
     paths: Rc<RefCell<PathWatch>>,
+    /// The generation of `paths` every remote was told of (see [`Supervisor::on_changes`]).
+    changes_told: u64,
 }
 
 impl Supervisor<'_> {
@@ -425,6 +428,13 @@ impl Supervisor<'_> {
             self.step_departures();
             self.release_at_exec();
             self.unpark_shells();
+            // A change heard while serving one process (its deputy drains the watch before
+            // each answer, and so does a move's telling of the book) leaves nothing for the
+            // watch's descriptor to wake the loop with: every other remote is told now, not
+            // with its own next answer.
+            if self.paths.borrow().generation() != self.changes_told {
+                self.on_changes();
+            }
             self.tell(false);
         }
         Ok(self.main_end.unwrap_or(JobEnd::Exited(0)))
@@ -1229,6 +1239,7 @@ impl Supervisor<'_> {
 
     /// Something the answers the processes away keep depend on changed: they forget them.
     fn on_changes(&mut self) {
+        self.changes_told = self.paths.borrow().generation();
         for pid in self.job() {
             let Some(r) = self.remote(pid) else {
                 continue;

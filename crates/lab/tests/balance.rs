@@ -531,9 +531,12 @@ fn a_program_placed_at_its_exec_finds_the_jobs_book_from_its_first_call() {
     let lab = lab();
     let (names, load) = two_locked_jobs_at_node_1(&lab, &program, "book");
     let mut cmd = lab.node(1).command("mosrun");
+    // The loader searches only the system's directories: `cargo test` gives its tests a
+    // library path of the build's own directories, whose lookups are no system file's.
     cmd.args(["sh", "-c", "/usr/bin/true; /usr/bin/false; exit 0"])
         .current_dir(lab.work_dir())
         .stdin(std::process::Stdio::null())
+        .env_remove("LD_LIBRARY_PATH")
         .env("MOSRUN_LOG", "info,rmosix_engine::home=trace")
         .env("NO_COLOR", "1");
     let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
