@@ -883,6 +883,13 @@ impl Deputy {
         session.out.flush()
     }
 
+    /// The process moved on to another node (relayed through home), whose guest holds none
+    /// of the answers the last one kept: tell it the job's book from the start.
+    pub fn tell_known_to_next(&mut self, session: &mut Session) -> io::Result<()> {
+        self.book_told = None;
+        self.tell_known(session)
+    }
+
     /// Tell the remote what the job's book holds for its asker that it was not told yet,
     /// but what the lookups of process `except` found (`ToGuest::Known`): a remote keeps the
     /// answers to its own lookups, but a new one has none.

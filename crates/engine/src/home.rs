@@ -956,6 +956,7 @@ impl Supervisor<'_> {
         let _ = held
             .into_iter()
             .try_for_each(|info| deputy::relay(&mut r.session, info));
+        let _ = r.deputy.tell_known_to_next(&mut r.session);
         let precopied = recall.prepared;
         let frozen = started.elapsed();
         let (freeze_ms, total_ms) = (frozen.as_secs_f64() * 1e3, ms_since(recall.asked));

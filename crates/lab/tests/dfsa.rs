@@ -549,6 +549,44 @@ fn a_process_sent_away_starts_with_the_answers_home_vouched_for_to_the_job() {
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A process away that moves on to another node (home relays the move) finds there the
+/// answers home vouched for to the job, though the guest of its last node kept them: the
+/// next node is told the job's book as it starts, and answers the same lookups while home
+/// answers nothing.
+#[test]
+fn a_process_that_moves_on_takes_the_jobs_book_to_its_next_node() {
+    if !require_root() {
+        return;
+    }
+    let lab = same_files_lab();
+    let (job, mut lookups, _, size) = same_file_lookups(&lab);
+    let enoent = format!("err {}", libc::ENOENT);
+    // As in the lookups test, home's /tmp has other writers (a change anywhere a vouched
+    // lookup went empties the job's book): tried again until the answers held.
+    let mut node = 2;
+    let known = (0..5).any(|_| {
+        assert_eq!(lookups.ask("stat"), format!("size {size}"));
+        assert_eq!(lookups.ask("missing"), enoent);
+        node = 5 - node;
+        job.migrate(&node.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        lookups = Lookups::at(&job, lab.node(node));
+        let commands = [
+            ("stat", format!("size {size}")),
+            ("missing", enoent.clone()),
+        ];
+        answered_with_home_stopped(&job, &mut lookups, &commands)
+    });
+    assert!(
+        known,
+        "no lookup was answered at the next node from the job's book"
+    );
+    lookups.say("end");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Two processes of one job away at once, at nodes 2 and 3: what home vouched for to one
 /// reaches the other before the answer to its next lookup that goes home, and answers the
 /// same lookup there while home answers nothing, though the other never asked it of home.
