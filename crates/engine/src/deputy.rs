@@ -329,15 +329,28 @@ pub fn tell_book_ahead(
     // What a change heard by now made stale is not told.
     watch.changed();
     let generation = watch.generation();
+    let upto = send_known(session, pid, watch.known_since(&asker, 0, None))?;
+    Ok(Some((generation, asker, upto)))
+}
+
+/// Send `known` to the remote of `pid` (`ToGuest::Known`), unless it holds nothing: how many
+/// entries of the book the remote now knows of.
+fn send_known(session: &mut Session, pid: Pid, known: Known) -> io::Result<usize> {
     let Known {
         answers,
         listings,
         upto,
-    } = watch.known_since(&asker, 0, None);
+    } = known;
     if !answers.is_empty() || !listings.is_empty() {
+        debug!(
+            pid,
+            answers = answers.len(),
+            listings = listings.len(),
+            "telling the remote what the job's lookups found"
+        );
         rmosix_image::write_message(&mut session.out, &ToGuest::Known { answers, listings })?;
     }
-    Ok(Some((generation, asker, upto)))
+    Ok(upto)
 }
 
 /// Tell the node a process stopped since its exec is about to go to, ahead of its image,
@@ -863,12 +876,13 @@ impl Deputy {
     ) {
         self.system = system;
         self.told = match &ahead {
-            Some((generation, asker, _)) => {
-                self.asker = Some(asker.clone());
-                *generation
-            }
+            Some((generation, ..)) => *generation,
             None => paths.borrow().generation(),
         };
+        // Read once already, for the telling.
+        if let Some((_, asker, _)) = &ahead {
+            self.asker = Some(asker.clone());
+        }
         self.book_told = ahead;
         self.paths = paths;
     }
@@ -903,20 +917,9 @@ impl Deputy {
             _ => 0,
         };
         let known = self.paths.borrow().known_since(&asker, since, except);
-        self.book_told = Some((generation, asker, known.upto));
-        let Known {
-            answers, listings, ..
-        } = known;
-        if answers.is_empty() && listings.is_empty() {
-            return Ok(());
-        }
-        debug!(
-            pid = self.pid,
-            answers = answers.len(),
-            listings = listings.len(),
-            "telling the remote what the job's lookups found"
-        );
-        rmosix_image::write_message(&mut session.out, &ToGuest::Known { answers, listings })
+        let upto = send_known(session, self.pid, known)?;
+        self.book_told = Some((generation, asker, upto));
+        Ok(())
     }
 
     /// Who the shell asks as, read once until a call may change it; None if it cannot be

@@ -29,7 +29,7 @@ use tracing::debug;
 use crate::inotify::Inotify;
 use crate::pathcache::{Answer, Key, Listing};
 use crate::ptrace::Pid;
-use crate::sysfiles::SystemFiles;
+use crate::sysfiles::{self, SystemFiles};
 
 /// What changes a lookup's answer, on a directory (its entries, their attributes and
 /// contents) or a file (its attributes and contents). The kernel adds IN_IGNORED when a
@@ -164,12 +164,11 @@ impl PathWatch {
         }
         let inotify = self.inotify.as_ref()?;
         let walk = walk(Path::new(OsStr::from_bytes(path)));
-        let dot_dot = path.split(|&b| b == b'/').any(|part| part == b"..");
         let within = |went: &PathBuf| {
             went.to_str()
                 .is_some_and(|p| system.covers_lookup(p) || system.leads_to_a_prefix(p))
         };
-        if dot_dot && !walk.went.iter().all(within) {
+        if sysfiles::has_dot_dot(path) && !walk.went.iter().all(within) {
             return None;
         }
         for watched in walk.went {

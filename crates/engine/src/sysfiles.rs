@@ -21,6 +21,7 @@
 //!   what the process asked, as the process, and tells the digest of a file the process
 //!   opened for reading, whose bytes it could read anyway.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -106,7 +107,7 @@ impl SystemFiles {
     /// Whether absolute `path` lies under an agreed prefix. A path with a `..` component
     /// never does: it may leave the prefix before it ends.
     pub fn covers(&self, path: &str) -> bool {
-        if !path.starts_with('/') || path.split('/').any(|part| part == "..") {
+        if !path.starts_with('/') || has_dot_dot(path.as_bytes()) {
             return false;
         }
         self.prefixes
@@ -126,10 +127,7 @@ impl SystemFiles {
     /// before it. Where a symbolic link on the way takes it elsewhere, home finds out as it
     /// walks the path, and does not vouch (`homepaths::PathWatch::arm`).
     pub fn covers_lookup(&self, path: &str) -> bool {
-        let path = match as_written(path) {
-            Some(plain) => plain,
-            None => path.to_owned(),
-        };
+        let path = as_written(path).map_or(Cow::Borrowed(path), Cow::Owned);
         self.covers(&path)
             || (self.prefixes.iter()).any(|prefix| {
                 prefix
@@ -150,10 +148,15 @@ impl SystemFiles {
     }
 }
 
+/// Whether `path` has a `..` component.
+pub fn has_dot_dot(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/').any(|part| part == b"..")
+}
+
 /// Absolute `path` with its `..` components taken as written, each dropping the name before
 /// it (never above `/`), and its `.` components dropped; None if it has no `..`.
 fn as_written(path: &str) -> Option<String> {
-    if !path.starts_with('/') || !path.split('/').any(|part| part == "..") {
+    if !path.starts_with('/') || !has_dot_dot(path.as_bytes()) {
         return None;
     }
     let mut names: Vec<&str> = Vec::new();

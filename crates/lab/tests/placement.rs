@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rmosix_lab::{
@@ -33,6 +33,18 @@ fn program(name: &str) -> String {
         env!("CARGO_MANIFEST_DIR")
     );
     rmosix_lab::compiled(src, out, &["-Wextra", "-Werror"])
+}
+
+/// `sh -c SCRIPT` at node 1, with no input, mosrun logging as `log` says, without colours:
+/// what it did.
+fn shell_at_node_1(lab: &Lab, script: &str, log: &str) -> Output {
+    (lab.node(1).command("sh"))
+        .args(["-c", script])
+        .env("MOSRUN_LOG", log)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run a shell")
 }
 
 /// `mosrun OPTIONS placed NAME` at node 1 (`args` end with the program and NAME).
@@ -163,15 +175,7 @@ fn a_program_placed_at_its_exec_keeps_the_signals_it_inherited_ignored() {
         .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
     let program = program("dispositions");
     let run = |script: String| {
-        let out = lab
-            .node(1)
-            .command("sh")
-            .args(["-c", &script])
-            .env("MOSRUN_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run a shell");
+        let out = shell_at_node_1(&lab, &script, "info");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{script}: {stderr}");
         (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
@@ -210,15 +214,7 @@ fn a_descriptor_home_said_is_no_terminal_is_asked_again_only_once_it_changes() {
     let program = program("terminals");
     let log = lab.work_dir().join("terminals.log");
     let script = format!("exec mosrun -2 {program} 2>{}", log.display());
-    let out = lab
-        .node(1)
-        .command("sh")
-        .args(["-c", &script])
-        .env("MOSRUN_LOG", "info,rmosix_engine::home=trace")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run a shell");
+    let out = shell_at_node_1(&lab, &script, "info,rmosix_engine::home=trace");
     let log = fs::read_to_string(&log).unwrap_or_default();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{log}");
