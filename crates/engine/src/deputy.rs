@@ -25,7 +25,7 @@ use crate::cmdline::ArgsAndEnv;
 use crate::dump;
 use crate::files::ShellFiles;
 use crate::homefill::{Lender, OpenedAway};
-use crate::homepaths::{Asker, Known, PathWatch};
+use crate::homepaths::{Asker, Known, PathWatch, Stamp};
 use crate::inject::{Injector, Scratch};
 use crate::maps;
 use crate::mem::Memory;
@@ -94,10 +94,13 @@ pub struct Call {
     arrived: Instant,
 }
 
-/// A lookup home watched what its answer depends on for, since generation `armed` of the
-/// job's watch: what the remote and the job's book may keep of it.
+/// A lookup of `path` home watched what its answer depends on for, since generation `armed`
+/// of the job's watch: what the remote and the job's book may keep of it.
 struct Vouch {
     armed: u64,
+    path: Vec<u8>,
+    /// Its answer tells of a directory's entries too: a status, or a listing.
+    entries: bool,
     /// The directory a name was missing in, listed.
     listing: Option<Listing>,
     /// The lookup's key and the answer the book keeps, if it keeps one.
@@ -307,9 +310,9 @@ pub enum ShellNews {
     GroupStop(i32),
 }
 
-/// How far a remote was told the job's book: in which generation of the job's watch, as
-/// which asker, up to which entry (see `homepaths::PathWatch::known_since`).
-pub type BookTold = (u64, Asker, usize);
+/// How far a remote was told the job's book: when, by the job's watch, as which asker, up
+/// to which entry (see `homepaths::PathWatch::known_since`).
+pub type BookTold = (Stamp, Asker, usize);
 
 /// Tell the node a process is about to go to, ahead of its image, what the job's book holds
 /// for the process's asker. A program placed at its exec makes its first lookups (its
@@ -328,9 +331,9 @@ pub fn tell_book_ahead(
     let mut watch = paths.borrow_mut();
     // What a change heard by now made stale is not told.
     watch.changed();
-    let generation = watch.generation();
+    let stamp = watch.stamp();
     let upto = send_known(session, pid, watch.known_since(&asker, 0, None))?;
-    Ok(Some((generation, asker, upto)))
+    Ok(Some((stamp, asker, upto)))
 }
 
 /// Send `known` to the remote of `pid` (`ToGuest::Known`), unless it holds nothing: how many
@@ -381,9 +384,9 @@ pub struct Deputy {
     /// What the answers the job's remotes keep depend on, and the job's book of them,
     /// shared by its deputies (see `homepaths`).
     paths: Rc<RefCell<PathWatch>>,
-    /// The generation of `paths` the answers the remote keeps hold in: once the watch has
-    /// heard a change past it, the remote forgets.
-    told: u64,
+    /// How far the remote was told what `paths` heard: once the watch has heard a change
+    /// past it, the remote forgets what the change took.
+    told: Stamp,
     /// How far the remote was told the job's book (see [`BookTold`]).
     book_told: Option<BookTold>,
     /// Who the shell asks as (see `homepaths::Asker`), once read; read again after a call
@@ -438,7 +441,7 @@ impl Deputy {
             lender: Lender::default(),
             opened_away: OpenedAway::default(),
             paths: Rc::default(),
-            told: 0,
+            told: Stamp::default(),
             book_told: None,
             asker: None,
             system: SystemFiles::default(),
@@ -618,7 +621,7 @@ impl Deputy {
     ) -> io::Result<()> {
         self.tell_changes(session)?;
         if let Some(vouch) = vouch {
-            if vouch.armed == self.paths.borrow().generation() {
+            if (self.paths.borrow()).holds(&vouch.path, vouch.armed, vouch.entries) {
                 if let (Some((key, answer)), Some(asker)) = (vouch.kept, self.asker()) {
                     let listing = vouch.listing.clone();
                     (self.paths.borrow_mut()).record(&asker, self.pid, key, answer, listing);
@@ -844,24 +847,44 @@ impl Deputy {
     }
 
     /// Tell the remote of the files it holds bytes of that changed (`ToGuest::Stale`), and to
-    /// forget the answers it keeps if what they depend on changed (`ToGuest::Forget`), ahead
-    /// of the reply or signal this precedes: whatever that tells the remote happened after
-    /// the change (see `homefill`, `homepaths`). Whether it had to forget.
+    /// forget the answers it keeps whose paths changed (`ToGuest::ForgetPart`, or `Forget`
+    /// when the watch started anew or the remote is too far behind), ahead of the reply or
+    /// signal this precedes: whatever that tells the remote happened after the change (see
+    /// `homefill`, `homepaths`). Whether it had to forget.
     fn tell_changes(&mut self, session: &mut Session) -> io::Result<bool> {
         let changed = self.lender.changed();
         tell_stale(session, changed)?;
-        let generation = {
+        let (stamp, part) = {
             let mut paths = self.paths.borrow_mut();
             paths.changed();
-            paths.generation()
+            let stamp = paths.stamp();
+            let part = (stamp.epoch == self.told.epoch)
+                .then(|| paths.forgotten_since(self.told.generation))
+                .flatten();
+            (stamp, part)
         };
-        let forget = generation != self.told;
-        if forget {
-            debug!(pid = self.pid, "what vouched answers depend on changed");
-            self.told = generation;
-            rmosix_image::write_message(&mut session.out, &ToGuest::Forget)?;
+        if stamp == self.told {
+            return Ok(false);
         }
-        Ok(forget)
+        self.told = stamp;
+        match part {
+            Some(part) if part.is_empty() => return Ok(false),
+            Some(part) => {
+                debug!(
+                    pid = self.pid,
+                    paths = part.paths.len(),
+                    "what some vouched answers depend on changed"
+                );
+                rmosix_image::write_message(&mut session.out, &ToGuest::ForgetPart(part))?;
+            }
+            None => {
+                debug!(pid = self.pid, "what vouched answers depend on changed");
+                // It holds nothing of the book any more: told it from the start next.
+                self.book_told = None;
+                rmosix_image::write_message(&mut session.out, &ToGuest::Forget)?;
+            }
+        }
+        Ok(true)
     }
 
     /// Home vouches for lookups under `system`'s prefixes (see `pathcache`), watching what
@@ -876,8 +899,8 @@ impl Deputy {
     ) {
         self.system = system;
         self.told = match &ahead {
-            Some((generation, ..)) => *generation,
-            None => paths.borrow().generation(),
+            Some((stamp, ..)) => *stamp,
+            None => paths.borrow().stamp(),
         };
         // Read once already, for the telling.
         if let Some((_, asker, _)) = &ahead {
@@ -911,14 +934,16 @@ impl Deputy {
         let Some(asker) = self.asker() else {
             return Ok(());
         };
-        let generation = self.paths.borrow().generation();
+        let stamp = self.paths.borrow().stamp();
+        // The book is emptied only when the watch starts anew; entries forgotten in part
+        // were told forgotten (`tell_changes` comes first).
         let since = match &self.book_told {
-            Some((told, to, upto)) if *told == generation && *to == asker => *upto,
+            Some((told, to, upto)) if told.epoch == stamp.epoch && *to == asker => *upto,
             _ => 0,
         };
         let known = self.paths.borrow().known_since(&asker, since, except);
         let upto = send_known(session, self.pid, known)?;
-        self.book_told = Some((generation, asker, upto));
+        self.book_told = Some((stamp, asker, upto));
         Ok(())
     }
 
@@ -1277,21 +1302,26 @@ impl Deputy {
         };
         // The directory is listed after the call, under the watch: a name made meanwhile
         // is in the listing or an event that keeps the answer from being vouched for.
-        let vouch = call.armed.map(|armed| {
-            let path = call.looked_up();
+        let vouch = call.armed.zip(call.looked_up()).map(|(armed, path)| {
             let missing = ret == -i64::from(libc::ENOENT);
-            let listing = path
+            let listing = Some(path)
                 .filter(|_| missing)
                 .and_then(|path| self.paths.borrow().listing(path));
-            let key = path
-                .and_then(|path| String::from_utf8(path.to_vec()).ok())
+            let key = String::from_utf8(path.to_vec())
+                .ok()
                 .and_then(|path| Key::of(call.nr, &call.args, path));
+            // A status of a directory changes with its entries; a name missing, only with
+            // its own (but its listing with all).
+            let entries =
+                listing.is_some() || (!missing && key.as_ref().is_some_and(Key::is_status));
             let kept = key.and_then(|key| {
                 let answer = key.kept_answer(ret, &call.args, &backs, same.as_ref())?;
                 Some((key, answer))
             });
             Vouch {
                 armed,
+                path: path.to_vec(),
+                entries,
                 listing,
                 kept,
             }

@@ -13,7 +13,7 @@ use crate::dfsa::{self, LocalFiles, Verdict};
 use crate::mem::{Memory, le_u32, le_u64};
 use crate::msg;
 use crate::numbers::{self, Free, FreeNumbers};
-use crate::pathcache::{self, Answer, Key, Listing, PathAnswers};
+use crate::pathcache::{self, Answer, Forgotten, Key, Listing, PathAnswers};
 use crate::ptrace::Pid;
 use crate::readahead::{self, Loan, Lookup, ReadCache};
 use crate::seccomp::Listener;
@@ -348,6 +348,11 @@ impl Forwarder {
     /// Something the kept answers depend on changed at home (`ToGuest::Forget`).
     pub fn forget_lookups(&mut self) {
         self.paths.forget();
+    }
+
+    /// Home's word that a change took these answers (`ToGuest::ForgetPart`).
+    pub fn forget_part_of_lookups(&mut self, part: &Forgotten) {
+        self.paths.forget_part(part);
     }
 
     /// Home vouched for these answers to the job's other remotes (`ToGuest::Known`).

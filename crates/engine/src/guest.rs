@@ -482,6 +482,7 @@ impl Guest {
             ToGuest::Vouched { id, listing } => self.fwd.home_vouched(id, listing),
             ToGuest::Numbers { id, free } => self.fwd.home_numbered(id, free),
             ToGuest::Forget => self.fwd.forget_lookups(),
+            ToGuest::ForgetPart(part) => self.fwd.forget_part_of_lookups(&part),
             ToGuest::Known { answers, listings } => self.fwd.home_knew(answers, listings),
             ToGuest::Signal { info } if info.is_valid() => {
                 self.behind.revoke_all();
@@ -861,7 +862,8 @@ impl Guest {
                 | ToGuest::Vouched { .. }
                 | ToGuest::Numbers { .. }
                 | ToGuest::Known { .. }
-                | ToGuest::Forget => {}
+                | ToGuest::Forget
+                | ToGuest::ForgetPart(_) => {}
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
         }
@@ -901,7 +903,8 @@ impl Guest {
                 | ToGuest::Vouched { .. }
                 | ToGuest::Numbers { .. }
                 | ToGuest::Known { .. }
-                | ToGuest::Forget => {}
+                | ToGuest::Forget
+                | ToGuest::ForgetPart(_) => {}
                 ToGuest::Ended => return Ok(Some(Left::Ended)),
                 other => return Err(io::Error::other(format!("unexpected {other:?}"))),
             }
@@ -976,7 +979,8 @@ fn word_in_first_round(
             | ToGuest::Vouched { .. }
             | ToGuest::Numbers { .. }
             | ToGuest::Known { .. }
-            | ToGuest::Forget => {}
+            | ToGuest::Forget
+            | ToGuest::ForgetPart(_) => {}
             ToGuest::Ended => return Ok(FirstRoundWord::Over(Some(Left::Ended))),
             other => return Err(io::Error::other(format!("unexpected {other:?}"))),
         }

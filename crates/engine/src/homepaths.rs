@@ -18,7 +18,7 @@
 //! empties the book, and every remote forgets.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use tracing::debug;
 
 use crate::inotify::Inotify;
-use crate::pathcache::{Answer, Key, Listing};
+use crate::pathcache::{Answer, Forgotten, Key, Listing};
 use crate::ptrace::Pid;
 use crate::sysfiles::{self, SystemFiles};
 
@@ -54,6 +54,14 @@ const MAX_WATCHES: usize = 4096;
 /// fits; a larger one is not listed.
 const MAX_LISTED: usize = 8192;
 const MAX_LISTED_BYTES: usize = 256 << 10;
+
+/// Most generations whose forgotten lookups are remembered, for the remotes not told them
+/// yet: one further behind forgets everything.
+const MAX_FORGOTTEN: usize = 256;
+
+/// Most entries a book's order of arrival holds: an entry forgotten and vouched for again
+/// is added again. Past it, nothing more is kept until the watch starts anew.
+const MAX_ADDED: usize = 1 << 16;
 
 /// Most bytes of paths, answers and listings the job's book keeps: a compiler's lookups (some
 /// 50 KiB) fit many times over. Past it, nothing more is kept until the next change empties
@@ -120,20 +128,51 @@ pub struct Known {
     pub upto: usize,
 }
 
+/// How far the watch has gone: `epoch` counts the times it forgot everything (the book
+/// emptied with it), `generation` every change heard, whole or in part.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub epoch: u64,
+    pub generation: u64,
+}
+
+/// A lookup vouched for: what its answer depends on.
+struct Armed {
+    /// The generation it was armed in.
+    since: u64,
+    /// The last generation that changed the entries of the directory it reached or found a
+    /// name missing in: its status and its listing hold only from then.
+    entries_since: u64,
+    /// The directory a name was missing in, if one was.
+    missing_in: Option<PathBuf>,
+    /// Every name it looked up (`/`, then each directory joined with the name).
+    steps: Vec<PathBuf>,
+    /// The directory whose entries its answer tells of: the one it reached, or the one a
+    /// name was missing in.
+    entries_of: Option<PathBuf>,
+}
+
 /// The watches behind the answers the job's remotes keep, and the book of those answers.
 #[derive(Default)]
 pub struct PathWatch {
     /// Made at the first vouch.
     inotify: Option<Inotify>,
-    /// Paths watched since the last change.
-    watched: HashSet<PathBuf>,
-    /// Lookups vouched for since the last change, whose paths are all watched, with the
-    /// directory each found a name missing in, if it did.
-    armed: HashMap<Vec<u8>, Option<PathBuf>>,
-    /// How many changes were heard: an answer is vouched for only if none was heard between
-    /// its arming and its answer (told at once or not, it may have come during the call).
-    generation: u64,
-    /// The answers vouched for since the last change, by who asked.
+    /// What is watched, by path, with its watch descriptor.
+    watched: HashMap<PathBuf, i32>,
+    /// The paths each watch descriptor was added for (one inode may have several).
+    paths_of: HashMap<i32, Vec<PathBuf>>,
+    /// Lookups vouched for and not forgotten since, by path.
+    armed: HashMap<Vec<u8>, Armed>,
+    /// The armed lookups that looked up each name: a change of that entry, or of what it
+    /// names, forgets them.
+    through: HashMap<PathBuf, HashSet<Vec<u8>>>,
+    /// The armed lookups whose answers tell of each directory's entries.
+    entries: HashMap<PathBuf, HashSet<Vec<u8>>>,
+    stamp: Stamp,
+    /// What each generation since the last epoch forgot, the latest `MAX_FORGOTTEN`: how a
+    /// remote told up to an earlier one is told what it must forget.
+    forgotten: VecDeque<(u64, Forgotten)>,
+    /// The answers vouched for, by who asked.
     books: HashMap<Asker, Book>,
     /// Bytes of the answers and listings in `books`.
     book_bytes: usize,
@@ -141,17 +180,21 @@ pub struct PathWatch {
 
 impl PathWatch {
     /// Watch what a lookup of absolute `path` depends on, before it runs: the generation
-    /// its answer may be vouched for in ([`PathWatch::generation`]). None: it cannot be
-    /// watched, and its answer must not be vouched for. A path with `..` components is
-    /// vouched for only where the way the kernel walks it stays under `system`'s prefixes:
-    /// a symbolic link before a `..` may take it where nothing written says (and where
-    /// things change often, as in `/tmp`, whose changes would make every remote forget).
+    /// its answer may be vouched for in ([`PathWatch::holds`]). None: it cannot be watched,
+    /// and its answer must not be vouched for: the walk reaches a file system whose changes
+    /// inotify may not hear, or a path with `..` components leaves `system`'s prefixes (a
+    /// symbolic link before a `..` may take it where nothing written says).
     pub fn arm(&mut self, path: &[u8], system: &SystemFiles) -> Option<u64> {
         if self.armed.contains_key(path) {
-            return Some(self.generation);
+            return Some(self.stamp.generation);
         }
-        if !path.starts_with(b"/") || self.watched.len() >= MAX_WATCHES {
+        if !path.starts_with(b"/") {
             return None;
+        }
+        if self.watched.len() >= MAX_WATCHES {
+            // Watches are kept while any lookup needs them: start anew rather than stop
+            // vouching for good.
+            self.forget_all();
         }
         if self.inotify.is_none() {
             match Inotify::new() {
@@ -171,52 +214,248 @@ impl PathWatch {
         if sysfiles::has_dot_dot(path) && !walk.went.iter().all(within) {
             return None;
         }
-        for watched in walk.went {
-            if self.watched.contains(&watched) {
+        for watched in &walk.went {
+            if self.watched.contains_key(watched) {
                 continue;
             }
             let c_path = CString::new(watched.as_os_str().as_bytes()).ok()?;
-            if let Err(err) = inotify.watch(&c_path, CHANGES) {
-                debug!(path = %watched.display(), %err, "cannot watch: not vouched for");
+            if !changes_heard(&c_path) {
+                debug!(path = %watched.display(), "changes there may go unheard: not vouched for");
                 return None;
             }
-            self.watched.insert(watched);
+            let wd = match inotify.watch(&c_path, CHANGES) {
+                Ok(wd) => wd,
+                Err(err) => {
+                    debug!(path = %watched.display(), %err, "cannot watch: not vouched for");
+                    return None;
+                }
+            };
+            self.watched.insert(watched.clone(), wd);
+            self.paths_of.entry(wd).or_default().push(watched.clone());
         }
-        self.armed.insert(path.to_vec(), walk.missing_in);
-        Some(self.generation)
+        for step in &walk.steps {
+            let lookups = self.through.entry(step.clone()).or_default();
+            lookups.insert(path.to_vec());
+        }
+        let entries_of = walk.missing_in.clone().or(walk.reached_dir);
+        if let Some(dir) = &entries_of {
+            self.entries
+                .entry(dir.clone())
+                .or_default()
+                .insert(path.to_vec());
+        }
+        let generation = self.stamp.generation;
+        let armed = Armed {
+            since: generation,
+            entries_since: generation,
+            missing_in: walk.missing_in,
+            steps: walk.steps,
+            entries_of,
+        };
+        self.armed.insert(path.to_vec(), armed);
+        Some(generation)
     }
 
-    /// How many changes were heard so far.
+    /// Whether the answer to a lookup of `path` armed in generation `since` still holds:
+    /// nothing it depends on changed since. `entries`: the answer tells of a directory's
+    /// entries too (the status of a directory it reached, or the listing of the one a name
+    /// was missing in).
+    pub fn holds(&self, path: &[u8], since: u64, entries: bool) -> bool {
+        self.armed
+            .get(path)
+            .is_some_and(|armed| armed.since <= since && (!entries || armed.entries_since <= since))
+    }
+
+    /// How far the watch has gone.
+    pub fn stamp(&self) -> Stamp {
+        self.stamp
+    }
+
+    /// How many changes were heard so far, whole or in part.
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.stamp.generation
     }
 
-    /// Whether anything watched changed since the last time this said so: then no answer
-    /// vouched for before holds, and the remote must forget them.
+    /// What the generations after `generation` of this epoch forgot, together. None: they
+    /// are no longer all known; the remote must forget everything.
+    pub fn forgotten_since(&self, generation: u64) -> Option<Forgotten> {
+        if generation >= self.stamp.generation {
+            return Some(Forgotten::default());
+        }
+        let oldest = self.forgotten.front().map_or(u64::MAX, |(at, _)| *at);
+        if oldest > generation + 1 {
+            return None;
+        }
+        let mut all = Forgotten::default();
+        for (_, part) in self.forgotten.iter().filter(|(at, _)| *at > generation) {
+            all.add(part);
+        }
+        Some(all)
+    }
+
+    /// Read what changed since the last time: the lookups that went through a name that
+    /// changed are forgotten, with their answers in the book; a lookup that reached a
+    /// directory, or found a name missing in it, whose entries changed no longer holds for
+    /// its status and listing. Whether anything was forgotten. Events lost, or a file
+    /// system unmounted, forget everything.
     pub fn changed(&mut self) -> bool {
         let Some(inotify) = &self.inotify else {
             return false;
         };
-        let changed = match inotify.drain() {
-            Some(fired) => !fired.is_empty(),
+        let Some(events) = inotify.events() else {
             // Events may be lost: anything may have changed.
-            None => true,
+            self.forget_all();
+            return true;
         };
-        if changed {
-            // The remote forgets every answer: nothing needs watching any more, and a watch
-            // left would only make it forget again. The next vouch starts anew.
-            self.inotify = None;
-            self.watched.clear();
-            self.armed.clear();
-            self.books.clear();
-            self.book_bytes = 0;
-            self.generation += 1;
+        let generation = self.stamp.generation + 1;
+        let mut forgotten = Forgotten::default();
+        for event in events {
+            if event.mask & libc::IN_UNMOUNT != 0 {
+                self.forget_all();
+                return true;
+            }
+            let Some(paths) = self.paths_of.get(&event.wd).cloned() else {
+                // A watch removed: what it served was forgotten then.
+                continue;
+            };
+            let entry_changed = event.mask
+                & (libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO)
+                != 0;
+            let self_gone = event.name.is_empty()
+                && event.mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED) != 0;
+            for at in paths {
+                let changed = if event.name.is_empty() {
+                    at.clone()
+                } else {
+                    at.join(&event.name)
+                };
+                if entry_changed {
+                    for lookup in self.entries.get(&at).into_iter().flatten() {
+                        let Some(armed) = self.armed.get_mut(lookup) else {
+                            continue;
+                        };
+                        armed.entries_since = generation;
+                        // A name missing stays missing (its own entry is a step); the
+                        // directory's listing goes.
+                        if armed.missing_in.as_ref() == Some(&at) {
+                            forgotten.listings.insert(at.to_string_lossy().into_owned());
+                        } else {
+                            forgotten.stats_of.insert(lossy(lookup));
+                        }
+                    }
+                }
+                for lookup in self.through.get(&changed).cloned().into_iter().flatten() {
+                    self.disarm(&lookup);
+                    forgotten.paths.insert(lossy(&lookup));
+                }
+                // What the name held is gone or replaced: whatever is there next is
+                // watched anew when a lookup reaches it.
+                if entry_changed || self_gone {
+                    self.unwatch_under(&changed);
+                }
+            }
         }
-        changed
+        if forgotten.is_empty() {
+            return false;
+        }
+        self.forget_in_books(&forgotten);
+        self.stamp.generation = generation;
+        self.forgotten.push_back((generation, forgotten));
+        if self.forgotten.len() > MAX_FORGOTTEN {
+            self.forgotten.pop_front();
+        }
+        true
     }
 
-    /// Keep `answer` to `asker`'s lookup `key`, vouched for in this generation (with
-    /// `listing` if a name was missing) to process `by`, for the job's other remotes.
+    /// Stop watching `path` and everything watched under it.
+    fn unwatch_under(&mut self, path: &Path) {
+        if !self.watched.contains_key(path) {
+            return;
+        }
+        let under: Vec<PathBuf> = (self.watched.keys())
+            .filter(|watched| watched.starts_with(path))
+            .cloned()
+            .collect();
+        for watched in under {
+            let Some(wd) = self.watched.remove(&watched) else {
+                continue;
+            };
+            let Some(paths) = self.paths_of.get_mut(&wd) else {
+                continue;
+            };
+            paths.retain(|p| *p != watched);
+            if paths.is_empty() {
+                self.paths_of.remove(&wd);
+                if let Some(inotify) = &self.inotify {
+                    inotify.unwatch(wd);
+                }
+            }
+        }
+    }
+
+    /// Stop vouching for `lookup`: nothing it depended on keeps it any more.
+    fn disarm(&mut self, lookup: &[u8]) {
+        let Some(armed) = self.armed.remove(lookup) else {
+            return;
+        };
+        for step in &armed.steps {
+            if let Some(lookups) = self.through.get_mut(step) {
+                lookups.remove(lookup);
+                if lookups.is_empty() {
+                    self.through.remove(step);
+                }
+            }
+        }
+        if let Some(dir) = &armed.entries_of
+            && let Some(lookups) = self.entries.get_mut(dir)
+        {
+            lookups.remove(lookup);
+            if lookups.is_empty() {
+                self.entries.remove(dir);
+            }
+        }
+    }
+
+    /// Take out of every book what `forgotten` takes.
+    fn forget_in_books(&mut self, forgotten: &Forgotten) {
+        let mut freed = 0;
+        for book in self.books.values_mut() {
+            book.answers.retain(|key, answer| {
+                let keep = !key.forgotten_in(forgotten);
+                if !keep {
+                    freed += key.path().len() + answer.bytes();
+                }
+                keep
+            });
+            book.listings.retain(|dir, listing| {
+                let keep = !forgotten.listings.contains(dir);
+                if !keep {
+                    freed += listing.bytes();
+                }
+                keep
+            });
+        }
+        self.book_bytes = self.book_bytes.saturating_sub(freed);
+    }
+
+    /// Forget everything: the remotes forget every answer, nothing needs watching any more,
+    /// and the next vouch starts anew.
+    fn forget_all(&mut self) {
+        self.inotify = None;
+        self.watched.clear();
+        self.paths_of.clear();
+        self.armed.clear();
+        self.through.clear();
+        self.entries.clear();
+        self.books.clear();
+        self.book_bytes = 0;
+        self.forgotten.clear();
+        self.stamp.epoch += 1;
+        self.stamp.generation += 1;
+    }
+
+    /// Keep `answer` to `asker`'s lookup `key`, vouched for (with `listing` if a name was
+    /// missing) to process `by`, for the job's other remotes.
     pub fn record(
         &mut self,
         asker: &Asker,
@@ -229,8 +468,11 @@ impl PathWatch {
         if self.book_bytes + bytes > MAX_BOOK_BYTES {
             return;
         }
-        self.book_bytes += bytes;
         let book = self.books.entry(asker.clone()).or_default();
+        if book.added.len() >= MAX_ADDED {
+            return;
+        }
+        self.book_bytes += bytes;
         if book.answers.insert(key.clone(), answer).is_none() {
             book.added.push((Added::Answer(key), by));
         }
@@ -242,9 +484,9 @@ impl PathWatch {
         }
     }
 
-    /// The answers and listings vouched for to `asker` since the last change, from its
-    /// book's entry `since` on, but those found by process `except`'s own lookups; and how
-    /// many entries the book holds, where the next call may start.
+    /// The answers and listings vouched for to `asker` in this epoch and not forgotten since,
+    /// from its book's entry `since` on, but those found by process `except`'s own lookups;
+    /// and how many entries the book holds, where the next call may start.
     pub fn known_since(&self, asker: &Asker, since: usize, except: Option<Pid>) -> Known {
         let mut known = Known::default();
         let Some(book) = self.books.get(asker) else {
@@ -254,12 +496,22 @@ impl PathWatch {
             if Some(*by) == except {
                 continue;
             }
+            // An entry forgotten and vouched for again is in the order twice: told once.
             match added {
                 Added::Answer(key) => {
-                    let answer = book.answers[key].clone();
-                    known.answers.push((key.clone(), answer));
+                    if let Some(answer) = book.answers.get(key)
+                        && !known.answers.iter().any(|(told, _)| told == key)
+                    {
+                        known.answers.push((key.clone(), answer.clone()));
+                    }
                 }
-                Added::Listing(dir) => known.listings.push(book.listings[dir].clone()),
+                Added::Listing(dir) => {
+                    if let Some(listing) = book.listings.get(dir)
+                        && !known.listings.contains(listing)
+                    {
+                        known.listings.push(listing.clone());
+                    }
+                }
             }
         }
         known.upto = book.added.len();
@@ -272,7 +524,7 @@ impl PathWatch {
     /// with no symbolic link on the way, so that the directory's path is the start of
     /// `path` at the remote too. None: no such directory, or too large, or not readable.
     pub fn listing(&self, path: &[u8]) -> Option<Listing> {
-        let dir = self.armed.get(path)?.as_ref()?;
+        let dir = self.armed.get(path)?.missing_in.as_ref()?;
         let dir_text = dir.to_str()?;
         let starts = std::str::from_utf8(path).ok()?.strip_prefix(dir_text)?;
         if !(starts.starts_with('/') || dir_text == "/") {
@@ -301,28 +553,66 @@ impl PathWatch {
     }
 }
 
+/// A path as a remote's keys spell it.
+fn lossy(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+/// Whether every change of the file system `path` lies on is heard by inotify here: a local
+/// one, where every change goes through this kernel. A network or FUSE file system changes
+/// under it unheard, and the kernel's own trees change without events.
+fn changes_heard(path: &CStr) -> bool {
+    const LOCAL: &[i64] = &[
+        0xEF53,      // ext2, ext3, ext4
+        0x5846_5342, // xfs
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0x8584_58F6, // ramfs
+        0x794C_7630, // overlayfs
+        0xF2F5_2010, // f2fs
+        0x2FC1_2FC1, // zfs
+    ];
+    // SAFETY: struct statfs is plain data, for which all zeroes is a value.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs fills a live struct for a NUL-terminated path.
+    if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0 {
+        return false;
+    }
+    LOCAL.contains(&(fs.f_type as i64))
+}
+
 /// A lookup's way, as the kernel walks it.
 struct Walk {
     /// `/`, each directory, the targets of symbolic links, and what it reaches if it exists.
     went: Vec<PathBuf>,
+    /// `/` and every name looked up, joined to the directory it was looked up in: links and
+    /// names missing too.
+    steps: Vec<PathBuf>,
     /// The directory a name was missing in, if one was.
     missing_in: Option<PathBuf>,
+    /// The directory it reached, if it reached one.
+    reached_dir: Option<PathBuf>,
 }
 
 /// The way of a lookup of absolute `path`. Where a name is missing or not a directory the
 /// walk ends: the answer is an error or that entry, both told by its directory's watch.
 fn walk(path: &Path) -> Walk {
     let mut walked = vec![PathBuf::from("/")];
+    let mut steps = vec![PathBuf::from("/")];
     let mut missing_in = None;
+    let mut reached_dir = Some(PathBuf::from("/"));
     let mut at = PathBuf::from("/");
     let mut names: VecDeque<OsString> = components(path).collect();
     let mut links = 0;
     while let Some(name) = names.pop_front() {
         if name == ".." {
             at.pop();
+            reached_dir = Some(at.clone());
             continue;
         }
         let next = at.join(&name);
+        steps.push(next.clone());
+        reached_dir = None;
         match fs::symlink_metadata(&next) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 links += 1;
@@ -338,12 +628,17 @@ fn walk(path: &Path) -> Walk {
                 for name in components(&target).rev() {
                     names.push_front(name);
                 }
+                // A link to `/` or `.` names the directory the walk is at.
+                if names.is_empty() {
+                    reached_dir = Some(at.clone());
+                }
             }
             Ok(meta) => {
                 walked.push(next.clone());
                 if !meta.is_dir() {
                     break;
                 }
+                reached_dir = Some(next.clone());
                 at = next;
             }
             Err(err) => {
@@ -356,7 +651,9 @@ fn walk(path: &Path) -> Walk {
     }
     Walk {
         went: walked,
+        steps,
         missing_in,
+        reached_dir,
     }
 }
 
@@ -371,7 +668,8 @@ fn components(path: &Path) -> impl DoubleEndedIterator<Item = OsString> + '_ {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::symlink;
+    use std::fs::Permissions;
+    use std::os::unix::fs::{PermissionsExt, symlink};
 
     use super::*;
 
@@ -430,70 +728,61 @@ mod tests {
         assert!(watch.arm(&plain, &system).is_some());
     }
 
-    /// Whether `watch` ever reports no change after arming `path`. The walk watches the
-    /// test's ancestors (`/tmp`) too, where other tests make their own directories: a quiet
-    /// moment is waited for, not assumed.
-    fn quiet_after_arming(watch: &mut PathWatch, path: &Path) -> bool {
-        (0..200).any(|_| {
-            watch.changed();
-            assert!(
-                watch
-                    .arm(path.as_os_str().as_bytes(), &SystemFiles::default())
-                    .is_some()
-            );
-            let quiet = !watch.changed();
-            if !quiet {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            quiet
-        })
-    }
-
     #[test]
-    fn a_change_anywhere_a_vouched_lookup_went_is_heard() {
+    fn a_change_of_a_name_a_vouched_lookup_went_through_is_heard_and_only_that() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         fs::create_dir_all(root.join("real/include")).unwrap();
         fs::create_dir_all(root.join("elsewhere")).unwrap();
         fs::write(root.join("real/include/a.h"), "a").unwrap();
         symlink("real", root.join("link")).unwrap();
-        let path = root.join("link/include/a.h");
+        let bytes = |p: &Path| p.as_os_str().as_bytes().to_vec();
+        let path = bytes(&root.join("link/include/a.h"));
+        let include = bytes(&root.join("real/include"));
+        let system = SystemFiles::default();
         let mut watch = PathWatch::default();
-        let changes: [&dyn Fn(); 4] = [
+        let chmod = |mode| {
+            fs::set_permissions(root.join("real/include"), Permissions::from_mode(mode)).unwrap()
+        };
+        let on_the_way: [&dyn Fn(); 4] = [
             &|| fs::write(root.join("real/include/a.h"), "changed").unwrap(),
-            &|| fs::write(root.join("real/include/b.h"), "new").unwrap(),
+            &|| chmod(0o700),
             &|| fs::rename(root.join("real"), root.join("moved")).unwrap(),
-            &|| symlink("moved", root.join("link2")).unwrap(),
+            &|| {
+                fs::remove_file(root.join("link")).unwrap();
+                symlink("real", root.join("link")).unwrap();
+            },
         ];
-        for (n, change) in changes.iter().enumerate() {
-            assert!(quiet_after_arming(&mut watch, &path), "change {n}");
-            // Not on the lookup's way: not heard of, for all the watch knows.
-            fs::write(root.join("elsewhere/c.h"), format!("{n}")).unwrap();
-            let armed = watch.generation();
+        for (n, change) in on_the_way.iter().enumerate() {
+            let armed = watch.arm(&path, &system).expect("armed");
+            assert!(watch.holds(&path, armed, false));
             change();
             assert!(watch.changed(), "change {n} is heard");
             assert!(
-                watch.generation() > armed,
-                "an answer armed before is not vouched for"
+                !watch.holds(&path, armed, false),
+                "change {n} is not vouched for"
             );
             if n == 2 {
-                fs::remove_file(root.join("link")).unwrap();
-                symlink("moved", root.join("link")).unwrap();
+                fs::rename(root.join("moved"), root.join("real")).unwrap();
             }
+            watch.changed();
         }
-        // A change off the lookup's way alone is not heard of.
-        let unheard = (0..200).any(|n| {
-            if !quiet_after_arming(&mut watch, &path) {
-                return false;
-            }
-            fs::write(root.join("elsewhere/c.h"), format!("again {n}")).unwrap();
-            !watch.changed()
-        });
-        assert!(unheard, "a change off the way is heard of every time");
+        // Changes of other names, even in the directories the lookup went through.
+        let armed = watch.arm(&path, &system).expect("armed");
+        let armed_include = watch.arm(&include, &system).expect("armed");
+        fs::write(root.join("real/include/b.h"), "new").unwrap();
+        symlink("real", root.join("link2")).unwrap();
+        fs::write(root.join("elsewhere/c.h"), "c").unwrap();
+        watch.changed();
+        assert!(watch.holds(&path, armed, false), "other names");
+        // A new name changed the directory's entries: its status, not its way.
+        assert!(!watch.holds(&include, armed_include, true));
+        assert!(watch.holds(&include, armed_include, false));
+        chmod(0o755);
     }
 
     #[test]
-    fn the_book_gives_each_asker_its_own_answers_until_a_change_empties_it() {
+    fn the_book_gives_each_asker_its_own_answers_until_a_change_of_what_they_depend_on() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         fs::create_dir_all(root.join("include")).unwrap();
@@ -513,17 +802,9 @@ mod tests {
         assert_eq!(me, Asker::of(std::process::id() as Pid).unwrap());
 
         let mut watch = PathWatch::default();
-        let recorded = (0..200).any(|_| {
-            watch.changed();
-            assert!(
-                watch
-                    .arm(path.as_bytes(), &SystemFiles::default())
-                    .is_some()
-            );
-            watch.record(&me, 7, key.clone(), answer.clone(), None);
-            !watch.changed()
-        });
-        assert!(recorded, "the directory never stayed quiet");
+        let armed = watch.arm(path.as_bytes(), &SystemFiles::default());
+        watch.record(&me, 7, key.clone(), answer.clone(), None);
+        assert!(watch.holds(path.as_bytes(), armed.expect("armed"), false));
         let known = |answers| Known {
             answers,
             listings: Vec::new(),
@@ -540,9 +821,18 @@ mod tests {
         );
         assert_eq!(watch.known_since(&me, 1, None), known(Vec::new()), "told");
         assert_eq!(watch.known_since(&them, 0, None), Known::default());
+        // Another name of the same directory: the answer holds.
+        let stamp = watch.stamp();
         fs::write(root.join("include/b.h"), "b").unwrap();
+        assert!(!watch.changed());
+        assert_eq!(watch.stamp(), stamp);
+        assert_eq!(watch.known_since(&me, 0, None).answers.len(), 1, "kept");
+        fs::write(&path, "changed").unwrap();
         assert!(watch.changed());
-        assert_eq!(watch.known_since(&me, 0, None), Known::default(), "emptied");
+        assert_eq!(watch.known_since(&me, 0, None).answers, [], "forgotten");
+        let part = watch.forgotten_since(stamp.generation).expect("in the log");
+        assert_eq!(part.paths, [path.clone()].into());
+        assert_eq!(watch.stamp().epoch, stamp.epoch, "in part");
     }
 
     #[test]

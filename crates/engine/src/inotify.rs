@@ -4,9 +4,10 @@
 //! before a message to the remote puts every earlier change ahead of that message.
 
 use std::collections::HashSet;
-use std::ffi::CStr;
+use std::ffi::{CStr, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 
 /// One inotify instance.
 pub struct Inotify {
@@ -36,11 +37,23 @@ impl Inotify {
         Ok(wd)
     }
 
+    /// Stop watching `wd`: the kernel queues IN_IGNORED for it.
+    pub fn unwatch(&self, wd: i32) {
+        // SAFETY: removes a watch of this instance; a stale `wd` only fails with EINVAL.
+        unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), wd) };
+    }
+
     /// Read the events queued so far: the watches that fired. None: events may have been
     /// lost (the queue overflowed, or reading it failed); anything watched may have changed,
     /// and the instance should be dropped.
     pub fn drain(&self) -> Option<HashSet<i32>> {
-        let mut fired = HashSet::new();
+        Some(self.events()?.into_iter().map(|event| event.wd).collect())
+    }
+
+    /// Read the events queued so far, in order. None: events may have been lost, as for
+    /// [`Inotify::drain`].
+    pub fn events(&self) -> Option<Vec<Event>> {
+        let mut events = Vec::new();
         // Aligned for struct inotify_event.
         let mut buf = vec![0u64; 512];
         loop {
@@ -49,7 +62,7 @@ impl Inotify {
             let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), size) };
             if n <= 0 {
                 return match io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EAGAIN) if n < 0 => Some(fired),
+                    Some(libc::EAGAIN) if n < 0 => Some(events),
                     Some(libc::EINTR) if n < 0 => continue,
                     _ => None,
                 };
@@ -61,14 +74,30 @@ impl Inotify {
                 let word =
                     |i: usize| u32::from_ne_bytes(raw[at + i..at + i + 4].try_into().unwrap());
                 let (wd, mask, name_len) = (word(0) as i32, word(4), word(12) as usize);
+                let name = raw.get(at + 16..at + 16 + name_len).unwrap_or_default();
+                // The name is padded with NULs to the next event's alignment.
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
                 at += 16 + name_len;
                 if mask & libc::IN_Q_OVERFLOW != 0 {
                     return None;
                 }
-                fired.insert(wd);
+                events.push(Event {
+                    wd,
+                    mask,
+                    name: OsStr::from_bytes(name).to_owned(),
+                });
             }
         }
     }
+}
+
+/// One event: what happened (`mask`) to watch `wd`, or to the entry `name` of the directory
+/// it watches (empty: to the watched object itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub wd: i32,
+    pub mask: u32,
+    pub name: OsString,
 }
 
 impl AsRawFd for Inotify {

@@ -77,16 +77,29 @@ pub fn vouchable(nr: i64) -> bool {
     lookup(nr).is_some()
 }
 
-/// Whether lookup `nr` of absolute `path` is one home vouches for under `system`'s
-/// prefixes: an open only of a path under one (what it opens is a system file), any other
-/// lookup also of a prefix's own directory (`SystemFiles::covers_lookup`), such as the
-/// `readlink("/usr")` a compiler makes for every header it resolves.
+/// Whether lookup `nr` of absolute `path` is one home vouches for: an open only of a path
+/// under one of `system`'s prefixes (what it opens is a system file), any other lookup of
+/// any path outside the kernel's trees, such as the `readlink("/usr")` a compiler makes for
+/// every header it resolves and the `stat`s of a project's headers.
 pub fn covered(nr: i64, path: &str, system: &SystemFiles) -> bool {
     match lookup(nr) {
         Some(at) if at.opens => system.covers(path),
-        Some(_) => system.covers_lookup(path),
+        Some(_) => system.covers_lookup(path) || outside_kernel_trees(path),
         None => false,
     }
+}
+
+/// Whether absolute `path` is outside the kernel's own trees (`/proc`, `/sys`, `/dev`),
+/// whose answers change without any event or depend on who asks. A lookup of any other
+/// path may be vouched for, as a project's `stat`s and `realpath`s are: home refuses where
+/// the walk reaches a file system whose changes it cannot hear (`homepaths`), and forgets an
+/// answer when a name it went through changes, not when anything watched does.
+fn outside_kernel_trees(path: &str) -> bool {
+    path.starts_with('/')
+        && !["/proc", "/sys", "/dev"].iter().any(|tree| {
+            path.strip_prefix(tree)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
 }
 
 /// Whether call `nr` may change what the process may look up: its credentials, its root or
@@ -142,6 +155,21 @@ impl Key {
         &self.path
     }
 
+    /// Whether it asks for the status of what the path names, which changes with the
+    /// entries of a directory (its times, size and links) as well as with the object.
+    pub fn is_status(&self) -> bool {
+        matches!(
+            self.nr,
+            libc::SYS_stat | libc::SYS_lstat | libc::SYS_newfstatat | libc::SYS_statx
+        )
+    }
+
+    /// Whether part `forgotten` of what home vouched for takes this answer.
+    pub fn forgotten_in(&self, forgotten: &Forgotten) -> bool {
+        forgotten.paths.contains(&self.path)
+            || (self.is_status() && forgotten.stats_of.contains(&self.path))
+    }
+
     /// What a keeper keeps of its answer `ret` with `backs` (as the call's buffers came back,
     /// at the addresses of `args`): the result and the out-buffer's bytes, if they went there
     /// alone; for an open that succeeded, what it opened, `opened`, if that is known. None:
@@ -186,6 +214,32 @@ impl Answer {
             Answer::Result { out, .. } => out.as_ref().map_or(0, Vec::len),
             Answer::Opened(same) => same.path.len() + same.digest.len(),
         }
+    }
+}
+
+/// What a change at home took of the answers home vouched for (`ToGuest::ForgetPart`): a
+/// change of one name forgets only the lookups that went through it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forgotten {
+    /// Every answer kept for a lookup of these paths.
+    pub paths: HashSet<String>,
+    /// The status answers of these paths, which reach a directory whose entries changed.
+    pub stats_of: HashSet<String>,
+    /// The listings of these directories, whose entries changed.
+    pub listings: HashSet<String>,
+}
+
+impl Forgotten {
+    /// Whether it takes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.stats_of.is_empty() && self.listings.is_empty()
+    }
+
+    /// Take what `later` takes too.
+    pub fn add(&mut self, later: &Forgotten) {
+        self.paths.extend(later.paths.iter().cloned());
+        self.stats_of.extend(later.stats_of.iter().cloned());
+        self.listings.extend(later.listings.iter().cloned());
     }
 }
 
@@ -348,7 +402,7 @@ impl PathAnswers {
             }
         }
         for listing in listings {
-            if system.covers_lookup(&listing.dir) {
+            if covered(libc::SYS_stat, &listing.dir, system) {
                 self.list(listing);
             }
         }
@@ -379,6 +433,27 @@ impl PathAnswers {
             self.forget();
         }
         self.kept_bytes += bytes;
+    }
+
+    /// Home's word that a change took part of what it vouched for.
+    pub fn forget_part(&mut self, forgotten: &Forgotten) {
+        let mut freed = 0;
+        self.kept.retain(|key, answer| {
+            let keep = !key.forgotten_in(forgotten);
+            if !keep {
+                freed += key.path.len() + answer.bytes();
+                if let Answer::Opened(_) = answer {
+                    self.opens -= 1;
+                }
+            }
+            keep
+        });
+        for dir in &forgotten.listings {
+            if let Some(names) = self.listed.remove(dir) {
+                freed += dir.len() + names.iter().map(String::len).sum::<usize>();
+            }
+        }
+        self.kept_bytes = self.kept_bytes.saturating_sub(freed);
     }
 
     /// Home's word, or a call that may change what lookups find: nothing kept holds.
@@ -501,7 +576,7 @@ mod tests {
     }
 
     #[test]
-    fn what_home_knew_for_the_job_is_kept_under_this_nodes_prefixes_until_forgotten() {
+    fn what_home_knew_for_the_job_is_kept_outside_the_kernels_trees_until_forgotten() {
         let mut answers = PathAnswers::default();
         let system = SystemFiles::listed(&["/usr/".to_owned()]);
         let stat = |path: &str| key(libc::SYS_newfstatat, path, [0; 6]);
@@ -514,26 +589,83 @@ mod tests {
             names: vec!["stdio.h".into()],
         };
         answers.known(
-            vec![(stat("/usr/x"), found.clone()), (stat("/opt/y"), found)],
-            vec![listing("/usr/include"), listing("/opt/include")],
+            vec![
+                (stat("/usr/x"), found.clone()),
+                (stat("/opt/y"), found.clone()),
+                (stat("/proc/1/status"), found),
+            ],
+            vec![listing("/usr/include"), listing("/proc/sys")],
             &system,
         );
         let args = [0, 0, 0x100, 0, 0, 0];
+        let given = Some((0, Some((0x100, &[7u8; 4][..]))));
+        assert_eq!(answers.answer(&stat("/usr/x"), &args), given);
+        assert_eq!(answers.answer(&stat("/opt/y"), &args), given, "a project's");
         assert_eq!(
-            answers.answer(&stat("/usr/x"), &args),
-            Some((0, Some((0x100, &[7u8; 4][..]))))
-        );
-        assert_eq!(
-            answers.answer(&stat("/opt/y"), &args),
+            answers.answer(&stat("/proc/1/status"), &args),
             None,
-            "not a prefix here"
+            "the kernel's"
         );
         let enoent = Some((-i64::from(libc::ENOENT), None));
         assert_eq!(answers.answer(&stat("/usr/include/z.h"), &args), enoent);
-        assert_eq!(answers.answer(&stat("/opt/include/z.h"), &args), None);
+        assert_eq!(answers.answer(&stat("/proc/sys/z"), &args), None);
         answers.forget();
         assert_eq!(answers.answer(&stat("/usr/x"), &args), None);
         assert_eq!(answers.answer(&stat("/usr/include/z.h"), &args), None);
+    }
+
+    #[test]
+    fn a_change_in_part_forgets_the_paths_it_names_the_status_of_a_directory_and_its_listing() {
+        let mut answers = PathAnswers::default();
+        let system = SystemFiles::listed(&["/usr/".to_owned()]);
+        let found = Answer::Result {
+            ret: 0,
+            out: Some(vec![7; 4]),
+        };
+        let stat = |path: &str| key(libc::SYS_newfstatat, path, [0; 6]);
+        let readlink = key(libc::SYS_readlink, "/p", [0, 0, 64, 0, 0, 0]);
+        let not_a_link = Answer::Result {
+            ret: -i64::from(libc::EINVAL),
+            out: None,
+        };
+        answers.known(
+            vec![
+                (stat("/p/a.h"), found.clone()),
+                (stat("/p/b.h"), found.clone()),
+                (stat("/p"), found),
+                (readlink.clone(), not_a_link),
+            ],
+            vec![Listing {
+                dir: "/p".into(),
+                names: vec!["a.h".into(), "b.h".into()],
+            }],
+            &system,
+        );
+        let args = [0, 0, 0x100, 0, 0, 0];
+        let missing = stat("/p/c.h");
+        let enoent = Some((-i64::from(libc::ENOENT), None));
+        assert_eq!(answers.answer(&missing, &args), enoent);
+        // c.h was made in /p: its entries changed.
+        let part = Forgotten {
+            paths: ["/p/c.h".to_owned()].into(),
+            stats_of: ["/p".to_owned()].into(),
+            listings: ["/p".to_owned()].into(),
+        };
+        answers.forget_part(&part);
+        assert_eq!(answers.answer(&missing, &args), None, "asked again");
+        assert_eq!(
+            answers.answer(&stat("/p"), &args),
+            None,
+            "its times changed"
+        );
+        assert!(answers.answer(&readlink, &args).is_some(), "still no link");
+        assert!(answers.answer(&stat("/p/a.h"), &args).is_some());
+        answers.forget_part(&Forgotten {
+            paths: ["/p/a.h".to_owned()].into(),
+            ..Forgotten::default()
+        });
+        assert_eq!(answers.answer(&stat("/p/a.h"), &args), None);
+        assert!(answers.answer(&stat("/p/b.h"), &args).is_some());
     }
 
     #[test]

@@ -19,13 +19,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::dfsa::Terms;
 use crate::numbers::Free;
-use crate::pathcache::{Answer, Key, Listing};
+use crate::pathcache::{Answer, Forgotten, Key, Listing};
 use crate::samefile::Held;
 use crate::sysfiles::SameAs;
 
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u32 = 12;
+pub const PROTOCOL_VERSION: u32 = 13;
 
 /// The first message of a session, from home.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +173,9 @@ pub enum ToGuest {
     /// Something a vouched answer depended on changed at home: drop every answer kept. Sent
     /// before any later reply or signal, and at once when home hears of the change.
     Forget,
+    /// A change at home took these of the answers vouched for: drop them, keep the rest.
+    /// Sent as `Forget` is (see `homepaths`).
+    ForgetPart(Forgotten),
     /// What home vouched for to the job's other remotes that this process would get: sent
     /// ahead of its image (before `Image` or `Precopy`), again for what the book gained once
     /// it runs, and before the answer to each of its lookups that goes home; kept as if home

@@ -501,6 +501,68 @@ fn lookups_of_system_paths_are_answered_where_the_process_runs_until_home_change
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Lookups of a project's own paths (node 1's private /tmp, under no system prefix) by a
+/// process away are kept where it runs while other names of their directory come and go,
+/// as a build's objects do: a `stat` of a header and of its `.gch` that is not there are
+/// answered away while home answers nothing. A change of the header, or the `.gch` made,
+/// makes it ask home again, and home tells of each by itself.
+#[test]
+fn lookups_of_a_projects_paths_are_kept_away_while_other_names_of_their_directory_change() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
+    let n1 = lab.node(1);
+    let dir = "/tmp/project";
+    sh(
+        n1,
+        &format!("mkdir -p {dir} && echo header > {dir}/lapi.h && chmod -R a+rX {dir}"),
+    );
+    let (job, mut lookups) = lookups_at(&lab, &format!("{dir}/lapi.h"), lab.node(2));
+    let enoent = format!("err {}", libc::ENOENT);
+    let gch = format!("stat {dir}/lapi.h.gch");
+    assert_eq!(lookups.ask("stat"), "size 7");
+    assert_eq!(lookups.ask(&gch), enoent);
+
+    // Objects made and removed beside the header, and the directory's own status asked.
+    sh(
+        n1,
+        &format!(
+            "for i in 1 2 3; do echo o > {dir}/l$i.o; done; rm {dir}/l2.o; mv {dir}/l1.o {dir}/l4.o"
+        ),
+    );
+    let commands = [
+        ("stat", "size 7".to_owned()),
+        (gch.as_str(), enoent.clone()),
+    ];
+    assert!(
+        answered_with_home_stopped(&job, &mut lookups, &commands),
+        "a lookup went home after other names changed"
+    );
+
+    // The header changed, then its .gch made, by another process at home: told by home.
+    for (command, change, expected) in [
+        ("stat", format!("echo more >> {dir}/lapi.h"), "size 12"),
+        (
+            gch.as_str(),
+            format!("echo pch > {dir}/lapi.h.gch"),
+            "size 4",
+        ),
+    ] {
+        sh(n1, &change);
+        let deadline = Instant::now() + STEP;
+        while lookups.ask(command) != expected {
+            assert!(Instant::now() < deadline, "home never told of {change}");
+        }
+    }
+    assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 2);
+    lookups.say("end");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A process of the job that goes away later starts with the answers home vouched for to
 /// the job's earlier remotes (`ToGuest::Known`): its first lookups of system paths, a
 /// stat, an open of a name that is not there and the stat of another name missing from the
