@@ -2,7 +2,8 @@
 //! runs, home watches every directory the lookup goes through and what it reaches, so that
 //! any change that could alter the answer (an entry created, removed or renamed, attributes
 //! or contents changed, a symbolic link replaced) is heard of, and the remote told to forget
-//! (`ToGuest::Forget`).
+//! the lookups that went through the name that changed (`ToGuest::ForgetPart`), and no
+//! other: a build writes its objects beside the headers it looks up.
 //!
 //! The path is walked here, by the supervisor, as the kernel walks it for the shell: `..`
 //! goes to the physical parent, symbolic links are followed wherever they lead (up to the
@@ -14,8 +15,8 @@
 //! those its credentials would get (`ToGuest::Known`), instead of asking each again, and a
 //! process away is told what the others' lookups found since, before the answer to each
 //! lookup of its own. A compiler under `mosrun make -j8` looks up some 400 system paths,
-//! the same for every compiler, and the first few start together. A change anywhere watched
-//! empties the book, and every remote forgets.
+//! the same for every compiler, and the first few start together. A change takes out of the
+//! book what it takes from the remotes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CStr, CString, OsStr, OsString};
@@ -522,9 +523,17 @@ impl PathWatch {
     /// found a name missing, as its walk when it was armed found it (a change since then
     /// keeps the answer from being vouched for): only where the path leads there by itself,
     /// with no symbolic link on the way, so that the directory's path is the start of
-    /// `path` at the remote too. None: no such directory, or too large, or not readable.
+    /// `path` at the remote too; and only a directory anyone may list, as home reads it
+    /// with its own rights, not the asker's (a process that dropped root's must not learn
+    /// the names of a directory it may only search). None: no such directory, or too
+    /// large, or not readable by all.
     pub fn listing(&self, path: &[u8]) -> Option<Listing> {
+        use std::os::unix::fs::PermissionsExt;
         let dir = self.armed.get(path)?.missing_in.as_ref()?;
+        let listable_by_all = 0o005;
+        if fs::metadata(dir).ok()?.permissions().mode() & listable_by_all != listable_by_all {
+            return None;
+        }
         let dir_text = dir.to_str()?;
         let starts = std::str::from_utf8(path).ok()?.strip_prefix(dir_text)?;
         if !(starts.starts_with('/') || dir_text == "/") {
@@ -889,5 +898,9 @@ mod tests {
         assert_eq!(watch.listing(&via_link), None, "a link on the way");
         assert_eq!(watch.listing(&there), None, "nothing missing");
         assert_eq!(watch.listing(&bytes(&root.join("never-armed"))), None);
+        // A directory others may only search is not listed: home reads it with its rights.
+        let include = root.join("real/include");
+        fs::set_permissions(&include, Permissions::from_mode(0o711)).unwrap();
+        assert_eq!(watch.listing(&missing), None, "not listable by all");
     }
 }

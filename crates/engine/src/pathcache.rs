@@ -1,10 +1,11 @@
-//! Answers about system paths, kept where the process runs: a compiler looks up hundreds of
+//! Answers about paths, kept where the process runs: a compiler looks up hundreds of
 //! names under `/usr` (`stat`, `access`, `readlink` of each component of a header's path, opens
 //! of headers that are not there), most of them many times, and each would cross the link.
 //! See docs/forwarding.md, "Answers home vouches for".
 //!
-//! - **Home's answers, not this node's.** A lookup of an absolute path under an agreed system
-//!   prefix (`sysfiles`) goes home once, as any forwarded call, asking home to vouch for it.
+//! - **Home's answers, not this node's.** A lookup of an absolute path outside the kernel's
+//!   trees (an open: under an agreed system prefix, `sysfiles`) goes home once, as any
+//!   forwarded call, asking home to vouch for it.
 //!   Home watches every directory the lookup went through and the file it reached (inotify,
 //!   `homepaths`) before it runs the call; if nothing changed meanwhile it says so
 //!   (`ToGuest::Vouched`) before its reply, and the reply is kept here. The same lookup again
@@ -14,10 +15,11 @@
 //!   link: any other name missing from that listing, looked up by a path that starts with
 //!   the directory's, is missing too, as long as the directory is watched. A compiler probes
 //!   a few include directories for every header; the probes that fail are answered here.
-//! - **Until home says otherwise.** A change of anything watched makes home send
-//!   `ToGuest::Forget` ahead of whatever it sends next, and at once when the change happens
-//!   while nothing is under way; every kept answer goes. The process's own changes run at home
-//!   and are seen there before home answers the call that made them.
+//! - **Until home says otherwise.** A change of a name a lookup went through makes home send
+//!   `ToGuest::ForgetPart` ahead of whatever it sends next, and at once when the change
+//!   happens while nothing is under way; the answers it names go (`Forget`: all of them).
+//!   The process's own changes run at home and are seen there before home answers the call
+//!   that made them.
 //! - **Only what the credentials allow.** Answers depend on the process's credentials, which
 //!   only home's shell holds: a call that may change them (or the root) forgets everything
 //!   first.
