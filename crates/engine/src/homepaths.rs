@@ -346,7 +346,12 @@ impl PathWatch {
                     }
                 }
                 for lookup in self.through.get(&changed).cloned().into_iter().flatten() {
-                    self.disarm(&lookup);
+                    // A listing stands on the way to its directory as much as on its entries.
+                    if let Some(dir) = self.disarm(&lookup).and_then(|armed| armed.missing_in) {
+                        forgotten
+                            .listings
+                            .insert(dir.to_string_lossy().into_owned());
+                    }
                     forgotten.paths.insert(lossy(&lookup));
                 }
                 // What the name held is gone or replaced: whatever is there next is
@@ -394,11 +399,9 @@ impl PathWatch {
         }
     }
 
-    /// Stop vouching for `lookup`: nothing it depended on keeps it any more.
-    fn disarm(&mut self, lookup: &[u8]) {
-        let Some(armed) = self.armed.remove(lookup) else {
-            return;
-        };
+    /// Stop vouching for `lookup`: nothing it depended on keeps it any more. What it was.
+    fn disarm(&mut self, lookup: &[u8]) -> Option<Armed> {
+        let armed = self.armed.remove(lookup)?;
         for step in &armed.steps {
             if let Some(lookups) = self.through.get_mut(step) {
                 lookups.remove(lookup);
@@ -415,6 +418,7 @@ impl PathWatch {
                 self.entries.remove(dir);
             }
         }
+        Some(armed)
     }
 
     /// Take out of every book what `forgotten` takes.
@@ -842,6 +846,31 @@ mod tests {
         let part = watch.forgotten_since(stamp.generation).expect("in the log");
         assert_eq!(part.paths, [path.clone()].into());
         assert_eq!(watch.stamp().epoch, stamp.epoch, "in part");
+    }
+
+    #[test]
+    fn a_listing_goes_with_the_way_to_its_directory_as_with_its_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("a/include")).unwrap();
+        let missing = root.join("a/include/x.h");
+        let mut watch = PathWatch::default();
+        let armed = watch.arm(missing.as_os_str().as_bytes(), &SystemFiles::default());
+        assert!(armed.is_some());
+        let listed = root.join("a/include").to_str().unwrap().to_owned();
+        assert_eq!(
+            watch.listing(missing.as_os_str().as_bytes()).map(|l| l.dir),
+            Some(listed.clone())
+        );
+        // The directory moved away, and another made in its place holding the name.
+        let stamp = watch.stamp();
+        fs::rename(root.join("a/include"), root.join("a/moved")).unwrap();
+        fs::create_dir(root.join("a/include")).unwrap();
+        fs::write(&missing, "x").unwrap();
+        assert!(watch.changed());
+        let part = watch.forgotten_since(stamp.generation).expect("in the log");
+        assert!(part.listings.contains(&listed), "{part:?}");
+        assert!(part.paths.contains(missing.to_str().unwrap()));
     }
 
     #[test]
