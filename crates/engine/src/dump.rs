@@ -300,6 +300,7 @@ pub fn read_header(
         areas,
         sigactions,
         cpu_timers,
+        limits: crate::limits::read(pid),
         cpu: cpu.now(pid)?,
         shared_pending,
         membarrier,

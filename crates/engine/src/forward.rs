@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 
 use crate::cputime;
 use crate::dfsa::{self, LocalFiles, Verdict};
+use crate::limits;
 use crate::mem::{Memory, le_u32, le_u64};
 use crate::msg;
 use crate::numbers::{self, Free, FreeNumbers};
@@ -199,6 +200,9 @@ pub struct Forwarder {
     unfollowed: std::collections::HashSet<u64>,
     /// Home's descriptors home said are no terminal (see [`Terminals`]).
     terminals: Terminals,
+    /// The process runs here with the limits it has at home: it reads them here (see
+    /// `limits`).
+    limits_as_home: bool,
 }
 
 /// Home's descriptors that are no terminal, as home's answers to `TCGETS` (what `isatty`
@@ -267,7 +271,13 @@ impl Forwarder {
             lent: None,
             unfollowed: std::collections::HashSet::new(),
             terminals: Terminals::default(),
+            limits_as_home: false,
         })
+    }
+
+    /// Whether the process runs here with its limits at home (see `limits`).
+    pub fn limits_as_home(&mut self, same: bool) {
+        self.limits_as_home = same;
     }
 
     /// Home told the numbers free once call `id` ran (`ToGuest::Numbers`); its reply follows.
@@ -637,10 +647,17 @@ impl Forwarder {
                 call_home(session, id, nr, args, &[])?;
                 Ok(Ok(Pending::Times { id, at: args[0] }))
             }
-            // The process's own nice value (`nice(3)`): home's shell keeps it for a return,
-            // and the remote runs with it (see `sched`). Another process's is home's alone.
+            // The process's own limits, as home's: read here, no round trip.
+            Route::Forward(_) if self.limits_as_home && limits::reads_own(nr, &args) => {
+                let_run(listener, id);
+                return Ok(Trapped::Answered);
+            }
+            // The process's own nice value (`nice(3)`) and limits: home's shell keeps them
+            // for a return, and the remote runs with them (see `sched`, `limits`). Another
+            // process's are home's alone.
             Route::Forward(row)
                 if nr == libc::SYS_rt_sigprocmask
+                    || limits::sets_own(nr, &args)
                     || (nr == libc::SYS_setpriority
                         && args[0] == libc::PRIO_PROCESS as u64
                         && args[1] == 0) =>

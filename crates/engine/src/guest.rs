@@ -18,6 +18,7 @@ use crate::dump;
 use crate::event_loop::{SigChld, Turn};
 use crate::forward::{Forwarder, Pending, Replied, Trapped, respond};
 use crate::inject::Injector;
+use crate::limits;
 use crate::mem::Memory;
 use crate::numbers::Free;
 use crate::pathcache::{Answer, Key, Listing};
@@ -104,6 +105,7 @@ pub fn serve_guest(
         if let Some(free) = book.free {
             fwd.numbers_ahead(free);
         }
+        fwd.limits_as_home(book.limits_as_home);
         Ok((inj, cpu, listener, fwd))
     });
     let (inj, arrived, listener, fwd) = match restored {
@@ -166,27 +168,29 @@ fn set_read_timeout(fd: i32, timeout: Option<Duration>) -> io::Result<()> {
     Ok(())
 }
 
-/// What home told ahead of an image: the job's book and, for a process stopped since its
-/// exec, the numbers free in its table (see `deputy::tell_book_ahead`,
-/// `deputy::tell_numbers_ahead`).
+/// What a process arrives with besides its image: what home told ahead of it, the job's
+/// book and, for a process stopped since its exec, the numbers free in its table (see
+/// `deputy::tell_book_ahead`, `deputy::tell_numbers_ahead`); and whether it runs here with
+/// the limits it had (see `limits`).
 #[derive(Default)]
-struct BookAhead {
+struct Arrival {
     answers: Vec<(Key, Answer)>,
     listings: Vec<Listing>,
     told: bool,
     free: Option<Free>,
+    limits_as_home: bool,
 }
 
 /// Restore the image that follows `Ready` into `husk`: whole, or in the two rounds of a
-/// pre-copy. Returns the injector, the process's CPU use so far, and what home told of the
-/// job's book ahead of the image (`ToGuest::Known`, see `deputy::tell_book_ahead`).
+/// pre-copy, and give it its limits. Returns the injector, the process's CPU use so far,
+/// and what else it arrived with.
 /// The files it holds here are opened again and join `local`.
 fn receive(
     husk: Pid,
     session: &mut Session,
     local: &mut LocalFiles,
-) -> io::Result<(Injector, CpuUse, BookAhead)> {
-    let mut book = BookAhead::default();
+) -> io::Result<(Injector, CpuUse, Arrival)> {
+    let mut book = Arrival::default();
     let image = loop {
         match session.recv::<ToGuest>().map_err(io::Error::other)? {
             // One of each at most: home tells each once.
@@ -222,6 +226,8 @@ fn receive(
     let at = Resume::Remote(local.consistent(), local.system());
     let kept = dfsa::reopen(husk, &inj, &header.local_files, at)?;
     local.adopt(&kept);
+    limits::restore(husk, &header.limits)?;
+    book.limits_as_home = limits::as_home(husk, &header.limits);
     Ok((inj, header.cpu, book))
 }
 

@@ -32,6 +32,7 @@ mod inject;
 mod inotify;
 mod ioctls;
 mod legs;
+mod limits;
 mod mapfile;
 mod maps;
 mod mem;

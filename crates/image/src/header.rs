@@ -326,6 +326,17 @@ pub struct Sched {
     pub nice: i32,
 }
 
+/// One resource limit of a process, as `prlimit` reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    /// `RLIMIT_*`.
+    pub resource: u32,
+    /// The soft limit (`RLIM_INFINITY`: none).
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
+}
+
 /// One setting of a task, as a `prctl` GET read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrctlValue {
@@ -357,6 +368,9 @@ pub struct Header {
     pub sigactions: Vec<SigAction>,
     /// Its CPU-time interval timers.
     pub cpu_timers: Vec<CpuTimer>,
+    /// Its resource limits (`RLIMIT_*`), as `prlimit` read them from outside; empty where
+    /// they could not be read.
+    pub limits: Vec<Limit>,
     /// The CPU it has used so far.
     pub cpu: CpuUse,
     /// Signals pending for the whole process, each with its siginfo.
@@ -500,6 +514,7 @@ mod tests {
             areas: Vec::new(),
             sigactions: Vec::new(),
             cpu_timers: Vec::new(),
+            limits: Vec::new(),
             cpu: CpuUse::default(),
             shared_pending: vec![SigInfo::bare(1)],
             membarrier: 0,
@@ -712,6 +727,7 @@ mod tests {
                         areas,
                         sigactions,
                         cpu_timers,
+                        limits: Vec::new(),
                         cpu: CpuUse {
                             total: Usage {
                                 user_ns: version.into(),

@@ -50,10 +50,10 @@ pub use frame::{
     FILE_PAGES, Frame, FrameError, FrameHead, FrameReader, MAX_FRAME, write_message, write_pages,
 };
 pub use header::{
-    Advice, Area, CpuTimer, CpuUse, EndOfImage, FileId, Header, KernelFacts, LocalFile, MmLayout,
-    PrctlValue, Registers, Sched, SigAction, Task, Usage,
+    Advice, Area, CpuTimer, CpuUse, EndOfImage, FileId, Header, KernelFacts, Limit, LocalFile,
+    MmLayout, PrctlValue, Registers, Sched, SigAction, Task, Usage,
 };
 pub use siginfo::{SIGINFO_LEN, SigInfo};
 
 /// Version of the image and session format; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 12;
+pub const FORMAT_VERSION: u32 = 13;

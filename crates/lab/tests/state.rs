@@ -37,8 +37,13 @@ fn c_program(name: &str) -> String {
 
 /// Runs `argv` under mosrun at node 1 (with `env` added), has it check its state at each of
 /// [`STOPS`] and ends it. `at_stop(job, k)` runs at stop `k` once the program was asked to
-/// check. Returns its output.
-fn tour(lab: &Lab, argv: &[&str], env: &[(&str, &str)], at_stop: impl Fn(&Job, usize)) -> String {
+/// check. Returns what it wrote, and mosrun with it.
+fn tour(
+    lab: &Lab,
+    argv: &[&str],
+    env: &[(&str, &str)],
+    at_stop: impl Fn(&Job, usize),
+) -> std::process::Output {
     let mut cmd = lab.node(1).command("mosrun");
     cmd.args(argv)
         .current_dir(lab.work_dir())
@@ -65,14 +70,14 @@ fn tour(lab: &Lab, argv: &[&str], env: &[(&str, &str)], at_stop: impl Fn(&Job, u
     }
     job.send(b"end\n").unwrap_or_else(|e| panic!("{e}"));
     let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
-    let out = String::from_utf8_lossy(&done.stdout).into_owned();
     assert!(
         done.status.success(),
-        "{:?}\n{out}\n{}",
+        "{:?}\n{}\n{}",
         done.status,
+        String::from_utf8_lossy(&done.stdout),
         String::from_utf8_lossy(&done.stderr)
     );
-    out
+    done
 }
 
 /// The program reads its own command line and environment from /proc wherever it runs, and
@@ -220,6 +225,29 @@ fn prctl_settings_answer_the_same_wherever_the_process_runs() {
     let lab = start_lab();
     let program = c_program("prctl");
     tour(&lab, &[&program], &[], |_, _| {});
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Resource limits set at home (open files, core size, address space) answer the same at
+/// each remote and hold there (a mapping past the address space fails), without asking home
+/// to read them; one lowered away holds on at the next node and at home.
+#[test]
+fn resource_limits_go_with_the_process_and_are_read_where_it_runs() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab();
+    let program = c_program("limits");
+    let trace = [("MOSRUN_LOG", "rmosix_engine::home=trace")];
+    let done = tour(&lab, &[&program], &trace, |_, _| {});
+    // Three limits read at each of two stops away, one lowered there: only the lowering
+    // goes home (the shell keeps it for the return).
+    let log = String::from_utf8_lossy(&done.stderr);
+    let served = (log.lines())
+        .filter(|line| line.contains("rmosix_engine::home: call "))
+        .filter(|line| rmosix_lab::log_field(line, "nr") == Some("302"))
+        .count();
+    assert_eq!(served, 1, "prlimit64 served at home");
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
