@@ -56,6 +56,10 @@ const MAX_WATCHES: usize = 4096;
 const MAX_LISTED: usize = 8192;
 const MAX_LISTED_BYTES: usize = 256 << 10;
 
+/// Most lookups vouched for at once (each keeps the names it went through): a remote that
+/// looks up ever new names in the same directories makes home start anew past it.
+const MAX_ARMED: usize = 1 << 16;
+
 /// Most generations whose forgotten lookups are remembered, for the remotes not told them
 /// yet: one further behind forgets everything.
 const MAX_FORGOTTEN: usize = 256;
@@ -192,9 +196,9 @@ impl PathWatch {
         if !path.starts_with(b"/") {
             return None;
         }
-        if self.watched.len() >= MAX_WATCHES {
-            // Watches are kept while any lookup needs them: start anew rather than stop
-            // vouching for good.
+        if self.watched.len() >= MAX_WATCHES || self.armed.len() >= MAX_ARMED {
+            // Watches and lookups are kept while nothing they depend on changes: start
+            // anew rather than stop vouching for good, or grow without bound.
             self.forget_all();
         }
         if self.inotify.is_none() {
