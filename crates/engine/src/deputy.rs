@@ -80,8 +80,8 @@ pub struct Call {
     /// A lookup of a system path whose answer the remote would keep: home vouches for it if
     /// it can watch what it depends on (see `pathcache`, `homepaths`).
     vouch: bool,
-    /// Home watches what its answer depends on, since this generation of its watch.
-    armed: Option<u64>,
+    /// Home watches what its answer depends on (see [`Watched`]).
+    armed: Option<Watched>,
     /// The remote asked for the shell's free numbers with the answer, and the call may
     /// change them (see `numbers`).
     numbers: bool,
@@ -94,11 +94,19 @@ pub struct Call {
     arrived: Instant,
 }
 
-/// A lookup of `path` home watched what its answer depends on for, since generation `armed`
-/// of the job's watch: what the remote and the job's book may keep of it.
-struct Vouch {
-    armed: u64,
+/// What home watches a lookup's answer by: since which generation of the job's watch, the
+/// absolute path it watches, and for a path relative to the working directory, the
+/// directory's path it walked it from.
+struct Watched {
+    since: u64,
     path: Vec<u8>,
+    cwd: Option<String>,
+}
+
+/// A lookup home watched what its answer depends on for (see [`Watched`]): what the remote
+/// and the job's book may keep of it.
+struct Vouch {
+    armed: Watched,
     /// Its answer tells of a directory's entries too: a status, or a listing.
     entries: bool,
     /// The directory a name was missing in, listed.
@@ -471,11 +479,14 @@ impl Deputy {
     /// Run `call` for the remote: here on a copy of its descriptor if it can, else in the
     /// shell once it is interrupted (or once continued, if it is job-stopped).
     pub fn serve(&mut self, mut call: Call, session: &mut Session) -> io::Result<()> {
-        // Home vouches only under its own system prefixes, whatever the remote asks.
+        // Home vouches only for what it would have asked, whatever the remote asks; a
+        // relative path once it knows where it leads (`arm_lookup`).
         call.vouch = call.vouch
             && (call.looked_up())
                 .and_then(|path| std::str::from_utf8(path).ok())
-                .is_some_and(|path| pathcache::covered(call.nr, path, &self.system));
+                .is_some_and(|path| {
+                    !path.starts_with('/') || pathcache::covered(call.nr, path, &self.system)
+                });
         if !self.busy()
             && !call.must_run()
             && let Some((ret, backs)) = self.files.try_run(&call)
@@ -621,13 +632,15 @@ impl Deputy {
     ) -> io::Result<()> {
         self.tell_changes(session)?;
         if let Some(vouch) = vouch {
-            if (self.paths.borrow()).holds(&vouch.path, vouch.armed, vouch.entries) {
+            let Watched { since, path, cwd } = vouch.armed;
+            if (self.paths.borrow()).holds(&path, since, vouch.entries) {
                 if let (Some((key, answer)), Some(asker)) = (vouch.kept, self.asker()) {
                     let listing = vouch.listing.clone();
                     (self.paths.borrow_mut()).record(&asker, self.pid, key, answer, listing);
                 }
                 let listing = vouch.listing;
-                rmosix_image::write_message(&mut session.out, &ToGuest::Vouched { id, listing })?;
+                let vouched = ToGuest::Vouched { id, listing, cwd };
+                rmosix_image::write_message(&mut session.out, &vouched)?;
             }
             // Only before the answer to a lookup, which the remote waits for: it has not
             // forgotten its answers since (as it does when it sends a call that changes its
@@ -1177,6 +1190,45 @@ impl Deputy {
         ptrace::cont(self.pid, 0)
     }
 
+    /// Watch what the answer to lookup `call` depends on, before it runs (see `homepaths`).
+    /// A path relative to the working directory is watched as the directory's path (read
+    /// from `/proc`, not when deleted) joined with it, and that path itself as a lookup: the
+    /// remote keys the process's relative lookups under it, and must hear when it no longer
+    /// names the directory. Read again after: a rename in between would have watched
+    /// another directory's names.
+    fn arm_lookup(&self, call: &Call) -> Option<Watched> {
+        let path = call.looked_up()?;
+        let mut paths = self.paths.borrow_mut();
+        if path.starts_with(b"/") {
+            let since = paths.arm(path, &self.system)?;
+            return Some(Watched {
+                since,
+                path: path.to_vec(),
+                cwd: None,
+            });
+        }
+        if !pathcache::relative_to_cwd(call.nr, &call.args) {
+            return None;
+        }
+        let cwd_now = || {
+            let cwd = std::fs::read_link(format!("/proc/{}/cwd", self.pid)).ok()?;
+            let cwd = cwd.into_os_string().into_string().ok()?;
+            (cwd.starts_with('/') && !cwd.ends_with(" (deleted)")).then_some(cwd)
+        };
+        let cwd = cwd_now()?;
+        let full = pathcache::under(&cwd, std::str::from_utf8(path).ok()?);
+        if !pathcache::covered(call.nr, &full, &self.system) {
+            return None;
+        }
+        paths.arm(cwd.as_bytes(), &self.system)?;
+        let since = paths.arm(full.as_bytes(), &self.system)?;
+        (cwd_now()? == cwd).then_some(Watched {
+            since,
+            path: full.into_bytes(),
+            cwd: Some(cwd),
+        })
+    }
+
     /// Lay `call`'s buffers out in the scratch area, point its arguments at them and step the
     /// shell over the `syscall` instruction.
     fn start_call(&mut self, mut call: Call, session: &mut Session) -> io::Result<()> {
@@ -1184,8 +1236,7 @@ impl Deputy {
         self.opened_away.before(call.nr, &call.args);
         // The watch goes first: a change after it is heard of, one before it is in the answer.
         if call.vouch {
-            call.armed =
-                (call.looked_up()).and_then(|path| self.paths.borrow_mut().arm(path, &self.system));
+            call.armed = self.arm_lookup(&call);
         }
         if pathcache::changes_lookups(call.nr) {
             self.asker = None;
@@ -1263,7 +1314,7 @@ impl Deputy {
     }
 
     /// Answer `call` with `ret` and its out-buffers, then run the next call or idle.
-    fn finish_call(&mut self, call: Call, ret: i64, session: &mut Session) -> io::Result<()> {
+    fn finish_call(&mut self, mut call: Call, ret: i64, session: &mut Session) -> io::Result<()> {
         if call.behind {
             self.finish_behind(call, ret, session)?;
             return self.next_or_idle(session);
@@ -1302,12 +1353,13 @@ impl Deputy {
         };
         // The directory is listed after the call, under the watch: a name made meanwhile
         // is in the listing or an event that keeps the answer from being vouched for.
-        let vouch = call.armed.zip(call.looked_up()).map(|(armed, path)| {
+        let vouch = call.armed.take().map(|armed| {
+            let path = &armed.path;
             let missing = ret == -i64::from(libc::ENOENT);
             let listing = Some(path)
                 .filter(|_| missing)
                 .and_then(|path| self.paths.borrow().listing(path));
-            let key = String::from_utf8(path.to_vec())
+            let key = String::from_utf8(path.clone())
                 .ok()
                 .and_then(|path| Key::of(call.nr, &call.args, path));
             // A status of a directory changes with its entries; a name missing, only with
@@ -1320,7 +1372,6 @@ impl Deputy {
             });
             Vouch {
                 armed,
-                path: path.to_vec(),
                 entries,
                 listing,
                 kept,

@@ -14,7 +14,7 @@ use crate::limits;
 use crate::mem::{Memory, le_u32, le_u64};
 use crate::msg;
 use crate::numbers::{self, Free, FreeNumbers};
-use crate::pathcache::{self, Answer, Forgotten, Key, Listing, PathAnswers};
+use crate::pathcache::{self, Answer, Forgotten, Key, Keyed, Listing, PathAnswers};
 use crate::ptrace::Pid;
 use crate::readahead::{self, Loan, Lookup, ReadCache};
 use crate::seccomp::Listener;
@@ -351,8 +351,8 @@ impl Forwarder {
 
     /// Home vouched for lookup `id`'s answer (`ToGuest::Vouched`), with the listing of the
     /// directory a name was missing in; its reply follows.
-    pub fn home_vouched(&mut self, id: u64, listing: Option<Listing>) {
-        self.paths.vouched(id, listing);
+    pub fn home_vouched(&mut self, id: u64, listing: Option<Listing>, cwd: Option<String>) {
+        self.paths.vouched(id, listing, cwd);
     }
 
     /// Something the kept answers depend on changed at home (`ToGuest::Forget`).
@@ -371,8 +371,8 @@ impl Forwarder {
     }
 
     /// The key of call `nr` if it is a lookup whose answer may be kept (see `pathcache`).
-    fn lookup_key(&self, nr: i64, args: &[u64; 6]) -> Option<Key> {
-        PathAnswers::key(nr, args, &self.mem, self.local.system())
+    fn lookup_key(&self, nr: i64, args: &[u64; 6]) -> Option<Keyed> {
+        self.paths.key(nr, args, &self.mem, self.local.system())
     }
 
     /// Answer call `id`, lookup `key` with `args`, here if its answer is kept. False: it
@@ -486,7 +486,7 @@ impl Forwarder {
             }
             Verdict::System { path, flags } => {
                 let key = self.lookup_key(nr, &args).filter(|_| nothing_behind);
-                if let Some(key) = &key {
+                if let Some(Keyed { key, .. }) = &key {
                     if self.answer_kept(listener, id, key, &args) {
                         return Ok(Some(Trapped::Answered));
                     }
@@ -633,6 +633,9 @@ impl Forwarder {
         {
             return Ok(self.answer(listener, id, -i64::from(libc::ENOTTY)));
         }
+        if matches!(nr, libc::SYS_chdir | libc::SYS_fchdir) {
+            self.paths.forget_cwd();
+        }
         let changes_numbers = !numbers::leaves_numbers(nr);
         if changes_numbers {
             self.numbers.stale();
@@ -667,7 +670,7 @@ impl Forwarder {
             }
             Route::Forward(row) => {
                 let key = self.lookup_key(nr, &args).filter(|_| nothing_behind);
-                if let Some(key) = &key
+                if let Some(Keyed { key, .. }) = &key
                     && self.answer_kept(listener, id, key, &args)
                 {
                     return Ok(Trapped::Answered);

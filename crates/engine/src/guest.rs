@@ -485,7 +485,7 @@ impl Guest {
             }
             ToGuest::Stale { fds } => self.fwd.stale(&fds),
             ToGuest::Same { id, same } => self.fwd.home_said(id, same),
-            ToGuest::Vouched { id, listing } => self.fwd.home_vouched(id, listing),
+            ToGuest::Vouched { id, listing, cwd } => self.fwd.home_vouched(id, listing, cwd),
             ToGuest::Numbers { id, free } => self.fwd.home_numbered(id, free),
             ToGuest::Forget => self.fwd.forget_lookups(),
             ToGuest::ForgetPart(part) => self.fwd.forget_part_of_lookups(&part),

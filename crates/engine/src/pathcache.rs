@@ -5,7 +5,9 @@
 //!
 //! - **Home's answers, not this node's.** A lookup of an absolute path outside the kernel's
 //!   trees (an open: under an agreed system prefix, `sysfiles`) goes home once, as any
-//!   forwarded call, asking home to vouch for it.
+//!   forwarded call, asking home to vouch for it. A path relative to the working directory
+//!   is kept under the directory's path as home walked it (`ToGuest::Vouched`'s `cwd`),
+//!   until the process changes directory or home says that path changed.
 //!   Home watches every directory the lookup went through and the file it reached (inotify,
 //!   `homepaths`) before it runs the call; if nothing changed meanwhile it says so
 //!   (`ToGuest::Vouched`) before its reply, and the reply is kept here. The same lookup again
@@ -274,23 +276,88 @@ pub struct PathAnswers {
     opens: usize,
     /// Directories listed, by path: the names each holds.
     listed: HashMap<String, HashSet<String>>,
-    /// The lookup under way: its call, key and arguments, until its reply comes.
-    asked: Option<(u64, Key, [u64; 6])>,
-    /// Home vouched for this call's answer, with this listing.
-    vouched: Option<(u64, Option<Listing>)>,
+    /// The lookup under way, until its reply comes.
+    asked: Option<Asked>,
+    /// Home vouched for this call's answer, with this listing, and for a path relative to
+    /// the working directory, under this directory's path.
+    vouched: Option<(u64, Option<Listing>, Option<String>)>,
+    /// The path of the process's working directory, as home last vouched under it: its
+    /// relative lookups are kept under it. None until home said, and after a `chdir`, a
+    /// change of that path, or anything forgotten whole.
+    cwd: Option<String>,
+}
+
+/// A lookup asked of home: its call, key and arguments, and the path as the process gave
+/// it if it is relative to the working directory.
+struct Asked {
+    id: u64,
+    key: Key,
+    args: [u64; 6],
+    relative: Option<String>,
+}
+
+/// A lookup call's key, and its path as the process gave it if that is relative.
+pub struct Keyed {
+    pub key: Key,
+    relative: Option<String>,
+}
+
+impl From<Key> for Keyed {
+    /// The key of a lookup of an absolute path.
+    fn from(key: Key) -> Keyed {
+        Keyed {
+            key,
+            relative: None,
+        }
+    }
+}
+
+/// `relative` under directory `dir`, as a path.
+pub fn under(dir: &str, relative: &str) -> String {
+    format!("{}/{relative}", dir.trim_end_matches('/'))
+}
+
+/// Whether lookup `nr` with `args`, of a relative path, walks from the working directory:
+/// a call with a directory descriptor only when that is `AT_FDCWD`.
+pub fn relative_to_cwd(nr: i64, args: &[u64; 6]) -> bool {
+    lookup(nr).is_some_and(|at| !at.dirfd || args[0] as i32 == libc::AT_FDCWD)
 }
 
 impl PathAnswers {
-    /// The key of call `nr` with `args` if it is a lookup of an absolute path under one of
-    /// `system`'s prefixes whose answer may be kept; an open only with flags `sysfiles`
-    /// accepts.
-    pub fn key(nr: i64, args: &[u64; 6], mem: &Memory, system: &SystemFiles) -> Option<Key> {
+    /// The key of call `nr` with `args` if it is a lookup whose answer may be kept
+    /// ([`covered`]); an open only with flags `sysfiles` accepts. A path relative to the
+    /// working directory is keyed under the directory's path home last vouched under, or,
+    /// until home said, as it is (nothing kept answers it then).
+    pub fn key(
+        &self,
+        nr: i64,
+        args: &[u64; 6],
+        mem: &Memory,
+        system: &SystemFiles,
+    ) -> Option<Keyed> {
         let at = lookup(nr)?;
         let path = mem.read_cstr(args[at.path], PATH_MAX as usize - 1).ok()?;
-        let path = String::from_utf8(path)
-            .ok()
-            .filter(|p| covered(nr, p, system))?;
-        Key::of(nr, args, path)
+        let path = String::from_utf8(path).ok()?;
+        if path.starts_with('/') || path.is_empty() {
+            let key = Key::of(nr, args, path).filter(|key| covered(nr, &key.path, system))?;
+            return Some(Keyed {
+                key,
+                relative: None,
+            });
+        }
+        if at.opens || !relative_to_cwd(nr, args) {
+            return None;
+        }
+        let keyed = match &self.cwd {
+            Some(cwd) => under(cwd, &path),
+            None => path.clone(),
+        };
+        let key = Key::of(nr, args, keyed)
+            .filter(|key| !key.path.starts_with('/') || covered(nr, &key.path, system))?;
+        Some(Keyed {
+            key,
+            relative: Some(path),
+        })
     }
 
     /// The answer kept for `key`, for the call with `args`: its result, and the bytes to
@@ -333,16 +400,29 @@ impl PathAnswers {
         }
     }
 
-    /// Call `id`, lookup `key` with `args`, goes home asking for a vouch.
-    pub fn asked(&mut self, id: u64, key: Key, args: [u64; 6]) {
-        self.asked = Some((id, key, args));
+    /// Call `id`, lookup `keyed` with `args`, goes home asking for a vouch.
+    pub fn asked(&mut self, id: u64, keyed: Keyed, args: [u64; 6]) {
+        let Keyed { key, relative } = keyed;
+        self.asked = Some(Asked {
+            id,
+            key,
+            args,
+            relative,
+        });
         self.vouched = None;
     }
 
-    /// Home vouched for call `id`'s answer, listing the directory a name was missing in;
-    /// its reply follows.
-    pub fn vouched(&mut self, id: u64, listing: Option<Listing>) {
-        self.vouched = Some((id, listing));
+    /// Home vouched for call `id`'s answer, listing the directory a name was missing in,
+    /// and, for a relative path, under the path of the working directory `cwd`; its reply
+    /// follows.
+    pub fn vouched(&mut self, id: u64, listing: Option<Listing>, cwd: Option<String>) {
+        self.vouched = Some((id, listing, cwd));
+    }
+
+    /// The process changes its working directory (`chdir`, `fchdir`): its relative lookups
+    /// are keyed anew once home says where.
+    pub fn forget_cwd(&mut self) {
+        self.cwd = None;
     }
 
     /// Whether a listed directory lacks a name `path` goes through: the lookup fails there.
@@ -369,15 +449,30 @@ impl PathAnswers {
         backs: &[(u64, Vec<u8>)],
         opened: Option<&SameAs>,
     ) {
-        let (vouched, listing) = match self.vouched.take() {
-            Some((said, listing)) if said == id => (true, listing),
-            _ => (false, None),
+        let (vouched, listing, cwd) = match self.vouched.take() {
+            Some((said, listing, cwd)) if said == id => (true, listing, cwd),
+            _ => (false, None, None),
         };
-        let Some((_, key, args)) = self.asked.take_if(|(asked, ..)| *asked == id) else {
+        let Some(Asked {
+            mut key,
+            args,
+            relative,
+            ..
+        }) = self.asked.take_if(|asked| asked.id == id)
+        else {
             return;
         };
         if !vouched {
             return;
+        }
+        // A relative lookup is kept under the directory home walked it from, which home's
+        // word names as it is now.
+        if let Some(relative) = relative {
+            let Some(cwd) = cwd else {
+                return;
+            };
+            key.path = under(&cwd, &relative);
+            self.cwd = Some(cwd);
         }
         let Some(answer) = key.kept_answer(ret, &args, backs, opened) else {
             return;
@@ -437,8 +532,16 @@ impl PathAnswers {
         self.kept_bytes += bytes;
     }
 
-    /// Home's word that a change took part of what it vouched for.
+    /// Home's word that a change took part of what it vouched for: the working directory's
+    /// path too, if it names it.
     pub fn forget_part(&mut self, forgotten: &Forgotten) {
+        if self
+            .cwd
+            .as_ref()
+            .is_some_and(|cwd| forgotten.paths.contains(cwd))
+        {
+            self.cwd = None;
+        }
         let mut freed = 0;
         self.kept.retain(|key, answer| {
             let keep = !key.forgotten_in(forgotten);
@@ -465,6 +568,7 @@ impl PathAnswers {
         self.listed.clear();
         self.kept_bytes = 0;
         self.vouched = None;
+        self.cwd = None;
     }
 }
 
@@ -485,8 +589,8 @@ mod tests {
         let mut answers = PathAnswers::default();
         let k = key(libc::SYS_newfstatat, "/usr/x", [0, 0, 0, 0, 0, 0]);
         let first = [3, 0x1000, 0x2000, 0, 0, 0];
-        answers.asked(7, k.clone(), first);
-        answers.vouched(7, None);
+        answers.asked(7, k.clone().into(), first);
+        answers.vouched(7, None, None);
         answers.replied(7, 0, &[(0x2000, vec![1, 2, 3])], None);
         let next = [3, 0x5000, 0x6000, 0, 0, 0];
         assert_eq!(
@@ -501,19 +605,19 @@ mod tests {
     fn an_answer_home_did_not_vouch_for_or_of_another_call_is_not_kept() {
         let mut answers = PathAnswers::default();
         let k = key(libc::SYS_access, "/usr/x", [0, 4, 0, 0, 0, 0]);
-        answers.asked(7, k.clone(), [0; 6]);
+        answers.asked(7, k.clone().into(), [0; 6]);
         answers.replied(7, -2, &[], None);
         assert_eq!(answers.answer(&k, &[0; 6]), None, "not vouched");
-        answers.asked(8, k.clone(), [0; 6]);
-        answers.vouched(7, None);
+        answers.asked(8, k.clone().into(), [0; 6]);
+        answers.vouched(7, None, None);
         answers.replied(8, -2, &[], None);
         assert_eq!(
             answers.answer(&k, &[0; 6]),
             None,
             "vouched for another call"
         );
-        answers.asked(9, k.clone(), [0; 6]);
-        answers.vouched(9, None);
+        answers.asked(9, k.clone().into(), [0; 6]);
+        answers.vouched(9, None, None);
         answers.replied(9, -2, &[], None);
         assert_eq!(answers.answer(&k, &[0; 6]), Some((-2, None)));
     }
@@ -523,13 +627,13 @@ mod tests {
         let mut answers = PathAnswers::default();
         let k = key(libc::SYS_openat, "/usr/x", [0, 0, 0, 0, 0, 0]);
         for (id, ret) in [(1, 3), (2, crate::sys::ERESTARTNOINTR)] {
-            answers.asked(id, k.clone(), [0; 6]);
-            answers.vouched(id, None);
+            answers.asked(id, k.clone().into(), [0; 6]);
+            answers.vouched(id, None, None);
             answers.replied(id, ret, &[], None);
             assert_eq!(answers.answer(&k, &[0; 6]), None, "{ret}");
         }
-        answers.asked(3, k.clone(), [0; 6]);
-        answers.vouched(3, None);
+        answers.asked(3, k.clone().into(), [0; 6]);
+        answers.vouched(3, None, None);
         answers.replied(3, -i64::from(libc::ENOENT), &[], None);
         assert_eq!(
             answers.answer(&k, &[0; 6]),
@@ -545,15 +649,15 @@ mod tests {
             digest: "ab".into(),
             path: "/usr/x".into(),
         };
-        answers.asked(1, k.clone(), [0; 6]);
-        answers.vouched(1, None);
+        answers.asked(1, k.clone().into(), [0; 6]);
+        answers.vouched(1, None, None);
         answers.replied(1, 3, &[], None);
         assert_eq!(answers.opened(&k), None, "not the same here");
-        answers.asked(2, k.clone(), [0; 6]);
+        answers.asked(2, k.clone().into(), [0; 6]);
         answers.replied(2, 3, &[], Some(&same));
         assert_eq!(answers.opened(&k), None, "not vouched for");
-        answers.asked(3, k.clone(), [0; 6]);
-        answers.vouched(3, None);
+        answers.asked(3, k.clone().into(), [0; 6]);
+        answers.vouched(3, None, None);
         answers.replied(3, 3, &[], Some(&same));
         assert_eq!(answers.opened(&k), Some(&same));
         assert!(answers.keeps_opens());
@@ -571,8 +675,8 @@ mod tests {
     fn bytes_that_went_anywhere_but_the_out_buffer_are_not_kept() {
         let mut answers = PathAnswers::default();
         let k = key(libc::SYS_stat, "/usr/x", [0; 6]);
-        answers.asked(1, k.clone(), [0x10, 0x20, 0, 0, 0, 0]);
-        answers.vouched(1, None);
+        answers.asked(1, k.clone().into(), [0x10, 0x20, 0, 0, 0, 0]);
+        answers.vouched(1, None, None);
         answers.replied(1, 0, &[(0x30, vec![1])], None);
         assert_eq!(answers.answer(&k, &[0; 6]), None);
     }
@@ -671,6 +775,50 @@ mod tests {
     }
 
     #[test]
+    fn a_relative_lookup_is_kept_under_the_directory_home_walked_it_from_until_that_goes() {
+        let mem = Memory::open(std::process::id() as crate::ptrace::Pid).unwrap();
+        let system = SystemFiles::listed(&["/usr/".to_owned()]);
+        let mut answers = PathAnswers::default();
+        let rel = "lua.h\0";
+        let out = [0u8; 8];
+        let cwd = libc::AT_FDCWD as u64;
+        let args = [cwd, rel.as_ptr() as u64, out.as_ptr() as u64, 0, 0, 0];
+        let keyed = |answers: &PathAnswers| {
+            (answers.key(libc::SYS_newfstatat, &args, &mem, &system)).expect("a lookup")
+        };
+        let first = keyed(&answers);
+        assert_eq!(first.key.path(), "lua.h", "where is not known yet");
+        assert_eq!(answers.answer(&first.key, &args), None);
+        answers.asked(7, first, args);
+        answers.vouched(7, None, Some("/p".into()));
+        answers.replied(7, 0, &[(args[2], vec![1, 2])], None);
+        let again = keyed(&answers);
+        assert_eq!(again.key.path(), "/p/lua.h");
+        assert_eq!(
+            answers.answer(&again.key, &args),
+            Some((0, Some((args[2], &[1u8, 2][..]))))
+        );
+        // The directory's path changed at home: its relative lookups are keyed anew.
+        answers.forget_part(&Forgotten {
+            paths: ["/p".to_owned()].into(),
+            ..Forgotten::default()
+        });
+        assert_eq!(keyed(&answers).key.path(), "lua.h");
+        // Another directory descriptor than the working directory's: not kept.
+        let at_dir = [3, args[1], args[2], 0, 0, 0];
+        assert!(
+            answers
+                .key(libc::SYS_newfstatat, &at_dir, &mem, &system)
+                .is_none()
+        );
+        // Vouched without the directory's path: not kept.
+        answers.asked(8, keyed(&answers), args);
+        answers.vouched(8, None, None);
+        answers.replied(8, 0, &[(args[2], vec![3])], None);
+        assert_eq!(keyed(&answers).key.path(), "lua.h");
+    }
+
+    #[test]
     fn home_makes_the_key_the_remote_makes_and_keeps_only_out_buffer_bytes() {
         let args = [libc::AT_FDCWD as u64, 0x1000, 0x2000, 0x100, 0, 0];
         let k = Key::of(libc::SYS_newfstatat, &args, "/usr/x".into()).unwrap();
@@ -718,12 +866,12 @@ mod tests {
     fn a_name_missing_from_a_listed_directory_is_missing_and_a_listed_one_is_asked() {
         let mut answers = PathAnswers::default();
         let probe = key(libc::SYS_openat, "/usr/include/a/x.h", [0; 6]);
-        answers.asked(1, probe.clone(), [0; 6]);
+        answers.asked(1, probe.clone().into(), [0; 6]);
         let listing = Listing {
             dir: "/usr/include".into(),
             names: vec!["b".into(), "stdio.h".into()],
         };
-        answers.vouched(1, Some(listing));
+        answers.vouched(1, Some(listing), None);
         answers.replied(1, -i64::from(libc::ENOENT), &[], None);
         let enoent = Some((-i64::from(libc::ENOENT), None));
         for missing in ["/usr/include/x.h", "/usr/include/c/d.h", "/usr/include/a"] {

@@ -151,6 +151,10 @@ pub enum ToGuest {
         /// known missing too (see `pathcache`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         listing: Option<Listing>,
+        /// For a lookup of a path relative to the working directory: the directory's path,
+        /// which home walked it from and watches (see `pathcache`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cwd: Option<String>,
     },
     /// The lowest free numbers of the shell's descriptor table once call `id` ran, which the
     /// remote gives out to the files it opens itself (see `numbers`): sent just before its

@@ -563,6 +563,67 @@ fn lookups_of_a_projects_paths_are_kept_away_while_other_names_of_their_director
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Lookups relative to the working directory are kept where the process runs, under the
+/// path home walked them from. When that path stops naming the directory (renamed at home,
+/// and another made in its place), the process's relative lookups are asked of home again:
+/// never answered from what the new directory's names answered to its absolute lookups.
+#[test]
+fn relative_lookups_are_kept_under_the_working_directory_and_follow_it_when_it_moves() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
+    let n1 = lab.node(1);
+    sh(
+        n1,
+        "mkdir -p /tmp/project && echo header > /tmp/project/lapi.h",
+    );
+    let mut cmd = n1.command("sh");
+    let program = lookups_program();
+    cmd.args([
+        "-c",
+        &format!("cd /tmp/project && exec mosrun {program} lapi.h"),
+    ])
+    .env("NO_COLOR", "1");
+    let job = Job::spawn(n1, cmd).expect("start mosrun");
+    job.wait_output("ready ", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    let mut lookups = Lookups::at(&job, lab.node(2));
+    let enoent = format!("err {}", libc::ENOENT);
+    assert_eq!(lookups.ask("stat lapi.h"), "size 7");
+    assert_eq!(lookups.ask("stat lapi.h.gch"), enoent);
+    let commands = [
+        ("stat lapi.h", "size 7".to_owned()),
+        ("stat lapi.h.gch", enoent),
+    ];
+    assert!(
+        answered_with_home_stopped(&job, &mut lookups, &commands),
+        "a relative lookup went home"
+    );
+
+    sh(
+        n1,
+        "mv /tmp/project /tmp/moved && mkdir /tmp/project \
+         && echo 'another header' > /tmp/project/lapi.h",
+    );
+    // Once node 2 heard of it, the new directory's header answers by its path...
+    let deadline = Instant::now() + STEP;
+    while lookups.ask("stat /tmp/project/lapi.h") != "size 15" {
+        assert!(Instant::now() < deadline, "home never told of the rename");
+    }
+    // ... and the process's own directory is still the one it was in.
+    assert_eq!(lookups.ask("stat lapi.h"), "size 7");
+    assert_eq!(lookups.ask("stat lapi.h"), "size 7");
+    lookups.say("end");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A process of the job that goes away later starts with the answers home vouched for to
 /// the job's earlier remotes (`ToGuest::Known`): its first lookups of system paths, a
 /// stat, an open of a name that is not there and the stat of another name missing from the
