@@ -1236,7 +1236,10 @@ impl Deputy {
         self.opened_away.before(call.nr, &call.args);
         // The watch goes first: a change after it is heard of, one before it is in the answer.
         if call.vouch {
-            call.armed = self.arm_lookup(&call);
+            call.armed = self
+                .asker()
+                .filter(Asker::walks_as_here)
+                .and_then(|_| self.arm_lookup(&call));
         }
         if pathcache::changes_lookups(call.nr) {
             self.asker = None;

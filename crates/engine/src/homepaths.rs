@@ -86,6 +86,17 @@ pub struct Asker {
 }
 
 impl Asker {
+    /// Whether this asker's lookups walk paths as this supervisor's do: from the same root,
+    /// in the same mount namespace. Home walks each path itself to watch what its answer
+    /// depends on (`PathWatch::arm`): for a shell chrooted, or in a mount namespace of its
+    /// own, it would watch other directories than those the answer came from.
+    pub fn walks_as_here(&self) -> bool {
+        static HERE: std::sync::OnceLock<Option<Asker>> = std::sync::OnceLock::new();
+        let here = HERE.get_or_init(|| Asker::of(std::process::id() as Pid).ok());
+        here.as_ref()
+            .is_some_and(|here| here.root == self.root && here.mounts == self.mounts)
+    }
+
     /// Who process `pid` asks as, now.
     pub fn of(pid: Pid) -> std::io::Result<Asker> {
         use std::os::unix::fs::MetadataExt;
@@ -850,6 +861,45 @@ mod tests {
         let part = watch.forgotten_since(stamp.generation).expect("in the log");
         assert_eq!(part.paths, [path.clone()].into());
         assert_eq!(watch.stamp().epoch, stamp.epoch, "in part");
+    }
+
+    #[test]
+    fn a_process_chrooted_elsewhere_does_not_walk_paths_as_home_does() {
+        let me = Asker::of(std::process::id() as Pid).unwrap();
+        assert!(me.walks_as_here());
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = CString::new(dir.path().as_os_str().as_bytes()).unwrap();
+        // A child that chroots into an empty directory and waits there.
+        // SAFETY: the child calls only async-signal-safe functions, on memory made before.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: chroot, pause and _exit in the forked child.
+            unsafe {
+                libc::chroot(root.as_ptr());
+                libc::pause();
+                libc::_exit(0);
+            }
+        }
+        let asker = (0..500)
+            .find_map(|_| {
+                let asker = Asker::of(pid).ok()?;
+                if asker.root == me.root {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    return None;
+                }
+                Some(asker)
+            })
+            .expect("the child chrooted");
+        assert!(!asker.walks_as_here());
+        // SAFETY: killing and reaping our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
     }
 
     #[test]
