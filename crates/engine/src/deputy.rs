@@ -634,6 +634,9 @@ impl Deputy {
         if let Some(vouch) = vouch {
             let Watched { since, path, cwd } = vouch.armed;
             if (self.paths.borrow()).holds(&path, since, vouch.entries) {
+                if vouch.entries {
+                    (self.paths.borrow_mut()).told_entries(&path);
+                }
                 if let (Some((key, answer)), Some(asker)) = (vouch.kept, self.asker()) {
                     let listing = vouch.listing.clone();
                     (self.paths.borrow_mut()).record(&asker, self.pid, key, answer, listing);

@@ -1240,6 +1240,10 @@ impl Supervisor<'_> {
 
     /// Something the answers the processes away keep depend on changed: they forget them.
     fn on_changes(&mut self) {
+        // Drained here, not only by the deputies of processes away: with none away (all
+        // came home), the watch's descriptor would stay readable and wake the loop at once,
+        // for as long as the job lives.
+        self.paths.borrow_mut().changed();
         self.changes_told = self.paths.borrow().generation();
         for pid in self.job() {
             let Some(r) = self.remote(pid) else {

@@ -32,9 +32,9 @@ use crate::pathcache::{Answer, Forgotten, Key, Listing};
 use crate::ptrace::Pid;
 use crate::sysfiles::{self, SystemFiles};
 
-/// What changes a lookup's answer, on a directory (its entries, their attributes and
-/// contents) or a file (its attributes and contents). The kernel adds IN_IGNORED when a
-/// watch goes, and IN_UNMOUNT.
+/// What changes a lookup's answer that reached a file: its attributes and contents, or the
+/// file itself removed or renamed. The kernel adds IN_IGNORED when a watch goes, and
+/// IN_UNMOUNT.
 const CHANGES: u32 = libc::IN_ATTRIB
     | libc::IN_MODIFY
     | libc::IN_CLOSE_WRITE
@@ -44,6 +44,19 @@ const CHANGES: u32 = libc::IN_ATTRIB
     | libc::IN_MOVED_TO
     | libc::IN_DELETE_SELF
     | libc::IN_MOVE_SELF;
+
+/// What changes a lookup's answer that went through a directory: its entries and its own
+/// attributes. Not the contents of the files in it: a file a lookup reached is watched
+/// itself, and writes beside a header (a build's objects, a thousand jobs' outputs) would
+/// wake the supervisor for nothing.
+const DIRECTORY_CHANGES: u32 = libc::IN_ATTRIB
+    | libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF
+    | libc::IN_ONLYDIR;
 
 /// The kernel's limit of symbolic links followed in one lookup.
 const MAX_LINKS: usize = 40;
@@ -166,6 +179,11 @@ struct Armed {
     /// The directory whose entries its answer tells of: the one it reached, or the one a
     /// name was missing in.
     entries_of: Option<PathBuf>,
+    /// Whether an answer telling of those entries (a directory's status, a listing) was
+    /// vouched for since they last changed: only then does their next change go to the
+    /// remotes. A thousand jobs' outputs made beside the name they look for would
+    /// otherwise tell each of them a thousand times what it no longer holds.
+    entries_told: bool,
 }
 
 /// The watches behind the answers the job's remotes keep, and the book of those answers.
@@ -184,6 +202,10 @@ pub struct PathWatch {
     through: HashMap<PathBuf, HashSet<Vec<u8>>>,
     /// The armed lookups whose answers tell of each directory's entries.
     entries: HashMap<PathBuf, HashSet<Vec<u8>>>,
+    /// The watched directories whose entries changed while watched: no longer listed for
+    /// the remotes, whose listings each change would take back (a build's output directory,
+    /// where a compiler looks for a precompiled header). Quiet directories (headers) are.
+    busy: HashSet<PathBuf>,
     stamp: Stamp,
     /// What each generation since the last epoch forgot, the latest `MAX_FORGOTTEN`: how a
     /// remote told up to an earlier one is told what it must forget.
@@ -239,7 +261,15 @@ impl PathWatch {
                 debug!(path = %watched.display(), "changes there may go unheard: not vouched for");
                 return None;
             }
-            let wd = match inotify.watch(&c_path, CHANGES) {
+            // Watched as a directory only if it is one still: what the walk found a
+            // directory may have been replaced since by a file, whose writes must be heard.
+            let wd = match inotify.watch(&c_path, DIRECTORY_CHANGES) {
+                Err(err) if err.raw_os_error() == Some(libc::ENOTDIR) => {
+                    inotify.watch(&c_path, CHANGES)
+                }
+                done => done,
+            };
+            let wd = match wd {
                 Ok(wd) => wd,
                 Err(err) => {
                     debug!(path = %watched.display(), %err, "cannot watch: not vouched for");
@@ -267,6 +297,7 @@ impl PathWatch {
             missing_in: walk.missing_in,
             steps: walk.steps,
             entries_of,
+            entries_told: false,
         };
         self.armed.insert(path.to_vec(), armed);
         Some(generation)
@@ -280,6 +311,14 @@ impl PathWatch {
         self.armed
             .get(path)
             .is_some_and(|armed| armed.since <= since && (!entries || armed.entries_since <= since))
+    }
+
+    /// An answer to the lookup of `path` that tells of its directory's entries was vouched
+    /// for: their next change must take it back.
+    pub fn told_entries(&mut self, path: &[u8]) {
+        if let Some(armed) = self.armed.get_mut(path) {
+            armed.entries_told = true;
+        }
     }
 
     /// How far the watch has gone.
@@ -346,11 +385,15 @@ impl PathWatch {
                     at.join(&event.name)
                 };
                 if entry_changed {
+                    self.busy.insert(at.clone());
                     for lookup in self.entries.get(&at).into_iter().flatten() {
                         let Some(armed) = self.armed.get_mut(lookup) else {
                             continue;
                         };
                         armed.entries_since = generation;
+                        if !std::mem::take(&mut armed.entries_told) {
+                            continue;
+                        }
                         // A name missing stays missing (its own entry is a step); the
                         // directory's listing goes.
                         if armed.missing_in.as_ref() == Some(&at) {
@@ -398,6 +441,7 @@ impl PathWatch {
             .cloned()
             .collect();
         for watched in under {
+            self.busy.remove(&watched);
             let Some(wd) = self.watched.remove(&watched) else {
                 continue;
             };
@@ -467,6 +511,7 @@ impl PathWatch {
         self.armed.clear();
         self.through.clear();
         self.entries.clear();
+        self.busy.clear();
         self.books.clear();
         self.book_bytes = 0;
         self.forgotten.clear();
@@ -549,6 +594,9 @@ impl PathWatch {
     pub fn listing(&self, path: &[u8]) -> Option<Listing> {
         use std::os::unix::fs::PermissionsExt;
         let dir = self.armed.get(path)?.missing_in.as_ref()?;
+        if self.busy.contains(dir) {
+            return None;
+        }
         let listable_by_all = 0o005;
         if fs::metadata(dir).ok()?.permissions().mode() & listable_by_all != listable_by_all {
             return None;
@@ -925,6 +973,66 @@ mod tests {
         let part = watch.forgotten_since(stamp.generation).expect("in the log");
         assert!(part.listings.contains(&listed), "{part:?}");
         assert!(part.paths.contains(missing.to_str().unwrap()));
+    }
+
+    #[test]
+    fn a_busy_directory_is_told_forgotten_once_per_answer_and_listed_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("out")).unwrap();
+        fs::write(root.join("out/log"), "").unwrap();
+        let missing = root.join("out/job.stop");
+        let missing = missing.as_os_str().as_bytes();
+        let listed = root.join("out").to_str().unwrap().to_owned();
+        let mut watch = PathWatch::default();
+        assert!(watch.arm(missing, &SystemFiles::default()).is_some());
+        assert!(
+            watch.listing(missing).is_some(),
+            "a quiet directory is listed"
+        );
+        watch.told_entries(missing);
+        let heard = |watch: &PathWatch| {
+            let mut poll = libc::pollfd {
+                fd: watch.fd().expect("watching"),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd, valid for the call.
+            let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+            ready == 1
+        };
+        // Writes beside the name, into a file no lookup reached, do not wake the watch.
+        fs::write(root.join("out/log"), "ready").unwrap();
+        assert!(!heard(&watch), "a write in a watched directory was heard");
+        // A new name takes back the listing told, once.
+        let stamp = watch.stamp();
+        fs::write(root.join("out/out.1"), "").unwrap();
+        assert!(watch.changed());
+        let part = watch.forgotten_since(stamp.generation).expect("in the log");
+        assert_eq!(part.listings, [listed.clone()].into());
+        assert!(
+            part.paths.is_empty() && part.stats_of.is_empty(),
+            "{part:?}"
+        );
+        // Nothing told since: the next new names tell nothing, and it is listed no more.
+        fs::write(root.join("out/out.2"), "").unwrap();
+        assert!(!watch.changed(), "nothing was told since");
+        assert_eq!(
+            watch.listing(missing),
+            None,
+            "a busy directory is not listed"
+        );
+        // The name's own answer holds throughout: it is still missing.
+        assert!(watch.holds(missing, stamp.generation, false));
+        // The directory's status, told, is taken back at its next change.
+        let out = root.join("out");
+        let out = out.as_os_str().as_bytes();
+        let armed = watch.arm(out, &SystemFiles::default()).expect("armed");
+        watch.told_entries(out);
+        fs::write(root.join("out/out.3"), "").unwrap();
+        assert!(watch.changed());
+        let part = watch.forgotten_since(armed).expect("in the log");
+        assert_eq!(part.stats_of, [listed].into());
     }
 
     #[test]

@@ -563,6 +563,98 @@ fn lookups_of_a_projects_paths_are_kept_away_while_other_names_of_their_director
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A job whose process came home keeps its watch, for the job's next remotes: what it hears
+/// then is read, and the supervisor waits again. It once left the watch unread with no
+/// process away to drain it, and its loop polled the readable descriptor at full speed for
+/// as long as the job lived: a thousand jobs' supervisors starved their node (recovery.rs,
+/// the crowd test). Checked from outside: a copy of each inotify descriptor of home's
+/// mosrun, polled without reading, turns quiet after new names appear in the watched
+/// directory.
+#[test]
+fn home_reads_the_changes_it_hears_when_no_process_is_away() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
+    let n1 = lab.node(1);
+    let dir = "/tmp/outputs";
+    sh(
+        n1,
+        &format!("mkdir -p {dir} && echo log > {dir}/x.log && chmod -R a+rX {dir}"),
+    );
+    let (job, mut lookups) = lookups_at(&lab, &format!("{dir}/x.log"), lab.node(2));
+    assert_eq!(lookups.ask("stat"), "size 4");
+    assert_eq!(
+        lookups.ask(&format!("stat {dir}/job.stop")),
+        format!("err {}", libc::ENOENT)
+    );
+    job.migrate("home").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 1);
+    let watches = inotify_copies(job.mosrun_host_pid());
+    assert!(!watches.is_empty(), "home's mosrun watches nothing");
+
+    sh(
+        n1,
+        &format!("for i in 1 2 3 4; do echo o > {dir}/out.$i; done"),
+    );
+    let deadline = Instant::now() + STEP;
+    while watches.iter().any(readable) {
+        assert!(
+            Instant::now() < deadline,
+            "home's mosrun left the changes unread for {STEP:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut lookups = Lookups::at(&job, n1);
+    lookups.say("end");
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A copy of each inotify descriptor process `pid` holds (`pidfd_getfd`).
+fn inotify_copies(pid: u32) -> Vec<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open of a pid, no pointers.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(
+        pidfd >= 0,
+        "pidfd_open {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the descriptor was just opened and is owned here.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd as i32) };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("mosrun's descriptors");
+    fds.filter_map(|entry| {
+        let entry = entry.ok()?;
+        let target = std::fs::read_link(entry.path()).ok()?;
+        if target.as_os_str() != "anon_inode:inotify" {
+            return None;
+        }
+        let fd: i32 = entry.file_name().to_str()?.parse().ok()?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_getfd copies a descriptor of the process; root may.
+        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        // SAFETY: a descriptor just made, owned here.
+        (copy >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(copy as i32) })
+    })
+    .collect()
+}
+
+/// Whether `fd` has something to read now.
+fn readable(fd: &std::os::fd::OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready == 1
+}
+
 /// Lookups relative to the working directory are kept where the process runs, under the
 /// path home walked them from. When that path stops naming the directory (renamed at home,
 /// and another made in its place), the process's relative lookups are asked of home again:

@@ -379,6 +379,17 @@ fn crowd_ready(dir: &std::path::Path, jobs: usize) -> usize {
         .count()
 }
 
+/// The first few of jobs 1 to `jobs` that did not say "ready", with what their mosrun said.
+fn not_ready(dir: &std::path::Path, jobs: usize) -> String {
+    let read = |name: String| fs::read_to_string(dir.join(name)).unwrap_or_default();
+    (1..=jobs)
+        .filter(|k| !read(format!("out.{k}")).starts_with("ready"))
+        .take(5)
+        .map(|k| format!("job {k}: mosrun said {:?}", read(format!("err.{k}"))))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The crowd's jobs that have not ended: how many, and of the first few where `mosps -a`
 /// places them and what their mosrun said.
 fn still_running(lab: &Lab, home: &Node, dir: &std::path::Path) -> String {
@@ -509,7 +520,8 @@ fn a_thousand_jobs_at_one_node_spread_and_the_daemons_answer_meanwhile() {
             }
             assert!(
                 started.elapsed() < CROWD_START,
-                "{ready} of {last} jobs ready after {CROWD_START:?}"
+                "{ready} of {last} jobs ready after {CROWD_START:?}\n{}",
+                not_ready(&dir, last)
             );
             std::thread::sleep(POLL);
         }
