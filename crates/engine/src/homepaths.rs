@@ -749,12 +749,26 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn a_walk_goes_through_links_and_parents_as_the_kernel_does() {
+    /// A fresh directory, removed when the guard goes, and its canonical path, holding
+    /// `entries`: a name ending in `/` a directory, any other a file (its directories made).
+    fn tree(entries: &[&str]) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
-        fs::create_dir_all(root.join("real/include")).unwrap();
-        fs::write(root.join("real/include/a.h"), "a").unwrap();
+        for entry in entries {
+            let path = root.join(entry);
+            if entry.ends_with('/') {
+                fs::create_dir_all(&path).unwrap();
+            } else {
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(&path, "a").unwrap();
+            }
+        }
+        (dir, root)
+    }
+
+    #[test]
+    fn a_walk_goes_through_links_and_parents_as_the_kernel_does() {
+        let (_dir, root) = tree(&["real/include/a.h"]);
         symlink("real", root.join("link")).unwrap();
         symlink(root.join("real/include"), root.join("abs")).unwrap();
 
@@ -783,11 +797,7 @@ mod tests {
 
     #[test]
     fn a_path_with_dot_dot_is_armed_only_where_its_walk_stays_under_the_prefixes() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        fs::create_dir_all(root.join("sys/lib/gcc")).unwrap();
-        fs::create_dir_all(root.join("sys/include")).unwrap();
-        fs::create_dir_all(root.join("out/deep")).unwrap();
+        let (_dir, root) = tree(&["sys/lib/gcc/", "sys/include/", "out/deep/"]);
         // Written under the prefix, but the link takes `..` outside it.
         symlink(root.join("out/deep"), root.join("sys/lib/away")).unwrap();
         let system = SystemFiles::listed(&[format!("{}/sys/", root.display())]);
@@ -806,11 +816,7 @@ mod tests {
 
     #[test]
     fn a_change_of_a_name_a_vouched_lookup_went_through_is_heard_and_only_that() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        fs::create_dir_all(root.join("real/include")).unwrap();
-        fs::create_dir_all(root.join("elsewhere")).unwrap();
-        fs::write(root.join("real/include/a.h"), "a").unwrap();
+        let (_dir, root) = tree(&["elsewhere/", "real/include/a.h"]);
         symlink("real", root.join("link")).unwrap();
         let bytes = |p: &Path| p.as_os_str().as_bytes().to_vec();
         let path = bytes(&root.join("link/include/a.h"));
@@ -859,10 +865,7 @@ mod tests {
 
     #[test]
     fn the_book_gives_each_asker_its_own_answers_until_a_change_of_what_they_depend_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        fs::create_dir_all(root.join("include")).unwrap();
-        fs::write(root.join("include/a.h"), "a").unwrap();
+        let (_dir, root) = tree(&["include/a.h"]);
         let path = root.join("include/a.h").to_str().unwrap().to_owned();
         let key = Key::of(libc::SYS_access, &[0, 0, 4, 0, 0, 0], path.clone()).unwrap();
         let answer = Answer::Result { ret: 0, out: None };
@@ -952,9 +955,7 @@ mod tests {
 
     #[test]
     fn a_listing_goes_with_the_way_to_its_directory_as_with_its_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        fs::create_dir_all(root.join("a/include")).unwrap();
+        let (_dir, root) = tree(&["a/include/"]);
         let missing = root.join("a/include/x.h");
         let mut watch = PathWatch::default();
         let armed = watch.arm(missing.as_os_str().as_bytes(), &SystemFiles::default());
@@ -977,10 +978,7 @@ mod tests {
 
     #[test]
     fn a_busy_directory_is_told_forgotten_once_per_answer_and_listed_no_more() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        fs::create_dir_all(root.join("out")).unwrap();
-        fs::write(root.join("out/log"), "").unwrap();
+        let (_dir, root) = tree(&["out/log"]);
         let missing = root.join("out/job.stop");
         let missing = missing.as_os_str().as_bytes();
         let listed = root.join("out").to_str().unwrap().to_owned();
@@ -991,19 +989,16 @@ mod tests {
             "a quiet directory is listed"
         );
         watch.told_entries(missing);
-        let heard = |watch: &PathWatch| {
-            let mut poll = libc::pollfd {
-                fd: watch.fd().expect("watching"),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one pollfd, valid for the call.
-            let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-            ready == 1
-        };
-        // Writes beside the name, into a file no lookup reached, do not wake the watch.
+        // Writes beside the name, into a file no lookup reached, do not wake the watch (its
+        // other directories, `/tmp` among them, hear other tests).
         fs::write(root.join("out/log"), "ready").unwrap();
-        assert!(!heard(&watch), "a write in a watched directory was heard");
+        let out_wd = watch.watched[&root.join("out")];
+        let inotify = watch.inotify.as_ref().expect("watching");
+        let events = inotify.events().expect("events");
+        assert!(
+            !events.iter().any(|event| event.wd == out_wd),
+            "a write in a watched directory was heard: {events:?}"
+        );
         // A new name takes back the listing told, once.
         let stamp = watch.stamp();
         fs::write(root.join("out/out.1"), "").unwrap();
@@ -1068,10 +1063,7 @@ mod tests {
 
     #[test]
     fn a_missing_name_lists_its_directory_only_where_the_path_leads_there_itself() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        fs::create_dir_all(root.join("real/include")).unwrap();
-        fs::write(root.join("real/include/a.h"), "a").unwrap();
+        let (_dir, root) = tree(&["real/include/a.h"]);
         symlink("real", root.join("link")).unwrap();
         let mut watch = PathWatch::default();
         let bytes = |p: &Path| p.as_os_str().as_bytes().to_vec();

@@ -511,14 +511,9 @@ fn lookups_of_a_projects_paths_are_kept_away_while_other_names_of_their_director
     if !require_root() {
         return;
     }
-    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
-        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
-    let n1 = lab.node(1);
     let dir = "/tmp/project";
-    sh(
-        n1,
-        &format!("mkdir -p {dir} && echo header > {dir}/lapi.h && chmod -R a+rX {dir}"),
-    );
+    let lab = lab_with_file(dir, "lapi.h", "header");
+    let n1 = lab.node(1);
     let (job, mut lookups) = lookups_at(&lab, &format!("{dir}/lapi.h"), lab.node(2));
     let enoent = format!("err {}", libc::ENOENT);
     let gch = format!("stat {dir}/lapi.h.gch");
@@ -575,14 +570,9 @@ fn home_reads_the_changes_it_hears_when_no_process_is_away() {
     if !require_root() {
         return;
     }
-    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
-        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
-    let n1 = lab.node(1);
     let dir = "/tmp/outputs";
-    sh(
-        n1,
-        &format!("mkdir -p {dir} && echo log > {dir}/x.log && chmod -R a+rX {dir}"),
-    );
+    let lab = lab_with_file(dir, "x.log", "log");
+    let n1 = lab.node(1);
     let (job, mut lookups) = lookups_at(&lab, &format!("{dir}/x.log"), lab.node(2));
     assert_eq!(lookups.ask("stat"), "size 4");
     assert_eq!(
@@ -611,6 +601,18 @@ fn home_reads_the_changes_it_hears_when_no_process_is_away() {
     let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
     assert!(done.status.success(), "{done:?}");
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A 2-node lab whose node 1 holds `dir/file`, a line `text`, in its private /tmp, where
+/// anyone may read and list them.
+fn lab_with_file(dir: &str, file: &str, text: &str) -> Lab {
+    let lab = Lab::start(LabConfig::new(2, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 2-node lab: {e}"));
+    sh(
+        lab.node(1),
+        &format!("mkdir -p {dir} && echo {text} > {dir}/{file} && chmod -R a+rX {dir}"),
+    );
+    lab
 }
 
 /// A copy of each inotify descriptor process `pid` holds (`pidfd_getfd`).
