@@ -172,9 +172,15 @@ mod tests {
         let pid = child.id() as Pid;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let free = loop {
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-            // Once it is sleep, its descriptors and limit are set: read them only then.
-            if exe.ends_with("sleep") {
+            // Once it sleeps, its descriptors and limit are set: read them only then (not as
+            // soon as it is `sleep`, which opens files of its own as it starts).
+            let call = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+            let nr: i64 = call
+                .split(' ')
+                .next()
+                .and_then(|nr| nr.parse().ok())
+                .unwrap_or(-1);
+            if [libc::SYS_nanosleep, libc::SYS_clock_nanosleep].contains(&nr) {
                 break lowest_free(pid, 3).unwrap();
             }
             assert!(
