@@ -646,15 +646,10 @@ fn inotify_copies(pid: u32) -> Vec<std::os::fd::OwnedFd> {
 
 /// Whether `fd` has something to read now.
 fn readable(fd: &std::os::fd::OwnedFd) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut poll = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, valid for the call.
-    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-    ready == 1
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).expect("poll") > 0
 }
 
 /// Lookups relative to the working directory are kept where the process runs, under the

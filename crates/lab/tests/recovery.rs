@@ -370,22 +370,25 @@ done
 wait
 "#;
 
+/// Whether the crowd's job `k` said "ready".
+fn said_ready(dir: &std::path::Path, k: usize) -> bool {
+    fs::read_to_string(dir.join(format!("out.{k}"))).is_ok_and(|o| o.starts_with("ready"))
+}
+
 /// How many of the crowd's jobs said "ready".
 fn crowd_ready(dir: &std::path::Path, jobs: usize) -> usize {
-    (1..=jobs)
-        .filter(|k| {
-            fs::read_to_string(dir.join(format!("out.{k}"))).is_ok_and(|o| o.starts_with("ready"))
-        })
-        .count()
+    (1..=jobs).filter(|&k| said_ready(dir, k)).count()
 }
 
 /// The first few of jobs 1 to `jobs` that did not say "ready", with what their mosrun said.
 fn not_ready(dir: &std::path::Path, jobs: usize) -> String {
-    let read = |name: String| fs::read_to_string(dir.join(name)).unwrap_or_default();
     (1..=jobs)
-        .filter(|k| !read(format!("out.{k}")).starts_with("ready"))
+        .filter(|&k| !said_ready(dir, k))
         .take(5)
-        .map(|k| format!("job {k}: mosrun said {:?}", read(format!("err.{k}"))))
+        .map(|k| {
+            let err = fs::read_to_string(dir.join(format!("err.{k}"))).unwrap_or_default();
+            format!("job {k}: mosrun said {err:?}")
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
