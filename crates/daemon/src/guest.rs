@@ -111,8 +111,6 @@ fn digests_arg(shared: &Shared, creds: &GuestCreds) -> Option<String> {
     }
 }
 
-/// Record a guest just spawned: its PID and start time (it has not been reaped, so its PID is
-/// still its own), the uid it runs as and its home node.
 /// The guest's options that name this node's file systems that are the same everywhere.
 fn dfsa_args(shared: &Shared) -> Vec<String> {
     let consistent = shared.consistent.get().cloned().unwrap_or_default();
@@ -125,6 +123,8 @@ fn dfsa_args(shared: &Shared) -> Vec<String> {
     mfs.into_iter().chain(mounts).chain(system).collect()
 }
 
+/// Record a guest just spawned: its PID and start time (it has not been reaped, so its PID is
+/// still its own), the uid it runs as and its home node.
 fn record(shared: &Shared, child: &Child, uid: u32, home_node: u16) -> io::Result<Spawned> {
     let pid = child
         .id()

@@ -9,7 +9,7 @@
 //! it used here; both survive a restart of the daemon, which a time taken at registration
 //! would not.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rmosix_wire::HostedProcess;
@@ -100,6 +100,10 @@ pub(crate) fn figures(
 pub(crate) struct Hosted {
     next_conn: u64,
     guests: HashMap<i32, Guest>,
+    /// Sessions accepted whose guest is not started yet.
+    sessions_arriving: usize,
+    /// Guests started that have not registered yet.
+    unregistered: HashSet<i32>,
 }
 
 impl Hosted {
@@ -107,6 +111,7 @@ impl Hosted {
     /// registers again, on a new connection before its old one was seen to end, starts over:
     /// it reports again what it hosts.
     pub fn register(&mut self, guest: i32, uid: u32, home_node: u16) -> Registration {
+        self.unregistered.remove(&guest);
         self.next_conn += 1;
         let conn = self.next_conn;
         self.guests.insert(
@@ -120,6 +125,32 @@ impl Hosted {
             },
         );
         Registration { guest, conn }
+    }
+
+    /// A session from another node was accepted: a process may arrive. Counted before the
+    /// session checks that the node is not blocked, so that an `expel` that blocks the node
+    /// after that check waits for the process and sends it on (see [`Hosted::any_between`]).
+    pub fn session_accepted(&mut self) {
+        self.sessions_arriving += 1;
+    }
+
+    /// An accepted session ended without starting a guest.
+    pub fn session_dropped(&mut self) {
+        self.sessions_arriving = self.sessions_arriving.saturating_sub(1);
+    }
+
+    /// An accepted session started guest `guest`, which is to register (and may have
+    /// already: it registers as soon as it has its keys).
+    pub fn guest_started(&mut self, guest: i32) {
+        self.session_dropped();
+        if !self.guests.contains_key(&guest) {
+            self.unregistered.insert(guest);
+        }
+    }
+
+    /// Guest `guest` exited: one that never registered is not awaited any more.
+    pub fn guest_exited(&mut self, guest: i32) {
+        self.unregistered.remove(&guest);
     }
 
     /// The home node of the process guest `guest` hosts, if it is one of this node's guests.
@@ -163,10 +194,13 @@ impl Hosted {
         self.guests.values().filter(|g| g.process.is_some()).count()
     }
 
-    /// Whether a registered guest runs no process: one arriving (its process not restored
-    /// yet) or leaving (its process gone, the guest about to exit).
+    /// Whether a process may be on its way: a session accepted or a guest started that has
+    /// not registered yet, or a registered guest that runs no process (its process not
+    /// restored yet, or gone and the guest about to exit).
     pub fn any_between(&self) -> bool {
-        self.guests.values().any(|g| g.process.is_none())
+        self.sessions_arriving > 0
+            || !self.unregistered.is_empty()
+            || self.guests.values().any(|g| g.process.is_none())
     }
 
     /// Each hosted process by its home node and PID there.
@@ -278,6 +312,44 @@ mod tests {
         );
         hosted.unregister(&reg);
         assert!(!hosted.running(&reg, process(101, 4711)));
+    }
+
+    #[test]
+    fn a_process_is_awaited_from_its_session_until_its_guest_runs_it_or_ends() {
+        let mut hosted = Hosted::default();
+        assert!(!hosted.any_between());
+        hosted.session_accepted();
+        assert!(hosted.any_between(), "a session accepted");
+        hosted.session_dropped();
+        assert!(
+            !hosted.any_between(),
+            "the session dropped before its guest started"
+        );
+
+        hosted.session_accepted();
+        hosted.guest_started(100);
+        assert!(hosted.any_between(), "a guest started, not registered");
+        let reg = hosted.register(100, 1000, 1);
+        assert!(hosted.any_between(), "registered, its process not restored");
+        hosted.running(&reg, process(101, 4711));
+        assert!(!hosted.any_between(), "running");
+
+        hosted.session_accepted();
+        hosted.guest_started(200);
+        hosted.guest_exited(200);
+        assert!(
+            !hosted.any_between(),
+            "a guest that ended before it registered"
+        );
+
+        hosted.session_accepted();
+        let early = hosted.register(300, 1000, 1);
+        hosted.guest_started(300);
+        hosted.running(&early, process(301, 9));
+        assert!(
+            !hosted.any_between(),
+            "a guest that registered before its start was noted"
+        );
     }
 
     #[test]

@@ -75,12 +75,16 @@ pub(crate) async fn serve_peer(
                 warn!("ping from node {from} ({ip}): cannot answer: {}", chain(&e));
             }
         }
-        Purpose::Session { uid, .. } if shared.is_blocked() => {
-            refuse_blocked(link, from, uid).await;
-        }
         Purpose::Session { uid, gid, groups } => {
-            let creds = GuestCreds { uid, gid, groups };
-            serve_session(&shared, link, from, creds, ticket).await;
+            // Counted as arriving before the check: see `Hosted::session_accepted`.
+            let arriving = Arriving::new(&shared);
+            if shared.is_blocked() {
+                drop(arriving);
+                refuse_blocked(link, from, uid).await;
+            } else {
+                let creds = GuestCreds { uid, gid, groups };
+                serve_session(&shared, link, from, creds, ticket, arriving).await;
+            }
         }
         Purpose::Recall {
             pid,
@@ -174,6 +178,7 @@ async fn serve_session(
     from: u16,
     creds: GuestCreds,
     ticket: Ticket,
+    arriving: Arriving<'_>,
 ) {
     let uid = creds.uid;
     let keys = match tokio::time::timeout(HELLO_TIMEOUT, link.recv()).await {
@@ -217,11 +222,37 @@ async fn serve_session(
     };
     // The socket is the guest's now; this daemon holds nothing of the session.
     drop(ticket);
+    arriving.started(record.pid);
     let pid = child.id();
     info!(from, uid, pid, "guest started");
     match child.wait().await {
         Ok(status) => info!(from, uid, pid, "guest exited: {status}"),
         Err(e) => warn!(from, uid, pid, "cannot reap guest: {e}"),
     }
+    shared.hosted().guest_exited(record.pid);
     shared.records.remove(&record);
+}
+
+/// An accepted session on its way to starting a guest; dropped before, it was not.
+struct Arriving<'a>(Option<&'a Shared>);
+
+impl<'a> Arriving<'a> {
+    fn new(shared: &'a Shared) -> Arriving<'a> {
+        shared.hosted().session_accepted();
+        Arriving(Some(shared))
+    }
+
+    fn started(mut self, guest: i32) {
+        if let Some(shared) = self.0.take() {
+            shared.hosted().guest_started(guest);
+        }
+    }
+}
+
+impl Drop for Arriving<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.hosted().session_dropped();
+        }
+    }
 }

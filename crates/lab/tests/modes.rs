@@ -133,6 +133,22 @@ fn guests(node: &Node) -> Vec<(u16, u32)> {
         .collect()
 }
 
+/// Waits until `mosctl guests` at `node` lists exactly `expected`, in any order. A guest
+/// tells its daemon that its process runs there without waiting for it (its supervisor never
+/// waits for the daemon), so `migrate` can answer a moment before the listing shows the move.
+fn wait_for_guests(node: &Node, mut expected: Vec<(u16, u32)>) {
+    expected.sort_unstable();
+    wait_until(
+        &format!("node {} lists the guests {expected:?}", node.id()),
+        || {
+            let mut hosted = guests(node);
+            hosted.sort_unstable();
+            hosted == expected
+        },
+        || format!("{}\n{}", mosctl(node, &["guests"]).stdout, node.log()),
+    );
+}
+
 /// Waits until `cond` holds; panics after [`STEP`] with `what` and `context()`.
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
     let deadline = Instant::now() + STEP;
@@ -194,7 +210,7 @@ fn a_blocked_node_refuses_new_guests_keeps_its_own_and_noblock_lets_them_in() {
     assert_eq!(location(&job), 2);
     // Blocking keeps the guests a node has.
     mosctl(two, &["block"]);
-    assert_eq!(guests(two), vec![(1, job.pid())]);
+    wait_for_guests(two, vec![(1, job.pid())]);
     assert_eq!(location(&job), 2);
     move_to(home, job.pid(), "home");
     assert_eq!(location(&job), 1);
@@ -302,14 +318,11 @@ fn expel_sends_every_guest_home_and_leaves_the_node_blocked() {
     for (job, _) in &jobs {
         move_to(job.home(), job.pid(), "2");
     }
-    let mut hosted = guests(two);
-    hosted.sort_unstable();
-    let mut expected: Vec<(u16, u32)> = jobs
+    let expected = jobs
         .iter()
         .map(|(job, _)| (job.home().id(), job.pid()))
         .collect();
-    expected.sort_unstable();
-    assert_eq!(hosted, expected);
+    wait_for_guests(two, expected);
 
     mosctl(two, &["expel"]);
     for (job, _) in &jobs {
