@@ -16,7 +16,7 @@ use std::os::fd::RawFd;
 use tracing::debug;
 
 use crate::files::Freed;
-use crate::inotify::Inotify;
+use crate::inotify::LazyInotify;
 use crate::ptrace::Pid;
 use crate::readahead::Loan;
 use crate::session::ReadAsk;
@@ -37,7 +37,7 @@ const KCMP_FILE: libc::c_int = 0;
 #[derive(Default)]
 pub struct Lender {
     /// Made at the first loan.
-    inotify: Option<Inotify>,
+    inotify: LazyInotify,
     /// Per watch, the shell descriptors the remote may hold bytes of.
     lent: HashMap<i32, BTreeSet<i32>>,
     /// Descriptors whose files changed, for the next word to the remote.
@@ -110,7 +110,7 @@ impl Lender {
         bytes.truncate(n as usize);
         // A write that ended while we read may have torn the bytes: they serve this read only.
         // So do they when the watch could not be read (and is gone).
-        let keep = !self.drain().contains(&wd) && self.inotify.is_some();
+        let keep = !self.drain().contains(&wd) && self.inotify.get().is_some();
         if keep {
             self.lent.entry(wd).or_default().insert(fd);
         }
@@ -171,24 +171,22 @@ impl Lender {
 
     /// Watch the file of `copy`; its watch descriptor.
     fn watch(&mut self, copy: RawFd) -> Option<i32> {
-        if self.inotify.is_none() {
-            match Inotify::new() {
-                Ok(inotify) => self.inotify = Some(inotify),
-                Err(err) => {
-                    debug!(%err, "no inotify: nothing is lent");
-                    return None;
-                }
+        let inotify = match self.inotify.get_or_make() {
+            Ok(inotify) => inotify,
+            Err(err) => {
+                debug!(%err, "no inotify: nothing is lent");
+                return None;
             }
-        }
+        };
         // The magic link names the very file the descriptor refers to, renamed or deleted.
         let path = std::ffi::CString::new(format!("/proc/self/fd/{copy}")).ok()?;
-        self.inotify.as_ref()?.watch(&path, CHANGES).ok()
+        inotify.watch(&path, CHANGES).ok()
     }
 
     /// Read the events queued so far: the descriptors lent under a watch that fired become
     /// stale, and are no longer lent under it. Returns the watches that fired.
     fn drain(&mut self) -> HashSet<i32> {
-        let Some(inotify) = &self.inotify else {
+        let Some(inotify) = self.inotify.get() else {
             return HashSet::new();
         };
         match inotify.drain() {
@@ -205,7 +203,7 @@ impl Lender {
                 // watch.
                 let fired = self.lent.keys().copied().collect();
                 self.all_stale();
-                self.inotify = None;
+                self.inotify.reset();
                 fired
             }
         }

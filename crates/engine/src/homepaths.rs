@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::debug;
 
-use crate::inotify::Inotify;
+use crate::inotify::LazyInotify;
 use crate::pathcache::{Answer, Forgotten, Key, Listing};
 use crate::ptrace::Pid;
 use crate::sysfiles::{self, SystemFiles};
@@ -190,7 +190,7 @@ struct Armed {
 #[derive(Default)]
 pub struct PathWatch {
     /// Made at the first vouch.
-    inotify: Option<Inotify>,
+    inotify: LazyInotify,
     /// What is watched, by path, with its watch descriptor.
     watched: HashMap<PathBuf, i32>,
     /// The paths each watch descriptor was added for (one inode may have several).
@@ -234,16 +234,13 @@ impl PathWatch {
             // anew rather than stop vouching for good, or grow without bound.
             self.forget_all();
         }
-        if self.inotify.is_none() {
-            match Inotify::new() {
-                Ok(inotify) => self.inotify = Some(inotify),
-                Err(err) => {
-                    debug!(%err, "no inotify: no lookup is vouched for");
-                    return None;
-                }
+        let inotify = match self.inotify.get_or_make() {
+            Ok(inotify) => inotify,
+            Err(err) => {
+                debug!(%err, "no inotify: no lookup is vouched for");
+                return None;
             }
-        }
-        let inotify = self.inotify.as_ref()?;
+        };
         let walk = walk(Path::new(OsStr::from_bytes(path)));
         let within = |went: &PathBuf| {
             went.to_str()
@@ -354,7 +351,7 @@ impl PathWatch {
     /// its status and listing. Whether anything was forgotten. Events lost, or a file
     /// system unmounted, forget everything.
     pub fn changed(&mut self) -> bool {
-        let Some(inotify) = &self.inotify else {
+        let Some(inotify) = self.inotify.get() else {
             return false;
         };
         let Some(events) = inotify.events() else {
@@ -451,7 +448,7 @@ impl PathWatch {
             paths.retain(|p| *p != watched);
             if paths.is_empty() {
                 self.paths_of.remove(&wd);
-                if let Some(inotify) = &self.inotify {
+                if let Some(inotify) = self.inotify.get() {
                     inotify.unwatch(wd);
                 }
             }
@@ -505,7 +502,7 @@ impl PathWatch {
     /// Forget everything: the remotes forget every answer, nothing needs watching any more,
     /// and the next vouch starts anew.
     fn forget_all(&mut self) {
-        self.inotify = None;
+        self.inotify.reset();
         self.watched.clear();
         self.paths_of.clear();
         self.armed.clear();
@@ -625,7 +622,7 @@ impl PathWatch {
 
     /// The descriptor to poll for changes, once something is watched.
     pub fn fd(&self) -> Option<RawFd> {
-        self.inotify.as_ref().map(|inotify| inotify.as_raw_fd())
+        self.inotify.get().map(|inotify| inotify.as_raw_fd())
     }
 }
 
@@ -993,7 +990,7 @@ mod tests {
         // other directories, `/tmp` among them, hear other tests).
         fs::write(root.join("out/log"), "ready").unwrap();
         let out_wd = watch.watched[&root.join("out")];
-        let inotify = watch.inotify.as_ref().expect("watching");
+        let inotify = watch.inotify.get().expect("watching");
         let events = inotify.events().expect("events");
         assert!(
             !events.iter().any(|event| event.wd == out_wd),

@@ -8,6 +8,15 @@ use std::ffi::{CStr, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, Instant};
+
+/// The instances a job leaves its user: it makes one only if the user could make this many
+/// more after it. Instances count against the user's `fs.inotify.max_user_instances` (128 by
+/// default), across all their processes; a crowd of jobs that took them all would leave the
+/// user's other programs none (`tail -f`, editors, desktop daemons).
+pub const LEFT_TO_THE_USER: usize = 16;
+/// How long a job that found too little room waits before it asks again.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// One inotify instance.
 pub struct Inotify {
@@ -91,6 +100,69 @@ impl Inotify {
     }
 }
 
+/// An instance made when first needed, if the user has room for it (see
+/// [`LEFT_TO_THE_USER`]); after a refusal, not asked for again for [`ASK_AGAIN_AFTER`].
+#[derive(Default)]
+pub struct LazyInotify {
+    inotify: Option<Inotify>,
+    refused_at: Option<Instant>,
+}
+
+impl LazyInotify {
+    /// The instance, if made.
+    pub fn get(&self) -> Option<&Inotify> {
+        self.inotify.as_ref()
+    }
+
+    /// The instance, made now if it was not: an error if it cannot be, or was refused less
+    /// than [`ASK_AGAIN_AFTER`] ago.
+    pub fn get_or_make(&mut self) -> io::Result<&Inotify> {
+        if self.inotify.is_none() {
+            if let Some(at) = self.refused_at
+                && at.elapsed() < ASK_AGAIN_AFTER
+            {
+                return Err(io::Error::other("refused less than a second ago"));
+            }
+            match leaving_room(LEFT_TO_THE_USER) {
+                Ok(inotify) => self.inotify = Some(inotify),
+                Err(err) => {
+                    self.refused_at = Some(Instant::now());
+                    return Err(err);
+                }
+            }
+        }
+        Ok(self.inotify.as_ref().expect("made above"))
+    }
+
+    /// Drop the instance (its events may have been lost); the next need makes a new one.
+    pub fn reset(&mut self) {
+        self.inotify = None;
+    }
+}
+
+/// A fresh instance if `room` more could be made after it. The only way to learn the room
+/// is to take it: the kernel counts a user's instances but shows the count nowhere. They are
+/// closed again at once.
+fn leaving_room(room: usize) -> io::Result<Inotify> {
+    let inotify = Inotify::new()?;
+    let mut taken = Vec::with_capacity(room);
+    while taken.len() < room {
+        match Inotify::new() {
+            Ok(more) => taken.push(more),
+            Err(err) => {
+                return Err(io::Error::new(
+                    err.kind(),
+                    format!(
+                        "room for {} more inotify instances, not {room}: {err}",
+                        taken.len()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(inotify)
+}
+
 /// One event: what happened (`mask`) to watch `wd`, or to the entry `name` of the directory
 /// it watches (empty: to the watched object itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,5 +175,77 @@ pub struct Event {
 impl AsRawFd for Inotify {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    use super::*;
+
+    /// The descriptors the child test may hold, set by the parent; the kernel refuses an
+    /// instance past it (EMFILE) as it does one past the user's instances.
+    const CHILD_LIMIT: &str = "RMOSIX_TEST_NOFILE";
+
+    #[test]
+    fn an_instance_is_made_only_if_the_room_asked_for_is_left() {
+        let limit: u64 = 64;
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        child
+            .args(["--exact", "inotify::tests::with_few_descriptors"])
+            .args(["--ignored", "--test-threads=1"])
+            .env(CHILD_LIMIT, limit.to_string());
+        // SAFETY: setrlimit is async-signal-safe and touches nothing but the child.
+        unsafe {
+            child.pre_exec(move || {
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = child.output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{said}");
+        assert!(said.contains("1 passed"), "{said}");
+    }
+
+    /// Run by the test above, in a process of its own whose descriptors are limited.
+    #[test]
+    #[ignore = "run by an_instance_is_made_only_if_the_room_asked_for_is_left"]
+    fn with_few_descriptors() {
+        let limit: usize = std::env::var(CHILD_LIMIT).unwrap().parse().unwrap();
+        // Numbers at or past the limit (inherited) take no room below it; the listing's own
+        // descriptor is closed again.
+        let below_limit = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<usize>().ok())
+            .filter(|&fd| fd < limit)
+            .count();
+        let open = below_limit - 1;
+        // Hold instances until exactly `room` descriptors are free.
+        let room = 5;
+        let held: Vec<Inotify> = (open..limit - room)
+            .map(|_| Inotify::new().unwrap())
+            .collect();
+        let refused = leaving_room(room)
+            .err()
+            .expect("no room for one and 5 more");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("room for 4 more inotify instances, not 5: "),
+            "{refused}"
+        );
+        drop(held.into_iter().next());
+        leaving_room(room).expect("room for one and 5 more");
+        // None of the instances taken to learn the room is kept.
+        leaving_room(room).expect("room again");
     }
 }
