@@ -121,9 +121,11 @@ pub fn serve_guest(
     set_read_timeout(fd, None)?;
     let sigchld = SigChld::new()?;
     ptrace::cont(husk, 0)?;
+    // Noted before home hears it, so that the daemon here lists the process about when home's
+    // `migrate` answers (the note goes out on a thread of its own, and is never waited for).
+    reports.running(husk, opening.pid);
     session.send(&ToHome::Running)?;
     info!(pid = husk, home_pid = opening.pid, "remote running");
-    reports.running(husk, opening.pid);
     let mut guest = Guest {
         husk,
         inj,
