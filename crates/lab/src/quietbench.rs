@@ -66,6 +66,9 @@ const TARGET_DAEMON_PCT: f64 = 0.5;
 pub(crate) struct Alone {
     bare: Vec<Run>,
     mosrun: Vec<Run>,
+    /// The balancing daemons' log lines of the moves they decided during the runs: a move
+    /// here is needless, and its line says which rule made it.
+    decisions: Vec<String>,
     load_before: String,
     load_after: String,
 }
@@ -78,6 +81,8 @@ pub(crate) fn alone(
     stop: &AtomicBool,
 ) -> Result<Alone, BenchError> {
     let load_before = load_average();
+    let nodes = labs.balancing.nodes();
+    let logged_before: Vec<usize> = nodes.iter().map(|node| node.log().len()).collect();
     let mut bare = Kind::new(
         "alone: one job on node1, bare, balancing on".to_owned(),
         true,
@@ -94,9 +99,23 @@ pub(crate) fn alone(
     let [bare, mosrun]: [Vec<Run>; 2] = turns::take_turns(labs, rounds, &[bare, mosrun], stop)?
         .try_into()
         .expect("one list of runs per kind");
+    let decisions = nodes
+        .iter()
+        .zip(logged_before)
+        .flat_map(|(node, before)| {
+            let log = node.log();
+            let since = log.get(before..).unwrap_or_default().to_owned();
+            since
+                .lines()
+                .filter(|line| line.contains("balancing: "))
+                .map(|line| format!("node{}: {line}", node.id()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     Ok(Alone {
         bare,
         mosrun,
+        decisions,
         load_before,
         load_after: load_average(),
     })
@@ -131,6 +150,9 @@ pub(crate) fn render_alone(o: &mut String, m: &Alone) -> Vec<(String, String, bo
         "moves, all runs (none needed)",
         &format!("{moves}{}", if moves > 0 { ": NEEDLESS" } else { "" }),
     );
+    for line in &m.decisions {
+        let _ = writeln!(o, "    {line}");
+    }
     let identical = turns::render_jobs(o, m.bare.first(), m.bare.iter(), &m.mosrun);
     load_line(o, &m.load_before, &m.load_after);
     vec![
