@@ -27,6 +27,7 @@
 
 mod batch;
 mod bench;
+mod captured;
 mod cgroup;
 mod cmd;
 mod cprog;
@@ -53,6 +54,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use bench::{BenchError, Scope, bench};
+pub use captured::{Captured, wait_until};
 pub use cprog::compiled;
 pub use demo::{demo, shell};
 pub use error::LabError;

@@ -9,16 +9,13 @@
 //! they finish, so the test, not a clock, decides when a job ends.
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use rmosix_lab::{Lab, LabConfig, Node, bin_dir_of_current_test};
+use rmosix_lab::{Captured, Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, wait_until};
 
 /// The programs of these tests.
 const PROGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/failures");
@@ -26,8 +23,6 @@ const PROGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/failures")
 const PYTHON: &str = "/usr/bin/python3";
 /// Deadline of one step: a tool run, a migration, a job's end, a process to appear or go.
 const STEP: Duration = Duration::from_secs(60);
-/// How long a test sleeps between two looks at what it waits for.
-const POLL: Duration = Duration::from_millis(10);
 /// Mebibytes the big program fills: enough for its transfer to take a noticeable time.
 const BIG_MIB: &str = "1024";
 /// The uid and gid an ordinary user's job runs as, and another ordinary user's.
@@ -53,137 +48,8 @@ fn c_program(name: &str) -> String {
     rmosix_lab::compiled(format!("{PROGS}/{name}.c"), out, &[])
 }
 
-/// Waits until `cond` holds; panics after `timeout` with `what` and `context()`.
-fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut cond: impl FnMut() -> bool,
-    context: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        if Instant::now() >= deadline {
-            panic!("{what}: not within {timeout:?}\n{}", context());
-        }
-        thread::sleep(POLL);
-    }
-}
-
-/// How a process ended and what it printed.
-#[derive(Debug)]
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// A process with its stdout and stderr collected by two threads.
-struct Captured {
-    what: String,
-    child: Child,
-    stdout: Arc<Mutex<Vec<u8>>>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-impl Captured {
-    fn spawn(mut cmd: Command, what: impl Into<String>) -> Captured {
-        let what = what.into();
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let readers = vec![
-            collect(child.stdout.take().expect("piped stdout"), stdout.clone()),
-            collect(child.stderr.take().expect("piped stderr"), stderr.clone()),
-        ];
-        Captured {
-            what,
-            child,
-            stdout,
-            stderr,
-            readers,
-        }
-    }
-
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.stdout.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-
-    fn outputs(&self) -> String {
-        format!(
-            "{} stdout:\n{}\n{} stderr:\n{}",
-            self.what,
-            self.stdout(),
-            self.what,
-            self.stderr()
-        )
-    }
-
-    /// Waits for the end; kills it and panics after `timeout`.
-    fn finish(mut self, timeout: Duration) -> Done {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "{} did not end within {timeout:?}\n{}",
-                    self.what,
-                    self.outputs()
-                );
-            }
-            thread::sleep(POLL);
-        };
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        Done {
-            status,
-            stdout: self.stdout(),
-            stderr: self.stderr(),
-        }
-    }
-}
-
-impl Drop for Captured {
-    fn drop(&mut self) {
-        // A test that panics must not leave its processes behind (the lab kills the node's
-        // side anyway; this is the nsenter outside).
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
-    thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            into.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(&buf[..n]);
-        }
-    })
-}
-
 /// Runs `tool ARGS` inside `node` to its end.
-fn run(node: &Node, tool: &str, args: &[&str]) -> Done {
+fn run(node: &Node, tool: &str, args: &[&str]) -> ToolRun {
     let mut cmd = node.command(tool);
     cmd.args(args);
     Captured::spawn(
@@ -194,7 +60,7 @@ fn run(node: &Node, tool: &str, args: &[&str]) -> Done {
 }
 
 /// Runs `tool ARGS` inside `node` as user and group `uid` (no supplementary groups).
-fn run_as(node: &Node, uid: u32, tool: &str, args: &[&str]) -> Done {
+fn run_as(node: &Node, uid: u32, tool: &str, args: &[&str]) -> ToolRun {
     let mut cmd = node.command("setpriv");
     cmd.args(setpriv(uid)).arg(tool).args(args);
     let what = format!("node {}: uid {uid}: {tool} {}", node.id(), args.join(" "));
@@ -284,7 +150,7 @@ impl<'a> Job<'a> {
     }
 
     /// `migrate PID TARGET` run at home, to its end.
-    fn migrate(&self, target: &str) -> Done {
+    fn migrate(&self, target: &str) -> ToolRun {
         run(self.home, "migrate", &[&self.pid, target])
     }
 
@@ -314,9 +180,9 @@ impl<'a> Job<'a> {
         }
     }
 
-    fn finish(self) -> Done {
+    fn finish(self) -> ToolRun {
         match self.job.finish(STEP) {
-            Ok(out) => Done {
+            Ok(out) => ToolRun {
                 status: out.status,
                 stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
                 stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -422,7 +288,7 @@ fn is_gone(host_pid: u32) -> bool {
     proc_info(host_pid).is_none_or(|p| matches!(p.state, 'Z' | 'X'))
 }
 
-fn assert_cannot_move(done: &Done, pid: &str, target: &str, reason: &str) {
+fn assert_cannot_move(done: &ToolRun, pid: &str, target: &str, reason: &str) {
     assert_eq!(done.status.code(), Some(1), "{done:?}");
     let prefix = format!("migrate: cannot move {pid} to node {target}: ");
     assert!(
@@ -553,7 +419,7 @@ fn a_process_home_cannot_take_back_runs_on_at_its_remote() {
     let (moved, still) = (moved.finish(), still.finish());
     assert_eq!(moved.status.code(), Some(3), "{moved:?}");
     assert_eq!(moved.status, still.status);
-    let sum = |done: &Done| done.stdout.lines().last().map(str::to_owned);
+    let sum = |done: &ToolRun| done.stdout.lines().last().map(str::to_owned);
     assert!(moved.stdout.contains("\nsum "), "{moved:?}");
     assert_eq!(sum(&moved), sum(&still), "{moved:?}\n{still:?}");
 }
@@ -906,7 +772,7 @@ fn a_host_node_dying_ends_the_job_with_sigkill_and_a_reason() {
 }
 
 /// The PID mosrun names in its "process N lost" line (any PID; the line's shape matters).
-fn done_pid(done: &Done) -> String {
+fn done_pid(done: &ToolRun) -> String {
     done.stderr
         .split("mosrun: process ")
         .nth(1)
@@ -1239,7 +1105,7 @@ fn calls_from_the_injection_instruction_never_run_unforwarded_at_the_remote() {
 }
 
 /// The line gate.c prints after it ran its calls.
-fn result_line(done: &Done) -> String {
+fn result_line(done: &ToolRun) -> String {
     done.stdout
         .lines()
         .find(|l| l.starts_with("openat="))

@@ -13,15 +13,15 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::process::{Command, Stdio};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use rmosix_lab::{Job, Lab, LabConfig, Node, bin_dir_of_current_test, processes_in};
+use rmosix_lab::{
+    Captured, Job, Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, processes_in, wait_until,
+};
 
 /// The attackers and fakes of these tests.
 const PROGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/hardening");
@@ -74,149 +74,6 @@ fn big_sum(mib: u64) -> String {
     format!("sum {sum:016x}\n")
 }
 
-/// Waits until `cond` holds; panics after `timeout` with `what` and `context()`.
-fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut cond: impl FnMut() -> bool,
-    context: impl Fn() -> String,
-) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        if Instant::now() >= deadline {
-            panic!("{what}: not within {timeout:?}\n{}", context());
-        }
-        thread::sleep(POLL);
-    }
-}
-
-/// How a process ended and what it printed.
-#[derive(Debug)]
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// A process with its stdout and stderr collected by two threads. Dropping it kills it (the
-/// `nsenter` outside the node, whose death kills the program inside).
-struct Captured {
-    what: String,
-    child: Child,
-    stdout: Arc<Mutex<Vec<u8>>>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-impl Captured {
-    fn spawn(mut cmd: Command, what: impl Into<String>) -> Captured {
-        let what = what.into();
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let readers = vec![
-            collect(child.stdout.take().expect("piped stdout"), stdout.clone()),
-            collect(child.stderr.take().expect("piped stderr"), stderr.clone()),
-        ];
-        Captured {
-            what,
-            child,
-            stdout,
-            stderr,
-            readers,
-        }
-    }
-
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.stdout.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-
-    fn outputs(&self) -> String {
-        format!(
-            "{} stdout:\n{}\n{} stderr:\n{}",
-            self.what,
-            self.stdout(),
-            self.what,
-            self.stderr()
-        )
-    }
-
-    /// Whether the process (the `nsenter` in front of it) has ended.
-    fn ended(&mut self) -> bool {
-        self.child.try_wait().expect("wait").is_some()
-    }
-
-    /// Waits until stdout holds `needle`; panics after [`STEP`].
-    fn wait_stdout(&self, needle: &str) {
-        wait_until(
-            &format!("{:?} from {}", needle, self.what),
-            STEP,
-            || self.stdout().contains(needle),
-            || self.outputs(),
-        );
-    }
-
-    /// Waits for the end; kills it and panics after `timeout`.
-    fn finish(mut self, timeout: Duration) -> Done {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "{} did not end within {timeout:?}\n{}",
-                    self.what,
-                    self.outputs()
-                );
-            }
-            thread::sleep(POLL);
-        };
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        Done {
-            status,
-            stdout: self.stdout(),
-            stderr: self.stderr(),
-        }
-    }
-}
-
-impl Drop for Captured {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
-    thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            into.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(&buf[..n]);
-        }
-    })
-}
-
 /// `tool ARGS` inside `node` as root, started.
 fn spawn(node: &Node, tool: &str, args: &[&str]) -> Captured {
     let mut cmd = node.command(tool);
@@ -228,7 +85,7 @@ fn spawn(node: &Node, tool: &str, args: &[&str]) -> Captured {
 }
 
 /// `tool ARGS` inside `node` as root, to its end.
-fn run(node: &Node, tool: &str, args: &[&str]) -> Done {
+fn run(node: &Node, tool: &str, args: &[&str]) -> ToolRun {
     spawn(node, tool, args).finish(STEP)
 }
 
@@ -249,7 +106,7 @@ fn spawn_as(node: &Node, uid: u32, env: &[(&str, &str)], tool: &str, args: &[&st
     Captured::spawn(cmd, what)
 }
 
-fn run_as(node: &Node, uid: u32, tool: &str, args: &[&str]) -> Done {
+fn run_as(node: &Node, uid: u32, tool: &str, args: &[&str]) -> ToolRun {
     spawn_as(node, uid, &[], tool, args).finish(STEP)
 }
 
@@ -624,7 +481,7 @@ fn a_guest_gets_the_groups_its_user_had_when_connecting_not_those_of_a_later_pid
             &freed.to_string(),
         ],
     );
-    impostor.wait_stdout("\n");
+    impostor.wait_stdout("\n", STEP);
     assert_eq!(
         impostor.stdout().trim(),
         freed.to_string(),
@@ -643,7 +500,7 @@ fn a_guest_gets_the_groups_its_user_had_when_connecting_not_those_of_a_later_pid
     );
 
     release(&go);
-    opener.wait_stdout("with 1 fd");
+    opener.wait_stdout("with 1 fd", STEP);
     assert!(
         opener.stdout().contains("{\"session\""),
         "{}",
@@ -680,7 +537,7 @@ fn one_user_holding_thousands_of_idle_connections_stops_no_one_else() {
         PYTHON,
         &[&prog("hog.py"), SOCKET, "3", "10000"],
     );
-    hog.wait_stdout("holding");
+    hog.wait_stdout("holding", STEP);
 
     // Root's tools and the other nodes are still served.
     let status = run(home, "mosctl", &["status"]);
@@ -734,7 +591,7 @@ fn tools_refuse_a_daemon_run_by_another_user_and_send_it_nothing() {
     let node = lab.node(1);
     let fake = "/tmp/fake-mosixd.sock";
     let daemon = spawn_as(node, NOBODY, &[], PYTHON, &[&prog("fake_daemon.py"), fake]);
-    daemon.wait_stdout("listening\n");
+    daemon.wait_stdout("listening\n", STEP);
     let refusal = format!(
         "{fake} is served by uid {NOBODY}, not by root or you; refusing to talk to it \
          (set MOSIX_DAEMON_USER to trust that user's mosixd)"

@@ -12,10 +12,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rmosix_lab::{Job, Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, require_root};
+use rmosix_lab::{
+    Job, Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, require_root, wait_until,
+};
 
 /// The jobs.
 const JOBS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/progs/failures");
@@ -25,8 +26,6 @@ const PYTHON: &str = "/usr/bin/python3";
 const STEP: Duration = Duration::from_secs(60);
 /// Deadline of `mosctl isup` for a node whose daemon is gone: the daemon gives up after 3 s.
 const ISUP_BOUND: Duration = Duration::from_secs(10);
-/// How long a test sleeps between two looks at what it waits for.
-const POLL: Duration = Duration::from_millis(10);
 /// An ordinary user.
 const NOBODY: u32 = 65534;
 
@@ -140,6 +139,7 @@ fn wait_for_guests(node: &Node, mut expected: Vec<(u16, u32)>) {
     expected.sort_unstable();
     wait_until(
         &format!("node {} lists the guests {expected:?}", node.id()),
+        STEP,
         || {
             let mut hosted = guests(node);
             hosted.sort_unstable();
@@ -147,17 +147,6 @@ fn wait_for_guests(node: &Node, mut expected: Vec<(u16, u32)>) {
         },
         || format!("{}\n{}", mosctl(node, &["guests"]).stdout, node.log()),
     );
-}
-
-/// Waits until `cond` holds; panics after [`STEP`] with `what` and `context()`.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let deadline = Instant::now() + STEP;
-    while !cond() {
-        if Instant::now() >= deadline {
-            panic!("{what}: not within {STEP:?}\n{}", context());
-        }
-        thread::sleep(POLL);
-    }
 }
 
 #[test]
@@ -330,6 +319,7 @@ fn expel_sends_every_guest_home_and_leaves_the_node_blocked() {
     }
     wait_until(
         "node 2 hosts nothing",
+        STEP,
         || guests(two).is_empty(),
         || two.log(),
     );
@@ -373,6 +363,7 @@ fn bring_brings_home_the_processes_that_run_elsewhere() {
     }
     wait_until(
         "nodes 2 and 3 host nothing",
+        STEP,
         || guests(lab.node(2)).is_empty() && guests(lab.node(3)).is_empty(),
         || format!("{}\n{}", lab.node(2).log(), lab.node(3).log()),
     );
@@ -415,6 +406,7 @@ fn a_guest_whose_home_does_not_answer_stays_through_expel_and_goes_once_it_does(
     }
     wait_until(
         "node 3's supervisor registers again",
+        STEP,
         || far.location().is_ok(),
         || three.log(),
     );
@@ -423,6 +415,7 @@ fn a_guest_whose_home_does_not_answer_stays_through_expel_and_goes_once_it_does(
     assert_eq!(location(&far), 3);
     wait_until(
         "node 2 hosts nothing",
+        STEP,
         || guests(two).is_empty(),
         || two.log(),
     );

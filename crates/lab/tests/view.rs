@@ -7,11 +7,10 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rmosix_lab::{
-    Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, processes_in, require_root,
+    Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, processes_in, require_root, wait_until,
 };
 
 /// Deadline of one tool run.
@@ -27,8 +26,6 @@ const DEAD_BOUND: Duration = Duration::from_secs(15);
 const LOAD_BOUND: Duration = Duration::from_secs(20);
 /// An idle node's load stays below half a busy process on one standard CPU.
 const IDLE_LOAD: u32 = 50;
-/// How long a test sleeps between two looks at what it waits for.
-const POLL: Duration = Duration::from_millis(100);
 /// An ordinary user.
 const NOBODY: u32 = 65534;
 
@@ -103,25 +100,6 @@ fn get(at: &Node, verb: &str, node: u16) -> Option<u64> {
     done.status
         .success()
         .then(|| done.stdout.trim().parse().expect("a number alone"))
-}
-
-/// Waits until `ready` holds, or fails after `within` with `what` and `state()`.
-fn wait_until(
-    what: &str,
-    within: Duration,
-    mut ready: impl FnMut() -> bool,
-    state: impl Fn() -> String,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        if ready() {
-            return start.elapsed();
-        }
-        if start.elapsed() >= within {
-            panic!("{what}: not within {within:?}\n{}", state());
-        }
-        thread::sleep(POLL);
-    }
 }
 
 /// Waits until every node's status lists every node up, each with a load.
