@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 /// default), across all their processes; a crowd of jobs that took them all would leave the
 /// user's other programs none (`tail -f`, editors, desktop daemons).
 pub const LEFT_TO_THE_USER: usize = 16;
-/// How long a job that found too little room waits before it asks again.
+/// How long a job that found too little room waits before it asks again: doubled at each
+/// refusal in a row, up to [`ASK_AGAIN_AT_MOST`]. A crowd short of instances stays short for
+/// a while, and each ask opens and closes [`LEFT_TO_THE_USER`] of them.
 const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
+const ASK_AGAIN_AT_MOST: Duration = Duration::from_secs(64);
 
 /// One inotify instance.
 pub struct Inotify {
@@ -101,11 +104,13 @@ impl Inotify {
 }
 
 /// An instance made when first needed, if the user has room for it (see
-/// [`LEFT_TO_THE_USER`]); after a refusal, not asked for again for [`ASK_AGAIN_AFTER`].
+/// [`LEFT_TO_THE_USER`]); after a refusal, not asked for again for a while
+/// ([`ASK_AGAIN_AFTER`], doubling).
 #[derive(Default)]
 pub struct LazyInotify {
     inotify: Option<Inotify>,
-    refused_at: Option<Instant>,
+    /// When it may be asked for again after refusals, and how long the next wait is.
+    refused: Option<(Instant, Duration)>,
 }
 
 impl LazyInotify {
@@ -114,19 +119,27 @@ impl LazyInotify {
         self.inotify.as_ref()
     }
 
-    /// The instance, made now if it was not: an error if it cannot be, or was refused less
-    /// than [`ASK_AGAIN_AFTER`] ago.
+    /// The instance, made now if it was not: an error if it cannot be, or was refused a
+    /// moment ago.
     pub fn get_or_make(&mut self) -> io::Result<&Inotify> {
+        self.get_or_make_at(Instant::now())
+    }
+
+    fn get_or_make_at(&mut self, now: Instant) -> io::Result<&Inotify> {
         if self.inotify.is_none() {
-            if let Some(at) = self.refused_at
-                && at.elapsed() < ASK_AGAIN_AFTER
+            if let Some((again, _)) = self.refused
+                && now < again
             {
-                return Err(io::Error::other("refused less than a second ago"));
+                return Err(io::Error::other("refused a moment ago"));
             }
             match leaving_room(LEFT_TO_THE_USER) {
-                Ok(inotify) => self.inotify = Some(inotify),
+                Ok(inotify) => {
+                    self.inotify = Some(inotify);
+                    self.refused = None;
+                }
                 Err(err) => {
-                    self.refused_at = Some(Instant::now());
+                    let wait = self.refused.map_or(ASK_AGAIN_AFTER, |(_, wait)| wait);
+                    self.refused = Some((now + wait, (wait * 2).min(ASK_AGAIN_AT_MOST)));
                     return Err(err);
                 }
             }
@@ -243,9 +256,35 @@ mod tests {
                 .starts_with("room for 4 more inotify instances, not 5: "),
             "{refused}"
         );
-        drop(held.into_iter().next());
+        let mut held = held.into_iter();
+        drop(held.next());
         leaving_room(room).expect("room for one and 5 more");
         // None of the instances taken to learn the room is kept.
         leaving_room(room).expect("room again");
+
+        // A job's instance, with room for itself and LEFT_TO_THE_USER - 1 more, then for
+        // all, then short again: asked for again later and later while short.
+        let mut held: Vec<Inotify> = held.collect();
+        held.truncate(held.len() - (LEFT_TO_THE_USER - (room + 1)));
+        let mut lazy = LazyInotify::default();
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let said = |r: io::Result<&Inotify>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        let short = "room for 15 more inotify instances, not 16";
+        assert!(said(lazy.get_or_make_at(at(0.0))).starts_with(short));
+        held.pop();
+        assert_eq!(said(lazy.get_or_make_at(at(0.9))), "refused a moment ago");
+        assert!(
+            lazy.get_or_make_at(at(1.0)).is_ok(),
+            "asked again after 1 s"
+        );
+        assert!(lazy.get().is_some());
+        lazy.reset();
+        held.push(Inotify::new().unwrap());
+        assert!(said(lazy.get_or_make_at(at(2.0))).starts_with(short));
+        assert!(said(lazy.get_or_make_at(at(3.0))).starts_with(short));
+        assert_eq!(said(lazy.get_or_make_at(at(4.9))), "refused a moment ago");
+        assert!(said(lazy.get_or_make_at(at(5.0))).starts_with(short));
+        assert_eq!(said(lazy.get_or_make_at(at(8.9))), "refused a moment ago");
     }
 }
