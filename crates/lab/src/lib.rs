@@ -62,7 +62,7 @@ pub use job::{
     Job, JobError, NodeProcess, calls_served_for, leftovers_in, log_field, processes_in,
 };
 pub use lab::{Lab, LabConfig, cleanup_stale};
-pub use node::Node;
+pub use node::{BusyLoop, Node};
 pub use proc::{child_of, pid_in_node, wait_child_of};
 pub use terminal::{Program, Terminal};
 pub use tool::ToolRun;

@@ -463,6 +463,33 @@ impl Node {
         Ok(())
     }
 
+    /// SIGHUP to the node's daemon, which reads its map again.
+    pub fn hangup_daemon(&self) -> Result<(), LabError> {
+        let Some(daemon) = self.daemon_pid() else {
+            return Err(LabError::DaemonState {
+                node: self.id,
+                what: "no daemon runs",
+            });
+        };
+        crate::cmd::run(Command::new("kill").args(["-HUP", &daemon.pid.to_string()]))?;
+        Ok(())
+    }
+
+    /// A shell loop that keeps one of the node's CPUs busy (in its cgroup) until the
+    /// returned [`BusyLoop`] is dropped.
+    pub fn busy_loop(&self) -> Result<BusyLoop, LabError> {
+        let mut cmd = self.command("sh");
+        cmd.args(["-c", "while :; do :; done"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().map_err(|source| LabError::Spawn {
+            command: describe(&cmd),
+            source,
+        })?;
+        Ok(BusyLoop(child))
+    }
+
     /// Starts the node's daemon again after [`Node::stop_daemon`] (or a crash), with the
     /// same map and key, and returns once it listens.
     pub fn start_daemon(&self) -> Result<(), LabError> {
@@ -594,6 +621,16 @@ impl Node {
 
     fn log_tail(&self) -> String {
         tail(&self.log_path)
+    }
+}
+
+/// A CPU-busy loop in a node, from [`Node::busy_loop`]; killed when dropped.
+pub struct BusyLoop(Child);
+
+impl Drop for BusyLoop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

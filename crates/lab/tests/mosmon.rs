@@ -8,12 +8,14 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rmosix_lab::{Lab, LabConfig, Node, bin_dir_of_current_test, processes_in, require_root};
+use rmosix_lab::{
+    BusyLoop, Lab, LabConfig, Node, bin_dir_of_current_test, processes_in, require_root,
+};
 
 /// The terminal's size: 120 columns hold 38 bars of 2-digit node numbers.
 const COLUMNS: &str = "120";
@@ -219,38 +221,14 @@ fn start_lab(nodes: usize) -> Lab {
     Lab::start(cfg).unwrap_or_else(|e| panic!("cannot start a {nodes}-node lab: {e}"))
 }
 
-/// A CPU-busy process in `node`'s cgroup, killed when dropped.
-struct Busy(Child);
-
-impl Busy {
-    fn start(node: &Node) -> Busy {
-        let mut cmd = node.command("sh");
-        cmd.args(["-c", "while :; do :; done"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        Busy(cmd.spawn().expect("start a busy loop"))
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A CPU-busy loop in `node`, killed when dropped.
+fn busy(node: &Node) -> BusyLoop {
+    node.busy_loop().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// SIGHUP to `node`'s daemon: it reads the map again.
-fn hangup(node: &Node) {
-    let daemon = processes_in(node)
-        .into_iter()
-        .find(|p| p.name == "mosixd" && p.host_ppid == node.init_pid())
-        .expect("the node's daemon");
-    let status = Command::new("kill")
-        .args(["-HUP", &daemon.host_pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+fn reload(node: &Node) {
+    node.hangup_daemon().unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -267,7 +245,7 @@ fn mosmon_shows_load_views_and_dead_nodes_and_quits_to_the_shell() {
     });
 
     // Three busy processes at node 2: its bar rises well above the idle nodes' bars.
-    let busy = [Busy::start(n2), Busy::start(n2), Busy::start(n2)];
+    let busy = [busy(n2), busy(n2), busy(n2)];
     let screen = tmux.wait("node 2's load bar above the others", CLUSTER, |s| {
         let bars = [1, 2, 3].map(|id| s.bar(id).unwrap_or(0));
         bars[1] >= 6 && bars[1] >= bars[0].max(bars[2]) + 4
@@ -355,7 +333,7 @@ fn mosmon_scrolls_a_map_wider_than_the_screen() {
         assert!(Instant::now() < deadline, "node 1's daemon does not answer");
         thread::sleep(POLL);
     }
-    hangup(n1);
+    reload(n1);
     if let Err(e) = n1.wait_log("map reloaded", STEP) {
         panic!("{e}");
     }

@@ -6,11 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rmosix_lab::{
-    Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, processes_in, require_root, wait_until,
+    BusyLoop, Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, require_root, wait_until,
 };
 
 /// Deadline of one tool run.
@@ -121,38 +120,14 @@ fn wait_all_up(lab: &Lab) {
     }
 }
 
-/// A CPU-busy process in `node`'s cgroup, killed when dropped.
-struct Busy(Child);
-
-impl Busy {
-    fn start(node: &Node) -> Busy {
-        let mut cmd = node.command("sh");
-        cmd.args(["-c", "while :; do :; done"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        Busy(cmd.spawn().expect("start a busy loop"))
-    }
+/// A CPU-busy loop in `node`, killed when dropped.
+fn busy(node: &Node) -> BusyLoop {
+    node.busy_loop().unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// SIGHUP to `node`'s daemon.
-fn hangup(node: &Node) {
-    let daemon = processes_in(node)
-        .into_iter()
-        .find(|p| p.name == "mosixd" && p.host_ppid == node.init_pid())
-        .expect("the node's daemon");
-    let status = Command::new("kill")
-        .args(["-HUP", &daemon.host_pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+/// SIGHUP to `node`'s daemon: it reads the map again.
+fn reload(node: &Node) {
+    node.hangup_daemon().unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -273,7 +248,7 @@ fn a_busy_nodes_load_rises_and_the_others_see_it() {
     // At least as many busy processes as CPUs (two at least): each adds 100 / CPUs. Ask for
     // most of it (a sample may straddle the start).
     let n = (cpus.ceil() as usize).max(2);
-    let _busy: Vec<Busy> = (0..n).map(|_| Busy::start(n2)).collect();
+    let _busy: Vec<BusyLoop> = (0..n).map(|_| busy(n2)).collect();
     let expected = (0.8 * 100.0 * n as f64 / cpus) as u64;
     assert!(expected > u64::from(IDLE_LOAD));
     for at in [n2, n1, n3] {
@@ -361,7 +336,7 @@ fn sighup_reloads_the_map_and_a_broken_map_keeps_the_old_one() {
 
     // A broken map: logged with its file and line, the old one kept.
     fs::write(&map, "1 10.231.0.1 2\nnot a map line\n").expect("write the map");
-    hangup(n1);
+    reload(n1);
     let broken = format!(
         "map not reloaded, keeping the old one: {}:2: ",
         map.display()
@@ -375,7 +350,7 @@ fn sighup_reloads_the_map_and_a_broken_map_keeps_the_old_one() {
 
     // A map without node 3: node 1 lists it no more, and refuses questions about it.
     fs::write(&map, "1 10.231.0.1 2\n").expect("write the map");
-    hangup(n1);
+    reload(n1);
     wait_until(
         "node 1 lists node 3 no more",
         STEP,
