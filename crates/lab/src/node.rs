@@ -442,12 +442,7 @@ impl Node {
     /// until it has exited. The node and everything else in it go on: supervisors, guests and
     /// the processes they run. [`Node::start_daemon`] starts a new one.
     pub fn stop_daemon(&self) -> Result<(), LabError> {
-        let Some(daemon) = self.daemon_pid() else {
-            return Err(LabError::DaemonState {
-                node: self.id,
-                what: "no daemon runs",
-            });
-        };
+        let daemon = self.running_daemon()?;
         crate::cmd::run(Command::new("kill").args(["-TERM", &daemon.pid.to_string()]))?;
         let deadline = Instant::now() + DAEMON_TIMEOUT;
         while daemon.is_running() {
@@ -465,12 +460,7 @@ impl Node {
 
     /// SIGHUP to the node's daemon, which reads its map again.
     pub fn hangup_daemon(&self) -> Result<(), LabError> {
-        let Some(daemon) = self.daemon_pid() else {
-            return Err(LabError::DaemonState {
-                node: self.id,
-                what: "no daemon runs",
-            });
-        };
+        let daemon = self.running_daemon()?;
         crate::cmd::run(Command::new("kill").args(["-HUP", &daemon.pid.to_string()]))?;
         Ok(())
     }
@@ -533,6 +523,14 @@ impl Node {
 
     /// The daemon the init runs: its child `mosixd` with a `--map` argument (guests left by
     /// a stopped daemon are its children too, but run `mosixd guest`).
+    /// The daemon, or an error saying none runs.
+    fn running_daemon(&self) -> Result<ProcId, LabError> {
+        self.daemon_pid().ok_or(LabError::DaemonState {
+            node: self.id,
+            what: "no daemon runs",
+        })
+    }
+
     fn daemon_pid(&self) -> Option<ProcId> {
         children_of(self.init().pid)
             .into_iter()
