@@ -521,8 +521,6 @@ impl Node {
         }
     }
 
-    /// The daemon the init runs: its child `mosixd` with a `--map` argument (guests left by
-    /// a stopped daemon are its children too, but run `mosixd guest`).
     /// The daemon, or an error saying none runs.
     fn running_daemon(&self) -> Result<ProcId, LabError> {
         self.daemon_pid().ok_or(LabError::DaemonState {
@@ -531,6 +529,8 @@ impl Node {
         })
     }
 
+    /// The daemon the init runs: its child `mosixd` with a `--map` argument (guests left by
+    /// a stopped daemon are its children too, but run `mosixd guest`).
     fn daemon_pid(&self) -> Option<ProcId> {
         children_of(self.init().pid)
             .into_iter()

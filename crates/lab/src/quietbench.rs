@@ -104,8 +104,8 @@ pub(crate) fn alone(
         .zip(logged_before)
         .flat_map(|(node, before)| {
             let log = node.log();
-            let since = log.get(before..).unwrap_or_default().to_owned();
-            since
+            log.get(before..)
+                .unwrap_or_default()
                 .lines()
                 .filter(|line| line.contains("balancing: "))
                 .map(|line| format!("node{}: {line}", node.id()))
