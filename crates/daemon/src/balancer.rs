@@ -4,8 +4,8 @@
 //! process's supervisor the way a `migrate` request does (`control::order`).
 //!
 //! Decided on here: this node's own processes at home, and its guests (processes of other
-//! nodes that run here). A guest sent home goes by the recall `mosctl expel` uses (its home's
-//! daemon orders it home); a guest that should move on to a third node stays, for now.
+//! nodes that run here). A guest sent home, or on to a third node, goes by the recall `mosctl
+//! expel` uses: its home's daemon orders the move from its supervisor (`send_guest`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -255,6 +255,7 @@ fn decay_class(decay: Decay) -> DecayClass {
         Decay::NoDecay => DecayClass::NoDecay,
         Decay::Slow => DecayClass::Slow,
         Decay::Fast => DecayClass::Fast,
+        Decay::Keep(kept) => DecayClass::Keep(kept),
     }
 }
 

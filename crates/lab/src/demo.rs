@@ -6,10 +6,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::batch::{self, Batch, Event};
+use crate::batch::{self, Batch, Event, Supervision};
 use crate::cmd::{describe, run};
-use crate::job::location;
-use crate::{Lab, LabConfig, LabError};
+use crate::{Lab, LabConfig, LabError, Node};
 
 /// CPUs each node of the demo's lab may use: with 4 nodes, the 2 vCPUs we build on.
 const CPU_QUOTA: f64 = 0.5;
@@ -18,6 +17,8 @@ const JOBS_PER_NODE: usize = 2;
 const JOB_CPU_S: f64 = 4.0;
 /// How often the demo shows the loads and where the jobs run.
 const SHOW_EVERY: Duration = Duration::from_secs(2);
+/// When the demo shows `mosps` whole, once: the jobs have spread by then.
+const MOSPS_AT: Duration = Duration::from_secs(4);
 /// How long node 1 may take to see the whole lab, and the jobs to end.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -28,11 +29,12 @@ const TICK: Duration = Duration::from_millis(50);
 /// the daemons balancing, starts two CPU-bound jobs per node (`crunch`, about 4 CPU-seconds
 /// each) on node 1 under `mosrun`, and shows them spread by themselves: each move as mosrun
 /// logs it, and every two seconds each node's load as node 1 sees it (`mosctl status`) and
-/// where each job runs (`mosctl where`). It ends with the speed-up over node 1 alone, runs one
-/// job that moved again at the host, never moved, to show that it prints the same, and tears
-/// the lab down. `stop` (set by Ctrl-C) ends it early with [`LabError::Interrupted`].
+/// where each job runs (`mosps`, shown whole once). Then it runs the same jobs on node 1 alone,
+/// bare, and ends with the speed-up measured; runs one job that moved again at the host,
+/// never moved, to show that it prints the same; and tears the lab down. `stop` (set by
+/// Ctrl-C) ends it early with [`LabError::Interrupted`].
 pub fn demo(nodes: usize, bin_dir: &Path, stop: &AtomicBool) -> Result<(), LabError> {
-    for tool in ["mosrun", "mosctl"] {
+    for tool in ["mosrun", "mosctl", "mosps", "mosmon"] {
         let path = bin_dir.join(tool);
         if !path.is_file() {
             return Err(LabError::MissingBinary { path });
@@ -46,6 +48,10 @@ pub fn demo(nodes: usize, bin_dir: &Path, stop: &AtomicBool) -> Result<(), LabEr
     cfg.balance = true;
     let lab = Lab::start(cfg)?;
     say(&format!("lab ready in {}", lab.dir().display()));
+    say(&format!(
+        "to watch it live with mosmon, in another terminal: {}",
+        enter_line(lab.node(1), &bin_dir.join("mosmon").display().to_string())
+    ));
     let program = batch::compile(&lab.work_dir())?;
     let calibration = batch::calibrate(&program, JOB_CPU_S)?;
     batch::wait_idle(&lab, IDLE_TIMEOUT, stop)?;
@@ -57,23 +63,28 @@ pub fn demo(nodes: usize, bin_dir: &Path, stop: &AtomicBool) -> Result<(), LabEr
     ));
     say(
         "every 2 s: each node's load as node 1 sees it (mosctl status: 100 is one busy process \
-         on a standard CPU) and the jobs on each node (mosctl where)",
+         on a standard CPU) and the jobs on each node (mosps at node 1)",
     );
     let mut batch = Batch::start(&lab, &program, rounds, &vec![1; jobs])?;
     watch(&lab, &mut batch, stop)?;
-    let makespan = batch.elapsed();
+    let makespan = batch.elapsed().as_secs_f64();
     let done = batch.finish()?;
-    let cpu_s: f64 = done.iter().map(|j| j.cpu_s).sum();
     let moves: usize = done.iter().map(|j| j.moves.len()).sum();
-    let alone_s = cpu_s / CPU_QUOTA;
+    say(&format!(
+        "all {jobs} jobs done in {makespan:.1} s, after {moves} moves. Now the same {jobs} jobs \
+         on node 1 alone, bare (about {:.0} s)",
+        jobs as f64 * JOB_CPU_S / CPU_QUOTA
+    ));
+    let mut alone = Batch::start_as(Supervision::Bare, &lab, &program, rounds, &vec![1; jobs])?;
+    alone.wait(RUN_TIMEOUT, stop, |_, _| {})?;
+    let alone_s = alone.elapsed().as_secs_f64();
+    let cpu_s: f64 = done.iter().map(|j| j.cpu_s).sum();
     let ideal_s = cpu_s / (nodes as f64 * CPU_QUOTA);
     say(&format!(
-        "all {jobs} jobs done in {:.1} s, after {moves} moves. Node 1 alone runs their {cpu_s:.1} \
-         CPU-seconds in {alone_s:.1} s at {CPU_QUOTA} CPU: {:.2}x faster (ideal {:.2}x, \
-         {ideal_s:.1} s; `./dev bench spread` measures node 1 alone too)",
-        makespan.as_secs_f64(),
-        alone_s / makespan.as_secs_f64(),
-        alone_s / ideal_s,
+        "node 1 alone took {alone_s:.1} s: spread over {nodes} nodes, the jobs ran {:.2}x faster \
+         (ideal {nodes} nodes busy throughout: {ideal_s:.1} s for their {cpu_s:.1} CPU-seconds; \
+         `./dev bench spread` repeats both runs and gives their spread)",
+        alone_s / makespan,
     ));
     if let Some(moved) = done.iter().find(|j| !j.moves.is_empty()) {
         let path: Vec<String> = std::iter::once(moved.home)
@@ -111,10 +122,13 @@ pub fn demo(nodes: usize, bin_dir: &Path, stop: &AtomicBool) -> Result<(), LabEr
 /// came first.
 fn watch(lab: &Lab, batch: &mut Batch, stop: &AtomicBool) -> Result<(), LabError> {
     let mut next_show = Instant::now();
+    let mut mosps_shown = false;
     loop {
         let look = if Instant::now() >= next_show {
             next_show += SHOW_EVERY;
-            Some(look(lab, batch)?)
+            let whole = !mosps_shown && batch.elapsed() >= MOSPS_AT;
+            mosps_shown |= whole;
+            Some(look(lab, batch, whole)?)
         } else {
             None
         };
@@ -161,10 +175,12 @@ fn watch(lab: &Lab, batch: &mut Batch, stop: &AtomicBool) -> Result<(), LabError
 }
 
 /// One look at the lab, as of when it began: each node's load as node 1's `mosctl status`
-/// shows it, and the jobs on each node by `mosctl where`: two lines, each with that time.
-fn look(lab: &Lab, batch: &Batch) -> Result<[(Duration, String); 2], LabError> {
+/// shows it, and the jobs on each node as node 1's `mosps -a` shows them: two lines, each with
+/// that time, and mosps's own table after them if `whole`.
+fn look(lab: &Lab, batch: &Batch, whole: bool) -> Result<Vec<(Duration, String)>, LabError> {
     let at = batch.elapsed();
     let status = run(lab.node(1).command("mosctl").arg("status"))?;
+    let mosps = run(lab.node(1).command("mosps").arg("-a"))?;
     let loads: Vec<String> = batch::loads(&status)
         .into_iter()
         .map(|(node, load)| {
@@ -173,12 +189,9 @@ fn look(lab: &Lab, batch: &Batch) -> Result<[(Duration, String); 2], LabError> {
         })
         .collect();
     let mut on: Vec<Vec<usize>> = vec![Vec::new(); lab.nodes().len()];
-    for job in batch.running() {
-        let (pid, home) = batch.pid(job);
-        // A job that ends meanwhile is no longer found: it is left out.
-        if let Ok(node) = location(lab.node(usize::from(home)), pid)
-            && let Some(jobs) = on.get_mut(usize::from(node) - 1)
-        {
+    for (pid, node) in mosps_nodes(&mosps) {
+        let job = (0..batch.len()).find(|&job| batch.pid(job).0 == pid);
+        if let (Some(job), Some(jobs)) = (job, on.get_mut(usize::from(node).wrapping_sub(1))) {
             jobs.push(job + 1);
         }
     }
@@ -190,11 +203,41 @@ fn look(lab: &Lab, batch: &Batch) -> Result<[(Duration, String); 2], LabError> {
             format!("node{} [{}]", i + 1, jobs.join(" "))
         })
         .collect();
-    let lines = [
+    let mut lines = vec![
         format!("[{:5.1}s] load  {}", at.as_secs_f64(), loads.join("  ")),
         format!("         jobs  {}", places.join("  ")),
     ];
-    Ok(lines.map(|line| (at, line)))
+    if whole {
+        lines.push("         node 1's mosps -a:".to_owned());
+        lines.extend(mosps.lines().map(|line| format!("           {line}")));
+    }
+    Ok(lines.into_iter().map(|line| (at, line)).collect())
+}
+
+/// Each process `mosps` lists, by PID, with its NODE column.
+fn mosps_nodes(table: &str) -> Vec<(u32, u16)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut columns = line.split_whitespace();
+            let pid = columns.next()?.parse().ok()?;
+            let node = columns.nth(1)?.parse().ok()?;
+            Some((pid, node))
+        })
+        .collect()
+}
+
+/// A shell command line that runs `program` (a path) in `node`'s namespaces and cgroup.
+fn enter_line(node: &Node, program: &str) -> String {
+    let join = node
+        .cgroup_path()
+        .map(|cg| format!("echo $$ > {}/cgroup.procs; ", cg.display()))
+        .unwrap_or_default();
+    format!(
+        "sh -c '{join}exec nsenter --target {} --net --uts --mount --pid -- {program}'",
+        node.init_pid()
+    )
 }
 
 /// Runs `cmd` at the host and returns its stdout; Ctrl-C (`stop`) kills it.
@@ -247,16 +290,12 @@ pub fn shell(cfg: LabConfig, stop: &AtomicBool) -> Result<(), LabError> {
         lab.key_path().display()
     );
     for node in lab.nodes() {
-        let join = node
-            .cgroup_path()
-            .map(|cg| format!("echo $$ > {}/cgroup.procs; ", cg.display()))
-            .unwrap_or_default();
         println!(
-            "node {} ({}, log {}):\n  sh -c '{join}exec nsenter --target {} --net --uts --mount --pid -- bash'",
+            "node {} ({}, log {}):\n  {}",
             node.id(),
             node.addr(),
             node.log_path().display(),
-            node.init_pid(),
+            enter_line(node, "bash"),
         );
     }
     println!(
@@ -272,4 +311,20 @@ pub fn shell(cfg: LabConfig, stop: &AtomicBool) -> Result<(), LabError> {
 
 fn say(what: &str) {
     eprintln!("demo: {what}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mosps_nodes;
+
+    #[test]
+    fn mosps_lines_give_each_process_and_its_node() {
+        let table = "\
+    PID USER NODE LOCK NMIGS     TIME  RSS CANTMOVE COMMAND
+   4711 root    3 no       1 00:00:02  812 -        crunch 90 1
+   4712 ana     1 yes      0 00:00:01  640 node 2 is blocked crunch 90 2
+";
+        assert_eq!(mosps_nodes(table), [(4711, 3), (4712, 1)]);
+        assert!(mosps_nodes("mosps: cannot reach the daemon\n").is_empty());
+    }
 }

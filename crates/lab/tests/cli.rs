@@ -107,8 +107,23 @@ fn demo_spreads_the_jobs_over_the_cluster() {
     assert_eq!(exe.parent(), Some(bin.as_path()));
     let out = Command::new(exe).arg("demo").output().expect("run demo");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for step in [") moved to node ", "all 8 jobs done in ", " (the same)"] {
+    for step in [
+        ") moved to node ",
+        "node 1's mosps -a:",
+        "all 8 jobs done in ",
+        "node 1 alone took ",
+        " (the same)",
+    ] {
         assert!(stderr.contains(step), "no {step:?} in:\n{stderr}");
     }
+    // mosps at node 1 showed a job running at another node.
+    let away = stderr.lines().any(|line| {
+        let Some((_, places)) = line.split_once(" jobs  ") else {
+            return false;
+        };
+        // node1 [1 6]  node2 [3 5]  node3 []  ...: the nodes after node 1 are not all empty.
+        places.split("  ").skip(1).any(|place| !place.ends_with("[]"))
+    });
+    assert!(away, "no job shown away from node 1:\n{stderr}");
     assert!(out.status.success(), "{stderr}");
 }

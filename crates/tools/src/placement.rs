@@ -19,8 +19,8 @@ pub struct MosixOptions {
     pub fallback: bool,
     /// `-z`: the program's path, when its argv[0] is given apart.
     pub path: Option<String>,
-    /// `-L`/`-l` (locked or not, unlocked by default), `-c -i -n -s -f` (decay class) and
-    /// `-mMB` (memory need), for every process of the job.
+    /// `-L`/`-l` (locked or not, unlocked by default), `-c -i -n -s -f` or `-d N` (how its
+    /// statistics decay) and `-mMB` (memory need), for every process of the job.
     pub advice: Advice,
 }
 
@@ -39,6 +39,9 @@ pub enum OptionError {
     /// `-m` with a size that is not a number of MiB.
     #[error("{0}: bad memory size (MiB, e.g. -m512)")]
     BadMemory(String),
+    /// `-d` without a portion of 0 to 10000.
+    #[error("{0}: bad decay rate (0 to 10000: the statistics kept each second, in 10000ths)")]
+    BadDecay(String),
     /// Not a MOSIX option.
     #[error("{0}: unknown option")]
     Unknown(String),
@@ -80,6 +83,25 @@ impl MosixOptions {
                 "s" => options.advice.decay = Decay::Slow,
                 "f" => options.advice.decay = Decay::Fast,
                 "z" => z = true,
+                _ if flag.starts_with('d') => {
+                    // MOSIX writes it apart (`-d 9000`); `-d9000` is taken too, as `-m` is.
+                    let rate = match &flag[1..] {
+                        "" => match command.get(used) {
+                            Some(apart) => {
+                                used += 1;
+                                apart.clone()
+                            }
+                            None => String::new(),
+                        },
+                        attached => attached.to_owned(),
+                    };
+                    options.advice.decay = Decay::Keep(
+                        rate.parse()
+                            .ok()
+                            .filter(|&kept| kept <= 10_000)
+                            .ok_or_else(|| OptionError::BadDecay(format!("-d {rate}")))?,
+                    );
+                }
                 _ if flag.starts_with('m') => {
                     options.advice.memory_need_mb = flag[1..]
                         .parse()
@@ -225,6 +247,18 @@ mod tests {
             ("-f", Decay::Fast),
         ] {
             assert_eq!(take(&[flag, "p"]).0.unwrap().advice.decay, decay, "{flag}");
+        }
+        for rate in [["-d", "9000"].as_slice(), &["-d9000"]] {
+            let (options, rest) = take(&[rate, &["p"]].concat());
+            assert_eq!(options.unwrap().advice.decay, Decay::Keep(9000), "{rate:?}");
+            assert_eq!(rest, ["p"]);
+        }
+        for (bad, said) in [
+            (["-d", "10001"].as_slice(), "-d 10001"),
+            (&["-dx", "p"], "-d x"),
+            (&["-d"], "-d "),
+        ] {
+            assert_eq!(take(bad).0, Err(OptionError::BadDecay(said.into())));
         }
         assert!(!take(&["-L", "-l", "p"]).0.unwrap().advice.locked);
         for bad in ["-m", "-mx", "-m-1"] {

@@ -352,6 +352,8 @@ pub enum Decay {
     Slow,
     /// `mosrun -f`: fast decay.
     Fast,
+    /// `mosrun -d N`: N/10000 of the statistics kept each second (0 to 10000).
+    Keep(u16),
 }
 
 /// A supervised process as `mosps` shows it. CPU time and memory are read where it runs: a

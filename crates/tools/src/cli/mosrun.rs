@@ -13,16 +13,16 @@ use crate::parse_user;
 /// home if that node cannot take it, else mosrun fails without running it (with -b it always
 /// falls back). -L locks its processes against automatic moves, -l unlocks them (the
 /// default); -c (CPU-bound), -i (I/O-bound), -n (no decay), -s (slow decay) and -f (fast
-/// decay) say how the balancer weighs their history; -mMB says how much memory each will
-/// need, so that it goes only where that much is free. -z PATH ARGV0: run PATH with ARGV0 as
-/// its argv[0].
+/// decay) say how the balancer weighs their history, or -d N (0 to 10000) keeps N/10000 of
+/// it each second; -mMB says how much memory each will need, so that it goes only where that
+/// much is free. -z PATH ARGV0: run PATH with ARGV0 as its argv[0].
 #[derive(Parser, Debug)]
 #[command(
     name = "mosrun",
     version,
     trailing_var_arg = true,
     disable_help_flag = true,
-    override_usage = "mosrun [--socket PATH] [--daemon-user USER] [-h | -N | -jLIST | -b] [-F] [-L | -l] [-c | -i | -n | -s | -f] [-mMB] [-z] PROGRAM [ARGS]..."
+    override_usage = "mosrun [--socket PATH] [--daemon-user USER] [-h | -N | -jLIST | -b] [-F] [-L | -l] [-c | -i | -n | -s | -f | -d N] [-mMB] [-z] PROGRAM [ARGS]..."
 )]
 pub struct Args {
     /// Print help (MOSIX's -h means "run at home").

@@ -1,8 +1,8 @@
-//! `mosrun [-h | -N | -jLIST | -b] [-F] [-L | -l] [-c | -i | -n | -s | -f] [-mMB] [-z] PROGRAM
-//! [ARGS...]`: run a program under
-//! rmosix. mosrun is the program's home supervisor: it stays on this node, lets the daemon
-//! move the program's processes, and exits with the program's status (or dies by its
-//! signal). MOSIX's options say where the program starts (see `MosixOptions`).
+//! `mosrun [-h | -N | -jLIST | -b] [-F] [-L | -l] [-c | -i | -n | -s | -f | -d N] [-mMB] [-z]
+//! PROGRAM [ARGS...]`: run a program under rmosix. mosrun is the program's home supervisor: it
+//! stays on this node, lets the daemon move the program's processes, and exits with the
+//! program's status (or dies by its signal). MOSIX's options say where the program starts
+//! (see `MosixOptions`).
 
 mod daemon_link;
 
