@@ -122,7 +122,10 @@ fn demo_spreads_the_jobs_over_the_cluster() {
             return false;
         };
         // node1 [1 6]  node2 [3 5]  node3 []  ...: the nodes after node 1 are not all empty.
-        places.split("  ").skip(1).any(|place| !place.ends_with("[]"))
+        places
+            .split("  ")
+            .skip(1)
+            .any(|place| !place.ends_with("[]"))
     });
     assert!(away, "no job shown away from node 1:\n{stderr}");
     assert!(out.status.success(), "{stderr}");

@@ -13,6 +13,8 @@ const STEP: Duration = Duration::from_secs(60);
 /// Two ordinary users.
 const ANA: u32 = 1001;
 const BEN: u32 = 1002;
+/// A group neither user has as its own.
+const TEAM: u32 = 1003;
 
 fn start_lab(nodes: usize) -> Lab {
     match Lab::start(LabConfig::new(nodes, bin_dir_of_current_test())) {
@@ -182,6 +184,33 @@ fn a_user_reaches_through_mfs_exactly_what_they_could_at_the_serving_node() {
         );
     }
     assert_eq!(ok_as(n1, ANA, "cat /tmp/s /tmp/p"), "secret\nopen\n");
+    // A group the caller holds besides its own counts as at the serving node.
+    ok_as(
+        n1,
+        0,
+        &format!("echo team > /tmp/g; chown {ANA}:{TEAM} /tmp/g; chmod 660 /tmp/g"),
+    );
+    let in_team = |script: &str| {
+        let mut cmd = n2.command("setpriv");
+        cmd.args([
+            format!("--reuid={BEN}"),
+            format!("--regid={BEN}"),
+            format!("--groups={TEAM}"),
+            "--".to_owned(),
+            "sh".to_owned(),
+            "-c".to_owned(),
+            script.to_owned(),
+        ]);
+        cmd.output().expect("setpriv at node 2")
+    };
+    let read = in_team("echo more >> /mfs/1/tmp/g && cat /mfs/1/tmp/g");
+    assert!(read.status.success(), "{read:?}");
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "team\nmore\n");
+    let stranger = sh_as(n2, BEN, "cat /mfs/1/tmp/g");
+    assert!(
+        !stranger.status.success() && stranger.stderr.contains("ermission denied"),
+        "{stranger:?}"
+    );
     // What root makes through MFS belongs to nobody at the serving node.
     ok_as(n2, 0, "echo made > /mfs/1/tmp/by-root");
     assert_eq!(ok_as(n1, 0, "stat -c %u:%g /tmp/by-root"), "65534:65534\n");
