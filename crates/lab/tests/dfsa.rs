@@ -248,6 +248,51 @@ fn files_of_mfs_are_opened_and_read_where_the_process_runs_and_follow_it() {
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A directory of the host's, removed when dropped.
+struct HostDir(std::path::PathBuf);
+
+impl Drop for HostDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A directory every daemon declares the same everywhere (`mosixd --dfsa DIR`, as a shared
+/// NFS mount would be): its files are opened and read where the process runs, under home's
+/// numbers, and opened again at home, at their offset, when it returns. The lab's nodes share
+/// the host's file system outside /tmp, so a directory of the target's is one tree for all.
+#[test]
+fn files_of_a_declared_consistent_tree_are_read_where_the_process_runs_and_follow_it_home() {
+    if !require_root() {
+        return;
+    }
+    let shared = HostDir(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dfsa-shared-{}", std::process::id())),
+    );
+    std::fs::create_dir_all(&shared.0).unwrap_or_else(|e| panic!("{}: {e}", shared.0.display()));
+    let path = shared.0.join("data");
+    let data = data();
+    std::fs::write(&path, &data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let path = path.display().to_string();
+    let mut cfg = LabConfig::new(3, bin_dir_of_current_test());
+    cfg.daemon_args = vec![format!("--dfsa={}", shared.0.display())];
+    let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
+    let mut files = start_files(&lab);
+    files.job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    let fd = files.open(&path);
+    assert_eq!(files.at_home(fd), "/", "home holds a placeholder only");
+    assert_eq!(files.at_remote(lab.node(2), fd), path);
+    let first = 1_000_000;
+    assert_eq!(files.read(fd, first), (first, fnv(&data[..first])));
+    files.job.migrate("home").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.at_home(fd), path);
+    assert_eq!(files.pos(fd), first as u64);
+    let rest = data.len() - first;
+    assert_eq!(files.read(fd, rest), (rest, fnv(&data[first..])));
+    end_files(files);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A call only home can serve on a file opened away (`dup`) brings the process home, where
 /// the file replaces its placeholder and the call runs on it.
 #[test]
