@@ -18,12 +18,13 @@
 //!   and a descriptor opened at home later never clashes with it. A close here closes the
 //!   placeholder too, without waiting for the answer.
 //! - **Which calls.** Calls on a local descriptor that depend on nothing but the descriptor
-//!   (read, write, seek, fstat, getdents, fsync, truncate, locks, mmap but shared writable)
-//!   run in the process as they are (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the descriptor
+//!   (read, write, seek, fstat, getdents, fsync, truncate, mmap but shared writable) run in
+//!   the process as they are (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the descriptor
 //!   number is in a register, which nothing can change after the check). Path calls are run
 //!   by the guest itself, on the path it read once, never by the process after a check (the
 //!   process could change the path in between). Any other call that names a local descriptor
-//!   makes the process go home, where the descriptor is an ordinary one.
+//!   makes the process go home, where the descriptor is an ordinary one: taking a lock among
+//!   them, as a lock belongs to the open file, which the next move would open anew.
 //! - **Moves.** The image lists the local descriptors (path, flags, offset, number,
 //!   [`LocalFile`]); wherever the process resumes, each is opened again by its path beneath
 //!   a root that node holds the same (at home over the placeholder). A file that cannot be
@@ -422,7 +423,6 @@ impl LocalFiles {
             | libc::SYS_fallocate
             | libc::SYS_fadvise64
             | libc::SYS_readahead
-            | libc::SYS_flock
             | libc::SYS_fstatfs
             | libc::SYS_fchmod
             | libc::SYS_fchown
@@ -433,17 +433,21 @@ impl LocalFiles {
             {
                 Some(Verdict::Run)
             }
+            // A lock belongs to the open file that took it, and a move opens the file anew
+            // wherever the process resumes: a lock taken here would be gone after the next
+            // move. So it is taken at home, where the file then stays (a descriptor opened at
+            // home is never moved away), and holds wherever the process goes.
+            libc::SYS_flock if local(args[0]) => go("flock"),
             libc::SYS_fcntl if local(args[0]) => match args[1] as i32 {
                 libc::F_GETFD
                 | libc::F_SETFD
                 | libc::F_GETFL
                 | libc::F_SETFL
                 | libc::F_GETLK
-                | libc::F_SETLK
-                | libc::F_SETLKW
-                | libc::F_OFD_GETLK
-                | libc::F_OFD_SETLK
-                | libc::F_OFD_SETLKW => Some(Verdict::Run),
+                | libc::F_OFD_GETLK => Some(Verdict::Run),
+                libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => {
+                    go("a lock")
+                }
                 _ => go("fcntl"),
             },
             // isatty(3) of a system file opened here, which a regular file is not: Python
@@ -1258,6 +1262,36 @@ mod tests {
         let mut local = LocalFiles::new(Some(&terms), &system);
         local.opened(5, "/usr/lib/libx.so".into(), Some("0".repeat(64)));
         local
+    }
+
+    #[test]
+    fn a_lock_on_a_file_opened_here_is_taken_at_home_and_a_test_for_one_runs_here() {
+        let me = std::process::id() as Pid;
+        let mem = Memory::open(me).unwrap();
+        let consistent = Consistent::default();
+        let terms = Terms::of(me, consistent.clone()).unwrap();
+        let mut local = LocalFiles::new(Some(&terms), &consistent);
+        local.opened(6, "/mfs/3/tmp/data".into(), None);
+        let on = |nr: i64, more: i32| (nr, [6, more as u64, 0, 0, 0, 0]);
+        for (nr, args) in [
+            on(libc::SYS_flock, libc::LOCK_SH),
+            on(libc::SYS_fcntl, libc::F_SETLK),
+            on(libc::SYS_fcntl, libc::F_SETLKW),
+            on(libc::SYS_fcntl, libc::F_OFD_SETLK),
+            on(libc::SYS_fcntl, libc::F_OFD_SETLKW),
+        ] {
+            let verdict = local.judge(nr, &args, &mem);
+            assert!(matches!(verdict, Verdict::GoHome(_)), "{nr} {}", args[1]);
+        }
+        for (nr, args) in [
+            on(libc::SYS_fcntl, libc::F_GETLK),
+            on(libc::SYS_fcntl, libc::F_OFD_GETLK),
+            on(libc::SYS_fcntl, libc::F_GETFL),
+            on(libc::SYS_read, 0),
+        ] {
+            let verdict = local.judge(nr, &args, &mem);
+            assert!(matches!(verdict, Verdict::Run), "{nr} {}", args[1]);
+        }
     }
 
     #[test]

@@ -248,6 +248,54 @@ fn files_of_mfs_are_opened_and_read_where_the_process_runs_and_follow_it() {
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A lock belongs to the open file that took it, and a move opens a file held away anew: so a
+/// lock on a file opened away is taken at home, the process brought home with its files, and
+/// the file stays at home while the process moves on. The lock then holds at every step: a
+/// process at node 2 cannot take a write lock on it.
+#[test]
+fn a_lock_on_a_file_opened_away_is_taken_at_home_and_holds_wherever_the_process_goes() {
+    if !require_root() {
+        return;
+    }
+    let lab = data_lab();
+    let (n2, n3) = (lab.node(2), lab.node(3));
+    sh(
+        n3,
+        "echo locked > /tmp/dfsa/locked && chmod 666 /tmp/dfsa/locked",
+    );
+    let path = "/mfs/3/tmp/dfsa/locked";
+    let held = || {
+        sh(
+            n2,
+            &format!(
+                "python3 -c 'import fcntl
+f = open(\"{path}\", \"r+\")
+try:
+    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print(\"free\")
+except OSError:
+    print(\"held\")'"
+            ),
+        )
+    };
+    let mut files = start_files(&lab);
+    files.job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    let fd = files.open(path);
+    assert_eq!(files.at_home(fd), "/", "opened away");
+    assert_eq!(held(), "free\n");
+    assert_eq!(files.ask(&format!("lock {fd}")), "locked 0");
+    assert_eq!(files.job.location().unwrap_or_else(|e| panic!("{e}")), 1);
+    assert_eq!(files.at_home(fd), path);
+    assert_eq!(held(), "held\n");
+    files.job.migrate("3").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.at_home(fd), path, "the file stays at home");
+    assert_eq!(held(), "held\n");
+    assert_eq!(files.read(fd, 7), (7, fnv(b"locked\n")));
+    end_files(files);
+    assert_eq!(held(), "free\n");
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A directory of the host's, removed when dropped.
 struct HostDir(std::path::PathBuf);
 

@@ -87,6 +87,13 @@ int main(void) {
                 printf("%s err %d\n", tag, errno);
             else
                 printf("%s fd %d\n", tag, fd);
+        } else if (strcmp(op, "lock") == 0) {
+            /* A read lock on the whole file. */
+            struct flock lock = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+            if (fcntl(atoi(arg), F_SETLK, &lock) != 0)
+                printf("%s err %d\n", tag, errno);
+            else
+                printf("%s locked 0\n", tag);
         } else if (strcmp(op, "close") == 0) {
             if (close(atoi(arg)) != 0)
                 printf("%s err %d\n", tag, errno);
