@@ -247,10 +247,11 @@ pub fn shell(cfg: LabConfig, stop: &AtomicBool) -> Result<(), LabError> {
         lab.key_path().display()
     );
     for node in lab.nodes() {
-        let join = node
-            .cgroup_path()
-            .map(|cg| format!("echo $$ > {}/cgroup.procs; ", cg.display()))
-            .unwrap_or_default();
+        let join: String = node
+            .cgroup_procs_files()
+            .iter()
+            .map(|procs| format!("echo $$ > {}; ", procs.display()))
+            .collect();
         println!(
             "node {} ({}, log {}):\n  sh -c '{join}exec nsenter --target {} --net --uts --mount --pid -- bash'",
             node.id(),
