@@ -589,7 +589,8 @@ impl Node {
     /// The cgroup directory with the node's memory limit and use (`memory.max` and
     /// `memory.current` in v2, `memory.limit_in_bytes` and `memory.usage_in_bytes` in v1):
     /// [`Node::cgroup_path`] in v2, the node's own directory of the `memory` hierarchy in v1.
-    /// `None` when the lab has no cgroups.
+    /// Meaningful for a node with a memory limit only: in v1 a node without one has no
+    /// `memory` cgroup, and this is its `cpu` one. `None` when the lab has no cgroups.
     pub fn memory_cgroup_path(&self) -> Option<&Path> {
         self.cgroup.as_ref().map(Cgroup::memory_path)
     }
