@@ -1,5 +1,7 @@
-//! A node's cgroup in the `cpu` controller: where it lives (cgroup v1 or v2), its CPU quota,
-//! and its removal once its processes are gone.
+//! A node's cgroup: where it lives (cgroup v1 or v2), its CPU quota in the `cpu` controller,
+//! its memory limit in the `memory` controller, and its removal once its processes are gone.
+//! In cgroup v2 both are one directory; in v1 each controller has its own hierarchy, and a
+//! node with a memory limit has a second directory of the same name under the `memory` one.
 
 use std::fs;
 use std::io;
@@ -17,10 +19,10 @@ const MIN_QUOTA_US: u64 = 1_000;
 const BATCH: &str = "batch";
 const BATCH_SHARES: &str = "2";
 
-/// A cgroup hierarchy with the `cpu` controller.
+/// A cgroup hierarchy with the controller it was detected for (`cpu` or `memory`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Hierarchy {
-    /// cgroup v1, the directory the `cpu` controller is mounted on.
+    /// cgroup v1, the directory the controller is mounted on.
     V1(PathBuf),
     /// cgroup v2, the mount point of the unified hierarchy.
     V2(PathBuf),
@@ -30,16 +32,28 @@ impl Hierarchy {
     /// Finds the `cpu` controller: v1 at /sys/fs/cgroup/cpu first, then v2 at /sys/fs/cgroup
     /// or /sys/fs/cgroup/unified if its `cgroup.controllers` lists `cpu`.
     pub(crate) fn detect() -> Option<Hierarchy> {
-        let v1 = Path::new("/sys/fs/cgroup/cpu");
-        if v1.join("cpu.cfs_quota_us").exists() {
-            return Some(Hierarchy::V1(v1.to_owned()));
+        Hierarchy::detect_controller("cpu", "cpu.cfs_quota_us")
+    }
+
+    /// Finds the `memory` controller, as [`Hierarchy::detect`] finds `cpu`: v1 at
+    /// /sys/fs/cgroup/memory first, then v2.
+    pub(crate) fn detect_memory() -> Option<Hierarchy> {
+        Hierarchy::detect_controller("memory", "memory.limit_in_bytes")
+    }
+
+    /// v1 at /sys/fs/cgroup/CONTROLLER if it has `v1_file`, else v2 at /sys/fs/cgroup or
+    /// /sys/fs/cgroup/unified if its `cgroup.controllers` lists the controller.
+    fn detect_controller(controller: &str, v1_file: &str) -> Option<Hierarchy> {
+        let v1 = Path::new("/sys/fs/cgroup").join(controller);
+        if v1.join(v1_file).exists() {
+            return Some(Hierarchy::V1(v1));
         }
         ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
             .into_iter()
             .map(Path::new)
             .find(|root| {
                 fs::read_to_string(root.join("cgroup.controllers"))
-                    .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"))
+                    .is_ok_and(|c| c.split_whitespace().any(|c| c == controller))
             })
             .map(|root| Hierarchy::V2(root.to_owned()))
     }
@@ -55,10 +69,14 @@ impl Hierarchy {
 /// One node's cgroup.
 #[derive(Debug, Clone)]
 pub(crate) struct Cgroup {
+    /// The directory in the `cpu` hierarchy.
     path: PathBuf,
     /// Whether it is in a v1 hierarchy, where a cgroup may hold processes and weighted
     /// children at once.
     v1: bool,
+    /// The directory that holds the memory limit when it is not `path`: the node's cgroup
+    /// in a v1 `memory` hierarchy. `None` without a limit, or in v2 where `path` has it.
+    memory: Option<PathBuf>,
 }
 
 impl Cgroup {
@@ -81,6 +99,7 @@ impl Cgroup {
         let cgroup = Cgroup {
             path,
             v1: matches!(hierarchy, Hierarchy::V1(_)),
+            memory: None,
         };
         let quota_us = quota.map(|cpus| ((cpus * PERIOD_US as f64) as u64).max(MIN_QUOTA_US));
         match hierarchy {
@@ -103,23 +122,83 @@ impl Cgroup {
         Ok(cgroup)
     }
 
-    /// The cgroup directory.
+    /// Limits the memory of the node's processes to `bytes` (v2 `memory.max`, v1
+    /// `memory.limit_in_bytes`), in `memory`, the hierarchy of the `memory` controller: in the
+    /// node's own directory when that hierarchy is the `cpu` one (v2), else in a directory of
+    /// the same name there. Call it before any process joins the node.
+    pub(crate) fn limit_memory(&mut self, memory: &Hierarchy, bytes: u64) -> Result<(), LabError> {
+        let cpu_root = self.path.parent().unwrap_or(&self.path);
+        let dir = if memory.root() == cpu_root {
+            self.path.clone()
+        } else {
+            let name = self.path.file_name().unwrap_or_default();
+            let dir = memory.root().join(name);
+            fs::create_dir(&dir).map_err(|source| LabError::Io {
+                action: "create cgroup",
+                path: dir.clone(),
+                source,
+            })?;
+            self.memory = Some(dir.clone());
+            dir
+        };
+        match memory {
+            Hierarchy::V1(_) => write(&dir.join("memory.limit_in_bytes"), &bytes.to_string()),
+            Hierarchy::V2(root) => {
+                // Children only get the memory files if the parent delegates the controller.
+                write(&root.join("cgroup.subtree_control"), "+memory")?;
+                write(&dir.join("memory.max"), &bytes.to_string())
+            }
+        }
+    }
+
+    /// The cgroup directory in the `cpu` hierarchy.
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The file a process writes its PID to in order to join (both versions have it).
-    pub(crate) fn procs_file(&self) -> PathBuf {
-        self.path.join("cgroup.procs")
+    /// The cgroup directory whose files hold the node's memory limit and use: its own
+    /// directory in the `memory` hierarchy (v1), else [`Cgroup::path`].
+    pub(crate) fn memory_path(&self) -> &Path {
+        self.memory.as_deref().unwrap_or(&self.path)
     }
 
-    /// PIDs (host view) of the processes in the cgroup and its sub-cgroups.
+    /// The files a process writes its PID to in order to join (`cgroup.procs`, which both
+    /// versions have): the `cpu` cgroup's, and the `memory` one's when it is apart.
+    pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
+        std::iter::once(&self.path)
+            .chain(&self.memory)
+            .map(|dir| dir.join("cgroup.procs"))
+            .collect()
+    }
+
+    /// The [`Cgroup::procs_files`] joined by ':', as the lab's shell scripts take them.
+    pub(crate) fn procs_list(&self) -> std::ffi::OsString {
+        let files: Vec<_> = self
+            .procs_files()
+            .into_iter()
+            .map(PathBuf::into_os_string)
+            .collect();
+        files.join(std::ffi::OsStr::new(":"))
+    }
+
+    /// PIDs (host view) of the processes in the cgroup and its sub-cgroups, in either
+    /// hierarchy.
     pub(crate) fn pids(&self) -> Vec<u32> {
-        procs_of(&self.path)
+        let mut pids: Vec<u32> = std::iter::once(&self.path)
+            .chain(&self.memory)
+            .flat_map(|dir| procs_of(dir))
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 
-    /// Removes the cgroup, retrying while the kernel still counts exiting processes in it.
+    /// Removes the cgroup (in both hierarchies), retrying while the kernel still counts
+    /// exiting processes in it.
     pub(crate) fn remove(&self, timeout: Duration) -> Result<(), LabError> {
+        if let Some(memory) = &self.memory {
+            remove_dir(memory, timeout)?;
+        }
         remove_dir(&self.path, timeout)
     }
 
@@ -210,6 +289,11 @@ mod tests {
     fn detect_finds_a_hierarchy_with_cpu_files_or_none() {
         match Hierarchy::detect() {
             Some(Hierarchy::V1(p)) => assert!(p.join("cpu.cfs_quota_us").exists()),
+            Some(Hierarchy::V2(p)) => assert!(p.join("cgroup.controllers").exists()),
+            None => {}
+        }
+        match Hierarchy::detect_memory() {
+            Some(Hierarchy::V1(p)) => assert!(p.join("memory.limit_in_bytes").exists()),
             Some(Hierarchy::V2(p)) => assert!(p.join("cgroup.controllers").exists()),
             None => {}
         }

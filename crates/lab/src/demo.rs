@@ -230,10 +230,11 @@ fn mosps_nodes(table: &str) -> Vec<(u32, u16)> {
 
 /// A shell command line that runs `program` (a path) in `node`'s namespaces and cgroup.
 fn enter_line(node: &Node, program: &str) -> String {
-    let join = node
-        .cgroup_path()
-        .map(|cg| format!("echo $$ > {}/cgroup.procs; ", cg.display()))
-        .unwrap_or_default();
+    let join: String = node
+        .cgroup_procs_files()
+        .iter()
+        .map(|procs| format!("echo $$ > {}; ", procs.display()))
+        .collect();
     format!(
         "sh -c '{join}exec nsenter --target {} --net --uts --mount --pid -- {program}'",
         node.init_pid()

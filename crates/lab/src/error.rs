@@ -20,6 +20,14 @@ pub enum LabError {
     /// The CPU quota is not a positive number of CPUs.
     #[error("a node's cpu quota is a positive number of CPUs, not {0}")]
     CpuQuota(f64),
+    /// A node's memory limit is too small for its init and daemon to live.
+    #[error("a node's memory limit is at least {least} MiB, not {mib}")]
+    MemoryLimit {
+        /// The limit asked for, in MiB.
+        mib: u64,
+        /// The least the lab sets, in MiB.
+        least: u64,
+    },
     /// A program the lab runs (mosixd, or for the demo mosrun, migrate, mosctl) is missing.
     #[error(
         "{}: not found; build the workspace first (`cargo build --workspace`, or `cargo test --workspace` for tests)",
@@ -64,6 +72,11 @@ pub enum LabError {
         "no cgroup hierarchy with the cpu controller (looked for cgroup v1 at /sys/fs/cgroup/cpu and v2 at /sys/fs/cgroup and /sys/fs/cgroup/unified)"
     )]
     NoCpuCgroup,
+    /// Memory limits were asked for, but no cgroup hierarchy offers the `memory` controller.
+    #[error(
+        "no cgroup hierarchy with the memory controller (looked for cgroup v1 at /sys/fs/cgroup/memory and v2 at /sys/fs/cgroup and /sys/fs/cgroup/unified)"
+    )]
+    NoMemoryCgroup,
     /// A node's namespaces did not come up: its launcher exited or its init never appeared.
     #[error("node {node}: {what}; log tail:\n{tail}")]
     NodeStart {

@@ -29,6 +29,9 @@ const KEPT_MARK: &str = "KEPT";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node's init may take to appear.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The least memory limit a node may have, in MiB: its init, daemon and a tool or two must
+/// fit, or the kernel kills them before any test begins.
+const MIN_MEMORY_MIB: u64 = 64;
 /// How long a cgroup may stay busy after its processes were killed.
 const CGROUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -45,6 +48,12 @@ pub struct LabConfig {
     /// CPUs of the nodes that differ from `cpu_quota`, by node (e.g. node 1 with a whole
     /// CPU beside nodes of a quarter). Empty by default.
     pub node_cpu_quota: BTreeMap<u16, f64>,
+    /// Memory each node's processes may use together, in MiB (its cgroup's memory limit);
+    /// `None` leaves it unlimited.
+    pub memory_mib: Option<u64>,
+    /// Memory limits of the nodes that differ from `memory_mib`, by node, in MiB. Empty by
+    /// default.
+    pub node_memory_mib: BTreeMap<u16, u64>,
     /// Where `mosixd`, `mosrun`, `migrate` and `mosctl` live; see
     /// [`bin_dir_of_current_test`](crate::bin_dir_of_current_test).
     pub bin_dir: PathBuf,
@@ -66,6 +75,8 @@ impl LabConfig {
             nodes,
             cpu_quota: None,
             node_cpu_quota: BTreeMap::new(),
+            memory_mib: None,
+            node_memory_mib: BTreeMap::new(),
             bin_dir: bin_dir.into(),
             balance: false,
             metrics: BTreeMap::new(),
@@ -76,6 +87,18 @@ impl LabConfig {
     /// The CPUs node `k` may use: its own quota, else `cpu_quota`.
     pub fn quota_of(&self, k: u16) -> Option<f64> {
         self.node_cpu_quota.get(&k).copied().or(self.cpu_quota)
+    }
+
+    /// The memory node `k`'s processes may use, in MiB: its own limit, else `memory_mib`.
+    pub fn memory_of(&self, k: u16) -> Option<u64> {
+        self.node_memory_mib.get(&k).copied().or(self.memory_mib)
+    }
+
+    /// Every memory limit the lab would set, of any node, in MiB.
+    fn memory_limits(&self) -> impl Iterator<Item = u64> + '_ {
+        self.memory_mib
+            .into_iter()
+            .chain(self.node_memory_mib.values().copied())
     }
 
     /// Every quota the lab would set, of any node.
@@ -110,6 +133,12 @@ impl Lab {
         }
         if let Some(q) = cfg.quotas().find(|q| !(q.is_finite() && *q > 0.0)) {
             return Err(LabError::CpuQuota(q));
+        }
+        if let Some(m) = cfg.memory_limits().find(|&m| m < MIN_MEMORY_MIB) {
+            return Err(LabError::MemoryLimit {
+                mib: m,
+                least: MIN_MEMORY_MIB,
+            });
         }
         let daemon = cfg.bin_dir.join("mosixd");
         if !daemon.is_file() {
@@ -149,8 +178,14 @@ impl Lab {
         write_key(&self.key_path())?;
 
         let hierarchy = Hierarchy::detect();
-        if hierarchy.is_none() && cfg.quotas().next().is_some() {
+        if hierarchy.is_none()
+            && (cfg.quotas().next().is_some() || cfg.memory_limits().next().is_some())
+        {
             return Err(LabError::NoCpuCgroup);
+        }
+        let memory = Hierarchy::detect_memory();
+        if memory.is_none() && cfg.memory_limits().next().is_some() {
+            return Err(LabError::NoMemoryCgroup);
         }
         net::block_host_route()?;
         let hub = format!("{}-hub", self.name);
@@ -163,8 +198,14 @@ impl Lab {
             self.netns.push(ns.clone());
             net::attach_node(&hub, ns, k)?;
             if let Some(h) = &hierarchy {
-                let cg = Cgroup::create(h, &format!("{PREFIX}{unique}-n{k}"), cfg.quota_of(k))?;
+                let mut cg = Cgroup::create(h, &format!("{PREFIX}{unique}-n{k}"), cfg.quota_of(k))?;
+                let limited = match (cfg.memory_of(k), &memory) {
+                    (Some(mib), Some(memory)) => cg.limit_memory(memory, mib << 20),
+                    _ => Ok(()),
+                };
+                // Kept before the error returns, so that teardown removes what was made.
                 self.cgroups.push(cg);
+                limited?;
             }
         }
         for (k, ns) in ids.zip(&names) {
@@ -326,8 +367,15 @@ pub fn cleanup_stale() -> Result<(), LabError> {
             errors.push(e);
         }
     }
-    if let Some(h) = Hierarchy::detect() {
-        for dir in stale_entries(h.root()) {
+    let mut roots: Vec<PathBuf> = [Hierarchy::detect(), Hierarchy::detect_memory()]
+        .into_iter()
+        .flatten()
+        .map(|h| h.root().to_owned())
+        .collect();
+    // In cgroup v2 both controllers are in one hierarchy.
+    roots.dedup();
+    for root in &roots {
+        for dir in stale_entries(root) {
             tracing::info!(cgroup = %dir.display(), "removing stale cgroup");
             kill_pids(&cgroup::procs_of(&dir));
             if let Err(e) = cgroup::remove_dir(&dir, CGROUP_TIMEOUT) {
@@ -486,6 +534,18 @@ mod tests {
     }
 
     #[test]
+    fn a_node_memory_limit_overrides_the_common_one() {
+        let mut cfg = LabConfig::new(3, "/nonexistent");
+        assert_eq!(cfg.memory_of(1), None);
+        cfg.memory_mib = Some(1024);
+        cfg.node_memory_mib.insert(1, 256);
+        assert_eq!(
+            [cfg.memory_of(1), cfg.memory_of(2), cfg.memory_of(3)],
+            [Some(256), Some(1024), Some(1024)]
+        );
+    }
+
+    #[test]
     fn bad_configs_are_refused_before_anything_is_built() {
         let bin = PathBuf::from("/nonexistent");
         assert!(matches!(
@@ -504,6 +564,12 @@ mod tests {
         let mut cfg = LabConfig::new(2, &bin);
         cfg.node_cpu_quota.insert(2, 0.0);
         assert!(matches!(Lab::start(cfg), Err(LabError::CpuQuota(q)) if q == 0.0));
+        let mut cfg = LabConfig::new(2, &bin);
+        cfg.node_memory_mib.insert(1, 16);
+        assert!(matches!(
+            Lab::start(cfg),
+            Err(LabError::MemoryLimit { mib: 16, .. })
+        ));
         assert!(matches!(
             Lab::start(LabConfig::new(2, &bin)),
             Err(LabError::MissingBinary { .. })

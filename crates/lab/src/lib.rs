@@ -1,8 +1,8 @@
 //! rmosix-lab: a virtual cluster on one machine, for tests, benchmarks and the demo.
 //!
 //! A [`Lab`] of N nodes gives each node its own network, UTS, mount and PID namespaces, a
-//! private /tmp and /run, a cgroup with an optional CPU quota, and an address 10.231.0.K on a
-//! bridge in a hub namespace. Each node runs the workspace's `mosixd` with a shared map and
+//! private /tmp and /run, a cgroup with an optional CPU quota and memory limit, and an address
+//! 10.231.0.K on a bridge in a hub namespace. Each node runs the workspace's `mosixd` with a shared map and
 //! key in the lab dir (`/var/tmp/rmosix-lab-…`, which all nodes see). The host namespace
 //! gets an `unreachable 10.231.0.0/16` route (left in place; it is idempotent and harmless),
 //! so lab traffic never leaves the lab's namespaces. [`Node::command`] runs programs inside

@@ -50,6 +50,10 @@ enum Cmd {
         /// CPUs each node may use (its cgroup's quota), e.g. 0.5; unlimited by default.
         #[arg(long, value_parser = positive_cpus)]
         cpus: Option<f64>,
+        /// Memory each node's processes may use together, in MiB (its cgroup's memory
+        /// limit), e.g. 512; unlimited by default.
+        #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(64..))]
+        memory: Option<u64>,
         /// The daemons move processes by themselves (off by default: processes stay where
         /// `migrate` puts them).
         #[arg(long)]
@@ -134,10 +138,12 @@ fn run(cmd: Cmd) -> Result<(), Failure> {
         Cmd::Shell {
             nodes,
             cpus,
+            memory,
             balance,
         } => {
             let mut cfg = rmosix_lab::LabConfig::new(nodes.into(), &bin_dir);
             cfg.cpu_quota = cpus;
+            cfg.memory_mib = memory;
             cfg.balance = balance;
             Ok(rmosix_lab::shell(cfg, &stop)?)
         }

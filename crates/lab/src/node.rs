@@ -100,13 +100,14 @@ done
 "#;
 
 /// Runs the rest of its arguments in the node. Positional parameters: the node cgroup's
-/// `cgroup.procs` (empty: none), the host PID of the node's init, then the program and its
-/// arguments. Joining the cgroup before entering the namespaces puts `nsenter` and the
+/// `cgroup.procs` files, ':'-separated (the `cpu` one, and in cgroup v1 the `memory` one of a
+/// node with a memory limit; empty: none), the host PID of the node's init, then the program
+/// and its arguments. Joining the cgroup before entering the namespaces puts `nsenter` and the
 /// program both in it. `setpriv --pdeathsig KILL` ties the program's life to `nsenter`,
 /// which is the process the caller's `Child` handle controls.
 const ENTER: &str = r#"cgroup=$1 init=$2
 shift 2
-if [ -n "$cgroup" ]; then echo $$ > "$cgroup"; fi
+IFS=:; for procs in $cgroup; do echo $$ > "$procs"; done; unset IFS
 exec nsenter --target "$init" --net --uts --mount --pid -- setpriv --pdeathsig KILL -- "$@"
 "#;
 
@@ -144,7 +145,7 @@ pub struct Node {
 struct Boot {
     id: u16,
     netns: String,
-    /// The node cgroup's `cgroup.procs`, or empty for none.
+    /// The node cgroup's `cgroup.procs` files, ':'-separated, or empty for none.
     procs: OsString,
     log_path: PathBuf,
     daemon: PathBuf,
@@ -222,7 +223,7 @@ impl Node {
             procs: spec
                 .cgroup
                 .as_ref()
-                .map(|c| c.procs_file().into_os_string())
+                .map(Cgroup::procs_list)
                 .unwrap_or_default(),
             log_path: log_path.clone(),
             daemon: spec.daemon.to_owned(),
@@ -400,7 +401,7 @@ impl Node {
         let procs = self
             .cgroup
             .as_ref()
-            .map(|c| c.procs_file().into_os_string())
+            .map(Cgroup::procs_list)
             .unwrap_or_default();
         let mut path = self.bin_dir.clone().into_os_string();
         if let Some(old) = std::env::var_os("PATH") {
@@ -585,6 +586,24 @@ impl Node {
         self.cgroup.as_ref().map(Cgroup::path)
     }
 
+    /// The cgroup directory with the node's memory limit and use (`memory.max` and
+    /// `memory.current` in v2, `memory.limit_in_bytes` and `memory.usage_in_bytes` in v1):
+    /// [`Node::cgroup_path`] in v2, the node's own directory of the `memory` hierarchy in v1.
+    /// Meaningful for a node with a memory limit only: in v1 a node without one has no
+    /// `memory` cgroup, and this is its `cpu` one. `None` when the lab has no cgroups.
+    pub fn memory_cgroup_path(&self) -> Option<&Path> {
+        self.cgroup.as_ref().map(Cgroup::memory_path)
+    }
+
+    /// The files a process writes its PID to in order to join the node's cgroup, one for each
+    /// hierarchy it is in (see [`Node::memory_cgroup_path`]); empty when the lab has none.
+    pub fn cgroup_procs_files(&self) -> Vec<PathBuf> {
+        self.cgroup
+            .as_ref()
+            .map(Cgroup::procs_files)
+            .unwrap_or_default()
+    }
+
     /// Everything the node's daemon (and the node's init, on errors) wrote so far.
     pub fn log(&self) -> String {
         fs::read(&self.log_path)
@@ -644,7 +663,7 @@ impl Boot {
         })?;
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
-            .arg(r#"if [ -n "$1" ]; then echo $$ > "$1"; fi; shift; exec "$@""#)
+            .arg(r#"IFS=:; for procs in $1; do echo $$ > "$procs"; done; unset IFS; shift; exec "$@""#)
             .arg("rmosix-lab-launch")
             .arg(&self.procs)
             // `nsenter --net`, not `ip netns exec`: the latter also mounts a fresh sysfs on

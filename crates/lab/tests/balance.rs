@@ -7,19 +7,23 @@
 //! a node with more guests than CPUs sends one home when home idles, lstay or not, and on to
 //! an idle third node when home is slow; a killed node ends only its guests, each with its
 //! reason, and is sent nothing while dead; `mosctl expel` under balancing sends every guest
-//! away for good, none lost.
+//! away for good, none lost. With nodes of different memory limits (`LabConfig::memory_mib`):
+//! a job that fills its node's memory is ushered to a node with room, against CPU balance,
+//! and a job started with `mosrun -m` never goes to a node without room for what it declared.
 //!
 //! The program (`spin.c`) says "ready", stirs a 1 MiB array round after round until NAME.stop
 //! exists, and prints "rounds=R sum=S"; `spin - R` prints what R rounds give without moving.
 
 use std::fs;
+use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 mod spin;
 
 use rmosix_lab::{
-    Job, Lab, LabConfig, bin_dir_of_current_test, calls_served_for, log_field, require_root,
+    BusyLoop, Job, Lab, LabConfig, Node, bin_dir_of_current_test, calls_served_for, log_field,
+    require_root, wait_until,
 };
 
 /// Deadline of one step: a job's start, its end.
@@ -823,4 +827,175 @@ fn lab_daemons_balance_only_when_asked() {
     // have said so by now.
     let log = quiet.node(1).log();
     assert!(!log.contains("balancing every"), "{log}");
+}
+
+/// Node 1's memory limit in the ushering test, MiB: room for the job to grow well past the
+/// ushering mark (5 % free: 25.6 MiB) while the node keeps some MiB for the move itself.
+const USHER_NODE_MIB: u64 = 512;
+/// The job stops growing once node 1 has less than this free (MiB): below the ushering mark,
+/// above what would make the kernel's OOM killer strike.
+const USHER_STOP_MIB: u64 = 20;
+/// What `grow` adds at each "grow" line, MiB.
+const GROW_STEP_MIB: u64 = 4;
+
+/// The memory the processes of `node` may still use by its cgroup, as the gauge counts it:
+/// the limit less the usage, not counting inactive page cache (which the kernel drops first).
+/// Read at the host, without the gauge's delay.
+fn cgroup_free(node: &Node) -> u64 {
+    let dir = node.memory_cgroup_path().expect("node memory cgroup");
+    let read = |name: &str| fs::read_to_string(dir.join(name)).ok();
+    let (limit, usage, inactive_key) = match read("memory.limit_in_bytes") {
+        Some(limit) => (limit, read("memory.usage_in_bytes"), "total_inactive_file"),
+        None => (
+            read("memory.max").expect("memory.max"),
+            read("memory.current"),
+            "inactive_file",
+        ),
+    };
+    let number = |text: &str| -> u64 {
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a byte count: {text:?}"))
+    };
+    let stat = read("memory.stat").unwrap_or_default();
+    let inactive = stat
+        .lines()
+        .find_map(|l| l.strip_prefix(inactive_key)?.strip_prefix(' '))
+        .map_or(0, number);
+    let used = number(&usage.expect("memory usage file")).saturating_sub(inactive);
+    number(&limit).saturating_sub(used)
+}
+
+/// Rule 3 on measured figures: a job at node 1, whose memory is limited to 512 MiB, grows
+/// until node 1 has less free than the ushering mark; node 1's balancer moves it, with reason
+/// Memory, to a node with room, although CPU balance argues against it (the job waits on its
+/// input, and nodes 2 and 3 each have a CPU busy while node 1 idles), and before the kernel
+/// kills it for want of memory. Every byte it wrote is intact at its end.
+#[test]
+fn a_job_that_outgrows_its_nodes_memory_is_ushered_to_a_node_with_room() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = balance_program("grow");
+    let mut cfg = LabConfig::new(3, bin_dir_of_current_test());
+    cfg.cpu_quota = Some(1.0);
+    cfg.balance = true;
+    cfg.memory_mib = Some(2048);
+    cfg.node_memory_mib.insert(1, USHER_NODE_MIB);
+    let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    wait_view(&lab);
+    let _busy: Vec<BusyLoop> = [2, 3]
+        .map(|k| lab.node(k).busy_loop().unwrap_or_else(|e| panic!("{e}")))
+        .into();
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.arg(&program)
+        .stdin(Stdio::piped())
+        .env("MOSRUN_LOG", "info");
+    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("ready", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stop_below = USHER_STOP_MIB << 20;
+    let mut mib = 0;
+    while job.location().unwrap_or_else(|e| panic!("{e}")) == 1
+        && cgroup_free(lab.node(1)) >= stop_below
+    {
+        assert!(
+            mib < USHER_NODE_MIB,
+            "grew to {mib} MiB, node 1 still has {} bytes free",
+            cgroup_free(lab.node(1))
+        );
+        job.send(b"grow\n").unwrap_or_else(|e| panic!("{e}"));
+        mib += GROW_STEP_MIB;
+        job.wait_output(&format!("mib={mib}\n"), STEP)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    eprintln!(
+        "grew to {mib} MiB; node 1 has {} MiB free",
+        cgroup_free(lab.node(1)) >> 20
+    );
+    wait_until(
+        "the job ushered off node 1",
+        SPREAD,
+        || job.location().unwrap_or_else(|e| panic!("{e}")) != 1,
+        || format!("{}\nnode 1's log:\n{}", job.outputs(), lab.node(1).log()),
+    );
+    let pid = job.pid().to_string();
+    let log = lab.node(1).log();
+    let moves: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("balancing: moving a process"))
+        .filter(|l| log_field(l, "pid") == Some(pid.as_str()))
+        .collect();
+    assert!(
+        !moves.is_empty()
+            && moves
+                .iter()
+                .all(|l| log_field(l, "reason") == Some("Memory")),
+        "not moved for memory:\n{log}"
+    );
+    job.send(b"end\n").unwrap_or_else(|e| panic!("{e}"));
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        done.status.success(),
+        "{:?}\n{stdout}\n{stderr}",
+        done.status
+    );
+    assert!(
+        stdout.contains(&format!("intact mib={mib}\n")),
+        "{stdout}\n{stderr}"
+    );
+}
+
+/// `mosrun -mMB` on measured figures: of three CPU-bound jobs started at node 1 with `-m512`,
+/// one goes to node 3 (2 GiB) but none ever to node 2, whose 256 MiB cannot hold 512, though
+/// it idles; a job started without `-m` then goes there, so node 2 was open to any other.
+#[test]
+fn a_job_that_declares_its_memory_never_goes_where_it_does_not_fit() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let program = spin::program("balance");
+    let mut cfg = LabConfig::new(3, bin_dir_of_current_test());
+    cfg.cpu_quota = Some(1.0);
+    cfg.balance = true;
+    cfg.memory_mib = Some(2048);
+    cfg.node_memory_mib.insert(2, 256);
+    let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    wait_view(&lab);
+    let mut names = names("need")[..3].to_vec();
+    let mut jobs: Vec<Job> = names
+        .iter()
+        .map(|n| spin::start(&lab, &["-m512"], &program, n))
+        .collect();
+    node_1_sends_a_job_to(&lab, &jobs, 3);
+    nothing_goes_to(&jobs, 2);
+    names.push("need-free".to_owned());
+    jobs.push(start(&lab, &program, &names[3]));
+    wait_until(
+        "the job without -m at node 2",
+        SPREAD,
+        || jobs[3].location().unwrap_or_else(|e| panic!("{e}")) == 2,
+        || lab.node(1).log(),
+    );
+    for job in &jobs[..3] {
+        assert_ne!(job.location().unwrap_or_else(|e| panic!("{e}")), 2);
+    }
+    stop_all(&lab, &program, jobs, &names);
+}
+
+/// Waits until node 1's balancer has sent one of `jobs` to node `to`.
+fn node_1_sends_a_job_to(lab: &Lab, jobs: &[Job], to: u16) {
+    wait_until(
+        &format!("a job at node {to}"),
+        SPREAD,
+        || {
+            jobs.iter()
+                .any(|j| j.location().unwrap_or_else(|e| panic!("{e}")) == to)
+        },
+        || lab.node(1).log(),
+    );
 }

@@ -502,3 +502,70 @@ fn real_mosixd_listens_in_every_node() {
     }
     lab.stop().expect("teardown");
 }
+
+/// A node's memory limit (`LabConfig::node_memory_mib` over `memory_mib`) is set on its
+/// cgroup (v1 `memory.limit_in_bytes`, v2 `memory.max`), which its commands join, and its
+/// daemon gauges it: `mosctl status` shows it as the node's total memory, and the free memory
+/// `mosctl getmem` prints stays within it. Teardown removes the memory cgroups too.
+#[test]
+fn memory_limit_is_set_and_the_daemon_reports_it_as_the_nodes_memory() {
+    if !rmosix_lab::require_root() {
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    let mut cfg = LabConfig::new(2, rmosix_lab::bin_dir_of_current_test());
+    cfg.memory_mib = Some(512);
+    cfg.node_memory_mib.insert(1, 256);
+    let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("lab start: {e}"));
+    let mut memory_cgroups = Vec::new();
+    for (node, mib) in lab.nodes().iter().zip([256, 512]) {
+        let cg = node.memory_cgroup_path().expect("memory cgroup").to_owned();
+        let limit = fs::read_to_string(cg.join("memory.limit_in_bytes"))
+            .or_else(|_| fs::read_to_string(cg.join("memory.max")))
+            .expect("memory limit file");
+        assert_eq!(limit.trim(), (mib * MIB).to_string(), "node {}", node.id());
+        let name = cg.file_name().expect("cgroup name").to_string_lossy();
+        let membership = sh(node, "cat /proc/self/cgroup");
+        assert!(
+            membership
+                .lines()
+                .any(|l| (l.contains(":memory:") || l.starts_with("0::"))
+                    && l.ends_with(&format!("/{name}"))),
+            "node {} memory cgroup {name}: {membership}",
+            node.id()
+        );
+        memory_cgroups.push(cg);
+    }
+    // Node 1 sees both nodes' figures once the gossip has brought node 2's.
+    rmosix_lab::wait_until(
+        "node 2's figures at node 1",
+        Duration::from_secs(30),
+        || sh(lab.node(1), "mosctl status").contains("node 2: up, load"),
+        || sh(lab.node(1), "mosctl status"),
+    );
+    let status = sh(lab.node(1), "mosctl status");
+    for (k, mib) in [(1, 256), (2, 512)] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with(&format!("node {k}: up"))
+                    && l.contains(&format!(" of {mib} MiB free"))),
+            "node {k} should have {mib} MiB:\n{status}"
+        );
+    }
+    for (k, mib) in [(1u64, 256u64), (2, 512)] {
+        let free: u64 = sh(lab.node(1), &format!("mosctl getmem {k}"))
+            .trim()
+            .parse()
+            .expect("getmem prints bytes");
+        // The node's daemon and init use some of it; most is free.
+        assert!(
+            free <= mib * MIB && free >= mib * MIB / 2,
+            "node {k}: {free} bytes free of a {mib} MiB limit"
+        );
+    }
+    lab.stop().expect("teardown");
+    for cg in memory_cgroups {
+        assert!(!cg.exists(), "{} left behind", cg.display());
+    }
+}

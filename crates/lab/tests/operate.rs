@@ -248,3 +248,56 @@ fn mosrun_b_starts_at_home_when_it_is_best_and_elsewhere_when_it_is_busy() {
     stop(&lab, &program, a, "b-a");
     stop(&lab, &program, c, "b-c");
 }
+
+/// `mosrun -L` locks the job, and the lock is inherited: the two children its shell forks
+/// are locked too (mosps shows LOCK yes for the shell and each child).
+#[test]
+fn the_children_a_locked_job_forks_are_locked_too() {
+    if !require_root() {
+        return;
+    }
+    let program = spin::program("operate");
+    let lab = lab();
+    let names = ["locked-a", "locked-b"];
+    let script = names
+        .iter()
+        .map(|n| format!("{program} {} & ", lab.work_dir().join(n).display()))
+        .chain(["wait".to_owned()])
+        .collect::<String>();
+    let mut cmd = lab.node(1).command("mosrun");
+    cmd.args(["-L", "sh", "-c", &script])
+        .current_dir(lab.work_dir())
+        .stdin(Stdio::null());
+    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
+    job.wait_stdout("two children ready", STEP, |out| {
+        String::from_utf8_lossy(out).matches("ready").count() == 2
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let all = ok(lab.node(1), "mosps", &["-a"]);
+    let rows: Vec<Vec<String>> = all
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+        .map(|pid| mosps_row(&all, pid))
+        .collect();
+    // The last column is CANTMOVE ("-") and the command.
+    let children = rows
+        .iter()
+        .filter(|r| r[7].starts_with(&format!("- {program} ")))
+        .count();
+    assert_eq!(children, 2, "the shell's two children in mosps:\n{all}");
+    assert_eq!(
+        mosps_row(&all, job.pid())[3],
+        "yes",
+        "the shell is locked:\n{all}"
+    );
+    assert!(
+        rows.iter().all(|r| r[3] == "yes"),
+        "every process of the job is locked:\n{all}"
+    );
+    for name in names {
+        fs::write(lab.work_dir().join(format!("{name}.stop")), b"").expect("write a stop file");
+    }
+    let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+    assert!(done.status.success(), "{done:?}");
+}

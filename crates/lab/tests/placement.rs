@@ -277,3 +277,30 @@ fn z_runs_a_path_with_an_argv0_of_its_own() {
     assert!(stdout.starts_with("ready argv0=another-name\n"), "{stdout}");
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// `-F` with the node asked for down: with its daemon stopped, then with the node killed,
+/// `mosrun -3 -F` runs the program at home (and without `-F` refuses it, before it ran).
+#[test]
+fn a_program_asked_for_a_node_that_is_down_runs_at_home_with_f() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::start(LabConfig::new(3, bin_dir_of_current_test()))
+        .unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
+    let program = placed_program();
+    let path = |n: &PathBuf| n.to_str().expect("a UTF-8 path").to_owned();
+
+    lab.node(3).stop_daemon().unwrap_or_else(|e| panic!("{e}"));
+    let stopped = name(&lab, "stopped");
+    let job = start(&lab, &["-3", "-F", &program, &path(&stopped)]);
+    assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 1);
+    stop(job, &stopped);
+
+    lab.node(3).kill();
+    let killed = name(&lab, "killed");
+    let job = start(&lab, &["-3", "-F", &program, &path(&killed)]);
+    assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 1);
+    stop(job, &killed);
+    refused_before_it_ran(&lab, "3", &program, &name(&lab, "refused"));
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}

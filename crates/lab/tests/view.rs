@@ -324,6 +324,8 @@ fn setspeed_and_block_as_root_are_seen_everywhere_and_refused_to_others() {
     assert_eq!(get(n1, "getspeed", 2), Some(12345));
 }
 
+/// SIGHUP makes a daemon read its map again. A map it cannot use, broken or without the node
+/// itself, is refused with the reason and the old map kept; a good one takes effect.
 #[test]
 fn sighup_reloads_the_map_and_a_broken_map_keeps_the_old_one() {
     if !require_root() {
@@ -342,6 +344,20 @@ fn sighup_reloads_the_map_and_a_broken_map_keeps_the_old_one() {
         map.display()
     );
     if let Err(e) = n1.wait_log(&broken, STEP) {
+        panic!("{e}");
+    }
+    let seen = status(n1);
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(seen[&3].liveness, "up");
+
+    // A map without node 1 itself: refused the same way, the old one kept.
+    fs::write(&map, "2 10.231.0.2 2\n").expect("write the map");
+    reload(n1);
+    let not_own = format!(
+        "map not reloaded, keeping the old one: {}: node 1 is not in the map",
+        map.display()
+    );
+    if let Err(e) = n1.wait_log(&not_own, STEP) {
         panic!("{e}");
     }
     let seen = status(n1);
