@@ -725,8 +725,8 @@ fn printed_pid(program: &Captured) -> u32 {
         .unwrap_or_else(|| panic!("no PID printed first:\n{}", program.outputs()))
 }
 
-/// Waits until process `pid` of `node` is blocked in system call `nr`.
-fn wait_in_syscall(node: &Node, pid: u32, nr: libc::c_long) {
+/// Waits until `program`, process `pid` of `node`, is blocked in system call `nr`.
+fn wait_in_syscall(node: &Node, program: &Captured, pid: u32, nr: libc::c_long) {
     let syscall = format!("/proc/{pid}/syscall");
     wait_until(
         &format!("node {}: process {pid} in system call {nr}", node.id()),
@@ -735,7 +735,10 @@ fn wait_in_syscall(node: &Node, pid: u32, nr: libc::c_long) {
             let now = sh(node, &format!("cat {syscall}")).stdout;
             now.split_whitespace().next() == Some(nr.to_string().as_str())
         },
-        || sh(node, &format!("cat {syscall} /proc/{pid}/status")).stdout,
+        || {
+            let status = sh(node, &format!("cat {syscall} /proc/{pid}/status")).stdout;
+            format!("{status}\n{}", program.outputs())
+        },
     );
 }
 
@@ -776,7 +779,7 @@ fn a_process_waiting_for_a_lock_through_mfs_takes_its_signals() {
          \x20   print('interrupted', flush=True)\n",
     );
     let pid = printed_pid(&waiter);
-    wait_in_syscall(n2, pid, libc::SYS_fcntl);
+    wait_in_syscall(n2, &waiter, pid, libc::SYS_fcntl);
     assert!(sh(n2, &format!("kill -USR1 {pid}")).status.success());
     waiter.wait_stdout("interrupted\n", SIGNAL_BOUND);
     let waited = waiter.finish(STEP);
@@ -792,7 +795,7 @@ fn a_process_waiting_for_a_lock_through_mfs_takes_its_signals() {
          print('locked', flush=True)\n",
     );
     let pid = printed_pid(&waiter);
-    wait_in_syscall(n2, pid, libc::SYS_flock);
+    wait_in_syscall(n2, &waiter, pid, libc::SYS_flock);
     assert!(sh(n2, &format!("kill -KILL {pid}")).status.success());
     wait_until(
         "the killed waiter reaped",
