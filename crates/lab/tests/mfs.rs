@@ -6,7 +6,9 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use rmosix_lab::{Job, Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, require_root};
+use rmosix_lab::{
+    Captured, Job, Lab, LabConfig, Node, ToolRun, bin_dir_of_current_test, require_root, wait_until,
+};
 
 /// Deadline of one script or tool.
 const STEP: Duration = Duration::from_secs(60);
@@ -577,6 +579,42 @@ fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
+/// A Python program that tries a write lock on byte 0 of the file it is given (fcntl) and a
+/// flock on it, without waiting, lets each go at once, and says of each whether it was
+/// `taken` or `held` by another.
+const TRY_LOCKS: &str = r#"import fcntl, sys
+f = open(sys.argv[1], 'r+')
+for name, take, free in [
+        ('lockf', lambda: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0),
+         lambda: fcntl.lockf(f, fcntl.LOCK_UN, 1, 0)),
+        ('flock', lambda: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB),
+         lambda: fcntl.flock(f, fcntl.LOCK_UN))]:
+    try:
+        take()
+        free()
+        print(name, 'taken')
+    except OSError:
+        print(name, 'held')
+"#;
+
+/// What [`TRY_LOCKS`] says of `file` at `node`, run as ana.
+fn try_locks(node: &Node, file: &str) -> String {
+    ok_as(node, ANA, &format!("python3 -c \"{TRY_LOCKS}\" {file}"))
+}
+
+/// `python3 -c SCRIPT` as root in `node`, its outputs collected; killed when dropped.
+fn python(node: &Node, script: &str) -> Captured {
+    let mut cmd = node.command("python3");
+    cmd.args(["-c", script]);
+    Captured::spawn(cmd, format!("node {}: python3", node.id()))
+}
+
+/// A file at node 1 that everyone may read and write, also root's processes elsewhere
+/// (nobody at node 1).
+fn shared_file(n1: &Node, file: &str) {
+    ok_as(n1, ANA, &format!("echo lock > {file} && chmod 666 {file}"));
+}
+
 #[test]
 fn locks_through_mfs_hold_across_nodes() {
     if !require_root() {
@@ -585,13 +623,15 @@ fn locks_through_mfs_hold_across_nodes() {
     let lab = start_lab(2);
     let (n1, n2) = (lab.node(1), lab.node(2));
     wait_mfs(n2, 1);
-    ok_as(n1, ANA, "echo l > /tmp/lk");
+    shared_file(n1, "/tmp/lk");
+    shared_file(n1, "/tmp/fl");
     // A process at node 1 holds a write lock (fcntl, on byte 0) on its own file, and a flock
-    // through its MFS, until told to let go.
+    // through its MFS on another, until told to let go. (On one file they would conflict:
+    // a flock through MFS is a lock on the whole file.)
     let script = "import fcntl, sys\n\
         f = open('/tmp/lk', 'r+')\n\
         fcntl.lockf(f, fcntl.LOCK_EX, 1, 0)\n\
-        g = open('/mfs/1/tmp/lk', 'r')\n\
+        g = open('/mfs/1/tmp/fl', 'r')\n\
         fcntl.flock(g, fcntl.LOCK_EX)\n\
         print('locked', flush=True)\n\
         sys.stdin.readline()\n";
@@ -601,22 +641,14 @@ fn locks_through_mfs_hold_across_nodes() {
     holder
         .wait_output("locked\n", STEP)
         .unwrap_or_else(|e| panic!("{e}"));
-    let try_locks = r#"import fcntl
-f = open('/mfs/1/tmp/lk', 'r+')
-for name, take in [('lockf', lambda: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)),
-                   ('flock', lambda: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB))]:
-    try:
-        take()
-        print(name, 'taken')
-    except OSError:
-        print(name, 'held')
-"#;
-    let held = ok_as(n2, ANA, &format!("python3 -c \"{try_locks}\""));
-    assert_eq!(held, "lockf held\nflock held\n");
+    for file in ["/mfs/1/tmp/lk", "/mfs/1/tmp/fl"] {
+        assert_eq!(try_locks(n2, file), "lockf held\nflock held\n", "{file}");
+    }
     holder.close_stdin();
     holder.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
-    let free = ok_as(n2, ANA, &format!("python3 -c \"{try_locks}\""));
-    assert_eq!(free, "lockf taken\nflock taken\n");
+    for file in ["/mfs/1/tmp/lk", "/mfs/1/tmp/fl"] {
+        assert_eq!(try_locks(n2, file), "lockf taken\nflock taken\n", "{file}");
+    }
     // A lock that waits gets it once the holder lets go.
     let waits = ok_as(
         n2,
@@ -624,4 +656,184 @@ for name, take in [('lockf', lambda: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_N
         "flock /mfs/1/tmp/lk sleep 1 & sleep 0.3; flock /mfs/1/tmp/lk echo waited; wait",
     );
     assert_eq!(waits, "waited\n");
+}
+
+#[test]
+fn a_whole_file_lock_through_mfs_holds_against_range_locks_of_other_nodes_and_the_serving_node() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(3);
+    let (n1, n2, n3) = (lab.node(1), lab.node(2), lab.node(3));
+    wait_mfs(n2, 1);
+    wait_mfs(n3, 1);
+    shared_file(n1, "/tmp/w");
+    // fcntl's write lock on the whole file (length 0), through MFS from node 2.
+    let holder = python(
+        n2,
+        "import fcntl, time\n\
+         f = open('/mfs/1/tmp/w', 'r+')\n\
+         fcntl.lockf(f, fcntl.LOCK_EX)\n\
+         print('locked', flush=True)\n\
+         time.sleep(600)\n",
+    );
+    holder.wait_stdout("locked\n", STEP);
+    // A range lock and a flock through MFS from node 3 are refused, and so is a process of
+    // node 1 itself with a range lock; a flock at node 1 is not (Linux never makes flock and
+    // POSIX locks meet, and MFS holds its locks as POSIX locks there).
+    assert_eq!(try_locks(n3, "/mfs/1/tmp/w"), "lockf held\nflock held\n");
+    assert_eq!(try_locks(n1, "/tmp/w"), "lockf held\nflock taken\n");
+    // The holder's death frees the file.
+    drop(holder);
+    wait_until(
+        "the dead holder's lock gone",
+        STEP,
+        || try_locks(n3, "/mfs/1/tmp/w") == "lockf taken\nflock taken\n",
+        || n2.log(),
+    );
+    assert_eq!(try_locks(n1, "/tmp/w"), "lockf taken\nflock taken\n");
+}
+
+#[test]
+fn a_process_that_opens_a_file_twice_through_mfs_is_one_lock_owner() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    shared_file(n1, "/tmp/w");
+    // Overlapping write locks through two opens of one process: POSIX locks are the
+    // process's, so the second replaces part of the first. A close of either descriptor then
+    // drops both (as a close does locally). flock locks belong to an open file: the process's
+    // second open is refused one.
+    let script = "import fcntl, sys\n\
+        f = open('/mfs/1/tmp/w', 'r+')\n\
+        g = open('/mfs/1/tmp/w', 'r+')\n\
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)\n\
+        fcntl.lockf(g, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 5)\n\
+        print('locked twice', flush=True)\n\
+        sys.stdin.readline()\n\
+        g.close()\n\
+        print('closed one', flush=True)\n\
+        sys.stdin.readline()\n\
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n\
+        h = open('/mfs/1/tmp/w', 'r+')\n\
+        try:\n\
+        \x20   fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB)\n\
+        \x20   print('second flock taken', flush=True)\n\
+        except OSError:\n\
+        \x20   print('second flock held', flush=True)\n";
+    let job = Job::start(n2, &["python3", "-c", script], Stdio::piped())
+        .unwrap_or_else(|e| panic!("mosrun: {e}"));
+    job.wait_output("locked twice\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(try_locks(n2, "/mfs/1/tmp/w"), "lockf held\nflock held\n");
+    job.send(b"\n").unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("closed one\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(try_locks(n2, "/mfs/1/tmp/w"), "lockf taken\nflock taken\n");
+    job.send(b"\n").unwrap_or_else(|e| panic!("{e}"));
+    job.wait_output("second flock held\n", STEP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// How long a process that waits for a lock through MFS may take to act on a signal: the
+/// daemon looks at it every 50 ms; this bounds a wait that would otherwise last as long as
+/// the lock is held.
+const SIGNAL_BOUND: Duration = Duration::from_secs(20);
+
+/// The PID (in its node) that a [`python`] program printed as its first line.
+fn printed_pid(program: &Captured) -> u32 {
+    program.wait_stdout("\n", STEP);
+    let out = program.stdout();
+    out.lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no PID printed first:\n{}", program.outputs()))
+}
+
+/// Waits until `program`, process `pid` of `node`, is blocked in system call `nr`.
+fn wait_in_syscall(node: &Node, program: &Captured, pid: u32, nr: libc::c_long) {
+    let syscall = format!("/proc/{pid}/syscall");
+    wait_until(
+        &format!("node {}: process {pid} in system call {nr}", node.id()),
+        STEP,
+        || {
+            let now = sh(node, &format!("cat {syscall}")).stdout;
+            now.split_whitespace().next() == Some(nr.to_string().as_str())
+        },
+        || {
+            let status = sh(node, &format!("cat {syscall} /proc/{pid}/status")).stdout;
+            format!("{status}\n{}", program.outputs())
+        },
+    );
+}
+
+#[test]
+fn a_process_waiting_for_a_lock_through_mfs_takes_its_signals() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    shared_file(n1, "/tmp/w");
+    let holder = python(
+        n1,
+        "import fcntl, time\n\
+         f = open('/tmp/w', 'r+')\n\
+         fcntl.lockf(f, fcntl.LOCK_EX)\n\
+         print('locked', flush=True)\n\
+         time.sleep(600)\n",
+    );
+    holder.wait_stdout("locked\n", STEP);
+
+    // F_SETLKW through MFS, and a signal with a handler: the call ends with EINTR (Python
+    // runs the handler, which raises, only once the call returned EINTR; a handler that
+    // returned would have Python call it again).
+    let waiter = python(
+        n2,
+        "import fcntl, os, signal\n\
+         class Interrupted(Exception): pass\n\
+         def interrupted(signum, frame): raise Interrupted()\n\
+         signal.signal(signal.SIGUSR1, interrupted)\n\
+         f = open('/mfs/1/tmp/w', 'r+')\n\
+         print(os.getpid(), flush=True)\n\
+         try:\n\
+         \x20   fcntl.lockf(f, fcntl.LOCK_EX)\n\
+         \x20   print('locked', flush=True)\n\
+         except Interrupted:\n\
+         \x20   print('interrupted', flush=True)\n",
+    );
+    let pid = printed_pid(&waiter);
+    wait_in_syscall(n2, &waiter, pid, libc::SYS_fcntl);
+    assert!(sh(n2, &format!("kill -USR1 {pid}")).status.success());
+    waiter.wait_stdout("interrupted\n", SIGNAL_BOUND);
+    let waited = waiter.finish(STEP);
+    assert!(waited.status.success(), "{waited:?}");
+
+    // A blocking flock through MFS, and SIGKILL: the process dies and is reaped.
+    let waiter = python(
+        n2,
+        "import fcntl, os\n\
+         f = open('/mfs/1/tmp/w', 'r+')\n\
+         print(os.getpid(), flush=True)\n\
+         fcntl.flock(f, fcntl.LOCK_EX)\n\
+         print('locked', flush=True)\n",
+    );
+    let pid = printed_pid(&waiter);
+    wait_in_syscall(n2, &waiter, pid, libc::SYS_flock);
+    assert!(sh(n2, &format!("kill -KILL {pid}")).status.success());
+    wait_until(
+        "the killed waiter reaped",
+        SIGNAL_BOUND,
+        || !sh(n2, &format!("test -e /proc/{pid}")).status.success(),
+        || waiter.outputs(),
+    );
+    let killed = waiter.finish(STEP);
+    assert_eq!(killed.stdout, format!("{pid}\n"), "{killed:?}");
+    // The holder still holds: neither waiter took the lock.
+    assert_eq!(try_locks(n2, "/mfs/1/tmp/w"), "lockf held\nflock held\n");
 }

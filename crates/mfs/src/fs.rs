@@ -11,8 +11,9 @@
 //! kernel still maps files MAP_PRIVATE (through the page cache, filled when mapped); a shared
 //! mapping is refused with ENODEV, as fuser does not ask for FUSE_DIRECT_IO_ALLOW_MMAP.
 //!
-//! Locks are forwarded and held at the serving node (flock(2) for the whole file, OFD locks
-//! for ranges); a lock that must wait is tried again from here, never waited for there.
+//! Locks are forwarded with the kernel's lock owner and held at the serving node (see
+//! `locks`); a lock that must wait is tried again from here, never waited for there, until the
+//! waiting thread has a signal to take (see `signals`).
 //!
 //! The root lists the map's nodes, the special symlinks `here`, `home`, `lastexec` and
 //! `selected`, whose
@@ -45,11 +46,13 @@ use tracing::{info, warn};
 
 use crate::protocol::{Answer, Attr, Bytes, Caller, HEAD_ROOM, MAX_IO, Request, Time};
 use crate::select::{Proc, Selections};
+use crate::signals;
 
 /// Neither entries nor attributes are cached (see the module's doc).
 const TTL: Duration = Duration::ZERO;
 /// How often a lock that must wait is tried again at the serving node (which never waits: a
-/// waiting lock would hold one of its few workers).
+/// waiting lock would hold one of its few workers), and how often the waiting thread is
+/// looked at for a signal.
 const LOCK_RETRY: Duration = Duration::from_millis(50);
 /// A read larger than this goes to the serving node as reads of this size, all sent at once.
 /// The serving node then reads and seals one part while the link carries another and this
@@ -311,8 +314,10 @@ struct Inner {
     /// one of them, since the kernel sends no handle with it.
     open: Mutex<HashMap<u64, Vec<u64>>>,
     selections: Mutex<Selections>,
-    /// The handles a lock was set through: their locks go at the next close (flush).
-    locked: Mutex<std::collections::HashSet<u64>>,
+    /// The lock owners that set a lock on an inode, as (inode, owner): their locks on it go
+    /// when they close it (flush for a process's fcntl locks, release for an open file's
+    /// flock locks).
+    locked: Mutex<std::collections::HashSet<(u64, u64)>>,
     mountpoint: PathBuf,
     own_pid: u32,
 }
@@ -950,22 +955,19 @@ impl Filesystem for Mfs {
         req: &FuseRequest,
         ino: INodeNo,
         fh: FileHandle,
-        _owner: LockOwner,
+        owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         // Nothing is buffered here: every write has reached the serving node already. A
-        // close drops the locks set through the file (as a close drops a process's locks).
-        if !lock(&self.inner.locked).remove(&fh.0) {
+        // process's close of any descriptor of a file drops the process's fcntl locks on it,
+        // and the kernel leaves that to a file system with locks of its own (libfuse's flush:
+        // "remove all locks belonging to 'lock_owner'").
+        if !lock(&self.inner.locked).remove(&(ino.0, owner.0)) {
             return reply.ok();
         }
         let caller = try_or_reply!(reply, self.caller(req));
         let place = try_or_reply!(reply, self.place_or_error(ino));
-        let request = Request::Lock {
-            fh: fh.0,
-            typ: libc::F_UNLCK,
-            start: 0,
-            end: u64::MAX,
-        };
+        let request = unlock_all(fh.0, owner.0);
         self.spawn(|inner| done_answer(inner, place.node, caller, request, reply));
     }
 
@@ -974,7 +976,7 @@ impl Filesystem for Mfs {
         req: &FuseRequest,
         ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         start: u64,
         end: u64,
         typ: i32,
@@ -985,6 +987,7 @@ impl Filesystem for Mfs {
         let place = try_or_reply!(reply, self.place_or_error(ino));
         let request = Request::GetLock {
             fh: fh.0,
+            owner: lock_owner.0,
             typ,
             start,
             end,
@@ -1004,7 +1007,7 @@ impl Filesystem for Mfs {
         req: &FuseRequest,
         ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         start: u64,
         end: u64,
         typ: i32,
@@ -1014,8 +1017,10 @@ impl Filesystem for Mfs {
     ) {
         let caller = try_or_reply!(reply, self.caller(req));
         let place = try_or_reply!(reply, self.place_or_error(ino));
+        let (owner, thread) = (lock_owner.0, req.pid());
         let request = Request::Lock {
             fh: fh.0,
+            owner,
             typ,
             start,
             end,
@@ -1028,13 +1033,16 @@ impl Filesystem for Mfs {
                 {
                     Ok(_) => {
                         if typ != libc::F_UNLCK {
-                            lock(&inner.locked).insert(fh.0);
+                            lock(&inner.locked).insert((ino.0, owner));
                         }
                         return reply.ok();
                     }
-                    // Held by another: try again while the caller waits (a signal to it ends
-                    // its wait in the kernel; the handle's release ends this loop).
+                    // Held by another: try again while the caller waits, until it has a signal
+                    // to take (the kernel no longer ends its wait: see `signals`).
                     Err(e) if sleep && (e == Errno::EAGAIN || e == Errno::EACCES) => {
+                        if signals::pending_for(thread) {
+                            return reply.error(Errno::EINTR);
+                        }
                         tokio::time::sleep(LOCK_RETRY).await;
                     }
                     Err(e) => return reply.error(e),
@@ -1049,12 +1057,16 @@ impl Filesystem for Mfs {
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         // The kernel does not wait for the serving node: a dead node's handles are gone anyway.
         reply.ok();
+        // The last close of an open file that set flock locks: the kernel names the open file
+        // as their owner. (The serving node drops them with the handle too, unless the node
+        // still has another handle of the file open.)
+        let flock_owner = lock_owner.filter(|o| lock(&self.inner.locked).remove(&(ino.0, o.0)));
         if let Some(fhs) = lock(&self.inner.open).get_mut(&ino.0) {
             fhs.retain(|&h| h != fh.0);
         }
@@ -1068,6 +1080,12 @@ impl Filesystem for Mfs {
             groups: Vec::new(),
         };
         self.spawn(|inner| async move {
+            if let Some(owner) = flock_owner {
+                let unlock = unlock_all(fh.0, owner.0);
+                let _ = inner
+                    .ask(place.node, caller.clone(), unlock, Vec::new())
+                    .await;
+            }
             let _ = inner
                 .ask(
                     place.node,
@@ -1223,6 +1241,17 @@ async fn done_answer(
     match inner.ask(node, caller, request, Vec::new()).await {
         Ok(_) => reply.ok(),
         Err(e) => reply.error(e),
+    }
+}
+
+/// Clear every lock of `owner` on the file of `fh`.
+fn unlock_all(fh: u64, owner: u64) -> Request {
+    Request::Lock {
+        fh,
+        owner,
+        typ: libc::F_UNLCK,
+        start: 0,
+        end: u64::MAX,
     }
 }
 

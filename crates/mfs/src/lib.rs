@@ -13,7 +13,9 @@
 
 mod creds;
 pub mod fs;
+mod locks;
 pub mod protocol;
 mod resolve;
 mod select;
 pub mod serve;
+mod signals;

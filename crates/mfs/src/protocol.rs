@@ -90,21 +90,24 @@ pub enum Request {
     Release { fh: u64 },
     /// fsync(2) or fdatasync(2) a handle: [`Answer::Done`].
     Fsync { fh: u64, datasync: bool },
-    /// Set or clear a lock of type `typ` (F_RDLCK, F_WRLCK, F_UNLCK) on bytes `start..=end`
-    /// of the file of `fh` without waiting (`end` of `i64::MAX` or more: to the end of the
-    /// file). The whole file: a flock(2) lock, else an open-file-description lock
-    /// (F_OFD_SETLK); clearing the whole file clears both. [`Answer::Done`], or EAGAIN while
-    /// another holds a conflicting lock.
+    /// Set or clear lock owner `owner`'s lock of type `typ` (F_RDLCK, F_WRLCK, F_UNLCK) on
+    /// bytes `start..=end` of the file of `fh` without waiting (`end` of `i64::MAX` or more:
+    /// to the end of the file). `owner` is the requesting kernel's FUSE `lock_owner`; the
+    /// serving node holds each owner's locks of a file on one open file description of its
+    /// own, as open-file-description locks (`locks`). Clearing the whole file closes that
+    /// description. [`Answer::Done`], or EAGAIN while another holds a conflicting lock.
     Lock {
         fh: u64,
+        owner: u64,
         typ: i32,
         start: u64,
         end: u64,
     },
-    /// The first lock that would conflict with the one described (F_OFD_GETLK):
-    /// [`Answer::Lock`], of type F_UNLCK if none.
+    /// The first lock of another owner that would conflict with the one described
+    /// (F_OFD_GETLK): [`Answer::Lock`], of type F_UNLCK if none.
     GetLock {
         fh: u64,
+        owner: u64,
         typ: i32,
         start: u64,
         end: u64,

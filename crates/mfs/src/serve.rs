@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use crate::creds;
+use crate::locks::{self, FileId, OwnerKey, Owners};
 use crate::protocol::{Answer, Attr, Caller, Entry, HEAD_ROOM, MAX_IO, Request, Statfs, Time};
 use crate::resolve::{self, Errno, last};
 
@@ -57,6 +58,9 @@ pub struct Server {
     policy: Policy,
     jobs: Mutex<mpsc::Sender<Job>>,
     handles: Mutex<HashMap<u64, Handle>>,
+    /// The descriptions that hold each lock owner's locks (`locks`). Locked while a lock is
+    /// set, so that a lock and an unlock of one owner never cross.
+    owners: Mutex<Owners<OwnedFd>>,
     next_handle: AtomicU64,
     next_session: AtomicU64,
 }
@@ -65,6 +69,7 @@ pub struct Server {
 struct Handle {
     session: u64,
     file: Arc<OwnedFd>,
+    id: FileId,
 }
 
 /// One requester of a [`Server`].
@@ -83,6 +88,7 @@ impl Server {
             policy,
             jobs: Mutex::new(tx),
             handles: Mutex::default(),
+            owners: Mutex::default(),
             next_handle: AtomicU64::new(1),
             next_session: AtomicU64::new(1),
         });
@@ -121,17 +127,39 @@ impl Server {
     }
 
     fn file(&self, session: u64, fh: u64) -> Result<Arc<OwnedFd>, Errno> {
+        self.file_and_id(session, fh).map(|(file, _)| file)
+    }
+
+    fn file_and_id(&self, session: u64, fh: u64) -> Result<(Arc<OwnedFd>, FileId), Errno> {
         match lock(&self.handles).get(&fh) {
-            Some(h) if h.session == session => Ok(h.file.clone()),
+            Some(h) if h.session == session => Ok((h.file.clone(), h.id)),
             _ => Err(libc::EBADF),
         }
     }
 
-    fn keep(&self, session: u64, file: OwnedFd) -> u64 {
+    /// Keep `file` (which `st` describes) open for `session`: its handle.
+    fn keep(&self, session: u64, file: OwnedFd, st: &libc::stat) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let file = Arc::new(file);
-        lock(&self.handles).insert(fh, Handle { session, file });
+        let handle = Handle {
+            session,
+            file: Arc::new(file),
+            id: FileId::of(st),
+        };
+        lock(&self.handles).insert(fh, handle);
         fh
+    }
+
+    /// Close handle `fh` of `session`. The session's last handle of a file takes the locks
+    /// of its owners on that file with it: no process of the requesting node has the file
+    /// open any more, so none can hold a lock on it.
+    fn close(&self, session: u64, fh: u64) -> Result<(), Errno> {
+        let (_, id) = self.file_and_id(session, fh)?;
+        let mut handles = lock(&self.handles);
+        handles.remove(&fh);
+        if !handles.values().any(|h| h.session == session && h.id == id) {
+            lock(&self.owners).forget_file(session, id);
+        }
+        Ok(())
     }
 
     /// Open `path` (relative to the root) as an O_PATH descriptor of the object itself.
@@ -279,10 +307,10 @@ impl Server {
                     flags & !libc::O_CREAT,
                     0,
                 )?;
-                let attr = attr(&resolve::stat(&fd)?);
+                let st = resolve::stat(&fd)?;
                 done(Answer::Opened {
-                    fh: self.keep(session, fd),
-                    attr,
+                    fh: self.keep(session, fd, &st),
+                    attr: attr(&st),
                 })
             }
             Request::Create {
@@ -298,10 +326,10 @@ impl Server {
                     flags | libc::O_CREAT,
                     mode,
                 )?;
-                let attr = attr(&resolve::stat(&fd)?);
+                let st = resolve::stat(&fd)?;
                 done(Answer::Opened {
-                    fh: self.keep(session, fd),
-                    attr,
+                    fh: self.keep(session, fd, &st),
+                    attr: attr(&st),
                 })
             }
             Request::Read { fh, offset, size } => {
@@ -344,54 +372,31 @@ impl Server {
             }
             Request::Lock {
                 fh,
+                owner,
                 typ,
                 start,
                 end,
             } => {
-                let file = self.file(session, fh)?;
-                let fd = file.as_raw_fd();
-                if start == 0 && end >= i64::MAX as u64 {
-                    // The whole file: what flock(2) asks for (FUSE does not say which call it
-                    // was). A flock lock needs no write access, as flock(2) needs none.
-                    let how = match typ {
-                        libc::F_RDLCK => libc::LOCK_SH,
-                        libc::F_WRLCK => libc::LOCK_EX,
-                        _ => libc::LOCK_UN,
-                    };
-                    // SAFETY: a valid descriptor.
-                    check(unsafe { libc::flock(fd, how | libc::LOCK_NB) })?;
-                    if typ != libc::F_UNLCK {
-                        return done(Answer::Done);
-                    }
-                }
-                let mut lock = flock(typ, start, end);
-                // SAFETY: a valid descriptor and flock.
-                check(unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &mut lock) })?;
+                let (file, id) = self.file_and_id(session, fh)?;
+                let key = owner_key(session, id, owner);
+                locks::set(&mut lock(&self.owners), key, &file, typ, start, end)?;
                 done(Answer::Done)
             }
             Request::GetLock {
                 fh,
+                owner,
                 typ,
                 start,
                 end,
             } => {
-                let file = self.file(session, fh)?;
-                let mut lock = flock(typ, start, end);
-                // SAFETY: a valid descriptor and flock.
-                check(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) })?;
-                let end = match lock.l_len {
-                    0 => i64::MAX as u64,
-                    len => (lock.l_start + len - 1) as u64,
-                };
-                done(Answer::Lock {
-                    typ: i32::from(lock.l_type),
-                    start: lock.l_start as u64,
-                    end,
-                })
+                let (file, id) = self.file_and_id(session, fh)?;
+                let key = owner_key(session, id, owner);
+                let (typ, start, end) =
+                    locks::get(&lock(&self.owners), &key, &file, typ, start, end)?;
+                done(Answer::Lock { typ, start, end })
             }
             Request::Release { fh } => {
-                self.file(session, fh)?;
-                lock(&self.handles).remove(&fh);
+                self.close(session, fh)?;
                 done(Answer::Done)
             }
             Request::Fsync { fh, datasync } => {
@@ -578,9 +583,10 @@ impl Session {
 }
 
 impl Drop for Session {
-    /// Close the files the requester left open (its link ended).
+    /// Close the files the requester left open and drop its locks (its link ended).
     fn drop(&mut self) {
         lock(&self.server.handles).retain(|_, h| h.session != self.id);
+        lock(&self.server.owners).forget_session(self.id);
     }
 }
 
@@ -631,19 +637,12 @@ fn regular(st: &libc::stat) -> Result<(), Errno> {
     }
 }
 
-/// A lock on bytes `start..=end`; an `end` the kernel gives as OFFSET_MAX means "to the end".
-fn flock(typ: i32, start: u64, end: u64) -> libc::flock {
-    // SAFETY: all-zero is a valid flock; the fields are set below.
-    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = typ as libc::c_short;
-    lock.l_whence = libc::SEEK_SET as libc::c_short;
-    lock.l_start = start.min(i64::MAX as u64) as libc::off_t;
-    lock.l_len = if end >= i64::MAX as u64 {
-        0
-    } else {
-        end.saturating_sub(start) as libc::off_t + 1
-    };
-    lock
+fn owner_key(session: u64, file: FileId, owner: u64) -> OwnerKey {
+    OwnerKey {
+        session,
+        file,
+        owner,
+    }
 }
 
 fn timespec(time: Option<Time>) -> libc::timespec {
@@ -905,5 +904,136 @@ mod tests {
         // The session's end closed its files.
         assert_eq!(lock(&mapped.handles).len(), 0);
         assert_eq!(read_all(&other, 1000, "tmp/none"), Err(libc::ENOENT));
+    }
+
+    fn open_rw(session: &Session, p: &str) -> u64 {
+        let open = Request::Open {
+            path: path(p),
+            flags: libc::O_RDWR,
+        };
+        match ask(session, 0, open).0 {
+            Answer::Opened { fh, .. } => fh,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Owner `owner`'s lock of type `typ` on bytes `start..=end` through `fh`.
+    fn set_lock(session: &Session, fh: u64, owner: u64, typ: i32, range: (u64, u64)) -> Answer {
+        let (start, end) = range;
+        let request = Request::Lock {
+            fh,
+            owner,
+            typ,
+            start,
+            end,
+        };
+        ask(session, 0, request).0
+    }
+
+    /// Whether a traditional fcntl write lock of this process on byte 5 is refused.
+    fn local_lock_refused(file: &std::fs::File) -> bool {
+        // SAFETY: all-zero is a valid flock; the fields are set below.
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_WRLCK as libc::c_short;
+        lock.l_whence = libc::SEEK_SET as libc::c_short;
+        (lock.l_start, lock.l_len) = (5, 1);
+        // SAFETY: a valid descriptor and flock.
+        let refused = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &mut lock) } < 0;
+        lock.l_type = libc::F_UNLCK as libc::c_short;
+        // SAFETY: as above.
+        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &mut lock) };
+        refused
+    }
+
+    #[test]
+    fn locks_belong_to_their_owner_across_its_handles_and_go_with_it() {
+        if !is_root() {
+            return;
+        }
+        let dir = tree();
+        let server = Server::start(dir.path(), Policy { trust_root: true }, 1).unwrap();
+        let (node_a, node_b) = (server.session(), server.session());
+        let (whole, byte_5) = ((0, u64::MAX), (5, 5));
+        let (first, second) = (open_rw(&node_a, "tmp/f"), open_rw(&node_a, "tmp/f"));
+        let refused = Answer::Error(libc::EAGAIN);
+        // Owner 1 (a process) locks the whole file through one handle, then a range through
+        // its other handle: its own locks do not conflict.
+        assert_eq!(
+            set_lock(&node_a, first, 1, libc::F_WRLCK, whole),
+            Answer::Done
+        );
+        assert_eq!(
+            set_lock(&node_a, second, 1, libc::F_WRLCK, byte_5),
+            Answer::Done
+        );
+        // Another owner of the same node, or owner 1 of another node, is refused; so is a
+        // process of the serving node (this one) with a traditional fcntl lock.
+        assert_eq!(set_lock(&node_a, second, 2, libc::F_RDLCK, byte_5), refused);
+        let other = open_rw(&node_b, "tmp/f");
+        assert_eq!(set_lock(&node_b, other, 1, libc::F_WRLCK, byte_5), refused);
+        let local = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("tmp/f"))
+            .unwrap();
+        assert!(local_lock_refused(&local));
+        let get = |session: &Session, fh, owner| {
+            let request = Request::GetLock {
+                fh,
+                owner,
+                typ: libc::F_WRLCK,
+                start: 5,
+                end: 5,
+            };
+            match ask(session, 0, request).0 {
+                Answer::Lock { typ, .. } => typ,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(get(&node_a, second, 1), libc::F_UNLCK, "its own lock");
+        assert_eq!(get(&node_a, second, 2), libc::F_WRLCK);
+
+        // Clearing the whole file (as at a close) frees it for the others.
+        assert_eq!(
+            set_lock(&node_a, first, 1, libc::F_UNLCK, whole),
+            Answer::Done
+        );
+        assert!(!local_lock_refused(&local));
+        assert_eq!(
+            set_lock(&node_b, other, 1, libc::F_WRLCK, byte_5),
+            Answer::Done
+        );
+        assert_eq!(
+            set_lock(&node_b, other, 1, libc::F_UNLCK, byte_5),
+            Answer::Done
+        );
+
+        // The session's last handle of the file takes its owners' locks with it.
+        assert_eq!(
+            set_lock(&node_a, first, 1, libc::F_WRLCK, byte_5),
+            Answer::Done
+        );
+        assert_eq!(
+            ask(&node_a, 0, Request::Release { fh: first }).0,
+            Answer::Done
+        );
+        assert!(
+            local_lock_refused(&local),
+            "a handle of the file is still open"
+        );
+        assert_eq!(
+            ask(&node_a, 0, Request::Release { fh: second }).0,
+            Answer::Done
+        );
+        assert!(!local_lock_refused(&local));
+
+        // So does the end of the session (its link broke).
+        assert_eq!(
+            set_lock(&node_b, other, 3, libc::F_WRLCK, byte_5),
+            Answer::Done
+        );
+        assert!(local_lock_refused(&local));
+        drop(node_b);
+        assert!(!local_lock_refused(&local));
     }
 }
