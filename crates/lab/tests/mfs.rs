@@ -295,11 +295,11 @@ fn here_home_and_lastexec_name_where_the_caller_runs_and_where_it_belongs() {
 }
 
 /// A job for `/mfs/magic`: each line of its stdin is a verb and a name, `make NAME` (create
-/// /mfs/magic/tmp/NAME, write into it), `read NAME` (open it without O_CREAT, read it) or
-/// `where -`; it answers with the verb, the name, what it read or did, and where
+/// /mfs/magic/tmp/NAME, write into it), `read NAME` (open it without O_CREAT, read it),
+/// `child NAME` (read it by a child, `cat`, forked now) or `where -`; it answers with the verb, the name, what it read or did, and where
 /// `/mfs/magic` leads afterwards for a call that creates nothing (readlink).
 const MAGIC_JOB: &str = r#"
-import os, sys
+import os, subprocess, sys
 for line in sys.stdin:
     verb, name = line.split()
     path = f'/mfs/magic/tmp/{name}'
@@ -311,6 +311,8 @@ for line in sys.stdin:
     elif verb == 'read':
         with open(path) as f:
             said = f.read()
+    elif verb == 'child':
+        said = subprocess.run(['cat', path], capture_output=True, text=True).stdout
     print(verb, name, said, 'magic', os.readlink('/mfs/magic'), flush=True)
 "#;
 
@@ -360,6 +362,13 @@ fn magic_is_where_a_file_is_created_and_then_where_the_last_one_was() {
         sh(n3, &format!("cat /tmp/{name}-b")).stdout,
         format!("{name}-b-contents")
     );
+    // A child forked after the creation inherits its node. The fork takes the job home
+    // first, so the child runs at node 1 and finds node 3's file only through the job's node.
+    answer(
+        &format!("child {name}-b"),
+        &format!("child {name}-b {name}-b-contents magic 3"),
+    );
+    assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 1);
     job.close_stdin();
     job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
 }
