@@ -115,7 +115,7 @@ fn each_node_reads_and_writes_the_others_files_and_sees_every_change_at_once() {
     );
     assert_eq!(
         ok_as(n2, BEN, "ls /mfs"),
-        "1\n2\nhere\nhome\nlastexec\nselect\nselected\n"
+        "1\n2\nhere\nhome\nlastexec\nmagic\nselect\nselected\n"
     );
 }
 
@@ -321,6 +321,85 @@ fn here_home_and_lastexec_name_where_the_caller_runs_and_where_it_belongs() {
     job.send(b"?\n").unwrap();
     job.wait_output("2 1 1\n", STEP)
         .unwrap_or_else(|e| panic!("{e}\n{}", n1.log()));
+    job.close_stdin();
+    job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A job for `/mfs/magic`: each line of its stdin is a verb and a name, `make NAME` (create
+/// /mfs/magic/tmp/NAME, write into it), `read NAME` (open it without O_CREAT, read it),
+/// `child NAME` (read it by a child, `cat`, forked now) or `where -`; it answers with the verb, the name, what it read or did, and where
+/// `/mfs/magic` leads afterwards for a call that creates nothing (readlink).
+const MAGIC_JOB: &str = r#"
+import os, subprocess, sys
+for line in sys.stdin:
+    verb, name = line.split()
+    path = f'/mfs/magic/tmp/{name}'
+    said = '-'
+    if verb == 'make':
+        with open(path, 'w') as f:
+            f.write(f'{name}-contents')
+        said = 'made'
+    elif verb == 'read':
+        with open(path) as f:
+            said = f.read()
+    elif verb == 'child':
+        said = subprocess.run(['cat', path], capture_output=True, text=True).stdout
+    print(verb, name, said, 'magic', os.readlink('/mfs/magic'), flush=True)
+"#;
+
+#[test]
+fn magic_is_where_a_file_is_created_and_then_where_the_last_one_was() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(3);
+    let (n1, n2, n3) = (lab.node(1), lab.node(2), lab.node(3));
+    wait_mfs(n1, 2);
+    wait_mfs(n1, 3);
+    // A process that never created a file through magic: where it runs.
+    assert_eq!(ok_as(n2, ANA, "readlink /mfs/magic"), "2\n");
+    let mut cmd = n1.command("mosrun");
+    cmd.args(["python3", "-c", MAGIC_JOB]).stdin(Stdio::piped());
+    let job = Job::spawn(n1, cmd).unwrap_or_else(|e| panic!("mosrun: {e}"));
+    let answer = |line: &str, expected: &str| {
+        job.send(format!("{line}\n").as_bytes()).unwrap();
+        job.wait_output(&format!("{expected}\n"), STEP)
+            .unwrap_or_else(|e| panic!("{line}: {e}\n{}", n1.log()));
+    };
+    answer("where -", "where - - magic 1");
+    job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    answer("where -", "where - - magic 2");
+    // Created away: the call runs at home, by its husk, and the file is made where the
+    // process runs. Each node's /tmp is its own.
+    let name = format!("magic-{}", std::process::id());
+    answer(
+        &format!("make {name}"),
+        &format!("make {name} made magic 2"),
+    );
+    let at = |node: &Node| sh(node, &format!("cat /tmp/{name}")).stdout;
+    assert_eq!(at(n2), format!("{name}-contents"));
+    assert_eq!((at(n1), at(n3)), (String::new(), String::new()));
+    // Elsewhere, an open that creates nothing goes to the node of the last creation.
+    job.migrate("3").unwrap_or_else(|e| panic!("{e}"));
+    answer(
+        &format!("read {name}"),
+        &format!("read {name} {name}-contents magic 2"),
+    );
+    answer(
+        &format!("make {name}-b"),
+        &format!("make {name}-b made magic 3"),
+    );
+    assert_eq!(
+        sh(n3, &format!("cat /tmp/{name}-b")).stdout,
+        format!("{name}-b-contents")
+    );
+    // A child forked after the creation inherits its node. The fork takes the job home
+    // first, so the child runs at node 1 and finds node 3's file only through the job's node.
+    answer(
+        &format!("child {name}-b"),
+        &format!("child {name}-b {name}-b-contents magic 3"),
+    );
+    assert_eq!(job.location().unwrap_or_else(|e| panic!("{e}")), 1);
     job.close_stdin();
     job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
 }

@@ -15,10 +15,10 @@
 //! `locks`); a lock that must wait is tried again from here, never waited for there, until the
 //! waiting thread has a signal to take (see `signals`).
 //!
-//! The root lists the map's nodes, the special symlinks `here`, `home`, `lastexec` and
-//! `selected`, whose
-//! targets depend on the process that reads them (see [`Places`] and `select`), and the file
-//! `select` a process writes a node number to.
+//! The root lists the map's nodes, the special symlinks `here`, `home`, `lastexec`, `magic`
+//! and `selected`, whose targets depend on the process that reads them (see [`Places`] and
+//! the modules `remember` and `magic`), and the file `select` a process writes a node
+//! number to.
 //!
 //! Every request its own daemon makes is refused (EACCES): a path the daemon serves for
 //! another node can then never lead into this node's `/mfs` (as `/mfs/1/mfs/2/...` would), and
@@ -44,8 +44,9 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::{info, warn};
 
+use crate::magic;
 use crate::protocol::{Answer, Attr, Bytes, Caller, HEAD_ROOM, MAX_IO, Request, Time};
-use crate::select::{Proc, Selections};
+use crate::remember::{Proc, Remembered};
 use crate::signals;
 
 /// Neither entries nor attributes are cached (see the module's doc).
@@ -66,14 +67,16 @@ const SELECTED: u64 = 4;
 /// `/mfs/select`, the file a process writes a node number to (see `select`).
 const SELECT: u64 = 5;
 const LASTEXEC: u64 = 6;
+const MAGIC: u64 = 7;
 /// The first inode number of (node, path) pairs.
 const FIRST_PLACE: u64 = 16;
 
 /// The special symlinks of the root, with their inodes.
-const SPECIAL: [(&str, u64); 4] = [
+const SPECIAL: [(&str, u64); 5] = [
     ("here", HERE),
     ("home", HOME),
     ("lastexec", LASTEXEC),
+    ("magic", MAGIC),
     ("selected", SELECTED),
 ];
 
@@ -169,6 +172,7 @@ pub fn mount(dir: &Path, cluster: Arc<dyn Cluster>, runtime: Handle) -> io::Resu
             next_listing: AtomicU64::new(1),
             open: Mutex::default(),
             selections: Mutex::default(),
+            made_by_magic: Mutex::default(),
             locked: Mutex::default(),
             mountpoint: dir.to_path_buf(),
             own_pid: std::process::id(),
@@ -313,7 +317,10 @@ struct Inner {
     /// The handles open on each inode: fstat(2) of a file removed while open is asked by
     /// one of them, since the kernel sends no handle with it.
     open: Mutex<HashMap<u64, Vec<u64>>>,
-    selections: Mutex<Selections>,
+    /// The nodes selected through `/mfs/select`.
+    selections: Mutex<Remembered>,
+    /// The node of each process's last file created through `magic`.
+    made_by_magic: Mutex<Remembered>,
     /// The lock owners that set a lock on an inode, as (inode, owner): their locks on it go
     /// when they close it (flush for a process's fcntl locks, release for an open file's
     /// flock locks).
@@ -407,18 +414,33 @@ impl Inner {
         }
     }
 
-    /// The target of a special symlink for process `pid`; `None`: it leads nowhere for it
+    /// The target of a special symlink for thread `tid`; `None`: it leads nowhere for it
     /// (`selected` of a process that selected nothing).
-    fn readlink_special(&self, ino: u64, pid: u32) -> Option<Bytes> {
-        let pid = tgid(pid).unwrap_or(pid as i32);
+    fn readlink_special(&self, ino: u64, tid: u32) -> Option<Bytes> {
+        let pid = tgid(tid).unwrap_or(tid as i32);
         let node = match ino {
             HERE => self.cluster.places(pid).here,
             // A process execs at home (execve takes a process away home first), so the
             // node of its last exec is its home.
             HOME | LASTEXEC => self.cluster.places(pid).home,
+            MAGIC => self.magic_node(tid, pid),
             _ => lock(&self.selections).of(&Proc, pid)?,
         };
         Some(node.to_string().into_bytes())
+    }
+
+    /// `magic` for thread `tid` of process `pid`: where the process runs if the thread
+    /// resolves it to create a file (remembered for the process, as if the creation
+    /// succeeded); otherwise the node of its last such creation, or inherited (see
+    /// `remember`), and where it runs if it has none.
+    fn magic_node(&self, tid: u32, pid: i32) -> u16 {
+        if magic::creates_a_file(tid) {
+            let here = self.cluster.places(pid).here;
+            lock(&self.made_by_magic).remember(&Proc, pid, here);
+            return here;
+        }
+        let made = lock(&self.made_by_magic).of(&Proc, pid);
+        made.unwrap_or_else(|| self.cluster.places(pid).here)
     }
 
     /// What `/mfs/select` reads for process `pid`: its selection, if any.
@@ -536,7 +558,7 @@ impl Mfs {
             .filter(|n| self.inner.cluster.nodes().contains(n))
             .ok_or(Errno::from_i32(libc::EINVAL))?;
         let pid = tgid(pid).unwrap_or(pid as i32);
-        lock(&self.inner.selections).select(&Proc, pid, node);
+        lock(&self.inner.selections).remember(&Proc, pid, node);
         Ok(())
     }
 
@@ -682,11 +704,18 @@ impl Filesystem for Mfs {
 
     fn readlink(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyData) {
         let caller = try_or_reply!(reply, self.caller(req));
+        if ino.0 == MAGIC {
+            // Reading the caller's /proc/TID/syscall or memory waits while its process execs
+            // (the kernel's exec_update_lock), and an exec may wait for this session to answer
+            // the close of an MFS file: off the session's thread, which goes on answering.
+            let (inner, tid) = (self.inner.clone(), req.pid());
+            self.inner
+                .runtime
+                .spawn_blocking(move || reply_special(&inner, MAGIC, tid, reply));
+            return;
+        }
         if ino.0 < FIRST_PLACE {
-            return match self.inner.readlink_special(ino.0, req.pid()) {
-                Some(target) => reply.data(&target),
-                None => reply.error(Errno::ENOENT),
-            };
+            return reply_special(&self.inner, ino.0, req.pid(), reply);
         }
         let place = try_or_reply!(reply, self.place_or_error(ino));
         self.spawn(|inner| async move {
@@ -1227,6 +1256,14 @@ async fn entry_answer(
         }
         Ok(_) => reply.error(Errno::EIO),
         Err(e) => reply.error(e),
+    }
+}
+
+/// Answer the readlink of special symlink `ino` by thread `tid`.
+fn reply_special(inner: &Inner, ino: u64, tid: u32, reply: ReplyData) {
+    match inner.readlink_special(ino, tid) {
+        Some(target) => reply.data(&target),
+        None => reply.error(Errno::ENOENT),
     }
 }
 

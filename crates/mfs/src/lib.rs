@@ -6,7 +6,7 @@
 //!   groups of one worker thread), confined to the node's root (`resolve`).
 //! * [`fs`]: the FUSE file system mounted at `/mfs`, which turns the kernel's requests into
 //!   [`protocol`] requests for the node they name, and resolves the special directories
-//!   (`here`, `home`, ...) per calling process.
+//!   (`here`, `home`, `magic`, ...) per calling process.
 //!
 //! The daemon supplies what only it knows through [`fs::Cluster`]: the nodes, how to reach
 //! one, and where a process runs. See docs/mfs.md.
@@ -14,8 +14,9 @@
 mod creds;
 pub mod fs;
 mod locks;
+mod magic;
 pub mod protocol;
+mod remember;
 mod resolve;
-mod select;
 pub mod serve;
 mod signals;
