@@ -355,6 +355,9 @@ const HAND_MOVE_EVERY: usize = 2;
 /// How many jobs the crowd test starts at once, in a wave: each wave waits until the one
 /// before has said "ready". All thousand at once is more than mosrun takes (see the test).
 const WAVE: usize = 100;
+/// How many of the crowd nodes 2 and 3 must each host for it to count as spread: a fifth
+/// (an even spread over the three nodes is a third each; by hand they held 32 to 35 % each).
+const SPREAD_EACH: usize = CROWD / 5;
 /// Starts jobs `$1` to `$2`, `mosrun sh -c JOIN $6 chrt --idle 0 $4 $5`, in directory `$3`,
 /// job K writing `out.K`, `err.K` and its mosrun's exit status in `status.K`, and waits for
 /// them all. JOIN puts the job (not its mosrun) in the cgroup whose `cgroup.procs` is `$6`,
@@ -459,7 +462,7 @@ fn mosps_nodes(text: &str) -> Vec<(u32, u16)> {
 }
 
 /// A thousand CPU-bound jobs started at node 1 at once: all start, the balancers spread them
-/// (nodes 2 and 3 host some), `mosctl status`, `mosps -a`, `mosctl guests` at the other
+/// (nodes 2 and 3 host a fifth each at least), `mosctl status`, `mosps -a`, `mosctl guests` at the other
 /// nodes answer within [`ANSWER`] and `migrate PID 2` of a job within [`MOVE_ANSWER`] (a move
 /// or a refusal with its reason) while they all run, and every
 /// job ends with its correct result. The figures (time to start them all, each kind of
@@ -592,7 +595,7 @@ fn a_thousand_jobs_at_one_node_spread_and_the_daemons_answer_meanwhile() {
             hosted.push(home_pids_of_node_1(&table).len());
         }
         round += 1;
-        if round >= ROUNDS && hosted.iter().all(|&h| h > 0) {
+        if round >= ROUNDS && hosted.iter().all(|&h| h >= SPREAD_EACH) {
             let at = |n: u16| rows.iter().filter(|&&(_, at)| at == n).count();
             eprintln!(
                 "after {:?}: nodes 1, 2, 3 run {}, {}, {} jobs",
@@ -604,8 +607,8 @@ fn a_thousand_jobs_at_one_node_spread_and_the_daemons_answer_meanwhile() {
             break;
         }
         assert!(
-            Instant::now() < deadline || hosted.iter().all(|&h| h > 0),
-            "not spread within {SPREAD:?}: nodes 2 and 3 host {hosted:?}"
+            Instant::now() < deadline,
+            "not spread within {SPREAD:?}: nodes 2 and 3 host {hosted:?}, not {SPREAD_EACH} each"
         );
         std::thread::sleep(Duration::from_secs(1));
     }
