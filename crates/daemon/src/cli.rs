@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use rmosix_config::{Map, NodeId};
+use rmosix_gauge::CgroupPath;
 use rmosix_wire::{DEFAULT_SOCKET, SOCKET_ENV};
 
 use crate::Config;
@@ -38,6 +39,12 @@ pub struct Args {
     /// the others still move them when asked.
     #[arg(long)]
     pub no_balance: bool,
+    /// The node's cgroup: its processes are the node's work and its limits (CPU quota,
+    /// memory) the node's capacity. A path as /proc/PID/cgroup shows it, e.g. /user.slice;
+    /// / is the whole machine. Default: the daemon's own cgroup, right when the node's jobs
+    /// run in it with the daemon (a container); the systemd unit passes / (docs/gauge.md).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<CgroupPath>,
     /// Serve metrics for Prometheus on this address, e.g. 127.0.0.1:9464 (`GET /metrics`;
     /// see docs/metrics.md). Off unless given.
     #[arg(long, value_name = "ADDR")]
@@ -106,4 +113,36 @@ pub enum Mode {
         #[arg(long, value_name = "DIR")]
         digests: Option<PathBuf>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn cgroup_of(args: &[&str]) -> Result<Option<CgroupPath>, clap::Error> {
+        Args::try_parse_from(["mosixd"].iter().chain(args)).map(|a| a.cgroup)
+    }
+
+    #[test]
+    fn cgroup_is_the_daemons_own_unless_given() {
+        assert_eq!(cgroup_of(&[]).unwrap(), None);
+        assert_eq!(
+            cgroup_of(&["--cgroup", "/"]).unwrap(),
+            Some(CgroupPath::root())
+        );
+        let slice = cgroup_of(&["--cgroup", "//user.slice/"]).unwrap().unwrap();
+        assert_eq!(slice.as_str(), "/user.slice");
+    }
+
+    #[test]
+    fn cgroup_must_be_an_absolute_path_without_dots() {
+        for bad in ["user.slice", "", "/a/../b", "/./a"] {
+            let err = cgroup_of(&["--cgroup", bad]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad:?}: {err}");
+            let text = err.to_string();
+            assert!(text.contains("--cgroup"), "{bad:?}: {text}");
+        }
+    }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use rmosix_config::{Host, Map, MapError, NodeId};
-use rmosix_gauge::{Gauge, Root, mosix_units};
+use rmosix_gauge::{CgroupPath, Gauge, GaugeError, Root, mosix_units};
 use rmosix_transport::ClusterKey;
 use rmosix_view::{Counters, MAX_COMPAT, NodeState, NodeView, Status, View, ViewHandle};
 use rmosix_wire::{Liveness, NodeFigures, NodeModes, NodeStatus};
@@ -39,16 +39,27 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// Measures this node and joins the cluster: the view listens on UDP at this node's
-    /// address in `map` and `port` (the number of the daemon's TCP port).
+    /// Measures this node, the daemon's cgroup or `cgroup`, and joins the cluster: the view
+    /// listens on UDP at this node's address in `map` and `port` (the number of the daemon's
+    /// TCP port).
     pub async fn start(
         own: NodeId,
         map: &Map,
         key: &ClusterKey,
         port: u16,
+        cgroup: Option<CgroupPath>,
     ) -> Result<Cluster, DaemonError> {
         let compat = compat_key().map_err(DaemonError::Probe)?;
-        let gauge = Gauge::new(Root::host()).map_err(DaemonError::Gauge)?;
+        let root = match cgroup {
+            Some(cgroup) => Root::host().with_cgroup(cgroup),
+            None => Root::host(),
+        };
+        let gauge = Gauge::new(root).map_err(|e| match e {
+            GaugeError::NoSuchCgroup { .. } | GaugeError::CgroupNotMounted { .. } => {
+                DaemonError::NodeCgroup(e)
+            }
+            e => DaemonError::Gauge(e),
+        })?;
         let ip = own_ip(own, map).await?;
         let bind = SocketAddr::new(ip, port);
         let gauge = Arc::new(Mutex::new(gauge));

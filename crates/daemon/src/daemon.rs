@@ -14,6 +14,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{info, warn};
 
 use rmosix_config::{Host, Map, MapError, NodeId};
+use rmosix_gauge::CgroupPath;
 use rmosix_transport::{ClusterKey, KeyError};
 use rmosix_view::Status;
 use rmosix_wire::NodeMode;
@@ -52,6 +53,9 @@ pub struct Config {
     pub balance: bool,
     /// Where to serve the metrics (`metrics`); `None`: nowhere.
     pub metrics: Option<SocketAddr>,
+    /// The node's cgroup, whose processes and limits the gauge measures; `None`: the
+    /// daemon's own.
+    pub cgroup: Option<CgroupPath>,
     /// Where to mount MFS (`files`, docs/mfs.md); `None`: neither mount it nor serve this
     /// node's files to others.
     pub mfs: Option<PathBuf>,
@@ -148,6 +152,9 @@ pub enum DaemonError {
     /// This node's load and capacity could not be measured.
     #[error("cannot measure this node's load")]
     Gauge(#[source] rmosix_gauge::GaugeError),
+    /// The cgroup given with `--cgroup` does not exist here.
+    #[error("--cgroup")]
+    NodeCgroup(#[source] rmosix_gauge::GaugeError),
     /// This node's map entry is a host name that does not resolve.
     #[error("cannot resolve this node's address {name}")]
     OwnAddress {
@@ -490,7 +497,7 @@ impl Daemon {
             }
             None => None,
         };
-        let cluster = Cluster::start(own, &map, &key, port).await?;
+        let cluster = Cluster::start(own, &map, &key, port, config.cgroup.clone()).await?;
         info!(
             node = own.get(),
             port = config.port,

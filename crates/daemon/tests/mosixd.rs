@@ -138,6 +138,30 @@ fn a_metrics_address_in_use_is_a_startup_error_naming_it() {
 }
 
 #[test]
+fn a_cgroup_that_does_not_exist_is_a_startup_error_naming_the_option() {
+    let s = setup("1 127.0.0.1 1\n");
+    let cgroup = format!("/rmosix-no-such-cgroup-{}", std::process::id());
+    let port = free_port().to_string();
+    let (status, err) = run_within_deadline(&mut mosixd(
+        &s,
+        &["--node", "1", "--port", &port, "--cgroup", &cgroup],
+    ));
+    assert_eq!(status.code(), Some(1), "{err}");
+    let name = cgroup.trim_start_matches('/');
+    assert!(
+        err.starts_with(&format!(
+            "mosixd: --cgroup: cgroup {cgroup} does not exist: no directory /sys/fs/cgroup/"
+        )) && err.trim_end().ends_with(&format!("/{name}"))
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    // Not a cgroup path at all: a usage error.
+    let (status, err) = run_within_deadline(&mut mosixd(&s, &["--cgroup", "user.slice"]));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("--cgroup"), "{err}");
+}
+
+#[test]
 fn a_key_others_can_read_is_refused() {
     let s = setup("1 127.0.0.1 1\n");
     fs::set_permissions(&s.key, fs::Permissions::from_mode(0o644)).unwrap();

@@ -5,10 +5,57 @@
 //! A controller is looked up in a v1 hierarchy that carries it first (hybrid systems mount
 //! `cpu` in v1 and an empty v2 tree beside it, as this lab's machine does), then in v2.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use crate::GaugeError;
 use crate::root::{Root, malformed, read};
+
+/// A cgroup's path as `/proc/PID/cgroup` shows them, the same in every hierarchy:
+/// `/system.slice/mosixd.service`, or `/` for the root cgroup (the whole machine).
+///
+/// Parsed from text it is absolute, without `.` or `..`, and without repeated or trailing
+/// slashes, so that it names one directory below each hierarchy's mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupPath(String);
+
+impl CgroupPath {
+    /// The root cgroup: the node is the whole machine.
+    pub fn root() -> CgroupPath {
+        CgroupPath("/".to_owned())
+    }
+
+    /// The path as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for CgroupPath {
+    type Err = GaugeError;
+
+    fn from_str(text: &str) -> Result<CgroupPath, GaugeError> {
+        let bad = |what| GaugeError::CgroupPath {
+            path: text.to_owned(),
+            what,
+        };
+        let rest = text
+            .strip_prefix('/')
+            .ok_or_else(|| bad("not absolute (a path such as /system.slice, or /)"))?;
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        if parts.iter().any(|p| *p == "." || *p == "..") {
+            return Err(bad("has a . or .. in it"));
+        }
+        Ok(CgroupPath(format!("/{}", parts.join("/"))))
+    }
+}
+
+impl fmt::Display for CgroupPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A cgroup file system version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,14 +126,23 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    /// Reads the layout of the process named by `root`.
+    /// Reads the layout of the node `root` names: the cgroups of its process, or the cgroup
+    /// it names in every hierarchy its process sees, which must exist.
     pub(crate) fn read(root: &Root) -> Result<Layout, GaugeError> {
         let mountinfo = root.proc_own("mountinfo");
         let mounts = parse_mountinfo(&read(&mountinfo)?);
-        let cgroup = root.proc_own("cgroup");
-        let membership = parse_membership(&read(&cgroup)?)
-            .ok_or_else(|| malformed(&cgroup, "a line is not ID:CONTROLLERS:PATH"))?;
+        let membership = match root.cgroup() {
+            Some(named) => Membership::everywhere(named, &mounts),
+            None => {
+                let cgroup = root.proc_own("cgroup");
+                parse_membership(&read(&cgroup)?)
+                    .ok_or_else(|| malformed(&cgroup, "a line is not ID:CONTROLLERS:PATH"))?
+            }
+        };
         let cpu = locate(root, &mounts, &membership, "cpu");
+        if let Some(named) = root.cgroup() {
+            check_named(named, cpu.as_ref())?;
+        }
         let usage = match &cpu {
             Some(p) if p.version == Version::V2 => Some(p.clone()),
             Some(p) => locate(root, &mounts, &membership, "cpuacct")
@@ -95,6 +151,39 @@ impl Layout {
         };
         let memory = locate(root, &mounts, &membership, "memory");
         Ok(Layout { cpu, usage, memory })
+    }
+}
+
+impl Membership {
+    /// Membership in cgroup `named` in every hierarchy of `mounts`.
+    fn everywhere(named: &CgroupPath, mounts: &[Mount]) -> Membership {
+        let path = named.as_str().to_owned();
+        Membership {
+            v1: mounts
+                .iter()
+                .filter(|m| m.version == Version::V1)
+                .map(|m| (m.controllers.clone(), path.clone()))
+                .collect(),
+            v2: Some(path),
+        }
+    }
+}
+
+/// Checks that the cgroup `named` for the node exists where its `cpu` controller is, `cpu`:
+/// its tasks are the node's. The root cgroup needs none: the machine is read from `/proc`.
+fn check_named(named: &CgroupPath, cpu: Option<&Place>) -> Result<(), GaugeError> {
+    if *named == CgroupPath::root() {
+        return Ok(());
+    }
+    match cpu {
+        Some(place) if place.dir.is_dir() => Ok(()),
+        Some(place) => Err(GaugeError::NoSuchCgroup {
+            cgroup: named.to_string(),
+            dir: place.dir.clone(),
+        }),
+        None => Err(GaugeError::CgroupNotMounted {
+            cgroup: named.to_string(),
+        }),
     }
 }
 

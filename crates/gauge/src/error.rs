@@ -23,6 +23,29 @@ pub enum GaugeError {
         /// What was missing or malformed, e.g. `no MemTotal line`.
         what: String,
     },
+    /// A cgroup path given as text is not one.
+    #[error("cgroup {path}: {what}")]
+    CgroupPath {
+        /// The text.
+        path: String,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+    /// The cgroup named for the node does not exist.
+    #[error("cgroup {cgroup} does not exist: no directory {}", dir.display())]
+    NoSuchCgroup {
+        /// The cgroup's path.
+        cgroup: String,
+        /// Where it would be, in the hierarchy of the `cpu` controller.
+        dir: PathBuf,
+    },
+    /// No cgroup hierarchy this process sees carries the `cpu` controller at the cgroup named
+    /// for the node.
+    #[error("cgroup {cgroup}: no mounted cgroup hierarchy with the cpu controller shows it")]
+    CgroupNotMounted {
+        /// The cgroup's path.
+        cgroup: String,
+    },
     /// The thread CPU clock, used to time the speed loop, failed.
     #[error("cannot read the thread CPU clock")]
     Clock(#[source] nix::Error),

@@ -27,25 +27,23 @@ pub struct Reading {
     /// Exported load in MOSIX units (100 = one busy process on one standard CPU): rises at
     /// once, decays slowly. This is what gossip carries.
     pub load: u32,
-    /// Local load in MOSIX units: rises slowly, falls at once. For this node's own decision
-    /// to send work away.
-    pub local_load: u32,
     /// Percentage of the node's CPUs busy over the last period.
     pub utilisation_pct: u8,
     /// Memory the node may use, bytes.
     pub mem_total: u64,
     /// Memory free for it, bytes.
     pub mem_free: u64,
-    /// Average run-queue length (processes running or waiting) over the last period.
+    /// Average run-queue length (processes running or waiting) over the last period,
+    /// unsmoothed: what the node's own balancing decides on.
     pub runnable: f64,
 }
 
 /// Measures one node: call [`Gauge::sample`] every ~100 ms, read [`Gauge::reading`] when
 /// gossiping.
 ///
-/// The node is the cgroup of the process the [`Root`] names (the daemon itself by default),
-/// with its sub-cgroups: its load counts only the tasks in there; a process in the root cgroup
-/// makes the whole machine the node.
+/// The node is the cgroup the [`Root`] names, or else the cgroup of its process (the daemon
+/// itself by default), with its sub-cgroups: its load counts only the tasks in there. The
+/// root cgroup makes the whole machine the node.
 #[derive(Debug)]
 pub struct Gauge {
     root: Root,
@@ -83,7 +81,8 @@ impl Gauge {
         Gauge::with_speed(root, measure_speed()?)
     }
 
-    /// Starts measuring with a known speed (`mosctl setspeed`, or a test).
+    /// Starts measuring with a known speed (`mosctl setspeed`, or a test). Fails if a cgroup
+    /// named for the node ([`Root::with_cgroup`]) does not exist.
     pub fn with_speed(root: Root, speed: u32) -> Result<Gauge, GaugeError> {
         let layout = Layout::read(&root)?;
         let capacity = Capacity::read(&root, &layout)?;
@@ -180,7 +179,6 @@ impl Gauge {
             cpus,
             speed: self.speed,
             load: mosix_units(self.smoother.upper(), cpus, self.speed),
-            local_load: mosix_units(self.smoother.mean(), cpus, self.speed),
             utilisation_pct: (100.0 * busy / cpus).round().clamp(0.0, 100.0) as u8,
             mem_total: self.capacity.mem_total,
             mem_free: self.capacity.mem_free,

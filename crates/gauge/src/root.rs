@@ -4,17 +4,20 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::GaugeError;
+use crate::{CgroupPath, GaugeError};
 
-/// The file system the gauge reads, and the process whose node it measures.
+/// The file system the gauge reads, the process it reads it as, and the node's cgroup.
 ///
-/// [`Root::host`] is this machine and this process. Tests point [`Root::at`] at a fixture
-/// tree that holds `proc/...` and `sys/...` as the kernel would, and [`Root::for_pid`] measures
-/// the cgroup of another process (a test's child placed in a fresh cgroup).
+/// [`Root::host`] is this machine and this process, whose own cgroup is the node. Tests point
+/// [`Root::at`] at a fixture tree that holds `proc/...` and `sys/...` as the kernel would, and
+/// [`Root::for_pid`] reads as another process (a test's child placed in a fresh cgroup).
+/// [`Root::with_cgroup`] names the node's cgroup instead of taking the process's own: a
+/// daemon started by systemd sits in its service's cgroup, apart from the jobs of its node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Root {
     fs: PathBuf,
     pid: Option<u32>,
+    cgroup: Option<CgroupPath>,
 }
 
 impl Root {
@@ -23,6 +26,7 @@ impl Root {
         Root {
             fs: PathBuf::from("/"),
             pid: None,
+            cgroup: None,
         }
     }
 
@@ -32,6 +36,7 @@ impl Root {
         Root {
             fs: dir.into(),
             pid: None,
+            cgroup: None,
         }
     }
 
@@ -42,6 +47,24 @@ impl Root {
             pid: Some(pid),
             ..self
         }
+    }
+
+    /// The same tree and process, measuring the node whose cgroup is `cgroup`, taken in every
+    /// hierarchy; [`CgroupPath::root`] is the whole machine. Its tasks and those below it are the node's work, and its limits (with
+    /// its ancestors') and the process's affinity the node's capacity. [`Gauge::with_speed`]
+    /// fails if no cgroup of that path holds the `cpu` controller.
+    ///
+    /// [`Gauge::with_speed`]: crate::Gauge::with_speed
+    pub fn with_cgroup(self, cgroup: CgroupPath) -> Root {
+        Root {
+            cgroup: Some(cgroup),
+            ..self
+        }
+    }
+
+    /// The node's cgroup if named by [`Root::with_cgroup`]; `None`: the process's own.
+    pub(crate) fn cgroup(&self) -> Option<&CgroupPath> {
+        self.cgroup.as_ref()
     }
 
     /// `path` (absolute, as the kernel names it) inside this tree.

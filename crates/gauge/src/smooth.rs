@@ -1,18 +1,18 @@
 //! MOSIX's load smoothing, as pure arithmetic over (interval, runnable, busy) samples.
 //!
 //! MOSIX adds the run-queue length at every tick and, once a second, turns the sum into the
-//! period's average `new` (reference §5.2, Kerrighed's `mosix_probe.c`). Two smoothed values
-//! follow it:
-//! - the **exported** load (what gossip carries; others decide to send work here by it) rises
-//!   at once and falls slowly: `upper = new` if `new > upper`, else `upper = (7·upper + new)/8`;
-//! - the **local** load (this node's own decisions to send work away) rises slowly and falls at
-//!   once: `mean = (5·mean + 3·new)/8` if `new > mean`, else `mean = new`.
+//! period's average `new` (reference §5.2, Kerrighed's `mosix_probe.c`). The **exported**
+//! load (what gossip carries; others decide to send work here by it) follows it, rising at
+//! once and falling slowly: `upper = new` if `new > upper`, else `upper = (7·upper + new)/8`.
+//! It errs on the side of "this node is busy", so a burst draws no work in.
 //!
-//! Both err on the side of "this node is busy", so a burst draws no work in and a short lull
-//! pushes none out. When samples arrive more than a period apart, the update is applied once
-//! per whole period elapsed, so the time constants stay in seconds whatever the sampling rate:
-//! the exported load decays by 7/8 a second (time constant 1/ln(8/7) = 7.5 s, half-life
-//! 5.2 s), the local load closes 3/8 of a rise per second (time constant 1/ln(8/5) = 2.1 s).
+//! MOSIX also keeps a local load that rises slowly and falls at once, for the node's own
+//! decisions to send work away. rmosix's balancer decides on the last period's value instead
+//! ([`Smoother::last_period`]; docs/make.md records a smoothed one tried), so it is not kept.
+//!
+//! When samples arrive more than a period apart, the update is applied once per whole period
+//! elapsed, so the time constant stays in seconds whatever the sampling rate: the exported
+//! load decays by 7/8 a second (time constant 1/ln(8/7) = 7.5 s, half-life 5.2 s).
 
 use std::time::Duration;
 
@@ -22,8 +22,6 @@ pub const PERIOD: Duration = Duration::from_secs(1);
 
 /// Weight kept by the exported load per period when it falls (7/8, §5.2).
 const UPPER_KEEP: f64 = 7.0 / 8.0;
-/// Weight kept by the local load per period when it rises (5/8, §5.2).
-const MEAN_KEEP: f64 = 5.0 / 8.0;
 
 /// The smoothed run-queue length of a node, in processes (not yet in MOSIX units).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,11 +31,9 @@ pub struct Smoother {
     open_runnable: f64,
     open_busy: f64,
     upper: f64,
-    mean: f64,
     /// The averages of the last closed period.
     last_runnable: f64,
     last_busy: f64,
-    periods: u64,
 }
 
 impl Smoother {
@@ -69,13 +65,7 @@ impl Smoother {
         } else {
             new + (self.upper - new) * UPPER_KEEP.powi(k)
         };
-        self.mean = if new > self.mean {
-            new + (self.mean - new) * MEAN_KEEP.powi(k)
-        } else {
-            new
-        };
         (self.last_runnable, self.last_busy) = (new, busy);
-        self.periods += 1;
         (self.open, self.open_runnable, self.open_busy) = (Duration::ZERO, 0.0, 0.0);
         true
     }
@@ -99,19 +89,9 @@ impl Smoother {
         self.upper
     }
 
-    /// The local load: rises by 3/8 of the gap a period, falls at once.
-    pub fn mean(&self) -> f64 {
-        self.mean
-    }
-
     /// The last closed period's average run-queue length and busy CPUs, unsmoothed.
     pub fn last_period(&self) -> (f64, f64) {
         (self.last_runnable, self.last_busy)
-    }
-
-    /// How many periods have closed.
-    pub fn periods(&self) -> u64 {
-        self.periods
     }
 }
 
@@ -144,31 +124,22 @@ mod tests {
     }
 
     #[test]
-    fn step_up_is_seen_at_once_by_others_and_slowly_here() {
+    fn a_step_up_is_seen_at_once() {
         let mut s = Smoother::new();
         feed(&mut s, 5, 0.0);
-        assert_eq!((s.upper(), s.mean()), (0.0, 0.0));
+        assert_eq!(s.upper(), 0.0);
         feed(&mut s, 1, 2.0);
         // One period after the step the exported load shows both processes.
         assert!((s.upper() - 2.0).abs() < 0.01, "upper {}", s.upper());
-        assert!((s.mean() - 0.75).abs() < 0.01, "mean {}", s.mean()); // 3/8 of the step
-        feed(&mut s, 4, 2.0);
-        // Within 5 periods (2.3 time constants) the local load is past 90 % of the step.
-        let expected = 2.0 * (1.0 - MEAN_KEEP.powi(5));
-        assert!(
-            (s.mean() - expected).abs() < 0.01 && s.mean() > 1.8,
-            "mean {}",
-            s.mean()
-        );
         assert_eq!(mosix_units(s.upper(), 1.0, STANDARD_SPEED), 200);
     }
 
     #[test]
-    fn step_down_is_seen_at_once_here_and_slowly_by_others() {
+    fn a_step_down_is_seen_at_once_in_the_period_and_slowly_in_the_load() {
         let mut s = Smoother::new();
         feed(&mut s, 10, 2.0);
         feed(&mut s, 1, 0.0);
-        assert_eq!(s.mean(), 0.0);
+        assert_eq!(s.last_period(), (0.0, 0.0));
         assert!((s.upper() - 1.75).abs() < 0.01, "upper {}", s.upper());
         // After the 7.5 s time constant (8 periods in all) the exported load is near 2/e.
         feed(&mut s, 7, 0.0);
@@ -214,7 +185,6 @@ mod tests {
             a.upper(),
             b.upper()
         );
-        assert_eq!(b.periods(), 4);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rmosix_gauge::{Gauge, GaugeError, Reading, Root, STANDARD_SPEED};
+use rmosix_gauge::{CgroupPath, Gauge, GaugeError, Reading, Root, STANDARD_SPEED};
 
 const MIB: u64 = 1 << 20;
 const TICK: Duration = Duration::from_millis(100);
@@ -45,6 +45,12 @@ impl Tree {
 
     fn gauge(&self) -> Gauge {
         Gauge::with_speed(self.root(), STANDARD_SPEED).unwrap()
+    }
+
+    /// The gauge of the node whose cgroup is `cgroup`, wherever the process sits.
+    fn gauge_of(&self, cgroup: &str) -> Result<Gauge, GaugeError> {
+        let cgroup: CgroupPath = cgroup.parse().unwrap();
+        Gauge::with_speed(self.root().with_cgroup(cgroup), STANDARD_SPEED)
     }
 }
 
@@ -98,10 +104,7 @@ fn v1_quota_and_memory_limit_bound_the_node() {
     assert_eq!(r.mem_total, 1024 * MIB);
     // 1 GiB limit, 300 MiB used of which 100 MiB droppable page cache.
     assert_eq!(r.mem_free, 824 * MIB);
-    assert_eq!(
-        (r.load, r.local_load, r.utilisation_pct, r.speed),
-        (0, 0, 0, STANDARD_SPEED)
-    );
+    assert_eq!((r.load, r.utilisation_pct, r.speed), (0, 0, STANDARD_SPEED));
 }
 
 #[test]
@@ -206,21 +209,21 @@ fn load_counts_the_cgroup_run_queue_in_mosix_units() {
     assert_eq!(r.cpus, 2.0);
     assert!((r.runnable - 2.0).abs() < 1e-9, "{r:?}");
     assert_eq!((r.load, r.utilisation_pct), (100, 75), "{r:?}");
-    assert_eq!(r.local_load, 38, "3/8 of the step after one period: {r:?}");
 
     // Twice as fast a CPU halves the load.
     g.set_speed(2 * STANDARD_SPEED);
     assert_eq!(g.reading().load, 50);
     g.set_speed(STANDARD_SPEED);
 
-    // Both tasks end: the local load drops at once, the exported one by 7/8 a second.
+    // Both tasks end: the last period shows none at once, the exported load falls by 7/8 a
+    // second.
     t.put(&format!("{cg}/cgroup.threads"), "");
     t.put(&format!("{cg}/job/cgroup.threads"), "");
     for k in 11..=20 {
         g.sample(t0 + TICK * k).unwrap();
     }
     let r = g.reading();
-    assert_eq!((r.local_load, r.utilisation_pct), (0, 0), "{r:?}");
+    assert_eq!((r.runnable, r.utilisation_pct), (0.0, 0), "{r:?}");
     assert!((87..=88).contains(&r.load), "7/8 of 100: {r:?}");
 }
 
@@ -268,6 +271,85 @@ fn the_root_cgroup_makes_the_machine_the_node() {
     assert!((r.runnable - 4.0).abs() < 1e-9, "{r:?}");
     assert_eq!(g.sample_every(), Duration::from_millis(100));
     assert_eq!((r.cpus, r.load, r.utilisation_pct), (4.0, 100, 75), "{r:?}");
+}
+
+#[test]
+fn a_named_cgroup_is_the_node_wherever_the_process_sits() {
+    let t = v2_nested();
+    // The daemon in a service of its own, without limits, as systemd starts it.
+    t.put("proc/self/cgroup", "0::/system.slice/mosixd.service\n");
+    t.put(
+        "sys/fs/cgroup/system.slice/mosixd.service/cgroup.threads",
+        "",
+    );
+    let own = t.gauge().reading();
+    assert_eq!((own.cpus, own.mem_total), (4.0, 8 << 30), "{own:?}");
+    let lab = t.gauge_of("/lab/n1").unwrap().reading();
+    assert_eq!((lab.cpus, lab.mem_total), (0.5, 512 * MIB), "{lab:?}");
+}
+
+#[test]
+fn the_root_cgroup_named_is_the_machine_on_v2_and_v1() {
+    // v2: the root has neither cpu.max nor memory.max.
+    let t = v2_nested();
+    assert!(!t.0.path().join("sys/fs/cgroup/cpu.max").exists());
+    let g = t.gauge_of("/").unwrap();
+    assert_eq!(g.sample_every(), Duration::from_millis(100));
+    let r = g.reading();
+    assert_eq!(
+        (r.cpus, r.mem_total, r.mem_free),
+        (4.0, 8 << 30, 6 << 30),
+        "{r:?}"
+    );
+    // v1: the root's quota is -1 and its limit about 2^63.
+    let t = v1_node("150000\n", &format!("{}\n", 1024 * MIB), "0-2");
+    let g = t.gauge_of("/").unwrap();
+    assert_eq!(g.sample_every(), Duration::from_millis(100));
+    let r = g.reading();
+    assert_eq!(
+        (r.cpus, r.mem_total, r.mem_free),
+        (3.0, 8 << 30, 6 << 30),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_named_cgroup_must_exist() {
+    let t = v2_nested();
+    let err = t.gauge_of("/lab/n2").unwrap_err();
+    assert!(matches!(err, GaugeError::NoSuchCgroup { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("cgroup /lab/n2 does not exist: no directory ")
+            && text.ends_with("sys/fs/cgroup/lab/n2"),
+        "{text}"
+    );
+    // No hierarchy carries the cpu controller: only the root, the machine, can be measured.
+    let t = Tree::new("", "", "0-3");
+    let err = t.gauge_of("/lab").unwrap_err();
+    assert!(
+        matches!(err, GaugeError::CgroupNotMounted { .. }),
+        "{err:?}"
+    );
+    assert_eq!(t.gauge_of("/").unwrap().reading().cpus, 4.0);
+}
+
+#[test]
+fn cgroup_paths_are_absolute_and_plain() {
+    let path = |text: &str| text.parse::<CgroupPath>().map(|p| p.to_string());
+    assert_eq!(path("/").unwrap(), "/");
+    assert_eq!(
+        path("//system.slice//x.service/").unwrap(),
+        "/system.slice/x.service"
+    );
+    assert_eq!("/".parse::<CgroupPath>().unwrap(), CgroupPath::root());
+    for bad in ["", "system.slice", "/a/../b", "/./a"] {
+        let err = path(bad).unwrap_err();
+        assert!(
+            matches!(&err, GaugeError::CgroupPath { path, .. } if path == bad),
+            "{bad:?}: {err:?}"
+        );
+    }
 }
 
 #[test]

@@ -1,16 +1,23 @@
-//! The gauge on this machine: the test's own node, and a child placed in a fresh cgroup
-//! (root only) whose two busy threads must raise the load. Figures are printed, not asserted
-//! on time; the sample cost is printed too.
+//! The gauge on this machine: the test's own node, the whole machine (the root cgroup), a
+//! child placed in a fresh cgroup (root only) whose two busy threads must raise the load, and
+//! the machine seen from a process in a cgroup apart from the busy one, as a daemon under
+//! systemd sees it (root only). Figures are printed, not asserted on time; the sample cost is
+//! printed too.
 
 use std::fs;
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{self, Child, Command, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rmosix_gauge::{Gauge, Reading, Root, STANDARD_SPEED};
+use nix::sched::{CpuSet, sched_getaffinity};
+use nix::sys::sysinfo::sysinfo;
+use nix::unistd::Pid;
+
+use rmosix_gauge::{CgroupPath, Gauge, Reading, Root, STANDARD_SPEED, mosix_units};
 
 const MIB: u64 = 1 << 20;
 /// Set in the child: run as the spinner.
@@ -20,6 +27,8 @@ const IDLE_THREADS: usize = 200;
 /// What the spinner prints once its idle threads run.
 const READY: &str = "spinner ready";
 const TICK: Duration = Duration::from_millis(100);
+/// Held by each test that spins: two of them at once would starve each other's threads.
+static SPINNING: Mutex<()> = Mutex::new(());
 
 #[test]
 fn this_node_has_cpus_memory_and_cheap_samples() {
@@ -36,6 +45,31 @@ fn this_node_has_cpus_memory_and_cheap_samples() {
         g.sample(Instant::now()).unwrap();
     }
     println!("own node: {:?} per sample", start.elapsed() / n);
+}
+
+#[test]
+fn the_root_cgroup_is_the_machine_and_cheap_to_sample() {
+    let mut g = Gauge::new(Root::host().with_cgroup(CgroupPath::root())).unwrap();
+    let r = g.reading();
+    println!("machine: {r:?}");
+    assert_eq!(r.cpus, f64::from(affinity_cpus()), "{r:?}");
+    assert_eq!(r.mem_total, sysinfo().unwrap().ram_total(), "{r:?}");
+    assert!(r.mem_free > 0 && r.mem_free <= r.mem_total, "{r:?}");
+    assert_eq!(g.sample_every(), Duration::from_millis(100));
+    let n = 200;
+    let start = Instant::now();
+    for _ in 0..n {
+        g.sample(Instant::now()).unwrap();
+    }
+    println!("machine: {:?} per sample", start.elapsed() / n);
+}
+
+/// CPUs in this process's affinity mask, from the kernel's call rather than the gauge's file.
+fn affinity_cpus() -> u32 {
+    let set = sched_getaffinity(Pid::from_raw(0)).unwrap();
+    (0..CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap())
+        .count() as u32
 }
 
 /// The child: waits for a line on stdin, then spins two threads for at most 30 s.
@@ -76,7 +110,8 @@ fn a_busy_child_cgroup_raises_the_load() {
         skip("needs root to create cgroups");
         return;
     }
-    let Some(cg) = TestCgroup::create(&format!("rmosix-gauge-test-{}", process::id())) else {
+    let _spinning = SPINNING.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(cg) = TestCgroup::create(&format!("rmosix-gauge-test-{}", process::id()), true) else {
         skip("no cgroup hierarchy with the cpu and memory controllers");
         return;
     };
@@ -116,12 +151,67 @@ fn a_busy_child_cgroup_raises_the_load() {
         );
     }
     assert!(busy.utilisation_pct >= 20, "{busy:?}");
-    // Gone: the local load drops at once, the exported one decays by 7/8 a second.
-    assert!(after.local_load <= 5, "{after:?}");
+    // Gone: the last period shows it at once, the exported load decays by 7/8 a second.
+    assert!(after.runnable <= 0.05, "{after:?}");
     assert!(
         after.load < busy.load && after.load >= busy.load / 2,
         "{after:?}"
     );
+}
+
+/// The daemon under systemd: it sits in its service's cgroup (quota and limit), the node's
+/// jobs in another (a user's slice). Measured as its own cgroup, the node looks idle and as
+/// small as the service; measured as the root cgroup, it is the machine, jobs and all.
+#[test]
+fn the_root_cgroup_counts_work_outside_the_measuring_process_cgroup() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("needs root to create cgroups");
+        return;
+    }
+    let _spinning = SPINNING.lock().unwrap_or_else(|e| e.into_inner());
+    let name = format!("rmosix-gauge-test-{}", process::id());
+    let (Some(service), Some(jobs)) = (
+        TestCgroup::create(&format!("{name}-service"), true),
+        TestCgroup::create(&format!("{name}-jobs"), false),
+    ) else {
+        skip("no cgroup hierarchy with the cpu and memory controllers");
+        return;
+    };
+    // Never told to go: an idle process in the service's cgroup, standing for the daemon.
+    let daemon = Spinner::start();
+    service.add(daemon.0.id());
+    let mut job = Spinner::start();
+    jobs.add(job.0.id());
+
+    let daemon_root = Root::host().for_pid(daemon.0.id());
+    let mut own = Gauge::with_speed(daemon_root.clone(), STANDARD_SPEED).unwrap();
+    let mut machine =
+        Gauge::with_speed(daemon_root.with_cgroup(CgroupPath::root()), STANDARD_SPEED).unwrap();
+    let (own_r, machine_r) = (own.reading(), machine.reading());
+    assert_eq!(own_r.mem_total, 256 * MIB, "the service's limit: {own_r:?}");
+    assert_eq!(machine_r.cpus, f64::from(affinity_cpus()), "{machine_r:?}");
+    assert_eq!(
+        machine_r.mem_total,
+        sysinfo().unwrap().ram_total(),
+        "{machine_r:?}"
+    );
+
+    let mut ticks = 0;
+    let (idle, _) = run(&mut machine, &mut own, &mut ticks, 12, "idle machine");
+    job.go();
+    // 28 ticks: the periods ending at ticks 20 and 30 are wholly busy.
+    let (busy, busy_own) = run(&mut machine, &mut own, &mut ticks, 28, "busy machine");
+    job.stop();
+    println!("idle machine: {idle:?}\nbusy machine: {busy:?}\nbusy, own cgroup: {busy_own:?}");
+    // Two threads spinning without a quota are always runnable; whatever else runs on the
+    // machine adds to them.
+    assert!(busy.runnable >= 1.8, "{busy:?}");
+    assert!(
+        busy.load >= mosix_units(1.8, busy.cpus, busy.speed),
+        "{busy:?}"
+    );
+    // The service's cgroup holds only idle threads: measured alone, the node looks idle.
+    assert!(busy_own.runnable <= 0.2, "{busy_own:?}");
 }
 
 /// Says why the test does not run; under `RMOSIX_REQUIRE_ROOT=1` (CI) a skip is a failure.
@@ -133,7 +223,7 @@ fn skip(why: &str) {
 }
 
 /// Samples `fast` `n` times, 100 ms apart, and `slow` every tenth time (once a second, as
-/// [`Gauge::sample_every`] advises for a cgroup); prints the cost of a sample.
+/// [`Gauge::sample_every`] advises for a cgroup); prints the cost of a sample of `fast`.
 fn run(
     fast: &mut Gauge,
     slow: &mut Gauge,
@@ -195,15 +285,15 @@ impl Drop for Spinner {
     }
 }
 
-/// A fresh cgroup with a 1.5-CPU quota and a 256 MiB limit, v1 (`cpu`, `cpuacct`, `memory`
-/// hierarchies) or v2; removed on drop.
+/// A fresh cgroup, with a 1.5-CPU quota and a 256 MiB limit if `limited`, v1 (`cpu`,
+/// `cpuacct`, `memory` hierarchies) or v2; removed on drop.
 struct TestCgroup {
     /// Directories the process is added to; the first one's task list is the node's.
     dirs: Vec<PathBuf>,
 }
 
 impl TestCgroup {
-    fn create(name: &str) -> Option<TestCgroup> {
+    fn create(name: &str, limited: bool) -> Option<TestCgroup> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
         let mounts: Vec<(String, String, String)> = mountinfo
             .lines()
@@ -230,6 +320,9 @@ impl TestCgroup {
             for d in &cg.dirs {
                 fs::create_dir(d).unwrap();
             }
+            if !limited {
+                return Some(cg);
+            }
             write(&cpu.join(name).join("cpu.cfs_period_us"), "100000");
             write(&cpu.join(name).join("cpu.cfs_quota_us"), "150000");
             write(
@@ -254,6 +347,9 @@ impl TestCgroup {
             dirs: vec![top.join(name)],
         };
         fs::create_dir(&cg.dirs[0]).unwrap();
+        if !limited {
+            return Some(cg);
+        }
         write(&cg.dirs[0].join("cpu.max"), "150000 100000");
         write(&cg.dirs[0].join("memory.max"), &(256 * MIB).to_string());
         Some(cg)

@@ -302,7 +302,26 @@ fn the_unit_starts_the_installed_daemon_with_its_default_files() {
             "not a unit file line: {line}"
         );
     }
-    assert!(lines.contains(&format!("ExecStart={exec}").as_str()));
+    let exec_start: Vec<&str> = lines
+        .iter()
+        .find_map(|line| line.strip_prefix("ExecStart="))
+        .expect("an ExecStart= line")
+        .split_whitespace()
+        .collect();
+    assert_eq!(exec_start[0], exec);
+    // The node is the whole machine, not the unit's cgroup: jobs run in their users' slices.
+    // Parsed with the daemon's own definition, so that a renamed option fails here.
+    let matches = daemon
+        .command()
+        .try_get_matches_from(&exec_start)
+        .unwrap_or_else(|e| panic!("{exec_start:?}: {e}"));
+    let cgroup: Vec<String> = matches
+        .get_raw("cgroup")
+        .into_iter()
+        .flatten()
+        .map(|value| value.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cgroup, ["/"], "{exec_start:?}");
     assert!(lines.contains(&"ExecReload=/bin/kill -HUP $MAINPID"));
     // Stopping the daemon must leave the guests in its cgroup running.
     assert!(lines.contains(&"KillMode=process"));

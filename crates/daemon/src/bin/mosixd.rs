@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         max_user_connections: args.max_user_connections,
         balance: !args.no_balance,
         metrics: args.metrics,
+        cgroup: args.cgroup,
         mfs: (!args.no_mfs).then_some(args.mfs),
         mfs_trust_root: args.mfs_trust_root,
         dfsa: args.dfsa,
