@@ -688,6 +688,23 @@ fn python(node: &Node, script: &str) -> Captured {
     Captured::spawn(cmd, format!("node {}: python3", node.id()))
 }
 
+/// A process at `node` that holds fcntl's write lock on the whole of `file` (length 0) until
+/// it is dropped.
+fn hold_lock(node: &Node, file: &str) -> Captured {
+    let holder = python(
+        node,
+        &format!(
+            "import fcntl, time\n\
+             f = open('{file}', 'r+')\n\
+             fcntl.lockf(f, fcntl.LOCK_EX)\n\
+             print('locked', flush=True)\n\
+             time.sleep(600)\n"
+        ),
+    );
+    holder.wait_stdout("locked\n", STEP);
+    holder
+}
+
 /// A file at node 1 that everyone may read and write, also root's processes elsewhere
 /// (nobody at node 1).
 fn shared_file(n1: &Node, file: &str) {
@@ -748,15 +765,7 @@ fn a_whole_file_lock_through_mfs_holds_against_range_locks_of_other_nodes_and_th
     wait_mfs(n3, 1);
     shared_file(n1, "/tmp/w");
     // fcntl's write lock on the whole file (length 0), through MFS from node 2.
-    let holder = python(
-        n2,
-        "import fcntl, time\n\
-         f = open('/mfs/1/tmp/w', 'r+')\n\
-         fcntl.lockf(f, fcntl.LOCK_EX)\n\
-         print('locked', flush=True)\n\
-         time.sleep(600)\n",
-    );
-    holder.wait_stdout("locked\n", STEP);
+    let holder = hold_lock(n2, "/mfs/1/tmp/w");
     // A range lock and a flock through MFS from node 3 are refused, and so is a process of
     // node 1 itself with a range lock; a flock at node 1 is not (Linux never makes flock and
     // POSIX locks meet, and MFS holds its locks as POSIX locks there).
@@ -859,15 +868,7 @@ fn a_process_waiting_for_a_lock_through_mfs_takes_its_signals() {
     let (n1, n2) = (lab.node(1), lab.node(2));
     wait_mfs(n2, 1);
     shared_file(n1, "/tmp/w");
-    let holder = python(
-        n1,
-        "import fcntl, time\n\
-         f = open('/tmp/w', 'r+')\n\
-         fcntl.lockf(f, fcntl.LOCK_EX)\n\
-         print('locked', flush=True)\n\
-         time.sleep(600)\n",
-    );
-    holder.wait_stdout("locked\n", STEP);
+    let _holder = hold_lock(n1, "/tmp/w");
 
     // F_SETLKW through MFS, and a signal with a handler: the call ends with EINTR (Python
     // runs the handler, which raises, only once the call returned EINTR; a handler that
