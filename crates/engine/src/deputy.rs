@@ -17,11 +17,12 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use rmosix_image::{Frame, FrameReader, SigInfo};
+use rmosix_image::{Frame, FrameReader, LocalFile, SigInfo};
 use rmosix_wire::{Buckets, FORWARDED_US_BOUNDS};
 use tracing::{debug, warn};
 
 use crate::cmdline::ArgsAndEnv;
+use crate::dfsa::{self, Consistent};
 use crate::dump;
 use crate::files::ShellFiles;
 use crate::homefill::{Lender, OpenedAway};
@@ -809,6 +810,39 @@ impl Deputy {
                 pid = self.pid,
                 fd, bytes, "cannot advance the offset of a descriptor"
             );
+        }
+    }
+
+    /// The process moves on to a node that does not share the trees of `files`, which it
+    /// holds where it runs now: the frozen shell opens them over their placeholders, beneath
+    /// home's trees `home` (see `dfsa::take_back`), and serves their calls from then on.
+    pub fn take_back(
+        &mut self,
+        files: &[LocalFile],
+        home: &Consistent,
+    ) -> io::Result<dfsa::TakenBack> {
+        if files.is_empty() {
+            return Ok(dfsa::TakenBack::default());
+        }
+        self.forget_copies(files.iter().map(|file| file.fd));
+        dfsa::take_back(self.pid, &self.inj, files, home)
+    }
+
+    /// The move that took `back` back failed: the frozen shell holds placeholders again.
+    pub fn give_back(&mut self, back: dfsa::TakenBack) {
+        self.forget_copies(back.fds().iter().copied());
+        if let Err(err) = back.undo(self.pid, &self.inj) {
+            // The process holds the files where it runs still, and a close there closes
+            // the shell's too: a file in place of a placeholder changes nothing it sees.
+            warn!(pid = self.pid, %err, "files taken back stay in the shell");
+        }
+    }
+
+    /// Another file goes under the numbers `fds`: copies of what they held are stale.
+    fn forget_copies(&mut self, fds: impl Iterator<Item = i32>) {
+        for fd in fds {
+            self.files
+                .forget(libc::SYS_dup3, &[0, fd as u64, 0, 0, 0, 0]);
         }
     }
 

@@ -27,9 +27,12 @@
 //!   them, as a lock belongs to the open file, which the next move would open anew.
 //! - **Moves.** The image lists the local descriptors (path, flags, offset, number,
 //!   [`LocalFile`]); wherever the process resumes, each is opened again by its path beneath
-//!   a root that node holds the same (at home over the placeholder). A file that cannot be
-//!   opened there (removed meanwhile, or not a regular file or directory) fails the move,
-//!   and the process stays where it was.
+//!   a root that node holds the same (at home over the placeholder). A file of a tree the
+//!   next node does not share goes back to home instead: home, which relays the image, knows
+//!   the trees that node shares from its `Ready`, opens the file over its placeholder
+//!   ([`take_back`]) and takes it out of the image before the node gets it. A file that
+//!   cannot be opened where it should be (removed meanwhile, or not a regular file or
+//!   directory) fails the move, and the process stays where it was.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -47,7 +50,7 @@ use crate::ptrace::Pid;
 use crate::sys::answer_of;
 use crate::sysfiles::{self, SystemFiles};
 use crate::table::{self, Arg, PATH_MAX, Route};
-use tracing::debug;
+use tracing::{debug, warn};
 
 mod mutate;
 
@@ -1015,6 +1018,92 @@ pub fn reopen(
     result.map(|()| kept)
 }
 
+/// Take out of an image's `files` those of trees that are the same everywhere which the
+/// process's next node does not share with home (`shares`, as that node said in its
+/// `ToHome::Ready`): it could not open them again, so home's shell takes them back
+/// ([`take_back`]) and their calls go home from then on. System files stay: the next node
+/// checks each itself and hands back what differs there.
+pub fn take_unshared(files: &mut Vec<LocalFile>, shares: &Consistent) -> Vec<LocalFile> {
+    let (kept, unshared) = (std::mem::take(files).into_iter())
+        .partition(|file| file.digest.is_some() || shares.split(&file.path).is_some());
+    *files = kept;
+    unshared
+}
+
+/// The numbers of the files home's shell took back from a process moving on (see
+/// [`take_back`]), which held placeholders before.
+#[derive(Debug, Default)]
+pub struct TakenBack {
+    fds: Vec<i32>,
+}
+
+impl TakenBack {
+    /// The descriptor numbers.
+    pub fn fds(&self) -> &[i32] {
+        &self.fds
+    }
+
+    /// The move failed: placeholders hold the numbers in home's stopped shell `pid` again,
+    /// as before it, the files being the process's where it runs still.
+    pub fn undo(self, pid: Pid, inj: &Injector) -> io::Result<()> {
+        if self.fds.is_empty() {
+            return Ok(());
+        }
+        let scratch = Scratch::map(inj, pid, 4096)?;
+        let put = Memory::open(pid)
+            .and_then(|mem| mem.write(scratch.addr, b"/\0"))
+            .and_then(|()| {
+                (self.fds.iter()).try_for_each(|&fd| put_placeholder(pid, inj, scratch.addr, fd))
+            });
+        scratch.unmap(inj, pid)?;
+        put
+    }
+}
+
+/// Open `files`, local files of a process moving on to a node that does not share their
+/// trees, again in home's stopped shell `pid` over their placeholders, as a return home does:
+/// beneath home's trees `home`, with their flags and at their offsets. Home shares their
+/// trees, as the node the process leaves opened them. A file that cannot be opened (removed
+/// meanwhile) fails them all, and placeholders hold every number again.
+pub fn take_back(
+    pid: Pid,
+    inj: &Injector,
+    files: &[LocalFile],
+    home: &Consistent,
+) -> io::Result<TakenBack> {
+    let back = TakenBack {
+        fds: files.iter().map(|file| file.fd).collect(),
+    };
+    match reopen(pid, inj, files, Resume::Home(home)) {
+        Ok(_) => Ok(back),
+        Err(err) => {
+            // A number left holding the file instead changes nothing the process sees: it
+            // holds the file where it runs, and a close there closes this one too.
+            if let Err(undo) = back.undo(pid, inj) {
+                warn!(pid, %undo, "a file taken back stays in home's shell");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// A placeholder (`/` as a path handle, at `root_at` in stopped `pid`) under number `fd`.
+fn put_placeholder(pid: Pid, inj: &Injector, root_at: u64, fd: i32) -> io::Result<()> {
+    let what = format!("put a placeholder under {fd} again");
+    let flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    let cwd = libc::AT_FDCWD as u64;
+    let opened = inj.call_ok(pid, libc::SYS_openat, [cwd, root_at, flags, 0, 0, 0], &what)?;
+    let cloexec = libc::O_CLOEXEC as u64;
+    let placed = inj.call_ok(
+        pid,
+        libc::SYS_dup3,
+        [opened, fd as u64, cloexec, 0, 0, 0],
+        &what,
+    );
+    inj.call(pid, libc::SYS_close, [opened, 0, 0, 0, 0, 0])?;
+    placed.map(drop)
+}
+
 /// A file of a tree that is the same everywhere, opened again beneath a root of `consistent`.
 fn reopen_one(
     pid: Pid,
@@ -1226,6 +1315,84 @@ mod tests {
         assert_eq!(both.split("/mfs/1/tmp/x"), None);
         assert_eq!(both.split("/mfs/2/tmp/x"), Some(("/mfs/2".into(), "tmp/x")));
         assert_eq!(both.split("/mfs/3/tmp/x"), Some(("/mfs/3".into(), "tmp/x")));
+    }
+
+    fn local(fd: i32, path: &str, digest: Option<&str>) -> LocalFile {
+        LocalFile {
+            fd,
+            path: path.to_owned(),
+            flags: libc::O_RDONLY,
+            pos: 0,
+            digest: digest.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn files_of_trees_the_next_node_does_not_share_leave_the_image_and_system_files_stay() {
+        let home = Consistent::new(Some(Path::new("/mfs")), &["/shared", "/nfs"]).at_node(1);
+        let next = Consistent::new(Some(Path::new("/mfs")), &["/nfs"]).at_node(3);
+        let shares = home.shared_with(&next);
+        let mut files = vec![
+            local(3, "/shared/data", None),
+            local(4, "/nfs/data", None),
+            local(5, "/mfs/2/tmp/data", None),
+            local(6, "/usr/lib/libc.so.6", Some("digest")),
+            local(7, "/shared", None),
+        ];
+        let unshared = take_unshared(&mut files, &shares);
+        let fds = |files: &[LocalFile]| files.iter().map(|f| f.fd).collect::<Vec<_>>();
+        assert_eq!(fds(&unshared), [3, 7]);
+        assert_eq!(fds(&files), [4, 5, 6]);
+        // A node that shares nothing (its ids differ from the process's) takes none back.
+        let mut files = vec![local(4, "/nfs/data", None)];
+        assert_eq!(fds(&take_unshared(&mut files, &Consistent::default())), [4]);
+        assert!(files.is_empty());
+    }
+
+    /// Where descriptor `fd` of `pid` points, and its offset.
+    fn target_and_pos(pid: Pid, fd: i32) -> (String, Option<u64>) {
+        let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+        (link.display().to_string(), fd_state(pid, fd).unwrap().pos)
+    }
+
+    /// A placeholder under `fd` of a husk, as home's shell holds for a file opened away.
+    fn with_placeholder(husk: &crate::testing::Husk, fd: i32) {
+        let scratch = Scratch::map(&husk.inj, husk.pid, 4096).unwrap();
+        husk.mem.write(scratch.addr, b"/\0").unwrap();
+        put_placeholder(husk.pid, &husk.inj, scratch.addr, fd).unwrap();
+        scratch.unmap(&husk.inj, husk.pid).unwrap();
+    }
+
+    #[test]
+    fn a_file_taken_back_replaces_its_placeholder_at_its_offset_and_a_failure_puts_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("data"), b"0123456789").unwrap();
+        let home = Consistent::new(None, &[&root]);
+        let husk = crate::testing::Husk::new(1);
+        let (pid, inj) = (husk.pid, &husk.inj);
+        for fd in [20, 21] {
+            with_placeholder(&husk, fd);
+            assert_eq!(target_and_pos(pid, fd).0, "/");
+        }
+        let data = format!("{}/data", root.display());
+        let file = LocalFile {
+            pos: 4,
+            ..local(20, &data, None)
+        };
+        let back = take_back(pid, inj, std::slice::from_ref(&file), &home).unwrap();
+        assert_eq!(back.fds(), [20]);
+        assert_eq!(target_and_pos(pid, 20), (data.clone(), Some(4)));
+
+        back.undo(pid, inj).unwrap();
+        assert_eq!(target_and_pos(pid, 20).0, "/");
+        // One file that cannot be opened: every number holds its placeholder again.
+        let missing = local(21, &format!("{}/gone (deleted)", root.display()), None);
+        let err = take_back(pid, inj, &[file, missing], &home).unwrap_err();
+        assert!(err.to_string().contains("gone (deleted) again"), "{err}");
+        for fd in [20, 21] {
+            assert_eq!(target_and_pos(pid, fd).0, "/", "{fd}");
+        }
     }
 
     #[test]

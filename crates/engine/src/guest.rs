@@ -94,9 +94,10 @@ pub fn serve_guest(
         info!(%reason, "refused a process");
         return Ok(());
     }
-    session.send(&ToHome::Ready)?;
-    let husk = spawn::spawn_husk(false)?;
     let mut local = LocalFiles::new(opening.dfsa.as_ref(), ours);
+    let shares = local.consistent().clone();
+    session.send(&ToHome::Ready { shares })?;
+    let husk = spawn::spawn_husk(false)?;
     let restored = receive(husk, &mut session, &mut local).and_then(|(inj, cpu, book)| {
         let listener = seccomp::install(husk, &inj)?;
         let mut fwd = Forwarder::open(husk, cpu, local)?;

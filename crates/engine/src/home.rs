@@ -222,7 +222,7 @@ enum Held {
     /// At home (or gone): nothing.
     Nothing,
     /// Leaving: its departure.
-    Departure(Departure),
+    Departure(Box<Departure>),
     /// Away or called: its remote.
     Remote(Box<Remote>),
 }
@@ -748,7 +748,7 @@ impl Supervisor<'_> {
         match started {
             Ok(onward) => {
                 let departure = legs::Departure::new(pid, onward, execs, frozen);
-                self.put_held(pid, Held::Departure(departure));
+                self.put_held(pid, Held::Departure(Box::new(departure)));
                 vec![Event::Done(Step::Leave, Ok(()))]
             }
             Err(why) => vec![Event::Done(Step::Leave, Err(why))],
@@ -773,7 +773,7 @@ impl Supervisor<'_> {
         let system = SystemFiles::listed(&self.daemon.consistent().system);
         let vouch = (system, Rc::clone(&self.paths));
         let (mut deputy, mut session, cost) =
-            legs::send_out(pid, &self.facts, own, &job, departure, vouch)?;
+            legs::send_out(pid, &self.facts, own, &job, *departure, vouch)?;
         // A link that breaks here shows on the session's next read, which loses the process.
         if let Err(err) = deputy.tell_known(&mut session) {
             debug!(pid, %err, "cannot tell the remote what the job's lookups found");
@@ -922,6 +922,8 @@ impl Supervisor<'_> {
     /// Pass the remote's image on to the next node, which runs it; the old remote is told the
     /// process runs elsewhere.
     fn relay(&mut self, pid: Pid) -> Event {
+        // Files of trees the next node does not share come back beneath home's own.
+        let home = self.daemon.consistent();
         let Some(r) = self.remote(pid) else {
             return Event::Done(Step::Relay, Err(MoveError::Local("no remote".into())));
         };
@@ -936,7 +938,8 @@ impl Supervisor<'_> {
             return Event::Broken("an image with no next node".into());
         };
         let started = Instant::now();
-        let pending = match legs::relay_on(&mut r.session, onward, recall.prepared) {
+        let shell = &mut r.deputy;
+        let pending = match legs::relay_on(&mut r.session, onward, recall.prepared, shell, &home) {
             Err(err) => return Event::Broken(format!("link to node {from} lost: {err}")),
             Ok(Err(why)) => return Event::Done(Step::Relay, Err(why)),
             Ok(Ok(pending)) => pending,

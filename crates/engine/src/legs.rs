@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rmosix_image::{
-    Area, EndOfImage, FrameHead, FrameReader, KernelFacts, SigInfo, Usage, write_message,
+    Area, EndOfImage, FrameHead, FrameReader, Header, KernelFacts, SigInfo, Usage, write_message,
     write_pages,
 };
 use rmosix_wire::{MoveError, NotMovable};
@@ -48,6 +48,8 @@ pub struct Onward {
     pub node: u16,
     /// Its session.
     pub session: Session,
+    /// The trees that are the same everywhere it shares with home (from its `Ready`).
+    pub shares: Consistent,
     /// Bytes of page data relayed to it so far, when a process moves on through home.
     pub relayed: u64,
     /// How far it was told the job's book ahead of the image (see
@@ -557,9 +559,10 @@ pub fn greet(
         .send(&Opening::new(facts.clone(), pid, terms))
         .map_err(|e| link_broken(node, e))?;
     match session.recv::<ToHome>() {
-        Ok(ToHome::Ready) => Ok(Onward {
+        Ok(ToHome::Ready { shares }) => Ok(Onward {
             node,
             session,
+            shares,
             relayed: 0,
             book: None,
         }),
@@ -804,27 +807,53 @@ fn held_answer(
 }
 
 /// Pass a remote's image (a whole one, or the final round after a first round that went
-/// on already: `prepared`) on to `onward`, and wait until it runs there. Outer error: the
-/// remote's session broke; inner: `onward` failed. Returns the signals that were pending
-/// at the remote.
+/// on already: `prepared`) on to `onward`, and wait until it runs there. The files it holds
+/// of trees `onward` does not share go back to home's shell `shell` first, opened beneath
+/// home's trees `home` (see `dfsa::take_back`), and leave the image; a move that fails
+/// after puts the shell's placeholders back. Outer error: the remote's session broke;
+/// inner: `onward` failed, or home could not take a file back. Returns the signals that
+/// were pending at the remote.
 pub fn relay_on(
     from: &mut Session,
     onward: &mut Onward,
     prepared: bool,
+    shell: &mut Deputy,
+    home: &Consistent,
 ) -> io::Result<Result<Vec<SigInfo>, MoveError>> {
     let node = onward.node;
+    let mut header = restore::read_header(&mut from.frames)?;
+    let unshared = dfsa::take_unshared(&mut header.local_files, &onward.shares);
+    let back = match shell.take_back(&unshared, home) {
+        Ok(back) => back,
+        Err(err) => {
+            // Nothing went on: the rest of the image is read and dropped, so that the
+            // remote stays in step and runs on.
+            let not_sent = Err(io::Error::other("home could not take a file back"));
+            let to = &mut RelayOut::new(&mut onward.session);
+            // Its own outcome is `not_sent` again.
+            let _ = relay_pages(&mut from.frames, to, not_sent, &mut onward.relayed)?;
+            return Ok(Err(MoveError::Local(format!(
+                "home cannot take back a file node {node} does not share: {err}"
+            ))));
+        }
+    };
     let relayed = relay_image(
         &mut from.frames,
         &mut RelayOut::new(&mut onward.session),
+        header,
         prepared,
         &mut onward.relayed,
     );
-    Ok(match relayed? {
+    let outcome = relayed.map(|relayed| match relayed {
         Relayed::Sent { pending } => {
             node_answer(&mut onward.session.frames, node, Round::Last).map(|()| pending)
         }
         Relayed::Undelivered(err) => Err(link_broken(node, err)),
-    })
+    });
+    if !matches!(outcome, Ok(Ok(_))) {
+        shell.give_back(back);
+    }
+    outcome
 }
 
 /// A round of an image, for the answer that closes it.
@@ -859,15 +888,15 @@ enum Relayed {
     Undelivered(io::Error),
 }
 
-/// Copy one image, header to end marker, from `from` to `to`: a whole one, or the final round
-/// after a first round (`prepared`). An error is the source's.
+/// Copy one image, `header` (read already) to end marker, from `from` to `to`: a whole one,
+/// or the final round after a first round (`prepared`). An error is the source's.
 fn relay_image(
     from: &mut FrameReader<Box<dyn SessionRead>>,
     to: &mut RelayOut,
+    header: Header,
     prepared: bool,
     relayed: &mut u64,
 ) -> io::Result<Relayed> {
-    let header = restore::read_header(from)?;
     to.next_frame();
     let announced = if prepared {
         Ok(())

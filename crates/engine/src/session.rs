@@ -17,7 +17,7 @@ use rmosix_seal::{self as sealed, End, SealedReader, SessionKeys};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::dfsa::Terms;
+use crate::dfsa::{Consistent, Terms};
 use crate::numbers::Free;
 use crate::pathcache::{Answer, Forgotten, Key, Listing};
 use crate::samefile::Held;
@@ -25,7 +25,7 @@ use crate::sysfiles::SameAs;
 
 /// Version of the session protocol (these messages and their order); bumped on any
 /// incompatible change.
-pub const PROTOCOL_VERSION: u32 = 13;
+pub const PROTOCOL_VERSION: u32 = 14;
 
 /// The first message of a session, from home.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -235,7 +235,12 @@ pub enum ToGuest {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToHome {
     /// Compatible: send the image.
-    Ready,
+    Ready {
+        /// The trees that are the same everywhere this node shares with home, where it opens
+        /// again the files of an image (see `dfsa`): home, relaying an image from another
+        /// node, takes back the files of trees outside them.
+        shares: Consistent,
+    },
     /// This node will not take the process.
     Refused {
         /// Why.

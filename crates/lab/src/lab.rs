@@ -66,6 +66,10 @@ pub struct LabConfig {
     /// Further options of every node's daemon, each one word without blanks (e.g.
     /// `--same-files=/tmp/same/`). None by default.
     pub daemon_args: Vec<String>,
+    /// Options of the nodes whose daemon's differ from `daemon_args`, by node: they stand
+    /// for `daemon_args` there (e.g. node 3 without a `--dfsa` the others declare). Empty
+    /// by default.
+    pub node_daemon_args: BTreeMap<u16, Vec<String>>,
 }
 
 impl LabConfig {
@@ -81,7 +85,13 @@ impl LabConfig {
             balance: false,
             metrics: BTreeMap::new(),
             daemon_args: Vec::new(),
+            node_daemon_args: BTreeMap::new(),
         }
+    }
+
+    /// The further options of node `k`'s daemon: its own, else `daemon_args`.
+    pub fn daemon_args_of(&self, k: u16) -> &[String] {
+        self.node_daemon_args.get(&k).unwrap_or(&self.daemon_args)
     }
 
     /// The CPUs node `k` may use: its own quota, else `cpu_quota`.
@@ -222,7 +232,7 @@ impl Lab {
                 key: &self.key_path(),
                 balance: cfg.balance,
                 metrics: cfg.metrics.get(&k).copied(),
-                daemon_args: &cfg.daemon_args,
+                daemon_args: cfg.daemon_args_of(k),
             };
             self.nodes.push(Node::start(spec, INIT_TIMEOUT)?);
         }
@@ -501,6 +511,16 @@ mod tests {
         assert!(is_stale(Some(&format!("{}-3-n1", u32::MAX))));
         assert!(!is_stale(Some("hub")));
         assert!(!is_stale(None));
+    }
+
+    #[test]
+    fn a_node_with_options_of_its_own_has_those_instead_of_everyones() {
+        let mut cfg = LabConfig::new(3, "/bin");
+        cfg.daemon_args = vec!["--dfsa=/shared".to_owned()];
+        cfg.node_daemon_args.insert(3, Vec::new());
+        assert_eq!(cfg.daemon_args_of(1), ["--dfsa=/shared"]);
+        assert_eq!(cfg.daemon_args_of(2), ["--dfsa=/shared"]);
+        assert!(cfg.daemon_args_of(3).is_empty());
     }
 
     #[test]

@@ -341,6 +341,81 @@ fn files_of_a_declared_consistent_tree_are_read_where_the_process_runs_and_follo
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A tree nodes 1 and 2 declare the same everywhere and node 3 does not: a file of it that
+/// the process holds at node 2 cannot be opened again at node 3, so it goes back through home
+/// when the process moves there. Home's shell opens it over its placeholder, at its offset,
+/// before node 3 runs the process, which reads on through home; and home again, the file is
+/// home's already. A file of the tree removed meanwhile cannot be opened at home either: the
+/// move fails, and the process runs on at node 2 with its file and home's placeholder.
+#[test]
+fn a_file_of_a_tree_the_next_node_does_not_share_goes_back_through_home() {
+    if !require_root() {
+        return;
+    }
+    let shared = HostDir(
+        Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("dfsa-unshared-{}", std::process::id())),
+    );
+    std::fs::create_dir_all(&shared.0).unwrap_or_else(|e| panic!("{}: {e}", shared.0.display()));
+    let (path, gone) = (shared.0.join("data"), shared.0.join("gone"));
+    let data = data();
+    std::fs::write(&path, &data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::write(&gone, "gone\n").unwrap_or_else(|e| panic!("{}: {e}", gone.display()));
+    let (path, gone) = (path.display().to_string(), gone.display().to_string());
+    let mut cfg = LabConfig::new(3, bin_dir_of_current_test());
+    cfg.daemon_args = vec![format!("--dfsa={}", shared.0.display())];
+    cfg.node_daemon_args.insert(3, Vec::new());
+    let lab = Lab::start(cfg).unwrap_or_else(|e| panic!("cannot start a 3-node lab: {e}"));
+    let (n2, n3) = (lab.node(2), lab.node(3));
+    let mut files = start_files(&lab);
+    files.job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    let fd = files.open(&path);
+    assert_eq!(files.at_home(fd), "/", "home holds a placeholder only");
+    assert_eq!(files.at_remote(n2, fd), path);
+    let first = 1_000_000;
+    assert_eq!(files.read(fd, first), (first, fnv(&data[..first])));
+
+    // Removed meanwhile: home cannot open it, and the process stays with both files.
+    let removed = files.open(&gone);
+    std::fs::remove_file(&gone).unwrap_or_else(|e| panic!("{gone}: {e}"));
+    let refused = files
+        .job
+        .migrate("3")
+        .expect_err("a removed file cannot go home");
+    let why = refused.to_string();
+    assert!(
+        why.contains(&gone) && why.contains("runs on at node 2"),
+        "{why}"
+    );
+    assert_eq!(files.job.location().unwrap_or_else(|e| panic!("{e}")), 2);
+    assert_eq!(files.at_home(fd), "/", "the placeholder is back");
+    assert_eq!(files.at_home(removed), "/");
+    assert_eq!(files.at_remote(n2, fd), path);
+    assert_eq!(files.read(removed, 5), (5, fnv(b"gone\n")));
+    files.close(removed);
+
+    // On to node 3, which does not share the tree: home's shell holds the file now.
+    files.job.migrate("3").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.job.location().unwrap_or_else(|e| panic!("{e}")), 3);
+    assert_eq!(files.at_home(fd), path, "home took the file back");
+    assert!(
+        !files.husk_holds(n3, fd),
+        "node 3 holds no file of the tree"
+    );
+    assert_eq!(files.pos(fd), first as u64);
+    let second = 500_000;
+    let upto = first + second;
+    assert_eq!(files.read(fd, second), (second, fnv(&data[first..upto])));
+
+    files.job.migrate("home").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.at_home(fd), path);
+    assert_eq!(files.pos(fd), upto as u64);
+    let rest = data.len() - upto;
+    assert_eq!(files.read(fd, rest + 1), (rest, fnv(&data[upto..])));
+    end_files(files);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A call only home can serve on a file opened away (`dup`) brings the process home, where
 /// the file replaces its placeholder and the call runs on it.
 #[test]
