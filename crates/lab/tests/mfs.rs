@@ -270,8 +270,10 @@ fn paths_resolve_as_at_the_serving_node_and_never_outside() {
     }
 }
 
+/// A private mapping, and a shared one read-only, of another node's file read its bytes; a
+/// shared writable mapping's stores reach the serving node at msync(2).
 #[test]
-fn a_private_mapping_of_an_mfs_file_reads_the_right_bytes() {
+fn mappings_of_an_mfs_file_read_its_bytes_and_a_shared_ones_stores_reach_it_at_msync() {
     if !require_root() {
         return;
     }
@@ -284,14 +286,20 @@ fn a_private_mapping_of_an_mfs_file_reads_the_right_bytes() {
         f = open('/mfs/1/tmp/m', 'rb')\n\
         m = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)\n\
         print(hashlib.sha256(m[:]).hexdigest() + '  -')\n\
+        s = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)\n\
+        print(hashlib.sha256(s[:]).hexdigest() + '  -')\n\
         g = open('/mfs/1/tmp/m', 'r+b')\n\
-        try:\n    mmap.mmap(g.fileno(), 0, flags=mmap.MAP_SHARED)\n    print('shared: mapped')\n\
-        except OSError as e:\n    print('shared:', e.strerror)\n";
+        w = mmap.mmap(g.fileno(), 0, flags=mmap.MAP_SHARED)\n\
+        w[0:6] = b'stored'\n\
+        w.flush()\n\
+        print('flushed')\n";
     let out = ok_as(n2, ANA, &format!("python3 -c \"{script}\""));
+    let expected = expected.lines().next();
     let mut lines = out.lines();
-    assert_eq!(lines.next(), expected.lines().next());
-    // Direct I/O without FUSE_DIRECT_IO_ALLOW_MMAP: the kernel refuses shared mappings.
-    assert_eq!(lines.next(), Some("shared: No such device"));
+    assert_eq!(lines.next(), expected, "private");
+    assert_eq!(lines.next(), expected, "shared, read-only");
+    assert_eq!(lines.next(), Some("flushed"));
+    assert_eq!(ok_as(n1, ANA, "head -c 6 /tmp/m"), "stored");
 }
 
 #[test]

@@ -588,6 +588,11 @@ impl Filesystem for Mfs {
         {
             warn!("MFS: this kernel keeps locks node-local: it lacks {missing:?}");
         }
+        // Without it the kernel refuses every shared mapping of a direct-I/O file, read-only
+        // ones too (docs/mfs.md says what a shared mapping sees).
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP) {
+            warn!("MFS: shared mappings of its files fail: this kernel lacks {missing:?}");
+        }
         Ok(())
     }
 
