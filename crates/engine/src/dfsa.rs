@@ -20,7 +20,9 @@
 //! - **Which calls.** Calls on a local descriptor that depend on nothing but the descriptor
 //!   (read, write, seek, fstat, getdents, fsync, truncate, mmap but shared writable) run in
 //!   the process as they are (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the descriptor
-//!   number is in a register, which nothing can change after the check). Path calls are run
+//!   number is in a register, which nothing can change after the check). A duplicate of a
+//!   local descriptor is local too: home runs the dup on its placeholder, so that its table
+//!   takes the number the program gets, and the process gets its own open file under it. Path calls are run
 //!   by the guest itself, on the path it read once, never by the process after a check (the
 //!   process could change the path in between). Any other call that names a local descriptor
 //!   makes the process go home, where the descriptor is an ordinary one: taking a lock among
@@ -238,11 +240,16 @@ pub enum Verdict {
     System { path: String, flags: u64 },
     /// A local descriptor closes: in the process, and its placeholder at home.
     Close(i32),
+    /// Local descriptor `source` is duplicated (dup, dup2, dup3, fcntl's `F_DUPFD`): home
+    /// runs the call on its placeholder or copy, which gives the number the program gets,
+    /// and the process gets its own open file under that number, `cloexec` or not.
+    Dup { source: i32, cloexec: bool },
     /// It names a local descriptor in a way only home can serve: the process goes home.
     GoHome(String),
 }
 
 /// A local descriptor.
+#[derive(Clone)]
 struct Opened {
     /// The path it was opened by.
     path: String,
@@ -328,6 +335,13 @@ impl LocalFiles {
     /// Whether `fd` is a local system file.
     fn is_system(&self, fd: i32) -> bool {
         self.open.get(&fd).is_some_and(|o| o.digest.is_some())
+    }
+
+    /// Local descriptor `fd` was duplicated under number `to` (over whatever it held).
+    pub fn duplicated(&mut self, fd: i32, to: i32) {
+        if let Some(opened) = self.open.get(&fd).cloned() {
+            self.open.insert(to, opened);
+        }
     }
 
     /// Descriptor `fd` closed.
@@ -451,11 +465,19 @@ impl LocalFiles {
                 libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => {
                     go("a lock")
                 }
+                libc::F_DUPFD => Some(Verdict::Dup {
+                    source: fd0,
+                    cloexec: false,
+                }),
+                libc::F_DUPFD_CLOEXEC => Some(Verdict::Dup {
+                    source: fd0,
+                    cloexec: true,
+                }),
                 _ => go("fcntl"),
             },
-            // isatty(3) of a system file opened here, which a regular file is not: Python
-            // asks it of every module it opens.
-            libc::SYS_ioctl if self.is_system(fd0) && args[1] as u32 == libc::TCGETS as u32 => {
+            // isatty(3) of a file opened here, which a regular file or a directory is not,
+            // here as at home: Python asks it of every file it opens.
+            libc::SYS_ioctl if local(args[0]) && args[1] as u32 == libc::TCGETS as u32 => {
                 Some(Verdict::Run)
             }
             libc::SYS_mmap if local(args[4]) => {
@@ -479,7 +501,18 @@ impl LocalFiles {
             | libc::SYS_faccessat
             | libc::SYS_faccessat2
             | libc::SYS_readlinkat => None,
-            libc::SYS_dup2 | libc::SYS_dup3 if local(args[0]) || local(args[1]) => go("dup2"),
+            libc::SYS_dup if local(args[0]) => Some(Verdict::Dup {
+                source: fd0,
+                cloexec: false,
+            }),
+            // Over whatever the number held, here or at home.
+            libc::SYS_dup2 | libc::SYS_dup3 if local(args[0]) => Some(Verdict::Dup {
+                source: fd0,
+                cloexec: nr == libc::SYS_dup3 && args[2] & libc::O_CLOEXEC as u64 != 0,
+            }),
+            // Home's descriptor over a local one: the process would have to drop its own
+            // file under that number, which only a call of its own does.
+            libc::SYS_dup2 | libc::SYS_dup3 if local(args[1]) => go("dup2 of a home file"),
             libc::SYS_close_range
                 if self
                     .open
@@ -942,10 +975,29 @@ pub fn list(pid: Pid, system: &HashMap<i32, String>) -> io::Result<Vec<LocalFile
             flags: state.flags.unwrap_or(0),
             pos: state.pos.unwrap_or(0),
             digest: system.get(&fd).cloned(),
+            shares: None,
         });
     }
     files.sort_by_key(|f| f.fd);
+    // Duplicates of one open file share it again wherever the process resumes.
+    for i in 1..files.len() {
+        let (before, rest) = files.split_at_mut(i);
+        let file = &mut rest[0];
+        file.shares = (before.iter())
+            .filter(|first| first.shares.is_none() && first.path == file.path)
+            .find(|first| one_open_file(pid, first.fd, file.fd))
+            .map(|first| first.fd);
+    }
     Ok(files)
+}
+
+/// Whether descriptors `a` and `b` of `pid` are one open file (kcmp(2), `KCMP_FILE`). Where
+/// the kernel cannot tell, they are taken for two: each is then opened again on its own.
+fn one_open_file(pid: Pid, a: i32, b: i32) -> bool {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp reads nothing of ours; it compares two of pid's descriptors.
+    let ret = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a, b) };
+    ret == 0
 }
 
 /// What `/proc/PID/fdinfo/FD` says of a descriptor: its offset and its open flags (`None`
@@ -996,16 +1048,21 @@ pub fn reopen(
         return Ok(Vec::new());
     }
     let scratch = Scratch::map(inj, pid, 2 * PATH_MAX + 4096)?;
-    let mut kept = Vec::new();
+    let mut kept: Vec<LocalFile> = Vec::new();
     let result = (files.iter()).try_for_each(|file| {
-        let here = match (&file.digest, &at) {
-            (None, Resume::Home(consistent) | Resume::Remote(consistent, _)) => {
+        let first = file
+            .shares
+            .filter(|&first| kept.iter().any(|k| k.fd == first));
+        let here = match (&file.digest, &at, first) {
+            // Home's descriptors of system files are duplicates of one another already.
+            (Some(_), Resume::Home(_), _) => Ok(true),
+            (_, _, Some(first)) => share(pid, inj, first, file).map(|()| true),
+            (None, Resume::Home(consistent) | Resume::Remote(consistent, _), None) => {
                 reopen_one(pid, inj, &scratch, file, consistent).map(|()| true)
             }
             // Home's descriptor is the file, with its flags (calls that change them run at
             // home) and at the offset the remote sent before the image (`ToHome::Offset`).
-            (Some(_), Resume::Home(_)) => Ok(true),
-            (Some(digest), Resume::Remote(_, system)) => {
+            (Some(digest), Resume::Remote(_, system), None) => {
                 reopen_system(pid, inj, &scratch, file, digest, system)
             }
         }?;
@@ -1215,6 +1272,15 @@ fn open_in(
     placed
 }
 
+/// Put a duplicate of descriptor `first` of stopped `pid`, opened again already, under
+/// `file`'s number: the two share one open file, as they did where the process was.
+fn share(pid: Pid, inj: &Injector, first: i32, file: &LocalFile) -> io::Result<()> {
+    let what = format!("duplicate {} as {}", first, file.fd);
+    let cloexec = (file.flags & libc::O_CLOEXEC) as u64;
+    let args = [first as u64, file.fd as u64, cloexec, 0, 0, 0];
+    inj.call_ok(pid, libc::SYS_dup3, args, &what).map(drop)
+}
+
 /// Put descriptor `opened` of `pid` under `file`'s number, with its flags and offset, if it
 /// is a regular file or a directory.
 fn place(
@@ -1324,6 +1390,7 @@ mod tests {
             flags: libc::O_RDONLY,
             pos: 0,
             digest: digest.map(str::to_owned),
+            shares: None,
         }
     }
 
@@ -1551,12 +1618,131 @@ mod tests {
             local.judge(libc::SYS_close, &on(5, 0), &mem),
             Verdict::Close(5)
         ));
-        // Any ioctl of a DFSA file brings the process home (home holds only a placeholder).
+        // isatty of a DFSA file runs here, where it is the same file; any other ioctl
+        // brings the process home (home holds only a placeholder).
         local.opened(6, "/mfs/3/data".into(), None);
         assert!(matches!(
             local.judge(libc::SYS_ioctl, &on(6, libc::TCGETS), &mem),
+            Verdict::Run
+        ));
+        assert!(matches!(
+            local.judge(libc::SYS_ioctl, &on(6, libc::TIOCGWINSZ), &mem),
             Verdict::GoHome(_)
         ));
+    }
+
+    #[test]
+    fn a_duplicate_of_a_file_opened_here_is_made_here_but_home_file_over_one_goes_home() {
+        let me = std::process::id() as Pid;
+        let mem = Memory::open(me).unwrap();
+        let consistent = Consistent::default();
+        let terms = Terms::of(me, consistent.clone()).unwrap();
+        let mut local = LocalFiles::new(Some(&terms), &consistent);
+        local.opened(6, "/mfs/3/tmp/data".into(), None);
+        let cloexec = libc::O_CLOEXEC as u64;
+        let dup =
+            |nr: i64, args: [u64; 6], local: &mut LocalFiles| match local.judge(nr, &args, &mem) {
+                Verdict::Dup { source, cloexec } => Some((source, cloexec)),
+                _ => None,
+            };
+        for (nr, args, with_cloexec) in [
+            (libc::SYS_dup, [6, 0, 0, 0, 0, 0], false),
+            (
+                libc::SYS_fcntl,
+                [6, libc::F_DUPFD as u64, 10, 0, 0, 0],
+                false,
+            ),
+            (
+                libc::SYS_fcntl,
+                [6, libc::F_DUPFD_CLOEXEC as u64, 10, 0, 0, 0],
+                true,
+            ),
+            (libc::SYS_dup2, [6, 1, 0, 0, 0, 0], false),
+            (libc::SYS_dup3, [6, 1, cloexec, 0, 0, 0], true),
+            (libc::SYS_dup3, [6, 7, 0, 0, 0, 0], false),
+        ] {
+            assert_eq!(
+                dup(nr, args, &mut local),
+                Some((6, with_cloexec)),
+                "{nr} {args:?}"
+            );
+        }
+        // Home's descriptor over a local one needs home; home's own duplicates pass.
+        for nr in [libc::SYS_dup2, libc::SYS_dup3] {
+            let verdict = local.judge(nr, &[1, 6, 0, 0, 0, 0], &mem);
+            assert!(matches!(verdict, Verdict::GoHome(_)), "{nr}");
+        }
+        assert!(matches!(
+            local.judge(libc::SYS_dup, &[1, 0, 0, 0, 0, 0], &mem),
+            Verdict::Pass
+        ));
+        // The duplicate is local too, and lives on when the first closes.
+        local.duplicated(6, 9);
+        local.closed(6);
+        assert!(local.holds(9) && !local.holds(6));
+        assert!(matches!(
+            local.judge(libc::SYS_read, &[9, 0, 0, 0, 0, 0], &mem),
+            Verdict::Run
+        ));
+    }
+
+    /// Opens `path` in stopped husk `pid` under `fd`.
+    fn open_in_husk(husk: &crate::testing::Husk, path: &str, fd: i32) {
+        let scratch = Scratch::map(&husk.inj, husk.pid, 4096).unwrap();
+        husk.mem
+            .write(scratch.addr, format!("{path}\0").as_bytes())
+            .unwrap();
+        let cwd = libc::AT_FDCWD as u64;
+        let args = [cwd, scratch.addr, libc::O_RDONLY as u64, 0, 0, 0];
+        let opened = husk
+            .inj
+            .call_ok(husk.pid, libc::SYS_openat, args, "open")
+            .unwrap();
+        let args = [opened, fd as u64, 0, 0, 0, 0];
+        husk.inj
+            .call_ok(husk.pid, libc::SYS_dup3, args, "dup3")
+            .unwrap();
+        husk.inj
+            .call_ok(husk.pid, libc::SYS_close, [opened, 0, 0, 0, 0, 0], "close")
+            .unwrap();
+        scratch.unmap(&husk.inj, husk.pid).unwrap();
+    }
+
+    #[test]
+    fn duplicates_of_one_open_file_share_it_again_where_the_process_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("data"), b"0123456789").unwrap();
+        let data = format!("{}/data", root.display());
+        let (from, to) = crate::testing::Husk::pair(1);
+        // 20 and 21 are one open file (21 a dup of 20); 22 the same path, opened again.
+        open_in_husk(&from, &data, 20);
+        let dup = [20, 21, 0, 0, 0, 0];
+        from.inj
+            .call_ok(from.pid, libc::SYS_dup3, dup, "dup3")
+            .unwrap();
+        open_in_husk(&from, &data, 22);
+        let seek = [21, 4, libc::SEEK_SET as u64, 0, 0, 0];
+        from.inj
+            .call_ok(from.pid, libc::SYS_lseek, seek, "lseek")
+            .unwrap();
+        let files: Vec<LocalFile> = (list(from.pid, &HashMap::new()).unwrap().into_iter())
+            .filter(|f| f.fd >= 20)
+            .collect();
+        let shares: Vec<_> = files.iter().map(|f| (f.fd, f.shares, f.pos)).collect();
+        assert_eq!(shares, [(20, None, 4), (21, Some(20), 4), (22, None, 0)]);
+
+        let home = Consistent::new(None, &[&root]);
+        let kept = reopen(to.pid, &to.inj, &files, Resume::Home(&home)).unwrap();
+        assert_eq!(kept, files);
+        assert!(one_open_file(to.pid, 20, 21));
+        assert!(!one_open_file(to.pid, 20, 22));
+        let seek = [20, 7, libc::SEEK_SET as u64, 0, 0, 0];
+        to.inj
+            .call_ok(to.pid, libc::SYS_lseek, seek, "lseek")
+            .unwrap();
+        assert_eq!(target_and_pos(to.pid, 21), (data.clone(), Some(7)));
+        assert_eq!(target_and_pos(to.pid, 22), (data, Some(0)));
     }
 
     #[test]

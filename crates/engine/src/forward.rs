@@ -15,6 +15,7 @@ use crate::mem::{Memory, le_u32, le_u64};
 use crate::msg;
 use crate::numbers::{self, Free, FreeNumbers};
 use crate::pathcache::{self, Answer, Forgotten, Key, Keyed, Listing, PathAnswers};
+use crate::pidfd::PidFd;
 use crate::ptrace::Pid;
 use crate::readahead::{self, Loan, Lookup, ReadCache};
 use crate::seccomp::Listener;
@@ -82,6 +83,15 @@ pub enum Pending {
         cloexec: bool,
         path: String,
     },
+    /// A duplicate of local descriptor `source` (see `dfsa`), asked of home on its
+    /// placeholder or copy: home's answer is the number under which `file`, the process's
+    /// own open file, goes into the process.
+    Dup {
+        id: u64,
+        file: std::os::fd::OwnedFd,
+        source: i32,
+        cloexec: bool,
+    },
     /// An open of a system file, sent home (see `sysfiles`): the same file here, if it could
     /// be opened, stands in for home's where home says it is the same.
     System {
@@ -111,6 +121,7 @@ impl Pending {
             | Pending::Mirror { id }
             | Pending::Times { id, .. }
             | Pending::Open { id, .. }
+            | Pending::Dup { id, .. }
             | Pending::System { id, .. }
             | Pending::Read { id, .. } => id,
         }
@@ -482,6 +493,31 @@ impl Forwarder {
                     file,
                     cloexec,
                     path,
+                })
+            }
+            Verdict::Dup { source, cloexec } => {
+                let file = match PidFd::open(self.pid).and_then(|pidfd| pidfd.get_fd(source)) {
+                    Ok(file) => file,
+                    Err(err) => {
+                        let what = format!("a dup of a file opened here ({err})");
+                        return Ok(Some(Trapped::GoHome { what }));
+                    }
+                };
+                // Home's table changes as the program's would: dup2 may put the file over
+                // one of home's descriptors.
+                self.before_other_call(nr, &args, session)?;
+                self.numbers.stale();
+                self.terminals.not.clear();
+                let asking = Asking {
+                    numbers: self.wants_numbers(),
+                    ..Asking::default()
+                };
+                send_call(session, id, nr, args, &[], asking)?;
+                Trapped::Shipped(Pending::Dup {
+                    id,
+                    file,
+                    source,
+                    cloexec,
                 })
             }
             Verdict::System { path, flags } => {
@@ -1299,7 +1335,31 @@ impl Forwarder {
             // exit_group came back: a signal stopped the shell before it ran there, and the
             // answer is a restart code. The remote takes the signal, then exits again.
             Pending::Exit { id } => respond(listener, id, ret),
-            Pending::Open { id, .. } if ret < 0 => respond(listener, id, ret),
+            Pending::Open { id, .. } | Pending::Dup { id, .. } if ret < 0 => {
+                respond(listener, id, ret)
+            }
+            Pending::Dup {
+                id,
+                file,
+                source,
+                cloexec,
+            } => {
+                let fd = ret as i32;
+                match listener.answer_with_file(id, self.pid, &file, fd, cloexec) {
+                    Ok(()) => self.local.duplicated(source, fd),
+                    // As for an open; a number that held a file here holds it still, and
+                    // home's placeholder under it stands for it as before.
+                    Err(err) => {
+                        if err.raw_os_error() != Some(libc::ENOENT) {
+                            let errno = err.raw_os_error().unwrap_or(libc::EMFILE);
+                            respond(listener, id, -i64::from(errno));
+                        }
+                        if !self.local.holds(fd) {
+                            self.release(id, fd, session)?;
+                        }
+                    }
+                }
+            }
             Pending::Open {
                 id,
                 file,

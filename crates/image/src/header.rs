@@ -403,6 +403,10 @@ pub struct LocalFile {
     /// the same still. None: a file of a file system that is the same on every node.
     #[serde(default)]
     pub digest: Option<String>,
+    /// The lower descriptor it is a duplicate of (one open file, sharing offset and flags),
+    /// which is opened again first. None: an open file of its own.
+    #[serde(default)]
+    pub shares: Option<i32>,
 }
 
 impl Header {
@@ -746,6 +750,7 @@ mod tests {
                                 flags: version as i32,
                                 pos: t.tid_address,
                                 digest: None,
+                                shares: (i > 0).then_some(3),
                             })
                             .collect(),
                         tasks,

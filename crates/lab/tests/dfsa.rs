@@ -174,6 +174,16 @@ impl Files<'_> {
     }
 }
 
+/// Waits until home's daemon says `job` runs at home again, as it does once the process
+/// came home on its own (its table follows the process's report).
+fn comes_home(job: &Job) {
+    let deadline = Instant::now() + STEP;
+    while job.location().unwrap_or_else(|e| panic!("{e}")) != 1 {
+        assert!(Instant::now() < deadline, "not home:\n{}", job.outputs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A 3-node lab whose node 3 holds the data, visible at every node.
 fn data_lab() -> Lab {
     let lab = Lab::start(LabConfig::new(3, bin_dir_of_current_test()))
@@ -284,7 +294,7 @@ except OSError:
     assert_eq!(files.at_home(fd), "/", "opened away");
     assert_eq!(held(), "free\n");
     assert_eq!(files.ask(&format!("lock {fd}")), "locked 0");
-    assert_eq!(files.job.location().unwrap_or_else(|e| panic!("{e}")), 1);
+    comes_home(&files.job);
     assert_eq!(files.at_home(fd), path);
     assert_eq!(held(), "held\n");
     files.job.migrate("3").unwrap_or_else(|e| panic!("{e}"));
@@ -416,8 +426,8 @@ fn a_file_of_a_tree_the_next_node_does_not_share_goes_back_through_home() {
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A call only home can serve on a file opened away (`dup`) brings the process home, where
-/// the file replaces its placeholder and the call runs on it.
+/// A call only home can serve on a file opened away (`dup2` of home's file over it) brings
+/// the process home, where its files replace their placeholders and the call runs.
 #[test]
 fn a_call_only_home_serves_brings_the_process_home_with_its_files() {
     if !require_root() {
@@ -431,11 +441,65 @@ fn a_call_only_home_serves_brings_the_process_home_with_its_files() {
     let data = data();
     assert_eq!(files.read(fd, 1000), (1000, fnv(&data[..1000])));
     let copy = files.open_like(&format!("dup {fd}"));
-    assert_eq!(files.job.location().unwrap_or_else(|e| panic!("{e}")), 1);
-    assert_eq!(files.at_home(fd), DATA);
+    // Node 1's own /tmp: opened at home.
+    let home = files.open("/tmp/home-file");
+    assert_eq!(files.at_home(home), "/tmp/home-file");
+    assert_eq!(files.open_like(&format!("dup2 {home} {fd}")), fd);
+    comes_home(&files.job);
+    assert_eq!(files.at_home(fd), "/tmp/home-file");
     assert_eq!(files.at_home(copy), DATA);
-    // The copy shares the offset the file had away.
+    // The copy kept the offset the file had away.
     assert_eq!(files.read(copy, 1000), (1000, fnv(&data[1000..2000])));
+    end_files(files);
+    lab.stop().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A duplicate of a file opened away (dup, fcntl's F_DUPFD, dup2 over a free number and over
+/// one of home's descriptors) is made where the process runs, under the number home gives,
+/// and shares the file's offset: there, at the next node and at home.
+#[test]
+fn duplicates_of_a_file_opened_away_are_made_there_and_share_it_wherever_the_process_goes() {
+    if !require_root() {
+        return;
+    }
+    let lab = data_lab();
+    let (n2, n3) = (lab.node(2), lab.node(3));
+    let data = data();
+    let mut files = start_files(&lab);
+    files.job.migrate("2").unwrap_or_else(|e| panic!("{e}"));
+    let fd = files.open(DATA);
+    let home = files.open("/tmp/home-file");
+    assert_eq!(files.read(fd, 1000), (1000, fnv(&data[..1000])));
+    let copy = files.open_like(&format!("dup {fd}"));
+    let high = files.open_like(&format!("dupfd {fd} 50"));
+    let free = files.open_like(&format!("dup2 {fd} 40"));
+    let over = files.open_like(&format!("dup2 {fd} {home}"));
+    assert_eq!((high, free, over), (50, 40, home));
+    assert_eq!(files.job.location().unwrap_or_else(|e| panic!("{e}")), 2);
+    for dup in [copy, high, free, over] {
+        assert_eq!(files.at_home(dup), "/", "{dup}: a placeholder at home");
+        assert_eq!(files.at_remote(n2, dup), DATA, "{dup}");
+    }
+    // The numbers home gave: the lowest it had free.
+    assert_eq!((home, copy), (fd + 1, fd + 2));
+    // One open file: the first closes, and a read of one moves them all on.
+    files.close(fd);
+    assert_eq!(files.read(copy, 1000), (1000, fnv(&data[1000..2000])));
+    assert_eq!(files.pos(over), 2000);
+
+    files.job.migrate("3").unwrap_or_else(|e| panic!("{e}"));
+    for dup in [copy, high, free, over] {
+        assert_eq!(files.at_remote(n3, dup), DATA, "{dup}");
+    }
+    assert_eq!(files.read(high, 1000), (1000, fnv(&data[2000..3000])));
+    assert_eq!(files.pos(copy), 3000, "still one open file after the move");
+
+    files.job.migrate("home").unwrap_or_else(|e| panic!("{e}"));
+    for dup in [copy, high, free, over] {
+        assert_eq!(files.at_home(dup), DATA, "{dup}");
+    }
+    assert_eq!(files.read(free, 1000), (1000, fnv(&data[3000..4000])));
+    assert_eq!(files.pos(over), 4000, "still one open file at home");
     end_files(files);
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
@@ -461,6 +525,11 @@ fn system_files_are_read_where_the_process_runs_only_where_they_are_the_same() {
     assert_eq!(files.at_home(same), path);
     let first = 1_000_000;
     assert_eq!(files.read(same, first), (first, fnv(&data[..first])));
+    // A duplicate is made here too, home's copy duplicated under the number it gives.
+    let twin = files.open_like(&format!("dup {same}"));
+    assert_eq!(files.at_remote(n2, twin), path);
+    assert_eq!(files.at_home(twin), path);
+    assert_eq!(files.pos(twin), first as u64);
 
     // Different at node 2: read through home, with home's bytes.
     let differs = files.open(&format!("{SAME}/differs"));
@@ -479,6 +548,7 @@ fn system_files_are_read_where_the_process_runs_only_where_they_are_the_same() {
     let second = 500_000;
     let upto = first + second;
     assert_eq!(files.read(same, second), (second, fnv(&data[first..upto])));
+    assert_eq!(files.pos(twin), upto as u64, "one open file still");
 
     // Node 2's copy now differs by a byte ahead of the offset: back at node 2 the file is
     // home's descriptor again, at the offset the process reached, and reads home's bytes.
@@ -493,6 +563,12 @@ fn system_files_are_read_where_the_process_runs_only_where_they_are_the_same() {
     let third = 300_000;
     let further = upto + third;
     assert_eq!(files.read(same, third), (third, fnv(&data[upto..further])));
+    assert!(!files.husk_holds(n2, twin));
+    assert_eq!(
+        files.pos(twin),
+        further as u64,
+        "home's copies are one open file"
+    );
 
     // Home again: home's own descriptor, at the offset.
     files.job.migrate("home").unwrap_or_else(|e| panic!("{e}"));

@@ -9,6 +9,8 @@
  *   TAG stat PATH     -> TAG size N        | TAG err ERRNO
  *   TAG close FD      -> TAG closed 0      | TAG err ERRNO
  *   TAG dup FD        -> TAG fd N          | TAG err ERRNO
+ *   TAG dup2 FD TO    -> TAG fd N          | TAG err ERRNO
+ *   TAG dupfd FD MIN  -> TAG fd N          | TAG err ERRNO  (fcntl F_DUPFD)
  *   TAG create PATH   -> TAG fd N          | TAG err ERRNO  (O_CREAT|O_WRONLY|O_TRUNC, 0666)
  *   TAG umask OCTAL   -> TAG umask OLD
  *   end               -> exit 0
@@ -83,6 +85,13 @@ int main(void) {
             printf("%s umask %o\n", tag, umask((mode_t)strtol(arg, NULL, 8)));
         } else if (strcmp(op, "dup") == 0) {
             int fd = dup(atoi(arg));
+            if (fd < 0)
+                printf("%s err %d\n", tag, errno);
+            else
+                printf("%s fd %d\n", tag, fd);
+        } else if (strcmp(op, "dup2") == 0 || strcmp(op, "dupfd") == 0) {
+            int fd = strcmp(op, "dup2") == 0 ? dup2(atoi(arg), (int)len)
+                                             : fcntl(atoi(arg), F_DUPFD, (int)len);
             if (fd < 0)
                 printf("%s err %d\n", tag, errno);
             else
