@@ -12,16 +12,43 @@
 
 use std::io;
 
-use caps::CapSet;
+use caps::{CapSet, CapsHashSet};
 
 use crate::protocol::Caller;
 
-/// Run the calling thread's file accesses as `caller` until the next call: with its ids and
-/// groups, and with no effective capability unless it is root.
-pub fn become_caller(caller: &Caller) -> io::Result<()> {
+/// A worker thread's own credentials, which it serves each caller with.
+pub struct Worker {
+    /// The thread's permitted capabilities, read once: a worker only moves them in and out
+    /// of its effective set, which leaves the permitted set as it was.
+    permitted: CapsHashSet,
+}
+
+impl Worker {
+    /// The calling thread as a worker: with a file-system context of its own (cwd, root,
+    /// umask) and a umask of 0, since the requesting node's kernel has applied the caller's
+    /// umask to the modes already, and the daemon's must not apply a second time.
+    pub fn start() -> io::Result<Worker> {
+        // SAFETY: unshare(CLONE_FS) affects only the calling thread.
+        if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: umask cannot fail; after the unshare it is this thread's alone.
+        unsafe { libc::umask(0) };
+        let permitted = caps::read(None, CapSet::Permitted).map_err(io::Error::other)?;
+        Ok(Worker { permitted })
+    }
+
+    /// Run the calling thread's file accesses as `caller` until the next call: with its ids
+    /// and groups, and with no effective capability unless it is root. The calling thread
+    /// must be the one that started the worker.
+    pub fn become_caller(&self, caller: &Caller) -> io::Result<()> {
+        become_caller(&self.permitted, caller)
+    }
+}
+
+fn become_caller(permitted: &CapsHashSet, caller: &Caller) -> io::Result<()> {
     // What the last caller's call took away comes back first: setgroups needs CAP_SETGID.
-    let permitted = caps::read(None, CapSet::Permitted).map_err(io::Error::other)?;
-    caps::set(None, CapSet::Effective, &permitted).map_err(io::Error::other)?;
+    caps::set(None, CapSet::Effective, permitted).map_err(io::Error::other)?;
     // SAFETY: SYS_setgroups reads `len` gids from the pointer, which the slice provides; the
     // raw call changes only this thread's credentials.
     let rc = unsafe {
@@ -57,19 +84,6 @@ pub fn become_caller(caller: &Caller) -> io::Result<()> {
     Ok(())
 }
 
-/// Give the calling thread a file-system context of its own (cwd, root, umask), and a umask
-/// of 0: the requesting node's kernel has applied the caller's umask to the modes already,
-/// and the daemon's must not apply a second time.
-pub fn own_umask() -> io::Result<()> {
-    // SAFETY: unshare(CLONE_FS) affects only the calling thread.
-    if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: umask cannot fail; after the unshare it is this thread's alone.
-    unsafe { libc::umask(0) };
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +103,8 @@ mod tests {
         }
         // A thread of its own: the ids and capabilities it changes are its alone.
         std::thread::spawn(|| {
+            let worker = Worker::start().unwrap();
+            let become_caller = |caller: &Caller| worker.become_caller(caller);
             let full = effective();
             assert_ne!(full, 0);
             let ana = Caller {

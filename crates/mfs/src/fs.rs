@@ -495,9 +495,9 @@ fn tgid(pid: u32) -> Option<i32> {
 /// process) and its supplementary groups. `None` once it has gone.
 fn status_of(pid: u32) -> Option<(i32, Vec<u32>)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
-    let process = field("Tgid:")?.trim().parse().ok()?;
-    let groups = field("Groups:")
+    let field = |name: &str| crate::status::field(&status, name);
+    let process = field("Tgid")?.parse().ok()?;
+    let groups = field("Groups")
         .map(|g| {
             g.split_whitespace()
                 .filter_map(|n| n.parse().ok())

@@ -20,3 +20,4 @@ mod remember;
 mod resolve;
 pub mod serve;
 mod signals;
+mod status;

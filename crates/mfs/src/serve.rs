@@ -1,8 +1,8 @@
 //! Executing file requests at this node, each as its caller.
 //!
 //! A [`Server`] owns a few worker threads. Each worker has its own file-system context
-//! (`creds::own_umask`) and takes on the caller's fsuid, fsgid and groups before every
-//! request (`creds::become_caller`), so the kernel checks the access exactly as for a process
+//! (`creds::Worker::start`) and takes on the caller's fsuid, fsgid and groups before every
+//! request (`Worker::become_caller`), so the kernel checks the access exactly as for a process
 //! of that user here. Root is mapped to `nobody` unless the server trusts root
 //! ([`Policy::trust_root`]). A [`Session`] is one requester (a peer's link, or this node's own
 //! MFS): the files it opened are its own, and close when it ends.
@@ -592,10 +592,13 @@ impl Drop for Session {
 
 /// A worker: take jobs until the server is gone.
 fn work(server: &std::sync::Weak<Server>, jobs: &Mutex<mpsc::Receiver<Job>>) {
-    if let Err(e) = creds::own_umask() {
-        warn!("MFS worker cannot have a file-system context of its own: {e}");
-        return;
-    }
+    let worker = match creds::Worker::start() {
+        Ok(worker) => worker,
+        Err(e) => {
+            warn!("MFS worker cannot have a file-system context of its own: {e}");
+            return;
+        }
+    };
     loop {
         let job = match lock(jobs).recv() {
             Ok(job) => job,
@@ -605,7 +608,7 @@ fn work(server: &std::sync::Weak<Server>, jobs: &Mutex<mpsc::Receiver<Job>>) {
             return;
         };
         let identity = server.identity(job.caller);
-        let result = match creds::become_caller(&identity) {
+        let result = match worker.become_caller(&identity) {
             Ok(()) => server.execute(job.session, job.request, &job.data),
             Err(e) => {
                 warn!(

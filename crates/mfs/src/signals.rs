@@ -34,12 +34,7 @@ pub struct Signals {
 impl Signals {
     /// The sets of a status file's text; `None` if one is missing or malformed.
     pub fn parse(status: &str) -> Option<Signals> {
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .map(str::trim)
-        };
+        let field = |name: &str| crate::status::field(status, name);
         let mask = |name: &str| u64::from_str_radix(field(name)?, 16).ok();
         Some(Signals {
             own: mask("SigPnd")?,
