@@ -505,6 +505,11 @@ impl LocalFiles {
                 source: fd0,
                 cloexec: false,
             }),
+            // A descriptor over itself: nothing changes, close-on-exec included (dup3 fails
+            // so at home).
+            libc::SYS_dup2 if local(args[0]) && args[0] == args[1] => {
+                Some(Verdict::Answer(i64::from(fd0)))
+            }
             // Over whatever the number held, here or at home.
             libc::SYS_dup2 | libc::SYS_dup3 if local(args[0]) => Some(Verdict::Dup {
                 source: fd0,
@@ -1667,6 +1672,10 @@ mod tests {
                 "{nr} {args:?}"
             );
         }
+        assert!(matches!(
+            local.judge(libc::SYS_dup2, &[6, 6, 0, 0, 0, 0], &mem),
+            Verdict::Answer(6)
+        ));
         // Home's descriptor over a local one needs home; home's own duplicates pass.
         for nr in [libc::SYS_dup2, libc::SYS_dup3] {
             let verdict = local.judge(nr, &[1, 6, 0, 0, 0, 0], &mem);

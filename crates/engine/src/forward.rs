@@ -496,6 +496,14 @@ impl Forwarder {
                 })
             }
             Verdict::Dup { source, cloexec } => {
+                // What dup2 closes at home under its number cannot come back: the file must
+                // be sure to go in here (the process's limit here may be lower than at home).
+                if matches!(nr, libc::SYS_dup2 | libc::SYS_dup3)
+                    && !limits::takes_descriptor(self.pid, args[1])
+                {
+                    let what = format!("dup2 over {}, beyond the limit here", args[1]);
+                    return Ok(Some(Trapped::GoHome { what }));
+                }
                 let file = match PidFd::open(self.pid).and_then(|pidfd| pidfd.get_fd(source)) {
                     Ok(file) => file,
                     Err(err) => {

@@ -48,6 +48,12 @@ fn read_one(pid: Pid, resource: u32) -> io::Result<Limit> {
     })
 }
 
+/// Whether `pid` can hold a descriptor under number `fd`: it lies below its limit of open
+/// files. False where the limit cannot be read.
+pub fn takes_descriptor(pid: Pid, fd: u64) -> bool {
+    read_one(pid, libc::RLIMIT_NOFILE).is_ok_and(|limit| fd < limit.soft)
+}
+
 /// `pid`'s limits; none if they cannot be read (a process whose ids changed, say): its
 /// limits then stay the node's, and are read from home.
 pub fn read(pid: Pid) -> Vec<Limit> {

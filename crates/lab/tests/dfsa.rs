@@ -454,9 +454,10 @@ fn a_call_only_home_serves_brings_the_process_home_with_its_files() {
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A duplicate of a file opened away (dup, fcntl's F_DUPFD, dup2 over a free number and over
-/// one of home's descriptors) is made where the process runs, under the number home gives,
-/// and shares the file's offset: there, at the next node and at home.
+/// A duplicate of a file opened away (dup, fcntl's F_DUPFD and F_DUPFD_CLOEXEC, dup2 over a
+/// free number, over one of home's descriptors and over another file opened away, dup3) is
+/// made where the process runs, under the number home gives, with the close-on-exec flag
+/// the call asks for, and shares the file's offset: there, at the next node and at home.
 #[test]
 fn duplicates_of_a_file_opened_away_are_made_there_and_share_it_wherever_the_process_goes() {
     if !require_root() {
@@ -474,32 +475,57 @@ fn duplicates_of_a_file_opened_away_are_made_there_and_share_it_wherever_the_pro
     let high = files.open_like(&format!("dupfd {fd} 50"));
     let free = files.open_like(&format!("dup2 {fd} 40"));
     let over = files.open_like(&format!("dup2 {fd} {home}"));
-    assert_eq!((high, free, over), (50, 40, home));
+    let other = files.open(DATA);
+    let onto_other = files.open_like(&format!("dup2 {fd} {other}"));
+    let exec3 = files.open_like(&format!("dup3 {fd} 45"));
+    let exec_fd = files.open_like(&format!("dupfdx {fd} 60"));
+    assert_eq!(
+        (high, free, over, onto_other, exec3, exec_fd),
+        (50, 40, home, other, 45, 60)
+    );
+    // dup2 of a descriptor over itself changes nothing, its close-on-exec flag included.
+    assert_eq!(files.open_like(&format!("dup2 {exec3} {exec3}")), exec3);
     assert_eq!(files.job.location().unwrap_or_else(|e| panic!("{e}")), 2);
-    for dup in [copy, high, free, over] {
+    let dups = [copy, high, free, over, other, exec3, exec_fd];
+    for dup in dups {
         assert_eq!(files.at_home(dup), "/", "{dup}: a placeholder at home");
         assert_eq!(files.at_remote(n2, dup), DATA, "{dup}");
     }
     // The numbers home gave: the lowest it had free.
-    assert_eq!((home, copy), (fd + 1, fd + 2));
+    assert_eq!((home, copy, other), (fd + 1, fd + 2, fd + 3));
+    let close_on_exec = |files: &mut Files, at: &str| {
+        for dup in dups {
+            let want = if dup == exec3 || dup == exec_fd { 1 } else { 0 };
+            let got = files.ask(&format!("cloexec {dup}"));
+            assert_eq!(got, format!("cloexec {want}"), "{dup} at {at}");
+        }
+    };
+    close_on_exec(&mut files, "node 2");
     // One open file: the first closes, and a read of one moves them all on.
     files.close(fd);
     assert_eq!(files.read(copy, 1000), (1000, fnv(&data[1000..2000])));
     assert_eq!(files.pos(over), 2000);
+    assert_eq!(
+        files.pos(other),
+        2000,
+        "dup2 put the file over the other one"
+    );
 
     files.job.migrate("3").unwrap_or_else(|e| panic!("{e}"));
-    for dup in [copy, high, free, over] {
+    for dup in dups {
         assert_eq!(files.at_remote(n3, dup), DATA, "{dup}");
     }
+    close_on_exec(&mut files, "node 3");
     assert_eq!(files.read(high, 1000), (1000, fnv(&data[2000..3000])));
     assert_eq!(files.pos(copy), 3000, "still one open file after the move");
 
     files.job.migrate("home").unwrap_or_else(|e| panic!("{e}"));
-    for dup in [copy, high, free, over] {
+    for dup in dups {
         assert_eq!(files.at_home(dup), DATA, "{dup}");
     }
+    close_on_exec(&mut files, "home");
     assert_eq!(files.read(free, 1000), (1000, fnv(&data[3000..4000])));
-    assert_eq!(files.pos(over), 4000, "still one open file at home");
+    assert_eq!(files.pos(exec_fd), 4000, "still one open file at home");
     end_files(files);
     lab.stop().unwrap_or_else(|e| panic!("{e}"));
 }

@@ -10,11 +10,15 @@
  *   TAG close FD      -> TAG closed 0      | TAG err ERRNO
  *   TAG dup FD        -> TAG fd N          | TAG err ERRNO
  *   TAG dup2 FD TO    -> TAG fd N          | TAG err ERRNO
+ *   TAG dup3 FD TO    -> TAG fd N          | TAG err ERRNO  (close-on-exec)
  *   TAG dupfd FD MIN  -> TAG fd N          | TAG err ERRNO  (fcntl F_DUPFD)
+ *   TAG dupfdx FD MIN -> TAG fd N          | TAG err ERRNO  (fcntl F_DUPFD_CLOEXEC)
+ *   TAG cloexec FD    -> TAG cloexec 0|1   | TAG err ERRNO
  *   TAG create PATH   -> TAG fd N          | TAG err ERRNO  (O_CREAT|O_WRONLY|O_TRUNC, 0666)
  *   TAG umask OCTAL   -> TAG umask OLD
  *   end               -> exit 0
  */
+#define _GNU_SOURCE /* dup3 */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -89,13 +93,28 @@ int main(void) {
                 printf("%s err %d\n", tag, errno);
             else
                 printf("%s fd %d\n", tag, fd);
-        } else if (strcmp(op, "dup2") == 0 || strcmp(op, "dupfd") == 0) {
-            int fd = strcmp(op, "dup2") == 0 ? dup2(atoi(arg), (int)len)
-                                             : fcntl(atoi(arg), F_DUPFD, (int)len);
+        } else if (strncmp(op, "dup", 3) == 0) {
+            int from = atoi(arg), to = (int)len, fd = -1;
+            if (strcmp(op, "dup2") == 0)
+                fd = dup2(from, to);
+            else if (strcmp(op, "dup3") == 0)
+                fd = dup3(from, to, O_CLOEXEC);
+            else if (strcmp(op, "dupfd") == 0)
+                fd = fcntl(from, F_DUPFD, to);
+            else if (strcmp(op, "dupfdx") == 0)
+                fd = fcntl(from, F_DUPFD_CLOEXEC, to);
+            else
+                errno = EINVAL;
             if (fd < 0)
                 printf("%s err %d\n", tag, errno);
             else
                 printf("%s fd %d\n", tag, fd);
+        } else if (strcmp(op, "cloexec") == 0) {
+            int flags = fcntl(atoi(arg), F_GETFD);
+            if (flags < 0)
+                printf("%s err %d\n", tag, errno);
+            else
+                printf("%s cloexec %d\n", tag, (flags & FD_CLOEXEC) != 0);
         } else if (strcmp(op, "lock") == 0) {
             /* A read lock on the whole file. */
             struct flock lock = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
