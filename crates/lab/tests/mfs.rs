@@ -925,3 +925,52 @@ fn a_process_waiting_for_a_lock_through_mfs_takes_its_signals() {
     // The holder still holds: neither waiter took the lock.
     assert_eq!(try_locks(n2, "/mfs/1/tmp/w"), "lockf held\nflock held\n");
 }
+
+/// mknod through MFS makes a regular file, a FIFO or a socket at the serving node, as the
+/// caller, and refuses a device; a directory's fsync reaches the serving node (refused
+/// there once it closed its files) rather than being dropped as a call MFS lacks.
+#[test]
+fn mknod_makes_files_but_no_device_and_a_directory_fsync_reaches_the_serving_node() {
+    if !require_root() {
+        return;
+    }
+    let lab = start_lab(2);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    wait_mfs(n2, 1);
+    ok_as(n1, ANA, "mkdir /tmp/made");
+    let go = "/tmp/fsync-go";
+    let program = python(
+        n2,
+        &format!(
+            "import os, stat, time\n\
+             os.setgid({ANA}); os.setuid({ANA})\n\
+             d = '/mfs/1/tmp/made'\n\
+             os.mknod(d + '/file', 0o640 | stat.S_IFREG)\n\
+             os.mkfifo(d + '/fifo')\n\
+             try:\n    os.mknod(d + '/null', 0o600 | stat.S_IFCHR, os.makedev(1, 3))\n    print('device made', flush=True)\n\
+             except PermissionError:\n    print('device refused', flush=True)\n\
+             fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)\n\
+             os.fsync(fd)\n\
+             print('synced', flush=True)\n\
+             while not os.path.exists('{go}'):\n    time.sleep(0.02)\n\
+             try:\n    os.fsync(fd)\n    print('synced again', flush=True)\n\
+             except OSError as e:\n    print('refused', e.errno, flush=True)\n"
+        ),
+    );
+    program.wait_stdout("synced\n", STEP);
+    assert!(
+        program.stdout().contains("device refused"),
+        "{}",
+        program.outputs()
+    );
+    let made = ok_as(n1, 0, "stat -c '%F %u %a' /tmp/made/file /tmp/made/fifo");
+    assert_eq!(made, "regular empty file 1001 640\nfifo 1001 644\n");
+    assert!(!sh(n1, "test -e /tmp/made/null").status.success());
+    ok_as(n1, 0, "mosctl nomfs");
+    ok_as(n2, 0, &format!("touch {go}"));
+    let done = program.finish(STEP);
+    assert!(
+        done.stdout.contains(&format!("refused {}", libc::EACCES)),
+        "{done:?}"
+    );
+}

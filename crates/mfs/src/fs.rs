@@ -488,15 +488,24 @@ fn confine(mountpoint: &Path, place: &Place, target: Bytes) -> Bytes {
 
 /// The thread group of a thread (FUSE names the calling thread).
 fn tgid(pid: u32) -> Option<i32> {
-    status_of(pid).map(|(process, _)| process)
+    status_of(pid).map(|status| status.process)
 }
 
-/// What `/proc/PID/status` says of a calling thread, read once: its thread group (the
-/// process) and its supplementary groups. `None` once it has gone.
-fn status_of(pid: u32) -> Option<(i32, Vec<u32>)> {
+/// What `/proc/PID/status` says of a calling thread, read once.
+struct ThreadStatus {
+    /// Its thread group: the process.
+    process: i32,
+    /// Its file-system uid and gid (the last of the `Uid` and `Gid` fields).
+    fs_ids: Option<(u32, u32)>,
+    /// Its supplementary groups.
+    groups: Vec<u32>,
+}
+
+/// The [`ThreadStatus`] of thread `pid`; `None` once it has gone.
+fn status_of(pid: u32) -> Option<ThreadStatus> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| crate::status::field(&status, name);
-    let process = field("Tgid")?.parse().ok()?;
+    let ids = |name: &str| -> Option<u32> { field(name)?.split_whitespace().last()?.parse().ok() };
     let groups = field("Groups")
         .map(|g| {
             g.split_whitespace()
@@ -504,7 +513,11 @@ fn status_of(pid: u32) -> Option<(i32, Vec<u32>)> {
                 .collect()
         })
         .unwrap_or_default();
-    Some((process, groups))
+    Some(ThreadStatus {
+        process: field("Tgid")?.parse().ok()?,
+        fs_ids: ids("Uid").zip(ids("Gid")),
+        groups,
+    })
 }
 
 impl Mfs {
@@ -521,16 +534,19 @@ impl Mfs {
         let status = if pid == 0 { None } else { status_of(pid) };
         if status
             .as_ref()
-            .is_some_and(|&(process, _)| process == self.inner.own_pid as i32)
+            .is_some_and(|status| status.process == self.inner.own_pid as i32)
         {
             return Err(Errno::EACCES);
         }
-        let (process, groups) = status.map_or((None, Vec::new()), |(p, g)| (Some(p), g));
-        let caller = Caller {
-            uid: req.uid(),
-            gid: req.gid(),
-            groups,
-        };
+        let (uid, gid) = (req.uid(), req.gid());
+        // The groups are the caller's only if the thread read is still the caller: one that
+        // changed its ids since, or another process under a number used again, has other
+        // groups, and the caller keeps its gid alone.
+        let process = status.as_ref().map(|status| status.process);
+        let groups = (status.filter(|status| status.fs_ids == Some((uid, gid))))
+            .map(|status| status.groups)
+            .unwrap_or_default();
+        let caller = Caller { uid, gid, groups };
         Ok((caller, process))
     }
 
@@ -748,6 +764,34 @@ impl Filesystem for Mfs {
         let dir = try_or_reply!(reply, self.place_or_error(parent));
         let place = dir.child(name);
         let request = Request::Mkdir {
+            parent: dir.path,
+            name: name.as_bytes().to_vec(),
+            mode: mode & !umask,
+        };
+        self.spawn(|inner| entry_answer(inner, place, caller, request, reply));
+    }
+
+    fn mknod(
+        &self,
+        req: &FuseRequest,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // A device is refused here already; the serving node refuses it too.
+        if !matches!(
+            mode & libc::S_IFMT,
+            libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK
+        ) {
+            return reply.error(Errno::EPERM);
+        }
+        let caller = try_or_reply!(reply, self.caller(req));
+        let dir = try_or_reply!(reply, self.place_or_error(parent));
+        let place = dir.child(name);
+        let request = Request::Mknod {
             parent: dir.path,
             name: name.as_bytes().to_vec(),
             mode: mode & !umask,
@@ -1142,6 +1186,27 @@ impl Filesystem for Mfs {
         let caller = try_or_reply!(reply, self.caller(req));
         let place = try_or_reply!(reply, self.place_or_error(ino));
         let request = Request::Fsync { fh: fh.0, datasync };
+        self.spawn(|inner| done_answer(inner, place.node, caller, request, reply));
+    }
+
+    fn fsyncdir(
+        &self,
+        req: &FuseRequest,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // MFS's root and the per-process directories hold nothing of any node's disk.
+        if ino.0 == ROOT {
+            return reply.ok();
+        }
+        let caller = try_or_reply!(reply, self.caller(req));
+        let place = try_or_reply!(reply, self.place_or_error(ino));
+        let request = Request::FsyncDir {
+            path: place.path,
+            datasync,
+        };
         self.spawn(|inner| done_answer(inner, place.node, caller, request, reply));
     }
 

@@ -146,6 +146,15 @@ pub enum Request {
     Statfs { path: Bytes },
     /// access(2) with the caller's ids: [`Answer::Done`].
     Access { path: Bytes, mask: i32 },
+    /// A regular file, FIFO or socket `name` in directory `parent` (mknod(2); `mode` holds
+    /// the type): [`Answer::Attr`]. A device is EPERM: MFS makes none.
+    Mknod {
+        parent: Bytes,
+        name: Bytes,
+        mode: u32,
+    },
+    /// fsync(2) or fdatasync(2) of a directory: [`Answer::Done`].
+    FsyncDir { path: Bytes, datasync: bool },
 }
 
 /// What a file is, as stat(2) says it.

@@ -400,16 +400,31 @@ impl Server {
                 done(Answer::Done)
             }
             Request::Fsync { fh, datasync } => {
-                let file = self.file(session, fh)?;
-                // SAFETY: a valid descriptor.
-                check(unsafe {
-                    if datasync {
-                        libc::fdatasync(file.as_raw_fd())
-                    } else {
-                        libc::fsync(file.as_raw_fd())
-                    }
-                })?;
+                sync(self.file(session, fh)?.as_raw_fd(), datasync)?;
                 done(Answer::Done)
+            }
+            Request::FsyncDir { path, datasync } => {
+                let dir = resolve::open_below(
+                    self.root(),
+                    &resolve::path(&path)?,
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                    0,
+                )?;
+                sync(dir.as_raw_fd(), datasync)?;
+                done(Answer::Done)
+            }
+            Request::Mknod { parent, name, mode } => {
+                // A device's meaning is this node's hardware: MFS makes none, as it opens
+                // none. A FIFO or socket may be made (`cp -a` of a tree makes them), not
+                // opened through MFS.
+                match mode & libc::S_IFMT {
+                    libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK => {}
+                    _ => return Err(libc::EPERM),
+                }
+                let (dir, name) = (self.directory(&parent)?, resolve::name(&name)?);
+                // SAFETY: a valid descriptor and C string.
+                check(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) })?;
+                done(Answer::Attr(self.attr_in(&dir, &name)?))
             }
             Request::Mkdir { parent, name, mode } => {
                 let (dir, name) = (self.directory(&parent)?, resolve::name(&name)?);
@@ -630,6 +645,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn check(rc: i32) -> Result<(), Errno> {
     if rc < 0 { Err(last()) } else { Ok(()) }
+}
+
+/// fsync(2), or fdatasync(2) if `datasync`, of descriptor `fd`.
+fn sync(fd: RawFd, datasync: bool) -> Result<(), Errno> {
+    // SAFETY: plain system calls on a descriptor the caller holds.
+    check(unsafe {
+        if datasync {
+            libc::fdatasync(fd)
+        } else {
+            libc::fsync(fd)
+        }
+    })
 }
 
 fn regular(st: &libc::stat) -> Result<(), Errno> {
