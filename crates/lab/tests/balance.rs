@@ -347,8 +347,31 @@ fn a_job_that_reads_another_nodes_files_goes_to_that_node() {
         return;
     }
     let _alone = one_at_a_time();
-    let program = balance_program("reader");
     let lab = lab();
+    let job = start_reader(&lab, &[]);
+    sent_to_its_data(&lab, &job, 1);
+    end_reader(&lab, job);
+}
+
+/// Rule 4b for a guest: the same job placed at node 2 as it starts (`mosrun -2`) is sent on
+/// to node 3 by node 2's balancer, which counts its guests' bytes by serving node as it
+/// counts its own processes', and stays there.
+#[test]
+fn a_guest_that_reads_another_nodes_files_is_sent_on_to_that_node() {
+    if !require_root() {
+        return;
+    }
+    let _alone = one_at_a_time();
+    let lab = lab();
+    let job = start_reader(&lab, &["-2"]);
+    sent_to_its_data(&lab, &job, 2);
+    end_reader(&lab, job);
+}
+
+/// The reader under mosrun at node 1 with mosrun's `options`, reading 8 MiB of node 3's
+/// through `/mfs/3` again and again; ready.
+fn start_reader<'lab>(lab: &'lab Lab, options: &[&str]) -> Job<'lab> {
+    let program = balance_program("reader");
     // 8 MiB that MFS serves to anyone (root is mapped to nobody).
     let data = lab.work_dir().join("data");
     let bytes: Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
@@ -357,7 +380,8 @@ fn a_job_that_reads_another_nodes_files_goes_to_that_node() {
         .expect("open the data file to all");
     let at_node_3 = format!("/mfs/3{}", data.display());
     let mut cmd = lab.node(1).command("mosrun");
-    cmd.arg(&program)
+    cmd.args(options)
+        .arg(&program)
         .arg(lab.work_dir().join("reader"))
         .arg(&at_node_3)
         .current_dir(lab.work_dir())
@@ -366,16 +390,26 @@ fn a_job_that_reads_another_nodes_files_goes_to_that_node() {
     let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
     job.wait_output("ready", STEP)
         .unwrap_or_else(|e| panic!("{e}"));
-    wait_all_on(std::slice::from_ref(&job), 3);
+    job
+}
+
+/// `job` goes to node 3, where its data is, by the balancer of node `by`, and stays there.
+fn sent_to_its_data(lab: &Lab, job: &Job, by: usize) {
+    wait_all_on(std::slice::from_ref(job), 3);
+    let decider = lab.node(by);
     assert!(
-        lab.node(1)
+        decider
             .log()
             .lines()
-            .any(|l| l.contains("balancing: moving a process") && l.contains("reason=Data")),
-        "not sent to its data\n{}",
-        lab.node(1).log()
+            .any(|l| l.contains("balancing: ") && l.contains("reason=Data")),
+        "not sent to its data by node {by}\n{}",
+        decider.log()
     );
-    nothing_leaves_for_a_while(std::slice::from_ref(&job), 3);
+    nothing_leaves_for_a_while(std::slice::from_ref(job), 3);
+}
+
+/// Stops the reader, which must have read the same bytes every pass.
+fn end_reader(lab: &Lab, job: Job) {
     fs::write(lab.work_dir().join("reader.stop"), b"").expect("write a stop file");
     let done = job.finish(STEP).unwrap_or_else(|e| panic!("{e}"));
     let stdout = String::from_utf8_lossy(&done.stdout);
