@@ -1503,14 +1503,19 @@ mod tests {
         local
     }
 
-    #[test]
-    fn a_lock_on_a_file_opened_here_is_taken_at_home_and_a_test_for_one_runs_here() {
+    /// This process's memory, and local files holding DFSA file 6.
+    fn with_dfsa_file() -> (Memory, LocalFiles) {
         let me = std::process::id() as Pid;
-        let mem = Memory::open(me).unwrap();
         let consistent = Consistent::default();
         let terms = Terms::of(me, consistent.clone()).unwrap();
         let mut local = LocalFiles::new(Some(&terms), &consistent);
         local.opened(6, "/mfs/3/tmp/data".into(), None);
+        (Memory::open(me).unwrap(), local)
+    }
+
+    #[test]
+    fn a_lock_on_a_file_opened_here_is_taken_at_home_and_a_test_for_one_runs_here() {
+        let (mem, mut local) = with_dfsa_file();
         let on = |nr: i64, more: i32| (nr, [6, more as u64, 0, 0, 0, 0]);
         for (nr, args) in [
             on(libc::SYS_flock, libc::LOCK_SH),
@@ -1638,12 +1643,7 @@ mod tests {
 
     #[test]
     fn a_duplicate_of_a_file_opened_here_is_made_here_but_home_file_over_one_goes_home() {
-        let me = std::process::id() as Pid;
-        let mem = Memory::open(me).unwrap();
-        let consistent = Consistent::default();
-        let terms = Terms::of(me, consistent.clone()).unwrap();
-        let mut local = LocalFiles::new(Some(&terms), &consistent);
-        local.opened(6, "/mfs/3/tmp/data".into(), None);
+        let (mem, mut local) = with_dfsa_file();
         let cloexec = libc::O_CLOEXEC as u64;
         let dup =
             |nr: i64, args: [u64; 6], local: &mut LocalFiles| match local.judge(nr, &args, &mem) {

@@ -1358,10 +1358,7 @@ impl Forwarder {
                     // As for an open; a number that held a file here holds it still, and
                     // home's placeholder under it stands for it as before.
                     Err(err) => {
-                        if err.raw_os_error() != Some(libc::ENOENT) {
-                            let errno = err.raw_os_error().unwrap_or(libc::EMFILE);
-                            respond(listener, id, -i64::from(errno));
-                        }
+                        fail_unplaced(listener, id, &err);
                         if !self.local.holds(fd) {
                             self.release(id, fd, session)?;
                         }
@@ -1378,13 +1375,8 @@ impl Forwarder {
                 match listener.answer_with_file(id, self.pid, &file, fd, cloexec) {
                     Ok(()) => self.local.opened(fd, path, None),
                     Err(err) => {
-                        // The call is gone (a signal ended it: ENOENT), or the file could
-                        // not go in (the process's descriptor limit here): it fails, and
-                        // the placeholder goes.
-                        if err.raw_os_error() != Some(libc::ENOENT) {
-                            let errno = err.raw_os_error().unwrap_or(libc::EMFILE);
-                            respond(listener, id, -i64::from(errno));
-                        }
+                        // The placeholder goes.
+                        fail_unplaced(listener, id, &err);
                         self.release(id, fd, session)?;
                     }
                 }
@@ -1507,6 +1499,16 @@ fn call_home(
 /// The same, `asking` what home says besides the answer: what a system open opened
 /// (`ToGuest::Same`), a vouch for a lookup's answer (`ToGuest::Vouched`), the free numbers
 /// (`ToGuest::Numbers`).
+/// A file home gave a number for could not go into the process for call `id` (`err`): the
+/// call is gone (a signal ended it: ENOENT), or it fails with why (the process's descriptor
+/// limit here).
+fn fail_unplaced(listener: &Listener, id: u64, err: &io::Error) {
+    if err.raw_os_error() != Some(libc::ENOENT) {
+        let errno = err.raw_os_error().unwrap_or(libc::EMFILE);
+        respond(listener, id, -i64::from(errno));
+    }
+}
+
 fn send_call(
     session: &mut Session,
     id: u64,

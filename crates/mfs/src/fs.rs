@@ -593,6 +593,25 @@ macro_rules! try_or_reply {
     };
 }
 
+impl Mfs {
+    /// Make `name` in directory `parent` at its node, as `request` of the directory's path
+    /// and the name asks, and answer with the new entry.
+    fn make(
+        &self,
+        req: &FuseRequest,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: ReplyEntry,
+        request: impl FnOnce(Bytes, Bytes) -> Request,
+    ) {
+        let caller = try_or_reply!(reply, self.caller(req));
+        let dir = try_or_reply!(reply, self.place_or_error(parent));
+        let place = dir.child(name);
+        let request = request(dir.path, name.as_bytes().to_vec());
+        self.spawn(|inner| entry_answer(inner, place, caller, request, reply));
+    }
+}
+
 impl Filesystem for Mfs {
     fn init(&mut self, _req: &FuseRequest, config: &mut KernelConfig) -> io::Result<()> {
         if let Err(max) = config.set_max_write(MAX_IO) {
@@ -760,15 +779,12 @@ impl Filesystem for Mfs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let caller = try_or_reply!(reply, self.caller(req));
-        let dir = try_or_reply!(reply, self.place_or_error(parent));
-        let place = dir.child(name);
-        let request = Request::Mkdir {
-            parent: dir.path,
-            name: name.as_bytes().to_vec(),
-            mode: mode & !umask,
-        };
-        self.spawn(|inner| entry_answer(inner, place, caller, request, reply));
+        let mode = mode & !umask;
+        self.make(req, parent, name, reply, |parent, name| Request::Mkdir {
+            parent,
+            name,
+            mode,
+        });
     }
 
     fn mknod(
@@ -788,15 +804,12 @@ impl Filesystem for Mfs {
         ) {
             return reply.error(Errno::EPERM);
         }
-        let caller = try_or_reply!(reply, self.caller(req));
-        let dir = try_or_reply!(reply, self.place_or_error(parent));
-        let place = dir.child(name);
-        let request = Request::Mknod {
-            parent: dir.path,
-            name: name.as_bytes().to_vec(),
-            mode: mode & !umask,
-        };
-        self.spawn(|inner| entry_answer(inner, place, caller, request, reply));
+        let mode = mode & !umask;
+        self.make(req, parent, name, reply, |parent, name| Request::Mknod {
+            parent,
+            name,
+            mode,
+        });
     }
 
     fn unlink(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -827,15 +840,14 @@ impl Filesystem for Mfs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let caller = try_or_reply!(reply, self.caller(req));
-        let dir = try_or_reply!(reply, self.place_or_error(parent));
-        let place = dir.child(link_name);
-        let request = Request::Symlink {
-            parent: dir.path,
-            name: link_name.as_bytes().to_vec(),
-            target: target.as_os_str().as_bytes().to_vec(),
-        };
-        self.spawn(|inner| entry_answer(inner, place, caller, request, reply));
+        let target = target.as_os_str().as_bytes().to_vec();
+        self.make(req, parent, link_name, reply, |parent, name| {
+            Request::Symlink {
+                parent,
+                name,
+                target,
+            }
+        });
     }
 
     fn rename(
