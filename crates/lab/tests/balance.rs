@@ -568,31 +568,30 @@ fn a_program_placed_at_its_exec_finds_the_jobs_book_from_its_first_call() {
     let program = spin::program("balance");
     let lab = lab();
     let (names, load) = two_locked_jobs_at_node_1(&lab, &program, "book");
-    let mut cmd = lab.node(1).command("mosrun");
-    // The loader searches only the system's directories: `cargo test` gives its tests a
-    // library path of the build's own directories, whose lookups are no system file's.
-    cmd.args(["sh", "-c", "/usr/bin/true; /usr/bin/false; exit 0"])
-        .current_dir(lab.work_dir())
-        .stdin(std::process::Stdio::null())
-        .env_remove("LD_LIBRARY_PATH")
-        .env("MOSRUN_LOG", "info,rmosix_engine::home=trace")
-        .env("NO_COLOR", "1");
-    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
-    let done = job.finish(SPREAD).unwrap_or_else(|e| panic!("{e}"));
-    let stderr = String::from_utf8_lossy(&done.stderr).into_owned();
-    assert!(
-        done.status.success(),
-        "{:?}
-{stderr}",
-        done.status
-    );
-    let placed: Vec<&str> = (stderr.lines())
-        .filter(|l| l.contains("placing it at its exec"))
-        .filter_map(|l| log_field(l, "pid"))
-        .collect();
-    assert_eq!(placed.len(), 3, "sh, true and false placed:\n{stderr}");
+    // Home waits 200 ms for the daemon's placement of a process held at its exec, then runs
+    // it where it is: on this shared machine an answer may come late, and a program run at
+    // home proves nothing of the book. So the job runs again, up to three times, until all
+    // three programs were placed.
+    let mut attempts = Vec::new();
+    let (stderr, placed) = loop {
+        let stderr = run_book_job(&lab);
+        let placed: Vec<String> = (stderr.lines())
+            .filter(|l| l.contains("placing it at its exec"))
+            .filter_map(|l| log_field(l, "pid").map(str::to_owned))
+            .collect();
+        if placed.len() == 3 {
+            break (stderr, placed);
+        }
+        attempts.push(stderr);
+        assert!(
+            attempts.len() < 3,
+            "not all of sh, true and false placed in any of three runs:\n{}\nnode 1's log:\n{}",
+            attempts.join("\n---\n"),
+            lab.node(1).log()
+        );
+    };
     // The shell's loader asked home: what it found is the job's book.
-    let first = calls_served_for(&stderr, placed[0]);
+    let first = calls_served_for(&stderr, &placed[0]);
     let (access, openat) = (libc::SYS_access, libc::SYS_openat);
     assert!(
         first.contains(&access) && first.contains(&openat),
@@ -611,6 +610,25 @@ fn a_program_placed_at_its_exec_finds_the_jobs_book_from_its_first_call() {
         );
     }
     stop_all(&lab, &program, load, &names);
+}
+
+/// Runs `sh -c "/usr/bin/true; /usr/bin/false"` under mosrun at node 1, which must succeed;
+/// mosrun's log, with a trace of each call it serves.
+fn run_book_job(lab: &Lab) -> String {
+    let mut cmd = lab.node(1).command("mosrun");
+    // The loader searches only the system's directories: `cargo test` gives its tests a
+    // library path of the build's own directories, whose lookups are no system file's.
+    cmd.args(["sh", "-c", "/usr/bin/true; /usr/bin/false; exit 0"])
+        .current_dir(lab.work_dir())
+        .stdin(std::process::Stdio::null())
+        .env_remove("LD_LIBRARY_PATH")
+        .env("MOSRUN_LOG", "info,rmosix_engine::home=trace")
+        .env("NO_COLOR", "1");
+    let job = Job::spawn(lab.node(1), cmd).unwrap_or_else(|e| panic!("{e}"));
+    let done = job.finish(SPREAD).unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&done.stderr).into_owned();
+    assert!(done.status.success(), "{:?}\n{stderr}", done.status);
+    stderr
 }
 
 /// Node 1 busy with two locked jobs of `program`, named after `test`, so that nodes 2 and 3
