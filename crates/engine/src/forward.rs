@@ -1485,6 +1485,16 @@ impl Forwarder {
     }
 }
 
+/// A file home gave a number for could not go into the process for call `id` (`err`): the
+/// call is gone (a signal ended it: ENOENT), or it fails with why (the process's descriptor
+/// limit here).
+fn fail_unplaced(listener: &Listener, id: u64, err: &io::Error) {
+    if err.raw_os_error() != Some(libc::ENOENT) {
+        let errno = err.raw_os_error().unwrap_or(libc::EMFILE);
+        respond(listener, id, -i64::from(errno));
+    }
+}
+
 /// Send call `id` home with the buffers it reads, each with the remote address it came from.
 fn call_home(
     session: &mut Session,
@@ -1499,16 +1509,6 @@ fn call_home(
 /// The same, `asking` what home says besides the answer: what a system open opened
 /// (`ToGuest::Same`), a vouch for a lookup's answer (`ToGuest::Vouched`), the free numbers
 /// (`ToGuest::Numbers`).
-/// A file home gave a number for could not go into the process for call `id` (`err`): the
-/// call is gone (a signal ended it: ENOENT), or it fails with why (the process's descriptor
-/// limit here).
-fn fail_unplaced(listener: &Listener, id: u64, err: &io::Error) {
-    if err.raw_os_error() != Some(libc::ENOENT) {
-        let errno = err.raw_os_error().unwrap_or(libc::EMFILE);
-        respond(listener, id, -i64::from(errno));
-    }
-}
-
 fn send_call(
     session: &mut Session,
     id: u64,
