@@ -22,14 +22,15 @@
 //!   the process as they are (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the descriptor
 //!   number is in a register, which nothing can change after the check). A duplicate of a
 //!   local descriptor is local too: home runs the dup on its placeholder, so that its table
-//!   takes the number the program gets, and the process gets its own open file under it. Path calls are run
-//!   by the guest itself, on the path it read once, never by the process after a check (the
-//!   process could change the path in between). Any other call that names a local descriptor
+//!   takes the number the program gets, and the process gets its own open file under it.
+//!   Path calls are run by the guest itself, on the path it read once, never by the process
+//!   after a check (the process could change the path in between). Any other call that names a local descriptor
 //!   makes the process go home, where the descriptor is an ordinary one: taking a lock among
 //!   them, as a lock belongs to the open file, which the next move would open anew.
 //! - **Moves.** The image lists the local descriptors (path, flags, offset, number,
 //!   [`LocalFile`]); wherever the process resumes, each is opened again by its path beneath
-//!   a root that node holds the same (at home over the placeholder). A file of a tree the
+//!   a root that node holds the same (at home over the placeholder), and a duplicate is
+//!   made again from the descriptor it shares an open file with. A file of a tree the
 //!   next node does not share goes back to home instead: home, which relays the image, knows
 //!   the trees that node shares from its `Ready`, opens the file over its placeholder
 //!   ([`take_back`]) and takes it out of the image before the node gets it. A file that
