@@ -414,10 +414,9 @@ impl Inner {
         }
     }
 
-    /// The target of a special symlink for thread `tid`; `None`: it leads nowhere for it
-    /// (`selected` of a process that selected nothing).
-    fn readlink_special(&self, ino: u64, tid: u32) -> Option<Bytes> {
-        let pid = tgid(tid).unwrap_or(tid as i32);
+    /// The target of a special symlink for thread `tid` of process `pid`; `None`: it leads
+    /// nowhere for it (`selected` of a process that selected nothing).
+    fn readlink_special(&self, ino: u64, tid: u32, pid: i32) -> Option<Bytes> {
         let node = match ino {
             HERE => self.cluster.places(pid).here,
             // A process execs at home (execve takes a process away home first), so the
@@ -444,8 +443,7 @@ impl Inner {
     }
 
     /// What `/mfs/select` reads for process `pid`: its selection, if any.
-    fn selection_text(&self, pid: u32) -> String {
-        let pid = tgid(pid).unwrap_or(pid as i32);
+    fn selection_text(&self, pid: i32) -> String {
         match lock(&self.selections).of(&Proc, pid) {
             Some(node) => format!("{node}\n"),
             None => String::new(),
@@ -486,9 +484,11 @@ fn confine(mountpoint: &Path, place: &Place, target: Bytes) -> Bytes {
     out
 }
 
-/// The thread group of a thread (FUSE names the calling thread).
-fn tgid(pid: u32) -> Option<i32> {
-    status_of(pid).map(|status| status.process)
+/// The process a per-process answer is for: the calling thread's group as
+/// [`Mfs::caller_and_process`] read it, or the thread itself once it has gone (FUSE names the
+/// calling thread).
+fn process_of(req: &FuseRequest, process: Option<i32>) -> i32 {
+    process.unwrap_or(req.pid() as i32)
 }
 
 /// What `/proc/PID/status` says of a calling thread, read once.
@@ -565,15 +565,13 @@ impl Mfs {
         self.inner.cluster.nodes().contains(&node).then_some(node)
     }
 
-    /// Process `pid` (a thread of it) selects the node written: a number of the map, else
-    /// EINVAL.
-    fn select(&self, pid: u32, data: &[u8]) -> Result<(), Errno> {
+    /// Process `pid` selects the node written: a number of the map, else EINVAL.
+    fn select(&self, pid: i32, data: &[u8]) -> Result<(), Errno> {
         let node = std::str::from_utf8(data)
             .ok()
             .and_then(|t| t.trim().parse::<u16>().ok())
             .filter(|n| self.inner.cluster.nodes().contains(n))
             .ok_or(Errno::from_i32(libc::EINVAL))?;
-        let pid = tgid(pid).unwrap_or(pid as i32);
         lock(&self.inner.selections).remember(&Proc, pid, node);
         Ok(())
     }
@@ -743,19 +741,20 @@ impl Filesystem for Mfs {
     }
 
     fn readlink(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyData) {
-        let caller = try_or_reply!(reply, self.caller(req));
+        let (caller, process) = try_or_reply!(reply, self.caller_and_process(req));
+        let (tid, pid) = (req.pid(), process_of(req, process));
         if ino.0 == MAGIC {
             // Reading the caller's /proc/TID/syscall or memory waits while its process execs
             // (the kernel's exec_update_lock), and an exec may wait for this session to answer
             // the close of an MFS file: off the session's thread, which goes on answering.
-            let (inner, tid) = (self.inner.clone(), req.pid());
+            let inner = self.inner.clone();
             self.inner
                 .runtime
-                .spawn_blocking(move || reply_special(&inner, MAGIC, tid, reply));
+                .spawn_blocking(move || reply_special(&inner, MAGIC, tid, pid, reply));
             return;
         }
         if ino.0 < FIRST_PLACE {
-            return reply_special(&self.inner, ino.0, req.pid(), reply);
+            return reply_special(&self.inner, ino.0, tid, pid, reply);
         }
         let place = try_or_reply!(reply, self.place_or_error(ino));
         self.spawn(|inner| async move {
@@ -981,7 +980,7 @@ impl Filesystem for Mfs {
     ) {
         let (caller, process) = try_or_reply!(reply, self.caller_and_process(req));
         if ino.0 == SELECT {
-            let text = self.inner.selection_text(req.pid());
+            let text = self.inner.selection_text(process_of(req, process));
             let start = (offset as usize).min(text.len());
             return reply.data(&text.as_bytes()[start..]);
         }
@@ -1015,7 +1014,7 @@ impl Filesystem for Mfs {
     ) {
         let (caller, process) = try_or_reply!(reply, self.caller_and_process(req));
         if ino.0 == SELECT {
-            return match self.select(req.pid(), data) {
+            return match self.select(process_of(req, process), data) {
                 Ok(()) => reply.written(data.len() as u32),
                 Err(e) => reply.error(e),
             };
@@ -1341,9 +1340,9 @@ async fn entry_answer(
     }
 }
 
-/// Answer the readlink of special symlink `ino` by thread `tid`.
-fn reply_special(inner: &Inner, ino: u64, tid: u32, reply: ReplyData) {
-    match inner.readlink_special(ino, tid) {
+/// Answer the readlink of special symlink `ino` by thread `tid` of process `pid`.
+fn reply_special(inner: &Inner, ino: u64, tid: u32, pid: i32, reply: ReplyData) {
+    match inner.readlink_special(ino, tid, pid) {
         Some(target) => reply.data(&target),
         None => reply.error(Errno::ENOENT),
     }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crate::resolve::{self, Errno, last};
+use crate::resolve::{self, Errno, check, last};
 
 /// A file of this node, whatever name or handle it is reached by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -189,7 +189,7 @@ fn description_for_locks(handle: &OwnedFd) -> Result<OwnedFd, Errno> {
 }
 
 /// A lock on bytes `start..=end`; an `end` the kernel gives as OFFSET_MAX means "to the end".
-fn flock(typ: i32, start: u64, end: u64) -> libc::flock {
+pub(crate) fn flock(typ: i32, start: u64, end: u64) -> libc::flock {
     // SAFETY: all-zero is a valid flock; the fields are set below.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
     lock.l_type = typ as libc::c_short;
@@ -201,10 +201,6 @@ fn flock(typ: i32, start: u64, end: u64) -> libc::flock {
         end.saturating_sub(start) as libc::off_t + 1
     };
     lock
-}
-
-fn check(rc: i32) -> Result<(), Errno> {
-    if rc < 0 { Err(last()) } else { Ok(()) }
 }
 
 #[cfg(test)]

@@ -26,6 +26,11 @@ pub fn last() -> Errno {
         .unwrap_or(libc::EIO)
 }
 
+/// A system call's return code: the errno it left if it failed.
+pub fn check(rc: i32) -> Result<(), Errno> {
+    if rc < 0 { Err(last()) } else { Ok(()) }
+}
+
 /// A path of the serving node as a C string: every component at most [`NAME_MAX`] bytes
 /// (ENAMETOOLONG), no NUL (EINVAL). The empty path is the root.
 pub fn path(path: &[u8]) -> Result<CString, Errno> {

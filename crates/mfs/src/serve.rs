@@ -20,7 +20,7 @@ use tracing::warn;
 use crate::creds;
 use crate::locks::{self, FileId, OwnerKey, Owners};
 use crate::protocol::{Answer, Attr, Caller, Entry, HEAD_ROOM, MAX_IO, Request, Statfs, Time};
-use crate::resolve::{self, Errno, last};
+use crate::resolve::{self, Errno, check, last};
 
 /// The uid and gid root is mapped to, unless trusted.
 pub const NOBODY: u32 = 65534;
@@ -404,13 +404,7 @@ impl Server {
                 done(Answer::Done)
             }
             Request::FsyncDir { path, datasync } => {
-                let dir = resolve::open_below(
-                    self.root(),
-                    &resolve::path(&path)?,
-                    libc::O_RDONLY | libc::O_DIRECTORY,
-                    0,
-                )?;
-                sync(dir.as_raw_fd(), datasync)?;
+                sync(self.open_dir(&path)?.as_raw_fd(), datasync)?;
                 done(Answer::Done)
             }
             Request::Mknod { parent, name, mode } => {
@@ -534,13 +528,18 @@ impl Server {
         check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) })
     }
 
-    fn read_dir(&self, path: &[u8]) -> Result<Vec<Entry>, Errno> {
-        let fd = resolve::open_below(
+    /// Directory `path`, opened to read it.
+    fn open_dir(&self, path: &[u8]) -> Result<OwnedFd, Errno> {
+        resolve::open_below(
             self.root(),
             &resolve::path(path)?,
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,
-        )?;
+        )
+    }
+
+    fn read_dir(&self, path: &[u8]) -> Result<Vec<Entry>, Errno> {
+        let fd = self.open_dir(path)?;
         let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
         // SAFETY: fdopendir takes ownership of the descriptor, closed by closedir below.
         let dir = unsafe { libc::fdopendir(raw) };
@@ -641,10 +640,6 @@ fn work(server: &std::sync::Weak<Server>, jobs: &Mutex<mpsc::Receiver<Job>>) {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn check(rc: i32) -> Result<(), Errno> {
-    if rc < 0 { Err(last()) } else { Ok(()) }
 }
 
 /// fsync(2), or fdatasync(2) if `datasync`, of descriptor `fd`.
@@ -962,11 +957,7 @@ mod tests {
 
     /// Whether a traditional fcntl write lock of this process on byte 5 is refused.
     fn local_lock_refused(file: &std::fs::File) -> bool {
-        // SAFETY: all-zero is a valid flock; the fields are set below.
-        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-        lock.l_type = libc::F_WRLCK as libc::c_short;
-        lock.l_whence = libc::SEEK_SET as libc::c_short;
-        (lock.l_start, lock.l_len) = (5, 1);
+        let mut lock = crate::locks::flock(libc::F_WRLCK, 5, 5);
         // SAFETY: a valid descriptor and flock.
         let refused = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &mut lock) } < 0;
         lock.l_type = libc::F_UNLCK as libc::c_short;
