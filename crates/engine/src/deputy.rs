@@ -841,8 +841,7 @@ impl Deputy {
     /// Another file goes under the numbers `fds`: copies of what they held are stale.
     fn forget_copies(&mut self, fds: impl Iterator<Item = i32>) {
         for fd in fds {
-            self.files
-                .forget(libc::SYS_dup3, &[0, fd as u64, 0, 0, 0, 0]);
+            self.files.forget_fd(fd);
         }
     }
 

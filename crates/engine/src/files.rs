@@ -135,6 +135,11 @@ impl ShellFiles {
         let freed = Freed::by(nr, args);
         self.fds.retain(|&fd, _| !freed.covers(fd));
     }
+
+    /// Another file went under number `fd` behind the shell's calls: its copy is stale.
+    pub fn forget_fd(&mut self, fd: i32) {
+        self.fds.remove(&fd);
+    }
 }
 
 /// The descriptor numbers a call may free or put another description under: `close`,
